@@ -1,0 +1,36 @@
+import uuid
+
+import httpx
+import pytest
+
+from tests.procs import APIServer, Etcd
+
+
+@pytest.fixture(scope="session")
+def etcd():
+    e = Etcd().start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture(scope="session")
+def apiserver(etcd):
+    s = APIServer(etcd.url).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def http(apiserver):
+    with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def ns(http):
+    """A fresh namespace per test, so tests sharing one server do not see each other."""
+    name = "t-" + uuid.uuid4().hex[:10]
+    r = http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": name}})
+    assert r.status_code == 201, r.text
+    return name
