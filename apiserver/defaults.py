@@ -1,0 +1,259 @@
+"""Kubernetes' defaulting for the kinds this server serves: the `SetDefaults_*` functions
+of k8s.io/api, plus what the default admission plugins add to every pod (Priority,
+ServiceAccount, DefaultTolerationSeconds) and Secret's `stringData` folding.
+
+Contract: `apply_defaults(obj, kind)` mutates `obj` in place, before validation (as
+Kubernetes defaults on decode). It is idempotent: a default only fills what is absent,
+so running it again, or on an update that carries the stored object's values, changes
+nothing. Nulls in maps are dropped first, since Kubernetes reads null as absent. It
+never raises on a malformed object: what is of the wrong type is left for validation
+to report. Pod `status.phase`/`status.qosClass` are filled only when missing, which in
+practice means at creation (the server resets pod status then and carries it over after).
+"""
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+from apiserver.validation import parse_quantity
+
+
+def apply_defaults(obj: dict, kind: str) -> None:
+    _drop_nulls(obj)
+    fn = _BY_KIND.get(kind)
+    if fn is not None:
+        fn(obj)
+
+
+def _drop_nulls(v: Any) -> None:
+    if isinstance(v, dict):
+        for k in [k for k, x in v.items() if x is None]:
+            del v[k]
+        for x in v.values():
+            _drop_nulls(x)
+    elif isinstance(v, list):
+        for x in v:
+            _drop_nulls(x)
+
+
+def _obj(d: dict, key: str) -> dict:
+    """d[key] to default into: created when absent, a scratch dict when malformed."""
+    v = d.setdefault(key, {})
+    return v if isinstance(v, dict) else {}
+
+
+def _dicts(v: Any) -> list[dict]:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _defaults(d: dict, **values: Any) -> None:
+    for k, v in values.items():
+        d.setdefault(k, v)
+
+
+# --- pods and pod templates -----------------------------------------------------------
+
+def _pull_policy(image: Any) -> str:
+    """`Always` for `:latest` or no tag, as Kubernetes; a digest pins the image."""
+    image = image if isinstance(image, str) else ""
+    if "@" in image:
+        return "IfNotPresent"
+    _, colon, tag = image.rpartition("/")[2].partition(":")
+    return "IfNotPresent" if colon and tag != "latest" else "Always"
+
+
+def _http_get(handler: Any) -> None:
+    get = _m(handler).get("httpGet")
+    if isinstance(get, dict):
+        _defaults(get, path="/", scheme="HTTP")
+
+
+def _m(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _container(c: dict, host_network: bool) -> None:
+    _defaults(c, imagePullPolicy=_pull_policy(c.get("image")),
+              terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File",
+              resources={})
+    for p in _dicts(c.get("ports")):
+        p.setdefault("protocol", "TCP")
+        if host_network and "containerPort" in p:
+            p.setdefault("hostPort", p["containerPort"])
+    for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(key)
+        if isinstance(probe, dict):
+            _defaults(probe, timeoutSeconds=1, periodSeconds=10, successThreshold=1,
+                      failureThreshold=3)
+            _http_get(probe)
+    lifecycle = _m(c.get("lifecycle"))
+    for hook in ("postStart", "preStop"):
+        _http_get(lifecycle.get(hook))
+    for e in _dicts(c.get("env")):
+        field_ref = _m(e.get("valueFrom")).get("fieldRef")
+        if isinstance(field_ref, dict):
+            field_ref.setdefault("apiVersion", "v1")
+
+
+_VOLUME_MODES = ("configMap", "secret", "downwardAPI", "projected")
+
+
+def _pod_spec(spec: dict) -> None:
+    _defaults(spec, restartPolicy="Always", terminationGracePeriodSeconds=30,
+              dnsPolicy="ClusterFirst", schedulerName="default-scheduler", securityContext={},
+              enableServiceLinks=True)
+    host_network = spec.get("hostNetwork") is True
+    for c in _dicts(spec.get("containers")) + _dicts(spec.get("initContainers")):
+        _container(c, host_network)
+    for v in _dicts(spec.get("volumes")):
+        if set(v) <= {"name"}:
+            v["emptyDir"] = {}
+        for key in _VOLUME_MODES:
+            if isinstance(v.get(key), dict):
+                v[key].setdefault("defaultMode", 420)  # 0644
+        if isinstance(v.get("hostPath"), dict):
+            v["hostPath"].setdefault("type", "")
+
+
+_SYSTEM_PRIORITIES = {"system-cluster-critical": 2000000000, "system-node-critical": 2000001000}
+_NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _tolerates(t: dict, key: str) -> bool:
+    return (t.get("key") == key or (not t.get("key") and t.get("operator") == "Exists")) \
+        and t.get("effect") in (None, "", "NoExecute")
+
+
+def _pod(obj: dict) -> None:
+    spec = _obj(obj, "spec")
+    _pod_spec(spec)
+    # Pods only, never templates: SetDefaults_Pod copies limits into absent requests.
+    for c in _dicts(spec.get("containers")) + _dicts(spec.get("initContainers")):
+        resources = _obj(c, "resources")
+        limits = resources.get("limits")
+        if isinstance(limits, dict) and limits:
+            requests = _obj(resources, "requests")
+            for name, q in limits.items():
+                requests.setdefault(name, q)
+    # What the default admission plugins set on every pod.
+    priority_class = spec.get("priorityClassName")
+    spec.setdefault("priority", _SYSTEM_PRIORITIES.get(priority_class, 0)
+                    if isinstance(priority_class, str) else 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    tolerations = spec.setdefault("tolerations", [])
+    if isinstance(tolerations, list):
+        for key in _NOT_READY_TAINTS:
+            if not any(_tolerates(t, key) for t in _dicts(tolerations)):
+                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                    "tolerationSeconds": 300})
+    status = _obj(obj, "status")
+    status.setdefault("phase", "Pending")
+    if "qosClass" not in status:
+        status["qosClass"] = qos_class(spec)
+
+
+def qos_class(spec: dict) -> str:
+    """Guaranteed, Burstable or BestEffort, as Kubernetes' GetPodQOS (cpu and memory)."""
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    guaranteed = True
+    for c in _dicts(spec.get("containers")) + _dicts(spec.get("initContainers")):
+        resources = _m(c.get("resources"))
+        for part, into in (("requests", requests), ("limits", limits)):
+            found = set()
+            for name, q in _m(resources.get(part)).items():
+                value = parse_quantity(q)
+                if name in ("cpu", "memory") and value is not None and value > 0:
+                    into[name] = into.get(name, 0) + value
+                    found.add(name)
+            if part == "limits" and found != {"cpu", "memory"}:
+                guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests == limits:
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _template(spec: dict) -> None:
+    template = spec.get("template")
+    if isinstance(template, dict):
+        _pod_spec(_obj(template, "spec"))
+
+
+# --- other kinds ----------------------------------------------------------------------
+
+def _deployment(obj: dict) -> None:
+    spec = _obj(obj, "spec")
+    _defaults(spec, replicas=1, revisionHistoryLimit=10, progressDeadlineSeconds=600)
+    strategy = _obj(spec, "strategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _defaults(_obj(strategy, "rollingUpdate"), maxUnavailable="25%", maxSurge="25%")
+    _template(spec)
+
+
+def _replicaset(obj: dict) -> None:
+    spec = _obj(obj, "spec")
+    spec.setdefault("replicas", 1)
+    _template(spec)
+
+
+def _service(obj: dict) -> None:
+    spec = _obj(obj, "spec")
+    _defaults(spec, type="ClusterIP", sessionAffinity="None")
+    for p in _dicts(spec.get("ports")):
+        p.setdefault("protocol", "TCP")
+        if "port" in p:
+            p.setdefault("targetPort", p["port"])
+    if spec["type"] != "ExternalName":
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    if spec["sessionAffinity"] == "ClientIP":
+        _obj(_obj(spec, "sessionAffinityConfig"), "clientIP").setdefault("timeoutSeconds", 10800)
+
+
+def _namespace(obj: dict) -> None:
+    md = _obj(obj, "metadata")
+    if isinstance(md.get("name"), str):
+        _obj(md, "labels")["kubernetes.io/metadata.name"] = md["name"]
+    # Kubernetes sets the finalizer at creation only; once deletion has begun, the
+    # namespace controller's removal of it must stick.
+    if not md.get("deletionTimestamp"):
+        _obj(obj, "spec").setdefault("finalizers", ["kubernetes"])
+    _obj(obj, "status").setdefault("phase", "Active")
+
+
+def _secret(obj: dict) -> None:
+    obj.setdefault("type", "Opaque")
+    # stringData is write-only: Kubernetes folds it into data (it wins) and never stores
+    # it. A malformed one stays, for validation to report.
+    string_data = obj.get("stringData")
+    if isinstance(string_data, dict) and all(isinstance(v, str) for v in string_data.values()):
+        del obj["stringData"]
+        if string_data:
+            _obj(obj, "data").update(
+                (k, base64.b64encode(v.encode()).decode()) for k, v in string_data.items())
+
+
+def _node(obj: dict) -> None:
+    status = obj.get("status")
+    if isinstance(status, dict) and "allocatable" not in status and "capacity" in status:
+        status["allocatable"] = copy.deepcopy(status["capacity"])
+
+
+def _endpoints(obj: dict) -> None:
+    for subset in _dicts(obj.get("subsets")):
+        for p in _dicts(subset.get("ports")):
+            p.setdefault("protocol", "TCP")
+
+
+_BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
+            "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
+            "Endpoints": _endpoints}
