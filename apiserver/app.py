@@ -1,0 +1,432 @@
+"""The HTTP face of the API server: Kubernetes' REST paths on top of `Resources`.
+
+Routing is by path shape, not by kind: `/api/v1/...` and `/apis/<group>/<version>/...`
+are parsed into (resource type, namespace, name, subresource) and dispatched by verb.
+Every failure leaves as a `kind: Status` body with the right code; an unexpected
+exception is logged and answered 500, and is always a bug.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+import yaml
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from apiserver import discovery, registry, tables
+from apiserver.cache import Entry, WatchCache
+from apiserver.resources import Resources, Selection
+from apiserver.storage import EtcdStore, TooLarge, Unavailable
+from machinery import errors
+
+log = logging.getLogger("minik8s.apiserver")
+
+MAX_BODY = 3 * 1024 * 1024
+VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-minik8s", "gitCommit": "",
+           "gitTreeState": "clean", "buildDate": "2026-11-27T00:00:00Z", "goVersion": "python",
+           "compiler": "cpython", "platform": "linux/amd64"}
+JSON = "application/json"
+
+
+class WatchResponse(StreamingResponse):
+    """A stream that ends as soon as the client goes away, even while it is idle.
+
+    Starlette (for ASGI >= 2.4) only notices a disconnect when a write fails, so an idle
+    watch would hold its cache subscription until the next event or its timeout.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        async with anyio.create_task_group() as tg:
+            async def stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def status_response(err: errors.APIError) -> Response:
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+    return json_response(err.to_status(), err.code, headers)
+
+
+@dataclass
+class Target:
+    rt: registry.ResourceType
+    namespace: str
+    name: str | None
+    subresource: str | None
+
+
+def parse_path(path: str) -> Target:
+    """`/api/v1/namespaces/ns/pods/x/status` -> Target(pods, 'ns', 'x', 'status')."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        group, rest = "", parts[1:]
+    else:
+        group, rest = (parts[1] if len(parts) > 1 else ""), parts[2:]
+    if not rest:
+        raise errors.NotFound("the server could not find the requested resource")
+    version, rest = rest[0], rest[1:]
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+        namespace, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3:
+        raise errors.NotFound("the server could not find the requested resource")
+    rt = registry.lookup(group, version, rest[0])
+    if rt is None or (namespace and not rt.namespaced):
+        raise errors.NotFound("the server could not find the requested resource")
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if sub is not None and sub not in rt.subresources:
+        raise errors.NotFound("the server could not find the requested resource")
+    if rt.namespaced and name is not None and not namespace:
+        raise errors.NotFound("the server could not find the requested resource")
+    return Target(rt, namespace, name, sub)
+
+
+async def read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY:
+        raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+BODY_TYPES = ("", "application/json", "application/yaml", "text/yaml")
+PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
+               "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+
+
+def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_TYPES) -> Any:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype not in allowed:
+        raise errors.UnsupportedMediaType(
+            f'the body of the request was in an unknown format - accepted media types '
+            f'include: {", ".join(t for t in allowed if t)}')
+    if not raw.strip():
+        raise errors.BadRequest("the request body is empty")
+    try:
+        if ctype in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
+            return yaml.safe_load(raw)
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise errors.BadRequest(f"the request body could not be decoded: {msg}") from None
+
+
+def wants_table(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    first = accept.split(",")[0]
+    return "as=Table" in first
+
+
+def query_flag(q, name: str) -> bool:
+    return q.get(name, "").lower() in ("1", "true")
+
+
+def query_int(q, name: str) -> int:
+    raw = q.get(name)
+    if raw in (None, ""):
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.BadRequest(f'invalid value for {name}: "{raw}"') from None
+    if value < 0:
+        raise errors.BadRequest(f"{name} must not be negative")
+    return value
+
+
+def dry_run(q) -> bool:
+    values = q.getlist("dryRun")
+    for v in values:
+        if v != "All":
+            raise errors.BadRequest(f'unsupported dryRun value "{v}": only "All" is supported')
+    return bool(values)
+
+
+def field_validation(q) -> str:
+    v = q.get("fieldValidation", "")
+    if v not in ("", "Ignore", "Warn", "Strict"):
+        raise errors.BadRequest(f'fieldValidation "{v}" is invalid: must be Ignore, Warn or Strict')
+    return v
+
+
+class API:
+    def __init__(self, store: EtcdStore, *, compaction_window: float = 300.0,
+                 bookmark_interval: float = 5.0):
+        self.store = store
+        self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
+        self.resources = Resources(store, self.cache)
+        self.compaction_window = compaction_window
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.cache.start()
+        await self.resources.ensure_system_namespaces()
+        await self.cache.ready.wait()
+        if self.compaction_window > 0:
+            self._tasks.append(asyncio.create_task(self.store.compactor(
+                window_seconds=self.compaction_window,
+                interval=min(60.0, self.compaction_window / 2))))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.cache.stop()
+        await self.store.close()
+
+    # -- dispatch -------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            target = parse_path(request.url.path)
+            return await self.dispatch(request, target)
+        except errors.APIError as err:
+            return status_response(err)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except TooLarge:
+            return status_response(errors.TooLarge("the object is too large to store"))
+        except Unavailable as exc:
+            return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1))
+        except Exception:  # noqa: BLE001 - the last line of defence; always a bug
+            log.exception("internal error serving %s %s", request.method, request.url)
+            return status_response(errors.InternalError("an internal error occurred"))
+
+    async def dispatch(self, request: Request, t: Target) -> Response:
+        m, q, res = request.method, request.query_params, self.resources
+        warnings: list[str] = []
+        if t.subresource in ("log", "exec"):
+            raise errors.BadRequest(f"pod {t.name!r} has no node to serve {t.subresource} from "
+                                    "(no kubelet is connected)")
+        if t.name is None:
+            if m == "GET":
+                sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+                if query_flag(q, "watch"):
+                    return await self.watch(request, t.rt, sel)
+                return await self.list(request, t.rt, sel)
+            if m == "POST":
+                body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+                obj = await res.create(t.rt, t.namespace, body, dry_run=dry_run(q),
+                                       field_validation=field_validation(q), warnings=warnings)
+                return self.object_response(obj, 201, warnings)
+            if m == "DELETE":
+                sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+                options = await self.delete_options(request)
+                items, revision = await res.delete_collection(t.rt, sel, options, dry_run=dry_run(q))
+                return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version,
+                                      "metadata": {"resourceVersion": str(revision)}, "items": items})
+            raise errors.MethodNotAllowed(f"the server does not allow this method on the requested resource")
+        if t.subresource == "binding":
+            if m != "POST":
+                raise errors.MethodNotAllowed("only POST is allowed on pods/binding")
+            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+            await res.bind(t.namespace, t.name, body, dry_run=dry_run(q))
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                  "status": "Success", "code": 201}, 201)
+        if t.subresource == "scale":
+            if m == "GET":
+                return json_response(await res.get_scale(t.rt, t.namespace, t.name))
+            if m in ("PUT", "PATCH"):
+                ctype = request.headers.get("content-type", "").split(";")[0].strip()
+                body = decode_body(await read_body(request), ctype,
+                                   PATCH_TYPES if m == "PATCH" else BODY_TYPES)
+                return json_response(await res.update_scale(
+                    t.rt, t.namespace, t.name, body, patch_type=ctype if m == "PATCH" else None,
+                    dry_run=dry_run(q)))
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
+        sub = t.subresource if t.subresource in ("status", "finalize") else None
+        if sub == "finalize":
+            sub = None  # namespaces/x/finalize writes spec.finalizers through the main path
+        if m == "GET":
+            return self.object_response(await res.get(t.rt, t.namespace, t.name), table_rt=t.rt,
+                                        request=request)
+        if m == "PUT":
+            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+            obj = await res.update(t.rt, t.namespace, t.name, body, subresource=sub,
+                                   dry_run=dry_run(q), field_validation=field_validation(q),
+                                   warnings=warnings)
+            return self.object_response(obj, 200, warnings)
+        if m == "PATCH":
+            ctype = request.headers.get("content-type", "").split(";")[0].strip()
+            body = decode_body(await read_body(request), ctype, PATCH_TYPES)
+            if ctype == "application/apply-patch+yaml":
+                raise errors.UnsupportedMediaType("server-side apply is not supported yet")
+            obj = await res.patch(t.rt, t.namespace, t.name, ctype, body, subresource=sub,
+                                  dry_run=dry_run(q), field_validation=field_validation(q),
+                                  warnings=warnings)
+            return self.object_response(obj, 200, warnings)
+        if m == "DELETE":
+            options = await self.delete_options(request)
+            obj, gone = await res.delete(t.rt, t.namespace, t.name, options, dry_run=dry_run(q))
+            # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
+            return self.object_response(obj, 200 if gone else 202)
+        raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
+
+    async def delete_options(self, request: Request) -> dict:
+        raw = await read_body(request)
+        options: Any = {}
+        if raw.strip():
+            options = decode_body(raw, request.headers.get("content-type", ""))
+            if not isinstance(options, dict):
+                raise errors.BadRequest("the body of a delete request must be DeleteOptions")
+        q = request.query_params
+        if "gracePeriodSeconds" in q:
+            try:
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.BadRequest("gracePeriodSeconds must be an integer") from None
+        if "propagationPolicy" in q:
+            options["propagationPolicy"] = q["propagationPolicy"]
+        return options
+
+    def object_response(self, obj: dict, status: int = 200, warnings: list[str] | None = None,
+                        table_rt: registry.ResourceType | None = None,
+                        request: Request | None = None) -> Response:
+        headers = {}
+        if warnings:
+            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings[:20])
+        if table_rt is not None and request is not None and wants_table(request):
+            entry = Entry("", obj, orjson.dumps(obj), 0)
+            return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),
+                                              wide=True), status, headers)
+        return json_response(obj, status, headers or None)
+
+    async def list(self, request: Request, rt: registry.ResourceType, sel: Selection) -> Response:
+        q = request.query_params
+        entries, revision, token, remaining = await self.resources.list(
+            rt, sel, limit=query_int(q, "limit"), continue_token=q.get("continue", ""),
+            resource_version=q.get("resourceVersion"), rv_match=q.get("resourceVersionMatch", ""))
+        if wants_table(request):
+            table = tables.table(rt, entries, str(revision), wide=True)
+            if token:
+                table["metadata"]["continue"] = token
+            return json_response(table)
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if token:
+            meta["continue"] = token
+            if remaining is not None:
+                meta["remainingItemCount"] = remaining
+        head = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+        body = head[:-1] + b',"items":[' + b",".join(e.raw for e in entries) + b"]}"
+        return Response(body, media_type=JSON)
+
+    async def watch(self, request: Request, rt: registry.ResourceType, sel: Selection) -> Response:
+        q = request.query_params
+        timeout = query_int(q, "timeoutSeconds") or 1800
+        as_table = wants_table(request)
+        stream = await self.resources.watch(rt, sel, resource_version=q.get("resourceVersion"),
+                                            bookmarks=query_flag(q, "allowWatchBookmarks"))
+
+        def line(kind: str, item: Any) -> bytes:
+            if kind == "BOOKMARK":
+                obj = {"kind": rt.kind, "apiVersion": rt.api_version,
+                       "metadata": {"resourceVersion": str(item)}}
+                return b'{"type":"BOOKMARK","object":' + orjson.dumps(obj) + b"}\n"
+            if kind == "ERROR":
+                return b'{"type":"ERROR","object":' + orjson.dumps(item.to_status()) + b"}\n"
+            if as_table:
+                body = orjson.dumps(tables.table(rt, [item], str(item.revision), wide=True))
+            else:
+                body = item.raw
+            return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
+
+        async def body():
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    try:
+                        async with asyncio.timeout(left):
+                            item = await stream.__anext__()
+                    except (TimeoutError, StopAsyncIteration):
+                        return
+                    yield line(*item)
+            finally:
+                await stream.aclose()
+
+        return WatchResponse(body(), media_type=JSON,
+                                 headers={"Cache-Control": "no-cache, private"})
+
+
+def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
+               bookmark_interval: float = 5.0) -> FastAPI:
+    store = EtcdStore(etcd_servers)
+    api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None,
+                  on_startup=[api.start], on_shutdown=[api.stop])
+    app.state.api = api
+
+    async def version(request: Request) -> Response:
+        return json_response(VERSION, headers={"Cache-Control": "no-cache, private"})
+
+    async def healthz(request: Request) -> Response:
+        return Response(b"ok", media_type="text/plain")
+
+    async def readyz(request: Request) -> Response:
+        if not api.cache.ready.is_set():
+            return Response(b"watch cache not ready", status_code=503, media_type="text/plain")
+        return Response(b"ok", media_type="text/plain")
+
+    async def metrics(request: Request) -> Response:
+        watchers = sum(len(b.watchers) for b in api.cache.buckets.values())
+        objects = sum(len(b.objects) for b in api.cache.buckets.values())
+        text = ("# TYPE apiserver_registered_watchers gauge\n"
+                f"apiserver_registered_watchers {watchers}\n"
+                "# TYPE apiserver_watch_cache_objects gauge\n"
+                f"apiserver_watch_cache_objects {objects}\n"
+                "# TYPE apiserver_watch_cache_revision gauge\n"
+                f"apiserver_watch_cache_revision {api.cache.revision}\n")
+        return Response(text.encode(), media_type="text/plain; version=0.0.4")
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    async def api_root(request: Request) -> Response:
+        try:
+            return discovery.handle(request)
+        except errors.APIError as err:
+            return status_response(err)
+
+    for path, endpoint in (("/version", version), ("/healthz", healthz), ("/livez", healthz),
+                           ("/readyz", readyz), ("/metrics", metrics)):
+        app.router.add_route(path, endpoint, methods=["GET"])
+    for path in ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}"):
+        app.router.add_route(path, api_root, methods=["GET"])
+    app.router.add_route("/api/{path:path}", api.handle, methods=methods)
+    app.router.add_route("/apis/{path:path}", api.handle, methods=methods)
+
+    async def not_found(request: Request, exc) -> Response:
+        return status_response(errors.NotFound("the server could not find the requested resource"))
+
+    async def not_allowed(request: Request, exc) -> Response:
+        return status_response(errors.MethodNotAllowed(
+            "the server does not allow this method on the requested resource"))
+
+    app.add_exception_handler(404, not_found)
+    app.add_exception_handler(405, not_allowed)
+    return app

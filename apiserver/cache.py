@@ -1,0 +1,275 @@
+"""The watch cache: one etcd watch on /registry/ feeding an in-memory copy of every object.
+
+Guarantees
+- `revision` is the etcd revision the cache reflects: every write with a revision
+  <= `revision` has been applied, in order. All writes the server makes live under
+  /registry/, so once `revision` reaches etcd's current revision the cache is exact;
+  `wait_for(rev)` is how a consistent LIST gets read-your-writes.
+- Each resource keeps a bounded history of recent events. A watch from a revision the
+  history still covers replays from it and then goes live with no gap: subscribing
+  and replaying happen in one step of the event loop, with no await between them.
+  A watch from an older revision is not served here (see `covers`); the caller falls
+  back to a direct etcd watch, which reports compaction as 410.
+- Watchers never block the dispatcher: each has its own queue; one that falls more
+  than `max_backlog` events behind is closed (the client re-watches from its last
+  resourceVersion, as with Kubernetes' cacher).
+
+Concurrency: everything runs on one asyncio loop; the only task that mutates the cache
+is `_run`, which applies one etcd batch at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from apiserver import registry
+from apiserver.storage import Compacted, EtcdStore
+
+log = logging.getLogger("minik8s.apiserver.cache")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One object as the cache holds it: decoded, and serialized once for output."""
+    key: str
+    obj: dict
+    raw: bytes
+    revision: int
+
+
+def decode(key: str, value: bytes, revision: int) -> Entry:
+    obj = orjson.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return Entry(key, obj, orjson.dumps(obj), revision)
+
+
+Filter = Callable[[dict], bool]
+
+
+@dataclass(eq=False)
+class Watcher:
+    match: Filter
+    bookmarks: bool
+    max_backlog: int
+    queue: collections.deque = field(default_factory=collections.deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def push(self, item) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= self.max_backlog:
+            self.closed = True  # too slow: the client re-watches from its last revision
+        else:
+            self.queue.append(item)
+        self.wakeup.set()
+
+    def offer(self, kind: str, old: Entry | None, new: Entry | None) -> None:
+        """Translate a change into what this watcher sees through its filter."""
+        was = old is not None and self.match(old.obj)
+        now = new is not None and self.match(new.obj)
+        if kind == "DELETE":
+            if was:
+                self.push(("DELETED", new))
+        elif now:
+            self.push(("MODIFIED" if was else "ADDED", new))
+        elif was:
+            self.push(("DELETED", new))  # it stopped matching the selector
+
+    async def next(self):
+        """The next (type, Entry) or ("BOOKMARK", revision); None once closed and drained."""
+        while not self.queue:
+            if self.closed:
+                return None
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        return self.queue.popleft()
+
+
+class Bucket:
+    """The objects of one resource, its recent history and its watchers."""
+
+    def __init__(self, history: int):
+        self.objects: dict[str, Entry] = {}
+        self.history: collections.deque = collections.deque(maxlen=history)
+        self.history_revs: collections.deque = collections.deque(maxlen=history)
+        self.oldest = 0  # history is complete for every revision > oldest
+        self.watchers: set[Watcher] = set()
+
+    def apply(self, kind: str, key: str, old: Entry | None, new: Entry | None) -> None:
+        if kind == "DELETE":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = new
+        if len(self.history) == self.history.maxlen:
+            self.oldest = self.history_revs[0]
+        self.history.append((kind, old, new))
+        self.history_revs.append(new.revision)
+        for w in tuple(self.watchers):
+            w.offer(kind, old, new)
+            if w.closed:
+                self.watchers.discard(w)
+
+
+class WatchCache:
+    def __init__(self, store: EtcdStore, *, history: int = 10000, max_backlog: int = 10000,
+                 bookmark_interval: float = 5.0):
+        self.store = store
+        self.history = history
+        self.max_backlog = max_backlog
+        self.bookmark_interval = bookmark_interval
+        self.buckets: dict[str, Bucket] = {r.plural: Bucket(history) for r in registry.RESOURCES}
+        self.revision = 0
+        self.ready = asyncio.Event()
+        self._advanced = asyncio.Condition()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name="watch-cache"),
+                       asyncio.create_task(self._bookmarks(), name="watch-cache-bookmarks")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for b in self.buckets.values():
+            for w in b.watchers:
+                w.closed = True
+                w.wakeup.set()
+
+    # -- reading ------------------------------------------------------------------
+
+    async def wait_for(self, revision: int, timeout: float = 3.0) -> bool:
+        if self.revision >= revision:
+            return True
+        try:
+            async with self._advanced:
+                await asyncio.wait_for(
+                    self._advanced.wait_for(lambda: self.revision >= revision), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def entries(self, resource: registry.ResourceType, namespace: str = "") -> list[Entry]:
+        """Current objects of a resource (optionally one namespace), sorted by key."""
+        objects = self.buckets[resource.plural].objects
+        if namespace and resource.namespaced:
+            prefix = resource.prefix(namespace)
+            keys = [k for k in objects if k.startswith(prefix)]
+        else:
+            keys = list(objects)
+        keys.sort()
+        return [objects[k] for k in keys]
+
+    def get(self, resource: registry.ResourceType, key: str) -> Entry | None:
+        return self.buckets[resource.plural].objects.get(key)
+
+    def covers(self, resource: registry.ResourceType, revision: int) -> bool:
+        """Whether a watch starting after `revision` can be served from history."""
+        return self.ready.is_set() and revision >= self.buckets[resource.plural].oldest
+
+    def watch(self, resource: registry.ResourceType, match: Filter, *, after: int | None,
+              bookmarks: bool) -> Watcher:
+        """Subscribe. after=None: first an ADDED for every current match (Kubernetes'
+        watch without resourceVersion). Else replay history strictly after `after`."""
+        bucket = self.buckets[resource.plural]
+        w = Watcher(match, bookmarks, self.max_backlog)
+        if after is None:
+            for key in sorted(bucket.objects):
+                entry = bucket.objects[key]
+                if match(entry.obj):
+                    w.queue.append(("ADDED", entry))
+        else:
+            start = bisect.bisect_right(bucket.history_revs, after)
+            for i in range(start, len(bucket.history)):
+                kind, old, new = bucket.history[i]
+                w.offer(kind, old, new)
+        bucket.watchers.add(w)
+        return w
+
+    def unwatch(self, resource: registry.ResourceType, w: Watcher) -> None:
+        w.closed = True
+        self.buckets[resource.plural].watchers.discard(w)
+
+    # -- the feed -------------------------------------------------------------------
+
+    async def _load(self) -> int:
+        """Read everything under /registry/ at one revision."""
+        for b in self.buckets.values():
+            b.objects.clear()
+            b.history.clear()
+            b.history_revs.clear()
+            for w in b.watchers:
+                w.closed = True  # their position is meaningless across a relist
+                w.wakeup.set()
+            b.watchers.clear()
+        revision, start = 0, None
+        while True:
+            page = await self.store.list("/registry/", revision=revision, limit=1000,
+                                         start_key=start)
+            revision = page.revision
+            for kv in page.items:
+                bucket = self._bucket(kv.key)
+                if bucket is not None:
+                    bucket.objects[kv.key] = decode(kv.key, kv.value, kv.mod_revision)
+            if not page.more:
+                break
+            start = page.items[-1].key + "\x00"
+        for b in self.buckets.values():
+            b.oldest = revision
+        return revision
+
+    def _bucket(self, key: str) -> Bucket | None:
+        plural = key[len("/registry/"):].split("/", 1)[0]
+        return self.buckets.get(plural)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                revision = await self._load()
+                await self._advance(revision)
+                self.ready.set()
+                async for batch in self.store.watch("/registry/", revision + 1):
+                    for ev in batch:
+                        self._apply(ev)
+                    await self._advance(batch[-1].revision)
+            except Compacted:
+                log.warning("watch cache fell behind a compaction; relisting")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep serving; relist after a pause
+                log.exception("watch cache feed failed; relisting")
+                await asyncio.sleep(1)
+
+    def _apply(self, ev) -> None:
+        bucket = self._bucket(ev.key)
+        if bucket is None:
+            return
+        old = bucket.objects.get(ev.key)
+        if ev.type == "DELETE":
+            if old is None:
+                return
+            # A deletion is reported with the object's last state at the delete revision.
+            new = decode(ev.key, ev.prev_value, ev.revision) if ev.prev_value else old
+            bucket.apply("DELETE", ev.key, old, new)
+        else:
+            bucket.apply("PUT", ev.key, old, decode(ev.key, ev.value, ev.revision))
+
+    async def _advance(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def _bookmarks(self) -> None:
+        while True:
+            await asyncio.sleep(self.bookmark_interval)
+            for b in self.buckets.values():
+                for w in b.watchers:
+                    if w.bookmarks:
+                        w.push(("BOOKMARK", self.revision))

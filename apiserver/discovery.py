@@ -1,0 +1,106 @@
+"""API discovery: the aggregated v2 documents kubectl prefers and the plain fallback.
+
+Both are generated from the registry table. kubectl only accepts the aggregated form
+if the Content-Type is exactly the one it asked for (see shared/KUBECTL.md).
+"""
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from apiserver import registry
+from machinery import errors
+
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+_SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
+              "binding": ["create"], "log": ["get"], "exec": ["create", "get"],
+              "eviction": ["create"], "finalize": ["update"]}
+
+
+def _resource_list(group: str, version: str) -> dict:
+    resources = []
+    for r in registry.RESOURCES:
+        if r.group != group or r.version != version:
+            continue
+        entry = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                 "kind": r.kind, "verbs": list(r.verbs)}
+        if r.short_names:
+            entry["shortNames"] = list(r.short_names)
+        if r.categories:
+            entry["categories"] = list(r.categories)
+        resources.append(entry)
+        for sub in r.subresources:
+            kind = {"scale": "Scale", "binding": "Binding", "eviction": "Eviction"}.get(sub, r.kind)
+            resources.append({"name": f"{r.plural}/{sub}", "singularName": "",
+                              "namespaced": r.namespaced, "kind": kind, "verbs": _SUB_VERBS[sub]})
+    return {"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+
+
+def _aggregated_group(group: str, versions: list[str]) -> dict:
+    out_versions = []
+    for v in versions:
+        resources = []
+        for r in registry.RESOURCES:
+            if r.group != group or r.version != v:
+                continue
+            res = {"resource": r.plural, "responseKind": {"group": group, "version": v, "kind": r.kind},
+                   "scope": "Namespaced" if r.namespaced else "Cluster", "singularResource": r.singular,
+                   "verbs": list(r.verbs)}
+            if r.short_names:
+                res["shortNames"] = list(r.short_names)
+            if r.categories:
+                res["categories"] = list(r.categories)
+            subs = []
+            for sub in r.subresources:
+                kind = {"scale": ("autoscaling", "v1", "Scale"), "binding": ("", "v1", "Binding"),
+                        "eviction": ("policy", "v1", "Eviction")}.get(sub, (group, v, r.kind))
+                subs.append({"subresource": sub, "responseKind": dict(zip(("group", "version", "kind"), kind)),
+                             "verbs": _SUB_VERBS[sub]})
+            if subs:
+                res["subresources"] = subs
+            resources.append(res)
+        out_versions.append({"version": v, "resources": resources, "freshness": "Current"})
+    item = {"metadata": {"creationTimestamp": None}, "versions": out_versions}
+    if group:
+        item["metadata"]["name"] = group
+    return item
+
+
+def _json(body: dict, ctype: str = "application/json") -> Response:
+    return Response(orjson.dumps(body), media_type=None, headers={"Content-Type": ctype})
+
+
+def handle(request: Request) -> Response:
+    parts = [p for p in request.url.path.split("/") if p]
+    groups = registry.groups()
+    accept = request.headers.get("accept", "")
+    aggregated = "apidiscovery.k8s.io" in accept and "as=APIGroupDiscoveryList" in accept
+    if parts == ["api"]:
+        if aggregated:
+            return _json({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+                          "metadata": {}, "items": [_aggregated_group("", groups[""])]}, AGGREGATED)
+        return _json({"kind": "APIVersions", "versions": groups[""],
+                      "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                                      "serverAddress": request.url.netloc}]})
+    if parts == ["apis"]:
+        named = {g: v for g, v in groups.items() if g}
+        if aggregated:
+            return _json({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+                          "metadata": {}, "items": [_aggregated_group(g, v) for g, v in named.items()]},
+                         AGGREGATED)
+        return _json({"kind": "APIGroupList", "apiVersion": "v1",
+                      "groups": [_group(g, v) for g, v in named.items()]})
+    if len(parts) == 2 and parts[0] == "api" and parts[1] in groups[""]:
+        return _json(_resource_list("", parts[1]))
+    if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups and parts[1]:
+        return _json({"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1], groups[parts[1]])})
+    if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], ()) and parts[1]:
+        return _json(_resource_list(parts[1], parts[2]))
+    raise errors.NotFound("the server could not find the requested resource")
+
+
+def _group(name: str, versions: list[str]) -> dict:
+    vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": vs, "preferredVersion": vs[0]}

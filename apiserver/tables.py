@@ -1,0 +1,236 @@
+"""Table (meta.k8s.io/v1) renderings of objects: what `kubectl get` prints.
+
+Columns follow Kubernetes' own printers (pkg/printers/internalversion) for the kinds
+served; a column with priority 1 shows only with `-o wide`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Callable
+
+from apiserver.registry import ResourceType
+
+Col = tuple[str, str, str, int, Callable[[dict], Any]]  # name, type, description, priority, fn
+
+
+def _age(obj: dict) -> str:
+    ts = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    try:
+        t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return "<unknown>"
+    return human_duration((dt.datetime.now(dt.timezone.utc) - t).total_seconds())
+
+
+def human_duration(seconds: float) -> str:
+    """Kubernetes' duration.HumanDuration: 5s, 3m20s, 2d4h, 3y..."""
+    s = int(seconds)
+    if s < 0:
+        return "<invalid>"
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if h < 24 * 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    if d < 365 * 2:
+        return f"{d}d"
+    y = d // 365
+    if d < 365 * 8:
+        return f"{y}y{d % 365}d" if d % 365 else f"{y}y"
+    return f"{y}y"
+
+
+def _pod_status(pod: dict) -> str:
+    md, status = pod.get("metadata") or {}, pod.get("status") or {}
+    reason = status.get("reason") or status.get("phase") or "Unknown"
+    for cs in reversed(status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        if state.get("waiting", {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif state.get("terminated"):
+            t = state["terminated"]
+            reason = t.get("reason") or (f"Signal:{t['signal']}" if t.get("signal") else
+                                         f"ExitCode:{t.get('exitCode', 0)}")
+    if md.get("deletionTimestamp"):
+        reason = "Terminating"
+    return reason
+
+
+def _pod_ready(pod: dict) -> str:
+    total = len((pod.get("spec") or {}).get("containers") or [])
+    ready = sum(1 for c in (pod.get("status") or {}).get("containerStatuses") or [] if c.get("ready"))
+    return f"{ready}/{total}"
+
+
+def _pod_restarts(pod: dict) -> int:
+    return sum(c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+def _node_status(node: dict) -> str:
+    ready = "Unknown"
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            ready = "Ready" if c.get("status") == "True" else "NotReady"
+    if (node.get("spec") or {}).get("unschedulable"):
+        ready += ",SchedulingDisabled"
+    return ready
+
+
+def _node_roles(node: dict) -> str:
+    roles = sorted(k.split("/", 1)[1] for k in ((node.get("metadata") or {}).get("labels") or {})
+                   if k.startswith("node-role.kubernetes.io/"))
+    return ",".join(roles) or "<none>"
+
+
+def _node_address(kind: str):
+    def get(node: dict) -> str:
+        for a in (node.get("status") or {}).get("addresses") or []:
+            if a.get("type") == kind:
+                return a.get("address", "")
+        return "<none>"
+    return get
+
+
+def _svc_ports(svc: dict) -> str:
+    out = []
+    for p in (svc.get("spec") or {}).get("ports") or []:
+        s = f"{p.get('port')}"
+        if p.get("nodePort"):
+            s += f":{p['nodePort']}"
+        out.append(f"{s}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
+def _selector(sel: dict | None) -> str:
+    """A Service's plain map or a metav1.LabelSelector, printed as a selector string."""
+    sel = sel or {}
+    if "matchLabels" not in sel and "matchExpressions" not in sel:
+        sel = {"matchLabels": sel}
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        parts.append(f"{e.get('key')} {e.get('operator', '').lower()} ({','.join(e.get('values') or [])})")
+    return ",".join(parts) or "<none>"
+
+
+def _containers(field: str):
+    def get(obj: dict) -> str:
+        cs = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
+        return ",".join(c.get(field, "") for c in cs)
+    return get
+
+
+def _endpoints(ep: dict) -> str:
+    addrs = []
+    for s in ep.get("subsets") or []:
+        for a in s.get("addresses") or []:
+            for p in s.get("ports") or [{}]:
+                addrs.append(f"{a.get('ip')}:{p.get('port')}" if p.get("port") else a.get("ip"))
+    if not addrs:
+        return "<none>"
+    more = len(addrs) - 3
+    return ",".join(addrs[:3]) + (f" + {more} more..." if more > 0 else "")
+
+
+def _get(*path: str, default: Any = "") -> Callable[[dict], Any]:
+    def get(obj: dict) -> Any:
+        cur: Any = obj
+        for p in path:
+            if not isinstance(cur, dict) or p not in cur:
+                return default
+            cur = cur[p]
+        return cur if cur is not None else default
+    return get
+
+
+def _event_last_seen(ev: dict) -> str:
+    ts = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
+    return _age({"metadata": {"creationTimestamp": (ts or "")[:19] + "Z" if ts else None}})
+
+
+def _event_object(ev: dict) -> str:
+    io = ev.get("involvedObject") or {}
+    return f"{(io.get('kind') or '').lower()}/{io.get('name', '')}"
+
+
+NAME: Col = ("Name", "string", "Name must be unique within a namespace.", 0, _get("metadata", "name"))
+AGE: Col = ("Age", "string", "CreationTimestamp is a timestamp representing the server time when this "
+            "object was created.", 0, _age)
+
+COLUMNS: dict[str, list[Col]] = {
+    "pods": [NAME, ("Ready", "string", "The aggregate readiness state of this pod for accepting traffic.", 0, _pod_ready),
+             ("Status", "string", "The aggregate status of the containers in this pod.", 0, _pod_status),
+             ("Restarts", "string", "The number of times the containers in this pod have been restarted.", 0, _pod_restarts),
+             AGE,
+             ("IP", "string", "IP address allocated to the pod.", 1, _get("status", "podIP", default="<none>")),
+             ("Node", "string", "Name of the node assigned to this pod.", 1, _get("spec", "nodeName", default="<none>")),
+             ("Nominated Node", "string", "Nominated node.", 1, _get("status", "nominatedNodeName", default="<none>")),
+             ("Readiness Gates", "string", "Readiness gates.", 1, lambda p: "<none>")],
+    "nodes": [NAME, ("Status", "string", "The status of the node", 0, _node_status),
+              ("Roles", "string", "The roles of the node", 0, _node_roles), AGE,
+              ("Version", "string", "Kubelet Version reported by the node.", 0, _get("status", "nodeInfo", "kubeletVersion")),
+              ("Internal-IP", "string", "List of internal IPs.", 1, _node_address("InternalIP")),
+              ("External-IP", "string", "List of external IPs.", 1, _node_address("ExternalIP")),
+              ("OS-Image", "string", "OS image reported by the node.", 1, _get("status", "nodeInfo", "osImage", default="<unknown>")),
+              ("Kernel-Version", "string", "Kernel version reported by the node.", 1, _get("status", "nodeInfo", "kernelVersion", default="<unknown>")),
+              ("Container-Runtime", "string", "Container runtime reported by the node.", 1, _get("status", "nodeInfo", "containerRuntimeVersion", default="<unknown>"))],
+    "deployments": [NAME, ("Ready", "string", "Number of the pod with ready state", 0,
+                           lambda d: f"{_get('status', 'readyReplicas', default=0)(d)}/{_get('spec', 'replicas', default=0)(d)}"),
+                    ("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0, _get("status", "updatedReplicas", default=0)),
+                    ("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0, _get("status", "availableReplicas", default=0)),
+                    AGE,
+                    ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                    ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                    ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d)))],
+    "replicasets": [NAME, ("Desired", "integer", "Number of desired pods.", 0, _get("spec", "replicas", default=0)),
+                    ("Current", "integer", "Number of actual pods.", 0, _get("status", "replicas", default=0)),
+                    ("Ready", "integer", "Number of ready pods.", 0, _get("status", "readyReplicas", default=0)),
+                    AGE,
+                    ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                    ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                    ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d)))],
+    "services": [NAME, ("Type", "string", "The type of the service.", 0, _get("spec", "type", default="ClusterIP")),
+                 ("Cluster-IP", "string", "The cluster IP of the service.", 0, _get("spec", "clusterIP", default="<none>")),
+                 ("External-IP", "string", "The external IP of the service.", 0, lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or "<none>"),
+                 ("Port(s)", "string", "The ports of the service.", 0, _svc_ports), AGE,
+                 ("Selector", "string", "The label selector of the service.", 1, lambda s: _selector((s.get("spec") or {}).get("selector")))],
+    "endpoints": [NAME, ("Endpoints", "string", "Endpoints.", 0, _endpoints), AGE],
+    "namespaces": [NAME, ("Status", "string", "The status of the namespace", 0, _get("status", "phase", default="Active")), AGE],
+    "configmaps": [NAME, ("Data", "integer", "Number of data items.", 0,
+                          lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})), AGE],
+    "secrets": [NAME, ("Type", "string", "The type of the secret.", 0, _get("type", default="Opaque")),
+                ("Data", "integer", "Number of data items.", 0, lambda s: len(s.get("data") or {})), AGE],
+    "serviceaccounts": [NAME, ("Secrets", "integer", "Number of secrets.", 0, lambda s: len(s.get("secrets") or [])), AGE],
+    "events": [("Last Seen", "string", "Time since the event was last seen.", 0, _event_last_seen),
+               ("Type", "string", "The type of the event.", 0, _get("type")),
+               ("Reason", "string", "The reason of the event.", 0, _get("reason")),
+               ("Object", "string", "The object the event is about.", 0, _event_object),
+               ("Message", "string", "The message of the event.", 0, _get("message"))],
+    "leases": [NAME, ("Holder", "string", "The holder of the lease.", 0, _get("spec", "holderIdentity")), AGE],
+}
+
+
+def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
+    cols = COLUMNS.get(rt.plural, [NAME, AGE])
+    defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}
+            for n, t, d, p, _ in cols]
+    rows = []
+    for e in entries:
+        obj = e.obj
+        md = obj.get("metadata") or {}
+        rows.append({"cells": [fn(obj) for *_, fn in cols],
+                     "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                "metadata": md}})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": resource_version}, "columnDefinitions": defs, "rows": rows}

@@ -1,0 +1,64 @@
+"""`minik8s`: every component as a subcommand.
+
+`minik8s apiserver` serves the Kubernetes API. Without `--etcd-servers` it starts and
+supervises a local etcd under the state directory, so one command gives a working server.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _apiserver(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from apiserver.app import create_app
+    from cluster.etcd import LocalEtcd
+
+    local = None
+    servers = [s.strip() for s in (args.etcd_servers or "").split(",") if s.strip()]
+    if not servers:
+        local = LocalEtcd(os.path.join(os.path.expanduser(args.state_dir), "etcd"))
+        try:
+            local.start()
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        servers = [local.url]
+        print(f"etcd listening on {local.url} (data in {local.data_dir})", file=sys.stderr)
+    app = create_app(servers, compaction_window=args.compaction_window,
+                     bookmark_interval=args.bookmark_interval)
+    print(f"minik8s apiserver listening on http://{args.bind_address}:{args.port}", file=sys.stderr,
+          flush=True)
+    try:
+        uvicorn.run(app, host=args.bind_address, port=args.port, log_level="warning",
+                    access_log=False, timeout_graceful_shutdown=3)
+    finally:
+        if local:
+            local.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minik8s", description="A small, faithful Kubernetes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("apiserver", help="serve the Kubernetes API backed by etcd")
+    p.add_argument("--etcd-servers", default="",
+                   help="comma-separated etcd URLs; empty: start a local etcd under --state-dir")
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--state-dir", default="~/.minik8s")
+    p.add_argument("--compaction-window", type=float, default=300.0,
+                   help="seconds of etcd history kept for watches (0: never compact)")
+    p.add_argument("--bookmark-interval", type=float, default=5.0,
+                   help="seconds between BOOKMARK events on watches that ask for them")
+    p.set_defaults(func=_apiserver)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
