@@ -41,6 +41,16 @@ class Entry:
     obj: dict
     raw: bytes
     revision: int
+    lines: dict | None = None
+
+    def event_line(self, kind: str) -> bytes:
+        """The watch line for this object, built once however many watchers send it."""
+        if self.lines is None:
+            self.lines = {}
+        line = self.lines.get(kind)
+        if line is None:
+            line = self.lines[kind] = b'{"type":"' + kind.encode() + b'","object":' + self.raw + b"}\n"
+        return line
 
 
 def decode(key: str, value: bytes, revision: int) -> Entry:
@@ -82,14 +92,18 @@ class Watcher:
         elif was:
             self.push(("DELETED", new))  # it stopped matching the selector
 
-    async def next(self):
-        """The next (type, Entry) or ("BOOKMARK", revision); None once closed and drained."""
+    async def next_batch(self) -> list:
+        """Everything queued: (type, Entry) and ("BOOKMARK", revision) items, in order.
+        Empty once closed and drained. Taking all at once lets a watch send one chunk
+        per wakeup instead of one per event."""
         while not self.queue:
             if self.closed:
-                return None
+                return []
             self.wakeup.clear()
             await self.wakeup.wait()
-        return self.queue.popleft()
+        batch = list(self.queue)
+        self.queue.clear()
+        return batch
 
 
 class Bucket:
