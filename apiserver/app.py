@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,23 +349,21 @@ class API:
                 return b'{"type":"ERROR","object":' + orjson.dumps(item.to_status()) + b"}\n"
             if as_table:
                 body = orjson.dumps(tables.table(rt, [item], str(item.revision), wide=True))
-            else:
-                body = item.raw
-            return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
+                return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
+            return item.event_line(kind)
 
         async def body():
-            deadline = time.monotonic() + timeout
+            # The deadline guards only the wait for the next batch: a timeout must not
+            # fire while the server is in the middle of writing a chunk.
+            deadline = asyncio.get_running_loop().time() + timeout
             try:
                 while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return
                     try:
-                        async with asyncio.timeout(left):
-                            item = await stream.__anext__()
+                        async with asyncio.timeout_at(deadline):
+                            batch = await stream.__anext__()
                     except (TimeoutError, StopAsyncIteration):
                         return
-                    yield line(*item)
+                    yield b"".join(line(*item) for item in batch)
             finally:
                 await stream.aclose()
 

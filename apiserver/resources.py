@@ -183,7 +183,7 @@ class Resources:
     async def watch(self, rt: ResourceType, sel: Selection, *, resource_version: str | None,
                     bookmarks: bool) -> AsyncIterator[tuple[str, Any]]:
         """Checks everything that can fail with a clean HTTP error first, then returns the
-        stream of (type, Entry) and ("BOOKMARK", revision) items."""
+        stream of batches of (type, Entry) and ("BOOKMARK", revision) items."""
         rv = _parse_rv(resource_version)
         if rv == 0:
             rv = None  # "any": start from the current state, as Kubernetes' cache does
@@ -202,8 +202,8 @@ class Resources:
     async def _watch_cache(self, rt, sel, rv, bookmarks):
         w = self.cache.watch(rt, sel, after=rv, bookmarks=bookmarks)
         try:
-            while (item := await w.next()) is not None:
-                yield item
+            while batch := await w.next_batch():
+                yield batch
         finally:
             self.cache.unwatch(rt, w)
 
@@ -212,20 +212,23 @@ class Resources:
         stream = self.store.watch(rt.prefix(sel.namespace), rv + 1)
         try:
             async for batch in stream:
+                out = []
                 for ev in batch:
                     old = decode(ev.key, ev.prev_value, ev.revision) if ev.prev_value else None
                     if ev.type == "DELETE":
                         if old is not None and sel(old.obj):
-                            yield "DELETED", old
+                            out.append(("DELETED", old))
                         continue
                     new = decode(ev.key, ev.value, ev.revision)
                     was, now_ = old is not None and sel(old.obj), sel(new.obj)
                     if now_:
-                        yield ("MODIFIED" if was else "ADDED"), new
+                        out.append((("MODIFIED" if was else "ADDED"), new))
                     elif was:
-                        yield "DELETED", new
+                        out.append(("DELETED", new))
+                if out:
+                    yield out
         except Compacted as exc:
-            yield "ERROR", errors.Gone(f"too old resource version: {rv} ({exc.compact_revision})")
+            yield [("ERROR", errors.Gone(f"too old resource version: {rv} ({exc.compact_revision})"))]
         finally:
             await stream.aclose()
 
