@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 
@@ -32,6 +33,9 @@ def _apiserver(args: argparse.Namespace) -> int:
                      bookmark_interval=args.bookmark_interval)
     print(f"minik8s apiserver listening on http://{args.bind_address}:{args.port}", file=sys.stderr,
           flush=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so
+    # the `finally` below still stops the local etcd.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=args.bind_address, port=args.port, log_level="warning",
                     access_log=False, timeout_graceful_shutdown=3)

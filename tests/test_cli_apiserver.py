@@ -1,0 +1,40 @@
+"""`minik8s apiserver` with no --etcd-servers runs and supervises its own etcd."""
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+
+from tests.procs import free_port, wait_for
+
+
+def _etcd_child(pid: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-x", "etcd"], capture_output=True, text=True).stdout
+    return int(out.split()[0]) if out.strip() else 0
+
+
+def test_local_etcd_is_started_supervised_and_stopped(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "apiserver", "--state-dir", str(tmp_path),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, what="apiserver")
+        assert os.path.isdir(tmp_path / "etcd" / "data")
+        r = httpx.post(url + "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "kept"}})
+        assert r.status_code == 201
+        etcd_pid = _etcd_child(proc.pid)
+        assert etcd_pid
+        os.kill(etcd_pid, signal.SIGKILL)  # the supervisor restarts it with the same data
+        wait_for(lambda: _etcd_child(proc.pid) not in (0, etcd_pid), what="etcd restart")
+        wait_for(lambda: httpx.get(url + "/api/v1/namespaces/default/configmaps/kept").status_code == 200,
+                 what="etcd back with its data")
+        r = httpx.post(url + "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "after"}})
+        assert r.status_code == 201, r.text
+        etcd_pid = _etcd_child(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert "listening on" in out
+    assert not os.path.exists(f"/proc/{etcd_pid}") or open(f"/proc/{etcd_pid}/stat").read().split()[2] == "Z"
