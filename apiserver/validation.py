@@ -29,12 +29,13 @@ import importlib.resources
 import ipaddress
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any, Callable
 
 import jsonschema
 from referencing import Registry, Resource
 
+from machinery import quantity
 from machinery.labels import (validate_dns1123_label as _dns1123_label,
                               validate_dns1123_subdomain as _dns1123_subdomain,
                               validate_label_key as _qualified_name,
@@ -304,28 +305,11 @@ def _iana_svc_name(v: str) -> str | None:
     return None
 
 
-_QUANTITY = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:([KMGTPE]i)|([numkMGTPE])"
-                       r"|[eE]([+-]?[0-9]+))?")
-_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-
-
-def parse_quantity(q: Any) -> Decimal | None:
-    """`100m` -> 0.1, `1Gi` -> 1073741824; None when `q` is not a quantity. Exact for
-    comparisons, and ~10x faster than machinery.quantity's Fractions, which matters here."""
-    if isinstance(q, bool) or not isinstance(q, (str, int, float)):
-        return None
-    if not isinstance(q, str):
-        return Decimal(repr(q))
-    m = _QUANTITY.fullmatch(q)
-    if not m:
-        return None
-    number, binary, decimal, exponent = m.groups()
+def parse_quantity(q: Any) -> Fraction | None:
+    """`100m` -> 1/10, `1Gi` -> 1073741824; None when `q` is not a quantity."""
     try:
-        if binary:
-            return Decimal(number) * 1024 ** _BINARY[binary]
-        return Decimal(number).scaleb(_DECIMAL[decimal] if decimal else int(exponent or 0))
-    except InvalidOperation:
+        return quantity.parse_quantity(q)
+    except ValueError:
         return None
 
 

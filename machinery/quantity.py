@@ -15,6 +15,7 @@ Guarantees:
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -35,8 +36,10 @@ _MAX_EXPONENT = 1000
 Number = Fraction | int | str
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_quantity_format(s: str | int | float) -> tuple[Fraction, str]:
-    """Parse a quantity; return its exact value and format family."""
+    """Parse a quantity; return its exact value and format family. Cached: the same few
+    quantities ("100m", "128Mi") recur in every pod, and Fractions are immutable."""
     if isinstance(s, bool) or not isinstance(s, (str, int, float)):
         raise ValueError(f"quantity must be a string or a number, not {type(s).__name__}")
     text = s if isinstance(s, str) else repr(s)
