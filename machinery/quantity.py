@@ -36,7 +36,7 @@ _MAX_EXPONENT = 1000
 Number = Fraction | int | str
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def parse_quantity_format(s: str | int | float) -> tuple[Fraction, str]:
     """Parse a quantity; return its exact value and format family. Cached: the same few
     quantities ("100m", "128Mi") recur in every pod, and Fractions are immutable."""
