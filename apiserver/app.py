@@ -18,8 +18,9 @@ import yaml
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.websockets import WebSocket
 
-from apiserver import discovery, registry, tables
+from apiserver import discovery, openapi, registry, tables
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection
 from apiserver.storage import EtcdStore, TooLarge, Unavailable
@@ -165,11 +166,59 @@ def dry_run(q) -> bool:
     return bool(values)
 
 
+def field_manager(request: Request, *, apply: bool = False) -> str:
+    """The request's fieldManager; without one, an update is owned by the User-Agent's
+    program name (`kubectl`, `python-requests`), as in Kubernetes."""
+    q = request.query_params
+    manager = q.get("fieldManager", "")
+    causes = []
+    if apply and not manager:
+        causes.append({"reason": "FieldValueRequired", "field": "fieldManager",
+                       "message": "Required value: is required for apply patch"})
+    if len(manager) > 128:
+        causes.append({"reason": "FieldValueTooLong", "field": "fieldManager",
+                       "message": "Too long: may not be more than 128 bytes"})
+    if "force" in q and not apply:
+        causes.append({"reason": "FieldValueForbidden", "field": "force",
+                       "message": "Forbidden: may not be specified for non-apply patch"})
+    if causes:
+        kind = "PatchOptions" if request.method == "PATCH" else \
+            "CreateOptions" if request.method == "POST" else "UpdateOptions"
+        raise errors.invalid(kind, "", causes, group="meta.k8s.io")
+    return manager or request.headers.get("user-agent", "").split("/")[0][:128] or "unknown"
+
+
 def field_validation(q) -> str:
     v = q.get("fieldValidation", "")
     if v not in ("", "Ignore", "Warn", "Strict"):
         raise errors.BadRequest(f'fieldValidation "{v}" is invalid: must be Ignore, Warn or Strict')
     return v
+
+
+def pod_container(pod: dict, container: str | None) -> str:
+    """The container a log or exec request is for, checked as Kubernetes checks it."""
+    spec, name = pod.get("spec") or {}, pod["metadata"]["name"]
+    names = [c.get("name") for c in spec.get("containers") or []]
+    if not container:
+        if len(names) == 1:
+            return names[0]
+        raise errors.BadRequest(f"a container name must be specified for pod {name}, "
+                                f"choose one of: [{' '.join(names)}]")
+    if container not in names + [c.get("name") for c in spec.get("initContainers") or []]:
+        raise errors.BadRequest(f"container {container} is not valid for pod {name}")
+    return container
+
+
+def no_kubelet(pod: dict) -> errors.APIError:
+    """Why a pod's log or exec stream cannot be served: the node-side half (a kubelet
+    to proxy to) does not exist yet. The kubelet issue replaces this with the proxy."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        return errors.BadRequest(f"pod {pod['metadata']['name']} does not have a host assigned")
+    return errors.BadRequest(f'no kubelet is connected to serve pods on node "{node}"')
+
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 
 class API:
@@ -219,8 +268,16 @@ class API:
         m, q, res = request.method, request.query_params, self.resources
         warnings: list[str] = []
         if t.subresource in ("log", "exec"):
-            raise errors.BadRequest(f"pod {t.name!r} has no node to serve {t.subresource} from "
-                                    "(no kubelet is connected)")
+            if m != "GET" and not (m == "POST" and t.subresource == "exec"):
+                raise errors.MethodNotAllowed(
+                    "the server does not allow this method on the requested resource")
+            pod = await res.get(t.rt, t.namespace, t.name)
+            pod_container(pod, q.get("container"))
+            if t.subresource == "exec":
+                raise errors.BadRequest("Upgrade request required")
+            if not (pod.get("spec") or {}).get("nodeName"):
+                return Response(b"", media_type="text/plain")  # nothing ran yet: no log
+            raise no_kubelet(pod)
         if t.name is None:
             if m == "GET":
                 sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
@@ -230,7 +287,8 @@ class API:
             if m == "POST":
                 body = decode_body(await read_body(request), request.headers.get("content-type", ""))
                 obj = await res.create(t.rt, t.namespace, body, dry_run=dry_run(q),
-                                       field_validation=field_validation(q), warnings=warnings)
+                                       field_validation=field_validation(q), warnings=warnings,
+                                       manager=field_manager(request))
                 return self.object_response(obj, 201, warnings)
             if m == "DELETE":
                 sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
@@ -255,7 +313,7 @@ class API:
                                    PATCH_TYPES if m == "PATCH" else BODY_TYPES)
                 return json_response(await res.update_scale(
                     t.rt, t.namespace, t.name, body, patch_type=ctype if m == "PATCH" else None,
-                    dry_run=dry_run(q)))
+                    dry_run=dry_run(q), manager=field_manager(request)))
             raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
         sub = t.subresource if t.subresource in ("status", "finalize") else None
         if sub == "finalize":
@@ -267,16 +325,23 @@ class API:
             body = decode_body(await read_body(request), request.headers.get("content-type", ""))
             obj = await res.update(t.rt, t.namespace, t.name, body, subresource=sub,
                                    dry_run=dry_run(q), field_validation=field_validation(q),
-                                   warnings=warnings)
+                                   warnings=warnings, manager=field_manager(request))
             return self.object_response(obj, 200, warnings)
         if m == "PATCH":
             ctype = request.headers.get("content-type", "").split(";")[0].strip()
             body = decode_body(await read_body(request), ctype, PATCH_TYPES)
             if ctype == "application/apply-patch+yaml":
-                raise errors.UnsupportedMediaType("server-side apply is not supported yet")
+                force = q.get("force", "false")
+                if force not in ("true", "false"):
+                    raise errors.BadRequest(f'invalid value for force: "{force}"')
+                obj, created = await res.apply(
+                    t.rt, t.namespace, t.name, body, manager=field_manager(request, apply=True),
+                    force=force == "true", subresource=sub, dry_run=dry_run(q),
+                    field_validation=field_validation(q), warnings=warnings)
+                return self.object_response(obj, 201 if created else 200, warnings)
             obj = await res.patch(t.rt, t.namespace, t.name, ctype, body, subresource=sub,
                                   dry_run=dry_run(q), field_validation=field_validation(q),
-                                  warnings=warnings)
+                                  warnings=warnings, manager=field_manager(request))
             return self.object_response(obj, 200, warnings)
         if m == "DELETE":
             options = await self.delete_options(request)
@@ -284,6 +349,27 @@ class API:
             # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
             return self.object_response(obj, 200 if gone else 202)
         raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
+
+    async def exec(self, ws: WebSocket) -> None:
+        """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
+        first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize). With
+        no kubelet to run the command, the answer is a failure Status on the error channel."""
+        try:
+            pods = registry.by_plural("pods")
+            pod = await self.resources.get(pods, ws.path_params["namespace"], ws.path_params["name"])
+            pod_container(pod, ws.query_params.get("container"))
+            if not ws.query_params.getlist("command"):
+                raise errors.BadRequest("you must specify at least 1 command")
+            protocol = next((p for p in EXEC_PROTOCOLS if p in ws.scope.get("subprotocols", ())), None)
+            if protocol is None:
+                raise errors.BadRequest("a WebSocket subprotocol is required, one of: "
+                                        + ", ".join(EXEC_PROTOCOLS))
+        except errors.APIError as err:
+            await ws.send_denial_response(status_response(err))
+            return
+        await ws.accept(subprotocol=protocol)
+        await ws.send_bytes(b"\x03" + orjson.dumps(no_kubelet(pod).to_status()))
+        await ws.close()
 
     async def delete_options(self, request: Request) -> dict:
         raw = await read_body(request)
@@ -409,11 +495,27 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         except errors.APIError as err:
             return status_response(err)
 
+    async def openapi_v3(request: Request) -> Response:
+        # The index names each document by a content hash, so a document fetched by its
+        # current hash never changes and clients may cache it for good.
+        if request.url.path.rstrip("/") == "/openapi/v3":
+            return Response(openapi.index(), media_type=JSON,
+                            headers={"Cache-Control": "no-cache, private"})
+        found = openapi.documents().get(request.path_params["path"].strip("/"))
+        if found is None:
+            return status_response(errors.NotFound("the server could not find the requested resource"))
+        doc, digest = found
+        cache = "public, immutable, max-age=31536000" if request.query_params.get("hash") == digest \
+            else "no-cache, private"
+        return Response(doc, media_type=JSON, headers={"Cache-Control": cache, "Etag": f'"{digest}"'})
+
     for path, endpoint in (("/version", version), ("/healthz", healthz), ("/livez", healthz),
-                           ("/readyz", readyz), ("/metrics", metrics)):
+                           ("/readyz", readyz), ("/metrics", metrics), ("/openapi/v3", openapi_v3),
+                           ("/openapi/v3/{path:path}", openapi_v3)):
         app.router.add_route(path, endpoint, methods=["GET"])
     for path in ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}"):
         app.router.add_route(path, api_root, methods=["GET"])
+    app.router.add_websocket_route("/api/v1/namespaces/{namespace}/pods/{name}/exec", api.exec)
     app.router.add_route("/api/{path:path}", api.handle, methods=methods)
     app.router.add_route("/apis/{path:path}", api.handle, methods=methods)
 

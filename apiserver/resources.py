@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from apiserver import defaults, validation
+from apiserver import apply as ssa, defaults, validation
 from apiserver.cache import Entry, WatchCache, decode
 from apiserver.registry import ResourceType, by_plural
 from apiserver.storage import Compacted, EtcdStore
@@ -295,7 +295,8 @@ class Resources:
                                    kind=rt.plural)
 
     async def create(self, rt: ResourceType, namespace: str, body: Any, *, dry_run: bool = False,
-                     field_validation: str = "", warnings: list[str] | None = None) -> dict:
+                     field_validation: str = "", warnings: list[str] | None = None,
+                     manager: str = "") -> dict:
         md = self._check_identity(rt, body, namespace, None)
         obj = body
         if md.get("resourceVersion"):
@@ -322,6 +323,8 @@ class Resources:
                 obj["status"] = {"phase": "Active"}
             defaults.apply_defaults(obj, rt.kind)
             self._validate(rt, obj, strict=field_validation, warnings=warnings)
+            if manager:
+                ssa.record_update(None, obj, rt, manager=manager, subresource=None, now=now())
             if dry_run:
                 return obj
             ok, result = await self.store.create(rt.key(namespace, md["name"]), encode(obj))
@@ -336,6 +339,8 @@ class Resources:
             merged["status"] = new.get("status")
             if merged["status"] is None:
                 merged.pop("status")
+            if (new.get("metadata") or {}).get("managedFields") is not None:
+                merged["metadata"]["managedFields"] = new["metadata"]["managedFields"]
             return merged
         omd, nmd = old["metadata"], new["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -344,6 +349,8 @@ class Resources:
                 nmd[k] = omd[k]
             else:
                 nmd.pop(k, None)
+        if nmd.get("managedFields") is None and omd.get("managedFields"):
+            nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
         if rt.status_subresource:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
@@ -355,7 +362,8 @@ class Resources:
 
     async def update(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
                      subresource: str | None = None, dry_run: bool = False,
-                     field_validation: str = "", warnings: list[str] | None = None) -> dict:
+                     field_validation: str = "", warnings: list[str] | None = None,
+                     manager: str = "") -> dict:
         md = self._check_identity(rt, body, namespace, name)
         md["name"] = name
         precondition = _parse_rv(md.get("resourceVersion"))
@@ -368,16 +376,18 @@ class Resources:
         old = decode(key, kv.value, kv.mod_revision).obj
         return await self._write(rt, key, old, kv.mod_revision, body, subresource=subresource,
                                  dry_run=dry_run, field_validation=field_validation,
-                                 warnings=warnings)
+                                 warnings=warnings, manager=manager)
 
     async def _write(self, rt: ResourceType, key: str, old: dict, revision: int, new: dict, *,
                      subresource: str | None, dry_run: bool, field_validation: str,
-                     warnings: list[str] | None) -> dict:
+                     warnings: list[str] | None, manager: str = "") -> dict:
         name = old["metadata"]["name"]
         new = self._merge_update(rt, old, new, subresource)
         new["metadata"].pop("resourceVersion", None)
         defaults.apply_defaults(new, rt.kind)
         self._validate(rt, new, strict=field_validation, old=old, warnings=warnings)
+        if manager:
+            ssa.record_update(old, new, rt, manager=manager, subresource=subresource, now=now())
         if dry_run:
             return with_rv(new, revision)
         if _finished(rt, new):
@@ -398,7 +408,8 @@ class Resources:
 
     async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
                     body: Any, *, subresource: str | None = None, dry_run: bool = False,
-                    field_validation: str = "", warnings: list[str] | None = None) -> dict:
+                    field_validation: str = "", warnings: list[str] | None = None,
+                    manager: str = "") -> dict:
         key = rt.key(namespace, name)
         for attempt in range(16):
             kv = await self.store.get(key)
@@ -416,10 +427,52 @@ class Resources:
             try:
                 return await self._write(rt, key, old, kv.mod_revision, new, subresource=subresource,
                                          dry_run=dry_run, field_validation=field_validation,
-                                         warnings=warnings)
+                                         warnings=warnings, manager=manager)
             except errors.Conflict:
                 # Someone wrote between our read and our write: a patch is re-applied to
                 # the new state, unless the client pinned a resourceVersion.
+                if precondition is not None:
+                    raise
+                await asyncio.sleep(0.001 * attempt)
+        raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
+
+    async def apply(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
+                    manager: str, force: bool = False, subresource: str | None = None,
+                    dry_run: bool = False, field_validation: str = "",
+                    warnings: list[str] | None = None) -> tuple[dict, bool]:
+        """Server-side apply (`apiserver.apply`): -> (object, created)."""
+        if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise errors.BadRequest("an apply configuration must be an object with apiVersion and kind")
+        md = self._check_identity(rt, body, namespace, name)
+        if md.get("managedFields") is not None:
+            raise errors.BadRequest("metadata.managedFields must be nil")
+        md["name"] = name
+        precondition = _parse_rv(md.get("resourceVersion"))
+        key = rt.key(namespace, name)
+        for attempt in range(16):
+            kv = await self.store.get(key)
+            if kv is None:
+                if subresource is not None or precondition is not None:
+                    raise errors.not_found(rt.group_resource, name)
+                obj = ssa.apply(None, body, rt, manager=manager, force=force, subresource=None,
+                                now=now())
+                try:
+                    return await self.create(rt, namespace, obj, dry_run=dry_run,
+                                             field_validation=field_validation,
+                                             warnings=warnings), True
+                except errors.AlreadyExists:
+                    continue  # created meanwhile: apply to it
+            if precondition is not None and precondition != kv.mod_revision:
+                raise errors.conflict(rt.group_resource, name, rt.group)
+            live = decode(key, kv.value, kv.mod_revision).obj
+            new = ssa.apply(live, body, rt, manager=manager, force=force,
+                            subresource=subresource, now=now())
+            try:
+                return await self._write(rt, key, live, kv.mod_revision, new,
+                                         subresource=subresource, dry_run=dry_run,
+                                         field_validation=field_validation,
+                                         warnings=warnings), False
+            except errors.Conflict:
                 if precondition is not None:
                     raise
                 await asyncio.sleep(0.001 * attempt)
@@ -567,7 +620,8 @@ class Resources:
         return to_scale(await self.get(rt, namespace, name))
 
     async def update_scale(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                           patch_type: str | None = None, dry_run: bool = False) -> dict:
+                           patch_type: str | None = None, dry_run: bool = False,
+                           manager: str = "") -> dict:
         key = rt.key(namespace, name)
         for _ in range(16):
             kv = await self.store.get(key)
@@ -593,7 +647,8 @@ class Resources:
             new["spec"]["replicas"] = replicas
             try:
                 result = await self._write(rt, key, obj, kv.mod_revision, new, subresource=None,
-                                           dry_run=dry_run, field_validation="", warnings=None)
+                                           dry_run=dry_run, field_validation="", warnings=None,
+                                           manager=manager)
             except errors.Conflict:
                 if pre is not None:
                     raise

@@ -154,9 +154,20 @@ def _get(*path: str, default: Any = "") -> Callable[[dict], Any]:
     return get
 
 
+def _since(ts: str | None) -> str:
+    return _age({"metadata": {"creationTimestamp": ts[:19] + "Z" if ts else None}})
+
+
 def _event_last_seen(ev: dict) -> str:
-    ts = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
-    return _age({"metadata": {"creationTimestamp": (ts or "")[:19] + "Z" if ts else None}})
+    return _since(ev.get("lastTimestamp") or ev.get("eventTime")
+                  or (ev.get("metadata") or {}).get("creationTimestamp"))
+
+
+def _event_source(ev: dict) -> str:
+    src = ev.get("source") or {}
+    component = src.get("component") or ev.get("reportingComponent") or ""
+    host = src.get("host") or ev.get("reportingInstance") or ""
+    return f"{component}, {host}" if host else component
 
 
 def _event_object(ev: dict) -> str:
@@ -216,7 +227,14 @@ COLUMNS: dict[str, list[Col]] = {
                ("Type", "string", "The type of the event.", 0, _get("type")),
                ("Reason", "string", "The reason of the event.", 0, _get("reason")),
                ("Object", "string", "The object the event is about.", 0, _event_object),
-               ("Message", "string", "The message of the event.", 0, _get("message"))],
+               ("Subobject", "string", "The field of the object the event is about.", 1,
+                _get("involvedObject", "fieldPath")),
+               ("Source", "string", "The component reporting this event.", 1, _event_source),
+               ("Message", "string", "The message of the event.", 0, _get("message")),
+               ("First Seen", "string", "The time at which the event was first recorded.", 1,
+                lambda e: _since(e.get("firstTimestamp") or e.get("eventTime"))),
+               ("Count", "string", "The number of times this event has occurred.", 1, _get("count", default=1)),
+               ("Name", "string", "Name must be unique within a namespace.", 1, _get("metadata", "name"))],
     "leases": [NAME, ("Holder", "string", "The holder of the lease.", 0, _get("spec", "holderIdentity")), AGE],
 }
 

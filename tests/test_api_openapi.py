@@ -1,0 +1,102 @@
+"""/openapi/v3 and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from apiserver import registry
+from tests.util import pod
+
+
+@pytest.fixture(scope="module")
+def documents(apiserver):
+    import httpx
+    index = httpx.get(apiserver.url + "/openapi/v3").json()["paths"]
+    return {p: httpx.get(apiserver.url + v["serverRelativeURL"]) for p, v in index.items()}
+
+
+def test_index_names_a_document_per_group_version(documents):
+    assert set(documents) == {"api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1"}
+    for r in documents.values():
+        assert r.status_code == 200
+        assert r.headers["cache-control"].startswith("public, immutable")  # fetched by its hash
+
+
+def test_every_resource_patch_declares_field_validation_and_strategic_merge(documents):
+    for rt in registry.RESOURCES:
+        doc = documents["api/v1" if not rt.group else f"apis/{rt.group}/{rt.version}"].json()
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        item = "/namespaces/{namespace}/" if rt.namespaced else "/"
+        prefix = "/api/v1" if not rt.group else f"/apis/{rt.group}/{rt.version}"
+        patch = doc["paths"][f"{prefix}{item}{rt.plural}/{{name}}"]["patch"]
+        assert patch["x-kubernetes-group-version-kind"] == gvk
+        assert "fieldValidation" in {p["name"] for p in patch["parameters"] if p["in"] == "query"}
+        assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
+        schemas = [s for s in doc["components"]["schemas"].values()
+                   if gvk in s.get("x-kubernetes-group-version-kind", [])]
+        assert len(schemas) == 1, rt.kind
+
+
+def test_schemas_are_openapi_3_with_patch_extensions(documents):
+    doc = documents["apis/apps/v1"].json()
+    schemas = doc["components"]["schemas"]
+    containers = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+    assert containers["x-kubernetes-patch-merge-key"] == "name"
+    assert containers["x-kubernetes-patch-strategy"] == "merge"
+    assert containers["items"] == {"$ref": "#/components/schemas/io.k8s.api.core.v1.Container"}
+    strategy = schemas["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"]
+    assert strategy["x-kubernetes-patch-strategy"] == "retainKeys"
+    assert strategy["allOf"] == [{"$ref": "#/components/schemas/io.k8s.api.apps.v1.DeploymentStrategy"}]
+    text = documents["apis/apps/v1"].text
+    assert '"null"' not in text  # JSON Schema's nullable type lists are gone
+    for ref in set(part.split('"')[0] for part in text.split('"$ref":"')[1:]):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+
+def test_unknown_document_is_not_found(http):
+    r = http.get("/openapi/v3/apis/batch/v1")
+    assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+    assert http.get("/openapi/v3").headers["cache-control"] == "no-cache, private"
+
+
+def test_log_of_a_pod_that_never_ran_is_empty(http, ns):
+    http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p"))
+    r = http.get(f"/api/v1/namespaces/{ns}/pods/p/log")
+    assert (r.status_code, r.text) == (200, "")
+    r = http.get(f"/api/v1/namespaces/{ns}/pods/p/log", params={"container": "nope"})
+    assert r.status_code == 400 and r.json()["message"] == "container nope is not valid for pod p"
+    assert http.get(f"/api/v1/namespaces/{ns}/pods/nope/log").status_code == 404
+    r = http.get(f"/api/v1/namespaces/{ns}/pods/p/exec", params={"command": "true"})
+    assert r.status_code == 400 and r.json()["message"] == "Upgrade request required"
+
+
+def ws_url(apiserver, ns: str, name: str) -> str:
+    return apiserver.url.replace("http://", "ws://") + \
+        f"/api/v1/namespaces/{ns}/pods/{name}/exec?command=echo&command=hi&stdout=true&stderr=true"
+
+
+@pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io"])
+def test_exec_answers_on_the_error_channel(apiserver, http, ns, protocol):
+    http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p", node="node-x"))
+    with connect(ws_url(apiserver, ns, "p"), subprotocols=[protocol, "base64.channel.k8s.io"]) as ws:
+        assert ws.subprotocol == protocol
+        frame = ws.recv(timeout=10)
+    assert frame[0] == 3  # the error channel
+    status = orjson.loads(frame[1:])
+    assert (status["kind"], status["status"], status["code"]) == ("Status", "Failure", 400)
+    assert status["message"] == 'no kubelet is connected to serve pods on node "node-x"'
+
+
+def test_exec_refuses_before_the_upgrade(apiserver, http, ns):
+    with pytest.raises(InvalidStatus) as err:
+        connect(ws_url(apiserver, ns, "missing"), subprotocols=["v5.channel.k8s.io"])
+    assert err.value.response.status_code == 404
+    assert json.loads(err.value.response.body)["message"] == 'pods "missing" not found'
+    http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p"))
+    with pytest.raises(InvalidStatus) as err:
+        connect(ws_url(apiserver, ns, "p"), subprotocols=["channel.k8s.io"])
+    assert err.value.response.status_code == 400
