@@ -1,0 +1,44 @@
+"""In-tree plugins, one module each, and the registry that config names resolve through.
+
+A registry entry is `factory(args: dict, handle) -> plugin`; `args` is the profile's
+pluginConfig entry for that plugin ({} if none) and `handle` carries what the running
+scheduler offers plugins (today: `bind`, the function DefaultBinder posts bindings with).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from scheduler.plugins import (balanced_allocation, default_binder, image_locality, node_affinity,
+                               node_name, node_ports, node_ready, node_resources_fit,
+                               node_unschedulable, pod_topology_spread, taint_toleration)
+
+Factory = Callable[[dict, Any], Any]
+
+REGISTRY: dict[str, Factory] = {
+    m.NAME: m.new for m in (node_unschedulable, node_name, node_ready, taint_toleration,
+                            node_affinity, node_ports, node_resources_fit, pod_topology_spread,
+                            balanced_allocation, image_locality, default_binder)
+}
+
+# kube-scheduler's default multiPoint plugins (config/v1/default_plugins.go) that minik8s
+# implements, in order, with their default score weights; NodeReady is minik8s' own.
+DEFAULT_PLUGINS: list[tuple[str, int | None]] = [
+    ("NodeUnschedulable", None),
+    ("NodeName", None),
+    ("NodeReady", None),
+    ("TaintToleration", 3),
+    ("NodeAffinity", 2),
+    ("NodePorts", None),
+    ("NodeResourcesFit", 1),
+    ("PodTopologySpread", 2),
+    ("NodeResourcesBalancedAllocation", 1),
+    ("ImageLocality", 1),
+    ("DefaultBinder", None),
+]
+
+# Real kube-scheduler plugins minik8s does not have: a config may disable them (they are
+# off anyway) but not enable them.
+KNOWN_ELSEWHERE = {"PrioritySort", "SchedulingGates", "VolumeRestrictions", "NodeVolumeLimits",
+                   "VolumeBinding", "VolumeZone", "InterPodAffinity", "DefaultPreemption",
+                   "DynamicResources", "EBSLimits", "GCEPDLimits", "AzureDiskLimits",
+                   "NodeVolumeLimits", "CinderLimits"}
