@@ -4,16 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v etcd >/dev/null 2>&1; then
+# Debian packages: etcd; iproute2 and util-linux for the kubelet (its pods see the
+# host's root filesystem, and its tests run `ip`, `ipcmk` and `ipcs` inside them).
+PKGS=""
+command -v etcd >/dev/null 2>&1 || PKGS="$PKGS etcd-server"
+command -v ip >/dev/null 2>&1 || PKGS="$PKGS iproute2"
+command -v ipcmk >/dev/null 2>&1 || PKGS="$PKGS util-linux"
+if [ -n "$PKGS" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "installing etcd-server with apt" >&2
+    echo "installing$PKGS with apt" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PKGS >/dev/null
     # Debian starts a system etcd on 2379; minik8s runs its own, so keep the port free.
-    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+    case "$PKGS" in *etcd-server*) $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true ;; esac
   else
-    echo "error: etcd is not on PATH and apt-get is not available; install etcd 3.4+ and retry" >&2
+    echo "error: missing$PKGS and apt-get is not available; install them (etcd 3.4+) and retry" >&2
     exit 1
   fi
 fi

@@ -1,0 +1,229 @@
+"""Pod and container cgroups through the cgroup filesystem, v1 or v2.
+
+Layout: <base>/<parent>/pod<uid>/{sandbox,<container id>}, where <base> is, per hierarchy, the
+cgroup this kubelet runs in (v1), or its parent (v2, where a cgroup holding processes
+may not have children with controllers enabled). Nesting under our own cgroup keeps
+pods inside whatever limits the node's supervisor put the kubelet in.
+
+A `Cgroup` is a set of directories, one per hierarchy (v1) or one (v2), named by a
+path relative to the base; `join`, `kill_all`, `remove` act on all of them. Resource
+mapping, as the kubelet does it: cpu request -> cpu.shares (v2 cpu.weight), cpu limit ->
+CFS quota over a 100 ms period, memory limit -> hard limit with swap off. OOM kills are
+read from the kernel's per-cgroup oom_kill counter.
+
+Stdlib only (the shim joins cgroups and reads OOM counters). No shared state; callers
+serialize work on one pod.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+CFS_PERIOD_US = 100_000
+MIN_SHARES, MAX_SHARES = 2, 262144
+
+
+def is_v2(root: str = ROOT) -> bool:
+    return os.path.exists(os.path.join(root, "cgroup.controllers"))
+
+
+def shares(cpu_request_milli: int | None) -> int:
+    return min(max(MIN_SHARES, (cpu_request_milli or 0) * 1024 // 1000), MAX_SHARES)
+
+
+def quota_us(cpu_limit_milli: int) -> int:
+    return max(1000, cpu_limit_milli * CFS_PERIOD_US // 1000)
+
+
+def _own_path(hierarchy_match) -> str:
+    """Our cgroup path in the hierarchy whose /proc/self/cgroup line matches."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if hierarchy_match(hid, ctrls.split(",")):
+                return path
+    return "/"
+
+
+def _v1_mounts() -> dict[str, str]:
+    """controller -> mount point of its v1 hierarchy."""
+    found = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _src, opts = post.split()[:3]
+            if fstype == "cgroup":
+                for c in opts.split(","):
+                    found.setdefault(c, pre.split()[4])
+    return found
+
+
+class Hierarchies:
+    """Where the cgroups of one kubelet live: {directory of <base>/<parent>: controllers}."""
+
+    def __init__(self, parent: str = "minik8s", root: str = ROOT):
+        self.v2 = is_v2(root)
+        self.dirs: list[str] = []
+        if self.v2:
+            own = _own_path(lambda hid, ctrls: hid == "0")
+            base = os.path.dirname(own.rstrip("/")) or "/"
+            self.dirs.append(os.path.join(root + base, parent))
+        else:
+            mounts = _v1_mounts()
+            for c in V1_CONTROLLERS:
+                if c in mounts:
+                    own = _own_path(lambda hid, ctrls, c=c: c in ctrls)
+                    d = os.path.join(mounts[c] + own, parent)
+                    if d not in self.dirs:
+                        self.dirs.append(d)
+
+    def ensure(self) -> None:
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+            if self.v2:  # let children use the cpu and memory controllers
+                _enable_v2(d)
+
+    def cgroup(self, *names: str) -> "Cgroup":
+        return Cgroup([os.path.join(d, *names) for d in self.dirs], v2=self.v2)
+
+    def children(self) -> list[str]:
+        """Names of the cgroups directly under <parent> (in the first hierarchy)."""
+        try:
+            return sorted(e.name for e in os.scandir(self.dirs[0]) if e.is_dir())
+        except (FileNotFoundError, IndexError):
+            return []
+
+
+def _enable_v2(d: str) -> None:
+    try:
+        with open(os.path.join(d, "cgroup.controllers")) as f:
+            avail = f.read().split()
+        wanted = " ".join("+" + c for c in ("cpu", "memory", "pids") if c in avail)
+        if wanted:
+            with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                f.write(wanted)
+    except OSError:
+        pass  # a controller we cannot delegate is a limit we cannot set, not an error
+
+
+class Cgroup:
+    def __init__(self, dirs: list[str], *, v2: bool):
+        self.dirs, self.v2 = list(dirs), v2
+
+    def to_json(self) -> dict:
+        return {"dirs": self.dirs, "v2": self.v2}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Cgroup":
+        return cls(d["dirs"], v2=d["v2"])
+
+    def _find(self, filename: str) -> str | None:
+        for d in self.dirs:
+            p = os.path.join(d, filename)
+            if os.path.exists(p):
+                return p
+        return None
+
+    def _write(self, filename: str, value) -> None:
+        p = self._find(filename)
+        if p is not None:
+            with open(p, "w") as f:
+                f.write(str(value))
+
+    def create(self, *, cpu_request_milli: int | None = None,
+               cpu_limit_milli: int | None = None, memory_limit: int | None = None,
+               inner: bool = False) -> None:
+        """Make the cgroup and set its limits. inner: it will hold child cgroups, not
+        processes (v2 lets only such cgroups delegate controllers to children)."""
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+            if self.v2 and inner:
+                _enable_v2(d)
+        if self.v2:
+            s = shares(cpu_request_milli)
+            self._write("cpu.weight", 1 + ((s - 2) * 9999) // 262142)
+            if cpu_limit_milli:
+                self._write("cpu.max", f"{quota_us(cpu_limit_milli)} {CFS_PERIOD_US}")
+            if memory_limit:
+                self._write("memory.max", memory_limit)
+                self._write("memory.swap.max", 0)
+        else:
+            self._write("cpu.shares", shares(cpu_request_milli))
+            if cpu_limit_milli:
+                self._write("cpu.cfs_period_us", CFS_PERIOD_US)
+                self._write("cpu.cfs_quota_us", quota_us(cpu_limit_milli))
+            if memory_limit:
+                self._write("memory.limit_in_bytes", memory_limit)
+                try:  # memory+swap = memory: no swapping, as the kubelet wants
+                    self._write("memory.memsw.limit_in_bytes", memory_limit)
+                except OSError:
+                    pass
+
+    def join(self, pid: int = 0) -> None:
+        """Move a process (0: the caller) into every hierarchy's cgroup."""
+        for d in self.dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+
+    def pids(self) -> list[int]:
+        """Every process in this cgroup and its descendants (first hierarchy)."""
+        out = []
+        for dirpath, _dirs, _files in os.walk(self.dirs[0]):
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    out += [int(x) for x in f.read().split()]
+            except FileNotFoundError:
+                pass
+        return out
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup tree and wait until it is empty. Repeated
+        because a process may fork while we read the list."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.v2 and self._find("cgroup.kill"):
+                self._write("cgroup.kill", 1)
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes {pids} of {self.dirs[0]} did not die")
+            time.sleep(0.005)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel OOM-killed in this cgroup."""
+        p = self._find("memory.events" if self.v2 else "memory.oom_control")
+        if p is None:
+            return 0
+        with open(p) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def remove(self) -> None:
+        """Remove the cgroup and its children, killing whatever still runs there."""
+        if not any(os.path.isdir(d) for d in self.dirs):
+            return
+        self.kill_all()
+        for d in self.dirs:
+            for dirpath, _dirs, _files in sorted(os.walk(d), key=lambda w: -len(w[0])):
+                for _ in range(200):  # rmdir is EBUSY until exiting tasks are gone
+                    try:
+                        os.rmdir(dirpath)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.005)
+                else:
+                    os.rmdir(dirpath)  # raise the error

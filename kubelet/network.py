@@ -1,0 +1,187 @@
+"""Pod networking on one node: a bridge, a veth pair per pod, an IP per pod.
+
+The bridge (e.g. `mk8s0`) holds the gateway address, the first address of the node's
+pod CIDR, so the node routes the CIDR to it. A pod's veth pair has one end on the
+bridge (named from the pod uid) and the other, `eth0`, in the pod's network namespace
+with the pod's IP and a default route via the gateway; `lo` is brought up. Pods on the
+node reach each other over the bridge, and the node reaches them through it. (Routes
+between nodes and NAT to the outside are not set up here.)
+
+IP allocation is persisted as one file per address under <state dir>/ipam, containing
+the owner's uid; creating it with O_EXCL is the allocation, so two allocators (threads or
+kubelet processes) can never hand out the same address, and a restarted kubelet sees
+every address in use. Addresses are handed out round robin (the last one is
+remembered), so a freed address is not reused at once.
+
+Netlink through pyroute2. Methods are safe to call from several threads.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+import os
+
+from pyroute2 import IPRoute, NetlinkError
+
+from kubelet.runtime import ContainerRuntimeError
+
+
+def veth_name(uid: str) -> str:
+    """The node end of a pod's veth pair: stable per pod, at most 15 characters."""
+    return "mk" + hashlib.sha1(uid.encode()).hexdigest()[:11]
+
+
+class PodNetwork:
+    def __init__(self, *, bridge: str, cidr: str, state_dir: str):
+        if len(bridge) > 15:
+            raise ValueError(f"bridge name {bridge!r} is longer than 15 characters")
+        self.bridge = bridge
+        self.net = ipaddress.ip_network(cidr, strict=False)
+        if self.net.version != 4 or self.net.num_addresses < 4:
+            raise ValueError(f"pod CIDR {cidr} must be IPv4 with room for pods")
+        self.gateway = self.net.network_address + 1
+        self.ipam_dir = os.path.join(state_dir, "ipam")
+        os.makedirs(self.ipam_dir, exist_ok=True)
+
+    # -- the bridge ------------------------------------------------------------------
+    def ensure_bridge(self, ipr: IPRoute) -> int:
+        idx = ipr.link_lookup(ifname=self.bridge)
+        if not idx:
+            try:
+                ipr.link("add", ifname=self.bridge, kind="bridge")
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:  # another kubelet thread made it meanwhile
+                    raise
+            idx = ipr.link_lookup(ifname=self.bridge)
+        idx = idx[0]
+        try:
+            ipr.addr("add", index=idx, address=str(self.gateway), prefixlen=self.net.prefixlen)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+        ipr.link("set", index=idx, state="up")
+        return idx
+
+    def delete_bridge(self) -> None:
+        with IPRoute() as ipr:
+            _delete_link(ipr, self.bridge)
+
+    # -- pods ------------------------------------------------------------------------
+    def attach(self, uid: str, netns_pid: int) -> str:
+        """Plug the network namespace of process netns_pid into the bridge; its IP."""
+        ip = self.allocate(uid)
+        host = veth_name(uid)
+        try:
+            with IPRoute() as ipr:
+                bridge = self.ensure_bridge(ipr)
+                _delete_link(ipr, host)  # left from an earlier sandbox of this pod
+                ipr.link("add", ifname=host, kind="veth",
+                         peer={"ifname": "eth0", "net_ns_pid": netns_pid})
+                ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge,
+                         state="up")
+            with IPRoute(netns=f"/proc/{netns_pid}/ns/net") as ns:
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                eth0 = ns.link_lookup(ifname="eth0")[0]
+                ns.addr("add", index=eth0, address=ip, prefixlen=self.net.prefixlen)
+                ns.link("set", index=eth0, state="up")
+                ns.route("add", dst="default", gateway=str(self.gateway))
+        except (NetlinkError, OSError) as e:
+            self.detach(uid)
+            raise ContainerRuntimeError(f"pod network setup failed: {e}",
+                                        reason="NetworkNotReady") from e
+        return ip
+
+    def detach(self, uid: str) -> None:
+        """Remove the pod's veth (if its namespace still exists) and free its IP."""
+        with IPRoute() as ipr:
+            _delete_link(ipr, veth_name(uid))
+        for ip, owner in self.allocations().items():
+            if owner == uid:
+                self.release(ip, uid)
+
+    def pod_veths(self) -> list[str]:
+        """Names of the veths plugged into our bridge."""
+        with IPRoute() as ipr:
+            bridge = ipr.link_lookup(ifname=self.bridge)
+            if not bridge:
+                return []
+            return [link.get("ifname") for link in ipr.get_links()
+                    if link.get("master") == bridge[0]]
+
+    def delete_veth(self, name: str) -> None:
+        with IPRoute() as ipr:
+            _delete_link(ipr, name)
+
+    # -- IP allocation -----------------------------------------------------------------
+    def allocations(self) -> dict[str, str]:
+        out = {}
+        for name in os.listdir(self.ipam_dir):
+            if name.startswith("last"):
+                continue
+            try:
+                with open(os.path.join(self.ipam_dir, name)) as f:
+                    out[name] = f.read().strip()
+            except FileNotFoundError:
+                pass
+        return out
+
+    def allocate(self, uid: str) -> str:
+        for ip, owner in self.allocations().items():
+            if owner == uid:
+                return ip
+        hosts = list(self.net.hosts())[1:]  # the first is the gateway
+        last_file = os.path.join(self.ipam_dir, "last_reserved")
+        try:
+            with open(last_file) as f:
+                start = hosts.index(ipaddress.ip_address(f.read().strip())) + 1
+        except (FileNotFoundError, ValueError):
+            start = 0
+        for i in range(len(hosts)):
+            ip = str(hosts[(start + i) % len(hosts)])
+            try:
+                fd = os.open(os.path.join(self.ipam_dir, ip), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(uid)
+            _write_atomic(last_file, ip)
+            return ip
+        raise ContainerRuntimeError(f"no free IP address in {self.net}", reason="NetworkNotReady")
+
+    def release(self, ip: str, uid: str) -> None:
+        path = os.path.join(self.ipam_dir, ip)
+        try:
+            with open(path) as f:
+                if f.read().strip() != uid:
+                    return
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _delete_link(ipr: IPRoute, name: str) -> None:
+    idx = ipr.link_lookup(ifname=name)
+    if idx:
+        try:
+            ipr.link("del", index=idx[0])
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:  # went away with its namespace meanwhile
+                raise
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def node_ip() -> str | None:
+    """The node's primary IPv4 address: the first one on the default route's device."""
+    with IPRoute() as ipr:
+        for route in ipr.get_default_routes(family=2):
+            oif = route.get("oif")
+            for addr in ipr.get_addr(family=2, index=oif):
+                return addr.get("address")
+    return None

@@ -1,0 +1,263 @@
+"""The container runtime interface the kubelet's pod sync loop drives.
+
+Shaped after Kubernetes' CRI, plus the node-local pieces the kubelet would otherwise do
+itself (volumes, a socket in the pod's network for probes), so that one seam separates
+the pod logic from the machine: `LinuxRuntime` (kubelet/linux_runtime.py) runs real
+processes; a fake runtime for scale tests implements the same methods and runs nothing.
+
+Contract:
+- Pods are named by their uid; containers by an id the runtime assigns. A container is
+  one run of one spec container: a restart is a new container with attempt + 1, and
+  the previous one stays (exited, with its log) until `remove_container`.
+- Everything is level-based and idempotent: `run_pod_sandbox` returns the running
+  sandbox if there is one; `stop_*` and `remove_*` on something already stopped or gone
+  succeed. State is on disk, so a new runtime over the same state finds (adopts) what a
+  previous one started, without starting anything twice.
+- Calls block (processes, syscalls, waiting out grace periods). An asyncio kubelet
+  runs them in worker threads. Calls for different pods may run concurrently; calls for
+  one pod are serialized by the runtime.
+- Times are seconds since the epoch (float); sizes are bytes; cpu is millicores.
+"""
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Mapping, Protocol
+
+from machinery.quantity import bytes_value, cpu_millis
+
+
+class ContainerRuntimeError(Exception):
+    """A runtime operation failed; `reason` is the Kubernetes reason to report."""
+    reason = "RuntimeError"
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+
+
+class NotFound(ContainerRuntimeError):
+    reason = "NotFound"
+
+
+class SandboxNotReady(ContainerRuntimeError):
+    reason = "SandboxNotReady"
+
+
+class CreateContainerError(ContainerRuntimeError):
+    reason = "CreateContainerError"
+
+
+class VolumeError(ContainerRuntimeError):
+    reason = "FailedMount"
+
+
+@dataclass
+class Resources:
+    cpu_request_milli: int | None = None
+    cpu_limit_milli: int | None = None
+    memory_limit: int | None = None
+
+    @classmethod
+    def from_spec(cls, resources: Mapping | None) -> "Resources":
+        """From a container's `resources` (requests/limits quantities)."""
+        req, lim = (resources or {}).get("requests") or {}, (resources or {}).get("limits") or {}
+        return cls(cpu_request_milli=cpu_millis(req["cpu"]) if "cpu" in req else None,
+                   cpu_limit_milli=cpu_millis(lim["cpu"]) if "cpu" in lim else None,
+                   memory_limit=bytes_value(lim["memory"]) if "memory" in lim else None)
+
+    @classmethod
+    def pod_total(cls, containers: Iterable["Resources"]) -> "Resources":
+        """The pod cgroup's share: requests add up; a limit exists only if every
+        container has one (one unlimited container makes the pod unlimited)."""
+        cs = list(containers)
+
+        def total(attr):
+            values = [getattr(c, attr) for c in cs]
+            return sum(values) if values and all(v is not None for v in values) else None
+        return cls(cpu_request_milli=sum(c.cpu_request_milli or 0 for c in cs) or None,
+                   cpu_limit_milli=total("cpu_limit_milli"), memory_limit=total("memory_limit"))
+
+
+@dataclass
+class PodSandboxConfig:
+    uid: str
+    name: str
+    namespace: str = "default"
+    hostname: str = ""  # default: the pod's name
+    host_network: bool = False
+    host_ipc: bool = False
+    host_pid: bool = False
+    share_process_namespace: bool = False
+    dns_servers: list[str] | None = None  # None: the node's /etc/resolv.conf
+    dns_searches: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)  # Resources.pod_total(...)
+
+
+@dataclass
+class Mount:
+    host_path: str  # what setup_volume returned
+    container_path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclass
+class ContainerConfig:
+    name: str
+    image: str
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # resolved values, in order
+    working_dir: str = ""
+    mounts: list[Mount] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    attempt: int = 0  # the restart count this run will have
+    read_only_root: bool = False
+
+
+@dataclass
+class SandboxStatus:
+    uid: str
+    name: str
+    namespace: str
+    ready: bool  # its namespaces are held by a live process
+    ip: str | None
+    created_at: float
+    host_network: bool = False
+
+
+@dataclass
+class ContainerStatus:
+    id: str
+    pod_uid: str
+    name: str
+    attempt: int
+    image: str
+    state: str  # "running" or "exited"
+    pid: int | None = None  # on the node
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""  # Completed, Error, OOMKilled, StartError, ContainerStatusUnknown
+    message: str = ""
+    oom_killed: bool = False
+    log_path: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class ExecProcess(Protocol):
+    """A command running in a container (subprocess.Popen fits)."""
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+    returncode: int | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+    def communicate(self, input: bytes | None = None,
+                    timeout: float | None = None) -> tuple[bytes, bytes]: ...
+    def kill(self) -> None: ...
+
+
+class Runtime(ABC):
+    # -- pod sandboxes -------------------------------------------------------------
+    @abstractmethod
+    def run_pod_sandbox(self, config: PodSandboxConfig) -> SandboxStatus:
+        """Create the pod's sandbox (namespaces, network, cgroup) or return the ready
+        one. A sandbox that is no longer ready is torn down and made anew (same IP
+        pool, same volumes)."""
+
+    @abstractmethod
+    def stop_pod_sandbox(self, uid: str, *, grace_period: float = 30) -> None:
+        """Stop every container (SIGTERM, SIGKILL after grace_period) and the sandbox,
+        and give back its IP. Volumes, logs and exited containers stay."""
+
+    @abstractmethod
+    def remove_pod(self, uid: str) -> None:
+        """Stop (no grace) and delete everything the pod has on the node: processes,
+        mounts, cgroups, network, volumes (except hostPath), logs, state."""
+
+    @abstractmethod
+    def pod_sandbox_status(self, uid: str) -> SandboxStatus | None: ...
+
+    @abstractmethod
+    def list_pod_sandboxes(self) -> list[SandboxStatus]: ...
+
+    # -- volumes ---------------------------------------------------------------------
+    @abstractmethod
+    def setup_volume(self, uid: str, volume: Mapping, *,
+                     data: Mapping[str, bytes | str] | None = None) -> str:
+        """Make a pod volume (a v1 Volume: emptyDir, hostPath, configMap, secret) ready
+        and return its path on the node. For configMap and secret, `data` is the
+        object's data (None: it does not exist); calling again with new data updates
+        the files in place, atomically. Raises VolumeError."""
+
+    # -- containers ------------------------------------------------------------------
+    @abstractmethod
+    def start_container(self, uid: str, config: ContainerConfig) -> ContainerStatus:
+        """Create and start a container in the pod's sandbox. A command that cannot be
+        executed gives an exited container (reason StartError, exit code 128); a
+        container that cannot be created raises CreateContainerError."""
+
+    @abstractmethod
+    def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
+        """SIGTERM the container's first process, SIGKILL everything in the container
+        after grace_period; return its final status."""
+
+    @abstractmethod
+    def remove_container(self, container_id: str) -> None:
+        """Delete an exited container (stopping it first if needed) and its logs."""
+
+    @abstractmethod
+    def container_status(self, container_id: str) -> ContainerStatus | None: ...
+
+    @abstractmethod
+    def list_containers(self, uid: str | None = None) -> list[ContainerStatus]:
+        """Containers of one pod (or all), oldest first."""
+
+    # -- exec, probes, logs ----------------------------------------------------------
+    @abstractmethod
+    def exec(self, container_id: str, argv: list[str], *, stdin: bool = False) -> ExecProcess:
+        """Run argv in a running container's namespaces and cgroup, with its env and
+        working dir; stdout/stderr (and stdin if asked) are pipes. Exit code 126/127
+        when argv cannot be executed, as in Docker."""
+
+    def exec_sync(self, container_id: str, argv: list[str], *,
+                  timeout: float | None = None) -> ExecResult:
+        """exec and collect the output; raises TimeoutError (the command is killed)."""
+        import subprocess
+        p = self.exec(container_id, argv)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise TimeoutError(f"command {argv!r} timed out after {timeout}s") from None
+        return ExecResult(p.returncode, out, err)
+
+    @abstractmethod
+    def pod_socket(self, uid: str, family: int = socket.AF_INET,
+                   type: int = socket.SOCK_STREAM) -> socket.socket:
+        """A socket in the pod's network namespace (for httpGet and tcpSocket probes)."""
+
+    # -- the node --------------------------------------------------------------------
+    @abstractmethod
+    def cleanup_orphans(self, keep: Iterable[str] | None = None) -> None:
+        """Sweep what a crash left behind: pods whose creation did not finish, and
+        processes, mounts, cgroups, veths and IP allocations that belong to no pod.
+        With `keep` (the uids of the pods the node should run), other pods are
+        removed too. Call before starting pod workers."""

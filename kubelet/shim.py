@@ -1,0 +1,365 @@
+"""The helper processes of the Linux runtime, run as `python -I -S shim.py MODE ...`.
+
+sandbox JSON STATUS_FD
+    The pod's sandbox (Kubernetes' "pause"): unshares the pod's network, UTS and IPC
+    namespaces (and PID, for shareProcessNamespace), sets the hostname, joins the
+    sandbox's cgroup, forks the holder process and reports its pid. The holder sleeps until
+    killed, reaping orphans when it is PID 1 of the pod.
+container DIR STATUS_FD
+    The container's monitor (like conmon): reads DIR/config.json, starts the container
+    process, reports its pid, then copies its stdout/stderr into the CRI log file and,
+    when it exits, records exit code, time and OOM kill in DIR/state.json.
+exec DIR -- ARGV...
+    Runs ARGV in the namespaces and cgroup of DIR's running container and exits with
+    its exit code.
+
+The sandbox holder and the container monitor detach from the runtime (new session,
+then a fork whose parent exits at once), so the kubelet can die and come back while
+pods keep running. Reports on STATUS_FD are one JSON object: {"pid": ..., "start": ...}
+or {"error": ...}. Single-threaded on purpose: setns into a mount namespace and fork
+need it. Stdlib only, and only stdlib-only kubelet modules, for a fast start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kubelet import kernel, logs  # noqa: E402
+from kubelet.cgroups import Cgroup  # noqa: E402
+
+# Python ignores these; an exec'd program would inherit "ignored".
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+
+
+class StartError(Exception):
+    """The container's command could not be executed."""
+
+
+def _report(fd: int, msg: dict) -> None:
+    os.write(fd, json.dumps(msg).encode())
+    os.close(fd)
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _reset_signals() -> None:
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+# -- sandbox -------------------------------------------------------------------------
+
+def sandbox(cfg: dict, status_fd: int) -> None:
+    try:
+        kernel.unshare(sum(kernel.NS_FLAGS[n] for n in cfg["unshare"]))
+        if "uts" in cfg["unshare"]:
+            kernel.sethostname(cfg["hostname"])
+        Cgroup.from_json(cfg["cgroup"]).join()
+    except OSError as e:
+        _report(status_fd, {"error": str(e)})
+        sys.exit(1)
+    pid = os.fork()  # after unshare(CLONE_NEWPID), the child is PID 1 of the pod
+    if pid:
+        _report(status_fd, {"pid": pid, "start": kernel.start_time(pid)})
+        os._exit(0)
+    os.close(status_fd)
+    os.chdir("/")
+
+    def reap(*_):
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    while True:
+        signal.pause()
+
+
+# -- container -----------------------------------------------------------------------
+
+def container(cdir: str, status_fd: int) -> None:
+    with open(os.path.join(cdir, "config.json")) as f:
+        cfg = json.load(f)
+    state_path = os.path.join(cdir, "state.json")
+    if os.fork():  # detach: the runtime reaps our parent, init adopts us
+        os._exit(0)
+    me = os.getpid()
+    state = {"shim_pid": me, "shim_start": kernel.start_time(me)}
+    cgroup = Cgroup.from_json(cfg["cgroup"])
+    try:
+        pid, out_r, err_r = _start(cfg)
+    except Exception as e:  # noqa: BLE001 - any failure to start is the container's
+        state.update(finished_at=time.time(), exit_code=128, reason="StartError", message=str(e))
+        _write_json(state_path, state)
+        _report(status_fd, {"error": str(e)})
+        return
+    state.update(pid=pid, start=kernel.start_time(pid), started_at=time.time())
+    _write_json(state_path, state)
+    _report(status_fd, {"pid": pid, "start": state["start"]})
+
+    status = _pump(cfg, pid, cgroup, {out_r: b"stdout", err_r: b"stderr"})
+    code = _exit_code(status)
+    oom = cgroup.oom_kills() > 0
+    state.update(finished_at=time.time(), exit_code=code, oom_killed=oom,
+                 reason="OOMKilled" if oom else "Completed" if code == 0 else "Error")
+    _write_json(state_path, state)
+
+
+def _start(cfg: dict):
+    """Fork the container's first process; return (pid, stdout pipe, stderr pipe)."""
+    sbx = cfg["sandbox"]
+    ns = {n: os.open(f"/proc/{sbx['pid']}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+          for n in cfg["join"]}
+    if kernel.start_time(sbx["pid"]) != sbx["start"]:
+        raise RuntimeError("the pod sandbox is gone")
+    if cfg["pid_mode"] == "private":
+        kernel.unshare(kernel.CLONE_NEWPID)  # our next child is PID 1 of a new namespace
+    elif cfg["pid_mode"] == "pod":
+        kernel.setns(ns.pop("pid"), kernel.CLONE_NEWPID)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    fail_r, fail_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(fail_r)
+            _child(cfg, ns, out_w, err_w)
+        except BaseException as e:  # noqa: BLE001 - reported to the monitor
+            os.write(fail_w, str(e).encode() if isinstance(e, StartError)
+                     else f"{type(e).__name__}: {e}".encode())
+        os._exit(128)
+    for fd in (out_w, err_w, fail_w, *ns.values()):
+        os.close(fd)
+    failure = b""
+    while chunk := os.read(fail_r, 4096):
+        failure += chunk
+    os.close(fail_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise RuntimeError(failure.decode(errors="replace"))
+    return pid, out_r, err_r
+
+
+def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int) -> None:
+    """In the container's first process: join, isolate, build the root, exec."""
+    Cgroup.from_json(cfg["cgroup"]).join()
+    for name in ("ipc", "uts", "net"):
+        if name in ns:
+            kernel.setns(ns[name], kernel.NS_FLAGS[name])
+    kernel.unshare(kernel.CLONE_NEWNS)
+    # Nothing mounted from here on may propagate back to the node.
+    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    _build_root(cfg)
+    os.makedirs(cfg["cwd"], exist_ok=True)
+    os.chdir(cfg["cwd"])
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    _reset_signals()
+    try:
+        os.execvpe(cfg["argv"][0], cfg["argv"], cfg["env"])
+    except FileNotFoundError:
+        raise StartError(f'exec: "{cfg["argv"][0]}": executable file not found in $PATH')
+    except OSError as e:
+        raise StartError(f'exec: "{cfg["argv"][0]}": {e.strerror}')
+
+
+def _build_root(cfg: dict) -> None:
+    """The container's root: the image (read-only lower layer) under a writable tmpfs
+    layer private to this container, with fresh /proc, /dev, /sys and /tmp, the pod's
+    /etc files, /dev/shm and volumes. Then pivot_root into it."""
+    k = kernel
+    cdir = cfg["dir"]
+    scratch, root = os.path.join(cdir, "scratch"), os.path.join(cdir, "rootfs")
+    k.mount("tmpfs", scratch, "tmpfs", 0, "mode=0755")
+    for d in ("upper", "work"):
+        os.mkdir(os.path.join(scratch, d))
+    k.mount("overlay", root, "overlay", 0,
+            f"lowerdir={cfg['rootfs']},upperdir={scratch}/upper,workdir={scratch}/work")
+    os.chdir(root)
+    os.makedirs(".oldroot", exist_ok=True)
+    k.pivot_root(".", ".oldroot")
+    os.chdir("/")
+    old = "/.oldroot"
+    # From here paths are the container's: symlinks in the image resolve inside it.
+    for masked in cfg["mask"]:  # the kubelet's state: other pods' volumes and secrets
+        if os.path.isdir(masked):
+            k.mount("tmpfs", masked, "tmpfs", k.MS_RDONLY, "size=4k")
+    nosuid_nodev_noexec = k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC
+    os.makedirs("/proc", exist_ok=True)
+    k.mount("proc", "/proc", "proc", nosuid_nodev_noexec)
+    os.makedirs("/sys", exist_ok=True)
+    k.mount("sysfs", "/sys", "sysfs", nosuid_nodev_noexec | k.MS_RDONLY)
+    os.makedirs("/tmp", exist_ok=True)
+    k.mount("tmpfs", "/tmp", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=1777")
+    _build_dev(old + cfg["shm"])
+    for dst, src in cfg["etc"].items():
+        _bind(old + src, dst, read_only=False)
+    for m in sorted(cfg["mounts"], key=lambda m: m["dst"].rstrip("/").count("/")):
+        _bind(old + m["src"], m["dst"], read_only=m["ro"])
+    k.umount(old)
+    os.rmdir(old)
+    if cfg["read_only_root"]:
+        k.mount(None, "/", None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY)
+
+
+def _build_dev(shm: str) -> None:
+    k = kernel
+    os.makedirs("/dev", exist_ok=True)
+    k.mount("tmpfs", "/dev", "tmpfs", k.MS_NOSUID, "mode=0755,size=65536k")
+    for name, minor in (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)):
+        os.mknod(f"/dev/{name}", 0o666 | 0o020000, os.makedev(1, minor))
+        os.chmod(f"/dev/{name}", 0o666)
+    os.mknod("/dev/tty", 0o666 | 0o020000, os.makedev(5, 0))
+    os.chmod("/dev/tty", 0o666)
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"/dev/{link}")
+    for d in ("pts", "shm", "mqueue"):
+        os.mkdir(f"/dev/{d}")
+    k.mount("devpts", "/dev/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620")
+    k.mount("mqueue", "/dev/mqueue", "mqueue", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    k.mount(shm, "/dev/shm", None, k.MS_BIND)
+
+
+def _bind(src: str, dst: str, *, read_only: bool) -> None:
+    if os.path.isdir(src):
+        os.makedirs(dst, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if not os.path.exists(dst):
+            open(dst, "a").close()
+    kernel.mount(src, dst, None, kernel.MS_BIND | kernel.MS_REC)
+    if read_only:
+        kernel.mount(None, dst, None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY)
+
+
+def _pump(cfg: dict, pid: int, cgroup: Cgroup, pipes: dict[int, bytes]) -> int:
+    """Copy the container's output into its log until it has exited; its wait status."""
+    writer = logs.LogWriter(cfg["log_path"], max_bytes=cfg["log_max_bytes"],
+                            max_files=cfg["log_max_files"])
+    pidfd = os.pidfd_open(pid)
+    sel = selectors.DefaultSelector()
+    sel.register(pidfd, selectors.EVENT_READ)
+    for fd in pipes:
+        sel.register(fd, selectors.EVENT_READ)
+    status = None
+    while pipes or status is None:
+        # After the exit, a process outside the container (there should be none) could
+        # hold the pipes open: wait for it a little only.
+        events = sel.select(None if status is None else 2.0)
+        if not events:
+            break
+        for key, _ in events:
+            if key.fd == pidfd:
+                status = os.waitpid(pid, 0)[1]
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                # With a pod-wide PID namespace the kernel does not kill what the first
+                # process started; do it, as runc does.
+                cgroup.kill_all()
+                continue
+            data = os.read(key.fd, 65536)
+            if data:
+                writer.write(pipes[key.fd], data)
+            else:
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                del pipes[key.fd]
+    writer.close()
+    return status
+
+
+# -- exec ----------------------------------------------------------------------------
+
+def exec_(cdir: str, argv: list[str]) -> None:
+    with open(os.path.join(cdir, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(cdir, "state.json")) as f:
+        st = json.load(f)
+    pid = st.get("pid")
+    ns = {n: os.open(f"/proc/{pid}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+          for n in ("ipc", "uts", "net", "pid", "mnt")}
+    if st.get("finished_at") or kernel.start_time(pid) != st.get("start"):
+        sys.stderr.write("container is not running\n")
+        sys.exit(126)
+    # Opened now: once in the container's mount namespace the cgroup files are not
+    # visible. Only the command joins the cgroup, not this process.
+    procs = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+             for d in cfg["cgroup"]["dirs"]]
+    for name in ("ipc", "uts", "net", "pid", "mnt"):
+        kernel.setns(ns[name], kernel.NS_FLAGS[name])
+    child = os.fork()
+    if child == 0:
+        try:
+            kernel.set_parent_death_signal(signal.SIGKILL)  # killing exec kills the command
+            for fd in procs:
+                os.write(fd, b"0")
+            try:
+                os.chdir(cfg["cwd"])
+            except OSError:
+                os.chdir("/")
+            _reset_signals()
+            os.execvpe(argv[0], argv, cfg["env"])
+        except FileNotFoundError:
+            sys.stderr.write(f'exec: "{argv[0]}": executable file not found in $PATH\n')
+            os._exit(127)
+        except BaseException as e:  # noqa: BLE001
+            sys.stderr.write(f"exec: {e}\n")
+            os._exit(126)
+    def forward(sig, _frame):
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    sys.exit(_exit_code(status))
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[1]
+    if mode in ("sandbox", "container"):
+        # The container process must not inherit the report pipe, or the runtime would
+        # wait for its end until the container exits.
+        os.set_inheritable(int(argv[3]), False)
+    if mode == "sandbox":
+        sandbox(json.loads(argv[2]), int(argv[3]))
+    elif mode == "container":
+        container(argv[2], int(argv[3]))
+    elif mode == "exec":
+        exec_(argv[2], argv[argv.index("--") + 1:])
+    else:
+        sys.exit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
