@@ -416,7 +416,11 @@ class Resources:
             if kv is None:
                 raise errors.not_found(rt.group_resource, name)
             old = decode(key, kv.value, kv.mod_revision).obj
-            new = apply_patch(rt, old, patch_type, body)
+            # The patch applies to the object without its resourceVersion, so a version
+            # in the result can only have come from the patch: a precondition.
+            unversioned = {**old, "metadata": {k: v for k, v in old["metadata"].items()
+                                               if k != "resourceVersion"}}
+            new = apply_patch(rt, unversioned, patch_type, body)
             if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
                 raise errors.BadRequest("the patch produced an object that is not a "
                                         f"{rt.kind}")

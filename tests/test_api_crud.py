@@ -275,3 +275,33 @@ def test_lost_update_50_concurrent_writers(apiserver, ns):
         assert sum(pool.map(increment, range(50))) == 50
     with httpx.Client(base_url=apiserver.url) as c:
         assert c.get(f"{url}/counter").json()["metadata"]["annotations"]["n"] == "50"
+
+
+def test_concurrent_patches_without_resource_version_all_apply(apiserver, ns):
+    """A patch that does not name a resourceVersion is re-applied on conflict, never 409."""
+    import httpx
+    url = f"/api/v1/namespaces/{ns}/configmaps"
+    with httpx.Client(base_url=apiserver.url) as c:
+        c.post(url, json={"metadata": {"name": "many"}})
+
+    def patch(i):
+        with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+            r = c.patch(f"{url}/many", json={"data": {f"k{i}": "v"}},
+                        headers={"content-type": "application/merge-patch+json"})
+            return r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(patch, range(40)))
+    assert codes == [200] * 40
+    with httpx.Client(base_url=apiserver.url) as c:
+        assert len(c.get(f"{url}/many").json()["data"]) == 40
+
+
+def test_patch_with_stale_resource_version_conflicts(http, ns):
+    url = f"/api/v1/namespaces/{ns}/configmaps"
+    cm = http.post(url, json={"metadata": {"name": "pin"}}).json()
+    http.patch(f"{url}/pin", json={"data": {"a": "1"}}, headers={"content-type": "application/merge-patch+json"})
+    r = http.patch(f"{url}/pin", json={"metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]},
+                                       "data": {"a": "2"}},
+                   headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 409
