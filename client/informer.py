@@ -1,0 +1,345 @@
+"""Informers: a local, indexed, eventually consistent copy of one kind, plus change
+notifications (client-go tools/cache: Reflector, Indexer, SharedIndexInformer).
+
+The contract, for an `Informer` on (resource, namespace, selectors):
+- The cache is eventually consistent with the server: after the server stops
+  changing, the cache ends equal to a fresh LIST (same keys, same resourceVersions),
+  whatever happened in between (dropped watches, API server restarts, compaction).
+- It never goes back in time: every LIST is a consistent read, and a watch only
+  delivers changes after the position the cache reached.
+- Handlers are called after the cache has applied the change they report, so a
+  handler that reads the cache sees at least that state.
+- Per object, notifications arrive in the order the server made the changes:
+  add, then updates, then delete; an object is never added twice without a delete
+  in between. There is no ordering promise across objects.
+- Changes missed while disconnected are folded into one step at relist: an object
+  that changed is one update (from the cached to the new state), one that vanished
+  is one delete carrying its last cached state (which may be stale; client-go wraps
+  it as DeletedFinalStateUnknown, here the handler gets the object itself); one
+  deleted and re-created under the same name (a new uid) is a delete then an add.
+  Objects unchanged across a relist (same resourceVersion) produce no notification.
+- `has_synced()` turns true once the first LIST has been applied and its adds
+  delivered; it never turns false again.
+- Cached objects are shared and read-only: copy before changing one.
+- Handlers run on the informer's task and must not block: turn the object into a key
+  and put it on a work queue. An exception in a handler is logged and does not stop
+  the informer or the other handlers.
+
+Concurrency: one asyncio loop. The reflector is one task; every cache mutation and
+its notifications happen in one synchronous step, so other tasks see the cache either
+before or after a change, never halfway. Not thread-safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from client.clock import Clock, RealClock
+from client.rest import ALL, Client, Resource
+from client.watch import Event, Watch
+from machinery.errors import Gone
+
+log = logging.getLogger("minik8s.client.informer")
+
+IndexFunc = Callable[[dict], Iterable[str]]
+
+NAMESPACE = "namespace"
+NODE_NAME = "spec.nodeName"
+OWNER_UID = "ownerUID"
+LABEL = "label"  # values are "key=value"
+
+
+def key_of(obj: dict) -> str:
+    """`namespace/name`, or `name` for cluster-scoped objects (MetaNamespaceKeyFunc)."""
+    md = obj["metadata"]
+    return f"{md['namespace']}/{md['name']}" if md.get("namespace") else md["name"]
+
+
+def split_key(key: str) -> tuple[str, str]:
+    namespace, _, name = key.rpartition("/")
+    return namespace, name
+
+
+def _namespace(obj: dict) -> list[str]:
+    ns = obj["metadata"].get("namespace")
+    return [ns] if ns else []
+
+
+def _node_name(obj: dict) -> list[str]:
+    node = (obj.get("spec") or {}).get("nodeName")
+    return [node] if node else []
+
+
+def _owner_uid(obj: dict) -> list[str]:
+    return [r["uid"] for r in obj["metadata"].get("ownerReferences") or () if r.get("uid")]
+
+
+def _label(obj: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in (obj["metadata"].get("labels") or {}).items()]
+
+
+DEFAULT_INDEXERS: dict[str, IndexFunc] = {NAMESPACE: _namespace, NODE_NAME: _node_name,
+                                          OWNER_UID: _owner_uid, LABEL: _label}
+
+
+class Indexer:
+    """Objects by key, plus named indexes: index name -> value -> keys."""
+
+    def __init__(self, indexers: dict[str, IndexFunc] | None = None):
+        self._items: dict[str, dict] = {}
+        self._indexers: dict[str, IndexFunc] = {}
+        self._indices: dict[str, dict[str, set[str]]] = {}
+        self.add_indexers(DEFAULT_INDEXERS if indexers is None else indexers)
+
+    def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
+        """Register more indexes; existing objects are indexed at once."""
+        for name, fn in indexers.items():
+            self._indexers[name] = fn
+            index = self._indices[name] = {}
+            for key, obj in self._items.items():
+                for value in fn(obj):
+                    index.setdefault(value, set()).add(key)
+
+    def set(self, key: str, obj: dict) -> dict | None:
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._items[key] = obj
+        for name, fn in self._indexers.items():
+            index = self._indices[name]
+            for value in fn(obj):
+                index.setdefault(value, set()).add(key)
+        return old
+
+    def delete(self, key: str) -> dict | None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _unindex(self, key: str, obj: dict) -> None:
+        for name, fn in self._indexers.items():
+            index = self._indices[name]
+            for value in fn(obj):
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
+
+    def get(self, key: str) -> dict | None:
+        return self._items.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def list(self) -> list[dict]:
+        return list(self._items.values())
+
+    def index_keys(self, index: str, value: str) -> list[str]:
+        return sorted(self._indices[index].get(value, ()))
+
+    def by_index(self, index: str, value: str) -> list[dict]:
+        return [self._items[k] for k in self.index_keys(index, value)]
+
+    def index_values(self, index: str) -> list[str]:
+        return sorted(self._indices[index])
+
+
+@dataclass(eq=False)
+class Handler:
+    on_add: Callable[[dict], None] | None = None
+    on_update: Callable[[dict, dict], None] | None = None
+    on_delete: Callable[[dict], None] | None = None
+
+
+class Informer:
+    def __init__(self, client: Client, resource: str | Resource, *, namespace: str = ALL,
+                 label_selector: str | None = None, field_selector: str | None = None,
+                 indexers: dict[str, IndexFunc] | None = None, clock: Clock | None = None,
+                 backoff: float = 0.1, max_backoff: float = 5.0):
+        self.client = client
+        self.resource = client.resources.get(resource)
+        self.namespace, self.label_selector, self.field_selector = namespace, label_selector, field_selector
+        self.store = Indexer(indexers)
+        self.clock = clock or RealClock()
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.resource_version = ""  # of the last list, event or bookmark applied
+        self.relists = 0            # lists after the first: how often history was lost
+        self._handlers: list[Handler] = []
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # -- handlers -------------------------------------------------------------------
+
+    def add_handler(self, *, on_add: Callable[[dict], None] | None = None,
+                    on_update: Callable[[dict, dict], None] | None = None,
+                    on_delete: Callable[[dict], None] | None = None) -> Handler:
+        """Subscribe. A handler added after objects are cached first gets an add for
+        each of them, so every handler sees the same story."""
+        h = Handler(on_add, on_update, on_delete)
+        self._handlers.append(h)
+        if h.on_add:
+            for obj in self.store.list():
+                self._call(h.on_add, obj)
+        return h
+
+    def remove_handler(self, h: Handler) -> None:
+        self._handlers.remove(h)
+
+    def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
+        self.store.add_indexers(indexers)
+
+    def _call(self, fn: Callable, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - one bad handler must not starve the others
+            log.exception("informer %s: handler %r failed", self.resource.plural, fn)
+
+    def _notify(self, what: str, *args) -> None:
+        for h in tuple(self._handlers):
+            fn = getattr(h, what)
+            if fn is not None:
+                self._call(fn, *args)
+
+    # -- what the reflector feeds in -------------------------------------------------
+
+    def replace(self, items: list[dict], resource_version: str) -> None:
+        """Apply a full LIST: adds, updates for what changed, deletes for what vanished."""
+        fresh = {key_of(o): o for o in items}
+        for key in [k for k in self.store.keys() if k not in fresh]:
+            self._notify("on_delete", self.store.delete(key))
+        for key, obj in fresh.items():
+            old = self.store.get(key)
+            if old is not None and old["metadata"].get("uid") != obj["metadata"].get("uid"):
+                self._notify("on_delete", self.store.delete(key))
+                old = None
+            self.store.set(key, obj)
+            if old is None:
+                self._notify("on_add", obj)
+            elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
+                self._notify("on_update", old, obj)
+        self.resource_version = resource_version
+        self._synced.set()
+
+    def apply(self, event: Event) -> None:
+        obj = event.object
+        self.resource_version = obj["metadata"]["resourceVersion"]
+        if event.type == "BOOKMARK":
+            return
+        key = key_of(obj)
+        if event.type == "DELETED":
+            if self.store.delete(key) is not None:
+                self._notify("on_delete", obj)
+            return
+        old = self.store.set(key, obj)
+        if old is None:
+            self._notify("on_add", obj)
+        else:
+            self._notify("on_update", old, obj)
+
+    # -- running --------------------------------------------------------------------
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def start(self) -> asyncio.Task:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"informer-{self.resource.plural}")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def run(self) -> None:
+        """The reflector: list, then watch from the list's resourceVersion; the watch
+        resumes itself across drops; Gone (history compacted) means list again."""
+        failures = 0
+        while True:
+            try:
+                listed = await self.client.list(
+                    self.resource, namespace=self.namespace, label_selector=self.label_selector,
+                    field_selector=self.field_selector)
+                if self.has_synced():
+                    self.relists += 1
+                self.replace(listed["items"], listed["metadata"]["resourceVersion"])
+                failures = 0
+                watch = Watch(self.client, self.resource, namespace=self.namespace,
+                              label_selector=self.label_selector, field_selector=self.field_selector,
+                              resource_version=self.resource_version, clock=self.clock)
+                async for event in watch:
+                    self.apply(event)
+            except Gone as err:
+                log.info("informer %s: %s; relisting", self.resource.plural, err)
+            except Exception as exc:  # noqa: BLE001 - keep reflecting; the server comes back
+                failures += 1
+                delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+                log.warning("informer %s: list/watch failed (%s); retrying in %.1fs",
+                            self.resource.plural, exc, delay)
+                await self.clock.sleep(delay * random.uniform(0.5, 1.0))
+
+
+class SharedInformerFactory:
+    """One informer per (resource, namespace, selectors) in a process, however many
+    controllers ask for it: they share its cache and its single watch."""
+
+    def __init__(self, client: Client, *, namespace: str = ALL):
+        self.client = client
+        self.namespace = namespace
+        self._informers: dict[tuple, Informer] = {}
+
+    def informer(self, resource: str | Resource, *, namespace: str | None = None,
+                 label_selector: str | None = None, field_selector: str | None = None) -> Informer:
+        r = self.client.resources.get(resource)
+        ns = self.namespace if namespace is None else namespace
+        key = (r.group, r.plural, ns, label_selector or "", field_selector or "")
+        if key not in self._informers:
+            self._informers[key] = Informer(self.client, r, namespace=ns,
+                                            label_selector=label_selector,
+                                            field_selector=field_selector)
+        return self._informers[key]
+
+    def start(self) -> None:
+        """Start every informer not yet running (call again after asking for more)."""
+        for inf in self._informers.values():
+            inf.start()
+
+    async def wait_for_cache_sync(self, timeout: float | None = None) -> bool:
+        return await wait_for_cache_sync(*self._informers.values(), timeout=timeout)
+
+    async def stop(self) -> None:
+        for inf in self._informers.values():
+            await inf.stop()
+
+
+async def wait_for_cache_sync(*informers: Informer, timeout: float | None = None) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            for inf in informers:
+                await inf._synced.wait()
+        return True
+    except TimeoutError:
+        return False

@@ -1,0 +1,230 @@
+"""Kubeconfig files (~/.kube/config format): load, merge, resolve to a connection, write.
+
+Guarantees
+- `load()` reads an explicit path, else every file in `$KUBECONFIG` (os.pathsep
+  separated, missing files skipped), else `~/.kube/config` if it exists (an empty
+  config otherwise), and merges them as kubectl
+  does: the first file to define a cluster, user or context name wins, and
+  `current-context` comes from the first file that sets it.
+- File paths inside a file (certificate-authority, client-certificate, client-key,
+  tokenFile) are resolved relative to that file's directory at load time.
+- Entries are kept as the dicts found in the file, unknown fields included, so
+  `save()` followed by `load()` gives back an equal `KubeConfig`.
+- `KubeConfig.connection(context=None)` resolves one context into a `Connection`
+  (server, namespace, token, TLS material) that `client.rest.Client` takes. Inline
+  `*-data` fields win over their file counterparts, as in client-go.
+
+Concurrency: plain values and file I/O; nothing is shared or cached.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+_PATH_FIELDS = {"cluster": ("certificate-authority",),
+                "user": ("client-certificate", "client-key", "tokenFile")}
+_SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
+
+
+@dataclass
+class KubeConfig:
+    clusters: dict[str, dict] = field(default_factory=dict)
+    users: dict[str, dict] = field(default_factory=dict)
+    contexts: dict[str, dict] = field(default_factory=dict)
+    current_context: str = ""
+    preferences: dict = field(default_factory=dict)
+
+    # -- building (what `minik8s` bring-up writes) --------------------------------------
+
+    def set_cluster(self, name: str, *, server: str, certificate_authority: str | None = None,
+                    certificate_authority_data: bytes | str | None = None,
+                    insecure_skip_tls_verify: bool | None = None) -> None:
+        entry = {"server": server}
+        _put(entry, "certificate-authority", certificate_authority)
+        _put(entry, "certificate-authority-data", _b64(certificate_authority_data))
+        _put(entry, "insecure-skip-tls-verify", insecure_skip_tls_verify)
+        self.clusters[name] = entry
+
+    def set_user(self, name: str, *, token: str | None = None, token_file: str | None = None,
+                 client_certificate: str | None = None, client_certificate_data: bytes | str | None = None,
+                 client_key: str | None = None, client_key_data: bytes | str | None = None) -> None:
+        entry: dict[str, Any] = {}
+        _put(entry, "token", token)
+        _put(entry, "tokenFile", token_file)
+        _put(entry, "client-certificate", client_certificate)
+        _put(entry, "client-certificate-data", _b64(client_certificate_data))
+        _put(entry, "client-key", client_key)
+        _put(entry, "client-key-data", _b64(client_key_data))
+        self.users[name] = entry
+
+    def set_context(self, name: str, *, cluster: str, user: str, namespace: str | None = None) -> None:
+        entry = {"cluster": cluster, "user": user}
+        _put(entry, "namespace", namespace)
+        self.contexts[name] = entry
+
+    # -- reading --------------------------------------------------------------------
+
+    def connection(self, context: str | None = None, *, namespace: str | None = None) -> Connection:
+        name = context or self.current_context
+        if not name:
+            raise ValueError("kubeconfig has no current-context and none was given")
+        if name not in self.contexts:
+            raise ValueError(f"context {name!r} not found in kubeconfig")
+        ctx = self.contexts[name]
+        cluster = self.clusters.get(ctx.get("cluster", ""))
+        if cluster is None:
+            raise ValueError(f"cluster {ctx.get('cluster')!r} of context {name!r} not found")
+        user = self.users.get(ctx.get("user", ""), {})
+        token = user.get("token")
+        if not token and user.get("tokenFile"):
+            with open(user["tokenFile"]) as f:
+                token = f.read().strip()
+        return Connection(
+            server=cluster["server"], namespace=namespace or ctx.get("namespace") or "default",
+            token=token or None,
+            ca_file=cluster.get("certificate-authority"),
+            ca_data=_unb64(cluster.get("certificate-authority-data")),
+            cert_file=user.get("client-certificate"),
+            cert_data=_unb64(user.get("client-certificate-data")),
+            key_file=user.get("client-key"), key_data=_unb64(user.get("client-key-data")),
+            insecure=bool(cluster.get("insecure-skip-tls-verify", False)))
+
+    # -- writing --------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
+        for section, body in _SECTIONS:
+            out[section] = [{"name": n, body: dict(e)} for n, e in getattr(self, section).items()]
+        out["current-context"] = self.current_context
+        out["preferences"] = dict(self.preferences)
+        return out
+
+    def dumps(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str) -> None:
+        """Write atomically with mode 0600: a kubeconfig holds credentials."""
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".kubeconfig-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.dumps())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+@dataclass
+class Connection:
+    """Everything needed to reach one API server as one user."""
+    server: str
+    namespace: str = "default"
+    token: str | None = None
+    ca_file: str | None = None
+    ca_data: bytes | None = None
+    cert_file: str | None = None
+    cert_data: bytes | None = None
+    key_file: str | None = None
+    key_data: bytes | None = None
+    insecure: bool = False
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What httpx takes as `verify`: a context carrying the CA and client certificate."""
+        if not self.server.startswith("https://"):
+            return True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # A cluster's CA replaces the system's trust store rather than adding to it.
+        if self.ca_data:
+            ctx.load_verify_locations(cadata=self.ca_data.decode())
+        elif self.ca_file:
+            ctx.load_verify_locations(cafile=self.ca_file)
+        else:
+            ctx.load_default_certs()
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert_data or self.cert_file:
+            _load_cert_chain(ctx, self.cert_data, self.cert_file, self.key_data, self.key_file)
+        return ctx
+
+
+def load(path: str | None = None, *, env: Mapping[str, str] | None = None) -> KubeConfig:
+    env = os.environ if env is None else env
+    if path:
+        paths = [path]
+    elif env.get("KUBECONFIG"):
+        paths = [p for p in env["KUBECONFIG"].split(os.pathsep) if p and os.path.exists(p)]
+    else:
+        default = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".kube", "config")
+        paths = [default] if os.path.exists(default) else []
+    merged = KubeConfig()
+    for p in paths:
+        with open(p) as f:
+            _merge(merged, yaml.safe_load(f) or {}, os.path.dirname(os.path.abspath(p)))
+    return merged
+
+
+def loads(text: str, *, base_dir: str = ".") -> KubeConfig:
+    cfg = KubeConfig()
+    _merge(cfg, yaml.safe_load(text) or {}, os.path.abspath(base_dir))
+    return cfg
+
+
+def _merge(into: KubeConfig, doc: dict, base_dir: str) -> None:
+    for section, body in _SECTIONS:
+        target = getattr(into, section)
+        for item in doc.get(section) or []:
+            name = item.get("name")
+            if name is None or name in target:
+                continue  # the first file to define a name wins
+            entry = dict(item.get(body) or {})
+            for key in _PATH_FIELDS.get(body, ()):
+                if entry.get(key) and not os.path.isabs(entry[key]):
+                    entry[key] = os.path.join(base_dir, entry[key])
+            target[name] = entry
+    if not into.current_context and doc.get("current-context"):
+        into.current_context = doc["current-context"]
+    for k, v in (doc.get("preferences") or {}).items():
+        into.preferences.setdefault(k, v)
+
+
+def _put(entry: dict, key: str, value: Any) -> None:
+    if value is not None:
+        entry[key] = value
+
+
+def _b64(data: bytes | str | None) -> str | None:
+    if data is None:
+        return None
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(data: str | None) -> bytes | None:
+    return base64.b64decode(data) if data else None
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, cert_data, cert_file, key_data, key_file) -> None:
+    # ssl only loads certificates and keys from files: inline data goes through a
+    # private temporary file that is removed as soon as it has been read.
+    tmp: list[str] = []
+    try:
+        def as_file(data: bytes | None, path: str | None) -> str | None:
+            if not data:
+                return path
+            fd, name = tempfile.mkstemp(prefix="minik8s-cred-")
+            tmp.append(name)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return name
+        ctx.load_cert_chain(as_file(cert_data, cert_file), as_file(key_data, key_file))
+    finally:
+        for name in tmp:
+            os.unlink(name)

@@ -1,0 +1,182 @@
+"""Leader election on coordination.k8s.io/v1 Lease objects (client-go tools/leaderelection).
+
+Guarantees (given lease_duration > renew_deadline, as the constructor checks):
+- At most one candidate acts as leader at a time. A candidate takes the Lease only if
+  it is free or its holder has not renewed it for `leaseDurationSeconds`, measured on
+  the candidate's own monotonic clock from when it last saw the record change (so
+  clocks on different hosts never need to agree); every write is a compare-and-swap on
+  resourceVersion, so of two candidates racing for one Lease the loser gets 409 and
+  stays a follower.
+- The leader renews every `retry_period`. If it has not renewed within
+  `renew_deadline` of the start of its last successful renewal (or it sees another
+  holder), it stops acting at once: the `on_started_leading` task is cancelled and
+  awaited, then `on_stopped_leading` is called. Since renew_deadline < lease_duration,
+  it has stopped before any other candidate may consider the Lease expired.
+- `spec.leaseTransitions` counts changes of holder; `acquireTime` is when the current
+  holder took the Lease and `renewTime` its last renewal (RFC 3339 micro time).
+- `run()` returns once leadership is lost (as client-go's Run does; most components
+  then exit and are restarted). Cancelling `run()` stops leading the same way and, with
+  `release_on_cancel`, clears the holder so a successor need not wait for expiry.
+
+Concurrency: `run()` is one task; the leading work is a separate task it owns.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+from client.clock import Clock, RealClock
+from client.rest import Client
+from machinery.errors import AlreadyExists, Conflict, NotFound
+
+log = logging.getLogger("minik8s.client.leaderelection")
+
+JITTER = 1.2  # client-go's JitterFactor: followers retry every retry_period * [1, 1.2)
+
+
+def micro_time(dt: datetime | None = None) -> str:
+    return (dt or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    def __init__(self, client: Client, *, name: str, namespace: str, identity: str,
+                 on_started_leading: Callable[[], Awaitable[None]],
+                 on_stopped_leading: Callable[[], None] | None = None,
+                 on_new_leader: Callable[[str], None] | None = None,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0, release_on_cancel: bool = False,
+                 clock: Clock | None = None):
+        if not lease_duration > renew_deadline > retry_period * JITTER:
+            raise ValueError("need lease_duration > renew_deadline > retry_period * 1.2")
+        self.client = client
+        self.name, self.namespace, self.identity = name, namespace, identity
+        self.on_started_leading = on_started_leading
+        self.on_stopped_leading = on_stopped_leading
+        self.on_new_leader = on_new_leader
+        self.lease_duration, self.renew_deadline, self.retry_period = (
+            lease_duration, renew_deadline, retry_period)
+        self.release_on_cancel = release_on_cancel
+        self.clock = clock or RealClock()
+        self.leader = ""                    # the holder as last observed
+        self._lease: dict | None = None     # the Lease as last read or written
+        self._observed_at = 0.0             # our clock when the record last changed
+        self._renewed_at = 0.0              # our clock at the start of the last renewal
+        self._leading = False
+
+    def is_leader(self) -> bool:
+        return self._leading
+
+    async def run(self) -> None:
+        while not await self._try_acquire_or_renew():
+            await self.clock.sleep(self.retry_period * random.uniform(1.0, JITTER))
+        log.info("%s: became leader of lease %s/%s", self.identity, self.namespace, self.name)
+        self._leading = True
+        task = asyncio.create_task(self.on_started_leading(), name=f"leading-{self.identity}")
+        cancelled = False
+        try:
+            await self._renew_until_lost()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            self._leading = False
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: leading task failed: %r", self.identity, task.exception())
+            log.info("%s: stopped leading lease %s/%s", self.identity, self.namespace, self.name)
+            if self.on_stopped_leading:
+                self.on_stopped_leading()
+            if cancelled and self.release_on_cancel:
+                await self._release()
+
+    async def _renew_until_lost(self) -> None:
+        while True:
+            await self.clock.sleep(self.retry_period)
+            deadline = self._renewed_at + self.renew_deadline
+            while True:
+                left = deadline - self.clock.now()
+                if left <= 0:
+                    log.warning("%s: failed to renew lease %s/%s within %.1fs", self.identity,
+                                self.namespace, self.name, self.renew_deadline)
+                    return
+                try:
+                    async with asyncio.timeout(left):
+                        renewed = await self._try_acquire_or_renew()
+                except TimeoutError:
+                    renewed = False
+                if renewed:
+                    break
+                if self.leader and self.leader != self.identity:
+                    return  # someone else holds it: no point waiting for the deadline
+                await self.clock.sleep(min(self.retry_period, max(0.0, deadline - self.clock.now())))
+
+    def _record(self, spec: dict, lease: dict) -> None:
+        """Remember what we saw; a changed record restarts the expiry clock."""
+        old = (self._lease or {}).get("spec") or {}
+        if (old.get("holderIdentity"), old.get("renewTime")) != (
+                spec.get("holderIdentity"), spec.get("renewTime")) or self._lease is None:
+            self._observed_at = self.clock.now()
+        self._lease = lease
+        holder = spec.get("holderIdentity") or ""
+        if holder != self.leader:
+            self.leader = holder
+            if self.on_new_leader and holder:
+                self.on_new_leader(holder)
+
+    async def _try_acquire_or_renew(self) -> bool:
+        started = self.clock.now()
+        now = micro_time()
+        spec = {"holderIdentity": self.identity,
+                "leaseDurationSeconds": math.ceil(self.lease_duration),
+                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
+        try:
+            try:
+                lease = await self.client.get("leases", self.name, namespace=self.namespace)
+            except NotFound:
+                try:
+                    created = await self.client.create(
+                        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": self.name, "namespace": self.namespace},
+                         "spec": spec})
+                except AlreadyExists:
+                    return False
+                self._record(created["spec"], created)
+                self._renewed_at = started
+                return True
+            old = lease.get("spec") or {}
+            self._record(old, lease)
+            holder = old.get("holderIdentity") or ""
+            duration = old.get("leaseDurationSeconds") or math.ceil(self.lease_duration)
+            if holder and holder != self.identity and self._observed_at + duration > self.clock.now():
+                return False  # held, and not expired by our own clock
+            if holder == self.identity:  # a renewal (or our own restart): same term
+                spec["acquireTime"] = old.get("acquireTime", now)
+                spec["leaseTransitions"] = old.get("leaseTransitions", 0)
+            else:
+                spec["leaseTransitions"] = old.get("leaseTransitions", 0) + 1
+            updated = await self.client.update({**lease, "spec": {**old, **spec}})
+        except Conflict:
+            return False  # someone else wrote first; we read again next round
+        except Exception as exc:  # noqa: BLE001 - a failed round (server away...) is a "no"
+            log.info("%s: lease %s/%s round failed: %s", self.identity, self.namespace, self.name, exc)
+            return False
+        self._record(updated["spec"], updated)
+        self._renewed_at = started
+        return True
+
+    async def _release(self) -> None:
+        """Give the Lease up (holder cleared, 1s duration) if we still hold it."""
+        if self._lease is None or (self._lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            return
+        now = micro_time()
+        spec = {**self._lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
+                "acquireTime": now, "renewTime": now}
+        try:
+            self._lease = await self.client.update({**self._lease, "spec": spec})
+        except Exception as exc:  # noqa: BLE001 - best effort: expiry frees it anyway
+            log.info("%s: releasing lease %s/%s failed: %s", self.identity, self.namespace, self.name, exc)

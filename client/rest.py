@@ -1,0 +1,446 @@
+"""The async REST client: every verb on every kind, typed errors, bounded retries.
+
+Guarantees
+- Objects go in and come out as plain dicts (JSON via orjson); nothing is cached.
+- A non-2xx answer raises the `machinery.errors` class its `Status` names (NotFound,
+  AlreadyExists, Conflict, Invalid with `causes`, Gone, Forbidden, Unauthorized,
+  TooLarge, ServerTimeout, ...), built by `from_status`, so `except Conflict` reads the
+  same in the server and in a controller.
+- Retries are bounded (`max_retries`) with jittered exponential backoff and happen only
+  where repeating cannot do harm: a connection that could not be opened (nothing was
+  sent) for any verb; a dropped connection or a 5xx carrying Retry-After only for GET;
+  429 Too Many Requests (the server did nothing) for any verb, after Retry-After.
+  Everything else is raised at once: a 409 is the caller's business (`retry_on_conflict`).
+- One pooled HTTP/1.1 keep-alive connection pool per `Client`; watches (client.watch)
+  hold one connection each for their lifetime.
+- `namespace=None` means the connection's default namespace (from the kubeconfig
+  context); `namespace=ALL` ("") means every namespace for list, watch and
+  delete_collection. Cluster-scoped kinds ignore it.
+- Kinds are resolved from a local table (`Resources`) mirroring what minik8s serves, so
+  no discovery round trip is needed at start; `discover()` adds whatever the server lists.
+
+Concurrency: a `Client` is shared by any number of tasks on one event loop. `SyncClient`
+wraps it for synchronous callers (the CLI) by running a private event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+import httpx
+import orjson
+
+from client.kubeconfig import Connection
+from machinery.errors import APIError, Conflict, NotFound, from_status
+
+log = logging.getLogger("minik8s.client")
+
+ALL = ""  # namespace=ALL: every namespace (list, watch, delete_collection)
+T = TypeVar("T")
+
+PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
+               "strategic": "application/strategic-merge-patch+json",
+               "apply": "application/apply-patch+yaml"}
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, *, namespace: str = "", name: str | None = None,
+             subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+# What minik8s serves (apiserver/registry.py), repeated here so clients start without
+# discovery and without importing the server.
+RESOURCES: tuple[Resource, ...] = (
+    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize")),
+    Resource("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "eviction")),
+    Resource("", "v1", "Node", "nodes", False, ("no",), ("status",)),
+    Resource("", "v1", "Service", "services", True, ("svc",), ("status",)),
+    Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
+    Resource("", "v1", "Secret", "secrets", True),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
+    Resource("", "v1", "Event", "events", True, ("ev",)),
+    Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale")),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale")),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
+)
+
+
+class Resources:
+    """Name -> Resource: plural, singular, short name, Kind, or any of them qualified
+    with the group ('deployments.apps'); (apiVersion, Kind) for objects."""
+
+    def __init__(self, resources: tuple[Resource, ...] = RESOURCES):
+        self._by_name: dict[str, Resource] = {}
+        self._by_kind: dict[tuple[str, str], Resource] = {}
+        for r in resources:
+            self.add(r)
+
+    def add(self, r: Resource) -> None:
+        self._by_kind[(r.group, r.kind)] = r
+        for n in (r.plural, r.kind.lower(), *r.short_names):
+            self._by_name.setdefault(n, r)  # the first (core) kind keeps an ambiguous name
+            self._by_name.setdefault(f"{n}.{r.group}" if r.group else n, r)
+
+    def get(self, name: str | Resource) -> Resource:
+        if isinstance(name, Resource):
+            return name
+        r = self._by_name.get(name) or self._by_name.get(name.lower())
+        if r is None:
+            raise NotFound(f'the server doesn\'t have a resource type "{name}"')
+        return r
+
+    def for_object(self, obj: dict) -> Resource:
+        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+        r = self._by_kind.get((api_version.rpartition("/")[0], kind))
+        if r is None:
+            raise NotFound(f'no matches for kind "{kind}" in version "{api_version}"')
+        return r
+
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self._by_kind.values())
+
+
+class Client:
+    def __init__(self, connection: Connection | str, *, resources: Resources | None = None,
+                 timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.05,
+                 max_backoff: float = 2.0, max_keepalive: int = 32,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 user_agent: str = "minik8s-client"):
+        self.connection = Connection(connection) if isinstance(connection, str) else connection
+        self.resources = resources or Resources()
+        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        headers = {"user-agent": user_agent, "accept": "application/json"}
+        if self.connection.token:
+            headers["authorization"] = f"Bearer {self.connection.token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
+            verify=self.connection.ssl_context(), http1=True, http2=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_keepalive))
+
+    @property
+    def namespace(self) -> str:
+        """The default namespace (from the kubeconfig context)."""
+        return self.connection.namespace
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- the one place requests are made -------------------------------------------
+
+    async def request(self, method: str, path: str, *, params: dict | None = None,
+                      body: Any = None, content_type: str = "application/json",
+                      raw: bool = False) -> Any:
+        """Send one request (retrying where safe) and decode the answer: JSON as Python
+        values, or text when `raw`. A non-2xx answer raises its typed APIError."""
+        content = None if body is None else (
+            body if isinstance(body, (bytes, str)) else orjson.dumps(body))
+        headers = {"content-type": content_type} if content is not None else None
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                resp = await self._http.request(method, path, params=params, content=content,
+                                                headers=headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last:
+                    raise  # nothing reached the server, so any verb may be repeated
+                log.debug("%s %s: %s; retrying", method, path, exc)
+                await asyncio.sleep(self._delay(attempt))
+                continue
+            except httpx.TransportError as exc:
+                if last or method != "GET":
+                    raise  # the server may have acted on it
+                log.debug("%s %s: %s; retrying", method, path, exc)
+                await asyncio.sleep(self._delay(attempt))
+                continue
+            if resp.is_success:
+                if raw:
+                    return resp.text
+                return orjson.loads(resp.content) if resp.content else None
+            retry_after = _retry_after(resp)
+            if not last and retry_after is not None and (
+                    resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
+                await asyncio.sleep(min(retry_after, self.max_backoff * 5))
+                continue
+            raise error_from_response(resp)
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.backoff * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, *, params: dict | None = None,
+                     read_timeout: float | None = None) -> AsyncIterator[httpx.Response]:
+        """A streaming GET (for watches): no retries; a non-2xx answer raises."""
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                raise error_from_response(resp)
+            yield resp
+
+    def namespace_for(self, r: Resource, namespace: str | None, obj: dict | None = None) -> str:
+        if not r.namespaced:
+            return ""
+        if namespace is None and obj is not None:
+            namespace = (obj.get("metadata") or {}).get("namespace")
+        return self.namespace if namespace is None else namespace
+
+    # -- verbs ----------------------------------------------------------------------
+
+    async def get(self, resource: str | Resource, name: str, *, namespace: str | None = None) -> dict:
+        r = self.resources.get(resource)
+        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name))
+
+    async def list(self, resource: str | Resource, *, namespace: str | None = None,
+                   label_selector: str | None = None, field_selector: str | None = None,
+                   limit: int | None = None, continue_: str | None = None,
+                   resource_version: str | None = None) -> dict:
+        """One List (a page, if `limit` is given: follow `metadata.continue`)."""
+        r = self.resources.get(resource)
+        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace)), params={
+            "labelSelector": label_selector or None, "fieldSelector": field_selector or None,
+            "limit": limit, "continue": continue_, "resourceVersion": resource_version})
+
+    async def create(self, obj: dict, *, namespace: str | None = None, dry_run: bool = False,
+                     field_validation: str | None = None) -> dict:
+        r = self.resources.for_object(obj)
+        return await self.request("POST", r.path(namespace=self.namespace_for(r, namespace, obj)), body=obj,
+                                  params=_write_params(dry_run, field_validation))
+
+    async def update(self, obj: dict, *, namespace: str | None = None,
+                     subresource: str | None = None, dry_run: bool = False,
+                     field_validation: str | None = None) -> dict:
+        """PUT. With `metadata.resourceVersion` set it is a compare-and-swap (409 if stale)."""
+        r = self.resources.for_object(obj)
+        name = obj["metadata"]["name"]
+        return await self.request(
+            "PUT", r.path(namespace=self.namespace_for(r, namespace, obj), name=name, subresource=subresource),
+            body=obj, params=_write_params(dry_run, field_validation))
+
+    async def update_status(self, obj: dict, **kw) -> dict:
+        return await self.update(obj, subresource="status", **kw)
+
+    async def patch(self, resource: str | Resource, name: str, patch: Any, *,
+                    namespace: str | None = None, patch_type: str = "merge",
+                    subresource: str | None = None, field_manager: str | None = None,
+                    force: bool | None = None, dry_run: bool = False) -> dict:
+        """patch_type: merge (RFC 7386), json (RFC 6902), strategic, or apply."""
+        r = self.resources.get(resource)
+        params = _write_params(dry_run, None)
+        params.update(fieldManager=field_manager, force="true" if force else None)
+        return await self.request(
+            "PATCH", r.path(namespace=self.namespace_for(r, namespace), name=name, subresource=subresource),
+            body=patch, content_type=PATCH_TYPES[patch_type], params=params)
+
+    async def apply(self, obj: dict, *, field_manager: str, force: bool = False,
+                    namespace: str | None = None) -> dict:
+        """Server-side apply (PATCH application/apply-patch+yaml)."""
+        r = self.resources.for_object(obj)
+        return await self.patch(r, obj["metadata"]["name"], obj, namespace=self.namespace_for(r, namespace, obj),
+                                patch_type="apply", field_manager=field_manager, force=force)
+
+    async def delete(self, resource: str | Resource, name: str, *, namespace: str | None = None,
+                     grace_period_seconds: int | None = None,
+                     propagation_policy: str | None = None,
+                     preconditions: dict | None = None, dry_run: bool = False) -> dict:
+        """Answers the object as the server last had it (still present while a grace
+        period or finalizers hold it)."""
+        r = self.resources.get(resource)
+        return await self.request(
+            "DELETE", r.path(namespace=self.namespace_for(r, namespace), name=name),
+            body=_delete_options(grace_period_seconds, propagation_policy, preconditions),
+            params=_write_params(dry_run, None))
+
+    async def delete_collection(self, resource: str | Resource, *, namespace: str | None = None,
+                                label_selector: str | None = None,
+                                field_selector: str | None = None,
+                                grace_period_seconds: int | None = None,
+                                propagation_policy: str | None = None,
+                                dry_run: bool = False) -> dict:
+        r = self.resources.get(resource)
+        params = _write_params(dry_run, None)
+        params.update(labelSelector=label_selector or None, fieldSelector=field_selector or None)
+        return await self.request(
+            "DELETE", r.path(namespace=self.namespace_for(r, namespace)), params=params,
+            body=_delete_options(grace_period_seconds, propagation_policy, None))
+
+    # -- subresources ---------------------------------------------------------------
+
+    async def get_scale(self, resource: str | Resource, name: str, *,
+                        namespace: str | None = None) -> dict:
+        r = self.resources.get(resource)
+        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name,
+                                               subresource="scale"))
+
+    async def scale(self, resource: str | Resource, name: str, replicas: int, *,
+                    namespace: str | None = None) -> dict:
+        return await self.patch(resource, name, {"spec": {"replicas": replicas}},
+                                namespace=namespace, subresource="scale")
+
+    async def bind(self, pod: str, node: str, *, namespace: str | None = None,
+                   uid: str | None = None) -> None:
+        """The scheduler's write: POST pods/<pod>/binding. With `uid`, only that
+        incarnation of the pod is bound."""
+        r = self.resources.get("pods")
+        meta: dict[str, Any] = {"name": pod}
+        if uid:
+            meta["uid"] = uid
+        await self.request("POST", r.path(namespace=self.namespace_for(r, namespace), name=pod,
+                                          subresource="binding"),
+                           body={"apiVersion": "v1", "kind": "Binding", "metadata": meta,
+                                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+
+    async def log(self, pod: str, *, namespace: str | None = None, container: str | None = None,
+                  tail_lines: int | None = None, previous: bool = False) -> str:
+        r = self.resources.get("pods")
+        return await self.request(
+            "GET", r.path(namespace=self.namespace_for(r, namespace), name=pod, subresource="log"),
+            params={"container": container, "tailLines": tail_lines,
+                    "previous": "true" if previous else None}, raw=True)
+
+    # -- discovery ------------------------------------------------------------------
+
+    async def discover(self) -> Resources:
+        """Add every resource the server's discovery lists to `self.resources`."""
+        docs = [await self.request("GET", "/api/v1")]
+        for group in (await self.request("GET", "/apis")).get("groups", []):
+            for v in group.get("versions", []):
+                docs.append(await self.request("GET", f"/apis/{v['groupVersion']}"))
+        for doc in docs:
+            group, _, version = doc["groupVersion"].rpartition("/")
+            subs: dict[str, list[str]] = {}
+            for e in doc["resources"]:
+                if "/" in e["name"]:
+                    plural, sub = e["name"].split("/", 1)
+                    subs.setdefault(plural, []).append(sub)
+            for e in doc["resources"]:
+                if "/" not in e["name"]:
+                    self.resources.add(Resource(group, version, e["kind"], e["name"], e["namespaced"],
+                                                tuple(e.get("shortNames", ())),
+                                                tuple(subs.get(e["name"], ()))))
+        return self.resources
+
+
+def error_from_response(resp: httpx.Response) -> APIError:
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if not (isinstance(body, dict) and body.get("kind") == "Status"):
+        body = {"message": resp.text.strip() or resp.reason_phrase, "code": resp.status_code}
+    err = from_status(body, resp.status_code)
+    if err.retry_after is None:
+        err.retry_after = _retry_after(resp)
+    return err
+
+
+def _retry_after(resp: httpx.Response) -> int | None:
+    value = resp.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else None
+
+
+def _write_params(dry_run: bool, field_validation: str | None) -> dict:
+    return {"dryRun": "All" if dry_run else None, "fieldValidation": field_validation}
+
+
+def _delete_options(grace: int | None, policy: str | None, preconditions: dict | None) -> dict | None:
+    opts = {k: v for k, v in (("gracePeriodSeconds", grace), ("propagationPolicy", policy),
+                              ("preconditions", preconditions)) if v is not None}
+    return {"kind": "DeleteOptions", "apiVersion": "v1", **opts} if opts else None
+
+
+async def retry_on_conflict(fn: Callable[[], Awaitable[T]], *, steps: int = 5,
+                            backoff: float = 0.01, factor: float = 2.0,
+                            max_backoff: float = 1.0) -> T:
+    """Run `fn` (which must re-read what it writes) until it does not raise Conflict,
+    at most `steps` times, sleeping a jittered, growing delay in between; the last
+    Conflict is raised (client-go's retry.RetryOnConflict)."""
+    for attempt in range(steps):
+        try:
+            return await fn()
+        except Conflict:
+            if attempt == steps - 1:
+                raise
+            await asyncio.sleep(min(backoff * factor ** attempt, max_backoff) * random.uniform(1.0, 2.0))
+    raise AssertionError("unreachable")
+
+
+class SyncClient:
+    """The same verbs, blocking: each call runs the async method on a private loop that
+    lives as long as this object (so connections stay pooled between calls).
+    Not for use inside a running event loop."""
+
+    def __init__(self, connection: Connection | str, **kw):
+        self._runner = asyncio.Runner()
+        self._client = self._runner.run(self._make(connection, kw))
+
+    @staticmethod
+    async def _make(connection, kw) -> Client:
+        return Client(connection, **kw)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        return lambda *a, **kw: self._runner.run(attr(*a, **kw))
+
+    def watch(self, resource: str | Resource, **kw) -> Iterator[Any]:
+        """Blocking iteration over a `client.watch.Watch` (see there)."""
+        from client.watch import Watch
+        agen = Watch(self._client, resource, **kw).__aiter__()
+        try:
+            while True:
+                try:
+                    yield self._runner.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._runner.run(agen.aclose())
+
+    def close(self) -> None:
+        self._runner.run(self._client.close())
+        self._runner.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
