@@ -1,0 +1,147 @@
+"""The shape every controller has (kubernetes/sample-controller): informers feed keys
+into a rate-limited work queue; workers call `reconcile(key)`.
+
+Contract for subclasses:
+- Event handlers only turn an object into a key and `enqueue` it; they never do work
+  and never trust the event's payload. `reconcile(key)` re-reads current state from
+  the informer caches, is idempotent and level-based, and writes status only when it
+  changed.
+- `reconcile` raises to ask for a retry. One place (`_process`) decides: success ->
+  forget the key's backoff; NotFound or Conflict -> a normal outcome of racing other
+  writers, requeued with backoff; Invalid (the object can never be made valid by
+  retrying) -> reported once as a Warning event and dropped; anything else ->
+  requeued with per-key exponential backoff.
+- Cached objects are shared and read-only: copy before changing.
+
+Concurrency: one asyncio loop. `run(workers)` waits for the informers to sync, then runs
+`workers` tasks; the work queue guarantees a key is never reconciled by two at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Hashable
+
+from client.clock import Clock, RealClock
+from client.events import EventRecorder
+from client.informer import Informer, key_of, wait_for_cache_sync
+from client.rest import Client
+from client.workqueue import RateLimitingQueue, ShutDown
+from machinery import errors
+
+log = logging.getLogger("minik8s.controller")
+
+
+class Metrics:
+    """Per-controller counters the manager exposes on /metrics."""
+
+    def __init__(self) -> None:
+        self.reconciles = 0
+        self.errors = 0
+        self.latency_sum = 0.0
+        self.latency_buckets = [0] * len(LATENCY_BUCKETS)
+
+
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
+
+
+class Controller:
+    name = "controller"
+
+    def __init__(self, client: Client, *, clock: Clock | None = None,
+                 recorder: EventRecorder | None = None):
+        self.client = client
+        self.clock = clock or RealClock()
+        self.queue = RateLimitingQueue(clock=self.clock, name=self.name)
+        self.recorder = recorder
+        self.informers: list[Informer] = []
+        self.metrics = Metrics()
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def watch(self, informer: Informer, *, key_fn=None) -> Informer:
+        """Enqueue `key_fn(obj)` (default: the object's own key) on every change."""
+        key_fn = key_fn or key_of
+
+        def enqueue(obj: dict) -> None:
+            for key in _keys(key_fn(obj)):
+                self.queue.add(key)
+        informer.add_handler(on_add=enqueue, on_update=lambda old, new: (enqueue(old), enqueue(new)),
+                             on_delete=enqueue)
+        self.informers.append(informer)
+        return informer
+
+    def enqueue(self, key: Hashable) -> None:
+        self.queue.add(key)
+
+    # -- running --------------------------------------------------------------------
+
+    async def reconcile(self, key: Hashable) -> None:
+        raise NotImplementedError
+
+    async def run(self, workers: int = 1) -> None:
+        """Until cancelled (or the queue is shut down): sync caches, then work."""
+        await wait_for_cache_sync(*self.informers)
+        log.info("%s: caches synced, starting %d workers", self.name, workers)
+        tasks = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+                 for i in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self._process(key)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: Hashable) -> None:
+        start = time.perf_counter()
+        m = self.metrics
+        try:
+            await self.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except errors.Invalid as exc:
+            m.errors += 1
+            log.warning("%s: %s cannot be reconciled: %s", self.name, key, exc.message)
+            await self._report_invalid(key, exc)
+            self.queue.forget(key)
+        except (errors.Conflict, errors.NotFound, errors.AlreadyExists) as exc:
+            # Another writer got there first; look again shortly, with backoff.
+            log.debug("%s: %s: %s; requeued", self.name, key, exc.message)
+            self.queue.add_rate_limited(key)
+        except Exception as exc:  # noqa: BLE001 - one bad key must not stop the worker
+            m.errors += 1
+            log.warning("%s: reconciling %s failed (%s); requeued", self.name, key, exc,
+                        exc_info=not isinstance(exc, errors.APIError))
+            self.queue.add_rate_limited(key)
+        else:
+            self.queue.forget(key)
+        finally:
+            took = time.perf_counter() - start
+            m.reconciles += 1
+            m.latency_sum += took
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if took <= bound:
+                    m.latency_buckets[i] += 1
+
+    async def _report_invalid(self, key: Hashable, exc: errors.APIError) -> None:
+        """Hook: controllers that know the object behind `key` record a Warning event."""
+
+
+def _keys(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set)):
+        return list(value)
+    return [value]
