@@ -45,9 +45,24 @@ def _apiserver(args: argparse.Namespace) -> int:
     return 0
 
 
+# Components that live in their own package: `minik8s NAME ...` runs `<module>.main(argv)`.
+# Imported only when asked for, so each command starts with what it needs.
+COMPONENTS = {
+    "scheduler": "scheduler.main",
+    "controller-manager": "controller_manager.main",
+    "kubelet": "kubelet.main",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMPONENTS:
+        import importlib
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return importlib.import_module(COMPONENTS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="minik8s", description="A small, faithful Kubernetes.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("apiserver", help="serve the Kubernetes API backed by etcd")
     p.add_argument("--etcd-servers", default="",
                    help="comma-separated etcd URLs; empty: start a local etcd under --state-dir")
@@ -59,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bookmark-interval", type=float, default=5.0,
                    help="seconds between BOOKMARK events on watches that ask for them")
     p.set_defaults(func=_apiserver)
+    for name in COMPONENTS:
+        sub.add_parser(name, help=f"run the {name} (see `minik8s {name} --help`)", add_help=False)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return args.func(args)

@@ -34,3 +34,16 @@ def ns(http):
                                                 "metadata": {"name": name}})
     assert r.status_code == 201, r.text
     return name
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(apiserver, tmp_path_factory):
+    """A kubeconfig file for the session's API server (what components are started with)."""
+    path = tmp_path_factory.mktemp("kubeconfig") / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: minik8s\n  cluster:\n    server: {apiserver.url}\n"
+        "users:\n- name: admin\n  user: {}\n"
+        "contexts:\n- name: minik8s\n  context:\n    cluster: minik8s\n    user: admin\n    namespace: default\n"
+        "current-context: minik8s\n")
+    return str(path)

@@ -138,3 +138,34 @@ def compact_etcd(url: str) -> int:
         finally:
             await store.close()
     return asyncio.run(run())
+
+
+class Component:
+    """Any `minik8s <component> ...` as a child process, logging to a temp file."""
+
+    def __init__(self, *args: str):
+        self.args = list(args)
+        self.proc: subprocess.Popen | None = None
+        self.logfile = tempfile.NamedTemporaryFile(prefix=f"minik8s-{args[0]}-", suffix=".log",
+                                                   delete=False)
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", *self.args],
+                                     stdout=self.logfile, stderr=subprocess.STDOUT)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        with open(self.logfile.name, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
