@@ -304,6 +304,20 @@ class API:
             await res.bind(t.namespace, t.name, body, dry_run=dry_run(q))
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                   "status": "Success", "code": 201}, 201)
+        if t.subresource == "eviction":
+            # An Eviction is a delete that respects disruption budgets; minik8s has no
+            # PodDisruptionBudgets, so every eviction is allowed.
+            if m != "POST":
+                raise errors.MethodNotAllowed("only POST is allowed on pods/eviction")
+            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+            if not isinstance(body, dict):
+                raise errors.BadRequest("the body of the request must be an Eviction")
+            options = body.get("deleteOptions") or {}
+            if not isinstance(options, dict):
+                raise errors.BadRequest("deleteOptions must be an object")
+            await res.delete(t.rt, t.namespace, t.name, options, dry_run=dry_run(q))
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                  "status": "Success", "code": 201}, 201)
         if t.subresource == "scale":
             if m == "GET":
                 return json_response(await res.get_scale(t.rt, t.namespace, t.name))

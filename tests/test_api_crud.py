@@ -305,3 +305,14 @@ def test_patch_with_stale_resource_version_conflicts(http, ns):
                                        "data": {"a": "2"}},
                    headers={"content-type": "application/merge-patch+json"})
     assert r.status_code == 409
+
+
+def test_eviction_deletes_the_pod(http, ns):
+    http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("ev", node="n1"))
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "ev", "namespace": ns},
+            "deleteOptions": {"gracePeriodSeconds": 0}}
+    r = http.post(f"/api/v1/namespaces/{ns}/pods/ev/eviction", json=body)
+    assert r.status_code == 201, r.text
+    assert http.get(f"/api/v1/namespaces/{ns}/pods/ev").status_code == 404
+    r = http.post(f"/api/v1/namespaces/{ns}/pods/ev/eviction", json=body)
+    assert r.status_code == 404
