@@ -8,14 +8,16 @@ would, so a second `reconcile` sees the first one's effect.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
+import inspect
 import itertools
 import uuid
 from typing import Any
 
-from client.informer import Informer, key_of
+from client.informer import Informer, SharedInformerFactory, key_of
 from client.rest import Resources
-from machinery import errors
+from machinery import errors, labels
 from machinery.patch import json_patch, merge_patch, strategic_merge_patch
 
 _rv = itertools.count(1000)
@@ -28,9 +30,16 @@ class RecordingClient:
         self.actions: list[tuple] = []
         self.informers: dict[str, Informer] = {}
         self.fail: dict[tuple[str, str], errors.APIError] = {}  # (verb, plural) -> error
+        # What the server holds where it differs from the caches (a stale cache): GETs
+        # answer from here first; None means the server has no such object.
+        self.live: dict[tuple[str, str], dict | None] = {}  # (plural, namespace/name) -> obj
+        self.reads: list[tuple[str, str]] = []  # (plural, namespace/name) of every GET
 
-    def informer(self, plural: str) -> Informer:
-        """An informer for `plural` that is never started: tests seed it with `seed`."""
+    def informer(self, plural: str, **_: Any) -> Informer:
+        """An informer for `plural` that is never started: tests seed it with `seed`.
+        Selector and namespace arguments are ignored, so this client can also stand in
+        for a SharedInformerFactory."""
+        plural = self.resources.get(plural).plural
         if plural not in self.informers:
             inf = Informer(self, plural)  # type: ignore[arg-type]
             inf._synced.set()
@@ -73,12 +82,32 @@ class RecordingClient:
     # -- the client surface controllers use --------------------------------------------
 
     async def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict:
-        plural = self.resources.get(resource).plural
-        inf = self.informers.get(plural)
-        obj = inf.store.get(f"{namespace}/{name}" if namespace else name) if inf else None
+        r = self.resources.get(resource)
+        key = f"{namespace}/{name}" if namespace and r.namespaced else name
+        self.reads.append((r.plural, key))
+        return self._current(r.plural, key, name)
+
+    def _current(self, plural: str, key: str, name: str) -> dict:
+        if (plural, key) in self.live:
+            obj = self.live[(plural, key)]
+        else:
+            inf = self.informers.get(plural)
+            obj = inf.store.get(key) if inf else None
         if obj is None:
             raise errors.not_found(plural, name)
         return copy.deepcopy(obj)
+
+    async def list(self, resource: str, *, namespace: str | None = None,
+                   label_selector: str | None = None, **_: Any) -> dict:
+        """The seeded cache's objects (a kind with no informer lists as empty)."""
+        r = self.resources.get(resource)
+        inf = self.informers.get(r.plural)
+        selector = labels.parse(label_selector or "")
+        items = [copy.deepcopy(o) for o in (inf.store.list() if inf else [])
+                 if (not namespace or not r.namespaced or o["metadata"].get("namespace") == namespace)
+                 and selector.matches(o["metadata"].get("labels") or {})]
+        return {"kind": f"{r.kind}List", "apiVersion": r.api_version,
+                "metadata": {"resourceVersion": str(next(_rv))}, "items": items}
 
     async def create(self, obj: dict, *, namespace: str | None = None, **_: Any) -> dict:
         r = self.resources.for_object(obj)
@@ -96,7 +125,7 @@ class RecordingClient:
 
     async def update(self, obj: dict, *, subresource: str | None = None, **_: Any) -> dict:
         r = self.resources.for_object(obj)
-        verb = "update_status" if subresource == "status" else "update"
+        verb = f"update_{subresource}" if subresource else "update"
         self._check(verb, r.plural)
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(next(_rv))
@@ -112,7 +141,8 @@ class RecordingClient:
         r = self.resources.get(resource)
         verb = "patch_status" if subresource == "status" else "patch"
         self._check(verb, r.plural)
-        current = await self.get(r.plural, name, namespace=namespace)
+        current = self._current(r.plural, f"{namespace}/{name}" if namespace and r.namespaced
+                                else name, name)
         if patch_type == "json":
             new = json_patch(current, patch)
         elif patch_type == "strategic":
@@ -135,6 +165,68 @@ class RecordingClient:
         self._store(r.plural, None, key)
         return copy.deepcopy(obj) if obj else {"kind": "Status", "status": "Success"}
 
+    async def delete_collection(self, resource: str, *, namespace: str | None = None,
+                                **options: Any) -> dict:
+        r = self.resources.get(resource)
+        self._check("delete_collection", r.plural)
+        self.actions.append(("delete_collection", r.plural, namespace or "", options))
+        inf = self.informers.get(r.plural)
+        items = []
+        for obj in list(inf.store.list() if inf else []):
+            if namespace and r.namespaced and obj["metadata"].get("namespace") != namespace:
+                continue
+            items.append(copy.deepcopy(obj))
+            self._store(r.plural, None, key_of(obj))
+        return {"kind": f"{r.kind}List", "apiVersion": r.api_version, "items": items}
+
     async def bind(self, pod: str, node: str, *, namespace: str | None = None, **_: Any) -> None:
         self._check("bind", "pods")
         self.actions.append(("bind", "pods", f"{namespace}/{pod}", node))
+
+
+# -- running controllers in-process against a real API server (integration tests) ------
+
+async def eventually(cond, *, timeout: float = 30.0, interval: float = 0.05,
+                     what: str = "condition"):
+    """Poll `cond` (a function, sync or async) until it answers something truthy, and
+    answer that; TimeoutError after `timeout` seconds. Errors count as not yet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            value = cond()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:  # noqa: BLE001 - e.g. NotFound before the object exists
+            value, last = None, exc
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}" + (f" (last error: {last!r})" if last else ""))
+        await asyncio.sleep(interval)
+
+
+class Running:
+    """`async with Running(client, (Class, options), ...) as controllers:` builds the
+    controllers on one SharedInformerFactory, starts its informers and runs each with
+    `workers` workers until the block ends."""
+
+    def __init__(self, client, *specs, workers: int = 2, recorder=None):
+        self.factory = SharedInformerFactory(client)
+        self.controllers = [cls(client, self.factory, recorder=recorder, **options)
+                            for cls, options in specs]
+        self.workers = workers
+        self._tasks: list = []
+
+    async def __aenter__(self):
+        self.factory.start()
+        self._tasks = [asyncio.create_task(c.run(self.workers)) for c in self.controllers]
+        await self.factory.wait_for_cache_sync(timeout=30)
+        return self.controllers
+
+    async def __aexit__(self, *exc) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.factory.stop()
