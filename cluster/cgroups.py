@@ -1,0 +1,156 @@
+"""The cluster's cgroup tree: every process of a cluster (its components, and through
+the kubelets every pod) lives under one cgroup named after the cluster, so `down` can
+find and kill all of them, even after a crash, and then remove the tree.
+
+    <base>/minik8s-<id>/control-plane        etcd, API server, scheduler, ...
+    <base>/minik8s-<id>/<node>/kubelet       that node's kubelet (its pods' cgroups are
+                                             made by the kubelet, next to or below it)
+
+<base> is, per hierarchy, the cgroup the supervisor runs in (v1) or its parent (v2,
+where a cgroup holding processes may not delegate controllers), which is also how the
+kubelet places its pods relative to itself. v1 hierarchies used: cpu, cpuacct, memory,
+pids (the ones the kubelet uses). Each kubelet gets a cgroup of its own so that each
+sees only its own pods there, as on separate machines.
+
+Needs root; the fake runtime does not use it. Stdlib only: `join` runs in a child
+between fork and exec.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+
+
+def _own_paths() -> dict[str, str]:
+    """hierarchy key ('0' for v2, else the controller) -> our path in it."""
+    out = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if hid == "0":
+                out["0"] = path
+            for c in ctrls.split(","):
+                if c:
+                    out[c] = path
+    return out
+
+
+def _v1_mounts() -> dict[str, str]:
+    found = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _src, opts = post.split()[:3]
+            if fstype == "cgroup":
+                for c in opts.split(","):
+                    found.setdefault(c, pre.split()[4])
+    return found
+
+
+class ClusterCgroups:
+    def __init__(self, name: str, root: str = ROOT):
+        self.v2 = os.path.exists(os.path.join(root, "cgroup.controllers"))
+        own = _own_paths()
+        self.bases: list[str] = []
+        if self.v2:
+            parent = os.path.dirname(own.get("0", "/").rstrip("/")) or "/"
+            self.bases.append(os.path.join(root + parent, name))
+        else:
+            mounts = _v1_mounts()
+            for c in V1_CONTROLLERS:
+                if c in mounts:
+                    d = os.path.join(mounts[c] + own.get(c, "/"), name)
+                    if d not in self.bases:
+                        self.bases.append(d)
+
+    def dirs(self, sub: str) -> list[str]:
+        return [os.path.join(b, sub) for b in self.bases]
+
+    def ensure(self, sub: str) -> list[str]:
+        """Make <cluster>/<sub> in every hierarchy; the directories to join."""
+        for base in self.bases:
+            path = base
+            if self.v2:
+                _enable_v2(os.path.dirname(base))
+            for part in sub.split("/"):
+                os.makedirs(path, exist_ok=True)
+                if self.v2:
+                    _enable_v2(path)
+                path = os.path.join(path, part)
+            os.makedirs(path, exist_ok=True)
+        return self.dirs(sub)
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(b) for b in self.bases)
+
+    def pids(self) -> list[int]:
+        out = []
+        for base in self.bases:
+            for dirpath, _dirs, _files in os.walk(base):
+                try:
+                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                        out += [int(x) for x in f.read().split()]
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
+        return sorted(set(out))
+
+    def kill_all(self, timeout: float = 10.0) -> int:
+        """SIGKILL every process in the tree until it is empty; how many were killed."""
+        deadline = time.monotonic() + timeout
+        killed = set()
+        while True:
+            pids = [p for p in self.pids() if p != os.getpid()]
+            if not pids:
+                return len(killed)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes {pids} in cgroup {self.bases[0]} do not die")
+            time.sleep(0.01)
+
+    def remove(self) -> bool:
+        """Kill what runs in the tree and remove it; whether there was one."""
+        if not self.exists():
+            return False
+        self.kill_all()
+        for base in self.bases:
+            for dirpath, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
+                deadline = time.monotonic() + 5
+                while True:  # EBUSY until exiting tasks are reaped
+                    try:
+                        os.rmdir(dirpath)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
+        return True
+
+
+def join(dirs: list[str]) -> None:
+    """Move the calling process into each directory's cgroup."""
+    for d in dirs:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+
+def _enable_v2(d: str) -> None:
+    try:
+        with open(os.path.join(d, "cgroup.controllers")) as f:
+            avail = f.read().split()
+        wanted = " ".join("+" + c for c in ("cpu", "memory", "pids") if c in avail)
+        if wanted:
+            with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                f.write(wanted)
+    except OSError:
+        pass  # a controller we cannot delegate is a limit the kubelet cannot set

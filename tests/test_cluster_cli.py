@@ -1,0 +1,194 @@
+"""`minik8s up/down/status/logs/node` where no cluster needs to come up: the one-line
+failures before anything starts, and the commands on a state dir without a cluster."""
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import pytest
+
+from cluster import bringup
+from cluster.state import ClusterConfig
+from tests.procs import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def as_nobody() -> tuple[list[str], dict] | None:
+    """A command prefix and environment that run this project's Python as the
+    unprivileged user nobody, or None (not root, no setpriv). The venv's interpreter may
+    live where nobody cannot reach it (e.g. under /root); the system's of the same
+    version, given the venv's packages, serves then."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    nobody = pwd.getpwnam("nobody")
+    prefix = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+    env = {"PYTHONPATH": os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]])}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    probe = ("import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', "
+             "'import cluster.commands, apiserver.app, kubelet.main']).returncode)")
+    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if os.path.exists(python) and subprocess.run(
+                [*prefix, python, "-c", probe], capture_output=True, cwd="/",
+                env={**os.environ, **env}).returncode == 0:
+            return [*prefix, python], env
+    return None
+
+
+def minik8s(*args, env=None, nobody=False, timeout=60):
+    prefix, extra = [sys.executable], {}
+    if nobody:
+        found = as_nobody()
+        if found is None:
+            pytest.skip("cannot run as an unprivileged user here (no setpriv, or no Python nobody can run)")
+        prefix, extra = found
+    return subprocess.run([*prefix, "-m", "cluster.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **extra, **(env or {})}, timeout=timeout, cwd=ROOT)
+
+
+def one_line_error(r) -> str:
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minik8s: error: "), r.stderr
+    return lines[0]
+
+
+def test_up_without_etcd_on_path(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    r = minik8s("up", "--runtime", "fake", "--state-dir", str(tmp_path / "s"), "--port", str(free_port()),
+                env={"PATH": str(bindir)})
+    assert "etcd is not on PATH" in one_line_error(r)
+
+
+def test_up_with_the_port_taken(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = minik8s("up", "--runtime", "fake", "--state-dir", str(tmp_path), "--port", str(port))
+    err = one_line_error(r)
+    assert f"port {port} on 127.0.0.1 is taken" in err and "--port" in err
+    assert not os.path.exists(tmp_path / "run")  # nothing was started
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks what a non-root user sees, by dropping root")
+def test_linux_runtime_without_root_names_the_fake_runtime(tmp_path):
+    state = tempfile.mkdtemp(prefix="minik8s-nobody-")  # tmp_path's parents are private to root
+    os.chmod(state, 0o777)
+    try:
+        r = minik8s("up", "--state-dir", state, "--port", str(free_port()), nobody=True)
+    finally:
+        shutil.rmtree(state)
+    err = one_line_error(r)
+    assert "needs root" in err and "--runtime fake" in err
+
+
+def test_linux_runtime_without_root_as_a_user(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("covered by dropping root in the test above")
+    err = one_line_error(minik8s("up", "--state-dir", str(tmp_path), "--port", str(free_port())))
+    assert "needs root" in err and "--runtime fake" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads the host's routes as the linux runtime does")
+def test_up_refuses_an_address_range_in_use(tmp_path):
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        route = next(r for r in ipr.get_routes(family=2, table=254) if r["dst_len"] and r.get("dst"))
+    r = minik8s("up", "--state-dir", str(tmp_path), "--port", str(free_port()),
+                "--node-cidr", f"{route.get('dst')}/{route['dst_len']}", "--cluster-cidr", "172.31.0.0/16")
+    assert "address range in use" in one_line_error(r)
+
+
+def test_a_component_that_cannot_start_fails_up_and_leaves_nothing_running(tmp_path):
+    r = minik8s("up", "--runtime", "fake", "--nodes", "1", "--state-dir", str(tmp_path),
+                "--port", str(free_port()), "--apiserver-args=--no-such-flag", timeout=120)
+    assert r.returncode == 1
+    assert "apiserver keeps exiting" in r.stderr and "unrecognized arguments: --no-such-flag" in r.stderr
+    cfg = ClusterConfig.load(str(tmp_path))
+    assert bringup.running_pid(cfg) is None
+    assert minik8s("status", "--state-dir", str(tmp_path)).returncode == 3
+
+
+def test_a_state_dir_keeps_its_topology(tmp_path):
+    ClusterConfig(state_dir=str(tmp_path), runtime="fake", nodes=3).save()
+    err = one_line_error(minik8s("up", "--state-dir", str(tmp_path), "--nodes", "5"))
+    assert "nodes 3 (not 5)" in err and "down --purge" in err
+
+
+def test_bad_configuration_is_one_line(tmp_path):
+    err = one_line_error(minik8s("up", "--state-dir", str(tmp_path), "--runtime", "fake",
+                                 "--cluster-cidr", "10.250.0.0/16"))
+    assert "overlaps" in err
+
+
+def test_commands_on_a_dir_without_a_cluster(tmp_path):
+    r = minik8s("status", "--state-dir", str(tmp_path))
+    assert "no cluster in" in one_line_error(r) and "minik8s up" in r.stderr
+    r = minik8s("down", "--state-dir", str(tmp_path))
+    assert r.returncode == 0 and "no cluster" in r.stdout
+    assert "no cluster" in one_line_error(minik8s("logs", "apiserver", "--state-dir", str(tmp_path)))
+
+
+def test_commands_on_a_stopped_cluster(tmp_path):
+    cfg = ClusterConfig(state_dir=str(tmp_path), runtime="fake", nodes=2)
+    cfg.save()
+    os.makedirs(cfg.path("logs"))
+    with open(cfg.log_path("scheduler"), "w") as f:
+        f.write("".join(f"line {i}\n" for i in range(100)))
+    r = minik8s("status", "--state-dir", str(tmp_path))
+    assert r.returncode == 3 and "is stopped" in r.stdout
+    r = minik8s("logs", "scheduler", "--tail", "2", "--state-dir", str(tmp_path))
+    assert r.stdout == "line 98\nline 99\n"
+    assert minik8s("logs", "scheduler", "--state-dir", str(tmp_path)).stdout.count("\n") == 100
+    err = one_line_error(minik8s("logs", "nope", "--state-dir", str(tmp_path)))
+    assert "there are: scheduler" in err
+    err = one_line_error(minik8s("node", "stop", "node-1", "--state-dir", str(tmp_path)))
+    assert "linux runtime" in err
+    r = minik8s("down", "--purge", "--state-dir", str(tmp_path))
+    assert r.returncode == 0 and not os.path.exists(tmp_path)
+
+
+def test_kubeconfigs(tmp_path):
+    from client import kubeconfig
+    cfg = ClusterConfig(state_dir=str(tmp_path), nodes=2, port=7443, node_cidr="10.251.3.0/24")
+    bringup.write_kubeconfigs(cfg)
+    user = kubeconfig.load(cfg.kubeconfig).connection()
+    assert user.server == "http://127.0.0.1:7443" and user.namespace == "default"
+    assert oct(os.stat(cfg.kubeconfig).st_mode & 0o777) == "0o600"
+    node = kubeconfig.load(os.path.join(cfg.node_dir("node-2"), "kubeconfig")).connection()
+    assert node.server == "http://10.251.3.1:7443"
+
+
+def test_merge_into_the_users_kubeconfig(tmp_path, monkeypatch):
+    from client import kubeconfig
+    from cluster import commands
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    user_cfg = tmp_path / "home" / ".kube" / "config"
+    user_cfg.parent.mkdir(parents=True)
+    other = kubeconfig.KubeConfig()
+    other.set_cluster("prod", server="https://prod:6443")
+    other.set_user("me", token="t")
+    other.set_context("prod", cluster="prod", user="me")
+    other.current_context = "prod"
+    other.save(str(user_cfg))
+    cfg = ClusterConfig(state_dir=str(tmp_path / "state"), runtime="fake")
+    cfg.merged_context = cfg.context_name
+    bringup.write_kubeconfigs(cfg)
+    commands._merge_kubeconfig(cfg)
+    merged = kubeconfig.load(str(user_cfg))
+    assert merged.current_context == cfg.context_name
+    assert merged.connection().server == cfg.api_url
+    assert merged.connection("prod").server == "https://prod:6443"
+    commands._unmerge_kubeconfig(cfg)
+    back = kubeconfig.load(str(user_cfg))
+    assert set(back.contexts) == {"prod"} and cfg.context_name not in back.clusters
+
+
+def test_etcd_is_found_on_path():
+    assert shutil.which("etcd"), "etcd must be installed for the cluster tests (hack/setup.sh)"
