@@ -1,0 +1,254 @@
+"""One invocation's view of the cluster: the kubeconfig resolved into a connection, a
+blocking client on it, the default namespace, and resource names resolved to kinds.
+
+Everything is built on first use, so a verb that never talks to the server (`config
+view`) never builds a client. Resource names resolve from `client.rest`'s built-in table
+first and from the server's discovery only for a name that table does not know.
+
+The client asks for `meta.k8s.io/v1` Tables only inside `session.accepting(TABLE)`: the
+Accept header is set by a thin transport wrapper, the one seam `client.rest.Client`
+offers for it. One invocation runs one thing at a time, so the switch is never shared.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, AsyncIterator, Iterator
+
+from kubectl_lite import __version__
+from kubectl_lite.common import CLIError
+
+ALL = ""  # client.rest.ALL: every namespace
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+USER_AGENT = f"kubectl-lite/{__version__}"
+
+_CLASSES: Any = None
+
+
+def _classes() -> Any:
+    """The HTTP-side classes, built on first use: importing httpx costs ~40 ms, which a
+    verb that never talks to the server (`version --client`, `config`) should not pay."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    # httpx imports its own command line (click, rich: ~60 ms more) unless that import
+    # fails; kubectl-lite never uses it.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    from client.rest import SyncClient
+
+    class AcceptTransport(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport):
+            self.inner = inner
+            self.accept: str | None = None
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if self.accept:
+                request.headers["accept"] = self.accept
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    class Client(SyncClient):
+        """`client.rest.SyncClient` plus running any coroutine or async iterator of the
+        underlying async client on the same private loop (streams: logs -f, watches)."""
+
+        @property
+        def aio(self):
+            return self._client
+
+        def run(self, coro):
+            return self._runner.run(coro)
+
+        def iterate(self, agen: AsyncIterator[Any], *, deadline: float | None = None) -> Iterator[Any]:
+            """Blocking iteration; past `deadline` (time.monotonic()) raises TimeoutError."""
+            import asyncio
+            import time
+            it = agen.__aiter__()
+            try:
+                while True:
+                    step = it.__anext__()
+                    if deadline is not None:
+                        step = asyncio.wait_for(step, max(deadline - time.monotonic(), 0.001))
+                    try:
+                        yield self._runner.run(step)
+                    except StopAsyncIteration:
+                        return
+            finally:
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    self._runner.run(aclose())
+
+    _CLASSES = (httpx, AcceptTransport, Client)
+    return _CLASSES
+
+
+class Session:
+    def __init__(self, opts: Any):
+        self.opts = opts
+        self._connection: Any = None
+        self._client: Any = None
+        self._transport: Any = None
+        self._discovered = False
+
+    # -- where to connect -----------------------------------------------------------
+
+    def kubeconfig_paths(self) -> list[str]:
+        if self.opts.kubeconfig:
+            return [self.opts.kubeconfig]
+        env = os.environ.get("KUBECONFIG")
+        if env:
+            return [p for p in env.split(os.pathsep) if p]
+        return [os.path.join(os.path.expanduser("~"), ".kube", "config")]
+
+    def kubeconfig(self, *, must_exist: bool = True) -> Any:
+        path = self.opts.kubeconfig
+        if path and not os.path.exists(path):
+            raise CLIError(f'the kubeconfig file "{path}" does not exist')
+        if must_exist and not any(os.path.exists(p) for p in self.kubeconfig_paths()):
+            raise CLIError("no kubeconfig found: pass --kubeconfig or --server, set KUBECONFIG, "
+                           "or write ~/.kube/config")
+        from client.kubeconfig import load
+        try:
+            return load(path or None)
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise CLIError(f"cannot load kubeconfig: {exc}") from None
+        except Exception as exc:  # yaml's errors, without importing yaml to name them
+            if type(exc).__module__.startswith("yaml"):
+                raise CLIError(f"cannot load kubeconfig: {' '.join(str(exc).split())}") from None
+            raise
+
+    @property
+    def connection(self) -> Any:
+        if self._connection is None:
+            from client.kubeconfig import Connection
+            o = self.opts
+            if o.server:
+                conn = Connection(server=o.server, namespace=o.namespace or "default",
+                                  token=o.token or None, insecure=bool(o.insecure_skip_tls_verify))
+            else:
+                cfg = self.kubeconfig()
+                if not (o.context or cfg.current_context):
+                    raise CLIError('current-context is not set in the kubeconfig: use '
+                                   '"kubectl-lite config use-context NAME" or pass --context')
+                try:
+                    conn = cfg.connection(o.context or None, namespace=o.namespace or None)
+                except (ValueError, OSError) as exc:
+                    raise CLIError(str(exc).replace("'", '"')) from None
+                if o.token:
+                    conn.token = o.token
+                if o.insecure_skip_tls_verify:
+                    conn.insecure = True
+            if "://" not in conn.server:
+                conn.server = "https://" + conn.server
+            self._connection = conn
+        return self._connection
+
+    @property
+    def namespace(self) -> str:
+        """The namespace to work in: -n, else the context's, else `default`."""
+        return self.connection.namespace
+
+    @property
+    def namespace_given(self) -> bool:
+        return bool(self.opts.namespace)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            httpx, AcceptTransport, Client = _classes()
+            conn = self.connection
+            # For plain HTTP a bare context spares httpx loading the CA bundle it would
+            # never use; for HTTPS the connection's context carries the cluster's CA.
+            verify = conn.ssl_context()
+            if verify is True:
+                import ssl
+                verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            timeout = _timeout(self.opts.request_timeout)
+            self._transport = AcceptTransport(httpx.AsyncHTTPTransport(verify=verify))
+            self._client = Client(conn, transport=self._transport, timeout=timeout,
+                                  max_retries=2, user_agent=USER_AGENT)
+        return self._client
+
+    @contextlib.contextmanager
+    def accepting(self, accept: str) -> Iterator[None]:
+        self.client  # noqa: B018 - builds the transport
+        assert self._transport is not None
+        before, self._transport.accept = self._transport.accept, accept
+        try:
+            yield
+        finally:
+            self._transport.accept = before
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- names -> kinds -------------------------------------------------------------
+
+    def resource(self, name: str) -> Any:
+        from machinery.errors import NotFound
+        try:
+            return self.client.resources.get(name)
+        except NotFound:
+            if not self._discovered:
+                self.discover()
+                try:
+                    return self.client.resources.get(name)
+                except NotFound:
+                    pass
+        raise CLIError(f'the server doesn\'t have a resource type "{name}"')
+
+    def for_object(self, obj: dict, source: str = "") -> Any:
+        from machinery.errors import NotFound
+        try:
+            return self.client.resources.for_object(obj)
+        except NotFound as err:
+            if not self._discovered:
+                self.discover()
+                try:
+                    return self.client.resources.for_object(obj)
+                except NotFound as again:
+                    err = again
+            md = obj.get("metadata") or {}
+            where = f' from "{source}"' if source else ""
+            raise CLIError(f'resource mapping not found for name: "{md.get("name", "")}" '
+                           f'namespace: "{md.get("namespace", "")}"{where}: {err.message}\n'
+                           "ensure the kind is served by the API server") from None
+
+    def discover(self) -> None:
+        self._discovered = True
+        self.client.discover()
+
+    def namespace_of(self, r: Any, obj: dict | None = None) -> str:
+        """The namespace an object of `r` goes to: its own, else -n / the context's.
+        An object naming another namespace than an explicit -n is an error, as in kubectl."""
+        if not r.namespaced:
+            return ""
+        own = ((obj or {}).get("metadata") or {}).get("namespace")
+        if own and self.namespace_given and own != self.opts.namespace:
+            raise CLIError(f'the namespace from the provided object "{own}" does not match the '
+                           f'namespace "{self.opts.namespace}". You must pass '
+                           f"'--namespace={own}' to perform this operation.")
+        return own or self.namespace
+
+
+def _timeout(value: str | None) -> float:
+    if not value or value in ("0", "0s"):
+        return 30.0
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for suffix in ("ms", "s", "m", "h"):
+        if value.endswith(suffix):
+            try:
+                return float(value[:-len(suffix)]) * units[suffix]
+            except ValueError:
+                break
+    try:
+        return float(value)
+    except ValueError:
+        raise CLIError(f'invalid request timeout "{value}": use a number with a unit, '
+                       'e.g. 30s') from None
