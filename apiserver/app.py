@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
+import httpx
 import orjson
 import yaml
 from fastapi import FastAPI
@@ -210,8 +213,8 @@ def pod_container(pod: dict, container: str | None) -> str:
 
 
 def no_kubelet(pod: dict) -> errors.APIError:
-    """Why a pod's log or exec stream cannot be served: the node-side half (a kubelet
-    to proxy to) does not exist yet. The kubelet issue replaces this with the proxy."""
+    """Why a pod's log or exec stream cannot be served: it has no node, or its node (or
+    the Node object) has no kubelet endpoint to proxy to."""
     node = (pod.get("spec") or {}).get("nodeName")
     if not node:
         return errors.BadRequest(f"pod {pod['metadata']['name']} does not have a host assigned")
@@ -223,8 +226,10 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 class API:
     def __init__(self, store: EtcdStore, *, compaction_window: float = 300.0,
-                 bookmark_interval: float = 5.0):
+                 bookmark_interval: float = 5.0, kubelet_token: str | None = None):
         self.store = store
+        self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
+        self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
         self.compaction_window = compaction_window
@@ -243,6 +248,8 @@ class API:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self._kubelet_http is not None:
+            await self._kubelet_http.aclose()
         await self.cache.stop()
         await self.store.close()
 
@@ -277,7 +284,7 @@ class API:
                 raise errors.BadRequest("Upgrade request required")
             if not (pod.get("spec") or {}).get("nodeName"):
                 return Response(b"", media_type="text/plain")  # nothing ran yet: no log
-            raise no_kubelet(pod)
+            return await self.proxy_log(request, pod, pod_container(pod, q.get("container")))
         if t.name is None:
             if m == "GET":
                 sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
@@ -366,8 +373,8 @@ class API:
 
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
-        first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize). With
-        no kubelet to run the command, the answer is a failure Status on the error channel."""
+        first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize), relayed
+        to and from the node's kubelet. Without one, a failure Status on the error channel."""
         try:
             pods = registry.by_plural("pods")
             pod = await self.resources.get(pods, ws.path_params["namespace"], ws.path_params["name"])
@@ -382,8 +389,85 @@ class API:
             await ws.send_denial_response(status_response(err))
             return
         await ws.accept(subprotocol=protocol)
-        await ws.send_bytes(b"\x03" + orjson.dumps(no_kubelet(pod).to_status()))
+        try:
+            await self.proxy_exec(ws, pod, pod_container(pod, ws.query_params.get("container")), protocol)
+        except errors.APIError as err:
+            await ws.send_bytes(b"\x03" + orjson.dumps(err.to_status()))
         await ws.close()
+
+    # -- the node's kubelet: pods/log and pods/exec are proxied to it ---------------------
+
+    async def kubelet_address(self, pod: dict) -> str:
+        """host:port of the kubelet serving the pod's node, from the Node's status
+        (InternalIP, daemonEndpoints.kubeletEndpoint.Port); no_kubelet() if it has none."""
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        try:
+            node = await self.resources.get(registry.by_plural("nodes"), "", node_name) if node_name else {}
+        except errors.NotFound:
+            node = {}
+        status = node.get("status") or {}
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        ip = next((a.get("address") for a in status.get("addresses") or []
+                   if a.get("type") == "InternalIP"), None)
+        if not port or not ip:
+            raise no_kubelet(pod)
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    async def proxy_log(self, request: Request, pod: dict, container: str) -> Response:
+        md = pod["metadata"]
+        url = f"http://{await self.kubelet_address(pod)}/containerLogs/{md['namespace']}/{md['name']}/{container}"
+        if self._kubelet_http is None:
+            self._kubelet_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        http = self._kubelet_http
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "container"]
+        try:
+            resp = await http.send(http.build_request("GET", url, params=params, headers=self.kubelet_headers),
+                                   stream=True)
+        except httpx.HTTPError as exc:
+            raise errors.InternalError(f'Get "{url}": {exc or type(exc).__name__}') from None
+
+        async def body():
+            try:
+                async for chunk in resp.aiter_raw():
+                    yield chunk
+            finally:
+                await resp.aclose()
+        return WatchResponse(body(), status_code=resp.status_code,
+                             media_type=resp.headers.get("content-type", "text/plain"))
+
+    async def proxy_exec(self, ws: WebSocket, pod: dict, container: str, protocol: str) -> None:
+        """Relay frames between the client and the kubelet's exec WebSocket until either
+        side closes."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus, WebSocketException
+
+        md = pod["metadata"]
+        query = "&".join(f"{k}={quote(v)}" for k, v in ws.query_params.multi_items() if k != "container")
+        url = (f"ws://{await self.kubelet_address(pod)}/exec/{md['namespace']}/{md['name']}/"
+               f"{container}?{query}")
+        try:
+            async with connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
+                               max_size=None, open_timeout=10) as kubelet:
+                async def down():
+                    async for frame in kubelet:
+                        await ws.send_bytes(frame if isinstance(frame, bytes) else frame.encode())
+
+                async def up():
+                    while (msg := await ws.receive())["type"] != "websocket.disconnect":
+                        await kubelet.send(msg.get("bytes") or (msg.get("text") or "").encode())
+                tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except InvalidStatus as exc:  # the kubelet refused: relay its Status
+            try:
+                status = orjson.loads(exc.response.body)
+            except orjson.JSONDecodeError:
+                status = errors.InternalError(f"kubelet: {exc}").to_status()
+            await ws.send_bytes(b"\x03" + orjson.dumps(status))
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise errors.InternalError(f'error dialing the kubelet at "{url}": {exc}') from None
 
     async def delete_options(self, request: Request) -> dict:
         raw = await read_body(request)
@@ -472,9 +556,12 @@ class API:
 
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
-               bookmark_interval: float = 5.0) -> FastAPI:
+               bookmark_interval: float = 5.0, kubelet_token: str | None = None) -> FastAPI:
+    """kubelet_token: presented to kubelets when proxying log and exec (default:
+    $MINIK8S_KUBELET_TOKEN)."""
     store = EtcdStore(etcd_servers)
-    api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval)
+    api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
+              kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"))
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None,
                   on_startup=[api.start], on_shutdown=[api.stop])
     app.state.api = api

@@ -17,7 +17,6 @@ serialize work on one pod.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 ROOT = "/sys/fs/cgroup"
@@ -182,6 +181,7 @@ class Cgroup:
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup tree and wait until it is empty. Repeated
         because a process may fork while we read the list."""
+        import signal  # here, not at the top: the shim starts faster without enum
         deadline = time.monotonic() + timeout
         while True:
             if self.v2 and self._find("cgroup.kill"):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
-import signal
-import socket
-import threading
+
+# re, signal, socket and threading are imported where used: the shim, which imports
+# this module, starts faster without them (see kubelet/shim.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -123,6 +125,7 @@ def open_pidfd(pid: int, started: int) -> int | None:
 
 def signal_process(pid: int, started: int, sig: int) -> bool:
     """Send sig to the process if it is still the one we started; True if sent."""
+    import signal
     fd = open_pidfd(pid, started)
     if fd is None:
         return False
@@ -152,6 +155,7 @@ def wait_exit(pid: int, started: int, timeout: float) -> bool:
 
 def mountpoints(pid: str | int = "self") -> list[str]:
     """Mount points of the process's mount namespace, in mount order."""
+    import re
     out = []
     with open(f"/proc/{pid}/mountinfo") as f:
         for line in f:
@@ -178,15 +182,14 @@ def unmount_all(path: str) -> None:
 
 # -- network namespaces ------------------------------------------------------------------
 
-def netns_socket(netns_path: str | None, family: int = socket.AF_INET,
-                 type: int = socket.SOCK_STREAM) -> socket.socket:
-    """A socket created inside the network namespace at netns_path (None: this one).
+def in_netns(netns_path: str, fn):
+    """fn() run inside the network namespace at netns_path; its result or its exception.
 
-    A socket stays in the namespace it was created in, and setns(CLONE_NEWNET) changes
-    only the calling thread; so a short-lived thread joins the namespace, creates the
-    socket and ends, and this process's other threads never change namespace."""
-    if netns_path is None:
-        return socket.socket(family, type)
+    setns(CLONE_NEWNET) changes only the calling thread, so a short-lived thread joins
+    the namespace, runs fn and ends: this process's other threads never change
+    namespace, and nothing forks (a fork of a threaded asyncio process inherits the
+    loop's signal wake-up fd, so a signal sent to the child reaches the parent's loop)."""
+    import threading
     result: list = []
 
     def run():
@@ -196,13 +199,23 @@ def netns_socket(netns_path: str | None, family: int = socket.AF_INET,
                 setns(fd, CLONE_NEWNET)
             finally:
                 os.close(fd)
-            result.append(socket.socket(family, type))
-        except OSError as e:
-            result.append(e)
+            result.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            result.append((False, e))
 
-    t = threading.Thread(target=run, name="netns-socket")
+    t = threading.Thread(target=run, name="netns")
     t.start()
     t.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def netns_socket(netns_path: str | None, family: int = 2, type: int = 1) -> socket.socket:
+    """A socket created inside the network namespace at netns_path (None: this one);
+    a socket stays in the namespace it was created in. (Defaults: AF_INET, SOCK_STREAM.)"""
+    import socket
+    if netns_path is None:
+        return socket.socket(family, type)
+    return in_netns(netns_path, lambda: socket.socket(family, type))

@@ -19,12 +19,12 @@ Stdlib only: the shim imports this module in a bare interpreter.
 """
 from __future__ import annotations
 
-import calendar
-import collections
-import glob
 import os
 import time
-from typing import Callable, Iterator
+
+TYPE_CHECKING = False  # typing, glob and collections cost the shim start-up time
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
 
 MAX_LINE = 16 * 1024  # containerd's maximum entry size
 
@@ -36,6 +36,7 @@ def format_time(ns: int) -> bytes:
 
 def parse_time(ts: bytes) -> int:
     """RFC 3339 with nanoseconds (UTC 'Z') -> ns since the epoch."""
+    import calendar  # only readers need it; the writer (the shim) starts faster without
     text = ts.decode()
     base, _, frac = text.rstrip("Z").partition(".")
     sec = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
@@ -95,6 +96,7 @@ class LogWriter:
 
 def rotated_files(path: str) -> list[str]:
     """The rotated files of a log, oldest first (their UTC suffixes sort in time order)."""
+    import glob  # here: the writer (the shim) needs it only when it rotates
     return sorted(glob.glob(glob.escape(path) + ".*"))
 
 
@@ -137,6 +139,7 @@ def read_log(path: str, *, tail: int | None = None, since_ns: int | None = None,
     # the writer no longer touches it) and a read returns nothing; then on to the file
     # written after it. Entries are held back until the live file's end is reached
     # once, for tail.
+    import collections
     backlog = collections.deque(maxlen=tail) if tail is not None else []
     catching_up = True
     cur, rest, missing = None, b"", 0

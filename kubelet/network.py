@@ -24,6 +24,7 @@ import os
 
 from pyroute2 import IPRoute, NetlinkError
 
+from kubelet import kernel
 from kubelet.runtime import ContainerRuntimeError
 
 
@@ -80,12 +81,16 @@ class PodNetwork:
                          peer={"ifname": "eth0", "net_ns_pid": netns_pid})
                 ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge,
                          state="up")
-            with IPRoute(netns=f"/proc/{netns_pid}/ns/net") as ns:
-                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-                eth0 = ns.link_lookup(ifname="eth0")[0]
-                ns.addr("add", index=eth0, address=ip, prefixlen=self.net.prefixlen)
-                ns.link("set", index=eth0, state="up")
-                ns.route("add", dst="default", gateway=str(self.gateway))
+
+            def inside():
+                with IPRoute() as ns:
+                    ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                    eth0 = ns.link_lookup(ifname="eth0")[0]
+                    ns.addr("add", index=eth0, address=ip, prefixlen=self.net.prefixlen)
+                    ns.link("set", index=eth0, state="up")
+                    ns.route("add", dst="default", gateway=str(self.gateway))
+            # Not IPRoute(netns=...): pyroute2 forks for it (see kernel.in_netns).
+            kernel.in_netns(f"/proc/{netns_pid}/ns/net", inside)
         except (NetlinkError, OSError) as e:
             self.detach(uid)
             raise ContainerRuntimeError(f"pod network setup failed: {e}",

@@ -1,0 +1,162 @@
+"""A container's environment, command and args as the kubelet computes them
+(kubelet_pods.go makeEnvironmentVariables, third_party/forked/golang/expansion).
+
+`envFrom` sources first, then `env` entries in order; a value may refer to variables
+defined before it as `$(NAME)` (`$$` is a literal `$`; an undefined reference is left as
+written). `valueFrom` reads a ConfigMap or Secret key, a pod field (fieldRef) or a
+container resource (resourceFieldRef). The command and args are expanded with the final
+environment. A reference that cannot be resolved (a missing object or key that is not
+optional) raises `ConfigError`, which the kubelet reports as CreateContainerConfigError.
+Pure: objects are read through the `get_object(kind, namespace, name)` callable.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import re
+from typing import Callable, Mapping
+
+from machinery.quantity import bytes_value, cpu_millis, parse_quantity
+
+GetObject = Callable[[str, str, str], "dict | None"]
+_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+class ConfigError(Exception):
+    """The container's configuration refers to something that does not exist."""
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "$" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt == "$":
+                out.append("$")
+                i += 2
+                continue
+            if nxt == "(":
+                close = text.find(")", i + 2)
+                if close == -1:  # an incomplete reference stays as written
+                    out.append(text[i:])
+                    break
+                name = text[i + 2:close]
+                out.append(env[name] if name in env else f"$({name})")
+                i = close + 1
+                continue
+            out.append(ch + nxt)
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _data(kind: str, obj: dict) -> dict[str, str]:
+    if kind == "secrets":
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()}
+    return dict(obj.get("data") or {})
+
+
+def object_refs(pod: dict) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of every ConfigMap and Secret the pod's volumes and
+    containers refer to."""
+    ns, spec = pod["metadata"].get("namespace", "default"), pod.get("spec") or {}
+    refs = set()
+    for v in spec.get("volumes") or []:
+        if "configMap" in v and (v["configMap"] or {}).get("name"):
+            refs.add(("configmaps", ns, v["configMap"]["name"]))
+        if "secret" in v and (v["secret"] or {}).get("secretName"):
+            refs.add(("secrets", ns, v["secret"]["secretName"]))
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for src in c.get("envFrom") or []:
+            for key, kind in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
+                if (src.get(key) or {}).get("name"):
+                    refs.add((kind, ns, src[key]["name"]))
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") or {}
+            for key, kind in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+                if (vf.get(key) or {}).get("name"):
+                    refs.add((kind, ns, vf[key]["name"]))
+    return refs
+
+
+def field_value(pod: dict, path: str, *, pod_ip: str | None, host_ip: str | None) -> str:
+    md, spec = pod["metadata"], pod.get("spec") or {}
+    m = _SUBSCRIPT.match(path)
+    if m:
+        return (md.get(m[1]) or {}).get(m[2], "")
+    values = {"metadata.name": md.get("name", ""), "metadata.namespace": md.get("namespace", ""),
+              "metadata.uid": md.get("uid", ""), "spec.nodeName": spec.get("nodeName", ""),
+              "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+              "status.hostIP": host_ip or "", "status.hostIPs": host_ip or "",
+              "status.podIP": pod_ip or "", "status.podIPs": pod_ip or ""}
+    if path not in values:
+        raise ConfigError(f"unsupported fieldRef fieldPath {path!r}")
+    return values[path]
+
+
+def resource_value(container: dict, ref: dict, node_allocatable: Mapping[str, str]) -> str:
+    """resourceFieldRef: a limit that is not set reads the node's allocatable amount."""
+    res = ref.get("resource", "")
+    kind, _, name = res.partition(".")
+    if kind not in ("limits", "requests") or name not in ("cpu", "memory", "ephemeral-storage"):
+        raise ConfigError(f"unsupported resourceFieldRef resource {res!r}")
+    value = ((container.get("resources") or {}).get(kind) or {}).get(name)
+    if value is None and kind == "requests":
+        value = ((container.get("resources") or {}).get("limits") or {}).get(name)
+    if value is None:
+        value = node_allocatable.get(name, "0") if kind == "limits" else "0"
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    if name == "cpu":  # rounded up to whole divisors, as Kubernetes does
+        return str(math.ceil(cpu_millis(value) / (divisor * 1000)))
+    return str(math.ceil(bytes_value(value) / divisor))
+
+
+def resolve(container: dict, pod: dict, *, get_object: GetObject, pod_ip: str | None,
+            host_ip: str | None, node_allocatable: Mapping[str, str] | None = None
+            ) -> tuple[dict[str, str], list[str], list[str]]:
+    """-> (env, command, args), expanded."""
+    ns = pod["metadata"].get("namespace", "default")
+    env: dict[str, str] = {}
+
+    def fetch(kind: str, name: str, optional: bool) -> dict | None:
+        obj = get_object(kind, ns, name)
+        if obj is None and not optional:
+            raise ConfigError(f'{kind[:-1]} "{name}" not found')
+        return obj
+
+    for src in container.get("envFrom") or []:
+        for key, kind in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
+            if key in src:
+                ref = src[key] or {}
+                obj = fetch(kind, ref.get("name", ""), bool(ref.get("optional")))
+                for k, v in (_data(kind, obj) if obj else {}).items():
+                    env[src.get("prefix", "") + k] = v
+    for e in container.get("env") or []:
+        name, vf = e.get("name", ""), e.get("valueFrom")
+        if not vf:
+            env[name] = expand(e.get("value", ""), env)
+            continue
+        if "fieldRef" in vf:
+            env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip=pod_ip,
+                                    host_ip=host_ip)
+        elif "resourceFieldRef" in vf:
+            env[name] = resource_value(container, vf["resourceFieldRef"], node_allocatable or {})
+        else:
+            for key, kind, label in (("configMapKeyRef", "configmaps", "ConfigMap"),
+                                     ("secretKeyRef", "secrets", "Secret")):
+                if key in vf:
+                    ref = vf[key] or {}
+                    optional = bool(ref.get("optional"))
+                    obj = fetch(kind, ref.get("name", ""), optional)
+                    data = _data(kind, obj) if obj else {}
+                    if ref.get("key") in data:
+                        env[name] = data[ref["key"]]
+                    elif obj is not None and not optional:
+                        raise ConfigError(f"couldn't find key {ref.get('key')} in {label} "
+                                          f"{ns}/{ref.get('name')}")
+    command = [expand(x, env) for x in container.get("command") or []]
+    args = [expand(x, env) for x in container.get("args") or []]
+    return env, command, args

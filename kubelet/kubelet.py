@@ -1,0 +1,607 @@
+"""The kubelet's pod side: the node's pods from the API, one worker per pod, the sync.
+
+Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
+- An informer on `pods` with `fieldSelector=spec.nodeName=<node>`: the kubelet sees only
+  its own pods. Its handlers only hand the latest object to the pod's worker and wake it.
+- One asyncio task per pod uid (a pod worker). A worker syncs its pod when woken (the pod
+  changed, a container changed state, a probe result changed, a referenced ConfigMap or
+  Secret changed) or when a timer it asked for fires (a crash back-off running out, the
+  periodic resync). Syncs of one pod never overlap; pods sync in parallel. The sync is
+  level-based: it reads the runtime's state and the pod's spec and acts on the
+  difference, so a missed wake-up costs latency, never correctness, and a restarted
+  kubelet picks up where the last one stopped (the runtime's state is on disk).
+- The PLEG relists the runtime every `pleg_period` seconds and wakes the workers of pods
+  whose containers or sandbox changed state (a container exited, was OOM-killed...).
+- The sync: sandbox (network, hostname, IPC), volumes (ConfigMap/Secret data from
+  watched objects, rewritten in place when they change), init containers one at a time
+  to completion, then the app containers, each restarted by the restart policy with the
+  crash back-off (kubelet/backoff.py), killed when its liveness probe fails; then the
+  status (kubelet/status.py) through the status subresource, only when it changed, as a
+  JSON patch that tests the pod's uid first (so a pod re-created under the same name is
+  never written by the old pod's worker).
+- A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
+  the grace period, a final status with a terminal phase, then the deletion is confirmed
+  (DELETE with grace 0 and the uid as precondition) and everything the pod had on the
+  node is removed. A pod that reached Succeeded or Failed has its sandbox stopped (its IP
+  released) and keeps its containers' logs until it is deleted.
+
+Runtime calls block; they run in a private thread pool. Back-off and probe periods read
+the injectable clock (`client.clock`); the PLEG polls in real time. One asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import functools
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from client.clock import Clock, RealClock
+from client.events import NORMAL, WARNING, EventRecorder
+from client.informer import Informer
+from client.rest import Client
+from kubelet import envvars, status as podstatus
+from kubelet.backoff import Backoff
+from kubelet.objects import ObjectCache, Ref
+from kubelet.prober import ProbeManager
+from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
+                             CreateContainerError, Mount, PodSandboxConfig, Resources, Runtime,
+                             SandboxStatus, VolumeError)
+from machinery.errors import Conflict, Invalid, NotFound
+
+log = logging.getLogger("minik8s.kubelet")
+
+MOUNT_RETRY = 2.0        # seconds before a volume that failed is tried again
+CREATE_RETRY = 10.0      # before a container that could not be created is tried again
+SYNC_ERROR_BACKOFF = (0.5, 30.0)
+
+
+class PodWorker:
+    """Everything the kubelet keeps about one pod (by uid) between syncs."""
+
+    def __init__(self, uid: str, pod: dict):
+        self.uid, self.pod = uid, pod
+        self.removed = False                    # gone from the API
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.status: dict | None = None         # the last status computed
+        self.written: dict | None = None        # the last status written, and its version
+        self.written_rv = 0
+        self.exits: dict[str, float] = {}       # container id -> clock time its exit was seen
+        self.killed = self.finished = self.done = False
+        self.syncs = 0                          # syncs completed (tests wait on it)
+        self.warned: set[str] = set()           # warnings already recorded as events
+
+    @property
+    def key(self) -> str:
+        md = self.pod["metadata"]
+        return f"{md.get('namespace')}/{md['name']}"
+
+
+def pod_resources(spec: dict) -> Resources:
+    """The pod cgroup's share: app containers add up, an init container runs alone, so
+    each amount is the larger of the two (Kubernetes' effective pod resources)."""
+    total = Resources.pod_total(Resources.from_spec(c.get("resources")) for c in spec.get("containers") or [])
+    init = [Resources.from_spec(c.get("resources")) for c in spec.get("initContainers") or []]
+    if init:
+        total.cpu_request_milli = max([total.cpu_request_milli or 0]
+                                      + [r.cpu_request_milli or 0 for r in init]) or None
+        for attr in ("cpu_limit_milli", "memory_limit"):
+            values = [getattr(r, attr) for r in init]
+            if getattr(total, attr) is not None:
+                setattr(total, attr, None if None in values else max([getattr(total, attr)] + values))
+    return total
+
+
+def sandbox_config(pod: dict) -> PodSandboxConfig:
+    md, spec = pod["metadata"], pod.get("spec") or {}
+    dns = spec.get("dnsConfig") or {}
+    servers = None
+    if spec.get("dnsPolicy") == "None":  # only what dnsConfig says
+        servers = list(dns.get("nameservers") or [])
+    return PodSandboxConfig(
+        uid=md["uid"], name=md["name"], namespace=md.get("namespace", "default"),
+        hostname=spec.get("hostname") or md["name"], host_network=bool(spec.get("hostNetwork")),
+        host_ipc=bool(spec.get("hostIPC")), host_pid=bool(spec.get("hostPID")),
+        share_process_namespace=bool(spec.get("shareProcessNamespace")), dns_servers=servers,
+        dns_searches=list(dns.get("searches") or []) if servers is not None else [],
+        dns_options=[o["name"] + (f":{o['value']}" if o.get("value") else "")
+                     for o in dns.get("options") or [] if o.get("name")] if servers is not None else [],
+        resources=pod_resources(spec))
+
+
+def _volume_data(obj: dict | None, kind: str) -> dict[str, bytes | str] | None:
+    if obj is None:
+        return None
+    if kind == "secrets":
+        return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+    data: dict[str, bytes | str] = dict(obj.get("data") or {})
+    data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    return data
+
+
+def _fmt_duration(seconds: float) -> str:
+    """Go's time.Duration formatting for whole seconds: 10s, 1m20s, 5m0s."""
+    s = int(round(seconds))
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
+class Kubelet:
+    def __init__(self, client: Client, runtime: Runtime, *, node_name: str,
+                 node_ip: str | None = None, clock: Clock | None = None,
+                 recorder: EventRecorder | None = None, resync_period: float = 60.0,
+                 pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
+                 node_allocatable: dict[str, str] | None = None):
+        self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
+        self.clock = clock or RealClock()
+        self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
+        self.resync_period, self.pleg_period = resync_period, pleg_period
+        self.backoff = backoff or Backoff(self.clock.now)
+        self.node_allocatable = node_allocatable or {}
+        self.workers: dict[str, PodWorker] = {}
+        self._finished: set[str] = set()  # uids fully removed while the API still lists them
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="runtime")
+        # Creating sandboxes and containers is mostly CPU work (helper processes start,
+        # netlink, cgroups): far more of it at once than there are cores only adds
+        # thread contention (measured: 50 at once cost 3x the CPU per pod), so a burst of
+        # pods starts a few per core at a time. Waits (grace periods, exec) are not limited.
+        self._starting = asyncio.Semaphore(4 * (os.cpu_count() or 1))
+        self.objects = ObjectCache(client, self._object_changed)
+        self.prober = ProbeManager(runtime, self.clock, self.blocking, self._wake_uid, self._probe_failed)
+        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}", indexers={})
+        self._tasks: list[asyncio.Task] = []
+        self.syncs = 0  # completed syncs (tests and benchmarks read it)
+
+    async def blocking(self, fn: Callable, *args, **kw) -> Any:
+        """Run a blocking runtime call in the kubelet's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kw))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, *, sweep: bool = True) -> None:
+        """List the node's pods, sweep what belongs to none of them (garbage from a crash,
+        pods deleted while the kubelet was away), then start a worker per pod."""
+        self.pods.start()
+        await self.pods.wait_for_sync()
+        if sweep:
+            keep = [p["metadata"]["uid"] for p in self.pods.store.list()]
+            await self.blocking(self.runtime.cleanup_orphans, keep)
+        self.pods.add_handler(on_add=self._pod_seen, on_update=lambda _old, new: self._pod_seen(new),
+                              on_delete=self._pod_gone)
+        self._tasks.append(asyncio.create_task(self._pleg(), name="pleg"))
+
+    async def stop(self) -> None:
+        """Stop syncing; pods keep running (a kubelet restart must not disturb them)."""
+        await self.pods.stop()
+        tasks = self._tasks + [w.task for w in self.workers.values() if w.task]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for uid in list(self.workers):
+            await self.prober.remove_pod(uid)
+        await self.objects.stop()
+        try:  # events still queued get a moment, not a say in how long stopping takes
+            await asyncio.wait_for(self.recorder.close(), 2.0)
+        except TimeoutError:
+            pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- events in: only wake workers -------------------------------------------------------
+
+    def _pod_seen(self, pod: dict) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid in self._finished:
+            return
+        w = self.workers.get(uid)
+        if w is None:
+            w = self.workers[uid] = PodWorker(uid, pod)
+            w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
+        w.pod = pod
+        w.wake.set()
+
+    def _pod_gone(self, pod: dict) -> None:
+        uid = pod["metadata"]["uid"]
+        self._finished.discard(uid)
+        w = self.workers.get(uid)
+        if w is not None:
+            w.pod, w.removed = pod, True
+            w.wake.set()
+
+    def _wake_uid(self, uid: str) -> None:
+        w = self.workers.get(uid)
+        if w is not None:
+            w.wake.set()
+
+    def _object_changed(self, ref: Ref) -> None:
+        for uid in self.objects.users(ref):
+            self._wake_uid(uid)
+
+    def _probe_failed(self, uid: str, name: str, kind: str, message: str) -> None:
+        w = self.workers.get(uid)
+        if w is not None:
+            self._event(w, WARNING, "Unhealthy", f"{kind} probe failed: {message}".strip(), container=name)
+
+    def _event(self, w: PodWorker, type_: str, reason: str, message: str, *,
+               container: str | None = None) -> None:
+        path = None
+        if container is not None:
+            spec = w.pod.get("spec") or {}
+            init = any(c.get("name") == container for c in spec.get("initContainers") or [])
+            path = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+        self.recorder.event(w.pod, type_, reason, message, field_path=path)
+
+    # -- the PLEG ---------------------------------------------------------------------------
+
+    def _relist(self) -> dict:
+        state: dict = {}
+        for c in self.runtime.list_containers():
+            state[c.id] = (c.pod_uid, c.state)
+        for s in self.runtime.list_pod_sandboxes():
+            state["sandbox/" + s.uid] = (s.uid, s.ready)
+        return state
+
+    async def _pleg(self) -> None:
+        last: dict = {}
+        while True:
+            await asyncio.sleep(self.pleg_period)
+            try:
+                current = await self.blocking(self._relist)
+            except Exception:  # noqa: BLE001 - a failed relist is retried next period
+                log.exception("PLEG relist failed")
+                continue
+            changed = {v[0] for k, v in current.items() if last.get(k) != v}
+            changed |= {v[0] for k, v in last.items() if k not in current}
+            last = current
+            for uid in changed:
+                self._wake_uid(uid)
+
+    # -- pod workers ------------------------------------------------------------------------
+
+    async def _wait(self, w: PodWorker, delay: float) -> None:
+        if w.wake.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        waker = asyncio.ensure_future(w.wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def _work(self, w: PodWorker) -> None:
+        failures = 0
+        try:
+            while not w.done:
+                w.wake.clear()
+                try:
+                    delay = await self._sync(w)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - retried with back-off
+                    failures += 1
+                    delay = min(SYNC_ERROR_BACKOFF[0] * 2 ** (failures - 1), SYNC_ERROR_BACKOFF[1])
+                    log.warning("sync of pod %s (%s) failed: %r; retrying in %.1fs", w.key, w.uid, exc, delay)
+                    if failures == 1:
+                        log.debug("sync failure", exc_info=True)
+                self.syncs += 1
+                w.syncs += 1
+                if not w.done:
+                    await self._wait(w, self.resync_period if delay is None else delay)
+        finally:
+            if self.workers.get(w.uid) is w and w.done:
+                del self.workers[w.uid]
+
+    async def _sync(self, w: PodWorker) -> float | None:
+        """One level-based pass over the pod; -> when to look again (None: resync)."""
+        pod = w.pod
+        if w.removed or pod["metadata"].get("deletionTimestamp"):
+            await self._terminate(w)
+            return None
+        if w.finished or (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
+            await self._finish(w)
+            return None
+        uid, spec = w.uid, pod.get("spec") or {}
+        now = self.clock.now()
+        retry: list[float] = []
+
+        try:
+            sandbox = await self.blocking(self.runtime.pod_sandbox_status, uid)
+            if sandbox is None or not sandbox.ready:
+                async with self._starting:
+                    sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
+        except ContainerRuntimeError as e:
+            self._warn(w, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}")
+            sandbox = SandboxStatus(uid, pod["metadata"]["name"], "", False, None, time.time())
+            return await self._report(w, sandbox, retry=5.0)
+
+        volume_paths, mount_error = await self._volumes(w, pod)
+        runs = await self.blocking(self.runtime.list_containers, uid)
+        by_name: dict[str, list[ContainerStatus]] = {}
+        for c in sorted(runs, key=lambda c: c.attempt):
+            by_name.setdefault(c.name, []).append(c)
+            if c.state == "exited":
+                w.exits.setdefault(c.id, now)
+        init_specs, app_specs = spec.get("initContainers") or [], spec.get("containers") or []
+        init = [podstatus.ContainerView(c["name"], c.get("image", ""), by_name.get(c["name"], []))
+                for c in init_specs]
+        app = [podstatus.ContainerView(c["name"], c.get("image", ""), by_name.get(c["name"], []))
+               for c in app_specs]
+        policy = spec.get("restartPolicy", "Always")
+        grace = float(spec.get("terminationGracePeriodSeconds", 30))
+
+        async def start(c: dict, v: podstatus.ContainerView, attempt: int) -> None:
+            await self._start(w, pod, c, v, attempt, volume_paths, sandbox, retry)
+
+        def backing_off(v: podstatus.ContainerView) -> bool:
+            """Whether v's exited run must wait before a restart (then v waits); else
+            the restart is recorded with the back-off."""
+            last = v.latest
+            key = f"{uid}/{v.name}"
+            left = self.backoff.remaining(key, w.exits.get(last.id, now))
+            if left > 0:
+                v.waiting = ("CrashLoopBackOff",
+                             f"back-off {_fmt_duration(self.backoff.delay(key))} restarting failed "
+                             f"container={v.name} pod={pod['metadata']['name']}_"
+                             f"{pod['metadata'].get('namespace')}({uid})")
+                if last.id not in w.warned:  # one event per exit, not one per sync
+                    w.warned.add(last.id)
+                    self._event(w, WARNING, "BackOff", f"Back-off restarting failed container {v.name} "
+                                f"in pod {pod['metadata']['name']}_{pod['metadata'].get('namespace')}({uid})",
+                                container=v.name)
+                retry.append(left)
+                return True
+            self.backoff.next(key, w.exits.get(last.id, now))
+            return False
+
+        ready_to_start = mount_error is None
+        # Init containers, one at a time, until each has succeeded once (not again after
+        # the app containers have started).
+        initialized = True
+        if not any(v.runs for v in app):
+            for c, v in zip(init_specs, init):
+                last = v.latest
+                if v.succeeded:
+                    continue
+                initialized = False
+                if not ready_to_start or (last is not None and last.state != "exited"):
+                    break
+                if last is None:
+                    await start(c, v, 0)
+                elif policy != "Never" and not backing_off(v):
+                    await start(c, v, last.attempt + 1)
+                break
+        if initialized and ready_to_start:
+            for c, v in zip(app_specs, app):
+                last = v.latest
+                if last is None:
+                    await start(c, v, 0)
+                    continue
+                why = self._restart_reason(uid, c, last) if last.state == "running" else None
+                changed = why == "definition changed"  # restarted whatever the policy says
+                if why:
+                    self._event(w, NORMAL, "Killing", f"Container {c['name']} {why}, will be restarted",
+                                container=c["name"])
+                    v.runs[-1] = last = await self.blocking(self.runtime.stop_container, last.id,
+                                                            grace_period=grace)
+                    w.exits.setdefault(last.id, self.clock.now())
+                if last.state == "exited":
+                    restart = changed or policy == "Always" or (policy == "OnFailure" and last.exit_code != 0)
+                    if restart and not backing_off(v):
+                        await start(c, v, last.attempt + 1)
+        elif mount_error is not None and not any(v.runs for v in init + app):
+            retry.append(MOUNT_RETRY)
+
+        # Keep the latest two runs of each container (the current one, and the one
+        # `logs --previous` reads); remove older ones.
+        for v in init + app:
+            for old in v.runs[:-2]:
+                await self.blocking(self.runtime.remove_container, old.id)
+                w.exits.pop(old.id, None)
+            del v.runs[:-2]
+        return await self._report(w, sandbox, init=init, app=app, retry=min(retry) if retry else None)
+
+    def _restart_reason(self, uid: str, c: dict, run: ContainerStatus) -> str | None:
+        """Why a running container must be killed (and restarted by the policy), if so."""
+        for kind, word in (("livenessProbe", "liveness"), ("startupProbe", "startup")):
+            if self.prober.result(uid, c["name"], kind, run.id) is False:
+                return f"failed {word} probe"
+        if run.image != c.get("image", ""):  # the one container field a pod update may change
+            return "definition changed"
+        return None
+
+    async def _report(self, w: PodWorker, sandbox: SandboxStatus, *,
+                      init: list | None = None, app: list | None = None,
+                      retry: float | None = None) -> float | None:
+        """Update probes and the pod's status; finish the pod if it reached its end."""
+        pod, spec = w.pod, w.pod.get("spec") or {}
+        if init is None or app is None:
+            init = [podstatus.ContainerView(c["name"], c.get("image", "")) for c in spec.get("initContainers") or []]
+            app = [podstatus.ContainerView(c["name"], c.get("image", "")) for c in spec.get("containers") or []]
+        latest = {v.name: v.latest for v in app if v.latest is not None}
+        self.prober.update_pod(pod, latest, sandbox.ip)
+        for v in init:  # an init container is ready once it has completed (prober_manager)
+            v.ready, v.started = v.succeeded, v.latest is not None and v.latest.running
+        for v in app:
+            run = v.latest
+            if run is not None and run.running and v.waiting is None:
+                def passed(kind: str) -> bool:
+                    return (not self.prober.has(w.uid, v.name, kind)
+                            or self.prober.result(w.uid, v.name, kind, run.id) is True)
+                v.started = passed("startupProbe")
+                v.ready = v.started and passed("readinessProbe")
+        new = podstatus.pod_status(pod, init, app, pod_ip=sandbox.ip, host_ip=self.node_ip,
+                                   sandbox_ready=sandbox.ready)
+        await self._write_status(w, new)
+        if new["phase"] in podstatus.TERMINAL:
+            await self._finish(w)
+            return None
+        return retry
+
+    async def _volumes(self, w: PodWorker, pod: dict) -> tuple[dict[str, str], str | None]:
+        """Set up (or refresh) every volume; -> (paths by name, the first error)."""
+        refs = envvars.object_refs(pod)
+        await self.objects.register(w.uid, refs)
+        paths, error = {}, None
+        ns = pod["metadata"].get("namespace", "default")
+        for vol in (pod.get("spec") or {}).get("volumes") or []:
+            data = None
+            if "configMap" in vol:
+                data = _volume_data(self.objects.get("configmaps", ns, (vol["configMap"] or {}).get("name", "")),
+                                    "configmaps")
+            elif "secret" in vol:
+                data = _volume_data(self.objects.get("secrets", ns, (vol["secret"] or {}).get("secretName", "")),
+                                    "secrets")
+            try:
+                paths[vol["name"]] = await self.blocking(self.runtime.setup_volume, w.uid, vol, data=data)
+            except VolumeError as e:
+                error = error or e.message
+                self._warn(w, "FailedMount", f'MountVolume.SetUp failed for volume "{vol.get("name")}" : '
+                                             f"{e.message}")
+        return paths, error
+
+    def _warn(self, w: PodWorker, reason: str, message: str) -> None:
+        """A warning event, once per distinct message while the pod lives."""
+        if message not in w.warned:
+            w.warned.add(message)
+            self._event(w, WARNING, reason, message)
+
+    async def _start(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
+                     attempt: int, volume_paths: dict[str, str], sandbox: SandboxStatus,
+                     retry: list[float]) -> None:
+        name = c["name"]
+        try:
+            env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
+                                                 host_ip=self.node_ip, node_allocatable=self.node_allocatable)
+            mounts = []
+            for m in c.get("volumeMounts") or []:
+                if m.get("name") not in volume_paths:
+                    raise envvars.ConfigError(f'cannot find volume "{m.get("name")}" to mount into '
+                                              f'container "{name}"')
+                mounts.append(Mount(volume_paths[m["name"]], m.get("mountPath", ""),
+                                    read_only=bool(m.get("readOnly")), sub_path=m.get("subPath") or ""))
+        except envvars.ConfigError as e:
+            v.waiting = ("CreateContainerConfigError", str(e))
+            self._warn(w, "Failed", f"Error: {e}")
+            retry.append(MOUNT_RETRY)
+            return
+        security = c.get("securityContext") or {}
+        config = ContainerConfig(name=name, image=c.get("image", ""), command=command, args=args, env=env,
+                                 working_dir=c.get("workingDir") or "", mounts=mounts,
+                                 resources=Resources.from_spec(c.get("resources")), attempt=attempt,
+                                 read_only_root=bool(security.get("readOnlyRootFilesystem")))
+        self._event(w, NORMAL, "Pulled", f'Container image "{config.image}" already present on machine',
+                    container=name)
+        try:
+            async with self._starting:
+                run = await self.blocking(self.runtime.start_container, w.uid, config)
+        except CreateContainerError as e:
+            reason = e.reason if e.reason != "CreateContainerError" else "CreateContainerError"
+            v.waiting = (reason, e.message)
+            self._warn(w, "Failed", f"Error: {e.message}")
+            retry.append(CREATE_RETRY)
+            return
+        v.runs.append(run)
+        if run.state == "exited":  # it could not be started (StartError)
+            w.exits.setdefault(run.id, self.clock.now())
+            self._event(w, WARNING, "Failed", f"Error: {run.message}", container=name)
+            retry.append(0.0)  # the restart policy decides at once
+            return
+        self._event(w, NORMAL, "Created", f"Created container {name}", container=name)
+        self._event(w, NORMAL, "Started", f"Started container {name}", container=name)
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def _write_status(self, w: PodWorker, new: dict) -> None:
+        w.status = new
+        pod = w.pod
+        seen_rv = int(pod["metadata"].get("resourceVersion") or 0)
+        # Until the informer has caught up with our last write, compare with what we wrote.
+        current = pod.get("status") if seen_rv >= w.written_rv else w.written
+        if podstatus.equal(new, current):
+            return
+        md = pod["metadata"]
+        ops = [{"op": "test", "path": "/metadata/uid", "value": w.uid},
+               {"op": "replace", "path": "/status", "value": new}]
+        try:
+            obj = await self.client.patch("pods", md["name"], ops, namespace=md.get("namespace"),
+                                          patch_type="json", subresource="status")
+        except NotFound:
+            w.removed = True
+            w.wake.set()
+            return
+        except Invalid as e:
+            if "test operation failed" in e.message:  # the name now belongs to a new pod
+                w.removed = True
+                w.wake.set()
+                return
+            raise
+        w.written, w.written_rv = new, int(obj["metadata"]["resourceVersion"])
+
+    # -- the end of a pod ---------------------------------------------------------------------
+
+    async def _finish(self, w: PodWorker) -> None:
+        """The pod reached Succeeded or Failed: stop its sandbox, keep its logs."""
+        if w.finished:
+            return
+        await self.prober.remove_pod(w.uid)
+        grace = float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        await self.blocking(self.runtime.stop_pod_sandbox, w.uid, grace_period=grace)
+        w.finished = True
+
+    async def _terminate(self, w: PodWorker) -> None:
+        pod = w.pod
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        if not w.killed:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            if md.get("deletionGracePeriodSeconds") is not None:
+                grace = min(grace, md["deletionGracePeriodSeconds"])
+            await self.prober.remove_pod(w.uid)
+            for c in await self.blocking(self.runtime.list_containers, w.uid):
+                if c.running:
+                    self._event(w, NORMAL, "Killing", f"Stopping container {c.name}", container=c.name)
+            await self.blocking(self.runtime.stop_pod_sandbox, w.uid, grace_period=float(grace))
+            w.killed = True
+        if not w.removed:
+            sandbox = await self.blocking(self.runtime.pod_sandbox_status, w.uid)
+            if sandbox is not None:
+                runs = await self.blocking(self.runtime.list_containers, w.uid)
+                by_name: dict[str, list] = {}
+                for c in sorted(runs, key=lambda c: c.attempt):
+                    by_name.setdefault(c.name, []).append(c)
+                views = [[podstatus.ContainerView(c["name"], c.get("image", ""), by_name.get(c["name"], []))
+                          for c in spec.get(k) or []] for k in ("initContainers", "containers")]
+                final = podstatus.pod_status(pod, views[0], views[1], pod_ip=None, host_ip=self.node_ip,
+                                             sandbox_ready=False, terminal=True)
+                await self._write_status(w, final)
+            if not w.removed:
+                try:
+                    await self.client.delete("pods", md["name"], namespace=md.get("namespace"),
+                                             grace_period_seconds=0, preconditions={"uid": w.uid})
+                except (NotFound, Conflict):
+                    pass  # gone already, or the name is a new pod's
+        await self.blocking(self.runtime.remove_pod, w.uid)
+        await self.objects.unregister(w.uid)
+        self.backoff.forget_prefix(w.uid + "/")
+        if not w.removed:
+            self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
+        w.done = True
+
+    # -- what the node's endpoint reads ---------------------------------------------------------
+
+    def pod(self, namespace: str, name: str) -> dict | None:
+        return self.pods.store.get(f"{namespace}/{name}")
+
+    def container_status(self, uid: str, name: str) -> dict | None:
+        """The container's status as last computed (None before the first sync)."""
+        w = self.workers.get(uid)
+        if w is None or w.status is None:
+            return None
+        for cs in (w.status.get("containerStatuses") or []) + (w.status.get("initContainerStatuses") or []):
+            if cs.get("name") == name:
+                return cs
+        return None

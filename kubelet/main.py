@@ -1,0 +1,237 @@
+"""`minik8s kubelet`: run one node's pods for real, or simulate many nodes.
+
+    minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
+                    [--address IP] [--port 10250] [--token-file FILE]
+    minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX]
+
+The Linux runtime: registers the Node, renews its Lease, runs the node's pods in
+namespaces and cgroups (state under --root-dir), and serves logs and exec on
+--address:--port to callers presenting the shared token (--token-file, else
+$MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). The pod CIDR
+is node.spec.podCIDR when set, else --pod-cidr, else (after waiting --pod-cidr-timeout for
+a controller to allocate one) 10.244.0.0/24. SIGTERM or SIGINT
+stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+
+from client import kubeconfig
+from client.rest import Client
+
+log = logging.getLogger("minik8s.kubelet")
+
+DEFAULT_POD_CIDR = "10.244.0.0/24"
+TOKEN_ENV = "MINIK8S_KUBELET_TOKEN"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="minik8s kubelet", description="Run a node's pods.")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig of the API server (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--node-name", default=None, help="the Node's name (default: the hostname); "
+                   "with --runtime fake, the prefix of the fake nodes' names (default: fake-node)")
+    p.add_argument("--pod-cidr", default=None, help="pod addresses when node.spec.podCIDR is not set")
+    p.add_argument("--pod-cidr-timeout", type=float, default=10.0,
+                   help="seconds to wait for node.spec.podCIDR when there is no --pod-cidr")
+    p.add_argument("--root-dir", default=None, help="state directory (default /var/lib/minik8s/<node>)")
+    p.add_argument("--address", default=None, help="the node's IP: InternalIP and where the "
+                   "endpoint listens (default: the address of the default route's device)")
+    p.add_argument("--port", type=int, default=10250, help="the kubelet endpoint's port")
+    p.add_argument("--token-file", default=None, help=f"the token the API server presents (default ${TOKEN_ENV})")
+    p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
+    p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
+    p.add_argument("--cpu", default=None, help="cpu capacity to report (default: the host's)")
+    p.add_argument("--memory", default=None, help="memory capacity to report (default: the host's)")
+    p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--node-lease-duration", type=int, default=40)
+    p.add_argument("--lease-renew-interval", type=float, default=10.0, help="seconds between lease renewals")
+    p.add_argument("--node-status-update-frequency", type=float, default=10.0)
+    p.add_argument("--sync-frequency", type=float, default=60.0, help="seconds between resyncs of a quiet pod")
+    p.add_argument("--runtime", choices=("linux", "fake"), default="linux")
+    p.add_argument("--nodes", type=int, default=1, help="with --runtime fake: how many nodes to simulate")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.runtime == "linux" and args.nodes != 1:
+        print("error: --nodes is for --runtime fake (one kubelet runs one real node)", file=sys.stderr)
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def default_bridge(node: str) -> str:
+    return "mk8s-" + hashlib.sha1(node.encode()).hexdigest()[:8]
+
+
+def load_token(args: argparse.Namespace, root_dir: str) -> str:
+    if args.token_file:
+        with open(args.token_file) as f:
+            return f.read().strip()
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    path = os.path.join(root_dir, "kubelet-token")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    log.warning("no --token-file and no $%s: the endpoint accepts the token in %s "
+                "(give it to the API server as $%s for logs and exec)", TOKEN_ENV, path, TOKEN_ENV)
+    with open(path) as f:
+        return f.read().strip()
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        conn = kubeconfig.load(args.kubeconfig).connection()
+    except (OSError, ValueError) as exc:
+        print(f"error: kubeconfig: {exc}", file=sys.stderr)
+        return 1
+    client = Client(conn, user_agent="kubelet/v1.32.0 (linux/amd64) minik8s")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s: stopping (pods keep running)", sig.name)
+        stop.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        if args.runtime == "fake":
+            return await _run_fake(args, client, stop)
+        return await _run_linux(args, client, stop)
+    finally:
+        await client.close()
+
+
+def _capacity(args: argparse.Namespace, root_dir: str) -> dict[str, str]:
+    from kubelet.node import host_capacity
+    cap = host_capacity(root_dir)
+    if args.cpu:
+        cap["cpu"] = args.cpu
+    if args.memory:
+        cap["memory"] = args.memory
+    cap["pods"] = str(args.max_pods)
+    return cap
+
+
+async def _until_stopped(stop: asyncio.Event, *tasks: asyncio.Task) -> int:
+    """Wait for a stop signal, or for a task to end (an error: reported, exit 1)."""
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    code = 0
+    for t in done:
+        if t is not stopper and not t.cancelled() and t.exception() is not None:
+            log.error("kubelet: %s failed: %r", t.get_name(), t.exception())
+            code = 1
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return code
+
+
+async def _register(node, stop: asyncio.Event) -> bool:
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await node.register()
+            return True
+        except Exception as exc:  # noqa: BLE001 - the API server may not be up yet
+            log.warning("registering node %s: %s; retrying in %.1fs", node.name, exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 7.0)
+    return False
+
+
+async def _wait_pod_cidr(client: Client, name: str, timeout: float, stop: asyncio.Event) -> str | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and not stop.is_set():
+        await asyncio.sleep(0.25)
+        try:
+            cidr = ((await client.get("nodes", name)).get("spec") or {}).get("podCIDR")
+        except Exception:  # noqa: BLE001 - keep waiting
+            cidr = None
+        if cidr:
+            return cidr
+    return None
+
+
+async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
+    from kubelet.kubelet import Kubelet
+    from kubelet.linux_runtime import LinuxRuntime
+    from kubelet.network import node_ip
+    from kubelet.node import Node
+    from kubelet.server import KubeletServer
+
+    name = args.node_name or socket.gethostname().lower()
+    root_dir = args.root_dir or os.path.join("/var/lib/minik8s", name)
+    os.makedirs(root_dir, exist_ok=True)
+    # pyroute2 cannot run on the event loop's thread
+    address = args.address or await asyncio.to_thread(node_ip) or "127.0.0.1"
+    token = load_token(args, root_dir)
+    node = Node(client, name, address=address, port=args.port, capacity=_capacity(args, root_dir),
+                lease_duration=args.node_lease_duration, renew_interval=args.lease_renew_interval,
+                status_interval=args.node_status_update_frequency)
+    if not await _register(node, stop):
+        return 0
+    cidr = (node.node.get("spec") or {}).get("podCIDR") or args.pod_cidr
+    if not cidr:  # a controller manager may be about to allocate one
+        cidr = await _wait_pod_cidr(client, name, args.pod_cidr_timeout, stop)
+    if not cidr:
+        cidr = DEFAULT_POD_CIDR
+        log.info("node %s has no spec.podCIDR and no --pod-cidr was given: using %s", name, cidr)
+    runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=args.bridge or default_bridge(name),
+                           cgroup_parent=args.cgroup_parent or f"minik8s-{name}", node_ip=address)
+    kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
+                      node_allocatable=node.allocatable)
+    server = KubeletServer(kubelet, token=token)
+    tasks = [asyncio.create_task(node.run(), name="node")]
+    try:
+        await kubelet.start()
+        # Served once the node's pods are known: logs and exec find them from the start.
+        tasks.append(asyncio.create_task(server.serve(address, args.port), name="endpoint"))
+        log.info("kubelet %s: pods in %s, endpoint %s:%d, pod CIDR %s", name, root_dir, address,
+                 args.port, cidr)
+        return await _until_stopped(stop, *tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await kubelet.stop()
+
+
+async def _run_fake(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
+    from kubelet.fake import DEFAULT_CAPACITY, FakeNodes
+    capacity = dict(DEFAULT_CAPACITY, pods=str(args.max_pods))
+    if args.cpu:
+        capacity["cpu"] = args.cpu
+    if args.memory:
+        capacity["memory"] = args.memory
+    fake = FakeNodes(client, prefix=args.node_name or "fake-node", count=args.nodes, capacity=capacity,
+                     renew_interval=args.lease_renew_interval, lease_duration=args.node_lease_duration)
+    starter = asyncio.create_task(fake.start(), name="fake-nodes")
+    try:
+        code = await _until_stopped(stop, starter)
+        if code == 0 and not stop.is_set():  # all registered: simulate until told to stop
+            await stop.wait()
+        return code
+    finally:
+        await fake.stop()

@@ -1,0 +1,337 @@
+"""The kubelet's endpoint on the node's address (pkg/kubelet/server): what the API server
+proxies `pods/{name}/log` and `pods/{name}/exec` to.
+
+    GET /healthz                                      "ok" (no credential needed)
+    GET /containerLogs/{namespace}/{pod}/{container}  follow, tailLines, previous,
+                                                      timestamps, sinceSeconds, sinceTime,
+                                                      limitBytes
+    GET /exec/{namespace}/{pod}/{container}           WebSocket, v5.channel.k8s.io or
+                                                      v4.channel.k8s.io: command (repeated),
+                                                      stdin, stdout, stderr, tty
+
+Every request but /healthz must carry `Authorization: Bearer <token>`, the token shared
+with the API server; anything else is 401. Which run of a container a log request reads
+follows the kubelet (validateContainerLogStatus): the running or last terminated run,
+`previous` the one before; errors are `kind: Status` bodies.
+
+Exec frames carry a leading channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a Status
+JSON with the exit code when it is not 0), 4 resize (ignored), and with v5 255 close (the
+client's stdin is done). There is no TTY: with `tty` the command's stderr goes to stdout.
+
+Log files are read by a thread per request that hands chunks to the event loop; it stops
+when the container stops (follow), the file ends, or the client goes away.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import threading
+import time
+from typing import AsyncIterator
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from kubelet import logs
+from kubelet.kubelet import Kubelet
+from kubelet.runtime import ContainerRuntimeError, ContainerStatus
+from kubelet.status import CONTAINER_ID_PREFIX
+from machinery.errors import APIError, BadRequest, InternalError, NotFound, Unauthorized
+
+log = logging.getLogger("minik8s.kubelet.server")
+
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+def _status(err: APIError) -> Response:
+    return Response(orjson.dumps(err.to_status()), status_code=err.code, media_type="application/json")
+
+
+def _flag(q, name: str) -> bool:
+    return q.get(name, "").lower() in ("1", "true")
+
+
+def _int(q, name: str) -> int | None:
+    raw = q.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f'invalid value for {name}: "{raw}"') from None
+
+
+class KubeletServer:
+    def __init__(self, kubelet: Kubelet, *, token: str):
+        self.kubelet, self.token = kubelet, token
+        self.app = Starlette(routes=[
+            Route("/healthz", self.healthz),
+            Route("/containerLogs/{namespace}/{pod}/{container}", self.container_logs),
+            WebSocketRoute("/exec/{namespace}/{pod}/{container}", self.exec),
+        ])
+
+    def _authorized(self, headers) -> bool:
+        auth = headers.get("authorization", "")
+        return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.token.encode())
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b"ok", media_type="text/plain")
+
+    # -- which run -------------------------------------------------------------------
+
+    def _find_run(self, namespace: str, pod_name: str, container: str, *, previous: bool,
+                  running_only: bool = False) -> ContainerStatus:
+        pod = self.kubelet.pod(namespace, pod_name)
+        if pod is None:
+            raise NotFound(f'pod "{pod_name}" not found', kind="pods", name=pod_name)
+        uid = pod["metadata"]["uid"]
+        names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []] + \
+                [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
+        if container not in names:
+            raise BadRequest(f"container {container} is not valid for pod {pod_name}")
+        runtime = self.kubelet.runtime
+        if running_only:  # exec: the current run, straight from the runtime
+            runs = sorted((c for c in runtime.list_containers(uid) if c.name == container),
+                          key=lambda c: c.attempt)
+            if not runs or not runs[-1].running:
+                raise BadRequest(f'container not found ("{container}")')
+            return runs[-1]
+        cs = self.kubelet.container_status(uid, container)
+        if cs is None:  # not synced yet since the kubelet started: the runs on the node
+            runs = sorted((c for c in runtime.list_containers(uid) if c.name == container),
+                          key=lambda c: c.attempt)
+            if len(runs) < (2 if previous else 1):
+                raise BadRequest(f'previous terminated container "{container}" in pod "{pod_name}" not found'
+                                 if previous else f'container "{container}" in pod "{pod_name}" is '
+                                 "waiting to start: ContainerCreating")
+            return runs[-2] if previous else runs[-1]
+        state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated") or {}
+        if previous:
+            cid = last.get("containerID")
+            if not cid:
+                raise BadRequest(f'previous terminated container "{container}" in pod "{pod_name}" not found')
+        elif "running" in state or "terminated" in state:
+            cid = cs.get("containerID") or last.get("containerID")
+        elif last.get("containerID"):
+            cid = last["containerID"]
+        else:
+            reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
+            raise BadRequest(f'container "{container}" in pod "{pod_name}" is waiting to start: {reason}')
+        run = runtime.container_status(cid.removeprefix(CONTAINER_ID_PREFIX))
+        if run is None:
+            raise NotFound(f'container "{container}" in pod "{pod_name}" not found on the node')
+        return run
+
+    # -- logs ---------------------------------------------------------------------------
+
+    async def container_logs(self, request: Request) -> Response:
+        if not self._authorized(request.headers):
+            return _status(Unauthorized("Unauthorized"))
+        p, q = request.path_params, request.query_params
+        try:
+            previous, follow = _flag(q, "previous"), _flag(q, "follow")
+            tail, since_s, limit = _int(q, "tailLines"), _int(q, "sinceSeconds"), _int(q, "limitBytes")
+            since_ns = None
+            if since_s is not None:
+                since_ns = int((time.time() - since_s) * 1e9)
+            elif q.get("sinceTime"):
+                try:
+                    since_ns = logs.parse_time(q["sinceTime"].encode())
+                except ValueError:
+                    raise BadRequest(f'invalid value for sinceTime: "{q["sinceTime"]}"') from None
+            run = await self.kubelet.blocking(self._find_run, p["namespace"], p["pod"], p["container"],
+                                              previous=previous)
+        except APIError as err:
+            return _status(err)
+        runtime = self.kubelet.runtime
+
+        def running() -> bool:
+            st = runtime.container_status(run.id)
+            return st is not None and st.state != "exited"
+        chunks = _read_in_thread(run.log_path, tail=tail, since_ns=since_ns,
+                                 timestamps=_flag(q, "timestamps"), limit_bytes=limit,
+                                 follow=follow and not previous, running=running)
+        return _Streaming(chunks, media_type="text/plain")
+
+    # -- exec ---------------------------------------------------------------------------
+
+    async def exec(self, ws: WebSocket) -> None:
+        p, q = ws.path_params, ws.query_params
+        try:
+            if not self._authorized(ws.headers):
+                raise Unauthorized("Unauthorized")
+            argv = q.getlist("command")
+            if not argv:
+                raise BadRequest("you must specify at least 1 command")
+            protocol = next((x for x in PROTOCOLS if x in ws.scope.get("subprotocols", ())), None)
+            if protocol is None:
+                raise BadRequest("a WebSocket subprotocol is required, one of: " + ", ".join(PROTOCOLS))
+            run = await self.kubelet.blocking(self._find_run, p["namespace"], p["pod"], p["container"],
+                                              previous=False, running_only=True)
+        except APIError as err:
+            await ws.send_denial_response(_status(err))
+            return
+        await ws.accept(subprotocol=protocol)
+        stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
+        try:
+            proc = await self.kubelet.blocking(self.kubelet.runtime.exec, run.id, argv, stdin=stdin)
+        except ContainerRuntimeError as e:
+            await self._finish(ws, InternalError(e.message).to_status())
+            return
+        loop = asyncio.get_running_loop()
+
+        async def pump(pipe, channel: int) -> None:
+            reader = asyncio.StreamReader()
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+            try:
+                while data := await reader.read(65536):
+                    if (channel == STDOUT and _flag(q, "stdout")) or (channel == STDERR and (_flag(q, "stderr") or tty)):
+                        await ws.send_bytes(bytes([STDOUT if tty else channel]) + data)
+            finally:
+                transport.close()
+
+        async def feed() -> None:
+            """Client frames: stdin data, v5 close of stdin, resize; returns when the
+            client goes away."""
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                data = msg.get("bytes") or (msg.get("text") or "").encode()
+                if not data or proc.stdin is None:
+                    continue
+                if data[0] == STDIN and len(data) > 1:
+                    try:
+                        await self.kubelet.blocking(_write_all, proc.stdin, data[1:])
+                    except OSError:
+                        pass
+                elif data[0] == CLOSE and data[1:2] == bytes([STDIN]):
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
+
+        exited = loop.create_future()
+        pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        feeder = asyncio.create_task(feed())
+        pumps = asyncio.gather(pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR))
+        try:
+            for step in (pumps, exited):  # the output to its end, then the exit
+                done, _ = await asyncio.wait({feeder, step}, return_when=asyncio.FIRST_COMPLETED)
+                if step not in done:  # the client left: stop the command
+                    proc.kill()
+                    return
+            code = proc.wait()
+            status = {"metadata": {}, "status": "Success"} if code == 0 else {
+                "metadata": {}, "status": "Failure",
+                "message": f"command terminated with non-zero exit code: error executing command "
+                           f"{argv}, exit code {code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+            await self._finish(ws, status)
+        except (WebSocketDisconnect, OSError):
+            proc.kill()
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            feeder.cancel()
+            pumps.cancel()
+            if proc.stdin:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            await self.kubelet.blocking(proc.wait)
+
+    @staticmethod
+    async def _finish(ws: WebSocket, status: dict) -> None:
+        with contextlib.suppress(Exception):
+            await ws.send_bytes(bytes([ERROR]) + orjson.dumps(status))
+            await ws.close()
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def serve(self, host: str, port: int, *, started: asyncio.Event | None = None) -> None:
+        server = _Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
+                                        access_log=False, lifespan="off", ws="websockets-sansio"))
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                if task.done():
+                    await task  # raise what made it fail (the port is taken...)
+                    raise RuntimeError(f"the kubelet endpoint did not start on {host}:{port}")
+                await asyncio.sleep(0.01)
+            if started is not None:
+                started.set()
+            await task
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), 3)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the kubelet decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class _Streaming(StreamingResponse):
+    """A streamed body that ends as soon as the client goes away, even while idle (a
+    followed log of a quiet container)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def stream() -> None:
+            try:
+                await self.stream_response(send)
+            except OSError:
+                pass
+        task = asyncio.create_task(stream())
+        waiter = asyncio.create_task(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+            waiter.cancel()
+            await asyncio.gather(task, waiter, return_exceptions=True)
+
+
+def _write_all(f, data: bytes) -> None:
+    f.write(data)
+    f.flush()
+
+
+async def _read_in_thread(path: str, *, running, **opts) -> AsyncIterator[bytes]:
+    """`logs.read_log` on a thread of its own, its chunks handed to this loop."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def produce() -> None:
+        try:
+            for chunk in logs.read_log(path, running=lambda: not stop.is_set() and running(), **opts):
+                if stop.is_set():
+                    break
+                put(chunk)
+        except Exception as exc:  # noqa: BLE001 - reported by ending the stream
+            log.warning("reading %s: %s", path, exc)
+        finally:
+            put(None)
+    threading.Thread(target=produce, name="log-reader", daemon=True).start()
+    try:
+        while (chunk := await queue.get()) is not None:
+            yield chunk
+    finally:
+        stop.set()

@@ -1,0 +1,54 @@
+"""`minik8s kubelet --runtime fake --nodes N`: many simulated nodes in one process."""
+import ipaddress
+import uuid
+
+from tests.procs import Component, wait_for
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+
+
+def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, http, ns):
+    prefix, count = "fake-" + uuid.uuid4().hex[:6], 40
+    names = [f"{prefix}-{i}" for i in range(count)]
+    kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", str(count),
+                        "--node-name", prefix, "--lease-renew-interval", "1").start()
+    try:
+        def ours(path):
+            return {o["metadata"]["name"]: o for o in http.get(path).json()["items"]
+                    if o["metadata"]["name"].startswith(prefix + "-")}
+        nodes = wait_for(lambda: len(n := ours("/api/v1/nodes")) == count and n, what="the fake nodes")
+        assert set(nodes) == set(names)
+        node = nodes[names[7]]
+        assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+        assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 0
+        leases = wait_for(lambda: len(x := ours(LEASES)) == count and x, what="the leases")
+        first = leases[names[0]]["spec"]["renewTime"]
+        wait_for(lambda: http.get(f"{LEASES}/{names[0]}").json()["spec"]["renewTime"] != first,
+                 what="a renewal")
+
+        for i in range(10):
+            r = http.post(f"/api/v1/namespaces/{ns}/pods", json={
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"},
+                "spec": {"nodeName": names[i % 3], "containers": [{"name": "c", "image": "nginx"}]}})
+            assert r.status_code == 201, r.text
+
+        def running():
+            pods = http.get(f"/api/v1/namespaces/{ns}/pods").json()["items"]
+            return len(pods) == 10 and all(p["status"].get("phase") == "Running" for p in pods) and pods
+        pods = wait_for(running, what="the pods to run")
+        ips = [p["status"]["podIP"] for p in pods]
+        assert len(set(ips)) == 10 and all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.128.0.0/9")
+                                           for ip in ips)
+        assert all({c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"] == "True" for p in pods)
+        assert all(p["status"]["containerStatuses"][0]["ready"] for p in pods)
+
+        r = http.delete(f"/api/v1/namespaces/{ns}/pods/p0")
+        assert r.status_code == 202  # graceful: the fake kubelet confirms it
+        wait_for(lambda: http.get(f"/api/v1/namespaces/{ns}/pods/p0").status_code == 404,
+                 what="the deletion to be confirmed")
+        assert kubelet.alive()
+    finally:
+        kubelet.stop()
+        for name in names:
+            http.delete(f"{LEASES}/{name}")
+            http.delete(f"/api/v1/nodes/{name}")
