@@ -416,16 +416,15 @@ class Resources:
             if kv is None:
                 raise errors.not_found(rt.group_resource, name)
             old = decode(key, kv.value, kv.mod_revision).obj
-            # The patch applies to the object without its resourceVersion, so a version
-            # in the result can only have come from the patch: a precondition.
-            unversioned = {**old, "metadata": {k: v for k, v in old["metadata"].items()
-                                               if k != "resourceVersion"}}
-            new = apply_patch(rt, unversioned, patch_type, body)
+            # As in Kubernetes, the patch applies to the current object, resourceVersion
+            # included: a version in the result that is not the current one can only come
+            # from the patch, and is a precondition that fails.
+            new = apply_patch(rt, old, patch_type, body)
             if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
                 raise errors.BadRequest("the patch produced an object that is not a "
                                         f"{rt.kind}")
-            precondition = _parse_rv(new["metadata"].get("resourceVersion"))
-            if precondition is not None and precondition != kv.mod_revision:
+            pinned = _parse_rv(new["metadata"].get("resourceVersion"))
+            if pinned is not None and pinned != kv.mod_revision:
                 raise errors.conflict(rt.group_resource, name, rt.group)
             self._check_identity(rt, new, namespace, name)
             try:
@@ -433,10 +432,8 @@ class Resources:
                                          dry_run=dry_run, field_validation=field_validation,
                                          warnings=warnings, manager=manager)
             except errors.Conflict:
-                # Someone wrote between our read and our write: a patch is re-applied to
-                # the new state, unless the client pinned a resourceVersion.
-                if precondition is not None:
-                    raise
+                # Someone wrote between our read and our write: re-apply the patch to the
+                # new state (a pinned version then fails the check above).
                 await asyncio.sleep(0.001 * attempt)
         raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
 
