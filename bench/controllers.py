@@ -1,0 +1,338 @@
+"""Controller benchmark: a real etcd, API server, scheduler and controller manager
+(`--controllers replicaset,deployment`), each its own process; nodes are simulated by
+a loop in this process that plays every kubelet: it marks each pod bound to a node
+Running and Ready through pods/status, and finishes the graceful deletion of a bound
+pod (a delete with grace 0), as a kubelet does once the containers have stopped.
+
+(a) scale-up: from creating a Deployment of N replicas (default 1,000) to N pods
+    created, N bound, N ready and the Deployment available;
+(b) replacement: delete one pod, time until its replacement is created (the ADDED
+    event in this process' watch), 100 times, one after another: p50 / p99;
+(c) rolling update of the N replicas (maxSurge 25%, maxUnavailable 25%, the
+    defaults) to a new image: until the Deployment reports the rollout complete.
+
+Without `minik8s scheduler` (or with --bind) pods are bound by this process instead,
+round-robin through the binding API.
+
+Run: .venv/bin/python -m bench.controllers [--replicas N] [--nodes N] [--deletions N]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from client.informer import Informer  # noqa: E402
+from client.rest import Client  # noqa: E402
+from machinery import errors  # noqa: E402
+from tests.procs import APIServer, Component, Etcd, free_port  # noqa: E402
+
+NS = "bench-controllers"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CPU:
+    """CPU seconds each process spent between marks (wall time is at the mercy of
+    whatever else the machine runs; CPU time much less so)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.last = self.read()
+
+    def read(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["bench"] = time.process_time()
+        return out
+
+    def mark(self) -> str:
+        now = self.read()
+        used = {k: now[k] - self.last[k] for k in now}
+        self.last = now
+        return ", ".join(f"{k} {v:.1f}" for k, v in used.items())
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def node(i: int) -> dict:
+    capacity = {"cpu": "64", "memory": "256Gi", "pods": "250"}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i}",
+                                                             "labels": {"kubernetes.io/hostname": f"node-{i}"}},
+            "status": {"capacity": capacity, "allocatable": capacity,
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                       "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}}
+
+
+def deployment(replicas: int, image: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "c", "image": image, "resources": {
+                                      "requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+
+
+class Nodes:
+    """Every kubelet at once: bound pods become Running and Ready; bound pods being
+    deleted are finished off. Optionally binds pods itself (no scheduler)."""
+
+    def __init__(self, client: Client, nodes: int, *, bind: bool, workers: int = 8):
+        self.client, self.nodes, self.bind = client, nodes, bind
+        self.informer = Informer(client, "pods", namespace=NS)
+        self.todo: asyncio.Queue = asyncio.Queue()
+        self.workers = workers
+        self.created: dict[str, float] = {}   # pod name -> when this process first saw it
+        self.bound: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.informer.add_handler(on_add=self._changed, on_update=lambda _, p: self._changed(p))
+        self._next_node = 0
+        self._inflight: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+
+    def _changed(self, pod: dict) -> None:
+        t = time.perf_counter()
+        name = pod["metadata"]["name"]
+        if name not in self.created:
+            self.created[name] = t
+        if pod["spec"].get("nodeName") and name not in self.bound:
+            self.bound[name] = t
+        if name not in self.ready and any(c.get("type") == "Ready" and c.get("status") == "True"
+                                          for c in (pod.get("status") or {}).get("conditions") or ()):
+            self.ready[name] = t
+        if name in self._inflight:
+            return
+        if pod["metadata"].get("deletionTimestamp"):
+            if pod["spec"].get("nodeName"):
+                self._inflight.add(name)
+                self.todo.put_nowait(("finish", name))
+        elif not pod["spec"].get("nodeName"):
+            if self.bind:
+                self._inflight.add(name)
+                self.todo.put_nowait(("bind", name))
+        elif name not in self.ready:
+            self._inflight.add(name)
+            self.todo.put_nowait(("run", name))
+
+    async def _work(self) -> None:
+        while True:
+            what, name = await self.todo.get()
+            try:
+                if what == "finish":
+                    await self.client.delete("pods", name, namespace=NS, grace_period_seconds=0)
+                elif what == "bind":
+                    self._next_node = (self._next_node + 1) % self.nodes
+                    await self.client.bind(name, f"node-{self._next_node}", namespace=NS)
+                else:
+                    t = now()
+                    await self.client.patch("pods", name, namespace=NS, subresource="status", patch={
+                        "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [
+                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+                            {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": t},
+                            {"type": "Ready", "status": "True", "lastTransitionTime": t}]}})
+            except (errors.NotFound, errors.Conflict):
+                pass
+            finally:
+                self._inflight.discard(name)
+                pod = self.informer.store.get(f"{NS}/{name}")
+                if pod is not None and what != "finish":
+                    self._changed(pod)  # look again: it may have changed meanwhile
+
+    async def start(self) -> None:
+        self._tasks = [self.informer.start()] + [asyncio.create_task(self._work()) for _ in range(self.workers)]
+        await self.informer.wait_for_sync()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def live(self) -> list[dict]:
+        return [p for p in self.informer.store.list() if not p["metadata"].get("deletionTimestamp")]
+
+
+def reconciles(port: int) -> str:
+    """`replicaset 1234 (5.6 ms avg)`, ... from the controller manager's /metrics."""
+    import httpx
+    values = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        for metric in ("controller_reconcile_total", "controller_reconcile_duration_seconds_sum"):
+            if line.startswith(metric + "{"):
+                name = line.split('"')[1]
+                values[(metric, name)] = float(line.rsplit(" ", 1)[1])
+    names = sorted({n for _, n in values})
+    return ", ".join(f"{n} {values[('controller_reconcile_total', n)]:.0f} "
+                     f"({1000 * values[('controller_reconcile_duration_seconds_sum', n)] / max(1, values[('controller_reconcile_total', n)]):.1f} ms avg)"
+                     for n in names)
+
+
+async def until(cond, timeout: float, what: str, interval: float = 0.005) -> float:
+    start = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+    return time.perf_counter()
+
+
+async def rolled_out(client: Client, replicas: int, image: str) -> bool:
+    d = await client.get("deployments", "web", namespace=NS)
+    st = d.get("status") or {}
+    return (st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+            and st.get("updatedReplicas") == st.get("replicas") == st.get("availableReplicas") == replicas
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == image)
+
+
+async def poll(fn, timeout: float, what: str, interval: float = 0.05) -> float:
+    start = time.perf_counter()
+    while not await fn():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+    return time.perf_counter()
+
+
+async def bench(url: str, args, bind: bool, pids: dict[str, int]) -> dict:
+    out: dict = {}
+    async with Client(url) as client:
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        await asyncio.gather(*(client.create(node(i)) for i in range(args.nodes)))
+        nodes = Nodes(client, args.nodes, bind=bind)
+        await nodes.start()
+        n = args.replicas
+
+        # Warm-up: every component is up, synced and has done one round trip.
+        warm = deployment(1, "nginx:1")
+        warm["metadata"]["name"] = "warm-up"
+        warm["spec"]["selector"]["matchLabels"] = warm["spec"]["template"]["metadata"]["labels"] = {"app": "warm"}
+        await client.create(warm, namespace=NS)
+        await until(lambda: len(nodes.ready) >= 1, args.timeout, "the warm-up pod")
+        await client.delete("deployments", "warm-up", namespace=NS)
+        await client.delete_collection("replicasets", namespace=NS, label_selector="app=warm")
+        await client.delete_collection("pods", namespace=NS, label_selector="app=warm", grace_period_seconds=0)
+        await until(lambda: not nodes.live(), args.timeout, "the warm-up pod gone")
+        for d in (nodes.created, nodes.bound, nodes.ready):
+            d.clear()
+        cpu = CPU(pids)
+
+        # (a) scale-up
+        t0 = time.perf_counter()
+        await client.create(deployment(n, "nginx:1"), namespace=NS)
+        await until(lambda: len(nodes.bound) >= n, args.timeout, f"{n} pods bound")
+        t_ready = await poll(lambda: rolled_out(client, n, "nginx:1"), args.timeout, "available")
+        created = sorted(nodes.created.values())
+        out["created"] = created[n - 1] - t0
+        out["bound"] = sorted(nodes.bound.values())[n - 1] - t0
+        out["ready"] = sorted(nodes.ready.values())[n - 1] - t0
+        out["available"] = t_ready - t0
+        out["cpu_a"] = cpu.mark()
+
+        # (b) replacement latency
+        lat = []
+        for i in range(args.deletions):
+            victim = nodes.live()[i % len(nodes.live())]["metadata"]["name"]
+            before = len(nodes.created)
+            t = time.perf_counter()
+            await client.delete("pods", victim, namespace=NS)
+            await until(lambda: len(nodes.created) > before, 10, "a replacement", interval=0.0005)
+            lat.append(max(nodes.created.values()) - t)
+            # Settled (replacement ready, statuses written) before the next one, so
+            # each figure is one replacement's latency, not a queue behind the last.
+            await until(lambda: len(nodes.live()) == n and len(nodes.ready) == len(nodes.created),
+                        10, "replacement ready", interval=0.001)
+            await poll(lambda: rolled_out(client, n, "nginx:1"), 10, "settled", interval=0.01)
+        out["replace_p50"] = statistics.median(lat)
+        out["replace_p99"] = pct(lat, 99)
+        out["replace_max"] = max(lat)
+        out["cpu_b"] = cpu.mark()
+
+        # (c) rolling update
+        await poll(lambda: rolled_out(client, n, "nginx:1"), args.timeout, "settled before update")
+        t0 = time.perf_counter()
+        await client.patch("deployments", "web", {"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "image": "nginx:2"}]}}}}, namespace=NS, patch_type="strategic")
+        out["rollout"] = await poll(lambda: rolled_out(client, n, "nginx:2"), args.timeout, "rollout") - t0
+        out["cpu_c"] = cpu.mark()
+        await nodes.stop()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--replicas", type=int, default=1000)
+    p.add_argument("--nodes", type=int, default=10)
+    p.add_argument("--deletions", type=int, default=100)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--bind", action="store_true", help="bind pods here instead of running the scheduler")
+    args = p.parse_args()
+
+    etcd = Etcd().start()
+    api = APIServer(etcd.url).start()
+    procs: list[Component] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        kc = os.path.join(tmp, "kubeconfig")
+        with open(kc, "w") as f:
+            f.write(f"apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster: {{server: {api.url}}}\n"
+                    "users:\n- name: a\n  user: {}\ncontexts:\n- name: m\n  context: {cluster: m, user: a}\n"
+                    "current-context: m\n")
+        try:
+            bind = args.bind
+            if not bind:
+                sched = Component("scheduler", "--kubeconfig", kc, "--leader-elect=false").start()
+                time.sleep(0.5)
+                if not sched.alive():
+                    print(f"(scheduler not runnable, binding here: {sched.log()[-300:]!r})")
+                    bind = True
+                else:
+                    procs.append(sched)
+            cm_port = free_port()
+            procs.append(Component("controller-manager", "--kubeconfig", kc, "--controllers",
+                                   "replicaset,deployment", "--leader-elect=false",
+                                   "--port", str(cm_port)).start())
+            pids = {"apiserver": api.proc.pid, "etcd": etcd.proc.pid,
+                    **{c.args[0]: c.proc.pid for c in procs}}
+            out = asyncio.run(bench(api.url, args, bind, pids))
+            out["reconciles"] = reconciles(cm_port)
+            for c in procs:
+                if not c.alive():
+                    print(f"{c.args[0]} died:\n{c.log()}")
+        finally:
+            for c in procs:
+                c.stop()
+            api.stop()
+            etcd.stop()
+
+    n = args.replicas
+    print(f"controllers benchmark, {datetime.now():%Y-%m-%d}, {platform.node()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; {n} replicas on {args.nodes} simulated nodes; "
+          f"binding by {'this process' if bind else 'minik8s scheduler'}")
+    print(f"(a) Deployment of {n}: created {out['created']:.2f}s, bound {out['bound']:.2f}s "
+          f"(target < 10s), ready {out['ready']:.2f}s, available {out['available']:.2f}s")
+    print(f"    CPU seconds: {out['cpu_a']}")
+    print(f"(b) replacement after a delete, {args.deletions}x: p50 {out['replace_p50'] * 1000:.1f}ms, "
+          f"p99 {out['replace_p99'] * 1000:.1f}ms (target < 200ms), max {out['replace_max'] * 1000:.1f}ms")
+    print(f"    CPU seconds: {out['cpu_b']}")
+    print(f"(c) rolling update of {n} (25%/25%): {out['rollout']:.2f}s")
+    print(f"    CPU seconds: {out['cpu_c']}")
+    print(f"reconciles over the whole run: {out['reconciles']}")
+
+
+if __name__ == "__main__":
+    main()

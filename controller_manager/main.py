@@ -1,0 +1,214 @@
+"""`minik8s controller-manager`: the controller manager process.
+
+    minik8s controller-manager --kubeconfig PATH [--controllers '*,-name,...']
+        [--concurrent-workers 5] [--leader-elect=true|false]
+        [--leader-elect-lease-duration 15s] [--leader-elect-renew-deadline 10s]
+        [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--port 10257]
+
+Flags read as kube-controller-manager's (durations as Go durations, `15s`, `1m30s`, or
+plain seconds). Options for particular controllers (node lifecycle, pod GC, IPAM) are
+passed to every controller as keyword arguments; each takes the ones it knows.
+
+A bad flag, an unknown controller or an unusable kubeconfig is one line on stderr and
+exit code 1 (argparse's usage errors: 2), never a traceback. SIGTERM or SIGINT stops
+the controllers, releases the Lease and exits 0; losing the Lease exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import socket
+import sys
+import uuid
+
+from client import kubeconfig
+from client.rest import Client
+from controller_manager.manager import Manager, enabled_controllers
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(v: str) -> float:
+    """Seconds in a Go duration (`1m30s`, `250ms`) or a plain number of seconds."""
+    v = v.strip()
+    try:
+        seconds = float(v)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for m in _DURATION.finditer(v):
+            if m.start() != pos:
+                break
+            seconds += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if pos != len(v) or not v:
+            raise argparse.ArgumentTypeError(f"invalid duration {v!r} (e.g. 15s, 1m30s, 250ms)") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {v!r}: negative")
+    return seconds
+
+
+def _bool(v: str) -> bool:
+    v = v.strip().lower()
+    if v in ("true", "1", "yes", "t"):
+        return True
+    if v in ("false", "0", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minik8s controller-manager",
+                                description="Run the reconcile loops (kube-controller-manager).")
+    p.add_argument("--kubeconfig", help="kubeconfig of the API server (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--controllers", default="*", metavar="LIST",
+                   help="controllers to run: '*' all, 'name' on, '-name' off (default '*')")
+    p.add_argument("--concurrent-workers", type=_positive, default=5, metavar="N",
+                   help="workers per controller (default 5)")
+    p.add_argument("--kube-api-max-in-flight", type=_positive, default=8, metavar="N",
+                   help="API requests outstanding at once, watches aside (default 8)")
+    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True,
+                   metavar="true|false", help="run controllers only while holding the Lease (default true)")
+    p.add_argument("--leader-elect-lease-duration", type=parse_duration, default=15.0, metavar="DURATION")
+    p.add_argument("--leader-elect-renew-deadline", type=parse_duration, default=10.0, metavar="DURATION")
+    p.add_argument("--leader-elect-retry-period", type=parse_duration, default=2.0, metavar="DURATION")
+    p.add_argument("--leader-elect-resource-name", default="kube-controller-manager", metavar="NAME")
+    p.add_argument("--leader-elect-resource-namespace", default="kube-system", metavar="NS")
+    p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
+    p.add_argument("--port", type=int, default=10257, help="port for /healthz and /metrics (0: off)")
+    g = p.add_argument_group("controller options")
+    g.add_argument("--node-monitor-period", type=parse_duration, default=5.0, metavar="DURATION",
+                   help="how often node health is checked (default 5s)")
+    g.add_argument("--node-monitor-grace-period", type=parse_duration, default=40.0, metavar="DURATION",
+                   help="how long a node's lease may go unrenewed before it is NotReady (default 40s)")
+    g.add_argument("--node-eviction-rate", type=float, default=0.1, metavar="QPS",
+                   help="nodes per second whose pods are evicted (default 0.1)")
+    g.add_argument("--default-not-ready-toleration-seconds", type=int, default=300, metavar="S",
+                   help="toleration seconds for not-ready:NoExecute added to pods without one (300)")
+    g.add_argument("--default-unreachable-toleration-seconds", type=int, default=300, metavar="S",
+                   help="toleration seconds for unreachable:NoExecute added to pods without one (300)")
+    g.add_argument("--terminated-pod-gc-threshold", type=int, default=12500, metavar="N",
+                   help="terminated pods kept before the pod GC deletes the oldest (default 12500)")
+    g.add_argument("--allocate-node-cidrs", type=_bool, nargs="?", const=True, default=False,
+                   metavar="true|false", help="give each node a podCIDR from --cluster-cidr")
+    g.add_argument("--cluster-cidr", default="", help="the pods' address range, e.g. 10.244.0.0/16")
+    g.add_argument("--node-cidr-mask-size", type=int, default=24, metavar="BITS")
+    return p
+
+
+_OPTIONS = ("node_monitor_period", "node_monitor_grace_period", "node_eviction_rate",
+            "default_not_ready_toleration_seconds", "default_unreachable_toleration_seconds",
+            "terminated_pod_gc_threshold", "allocate_node_cidrs", "cluster_cidr", "node_cidr_mask_size")
+
+
+class UsageError(Exception):
+    pass
+
+
+class LimitedClient(Client):
+    """A Client with at most `max_in_flight` requests outstanding (watches aside).
+
+    Kubernetes throttles its controller manager's client by rate (--kube-api-qps 20,
+    --kube-api-burst 30). Here the limit is on concurrency instead: httpx's pool costs
+    grow with the number of requests waiting in it and connections open, so a
+    ReplicaSet creating 500 pods at once is faster sent 8 at a time."""
+
+    def __init__(self, *args, max_in_flight: int = 8, **kw):
+        # Idle pooled connections are each checked on every request: keep few.
+        super().__init__(*args, max_keepalive=max_in_flight, **kw)
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def request(self, *args, **kw):
+        async with self._slots:
+            return await super().request(*args, **kw)
+
+
+def _connection(path: str | None) -> kubeconfig.Connection:
+    try:
+        return kubeconfig.load(path).connection()
+    except OSError as e:
+        raise UsageError(f"kubeconfig {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - YAML errors, missing contexts, bad TLS data...
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"kubeconfig {path or '(default)'}: {first}") from None
+
+
+def build(args: argparse.Namespace) -> tuple[Manager, Client]:
+    try:
+        names = enabled_controllers(args.controllers)
+    except ValueError as e:
+        raise UsageError(f"--controllers: {e}") from None
+    if args.leader_elect and not (args.leader_elect_lease_duration > args.leader_elect_renew_deadline
+                                  > args.leader_elect_retry_period * 1.2):
+        raise UsageError("leader election needs lease duration > renew deadline > 1.2 x retry period")
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port {args.port}: not a port number")
+    conn = _connection(args.kubeconfig)
+    client = LimitedClient(conn, user_agent="minik8s-controller-manager",
+                           max_in_flight=args.kube_api_max_in_flight)
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+    manager = Manager(
+        client, controllers=names, workers=args.concurrent_workers,
+        options={k: getattr(args, k) for k in _OPTIONS}, leader_elect=args.leader_elect,
+        lease_name=args.leader_elect_resource_name, lease_namespace=args.leader_elect_resource_namespace,
+        identity=identity, lease_duration=args.leader_elect_lease_duration,
+        renew_deadline=args.leader_elect_renew_deadline, retry_period=args.leader_elect_retry_period,
+        bind_address=args.bind_address, port=args.port)
+    return manager, client
+
+
+async def _run(args: argparse.Namespace) -> int:
+    manager, client = build(args)
+    task = asyncio.ensure_future(manager.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if "sniffio" not in sys.modules:
+        try:
+            import sniffio  # noqa: F401
+        except ImportError:
+            # httpcore tries `import sniffio` on every request, and a failed import
+            # searches sys.path again each time (a fifth of this process' CPU under
+            # load); None makes it fail at once, which httpcore reads as "asyncio".
+            sys.modules["sniffio"] = None  # type: ignore[assignment]
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        runner = asyncio.run
+    try:
+        return runner(_run(args))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the metrics port is taken
+        print(f"error: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The controller manager: every enabled controller in one process, on one shared set
+of informers, under leader election, with /healthz and /metrics.
+
+What it guarantees
+- `--controllers` reads as kube-controller-manager's: a comma list where `name`
+  enables, `-name` disables and `*` enables the rest; the first mention of a name
+  wins. An unknown name is an error before anything starts.
+- A controller in the table whose module or class does not exist (yet) is skipped
+  with a warning; the others run.
+- Controllers share one SharedInformerFactory, so a kind several of them read is
+  listed and watched once. Informers start only once this process leads, and each
+  controller starts its workers only after its caches have synced.
+- With leader election, only the holder of the Lease (`kube-controller-manager` in
+  `kube-system` by default) runs controllers; losing it stops them at once and `run`
+  returns 1, as kube-controller-manager exits, to be restarted clean. Cancelling
+  `run` (SIGTERM) stops the controllers and gives the Lease up, so a successor need
+  not wait for it to expire.
+- `/healthz` (also `/livez`, `/readyz`) answers `ok`; `/metrics` answers Prometheus
+  text: per controller the work queue depth, reconciles, failed reconciles and a
+  reconcile latency histogram, and `leader_election_master_status`.
+
+Concurrency: one asyncio loop for everything; the HTTP server is a few lines on
+asyncio streams, as only these endpoints are served.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib
+import inspect
+import logging
+import time
+from typing import Any, Callable
+
+from client.clock import Clock
+from client.events import EventRecorder
+from client.informer import SharedInformerFactory
+from client.leaderelection import LeaderElector
+from client.rest import Client
+from controller_manager.controller import LATENCY_BUCKETS, Controller
+from controller_manager.controllers import CONTROLLERS
+
+log = logging.getLogger("minik8s.controller_manager")
+
+# Off unless named (kube-controller-manager keeps a few such, e.g. bootstrapsigner).
+DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
+
+
+def enabled_controllers(spec: str | list[str], known: list[str] | None = None) -> list[str]:
+    """Names `--controllers` turns on, in table order (IsControllerEnabled)."""
+    known = list(CONTROLLERS) if known is None else known
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    for item in items:
+        name = item[1:] if item.startswith("-") else item
+        if name != "*" and name not in known:
+            raise ValueError(f'"{name}" is not in the list of known controllers: {", ".join(known)}')
+
+    def on(name: str) -> bool:
+        star = False
+        for item in items:
+            if item == name:
+                return True
+            if item == "-" + name:
+                return False
+            star = star or item == "*"
+        return star and name not in DISABLED_BY_DEFAULT
+    return [name for name in known if on(name)]
+
+
+def load_controller_class(name: str) -> type[Controller] | None:
+    """The class the table names, or None (with a warning) if it does not exist yet."""
+    module_name, _, class_name = CONTROLLERS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            log.warning("controller %s: module %s does not exist; skipped", name, module_name)
+            return None
+        raise
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        log.warning("controller %s: %s has no class %s; skipped", name, module_name, class_name)
+    return cls
+
+
+def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The options `cls` takes: all of them if it has **kwargs, else those it names."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params}
+    return {k: v for k, v in options.items() if k in names}
+
+
+class SpamFilter:
+    """An EventRecorder behind Kubernetes' EventSourceObjectSpamFilter: per involved
+    object, a token bucket of `burst` events refilled at `qps` (25, one per five
+    minutes), so a ReplicaSet creating a thousand pods records 25 SuccessfulCreate
+    events, not a thousand writes competing with the pods'. Buckets live in an LRU of
+    4096 objects, as Kubernetes keeps them."""
+
+    def __init__(self, recorder: EventRecorder, *, burst: int = 25, qps: float = 1 / 300,
+                 size: int = 4096, now: Callable[[], float] = time.monotonic):
+        self.recorder, self.burst, self.qps, self.size, self.now = recorder, burst, qps, size, now
+        self._buckets: collections.OrderedDict[tuple, tuple[float, float]] = collections.OrderedDict()
+        self.dropped = 0
+
+    def event(self, obj: dict, type: str, reason: str, message: str, **kw: Any) -> None:
+        md = obj.get("metadata") or {}
+        key = (obj.get("kind"), obj.get("apiVersion"), md.get("namespace"), md.get("name"), md.get("uid"))
+        now = self.now()
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.qps)
+        if tokens >= 1:
+            tokens -= 1
+            self.recorder.event(obj, type, reason, message, **kw)
+        else:
+            self.dropped += 1
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+
+    async def flush(self) -> None:
+        await self.recorder.flush()
+
+    async def close(self) -> None:
+        await self.recorder.close()
+
+
+class Manager:
+    def __init__(self, client: Client, *, controllers: list[str], workers: int = 5,
+                 options: dict[str, Any] | None = None, leader_elect: bool = True,
+                 lease_name: str = "kube-controller-manager", lease_namespace: str = "kube-system",
+                 identity: str = "", lease_duration: float = 15.0, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0, bind_address: str = "127.0.0.1", port: int = 0,
+                 clock: Clock | None = None):
+        self.client = client
+        self.names = controllers
+        self.workers = workers
+        self.options = options or {}
+        self.leader_elect = leader_elect
+        self.bind_address, self.port = bind_address, port
+        self.clock = clock
+        self.controllers: dict[str, Controller] = {}
+        self.elector: LeaderElector | None = None
+        if leader_elect:
+            self.elector = LeaderElector(
+                client, name=lease_name, namespace=lease_namespace, identity=identity,
+                on_started_leading=self.run_controllers, lease_duration=lease_duration,
+                renew_deadline=renew_deadline, retry_period=retry_period,
+                release_on_cancel=True, clock=clock)
+        self.server: asyncio.AbstractServer | None = None
+        self._recorders: list[SpamFilter] = []
+
+    # -- the controllers ----------------------------------------------------------------
+
+    def build(self, factory: SharedInformerFactory) -> dict[str, Controller]:
+        built = {}
+        for name in self.names:
+            cls = load_controller_class(name)
+            if cls is None:
+                continue
+            recorder = SpamFilter(EventRecorder(self.client, component=f"{name}-controller"))
+            self._recorders.append(recorder)
+            built[name] = cls(self.client, factory, recorder=recorder, clock=self.clock,
+                              **_accepted(cls, self.options))
+        return built
+
+    async def run_controllers(self) -> None:
+        """Build, start informers, run every controller's workers; until cancelled."""
+        factory = SharedInformerFactory(self.client)
+        self.controllers = self.build(factory)
+        factory.start()
+        log.info("controllers started: %s", ", ".join(self.controllers) or "(none)")
+        tasks = [asyncio.create_task(c.run(self.workers), name=f"controller-{n}")
+                 for n, c in self.controllers.items()]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for c in self.controllers.values():
+                c.queue.shutdown()
+            await factory.stop()
+            for r in self._recorders:
+                await r.close()
+            self._recorders.clear()
+
+    async def run(self) -> int:
+        """Serve /healthz and /metrics and run the controllers (when leading). -> exit code."""
+        if self.port:
+            self.server = await asyncio.start_server(self._serve, self.bind_address, self.port)
+            log.info("serving /healthz and /metrics on http://%s:%d", self.bind_address, self.port)
+        try:
+            if self.elector is None:
+                await self.run_controllers()
+                return 0
+            await self.elector.run()
+            log.error("leader election lost")
+            return 1
+        finally:
+            if self.server is not None:
+                self.server.close()
+                await self.server.wait_closed()
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readline()
+                if not request:
+                    return
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # headers: nothing here needs them
+                parts = request.decode("latin-1").split()
+                path = parts[1].split("?")[0] if len(parts) > 1 else "/"
+                if path in ("/healthz", "/livez", "/readyz"):
+                    status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok"
+                elif path == "/metrics":
+                    status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+                    body = self.metrics_text().encode()
+                else:
+                    status, ctype, body = "404 Not Found", "text/plain; charset=utf-8", b"404 page not found\n"
+                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def metrics_text(self) -> str:
+        out = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}")
+            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        ctrls = self.controllers.items()
+        family("workqueue_depth", "gauge", "Current depth of the work queue.",
+               [(f'{{name="{n}"}}', len(c.queue)) for n, c in ctrls])
+        family("controller_reconcile_total", "counter", "Reconciles, successful or not.",
+               [(f'{{controller="{n}"}}', c.metrics.reconciles) for n, c in ctrls])
+        family("controller_reconcile_errors_total", "counter", "Reconciles that failed.",
+               [(f'{{controller="{n}"}}', c.metrics.errors) for n, c in ctrls])
+        hist = "controller_reconcile_duration_seconds"
+        out.append(f"# HELP {hist} Time one reconcile took.\n# TYPE {hist} histogram")
+        for n, c in ctrls:
+            m = c.metrics
+            for bound, count in zip(LATENCY_BUCKETS, m.latency_buckets):
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                out.append(f'{hist}_bucket{{controller="{n}",le="{le}"}} {count}')
+            out.append(f'{hist}_sum{{controller="{n}"}} {m.latency_sum:.6f}')
+            out.append(f'{hist}_count{{controller="{n}"}} {m.reconciles}')
+        leading = 1 if self.elector is None or self.elector.is_leader() else 0
+        family("leader_election_master_status", "gauge",
+               "1 while this process holds the lease and runs the controllers.",
+               [('{name="kube-controller-manager"}', leading)])
+        return "\n".join(out) + "\n"

@@ -1,0 +1,473 @@
+"""The controller manager: flag handling and the controller table (no server), then the
+ReplicaSet and Deployment controllers end to end: a real API server, `minik8s
+controller-manager` as a child process, no kubelets. `FakeKubelets` stands in for
+them, marking every pod that appears Running and Ready through the status subresource.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from client.informer import Informer
+from client.rest import Client, retry_on_conflict
+from controller_manager import manager as manager_mod
+from controller_manager.main import parse_duration
+from controller_manager.manager import Manager, enabled_controllers, load_controller_class
+from controller_manager.testing import RecordingClient
+from machinery import errors
+from tests.procs import Component, free_port
+
+KUBECTL = shutil.which("kubectl")
+TIMEOUT = 20.0  # catches hangs only; everything here takes well under a second or two
+
+
+# -- without a server --------------------------------------------------------------
+
+def test_controllers_flag_reads_as_kube_controller_managers():
+    known = ["a", "b", "c"]
+    assert enabled_controllers("*", known) == ["a", "b", "c"]
+    assert enabled_controllers("*,-b", known) == ["a", "c"]
+    assert enabled_controllers("b", known) == ["b"]
+    assert enabled_controllers("-a,*", known) == ["b", "c"]
+    assert enabled_controllers("a,-a", known) == ["a"]  # the first mention wins
+    assert enabled_controllers("", known) == []
+    with pytest.raises(ValueError, match='"nope" is not in the list of known controllers'):
+        enabled_controllers("*,-nope", known)
+
+
+def test_durations_read_as_go_durations():
+    assert parse_duration("15s") == 15
+    assert parse_duration("1m30s") == 90
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("2") == 2
+
+
+def test_controllers_whose_module_does_not_exist_yet_are_skipped(monkeypatch, caplog):
+    monkeypatch.setitem(manager_mod.CONTROLLERS, "ghost", "controller_manager.controllers.ghost:Ghost")
+    monkeypatch.setitem(manager_mod.CONTROLLERS, "noclass",
+                        "controller_manager.controllers.replicaset:NoSuchController")
+    with caplog.at_level(logging.WARNING):
+        assert load_controller_class("ghost") is None
+        assert load_controller_class("noclass") is None
+    assert "does not exist" in caplog.text and "has no class" in caplog.text
+    rc = RecordingClient()
+    m = Manager(rc, controllers=["ghost", "replicaset", "noclass"], leader_elect=False)  # type: ignore[arg-type]
+    built = m.build(rc)  # type: ignore[arg-type]
+    assert list(built) == ["replicaset"]
+
+
+async def test_metrics_text_has_queue_depth_reconciles_and_latency():
+    rc = RecordingClient()
+    m = Manager(rc, controllers=["replicaset"], leader_elect=False)  # type: ignore[arg-type]
+    m.controllers = m.build(rc)  # type: ignore[arg-type]
+    rc.seed({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+             "metadata": {"name": "web", "namespace": "default", "generation": 1},
+             "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}},
+                      "template": {"metadata": {"labels": {"a": "b"}}, "spec": {}}}})
+    await m.controllers["replicaset"]._process("default/web")
+    text = m.metrics_text()
+    assert 'workqueue_depth{name="replicaset"} 1' in text  # the seeded add is still queued
+    assert 'controller_reconcile_total{controller="replicaset"} 1' in text
+    assert 'controller_reconcile_errors_total{controller="replicaset"} 0' in text
+    assert 'controller_reconcile_duration_seconds_bucket{controller="replicaset",le="+Inf"} 1' in text
+    assert 'controller_reconcile_duration_seconds_count{controller="replicaset"} 1' in text
+    assert 'leader_election_master_status{name="kube-controller-manager"} 1' in text
+
+
+def _cm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cluster.cli", "controller-manager", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_bad_flags_and_kubeconfig_are_one_line_errors(tmp_path):
+    r = _cm("--kubeconfig", str(tmp_path / "missing"))
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: kubeconfig {tmp_path / 'missing'}: No such file or directory"]
+    bad = tmp_path / "bad"
+    bad.write_text("apiVersion: v1\nkind: Config\n")
+    r = _cm("--kubeconfig", str(bad))
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: kubeconfig {bad}: kubeconfig has no current-context and none was given"]
+    r = _cm("--kubeconfig", str(bad), "--controllers", "replicaset,bogus")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert '"bogus" is not in the list of known controllers' in r.stderr
+    r = _cm("--leader-elect-lease-duration", "soon")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("invalid duration 'soon' (e.g. 15s, 1m30s, 250ms)")
+
+
+# -- against a real API server -----------------------------------------------------
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeKubelets:
+    """Marks each pod that appears Running and Ready (through pods/status), and records,
+    after every watch event, how many pods are ready and not terminating."""
+
+    def __init__(self, client: Client, ns: str, *, mark_ready: bool = True):
+        self.client, self.ns, self.mark_ready = client, ns, mark_ready
+        self.informer = Informer(client, "pods", namespace=ns)
+        self.todo: asyncio.Queue[str] = asyncio.Queue()
+        self.ready_counts: list[int] = []
+        self.max_pods = 0
+        self.informer.add_handler(on_add=self._seen, on_update=lambda _, p: self._seen(p),
+                                  on_delete=lambda _: self._count())
+        self.tasks: list[asyncio.Task] = []
+
+    def pods(self) -> list[dict]:
+        return self.informer.store.list()
+
+    def _count(self) -> None:
+        pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+        self.max_pods = max(self.max_pods, len(pods))
+        self.ready_counts.append(sum(1 for p in pods if _ready(p)))
+
+    def _seen(self, pod: dict) -> None:
+        self._count()
+        if self.mark_ready and not _ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+            self.todo.put_nowait(pod["metadata"]["name"])
+
+    async def _work(self) -> None:
+        while True:
+            name = await self.todo.get()
+            t = now()
+            try:
+                await self.client.patch("pods", name, namespace=self.ns, subresource="status", patch={
+                    "status": {"phase": "Running", "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": t},
+                        {"type": "Ready", "status": "True", "lastTransitionTime": t}]}})
+            except errors.NotFound:
+                pass
+
+    async def __aenter__(self) -> FakeKubelets:
+        self.tasks = [self.informer.start(), asyncio.create_task(self._work())]
+        await self.informer.wait_for_sync(TIMEOUT)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or ())
+
+
+async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def start_cm(kubeconfig: str, *extra: str, port: int | None = None) -> tuple[Component, int]:
+    port = port or free_port()
+    cm = Component("controller-manager", "--kubeconfig", kubeconfig,
+                   "--controllers", "replicaset,deployment", "--port", str(port), *extra).start()
+    return cm, port
+
+
+def metrics(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@pytest.fixture
+def controller_manager(kubeconfig):
+    """One per test: a controller manager acts on every namespace, so one left running
+    would act beside the processes another test starts."""
+    cm, port = start_cm(kubeconfig, "--leader-elect-resource-name", f"cm-{uuid.uuid4().hex[:8]}")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                if metrics(port).get('leader_election_master_status{name="kube-controller-manager"}') == 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert cm.alive(), cm.log()
+            assert time.monotonic() < deadline, cm.log()
+            time.sleep(0.05)
+        yield cm, port
+    finally:
+        cm.stop()
+
+
+@pytest.fixture
+async def client(apiserver, ns):
+    async with Client(apiserver.url) as c:
+        yield c
+
+
+def replicaset(name: str, replicas: int, image: str = "nginx:1") -> dict:
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": image}]}}}}
+
+
+def deployment(name: str, replicas: int, image: str, *, surge=1, unavailable=0) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "strategy": {"type": "RollingUpdate",
+                                  "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": image}]}}}}
+
+
+async def scale(client: Client, kind: str, name: str, replicas: int, ns: str) -> None:
+    # A patch of the main resource: the server retries it on a conflict with a
+    # concurrent status write (PATCH .../scale does not yet: it answers 409).
+    await client.patch(kind, name, {"spec": {"replicas": replicas}}, namespace=ns)
+
+
+def images(pods: list[dict]) -> list[str]:
+    return sorted(p["spec"]["containers"][0]["image"] for p in pods
+                  if not p["metadata"].get("deletionTimestamp"))
+
+
+async def test_scales_a_replicaset_from_0_to_5_to_2(controller_manager, client, ns):
+    async with FakeKubelets(client, ns) as kubelets:
+        rs = await client.create(replicaset("web", 0), namespace=ns)
+
+        async def status(want: dict):
+            got = (await client.get("replicasets", "web", namespace=ns)).get("status") or {}
+            return all(got.get(k, 0) == v for k, v in want.items())
+        await eventually(lambda: status({"replicas": 0, "observedGeneration": 1}), what="status at 0")
+        assert kubelets.pods() == []
+
+        await scale(client, "replicasets", "web", 5, ns)
+        await eventually(lambda: status({"replicas": 5, "readyReplicas": 5, "availableReplicas": 5,
+                                         "fullyLabeledReplicas": 5, "observedGeneration": 2}),
+                         what="5 ready")
+        pods = kubelets.pods()
+        assert len(pods) == 5 and kubelets.max_pods == 5
+        for p in pods:
+            assert p["metadata"]["name"].startswith("web-")
+            assert p["metadata"]["ownerReferences"] == [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+
+        await scale(client, "replicasets", "web", 2, ns)
+        await eventually(lambda: status({"replicas": 2, "readyReplicas": 2, "observedGeneration": 3}),
+                         what="2 left")
+        await eventually(lambda: len(kubelets.pods()) == 2, what="surplus deleted")
+        assert kubelets.max_pods == 5
+
+
+async def test_a_deleted_pod_is_replaced(controller_manager, client, ns):
+    async with FakeKubelets(client, ns) as kubelets:
+        await client.create(replicaset("web", 3), namespace=ns)
+        await eventually(lambda: sum(map(_ready, kubelets.pods())) == 3, what="3 ready")
+        victim = kubelets.pods()[0]["metadata"]["name"]
+        await client.delete("pods", victim, namespace=ns)
+        await eventually(lambda: len(kubelets.pods()) == 3
+                         and victim not in {p["metadata"]["name"] for p in kubelets.pods()},
+                         what="replacement")
+        await eventually(lambda: sum(map(_ready, kubelets.pods())) == 3, what="3 ready again")
+        assert kubelets.max_pods == 3
+
+
+async def test_orphans_are_adopted_and_relabelled_pods_released(controller_manager, client, ns):
+    async with FakeKubelets(client, ns, mark_ready=False) as kubelets:
+        orphan = await client.create({"apiVersion": "v1", "kind": "Pod",
+                                      "metadata": {"name": "orphan", "labels": {"app": "web"}},
+                                      "spec": {"containers": [{"name": "c", "image": "x"}]}}, namespace=ns)
+        rs = await client.create(replicaset("web", 2), namespace=ns)
+        await eventually(lambda: len(kubelets.pods()) == 2, what="one more pod")
+
+        async def owner_of(name):
+            refs = (await client.get("pods", name, namespace=ns))["metadata"].get("ownerReferences") or []
+            return [r["uid"] for r in refs]
+        assert await owner_of("orphan") == [rs["metadata"]["uid"]]
+        assert orphan["metadata"]["uid"] in {p["metadata"]["uid"] for p in kubelets.pods()}
+
+        await client.patch("pods", "orphan", {"metadata": {"labels": {"app": "debug"}}}, namespace=ns)
+        await eventually(lambda: len(kubelets.pods()) == 3, what="a replacement for the released pod")
+        assert await owner_of("orphan") == []
+
+
+async def test_rolling_update_never_drops_below_replicas_ready(controller_manager, client, ns):
+    """maxSurge 1, maxUnavailable 0: every state the watch shows has at least `replicas`
+    ready pods, and the rollout ends with only v2 pods."""
+    replicas = 4
+    async with FakeKubelets(client, ns) as kubelets:
+        await client.create(deployment("web", replicas, "nginx:v1"), namespace=ns)
+
+        async def rolled_out(image: str):
+            d = await client.get("deployments", "web", namespace=ns)
+            st = d.get("status") or {}
+            return (st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+                    and st.get("updatedReplicas") == st.get("replicas") == st.get("availableReplicas") == replicas
+                    and images(kubelets.pods()) == [image] * replicas)
+        await eventually(lambda: rolled_out("nginx:v1"), what="v1 rolled out")
+        kubelets.ready_counts.clear()
+
+        await client.patch("deployments", "web", {"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "image": "nginx:v2"}]}}}}, namespace=ns, patch_type="strategic")
+        await eventually(lambda: rolled_out("nginx:v2"), what="v2 rolled out")
+        assert kubelets.ready_counts and min(kubelets.ready_counts) >= replicas, kubelets.ready_counts
+
+        d = await client.get("deployments", "web", namespace=ns)
+        assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+        conds = {c["type"]: (c["status"], c["reason"]) for c in d["status"]["conditions"]}
+        assert conds == {"Available": ("True", "MinimumReplicasAvailable"),
+                         "Progressing": ("True", "NewReplicaSetAvailable")}
+        rss = (await client.list("replicasets", namespace=ns))["items"]
+        assert sorted((r["spec"]["replicas"], r["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+                      for r in rss) == [(0, "1"), (replicas, "2")]
+
+
+async def test_rollback_restores_the_old_template(controller_manager, client, ns, kubeconfig, tmp_path):
+    async with FakeKubelets(client, ns) as kubelets:
+        await client.create(deployment("web", 2, "nginx:v1"), namespace=ns)
+        await eventually(lambda: images(kubelets.pods()) == ["nginx:v1"] * 2, what="v1")
+        await client.patch("deployments", "web", {"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "image": "nginx:v2"}]}}}}, namespace=ns, patch_type="strategic")
+        await eventually(lambda: images(kubelets.pods()) == ["nginx:v2"] * 2, what="v2")
+
+        if KUBECTL:
+            cfg = tmp_path / "config"
+            cfg.write_text(open(kubeconfig).read().replace("namespace: default", f"namespace: {ns}"))
+            kubectl = [KUBECTL, "--kubeconfig", str(cfg), "--cache-dir", str(tmp_path / "cache")]
+            env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+            r = await asyncio.to_thread(subprocess.run, [*kubectl, "rollout", "undo", "deployment/web"],
+                                        capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 0, r.stderr
+        else:  # what `kubectl rollout undo` does: the old ReplicaSet's template, applied
+            await client.patch("deployments", "web", {"spec": {"template": {"spec": {"containers": [
+                {"name": "c", "image": "nginx:v1"}]}}}}, namespace=ns, patch_type="strategic")
+        await eventually(lambda: images(kubelets.pods()) == ["nginx:v1"] * 2, what="back to v1")
+        if KUBECTL:
+            r = await asyncio.to_thread(subprocess.run, [*kubectl, "rollout", "status", "deployment/web",
+                                                         "--timeout=20s"],
+                                        capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 0 and 'deployment "web" successfully rolled out' in r.stdout, r.stdout + r.stderr
+        rss = (await client.list("replicasets", namespace=ns))["items"]
+        # No third ReplicaSet: the first one came back, with the next revision.
+        assert len(rss) == 2
+        back = next(r for r in rss if r["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:v1")
+        assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+        assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
+        d = await client.get("deployments", "web", namespace=ns)
+        assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+
+
+async def test_healthz_and_metrics_are_served(controller_manager):
+    _, port = controller_manager
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok"
+    m = metrics(port)
+    assert m['leader_election_master_status{name="kube-controller-manager"}'] == 1
+    assert 'workqueue_depth{name="replicaset"}' in m and 'workqueue_depth{name="deployment"}' in m
+    assert m['controller_reconcile_total{controller="replicaset"}'] >= 0
+    assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+
+
+async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns):
+    """Two controller managers: only the Lease holder acts; kill -9 it and the other
+    takes over after the lease runs out and carries on reconciling."""
+    lease = f"cm-{uuid.uuid4().hex[:8]}"
+    flags = ("--leader-elect-resource-name", lease, "--leader-elect-lease-duration", "2s",
+             "--leader-elect-renew-deadline", "1.5s", "--leader-elect-retry-period", "0.25s")
+    procs = [start_cm(kubeconfig, *flags), start_cm(kubeconfig, *flags)]
+    master = 'leader_election_master_status{name="kube-controller-manager"}'
+
+    def leading() -> list[int]:
+        out = []
+        for i, (cm, port) in enumerate(procs):
+            try:
+                if cm.alive() and metrics(port).get(master) == 1:
+                    out.append(i)
+            except httpx.HTTPError:
+                pass
+        return out
+    try:
+        async with FakeKubelets(client, ns, mark_ready=False) as kubelets:
+            first = (await eventually(leading, what="a leader"))[0]
+            other = 1 - first
+            await client.create(replicaset("web", 3), namespace=ns)
+            await eventually(lambda: len(kubelets.pods()) == 3, what="3 pods")
+            assert leading() == [first]
+            follower = metrics(procs[other][1])
+            assert follower[master] == 0
+            assert not any(k.startswith("controller_reconcile_total") for k in follower)
+
+            killed_at = time.monotonic()
+            procs[first][0].proc.send_signal(signal.SIGKILL)
+            procs[first][0].proc.wait()
+            await scale(client, "replicasets", "web", 5, ns)
+            await eventually(lambda: len(kubelets.pods()) == 5, what="the new leader scales up")
+            assert leading() == [other], procs[other][0].log()
+            assert time.monotonic() - killed_at >= 1.0  # it waited for the lease to run out
+            await asyncio.sleep(0.3)  # long enough for a second actor to show itself
+            assert len(kubelets.pods()) == 5 and kubelets.max_pods == 5
+
+            held = await client.get("leases", lease, namespace="kube-system")
+            assert held["spec"]["leaseTransitions"] == 1
+
+            # SIGTERM gives the Lease up at once rather than letting it expire.
+            procs[other][0].stop()
+            assert procs[other][0].proc.returncode == 0, procs[other][0].log()
+            held = await client.get("leases", lease, namespace="kube-system")
+            assert held["spec"].get("holderIdentity", "") == ""
+    finally:
+        for cm, _ in procs:
+            cm.stop(signal.SIGKILL)
+
+
+async def test_losing_the_lease_stops_the_process(kubeconfig, client):
+    """Another holder in the Lease: the leader stops at once and exits 1, as
+    kube-controller-manager does, to be restarted clean."""
+    lease = f"cm-{uuid.uuid4().hex[:8]}"
+    cm, port = start_cm(kubeconfig, "--leader-elect-resource-name", lease,
+                        "--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1.5s",
+                        "--leader-elect-retry-period", "0.25s")
+    try:
+        master = 'leader_election_master_status{name="kube-controller-manager"}'
+
+        def leads():
+            try:
+                return metrics(port).get(master) == 1
+            except httpx.HTTPError:
+                return False
+        await eventually(leads, what="leadership")
+
+        async def usurp():  # re-read on conflict: the leader renews every 0.25s
+            held = await client.get("leases", lease, namespace="kube-system")
+            held["spec"]["holderIdentity"] = "usurper"
+            await client.update(held)
+        await retry_on_conflict(usurp, steps=20)
+        await eventually(lambda: not cm.alive(), what="the process to exit")
+        assert cm.proc.returncode == 1
+        assert "leader election lost" in cm.log()
+    finally:
+        cm.stop(signal.SIGKILL)
