@@ -372,7 +372,7 @@ class Resources:
         if kv is None:
             raise errors.not_found(rt.group_resource, name)
         if precondition is not None and precondition != kv.mod_revision:
-            raise errors.conflict(rt.group_resource, name, rt.group)
+            raise errors.conflict(rt.plural, name, rt.group)
         old = decode(key, kv.value, kv.mod_revision).obj
         return await self._write(rt, key, old, kv.mod_revision, body, subresource=subresource,
                                  dry_run=dry_run, field_validation=field_validation,
@@ -393,7 +393,7 @@ class Resources:
         if _finished(rt, new):
             ok, result = await self.store.delete(key, revision)
             if not ok:
-                raise errors.conflict(rt.group_resource, name, rt.group)
+                raise errors.conflict(rt.plural, name, rt.group)
             return with_rv(new, result.mod_revision)
         old_body = dict(old)
         old_body["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
@@ -403,7 +403,7 @@ class Resources:
         if not ok:
             if result is None:
                 raise errors.not_found(rt.group_resource, name)
-            raise errors.conflict(rt.group_resource, name, rt.group)
+            raise errors.conflict(rt.plural, name, rt.group)
         return with_rv(new, result)
 
     async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
@@ -425,7 +425,12 @@ class Resources:
                                         f"{rt.kind}")
             pinned = _parse_rv(new["metadata"].get("resourceVersion"))
             if pinned is not None and pinned != kv.mod_revision:
-                raise errors.conflict(rt.group_resource, name, rt.group)
+                raise errors.conflict(rt.plural, name, rt.group)
+            uid = new["metadata"].get("uid")
+            if uid and uid != old["metadata"].get("uid"):
+                raise errors.conflict(rt.plural, name, rt.group, why=(
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                    f"{old['metadata'].get('uid')}"))
             self._check_identity(rt, new, namespace, name)
             try:
                 return await self._write(rt, key, old, kv.mod_revision, new, subresource=subresource,
@@ -435,7 +440,7 @@ class Resources:
                 # Someone wrote between our read and our write: re-apply the patch to the
                 # new state (a pinned version then fails the check above).
                 await asyncio.sleep(0.001 * attempt)
-        raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
+        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def apply(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
                     manager: str, force: bool = False, subresource: str | None = None,
@@ -464,7 +469,7 @@ class Resources:
                 except errors.AlreadyExists:
                     continue  # created meanwhile: apply to it
             if precondition is not None and precondition != kv.mod_revision:
-                raise errors.conflict(rt.group_resource, name, rt.group)
+                raise errors.conflict(rt.plural, name, rt.group)
             live = decode(key, kv.value, kv.mod_revision).obj
             new = ssa.apply(live, body, rt, manager=manager, force=force,
                             subresource=subresource, now=now())
@@ -477,7 +482,7 @@ class Resources:
                 if precondition is not None:
                     raise
                 await asyncio.sleep(0.001 * attempt)
-        raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
+        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def delete(self, rt: ResourceType, namespace: str, name: str, options: dict, *,
                      dry_run: bool = False) -> tuple[dict, bool]:
@@ -491,11 +496,11 @@ class Resources:
             md = obj["metadata"]
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != md.get("uid"):
-                raise errors.conflict(rt.group_resource, name, rt.group,
+                raise errors.conflict(rt.plural, name, rt.group,
                                       why=f"Precondition failed: UID in precondition: {pre['uid']}, "
                                           f"UID in object meta: {md.get('uid')}")
             if pre.get("resourceVersion") and pre["resourceVersion"] != md["resourceVersion"]:
-                raise errors.conflict(rt.group_resource, name, rt.group,
+                raise errors.conflict(rt.plural, name, rt.group,
                                       why=f"Precondition failed: ResourceVersion in precondition: "
                                           f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                           f"{md['resourceVersion']}")
@@ -513,7 +518,7 @@ class Resources:
                 ok, result = await self.store.update(key, encode(updated), kv.mod_revision)
                 if ok:
                     return with_rv(updated, result), False
-        raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
+        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     def _deletion_state(self, rt: ResourceType, obj: dict, options: dict) -> dict | None:
         """The object as it should be after this delete request, or None to remove it now."""
@@ -643,7 +648,7 @@ class Resources:
                                                                  "than or equal to 0"}], group="autoscaling")
             pre = _parse_rv((scale.get("metadata") or {}).get("resourceVersion"))
             if pre is not None and pre != kv.mod_revision:
-                raise errors.conflict(rt.group_resource, name, rt.group)
+                raise errors.conflict(rt.plural, name, rt.group)
             new = copy.deepcopy(obj)
             new["spec"]["replicas"] = replicas
             try:
@@ -651,11 +656,9 @@ class Resources:
                                            dry_run=dry_run, field_validation="", warnings=None,
                                            manager=manager)
             except errors.Conflict:
-                if pre is not None:
-                    raise
-                continue
+                continue  # re-read: a version pinned by the client then fails the check above
             return to_scale(result)
-        raise errors.conflict(rt.group_resource, name, rt.group, why="too many concurrent writers")
+        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def ensure_system_namespaces(self) -> None:
         ns = by_plural("namespaces")

@@ -316,3 +316,13 @@ def test_eviction_deletes_the_pod(http, ns):
     assert http.get(f"/api/v1/namespaces/{ns}/pods/ev").status_code == 404
     r = http.post(f"/api/v1/namespaces/{ns}/pods/ev/eviction", json=body)
     assert r.status_code == 404
+
+
+def test_patch_with_another_uid_is_a_conflict(http, ns):
+    url = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    http.post(url, json=deployment("uidp"))
+    r = http.patch(f"{url}/uidp", json={"metadata": {"uid": "not-the-uid", "labels": {"x": "y"}}},
+                   headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 409
+    assert r.json()["message"].startswith('Operation cannot be fulfilled on deployments.apps "uidp"')
+    assert "x" not in http.get(f"{url}/uidp").json()["metadata"]["labels"]
