@@ -11,14 +11,20 @@ Sections:
               watch would. Prints pods/s (first pod queued to last pod assumed) and the
               scheduling-cycle latency p50/p99; once for pods without an owner, once
               for pods owned by 50 ReplicaSets (so PodTopologySpread scores too).
-  e2e         API server + etcd + scheduler, node objects only (to come with the
-              scheduler's client wiring; see SECTIONS).
+  e2e         API server + etcd + the scheduler process (`minik8s scheduler`), node
+              objects only: a fresh server per scenario, N nodes created, the
+              scheduler started and synced, then M pods created with 100 requests in
+              flight. Prints pods bound per second (first create to the last binding
+              seen by a watch), the scheduler's own cycle latency p50/p99 (from the
+              metrics summary it logs on SIGTERM) and its binding latency, next to the
+              algorithm-alone figures for the same scenario.
 
-Run: .venv/bin/python -m bench.scheduler [--section algorithm] [--scenario 5000x5000]
+Run: .venv/bin/python -m bench.scheduler [--section algorithm|e2e] [--scenario 5000x5000]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import random
@@ -27,12 +33,16 @@ import sys
 import time
 from typing import Callable
 
+import orjson
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.api import Conn  # noqa: E402
 from scheduler.algorithm import Algorithm  # noqa: E402
 from scheduler.cache import Cache  # noqa: E402
 from scheduler.config import build_frameworks  # noqa: E402
 from scheduler.queue import SchedulingQueue  # noqa: E402
 from scheduler.types import PodInfo  # noqa: E402
+from tests.procs import APIServer, Component, Etcd, wait_for  # noqa: E402
 
 SCENARIOS = [(100, 1000), (1000, 5000), (5000, 5000)]
 
@@ -116,9 +126,120 @@ def section_algorithm(scenarios: list[tuple[int, int]]) -> None:
                   + (f"  UNSCHEDULED {r['unscheduled']}" if r["unscheduled"] else ""))
 
 
+async def _pool(n: int, inflight: int, base: str, fn) -> None:
+    """Run fn(conn, i) for i in range(n) over `inflight` keep-alive connections."""
+    counter = iter(range(n))
+    conns = [await Conn(base).open() for _ in range(inflight)]
+
+    async def worker(conn: Conn) -> None:
+        for i in counter:
+            await fn(conn, i)
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def _create(conn: Conn, path: str, obj: dict) -> None:
+    status, data = await conn.request("POST", path, orjson.dumps(obj))
+    assert status == 201, data[:300]
+
+
+async def _e2e_scenario(server: APIServer, etcd_pid: int, kubeconfig: str, n_nodes: int,
+                        n_pods: int) -> dict:
+    base, ns = server.url, "bench"
+    await _pool(1, 1, base, lambda c, i: _create(c, "/api/v1/namespaces", {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+    t = time.perf_counter()
+    await _pool(n_nodes, 50, base, lambda c, i: _create(c, "/api/v1/nodes", node_obj(i)))
+    nodes_s = time.perf_counter() - t
+    sched = Component("scheduler", "--kubeconfig", kubeconfig, "--leader-elect=false").start()
+    try:
+        wait_for(lambda: "INFO scheduling" in sched.log() or not sched.alive(), 120, what="scheduler sync")
+        assert sched.alive(), sched.log()
+        conn = await Conn(base).open()  # fresh: the server closes connections idle for 5s
+        status, data = await conn.request("GET", f"/api/v1/namespaces/{ns}/pods")
+        rv = orjson.loads(data)["metadata"]["resourceVersion"]
+        # A pod enters this selector when it is bound: one ADDED line per binding.
+        await conn.send("GET", f"/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"
+                               "&fieldSelector=spec.nodeName%21%3D")
+        status, _ = await conn.head()
+        assert status == 200
+        bound: set[str] = set()
+        last = 0.0
+
+        async def watch() -> None:
+            nonlocal last
+            async for line in conn.lines():
+                ev = orjson.loads(line)
+                if ev["type"] == "ADDED":
+                    bound.add(ev["object"]["metadata"]["name"])
+                    last = time.perf_counter()
+                    if len(bound) == n_pods:
+                        return
+        watcher = asyncio.create_task(watch())
+        procs = {"scheduler": sched.proc.pid, "apiserver": server.proc.pid, "etcd": etcd_pid,
+                 "bench": os.getpid()}
+        cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
+        t0 = time.perf_counter()
+        await _pool(n_pods, 100, base,
+                    lambda c, i: _create(c, f"/api/v1/namespaces/{ns}/pods", pod_obj(i)))
+        created = time.perf_counter() - t0
+        try:
+            await asyncio.wait_for(watcher, 600)
+        finally:
+            conn.close()
+        elapsed = last - t0
+        cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in procs.items()}
+    finally:
+        sched.stop()
+    with open(sched.logfile.name, errors="replace") as f:
+        summary = next((line.split("scheduler metrics: ", 1)[1] for line in f
+                        if "scheduler metrics: " in line), None)
+    assert summary is not None, sched.log()
+    metrics = dict(kv.split("=") for kv in summary.split())
+    return {"pods_per_s": n_pods / elapsed, "create_s": created, "nodes_s": nodes_s,
+            "bind_s": elapsed, "cpu": cpu, **{k: float(v) for k, v in metrics.items()}}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def e2e(n_nodes: int, n_pods: int) -> dict:
+    etcd = Etcd().start()
+    server = APIServer(etcd.url, "--compaction-window", "0").start()
+    kubeconfig = os.path.join(etcd.dir, "kubeconfig")
+    with open(kubeconfig, "w") as f:
+        f.write("apiVersion: v1\nkind: Config\n"
+                f"clusters: [{{name: c, cluster: {{server: '{server.url}'}}}}]\n"
+                "users: [{name: u, user: {}}]\n"
+                "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n")
+    try:
+        return asyncio.run(_e2e_scenario(server, etcd.proc.pid, kubeconfig, n_nodes, n_pods))
+    finally:
+        server.stop()
+        etcd.stop()
+
+
 def section_e2e(scenarios: list[tuple[int, int]]) -> None:
-    print("== end to end (API server + etcd + scheduler) ==")
-    print("not yet: needs the scheduler wired to client/ informers and the binding API")
+    print("== end to end (API server + etcd + scheduler process, node objects only) ==")
+    print(f"{'nodes':>6} {'pods':>6} {'pods/s':>7} {'cycle p50':>10} {'cycle p99':>10} {'bind p50':>9} "
+          f"{'bind p99':>9} | {'algo pods/s':>11} {'cycle p50':>10} {'cycle p99':>10}")
+    for n, m in scenarios:
+        r = e2e(n, m)
+        a = algorithm_alone(n, m)
+        print(f"{n:>6} {m:>6} {r['pods_per_s']:>7.0f} {r['cycle_p50_ms']:>8.3f}ms {r['cycle_p99_ms']:>8.3f}ms "
+              f"{r['binding_p50_ms']:>7.1f}ms {r['binding_p99_ms']:>7.1f}ms | {a['pods_per_s']:>11.0f} "
+              f"{a['p50_ms']:>8.3f}ms {a['p99_ms']:>8.3f}ms   (pods created in {r['create_s']:.1f}s, "
+              f"last bound at {r['bind_s']:.1f}s; {n} nodes created in {r['nodes_s']:.1f}s)", flush=True)
+        print("       CPU seconds from first create to last binding: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items())
+              + f" (wall {r['bind_s']:.1f}s, {os.cpu_count()} cores)", flush=True)
 
 
 SECTIONS: dict[str, Callable[[list[tuple[int, int]]], None]] = {

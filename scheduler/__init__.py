@@ -10,6 +10,10 @@ Modules:
                the binding cycle
 - `types`      `PodInfo` / `NodeInfo`: pods and nodes parsed once for the hot path
 - `testing`    builders and plugin runners for tests
+- `scheduler`  the running scheduler: informers -> cache and queue, the scheduling loop,
+               binding tasks, FailedScheduling / Scheduled events, PodScheduled conditions
+- `main`       `minik8s scheduler`: flags, config, leader election, signals
+- `transport`  a lean HTTP/1.1 transport for client.rest.Client (see why there)
 
 The scheduler imports `client` and `machinery` only; it never talks to etcd.
 """

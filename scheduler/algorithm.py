@@ -224,5 +224,8 @@ class Algorithm:
         s = await fwk.run_bind(result.state, pod, result.node_name)
         if s is not None:
             fwk.run_unreserve(result.state, pod, result.node_name)
-            self.cache.forget_pod(pod)
+            # While the binding was in flight the watch may have confirmed the pod (bound
+            # by someone else) or reported it deleted: then there is no assumption left.
+            if self.cache.is_assumed(pod.key):
+                self.cache.forget_pod(pod)
         return s

@@ -14,10 +14,15 @@ What is read, with kube-scheduler's semantics:
   multiPoint plugins, then the remaining multiPoint plugins, then the rest named there.
 - A score weight comes from the point's entry, else the multiPoint entry, else 1.
 - `podInitialBackoffSeconds` (1) and `podMaxBackoffSeconds` (10) for the queue.
+- `leaderElection` (leaderElect, leaseDuration, renewDeadline, retryPeriod as Go
+  durations such as `15s`, resourceName, resourceNamespace) and
+  `clientConnection.kubeconfig`: what `minik8s scheduler` runs with, unless its flags say
+  otherwise.
 Enabling a plugin minik8s does not implement is an error, not silently ignored.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -56,11 +61,24 @@ class ProfileConfig:
 
 
 @dataclass
+class LeaderElectionConfig:
+    """kube-scheduler's defaults: a Lease `kube-system/kube-scheduler`, 15s / 10s / 2s."""
+    leader_elect: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    resource_name: str = "kube-scheduler"
+    resource_namespace: str = "kube-system"
+
+
+@dataclass
 class SchedulerConfig:
     profiles: list[ProfileConfig] = field(default_factory=lambda: [ProfileConfig()])
     percentage_of_nodes_to_score: int | None = None
     pod_initial_backoff_seconds: float = 1.0
     pod_max_backoff_seconds: float = 10.0
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    kubeconfig: str = ""
 
 
 def default_config() -> SchedulerConfig:
@@ -75,6 +93,55 @@ def _percentage(v: Any, where: str) -> int | None:
     return v
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(v: Any, where: str = "duration") -> float:
+    """Seconds from a Go duration (`15s`, `1m30s`, `500ms`) or a plain number of seconds."""
+    if isinstance(v, bool):
+        raise ConfigError(f"{where}: expected a duration such as 15s, got {v!r}")
+    if isinstance(v, (int, float)):
+        seconds = float(v)
+    else:
+        text = str(v).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ConfigError(f"{where}: expected a duration such as 15s, got {v!r}") from None
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be positive, got {v!r}")
+    return seconds
+
+
+def _seconds(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, got {v!r}")
+    return float(v)
+
+
+def _leader_election(obj: Any) -> LeaderElectionConfig:
+    le = LeaderElectionConfig()
+    if obj is None:
+        return le
+    if not isinstance(obj, Mapping):
+        raise ConfigError("leaderElection must be a mapping")
+    if "leaderElect" in obj:
+        if not isinstance(obj["leaderElect"], bool):
+            raise ConfigError(f"leaderElection.leaderElect must be true or false, got {obj['leaderElect']!r}")
+        le.leader_elect = obj["leaderElect"]
+    for key, attr in (("leaseDuration", "lease_duration"), ("renewDeadline", "renew_deadline"),
+                      ("retryPeriod", "retry_period")):
+        if obj.get(key) is not None:
+            setattr(le, attr, parse_duration(obj[key], f"leaderElection.{key}"))
+    le.resource_name = obj.get("resourceName") or le.resource_name
+    le.resource_namespace = obj.get("resourceNamespace") or le.resource_namespace
+    return le
+
+
 def parse_config(obj: Mapping | str | None) -> SchedulerConfig:
     """Parse a KubeSchedulerConfiguration given as YAML text or a decoded mapping."""
     if isinstance(obj, str):
@@ -87,11 +154,17 @@ def parse_config(obj: Mapping | str | None) -> SchedulerConfig:
                           f"{obj.get('apiVersion')} {obj.get('kind')}")
     cfg = SchedulerConfig(
         percentage_of_nodes_to_score=_percentage(obj.get("percentageOfNodesToScore"), "config"),
-        pod_initial_backoff_seconds=float(obj.get("podInitialBackoffSeconds", 1)),
-        pod_max_backoff_seconds=float(obj.get("podMaxBackoffSeconds", 10)))
+        pod_initial_backoff_seconds=_seconds(obj.get("podInitialBackoffSeconds", 1), "podInitialBackoffSeconds"),
+        pod_max_backoff_seconds=_seconds(obj.get("podMaxBackoffSeconds", 10), "podMaxBackoffSeconds"),
+        leader_election=_leader_election(obj.get("leaderElection")),
+        kubeconfig=str((obj.get("clientConnection") or {}).get("kubeconfig") or ""))
     profiles = []
     names = set()
+    if not isinstance(obj.get("profiles") or [], list):
+        raise ConfigError("profiles must be a list")
     for i, p in enumerate(obj.get("profiles") or [{}]):
+        if not isinstance(p, Mapping):
+            raise ConfigError(f"profiles[{i}] must be a mapping")
         name = p.get("schedulerName") or DEFAULT_SCHEDULER_NAME
         if name in names:
             raise ConfigError(f"profiles[{i}].schedulerName: duplicate {name!r}")
@@ -109,8 +182,13 @@ def parse_config(obj: Mapping | str | None) -> SchedulerConfig:
 
 
 def load_config(path: str) -> SchedulerConfig:
+    """Read and parse a config file; OSError and ConfigError (also for bad YAML) say why not."""
     with open(path) as f:
-        return parse_config(f.read())
+        text = f.read()
+    try:
+        return parse_config(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def _entries(plugin_set: Mapping | None, key: str) -> list[tuple[str, int | None]]:

@@ -1,7 +1,7 @@
 """KubeSchedulerConfiguration profiles -> Frameworks."""
 import pytest
 
-from scheduler.config import ConfigError, build_frameworks, parse_config
+from scheduler.config import ConfigError, build_frameworks, parse_config, parse_duration
 
 HEADER = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
 
@@ -99,3 +99,39 @@ def test_bad_configs_fail_loudly(text, error):
 def test_disabling_an_unimplemented_kube_scheduler_plugin_is_fine():
     cfg = parse_config(HEADER + "profiles:\n- plugins:\n    multiPoint:\n      disabled: [{name: InterPodAffinity}]\n")
     assert "NodeResourcesFit" in build_frameworks(cfg)["default-scheduler"].plugins
+
+
+def test_leader_election_and_client_connection():
+    cfg = parse_config(HEADER + """
+clientConnection: {kubeconfig: /etc/minik8s/scheduler.conf}
+leaderElection:
+  leaderElect: false
+  leaseDuration: 1m30s
+  renewDeadline: 500ms
+  retryPeriod: 0.1
+  resourceName: my-scheduler
+""")
+    le = cfg.leader_election
+    assert (le.leader_elect, le.lease_duration, le.renew_deadline, le.retry_period) == (False, 90.0, 0.5, 0.1)
+    assert (le.resource_name, le.resource_namespace) == ("my-scheduler", "kube-system")
+    assert cfg.kubeconfig == "/etc/minik8s/scheduler.conf"
+    d = parse_config(None).leader_election
+    assert (d.leader_elect, d.lease_duration, d.renew_deadline, d.retry_period) == (True, 15.0, 10.0, 2.0)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("leaderElection: {leaseDuration: soon}", "leaseDuration: expected a duration"),
+    ("leaderElection: {retryPeriod: -1s}", "retryPeriod: expected a duration"),
+    ("leaderElection: {leaderElect: maybe}", "true or false"),
+    ("podMaxBackoffSeconds: ten", "podMaxBackoffSeconds must be a positive number"),
+    ("profiles: {a: 1}", "profiles must be a list"),
+])
+def test_bad_top_level_settings(text, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_config(HEADER + text)
+
+
+@pytest.mark.parametrize("text, seconds", [("15s", 15.0), ("1m30s", 90.0), ("250ms", 0.25),
+                                           ("1h", 3600.0), ("2", 2.0), (3, 3.0)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
