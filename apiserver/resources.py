@@ -603,6 +603,11 @@ class Resources:
             if kv is None:
                 raise errors.not_found("pods", name)
             pod = decode(key, kv.value, kv.mod_revision).obj
+            uid = (binding.get("metadata") or {}).get("uid")
+            if uid and uid != pod["metadata"].get("uid"):
+                # A binding meant for an earlier pod of the same name.
+                raise errors.conflict("pods", name, why=f"Precondition failed: UID in precondition: "
+                                                         f"{uid}, UID in object meta: {pod['metadata'].get('uid')}")
             if pod["metadata"].get("deletionTimestamp"):
                 raise errors.conflict("pods", name, why="pod is being deleted, cannot be assigned to a host")
             bound = (pod.get("spec") or {}).get("nodeName")

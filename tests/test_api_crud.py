@@ -326,3 +326,11 @@ def test_patch_with_another_uid_is_a_conflict(http, ns):
     assert r.status_code == 409
     assert r.json()["message"].startswith('Operation cannot be fulfilled on deployments.apps "uidp"')
     assert "x" not in http.get(f"{url}/uidp").json()["metadata"]["labels"]
+
+
+def test_binding_for_another_uid_is_a_conflict(http, ns):
+    http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("bu"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bu", "uid": "stale"},
+               "target": {"kind": "Node", "name": "node-1"}}
+    assert http.post(f"/api/v1/namespaces/{ns}/pods/bu/binding", json=binding).status_code == 409
+    assert "nodeName" not in http.get(f"/api/v1/namespaces/{ns}/pods/bu").json()["spec"]
