@@ -579,3 +579,41 @@ def test_a_killed_kubelet_comes_back_and_adopts_its_pods(own_node, api, http, ns
              what="the force-deleted pod to be swept")
     assert not [d for d in stray.dirs if os.path.exists(d)]
     assert len(host_processes(marker)) == 1
+
+
+def test_kubectl_lite_logs_and_exec(node, api, http, ns, tmp_path):
+    """kubectl-lite's logs and exec against a real kubelet, through the API server."""
+    import sys
+    script = os.path.join(os.path.dirname(sys.executable), "kubectl-lite")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
+        "users:\n- name: u\n  user: {}\n"
+        f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\n"
+        "current-context: c\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, "KUBECONFIG": str(kubeconfig)}
+
+    def lite(*args, input=None):
+        return subprocess.run([script, *args], input=input, capture_output=True, text=True, env=env, timeout=60)
+
+    create(http, ns, make_pod("lite", node, container(
+        "c", ["sh", "-c", "echo one; echo two; while [ ! -e /tmp/stop ]; do sleep 0.05; done; echo bye"]),
+        container("side", SLEEP), restartPolicy="Never"))
+    wait_pod(http, ns, "lite", running("c"), "running")
+    wait_for(lambda: lite("logs", "lite", "-c", "c").stdout == "one\ntwo\n", what="the log")
+    assert lite("logs", "lite", "-c", "c", "--tail=1").stdout == "two\n"
+    follower = subprocess.Popen([script, "logs", "-f", "lite", "-c", "c"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert [follower.stdout.readline() for _ in range(2)] == ["one\n", "two\n"]
+        r = lite("exec", "lite", "-c", "c", "--", "touch", "/tmp/stop")
+        assert r.returncode == 0, r.stderr
+        assert follower.stdout.read() == "bye\n"  # the stream ends with the container
+    finally:
+        follower.kill()
+        follower.wait()
+    r = lite("exec", "lite", "-c", "side", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout) == (3, "out\n") and "err" in r.stderr
+    r = lite("exec", "-i", "lite", "-c", "side", "--", "sh", "-c", "cat; hostname", input="from stdin\n")
+    assert (r.returncode, r.stdout) == (0, "from stdin\nlite\n"), r.stderr
