@@ -47,3 +47,14 @@ def kubeconfig(apiserver, tmp_path_factory):
         "contexts:\n- name: minik8s\n  context:\n    cluster: minik8s\n    user: admin\n    namespace: default\n"
         "current-context: minik8s\n")
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def private_apiserver():
+    """An etcd and API server of the test module's own, for tests whose subjects act on
+    every namespace or node (controllers), so other tests' objects cannot interfere."""
+    e = Etcd().start()
+    s = APIServer(e.url).start()
+    yield s
+    s.stop()
+    e.stop()

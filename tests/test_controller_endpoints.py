@@ -8,7 +8,6 @@ from client.rest import Client
 from controller_manager.controllers.endpoints import EndpointsController, desired_subsets
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Etcd
 
 
 def service(name="web", *, selector=None, ports=None, ns="default", labels=None, **spec):
@@ -167,12 +166,8 @@ def test_subsets_are_a_function_of_the_state_alone():
 # -- against a real API server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster():
-    etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
-    yield server
-    server.stop()
-    etcd.stop()
+def cluster(private_apiserver):
+    return private_apiserver
 
 
 async def set_pod_status(client, ns, name, *, ip, ready):

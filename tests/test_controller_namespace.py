@@ -9,7 +9,6 @@ from client.rest import Client
 from controller_manager.controllers.namespace import NamespaceController
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Etcd
 
 
 def namespace(name, *, deleting=True, finalizers=("kubernetes",)):
@@ -118,12 +117,8 @@ async def test_already_finalized_namespace_is_left_to_the_server():
 # -- against a real API server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster():
-    etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
-    yield server
-    server.stop()
-    etcd.stop()
+def cluster(private_apiserver):
+    return private_apiserver
 
 
 @pytest.fixture

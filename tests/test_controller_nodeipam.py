@@ -5,7 +5,6 @@ from client.rest import Client
 from controller_manager.controllers.nodeipam import CIDRSet, NodeIPAMController
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Etcd
 
 
 def node(name, cidr=None):
@@ -139,12 +138,8 @@ def test_cidr_set_covers_larger_blocks_and_ipv6():
 # -- against a real API server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster():
-    etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
-    yield server
-    server.stop()
-    etcd.stop()
+def cluster(private_apiserver):
+    return private_apiserver
 
 
 async def test_nodes_get_distinct_pod_cidrs_and_keep_existing_ones(cluster):

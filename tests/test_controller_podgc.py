@@ -8,7 +8,6 @@ from client.clock import FakeClock
 from client.rest import Client
 from controller_manager.controllers.podgc import KEY, PodGCController
 from controller_manager.testing import RecordingClient, Running, eventually
-from tests.procs import APIServer, Etcd
 
 
 def pod(name, *, node=None, phase="Running", created="2024-01-01T00:00:00Z", reason=None,
@@ -137,12 +136,8 @@ async def test_a_pass_is_scheduled_again_when_a_quarantine_ends():
 # -- against a real API server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster():
-    etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
-    yield server
-    server.stop()
-    etcd.stop()
+def cluster(private_apiserver):
+    return private_apiserver
 
 
 async def test_collects_terminated_surplus_and_orphans(cluster):

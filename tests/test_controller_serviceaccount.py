@@ -8,7 +8,6 @@ from client.rest import Client
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Etcd
 
 
 def ns(name, *, phase="Active", deleting=False):
@@ -97,12 +96,8 @@ async def test_configured_service_accounts_are_all_ensured():
 # -- against a real API server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster():
-    etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
-    yield server
-    server.stop()
-    etcd.stop()
+def cluster(private_apiserver):
+    return private_apiserver
 
 
 async def test_every_namespace_gets_a_default_service_account_and_keeps_it(cluster):
