@@ -21,8 +21,7 @@ import os
 import signal
 import time
 
-ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+from kubelet.cgroups import ROOT, V1_CONTROLLERS, v1_mounts  # the hierarchies the kubelet uses
 
 
 def _own_paths() -> dict[str, str]:
@@ -39,18 +38,6 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
-def _v1_mounts() -> dict[str, str]:
-    found = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fstype, _src, opts = post.split()[:3]
-            if fstype == "cgroup":
-                for c in opts.split(","):
-                    found.setdefault(c, pre.split()[4])
-    return found
-
-
 class ClusterCgroups:
     def __init__(self, name: str, root: str = ROOT):
         self.v2 = os.path.exists(os.path.join(root, "cgroup.controllers"))
@@ -60,7 +47,7 @@ class ClusterCgroups:
             parent = os.path.dirname(own.get("0", "/").rstrip("/")) or "/"
             self.bases.append(os.path.join(root + parent, name))
         else:
-            mounts = _v1_mounts()
+            mounts = v1_mounts()
             for c in V1_CONTROLLERS:
                 if c in mounts:
                     d = os.path.join(mounts[c] + own.get(c, "/"), name)

@@ -47,7 +47,7 @@ def _own_path(hierarchy_match) -> str:
     return "/"
 
 
-def _v1_mounts() -> dict[str, str]:
+def v1_mounts() -> dict[str, str]:
     """controller -> mount point of its v1 hierarchy."""
     found = {}
     with open("/proc/self/mountinfo") as f:
@@ -71,7 +71,7 @@ class Hierarchies:
             base = os.path.dirname(own.rstrip("/")) or "/"
             self.dirs.append(os.path.join(root + base, parent))
         else:
-            mounts = _v1_mounts()
+            mounts = v1_mounts()
             for c in V1_CONTROLLERS:
                 if c in mounts:
                     own = _own_path(lambda hid, ctrls, c=c: c in ctrls)
