@@ -83,47 +83,6 @@ class Etcd:
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-
-class APIServer:
-    """`minik8s apiserver` as a child process on a free port."""
-
-    def __init__(self, etcd_url: str, *extra: str, port: int | None = None):
-        self.etcd_url = etcd_url
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra = list(extra)
-        self.proc: subprocess.Popen | None = None
-        self.logfile = tempfile.NamedTemporaryFile(prefix="minik8s-apiserver-", suffix=".log",
-                                                   delete=False)
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.cli", "apiserver", "--etcd-servers", self.etcd_url,
-             "--bind-address", "127.0.0.1", "--port", str(self.port), *self.extra],
-            stdout=self.logfile, stderr=subprocess.STDOUT)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"apiserver exited: {self.log()}")
-            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
-        wait_for(ready, what="apiserver")
-        return self
-
-    def log(self) -> str:
-        with open(self.logfile.name, errors="replace") as f:
-            return f.read()[-5000:]
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-
 def compact_etcd(url: str) -> int:
     """Compact etcd's history up to its current revision (what the server's compactor does)."""
     import asyncio
@@ -171,3 +130,25 @@ class Component:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class APIServer(Component):
+    """`minik8s apiserver` as a child process on a free port; `start` waits for /readyz."""
+
+    def __init__(self, etcd_url: str, *extra: str, port: int | None = None):
+        self.etcd_url = etcd_url
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra = list(extra)
+        super().__init__("apiserver", "--etcd-servers", etcd_url, "--bind-address", "127.0.0.1",
+                         "--port", str(self.port), *extra)
+
+    def start(self):
+        super().start()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"apiserver exited: {self.log()}")
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+        wait_for(ready, what="apiserver")
+        return self
