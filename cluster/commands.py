@@ -263,7 +263,7 @@ def _existing(args: argparse.Namespace) -> ClusterConfig:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from cluster import bringup
+    from cluster import bringup, host
     state = state_dir(args.state_dir)
     cfg = ClusterConfig.load(state)
     if cfg is None:
@@ -275,14 +275,20 @@ def cmd_down(args: argparse.Namespace) -> int:
     pid = bringup.running_pid(cfg)
     if pid:
         print(f"Stopping the cluster in {cfg.state_dir} (supervisor pid {pid})...", flush=True)
-        os.kill(pid, signal.SIGTERM)
+        start = host.start_time(pid)
+        host.kill(pid, start, signal.SIGTERM)
+        # The lock goes when the supervisor lets go of it, which can be before its
+        # process has exited: wait for both.
+        running = lambda: bringup.running_pid(cfg) or host.alive(pid, start)  # noqa: E731
         deadline = time.monotonic() + 90
-        while bringup.running_pid(cfg) and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if bringup.running_pid(cfg):
+        if running():
             print("the supervisor did not stop in 90s; killing it", file=sys.stderr)
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+            host.kill(pid, start, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while host.alive(pid, start) and time.monotonic() < deadline:
+                time.sleep(0.05)
     removed = bringup.cleanup(cfg)  # what a crashed supervisor left, if anything
     if removed:
         print("Removed what was left: " + ", ".join(removed))
