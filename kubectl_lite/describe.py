@@ -474,11 +474,16 @@ def describe_replicaset(s: Any, r: Any, rs: dict, w: W) -> None:
     w.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
                            f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
     describe_template(w, spec.get("template") or {})
-    if status.get("conditions"):
+    describe_conditions(w, status.get("conditions") or [])
+
+
+def describe_conditions(w: W, conditions: list[dict]) -> None:
+    """A workload's conditions, as kubectl prints them for ReplicaSets and Deployments."""
+    if conditions:
         w.line(0, "Conditions:")
         w.line(1, "Type\tStatus\tReason")
         w.line(1, "----\t------\t------")
-        for c in status["conditions"]:
+        for c in conditions:
             w.line(1, f"{c.get('type', '')} \t{c.get('status', '')}\t{c.get('reason', '')}")
 
 
@@ -535,12 +540,7 @@ def describe_deployment(s: Any, r: Any, d: dict, w: W) -> None:
         w.kv(0, "RollingUpdateStrategy", f"{ru.get('maxUnavailable', '25%')} max unavailable, "
                                          f"{ru.get('maxSurge', '25%')} max surge")
     describe_template(w, spec.get("template") or {})
-    if status.get("conditions"):
-        w.line(0, "Conditions:")
-        w.line(1, "Type\tStatus\tReason")
-        w.line(1, "----\t------\t------")
-        for c in status["conditions"]:
-            w.line(1, f"{c.get('type', '')} \t{c.get('status', '')}\t{c.get('reason', '')}")
+    describe_conditions(w, status.get("conditions") or [])
     try:
         rss = owned_replicasets(s, d)
     except APIError:  # best effort, as in kubectl
