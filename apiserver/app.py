@@ -27,7 +27,7 @@ from apiserver import discovery, openapi, registry, tables
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection
 from apiserver.storage import EtcdStore, TooLarge, Unavailable
-from machinery import errors
+from machinery import errors, protobuf
 
 log = logging.getLogger("minik8s.apiserver")
 
@@ -116,7 +116,7 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-BODY_TYPES = ("", "application/json", "application/yaml", "text/yaml")
+BODY_TYPES = ("", "application/json", "application/yaml", "text/yaml", protobuf.MEDIA_TYPE)
 PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
@@ -129,6 +129,8 @@ def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_T
             f'include: {", ".join(t for t in allowed if t)}')
     if not raw.strip():
         raise errors.BadRequest("the request body is empty")
+    if ctype == protobuf.MEDIA_TYPE:  # what client-go's typed clients (and kubectl) send
+        return protobuf.decode(raw)
     try:
         if ctype in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
             return yaml.safe_load(raw)

@@ -94,3 +94,30 @@ class WatchReader:
 
 def names(events, type_=None):
     return [e["object"]["metadata"]["name"] for e in events if type_ is None or e["type"] == type_]
+
+
+# -- protobuf wire bytes, built by hand for the tests of protobuf request bodies ----------
+
+def pb_varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative ints travel as 64-bit two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb(number: int, value: int | bool | str | bytes) -> bytes:
+    """One protobuf field: an int or bool as a varint, str or bytes length-delimited
+    (a nested message is the bytes of its fields)."""
+    if isinstance(value, (int, bool)):
+        return pb_varint(number << 3) + pb_varint(int(value))
+    data = value.encode() if isinstance(value, str) else value
+    return pb_varint(number << 3 | 2) + pb_varint(len(data)) + data
+
+
+def pb_body(api_version: str, kind: str, *fields: bytes) -> bytes:
+    """A request body as client-go sends it: `k8s\\x00` + runtime.Unknown{typeMeta, raw}."""
+    return (b"k8s\x00" + pb(1, pb(1, api_version) + pb(2, kind)) + pb(2, b"".join(fields))
+            + pb(3, "") + pb(4, ""))
