@@ -18,6 +18,12 @@ _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "u
               "eviction": ["create"], "finalize": ["update"]}
 
 
+def _sub_kind(sub: str, group: str, version: str, kind: str) -> tuple[str, str, str]:
+    """(group, version, kind) of what a subresource takes and returns."""
+    return {"scale": ("autoscaling", "v1", "Scale"), "binding": ("", "v1", "Binding"),
+            "eviction": ("policy", "v1", "Eviction")}.get(sub, (group, version, kind))
+
+
 def _resource_list(group: str, version: str) -> dict:
     resources = []
     for r in registry.RESOURCES:
@@ -31,9 +37,11 @@ def _resource_list(group: str, version: str) -> dict:
             entry["categories"] = list(r.categories)
         resources.append(entry)
         for sub in r.subresources:
-            kind = {"scale": "Scale", "binding": "Binding", "eviction": "Eviction"}.get(sub, r.kind)
-            resources.append({"name": f"{r.plural}/{sub}", "singularName": "",
-                              "namespaced": r.namespaced, "kind": kind, "verbs": _SUB_VERBS[sub]})
+            sub_group, sub_version, kind = _sub_kind(sub, group, version, r.kind)
+            entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced}
+            if (sub_group, sub_version) != (group, version):  # as Kubernetes says it, and
+                entry.update(group=sub_group, version=sub_version)  # `drain` needs it
+            resources.append({**entry, "kind": kind, "verbs": _SUB_VERBS[sub]})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
@@ -54,8 +62,7 @@ def _aggregated_group(group: str, versions: list[str]) -> dict:
                 res["categories"] = list(r.categories)
             subs = []
             for sub in r.subresources:
-                kind = {"scale": ("autoscaling", "v1", "Scale"), "binding": ("", "v1", "Binding"),
-                        "eviction": ("policy", "v1", "Eviction")}.get(sub, (group, v, r.kind))
+                kind = _sub_kind(sub, group, v, r.kind)
                 subs.append({"subresource": sub, "responseKind": dict(zip(("group", "version", "kind"), kind)),
                              "verbs": _SUB_VERBS[sub]})
             if subs:

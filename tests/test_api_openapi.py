@@ -1,4 +1,4 @@
-"""/openapi/v3 and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
+"""/openapi/v3, plain discovery, and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
 from __future__ import annotations
 
 import json
@@ -100,3 +100,13 @@ def test_exec_refuses_before_the_upgrade(apiserver, http, ns):
     with pytest.raises(InvalidStatus) as err:
         connect(ws_url(apiserver, ns, "p"), subprotocols=["channel.k8s.io"])
     assert err.value.response.status_code == 400
+
+
+def test_plain_discovery_names_the_group_of_subresources_from_other_groups(http):
+    core = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
+    assert (core["pods/eviction"]["group"], core["pods/eviction"]["version"],
+            core["pods/eviction"]["kind"]) == ("policy", "v1", "Eviction")
+    assert "group" not in core["pods/status"] and core["pods/status"]["kind"] == "Pod"
+    assert "group" not in core["pods/binding"] and core["pods/binding"]["kind"] == "Binding"
+    apps = {r["name"]: r for r in http.get("/apis/apps/v1").json()["resources"]}
+    assert (apps["deployments/scale"]["group"], apps["deployments/scale"]["kind"]) == ("autoscaling", "Scale")
