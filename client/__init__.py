@@ -1,6 +1,7 @@
 """The one way components reach the API server.
 
-rest (Client, SyncClient, retry_on_conflict), watch (Watch), informer (Informer,
+rest (Client, SyncClient, retry_on_conflict), transport (LeanTransport, the
+HTTP/1.1 transport under Client), watch (Watch), informer (Informer,
 SharedInformerFactory, Indexer), workqueue (WorkQueue, RateLimitingQueue), leaderelection
 (LeaderElector), events (EventRecorder), kubeconfig (load, KubeConfig, Connection),
 clock (RealClock, FakeClock). Each module states its guarantees at its top.

@@ -11,8 +11,9 @@ Guarantees
   sent) for any verb; a dropped connection or a 5xx carrying Retry-After only for GET;
   429 Too Many Requests (the server did nothing) for any verb, after Retry-After.
   Everything else is raised at once: a 409 is the caller's business (`retry_on_conflict`).
-- One pooled HTTP/1.1 keep-alive connection pool per `Client`; watches (client.watch)
-  hold one connection each for their lifetime.
+- One pooled HTTP/1.1 keep-alive connection pool per `Client` (`client.transport`,
+  unless another httpx transport is passed); watches (client.watch) hold one
+  connection each for their lifetime.
 - `namespace=None` means the connection's default namespace (from the kubeconfig
   context); `namespace=ALL` ("") means every namespace for list, watch and
   delete_collection. Cluster-scoped kinds ignore it.
@@ -31,15 +32,18 @@ import logging
 import random
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 
 from client.kubeconfig import Connection
+from client.transport import LeanTransport, Reply
 from machinery.errors import APIError, Conflict, NotFound, from_status
 
 log = logging.getLogger("minik8s.client")
 
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # what a URL path may hold unescaped (RFC 3986)
 ALL = ""  # namespace=ALL: every namespace (list, watch, delete_collection)
 T = TypeVar("T")
 
@@ -140,10 +144,22 @@ class Client:
         headers = {"user-agent": user_agent, "accept": "application/json"}
         if self.connection.token:
             headers["authorization"] = f"Bearer {self.connection.token}"
+        verify = self.connection.ssl_context()
+        if transport is None:
+            transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive)
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
-            verify=self.connection.ssl_context(), http1=True, http2=False,
+            verify=verify, http1=True, http2=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_keepalive))
+        # With the lean transport, requests that are not streams skip httpx's models
+        # (see client/transport.py); streams, and any other transport, go through httpx.
+        self._lean = transport if isinstance(transport, LeanTransport) else None
+        if self._lean is not None:
+            url = self._http.base_url
+            self._key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+            self._prefix = url.raw_path.rstrip(b"/")
+            self._timeout = timeout
+            self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in headers.items()]
 
     @property
     def namespace(self) -> str:
@@ -173,8 +189,11 @@ class Client:
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                resp = await self._http.request(method, path, params=params, content=content,
-                                                headers=headers)
+                if self._lean is not None:
+                    resp = await self._fetch(method, path, params, content, content_type)
+                else:
+                    resp = await self._http.request(method, path, params=params, content=content,
+                                                    headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise  # nothing reached the server, so any verb may be repeated
@@ -198,6 +217,19 @@ class Client:
                 continue
             raise error_from_response(resp)
         raise AssertionError("unreachable")
+
+    def _fetch(self, method: str, path: str, params: dict, content: bytes | str | None,
+               content_type: str) -> Awaitable[Reply]:
+        target = self._prefix + quote(path, safe=_PATH_SAFE).encode()
+        if params:
+            target += b"?" + urlencode({k: _query_value(v) for k, v in params.items()}).encode()
+        headers = self._headers
+        if content is not None:
+            headers = [*headers, b"content-type: " + content_type.encode()]
+            if isinstance(content, str):
+                content = content.encode()
+        return self._lean.fetch(method, self._key, target, headers, content or b"",
+                                connect_timeout=self._timeout, read_timeout=self._timeout)
 
     def _delay(self, attempt: int) -> float:
         return min(self.backoff * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
@@ -357,7 +389,7 @@ class Client:
         return self.resources
 
 
-def error_from_response(resp: httpx.Response) -> APIError:
+def error_from_response(resp: httpx.Response | Reply) -> APIError:
     try:
         body = orjson.loads(resp.content)
     except orjson.JSONDecodeError:
@@ -370,7 +402,11 @@ def error_from_response(resp: httpx.Response) -> APIError:
     return err
 
 
-def _retry_after(resp: httpx.Response) -> int | None:
+def _query_value(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)  # as httpx encodes it
+
+
+def _retry_after(resp: httpx.Response | Reply) -> int | None:
     value = resp.headers.get("retry-after", "")
     return int(value) if value.isdigit() else None
 

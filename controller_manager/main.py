@@ -122,12 +122,12 @@ class LimitedClient(Client):
     """A Client with at most `max_in_flight` requests outstanding (watches aside).
 
     Kubernetes throttles its controller manager's client by rate (--kube-api-qps 20,
-    --kube-api-burst 30). Here the limit is on concurrency instead: httpx's pool costs
-    grow with the number of requests waiting in it and connections open, so a
-    ReplicaSet creating 500 pods at once is faster sent 8 at a time."""
+    --kube-api-burst 30). Here the limit is on concurrency instead (8 requests in
+    flight by default), so a ReplicaSet creating 500 pods at once does not put 500
+    requests in front of the scheduler's and the kubelets' at the API server."""
 
     def __init__(self, *args, max_in_flight: int = 8, **kw):
-        # Idle pooled connections are each checked on every request: keep few.
+        # One pooled connection per request in flight; more would only sit idle.
         super().__init__(*args, max_keepalive=max_in_flight, **kw)
         self._slots = asyncio.Semaphore(max_in_flight)
 

@@ -38,6 +38,7 @@ def _classes() -> Any:
     import httpx
 
     from client.rest import SyncClient
+    from client.transport import LeanTransport
 
     class AcceptTransport(httpx.AsyncBaseTransport):
         def __init__(self, inner: httpx.AsyncBaseTransport):
@@ -82,7 +83,7 @@ def _classes() -> Any:
                 if aclose is not None:
                     self._runner.run(aclose())
 
-    _CLASSES = (httpx, AcceptTransport, Client)
+    _CLASSES = (LeanTransport, AcceptTransport, Client)
     return _CLASSES
 
 
@@ -159,16 +160,12 @@ class Session:
     @property
     def client(self) -> Any:
         if self._client is None:
-            httpx, AcceptTransport, Client = _classes()
+            LeanTransport, AcceptTransport, Client = _classes()
             conn = self.connection
-            # For plain HTTP a bare context spares httpx loading the CA bundle it would
-            # never use; for HTTPS the connection's context carries the cluster's CA.
-            verify = conn.ssl_context()
-            if verify is True:
-                import ssl
-                verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             timeout = _timeout(self.opts.request_timeout)
-            self._transport = AcceptTransport(httpx.AsyncHTTPTransport(verify=verify))
+            # For HTTPS the connection's context carries the cluster's CA and the user's
+            # certificate; plain HTTP needs none.
+            self._transport = AcceptTransport(LeanTransport(ssl_context=conn.ssl_context()))
             self._client = Client(conn, transport=self._transport, timeout=timeout,
                                   max_retries=2, user_agent=USER_AGENT)
         return self._client

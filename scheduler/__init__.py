@@ -13,7 +13,6 @@ Modules:
 - `scheduler`  the running scheduler: informers -> cache and queue, the scheduling loop,
                binding tasks, FailedScheduling / Scheduled events, PodScheduled conditions
 - `main`       `minik8s scheduler`: flags, config, leader election, signals
-- `transport`  a lean HTTP/1.1 transport for client.rest.Client (see why there)
 
 The scheduler imports `client` and `machinery` only; it never talks to etcd.
 """

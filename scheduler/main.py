@@ -109,11 +109,8 @@ def _settings(args: argparse.Namespace) -> tuple[SchedulerConfig, kubeconfig.Con
 
 async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection) -> int:
     from scheduler.scheduler import Scheduler
-    from scheduler.transport import LeanTransport
 
-    # The lean transport: see scheduler/transport.py for why not httpx's default one.
-    client = Client(conn, user_agent="minik8s-scheduler",
-                    transport=LeanTransport(ssl_context=conn.ssl_context()))
+    client = Client(conn, user_agent="minik8s-scheduler")
     sched = Scheduler(client, config=cfg, freeze_gc=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

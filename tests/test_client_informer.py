@@ -3,11 +3,13 @@ API server restarts and compaction, and handlers see each object's story in orde
 import asyncio
 import random
 
+import httpx
 import pytest
 
 from client.informer import (LABEL, NAMESPACE, NODE_NAME, OWNER_UID, Indexer, Informer,
                              SharedInformerFactory, key_of)
 from client.rest import Client
+from client.transport import LeanTransport
 from machinery import errors
 from tests.procs import APIServer, compact_etcd
 from tests.util import pod
@@ -233,11 +235,18 @@ async def test_late_handlers_first_see_the_current_objects(client, ns):
 async def test_shared_factory_keeps_one_watch_per_kind(apiserver, ns):
     requests = []
 
-    async def record(request):
-        if request.method == "GET" and request.url.path.endswith("/pods"):
-            requests.append("watch" if request.url.params.get("watch") else "list")
-    async with Client(apiserver.url) as c:
-        c._http.event_hooks["request"].append(record)
+    class Recording(httpx.AsyncBaseTransport):
+        def __init__(self):
+            self.inner = LeanTransport()
+
+        async def handle_async_request(self, request):
+            if request.method == "GET" and request.url.path.endswith("/pods"):
+                requests.append("watch" if request.url.params.get("watch") else "list")
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self):
+            await self.inner.aclose()
+    async with Client(apiserver.url, transport=Recording()) as c:
         factory = SharedInformerFactory(c, namespace=ns)
         first = factory.informer("pods")
         assert factory.informer("po") is first and factory.informer("Pod") is first

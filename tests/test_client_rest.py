@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from client.rest import ALL, Client, Resources, SyncClient, retry_on_conflict
+from client.transport import LeanTransport
 from machinery import errors
 from tests.procs import free_port
 from tests.util import deployment, pod
@@ -202,18 +203,11 @@ async def test_retries_are_bounded():
 
 
 async def test_connections_are_kept_alive_and_reused(apiserver, ns):
-    connects = 0
-
-    async def count_connects(request):
-        async def trace(name, info):
-            nonlocal connects
-            connects += name == "connection.connect_tcp.complete"
-        request.extensions["trace"] = trace
-    async with Client(apiserver.url) as c:
-        c._http.event_hooks["request"].append(count_connects)
+    transport = LeanTransport()
+    async with Client(apiserver.url, transport=transport) as c:
         for _ in range(20):
             await c.list("configmaps", namespace=ns)
-    assert connects == 1, "sequential requests should share one pooled connection"
+    assert transport.connections_opened == 1, "sequential requests should share one pooled connection"
 
 
 async def test_retry_on_conflict_converges_with_concurrent_writers(client, ns):

@@ -68,6 +68,24 @@ async def test_resumes_from_the_last_revision_and_bookmarks_advance_it():
                int(p["timeoutSeconds"]) > 0 for p in script.params)
 
 
+async def test_events_split_across_chunks_blank_lines_and_an_unended_last_line():
+    big = orjson.dumps({"type": "ADDED", "object": {
+        "kind": "ConfigMap", "apiVersion": "v1", "data": {"x": "y" * 300_000},
+        "metadata": {"name": "big", "namespace": "d", "resourceVersion": "7"}}}) + b"\n"
+    wire = line("ADDED", 6) + b"\n" + big + line("MODIFIED", 8)[:-1]  # the last without its \n
+    pieces = [wire[i:i + 1000] for i in range(0, len(wire), 1000)]
+
+    async def stream():
+        for p in pieces:
+            yield p
+    script = Script(httpx.Response(200, content=stream()))
+    async with Client("http://t", transport=httpx.MockTransport(script)) as c:
+        events = await collect(Watch(c, "configmaps", namespace="d", resource_version="5"), 3)
+    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"), ("ADDED", "big"), ("MODIFIED", "a")]
+    assert len(events[1].object["data"]["x"]) == 300_000
+
+
 async def test_http_410_before_streaming_is_gone():
     gone = httpx.Response(410, json={"kind": "Status", "code": 410, "reason": "Expired",
                                      "message": "too old resource version"})

@@ -19,7 +19,6 @@ import pytest
 
 from client.rest import Client
 from scheduler.main import main as scheduler_main
-from scheduler.transport import LeanTransport
 from tests.procs import APIServer, Component, Etcd, wait_for
 
 HEADER = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
@@ -185,8 +184,7 @@ def test_no_node_is_overcommitted_when_500_pods_arrive_at_once(env):
     env.scheduler("--leader-elect=false")
 
     async def create_all():
-        # The lean transport: with httpx's own pool, the test would mostly measure httpx.
-        async with Client(env.url, transport=LeanTransport()) as c:
+        async with Client(env.url) as c:
             todo = iter(range(500))
 
             async def creator():
