@@ -31,9 +31,12 @@ Pure functions over plain dicts, safe from any task; nothing here does I/O.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from apiserver import openapi
 from apiserver.registry import ResourceType
@@ -168,6 +171,7 @@ def fields_v1(paths: set[Path]) -> dict:
     return clean(root)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys (containers, ports...) recur
 def _normalize(pe: str) -> str:
     if pe[:2] in ("k:", "v:"):
         try:
@@ -175,6 +179,20 @@ def _normalize(pe: str) -> str:
         except ValueError:
             return pe
     return pe
+
+
+def _parse_fields_v1(fields: Any) -> set[Path]:
+    """parse_fields_v1, remembered by the field set's JSON: a ReplicaSet's pods, and
+    the writes to one object, carry the same field sets over and over."""
+    try:
+        return set(_parse_serialized(orjson.dumps(fields)))
+    except (TypeError, orjson.JSONEncodeError):
+        return parse_fields_v1(fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_serialized(raw: bytes) -> frozenset[Path]:
+    return frozenset(parse_fields_v1(orjson.loads(raw)))
 
 
 def parse_fields_v1(fields: Any, prefix: Path = ()) -> set[Path]:
@@ -243,7 +261,7 @@ def parse_managers(managed: Any) -> list[Manager]:
             continue
         out.append(Manager(e["manager"], e["operation"], e.get("subresource") or "",
                            e.get("apiVersion") or "", e.get("time") or "",
-                           parse_fields_v1(e.get("fieldsV1"))))
+                           _parse_fields_v1(e.get("fieldsV1"))))
     return out
 
 

@@ -249,7 +249,9 @@ class WatchCache:
                 revision = await self._load()
                 await self._advance(revision)
                 self.ready.set()
-                async for batch in self.store.watch("/registry/", revision + 1):
+                # The previous values are the cache's own (every change is applied in
+                # order), so etcd need not send them along.
+                async for batch in self.store.watch("/registry/", revision + 1, prev_values=False):
                     for ev in batch:
                         self._apply(ev)
                     await self._advance(batch[-1].revision)
@@ -270,7 +272,7 @@ class WatchCache:
             if old is None:
                 return
             # A deletion is reported with the object's last state at the delete revision.
-            new = decode(ev.key, ev.prev_value, ev.revision) if ev.prev_value else old
+            new = decode(ev.key, old.raw, ev.revision)
             bucket.apply("DELETE", ev.key, old, new)
         else:
             bucket.apply("PUT", ev.key, old, decode(ev.key, ev.value, ev.revision))

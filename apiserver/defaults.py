@@ -16,14 +16,29 @@ import base64
 import copy
 from typing import Any
 
+import orjson
+
 from apiserver.validation import parse_quantity
 
 
 def apply_defaults(obj: dict, kind: str) -> None:
-    _drop_nulls(obj)
+    for k in [k for k, x in obj.items() if x is None]:
+        del obj[k]
+    for x in obj.values():
+        if isinstance(x, (dict, list)) and _has_null(x):
+            _drop_nulls(x)
     fn = _BY_KIND.get(kind)
     if fn is not None:
         fn(obj)
+
+
+def _has_null(v: Any) -> bool:
+    """Whether a null may be inside: asked of the serialized form, in C, so the walk
+    below (the costly part of defaulting a big object) runs only where one is."""
+    try:
+        return b"null" in orjson.dumps(v)
+    except (TypeError, orjson.JSONEncodeError):  # not JSON-shaped (dates from YAML): walk
+        return True
 
 
 def _drop_nulls(v: Any) -> None:

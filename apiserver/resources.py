@@ -14,7 +14,9 @@ import asyncio
 import base64
 import copy
 import datetime as dt
+import functools
 import random
+import time
 import uuid
 from typing import Any, AsyncIterator
 
@@ -35,7 +37,12 @@ _TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(int(time.time()))
+
+
+@functools.lru_cache(maxsize=2)  # formatted once a second, not once per write
+def _rfc3339(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def encode(obj: dict) -> bytes:
@@ -47,6 +54,19 @@ def encode(obj: dict) -> bytes:
     finally:
         if rv is not None:
             md["resourceVersion"] = rv
+
+
+def load(value: bytes, revision: int) -> dict:
+    """A stored value as a private object carrying its resourceVersion (cache.decode
+    without the serialized copy the cache keeps for output)."""
+    obj = orjson.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
+
+
+class _MaybeStale(Exception):
+    """A write decided on the watch cache's copy found nothing to do; the copy may be
+    behind, so the decision is taken again on a fresh read."""
 
 
 def with_rv(obj: dict, revision: int) -> dict:
@@ -335,7 +355,7 @@ class Resources:
     def _merge_update(self, rt: ResourceType, old: dict, new: dict, subresource: str | None) -> dict:
         """Carry over what a client may not change through this endpoint."""
         if subresource == "status":
-            merged = copy.deepcopy(old)
+            merged = orjson.loads(orjson.dumps(old))  # a deep copy; much faster than copy.deepcopy
             merged["status"] = new.get("status")
             if merged["status"] is None:
                 merged.pop("status")
@@ -353,7 +373,7 @@ class Resources:
             nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
         if rt.status_subresource:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = orjson.loads(orjson.dumps(old["status"]))
             else:
                 new.pop("status", None)
         if rt.has_generation and _spec(old) != _spec(new):
@@ -373,14 +393,28 @@ class Resources:
             raise errors.not_found(rt.group_resource, name)
         if precondition is not None and precondition != kv.mod_revision:
             raise errors.conflict(rt.plural, name, rt.group)
-        old = decode(key, kv.value, kv.mod_revision).obj
+        old = load(kv.value, kv.mod_revision)
         return await self._write(rt, key, old, kv.mod_revision, body, subresource=subresource,
                                  dry_run=dry_run, field_validation=field_validation,
                                  warnings=warnings, manager=manager)
 
+    async def _current(self, rt: ResourceType, key: str, *, cached: bool) -> tuple[dict, int] | None:
+        """(a private copy of the object at `key`, its revision), None if there is none.
+
+        cached=True starts from the watch cache's copy, which may be behind etcd, as
+        Kubernetes' GuaranteedUpdate does: that saves an etcd read per write, and is safe
+        only for a compare-and-swap write whose every other outcome (an error, nothing
+        to do) is decided again on a fresh read. A key the cache lacks is read fresh."""
+        if cached:
+            entry = self.cache.get(rt, key)
+            if entry is not None:
+                return orjson.loads(entry.raw), entry.revision
+        kv = await self.store.get(key)
+        return None if kv is None else (load(kv.value, kv.mod_revision), kv.mod_revision)
+
     async def _write(self, rt: ResourceType, key: str, old: dict, revision: int, new: dict, *,
                      subresource: str | None, dry_run: bool, field_validation: str,
-                     warnings: list[str] | None, manager: str = "") -> dict:
+                     warnings: list[str] | None, manager: str = "", cached: bool = False) -> dict:
         name = old["metadata"]["name"]
         new = self._merge_update(rt, old, new, subresource)
         new["metadata"].pop("resourceVersion", None)
@@ -398,6 +432,8 @@ class Resources:
         old_body = dict(old)
         old_body["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
         if old_body == new:
+            if cached:
+                raise _MaybeStale
             return with_rv(new, revision)  # no-op writes keep the resourceVersion, as in Kubernetes
         ok, result = await self.store.update(key, encode(new), revision)
         if not ok:
@@ -411,35 +447,54 @@ class Resources:
                     field_validation: str = "", warnings: list[str] | None = None,
                     manager: str = "") -> dict:
         key = rt.key(namespace, name)
-        for attempt in range(16):
-            kv = await self.store.get(key)
-            if kv is None:
+        # Attempt -1 starts from the watch cache's copy (see _current), on top of the 16
+        # from etcd's; a dry run's answer has no swap to check it, so it reads etcd.
+        for attempt in range(0 if dry_run else -1, 16):
+            cached = attempt < 0
+            current = await self._current(rt, key, cached=cached)
+            if current is None:
                 raise errors.not_found(rt.group_resource, name)
-            old = decode(key, kv.value, kv.mod_revision).obj
-            # As in Kubernetes, the patch applies to the current object, resourceVersion
-            # included: a version in the result that is not the current one can only come
-            # from the patch, and is a precondition that fails.
-            new = apply_patch(rt, old, patch_type, body)
-            if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
-                raise errors.BadRequest("the patch produced an object that is not a "
-                                        f"{rt.kind}")
-            pinned = _parse_rv(new["metadata"].get("resourceVersion"))
-            if pinned is not None and pinned != kv.mod_revision:
-                raise errors.conflict(rt.plural, name, rt.group)
-            uid = new["metadata"].get("uid")
-            if uid and uid != old["metadata"].get("uid"):
-                raise errors.conflict(rt.plural, name, rt.group, why=(
-                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
-                    f"{old['metadata'].get('uid')}"))
-            self._check_identity(rt, new, namespace, name)
+            old, revision = current
             try:
-                return await self._write(rt, key, old, kv.mod_revision, new, subresource=subresource,
-                                         dry_run=dry_run, field_validation=field_validation,
-                                         warnings=warnings, manager=manager)
+                # As in Kubernetes, the patch applies to the current object, resourceVersion
+                # included: a version in the result that is not the current one can only
+                # come from the patch, and is a precondition that fails.
+                new = apply_patch(rt, old, patch_type, body)
+                if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
+                    raise errors.BadRequest("the patch produced an object that is not a "
+                                            f"{rt.kind}")
+                pinned = _parse_rv(new["metadata"].get("resourceVersion"))
+                if pinned is not None and pinned != revision:
+                    raise errors.conflict(rt.plural, name, rt.group)
+                uid = new["metadata"].get("uid")
+                if uid and uid != old["metadata"].get("uid"):
+                    raise errors.conflict(rt.plural, name, rt.group, why=(
+                        f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                        f"{old['metadata'].get('uid')}"))
+                self._check_identity(rt, new, namespace, name)
+            except errors.APIError:
+                if cached:
+                    continue  # judged on a copy that may be behind: judge again on etcd's
+                raise
+            said: list[str] | None = None if warnings is None else []  # this attempt's warnings
+            try:
+                result = await self._write(rt, key, old, revision, new, subresource=subresource,
+                                           dry_run=dry_run, field_validation=field_validation,
+                                           warnings=said, manager=manager, cached=cached)
+                if warnings is not None and said:
+                    warnings.extend(said)
+                return result
+            except _MaybeStale:
+                continue
             except errors.Conflict:
                 # Someone wrote between our read and our write: re-apply the patch to the
                 # new state (a pinned version then fails the check above).
-                await asyncio.sleep(0.001 * attempt)
+                if attempt > 0:
+                    await asyncio.sleep(0.001 * attempt)
+            except errors.APIError:
+                if cached:
+                    continue
+                raise
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def apply(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
@@ -598,21 +653,26 @@ class Resources:
             raise errors.invalid("Binding", name, [{"reason": "FieldValueRequired",
                                                     "field": "target.name", "message": "Required value"}])
         key = pods.key(namespace, name)
-        for _ in range(16):
-            kv = await self.store.get(key)
-            if kv is None:
+        for attempt in range(0 if dry_run else -1, 16):
+            cached = attempt < 0  # from the watch cache's copy first, as in patch
+            current = await self._current(pods, key, cached=cached)
+            if current is None:
                 raise errors.not_found("pods", name)
-            pod = decode(key, kv.value, kv.mod_revision).obj
+            pod, revision = current
             uid = (binding.get("metadata") or {}).get("uid")
+            why = None
             if uid and uid != pod["metadata"].get("uid"):
                 # A binding meant for an earlier pod of the same name.
-                raise errors.conflict("pods", name, why=f"Precondition failed: UID in precondition: "
-                                                         f"{uid}, UID in object meta: {pod['metadata'].get('uid')}")
-            if pod["metadata"].get("deletionTimestamp"):
-                raise errors.conflict("pods", name, why="pod is being deleted, cannot be assigned to a host")
-            bound = (pod.get("spec") or {}).get("nodeName")
-            if bound:
-                raise errors.conflict("pods", name, why=f"pod {name} is already assigned to node \"{bound}\"")
+                why = f"Precondition failed: UID in precondition: {uid}, UID in object meta: " \
+                      f"{pod['metadata'].get('uid')}"
+            elif pod["metadata"].get("deletionTimestamp"):
+                why = "pod is being deleted, cannot be assigned to a host"
+            elif bound := (pod.get("spec") or {}).get("nodeName"):
+                why = f"pod {name} is already assigned to node \"{bound}\""
+            if why is not None:
+                if cached:
+                    continue  # judged on a copy that may be behind: judge again on etcd's
+                raise errors.conflict("pods", name, why=why)
             pod.setdefault("spec", {})["nodeName"] = node
             conds = [c for c in (pod.setdefault("status", {}).get("conditions") or [])
                      if c.get("type") != "PodScheduled"]
@@ -622,7 +682,7 @@ class Resources:
             if dry_run:
                 return
             pod["metadata"].pop("resourceVersion", None)
-            ok, _ = await self.store.update(key, encode(pod), kv.mod_revision)
+            ok, _ = await self.store.update(key, encode(pod), revision)
             if ok:
                 return
         raise errors.conflict("pods", name, why="too many concurrent writers")

@@ -21,7 +21,24 @@ from __future__ import annotations
 import copy
 from typing import Any, NamedTuple
 
+import orjson
+
 from machinery.errors import BadRequest, Invalid, UnsupportedMediaType
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data: an orjson round trip is several times faster than
+    copy.deepcopy on an API object. Anything else (dates from YAML, a non-string key, an
+    int beyond 64 bits) is copied by copy.deepcopy."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value, option=_PASSTHROUGH))
+    except (TypeError, orjson.JSONEncodeError):
+        return copy.deepcopy(value)
+
 
 # --- RFC 7386 JSON merge patch --------------------------------------------------------------
 
@@ -29,8 +46,8 @@ from machinery.errors import BadRequest, Invalid, UnsupportedMediaType
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch: null deletes, objects merge, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return _copy(patch)
+    result = _copy(target) if isinstance(target, dict) else {}
     _merge_patch_into(result, patch)
     return result
 
@@ -44,7 +61,7 @@ def _merge_patch_into(target: dict, patch: dict) -> None:
                 target[k] = {}
             _merge_patch_into(target[k], v)
         else:
-            target[k] = copy.deepcopy(v)
+            target[k] = _copy(v)
 
 
 # --- RFC 6902 JSON patch ------------------------------------------------------------------
@@ -64,7 +81,7 @@ def json_patch(target: Any, ops: Any) -> Any:
             if member not in op or (member != "value" and not isinstance(op[member], str)):
                 raise BadRequest(f"json patch operation {i} ({op['op']}) is missing "
                                  f"'{member}'")
-    doc = copy.deepcopy(target)
+    doc = _copy(target)
     for op in ops:
         doc = _apply_op(doc, op)
     return doc
@@ -300,8 +317,8 @@ def strategic_merge_patch(original: dict, patch: dict, kind: str, group: str = "
     schema = _schema(kind, group)
     if not isinstance(patch, dict):
         raise BadRequest("strategic merge patch must be a JSON object")
-    base = copy.deepcopy(original) if isinstance(original, dict) else {}
-    return _merge_map(base, copy.deepcopy(patch), schema)
+    base = _copy(original) if isinstance(original, dict) else {}
+    return _merge_map(base, _copy(patch), schema)
 
 
 def _merge_map(orig: dict, patch: dict, schema: dict[str, Field]) -> dict:

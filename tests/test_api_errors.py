@@ -83,6 +83,9 @@ def test_body_too_large(http, ns):
 def test_wrong_method(http, ns):
     status(http.put(f"/api/v1/namespaces/{ns}/pods", json={}), 405, "MethodNotAllowed")
     status(http.post(f"/api/v1/namespaces/{ns}/pods/x", json={}), 405)
+    # Methods no resource serves, and discovery paths, take the general routing.
+    status(http.request("OPTIONS", f"/api/v1/namespaces/{ns}/pods"), 405, "MethodNotAllowed")
+    assert http.get("/apis/apps/v1").json()["groupVersion"] == "apps/v1"
 
 
 def test_mismatched_identity(http, ns):

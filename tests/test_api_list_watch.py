@@ -81,6 +81,8 @@ def test_watch_from_revision_sees_changes_in_order(apiserver, http, ns):
         rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
         assert rvs == sorted(rvs) and rvs[0] > int(rv)
         assert events[1]["object"]["data"] == {"v": "2"}
+        # A deletion carries the object's last state, at the delete's own revision.
+        assert events[2]["object"]["data"] == {"v": "2"} and rvs[2] > rvs[1]
     finally:
         w.close()
 

@@ -218,8 +218,11 @@ class EtcdStore:
         except Compacted:
             pass  # someone compacted at or past it already
 
-    async def watch(self, prefix: str, from_revision: int) -> AsyncIterator[list[Event]]:
+    async def watch(self, prefix: str, from_revision: int, *,
+                    prev_values: bool = True) -> AsyncIterator[list[Event]]:
         """Batches of events with revision >= from_revision (<= 0: from now on).
+        prev_values=False leaves every `prev_value` None: a caller that keeps the
+        previous values itself (the watch cache) spares etcd sending each one again.
 
         Closing the generator (``aclose()``, or cancelling the task iterating it)
         cancels the etcd watch. Raises Compacted, or Unavailable once etcd has been
@@ -228,7 +231,7 @@ class EtcdStore:
             # A concrete start keeps the "resume from the last revision" rule exact.
             from_revision = await self.current_revision() + 1
         key = prefix.encode()
-        create = rpc.WatchCreateRequest(key=key, range_end=_prefix_end(key), prev_kv=True)
+        create = rpc.WatchCreateRequest(key=key, range_end=_prefix_end(key), prev_kv=prev_values)
         next_rev, attempt, give_up_at = from_revision, 0, None
         while True:
             ep = self._endpoint()
