@@ -1,8 +1,9 @@
 """Controller benchmark: a real etcd, API server, scheduler and controller manager
 (`--controllers replicaset,deployment`), each its own process; nodes are simulated by
 a loop in this process that plays every kubelet: it marks each pod bound to a node
-Running and Ready through pods/status, and finishes the graceful deletion of a bound
-pod (a delete with grace 0), as a kubelet does once the containers have stopped.
+Running and Ready through pods/status (one write per pod, with the pod's uid as a
+precondition), and finishes the graceful deletion of a bound pod (a delete with
+grace 0), as a kubelet does once the containers have stopped.
 
 (a) scale-up: from creating a Deployment of N replicas (default 1,000) to N pods
     created, N bound, N ready and the Deployment available;
@@ -104,6 +105,9 @@ class Nodes:
         self.informer.add_handler(on_add=self._changed, on_update=lambda _, p: self._changed(p))
         self._next_node = 0
         self._inflight: set[str] = set()
+        # uids whose status this kubelet wrote: one write per pod, as a kubelet does,
+        # even when its own write comes back through the watch after the next look.
+        self._started: set[str] = set()
         self._tasks: list[asyncio.Task] = []
 
     def _changed(self, pod: dict) -> None:
@@ -126,13 +130,13 @@ class Nodes:
             if self.bind:
                 self._inflight.add(name)
                 self.todo.put_nowait(("bind", name))
-        elif name not in self.ready:
+        elif name not in self.ready and pod["metadata"]["uid"] not in self._started:
             self._inflight.add(name)
-            self.todo.put_nowait(("run", name))
+            self.todo.put_nowait(("run", name, pod["metadata"]["uid"]))
 
     async def _work(self) -> None:
         while True:
-            what, name = await self.todo.get()
+            what, name, *uid = await self.todo.get()
             try:
                 if what == "finish":
                     await self.client.delete("pods", name, namespace=NS, grace_period_seconds=0)
@@ -142,11 +146,13 @@ class Nodes:
                 else:
                     t = now()
                     await self.client.patch("pods", name, namespace=NS, subresource="status", patch={
+                        "metadata": {"uid": uid[0]},  # this pod, not a successor of its name
                         "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [
                             {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
                             {"type": "Initialized", "status": "True", "lastTransitionTime": t},
                             {"type": "ContainersReady", "status": "True", "lastTransitionTime": t},
                             {"type": "Ready", "status": "True", "lastTransitionTime": t}]}})
+                    self._started.add(uid[0])
             except (errors.NotFound, errors.Conflict):
                 pass
             finally:
