@@ -7,8 +7,10 @@ bridge (kubelet/network.py). Each container is a process started by its own moni
 namespaces, an overlay root over the image (kubelet/images.py) and the pod's volumes
 (kubelet/volumes.py), and writes its output to a CRI log (kubelet/logs.py). Cgroups
 (kubelet/cgroups.py): pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox
-and pod<uid>/<container id> hold the processes. Monitors and sandboxes do not depend
-on the kubelet: killing the kubelet leaves pods running.
+and pod<uid>/<container id> hold the processes. Sandboxes and monitors are forks of the
+runtime's fork server (shim.py, mode server; `ForkServer`), so a pod costs two forks
+rather than two interpreter starts. Monitors and sandboxes depend on neither the
+kubelet nor the fork server: killing either leaves pods running.
 
 State, all under root_dir (e.g. /var/lib/minik8s/<node>), so that a new LinuxRuntime
 over the same directory adopts everything (no process is ever started twice):
@@ -84,6 +86,70 @@ def _write_json(path: str, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+class ForkServer:
+    """The kubelet's end of the helpers' fork server (kubelet/shim.py, mode server).
+
+    Started on first use, as a child of this process in a session of its own; restarted
+    when it has died (helpers it started are not affected). Thread-safe: a request is one
+    datagram, sent under a lock. The server never answers; a helper reports on the status
+    fd it is given, and a server that dies before forking it closes that fd, which the
+    caller sees as a report-less end."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", SHIM, "server", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                start_new_session=True, cwd="/")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    def _stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # the server sees EOF and exits
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def fork(self, mode: str, arg, *, status_fd: int, stderr_fd: int) -> None:
+        msg = json.dumps([mode, arg]).encode()
+        with self._lock:
+            for attempt in range(2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._stop()
+                    self._start()
+                try:
+                    socket.send_fds(self._sock, [msg], [status_fd, stderr_fd])
+                    return
+                except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
+                    self._stop()
+                    if attempt:
+                        raise ContainerRuntimeError("the runtime's fork server is not running")
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
 class LinuxRuntime(Runtime):
     def __init__(self, root_dir: str, *, pod_cidr: str = "10.244.0.0/24",
                  bridge: str = "mk8s0", cgroup_parent: str = "minik8s",
@@ -101,6 +167,7 @@ class LinuxRuntime(Runtime):
         self.log_max_bytes, self.log_max_files, self.shm_size = log_max_bytes, log_max_files, shm_size
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._forks = ForkServer()
 
     # -- helpers -----------------------------------------------------------------------
     def _lock(self, uid: str) -> threading.RLock:
@@ -127,19 +194,18 @@ class LinuxRuntime(Runtime):
             self._node_ip = node_ip()
         return self._node_ip
 
-    def _spawn(self, args: list[str], *, stderr_path: str = os.devnull) -> dict:
-        """Start a shim and wait for its one report."""
+    def _spawn(self, mode: str, arg, *, stderr_path: str = os.devnull) -> dict:
+        """Have the fork server start a helper (shim.py `mode`); wait for its one report."""
         r, w = os.pipe()
         try:
             with open(stderr_path, "ab") as err:
-                p = subprocess.Popen([sys.executable, "-I", "-S", SHIM, *args, str(w)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=err, pass_fds=(w,), start_new_session=True,
-                                     cwd="/")
+                self._forks.fork(mode, arg, status_fd=w, stderr_fd=err.fileno())
+        except BaseException:
+            os.close(r)
+            raise
         finally:
             os.close(w)
         try:
-            p.wait()  # it forks to detach and exits at once
             data, deadline = b"", time.monotonic() + START_TIMEOUT
             while select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 chunk = os.read(r, 4096)
@@ -151,7 +217,12 @@ class LinuxRuntime(Runtime):
         try:
             return json.loads(data)
         except json.JSONDecodeError:
-            return {"error": f"runtime helper failed (exit {p.returncode}): {data!r}"}
+            return {"error": f"runtime helper failed without a report: {data!r}"}
+
+    def close(self) -> None:
+        """Stop the fork server (helpers it started keep running). Optional: it also
+        stops by itself when this process exits."""
+        self._forks.close()
 
     # -- pod sandboxes -----------------------------------------------------------------
     def _sandbox_status(self, uid: str, sb: dict) -> SandboxStatus:
@@ -203,18 +274,20 @@ class LinuxRuntime(Runtime):
                                                ("ipc", config.host_ipc)) if not host]
                 if config.share_process_namespace and not config.host_pid:
                     unshare.append("pid")
-                reply = self._spawn(["sandbox", json.dumps(
-                    {"unshare": unshare, "hostname": hostname, "cgroup": sandbox_cgroup.to_json()})])
+                reply = self._spawn("sandbox", {"unshare": unshare, "hostname": hostname,
+                                                "cgroup": sandbox_cgroup.to_json()})
                 if "error" in reply:
                     raise ContainerRuntimeError(f"creating the pod sandbox: {reply['error']}",
                                                 reason="FailedCreatePodSandBox")
+                # Saved once ready: until then the record says "creating", and a crash
+                # in between is swept by cleanup_orphans (the holder dies with its cgroup).
                 sb.update(pid=reply["pid"], start=reply["start"], unshare=unshare)
-                self._save_sandbox(uid, sb)
                 ip = self.node_ip if config.host_network else self.network.attach(uid, reply["pid"])
                 self._write_etc(pod_dir, config, hostname, ip)
                 shm = os.path.join(pod_dir, "shm")
                 os.makedirs(shm, exist_ok=True)
-                if not config.host_ipc and shm not in kernel.mountpoints():
+                # ismount: one stat, where the node's mount table grows with its pods.
+                if not config.host_ipc and not os.path.ismount(shm):
                     kernel.mount("shm", shm, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
                                  f"mode=1777,size={self.shm_size}")
                 sb.update(state="ready", ip=ip)
@@ -303,8 +376,8 @@ class LinuxRuntime(Runtime):
                 return found[0]
         raise NotFound(f"container {container_id!r} not found")
 
-    def _status(self, cdir: str) -> ContainerStatus:
-        cfg = _read_json(os.path.join(cdir, "config.json"))
+    def _status(self, cdir: str, cfg: dict | None = None) -> ContainerStatus:
+        cfg = cfg or _read_json(os.path.join(cdir, "config.json"))
         st = _read_json(os.path.join(cdir, "state.json")) or {}
         meta = cfg["meta"]
         s = ContainerStatus(id=meta["id"], pod_uid=meta["pod_uid"], name=meta["name"],
@@ -333,13 +406,14 @@ class LinuxRuntime(Runtime):
             return None
 
     def list_containers(self, uid: str | None = None) -> list[ContainerStatus]:
-        out = []
-        for cdir in self._container_dirs(uid):
+        found = []
+        for cdir in glob.glob(os.path.join(self.pods_dir, uid or "*", "containers", "*")):
+            cfg = _read_json(os.path.join(cdir, "config.json"))  # read once: the PLEG's hot path
             try:
-                out.append(self._status(cdir))
-            except (TypeError, KeyError):  # removed meanwhile
+                found.append((cfg["created_at"], self._status(cdir, cfg)))
+            except (TypeError, KeyError):  # not made yet, or removed meanwhile
                 pass
-        return out
+        return [c for _, c in sorted(found, key=lambda t: t[0])]
 
     def start_container(self, uid: str, config: ContainerConfig) -> ContainerStatus:
         with self._lock(uid):
@@ -382,8 +456,7 @@ class LinuxRuntime(Runtime):
                 etc["/etc/hostname"] = f"{pod_dir}/etc/hostname"
             cid = secrets.token_hex(8)
             cdir = os.path.join(pod_dir, "containers", cid)
-            for d in ("rootfs", "scratch"):
-                os.makedirs(os.path.join(cdir, d))
+            os.makedirs(os.path.join(cdir, "scratch"))  # the container mounts its root there
             log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             for stale in [log_path, *logs.rotated_files(log_path)]:
@@ -411,7 +484,7 @@ class LinuxRuntime(Runtime):
             }
             _write_json(os.path.join(cdir, "config.json"), cfg)
             monitor_log = os.path.join(cdir, "monitor.log")
-            reply = self._spawn(["container", cdir], stderr_path=monitor_log)
+            reply = self._spawn("container", cdir, stderr_path=monitor_log)
             if "error" in reply and not os.path.exists(os.path.join(cdir, "state.json")):
                 # The monitor failed before it could record anything: no container.
                 with open(monitor_log, errors="replace") as f:

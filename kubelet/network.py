@@ -13,7 +13,9 @@ kubelet processes) can never hand out the same address, and a restarted kubelet 
 every address in use. Addresses are handed out round robin (the last one is
 remembered), so a freed address is not reused at once.
 
-Netlink through pyroute2. Methods are safe to call from several threads.
+Netlink: a pod's own plumbing through kubelet/netlink.py (a few syscalls per pod), the
+rarer node-wide listings and sweeps through pyroute2. Methods are safe to call from
+several threads.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ import hashlib
 import ipaddress
 import os
 
-from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import IPRoute
 
-from kubelet import kernel
+from kubelet import kernel, netlink
 from kubelet.runtime import ContainerRuntimeError
 
 
@@ -46,27 +48,27 @@ class PodNetwork:
         os.makedirs(self.ipam_dir, exist_ok=True)
 
     # -- the bridge ------------------------------------------------------------------
-    def ensure_bridge(self, ipr: IPRoute) -> int:
-        idx = ipr.link_lookup(ifname=self.bridge)
-        if not idx:
+    def ensure_bridge(self, nl: netlink.Netlink) -> int:
+        """The bridge, made if missing, with the gateway address and up; its index."""
+        idx = netlink.ifindex(self.bridge)
+        if idx is None:
             try:
-                ipr.link("add", ifname=self.bridge, kind="bridge")
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:  # another kubelet thread made it meanwhile
+                nl.add_bridge(self.bridge)
+            except netlink.NetlinkError as e:
+                if e.errno != errno.EEXIST:  # another kubelet thread made it meanwhile
                     raise
-            idx = ipr.link_lookup(ifname=self.bridge)
-        idx = idx[0]
+            idx = netlink.ifindex(self.bridge)
         try:
-            ipr.addr("add", index=idx, address=str(self.gateway), prefixlen=self.net.prefixlen)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
+            nl.add_address(idx, str(self.gateway), self.net.prefixlen)
+        except netlink.NetlinkError as e:
+            if e.errno != errno.EEXIST:
                 raise
-        ipr.link("set", index=idx, state="up")
+        nl.set_up(idx)
         return idx
 
     def delete_bridge(self) -> None:
-        with IPRoute() as ipr:
-            _delete_link(ipr, self.bridge)
+        with netlink.Netlink() as nl:
+            nl.delete_link(self.bridge)
 
     # -- pods ------------------------------------------------------------------------
     def attach(self, uid: str, netns_pid: int) -> str:
@@ -74,24 +76,21 @@ class PodNetwork:
         ip = self.allocate(uid)
         host = veth_name(uid)
         try:
-            with IPRoute() as ipr:
-                bridge = self.ensure_bridge(ipr)
-                _delete_link(ipr, host)  # left from an earlier sandbox of this pod
-                ipr.link("add", ifname=host, kind="veth",
-                         peer={"ifname": "eth0", "net_ns_pid": netns_pid})
-                ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge,
-                         state="up")
+            with netlink.Netlink() as nl:
+                bridge = self.ensure_bridge(nl)
+                nl.delete_link(host)  # left from an earlier sandbox of this pod
+                nl.add_veth(host, peer="eth0", peer_netns_pid=netns_pid, master=bridge)
 
             def inside():
-                with IPRoute() as ns:
-                    ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-                    eth0 = ns.link_lookup(ifname="eth0")[0]
-                    ns.addr("add", index=eth0, address=ip, prefixlen=self.net.prefixlen)
-                    ns.link("set", index=eth0, state="up")
-                    ns.route("add", dst="default", gateway=str(self.gateway))
-            # Not IPRoute(netns=...): pyroute2 forks for it (see kernel.in_netns).
+                with netlink.Netlink() as ns:
+                    ns.set_up(netlink.ifindex("lo"))
+                    eth0 = netlink.ifindex("eth0")
+                    ns.add_address(eth0, ip, self.net.prefixlen)
+                    ns.set_up(eth0)
+                    ns.add_default_route(str(self.gateway))
+            # A thread that enters the pod's namespace (see kernel.in_netns): no fork.
             kernel.in_netns(f"/proc/{netns_pid}/ns/net", inside)
-        except (NetlinkError, OSError) as e:
+        except OSError as e:
             self.detach(uid)
             raise ContainerRuntimeError(f"pod network setup failed: {e}",
                                         reason="NetworkNotReady") from e
@@ -99,8 +98,8 @@ class PodNetwork:
 
     def detach(self, uid: str) -> None:
         """Remove the pod's veth (if its namespace still exists) and free its IP."""
-        with IPRoute() as ipr:
-            _delete_link(ipr, veth_name(uid))
+        with netlink.Netlink() as nl:
+            nl.delete_link(veth_name(uid))
         for ip, owner in self.allocations().items():
             if owner == uid:
                 self.release(ip, uid)
@@ -115,8 +114,8 @@ class PodNetwork:
                     if link.get("master") == bridge[0]]
 
     def delete_veth(self, name: str) -> None:
-        with IPRoute() as ipr:
-            _delete_link(ipr, name)
+        with netlink.Netlink() as nl:
+            nl.delete_link(name)
 
     # -- IP allocation -----------------------------------------------------------------
     def allocations(self) -> dict[str, str]:
@@ -135,22 +134,31 @@ class PodNetwork:
         for ip, owner in self.allocations().items():
             if owner == uid:
                 return ip
-        hosts = list(self.net.hosts())[1:]  # the first is the gateway
+        # The hosts after the gateway, as integers: no list of every address per call.
+        first = int(self.gateway) + 1
+        count = int(self.net.broadcast_address) - first
         last_file = os.path.join(self.ipam_dir, "last_reserved")
         try:
             with open(last_file) as f:
-                start = hosts.index(ipaddress.ip_address(f.read().strip())) + 1
+                last = int(ipaddress.IPv4Address(f.read().strip())) - first
+            start = last + 1 if 0 <= last < count else 0
         except (FileNotFoundError, ValueError):
             start = 0
-        for i in range(len(hosts)):
-            ip = str(hosts[(start + i) % len(hosts)])
+        for i in range(count):
+            ip = str(ipaddress.IPv4Address(first + (start + i) % count))
             try:
                 fd = os.open(os.path.join(self.ipam_dir, ip), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(uid)
-            _write_atomic(last_file, ip)
+            # Only a hint where to start next time, rewritten in place: one write of a
+            # fixed length, so concurrent writers leave one whole address.
+            fd = os.open(last_file, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, ip.ljust(15).encode(), 0)
+            finally:
+                os.close(fd)
             return ip
         raise ContainerRuntimeError(f"no free IP address in {self.net}", reason="NetworkNotReady")
 
@@ -163,23 +171,6 @@ class PodNetwork:
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def _delete_link(ipr: IPRoute, name: str) -> None:
-    idx = ipr.link_lookup(ifname=name)
-    if idx:
-        try:
-            ipr.link("del", index=idx[0])
-        except NetlinkError as e:
-            if e.code != errno.ENODEV:  # went away with its namespace meanwhile
-                raise
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def node_ip() -> str | None:

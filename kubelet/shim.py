@@ -12,17 +12,29 @@ container DIR STATUS_FD
 exec DIR -- ARGV...
     Runs ARGV in the namespaces and cgroup of DIR's running container and exits with
     its exit code.
+server SOCKET_FD
+    The fork server (a "zygote"): this file imported once, then one fork per sandbox or
+    container monitor asked for on SOCKET_FD (a SOCK_SEQPACKET unix socket), so a helper
+    costs a fork instead of an interpreter start. A request is one message, the JSON
+    list [MODE, ARG] with two fds attached: STATUS_FD and the helper's stderr. The
+    forked child becomes the helper `shim.py MODE ARG STATUS_FD` would have left running
+    (new session, cwd /, stdin and stdout /dev/null) and reports on STATUS_FD as usual;
+    the server itself never answers. It exits when the socket's other end closes (the
+    kubelet is gone), and its children do not depend on it: killing the server, or the
+    kubelet, leaves every helper running.
 
-The sandbox holder and the container monitor detach from the runtime (new session,
-then a fork whose parent exits at once), so the kubelet can die and come back while
-pods keep running. Reports on STATUS_FD are one JSON object: {"pid": ..., "start": ...}
-or {"error": ...}. Single-threaded on purpose: setns into a mount namespace and fork
-need it. Stdlib only, and only stdlib-only kubelet modules, for a fast start.
+The sandbox holder and the container monitor detach from the runtime (a session of
+their own; started as their own interpreter, also a fork whose parent exits at once), so
+the kubelet can die and come back while pods keep running. Reports on STATUS_FD are one
+JSON object: {"pid": ..., "start": ...} or {"error": ...}. Single-threaded on purpose:
+setns into a mount namespace and fork need it. Stdlib only, and only stdlib-only kubelet
+modules, for a fast start.
 
-Start-up is most of a helper's cost (two helpers start per pod), and most of that was
-imports: `json`, `signal` and `selectors` pull in re, enum and collections (~20 ms of
-CPU per start, half of it). So this file uses the C modules under them directly:
-_json's scanner and encoder, _signal, select.epoll.
+An interpreter's start-up was most of a helper's cost (two helpers start per pod), hence
+the fork server, which pays it once; and most of it was imports (still paid by every
+exec and by the server): `json`, `signal` and `selectors` pull in re, enum and
+collections (~20 ms of CPU per start, half of it). So this file uses the C modules
+under them directly: _json's scanner and encoder, _signal, select.epoll.
 """
 from __future__ import annotations
 
@@ -93,7 +105,9 @@ def _reset_signals() -> None:
 
 # -- sandbox -------------------------------------------------------------------------
 
-def sandbox(cfg: dict, status_fd: int) -> None:
+def sandbox(cfg: dict, status_fd: int, *, detach: bool = True) -> None:
+    """detach: fork the holder and exit (not needed when the fork server started us, in
+    a session of our own, unless the holder must be PID 1 of a new PID namespace)."""
     try:
         kernel.unshare(sum(kernel.NS_FLAGS[n] for n in cfg["unshare"]))
         if "uts" in cfg["unshare"]:
@@ -102,11 +116,15 @@ def sandbox(cfg: dict, status_fd: int) -> None:
     except OSError as e:
         _report(status_fd, {"error": str(e)})
         sys.exit(1)
-    pid = os.fork()  # after unshare(CLONE_NEWPID), the child is PID 1 of the pod
-    if pid:
-        _report(status_fd, {"pid": pid, "start": kernel.start_time(pid)})
-        os._exit(0)
-    os.close(status_fd)
+    if detach or "pid" in cfg["unshare"]:
+        pid = os.fork()  # after unshare(CLONE_NEWPID), the child is PID 1 of the pod
+        if pid:
+            _report(status_fd, {"pid": pid, "start": kernel.start_time(pid)})
+            os._exit(0)
+        os.close(status_fd)
+    else:
+        me = os.getpid()
+        _report(status_fd, {"pid": me, "start": kernel.start_time(me)})
     os.chdir("/")
 
     def reap(*_):
@@ -124,10 +142,12 @@ def sandbox(cfg: dict, status_fd: int) -> None:
 
 # -- container -----------------------------------------------------------------------
 
-def container(cdir: str, status_fd: int) -> None:
+def container(cdir: str, status_fd: int, *, detach: bool = True) -> None:
+    """detach: fork and let the parent exit, so that init adopts the monitor (not needed
+    when the fork server started us: it reaps us, and init adopts us if it dies)."""
     cfg = _load(os.path.join(cdir, "config.json"))
     state_path = os.path.join(cdir, "state.json")
-    if os.fork():  # detach: the runtime reaps our parent, init adopts us
+    if detach and os.fork():  # the runtime reaps our parent, init adopts us
         os._exit(0)
     me = os.getpid()
     state = {"shim_pid": me, "shim_start": kernel.start_time(me)}
@@ -217,9 +237,11 @@ def _build_root(cfg: dict) -> None:
     /etc files, /dev/shm and volumes. Then pivot_root into it."""
     k = kernel
     cdir = cfg["dir"]
-    scratch, root = os.path.join(cdir, "scratch"), os.path.join(cdir, "rootfs")
+    # The root's mount point is on the tmpfs too: nothing to create on the node's disk.
+    scratch = os.path.join(cdir, "scratch")
+    root = os.path.join(scratch, "root")
     k.mount("tmpfs", scratch, "tmpfs", 0, "mode=0755")
-    for d in ("upper", "work"):
+    for d in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, d))
     k.mount("overlay", root, "overlay", 0,
             f"lowerdir={cfg['rootfs']},upperdir={scratch}/upper,workdir={scratch}/work")
@@ -374,6 +396,98 @@ def exec_(cdir: str, argv: list[str]) -> None:
     sys.exit(_exit_code(status))
 
 
+# -- the fork server ----------------------------------------------------------------
+
+def server(sock_fd: int) -> None:
+    """Fork a helper per request until the socket's peer is gone.
+
+    Single-threaded, so every fork is a clean copy. A forked helper is the long-lived
+    process itself (a sandbox holder, unless it must be PID 1 of a new PID namespace, or
+    a container monitor): it is in a session of its own, the server reaps it through a
+    pidfd when it exits, and if the server goes first, init adopts it, as it adopts a
+    helper started as its own interpreter (which forks once more and exits to detach)."""
+    import gc
+    import socket  # not at the top: the other modes start faster without enum
+    # As the gc module advises for fork without exec: no collections here, and every
+    # object frozen before a fork, so children's collections do not write to (and copy)
+    # the pages they share with us.
+    gc.disable()
+    sock = socket.socket(fileno=sock_fd)
+    os.set_blocking(sock_fd, True)
+    ep = select.epoll()
+    ep.register(sock_fd, select.EPOLLIN)
+    children: dict[int, int] = {}  # pidfd -> pid
+    while True:
+        try:
+            events = ep.poll()
+        except InterruptedError:
+            continue
+        for fd, _ in events:
+            if fd != sock_fd:
+                ep.unregister(fd)
+                os.close(fd)
+                os.waitpid(children.pop(fd), 0)
+                continue
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 2)
+            except ConnectionResetError:
+                msg, fds = b"", []
+            if not msg:  # the kubelet is gone
+                os._exit(0)
+            if len(fds) != 2:
+                for f in fds:
+                    os.close(f)
+                continue
+            status_fd, err_fd = fds
+            gc.freeze()
+            pid = os.fork()
+            if pid == 0:
+                gc.enable()
+                ep.close()
+                for f in children:
+                    os.close(f)
+                sock.close()
+                _helper(_loads(msg.decode()), status_fd, err_fd)
+            os.close(status_fd)
+            os.close(err_fd)
+            pidfd = os.pidfd_open(pid)
+            children[pidfd] = pid
+            ep.register(pidfd, select.EPOLLIN)
+
+
+def _helper(request: list, status_fd: int, err_fd: int) -> None:
+    """In a child of the server: become the helper `request` asks for; never returns."""
+    code = 0
+    try:
+        os.setsid()
+        os.chdir("/")
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(err_fd, 2)
+        os.close(null)
+        os.close(err_fd)
+        os.set_inheritable(status_fd, False)
+        mode, arg = request
+        if mode == "sandbox":
+            sandbox(arg, status_fd, detach=False)
+        elif mode == "container":
+            container(arg, status_fd, detach=False)
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on stderr; the status fd sees EOF
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[1]
     if mode in ("sandbox", "container"):
@@ -386,6 +500,8 @@ def main(argv: list[str]) -> None:
         container(argv[2], int(argv[3]))
     elif mode == "exec":
         exec_(argv[2], argv[argv.index("--") + 1:])
+    elif mode == "server":
+        server(int(argv[2]))
     else:
         sys.exit(f"unknown mode {mode!r}")
 

@@ -5,6 +5,7 @@ a pod CIDR that nothing else on the machine uses, and removes all of it afterwar
 even on failure. Traffic only goes to pod IPs on that bridge. Waits are polls with
 timeouts that only catch hangs.
 """
+import errno
 import http.client
 import ipaddress
 import json
@@ -12,14 +13,16 @@ import os
 import random
 import re
 import socket
+import signal
 import subprocess
+import sys
 import threading
 import uuid
 
 import pytest
 from pyroute2 import IPRoute
 
-from kubelet import kernel, logs
+from kubelet import kernel, logs, netlink
 from kubelet.cgroups import Cgroup
 from kubelet.linux_runtime import SANDBOX_MEMORY_OVERHEAD, LinuxRuntime
 from kubelet.network import veth_name
@@ -67,6 +70,7 @@ def node(node_args):
         rt.cleanup_orphans(keep=[])
         rt.network.delete_bridge()
         Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
+        rt.close()
 
 
 def new_pod(rt, name, **kw):
@@ -444,3 +448,79 @@ def test_probes_run_inside_the_pod_network(node):
     assert not probe({"tcpSocket": {"port": 8080}}).success  # not listening on the pod IP
     assert probe({"exec": {"command": ["true"]}}).success
     assert not probe({"exec": {"command": ["false"]}}).success
+
+
+KUBELET_SCRIPT = """
+import json, os, sys, time
+from kubelet.linux_runtime import LinuxRuntime
+from kubelet.runtime import ContainerConfig, PodSandboxConfig
+rt = LinuxRuntime(**json.loads(sys.argv[1]))
+rt.run_pod_sandbox(PodSandboxConfig(uid=sys.argv[2], name="orphan"))
+c = rt.start_container(sys.argv[2], ContainerConfig(name="main", image="host",
+                                                    command=json.loads(os.environ["COMMAND"])))
+print(json.dumps({"id": c.id, "server": rt._forks.pid}), flush=True)
+time.sleep(1000)
+"""
+
+
+def test_pods_outlive_the_fork_server_and_the_process_that_started_it(node, node_args):
+    """Sandboxes and monitors are forks of the runtime's fork server (kubelet/shim.py,
+    mode server), detached as helpers started on their own would be: neither a SIGKILL of
+    the process that started it (the kubelet) nor one of the server takes a pod down,
+    the server goes away with its kubelet, and a runtime whose server died starts a new
+    one on its next call."""
+    marker = f"zygote-{uuid.uuid4().hex}"
+    uid = str(uuid.uuid4())
+    command = ["python3", "-c", "import time; time.sleep(1000)", marker]  # not in the kubelet's argv
+    kubelet = subprocess.Popen([sys.executable, "-c", KUBELET_SCRIPT, json.dumps(node_args), uid],
+                               env={**os.environ, "COMMAND": json.dumps(command)},
+                               stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        started = json.loads(kubelet.stdout.readline())
+        server = (started["server"], kernel.start_time(started["server"]))
+        holder = state_of(node, uid)["pid"]
+        (pid,) = host_processes(marker)
+        assert os.getsid(holder) != os.getsid(server[0]) != os.getsid(pid)
+        kubelet.kill()
+        kubelet.wait()
+    finally:
+        kubelet.kill()
+        kubelet.wait()
+        kubelet.stdout.close()
+    wait_for(lambda: not kernel.alive(*server), what="the fork server to follow its kubelet")
+    assert host_processes(marker) == [pid] and node.pod_sandbox_status(uid).ready
+    assert node.container_status(started["id"]).running  # adopted by this runtime
+
+    c = start(node, uid, "second", SLEEP)
+    first_server = node._forks.pid
+    os.kill(first_server, signal.SIGKILL)
+    wait_for(lambda: node._forks._proc.poll() is not None, what="the fork server to die")
+    assert node.container_status(c.id).running and host_processes(marker) == [pid]
+    other = new_pod(node, "after")  # a new server
+    assert node._forks.pid != first_server and node.pod_sandbox_status(other).ready
+    assert start(node, other, "main", SLEEP).running
+    assert sh(node, c.id, "echo still here") == "still here\n"
+
+
+def test_netlink_requests_are_acknowledged_or_raise_the_kernels_errno():
+    name = "mk8sn" + uuid.uuid4().hex[:8]
+    address = str(ipaddress.ip_network(free_cidr())[1])
+    with netlink.Netlink() as nl:
+        try:
+            nl.add_bridge(name)
+            idx = netlink.ifindex(name)
+            assert idx is not None
+            with pytest.raises(netlink.NetlinkError) as e:
+                nl.add_bridge(name)
+            assert e.value.errno == errno.EEXIST
+            nl.add_address(idx, address, 24)
+            nl.set_up(idx)
+            with IPRoute() as ipr:
+                (link,) = ipr.get_links(idx)
+                assert link.get("flags") & netlink.IFF_UP
+                assert [a.get("address") for a in ipr.get_addr(index=idx, family=socket.AF_INET)] == [address]
+        finally:
+            deleted = nl.delete_link(name)
+    assert deleted and netlink.ifindex(name) is None
+    with netlink.Netlink() as nl:
+        assert nl.delete_link(name) is False  # nothing to delete is not an error
