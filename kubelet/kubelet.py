@@ -20,10 +20,11 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   JSON patch that tests the pod's uid first (so a pod re-created under the same name is
   never written by the old pod's worker).
 - A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
-  the grace period, a final status with a terminal phase, then the deletion is confirmed
-  (DELETE with grace 0 and the uid as precondition) and everything the pod had on the
-  node is removed. A pod that reached Succeeded or Failed has its sandbox stopped (its IP
-  released) and keeps its containers' logs until it is deleted.
+  the grace period, a final status with a terminal phase, then everything the pod had on
+  the node is removed and only then the deletion is confirmed (DELETE with grace 0 and
+  the uid as precondition), so a pod gone from the API is gone from the node. A pod that
+  reached Succeeded or Failed has its sandbox stopped (its IP released) and keeps its
+  containers' logs until it is deleted.
 
 Runtime calls block; they run in a private thread pool. Back-off and probe periods read
 the injectable clock (`client.clock`); the PLEG polls in real time. One asyncio loop.
@@ -70,6 +71,7 @@ class PodWorker:
         self.status: dict | None = None         # the last status computed
         self.written: dict | None = None        # the last status written, and its version
         self.written_rv = 0
+        self.writing: dict | None = None        # a status being written (its echo may come first)
         self.exits: dict[str, float] = {}       # container id -> clock time its exit was seen
         self.killed = self.finished = self.done = False
         self.syncs = 0                          # syncs completed (tests wait on it)
@@ -123,6 +125,21 @@ def _volume_data(obj: dict | None, kind: str) -> dict[str, bytes | str] | None:
     return data
 
 
+def _only_our_status(w: PodWorker, new: dict) -> bool:
+    """Whether `new` is the pod as the worker last had it plus the status it wrote: the
+    echo of its own write, not a reason to sync again (Kubernetes' pod config does not
+    sync a pod for a status-only change either)."""
+    old = w.pod
+    ours = [s for s in (w.written, w.writing) if s is not None]
+    if not ours or new.get("spec") != old.get("spec"):
+        return False
+    skip = ("resourceVersion", "managedFields")
+    a, b = old.get("metadata") or {}, new.get("metadata") or {}
+    if {k: v for k, v in a.items() if k not in skip} != {k: v for k, v in b.items() if k not in skip}:
+        return False
+    return any(podstatus.equal(new.get("status"), s) for s in ours)
+
+
 def _fmt_duration(seconds: float) -> str:
     """Go's time.Duration formatting for whole seconds: 10s, 1m20s, 5m0s."""
     s = int(round(seconds))
@@ -144,11 +161,12 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="runtime")
-        # Creating sandboxes and containers is mostly CPU work (helper processes start,
-        # netlink, cgroups): far more of it at once than there are cores only adds
-        # thread contention (measured: 50 at once cost 3x the CPU per pod), so a burst of
-        # pods starts a few per core at a time. Waits (grace periods, exec) are not limited.
-        self._starting = asyncio.Semaphore(4 * (os.cpu_count() or 1))
+        # Creating sandboxes and containers is mostly CPU work (forks, namespaces, mounts,
+        # cgroups, state files): far more of it at once than there are cores only adds
+        # thread contention (measured: 50 at once cost 3x the CPU per pod; 4 per core
+        # still ~10% more than 2), so a burst of pods starts two per core at a time.
+        # Waits (grace periods, exec) are not limited.
+        self._starting = asyncio.Semaphore(2 * (os.cpu_count() or 1))
         self.objects = ObjectCache(client, self._object_changed)
         self.prober = ProbeManager(runtime, self.clock, self.blocking, self._wake_uid, self._probe_failed)
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}", indexers={})
@@ -200,8 +218,10 @@ class Kubelet:
         if w is None:
             w = self.workers[uid] = PodWorker(uid, pod)
             w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
+        echo = _only_our_status(w, pod)
         w.pod = pod
-        w.wake.set()
+        if not echo:
+            w.wake.set()
 
     def _pod_gone(self, pod: dict) -> None:
         uid = pod["metadata"]["uid"]
@@ -262,7 +282,7 @@ class Kubelet:
     # -- pod workers ------------------------------------------------------------------------
 
     async def _wait(self, w: PodWorker, delay: float) -> None:
-        if w.wake.is_set():
+        if w.wake.is_set() or delay <= 0:
             return
         sleeper = asyncio.ensure_future(self.clock.sleep(delay))
         waker = asyncio.ensure_future(w.wake.wait())
@@ -277,6 +297,9 @@ class Kubelet:
         try:
             while not w.done:
                 w.wake.clear()
+                # Delays are from the sync's start: time spent syncing (writing the
+                # status...) does not lengthen a back-off.
+                started = self.clock.now()
                 try:
                     delay = await self._sync(w)
                     failures = 0
@@ -285,13 +308,15 @@ class Kubelet:
                 except Exception as exc:  # noqa: BLE001 - retried with back-off
                     failures += 1
                     delay = min(SYNC_ERROR_BACKOFF[0] * 2 ** (failures - 1), SYNC_ERROR_BACKOFF[1])
+                    started = self.clock.now()  # this back-off counts from the failure
                     log.warning("sync of pod %s (%s) failed: %r; retrying in %.1fs", w.key, w.uid, exc, delay)
                     if failures == 1:
                         log.debug("sync failure", exc_info=True)
                 self.syncs += 1
                 w.syncs += 1
                 if not w.done:
-                    await self._wait(w, self.resync_period if delay is None else delay)
+                    delay = self.resync_period if delay is None else delay
+                    await self._wait(w, started + delay - self.clock.now())
         finally:
             if self.workers.get(w.uid) is w and w.done:
                 del self.workers[w.uid]
@@ -527,6 +552,7 @@ class Kubelet:
         md = pod["metadata"]
         ops = [{"op": "test", "path": "/metadata/uid", "value": w.uid},
                {"op": "replace", "path": "/status", "value": new}]
+        w.writing = new
         try:
             obj = await self.client.patch("pods", md["name"], ops, namespace=md.get("namespace"),
                                           patch_type="json", subresource="status")
@@ -540,6 +566,8 @@ class Kubelet:
                 w.wake.set()
                 return
             raise
+        finally:
+            w.writing = None
         w.written, w.written_rv = new, int(obj["metadata"]["resourceVersion"])
 
     # -- the end of a pod ---------------------------------------------------------------------
@@ -578,13 +606,15 @@ class Kubelet:
                 final = podstatus.pod_status(pod, views[0], views[1], pod_ip=None, host_ip=self.node_ip,
                                              sandbox_ready=False, terminal=True)
                 await self._write_status(w, final)
-            if not w.removed:
-                try:
-                    await self.client.delete("pods", md["name"], namespace=md.get("namespace"),
-                                             grace_period_seconds=0, preconditions={"uid": w.uid})
-                except (NotFound, Conflict):
-                    pass  # gone already, or the name is a new pod's
+        # As the kubelet does (podResourcesAreReclaimed), the API object goes only once
+        # the pod's processes, network, volumes and cgroups are gone from the node.
         await self.blocking(self.runtime.remove_pod, w.uid)
+        if not w.removed:
+            try:
+                await self.client.delete("pods", md["name"], namespace=md.get("namespace"),
+                                         grace_period_seconds=0, preconditions={"uid": w.uid})
+            except (NotFound, Conflict):
+                pass  # gone already, or the name is a new pod's
         await self.objects.unregister(w.uid)
         self.backoff.forget_prefix(w.uid + "/")
         if not w.removed:

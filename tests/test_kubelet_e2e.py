@@ -317,7 +317,9 @@ def test_pods_reach_each_other_and_the_node_reaches_them_by_ip(node, http, ns):
     a = wait_pod(http, ns, "a", lambda p: phase(p) == "Running", "running")
     ip = a["status"]["podIP"]
     create(http, ns, make_pod("b", node, container("client", [
-        "sh", "-c", f"until {FETCH} http://{ip}:8080/who; do sleep 0.05; done"]), restartPolicy="Never"))
+        # Quiet until a's server listens (Running means its process started, not that).
+        "sh", "-c", f"until {FETCH} http://{ip}:8080/who 2>/dev/null; do sleep 0.05; done"]),
+        restartPolicy="Never"))
     b = wait_pod(http, ns, "b", lambda p: phase(p) == "Succeeded", "succeeded")
     assert b["status"]["podIP"] != ip
     assert pod_log(http, ns, "b") == "pod-a\n"

@@ -13,7 +13,7 @@ from client.rest import Client
 from kubelet import envvars
 from kubelet.backoff import Backoff
 from kubelet.cgroups import Cgroup
-from kubelet.kubelet import Kubelet, pod_resources
+from kubelet.kubelet import Kubelet, PodWorker, _only_our_status, pod_resources
 from kubelet.linux_runtime import LinuxRuntime
 from kubelet.runtime import ContainerStatus, Resources
 from kubelet.status import ContainerView, conditions, container_status, phase, with_transition_times
@@ -134,6 +134,26 @@ def test_backoff_doubles_caps_and_resets():
     assert b.delay("k") == 10
 
 
+def test_only_other_changes_than_the_workers_own_status_write_wake_it():
+    pod = {"metadata": {"name": "p", "uid": "u", "resourceVersion": "5", "labels": {"a": "1"}},
+           "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}}
+    ours = {"phase": "Running", "podIP": "10.0.0.2", "lastState": None}
+    w = PodWorker("u", pod)
+
+    def seen(rv="6", labels=None, status=ours, spec=None):
+        return {"metadata": {**pod["metadata"], "resourceVersion": rv, "labels": labels or {"a": "1"}},
+                "spec": spec or pod["spec"], "status": {k: v for k, v in status.items() if v is not None}}
+
+    assert not _only_our_status(w, seen())        # nothing written yet: any change counts
+    w.writing = ours
+    assert _only_our_status(w, seen())            # the echo arrived before the write's answer
+    w.writing, w.written = None, ours
+    assert _only_our_status(w, seen())
+    assert not _only_our_status(w, seen(status={"phase": "Failed", "reason": "Evicted"}))
+    assert not _only_our_status(w, seen(labels={"a": "2"}))
+    assert not _only_our_status(w, seen(spec={"containers": [{"name": "c", "image": "new"}]}))
+
+
 def test_pod_resources_take_init_containers_into_account():
     spec = {"containers": [{"resources": {"limits": {"memory": "100Mi", "cpu": "1"}, "requests": {"cpu": "200m"}}},
                            {"resources": {"limits": {"memory": "50Mi", "cpu": "1"}}}],
@@ -183,6 +203,7 @@ async def kubelet(apiserver, tmp_path, http, ns):
             rt.cleanup_orphans(keep=[])
             rt.network.delete_bridge()
             Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
+            rt.close()
         await asyncio.to_thread(clean)
 
 
