@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import signal
 import socket
 import sys
@@ -27,25 +26,14 @@ import uuid
 from client import kubeconfig
 from client.rest import Client
 from controller_manager.manager import Manager, enabled_controllers
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
+from machinery import duration
 
 def parse_duration(v: str) -> float:
-    """Seconds in a Go duration (`1m30s`, `250ms`) or a plain number of seconds."""
-    v = v.strip()
+    """A flag's duration (`1m30s`, `250ms`, or plain seconds), never negative."""
     try:
-        seconds = float(v)
-    except ValueError:
-        pos, seconds = 0, 0.0
-        for m in _DURATION.finditer(v):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-        if pos != len(v) or not v:
-            raise argparse.ArgumentTypeError(f"invalid duration {v!r} (e.g. 15s, 1m30s, 250ms)") from None
+        seconds = duration.parse_duration(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if seconds < 0:
         raise argparse.ArgumentTypeError(f"invalid duration {v!r}: negative")
     return seconds

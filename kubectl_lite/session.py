@@ -237,15 +237,9 @@ class Session:
 def _timeout(value: str | None) -> float:
     if not value or value in ("0", "0s"):
         return 30.0
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for suffix in ("ms", "s", "m", "h"):
-        if value.endswith(suffix):
-            try:
-                return float(value[:-len(suffix)]) * units[suffix]
-            except ValueError:
-                break
+    from machinery.duration import parse_duration
     try:
-        return float(value)
+        return parse_duration(value)
     except ValueError:
         raise CLIError(f'invalid request timeout "{value}": use a number with a unit, '
                        'e.g. 30s') from None

@@ -1,7 +1,35 @@
-"""Durations as Kubernetes prints them (apimachinery util/duration.HumanDuration).
+"""Durations: read as Go's time.ParseDuration reads them (every flag and config field
+that takes one), and printed as Kubernetes prints ages (util/duration.HumanDuration).
 
 Pure: no I/O, no state.
 """
+import math
+import re
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration (`15s`, `1m30s`, `250ms`, `-2s`), or in a plain number,
+    read as seconds (as `kubectl --timeout=30` is); ValueError naming the text otherwise."""
+    t = text.strip()
+    try:
+        seconds = float(t)
+    except ValueError:
+        sign, body = (-1.0, t[1:]) if t[:1] == "-" else (1.0, t[1:] if t[:1] == "+" else t)
+        pos, seconds = 0, 0.0
+        for m in _TERM.finditer(body):
+            if m.start() != pos:
+                break
+            seconds += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if not body or pos != len(body):
+            raise ValueError(f"invalid duration {text!r} (e.g. 15s, 1m30s, 250ms)") from None
+        seconds *= sign
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {text!r} (e.g. 15s, 1m30s, 250ms)")
+    return seconds
 
 
 def human_duration(seconds: float) -> str:

@@ -22,12 +22,12 @@ Enabling a plugin minik8s does not implement is an error, not silently ignored.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
 
+from machinery import duration
 from scheduler.framework import Framework
 from scheduler.plugins import DEFAULT_PLUGINS, KNOWN_ELSEWHERE, REGISTRY
 
@@ -93,10 +93,6 @@ def _percentage(v: Any, where: str) -> int | None:
     return v
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
 def parse_duration(v: Any, where: str = "duration") -> float:
     """Seconds from a Go duration (`15s`, `1m30s`, `500ms`) or a plain number of seconds."""
     if isinstance(v, bool):
@@ -104,14 +100,10 @@ def parse_duration(v: Any, where: str = "duration") -> float:
     if isinstance(v, (int, float)):
         seconds = float(v)
     else:
-        text = str(v).strip()
         try:
-            seconds = float(text)
+            seconds = duration.parse_duration(str(v))
         except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ConfigError(f"{where}: expected a duration such as 15s, got {v!r}") from None
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+            raise ConfigError(f"{where}: expected a duration such as 15s, got {v!r}") from None
     if seconds <= 0:
         raise ConfigError(f"{where}: must be positive, got {v!r}")
     return seconds

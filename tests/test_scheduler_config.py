@@ -121,7 +121,7 @@ leaderElection:
 
 @pytest.mark.parametrize("text, error", [
     ("leaderElection: {leaseDuration: soon}", "leaseDuration: expected a duration"),
-    ("leaderElection: {retryPeriod: -1s}", "retryPeriod: expected a duration"),
+    ("leaderElection: {retryPeriod: -1s}", "retryPeriod: must be positive"),
     ("leaderElection: {leaderElect: maybe}", "true or false"),
     ("podMaxBackoffSeconds: ten", "podMaxBackoffSeconds must be a positive number"),
     ("profiles: {a: 1}", "profiles must be a list"),
