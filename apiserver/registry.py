@@ -74,6 +74,9 @@ class ResourceType:
     has_generation: bool = False
     # Objects that carry a status which only the status subresource may change.
     status_subresource: bool = False
+    # Metadata a status update leaves as it was (Kubernetes' status strategies): it takes
+    # status and the labels, annotations, finalizers and owner references sent, not spec.
+    status_keeps: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch",
                               "update", "watch")
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,7 +115,7 @@ RESOURCES: tuple[ResourceType, ...] = (
                  status_subresource=True),
     ResourceType("", "v1", "Pod", "pods", True, ("po",), ("all",),
                  subresources=("status", "binding", "log", "exec", "eviction"),
-                 fields=_pod_fields, status_subresource=True),
+                 fields=_pod_fields, status_subresource=True, status_keeps=("ownerReferences",)),
     ResourceType("", "v1", "Node", "nodes", False, ("no",), subresources=("status",),
                  fields=_node_fields, status_subresource=True),
     ResourceType("", "v1", "Service", "services", True, ("svc",), ("all",),
@@ -125,7 +128,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_event_fields),
     ResourceType("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("all",),
                  subresources=("status", "scale"), has_generation=True,
-                 status_subresource=True),
+                 status_subresource=True, status_keeps=("labels",)),
     ResourceType("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("all",),
                  subresources=("status", "scale"), fields=_rs_fields, has_generation=True,
                  status_subresource=True),

@@ -359,8 +359,15 @@ class Resources:
             merged["status"] = new.get("status")
             if merged["status"] is None:
                 merged.pop("status")
-            if (new.get("metadata") or {}).get("managedFields") is not None:
-                merged["metadata"]["managedFields"] = new["metadata"]["managedFields"]
+            nmd = new.get("metadata") or {}
+            for k in ("labels", "annotations", "finalizers", "ownerReferences"):
+                if k not in rt.status_keeps:
+                    if k in nmd:
+                        merged["metadata"][k] = nmd[k]
+                    else:
+                        merged["metadata"].pop(k, None)
+            if nmd.get("managedFields") is not None:
+                merged["metadata"]["managedFields"] = nmd["managedFields"]
             return merged
         omd, nmd = old["metadata"], new["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",

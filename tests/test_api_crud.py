@@ -128,10 +128,21 @@ def test_status_subresource_separates_spec_and_status(http, ns):
     d["status"] = {"replicas": 2, "observedGeneration": 2}
     d["spec"]["replicas"] = 9
     d["metadata"]["labels"]["sneaky"] = "x"
+    d["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "2"}
     s = http.put(f"{url}/st/status", json=d).json()
     assert s["status"] == {"replicas": 2, "observedGeneration": 2}
     assert s["spec"]["replicas"] == 2 and "sneaky" not in s["metadata"]["labels"]
     assert s["metadata"]["generation"] == 2
+    # As Kubernetes' status strategies: a Deployment's status update takes annotations
+    # but not labels; a Pod's takes labels but not ownerReferences.
+    assert s["metadata"]["annotations"] == {"deployment.kubernetes.io/revision": "2"}
+    p = http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("st")).json()
+    p["metadata"]["labels"] = {"seen": "yes"}
+    p["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "u"}]
+    p["status"] = {"phase": "Running"}
+    p = http.put(f"/api/v1/namespaces/{ns}/pods/st/status", json=p).json()
+    assert p["status"]["phase"] == "Running" and p["metadata"]["labels"] == {"seen": "yes"}
+    assert "ownerReferences" not in p["metadata"]
 
 
 def test_binding_sets_node_once(http, ns):

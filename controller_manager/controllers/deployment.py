@@ -32,10 +32,6 @@ What it guarantees, per Deployment:
   and `Progressing` with Kubernetes' reasons, including ProgressDeadlineExceeded once
   `progressDeadlineSeconds` pass without progress) is written only when it changed.
 
-Difference from Kubernetes: Kubernetes writes the Deployment's revision annotation
-through the status subresource (its status strategy keeps metadata changes); minik8s'
-status subresource keeps only status, so the annotation is a separate merge patch.
-
 Concurrency: one asyncio loop; handlers only enqueue Deployment keys, and the work
 queue never hands one key to two workers.
 """
@@ -468,16 +464,13 @@ class DeploymentController(Controller):
         d["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
 
     async def _set_revision(self, d: dict, rev: str) -> None:
-        """The Deployment's revision annotation (SetDeploymentRevision), patched at once:
-        the status subresource would drop it (see the module docstring)."""
+        """The Deployment's revision annotation (SetDeploymentRevision), written at once
+        through the status subresource, as Kubernetes does: a Deployment's status update
+        takes its annotations too."""
         if (d["metadata"].get("annotations") or {}).get(REVISION) == rev:
             return
-        md = d["metadata"]
-        updated = await self.client.patch("deployments", md["name"], namespace=md["namespace"],
-                                          patch={"metadata": {"annotations": {REVISION: rev},
-                                                              "resourceVersion": md["resourceVersion"]}})
         _annotations(d)[REVISION] = rev
-        md["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        await self._write_status(d)
 
     async def _update_rs(self, rs: dict) -> dict:
         return await self.client.update(rs)
