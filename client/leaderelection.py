@@ -170,13 +170,25 @@ class LeaderElector:
         return True
 
     async def _release(self) -> None:
-        """Give the Lease up (holder cleared, 1s duration) if we still hold it."""
-        if self._lease is None or (self._lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            return
-        now = micro_time()
-        spec = {**self._lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
-                "acquireTime": now, "renewTime": now}
-        try:
-            self._lease = await self.client.update({**self._lease, "spec": spec})
-        except Exception as exc:  # noqa: BLE001 - best effort: expiry frees it anyway
-            log.info("%s: releasing lease %s/%s failed: %s", self.identity, self.namespace, self.name, exc)
+        """Give the Lease up (holder cleared, 1s duration) if we still hold it. A renewal
+        cancelled in flight may have landed all the same, leaving our copy behind: on a
+        conflict, read the Lease again and retry while it is still ours."""
+        for _ in range(3):
+            if self._lease is None or (self._lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            now = micro_time()
+            spec = {**self._lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
+                    "acquireTime": now, "renewTime": now}
+            try:
+                self._lease = await self.client.update({**self._lease, "spec": spec})
+                return
+            except Conflict:
+                try:
+                    self._lease = await self.client.get("leases", self.name, namespace=self.namespace)
+                except Exception as exc:  # noqa: BLE001 - best effort, as below
+                    log.info("%s: releasing lease %s/%s failed: %s", self.identity, self.namespace,
+                             self.name, exc)
+                    return
+            except Exception as exc:  # noqa: BLE001 - best effort: expiry frees it anyway
+                log.info("%s: releasing lease %s/%s failed: %s", self.identity, self.namespace, self.name, exc)
+                return
