@@ -76,6 +76,9 @@ class PodWorker:
         self.killed = self.finished = self.done = False
         self.syncs = 0                          # syncs completed (tests wait on it)
         self.warned: set[str] = set()           # warnings already recorded as events
+        # The runtime's state of the pod (as the PLEG keys it) that the last sync ended
+        # with; None when that sync did not get to see it all.
+        self.observed: dict | None = None
 
     @property
     def key(self) -> str:
@@ -264,6 +267,13 @@ class Kubelet:
             state["sandbox/" + s.uid] = (s.uid, s.ready)
         return state
 
+    @staticmethod
+    def _observed(sandbox: SandboxStatus, views: list[podstatus.ContainerView]) -> dict:
+        """A pod's runtime state as `_relist` reports it, from what a sync saw."""
+        state: dict = {c.id: c.state for v in views for c in v.runs}
+        state["sandbox/" + sandbox.uid] = sandbox.ready
+        return state
+
     async def _pleg(self) -> None:
         last: dict = {}
         while True:
@@ -276,7 +286,19 @@ class Kubelet:
             changed = {v[0] for k, v in current.items() if last.get(k) != v}
             changed |= {v[0] for k, v in last.items() if k not in current}
             last = current
+            if not changed:
+                continue
+            # A change the pod's last sync already saw (most often the sandbox and the
+            # container that sync itself started) needs no sync: syncs are level-based,
+            # so only a state no sync has seen yet is news.
+            by_pod: dict[str, dict] = {}
+            for k, (uid, state) in current.items():
+                if uid in changed:
+                    by_pod.setdefault(uid, {})[k] = state
             for uid in changed:
+                w = self.workers.get(uid)
+                if w is not None and w.observed is not None and w.observed == by_pod.get(uid, {}):
+                    continue
                 self._wake_uid(uid)
 
     # -- pod workers ------------------------------------------------------------------------
@@ -324,6 +346,7 @@ class Kubelet:
     async def _sync(self, w: PodWorker) -> float | None:
         """One level-based pass over the pod; -> when to look again (None: resync)."""
         pod = w.pod
+        w.observed = None
         if w.removed or pod["metadata"].get("deletionTimestamp"):
             await self._terminate(w)
             return None
@@ -428,6 +451,7 @@ class Kubelet:
                 await self.blocking(self.runtime.remove_container, old.id)
                 w.exits.pop(old.id, None)
             del v.runs[:-2]
+        w.observed = self._observed(sandbox, init + app)
         return await self._report(w, sandbox, init=init, app=app, retry=min(retry) if retry else None)
 
     def _restart_reason(self, uid: str, c: dict, run: ContainerStatus) -> str | None:
