@@ -24,7 +24,6 @@ import asyncio
 import collections
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Callable
 
 from client.rest import Client
@@ -45,7 +44,7 @@ def reference(obj: dict, *, field_path: str | None = None) -> dict:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class EventRecorder:

@@ -15,7 +15,7 @@ kubelet nor the fork server: killing either leaves pods running.
 State, all under root_dir (e.g. /var/lib/minik8s/<node>), so that a new LinuxRuntime
 over the same directory adopts everything (no process is ever started twice):
     pods/<uid>/sandbox.json                  config, state, holder pid + start time, IP
-    pods/<uid>/etc/{hostname,hosts,resolv.conf}
+    pods/<uid>/{hostname,hosts,resolv.conf}
     pods/<uid>/shm                            the pod's /dev/shm (tmpfs)
     pods/<uid>/volumes/<name>
     pods/<uid>/containers/<id>/config.json   what the monitor runs
@@ -81,8 +81,9 @@ def _read_json(path: str) -> dict | None:
 
 def _write_json(path: str, obj: dict) -> None:
     tmp = f"{path}.tmp{threading.get_ident()}"
+    text = json.dumps(obj)  # one shot: json.dump to a file encodes in pure Python
     with open(tmp, "w") as f:
-        json.dump(obj, f)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -253,11 +254,14 @@ class LinuxRuntime(Runtime):
             if sb:  # dead or half made: clear what is left, keep volumes and logs
                 self._stop_sandbox(uid, 0)
             pod_dir = self._pod_dir(uid)
-            os.makedirs(os.path.join(pod_dir, "etc"), exist_ok=True)
+            os.makedirs(pod_dir, exist_ok=True)
             cgroup = self._pod_cgroup(uid)
+            # Written once, when ready (each file written costs an inode, and on a busy
+            # ext4 that is much of a pod's start): a crash before then leaves a pod
+            # directory without a record, which cleanup_orphans sweeps (the holder dies
+            # with its cgroup); a failure saves it stopped.
             sb = {"config": dataclasses.asdict(config), "state": "creating",
                   "created_at": time.time(), "cgroup": cgroup.to_json()}
-            self._save_sandbox(uid, sb)
             try:
                 res = config.resources
                 cgroup.create(cpu_request_milli=res.cpu_request_milli,
@@ -279,8 +283,6 @@ class LinuxRuntime(Runtime):
                 if "error" in reply:
                     raise ContainerRuntimeError(f"creating the pod sandbox: {reply['error']}",
                                                 reason="FailedCreatePodSandBox")
-                # Saved once ready: until then the record says "creating", and a crash
-                # in between is swept by cleanup_orphans (the holder dies with its cgroup).
                 sb.update(pid=reply["pid"], start=reply["start"], unshare=unshare)
                 ip = self.node_ip if config.host_network else self.network.attach(uid, reply["pid"])
                 self._write_etc(pod_dir, config, hostname, ip)
@@ -293,12 +295,11 @@ class LinuxRuntime(Runtime):
                 sb.update(state="ready", ip=ip)
                 self._save_sandbox(uid, sb)
             except BaseException:
-                self._stop_sandbox(uid, 0)
+                self._stop_sandbox(uid, 0, sb)
                 raise
             return self._sandbox_status(uid, sb)
 
     def _write_etc(self, pod_dir: str, config: PodSandboxConfig, hostname: str, ip: str | None) -> None:
-        etc = os.path.join(pod_dir, "etc")
         if config.host_network:
             with open("/etc/hosts") as f:
                 hosts = f.read()
@@ -314,15 +315,16 @@ class LinuxRuntime(Runtime):
             if config.dns_options:
                 resolv += "options " + " ".join(config.dns_options) + "\n"
         for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv)):
-            with open(os.path.join(etc, name), "w") as f:
+            with open(os.path.join(pod_dir, name), "w") as f:
                 f.write(text)
 
     def stop_pod_sandbox(self, uid: str, *, grace_period: float = 30) -> None:
         with self._lock(uid):
             self._stop_sandbox(uid, grace_period)
 
-    def _stop_sandbox(self, uid: str, grace: float) -> None:
-        sb = self._sandbox(uid)
+    def _stop_sandbox(self, uid: str, grace: float, sb: dict | None = None) -> None:
+        """sb: the sandbox's record, when it is not saved yet."""
+        sb = sb or self._sandbox(uid)
         # Containers stop in parallel, each with the full grace period, as in Kubernetes.
         threads = [threading.Thread(target=self._stop_container, args=(cdir, grace))
                    for cdir in self._container_dirs(uid)]
@@ -451,17 +453,21 @@ class LinuxRuntime(Runtime):
             hostname = (scfg["hostname"] or scfg["name"])[:63]
             env = {**image.env, "HOSTNAME": hostname, **config.env}
             pod_dir = self._pod_dir(uid)
-            etc = {"/etc/hosts": f"{pod_dir}/etc/hosts", "/etc/resolv.conf": f"{pod_dir}/etc/resolv.conf"}
+            # (A sandbox made before these files moved up from pod_dir/etc has them there.)
+            etc_dir = pod_dir if os.path.exists(f"{pod_dir}/hosts") else f"{pod_dir}/etc"
+            etc = {"/etc/hosts": f"{etc_dir}/hosts", "/etc/resolv.conf": f"{etc_dir}/resolv.conf"}
             if not scfg["host_network"]:
-                etc["/etc/hostname"] = f"{pod_dir}/etc/hostname"
+                etc["/etc/hostname"] = f"{etc_dir}/hostname"
             cid = secrets.token_hex(8)
             cdir = os.path.join(pod_dir, "containers", cid)
-            os.makedirs(os.path.join(cdir, "scratch"))  # the container mounts its root there
+            os.makedirs(cdir)  # in its own mount namespace, the container mounts its root here
             log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
-            os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            for stale in [log_path, *logs.rotated_files(log_path)]:
-                if os.path.exists(stale):  # a removed container's, with the same attempt
-                    os.unlink(stale)
+            if os.path.isdir(os.path.dirname(log_path)):
+                for stale in [log_path, *logs.rotated_files(log_path)]:
+                    if os.path.exists(stale):  # a removed container's, with the same attempt
+                        os.unlink(stale)
+            else:
+                os.makedirs(os.path.dirname(log_path))
             cgroup = self.cgroups.cgroup(f"pod{uid}", cid)
             res = config.resources
             cgroup.create(cpu_request_milli=res.cpu_request_milli,

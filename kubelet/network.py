@@ -123,11 +123,14 @@ class PodNetwork:
         for name in os.listdir(self.ipam_dir):
             if name.startswith("last"):
                 continue
-            try:
-                with open(os.path.join(self.ipam_dir, name)) as f:
-                    out[name] = f.read().strip()
+            try:  # raw reads: one allocation reads every address's file
+                fd = os.open(os.path.join(self.ipam_dir, name), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                pass
+                continue
+            try:
+                out[name] = os.read(fd, 4096).decode().strip()
+            finally:
+                os.close(fd)
         return out
 
     def allocate(self, uid: str) -> str:

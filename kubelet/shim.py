@@ -236,9 +236,10 @@ def _build_root(cfg: dict) -> None:
     layer private to this container, with fresh /proc, /dev, /sys and /tmp, the pod's
     /etc files, /dev/shm and volumes. Then pivot_root into it."""
     k = kernel
-    cdir = cfg["dir"]
-    # The root's mount point is on the tmpfs too: nothing to create on the node's disk.
-    scratch = os.path.join(cdir, "scratch")
+    # The tmpfs goes over the container's directory (only in this mount namespace: the
+    # monitor still sees its files), and the root's mount point is on the tmpfs too:
+    # nothing to create on the node's disk.
+    scratch = cfg["dir"]
     root = os.path.join(scratch, "root")
     k.mount("tmpfs", scratch, "tmpfs", 0, "mode=0755")
     for d in ("upper", "work", "root"):
