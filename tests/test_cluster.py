@@ -162,6 +162,9 @@ def test_a_deployment_spreads_across_the_three_nodes(cluster):
                      "terminationGracePeriodSeconds": 2,  # the server is PID 1: SIGTERM does nothing
                      "containers": [{"name": "web", "image": "python", "command": ["sh", "-c", WEB],
                                      "ports": [{"containerPort": 8080}],
+                                     # Ready once it serves: Running only says it started.
+                                     "readinessProbe": {"httpGet": {"path": "/", "port": 8080},
+                                                        "periodSeconds": 1},
                                      "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}}]}}}}
     r = cluster.api.post("/apis/apps/v1/namespaces/default/deployments", json=deployment)
     assert r.status_code == 201, r.text
