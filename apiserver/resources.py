@@ -45,6 +45,19 @@ def _rfc3339(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+# A write that lost a compare-and-swap to another writer is tried again on the new state
+# (Kubernetes' GuaranteedUpdate retries until the request times out): this many tries,
+# spaced by `_contended`, before a 409 "too many concurrent writers".
+WRITE_ATTEMPTS = 64
+
+
+async def _contended(attempt: int) -> None:
+    """Jittered exponential back-off before retry `attempt` of a contended write (up to
+    50 ms), so writers that collided once do not collide again in step."""
+    if attempt > 0:
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
+
+
 def encode(obj: dict) -> bytes:
     """What goes to etcd: the object without its resourceVersion (that is the key's revision)."""
     md = obj.get("metadata") or {}
@@ -456,7 +469,7 @@ class Resources:
         key = rt.key(namespace, name)
         # Attempt -1 starts from the watch cache's copy (see _current), on top of the 16
         # from etcd's; a dry run's answer has no swap to check it, so it reads etcd.
-        for attempt in range(0 if dry_run else -1, 16):
+        for attempt in range(0 if dry_run else -1, WRITE_ATTEMPTS):
             cached = attempt < 0
             current = await self._current(rt, key, cached=cached)
             if current is None:
@@ -496,8 +509,7 @@ class Resources:
             except errors.Conflict:
                 # Someone wrote between our read and our write: re-apply the patch to the
                 # new state (a pinned version then fails the check above).
-                if attempt > 0:
-                    await asyncio.sleep(0.001 * attempt)
+                await _contended(attempt)
             except errors.APIError:
                 if cached:
                     continue
@@ -517,7 +529,7 @@ class Resources:
         md["name"] = name
         precondition = _parse_rv(md.get("resourceVersion"))
         key = rt.key(namespace, name)
-        for attempt in range(16):
+        for attempt in range(WRITE_ATTEMPTS):
             kv = await self.store.get(key)
             if kv is None:
                 if subresource is not None or precondition is not None:
@@ -543,14 +555,15 @@ class Resources:
             except errors.Conflict:
                 if precondition is not None:
                     raise
-                await asyncio.sleep(0.001 * attempt)
+                await _contended(attempt)
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def delete(self, rt: ResourceType, namespace: str, name: str, options: dict, *,
                      dry_run: bool = False) -> tuple[dict, bool]:
         """-> (object, gone): gone is False while finalizers or a grace period hold it."""
         key = rt.key(namespace, name)
-        for _ in range(16):
+        for attempt in range(WRITE_ATTEMPTS):
+            await _contended(attempt)
             kv = await self.store.get(key)
             if kv is None:
                 raise errors.not_found(rt.group_resource, name)
@@ -660,7 +673,8 @@ class Resources:
             raise errors.invalid("Binding", name, [{"reason": "FieldValueRequired",
                                                     "field": "target.name", "message": "Required value"}])
         key = pods.key(namespace, name)
-        for attempt in range(0 if dry_run else -1, 16):
+        for attempt in range(0 if dry_run else -1, WRITE_ATTEMPTS):
+            await _contended(attempt)
             cached = attempt < 0  # from the watch cache's copy first, as in patch
             current = await self._current(pods, key, cached=cached)
             if current is None:
@@ -701,7 +715,8 @@ class Resources:
                            patch_type: str | None = None, dry_run: bool = False,
                            manager: str = "") -> dict:
         key = rt.key(namespace, name)
-        for _ in range(16):
+        for attempt in range(WRITE_ATTEMPTS):
+            await _contended(attempt)
             kv = await self.store.get(key)
             if kv is None:
                 raise errors.not_found(rt.group_resource, name)

@@ -1,5 +1,6 @@
 """CRUD semantics of the API server against a real etcd and a real uvicorn."""
 import concurrent.futures
+import threading
 
 from tests.util import deployment, pod
 
@@ -295,17 +296,22 @@ def test_concurrent_patches_without_resource_version_all_apply(apiserver, ns):
     with httpx.Client(base_url=apiserver.url) as c:
         c.post(url, json={"metadata": {"name": "many"}})
 
+    writers = 50
+    start = threading.Barrier(writers)
+
     def patch(i):
         with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+            c.get("/readyz")  # connected before the start, so all patch at once
+            start.wait()
             r = c.patch(f"{url}/many", json={"data": {f"k{i}": "v"}},
                         headers={"content-type": "application/merge-patch+json"})
             return r.status_code
 
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        codes = list(pool.map(patch, range(40)))
-    assert codes == [200] * 40
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+        codes = list(pool.map(patch, range(writers)))
+    assert codes == [200] * writers
     with httpx.Client(base_url=apiserver.url) as c:
-        assert len(c.get(f"{url}/many").json()["data"]) == 40
+        assert len(c.get(f"{url}/many").json()["data"]) == writers
 
 
 def test_patch_with_stale_resource_version_conflicts(http, ns):
