@@ -29,6 +29,7 @@ pods run in parallel. `cleanup_orphans` must not race pod calls (run it at start
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -36,6 +37,7 @@ import os
 import re
 import secrets
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -131,15 +133,30 @@ class ForkServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def fork(self, mode: str, arg, *, status_fd: int, stderr_fd: int) -> None:
+    def fork(self, mode: str, arg, *, status_fd: int, stderr_fd: int,
+             stdin_fd: int | None = None, stdout_fd: int | None = None) -> None:
+        """Ask for helper `mode` with these fds (stdin and stdout: /dev/null if None).
+        The caller keeps its fds: they are copied into the server."""
         msg = json.dumps([mode, arg]).encode()
+        fds = [status_fd, stderr_fd]
+        if stdin_fd is not None or stdout_fd is not None:
+            fds += [os.open(os.devnull, os.O_RDONLY) if stdin_fd is None else stdin_fd,
+                    os.open(os.devnull, os.O_WRONLY) if stdout_fd is None else stdout_fd]
+        try:
+            self._send(msg, fds)
+        finally:
+            for fd in fds[2:]:
+                if fd not in (stdin_fd, stdout_fd):
+                    os.close(fd)
+
+    def _send(self, msg: bytes, fds: list[int]) -> None:
         with self._lock:
             for attempt in range(2):
                 if self._proc is None or self._proc.poll() is not None:
                     self._stop()
                     self._start()
                 try:
-                    socket.send_fds(self._sock, [msg], [status_fd, stderr_fd])
+                    socket.send_fds(self._sock, [msg], fds)
                     return
                 except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
                     self._stop()
@@ -149,6 +166,113 @@ class ForkServer:
     def close(self) -> None:
         with self._lock:
             self._stop()
+
+
+class _Unsent(Exception):
+    """The fork server could not be asked (so nothing was started)."""
+
+
+class ForkedExec:
+    """A command run by `LinuxRuntime.exec` through the fork server: the part of
+    subprocess.Popen that exec's callers use. stdin (None unless asked for), stdout and
+    stderr are pipes; pid is the command's process (outside the container's PID
+    namespace); returncode is the exit code as the container runtime reports it (128 +
+    n when killed by signal n), None until wait() or poll() has collected it.
+
+    The command is a child of a helper (shim.py exec, forked by the server), which
+    reports {"exit": CODE} on the status socket and keeps the command a zombie until
+    that socket is closed here, on collecting the code. So until then pid names the
+    command for sure (kill() and os.pidfd_open(pid) are safe, even after it has
+    exited); afterwards kill() does nothing, as Popen's. Thread-safe."""
+
+    def __init__(self, args: list[str], status: socket.socket, pid: int, *,
+                 stdin: int | None, stdout: int, stderr: int):
+        self.args, self.pid, self.returncode = args, pid, None
+        self._status, self._lock = status, threading.Lock()
+        self.stdin = open(stdin, "wb") if stdin is not None else None
+        self.stdout, self.stderr = open(stdout, "rb"), open(stderr, "rb")
+        self._output: dict = {self.stdout: [], self.stderr: []}
+
+    def _collect(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.returncode is not None:
+                    return True
+                try:
+                    data = self._status.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    fd = self._status.fileno()
+                else:  # the report, or nothing if the helper died (killed) without one
+                    self.returncode = json.loads(data)["exit"] if data else 128 + signal.SIGKILL
+                    self._status.close()
+                    return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:  # outside the lock; another thread may collect (and close fd) meanwhile
+                select.select([fd], [], [], left)
+            except (OSError, ValueError):
+                pass
+
+    def poll(self) -> int | None:
+        self._collect(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._collect(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        with self._lock:
+            if self.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, input: bytes | None = None,
+                    timeout: float | None = None) -> tuple[bytes, bytes]:
+        """Write input to stdin and close it, read stdout and stderr to their end, wait.
+        Raises subprocess.TimeoutExpired; calling again goes on where it stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = memoryview(input or b"")
+        with selectors.DefaultSelector() as sel:
+            if self.stdin is not None and not self.stdin.closed:
+                self.stdin.flush()
+                if pending:
+                    sel.register(self.stdin, selectors.EVENT_WRITE)
+                else:
+                    self.stdin.close()
+            for f in self._output:
+                if not f.closed:
+                    sel.register(f, selectors.EVENT_READ)
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                for key, _ in sel.select(left):
+                    f = key.fileobj
+                    if f is self.stdin:
+                        try:
+                            pending = pending[os.write(f.fileno(), pending[:65536]):]
+                        except BrokenPipeError:
+                            pending = pending[:0]
+                        if not pending:
+                            sel.unregister(f)
+                            f.close()
+                    elif chunk := os.read(f.fileno(), 65536):
+                        self._output[f].append(chunk)
+                    else:
+                        sel.unregister(f)
+                        f.close()
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return b"".join(self._output[self.stdout]), b"".join(self._output[self.stderr])
 
 
 class LinuxRuntime(Runtime):
@@ -535,15 +659,54 @@ class LinuxRuntime(Runtime):
             shutil.rmtree(cdir)
 
     # -- exec, probes ----------------------------------------------------------------------
-    def exec(self, container_id: str, argv: list[str], *, stdin: bool = False) -> subprocess.Popen:
+    def exec(self, container_id: str, argv: list[str], *,
+             stdin: bool = False) -> ForkedExec | subprocess.Popen:
+        """See Runtime.exec. The command is forked by the fork server (a ForkedExec);
+        if the server cannot be asked, it is run through an interpreter of its own
+        (shim.py exec, a subprocess.Popen): same pipes and exit codes, but returncode is -9 for
+        a kill() (Popen's), and pid is that interpreter's."""
         cdir = self._find(container_id)
         if not argv:
             raise ContainerRuntimeError("exec: no command given")
         if not self._status(cdir).running:
             raise ContainerRuntimeError(f"container {container_id} is not running")
+        try:
+            return self._forked_exec(cdir, argv, stdin=stdin)
+        except _Unsent:  # never sent, so never started: run it the other way
+            pass
         return subprocess.Popen([sys.executable, "-I", "-S", SHIM, "exec", cdir, "--", *argv],
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+
+    def _forked_exec(self, cdir: str, argv: list[str], *, stdin: bool) -> ForkedExec:
+        """Have the fork server start the command; return once it has its pid."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        in_r, in_w = os.pipe() if stdin else (None, None)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            try:
+                self._forks.fork("exec", [cdir, argv], status_fd=theirs.fileno(),
+                                 stderr_fd=err_w, stdin_fd=in_r, stdout_fd=out_w)
+            except (ContainerRuntimeError, OSError) as e:
+                raise _Unsent from e
+            finally:  # the helper has its copies
+                theirs.close()
+                for fd in (in_r, out_w, err_w):
+                    if fd is not None:
+                        os.close(fd)
+            report = {}
+            if select.select([ours], [], [], START_TIMEOUT)[0]:
+                report = json.loads(ours.recv(4096) or b"{}")
+            if "pid" not in report:
+                raise ContainerRuntimeError("exec: the runtime helper failed without a report")
+            return ForkedExec(argv, ours, report["pid"], stdin=in_w, stdout=out_r, stderr=err_r)
+        except BaseException:
+            ours.close()
+            for fd in (in_w, out_r, err_r):
+                if fd is not None:
+                    os.close(fd)
+            raise
 
     def pod_socket(self, uid: str, family: int = socket.AF_INET,
                    type: int = socket.SOCK_STREAM) -> socket.socket:

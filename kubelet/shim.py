@@ -16,12 +16,14 @@ server SOCKET_FD
     The fork server (a "zygote"): this file imported once, then one fork per sandbox or
     container monitor asked for on SOCKET_FD (a SOCK_SEQPACKET unix socket), so a helper
     costs a fork instead of an interpreter start. A request is one message, the JSON
-    list [MODE, ARG] with two fds attached: STATUS_FD and the helper's stderr. The
-    forked child becomes the helper `shim.py MODE ARG STATUS_FD` would have left running
-    (new session, cwd /, stdin and stdout /dev/null) and reports on STATUS_FD as usual;
-    the server itself never answers. It exits when the socket's other end closes (the
-    kubelet is gone), and its children do not depend on it: killing the server, or the
-    kubelet, leaves every helper running.
+    list [MODE, ARG] with fds attached: STATUS_FD, the helper's stderr and, optionally,
+    its stdin and stdout. The forked child becomes the helper `shim.py MODE ARG
+    STATUS_FD` would have left running (new session, cwd /, stdin and stdout /dev/null
+    unless given) and reports on STATUS_FD as usual; the server itself never answers.
+    Mode exec, ARG [DIR, ARGV], is exec reporting on STATUS_FD (see `exec_`). The
+    server exits when the socket's other end closes (the kubelet is gone), and its
+    children do not depend on it: killing the server, or the kubelet, leaves every
+    helper running.
 
 The sandbox holder and the container monitor detach from the runtime (a session of
 their own; started as their own interpreter, also a fork whose parent exits at once), so
@@ -348,25 +350,29 @@ def _pump(cfg: dict, pid: int, cgroup: Cgroup, pipes: dict[int, bytes]) -> int:
 
 # -- exec ----------------------------------------------------------------------------
 
-def exec_(cdir: str, argv: list[str]) -> None:
-    cfg = _load(os.path.join(cdir, "config.json"))
-    st = _load(os.path.join(cdir, "state.json"))
-    pid = st.get("pid")
-    ns = {n: os.open(f"/proc/{pid}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
-          for n in ("ipc", "uts", "net", "pid", "mnt")}
-    if st.get("finished_at") or kernel.start_time(pid) != st.get("start"):
-        sys.stderr.write("container is not running\n")
-        sys.exit(126)
-    # Opened now: once in the container's mount namespace the cgroup files are not
-    # visible. Only the command joins the cgroup, not this process.
-    procs = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-             for d in cfg["cgroup"]["dirs"]]
-    for name in ("ipc", "uts", "net", "pid", "mnt"):
-        kernel.setns(ns[name], kernel.NS_FLAGS[name])
+def exec_(cdir: str, argv: list[str], status_fd: int | None = None) -> None:
+    """Run argv in the namespaces and cgroup of cdir's running container, as a child of
+    this process. Exit code 126 when it cannot be run there, 127 when
+    argv[0] is not found, else the command's (128 + n for signal n).
+
+    Without status_fd (its own interpreter): exit with that code (never return); killing this process
+    kills the command, and TERM, INT and HUP are passed on to it. With status_fd (a
+    SOCK_SEQPACKET socket, forked by the server): report {"pid": P, "start": T} once the
+    command's process exists, then {"exit": CODE}, and keep P a zombie until the peer
+    closes its end, so that the kubelet may signal P, or open a pidfd on it, without
+    ever reaching a recycled pid."""
+    try:
+        cfg, procs = _enter(cdir)
+        problem = None
+    except (OSError, RuntimeError) as e:  # reported by the child, so the protocol is one
+        cfg, procs, problem = None, [], str(e)
     child = os.fork()
     if child == 0:
         try:
             kernel.set_parent_death_signal(signal.SIGKILL)  # killing exec kills the command
+            if problem:
+                sys.stderr.write(f"{problem}\n")
+                os._exit(126)
             for fd in procs:
                 os.write(fd, b"0")
             try:
@@ -381,20 +387,56 @@ def exec_(cdir: str, argv: list[str]) -> None:
         except BaseException as e:  # noqa: BLE001
             sys.stderr.write(f"exec: {e}\n")
             os._exit(126)
-    def forward(sig, _frame):
-        try:
-            os.kill(child, sig)
-        except ProcessLookupError:
+    for fd in procs:
+        os.close(fd)
+    if status_fd is None:
+        def forward(sig, _frame):
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+        sys.exit(_exit_code(os.waitpid(child, 0)[1]))  # PEP 475: retried on EINTR
+    os.write(status_fd, _dumps({"pid": child, "start": kernel.start_time(child)}).encode())
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # only the command holds the pipes now: their EOF is its exit
+        os.dup2(null, fd)
+    os.close(null)
+    info = os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # not reaped yet
+    code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+    try:
+        os.write(status_fd, _dumps({"exit": code}).encode())
+        while os.read(status_fd, 1):  # until the peer closes (it sends nothing)
             pass
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    sys.exit(_exit_code(status))
+    except OSError:  # the peer is gone
+        pass
+    os.waitpid(child, 0)
+
+
+def _enter(cdir: str) -> tuple[dict, list[int]]:
+    """Join the namespaces of cdir's running container (which must be running); its
+    config, and its cgroup.procs files opened for the command to join."""
+    cfg = _load(os.path.join(cdir, "config.json"))
+    st = _load(os.path.join(cdir, "state.json"))
+    pid = st.get("pid")
+    if st.get("finished_at") or not pid:
+        raise RuntimeError("container is not running")
+    try:
+        ns = {n: os.open(f"/proc/{pid}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+              for n in ("ipc", "uts", "net", "pid", "mnt")}
+    except (FileNotFoundError, ProcessLookupError):
+        ns = None
+    if ns is None or kernel.start_time(pid) != st.get("start"):
+        raise RuntimeError("container is not running")
+    # Opened now: once in the container's mount namespace the cgroup files are not
+    # visible. Only the command joins the cgroup, not this process.
+    procs = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+             for d in cfg["cgroup"]["dirs"]]
+    for name in ("ipc", "uts", "net", "pid", "mnt"):
+        kernel.setns(ns[name], kernel.NS_FLAGS[name])
+        os.close(ns[name])
+    return cfg, procs
 
 
 # -- the fork server ----------------------------------------------------------------
@@ -430,16 +472,15 @@ def server(sock_fd: int) -> None:
                 os.waitpid(children.pop(fd), 0)
                 continue
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 2)
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
             except ConnectionResetError:
                 msg, fds = b"", []
             if not msg:  # the kubelet is gone
                 os._exit(0)
-            if len(fds) != 2:
+            if len(fds) < 2:
                 for f in fds:
                     os.close(f)
                 continue
-            status_fd, err_fd = fds
             gc.freeze()
             pid = os.fork()
             if pid == 0:
@@ -448,32 +489,35 @@ def server(sock_fd: int) -> None:
                 for f in children:
                     os.close(f)
                 sock.close()
-                _helper(_loads(msg.decode()), status_fd, err_fd)
-            os.close(status_fd)
-            os.close(err_fd)
+                _helper(_loads(msg.decode()), *fds)
+            for f in fds:
+                os.close(f)
             pidfd = os.pidfd_open(pid)
             children[pidfd] = pid
             ep.register(pidfd, select.EPOLLIN)
 
 
-def _helper(request: list, status_fd: int, err_fd: int) -> None:
-    """In a child of the server: become the helper `request` asks for; never returns."""
+def _helper(request: list, status_fd: int, err_fd: int, in_fd: int | None = None,
+            out_fd: int | None = None) -> None:
+    """In a child of the server: become the helper `request` asks for, with stdin and
+    stdout in_fd and out_fd (or /dev/null) and stderr err_fd; never returns."""
     code = 0
     try:
         os.setsid()
         os.chdir("/")
         null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.dup2(err_fd, 2)
-        os.close(null)
-        os.close(err_fd)
+        for fd, target in ((0, in_fd), (1, out_fd), (2, err_fd)):
+            os.dup2(null if target is None else target, fd)
+        for fd in {null, err_fd, in_fd, out_fd} - {None, 0, 1, 2}:
+            os.close(fd)
         os.set_inheritable(status_fd, False)
         mode, arg = request
         if mode == "sandbox":
             sandbox(arg, status_fd, detach=False)
         elif mode == "container":
             container(arg, status_fd, detach=False)
+        elif mode == "exec":
+            exec_(*arg, status_fd)
         else:
             raise ValueError(f"unknown mode {mode!r}")
     except SystemExit as e:

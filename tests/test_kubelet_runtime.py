@@ -255,6 +255,38 @@ def test_exec_gives_output_exit_code_and_stdin_in_the_container(node):
     wait_for(lambda: not host_processes(marker), what="the timed out command to be killed")
 
 
+def test_exec_is_forked_by_the_fork_server_and_can_be_killed(node):
+    uid = new_pod(node, "forked")
+    c = start(node, uid, "main", SLEEP)
+
+    def ppid(pid):
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+    p = node.exec(c.id, ["sh", "-c", "read line; echo got $line; exit 5"], stdin=True)
+    assert not isinstance(p, subprocess.Popen)
+    # The command's parent is the server's forked helper, not a new interpreter.
+    assert ppid(ppid(p.pid)) == node._forks.pid
+    assert p.poll() is None
+    assert p.communicate(b"ping\n", timeout=30) == (b"got ping\n", b"") and p.returncode == 5
+
+    p = node.exec(c.id, ["sleep", "1000"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        p.wait(0.2)
+    p.kill()
+    assert p.wait(30) == 128 + signal.SIGKILL
+    p.kill()  # collected: nothing to signal any more
+    assert p.stdout.read() == b"" and p.stderr.read() == b""
+    wait_for(lambda: not os.path.exists(f"/proc/{p.pid}"), what="the command to be reaped")
+
+    p = node.exec(c.id, ["sleep", "1000"])
+    p.terminate()
+    assert p.wait(30) == 128 + signal.SIGTERM
+
+    node._forks.close()  # a fork server that is gone is started again
+    assert node.exec_sync(c.id, ["sh", "-c", "exit 7"]).exit_code == 7
+
+
 def test_logs_are_cri_files_read_with_tail_previous_and_follow(node):
     uid = new_pod(node, "talker")
     first = start(node, uid, "main", ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2"])
