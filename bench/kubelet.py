@@ -14,10 +14,12 @@
 (b) cost of a running pod: with 50 pods running on each kubelet, the kubelet's RSS and
     CPU (over 20 s of steady state) against the same kubelet with no pods, per pod; and
     the node-side helpers a pod has (its sandbox process and a monitor per container).
-(c) fake runtime: `minik8s kubelet --runtime fake --nodes 1000` renewing 1,000 leases
+(c) exec probes: pods with an exec readiness probe (`true`) every second on one
+    kubelet; the kubelet's and the node side's CPU per probe run, over 20 s.
+(d) fake runtime: `minik8s kubelet --runtime fake --nodes 1000` renewing 1,000 leases
     every 10 s: its CPU per 1,000 nodes over 30 s, and the API server's.
 
-Run (root): .venv/bin/python -m bench.kubelet [--pods 100] [--fake-nodes 1000]
+Run (root): .venv/bin/python -m bench.kubelet [--pods 100] [--probe-pods 20] [--fake-nodes 1000]
 """
 from __future__ import annotations
 
@@ -231,6 +233,19 @@ async def startup_latency(c: Client, ns: str, nodes: list[Node], n: int, *, rate
     return [running[k] - sent[k] for k in sent]
 
 
+def exec_probed(name: str, node: str) -> dict:
+    p = pod(name, node)
+    p["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    return p
+
+
+async def _all_ready(c: Client, ns: str, n: int) -> bool:
+    ready = [p for p in (await c.list("pods", namespace=ns))["items"]
+             if any(x.get("type") == "Ready" and x.get("status") == "True"
+                    for x in (p.get("status") or {}).get("conditions") or [])]
+    return len(ready) >= n
+
+
 async def delete_all(c: Client, ns: str) -> None:
     pods = (await c.list("pods", namespace=ns))["items"]
     await asyncio.gather(*(c.delete("pods", p["metadata"]["name"], namespace=ns) for p in pods))
@@ -307,6 +322,22 @@ async def main_async(args) -> None:
                       f"node helpers {len(hp)} processes, PSS {hrss / per_node:.1f} MiB/pod, "
                       f"CPU {hcpu * 100:.2f}%")
             await delete_all(c, ns)
+
+            if args.probe_pods:
+                nd = nodes[0]
+                probed = [exec_probed(f"probed-{i}", nd.name) for i in range(args.probe_pods)]
+                await asyncio.gather(*(c.create(p, namespace=ns) for p in probed))
+                await _until(lambda: _all_ready(c, ns, args.probe_pods), timeout=120)
+                await asyncio.sleep(3)
+                k0, n0 = cpu_seconds(nd.proc.proc.pid), nd.node_cpu()
+                await asyncio.sleep(args.window)
+                runs = args.probe_pods * args.window  # one run a second per pod
+                k = (cpu_seconds(nd.proc.proc.pid) - k0) / runs * 1000
+                n = sum(v - n0.get(key, 0.0) for key, v in nd.node_cpu().items()) / runs * 1000
+                print(f"(c) exec probes, {args.probe_pods} pods probed every second, {args.window:.0f} s: "
+                      f"CPU per probe run: kubelet {k:.1f} ms, node side {n:.1f} ms "
+                      f"(load average {os.getloadavg()[0]:.1f})")
+                await delete_all(c, ns)
         for nd in nodes:  # netlink (pyroute2) must not run on the event loop's thread
             await asyncio.to_thread(nd.cleanup)
 
@@ -322,7 +353,7 @@ async def main_async(args) -> None:
                 await asyncio.sleep(30)
                 fcpu = (cpu_seconds(fake.proc.pid) - f0) / 30
                 acpu = (cpu_seconds(server.proc.pid) - a0) / 30
-            print(f"(c) fake runtime, {args.fake_nodes} nodes, leases renewed every 10 s: registered in "
+            print(f"(d) fake runtime, {args.fake_nodes} nodes, leases renewed every 10 s: registered in "
                   f"{reg:.1f} s; fake kubelet CPU {fcpu * 100:.1f}% of a core "
                   f"({fcpu * 100 * 1000 / args.fake_nodes:.1f}% per 1,000 nodes), RSS {rss_mib(fake.proc.pid):.0f} MiB; "
                   f"API server CPU {acpu * 100:.1f}%")
@@ -363,6 +394,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--window", type=float, default=20.0)
     p.add_argument("--fake-nodes", type=int, default=1000)
+    p.add_argument("--probe-pods", type=int, default=20)
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.kubelet runs real pods: run it as root")
