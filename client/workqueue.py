@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Hashable, Protocol
+from typing import Awaitable, Callable, Hashable, Protocol
 
 from client.clock import Clock, RealClock, Timer
 
@@ -76,6 +76,19 @@ class WorkQueue:
             self._wakeup.set()
         elif not self._queue and not self._processing:
             self._idle.set()
+
+    async def serve(self, handle: Callable[[Hashable], Awaitable[None]]) -> None:
+        """One worker: hand each key to `handle` until the queue shuts down, marking it
+        done afterwards whatever `handle` raises (an exception ends this worker)."""
+        while True:
+            try:
+                key = await self.get()
+            except ShutDown:
+                return
+            try:
+                await handle(key)
+            finally:
+                self.done(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if self._shutting_down:

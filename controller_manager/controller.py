@@ -27,7 +27,7 @@ from client.clock import Clock, RealClock
 from client.events import EventRecorder
 from client.informer import Informer, key_of, wait_for_cache_sync
 from client.rest import Client
-from client.workqueue import RateLimitingQueue, ShutDown
+from client.workqueue import RateLimitingQueue
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller")
@@ -84,7 +84,7 @@ class Controller:
         """Until cancelled (or the queue is shut down): sync caches, then work."""
         await wait_for_cache_sync(*self.informers)
         log.info("%s: caches synced, starting %d workers", self.name, workers)
-        tasks = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+        tasks = [asyncio.create_task(self.queue.serve(self._process), name=f"{self.name}-worker-{i}")
                  for i in range(workers)]
         try:
             await asyncio.gather(*tasks)
@@ -92,17 +92,6 @@ class Controller:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _worker(self) -> None:
-        while True:
-            try:
-                key = await self.queue.get()
-            except ShutDown:
-                return
-            try:
-                await self._process(key)
-            finally:
-                self.queue.done(key)
 
     async def _process(self, key: Hashable) -> None:
         start = time.perf_counter()

@@ -22,7 +22,7 @@ import time
 from client.clock import Clock, RealClock
 from client.informer import Informer, key_of, split_key
 from client.rest import Client
-from client.workqueue import ShutDown, WorkQueue
+from client.workqueue import WorkQueue
 from kubelet.node import Node, node_info
 from kubelet.status import rfc3339
 from machinery.errors import Conflict, Invalid, NotFound
@@ -109,7 +109,7 @@ class FakeNodes:
         self.pods.start()
         self._tasks = [asyncio.create_task(self._renew_loop(), name="fake-leases"),
                        asyncio.create_task(self._status_loop(), name="fake-node-status")]
-        self._tasks += [asyncio.create_task(self._worker(), name=f"fake-pods-{i}") for i in range(self.workers)]
+        self._tasks += [asyncio.create_task(self.queue.serve(self._handle), name=f"fake-pods-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
         self.queue.shutdown()
@@ -152,18 +152,11 @@ class FakeNodes:
                 except Exception as exc:  # noqa: BLE001 - next round
                     log.warning("updating the status of %s: %s", node.name, exc)
 
-    async def _worker(self) -> None:
-        while True:
-            try:
-                key = await self.queue.get()
-            except ShutDown:
-                return
-            try:
-                await self._sync(key)
-            except Exception as exc:  # noqa: BLE001 - a later event retries
-                log.warning("fake pod %s: %s", key, exc)
-            finally:
-                self.queue.done(key)
+    async def _handle(self, key: str) -> None:
+        try:
+            await self._sync(key)
+        except Exception as exc:  # noqa: BLE001 - a later event retries
+            log.warning("fake pod %s: %s", key, exc)
 
     async def _sync(self, key: str) -> None:
         pod = self.pods.store.get(key)

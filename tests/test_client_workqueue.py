@@ -180,3 +180,26 @@ async def test_shutdown_wakes_idle_workers():
     q.shutdown()
     results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 2)
     assert all(isinstance(r, ShutDown) for r in results)
+
+
+async def test_serve_marks_each_key_done_even_when_handling_fails_and_stops_at_shutdown():
+    q = WorkQueue()
+    seen = []
+
+    async def handle(key):
+        seen.append(key)
+        if key == "bad":
+            raise ValueError(key)
+        if key == "last":
+            q.shutdown()
+
+    for key in ("a", "last"):
+        q.add(key)
+    await asyncio.wait_for(q.serve(handle), 2)  # returns at shutdown
+    assert seen == ["a", "last"] and len(q) == 0
+    q = WorkQueue()
+    q.add("bad")
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(q.serve(handle), 2)
+    q.add("bad")  # it was marked done, so it is queued again, not held as processing
+    assert await get_now(q) == "bad"
