@@ -26,27 +26,7 @@ import uuid
 from client import kubeconfig
 from client.rest import Client
 from controller_manager.manager import Manager, enabled_controllers
-from machinery import duration
-
-def parse_duration(v: str) -> float:
-    """A flag's duration (`1m30s`, `250ms`, or plain seconds), never negative."""
-    try:
-        seconds = duration.parse_duration(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {v!r}: negative")
-    return seconds
-
-
-def _bool(v: str) -> bool:
-    v = v.strip().lower()
-    if v in ("true", "1", "yes", "t"):
-        return True
-    if v in ("false", "0", "no", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
-
+from machinery import flags
 
 def _positive(v: str) -> int:
     try:
@@ -68,19 +48,19 @@ def parser() -> argparse.ArgumentParser:
                    help="workers per controller (default 5)")
     p.add_argument("--kube-api-max-in-flight", type=_positive, default=8, metavar="N",
                    help="API requests outstanding at once, watches aside (default 8)")
-    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True,
+    p.add_argument("--leader-elect", type=flags.boolean, nargs="?", const=True, default=True,
                    metavar="true|false", help="run controllers only while holding the Lease (default true)")
-    p.add_argument("--leader-elect-lease-duration", type=parse_duration, default=15.0, metavar="DURATION")
-    p.add_argument("--leader-elect-renew-deadline", type=parse_duration, default=10.0, metavar="DURATION")
-    p.add_argument("--leader-elect-retry-period", type=parse_duration, default=2.0, metavar="DURATION")
+    p.add_argument("--leader-elect-lease-duration", type=flags.duration, default=15.0, metavar="DURATION")
+    p.add_argument("--leader-elect-renew-deadline", type=flags.duration, default=10.0, metavar="DURATION")
+    p.add_argument("--leader-elect-retry-period", type=flags.duration, default=2.0, metavar="DURATION")
     p.add_argument("--leader-elect-resource-name", default="kube-controller-manager", metavar="NAME")
     p.add_argument("--leader-elect-resource-namespace", default="kube-system", metavar="NS")
     p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
     p.add_argument("--port", type=int, default=10257, help="port for /healthz and /metrics (0: off)")
     g = p.add_argument_group("controller options")
-    g.add_argument("--node-monitor-period", type=parse_duration, default=5.0, metavar="DURATION",
+    g.add_argument("--node-monitor-period", type=flags.duration, default=5.0, metavar="DURATION",
                    help="how often node health is checked (default 5s)")
-    g.add_argument("--node-monitor-grace-period", type=parse_duration, default=40.0, metavar="DURATION",
+    g.add_argument("--node-monitor-grace-period", type=flags.duration, default=40.0, metavar="DURATION",
                    help="how long a node's lease may go unrenewed before it is NotReady (default 40s)")
     g.add_argument("--node-eviction-rate", type=float, default=0.1, metavar="QPS",
                    help="nodes per second whose pods are evicted (default 0.1)")
@@ -90,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
                    help="toleration seconds for unreachable:NoExecute added to pods without one (300)")
     g.add_argument("--terminated-pod-gc-threshold", type=int, default=12500, metavar="N",
                    help="terminated pods kept before the pod GC deletes the oldest (default 12500)")
-    g.add_argument("--allocate-node-cidrs", type=_bool, nargs="?", const=True, default=False,
+    g.add_argument("--allocate-node-cidrs", type=flags.boolean, nargs="?", const=True, default=False,
                    metavar="true|false", help="give each node a podCIDR from --cluster-cidr")
     g.add_argument("--cluster-cidr", default="", help="the pods' address range, e.g. 10.244.0.0/16")
     g.add_argument("--node-cidr-mask-size", type=int, default=24, metavar="BITS")

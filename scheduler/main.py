@@ -27,19 +27,11 @@ import uuid
 from client import kubeconfig
 from client.leaderelection import LeaderElector
 from client.rest import Client
+from machinery import flags
 from scheduler.config import (ConfigError, SchedulerConfig, build_frameworks, default_config,
                               load_config, parse_duration)
 
 log = logging.getLogger("minik8s.scheduler")
-
-
-def _bool(v: str) -> bool:
-    v = v.strip().lower()
-    if v in ("true", "1", "yes", "t"):
-        return True
-    if v in ("false", "0", "no", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def _duration(v: str) -> float:
@@ -54,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                                 description="Assign pods to nodes (kube-scheduler's algorithm).")
     p.add_argument("--kubeconfig", help="kubeconfig file of the API server to schedule for")
     p.add_argument("--config", help="a KubeSchedulerConfiguration file (YAML)")
-    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=None,
+    p.add_argument("--leader-elect", type=flags.boolean, nargs="?", const=True, default=None,
                    metavar="true|false", help="run leader election on a Lease (default true)")
     p.add_argument("--lease-duration", "--leader-elect-lease-duration", type=_duration,
                    metavar="DURATION", help="how long a Lease is valid without renewal (15s)")

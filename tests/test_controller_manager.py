@@ -23,7 +23,6 @@ import pytest
 from client.informer import Informer
 from client.rest import Client, retry_on_conflict
 from controller_manager import manager as manager_mod
-from controller_manager.main import parse_duration
 from controller_manager.manager import Manager, enabled_controllers, load_controller_class
 from controller_manager.testing import RecordingClient
 from machinery import errors
@@ -45,13 +44,6 @@ def test_controllers_flag_reads_as_kube_controller_managers():
     assert enabled_controllers("", known) == []
     with pytest.raises(ValueError, match='"nope" is not in the list of known controllers'):
         enabled_controllers("*,-nope", known)
-
-
-def test_durations_read_as_go_durations():
-    assert parse_duration("15s") == 15
-    assert parse_duration("1m30s") == 90
-    assert parse_duration("250ms") == 0.25
-    assert parse_duration("2") == 2
 
 
 def test_controllers_whose_module_does_not_exist_yet_are_skipped(monkeypatch, caplog):

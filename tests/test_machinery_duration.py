@@ -1,6 +1,10 @@
-"""machinery.duration: Go durations read (flags, configs, kubectl-lite timeouts) and ages printed."""
+"""machinery.duration and machinery.flags: Go durations and booleans read (flags, configs,
+kubectl-lite timeouts), ages printed."""
+import argparse
+
 import pytest
 
+from machinery import flags
 from machinery.duration import human_duration, parse_duration
 
 
@@ -21,3 +25,12 @@ def test_what_is_not_a_duration_names_itself(text):
 def test_ages_print_as_kubectl_prints_them():
     assert [human_duration(s) for s in (5, 150, 3600 * 5 + 60, 86400 * 3, -5)] == \
         ["5s", "2m30s", "5h1m", "3d", "<invalid>"]
+
+
+def test_flag_values_read_as_kubernetes_binaries_read_them():
+    assert [flags.duration(v) for v in ("15s", "1m30s", "250ms", "2")] == [15, 90, 0.25, 2]
+    assert [flags.boolean(v) for v in ("true", "False", "1", "0", "t", "no")] == \
+        [True, False, True, False, True, False]
+    for bad, call in (("-2s", flags.duration), ("1x", flags.duration), ("maybe", flags.boolean)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            call(bad)
