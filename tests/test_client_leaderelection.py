@@ -146,7 +146,7 @@ async def test_release_on_cancel_hands_over_without_waiting_for_expiry(client, n
     b = trace.candidate(client, "b", ns)
     run_b = asyncio.create_task(b.run())
     try:
-        await asyncio.sleep(2 * RETRY)
+        await eventually(lambda: b.leader == "a", what="b follows a")  # b is waiting out a's lease
         run_a.cancel()
         await asyncio.gather(run_a, return_exceptions=True)
         released_at = time.monotonic()
