@@ -48,7 +48,7 @@ from client.clock import Clock
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import NAMESPACE, key_of
 from controller_manager.controller import Controller
-from controller_manager.controllers.replicaset import (
+from controller_manager.controller_utils import (
     Now, claim, controller_of, controller_ref, get_condition, parse_time, remove_condition,
     rfc3339, selector_of, set_condition, utcnow)
 from machinery import errors

@@ -51,7 +51,6 @@ health records, eviction timers and zone buckets are touched only between awaits
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from typing import Any
 from client.events import NORMAL
 from client.informer import NODE_NAME, key_of, split_key
 from controller_manager.controller import Controller
+from controller_manager.controller_utils import rfc3339, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.nodelifecycle")
@@ -83,10 +83,6 @@ ZONE_LABELS = (("topology.kubernetes.io/region", "failure-domain.beta.kubernetes
                ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"))
 
 NORMAL_STATE, PARTIAL, FULL = "Normal", "PartialDisruption", "FullDisruption"
-
-
-def _wall() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(obj: dict, type_: str) -> dict | None:
@@ -277,7 +273,7 @@ class NodeLifecycleController(Controller):
         new = copy.deepcopy(node)
         conditions = new.setdefault("status", {}).setdefault("conditions", [])
         changed = False
-        stamp = _wall()
+        stamp = rfc3339(utcnow())
         for type_ in UNKNOWN_CONDITIONS:
             c = condition(new, type_)
             if c is None:
@@ -392,7 +388,7 @@ class NodeLifecycleController(Controller):
                   {(NOT_READY, NO_EXECUTE), (UNREACHABLE, NO_EXECUTE)}
         if {x for x in have if x in managed} == want:
             return node, wait
-        stamp = _wall()
+        stamp = rfc3339(utcnow())
         new_taints = [t for t in taints if (t.get("key"), t.get("effect")) not in managed
                       or (t.get("key"), t.get("effect")) in want]
         for key, effect in sorted(want - have):
@@ -414,7 +410,7 @@ class NodeLifecycleController(Controller):
                      md.get("namespace"), md["name"], node_name)
             try:
                 await self.client.patch("pods", md["name"], {"status": {"conditions": [{
-                    "type": "Ready", "status": "False", "lastTransitionTime": _wall()}]}},
+                    "type": "Ready", "status": "False", "lastTransitionTime": rfc3339(utcnow())}]}},
                     namespace=md.get("namespace"), patch_type="strategic", subresource="status")
             except errors.NotFound:
                 pass
@@ -470,7 +466,7 @@ class NodeLifecycleController(Controller):
             await self.client.patch("pods", name, {"status": {"conditions": [{
                 "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
                 "message": "Taint manager: deleting due to NoExecute taint",
-                "lastTransitionTime": _wall()}]}},
+                "lastTransitionTime": rfc3339(utcnow())}]}},
                 namespace=namespace, patch_type="strategic", subresource="status")
             await self.client.delete("pods", name, namespace=namespace, preconditions={"uid": uid})
         except errors.NotFound:

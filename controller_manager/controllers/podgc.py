@@ -24,21 +24,17 @@ Concurrency: one asyncio loop; there is one key, so passes never overlap.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
 from controller_manager.controller import Controller
+from controller_manager.controller_utils import rfc3339, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.podgc")
 
 KEY = "podgc"
 TERMINAL = ("Succeeded", "Failed")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PodGCController(Controller):
@@ -146,7 +142,7 @@ class PodGCController(Controller):
                 "phase": "Failed",
                 "conditions": [{"type": "DisruptionTarget", "status": "True",
                                 "reason": "DeletionByPodGC", "message": message,
-                                "lastTransitionTime": _now()}]}},
+                                "lastTransitionTime": rfc3339(utcnow())}]}},
                 namespace=md.get("namespace"), patch_type="strategic", subresource="status")
         except errors.NotFound:
             pass
