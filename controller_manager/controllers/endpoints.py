@@ -35,7 +35,7 @@ import logging
 from typing import Any
 
 from client.informer import LABEL, NAMESPACE, key_of, split_key
-from controller_manager.controller import Controller
+from controller_manager.controller import Controller, NoOptions
 from controller_manager.controller_utils import is_pod_ready
 from machinery import errors, labels
 
@@ -146,7 +146,8 @@ def desired_subsets(service: dict, pods: list[dict]) -> list[dict]:
 class EndpointsController(Controller):
     name = "endpoints"
 
-    def __init__(self, client, factory, *, recorder=None, clock=None, **_options: Any):
+    def __init__(self, client, factory, *, recorder=None, clock=None,
+                 options: NoOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
         self.services = self.watch(factory.informer("services"))
         self.endpoints = self.watch(factory.informer("endpoints"))

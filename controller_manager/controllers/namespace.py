@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from client.rest import Resource
-from controller_manager.controller import Controller
+from controller_manager.controller import Controller, NoOptions
 from controller_manager.controller_utils import parse_time, rfc3339, utcnow
 from machinery import errors
 
@@ -41,7 +40,8 @@ FINALIZER = "kubernetes"
 class NamespaceController(Controller):
     name = "namespace"
 
-    def __init__(self, client, factory, *, recorder=None, clock=None, **_options: Any):
+    def __init__(self, client, factory, *, recorder=None, clock=None,
+                 options: NoOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
         self.namespaces = self.watch(factory.informer("namespaces"))
         self._no_collection: set[str] = set()  # plurals the server refuses deletecollection for

@@ -54,7 +54,6 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from client.events import NORMAL
 from client.informer import NODE_NAME, key_of, split_key
@@ -164,27 +163,37 @@ class ZoneLimiter:
         return math.inf if self.qps <= 0 else max(0.0, (1.0 - self.tokens) / self.qps)
 
 
+@dataclass(frozen=True, kw_only=True)
+class NodeLifecycleOptions:
+    """kube-controller-manager's NodeLifecycleControllerConfiguration, in seconds."""
+    node_monitor_grace_period: float = 40.0
+    node_startup_grace_period: float = 60.0
+    node_monitor_period: float = 5.0
+    default_not_ready_toleration_seconds: float = 300
+    default_unreachable_toleration_seconds: float = 300
+    node_eviction_rate: float = 0.1
+    secondary_node_eviction_rate: float = 0.01
+    unhealthy_zone_threshold: float = 0.55
+    large_cluster_size_threshold: int = 50
+
+
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
+    Options = NodeLifecycleOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 node_monitor_grace_period: float = 40.0, node_startup_grace_period: float = 60.0,
-                 node_monitor_period: float = 5.0,
-                 default_not_ready_toleration_seconds: float = 300,
-                 default_unreachable_toleration_seconds: float = 300,
-                 node_eviction_rate: float = 0.1, secondary_node_eviction_rate: float = 0.01,
-                 unhealthy_zone_threshold: float = 0.55, large_cluster_size_threshold: int = 50,
-                 **_options: Any):
+                 options: NodeLifecycleOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.grace = node_monitor_grace_period
-        self.startup_grace = node_startup_grace_period
-        self.period = node_monitor_period
-        self.default_toleration_seconds = {NOT_READY: default_not_ready_toleration_seconds,
-                                           UNREACHABLE: default_unreachable_toleration_seconds}
-        self.eviction_rate = node_eviction_rate
-        self.secondary_eviction_rate = secondary_node_eviction_rate
-        self.unhealthy_zone_threshold = unhealthy_zone_threshold
-        self.large_cluster_size_threshold = large_cluster_size_threshold
+        o = options or NodeLifecycleOptions()
+        self.grace = o.node_monitor_grace_period
+        self.startup_grace = o.node_startup_grace_period
+        self.period = o.node_monitor_period
+        self.default_toleration_seconds = {NOT_READY: o.default_not_ready_toleration_seconds,
+                                           UNREACHABLE: o.default_unreachable_toleration_seconds}
+        self.eviction_rate = o.node_eviction_rate
+        self.secondary_eviction_rate = o.secondary_node_eviction_rate
+        self.unhealthy_zone_threshold = o.unhealthy_zone_threshold
+        self.large_cluster_size_threshold = o.large_cluster_size_threshold
 
         # Keys are tuples, so key functions answer lists (a bare tuple means several keys).
         self.nodes = self.watch(factory.informer("nodes"), key_fn=lambda n: [("node", n["metadata"]["name"])])

@@ -25,7 +25,7 @@ Concurrency: one asyncio loop; there is one key, so passes never overlap.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import rfc3339, utcnow
@@ -37,16 +37,24 @@ KEY = "podgc"
 TERMINAL = ("Succeeded", "Failed")
 
 
+@dataclass(frozen=True, kw_only=True)
+class PodGCOptions:
+    terminated_pod_gc_threshold: int = 12500  # terminated pods kept (<= 0: no limit)
+    pod_gc_period: float = 20.0               # seconds between passes
+    orphaned_pod_quarantine: float = 40.0     # seconds a node must stay missing
+
+
 class PodGCController(Controller):
     name = "podgc"
+    Options = PodGCOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 terminated_pod_gc_threshold: int = 12500, pod_gc_period: float = 20.0,
-                 orphaned_pod_quarantine: float = 40.0, **_options: Any):
+                 options: PodGCOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.threshold = terminated_pod_gc_threshold
-        self.period = pod_gc_period
-        self.quarantine = orphaned_pod_quarantine
+        options = options or PodGCOptions()
+        self.threshold = options.terminated_pod_gc_threshold
+        self.period = options.pod_gc_period
+        self.quarantine = options.orphaned_pod_quarantine
         self.pods = factory.informer("pods")
         self.nodes = factory.informer("nodes")
         self.pods.add_handler(on_add=self._pod_changed,

@@ -35,6 +35,7 @@ import asyncio
 import copy
 import itertools
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -79,16 +80,23 @@ def pod_view(pod: dict) -> PodView:
 
 # --- the controller ---------------------------------------------------------------
 
+@dataclass(frozen=True, kw_only=True)
+class ReplicaSetOptions:
+    burst_replicas: int = BURST_REPLICAS  # creates or deletes one sync may issue
+
+
 class ReplicaSetController(Controller):
     name = "replicaset"
     kind = "ReplicaSet"
+    Options = ReplicaSetOptions
 
     def __init__(self, client, factory, *, recorder: EventRecorder | None = None,
-                 clock: Clock | None = None, now: Now = utcnow,
-                 burst_replicas: int = BURST_REPLICAS, **_options):
+                 clock: Clock | None = None, options: ReplicaSetOptions | None = None,
+                 now: Now = utcnow):
         super().__init__(client, clock=clock, recorder=recorder)
+        options = options or ReplicaSetOptions()
         self.now = now
-        self.burst_replicas = burst_replicas
+        self.burst_replicas = options.burst_replicas
         self.expectations = Expectations(self.clock)
         self._views: dict[str, PodView] = {}  # pod key -> view of the version last read
         self.rs_informer = factory.informer("replicasets")
