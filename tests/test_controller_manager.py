@@ -447,8 +447,16 @@ async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns
             await eventually(lambda: len(kubelets.pods()) == 5, what="the new leader scales up")
             assert leading() == [other], procs[other][0].log()
             assert time.monotonic() - killed_at >= 1.0  # it waited for the lease to run out
-            await asyncio.sleep(0.3)  # long enough for a second actor to show itself
-            assert len(kubelets.pods()) == 5 and kubelets.max_pods == 5
+            # Settled: the leader has counted the 5 pods in its own cache and said so in
+            # the status. An over-creation would have shown as a 6th pod before that.
+            async def settled() -> bool:
+                rs = await client.get("replicasets", "web", namespace=ns)
+                st = rs.get("status") or {}
+                return st.get("replicas") == 5 and st.get("observedGeneration") == rs["metadata"]["generation"]
+            await eventually(settled, what="the new leader's status to report 5 replicas")
+            live = [p for p in (await client.list("pods", namespace=ns))["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+            assert len(live) == 5 and kubelets.max_pods == 5
 
             held = await client.get("leases", lease, namespace="kube-system")
             assert held["spec"]["leaseTransitions"] == 1
