@@ -18,7 +18,9 @@ What is read, with kube-scheduler's semantics:
   durations such as `15s`, resourceName, resourceNamespace) and
   `clientConnection.kubeconfig`: what `minik8s scheduler` runs with, unless its flags say
   otherwise.
-Enabling a plugin minik8s does not implement is an error, not silently ignored.
+Enabling a plugin minik8s does not implement is an error, not silently ignored, and a
+plugin's `args` are read strictly, as kube-scheduler decodes them: a field its Args type
+does not have (a typo) is an error rather than a silent default.
 """
 from __future__ import annotations
 

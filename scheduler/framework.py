@@ -260,6 +260,18 @@ EXTENSION_POINTS: dict[str, type] = {
 }
 
 
+def plugin_args(args: Any, *fields: str) -> dict:
+    """pluginConfig args read strictly, as kube-scheduler decodes a plugin's Args type: a
+    field the type does not have is an error, so a typo never falls back to a default in
+    silence. `apiVersion` and `kind` (the Args' own TypeMeta) may be present."""
+    if not isinstance(args, dict):
+        raise ValueError(f"expected a mapping, got {args!r}")
+    for key in args:
+        if key not in fields and key not in ("apiVersion", "kind"):
+            raise ValueError(f'strict decoding error: unknown field "{key}"')
+    return args
+
+
 class FrameworkError(Exception):
     """A plugin reported Error (or misbehaved): the cycle is aborted, the pod retried."""
 
