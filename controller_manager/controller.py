@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Hashable
+from typing import Any, ClassVar, Hashable, Protocol
 
 from client.clock import Clock, RealClock
 from client.events import EventRecorder
@@ -55,6 +55,16 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 @dataclass(frozen=True, kw_only=True)
 class NoOptions:
     """The options of a controller that has none."""
+
+
+class ControllerClass(Protocol):
+    """What the manager's table holds: a Controller subclass, built the one way every
+    controller is built."""
+    name: str
+    Options: type[Any]
+
+    def __call__(self, client: Client, factory: Any, /, *, recorder: Any = None,
+                 clock: Clock | None = None, options: Any = None) -> Controller: ...
 
 
 class Controller:

@@ -249,7 +249,7 @@ def build_framework(profile: ProfileConfig, *, handle: Any = None,
         order += [(n, None) for n in mp_names if n not in en_names and n not in disabled
                   and "*" not in disabled and isinstance(instance(n), proto)]
         order += [e for e in enabled if e[0] not in mp_weight]
-        chosen = []
+        chosen: list[Any] = []  # plugins, or (plugin, weight) for score
         for name, weight in order:
             p = instance(name)
             if not isinstance(p, proto):

@@ -200,7 +200,7 @@ class FilterPlugin(Plugin, Protocol):
 
 
 @runtime_checkable
-class FilterNodes(Protocol):
+class FilterNodes(Plugin, Protocol):
     """A FilterPlugin's optional columnar form: the passing subset of `nodes`, in order."""
     def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> list[int]: ...
 
@@ -222,13 +222,13 @@ class ScorePlugin(Plugin, Protocol):
 
 
 @runtime_checkable
-class ScoreNodes(Protocol):
+class ScoreNodes(Plugin, Protocol):
     """A ScorePlugin's optional columnar form: one score per node of `nodes`."""
     def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> list[int]: ...
 
 
 @runtime_checkable
-class ScoreExtensions(Protocol):
+class ScoreExtensions(Plugin, Protocol):
     """NormalizeScore: bring a ScorePlugin's scores into 0..100, in place."""
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None: ...
 
@@ -246,7 +246,7 @@ class BindPlugin(Plugin, Protocol):
 
 
 @runtime_checkable
-class EnqueueExtensions(Protocol):
+class EnqueueExtensions(Plugin, Protocol):
     """The cluster events that may make a pod this plugin rejected schedulable. A plugin
     without them is asked again on every event."""
     EVENTS: tuple[ClusterEvent, ...]
@@ -330,12 +330,14 @@ class Framework:
         """Every plugin at every extension point it implements (config's multiPoint)."""
         plugins = list(plugins)
         weights = weights or {}
-        at = {point: [p for p in plugins if isinstance(p, proto)]
-              for point, proto in EXTENSION_POINTS.items()}
-        return cls(scheduler_name, pre_filter=at["pre_filter"], filter=at["filter"],
-                   post_filter=at["post_filter"], pre_score=at["pre_score"],
-                   score=[(p, weights.get(p.NAME, 1)) for p in at["score"]],
-                   reserve=at["reserve"], bind=at["bind"],
+        return cls(scheduler_name,
+                   pre_filter=[p for p in plugins if isinstance(p, PreFilterPlugin)],
+                   filter=[p for p in plugins if isinstance(p, FilterPlugin)],
+                   post_filter=[p for p in plugins if isinstance(p, PostFilterPlugin)],
+                   pre_score=[p for p in plugins if isinstance(p, PreScorePlugin)],
+                   score=[(p, weights.get(p.NAME, 1)) for p in plugins if isinstance(p, ScorePlugin)],
+                   reserve=[p for p in plugins if isinstance(p, ReservePlugin)],
+                   bind=[p for p in plugins if isinstance(p, BindPlugin)],
                    percentage_of_nodes_to_score=percentage_of_nodes_to_score)
 
     # --- filter --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ with `run(workers)`. A new controller is a new module here and one line in the t
 """
 from __future__ import annotations
 
-from controller_manager.controller import Controller
+from controller_manager.controller import ControllerClass
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.garbagecollector import GarbageCollector
@@ -20,7 +20,7 @@ from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from machinery.registry import Registry
 
-REGISTRY: Registry[type[Controller]] = Registry("controller", [
+REGISTRY: Registry[ControllerClass] = Registry("controller", [
     (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
                           NamespaceController, ServiceAccountController, EndpointsController,
                           PodGCController, NodeLifecycleController, NodeIPAMController)
