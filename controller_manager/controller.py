@@ -12,6 +12,11 @@ Contract for subclasses:
   retrying) -> reported once as a Warning event and dropped; anything else ->
   requeued with per-key exponential backoff.
 - Cached objects are shared and read-only: copy before changing.
+- A controller's tunables are declared in its `Options` dataclass (frozen, keyword-only),
+  as kube-controller-manager has one configuration struct per controller; the
+  constructor takes `options=` one of those, so a misspelt option is a TypeError,
+  never silently dropped. Every controller is built the same way:
+  `Class(client, factory, *, recorder=..., clock=..., options=Class.Options(...))`.
 
 Concurrency: one asyncio loop. `run(workers)` waits for the informers to sync, then runs
 `workers` tasks; the work queue guarantees a key is never reconciled by two at once.
@@ -21,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Hashable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Hashable, Protocol
 
 from client.clock import Clock, RealClock
 from client.events import EventRecorder
@@ -46,8 +52,24 @@ class Metrics:
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class NoOptions:
+    """The options of a controller that has none."""
+
+
+class ControllerClass(Protocol):
+    """What the manager's table holds: a Controller subclass, built the one way every
+    controller is built."""
+    name: str
+    Options: type[Any]
+
+    def __call__(self, client: Client, factory: Any, /, *, recorder: Any = None,
+                 clock: Clock | None = None, options: Any = None) -> Controller: ...
+
+
 class Controller:
     name = "controller"
+    Options: ClassVar[type[Any]] = NoOptions
 
     def __init__(self, client: Client, *, clock: Clock | None = None,
                  recorder: EventRecorder | None = None):
@@ -84,14 +106,9 @@ class Controller:
         """Until cancelled (or the queue is shut down): sync caches, then work."""
         await wait_for_cache_sync(*self.informers)
         log.info("%s: caches synced, starting %d workers", self.name, workers)
-        tasks = [asyncio.create_task(self.queue.serve(self._process), name=f"{self.name}-worker-{i}")
-                 for i in range(workers)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async with asyncio.TaskGroup() as tg:
+            for i in range(workers):
+                tg.create_task(self.queue.serve(self._process), name=f"{self.name}-worker-{i}")
 
     async def _process(self, key: Hashable) -> None:
         start = time.perf_counter()

@@ -6,8 +6,9 @@
         [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--port 10257]
 
 Flags read as kube-controller-manager's (durations as Go durations, `15s`, `1m30s`, or
-plain seconds). Options for particular controllers (node lifecycle, pod GC, IPAM) are
-passed to every controller as keyword arguments; each takes the ones it knows.
+plain seconds). The flags for particular controllers (node lifecycle, pod GC, IPAM) fill
+the `Options` of the controllers that declare them; a flag in that group that no
+controller declares is an error at start, not silently dropped.
 
 A bad flag, an unknown controller or an unusable kubeconfig is one line on stderr and
 exit code 1 (argparse's usage errors: 2), never a traceback. SIGTERM or SIGINT stops
@@ -25,7 +26,7 @@ import uuid
 
 from client import kubeconfig
 from client.rest import Client
-from controller_manager.manager import Manager, enabled_controllers
+from controller_manager.manager import Manager, controller_options, enabled_controllers
 from machinery import flags
 
 def _positive(v: str) -> int:
@@ -58,28 +59,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
     p.add_argument("--port", type=int, default=10257, help="port for /healthz and /metrics (0: off)")
     g = p.add_argument_group("controller options")
-    g.add_argument("--node-monitor-period", type=flags.duration, default=5.0, metavar="DURATION",
-                   help="how often node health is checked (default 5s)")
-    g.add_argument("--node-monitor-grace-period", type=flags.duration, default=40.0, metavar="DURATION",
-                   help="how long a node's lease may go unrenewed before it is NotReady (default 40s)")
-    g.add_argument("--node-eviction-rate", type=float, default=0.1, metavar="QPS",
-                   help="nodes per second whose pods are evicted (default 0.1)")
-    g.add_argument("--default-not-ready-toleration-seconds", type=int, default=300, metavar="S",
-                   help="toleration seconds for not-ready:NoExecute added to pods without one (300)")
-    g.add_argument("--default-unreachable-toleration-seconds", type=int, default=300, metavar="S",
-                   help="toleration seconds for unreachable:NoExecute added to pods without one (300)")
-    g.add_argument("--terminated-pod-gc-threshold", type=int, default=12500, metavar="N",
-                   help="terminated pods kept before the pod GC deletes the oldest (default 12500)")
-    g.add_argument("--allocate-node-cidrs", type=flags.boolean, nargs="?", const=True, default=False,
-                   metavar="true|false", help="give each node a podCIDR from --cluster-cidr")
-    g.add_argument("--cluster-cidr", default="", help="the pods' address range, e.g. 10.244.0.0/16")
-    g.add_argument("--node-cidr-mask-size", type=int, default=24, metavar="BITS")
+    opt = g.add_argument
+    options = [
+        opt("--node-monitor-period", type=flags.duration, default=5.0, metavar="DURATION",
+            help="how often node health is checked (default 5s)"),
+        opt("--node-monitor-grace-period", type=flags.duration, default=40.0, metavar="DURATION",
+            help="how long a node's lease may go unrenewed before it is NotReady (default 40s)"),
+        opt("--node-eviction-rate", type=float, default=0.1, metavar="QPS",
+            help="nodes per second whose pods are evicted (default 0.1)"),
+        opt("--default-not-ready-toleration-seconds", type=int, default=300, metavar="S",
+            help="toleration seconds for not-ready:NoExecute added to pods without one (300)"),
+        opt("--default-unreachable-toleration-seconds", type=int, default=300, metavar="S",
+            help="toleration seconds for unreachable:NoExecute added to pods without one (300)"),
+        opt("--terminated-pod-gc-threshold", type=int, default=12500, metavar="N",
+            help="terminated pods kept before the pod GC deletes the oldest (default 12500)"),
+        opt("--allocate-node-cidrs", type=flags.boolean, nargs="?", const=True, default=False,
+            metavar="true|false", help="give each node a podCIDR from --cluster-cidr"),
+        opt("--cluster-cidr", default="", help="the pods' address range, e.g. 10.244.0.0/16"),
+        opt("--node-cidr-mask-size", type=int, default=24, metavar="BITS"),
+    ]
+    # Which attributes are controller options, so that build() passes on every one.
+    p.set_defaults(controller_options=tuple(a.dest for a in options))
     return p
-
-
-_OPTIONS = ("node_monitor_period", "node_monitor_grace_period", "node_eviction_rate",
-            "default_not_ready_toleration_seconds", "default_unreachable_toleration_seconds",
-            "terminated_pod_gc_threshold", "allocate_node_cidrs", "cluster_cidr", "node_cidr_mask_size")
 
 
 class UsageError(Exception):
@@ -119,6 +120,11 @@ def build(args: argparse.Namespace) -> tuple[Manager, Client]:
         names = enabled_controllers(args.controllers)
     except ValueError as e:
         raise UsageError(f"--controllers: {e}") from None
+    options = {k: getattr(args, k) for k in args.controller_options}
+    try:
+        controller_options(names, options)  # before anything connects
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"controller options: {e}") from None
     if args.leader_elect and not (args.leader_elect_lease_duration > args.leader_elect_renew_deadline
                                   > args.leader_elect_retry_period * 1.2):
         raise UsageError("leader election needs lease duration > renew deadline > 1.2 x retry period")
@@ -130,7 +136,7 @@ def build(args: argparse.Namespace) -> tuple[Manager, Client]:
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     manager = Manager(
         client, controllers=names, workers=args.concurrent_workers,
-        options={k: getattr(args, k) for k in _OPTIONS}, leader_elect=args.leader_elect,
+        options=options, leader_elect=args.leader_elect,
         lease_name=args.leader_elect_resource_name, lease_namespace=args.leader_elect_resource_namespace,
         identity=identity, lease_duration=args.leader_elect_lease_duration,
         renew_deadline=args.leader_elect_renew_deadline, retry_period=args.leader_elect_retry_period,

@@ -5,8 +5,9 @@ What it guarantees
 - `--controllers` reads as kube-controller-manager's: a comma list where `name`
   enables, `-name` disables and `*` enables the rest; the first mention of a name
   wins. An unknown name is an error before anything starts.
-- A controller in the table whose module or class does not exist (yet) is skipped
-  with a warning; the others run.
+- Options (the controller-option flags) are one flat set of names; each controller
+  gets, in its `Options` dataclass, the ones it declares. A name no controller in the
+  table declares is an error when the Manager is built, never silently dropped.
 - Controllers share one SharedInformerFactory, so a kind several of them read is
   listed and watched once. Informers start only once this process leads, and each
   controller starts its workers only after its caches have synced.
@@ -26,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
-import inspect
+import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from client.clock import Clock
 from client.events import EventRecorder
@@ -38,7 +38,7 @@ from client.informer import SharedInformerFactory
 from client.leaderelection import LeaderElector
 from client.rest import Client
 from controller_manager.controller import LATENCY_BUCKETS, Controller
-from controller_manager.controllers import CONTROLLERS
+from controller_manager.controllers import REGISTRY
 
 log = logging.getLogger("minik8s.controller_manager")
 
@@ -48,7 +48,7 @@ DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
 
 def enabled_controllers(spec: str | list[str], known: list[str] | None = None) -> list[str]:
     """Names `--controllers` turns on, in table order (IsControllerEnabled)."""
-    known = list(CONTROLLERS) if known is None else known
+    known = list(REGISTRY) if known is None else known
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     for item in items:
         name = item[1:] if item.startswith("-") else item
@@ -67,29 +67,20 @@ def enabled_controllers(spec: str | list[str], known: list[str] | None = None) -
     return [name for name in known if on(name)]
 
 
-def load_controller_class(name: str) -> type[Controller] | None:
-    """The class the table names, or None (with a warning) if it does not exist yet."""
-    module_name, _, class_name = CONTROLLERS[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            log.warning("controller %s: module %s does not exist; skipped", name, module_name)
-            return None
-        raise
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        log.warning("controller %s: %s has no class %s; skipped", name, module_name, class_name)
-    return cls
-
-
-def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The options `cls` takes: all of them if it has **kwargs, else those it names."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return dict(options)
-    names = {p.name for p in params}
-    return {k: v for k, v in options.items() if k in names}
+def controller_options(names: list[str], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Each named controller's `Options`, filled from the flat `options` with the fields
+    it declares. ValueError if an option is declared by no controller in the table (a
+    misspelt flag wiring, say), or has a value its dataclass refuses."""
+    declared = {f.name for cls in REGISTRY.values() for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - declared)
+    if unknown:
+        raise ValueError(f"no controller has the option(s) {', '.join(unknown)}")
+    out = {}
+    for name in names:
+        cls = REGISTRY[name]
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        out[name] = cls.Options(**{k: v for k, v in options.items() if k in fields})
+    return out
 
 
 class SpamFilter:
@@ -137,7 +128,7 @@ class Manager:
         self.client = client
         self.names = controllers
         self.workers = workers
-        self.options = options or {}
+        self.options = controller_options(controllers, options or {})
         self.leader_elect = leader_elect
         self.bind_address, self.port = bind_address, port
         self.clock = clock
@@ -157,13 +148,10 @@ class Manager:
     def build(self, factory: SharedInformerFactory) -> dict[str, Controller]:
         built = {}
         for name in self.names:
-            cls = load_controller_class(name)
-            if cls is None:
-                continue
             recorder = SpamFilter(EventRecorder(self.client, component=f"{name}-controller"))
             self._recorders.append(recorder)
-            built[name] = cls(self.client, factory, recorder=recorder, clock=self.clock,
-                              **_accepted(cls, self.options))
+            built[name] = REGISTRY[name](self.client, factory, recorder=recorder, clock=self.clock,
+                                         options=self.options[name])
         return built
 
     async def run_controllers(self) -> None:
@@ -172,14 +160,12 @@ class Manager:
         self.controllers = self.build(factory)
         factory.start()
         log.info("controllers started: %s", ", ".join(self.controllers) or "(none)")
-        tasks = [asyncio.create_task(c.run(self.workers), name=f"controller-{n}")
-                 for n, c in self.controllers.items()]
         try:
-            await asyncio.gather(*tasks)
+            # A controller that fails stops the others; cancelling stops them all.
+            async with asyncio.TaskGroup() as tg:
+                for n, c in self.controllers.items():
+                    tg.create_task(c.run(self.workers), name=f"controller-{n}")
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             for c in self.controllers.values():
                 c.queue.shutdown()
             await factory.stop()

@@ -209,12 +209,15 @@ async def eventually(cond, *, timeout: float = 30.0, interval: float = 0.05,
 
 class Running:
     """`async with Running(client, (Class, options), ...) as controllers:` builds the
-    controllers on one SharedInformerFactory, starts its informers and runs each with
-    `workers` workers until the block ends."""
+    controllers on one SharedInformerFactory (`options`, a dict, filling `Class.Options`),
+    starts its informers and runs each with `workers` workers until the block ends.
+
+    Not a TaskGroup: the block's own exceptions (a failed assertion) must reach the
+    test as they are, not wrapped in an ExceptionGroup."""
 
     def __init__(self, client, *specs, workers: int = 2, recorder=None):
         self.factory = SharedInformerFactory(client)
-        self.controllers = [cls(client, self.factory, recorder=recorder, **options)
+        self.controllers = [cls(client, self.factory, recorder=recorder, options=cls.Options(**options))
                             for cls, options in specs]
         self.workers = workers
         self._tasks: list = []

@@ -18,7 +18,9 @@ What is read, with kube-scheduler's semantics:
   durations such as `15s`, resourceName, resourceNamespace) and
   `clientConnection.kubeconfig`: what `minik8s scheduler` runs with, unless its flags say
   otherwise.
-Enabling a plugin minik8s does not implement is an error, not silently ignored.
+Enabling a plugin minik8s does not implement is an error, not silently ignored, and a
+plugin's `args` are read strictly, as kube-scheduler decodes them: a field its Args type
+does not have (a typo) is an error rather than a silent default.
 """
 from __future__ import annotations
 
@@ -28,23 +30,16 @@ from typing import Any, Mapping
 import yaml
 
 from machinery import duration
-from scheduler.framework import Framework
+from scheduler.framework import EXTENSION_POINTS, Framework
 from scheduler.plugins import DEFAULT_PLUGINS, KNOWN_ELSEWHERE, REGISTRY
 
 API_VERSION = "kubescheduler.config.k8s.io/v1"
 KIND = "KubeSchedulerConfiguration"
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 
-# extension point in config -> (Framework keyword, methods that implement it)
-_POINTS = {
-    "preFilter": ("pre_filter", ("pre_filter",)),
-    "filter": ("filter", ("filter", "filter_nodes")),
-    "postFilter": ("post_filter", ("post_filter",)),
-    "preScore": ("pre_score", ("pre_score",)),
-    "score": ("score", ("score", "score_nodes")),
-    "reserve": ("reserve", ("reserve",)),
-    "bind": ("bind", ("bind",)),
-}
+# extension point in config -> Framework keyword (and so its protocol, EXTENSION_POINTS)
+_POINTS = {"preFilter": "pre_filter", "filter": "filter", "postFilter": "post_filter",
+           "preScore": "pre_score", "score": "score", "reserve": "reserve", "bind": "bind"}
 _UNSUPPORTED_POINTS = ("preEnqueue", "permit", "preBind", "postBind")
 
 
@@ -244,19 +239,20 @@ def build_framework(profile: ProfileConfig, *, handle: Any = None,
         return instances[name]
 
     kwargs: dict[str, Any] = {}
-    for point, (kw, methods) in _POINTS.items():
+    for point, kw in _POINTS.items():
+        proto = EXTENSION_POINTS[kw]
         point_cfg = plugins_cfg.get(point)
         disabled = {n for n, _ in _entries(point_cfg, "disabled")}
         enabled = _entries(point_cfg, "enabled")
         en_names = {n for n, _ in enabled}
         order: list[tuple[str, int | None]] = [e for e in enabled if e[0] in mp_weight]
         order += [(n, None) for n in mp_names if n not in en_names and n not in disabled
-                  and "*" not in disabled and any(hasattr(instance(n), m) for m in methods)]
+                  and "*" not in disabled and isinstance(instance(n), proto)]
         order += [e for e in enabled if e[0] not in mp_weight]
-        chosen = []
+        chosen: list[Any] = []  # plugins, or (plugin, weight) for score
         for name, weight in order:
             p = instance(name)
-            if not any(hasattr(p, m) for m in methods):
+            if not isinstance(p, proto):
                 raise ConfigError(f"plugin {name!r} does not extend {point}")
             if point == "score":
                 chosen.append((p, weight or mp_weight.get(name) or 1))

@@ -1,20 +1,24 @@
 """The scheduling framework: extension points, Status, CycleState, and one profile's runner.
 
-A plugin is any object with a `NAME` and some of these methods; it implements only the
-extension points it needs (kube-scheduler framework/interface.go):
+Each extension point is one small `typing.Protocol` below, as kube-scheduler's
+framework/interface.go has one interface per point. A plugin is any object with a
+`NAME` that implements some of them; the framework finds which by `isinstance` against
+these runtime-checkable protocols, once, when a profile is built:
 
-    pre_filter(state, pod) -> Status | None            # Skip: this plugin's filter is not run
-    filter(state, pod, node: NodeInfo) -> Status | None
-    filter_nodes(state, pod, nodes: list[int]) -> list[int]      # optional fast path
-    post_filter(state, pod, statuses: dict[str, Status]) -> Status | None
-    pre_score(state, pod, nodes: list[int]) -> Status | None    # Skip: score is not run
-    score(state, pod, node: NodeInfo) -> int
-    score_nodes(state, pod, nodes: list[int]) -> list[int]       # optional fast path
-    normalize_score(state, pod, scores: list[int]) -> None       # in place, to 0..100
-    reserve(state, pod, node_name) -> Status | None
-    unreserve(state, pod, node_name) -> None
-    async bind(state, pod, node_name) -> Status | None         # Skip: next binder
-    EVENTS: tuple[ClusterEvent, ...]     # cluster events that may make a rejected pod fit
+    PreFilterPlugin     pre_filter(state, pod) -> Status | None      # Skip: its filter is not run
+    FilterPlugin        filter(state, pod, node: NodeInfo) -> Status | None
+    FilterNodes         filter_nodes(state, pod, nodes: list[int]) -> list[int]   # fast path
+    PostFilterPlugin    post_filter(state, pod, statuses: dict[str, Status]) -> Status | None
+    PreScorePlugin      pre_score(state, pod, nodes: list[int]) -> Status | None  # Skip: no score
+    ScorePlugin         score(state, pod, node: NodeInfo) -> int
+    ScoreNodes          score_nodes(state, pod, nodes: list[int]) -> list[int]    # fast path
+    ScoreExtensions     normalize_score(state, pod, scores: list[int]) -> None    # in place, 0..100
+    ReservePlugin       reserve(state, pod, node_name) -> Status | None; unreserve(...) -> None
+    BindPlugin          async bind(state, pod, node_name) -> Status | None        # Skip: next binder
+    EnqueueExtensions   EVENTS: tuple[ClusterEvent, ...]   # events that may make a rejected pod fit
+
+Queue sort is not a plugin point here: the queue implements PrioritySort, the only
+queueSort plugin a configuration may name.
 
 `None` is success, as a nil *Status is in Go. Expected rejections are `Unschedulable`
 (another node, or preemption, may help) or `UnschedulableAndUnresolvable`; `Error` is for
@@ -33,7 +37,7 @@ from __future__ import annotations
 import enum
 from itertools import repeat
 from operator import add, mul
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Awaitable, Iterable, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from scheduler.cache import Cache
@@ -176,6 +180,98 @@ def default_normalize_score(scores: list[int], *, reverse: bool,
         scores[:] = [max_priority * s // top for s in scores]
 
 
+
+# --- extension points (framework/interface.go) -----------------------------------------
+
+@runtime_checkable
+class Plugin(Protocol):
+    """framework.Plugin: every plugin has a name, unique within a profile."""
+    NAME: str
+
+
+@runtime_checkable
+class PreFilterPlugin(Plugin, Protocol):
+    def pre_filter(self, state: CycleState, pod: PodInfo) -> Status | None: ...
+
+
+@runtime_checkable
+class FilterPlugin(Plugin, Protocol):
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None: ...
+
+
+@runtime_checkable
+class FilterNodes(Plugin, Protocol):
+    """A FilterPlugin's optional columnar form: the passing subset of `nodes`, in order."""
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> list[int]: ...
+
+
+@runtime_checkable
+class PostFilterPlugin(Plugin, Protocol):
+    def post_filter(self, state: CycleState, pod: PodInfo,
+                    statuses: dict[str, Status]) -> Status | None: ...
+
+
+@runtime_checkable
+class PreScorePlugin(Plugin, Protocol):
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> Status | None: ...
+
+
+@runtime_checkable
+class ScorePlugin(Plugin, Protocol):
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int: ...
+
+
+@runtime_checkable
+class ScoreNodes(Plugin, Protocol):
+    """A ScorePlugin's optional columnar form: one score per node of `nodes`."""
+    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> list[int]: ...
+
+
+@runtime_checkable
+class ScoreExtensions(Plugin, Protocol):
+    """NormalizeScore: bring a ScorePlugin's scores into 0..100, in place."""
+    def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None: ...
+
+
+@runtime_checkable
+class ReservePlugin(Plugin, Protocol):
+    def reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None: ...
+
+    def unreserve(self, state: CycleState, pod: PodInfo, node_name: str) -> None: ...
+
+
+@runtime_checkable
+class BindPlugin(Plugin, Protocol):
+    def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Awaitable[Status | None]: ...
+
+
+@runtime_checkable
+class EnqueueExtensions(Plugin, Protocol):
+    """The cluster events that may make a pod this plugin rejected schedulable. A plugin
+    without them is asked again on every event."""
+    EVENTS: tuple[ClusterEvent, ...]
+
+
+# Framework keyword -> the protocol a plugin at that point implements.
+EXTENSION_POINTS: dict[str, type] = {
+    "pre_filter": PreFilterPlugin, "filter": FilterPlugin, "post_filter": PostFilterPlugin,
+    "pre_score": PreScorePlugin, "score": ScorePlugin, "reserve": ReservePlugin,
+    "bind": BindPlugin,
+}
+
+
+def plugin_args(args: Any, *fields: str) -> dict:
+    """pluginConfig args read strictly, as kube-scheduler decodes a plugin's Args type: a
+    field the type does not have is an error, so a typo never falls back to a default in
+    silence. `apiVersion` and `kind` (the Args' own TypeMeta) may be present."""
+    if not isinstance(args, dict):
+        raise ValueError(f"expected a mapping, got {args!r}")
+    for key in args:
+        if key not in fields and key not in ("apiVersion", "kind"):
+            raise ValueError(f'strict decoding error: unknown field "{key}"')
+    return args
+
+
 class FrameworkError(Exception):
     """A plugin reported Error (or misbehaved): the cycle is aborted, the pod retried."""
 
@@ -185,13 +281,16 @@ class FrameworkError(Exception):
 
 
 class Framework:
-    """One profile: its plugins, in order, at each extension point, with score weights."""
+    """One profile: its plugins, in order, at each extension point, with score weights.
+
+    Each plugin given at a point must implement that point's protocol (TypeError if
+    not); the optional fast paths and extensions are looked up here, once."""
 
     def __init__(self, scheduler_name: str = "default-scheduler", *,
-                 pre_filter: Iterable[Any] = (), filter: Iterable[Any] = (),
-                 post_filter: Iterable[Any] = (), pre_score: Iterable[Any] = (),
-                 score: Iterable[tuple[Any, int]] = (), reserve: Iterable[Any] = (),
-                 bind: Iterable[Any] = (), percentage_of_nodes_to_score: int | None = None):
+                 pre_filter: Iterable[PreFilterPlugin] = (), filter: Iterable[FilterPlugin] = (),
+                 post_filter: Iterable[PostFilterPlugin] = (), pre_score: Iterable[PreScorePlugin] = (),
+                 score: Iterable[tuple[ScorePlugin, int]] = (), reserve: Iterable[ReservePlugin] = (),
+                 bind: Iterable[BindPlugin] = (), percentage_of_nodes_to_score: int | None = None):
         self.scheduler_name = scheduler_name
         self.pre_filter_plugins = list(pre_filter)
         self.filter_plugins = list(filter)
@@ -201,26 +300,44 @@ class Framework:
         self.reserve_plugins = list(reserve)
         self.bind_plugins = list(bind)
         self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
-        self.plugins = {p.NAME: p for p in [*self.pre_filter_plugins, *self.filter_plugins,
-                                            *self.post_filter_plugins, *self.pre_score_plugins,
-                                            *(p for p, _ in self.score_plugins),
-                                            *self.reserve_plugins, *self.bind_plugins]}
+        for point, given in (("pre_filter", self.pre_filter_plugins), ("filter", self.filter_plugins),
+                             ("post_filter", self.post_filter_plugins),
+                             ("pre_score", self.pre_score_plugins),
+                             ("score", [p for p, _ in self.score_plugins]),
+                             ("reserve", self.reserve_plugins), ("bind", self.bind_plugins)):
+            for p in given:
+                if not isinstance(p, EXTENSION_POINTS[point]):
+                    raise TypeError(f"plugin {getattr(p, 'NAME', p)!r} does not implement "
+                                    f"{EXTENSION_POINTS[point].__name__}")
+        self.plugins: dict[str, Any] = {
+            p.NAME: p for p in [*self.pre_filter_plugins, *self.filter_plugins,
+                                *self.post_filter_plugins, *self.pre_score_plugins,
+                                *(p for p, _ in self.score_plugins),
+                                *self.reserve_plugins, *self.bind_plugins]}
+        # The optional forms, resolved once: a cycle must not pay for isinstance.
+        self._filters = [(p, p.filter_nodes if isinstance(p, FilterNodes) else None)
+                         for p in self.filter_plugins]
+        self._scores = [(p, weight, p.score_nodes if isinstance(p, ScoreNodes) else None,
+                         p.normalize_score if isinstance(p, ScoreExtensions) else None)
+                        for p, weight in self.score_plugins]
+        self._events = {name: p.EVENTS if isinstance(p, EnqueueExtensions) else None
+                        for name, p in self.plugins.items()}
 
     @classmethod
-    def from_plugins(cls, plugins: Iterable[Any], *, weights: dict[str, int] | None = None,
+    def from_plugins(cls, plugins: Iterable[Plugin], *, weights: dict[str, int] | None = None,
                      scheduler_name: str = "default-scheduler",
                      percentage_of_nodes_to_score: int | None = None) -> Framework:
         """Every plugin at every extension point it implements (config's multiPoint)."""
         plugins = list(plugins)
         weights = weights or {}
-
-        def having(*methods: str) -> list[Any]:
-            return [p for p in plugins if any(hasattr(p, m) for m in methods)]
-        return cls(scheduler_name, pre_filter=having("pre_filter"),
-                   filter=having("filter", "filter_nodes"), post_filter=having("post_filter"),
-                   pre_score=having("pre_score"),
-                   score=[(p, weights.get(p.NAME, 1)) for p in having("score", "score_nodes")],
-                   reserve=having("reserve"), bind=having("bind"),
+        return cls(scheduler_name,
+                   pre_filter=[p for p in plugins if isinstance(p, PreFilterPlugin)],
+                   filter=[p for p in plugins if isinstance(p, FilterPlugin)],
+                   post_filter=[p for p in plugins if isinstance(p, PostFilterPlugin)],
+                   pre_score=[p for p in plugins if isinstance(p, PreScorePlugin)],
+                   score=[(p, weights.get(p.NAME, 1)) for p in plugins if isinstance(p, ScorePlugin)],
+                   reserve=[p for p in plugins if isinstance(p, ReservePlugin)],
+                   bind=[p for p in plugins if isinstance(p, BindPlugin)],
                    percentage_of_nodes_to_score=percentage_of_nodes_to_score)
 
     # --- filter --------------------------------------------------------------------------
@@ -249,12 +366,11 @@ class Framework:
     def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[int]) -> list[int]:
         """The subset of `nodes` (indexes, in order) that passes every filter."""
         infos = state.snapshot.nodes
-        for p in self.filter_plugins:
+        for p, fast in self._filters:
             if not nodes:
                 break
             if p.NAME in state.skip_filter:
                 continue
-            fast = getattr(p, "filter_nodes", None)
             if fast is not None:
                 nodes = fast(state, pod, nodes)
                 continue
@@ -273,12 +389,11 @@ class Framework:
         (as run_filter gives), asking each plugin only about the nodes it drops."""
         infos = state.snapshot.nodes
         out: dict[int, Status] = {}
-        for p in self.filter_plugins:
+        for p, fast in self._filters:
             if not nodes:
                 break
             if p.NAME in state.skip_filter:
                 continue
-            fast = getattr(p, "filter_nodes", None)
             kept = fast(state, pod, nodes) if fast is not None else nodes
             keep = set(kept)
             remaining = []
@@ -321,13 +436,11 @@ class Framework:
         """Weighted sum of each score plugin's normalized 0..100 score, per node."""
         totals = [0] * len(nodes)
         infos = state.snapshot.nodes
-        for p, weight in self.score_plugins:
+        for p, weight, fast, normalize in self._scores:
             if p.NAME in state.skip_score:
                 continue
-            fast = getattr(p, "score_nodes", None)
             scores = (fast(state, pod, nodes) if fast is not None
                       else [p.score(state, pod, infos[j]) for j in nodes])
-            normalize = getattr(p, "normalize_score", None)
             if normalize is not None:
                 normalize(state, pod, scores)
             if scores and (min(scores) < MIN_NODE_SCORE or max(scores) > MAX_NODE_SCORE):
@@ -351,9 +464,7 @@ class Framework:
 
     def run_unreserve(self, state: CycleState, pod: PodInfo, node_name: str) -> None:
         for p in reversed(self.reserve_plugins):
-            unreserve = getattr(p, "unreserve", None)
-            if unreserve is not None:
-                unreserve(state, pod, node_name)
+            p.unreserve(state, pod, node_name)
 
     async def run_bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
         for p in self.bind_plugins:
@@ -372,8 +483,7 @@ class Framework:
         if not names:
             return True
         for name in names:
-            p = self.plugins.get(name)
-            events = getattr(p, "EVENTS", None) if p is not None else None
+            events = self._events.get(name)
             if events is None or any(e.matches(event) for e in events):
                 return True
         return False

@@ -13,7 +13,8 @@ import copy
 from typing import Any, Iterable, Mapping
 
 from scheduler.cache import Cache
-from scheduler.framework import SKIP, CycleState, Status
+from scheduler.framework import (SKIP, CycleState, FilterNodes, PreFilterPlugin, PreScorePlugin,
+                                 ScoreExtensions, ScoreNodes, Status)
 from scheduler.types import PodInfo
 
 
@@ -217,7 +218,7 @@ def run_filter(plugin: Any, pod: Mapping | PodInfo, node: Mapping,
     cache = make_cache([node, *others], pods)
     pi = _pod_info(pod)
     state = CycleState(cache)
-    if hasattr(plugin, "pre_filter"):
+    if isinstance(plugin, PreFilterPlugin):
         s = plugin.pre_filter(state, pi)
         if s is SKIP or (s is not None and s.code == SKIP.code):
             return None
@@ -225,7 +226,7 @@ def run_filter(plugin: Any, pod: Mapping | PodInfo, node: Mapping,
             return s
     info = cache.get(node["metadata"]["name"])
     status = plugin.filter(state, pi, info)
-    if hasattr(plugin, "filter_nodes"):
+    if isinstance(plugin, FilterNodes):
         fast = plugin.filter_nodes(state, pi, [info.index])
         assert fast == ([info.index] if status is None else []), (
             f"{plugin.NAME}: filter_nodes={fast} disagrees with filter={status}")
@@ -240,14 +241,14 @@ def run_score(plugin: Any, pod: Mapping | PodInfo, nodes: list[Mapping],
     pi = _pod_info(pod)
     state = CycleState(cache)
     idx = [cache.get(n["metadata"]["name"]).index for n in nodes]
-    if hasattr(plugin, "pre_score"):
+    if isinstance(plugin, PreScorePlugin):
         s = plugin.pre_score(state, pi, idx)
         if s is not None and s.code == SKIP.code:
             return None
     scores = [plugin.score(state, pi, cache.nodes[j]) for j in idx]
-    if hasattr(plugin, "score_nodes"):
+    if isinstance(plugin, ScoreNodes):
         fast = plugin.score_nodes(state, pi, idx)
         assert fast == scores, f"{plugin.NAME}: score_nodes={fast} disagrees with score={scores}"
-    if normalize and hasattr(plugin, "normalize_score"):
+    if normalize and isinstance(plugin, ScoreExtensions):
         plugin.normalize_score(state, pi, scores)
     return scores

@@ -10,7 +10,7 @@ from client.clock import FakeClock
 from controller_manager.controllers.deployment import (
     DESIRED_REPLICAS, HASH_LABEL, MAX_REPLICAS, REVISION, REVISION_HISTORY, DeploymentController,
     compute_hash, equal_ignore_hash, fnv32a, max_surge, max_unavailable, resolve_fenceposts, safe_encode)
-from controller_manager.controllers.replicaset import rfc3339
+from controller_manager.controller_utils import rfc3339
 from controller_manager.testing import RecordingClient
 from machinery import errors
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 import shutil
 import signal
@@ -22,8 +21,11 @@ import pytest
 
 from client.informer import Informer
 from client.rest import Client, retry_on_conflict
-from controller_manager import manager as manager_mod
-from controller_manager.manager import Manager, enabled_controllers, load_controller_class
+from controller_manager import main as cm_main
+from controller_manager.controllers import REGISTRY
+from controller_manager.controllers.nodeipam import NodeIPAMOptions
+from controller_manager.controllers.podgc import PodGCController, PodGCOptions
+from controller_manager.manager import Manager, controller_options, enabled_controllers
 from controller_manager.testing import RecordingClient
 from machinery import errors
 from tests.procs import Component, free_port
@@ -46,18 +48,43 @@ def test_controllers_flag_reads_as_kube_controller_managers():
         enabled_controllers("*,-nope", known)
 
 
-def test_controllers_whose_module_does_not_exist_yet_are_skipped(monkeypatch, caplog):
-    monkeypatch.setitem(manager_mod.CONTROLLERS, "ghost", "controller_manager.controllers.ghost:Ghost")
-    monkeypatch.setitem(manager_mod.CONTROLLERS, "noclass",
-                        "controller_manager.controllers.replicaset:NoSuchController")
-    with caplog.at_level(logging.WARNING):
-        assert load_controller_class("ghost") is None
-        assert load_controller_class("noclass") is None
-    assert "does not exist" in caplog.text and "has no class" in caplog.text
+def test_the_controller_table_is_a_registry_of_controller_classes():
+    assert list(REGISTRY) == ["replicaset", "deployment", "garbagecollector", "namespace",
+                              "serviceaccount", "endpoints", "podgc", "nodelifecycle", "nodeipam"]
+    assert all(REGISTRY[name].name == name for name in REGISTRY)
+    with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
+        REGISTRY["ghost"]
+    with pytest.raises(ValueError, match="'podgc' is registered twice"):
+        REGISTRY.register("podgc", PodGCController)
+
+
+def test_a_misspelt_controller_option_is_an_error_not_dropped():
     rc = RecordingClient()
-    m = Manager(rc, controllers=["ghost", "replicaset", "noclass"], leader_elect=False)  # type: ignore[arg-type]
-    built = m.build(rc)  # type: ignore[arg-type]
-    assert list(built) == ["replicaset"]
+    with pytest.raises(ValueError, match="no controller has the option.s. terminated_pod_gc_treshold"):
+        Manager(rc, controllers=["podgc"], options={"terminated_pod_gc_treshold": 3},  # type: ignore[arg-type]
+                leader_elect=False)
+    with pytest.raises(TypeError, match="terminated_pod_gc_treshold"):
+        PodGCOptions(terminated_pod_gc_treshold=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="terminated_pod_gc_threshold"):
+        PodGCController(rc, rc, terminated_pod_gc_threshold=3)  # type: ignore[call-arg]
+    # An option of a controller that is not enabled is fine: the flag exists either way.
+    m = Manager(rc, controllers=["podgc"], leader_elect=False,  # type: ignore[arg-type]
+                options={"terminated_pod_gc_threshold": 3, "cluster_cidr": "10.9.0.0/16"})
+    assert m.options == {"podgc": PodGCOptions(terminated_pod_gc_threshold=3)}
+    assert m.build(rc)["podgc"].threshold == 3  # type: ignore[arg-type, attr-defined]
+
+
+def test_every_controller_option_flag_reaches_the_controllers_that_declare_it():
+    args = cm_main.parser().parse_args(["--terminated-pod-gc-threshold", "7", "--node-monitor-period", "3s",
+                                        "--cluster-cidr", "10.9.0.0/16", "--allocate-node-cidrs"])
+    options = {k: getattr(args, k) for k in args.controller_options}
+    assert "terminated_pod_gc_threshold" in options and "kubeconfig" not in options
+    per = controller_options(list(REGISTRY), options)
+    assert per["podgc"].terminated_pod_gc_threshold == 7
+    assert per["nodelifecycle"].node_monitor_period == 3.0
+    assert per["nodeipam"] == NodeIPAMOptions(allocate_node_cidrs=True, cluster_cidr="10.9.0.0/16")
+    for name in options:
+        assert any(hasattr(o, name) for o in per.values()), name
 
 
 async def test_metrics_text_has_queue_depth_reconciles_and_latency():
@@ -420,8 +447,16 @@ async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns
             await eventually(lambda: len(kubelets.pods()) == 5, what="the new leader scales up")
             assert leading() == [other], procs[other][0].log()
             assert time.monotonic() - killed_at >= 1.0  # it waited for the lease to run out
-            await asyncio.sleep(0.3)  # long enough for a second actor to show itself
-            assert len(kubelets.pods()) == 5 and kubelets.max_pods == 5
+            # Settled: the leader has counted the 5 pods in its own cache and said so in
+            # the status. An over-creation would have shown as a 6th pod before that.
+            async def settled() -> bool:
+                rs = await client.get("replicasets", "web", namespace=ns)
+                st = rs.get("status") or {}
+                return st.get("replicas") == 5 and st.get("observedGeneration") == rs["metadata"]["generation"]
+            await eventually(settled, what="the new leader's status to report 5 replicas")
+            live = [p for p in (await client.list("pods", namespace=ns))["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+            assert len(live) == 5 and kubelets.max_pods == 5
 
             held = await client.get("leases", lease, namespace="kube-system")
             assert held["spec"]["leaseTransitions"] == 1

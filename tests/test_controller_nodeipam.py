@@ -2,7 +2,7 @@
 import pytest
 
 from client.rest import Client
-from controller_manager.controllers.nodeipam import CIDRSet, NodeIPAMController
+from controller_manager.controllers.nodeipam import CIDRSet, NodeIPAMController, NodeIPAMOptions
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
 
@@ -17,7 +17,7 @@ def node(name, cidr=None):
 
 def controller(*objs, **options):
     client = RecordingClient()
-    ctrl = NodeIPAMController(client, client, **options)
+    ctrl = NodeIPAMController(client, client, options=NodeIPAMOptions(**options))
     client.seed(*objs)
     return client, ctrl
 
@@ -86,8 +86,8 @@ async def test_exhaustion_is_a_warning_and_a_retry():
             self.events.append((obj["metadata"]["name"], type_, reason))
     recorder = Recorder()
     client = RecordingClient()
-    ctrl = NodeIPAMController(client, client, recorder=recorder, cluster_cidr="10.0.0.0/24",
-                              node_cidr_mask_size=24)
+    ctrl = NodeIPAMController(client, client, recorder=recorder, options=NodeIPAMOptions(
+        cluster_cidr="10.0.0.0/24", node_cidr_mask_size=24))
     client.seed(node("a"), node("b"))
     await ctrl.reconcile("a")
     with pytest.raises(RuntimeError):

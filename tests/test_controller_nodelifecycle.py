@@ -9,7 +9,7 @@ import pytest
 
 from client.clock import FakeClock
 from client.rest import Client
-from controller_manager.controllers.nodelifecycle import NodeLifecycleController
+from controller_manager.controllers.nodelifecycle import NodeLifecycleController, NodeLifecycleOptions
 from controller_manager.testing import RecordingClient, Running, eventually
 from tests.procs import APIServer, Etcd
 
@@ -61,7 +61,7 @@ def taint(key, effect):
 def controller(*objs, **options):
     client = RecordingClient()
     clock = FakeClock()
-    ctrl = NodeLifecycleController(client, client, clock=clock, **options)
+    ctrl = NodeLifecycleController(client, client, clock=clock, options=NodeLifecycleOptions(**options))
     client.seed(*objs)
     return client, ctrl, clock
 

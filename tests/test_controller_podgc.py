@@ -6,7 +6,7 @@ import pytest
 
 from client.clock import FakeClock
 from client.rest import Client
-from controller_manager.controllers.podgc import KEY, PodGCController
+from controller_manager.controllers.podgc import KEY, PodGCController, PodGCOptions
 from controller_manager.testing import RecordingClient, Running, eventually
 
 
@@ -31,7 +31,7 @@ def node(name):
 def controller(*objs, **options):
     client = RecordingClient()
     clock = FakeClock()
-    ctrl = PodGCController(client, client, clock=clock, **options)
+    ctrl = PodGCController(client, client, clock=clock, options=PodGCOptions(**options))
     client.seed(*objs)
     return client, ctrl, clock
 

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from client.clock import FakeClock
-from controller_manager.controllers.replicaset import (
-    ReplicaSetController, deletion_order, rfc3339, slow_start_batch)
+from controller_manager.controller_utils import deletion_order, rfc3339, slow_start_batch
+from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.testing import RecordingClient
 from machinery import errors
 

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from client.rest import Client
-from controller_manager.controllers.serviceaccount import ServiceAccountController
+from controller_manager.controllers.serviceaccount import ServiceAccountController, ServiceAccountOptions
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
 
@@ -23,7 +23,7 @@ def sa(name, namespace):
 
 def controller(*objs, **options):
     client = RecordingClient()
-    ctrl = ServiceAccountController(client, client, **options)
+    ctrl = ServiceAccountController(client, client, options=ServiceAccountOptions(**options))
     client.seed(*objs)
     return client, ctrl
 

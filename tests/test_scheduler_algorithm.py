@@ -8,7 +8,8 @@ import pytest
 
 from scheduler.algorithm import Algorithm, num_feasible_nodes_to_find
 from scheduler.config import build_frameworks, parse_config
-from scheduler.framework import SKIP, Code, CycleState, Framework, Status
+from scheduler.framework import (SKIP, Code, CycleState, FilterNodes, FilterPlugin, Framework,
+                                 ReservePlugin, ScorePlugin, Status)
 from scheduler.plugins.default_binder import DefaultBinder
 from scheduler.testing import make_cache, make_node, make_pod
 from scheduler.types import PodInfo
@@ -233,6 +234,29 @@ def test_reserve_failure_forgets_the_pod():
     assert r.node_name is None and r.unschedulable_plugins == {"Refuse"}
     assert refuse.unreserved == [("default/pod", "n0")]
     assert algo.cache.pod_count_total() == 0
+
+
+def test_extension_points_are_found_by_their_protocols():
+    class ScoreOnly:
+        NAME = "ScoreOnly"
+
+        def score(self, state, pod, node):
+            return 0
+
+    class HalfReserve:  # Reserve without Unreserve is not a ReservePlugin
+        NAME = "HalfReserve"
+
+        def reserve(self, state, pod, node):
+            return None
+    fwk = Framework.from_plugins([ScoreOnly(), HalfReserve()])
+    assert fwk.filter_plugins == [] and fwk.reserve_plugins == []
+    assert [p.NAME for p, _ in fwk.score_plugins] == ["ScoreOnly"]
+    assert isinstance(ScoreOnly(), ScorePlugin) and not isinstance(ScoreOnly(), FilterPlugin)
+    assert not isinstance(HalfReserve(), ReservePlugin)
+    with pytest.raises(TypeError, match="'ScoreOnly' does not implement FilterPlugin"):
+        Framework(filter=[ScoreOnly()])
+    fit = default_framework().plugins["NodeResourcesFit"]
+    assert isinstance(fit, FilterPlugin) and isinstance(fit, FilterNodes)
 
 
 def test_binding_success_and_failure():

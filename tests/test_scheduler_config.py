@@ -87,6 +87,17 @@ def test_multipoint_reconfigures_a_default_in_place():
     (HEADER + "profiles:\n- plugins:\n    score:\n      enabled: [{name: NodeName}]\n", "does not extend score"),
     (HEADER + "profiles:\n- pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: Magic}}}]\n",
      "invalid args"),
+    (HEADER + "profiles:\n- pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategyy: {}}}]\n",
+     'invalid args: strict decoding error: unknown field "scoringStrategyy"'),
+    (HEADER + "profiles:\n- pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: "
+     "{type: MostAllocated, resources: [{name: cpu, wieght: 2}]}}}]\n", 'unknown field "wieght"'),
+    (HEADER + "profiles:\n- pluginConfig: [{name: PodTopologySpread, args: {defaultingType: List, "
+     "defaultConstraints: [{maxSkew: 1, topologyKey: k, whenUnsatisfiable: ScheduleAnyway, skew: 2}]}}]\n",
+     'unknown field "skew"'),
+    (HEADER + "profiles:\n- pluginConfig: [{name: NodeAffinity, args: {addedAfinity: {}}}]\n",
+     'unknown field "addedAfinity"'),
+    (HEADER + "profiles:\n- pluginConfig: [{name: NodeResourcesBalancedAllocation, args: [cpu]}]\n",
+     "expected a mapping"),
     (HEADER + "percentageOfNodesToScore: 101\n", "percentageOfNodesToScore"),
     (HEADER + "profiles:\n- schedulerName: a\n- schedulerName: a\n", "duplicate"),
     (HEADER + "profiles:\n- plugins:\n    permit:\n      enabled: [{name: X}]\n", "not supported"),
@@ -94,6 +105,13 @@ def test_multipoint_reconfigures_a_default_in_place():
 def test_bad_configs_fail_loudly(text, error):
     with pytest.raises(ConfigError, match=error):
         build_frameworks(parse_config(text))
+
+
+def test_plugin_args_may_carry_their_type_meta():
+    cfg = parse_config(HEADER + "profiles:\n- pluginConfig:\n  - name: NodeResourcesFit\n    args:\n"
+                       "      apiVersion: kubescheduler.config.k8s.io/v1\n      kind: NodeResourcesFitArgs\n"
+                       "      scoringStrategy: {type: MostAllocated}\n")
+    assert build_frameworks(cfg)["default-scheduler"].plugins["NodeResourcesFit"].strategy == "MostAllocated"
 
 
 def test_disabling_an_unimplemented_kube_scheduler_plugin_is_fine():

@@ -172,7 +172,9 @@ def test_async_pop_waits_for_an_add_and_for_backoff():
     async def main():
         q = SchedulingQueue(initial_backoff=0.05)
         waiter = asyncio.create_task(q.pop())
-        await asyncio.sleep(0.01)
+        # One turn of the loop runs the waiter up to its wait (wait_for without a
+        # timeout adds no task of its own): from here on only add() or close() wakes it.
+        await asyncio.sleep(0)
         assert not waiter.done()
         q.add(make_pod("p").info())
         p = await asyncio.wait_for(waiter, 5)
@@ -180,7 +182,8 @@ def test_async_pop_waits_for_an_add_and_for_backoff():
         again = await asyncio.wait_for(q.pop(), 5)
         assert again.key == p.key and again.attempts == 2
         closer = asyncio.create_task(q.pop())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # as above: the closer is parked in its wait
+        assert not closer.done()
         q.close()
         assert await asyncio.wait_for(closer, 5) is None
     asyncio.run(main())

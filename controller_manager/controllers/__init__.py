@@ -1,16 +1,27 @@
-"""One module per controller. `CONTROLLERS` maps the name used by `--controllers` to
-"module:Class"; each class is a `controller_manager.controller.Controller` built as
-`Class(client, factory, *, recorder=..., clock=..., **options)` and run with
-`run(workers)`."""
+"""One module per controller, and the table `--controllers` names them from.
 
-CONTROLLERS = {
-    "replicaset": "controller_manager.controllers.replicaset:ReplicaSetController",
-    "deployment": "controller_manager.controllers.deployment:DeploymentController",
-    "garbagecollector": "controller_manager.controllers.garbagecollector:GarbageCollector",
-    "namespace": "controller_manager.controllers.namespace:NamespaceController",
-    "serviceaccount": "controller_manager.controllers.serviceaccount:ServiceAccountController",
-    "endpoints": "controller_manager.controllers.endpoints:EndpointsController",
-    "podgc": "controller_manager.controllers.podgc:PodGCController",
-    "nodelifecycle": "controller_manager.controllers.nodelifecycle:NodeLifecycleController",
-    "nodeipam": "controller_manager.controllers.nodeipam:NodeIPAMController",
-}
+REGISTRY maps each controller's name to its class, in the order the manager starts
+them, as the scheduler's plugin table maps names to constructors (machinery.registry).
+Every class is a `controller_manager.controller.Controller`, built as
+`Class(client, factory, *, recorder=..., clock=..., options=Class.Options(...))` and run
+with `run(workers)`. A new controller is a new module here and one line in the table.
+"""
+from __future__ import annotations
+
+from controller_manager.controller import ControllerClass
+from controller_manager.controllers.deployment import DeploymentController
+from controller_manager.controllers.endpoints import EndpointsController
+from controller_manager.controllers.garbagecollector import GarbageCollector
+from controller_manager.controllers.namespace import NamespaceController
+from controller_manager.controllers.nodeipam import NodeIPAMController
+from controller_manager.controllers.nodelifecycle import NodeLifecycleController
+from controller_manager.controllers.podgc import PodGCController
+from controller_manager.controllers.replicaset import ReplicaSetController
+from controller_manager.controllers.serviceaccount import ServiceAccountController
+from machinery.registry import Registry
+
+REGISTRY: Registry[ControllerClass] = Registry("controller", [
+    (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
+                          NamespaceController, ServiceAccountController, EndpointsController,
+                          PodGCController, NodeLifecycleController, NodeIPAMController)
+])

@@ -47,8 +47,8 @@ import orjson
 from client.clock import Clock
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import NAMESPACE, key_of
-from controller_manager.controller import Controller
-from controller_manager.controllers.replicaset import (
+from controller_manager.controller import Controller, NoOptions
+from controller_manager.controller_utils import (
     Now, claim, controller_of, controller_ref, get_condition, parse_time, remove_condition,
     rfc3339, selector_of, set_condition, utcnow)
 from machinery import errors
@@ -366,7 +366,7 @@ class DeploymentController(Controller):
     name = "deployment"
 
     def __init__(self, client, factory, *, recorder: EventRecorder | None = None,
-                 clock: Clock | None = None, now: Now = utcnow, **_options):
+                 clock: Clock | None = None, options: NoOptions | None = None, now: Now = utcnow):
         super().__init__(client, clock=clock, recorder=recorder)
         self.now = now
         self.d_informer = factory.informer("deployments")

@@ -35,18 +35,14 @@ import logging
 from typing import Any
 
 from client.informer import LABEL, NAMESPACE, key_of, split_key
-from controller_manager.controller import Controller
+from controller_manager.controller import Controller, NoOptions
+from controller_manager.controller_utils import is_pod_ready
 from machinery import errors, labels
 
 log = logging.getLogger("minik8s.controller.endpoints")
 
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"
-
-
-def pod_ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or ())
 
 
 def _in_endpoints(pod: dict) -> bool:
@@ -61,7 +57,7 @@ def _in_endpoints(pod: dict) -> bool:
 def _relevant(pod: dict) -> tuple:
     """The parts of a pod an Endpoints object depends on."""
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    return (pod["metadata"].get("labels"), status.get("podIP"), pod_ready(pod),
+    return (pod["metadata"].get("labels"), status.get("podIP"), is_pod_ready(pod),
             bool(pod["metadata"].get("deletionTimestamp")), status.get("phase"),
             spec.get("nodeName"), spec.get("hostname"), spec.get("subdomain"),
             [c.get("ports") for c in spec.get("containers") or ()])
@@ -132,7 +128,7 @@ def desired_subsets(service: dict, pods: list[dict]) -> list[dict]:
         if not ports and not portless:
             continue
         _, ready, not_ready = groups.setdefault(tuple(_port_key(p) for p in ports), (ports, [], []))
-        (ready if tolerate_unready or pod_ready(pod) else not_ready).append(_address(pod, service))
+        (ready if tolerate_unready or is_pod_ready(pod) else not_ready).append(_address(pod, service))
     subsets = []
     for port_set in sorted(groups):
         ports, ready, not_ready = groups[port_set]
@@ -150,7 +146,8 @@ def desired_subsets(service: dict, pods: list[dict]) -> list[dict]:
 class EndpointsController(Controller):
     name = "endpoints"
 
-    def __init__(self, client, factory, *, recorder=None, clock=None, **_options: Any):
+    def __init__(self, client, factory, *, recorder=None, clock=None,
+                 options: NoOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
         self.services = self.watch(factory.informer("services"))
         self.endpoints = self.watch(factory.informer("endpoints"))

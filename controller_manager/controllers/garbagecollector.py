@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from client.events import WARNING
 from client.informer import OWNER_UID, Informer, key_of, split_key
@@ -84,12 +84,19 @@ def _gc_state(obj: dict) -> tuple:
             ORPHAN in (md.get("finalizers") or ()), FOREGROUND in (md.get("finalizers") or ()))
 
 
+@dataclass(frozen=True, kw_only=True)
+class GarbageCollectorOptions:
+    absent_owner_cache_size: int = 1024  # owners known to be gone, remembered (an LRU)
+
+
 class GarbageCollector(Controller):
     name = "garbagecollector"
+    Options = GarbageCollectorOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 absent_owner_cache_size: int = 1024, **_options: Any):
+                 options: GarbageCollectorOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
+        absent_owner_cache_size = (options or GarbageCollectorOptions()).absent_owner_cache_size
         self.by_plural: dict[str, tuple[Resource, Informer]] = {}
         self._absent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._absent_size = absent_owner_cache_size

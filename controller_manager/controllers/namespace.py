@@ -24,13 +24,12 @@ Concurrency: one asyncio loop; a namespace is never handled by two workers at on
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
-from typing import Any
 
 from client.rest import Resource
-from controller_manager.controller import Controller
+from controller_manager.controller import Controller, NoOptions
+from controller_manager.controller_utils import parse_time, rfc3339, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.namespace")
@@ -38,23 +37,11 @@ log = logging.getLogger("minik8s.controller.namespace")
 FINALIZER = "kubernetes"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 class NamespaceController(Controller):
     name = "namespace"
 
-    def __init__(self, client, factory, *, recorder=None, clock=None, **_options: Any):
+    def __init__(self, client, factory, *, recorder=None, clock=None,
+                 options: NoOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
         self.namespaces = self.watch(factory.informer("namespaces"))
         self._no_collection: set[str] = set()  # plurals the server refuses deletecollection for
@@ -119,7 +106,7 @@ class NamespaceController(Controller):
         remaining: dict[str, int] = {}
         finalizers: dict[str, int] = {}
         estimate = 0.0
-        now = dt.datetime.now(dt.timezone.utc)
+        now = utcnow()
         for r in self._namespaced_kinds():
             items = (await self.client.list(r, namespace=namespace))["items"]
             if not items:
@@ -131,7 +118,7 @@ class NamespaceController(Controller):
                     finalizers[f] = finalizers.get(f, 0) + 1
                 if r.plural == "pods":
                     # What is left of a pod's grace period (Kubernetes' estimate).
-                    when = _parse_time(md.get("deletionTimestamp"))
+                    when = parse_time(md.get("deletionTimestamp"))
                     grace = md.get("deletionGracePeriodSeconds")
                     if when is not None:
                         estimate = max(estimate, (when - now).total_seconds())
@@ -175,7 +162,7 @@ class NamespaceController(Controller):
             if prev is not None and all(prev.get(k) == c[k] for k in ("status", "reason", "message")):
                 conditions.append(prev)
             else:
-                conditions.append({**c, "lastTransitionTime": _now()})
+                conditions.append({**c, "lastTransitionTime": rfc3339(utcnow())})
                 changed = True
         if not changed:
             return ns

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from client.events import WARNING
 from controller_manager.controller import Controller
@@ -90,15 +90,23 @@ class CIDRSet:
                 del self.owner[i]
 
 
+@dataclass(frozen=True, kw_only=True)
+class NodeIPAMOptions:
+    allocate_node_cidrs: bool = True
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR  # "" also means the default
+    node_cidr_mask_size: int = 24
+
+
 class NodeIPAMController(Controller):
     name = "nodeipam"
+    Options = NodeIPAMOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 allocate_node_cidrs: bool = True, cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
-                 node_cidr_mask_size: int = 24, **_options: Any):
+                 options: NodeIPAMOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.enabled = allocate_node_cidrs
-        self.cidrs = CIDRSet(cluster_cidr or DEFAULT_CLUSTER_CIDR, node_cidr_mask_size)
+        options = options or NodeIPAMOptions()
+        self.enabled = options.allocate_node_cidrs
+        self.cidrs = CIDRSet(options.cluster_cidr or DEFAULT_CLUSTER_CIDR, options.node_cidr_mask_size)
         if self.enabled:
             self.nodes = self.watch(factory.informer("nodes"))
         else:

@@ -51,15 +51,14 @@ health records, eviction timers and zone buckets are touched only between awaits
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from client.events import NORMAL
 from client.informer import NODE_NAME, key_of, split_key
 from controller_manager.controller import Controller
+from controller_manager.controller_utils import rfc3339, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.nodelifecycle")
@@ -83,10 +82,6 @@ ZONE_LABELS = (("topology.kubernetes.io/region", "failure-domain.beta.kubernetes
                ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"))
 
 NORMAL_STATE, PARTIAL, FULL = "Normal", "PartialDisruption", "FullDisruption"
-
-
-def _wall() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(obj: dict, type_: str) -> dict | None:
@@ -168,27 +163,37 @@ class ZoneLimiter:
         return math.inf if self.qps <= 0 else max(0.0, (1.0 - self.tokens) / self.qps)
 
 
+@dataclass(frozen=True, kw_only=True)
+class NodeLifecycleOptions:
+    """kube-controller-manager's NodeLifecycleControllerConfiguration, in seconds."""
+    node_monitor_grace_period: float = 40.0
+    node_startup_grace_period: float = 60.0
+    node_monitor_period: float = 5.0
+    default_not_ready_toleration_seconds: float = 300
+    default_unreachable_toleration_seconds: float = 300
+    node_eviction_rate: float = 0.1
+    secondary_node_eviction_rate: float = 0.01
+    unhealthy_zone_threshold: float = 0.55
+    large_cluster_size_threshold: int = 50
+
+
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
+    Options = NodeLifecycleOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 node_monitor_grace_period: float = 40.0, node_startup_grace_period: float = 60.0,
-                 node_monitor_period: float = 5.0,
-                 default_not_ready_toleration_seconds: float = 300,
-                 default_unreachable_toleration_seconds: float = 300,
-                 node_eviction_rate: float = 0.1, secondary_node_eviction_rate: float = 0.01,
-                 unhealthy_zone_threshold: float = 0.55, large_cluster_size_threshold: int = 50,
-                 **_options: Any):
+                 options: NodeLifecycleOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.grace = node_monitor_grace_period
-        self.startup_grace = node_startup_grace_period
-        self.period = node_monitor_period
-        self.default_toleration_seconds = {NOT_READY: default_not_ready_toleration_seconds,
-                                           UNREACHABLE: default_unreachable_toleration_seconds}
-        self.eviction_rate = node_eviction_rate
-        self.secondary_eviction_rate = secondary_node_eviction_rate
-        self.unhealthy_zone_threshold = unhealthy_zone_threshold
-        self.large_cluster_size_threshold = large_cluster_size_threshold
+        o = options or NodeLifecycleOptions()
+        self.grace = o.node_monitor_grace_period
+        self.startup_grace = o.node_startup_grace_period
+        self.period = o.node_monitor_period
+        self.default_toleration_seconds = {NOT_READY: o.default_not_ready_toleration_seconds,
+                                           UNREACHABLE: o.default_unreachable_toleration_seconds}
+        self.eviction_rate = o.node_eviction_rate
+        self.secondary_eviction_rate = o.secondary_node_eviction_rate
+        self.unhealthy_zone_threshold = o.unhealthy_zone_threshold
+        self.large_cluster_size_threshold = o.large_cluster_size_threshold
 
         # Keys are tuples, so key functions answer lists (a bare tuple means several keys).
         self.nodes = self.watch(factory.informer("nodes"), key_fn=lambda n: [("node", n["metadata"]["name"])])
@@ -277,7 +282,7 @@ class NodeLifecycleController(Controller):
         new = copy.deepcopy(node)
         conditions = new.setdefault("status", {}).setdefault("conditions", [])
         changed = False
-        stamp = _wall()
+        stamp = rfc3339(utcnow())
         for type_ in UNKNOWN_CONDITIONS:
             c = condition(new, type_)
             if c is None:
@@ -392,7 +397,7 @@ class NodeLifecycleController(Controller):
                   {(NOT_READY, NO_EXECUTE), (UNREACHABLE, NO_EXECUTE)}
         if {x for x in have if x in managed} == want:
             return node, wait
-        stamp = _wall()
+        stamp = rfc3339(utcnow())
         new_taints = [t for t in taints if (t.get("key"), t.get("effect")) not in managed
                       or (t.get("key"), t.get("effect")) in want]
         for key, effect in sorted(want - have):
@@ -414,7 +419,7 @@ class NodeLifecycleController(Controller):
                      md.get("namespace"), md["name"], node_name)
             try:
                 await self.client.patch("pods", md["name"], {"status": {"conditions": [{
-                    "type": "Ready", "status": "False", "lastTransitionTime": _wall()}]}},
+                    "type": "Ready", "status": "False", "lastTransitionTime": rfc3339(utcnow())}]}},
                     namespace=md.get("namespace"), patch_type="strategic", subresource="status")
             except errors.NotFound:
                 pass
@@ -470,7 +475,7 @@ class NodeLifecycleController(Controller):
             await self.client.patch("pods", name, {"status": {"conditions": [{
                 "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
                 "message": "Taint manager: deleting due to NoExecute taint",
-                "lastTransitionTime": _wall()}]}},
+                "lastTransitionTime": rfc3339(utcnow())}]}},
                 namespace=namespace, patch_type="strategic", subresource="status")
             await self.client.delete("pods", name, namespace=namespace, preconditions={"uid": uid})
         except errors.NotFound:

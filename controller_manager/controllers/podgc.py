@@ -24,11 +24,11 @@ Concurrency: one asyncio loop; there is one key, so passes never overlap.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from controller_manager.controller import Controller
+from controller_manager.controller_utils import rfc3339, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.podgc")
@@ -37,20 +37,24 @@ KEY = "podgc"
 TERMINAL = ("Succeeded", "Failed")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+@dataclass(frozen=True, kw_only=True)
+class PodGCOptions:
+    terminated_pod_gc_threshold: int = 12500  # terminated pods kept (<= 0: no limit)
+    pod_gc_period: float = 20.0               # seconds between passes
+    orphaned_pod_quarantine: float = 40.0     # seconds a node must stay missing
 
 
 class PodGCController(Controller):
     name = "podgc"
+    Options = PodGCOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 terminated_pod_gc_threshold: int = 12500, pod_gc_period: float = 20.0,
-                 orphaned_pod_quarantine: float = 40.0, **_options: Any):
+                 options: PodGCOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.threshold = terminated_pod_gc_threshold
-        self.period = pod_gc_period
-        self.quarantine = orphaned_pod_quarantine
+        options = options or PodGCOptions()
+        self.threshold = options.terminated_pod_gc_threshold
+        self.period = options.pod_gc_period
+        self.quarantine = options.orphaned_pod_quarantine
         self.pods = factory.informer("pods")
         self.nodes = factory.informer("nodes")
         self.pods.add_handler(on_add=self._pod_changed,
@@ -146,7 +150,7 @@ class PodGCController(Controller):
                 "phase": "Failed",
                 "conditions": [{"type": "DisruptionTarget", "status": "True",
                                 "reason": "DeletionByPodGC", "message": message,
-                                "lastTransitionTime": _now()}]}},
+                                "lastTransitionTime": rfc3339(utcnow())}]}},
                 namespace=md.get("namespace"), patch_type="strategic", subresource="status")
         except errors.NotFound:
             pass

@@ -16,7 +16,7 @@ Concurrency: one asyncio loop; a namespace is never handled by two workers at on
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from dataclasses import dataclass
 
 from controller_manager.controller import Controller
 from machinery import errors
@@ -24,13 +24,19 @@ from machinery import errors
 log = logging.getLogger("minik8s.controller.serviceaccount")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServiceAccountOptions:
+    service_accounts: tuple[str, ...] = ("default",)  # made in every active namespace
+
+
 class ServiceAccountController(Controller):
     name = "serviceaccount"
+    Options = ServiceAccountOptions
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
-                 service_accounts: Iterable[str] = ("default",), **_options: Any):
+                 options: ServiceAccountOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        self.names = tuple(service_accounts)
+        self.names = tuple((options or ServiceAccountOptions()).service_accounts)
         self.namespaces = self.watch(factory.informer("namespaces"))
         self.accounts = self.watch(factory.informer("serviceaccounts"), key_fn=self._namespace_of)
 

@@ -7,7 +7,7 @@ import math
 from operator import itemgetter
 from typing import Sequence
 
-from scheduler.framework import ASSIGNED_POD, NODE, ActionType, ClusterEvent, CycleState
+from scheduler.framework import ASSIGNED_POD, NODE, ActionType, ClusterEvent, CycleState, plugin_args
 from scheduler.plugins.node_resources_fit import (DEFAULT_RESOURCES, allocatable_and_requested,
                                                   parse_resources)
 from scheduler.types import CPU, MEMORY, NodeInfo, PodInfo
@@ -60,4 +60,4 @@ class BalancedAllocation:
 
 
 def new(args: dict, handle) -> BalancedAllocation:
-    return BalancedAllocation(parse_resources(args))
+    return BalancedAllocation(parse_resources(plugin_args(args, "resources")))

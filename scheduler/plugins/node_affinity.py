@@ -14,7 +14,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from scheduler.framework import (NODE, SKIP, ActionType, ClusterEvent, CycleState, Status,
-                                 default_normalize_score)
+                                 default_normalize_score, plugin_args)
 from scheduler.types import NodeInfo, PodInfo
 
 NAME = "NodeAffinity"
@@ -180,6 +180,6 @@ class NodeAffinity:
 
 
 def new(args: dict, handle) -> NodeAffinity:
-    if args.get("addedAffinity"):
+    if plugin_args(args, "addedAffinity").get("addedAffinity"):
         raise ValueError("NodeAffinity addedAffinity is not supported by minik8s")
     return NodeAffinity()

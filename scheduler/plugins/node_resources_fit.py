@@ -18,7 +18,8 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import NamedTuple, Sequence
 
-from scheduler.framework import ASSIGNED_POD, NODE, ActionType, ClusterEvent, Code, CycleState, Status
+from scheduler.framework import (ASSIGNED_POD, NODE, ActionType, ClusterEvent, Code, CycleState, Status,
+                                 plugin_args)
 from scheduler.types import CPU, EPHEMERAL_STORAGE, MEMORY, NodeInfo, PodInfo
 
 NAME = "NodeResourcesFit"
@@ -174,12 +175,17 @@ class NodeResourcesFit:
 
 
 def parse_resources(args: dict) -> list[tuple[str, int]]:
-    res = [(r["name"], int(r.get("weight") or 1)) for r in args.get("resources") or ()]
+    entries = [plugin_args(r, "name", "weight") for r in args.get("resources") or ()]
+    res = [(r["name"], int(r.get("weight") or 1)) for r in entries]
     return res or list(DEFAULT_RESOURCES)
 
 
 def new(args: dict, handle) -> NodeResourcesFit:
-    strategy = (args.get("scoringStrategy") or {})
+    args = plugin_args(args, "ignoredResources", "ignoredResourceGroups", "scoringStrategy")
+    if args.get("ignoredResourceGroups"):
+        raise ValueError("ignoredResourceGroups is not supported by minik8s")
+    strategy = plugin_args(args.get("scoringStrategy") or {}, "type", "resources",
+                           "requestedToCapacityRatio")
     return NodeResourcesFit(strategy=strategy.get("type") or LEAST_ALLOCATED,
                             resources=parse_resources(strategy),
                             ignored_resources=args.get("ignoredResources") or ())

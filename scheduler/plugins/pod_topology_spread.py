@@ -20,7 +20,7 @@ import math
 from typing import NamedTuple
 
 from scheduler.framework import (ASSIGNED_POD, MAX_NODE_SCORE, NODE, SKIP, ActionType, ClusterEvent,
-                                 CycleState, Status)
+                                 CycleState, Status, plugin_args)
 from scheduler.plugins.node_affinity import required_affinity
 from scheduler.types import HOSTNAME_LABEL, ZONE_LABEL, NodeInfo, PodInfo
 
@@ -125,9 +125,12 @@ class PodTopologySpread:
 
 
 def new(args: dict, handle) -> PodTopologySpread:
+    args = plugin_args(args, "defaultConstraints", "defaultingType")
     if args.get("defaultingType") == "List":
         constraints = []
         for c in args.get("defaultConstraints") or ():
+            c = plugin_args(c, "maxSkew", "topologyKey", "whenUnsatisfiable", "labelSelector",
+                            "minDomains", "nodeAffinityPolicy", "nodeTaintsPolicy", "matchLabelKeys")
             if c.get("whenUnsatisfiable", "DoNotSchedule") != "ScheduleAnyway":
                 raise ValueError("minik8s supports only ScheduleAnyway default constraints")
             constraints.append((c["topologyKey"], int(c.get("maxSkew") or 1)))
