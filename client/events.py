@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Callable
 
+from client.clock import Clock, RealClock
 from client.rest import Client
 from machinery.errors import NotFound
 
@@ -43,19 +44,21 @@ def reference(obj: dict, *, field_path: str | None = None) -> dict:
     return {k: v for k, v in ref.items() if v}
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class EventRecorder:
     def __init__(self, client: Client, *, component: str, host: str = "",
                  instance: str | None = None, cache_size: int = 4096,
-                 now: Callable[[], str] = _now):
+                 clock: Clock | None = None, now: Callable[[], str] | None = None):
+        """`now` overrides how timestamps are read (default: the clock's wall time)."""
         self.client = client
+        clock = clock or RealClock()
         self.component, self.host = component, host
         self.instance = instance or host or component
         self.cache_size = cache_size
-        self.now = now
+        self.now = now or (lambda: _timestamp(clock.now()))
         self._seen: collections.OrderedDict[tuple, tuple[str, str, int]] = collections.OrderedDict()
         self._lock = asyncio.Lock()
         self._queue: asyncio.Queue | None = None

@@ -96,7 +96,7 @@ class WorkQueue:
         if delay <= 0:
             self.add(key)
             return
-        when = self.clock.now() + delay
+        when = self.clock.monotonic() + delay
         pending = self._waiting.get(key)
         if pending is not None:
             if pending[0] <= when:
@@ -167,7 +167,7 @@ class TokenBucket:
         self._last: float | None = None
 
     def when(self, key: Hashable) -> float:
-        now = self.clock.now()
+        now = self.clock.monotonic()
         if self._last is not None:
             self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
         self._last = now
