@@ -11,8 +11,12 @@ Guarantees
 - Entries are kept as the dicts found in the file, unknown fields included, so
   `save()` followed by `load()` gives back an equal `KubeConfig`.
 - `KubeConfig.connection(context=None)` resolves one context into a `Connection`
-  (server, namespace, token, TLS material) that `client.rest.Client` takes. Inline
-  `*-data` fields win over their file counterparts, as in client-go.
+  (server, namespace, token, TLS material, proxy, exec plugin) that
+  `client.rest.Client` takes. Inline `*-data` fields win over their file
+  counterparts, as in client-go. The cluster's `proxy-url` (http or https; socks5 is
+  refused with a clear error, see client/proxy.py) and `tls-server-name` are carried
+  over; a user's `exec` stanza is checked here (client/execcred.py) and run by the
+  client when it first needs a credential. A bad entry is a ValueError naming it.
 
 Concurrency: plain values and file I/O; nothing is shared or cached.
 """
@@ -26,6 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
+
+from client.execcred import ExecPlugin
+from client.proxy import parse_proxy_url
 
 _PATH_FIELDS = {"cluster": ("certificate-authority",),
                 "user": ("client-certificate", "client-key", "tokenFile")}
@@ -85,7 +92,21 @@ class KubeConfig:
         if not token and user.get("tokenFile"):
             with open(user["tokenFile"]) as f:
                 token = f.read().strip()
+        proxy_url = cluster.get("proxy-url") or None
+        if proxy_url:
+            try:
+                parse_proxy_url(proxy_url)
+            except ValueError as e:
+                raise ValueError(f"cluster {ctx.get('cluster')!r}: {e}") from None
+        exec_config = user.get("exec") or None
+        if exec_config is not None:
+            try:
+                ExecPlugin(exec_config)  # validate now: a typo fails here, not mid-request
+            except ValueError as e:
+                raise ValueError(f"user {ctx.get('user')!r}: {e}") from None
         return Connection(
+            proxy_url=proxy_url, tls_server_name=cluster.get("tls-server-name") or None,
+            exec=exec_config, exec_cluster=cluster if exec_config is not None else None,
             server=cluster["server"], namespace=namespace or ctx.get("namespace") or "default",
             token=token or None,
             ca_file=cluster.get("certificate-authority"),
@@ -135,6 +156,10 @@ class Connection:
     key_file: str | None = None
     key_data: bytes | None = None
     insecure: bool = False
+    proxy_url: str | None = None          # the cluster's proxy-url: every request goes there
+    tls_server_name: str | None = None    # the name checked in the server's certificate
+    exec: dict[str, Any] | None = None    # the user's exec credential plugin stanza
+    exec_cluster: dict[str, Any] | None = None  # the cluster entry, for provideClusterInfo
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What httpx takes as `verify`: a context carrying the CA and client certificate."""

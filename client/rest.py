@@ -14,6 +14,13 @@ Guarantees
 - One pooled HTTP/1.1 keep-alive connection pool per `Client` (`client.transport`,
   unless another httpx transport is passed); watches (client.watch) hold one
   connection each for their lifetime.
+- Credentials from the connection: a bearer token, a client certificate, or an exec
+  plugin (client/execcred.py) run before the first request and again once its
+  credential expires or the server answers 401 Unauthorized (once per request,
+  within max_retries).
+  Proxies and tls-server-name are the transport's (client/transport.py).
+- The User-Agent is client-go's by default (client/useragent.py).
+- Every wait (retry backoff) is on the injected `clock` (client/clock.py).
 - `namespace=None` means the connection's default namespace (from the kubeconfig
   context); `namespace=ALL` ("") means every namespace for list, watch and
   delete_collection. Cluster-scoped kinds ignore it.
@@ -27,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import random
+import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
@@ -37,8 +46,11 @@ from urllib.parse import quote, urlencode
 import httpx
 import orjson
 
+from client.clock import Clock, RealClock
+from client.execcred import ExecCredential, ExecPlugin, ExecPluginError
 from client.kubeconfig import Connection
 from client.transport import LeanTransport, Reply
+from client.useragent import default_user_agent
 from machinery.errors import APIError, Conflict, NotFound, from_status
 
 log = logging.getLogger("minik8s.client")
@@ -137,16 +149,23 @@ class Client:
                  timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.05,
                  max_backoff: float = 2.0, max_keepalive: int = 32,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 user_agent: str = "minik8s-client"):
+                 user_agent: str | None = None, clock: Clock | None = None):
         self.connection = Connection(connection) if isinstance(connection, str) else connection
         self.resources = resources or Resources()
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
-        headers = {"user-agent": user_agent, "accept": "application/json"}
+        self.clock = clock or RealClock()
+        headers = {"user-agent": user_agent or default_user_agent(), "accept": "application/json"}
         if self.connection.token:
             headers["authorization"] = f"Bearer {self.connection.token}"
         verify = self.connection.ssl_context()
         if transport is None:
-            transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive)
+            transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive,
+                                      tls_server_name=self.connection.tls_server_name,
+                                      proxy=self.connection.proxy_url)
+        self._exec = (ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
+                                 clock=self.clock) if self.connection.exec else None)
+        self._credential: ExecCredential | None = None  # the exec credential in use
+        self._header_values = headers
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
             verify=verify, http1=True, http2=False,
@@ -160,6 +179,30 @@ class Client:
             self._prefix = url.raw_path.rstrip(b"/")
             self._timeout = timeout
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in headers.items()]
+
+    async def _authenticate(self) -> ExecCredential:
+        """Make the exec plugin's current credential the one requests carry."""
+        assert self._exec is not None
+        cred = await self._exec.credential()
+        if cred is self._credential:
+            return cred
+        if cred.token:
+            self._header_values["authorization"] = f"Bearer {cred.token}"
+        else:
+            self._header_values.pop("authorization", None)
+        self._http.headers = self._header_values
+        if cred.client_certificate_data and self.connection.server.startswith("https://"):
+            if self._lean is None:
+                raise ExecPluginError("a client certificate from an exec plugin needs the default transport")
+            ctx = dataclasses.replace(self.connection, cert_data=cred.client_certificate_data,
+                                      key_data=cred.client_key_data, cert_file=None,
+                                      key_file=None).ssl_context()
+            assert isinstance(ctx, ssl.SSLContext)
+            self._lean.set_ssl_context(ctx)
+        if self._lean is not None:
+            self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in self._header_values.items()]
+        self._credential = cred
+        return cred
 
     @property
     def namespace(self) -> str:
@@ -186,8 +229,10 @@ class Client:
             body if isinstance(body, (bytes, str)) else orjson.dumps(body))
         headers = {"content-type": content_type} if content is not None else None
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        reauthenticated = False
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
+            cred = await self._authenticate() if self._exec is not None else None
             try:
                 if self._lean is not None:
                     resp = await self._fetch(method, path, params, content, content_type)
@@ -198,22 +243,28 @@ class Client:
                 if last:
                     raise  # nothing reached the server, so any verb may be repeated
                 log.debug("%s %s: %s; retrying", method, path, exc)
-                await asyncio.sleep(self._delay(attempt))
+                await self.clock.sleep(self._delay(attempt))
                 continue
             except httpx.TransportError as exc:
                 if last or method != "GET":
                     raise  # the server may have acted on it
                 log.debug("%s %s: %s; retrying", method, path, exc)
-                await asyncio.sleep(self._delay(attempt))
+                await self.clock.sleep(self._delay(attempt))
                 continue
             if resp.is_success:
                 if raw:
                     return resp.text
                 return orjson.loads(resp.content) if resp.content else None
+            if resp.status_code == 401 and self._exec is not None and not reauthenticated and not last:
+                # The plugin's credential may have been revoked or expired early: run
+                # it again, once (client-go's exec authenticator does the same).
+                reauthenticated = True
+                self._exec.invalidate(cred)
+                continue
             retry_after = _retry_after(resp)
             if not last and retry_after is not None and (
                     resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
-                await asyncio.sleep(min(retry_after, self.max_backoff * 5))
+                await self.clock.sleep(min(retry_after, self.max_backoff * 5))
                 continue
             raise error_from_response(resp)
         raise AssertionError("unreachable")
@@ -239,6 +290,8 @@ class Client:
                      read_timeout: float | None = None) -> AsyncIterator[httpx.Response]:
         """A streaming GET (for watches): no retries; a non-2xx answer raises."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        if self._exec is not None:
+            await self._authenticate()
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
             if not resp.is_success:
@@ -423,7 +476,7 @@ def _delete_options(grace: int | None, policy: str | None, preconditions: dict |
 
 async def retry_on_conflict(fn: Callable[[], Awaitable[T]], *, steps: int = 5,
                             backoff: float = 0.01, factor: float = 2.0,
-                            max_backoff: float = 1.0) -> T:
+                            max_backoff: float = 1.0, clock: Clock | None = None) -> T:
     """Run `fn` (which must re-read what it writes) until it does not raise Conflict,
     at most `steps` times, sleeping a jittered, growing delay in between; the last
     Conflict is raised (client-go's retry.RetryOnConflict)."""
@@ -433,7 +486,8 @@ async def retry_on_conflict(fn: Callable[[], Awaitable[T]], *, steps: int = 5,
         except Conflict:
             if attempt == steps - 1:
                 raise
-            await asyncio.sleep(min(backoff * factor ** attempt, max_backoff) * random.uniform(1.0, 2.0))
+            await (clock or RealClock()).sleep(
+                min(backoff * factor ** attempt, max_backoff) * random.uniform(1.0, 2.0))
     raise AssertionError("unreachable")
 
 
