@@ -41,11 +41,11 @@ _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context")
 
 @dataclass
 class KubeConfig:
-    clusters: dict[str, dict] = field(default_factory=dict)
-    users: dict[str, dict] = field(default_factory=dict)
-    contexts: dict[str, dict] = field(default_factory=dict)
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
+    users: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
+    contexts: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
     current_context: str = ""
-    preferences: dict = field(default_factory=dict)
+    preferences: dict[str, Any] = field(default_factory=dict)
 
     # -- building (what `minik8s` bring-up writes) --------------------------------------
 
@@ -118,7 +118,7 @@ class KubeConfig:
 
     # -- writing --------------------------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
         for section, body in _SECTIONS:
             out[section] = [{"name": n, body: dict(e)} for n, e in getattr(self, section).items()]
@@ -203,7 +203,7 @@ def loads(text: str, *, base_dir: str = ".") -> KubeConfig:
     return cfg
 
 
-def _merge(into: KubeConfig, doc: dict, base_dir: str) -> None:
+def _merge(into: KubeConfig, doc: dict[str, Any], base_dir: str) -> None:
     for section, body in _SECTIONS:
         target = getattr(into, section)
         for item in doc.get(section) or []:
@@ -221,7 +221,7 @@ def _merge(into: KubeConfig, doc: dict, base_dir: str) -> None:
         into.preferences.setdefault(k, v)
 
 
-def _put(entry: dict, key: str, value: Any) -> None:
+def _put(entry: dict[str, Any], key: str, value: Any) -> None:
     if value is not None:
         entry[key] = value
 
@@ -236,7 +236,8 @@ def _unb64(data: str | None) -> bytes | None:
     return base64.b64decode(data) if data else None
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, cert_data, cert_file, key_data, key_file) -> None:
+def _load_cert_chain(ctx: ssl.SSLContext, cert_data: bytes | None, cert_file: str | None,
+                     key_data: bytes | None, key_file: str | None) -> None:
     # ssl only loads certificates and keys from files: inline data goes through a
     # private temporary file that is removed as soon as it has been read.
     tmp: list[str] = []
@@ -249,7 +250,10 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert_data, cert_file, key_data, key_fi
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             return name
-        ctx.load_cert_chain(as_file(cert_data, cert_file), as_file(key_data, key_file))
+        cert = as_file(cert_data, cert_file)
+        if cert is None:
+            raise ValueError("a client key needs a client certificate (client-certificate or -data)")
+        ctx.load_cert_chain(cert, as_file(key_data, key_file))
     finally:
         for name in tmp:
             os.unlink(name)

@@ -27,7 +27,7 @@ import logging
 import math
 import random
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from client.clock import Clock, RealClock
 from client.rest import Client
@@ -45,7 +45,7 @@ def micro_time(t: float) -> str:
 
 class LeaderElector:
     def __init__(self, client: Client, *, name: str, namespace: str, identity: str,
-                 on_started_leading: Callable[[], Awaitable[None]],
+                 on_started_leading: Callable[[], Coroutine[Any, Any, None]],
                  on_stopped_leading: Callable[[], None] | None = None,
                  on_new_leader: Callable[[str], None] | None = None,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0,
@@ -63,7 +63,7 @@ class LeaderElector:
         self.release_on_cancel = release_on_cancel
         self.clock = clock or RealClock()
         self.leader = ""                    # the holder as last observed
-        self._lease: dict | None = None     # the Lease as last read or written
+        self._lease: dict[str, Any] | None = None     # the Lease as last read or written
         self._observed_at = 0.0             # our clock when the record last changed
         self._renewed_at = 0.0              # our clock at the start of the last renewal
         self._leading = False
@@ -116,7 +116,7 @@ class LeaderElector:
                     return  # someone else holds it: no point waiting for the deadline
                 await self.clock.sleep(min(self.retry_period, max(0.0, deadline - self.clock.monotonic())))
 
-    def _record(self, spec: dict, lease: dict) -> None:
+    def _record(self, spec: dict[str, Any], lease: dict[str, Any]) -> None:
         """Remember what we saw; a changed record restarts the expiry clock."""
         old = (self._lease or {}).get("spec") or {}
         if (old.get("holderIdentity"), old.get("renewTime")) != (

@@ -133,7 +133,7 @@ class Resources:
             raise NotFound(f'the server doesn\'t have a resource type "{name}"')
         return r
 
-    def for_object(self, obj: dict) -> Resource:
+    def for_object(self, obj: dict[str, Any]) -> Resource:
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
         r = self._by_kind.get((api_version.rpartition("/")[0], kind))
         if r is None:
@@ -215,12 +215,12 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # -- the one place requests are made -------------------------------------------
 
-    async def request(self, method: str, path: str, *, params: dict | None = None,
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: Any = None, content_type: str = "application/json",
                       raw: bool = False) -> Any:
         """Send one request (retrying where safe) and decode the answer: JSON as Python
@@ -233,6 +233,7 @@ class Client:
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             cred = await self._authenticate() if self._exec is not None else None
+            resp: httpx.Response | Reply
             try:
                 if self._lean is not None:
                     resp = await self._fetch(method, path, params, content, content_type)
@@ -269,11 +270,19 @@ class Client:
             raise error_from_response(resp)
         raise AssertionError("unreachable")
 
-    def _fetch(self, method: str, path: str, params: dict, content: bytes | str | None,
+    async def _object(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """`request` for the verbs, whose answers are JSON objects."""
+        answer: dict[str, Any] = await self.request(method, path, params=params, body=body,
+                                                    content_type=content_type)
+        return answer
+
+    def _fetch(self, method: str, path: str, params: dict[str, Any], content: bytes | str | None,
                content_type: str) -> Awaitable[Reply]:
         target = self._prefix + quote(path, safe=_PATH_SAFE).encode()
         if params:
             target += b"?" + urlencode({k: _query_value(v) for k, v in params.items()}).encode()
+        assert self._lean is not None
         headers = self._headers
         if content is not None:
             headers = [*headers, b"content-type: " + content_type.encode()]
@@ -283,10 +292,10 @@ class Client:
                                 connect_timeout=self._timeout, read_timeout=self._timeout)
 
     def _delay(self, attempt: int) -> float:
-        return min(self.backoff * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+        return min(self.backoff * 2.0 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, *, params: dict | None = None,
+    async def stream(self, path: str, *, params: dict[str, Any] | None = None,
                      read_timeout: float | None = None) -> AsyncIterator[httpx.Response]:
         """A streaming GET (for watches): no retries; a non-2xx answer raises."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -299,7 +308,7 @@ class Client:
                 raise error_from_response(resp)
             yield resp
 
-    def namespace_for(self, r: Resource, namespace: str | None, obj: dict | None = None) -> str:
+    def namespace_for(self, r: Resource, namespace: str | None, obj: dict[str, Any] | None = None) -> str:
         if not r.namespaced:
             return ""
         if namespace is None and obj is not None:
@@ -308,53 +317,56 @@ class Client:
 
     # -- verbs ----------------------------------------------------------------------
 
-    async def get(self, resource: str | Resource, name: str, *, namespace: str | None = None) -> dict:
+    async def get(self, resource: str | Resource, name: str, *,
+                  namespace: str | None = None) -> dict[str, Any]:
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name))
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace), name=name))
 
     async def list(self, resource: str | Resource, *, namespace: str | None = None,
                    label_selector: str | None = None, field_selector: str | None = None,
                    limit: int | None = None, continue_: str | None = None,
-                   resource_version: str | None = None) -> dict:
+                   resource_version: str | None = None) -> dict[str, Any]:
         """One List (a page, if `limit` is given: follow `metadata.continue`)."""
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace)), params={
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace)), params={
             "labelSelector": label_selector or None, "fieldSelector": field_selector or None,
             "limit": limit, "continue": continue_, "resourceVersion": resource_version})
 
-    async def create(self, obj: dict, *, namespace: str | None = None, dry_run: bool = False,
-                     field_validation: str | None = None) -> dict:
+    async def create(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
+                     field_validation: str | None = None) -> dict[str, Any]:
         r = self.resources.for_object(obj)
-        return await self.request("POST", r.path(namespace=self.namespace_for(r, namespace, obj)), body=obj,
+        return await self._object("POST", r.path(namespace=self.namespace_for(r, namespace, obj)), body=obj,
                                   params=_write_params(dry_run, field_validation))
 
-    async def update(self, obj: dict, *, namespace: str | None = None,
+    async def update(self, obj: dict[str, Any], *, namespace: str | None = None,
                      subresource: str | None = None, dry_run: bool = False,
-                     field_validation: str | None = None) -> dict:
+                     field_validation: str | None = None) -> dict[str, Any]:
         """PUT. With `metadata.resourceVersion` set it is a compare-and-swap (409 if stale)."""
         r = self.resources.for_object(obj)
         name = obj["metadata"]["name"]
-        return await self.request(
+        return await self._object(
             "PUT", r.path(namespace=self.namespace_for(r, namespace, obj), name=name, subresource=subresource),
             body=obj, params=_write_params(dry_run, field_validation))
 
-    async def update_status(self, obj: dict, **kw) -> dict:
-        return await self.update(obj, subresource="status", **kw)
+    async def update_status(self, obj: dict[str, Any], *, namespace: str | None = None,
+                            dry_run: bool = False, field_validation: str | None = None) -> dict[str, Any]:
+        return await self.update(obj, subresource="status", namespace=namespace, dry_run=dry_run,
+                                 field_validation=field_validation)
 
     async def patch(self, resource: str | Resource, name: str, patch: Any, *,
                     namespace: str | None = None, patch_type: str = "merge",
                     subresource: str | None = None, field_manager: str | None = None,
-                    force: bool | None = None, dry_run: bool = False) -> dict:
+                    force: bool | None = None, dry_run: bool = False) -> dict[str, Any]:
         """patch_type: merge (RFC 7386), json (RFC 6902), strategic, or apply."""
         r = self.resources.get(resource)
         params = _write_params(dry_run, None)
         params.update(fieldManager=field_manager, force="true" if force else None)
-        return await self.request(
+        return await self._object(
             "PATCH", r.path(namespace=self.namespace_for(r, namespace), name=name, subresource=subresource),
             body=patch, content_type=PATCH_TYPES[patch_type], params=params)
 
-    async def apply(self, obj: dict, *, field_manager: str, force: bool = False,
-                    namespace: str | None = None) -> dict:
+    async def apply(self, obj: dict[str, Any], *, field_manager: str, force: bool = False,
+                    namespace: str | None = None) -> dict[str, Any]:
         """Server-side apply (PATCH application/apply-patch+yaml)."""
         r = self.resources.for_object(obj)
         return await self.patch(r, obj["metadata"]["name"], obj, namespace=self.namespace_for(r, namespace, obj),
@@ -363,11 +375,11 @@ class Client:
     async def delete(self, resource: str | Resource, name: str, *, namespace: str | None = None,
                      grace_period_seconds: int | None = None,
                      propagation_policy: str | None = None,
-                     preconditions: dict | None = None, dry_run: bool = False) -> dict:
+                     preconditions: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Answers the object as the server last had it (still present while a grace
         period or finalizers hold it)."""
         r = self.resources.get(resource)
-        return await self.request(
+        return await self._object(
             "DELETE", r.path(namespace=self.namespace_for(r, namespace), name=name),
             body=_delete_options(grace_period_seconds, propagation_policy, preconditions),
             params=_write_params(dry_run, None))
@@ -377,24 +389,24 @@ class Client:
                                 field_selector: str | None = None,
                                 grace_period_seconds: int | None = None,
                                 propagation_policy: str | None = None,
-                                dry_run: bool = False) -> dict:
+                                dry_run: bool = False) -> dict[str, Any]:
         r = self.resources.get(resource)
         params = _write_params(dry_run, None)
         params.update(labelSelector=label_selector or None, fieldSelector=field_selector or None)
-        return await self.request(
+        return await self._object(
             "DELETE", r.path(namespace=self.namespace_for(r, namespace)), params=params,
             body=_delete_options(grace_period_seconds, propagation_policy, None))
 
     # -- subresources ---------------------------------------------------------------
 
     async def get_scale(self, resource: str | Resource, name: str, *,
-                        namespace: str | None = None) -> dict:
+                        namespace: str | None = None) -> dict[str, Any]:
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name,
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace), name=name,
                                                subresource="scale"))
 
     async def scale(self, resource: str | Resource, name: str, replicas: int, *,
-                    namespace: str | None = None) -> dict:
+                    namespace: str | None = None) -> dict[str, Any]:
         return await self.patch(resource, name, {"spec": {"replicas": replicas}},
                                 namespace=namespace, subresource="scale")
 
@@ -414,10 +426,11 @@ class Client:
     async def log(self, pod: str, *, namespace: str | None = None, container: str | None = None,
                   tail_lines: int | None = None, previous: bool = False) -> str:
         r = self.resources.get("pods")
-        return await self.request(
+        text: str = await self.request(
             "GET", r.path(namespace=self.namespace_for(r, namespace), name=pod, subresource="log"),
             params={"container": container, "tailLines": tail_lines,
                     "previous": "true" if previous else None}, raw=True)
+        return text
 
     # -- discovery ------------------------------------------------------------------
 
@@ -464,11 +477,12 @@ def _retry_after(resp: httpx.Response | Reply) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _write_params(dry_run: bool, field_validation: str | None) -> dict:
+def _write_params(dry_run: bool, field_validation: str | None) -> dict[str, Any]:
     return {"dryRun": "All" if dry_run else None, "fieldValidation": field_validation}
 
 
-def _delete_options(grace: int | None, policy: str | None, preconditions: dict | None) -> dict | None:
+def _delete_options(grace: int | None, policy: str | None,
+                    preconditions: dict[str, Any] | None) -> dict[str, Any] | None:
     opts = {k: v for k, v in (("gracePeriodSeconds", grace), ("propagationPolicy", policy),
                               ("preconditions", preconditions)) if v is not None}
     return {"kind": "DeleteOptions", "apiVersion": "v1", **opts} if opts else None
@@ -496,15 +510,15 @@ class SyncClient:
     lives as long as this object (so connections stay pooled between calls).
     Not for use inside a running event loop."""
 
-    def __init__(self, connection: Connection | str, **kw):
+    def __init__(self, connection: Connection | str, **kw: Any):
         self._runner = asyncio.Runner()
         self._client = self._runner.run(self._make(connection, kw))
 
     @staticmethod
-    async def _make(connection, kw) -> Client:
+    async def _make(connection: Connection | str, kw: dict[str, Any]) -> Client:
         return Client(connection, **kw)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         attr = getattr(self._client, name)
@@ -512,7 +526,7 @@ class SyncClient:
             return attr
         return lambda *a, **kw: self._runner.run(attr(*a, **kw))
 
-    def watch(self, resource: str | Resource, **kw) -> Iterator[Any]:
+    def watch(self, resource: str | Resource, **kw: Any) -> Iterator[Any]:
         """Blocking iteration over a `client.watch.Watch` (see there)."""
         from client.watch import Watch
         agen = Watch(self._client, resource, **kw).__aiter__()
@@ -532,5 +546,5 @@ class SyncClient:
     def __enter__(self) -> SyncClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -45,13 +45,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 from http import HTTPStatus
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Mapping, TypeVar
 
 import httpx
 
 from client.proxy import EnvProxy, Proxy, parse_proxy_url
 
 _NO_BODY_STATUS = (204, 304)
+T = TypeVar("T")
+Key = tuple[str, str, int]  # (scheme, host, port): one pool of connections each
+# A response's head: (version, status, raw headers, chunked, content length or None, keep-alive)
+Head = tuple[bytes, int, list[tuple[bytes, bytes]], bool, int | None, bool]
 _CHUNK = 1 << 16
 
 
@@ -68,7 +72,7 @@ class _Conn:
         self.writer.close()
 
 
-async def _timed(aw, timeout: float | None, exc: type[Exception], what: str):
+async def _timed(aw: Awaitable[T], timeout: float | None, exc: type[Exception], what: str) -> T:
     try:
         async with asyncio.timeout(timeout):
             return await aw
@@ -100,7 +104,7 @@ class Reply:
             return ""
 
 
-def _parse_head(method: str, head: bytes) -> tuple:
+def _parse_head(method: str, head: bytes) -> Head:
     """-> (version, status, raw headers, chunked, content length or None, keep-alive)."""
     status_line, *lines = head[:-4].split(b"\r\n")
     try:
@@ -132,7 +136,7 @@ def _parse_head(method: str, head: bytes) -> tuple:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, transport: LeanTransport, key: tuple, conn: _Conn, *, chunked: bool,
+    def __init__(self, transport: LeanTransport, key: Key, conn: _Conn, *, chunked: bool,
                  length: int | None, reusable: bool, read_timeout: float | None):
         self._transport, self._key, self._conn = transport, key, conn
         self._chunked, self._length, self._reusable = chunked, length, reusable
@@ -140,7 +144,7 @@ class _Body(httpx.AsyncByteStream):
         self._done = False
         self._closed = False
 
-    async def _read(self, aw):
+    async def _read(self, aw: Awaitable[T]) -> T:
         try:
             return await _timed(aw, self._timeout, httpx.ReadTimeout, "reading the response")
         except asyncio.IncompleteReadError:
@@ -191,7 +195,7 @@ class _Route:
     """How requests for one (scheme, host, port) travel: directly, or via `proxy`."""
     __slots__ = ("proxy", "prefix", "headers")
 
-    def __init__(self, key: tuple[str, str, int], proxy: Proxy | None):
+    def __init__(self, key: Key, proxy: Proxy | None):
         self.proxy = proxy
         # Through a proxy, a plain-http request names its whole URL, and carries the
         # proxy's credentials; through a CONNECT tunnel nothing changes.
@@ -203,7 +207,7 @@ class _Route:
                 self.headers = [b"proxy-authorization: " + proxy.authorization.encode("latin-1")]
 
 
-def _host_header(key: tuple[str, str, int]) -> bytes:
+def _host_header(key: Key) -> bytes:
     host = f"[{key[1]}]" if ":" in key[1] else key[1]  # an IPv6 address
     return b"%s:%d" % (host.encode("idna"), key[2])
 
@@ -219,12 +223,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.tls_server_name = tls_server_name or None
         self._proxy = parse_proxy_url(proxy) if proxy else None
         self._env = EnvProxy(env) if trust_env and self._proxy is None else None
-        self._routes: dict[tuple[str, str, int], _Route] = {}
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._routes: dict[Key, _Route] = {}
+        self._idle: dict[Key, list[_Conn]] = {}
         self._n_idle = 0
         self.connections_opened = 0
 
-    def route(self, key: tuple[str, str, int]) -> _Route:
+    def route(self, key: Key) -> _Route:
         r = self._routes.get(key)
         if r is None:
             proxy = self._proxy or (self._env.proxy_for(*key) if self._env is not None else None)
@@ -241,14 +245,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
         self._n_idle = 0
 
-    def _release(self, key: tuple, conn: _Conn) -> None:
+    def _release(self, key: Key, conn: _Conn) -> None:
         if self._n_idle >= self.max_idle or not conn.usable():
             conn.close()
             return
         self._idle.setdefault(key, []).append(conn)
         self._n_idle += 1
 
-    def _take(self, key: tuple) -> _Conn | None:
+    def _take(self, key: Key) -> _Conn | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -263,7 +267,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def _connect(self, key: tuple[str, str, int], timeout: float | None) -> _Conn:
+    async def _connect(self, key: Key, timeout: float | None) -> _Conn:
         scheme, host, port = key
         proxy = self.route(key).proxy
         ctx = self._context() if scheme == "https" else None
@@ -281,7 +285,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.connections_opened += 1
         return _Conn(r, w)
 
-    async def _via(self, proxy: Proxy, key: tuple[str, str, int], ctx: ssl.SSLContext | None,
+    async def _via(self, proxy: Proxy, key: Key, ctx: ssl.SSLContext | None,
                    sni: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection through `proxy`: to the proxy itself for plain http, else a
         CONNECT tunnel to the server with TLS started inside it."""
@@ -330,7 +334,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions={"http_version": version})
 
-    async def fetch(self, method: str, key: tuple[str, str, int], target: bytes,
+    async def fetch(self, method: str, key: Key, target: bytes,
                     headers: list[bytes], body: bytes = b"", *, connect_timeout: float | None,
                     read_timeout: float | None) -> Reply:
         """One request without httpx's Request and Response models, read to its end:
@@ -357,8 +361,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await reader.aclose()
         return Reply(status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}, content)
 
-    async def _exchange(self, method: str, key: tuple, payload: bytes, connect_timeout: float | None,
-                        read_timeout: float | None) -> tuple:
+    async def _exchange(self, method: str, key: Key, payload: bytes, connect_timeout: float | None,
+                        read_timeout: float | None) -> tuple[_Conn, *Head]:
         """Send the request and read the response's head: -> (connection, version,
         status, raw headers, chunked, content length or None, keep-alive)."""
         retry = method in ("GET", "HEAD")
