@@ -159,9 +159,7 @@ class Client:
             headers["authorization"] = f"Bearer {self.connection.token}"
         verify = self.connection.ssl_context()
         if transport is None:
-            transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive,
-                                      tls_server_name=self.connection.tls_server_name,
-                                      proxy=self.connection.proxy_url)
+            transport = LeanTransport.for_connection(self.connection, max_idle=max_keepalive)
         self._exec = (ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
                                  clock=self.clock) if self.connection.exec else None)
         self._credential: ExecCredential | None = None  # the exec credential in use

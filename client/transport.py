@@ -45,11 +45,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from http import HTTPStatus
-from typing import AsyncIterator, Awaitable, Mapping, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Mapping, TypeVar
 
 import httpx
 
 from client.proxy import EnvProxy, Proxy, parse_proxy_url
+
+if TYPE_CHECKING:
+    from client.kubeconfig import Connection
 
 _NO_BODY_STATUS = (204, 304)
 T = TypeVar("T")
@@ -227,6 +230,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Key, list[_Conn]] = {}
         self._n_idle = 0
         self.connections_opened = 0
+
+    @classmethod
+    def for_connection(cls, conn: Connection, *, max_idle: int = 64) -> LeanTransport:
+        """The transport a kubeconfig connection asks for: its CA and client
+        certificate, tls-server-name and proxy-url (else the environment's proxies)."""
+        return cls(ssl_context=conn.ssl_context(), max_idle=max_idle,
+                   tls_server_name=conn.tls_server_name, proxy=conn.proxy_url)
 
     def route(self, key: Key) -> _Route:
         r = self._routes.get(key)

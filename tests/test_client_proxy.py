@@ -6,6 +6,8 @@ whose certificate names another host.
 through the proxy."""
 import asyncio
 import base64
+import os
+import sys
 from urllib.parse import urlsplit
 
 import httpx
@@ -197,3 +199,24 @@ def test_env_proxy_scheme_rules():
     assert EnvProxy({"HTTPS_PROXY": "http://u:p@p:1"}).proxy_for("https", "a", 443).authorization == \
         "Basic " + base64.b64encode(b"u:p").decode()
     assert not NoProxy("").matches("a", 1)
+
+
+async def test_kubectl_lite_goes_through_the_kubeconfig_proxy(apiserver, ns, tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "kubectl-lite")
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "kubectl_lite.cli"]
+    async with RecordingProxy(hosts={"kube.test": "127.0.0.1"}) as proxy:
+        path = tmp_path / "config"
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: c\n  cluster:\n    server: http://kube.test:{api_port(apiserver)}\n"
+            f"    proxy-url: {proxy.url}\n"
+            "users:\n- name: u\n  user: {}\n"
+            "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n")
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, "--kubeconfig", str(path), "get", "namespace", ns, "-o", "name",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == f"namespace/{ns}"
+    assert any(s.target.startswith(f"http://kube.test:{api_port(apiserver)}/api/v1/namespaces/{ns}")
+               for s in proxy.seen), proxy.seen
