@@ -143,8 +143,8 @@ class ExecPlugin:
         stdin_tty = sys.stdin is not None and sys.stdin.isatty()
         interactive = self.interactive_mode != "Never" and stdin_tty
         if self.interactive_mode == "Always" and not interactive:
-            raise ExecPluginError(f"exec plugin {self.command!r} is configured with interactiveMode "
-                                  "Always but standard input is not a terminal")
+            raise ExecPluginError(f"exec plugin {self.command!r} cannot support interactive mode: "
+                                  "standard input is not a terminal (its interactiveMode is Always)")
         env = dict(os.environ if self._base_env is None else self._base_env)
         env.update(self.env)
         env["KUBERNETES_EXEC_INFO"] = self._exec_info(interactive)
