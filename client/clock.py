@@ -1,8 +1,22 @@
-"""Clocks: the one seam through which client code reads time and waits.
+"""The Clock: the one seam through which minik8s code reads time, waits and sets timers.
 
-`RealClock` is the event loop's monotonic clock. `FakeClock` only moves when a test
-calls `step()`, firing due timers and waking sleepers in deadline order, so timing
-logic (delays, backoff, token buckets) is tested without sleeping.
+The API (all of it):
+- `now()`: wall-clock time, seconds since the Unix epoch (what `time.time()` reads).
+  Use it for what is written into objects or compared with timestamps read from
+  them (an Event's `lastTimestamp`, a Lease's `renewTime`). It can jump (NTP, an
+  operator setting the date).
+- `monotonic()`: seconds on a clock that never goes back, with an arbitrary origin.
+  Use it for every interval and deadline measured locally (timeouts, backoff, "how
+  long since I last saw this"): a wall-clock jump does not stretch or shorten them.
+- `sleep(seconds)`: wait that long on the monotonic clock (a negative delay is 0).
+- `call_later(delay, callback)`: run `callback` once, `delay` monotonic seconds from
+  now, unless the returned `Timer` is cancelled first.
+
+`RealClock` reads `time.time()` and the event loop's monotonic clock. `FakeClock` only
+moves when a test calls `step()`: both of its readings advance together, due timers
+fire and sleepers wake in deadline order, so timing logic (delays, backoff, token
+buckets, lease expiry) is tested without sleeping. Pass a clock in (`clock=`) rather
+than reading a global one.
 
 Concurrency: both are used from one asyncio loop; neither is thread-safe.
 """
@@ -11,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from typing import Callable, Protocol
 
 
@@ -20,19 +35,25 @@ class Timer(Protocol):
 
 class Clock(Protocol):
     def now(self) -> float: ...
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+    def monotonic(self) -> float: ...
     async def sleep(self, seconds: float) -> None: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
 
 
 class RealClock:
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
+    """The machine's clocks. `monotonic()` and timers need a running event loop."""
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
 
 
 class _FakeTimer:
@@ -46,22 +67,33 @@ class _FakeTimer:
 
 
 class FakeClock:
-    def __init__(self, start: float = 0.0):
-        self._now = start
+    """A clock that stands still until `step()`. `start` is both readings' value at
+    creation unless `wall` gives the wall clock its own (e.g. a fixed date)."""
+
+    def __init__(self, start: float = 0.0, *, wall: float | None = None):
+        self._mono = start
+        self._wall_offset = (start if wall is None else wall) - start
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
-        return self._now
+        return self._mono + self._wall_offset
+
+    def monotonic(self) -> float:
+        return self._mono
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = _FakeTimer(self._now + max(0.0, delay), callback)
+        timer = _FakeTimer(self._mono + max(0.0, delay), callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
     async def sleep(self, seconds: float) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        timer = self.call_later(seconds, lambda: fut.done() or fut.set_result(None))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+        timer = self.call_later(seconds, wake)
         try:
             await fut
         finally:
@@ -69,14 +101,14 @@ class FakeClock:
 
     def step(self, seconds: float) -> None:
         """Advance time by `seconds`, firing every timer that falls due, in order, with
-        `now()` reading each timer's own deadline while it runs."""
-        end = self._now + seconds
+        the clock reading each timer's own deadline while it runs."""
+        end = self._mono + seconds
         while self._timers and self._timers[0][0] <= end:
             when, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
-                self._now = max(self._now, when)
+                self._mono = max(self._mono, when)
                 timer.callback()
-        self._now = end
+        self._mono = end
 
     @property
     def pending(self) -> int:

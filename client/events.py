@@ -24,8 +24,9 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
+from client.clock import Clock, RealClock
 from client.rest import Client
 from machinery.errors import NotFound
 
@@ -34,7 +35,7 @@ log = logging.getLogger("minik8s.client.events")
 NORMAL, WARNING = "Normal", "Warning"
 
 
-def reference(obj: dict, *, field_path: str | None = None) -> dict:
+def reference(obj: dict[str, Any], *, field_path: str | None = None) -> dict[str, Any]:
     """An ObjectReference to `obj` (involvedObject)."""
     md = obj.get("metadata") or {}
     ref = {"kind": obj.get("kind", ""), "apiVersion": obj.get("apiVersion", ""),
@@ -43,25 +44,27 @@ def reference(obj: dict, *, field_path: str | None = None) -> dict:
     return {k: v for k, v in ref.items() if v}
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class EventRecorder:
     def __init__(self, client: Client, *, component: str, host: str = "",
                  instance: str | None = None, cache_size: int = 4096,
-                 now: Callable[[], str] = _now):
+                 clock: Clock | None = None, now: Callable[[], str] | None = None):
+        """`now` overrides how timestamps are read (default: the clock's wall time)."""
         self.client = client
+        clock = clock or RealClock()
         self.component, self.host = component, host
         self.instance = instance or host or component
         self.cache_size = cache_size
-        self.now = now
-        self._seen: collections.OrderedDict[tuple, tuple[str, str, int]] = collections.OrderedDict()
+        self.now = now or (lambda: _timestamp(clock.now()))
+        self._seen: collections.OrderedDict[tuple[Any, ...], tuple[str, str, int]] = collections.OrderedDict()
         self._lock = asyncio.Lock()
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
+        self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str, str | None]] | None = None
+        self._worker: asyncio.Task[None] | None = None
 
-    def event(self, obj: dict, type: str, reason: str, message: str, *,
+    def event(self, obj: dict[str, Any], type: str, reason: str, message: str, *,
               field_path: str | None = None) -> None:
         """Record without waiting (a running event loop is required)."""
         if self._queue is None:
@@ -92,8 +95,8 @@ class EventRecorder:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker, self._queue = None, None
 
-    async def emit(self, obj: dict, type: str, reason: str, message: str, *,
-                   field_path: str | None = None) -> dict:
+    async def emit(self, obj: dict[str, Any], type: str, reason: str, message: str, *,
+                   field_path: str | None = None) -> dict[str, Any]:
         """Write one event now (create, or count a repeat) and answer the Event."""
         ref = reference(obj, field_path=field_path)
         namespace = ref.get("namespace") or "default"
@@ -122,7 +125,7 @@ class EventRecorder:
             self._remember(key, ev)
             return ev
 
-    def _remember(self, key: tuple, ev: dict) -> None:
+    def _remember(self, key: tuple[Any, ...], ev: dict[str, Any]) -> None:
         self._seen[key] = (ev["metadata"]["name"], ev["metadata"]["namespace"], ev.get("count", 1))
         self._seen.move_to_end(key)
         while len(self._seen) > self.cache_size:

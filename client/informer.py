@@ -32,10 +32,11 @@ before or after a change, never halfway. Not thread-safe.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from client.clock import Clock, RealClock
 from client.rest import ALL, Client, Resource
@@ -44,7 +45,7 @@ from machinery.errors import Gone
 
 log = logging.getLogger("minik8s.client.informer")
 
-IndexFunc = Callable[[dict], Iterable[str]]
+IndexFunc = Callable[[dict[str, Any]], Iterable[str]]
 
 NAMESPACE = "namespace"
 NODE_NAME = "spec.nodeName"
@@ -52,7 +53,7 @@ OWNER_UID = "ownerUID"
 LABEL = "label"  # values are "key=value"
 
 
-def key_of(obj: dict) -> str:
+def key_of(obj: dict[str, Any]) -> str:
     """`namespace/name`, or `name` for cluster-scoped objects (MetaNamespaceKeyFunc)."""
     md = obj["metadata"]
     return f"{md['namespace']}/{md['name']}" if md.get("namespace") else md["name"]
@@ -63,21 +64,21 @@ def split_key(key: str) -> tuple[str, str]:
     return namespace, name
 
 
-def _namespace(obj: dict) -> list[str]:
+def _namespace(obj: dict[str, Any]) -> list[str]:
     ns = obj["metadata"].get("namespace")
     return [ns] if ns else []
 
 
-def _node_name(obj: dict) -> list[str]:
+def _node_name(obj: dict[str, Any]) -> list[str]:
     node = (obj.get("spec") or {}).get("nodeName")
     return [node] if node else []
 
 
-def _owner_uid(obj: dict) -> list[str]:
+def _owner_uid(obj: dict[str, Any]) -> list[str]:
     return [r["uid"] for r in obj["metadata"].get("ownerReferences") or () if r.get("uid")]
 
 
-def _label(obj: dict) -> list[str]:
+def _label(obj: dict[str, Any]) -> list[str]:
     return [f"{k}={v}" for k, v in (obj["metadata"].get("labels") or {}).items()]
 
 
@@ -89,7 +90,7 @@ class Indexer:
     """Objects by key, plus named indexes: index name -> value -> keys."""
 
     def __init__(self, indexers: dict[str, IndexFunc] | None = None):
-        self._items: dict[str, dict] = {}
+        self._items: dict[str, dict[str, Any]] = {}
         self._indexers: dict[str, IndexFunc] = {}
         self._indices: dict[str, dict[str, set[str]]] = {}
         self.add_indexers(DEFAULT_INDEXERS if indexers is None else indexers)
@@ -103,7 +104,7 @@ class Indexer:
                 for value in fn(obj):
                     index.setdefault(value, set()).add(key)
 
-    def set(self, key: str, obj: dict) -> dict | None:
+    def set(self, key: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         old = self._items.get(key)
         if old is not None:
             self._unindex(key, old)
@@ -114,13 +115,13 @@ class Indexer:
                 index.setdefault(value, set()).add(key)
         return old
 
-    def delete(self, key: str) -> dict | None:
+    def delete(self, key: str) -> dict[str, Any] | None:
         old = self._items.pop(key, None)
         if old is not None:
             self._unindex(key, old)
         return old
 
-    def _unindex(self, key: str, obj: dict) -> None:
+    def _unindex(self, key: str, obj: dict[str, Any]) -> None:
         for name, fn in self._indexers.items():
             index = self._indices[name]
             for value in fn(obj):
@@ -130,7 +131,7 @@ class Indexer:
                     if not keys:
                         del index[value]
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         return self._items.get(key)
 
     def __contains__(self, key: str) -> bool:
@@ -142,24 +143,24 @@ class Indexer:
     def keys(self) -> list[str]:
         return list(self._items)
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return list(self._items.values())
 
-    def index_keys(self, index: str, value: str) -> list[str]:
+    def index_keys(self, index: str, value: str) -> builtins.list[str]:
         return sorted(self._indices[index].get(value, ()))
 
-    def by_index(self, index: str, value: str) -> list[dict]:
+    def by_index(self, index: str, value: str) -> builtins.list[dict[str, Any]]:
         return [self._items[k] for k in self.index_keys(index, value)]
 
-    def index_values(self, index: str) -> list[str]:
+    def index_values(self, index: str) -> builtins.list[str]:
         return sorted(self._indices[index])
 
 
 @dataclass(eq=False)
 class Handler:
-    on_add: Callable[[dict], None] | None = None
-    on_update: Callable[[dict, dict], None] | None = None
-    on_delete: Callable[[dict], None] | None = None
+    on_add: Callable[[dict[str, Any]], None] | None = None
+    on_update: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+    on_delete: Callable[[dict[str, Any]], None] | None = None
 
 
 class Informer:
@@ -177,13 +178,13 @@ class Informer:
         self.relists = 0            # lists after the first: how often history was lost
         self._handlers: list[Handler] = []
         self._synced = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- handlers -------------------------------------------------------------------
 
-    def add_handler(self, *, on_add: Callable[[dict], None] | None = None,
-                    on_update: Callable[[dict, dict], None] | None = None,
-                    on_delete: Callable[[dict], None] | None = None) -> Handler:
+    def add_handler(self, *, on_add: Callable[[dict[str, Any]], None] | None = None,
+                    on_update: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                    on_delete: Callable[[dict[str, Any]], None] | None = None) -> Handler:
         """Subscribe. A handler added after objects are cached first gets an add for
         each of them, so every handler sees the same story."""
         h = Handler(on_add, on_update, on_delete)
@@ -199,13 +200,13 @@ class Informer:
     def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
         self.store.add_indexers(indexers)
 
-    def _call(self, fn: Callable, *args) -> None:
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:  # noqa: BLE001 - one bad handler must not starve the others
             log.exception("informer %s: handler %r failed", self.resource.plural, fn)
 
-    def _notify(self, what: str, *args) -> None:
+    def _notify(self, what: str, *args: Any) -> None:
         for h in tuple(self._handlers):
             fn = getattr(h, what)
             if fn is not None:
@@ -213,7 +214,7 @@ class Informer:
 
     # -- what the reflector feeds in -------------------------------------------------
 
-    def replace(self, items: list[dict], resource_version: str) -> None:
+    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
         """Apply a full LIST: adds, updates for what changed, deletes for what vanished."""
         fresh = {key_of(o): o for o in items}
         for key in [k for k in self.store.keys() if k not in fresh]:
@@ -260,7 +261,7 @@ class Informer:
         except TimeoutError:
             return False
 
-    def start(self) -> asyncio.Task:
+    def start(self) -> asyncio.Task[None]:
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name=f"informer-{self.resource.plural}")
         return self._task
@@ -309,7 +310,7 @@ class SharedInformerFactory:
     def __init__(self, client: Client, *, namespace: str = ALL):
         self.client = client
         self.namespace = namespace
-        self._informers: dict[tuple, Informer] = {}
+        self._informers: dict[tuple[Any, ...], Informer] = {}
 
     def informer(self, resource: str | Resource, *, namespace: str | None = None,
                  label_selector: str | None = None, field_selector: str | None = None) -> Informer:

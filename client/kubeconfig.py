@@ -11,8 +11,12 @@ Guarantees
 - Entries are kept as the dicts found in the file, unknown fields included, so
   `save()` followed by `load()` gives back an equal `KubeConfig`.
 - `KubeConfig.connection(context=None)` resolves one context into a `Connection`
-  (server, namespace, token, TLS material) that `client.rest.Client` takes. Inline
-  `*-data` fields win over their file counterparts, as in client-go.
+  (server, namespace, token, TLS material, proxy, exec plugin) that
+  `client.rest.Client` takes. Inline `*-data` fields win over their file
+  counterparts, as in client-go. The cluster's `proxy-url` (http or https; socks5 is
+  refused with a clear error, see client/proxy.py) and `tls-server-name` are carried
+  over; a user's `exec` stanza is checked here (client/execcred.py) and run by the
+  client when it first needs a credential. A bad entry is a ValueError naming it.
 
 Concurrency: plain values and file I/O; nothing is shared or cached.
 """
@@ -27,6 +31,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from client.execcred import ExecPlugin
+from client.proxy import parse_proxy_url
+
 _PATH_FIELDS = {"cluster": ("certificate-authority",),
                 "user": ("client-certificate", "client-key", "tokenFile")}
 _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
@@ -34,11 +41,11 @@ _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context")
 
 @dataclass
 class KubeConfig:
-    clusters: dict[str, dict] = field(default_factory=dict)
-    users: dict[str, dict] = field(default_factory=dict)
-    contexts: dict[str, dict] = field(default_factory=dict)
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
+    users: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
+    contexts: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any])
     current_context: str = ""
-    preferences: dict = field(default_factory=dict)
+    preferences: dict[str, Any] = field(default_factory=dict)
 
     # -- building (what `minik8s` bring-up writes) --------------------------------------
 
@@ -85,7 +92,21 @@ class KubeConfig:
         if not token and user.get("tokenFile"):
             with open(user["tokenFile"]) as f:
                 token = f.read().strip()
+        proxy_url = cluster.get("proxy-url") or None
+        if proxy_url:
+            try:
+                parse_proxy_url(proxy_url)
+            except ValueError as e:
+                raise ValueError(f"cluster {ctx.get('cluster')!r}: {e}") from None
+        exec_config = user.get("exec") or None
+        if exec_config is not None:
+            try:
+                ExecPlugin(exec_config)  # validate now: a typo fails here, not mid-request
+            except ValueError as e:
+                raise ValueError(f"user {ctx.get('user')!r}: {e}") from None
         return Connection(
+            proxy_url=proxy_url, tls_server_name=cluster.get("tls-server-name") or None,
+            exec=exec_config, exec_cluster=cluster if exec_config is not None else None,
             server=cluster["server"], namespace=namespace or ctx.get("namespace") or "default",
             token=token or None,
             ca_file=cluster.get("certificate-authority"),
@@ -97,7 +118,7 @@ class KubeConfig:
 
     # -- writing --------------------------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
         for section, body in _SECTIONS:
             out[section] = [{"name": n, body: dict(e)} for n, e in getattr(self, section).items()]
@@ -135,6 +156,10 @@ class Connection:
     key_file: str | None = None
     key_data: bytes | None = None
     insecure: bool = False
+    proxy_url: str | None = None          # the cluster's proxy-url: every request goes there
+    tls_server_name: str | None = None    # the name checked in the server's certificate
+    exec: dict[str, Any] | None = None    # the user's exec credential plugin stanza
+    exec_cluster: dict[str, Any] | None = None  # the cluster entry, for provideClusterInfo
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What httpx takes as `verify`: a context carrying the CA and client certificate."""
@@ -178,7 +203,7 @@ def loads(text: str, *, base_dir: str = ".") -> KubeConfig:
     return cfg
 
 
-def _merge(into: KubeConfig, doc: dict, base_dir: str) -> None:
+def _merge(into: KubeConfig, doc: dict[str, Any], base_dir: str) -> None:
     for section, body in _SECTIONS:
         target = getattr(into, section)
         for item in doc.get(section) or []:
@@ -196,7 +221,7 @@ def _merge(into: KubeConfig, doc: dict, base_dir: str) -> None:
         into.preferences.setdefault(k, v)
 
 
-def _put(entry: dict, key: str, value: Any) -> None:
+def _put(entry: dict[str, Any], key: str, value: Any) -> None:
     if value is not None:
         entry[key] = value
 
@@ -211,7 +236,8 @@ def _unb64(data: str | None) -> bytes | None:
     return base64.b64decode(data) if data else None
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, cert_data, cert_file, key_data, key_file) -> None:
+def _load_cert_chain(ctx: ssl.SSLContext, cert_data: bytes | None, cert_file: str | None,
+                     key_data: bytes | None, key_file: str | None) -> None:
     # ssl only loads certificates and keys from files: inline data goes through a
     # private temporary file that is removed as soon as it has been read.
     tmp: list[str] = []
@@ -224,7 +250,10 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert_data, cert_file, key_data, key_fi
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             return name
-        ctx.load_cert_chain(as_file(cert_data, cert_file), as_file(key_data, key_file))
+        cert = as_file(cert_data, cert_file)
+        if cert is None:
+            raise ValueError("a client key needs a client certificate (client-certificate or -data)")
+        ctx.load_cert_chain(cert, as_file(key_data, key_file))
     finally:
         for name in tmp:
             os.unlink(name)

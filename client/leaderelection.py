@@ -27,7 +27,7 @@ import logging
 import math
 import random
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from client.clock import Clock, RealClock
 from client.rest import Client
@@ -38,13 +38,14 @@ log = logging.getLogger("minik8s.client.leaderelection")
 JITTER = 1.2  # client-go's JitterFactor: followers retry every retry_period * [1, 1.2)
 
 
-def micro_time(dt: datetime | None = None) -> str:
-    return (dt or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def micro_time(t: float) -> str:
+    """A MicroTime (RFC 3339 with microseconds, UTC) for `t` seconds since the epoch."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
     def __init__(self, client: Client, *, name: str, namespace: str, identity: str,
-                 on_started_leading: Callable[[], Awaitable[None]],
+                 on_started_leading: Callable[[], Coroutine[Any, Any, None]],
                  on_stopped_leading: Callable[[], None] | None = None,
                  on_new_leader: Callable[[str], None] | None = None,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0,
@@ -62,7 +63,7 @@ class LeaderElector:
         self.release_on_cancel = release_on_cancel
         self.clock = clock or RealClock()
         self.leader = ""                    # the holder as last observed
-        self._lease: dict | None = None     # the Lease as last read or written
+        self._lease: dict[str, Any] | None = None     # the Lease as last read or written
         self._observed_at = 0.0             # our clock when the record last changed
         self._renewed_at = 0.0              # our clock at the start of the last renewal
         self._leading = False
@@ -99,7 +100,7 @@ class LeaderElector:
             await self.clock.sleep(self.retry_period)
             deadline = self._renewed_at + self.renew_deadline
             while True:
-                left = deadline - self.clock.now()
+                left = deadline - self.clock.monotonic()
                 if left <= 0:
                     log.warning("%s: failed to renew lease %s/%s within %.1fs", self.identity,
                                 self.namespace, self.name, self.renew_deadline)
@@ -113,14 +114,14 @@ class LeaderElector:
                     break
                 if self.leader and self.leader != self.identity:
                     return  # someone else holds it: no point waiting for the deadline
-                await self.clock.sleep(min(self.retry_period, max(0.0, deadline - self.clock.now())))
+                await self.clock.sleep(min(self.retry_period, max(0.0, deadline - self.clock.monotonic())))
 
-    def _record(self, spec: dict, lease: dict) -> None:
+    def _record(self, spec: dict[str, Any], lease: dict[str, Any]) -> None:
         """Remember what we saw; a changed record restarts the expiry clock."""
         old = (self._lease or {}).get("spec") or {}
         if (old.get("holderIdentity"), old.get("renewTime")) != (
                 spec.get("holderIdentity"), spec.get("renewTime")) or self._lease is None:
-            self._observed_at = self.clock.now()
+            self._observed_at = self.clock.monotonic()
         self._lease = lease
         holder = spec.get("holderIdentity") or ""
         if holder != self.leader:
@@ -129,8 +130,8 @@ class LeaderElector:
                 self.on_new_leader(holder)
 
     async def _try_acquire_or_renew(self) -> bool:
-        started = self.clock.now()
-        now = micro_time()
+        started = self.clock.monotonic()
+        now = micro_time(self.clock.now())
         spec = {"holderIdentity": self.identity,
                 "leaseDurationSeconds": math.ceil(self.lease_duration),
                 "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
@@ -152,7 +153,7 @@ class LeaderElector:
             self._record(old, lease)
             holder = old.get("holderIdentity") or ""
             duration = old.get("leaseDurationSeconds") or math.ceil(self.lease_duration)
-            if holder and holder != self.identity and self._observed_at + duration > self.clock.now():
+            if holder and holder != self.identity and self._observed_at + duration > self.clock.monotonic():
                 return False  # held, and not expired by our own clock
             if holder == self.identity:  # a renewal (or our own restart): same term
                 spec["acquireTime"] = old.get("acquireTime", now)
@@ -176,7 +177,7 @@ class LeaderElector:
         for _ in range(3):
             if self._lease is None or (self._lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
-            now = micro_time()
+            now = micro_time(self.clock.now())
             spec = {**self._lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
                     "acquireTime": now, "renewTime": now}
             try:

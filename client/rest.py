@@ -14,6 +14,13 @@ Guarantees
 - One pooled HTTP/1.1 keep-alive connection pool per `Client` (`client.transport`,
   unless another httpx transport is passed); watches (client.watch) hold one
   connection each for their lifetime.
+- Credentials from the connection: a bearer token, a client certificate, or an exec
+  plugin (client/execcred.py) run before the first request and again once its
+  credential expires or the server answers 401 Unauthorized (once per request,
+  within max_retries).
+  Proxies and tls-server-name are the transport's (client/transport.py).
+- The User-Agent is client-go's by default (client/useragent.py).
+- Every wait (retry backoff) is on the injected `clock` (client/clock.py).
 - `namespace=None` means the connection's default namespace (from the kubeconfig
   context); `namespace=ALL` ("") means every namespace for list, watch and
   delete_collection. Cluster-scoped kinds ignore it.
@@ -27,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import random
+import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
@@ -37,8 +46,11 @@ from urllib.parse import quote, urlencode
 import httpx
 import orjson
 
+from client.clock import Clock, RealClock
+from client.execcred import ExecCredential, ExecPlugin, ExecPluginError
 from client.kubeconfig import Connection
 from client.transport import LeanTransport, Reply
+from client.useragent import default_user_agent
 from machinery.errors import APIError, Conflict, NotFound, from_status
 
 log = logging.getLogger("minik8s.client")
@@ -121,7 +133,7 @@ class Resources:
             raise NotFound(f'the server doesn\'t have a resource type "{name}"')
         return r
 
-    def for_object(self, obj: dict) -> Resource:
+    def for_object(self, obj: dict[str, Any]) -> Resource:
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
         r = self._by_kind.get((api_version.rpartition("/")[0], kind))
         if r is None:
@@ -137,16 +149,21 @@ class Client:
                  timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.05,
                  max_backoff: float = 2.0, max_keepalive: int = 32,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 user_agent: str = "minik8s-client"):
+                 user_agent: str | None = None, clock: Clock | None = None):
         self.connection = Connection(connection) if isinstance(connection, str) else connection
         self.resources = resources or Resources()
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
-        headers = {"user-agent": user_agent, "accept": "application/json"}
+        self.clock = clock or RealClock()
+        headers = {"user-agent": user_agent or default_user_agent(), "accept": "application/json"}
         if self.connection.token:
             headers["authorization"] = f"Bearer {self.connection.token}"
         verify = self.connection.ssl_context()
         if transport is None:
-            transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive)
+            transport = LeanTransport.for_connection(self.connection, max_idle=max_keepalive)
+        self._exec = (ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
+                                 clock=self.clock) if self.connection.exec else None)
+        self._credential: ExecCredential | None = None  # the exec credential in use
+        self._header_values = headers
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
             verify=verify, http1=True, http2=False,
@@ -161,6 +178,30 @@ class Client:
             self._timeout = timeout
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in headers.items()]
 
+    async def _authenticate(self) -> ExecCredential:
+        """Make the exec plugin's current credential the one requests carry."""
+        assert self._exec is not None
+        cred = await self._exec.credential()
+        if cred is self._credential:
+            return cred
+        if cred.token:
+            self._header_values["authorization"] = f"Bearer {cred.token}"
+        else:
+            self._header_values.pop("authorization", None)
+        self._http.headers = self._header_values
+        if cred.client_certificate_data and self.connection.server.startswith("https://"):
+            if self._lean is None:
+                raise ExecPluginError("a client certificate from an exec plugin needs the default transport")
+            ctx = dataclasses.replace(self.connection, cert_data=cred.client_certificate_data,
+                                      key_data=cred.client_key_data, cert_file=None,
+                                      key_file=None).ssl_context()
+            assert isinstance(ctx, ssl.SSLContext)
+            self._lean.set_ssl_context(ctx)
+        if self._lean is not None:
+            self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in self._header_values.items()]
+        self._credential = cred
+        return cred
+
     @property
     def namespace(self) -> str:
         """The default namespace (from the kubeconfig context)."""
@@ -172,12 +213,12 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # -- the one place requests are made -------------------------------------------
 
-    async def request(self, method: str, path: str, *, params: dict | None = None,
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: Any = None, content_type: str = "application/json",
                       raw: bool = False) -> Any:
         """Send one request (retrying where safe) and decode the answer: JSON as Python
@@ -186,8 +227,11 @@ class Client:
             body if isinstance(body, (bytes, str)) else orjson.dumps(body))
         headers = {"content-type": content_type} if content is not None else None
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        reauthenticated = False
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
+            cred = await self._authenticate() if self._exec is not None else None
+            resp: httpx.Response | Reply
             try:
                 if self._lean is not None:
                     resp = await self._fetch(method, path, params, content, content_type)
@@ -198,31 +242,45 @@ class Client:
                 if last:
                     raise  # nothing reached the server, so any verb may be repeated
                 log.debug("%s %s: %s; retrying", method, path, exc)
-                await asyncio.sleep(self._delay(attempt))
+                await self.clock.sleep(self._delay(attempt))
                 continue
             except httpx.TransportError as exc:
                 if last or method != "GET":
                     raise  # the server may have acted on it
                 log.debug("%s %s: %s; retrying", method, path, exc)
-                await asyncio.sleep(self._delay(attempt))
+                await self.clock.sleep(self._delay(attempt))
                 continue
             if resp.is_success:
                 if raw:
                     return resp.text
                 return orjson.loads(resp.content) if resp.content else None
+            if resp.status_code == 401 and self._exec is not None and not reauthenticated and not last:
+                # The plugin's credential may have been revoked or expired early: run
+                # it again, once (client-go's exec authenticator does the same).
+                reauthenticated = True
+                self._exec.invalidate(cred)
+                continue
             retry_after = _retry_after(resp)
             if not last and retry_after is not None and (
                     resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
-                await asyncio.sleep(min(retry_after, self.max_backoff * 5))
+                await self.clock.sleep(min(retry_after, self.max_backoff * 5))
                 continue
             raise error_from_response(resp)
         raise AssertionError("unreachable")
 
-    def _fetch(self, method: str, path: str, params: dict, content: bytes | str | None,
+    async def _object(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """`request` for the verbs, whose answers are JSON objects."""
+        answer: dict[str, Any] = await self.request(method, path, params=params, body=body,
+                                                    content_type=content_type)
+        return answer
+
+    def _fetch(self, method: str, path: str, params: dict[str, Any], content: bytes | str | None,
                content_type: str) -> Awaitable[Reply]:
         target = self._prefix + quote(path, safe=_PATH_SAFE).encode()
         if params:
             target += b"?" + urlencode({k: _query_value(v) for k, v in params.items()}).encode()
+        assert self._lean is not None
         headers = self._headers
         if content is not None:
             headers = [*headers, b"content-type: " + content_type.encode()]
@@ -232,13 +290,15 @@ class Client:
                                 connect_timeout=self._timeout, read_timeout=self._timeout)
 
     def _delay(self, attempt: int) -> float:
-        return min(self.backoff * 2 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+        return min(self.backoff * 2.0 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, *, params: dict | None = None,
+    async def stream(self, path: str, *, params: dict[str, Any] | None = None,
                      read_timeout: float | None = None) -> AsyncIterator[httpx.Response]:
         """A streaming GET (for watches): no retries; a non-2xx answer raises."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        if self._exec is not None:
+            await self._authenticate()
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
             if not resp.is_success:
@@ -246,7 +306,7 @@ class Client:
                 raise error_from_response(resp)
             yield resp
 
-    def namespace_for(self, r: Resource, namespace: str | None, obj: dict | None = None) -> str:
+    def namespace_for(self, r: Resource, namespace: str | None, obj: dict[str, Any] | None = None) -> str:
         if not r.namespaced:
             return ""
         if namespace is None and obj is not None:
@@ -255,53 +315,56 @@ class Client:
 
     # -- verbs ----------------------------------------------------------------------
 
-    async def get(self, resource: str | Resource, name: str, *, namespace: str | None = None) -> dict:
+    async def get(self, resource: str | Resource, name: str, *,
+                  namespace: str | None = None) -> dict[str, Any]:
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name))
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace), name=name))
 
     async def list(self, resource: str | Resource, *, namespace: str | None = None,
                    label_selector: str | None = None, field_selector: str | None = None,
                    limit: int | None = None, continue_: str | None = None,
-                   resource_version: str | None = None) -> dict:
+                   resource_version: str | None = None) -> dict[str, Any]:
         """One List (a page, if `limit` is given: follow `metadata.continue`)."""
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace)), params={
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace)), params={
             "labelSelector": label_selector or None, "fieldSelector": field_selector or None,
             "limit": limit, "continue": continue_, "resourceVersion": resource_version})
 
-    async def create(self, obj: dict, *, namespace: str | None = None, dry_run: bool = False,
-                     field_validation: str | None = None) -> dict:
+    async def create(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
+                     field_validation: str | None = None) -> dict[str, Any]:
         r = self.resources.for_object(obj)
-        return await self.request("POST", r.path(namespace=self.namespace_for(r, namespace, obj)), body=obj,
+        return await self._object("POST", r.path(namespace=self.namespace_for(r, namespace, obj)), body=obj,
                                   params=_write_params(dry_run, field_validation))
 
-    async def update(self, obj: dict, *, namespace: str | None = None,
+    async def update(self, obj: dict[str, Any], *, namespace: str | None = None,
                      subresource: str | None = None, dry_run: bool = False,
-                     field_validation: str | None = None) -> dict:
+                     field_validation: str | None = None) -> dict[str, Any]:
         """PUT. With `metadata.resourceVersion` set it is a compare-and-swap (409 if stale)."""
         r = self.resources.for_object(obj)
         name = obj["metadata"]["name"]
-        return await self.request(
+        return await self._object(
             "PUT", r.path(namespace=self.namespace_for(r, namespace, obj), name=name, subresource=subresource),
             body=obj, params=_write_params(dry_run, field_validation))
 
-    async def update_status(self, obj: dict, **kw) -> dict:
-        return await self.update(obj, subresource="status", **kw)
+    async def update_status(self, obj: dict[str, Any], *, namespace: str | None = None,
+                            dry_run: bool = False, field_validation: str | None = None) -> dict[str, Any]:
+        return await self.update(obj, subresource="status", namespace=namespace, dry_run=dry_run,
+                                 field_validation=field_validation)
 
     async def patch(self, resource: str | Resource, name: str, patch: Any, *,
                     namespace: str | None = None, patch_type: str = "merge",
                     subresource: str | None = None, field_manager: str | None = None,
-                    force: bool | None = None, dry_run: bool = False) -> dict:
+                    force: bool | None = None, dry_run: bool = False) -> dict[str, Any]:
         """patch_type: merge (RFC 7386), json (RFC 6902), strategic, or apply."""
         r = self.resources.get(resource)
         params = _write_params(dry_run, None)
         params.update(fieldManager=field_manager, force="true" if force else None)
-        return await self.request(
+        return await self._object(
             "PATCH", r.path(namespace=self.namespace_for(r, namespace), name=name, subresource=subresource),
             body=patch, content_type=PATCH_TYPES[patch_type], params=params)
 
-    async def apply(self, obj: dict, *, field_manager: str, force: bool = False,
-                    namespace: str | None = None) -> dict:
+    async def apply(self, obj: dict[str, Any], *, field_manager: str, force: bool = False,
+                    namespace: str | None = None) -> dict[str, Any]:
         """Server-side apply (PATCH application/apply-patch+yaml)."""
         r = self.resources.for_object(obj)
         return await self.patch(r, obj["metadata"]["name"], obj, namespace=self.namespace_for(r, namespace, obj),
@@ -310,11 +373,11 @@ class Client:
     async def delete(self, resource: str | Resource, name: str, *, namespace: str | None = None,
                      grace_period_seconds: int | None = None,
                      propagation_policy: str | None = None,
-                     preconditions: dict | None = None, dry_run: bool = False) -> dict:
+                     preconditions: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Answers the object as the server last had it (still present while a grace
         period or finalizers hold it)."""
         r = self.resources.get(resource)
-        return await self.request(
+        return await self._object(
             "DELETE", r.path(namespace=self.namespace_for(r, namespace), name=name),
             body=_delete_options(grace_period_seconds, propagation_policy, preconditions),
             params=_write_params(dry_run, None))
@@ -324,24 +387,24 @@ class Client:
                                 field_selector: str | None = None,
                                 grace_period_seconds: int | None = None,
                                 propagation_policy: str | None = None,
-                                dry_run: bool = False) -> dict:
+                                dry_run: bool = False) -> dict[str, Any]:
         r = self.resources.get(resource)
         params = _write_params(dry_run, None)
         params.update(labelSelector=label_selector or None, fieldSelector=field_selector or None)
-        return await self.request(
+        return await self._object(
             "DELETE", r.path(namespace=self.namespace_for(r, namespace)), params=params,
             body=_delete_options(grace_period_seconds, propagation_policy, None))
 
     # -- subresources ---------------------------------------------------------------
 
     async def get_scale(self, resource: str | Resource, name: str, *,
-                        namespace: str | None = None) -> dict:
+                        namespace: str | None = None) -> dict[str, Any]:
         r = self.resources.get(resource)
-        return await self.request("GET", r.path(namespace=self.namespace_for(r, namespace), name=name,
+        return await self._object("GET", r.path(namespace=self.namespace_for(r, namespace), name=name,
                                                subresource="scale"))
 
     async def scale(self, resource: str | Resource, name: str, replicas: int, *,
-                    namespace: str | None = None) -> dict:
+                    namespace: str | None = None) -> dict[str, Any]:
         return await self.patch(resource, name, {"spec": {"replicas": replicas}},
                                 namespace=namespace, subresource="scale")
 
@@ -361,10 +424,11 @@ class Client:
     async def log(self, pod: str, *, namespace: str | None = None, container: str | None = None,
                   tail_lines: int | None = None, previous: bool = False) -> str:
         r = self.resources.get("pods")
-        return await self.request(
+        text: str = await self.request(
             "GET", r.path(namespace=self.namespace_for(r, namespace), name=pod, subresource="log"),
             params={"container": container, "tailLines": tail_lines,
                     "previous": "true" if previous else None}, raw=True)
+        return text
 
     # -- discovery ------------------------------------------------------------------
 
@@ -411,11 +475,12 @@ def _retry_after(resp: httpx.Response | Reply) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _write_params(dry_run: bool, field_validation: str | None) -> dict:
+def _write_params(dry_run: bool, field_validation: str | None) -> dict[str, Any]:
     return {"dryRun": "All" if dry_run else None, "fieldValidation": field_validation}
 
 
-def _delete_options(grace: int | None, policy: str | None, preconditions: dict | None) -> dict | None:
+def _delete_options(grace: int | None, policy: str | None,
+                    preconditions: dict[str, Any] | None) -> dict[str, Any] | None:
     opts = {k: v for k, v in (("gracePeriodSeconds", grace), ("propagationPolicy", policy),
                               ("preconditions", preconditions)) if v is not None}
     return {"kind": "DeleteOptions", "apiVersion": "v1", **opts} if opts else None
@@ -423,7 +488,7 @@ def _delete_options(grace: int | None, policy: str | None, preconditions: dict |
 
 async def retry_on_conflict(fn: Callable[[], Awaitable[T]], *, steps: int = 5,
                             backoff: float = 0.01, factor: float = 2.0,
-                            max_backoff: float = 1.0) -> T:
+                            max_backoff: float = 1.0, clock: Clock | None = None) -> T:
     """Run `fn` (which must re-read what it writes) until it does not raise Conflict,
     at most `steps` times, sleeping a jittered, growing delay in between; the last
     Conflict is raised (client-go's retry.RetryOnConflict)."""
@@ -433,7 +498,8 @@ async def retry_on_conflict(fn: Callable[[], Awaitable[T]], *, steps: int = 5,
         except Conflict:
             if attempt == steps - 1:
                 raise
-            await asyncio.sleep(min(backoff * factor ** attempt, max_backoff) * random.uniform(1.0, 2.0))
+            await (clock or RealClock()).sleep(
+                min(backoff * factor ** attempt, max_backoff) * random.uniform(1.0, 2.0))
     raise AssertionError("unreachable")
 
 
@@ -442,15 +508,15 @@ class SyncClient:
     lives as long as this object (so connections stay pooled between calls).
     Not for use inside a running event loop."""
 
-    def __init__(self, connection: Connection | str, **kw):
+    def __init__(self, connection: Connection | str, **kw: Any):
         self._runner = asyncio.Runner()
         self._client = self._runner.run(self._make(connection, kw))
 
     @staticmethod
-    async def _make(connection, kw) -> Client:
+    async def _make(connection: Connection | str, kw: dict[str, Any]) -> Client:
         return Client(connection, **kw)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         attr = getattr(self._client, name)
@@ -458,7 +524,7 @@ class SyncClient:
             return attr
         return lambda *a, **kw: self._runner.run(attr(*a, **kw))
 
-    def watch(self, resource: str | Resource, **kw) -> Iterator[Any]:
+    def watch(self, resource: str | Resource, **kw: Any) -> Iterator[Any]:
         """Blocking iteration over a `client.watch.Watch` (see there)."""
         from client.watch import Watch
         agen = Watch(self._client, resource, **kw).__aiter__()
@@ -478,5 +544,5 @@ class SyncClient:
     def __enter__(self) -> SyncClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -21,7 +21,16 @@ Guarantees
   ConnectError / ConnectTimeout (nothing was sent), WriteError, ReadError,
   RemoteProtocolError, ReadTimeout; the timeouts are the request's (httpx's `timeout`
   extension: connect, read).
-- TLS with the given `ssl.SSLContext` for https URLs.
+- TLS with the given `ssl.SSLContext` for https URLs; the name checked against the
+  server's certificate (and sent as SNI) is `tls_server_name` when given (kubeconfig's
+  `tls-server-name`), else the URL's host.
+- Proxies as client-go's transport uses them (see client/proxy.py): `proxy` (a URL:
+  kubeconfig's `proxy-url`) for every request, else, with `trust_env`, the one
+  HTTP(S)_PROXY / NO_PROXY choose. An http URL goes to the proxy as an absolute-form
+  request (with Proxy-Authorization from the proxy URL's user:password); an https URL
+  is tunnelled with CONNECT and TLS is spoken end to end with the server through the
+  tunnel. An https proxy is itself reached over TLS, checked with the same context.
+  A proxy that refuses the CONNECT is an httpx.ProxyError naming its answer.
 - Two ways in: httpx's `handle_async_request` (streaming bodies: watches, `logs -f`),
   and `fetch`, which takes the request as bytes and answers a `Reply` read to its end,
   with the same connections, retry rule and errors. `client.rest.Client` uses `fetch`
@@ -36,11 +45,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 from http import HTTPStatus
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Mapping, TypeVar
 
 import httpx
 
+from client.proxy import EnvProxy, Proxy, parse_proxy_url
+
+if TYPE_CHECKING:
+    from client.kubeconfig import Connection
+
 _NO_BODY_STATUS = (204, 304)
+T = TypeVar("T")
+Key = tuple[str, str, int]  # (scheme, host, port): one pool of connections each
+# A response's head: (version, status, raw headers, chunked, content length or None, keep-alive)
+Head = tuple[bytes, int, list[tuple[bytes, bytes]], bool, int | None, bool]
 _CHUNK = 1 << 16
 
 
@@ -57,7 +75,7 @@ class _Conn:
         self.writer.close()
 
 
-async def _timed(aw, timeout: float | None, exc: type[Exception], what: str):
+async def _timed(aw: Awaitable[T], timeout: float | None, exc: type[Exception], what: str) -> T:
     try:
         async with asyncio.timeout(timeout):
             return await aw
@@ -89,7 +107,7 @@ class Reply:
             return ""
 
 
-def _parse_head(method: str, head: bytes) -> tuple:
+def _parse_head(method: str, head: bytes) -> Head:
     """-> (version, status, raw headers, chunked, content length or None, keep-alive)."""
     status_line, *lines = head[:-4].split(b"\r\n")
     try:
@@ -121,7 +139,7 @@ def _parse_head(method: str, head: bytes) -> tuple:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, transport: LeanTransport, key: tuple, conn: _Conn, *, chunked: bool,
+    def __init__(self, transport: LeanTransport, key: Key, conn: _Conn, *, chunked: bool,
                  length: int | None, reusable: bool, read_timeout: float | None):
         self._transport, self._key, self._conn = transport, key, conn
         self._chunked, self._length, self._reusable = chunked, length, reusable
@@ -129,7 +147,7 @@ class _Body(httpx.AsyncByteStream):
         self._done = False
         self._closed = False
 
-    async def _read(self, aw):
+    async def _read(self, aw: Awaitable[T]) -> T:
         try:
             return await _timed(aw, self._timeout, httpx.ReadTimeout, "reading the response")
         except asyncio.IncompleteReadError:
@@ -176,22 +194,75 @@ class _Body(httpx.AsyncByteStream):
             self._conn.close()
 
 
+class _Route:
+    """How requests for one (scheme, host, port) travel: directly, or via `proxy`."""
+    __slots__ = ("proxy", "prefix", "headers")
+
+    def __init__(self, key: Key, proxy: Proxy | None):
+        self.proxy = proxy
+        # Through a proxy, a plain-http request names its whole URL, and carries the
+        # proxy's credentials; through a CONNECT tunnel nothing changes.
+        self.prefix = b""
+        self.headers: list[bytes] = []
+        if proxy is not None and key[0] == "http":
+            self.prefix = b"http://%s" % _host_header(key)
+            if proxy.authorization:
+                self.headers = [b"proxy-authorization: " + proxy.authorization.encode("latin-1")]
+
+
+def _host_header(key: Key) -> bytes:
+    host = f"[{key[1]}]" if ":" in key[1] else key[1]  # an IPv6 address
+    return b"%s:%d" % (host.encode("idna"), key[2])
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, ssl_context: ssl.SSLContext | bool | None = None, max_idle: int = 64):
+    def __init__(self, *, ssl_context: ssl.SSLContext | bool | None = None, max_idle: int = 64,
+                 tls_server_name: str | None = None, proxy: str | None = None,
+                 trust_env: bool = True, env: Mapping[str, str] | None = None):
+        """`proxy` and the environment's proxies are read here, once: a bad proxy URL
+        is a ValueError now rather than a failure on the first request."""
         self._ssl = ssl_context if isinstance(ssl_context, ssl.SSLContext) else None
         self.max_idle = max_idle
-        self._idle: dict[tuple, list[_Conn]] = {}
+        self.tls_server_name = tls_server_name or None
+        self._proxy = parse_proxy_url(proxy) if proxy else None
+        self._env = EnvProxy(env) if trust_env and self._proxy is None else None
+        self._routes: dict[Key, _Route] = {}
+        self._idle: dict[Key, list[_Conn]] = {}
         self._n_idle = 0
         self.connections_opened = 0
 
-    def _release(self, key: tuple, conn: _Conn) -> None:
+    @classmethod
+    def for_connection(cls, conn: Connection, *, max_idle: int = 64) -> LeanTransport:
+        """The transport a kubeconfig connection asks for: its CA and client
+        certificate, tls-server-name and proxy-url (else the environment's proxies)."""
+        return cls(ssl_context=conn.ssl_context(), max_idle=max_idle,
+                   tls_server_name=conn.tls_server_name, proxy=conn.proxy_url)
+
+    def route(self, key: Key) -> _Route:
+        r = self._routes.get(key)
+        if r is None:
+            proxy = self._proxy or (self._env.proxy_for(*key) if self._env is not None else None)
+            r = self._routes[key] = _Route(key, proxy)
+        return r
+
+    def set_ssl_context(self, ctx: ssl.SSLContext) -> None:
+        """Use `ctx` for connections opened from now on (new client credentials); idle
+        connections made with the old one are closed."""
+        self._ssl = ctx
+        for conns in self._idle.values():
+            for c in conns:
+                c.close()
+        self._idle.clear()
+        self._n_idle = 0
+
+    def _release(self, key: Key, conn: _Conn) -> None:
         if self._n_idle >= self.max_idle or not conn.usable():
             conn.close()
             return
         self._idle.setdefault(key, []).append(conn)
         self._n_idle += 1
 
-    def _take(self, key: tuple) -> _Conn | None:
+    def _take(self, key: Key) -> _Conn | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -201,28 +272,69 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    async def _connect(self, key: tuple, timeout: float | None) -> _Conn:
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:  # once: loading the system's CA bundle is not cheap
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _connect(self, key: Key, timeout: float | None) -> _Conn:
         scheme, host, port = key
-        ctx = None
-        if scheme == "https":
-            if self._ssl is None:  # once: loading the system's CA bundle is not cheap
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
+        proxy = self.route(key).proxy
+        ctx = self._context() if scheme == "https" else None
+        sni = (self.tls_server_name or host) if ctx is not None else None
         try:
-            r, w = await _timed(asyncio.open_connection(host, port, ssl=ctx, limit=1 << 20),
-                                timeout, httpx.ConnectTimeout, f"connecting to {host}:{port}")
+            if proxy is None:
+                r, w = await _timed(
+                    asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni, limit=1 << 20),
+                    timeout, httpx.ConnectTimeout, f"connecting to {host}:{port}")
+            else:
+                r, w = await _timed(self._via(proxy, key, ctx, sni), timeout, httpx.ConnectTimeout,
+                                    f"connecting to {host}:{port} through proxy {proxy.url}")
         except (OSError, ssl.SSLError) as e:
             raise httpx.ConnectError(str(e) or type(e).__name__) from None
         self.connections_opened += 1
         return _Conn(r, w)
 
+    async def _via(self, proxy: Proxy, key: Key, ctx: ssl.SSLContext | None,
+                   sni: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection through `proxy`: to the proxy itself for plain http, else a
+        CONNECT tunnel to the server with TLS started inside it."""
+        proxy_ctx = self._context() if proxy.scheme == "https" else None
+        r, w = await asyncio.open_connection(
+            proxy.host, proxy.port, ssl=proxy_ctx, limit=1 << 20,
+            server_hostname=proxy.host if proxy_ctx is not None else None)
+        if ctx is None:
+            return r, w
+        try:
+            target = _host_header(key)
+            lines = [b"CONNECT %s HTTP/1.1" % target, b"host: " + target]
+            if proxy.authorization:
+                lines.append(b"proxy-authorization: " + proxy.authorization.encode("latin-1"))
+            w.write(b"\r\n".join(lines) + b"\r\n\r\n")
+            try:
+                head = await r.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                raise httpx.ProxyError(f"proxy {proxy.url} closed the connection during CONNECT") from None
+            status_line = head.split(b"\r\n", 1)[0]
+            parts = status_line.split(None, 2)
+            if len(parts) < 2 or not parts[1].startswith(b"2"):
+                raise httpx.ProxyError(f"proxy {proxy.url} answered CONNECT {target.decode()} with "
+                                       f"{status_line.decode('latin-1')!r}")
+            await w.start_tls(ctx, server_hostname=sni)
+        except BaseException:
+            w.close()
+            raise
+        return r, w
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        route = self.route(key)
         timeouts = request.extensions.get("timeout") or {}
         body = await request.aread()
-        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), url.raw_path)]
+        head = [b"%s %s%s HTTP/1.1\r\n" % (request.method.encode(), route.prefix, url.raw_path)]
         head += [b"%s: %s\r\n" % (k, v) for k, v in request.headers.raw]
+        head += [h + b"\r\n" for h in route.headers]
         head.append(b"\r\n")
         read_timeout = timeouts.get("read")
         conn, version, status, headers, chunked, length, keep_alive = await self._exchange(
@@ -232,16 +344,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions={"http_version": version})
 
-    async def fetch(self, method: str, key: tuple[str, str, int], target: bytes,
+    async def fetch(self, method: str, key: Key, target: bytes,
                     headers: list[bytes], body: bytes = b"", *, connect_timeout: float | None,
                     read_timeout: float | None) -> Reply:
         """One request without httpx's Request and Response models, read to its end:
         `client.rest.Client`'s path for everything but streams. `key` is (scheme, host,
         port); `headers` are whole `name: value` lines without their line ends (Host and
         Content-Length are added here)."""
-        host = f"[{key[1]}]" if ":" in key[1] else key[1]  # an IPv6 address
-        lines = [b"%s %s HTTP/1.1" % (method.encode(), target), *headers,
-                 b"host: %s:%d" % (host.encode("idna"), key[2])]
+        route = self.route(key)
+        lines = [b"%s %s%s HTTP/1.1" % (method.encode(), route.prefix, target), *headers,
+                 b"host: " + _host_header(key), *route.headers]
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(b"content-length: %d" % len(body))
         payload = b"\r\n".join(lines) + b"\r\n\r\n" + body
@@ -259,8 +371,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await reader.aclose()
         return Reply(status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}, content)
 
-    async def _exchange(self, method: str, key: tuple, payload: bytes, connect_timeout: float | None,
-                        read_timeout: float | None) -> tuple:
+    async def _exchange(self, method: str, key: Key, payload: bytes, connect_timeout: float | None,
+                        read_timeout: float | None) -> tuple[_Conn, *Head]:
         """Send the request and read the response's head: -> (connection, version,
         status, raw headers, chunked, content length or None, keep-alive)."""
         retry = method in ("GET", "HEAD")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, AsyncIterator, NamedTuple
+from typing import Any, AsyncGenerator, AsyncIterator, NamedTuple
 
 import httpx
 import orjson
@@ -39,7 +39,7 @@ log = logging.getLogger("minik8s.client.watch")
 
 class Event(NamedTuple):
     type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
-    object: dict
+    object: dict[str, Any]
 
 
 class Watch:
@@ -67,7 +67,7 @@ class Watch:
                 "timeoutSeconds": timeout, "labelSelector": self.label_selector or None,
                 "fieldSelector": self.field_selector or None}
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
+    async def __aiter__(self) -> AsyncGenerator[Event, None]:
         failures = 0
         path = self.resource.path(namespace=self.namespace)
         while True:

@@ -38,9 +38,9 @@ class WorkQueue:
     def __init__(self, *, clock: Clock | None = None, name: str = ""):
         self.name = name
         self.clock = clock or RealClock()
-        self._queue: collections.deque = collections.deque()
-        self._dirty: set = set()         # needs processing (queued, or re-added while processing)
-        self._processing: set = set()    # handed out, not yet done
+        self._queue: collections.deque[Hashable] = collections.deque()
+        self._dirty: set[Hashable] = set()         # needs processing (queued, or re-added while processing)
+        self._processing: set[Hashable] = set()    # handed out, not yet done
         self._waiting: dict[Hashable, tuple[float, Timer]] = {}  # add_after timers
         self._shutting_down = False
         self._wakeup = asyncio.Event()   # set whenever the queue gains an item or shuts down
@@ -96,7 +96,7 @@ class WorkQueue:
         if delay <= 0:
             self.add(key)
             return
-        when = self.clock.now() + delay
+        when = self.clock.monotonic() + delay
         pending = self._waiting.get(key)
         if pending is not None:
             if pending[0] <= when:
@@ -147,7 +147,7 @@ class ExponentialBackoff:
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
         # Past 2**64 the product overflows nothing in Python but means nothing either.
-        return min(self.base * 2 ** min(n, 64), self.cap)
+        return min(self.base * 2.0 ** min(n, 64), self.cap)
 
     def forget(self, key: Hashable) -> None:
         self._failures.pop(key, None)
@@ -167,7 +167,7 @@ class TokenBucket:
         self._last: float | None = None
 
     def when(self, key: Hashable) -> float:
-        now = self.clock.now()
+        now = self.clock.monotonic()
         if self._last is not None:
             self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
         self._last = now

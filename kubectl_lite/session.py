@@ -165,7 +165,7 @@ class Session:
             timeout = _timeout(self.opts.request_timeout)
             # For HTTPS the connection's context carries the cluster's CA and the user's
             # certificate; plain HTTP needs none.
-            self._transport = AcceptTransport(LeanTransport(ssl_context=conn.ssl_context()))
+            self._transport = AcceptTransport(LeanTransport.for_connection(conn))
             self._client = Client(conn, transport=self._transport, timeout=timeout,
                                   max_retries=2, user_agent=USER_AGENT)
         return self._client

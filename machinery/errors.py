@@ -14,7 +14,7 @@ class APIError(Exception):
     reason = "InternalError"
 
     def __init__(self, message: str, *, kind: str = "", name: str = "", group: str = "",
-                 causes: list[dict] | None = None, retry_after: int | None = None):
+                 causes: list[dict[str, Any]] | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -153,7 +153,7 @@ def conflict(resource: str, name: str, group: str = "", why: str = "") -> Confli
                     kind=resource, name=name, group=group)
 
 
-def invalid(kind: str, name: str, causes: list[dict], group: str = "") -> Invalid:
+def invalid(kind: str, name: str, causes: list[dict[str, Any]], group: str = "") -> Invalid:
     """causes: [{"reason": "FieldValueInvalid", "message": ..., "field": "spec.x"}]"""
     qualified = f"{kind}.{group}" if group else kind
     summary = ", ".join(f'{c["field"]}: {c["message"]}' if c.get("field") else c["message"]

@@ -17,7 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from machinery.errors import BadRequest
 
@@ -240,7 +240,7 @@ def from_set(labels: Mapping[str, str] | None) -> Selector:
     return Selector(requirement(k, EQUALS, [v]) for k, v in (labels or {}).items())
 
 
-def from_label_selector(obj: Mapping | None) -> Selector:
+def from_label_selector(obj: Mapping[str, Any] | None) -> Selector:
     """Convert a metav1.LabelSelector dict (metav1.LabelSelectorAsSelector).
 
     `None` (no selector at all) matches nothing; `{}` (an empty selector) matches

@@ -52,7 +52,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _merge_patch_into(target: dict, patch: dict) -> None:
+def _merge_patch_into(target: dict[str, Any], patch: dict[str, Any]) -> None:
     for k, v in patch.items():
         if v is None:
             target.pop(k, None)
@@ -155,7 +155,7 @@ def _remove(doc: Any, path: str) -> Any:
     raise Invalid(f"doc is missing path: {path!r}")
 
 
-def _apply_op(doc: Any, op: dict) -> Any:
+def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
     name, path = op["op"], op["path"]
     if name == "add":
         return _add(doc, path, copy.deepcopy(op["value"]))
@@ -210,7 +210,7 @@ def _equal(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
+    return bool(a == b)
 
 
 # --- patch strategies (the struct tags of core/v1, apps/v1, meta/v1 types.go) --------------
@@ -223,11 +223,11 @@ class Field(NamedTuple):
     sub: dict[str, Field] = {}
 
 
-def _merge(key: str = "", sub: dict | None = None, *, retain: bool = False) -> Field:
+def _merge(key: str = "", sub: dict[str, Any] | None = None, *, retain: bool = False) -> Field:
     return Field(True, key, retain, {} if sub is None else sub)
 
 
-def _struct(sub: dict, *, retain: bool = False) -> Field:
+def _struct(sub: dict[str, Any], *, retain: bool = False) -> Field:
     return Field(False, "", retain, sub)
 
 
@@ -308,7 +308,8 @@ _SET_ORDER = "$setElementOrder/"
 _DELETE_FROM = "$deleteFromPrimitiveList/"
 
 
-def strategic_merge_patch(original: dict, patch: dict, kind: str, group: str = "") -> dict:
+def strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any], kind: str,
+                          group: str = "") -> dict[str, Any]:
     """Apply a strategic merge patch to an object of `kind` in API `group`.
 
     Raises BadRequest for a malformed patch, Invalid when the patch contradicts its
@@ -321,7 +322,7 @@ def strategic_merge_patch(original: dict, patch: dict, kind: str, group: str = "
     return _merge_map(base, _copy(patch), schema)
 
 
-def _merge_map(orig: dict, patch: dict, schema: dict[str, Field]) -> dict:
+def _merge_map(orig: dict[str, Any], patch: dict[str, Any], schema: dict[str, Field]) -> dict[str, Any]:
     """Merge `patch` into `orig`; both are private copies and may be consumed."""
     directive = patch.pop(_DIRECTIVE, None)
     if directive == "replace":
@@ -371,7 +372,7 @@ def _strip(v: Any) -> Any:
     return v
 
 
-def _retain_keys(orig: dict, patch: dict) -> None:
+def _retain_keys(orig: dict[str, Any], patch: dict[str, Any]) -> None:
     keep = patch.pop(_RETAIN_KEYS)
     if not isinstance(keep, list):
         raise BadRequest("invalid patch: $retainKeys must be a list")
@@ -388,7 +389,7 @@ def _key_of(item: Any, key: str) -> Any:
     return item[key]
 
 
-def _index_in(items: list, item: Any, key: str) -> int:
+def _index_in(items: list[Any], item: Any, key: str) -> int:
     """Position of `item` in `items`, by merge key for maps and by value for scalars."""
     for i, x in enumerate(items):
         if _equal(x.get(key) if key and isinstance(x, dict) else x,
@@ -397,12 +398,12 @@ def _index_in(items: list, item: Any, key: str) -> int:
     return -1
 
 
-def _merge_list(orig: list, patch: list, field: Field) -> tuple[list, list, list]:
+def _merge_list(orig: list[Any], patch: list[Any], field: Field) -> tuple[list[Any], list[Any], list[Any]]:
     """Merge a patch list into a list. Returns the merged list (new items appended, not
     yet ordered), the list after deletions only, and the server order Kubernetes sorts
     server-only items by when the patch carries $setElementOrder."""
     if all(not isinstance(x, (dict, list)) for x in orig + patch):
-        merged = []
+        merged: list[Any] = []
         for v in orig + patch:
             if not any(_equal(v, m) for m in merged):
                 merged.append(v)
@@ -445,7 +446,7 @@ def _merge_list(orig: list, patch: list, field: Field) -> tuple[list, list, list
     return merged, base, view
 
 
-def _merge_slice(orig: list, patch: list, field: Field) -> list:
+def _merge_slice(orig: list[Any], patch: list[Any], field: Field) -> list[Any]:
     """A merging list patched without $setElementOrder: patch items in patch order."""
     merged, base, _ = _merge_list(orig, patch, field)
     plain = [p for p in patch if not (isinstance(p, dict) and _DIRECTIVE in p)]
@@ -454,7 +455,7 @@ def _merge_slice(orig: list, patch: list, field: Field) -> list:
     return _order(merged, plain, base, key)
 
 
-def _order(merged: list, patch_order: list, server_order: list, key: str) -> list:
+def _order(merged: list[Any], patch_order: list[Any], server_order: list[Any], key: str) -> list[Any]:
     """Kubernetes' normalizeElementOrder: the patch's items in the patch's order, the
     server-only items in the server's order, interleaved where the server order allows."""
     in_patch = [x for x in merged if _index_in(patch_order, x, key) >= 0]
@@ -475,7 +476,7 @@ def _order(merged: list, patch_order: list, server_order: list, key: str) -> lis
     return out
 
 
-def _set_element_order(orig: dict, patch: dict, directive_key: str,
+def _set_element_order(orig: dict[str, Any], patch: dict[str, Any], directive_key: str,
                        schema: dict[str, Field]) -> None:
     order = patch.pop(directive_key)
     name = directive_key[len(_SET_ORDER):]
@@ -490,9 +491,9 @@ def _set_element_order(orig: dict, patch: dict, directive_key: str,
         for item in order:
             _key_of(item, key)
     _check_order(pv or [], order, key, directive_key)
-    if ov is None and pv is None:
-        return
     if pv is None:
+        if ov is None:
+            return
         merged = server = ov
     elif field.merge:
         merged, _, server = _merge_list(ov or [], pv, field)
@@ -501,7 +502,7 @@ def _set_element_order(orig: dict, patch: dict, directive_key: str,
     orig[name] = _order(merged, order, server, key)
 
 
-def _check_order(items: list, order: list, key: str, directive_key: str) -> None:
+def _check_order(items: list[Any], order: list[Any], key: str, directive_key: str) -> None:
     """Every (non-directive) patch item must appear in the order list, in that order."""
     pos = 0
     for item in items:
@@ -518,8 +519,9 @@ def _check_order(items: list, order: list, key: str, directive_key: str) -> None
 # --- computing the client-side apply patch --------------------------------------------------
 
 
-def three_way_strategic_patch(original: dict | None, modified: dict, current: dict,
-                              kind: str, group: str = "") -> dict:
+def three_way_strategic_patch(original: dict[str, Any] | None, modified: dict[str, Any],
+                              current: dict[str, Any], kind: str,
+                              group: str = "") -> dict[str, Any]:
     """The strategic merge patch `kubectl apply` sends (CreateThreeWayMergePatch).
 
     original: the last-applied configuration (None if the object never was applied);
@@ -535,10 +537,10 @@ def three_way_strategic_patch(original: dict | None, modified: dict, current: di
     return _merge_patches(deletions, delta, schema)
 
 
-def _diff_maps(orig: dict, mod: dict, schema: dict[str, Field], *, retain: bool = False,
-               ignore_deletions: bool = False, ignore_changes: bool = False) -> dict:
+def _diff_maps(orig: dict[str, Any], mod: dict[str, Any], schema: dict[str, Field], *, retain: bool = False,
+               ignore_deletions: bool = False, ignore_changes: bool = False) -> dict[str, Any]:
     opts = {"ignore_deletions": ignore_deletions, "ignore_changes": ignore_changes}
-    patch: dict = {}
+    patch: dict[str, Any] = {}
     for k, mv in mod.items():
         if k not in orig or _jtype(orig[k]) != _jtype(mv):
             if not ignore_changes:
@@ -563,7 +565,7 @@ def _diff_maps(orig: dict, mod: dict, schema: dict[str, Field], *, retain: bool 
     return patch
 
 
-def _diff_lists(name: str, orig: list, mod: list, field: Field, patch: dict, *,
+def _diff_lists(name: str, orig: list[Any], mod: list[Any], field: Field, patch: dict[str, Any], *,
                 ignore_deletions: bool, ignore_changes: bool) -> None:
     if not orig:
         if mod and not ignore_changes:
@@ -603,7 +605,7 @@ def _diff_lists(name: str, orig: list, mod: list, field: Field, patch: dict, *,
         patch[_SET_ORDER + name] = copy.deepcopy(mod)
 
 
-def _merge_patches(a: dict, b: dict, schema: dict[str, Field]) -> dict:
+def _merge_patches(a: dict[str, Any], b: dict[str, Any], schema: dict[str, Field]) -> dict[str, Any]:
     """Combine the deletions patch `a` with the changes patch `b` (which never conflict:
     one only touches keys missing from the manifest, the other only keys in it)."""
     out = copy.deepcopy(a)

@@ -285,6 +285,7 @@ def _fields(buf: bytes | memoryview, path: str) -> Iterator[tuple[int, int, Any]
         number, wire = key >> 3, key & 7
         if number == 0:
             raise _Malformed(f"{path}: field number 0 at byte {i}")
+        value: int | memoryview  # a number, or a length-delimited field's bytes
         if wire == _VARINT:
             value, i = _varint(buf, i, path)
         elif wire == _BYTES:
