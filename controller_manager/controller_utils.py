@@ -31,7 +31,7 @@ import orjson
 
 from client.clock import Clock
 from client.informer import key_of
-from machinery import errors
+from machinery import errors, times
 from machinery.labels import Selector, from_label_selector
 
 EXPECTATIONS_TIMEOUT = 300.0    # seconds before unobserved expectations are given up
@@ -47,17 +47,17 @@ def utcnow() -> datetime:
 # --- times and object references --------------------------------------------------
 
 def rfc3339(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(dt.timestamp())
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """An object's timestamp as a datetime; None if absent or not RFC 3339."""
     if not value:
         return None
     try:
-        dt = datetime.fromisoformat(value)
+        return datetime.fromtimestamp(times.parse(value), timezone.utc)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def controller_of(obj: dict) -> dict | None:
@@ -194,13 +194,13 @@ class Expectations:
             return True
         if self._adds.get(key, 0) <= 0 and not self._dels.get(key):
             return True
-        return self.clock.now() - self._since[key] > self.timeout
+        return self.clock.monotonic() - self._since[key] > self.timeout
 
     def expect_creations(self, key: str, n: int) -> None:
-        self._adds[key], self._dels[key], self._since[key] = n, set(), self.clock.now()
+        self._adds[key], self._dels[key], self._since[key] = n, set(), self.clock.monotonic()
 
     def expect_deletions(self, key: str, pod_keys: Iterable[str]) -> None:
-        self._adds[key], self._dels[key], self._since[key] = 0, set(pod_keys), self.clock.now()
+        self._adds[key], self._dels[key], self._since[key] = 0, set(pod_keys), self.clock.monotonic()
 
     def creation_observed(self, key: str) -> None:
         if key in self._adds:

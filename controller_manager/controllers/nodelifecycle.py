@@ -243,7 +243,7 @@ class NodeLifecycleController(Controller):
             self.health.pop(name, None)
             self._no_execute_seen.pop(name, None)
             return
-        now = self.clock.now()
+        now = self.clock.monotonic()
         seen = tuple(sorted((t.get("key", ""), t.get("value", "")) for t in self._no_execute_taints(cached)))
         if self._no_execute_seen.get(name, ()) != seen:
             # The taint manager looks at every pod on a node whose NoExecute taints changed.
@@ -327,7 +327,7 @@ class NodeLifecycleController(Controller):
             else:
                 states[zone] = NORMAL_STATE
         all_now = bool(states) and all(s == FULL for s in states.values())
-        now = self.clock.now()
+        now = self.clock.monotonic()
         if all_now != self.all_disrupted:
             if all_now:
                 log.warning("%s: every node is not Ready; the control plane may be cut off: "
@@ -458,7 +458,7 @@ class NodeLifecycleController(Controller):
             self._tainted_since.pop(key, None)
             return
         uid = pod["metadata"].get("uid", "")
-        now = self.clock.now()
+        now = self.clock.monotonic()
         since = self._tainted_since.get(key)
         if since is None or since[0] != uid:
             since = self._tainted_since[key] = (uid, now)

@@ -85,7 +85,7 @@ class PodGCController(Controller):
             await self._gc_orphaned(pods)
             await self._gc_unscheduled_terminating(pods)
         finally:
-            now = self.clock.now()
+            now = self.clock.monotonic()
             due = [since + self.quarantine - now for since in self._missing_since.values()]
             self.queue.add_after(KEY, max(0.0, min([self.period, *due])))
 
@@ -104,7 +104,7 @@ class PodGCController(Controller):
             await self._force_delete(pod)
 
     async def _gc_orphaned(self, pods: list[dict]) -> None:
-        now = self.clock.now()
+        now = self.clock.monotonic()
         missing = {p["spec"]["nodeName"] for p in pods
                    if (p.get("spec") or {}).get("nodeName")
                    and p["spec"]["nodeName"] not in self.nodes.store}
