@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from client.clock import Clock, RealClock
 from client.rest import Client
+from machinery import times
 from machinery.errors import NotFound
 
 log = logging.getLogger("minik8s.client.events")
@@ -44,10 +45,6 @@ def reference(obj: dict[str, Any], *, field_path: str | None = None) -> dict[str
     return {k: v for k, v in ref.items() if v}
 
 
-def _timestamp(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
 class EventRecorder:
     def __init__(self, client: Client, *, component: str, host: str = "",
                  instance: str | None = None, cache_size: int = 4096,
@@ -58,7 +55,7 @@ class EventRecorder:
         self.component, self.host = component, host
         self.instance = instance or host or component
         self.cache_size = cache_size
-        self.now = now or (lambda: _timestamp(clock.now()))
+        self.now = now or (lambda: times.rfc3339(clock.now()))
         self._seen: collections.OrderedDict[tuple[Any, ...], tuple[str, str, int]] = collections.OrderedDict()
         self._lock = asyncio.Lock()
         self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str, str | None]] | None = None

@@ -26,11 +26,11 @@ import asyncio
 import logging
 import math
 import random
-from datetime import datetime, timezone
 from typing import Any, Callable, Coroutine
 
 from client.clock import Clock, RealClock
 from client.rest import Client
+from machinery import times
 from machinery.errors import AlreadyExists, Conflict, NotFound
 
 log = logging.getLogger("minik8s.client.leaderelection")
@@ -40,7 +40,7 @@ JITTER = 1.2  # client-go's JitterFactor: followers retry every retry_period * [
 
 def micro_time(t: float) -> str:
     """A MicroTime (RFC 3339 with microseconds, UTC) for `t` seconds since the epoch."""
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return times.rfc3339_micro(t)
 
 
 class LeaderElector:
