@@ -25,8 +25,7 @@ from apiserver import registry
 from tests.util import pod
 
 KUBECTL = shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH: the kubectl "
-                                "compatibility tests need a kubectl binary (v1.32)")
+pytestmark = pytest.mark.kubectl  # skipped without kubectl, failed in CI (conftest.py)
 
 
 class Kubectl:
