@@ -639,6 +639,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
 
     for path, endpoint in (("/version", version), ("/healthz", healthz), ("/livez", healthz),
                            ("/readyz", readyz), ("/metrics", metrics), ("/openapi/v3", openapi_v3),
+                           ("/openapi/v2", openapi.v2_endpoint),
                            ("/openapi/v3/{path:path}", openapi_v3)):
         app.router.add_route(path, endpoint, methods=["GET"])
     for path in ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}"):
