@@ -114,7 +114,7 @@ def test_openapi_v2_protobuf_is_gnostic_document_with_the_same_definitions(http)
         names[entry[1].decode()] = entry[2]
     as_json = http.get("/openapi/v2").json()["definitions"]
     assert set(names) == set(as_json)
-    pod = dict((n, v) for n, v in _fields(names["io.k8s.api.core.v1.Pod"]) if n != 31)
+    pod = {n: v for n, v in _fields(names["io.k8s.api.core.v1.Pod"]) if n != 31}
     assert dict(_fields(pod[22])) == {1: b"object"}  # Schema.type
     extensions = {dict(_fields(v))[1]: dict(_fields(dict(_fields(v))[2]))[2]
                   for n, v in _fields(names["io.k8s.api.core.v1.Pod"]) if n == 31}

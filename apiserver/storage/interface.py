@@ -31,7 +31,8 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 log = logging.getLogger("minik8s.apiserver.storage")
 

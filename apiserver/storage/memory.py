@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
                                          TooLarge, Unavailable, run_compactor)
