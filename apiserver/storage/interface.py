@@ -86,6 +86,11 @@ class Compacted(StorageError):
         self.current_revision = current_revision
 
 
+# The methods' own name `list` shadows the builtin inside the classes below.
+Batch = list[Event]
+"""One watch response's events: never empty, in revision order."""
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -118,7 +123,7 @@ class Store(Protocol):
     async def compact(self, revision: int) -> None: ...
 
     def watch(self, prefix: str, from_revision: int, *,
-              prev_values: bool = True) -> AsyncIterator[list[Event]]:
+              prev_values: bool = True) -> AsyncIterator[Batch]:
         """An async generator; prev_values=False leaves every Event.prev_value None."""
         ...
 

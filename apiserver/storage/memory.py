@@ -19,8 +19,8 @@ import bisect
 from dataclasses import dataclass, field
 from collections.abc import AsyncIterator
 
-from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
-                                         TooLarge, Unavailable, run_compactor)
+from apiserver.storage.interface import (Batch, Compacted, Event, KeyValue, ListResult,
+                                         StorageError, TooLarge, Unavailable, run_compactor)
 
 # etcd's default --max-request-bytes (1.5 MiB); a put of key + value beyond it fails.
 MAX_REQUEST_BYTES = 1536 * 1024
@@ -131,13 +131,13 @@ class MemoryStore:
                            f"{self._max}")
         self._revision += 1
         rev = self._revision
-        created = current is None
-        create_revision = rev if created else current.create_revision
+        create_revision = rev if current is None else current.create_revision
         if key not in self._versions:
             self._versions[key] = []
             bisect.insort(self._keys, key)
         self._versions[key].append(_Version(rev, value, create_revision))
-        self._publish(Event("PUT", key, value, None if created else current.value, rev, created))
+        self._publish(Event("PUT", key, value, None if current is None else current.value, rev,
+                            current is None))
         return rev
 
     # -- history --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class MemoryStore:
         await run_compactor(self, window_seconds=window_seconds, interval=interval)
 
     async def watch(self, prefix: str, from_revision: int, *,
-                    prev_values: bool = True) -> AsyncIterator[list[Event]]:
+                    prev_values: bool = True) -> AsyncIterator[Batch]:
         self._check_open()
         if from_revision <= 0:
             from_revision = self._revision + 1
@@ -208,10 +208,10 @@ class MemoryStore:
         if not versions:
             return None
         i = bisect.bisect_right([v.revision for v in versions], revision) - 1
-        if i < 0 or versions[i].value is None:
+        value = versions[i].value if i >= 0 else None
+        if value is None:
             return None
-        v = versions[i]
-        return KeyValue(key, v.value, v.revision, v.create_revision)
+        return KeyValue(key, value, versions[i].revision, versions[i].create_revision)
 
     def _check_open(self) -> None:
         if not self._open:
