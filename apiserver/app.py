@@ -27,7 +27,7 @@ from apiserver import discovery, openapi, registry, tables
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection
 from apiserver.storage import EtcdStore, TooLarge, Unavailable
-from machinery import errors, protobuf
+from machinery import errors, protobuf, yamlutil
 
 log = logging.getLogger("minik8s.apiserver")
 
@@ -133,7 +133,7 @@ def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_T
         return protobuf.decode(raw)
     try:
         if ctype in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
-            return yaml.safe_load(raw)
+            return yamlutil.load(raw)
         return orjson.loads(raw)
     except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -639,6 +639,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
 
     for path, endpoint in (("/version", version), ("/healthz", healthz), ("/livez", healthz),
                            ("/readyz", readyz), ("/metrics", metrics), ("/openapi/v3", openapi_v3),
+                           ("/openapi/v2", openapi.v2_endpoint),
                            ("/openapi/v3/{path:path}", openapi_v3)):
         app.router.add_route(path, endpoint, methods=["GET"])
     for path in ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}"):

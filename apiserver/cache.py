@@ -29,7 +29,7 @@ from typing import Callable
 import orjson
 
 from apiserver import registry
-from apiserver.storage import Compacted, EtcdStore
+from apiserver.storage import Compacted, Store
 
 log = logging.getLogger("minik8s.apiserver.cache")
 
@@ -132,7 +132,7 @@ class Bucket:
 
 
 class WatchCache:
-    def __init__(self, store: EtcdStore, *, history: int = 10000, max_backlog: int = 10000,
+    def __init__(self, store: Store, *, history: int = 10000, max_backlog: int = 10000,
                  bookmark_interval: float = 5.0):
         self.store = store
         self.history = history

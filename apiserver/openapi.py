@@ -1,4 +1,4 @@
-"""OpenAPI v3 documents for the served kinds, generated from Kubernetes' own 1.32 schemas.
+"""OpenAPI v3 and v2 documents for the served kinds, generated from Kubernetes' own 1.32 schemas.
 
 `/openapi/v3` is an index of group-versions; `/openapi/v3/api/v1` (and
 `/openapi/v3/apis/<group>/<version>`) is one OpenAPI 3.0 document per group-version with:
@@ -12,6 +12,10 @@
   `$ref` with siblings becomes `allOf`), keeping Kubernetes' `x-kubernetes-*`
   extensions (`patch-merge-key`, `patch-strategy`, `list-type`, `list-map-keys`,
   `map-type`, `group-version-kind`).
+
+`/openapi/v2` is one Swagger 2.0 document with the same definitions (no paths), as
+JSON or as gnostic's protobuf `openapi.v2.Document`, which is all kubectl reads: it is
+what kubectl validates a `kind: List` against (see the v2 section below).
 
 `definitions()` and `kind_definition()` also serve `apiserver.apply`, which reads list
 and map types from the same schemas.
@@ -245,3 +249,164 @@ def index() -> bytes:
     paths = {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
              for p, (_, h) in documents().items()}
     return orjson.dumps({"paths": paths})
+
+
+# -- OpenAPI v2 (Swagger 2.0) -------------------------------------------------------------
+#
+# kubectl's client-side validation (`apply` of a `kind: List`, or of any kind the v3
+# document cannot vouch for: --validate=strict then checks locally) reads
+# `/openapi/v2`, and only as protobuf: client-go sends `Accept: <V2_PROTOBUF>` and
+# parses the answer as gnostic's `openapi.v2.Document`, whatever its content type.
+# So the document is served as that message, and as JSON to anyone else. It carries
+# the definitions the served kinds reach (kubectl looks kinds up by their
+# `x-kubernetes-group-version-kind`, and validates fields, types and `required`);
+# the paths are left to v3, which serves them with their parameters.
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# What kube-apiserver answers with: '@' is no token character, so Go's
+# mime.ParseMediaType (which client-go runs on every answer) rejects the other spelling.
+V2_PROTOBUF_ANSWER = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_V2_REF = "#/definitions/"
+
+
+def _convert_v2(s: Any) -> Any:
+    """One JSON Schema (2020-12, nullable types) node as a Swagger 2.0 schema."""
+    if isinstance(s, list):
+        return [_convert_v2(x) for x in s]
+    if not isinstance(s, dict):
+        return s
+    if "oneOf" in s:
+        # Only int-or-string and quantities (string or number) are unions; Kubernetes'
+        # v2 spells them as strings, and kubectl accepts any scalar for a string.
+        out = {"type": "string"}
+        if s.get("description"):
+            out["description"] = s["description"]
+        if all("integer" in (alt.get("type") or ()) or "string" in (alt.get("type") or ())
+               for alt in s["oneOf"]) and len(s["oneOf"]) == 2:
+            out["format"] = "int-or-string"
+        return out
+    out: dict[str, Any] = {}
+    for k, v in s.items():
+        if k == "$ref":
+            out[k] = _V2_REF + v.rsplit("/", 1)[1]
+        elif k == "type" and isinstance(v, list):
+            types = [t for t in v if t != "null"]
+            out[k] = types[0] if len(types) == 1 else types
+        elif k == "properties":
+            out[k] = {name: _convert_v2(p) for name, p in v.items()}
+        elif k in ("enum", "required", "default", "x-kubernetes-list-map-keys",
+                   "x-kubernetes-group-version-kind", "x-kubernetes-unions"):
+            out[k] = v
+        else:
+            out[k] = _convert_v2(v)
+    return out
+
+
+@functools.cache
+def v2_document() -> dict:
+    roots = list(_COMMON)
+    for rt in registry.RESOURCES:
+        for kind in (rt.kind, rt.list_kind):
+            name = kind_definition(rt.group, rt.version, kind)
+            if name is not None:
+                roots.append(name)
+        if "scale" in rt.subresources:
+            roots.append("io.k8s.api.autoscaling.v1.Scale")
+    defs = definitions()
+    return {"swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": f"{_SCHEMA_VERSION}-minik8s"},
+            "paths": {},
+            "definitions": {n: _convert_v2(defs[n]) for n in _closure(roots)}}
+
+
+@functools.cache
+def v2_json() -> tuple[bytes, str]:
+    body = orjson.dumps(v2_document())
+    return body, hashlib.sha512(body).hexdigest().upper()
+
+
+@functools.cache
+def v2_protobuf() -> tuple[bytes, str]:
+    """The v2 document as gnostic's `openapi.v2.Document` message (OpenAPIv2.proto)."""
+    doc = v2_document()
+    info = _pb_str(1, doc["info"]["title"]) + _pb_str(2, doc["info"]["version"])
+    defs = b"".join(_pb_msg(1, _pb_str(1, name) + _pb_msg(2, _schema_pb(schema)))
+                    for name, schema in doc["definitions"].items())
+    body = (_pb_str(1, doc["swagger"]) + _pb_msg(2, info) + _pb_msg(8, b"")
+            + _pb_msg(9, defs))
+    return body, hashlib.sha512(body).hexdigest().upper()
+
+
+def _schema_pb(s: dict) -> bytes:
+    """openapi.v2.Schema: the fields these definitions use, by their numbers there."""
+    out = bytearray()
+    for key, number in (("$ref", 1), ("format", 2), ("title", 3), ("description", 4)):
+        if isinstance(s.get(key), str):
+            out += _pb_str(number, s[key])
+    if "default" in s:
+        out += _pb_msg(5, _pb_any(s["default"]))
+    for name in s.get("required") or ():
+        out += _pb_str(19, name)
+    for value in s.get("enum") or ():
+        out += _pb_msg(20, _pb_any(value))
+    extra = s.get("additionalProperties")
+    if isinstance(extra, dict):
+        out += _pb_msg(21, _pb_msg(1, _schema_pb(extra)))
+    elif isinstance(extra, bool):
+        out += _pb_msg(21, _pb_varint_field(2, int(extra)))
+    if "type" in s:
+        types = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        out += _pb_msg(22, b"".join(_pb_str(1, t) for t in types))
+    if isinstance(s.get("items"), dict):
+        out += _pb_msg(23, _pb_msg(1, _schema_pb(s["items"])))
+    for sub in s.get("allOf") or ():
+        out += _pb_msg(24, _schema_pb(sub))
+    if "properties" in s:
+        out += _pb_msg(25, b"".join(_pb_msg(1, _pb_str(1, name) + _pb_msg(2, _schema_pb(p)))
+                                    for name, p in s["properties"].items()))
+    for key, value in s.items():
+        if key.startswith("x-"):
+            out += _pb_msg(31, _pb_str(1, key) + _pb_msg(2, _pb_any(value)))
+    return bytes(out)
+
+
+def _pb_any(value: Any) -> bytes:
+    # openapi.v2.Any carries a value as YAML text; JSON is YAML, and what Go's
+    # yaml.Unmarshal reads back is the same value.
+    return _pb_str(2, orjson.dumps(value).decode())
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_varint_field(number: int, value: int) -> bytes:
+    return _pb_varint(number << 3) + _pb_varint(value)
+
+
+def _pb_msg(number: int, payload: bytes) -> bytes:
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _pb_str(number: int, text: str) -> bytes:
+    return _pb_msg(number, text.encode())
+
+
+async def v2_endpoint(request: Any) -> Any:
+    """GET /openapi/v2: protobuf if the client asks for it (client-go asks only for it),
+    else JSON; an ETag lets clients revalidate instead of downloading it again."""
+    from starlette.responses import Response
+    accept = request.headers.get("accept", "")
+    proto = "com.github.proto-openapi.spec.v2" in accept and "application/json" not in accept
+    body, digest = v2_protobuf() if proto else v2_json()
+    etag = f'"{digest}"'
+    headers = {"Etag": etag, "Cache-Control": "no-cache, private", "Vary": "Accept"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=V2_PROTOBUF_ANSWER if proto else "application/json",
+                    headers=headers)

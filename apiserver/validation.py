@@ -10,7 +10,10 @@ Kubernetes' notation: `spec.containers[0].image`, map keys as `metadata.labels[a
 - `schema_causes`: the Kubernetes 1.32 schemas shipped by `kubernetes-validate`; with
   `strict` they reject unknown fields (message `unknown field "spec.foo"`, which the
   server keys on to prune or warn under `fieldValidation=Ignore|Warn`). Null counts
-  as absent, as in Kubernetes.
+  as absent, as in Kubernetes. Their `required` lists are enforced only where
+  Kubernetes' validation code rejects the field's absence (`_NOT_ENFORCED` lists the
+  rest): kube-apiserver does not apply OpenAPI `required` to built-in kinds, so e.g. a
+  container status without `imageID` (as KWOK and kubemark write) is accepted.
 - `semantic_causes`: what the schemas cannot say (names, labels, container rules, ...),
   for objects that have been defaulted (`apiserver.defaults`) first.
 - `update_causes`: immutable fields, comparing the stored object with the defaulted new one.
@@ -52,6 +55,67 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "null": (type(None),), "integer": (int,), "number": (int, float)}
 
 
+# OpenAPI `required` fields whose absence Kubernetes 1.32 accepts: its validation code
+# (pkg/apis/core/validation/validation.go, pkg/apis/apps/validation/validation.go,
+# apimachinery's ValidateObjectMeta) never checks them, and decoding into the Go types
+# gives a zero value instead. Everything else the schemas require is rejected when
+# absent, as Kubernetes' validation rejects it (with `Required value`, or as an invalid
+# empty name, port or IP). Status fields a kubelet writes are the main case: Kubernetes
+# validates a pod status update only for IPs, state transitions and a few fields.
+_NOT_ENFORCED: dict[str, set[str]] = {
+    # List kinds are never written.
+    **{f"io.k8s.api.{g}.{k}List": {"items"} for g, k in (
+        ("apps.v1", "Deployment"), ("apps.v1", "ReplicaSet"), ("coordination.v1", "Lease"),
+        ("core.v1", "ConfigMap"), ("core.v1", "Endpoints"), ("core.v1", "Event"),
+        ("core.v1", "Namespace"), ("core.v1", "Node"), ("core.v1", "Pod"),
+        ("core.v1", "Secret"), ("core.v1", "ServiceAccount"), ("core.v1", "Service"))},
+    # Pod status: ValidatePodStatusUpdate checks none of these.
+    "io.k8s.api.core.v1.ContainerStatus": {"name", "ready", "restartCount", "image", "imageID"},
+    "io.k8s.api.core.v1.ContainerStateTerminated": {"exitCode"},
+    "io.k8s.api.core.v1.VolumeMountStatus": {"name", "mountPath"},
+    "io.k8s.api.core.v1.LinuxContainerUser": {"uid", "gid"},
+    "io.k8s.api.core.v1.ResourceHealth": {"resourceID"},
+    # validatePodConditions checks only the type (a qualified name).
+    "io.k8s.api.core.v1.PodCondition": {"status"},
+    # Conditions of other kinds are not validated at all.
+    "io.k8s.api.core.v1.NodeCondition": {"type", "status"},
+    "io.k8s.api.core.v1.NamespaceCondition": {"type", "status"},
+    "io.k8s.api.apps.v1.DeploymentCondition": {"type", "status"},
+    "io.k8s.api.apps.v1.ReplicaSetCondition": {"type", "status"},
+    "io.k8s.apimachinery.pkg.apis.meta.v1.Condition": {
+        "type", "status", "lastTransitionTime", "reason", "message"},
+    # Node status: ValidateNode checks addresses only for duplicates.
+    "io.k8s.api.core.v1.NodeSystemInfo": {
+        "machineID", "systemUUID", "bootID", "kernelVersion", "osImage",
+        "containerRuntimeVersion", "kubeletVersion", "kubeProxyVersion", "operatingSystem",
+        "architecture"},
+    "io.k8s.api.core.v1.NodeAddress": {"type", "address"},
+    "io.k8s.api.core.v1.AttachedVolume": {"name", "devicePath"},
+    "io.k8s.api.core.v1.DaemonEndpoint": {"Port"},
+    "io.k8s.api.apps.v1.ReplicaSetStatus": {"replicas"},
+    # ValidateEvent compares involvedObject's namespace with the event's; an absent
+    # involvedObject is an empty one.
+    "io.k8s.api.core.v1.Event": {"metadata", "involvedObject"},
+    # Zero is a valid value: ISCSI LUN 0; a sleep of 0 s; an empty preference term.
+    "io.k8s.api.core.v1.ISCSIVolumeSource": {"lun"},
+    "io.k8s.api.core.v1.SleepAction": {"seconds"},
+    "io.k8s.api.core.v1.PreferredSchedulingTerm": {"preference"},
+    # validateHTTPHeaders and validateSysctls check the name only.
+    "io.k8s.api.core.v1.HTTPHeader": {"value"},
+    "io.k8s.api.core.v1.Sysctl": {"value"},
+}
+
+
+def _enforced_required(name: str, schema: dict) -> dict:
+    drop = _NOT_ENFORCED.get(name)
+    if drop and "required" in schema:
+        schema = dict(schema)
+        kept = [f for f in schema.pop("required") if f not in drop]
+        if kept:
+            schema["required"] = kept
+    return schema
+
+
 class _SchemaSet:
     """One directory of schemas (`-local` or `-local-strict`) and what is built from it."""
 
@@ -59,6 +123,7 @@ class _SchemaSet:
         self.dir = (importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
                     / f"{_SCHEMA_VERSION}-local{'-strict' if strict else ''}")
         defs = json.loads((self.dir / "_definitions.json").read_text())
+        defs["$defs"] = {n: _enforced_required(n, d) for n, d in defs["$defs"].items()}
         self.defs = defs["$defs"]
         self.registry = Registry().with_resource(defs["$id"], Resource.from_contents(defs))
         self.checks: dict[str, Callable[[Any], bool]] = {}
@@ -75,6 +140,8 @@ class _SchemaSet:
                 self.kinds[key] = None
             else:
                 schema = json.loads(path.read_text())
+                gvk = (schema.get("x-kubernetes-group-version-kind") or [{}])[0]
+                schema = _enforced_required(_definition_of(gvk), schema)
                 registry = self.registry.with_resource(schema["$id"],
                                                        Resource.from_contents(schema))
                 self.kinds[key] = (self.compile(schema),
@@ -141,6 +208,13 @@ class _SchemaSet:
                 return False
             return ref is None or ref(v)
         return check
+
+
+def _definition_of(gvk: dict) -> str:
+    """The definition name of a kind file's top-level schema, by its group-version-kind."""
+    group = gvk.get("group", "")
+    prefix = "io.k8s.api.core" if not group else "io.k8s.api." + group.split(".")[0]
+    return f"{prefix}.{gvk.get('version')}.{gvk.get('kind')}"
 
 
 _SETS: dict[bool, _SchemaSet] = {}
@@ -707,9 +781,13 @@ def _lease(obj: dict) -> list[Cause]:
 
 
 def _event(obj: dict) -> list[Cause]:
-    ns = _m(obj.get("metadata")).get("namespace")
-    ref_ns = _m(obj.get("involvedObject")).get("namespace")
-    if ref_ns and ns and ref_ns != ns:
+    # Kubernetes' legacyValidateEvent: an event without an involved object's namespace
+    # (or without an involved object) may live only in "default" (or "kube-system" for
+    # one with an eventTime), for old clients' sake.
+    ns = _m(obj.get("metadata")).get("namespace") or ""
+    ref_ns = _m(obj.get("involvedObject")).get("namespace") or ""
+    allowed = ("", "default") if not obj.get("eventTime") else ("default", "kube-system")
+    if (ref_ns and ref_ns != ns) or (not ref_ns and ns not in allowed):
         return [_invalid("involvedObject.namespace", ref_ns, "does not match event.namespace")]
     return []
 

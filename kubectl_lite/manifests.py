@@ -5,8 +5,8 @@
   numbered from 1 in the order they appear in their file, so a message can name one.
 - A directory contributes its `.yaml`, `.yml` and `.json` files in name order (its
   subdirectories too with `-R`).
-- Timestamps stay strings and nothing but JSON types comes out, as Kubernetes' own YAML
-  decoding gives.
+- YAML means what it means to kubectl (machinery.yamlutil: go-yaml's rules, so an
+  unquoted timestamp stays a string) and nothing but JSON types comes out.
 - `validate` checks each document against the Kubernetes 1.32 JSON schemas shipped by
   `kubernetes-validate`, strictly (unknown fields are errors), and returns every
   problem of every document, each naming the file, the document, the kind/name and the
@@ -109,31 +109,12 @@ def parse_text(text: str, source: str) -> list[Document]:
     return docs
 
 
-_LOADER: Any = None
-
-
-def _loader():
-    global _LOADER
-    if _LOADER is None:
-        import yaml
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-        class Loader(base):  # type: ignore[misc, valid-type]
-            pass
-
-        def as_text(loader, node):
-            return loader.construct_scalar(node)
-        # Kubernetes reads YAML as JSON: a timestamp is a string, binary is base64 text.
-        Loader.add_constructor("tag:yaml.org,2002:timestamp", as_text)
-        Loader.add_constructor("tag:yaml.org,2002:binary", as_text)
-        _LOADER = Loader
-    return _LOADER
-
-
 def _yaml_documents(text: str, source: str) -> list[Any]:
-    import yaml
+    import yaml  # here, not at the top: a command that reads no YAML starts faster
+
+    from machinery import yamlutil
     try:
-        return list(yaml.load_all(text, Loader=_loader()))
+        return list(yamlutil.load_all(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

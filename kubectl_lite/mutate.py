@@ -200,8 +200,10 @@ def _parse_patch(text: str) -> Any:
     except ValueError:
         pass
     import yaml
+
+    from machinery import yamlutil
     try:
-        value = yaml.safe_load(text)
+        value = yamlutil.load(text)
     except yaml.YAMLError as exc:
         raise CLIError(f"unable to parse \"{text}\": {' '.join(str(exc).split())}") from None
     if not isinstance(value, (dict, list)):

@@ -1,4 +1,4 @@
-"""/openapi/v3, plain discovery, and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
+"""/openapi/v3 and /openapi/v2, plain discovery, and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
 from __future__ import annotations
 
 import json
@@ -55,6 +55,71 @@ def test_schemas_are_openapi_3_with_patch_extensions(documents):
     assert '"null"' not in text  # JSON Schema's nullable type lists are gone
     for ref in set(part.split('"')[0] for part in text.split('"$ref":"')[1:]):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+
+def _fields(buf: bytes):
+    """(field number, value) of one protobuf message: ints for varints, bytes else."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        if key & 7 == 0:
+            value, i = _varint(buf, i)
+        else:
+            assert key & 7 == 2, key
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        yield key >> 3, value
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = buf[i]
+        n |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not b & 0x80:
+            return n, i
+
+
+def test_openapi_v2_json_has_every_served_kind_and_resolving_refs(http):
+    r = http.get("/openapi/v2", headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["swagger"] == "2.0"
+    defs = doc["definitions"]
+    gvks = [g for d in defs.values() for g in d.get("x-kubernetes-group-version-kind", [])]
+    for rt in registry.RESOURCES:
+        assert {"group": rt.group, "version": rt.version, "kind": rt.kind} in gvks, rt.kind
+    refs = [m for m in json.dumps(defs).split('"$ref": "')[1:]]
+    assert refs and all(ref.split('"')[0].removeprefix("#/definitions/") in defs for ref in refs)
+    assert defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] == {
+        "type": "string", "format": "int-or-string"}
+    assert defs["io.k8s.api.core.v1.ConfigMap"]["properties"]["data"]["type"] == "object"
+    assert "name" in defs["io.k8s.api.core.v1.Container"]["required"]
+    again = http.get("/openapi/v2", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_openapi_v2_protobuf_is_gnostic_document_with_the_same_definitions(http):
+    # What client-go's OpenAPISchema() asks for, and parses whatever comes back as.
+    r = http.get("/openapi/v2", headers={
+        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    top = dict(_fields(r.content))
+    assert top[1] == b"2.0"
+    names = {}
+    for _, named in _fields(top[9]):  # Definitions.additional_properties: NamedSchema
+        entry = dict(_fields(named))
+        names[entry[1].decode()] = entry[2]
+    as_json = http.get("/openapi/v2").json()["definitions"]
+    assert set(names) == set(as_json)
+    pod = {n: v for n, v in _fields(names["io.k8s.api.core.v1.Pod"]) if n != 31}
+    assert dict(_fields(pod[22])) == {1: b"object"}  # Schema.type
+    extensions = {dict(_fields(v))[1]: dict(_fields(dict(_fields(v))[2]))[2]
+                  for n, v in _fields(names["io.k8s.api.core.v1.Pod"]) if n == 31}
+    assert json.loads(extensions[b"x-kubernetes-group-version-kind"]) == [
+        {"group": "", "kind": "Pod", "version": "v1"}]
 
 
 def test_unknown_document_is_not_found(http):

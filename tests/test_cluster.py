@@ -8,7 +8,6 @@ user's cluster or another test's. `minik8s down` runs at the end whatever happen
 """
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -193,9 +192,8 @@ def test_a_pod_on_node_1_fetches_from_a_pod_on_node_3_by_ip(cluster):
     cluster.api.delete("/api/v1/namespaces/default/pods/fetch")
 
 
+@pytest.mark.kubectl
 def test_kubectl_drives_it(cluster):
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not on PATH")
     out = cluster.kubectl("get", "nodes", "-o", "wide").stdout
     assert all(f"node-{i}" in out for i in (1, 2, 3)) and out.count(" Ready ") == 3, out
     out = cluster.kubectl("get", "pods", "-l", "app=web", "-o", "wide").stdout

@@ -448,7 +448,7 @@ def test_get_watch_prints_the_list_then_each_change(kl, http, ns):
 
 # -- against the real kubectl ------------------------------------------------------------
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH")
+@pytest.mark.kubectl
 def test_get_and_describe_print_what_kubectl_prints(kl, http, ns, tmp_path, pods):
     kl("apply", "-f", write(tmp_path, "web.yaml", deployment(), {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},

@@ -462,7 +462,7 @@ def test_init_containers_run_in_order_and_restart_policies_end_in_a_phase(node, 
     wait_pod(http, ns, "done", lambda p: phase(p) == "Succeeded", "succeeded")
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH")
+@pytest.mark.kubectl
 def test_kubectl_logs_and_exec(node, api, http, ns, tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -143,6 +144,20 @@ def test_pod_as_the_server_and_kubelet_write_it_is_valid():
     assert semantic_causes(p, kind="Pod", namespaced=True) == []
 
 
+def pod_with_status() -> dict:
+    p = pod()
+    p["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
+                   "containerStatuses": [{"name": "web", "image": "nginx:1.27", "imageID": "",
+                                          "ready": True, "restartCount": 0}]}
+    return p
+
+
+def test_every_unenforced_required_field_is_one_the_schemas_require():
+    defs = json.loads((validation._schema_set(False).dir / "_definitions.json").read_text())["$defs"]
+    for name, fields_ in validation._NOT_ENFORCED.items():
+        assert fields_ <= set(defs[name].get("required", ())), name
+
+
 def set_path(obj: dict, path: str, value) -> dict:
     *parents, last = path.split(".")
     cur = obj
@@ -182,8 +197,27 @@ SCHEMA_CASES = [
     ("null required field is missing", pod, "spec.containers.0.ports.0.containerPort", None, True,
      {("spec.containers[0].ports[0].containerPort", "FieldValueRequired")}),
     ("wrong apiVersion", pod, "apiVersion", "v2", True, {("kind", "FieldValueNotSupported")}),
-    ("event needs involvedObject", VALID["Event"], "involvedObject", DELETE, True,
-     {("involvedObject", "FieldValueRequired")}),
+    # Kubernetes enforces OpenAPI `required` only where its validation code does.
+    ("event without involvedObject: the schema does not mind", VALID["Event"],
+     "involvedObject", DELETE, True, set()),
+    ("container status without imageID and image", pod_with_status, "status.containerStatuses.0",
+     {"name": "web", "ready": False, "restartCount": 0}, True, set()),
+    ("container status with nothing at all", pod_with_status, "status.containerStatuses.0", {},
+     True, set()),
+    ("pod condition without status", pod_with_status, "status.conditions.0", {"type": "Ready"},
+     True, set()),
+    ("pod condition without type", pod_with_status, "status.conditions.0", {"status": "True"},
+     True, {("status.conditions[0].type", "FieldValueRequired")}),
+    ("node without systemInfo's fields", VALID["Node"], "status",
+     {"nodeInfo": {"kubeletVersion": "v1.32.0"}, "addresses": [{"type": "InternalIP"}]}, True,
+     set()),
+    ("container without name", pod, "spec.containers.0.name", DELETE, True,
+     {("spec.containers[0].name", "FieldValueRequired")}),
+    ("volume mount without mountPath", pod, "spec.containers.0.volumeMounts.0.mountPath",
+     DELETE, True, {("spec.containers[0].volumeMounts[0].mountPath", "FieldValueRequired")}),
+    ("owner reference without uid", pod, "metadata.ownerReferences",
+     [{"apiVersion": "v1", "kind": "X", "name": "x"}], True,
+     {("metadata.ownerReferences[0].uid", "FieldValueRequired")}),
 ]
 
 
@@ -338,6 +372,11 @@ SEMANTIC_CASES = [
     ("scale replicas", with_(VALID["Scale"], lambda o: o["spec"].update(replicas=-2)),
      {("spec.replicas", "FieldValueInvalid")}),
     ("event namespace", with_(VALID["Event"], lambda o: o["involvedObject"].update(namespace="x")),
+     {("involvedObject.namespace", "FieldValueInvalid")}),
+    ("event about nothing, in default", with_(VALID["Event"], lambda o: o.pop("involvedObject")),
+     set()),
+    ("event about nothing, elsewhere", with_(VALID["Event"], lambda o: (
+        o.pop("involvedObject"), o["metadata"].update(namespace="team"))),
      {("involvedObject.namespace", "FieldValueInvalid")}),
 ]
 

@@ -28,18 +28,17 @@ Concurrency
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
-from collections import deque
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 from aetcd import rpc
 
-log = logging.getLogger(__name__)
+from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
+                                         TooLarge, Unavailable, run_compactor)
+
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),  # big lists and watch batches exceed 4 MiB
@@ -61,55 +60,6 @@ _WATCH_RETRYABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.INTERNAL,
                     rpc.StatusCode.UNKNOWN, rpc.StatusCode.CANCELLED}
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: str  # "PUT" or "DELETE"
-    key: str
-    value: bytes | None  # None for DELETE
-    # None if the event created the key, or (rarely) if the previous version was
-    # already compacted when etcd sent the event.
-    prev_value: bytes | None
-    revision: int
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ListResult:
-    items: list[KeyValue]
-    revision: int  # the store revision the list was read at
-    more: bool  # True if limit cut the list short
-
-
-class StorageError(Exception):
-    """A storage failure that is not one of the specific cases below."""
-
-
-class Unavailable(StorageError):
-    """etcd could not be reached after retries, or did not answer in time."""
-
-
-class TooLarge(StorageError):
-    """The value is larger than etcd accepts (--max-request-bytes)."""
-
-
-class Compacted(StorageError):
-    """The requested revision has been compacted away; callers answer 410 Gone / relist."""
-
-    def __init__(self, compact_revision: int, current_revision: int):
-        super().__init__(f"revision compacted: oldest available is {compact_revision}, "
-                         f"current is {current_revision}")
-        self.compact_revision = compact_revision
-        self.current_revision = current_revision
-
-
 class _Endpoint:
     def __init__(self, url: str):
         u = urlsplit(url)
@@ -122,6 +72,8 @@ class _Endpoint:
 
 
 class EtcdStore:
+    """The `Store` (apiserver.storage.interface) on etcd v3."""
+
     def __init__(self, endpoints: list[str], *, timeout: float = 10.0, retries: int = 8,
                  watch_retry_seconds: float = 60.0):
         if not endpoints:
@@ -278,19 +230,7 @@ class EtcdStore:
 
         Run one per store; several API servers each compacting is harmless (a second
         compaction of the same revision is ignored), just redundant."""
-        seen: deque[tuple[float, int]] = deque()
-        while True:
-            try:
-                now = time.monotonic()
-                seen.append((now, await self.current_revision()))
-                target = 0
-                while seen and seen[0][0] <= now - window_seconds:
-                    target = seen.popleft()[1]
-                if target:
-                    await self.compact(target)
-            except StorageError as e:  # etcd may be back by the next round
-                log.warning("compaction skipped: %s", e)
-            await asyncio.sleep(interval)
+        await run_compactor(self, window_seconds=window_seconds, interval=interval)
 
     # -- plumbing -----------------------------------------------------------------
 
