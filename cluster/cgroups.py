@@ -21,7 +21,7 @@ import os
 import signal
 import time
 
-from kubelet.cgroups import ROOT, V1_CONTROLLERS, v1_mounts  # the hierarchies the kubelet uses
+from kubelet.runtime.linux.cgroups import ROOT, V1_CONTROLLERS, v1_mounts  # the hierarchies the kubelet uses
 
 
 def _own_paths() -> dict[str, str]:

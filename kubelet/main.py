@@ -176,8 +176,8 @@ async def _wait_pod_cidr(client: Client, name: str, timeout: float, stop: asynci
 
 async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
     from kubelet.kubelet import Kubelet
-    from kubelet.linux_runtime import LinuxRuntime
-    from kubelet.network import node_ip
+    from kubelet.runtime.linux.runtime import LinuxRuntime
+    from kubelet.runtime.linux.network import node_ip
     from kubelet.node import Node
     from kubelet.server import KubeletServer
 

@@ -40,7 +40,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kubelet import logs
+from kubelet.runtime import logs
 from kubelet.kubelet import Kubelet
 from kubelet.runtime import ContainerRuntimeError, ContainerStatus
 from kubelet.status import CONTAINER_ID_PREFIX

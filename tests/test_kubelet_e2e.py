@@ -26,10 +26,10 @@ import pytest
 from pyroute2 import IPRoute
 from websockets.sync.client import connect
 
-from kubelet import kernel
-from kubelet.cgroups import Cgroup
-from kubelet.linux_runtime import LinuxRuntime
-from kubelet.network import veth_name
+from kubelet.runtime.linux import kernel
+from kubelet.runtime.linux.cgroups import Cgroup
+from kubelet.runtime.linux.runtime import LinuxRuntime
+from kubelet.runtime.linux.network import veth_name
 from tests.procs import APIServer, Component, free_port, wait_for
 from tests.test_kubelet_runtime import free_cidr, host_processes
 

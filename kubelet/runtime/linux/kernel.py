@@ -5,7 +5,7 @@ ctypes; /proc helpers that identify a process by (pid, start time) so a recycled
 never mistaken for one of ours; /proc/self/mountinfo parsing; and `netns_socket`, which
 opens a socket inside another network namespace.
 
-Stdlib only: the shim (kubelet/shim.py) imports this module in a bare interpreter.
+Stdlib only: the shim (kubelet/runtime/linux/shim.py) imports this module in a bare interpreter.
 Every function is safe from any thread except where noted: setns(CLONE_NEWNS) and
 unshare(CLONE_NEWNS) need a single-threaded caller, so only the shim calls them.
 """
@@ -16,7 +16,7 @@ import errno
 import os
 
 # re, signal, socket and threading are imported where used: the shim, which imports
-# this module, starts faster without them (see kubelet/shim.py).
+# this module, starts faster without them (see kubelet/runtime/linux/shim.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket

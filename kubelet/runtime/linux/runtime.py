@@ -1,12 +1,12 @@
 """`LinuxRuntime`: pods as real processes in Linux namespaces and cgroups, no daemon.
 
-Each pod has a sandbox process (kubelet/shim.py, mode sandbox) holding its network, UTS
+Each pod has a sandbox process (kubelet/runtime/linux/shim.py, mode sandbox) holding its network, UTS
 and IPC namespaces (and PID namespace with shareProcessNamespace), plugged into the node
-bridge (kubelet/network.py). Each container is a process started by its own monitor
+bridge (kubelet/runtime/linux/network.py). Each container is a process started by its own monitor
 (shim.py, mode container) that joins the sandbox's namespaces, gets new mount and PID
-namespaces, an overlay root over the image (kubelet/images.py) and the pod's volumes
-(kubelet/volumes.py), and writes its output to a CRI log (kubelet/logs.py). Cgroups
-(kubelet/cgroups.py): pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox
+namespaces, an overlay root over the image (kubelet/images/) and the pod's volumes
+(kubelet/runtime/linux/volumes.py), and writes its output to a CRI log (kubelet/runtime/logs.py). Cgroups
+(kubelet/runtime/linux/cgroups.py): pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox
 and pod<uid>/<container id> hold the processes. Sandboxes and monitors are forks of the
 runtime's fork server (shim.py, mode server; `ForkServer`), so a pod costs two forks
 rather than two interpreter starts. Monitors and sandboxes depend on neither the
@@ -47,10 +47,11 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-from kubelet import kernel, logs, volumes
-from kubelet.cgroups import Cgroup, Hierarchies
+from kubelet.runtime import logs
+from kubelet.runtime.linux import kernel, volumes
+from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.images import HostRootImageStore, ImageError, ImageStore
-from kubelet.network import PodNetwork, node_ip, veth_name
+from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
                              SandboxNotReady, SandboxStatus, VolumeError)
@@ -90,7 +91,7 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 class ForkServer:
-    """The kubelet's end of the helpers' fork server (kubelet/shim.py, mode server).
+    """The kubelet's end of the helpers' fork server (kubelet/runtime/linux/shim.py, mode server).
 
     Started on first use, as a child of this process in a session of its own; restarted
     when it has died (helpers it started are not affected). Thread-safe: a request is one

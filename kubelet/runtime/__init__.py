@@ -2,7 +2,7 @@
 
 Shaped after Kubernetes' CRI, plus the node-local pieces the kubelet would otherwise do
 itself (volumes, a socket in the pod's network for probes), so that one seam separates
-the pod logic from the machine: `LinuxRuntime` (kubelet/linux_runtime.py) runs real
+the pod logic from the machine: `LinuxRuntime` (kubelet/runtime/linux/runtime.py) runs real
 processes; a fake runtime for scale tests implements the same methods and runs nothing.
 
 Contract:
