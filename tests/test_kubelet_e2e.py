@@ -28,8 +28,8 @@ from websockets.sync.client import connect
 
 from kubelet.runtime.linux import kernel
 from kubelet.runtime.linux.cgroups import Cgroup
-from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.runtime.linux.network import veth_name
+from kubelet.runtime.linux.runtime import LinuxRuntime
 from tests.procs import APIServer, Component, free_port, wait_for
 from tests.test_kubelet_runtime import free_cidr, host_processes
 

@@ -22,14 +22,13 @@ import uuid
 import pytest
 from pyroute2 import IPRoute
 
-from kubelet.runtime import logs
-from kubelet.runtime.linux import kernel, netlink
-from kubelet.runtime.linux.cgroups import Cgroup
-from kubelet.runtime.linux.runtime import SANDBOX_MEMORY_OVERHEAD, LinuxRuntime
-from kubelet.runtime.linux.network import veth_name
 from kubelet.probes import run_probe
 from kubelet.runtime import (ContainerConfig, CreateContainerError, Mount, PodSandboxConfig,
-                             Resources)
+                             Resources, logs)
+from kubelet.runtime.linux import kernel, netlink
+from kubelet.runtime.linux.cgroups import Cgroup
+from kubelet.runtime.linux.network import veth_name
+from kubelet.runtime.linux.runtime import SANDBOX_MEMORY_OVERHEAD, LinuxRuntime
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.skipif(

@@ -47,14 +47,13 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-from kubelet.runtime import logs
-from kubelet.runtime.linux import kernel, volumes
-from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.images import HostRootImageStore, ImageError, ImageStore
-from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
-                             SandboxNotReady, SandboxStatus, VolumeError)
+                             SandboxNotReady, SandboxStatus, VolumeError, logs)
+from kubelet.runtime.linux import kernel, volumes
+from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
+from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
 
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
 # Added to a limited pod cgroup for the sandbox process (a Python interpreter), so that
