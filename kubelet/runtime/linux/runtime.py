@@ -51,7 +51,7 @@ from kubelet.images import HostRootImageStore, ImageError, ImageStore
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
                              SandboxNotReady, SandboxStatus, VolumeError, logs)
-from kubelet.runtime.linux import kernel, volumes
+from kubelet.runtime.linux import kernel, netlink, volumes
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
 
@@ -756,3 +756,38 @@ class LinuxRuntime(Runtime):
             if name not in wanted:
                 self.network.delete_veth(name)
 
+
+
+def reset_node(root_dir: str, *, bridge: str, cgroup_parent: str) -> list[str]:
+    """Remove from the host everything a LinuxRuntime over `root_dir` with this bridge
+    and cgroup parent made: every pod (processes, and with them their network
+    namespaces; veths, addresses, mounts, cgroups), the bridge (and with it the route
+    to the pod CIDR), the cgroup parent, the runtime's state under root_dir (pods/,
+    ipam/; the directory itself and the endpoint's token stay). Nothing else is touched:
+    links, cgroups and mounts are found by these names and paths only. Idempotent:
+    -> what was removed, empty when there was nothing."""
+    removed: list[str] = []
+    root = os.path.realpath(root_dir)
+    pods_dir, ipam_dir = os.path.join(root, "pods"), os.path.join(root, "ipam")
+    if os.path.isdir(pods_dir):
+        pods = len(os.listdir(pods_dir))
+        rt = LinuxRuntime(root, bridge=bridge, cgroup_parent=cgroup_parent)
+        try:
+            rt.cleanup_orphans(keep=[])  # keeping none: every pod is removed
+        finally:
+            rt.close()
+        if pods:
+            removed.append(f"{pods} pod{'s' * (pods != 1)} under {pods_dir}")
+    kernel.unmount_all(pods_dir)  # only if a crash left one with no pod record
+    for d in (pods_dir, ipam_dir):
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+            removed.append(f"state {d}")
+    with netlink.Netlink() as nl:
+        if nl.delete_link(bridge):
+            removed.append(f"bridge {bridge}")
+    cgroups = Hierarchies(cgroup_parent)
+    if any(os.path.isdir(d) for d in cgroups.dirs):
+        Cgroup(cgroups.dirs, v2=cgroups.v2).remove()
+        removed.append(f"cgroup {cgroup_parent}")
+    return removed
