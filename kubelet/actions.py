@@ -81,10 +81,6 @@ class PodActions:
     back_off: list[BackOff] = field(default_factory=list)
     wait_for_volumes: bool = False  # nothing can start, nothing ever ran: look again soon
 
-    @property
-    def pod_level(self) -> bool:
-        return self.kill_pod or self.stop_sandbox or self.create_sandbox
-
 
 def _runs(containers: list[ContainerStatus], name: str) -> list[ContainerStatus]:
     return sorted((c for c in containers if c.name == name), key=lambda c: c.attempt)

@@ -51,7 +51,7 @@ from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import Informer
 from client.rest import Client
 from kubelet import envvars, status as podstatus
-from kubelet.actions import BackOff, RuntimeStatus, compute_pod_actions
+from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.objects import ObjectCache, Ref
 from kubelet.prober import ProbeManager
@@ -394,12 +394,13 @@ class Kubelet:
         w.observed = None
         if w.removed:
             w.terminate()
-        sandbox = None
+        sandbox, error = None, None
         if w.state is PodState.SYNC:
             try:
                 sandbox = await self.blocking(self.runtime.pod_sandbox_status, w.uid)
             except ContainerRuntimeError as e:
-                return await self._sandbox_failed(w, e)
+                error = e  # reported below, unless the pod is ending anyway
+        actions = PodActions()
         if w.state in (PodState.SYNC, PodState.COMPLETED):
             actions = compute_pod_actions(pod, RuntimeStatus(sandbox))
             if actions.kill_pod:
@@ -412,6 +413,8 @@ class Kubelet:
         if actions.stop_sandbox:
             await self._finish(w)
             return None
+        if error is not None:
+            return await self._sandbox_failed(w, error)
         if actions.create_sandbox:
             try:
                 async with self._starting:
