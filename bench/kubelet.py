@@ -114,7 +114,7 @@ class Node:
 
     def helpers(self) -> list[int]:
         """The node-side processes of its pods (sandboxes, container monitors)."""
-        from kubelet.cgroups import Hierarchies
+        from kubelet.runtime.linux.cgroups import Hierarchies
         out = []
         for d in Hierarchies(self.cgroup).dirs[:1]:
             for dirpath, _dirs, _files in os.walk(d):
@@ -156,7 +156,7 @@ class Node:
                     out[("monitor", st["shim_pid"], f[19])] = run_seconds(st["shim_pid"])
             except (OSError, ValueError, KeyError):
                 pass
-        from kubelet.cgroups import Hierarchies, v1_mounts
+        from kubelet.runtime.linux.cgroups import Hierarchies, v1_mounts
         h = Hierarchies(self.cgroup)
         for d in h.dirs:
             try:
@@ -172,8 +172,8 @@ class Node:
 
     def cleanup(self) -> None:
         self.proc.stop()
-        from kubelet.cgroups import Cgroup
-        from kubelet.linux_runtime import LinuxRuntime
+        from kubelet.runtime.linux.cgroups import Cgroup
+        from kubelet.runtime.linux.runtime import LinuxRuntime
         rt = LinuxRuntime(self.root, pod_cidr=self.cidr, bridge=self.bridge, cgroup_parent=self.cgroup)
         for uid in os.listdir(rt.pods_dir):
             rt.remove_pod(uid)

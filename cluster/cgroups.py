@@ -21,38 +21,14 @@ import os
 import signal
 import time
 
-from kubelet.cgroups import ROOT, V1_CONTROLLERS, v1_mounts  # the hierarchies the kubelet uses
-
-
-def _own_paths() -> dict[str, str]:
-    """hierarchy key ('0' for v2, else the controller) -> our path in it."""
-    out = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            hid, ctrls, path = line.rstrip("\n").split(":", 2)
-            if hid == "0":
-                out["0"] = path
-            for c in ctrls.split(","):
-                if c:
-                    out[c] = path
-    return out
+# The kubelet's own placement rules, so its pods land under the cluster's tree.
+from kubelet.runtime.linux.cgroups import ROOT, bases, enable_controllers, is_v2
 
 
 class ClusterCgroups:
     def __init__(self, name: str, root: str = ROOT):
-        self.v2 = os.path.exists(os.path.join(root, "cgroup.controllers"))
-        own = _own_paths()
-        self.bases: list[str] = []
-        if self.v2:
-            parent = os.path.dirname(own.get("0", "/").rstrip("/")) or "/"
-            self.bases.append(os.path.join(root + parent, name))
-        else:
-            mounts = v1_mounts()
-            for c in V1_CONTROLLERS:
-                if c in mounts:
-                    d = os.path.join(mounts[c] + own.get(c, "/"), name)
-                    if d not in self.bases:
-                        self.bases.append(d)
+        self.v2 = is_v2(root)
+        self.bases = [os.path.join(b, name) for b in bases(root)]
 
     def dirs(self, sub: str) -> list[str]:
         return [os.path.join(b, sub) for b in self.bases]
@@ -62,11 +38,11 @@ class ClusterCgroups:
         for base in self.bases:
             path = base
             if self.v2:
-                _enable_v2(os.path.dirname(base))
+                enable_controllers(os.path.dirname(base))
             for part in sub.split("/"):
                 os.makedirs(path, exist_ok=True)
                 if self.v2:
-                    _enable_v2(path)
+                    enable_controllers(path)
                 path = os.path.join(path, part)
             os.makedirs(path, exist_ok=True)
         return self.dirs(sub)
@@ -129,15 +105,3 @@ def join(dirs: list[str]) -> None:
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
-
-
-def _enable_v2(d: str) -> None:
-    try:
-        with open(os.path.join(d, "cgroup.controllers")) as f:
-            avail = f.read().split()
-        wanted = " ".join("+" + c for c in ("cpu", "memory", "pids") if c in avail)
-        if wanted:
-            with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
-                f.write(wanted)
-    except OSError:
-        pass  # a controller we cannot delegate is a limit the kubelet cannot set

@@ -1,2 +1,2 @@
-"""The kubelet. Keep this file free of imports: kubelet/shim.py runs in a bare
-interpreter (python -I -S) and imports this package on every container start."""
+"""The kubelet. Keep this file free of imports: it is imported by every `python -m
+kubelet` start and by everything under it."""

@@ -12,13 +12,18 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   kubelet picks up where the last one stopped (the runtime's state is on disk).
 - The PLEG relists the runtime every `pleg_period` seconds and wakes the workers of pods
   whose containers or sandbox changed state (a container exited, was OOM-killed...).
-- The sync: sandbox (network, hostname, IPC), volumes (ConfigMap/Secret data from
-  watched objects, rewritten in place when they change), init containers one at a time
-  to completion, then the app containers, each restarted by the restart policy with the
-  crash back-off (kubelet/backoff.py), killed when its liveness probe fails; then the
+- The sync looks, decides, then acts, as upstream's computePodActions and SyncPod: it
+  reads the runtime's state, `compute_pod_actions` (kubelet/actions.py, pure) decides
+  what to do, and the sync does it. Sandbox (network, hostname, IPC), volumes
+  (ConfigMap/Secret data from watched objects, rewritten in place when they change),
+  init containers one at a time to completion, then the app containers, each restarted
+  by the restart policy with the crash back-off (kubelet/backoff.py), killed when its
+  liveness probe fails or its image changes; then the
   status (kubelet/status.py) through the status subresource, only when it changed, as a
   JSON patch that tests the pod's uid first (so a pod re-created under the same name is
   never written by the old pod's worker).
+- A worker is in one `PodState` (SyncPod, CompletedPod, TerminatingPod, TerminatedPod,
+  Done), changed only by `PodWorker.to`, which refuses a step the life of a pod has not.
 - A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
   the grace period, a final status with a terminal phase, then everything the pod had on
   the node is removed and only then the deletion is confirmed (DELETE with grace 0 and
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import enum
 import functools
 import logging
 import os
@@ -45,6 +51,7 @@ from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import Informer
 from client.rest import Client
 from kubelet import envvars, status as podstatus
+from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.objects import ObjectCache, Ref
 from kubelet.prober import ProbeManager
@@ -60,12 +67,35 @@ CREATE_RETRY = 10.0      # before a container that could not be created is tried
 SYNC_ERROR_BACKOFF = (0.5, 30.0)
 
 
+class PodState(enum.Enum):
+    """Where a pod worker is in its pod's life (upstream's pod worker states, plus the
+    end of a pod that completed while it is still in the API)."""
+    SYNC = "SyncPod"                # making the node match the spec
+    COMPLETED = "CompletedPod"      # reached Succeeded/Failed: sandbox stopped, logs kept
+    TERMINATING = "TerminatingPod"  # deleted: its containers and sandbox are being stopped
+    TERMINATED = "TerminatedPod"    # stopped: final status, then off the node and the API
+    DONE = "Done"                   # nothing of it is left on the node; the worker ends
+
+
+_TRANSITIONS = {
+    PodState.SYNC: {PodState.COMPLETED, PodState.TERMINATING},
+    PodState.COMPLETED: {PodState.TERMINATING},
+    PodState.TERMINATING: {PodState.TERMINATED},
+    PodState.TERMINATED: {PodState.DONE},
+    PodState.DONE: set(),
+}
+
+
 class PodWorker:
     """Everything the kubelet keeps about one pod (by uid) between syncs."""
 
     def __init__(self, uid: str, pod: dict):
         self.uid, self.pod = uid, pod
-        self.removed = False                    # gone from the API
+        self.state = PodState.SYNC
+        # Gone from the API (upstream's podSyncStatus.deleted): a fact about the API
+        # object, not a step of the worker; it decides whether a final status is written
+        # and the deletion confirmed.
+        self.removed = False
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.status: dict | None = None         # the last status computed
@@ -73,12 +103,26 @@ class PodWorker:
         self.written_rv = 0
         self.writing: dict | None = None        # a status being written (its echo may come first)
         self.exits: dict[str, float] = {}       # container id -> clock time its exit was seen
-        self.killed = self.finished = self.done = False
         self.syncs = 0                          # syncs completed (tests wait on it)
         self.warned: set[str] = set()           # warnings already recorded as events
         # The runtime's state of the pod (as the PLEG keys it) that the last sync ended
         # with; None when that sync did not get to see it all.
         self.observed: dict | None = None
+
+    def to(self, state: PodState) -> None:
+        """The one place a worker changes state; an illegal step is a bug, not a pod's."""
+        if state not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"pod worker {self.uid}: no transition {self.state.value} -> {state.value}")
+        self.state = state
+
+    def terminate(self) -> None:
+        """The pod is being deleted (or is gone): stop it, unless that is under way."""
+        if self.state in (PodState.SYNC, PodState.COMPLETED):
+            self.to(PodState.TERMINATING)
+
+    @property
+    def done(self) -> bool:
+        return self.state is PodState.DONE
 
     @property
     def key(self) -> str:
@@ -344,29 +388,52 @@ class Kubelet:
                 del self.workers[w.uid]
 
     async def _sync(self, w: PodWorker) -> float | None:
-        """One level-based pass over the pod; -> when to look again (None: resync)."""
+        """One level-based pass over the pod: look at the runtime, decide what to do
+        (`compute_pod_actions`), do it; -> when to look again (None: resync)."""
         pod = w.pod
         w.observed = None
-        if w.removed or pod["metadata"].get("deletionTimestamp"):
+        if w.removed:
+            w.terminate()
+        sandbox, error = None, None
+        if w.state is PodState.SYNC:
+            try:
+                sandbox = await self.blocking(self.runtime.pod_sandbox_status, w.uid)
+            except ContainerRuntimeError as e:
+                error = e  # reported below, unless the pod is ending anyway
+        actions = PodActions()
+        if w.state in (PodState.SYNC, PodState.COMPLETED):
+            actions = compute_pod_actions(pod, RuntimeStatus(sandbox))
+            if actions.kill_pod:
+                w.terminate()
+        if w.state in (PodState.TERMINATING, PodState.TERMINATED):
             await self._terminate(w)
             return None
-        if w.finished or (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
+        if w.state is PodState.COMPLETED:
+            return None  # stopped; waits for its deletion
+        if actions.stop_sandbox:
             await self._finish(w)
             return None
+        if error is not None:
+            return await self._sandbox_failed(w, error)
+        if actions.create_sandbox:
+            try:
+                async with self._starting:
+                    sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
+            except ContainerRuntimeError as e:
+                return await self._sandbox_failed(w, e)
+        assert sandbox is not None
+        return await self._sync_containers(w, pod, sandbox)
+
+    async def _sandbox_failed(self, w: PodWorker, e: ContainerRuntimeError) -> float | None:
+        self._warn(w, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}")
+        sandbox = SandboxStatus(w.uid, w.pod["metadata"]["name"], "", False, None, time.time())
+        return await self._report(w, sandbox, retry=5.0)
+
+    async def _sync_containers(self, w: PodWorker, pod: dict, sandbox: SandboxStatus) -> float | None:
+        """The containers' part of the sync, in a ready sandbox (upstream's SyncPod)."""
         uid, spec = w.uid, pod.get("spec") or {}
         now = self.clock.now()
         retry: list[float] = []
-
-        try:
-            sandbox = await self.blocking(self.runtime.pod_sandbox_status, uid)
-            if sandbox is None or not sandbox.ready:
-                async with self._starting:
-                    sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
-        except ContainerRuntimeError as e:
-            self._warn(w, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}")
-            sandbox = SandboxStatus(uid, pod["metadata"]["name"], "", False, None, time.time())
-            return await self._report(w, sandbox, retry=5.0)
-
         volume_paths, mount_error = await self._volumes(w, pod)
         runs = await self.blocking(self.runtime.list_containers, uid)
         by_name: dict[str, list[ContainerStatus]] = {}
@@ -379,69 +446,33 @@ class Kubelet:
                 for c in init_specs]
         app = [podstatus.ContainerView(c["name"], c.get("image", ""), by_name.get(c["name"], []))
                for c in app_specs]
-        policy = spec.get("restartPolicy", "Always")
+        actions = compute_pod_actions(pod, RuntimeStatus(
+            sandbox, runs, unhealthy=self._unhealthy(uid, app), volumes_ready=mount_error is None,
+            # A running container's back-off is what it would be were it killed now.
+            backoff={v.name: self.backoff.remaining(f"{uid}/{v.name}", w.exits.get(v.latest.id, now))
+                     for v in init + app if v.latest is not None}))
         grace = float(spec.get("terminationGracePeriodSeconds", 30))
-
-        async def start(c: dict, v: podstatus.ContainerView, attempt: int) -> None:
-            await self._start(w, pod, c, v, attempt, volume_paths, sandbox, retry)
-
-        def backing_off(v: podstatus.ContainerView) -> bool:
-            """Whether v's exited run must wait before a restart (then v waits); else
-            the restart is recorded with the back-off."""
-            last = v.latest
-            key = f"{uid}/{v.name}"
-            left = self.backoff.remaining(key, w.exits.get(last.id, now))
-            if left > 0:
-                v.waiting = ("CrashLoopBackOff",
-                             f"back-off {_fmt_duration(self.backoff.delay(key))} restarting failed "
-                             f"container={v.name} pod={pod['metadata']['name']}_"
-                             f"{pod['metadata'].get('namespace')}({uid})")
-                if last.id not in w.warned:  # one event per exit, not one per sync
-                    w.warned.add(last.id)
-                    self._event(w, WARNING, "BackOff", f"Back-off restarting failed container {v.name} "
-                                f"in pod {pod['metadata']['name']}_{pod['metadata'].get('namespace')}({uid})",
-                                container=v.name)
-                retry.append(left)
-                return True
-            self.backoff.next(key, w.exits.get(last.id, now))
-            return False
-
-        ready_to_start = mount_error is None
-        # Init containers, one at a time, until each has succeeded once (not again after
-        # the app containers have started).
-        initialized = True
-        if not any(v.runs for v in app):
-            for c, v in zip(init_specs, init):
-                last = v.latest
-                if v.succeeded:
-                    continue
-                initialized = False
-                if not ready_to_start or (last is not None and last.state != "exited"):
-                    break
-                if last is None:
-                    await start(c, v, 0)
-                elif policy != "Never" and not backing_off(v):
-                    await start(c, v, last.attempt + 1)
-                break
-        if initialized and ready_to_start:
-            for c, v in zip(app_specs, app):
-                last = v.latest
-                if last is None:
-                    await start(c, v, 0)
-                    continue
-                why = self._restart_reason(uid, c, last) if last.state == "running" else None
-                changed = why == "definition changed"  # restarted whatever the policy says
-                if why:
-                    self._event(w, NORMAL, "Killing", f"Container {c['name']} {why}, will be restarted",
-                                container=c["name"])
-                    v.runs[-1] = last = await self.blocking(self.runtime.stop_container, last.id,
-                                                            grace_period=grace)
-                    w.exits.setdefault(last.id, self.clock.now())
-                if last.state == "exited":
-                    restart = changed or policy == "Always" or (policy == "OnFailure" and last.exit_code != 0)
-                    if restart and not backing_off(v):
-                        await start(c, v, last.attempt + 1)
-        elif mount_error is not None and not any(v.runs for v in init + app):
+        kills = {k.name: k for k in actions.kill}
+        starts = {s.name: s for s in actions.start}
+        back_offs = {b.name: b for b in actions.back_off}
+        for c, v in zip(init_specs + app_specs, init + app):
+            name = c["name"]
+            if name in kills:
+                kill = kills[name]
+                self._event(w, NORMAL, "Killing", f"Container {name} {kill.reason}"
+                            + (", will be restarted" if kill.restart else ""), container=name)
+                v.runs[-1] = await self.blocking(self.runtime.stop_container, kill.container_id,
+                                                 grace_period=grace)
+                w.exits.setdefault(v.runs[-1].id, self.clock.now())
+            if name in back_offs:
+                self._crash_loop(w, pod, v, back_offs[name])
+                retry.append(back_offs[name].seconds)
+            elif name in starts:
+                start = starts[name]
+                if start.restart:  # the back-off counts this restart
+                    self.backoff.next(f"{uid}/{name}", w.exits.get(v.runs[-1].id, now))
+                await self._start(w, pod, c, v, start.attempt, volume_paths, sandbox, retry)
+        if actions.wait_for_volumes:
             retry.append(MOUNT_RETRY)
 
         # Keep the latest two runs of each container (the current one, and the one
@@ -454,14 +485,29 @@ class Kubelet:
         w.observed = self._observed(sandbox, init + app)
         return await self._report(w, sandbox, init=init, app=app, retry=min(retry) if retry else None)
 
-    def _restart_reason(self, uid: str, c: dict, run: ContainerStatus) -> str | None:
-        """Why a running container must be killed (and restarted by the policy), if so."""
-        for kind, word in (("livenessProbe", "liveness"), ("startupProbe", "startup")):
-            if self.prober.result(uid, c["name"], kind, run.id) is False:
-                return f"failed {word} probe"
-        if run.image != c.get("image", ""):  # the one container field a pod update may change
-            return "definition changed"
-        return None
+    def _unhealthy(self, uid: str, app: list[podstatus.ContainerView]) -> dict[str, str]:
+        """Running app containers whose liveness or startup probe failed: id -> why."""
+        out = {}
+        for v in app:
+            run = v.latest
+            if run is None or not run.running:
+                continue
+            for kind, word in (("livenessProbe", "liveness"), ("startupProbe", "startup")):
+                if self.prober.result(uid, v.name, kind, run.id) is False:
+                    out[run.id] = f"failed {word} probe"
+                    break
+        return out
+
+    def _crash_loop(self, w: PodWorker, pod: dict, v: podstatus.ContainerView, b: BackOff) -> None:
+        """v waits out its crash back-off: say so in its status, and once per exit in an event."""
+        uid, md = w.uid, pod["metadata"]
+        v.waiting = ("CrashLoopBackOff",
+                     f"back-off {_fmt_duration(self.backoff.delay(f'{uid}/{v.name}'))} restarting failed "
+                     f"container={v.name} pod={md['name']}_{md.get('namespace')}({uid})")
+        if b.container_id not in w.warned:  # one event per exit, not one per sync
+            w.warned.add(b.container_id)
+            self._event(w, WARNING, "BackOff", f"Back-off restarting failed container {v.name} "
+                        f"in pod {md['name']}_{md.get('namespace')}({uid})", container=v.name)
 
     async def _report(self, w: PodWorker, sandbox: SandboxStatus, *,
                       init: list | None = None, app: list | None = None,
@@ -598,17 +644,17 @@ class Kubelet:
 
     async def _finish(self, w: PodWorker) -> None:
         """The pod reached Succeeded or Failed: stop its sandbox, keep its logs."""
-        if w.finished:
+        if w.state is not PodState.SYNC:
             return
         await self.prober.remove_pod(w.uid)
         grace = float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         await self.blocking(self.runtime.stop_pod_sandbox, w.uid, grace_period=grace)
-        w.finished = True
+        w.to(PodState.COMPLETED)
 
     async def _terminate(self, w: PodWorker) -> None:
         pod = w.pod
         md, spec = pod["metadata"], pod.get("spec") or {}
-        if not w.killed:
+        if w.state is PodState.TERMINATING:
             grace = spec.get("terminationGracePeriodSeconds", 30)
             if md.get("deletionGracePeriodSeconds") is not None:
                 grace = min(grace, md["deletionGracePeriodSeconds"])
@@ -617,7 +663,7 @@ class Kubelet:
                 if c.running:
                     self._event(w, NORMAL, "Killing", f"Stopping container {c.name}", container=c.name)
             await self.blocking(self.runtime.stop_pod_sandbox, w.uid, grace_period=float(grace))
-            w.killed = True
+            w.to(PodState.TERMINATED)
         if not w.removed:
             sandbox = await self.blocking(self.runtime.pod_sandbox_status, w.uid)
             if sandbox is not None:
@@ -643,7 +689,7 @@ class Kubelet:
         self.backoff.forget_prefix(w.uid + "/")
         if not w.removed:
             self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
-        w.done = True
+        w.to(PodState.DONE)
 
     # -- what the node's endpoint reads ---------------------------------------------------------
 

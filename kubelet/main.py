@@ -3,6 +3,7 @@
     minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
     minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX]
+    minik8s kubelet --cleanup [--node-name N] [--root-dir DIR] [--bridge B] [--cgroup-parent C]
 
 The Linux runtime: registers the Node, renews its Lease, runs the node's pods in
 namespaces and cgroups (state under --root-dir), and serves logs and exec on
@@ -11,6 +12,8 @@ $MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). The p
 is node.spec.podCIDR when set, else --pod-cidr, else (after waiting --pod-cidr-timeout for
 a controller to allocate one) 10.244.0.0/24. SIGTERM or SIGINT
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
+`--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
+cgroups, mounts and runtime state from the host, and does nothing the second time.
 """
 from __future__ import annotations
 
@@ -58,6 +61,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sync-frequency", type=float, default=60.0, help="seconds between resyncs of a quiet pod")
     p.add_argument("--runtime", choices=("linux", "fake"), default="linux")
     p.add_argument("--nodes", type=int, default=1, help="with --runtime fake: how many nodes to simulate")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove what a kubelet with the same --node-name, --root-dir, --bridge and "
+                   "--cgroup-parent left on this host (its pods, bridge, cgroups, mounts and state) "
+                   "and exit; the API is not contacted. Run it after stopping the kubelet")
     return p.parse_args(argv)
 
 
@@ -66,6 +73,8 @@ def main(argv: list[str]) -> int:
     if args.runtime == "linux" and args.nodes != 1:
         print("error: --nodes is for --runtime fake (one kubelet runs one real node)", file=sys.stderr)
         return 2
+    if args.cleanup:
+        return cleanup(args)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack
     try:
@@ -76,6 +85,36 @@ def main(argv: list[str]) -> int:
 
 def default_bridge(node: str) -> str:
     return "mk8s-" + hashlib.sha1(node.encode()).hexdigest()[:8]
+
+
+def _node_paths(args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """(node name, root dir, bridge, cgroup parent) from the flags and their defaults."""
+    name = args.node_name or socket.gethostname().lower()
+    return (name, args.root_dir or os.path.join("/var/lib/minik8s", name),
+            args.bridge or default_bridge(name), args.cgroup_parent or f"minik8s-{name}")
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    """`--cleanup`: take a stopped kubelet's pods and node plumbing off this host."""
+    if args.runtime != "linux":
+        print("error: --cleanup is for --runtime linux (the fake runtime leaves nothing on the host)",
+              file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("error: --cleanup needs root (it removes network links, cgroups and mounts)", file=sys.stderr)
+        return 1
+    from kubelet.runtime.linux.runtime import reset_node
+    _name, root_dir, bridge, cgroup_parent = _node_paths(args)
+    try:
+        removed = reset_node(root_dir, bridge=bridge, cgroup_parent=cgroup_parent)
+    except (OSError, ValueError) as exc:
+        print(f"error: cleanup: {exc}", file=sys.stderr)
+        return 1
+    for what in removed:
+        print(f"removed {what}")
+    if not removed:
+        print("nothing to clean up")
+    return 0
 
 
 def load_token(args: argparse.Namespace, root_dir: str) -> str:
@@ -176,13 +215,12 @@ async def _wait_pod_cidr(client: Client, name: str, timeout: float, stop: asynci
 
 async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
     from kubelet.kubelet import Kubelet
-    from kubelet.linux_runtime import LinuxRuntime
-    from kubelet.network import node_ip
+    from kubelet.runtime.linux.runtime import LinuxRuntime
+    from kubelet.runtime.linux.network import node_ip
     from kubelet.node import Node
     from kubelet.server import KubeletServer
 
-    name = args.node_name or socket.gethostname().lower()
-    root_dir = args.root_dir or os.path.join("/var/lib/minik8s", name)
+    name, root_dir, bridge, cgroup_parent = _node_paths(args)
     os.makedirs(root_dir, exist_ok=True)
     # pyroute2 cannot run on the event loop's thread
     address = args.address or await asyncio.to_thread(node_ip) or "127.0.0.1"
@@ -198,8 +236,8 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     if not cidr:
         cidr = DEFAULT_POD_CIDR
         log.info("node %s has no spec.podCIDR and no --pod-cidr was given: using %s", name, cidr)
-    runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=args.bridge or default_bridge(name),
-                           cgroup_parent=args.cgroup_parent or f"minik8s-{name}", node_ip=address)
+    runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent,
+                           node_ip=address)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
                       node_allocatable=node.allocatable)
     server = KubeletServer(kubelet, token=token)

@@ -40,9 +40,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kubelet import logs
 from kubelet.kubelet import Kubelet
-from kubelet.runtime import ContainerRuntimeError, ContainerStatus
+from kubelet.runtime import ContainerRuntimeError, ContainerStatus, logs
 from kubelet.status import CONTAINER_ID_PREFIX
 from machinery.errors import APIError, BadRequest, InternalError, NotFound, Unauthorized
 

@@ -10,11 +10,14 @@ with timeouts that only catch hangs.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import uuid
 from http.client import HTTPConnection
 from pathlib import Path
@@ -26,10 +29,10 @@ import pytest
 from pyroute2 import IPRoute
 from websockets.sync.client import connect
 
-from kubelet import kernel
-from kubelet.cgroups import Cgroup
-from kubelet.linux_runtime import LinuxRuntime
-from kubelet.network import veth_name
+from kubelet.runtime.linux import kernel
+from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
+from kubelet.runtime.linux.network import veth_name
+from kubelet.runtime.linux.runtime import LinuxRuntime
 from tests.procs import APIServer, Component, free_port, wait_for
 from tests.test_kubelet_runtime import free_cidr, host_processes
 
@@ -583,9 +586,60 @@ def test_a_killed_kubelet_comes_back_and_adopts_its_pods(own_node, api, http, ns
     assert len(host_processes(marker)) == 1
 
 
+def _minik8s(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cleanup_removes_what_a_stopped_kubelet_left_and_nothing_else(own_node, http, ns):
+    node = own_node.start()
+    marker = f"cleanup-{uuid.uuid4().hex}"
+    create(http, ns, make_pod("left", node, container("c", ["python3", "-c", "import time; time.sleep(10000)",
+                                                            marker], volumeMounts=[{"name": "m", "mountPath": "/m"}]),
+                              volumes=[{"name": "m", "emptyDir": {"medium": "Memory"}}]))
+    uid = wait_pod(http, ns, "left", running("c"), "running")["metadata"]["uid"]
+    rt = node.runtime()
+    # Someone else's things, named like ours, that the clean-up must leave alone.
+    tag = uuid.uuid4().hex[:8]
+    decoy_bridge, decoy_cgroup = f"mk8sd{tag}", Cgroup(Hierarchies(f"minik8s-decoy-{tag}").dirs, v2=rt.cgroups.v2)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=decoy_bridge, kind="bridge")
+    decoy_cgroup.create()
+    try:
+        node.proc.stop()  # SIGTERM: the kubelet goes, its pod stays
+        assert not node.proc.alive() and host_processes(marker)
+        with IPRoute() as ipr:
+            assert ipr.link_lookup(ifname=node.bridge)
+
+        r = _minik8s(*node.args, "--cleanup")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"removed bridge {node.bridge}" in r.stdout
+        net = ipaddress.ip_network(node.cidr)
+        with IPRoute() as ipr:
+            assert not ipr.link_lookup(ifname=node.bridge)
+            assert not ipr.link_lookup(ifname=veth_name(uid))
+            assert not [rt_ for rt_ in ipr.get_routes(family=socket.AF_INET)
+                        if rt_.get_attr("RTA_DST") == str(net.network_address) and rt_["dst_len"] == net.prefixlen]
+            assert ipr.link_lookup(ifname=decoy_bridge), "another bridge was removed"
+        wait_for(lambda: not host_processes(marker), what="the pod's process to be gone")
+        assert not [m for m in kernel.mountpoints() if m.startswith(node.root)]
+        assert not [d for d in rt.cgroups.dirs if os.path.exists(d)]
+        assert not os.path.exists(rt.pods_dir) and os.path.isdir(node.root)
+        assert all(os.path.isdir(d) for d in decoy_cgroup.dirs), "another cgroup was removed"
+
+        again = _minik8s(*node.args, "--cleanup")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.strip() == "nothing to clean up"
+        assert "--cleanup" in _minik8s("kubelet", "--help").stdout
+    finally:
+        with IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=decoy_bridge):
+                ipr.link("del", index=idx)
+        decoy_cgroup.remove()
+
+
 def test_kubectl_lite_logs_and_exec(node, api, http, ns, tmp_path):
     """kubectl-lite's logs and exec against a real kubelet, through the API server."""
-    import sys
     script = os.path.join(os.path.dirname(sys.executable), "kubectl-lite")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(

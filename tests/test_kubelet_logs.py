@@ -2,7 +2,7 @@
 import re
 import threading
 
-from kubelet import logs
+from kubelet.runtime import logs
 
 LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] ")
 

@@ -1,5 +1,5 @@
 """Container resources: from the pod spec to the numbers written to cgroup files."""
-from kubelet import cgroups
+from kubelet.runtime.linux import cgroups
 from kubelet.runtime import Resources
 
 

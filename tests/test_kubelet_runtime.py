@@ -22,13 +22,13 @@ import uuid
 import pytest
 from pyroute2 import IPRoute
 
-from kubelet import kernel, logs, netlink
-from kubelet.cgroups import Cgroup
-from kubelet.linux_runtime import SANDBOX_MEMORY_OVERHEAD, LinuxRuntime
-from kubelet.network import veth_name
 from kubelet.probes import run_probe
 from kubelet.runtime import (ContainerConfig, CreateContainerError, Mount, PodSandboxConfig,
-                             Resources)
+                             Resources, logs)
+from kubelet.runtime.linux import kernel, netlink
+from kubelet.runtime.linux.cgroups import Cgroup
+from kubelet.runtime.linux.network import veth_name
+from kubelet.runtime.linux.runtime import SANDBOX_MEMORY_OVERHEAD, LinuxRuntime
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -123,7 +123,7 @@ def http_get_from_node(ip, port, path):
 
 
 def state_of(rt, uid, cid=None) -> dict:
-    """The runtime's own record (see the layout in kubelet/linux_runtime.py)."""
+    """The runtime's own record (see the layout in kubelet/runtime/linux/runtime.py)."""
     path = (os.path.join(rt.pods_dir, uid, "sandbox.json") if cid is None
             else os.path.join(rt.pods_dir, uid, "containers", cid, "state.json"))
     with open(path) as f:
@@ -484,7 +484,7 @@ def test_probes_run_inside_the_pod_network(node):
 
 KUBELET_SCRIPT = """
 import json, os, sys, time
-from kubelet.linux_runtime import LinuxRuntime
+from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.runtime import ContainerConfig, PodSandboxConfig
 rt = LinuxRuntime(**json.loads(sys.argv[1]))
 rt.run_pod_sandbox(PodSandboxConfig(uid=sys.argv[2], name="orphan"))
@@ -496,7 +496,7 @@ time.sleep(1000)
 
 
 def test_pods_outlive_the_fork_server_and_the_process_that_started_it(node, node_args):
-    """Sandboxes and monitors are forks of the runtime's fork server (kubelet/shim.py,
+    """Sandboxes and monitors are forks of the runtime's fork server (kubelet/runtime/linux/shim.py,
     mode server), detached as helpers started on their own would be: neither a SIGKILL of
     the process that started it (the kubelet) nor one of the server takes a pod down,
     the server goes away with its kubelet, and a runtime whose server died starts a new

@@ -12,10 +12,10 @@ from client.clock import FakeClock
 from client.rest import Client
 from kubelet import envvars
 from kubelet.backoff import Backoff
-from kubelet.cgroups import Cgroup
 from kubelet.kubelet import Kubelet, PodWorker, _only_our_status, pod_resources
-from kubelet.linux_runtime import LinuxRuntime
 from kubelet.runtime import ContainerStatus, Resources
+from kubelet.runtime.linux.cgroups import Cgroup
+from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.status import ContainerView, conditions, container_status, phase, with_transition_times
 from tests.test_kubelet_runtime import free_cidr
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from kubelet import volumes
+from kubelet.runtime.linux import volumes
 from kubelet.runtime import VolumeError
 
 

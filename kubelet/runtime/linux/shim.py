@@ -1,4 +1,4 @@
-"""The helper processes of the Linux runtime, run as `python -I -S shim.py MODE ...`.
+"""The helper processes of the Linux runtime, run by path: `python -I -S .../shim.py MODE ...`.
 
 sandbox JSON STATUS_FD
     The pod's sandbox (Kubernetes' "pause"): unshares the pod's network, UTS and IPC
@@ -47,9 +47,14 @@ import select
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kubelet import kernel, logs  # noqa: E402
-from kubelet.cgroups import Cgroup  # noqa: E402
+# Its stdlib-only siblings are imported as top-level modules, by directory: importing
+# them as kubelet.runtime.* would run the runtime interface's imports (dataclasses,
+# abc, machinery) on every helper start.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_here, os.path.dirname(_here)]
+import kernel  # noqa: E402
+import logs  # noqa: E402
+from cgroups import Cgroup  # noqa: E402
 
 
 class _Decoding:  # the attributes _json's scanner reads from a json.JSONDecoder

@@ -13,7 +13,7 @@ kubelet processes) can never hand out the same address, and a restarted kubelet 
 every address in use. Addresses are handed out round robin (the last one is
 remembered), so a freed address is not reused at once.
 
-Netlink: a pod's own plumbing through kubelet/netlink.py (a few syscalls per pod), the
+Netlink: a pod's own plumbing through kubelet/runtime/linux/netlink.py (a few syscalls per pod), the
 rarer node-wide listings and sweeps through pyroute2. Methods are safe to call from
 several threads.
 """
@@ -26,7 +26,7 @@ import os
 
 from pyroute2 import IPRoute
 
-from kubelet import kernel, netlink
+from kubelet.runtime.linux import kernel, netlink
 from kubelet.runtime import ContainerRuntimeError
 
 

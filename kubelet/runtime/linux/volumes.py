@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Mapping
 
-from kubelet import kernel
+from kubelet.runtime.linux import kernel
 from kubelet.runtime import VolumeError
 from machinery.quantity import bytes_value
 

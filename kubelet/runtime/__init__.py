@@ -2,8 +2,11 @@
 
 Shaped after Kubernetes' CRI, plus the node-local pieces the kubelet would otherwise do
 itself (volumes, a socket in the pod's network for probes), so that one seam separates
-the pod logic from the machine: `LinuxRuntime` (kubelet/linux_runtime.py) runs real
-processes; a fake runtime for scale tests implements the same methods and runs nothing.
+the pod logic from the machine. The package: this interface; logs.py, the CRI log format
+(written by a runtime, read by the kubelet's endpoint); linux/, `LinuxRuntime`, which runs
+real processes in namespaces and cgroups and asks the image service (kubelet/images/)
+for each container's root. Nothing here knows the API or the pod logic (an import-linter
+contract says so).
 
 Contract:
 - Pods are named by their uid; containers by an id the runtime assigns. A container is

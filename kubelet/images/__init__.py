@@ -8,7 +8,8 @@ args and env are combined with, as a container runtime does with an OCI image co
 `HostRootImageStore` is the only store for now: every image name resolves to the host's
 root filesystem (the filesystem mounted at /, not the host's other mounts) with an empty
 entrypoint and cmd, so a container must give its command. A store that pulls and
-unpacks layered images can be added later without touching the pod logic.
+unpacks layered images belongs in this package, and needs no change to the runtime or
+the pod logic: the runtime only asks `resolve` for a root.
 """
 from __future__ import annotations
 

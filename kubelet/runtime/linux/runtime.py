@@ -1,16 +1,16 @@
 """`LinuxRuntime`: pods as real processes in Linux namespaces and cgroups, no daemon.
 
-Each pod has a sandbox process (kubelet/shim.py, mode sandbox) holding its network, UTS
-and IPC namespaces (and PID namespace with shareProcessNamespace), plugged into the node
-bridge (kubelet/network.py). Each container is a process started by its own monitor
-(shim.py, mode container) that joins the sandbox's namespaces, gets new mount and PID
-namespaces, an overlay root over the image (kubelet/images.py) and the pod's volumes
-(kubelet/volumes.py), and writes its output to a CRI log (kubelet/logs.py). Cgroups
-(kubelet/cgroups.py): pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox
-and pod<uid>/<container id> hold the processes. Sandboxes and monitors are forks of the
-runtime's fork server (shim.py, mode server; `ForkServer`), so a pod costs two forks
-rather than two interpreter starts. Monitors and sandboxes depend on neither the
-kubelet nor the fork server: killing either leaves pods running.
+Each pod has a sandbox process (shim.py, mode sandbox) holding its network, UTS and IPC
+namespaces (and PID namespace with shareProcessNamespace), plugged into the node bridge
+(network.py). Each container is a process started by its own monitor (shim.py, mode
+container) that joins the sandbox's namespaces, gets new mount and PID namespaces, an
+overlay root over the image (from kubelet/images/) and the pod's volumes (volumes.py),
+and writes its output to a CRI log (kubelet/runtime/logs.py). Cgroups (cgroups.py):
+pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox and pod<uid>/<container
+id> hold the processes. Sandboxes and monitors are forks of the runtime's fork server
+(shim.py, mode server; forkserver.py), so a pod costs two forks rather than two
+interpreter starts. Monitors and sandboxes depend on neither the kubelet nor the fork
+server: killing either leaves pods running. `reset_node` takes all of it off the host.
 
 State, all under root_dir (e.g. /var/lib/minik8s/<node>), so that a new LinuxRuntime
 over the same directory adopts everything (no process is ever started twice):
@@ -29,7 +29,6 @@ pods run in parallel. `cleanup_orphans` must not race pod calls (run it at start
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import glob
 import json
@@ -37,7 +36,6 @@ import os
 import re
 import secrets
 import select
-import selectors
 import shutil
 import signal
 import socket
@@ -47,15 +45,15 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-from kubelet import kernel, logs, volumes
-from kubelet.cgroups import Cgroup, Hierarchies
 from kubelet.images import HostRootImageStore, ImageError, ImageStore
-from kubelet.network import PodNetwork, node_ip, veth_name
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
-                             SandboxNotReady, SandboxStatus, VolumeError)
+                             SandboxNotReady, SandboxStatus, VolumeError, logs)
+from kubelet.runtime.linux import kernel, netlink, volumes
+from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
+from kubelet.runtime.linux.forkserver import SHIM, ForkedExec, ForkServer, Unsent
+from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
 
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
 # Added to a limited pod cgroup for the sandbox process (a Python interpreter), so that
 # a container reaching its own limit is OOM-killed in its own cgroup, not the pod's.
 SANDBOX_MEMORY_OVERHEAD = 32 * 1024 * 1024
@@ -87,192 +85,6 @@ def _write_json(path: str, obj: dict) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-class ForkServer:
-    """The kubelet's end of the helpers' fork server (kubelet/shim.py, mode server).
-
-    Started on first use, as a child of this process in a session of its own; restarted
-    when it has died (helpers it started are not affected). Thread-safe: a request is one
-    datagram, sent under a lock. The server never answers; a helper reports on the status
-    fd it is given, and a server that dies before forking it closes that fd, which the
-    caller sees as a report-less end."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._sock: socket.socket | None = None
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", SHIM, "server", str(theirs.fileno())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-                start_new_session=True, cwd="/")
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-
-    def _stop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()  # the server sees EOF and exits
-            self._sock = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def fork(self, mode: str, arg, *, status_fd: int, stderr_fd: int,
-             stdin_fd: int | None = None, stdout_fd: int | None = None) -> None:
-        """Ask for helper `mode` with these fds (stdin and stdout: /dev/null if None).
-        The caller keeps its fds: they are copied into the server."""
-        msg = json.dumps([mode, arg]).encode()
-        fds = [status_fd, stderr_fd]
-        if stdin_fd is not None or stdout_fd is not None:
-            fds += [os.open(os.devnull, os.O_RDONLY) if stdin_fd is None else stdin_fd,
-                    os.open(os.devnull, os.O_WRONLY) if stdout_fd is None else stdout_fd]
-        try:
-            self._send(msg, fds)
-        finally:
-            for fd in fds[2:]:
-                if fd not in (stdin_fd, stdout_fd):
-                    os.close(fd)
-
-    def _send(self, msg: bytes, fds: list[int]) -> None:
-        with self._lock:
-            for attempt in range(2):
-                if self._proc is None or self._proc.poll() is not None:
-                    self._stop()
-                    self._start()
-                try:
-                    socket.send_fds(self._sock, [msg], fds)
-                    return
-                except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
-                    self._stop()
-                    if attempt:
-                        raise ContainerRuntimeError("the runtime's fork server is not running")
-
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
-
-
-class _Unsent(Exception):
-    """The fork server could not be asked (so nothing was started)."""
-
-
-class ForkedExec:
-    """A command run by `LinuxRuntime.exec` through the fork server: the part of
-    subprocess.Popen that exec's callers use. stdin (None unless asked for), stdout and
-    stderr are pipes; pid is the command's process (outside the container's PID
-    namespace); returncode is the exit code as the container runtime reports it (128 +
-    n when killed by signal n), None until wait() or poll() has collected it.
-
-    The command is a child of a helper (shim.py exec, forked by the server), which
-    reports {"exit": CODE} on the status socket and keeps the command a zombie until
-    that socket is closed here, on collecting the code. So until then pid names the
-    command for sure (kill() and os.pidfd_open(pid) are safe, even after it has
-    exited); afterwards kill() does nothing, as Popen's. Thread-safe."""
-
-    def __init__(self, args: list[str], status: socket.socket, pid: int, *,
-                 stdin: int | None, stdout: int, stderr: int):
-        self.args, self.pid, self.returncode = args, pid, None
-        self._status, self._lock = status, threading.Lock()
-        self.stdin = open(stdin, "wb") if stdin is not None else None
-        self.stdout, self.stderr = open(stdout, "rb"), open(stderr, "rb")
-        self._output: dict = {self.stdout: [], self.stderr: []}
-
-    def _collect(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if self.returncode is not None:
-                    return True
-                try:
-                    data = self._status.recv(4096, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    fd = self._status.fileno()
-                else:  # the report, or nothing if the helper died (killed) without one
-                    self.returncode = json.loads(data)["exit"] if data else 128 + signal.SIGKILL
-                    self._status.close()
-                    return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            try:  # outside the lock; another thread may collect (and close fd) meanwhile
-                select.select([fd], [], [], left)
-            except (OSError, ValueError):
-                pass
-
-    def poll(self) -> int | None:
-        self._collect(0)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._collect(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout)
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        with self._lock:
-            if self.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def communicate(self, input: bytes | None = None,
-                    timeout: float | None = None) -> tuple[bytes, bytes]:
-        """Write input to stdin and close it, read stdout and stderr to their end, wait.
-        Raises subprocess.TimeoutExpired; calling again goes on where it stopped."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pending = memoryview(input or b"")
-        with selectors.DefaultSelector() as sel:
-            if self.stdin is not None and not self.stdin.closed:
-                self.stdin.flush()
-                if pending:
-                    sel.register(self.stdin, selectors.EVENT_WRITE)
-                else:
-                    self.stdin.close()
-            for f in self._output:
-                if not f.closed:
-                    sel.register(f, selectors.EVENT_READ)
-            while sel.get_map():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise subprocess.TimeoutExpired(self.args, timeout)
-                for key, _ in sel.select(left):
-                    f = key.fileobj
-                    if f is self.stdin:
-                        try:
-                            pending = pending[os.write(f.fileno(), pending[:65536]):]
-                        except BrokenPipeError:
-                            pending = pending[:0]
-                        if not pending:
-                            sel.unregister(f)
-                            f.close()
-                    elif chunk := os.read(f.fileno(), 65536):
-                        self._output[f].append(chunk)
-                    else:
-                        sel.unregister(f)
-                        f.close()
-        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return b"".join(self._output[self.stdout]), b"".join(self._output[self.stderr])
 
 
 class LinuxRuntime(Runtime):
@@ -672,7 +484,7 @@ class LinuxRuntime(Runtime):
             raise ContainerRuntimeError(f"container {container_id} is not running")
         try:
             return self._forked_exec(cdir, argv, stdin=stdin)
-        except _Unsent:  # never sent, so never started: run it the other way
+        except Unsent:  # never sent, so never started: run it the other way
             pass
         return subprocess.Popen([sys.executable, "-I", "-S", SHIM, "exec", cdir, "--", *argv],
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -689,7 +501,7 @@ class LinuxRuntime(Runtime):
                 self._forks.fork("exec", [cdir, argv], status_fd=theirs.fileno(),
                                  stderr_fd=err_w, stdin_fd=in_r, stdout_fd=out_w)
             except (ContainerRuntimeError, OSError) as e:
-                raise _Unsent from e
+                raise Unsent from e
             finally:  # the helper has its copies
                 theirs.close()
                 for fd in (in_r, out_w, err_w):
@@ -756,3 +568,38 @@ class LinuxRuntime(Runtime):
             if name not in wanted:
                 self.network.delete_veth(name)
 
+
+
+def reset_node(root_dir: str, *, bridge: str, cgroup_parent: str) -> list[str]:
+    """Remove from the host everything a LinuxRuntime over `root_dir` with this bridge
+    and cgroup parent made: every pod (processes, and with them their network
+    namespaces; veths, addresses, mounts, cgroups), the bridge (and with it the route
+    to the pod CIDR), the cgroup parent, the runtime's state under root_dir (pods/,
+    ipam/; the directory itself and the endpoint's token stay). Nothing else is touched:
+    links, cgroups and mounts are found by these names and paths only. Idempotent:
+    -> what was removed, empty when there was nothing."""
+    removed: list[str] = []
+    root = os.path.realpath(root_dir)
+    pods_dir, ipam_dir = os.path.join(root, "pods"), os.path.join(root, "ipam")
+    if os.path.isdir(pods_dir):
+        pods = len(os.listdir(pods_dir))
+        rt = LinuxRuntime(root, bridge=bridge, cgroup_parent=cgroup_parent)
+        try:
+            rt.cleanup_orphans(keep=[])  # keeping none: every pod is removed
+        finally:
+            rt.close()
+        if pods:
+            removed.append(f"{pods} pod{'s' * (pods != 1)} under {pods_dir}")
+    kernel.unmount_all(pods_dir)  # only if a crash left one with no pod record
+    for d in (pods_dir, ipam_dir):
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+            removed.append(f"state {d}")
+    with netlink.Netlink() as nl:
+        if nl.delete_link(bridge):
+            removed.append(f"bridge {bridge}")
+    cgroups = Hierarchies(cgroup_parent)
+    if any(os.path.isdir(d) for d in cgroups.dirs):
+        Cgroup(cgroups.dirs, v2=cgroups.v2).remove()
+        removed.append(f"cgroup {cgroup_parent}")
+    return removed

@@ -5,7 +5,7 @@ Format (the one containerd and CRI-O write and the kubelet reads), one entry a l
 The tag is F for a full line and P for a piece of a longer one (split at MAX_LINE, or
 cut by the end of the stream); a reader joins P pieces with the F that ends them.
 
-`LogWriter` is used by exactly one writer, the container's monitor (kubelet/shim.py).
+`LogWriter` is used by exactly one writer, the container's monitor (kubelet/runtime/linux/shim.py).
 When the file passes max_bytes it is renamed to `<path>.<UTC time>` (names sort in
 time order) and a new one started; rotated files beyond max_files - 1 are deleted.
 

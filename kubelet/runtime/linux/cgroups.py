@@ -37,14 +37,18 @@ def quota_us(cpu_limit_milli: int) -> int:
     return max(1000, cpu_limit_milli * CFS_PERIOD_US // 1000)
 
 
-def _own_path(hierarchy_match) -> str:
-    """Our cgroup path in the hierarchy whose /proc/self/cgroup line matches."""
+def own_paths() -> dict[str, str]:
+    """hierarchy key ('0' for v2, else each v1 controller) -> our cgroup path in it."""
+    out = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
             hid, ctrls, path = line.rstrip("\n").split(":", 2)
-            if hierarchy_match(hid, ctrls.split(",")):
-                return path
-    return "/"
+            if hid == "0":
+                out["0"] = path
+            for c in ctrls.split(","):
+                if c:
+                    out[c] = path
+    return out
 
 
 def v1_mounts() -> dict[str, str]:
@@ -65,25 +69,13 @@ class Hierarchies:
 
     def __init__(self, parent: str = "minik8s", root: str = ROOT):
         self.v2 = is_v2(root)
-        self.dirs: list[str] = []
-        if self.v2:
-            own = _own_path(lambda hid, ctrls: hid == "0")
-            base = os.path.dirname(own.rstrip("/")) or "/"
-            self.dirs.append(os.path.join(root + base, parent))
-        else:
-            mounts = v1_mounts()
-            for c in V1_CONTROLLERS:
-                if c in mounts:
-                    own = _own_path(lambda hid, ctrls, c=c: c in ctrls)
-                    d = os.path.join(mounts[c] + own, parent)
-                    if d not in self.dirs:
-                        self.dirs.append(d)
+        self.dirs = [os.path.join(b, parent) for b in bases(root)]
 
     def ensure(self) -> None:
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
             if self.v2:  # let children use the cpu and memory controllers
-                _enable_v2(d)
+                enable_controllers(d)
 
     def cgroup(self, *names: str) -> "Cgroup":
         return Cgroup([os.path.join(d, *names) for d in self.dirs], v2=self.v2)
@@ -96,7 +88,26 @@ class Hierarchies:
             return []
 
 
-def _enable_v2(d: str) -> None:
+def bases(root: str = ROOT) -> list[str]:
+    """Where the cgroups this process makes go, one directory per hierarchy used: our own
+    cgroup (v1, in each of V1_CONTROLLERS' hierarchies), or its parent (v2, where a
+    cgroup holding processes may not delegate controllers to children). The kubelet's
+    pods and the cluster's tree (cluster/cgroups.py) are both placed this way."""
+    own = own_paths()
+    if is_v2(root):
+        return [root + (os.path.dirname(own.get("0", "/").rstrip("/")) or "/")]
+    out: list[str] = []
+    mounts = v1_mounts()
+    for c in V1_CONTROLLERS:
+        if c in mounts:
+            d = mounts[c] + own.get(c, "/")
+            if d not in out:
+                out.append(d)
+    return out
+
+
+def enable_controllers(d: str) -> None:
+    """Let v2 cgroup d's children use the cpu, memory and pids controllers it has."""
     try:
         with open(os.path.join(d, "cgroup.controllers")) as f:
             avail = f.read().split()
@@ -140,7 +151,7 @@ class Cgroup:
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
             if self.v2 and inner:
-                _enable_v2(d)
+                enable_controllers(d)
         if self.v2:
             s = shares(cpu_request_milli)
             self._write("cpu.weight", 1 + ((s - 2) * 9999) // 262142)

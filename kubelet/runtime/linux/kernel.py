@@ -5,7 +5,7 @@ ctypes; /proc helpers that identify a process by (pid, start time) so a recycled
 never mistaken for one of ours; /proc/self/mountinfo parsing; and `netns_socket`, which
 opens a socket inside another network namespace.
 
-Stdlib only: the shim (kubelet/shim.py) imports this module in a bare interpreter.
+Stdlib only: the shim (kubelet/runtime/linux/shim.py) imports this module in a bare interpreter.
 Every function is safe from any thread except where noted: setns(CLONE_NEWNS) and
 unshare(CLONE_NEWNS) need a single-threaded caller, so only the shim calls them.
 """
@@ -16,7 +16,7 @@ import errno
 import os
 
 # re, signal, socket and threading are imported where used: the shim, which imports
-# this module, starts faster without them (see kubelet/shim.py).
+# this module, starts faster without them (see kubelet/runtime/linux/shim.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
@@ -44,7 +44,29 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_SYS_PIVOT_ROOT = 155  # x86_64; glibc has no wrapper
+# pivot_root(2) has no glibc wrapper, so it is called by number, and the number is the
+# architecture's (os.uname().machine, as the kernel names it). From the kernel's tables:
+# arch/x86/entry/syscalls/syscall_64.tbl and syscall_32.tbl, arch/arm/tools/syscall.tbl,
+# arch/powerpc/kernel/syscalls/syscall.tbl, arch/s390/kernel/syscalls/syscall.tbl, and
+# include/uapi/asm-generic/unistd.h for the architectures that use the generic table.
+PIVOT_ROOT_SYSCALLS = {
+    "x86_64": 155,
+    "i386": 217, "i486": 217, "i586": 217, "i686": 217,
+    "aarch64": 41, "aarch64_be": 41, "arm64": 41,
+    "armv6l": 218, "armv7l": 218, "armv8l": 218, "arm": 218,
+    "riscv64": 41, "loongarch64": 41,
+    "ppc64le": 203, "ppc64": 203, "ppc": 203,
+    "s390x": 217,
+}
+
+
+def pivot_root_syscall(machine: str) -> int | None:
+    """pivot_root's system call number on `machine`; None where it is not known."""
+    return PIVOT_ROOT_SYSCALLS.get(machine)
+
+
+_MACHINE = os.uname().machine
+_SYS_PIVOT_ROOT = pivot_root_syscall(_MACHINE)
 
 
 def _check(ret: int, what: str) -> None:
@@ -76,6 +98,8 @@ def umount(target: str, flags: int = MNT_DETACH) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
+    if _SYS_PIVOT_ROOT is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: system call number unknown on {_MACHINE}")
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
 
 
