@@ -128,11 +128,11 @@ class FakeNodes:
         batches = max(1, min(len(names), int(self.renew_interval * 10)))  # a batch every 100 ms at most
         size = -(-len(names) // batches)
         while True:
-            start = self.clock.now()
+            start = self.clock.monotonic()
             for b in range(0, len(names), size):
                 await asyncio.gather(*(self._renew(self.nodes[n]) for n in names[b:b + size]))
                 next_at = start + (b // size + 1) * self.renew_interval / batches
-                await self.clock.sleep(next_at - self.clock.now())
+                await self.clock.sleep(next_at - self.clock.monotonic())
 
     async def _renew(self, node: Node) -> None:
         try:

@@ -203,7 +203,7 @@ class Kubelet:
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
         self.resync_period, self.pleg_period = resync_period, pleg_period
-        self.backoff = backoff or Backoff(self.clock.now)
+        self.backoff = backoff or Backoff(self.clock.monotonic)
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
@@ -365,7 +365,7 @@ class Kubelet:
                 w.wake.clear()
                 # Delays are from the sync's start: time spent syncing (writing the
                 # status...) does not lengthen a back-off.
-                started = self.clock.now()
+                started = self.clock.monotonic()
                 try:
                     delay = await self._sync(w)
                     failures = 0
@@ -374,7 +374,7 @@ class Kubelet:
                 except Exception as exc:  # noqa: BLE001 - retried with back-off
                     failures += 1
                     delay = min(SYNC_ERROR_BACKOFF[0] * 2 ** (failures - 1), SYNC_ERROR_BACKOFF[1])
-                    started = self.clock.now()  # this back-off counts from the failure
+                    started = self.clock.monotonic()  # this back-off counts from the failure
                     log.warning("sync of pod %s (%s) failed: %r; retrying in %.1fs", w.key, w.uid, exc, delay)
                     if failures == 1:
                         log.debug("sync failure", exc_info=True)
@@ -382,7 +382,7 @@ class Kubelet:
                 w.syncs += 1
                 if not w.done:
                     delay = self.resync_period if delay is None else delay
-                    await self._wait(w, started + delay - self.clock.now())
+                    await self._wait(w, started + delay - self.clock.monotonic())
         finally:
             if self.workers.get(w.uid) is w and w.done:
                 del self.workers[w.uid]
@@ -432,7 +432,7 @@ class Kubelet:
     async def _sync_containers(self, w: PodWorker, pod: dict, sandbox: SandboxStatus) -> float | None:
         """The containers' part of the sync, in a ready sandbox (upstream's SyncPod)."""
         uid, spec = w.uid, pod.get("spec") or {}
-        now = self.clock.now()
+        now = self.clock.monotonic()
         retry: list[float] = []
         volume_paths, mount_error = await self._volumes(w, pod)
         runs = await self.blocking(self.runtime.list_containers, uid)
@@ -463,7 +463,7 @@ class Kubelet:
                             + (", will be restarted" if kill.restart else ""), container=name)
                 v.runs[-1] = await self.blocking(self.runtime.stop_container, kill.container_id,
                                                  grace_period=grace)
-                w.exits.setdefault(v.runs[-1].id, self.clock.now())
+                w.exits.setdefault(v.runs[-1].id, self.clock.monotonic())
             if name in back_offs:
                 self._crash_loop(w, pod, v, back_offs[name])
                 retry.append(back_offs[name].seconds)
@@ -602,7 +602,7 @@ class Kubelet:
             return
         v.runs.append(run)
         if run.state == "exited":  # it could not be started (StartError)
-            w.exits.setdefault(run.id, self.clock.now())
+            w.exits.setdefault(run.id, self.clock.monotonic())
             self._event(w, WARNING, "Failed", f"Error: {run.message}", container=name)
             retry.append(0.0)  # the restart policy decides at once
             return

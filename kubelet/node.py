@@ -26,7 +26,8 @@ import time
 
 from client.clock import Clock, RealClock
 from client.rest import Client
-from kubelet.status import micro_time, rfc3339
+from kubelet.status import rfc3339
+from machinery import times
 from machinery.errors import AlreadyExists, Conflict, NotFound
 
 log = logging.getLogger("minik8s.kubelet.node")
@@ -146,7 +147,7 @@ class Node:
             self.node = node
             await self.update_status(force=True)
             log.info("node %s was registered already; status updated", self.name)
-        self._reported_at = self.clock.now()
+        self._reported_at = self.clock.monotonic()
         return self.node
 
     async def update_status(self, *, force: bool = False) -> None:
@@ -157,12 +158,12 @@ class Node:
         self.node = await self.client.get("nodes", self.name)
         current = self.node.get("status") or {}
         new = self.status(current)
-        due = self.clock.now() - self._reported_at >= self.report_interval
+        due = self.clock.monotonic() - self._reported_at >= self.report_interval
         if not force and not due and _differs(new, current) is False:
             return
         self.node = await self.client.patch("nodes", self.name, {"status": new}, subresource="status",
                                             patch_type="strategic")
-        self._reported_at = self.clock.now()
+        self._reported_at = self.clock.monotonic()
 
     # -- the lease --------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class Node:
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": LEASE_NAMESPACE, "ownerReferences": owner},
                 "spec": {"holderIdentity": self.name, "leaseDurationSeconds": self.lease_duration,
-                         "renewTime": micro_time(time.time())}}
+                         "renewTime": times.rfc3339_micro()}}
 
     async def renew_lease(self) -> None:
         for _ in range(3):
@@ -187,7 +188,7 @@ class Node:
                         return
                 lease = copy.deepcopy(self.lease)
                 lease["spec"].update(holderIdentity=self.name, leaseDurationSeconds=self.lease_duration,
-                                     renewTime=micro_time(time.time()))
+                                     renewTime=times.rfc3339_micro())
                 self.lease = await self.client.update(lease)
                 return
             except (Conflict, NotFound, AlreadyExists):

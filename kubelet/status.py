@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from kubelet.runtime import ContainerStatus
+from machinery import times
 
 TERMINAL = ("Succeeded", "Failed")
 KUBELET_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready",
@@ -29,15 +30,8 @@ CONTAINER_ID_PREFIX = "minik8s://"
 
 
 def rfc3339(t: float | None) -> str | None:
-    """Epoch seconds -> metav1.Time (second precision, UTC)."""
-    if t is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def micro_time(t: float) -> str:
-    """Epoch seconds -> metav1.MicroTime (a Lease's renewTime)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+    """Epoch seconds -> metav1.Time; None stays None (a container not yet started)."""
+    return None if t is None else times.rfc3339(t)
 
 
 @dataclass
