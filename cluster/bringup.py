@@ -30,6 +30,7 @@ import httpx
 from cluster import host
 from cluster.state import KUBELET_PREFIX, ROUTE_SYNCER, ClusterConfig, kubelet_component
 from cluster.supervisor import Spec, Supervisor
+from machinery import times
 
 log = logging.getLogger("minik8s.up")
 
@@ -246,11 +247,10 @@ def internal_ip(node: dict) -> str | None:
 
 
 def _parse_time(value: str | None) -> float:
-    from datetime import datetime
     if not value:
         return 0.0
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return times.parse(value)
     except ValueError:
         return 0.0
 

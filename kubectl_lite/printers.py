@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any, Iterable, TextIO
 
+from machinery import times
 from machinery.duration import human_duration
 
 
@@ -151,7 +152,7 @@ def parse_time(ts: str | None) -> dt.datetime | None:
     if not ts:
         return None
     try:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        return dt.datetime.fromtimestamp(times.parse(ts), dt.timezone.utc)
     except ValueError:
         return None
 

@@ -30,6 +30,7 @@ import sys
 
 from client import kubeconfig
 from client.rest import Client
+from client.useragent import default_user_agent
 
 log = logging.getLogger("minik8s.kubelet")
 
@@ -140,7 +141,7 @@ async def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: kubeconfig: {exc}", file=sys.stderr)
         return 1
-    client = Client(conn, user_agent="kubelet/v1.32.0 (linux/amd64) minik8s")
+    client = Client(conn, user_agent=default_user_agent("kubelet"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     def on_signal(sig: signal.Signals) -> None:
