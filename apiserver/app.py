@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 
 from apiserver import discovery, openapi, registry, tables
 from apiserver.cache import Entry, WatchCache
-from apiserver.resources import Resources, Selection
+from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, TooLarge, Unavailable
 from machinery import errors, protobuf
 
@@ -274,104 +274,119 @@ class API:
             return status_response(errors.InternalError("an internal error occurred"))
 
     async def dispatch(self, request: Request, t: Target) -> Response:
-        m, q, res = request.method, request.query_params, self.resources
-        warnings: list[str] = []
-        if t.subresource in ("log", "exec"):
-            if m != "GET" and not (m == "POST" and t.subresource == "exec"):
-                raise errors.MethodNotAllowed(
-                    "the server does not allow this method on the requested resource")
-            pod = await res.get(t.rt, t.namespace, t.name)
-            pod_container(pod, q.get("container"))
-            if t.subresource == "exec":
-                raise errors.BadRequest("Upgrade request required")
-            if not (pod.get("spec") or {}).get("nodeName"):
-                return Response(b"", media_type="text/plain")  # nothing ran yet: no log
-            return await self.proxy_log(request, pod, pod_container(pod, q.get("container")))
-        if t.name is None:
-            if m == "GET":
-                sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
-                if query_flag(q, "watch"):
-                    return await self.watch(request, t.rt, sel)
-                return await self.list(request, t.rt, sel)
-            if m == "POST":
-                body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-                obj = await res.create(t.rt, t.namespace, body, dry_run=dry_run(q),
-                                       field_validation=field_validation(q), warnings=warnings,
-                                       manager=field_manager(request))
-                return self.object_response(obj, 201, warnings)
-            if m == "DELETE":
-                sel = Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
-                options = await self.delete_options(request)
-                items, revision = await res.delete_collection(t.rt, sel, options, dry_run=dry_run(q))
-                return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version,
-                                      "metadata": {"resourceVersion": str(revision)}, "items": items})
-            raise errors.MethodNotAllowed(f"the server does not allow this method on the requested resource")
-        if t.subresource == "binding":
-            if m != "POST":
-                raise errors.MethodNotAllowed("only POST is allowed on pods/binding")
-            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-            await res.bind(t.namespace, t.name, body, dry_run=dry_run(q))
-            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                  "status": "Success", "code": 201}, 201)
-        if t.subresource == "eviction":
-            # An Eviction is a delete that respects disruption budgets; minik8s has no
-            # PodDisruptionBudgets, so every eviction is allowed.
-            if m != "POST":
-                raise errors.MethodNotAllowed("only POST is allowed on pods/eviction")
-            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-            if not isinstance(body, dict):
-                raise errors.BadRequest("the body of the request must be an Eviction")
-            options = body.get("deleteOptions") or {}
-            if not isinstance(options, dict):
-                raise errors.BadRequest("deleteOptions must be an object")
-            await res.delete(t.rt, t.namespace, t.name, options, dry_run=dry_run(q))
-            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                  "status": "Success", "code": 201}, 201)
-        if t.subresource == "scale":
-            if m == "GET":
-                return json_response(await res.get_scale(t.rt, t.namespace, t.name))
-            if m in ("PUT", "PATCH"):
-                ctype = request.headers.get("content-type", "").split(";")[0].strip()
-                body = decode_body(await read_body(request), ctype,
-                                   PATCH_TYPES if m == "PATCH" else BODY_TYPES)
-                return json_response(await res.update_scale(
-                    t.rt, t.namespace, t.name, body, patch_type=ctype if m == "PATCH" else None,
-                    dry_run=dry_run(q), manager=field_manager(request)))
+        handler = ROUTES.get((verb(request, t), t.subresource))
+        if handler is None:
+            if t.subresource in ("binding", "eviction"):
+                raise errors.MethodNotAllowed(f"only POST is allowed on pods/{t.subresource}")
             raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
-        sub = t.subresource if t.subresource in ("status", "finalize") else None
-        if sub == "finalize":
-            sub = None  # namespaces/x/finalize writes spec.finalizers through the main path
-        if m == "GET":
-            return self.object_response(await res.get(t.rt, t.namespace, t.name), table_rt=t.rt,
-                                        request=request)
-        if m == "PUT":
-            body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-            obj = await res.update(t.rt, t.namespace, t.name, body, subresource=sub,
-                                   dry_run=dry_run(q), field_validation=field_validation(q),
-                                   warnings=warnings, manager=field_manager(request))
-            return self.object_response(obj, 200, warnings)
-        if m == "PATCH":
-            ctype = request.headers.get("content-type", "").split(";")[0].strip()
-            body = decode_body(await read_body(request), ctype, PATCH_TYPES)
-            if ctype == "application/apply-patch+yaml":
-                force = q.get("force", "false")
-                if force not in ("true", "false"):
-                    raise errors.BadRequest(f'invalid value for force: "{force}"')
-                obj, created = await res.apply(
-                    t.rt, t.namespace, t.name, body, manager=field_manager(request, apply=True),
-                    force=force == "true", subresource=sub, dry_run=dry_run(q),
-                    field_validation=field_validation(q), warnings=warnings)
-                return self.object_response(obj, 201 if created else 200, warnings)
-            obj = await res.patch(t.rt, t.namespace, t.name, ctype, body, subresource=sub,
-                                  dry_run=dry_run(q), field_validation=field_validation(q),
-                                  warnings=warnings, manager=field_manager(request))
-            return self.object_response(obj, 200, warnings)
-        if m == "DELETE":
-            options = await self.delete_options(request)
-            obj, gone = await res.delete(t.rt, t.namespace, t.name, options, dry_run=dry_run(q))
-            # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
-            return self.object_response(obj, 200 if gone else 202)
-        raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
+        return await handler(self, request, t)
+
+    # -- one handler per (verb, subresource) ----------------------------------------------
+
+    def _selection(self, request: Request, t: Target) -> Selection:
+        q = request.query_params
+        return Selection(t.rt, t.namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+
+    async def _list(self, request: Request, t: Target) -> Response:
+        return await self.list(request, t.rt, self._selection(request, t))
+
+    async def _watch(self, request: Request, t: Target) -> Response:
+        return await self.watch(request, t.rt, self._selection(request, t))
+
+    async def _create(self, request: Request, t: Target) -> Response:
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        opts = write_options(request)
+        obj = await self.resources.create(t.rt, t.namespace, body, opts)
+        return self.object_response(obj, 201, opts.warnings)
+
+    async def _delete_collection(self, request: Request, t: Target) -> Response:
+        sel = self._selection(request, t)
+        options = await self.delete_options(request)
+        items, revision = await self.resources.delete_collection(
+            t.rt, sel, options, WriteOptions(dry_run=dry_run(request.query_params)))
+        return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version,
+                              "metadata": {"resourceVersion": str(revision)}, "items": items})
+
+    async def _get(self, request: Request, t: Target) -> Response:
+        obj = await self.resources.get(t.rt, t.namespace, t.name)
+        return self.object_response(obj, table_rt=t.rt, request=request)
+
+    async def _update(self, request: Request, t: Target) -> Response:
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        opts = write_options(request)
+        obj = await self.resources.update(t.rt, t.namespace, t.name, body, opts,
+                                          subresource=main_or_status(t))
+        return self.object_response(obj, 200, opts.warnings)
+
+    async def _patch(self, request: Request, t: Target) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip()
+        if ctype == "application/apply-patch+yaml":
+            return await self._apply(request, t)
+        body = decode_body(await read_body(request), ctype, PATCH_TYPES)
+        obj = await self.resources.patch(t.rt, t.namespace, t.name, ctype, body,
+                                         opts := write_options(request),
+                                         subresource=main_or_status(t))
+        return self.object_response(obj, 200, opts.warnings)
+
+    async def _apply(self, request: Request, t: Target) -> Response:
+        body = decode_body(await read_body(request), "application/apply-patch+yaml", PATCH_TYPES)
+        opts = write_options(request, apply=True)
+        obj, created = await self.resources.apply(t.rt, t.namespace, t.name, body, opts,
+                                                  subresource=main_or_status(t))
+        return self.object_response(obj, 201 if created else 200, opts.warnings)
+
+    async def _delete(self, request: Request, t: Target) -> Response:
+        options = await self.delete_options(request)
+        obj, gone = await self.resources.delete(t.rt, t.namespace, t.name, options,
+                                                WriteOptions(dry_run=dry_run(request.query_params)))
+        # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
+        return self.object_response(obj, 200 if gone else 202)
+
+    async def _bind(self, request: Request, t: Target) -> Response:
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        await self.resources.bind(t.rt, t.namespace, t.name, body,
+                                  WriteOptions(dry_run=dry_run(request.query_params)))
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "code": 201}, 201)
+
+    async def _evict(self, request: Request, t: Target) -> Response:
+        # An Eviction is a delete that respects disruption budgets; minik8s has no
+        # PodDisruptionBudgets, so every eviction is allowed.
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        if not isinstance(body, dict):
+            raise errors.BadRequest("the body of the request must be an Eviction")
+        options = body.get("deleteOptions") or {}
+        if not isinstance(options, dict):
+            raise errors.BadRequest("deleteOptions must be an object")
+        await self.resources.delete(t.rt, t.namespace, t.name, options,
+                                    WriteOptions(dry_run=dry_run(request.query_params)))
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "code": 201}, 201)
+
+    async def _get_scale(self, request: Request, t: Target) -> Response:
+        return json_response(await self.resources.get_scale(t.rt, t.namespace, t.name))
+
+    async def _update_scale(self, request: Request, t: Target) -> Response:
+        # Kubernetes takes every patch type on /scale: the official Python client sends a
+        # strategic merge patch (of an autoscaling/v1 Scale).
+        patch = request.method == "PATCH"
+        ctype = request.headers.get("content-type", "").split(";")[0].strip()
+        body = decode_body(await read_body(request), ctype, PATCH_TYPES if patch else BODY_TYPES)
+        opts = WriteOptions(dry_run=dry_run(request.query_params), field_manager=field_manager(request))
+        return json_response(await self.resources.update_scale(
+            t.rt, t.namespace, t.name, body, opts, patch_type=ctype if patch else None))
+
+    async def _log(self, request: Request, t: Target) -> Response:
+        pod = await self.resources.get(t.rt, t.namespace, t.name)
+        container = pod_container(pod, request.query_params.get("container"))
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return Response(b"", media_type="text/plain")  # nothing ran yet: no log
+        return await self.proxy_log(request, pod, container)
+
+    async def _exec_without_upgrade(self, request: Request, t: Target) -> Response:
+        pod = await self.resources.get(t.rt, t.namespace, t.name)
+        pod_container(pod, request.query_params.get("container"))
+        raise errors.BadRequest("Upgrade request required")
 
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
@@ -555,6 +570,65 @@ class API:
 
         return WatchResponse(body(), media_type=JSON,
                                  headers={"Cache-Control": "no-cache, private"})
+
+
+_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "POST": "create"}
+
+
+def verb(request: Request, t: Target) -> str:
+    """The Kubernetes verb a request asks for ("" for none): list, watch, create and
+    deletecollection on a collection; get, update, patch, delete on an object; create
+    (POST) only on a collection or on a subresource that takes it."""
+    m = request.method
+    if t.name is None:
+        if m == "GET":
+            return "watch" if query_flag(request.query_params, "watch") else "list"
+        return {"POST": "create", "DELETE": "deletecollection"}.get(m, "")
+    if m == "POST" and t.subresource is None:
+        return ""
+    return _VERBS.get(m, "")
+
+
+def main_or_status(t: Target) -> str | None:
+    """The subresource an update writes through: `status`, or the main resource (also
+    for namespaces/x/finalize, which writes spec.finalizers)."""
+    return "status" if t.subresource == "status" else None
+
+
+def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
+    q = request.query_params
+    force = False
+    if apply:
+        raw = q.get("force", "false")
+        if raw not in ("true", "false"):
+            raise errors.BadRequest(f'invalid value for force: "{raw}"')
+        force = raw == "true"
+    return WriteOptions(dry_run=dry_run(q), field_validation=field_validation(q),
+                        field_manager=field_manager(request, apply=apply), force=force)
+
+
+# (verb, subresource) -> handler: what the server does for every request on a resource
+# path. A pair that is not here is 405 Method Not Allowed.
+ROUTES = {
+    ("list", None): API._list,
+    ("watch", None): API._watch,
+    ("create", None): API._create,
+    ("deletecollection", None): API._delete_collection,
+    ("get", None): API._get,
+    ("update", None): API._update,
+    ("patch", None): API._patch,
+    ("delete", None): API._delete,
+    **{(v, sub): h for sub in ("status", "finalize")
+       for v, h in (("get", API._get), ("update", API._update), ("patch", API._patch))},
+    ("create", "binding"): API._bind,
+    ("create", "eviction"): API._evict,
+    ("get", "scale"): API._get_scale,
+    ("update", "scale"): API._update_scale,
+    ("patch", "scale"): API._update_scale,
+    ("get", "log"): API._log,
+    ("get", "exec"): API._exec_without_upgrade,  # a WebSocket upgrade is routed to API.exec
+    ("create", "exec"): API._exec_without_upgrade,
+}
 
 
 RESOURCE_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, Strategy
 from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
@@ -66,16 +67,16 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 class ResourceType(kinds.Kind):
     """A shared kind (machinery/kinds.py) plus what only the server needs."""
     fields: Fields = _meta_fields
-    # Kinds whose metadata.generation tracks spec changes (observedGeneration pattern).
-    has_generation: bool = False
-    # Objects that carry a status which only the status subresource may change.
-    status_subresource: bool = False
-    # Metadata a status update leaves as it was (Kubernetes' status strategies): it takes
-    # status and the labels, annotations, finalizers and owner references sent, not spec.
-    status_keeps: tuple[str, ...] = ()
+    # How the kind's objects are created, updated and deleted (apiserver/strategies/).
+    strategy: Strategy = field(default_factory=Strategy)
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch",
                               "update", "watch")
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status_subresource(self) -> bool:
+        """Whether `.status` changes only through `/status`."""
+        return self.strategy.status_subresource
 
     @property
     def group_resource(self) -> str:
@@ -103,20 +104,20 @@ def _serve(kind: kinds.Kind, **server: Any) -> ResourceType:
 
 
 RESOURCES: tuple[ResourceType, ...] = (
-    _serve(kinds.NAMESPACES, fields=_namespace_fields, status_subresource=True),
-    _serve(kinds.PODS, fields=_pod_fields, status_subresource=True,
-           status_keeps=("ownerReferences",)),
-    _serve(kinds.NODES, fields=_node_fields, status_subresource=True),
-    _serve(kinds.SERVICES, status_subresource=True,
+    _serve(kinds.NAMESPACES, fields=_namespace_fields, strategy=NamespaceStrategy()),
+    _serve(kinds.PODS, fields=_pod_fields, strategy=PodStrategy()),
+    _serve(kinds.NODES, fields=_node_fields, strategy=NodeStrategy()),
+    _serve(kinds.SERVICES, strategy=Strategy(status_subresource=True),
            verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _serve(kinds.ENDPOINTS),
     _serve(kinds.CONFIGMAPS),
     _serve(kinds.SECRETS, fields=_secret_fields),
     _serve(kinds.SERVICEACCOUNTS),
     _serve(kinds.EVENTS, fields=_event_fields),
-    _serve(kinds.DEPLOYMENTS, has_generation=True, status_subresource=True,
-           status_keeps=("labels",)),
-    _serve(kinds.REPLICASETS, fields=_rs_fields, has_generation=True, status_subresource=True),
+    _serve(kinds.DEPLOYMENTS, strategy=Strategy(generation=True, status_subresource=True,
+                                                status_keeps=("labels",))),
+    _serve(kinds.REPLICASETS, fields=_rs_fields,
+           strategy=Strategy(generation=True, status_subresource=True)),
     _serve(kinds.LEASES),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
