@@ -613,7 +613,8 @@ def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
             raise errors.BadRequest(f'invalid value for force: "{raw}"')
         force = raw == "true"
     return WriteOptions(dry_run=dry_run(q), field_validation=field_validation(q),
-                        field_manager=field_manager(request, apply=apply), force=force)
+                        field_manager=field_manager(request, apply=apply), force=force,
+                        warnings=[])
 
 
 # (verb, subresource) -> handler: what the server does for every request on a resource

@@ -59,13 +59,13 @@ class WriteOptions:
 
     field_manager: who owns the fields written ("" records no manager); field_validation:
     "", "Ignore", "Warn" or "Strict" for unknown fields; force: an apply takes fields
-    other managers own. warnings is the request's sink for warnings (sent back as
-    `Warning` headers), the one part that is written to."""
+    other managers own. warnings, if given, is the request's sink for warnings (sent
+    back as `Warning` headers), the one part that is written to."""
     dry_run: bool = False
     field_manager: str = ""
     field_validation: str = ""
     force: bool = False
-    warnings: list[str] = field(default_factory=list, compare=False)
+    warnings: list[str] | None = field(default=None, compare=False)
 
 
 class Removed:
@@ -292,8 +292,9 @@ class Resources:
         become, and swap it in if etcd still holds that revision; on a lost swap, read
         again and retry (with jittered back-off), as k8s.io/apiserver's GuaranteedUpdate.
 
-        try_update gets a private copy (it may change it) and returns the object to store, or `Removed` to
-        delete the key; it raises APIError for the client's mistakes, which end the write.
+        try_update gets a private copy (it may change it) and returns the object to
+        store, or `Removed` to delete the key; it raises APIError for the client's
+        mistakes, which end the write.
         -> (the object as stored, or as removed, and whether it was removed). The answer
         to a no-op keeps the current resourceVersion, as in Kubernetes.
 
@@ -303,10 +304,11 @@ class Resources:
         run has no swap to check its answer, so it always reads etcd. Warnings an attempt
         added to `opts.warnings` are dropped when that attempt is retried."""
         name = key.rpartition("/")[2]
-        said = len(opts.warnings)
+        said = len(opts.warnings) if opts.warnings is not None else 0
         for attempt in range(-1 if cached and not opts.dry_run else 0, WRITE_ATTEMPTS):
             await _contended(attempt)
-            del opts.warnings[said:]
+            if opts.warnings is not None:
+                del opts.warnings[said:]
             from_cache = attempt < 0
             current = await self._current(rt, key, cached=from_cache)
             if current is None:
@@ -382,7 +384,7 @@ class Resources:
         if unknown and opts.field_validation != "Strict":
             for c in unknown:
                 _drop_path(obj, c["field"])
-                if opts.field_validation != "Ignore":
+                if opts.warnings is not None and opts.field_validation != "Ignore":
                     opts.warnings.append(c["message"])
             causes = [c for c in causes if c not in unknown]
         causes += rt.strategy.validate(rt, obj, old)
