@@ -2,9 +2,10 @@
 
 One row per resource: the facts shared with the client (`machinery/kinds.py`: group,
 version, plural, kind, singular, short names, categories, namespaced, subresources),
-plus what only the server needs: which fields a fieldSelector may use and how the
-kind's objects are prepared, validated and deleted. Everything else in the server is
-driven from this table; there is no hand-written handler per kind.
+plus what only the server needs: which fields a fieldSelector may use, the columns of
+its Table form, and how its objects are prepared, validated and deleted (its strategy).
+Everything else in the server is driven from this table; there is no hand-written
+handler per kind.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from apiserver import tables
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, Strategy
 from machinery import kinds
 
@@ -67,6 +69,8 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 class ResourceType(kinds.Kind):
     """A shared kind (machinery/kinds.py) plus what only the server needs."""
     fields: Fields = _meta_fields
+    # The columns of its Table form (`kubectl get`); none: NAME and AGE.
+    columns: tuple[tables.Col, ...] = ()
     # How the kind's objects are created, updated and deleted (apiserver/strategies/).
     strategy: Strategy = field(default_factory=Strategy)
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch",
@@ -104,21 +108,22 @@ def _serve(kind: kinds.Kind, **server: Any) -> ResourceType:
 
 
 RESOURCES: tuple[ResourceType, ...] = (
-    _serve(kinds.NAMESPACES, fields=_namespace_fields, strategy=NamespaceStrategy()),
-    _serve(kinds.PODS, fields=_pod_fields, strategy=PodStrategy()),
-    _serve(kinds.NODES, fields=_node_fields, strategy=NodeStrategy()),
-    _serve(kinds.SERVICES, strategy=Strategy(status_subresource=True),
+    _serve(kinds.NAMESPACES, fields=_namespace_fields, columns=tables.NAMESPACES,
+           strategy=NamespaceStrategy()),
+    _serve(kinds.PODS, fields=_pod_fields, columns=tables.PODS, strategy=PodStrategy()),
+    _serve(kinds.NODES, fields=_node_fields, columns=tables.NODES, strategy=NodeStrategy()),
+    _serve(kinds.SERVICES, columns=tables.SERVICES, strategy=Strategy(status_subresource=True),
            verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    _serve(kinds.ENDPOINTS),
-    _serve(kinds.CONFIGMAPS),
-    _serve(kinds.SECRETS, fields=_secret_fields),
-    _serve(kinds.SERVICEACCOUNTS),
-    _serve(kinds.EVENTS, fields=_event_fields),
-    _serve(kinds.DEPLOYMENTS, strategy=Strategy(generation=True, status_subresource=True,
-                                                status_keeps=("labels",))),
-    _serve(kinds.REPLICASETS, fields=_rs_fields,
+    _serve(kinds.ENDPOINTS, columns=tables.ENDPOINTS),
+    _serve(kinds.CONFIGMAPS, columns=tables.CONFIGMAPS),
+    _serve(kinds.SECRETS, fields=_secret_fields, columns=tables.SECRETS),
+    _serve(kinds.SERVICEACCOUNTS, columns=tables.SERVICEACCOUNTS),
+    _serve(kinds.EVENTS, fields=_event_fields, columns=tables.EVENTS),
+    _serve(kinds.DEPLOYMENTS, columns=tables.DEPLOYMENTS,
+           strategy=Strategy(generation=True, status_subresource=True, status_keeps=("labels",))),
+    _serve(kinds.REPLICASETS, fields=_rs_fields, columns=tables.REPLICASETS,
            strategy=Strategy(generation=True, status_subresource=True)),
-    _serve(kinds.LEASES),
+    _serve(kinds.LEASES, columns=tables.LEASES),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 
