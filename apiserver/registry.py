@@ -1,15 +1,21 @@
 """The table of kinds the API server serves.
 
-One row per resource: where it lives in the API (group, version, plural), how it is
-named (kind, singular, short names, categories), whether it is namespaced, which
-subresources it has, which fields a fieldSelector may use, and the columns of its
-Table form. Everything else in the server is driven from this table; there is no
-hand-written handler per kind.
+One row per resource: the facts shared with the client (`machinery/kinds.py`: group,
+version, plural, kind, singular, short names, categories, namespaced, subresources),
+plus what only the server needs: which fields a fieldSelector may use, the columns of
+its Table form, and how its objects are prepared, validated and deleted (its strategy).
+Everything else in the server is driven from this table; there is no hand-written
+handler per kind.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from apiserver import tables
+from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, Strategy
+from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
 
@@ -60,34 +66,21 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class ResourceType:
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    short_names: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
+class ResourceType(kinds.Kind):
+    """A shared kind (machinery/kinds.py) plus what only the server needs."""
     fields: Fields = _meta_fields
-    # Kinds whose metadata.generation tracks spec changes (observedGeneration pattern).
-    has_generation: bool = False
-    # Objects that carry a status which only the status subresource may change.
-    status_subresource: bool = False
-    # Metadata a status update leaves as it was (Kubernetes' status strategies): it takes
-    # status and the labels, annotations, finalizers and owner references sent, not spec.
-    status_keeps: tuple[str, ...] = ()
+    # The columns of its Table form (`kubectl get`); none: NAME and AGE.
+    columns: tuple[tables.Col, ...] = ()
+    # How the kind's objects are created, updated and deleted (apiserver/strategies/).
+    strategy: Strategy = field(default_factory=Strategy)
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch",
                               "update", "watch")
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+    def status_subresource(self) -> bool:
+        """Whether `.status` changes only through `/status`."""
+        return self.strategy.status_subresource
 
     @property
     def group_resource(self) -> str:
@@ -109,31 +102,30 @@ class ResourceType:
         return f"/registry/{self.plural}/"
 
 
+def _serve(kind: kinds.Kind, **server: Any) -> ResourceType:
+    shared = {f.name: getattr(kind, f.name) for f in dataclasses.fields(kinds.Kind)}
+    return ResourceType(**shared, **server)
+
+
 RESOURCES: tuple[ResourceType, ...] = (
-    ResourceType("", "v1", "Namespace", "namespaces", False, ("ns",),
-                 subresources=("status", "finalize"), fields=_namespace_fields,
-                 status_subresource=True),
-    ResourceType("", "v1", "Pod", "pods", True, ("po",), ("all",),
-                 subresources=("status", "binding", "log", "exec", "eviction"),
-                 fields=_pod_fields, status_subresource=True, status_keeps=("ownerReferences",)),
-    ResourceType("", "v1", "Node", "nodes", False, ("no",), subresources=("status",),
-                 fields=_node_fields, status_subresource=True),
-    ResourceType("", "v1", "Service", "services", True, ("svc",), ("all",),
-                 subresources=("status",), status_subresource=True,
-                 verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    ResourceType("", "v1", "Endpoints", "endpoints", True, ("ep",)),
-    ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
-    ResourceType("", "v1", "Secret", "secrets", True, fields=_secret_fields),
-    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
-    ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_event_fields),
-    ResourceType("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("all",),
-                 subresources=("status", "scale"), has_generation=True,
-                 status_subresource=True, status_keeps=("labels",)),
-    ResourceType("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("all",),
-                 subresources=("status", "scale"), fields=_rs_fields, has_generation=True,
-                 status_subresource=True),
-    ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    _serve(kinds.NAMESPACES, fields=_namespace_fields, columns=tables.NAMESPACES,
+           strategy=NamespaceStrategy()),
+    _serve(kinds.PODS, fields=_pod_fields, columns=tables.PODS, strategy=PodStrategy()),
+    _serve(kinds.NODES, fields=_node_fields, columns=tables.NODES, strategy=NodeStrategy()),
+    _serve(kinds.SERVICES, columns=tables.SERVICES, strategy=Strategy(status_subresource=True),
+           verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    _serve(kinds.ENDPOINTS, columns=tables.ENDPOINTS),
+    _serve(kinds.CONFIGMAPS, columns=tables.CONFIGMAPS),
+    _serve(kinds.SECRETS, fields=_secret_fields, columns=tables.SECRETS),
+    _serve(kinds.SERVICEACCOUNTS, columns=tables.SERVICEACCOUNTS),
+    _serve(kinds.EVENTS, fields=_event_fields, columns=tables.EVENTS),
+    _serve(kinds.DEPLOYMENTS, columns=tables.DEPLOYMENTS,
+           strategy=Strategy(generation=True, status_subresource=True, status_keeps=("labels",))),
+    _serve(kinds.REPLICASETS, fields=_rs_fields, columns=tables.REPLICASETS,
+           strategy=Strategy(generation=True, status_subresource=True)),
+    _serve(kinds.LEASES, columns=tables.LEASES),
 )
+assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 _BY_KIND = {(r.group, r.kind): r for r in RESOURCES}

@@ -2,48 +2,42 @@
 store does for every kind.
 
 Each method takes decoded input, raises `machinery.errors.APIError` for anything the
-caller did wrong, and returns plain dicts (or cache entries for reads). Writes go to
-etcd as compare-and-swap transactions on `mod_revision`, so two writers can never both
-win: the loser gets 409 Conflict (or, for a patch, a silent retry against the new
-state, as Kubernetes does). Reads of single objects go to etcd; lists and watches are
-served from the watch cache (`apiserver/cache.py`) after it has caught up with etcd.
+caller did wrong, and returns plain dicts (or cache entries for reads). What differs by
+kind (what a create resets, what an update carries over, how a delete waits, a pod's
+binding) is asked of the kind's strategy (`apiserver/strategies/`); nothing here
+branches on a kind.
+
+Every write to an existing object goes through `guaranteed_update`: a compare-and-swap
+transaction on etcd's `mod_revision`, so two writers can never both win. The loser
+re-reads and tries again on the new state, as Kubernetes does, unless its request
+pinned a resourceVersion (or a UID) that no longer holds: that is 409 Conflict. Reads
+of single objects go to etcd; lists and watches are served from the watch cache
+(`apiserver/cache.py`) after it has caught up with etcd. The store is used through its
+public methods only (get, list, create, update, delete, current_revision, watch).
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import copy
-import datetime as dt
-import functools
 import random
-import time
 import uuid
-from typing import Any, AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
 from apiserver import apply as ssa, defaults, validation
 from apiserver.cache import Entry, WatchCache, decode
 from apiserver.registry import ResourceType, by_plural
-from apiserver.storage import Compacted, EtcdStore
-from machinery import errors, fields, labels, patch as patches
+from apiserver.storage import Compacted, Store
+from apiserver.timestamps import later, now
+from machinery import errors, fields, kinds, labels, patch as patches
 
-# Kinds whose status may be set at creation (the kubelet registers a Node with status).
-STATUS_ON_CREATE = {"nodes", "events", "leases", "endpoints"}
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-# A Kubernetes delete with no explicit grace period and no node to wait for is immediate.
-_TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-def now() -> str:
-    return _rfc3339(int(time.time()))
-
-
-@functools.lru_cache(maxsize=2)  # formatted once a second, not once per write
-def _rfc3339(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
+# What a `/scale` patch applies to: an autoscaling/v1 Scale, whatever kind is scaled.
+_SCALE = kinds.Kind("autoscaling", "v1", "Scale", "scale", True)
 
 # A write that lost a compare-and-swap to another writer is tried again on the new state
 # (Kubernetes' GuaranteedUpdate retries until the request times out): this many tries,
@@ -56,6 +50,35 @@ async def _contended(attempt: int) -> None:
     50 ms), so writers that collided once do not collide again in step."""
     if attempt > 0:
         await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What a create, update, patch, apply or delete request asks besides its body
+    (Kubernetes' CreateOptions, UpdateOptions, PatchOptions), checked by the caller.
+
+    field_manager: who owns the fields written ("" records no manager); field_validation:
+    "", "Ignore", "Warn" or "Strict" for unknown fields; force: an apply takes fields
+    other managers own. warnings, if given, is the request's sink for warnings (sent
+    back as `Warning` headers), the one part that is written to."""
+    dry_run: bool = False
+    field_manager: str = ""
+    field_validation: str = ""
+    force: bool = False
+    warnings: list[str] | None = field(default=None, compare=False)
+
+
+class Removed:
+    """A try_update's answer that the object is to be removed, not stored; `obj` is what
+    the request answers with."""
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: dict):
+        self.obj = obj
+
+
+# try_update(current object, its revision) -> the object to store, or Removed.
+TryUpdate = Callable[[dict, int], "dict | Removed"]
 
 
 def encode(obj: dict) -> bytes:
@@ -75,11 +98,6 @@ def load(value: bytes, revision: int) -> dict:
     obj = orjson.loads(value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
     return obj
-
-
-class _MaybeStale(Exception):
-    """A write decided on the watch cache's copy found nothing to do; the copy may be
-    behind, so the decision is taken again on a fresh read."""
 
 
 def with_rv(obj: dict, revision: int) -> dict:
@@ -138,7 +156,7 @@ def _parse_rv(value: str | None, what: str = "resourceVersion") -> int | None:
 
 
 class Resources:
-    def __init__(self, store: EtcdStore, cache: WatchCache):
+    def __init__(self, store: Store, cache: WatchCache):
         self.store = store
         self.cache = cache
 
@@ -267,6 +285,71 @@ class Resources:
 
     # -- writes ---------------------------------------------------------------------
 
+    async def guaranteed_update(self, rt: ResourceType, key: str, try_update: TryUpdate, *,
+                                cached: bool = False,
+                                opts: WriteOptions = WriteOptions()) -> tuple[dict, bool]:
+        """Read the object at `key`, ask `try_update(current, revision)` what it should
+        become, and swap it in if etcd still holds that revision; on a lost swap, read
+        again and retry (with jittered back-off), as k8s.io/apiserver's GuaranteedUpdate.
+
+        try_update gets a private copy (it may change it) and returns the object to
+        store, or `Removed` to delete the key; it raises APIError for the client's
+        mistakes, which end the write.
+        -> (the object as stored, or as removed, and whether it was removed). The answer
+        to a no-op keeps the current resourceVersion, as in Kubernetes.
+
+        cached=True starts from the watch cache's copy, which may be behind etcd: that
+        saves an etcd read per write, and is safe because every outcome other than a
+        successful swap (an error, nothing to do) is decided again on etcd's copy. A dry
+        run has no swap to check its answer, so it always reads etcd. Warnings an attempt
+        added to `opts.warnings` are dropped when that attempt is retried."""
+        name = key.rpartition("/")[2]
+        said = len(opts.warnings) if opts.warnings is not None else 0
+        for attempt in range(-1 if cached and not opts.dry_run else 0, WRITE_ATTEMPTS):
+            await _contended(attempt)
+            if opts.warnings is not None:
+                del opts.warnings[said:]
+            from_cache = attempt < 0
+            current = await self._current(rt, key, cached=from_cache)
+            if current is None:
+                raise errors.not_found(rt.group_resource, name)
+            raw, revision = current
+            old = load(raw, revision)  # kept as read, to tell a no-op
+            try:
+                new = try_update(load(raw, revision), revision)
+            except errors.APIError:
+                if from_cache:
+                    continue  # judged on a copy that may be behind: judge again on etcd's
+                raise
+            if isinstance(new, Removed):
+                if opts.dry_run:
+                    return with_rv(new.obj, revision), True
+                ok, result = await self.store.delete(key, revision)
+                if ok:
+                    return with_rv(new.obj, result.mod_revision), True
+                continue
+            new["metadata"].pop("resourceVersion", None)
+            if opts.dry_run:
+                return with_rv(new, revision), False
+            if _unchanged(old, new):
+                if from_cache:
+                    continue
+                return with_rv(new, revision), False
+            ok, result = await self.store.update(key, encode(new), revision)
+            if ok:
+                return with_rv(new, result), False
+        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
+
+    async def _current(self, rt: ResourceType, key: str, *, cached: bool) -> tuple[bytes, int] | None:
+        """(the serialized object at `key`, its revision), None if there is none; with
+        `cached`, the watch cache's copy if it has one."""
+        if cached:
+            entry = self.cache.get(rt, key)
+            if entry is not None:
+                return entry.raw, entry.revision
+        kv = await self.store.get(key)
+        return None if kv is None else (kv.value, kv.mod_revision)
+
     def _check_identity(self, rt: ResourceType, body: Any, namespace: str, name: str | None) -> dict:
         if not isinstance(body, dict):
             raise errors.BadRequest(f"the body of the request must be a {rt.kind} object")
@@ -294,19 +377,17 @@ class Resources:
                                     f"the name on the URL ({name})")
         return md
 
-    def _validate(self, rt: ResourceType, obj: dict, *, strict: str, old: dict | None = None,
-                  warnings: list[str] | None = None) -> None:
+    def _validate(self, rt: ResourceType, obj: dict, opts: WriteOptions, *,
+                  old: dict | None = None) -> None:
         causes = validation.schema_causes(obj, strict=True)
         unknown = [c for c in causes if c.get("message", "").startswith("unknown field")]
-        if unknown and strict != "Strict":
+        if unknown and opts.field_validation != "Strict":
             for c in unknown:
                 _drop_path(obj, c["field"])
-                if warnings is not None and strict != "Ignore":
-                    warnings.append(c["message"])
+                if opts.warnings is not None and opts.field_validation != "Ignore":
+                    opts.warnings.append(c["message"])
             causes = [c for c in causes if c not in unknown]
-        causes += validation.semantic_causes(obj, kind=rt.kind, namespaced=rt.namespaced)
-        if old is not None:
-            causes += validation.update_causes(old, obj, kind=rt.kind)
+        causes += rt.strategy.validate(rt, obj, old)
         if causes:
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(rt.kind, name, causes, group=rt.group)
@@ -327,9 +408,8 @@ class Resources:
                                    f"namespace {namespace} because it is being terminated",
                                    kind=rt.plural)
 
-    async def create(self, rt: ResourceType, namespace: str, body: Any, *, dry_run: bool = False,
-                     field_validation: str = "", warnings: list[str] | None = None,
-                     manager: str = "") -> dict:
+    async def create(self, rt: ResourceType, namespace: str, body: Any,
+                     opts: WriteOptions = WriteOptions()) -> dict:
         md = self._check_identity(rt, body, namespace, None)
         obj = body
         if md.get("resourceVersion"):
@@ -346,181 +426,87 @@ class Resources:
             md.update(uid=str(uuid.uuid4()), creationTimestamp=now())
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 md.pop(k, None)
-            if rt.has_generation:
-                md["generation"] = 1
-            else:
-                md.pop("generation", None)
-            if rt.status_subresource and rt.plural not in STATUS_ON_CREATE:
-                obj.pop("status", None)
-            if rt.plural == "namespaces":
-                obj["status"] = {"phase": "Active"}
+            rt.strategy.prepare_for_create(obj)
             defaults.apply_defaults(obj, rt.kind)
-            self._validate(rt, obj, strict=field_validation, warnings=warnings)
-            if manager:
-                ssa.record_update(None, obj, rt, manager=manager, subresource=None, now=now())
-            if dry_run:
+            self._validate(rt, obj, opts)
+            if opts.field_manager:
+                ssa.record_update(None, obj, rt, manager=opts.field_manager, subresource=None, now=now())
+            if opts.dry_run:
                 return obj
             ok, result = await self.store.create(rt.key(namespace, md["name"]), encode(obj))
             if ok:
                 return with_rv(obj, result)
         raise errors.already_exists(rt.group_resource, md["name"])
 
-    def _merge_update(self, rt: ResourceType, old: dict, new: dict, subresource: str | None) -> dict:
-        """Carry over what a client may not change through this endpoint."""
+    def _updated(self, rt: ResourceType, old: dict, new: dict, opts: WriteOptions,
+                 subresource: str | None) -> dict | Removed:
+        """`new`, sent by the client over `old`, as it is to be stored: what the client may
+        not change through this endpoint carried over, defaulted, validated, its fields'
+        managers recorded; `Removed` once a deletion's last finalizer has gone."""
         if subresource == "status":
-            merged = orjson.loads(orjson.dumps(old))  # a deep copy; much faster than copy.deepcopy
-            merged["status"] = new.get("status")
-            if merged["status"] is None:
-                merged.pop("status")
-            nmd = new.get("metadata") or {}
-            for k in ("labels", "annotations", "finalizers", "ownerReferences"):
-                if k not in rt.status_keeps:
-                    if k in nmd:
-                        merged["metadata"][k] = nmd[k]
-                    else:
-                        merged["metadata"].pop(k, None)
-            if nmd.get("managedFields") is not None:
-                merged["metadata"]["managedFields"] = nmd["managedFields"]
-            return merged
-        omd, nmd = old["metadata"], new["metadata"]
-        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                  "generation"):
-            if k in omd:
-                nmd[k] = omd[k]
-            else:
-                nmd.pop(k, None)
-        if nmd.get("managedFields") is None and omd.get("managedFields"):
-            nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
-        if rt.status_subresource:
-            if "status" in old:
-                new["status"] = orjson.loads(orjson.dumps(old["status"]))
-            else:
-                new.pop("status", None)
-        if rt.has_generation and _spec(old) != _spec(new):
-            nmd["generation"] = omd.get("generation", 1) + 1
-        return new
+            new = rt.strategy.prepare_for_status_update(new, old)
+        else:
+            omd, nmd = old["metadata"], new["metadata"]
+            for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                      "generation"):
+                if k in omd:
+                    nmd[k] = omd[k]
+                else:
+                    nmd.pop(k, None)
+            if nmd.get("managedFields") is None and omd.get("managedFields"):
+                nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
+            rt.strategy.prepare_for_update(new, old)
+        new["metadata"].pop("resourceVersion", None)
+        defaults.apply_defaults(new, rt.kind)
+        self._validate(rt, new, opts, old=old)
+        if opts.field_manager:
+            ssa.record_update(old, new, rt, manager=opts.field_manager, subresource=subresource,
+                              now=now())
+        return Removed(new) if _finished(rt, new) else new
 
-    async def update(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                     subresource: str | None = None, dry_run: bool = False,
-                     field_validation: str = "", warnings: list[str] | None = None,
-                     manager: str = "") -> dict:
+    async def update(self, rt: ResourceType, namespace: str, name: str, body: Any,
+                     opts: WriteOptions = WriteOptions(), *, subresource: str | None = None) -> dict:
         md = self._check_identity(rt, body, namespace, name)
         md["name"] = name
         precondition = _parse_rv(md.get("resourceVersion"))
-        key = rt.key(namespace, name)
-        kv = await self.store.get(key)
-        if kv is None:
-            raise errors.not_found(rt.group_resource, name)
-        if precondition is not None and precondition != kv.mod_revision:
-            raise errors.conflict(rt.plural, name, rt.group)
-        old = load(kv.value, kv.mod_revision)
-        return await self._write(rt, key, old, kv.mod_revision, body, subresource=subresource,
-                                 dry_run=dry_run, field_validation=field_validation,
-                                 warnings=warnings, manager=manager)
+        sent = orjson.dumps(body)  # each attempt prepares its own copy of the body
 
-    async def _current(self, rt: ResourceType, key: str, *, cached: bool) -> tuple[dict, int] | None:
-        """(a private copy of the object at `key`, its revision), None if there is none.
-
-        cached=True starts from the watch cache's copy, which may be behind etcd, as
-        Kubernetes' GuaranteedUpdate does: that saves an etcd read per write, and is safe
-        only for a compare-and-swap write whose every other outcome (an error, nothing
-        to do) is decided again on a fresh read. A key the cache lacks is read fresh."""
-        if cached:
-            entry = self.cache.get(rt, key)
-            if entry is not None:
-                return orjson.loads(entry.raw), entry.revision
-        kv = await self.store.get(key)
-        return None if kv is None else (load(kv.value, kv.mod_revision), kv.mod_revision)
-
-    async def _write(self, rt: ResourceType, key: str, old: dict, revision: int, new: dict, *,
-                     subresource: str | None, dry_run: bool, field_validation: str,
-                     warnings: list[str] | None, manager: str = "", cached: bool = False) -> dict:
-        name = old["metadata"]["name"]
-        new = self._merge_update(rt, old, new, subresource)
-        new["metadata"].pop("resourceVersion", None)
-        defaults.apply_defaults(new, rt.kind)
-        self._validate(rt, new, strict=field_validation, old=old, warnings=warnings)
-        if manager:
-            ssa.record_update(old, new, rt, manager=manager, subresource=subresource, now=now())
-        if dry_run:
-            return with_rv(new, revision)
-        if _finished(rt, new):
-            ok, result = await self.store.delete(key, revision)
-            if not ok:
+        def try_update(old: dict, revision: int) -> dict | Removed:
+            if precondition is not None and precondition != revision:
                 raise errors.conflict(rt.plural, name, rt.group)
-            return with_rv(new, result.mod_revision)
-        old_body = dict(old)
-        old_body["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
-        if old_body == new:
-            if cached:
-                raise _MaybeStale
-            return with_rv(new, revision)  # no-op writes keep the resourceVersion, as in Kubernetes
-        ok, result = await self.store.update(key, encode(new), revision)
-        if not ok:
-            if result is None:
-                raise errors.not_found(rt.group_resource, name)
-            raise errors.conflict(rt.plural, name, rt.group)
-        return with_rv(new, result)
+            return self._updated(rt, old, orjson.loads(sent), opts, subresource)
+
+        obj, _ = await self.guaranteed_update(rt, rt.key(namespace, name), try_update, opts=opts)
+        return obj
 
     async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
-                    body: Any, *, subresource: str | None = None, dry_run: bool = False,
-                    field_validation: str = "", warnings: list[str] | None = None,
-                    manager: str = "") -> dict:
-        key = rt.key(namespace, name)
-        # Attempt -1 starts from the watch cache's copy (see _current), on top of the 16
-        # from etcd's; a dry run's answer has no swap to check it, so it reads etcd.
-        for attempt in range(0 if dry_run else -1, WRITE_ATTEMPTS):
-            cached = attempt < 0
-            current = await self._current(rt, key, cached=cached)
-            if current is None:
-                raise errors.not_found(rt.group_resource, name)
-            old, revision = current
-            try:
-                # As in Kubernetes, the patch applies to the current object, resourceVersion
-                # included: a version in the result that is not the current one can only
-                # come from the patch, and is a precondition that fails.
-                new = apply_patch(rt, old, patch_type, body)
-                if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
-                    raise errors.BadRequest("the patch produced an object that is not a "
-                                            f"{rt.kind}")
-                pinned = _parse_rv(new["metadata"].get("resourceVersion"))
-                if pinned is not None and pinned != revision:
-                    raise errors.conflict(rt.plural, name, rt.group)
-                uid = new["metadata"].get("uid")
-                if uid and uid != old["metadata"].get("uid"):
-                    raise errors.conflict(rt.plural, name, rt.group, why=(
-                        f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
-                        f"{old['metadata'].get('uid')}"))
-                self._check_identity(rt, new, namespace, name)
-            except errors.APIError:
-                if cached:
-                    continue  # judged on a copy that may be behind: judge again on etcd's
-                raise
-            said: list[str] | None = None if warnings is None else []  # this attempt's warnings
-            try:
-                result = await self._write(rt, key, old, revision, new, subresource=subresource,
-                                           dry_run=dry_run, field_validation=field_validation,
-                                           warnings=said, manager=manager, cached=cached)
-                if warnings is not None and said:
-                    warnings.extend(said)
-                return result
-            except _MaybeStale:
-                continue
-            except errors.Conflict:
-                # Someone wrote between our read and our write: re-apply the patch to the
-                # new state (a pinned version then fails the check above).
-                await _contended(attempt)
-            except errors.APIError:
-                if cached:
-                    continue
-                raise
-        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
+                    body: Any, opts: WriteOptions = WriteOptions(), *,
+                    subresource: str | None = None) -> dict:
+        def try_update(old: dict, revision: int) -> dict | Removed:
+            # As in Kubernetes, the patch applies to the current object, resourceVersion
+            # included: a version in the result that is not the current one can only
+            # come from the patch, and is a precondition that fails.
+            new = apply_patch(rt, old, patch_type, body)
+            if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
+                raise errors.BadRequest(f"the patch produced an object that is not a {rt.kind}")
+            pinned = _parse_rv(new["metadata"].get("resourceVersion"))
+            if pinned is not None and pinned != revision:
+                raise errors.conflict(rt.plural, name, rt.group)
+            uid = new["metadata"].get("uid")
+            if uid and uid != old["metadata"].get("uid"):
+                raise errors.conflict(rt.plural, name, rt.group, why=(
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                    f"{old['metadata'].get('uid')}"))
+            self._check_identity(rt, new, namespace, name)
+            return self._updated(rt, old, new, opts, subresource)
 
-    async def apply(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                    manager: str, force: bool = False, subresource: str | None = None,
-                    dry_run: bool = False, field_validation: str = "",
-                    warnings: list[str] | None = None) -> tuple[dict, bool]:
-        """Server-side apply (`apiserver.apply`): -> (object, created)."""
+        obj, _ = await self.guaranteed_update(rt, rt.key(namespace, name), try_update,
+                                              cached=True, opts=opts)
+        return obj
+
+    async def apply(self, rt: ResourceType, namespace: str, name: str, body: Any,
+                    opts: WriteOptions, *, subresource: str | None = None) -> tuple[dict, bool]:
+        """Server-side apply (`apiserver.apply`) as opts.field_manager: -> (object, created)."""
         if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
             raise errors.BadRequest("an apply configuration must be an object with apiVersion and kind")
         md = self._check_identity(rt, body, namespace, name)
@@ -528,48 +514,38 @@ class Resources:
             raise errors.BadRequest("metadata.managedFields must be nil")
         md["name"] = name
         precondition = _parse_rv(md.get("resourceVersion"))
-        key = rt.key(namespace, name)
-        for attempt in range(WRITE_ATTEMPTS):
-            kv = await self.store.get(key)
-            if kv is None:
-                if subresource is not None or precondition is not None:
-                    raise errors.not_found(rt.group_resource, name)
-                obj = ssa.apply(None, body, rt, manager=manager, force=force, subresource=None,
-                                now=now())
-                try:
-                    return await self.create(rt, namespace, obj, dry_run=dry_run,
-                                             field_validation=field_validation,
-                                             warnings=warnings), True
-                except errors.AlreadyExists:
-                    continue  # created meanwhile: apply to it
-            if precondition is not None and precondition != kv.mod_revision:
+        applied = replace(opts, field_manager="")  # ssa.apply records the managers itself
+
+        def try_update(live: dict, revision: int) -> dict | Removed:
+            if precondition is not None and precondition != revision:
                 raise errors.conflict(rt.plural, name, rt.group)
-            live = decode(key, kv.value, kv.mod_revision).obj
-            new = ssa.apply(live, body, rt, manager=manager, force=force,
+            new = ssa.apply(live, body, rt, manager=opts.field_manager, force=opts.force,
                             subresource=subresource, now=now())
+            return self._updated(rt, live, new, applied, subresource)
+
+        for _ in range(WRITE_ATTEMPTS):
             try:
-                return await self._write(rt, key, live, kv.mod_revision, new,
-                                         subresource=subresource, dry_run=dry_run,
-                                         field_validation=field_validation,
-                                         warnings=warnings), False
-            except errors.Conflict:
-                if precondition is not None:
+                obj, _ = await self.guaranteed_update(rt, rt.key(namespace, name), try_update,
+                                                      opts=applied)
+                return obj, False
+            except errors.NotFound:
+                if subresource is not None or precondition is not None:
                     raise
-                await _contended(attempt)
+            obj = ssa.apply(None, body, rt, manager=opts.field_manager, force=opts.force,
+                            subresource=None, now=now())
+            try:
+                return await self.create(rt, namespace, obj, applied), True
+            except errors.AlreadyExists:
+                continue  # created meanwhile: apply to it
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
-    async def delete(self, rt: ResourceType, namespace: str, name: str, options: dict, *,
-                     dry_run: bool = False) -> tuple[dict, bool]:
+    async def delete(self, rt: ResourceType, namespace: str, name: str, options: dict,
+                     opts: WriteOptions = WriteOptions()) -> tuple[dict, bool]:
         """-> (object, gone): gone is False while finalizers or a grace period hold it."""
-        key = rt.key(namespace, name)
-        for attempt in range(WRITE_ATTEMPTS):
-            await _contended(attempt)
-            kv = await self.store.get(key)
-            if kv is None:
-                raise errors.not_found(rt.group_resource, name)
-            obj = decode(key, kv.value, kv.mod_revision).obj
+        pre = options.get("preconditions") or {}
+
+        def try_update(obj: dict, revision: int) -> dict | Removed:
             md = obj["metadata"]
-            pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != md.get("uid"):
                 raise errors.conflict(rt.plural, name, rt.group,
                                       why=f"Precondition failed: UID in precondition: {pre['uid']}, "
@@ -579,24 +555,14 @@ class Resources:
                                       why=f"Precondition failed: ResourceVersion in precondition: "
                                           f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                           f"{md['resourceVersion']}")
-            updated = self._deletion_state(rt, obj, options)
-            if dry_run:
-                return obj, updated is None
-            if updated is None:
-                ok, result = await self.store.delete(key, kv.mod_revision)
-                if ok:
-                    return with_rv(obj, result.mod_revision), True
-            else:
-                if updated == obj:
-                    return obj, False
-                updated["metadata"].pop("resourceVersion", None)
-                ok, result = await self.store.update(key, encode(updated), kv.mod_revision)
-                if ok:
-                    return with_rv(updated, result), False
-        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
+            return self._deletion_state(rt, obj, options)
 
-    def _deletion_state(self, rt: ResourceType, obj: dict, options: dict) -> dict | None:
-        """The object as it should be after this delete request, or None to remove it now."""
+        return await self.guaranteed_update(rt, rt.key(namespace, name), try_update, opts=opts)
+
+    def _deletion_state(self, rt: ResourceType, obj: dict, options: dict) -> dict | Removed:
+        """The object as it should be after this delete request, or Removed to remove it
+        now: k8s.io/apiserver's BeforeDelete, with the kind's strategy deciding the grace
+        period and any finalization of its own."""
         md = obj["metadata"]
         grace = options.get("gracePeriodSeconds")
         if grace is not None and (not isinstance(grace, int) or grace < 0):
@@ -621,42 +587,34 @@ class Resources:
                 finalizers.remove(f)
         if finalizers:
             nmd["finalizers"] = finalizers
-        if rt.plural == "pods":
-            spec, status = obj.get("spec") or {}, obj.get("status") or {}
-            if grace is None:
-                grace = spec.get("terminationGracePeriodSeconds", 30)
-            if not spec.get("nodeName") or status.get("phase") in _TERMINAL_PHASES:
-                grace = 0
-            current = md.get("deletionGracePeriodSeconds")
-            if current is not None and grace > current:
-                grace = current  # a grace period can only be shortened
-            if grace > 0:
-                nmd["deletionGracePeriodSeconds"] = grace
-                if current is None or grace < current:
-                    nmd["deletionTimestamp"] = _later(grace)
-                return new
-        if rt.plural == "namespaces" and (new.get("spec") or {}).get("finalizers"):
-            new.setdefault("status", {})["phase"] = "Terminating"
-            nmd.setdefault("deletionTimestamp", now())
-            nmd.setdefault("deletionGracePeriodSeconds", 0)
+        grace = rt.strategy.grace_period(obj, grace)
+        current = md.get("deletionGracePeriodSeconds")
+        if current is not None and grace > current:
+            grace = current  # a grace period can only be shortened
+        if grace > 0:
+            nmd["deletionGracePeriodSeconds"] = grace
+            if current is None or grace < current:
+                nmd["deletionTimestamp"] = later(grace)
+            return new
+        if rt.strategy.before_delete(new):
             return new
         if finalizers:
             nmd.setdefault("deletionTimestamp", now())
-            nmd.setdefault("deletionGracePeriodSeconds", 0)
-            if rt.plural == "pods":
-                nmd["deletionGracePeriodSeconds"] = 0
+            if rt.strategy.graceful:
+                nmd["deletionGracePeriodSeconds"] = 0  # no longer waiting: the grace is over
+            else:
+                nmd.setdefault("deletionGracePeriodSeconds", 0)
             return new
-        return None
+        return Removed(obj)
 
-    async def delete_collection(self, rt: ResourceType, sel: Selection, options: dict, *,
-                                dry_run: bool = False) -> tuple[list[dict], int]:
+    async def delete_collection(self, rt: ResourceType, sel: Selection, options: dict,
+                                opts: WriteOptions = WriteOptions()) -> tuple[list[dict], int]:
         entries, revision, _, _ = await self.list(rt, sel)
         out = []
         for e in entries:
             md = e.obj["metadata"]
             try:
-                obj, _ = await self.delete(rt, md.get("namespace", ""), md["name"], options,
-                                           dry_run=dry_run)
+                obj, _ = await self.delete(rt, md.get("namespace", ""), md["name"], options, opts)
                 out.append(obj)
             except errors.NotFound:
                 pass
@@ -664,88 +622,48 @@ class Resources:
 
     # -- subresources ---------------------------------------------------------------
 
-    async def bind(self, namespace: str, name: str, binding: Any, *, dry_run: bool = False) -> None:
-        pods = by_plural("pods")
+    async def bind(self, rt: ResourceType, namespace: str, name: str, binding: Any,
+                   opts: WriteOptions = WriteOptions()) -> None:
+        """`pods/binding`: the kind's strategy assigns the node."""
         if not isinstance(binding, dict) or not isinstance(binding.get("target"), dict):
             raise errors.BadRequest("the body of the request must be a Binding with a target")
         node = binding["target"].get("name")
         if not node or not isinstance(node, str):
             raise errors.invalid("Binding", name, [{"reason": "FieldValueRequired",
                                                     "field": "target.name", "message": "Required value"}])
-        key = pods.key(namespace, name)
-        for attempt in range(0 if dry_run else -1, WRITE_ATTEMPTS):
-            await _contended(attempt)
-            cached = attempt < 0  # from the watch cache's copy first, as in patch
-            current = await self._current(pods, key, cached=cached)
-            if current is None:
-                raise errors.not_found("pods", name)
-            pod, revision = current
-            uid = (binding.get("metadata") or {}).get("uid")
-            why = None
-            if uid and uid != pod["metadata"].get("uid"):
-                # A binding meant for an earlier pod of the same name.
-                why = f"Precondition failed: UID in precondition: {uid}, UID in object meta: " \
-                      f"{pod['metadata'].get('uid')}"
-            elif pod["metadata"].get("deletionTimestamp"):
-                why = "pod is being deleted, cannot be assigned to a host"
-            elif bound := (pod.get("spec") or {}).get("nodeName"):
-                why = f"pod {name} is already assigned to node \"{bound}\""
-            if why is not None:
-                if cached:
-                    continue  # judged on a copy that may be behind: judge again on etcd's
-                raise errors.conflict("pods", name, why=why)
-            pod.setdefault("spec", {})["nodeName"] = node
-            conds = [c for c in (pod.setdefault("status", {}).get("conditions") or [])
-                     if c.get("type") != "PodScheduled"]
-            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                          "lastTransitionTime": now()})
-            pod["status"]["conditions"] = conds
-            if dry_run:
-                return
-            pod["metadata"].pop("resourceVersion", None)
-            ok, _ = await self.store.update(key, encode(pod), revision)
-            if ok:
-                return
-        raise errors.conflict("pods", name, why="too many concurrent writers")
+        await self.guaranteed_update(rt, rt.key(namespace, name),
+                                     lambda pod, _: rt.strategy.bind(pod, binding, now=now()),
+                                     cached=True, opts=opts)
 
     async def get_scale(self, rt: ResourceType, namespace: str, name: str) -> dict:
         return to_scale(await self.get(rt, namespace, name))
 
-    async def update_scale(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                           patch_type: str | None = None, dry_run: bool = False,
-                           manager: str = "") -> dict:
-        key = rt.key(namespace, name)
-        for attempt in range(WRITE_ATTEMPTS):
-            await _contended(attempt)
-            kv = await self.store.get(key)
-            if kv is None:
-                raise errors.not_found(rt.group_resource, name)
-            obj = decode(key, kv.value, kv.mod_revision).obj
-            scale = to_scale(obj)
-            if patch_type is not None:
-                scale = apply_patch(by_plural("deployments"), scale, patch_type, body, kind="Scale")
-            elif not isinstance(body, dict):
-                raise errors.BadRequest("the body of the request must be a Scale object")
-            else:
-                scale = body
+    async def update_scale(self, rt: ResourceType, namespace: str, name: str, body: Any,
+                           opts: WriteOptions = WriteOptions(), *,
+                           patch_type: str | None = None) -> dict:
+        """`/scale`: a Scale replaced (PUT) or patched (any patch type Kubernetes takes
+        there) sets the object's spec.replicas."""
+        if patch_type is None and not isinstance(body, dict):
+            raise errors.BadRequest("the body of the request must be a Scale object")
+        scaled = replace(opts, field_validation="")
+
+        def try_update(obj: dict, revision: int) -> dict | Removed:
+            scale = body if patch_type is None else \
+                apply_patch(_SCALE, to_scale(obj), patch_type, body)
             replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
                                                       "message": f"Invalid value: {replicas!r}: must be greater "
                                                                  "than or equal to 0"}], group="autoscaling")
-            pre = _parse_rv((scale.get("metadata") or {}).get("resourceVersion"))
-            if pre is not None and pre != kv.mod_revision:
+            pinned = _parse_rv((scale.get("metadata") or {}).get("resourceVersion"))
+            if pinned is not None and pinned != revision:
                 raise errors.conflict(rt.plural, name, rt.group)
             new = copy.deepcopy(obj)
-            new["spec"]["replicas"] = replicas
-            try:
-                result = await self._write(rt, key, obj, kv.mod_revision, new, subresource=None,
-                                           dry_run=dry_run, field_validation="", warnings=None,
-                                           manager=manager)
-            except errors.Conflict:
-                continue  # re-read: a version pinned by the client then fails the check above
-            return to_scale(result)
-        raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
+            new.setdefault("spec", {})["replicas"] = replicas
+            return self._updated(rt, obj, new, scaled, None)
+
+        obj, _ = await self.guaranteed_update(rt, rt.key(namespace, name), try_update, opts=opts)
+        return to_scale(obj)
 
     async def ensure_system_namespaces(self) -> None:
         ns = by_plural("namespaces")
@@ -774,7 +692,7 @@ def to_scale(obj: dict) -> dict:
                        "selector": selector}}
 
 
-def apply_patch(rt: ResourceType, old: dict, patch_type: str, body: Any, *, kind: str | None = None) -> Any:
+def apply_patch(rt: kinds.Kind, old: dict, patch_type: str, body: Any) -> Any:
     if patch_type == "application/merge-patch+json":
         if not isinstance(body, dict):
             raise errors.BadRequest("a merge patch must be a JSON object")
@@ -784,29 +702,22 @@ def apply_patch(rt: ResourceType, old: dict, patch_type: str, body: Any, *, kind
     if patch_type == "application/strategic-merge-patch+json":
         if not isinstance(body, dict):
             raise errors.BadRequest("a strategic merge patch must be a JSON object")
-        return patches.strategic_merge_patch(old, body, kind or rt.kind, rt.group)
+        return patches.strategic_merge_patch(old, body, rt.kind, rt.group)
     raise errors.UnsupportedMediaType(f"the media type {patch_type!r} is not supported for patch")
-
-
-def _spec(obj: dict) -> dict:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
 def _finished(rt: ResourceType, obj: dict) -> bool:
     """An object marked for deletion whose last finalizer has just gone is removed."""
     md = obj["metadata"]
-    if not md.get("deletionTimestamp") or md.get("finalizers"):
-        return False
-    if rt.plural == "namespaces":
-        return not (obj.get("spec") or {}).get("finalizers")
-    if rt.plural == "pods":
-        return md.get("deletionGracePeriodSeconds", 0) == 0
-    return True
+    return bool(md.get("deletionTimestamp")) and not md.get("finalizers") \
+        and rt.strategy.deletion_finished(obj)
 
 
-def _later(seconds: int) -> str:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _unchanged(old: dict, new: dict) -> bool:
+    """Whether `new` (without a resourceVersion) is what `old` already holds."""
+    stored = dict(old)
+    stored["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
+    return stored == new
 
 
 def _drop_path(obj: Any, path: str) -> None:

@@ -6,10 +6,12 @@ served; a column with priority 1 shows only with `-o wide`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from apiserver.registry import ResourceType
 from machinery.duration import human_duration
+
+if TYPE_CHECKING:
+    from apiserver.registry import ResourceType
 
 Col = tuple[str, str, str, int, Callable[[dict], Any]]  # name, type, description, priority, fn
 
@@ -152,68 +154,68 @@ NAME: Col = ("Name", "string", "Name must be unique within a namespace.", 0, _ge
 AGE: Col = ("Age", "string", "CreationTimestamp is a timestamp representing the server time when this "
             "object was created.", 0, _age)
 
-COLUMNS: dict[str, list[Col]] = {
-    "pods": [NAME, ("Ready", "string", "The aggregate readiness state of this pod for accepting traffic.", 0, _pod_ready),
-             ("Status", "string", "The aggregate status of the containers in this pod.", 0, _pod_status),
-             ("Restarts", "string", "The number of times the containers in this pod have been restarted.", 0, _pod_restarts),
-             AGE,
-             ("IP", "string", "IP address allocated to the pod.", 1, _get("status", "podIP", default="<none>")),
-             ("Node", "string", "Name of the node assigned to this pod.", 1, _get("spec", "nodeName", default="<none>")),
-             ("Nominated Node", "string", "Nominated node.", 1, _get("status", "nominatedNodeName", default="<none>")),
-             ("Readiness Gates", "string", "Readiness gates.", 1, lambda p: "<none>")],
-    "nodes": [NAME, ("Status", "string", "The status of the node", 0, _node_status),
-              ("Roles", "string", "The roles of the node", 0, _node_roles), AGE,
-              ("Version", "string", "Kubelet Version reported by the node.", 0, _get("status", "nodeInfo", "kubeletVersion")),
-              ("Internal-IP", "string", "List of internal IPs.", 1, _node_address("InternalIP")),
-              ("External-IP", "string", "List of external IPs.", 1, _node_address("ExternalIP")),
-              ("OS-Image", "string", "OS image reported by the node.", 1, _get("status", "nodeInfo", "osImage", default="<unknown>")),
-              ("Kernel-Version", "string", "Kernel version reported by the node.", 1, _get("status", "nodeInfo", "kernelVersion", default="<unknown>")),
-              ("Container-Runtime", "string", "Container runtime reported by the node.", 1, _get("status", "nodeInfo", "containerRuntimeVersion", default="<unknown>"))],
-    "deployments": [NAME, ("Ready", "string", "Number of the pod with ready state", 0,
-                           lambda d: f"{_get('status', 'readyReplicas', default=0)(d)}/{_get('spec', 'replicas', default=0)(d)}"),
-                    ("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0, _get("status", "updatedReplicas", default=0)),
-                    ("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0, _get("status", "availableReplicas", default=0)),
-                    AGE,
-                    ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
-                    ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
-                    ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d)))],
-    "replicasets": [NAME, ("Desired", "integer", "Number of desired pods.", 0, _get("spec", "replicas", default=0)),
-                    ("Current", "integer", "Number of actual pods.", 0, _get("status", "replicas", default=0)),
-                    ("Ready", "integer", "Number of ready pods.", 0, _get("status", "readyReplicas", default=0)),
-                    AGE,
-                    ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
-                    ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
-                    ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d)))],
-    "services": [NAME, ("Type", "string", "The type of the service.", 0, _get("spec", "type", default="ClusterIP")),
-                 ("Cluster-IP", "string", "The cluster IP of the service.", 0, _get("spec", "clusterIP", default="<none>")),
-                 ("External-IP", "string", "The external IP of the service.", 0, lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or "<none>"),
-                 ("Port(s)", "string", "The ports of the service.", 0, _svc_ports), AGE,
-                 ("Selector", "string", "The label selector of the service.", 1, lambda s: _selector((s.get("spec") or {}).get("selector")))],
-    "endpoints": [NAME, ("Endpoints", "string", "Endpoints.", 0, _endpoints), AGE],
-    "namespaces": [NAME, ("Status", "string", "The status of the namespace", 0, _get("status", "phase", default="Active")), AGE],
-    "configmaps": [NAME, ("Data", "integer", "Number of data items.", 0,
-                          lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})), AGE],
-    "secrets": [NAME, ("Type", "string", "The type of the secret.", 0, _get("type", default="Opaque")),
-                ("Data", "integer", "Number of data items.", 0, lambda s: len(s.get("data") or {})), AGE],
-    "serviceaccounts": [NAME, ("Secrets", "integer", "Number of secrets.", 0, lambda s: len(s.get("secrets") or [])), AGE],
-    "events": [("Last Seen", "string", "Time since the event was last seen.", 0, _event_last_seen),
-               ("Type", "string", "The type of the event.", 0, _get("type")),
-               ("Reason", "string", "The reason of the event.", 0, _get("reason")),
-               ("Object", "string", "The object the event is about.", 0, _event_object),
-               ("Subobject", "string", "The field of the object the event is about.", 1,
-                _get("involvedObject", "fieldPath")),
-               ("Source", "string", "The component reporting this event.", 1, _event_source),
-               ("Message", "string", "The message of the event.", 0, _get("message")),
-               ("First Seen", "string", "The time at which the event was first recorded.", 1,
-                lambda e: _since(e.get("firstTimestamp") or e.get("eventTime"))),
-               ("Count", "string", "The number of times this event has occurred.", 1, _get("count", default=1)),
-               ("Name", "string", "Name must be unique within a namespace.", 1, _get("metadata", "name"))],
-    "leases": [NAME, ("Holder", "string", "The holder of the lease.", 0, _get("spec", "holderIdentity")), AGE],
-}
+# Per kind, attached to its row in apiserver/registry.py; a kind without its own shows
+# NAME and AGE.
+PODS: tuple[Col, ...] = (NAME, ("Ready", "string", "The aggregate readiness state of this pod for accepting traffic.", 0, _pod_ready),
+                         ("Status", "string", "The aggregate status of the containers in this pod.", 0, _pod_status),
+                         ("Restarts", "string", "The number of times the containers in this pod have been restarted.", 0, _pod_restarts),
+                         AGE,
+                         ("IP", "string", "IP address allocated to the pod.", 1, _get("status", "podIP", default="<none>")),
+                         ("Node", "string", "Name of the node assigned to this pod.", 1, _get("spec", "nodeName", default="<none>")),
+                         ("Nominated Node", "string", "Nominated node.", 1, _get("status", "nominatedNodeName", default="<none>")),
+                         ("Readiness Gates", "string", "Readiness gates.", 1, lambda p: "<none>"))
+NODES: tuple[Col, ...] = (NAME, ("Status", "string", "The status of the node", 0, _node_status),
+                          ("Roles", "string", "The roles of the node", 0, _node_roles), AGE,
+                          ("Version", "string", "Kubelet Version reported by the node.", 0, _get("status", "nodeInfo", "kubeletVersion")),
+                          ("Internal-IP", "string", "List of internal IPs.", 1, _node_address("InternalIP")),
+                          ("External-IP", "string", "List of external IPs.", 1, _node_address("ExternalIP")),
+                          ("OS-Image", "string", "OS image reported by the node.", 1, _get("status", "nodeInfo", "osImage", default="<unknown>")),
+                          ("Kernel-Version", "string", "Kernel version reported by the node.", 1, _get("status", "nodeInfo", "kernelVersion", default="<unknown>")),
+                          ("Container-Runtime", "string", "Container runtime reported by the node.", 1, _get("status", "nodeInfo", "containerRuntimeVersion", default="<unknown>")))
+DEPLOYMENTS: tuple[Col, ...] = (NAME, ("Ready", "string", "Number of the pod with ready state", 0,
+                                       lambda d: f"{_get('status', 'readyReplicas', default=0)(d)}/{_get('spec', 'replicas', default=0)(d)}"),
+                                ("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0, _get("status", "updatedReplicas", default=0)),
+                                ("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0, _get("status", "availableReplicas", default=0)),
+                                AGE,
+                                ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                                ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                                ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d))))
+REPLICASETS: tuple[Col, ...] = (NAME, ("Desired", "integer", "Number of desired pods.", 0, _get("spec", "replicas", default=0)),
+                                ("Current", "integer", "Number of actual pods.", 0, _get("status", "replicas", default=0)),
+                                ("Ready", "integer", "Number of ready pods.", 0, _get("status", "readyReplicas", default=0)),
+                                AGE,
+                                ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                                ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                                ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d))))
+SERVICES: tuple[Col, ...] = (NAME, ("Type", "string", "The type of the service.", 0, _get("spec", "type", default="ClusterIP")),
+                             ("Cluster-IP", "string", "The cluster IP of the service.", 0, _get("spec", "clusterIP", default="<none>")),
+                             ("External-IP", "string", "The external IP of the service.", 0, lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or "<none>"),
+                             ("Port(s)", "string", "The ports of the service.", 0, _svc_ports), AGE,
+                             ("Selector", "string", "The label selector of the service.", 1, lambda s: _selector((s.get("spec") or {}).get("selector"))))
+ENDPOINTS: tuple[Col, ...] = (NAME, ("Endpoints", "string", "Endpoints.", 0, _endpoints), AGE)
+NAMESPACES: tuple[Col, ...] = (NAME, ("Status", "string", "The status of the namespace", 0, _get("status", "phase", default="Active")), AGE)
+CONFIGMAPS: tuple[Col, ...] = (NAME, ("Data", "integer", "Number of data items.", 0,
+                                      lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})), AGE)
+SECRETS: tuple[Col, ...] = (NAME, ("Type", "string", "The type of the secret.", 0, _get("type", default="Opaque")),
+                            ("Data", "integer", "Number of data items.", 0, lambda s: len(s.get("data") or {})), AGE)
+SERVICEACCOUNTS: tuple[Col, ...] = (NAME, ("Secrets", "integer", "Number of secrets.", 0, lambda s: len(s.get("secrets") or [])), AGE)
+EVENTS: tuple[Col, ...] = (("Last Seen", "string", "Time since the event was last seen.", 0, _event_last_seen),
+                           ("Type", "string", "The type of the event.", 0, _get("type")),
+                           ("Reason", "string", "The reason of the event.", 0, _get("reason")),
+                           ("Object", "string", "The object the event is about.", 0, _event_object),
+                           ("Subobject", "string", "The field of the object the event is about.", 1,
+                            _get("involvedObject", "fieldPath")),
+                           ("Source", "string", "The component reporting this event.", 1, _event_source),
+                           ("Message", "string", "The message of the event.", 0, _get("message")),
+                           ("First Seen", "string", "The time at which the event was first recorded.", 1,
+                            lambda e: _since(e.get("firstTimestamp") or e.get("eventTime"))),
+                           ("Count", "string", "The number of times this event has occurred.", 1, _get("count", default=1)),
+                           ("Name", "string", "Name must be unique within a namespace.", 1, _get("metadata", "name")))
+LEASES: tuple[Col, ...] = (NAME, ("Holder", "string", "The holder of the lease.", 0, _get("spec", "holderIdentity")), AGE)
 
 
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
-    cols = COLUMNS.get(rt.plural, [NAME, AGE])
+    cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}
             for n, t, d, p, _ in cols]
     rows = []

@@ -24,7 +24,7 @@ Guarantees
 - `namespace=None` means the connection's default namespace (from the kubeconfig
   context); `namespace=ALL` ("") means every namespace for list, watch and
   delete_collection. Cluster-scoped kinds ignore it.
-- Kinds are resolved from a local table (`Resources`) mirroring what minik8s serves, so
+- Kinds are resolved from a local table (`Resources`) built from `machinery.kinds`, so
   no discovery round trip is needed at start; `discover()` adds whatever the server lists.
 
 Concurrency: a `Client` is shared by any number of tasks on one event loop. `SyncClient`
@@ -39,7 +39,6 @@ import inspect
 import logging
 import random
 import ssl
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -52,6 +51,7 @@ from client.kubeconfig import Connection
 from client.transport import LeanTransport, Reply
 from client.useragent import default_user_agent
 from machinery.errors import APIError, Conflict, NotFound, from_status
+from machinery.kinds import KINDS, Kind
 
 log = logging.getLogger("minik8s.client")
 
@@ -64,49 +64,13 @@ PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/jso
                "apply": "application/apply-patch+yaml"}
 
 
-@dataclass(frozen=True)
-class Resource:
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
+# A kind as the client knows it: the shared table's row (group, version, kind, plural,
+# namespaced, short names, subresources, categories) and its REST paths.
+Resource = Kind
 
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, *, namespace: str = "", name: str | None = None,
-             subresource: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{name}"
-            if subresource:
-                base += f"/{subresource}"
-        return base
-
-
-# What minik8s serves (apiserver/registry.py), repeated here so clients start without
-# discovery and without importing the server.
-RESOURCES: tuple[Resource, ...] = (
-    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize")),
-    Resource("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "eviction")),
-    Resource("", "v1", "Node", "nodes", False, ("no",), ("status",)),
-    Resource("", "v1", "Service", "services", True, ("svc",), ("status",)),
-    Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
-    Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
-    Resource("", "v1", "Secret", "secrets", True),
-    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
-    Resource("", "v1", "Event", "events", True, ("ev",)),
-    Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale")),
-    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale")),
-    Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
-)
+# What minik8s serves (machinery/kinds.py, the table the API server serves from), so
+# clients start without discovery and without importing the server.
+RESOURCES: tuple[Resource, ...] = KINDS
 
 
 class Resources:

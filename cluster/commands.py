@@ -25,7 +25,7 @@ from cluster.state import DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR, ClusterConfig
 INTERNAL = {"supervise": "cluster.bringup", "route-syncer": "cluster.routes"}
 COMPONENT_ARGS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet")
 # The Python module each component runs; `up` refuses to start without them.
-MODULES = {"apiserver": "apiserver.app", "controller-manager": "controller_manager.main",
+MODULES = {"apiserver": "apiserver.main", "controller-manager": "controller_manager.main",
            "scheduler": "scheduler.main", "kubelet": "kubelet.main"}
 
 

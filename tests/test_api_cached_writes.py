@@ -8,7 +8,7 @@ import pytest
 
 from apiserver.cache import WatchCache, decode
 from apiserver.registry import by_plural
-from apiserver.resources import Resources
+from apiserver.resources import Resources, WriteOptions
 from apiserver.storage import EtcdStore
 from machinery import errors
 from tests.util import pod
@@ -33,7 +33,7 @@ async def ns(res):
 
 async def stale(res: Resources, ns: str, name: str) -> str:
     """Create a pod, put its first version in the (still) cache, and return its key."""
-    created = await res.create(PODS, ns, pod(name), manager="test")
+    created = await res.create(PODS, ns, pod(name), WriteOptions(field_manager="test"))
     key = PODS.key(ns, name)
     kv = await res.store.get(key)
     res.cache.buckets["pods"].objects[key] = decode(key, kv.value, kv.mod_revision)
@@ -65,7 +65,7 @@ async def test_a_patch_pinned_to_the_current_version_succeeds_though_the_cache_i
 
 async def test_a_status_patch_lands_on_the_current_object(res, ns):
     await stale(res, ns, "p")
-    await res.bind(ns, "p", {"target": {"name": "node-1"}})
+    await res.bind(PODS, ns, "p", {"target": {"name": "node-1"}})
     got = await res.patch(PODS, ns, "p", "application/merge-patch+json",
                           {"status": {"phase": "Running"}}, subresource="status")
     assert got["spec"]["nodeName"] == "node-1" and got["status"]["phase"] == "Running"
@@ -74,19 +74,19 @@ async def test_a_status_patch_lands_on_the_current_object(res, ns):
 
 async def test_binding_a_pod_bound_since_the_cached_copy_is_a_conflict(res, ns):
     await stale(res, ns, "p")
-    await res.bind(ns, "p", {"target": {"name": "node-1"}})
+    await res.bind(PODS, ns, "p", {"target": {"name": "node-1"}})
     with pytest.raises(errors.Conflict, match='already assigned to node "node-1"'):
-        await res.bind(ns, "p", {"target": {"name": "node-2"}})
+        await res.bind(PODS, ns, "p", {"target": {"name": "node-2"}})
 
 
 async def test_binding_a_recreated_pod_is_judged_on_the_new_pod(res, ns):
     key = await stale(res, ns, "p")
-    await res.bind(ns, "p", {"target": {"name": "node-1"}})
+    await res.bind(PODS, ns, "p", {"target": {"name": "node-1"}})
     kv = await res.store.get(key)
     res.cache.buckets["pods"].objects[key] = decode(key, kv.value, kv.mod_revision)  # bound
     ok, _ = await res.store.delete(key, kv.mod_revision)
     assert ok
     again = await res.create(PODS, ns, pod("p"))
-    await res.bind(ns, "p", {"metadata": {"uid": again["metadata"]["uid"]}, "target": {"name": "node-2"}})
+    await res.bind(PODS, ns, "p", {"metadata": {"uid": again["metadata"]["uid"]}, "target": {"name": "node-2"}})
     stored = orjson.loads((await res.store.get(key)).value)
     assert stored["spec"]["nodeName"] == "node-2"

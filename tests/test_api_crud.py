@@ -314,6 +314,30 @@ def test_concurrent_patches_without_resource_version_all_apply(apiserver, ns):
         assert len(c.get(f"{url}/many").json()["data"]) == writers
 
 
+def test_concurrent_unconditional_updates_all_apply(apiserver, ns):
+    """A PUT without a resourceVersion is an unconditional update: like Kubernetes'
+    GuaranteedUpdate, the server retries it on the new state rather than answer 409."""
+    import httpx
+    url = f"/api/v1/namespaces/{ns}/configmaps"
+    with httpx.Client(base_url=apiserver.url) as c:
+        c.post(url, json={"metadata": {"name": "last"}})
+
+    writers = 30
+    start = threading.Barrier(writers)
+
+    def put(i):
+        with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+            c.get("/readyz")
+            start.wait()
+            return c.put(f"{url}/last", json={"metadata": {"name": "last"}, "data": {"w": str(i)}}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+        codes = list(pool.map(put, range(writers)))
+    assert codes == [200] * writers
+    with httpx.Client(base_url=apiserver.url) as c:
+        assert c.get(f"{url}/last").json()["data"]["w"] in {str(i) for i in range(writers)}
+
+
 def test_patch_with_stale_resource_version_conflicts(http, ns):
     url = f"/api/v1/namespaces/{ns}/configmaps"
     cm = http.post(url, json={"metadata": {"name": "pin"}}).json()

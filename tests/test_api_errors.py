@@ -24,7 +24,7 @@ def test_malformed_json_is_bad_request(http, ns):
 
 def test_yaml_body_is_accepted(http, ns):
     r = http.post(f"/api/v1/namespaces/{ns}/configmaps",
-                  content=b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  k: v\n",
+                  content=b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yaml-body\ndata:\n  k: v\n",
                   headers={"content-type": "application/yaml"})
     assert r.status_code == 201 and r.json()["data"] == {"k": "v"}
 
@@ -83,9 +83,17 @@ def test_body_too_large(http, ns):
 def test_wrong_method(http, ns):
     status(http.put(f"/api/v1/namespaces/{ns}/pods", json={}), 405, "MethodNotAllowed")
     status(http.post(f"/api/v1/namespaces/{ns}/pods/x", json={}), 405)
-    # Methods no resource serves, and discovery paths, take the general routing.
     status(http.request("OPTIONS", f"/api/v1/namespaces/{ns}/pods"), 405, "MethodNotAllowed")
     assert http.get("/apis/apps/v1").json()["groupVersion"] == "apps/v1"
+    # Read-only paths answer other methods, and unknown paths, with a Status too.
+    status(http.post("/version", json={}), 405, "MethodNotAllowed")
+    status(http.delete("/apis/apps/v1"), 405, "MethodNotAllowed")
+    status(http.get("/no/such/path"), 404, "NotFound")
+    # A subresource serves only its own verbs: deleting pods/x/status deletes nothing.
+    assert http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("kept")).status_code == 201
+    status(http.delete(f"/api/v1/namespaces/{ns}/pods/kept/status"), 405, "MethodNotAllowed")
+    status(http.get(f"/api/v1/namespaces/{ns}/pods/kept/binding"), 405, "MethodNotAllowed")
+    assert http.get(f"/api/v1/namespaces/{ns}/pods/kept").status_code == 200
 
 
 def test_mismatched_identity(http, ns):

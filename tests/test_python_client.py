@@ -81,3 +81,20 @@ def test_dynamic_client_discovers_and_applies_server_side(api, ns):
     assert [(m.manager, m.operation) for m in created.metadata.managedFields] == [("py", "Apply")]
     body["spec"]["replicas"] = 2
     assert deployments.server_side_apply(body=body, field_manager="py", namespace=ns).spec.replicas == 2
+
+
+def test_scale_is_patched_with_the_clients_strategic_merge_patch(api, ns):
+    # The generated client sends a dict body to /scale as a strategic merge patch (of an
+    # autoscaling/v1 Scale); Kubernetes accepts it, as it does merge and JSON patches.
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(ns, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1DeploymentSpec(
+            replicas=1, selector=client.V1LabelSelector(match_labels={"app": "web"}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": "web"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="nginx")])))))
+    scale = apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 3}})
+    assert scale.spec.replicas == 3
+    assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3
+    assert apps.read_namespaced_deployment_scale("web", ns).spec.replicas == 3

@@ -1,0 +1,69 @@
+"""The kinds minik8s serves: the facts the API server and its clients share.
+
+One row per resource, as discovery describes it: where it lives in the API (group,
+version, plural), how it is named (kind, singular, short names, categories), whether it
+is namespaced, and which subresources it has. The API server (`apiserver/registry.py`)
+adds what only it needs (field selectors, table columns, strategies); the client
+(`client/rest.py`) starts from this table so it needs no discovery round trip. A kind
+is added here once and both sides know it.
+
+Pure data: no I/O, importable from anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    # The first seven fields keep the order of client.rest.Resource's constructor, which
+    # callers (discovery in the client) use positionally.
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, *, namespace: str = "", name: str | None = None,
+             subresource: str | None = None) -> str:
+        """The REST path of the collection, an object, or one of its subresources."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+NAMESPACES = Kind("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"))
+PODS = Kind("", "v1", "Pod", "pods", True, ("po",),
+            ("status", "binding", "log", "exec", "eviction"), ("all",))
+NODES = Kind("", "v1", "Node", "nodes", False, ("no",), ("status",))
+SERVICES = Kind("", "v1", "Service", "services", True, ("svc",), ("status",), ("all",))
+ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))
+CONFIGMAPS = Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",))
+SECRETS = Kind("", "v1", "Secret", "secrets", True)
+SERVICEACCOUNTS = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",))
+EVENTS = Kind("", "v1", "Event", "events", True, ("ev",))
+DEPLOYMENTS = Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",),
+                   ("status", "scale"), ("all",))
+REPLICASETS = Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",),
+                   ("status", "scale"), ("all",))
+LEASES = Kind("coordination.k8s.io", "v1", "Lease", "leases", True)
+
+KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
+                           SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES)
