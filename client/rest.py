@@ -20,6 +20,11 @@ Guarantees
 - Kinds are resolved from a local table (`Resources`) mirroring what minik8s serves, so
   no discovery round trip is needed at start; `discover()` adds whatever the server lists.
 
+Metrics: client-go's `rest_client_requests_total` (each attempt) and
+`rest_client_request_duration_seconds` (each request, retries included), in
+client.metrics. At `-v 6` and more every request is logged as kubectl logs it
+(client.round_trippers); the lean fast path is then not taken.
+
 Concurrency: a `Client` is shared by any number of tasks on one event loop. `SyncClient`
 wraps it for synchronous callers (the CLI) by running a private event loop.
 """
@@ -38,6 +43,8 @@ import httpx
 import orjson
 
 from client.kubeconfig import Connection
+from client.metrics import RestClientMetrics, timed_request
+from client.round_trippers import debug_wrappers
 from client.transport import LeanTransport, Reply
 from machinery.errors import APIError, Conflict, NotFound, from_status
 
@@ -147,6 +154,7 @@ class Client:
         verify = self.connection.ssl_context()
         if transport is None:
             transport = LeanTransport(ssl_context=verify, max_idle=max_keepalive)
+        transport = debug_wrappers(transport)
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
             verify=verify, http1=True, http2=False,
@@ -154,6 +162,7 @@ class Client:
         # With the lean transport, requests that are not streams skip httpx's models
         # (see client/transport.py); streams, and any other transport, go through httpx.
         self._lean = transport if isinstance(transport, LeanTransport) else None
+        self._metrics = RestClientMetrics(self._http.base_url.netloc.decode("ascii"))
         if self._lean is not None:
             url = self._http.base_url
             self._key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
@@ -195,17 +204,20 @@ class Client:
                     resp = await self._http.request(method, path, params=params, content=content,
                                                     headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._metrics.result("<error>", method)
                 if last:
                     raise  # nothing reached the server, so any verb may be repeated
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await asyncio.sleep(self._delay(attempt))
                 continue
             except httpx.TransportError as exc:
+                self._metrics.result("<error>", method)
                 if last or method != "GET":
                     raise  # the server may have acted on it
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await asyncio.sleep(self._delay(attempt))
                 continue
+            self._metrics.result(resp.status_code, method)
             if resp.is_success:
                 if raw:
                     return resp.text
@@ -217,6 +229,8 @@ class Client:
                 continue
             raise error_from_response(resp)
         raise AssertionError("unreachable")
+
+    request = timed_request(request)  # rest_client_request_duration_seconds, retries included
 
     def _fetch(self, method: str, path: str, params: dict, content: bytes | str | None,
                content_type: str) -> Awaitable[Reply]:
@@ -241,6 +255,7 @@ class Client:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
+            self._metrics.result(resp.status_code, "GET")
             if not resp.is_success:
                 await resp.aread()
                 raise error_from_response(resp)
