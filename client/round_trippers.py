@@ -100,17 +100,11 @@ class DebuggingTransport(httpx.AsyncBaseTransport):
         try:
             response = await self.inner.handle_async_request(request)
         except Exception:
-            ms = int((time.monotonic() - start) * 1000)
-            log.log(level, "%s %s %s in %d milliseconds", request.method, url, "", ms)
+            self._log_status(request.method, url, "", int((time.monotonic() - start) * 1000))
             raise
         ms = int((time.monotonic() - start) * 1000)
         status = f"{response.status_code} {response.reason_phrase}".rstrip()
-        if v == 6 or v >= 9:
-            log.log(level, "%s %s %s in %d milliseconds", request.method, url, status, ms)
-        if v >= 9:
-            log.log(level, "HTTP Statistics: Duration %d ms", ms)
-        if 7 <= v < 9:
-            log.log(level, "Response Status: %s in %d milliseconds", status, ms)
+        self._log_status(request.method, url, status, ms)
         if v >= 8:
             log.log(level, "Response Headers:")
             for k, val in response.headers.items():
@@ -126,6 +120,16 @@ class DebuggingTransport(httpx.AsyncBaseTransport):
                 response = httpx.Response(response.status_code, headers=plain, content=body,
                                           extensions=response.extensions, request=request)
         return response
+
+    def _log_status(self, method: str, url: str, status: str, ms: int) -> None:
+        """The answer's status ("" when none came) and how long it took."""
+        level = klog.V(6)
+        if self.verbosity == 6 or self.verbosity >= 9:
+            log.log(level, "%s %s %s in %d milliseconds", method, url, status, ms)
+        if self.verbosity >= 9:
+            log.log(level, "HTTP Statistics: Duration %d ms", ms)
+        if 7 <= self.verbosity < 9:
+            log.log(level, "Response Status: %s in %d milliseconds", status, ms)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

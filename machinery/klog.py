@@ -19,7 +19,7 @@ Guarantees
   "file.py:NN", "msg": ..., "v": N, <key/values>}`; error records carry no `v` and put
   an exception's text in `err`.
 - Libraries that log every request at INFO (httpx, httpcore) are held at WARNING, so
-  `-v 0` shows only the component's own lines.
+  `-v 0` shows only the component's own lines; asyncio's debug lines are dropped.
 
 Concurrency: logging's own (thread-safe); the verbosity is process-wide, as klog's is.
 """
@@ -162,6 +162,7 @@ def setup(verbosity: int = 0, fmt: str = "text", *, stream: IO[str] | None = Non
     root.setLevel(V(_verbosity))
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.INFO)  # its debug lines ("Using selector") say nothing
 
 
 def setup_from_args(args: argparse.Namespace, *, stream: IO[str] | None = None) -> None:
