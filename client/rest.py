@@ -35,6 +35,7 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
@@ -43,7 +44,7 @@ import httpx
 import orjson
 
 from client.kubeconfig import Connection
-from client.metrics import RestClientMetrics, timed_request
+from client.metrics import RestClientMetrics
 from client.round_trippers import debug_wrappers
 from client.transport import LeanTransport, Reply
 from machinery.errors import APIError, Conflict, NotFound, from_status
@@ -195,6 +196,7 @@ class Client:
             body if isinstance(body, (bytes, str)) else orjson.dumps(body))
         headers = {"content-type": content_type} if content is not None else None
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        started = time.perf_counter()  # rest_client_request_duration_seconds: retries included
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
@@ -206,6 +208,7 @@ class Client:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 self._metrics.result("<error>", method)
                 if last:
+                    self._metrics.observe(method, time.perf_counter() - started)
                     raise  # nothing reached the server, so any verb may be repeated
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await asyncio.sleep(self._delay(attempt))
@@ -213,12 +216,14 @@ class Client:
             except httpx.TransportError as exc:
                 self._metrics.result("<error>", method)
                 if last or method != "GET":
+                    self._metrics.observe(method, time.perf_counter() - started)
                     raise  # the server may have acted on it
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await asyncio.sleep(self._delay(attempt))
                 continue
             self._metrics.result(resp.status_code, method)
             if resp.is_success:
+                self._metrics.observe(method, time.perf_counter() - started)
                 if raw:
                     return resp.text
                 return orjson.loads(resp.content) if resp.content else None
@@ -227,10 +232,9 @@ class Client:
                     resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
                 await asyncio.sleep(min(retry_after, self.max_backoff * 5))
                 continue
+            self._metrics.observe(method, time.perf_counter() - started)
             raise error_from_response(resp)
         raise AssertionError("unreachable")
-
-    request = timed_request(request)  # rest_client_request_duration_seconds, retries included
 
     def _fetch(self, method: str, path: str, params: dict, content: bytes | str | None,
                content_type: str) -> Awaitable[Reply]:
