@@ -68,8 +68,15 @@ class ProfileMetrics:
         self._durations[result].observe(seconds)
 
 
+_SLI_CHILDREN: dict[str, Any] = {}
+
+
 def scheduled(attempts: int, since_first_attempt: float) -> None:
-    SLI_DURATION.labels(attempts_label(attempts)).observe(since_first_attempt)
+    label = attempts_label(attempts)
+    child = _SLI_CHILDREN.get(label)
+    if child is None:
+        child = _SLI_CHILDREN[label] = SLI_DURATION.labels(label)
+    child.observe(since_first_attempt)
     POD_ATTEMPTS.observe(attempts)
 
 
