@@ -5,7 +5,8 @@ Guarantees
 - `add_flags(parser)` adds `-v`/`--v` (a non-negative integer, default 0) and, unless
   `formats=False`, `--logging-format` (`text`, the default, or `json`) to an argparse
   parser; `setup_from_args(args)` (or `setup(verbosity, fmt)`) configures the root
-  logger once: one handler on stderr, records above the verbosity dropped.
+  logger: one handler on stderr (replacing an earlier one of its own or
+  logging.basicConfig's), records above the verbosity dropped.
 - Verbosity maps onto logging levels: `V(0)` is INFO and each `V(n)` a level below it,
   so `log.log(V(2), ...)` shows from `-v 2` on. `logging.DEBUG` is `V(4)` (Kubernetes'
   "debug" verbosity); warnings and errors always show. `enabled(n)` says whether V(n)
@@ -154,7 +155,9 @@ def setup(verbosity: int = 0, fmt: str = "text", *, stream: IO[str] | None = Non
         raise ValueError(f"unknown logging format {fmt!r} (want text or json)")
     _verbosity = max(0, verbosity)
     root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, _Handler)]:
+    # Ours from an earlier call, and logging.basicConfig's (`minik8s COMPONENT` sets one
+    # up before the component parses its flags); other handlers (a test's capture) stay.
+    for h in [h for h in root.handlers if isinstance(h, _Handler) or type(h) is logging.StreamHandler]:
         root.removeHandler(h)
     handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
