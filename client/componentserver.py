@@ -33,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from machinery import healthz
 from machinery.healthz import ENDPOINTS, Health, HealthCheck, named_check
 from machinery.metrics import REGISTRY, exposition
 
@@ -70,30 +69,20 @@ class ComponentServer:
         self._task: asyncio.Task | None = None
         routes = [Route("/metrics", self._metrics, methods=["GET"])]
         for endpoint in ENDPOINTS:
-            routes.append(Route(f"/{endpoint}", self._endpoint(endpoint), methods=["GET"]))
-            routes.append(Route(f"/{endpoint}/{{name}}", self._check(endpoint), methods=["GET"]))
+            routes.append(Route(f"/{endpoint}", self._health, methods=["GET"]))
+            routes.append(Route(f"/{endpoint}/{{name}}", self._health, methods=["GET"]))
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found})
 
     async def _metrics(self, request: Request) -> Response:
         body, content_type = exposition(request.headers.get("accept"), self.registry)
         return Response(body, media_type=content_type)
 
-    def _endpoint(self, endpoint: str):
-        async def handle(request: Request) -> Response:
-            q = request.query_params
-            code, body = await self.health.respond(endpoint, verbose="verbose" in q,
-                                                   exclude=q.getlist("exclude"))
-            return PlainTextResponse(body, code, headers=_NOSNIFF)
-        return handle
-
-    def _check(self, endpoint: str):
-        async def handle(request: Request) -> Response:
-            answer = await self.health.respond_check(endpoint, request.path_params["name"])
-            if answer is None:
-                return await self._not_found(request, None)
-            code, body = answer
-            return PlainTextResponse(body, code, headers=_NOSNIFF)
-        return handle
+    async def _health(self, request: Request) -> Response:
+        answer = await self.health.handle(request.url.path, request.url.query)
+        if answer is None:
+            return await self._not_found(request, None)
+        code, body = answer
+        return PlainTextResponse(body, code, headers=_NOSNIFF)
 
     @staticmethod
     async def _not_found(request: Request, exc: Any) -> Response:
@@ -151,5 +140,5 @@ class _Server(uvicorn.Server):
         yield
 
 
-__all__ = ["ComponentServer", "Health", "HealthCheck", "healthz", "informer_sync_check",
+__all__ = ["ComponentServer", "Health", "HealthCheck", "informer_sync_check",
            "leader_election_check", "named_check"]

@@ -17,6 +17,8 @@ Guarantees
     `warn: some health checks cannot be excluded: no matches for "x"`.
 - `respond_check(endpoint, name)`: 200 `ok`, or 500 `internal server error: <reason>`
   (the per-check path shows the reason, as Kubernetes' does); None when no such check.
+- `handle(path, query)` routes a request path and raw query string to either (None:
+  not a health path), so a server needs one handler for all of them.
 - A check is a callable taking nothing that returns (healthy) or raises (the exception's
   text is the reason); it may be a coroutine function. A coroutine check that has not
   answered within `timeout` seconds fails (a hung dependency must not hang the probe).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -120,6 +123,18 @@ class Health:
         if not verbose:
             return 200, "ok"
         return 200, "\n".join(lines) + f"\n{endpoint} check passed\n"
+
+    async def handle(self, path: str, query: str = "") -> tuple[int, str] | None:
+        """The answer to a GET of `path` (`/readyz`, `/readyz/etcd`) with the raw query
+        string (`verbose&exclude=etcd`); None when the path is no health path (404). One
+        call serves every health route of a server."""
+        endpoint, _, name = path.strip("/").partition("/")
+        if endpoint not in self._checks or "/" in name:
+            return None
+        if name:
+            return await self.respond_check(endpoint, name)
+        q = urllib.parse.parse_qs(query, keep_blank_values=True)
+        return await self.respond(endpoint, verbose="verbose" in q, exclude=q.get("exclude", ()))
 
     async def respond_check(self, endpoint: str, name: str) -> tuple[int, str] | None:
         check = next((c for c in self._checks.get(endpoint, ()) if c.name == name), None)

@@ -58,6 +58,18 @@ async def test_healthz_answers_as_kubernetes_does():
              'warn: some health checks cannot be excluded: no matches for "nope"\nreadyz check passed\n')
 
 
+async def test_handle_routes_paths_and_queries():
+    h = Health()
+    h.add(named_check("etcd", fail("down")), endpoints=["readyz"])
+    assert await h.handle("/livez") == (200, "ok")
+    assert await h.handle("/readyz", "exclude=etcd&verbose") == (
+        200, "[+]ping ok\n[+]etcd excluded: ok\nreadyz check passed\n")
+    assert await h.handle("/readyz/etcd") == (500, "internal server error: down\n")
+    assert await h.handle("/healthz/etcd") is None
+    assert await h.handle("/metrics") is None
+    assert await h.handle("/readyz/etcd/x") is None
+
+
 async def test_a_hung_async_check_fails_instead_of_hanging_the_probe():
     h = Health(timeout=0.05)
 
@@ -173,10 +185,10 @@ async def test_client_checks_name_what_they_wait_for():
     assert "leaderElection failed: reason withheld" in (await h.respond("healthz"))[1]
 
 
-async def test_leader_elector_check_fails_only_for_a_leader_past_its_lease(apiserver):
+async def test_leader_elector_check_fails_only_for_a_leader_past_its_lease():
     from client.leaderelection import LeaderElector
     clock = FakeClock()
-    async with Client(apiserver.url) as client:
+    async with Client("http://127.0.0.1:1") as client:  # never called
         e = LeaderElector(client, name="x", namespace="default", identity="me",
                           on_started_leading=asyncio.sleep, lease_duration=15, renew_deadline=10,
                           retry_period=2, clock=clock)
@@ -258,13 +270,16 @@ async def test_rest_client_metrics_count_requests_by_code_and_time_them(apiserve
 
 @pytest.fixture
 def logged():
-    stream = io.StringIO()
-    yield stream
-    klog.setup(0, stream=io.StringIO())
+    """A stream to log to; the root logger as it was afterwards."""
     root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, klog._Handler)]:
+    handlers, level = list(root.handlers), root.level
+    yield io.StringIO()
+    klog.setup(0, stream=io.StringIO())  # the verbosity back to 0
+    for h in list(root.handlers):
         root.removeHandler(h)
-    root.setLevel(logging.WARNING)
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
 
 
 def test_verbosity_flags_select_what_is_logged(logged):
