@@ -156,7 +156,7 @@ async def _e2e_scenario(server: APIServer, etcd_pid: int, kubeconfig: str, n_nod
     nodes_s = time.perf_counter() - t
     sched = Component("scheduler", "--kubeconfig", kubeconfig, "--leader-elect=false").start()
     try:
-        wait_for(lambda: "INFO scheduling" in sched.log() or not sched.alive(), 120, what="scheduler sync")
+        wait_for(lambda: "] scheduling\n" in sched.log() or not sched.alive(), 120, what="scheduler sync")
         assert sched.alive(), sched.log()
         conn = await Conn(base).open()  # fresh: the server closes connections idle for 5s
         status, data = await conn.request("GET", f"/api/v1/namespaces/{ns}/pods")

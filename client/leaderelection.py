@@ -71,6 +71,13 @@ class LeaderElector:
     def is_leader(self) -> bool:
         return self._leading
 
+    def check(self, max_tolerable_expired_lease: float) -> None:
+        """Raise if this process leads but has not renewed for longer than the lease
+        duration plus `max_tolerable_expired_lease` (a stuck leader: client-go's
+        LeaderElector.Check, behind the `leaderElection` health check)."""
+        if self._leading and self.clock.now() - self._observed_at > self.lease_duration + max_tolerable_expired_lease:
+            raise RuntimeError(f"failed election to renew leadership on lease {self.name}")
+
     async def run(self) -> None:
         while not await self._try_acquire_or_renew():
             await self.clock.sleep(self.retry_period * random.uniform(1.0, JITTER))

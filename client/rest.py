@@ -27,6 +27,11 @@ Guarantees
 - Kinds are resolved from a local table (`Resources`) built from `machinery.kinds`, so
   no discovery round trip is needed at start; `discover()` adds whatever the server lists.
 
+Metrics: client-go's `rest_client_requests_total` (each attempt) and
+`rest_client_request_duration_seconds` (each request, retries included), in
+client.metrics. At `-v 6` and more every request is logged as kubectl logs it
+(client.round_trippers); the lean fast path is then not taken.
+
 Concurrency: a `Client` is shared by any number of tasks on one event loop. `SyncClient`
 wraps it for synchronous callers (the CLI) by running a private event loop.
 """
@@ -39,6 +44,7 @@ import inspect
 import logging
 import random
 import ssl
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -48,6 +54,8 @@ import orjson
 from client.clock import Clock, RealClock
 from client.execcred import ExecCredential, ExecPlugin, ExecPluginError
 from client.kubeconfig import Connection
+from client.metrics import RestClientMetrics
+from client.round_trippers import debug_wrappers
 from client.transport import LeanTransport, Reply
 from client.useragent import default_user_agent
 from machinery.errors import APIError, Conflict, NotFound, from_status
@@ -128,6 +136,7 @@ class Client:
                                  clock=self.clock) if self.connection.exec else None)
         self._credential: ExecCredential | None = None  # the exec credential in use
         self._header_values = headers
+        transport = debug_wrappers(transport)
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
             verify=verify, http1=True, http2=False,
@@ -135,6 +144,7 @@ class Client:
         # With the lean transport, requests that are not streams skip httpx's models
         # (see client/transport.py); streams, and any other transport, go through httpx.
         self._lean = transport if isinstance(transport, LeanTransport) else None
+        self._metrics = RestClientMetrics(self._http.base_url.netloc.decode("ascii"))
         if self._lean is not None:
             url = self._http.base_url
             self._key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
@@ -192,6 +202,7 @@ class Client:
         headers = {"content-type": content_type} if content is not None else None
         params = {k: v for k, v in (params or {}).items() if v is not None}
         reauthenticated = False
+        started = time.perf_counter()  # rest_client_request_duration_seconds: retries included
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             cred = await self._authenticate() if self._exec is not None else None
@@ -203,18 +214,24 @@ class Client:
                     resp = await self._http.request(method, path, params=params, content=content,
                                                     headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._metrics.result("<error>", method)
                 if last:
+                    self._metrics.observe(method, time.perf_counter() - started)
                     raise  # nothing reached the server, so any verb may be repeated
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await self.clock.sleep(self._delay(attempt))
                 continue
             except httpx.TransportError as exc:
+                self._metrics.result("<error>", method)
                 if last or method != "GET":
+                    self._metrics.observe(method, time.perf_counter() - started)
                     raise  # the server may have acted on it
                 log.debug("%s %s: %s; retrying", method, path, exc)
                 await self.clock.sleep(self._delay(attempt))
                 continue
+            self._metrics.result(resp.status_code, method)
             if resp.is_success:
+                self._metrics.observe(method, time.perf_counter() - started)
                 if raw:
                     return resp.text
                 return orjson.loads(resp.content) if resp.content else None
@@ -229,6 +246,7 @@ class Client:
                     resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
                 await self.clock.sleep(min(retry_after, self.max_backoff * 5))
                 continue
+            self._metrics.observe(method, time.perf_counter() - started)
             raise error_from_response(resp)
         raise AssertionError("unreachable")
 
@@ -265,6 +283,7 @@ class Client:
             await self._authenticate()
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
+            self._metrics.result(resp.status_code, "GET")
             if not resp.is_success:
                 await resp.aread()
                 raise error_from_response(resp)

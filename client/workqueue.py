@@ -18,6 +18,10 @@ the larger of a per-key exponential backoff, 5ms doubling to 1000s, and an overa
 token bucket of 10 qps with a burst of 100, as client-go's default controller limiter),
 `forget` (reset a key's backoff after success) and `num_requeues`.
 
+Metrics: a named queue reports client-go's workqueue metrics (client.metrics: adds,
+depth, queue and work durations, retries, unfinished work) on its clock; an unnamed one
+reports none.
+
 Concurrency: all methods run on one asyncio loop; every mutation is a synchronous
 step with no await inside, so concurrent worker tasks cannot interleave within one.
 """
@@ -28,6 +32,7 @@ import collections
 from typing import Awaitable, Callable, Hashable, Protocol
 
 from client.clock import Clock, RealClock, Timer
+from client.metrics import QueueMetrics
 
 
 class ShutDown(Exception):
@@ -45,11 +50,14 @@ class WorkQueue:
         self._shutting_down = False
         self._wakeup = asyncio.Event()   # set whenever the queue gains an item or shuts down
         self._idle = asyncio.Event()     # set when nothing is queued or processing
+        self._metrics = QueueMetrics(name, self.clock.now) if name else None
 
     def add(self, key: Hashable) -> None:
         if self._shutting_down or key in self._dirty:
             return
         self._dirty.add(key)
+        if self._metrics is not None:
+            self._metrics.add(key)
         if key in self._processing:
             return  # `done` queues it again
         self._queue.append(key)
@@ -67,10 +75,14 @@ class WorkQueue:
         key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
+        if self._metrics is not None:
+            self._metrics.get(key)
         return key
 
     def done(self, key: Hashable) -> None:
         self._processing.discard(key)
+        if self._metrics is not None:
+            self._metrics.done(key)
         if key in self._dirty:
             self._queue.append(key)
             self._wakeup.set()
@@ -93,6 +105,8 @@ class WorkQueue:
     def add_after(self, key: Hashable, delay: float) -> None:
         if self._shutting_down:
             return
+        if self._metrics is not None:
+            self._metrics.retry()
         if delay <= 0:
             self.add(key)
             return

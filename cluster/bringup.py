@@ -175,6 +175,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                             *extra("controller-manager")),
              cfg.log_path("controller-manager"), cgroup_dirs=cp),
         Spec("scheduler", _minik8s("scheduler", "--kubeconfig", cfg.kubeconfig, "--leader-elect=false",
+                                   "--secure-port", "0",  # no /metrics: clusters side by side
                                    *extra("scheduler")),
              cfg.log_path("scheduler"), cgroup_dirs=cp),
     ]

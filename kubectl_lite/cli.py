@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from kubectl_lite.common import CLIError, Parser
+from machinery import klog
 
 # verb -> module; each module has add_<verb>(parser) and run_<verb>(args, session).
 VERBS: dict[str, tuple[str, str]] = {
@@ -51,7 +52,7 @@ def add_global_flags(p: Parser) -> None:
     g.add_argument("--request-timeout", default=None,
                    help="Time to wait for a single request (e.g. 30s); 0 means the default")
     g.add_argument("--cache-dir", default=None, help=argparse_suppress())
-    g.add_argument("-v", "--v", default=None, help=argparse_suppress())
+    klog.add_flags(g, formats=False)
     p.add_bool("--insecure-skip-tls-verify", help="Do not verify the server's certificate")
 
 
@@ -129,6 +130,8 @@ def _main(argv: list[str]) -> int:
         getattr(module, f"add_{fn}")(p)
         args = p.parse(rest)
         args.command = trailing
+        if args.v:
+            klog.setup(args.v)  # -v 6 and up log each request as kubectl does (client.round_trippers)
         from kubectl_lite.session import Session
         session = Session(args)
         return getattr(module, f"run_{fn}")(args, session) or 0

@@ -38,6 +38,7 @@ def _classes() -> Any:
     import httpx
 
     from client.rest import SyncClient
+    from client.round_trippers import debug_wrappers
     from client.transport import LeanTransport
 
     class AcceptTransport(httpx.AsyncBaseTransport):
@@ -83,7 +84,11 @@ def _classes() -> Any:
                 if aclose is not None:
                     self._runner.run(aclose())
 
-    _CLASSES = (LeanTransport, AcceptTransport, Client)
+    def lean(conn: Any) -> httpx.AsyncBaseTransport:
+        # -v 6 and up: logged inside AcceptTransport, so the Accept sent is the one shown
+        return debug_wrappers(LeanTransport.for_connection(conn))
+
+    _CLASSES = (lean, AcceptTransport, Client)
     return _CLASSES
 
 
@@ -160,12 +165,12 @@ class Session:
     @property
     def client(self) -> Any:
         if self._client is None:
-            LeanTransport, AcceptTransport, Client = _classes()
+            lean_transport, AcceptTransport, Client = _classes()
             conn = self.connection
             timeout = _timeout(self.opts.request_timeout)
             # For HTTPS the connection's context carries the cluster's CA and the user's
             # certificate; plain HTTP needs none.
-            self._transport = AcceptTransport(LeanTransport.for_connection(conn))
+            self._transport = AcceptTransport(lean_transport(conn))
             self._client = Client(conn, transport=self._transport, timeout=timeout,
                                   max_retries=2, user_agent=USER_AGENT)
         return self._client

@@ -2,6 +2,8 @@
 
     minik8s scheduler --kubeconfig PATH [--config FILE] [--leader-elect=true|false]
                       [--lease-duration 15s] [--renew-deadline 10s] [--retry-period 2s]
+                      [--secure-port 10259] [--bind-address 127.0.0.1]
+                      [-v N] [--logging-format text|json]
 
 The config file is a KubeSchedulerConfiguration (profiles, percentageOfNodesToScore,
 backoff, leaderElection, clientConnection.kubeconfig); flags given on the command line
@@ -13,6 +15,16 @@ once but schedules only while it holds the Lease `kube-system/kube-scheduler`; l
 ends the process with code 1, as kube-scheduler does. SIGTERM or SIGINT: stop
 scheduling, let bindings in flight finish, release the Lease, log a metrics summary
 (`scheduler metrics: cycles=... cycle_p50_ms=...`), exit 0.
+
+While it runs it serves, on kube-scheduler's port 10259 (`--secure-port`, alias `--port`;
+0 turns it off), `/metrics` (scheduler.metrics, client/'s, the process's CPU and RSS)
+and `/healthz`, `/livez`, `/readyz` with kube-scheduler's checks: `ping`,
+`leaderElection` (with leader election: fails when this leader has stopped renewing),
+and on /readyz also `shutdown` (fails once stopping) and `sched-handler-sync` (fails
+until the informers have synced). Plain HTTP, on 127.0.0.1 unless `--bind-address` says
+otherwise: kube-scheduler serves HTTPS with authentication, which minik8s does not yet.
+A port that cannot be bound ends the process with code 1, as kube-scheduler's does.
+Logs are klog-like (machinery.klog): `-v N`, `--logging-format=json`.
 """
 from __future__ import annotations
 
@@ -25,9 +37,12 @@ import sys
 import uuid
 
 from client import kubeconfig
+from client.componentserver import ComponentServer, leader_election_check
 from client.leaderelection import LeaderElector
+from client.metrics import track_leader
 from client.rest import Client
-from machinery import flags
+from machinery import flags, klog
+from machinery.healthz import named_check
 from scheduler.config import (ConfigError, SchedulerConfig, build_frameworks, default_config,
                               load_config, parse_duration)
 
@@ -57,7 +72,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--leader-elect-resource-name", metavar="NAME", help="the Lease's name (kube-scheduler)")
     p.add_argument("--leader-elect-resource-namespace", metavar="NS",
                    help="the Lease's namespace (kube-system)")
+    p.add_argument("--secure-port", "--port", dest="secure_port", type=_port, default=DEFAULT_PORT,
+                   metavar="PORT", help=f"port for /metrics and /healthz ({DEFAULT_PORT}; 0: off)")
+    p.add_argument("--bind-address", default="127.0.0.1", metavar="IP",
+                   help="address to serve /metrics and /healthz on (127.0.0.1)")
+    klog.add_flags(p)
     return p
+
+
+DEFAULT_PORT = 10259  # kube-scheduler's
+
+
+def _port(v: str) -> int:
+    if not v.isdigit() or int(v) > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {v!r}: want 0 to 65535")
+    return int(v)
 
 
 def _settings(args: argparse.Namespace) -> tuple[SchedulerConfig, kubeconfig.Connection]:
@@ -99,11 +128,25 @@ def _settings(args: argparse.Namespace) -> tuple[SchedulerConfig, kubeconfig.Con
     return cfg, conn
 
 
-async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection) -> int:
+async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection, *, bind_address: str = "127.0.0.1",
+              port: int = 0) -> int:
     from scheduler.scheduler import Scheduler
 
     client = Client(conn, user_agent="minik8s-scheduler")
     sched = Scheduler(client, config=cfg, freeze_gc=True)
+    server = ComponentServer()
+    stopping = False
+
+    def not_shutting_down() -> None:
+        if stopping:
+            raise RuntimeError("process is shutting down")
+
+    def handlers_synced() -> None:
+        if not (sched.nodes.has_synced() and sched.pods.has_synced()):
+            raise RuntimeError("waiting for handlers to sync")
+
+    server.health.add(named_check("shutdown", not_shutting_down), endpoints=["readyz"])
+    server.health.add(named_check("sched-handler-sync", handlers_synced), endpoints=["readyz"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,12 +170,24 @@ async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection) -> int:
                                 identity=identity, on_started_leading=lead,
                                 lease_duration=le.lease_duration, renew_deadline=le.renew_deadline,
                                 retry_period=le.retry_period, release_on_cancel=True)
+        server.health.add(leader_election_check(elector))
+        track_leader(elector)
+    if port:
+        try:
+            await server.start(bind_address, port)
+        except OSError as e:
+            log.error("failed to serve /metrics and /healthz on %s:%d: %s", bind_address, port, e)
+            await sched.shutdown()
+            await client.close()
+            return 1
+    if le.leader_elect:
         log.info("%s: waiting to lead lease %s/%s", identity, le.resource_namespace, le.resource_name)
         work = asyncio.create_task(elector.run(), name="leader-election")
     else:
         work = asyncio.create_task(lead(), name="scheduling")
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(ended.wait())]
     await asyncio.wait([work, *waiters], return_when=asyncio.FIRST_COMPLETED)
+    stopping = True
     code = 0
     if not stop.is_set():
         code = 1
@@ -143,6 +198,7 @@ async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection) -> int:
     await sched.stop_scheduling()
     log.info("scheduler metrics: %s", sched.metrics.summary())
     await sched.shutdown()
+    await server.stop()
     await client.close()
     return code
 
@@ -154,12 +210,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    klog.setup_from_args(args)
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         runner = asyncio.run
-    return runner(run(cfg, conn))
+    return runner(run(cfg, conn, bind_address=args.bind_address, port=args.secure_port))

@@ -41,7 +41,8 @@ QueueingHint = Callable[[PodInfo, frozenset[str], ClusterEvent], bool]
 
 
 class QueuedPodInfo:
-    __slots__ = ("pod_info", "timestamp", "attempts", "unschedulable_plugins", "cycle")
+    __slots__ = ("pod_info", "timestamp", "attempts", "unschedulable_plugins", "cycle",
+                 "initial_attempt_timestamp")
 
     def __init__(self, pod_info: PodInfo, timestamp: float):
         self.pod_info = pod_info
@@ -49,6 +50,7 @@ class QueuedPodInfo:
         self.attempts = 0
         self.unschedulable_plugins: frozenset[str] = frozenset()
         self.cycle = 0  # the scheduling cycle it was last popped in
+        self.initial_attempt_timestamp: float | None = None  # the clock at its first pop
 
     @property
     def key(self) -> str:
@@ -110,6 +112,12 @@ class SchedulingQueue:
             return "unschedulable"
         return "in-flight" if key in self._in_flight else None
 
+    def sizes(self) -> dict[str, int]:
+        """Pending pods per queue, as `scheduler_pending_pods{queue}` reports them (no
+        pod is ever gated here: scheduling gates are not implemented)."""
+        return {"active": len(self._active), "backoff": len(self._backoff),
+                "unschedulable": len(self.unschedulable), "gated": 0}
+
     def active_keys(self) -> list[str]:
         """Active pods in pop order."""
         return [e[-1] for e in sorted(e for e, _ in self._active.values())]
@@ -160,6 +168,7 @@ class SchedulingQueue:
         q = QueuedPodInfo(pod, self.clock())
         if old is not None:
             q.attempts = old.attempts
+            q.initial_attempt_timestamp = old.initial_attempt_timestamp
         self._to_active(q)
 
     def update(self, pod: PodInfo) -> None:
@@ -224,6 +233,8 @@ class SchedulingQueue:
             self.scheduling_cycle += 1
             q.cycle = self.scheduling_cycle
             q.attempts += 1
+            if q.initial_attempt_timestamp is None:
+                q.initial_attempt_timestamp = self.clock()
             self._in_flight[q.key] = None
             return q
         return None

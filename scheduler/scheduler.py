@@ -27,6 +27,11 @@ cycle's message (`0/5 nodes are available: ...`) and the pod's `PodScheduled=Fal
 condition (reason `Unschedulable`, or `SchedulerError` for errors), written through the
 status subresource only when it changed. A success gets a `Scheduled` Normal event.
 
+Metrics: kube-scheduler's (scheduler.metrics) - attempts and their durations by result
+and profile, the algorithm's duration, the pod scheduling SLI, pending pods per queue -
+plus `Metrics`, the summary `minik8s scheduler` logs when it stops (bench/scheduler.py
+reads it).
+
 Concurrency: one asyncio loop. A scheduling cycle never yields; between cycles the loop
 yields once, so watch events and binding answers are handled in between. The status
 write and the binding of one pod are ordered: a binding waits for that pod's pending
@@ -52,6 +57,7 @@ from scheduler.cache import Cache
 from scheduler.config import SchedulerConfig, build_frameworks, default_config
 from scheduler.framework import (ASSIGNED_POD, NODE, ActionType, ClusterEvent, Status,
                                  node_update_event)
+from scheduler.metrics import ALGORITHM_DURATION, ProfileMetrics, scheduled, track_queue
 from scheduler.queue import QueuedPodInfo, SchedulingQueue
 from scheduler.types import PodInfo
 
@@ -133,6 +139,8 @@ class Scheduler:
                                      max_backoff=cfg.pod_max_backoff_seconds, hint=self._hint)
         self.recorder = recorder or EventRecorder(client, component=COMPONENT)
         self.metrics = Metrics()
+        self._profile_metrics = {name: ProfileMetrics(name) for name in self.frameworks}
+        track_queue(self.queue)
         self._hints: dict[tuple, bool] = {}
         self._slots = asyncio.Semaphore(max_bindings_in_flight)
         self._bindings: set[asyncio.Task] = set()
@@ -289,18 +297,21 @@ class Scheduler:
             return False
         t = time.perf_counter()
         result = self.algorithm.scheduling_cycle(fwk, pod)
-        self.metrics.cycle_seconds.append(time.perf_counter() - t)
+        took = time.perf_counter() - t
+        self.metrics.cycle_seconds.append(took)
+        ALGORITHM_DURATION.observe(took)
         self.metrics.cycles += 1
         if result.node_name is None:
             assert result.status is not None
-            self.handle_failure(q, result.status, result.unschedulable_plugins)
+            self.handle_failure(q, result.status, result.unschedulable_plugins, started=t)
             return False
-        task = asyncio.create_task(self._binding_cycle(q, result))
+        task = asyncio.create_task(self._binding_cycle(q, result, t))
         self._bindings.add(task)
         task.add_done_callback(self._bindings.discard)
         return True
 
-    async def _binding_cycle(self, q: QueuedPodInfo, result: CycleResult) -> None:
+    async def _binding_cycle(self, q: QueuedPodInfo, result: CycleResult, started: float) -> None:
+        """Bind; `started` is when the attempt's scheduling cycle began (perf_counter)."""
         pod = result.pod
         try:
             pending = self._status_writes.get(q.key)
@@ -318,6 +329,9 @@ class Scheduler:
         if status is None:
             self.queue.done(q.key)
             self.metrics.scheduled += 1
+            self._attempt(pod, "scheduled", started)
+            if q.initial_attempt_timestamp is not None:
+                scheduled(q.attempts, self.queue.clock() - q.initial_attempt_timestamp)
             self.recorder.event(_pod_ref(pod), NORMAL, "Scheduled",
                                 f"Successfully assigned {pod.namespace}/{pod.name} to {result.node_name}")
             return
@@ -326,12 +340,20 @@ class Scheduler:
         # The forgotten pod's room is free again (kube-scheduler moves as for a deleted
         # assigned pod), then the pod itself goes back with backoff.
         self._move(ASSIGNED_POD_DELETE)
-        self.handle_failure(q, status, frozenset())
+        self.handle_failure(q, status, frozenset(), started=started)
 
     # --- failures --------------------------------------------------------------------------
 
-    def handle_failure(self, q: QueuedPodInfo, status: Status, plugins: frozenset[str]) -> None:
-        """Requeue the pod, tell the user why (event), record it in its status."""
+    def _attempt(self, pod: PodInfo, result: str, started: float) -> None:
+        m = self._profile_metrics.get(pod.scheduler_name)
+        if m is None:
+            m = self._profile_metrics[pod.scheduler_name] = ProfileMetrics(pod.scheduler_name)
+        m.attempt(result, time.perf_counter() - started)
+
+    def handle_failure(self, q: QueuedPodInfo, status: Status, plugins: frozenset[str], *,
+                       started: float | None = None) -> None:
+        """Requeue the pod, tell the user why (event), record it in its status. `started`:
+        when the attempt's scheduling cycle began (perf_counter), for its metrics."""
         pod = q.pod_info
         if status.is_rejected():
             self.metrics.unschedulable += 1
@@ -339,6 +361,8 @@ class Scheduler:
         else:
             self.metrics.errors += 1
             reason = "SchedulerError"
+        if started is not None:
+            self._attempt(pod, "unschedulable" if status.is_rejected() else "error", started)
         self.queue.add_unschedulable(q, plugins)
         msg = status.message
         if self.queue.where(q.key) is None:

@@ -1,6 +1,6 @@
 """`minik8s scheduler` processes against a real API server, with node objects only (no
 kubelets): spreading, selectors and taints, the unschedulable story, no over-commit
-under a burst, leader failover, and the command line's errors.
+under a burst, leader failover, /metrics and the health endpoints, and the command line's errors.
 
 The module runs its own etcd and API server, so the node count in "0/N nodes are
 available" is exactly what a test created; every test deletes its nodes when it ends,
@@ -17,9 +17,11 @@ import uuid
 import httpx
 import pytest
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from client.rest import Client
 from scheduler.main import main as scheduler_main
-from tests.procs import APIServer, Component, Etcd, wait_for
+from tests.procs import APIServer, Component, Etcd, free_port, wait_for
 
 HEADER = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
 
@@ -92,9 +94,13 @@ class Env:
         return wait_for(enough, timeout, interval=0.05, what=f"{n} pods bound")
 
     def scheduler(self, *flags: str, profile: str = "") -> Component:
+        """A scheduler process serving /metrics and health on a free port (`.port`)."""
         cfg = self.tmp / f"config-{len(self.procs)}.yaml"
         cfg.write_text(HEADER + f"profiles:\n- schedulerName: {self.name}\n{profile}")
-        proc = Component("scheduler", "--kubeconfig", self.kubeconfig, "--config", str(cfg), *flags).start()
+        port = free_port()
+        proc = Component("scheduler", "--kubeconfig", self.kubeconfig, "--config", str(cfg),
+                         "--secure-port", str(port), *flags).start()
+        proc.port = port
         self.procs.append(proc)
         return proc
 
@@ -231,7 +237,7 @@ def test_leader_failover(env):
     env.pod("first")
     assert env.wait_bound(1, timeout=20)
     wait_for(lambda: "caches synced" in follower.log(), 20, what="the follower's informers")
-    assert "INFO scheduling\n" not in follower.log()  # a warm cache, but it does not schedule
+    assert "] scheduling\n" not in follower.log()  # a warm cache, but it does not schedule
 
     leader.proc.send_signal(signal.SIGKILL)
     leader.proc.wait()
@@ -239,7 +245,71 @@ def test_leader_failover(env):
     placed = env.wait_bound(2, timeout=30)
     assert placed["second"]
     assert lease_holder(env) == identity_of(follower)
-    assert "INFO scheduling\n" in follower.log()
+    assert "] scheduling\n" in follower.log()
+
+
+def scrape(proc: Component) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"http://127.0.0.1:{proc.port}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_serves_kube_scheduler_metrics_and_health(env):
+    env.node("n1", cpu="1")
+    sched = env.scheduler("--leader-elect=true", "--lease-duration=3s", "--renew-deadline=2s",
+                          "--retry-period=0.3s", "--leader-elect-resource-name", env.name)
+    base = f"http://127.0.0.1:{sched.port}"
+    wait_for(lambda: sched.alive() and _get(f"{base}/readyz") == (200, "ok"), 30, what="/readyz ok")
+    code, body = _get(f"{base}/healthz?verbose")
+    assert code == 200 and body == "[+]ping ok\n[+]leaderElection ok\nhealthz check passed\n"
+    code, body = _get(f"{base}/readyz?verbose")
+    assert body.splitlines() == ["[+]ping ok", "[+]shutdown ok", "[+]sched-handler-sync ok",
+                                 "[+]leaderElection ok", "readyz check passed"]
+    assert _get(f"{base}/livez/leaderElection") == (200, "ok")
+
+    for i in range(2):
+        env.pod(f"fits{i}", cpu="400m")
+    env.wait_bound(2)
+    env.pod("too-big", cpu="2")
+    profile = ("profile", env.name)
+
+    def attempts(result: str) -> float:
+        return scrape(sched).get(("scheduler_schedule_attempts_total", (profile, ("result", result))), 0)
+    wait_for(lambda: attempts("scheduled") == 2 and attempts("unschedulable") >= 1, 20,
+             what="the attempts counted")
+    m = scrape(sched)
+    assert m[("scheduler_pending_pods", (("queue", "unschedulable"),))] == 1
+    assert m[("scheduler_pending_pods", (("queue", "active"),))] == 0
+    assert m[("scheduler_scheduling_attempt_duration_seconds_count", (profile, ("result", "scheduled")))] == 2
+    assert m[("scheduler_pod_scheduling_sli_duration_seconds_count", (("attempts", "1"),))] == 2
+    assert m[("scheduler_pod_scheduling_attempts_count", ())] == 2
+    assert m[("scheduler_scheduling_algorithm_duration_seconds_count", ())] >= 3
+    assert m[("leader_election_master_status", (("name", env.name),))] == 1
+    assert m[("rest_client_requests_total", (("code", "201"), ("host", env.url.split("//")[1]),
+                                             ("method", "POST")))] >= 2  # bindings, events
+    assert m[("process_resident_memory_bytes", ())] > 0
+    assert ("scheduler_pod_scheduling_duration_seconds_count", (("attempts", "1"),)) not in m  # hidden in 1.32
+
+    sched.stop()
+    assert sched.proc.returncode == 0
+    assert "scheduler metrics: cycles=" in sched.log()  # the summary bench/scheduler.py reads
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        r = httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return 0, ""
+    return r.status_code, r.text
+
+
+def test_a_taken_port_ends_the_process(env):
+    first = env.scheduler("--leader-elect=false")
+    wait_for(lambda: _get(f"http://127.0.0.1:{first.port}/healthz")[0] == 200, 30, what="first up")
+    second = env.scheduler("--leader-elect=false", "--secure-port", str(first.port))
+    assert second.proc.wait(30) == 1
+    assert "failed to serve /metrics and /healthz" in second.log()
+    assert "Traceback" not in second.log()
 
 
 # --- the command line ------------------------------------------------------------------------
