@@ -257,7 +257,7 @@ async def bench(url: str, args, bind: bool, pids: dict[str, int]) -> dict:
             before = len(nodes.created)
             t = time.perf_counter()
             await client.delete("pods", victim, namespace=NS)
-            await until(lambda: len(nodes.created) > before, 10, "a replacement", interval=0.0005)
+            await until(lambda before=before: len(nodes.created) > before, 10, "a replacement", interval=0.0005)
             lat.append(max(nodes.created.values()) - t)
             # Settled (replacement ready, statuses written) before the next one, so
             # each figure is one replacement's latency, not a queue behind the last.

@@ -288,7 +288,8 @@ async def main_async(args) -> None:
             print(f"(a) pod startup latency, create -> Running seen by a watch, {args.pods} pods on 2 kubelets")
             procs = {"kubelets": [nd.proc.proc.pid for nd in nodes], "apiserver": [server.proc.pid],
                      "etcd": [etcd.proc.pid]}
-            for label, rate in ((f"burst ({args.pods} creates in flight)", None), (f"paced ({args.rate:g} pods/s)", args.rate)):
+            modes = ((f"burst ({args.pods} creates in flight)", None), (f"paced ({args.rate:g} pods/s)", args.rate))
+            for label, rate in modes:
                 before = {k: sum(cpu_seconds(p) for p in v) for k, v in procs.items()}
                 node_before = [nd.node_cpu() for nd in nodes]
                 lat = await startup_latency(c, ns, nodes, args.pods, rate=rate)
@@ -355,7 +356,8 @@ async def main_async(args) -> None:
                 acpu = (cpu_seconds(server.proc.pid) - a0) / 30
             print(f"(d) fake runtime, {args.fake_nodes} nodes, leases renewed every 10 s: registered in "
                   f"{reg:.1f} s; fake kubelet CPU {fcpu * 100:.1f}% of a core "
-                  f"({fcpu * 100 * 1000 / args.fake_nodes:.1f}% per 1,000 nodes), RSS {rss_mib(fake.proc.pid):.0f} MiB; "
+                  f"({fcpu * 100 * 1000 / args.fake_nodes:.1f}% per 1,000 nodes), "
+                  f"RSS {rss_mib(fake.proc.pid):.0f} MiB; "
                   f"API server CPU {acpu * 100:.1f}%")
     finally:
         if fake:

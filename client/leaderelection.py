@@ -75,7 +75,8 @@ class LeaderElector:
         """Raise if this process leads but has not renewed for longer than the lease
         duration plus `max_tolerable_expired_lease` (a stuck leader: client-go's
         LeaderElector.Check, behind the `leaderElection` health check)."""
-        if self._leading and self.clock.monotonic() - self._observed_at > self.lease_duration + max_tolerable_expired_lease:
+        stale = self.clock.monotonic() - self._observed_at
+        if self._leading and stale > self.lease_duration + max_tolerable_expired_lease:
             raise RuntimeError(f"failed election to renew leadership on lease {self.name}")
 
     async def run(self) -> None:

@@ -55,11 +55,20 @@ class Cache:
         self._by_name: dict[str, NodeInfo] = {}
         for c in _COLUMNS:
             setattr(self, c, [])
-        self.alloc_cpu: list[int]; self.alloc_mem: list[int]; self.alloc_eph: list[int]
-        self.alloc_pods: list[int]; self.req_cpu: list[int]; self.req_mem: list[int]
-        self.req_eph: list[int]; self.pod_count: list[int]; self.nz_cpu: list[int]
-        self.nz_mem: list[int]; self.free_cpu: list[int]; self.free_mem: list[int]
-        self.free_eph: list[int]; self.free_pods: list[int]
+        self.alloc_cpu: list[int]
+        self.alloc_mem: list[int]
+        self.alloc_eph: list[int]
+        self.alloc_pods: list[int]
+        self.req_cpu: list[int]
+        self.req_mem: list[int]
+        self.req_eph: list[int]
+        self.pod_count: list[int]
+        self.nz_cpu: list[int]
+        self.nz_mem: list[int]
+        self.free_cpu: list[int]
+        self.free_mem: list[int]
+        self.free_eph: list[int]
+        self.free_pods: list[int]
         self._pods: dict[str, _PodEntry] = {}
         self._pods_on: dict[str, dict[str, PodInfo]] = {}
         # owner uid -> node name -> number of non-terminating pods of that owner there.

@@ -120,7 +120,8 @@ class RecordingProxy:
             return
         auth = headers.get("authorization", "")
         if auth.startswith("Bearer ") and auth[7:] in self.reject_tokens:
-            body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401,"message":"Unauthorized"}'
+            body = (b'{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized",'
+                    b'"code":401,"message":"Unauthorized"}')
             w.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n"
                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
             await w.drain()

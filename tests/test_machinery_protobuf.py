@@ -72,7 +72,8 @@ def test_secret_bytes_are_base64_and_maps_are_entries():
 
 
 def test_int_or_string_quantity_and_times():
-    port = lambda t, i, s: pb(1, pb(3, 80) + pb(4, pb(1, t) + pb(2, i) + pb(3, s)))
+    def port(t, i, s):
+        return pb(1, pb(3, 80) + pb(4, pb(1, t) + pb(2, i) + pb(3, s)))
     svc = protobuf.decode(pb_body("v1", "Service", meta("s"),
                                   pb(2, port(0, 8080, "") + port(1, 0, "http"))))
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == [8080, "http"]

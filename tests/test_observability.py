@@ -18,7 +18,7 @@ from client.clock import FakeClock
 from client.componentserver import ComponentServer, informer_sync_check, leader_election_check
 from client.rest import Client
 from client.workqueue import RateLimitingQueue, WorkQueue
-from machinery import klog
+from machinery import errors, klog
 from machinery.healthz import Health, named_check
 
 
@@ -251,7 +251,7 @@ async def test_rest_client_metrics_count_requests_by_code_and_time_them(apiserve
     async with Client(apiserver.url) as client:
         await client.get("namespaces", ns)
         await client.list("pods", namespace=ns)
-        with pytest.raises(Exception):
+        with pytest.raises(errors.NotFound):
             await client.get("pods", "absent", namespace=ns)
     m = samples((await c.get("/metrics")).text)
     assert m[req("200", "GET")] - before.get(req("200", "GET"), 0) == 2

@@ -107,7 +107,8 @@ def test_update_node_reports_what_changed():
     assert cache.free_cpu[0] == 8000 and cache.generation == gen
     assert cache.update_node(make_node("n1").cap(cpu="8").label("a", "b").taint("k").obj()) == {"Label", "Taint"}
     assert cache.generation > gen
-    assert cache.update_node(make_node("n1").cap(cpu="8").label("a", "b").taint("k").ready("False").obj()) == {"Condition"}
+    changed = make_node("n1").cap(cpu="8").label("a", "b").taint("k").ready("False").obj()
+    assert cache.update_node(changed) == {"Condition"}
     assert cache.update_node(make_node("n1").cap(cpu="8").label("a", "b").taint("k").ready("False")
                              .unschedulable().obj()) == {"Taint"}
 

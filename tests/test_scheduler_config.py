@@ -75,7 +75,8 @@ profiles:
 
 
 def test_multipoint_reconfigures_a_default_in_place():
-    cfg = parse_config(HEADER + "profiles:\n- plugins:\n    multiPoint:\n      enabled: [{name: TaintToleration, weight: 9}]\n")
+    cfg = parse_config(HEADER + "profiles:\n- plugins:\n    multiPoint:\n"
+                             "      enabled: [{name: TaintToleration, weight: 9}]\n")
     assert scores(build_frameworks(cfg)["default-scheduler"])[0] == ("TaintToleration", 9)
 
 

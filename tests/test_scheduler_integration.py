@@ -221,7 +221,7 @@ def lease_holder(env) -> str:
 
 
 def identity_of(proc: Component) -> str:
-    line = next(l for l in proc.log().splitlines() if "waiting to lead" in l)
+    line = next(text for text in proc.log().splitlines() if "waiting to lead" in text)
     return line.split(": waiting to lead")[0].rsplit(" ", 1)[1]
 
 

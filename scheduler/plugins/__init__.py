@@ -45,4 +45,4 @@ DEFAULT_PLUGINS: list[tuple[str, int | None]] = [
 KNOWN_ELSEWHERE = {"PrioritySort", "SchedulingGates", "VolumeRestrictions", "NodeVolumeLimits",
                    "VolumeBinding", "VolumeZone", "InterPodAffinity", "DefaultPreemption",
                    "DynamicResources", "EBSLimits", "GCEPDLimits", "AzureDiskLimits",
-                   "NodeVolumeLimits", "CinderLimits"}
+                   "CinderLimits"}

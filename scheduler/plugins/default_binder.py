@@ -23,7 +23,7 @@ class DefaultBinder:
             return Status.error("DefaultBinder has no binding function")
         try:
             await self._bind(pod, node_name)
-        except Exception as e:  # any failure is this binding's failure: the pod is retried
+        except Exception as e:  # noqa: BLE001 - any failure is this binding's failure: the pod is retried
             return Status.error(f"binding rejected: {e}")
         return None
 
