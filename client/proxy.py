@@ -7,6 +7,8 @@ Guarantees
   http://, as Go does) and answers a `Proxy` carrying the Proxy-Authorization header for
   any user:password in it. socks5 is refused with a clear ValueError: no library in
   minik8s' dependencies speaks SOCKS (httpx would need `socksio`).
+  `Proxy.url_with_credentials` gives the URL back with its user:password, for a
+  library that takes a proxy URL (kubectl-lite's WebSocket client).
 - `EnvProxy` reads HTTP_PROXY / HTTPS_PROXY / NO_PROXY (upper case first, then lower
   case) once, when made. An https URL uses HTTPS_PROXY only and an http URL
   HTTP_PROXY only (no fallback from one to the other); HTTP_PROXY is ignored when
@@ -18,6 +20,8 @@ Guarantees
   `*.example.com` all match `a.example.com`; the forms with a leading dot or `*.` do
   not match `example.com` itself); any host or IP entry may carry `:port`, which then
   must match too (CIDR blocks match every port). Matching ignores case.
+- `choose_proxy(proxy_url, scheme, host, port)` is the one decision client-go's
+  transport makes: the kubeconfig's proxy-url for everything, else the environment's.
 
 Concurrency: immutable values; pure functions.
 """
@@ -39,11 +43,19 @@ class Proxy:
     host: str
     port: int
     authorization: str | None = None  # the Proxy-Authorization header's value
+    userinfo: str | None = None       # "user:password" as the URL spelled it (percent-encoded)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url_with_credentials(self) -> str:
+        if self.userinfo is None:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{self.userinfo}@{rest}"
 
 
 def parse_proxy_url(value: str) -> Proxy:
@@ -65,11 +77,21 @@ def parse_proxy_url(value: str) -> Proxy:
                          "(http, https)")
     if not u.hostname:
         raise ValueError(f"invalid proxy URL {value!r}: no host")
-    auth = None
+    auth = userinfo = None
     if u.username is not None:
         pair = f"{unquote(u.username)}:{unquote(u.password or '')}"
         auth = "Basic " + base64.b64encode(pair.encode()).decode()
-    return Proxy(scheme, u.hostname, port or _DEFAULT_PORTS[scheme], auth)
+        userinfo = f"{u.username}:{u.password or ''}"
+    return Proxy(scheme, u.hostname, port or _DEFAULT_PORTS[scheme], auth, userinfo)
+
+
+def choose_proxy(proxy_url: str | None, scheme: str, host: str, port: int, *,
+                 env: Mapping[str, str] | None = None) -> Proxy | None:
+    """The proxy a request to scheme://host:port goes through: `proxy_url` (the
+    kubeconfig's) whatever the host, else the one the environment chooses."""
+    if proxy_url:
+        return parse_proxy_url(proxy_url)
+    return EnvProxy(env).proxy_for(scheme, host, port)
 
 
 def _split_host_port(entry: str) -> tuple[str, str]:

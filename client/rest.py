@@ -19,6 +19,11 @@ Guarantees
   credential expires or the server answers 401 Unauthorized (once per request,
   within max_retries).
   Proxies and tls-server-name are the transport's (client/transport.py).
+- `dial()` tells a caller that opens its own connection to the server (kubectl-lite's
+  exec WebSocket) how this client reaches it: the proxy (kubeconfig proxy-url, else
+  HTTP(S)_PROXY / NO_PROXY), the TLS context with the current client certificate, the
+  name to verify (tls-server-name) and the headers (User-Agent, the current bearer
+  token; the exec plugin is run first if its credential is missing or expired).
 - The User-Agent is client-go's by default (client/useragent.py).
 - Every wait (retry backoff) is on the injected `clock` (client/clock.py).
 - `namespace=None` means the connection's default namespace (from the kubeconfig
@@ -55,6 +60,7 @@ from client.clock import Clock, RealClock
 from client.execcred import ExecCredential, ExecPlugin, ExecPluginError
 from client.kubeconfig import Connection
 from client.metrics import RestClientMetrics
+from client.proxy import Proxy, choose_proxy
 from client.round_trippers import debug_wrappers
 from client.transport import LeanTransport, Reply
 from client.useragent import default_user_agent
@@ -116,6 +122,25 @@ class Resources:
         return iter(self._by_kind.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class Dial:
+    """`Client.dial()`: what a connection of one's own to the server needs."""
+    server: str                          # the server's URL (http or https)
+    proxy: Proxy | None                  # go through it (CONNECT for a tunnel), or direct
+    ssl_context: ssl.SSLContext | None   # for https: the cluster's CA, the client certificate
+    server_hostname: str | None          # for https: the name to verify (tls-server-name)
+    headers: dict[str, str]              # User-Agent, Authorization
+
+
+def _lean_under(transport: object) -> LeanTransport | None:
+    t: object = transport
+    while t is not None:
+        if isinstance(t, LeanTransport):
+            return t
+        t = getattr(t, "inner", None)
+    return None
+
+
 class Client:
     def __init__(self, connection: Connection | str, *, resources: Resources | None = None,
                  timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.05,
@@ -136,6 +161,10 @@ class Client:
                                  clock=self.clock) if self.connection.exec else None)
         self._credential: ExecCredential | None = None  # the exec credential in use
         self._header_values = headers
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else None  # current client cert
+        # An exec plugin's client certificate goes to the lean transport, also when it
+        # is wrapped (kubectl-lite's Accept and -v wrappers keep it as `inner`).
+        self._lean_inner = _lean_under(transport)
         transport = debug_wrappers(transport)
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
@@ -164,17 +193,33 @@ class Client:
             self._header_values.pop("authorization", None)
         self._http.headers = self._header_values
         if cred.client_certificate_data and self.connection.server.startswith("https://"):
-            if self._lean is None:
+            if self._lean_inner is None:
                 raise ExecPluginError("a client certificate from an exec plugin needs the default transport")
             ctx = dataclasses.replace(self.connection, cert_data=cred.client_certificate_data,
                                       key_data=cred.client_key_data, cert_file=None,
                                       key_file=None).ssl_context()
             assert isinstance(ctx, ssl.SSLContext)
-            self._lean.set_ssl_context(ctx)
+            self._lean_inner.set_ssl_context(ctx)
+            self._ssl = ctx
         if self._lean is not None:
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in self._header_values.items()]
         self._credential = cred
         return cred
+
+    async def dial(self) -> Dial:
+        """How to reach the server as this client's requests do, for a connection the
+        caller opens itself (a WebSocket upgrade), with the current credential."""
+        if self._exec is not None:
+            await self._authenticate()
+        url = self._http.base_url
+        secure = url.scheme == "https"
+        return Dial(server=self.connection.server,
+                    proxy=choose_proxy(self.connection.proxy_url, url.scheme, url.host,
+                                       url.port or (443 if secure else 80)),
+                    ssl_context=self._ssl if secure else None,
+                    server_hostname=(self.connection.tls_server_name or None) if secure else None,
+                    headers={k: v for k, v in self._header_values.items()
+                             if k in ("user-agent", "authorization")})
 
     @property
     def namespace(self) -> str:

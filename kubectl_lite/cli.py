@@ -158,8 +158,10 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, APIError):
         return api_error_message(exc)
     module = type(exc).__module__
-    if module.startswith(("httpx", "httpcore")):
+    if module.startswith(("httpx", "httpcore", "websockets")):
         return connection_error_message(exc)
+    if module == "client.execcred":  # kubectl: "Unable to connect ...: getting credentials: ..."
+        return f"Unable to connect to the server: getting credentials: {exc}"
     if isinstance(exc, ConnectionError):
         return connection_error_message(exc)
     if isinstance(exc, OSError) and exc.filename:

@@ -9,7 +9,11 @@ exec speaks the `v5.channel.k8s.io` WebSocket protocol (offering `v4.channel.k8s
 well): every binary message starts with a channel byte, 0 stdin, 1 stdout, 2 stderr,
 3 error (a `Status` that also carries the command's exit code), 4 terminal resize
 (`{"Width","Height"}`), and under v5 255 "close" (`255, 0` ends stdin). The command's
-exit code becomes kubectl-lite's.
+exit code becomes kubectl-lite's. The WebSocket is the `websockets` library's, opened
+as the session's other requests reach the server (`client.rest.Client.dial`): the same
+proxy (kubeconfig proxy-url, else HTTP(S)_PROXY / NO_PROXY; a CONNECT tunnel), the same
+tls-server-name and CA, the same credential (a token, a client certificate, an exec
+plugin's); `logs -f` is a stream of the client itself.
 """
 from __future__ import annotations
 
@@ -194,8 +198,6 @@ def add_exec(p: Parser) -> None:
 
 def run_exec(args: Any, s: Any) -> int:
     import urllib.parse
-    from machinery.errors import from_status
-    from kubectl_lite.websocket import HandshakeError, WebSocket
     if not args.args:
         raise CLIError("pod or type/name must be specified")
     command = list(args.command) or args.args[1:]
@@ -221,34 +223,61 @@ def run_exec(args: Any, s: Any) -> int:
         query.append(("stderr", "true"))
     if tty:
         query.append(("tty", "true"))
-    conn = s.connection
     path = s.client.resources.get("pods").path(namespace=md["namespace"], name=md["name"],
                                                subresource="exec")
-    url = conn.server.rstrip("/") + path + "?" + urllib.parse.urlencode(query)
-    headers = {"User-Agent": "kubectl-lite"}
-    if conn.token:
-        headers["Authorization"] = f"Bearer {conn.token}"
-    ctx = conn.ssl_context()
+    ws = _open_websocket(s, path + "?" + urllib.parse.urlencode(query))
+    return Session(ws, stdin=args.stdin, tty=tty).run()
+
+
+def _open_websocket(s: Any, target: str) -> Any:
+    """The exec WebSocket, opened as every other request of the session reaches the
+    server (kubectl's executors share its rest.Config transport): through the same
+    proxy (a CONNECT tunnel, for ws:// too), verifying the same name (tls-server-name),
+    with the same credential (an exec plugin's token or client certificate)."""
+    import ssl
+
+    from websockets.exceptions import InvalidProxyStatus, InvalidStatus
+    from websockets.sync.client import connect
+
+    from machinery.errors import from_status
+    dial = s.client.run(s.client.aio.dial())
+    secure = dial.server.startswith("https://")
+    url = ("wss://" if secure else "ws://") + dial.server.split("://", 1)[1].rstrip("/") + target
+    proxy = dial.proxy
+    proxy_ssl = None
+    if proxy is not None and proxy.scheme == "https":
+        # the proxy's certificate is checked as client/transport.py checks it
+        proxy_ssl = dial.ssl_context or ssl.create_default_context()
+    headers = {k: v for k, v in dial.headers.items() if k != "user-agent"}
     try:
-        ws = WebSocket.connect(url, subprotocols=PROTOCOLS, headers=headers,
-                               ssl_context=ctx if not isinstance(ctx, bool) else None)
-    except HandshakeError as err:
+        return connect(url, subprotocols=PROTOCOLS, additional_headers=headers,
+                       user_agent_header=dial.headers.get("user-agent"),
+                       ssl=dial.ssl_context if secure else None,
+                       server_hostname=dial.server_hostname,
+                       proxy=proxy.url_with_credentials if proxy is not None else None,
+                       proxy_ssl=proxy_ssl, open_timeout=s.timeout, compression=None,
+                       ping_interval=None, max_size=None)
+    except InvalidStatus as err:
+        body, code = err.response.body or b"", err.response.status_code
         try:
-            status = json.loads(err.body)
+            status = json.loads(body)
         except ValueError:
             status = None
         if isinstance(status, dict) and status.get("kind") == "Status":
-            raise from_status(status, err.status) from None
-        raise CLIError(f"unable to upgrade connection: {err.status} {err.reason}: "
-                       f"{err.body.decode(errors='replace').strip()}") from None
-    return Session(ws, stdin=args.stdin, tty=tty).run()
+            raise from_status(status, code) from None
+        raise CLIError(f"unable to upgrade connection: {code} {err.response.reason_phrase}: "
+                       f"{body.decode(errors='replace').strip()}") from None
+    except InvalidProxyStatus as err:
+        assert proxy is not None
+        raise CLIError(f"proxy {proxy.url} refused the tunnel to {dial.server}: "
+                       f"{err.response.status_code} {err.response.reason_phrase}") from None
 
 
 class Session:
     """One exec stream: a stdin pump thread, terminal handling, and the reading loop."""
 
     def __init__(self, ws: Any, *, stdin: bool, tty: bool):
-        self.ws, self.stdin, self.tty = ws, stdin, tty
+        self.ws, self.stdin, self.tty = ws, stdin, tty  # a websockets.sync ClientConnection
         self.v5 = ws.subprotocol == "v5.channel.k8s.io"
 
     def run(self) -> int:
@@ -263,18 +292,18 @@ class Session:
         finally:
             if restore:
                 restore()
-            self.ws.shutdown()
+            self.ws.close()
 
     def _read(self) -> int:
-        from kubectl_lite.websocket import OPCODE_CLOSE, ConnectionClosed
+        from websockets.exceptions import ConnectionClosed
         out, err = sys.stdout.buffer, sys.stderr.buffer
         while True:
             try:
-                opcode, data = self.ws.recv()
+                data = self.ws.recv()
             except (ConnectionClosed, OSError):
                 return 0
-            if opcode == OPCODE_CLOSE:
-                return 0
+            if isinstance(data, str):
+                data = data.encode()
             if not data:
                 continue
             channel, payload = data[0], data[1:]
@@ -311,7 +340,7 @@ class Session:
         return 1
 
     def _pump_stdin(self) -> None:
-        from kubectl_lite.websocket import ConnectionClosed
+        from websockets.exceptions import ConnectionClosed
         fd = sys.stdin.fileno()
         try:
             while True:
@@ -329,9 +358,10 @@ class Session:
             cols, rows = os.get_terminal_size(sys.stdout.fileno())
         except OSError:
             return
+        from websockets.exceptions import ConnectionClosed
         try:
             self.ws.send(b"\x04" + json.dumps({"Width": cols, "Height": rows}).encode())
-        except OSError:
+        except (OSError, ConnectionClosed):
             pass
 
     def _watch_resize(self) -> None:

@@ -154,6 +154,11 @@ class Session:
         return self._connection
 
     @property
+    def timeout(self) -> float:
+        """--request-timeout in seconds (30 when unset or 0)."""
+        return _timeout(self.opts.request_timeout)
+
+    @property
     def namespace(self) -> str:
         """The namespace to work in: -n, else the context's, else `default`."""
         return self.connection.namespace
@@ -167,7 +172,7 @@ class Session:
         if self._client is None:
             lean_transport, AcceptTransport, Client = _classes()
             conn = self.connection
-            timeout = _timeout(self.opts.request_timeout)
+            timeout = self.timeout
             # For HTTPS the connection's context carries the cluster's CA and the user's
             # certificate; plain HTTP needs none.
             self._transport = AcceptTransport(lean_transport(conn))
@@ -209,7 +214,8 @@ class Session:
         from machinery.errors import NotFound
         try:
             return self.client.resources.for_object(obj)
-        except NotFound as err:
+        except NotFound as first:
+            err = first
             if not self._discovered:
                 self.discover()
                 try:
