@@ -542,7 +542,7 @@ def wait_deleted(s: Any, objs: list[tuple[Any, str, str, str]], timeout: float) 
         if not pending:
             break
         if time.monotonic() > deadline:
-            for r, ns, name, _ in pending:
+            for r, _, name, _ in pending:
                 print(f"error: timed out waiting for the condition on {plural_qualified(r)}/{name}",
                       file=sys.stderr)
             return len(pending)

@@ -378,7 +378,7 @@ def sort_blocks(blocks: list[Block], expr: str, s: Any, targets: list, namespace
                  for o in objs}
         smallest = (0, 0, "")
 
-        def row_key(row: dict) -> tuple:
+        def row_key(row: dict, order: dict = order, smallest: tuple = smallest) -> tuple:
             md = (row.get("object") or {}).get("metadata") or {}
             return order.get((md.get("namespace") or "", md.get("name", "")), smallest)
         b.rows.sort(key=row_key)

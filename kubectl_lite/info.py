@@ -230,7 +230,7 @@ def run_explain(args: Any, s: Any) -> int:
         p.split("=", 1) for p in url.split("?", 1)[1].split("&")) if "?" in url else None)
     sch = Schemas(doc)
     root = None
-    for name, schema in sch.schemas.items():
+    for schema in sch.schemas.values():
         for gvk in schema.get("x-kubernetes-group-version-kind") or []:
             if (gvk.get("group", ""), gvk.get("version"), gvk.get("kind")) == (group, version, r.kind):
                 root = schema
@@ -238,7 +238,7 @@ def run_explain(args: Any, s: Any) -> int:
         raise CLIError(f"couldn't find resource for \"{group + '/' if group else ''}{version}, "
                        f"Kind={r.kind}\"")
     schema, field_type = root, None
-    for i, name in enumerate(path):
+    for name in path:
         props, _ = sch.fields_of(schema)
         if name not in props:
             raise CLIError(f'field "{name}" does not exist')

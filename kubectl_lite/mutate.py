@@ -169,7 +169,8 @@ def _set_meta(args: Any, s: Any, field: str) -> int:
         if args.resource_version:
             patch["metadata"]["resourceVersion"] = args.resource_version
         if args.dry_run != "client":
-            _send_patch(s, r, obj, patch, "merge", _params(args, "kubectl-label" if field == "labels" else "kubectl-annotate"))
+            manager = "kubectl-label" if field == "labels" else "kubectl-annotate"
+            _send_patch(s, r, obj, patch, "merge", _params(args, manager))
         if args.output == "name":
             print(name)
             continue

@@ -268,7 +268,8 @@ def test_logs_and_exec_report_the_servers_answers(kl, http, ns, node):
     r = kl("logs", "two", ok=False)
     assert r.stderr == ('Defaulted container "a" out of: a, b\n'
                         f'Error from server (BadRequest): no kubelet is connected to serve pods on node "{node}"\n')
-    assert kl.err("logs", "two", "-c", "zz") == "Error from server (BadRequest): container zz is not valid for pod two\n"
+    assert kl.err("logs", "two", "-c", "zz") == \
+        "Error from server (BadRequest): container zz is not valid for pod two\n"
     assert kl.err("logs", "nope") == 'Error from server (NotFound): pods "nope" not found\n'
     r = kl("exec", "two", "-c", "b", "--", "ls", "/", ok=False)
     assert r.stderr == f'Error from server (BadRequest): no kubelet is connected to serve pods on node "{node}"\n'
