@@ -31,6 +31,10 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   reached Succeeded or Failed has its sandbox stopped (its IP released) and keeps its
   containers' logs until it is deleted.
 
+Metrics (kubelet/metrics.py): a pod's start when its status first says Running, each
+sync's duration, each relist; running pods and containers are read from the last relist
+when scraped. `sync_loop_check` is the `syncloop` health check.
+
 Runtime calls block; they run in a private thread pool. Back-off and probe periods read
 the injectable clock (`client.clock`); the PLEG polls in real time. One asyncio loop.
 """
@@ -271,6 +275,7 @@ class Kubelet:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.relisted = {}  # a stopped kubelet runs nothing, whatever its runtime still holds
         for uid in list(self.workers):
             await self.prober.remove_pod(uid)
         await self.objects.stop()

@@ -663,6 +663,7 @@ def test_cleanup_removes_what_a_stopped_kubelet_left_and_nothing_else(own_node, 
     try:
         node.proc.stop()  # SIGTERM: the kubelet goes, its pod stays
         assert not node.proc.alive() and host_processes(marker)
+        assert node.proc.proc.returncode == 0, node.proc.log()
         with IPRoute() as ipr:
             assert ipr.link_lookup(ifname=node.bridge)
 

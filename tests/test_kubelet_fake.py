@@ -57,16 +57,17 @@ def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, ht
             http.delete(f"/api/v1/nodes/{name}")
 
 
-def test_fake_kubelet_logs_json_and_serves_ping_only(apiserver, kubeconfig, http):
+def test_fake_kubelet_logs_json_serves_ping_only_and_stops_cleanly(apiserver, kubeconfig, http):
     prefix, port = "fakej-" + uuid.uuid4().hex[:6], free_port()
     kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", "2",
                         "--node-name", prefix, "--healthz-port", str(port), "--logging-format=json",
                         "-v", "2").start()
+
+    def lines():
+        return [json.loads(line) for line in kubelet.log().splitlines() if line.startswith("{")]
     try:
-        def registered():
-            lines = [json.loads(line) for line in kubelet.log().splitlines() if line.startswith("{")]
-            return next((x for x in lines if x["msg"].startswith("registered 2 fake nodes")), None)
-        line = wait_for(registered, what="the registration's log line")
+        line = wait_for(lambda: next((x for x in lines() if x["msg"].startswith("registered 2 fake nodes")),
+                                     None), what="the registration's log line")
         assert line["v"] == 0 and line["caller"].startswith("fake.py:")
         r = httpx.get(f"http://127.0.0.1:{port}/healthz?verbose")
         assert (r.status_code, r.text.splitlines()) == (200, ["[+]ping ok", "healthz check passed"])
@@ -75,3 +76,5 @@ def test_fake_kubelet_logs_json_and_serves_ping_only(apiserver, kubeconfig, http
         for i in range(2):
             http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-{i}")
             http.delete(f"/api/v1/nodes/{prefix}-{i}")
+    assert kubelet.proc.returncode == 0, kubelet.log()
+    assert "SIGTERM: stopping (pods keep running)" in [x["msg"] for x in lines()]
