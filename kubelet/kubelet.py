@@ -62,7 +62,7 @@ from kubelet.prober import ProbeManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, Mount, PodSandboxConfig, Resources, Runtime,
                              SandboxStatus, VolumeError)
-from machinery import times
+from machinery import klog, times
 from machinery.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger("minik8s.kubelet")
@@ -294,6 +294,7 @@ class Kubelet:
         w = self.workers.get(uid)
         if w is None:
             w = self.workers[uid] = PodWorker(uid, pod)
+            klog.info_s(log, 2, "SyncLoop ADD", source="api", pod=w.key, podUID=uid)
             w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
         echo = _only_our_status(w, pod)
         w.pod = pod
@@ -305,6 +306,7 @@ class Kubelet:
         self._finished.discard(uid)
         w = self.workers.get(uid)
         if w is not None:
+            klog.info_s(log, 2, "SyncLoop REMOVE", source="api", pod=w.key, podUID=uid)
             w.pod, w.removed = pod, True
             w.wake.set()
 
@@ -414,9 +416,11 @@ class Kubelet:
                 started = self.clock.monotonic()
                 operation = "kill" if w.removed or w.state in _ENDING else "create" if w.syncs == 0 else "sync"
                 timer = time.perf_counter()
+                klog.info_s(log, 4, "SyncPod enter", pod=w.key, podUID=w.uid, operation=operation)
                 try:
                     delay = await self._sync(w)
                     metrics.SYNC_DURATION[operation].observe(time.perf_counter() - timer)
+                    klog.info_s(log, 4, "SyncPod exit", pod=w.key, podUID=w.uid, state=w.state.value)
                     failures = 0
                 except asyncio.CancelledError:
                     raise

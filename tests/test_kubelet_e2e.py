@@ -137,7 +137,7 @@ class KubeletNode:
 @pytest.fixture(scope="module")
 def node(api, tmp_path_factory):
     n = KubeletNode(api, tmp_path_factory.mktemp("kubelet"), "--lease-renew-interval", "1",
-                    "--node-status-update-frequency", "1")
+                    "--node-status-update-frequency", "1", "-v", "2")
     try:
         yield n.start()
     finally:
@@ -345,6 +345,8 @@ def test_metrics_count_started_and_running_pods(node, http, ns):
     assert moved(m, "kubelet_pod_worker_duration_seconds_count", (("operation_type", "create"),)) >= 1
     assert m[("kubelet_pleg_relist_duration_seconds_count", ())] >= 1
     assert m[("process_resident_memory_bytes", ())] > 0
+    # -v 2 shows the pod's arrival, as the kubelet's "SyncLoop ADD"
+    assert f'"SyncLoop ADD" source="api" pod="{ns}/counted"' in node.proc.log()
 
 
 # -- pods -----------------------------------------------------------------------------------
