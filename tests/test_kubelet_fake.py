@@ -1,6 +1,7 @@
 """`minik8s kubelet --runtime fake --nodes N`: many simulated nodes in one process."""
 import ipaddress
 import json
+import socket
 import uuid
 
 import httpx
@@ -78,3 +79,22 @@ def test_fake_kubelet_logs_json_serves_ping_only_and_stops_cleanly(apiserver, ku
             http.delete(f"/api/v1/nodes/{prefix}-{i}")
     assert kubelet.proc.returncode == 0, kubelet.log()
     assert "SIGTERM: stopping (pods keep running)" in [x["msg"] for x in lines()]
+
+
+def test_a_taken_healthz_port_is_logged_not_fatal(apiserver, kubeconfig, http):
+    prefix = "fakep-" + uuid.uuid4().hex[:6]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", "1",
+                            "--node-name", prefix, "--healthz-port", str(port)).start()
+        try:
+            wait_for(lambda: http.get(f"/api/v1/nodes/{prefix}-0").status_code == 200, what="the fake node")
+            wait_for(lambda: f"failed to serve healthz on 127.0.0.1:{port}" in kubelet.log(),
+                     what="the bind error in the log")
+            assert kubelet.alive()
+        finally:
+            kubelet.stop()
+            http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-0")
+            http.delete(f"/api/v1/nodes/{prefix}-0")
