@@ -109,7 +109,8 @@ class FakeNodes:
         self.pods.start()
         self._tasks = [asyncio.create_task(self._renew_loop(), name="fake-leases"),
                        asyncio.create_task(self._status_loop(), name="fake-node-status")]
-        self._tasks += [asyncio.create_task(self.queue.serve(self._handle), name=f"fake-pods-{i}") for i in range(self.workers)]
+        self._tasks += [asyncio.create_task(self.queue.serve(self._handle), name=f"fake-pods-{i}")
+                        for i in range(self.workers)]
 
     async def stop(self) -> None:
         self.queue.shutdown()

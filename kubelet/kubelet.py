@@ -31,6 +31,10 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   reached Succeeded or Failed has its sandbox stopped (its IP released) and keeps its
   containers' logs until it is deleted.
 
+Metrics (kubelet/metrics.py): a pod's start when its status first says Running, each
+sync's duration, each relist; running pods and containers are read from the last relist
+when scraped. `sync_loop_check` is the `syncloop` health check.
+
 Runtime calls block; they run in a private thread pool. Back-off and probe periods read
 the injectable clock (`client.clock`); the PLEG polls in real time. One asyncio loop.
 """
@@ -50,7 +54,7 @@ from client.clock import Clock, RealClock
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import Informer
 from client.rest import Client
-from kubelet import envvars, status as podstatus
+from kubelet import envvars, metrics, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.objects import ObjectCache, Ref
@@ -58,6 +62,7 @@ from kubelet.prober import ProbeManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, Mount, PodSandboxConfig, Resources, Runtime,
                              SandboxStatus, VolumeError)
+from machinery import klog, times
 from machinery.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger("minik8s.kubelet")
@@ -108,6 +113,8 @@ class PodWorker:
         # The runtime's state of the pod (as the PLEG keys it) that the last sync ended
         # with; None when that sync did not get to see it all.
         self.observed: dict | None = None
+        self.first_seen = time.monotonic()      # kubelet_pod_start_duration_seconds' start
+        self.start_observed = False             # ... observed once per pod
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -187,6 +194,22 @@ def _only_our_status(w: PodWorker, new: dict) -> bool:
     return any(podstatus.equal(new.get("status"), s) for s in ours)
 
 
+_ENDING = (PodState.TERMINATING, PodState.TERMINATED)
+
+
+def _observe_start(w: PodWorker) -> None:
+    """The pod runs for the first time (as upstream, once its status says Running):
+    kubelet_pod_start_duration_seconds, and the SLI for a pod without init containers."""
+    w.start_observed = True
+    metrics.POD_START_DURATION.observe(time.monotonic() - w.first_seen)
+    created = w.pod["metadata"].get("creationTimestamp")
+    if created and not (w.pod.get("spec") or {}).get("initContainers"):
+        try:
+            metrics.SLI_WITH_NETWORK.observe(max(0.0, time.time() - times.parse(created)))
+        except ValueError:
+            pass
+
+
 def _fmt_duration(seconds: float) -> str:
     """Go's time.Duration formatting for whole seconds: 10s, 1m20s, 5m0s."""
     s = int(round(seconds))
@@ -219,6 +242,11 @@ class Kubelet:
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}", indexers={})
         self._tasks: list[asyncio.Task] = []
         self.syncs = 0  # completed syncs (tests and benchmarks read it)
+        # The PLEG's last relist ({key: (pod uid, state)}): kubelet_running_pods and
+        # kubelet_running_containers are read from it when scraped.
+        self.relisted: dict = {}
+        # When the PLEG loop last went round (time.monotonic): the `syncloop` health check.
+        self.loop_ran = time.monotonic()
 
     async def blocking(self, fn: Callable, *args, **kw) -> Any:
         """Run a blocking runtime call in the kubelet's thread pool."""
@@ -237,6 +265,7 @@ class Kubelet:
             await self.blocking(self.runtime.cleanup_orphans, keep)
         self.pods.add_handler(on_add=self._pod_seen, on_update=lambda _old, new: self._pod_seen(new),
                               on_delete=self._pod_gone)
+        metrics.track(self)
         self._tasks.append(asyncio.create_task(self._pleg(), name="pleg"))
 
     async def stop(self) -> None:
@@ -246,6 +275,7 @@ class Kubelet:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.relisted = {}  # a stopped kubelet runs nothing, whatever its runtime still holds
         for uid in list(self.workers):
             await self.prober.remove_pod(uid)
         await self.objects.stop()
@@ -264,6 +294,7 @@ class Kubelet:
         w = self.workers.get(uid)
         if w is None:
             w = self.workers[uid] = PodWorker(uid, pod)
+            klog.info_s(log, 2, "SyncLoop ADD", source="api", pod=w.key, podUID=uid)
             w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
         echo = _only_our_status(w, pod)
         w.pod = pod
@@ -275,6 +306,7 @@ class Kubelet:
         self._finished.discard(uid)
         w = self.workers.get(uid)
         if w is not None:
+            klog.info_s(log, 2, "SyncLoop REMOVE", source="api", pod=w.key, podUID=uid)
             w.pod, w.removed = pod, True
             w.wake.set()
 
@@ -318,15 +350,31 @@ class Kubelet:
         state["sandbox/" + sandbox.uid] = sandbox.ready
         return state
 
+    def sync_loop_check(self) -> None:
+        """The `syncloop` health check (the kubelet's syncLoopHealthCheck): fails when the
+        loop that notices pods' runtime changes (the PLEG here) has not gone round for
+        twice the resync period, and at least 5 minutes."""
+        limit = max(2 * self.resync_period, 300.0)
+        since = time.monotonic() - self.loop_ran
+        if since > limit:
+            raise RuntimeError(f"sync Loop took longer than expected: {since:.0f}s since it last ran")
+
     async def _pleg(self) -> None:
         last: dict = {}
+        relisted_at = None
         while True:
             await asyncio.sleep(self.pleg_period)
+            self.loop_ran = start = time.monotonic()
+            if relisted_at is not None:
+                metrics.PLEG_RELIST_INTERVAL.observe(start - relisted_at)
+            relisted_at = start
             try:
                 current = await self.blocking(self._relist)
             except Exception:  # noqa: BLE001 - a failed relist is retried next period
                 log.exception("PLEG relist failed")
                 continue
+            metrics.PLEG_RELIST_DURATION.observe(time.monotonic() - start)
+            self.relisted = current
             changed = {v[0] for k, v in current.items() if last.get(k) != v}
             changed |= {v[0] for k, v in last.items() if k not in current}
             last = current
@@ -366,8 +414,13 @@ class Kubelet:
                 # Delays are from the sync's start: time spent syncing (writing the
                 # status...) does not lengthen a back-off.
                 started = self.clock.monotonic()
+                operation = "kill" if w.removed or w.state in _ENDING else "create" if w.syncs == 0 else "sync"
+                timer = time.perf_counter()
+                klog.info_s(log, 4, "SyncPod enter", pod=w.key, podUID=w.uid, operation=operation)
                 try:
                     delay = await self._sync(w)
+                    metrics.SYNC_DURATION[operation].observe(time.perf_counter() - timer)
+                    klog.info_s(log, 4, "SyncPod exit", pod=w.key, podUID=w.uid, state=w.state.value)
                     failures = 0
                 except asyncio.CancelledError:
                     raise
@@ -421,6 +474,7 @@ class Kubelet:
                     sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
             except ContainerRuntimeError as e:
                 return await self._sandbox_failed(w, e)
+            metrics.STARTED_PODS.inc()
         assert sandbox is not None
         return await self._sync_containers(w, pod, sandbox)
 
@@ -524,14 +578,20 @@ class Kubelet:
         for v in app:
             run = v.latest
             if run is not None and run.running and v.waiting is None:
-                def passed(kind: str) -> bool:
-                    return (not self.prober.has(w.uid, v.name, kind)
-                            or self.prober.result(w.uid, v.name, kind, run.id) is True)
+                def passed(kind: str, name: str = v.name, run_id: str = run.id) -> bool:
+                    return (not self.prober.has(w.uid, name, kind)
+                            or self.prober.result(w.uid, name, kind, run_id) is True)
                 v.started = passed("startupProbe")
                 v.ready = v.started and passed("readinessProbe")
         new = podstatus.pod_status(pod, init, app, pod_ip=sandbox.ip, host_ip=self.node_ip,
                                    sandbox_ready=sandbox.ready)
+        # Observed once, when this kubelet turns the pod Running (a restarted kubelet
+        # adopting a running pod observes nothing, as upstream's SyncPod).
+        first_run = not w.start_observed and new["phase"] == "Running" and \
+            (pod.get("status") or {}).get("phase") != "Running"
         await self._write_status(w, new)
+        if first_run:
+            _observe_start(w)
         if new["phase"] in podstatus.TERMINAL:
             await self._finish(w)
             return None
@@ -606,6 +666,7 @@ class Kubelet:
             self._event(w, WARNING, "Failed", f"Error: {run.message}", container=name)
             retry.append(0.0)  # the restart policy decides at once
             return
+        metrics.STARTED[any(ic is c for ic in (pod.get("spec") or {}).get("initContainers") or [])].inc()
         self._event(w, NORMAL, "Created", f"Created container {name}", container=name)
         self._event(w, NORMAL, "Started", f"Started container {name}", container=name)
 

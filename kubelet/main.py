@@ -2,6 +2,8 @@
 
     minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
+                    [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
+                    [-v N] [--logging-format text|json]
     minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX]
     minik8s kubelet --cleanup [--node-name N] [--root-dir DIR] [--bridge B] [--cgroup-parent C]
 
@@ -14,6 +16,16 @@ a controller to allocate one) 10.244.0.0/24. SIGTERM or SIGINT
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
 `--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
 cgroups, mounts and runtime state from the host, and does nothing the second time.
+
+Health and metrics, as the kubelet's healthz server: on --healthz-bind-address
+(127.0.0.1):--healthz-port (10248; 0 turns it off), plain HTTP and no credential,
+`/healthz`, `/livez`, `/readyz` (`?verbose`, `/healthz/<check>`) with the checks `ping`
+and `syncloop` (fails when the PLEG loop has not run for max(2 x --sync-frequency, 5
+minutes)), and `/metrics` (kubelet/metrics.py, client/'s, the process's CPU and RSS).
+The fake runtime serves `ping` only. A port that cannot be bound is logged, not fatal.
+The endpoint on --port serves `/metrics` too, to token holders. A task of the kubelet
+that fails (the heartbeat, the endpoint) ends the process with exit code 1. Logs are
+klog-like (machinery.klog): `-v N`, `--logging-format=json`.
 """
 from __future__ import annotations
 
@@ -27,10 +39,14 @@ import secrets
 import signal
 import socket
 import sys
+from typing import Any, Coroutine
 
 from client import kubeconfig
+from client.componentserver import ComponentServer
 from client.rest import Client
 from client.useragent import default_user_agent
+from machinery import klog
+from machinery.healthz import named_check
 
 log = logging.getLogger("minik8s.kubelet")
 
@@ -40,7 +56,8 @@ TOKEN_ENV = "MINIK8S_KUBELET_TOKEN"
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="minik8s kubelet", description="Run a node's pods.")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig of the API server (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig of the API server (default: $KUBECONFIG, ~/.kube/config)")
     p.add_argument("--node-name", default=None, help="the Node's name (default: the hostname); "
                    "with --runtime fake, the prefix of the fake nodes' names (default: fake-node)")
     p.add_argument("--pod-cidr", default=None, help="pod addresses when node.spec.podCIDR is not set")
@@ -50,6 +67,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="the node's IP: InternalIP and where the "
                    "endpoint listens (default: the address of the default route's device)")
     p.add_argument("--port", type=int, default=10250, help="the kubelet endpoint's port")
+    p.add_argument("--healthz-port", type=_port, default=HEALTHZ_PORT, metavar="PORT",
+                   help=f"port of the health and metrics server ({HEALTHZ_PORT}; 0: off)")
+    p.add_argument("--healthz-bind-address", default="127.0.0.1", metavar="IP",
+                   help="address of the health and metrics server (127.0.0.1)")
     p.add_argument("--token-file", default=None, help=f"the token the API server presents (default ${TOKEN_ENV})")
     p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
@@ -66,7 +87,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="remove what a kubelet with the same --node-name, --root-dir, --bridge and "
                    "--cgroup-parent left on this host (its pods, bridge, cgroups, mounts and state) "
                    "and exit; the API is not contacted. Run it after stopping the kubelet")
+    klog.add_flags(p)
     return p.parse_args(argv)
+
+
+HEALTHZ_PORT = 10248  # the kubelet's
+
+
+def _port(v: str) -> int:
+    if not v.isdigit() or int(v) > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {v!r}: want 0 to 65535")
+    return int(v)
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +107,7 @@ def main(argv: list[str]) -> int:
         return 2
     if args.cleanup:
         return cleanup(args)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    klog.setup_from_args(args)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack
     try:
         return asyncio.run(run(args))
@@ -168,20 +199,44 @@ def _capacity(args: argparse.Namespace, root_dir: str) -> dict[str, str]:
     return cap
 
 
-async def _until_stopped(stop: asyncio.Event, *tasks: asyncio.Task) -> int:
-    """Wait for a stop signal, or for a task to end (an error: reported, exit 1)."""
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    code = 0
-    for t in done:
-        if t is not stopper and not t.cancelled() and t.exception() is not None:
-            log.error("kubelet: %s failed: %r", t.get_name(), t.exception())
-            code = 1
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return code
+class _Stop(Exception):
+    """Ends the kubelet's task group: a stop signal (code 0) or a task that failed (1)."""
+
+    def __init__(self, code: int = 0):
+        super().__init__(code)
+        self.code = code
+
+
+async def _stop_on(stop: asyncio.Event) -> None:
+    await stop.wait()
+    raise _Stop(0)
+
+
+async def _guard(name: str, coro: Coroutine[Any, Any, Any], *, ending_stops: bool = True) -> None:
+    """Run one of the kubelet's tasks: its failure (reported) ends the kubelet with exit
+    code 1; its normal end ends it with 0 unless `ending_stops` is false."""
+    try:
+        await coro
+    except Exception as exc:  # noqa: BLE001 - reported; the process exits 1
+        log.error("kubelet: %s failed: %r", name, exc)
+        raise _Stop(1) from exc
+    if ending_stops:
+        raise _Stop(0)
+
+
+def _exit_code(group: BaseExceptionGroup) -> int:
+    return max(e.code for e in group.exceptions if isinstance(e, _Stop))
+
+
+async def _serve_health(args: argparse.Namespace, server: ComponentServer) -> None:
+    """The health and metrics server on --healthz-bind-address:--healthz-port. As the
+    kubelet's, a port that cannot be bound is logged, not fatal: pods keep being run."""
+    if not args.healthz_port:
+        return
+    try:
+        await server.start(args.healthz_bind_address, args.healthz_port)
+    except OSError as e:
+        log.error("failed to serve healthz on %s:%d: %s", args.healthz_bind_address, args.healthz_port, e)
 
 
 async def _register(node, stop: asyncio.Event) -> bool:
@@ -242,19 +297,25 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
                       node_allocatable=node.allocatable)
     server = KubeletServer(kubelet, token=token)
-    tasks = [asyncio.create_task(node.run(), name="node")]
+    health = ComponentServer()
+    health.health.add(named_check("syncloop", kubelet.sync_loop_check))
+    code = 0
     try:
-        await kubelet.start()
-        # Served once the node's pods are known: logs and exec find them from the start.
-        tasks.append(asyncio.create_task(server.serve(address, args.port), name="endpoint"))
-        log.info("kubelet %s: pods in %s, endpoint %s:%d, pod CIDR %s", name, root_dir, address,
-                 args.port, cidr)
-        return await _until_stopped(stop, *tasks)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_guard("node", node.run()), name="node")
+            await kubelet.start()
+            # Served once the node's pods are known: logs and exec find them from the start.
+            tg.create_task(_guard("endpoint", server.serve(address, args.port)), name="endpoint")
+            await _serve_health(args, health)
+            log.info("kubelet %s: pods in %s, endpoint %s:%d, pod CIDR %s", name, root_dir, address,
+                     args.port, cidr)
+            tg.create_task(_stop_on(stop))
+    except* _Stop as group:
+        code = _exit_code(group)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await health.stop()
         await kubelet.stop()
+    return code
 
 
 async def _run_fake(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
@@ -266,11 +327,16 @@ async def _run_fake(args: argparse.Namespace, client: Client, stop: asyncio.Even
         capacity["memory"] = args.memory
     fake = FakeNodes(client, prefix=args.node_name or "fake-node", count=args.nodes, capacity=capacity,
                      renew_interval=args.lease_renew_interval, lease_duration=args.node_lease_duration)
-    starter = asyncio.create_task(fake.start(), name="fake-nodes")
+    health = ComponentServer()  # ping only: the fake nodes have no sync loop
+    code = 0
     try:
-        code = await _until_stopped(stop, starter)
-        if code == 0 and not stop.is_set():  # all registered: simulate until told to stop
-            await stop.wait()
-        return code
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_guard("fake-nodes", fake.start(), ending_stops=False), name="fake-nodes")
+            await _serve_health(args, health)
+            tg.create_task(_stop_on(stop))
+    except* _Stop as group:
+        code = _exit_code(group)
     finally:
+        await health.stop()
         await fake.stop()
+    return code

@@ -42,7 +42,8 @@ class ObjectCache:
                 kind, ns, name = ref
                 inf = Informer(self.client, kind, namespace=ns, field_selector=f"metadata.name={name}",
                                indexers={})
-                notify = (lambda *_a, ref=ref: self.on_change(ref))
+                def notify(*_a: object, ref: Ref = ref) -> None:
+                    self.on_change(ref)
                 inf.add_handler(on_add=notify, on_update=notify, on_delete=notify)
                 inf.start()
                 self._informers[ref] = inf

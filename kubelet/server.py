@@ -2,6 +2,8 @@
 proxies `pods/{name}/log` and `pods/{name}/exec` to.
 
     GET /healthz                                      "ok" (no credential needed)
+    GET /metrics                                      kubelet/metrics.py and the process's,
+                                                      Prometheus' text format
     GET /containerLogs/{namespace}/{pod}/{container}  follow, tailLines, previous,
                                                       timestamps, sinceSeconds, sinceTime,
                                                       limitBytes
@@ -9,8 +11,9 @@ proxies `pods/{name}/log` and `pods/{name}/exec` to.
                                                       v4.channel.k8s.io: command (repeated),
                                                       stdin, stdout, stderr, tty
 
-Every request but /healthz must carry `Authorization: Bearer <token>`, the token shared
-with the API server; anything else is 401. Which run of a container a log request reads
+Every request but /healthz (/metrics included: Kubernetes protects it) must carry
+`Authorization: Bearer <token>`, the token shared with the API server; anything else is
+401. Which run of a container a log request reads
 follows the kubelet (validateContainerLogStatus): the running or last terminated run,
 `previous` the one before; errors are `kind: Status` bodies.
 
@@ -44,6 +47,7 @@ from kubelet.kubelet import Kubelet
 from kubelet.runtime import ContainerRuntimeError, ContainerStatus, logs
 from kubelet.status import CONTAINER_ID_PREFIX
 from machinery.errors import APIError, BadRequest, InternalError, NotFound, Unauthorized
+from machinery.metrics import exposition
 
 log = logging.getLogger("minik8s.kubelet.server")
 
@@ -74,6 +78,7 @@ class KubeletServer:
         self.kubelet, self.token = kubelet, token
         self.app = Starlette(routes=[
             Route("/healthz", self.healthz),
+            Route("/metrics", self.metrics),
             Route("/containerLogs/{namespace}/{pod}/{container}", self.container_logs),
             WebSocketRoute("/exec/{namespace}/{pod}/{container}", self.exec),
         ])
@@ -84,6 +89,12 @@ class KubeletServer:
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")
+
+    async def metrics(self, request: Request) -> Response:
+        if not self._authorized(request.headers):
+            return _status(Unauthorized("Unauthorized"))
+        body, content_type = exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     # -- which run -------------------------------------------------------------------
 
@@ -181,6 +192,7 @@ class KubeletServer:
             return
         await ws.accept(subprotocol=protocol)
         stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
+        wanted = {STDOUT: _flag(q, "stdout"), STDERR: _flag(q, "stderr") or tty}
         try:
             proc = await self.kubelet.blocking(self.kubelet.runtime.exec, run.id, argv, stdin=stdin)
         except ContainerRuntimeError as e:
@@ -193,10 +205,17 @@ class KubeletServer:
             transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
             try:
                 while data := await reader.read(65536):
-                    if (channel == STDOUT and _flag(q, "stdout")) or (channel == STDERR and (_flag(q, "stderr") or tty)):
+                    if wanted[channel]:
                         await ws.send_bytes(bytes([STDOUT if tty else channel]) + data)
             finally:
                 transport.close()
+
+        async def output() -> None:
+            """Both output pipes to their end; a failed send (the client is gone)
+            stops the other pump too."""
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump(proc.stdout, STDOUT))
+                tg.create_task(pump(proc.stderr, STDERR))
 
         async def feed() -> None:
             """Client frames: stdin data, v5 close of stdin, resize; returns when the
@@ -221,11 +240,11 @@ class KubeletServer:
         pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
         feeder = asyncio.create_task(feed())
-        pumps = asyncio.gather(pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR))
+        pumps = asyncio.create_task(output())
         try:
             for step in (pumps, exited):  # the output to its end, then the exit
                 done, _ = await asyncio.wait({feeder, step}, return_when=asyncio.FIRST_COMPLETED)
-                if step not in done:  # the client left: stop the command
+                if step not in done or step.exception() is not None:  # the client left
                     proc.kill()
                     return
             code = proc.wait()
@@ -243,6 +262,7 @@ class KubeletServer:
             os.close(pidfd)
             feeder.cancel()
             pumps.cancel()
+            await asyncio.gather(feeder, pumps, return_exceptions=True)
             if proc.stdin:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,8 @@ import orjson
 import pytest
 from pyroute2 import IPRoute
 from websockets.sync.client import connect
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubelet.runtime.linux import kernel
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
@@ -73,7 +76,7 @@ class KubeletNode:
     def __init__(self, api: APIServer, tmp: Path, *extra: str):
         tag = uuid.uuid4().hex[:8]
         self.name, self.tmp = f"kl-{tag}", tmp
-        self.port, self.cidr = free_port(), free_cidr()
+        self.port, self.cidr, self.healthz_port = free_port(), free_cidr(), free_port()
         self.bridge, self.cgroup_parent = f"mk8st{tag}", f"minik8s-test-{tag}"
         self.root = str(tmp / "root")
         kubeconfig, token = tmp / "kubeconfig", tmp / "token"
@@ -87,7 +90,7 @@ class KubeletNode:
         self.args = ["kubelet", "--kubeconfig", str(kubeconfig), "--node-name", self.name,
                      "--pod-cidr", self.cidr, "--root-dir", self.root, "--address", "127.0.0.1",
                      "--port", str(self.port), "--token-file", str(token), "--bridge", self.bridge,
-                     "--cgroup-parent", self.cgroup_parent, *extra]
+                     "--cgroup-parent", self.cgroup_parent, "--healthz-port", str(self.healthz_port), *extra]
         self.api = api
         self.proc: Component | None = None
 
@@ -134,7 +137,7 @@ class KubeletNode:
 @pytest.fixture(scope="module")
 def node(api, tmp_path_factory):
     n = KubeletNode(api, tmp_path_factory.mktemp("kubelet"), "--lease-renew-interval", "1",
-                    "--node-status-update-frequency", "1")
+                    "--node-status-update-frequency", "1", "-v", "2")
     try:
         yield n.start()
     finally:
@@ -290,6 +293,60 @@ def test_node_is_registered_with_status_lease_and_a_guarded_endpoint(node, http)
     assert httpx.get(logs, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(logs, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
     assert httpx.get(node.url + "/healthz").text == "ok"
+
+
+def scrape(url: str, **headers: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} of a /metrics answer."""
+    r = httpx.get(url, headers=headers)
+    assert r.status_code == 200, r.text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(r.text) for s in f.samples}
+
+
+def test_health_server_lists_its_checks_and_serves_metrics(node):
+    health = f"http://127.0.0.1:{node.healthz_port}"
+    r = httpx.get(health + "/healthz?verbose")
+    assert r.status_code == 200, r.text
+    assert r.text.splitlines() == ["[+]ping ok", "[+]syncloop ok", "healthz check passed"]
+    assert httpx.get(health + "/healthz/syncloop").text == "ok"
+    assert httpx.get(health + "/healthz").text == "ok"
+    assert ("kubelet_running_pods", ()) in scrape(health + "/metrics")
+    # klog's text header on the kubelet's own lines
+    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ node\.py:\d+\] registered node " + node.name,
+                     node.proc.log(), re.M)
+
+
+def test_metrics_on_the_endpoint_need_the_token(node):
+    url = node.url + "/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+
+def test_metrics_count_started_and_running_pods(node, http, ns):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    before = scrape(node.url + "/metrics", **auth)
+    create(http, ns, make_pod("counted", node, container("c", SLEEP)))
+    wait_pod(http, ns, "counted", running("c"), "running")
+
+    def moved(m, name, labels=()):
+        return m.get((name, labels), 0) - before.get((name, labels), 0)
+
+    def scraped():
+        m = scrape(node.url + "/metrics", **auth)
+        return m if m[("kubelet_running_pods", ())] >= 1 else None
+    m = wait_for(scraped, what="kubelet_running_pods to count the pod")
+    assert m[("kubelet_running_containers", (("container_state", "running"),))] >= 1
+    assert moved(m, "kubelet_started_pods_total") >= 1
+    assert moved(m, "kubelet_started_containers_total", (("container_type", "container"),)) >= 1
+    assert moved(m, "kubelet_pod_start_duration_seconds_count") >= 1
+    assert moved(m, "kubelet_pod_start_sli_duration_seconds_count", (("first_with_network", "false"),)) >= 1
+    assert moved(m, "kubelet_pod_worker_duration_seconds_count", (("operation_type", "create"),)) >= 1
+    assert m[("kubelet_pleg_relist_duration_seconds_count", ())] >= 1
+    assert m[("process_resident_memory_bytes", ())] > 0
+    # -v 2 shows the pod's arrival, as the kubelet's "SyncLoop ADD"
+    assert f'"SyncLoop ADD" source="api" pod="{ns}/counted"' in node.proc.log()
 
 
 # -- pods -----------------------------------------------------------------------------------
@@ -608,6 +665,7 @@ def test_cleanup_removes_what_a_stopped_kubelet_left_and_nothing_else(own_node, 
     try:
         node.proc.stop()  # SIGTERM: the kubelet goes, its pod stays
         assert not node.proc.alive() and host_processes(marker)
+        assert node.proc.proc.returncode == 0, node.proc.log()
         with IPRoute() as ipr:
             assert ipr.link_lookup(ifname=node.bridge)
 

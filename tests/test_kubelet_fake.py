@@ -1,8 +1,12 @@
 """`minik8s kubelet --runtime fake --nodes N`: many simulated nodes in one process."""
 import ipaddress
+import json
+import socket
 import uuid
 
-from tests.procs import Component, wait_for
+import httpx
+
+from tests.procs import Component, free_port, wait_for
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
@@ -11,7 +15,7 @@ def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, ht
     prefix, count = "fake-" + uuid.uuid4().hex[:6], 40
     names = [f"{prefix}-{i}" for i in range(count)]
     kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", str(count),
-                        "--node-name", prefix, "--lease-renew-interval", "1").start()
+                        "--node-name", prefix, "--lease-renew-interval", "1", "--healthz-port", "0").start()
     try:
         def ours(path):
             return {o["metadata"]["name"]: o for o in http.get(path).json()["items"]
@@ -52,3 +56,45 @@ def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, ht
         for name in names:
             http.delete(f"{LEASES}/{name}")
             http.delete(f"/api/v1/nodes/{name}")
+
+
+def test_fake_kubelet_logs_json_serves_ping_only_and_stops_cleanly(apiserver, kubeconfig, http):
+    prefix, port = "fakej-" + uuid.uuid4().hex[:6], free_port()
+    kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", "2",
+                        "--node-name", prefix, "--healthz-port", str(port), "--logging-format=json",
+                        "-v", "2").start()
+
+    def lines():
+        return [json.loads(line) for line in kubelet.log().splitlines() if line.startswith("{")]
+    try:
+        line = wait_for(lambda: next((x for x in lines() if x["msg"].startswith("registered 2 fake nodes")),
+                                     None), what="the registration's log line")
+        assert line["v"] == 0 and line["caller"].startswith("fake.py:")
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz?verbose")
+        assert (r.status_code, r.text.splitlines()) == (200, ["[+]ping ok", "healthz check passed"])
+    finally:
+        kubelet.stop()
+        for i in range(2):
+            http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-{i}")
+            http.delete(f"/api/v1/nodes/{prefix}-{i}")
+    assert kubelet.proc.returncode == 0, kubelet.log()
+    assert "SIGTERM: stopping (pods keep running)" in [x["msg"] for x in lines()]
+
+
+def test_a_taken_healthz_port_is_logged_not_fatal(apiserver, kubeconfig, http):
+    prefix = "fakep-" + uuid.uuid4().hex[:6]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        kubelet = Component("kubelet", "--kubeconfig", kubeconfig, "--runtime", "fake", "--nodes", "1",
+                            "--node-name", prefix, "--healthz-port", str(port)).start()
+        try:
+            wait_for(lambda: http.get(f"/api/v1/nodes/{prefix}-0").status_code == 200, what="the fake node")
+            wait_for(lambda: f"failed to serve healthz on 127.0.0.1:{port}" in kubelet.log(),
+                     what="the bind error in the log")
+            assert kubelet.alive()
+        finally:
+            kubelet.stop()
+            http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-0")
+            http.delete(f"/api/v1/nodes/{prefix}-0")

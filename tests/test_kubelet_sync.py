@@ -218,7 +218,8 @@ async def test_crash_loop_back_off_doubles_and_resets_on_the_kubelet_clock(kubel
                                   "volumes": [{"name": "ctl", "hostPath": {"path": str(crash)}}],
                                   "containers": [{"name": "c", "image": "busybox", "volumeMounts": [
                                       {"name": "ctl", "mountPath": "/ctl"}], "command": [
-                                      "sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.02; done; rm /ctl/go; exit 1"]}]}})
+                                      "sh", "-c",
+                                      "while [ ! -e /ctl/go ]; do sleep 0.02; done; rm /ctl/go; exit 1"]}]}})
 
     async def state():
         pod = await client.get("pods", "crasher", namespace=ns)

@@ -97,7 +97,7 @@ class ForkServer:
                 except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
                     self._stop()
                     if attempt:
-                        raise ContainerRuntimeError("the runtime's fork server is not running")
+                        raise ContainerRuntimeError("the runtime's fork server is not running") from None
 
     def close(self) -> None:
         with self._lock:

@@ -233,9 +233,9 @@ def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int) -> None:
     try:
         os.execvpe(cfg["argv"][0], cfg["argv"], cfg["env"])
     except FileNotFoundError:
-        raise StartError(f'exec: "{cfg["argv"][0]}": executable file not found in $PATH')
+        raise StartError(f'exec: "{cfg["argv"][0]}": executable file not found in $PATH') from None
     except OSError as e:
-        raise StartError(f'exec: "{cfg["argv"][0]}": {e.strerror}')
+        raise StartError(f'exec: "{cfg["argv"][0]}": {e.strerror}') from None
 
 
 def _build_root(cfg: dict) -> None:
