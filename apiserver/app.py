@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
@@ -39,11 +40,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose
 
-from apiserver import discovery, openapi, registry, tables, version
+from apiserver import discovery, metrics, openapi, registry, tables, version
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
-from machinery import errors, protobuf, yamlutil
+from machinery import errors, healthz, protobuf, yamlutil
+from machinery.healthz import Health, named_check
+from machinery.metrics import exposition
 
 log = logging.getLogger("minik8s.apiserver")
 
@@ -237,18 +240,53 @@ def no_kubelet(pod: dict) -> errors.APIError:
 
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+ETCD_CHECK_TIMEOUT = 2.0
+
+
+def _log_check() -> None:
+    """kube-apiserver's `log` check fails when klog's flush hangs; records here are
+    written synchronously by the handler, so there is nothing that can hang."""
 
 
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None):
-        self.store = store
+        self.store: Store = metrics.InstrumentedStore(store)
+        store = self.store
         self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
+        metrics.track_cache(self.cache)
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
+        self.stopping = False
+        self.health = Health()
+        self.health.add(named_check("log", _log_check))
+        self.health.add(named_check("etcd", self._etcd_check))
+        for check in (named_check("etcd-readiness", self._etcd_check),
+                      named_check("informer-sync", self._informer_sync_check),
+                      named_check("shutdown", self._shutdown_check)):
+            self.health.add(check, endpoints=("readyz",))
+
+    # -- health: kube-apiserver's checks ----------------------------------------------
+
+    async def _etcd_check(self) -> None:
+        """One cheap etcd round trip (a count-only range), bounded well below a probe's
+        timeout: the store's own retries would outlast it."""
+        try:
+            async with asyncio.timeout(ETCD_CHECK_TIMEOUT):
+                await self.store.current_revision()
+        except TimeoutError:
+            raise RuntimeError(f"etcd did not answer within {ETCD_CHECK_TIMEOUT:g}s") from None
+
+    def _informer_sync_check(self) -> None:
+        if not self.cache.ready.is_set():
+            raise RuntimeError("the watch cache has not synced yet")
+
+    def _shutdown_check(self) -> None:
+        if self.stopping:
+            raise RuntimeError("process is shutting down")
 
     async def start(self) -> None:
         await self.store.open()
@@ -261,8 +299,10 @@ class API:
                 interval=min(60.0, self.compaction_window / 2))))
 
     async def stop(self) -> None:
+        self.stopping = True
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.cache.stop()
@@ -271,20 +311,27 @@ class API:
     # -- dispatch -------------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
+        return (await self.serve(request))[0]
+
+    async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
+        """The response, and the request's metric labels (None for a path that names no
+        resource, which kube-apiserver does not count either)."""
+        labels = None
         try:
             target = parse_path(request.scope["path"])  # request.url would parse the Host header too
-            return await self.dispatch(request, target)
+            labels = request_labels(request, target)
+            return await self.dispatch(request, target), labels
         except errors.APIError as err:
-            return status_response(err)
+            return status_response(err), labels
         except ClientDisconnect:
-            return Response(status_code=499)
+            return Response(status_code=499), labels
         except TooLarge:
-            return status_response(errors.TooLarge("the object is too large to store"))
+            return status_response(errors.TooLarge("the object is too large to store")), labels
         except Unavailable as exc:
-            return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1))
+            return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1)), labels
         except Exception:  # noqa: BLE001 - the last line of defence; always a bug
             log.exception("internal error serving %s %s", request.method, request.url)
-            return status_response(errors.InternalError("an internal error occurred"))
+            return status_response(errors.InternalError("an internal error occurred")), labels
 
     async def dispatch(self, request: Request, t: Target) -> Response:
         handler = ROUTES.get((verb(request, t), t.subresource))
@@ -577,6 +624,7 @@ class API:
                             batch = await stream.__anext__()
                     except (TimeoutError, StopAsyncIteration):
                         return
+                    metrics.watch_events(rt, len(batch))
                     yield b"".join(line(*item) for item in batch)
             finally:
                 await stream.aclose()
@@ -600,6 +648,28 @@ def verb(request: Request, t: Target) -> str:
     if m == "POST" and t.subresource is None:
         return ""
     return _VERBS.get(m, "")
+
+
+_METRIC_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CONNECT", "GET", "LIST", "WATCH"}
+LONGRUNNING_SUBRESOURCES = ("log", "exec")
+
+
+def request_labels(request: Request, t: Target) -> tuple[str, ...]:
+    """apiserver_request_total's labels but `code`, as kube-apiserver's MonitorRequest
+    derives them: the HTTP method made canonical (LIST, WATCH, APPLY), the scope, and
+    the dryRun values."""
+    m = request.method
+    scope = "resource" if t.name is not None else "namespace" if t.namespace else "cluster"
+    if m in ("GET", "HEAD"):
+        m = "GET" if scope == "resource" else \
+            "WATCH" if query_flag(request.query_params, "watch") else "LIST"
+    elif m == "PATCH" and request.headers.get("content-type", "").startswith("application/apply-patch+yaml"):
+        m = "APPLY"
+    elif m not in _METRIC_VERBS:
+        m = "other"
+    dry = request.query_params.getlist("dryRun") if b"dryRun" in request.scope["query_string"] else ()
+    return (m, "" if not dry else "All" if all(v == "All" for v in dry) else "invalid",
+            t.rt.group, t.rt.version, t.rt.plural, t.subresource or "", scope, "apiserver")
 
 
 def main_or_status(t: Target) -> str | None:
@@ -654,8 +724,20 @@ class ResourceEndpoint:
         self.api = api
 
     async def __call__(self, scope, receive, send) -> None:
-        response = await self.api.handle(Request(scope, receive, send))
-        await response(scope, receive, send)
+        start = time.perf_counter()
+        response, labels = await self.api.serve(Request(scope, receive, send))
+        if labels is None:
+            await response(scope, receive, send)
+            return
+        long = labels[0] == "WATCH" or labels[5] in LONGRUNNING_SUBRESOURCES
+        if long:
+            metrics.longrunning(labels, 1)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if long:
+                metrics.longrunning(labels, -1)
+            metrics.record_request(labels, response.status_code, time.perf_counter() - start)
 
 
 async def not_found(scope, receive, send) -> None:
@@ -696,24 +778,17 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
     async def version_endpoint(request: Request) -> Response:
         return json_response(version_info, headers={"Cache-Control": "no-cache, private"})
 
-    async def healthz(request: Request) -> Response:
-        return Response(b"ok", media_type="text/plain")
+    async def health(request: Request) -> Response:
+        answer = await api.health.handle(request.scope["path"], request.scope["query_string"].decode())
+        if answer is None:
+            return status_response(errors.NotFound("the server could not find the requested resource"))
+        code, body = answer
+        return Response(body.encode(), status_code=code, media_type=healthz.CONTENT_TYPE,
+                        headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
 
-    async def readyz(request: Request) -> Response:
-        if not api.cache.ready.is_set():
-            return Response(b"watch cache not ready", status_code=503, media_type="text/plain")
-        return Response(b"ok", media_type="text/plain")
-
-    async def metrics(request: Request) -> Response:
-        watchers = sum(len(b.watchers) for b in api.cache.buckets.values())
-        objects = sum(len(b.objects) for b in api.cache.buckets.values())
-        text = ("# TYPE apiserver_registered_watchers gauge\n"
-                f"apiserver_registered_watchers {watchers}\n"
-                "# TYPE apiserver_watch_cache_objects gauge\n"
-                f"apiserver_watch_cache_objects {objects}\n"
-                "# TYPE apiserver_watch_cache_revision gauge\n"
-                f"apiserver_watch_cache_revision {api.cache.revision}\n")
-        return Response(text.encode(), media_type="text/plain; version=0.0.4")
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     async def api_root(request: Request) -> Response:
         try:
@@ -744,9 +819,11 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
             await api.stop()
 
     discovery_paths = ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}")
-    fixed = [("/version", version_endpoint), ("/healthz", healthz), ("/livez", healthz),
-             ("/readyz", readyz), ("/metrics", metrics), ("/openapi/v2", openapi.v2_endpoint),
-             ("/openapi/v3", openapi_v3), ("/openapi/v3/{path:path}", openapi_v3)] + [(p, api_root) for p in discovery_paths]
+    fixed = [("/version", version_endpoint), ("/metrics", metrics_endpoint),
+             *((f"/{e}{tail}", health) for e in healthz.ENDPOINTS for tail in ("", "/{check}")),
+             ("/openapi/v2", openapi.v2_endpoint),
+             ("/openapi/v3", openapi_v3), ("/openapi/v3/{path:path}", openapi_v3),
+             *((p, api_root) for p in discovery_paths)]
     resources = ResourceEndpoint(api)
     # Every endpoint is an ASGI app, so a route takes every method (methods=None) and
     # the endpoint answers the ones it does not serve with a Status.
