@@ -44,7 +44,7 @@ from apiserver import discovery, metrics, openapi, registry, tables, version
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
-from machinery import errors, healthz, protobuf, yamlutil
+from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
 
@@ -737,7 +737,12 @@ class ResourceEndpoint:
         finally:
             if long:
                 metrics.longrunning(labels, -1)
-            metrics.record_request(labels, response.status_code, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.record_request(labels, response.status_code, elapsed)
+            if klog.enabled(3):  # kube-apiserver's httplog line, at the same verbosity
+                klog.info_s(log, 3, "HTTP", verb=labels[0], URI=scope["path"] + (
+                    "?" + scope["query_string"].decode() if scope["query_string"] else ""),
+                    latency=f"{elapsed * 1000:.3f}ms", resp=response.status_code)
 
 
 async def not_found(scope, receive, send) -> None:
