@@ -38,7 +38,7 @@ import yaml
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketClose
+from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
 from apiserver.cache import Entry, WatchCache
@@ -525,18 +525,28 @@ class API:
         try:
             async with connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
                                max_size=None, open_timeout=10) as kubelet:
-                async def down():
-                    async for frame in kubelet:
-                        await ws.send_bytes(frame if isinstance(frame, bytes) else frame.encode())
+                # Two pumps in one task group: the first to end, however it ends (its
+                # side closed, or a send to the other side failed because that one
+                # closed), cancels the other, and the group waits for both.
+                async with anyio.create_task_group() as tg:
+                    async def pump(relay: Callable[[], Awaitable[None]]) -> None:
+                        try:
+                            await relay()
+                        except (OSError, RuntimeError, WebSocketException, WebSocketDisconnect) as exc:
+                            log.log(klog.V(4), "exec relay for %s/%s ended: %r", md["namespace"], md["name"], exc)
+                        finally:
+                            tg.cancel_scope.cancel()
 
-                async def up():
-                    while (msg := await ws.receive())["type"] != "websocket.disconnect":
-                        await kubelet.send(msg.get("bytes") or (msg.get("text") or "").encode())
-                tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    async def down() -> None:
+                        async for frame in kubelet:
+                            await ws.send_bytes(frame if isinstance(frame, bytes) else frame.encode())
+
+                    async def up() -> None:
+                        while (msg := await ws.receive())["type"] != "websocket.disconnect":
+                            await kubelet.send(msg.get("bytes") or (msg.get("text") or "").encode())
+
+                    tg.start_soon(pump, down)
+                    tg.start_soon(pump, up)
         except InvalidStatus as exc:  # the kubelet refused: relay its Status
             try:
                 status = orjson.loads(exc.response.body)
