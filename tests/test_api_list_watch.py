@@ -144,8 +144,10 @@ def test_watch_bookmarks(etcd):
 
 def test_watch_disconnect_releases_watcher(apiserver, http, ns):
     def watchers():
-        return int(float(next(line.split()[1] for line in http.get("/metrics").text.splitlines()
-                              if line.startswith('apiserver_registered_watchers{group="",version="v1",kind="Pod"}'))))
+        from prometheus_client.parser import text_string_to_metric_families
+        return int(next(s.value for f in text_string_to_metric_families(http.get("/metrics").text)
+                        for s in f.samples if s.name == "apiserver_registered_watchers"
+                        and s.labels == {"group": "", "version": "v1", "kind": "Pod"}))
     before = watchers()
     import socket
     import time
