@@ -451,7 +451,19 @@ class API:
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
         first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize), relayed
-        to and from the node's kubelet. Without one, a failure Status on the error channel."""
+        to and from the node's kubelet. Without one, a failure Status on the error channel.
+        Counted as kube-apiserver counts it: a long-running GET of pods/exec, answered 101
+        once upgraded."""
+        labels = ("GET", "", "", "v1", "pods", "exec", "resource", "apiserver")
+        start, code = time.perf_counter(), 500
+        metrics.longrunning(labels, 1)
+        try:
+            code = await self._exec(ws)
+        finally:
+            metrics.longrunning(labels, -1)
+            metrics.record_request(labels, code, time.perf_counter() - start)
+
+    async def _exec(self, ws: WebSocket) -> int:
         try:
             pods = registry.by_plural("pods")
             pod = await self.resources.get(pods, ws.path_params["namespace"], ws.path_params["name"])
@@ -464,13 +476,14 @@ class API:
                                         + ", ".join(EXEC_PROTOCOLS))
         except errors.APIError as err:
             await ws.send_denial_response(status_response(err))
-            return
+            return err.code
         await ws.accept(subprotocol=protocol)
         try:
             await self.proxy_exec(ws, pod, pod_container(pod, ws.query_params.get("container")), protocol)
         except errors.APIError as err:
             await ws.send_bytes(b"\x03" + orjson.dumps(err.to_status()))
         await ws.close()
+        return 101
 
     # -- the node's kubelet: pods/log and pods/exec are proxied to it ---------------------
 

@@ -12,7 +12,8 @@ registered in `machinery.metrics.REGISTRY` at import:
 - `apiserver_longrunning_requests{verb,group,version,resource,subresource,scope,component}`:
   watches and log or exec streams in flight;
 - `etcd_request_duration_seconds{operation,type}`: every storage call, timed by
-  `InstrumentedStore` (type: the resource, `pods`, `deployments.apps`);
+  `InstrumentedStore` (operation: `get`, `list`, `listWithCount`, `create`, `update`,
+  `delete`, `compact`; type: the resource, `pods`, `deployments.apps`);
 - `apiserver_registered_watchers{group,version,kind}` and
   `apiserver_storage_objects{resource}`: read from the live watch caches when scraped;
   `apiserver_watch_events_total{group,version,kind}`: events sent to watchers.
@@ -42,7 +43,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from apiserver import registry
-from apiserver.storage import Store
+from apiserver.storage import KeyValue, ListResult, Store
+from apiserver.storage.interface import Batch, run_compactor
 from machinery.metrics import REGISTRY
 
 # kube-apiserver's buckets for both request and etcd latency.
@@ -128,7 +130,7 @@ class InstrumentedStore:
     async def close(self) -> None:
         await self.store.close()
 
-    async def get(self, key: str):  # type: ignore[no-untyped-def]
+    async def get(self, key: str) -> KeyValue | None:
         start = time.perf_counter()
         try:
             return await self.store.get(key)
@@ -136,7 +138,7 @@ class InstrumentedStore:
             self._done("get", key, start)
 
     async def list(self, prefix: str, *, revision: int = 0, limit: int = 0,
-                   start_key: str | None = None):  # type: ignore[no-untyped-def]
+                   start_key: str | None = None) -> ListResult:
         start = time.perf_counter()
         try:
             return await self.store.list(prefix, revision=revision, limit=limit, start_key=start_key)
@@ -148,23 +150,24 @@ class InstrumentedStore:
         try:
             return await self.store.count(prefix)
         finally:
-            self._done("count", prefix, start)
+            self._done("listWithCount", prefix, start)
 
-    async def create(self, key: str, value: bytes):  # type: ignore[no-untyped-def]
+    async def create(self, key: str, value: bytes) -> tuple[bool, int | KeyValue | None]:
         start = time.perf_counter()
         try:
             return await self.store.create(key, value)
         finally:
             self._done("create", key, start)
 
-    async def update(self, key: str, value: bytes, expected_revision: int):  # type: ignore[no-untyped-def]
+    async def update(self, key: str, value: bytes,
+                     expected_revision: int) -> tuple[bool, int | KeyValue | None]:
         start = time.perf_counter()
         try:
             return await self.store.update(key, value, expected_revision)
         finally:
             self._done("update", key, start)
 
-    async def delete(self, key: str, expected_revision: int = 0):  # type: ignore[no-untyped-def]
+    async def delete(self, key: str, expected_revision: int = 0) -> tuple[bool, KeyValue | None]:
         start = time.perf_counter()
         try:
             return await self.store.delete(key, expected_revision)
@@ -172,6 +175,7 @@ class InstrumentedStore:
             self._done("delete", key, start)
 
     async def current_revision(self) -> int:
+        # A count-only range of one key: a get, of no resource.
         start = time.perf_counter()
         try:
             return await self.store.current_revision()
@@ -185,11 +189,10 @@ class InstrumentedStore:
         finally:
             self._done("compact", "", start)
 
-    def watch(self, prefix: str, from_revision: int, *, prev_values: bool = True) -> AsyncIterator[Any]:
+    def watch(self, prefix: str, from_revision: int, *, prev_values: bool = True) -> AsyncIterator[Batch]:
         return self.store.watch(prefix, from_revision, prev_values=prev_values)
 
     async def compactor(self, *, window_seconds: float = 300, interval: float = 60) -> None:
-        from apiserver.storage.interface import run_compactor
         await run_compactor(self, window_seconds=window_seconds, interval=interval)
 
 

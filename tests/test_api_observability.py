@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.procs import APIServer, Etcd, wait_for
@@ -127,3 +128,17 @@ def test_readyz_fails_while_etcd_is_down():
     finally:
         server.stop()
         etcd.stop()
+
+
+def test_exec_upgrade_is_counted_as_kube_apiserver_counts_it(apiserver, http, ns):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    labels = dict(verb="GET", dry_run="", group="", version="v1", resource="pods", subresource="exec",
+                  scope="resource", component="apiserver", code="404")
+    before = value(samples(http), "apiserver_request_total", **labels)
+    url = f"ws://127.0.0.1:{apiserver.port}/api/v1/namespaces/{ns}/pods/nope/exec?command=ls"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10).close()
+    assert refused.value.response.status_code == 404
+    assert value(samples(http), "apiserver_request_total", **labels) == before + 1
