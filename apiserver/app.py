@@ -3,17 +3,24 @@
 The application shell is a Starlette `Router`, and it really routes: every fixed path
 (/version, health, metrics, OpenAPI, discovery) is a route, and one route per API
 prefix (`/api/<version>/...`, `/apis/<group>/<version>/...`) takes every resource path
-to `API.handle`; a path no route takes is a 404 Status. Every endpoint is a plain ASGI
+to `API.serve`; a path no route takes is a 404 Status. Every endpoint is a plain ASGI
 app that answers every error, an unsupported method included, as a Status itself.
 
 Why not FastAPI, nor a Starlette application: nothing here wants FastAPI's request
 models, dependency injection or generated OpenAPI (the server serves Kubernetes' own
-schemas), and both stacks wrap every request in middleware that `API.handle` does not
+schemas), and both stacks wrap every request in middleware that `API.serve` does not
 need. A quick throughput check (4 x 8,000 GETs of one ConfigMap, 16 in flight, uvicorn
-and real etcd on a 2-core machine under load; server CPU per GET): calling `API.handle`
+and real etcd on a 2-core machine under load; server CPU per GET): calling `API.serve`
 straight from the ASGI entry 200 us; this Router 215 us (+7%); a Starlette application
 with the same routes 245 us (+20%); FastAPI's application stack costs more again (about
 +5 to +15 us over Starlette's in an in-process check).
+
+`/healthz`, `/livez` and `/readyz` (and `/<endpoint>/<check>`) answer from
+machinery.healthz with kube-apiserver's checks: `ping`, `log`, `etcd` (one etcd round
+trip, 2 s at most, as --etcd-healthcheck-timeout's default), and on readyz
+`etcd-readiness`, `informer-sync` (the watch cache has listed) and `shutdown`.
+`/metrics` is machinery.metrics' exposition; what the server records is in
+apiserver/metrics.py.
 
 Within a resource path, routing is by path shape, not by kind: the path is parsed into
 (resource type, namespace, name, subresource), and the handler is looked up in `ROUTES`
@@ -251,8 +258,8 @@ def _log_check() -> None:
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None):
-        self.store: Store = metrics.InstrumentedStore(store)
-        store = self.store
+        store = metrics.InstrumentedStore(store)  # every call below is timed
+        self.store: Store = store
         self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
@@ -272,8 +279,8 @@ class API:
     # -- health: kube-apiserver's checks ----------------------------------------------
 
     async def _etcd_check(self) -> None:
-        """One cheap etcd round trip (a count-only range), bounded well below a probe's
-        timeout: the store's own retries would outlast it."""
+        """One cheap etcd round trip (a count-only range), bounded by kube-apiserver's
+        default --etcd-healthcheck-timeout: the store's own retries would take longer."""
         try:
             async with asyncio.timeout(ETCD_CHECK_TIMEOUT):
                 await self.store.current_revision()
@@ -309,9 +316,6 @@ class API:
         await self.store.close()
 
     # -- dispatch -------------------------------------------------------------------
-
-    async def handle(self, request: Request) -> Response:
-        return (await self.serve(request))[0]
 
     async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
         """The response, and the request's metric labels (None for a path that names no
@@ -741,7 +745,7 @@ ROUTES = {
 class ResourceEndpoint:
     """The endpoint of every resource path, as a plain ASGI app: the router calls it
     without Starlette's request/response adapter and its exception layer, which
-    `API.handle` does not need (it answers every error itself)."""
+    `API.serve` does not need (it answers every error itself)."""
 
     def __init__(self, api: API):
         self.api = api
@@ -857,7 +861,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
     # the endpoint answers the ones it does not serve with a Status.
     routes: list[BaseRoute] = [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
     routes += [
-        # Every path below discovery is a resource's: API.handle parses it and answers
+        # Every path below discovery is a resource's: API.serve parses it and answers
         # every error (a method no verb takes included) as a Status itself.
         Route("/api/{version}/{rest:path}", resources),
         Route("/apis/{group}/{version}/{rest:path}", resources),
