@@ -292,6 +292,9 @@ class API:
             raise RuntimeError("the watch cache has not synced yet")
 
     def _shutdown_check(self) -> None:
+        # Fails from the start of the lifespan's shutdown. uvicorn has stopped accepting
+        # connections by then, so only requests on connections still open see it
+        # (kube-apiserver fails it for --shutdown-delay-duration while still accepting).
         if self.stopping:
             raise RuntimeError("process is shutting down")
 
