@@ -3,17 +3,24 @@
 The application shell is a Starlette `Router`, and it really routes: every fixed path
 (/version, health, metrics, OpenAPI, discovery) is a route, and one route per API
 prefix (`/api/<version>/...`, `/apis/<group>/<version>/...`) takes every resource path
-to `API.handle`; a path no route takes is a 404 Status. Every endpoint is a plain ASGI
+to `API.serve`; a path no route takes is a 404 Status. Every endpoint is a plain ASGI
 app that answers every error, an unsupported method included, as a Status itself.
 
 Why not FastAPI, nor a Starlette application: nothing here wants FastAPI's request
 models, dependency injection or generated OpenAPI (the server serves Kubernetes' own
-schemas), and both stacks wrap every request in middleware that `API.handle` does not
+schemas), and both stacks wrap every request in middleware that `API.serve` does not
 need. A quick throughput check (4 x 8,000 GETs of one ConfigMap, 16 in flight, uvicorn
-and real etcd on a 2-core machine under load; server CPU per GET): calling `API.handle`
+and real etcd on a 2-core machine under load; server CPU per GET): calling `API.serve`
 straight from the ASGI entry 200 us; this Router 215 us (+7%); a Starlette application
 with the same routes 245 us (+20%); FastAPI's application stack costs more again (about
 +5 to +15 us over Starlette's in an in-process check).
+
+`/healthz`, `/livez` and `/readyz` (and `/<endpoint>/<check>`) answer from
+machinery.healthz with kube-apiserver's checks: `ping`, `log`, `etcd` (one etcd round
+trip, 2 s at most, as --etcd-healthcheck-timeout's default), and on readyz
+`etcd-readiness`, `informer-sync` (the watch cache has listed) and `shutdown`.
+`/metrics` is machinery.metrics' exposition; what the server records is in
+apiserver/metrics.py.
 
 Within a resource path, routing is by path shape, not by kind: the path is parsed into
 (resource type, namespace, name, subresource), and the handler is looked up in `ROUTES`
@@ -26,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
@@ -37,13 +45,15 @@ import yaml
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketClose
+from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, openapi, registry, tables, version
+from apiserver import discovery, metrics, openapi, registry, tables, version
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
-from machinery import errors, protobuf, yamlutil
+from machinery import errors, healthz, klog, protobuf, yamlutil
+from machinery.healthz import Health, named_check
+from machinery.metrics import exposition
 
 log = logging.getLogger("minik8s.apiserver")
 
@@ -237,18 +247,56 @@ def no_kubelet(pod: dict) -> errors.APIError:
 
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+ETCD_CHECK_TIMEOUT = 2.0
+
+
+def _log_check() -> None:
+    """kube-apiserver's `log` check fails when klog's flush hangs; records here are
+    written synchronously by the handler, so there is nothing that can hang."""
 
 
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None):
-        self.store = store
+        store = metrics.InstrumentedStore(store)  # every call below is timed
+        self.store: Store = store
         self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
+        metrics.track_cache(self.cache)
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
+        self.stopping = False
+        self.health = Health()
+        self.health.add(named_check("log", _log_check))
+        self.health.add(named_check("etcd", self._etcd_check))
+        for check in (named_check("etcd-readiness", self._etcd_check),
+                      named_check("informer-sync", self._informer_sync_check),
+                      named_check("shutdown", self._shutdown_check)):
+            self.health.add(check, endpoints=("readyz",))
+
+    # -- health: kube-apiserver's checks ----------------------------------------------
+
+    async def _etcd_check(self) -> None:
+        """One cheap etcd round trip (a count-only range), bounded by kube-apiserver's
+        default --etcd-healthcheck-timeout: the store's own retries would take longer."""
+        try:
+            async with asyncio.timeout(ETCD_CHECK_TIMEOUT):
+                await self.store.current_revision()
+        except TimeoutError:
+            raise RuntimeError(f"etcd did not answer within {ETCD_CHECK_TIMEOUT:g}s") from None
+
+    def _informer_sync_check(self) -> None:
+        if not self.cache.ready.is_set():
+            raise RuntimeError("the watch cache has not synced yet")
+
+    def _shutdown_check(self) -> None:
+        # Fails from the start of the lifespan's shutdown. uvicorn has stopped accepting
+        # connections by then, so only requests on connections still open see it
+        # (kube-apiserver fails it for --shutdown-delay-duration while still accepting).
+        if self.stopping:
+            raise RuntimeError("process is shutting down")
 
     async def start(self) -> None:
         await self.store.open()
@@ -261,8 +309,10 @@ class API:
                 interval=min(60.0, self.compaction_window / 2))))
 
     async def stop(self) -> None:
+        self.stopping = True
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.cache.stop()
@@ -270,21 +320,25 @@ class API:
 
     # -- dispatch -------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
+    async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
+        """The response, and the request's metric labels (None for a path that names no
+        resource, which kube-apiserver does not count either)."""
+        labels = None
         try:
             target = parse_path(request.scope["path"])  # request.url would parse the Host header too
-            return await self.dispatch(request, target)
+            labels = request_labels(request, target)
+            return await self.dispatch(request, target), labels
         except errors.APIError as err:
-            return status_response(err)
+            return status_response(err), labels
         except ClientDisconnect:
-            return Response(status_code=499)
+            return Response(status_code=499), labels
         except TooLarge:
-            return status_response(errors.TooLarge("the object is too large to store"))
+            return status_response(errors.TooLarge("the object is too large to store")), labels
         except Unavailable as exc:
-            return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1))
+            return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1)), labels
         except Exception:  # noqa: BLE001 - the last line of defence; always a bug
             log.exception("internal error serving %s %s", request.method, request.url)
-            return status_response(errors.InternalError("an internal error occurred"))
+            return status_response(errors.InternalError("an internal error occurred")), labels
 
     async def dispatch(self, request: Request, t: Target) -> Response:
         handler = ROUTES.get((verb(request, t), t.subresource))
@@ -404,7 +458,19 @@ class API:
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
         first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize), relayed
-        to and from the node's kubelet. Without one, a failure Status on the error channel."""
+        to and from the node's kubelet. Without one, a failure Status on the error channel.
+        Counted as kube-apiserver counts it: a long-running GET of pods/exec, answered 101
+        once upgraded."""
+        labels = ("GET", "", "", "v1", "pods", "exec", "resource", "apiserver")
+        start, code = time.perf_counter(), 500
+        metrics.longrunning(labels, 1)
+        try:
+            code = await self._exec(ws)
+        finally:
+            metrics.longrunning(labels, -1)
+            metrics.record_request(labels, code, time.perf_counter() - start)
+
+    async def _exec(self, ws: WebSocket) -> int:
         try:
             pods = registry.by_plural("pods")
             pod = await self.resources.get(pods, ws.path_params["namespace"], ws.path_params["name"])
@@ -417,13 +483,14 @@ class API:
                                         + ", ".join(EXEC_PROTOCOLS))
         except errors.APIError as err:
             await ws.send_denial_response(status_response(err))
-            return
+            return err.code
         await ws.accept(subprotocol=protocol)
         try:
             await self.proxy_exec(ws, pod, pod_container(pod, ws.query_params.get("container")), protocol)
         except errors.APIError as err:
             await ws.send_bytes(b"\x03" + orjson.dumps(err.to_status()))
         await ws.close()
+        return 101
 
     # -- the node's kubelet: pods/log and pods/exec are proxied to it ---------------------
 
@@ -478,18 +545,28 @@ class API:
         try:
             async with connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
                                max_size=None, open_timeout=10) as kubelet:
-                async def down():
-                    async for frame in kubelet:
-                        await ws.send_bytes(frame if isinstance(frame, bytes) else frame.encode())
+                # Two pumps in one task group: the first to end, however it ends (its
+                # side closed, or a send to the other side failed because that one
+                # closed), cancels the other, and the group waits for both.
+                async with anyio.create_task_group() as tg:
+                    async def pump(relay: Callable[[], Awaitable[None]]) -> None:
+                        try:
+                            await relay()
+                        except (OSError, RuntimeError, WebSocketException, WebSocketDisconnect) as exc:
+                            log.log(klog.V(4), "exec relay for %s/%s ended: %r", md["namespace"], md["name"], exc)
+                        finally:
+                            tg.cancel_scope.cancel()
 
-                async def up():
-                    while (msg := await ws.receive())["type"] != "websocket.disconnect":
-                        await kubelet.send(msg.get("bytes") or (msg.get("text") or "").encode())
-                tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    async def down() -> None:
+                        async for frame in kubelet:
+                            await ws.send_bytes(frame if isinstance(frame, bytes) else frame.encode())
+
+                    async def up() -> None:
+                        while (msg := await ws.receive())["type"] != "websocket.disconnect":
+                            await kubelet.send(msg.get("bytes") or (msg.get("text") or "").encode())
+
+                    tg.start_soon(pump, down)
+                    tg.start_soon(pump, up)
         except InvalidStatus as exc:  # the kubelet refused: relay its Status
             try:
                 status = orjson.loads(exc.response.body)
@@ -577,6 +654,7 @@ class API:
                             batch = await stream.__anext__()
                     except (TimeoutError, StopAsyncIteration):
                         return
+                    metrics.watch_events(rt, len(batch))
                     yield b"".join(line(*item) for item in batch)
             finally:
                 await stream.aclose()
@@ -600,6 +678,28 @@ def verb(request: Request, t: Target) -> str:
     if m == "POST" and t.subresource is None:
         return ""
     return _VERBS.get(m, "")
+
+
+_METRIC_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CONNECT", "GET", "LIST", "WATCH"}
+LONGRUNNING_SUBRESOURCES = ("log", "exec")
+
+
+def request_labels(request: Request, t: Target) -> tuple[str, ...]:
+    """apiserver_request_total's labels but `code`, as kube-apiserver's MonitorRequest
+    derives them: the HTTP method made canonical (LIST, WATCH, APPLY), the scope, and
+    the dryRun values."""
+    m = request.method
+    scope = "resource" if t.name is not None else "namespace" if t.namespace else "cluster"
+    if m in ("GET", "HEAD"):
+        m = "GET" if scope == "resource" else \
+            "WATCH" if query_flag(request.query_params, "watch") else "LIST"
+    elif m == "PATCH" and request.headers.get("content-type", "").startswith("application/apply-patch+yaml"):
+        m = "APPLY"
+    elif m not in _METRIC_VERBS:
+        m = "other"
+    dry = request.query_params.getlist("dryRun") if b"dryRun" in request.scope["query_string"] else ()
+    return (m, "" if not dry else "All" if all(v == "All" for v in dry) else "invalid",
+            t.rt.group, t.rt.version, t.rt.plural, t.subresource or "", scope, "apiserver")
 
 
 def main_or_status(t: Target) -> str | None:
@@ -648,14 +748,31 @@ ROUTES = {
 class ResourceEndpoint:
     """The endpoint of every resource path, as a plain ASGI app: the router calls it
     without Starlette's request/response adapter and its exception layer, which
-    `API.handle` does not need (it answers every error itself)."""
+    `API.serve` does not need (it answers every error itself)."""
 
     def __init__(self, api: API):
         self.api = api
 
     async def __call__(self, scope, receive, send) -> None:
-        response = await self.api.handle(Request(scope, receive, send))
-        await response(scope, receive, send)
+        start = time.perf_counter()
+        response, labels = await self.api.serve(Request(scope, receive, send))
+        if labels is None:
+            await response(scope, receive, send)
+            return
+        long = labels[0] == "WATCH" or labels[5] in LONGRUNNING_SUBRESOURCES
+        if long:
+            metrics.longrunning(labels, 1)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if long:
+                metrics.longrunning(labels, -1)
+            elapsed = time.perf_counter() - start
+            metrics.record_request(labels, response.status_code, elapsed)
+            if klog.enabled(3):  # kube-apiserver's httplog line, at the same verbosity
+                klog.info_s(log, 3, "HTTP", verb=labels[0], URI=scope["path"] + (
+                    "?" + scope["query_string"].decode() if scope["query_string"] else ""),
+                    latency=f"{elapsed * 1000:.3f}ms", resp=response.status_code)
 
 
 async def not_found(scope, receive, send) -> None:
@@ -696,24 +813,17 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
     async def version_endpoint(request: Request) -> Response:
         return json_response(version_info, headers={"Cache-Control": "no-cache, private"})
 
-    async def healthz(request: Request) -> Response:
-        return Response(b"ok", media_type="text/plain")
+    async def health(request: Request) -> Response:
+        answer = await api.health.handle(request.scope["path"], request.scope["query_string"].decode())
+        if answer is None:
+            return status_response(errors.NotFound("the server could not find the requested resource"))
+        code, body = answer
+        return Response(body.encode(), status_code=code, media_type=healthz.CONTENT_TYPE,
+                        headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
 
-    async def readyz(request: Request) -> Response:
-        if not api.cache.ready.is_set():
-            return Response(b"watch cache not ready", status_code=503, media_type="text/plain")
-        return Response(b"ok", media_type="text/plain")
-
-    async def metrics(request: Request) -> Response:
-        watchers = sum(len(b.watchers) for b in api.cache.buckets.values())
-        objects = sum(len(b.objects) for b in api.cache.buckets.values())
-        text = ("# TYPE apiserver_registered_watchers gauge\n"
-                f"apiserver_registered_watchers {watchers}\n"
-                "# TYPE apiserver_watch_cache_objects gauge\n"
-                f"apiserver_watch_cache_objects {objects}\n"
-                "# TYPE apiserver_watch_cache_revision gauge\n"
-                f"apiserver_watch_cache_revision {api.cache.revision}\n")
-        return Response(text.encode(), media_type="text/plain; version=0.0.4")
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     async def api_root(request: Request) -> Response:
         try:
@@ -744,15 +854,17 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
             await api.stop()
 
     discovery_paths = ("/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}")
-    fixed = [("/version", version_endpoint), ("/healthz", healthz), ("/livez", healthz),
-             ("/readyz", readyz), ("/metrics", metrics), ("/openapi/v2", openapi.v2_endpoint),
-             ("/openapi/v3", openapi_v3), ("/openapi/v3/{path:path}", openapi_v3)] + [(p, api_root) for p in discovery_paths]
+    fixed = [("/version", version_endpoint), ("/metrics", metrics_endpoint),
+             *((f"/{e}{tail}", health) for e in healthz.ENDPOINTS for tail in ("", "/{check}")),
+             ("/openapi/v2", openapi.v2_endpoint),
+             ("/openapi/v3", openapi_v3), ("/openapi/v3/{path:path}", openapi_v3),
+             *((p, api_root) for p in discovery_paths)]
     resources = ResourceEndpoint(api)
     # Every endpoint is an ASGI app, so a route takes every method (methods=None) and
     # the endpoint answers the ones it does not serve with a Status.
     routes: list[BaseRoute] = [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
     routes += [
-        # Every path below discovery is a resource's: API.handle parses it and answers
+        # Every path below discovery is a resource's: API.serve parses it and answers
         # every error (a method no verb takes included) as a Status itself.
         Route("/api/{version}/{rest:path}", resources),
         Route("/apis/{group}/{version}/{rest:path}", resources),

@@ -2,6 +2,7 @@
 
     minik8s apiserver --etcd-servers URL[,URL...] [--bind-address ADDR[,ADDR...]]
                       [--port 6443] [--compaction-window 300] [--bookmark-interval 5]
+                      [-v N] [--logging-format text|json]
 
 Serves the Kubernetes API (apiserver/app.py) under uvicorn until SIGTERM or SIGINT,
 then drains for up to 3 s and exits 0. Several bind addresses get one listening socket
@@ -9,13 +10,20 @@ each (e.g. loopback for the user plus the cluster bridge for nodes in their own 
 namespaces). An address that cannot be bound is one line on stderr and exit code 1.
 Without --etcd-servers, `minik8s apiserver` (cluster/cli.py) first starts a local etcd
 and passes its URL here: running etcd is the cluster's business, not the server's.
+Logs are klog-like (machinery.klog): `-v N` verbosity, `--logging-format=json` for one
+JSON object a line; the start-up line included.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import sys
+
+from machinery import klog
+
+log = logging.getLogger("minik8s.apiserver")
 
 
 def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.ArgumentParser:
@@ -29,6 +37,7 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
                    help="seconds between BOOKMARK events on watches that ask for them")
+    klog.add_flags(p)
     return p
 
 
@@ -37,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from apiserver.app import create_app
 
+    klog.setup_from_args(args)
     servers = [s.strip() for s in (args.etcd_servers or "").split(",") if s.strip()]
     if not servers:
         print("error: --etcd-servers is required", file=sys.stderr)
@@ -54,12 +64,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen on {addr}:{args.port}: {e.strerror}", file=sys.stderr)
             return 1
         sockets.append(s)
-    print("minik8s apiserver listening on " + ", ".join(f"http://{a}:{args.port}" for a in binds),
-          file=sys.stderr, flush=True)
+    log.info("minik8s apiserver listening on %s", ", ".join(f"http://{a}:{args.port}" for a in binds))
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so a
     # caller's `finally` (cluster/cli.py stopping its local etcd) still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning",
+    config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning", log_config=None,
                             access_log=False, timeout_graceful_shutdown=3)
     if sockets:
         uvicorn.Server(config).run(sockets=sockets)

@@ -3,11 +3,13 @@
 Columns follow Kubernetes' own printers (pkg/printers/internalversion) for the kinds
 served; a column with priority 1 shows only with `-o wide`.
 """
+# ruff: noqa: E501  (the column tables below read one column a line, as Kubernetes' printers list them)
 from __future__ import annotations
 
-import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from machinery import times
 from machinery.duration import human_duration
 
 if TYPE_CHECKING:
@@ -16,15 +18,19 @@ if TYPE_CHECKING:
 Col = tuple[str, str, str, int, Callable[[dict], Any]]  # name, type, description, priority, fn
 
 
-def _age(obj: dict) -> str:
-    ts = (obj.get("metadata") or {}).get("creationTimestamp")
+def _since(ts: str | None) -> str:
+    """How long ago an RFC 3339 time (Time or MicroTime) was, as kubectl prints it."""
     if not ts:
         return "<unknown>"
     try:
-        t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        t = times.parse(ts)
     except ValueError:
         return "<unknown>"
-    return human_duration((dt.datetime.now(dt.timezone.utc) - t).total_seconds())
+    return human_duration(time.time() - t)
+
+
+def _age(obj: dict) -> str:
+    return _since((obj.get("metadata") or {}).get("creationTimestamp"))
 
 
 def _pod_status(pod: dict) -> str:
@@ -127,10 +133,6 @@ def _get(*path: str, default: Any = "") -> Callable[[dict], Any]:
             cur = cur[p]
         return cur if cur is not None else default
     return get
-
-
-def _since(ts: str | None) -> str:
-    return _age({"metadata": {"creationTimestamp": ts[:19] + "Z" if ts else None}})
 
 
 def _event_last_seen(ev: dict) -> str:

@@ -1,9 +1,11 @@
-"""Timestamps as the API writes them: RFC 3339 in UTC, whole seconds (metav1.Time)."""
+"""Timestamps as the API server writes them: metav1.Time (RFC 3339, UTC, whole seconds),
+through machinery.times, the one place that writes and reads Kubernetes' time formats."""
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import time
+
+from machinery import times
 
 
 def now() -> str:
@@ -12,10 +14,9 @@ def now() -> str:
 
 @functools.lru_cache(maxsize=2)  # formatted once a second, not once per write
 def _rfc3339(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    return times.rfc3339(seconds)
 
 
 def later(seconds: int) -> str:
     """The time `seconds` from now, e.g. a graceful deletion's deletionTimestamp."""
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(time.time() + seconds)

@@ -15,12 +15,14 @@ def _apiserver(argv: list[str]) -> int:
     """apiserver.main, after starting a supervised local etcd if no --etcd-servers."""
     from apiserver import main as apiserver
     from cluster.etcd import LocalEtcd
+    from machinery import klog
 
     p = apiserver.parser(etcd_servers_help="comma-separated etcd URLs; empty: start a local "
                                            "etcd under --state-dir")
     p.add_argument("--state-dir", default="~/.minik8s",
                    help="where a local etcd keeps its data when --etcd-servers is empty")
     args = p.parse_args(argv)
+    klog.setup_from_args(args)
     if args.etcd_servers.strip():
         return apiserver.run(args)
     local = LocalEtcd(os.path.join(os.path.expanduser(args.state_dir), "etcd"))

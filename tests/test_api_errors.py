@@ -1,8 +1,6 @@
 """Bad input gets a clear Status with the right code, and changes nothing."""
 import random
 
-import httpx
-import pytest
 
 from tests.util import pod
 
@@ -136,10 +134,11 @@ def test_fuzz_no_5xx_and_nothing_stored(http, ns):
               {"resourceVersion": "abc"}, {"resourceVersion": "-5"}, {"continue": "%%%"}, {"timeoutSeconds": "x"},
               {"dryRun": "Nope"}, {"fieldValidation": "Loose"}, {"gracePeriodSeconds": "x"},
               {"propagationPolicy": "Sideways"}, {"watch": "true", "resourceVersion": "abc"}]
-    for i in range(400):
+    for _ in range(400):
         method = rng.choice(["POST", "PUT", "PATCH", "GET", "DELETE"])
         path, body, ctype, q = rng.choice(paths), rng.choice(bodies), rng.choice(ctypes), rng.choice(params)
-        if method in ("POST", "PUT", "PATCH") and path.endswith("/pods") and body.startswith(b"{") and b"victim" not in body:
+        if (method in ("POST", "PUT", "PATCH") and path.endswith("/pods") and body.startswith(b"{")
+                and b"victim" not in body):
             if rng.random() < 0.5:
                 continue  # a valid-looking create could legitimately succeed; keep to broken ones
         if method == "POST" and "fieldValidation" not in q:

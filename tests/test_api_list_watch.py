@@ -33,7 +33,8 @@ def test_list_shape_and_field_selectors(http, ns):
     assert [p["metadata"]["name"] for p in r["items"]] == ["on1"]
     r = http.get("/api/v1/pods", params={"fieldSelector": f"metadata.namespace={ns},spec.nodeName!=n1"}).json()
     assert [p["metadata"]["name"] for p in r["items"]] == ["on2"]
-    r = http.get("/api/v1/pods", params={"fieldSelector": f"metadata.name=on2,metadata.namespace={ns},status.phase=Pending"})
+    r = http.get("/api/v1/pods",
+                 params={"fieldSelector": f"metadata.name=on2,metadata.namespace={ns},status.phase=Pending"})
     assert [p["metadata"]["name"] for p in r.json()["items"]] == ["on2"]
     r = http.get(f"/api/v1/namespaces/{ns}/pods", params={"fieldSelector": "spec.bogus=1"})
     assert r.status_code == 400 and "field label not supported" in r.json()["message"]
@@ -143,8 +144,10 @@ def test_watch_bookmarks(etcd):
 
 def test_watch_disconnect_releases_watcher(apiserver, http, ns):
     def watchers():
-        return int(next(l.split()[1] for l in http.get("/metrics").text.splitlines()
-                        if l.startswith("apiserver_registered_watchers ")))
+        from prometheus_client.parser import text_string_to_metric_families
+        return int(next(s.value for f in text_string_to_metric_families(http.get("/metrics").text)
+                        for s in f.samples if s.name == "apiserver_registered_watchers"
+                        and s.labels == {"group": "", "version": "v1", "kind": "Pod"}))
     before = watchers()
     import socket
     import time
@@ -199,7 +202,7 @@ def test_watch_and_list_after_compaction_are_gone(etcd):
         url = "/api/v1/namespaces/default/configmaps"
         with httpx.Client(base_url=server.url) as c:
             old = c.get(url).json()["metadata"]["resourceVersion"]
-            for i in range(3):
+            for _ in range(3):
                 c.post(url, json={"metadata": {"generateName": "compact-"}})
             page = c.get(url, params={"limit": 1}).json()
             assert page["metadata"].get("continue")

@@ -1,4 +1,5 @@
-"""/openapi/v3 and /openapi/v2, plain discovery, and the node-side endpoints' shapes (pods/log, pods/exec over WebSocket)."""
+"""/openapi/v3 and /openapi/v2, plain discovery, and the node-side endpoints' shapes
+(pods/log, pods/exec over WebSocket)."""
 from __future__ import annotations
 
 import json

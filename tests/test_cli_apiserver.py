@@ -1,4 +1,5 @@
 """`minik8s apiserver` with no --etcd-servers runs and supervises its own etcd."""
+import json
 import os
 import signal
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import httpx
 
-from tests.procs import free_port, wait_for
+from tests.procs import APIServer, free_port, wait_for
 
 
 def _etcd_child(pid: int) -> int:
@@ -38,3 +39,24 @@ def test_local_etcd_is_started_supervised_and_stopped(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert "listening on" in out
     assert not os.path.exists(f"/proc/{etcd_pid}") or open(f"/proc/{etcd_pid}/stat").read().split()[2] == "Z"
+
+
+def test_json_logging_writes_one_json_object_a_line(etcd):
+    server = APIServer(etcd.url, "--logging-format=json", "-v", "3").start()
+    try:
+        assert httpx.get(server.url + "/api/v1/namespaces/default/configmaps").status_code == 200
+        wait_for(lambda: '"msg": "HTTP"' in server.log(), what="the request's log line")
+    finally:
+        server.stop()
+    with open(server.logfile.name) as f:  # whole: server.log() is the tail, maybe mid-line
+        lines = [json.loads(line) for line in f if line.strip()]
+    assert any("listening on" in r["msg"] for r in lines)
+    http = next(r for r in lines if r["msg"] == "HTTP" and r["URI"] == "/api/v1/namespaces/default/configmaps")
+    assert (http["verb"], http["resp"], http["v"]) == ("LIST", 200, 3)
+    assert all(isinstance(r["ts"], float) and r["caller"] for r in lines)
+
+
+def test_verbosity_flag_is_checked():
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "apiserver", "-v", "x"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid verbosity 'x'" in out.stderr
