@@ -183,8 +183,8 @@ async def watch_bench(base: str, watchers: int, events: int) -> list[float]:
     # every watcher is registered once the server reports them all
     while True:
         _, m = await conn.request("GET", "/metrics")
-        registered = int(next(line.split()[1] for line in m.decode().splitlines()
-                              if line.startswith("apiserver_registered_watchers ")))
+        registered = sum(int(float(line.rsplit(" ", 1)[1])) for line in m.decode().splitlines()
+                         if line.startswith(("apiserver_registered_watchers ", "apiserver_registered_watchers{")))
         if registered >= watchers:
             break
         await asyncio.sleep(0.05)
