@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -519,6 +520,16 @@ async def test_logs_klog_lines_and_json_lines_on_request(kubeconfig, client, ns)
         assert record["duration"].endswith("s") and record["caller"].startswith("controller.py:")
     finally:
         cm.stop()
+
+
+def test_a_taken_port_is_a_one_line_error(kubeconfig):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = _cm("--kubeconfig", kubeconfig, "--leader-elect=false", "--secure-port", str(port))
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: cannot serve /metrics and /healthz on 127.0.0.1:{port}: Address already in use"], r.stderr
 
 
 async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns):
