@@ -175,18 +175,20 @@ class Nodes:
 
 
 def reconciles(port: int) -> str:
-    """`replicaset 1234 (5.6 ms avg)`, ... from the controller manager's /metrics."""
+    """`replicaset 1234 (5.6 ms avg)`, ... from the controller manager's /metrics: each
+    controller's work queue times its reconciles."""
     import httpx
-    values = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
-        for metric in ("controller_reconcile_total", "controller_reconcile_duration_seconds_sum"):
-            if line.startswith(metric + "{"):
-                name = line.split('"')[1]
-                values[(metric, name)] = float(line.rsplit(" ", 1)[1])
-    names = sorted({n for _, n in values})
-    return ", ".join(f"{n} {values[('controller_reconcile_total', n)]:.0f} "
-                     f"({1000 * values[('controller_reconcile_duration_seconds_sum', n)] / max(1, values[('controller_reconcile_total', n)]):.1f} ms avg)"
-                     for n in names)
+    from prometheus_client.parser import text_string_to_metric_families
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    values = {(s.name, s.labels["name"]): s.value for f in text_string_to_metric_families(text)
+              for s in f.samples if s.name in ("workqueue_work_duration_seconds_count",
+                                               "workqueue_work_duration_seconds_sum")}
+    out = []
+    for n in sorted({n for _, n in values}):
+        count = values[("workqueue_work_duration_seconds_count", n)]
+        total = values[("workqueue_work_duration_seconds_sum", n)]
+        out.append(f"{n} {count:.0f} ({1000 * total / max(1, count):.1f} ms avg)")
+    return ", ".join(out)
 
 
 async def until(cond, timeout: float, what: str, interval: float = 0.005) -> float:

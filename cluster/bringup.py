@@ -13,9 +13,13 @@ Its contract with the other commands is files in <state>/run/:
 So a command never needs the supervisor to answer: it writes what it wants, signals,
 and watches status.json, and after a crash of the supervisor `down` can still clean up
 from cluster.json alone (`cleanup`).
+
+Its own log (<state>/logs/supervisor.log) is klog-like, as the components' are
+(machinery.klog; `-v N`, `--logging-format=json` on `minik8s supervise`).
 """
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import logging
@@ -30,7 +34,7 @@ import httpx
 from cluster import host
 from cluster.state import KUBELET_PREFIX, ROUTE_SYNCER, ClusterConfig, kubelet_component
 from cluster.supervisor import Spec, Supervisor
-from machinery import times
+from machinery import klog, times
 
 log = logging.getLogger("minik8s.up")
 
@@ -171,7 +175,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                             "--controllers", "*", "--leader-elect=false",
                                             *(["--allocate-node-cidrs=true", "--cluster-cidr", cfg.cluster_cidr]
                                               if cfg.runtime == "linux" else []),
-                                            "--port", "0",  # no /healthz: clusters side by side
+                                            "--secure-port", "0",  # no /metrics: clusters side by side
                                             *extra("controller-manager")),
              cfg.log_path("controller-manager"), cgroup_dirs=cp),
         Spec("scheduler", _minik8s("scheduler", "--kubeconfig", cfg.kubeconfig, "--leader-elect=false",
@@ -180,7 +184,8 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
              cfg.log_path("scheduler"), cgroup_dirs=cp),
     ]
     if cfg.runtime == "linux":
-        specs.append(Spec(ROUTE_SYNCER, _minik8s("route-syncer", "--state-dir", cfg.state_dir),
+        specs.append(Spec(ROUTE_SYNCER, _minik8s("route-syncer", "--state-dir", cfg.state_dir,
+                                                 *extra(ROUTE_SYNCER)),
                           cfg.log_path(ROUTE_SYNCER), cgroup_dirs=cp))
         from cluster.network import netns_path
         for node in cfg.node_names():
@@ -470,9 +475,19 @@ def cleanup(cfg: ClusterConfig) -> list[str]:
     return removed
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minik8s supervise",
+                                description="bring up, supervise and tear down a local cluster "
+                                            "(started by `minik8s up`, not meant to be typed)")
+    p.add_argument("state_dir", metavar="STATE_DIR")
+    p.add_argument("progress_fd", metavar="PROGRESS_FD", type=int, nargs="?",
+                   help="a pipe to report progress to, as JSON lines")
+    klog.add_flags(p)
+    return p
+
+
 def main(argv: list[str]) -> int:
-    """`minik8s supervise STATE_DIR [PROGRESS_FD]` (started by `minik8s up`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    fd = int(argv[1]) if len(argv) > 1 else None
-    return supervise(argv[0], fd)
+    """`minik8s supervise STATE_DIR [PROGRESS_FD] [-v N] [--logging-format text|json]`."""
+    args = parser().parse_args(argv)
+    klog.setup_from_args(args)
+    return supervise(args.state_dir, args.progress_fd)

@@ -6,9 +6,10 @@ supervises a local etcd under the state directory, so one command gives a workin
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+
+from machinery import klog
 
 
 def _apiserver(argv: list[str]) -> int:
@@ -53,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     modules = {**COMPONENTS, **commands.INTERNAL}
+    if argv and argv[0] in ("apiserver", *modules):
+        # klog's text lines at -v 0 until the component reads its own -v and
+        # --logging-format (klog.setup_from_args replaces this handler).
+        klog.setup()
     if argv and argv[0] == "apiserver":
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return _apiserver(argv[1:])
     if argv and argv[0] in modules:
         import importlib
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return importlib.import_module(modules[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="minik8s", description="A small, faithful Kubernetes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

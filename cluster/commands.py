@@ -23,7 +23,7 @@ from cluster.state import DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR, ClusterConfig
 
 # Processes `up` runs that are not for typing: `minik8s NAME ...` runs `<module>.main(argv)`.
 INTERNAL = {"supervise": "cluster.bringup", "route-syncer": "cluster.routes"}
-COMPONENT_ARGS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet")
+COMPONENT_ARGS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet", "route-syncer")
 # The Python module each component runs; `up` refuses to start without them.
 MODULES = {"apiserver": "apiserver.main", "controller-manager": "controller_manager.main",
            "scheduler": "scheduler.main", "kubelet": "kubelet.main"}
@@ -42,7 +42,8 @@ def add_parsers(sub) -> None:
                    help="linux: real pods, each node in its own network namespace (needs root); "
                         "fake: simulated nodes and pods, no root needed (default linux)")
     p.add_argument("--port", type=int, help="the API server's port (default 6443)")
-    p.add_argument("--cluster-cidr", help=f"pod addresses, split into one range per node (default {DEFAULT_CLUSTER_CIDR})")
+    p.add_argument("--cluster-cidr",
+                   help=f"pod addresses, split into one range per node (default {DEFAULT_CLUSTER_CIDR})")
     p.add_argument("--node-cidr", help=f"the nodes' network on the cluster bridge (default {DEFAULT_NODE_CIDR})")
     p.add_argument("--merge-kubeconfig", action="store_true",
                    help="also add the cluster as a context to ~/.kube/config (and make it current)")

@@ -11,12 +11,15 @@ Level-based, as a controller is: an event only says "look again"; each sync comp
 the whole desired set from the informer's cache and programs the difference. A sync
 also runs every RESYNC seconds, so a namespace recreated behind our back, or a route
 someone deleted, is repaired. Runs as a supervised component (`minik8s route-syncer`),
-so it restarts if it dies; its routes stay in place meanwhile.
+so it restarts if it dies; its routes stay in place meanwhile. Logs are klog-like
+(machinery.klog): `-v N`, `--logging-format=json`; each sync that changes routes is a
+line at V(0); from `-v 2` on, so is every sync that found them in place.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 
@@ -25,6 +28,7 @@ from client.informer import Informer
 from client.rest import Client
 from cluster import network
 from cluster.state import ClusterConfig, state_dir
+from machinery import klog
 
 log = logging.getLogger("minik8s.routes")
 RESYNC = 30.0
@@ -42,39 +46,51 @@ def sync(cfg: ClusterConfig, nodes: list[dict]) -> None:
         except OSError as e:  # NetlinkError is an OSError
             log.warning("routes of %s: %s", name or "the host", e)
             continue
-        if changed or removed:
-            log.info("routes of %s: %d set, %d removed: %s", name or "the host", changed,
-                     removed, ", ".join(f"{c} via {gw}" for c, gw in sorted(want.items())) or "none")
+        level = logging.INFO if changed or removed else klog.V(2)
+        if log.isEnabledFor(level):
+            log.log(level, "routes of %s: %d set, %d removed: %s", name or "the host", changed,
+                    removed, ", ".join(f"{c} via {gw}" for c, gw in sorted(want.items())) or "none")
 
 
 async def run(cfg: ClusterConfig) -> None:
-    client = Client(kubeconfig.load(cfg.kubeconfig).connection(), user_agent="minik8s-route-syncer")
-    nodes = Informer(client, "nodes")
-    dirty = asyncio.Event()
-    nodes.add_handler(on_add=lambda _: dirty.set(), on_update=lambda *_: dirty.set(),
-                      on_delete=lambda _: dirty.set())
-    nodes.start()
+    """Until cancelled: keep every namespace's routes in line with the Node objects."""
+    conn = kubeconfig.load(cfg.kubeconfig).connection()
+    async with Client(conn, user_agent="minik8s-route-syncer") as client:
+        nodes = Informer(client, "nodes")
+        dirty = asyncio.Event()
+        nodes.add_handler(on_add=lambda _: dirty.set(), on_update=lambda *_: dirty.set(),
+                          on_delete=lambda _: dirty.set())
+        # The reflector and the sync loop live and end together: cancelling `run` (or
+        # either failing) stops both before the client closes.
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(nodes.run(), name="informer-nodes")
+            tg.create_task(_keep_routes(cfg, nodes, dirty), name="route-sync")
+
+
+async def _keep_routes(cfg: ClusterConfig, nodes: Informer, dirty: asyncio.Event) -> None:
     await nodes.wait_for_sync()
     log.info("route syncer: watching nodes of %s", cfg.state_dir)
-    try:
-        while True:
-            dirty.clear()
-            await asyncio.to_thread(sync, cfg, nodes.store.list())
-            try:
-                await asyncio.wait_for(dirty.wait(), RESYNC)
-            except TimeoutError:
-                pass
-    finally:
-        await nodes.stop()
-        await client.close()
+    while True:
+        dirty.clear()
+        await asyncio.to_thread(sync, cfg, nodes.store.list())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RESYNC):
+                await dirty.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minik8s route-syncer",
                                 description="program routes between the nodes' pod CIDRs")
     p.add_argument("--state-dir", required=True)
+    klog.add_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`minik8s route-syncer --state-dir DIR [-v N] [--logging-format text|json]`."""
+    p = parser()
     args = p.parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    klog.setup_from_args(args)
     cfg = ClusterConfig.load(state_dir(args.state_dir))
     if cfg is None:
         p.error(f"no cluster in {args.state_dir}")

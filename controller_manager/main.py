@@ -3,22 +3,30 @@
     minik8s controller-manager --kubeconfig PATH [--controllers '*,-name,...']
         [--concurrent-workers 5] [--leader-elect=true|false]
         [--leader-elect-lease-duration 15s] [--leader-elect-renew-deadline 10s]
-        [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--port 10257]
+        [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--secure-port 10257]
+        [-v N] [--logging-format text|json]
 
 Flags read as kube-controller-manager's (durations as Go durations, `15s`, `1m30s`, or
 plain seconds). The flags for particular controllers (node lifecycle, pod GC, IPAM) fill
 the `Options` of the controllers that declare them; a flag in that group that no
 controller declares is an error at start, not silently dropped.
 
+While it runs it serves, on kube-controller-manager's port 10257 (`--secure-port`,
+alias `--port`; 0 turns it off) and 127.0.0.1 unless `--bind-address` says otherwise,
+`/metrics` and `/healthz`, `/livez`, `/readyz` (the manager module says which metrics
+and checks). Plain HTTP: kube-controller-manager serves HTTPS with authentication,
+which minik8s does not yet. Logs are klog-like (machinery.klog): `-v N`,
+`--logging-format=json`.
+
 A bad flag, an unknown controller or an unusable kubeconfig is one line on stderr and
-exit code 1 (argparse's usage errors: 2), never a traceback. SIGTERM or SIGINT stops
-the controllers, releases the Lease and exits 0; losing the Lease exits 1.
+exit code 1 (argparse's usage errors: 2), never a traceback; so is a port that cannot
+be bound. SIGTERM or SIGINT stops the controllers, releases the Lease and exits 0;
+losing the Lease exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import socket
 import sys
@@ -27,7 +35,7 @@ import uuid
 from client import kubeconfig
 from client.rest import Client
 from controller_manager.manager import Manager, controller_options, enabled_controllers
-from machinery import flags
+from machinery import flags, klog
 
 def _positive(v: str) -> int:
     try:
@@ -56,8 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--leader-elect-retry-period", type=flags.duration, default=2.0, metavar="DURATION")
     p.add_argument("--leader-elect-resource-name", default="kube-controller-manager", metavar="NAME")
     p.add_argument("--leader-elect-resource-namespace", default="kube-system", metavar="NS")
-    p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
-    p.add_argument("--port", type=int, default=10257, help="port for /healthz and /metrics (0: off)")
+    p.add_argument("--bind-address", default="127.0.0.1", metavar="IP",
+                   help="address to serve /metrics and /healthz on (127.0.0.1)")
+    p.add_argument("--secure-port", "--port", dest="port", type=int, default=10257, metavar="PORT",
+                   help="port for /metrics and /healthz (10257; 0: off)")
+    klog.add_flags(p)
     g = p.add_argument_group("controller options")
     opt = g.add_argument
     options = [
@@ -129,7 +140,7 @@ def build(args: argparse.Namespace) -> tuple[Manager, Client]:
                                   > args.leader_elect_retry_period * 1.2):
         raise UsageError("leader election needs lease duration > renew deadline > 1.2 x retry period")
     if not 0 <= args.port < 65536:
-        raise UsageError(f"--port {args.port}: not a port number")
+        raise UsageError(f"--secure-port {args.port}: not a port number")
     conn = _connection(args.kubeconfig)
     client = LimitedClient(conn, user_agent="minik8s-controller-manager",
                            max_in_flight=args.kube_api_max_in_flight)
@@ -160,7 +171,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    klog.setup_from_args(args)
     if "sniffio" not in sys.modules:
         try:
             import sniffio  # noqa: F401
@@ -179,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # e.g. the metrics port is taken
-        print(f"error: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:  # the metrics port is taken, say
+        print(f"error: cannot serve /metrics and /healthz on {args.bind_address}:{args.port}: "
+              f"{e.strerror or e}", file=sys.stderr)
         return 1
 
 

@@ -16,12 +16,20 @@ What it guarantees
   returns 1, as kube-controller-manager exits, to be restarted clean. Cancelling
   `run` (SIGTERM) stops the controllers and gives the Lease up, so a successor need
   not wait for it to expire.
-- `/healthz` (also `/livez`, `/readyz`) answers `ok`; `/metrics` answers Prometheus
-  text: per controller the work queue depth, reconciles, failed reconciles and a
-  reconcile latency histogram, and `leader_election_master_status`.
+- With a port (kube-controller-manager's 10257 from `minik8s controller-manager`; 0:
+  none), client.componentserver serves `/metrics` and `/healthz`, `/livez`, `/readyz`
+  (`?verbose`, `?exclude=`, one path per check). Checks: `ping`; `leaderElection`
+  when electing (fails when this leader has stopped renewing); on /healthz one check
+  per running controller, named after it, as kube-controller-manager adds them; on
+  /readyz `informer-sync` (fails until the running controllers' informers have synced;
+  a standby runs none, so it is ready). /metrics: client/'s workqueue metrics, one
+  queue per controller named after it, REST client metrics,
+  `leader_election_master_status{name=<the Lease's name>}` when electing,
+  controller_manager.metrics' own, and the process's CPU and RSS. A port that cannot be
+  bound is an OSError from `run`.
 
-Concurrency: one asyncio loop for everything; the HTTP server is a few lines on
-asyncio streams, as only these endpoints are served.
+Concurrency: one asyncio loop for everything, the metrics and health server's
+included (it reads the controllers' state without locks).
 """
 from __future__ import annotations
 
@@ -33,12 +41,15 @@ import time
 from typing import Any, Callable, Mapping
 
 from client.clock import Clock
+from client.componentserver import ComponentServer, informer_sync_check, leader_election_check
 from client.events import EventRecorder
 from client.informer import SharedInformerFactory
 from client.leaderelection import LeaderElector
+from client.metrics import track_leader
 from client.rest import Client
-from controller_manager.controller import LATENCY_BUCKETS, Controller
+from controller_manager.controller import Controller
 from controller_manager.controllers import REGISTRY
+from machinery.healthz import PING, named_check
 
 log = logging.getLogger("minik8s.controller_manager")
 
@@ -133,6 +144,7 @@ class Manager:
         self.bind_address, self.port = bind_address, port
         self.clock = clock
         self.controllers: dict[str, Controller] = {}
+        self.server = ComponentServer()
         self.elector: LeaderElector | None = None
         if leader_elect:
             self.elector = LeaderElector(
@@ -140,8 +152,15 @@ class Manager:
                 on_started_leading=self.run_controllers, lease_duration=lease_duration,
                 renew_deadline=renew_deadline, retry_period=retry_period,
                 release_on_cancel=True, clock=clock)
-        self.server: asyncio.AbstractServer | None = None
+            self.server.health.add(leader_election_check(self.elector))
+            track_leader(self.elector)
+        self.server.health.add(named_check("informer-sync", self._informers_synced), endpoints=["readyz"])
         self._recorders: list[SpamFilter] = []
+
+    def _informers_synced(self) -> None:
+        # Read when asked: the informers exist only once this process leads.
+        shared = dict.fromkeys(i for c in self.controllers.values() for i in c.informers)
+        informer_sync_check(shared).check()
 
     # -- the controllers ----------------------------------------------------------------
 
@@ -158,6 +177,12 @@ class Manager:
         """Build, start informers, run every controller's workers; until cancelled."""
         factory = SharedInformerFactory(self.client)
         self.controllers = self.build(factory)
+        # kube-controller-manager's per-controller check on /healthz (a ping: that the
+        # controller was started). Built once per process: losing the Lease ends it.
+        named = {c.name for c in self.server.health.checks("healthz")}
+        for name in self.controllers:
+            if name not in named:
+                self.server.health.add(named_check(name, PING.check), endpoints=["healthz"])
         factory.start()
         log.info("controllers started: %s", ", ".join(self.controllers) or "(none)")
         try:
@@ -174,10 +199,10 @@ class Manager:
             self._recorders.clear()
 
     async def run(self) -> int:
-        """Serve /healthz and /metrics and run the controllers (when leading). -> exit code."""
+        """Serve /metrics and health (with a port) and run the controllers (when leading).
+        -> exit code. OSError when the port cannot be bound."""
         if self.port:
-            self.server = await asyncio.start_server(self._serve, self.bind_address, self.port)
-            log.info("serving /healthz and /metrics on http://%s:%d", self.bind_address, self.port)
+            await self.server.start(self.bind_address, self.port)
         try:
             if self.elector is None:
                 await self.run_controllers()
@@ -186,62 +211,4 @@ class Manager:
             log.error("leader election lost")
             return 1
         finally:
-            if self.server is not None:
-                self.server.close()
-                await self.server.wait_closed()
-
-    # -- HTTP -----------------------------------------------------------------------
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await reader.readline()
-                if not request:
-                    return
-                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # headers: nothing here needs them
-                parts = request.decode("latin-1").split()
-                path = parts[1].split("?")[0] if len(parts) > 1 else "/"
-                if path in ("/healthz", "/livez", "/readyz"):
-                    status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok"
-                elif path == "/metrics":
-                    status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-                    body = self.metrics_text().encode()
-                else:
-                    status, ctype, body = "404 Not Found", "text/plain; charset=utf-8", b"404 page not found\n"
-                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    def metrics_text(self) -> str:
-        out = []
-
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        ctrls = self.controllers.items()
-        family("workqueue_depth", "gauge", "Current depth of the work queue.",
-               [(f'{{name="{n}"}}', len(c.queue)) for n, c in ctrls])
-        family("controller_reconcile_total", "counter", "Reconciles, successful or not.",
-               [(f'{{controller="{n}"}}', c.metrics.reconciles) for n, c in ctrls])
-        family("controller_reconcile_errors_total", "counter", "Reconciles that failed.",
-               [(f'{{controller="{n}"}}', c.metrics.errors) for n, c in ctrls])
-        hist = "controller_reconcile_duration_seconds"
-        out.append(f"# HELP {hist} Time one reconcile took.\n# TYPE {hist} histogram")
-        for n, c in ctrls:
-            m = c.metrics
-            for bound, count in zip(LATENCY_BUCKETS, m.latency_buckets):
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                out.append(f'{hist}_bucket{{controller="{n}",le="{le}"}} {count}')
-            out.append(f'{hist}_sum{{controller="{n}"}} {m.latency_sum:.6f}')
-            out.append(f'{hist}_count{{controller="{n}"}} {m.reconciles}')
-        leading = 1 if self.elector is None or self.elector.is_leader() else 0
-        family("leader_election_master_status", "gauge",
-               "1 while this process holds the lease and runs the controllers.",
-               [('{name="kube-controller-manager"}', leading)])
-        return "\n".join(out) + "\n"
+            await self.server.stop()

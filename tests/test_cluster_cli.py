@@ -1,7 +1,9 @@
 """`minik8s up/down/status/logs/node` where no cluster needs to come up: the one-line
 failures before anything starts, and the commands on a state dir without a cluster."""
+import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -192,3 +194,40 @@ def test_merge_into_the_users_kubeconfig(tmp_path, monkeypatch):
 
 def test_etcd_is_found_on_path():
     assert shutil.which("etcd"), "etcd must be installed for the cluster tests (hack/setup.sh)"
+
+
+# -- the cluster's own processes: klog-like logs, flags passed through ----------------------
+
+def test_component_args_reach_each_command_line_and_its_parser(tmp_path):
+    from cluster import routes
+    from controller_manager import main as cm_main
+    cfg = ClusterConfig(state_dir=str(tmp_path), runtime="linux", nodes=1,
+                        extra_args={"route-syncer": ["-v", "2"],
+                                    "controller-manager": ["-v", "4", "--logging-format=json"]})
+    specs = {s.name: s for s in bringup.component_specs(cfg, etcd_port=1, etcd_peer_port=2)}
+
+    def after(name: str) -> list[str]:  # the argv after `python -m cluster.cli NAME`
+        argv = specs[name].argv
+        return argv[argv.index(name) + 1:]
+    syncer = routes.parser().parse_args(after("route-syncer"))
+    assert (syncer.v, syncer.logging_format, syncer.state_dir) == (2, "text", cfg.state_dir)
+    cm = cm_main.parser().parse_args(after("controller-manager"))
+    assert (cm.v, cm.logging_format, cm.port) == (4, "json", 0)  # no /metrics under `up`
+
+
+def test_the_supervisor_logs_klog_json_lines_on_request(tmp_path):
+    r = minik8s("supervise", str(tmp_path), "--logging-format=json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    assert [rec["msg"] for rec in records] == [f"no cluster.json in {tmp_path}"]
+    assert records[0]["v"] == 0 and records[0]["caller"].startswith("bringup.py:")
+    r = minik8s("supervise", str(tmp_path))  # text: klog's header
+    assert re.fullmatch(r"I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ bringup\.py:\d+\] no cluster\.json in .*",
+                        r.stderr.strip()), r.stderr
+
+
+def test_route_syncer_flags_are_checked_before_it_starts(tmp_path):
+    r = minik8s("route-syncer", "--state-dir", str(tmp_path), "-v", "lots")
+    assert r.returncode == 2 and "invalid verbosity 'lots'" in r.stderr and "Traceback" not in r.stderr
+    r = minik8s("route-syncer", "--state-dir", str(tmp_path), "-v", "2", "--logging-format=json")
+    assert r.returncode == 2 and r.stderr.strip().endswith(f"error: no cluster in {tmp_path}")

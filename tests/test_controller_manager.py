@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +21,7 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from client.informer import Informer
 from client.rest import Client, retry_on_conflict
@@ -28,6 +32,7 @@ from controller_manager.controllers.podgc import PodGCController, PodGCOptions
 from controller_manager.manager import Manager, controller_options, enabled_controllers
 from controller_manager.testing import RecordingClient
 from machinery import errors
+from machinery.metrics import REGISTRY as METRICS
 from tests.procs import Component, free_port
 
 KUBECTL = shutil.which("kubectl")
@@ -87,22 +92,58 @@ def test_every_controller_option_flag_reaches_the_controllers_that_declare_it():
         assert any(hasattr(o, name) for o in per.values()), name
 
 
-async def test_metrics_text_has_queue_depth_reconciles_and_latency():
+def sample(metric: str, /, **labels: str) -> float:
+    """A sample of this process's registry (0 when absent); tests compare before/after,
+    as every controller built in this process counts in the same series."""
+    return METRICS.get_sample_value(metric, labels) or 0.0
+
+
+async def test_a_reconcile_counts_in_its_named_queues_metrics():
     rc = RecordingClient()
     m = Manager(rc, controllers=["replicaset"], leader_elect=False)  # type: ignore[arg-type]
     m.controllers = m.build(rc)  # type: ignore[arg-type]
+    c = m.controllers["replicaset"]
+    assert c.queue.name == "replicaset"
+    q = {"name": "replicaset"}
+    names = ("workqueue_adds_total", "workqueue_retries_total", "workqueue_work_duration_seconds_count")
+    before = {n: sample(n, **q) for n in names}
+    errors_before = sample("controller_reconcile_errors_total", controller="replicaset")
+
+    def delta() -> tuple[float, ...]:
+        return (*(sample(n, **q) - before[n] for n in names),
+                sample("controller_reconcile_errors_total", controller="replicaset") - errors_before)
+
+    rc.fail[("create", "pods")] = errors.InternalError("etcd is down")
     rc.seed({"apiVersion": "apps/v1", "kind": "ReplicaSet",
              "metadata": {"name": "web", "namespace": "default", "generation": 1},
-             "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}},
+             "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
                       "template": {"metadata": {"labels": {"a": "b"}}, "spec": {}}}})
-    await m.controllers["replicaset"]._process("default/web")
-    text = m.metrics_text()
-    assert 'workqueue_depth{name="replicaset"} 1' in text  # the seeded add is still queued
-    assert 'controller_reconcile_total{controller="replicaset"} 1' in text
-    assert 'controller_reconcile_errors_total{controller="replicaset"} 0' in text
-    assert 'controller_reconcile_duration_seconds_bucket{controller="replicaset",le="+Inf"} 1' in text
-    assert 'controller_reconcile_duration_seconds_count{controller="replicaset"} 1' in text
-    assert 'leader_election_master_status{name="kube-controller-manager"} 1' in text
+    assert delta() == (1, 0, 0, 0)  # the informer's add
+    await _work_one(c)
+    # Failed: requeued with backoff, counted as an error. (Its status write, applied to
+    # the cache, enqueued the key again meanwhile: a second add.)
+    adds, *rest = delta()
+    assert adds >= 1 and rest == [1, 1, 1]
+    rc.fail.clear()
+    await asyncio.wait_for(_work_one(c), TIMEOUT)
+    adds, *rest = delta()
+    assert rest == [1, 2, 1]  # succeeded: no new retry, no new error
+    assert sum(1 for v in rc.verbs() if v[:2] == ("create", "pods")) == 1
+
+
+async def _work_one(c) -> None:
+    key = await c.queue.get()
+    try:
+        await c._process(key)
+    finally:
+        c.queue.done(key)
+
+
+def test_every_controllers_queue_is_named_so_that_it_reports():
+    rc = RecordingClient()
+    built = Manager(rc, controllers=list(REGISTRY), leader_elect=False).build(rc)  # type: ignore[arg-type]
+    assert {n: c.queue.name for n, c in built.items()} == {
+        n: ("endpoint" if n == "endpoints" else n) for n in REGISTRY}
 
 
 def _cm(*args: str) -> subprocess.CompletedProcess:
@@ -206,37 +247,42 @@ async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
 def start_cm(kubeconfig: str, *extra: str, port: int | None = None) -> tuple[Component, int]:
     port = port or free_port()
     cm = Component("controller-manager", "--kubeconfig", kubeconfig,
-                   "--controllers", "replicaset,deployment", "--port", str(port), *extra).start()
+                   "--controllers", "replicaset,deployment", "--secure-port", str(port), *extra).start()
     return cm, port
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(port: int) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted label pairs) -> value, from the process's /metrics."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def master(lease: str) -> tuple[str, tuple]:
+    """leader_election_master_status is labelled with the Lease's name."""
+    return ("leader_election_master_status", (("name", lease),))
+
+
+def leads(port: int, lease: str) -> bool:
+    try:
+        return metrics(port).get(master(lease)) == 1
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture
 def controller_manager(kubeconfig):
     """One per test: a controller manager acts on every namespace, so one left running
-    would act beside the processes another test starts."""
-    cm, port = start_cm(kubeconfig, "--leader-elect-resource-name", f"cm-{uuid.uuid4().hex[:8]}")
+    would act beside the processes another test starts. -> (process, port, lease)."""
+    lease = f"cm-{uuid.uuid4().hex[:8]}"
+    cm, port = start_cm(kubeconfig, "--leader-elect-resource-name", lease)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                if metrics(port).get('leader_election_master_status{name="kube-controller-manager"}') == 1:
-                    break
-            except httpx.HTTPError:
-                pass
+        while not leads(port, lease):
             assert cm.alive(), cm.log()
             assert time.monotonic() < deadline, cm.log()
             time.sleep(0.05)
-        yield cm, port
+        yield cm, port, lease
     finally:
         cm.stop()
 
@@ -401,14 +447,89 @@ async def test_rollback_restores_the_old_template(controller_manager, client, ns
         assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
 
-async def test_healthz_and_metrics_are_served(controller_manager):
-    _, port = controller_manager
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok"
-    m = metrics(port)
-    assert m['leader_election_master_status{name="kube-controller-manager"}'] == 1
-    assert 'workqueue_depth{name="replicaset"}' in m and 'workqueue_depth{name="deployment"}' in m
-    assert m['controller_reconcile_total{controller="replicaset"}'] >= 0
-    assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+def _get(url: str) -> tuple[int, str]:
+    r = httpx.get(url, timeout=5)
+    return r.status_code, r.text
+
+
+async def test_serves_kube_controller_managers_health_checks(controller_manager):
+    _, port, _ = controller_manager
+    base = f"http://127.0.0.1:{port}"
+    await eventually(lambda: _get(f"{base}/readyz") == (200, "ok"), what="/readyz ok")
+    assert _get(f"{base}/healthz") == (200, "ok")
+    code, body = _get(f"{base}/healthz?verbose")
+    assert code == 200 and body.splitlines() == [
+        "[+]ping ok", "[+]leaderElection ok", "[+]replicaset ok", "[+]deployment ok",
+        "healthz check passed"]
+    code, body = _get(f"{base}/readyz?verbose")
+    assert code == 200 and body.splitlines() == [
+        "[+]ping ok", "[+]leaderElection ok", "[+]informer-sync ok", "readyz check passed"]
+    assert _get(f"{base}/livez/leaderElection") == (200, "ok")
+    assert _get(f"{base}/readyz/informer-sync") == (200, "ok")
+    assert _get(f"{base}/nope")[0] == 404
+
+
+async def test_a_created_object_moves_its_queues_metrics(controller_manager, client, ns):
+    _, port, lease = controller_manager
+    rs_queue = (("name", "replicaset"),)
+
+    def value(m: dict, name: str, labels: tuple = rs_queue) -> float:
+        return m.get((name, labels), 0.0)
+    before = metrics(port)
+    assert before[master(lease)] == 1
+    for name in ("replicaset", "deployment"):
+        assert before[("running_managed_controllers",
+                       (("manager", "kube-controller-manager"), ("name", name)))] == 1
+        assert ("workqueue_depth", (("name", name),)) in before
+
+    await client.create(replicaset("web", 0), namespace=ns)
+    await eventually(lambda: value(metrics(port), "workqueue_adds_total")
+                     > value(before, "workqueue_adds_total"), what="the replicaset queue's adds to move")
+    # One reconcile per add, timed by the queue, once the worker is done with the key.
+    await eventually(lambda: value(metrics(port), "workqueue_work_duration_seconds_count")
+                     > value(before, "workqueue_work_duration_seconds_count"), what="a reconcile timed")
+    after = metrics(port)
+    assert value(after, "controller_reconcile_errors_total", (("controller", "replicaset"),)) == 0
+    assert sum(v for k, v in after.items()
+               if k[0] == "rest_client_requests_total" and dict(k[1])["code"] == "200") > 0
+    assert after[("process_resident_memory_bytes", ())] > 0
+
+
+async def test_logs_klog_lines_and_json_lines_on_request(kubeconfig, client, ns):
+    # Text by default, with klog's header.
+    cm, _ = start_cm(kubeconfig, "--leader-elect=false", "--secure-port", "0")
+    try:
+        header = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ manager\.py:\d+\] controllers started: "
+                            r"replicaset, deployment$", re.M)
+        await eventually(lambda: header.search(cm.log()), what="the klog-style start line")
+    finally:
+        cm.stop()
+    assert cm.proc.returncode == 0, cm.log()
+
+    # -v 4 --logging-format=json: one JSON object a line, V(4) reconciles among them.
+    cm, _ = start_cm(kubeconfig, "--leader-elect=false", "--secure-port", "0",
+                     "-v", "4", "--logging-format=json")
+    try:
+        await client.create(replicaset("web", 0), namespace=ns)
+
+        def synced() -> list[dict]:
+            lines = [json.loads(line) for line in open(cm.logfile.name) if line.strip()]
+            return [r for r in lines if r["msg"] == "Finished syncing" and r.get("key") == f"{ns}/web"]
+        record = (await eventually(synced, what="a V(4) 'Finished syncing' line"))[0]
+        assert record["v"] == 4 and record["controller"] == "replicaset"
+        assert record["duration"].endswith("s") and record["caller"].startswith("controller.py:")
+    finally:
+        cm.stop()
+
+
+def test_a_taken_port_is_a_one_line_error(kubeconfig):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = _cm("--kubeconfig", kubeconfig, "--leader-elect=false", "--secure-port", str(port))
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: cannot serve /metrics and /healthz on 127.0.0.1:{port}: Address already in use"], r.stderr
 
 
 async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns):
@@ -418,17 +539,9 @@ async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns
     flags = ("--leader-elect-resource-name", lease, "--leader-elect-lease-duration", "2s",
              "--leader-elect-renew-deadline", "1.5s", "--leader-elect-retry-period", "0.25s")
     procs = [start_cm(kubeconfig, *flags), start_cm(kubeconfig, *flags)]
-    master = 'leader_election_master_status{name="kube-controller-manager"}'
 
     def leading() -> list[int]:
-        out = []
-        for i, (cm, port) in enumerate(procs):
-            try:
-                if cm.alive() and metrics(port).get(master) == 1:
-                    out.append(i)
-            except httpx.HTTPError:
-                pass
-        return out
+        return [i for i, (cm, port) in enumerate(procs) if cm.alive() and leads(port, lease)]
     try:
         async with FakeKubelets(client, ns, mark_ready=False) as kubelets:
             first = (await eventually(leading, what="a leader"))[0]
@@ -437,8 +550,10 @@ async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns
             await eventually(lambda: len(kubelets.pods()) == 3, what="3 pods")
             assert leading() == [first]
             follower = metrics(procs[other][1])
-            assert follower[master] == 0
-            assert not any(k.startswith("controller_reconcile_total") for k in follower)
+            assert follower[master(lease)] == 0
+            # A standby runs no controllers: no queue reports, and it is ready.
+            assert not any(k[0] == "workqueue_adds_total" for k in follower)
+            assert _get(f"http://127.0.0.1:{procs[other][1]}/readyz") == (200, "ok")
 
             killed_at = time.monotonic()
             procs[first][0].proc.send_signal(signal.SIGKILL)
@@ -479,14 +594,7 @@ async def test_losing_the_lease_stops_the_process(kubeconfig, client):
                         "--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1.5s",
                         "--leader-elect-retry-period", "0.25s")
     try:
-        master = 'leader_election_master_status{name="kube-controller-manager"}'
-
-        def leads():
-            try:
-                return metrics(port).get(master) == 1
-            except httpx.HTTPError:
-                return False
-        await eventually(leads, what="leadership")
+        await eventually(lambda: leads(port, lease), what="leadership")
 
         async def usurp():  # re-read on conflict: the leader renews every 0.25s
             held = await client.get("leases", lease, namespace="kube-system")

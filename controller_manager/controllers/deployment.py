@@ -581,8 +581,9 @@ class DeploymentController(Controller):
                 return await self._update_rs(rs), old
             await self._set_revision(d, (rs["metadata"].get("annotations") or {}).get(REVISION, ""))
             if has_progress_deadline(d) and get_condition(status, PROGRESSING) is None:
+                found = f'Found new replica set "{rs["metadata"]["name"]}"'
                 status["conditions"] = set_condition(status.get("conditions") or [], condition(
-                    PROGRESSING, "True", "FoundNewReplicaSet", f'Found new replica set "{rs["metadata"]["name"]}"', now))
+                    PROGRESSING, "True", "FoundNewReplicaSet", found, now))
                 await self._write_status(d)
             return rs, old
         if not create:

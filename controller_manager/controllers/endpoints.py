@@ -145,6 +145,7 @@ def desired_subsets(service: dict, pods: list[dict]) -> list[dict]:
 
 class EndpointsController(Controller):
     name = "endpoints"
+    queue_name = "endpoint"
 
     def __init__(self, client, factory, *, recorder=None, clock=None,
                  options: NoOptions | None = None):
