@@ -16,7 +16,8 @@ from tests.procs import wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 STUBBORN = [sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('term-ignored', flush=True); time.sleep(600)"]
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('term-ignored', flush=True); time.sleep(600)"]
 
 
 def ticking(sup, cond, timeout=10.0):

@@ -189,7 +189,8 @@ async def test_foreground_finalizer_goes_once_no_blocking_dependent_remains():
 async def test_solid_owner_keeps_dependent_but_reference_to_waiting_owner_goes():
     keep = obj("ConfigMap", "keep")
     waiting = obj("Deployment", "d", deleting=True, finalizers=["foregroundDeletion"])
-    client, gc = gc_for(keep, waiting, obj("Secret", "s", owners=[ref(keep), ref(waiting, block=True, controller=False)]))
+    secret = obj("Secret", "s", owners=[ref(keep), ref(waiting, block=True, controller=False)])
+    client, gc = gc_for(keep, waiting, secret)
     await gc.reconcile(("secrets", "default/s"))
     assert client.verbs() == [("patch", "secrets", "default/s")]
     assert client.actions[0][3]["metadata"]["ownerReferences"] == [
