@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+import client.metrics  # noqa: F401 - registers client/'s collectors (workqueue, REST client, leader)
 from machinery.healthz import ENDPOINTS, Health, HealthCheck, named_check
 from machinery.metrics import REGISTRY, exposition
 

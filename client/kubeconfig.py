@@ -31,8 +31,6 @@ from typing import Any, Mapping
 
 import yaml
 
-from client.execcred import ExecPlugin
-from client.proxy import parse_proxy_url
 
 _PATH_FIELDS = {"cluster": ("certificate-authority",),
                 "user": ("client-certificate", "client-key", "tokenFile")}
@@ -94,12 +92,14 @@ class KubeConfig:
                 token = f.read().strip()
         proxy_url = cluster.get("proxy-url") or None
         if proxy_url:
+            from client.proxy import parse_proxy_url  # only then: ~2 ms of a CLI's start-up
             try:
                 parse_proxy_url(proxy_url)
             except ValueError as e:
                 raise ValueError(f"cluster {ctx.get('cluster')!r}: {e}") from None
         exec_config = user.get("exec") or None
         if exec_config is not None:
+            from client.execcred import ExecPlugin  # only then: ~2 ms of a CLI's start-up
             try:
                 ExecPlugin(exec_config)  # validate now: a typo fails here, not mid-request
             except ValueError as e:

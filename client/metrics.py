@@ -12,7 +12,7 @@ Work queues (label `name`; only named queues report, as client-go's):
   live queue's state, on the queue's own clock. Queues sharing a name add up (the
   longest-running one wins).
 
-REST client (`client.rest.Client`):
+REST client (`client.rest.Client`, counted by client.restmetrics):
 - `rest_client_requests_total{code,method,host}`: one per attempt (a retried request
   counts each try); `code` is `<error>` when no answer came;
 - `rest_client_request_duration_seconds{verb,host}`: one per request, retries and their
@@ -28,10 +28,8 @@ its queue's event loop.
 """
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-import threading
 import weakref
 from typing import Any, Callable, Hashable, Iterator
 
@@ -40,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
 
+from client import restmetrics
 from machinery.metrics import REGISTRY, exponential_buckets
 
 # -- work queues --------------------------------------------------------------------------
@@ -137,75 +136,20 @@ class _QueueCollector(Collector):
         return list(self.collect())
 
 
-# -- REST client ---------------------------------------------------------------------------
+# -- REST client (counted in client.restmetrics) -------------------------------------------
 
-_REST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
-
-# Counted in plain dicts per client and handed to prometheus_client when scraped: a
-# Counter.inc plus a Histogram.observe cost ~1.7 us a request on the benchmark machine
-# (their per-value locks and checks), ~5% of the lean transport's ~33 us; `result` plus
-# `observe` cost ~0.4 us. A client is used from one event loop, so its dicts need no lock; a client that
-# is garbage-collected hands its counts to `_REST_RETIRED`, so no counter ever goes down.
-_REST_LOCK = threading.RLock()  # re-entered if a collection retires a client mid-merge
-_REST_LIVE: weakref.WeakSet[RestClientMetrics] = weakref.WeakSet()
 def _go_float(value: float) -> str:
     """A bucket bound as Prometheus' Go client writes it (`+Inf`, `0.005`)."""
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]  # untyped upstream
 
 
-_Counts = dict[tuple[str, ...], int]
-_Latency = dict[tuple[str, ...], list[float]]
-_REST_RETIRED: tuple[_Counts, _Latency] = ({}, {})  # as RestClientMetrics' counts and latency
-
-
-def _merge(into: tuple[_Counts, _Latency], counts: _Counts, latency: _Latency) -> None:
-    for k, n in list(counts.items()):
-        into[0][k] = into[0].get(k, 0) + n
-    for k, h in list(latency.items()):
-        acc = into[1].setdefault(k, [0.0] * len(h))
-        for i, v in enumerate(list(h)):
-            acc[i] += v
-
-
-def _retire(counts: _Counts, latency: _Latency) -> None:
-    with _REST_LOCK:
-        _merge(_REST_RETIRED, counts, latency)
-
-
-class RestClientMetrics:
-    """One client's `rest_client_requests_total` and `rest_client_request_duration_seconds`
-    (host = the server's host:port). Used from the client's event loop only."""
-
-    __slots__ = ("host", "counts", "latency", "__weakref__")
-
-    def __init__(self, host: str):
-        self.host = host
-        self.counts: _Counts = {}     # (code, method, host) -> requests
-        self.latency: _Latency = {}  # (verb, host) -> bucket counts, +Inf, sum
-        with _REST_LOCK:
-            _REST_LIVE.add(self)
-        weakref.finalize(self, _retire, self.counts, self.latency)
-
-    def result(self, code: int | str, method: str) -> None:
-        key = (str(code), method, self.host)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
-
-    def observe(self, verb: str, seconds: float) -> None:
-        h = self.latency.get((verb, self.host))
-        if h is None:
-            h = self.latency[(verb, self.host)] = [0.0] * (len(_REST_BUCKETS) + 2)
-        h[bisect.bisect_left(_REST_BUCKETS, seconds)] += 1  # the first bucket with seconds <= le
-        h[-1] += seconds
-
-
 class _RestCollector(Collector):
     def collect(self) -> Iterator[Any]:
-        with _REST_LOCK:
-            total: tuple[_Counts, _Latency] = ({}, {})
-            _merge(total, *_REST_RETIRED)
-            for m in list(_REST_LIVE):
-                _merge(total, m.counts, m.latency)
+        with restmetrics.LOCK:
+            total: tuple[restmetrics.Counts, restmetrics.Latency] = ({}, {})
+            restmetrics.merge(total, *restmetrics.RETIRED)
+            for m in list(restmetrics.LIVE):
+                restmetrics.merge(total, m.counts, m.latency)
         counts, latency = total
         requests = CounterMetricFamily(
             "rest_client_requests_total",
@@ -219,7 +163,7 @@ class _RestCollector(Collector):
             "Request latency in seconds. Broken down by verb, and host.", labels=["verb", "host"])
         for labels, h in sorted(latency.items()):
             cumulative = list(itertools.accumulate(h[:-1]))
-            buckets = [(_go_float(b), c) for b, c in zip((*_REST_BUCKETS, math.inf), cumulative)]
+            buckets = [(_go_float(b), c) for b, c in zip((*restmetrics.BUCKETS, math.inf), cumulative)]
             duration.add_metric(list(labels), buckets, h[-1])
         yield duration
 

@@ -49,25 +49,34 @@ import inspect
 import logging
 import random
 import ssl
+import sys
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 
 from client.clock import Clock, RealClock
-from client.execcred import ExecCredential, ExecPlugin, ExecPluginError
 from client.kubeconfig import Connection
-from client.metrics import RestClientMetrics
-from client.proxy import Proxy, choose_proxy
-from client.round_trippers import debug_wrappers
+from client.restmetrics import RestClientMetrics
 from client.transport import LeanTransport, Reply
 from client.useragent import default_user_agent
 from machinery.errors import APIError, Conflict, NotFound, from_status
 from machinery.kinds import KINDS, Kind
 
+if TYPE_CHECKING:
+    from client.execcred import ExecCredential, ExecPlugin
+    from client.proxy import Proxy
+
 log = logging.getLogger("minik8s.client")
+
+
+def _verbosity() -> int:
+    """klog's -v, if a program set one: machinery.klog not imported means nobody did
+    (kubectl-lite imports it only with -v, so its start-up does not pay for it)."""
+    klog = sys.modules.get("machinery.klog")
+    return int(klog.verbosity()) if klog is not None else 0
 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"  # what a URL path may hold unescaped (RFC 3986)
 ALL = ""  # namespace=ALL: every namespace (list, watch, delete_collection)
@@ -157,15 +166,20 @@ class Client:
         verify = self.connection.ssl_context()
         if transport is None:
             transport = LeanTransport.for_connection(self.connection, max_idle=max_keepalive)
-        self._exec = (ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
-                                 clock=self.clock) if self.connection.exec else None)
+        self._exec: ExecPlugin | None = None
+        if self.connection.exec:
+            from client.execcred import ExecPlugin  # only then: ~2 ms of a CLI's start-up
+            self._exec = ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
+                                    clock=self.clock)
         self._credential: ExecCredential | None = None  # the exec credential in use
         self._header_values = headers
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None  # current client cert
         # An exec plugin's client certificate goes to the lean transport, also when it
         # is wrapped (kubectl-lite's Accept and -v wrappers keep it as `inner`).
         self._lean_inner = _lean_under(transport)
-        transport = debug_wrappers(transport)
+        if _verbosity() >= 6:  # client-go's DebugWrappers: every request logged
+            from client.round_trippers import debug_wrappers
+            transport = debug_wrappers(transport)
         self._http = httpx.AsyncClient(
             base_url=self.connection.server, headers=headers, timeout=timeout, transport=transport,
             verify=verify, http1=True, http2=False,
@@ -194,6 +208,7 @@ class Client:
         self._http.headers = self._header_values
         if cred.client_certificate_data and self.connection.server.startswith("https://"):
             if self._lean_inner is None:
+                from client.execcred import ExecPluginError
                 raise ExecPluginError("a client certificate from an exec plugin needs the default transport")
             ctx = dataclasses.replace(self.connection, cert_data=cred.client_certificate_data,
                                       key_data=cred.client_key_data, cert_file=None,
@@ -211,6 +226,7 @@ class Client:
         caller opens itself (a WebSocket upgrade), with the current credential."""
         if self._exec is not None:
             await self._authenticate()
+        from client.proxy import choose_proxy
         url = self._http.base_url
         secure = url.scheme == "https"
         return Dial(server=self.connection.server,

@@ -43,16 +43,19 @@ Concurrency: one asyncio loop; a connection serves one request at a time.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from http import HTTPStatus
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Mapping, TypeVar
 
 import httpx
 
-from client.proxy import EnvProxy, Proxy, parse_proxy_url
-
 if TYPE_CHECKING:
     from client.kubeconfig import Connection
+    from client.proxy import EnvProxy, Proxy
+
+# What Go's ProxyFromEnvironment reads a proxy from (NO_PROXY alone proxies nothing).
+_PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")
 
 _NO_BODY_STATUS = (204, 304)
 T = TypeVar("T")
@@ -224,8 +227,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context if isinstance(ssl_context, ssl.SSLContext) else None
         self.max_idle = max_idle
         self.tls_server_name = tls_server_name or None
-        self._proxy = parse_proxy_url(proxy) if proxy else None
-        self._env = EnvProxy(env) if trust_env and self._proxy is None else None
+        self._proxy: Proxy | None = None
+        self._env: EnvProxy | None = None
+        env = os.environ if env is None else env
+        # client.proxy is imported only when a proxy can apply: it is ~2 ms of a CLI's
+        # start-up (kubectl-lite), and most runs have no proxy at all.
+        if proxy or (trust_env and any(env.get(name) for name in _PROXY_VARIABLES)):
+            from client.proxy import EnvProxy, parse_proxy_url
+            self._proxy = parse_proxy_url(proxy) if proxy else None
+            self._env = EnvProxy(env) if trust_env and self._proxy is None else None
         self._routes: dict[Key, _Route] = {}
         self._idle: dict[Key, list[_Conn]] = {}
         self._n_idle = 0

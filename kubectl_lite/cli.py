@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from kubectl_lite.common import CLIError, Parser
-from machinery import klog
+from machinery import flags
 
 # verb -> module; each module has add_<verb>(parser) and run_<verb>(args, session).
 VERBS: dict[str, tuple[str, str]] = {
@@ -52,7 +52,7 @@ def add_global_flags(p: Parser) -> None:
     g.add_argument("--request-timeout", default=None,
                    help="Time to wait for a single request (e.g. 30s); 0 means the default")
     g.add_argument("--cache-dir", default=None, help=argparse_suppress())
-    klog.add_flags(g, formats=False)
+    flags.add_logging_flags(g, formats=False)  # klog itself is imported only with -v
     p.add_bool("--insecure-skip-tls-verify", help="Do not verify the server's certificate")
 
 
@@ -131,6 +131,7 @@ def _main(argv: list[str]) -> int:
         args = p.parse(rest)
         args.command = trailing
         if args.v:
+            from machinery import klog
             klog.setup(args.v)  # -v 6 and up log each request as kubectl does (client.round_trippers)
         from kubectl_lite.session import Session
         session = Session(args)

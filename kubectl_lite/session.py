@@ -38,7 +38,6 @@ def _classes() -> Any:
     import httpx
 
     from client.rest import SyncClient
-    from client.round_trippers import debug_wrappers
     from client.transport import LeanTransport
 
     class AcceptTransport(httpx.AsyncBaseTransport):
@@ -86,7 +85,11 @@ def _classes() -> Any:
 
     def lean(conn: Any) -> httpx.AsyncBaseTransport:
         # -v 6 and up: logged inside AcceptTransport, so the Accept sent is the one shown
-        return debug_wrappers(LeanTransport.for_connection(conn))
+        transport = LeanTransport.for_connection(conn)
+        if "machinery.klog" in sys.modules:  # cli.py imports it for -v only
+            from client.round_trippers import debug_wrappers
+            transport = debug_wrappers(transport)
+        return transport
 
     _CLASSES = (lean, AcceptTransport, Client)
     return _CLASSES

@@ -34,8 +34,10 @@ import sys
 import time
 from typing import IO, Any
 
+from machinery import flags
+
 _LEVELS = (logging.INFO, 18, 16, 13, logging.DEBUG, 9, 8, 7, 6, 5, 4)
-FORMATS = ("text", "json")
+FORMATS = flags.LOGGING_FORMATS
 
 _verbosity = 0
 
@@ -65,22 +67,7 @@ def enabled(n: int) -> bool:
     return n <= _verbosity
 
 
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid verbosity {value!r}: want a number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"invalid verbosity {value!r}: want 0 or more")
-    return n
-
-
-def add_flags(parser: argparse.ArgumentParser | Any, *, formats: bool = True) -> None:
-    parser.add_argument("-v", "--v", dest="v", type=_non_negative, default=0, metavar="N",
-                        help="number for the log level verbosity")
-    if formats:
-        parser.add_argument("--logging-format", choices=FORMATS, default="text",
-                            help="log format: text (klog's) or json")
+add_flags = flags.add_logging_flags
 
 
 def info_s(logger: logging.Logger, v: int, msg: str, **kv: Any) -> None:
