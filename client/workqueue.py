@@ -50,7 +50,7 @@ class WorkQueue:
         self._shutting_down = False
         self._wakeup = asyncio.Event()   # set whenever the queue gains an item or shuts down
         self._idle = asyncio.Event()     # set when nothing is queued or processing
-        self._metrics = QueueMetrics(name, self.clock.now) if name else None
+        self._metrics = QueueMetrics(name, self.clock.monotonic) if name else None
 
     def add(self, key: Hashable) -> None:
         if self._shutting_down or key in self._dirty:
