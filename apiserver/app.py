@@ -862,12 +862,14 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
     resources = ResourceEndpoint(api)
     # Every endpoint is an ASGI app, so a route takes every method (methods=None) and
     # the endpoint answers the ones it does not serve with a Status.
-    routes: list[BaseRoute] = [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
-    routes += [
+    routes: list[BaseRoute] = [
         # Every path below discovery is a resource's: API.serve parses it and answers
-        # every error (a method no verb takes included) as a Status itself.
+        # every error (a method no verb takes included) as a Status itself. First,
+        # because nearly every request is one and the Router tries routes in order (a
+        # miss costs ~2 us: with these last, a resource request paid ~35 us).
         Route("/api/{version}/{rest:path}", resources),
         Route("/apis/{group}/{version}/{rest:path}", resources),
         WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", api.exec),
     ]
+    routes += [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
     return Router(routes=routes, lifespan=lifespan, default=not_found)
