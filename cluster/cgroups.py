@@ -18,11 +18,10 @@ between fork and exec.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 # The kubelet's own placement rules, so its pods land under the cluster's tree.
-from kubelet.runtime.linux.cgroups import ROOT, bases, enable_controllers, is_v2
+from kubelet.runtime.linux.cgroups import ROOT, bases, enable_controllers, is_v2, kill_until_empty
 
 
 class ClusterCgroups:
@@ -63,21 +62,9 @@ class ClusterCgroups:
 
     def kill_all(self, timeout: float = 10.0) -> int:
         """SIGKILL every process in the tree until it is empty; how many were killed."""
-        deadline = time.monotonic() + timeout
-        killed = set()
-        while True:
-            pids = [p for p in self.pids() if p != os.getpid()]
-            if not pids:
-                return len(killed)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.add(pid)
-                except ProcessLookupError:
-                    pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"processes {pids} in cgroup {self.bases[0]} do not die")
-            time.sleep(0.01)
+        me = os.getpid()
+        return len(kill_until_empty(lambda: [p for p in self.pids() if p != me],
+                                    f"cgroup {self.bases[0]}", timeout=timeout, interval=0.01))
 
     def remove(self) -> bool:
         """Kill what runs in the tree and remove it; whether there was one."""

@@ -19,6 +19,9 @@ from __future__ import annotations
 import os
 import time
 
+if False:  # typing only; the shim imports this module and starts faster without `typing`
+    from collections.abc import Callable
+
 ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 CFS_PERIOD_US = 100_000
@@ -190,24 +193,12 @@ class Cgroup:
         return out
 
     def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process in the cgroup tree and wait until it is empty. Repeated
-        because a process may fork while we read the list."""
-        import signal  # here, not at the top: the shim starts faster without enum
-        deadline = time.monotonic() + timeout
-        while True:
+        """SIGKILL every process in the cgroup tree and wait until it is empty."""
+        def pids() -> list[int]:
             if self.v2 and self._find("cgroup.kill"):
                 self._write("cgroup.kill", 1)
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"processes {pids} of {self.dirs[0]} did not die")
-            time.sleep(0.005)
+            return self.pids()
+        kill_until_empty(pids, str(self.dirs[0]), timeout=timeout, interval=0.005)
 
     def oom_kills(self) -> int:
         """How many processes the kernel OOM-killed in this cgroup."""
@@ -238,3 +229,25 @@ class Cgroup:
                         time.sleep(0.005)
                 else:
                     os.rmdir(dirpath)  # raise the error
+
+
+def kill_until_empty(pids: "Callable[[], list[int]]", where: str, *, timeout: float,
+                     interval: float) -> set[int]:
+    """SIGKILL what `pids()` lists until it lists nothing (a process may fork while the
+    list is read, so once is not enough); the pids killed. TimeoutError past `timeout`."""
+    import signal  # here, not at the top: the shim starts faster without enum
+    deadline = time.monotonic() + timeout
+    killed: set[int] = set()
+    while True:
+        found = pids()
+        if not found:
+            return killed
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"processes {found} of {where} did not die")
+        time.sleep(interval)
