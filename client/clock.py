@@ -41,13 +41,17 @@ class Clock(Protocol):
 
 
 class RealClock:
-    """The machine's clocks. `monotonic()` and timers need a running event loop."""
+    """The machine's clocks: `monotonic()` reads the running loop's clock (time.monotonic()
+    with none running); timers need a running event loop."""
 
     def now(self) -> float:
         return time.time()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:  # no loop yet (a queue filled in a constructor): asyncio's clock
+            return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

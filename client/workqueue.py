@@ -55,9 +55,9 @@ class WorkQueue:
     def add(self, key: Hashable) -> None:
         if self._shutting_down or key in self._dirty:
             return
-        self._dirty.add(key)
-        if self._metrics is not None:
+        if self._metrics is not None:  # first: nothing is half-done if it fails
             self._metrics.add(key)
+        self._dirty.add(key)
         if key in self._processing:
             return  # `done` queues it again
         self._queue.append(key)
