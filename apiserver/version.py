@@ -3,19 +3,13 @@ picks its behaviour from it) and the platform the server runs on, named as Go na
 (`linux/amd64`, `linux/arm64`, ...), as kube-apiserver's runtime.GOOS/GOARCH would."""
 from __future__ import annotations
 
-import platform as _platform
-
-# platform.machine() -> Go's GOARCH; a machine not listed is reported as Python names it.
-GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-          "armv7l": "arm", "armv6l": "arm", "armv8l": "arm", "i386": "386", "i686": "386",
-          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
-          "loongarch64": "loong64", "mips64": "mips64"}
+from machinery.platforms import goarch, goos
 
 
 def go_platform(system: str | None = None, machine: str | None = None) -> str:
-    system = (system if system is not None else _platform.system()).lower()
-    machine = (machine if machine is not None else _platform.machine()).lower()
-    return f"{system}/{GOARCH.get(machine, machine)}"
+    """`<GOOS>/<GOARCH>` of this machine, or of a `sys.platform`-like system name and a
+    `uname -m` machine name."""
+    return f"{goos(system.lower() if system is not None else None)}/{goarch(machine)}"
 
 
 def info() -> dict[str, str]:

@@ -13,17 +13,13 @@ from typing import Any
 
 from kubectl_lite import __version__
 from kubectl_lite.common import CLIError, Parser
+from machinery.platforms import goarch, goos
 
 
 def _client_version() -> dict:
     return {"major": "0", "minor": "1", "gitVersion": __version__, "gitCommit": "",
             "gitTreeState": "clean", "goVersion": f"python{sys.version.split()[0]}",
-            "compiler": "cpython", "platform": f"{sys.platform}/{_machine()}"}
-
-
-def _machine() -> str:
-    import platform
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+            "compiler": "cpython", "platform": f"{goos()}/{goarch()}"}
 
 
 # -- version -----------------------------------------------------------------------------

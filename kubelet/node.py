@@ -28,6 +28,7 @@ from client.clock import Clock, RealClock
 from client.rest import Client
 from kubelet.status import rfc3339
 from machinery import times
+from machinery.platforms import goarch
 from machinery.errors import AlreadyExists, Conflict, NotFound
 
 log = logging.getLogger("minik8s.kubelet.node")
@@ -35,7 +36,7 @@ log = logging.getLogger("minik8s.kubelet.node")
 LEASE_NAMESPACE = "kube-node-lease"
 KUBELET_VERSION = "v1.32.0-minik8s"
 RUNTIME_VERSION = "minik8s://0.1.0"
-ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(platform.machine(), platform.machine())
+ARCH = goarch()
 
 
 def _read(path: str) -> str:
