@@ -276,3 +276,22 @@ def test_a_lone_climbing_symlink_is_stored_not_followed(host):
                                  entry("abs", tarfile.SYMTYPE, linkname=str(host / "host" / "victim")))), str(t))
     assert os.readlink(t / "up") == "../../../../host"
     assert (host / "host" / "victim").read_bytes() == b"original"
+
+
+def test_implied_directories_take_their_attributes_from_the_layers_below(host):
+    os.chmod(host / "host", 0o750)   # so that following the lower layer's symlink would show
+    base = host / "snaps" / "l0"
+    apply_layer(io.BytesIO(build(entry("tmp/", tarfile.DIRTYPE, mode=0o1777, mtime=1_400_000_000, uid=7, gid=8),
+                                 entry("opt", tarfile.SYMTYPE, linkname=str(host / "host")))), str(base))
+    top = host / "snaps" / "l1"
+    apply_layer(io.BytesIO(build(entry("tmp/x", data=b"x"), entry("new/y", data=b"y"),
+                                 entry("opt/z", data=b"z"))), str(top), parents=[str(base)])
+    st = os.lstat(top / "tmp")
+    assert stat.S_IMODE(st.st_mode) == 0o1777
+    assert st.st_mtime == 1_400_000_000
+    if ROOT:
+        assert (st.st_uid, st.st_gid) == (7, 8)
+    assert stat.S_IMODE(os.lstat(top / "new").st_mode) == 0o755
+    # A symlink in a lower layer is not followed: opt is a plain directory in this layer.
+    assert stat.S_IMODE(os.lstat(top / "opt").st_mode) == 0o755
+    assert (host / "host" / "victim").read_bytes() == b"original"

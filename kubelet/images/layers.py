@@ -37,6 +37,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
@@ -105,7 +106,7 @@ def _decompressed(f: IO[bytes]) -> IO[bytes] | _Prefixed:
     magic = f.read(6)
     src = _Prefixed(magic, f)
     if magic.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[arg-type]
+        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[call-overload,no-any-return]
     if magic.startswith(_ZSTD_MAGIC):
         try:
             import zstandard  # type: ignore[import-not-found]
@@ -131,8 +132,9 @@ def _clean_name(raw: str, what: str, entry: str) -> str:
 
 
 class _Applier:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, parents: Sequence[str] = ()) -> None:
         self.root = root
+        self.parents = list(parents)
         self.is_root = os.geteuid() == 0
         self.applied: set[str] = set()   # names applied from this layer (not implied parents)
         self.dir_times: dict[str, float] = {}
@@ -142,8 +144,10 @@ class _Applier:
         return os.path.join(self.root, rel) if rel else self.root
 
     def _parent_dirs(self, rel: str, entry: str) -> str:
-        """Makes sure every parent of `rel` is a real directory of this layer (creating
-        missing ones 0755, as containerd does); LayerError if one is a symlink or a file."""
+        """Makes sure every parent of `rel` is a real directory of this layer, LayerError if
+        one is a symlink or a file. A missing one is created as containerd's applier does:
+        with the mode, owner and mtime of the same directory in the layers below (else 0755),
+        so that in the merged view an implied directory does not change (/tmp stays 1777)."""
         parts = rel.split("/")[:-1]
         cur = self.root
         for i, p in enumerate(parts):
@@ -151,8 +155,9 @@ class _Applier:
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
-                os.mkdir(cur, 0o755)
-                self.applied.add("/".join(parts[:i + 1]))
+                implied = "/".join(parts[:i + 1])
+                self._mkdir_implied(cur, implied)
+                self.applied.add(implied)
                 continue
             if stat.S_ISLNK(st.st_mode):
                 raise LayerError(f"layer entry {entry!r}: parent {'/'.join(parts[:i + 1])!r} is a symlink "
@@ -160,6 +165,34 @@ class _Applier:
             if not stat.S_ISDIR(st.st_mode):
                 raise LayerError(f"layer entry {entry!r}: parent {'/'.join(parts[:i + 1])!r} is not a directory")
         return cur
+
+    def _lower_dir(self, rel: str) -> os.stat_result | None:
+        """The stat of directory `rel` in the nearest layer below that has it, looking at each
+        component with lstat (no symlink in a lower layer is followed), or None."""
+        for lower in self.parents:
+            cur, st = lower, None
+            for p in rel.split("/"):
+                cur = os.path.join(cur, p)
+                try:
+                    st = os.lstat(cur)
+                except OSError:
+                    st = None
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    st = None
+                    break
+            if st is not None:
+                return st
+        return None
+
+    def _mkdir_implied(self, path: str, rel: str) -> None:
+        lower = self._lower_dir(rel)
+        os.mkdir(path, 0o755)
+        if lower is None:
+            return
+        if self.is_root:
+            os.lchown(path, lower.st_uid, lower.st_gid)
+        os.chmod(path, stat.S_IMODE(lower.st_mode))
+        self.dir_times[rel] = lower.st_mtime
 
     def _clear(self, path: str, keep_dir: bool) -> bool:
         """Removes what is at `path` so an entry can take its place; a directory stays when
@@ -287,10 +320,13 @@ class _Applier:
         os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
-def apply_layer(src: BinaryIO | str, target: str, expected_diff_id: str | None = None) -> AppliedLayer:
+def apply_layer(src: BinaryIO | str, target: str, expected_diff_id: str | None = None,
+                parents: Sequence[str] = ()) -> AppliedLayer:
     """Applies the layer tar read from `src` (a path or a readable binary stream) into the
     new directory `target`, whose parent must exist and which must not; see the module
-    docstring for what is checked. Returns the diff ID and uncompressed size."""
+    docstring for what is checked. `parents` are the snapshots of the layers below, nearest
+    first (only read, for the attributes of directories the tar implies but does not
+    list). Returns the diff ID and uncompressed size."""
     if os.path.lexists(target):
         raise LayerError(f"snapshot directory {target} already exists")
     parent = os.path.dirname(os.path.abspath(target))
@@ -301,7 +337,7 @@ def apply_layer(src: BinaryIO | str, target: str, expected_diff_id: str | None =
             hashing = _Hashing(_decompressed(f))
             try:
                 tf = stack.enter_context(tarfile.open(fileobj=hashing, mode="r|"))  # type: ignore[call-overload]
-                applier = _Applier(staging)
+                applier = _Applier(staging, parents)
                 applier.apply(tf)
                 hashing.drain()  # the end-of-archive blocks and padding are part of the diff ID
             except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
