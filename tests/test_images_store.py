@@ -216,3 +216,16 @@ def test_a_killed_writer_leaves_no_blob_and_no_lock_held(tmp_path):
         f.write(data)
     assert open(s.blob_path(digest(data)), "rb").read() == data
     assert os.listdir(tmp_path / "ingest") == []
+
+
+def test_staging_left_by_a_dead_unpack_is_removed_on_open(tmp_path):
+    import subprocess
+    import sys
+    s = ContentStore(str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    snaps = os.path.dirname(s.snapshot_path(chain_ids([digest(b"a")])[0]))
+    os.makedirs(os.path.join(snaps, f".apply-{dead.pid}-abc", "usr"))
+    os.makedirs(os.path.join(snaps, f".apply-{os.getpid()}-def"))   # a live unpack's
+    ContentStore(str(tmp_path))   # as a restarted kubelet opens it
+    assert sorted(os.listdir(snaps)) == [f".apply-{os.getpid()}-def"]

@@ -19,7 +19,8 @@ Guarantees:
   callers that want to skip the download check `has_blob` inside the block, or before it.
 - Every change is a rename, so the store survives a restart (or a killed writer) as it was
   after its last completed change. An ingest file left by a killed writer is truncated by
-  the next ingest of that digest.
+  the next ingest of that digest; a staging directory left by a killed unpack is removed
+  when a store is next opened.
 - Image records are replaced atomically; the last `put_image` for a name wins, as
   containerd's image Update. A record does not require its blobs to be present (content
   is fetched before the record is written by the puller, and GC is a later piece).
@@ -33,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 import urllib.parse
@@ -117,6 +119,29 @@ class ContentStore:
         self.root = os.path.abspath(root)
         for sub in ("blobs/sha256", "ingest", "locks", "snapshots/sha256", "images"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        self.remove_stale_staging()
+
+    def remove_stale_staging(self) -> list[str]:
+        """Removes the staging directories (`.apply-<pid>-*`, see layers.apply_layer) of
+        processes that are gone, as a killed unpack leaves them; returns their names. The
+        kubelets sharing a store are host processes in one PID namespace, so a live pid
+        means a live (or reused, then kept: the safe side) writer."""
+        removed = []
+        snaps = os.path.join(self.root, "snapshots", "sha256")
+        for name in os.listdir(snaps):
+            parts = name.split("-", 2)
+            if not name.startswith(".apply-") or len(parts) < 3 or not parts[1].isdigit():
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            shutil.rmtree(os.path.join(snaps, name), ignore_errors=True)
+            removed.append(name)
+        return removed
 
     # --- blobs ---
 
