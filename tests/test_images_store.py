@@ -229,3 +229,52 @@ def test_staging_left_by_a_dead_unpack_is_removed_on_open(tmp_path):
     os.makedirs(os.path.join(snaps, f".apply-{os.getpid()}-def"))   # a live unpack's
     ContentStore(str(tmp_path))   # as a restarted kubelet opens it
     assert sorted(os.listdir(snaps)) == [f".apply-{os.getpid()}-def"]
+
+
+def _layer(files: dict) -> bytes:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_unpack_makes_each_snapshot_once_keyed_by_chain_id(tmp_path):
+    import gzip
+    s = ContentStore(str(tmp_path))
+    base, top = _layer({"tmp/a": b"a"}), _layer({"tmp/b": b"b"})
+    blobs = []
+    for tar in (base, top):
+        gz = gzip.compress(tar)
+        with s.ingest(digest(gz)) as f:
+            f.write(gz)
+        blobs.append(digest(gz))
+    diff_ids = [digest(base), digest(top)]
+    want = chain_ids(diff_ids)
+    got0 = []
+    threads = [threading.Thread(target=lambda: got0.append(s.unpack(blobs[0], diff_ids[0]))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got0 == [want[0]] * 3
+    assert s.unpack(blobs[1], diff_ids[1], [want[0]]) == want[1]
+    assert os.listdir(os.path.join(s.snapshot_path(want[1]), "tmp")) == ["b"]   # a changeset, not a copy
+    assert sorted(os.listdir(os.path.dirname(s.snapshot_path(want[0])))) == sorted(c[7:] for c in want)
+    with pytest.raises(ValueError, match="not unpacked"):
+        s.unpack(blobs[1], diff_ids[1], [digest(b"nope")])
+
+
+def test_unpack_with_a_wrong_diff_id_keeps_nothing(tmp_path):
+    from kubelet.images.layers import LayerError
+    s = ContentStore(str(tmp_path))
+    tar = _layer({"f": b"f"})
+    with s.ingest(digest(tar)) as f:
+        f.write(tar)
+    with pytest.raises(LayerError, match="does not match"):
+        s.unpack(digest(tar), digest(b"other"))
+    assert os.listdir(os.path.dirname(s.snapshot_path(digest(tar)))) == []

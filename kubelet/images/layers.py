@@ -282,6 +282,8 @@ class _Applier:
             if not key.startswith(_XATTR_PAX_PREFIX):
                 continue
             attr = key[len(_XATTR_PAX_PREFIX):]
+            if link and attr.startswith("user."):
+                continue  # Linux keeps no user.* xattrs on symlinks
             try:
                 os.setxattr(path, attr, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
             except OSError as e:

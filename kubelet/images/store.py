@@ -17,6 +17,8 @@ Guarantees:
   holds an exclusive flock on the digest's lock file for the whole block. A caller that gets
   the lock after the blob was committed is given a sink that discards what it writes, so
   callers that want to skip the download check `has_blob` inside the block, or before it.
+- `unpack` applies a layer blob into the snapshot for its chain ID once, under a lock per
+  chain ID, on top of its parents' snapshots; a snapshot is immutable once committed.
 - Every change is a rename, so the store survives a restart (or a killed writer) as it was
   after its last completed change. An ingest file left by a killed writer is truncated by
   the next ingest of that digest; a staging directory left by a killed unpack is removed
@@ -38,10 +40,11 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
+from kubelet.images.layers import apply_layer
 from kubelet.images.reference import check_digest
 
 
@@ -211,6 +214,25 @@ class ContentStore:
         `with store.snapshot_lock(c): if not store.has_snapshot(c): apply_layer(...)`."""
         with self._lock("sha256:" + hashlib.sha256(("snapshot " + chain_id).encode()).hexdigest()):
             yield
+
+    def unpack(self, blob_digest: str, diff_id: str, parent_chain_ids: Sequence[str] = ()) -> str:
+        """Makes the snapshot of the layer in blob `blob_digest` (whose uncompressed digest
+        must be `diff_id`) on top of `parent_chain_ids` (the chain IDs of the layers below,
+        base first, all unpacked), once however many callers ask at a time; returns its chain
+        ID. Raises layers.LayerError (nothing kept) for a layer that cannot be applied."""
+        check_digest(diff_id)
+        for parent in parent_chain_ids:
+            if not self.has_snapshot(parent):
+                raise ValueError(f"parent snapshot {parent} is not unpacked")
+        if parent_chain_ids:
+            chain_id = "sha256:" + hashlib.sha256(f"{parent_chain_ids[-1]} {diff_id}".encode()).hexdigest()
+        else:
+            chain_id = diff_id
+        with self.snapshot_lock(chain_id):
+            if not self.has_snapshot(chain_id):
+                apply_layer(self.blob_path(blob_digest), self.snapshot_path(chain_id), expected_diff_id=diff_id,
+                            parents=[self.snapshot_path(c) for c in reversed(parent_chain_ids)])
+        return chain_id
 
     # --- image records ---
 
