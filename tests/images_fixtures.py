@@ -11,7 +11,7 @@
   layer, one with a whiteout and an opaque directory, one multi-arch index), pushed with
   `skopeo copy`.
 - `TamperingProxy`: an HTTP proxy in front of a registry that flips one byte of one
-  blob's body, for the digest-mismatch tests.
+  blob's or manifest's body (the digest-mismatch tests), or redirects blob GETs.
 
 `require_tools()` skips a test when a tool is missing, but fails it when CI=true (as
 tests/conftest.py does for kubectl): in CI a missing tool is an install bug.
@@ -224,8 +224,12 @@ class Registry:
             return sum(1 for line in f if needle in line and '" 200 ' in line)
 
     def push(self, layout: str, tag: str, repository: str, dest_tag: str | None = None, *,
-             all_platforms: bool = False) -> None:
+             all_platforms: bool = False, docker_format: bool = False) -> None:
+        """skopeo copy from the OCI layout; `docker_format` converts to Docker schema 2
+        (manifest, or manifest list with `all_platforms`)."""
         cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+        if docker_format:
+            cmd += ["--format", "v2s2"]
         if self.htpasswd:
             cmd += ["--dest-creds", f"{USER}:{PASSWORD}"]
         if all_platforms:
@@ -383,14 +387,19 @@ def build_images(workdir: str) -> Images:
 # -- a tampering proxy ---------------------------------------------------------------------
 
 class TamperingProxy:
-    """Forwards plain-HTTP requests to `upstream` (a registry's base URL); the body of a
-    GET of blob `digest` comes back with its first byte flipped, `times` times."""
+    """Forwards plain-HTTP GETs to `upstream` (a registry's base URL). The body of a GET
+    whose path ends with `/<target>` (a blob's digest, or a manifest's tag or digest)
+    comes back with its first byte flipped, `times` times. With `redirect_blobs`, blob
+    GETs are answered with a 307 to the upstream instead, as registries send blob GETs
+    to their storage; `redirected` counts those."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream
-        self.digest = ""
+        self.target = ""
         self.times = 0
         self.tampered = 0
+        self.redirect_blobs = False
+        self.redirected = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -400,10 +409,17 @@ class TamperingProxy:
                 pass
 
             def do_GET(self):
+                if outer.redirect_blobs and "/blobs/" in self.path:
+                    outer.redirected += 1
+                    self.send_response(307)
+                    self.send_header("Location", outer.upstream + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
                 r = httpx.get(outer.upstream + self.path, headers=headers, follow_redirects=True, timeout=30)
                 body = r.content
-                if outer.digest and self.path.endswith("/blobs/" + outer.digest) and outer.times > 0 \
+                if outer.target and self.path.endswith("/" + outer.target) and outer.times > 0 \
                         and r.status_code == 200:
                     outer.times -= 1
                     outer.tampered += 1

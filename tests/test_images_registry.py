@@ -3,6 +3,7 @@ docker-registry, plain, with TLS + htpasswd, and with bearer tokens; images buil
 umoci from busybox-static and pushed with skopeo (tests/images_fixtures.py)."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -73,6 +74,8 @@ def registry(images):
     for tag, repo in (("app-a", "lab/app-a"), ("app-b", "lab/app-b"), ("whiteout", "lab/whiteout")):
         r.push(images.layout, tag, repo, "v1")
     r.push(images.layout, "multi", "lab/multi", "v1", all_platforms=True)
+    r.push(images.layout, "app-a", "lab/docker-a", "v1", docker_format=True)
+    r.push(images.layout, "multi", "lab/docker-multi", "v1", all_platforms=True, docker_format=True)
     yield r
     r.stop()
 
@@ -177,6 +180,64 @@ async def test_index_is_resolved_to_the_platform(registry, images, store):
     assert "linux/s390x" in str(e.value) and "linux/amd64, linux/arm64/v8" in str(e.value)
 
 
+async def test_docker_schema2_manifest_and_manifest_list(registry, images, store):
+    async with RegistryClient(insecure(registry)) as c:
+        img = await c.pull(registry.host, "lab/docker-a", "v1", store, platform=("linux", "amd64"))
+        listed = await c.pull(registry.host, "lab/docker-multi", "v1", store, platform=("linux", "arm64"))
+        with pytest.raises(PlatformNotFound) as e:
+            await c.pull(registry.host, "lab/docker-multi", "v1", store, platform=("windows", "amd64"))
+    assert img.manifest_media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    assert {la.media_type for la in img.layers} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    # The same layers and diff_ids as the OCI image it was converted from.
+    assert [la.digest for la in img.layers] == images.images["app-a"].layers
+    assert img.diff_ids == images.images["app-a"].diff_ids
+    assert listed.manifest_media_type == img.manifest_media_type and listed.config["architecture"] == "arm64"
+    assert e.value.available == ["linux/amd64", "linux/arm64/v8"]
+
+
+async def test_concurrent_pulls_share_one_download(registry, images, store):
+    want = images.images["app-b"]
+    async with RegistryClient(insecure(registry)) as c:
+        before = c.blob_requests
+        pulled = await asyncio.gather(*(c.pull(registry.host, "lab/app-b", "v1", store, platform=("linux", "amd64"))
+                                        for _ in range(3)))
+        assert c.blob_requests - before == 1 + len(want.layers)
+    assert {p.manifest_digest for p in pulled} == {want.manifest_digest}
+    assert sorted(store.ingested) == sorted([want.config_digest, *want.layers])
+
+
+async def test_blob_redirects_are_followed(registry, images, store):
+    proxy = TamperingProxy(registry.url)
+    proxy.redirect_blobs = True
+    try:
+        async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True),
+                                   registry.host: RegistryHostConfig(insecure=True)}) as c:
+            img = await c.pull(proxy.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
+    finally:
+        proxy.stop()
+    assert proxy.redirected == 1 + len(img.layers)
+    assert all(store.has_blob(la.digest) for la in img.layers)
+
+
+async def test_tampered_manifest_is_rejected(registry, images, store):
+    proxy = TamperingProxy(registry.url)
+    try:
+        async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True)}) as c:
+            # By tag: the registry's Docker-Content-Digest header gives it away.
+            proxy.target, proxy.times = "v1", 1
+            with pytest.raises(RegistryError) as by_tag:
+                await c.pull(proxy.host, "lab/app-a", "v1", store)
+            digest = images.images["app-a"].manifest_digest
+            proxy.target, proxy.times = digest, 1
+            with pytest.raises(RegistryError) as by_digest:
+                await c.pull(proxy.host, "lab/app-a", digest, store)
+    finally:
+        proxy.stop()
+    assert "Docker-Content-Digest says " + digest in str(by_tag.value)
+    assert f"manifest lab/app-a@{digest} from {proxy.host} has digest sha256:" in str(by_digest.value)
+    assert store.files() == []
+
+
 async def test_unknown_tag_is_a_404_naming_it(registry, store):
     async with RegistryClient(insecure(registry)) as c:
         with pytest.raises(RegistryError) as e:
@@ -247,13 +308,13 @@ async def test_tampered_blob_is_retried_then_rejected(registry, images, store):
     try:
         async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True)}) as c:
             # Tampered once: the retry gets the right bytes.
-            proxy.digest, proxy.times = layer, 1
+            proxy.target, proxy.times = layer, 1
             img = await c.pull(proxy.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
             assert proxy.tampered == 1 and store.has_blob(layer)
             assert img.manifest_digest == images.images["app-a"].manifest_digest
 
             other = StoreDouble(tempfile.mkdtemp(dir=store.root))
-            proxy.digest, proxy.times, proxy.tampered = layer, 5, 0
+            proxy.target, proxy.times, proxy.tampered = layer, 5, 0
             with pytest.raises(RegistryError) as e:
                 await c.pull(proxy.host, "lab/app-a", "v1", other, platform=("linux", "amd64"))
             assert proxy.tampered == 2

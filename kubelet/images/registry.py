@@ -48,7 +48,7 @@ import re
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, ContextManager, Protocol
 from urllib.parse import urlsplit
 
@@ -139,7 +139,7 @@ class PulledImage:
     diff_ids: list[str]
     # Bytes fetched from the registry for this pull (blobs the store had are not counted).
     fetched_bytes: int = 0
-    size: int = field(default=0)  # config + layers, as the manifest gives them
+    size: int = 0  # config + layers, as the manifest gives them
 
 
 Platform = tuple[str, ...]  # (os, architecture) or (os, architecture, variant)
@@ -322,6 +322,8 @@ class RegistryClient:
         self._basic: dict[str, Credentials] = {}  # hosts that asked for Basic auth
         self._parallel = max_parallel_blobs
         self.blob_requests = 0  # GETs of blobs sent, for tests and metrics
+        # Concurrent pulls through this client that need one blob share its download.
+        self._inflight: dict[tuple[int, str], asyncio.Future[int]] = {}
 
     async def aclose(self) -> None:
         for c in self._clients.values():
@@ -484,6 +486,37 @@ class RegistryClient:
 
     async def _fetch_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
                           digest: str, size: int | None, store: BlobStore) -> int:
+        """Streams one blob into the store, or waits for the download of it already under
+        way for the same store; bytes fetched by this call."""
+        key = (id(store), digest)
+        running = self._inflight.get(key)
+        if running is not None:
+            try:
+                await asyncio.shield(running)
+                return 0
+            except asyncio.CancelledError:
+                if not running.cancelled():
+                    raise  # this pull was cancelled
+                # The pull that was downloading it was cancelled: download it here.
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            n = await self._download_blob(host, repository, scope, creds, digest, size, store)
+            fut.set_result(n)
+            return n
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as e:
+            fut.set_exception(e)
+            fut.exception()  # the waiters (if any) re-raise it; none waiting is not an error
+            raise
+        finally:
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+
+    async def _download_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
+                             digest: str, size: int | None, store: BlobStore) -> int:
         """Streams one blob into the store; bytes fetched. Retried once on a mismatch."""
         last: Exception | None = None
         for _ in range(2):
