@@ -285,8 +285,29 @@ async def test_wrong_then_right_credentials_from_dockerconfigjson(private_regist
         assert e.value.status == 401 and host in str(e.value)
         # The kubelet tries each matching credential in turn.
         img = await c.pull(host, "private/app", "v1", store, credentials=creds)
+        # What one pull's credentials got is not lent to a pull without them.
+        with pytest.raises(RegistryError) as e:
+            await c.pull(host, "private/app", "v1", store)
+        assert e.value.status == 401
     assert img.manifest_digest == images.images["app-a"].manifest_digest
     assert all(store.has_blob(d) for d in [img.config_digest, *(la.digest for la in img.layers)])
+
+
+async def test_node_credentials_from_the_registry_config(private_registry, store):
+    cfg = RegistryHostConfig(ca_file=private_registry.ca_file, credentials=Credentials(USER, PASSWORD))
+    async with RegistryClient({private_registry.host: cfg}) as c:
+        # A pod's wrong credential is tried first, then the node's.
+        img = await c.pull(private_registry.host, "private/app", "v1", store,
+                           credentials=[Credentials(USER, "wrong")])
+    assert store.has_blob(img.config_digest)
+
+
+async def test_plain_http_only_when_insecure(registry, store):
+    async with RegistryClient() as c:
+        with pytest.raises(RegistryError) as e:
+            await c.pull(registry.host, "lab/app-a", "v1", store)
+    assert registry.host in str(e.value) and e.value.status is None
+    assert store.files() == []
 
 
 async def test_anonymous_bearer_token_flow_caches_the_token(token_registry, images, store):

@@ -305,6 +305,12 @@ def _error_detail(response: httpx.Response) -> str:
         return ""
 
 
+def _who(creds: Credentials | None) -> str:
+    if creds is None:
+        return ""
+    return hashlib.sha256(f"{creds.username}\0{creds.password}".encode()).hexdigest()
+
+
 def _digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -318,8 +324,10 @@ class RegistryClient:
         self._registries = dict(registries or {})
         self._timeout = timeout
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._tokens: dict[tuple[str, str, str], _Token] = {}
-        self._basic: dict[str, Credentials] = {}  # hosts that asked for Basic auth
+        # Tokens and "this host wants Basic" are remembered per identity (_who), so one
+        # pod's imagePullSecret never authorizes another pod's pull.
+        self._tokens: dict[tuple[str, str, str], _Token] = {}  # (host, who, scope)
+        self._basic: set[tuple[str, str]] = set()  # (host, who)
         self._parallel = max_parallel_blobs
         self.blob_requests = 0  # GETs of blobs sent, for tests and metrics
         # Concurrent pulls through this client that need one blob share its download.
@@ -357,13 +365,11 @@ class RegistryClient:
 
     # -- auth --
 
-    def _auth_header(self, host: str, scope: str) -> str | None:
-        for (h, s, _), tok in list(self._tokens.items()):
-            if h == host and s == scope:
-                if tok.expires > time.monotonic():
-                    return f"Bearer {tok.value}"
-        creds = self._basic.get(host)
-        if creds is not None:
+    def _auth_header(self, host: str, scope: str, creds: Credentials | None) -> str | None:
+        tok = self._tokens.get((host, _who(creds), scope))
+        if tok is not None and tok.expires > time.monotonic():
+            return f"Bearer {tok.value}"
+        if creds is not None and (host, _who(creds)) in self._basic:
             raw = f"{creds.username}:{creds.password}".encode()
             return "Basic " + base64.b64encode(raw).decode()
         return None
@@ -374,9 +380,9 @@ class RegistryClient:
         header = response.headers.get("www-authenticate", "")
         scheme, params = parse_challenge(header)
         if scheme == "basic":
-            if creds is None or self._basic.get(host) == creds:
-                return False
-            self._basic[host] = creds
+            if creds is None or (host, _who(creds)) in self._basic:
+                return False  # nothing to send, or these were refused
+            self._basic.add((host, _who(creds)))
             return True
         if scheme != "bearer" or "realm" not in params:
             return False
@@ -400,7 +406,7 @@ class RegistryClient:
         if not token:
             raise RegistryError(f"token response from {realm} for {host} has no token", registry=host)
         # A little early, so a token does not expire between the check and the request.
-        self._tokens[(host, scope, realm)] = _Token(token, time.monotonic() + max(expires_in - 5, 1))
+        self._tokens[(host, _who(creds), scope)] = _Token(token, time.monotonic() + max(expires_in - 5, 1))
         return True
 
     async def _send(self, host: str, path: str, scope: str, creds: Credentials | None,
@@ -410,7 +416,7 @@ class RegistryClient:
         url = self._url(host, path)
         for _ in range(3):
             h = dict(headers or {})
-            auth = self._auth_header(host, scope)
+            auth = self._auth_header(host, scope, creds)
             if auth:
                 h["Authorization"] = auth
             try:
@@ -548,6 +554,9 @@ class RegistryClient:
             except httpx.HTTPError as e:
                 last = BlobDigestMismatch(f"blob {digest} of {repository} from {host}: download broke "
                                           f"after {got} bytes: {e}", registry=host)
+            except OSError as e:  # the store's disk: full, or not writable; not retried
+                raise RegistryError(f"storing blob {digest} of {repository} from {host} failed: {e}",
+                                    registry=host) from e
             except Exception as e:  # noqa: BLE001 - the store's own DigestMismatch, whatever its module
                 if type(e).__name__ != "DigestMismatch":
                     raise
@@ -565,20 +574,17 @@ class RegistryClient:
         """Pulls `host/repository:reference` (reference: a tag or sha256 digest) for
         `platform` (default: this node's) into `store`. `credentials`: one, or several
         (credentials_for's list) tried in turn while the registry answers 401/403."""
-        if credentials is None:
-            tries: list[Credentials | None] = [self._config(host).credentials]
-        elif isinstance(credentials, Credentials):
-            tries = [credentials]
-        else:
-            tries = list(credentials) or [None]
+        given = [credentials] if isinstance(credentials, Credentials) else list(credentials or [])
+        node = self._config(host).credentials
+        # The pod's credentials first, then the node's (as the kubelet's keyring merges
+        # them), else anonymous.
+        tries: list[Credentials | None] = [*given, *([node] if node and node not in given else [])] or [None]
         for i, creds in enumerate(tries):
             try:
                 return await self._pull(host, repository, reference, store, platform or node_platform(), creds)
             except RegistryError as e:
                 if e.status not in (401, 403) or i == len(tries) - 1:
                     raise
-                self._basic.pop(host, None)
-                self._tokens = {k: v for k, v in self._tokens.items() if k[0] != host}
         raise AssertionError("unreachable")
 
     async def _pull(self, host: str, repository: str, reference: str, store: BlobStore,
