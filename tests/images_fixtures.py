@@ -13,12 +13,20 @@
 - `TamperingProxy`: an HTTP proxy in front of a registry that flips one byte of one
   blob's or manifest's body (the digest-mismatch tests), or redirects blob GETs.
 
+The session-scoped pytest fixtures (import them by name into a test module):
+`oci_images` (built once), `plain_registry` (plain HTTP; every image pushed as
+`lab/<tag>:v1`, plus Docker schema 2 copies `lab/docker-app-a:v1` and
+`lab/docker-multi:v1`), `auth_registry` (TLS + htpasswd; `private/app-a:v1`; client
+config needs `.ca_file`, credentials USER/PASSWORD) and `token_registry` (bearer tokens;
+`public/app-b:v1`; yields (registry, token server)).
+
 `require_tools()` skips a test when a tool is missing, but fails it when CI=true (as
 tests/conftest.py does for kubectl): in CI a missing tool is an install bug.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import io
@@ -439,3 +447,52 @@ class TamperingProxy:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- session fixtures ----------------------------------------------------------------------
+
+IMAGE_TAGS = ("base", "app-a", "app-b", "whiteout")
+
+
+@contextlib.contextmanager
+def _running(registry: Registry):
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="session")
+def oci_images(tmp_path_factory) -> Images:
+    require_tools()
+    return build_images(str(tmp_path_factory.mktemp("oci-images")))
+
+
+@pytest.fixture(scope="session")
+def plain_registry(oci_images):
+    with _running(Registry()) as r:
+        for tag in IMAGE_TAGS:
+            r.push(oci_images.layout, tag, f"lab/{tag}", "v1")
+        r.push(oci_images.layout, "multi", "lab/multi", "v1", all_platforms=True)
+        r.push(oci_images.layout, "app-a", "lab/docker-app-a", "v1", docker_format=True)
+        r.push(oci_images.layout, "multi", "lab/docker-multi", "v1", all_platforms=True, docker_format=True)
+        yield r
+
+
+@pytest.fixture(scope="session")
+def auth_registry(oci_images):
+    with _running(Registry(tls=True, htpasswd=True)) as r:
+        r.push(oci_images.layout, "app-a", "private/app-a", "v1")
+        yield r
+
+
+@pytest.fixture(scope="session")
+def token_registry(oci_images):
+    ts = TokenServer()
+    try:
+        with _running(Registry(token_server=ts)) as r:
+            r.push(oci_images.layout, "app-b", "public/app-b", "v1")
+            yield r, ts
+    finally:
+        ts.stop()

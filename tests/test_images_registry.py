@@ -15,8 +15,8 @@ import pytest
 
 from kubelet.images.registry import (Credentials, PlatformNotFound, RegistryClient, RegistryError,
                                      RegistryHostConfig, credentials_for)
-from tests.images_fixtures import (PASSWORD, USER, Registry, TamperingProxy, TokenServer, build_images,
-                                   require_tools)
+from tests.images_fixtures import (PASSWORD, USER, TamperingProxy, auth_registry, oci_images,  # noqa: F401
+                                   plain_registry, token_registry)
 from tests.procs import free_port
 
 
@@ -62,42 +62,6 @@ class StoreDouble:
         return sorted(os.listdir(self.root))
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    require_tools()
-    return build_images(str(tmp_path_factory.mktemp("images")))
-
-
-@pytest.fixture(scope="module")
-def registry(images):
-    r = Registry().start()
-    for tag, repo in (("app-a", "lab/app-a"), ("app-b", "lab/app-b"), ("whiteout", "lab/whiteout")):
-        r.push(images.layout, tag, repo, "v1")
-    r.push(images.layout, "multi", "lab/multi", "v1", all_platforms=True)
-    r.push(images.layout, "app-a", "lab/docker-a", "v1", docker_format=True)
-    r.push(images.layout, "multi", "lab/docker-multi", "v1", all_platforms=True, docker_format=True)
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def private_registry(images):
-    r = Registry(tls=True, htpasswd=True).start()
-    r.push(images.layout, "app-a", "private/app", "v1")
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def token_registry(images):
-    ts = TokenServer()
-    r = Registry(token_server=ts).start()
-    r.push(images.layout, "app-b", "public/app", "v1")
-    yield r, ts
-    r.stop()
-    ts.stop()
-
-
 @pytest.fixture
 def store(tmp_path):
     return StoreDouble(str(tmp_path))
@@ -113,10 +77,10 @@ def dockerconfig(key: str, user: str = USER, password: str = PASSWORD, *, fields
     return {"auths": {key: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
 
 
-async def test_pull_puts_config_and_layers_in_the_store(registry, images, store):
-    want = images.images["app-a"]
-    async with RegistryClient(insecure(registry)) as c:
-        img = await c.pull(registry.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
+async def test_pull_puts_config_and_layers_in_the_store(plain_registry, oci_images, store):
+    want = oci_images.images["app-a"]
+    async with RegistryClient(insecure(plain_registry)) as c:
+        img = await c.pull(plain_registry.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
     assert img.manifest_digest == want.manifest_digest
     assert img.config_digest == want.config_digest
     assert [la.digest for la in img.layers] == want.layers
@@ -131,87 +95,87 @@ async def test_pull_puts_config_and_layers_in_the_store(registry, images, store)
     assert not [f for f in store.files() if f.endswith(".partial")]
 
 
-async def test_pull_by_digest_verifies_the_manifest(registry, images, store):
-    want = images.images["app-b"]
-    async with RegistryClient(insecure(registry)) as c:
-        img = await c.pull(registry.host, "lab/app-b", want.manifest_digest, store, platform=("linux", "amd64"))
+async def test_pull_by_digest_verifies_the_manifest(plain_registry, oci_images, store):
+    want = oci_images.images["app-b"]
+    async with RegistryClient(insecure(plain_registry)) as c:
+        img = await c.pull(plain_registry.host, "lab/app-b", want.manifest_digest, store, platform=("linux", "amd64"))
         assert img.manifest_digest == want.manifest_digest
         # A digest the registry has no manifest for is a 404 naming it.
         wrong = "sha256:" + "0" * 64
         with pytest.raises(RegistryError) as e:
-            await c.pull(registry.host, "lab/app-b", wrong, store)
+            await c.pull(plain_registry.host, "lab/app-b", wrong, store)
     assert e.value.status == 404 and f"lab/app-b@{wrong}" in str(e.value)
 
 
-async def test_shared_base_layer_is_downloaded_once(registry, images, store):
-    base = images.images["app-a"].layers[0]
-    assert base == images.images["app-b"].layers[0]
-    before = registry.blob_gets("lab/app-a", base) + registry.blob_gets("lab/app-b", base)
-    async with RegistryClient(insecure(registry)) as c:
-        a = await c.pull(registry.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
-        b = await c.pull(registry.host, "lab/app-b", "v1", store, platform=("linux", "amd64"))
-    after = registry.blob_gets("lab/app-a", base) + registry.blob_gets("lab/app-b", base)
+async def test_shared_base_layer_is_downloaded_once(plain_registry, oci_images, store):
+    base = oci_images.images["app-a"].layers[0]
+    assert base == oci_images.images["app-b"].layers[0]
+    before = plain_registry.blob_gets("lab/app-a", base) + plain_registry.blob_gets("lab/app-b", base)
+    async with RegistryClient(insecure(plain_registry)) as c:
+        a = await c.pull(plain_registry.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
+        b = await c.pull(plain_registry.host, "lab/app-b", "v1", store, platform=("linux", "amd64"))
+    after = plain_registry.blob_gets("lab/app-a", base) + plain_registry.blob_gets("lab/app-b", base)
     assert after - before == 1
     assert store.ingested.count(base) == 1
     assert b.fetched_bytes < a.fetched_bytes  # b fetched only its config and own layer
     assert b.layers[0].digest == base
 
 
-async def test_whiteout_image_pulls_all_layers(registry, images, store):
-    want = images.images["whiteout"]
-    async with RegistryClient(insecure(registry)) as c:
-        img = await c.pull(registry.host, "lab/whiteout", "v1", store, platform=("linux", "amd64"))
+async def test_whiteout_image_pulls_all_layers(plain_registry, oci_images, store):
+    want = oci_images.images["whiteout"]
+    async with RegistryClient(insecure(plain_registry)) as c:
+        img = await c.pull(plain_registry.host, "lab/whiteout", "v1", store, platform=("linux", "amd64"))
     assert [la.digest for la in img.layers] == want.layers and len(img.diff_ids) == 3
 
 
-async def test_index_is_resolved_to_the_platform(registry, images, store):
-    async with RegistryClient(insecure(registry)) as c:
-        amd = await c.pull(registry.host, "lab/multi", "v1", store, platform=("linux", "amd64"))
-        arm = await c.pull(registry.host, "lab/multi", "v1", store, platform=("linux", "arm64", "v8"))
-        arm_novariant = await c.pull(registry.host, "lab/multi", "v1", store, platform=("linux", "arm64"))
+async def test_index_is_resolved_to_the_platform(plain_registry, oci_images, store):
+    async with RegistryClient(insecure(plain_registry)) as c:
+        amd = await c.pull(plain_registry.host, "lab/multi", "v1", store, platform=("linux", "amd64"))
+        arm = await c.pull(plain_registry.host, "lab/multi", "v1", store, platform=("linux", "arm64", "v8"))
+        arm_novariant = await c.pull(plain_registry.host, "lab/multi", "v1", store, platform=("linux", "arm64"))
         with pytest.raises(PlatformNotFound) as e:
-            await c.pull(registry.host, "lab/multi", "v1", store, platform=("linux", "s390x"))
-    assert amd.manifest_digest == images.images["app-a"].manifest_digest
+            await c.pull(plain_registry.host, "lab/multi", "v1", store, platform=("linux", "s390x"))
+    assert amd.manifest_digest == oci_images.images["app-a"].manifest_digest
     assert amd.config["architecture"] == "amd64"
     assert arm.config["architecture"] == "arm64" and arm.config["variant"] == "v8"
-    assert arm.manifest_digest != amd.manifest_digest == images.images["app-a"].manifest_digest
+    assert arm.manifest_digest != amd.manifest_digest == oci_images.images["app-a"].manifest_digest
     assert arm_novariant.manifest_digest == arm.manifest_digest
     assert e.value.available == ["linux/amd64", "linux/arm64/v8"]
     assert "linux/s390x" in str(e.value) and "linux/amd64, linux/arm64/v8" in str(e.value)
 
 
-async def test_docker_schema2_manifest_and_manifest_list(registry, images, store):
-    async with RegistryClient(insecure(registry)) as c:
-        img = await c.pull(registry.host, "lab/docker-a", "v1", store, platform=("linux", "amd64"))
-        listed = await c.pull(registry.host, "lab/docker-multi", "v1", store, platform=("linux", "arm64"))
+async def test_docker_schema2_manifest_and_manifest_list(plain_registry, oci_images, store):
+    async with RegistryClient(insecure(plain_registry)) as c:
+        img = await c.pull(plain_registry.host, "lab/docker-app-a", "v1", store, platform=("linux", "amd64"))
+        listed = await c.pull(plain_registry.host, "lab/docker-multi", "v1", store, platform=("linux", "arm64"))
         with pytest.raises(PlatformNotFound) as e:
-            await c.pull(registry.host, "lab/docker-multi", "v1", store, platform=("windows", "amd64"))
+            await c.pull(plain_registry.host, "lab/docker-multi", "v1", store, platform=("windows", "amd64"))
     assert img.manifest_media_type == "application/vnd.docker.distribution.manifest.v2+json"
     assert {la.media_type for la in img.layers} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     # The same layers and diff_ids as the OCI image it was converted from.
-    assert [la.digest for la in img.layers] == images.images["app-a"].layers
-    assert img.diff_ids == images.images["app-a"].diff_ids
+    assert [la.digest for la in img.layers] == oci_images.images["app-a"].layers
+    assert img.diff_ids == oci_images.images["app-a"].diff_ids
     assert listed.manifest_media_type == img.manifest_media_type and listed.config["architecture"] == "arm64"
     assert e.value.available == ["linux/amd64", "linux/arm64/v8"]
 
 
-async def test_concurrent_pulls_share_one_download(registry, images, store):
-    want = images.images["app-b"]
-    async with RegistryClient(insecure(registry)) as c:
+async def test_concurrent_pulls_share_one_download(plain_registry, oci_images, store):
+    want = oci_images.images["app-b"]
+    async with RegistryClient(insecure(plain_registry)) as c:
         before = c.blob_requests
-        pulled = await asyncio.gather(*(c.pull(registry.host, "lab/app-b", "v1", store, platform=("linux", "amd64"))
-                                        for _ in range(3)))
+        pulled = await asyncio.gather(*(
+            c.pull(plain_registry.host, "lab/app-b", "v1", store, platform=("linux", "amd64")) for _ in range(3)))
         assert c.blob_requests - before == 1 + len(want.layers)
     assert {p.manifest_digest for p in pulled} == {want.manifest_digest}
     assert sorted(store.ingested) == sorted([want.config_digest, *want.layers])
 
 
-async def test_blob_redirects_are_followed(registry, images, store):
-    proxy = TamperingProxy(registry.url)
+async def test_blob_redirects_are_followed(plain_registry, oci_images, store):
+    proxy = TamperingProxy(plain_registry.url)
     proxy.redirect_blobs = True
     try:
         async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True),
-                                   registry.host: RegistryHostConfig(insecure=True)}) as c:
+                                   plain_registry.host: RegistryHostConfig(insecure=True)}) as c:
             img = await c.pull(proxy.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
     finally:
         proxy.stop()
@@ -219,15 +183,15 @@ async def test_blob_redirects_are_followed(registry, images, store):
     assert all(store.has_blob(la.digest) for la in img.layers)
 
 
-async def test_tampered_manifest_is_rejected(registry, images, store):
-    proxy = TamperingProxy(registry.url)
+async def test_tampered_manifest_is_rejected(plain_registry, oci_images, store):
+    proxy = TamperingProxy(plain_registry.url)
     try:
         async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True)}) as c:
             # By tag: the registry's Docker-Content-Digest header gives it away.
             proxy.target, proxy.times = "v1", 1
             with pytest.raises(RegistryError) as by_tag:
                 await c.pull(proxy.host, "lab/app-a", "v1", store)
-            digest = images.images["app-a"].manifest_digest
+            digest = oci_images.images["app-a"].manifest_digest
             proxy.target, proxy.times = digest, 1
             with pytest.raises(RegistryError) as by_digest:
                 await c.pull(proxy.host, "lab/app-a", digest, store)
@@ -238,12 +202,12 @@ async def test_tampered_manifest_is_rejected(registry, images, store):
     assert store.files() == []
 
 
-async def test_unknown_tag_is_a_404_naming_it(registry, store):
-    async with RegistryClient(insecure(registry)) as c:
+async def test_unknown_tag_is_a_404_naming_it(plain_registry, store):
+    async with RegistryClient(insecure(plain_registry)) as c:
         with pytest.raises(RegistryError) as e:
-            await c.pull(registry.host, "lab/app-a", "nope", store)
-    assert e.value.status == 404 and e.value.registry == registry.host
-    assert f"{registry.host}/lab/app-a:nope" in str(e.value)
+            await c.pull(plain_registry.host, "lab/app-a", "nope", store)
+    assert e.value.status == 404 and e.value.registry == plain_registry.host
+    assert f"{plain_registry.host}/lab/app-a:nope" in str(e.value)
     assert store.files() == []
 
 
@@ -255,84 +219,84 @@ async def test_registry_down_is_a_connection_error(store):
     assert e.value.status is None and f"cannot connect to registry {host}" in str(e.value)
 
 
-async def test_https_needs_the_registry_ca(private_registry, store):
+async def test_https_needs_the_registry_ca(auth_registry, store):
     creds = Credentials(USER, PASSWORD)
     async with RegistryClient() as c:  # system CAs only
         with pytest.raises(RegistryError) as e:
-            await c.pull(private_registry.host, "private/app", "v1", store, credentials=creds)
-    assert private_registry.host in str(e.value) and "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+            await c.pull(auth_registry.host, "private/app-a", "v1", store, credentials=creds)
+    assert auth_registry.host in str(e.value) and "CERTIFICATE_VERIFY_FAILED" in str(e.value)
     assert store.files() == []
 
 
-async def test_no_credentials_is_401_naming_the_registry(private_registry, store):
-    async with RegistryClient({private_registry.host: RegistryHostConfig(ca_file=private_registry.ca_file)}) as c:
+async def test_no_credentials_is_401_naming_the_registry(auth_registry, store):
+    async with RegistryClient({auth_registry.host: RegistryHostConfig(ca_file=auth_registry.ca_file)}) as c:
         with pytest.raises(RegistryError) as e:
-            await c.pull(private_registry.host, "private/app", "v1", store)
+            await c.pull(auth_registry.host, "private/app-a", "v1", store)
     assert e.value.status == 401
-    assert str(e.value).startswith(f"401 Unauthorized from {private_registry.host}")
+    assert str(e.value).startswith(f"401 Unauthorized from {auth_registry.host}")
     assert store.files() == []
 
 
-async def test_wrong_then_right_credentials_from_dockerconfigjson(private_registry, images, store):
-    host = private_registry.host
+async def test_wrong_then_right_credentials_from_dockerconfigjson(auth_registry, oci_images, store):
+    host = auth_registry.host
     wrong = dockerconfig(f"https://{host}", password="wrong")
     right = dockerconfig(host, fields=True)
-    creds = credentials_for(host, [wrong, right], "private/app")
+    creds = credentials_for(host, [wrong, right], "private/app-a")
     assert creds == [Credentials(USER, "wrong"), Credentials(USER, PASSWORD)]
-    async with RegistryClient({host: RegistryHostConfig(ca_file=private_registry.ca_file)}) as c:
+    async with RegistryClient({host: RegistryHostConfig(ca_file=auth_registry.ca_file)}) as c:
         with pytest.raises(RegistryError) as e:
-            await c.pull(host, "private/app", "v1", store, credentials=creds[:1])
+            await c.pull(host, "private/app-a", "v1", store, credentials=creds[:1])
         assert e.value.status == 401 and host in str(e.value)
         # The kubelet tries each matching credential in turn.
-        img = await c.pull(host, "private/app", "v1", store, credentials=creds)
+        img = await c.pull(host, "private/app-a", "v1", store, credentials=creds)
         # What one pull's credentials got is not lent to a pull without them.
         with pytest.raises(RegistryError) as e:
-            await c.pull(host, "private/app", "v1", store)
+            await c.pull(host, "private/app-a", "v1", store)
         assert e.value.status == 401
-    assert img.manifest_digest == images.images["app-a"].manifest_digest
+    assert img.manifest_digest == oci_images.images["app-a"].manifest_digest
     assert all(store.has_blob(d) for d in [img.config_digest, *(la.digest for la in img.layers)])
 
 
-async def test_node_credentials_from_the_registry_config(private_registry, store):
-    cfg = RegistryHostConfig(ca_file=private_registry.ca_file, credentials=Credentials(USER, PASSWORD))
-    async with RegistryClient({private_registry.host: cfg}) as c:
+async def test_node_credentials_from_the_registry_config(auth_registry, store):
+    cfg = RegistryHostConfig(ca_file=auth_registry.ca_file, credentials=Credentials(USER, PASSWORD))
+    async with RegistryClient({auth_registry.host: cfg}) as c:
         # A pod's wrong credential is tried first, then the node's.
-        img = await c.pull(private_registry.host, "private/app", "v1", store,
+        img = await c.pull(auth_registry.host, "private/app-a", "v1", store,
                            credentials=[Credentials(USER, "wrong")])
     assert store.has_blob(img.config_digest)
 
 
-async def test_plain_http_only_when_insecure(registry, store):
+async def test_plain_http_only_when_insecure(plain_registry, store):
     async with RegistryClient() as c:
         with pytest.raises(RegistryError) as e:
-            await c.pull(registry.host, "lab/app-a", "v1", store)
-    assert registry.host in str(e.value) and e.value.status is None
+            await c.pull(plain_registry.host, "lab/app-a", "v1", store)
+    assert plain_registry.host in str(e.value) and e.value.status is None
     assert store.files() == []
 
 
-async def test_anonymous_bearer_token_flow_caches_the_token(token_registry, images, store):
+async def test_anonymous_bearer_token_flow_caches_the_token(token_registry, oci_images, store):
     reg, ts = token_registry
     before = len(ts.issued)
     async with RegistryClient(insecure(reg)) as c:
-        img = await c.pull(reg.host, "public/app", "v1", store, platform=("linux", "amd64"))
+        img = await c.pull(reg.host, "public/app-b", "v1", store, platform=("linux", "amd64"))
         issued = ts.issued[before:]
         # One token for the repository's pull scope serves the manifest and every blob.
-        assert issued == ["repository:public/app:pull"]
-        await c.pull(reg.host, "public/app", "v1", store, platform=("linux", "amd64"))
+        assert issued == ["repository:public/app-b:pull"]
+        await c.pull(reg.host, "public/app-b", "v1", store, platform=("linux", "amd64"))
         assert len(ts.issued) == before + 1
-    assert img.manifest_digest == images.images["app-b"].manifest_digest
+    assert img.manifest_digest == oci_images.images["app-b"].manifest_digest
 
 
-async def test_tampered_blob_is_retried_then_rejected(registry, images, store):
-    layer = images.images["app-a"].layers[1]
-    proxy = TamperingProxy(registry.url)
+async def test_tampered_blob_is_retried_then_rejected(plain_registry, oci_images, store):
+    layer = oci_images.images["app-a"].layers[1]
+    proxy = TamperingProxy(plain_registry.url)
     try:
         async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True)}) as c:
             # Tampered once: the retry gets the right bytes.
             proxy.target, proxy.times = layer, 1
             img = await c.pull(proxy.host, "lab/app-a", "v1", store, platform=("linux", "amd64"))
             assert proxy.tampered == 1 and store.has_blob(layer)
-            assert img.manifest_digest == images.images["app-a"].manifest_digest
+            assert img.manifest_digest == oci_images.images["app-a"].manifest_digest
 
             other = StoreDouble(tempfile.mkdtemp(dir=store.root))
             proxy.target, proxy.times, proxy.tampered = layer, 5, 0
