@@ -277,13 +277,18 @@ async def test_plain_http_only_when_insecure(plain_registry, store):
 async def test_anonymous_bearer_token_flow_caches_the_token(token_registry, oci_images, store):
     reg, ts = token_registry
     before = len(ts.issued)
-    async with RegistryClient(insecure(reg)) as c:
+    now = [1000.0]
+    async with RegistryClient(insecure(reg), clock=lambda: now[0]) as c:
         img = await c.pull(reg.host, "public/app-b", "v1", store, platform=("linux", "amd64"))
         issued = ts.issued[before:]
         # One token for the repository's pull scope serves the manifest and every blob.
         assert issued == ["repository:public/app-b:pull"]
         await c.pull(reg.host, "public/app-b", "v1", store, platform=("linux", "amd64"))
         assert len(ts.issued) == before + 1
+        # Past its expires_in, the token is not sent again: a new one is fetched.
+        now[0] += ts.expires_in
+        await c.pull(reg.host, "public/app-b", "v1", store, platform=("linux", "amd64"))
+        assert len(ts.issued) == before + 2
     assert img.manifest_digest == oci_images.images["app-b"].manifest_digest
 
 

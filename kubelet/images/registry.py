@@ -47,7 +47,7 @@ import platform as _platform
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ContextManager, Protocol
 from urllib.parse import urlsplit
@@ -292,7 +292,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 @dataclass
 class _Token:
     value: str
-    expires: float  # time.monotonic()
+    expires: float  # on the client's clock (monotonic)
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -320,9 +320,11 @@ class RegistryClient:
     reused). `registries` maps a host[:port] to how to reach it."""
 
     def __init__(self, registries: Mapping[str, RegistryHostConfig] | None = None, *,
-                 timeout: float = 30.0, max_parallel_blobs: int = 3):
+                 timeout: float = 30.0, max_parallel_blobs: int = 3,
+                 clock: Callable[[], float] = time.monotonic):
         self._registries = dict(registries or {})
         self._timeout = timeout
+        self._clock = clock  # token expiry; injectable so tests need not wait for it
         self._clients: dict[str, httpx.AsyncClient] = {}
         # Tokens and "this host wants Basic" are remembered per identity (_who), so one
         # pod's imagePullSecret never authorizes another pod's pull.
@@ -367,7 +369,7 @@ class RegistryClient:
 
     def _auth_header(self, host: str, scope: str, creds: Credentials | None) -> str | None:
         tok = self._tokens.get((host, _who(creds), scope))
-        if tok is not None and tok.expires > time.monotonic():
+        if tok is not None and tok.expires > self._clock():
             return f"Bearer {tok.value}"
         if creds is not None and (host, _who(creds)) in self._basic:
             raw = f"{creds.username}:{creds.password}".encode()
@@ -406,7 +408,7 @@ class RegistryClient:
         if not token:
             raise RegistryError(f"token response from {realm} for {host} has no token", registry=host)
         # A little early, so a token does not expire between the check and the request.
-        self._tokens[(host, _who(creds), scope)] = _Token(token, time.monotonic() + max(expires_in - 5, 1))
+        self._tokens[(host, _who(creds), scope)] = _Token(token, self._clock() + max(expires_in - 5, 1))
         return True
 
     async def _send(self, host: str, path: str, scope: str, creds: Credentials | None,
