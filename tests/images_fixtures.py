@@ -397,7 +397,8 @@ def build_images(workdir: str) -> Images:
 class TamperingProxy:
     """Forwards plain-HTTP GETs to `upstream` (a registry's base URL). The body of a GET
     whose path ends with `/<target>` (a blob's digest, or a manifest's tag or digest)
-    comes back with its first byte flipped, `times` times. With `redirect_blobs`, blob
+    comes back with its first byte flipped (or, with `truncate`, its last byte cut),
+    `times` times. With `redirect_blobs`, blob
     GETs are answered with a 307 to the upstream instead, as registries send blob GETs
     to their storage; `redirected` counts those."""
 
@@ -406,6 +407,7 @@ class TamperingProxy:
         self.target = ""
         self.times = 0
         self.tampered = 0
+        self.truncate = False
         self.redirect_blobs = False
         self.redirected = 0
         outer = self
@@ -431,7 +433,7 @@ class TamperingProxy:
                         and r.status_code == 200:
                     outer.times -= 1
                     outer.tampered += 1
-                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    body = body[:-1] if outer.truncate else bytes([body[0] ^ 0xFF]) + body[1:]
                 self.send_response(r.status_code)
                 for k, v in r.headers.items():
                     if k.lower() in ("content-type", "docker-content-digest", "www-authenticate"):

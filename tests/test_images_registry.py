@@ -334,3 +334,18 @@ def test_credentials_for_follows_the_keyring_rules():
         Credentials("host", "1"), Credentials("glob", "4")]
     assert credentials_for("registry.lab", [lab], "x") == [Credentials("noport", "3")]
     assert credentials_for("other.lab", [{"auths": "junk"}, json.loads("{}")]) == []
+
+
+async def test_truncated_blob_is_never_taken_as_complete(plain_registry, oci_images, store):
+    layer = oci_images.images["app-b"].layers[1]
+    proxy = TamperingProxy(plain_registry.url)
+    proxy.target, proxy.times, proxy.truncate = layer, 2, True
+    try:
+        async with RegistryClient({proxy.host: RegistryHostConfig(insecure=True)}) as c:
+            with pytest.raises(RegistryError) as e:
+                await c.pull(proxy.host, "lab/app-b", "v1", store, platform=("linux", "amd64"))
+    finally:
+        proxy.stop()
+    assert proxy.tampered == 2
+    assert f"blob {layer} of lab/app-b from {proxy.host} is truncated" in str(e.value)
+    assert not store.has_blob(layer) and not [f for f in store.files() if layer[7:] in f]
