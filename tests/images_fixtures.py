@@ -18,7 +18,8 @@ The session-scoped pytest fixtures (import them by name into a test module):
 `lab/<tag>:v1`, plus Docker schema 2 copies `lab/docker-app-a:v1` and
 `lab/docker-multi:v1`), `auth_registry` (TLS + htpasswd; `private/app-a:v1`; client
 config needs `.ca_file`, credentials USER/PASSWORD) and `token_registry` (bearer tokens;
-`public/app-b:v1`; yields (registry, token server)).
+`public/app-b:v1` for anyone, `private/app-a:v1` with USER/PASSWORD; yields (registry,
+token server)).
 
 `require_tools()` skips a test when a tool is missing, but fails it when CI=true (as
 tests/conftest.py does for kubectl): in CI a missing tool is an install bug.
@@ -98,8 +99,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class TokenServer:
-    """Issues tokens to anyone for the scope asked (the tests push through it too);
-    records the scopes it issued tokens for."""
+    """Issues tokens for the scope asked: to anyone, except for repositories under
+    `private/`, whose tokens need Basic USER/PASSWORD at the realm (401 otherwise), as
+    Docker Hub's private repositories do. Records the scopes it issued tokens for."""
 
     SERVICE, ISSUER = "minik8s-test-registry", "minik8s-test-token-server"
 
@@ -118,6 +120,13 @@ class TokenServer:
                 scope = q.get("scope", [""])[0]
                 if q.get("service", [""])[0] != outer.SERVICE:
                     self.send_response(400)
+                    self.end_headers()
+                    return
+                private = any(part.startswith("repository:private/") for part in q.get("scope", []))
+                basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if private and self.headers.get("Authorization") != basic:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 access = []
@@ -238,7 +247,7 @@ class Registry:
         cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
         if docker_format:
             cmd += ["--format", "v2s2"]
-        if self.htpasswd:
+        if self.htpasswd or self.token_server is not None:
             cmd += ["--dest-creds", f"{USER}:{PASSWORD}"]
         if all_platforms:
             cmd += ["--all"]
@@ -495,6 +504,7 @@ def token_registry(oci_images):
     try:
         with _running(Registry(token_server=ts)) as r:
             r.push(oci_images.layout, "app-b", "public/app-b", "v1")
+            r.push(oci_images.layout, "app-a", "private/app-a", "v1")
             yield r, ts
     finally:
         ts.stop()

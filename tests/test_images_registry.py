@@ -349,3 +349,16 @@ async def test_truncated_blob_is_never_taken_as_complete(plain_registry, oci_ima
     assert proxy.tampered == 2
     assert f"blob {layer} of lab/app-b from {proxy.host} is truncated" in str(e.value)
     assert not store.has_blob(layer) and not [f for f in store.files() if layer[7:] in f]
+
+
+async def test_bearer_token_with_credentials_for_a_private_repository(token_registry, oci_images, store):
+    reg, ts = token_registry
+    async with RegistryClient(insecure(reg)) as c:
+        with pytest.raises(RegistryError) as e:
+            await c.pull(reg.host, "private/app-a", "v1", store, platform=("linux", "amd64"))
+        assert e.value.status == 401 and str(e.value).startswith(f"401 Unauthorized from {reg.host}")
+        assert store.files() == []
+        img = await c.pull(reg.host, "private/app-a", "v1", store, platform=("linux", "amd64"),
+                           credentials=credentials_for(reg.host, [dockerconfig(f"http://{reg.host}")]))
+    assert img.manifest_digest == oci_images.images["app-a"].manifest_digest
+    assert ts.issued[-1] == "repository:private/app-a:pull"
