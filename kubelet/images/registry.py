@@ -43,6 +43,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import os
 import platform as _platform
 import re
 import ssl
@@ -305,6 +306,21 @@ def _error_detail(response: httpx.Response) -> str:
         return ""
 
 
+def _cause(e: BaseException) -> str:
+    """The root cause of a connection error, as a person reads it ("connection refused"
+    rather than httpx's "All connection attempts failed")."""
+    seen = e
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            if isinstance(seen.errno, int) and seen.errno > 0:  # not a resolver (gaierror) code
+                return os.strerror(seen.errno).lower()
+            return str(seen.strerror).lower()
+    return str(e)
+
+
 def _who(creds: Credentials | None) -> str:
     if creds is None:
         return ""
@@ -424,7 +440,7 @@ class RegistryClient:
             try:
                 r = await client.send(client.build_request("GET", url, headers=h), stream=True)
             except httpx.ConnectError as e:
-                raise RegistryError(f"cannot connect to registry {host}: {e}", registry=host) from e
+                raise RegistryError(f"cannot connect to registry {host}: {_cause(e)}", registry=host) from e
             except httpx.TimeoutException as e:
                 raise RegistryError(f"registry {host} timed out: {e}", registry=host) from e
             except httpx.HTTPError as e:
