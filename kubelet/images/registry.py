@@ -500,9 +500,11 @@ class RegistryClient:
         except ValueError as e:
             raise RegistryError(f"manifest {repository}:{reference} from {host} is not JSON",
                                 registry=host) from e
-        media_type = (doc.get("mediaType") if isinstance(doc, dict) else None) or \
-            r.headers.get("content-type", "").split(";")[0].strip()
-        if not media_type and isinstance(doc, dict):
+        if not isinstance(doc, dict):
+            raise RegistryError(f"manifest {repository}:{reference} from {host} is not a JSON object",
+                                registry=host)
+        media_type = str(doc.get("mediaType") or r.headers.get("content-type", "").split(";")[0].strip())
+        if not media_type:
             media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
         return body, media_type, digest
 
