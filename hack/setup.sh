@@ -10,6 +10,14 @@ PKGS=""
 command -v etcd >/dev/null 2>&1 || PKGS="$PKGS etcd-server"
 command -v ip >/dev/null 2>&1 || PKGS="$PKGS iproute2"
 command -v ipcmk >/dev/null 2>&1 || PKGS="$PKGS util-linux"
+# The image tests' fixtures (tests/images_fixtures.py): a registry (Debian's build of
+# distribution), skopeo to push to it, umoci to build OCI images from busybox-static,
+# and htpasswd (apache2-utils) for the registry's bcrypt password file.
+command -v docker-registry >/dev/null 2>&1 || PKGS="$PKGS docker-registry"
+command -v skopeo >/dev/null 2>&1 || PKGS="$PKGS skopeo"
+command -v umoci >/dev/null 2>&1 || PKGS="$PKGS umoci"
+dpkg -s busybox-static >/dev/null 2>&1 || PKGS="$PKGS busybox-static"
+command -v htpasswd >/dev/null 2>&1 || PKGS="$PKGS apache2-utils"
 if [ -n "$PKGS" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -18,6 +26,8 @@ if [ -n "$PKGS" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PKGS >/dev/null
     # Debian starts a system etcd on 2379; minik8s runs its own, so keep the port free.
     case "$PKGS" in *etcd-server*) $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true ;; esac
+    # Likewise a system docker-registry on 5000: the tests start their own registries.
+    case "$PKGS" in *docker-registry*) $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true ;; esac
   else
     echo "error: missing$PKGS and apt-get is not available; install them (etcd 3.4+) and retry" >&2
     exit 1

@@ -1,0 +1,671 @@
+"""A client of the OCI Distribution API: pulls an image's manifest, config and layers.
+
+`RegistryClient.pull(host, repository, reference, store)` resolves a tag or digest to
+one image for the node's platform and leaves its config and layer blobs in the content
+store, returning a `PulledImage` (manifest digest, config digest and parsed config,
+layers with media types and sizes, diff_ids). What it guarantees:
+
+- Manifests are asked for as OCI image manifest or index and as Docker schema 2
+  manifest or manifest list. An index (or list) is resolved to the entry for the
+  requested OS/architecture (+ variant); if none matches, `PlatformNotFound` names the
+  platforms the index has.
+- Every manifest's bytes are checked against the digest they were asked by (the
+  reference when it is a digest, the descriptor when it came from an index) and against
+  the Docker-Content-Digest header when the registry sends one.
+- Blobs are streamed into `store.ingest(digest, size)` and hashed on the way: a blob
+  whose bytes do not hash to its digest, or that is longer or shorter than its
+  descriptor says, raises inside the ingest, so the store keeps nothing of it. Such a
+  blob is fetched once more, then the pull fails naming the blob. A blob the store
+  already has is not fetched. Redirects (registries send blob GETs to storage) are
+  followed; credentials are not sent to another host.
+- Auth: the `WWW-Authenticate: Bearer realm=,service=,scope=` token flow (anonymous, or
+  with Basic credentials at the realm), tokens cached per scope until they expire; and
+  Basic auth for registries that ask for it. `credentials_for` finds the credentials
+  for a registry in dockerconfigjson documents (imagePullSecrets) by Kubernetes' rules.
+- HTTPS with the system CAs, or a CA file given per registry; plain HTTP only for a
+  registry configured `insecure`.
+- Every failure is a `RegistryError` whose message names the registry and the cause,
+  e.g. ``401 Unauthorized from 127.0.0.1:5000``, with `.status` (the HTTP status, or
+  None when no answer came) and `.registry`.
+
+The client is asynchronous (httpx.AsyncClient): the kubelet runs on asyncio, pulls of
+different images run side by side there, and a pull waiting on the network must not
+hold a thread.
+
+The client knows nothing of pods or the API; reference parsing (defaults such as
+docker.io/library/) is the caller's: it passes the registry host, the repository and
+the tag or digest already split.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import fnmatch
+import hashlib
+import json
+import os
+import platform as _platform
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ContextManager, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
+IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
+
+# The distribution spec lets a registry refuse manifests over 4 MiB; a client need not
+# read more either.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Used when a token response gives no expires_in (the token spec's default).
+DEFAULT_TOKEN_SECONDS = 60
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+CHUNK = 256 * 1024
+
+
+class RegistryError(Exception):
+    """A pull failed. The message names the registry and the cause."""
+
+    def __init__(self, message: str, *, registry: str, status: int | None = None):
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+
+
+class PlatformNotFound(RegistryError):
+    """The index has no image for the requested platform; `.available` lists those it has."""
+
+    def __init__(self, message: str, *, registry: str, available: list[str]):
+        super().__init__(message, registry=registry)
+        self.available = available
+
+
+class BlobDigestMismatch(RegistryError):
+    """A blob's bytes did not match its digest or size (raised inside the store's ingest)."""
+
+
+class BlobStore(Protocol):
+    """What the client needs of the content store (kubelet/images/store.py's ContentStore)."""
+
+    def has_blob(self, digest: str) -> bool: ...
+    def blob_path(self, digest: str) -> str: ...
+    def ingest(self, digest: str, size: int | None = None) -> ContextManager[BinaryIO]: ...
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # a password never lands in a log line or a traceback
+        return f"Credentials(username={self.username!r}, password=<redacted>)"
+
+
+@dataclass(frozen=True)
+class RegistryHostConfig:
+    """How to reach one registry host (a registries.yaml entry, once that exists)."""
+    ca_file: str | None = None
+    insecure: bool = False  # plain HTTP
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    registry: str
+    repository: str
+    reference: str
+    manifest_digest: str
+    manifest_media_type: str
+    config_digest: str
+    config: dict[str, Any]
+    layers: list[Layer]
+    diff_ids: list[str]
+    # Bytes fetched from the registry for this pull (blobs the store had are not counted).
+    fetched_bytes: int = 0
+    size: int = 0  # config + layers, as the manifest gives them
+
+
+Platform = tuple[str, ...]  # (os, architecture) or (os, architecture, variant)
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+         "armv7l": "arm", "armv6l": "arm", "i386": "386", "i686": "386",
+         "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def node_platform() -> Platform:
+    """This node's platform in OCI terms (GOOS/GOARCH names, a variant for 32-bit arm)."""
+    machine = _platform.machine().lower()
+    arch = _ARCH.get(machine, machine)
+    if machine == "armv7l":
+        return ("linux", "arm", "v7")
+    if machine == "armv6l":
+        return ("linux", "arm", "v6")
+    return ("linux", arch)
+
+
+def _platform_name(p: Mapping[str, Any]) -> str:
+    name = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
+    return name + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _matches(want: Platform, p: Mapping[str, Any]) -> bool:
+    if p.get("os") != want[0] or p.get("architecture") != want[1]:
+        return False
+    if len(want) < 3 or not want[2]:
+        return True
+    variant = p.get("variant") or ""
+    # containerd treats arm64 with no variant as arm64/v8.
+    if want[1] == "arm64" and variant in ("", "v8") and want[2] in ("", "v8"):
+        return True
+    return bool(variant == want[2])
+
+
+def select_platform(index: Mapping[str, Any], want: Platform, registry: str, what: str) -> dict[str, Any]:
+    """The index entry for `want`; PlatformNotFound naming the ones there are."""
+    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    for m in entries:
+        if _matches(want, m.get("platform") or {}) and m.get("mediaType", OCI_MANIFEST) in IMAGE_MANIFESTS:
+            return m
+    available = sorted({_platform_name(m.get("platform") or {}) for m in entries if m.get("platform")})
+    raise PlatformNotFound(
+        f"no image for platform {'/'.join(x for x in want if x)} in {what} from {registry}; "
+        f"available: {', '.join(available) or 'none'}", registry=registry, available=available)
+
+
+# -- credentials ------------------------------------------------------------------------
+
+_DEFAULT_REGISTRY_HOST = "index.docker.io"
+
+
+def _parse_key(key: str) -> tuple[str, str]:
+    """A dockerconfigjson key as (host[:port], path), as Kubernetes' keyring reads it:
+    the scheme is optional, and /v1/ or /v2/ after the host means the host itself."""
+    value = key if key.startswith(("http://", "https://")) else "https://" + key
+    parts = urlsplit(value)
+    path = parts.path
+    if path.startswith(("/v1/", "/v2/")):
+        path = path[3:]
+    path = path.rstrip("/")
+    return (parts.netloc.lower(), path)
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    """Kubernetes' URLsMatch for the host part: equal ports, and each dot-separated label
+    matches, where a pattern label may be a glob (`*.lab.example`)."""
+    p_host, _, p_port = pattern.partition(":")
+    h_host, _, h_port = host.partition(":")
+    if p_port != h_port:
+        return False
+    p_labels, h_labels = p_host.split("."), h_host.split(".")
+    if len(p_labels) != len(h_labels):
+        return False
+    return all(fnmatch.fnmatchcase(h, p) for p, h in zip(p_labels, h_labels))
+
+
+def _is_default_registry(host: str) -> bool:
+    return host in ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def _entry_credentials(entry: Mapping[str, Any]) -> Credentials | None:
+    if entry.get("username") or entry.get("password"):
+        return Credentials(str(entry.get("username") or ""), str(entry.get("password") or ""))
+    auth = entry.get("auth")
+    if isinstance(auth, str) and auth:
+        try:
+            user, sep, password = base64.b64decode(auth).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if sep:
+            return Credentials(user, password)
+    return None
+
+
+def credentials_for(host: str, dockerconfigjsons: Sequence[Mapping[str, Any]],
+                    repository: str = "") -> list[Credentials]:
+    """The credentials for an image at `host`/`repository`, most specific key first, from
+    dockerconfigjson documents (`{"auths": {key: {"auth": ...} or username/password}}`,
+    the `.dockerconfigjson` of kubernetes.io/dockerconfigjson Secrets, in the order the
+    kubelet reads them: the pod's imagePullSecrets, then its ServiceAccount's).
+
+    As Kubernetes' keyring: a key may carry a scheme and /v1/ or /v2/; a key's path
+    must be a prefix of the repository; host labels may be globs; a key for
+    docker.io's default registry (`https://index.docker.io/v1/`, `index.docker.io`)
+    also serves `docker.io`. The kubelet tries each in turn until one is accepted."""
+    host = host.lower()
+    image_path = "/" + repository if repository else ""
+    found: list[tuple[str, Credentials]] = []
+    default: list[Credentials] = []
+    for doc in dockerconfigjsons:
+        auths = doc.get("auths") if isinstance(doc, Mapping) else None
+        if not isinstance(auths, Mapping):
+            continue
+        for key, entry in auths.items():
+            if not isinstance(entry, Mapping):
+                continue
+            creds = _entry_credentials(entry)
+            if creds is None:
+                continue
+            k_host, k_path = _parse_key(str(key))
+            if k_host == _DEFAULT_REGISTRY_HOST and not k_path:
+                default.append(creds)
+            if _host_matches(k_host, host) and (
+                    not k_path or image_path == k_path or image_path.startswith(k_path + "/")):
+                found.append((k_host + k_path, creds))
+    # Longest (most specific) key first; a stable sort keeps the documents' order within one key.
+    found.sort(key=lambda kc: len(kc[0]), reverse=True)
+    result = [c for _, c in found]
+    if not result and _is_default_registry(host):
+        result = default
+    return result
+
+
+# -- the client -------------------------------------------------------------------------
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]+))')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="...",scope="..."` as ("bearer", {params})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+              for m in _CHALLENGE_PARAM.finditer(rest)}
+    return scheme.lower(), params
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float  # on the client's clock (monotonic)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The first error of a distribution-spec error body: `MANIFEST_UNKNOWN: manifest unknown`."""
+    try:
+        errors = json.loads(response.content).get("errors") or []
+        e = errors[0]
+        return f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError, IndexError, TypeError, httpx.ResponseNotRead):
+        return ""
+
+
+def _cause(e: BaseException) -> str:
+    """The root cause of a connection error, as a person reads it ("connection refused"
+    rather than httpx's "All connection attempts failed")."""
+    seen = e
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            if isinstance(seen.errno, int) and seen.errno > 0:  # not a resolver (gaierror) code
+                return os.strerror(seen.errno).lower()
+            return str(seen.strerror).lower()
+    return str(e)
+
+
+def _who(creds: Credentials | None) -> str:
+    if creds is None:
+        return ""
+    return hashlib.sha256(f"{creds.username}\0{creds.password}".encode()).hexdigest()
+
+
+def _digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """Pulls images; one per kubelet, shared by its pulls (tokens and connections are
+    reused). `registries` maps a host[:port] to how to reach it."""
+
+    def __init__(self, registries: Mapping[str, RegistryHostConfig] | None = None, *,
+                 timeout: float = 30.0, max_parallel_blobs: int = 3,
+                 clock: Callable[[], float] = time.monotonic):
+        self._registries = dict(registries or {})
+        self._timeout = timeout
+        self._clock = clock  # token expiry; injectable so tests need not wait for it
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        # Tokens and "this host wants Basic" are remembered per identity (_who), so one
+        # pod's imagePullSecret never authorizes another pod's pull.
+        self._tokens: dict[tuple[str, str, str], _Token] = {}  # (host, who, scope)
+        self._basic: set[tuple[str, str]] = set()  # (host, who)
+        self._parallel = max_parallel_blobs
+        self.blob_requests = 0  # GETs of blobs sent, for tests and metrics
+        # Concurrent pulls through this client that need one blob share its download.
+        self._inflight: dict[tuple[int, str], asyncio.Future[int]] = {}
+
+    async def aclose(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _config(self, host: str) -> RegistryHostConfig:
+        return self._registries.get(host, RegistryHostConfig())
+
+    def _client(self, host: str) -> httpx.AsyncClient:
+        c = self._clients.get(host)
+        if c is None:
+            cfg = self._config(host)
+            verify: ssl.SSLContext | bool = True
+            if cfg.ca_file:
+                verify = ssl.create_default_context(cafile=cfg.ca_file)
+            c = httpx.AsyncClient(verify=verify, timeout=self._timeout, follow_redirects=True,
+                                  trust_env=False)
+            self._clients[host] = c
+        return c
+
+    def _url(self, host: str, path: str) -> str:
+        scheme = "http" if self._config(host).insecure else "https"
+        return f"{scheme}://{host}/v2/{path}"
+
+    # -- auth --
+
+    def _auth_header(self, host: str, scope: str, creds: Credentials | None) -> str | None:
+        tok = self._tokens.get((host, _who(creds), scope))
+        if tok is not None and tok.expires > self._clock():
+            return f"Bearer {tok.value}"
+        if creds is not None and (host, _who(creds)) in self._basic:
+            raw = f"{creds.username}:{creds.password}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        return None
+
+    async def _authenticate(self, host: str, scope: str, response: httpx.Response,
+                            creds: Credentials | None) -> bool:
+        """Answers a 401's challenge; False when there is nothing more to try."""
+        header = response.headers.get("www-authenticate", "")
+        scheme, params = parse_challenge(header)
+        if scheme == "basic":
+            if creds is None or (host, _who(creds)) in self._basic:
+                return False  # nothing to send, or these were refused
+            self._basic.add((host, _who(creds)))
+            return True
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        realm = params["realm"]
+        query = {k: v for k, v in (("service", params.get("service")),
+                                    ("scope", params.get("scope") or scope)) if v}
+        auth = (creds.username, creds.password) if creds else None
+        try:
+            r = await self._client(host).get(realm, params=query, auth=auth)
+        except httpx.HTTPError as e:
+            raise RegistryError(f"token request to {realm} for {host} failed: {e}", registry=host) from e
+        if r.status_code != 200:
+            raise RegistryError(f"{r.status_code} {r.reason_phrase} from {host} (token server {realm})",
+                                registry=host, status=r.status_code)
+        try:
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+            expires_in = int(body.get("expires_in") or DEFAULT_TOKEN_SECONDS)
+        except (ValueError, AttributeError, TypeError) as e:
+            raise RegistryError(f"bad token response from {realm} for {host}", registry=host) from e
+        if not token:
+            raise RegistryError(f"token response from {realm} for {host} has no token", registry=host)
+        # A little early, so a token does not expire between the check and the request.
+        self._tokens[(host, _who(creds), scope)] = _Token(token, self._clock() + max(expires_in - 5, 1))
+        return True
+
+    async def _send(self, host: str, path: str, scope: str, creds: Credentials | None,
+                    headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """GET with auth, streaming; the caller closes the response. Non-2xx raises."""
+        client = self._client(host)
+        url = self._url(host, path)
+        for _ in range(3):
+            h = dict(headers or {})
+            auth = self._auth_header(host, scope, creds)
+            if auth:
+                h["Authorization"] = auth
+            try:
+                r = await client.send(client.build_request("GET", url, headers=h), stream=True)
+            except httpx.ConnectError as e:
+                raise RegistryError(f"cannot connect to registry {host}: {_cause(e)}", registry=host) from e
+            except httpx.TimeoutException as e:
+                raise RegistryError(f"registry {host} timed out: {e}", registry=host) from e
+            except httpx.HTTPError as e:
+                raise RegistryError(f"request to registry {host} failed: {e}", registry=host) from e
+            if r.status_code == 401:
+                await r.aread()
+                await r.aclose()
+                if await self._authenticate(host, scope, r, creds):
+                    continue
+            if r.status_code >= 400:
+                await r.aread()
+                await r.aclose()
+                detail = _error_detail(r)
+                raise RegistryError(f"{r.status_code} {r.reason_phrase} from {host}"
+                                    + (f": {detail}" if detail else ""),
+                                    registry=host, status=r.status_code)
+            return r
+        raise RegistryError(f"401 Unauthorized from {host}", registry=host, status=401)
+
+    # -- manifests --
+
+    async def _manifest(self, host: str, repository: str, reference: str, scope: str,
+                        creds: Credentials | None) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest, its digest verified."""
+        try:
+            r = await self._send(host, f"{repository}/manifests/{reference}", scope, creds,
+                                 {"Accept": ACCEPT})
+        except RegistryError as e:
+            if e.status == 404:
+                sep = "@" if DIGEST_RE.match(reference) else ":"
+                raise RegistryError(f"manifest unknown: {host}/{repository}{sep}{reference} not found "
+                                    f"(404 Not Found from {host})", registry=host, status=404) from e
+            raise
+        try:
+            data = bytearray()
+            async for chunk in r.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"manifest {repository}:{reference} from {host} is over "
+                                        f"{MAX_MANIFEST_BYTES} bytes", registry=host)
+        except httpx.HTTPError as e:
+            raise RegistryError(f"reading manifest {repository}:{reference} from {host} failed: {e}",
+                                registry=host) from e
+        finally:
+            await r.aclose()
+        body = bytes(data)
+        digest = _digest_of(body)
+        if DIGEST_RE.match(reference) and digest != reference:
+            raise RegistryError(f"manifest {repository}@{reference} from {host} has digest {digest}",
+                                registry=host)
+        header = r.headers.get("docker-content-digest", "")
+        if header.startswith("sha256:") and header != digest:
+            raise RegistryError(f"manifest {repository}:{reference} from {host} has digest {digest}, "
+                                f"Docker-Content-Digest says {header}", registry=host)
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            raise RegistryError(f"manifest {repository}:{reference} from {host} is not JSON",
+                                registry=host) from e
+        if not isinstance(doc, dict):
+            raise RegistryError(f"manifest {repository}:{reference} from {host} is not a JSON object",
+                                registry=host)
+        media_type = str(doc.get("mediaType") or r.headers.get("content-type", "").split(";")[0].strip())
+        if not media_type:
+            media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+        return body, media_type, digest
+
+    # -- blobs --
+
+    async def _fetch_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
+                          digest: str, size: int | None, store: BlobStore) -> int:
+        """Streams one blob into the store, or waits for the download of it already under
+        way for the same store; bytes fetched by this call."""
+        key = (id(store), digest)
+        running = self._inflight.get(key)
+        if running is not None:
+            try:
+                await asyncio.shield(running)
+                return 0
+            except asyncio.CancelledError:
+                if not running.cancelled():
+                    raise  # this pull was cancelled
+                # The pull that was downloading it was cancelled: download it here.
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            n = await self._download_blob(host, repository, scope, creds, digest, size, store)
+            fut.set_result(n)
+            return n
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as e:
+            fut.set_exception(e)
+            fut.exception()  # the waiters (if any) re-raise it; none waiting is not an error
+            raise
+        finally:
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+
+    async def _download_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
+                             digest: str, size: int | None, store: BlobStore) -> int:
+        """Streams one blob into the store; bytes fetched. Retried once on a mismatch."""
+        last: Exception | None = None
+        for _ in range(2):
+            if store.has_blob(digest):
+                return 0
+            self.blob_requests += 1
+            r = await self._send(host, f"{repository}/blobs/{digest}", scope, creds)
+            got = 0
+            try:
+                with store.ingest(digest, size) as f:
+                    h = hashlib.sha256()
+                    async for chunk in r.aiter_raw(CHUNK):
+                        got += len(chunk)
+                        if size is not None and got > size:
+                            raise BlobDigestMismatch(f"blob {digest} of {repository} from {host} is longer "
+                                                     f"than its {size} bytes", registry=host)
+                        h.update(chunk)
+                        f.write(chunk)
+                    if size is not None and got != size:
+                        raise BlobDigestMismatch(f"blob {digest} of {repository} from {host} is truncated: "
+                                                 f"{got} of {size} bytes", registry=host)
+                    if "sha256:" + h.hexdigest() != digest:
+                        raise BlobDigestMismatch(f"blob {digest} of {repository} from {host} does not "
+                                                 f"match its digest (got sha256:{h.hexdigest()})",
+                                                 registry=host)
+                return got
+            except BlobDigestMismatch as e:
+                last = e
+            except httpx.HTTPError as e:
+                last = BlobDigestMismatch(f"blob {digest} of {repository} from {host}: download broke "
+                                          f"after {got} bytes: {e}", registry=host)
+            except OSError as e:  # the store's disk: full, or not writable; not retried
+                raise RegistryError(f"storing blob {digest} of {repository} from {host} failed: {e}",
+                                    registry=host) from e
+            except Exception as e:  # noqa: BLE001 - the store's own DigestMismatch, whatever its module
+                if type(e).__name__ != "DigestMismatch":
+                    raise
+                last = BlobDigestMismatch(f"blob {digest} of {repository} from {host}: {e}", registry=host)
+            finally:
+                await r.aclose()
+        assert last is not None
+        raise last
+
+    # -- pull --
+
+    async def pull(self, host: str, repository: str, reference: str, store: BlobStore, *,
+                   platform: Platform | None = None,
+                   credentials: Credentials | Sequence[Credentials] | None = None) -> PulledImage:
+        """Pulls `host/repository:reference` (reference: a tag or sha256 digest) for
+        `platform` (default: this node's) into `store`. `credentials`: one, or several
+        (credentials_for's list) tried in turn while the registry answers 401/403."""
+        given = [credentials] if isinstance(credentials, Credentials) else list(credentials or [])
+        node = self._config(host).credentials
+        # The pod's credentials first, then the node's (as the kubelet's keyring merges
+        # them), else anonymous.
+        tries: list[Credentials | None] = [*given, *([node] if node and node not in given else [])] or [None]
+        for i, creds in enumerate(tries):
+            try:
+                return await self._pull(host, repository, reference, store, platform or node_platform(), creds)
+            except RegistryError as e:
+                if e.status not in (401, 403) or i == len(tries) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _pull(self, host: str, repository: str, reference: str, store: BlobStore,
+                    want: Platform, creds: Credentials | None) -> PulledImage:
+        scope = f"repository:{repository}:pull"
+        body, media_type, digest = await self._manifest(host, repository, reference, scope, creds)
+        if media_type in DOCKER_SCHEMA1:
+            raise RegistryError(f"{host}/{repository}:{reference} is a Docker schema 1 manifest, "
+                                "which is not supported", registry=host)
+        if media_type in INDEXES:
+            entry = select_platform(json.loads(body), want, host, f"{repository}:{reference}")
+            child = str(entry.get("digest", ""))
+            if not DIGEST_RE.match(child):
+                raise RegistryError(f"index {repository}:{reference} from {host} has a bad digest {child!r}",
+                                    registry=host)
+            body, media_type, digest = await self._manifest(host, repository, child, scope, creds)
+        if media_type not in IMAGE_MANIFESTS:
+            raise RegistryError(f"{host}/{repository}:{reference}: unsupported manifest type {media_type!r}",
+                                registry=host)
+        manifest = json.loads(body)
+        try:
+            cfg = manifest["config"]
+            config_desc = (str(cfg["digest"]), int(cfg["size"]))
+            layers = [Layer(str(d["digest"]), str(d.get("mediaType", "")), int(d["size"]))
+                      for d in manifest["layers"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise RegistryError(f"manifest {repository}@{digest} from {host} is malformed: {e!r}",
+                                registry=host) from e
+        for d in [config_desc[0]] + [la.digest for la in layers]:
+            if not DIGEST_RE.match(d):
+                raise RegistryError(f"manifest {repository}@{digest} from {host} has an unsupported digest {d!r}",
+                                    registry=host)
+
+        fetched = await self._fetch_blob(host, repository, scope, creds, config_desc[0], config_desc[1], store)
+        sem = asyncio.Semaphore(self._parallel)
+
+        async def one(la: Layer) -> int:
+            async with sem:
+                return await self._fetch_blob(host, repository, scope, creds, la.digest, la.size, store)
+
+        # One task per distinct layer: an image may list a layer twice.
+        unique = list({la.digest: la for la in layers}.values())
+        fetched += sum(await asyncio.gather(*(one(la) for la in unique)))
+
+        try:
+            with open(store.blob_path(config_desc[0]), "rb") as f:
+                config = json.load(f)
+            diff_ids = [str(d) for d in config["rootfs"]["diff_ids"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RegistryError(f"image config {config_desc[0]} of {repository} from {host} is malformed: {e!r}",
+                                registry=host) from e
+        if len(diff_ids) != len(layers):
+            raise RegistryError(f"image {repository}@{digest} from {host} has {len(layers)} layers but "
+                                f"{len(diff_ids)} diff_ids in its config", registry=host)
+        return PulledImage(registry=host, repository=repository, reference=reference,
+                           manifest_digest=digest, manifest_media_type=media_type,
+                           config_digest=config_desc[0], config=config, layers=layers,
+                           diff_ids=diff_ids, fetched_bytes=fetched,
+                           size=config_desc[1] + sum(la.size for la in layers))
+
+
+__all__ = ["ACCEPT", "BlobDigestMismatch", "BlobStore", "Credentials", "Layer", "PlatformNotFound",
+           "PulledImage", "RegistryClient", "RegistryError", "RegistryHostConfig", "credentials_for",
+           "node_platform", "parse_challenge", "select_platform"]
