@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+from kubelet.images.store import ContentStore
 from kubelet.images.registry import (Credentials, PlatformNotFound, RegistryClient, RegistryError,
                                      RegistryHostConfig, credentials_for)
 from tests.images_fixtures import (PASSWORD, USER, TamperingProxy, auth_registry, oci_images,  # noqa: F401
@@ -20,51 +21,32 @@ from tests.images_fixtures import (PASSWORD, USER, TamperingProxy, auth_registry
 from tests.procs import free_port
 
 
-class DigestMismatch(Exception):
-    pass
-
-
-class StoreDouble:
-    """A TEST DOUBLE of kubelet/images/store.py's ContentStore interface (has_blob,
-    blob_path, ingest), standing in until that store lands: blobs in a temp dir, each
-    written to a temp file, checked (sha256, size) and renamed into place on exit; on a
-    mismatch or an exception nothing is kept. Switch these tests to ContentStore."""
+class RecordingStore(ContentStore):
+    """The real ContentStore, also recording each digest whose ingest completed (so a
+    test can count downloads) and listing what it holds, committed or half-written."""
 
     def __init__(self, root: str):
-        self.root = root
+        super().__init__(root)
         self.ingested: list[str] = []
-
-    def blob_path(self, digest: str) -> str:
-        return os.path.join(self.root, digest.replace(":", "-"))
-
-    def has_blob(self, digest: str) -> bool:
-        return os.path.exists(self.blob_path(digest))
 
     @contextlib.contextmanager
     def ingest(self, digest: str, size: int | None = None):
-        tmp = self.blob_path(digest) + ".partial"
-        f = open(tmp, "wb")
-        try:
+        with super().ingest(digest, size) as f:
             yield f
-            f.close()
-            with open(tmp, "rb") as r:
-                data = r.read()
-            if "sha256:" + hashlib.sha256(data).hexdigest() != digest or (size is not None and len(data) != size):
-                raise DigestMismatch(digest)
-            os.rename(tmp, self.blob_path(digest))
-            self.ingested.append(digest)
-        finally:
-            f.close()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        self.ingested.append(digest)
 
     def files(self) -> list[str]:
-        return sorted(os.listdir(self.root))
+        """Blobs and ingest files, by hex digest."""
+        return sorted(os.listdir(os.path.join(self.root, "blobs", "sha256"))
+                      + os.listdir(os.path.join(self.root, "ingest")))
+
+    def partial(self) -> list[str]:
+        return os.listdir(os.path.join(self.root, "ingest"))
 
 
 @pytest.fixture
 def store(tmp_path):
-    return StoreDouble(str(tmp_path))
+    return RecordingStore(str(tmp_path))
 
 
 def insecure(*regs) -> dict[str, RegistryHostConfig]:
@@ -92,7 +74,7 @@ async def test_pull_puts_config_and_layers_in_the_store(plain_registry, oci_imag
         assert store.has_blob(d)
         with open(store.blob_path(d), "rb") as f:
             assert "sha256:" + hashlib.sha256(f.read()).hexdigest() == d
-    assert not [f for f in store.files() if f.endswith(".partial")]
+    assert store.partial() == []
 
 
 async def test_pull_by_digest_verifies_the_manifest(plain_registry, oci_images, store):
@@ -303,7 +285,7 @@ async def test_tampered_blob_is_retried_then_rejected(plain_registry, oci_images
             assert proxy.tampered == 1 and store.has_blob(layer)
             assert img.manifest_digest == oci_images.images["app-a"].manifest_digest
 
-            other = StoreDouble(tempfile.mkdtemp(dir=store.root))
+            other = RecordingStore(tempfile.mkdtemp(dir=store.root))
             proxy.target, proxy.times, proxy.tampered = layer, 5, 0
             with pytest.raises(RegistryError) as e:
                 await c.pull(proxy.host, "lab/app-a", "v1", other, platform=("linux", "amd64"))

@@ -44,7 +44,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import platform as _platform
 import re
 import ssl
 import time
@@ -54,6 +53,9 @@ from typing import Any, BinaryIO, ContextManager, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+
+from kubelet.images.store import DigestMismatch
+from machinery.platforms import goarch, goos
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -145,20 +147,14 @@ class PulledImage:
 
 Platform = tuple[str, ...]  # (os, architecture) or (os, architecture, variant)
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "armv7l": "arm", "armv6l": "arm", "i386": "386", "i686": "386",
-         "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
-
-
 def node_platform() -> Platform:
     """This node's platform in OCI terms (GOOS/GOARCH names, a variant for 32-bit arm)."""
-    machine = _platform.machine().lower()
-    arch = _ARCH.get(machine, machine)
+    machine = os.uname().machine.lower()
     if machine == "armv7l":
         return ("linux", "arm", "v7")
     if machine == "armv6l":
         return ("linux", "arm", "v6")
-    return ("linux", arch)
+    return (goos(), goarch(machine))
 
 
 def _platform_name(p: Mapping[str, Any]) -> str:
@@ -577,9 +573,7 @@ class RegistryClient:
             except OSError as e:  # the store's disk: full, or not writable; not retried
                 raise RegistryError(f"storing blob {digest} of {repository} from {host} failed: {e}",
                                     registry=host) from e
-            except Exception as e:  # noqa: BLE001 - the store's own DigestMismatch, whatever its module
-                if type(e).__name__ != "DigestMismatch":
-                    raise
+            except DigestMismatch as e:  # the store's own check
                 last = BlobDigestMismatch(f"blob {digest} of {repository} from {host}: {e}", registry=host)
             finally:
                 await r.aclose()
