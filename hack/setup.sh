@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what minik8s needs on a Debian/Ubuntu machine: etcd (Debian's etcd-server)
-# and the Python dependencies in ./.venv. Safe to run again.
+# Installs what minik8s and its tests need on a Debian/Ubuntu machine: etcd (Debian's etcd-server),
+# the image tests' fixtures and the Python dependencies in ./.venv. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
