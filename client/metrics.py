@@ -12,7 +12,7 @@ Work queues (label `name`; only named queues report, as client-go's):
   live queue's state, on the queue's own clock. Queues sharing a name add up (the
   longest-running one wins).
 
-REST client (`client.rest.Client`, counted by client.restmetrics):
+REST client (`client.rest.Client`, counted in client.rest itself):
 - `rest_client_requests_total{code,method,host}`: one per attempt (a retried request
   counts each try); `code` is `<error>` when no answer came;
 - `rest_client_request_duration_seconds{verb,host}`: one per request, retries and their
@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
 
-from client import restmetrics
+from client import rest
 from machinery.metrics import REGISTRY, exponential_buckets
 
 # -- work queues --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class _QueueCollector(Collector):
         return list(self.collect())
 
 
-# -- REST client (counted in client.restmetrics) -------------------------------------------
+# -- REST client (counted in client.rest) -------------------------------------------
 
 def _go_float(value: float) -> str:
     """A bucket bound as Prometheus' Go client writes it (`+Inf`, `0.005`)."""
@@ -145,11 +145,11 @@ def _go_float(value: float) -> str:
 
 class _RestCollector(Collector):
     def collect(self) -> Iterator[Any]:
-        with restmetrics.LOCK:
-            total: tuple[restmetrics.Counts, restmetrics.Latency] = ({}, {})
-            restmetrics.merge(total, *restmetrics.RETIRED)
-            for m in list(restmetrics.LIVE):
-                restmetrics.merge(total, m.counts, m.latency)
+        with rest.METRICS_LOCK:
+            total: tuple[rest.MetricCounts, rest.MetricLatency] = ({}, {})
+            rest.merge_metrics(total, *rest.RETIRED_METRICS)
+            for m in list(rest.LIVE_METRICS):
+                rest.merge_metrics(total, m.counts, m.latency)
         counts, latency = total
         requests = CounterMetricFamily(
             "rest_client_requests_total",
@@ -163,7 +163,7 @@ class _RestCollector(Collector):
             "Request latency in seconds. Broken down by verb, and host.", labels=["verb", "host"])
         for labels, h in sorted(latency.items()):
             cumulative = list(itertools.accumulate(h[:-1]))
-            buckets = [(_go_float(b), c) for b, c in zip((*restmetrics.BUCKETS, math.inf), cumulative)]
+            buckets = [(_go_float(b), c) for b, c in zip((*rest.METRIC_BUCKETS, math.inf), cumulative)]
             duration.add_metric(list(labels), buckets, h[-1])
         yield duration
 

@@ -5,8 +5,6 @@ Pure: no I/O, no state.
 import argparse
 from typing import Any
 
-from machinery.duration import parse_duration
-
 
 def boolean(v: str) -> bool:
     """`--leader-elect=false`: true/false, 1/0, t/f, yes/no, in any case."""
@@ -20,6 +18,7 @@ def boolean(v: str) -> bool:
 
 def duration(v: str) -> float:
     """`--node-monitor-grace-period=40s`: a Go duration (or plain seconds), never negative."""
+    from machinery.duration import parse_duration  # here: a CLI that takes only -v skips it
     try:
         seconds = parse_duration(v)
     except ValueError as e:
