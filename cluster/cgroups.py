@@ -18,10 +18,10 @@ between fork and exec.
 from __future__ import annotations
 
 import os
-import time
 
 # The kubelet's own placement rules, so its pods land under the cluster's tree.
-from kubelet.runtime.linux.cgroups import ROOT, bases, enable_controllers, is_v2, kill_until_empty
+from kubelet.runtime.linux.cgroups import (ROOT, bases, enable_controllers, is_v2, kill_until_empty,
+                                           remove_trees)
 
 
 class ClusterCgroups:
@@ -71,19 +71,7 @@ class ClusterCgroups:
         if not self.exists():
             return False
         self.kill_all()
-        for base in self.bases:
-            for dirpath, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
-                deadline = time.monotonic() + 5
-                while True:  # EBUSY until exiting tasks are reaped
-                    try:
-                        os.rmdir(dirpath)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.01)
+        remove_trees(self.bases, timeout=5.0, interval=0.01)
         return True
 
 

@@ -217,18 +217,26 @@ class Cgroup:
         if not any(os.path.isdir(d) for d in self.dirs):
             return
         self.kill_all()
-        for d in self.dirs:
-            for dirpath, _dirs, _files in sorted(os.walk(d), key=lambda w: -len(w[0])):
-                for _ in range(200):  # rmdir is EBUSY until exiting tasks are gone
-                    try:
-                        os.rmdir(dirpath)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.005)
-                else:
-                    os.rmdir(dirpath)  # raise the error
+        remove_trees(self.dirs, timeout=1.0, interval=0.005)
+
+
+def remove_trees(roots: "list[str]", *, timeout: float, interval: float) -> None:
+    """rmdir every cgroup directory under `roots`, deepest first. rmdir is EBUSY until
+    the tasks that were killed have exited: each directory is retried for `timeout`,
+    then the error is raised."""
+    for root in roots:
+        for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(interval)
 
 
 def kill_until_empty(pids: "Callable[[], list[int]]", where: str, *, timeout: float,
