@@ -36,7 +36,7 @@ import itertools
 import math
 import time
 import weakref
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Iterator, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -107,6 +107,8 @@ def track_cache(cache: Any) -> None:
     _CACHES.add(cache)
 
 
+T = TypeVar("T")
+
 def _resource_of(key: str) -> str:
     plural = key[len("/registry/"):].split("/", 1)[0] if key.startswith("/registry/") else ""
     rt = registry.by_plural(plural) if plural else None
@@ -121,8 +123,12 @@ class InstrumentedStore:
     def __init__(self, store: Store):
         self.store = store
 
-    def _done(self, operation: str, key: str, start: float) -> None:
-        _observe(_ETCD, (operation, _resource_of(key)), time.perf_counter() - start)
+    async def _timed(self, operation: str, key: str, call: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            return await call
+        finally:
+            _observe(_ETCD, (operation, _resource_of(key)), time.perf_counter() - start)
 
     async def open(self) -> None:
         await self.store.open()
@@ -131,63 +137,32 @@ class InstrumentedStore:
         await self.store.close()
 
     async def get(self, key: str) -> KeyValue | None:
-        start = time.perf_counter()
-        try:
-            return await self.store.get(key)
-        finally:
-            self._done("get", key, start)
+        return await self._timed("get", key, self.store.get(key))
 
     async def list(self, prefix: str, *, revision: int = 0, limit: int = 0,
                    start_key: str | None = None) -> ListResult:
-        start = time.perf_counter()
-        try:
-            return await self.store.list(prefix, revision=revision, limit=limit, start_key=start_key)
-        finally:
-            self._done("list", prefix, start)
+        return await self._timed("list", prefix, self.store.list(prefix, revision=revision, limit=limit,
+                                                                  start_key=start_key))
 
     async def count(self, prefix: str) -> int:
-        start = time.perf_counter()
-        try:
-            return await self.store.count(prefix)
-        finally:
-            self._done("listWithCount", prefix, start)
+        return await self._timed("listWithCount", prefix, self.store.count(prefix))
 
     async def create(self, key: str, value: bytes) -> tuple[bool, int | KeyValue | None]:
-        start = time.perf_counter()
-        try:
-            return await self.store.create(key, value)
-        finally:
-            self._done("create", key, start)
+        return await self._timed("create", key, self.store.create(key, value))
 
     async def update(self, key: str, value: bytes,
                      expected_revision: int) -> tuple[bool, int | KeyValue | None]:
-        start = time.perf_counter()
-        try:
-            return await self.store.update(key, value, expected_revision)
-        finally:
-            self._done("update", key, start)
+        return await self._timed("update", key, self.store.update(key, value, expected_revision))
 
     async def delete(self, key: str, expected_revision: int = 0) -> tuple[bool, KeyValue | None]:
-        start = time.perf_counter()
-        try:
-            return await self.store.delete(key, expected_revision)
-        finally:
-            self._done("delete", key, start)
+        return await self._timed("delete", key, self.store.delete(key, expected_revision))
 
     async def current_revision(self) -> int:
         # A count-only range of one key: a get, of no resource.
-        start = time.perf_counter()
-        try:
-            return await self.store.current_revision()
-        finally:
-            self._done("get", "", start)
+        return await self._timed("get", "", self.store.current_revision())
 
     async def compact(self, revision: int) -> None:
-        start = time.perf_counter()
-        try:
-            await self.store.compact(revision)
-        finally:
-            self._done("compact", "", start)
+        await self._timed("compact", "", self.store.compact(revision))
 
     def watch(self, prefix: str, from_revision: int, *, prev_values: bool = True) -> AsyncIterator[Batch]:
         return self.store.watch(prefix, from_revision, prev_values=prev_values)
