@@ -83,6 +83,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sync-frequency", type=float, default=60.0, help="seconds between resyncs of a quiet pod")
     p.add_argument("--runtime", choices=("linux", "fake"), default="linux")
     p.add_argument("--nodes", type=int, default=1, help="with --runtime fake: how many nodes to simulate")
+    p.add_argument("--host-root-images", action="store_true",
+                   help="every image name is the host's root filesystem, nothing is pulled (for "
+                   "tests and labs that need the host's tools; the image name "
+                   "minik8s.local/host-root means that without this flag)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove what a kubelet with the same --node-name, --root-dir, --bridge and "
                    "--cgroup-parent left on this host (its pods, bridge, cgroups, mounts and state) "
@@ -270,6 +274,7 @@ async def _wait_pod_cidr(client: Client, name: str, timeout: float, stop: asynci
 
 
 async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
+    from kubelet.images import HostRootImageStore
     from kubelet.kubelet import Kubelet
     from kubelet.runtime.linux.runtime import LinuxRuntime
     from kubelet.runtime.linux.network import node_ip
@@ -293,7 +298,7 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
         cidr = DEFAULT_POD_CIDR
         log.info("node %s has no spec.podCIDR and no --pod-cidr was given: using %s", name, cidr)
     runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent,
-                           node_ip=address)
+                           images=HostRootImageStore(), node_ip=address)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
                       node_allocatable=node.allocatable)
     server = KubeletServer(kubelet, token=token)

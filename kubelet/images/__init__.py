@@ -1,15 +1,20 @@
 """Images: where a container's root filesystem and default process come from.
 
-`ImageStore.resolve(image)` returns an `Image`: a directory to use as the read-only
-lower layer of the container's root (the runtime puts a private writable layer on top),
-and the image's config (entrypoint, cmd, env, working dir) that the pod spec's command,
-args and env are combined with, as a container runtime does with an OCI image config.
+`ImageStore.resolve(image)` returns an `Image` that is already on the node: the read-only
+directories to stack as the container root's lower layers (the runtime puts a private
+writable layer on top, with overlayfs), and the image config (entrypoint, cmd, env, working
+dir, user) that the pod spec's command, args and env are combined with, as a container
+runtime does with an OCI image config. Getting the image onto the node (pulling, pull
+policy, credentials, back-off) is the kubelet's business, through the image service
+(service.py); the runtime only asks `resolve` for a root.
 
-`HostRootImageStore` is the only store for now: every image name resolves to the host's
-root filesystem (the filesystem mounted at /, not the host's other mounts) with an empty
-entrypoint and cmd, so a container must give its command. A store that pulls and
-unpacks layered images belongs in this package, and needs no change to the runtime or
-the pod logic: the runtime only asks `resolve` for a root.
+The host-root mode is an explicit opt-in, never what an ordinary image name means:
+- the image name `HOST_ROOT_IMAGE` (`minik8s.local/host-root`, a name no registry can
+  serve: `.local` is reserved for link-local names) always resolves to the host's root
+  filesystem (the filesystem mounted at /, not the host's other mounts);
+- `HostRootImageStore` resolves every name that way; the kubelet uses it only with
+  `--host-root-images`, for tests and labs that need the host's own tools.
+A host-root image has no entrypoint, cmd or user, so the container must give its command.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_ROOT_IMAGE = "minik8s.local/host-root"
 
 
 class ImageError(Exception):
@@ -25,11 +31,16 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class Image:
-    rootfs: str
+    layers: list[str]  # lower directories, topmost first (overlayfs' lowerdir order)
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=lambda: {"PATH": DEFAULT_PATH})
     working_dir: str = "/"
+    user: str = ""  # the config's User: "name", "uid", "name:group", "uid:gid"; "" is root
+    image_id: str = ""  # repo@sha256:<manifest digest>, for status.containerStatuses[].imageID
+
+
+HOST_ROOT = Image(layers=["/"])
 
 
 class ImageStore(ABC):
@@ -39,7 +50,9 @@ class ImageStore(ABC):
 
 
 class HostRootImageStore(ImageStore):
+    """Every image name is the host's root (the kubelet's `--host-root-images`)."""
+
     def resolve(self, image: str) -> Image:
         if not image:
             raise ImageError("container image is empty")
-        return Image(rootfs="/")
+        return HOST_ROOT

@@ -415,7 +415,7 @@ class LinuxRuntime(Runtime):
                          "attempt": config.attempt, "image": config.image},
                 "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
                 "cwd": config.working_dir or image.working_dir or "/",
-                "rootfs": image.rootfs, "mask": [self.root], "read_only_root": config.read_only_root,
+                "lowerdirs": image.layers, "mask": [self.root], "read_only_root": config.read_only_root,
                 "sandbox": {"pid": sb["pid"], "start": sb["start"]},
                 "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
                         + (["pid"] if pid_mode == "pod" else []),

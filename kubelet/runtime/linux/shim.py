@@ -252,7 +252,7 @@ def _build_root(cfg: dict) -> None:
     for d in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, d))
     k.mount("overlay", root, "overlay", 0,
-            f"lowerdir={cfg['rootfs']},upperdir={scratch}/upper,workdir={scratch}/work")
+            f"lowerdir={':'.join(cfg['lowerdirs'])},upperdir={scratch}/upper,workdir={scratch}/work")
     os.chdir(root)
     os.makedirs(".oldroot", exist_ok=True)
     k.pivot_root(".", ".oldroot")
