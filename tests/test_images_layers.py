@@ -219,6 +219,19 @@ def test_truncated_tar_is_rejected(host):
     assert os.listdir(host / "snaps") == []
 
 
+def test_a_tar_ending_after_its_last_entrys_data_is_read_as_go_reads_it(host):
+    # umoci writes layers so: no padding after the last file, no end-of-archive blocks.
+    tar = build(entry("a", data=b"x" * 700), entry("last", data=b"68 bytes" * 8 + b"tail"))
+    short = tar[:512 + 1024 + 512 + 68]  # a: header + 2 blocks; last: header + 68 bytes
+    applied = apply_layer(io.BytesIO(short), str(host / "snaps" / "s"),
+                          expected_diff_id="sha256:" + hashlib.sha256(short).hexdigest())
+    assert (host / "snaps" / "s" / "last").read_bytes() == b"68 bytes" * 8 + b"tail"
+    assert applied.size == len(short)
+    with pytest.raises(LayerError):  # but not one that ends inside an entry's data
+        apply_layer(io.BytesIO(short[:-1]), str(host / "snaps" / "t"))
+    assert os.listdir(host / "snaps") == ["s"]
+
+
 def test_diff_id_mismatch_is_rejected(host):
     with pytest.raises(LayerError, match="does not match"):
         apply_layer(io.BytesIO(build(entry("f"))), str(host / "snaps" / "m"), expected_diff_id="sha256:" + "0" * 64)

@@ -22,6 +22,8 @@ Guarantees of `apply_layer(src, target)`:
 - Regular files, directories, symlinks, hard links and FIFOs get their mode (setuid, setgid
   and sticky included), mtime, xattrs (PAX `SCHILY.xattr.*`) and, when root, owner.
   Directory mtimes are set last, so adding children does not change them.
+- A tar that ends without the padding of its last entry or the end-of-archive blocks is
+  read to its end, as Go's archive/tar (so containerd) reads it; a truncated entry is not.
 - Compression is detected by magic bytes: gzip, zstd (only with the `zstandard` package
   installed) or none. The diff ID (sha256 of the uncompressed tar stream, to its end) is
   computed while applying and returned; given `expected_diff_id`, a mismatch rejects the layer.
@@ -209,8 +211,19 @@ class _Applier:
             os.unlink(path)
         return False
 
-    def apply(self, tf: tarfile.TarFile) -> None:
-        for m in tf:
+    def apply(self, tf: tarfile.TarFile, stream: "_Hashing") -> None:
+        while True:
+            try:
+                m = tf.next()
+            except tarfile.ReadError:
+                # A stream that ends right after an entry's data, without its padding or
+                # the end-of-archive blocks, has ended: Go's archive/tar reads it so (and
+                # so containerd and Docker), and umoci writes such layers.
+                if stream.read(1) == b"":
+                    break
+                raise
+            if m is None:
+                break
             self.entry(tf, m)
         # Deepest first, so setting a child's time does not disturb its parent's.
         for rel, mtime in sorted(self.dir_times.items(), key=lambda kv: -kv[0].count("/")):
@@ -268,6 +281,8 @@ class _Applier:
                     src = tf.extractfile(m)
                     assert src is not None
                     shutil.copyfileobj(src, out, _CHUNK)
+                    if out.tell() != m.size:
+                        raise LayerError(f"layer entry {name!r} is truncated: {out.tell()} of {m.size} bytes")
         self.applied.add(rel)
         self.metadata(path, m, name)
         if m.isdir():
@@ -340,7 +355,7 @@ def apply_layer(src: BinaryIO | str, target: str, expected_diff_id: str | None =
             try:
                 tf = stack.enter_context(tarfile.open(fileobj=hashing, mode="r|"))  # type: ignore[call-overload]
                 applier = _Applier(staging, parents)
-                applier.apply(tf)
+                applier.apply(tf, hashing)
                 hashing.drain()  # the end-of-archive blocks and padding are part of the diff ID
             except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
                 raise LayerError(f"layer is not a valid tar stream: {e}") from e
