@@ -278,3 +278,19 @@ def test_unpack_with_a_wrong_diff_id_keeps_nothing(tmp_path):
     with pytest.raises(LayerError, match="does not match"):
         s.unpack(digest(tar), digest(b"other"))
     assert os.listdir(os.path.dirname(s.snapshot_path(digest(tar)))) == []
+
+
+def test_an_image_is_leased_while_its_holder_exists(tmp_path):
+    s = ContentStore(str(tmp_path / "store"))
+    holders = [tmp_path / "c1", tmp_path / "c2"]
+    for h in holders:
+        h.mkdir()
+    s.lease(str(holders[0]), "docker.io/library/a:1")
+    s.lease(str(holders[1]), "docker.io/library/b:1")
+    assert s.leased() == {"docker.io/library/a:1", "docker.io/library/b:1"}
+    s.release(str(holders[0]))
+    s.release(str(holders[0]))  # releasing twice is fine
+    assert s.leased() == {"docker.io/library/b:1"}
+    holders[1].rmdir()  # a container removed by a crashed kubelet, its lease left behind
+    assert s.leased() == set()
+    assert os.listdir(tmp_path / "store" / "leases") == []

@@ -8,6 +8,7 @@ Layout under `root`:
     locks/<hex>.lock          per-digest (and per-chain-ID) fcntl locks; kept, never removed
     snapshots/sha256/<hex>/   a layer applied as an overlay lower dir, keyed by chain ID
     images/<quoted name>.json one record per image name
+    leases/<hex>.json         an image in use by a holder (a container's directory)
 
 Guarantees:
 - Nothing half-written is visible under a digest: a blob is written to an ingest file,
@@ -23,6 +24,9 @@ Guarantees:
   after its last completed change. An ingest file left by a killed writer is truncated by
   the next ingest of that digest; a staging directory left by a killed unpack is removed
   when a store is next opened.
+- An image is in use while a lease names it and the lease's holder (a path: a container's
+  directory) exists, so the kubelets sharing a store see each other's containers, and a
+  lease whose holder a crash removed without releasing it does not keep the image forever.
 - Image records are replaced atomically; the last `put_image` for a name wins, as
   containerd's image Update. A record does not require its blobs to be present (content
   is fetched before the record is written by the puller, and GC is a later piece).
@@ -120,7 +124,7 @@ def _fsync_dir(path: str) -> None:
 class ContentStore:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        for sub in ("blobs/sha256", "ingest", "locks", "snapshots/sha256", "images"):
+        for sub in ("blobs/sha256", "ingest", "locks", "snapshots/sha256", "images", "leases"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         self.remove_stale_staging()
 
@@ -294,3 +298,40 @@ class ContentStore:
         except FileNotFoundError:
             return False
         return True
+
+    # --- leases: which images containers use ---
+
+    def _lease_file(self, holder: str) -> str:
+        return os.path.join(self.root, "leases", hashlib.sha256(os.path.abspath(holder).encode()).hexdigest() + ".json")
+
+    def lease(self, holder: str, image_name: str) -> None:
+        """Marks `image_name` (as recorded) in use while the path `holder` exists."""
+        path = self._lease_file(holder)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"holder": os.path.abspath(holder), "image": image_name}, f)
+        os.rename(tmp, path)
+
+    def release(self, holder: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._lease_file(holder))
+
+    def leased(self) -> set[str]:
+        """The image names some live holder uses; leases of vanished holders are removed."""
+        names = set()
+        leases = os.path.join(self.root, "leases")
+        for entry in os.listdir(leases):
+            if entry.startswith("."):
+                continue
+            path = os.path.join(leases, entry)
+            try:
+                with open(path) as f:
+                    d = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if os.path.exists(d["holder"]):
+                names.add(d["image"])
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        return names
