@@ -50,7 +50,7 @@ COMPONENTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster import commands  # up, down, status, logs, node
+    from cluster import certs, commands  # up, down, status, logs, node; certs
 
     argv = sys.argv[1:] if argv is None else argv
     modules = {**COMPONENTS, **commands.INTERNAL}
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMPONENTS:
         sub.add_parser(name, help=f"run the {name} (see `minik8s {name} --help`)", add_help=False)
     commands.add_parsers(sub)
+    certs.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        return certs.run(args)
     if args.command in ("up", "down", "status", "logs", "node"):
         return commands.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
