@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         for leaf, renewed in pki.renew(directory, [args.name]):
             print(f"{leaf.long_name} renewed" if renewed else f"MISSING! {leaf.long_name}")
     except pki.PKIError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"minik8s: error: {e}", file=sys.stderr)
         return 1
     print("\nDone renewing certificates. You must restart the API server, controller manager, "
           "scheduler, kubelets and etcd, so that they can use the new certificates.")
