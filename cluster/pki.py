@@ -41,17 +41,21 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import ipaddress
 import os
 import socket
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from cryptography import x509
 
-from machinery import pki
+from machinery import labels, pki
 from machinery.pki import CLIENT, SERVER, CertSpec
+
+if TYPE_CHECKING:
+    from client.kubeconfig import KubeConfig
 
 PKI_DIR = "pki"                                     # under a cluster's state dir
 RENEW_BEFORE = datetime.timedelta(days=90)          # k3s renews at start-up within 90 days
@@ -114,6 +118,24 @@ def _kubelet_leaves(node: str) -> tuple[Leaf, Leaf]:
     client = f"kubelets/{node}/kubelet-client"
     return (Leaf(serving, serving, "ca", f"certificate for serving the kubelet API of {node}"),
             Leaf(client, client, "ca", f"certificate for the kubelet of {node} to use"))
+
+
+def check(facts: ClusterFacts) -> None:
+    """PKIError naming the first fact no certificate can carry. A node's name becomes a
+    directory, so it must be a DNS-1123 subdomain, as a Node's name is."""
+    for node in facts.nodes:
+        why = labels.validate_dns1123_subdomain(node.name)
+        if why:
+            raise PKIError(f"node name {node.name!r}: {why}")
+    ips = [*facts.apiserver_ips, *facts.etcd_ips, *(n.ip for n in facts.nodes if n.ip)]
+    for ip in ips + ([facts.service_ip] if facts.service_ip else []):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise PKIError(f"{ip!r} is not an IP address") from None
+    for name in (facts.control_plane_name, *facts.apiserver_dns_names):
+        if not name or any(c.isspace() for c in name):
+            raise PKIError(f"{name!r} is not a DNS name")
 
 
 def desired(facts: ClusterFacts) -> list[tuple[Leaf, CertSpec]]:
@@ -182,9 +204,15 @@ def ensure(directory: str, facts: ClusterFacts, *, now: datetime.datetime | None
            key_algorithm: str = pki.DEFAULT_KEY_ALGORITHM) -> list[Outcome]:
     """Make what `facts` needs under `directory`, keeping every file that is still good.
 
+    Facts no certificate can carry (a node name that is not a DNS-1123 subdomain, an IP
+    that is not one, an unknown key algorithm) are a PKIError before anything is written.
+
     `renew_before` must be shorter than `validity`, or every call remakes every leaf.
     """
     now = now or _now()
+    check(facts)
+    if key_algorithm not in pki.KEY_ALGORITHMS:
+        raise PKIError(f"unknown key algorithm {key_algorithm!r} (one of {', '.join(pki.KEY_ALGORITHMS)})")
     leaves = desired(facts)
     with _locked(directory):
         out: list[Outcome] = []
@@ -397,7 +425,8 @@ def short_human_duration(d: datetime.timedelta) -> str:
 
 # -- kubeconfigs ----------------------------------------------------------------------------
 
-def kubeconfig(directory: str, name: str, *, cluster_name: str, server: str, namespace: str | None = None):
+def kubeconfig(directory: str, name: str, *, cluster_name: str, server: str,
+               namespace: str | None = None) -> KubeConfig:
     """A kubeconfig that reaches `server` as leaf `name` (say "admin"), everything embedded:
     certificate-authority-data, client-certificate-data, client-key-data. The user is the
     certificate's CN and the context `<user>@<cluster>`, as in kubeadm's admin.conf."""

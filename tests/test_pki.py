@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -176,6 +177,26 @@ def test_without_a_service_ip_the_apiserver_names_only_its_addresses(tmp_path):
     assert set(spec.ips) == {"127.0.0.1", "::1"}
     assert "kubernetes.default.svc.cluster.local" in spec.dns_names
     assert not os.path.exists(os.path.join(d, "kubelets"))
+
+
+@pytest.mark.parametrize("facts,error", [
+    (pki.ClusterFacts(nodes=(pki.Node("../escape"),)), "node name '../escape': a lowercase RFC 1123 subdomain"),
+    (pki.ClusterFacts(nodes=(pki.Node("Node_1"),)), "node name 'Node_1'"),
+    (pki.ClusterFacts(nodes=(pki.Node("node-1", "10.0.0.300"),)), "'10.0.0.300' is not an IP address"),
+    (pki.ClusterFacts(apiserver_ips=("localhost",)), "'localhost' is not an IP address"),
+    (pki.ClusterFacts(service_ip="10.96.0.1/12"), "'10.96.0.1/12' is not an IP address"),
+    (pki.ClusterFacts(apiserver_dns_names=("",)), "'' is not a DNS name"),
+])
+def test_facts_no_certificate_can_carry_are_an_error_before_anything_is_written(tmp_path, facts, error):
+    with pytest.raises(pki.PKIError, match="^" + re.escape(error)):
+        pki.ensure(str(tmp_path / "pki"), facts)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_key_algorithm_is_an_error_before_anything_is_written(tmp_path):
+    with pytest.raises(pki.PKIError, match="unknown key algorithm 'DSA-1024'"):
+        pki.ensure(str(tmp_path / "pki"), FACTS, key_algorithm="DSA-1024")
+    assert os.listdir(tmp_path) == []
 
 
 # -- reuse --------------------------------------------------------------------------------
@@ -361,6 +382,38 @@ def test_tls_handshake_with_the_admin_kubeconfig(d, apiserver_tls, tmp_path, ser
     assert talk(conn.ssl_context(), apiserver_tls.port, server_name) == b"kubernetes-admin"
 
 
+@pytest.mark.parametrize("server,ca,client,server_name,want", [
+    ("kubelets/node-1/kubelet", "ca", "apiserver-kubelet-client", "node-1", b"kube-apiserver-kubelet-client"),
+    ("kubelets/node-1/kubelet", "ca", "apiserver-kubelet-client", "10.250.0.2", b"kube-apiserver-kubelet-client"),
+    ("apiserver", "ca", "kubelets/node-2/kubelet-client", "10.96.0.1", b"system:node:node-2"),
+    ("apiserver", "ca", "scheduler", "kubernetes.default", b"system:kube-scheduler"),
+    ("etcd/server", "etcd/ca", "apiserver-etcd-client", "localhost", b"kube-apiserver-etcd-client"),
+    ("etcd/server", "etcd/ca", "etcd/healthcheck-client", "127.0.0.1", b"kube-etcd-healthcheck-client"),
+    ("etcd/peer", "etcd/ca", "etcd/peer", "cp", b"cp"),
+])
+def test_tls_handshake_between_the_clusters_parts(d, server, ca, client, server_name, want):
+    srv = TLSServer(os.path.join(d, server + ".crt"), os.path.join(d, server + ".key"), os.path.join(d, ca + ".crt"))
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(d, ca + ".crt"))
+        ctx.load_cert_chain(os.path.join(d, client + ".crt"), os.path.join(d, client + ".key"))
+        assert talk(ctx, srv.port, server_name) == want
+    finally:
+        srv.close()
+
+
+def test_a_kubelet_serving_certificate_does_not_serve_another_node(d):
+    srv = TLSServer(os.path.join(d, "kubelets/node-1/kubelet.crt"), os.path.join(d, "kubelets/node-1/kubelet.key"),
+                    os.path.join(d, "ca.crt"))
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(d, "apiserver-kubelet-client.crt"),
+                            os.path.join(d, "apiserver-kubelet-client.key"))
+        with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+            talk(ctx, srv.port, "node-2")
+    finally:
+        srv.close()
+
+
 def test_client_refuses_a_name_the_apiserver_certificate_lacks(d, apiserver_tls):
     ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.crt"))
     ctx.load_cert_chain(os.path.join(d, "admin.crt"), os.path.join(d, "admin.key"))
@@ -400,6 +453,51 @@ def _eventually(cond, timeout=10.0):
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_etcd_serves_with_its_certificates_and_refuses_other_clients(d):
+    """A real etcd with kubeadm's flags for the etcd certificates: client and peer TLS,
+    client certificates required and checked against etcd's CA."""
+    import httpx
+
+    from tests.procs import Etcd, wait_for
+    etcd = Etcd()
+    client_url = f"https://127.0.0.1:{etcd.port}"
+    peer_url = f"https://127.0.0.1:{etcd.peer_port}"
+    e = lambda p: os.path.join(d, "etcd", p)  # noqa: E731
+    log = open(os.path.join(etcd.dir, "etcd.log"), "ab")
+    proc = subprocess.Popen(
+        ["etcd", "--name", "cp", "--data-dir", os.path.join(etcd.dir, "data"),
+         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+         "--initial-cluster", f"cp={peer_url}",
+         "--cert-file", e("server.crt"), "--key-file", e("server.key"),
+         "--client-cert-auth", "--trusted-ca-file", e("ca.crt"),
+         "--peer-cert-file", e("peer.crt"), "--peer-key-file", e("peer.key"),
+         "--peer-client-cert-auth", "--peer-trusted-ca-file", e("ca.crt"),
+         "--heartbeat-interval", "10", "--election-timeout", "100", "--unsafe-no-fsync"],
+        stdout=log, stderr=subprocess.STDOUT)
+
+    def client(cert):
+        ctx = ssl.create_default_context(cafile=e("ca.crt"))
+        if cert:
+            ctx.load_cert_chain(os.path.join(d, cert + ".crt"), os.path.join(d, cert + ".key"))
+        return httpx.Client(verify=ctx, timeout=5)
+    try:
+        with client("apiserver-etcd-client") as c:
+            wait_for(lambda: c.get(client_url + "/health").json()["health"] == "true", what="etcd over TLS")
+            r = c.post(client_url + "/v3/kv/put", json={"key": "YQ==", "value": "Yg=="})
+            assert r.status_code == 200, r.text
+        with client("etcd/healthcheck-client") as c:
+            assert c.get(client_url + "/health").status_code == 200
+        for cert in (None, "admin"):     # no certificate; one from the cluster CA, not etcd's
+            with client(cert) as c, pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+                c.post(client_url + "/v3/kv/range", json={"key": "YQ=="})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+        etcd.stop()
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -468,3 +566,30 @@ def test_certs_command_without_a_pki_is_one_line(tmp_path, command):
 def test_short_human_duration_is_apimachinerys(seconds, want):
     assert pki.short_human_duration(datetime.timedelta(seconds=seconds)) == want
 
+
+
+# -- machinery.pki.problems: why a certificate does not serve a spec ---------------------------
+
+def test_problems_name_every_reason_a_certificate_does_not_serve_a_spec():
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    ca_key = mpki.new_key("ECDSA-P256")
+    ca = mpki.new_ca("test-ca", ca_key, now=now)
+    have = mpki.CertSpec("kube-apiserver", ("a",), dns_names=("x.test",), ips=("10.0.0.1",), usages=("server",))
+    c = mpki.sign(have, mpki.new_key("ECDSA-P256").public_key(), ca_cert=ca, ca_key=ca_key, now=now, validity=HOUR)
+    assert mpki.problems(c, have, now=now) == []
+    # A certificate with more SANs than asked serves too.
+    assert mpki.problems(c, mpki.CertSpec("kube-apiserver", ("a",), ips=("10.0.0.1",), usages=("server",)),
+                         now=now) == []
+    want = mpki.CertSpec("other", ("b",), dns_names=("x.test", "y.test"), ips=("10.0.0.1", "::1"),
+                         usages=("server", "client"))
+    assert mpki.problems(c, want, now=now) == [
+        "its subject CN is 'kube-apiserver', not 'other'", "its subject O is ['a'], not ['b']",
+        "its SANs lack y.test, ::1", "it is not for client auth"]
+    assert mpki.problems(c, have, now=now - HOUR) == ["it is not valid before 2029-12-31 23:55 UTC"]
+    assert mpki.problems(c, have, now=now + HOUR) == ["it expired at 2030-01-01 01:00 UTC"]
+    assert mpki.problems(c, have, now=now, renew_before=2 * HOUR) == [
+        "it expires at 2030-01-01 01:00 UTC, within the renewal window"]
+    # A leaf never outlives its CA.
+    short_ca = mpki.new_ca("short", ca_key, now=now, validity=HOUR)
+    leaf = mpki.sign(have, ca_key.public_key(), ca_cert=short_ca, ca_key=ca_key, now=now)
+    assert leaf.not_valid_after_utc == short_ca.not_valid_after_utc
