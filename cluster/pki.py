@@ -215,14 +215,21 @@ def ensure(directory: str, facts: ClusterFacts, *, now: datetime.datetime | None
         raise PKIError(f"unknown key algorithm {key_algorithm!r} (one of {', '.join(pki.KEY_ALGORITHMS)})")
     leaves = desired(facts)
     with _locked(directory):
+        # Everything that can fail is read and checked before the first write, so a
+        # refusal leaves the directory as it was.
+        cas: dict[str, CA] = {ca: _load_ca(directory, ca, now=now)
+                              for ca in CAS if _ca_present(directory, ca)}
+        sa_key = _load_sa_key(directory)
         out: list[Outcome] = []
-        cas = {}
-        for ca in CAS:
-            signed = [leaf for leaf in on_disk(directory) if leaf.ca == ca]
-            cas[ca], made = _ensure_ca(directory, ca, signed, now=now, validity=ca_validity,
-                                       key_algorithm=key_algorithm)
-            out.append(Outcome(ca, made, "missing" if made else ""))
-        out.append(_ensure_sa(directory))
+        for ca, (path, cn) in CAS.items():
+            if ca in cas:
+                out.append(Outcome(ca, False, ""))
+                continue
+            ca_key = pki.new_key(key_algorithm)
+            cas[ca] = pki.new_ca(cn, ca_key, now=now, validity=ca_validity), ca_key
+            _write_pair(directory, path, cas[ca][0], ca_key)
+            out.append(Outcome(ca, True, "missing"))
+        out.append(_ensure_sa(directory, sa_key))
         for leaf, spec in leaves:
             ca_cert, ca_key = cas[leaf.ca]
             reason = _leaf_problem(directory, leaf, spec, ca_cert, now=now, renew_before=renew_before)
@@ -233,26 +240,23 @@ def ensure(directory: str, facts: ClusterFacts, *, now: datetime.datetime | None
         return out
 
 
-def _ensure_ca(directory: str, name: str, signed: list[Leaf], *, now: datetime.datetime,
-               validity: datetime.timedelta, key_algorithm: str) -> tuple[CA, bool]:
-    path, cn = CAS[name]
+def _ca_present(directory: str, name: str) -> bool:
+    """Whether the CA is on disk (both files); PKIError if only half of it is, or if it
+    is missing while certificates it signed are there."""
+    path, _ = CAS[name]
     crt, key = _file(directory, path, ".crt"), _file(directory, path, ".key")
     have_crt, have_key = os.path.exists(crt), os.path.exists(key)
     if have_crt and have_key:
-        return _load_ca(directory, name, now=now), False
+        return True
     if have_crt or have_key:
         present, absent = (crt, key) if have_crt else (key, crt)
         raise PKIError(f"{present} exists but {absent} does not: restore it, or remove both to make a new {name}")
-    existing = [_file(directory, leaf.path, ".crt") for leaf in signed
-                if os.path.exists(_file(directory, leaf.path, ".crt"))]
+    signed = [_file(directory, leaf.path, ".crt") for leaf in on_disk(directory) if leaf.ca == name]
+    existing = [p for p in signed if os.path.exists(p)]
     if existing:
         raise PKIError(f"{crt} is missing but certificates it signed exist ({', '.join(existing)}): "
                        f"restore it, or remove them to start a new {name}")
-    ca_key = pki.new_key(key_algorithm)
-    ca_cert = pki.new_ca(cn, ca_key, now=now, validity=validity)
-    _write(key, pki.key_pem(ca_key), 0o600)
-    _write(crt, pki.cert_pem(ca_cert), 0o644)
-    return (ca_cert, ca_key), True
+    return False
 
 
 def _load_ca(directory: str, name: str, *, now: datetime.datetime) -> CA:
@@ -271,19 +275,27 @@ def _load_ca(directory: str, name: str, *, now: datetime.datetime) -> CA:
     return ca_cert, ca_key
 
 
-def _ensure_sa(directory: str) -> Outcome:
-    """sa.key is kept whatever happens (every ServiceAccount token depends on it); sa.pub
-    is derived from it, so a missing or stale one is simply rewritten."""
-    key_path, pub_path = os.path.join(directory, "sa.key"), os.path.join(directory, "sa.pub")
-    if not os.path.exists(key_path):
+def _load_sa_key(directory: str) -> pki.PrivateKey | None:
+    """sa.key, or None if there is none. An unreadable one is an error, never replaced:
+    every ServiceAccount token the cluster issued depends on it."""
+    path = os.path.join(directory, "sa.key")
+    try:
+        return pki.load_key(_read(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise PKIError(f"cannot read {path}: {e}") from None
+
+
+def _ensure_sa(directory: str, key: pki.PrivateKey | None) -> Outcome:
+    """sa.key is kept when there is one; sa.pub is derived from it, so a missing or stale
+    one is simply rewritten."""
+    pub_path = os.path.join(directory, "sa.pub")
+    if key is None:
         key = pki.new_key(f"RSA-{SA_KEY_BITS}")
-        _write(key_path, pki.key_pem(key), 0o600)
+        _write(os.path.join(directory, "sa.key"), pki.key_pem(key), 0o600)
         _write(pub_path, pki.public_key_pem(key), 0o644)
         return Outcome("sa", True, "missing")
-    try:
-        key = pki.load_key(_read(key_path))
-    except (OSError, ValueError) as e:
-        raise PKIError(f"cannot read {key_path}: {e}") from None
     pub = pki.public_key_pem(key)
     try:
         current = _read(pub_path)
@@ -316,8 +328,14 @@ def _issue(directory: str, leaf: Leaf, spec: CertSpec, ca_cert: x509.Certificate
            now: datetime.datetime, validity: datetime.timedelta, key_algorithm: str) -> None:
     key = pki.new_key(key_algorithm)
     cert = pki.sign(spec, key.public_key(), ca_cert=ca_cert, ca_key=ca_key, now=now, validity=validity)
-    _write(_file(directory, leaf.path, ".key"), pki.key_pem(key), 0o600)
-    _write(_file(directory, leaf.path, ".crt"), pki.cert_pem(cert), 0o644)
+    _write_pair(directory, leaf.path, cert, key)
+
+
+def _write_pair(directory: str, path: str, cert: x509.Certificate, key: pki.PrivateKey) -> None:
+    # The key first: a crash in between leaves a pair that does not match, which the
+    # next ensure() remakes, rather than a new certificate no one has the key of.
+    _write(_file(directory, path, ".key"), pki.key_pem(key), 0o600)
+    _write(_file(directory, path, ".crt"), pki.cert_pem(cert), 0o644)
 
 
 # -- renew and check-expiration ---------------------------------------------------------------

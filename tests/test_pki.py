@@ -271,6 +271,15 @@ def test_missing_ca_with_leaves_is_an_error_and_changes_nothing(d):
     assert snapshot(d) == before
 
 
+def test_a_refused_ca_writes_nothing_even_where_another_ca_would_be_made(d, tmp_path):
+    lone = tmp_path / "lone"
+    (lone / "etcd").mkdir(parents=True)
+    shutil.copy2(os.path.join(d, "etcd", "server.crt"), lone / "etcd" / "server.crt")
+    with pytest.raises(pki.PKIError, match=r"etcd/ca\.crt is missing but .*etcd/server\.crt"):
+        pki.ensure(str(lone), FACTS)
+    assert sorted(snapshot(str(lone))) == [".lock", "etcd/server.crt"]     # no ca.*, no sa.*
+
+
 def test_ca_without_its_key_is_an_error(d):
     os.unlink(os.path.join(d, "etcd", "ca.key"))
     before = snapshot(d)
