@@ -10,9 +10,9 @@ Layout (kubeadm's file names where kubeadm has the file):
     etcd/ca.crt, etcd/ca.key             etcd's own CA (CN etcd-ca)
     etcd/server, etcd/peer               etcd's serving and peer certificates
     etcd/healthcheck-client              a client of etcd for health checks
-    admin, scheduler, controller-manager client certificates (kubeadm embeds these in admin.conf,
-                                         scheduler.conf and controller-manager.conf; here they
-                                         are files, and `kubeconfig()` embeds them)
+    admin, scheduler, controller-manager those clients' certificates (kubeadm embeds them in
+                                         admin.conf, scheduler.conf and controller-manager.conf;
+                                         here they are files, and `kubeconfig()` embeds them)
     kubelets/<node>/kubelet              the node's kubelet serving certificate
     kubelets/<node>/kubelet-client       the node's kubelet client certificate
 
@@ -23,10 +23,11 @@ Guarantees
   `renew_before`) is kept byte for byte; only what is missing or not good is made anew,
   with a new key. A missing CA is never quietly replaced while certificates it signed
   exist (that would cut every holder of those certificates off): it is a `PKIError`, as
-  is an unreadable CA or service-account key.
-- `renew(directory, name)` re-issues a leaf under its existing CA with a new key and the
+  is an unreadable CA or service-account key. Every refusal comes before the first
+  write, so it leaves the directory as it was.
+- `renew(directory, names)` re-issues leaves under its existing CA with a new key and the
   subject, SANs and usages read from the current certificate (kubeadm's `certs renew`).
-  CAs are never renewed.
+  CAs are never renewed. An unknown name or an unreadable certificate changes nothing.
 - Key files are written 0600, certificates 0644; every file is written to a temporary
   file in the same directory and renamed over the old one, so a reader sees the old file
   or the new one, never half of either. A key is written before its certificate: a
@@ -361,20 +362,23 @@ def renew(directory: str, names: list[str], *, now: datetime.datetime | None = N
     with _locked(directory):
         leaves = on_disk(directory) if names == ["all"] else [leaf_named(directory, n) for n in names]
         cas = {ca: _load_ca(directory, ca, now=now) for ca in {leaf.ca for leaf in leaves}}
-        out = []
+        specs: dict[str, CertSpec | None] = {}      # read them all first: a bad one stops before any write
         for leaf in leaves:
             crt = _file(directory, leaf.path, ".crt")
             try:
-                cert = pki.load_cert(_read(crt))
+                specs[leaf.name] = pki.spec_of(pki.load_cert(_read(crt)))
             except FileNotFoundError:
-                out.append((leaf, False))
-                continue
-            except ValueError as e:
+                specs[leaf.name] = None
+            except (OSError, ValueError) as e:
                 raise PKIError(f"cannot read {crt}: {e}") from None
-            ca_cert, ca_key = cas[leaf.ca]
-            _issue(directory, leaf, pki.spec_of(cert), ca_cert, ca_key, now=now, validity=validity,
-                   key_algorithm=key_algorithm)
-            out.append((leaf, True))
+        out = []
+        for leaf in leaves:
+            spec = specs[leaf.name]
+            if spec is not None:
+                ca_cert, ca_key = cas[leaf.ca]
+                _issue(directory, leaf, spec, ca_cert, ca_key, now=now, validity=validity,
+                       key_algorithm=key_algorithm)
+            out.append((leaf, spec is not None))
         return out
 
 

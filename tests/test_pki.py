@@ -320,6 +320,15 @@ def test_renew_keeps_subject_and_sans_under_the_same_ca_with_a_new_key(d):
     assert sorted(p for p in before if after[p] != before[p]) == ["apiserver.crt", "apiserver.key"]
 
 
+def test_renew_all_with_an_unreadable_certificate_changes_nothing(d):
+    with open(os.path.join(d, "scheduler.crt"), "wb") as f:
+        f.write(b"not a certificate")
+    before = snapshot(d)
+    with pytest.raises(pki.PKIError, match=r"cannot read .*scheduler\.crt"):
+        pki.renew(d, ["all"])
+    assert snapshot(d) == before
+
+
 def test_renew_unknown_name_changes_nothing(d):
     before = snapshot(d)
     with pytest.raises(pki.PKIError, match="^nope is not a valid certificate for this cluster$"):
