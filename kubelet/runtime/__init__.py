@@ -121,6 +121,9 @@ class ContainerConfig:
     resources: Resources = field(default_factory=Resources)
     attempt: int = 0  # the restart count this run will have
     read_only_root: bool = False
+    # securityContext (the container's over the pod's): they override the image's User.
+    run_as_user: int | None = None
+    run_as_group: int | None = None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class ContainerStatus:
     message: str = ""
     oom_killed: bool = False
     log_path: str = ""
+    image_id: str = ""  # repo@sha256:<manifest digest> of the image it runs; "" for the host root
 
     @property
     def running(self) -> bool:

@@ -49,7 +49,7 @@ from kubelet.images import HostRootImageStore, ImageError, ImageStore
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
                              SandboxNotReady, SandboxStatus, VolumeError, logs)
-from kubelet.runtime.linux import kernel, netlink, volumes
+from kubelet.runtime.linux import kernel, netlink, users, volumes
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.forkserver import SHIM, ForkedExec, ForkServer, Unsent
 from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
@@ -287,7 +287,10 @@ class LinuxRuntime(Runtime):
                 kernel.unmount_all(pod_dir)
                 if kernel.mounts_under(pod_dir):  # never let rmtree reach into a mount
                     raise ContainerRuntimeError(f"mounts remain under {pod_dir}")
+                containers = glob.glob(os.path.join(pod_dir, "containers", "*"))
                 shutil.rmtree(pod_dir)
+                for cdir in containers:
+                    self.images.release(cdir)
         with self._locks_guard:
             self._locks.pop(uid, None)
 
@@ -319,7 +322,8 @@ class LinuxRuntime(Runtime):
         st = _read_json(os.path.join(cdir, "state.json")) or {}
         meta = cfg["meta"]
         s = ContainerStatus(id=meta["id"], pod_uid=meta["pod_uid"], name=meta["name"],
-                            attempt=meta["attempt"], image=meta["image"], state="running",
+                            attempt=meta["attempt"], image=meta["image"],
+                            image_id=meta.get("image_id", ""), state="running",
                             pid=st.get("pid"), started_at=st.get("started_at"),
                             log_path=cfg["log_path"])
         if st.get("finished_at"):
@@ -358,83 +362,104 @@ class LinuxRuntime(Runtime):
             sb = self._sandbox(uid)
             if not sb or not self._sandbox_status(uid, sb).ready:
                 raise SandboxNotReady(f"pod {uid} has no ready sandbox")
-            try:
-                image = self.images.resolve(config.image)
-            except ImageError as e:
-                raise CreateContainerError(str(e), reason="ErrImagePull") from e
-            # Kubernetes' rule: command replaces the entrypoint, args replace the cmd.
-            argv = (config.command or image.entrypoint) + (
-                config.args or ([] if config.command else image.cmd))
-            if not argv:
-                raise CreateContainerError(
-                    f"container {config.name!r}: no command specified (images carry no "
-                    "default command on this runtime)")
             for c in self.list_containers(uid):
                 if c.name == config.name and c.attempt == config.attempt:
                     raise CreateContainerError(
                         f"container {config.name!r} attempt {config.attempt} already exists")
-            mounts = []
-            for m in config.mounts:
-                if not os.path.isabs(m.container_path):
-                    raise CreateContainerError(f"mount path {m.container_path!r} must be absolute")
-                try:
-                    src = volumes.resolve_subpath(m.host_path, m.sub_path)
-                except VolumeError as e:
-                    raise CreateContainerError(e.message) from e
-                if not os.path.exists(src):
-                    raise CreateContainerError(f"mount source {src} does not exist")
-                mounts.append({"src": src, "dst": os.path.normpath(m.container_path),
-                               "ro": m.read_only})
-            scfg = sb["config"]
-            hostname = (scfg["hostname"] or scfg["name"])[:63]
-            env = {**image.env, "HOSTNAME": hostname, **config.env}
-            pod_dir = self._pod_dir(uid)
-            # (A sandbox made before these files moved up from pod_dir/etc has them there.)
-            etc_dir = pod_dir if os.path.exists(f"{pod_dir}/hosts") else f"{pod_dir}/etc"
-            etc = {"/etc/hosts": f"{etc_dir}/hosts", "/etc/resolv.conf": f"{etc_dir}/resolv.conf"}
-            if not scfg["host_network"]:
-                etc["/etc/hostname"] = f"{etc_dir}/hostname"
             cid = secrets.token_hex(8)
-            cdir = os.path.join(pod_dir, "containers", cid)
+            cdir = os.path.join(self._pod_dir(uid), "containers", cid)
             os.makedirs(cdir)  # in its own mount namespace, the container mounts its root here
-            log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
-            if os.path.isdir(os.path.dirname(log_path)):
-                for stale in [log_path, *logs.rotated_files(log_path)]:
-                    if os.path.exists(stale):  # a removed container's, with the same attempt
-                        os.unlink(stale)
-            else:
-                os.makedirs(os.path.dirname(log_path))
-            cgroup = self.cgroups.cgroup(f"pod{uid}", cid)
-            res = config.resources
-            cgroup.create(cpu_request_milli=res.cpu_request_milli,
-                          cpu_limit_milli=res.cpu_limit_milli, memory_limit=res.memory_limit)
-            pid_mode = ("host" if scfg["host_pid"] else
-                        "pod" if "pid" in sb.get("unshare", []) else "private")
-            cfg = {
-                "meta": {"id": cid, "pod_uid": uid, "name": config.name,
-                         "attempt": config.attempt, "image": config.image},
-                "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
-                "cwd": config.working_dir or image.working_dir or "/",
-                "lowerdirs": image.layers, "mask": [self.root], "read_only_root": config.read_only_root,
-                "sandbox": {"pid": sb["pid"], "start": sb["start"]},
-                "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
-                        + (["pid"] if pid_mode == "pod" else []),
-                "pid_mode": pid_mode, "cgroup": cgroup.to_json(), "etc": etc,
-                "shm": "/dev/shm" if scfg["host_ipc"] else f"{pod_dir}/shm",
-                "mounts": mounts, "log_path": log_path, "log_max_bytes": self.log_max_bytes,
-                "log_max_files": self.log_max_files,
-            }
-            _write_json(os.path.join(cdir, "config.json"), cfg)
-            monitor_log = os.path.join(cdir, "monitor.log")
-            reply = self._spawn("container", cdir, stderr_path=monitor_log)
-            if "error" in reply and not os.path.exists(os.path.join(cdir, "state.json")):
-                # The monitor failed before it could record anything: no container.
-                with open(monitor_log, errors="replace") as f:
-                    detail = f.read()[-2000:]
-                cgroup.remove()
+            cgroup = None
+            try:
+                # Leased before it is resolved, with the lease's holder (this directory)
+                # already there: image GC cannot take the image between the two.
+                try:
+                    self.images.lease(cdir, config.image)
+                except OSError as e:
+                    raise CreateContainerError(f"leasing image {config.image!r}: {e}") from e
+                cfg = self._container_config(uid, sb, config, cid, cdir)
+                cgroup = self.cgroups.cgroup(f"pod{uid}", cid)
+                res = config.resources
+                cgroup.create(cpu_request_milli=res.cpu_request_milli,
+                              cpu_limit_milli=res.cpu_limit_milli, memory_limit=res.memory_limit)
+                cfg["cgroup"] = cgroup.to_json()
+                _write_json(os.path.join(cdir, "config.json"), cfg)
+                monitor_log = os.path.join(cdir, "monitor.log")
+                reply = self._spawn("container", cdir, stderr_path=monitor_log)
+                if "error" in reply and not os.path.exists(os.path.join(cdir, "state.json")):
+                    # The monitor failed before it could record anything: no container.
+                    with open(monitor_log, errors="replace") as f:
+                        detail = f.read()[-2000:]
+                    raise CreateContainerError(f"{reply['error']} {detail}".strip())
+            except BaseException:
+                if cgroup is not None:
+                    cgroup.remove()
                 shutil.rmtree(cdir)
-                raise CreateContainerError(f"{reply['error']} {detail}".strip())
+                self.images.release(cdir)
+                raise
             return self._status(cdir)
+
+    def _container_config(self, uid: str, sb: dict, config: ContainerConfig, cid: str,
+                          cdir: str) -> dict:
+        """What the monitor runs (config.json, without its cgroup); raises
+        CreateContainerError. Clears the log of a removed container of this attempt."""
+        try:
+            image = self.images.resolve(config.image)
+        except ImageError as e:
+            raise CreateContainerError(str(e), reason="ErrImagePull") from e
+        # Kubernetes' rule: command replaces the entrypoint, args replace the cmd.
+        argv = (config.command or image.entrypoint) + (
+            config.args or ([] if config.command else image.cmd))
+        if not argv:
+            raise CreateContainerError(
+                f"container {config.name!r}: no command specified (neither the container "
+                f"nor its image {config.image!r} gives one)")
+        mounts = []
+        for m in config.mounts:
+            if not os.path.isabs(m.container_path):
+                raise CreateContainerError(f"mount path {m.container_path!r} must be absolute")
+            try:
+                src = volumes.resolve_subpath(m.host_path, m.sub_path)
+            except VolumeError as e:
+                raise CreateContainerError(e.message) from e
+            if not os.path.exists(src):
+                raise CreateContainerError(f"mount source {src} does not exist")
+            mounts.append({"src": src, "dst": os.path.normpath(m.container_path),
+                           "ro": m.read_only})
+        scfg = sb["config"]
+        hostname = (scfg["hostname"] or scfg["name"])[:63]
+        env = {**image.env, "HOSTNAME": hostname, **config.env}
+        pod_dir = self._pod_dir(uid)
+        # (A sandbox made before these files moved up from pod_dir/etc has them there.)
+        etc_dir = pod_dir if os.path.exists(f"{pod_dir}/hosts") else f"{pod_dir}/etc"
+        etc = {"/etc/hosts": f"{etc_dir}/hosts", "/etc/resolv.conf": f"{etc_dir}/resolv.conf"}
+        if not scfg["host_network"]:
+            etc["/etc/hostname"] = f"{etc_dir}/hostname"
+        log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
+        if os.path.isdir(os.path.dirname(log_path)):
+            for stale in [log_path, *logs.rotated_files(log_path)]:
+                if os.path.exists(stale):  # a removed container's, with the same attempt
+                    os.unlink(stale)
+        else:
+            os.makedirs(os.path.dirname(log_path))
+        pid_mode = ("host" if scfg["host_pid"] else
+                    "pod" if "pid" in sb.get("unshare", []) else "private")
+        cwd = config.working_dir or image.working_dir or "/"
+        return {
+            "meta": {"id": cid, "pod_uid": uid, "name": config.name,
+                     "attempt": config.attempt, "image": config.image, "image_id": image.image_id},
+            "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
+            "cwd": os.path.join("/", cwd),  # a relative WorkingDir is from the root, as in runc
+            "user": users.effective_spec(image.user, config.run_as_user, config.run_as_group),
+            "lowerdirs": image.layers, "mask": [self.root], "read_only_root": config.read_only_root,
+            "sandbox": {"pid": sb["pid"], "start": sb["start"]},
+            "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
+                    + (["pid"] if pid_mode == "pod" else []),
+            "pid_mode": pid_mode, "etc": etc,
+            "shm": "/dev/shm" if scfg["host_ipc"] else f"{pod_dir}/shm",
+            "mounts": mounts, "log_path": log_path, "log_max_bytes": self.log_max_bytes,
+            "log_max_files": self.log_max_files,
+        }
 
     def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
         cdir = self._find(container_id)
@@ -469,6 +494,7 @@ class LinuxRuntime(Runtime):
                     os.unlink(f)
             kernel.unmount_all(cdir)
             shutil.rmtree(cdir)
+            self.images.release(cdir)
 
     # -- exec, probes ----------------------------------------------------------------------
     def exec(self, container_id: str, argv: list[str], *,
