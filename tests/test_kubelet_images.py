@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import shutil
 import uuid
 
 import pytest
@@ -29,8 +30,10 @@ from kubelet.runtime.linux import users
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.status import ContainerView, container_status
-from tests.images_fixtures import oci_images, plain_registry  # noqa: F401
+from tests.images_fixtures import BUSYBOX, oci_images, plain_registry  # noqa: F401
 from tests.procs import wait_for
+from tests.test_kubelet_e2e import (KubeletNode, api, api_exec, container, create,  # noqa: F401
+                                    cstatus, http, make_pod, pod_log, running, wait_pod)
 from tests.test_kubelet_runtime import free_cidr
 
 pytestmark = pytest.mark.skipif(
@@ -258,10 +261,40 @@ def test_an_image_without_its_working_dir_gets_it_made_even_with_a_read_only_roo
         nodes, service, plain_registry):
     rt = nodes(Derived(service, working_dir="/srv/work"))
     uid = new_pod(rt, "ro")
-    c = run(rt, uid, "c", ref(plain_registry, "app-a"), read_only_root=True,
-            args=["pwd; echo t > /tmp/t && cat /tmp/t; echo x > /app/x || echo read-only"])
-    text = output(rt, c)
-    assert text.startswith("/srv/work\nt\n") and text.endswith("read-only\n"), text
+    c = run(rt, uid, "c", ref(plain_registry, "app-a"), read_only_root=True, run_as_user=0,
+            args=["pwd; echo t > /tmp/t && cat /tmp/t; echo x > /app/x || echo not-written"])
+    text = output(rt, c)  # (stderr's line may come before or after stdout's)
+    assert text.startswith("/srv/work\nt\n") and "not-written\n" in text, text
+    assert "/app/x: Read-only file system" in text
+
+
+class DirImage(ImageStore):
+    """Every name is one directory as the image's only layer, with this config."""
+
+    def __init__(self, layer: str, **config):
+        self.image = Image(layers=[layer], **config)
+
+    def resolve(self, image: str) -> Image:
+        return self.image
+
+
+def test_an_image_with_nothing_but_a_binary_runs_and_its_layer_stays_untouched(nodes, tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, layer / "bin" / "busybox")
+    os.symlink("busybox", layer / "bin" / "sh")
+    before = tree(str(layer))
+    rt = nodes(DirImage(str(layer), entrypoint=["/bin/busybox"], env={"PATH": "/bin"},
+                        user="1000:1000", working_dir="/work"))
+    uid = new_pod(rt, "bare")
+    c = run(rt, uid, "c", "bare", args=["sh", "-c", (
+        "cat /etc/hostname; busybox id -u; echo $HOME $PWD; busybox ls -d /dev/null /proc/self /sys /tmp; "
+        "echo t > /tmp/t && busybox cat /tmp/t")])
+    assert output(rt, c) == "bare\n1000\n/ /work\n/dev/null\n/proc/self\n/sys\n/tmp\nt\n"
+    assert tree(str(layer)) == before  # mount points and files went to the container's upper dir
+    rt.images = DirImage(str(layer), cmd=["/bin/sh"], user="app")  # no /etc/passwd to name it
+    with pytest.raises(CreateContainerError, match="unable to find user app: no matching entries in passwd file"):
+        run(rt, uid, "named", "bare")
 
 
 # -- layers: shared, never copied, never written ----------------------------------------
@@ -323,6 +356,29 @@ def test_the_image_id_is_recorded_survives_a_restart_and_is_the_status_image_id(
     assert container_status(ContainerView("c", image))["imageID"] == ""
 
 
+# -- through the kubelet ------------------------------------------------------------------
+
+def test_the_kubelet_passes_run_as_user_and_group_container_level_over_pod_level(
+        api, http, ns, tmp_path):  # noqa: F811
+    kubelet = KubeletNode(api, tmp_path, "--host-root-images")
+    try:
+        kubelet.start()
+        script = ["sh", "-c", "echo $(id -u) $(id -g) $HOME; exec sleep infinity"]
+        create(http, ns, make_pod("runas", kubelet, container("pod-level", script),
+                                  container("own", script, securityContext={"runAsUser": 4321}),
+                                  securityContext={"runAsUser": 1234, "runAsGroup": 5678}))
+        pod = wait_pod(http, ns, "runas", lambda p: running("pod-level")(p) and running("own")(p),
+                       "both running")
+        assert cstatus(pod, "own")["imageID"] == ""  # the host's root is no image
+        wait_for(lambda: all(pod_log(http, ns, "runas", container=c) for c in ("pod-level", "own")),
+                 what="both logs")
+        assert pod_log(http, ns, "runas", container="pod-level") == "1234 5678 /\n"
+        assert pod_log(http, ns, "runas", container="own") == "4321 5678 /\n"
+        assert api_exec(api, ns, "runas", ["id", "-u"], container="own")[:2] == (0, b"4321\n")
+    finally:
+        kubelet.cleanup()
+
+
 # -- the lookup itself, against files like an image's ------------------------------------
 
 def test_exec_user_follows_runcs_rules(tmp_path):
@@ -350,6 +406,9 @@ def test_exec_user_follows_runcs_rules(tmp_path):
         {"uid": 99, "gid": 98, "groups": [], "home": "/"}
     with pytest.raises(users.UserError, match="unable to find user app"):
         users.exec_user("app", passwd_path=str(tmp_path / "none"))
+    os.mkfifo(tmp_path / "fifo")  # an image's trap: reading it would block the start
+    with pytest.raises(users.UserError, match="not a regular file"):
+        users.exec_user("app", passwd_path=str(tmp_path / "fifo"))
 
 
 def test_effective_spec_is_kubernetes_override_of_the_image_user():

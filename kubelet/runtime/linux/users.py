@@ -18,6 +18,10 @@ interpreter.
 """
 from __future__ import annotations
 
+import os
+import stat
+
+MAX_FILE = 16 * 1024 * 1024  # read no more of a passwd or group file than this
 MAX_ID = 2**31 - 1  # runc's range for ids (a Go int32, as the kernel's uid_t is used)
 
 
@@ -39,10 +43,15 @@ def _entries(path: str, fields: int) -> list[list[str]]:
     """The colon-separated lines of a passwd or group file, padded to `fields`; [] if
     the file does not exist."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        # Never blocking on, nor reading without end from, what an image put there (a
+        # FIFO, a device): only a regular file counts.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{path} is not a regular file")
+        text = f.read(MAX_FILE).decode("utf-8", errors="replace")
     out = []
     for line in text.splitlines():
         line = line.strip()
