@@ -297,6 +297,25 @@ def test_an_image_with_nothing_but_a_binary_runs_and_its_layer_stays_untouched(n
         run(rt, uid, "named", "bare")
 
 
+def test_an_image_with_more_layers_than_mount_options_can_name_in_full_runs(nodes, tmp_path):
+    common = tmp_path / ("snapshots-with-a-long-name-" + "x" * 100)
+    layers = [common / f"{i:02d}" for i in range(40)]  # 40 x ~250 chars: over a page
+    for i, d in enumerate(layers):
+        d.mkdir(parents=True)
+        (d / f"layer-{i}").write_text(f"{i}\n")
+    (layers[-1] / "bin").mkdir()
+    shutil.copy2(BUSYBOX, layers[-1] / "bin" / "busybox")
+    os.symlink("busybox", layers[-1] / "bin" / "sh")
+    assert len(":".join(map(str, layers))) > 4096
+    rt = nodes(DirImage(str(layers[0]), env={"PATH": "/bin"}))
+    rt.images.image = dataclasses.replace(rt.images.image, layers=[str(d) for d in layers])
+    uid = new_pod(rt, "deep")
+    c = run(rt, uid, "c", "deep", command=["sh", "-c", "busybox cat /layer-0 /layer-39; busybox ls /"])
+    first, last, *names = output(rt, c).split()
+    assert (first, last) == ("0", "39")
+    assert set(names) == {f"layer-{i}" for i in range(40)} | {"bin", "dev", "etc", "proc", "sys", "tmp"}
+
+
 # -- layers: shared, never copied, never written ----------------------------------------
 
 def test_the_overlay_lower_dirs_are_the_stores_snapshots_and_stay_untouched(node, service, plain_registry):

@@ -216,9 +216,12 @@ class Runtime(ABC):
     # -- containers ------------------------------------------------------------------
     @abstractmethod
     def start_container(self, uid: str, config: ContainerConfig) -> ContainerStatus:
-        """Create and start a container in the pod's sandbox. A command that cannot be
-        executed gives an exited container (reason StartError, exit code 128); a
-        container that cannot be created raises CreateContainerError."""
+        """Create and start a container in the pod's sandbox, from its image (the
+        config's user, entrypoint, cmd, env and working dir, combined with the
+        container's as Kubernetes does; the image is leased until `remove_container`).
+        A command that cannot be executed gives an exited container (reason StartError,
+        exit code 128); a container that cannot be created (an image not on the node, a
+        user the image does not name) raises CreateContainerError."""
 
     @abstractmethod
     def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
@@ -239,8 +242,8 @@ class Runtime(ABC):
     # -- exec, probes, logs ----------------------------------------------------------
     @abstractmethod
     def exec(self, container_id: str, argv: list[str], *, stdin: bool = False) -> ExecProcess:
-        """Run argv in a running container's namespaces and cgroup, with its env and
-        working dir; stdout/stderr (and stdin if asked) are pipes. Exit code 126/127
+        """Run argv in a running container's namespaces and cgroup, as its user, with
+        its env (HOME included) and working dir; stdout/stderr (and stdin if asked) are pipes. Exit code 126/127
         when argv cannot be executed, as in Docker."""
 
     def exec_sync(self, container_id: str, argv: list[str], *,

@@ -5,6 +5,7 @@ namespaces (and PID namespace with shareProcessNamespace), plugged into the node
 (network.py). Each container is a process started by its own monitor (shim.py, mode
 container) that joins the sandbox's namespaces, gets new mount and PID namespaces, an
 overlay root over the image (from kubelet/images/) and the pod's volumes (volumes.py),
+runs as the image's user or securityContext's (users.py, looked up inside the root),
 and writes its output to a CRI log (kubelet/runtime/logs.py). Cgroups (cgroups.py):
 pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox and pod<uid>/<container
 id> hold the processes. Sandboxes and monitors are forks of the runtime's fork server
@@ -19,10 +20,13 @@ over the same directory adopts everything (no process is ever started twice):
     pods/<uid>/shm                            the pod's /dev/shm (tmpfs)
     pods/<uid>/volumes/<name>
     pods/<uid>/containers/<id>/config.json   what the monitor runs
-    pods/<uid>/containers/<id>/state.json    pids, start/finish, exit code, OOM (monitor)
+    pods/<uid>/containers/<id>/state.json    pids, start/finish, exit code, OOM, the
+                                              user it runs as (monitor)
     pods/<uid>/logs/<container>/<attempt>.log
     ipam/<ip>                                 the uid owning the address
 A process is recorded as (pid, start time), so a recycled pid is never signalled.
+A container's directory is its image's lease holder (ImageStore.lease): taken before the
+image is resolved, released with the directory, so image GC never takes a used image.
 
 Concurrency: calls for one pod are serialized by a per-pod lock; calls for different
 pods run in parallel. `cleanup_orphans` must not race pod calls (run it at start).

@@ -7,11 +7,14 @@ sandbox JSON STATUS_FD
     killed, reaping orphans when it is PID 1 of the pod.
 container DIR STATUS_FD
     The container's monitor (like conmon): reads DIR/config.json, starts the container
-    process, reports its pid, then copies its stdout/stderr into the CRI log file and,
-    when it exits, records exit code, time and OOM kill in DIR/state.json.
+    process (which, once in its root, looks its user up in the image's own /etc/passwd
+    and /etc/group, as runc does, and drops to it), reports its pid, then copies its
+    stdout/stderr into the CRI log file and, when it exits, records exit code, time and
+    OOM kill in DIR/state.json. A user the image does not name is reported as an error
+    with no state.json: no container.
 exec DIR -- ARGV...
-    Runs ARGV in the namespaces and cgroup of DIR's running container and exits with
-    its exit code.
+    Runs ARGV in the namespaces and cgroup of DIR's running container, as its user with
+    its env, and exits with its exit code.
 server SOCKET_FD
     The fork server (a "zygote"): this file imported once, then one fork per sandbox or
     container monitor asked for on SOCKET_FD (a SOCK_SEQPACKET unix socket), so a helper
