@@ -174,7 +174,8 @@ def test_the_default_process_runs_as_the_image_user_and_exec_does_too(node, plai
     assert output(node, run(node, uid, "default", image)) == "this is app a\n"
 
     # args alone replace the image's Cmd and keep its Entrypoint (/bin/sh -c).
-    c = run(node, uid, "main", image, args=["cat /app/a; exec sleep 1000"])
+    # /dev/stdout can be reopened by the user (images link log files there), as with runc.
+    c = run(node, uid, "main", image, args=["cat /app/a > /dev/stdout; exec sleep 1000"])
     wait_for(lambda: b"".join(logs.read_log(c.log_path)), what="the main container's output")
     assert b"".join(logs.read_log(c.log_path)) == b"this is app a\n"
     assert proc_ids(c.pid)["Uid"] == [1000] * 4 and proc_ids(c.pid)["Gid"] == [1000] * 4
@@ -183,6 +184,7 @@ def test_the_default_process_runs_as_the_image_user_and_exec_does_too(node, plai
     env = dict(line.split("=", 1) for line in sh(node, c.id, "env").splitlines())
     assert (env["HOME"], env["APP"], env["PATH"]) == ("/home/app", "a", "/bin")
     assert sh(node, c.id, "pwd") == "/app\n"
+    assert sh(node, c.id, "echo out > /dev/stdout") == "out\n"
     assert node.exec_sync(c.id, ["sh", "-c", "echo x > /etc/owned-by-root"]).exit_code != 0
 
 

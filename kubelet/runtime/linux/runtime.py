@@ -455,7 +455,10 @@ class LinuxRuntime(Runtime):
             "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
             "cwd": os.path.join("/", cwd),  # a relative WorkingDir is from the root, as in runc
             "user": users.effective_spec(image.user, config.run_as_user, config.run_as_group),
-            "lowerdirs": image.layers, "mask": [self.root], "read_only_root": config.read_only_root,
+            # The kubelet's state (other pods' volumes and secrets) is only reachable
+            # from a root that is the host's.
+            "lowerdirs": image.layers, "mask": [self.root] if "/" in image.layers else [],
+            "read_only_root": config.read_only_root,
             "sandbox": {"pid": sb["pid"], "start": sb["start"]},
             "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
                     + (["pid"] if pid_mode == "pod" else []),

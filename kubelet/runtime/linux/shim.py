@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import _json
 import _signal as signal  # signal without its enum wrappers: plain ints
+import errno
 import os
 import select
+import stat
 import sys
 import time
 
@@ -260,11 +262,11 @@ def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int, report_w: int)
         raise CreateError(str(e)) from None
     env = cfg["env"] if "HOME" in cfg["env"] else {**cfg["env"], "HOME": user.home}
     os.write(report_w, b"U" + _dumps(user.to_json()).encode() + b"\0")
-    _become(user.to_json())
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
+    _become(user.to_json())
     _reset_signals()
     try:
         _execvpe(cfg["argv"][0], cfg["argv"], env)
@@ -294,6 +296,18 @@ def _execvpe(file: str, argv: list[str], env: dict) -> None:
 
 def _become(user: dict) -> None:
     """Drop to the user's ids (root's capabilities go with uid 0, as in runc)."""
+    # As runc does (fixStdioPermissions): the stdio pipes were made by root outside the
+    # container, and a user must be able to reopen them (/dev/stdout, /proc/self/fd/1:
+    # images link their log files there). /dev/null is left alone.
+    for fd in (0, 1, 2):
+        st = os.fstat(fd)
+        if st.st_uid == user["uid"] or (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
+            continue
+        try:
+            os.fchown(fd, user["uid"], st.st_gid)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise
     os.setgroups(user["groups"])
     os.setgid(user["gid"])
     os.setuid(user["uid"])
