@@ -648,7 +648,11 @@ class Kubelet:
         config = ContainerConfig(name=name, image=c.get("image", ""), command=command, args=args, env=env,
                                  working_dir=c.get("workingDir") or "", mounts=mounts,
                                  resources=Resources.from_spec(c.get("resources")), attempt=attempt,
-                                 read_only_root=bool(security.get("readOnlyRootFilesystem")))
+                                 read_only_root=bool(security.get("readOnlyRootFilesystem")),
+                                 # The container's securityContext over the pod's.
+                                 **{f: security.get(k, ((pod.get("spec") or {}).get("securityContext")
+                                                        or {}).get(k))
+                                    for f, k in (("run_as_user", "runAsUser"), ("run_as_group", "runAsGroup"))})
         self._event(w, NORMAL, "Pulled", f'Container image "{config.image}" already present on machine',
                     container=name)
         try:

@@ -67,7 +67,8 @@ def _terminated(c: ContainerStatus) -> dict:
 def container_status(v: ContainerView, *, default_waiting: str = "ContainerCreating") -> dict:
     latest = v.latest
     prev = v.runs[-2] if len(v.runs) > 1 else None
-    out: dict = {"name": v.name, "image": v.image, "imageID": "", "ready": False,
+    out: dict = {"name": v.name, "image": v.image, "imageID": latest.image_id if latest else "",
+                 "ready": False,
                  "restartCount": latest.attempt if latest else 0, "started": False}
     if latest is not None and latest.state != "exited" and v.waiting is None:
         if latest.state == "running":

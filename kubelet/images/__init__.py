@@ -4,9 +4,11 @@
 directories to stack as the container root's lower layers (the runtime puts a private
 writable layer on top, with overlayfs), and the image config (entrypoint, cmd, env, working
 dir, user) that the pod spec's command, args and env are combined with, as a container
-runtime does with an OCI image config. Getting the image onto the node (pulling, pull
-policy, credentials, back-off) is the kubelet's business, through the image service
-(service.py); the runtime only asks `resolve` for a root.
+runtime does with an OCI image config. The runtime leases the image for each container
+(`lease`/`release`), so that image GC never removes an image a container uses. Getting
+the image onto the node (pulling, pull policy, credentials, back-off) is the kubelet's
+business, through the image service (service.py); the runtime only asks `resolve` for a
+root.
 
 The host-root mode is an explicit opt-in, never what an ordinary image name means:
 - the image name `HOST_ROOT_IMAGE` (`minik8s.local/host-root`, a name no registry can
@@ -47,6 +49,17 @@ class ImageStore(ABC):
     @abstractmethod
     def resolve(self, image: str) -> Image:
         """The image, available locally; raises ImageError. Thread-safe."""
+
+    def lease(self, holder: str, image: str) -> None:
+        """Mark `image` in use while the path `holder` (a container's directory, which
+        must exist) does, so image GC keeps it; until `release(holder)`. The runtime
+        leases before it resolves. A store whose images are never collected does
+        nothing. Raises OSError when the lease cannot be written."""
+        return None
+
+    def release(self, holder: str) -> None:
+        """Drop `holder`'s lease, if it has one."""
+        return None
 
 
 class HostRootImageStore(ImageStore):

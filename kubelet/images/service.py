@@ -106,6 +106,20 @@ class ImageService(ImageStore):
                      env=env, working_dir=c.get("WorkingDir") or "/", user=c.get("User") or "",
                      image_id=self.image_id(record))
 
+    def lease(self, holder: str, image: str) -> None:
+        """Leases the image's record name (`nginx`: docker.io/library/nginx:latest) in the
+        store, whether or not the node has it yet (resolve says so)."""
+        if image == HOST_ROOT_IMAGE:
+            return
+        try:
+            name = str(_parse(image))
+        except ImageError:
+            return  # nothing can be leased by that name; resolve reports the error
+        self.store.lease(holder, name)
+
+    def release(self, holder: str) -> None:
+        self.store.release(holder)
+
     def _empty_dir(self) -> str:
         """The lower dir of an image with no layers (overlayfs needs one)."""
         path = os.path.join(self.store.root, "empty")

@@ -121,6 +121,9 @@ class ContainerConfig:
     resources: Resources = field(default_factory=Resources)
     attempt: int = 0  # the restart count this run will have
     read_only_root: bool = False
+    # securityContext (the container's over the pod's): they override the image's User.
+    run_as_user: int | None = None
+    run_as_group: int | None = None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class ContainerStatus:
     message: str = ""
     oom_killed: bool = False
     log_path: str = ""
+    image_id: str = ""  # repo@sha256:<manifest digest> of the image it runs; "" for the host root
 
     @property
     def running(self) -> bool:
@@ -212,9 +216,12 @@ class Runtime(ABC):
     # -- containers ------------------------------------------------------------------
     @abstractmethod
     def start_container(self, uid: str, config: ContainerConfig) -> ContainerStatus:
-        """Create and start a container in the pod's sandbox. A command that cannot be
-        executed gives an exited container (reason StartError, exit code 128); a
-        container that cannot be created raises CreateContainerError."""
+        """Create and start a container in the pod's sandbox, from its image (the
+        config's user, entrypoint, cmd, env and working dir, combined with the
+        container's as Kubernetes does; the image is leased until `remove_container`).
+        A command that cannot be executed gives an exited container (reason StartError,
+        exit code 128); a container that cannot be created (an image not on the node, a
+        user the image does not name) raises CreateContainerError."""
 
     @abstractmethod
     def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
@@ -235,8 +242,8 @@ class Runtime(ABC):
     # -- exec, probes, logs ----------------------------------------------------------
     @abstractmethod
     def exec(self, container_id: str, argv: list[str], *, stdin: bool = False) -> ExecProcess:
-        """Run argv in a running container's namespaces and cgroup, with its env and
-        working dir; stdout/stderr (and stdin if asked) are pipes. Exit code 126/127
+        """Run argv in a running container's namespaces and cgroup, as its user, with
+        its env (HOME included) and working dir; stdout/stderr (and stdin if asked) are pipes. Exit code 126/127
         when argv cannot be executed, as in Docker."""
 
     def exec_sync(self, container_id: str, argv: list[str], *,

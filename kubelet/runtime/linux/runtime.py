@@ -5,6 +5,7 @@ namespaces (and PID namespace with shareProcessNamespace), plugged into the node
 (network.py). Each container is a process started by its own monitor (shim.py, mode
 container) that joins the sandbox's namespaces, gets new mount and PID namespaces, an
 overlay root over the image (from kubelet/images/) and the pod's volumes (volumes.py),
+runs as the image's user or securityContext's (users.py, looked up inside the root),
 and writes its output to a CRI log (kubelet/runtime/logs.py). Cgroups (cgroups.py):
 pod<uid> holds the pod's limits, and inside it pod<uid>/sandbox and pod<uid>/<container
 id> hold the processes. Sandboxes and monitors are forks of the runtime's fork server
@@ -19,10 +20,13 @@ over the same directory adopts everything (no process is ever started twice):
     pods/<uid>/shm                            the pod's /dev/shm (tmpfs)
     pods/<uid>/volumes/<name>
     pods/<uid>/containers/<id>/config.json   what the monitor runs
-    pods/<uid>/containers/<id>/state.json    pids, start/finish, exit code, OOM (monitor)
+    pods/<uid>/containers/<id>/state.json    pids, start/finish, exit code, OOM, the
+                                              user it runs as (monitor)
     pods/<uid>/logs/<container>/<attempt>.log
     ipam/<ip>                                 the uid owning the address
 A process is recorded as (pid, start time), so a recycled pid is never signalled.
+A container's directory is its image's lease holder (ImageStore.lease): taken before the
+image is resolved, released with the directory, so image GC never takes a used image.
 
 Concurrency: calls for one pod are serialized by a per-pod lock; calls for different
 pods run in parallel. `cleanup_orphans` must not race pod calls (run it at start).
@@ -49,7 +53,7 @@ from kubelet.images import HostRootImageStore, ImageError, ImageStore
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
                              SandboxNotReady, SandboxStatus, VolumeError, logs)
-from kubelet.runtime.linux import kernel, netlink, volumes
+from kubelet.runtime.linux import kernel, netlink, users, volumes
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.forkserver import SHIM, ForkedExec, ForkServer, Unsent
 from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
@@ -287,7 +291,10 @@ class LinuxRuntime(Runtime):
                 kernel.unmount_all(pod_dir)
                 if kernel.mounts_under(pod_dir):  # never let rmtree reach into a mount
                     raise ContainerRuntimeError(f"mounts remain under {pod_dir}")
+                containers = glob.glob(os.path.join(pod_dir, "containers", "*"))
                 shutil.rmtree(pod_dir)
+                for cdir in containers:
+                    self.images.release(cdir)
         with self._locks_guard:
             self._locks.pop(uid, None)
 
@@ -319,7 +326,8 @@ class LinuxRuntime(Runtime):
         st = _read_json(os.path.join(cdir, "state.json")) or {}
         meta = cfg["meta"]
         s = ContainerStatus(id=meta["id"], pod_uid=meta["pod_uid"], name=meta["name"],
-                            attempt=meta["attempt"], image=meta["image"], state="running",
+                            attempt=meta["attempt"], image=meta["image"],
+                            image_id=meta.get("image_id", ""), state="running",
                             pid=st.get("pid"), started_at=st.get("started_at"),
                             log_path=cfg["log_path"])
         if st.get("finished_at"):
@@ -358,83 +366,107 @@ class LinuxRuntime(Runtime):
             sb = self._sandbox(uid)
             if not sb or not self._sandbox_status(uid, sb).ready:
                 raise SandboxNotReady(f"pod {uid} has no ready sandbox")
-            try:
-                image = self.images.resolve(config.image)
-            except ImageError as e:
-                raise CreateContainerError(str(e), reason="ErrImagePull") from e
-            # Kubernetes' rule: command replaces the entrypoint, args replace the cmd.
-            argv = (config.command or image.entrypoint) + (
-                config.args or ([] if config.command else image.cmd))
-            if not argv:
-                raise CreateContainerError(
-                    f"container {config.name!r}: no command specified (images carry no "
-                    "default command on this runtime)")
             for c in self.list_containers(uid):
                 if c.name == config.name and c.attempt == config.attempt:
                     raise CreateContainerError(
                         f"container {config.name!r} attempt {config.attempt} already exists")
-            mounts = []
-            for m in config.mounts:
-                if not os.path.isabs(m.container_path):
-                    raise CreateContainerError(f"mount path {m.container_path!r} must be absolute")
-                try:
-                    src = volumes.resolve_subpath(m.host_path, m.sub_path)
-                except VolumeError as e:
-                    raise CreateContainerError(e.message) from e
-                if not os.path.exists(src):
-                    raise CreateContainerError(f"mount source {src} does not exist")
-                mounts.append({"src": src, "dst": os.path.normpath(m.container_path),
-                               "ro": m.read_only})
-            scfg = sb["config"]
-            hostname = (scfg["hostname"] or scfg["name"])[:63]
-            env = {**image.env, "HOSTNAME": hostname, **config.env}
-            pod_dir = self._pod_dir(uid)
-            # (A sandbox made before these files moved up from pod_dir/etc has them there.)
-            etc_dir = pod_dir if os.path.exists(f"{pod_dir}/hosts") else f"{pod_dir}/etc"
-            etc = {"/etc/hosts": f"{etc_dir}/hosts", "/etc/resolv.conf": f"{etc_dir}/resolv.conf"}
-            if not scfg["host_network"]:
-                etc["/etc/hostname"] = f"{etc_dir}/hostname"
             cid = secrets.token_hex(8)
-            cdir = os.path.join(pod_dir, "containers", cid)
+            cdir = os.path.join(self._pod_dir(uid), "containers", cid)
             os.makedirs(cdir)  # in its own mount namespace, the container mounts its root here
-            log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
-            if os.path.isdir(os.path.dirname(log_path)):
-                for stale in [log_path, *logs.rotated_files(log_path)]:
-                    if os.path.exists(stale):  # a removed container's, with the same attempt
-                        os.unlink(stale)
-            else:
-                os.makedirs(os.path.dirname(log_path))
-            cgroup = self.cgroups.cgroup(f"pod{uid}", cid)
-            res = config.resources
-            cgroup.create(cpu_request_milli=res.cpu_request_milli,
-                          cpu_limit_milli=res.cpu_limit_milli, memory_limit=res.memory_limit)
-            pid_mode = ("host" if scfg["host_pid"] else
-                        "pod" if "pid" in sb.get("unshare", []) else "private")
-            cfg = {
-                "meta": {"id": cid, "pod_uid": uid, "name": config.name,
-                         "attempt": config.attempt, "image": config.image},
-                "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
-                "cwd": config.working_dir or image.working_dir or "/",
-                "lowerdirs": image.layers, "mask": [self.root], "read_only_root": config.read_only_root,
-                "sandbox": {"pid": sb["pid"], "start": sb["start"]},
-                "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
-                        + (["pid"] if pid_mode == "pod" else []),
-                "pid_mode": pid_mode, "cgroup": cgroup.to_json(), "etc": etc,
-                "shm": "/dev/shm" if scfg["host_ipc"] else f"{pod_dir}/shm",
-                "mounts": mounts, "log_path": log_path, "log_max_bytes": self.log_max_bytes,
-                "log_max_files": self.log_max_files,
-            }
-            _write_json(os.path.join(cdir, "config.json"), cfg)
-            monitor_log = os.path.join(cdir, "monitor.log")
-            reply = self._spawn("container", cdir, stderr_path=monitor_log)
-            if "error" in reply and not os.path.exists(os.path.join(cdir, "state.json")):
-                # The monitor failed before it could record anything: no container.
-                with open(monitor_log, errors="replace") as f:
-                    detail = f.read()[-2000:]
-                cgroup.remove()
+            cgroup = None
+            try:
+                # Leased before it is resolved, with the lease's holder (this directory)
+                # already there: image GC cannot take the image between the two.
+                try:
+                    self.images.lease(cdir, config.image)
+                except OSError as e:
+                    raise CreateContainerError(f"leasing image {config.image!r}: {e}") from e
+                cfg = self._container_config(uid, sb, config, cid, cdir)
+                cgroup = self.cgroups.cgroup(f"pod{uid}", cid)
+                res = config.resources
+                cgroup.create(cpu_request_milli=res.cpu_request_milli,
+                              cpu_limit_milli=res.cpu_limit_milli, memory_limit=res.memory_limit)
+                cfg["cgroup"] = cgroup.to_json()
+                _write_json(os.path.join(cdir, "config.json"), cfg)
+                monitor_log = os.path.join(cdir, "monitor.log")
+                reply = self._spawn("container", cdir, stderr_path=monitor_log)
+                if "error" in reply and not os.path.exists(os.path.join(cdir, "state.json")):
+                    # The monitor failed before it could record anything: no container.
+                    with open(monitor_log, errors="replace") as f:
+                        detail = f.read()[-2000:]
+                    raise CreateContainerError(f"{reply['error']} {detail}".strip())
+            except BaseException:
+                if cgroup is not None:
+                    cgroup.remove()
                 shutil.rmtree(cdir)
-                raise CreateContainerError(f"{reply['error']} {detail}".strip())
+                self.images.release(cdir)
+                raise
             return self._status(cdir)
+
+    def _container_config(self, uid: str, sb: dict, config: ContainerConfig, cid: str,
+                          cdir: str) -> dict:
+        """What the monitor runs (config.json, without its cgroup); raises
+        CreateContainerError. Clears the log of a removed container of this attempt."""
+        try:
+            image = self.images.resolve(config.image)
+        except ImageError as e:
+            raise CreateContainerError(str(e), reason="ErrImagePull") from e
+        # Kubernetes' rule: command replaces the entrypoint, args replace the cmd.
+        argv = (config.command or image.entrypoint) + (
+            config.args or ([] if config.command else image.cmd))
+        if not argv:
+            raise CreateContainerError(
+                f"container {config.name!r}: no command specified (neither the container "
+                f"nor its image {config.image!r} gives one)")
+        mounts = []
+        for m in config.mounts:
+            if not os.path.isabs(m.container_path):
+                raise CreateContainerError(f"mount path {m.container_path!r} must be absolute")
+            try:
+                src = volumes.resolve_subpath(m.host_path, m.sub_path)
+            except VolumeError as e:
+                raise CreateContainerError(e.message) from e
+            if not os.path.exists(src):
+                raise CreateContainerError(f"mount source {src} does not exist")
+            mounts.append({"src": src, "dst": os.path.normpath(m.container_path),
+                           "ro": m.read_only})
+        scfg = sb["config"]
+        hostname = (scfg["hostname"] or scfg["name"])[:63]
+        env = {**image.env, "HOSTNAME": hostname, **config.env}
+        pod_dir = self._pod_dir(uid)
+        # (A sandbox made before these files moved up from pod_dir/etc has them there.)
+        etc_dir = pod_dir if os.path.exists(f"{pod_dir}/hosts") else f"{pod_dir}/etc"
+        etc = {"/etc/hosts": f"{etc_dir}/hosts", "/etc/resolv.conf": f"{etc_dir}/resolv.conf"}
+        if not scfg["host_network"]:
+            etc["/etc/hostname"] = f"{etc_dir}/hostname"
+        log_path = os.path.join(pod_dir, "logs", config.name, f"{config.attempt}.log")
+        if os.path.isdir(os.path.dirname(log_path)):
+            for stale in [log_path, *logs.rotated_files(log_path)]:
+                if os.path.exists(stale):  # a removed container's, with the same attempt
+                    os.unlink(stale)
+        else:
+            os.makedirs(os.path.dirname(log_path))
+        pid_mode = ("host" if scfg["host_pid"] else
+                    "pod" if "pid" in sb.get("unshare", []) else "private")
+        cwd = config.working_dir or image.working_dir or "/"
+        return {
+            "meta": {"id": cid, "pod_uid": uid, "name": config.name,
+                     "attempt": config.attempt, "image": config.image, "image_id": image.image_id},
+            "created_at": time.time(), "dir": cdir, "argv": argv, "env": env,
+            "cwd": os.path.join("/", cwd),  # a relative WorkingDir is from the root, as in runc
+            "user": users.effective_spec(image.user, config.run_as_user, config.run_as_group),
+            # The kubelet's state (other pods' volumes and secrets) is only reachable
+            # from a root that is the host's.
+            "lowerdirs": image.layers, "mask": [self.root] if "/" in image.layers else [],
+            "read_only_root": config.read_only_root,
+            "sandbox": {"pid": sb["pid"], "start": sb["start"]},
+            "join": [n for n in ("ipc", "uts", "net") if n in sb["unshare"]]
+                    + (["pid"] if pid_mode == "pod" else []),
+            "pid_mode": pid_mode, "etc": etc,
+            "shm": "/dev/shm" if scfg["host_ipc"] else f"{pod_dir}/shm",
+            "mounts": mounts, "log_path": log_path, "log_max_bytes": self.log_max_bytes,
+            "log_max_files": self.log_max_files,
+        }
 
     def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
         cdir = self._find(container_id)
@@ -469,6 +501,7 @@ class LinuxRuntime(Runtime):
                     os.unlink(f)
             kernel.unmount_all(cdir)
             shutil.rmtree(cdir)
+            self.images.release(cdir)
 
     # -- exec, probes ----------------------------------------------------------------------
     def exec(self, container_id: str, argv: list[str], *,

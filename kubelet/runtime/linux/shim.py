@@ -7,11 +7,14 @@ sandbox JSON STATUS_FD
     killed, reaping orphans when it is PID 1 of the pod.
 container DIR STATUS_FD
     The container's monitor (like conmon): reads DIR/config.json, starts the container
-    process, reports its pid, then copies its stdout/stderr into the CRI log file and,
-    when it exits, records exit code, time and OOM kill in DIR/state.json.
+    process (which, once in its root, looks its user up in the image's own /etc/passwd
+    and /etc/group, as runc does, and drops to it), reports its pid, then copies its
+    stdout/stderr into the CRI log file and, when it exits, records exit code, time and
+    OOM kill in DIR/state.json. A user the image does not name is reported as an error
+    with no state.json: no container.
 exec DIR -- ARGV...
-    Runs ARGV in the namespaces and cgroup of DIR's running container and exits with
-    its exit code.
+    Runs ARGV in the namespaces and cgroup of DIR's running container, as its user with
+    its env, and exits with its exit code.
 server SOCKET_FD
     The fork server (a "zygote"): this file imported once, then one fork per sandbox or
     container monitor asked for on SOCKET_FD (a SOCK_SEQPACKET unix socket), so a helper
@@ -42,8 +45,10 @@ from __future__ import annotations
 
 import _json
 import _signal as signal  # signal without its enum wrappers: plain ints
+import errno
 import os
 import select
+import stat
 import sys
 import time
 
@@ -54,6 +59,7 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_here, os.path.dirname(_here)]
 import kernel  # noqa: E402
 import logs  # noqa: E402
+import users  # noqa: E402
 from cgroups import Cgroup  # noqa: E402
 
 
@@ -83,8 +89,16 @@ def _load(path: str):
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 
 
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 class StartError(Exception):
     """The container's command could not be executed."""
+
+
+class CreateError(Exception):
+    """The container cannot be made as configured (its user does not exist in the
+    image): no container is recorded, and the runtime raises CreateContainerError."""
 
 
 def _report(fd: int, msg: dict) -> None:
@@ -160,13 +174,17 @@ def container(cdir: str, status_fd: int, *, detach: bool = True) -> None:
     state = {"shim_pid": me, "shim_start": kernel.start_time(me)}
     cgroup = Cgroup.from_json(cfg["cgroup"])
     try:
-        pid, out_r, err_r = _start(cfg)
+        pid, out_r, err_r, user = _start(cfg)
+    except CreateError as e:  # no container: nothing to record
+        _report(status_fd, {"error": str(e)})
+        return
     except Exception as e:  # noqa: BLE001 - any failure to start is the container's
         state.update(finished_at=time.time(), exit_code=128, reason="StartError", message=str(e))
         _write_json(state_path, state)
         _report(status_fd, {"error": str(e)})
         return
-    state.update(pid=pid, start=kernel.start_time(pid), started_at=time.time())
+    # The user as resolved in the image, for exec (kubectl exec, exec probes) to run as.
+    state.update(pid=pid, start=kernel.start_time(pid), started_at=time.time(), user=user)
     _write_json(state_path, state)
     _report(status_fd, {"pid": pid, "start": state["start"]})
 
@@ -179,7 +197,9 @@ def container(cdir: str, status_fd: int, *, detach: bool = True) -> None:
 
 
 def _start(cfg: dict):
-    """Fork the container's first process; return (pid, stdout pipe, stderr pipe)."""
+    """Fork the container's first process; return (pid, stdout pipe, stderr pipe, the
+    user it runs as: users.ExecUser.to_json()). Raises CreateError, or RuntimeError
+    when it could not be started."""
     sbx = cfg["sandbox"]
     ns = {n: os.open(f"/proc/{sbx['pid']}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
           for n in cfg["join"]}
@@ -191,30 +211,42 @@ def _start(cfg: dict):
         kernel.setns(ns.pop("pid"), kernel.CLONE_NEWPID)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    fail_r, fail_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec
+    # The child's reports, each a kind byte, a body and a NUL: U (the user it runs as,
+    # JSON), then C (CreateError) or S (any other failure). A successful exec closes it.
+    fail_r, fail_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(fail_r)
-            _child(cfg, ns, out_w, err_w)
+            _child(cfg, ns, out_w, err_w, fail_w)
         except BaseException as e:  # noqa: BLE001 - reported to the monitor
-            os.write(fail_w, str(e).encode() if isinstance(e, StartError)
-                     else f"{type(e).__name__}: {e}".encode())
+            kind, text = ((b"C", str(e)) if isinstance(e, CreateError) else
+                          (b"S", str(e)) if isinstance(e, StartError) else
+                          (b"S", f"{type(e).__name__}: {e}"))
+            os.write(fail_w, kind + text.replace("\0", " ").encode(errors="replace") + b"\0")
         os._exit(128)
     for fd in (out_w, err_w, fail_w, *ns.values()):
         os.close(fd)
-    failure = b""
+    reports = b""
     while chunk := os.read(fail_r, 4096):
-        failure += chunk
+        reports += chunk
     os.close(fail_r)
-    if failure:
-        os.waitpid(pid, 0)
-        raise RuntimeError(failure.decode(errors="replace"))
-    return pid, out_r, err_r
+    user = None
+    for report in reports.split(b"\0"):
+        kind, body = report[:1], report[1:].decode(errors="replace")
+        if kind == b"U":
+            user = _loads(body)
+        elif kind:
+            os.waitpid(pid, 0)
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise (CreateError if kind == b"C" else RuntimeError)(body)
+    return pid, out_r, err_r, user
 
 
-def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int) -> None:
-    """In the container's first process: join, isolate, build the root, exec."""
+def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int, report_w: int) -> None:
+    """In the container's first process: join, isolate, build the root, become the
+    user (looked up in the image's own files, as runc does), exec."""
     Cgroup.from_json(cfg["cgroup"]).join()
     for name in ("ipc", "uts", "net"):
         if name in ns:
@@ -223,19 +255,62 @@ def _child(cfg: dict, ns: dict[str, int], out_w: int, err_w: int) -> None:
     # Nothing mounted from here on may propagate back to the node.
     kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
     _build_root(cfg)
-    os.makedirs(cfg["cwd"], exist_ok=True)
     os.chdir(cfg["cwd"])
+    try:
+        user = users.exec_user(cfg.get("user", ""))
+    except (users.UserError, OSError) as e:
+        raise CreateError(str(e)) from None
+    env = cfg["env"] if "HOME" in cfg["env"] else {**cfg["env"], "HOME": user.home}
+    os.write(report_w, b"U" + _dumps(user.to_json()).encode() + b"\0")
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
+    _become(user.to_json())
     _reset_signals()
     try:
-        os.execvpe(cfg["argv"][0], cfg["argv"], cfg["env"])
+        _execvpe(cfg["argv"][0], cfg["argv"], env)
     except FileNotFoundError:
         raise StartError(f'exec: "{cfg["argv"][0]}": executable file not found in $PATH') from None
     except OSError as e:
         raise StartError(f'exec: "{cfg["argv"][0]}": {e.strerror}') from None
+
+
+def _execvpe(file: str, argv: list[str], env: dict) -> None:
+    """os.execvpe without its lazy imports (os.get_exec_path imports warnings), which
+    cannot work once in a container's root that has no Python: the PATH search as
+    execvp(3) does it, with the env's PATH. Raises the first error that is not "no such
+    file" if there was one, else that."""
+    if "/" in file:
+        os.execve(file, argv, env)
+    first = last = None
+    for d in env.get("PATH", _DEFAULT_PATH).split(":"):
+        try:
+            os.execve(os.path.join(d, file), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:
+            last = first = first or e
+    raise first or last or FileNotFoundError(file)
+
+
+def _become(user: dict) -> None:
+    """Drop to the user's ids (root's capabilities go with uid 0, as in runc)."""
+    # As runc does (fixStdioPermissions): the stdio pipes were made by root outside the
+    # container, and a user must be able to reopen them (/dev/stdout, /proc/self/fd/1:
+    # images link their log files there). /dev/null is left alone.
+    for fd in (0, 1, 2):
+        st = os.fstat(fd)
+        if st.st_uid == user["uid"] or (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
+            continue
+        try:
+            os.fchown(fd, user["uid"], st.st_gid)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise
+    os.setgroups(user["groups"])
+    os.setgid(user["gid"])
+    os.setuid(user["uid"])
 
 
 def _build_root(cfg: dict) -> None:
@@ -251,8 +326,15 @@ def _build_root(cfg: dict) -> None:
     k.mount("tmpfs", scratch, "tmpfs", 0, "mode=0755")
     for d in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, d))
+    lower = cfg["lowerdirs"]
+    if len(":".join(lower)) > 2048 and len(lower) > 1:
+        # The options must fit in a page: name the layers relative to their common
+        # directory (overlayfs resolves them from the cwd), as containerd does.
+        common = os.path.commonpath(lower)
+        os.chdir(common)
+        lower = [os.path.relpath(p, common) for p in lower]
     k.mount("overlay", root, "overlay", 0,
-            f"lowerdir={':'.join(cfg['lowerdirs'])},upperdir={scratch}/upper,workdir={scratch}/work")
+            f"lowerdir={':'.join(lower)},upperdir={scratch}/upper,workdir={scratch}/work")
     os.chdir(root)
     os.makedirs(".oldroot", exist_ok=True)
     k.pivot_root(".", ".oldroot")
@@ -274,6 +356,8 @@ def _build_root(cfg: dict) -> None:
         _bind(old + src, dst, read_only=False)
     for m in sorted(cfg["mounts"], key=lambda m: m["dst"].rstrip("/").count("/")):
         _bind(old + m["src"], m["dst"], read_only=m["ro"])
+    # Made by the runtime when the image lacks it, as runc does (before a read-only root).
+    os.makedirs(cfg["cwd"], exist_ok=True)
     k.umount(old)
     os.rmdir(old)
     if cfg["read_only_root"]:
@@ -306,6 +390,8 @@ def _bind(src: str, dst: str, *, read_only: bool) -> None:
         os.makedirs(dst, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.islink(dst) and not os.path.exists(dst):
+            os.unlink(dst)  # an image's dangling link (resolv.conf -> a resolver's runtime dir)
         if not os.path.exists(dst):
             open(dst, "a").close()
     kernel.mount(src, dst, None, kernel.MS_BIND | kernel.MS_REC)
@@ -367,10 +453,10 @@ def exec_(cdir: str, argv: list[str], status_fd: int | None = None) -> None:
     closes its end, so that the kubelet may signal P, or open a pidfd on it, without
     ever reaching a recycled pid."""
     try:
-        cfg, procs = _enter(cdir)
+        cfg, user, procs = _enter(cdir)
         problem = None
     except (OSError, RuntimeError) as e:  # reported by the child, so the protocol is one
-        cfg, procs, problem = None, [], str(e)
+        cfg, user, procs, problem = None, None, [], str(e)
     child = os.fork()
     if child == 0:
         try:
@@ -384,8 +470,13 @@ def exec_(cdir: str, argv: list[str], status_fd: int | None = None) -> None:
                 os.chdir(cfg["cwd"])
             except OSError:
                 os.chdir("/")
+            env = cfg["env"]
+            if user:  # as the container's process: its ids, and its HOME
+                if "HOME" not in env:
+                    env = {**env, "HOME": user["home"]}
+                _become(user)
             _reset_signals()
-            os.execvpe(argv[0], argv, cfg["env"])
+            _execvpe(argv[0], argv, env)
         except FileNotFoundError:
             sys.stderr.write(f'exec: "{argv[0]}": executable file not found in $PATH\n')
             os._exit(127)
@@ -419,9 +510,10 @@ def exec_(cdir: str, argv: list[str], status_fd: int | None = None) -> None:
     os.waitpid(child, 0)
 
 
-def _enter(cdir: str) -> tuple[dict, list[int]]:
+def _enter(cdir: str) -> tuple[dict, dict | None, list[int]]:
     """Join the namespaces of cdir's running container (which must be running); its
-    config, and its cgroup.procs files opened for the command to join."""
+    config, the user its process runs as (None: recorded by an older runtime, root),
+    and its cgroup.procs files opened for the command to join."""
     cfg = _load(os.path.join(cdir, "config.json"))
     st = _load(os.path.join(cdir, "state.json"))
     pid = st.get("pid")
@@ -441,7 +533,7 @@ def _enter(cdir: str) -> tuple[dict, list[int]]:
     for name in ("ipc", "uts", "net", "pid", "mnt"):
         kernel.setns(ns[name], kernel.NS_FLAGS[name])
         os.close(ns[name])
-    return cfg, procs
+    return cfg, st.get("user"), procs
 
 
 # -- the fork server ----------------------------------------------------------------
