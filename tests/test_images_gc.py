@@ -268,3 +268,33 @@ def test_last_use_is_recorded_by_leases(tmp_path):
     store.release(str(holder))
     ended = store.last_used("lab.example/a:v1")
     assert ended is not None and ended > 1000.0
+
+
+def test_the_gc_loop_collects_at_once_and_keeps_going(tmpfs):
+    store = ContentStore(os.path.join(tmpfs, "images"))
+    n = 0
+    while gc.fs_usage(store.root).percent < 86:
+        import_image(store, f"lab.example/loop-{n}:v1", 4 * MiB)
+        n += 1
+
+    async def main():
+        task = asyncio.create_task(gc.run(store, 85, 80, min_age=0, period=3600))
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while gc.fs_usage(store.root).percent > 80:
+                assert loop.time() < deadline, "the loop did not collect"
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+            assert not task.done()  # it waits for its next period
+        finally:
+            task.cancel()
+    asyncio.run(main())
+    assert 0 < len(store.list_images()) < n
+
+
+def test_the_gc_loop_is_off_at_a_high_threshold_of_100(tmp_path):
+    store = ContentStore(str(tmp_path / "store"))
+    asyncio.run(asyncio.wait_for(gc.run(store, 100, 80), 10))  # returns at once: nothing to run
+    with pytest.raises(ValueError):
+        asyncio.run(gc.run(store, 80, 90))
