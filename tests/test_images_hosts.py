@@ -257,6 +257,20 @@ configs:
     assert all(store.has_blob(d) for d in oci_images.images["app-a"].layers)
 
 
+def test_a_pods_credentials_go_to_its_registry_not_to_a_mirror(tmp_path, auth_registry):
+    # The pod's secret was matched to the upstream's name: a mirror on another host does
+    # not get it (it answers 401, and the upstream itself cannot be reached).
+    _, result = pull(tmp_path, f"""
+mirrors:
+  {UPSTREAM}:
+    endpoint: ["https://{auth_registry.host}"]
+configs:
+  "{auth_registry.host}":
+    tls: {{ca_file: {auth_registry.ca_file}}}
+""", f"{UPSTREAM}/private/app-a:v1", credentials=[Credentials(USER, PASSWORD)])
+    assert isinstance(result, PullError) and f"401 Unauthorized from {auth_registry.host}" in str(result)
+
+
 def test_plain_http_only_for_endpoints_configured_so(tmp_path, plain_registry):
     # Configured (auth, no http:// endpoint), but not as plain HTTP: TLS is tried, and fails.
     store, result = pull(tmp_path, f"configs:\n  '{plain_registry.host}':\n    auth: {{username: a, password: b}}\n",

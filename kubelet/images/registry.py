@@ -739,9 +739,10 @@ class RegistryClient:
         not_found: RegistryError | None = None
         for ep in endpoints:
             repo = rewrite_repository(rewrites, repository) if ep.mirror else repository
-            # A pod's credentials were matched to the image's registry: they go to its own
-            # endpoint only. The node's are those of the host connected to (k3s's configs).
-            pod = [] if ep.mirror else given
+            # A pod's credentials were matched to the image's registry: they go to its host
+            # only (as containerd's ParseAuth), however it is reached (an http:// endpoint
+            # of its own address, too). The node's are those of the host connected to.
+            pod = given if ep.host == default_host(host) else []
             node = self._host_config(ep).credentials
             try:
                 img = await self._pull_with(ep, host, repo, reference, store, platform or node_platform(),
