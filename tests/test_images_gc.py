@@ -114,6 +114,7 @@ def test_collect_frees_down_to_low_oldest_unused_first_and_keeps_the_leased_imag
     holder = tmp_path / "container-1"
     holder.mkdir()
     store.lease(str(holder), a)
+    store.touch_used(a, when=1.0)  # the oldest use of all: only its lease keeps it
 
     fillers = []
     while gc.fs_usage(store.root).percent < 86:
@@ -252,6 +253,17 @@ def test_prune_removes_every_image_no_container_uses(tmp_path):
     assert [r.name for r in store.list_images()] == ["lab.example/b:v1"]
     assert complete(store, "lab.example/b:v1")
     assert gc.prune(store) == []
+
+
+def test_a_repull_of_the_same_image_keeps_its_first_detected_time(tmp_path):
+    store = ContentStore(str(tmp_path / "store"))
+    digests = import_image(store, "lab.example/a:v1", 1024)
+    first = store.get_image("lab.example/a:v1")
+    store.put_image("lab.example/a:v1", *digests[:2], digests[2:])
+    assert store.get_image("lab.example/a:v1").created == first.created
+    other = import_image(store, "lab.example/b:v1", 1024)  # the tag moves to other content
+    store.put_image("lab.example/a:v1", *other[:2], other[2:])
+    assert store.get_image("lab.example/a:v1").created > first.created
 
 
 def test_last_use_is_recorded_by_leases(tmp_path):

@@ -297,8 +297,12 @@ class ContentStore:
                   layer_digests: list[str]) -> None:
         for d in (manifest_digest, config_digest, *layer_digests):
             check_digest(d)
+        # `created` is when the node first had this name at this manifest (the kubelet
+        # image GC's firstDetected): a re-pull that finds the same image keeps it.
+        old = self.get_image(name)
+        created = old.created if old is not None and old.manifest_digest == manifest_digest else time.time()
         record = {"name": name, "manifest_digest": manifest_digest, "config_digest": config_digest,
-                  "layer_digests": list(layer_digests), "created": time.time()}
+                  "layer_digests": list(layer_digests), "created": created}
         path = self._image_file(name)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         try:
