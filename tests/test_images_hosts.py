@@ -12,7 +12,11 @@ import re
 import ssl
 import subprocess
 import sys
+import json
 import threading
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -24,8 +28,8 @@ from kubelet.images.registry import (Credentials, RegistryClient, RegistryError,
                                      go_expand, rewrite_repository)
 from kubelet.images.service import ImageService, PullError
 from kubelet.images.store import ContentStore
-from tests.images_fixtures import (PASSWORD, USER, Registry, auth_registry, oci_images,  # noqa: F401
-                                   plain_registry)
+from tests.images_fixtures import (PASSWORD, USER, Registry, TokenServer, _es256_jwt,  # noqa: F401
+                                   auth_registry, oci_images, plain_registry)
 from tests.netfixtures import certificate
 from tests.procs import free_port
 
@@ -269,6 +273,90 @@ configs:
     tls: {{ca_file: {auth_registry.ca_file}}}
 """, f"{UPSTREAM}/private/app-a:v1", credentials=[Credentials(USER, PASSWORD)])
     assert isinstance(result, PullError) and f"401 Unauthorized from {auth_registry.host}" in str(result)
+
+
+class OAuthTokenServer:
+    """A token server that, as Docker Hub's does for `docker login`'s identity token,
+    grants tokens by the OAuth2 refresh-token grant (POST) for REFRESH_TOKEN, and by
+    Basic USER/PASSWORD (GET: skopeo pushes so); nothing to anyone else. Duck-types
+    images_fixtures.TokenServer for `Registry(token_server=...)`."""
+
+    REFRESH_TOKEN = "a-refresh-token"
+
+    def __init__(self):
+        self.cert, self.key = certificate("oauth-token-signer")
+        self.grants: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _issue(self, scope: str, grant: str) -> None:
+                access = []
+                if scope.startswith("repository:"):
+                    _, name, actions = scope.split(":", 2)
+                    access = [{"type": "repository", "name": name, "actions": actions.split(",")}]
+                now = int(time.time())
+                token = _es256_jwt({"iss": TokenServer.ISSUER, "sub": "", "aud": TokenServer.SERVICE,
+                                    "exp": now + 300, "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
+                                    "access": access}, outer.key, outer.cert)
+                outer.grants.append(grant)
+                body = json.dumps({"access_token": token, "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _deny(self) -> None:
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802
+                q = parse_qs(urlsplit(self.path).query)
+                basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != basic:
+                    return self._deny()
+                self._issue(q.get("scope", [""])[0], "basic")
+
+            def do_POST(self):  # noqa: N802
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+                if (form.get("grant_type") != ["refresh_token"]
+                        or form.get("refresh_token") != [outer.REFRESH_TOKEN]
+                        or form.get("service") != [TokenServer.SERVICE]):
+                    return self._deny()
+                self._issue(form.get("scope", [""])[0], "refresh_token")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_identity_token_from_configs_is_exchanged_at_the_token_server(tmp_path, oci_images):
+    ts = OAuthTokenServer()
+    reg = Registry(token_server=ts)
+    try:
+        reg.start()
+        reg.push(oci_images.layout, "app-a", "private/app-a", "v1")
+        mirrors = f"mirrors:\n  '{reg.host}':\n    endpoint: ['http://{reg.host}']\n"
+        _, denied = pull(tmp_path / "1", mirrors, f"{reg.host}/private/app-a:v1")
+        assert isinstance(denied, PullError) and "401" in str(denied)
+        _, ok = pull(tmp_path / "2", mirrors + f"""configs:
+  '{reg.host}':
+    auth: {{identitytoken: {OAuthTokenServer.REFRESH_TOKEN}}}
+""", f"{reg.host}/private/app-a:v1")
+        assert not isinstance(ok, Exception), ok
+        assert ok.record.manifest_digest == oci_images.images["app-a"].manifest_digest
+        assert "refresh_token" in ts.grants
+    finally:
+        reg.stop()
+        ts.stop()
 
 
 def test_plain_http_only_for_endpoints_configured_so(tmp_path, plain_registry):
