@@ -91,6 +91,10 @@ configs:
     assert cfg["mirror2.lab"].insecure_skip_verify and cfg["mirror2.lab"].mirrors == ()
     assert cfg["registry-1.docker.io"].credentials == Credentials("", "", identity_token="refresh-me")
     assert hosts.load(write(tmp_path, "")) == {}
+    # A relative path is relative to the file's directory, wherever it is read from.
+    os.mkdir(tmp_path / "d")
+    rel = hosts.load(write(tmp_path / "d", "configs:\n  r.lab:\n    tls: {ca_file: ../ca.pem}\n"))
+    assert rel["r.lab"].ca_file == ca
 
 
 @pytest.mark.parametrize("endpoint,want", [

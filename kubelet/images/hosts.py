@@ -25,6 +25,8 @@ What it guarantees:
   start with one.
 - `configs` entries are looked up by the host an endpoint is on (docker.io's entry
   serves registry-1.docker.io); "*" serves registries with no entry of their own.
+- A relative TLS file path is relative to the file's own directory, so the kubelets
+  `minik8s up` starts (from another directory) read the files `up` checked.
 """
 from __future__ import annotations
 
@@ -124,8 +126,6 @@ def _host_key(host: str, section: str) -> None:
 
 
 def _readable(path: str, *where: str) -> str:
-    if not path:
-        return ""
     try:
         with open(path, "rb"):
             pass
@@ -158,7 +158,7 @@ def _mirror(host: str, entry: Any) -> tuple[tuple[str, ...], tuple[tuple[str, st
     return tuple(endpoints), tuple(rewrites)
 
 
-def _config(host: str, entry: Any) -> dict[str, Any]:
+def _config(host: str, entry: Any, base: str) -> dict[str, Any]:
     m = _mapping(entry, _key("configs", host))
     _unknown(m, ("auth", "tls"), "configs", host)
     out: dict[str, Any] = {}
@@ -180,9 +180,9 @@ def _config(host: str, entry: Any) -> dict[str, Any]:
     tls = _mapping(m.get("tls"), _key("configs", host, "tls"))
     _unknown(tls, _TLS_KEYS, "configs", host, "tls")
     for k in ("ca_file", "cert_file", "key_file"):
-        path = _readable(_str(tls.get(k), "configs", host, "tls", k), "configs", host, "tls", k)
+        path = _str(tls.get(k), "configs", host, "tls", k)
         if path:
-            out[k] = os.path.abspath(path)
+            out[k] = _readable(os.path.abspath(os.path.join(base, path)), "configs", host, "tls", k)
     if bool(out.get("cert_file")) != bool(out.get("key_file")):
         missing = "key_file" if out.get("cert_file") else "cert_file"
         raise ValueError(f"{_key('configs', host, 'tls', missing)}: cert_file and key_file go together")
@@ -194,8 +194,9 @@ def _config(host: str, entry: Any) -> dict[str, Any]:
     return out
 
 
-def parse(doc: Any) -> dict[str, RegistryHostConfig]:
-    """The per-host configs of a parsed registries.yaml; ValueError (naming the key) if bad."""
+def parse(doc: Any, base: str = "") -> dict[str, RegistryHostConfig]:
+    """The per-host configs of a parsed registries.yaml (relative TLS paths taken from
+    `base`, default the working directory); ValueError (naming the key) if bad."""
     top = _mapping(doc, "the file")
     _unknown(top, ("mirrors", "configs"))
     mirrors = _mapping(top.get("mirrors"), "mirrors")
@@ -207,7 +208,7 @@ def parse(doc: Any) -> dict[str, RegistryHostConfig]:
         fields.setdefault(_canonical(host), {}).update(mirrors=endpoints, rewrite=rewrite)
     for host, entry in configs.items():
         _host_key(host, "configs")
-        fields.setdefault(_canonical(host), {}).update(_config(host, entry))
+        fields.setdefault(_canonical(host), {}).update(_config(host, entry, base))
     return {host: RegistryHostConfig(**f) for host, f in fields.items()}
 
 
@@ -232,7 +233,7 @@ def load(path: str) -> dict[str, RegistryHostConfig]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RegistryConfigError(f"{name}: not valid YAML{where}: {problem}") from None
     try:
-        return parse(doc)
+        return parse(doc, os.path.dirname(os.path.abspath(path)))
     except ValueError as e:
         raise RegistryConfigError(f"{name}: {e}") from None
 
