@@ -216,6 +216,41 @@ mirrors:
     assert mirror_gets(mirror, "mirrored/lab/app-b", own) >= 1 and store.has_blob(own)
 
 
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """A registry that answers every request 503."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_mirror_answering_5xx_passes_the_pull_on(tmp_path, mirror, oci_images):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    down = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        _, ok = pull(tmp_path / "1", f"""
+mirrors:
+  {UPSTREAM}:
+    endpoint: ["http://{down}", "http://{mirror.host}"]
+""", f"{UPSTREAM}/lab/app-a:v1")
+        assert not isinstance(ok, Exception), ok
+        # Every endpoint failing: the 503 is what is reported, not the later 404.
+        _, failed = pull(tmp_path / "2", f"""
+mirrors:
+  {UPSTREAM}:
+    endpoint: ["http://{down}", "http://{mirror.host}"]
+""", f"{UPSTREAM}/lab/nothing:v1")
+        assert isinstance(failed, PullError) and f"503 Service Unavailable from {down}" in str(failed)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_when_every_endpoint_fails_the_first_real_error_is_reported(tmp_path, plain_registry):
     dead = f"127.0.0.1:{free_port()}"
     store, result = pull(tmp_path, f"""
