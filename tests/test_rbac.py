@@ -504,3 +504,44 @@ async def test_the_authorizer_follows_the_servers_watch_cache(etcd, apiserver, h
         await cache.stop()
         await store.close()
 
+
+
+# --- the real kubectl -------------------------------------------------------------------------
+
+from tests.test_kubectl import cache_dir, kubectl, rows  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.kubectl
+def test_kubectl_creates_and_lists_rbac_objects(kubectl, http, ns):
+    r = kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods,pods/log",
+                "--resource-name=web", "-v=8")
+    assert "Content-Type: application/vnd.kubernetes.protobuf" in r.stderr
+    got = http.get(f"{RBAC}/namespaces/{ns}/roles/pod-reader").json()
+    assert got["rules"] == [{"verbs": ["get", "list"], "apiGroups": [""],
+                             "resources": ["pods", "pods/log"], "resourceNames": ["web"]}]
+    kubectl("create", "rolebinding", "read-pods", "--role=pod-reader", "--user=jane",
+            f"--serviceaccount={ns}:builder", "--group=devs")
+    rb = http.get(f"{RBAC}/namespaces/{ns}/rolebindings/read-pods").json()
+    assert rb["roleRef"] == {"apiGroup": G, "kind": "Role", "name": "pod-reader"}
+    assert sorted(s["kind"] for s in rb["subjects"]) == ["Group", "ServiceAccount", "User"]
+    crb = f"viewers-{ns}"
+    kubectl("create", "clusterrolebinding", crb, "--clusterrole=view", "--group=auditors")
+    try:
+        wide = rows(kubectl.out("get", "rolebindings", "-o", "wide"))
+        assert wide == [{"NAME": "read-pods", "ROLE": "Role/pod-reader", "AGE": wide[0]["AGE"],
+                         "USERS": "jane", "GROUPS": "devs", "SERVICEACCOUNTS": f"{ns}/builder"}]
+        listed = {r["NAME"]: r for r in rows(kubectl.out("get", "clusterroles"))}
+        assert {"cluster-admin", "admin", "edit", "view", "system:node"} <= set(listed)
+        assert listed["cluster-admin"]["CREATED AT"].endswith("Z")
+        assert rows(kubectl.out("get", "clusterrolebinding", crb))[0]["ROLE"] == "ClusterRole/view"
+        # a bad object is refused with Kubernetes' message and stores nothing
+        r = kubectl("create", "rolebinding", "bad", "--clusterrole=view",
+                    f"--serviceaccount={ns}:Not_A_Name", ok=False)
+        assert ('RoleBinding.rbac.authorization.k8s.io "bad" is invalid: subjects[0].name: '
+                'Invalid value: "Not_A_Name"' in r.stderr)
+        assert http.get(f"{RBAC}/namespaces/{ns}/rolebindings/bad").status_code == 404
+        kubectl("patch", "rolebinding", "read-pods", "--type=merge",
+                "-p", '{"roleRef":{"name":"other"}}', ok=False)
+        assert http.get(f"{RBAC}/namespaces/{ns}/rolebindings/read-pods").json()["roleRef"]["name"] == "pod-reader"
+    finally:
+        http.delete(f"{RBAC}/clusterrolebindings/{crb}")
