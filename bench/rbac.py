@@ -27,9 +27,26 @@ from apiserver.auth.rbac import RBACAuthorizer  # noqa: E402
 G = "rbac.authorization.k8s.io"
 
 
+def aggregated(roles: list[dict]) -> list[dict]:
+    """The bootstrap roles with admin, edit and view filled as the clusterrole-aggregation
+    controller fills them (labels matched by equality: the bootstrap selectors are)."""
+    by_name = {r["metadata"]["name"]: r for r in roles}
+
+    def gather(role: dict) -> list[dict]:
+        out: list[dict] = []
+        for sel in role["aggregationRule"]["clusterRoleSelectors"]:
+            for other in sorted(by_name.values(), key=lambda r: r["metadata"]["name"]):
+                if other is role or not sel["matchLabels"].items() <= other["metadata"]["labels"].items():
+                    continue
+                rules = gather(other) if "aggregationRule" in other else other.get("rules", [])
+                out += [r for r in rules if r not in out]
+        return out
+    return [{**r, "rules": gather(r)} if "aggregationRule" in r else r for r in roles]
+
+
 def policy(role_bindings: int, cluster_bindings: int) -> RBACAuthorizer:
     a = RBACAuthorizer()
-    for r in cluster_roles():
+    for r in aggregated(cluster_roles()):
         a.index.put("clusterroles", r)
     for b in cluster_role_bindings():
         a.index.put("clusterrolebindings", b)
@@ -103,7 +120,8 @@ def main() -> int:
     print(f"decision: p50 {p50:.1f} us, p99 {p99:.1f} us (target p99 < 20 us: "
           f"{'met' if p99 < 20 else 'NOT met'}); mean in a loop {loop * 1e6:.2f} us; "
           f"max {samples[-1] / 1000:.0f} us; stdev {statistics.pstdev(samples) / 1000:.1f} us")
-    print(f"bindings examined per decision: {a.visited / (2 * n + 20_000 + k):.2f}")
+    print(f"bindings examined per decision: {a.visited / (2 * n + 20_000 + k):.2f} "
+          f"(of {len(a.index.bindings)})")
     return 0
 
 
