@@ -155,6 +155,18 @@ def test_rbac_never_denies_and_system_masters_is_allowed_everything():
     assert chain.authorize(res("jane", "get", "pods", ns="dev", name="p"))[0] is Decision.ALLOW
     assert chain.authorize(res("jane", "get", "pods", ns="xx"))[0] is Decision.NO_OPINION
 
+    class Says:
+        def __init__(self, decision, reason):
+            self.answer = (decision, reason)
+
+        def authorize(self, attrs):
+            return self.answer
+    get = res("jane", "get", "pods", ns="xx")
+    assert Union([Says(Decision.NO_OPINION, "one"), Says(Decision.NO_OPINION, ""),
+                  Says(Decision.NO_OPINION, "two")]).authorize(get) == (Decision.NO_OPINION, "one\ntwo")
+    assert Union([Says(Decision.DENY, "no"), chain]).authorize(
+        res("root", "get", "pods", groups=["system:masters"])) == (Decision.DENY, "no")
+
 
 def test_reasons_name_the_binding_and_the_roles_not_found():
     a = authorizer(*POLICY,

@@ -6,7 +6,7 @@ What this module guarantees
   non-resource request, the path.
 - An authorizer answers `(Decision, reason)`: ALLOW, DENY or NO_OPINION. `Union` asks its
   members in order and stops at the first ALLOW or DENY; if none decides, the answer is
-  NO_OPINION with the members' reasons joined by ", " (as k8s.io/apiserver's union does),
+  NO_OPINION with the members' reasons, one a line (as k8s.io/apiserver's union joins them),
   which the request path turns into a 403.
 - `PrivilegedGroups` allows everything to members of the named groups: kube-apiserver puts
   one for `system:masters` in front of every other authorizer, so that group never
@@ -109,7 +109,7 @@ class Union:
                 return decision, reason
             if reason:
                 reasons.append(reason)
-        return Decision.NO_OPINION, ", ".join(reasons)
+        return Decision.NO_OPINION, "\n".join(reasons)
 
 
 def forbidden_message(attrs: Attributes) -> str:
