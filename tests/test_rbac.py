@@ -460,25 +460,66 @@ def test_bootstrap_roles_are_present_after_start(http):
         {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}]
 
 
-def test_a_restart_recreates_missing_defaults_and_keeps_edits():
+def test_a_restart_restores_the_defaults_without_taking_anything_away():
+    import httpx
     e = Etcd().start()
     s = APIServer(e.url).start()
     try:
-        import httpx
         with httpx.Client(base_url=s.url) as http:
             assert http.delete(f"{RBAC}/clusterroles/system:basic-user").status_code == 200
-            edited = http.get(f"{RBAC}/clusterroles/system:discovery").json()
-            edited["rules"][0]["nonResourceURLs"] = ["/version"]
-            assert http.put(f"{RBAC}/clusterroles/system:discovery", json=edited).status_code == 200
+            # narrowed, and given a rule of its own: autoupdate puts back what was taken
+            narrowed = http.get(f"{RBAC}/clusterroles/system:discovery").json()
+            narrowed["rules"] = [rule(["get"], urls=["/version", "/mine"])]
+            assert http.put(f"{RBAC}/clusterroles/system:discovery", json=narrowed).status_code == 200
+            # ... unless the role says autoupdate "false"
+            kept = http.get(f"{RBAC}/clusterroles/system:monitoring").json()
+            kept["rules"] = [rule(["get"], urls=["/metrics"])]
+            kept["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = "false"
+            assert http.put(f"{RBAC}/clusterroles/system:monitoring", json=kept).status_code == 200
+            b = http.get(f"{RBAC}/clusterrolebindings/system:public-info-viewer").json()
+            b["subjects"] = [group("system:unauthenticated"), user("jane")]
+            assert http.put(f"{RBAC}/clusterrolebindings/system:public-info-viewer", json=b).status_code == 200
+            # a default binding to another role is recreated with the default's role
+            assert http.delete(f"{RBAC}/clusterrolebindings/system:monitoring").status_code == 200
+            create(http, f"{RBAC}/clusterrolebindings", binding(
+                "system:monitoring", "ClusterRole", "view", user("jane")))
         s.stop()
         s = APIServer(e.url).start()
         with httpx.Client(base_url=s.url) as http:
             assert http.get(f"{RBAC}/clusterroles/system:basic-user").status_code == 200
-            kept = http.get(f"{RBAC}/clusterroles/system:discovery").json()
-            assert kept["rules"][0]["nonResourceURLs"] == ["/version"]
+            discovery = http.get(f"{RBAC}/clusterroles/system:discovery").json()
+            urls = {u for r in discovery["rules"] for u in r["nonResourceURLs"]}
+            assert {"/mine", "/version", "/api", "/apis/*", "/healthz", "/openapi/*"} <= urls
+            assert discovery["rules"][0] == rule(["get"], urls=["/version", "/mine"])
+            monitoring = http.get(f"{RBAC}/clusterroles/system:monitoring").json()
+            assert monitoring["rules"] == [rule(["get"], urls=["/metrics"])]
+            b = http.get(f"{RBAC}/clusterrolebindings/system:public-info-viewer").json()
+            assert b["subjects"] == [group("system:unauthenticated"), user("jane"),
+                                     group("system:authenticated")]
+            b = http.get(f"{RBAC}/clusterrolebindings/system:monitoring").json()
+            assert b["roleRef"]["name"] == "system:monitoring"
+            assert b["subjects"] == [user("jane"), group("system:monitoring")]
+            # nothing left to add: a third start writes nothing
+            before = http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"]
+        s.stop()
+        s = APIServer(e.url).start()
+        with httpx.Client(base_url=s.url) as http:
+            assert http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"] == before
     finally:
         s.stop()
         e.stop()
+
+
+def test_reconciling_a_binding_with_another_role_recreates_it():
+    from apiserver.auth.bootstrappolicy import reconciled
+    expected = next(b for b in cluster_role_bindings() if b["metadata"]["name"] == "cluster-admin")
+    existing = {**expected, "metadata": {"name": "cluster-admin", "uid": "u"},
+                "roleRef": {"apiGroup": G, "kind": "ClusterRole", "name": "view"}, "subjects": []}
+    out = reconciled(existing, expected)
+    assert out["roleRef"]["name"] == "cluster-admin"
+    assert out["subjects"] == [group("system:masters")]
+    assert out["metadata"]["labels"] == {"kubernetes.io/bootstrapping": "rbac-defaults"}
+    assert reconciled(expected, expected) is None
 
 
 async def test_the_authorizer_follows_the_servers_watch_cache(etcd, apiserver, http, ns):

@@ -19,9 +19,15 @@ What it guarantees
   every controller with the controller manager's one credential (kube-controller-
   manager's `--use-service-account-credentials=false`, for which Kubernetes documents
   that the manager's user must hold the controllers' roles).
-- `reconcile(resources)` creates each default object that is missing and leaves existing
-  ones as they are (a user's edits survive a restart); it is idempotent and safe to run
-  from several API servers at once (AlreadyExists is success).
+- `reconcile(resources)` does what kube-apiserver's post-start hook does with
+  `Confirm` and without removing extra permissions: it creates each default object that
+  is missing; to an existing one whose `rbac.authorization.kubernetes.io/autoupdate`
+  annotation is not "false" it adds what the default has and it lacks (rules it does not
+  cover, aggregation selectors, binding subjects, labels and annotations), and a binding
+  whose roleRef differs is deleted and created again (roleRef is immutable). What a user
+  added is never taken away; a role annotated `autoupdate: "false"` is left alone. It is
+  idempotent and safe to run from several API servers at once: AlreadyExists, Conflict
+  and NotFound from a racing writer are success (the winner wrote the same thing).
 
 Pure data plus one coroutine that writes through `apiserver.resources.Resources`.
 """
@@ -34,6 +40,7 @@ from typing import Any
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, KUBE_CONTROLLER_MANAGER,
                                        KUBE_PROXY, KUBE_SCHEDULER, MONITORING_GROUP,
                                        SERVICE_ACCOUNTS_GROUP, SYSTEM_PRIVILEGED_GROUP)
+from apiserver.auth.rbac import covers
 from machinery import errors
 
 log = logging.getLogger("minik8s.apiserver.bootstrappolicy")
@@ -348,25 +355,76 @@ def cluster_role_bindings() -> list[dict]:
     return bindings
 
 
-async def reconcile(resources: Any) -> int:
-    """Create every default ClusterRole and ClusterRoleBinding that storage lacks; returns
-    how many were created. `resources` is the server's apiserver.resources.Resources."""
-    from apiserver.registry import by_plural  # the registry imports the strategies
-    created = 0
+AUTOUPDATE_KEY = "rbac.authorization.kubernetes.io/autoupdate"
 
-    async def ensure(plural: str, obj: dict) -> None:
-        nonlocal created
+
+def _merged_metadata(existing: dict, expected: dict) -> dict:
+    md = dict(existing["metadata"])
+    for key in ("labels", "annotations"):
+        merged = {**(expected["metadata"].get(key) or {}), **(md.get(key) or {})}
+        if merged:
+            md[key] = merged
+    return md
+
+
+def reconciled(existing: dict, expected: dict) -> dict | None:
+    """`existing` (a default role or binding as stored) with what `expected` adds, or
+    None when there is nothing to add or it is protected by `autoupdate: "false"`.
+    A binding whose roleRef differs comes back with `expected`'s roleRef: the caller
+    must recreate it."""
+    if (existing["metadata"].get("annotations") or {}).get(AUTOUPDATE_KEY) == "false":
+        return None
+    out = {**existing, "metadata": _merged_metadata(existing, expected)}
+    if "roleRef" in expected:
+        subjects = list(existing.get("subjects") or [])
+        subjects += [s for s in expected.get("subjects") or [] if s not in subjects]
+        if subjects:
+            out["subjects"] = subjects
+        out["roleRef"] = expected["roleRef"]
+    else:
+        if expected.get("aggregationRule") is not None:
+            have = (existing.get("aggregationRule") or {}).get("clusterRoleSelectors") or []
+            want = expected["aggregationRule"]["clusterRoleSelectors"]
+            out["aggregationRule"] = {"clusterRoleSelectors": have + [s for s in want if s not in have]}
+        _, missing = covers(existing.get("rules") or [], expected.get("rules") or [])
+        if missing:
+            out["rules"] = list(existing.get("rules") or []) + missing
+    return None if out == existing else out
+
+
+async def reconcile(resources: Any) -> int:
+    """Create every default ClusterRole and ClusterRoleBinding that storage lacks and add
+    to existing ones what they lack (see the module docstring); returns how many objects
+    were written. `resources` is the server's apiserver.resources.Resources."""
+    from apiserver.registry import by_plural  # the registry imports the strategies
+    written = 0
+
+    async def ensure(plural: str, expected: dict) -> None:
+        nonlocal written
         rt = by_plural(plural)
-        if resources.cache.get(rt, rt.key("", obj["metadata"]["name"])) is not None:
-            return
+        name = expected["metadata"]["name"]
+        entry = resources.cache.get(rt, rt.key("", name))
         try:
-            await resources.create(rt, "", obj)
-            created += 1
-        except errors.AlreadyExists:
-            pass
+            if entry is None:
+                await resources.create(rt, "", expected)
+            else:
+                update = reconciled(entry.obj, expected)
+                if update is None:
+                    return
+                if update.get("roleRef", {}) != entry.obj.get("roleRef", {}):
+                    await resources.delete(rt, "", name, {"preconditions": {
+                        "uid": entry.obj["metadata"]["uid"]}})
+                    md = {k: v for k, v in update["metadata"].items()
+                          if k in ("name", "labels", "annotations")}
+                    await resources.create(rt, "", {**update, "metadata": md})
+                else:
+                    await resources.update(rt, "", name, update)
+            written += 1
+        except (errors.AlreadyExists, errors.Conflict, errors.NotFound):
+            pass  # another API server reconciled it first
     # Roles before the bindings that name them, though a binding may exist first.
     await asyncio.gather(*(ensure("clusterroles", r) for r in cluster_roles()))
     await asyncio.gather(*(ensure("clusterrolebindings", b) for b in cluster_role_bindings()))
-    if created:
-        log.info("rbac/bootstrap-roles: created %d default roles and bindings", created)
-    return created
+    if written:
+        log.info("rbac/bootstrap-roles: wrote %d default roles and bindings", written)
+    return written
