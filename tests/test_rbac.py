@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from apiserver.auth.authorizer import (Attributes, Decision, PrivilegedGroups, Union, UserInfo,
-                                       forbidden, service_account_user)
+                                       forbidden, request_attributes, service_account_user)
 from apiserver.auth.bootstrappolicy import cluster_role_bindings, cluster_roles
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer, check_escalation, covers
 from machinery import errors
@@ -203,6 +203,41 @@ def test_forbidden_is_worded_as_kubernetes_words_it():
     assert status["details"] == {"name": "web", "group": "apps", "kind": "deployments"}
     assert forbidden(res(jane, "list", "nodes"), "RBAC: x not found").message.endswith(
         'at the cluster scope: RBAC: x not found')
+
+
+REQUESTS = [
+    # (method, path, query, want: verb, namespace, group, version, resource, subresource, name)
+    ("GET", "/api/v1/namespaces/dev/pods", {}, ("list", "dev", "", "v1", "pods", "", "")),
+    ("GET", "/api/v1/namespaces/dev/pods", {"watch": "true"}, ("watch", "dev", "", "v1", "pods", "", "")),
+    ("GET", "/api/v1/pods", {"watch": "1", "fieldSelector": "metadata.name=web,spec.nodeName=n"},
+     ("watch", "", "", "v1", "pods", "", "web")),
+    ("GET", "/api/v1/namespaces/dev/pods", {"fieldSelector": "metadata.name!=web"}, ("list", "dev", "", "v1", "pods", "", "")),
+    ("GET", "/api/v1/namespaces/dev/pods/web/log", {}, ("get", "dev", "", "v1", "pods", "log", "web")),
+    ("POST", "/api/v1/namespaces/dev/pods/web/binding", {}, ("create", "dev", "", "v1", "pods", "binding", "web")),
+    ("PUT", "/apis/apps/v1/namespaces/dev/deployments/web/scale", {}, ("update", "dev", "apps", "v1", "deployments", "scale", "web")),
+    ("PATCH", "/apis/rbac.authorization.k8s.io/v1/clusterroles/view", {}, ("patch", "", G, "v1", "clusterroles", "", "view")),
+    ("DELETE", "/api/v1/namespaces/dev/configmaps", {}, ("deletecollection", "dev", "", "v1", "configmaps", "", "")),
+    ("DELETE", "/api/v1/namespaces/dev/configmaps/c", {}, ("delete", "dev", "", "v1", "configmaps", "", "c")),
+    ("GET", "/api/v1/namespaces", {}, ("list", "", "", "v1", "namespaces", "", "")),
+    ("GET", "/api/v1/namespaces/dev", {}, ("get", "dev", "", "v1", "namespaces", "", "dev")),
+    ("PUT", "/api/v1/namespaces/dev/finalize", {}, ("update", "dev", "", "v1", "namespaces", "finalize", "dev")),
+    ("GET", "/api/v1/watch/namespaces/dev/pods", {}, ("watch", "dev", "", "v1", "pods", "", "")),
+]
+
+
+@pytest.mark.parametrize("method,path,query,want", REQUESTS, ids=[f"{r[0]} {r[1]} {r[2]}" for r in REQUESTS])
+def test_request_attributes_are_read_as_kube_apiserver_reads_them(method, path, query, want):
+    a = request_attributes(UserInfo("jane"), method, path, query)
+    assert a.resource_request
+    assert (a.verb, a.namespace, a.api_group, a.api_version, a.resource, a.subresource, a.name) == want
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/version"), ("GET", "/api"), ("GET", "/api/v1"),
+                                         ("GET", "/apis/apps"), ("GET", "/apis/apps/v1"),
+                                         ("POST", "/healthz/etcd"), ("GET", "/openapi/v3/apis/apps/v1")])
+def test_discovery_and_other_paths_are_non_resource_requests(method, path):
+    a = request_attributes(UserInfo("jane"), method, path)
+    assert (a.resource_request, a.verb, a.path) == (False, method.lower(), path)
 
 
 # --- the subject index ----------------------------------------------------------------------

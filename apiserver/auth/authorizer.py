@@ -11,6 +11,12 @@ What this module guarantees
 - `PrivilegedGroups` allows everything to members of the named groups: kube-apiserver puts
   one for `system:masters` in front of every other authorizer, so that group never
   depends on RBAC objects (which it could otherwise delete out from under itself).
+- `request_attributes(user, method, path, query)` reads a request as kube-apiserver's
+  RequestInfoFactory does: `/api/v1/...` and `/apis/<group>/<version>/...` paths of
+  at least a resource are resource requests (GET of a collection is list, or watch
+  with `watch=true`, and names the object a `metadata.name=` field selector picks;
+  DELETE of a collection is deletecollection); everything else, discovery included, is
+  a non-resource request whose verb is the lowercased method.
 - `forbidden(attrs, reason)` is the 403 Status of a refused request with Kubernetes'
   exact wording (k8s.io/apiserver's responsewriters.Forbidden and apierrors.NewForbidden).
 
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from machinery import errors
 
@@ -71,6 +77,48 @@ class Attributes:
     name: str = ""
     resource_request: bool = True
     path: str = ""
+
+
+_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
+          "DELETE": "delete"}
+_NAMESPACE_SUBRESOURCES = ("status", "finalize")
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")  # what Go's strconv.ParseBool reads as true
+
+
+def request_attributes(user: UserInfo, method: str, path: str,
+                       query: Mapping[str, str] | None = None) -> Attributes:
+    """The attributes of a request (k8s.io/apiserver's RequestInfoFactory.NewRequestInfo)."""
+    parts = [p for p in path.split("/") if p]
+    non_resource = Attributes(user, method.lower(), resource_request=False, path=path)
+    if len(parts) < 3 or parts[0] not in ("api", "apis"):
+        return non_resource
+    group, rest = "", parts[1:]
+    if parts[0] == "apis":
+        if len(rest) < 3:
+            return non_resource
+        group, rest = rest[0], rest[1:]
+    version, rest = rest[0], rest[1:]
+    verb = _VERBS.get(method.upper(), "")
+    if rest[0] == "watch" and len(rest) > 1:  # the deprecated /watch/ prefix
+        verb, rest = "watch", rest[1:]
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    query = query or {}
+    if not name and verb == "get":
+        verb = "watch" if query.get("watch") in _TRUE else "list"
+        for term in (query.get("fieldSelector") or "").split(","):
+            key, op, value = term.partition("==") if "==" in term else term.partition("=")
+            if key.strip() == "metadata.name" and op and "!" not in key and value:
+                name = value.strip()
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return Attributes(user, verb, namespace, group, version, resource, subresource, name)
 
 
 class Decision(enum.Enum):
