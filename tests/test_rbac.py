@@ -618,6 +618,12 @@ def test_kubectl_creates_and_lists_rbac_objects(kubectl, http, ns):
         wide = rows(kubectl.out("get", "rolebindings", "-o", "wide"))
         assert wide == [{"NAME": "read-pods", "ROLE": "Role/pod-reader", "AGE": wide[0]["AGE"],
                          "USERS": "jane", "GROUPS": "devs", "SERVICEACCOUNTS": f"{ns}/builder"}]
+        kubectl("create", "clusterrole", crb, "--verb=get", "--non-resource-url=/logs/*")
+        kubectl("create", "clusterrole", crb + "-agg", f"--aggregation-rule=team={ns}")
+        got = http.get(f"{RBAC}/clusterroles/{crb}").json()
+        assert got["rules"] == [{"verbs": ["get"], "nonResourceURLs": ["/logs/*"]}]
+        got = http.get(f"{RBAC}/clusterroles/{crb}-agg").json()
+        assert got["aggregationRule"] == {"clusterRoleSelectors": [{"matchLabels": {"team": ns}}]}
         listed = {r["NAME"]: r for r in rows(kubectl.out("get", "clusterroles"))}
         assert {"cluster-admin", "admin", "edit", "view", "system:node"} <= set(listed)
         assert listed["cluster-admin"]["CREATED AT"].endswith("Z")
@@ -633,3 +639,5 @@ def test_kubectl_creates_and_lists_rbac_objects(kubectl, http, ns):
         assert http.get(f"{RBAC}/namespaces/{ns}/rolebindings/read-pods").json()["roleRef"]["name"] == "pod-reader"
     finally:
         http.delete(f"{RBAC}/clusterrolebindings/{crb}")
+        http.delete(f"{RBAC}/clusterroles/{crb}")
+        http.delete(f"{RBAC}/clusterroles/{crb}-agg")
