@@ -233,9 +233,6 @@ class Index:
 
 # --- the authorizer -----------------------------------------------------------------------
 
-Visitor = Callable[[Binding, dict, Rule], bool]
-
-
 class RBACAuthorizer:
     def __init__(self, index: Index | None = None):
         self.index = index if index is not None else Index()
