@@ -48,6 +48,9 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
+from apiserver.auth import bootstrappolicy
+from apiserver.auth.authorizer import SYSTEM_PRIVILEGED_GROUP, PrivilegedGroups, Union
+from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
@@ -265,6 +268,11 @@ class API:
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
         metrics.track_cache(self.cache)
+        # Authorization as kube-apiserver chains it: system:masters first, then RBAC, whose
+        # index follows the watch cache. Not yet asked by dispatch (authentication first).
+        self.rbac = RBACAuthorizer()
+        self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP), self.rbac])
+        self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False
@@ -303,6 +311,8 @@ class API:
         await self.cache.start()
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
+        await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        await self.rbac_feed.start()
         if self.compaction_window > 0:
             self._tasks.append(asyncio.create_task(self.store.compactor(
                 window_seconds=self.compaction_window,
@@ -315,6 +325,7 @@ class API:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
+        await self.rbac_feed.stop()
         await self.cache.stop()
         await self.store.close()
 

@@ -141,6 +141,9 @@ class WatchCache:
         self.buckets: dict[str, Bucket] = {r.plural: Bucket(history) for r in registry.RESOURCES}
         self.revision = 0
         self.ready = asyncio.Event()
+        # Set while the objects reflect a complete list (cleared during a relist, which
+        # fills them without events): a subscriber that takes a snapshot waits for it.
+        self.listed = asyncio.Event()
         self._advanced = asyncio.Condition()
         self._tasks: list[asyncio.Task] = []
 
@@ -215,6 +218,7 @@ class WatchCache:
 
     async def _load(self) -> int:
         """Read everything under /registry/ at one revision."""
+        self.listed.clear()
         for b in self.buckets.values():
             b.objects.clear()
             b.history.clear()
@@ -248,6 +252,7 @@ class WatchCache:
             try:
                 revision = await self._load()
                 await self._advance(revision)
+                self.listed.set()
                 self.ready.set()
                 # The previous values are the cache's own (every change is applied in
                 # order), so etcd need not send them along.

@@ -269,6 +269,20 @@ def _endpoints(obj: dict) -> None:
             p.setdefault("protocol", "TCP")
 
 
+_RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _binding(obj: dict) -> None:
+    """Kubernetes' rbac/v1 defaults: a roleRef and a User or Group subject without an
+    apiGroup are in RBAC's group; a ServiceAccount subject is in the core group."""
+    ref = obj.get("roleRef")
+    if isinstance(ref, dict) and not ref.get("apiGroup"):
+        ref["apiGroup"] = _RBAC_GROUP
+    for s in _dicts(obj.get("subjects")):
+        if not s.get("apiGroup") and s.get("kind") in ("User", "Group"):
+            s["apiGroup"] = _RBAC_GROUP
+
+
 _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
-            "Endpoints": _endpoints}
+            "Endpoints": _endpoints, "RoleBinding": _binding, "ClusterRoleBinding": _binding}

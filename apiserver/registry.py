@@ -124,6 +124,10 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.REPLICASETS, fields=_rs_fields, columns=tables.REPLICASETS,
            strategy=Strategy(generation=True, status_subresource=True)),
     _serve(kinds.LEASES, columns=tables.LEASES),
+    _serve(kinds.ROLES, columns=tables.ROLES),
+    _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
+    _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),
+    _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -216,6 +216,28 @@ EVENTS: tuple[Col, ...] = (("Last Seen", "string", "Time since the event was las
 LEASES: tuple[Col, ...] = (NAME, ("Holder", "string", "The holder of the lease.", 0, _get("spec", "holderIdentity")), AGE)
 
 
+def _subjects(kind: str) -> Callable[[dict], str]:
+    """One kind of a binding's subjects, joined as kubectl's wide columns show them
+    (service accounts as namespace/name)."""
+    def cell(obj: dict) -> str:
+        return ", ".join(f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount" else s.get("name", "")
+                         for s in obj.get("subjects") or [] if isinstance(s, dict) and s.get("kind") == kind)
+    return cell
+
+
+def _role_ref(obj: dict) -> str:
+    ref = obj.get("roleRef") or {}
+    return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+# Roles print their creation time as a date, not an age (Kubernetes' roleColumnDefinitions).
+ROLES: tuple[Col, ...] = (NAME, ("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0, _get("metadata", "creationTimestamp")))
+ROLEBINDINGS: tuple[Col, ...] = (NAME, ("Role", "string", "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace.", 0, _role_ref), AGE,
+                                 ("Users", "string", "Users in the roleBinding", 1, _subjects("User")),
+                                 ("Groups", "string", "Groups in the roleBinding", 1, _subjects("Group")),
+                                 ("ServiceAccounts", "string", "ServiceAccounts in the roleBinding", 1, _subjects("ServiceAccount")))
+
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}

@@ -821,12 +821,113 @@ def _binding(obj: dict) -> list[Cause]:
     return out
 
 
+# --- RBAC (pkg/apis/rbac/validation) -------------------------------------------------
+
+_RBAC_GROUP = "rbac.authorization.k8s.io"
+_SUBJECT_KINDS = ["ServiceAccount", "User", "Group"]
+
+
+def _path_segment_name(name: str) -> str | None:
+    """RBAC objects are named by any valid path segment (`system:node` included)."""
+    if name in (".", ".."):
+        return f"may not be '{name}'"
+    for bad in ("/", "%"):
+        if bad in name:
+            return f"may not contain '{bad}'"
+    return None
+
+
+def _policy_rule(rule: dict, f: str, *, namespaced: bool) -> list[Cause]:
+    out = []
+    if not rule.get("verbs"):
+        out.append(_required(f"{f}.verbs", "verbs must contain at least one value"))
+    urls = rule.get("nonResourceURLs")
+    if urls:
+        if namespaced:
+            out.append(_invalid(f"{f}.nonResourceURLs", urls,
+                                "namespaced rules cannot apply to non-resource URLs"))
+        if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+            out.append(_invalid(f"{f}.nonResourceURLs", urls, "rules cannot apply to both "
+                                "regular resources and non-resource URLs"))
+        return out
+    if not rule.get("apiGroups"):
+        out.append(_required(f"{f}.apiGroups", "resource rules must supply at least one api group"))
+    if not rule.get("resources"):
+        out.append(_required(f"{f}.resources", "resource rules must supply at least one resource"))
+    return out
+
+
+def _rules(obj: dict, *, namespaced: bool) -> list[Cause]:
+    return [c for i, r in _each(obj.get("rules"))
+            for c in _policy_rule(r, f"rules[{i}]", namespaced=namespaced)]
+
+
+def _role(obj: dict) -> list[Cause]:
+    return _rules(obj, namespaced=True)
+
+
+def _cluster_role(obj: dict) -> list[Cause]:
+    out = _rules(obj, namespaced=False)
+    agg = obj.get("aggregationRule")
+    if isinstance(agg, dict):
+        f = "aggregationRule.clusterRoleSelectors"
+        if not agg.get("clusterRoleSelectors"):
+            out.append(_required(f, "at least one clusterRoleSelector required if "
+                                    "aggregationRule is non-nil"))
+        for i, sel in _each(agg.get("clusterRoleSelectors")):
+            out += _selector(sel, f"{f}[{i}]")
+    return out
+
+
+def _subject(subject: dict, f: str, *, namespaced: bool) -> list[Cause]:
+    out, kind, name = [], subject.get("kind"), subject.get("name")
+    group = subject.get("apiGroup") or ""
+    if not name:
+        out.append(_required(f"{f}.name"))
+    if kind == "ServiceAccount":
+        if isinstance(name, str) and name and (msg := _dns1123_subdomain(name)):
+            out.append(_invalid(f"{f}.name", name, msg))
+        if group:
+            out.append(_not_supported(f"{f}.apiGroup", group, [""]))
+        if not namespaced and not subject.get("namespace"):
+            out.append(_required(f"{f}.namespace"))
+    elif kind in ("User", "Group"):
+        if group != _RBAC_GROUP:
+            out.append(_not_supported(f"{f}.apiGroup", group, [_RBAC_GROUP]))
+    else:
+        out.append(_not_supported(f"{f}.kind", kind, _SUBJECT_KINDS))
+    return out
+
+
+def _binding_of(kinds: list[str], *, namespaced: bool) -> Callable[[dict], list[Cause]]:
+    def check(obj: dict) -> list[Cause]:
+        ref, out = _m(obj.get("roleRef")), []
+        if ref.get("apiGroup") != _RBAC_GROUP:
+            out.append(_not_supported("roleRef.apiGroup", ref.get("apiGroup", ""), [_RBAC_GROUP]))
+        if ref.get("kind") not in kinds:
+            out.append(_not_supported("roleRef.kind", ref.get("kind", ""), kinds))
+        name = ref.get("name")
+        if not name:
+            out.append(_required("roleRef.name"))
+        elif isinstance(name, str) and (msg := _path_segment_name(name)):
+            out.append(_invalid("roleRef.name", name, msg))
+        for i, subject in _each(obj.get("subjects")):
+            out += _subject(subject, f"subjects[{i}]", namespaced=namespaced)
+        return out
+    return check
+
+
 _NAME_CHECKS: dict[str, Callable[[str], str | None]] = {
-    "Namespace": _dns1123_label, "Service": _dns1035_label}
+    "Namespace": _dns1123_label, "Service": _dns1035_label, "Role": _path_segment_name,
+    "ClusterRole": _path_segment_name, "RoleBinding": _path_segment_name,
+    "ClusterRoleBinding": _path_segment_name}
 _SEMANTICS: dict[str, Callable[[dict], list[Cause]]] = {
     "Pod": _pod, "Deployment": _workload, "ReplicaSet": _workload, "Service": _service,
     "ConfigMap": _configmap, "Secret": _secret, "Lease": _lease, "Event": _event,
-    "Endpoints": _endpoints, "Scale": _scale, "Binding": _binding}
+    "Endpoints": _endpoints, "Scale": _scale, "Binding": _binding, "Role": _role,
+    "ClusterRole": _cluster_role,
+    "RoleBinding": _binding_of(["Role", "ClusterRole"], namespaced=True),
+    "ClusterRoleBinding": _binding_of(["ClusterRole"], namespaced=False)}
 
 
 def semantic_causes(obj: dict, *, kind: str, namespaced: bool) -> list[Cause]:
@@ -915,9 +1016,17 @@ def _secret_update(old: dict, new: dict) -> list[Cause]:
     return out
 
 
+def _role_ref_update(old: dict, new: dict) -> list[Cause]:
+    # A binding's meaning is its role: changing it would re-grant without the checks a
+    # new binding gets, so Kubernetes makes roleRef immutable.
+    ref = new.get("roleRef")
+    return [] if old.get("roleRef") == ref else [_invalid("roleRef", ref, "cannot change roleRef")]
+
+
 _UPDATES: dict[str, Callable[[dict, dict], list[Cause]]] = {
     "Pod": _pod_update, "Deployment": _selector_update, "ReplicaSet": _selector_update,
-    "Service": _service_update, "ConfigMap": _configmap_update, "Secret": _secret_update}
+    "Service": _service_update, "ConfigMap": _configmap_update, "Secret": _secret_update,
+    "RoleBinding": _role_ref_update, "ClusterRoleBinding": _role_ref_update}
 
 
 def update_causes(old: dict, new: dict, *, kind: str) -> list[Cause]:

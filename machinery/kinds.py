@@ -64,6 +64,12 @@ DEPLOYMENTS = Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",),
 REPLICASETS = Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",),
                    ("status", "scale"), ("all",))
 LEASES = Kind("coordination.k8s.io", "v1", "Lease", "leases", True)
+ROLES = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", True)
+CLUSTERROLES = Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False)
+ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
+CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
+                           "clusterrolebindings", False)
 
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
-                           SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES)
+                           SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ROLES,
+                           CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS)

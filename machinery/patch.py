@@ -278,6 +278,11 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("events.k8s.io", "Event"): _kind(),
     ("coordination.k8s.io", "Lease"): _kind(),
     ("autoscaling", "Scale"): _kind(),
+    # Rules, subjects and selectors carry no patch strategy in Go: atomic lists.
+    ("rbac.authorization.k8s.io", "Role"): _kind(),
+    ("rbac.authorization.k8s.io", "ClusterRole"): _kind(),
+    ("rbac.authorization.k8s.io", "RoleBinding"): _kind(),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _kind(),
 }
 
 

@@ -9,6 +9,7 @@ with `run(workers)`. A new controller is a new module here and one line in the t
 from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
+from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.garbagecollector import GarbageCollector
@@ -23,5 +24,6 @@ from machinery.registry import Registry
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
     (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
                           NamespaceController, ServiceAccountController, EndpointsController,
-                          PodGCController, NodeLifecycleController, NodeIPAMController)
+                          PodGCController, NodeLifecycleController, NodeIPAMController,
+                          ClusterRoleAggregationController)
 ])

@@ -1,0 +1,13 @@
+"""Who is asking and what they may do: kube-apiserver's authorization chain.
+
+- `authorizer`: the request's attributes, the user they carry, decisions (Allow, Deny,
+  NoOpinion), a union of authorizers, the `system:masters` authorizer, and the 403
+  Status worded as Kubernetes words it.
+- `rbac`: the RBAC authorizer over an index of roles and bindings kept by subject, the
+  feed that keeps that index current from the API server's watch cache, and RBAC's
+  escalation check for writes of roles and bindings.
+- `bootstrappolicy`: Kubernetes' default roles and bindings, reconciled into storage
+  when the API server starts.
+
+Authentication (who is asking) comes later; these modules take a `UserInfo` as given.
+"""
