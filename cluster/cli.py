@@ -70,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMPONENTS:
         sub.add_parser(name, help=f"run the {name} (see `minik8s {name} --help`)", add_help=False)
     commands.add_parsers(sub)
+    from cluster import images  # image ls|pull|import|rm|prune
+    images.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command in ("up", "down", "status", "logs", "node"):
         return commands.run(args)
+    if args.command == "image":
+        return images.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 
 
