@@ -241,7 +241,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 # -- rm / prune ------------------------------------------------------------------------------
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from kubelet.images import ImageError, gc, reference
+    from kubelet.images import ImageError, reference
     if not args.names:
         raise Fail("rm needs at least one image name: minik8s image rm NAME...")
     store = open_store(args, create=False)
@@ -258,6 +258,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     for full, name in zip(names, args.names):
         if full in leased:
             raise Fail(f'image "{name}" is in use by a container; nothing removed')
+    from kubelet.images import gc
     for full in dict.fromkeys(names):
         try:
             gc.remove(store, full)
@@ -268,8 +269,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from kubelet.images import gc
     store = open_store(args, create=False)
+    from kubelet.images import gc
     removed = gc.prune(store)
     for name in removed:
         print(f"Deleted: {name}")

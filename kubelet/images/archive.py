@@ -395,15 +395,15 @@ def import_archive(store: ContentStore, source: str | BinaryIO, *, label: str | 
         raise ArchiveError(f"{label}: no such file") from None
     except IsADirectoryError:
         raise ArchiveError(f"{label}: is a directory, not an archive (tar it, or use skopeo's oci-archive:)") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise ArchiveError(f"{label}: not a tar archive ({e})") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile):
+        raise ArchiveError(f"{label}: not a tar archive (plain or gzip-compressed)") from None
     except OSError as e:
         raise ArchiveError(f"{label}: cannot read it: {e.strerror or e}") from None
     try:
         with tf:
             return _import(store, _Archive(tf, label), base_name, want)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise ArchiveError(f"{label}: the archive is corrupt or truncated ({e})") from None
+        raise ArchiveError(f"{label}: the archive is corrupt or truncated ({' '.join(str(e).split())})") from None
     except OSError as e:  # the store's disk: full, or not writable
         raise ArchiveError(f"{label}: storing the image failed: {e}") from None
 
