@@ -143,11 +143,14 @@ class ImageService(ImageStore):
         started = time.monotonic()
         name = str(ref)
         try:
-            pulled = await self.client.pull(ref.domain, ref.path, ref.digest or ref.tag or "latest",
-                                            self.store, credentials=list(credentials))
-            await asyncio.to_thread(self._unpack, pulled.layers, pulled.diff_ids)
-            await asyncio.to_thread(self.store.put_image, name, pulled.manifest_digest,
-                                    pulled.config_digest, [la.digest for la in pulled.layers])
+            # From the first blob to the record, so an image GC sweep never takes this
+            # pull's content (the sweep holds the lock only for milliseconds).
+            with self.store.writing():
+                pulled = await self.client.pull(ref.domain, ref.path, ref.digest or ref.tag or "latest",
+                                                self.store, credentials=list(credentials))
+                await asyncio.to_thread(self._unpack, pulled.layers, pulled.diff_ids)
+                await asyncio.to_thread(self.store.put_image, name, pulled.manifest_digest,
+                                        pulled.config_digest, [la.digest for la in pulled.layers])
         except RegistryError as e:
             raise PullError(f'failed to pull and unpack image "{name}": {e}') from e
         except LayerError as e:

@@ -8,7 +8,10 @@ Layout under `root`:
     locks/<hex>.lock          per-digest (and per-chain-ID) fcntl locks; kept, never removed
     snapshots/sha256/<hex>/   a layer applied as an overlay lower dir, keyed by chain ID
     images/<quoted name>.json one record per image name
-    leases/<hex>.json         an image in use by a holder (a container's directory)
+    leases/<hex>.json         an image in use by a holder (a container's directory), with the
+                              content its record named when the lease was taken
+    used/<quoted name>        its mtime: when a container last used the image (image GC)
+    trash/                    content a sweep took out, being deleted (see gc.py)
 
 Guarantees:
 - Nothing half-written is visible under a digest: a blob is written to an ingest file,
@@ -29,7 +32,12 @@ Guarantees:
   lease whose holder a crash removed without releasing it does not keep the image forever.
 - Image records are replaced atomically; the last `put_image` for a name wins, as
   containerd's image Update. A record does not require its blobs to be present (content
-  is fetched before the record is written by the puller, and GC is a later piece).
+  is fetched before the record is written by the puller).
+- A writer that makes content before the record that names it (a pull, an import) holds
+  `writing()` (a shared lock) from its first blob to its record; a content sweep
+  (gc.sweep) holds `sweeping()` (the same lock, exclusive), so it never takes content a
+  record is about to name. A lease also keeps the content its image's record named when
+  it was taken, so a re-pull that moves a tag never frees the layers a container runs on.
 """
 from __future__ import annotations
 
@@ -124,7 +132,8 @@ def _fsync_dir(path: str) -> None:
 class ContentStore:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        for sub in ("blobs/sha256", "ingest", "locks", "snapshots/sha256", "images", "leases"):
+        for sub in ("blobs/sha256", "ingest", "locks", "snapshots/sha256", "images", "leases", "used",
+                    "trash"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         self.remove_stale_staging()
 
@@ -169,6 +178,37 @@ class ContentStore:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def try_lock(self, digest: str) -> int | None:
+        """The digest's lock if no one holds it (an fd: close it to release), else None;
+        for a sweep, which skips what is being written rather than waiting for it."""
+        hexd = check_digest(digest)[len("sha256:"):]
+        fd = os.open(os.path.join(self.root, "locks", hexd + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @contextlib.contextmanager
+    def _content_lock(self, mode: int) -> Iterator[None]:
+        fd = os.open(os.path.join(self.root, "locks", "content.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Held by a writer (a pull, an import) from its first blob to its image record:
+        shared among writers, excluded by a sweep (which holds it only while it moves
+        content aside, so a writer waits milliseconds at most)."""
+        return self._content_lock(fcntl.LOCK_SH)
+
+    def sweeping(self) -> contextlib.AbstractContextManager[None]:
+        """Held by a content sweep: no writer is between its first blob and its record."""
+        return self._content_lock(fcntl.LOCK_EX)
 
     @contextlib.contextmanager
     def ingest(self, digest: str, size: int | None = None) -> Iterator[BinaryIO]:
@@ -216,8 +256,16 @@ class ContentStore:
     def snapshot_lock(self, chain_id: str) -> Iterator[None]:
         """Held while a snapshot is made, so concurrent unpacks of one layer apply it once:
         `with store.snapshot_lock(c): if not store.has_snapshot(c): apply_layer(...)`."""
-        with self._lock("sha256:" + hashlib.sha256(("snapshot " + chain_id).encode()).hexdigest()):
+        with self._lock(self._snapshot_lock_key(chain_id)):
             yield
+
+    @staticmethod
+    def _snapshot_lock_key(chain_id: str) -> str:
+        return "sha256:" + hashlib.sha256(("snapshot " + chain_id).encode()).hexdigest()
+
+    def try_snapshot_lock(self, chain_id: str) -> int | None:
+        """As try_lock, for the snapshot of `chain_id`."""
+        return self.try_lock(self._snapshot_lock_key(chain_id))
 
     def unpack(self, blob_digest: str, diff_id: str, parent_chain_ids: Sequence[str] = ()) -> str:
         """Makes the snapshot of the layer in blob `blob_digest` (whose uncompressed digest
@@ -293,11 +341,37 @@ class ContentStore:
         return sorted(out, key=lambda r: r.name)
 
     def remove_image(self, name: str) -> bool:
+        """Removes the record (its content stays until a sweep: see gc.py)."""
         try:
             os.unlink(self._image_file(name))
         except FileNotFoundError:
             return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._used_file(name))
         return True
+
+    # --- when images were last used (image GC's order) ---
+
+    def _used_file(self, name: str) -> str:
+        return os.path.join(self.root, "used", urllib.parse.quote(name, safe=""))
+
+    def touch_used(self, name: str, when: float | None = None) -> None:
+        """Records that a container uses (or just stopped using) `name` now (or at `when`)."""
+        path = self._used_file(name)
+        times = None if when is None else (when, when)
+        try:
+            os.utime(path, times)
+        except FileNotFoundError:
+            with open(path, "a"):
+                pass
+            os.utime(path, times)
+
+    def last_used(self, name: str) -> float | None:
+        """When a container last used `name` (unix time), None if never."""
+        try:
+            return os.stat(self._used_file(name)).st_mtime
+        except FileNotFoundError:
+            return None
 
     # --- leases: which images containers use ---
 
@@ -305,20 +379,31 @@ class ContentStore:
         return os.path.join(self.root, "leases", hashlib.sha256(os.path.abspath(holder).encode()).hexdigest() + ".json")
 
     def lease(self, holder: str, image_name: str) -> None:
-        """Marks `image_name` (as recorded) in use while the path `holder` exists."""
+        """Marks `image_name` (as recorded) in use while the path `holder` exists. The lease
+        keeps the content the record names now, whatever later happens to the name."""
         path = self._lease_file(holder)
+        lease: dict[str, object] = {"holder": os.path.abspath(holder), "image": image_name}
+        record = self.get_image(image_name)
+        if record is not None:
+            lease["content"] = [record.manifest_digest, record.config_digest, *record.layer_digests]
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
-            json.dump({"holder": os.path.abspath(holder), "image": image_name}, f)
+            json.dump(lease, f)
         os.rename(tmp, path)
+        self.touch_used(image_name)
 
     def release(self, holder: str) -> None:
+        path = self._lease_file(holder)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            with open(path) as f:
+                self.touch_used(str(json.load(f)["image"]))
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._lease_file(holder))
+            os.unlink(path)
 
-    def leased(self) -> set[str]:
-        """The image names some live holder uses; leases of vanished holders are removed."""
-        names = set()
+    def leases(self) -> list[tuple[str, list[str]]]:
+        """(image name, content digests it keeps) of each live lease; leases of vanished
+        holders are removed (their image counted as used until then)."""
+        out = []
         leases = os.path.join(self.root, "leases")
         for entry in os.listdir(leases):
             if entry.startswith("."):
@@ -327,11 +412,17 @@ class ContentStore:
             try:
                 with open(path) as f:
                     d = json.load(f)
-            except (OSError, ValueError):
+                holder, image = str(d["holder"]), str(d["image"])
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if os.path.exists(d["holder"]):
-                names.add(d["image"])
+            if os.path.exists(holder):
+                out.append((image, [str(c) for c in d.get("content") or []]))
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-        return names
+                    self.touch_used(image)
+        return out
+
+    def leased(self) -> set[str]:
+        """The image names some live holder uses; leases of vanished holders are removed."""
+        return {image for image, _ in self.leases()}
