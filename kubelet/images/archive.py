@@ -30,6 +30,8 @@ Guarantees:
   cannot be applied, or leaves an image unnamed raises ArchiveError (one line, naming the
   archive and the cause) and leaves no record. Verified blobs and finished snapshots it
   made stay (content-addressed: a later import or pull reuses them; GC sweeps them).
+- An import holds the store's `writing()` lock from its first blob to its last record, as
+  a pull does, so a concurrent GC sweep never takes content the import is about to name.
 - Nothing of the archive is extracted to a path: members are read by name, symlinks and
   hard links between members are followed only inside the archive.
 - Blocking file I/O; callers on an event loop run it in a thread.
@@ -429,29 +431,33 @@ def _import(store: ContentStore, archive: _Archive, base_name: str | None,
         raise ArchiveError(f"{label}: the archive holds no images")
     _unique_names(plans, label)
 
-    for p in plans:
-        for blob in (*p.extra, p.manifest, p.config):
-            _ingest_bytes(store, blob)
-        for la in p.layers:
-            try:
-                _ingest_layer(store, archive, la)
-            except DigestMismatch as e:
-                raise ArchiveError(f"{label}: layer {la.member} does not match its digest: {e}") from None
-    for p in plans:
-        parents: list[str] = []
-        for la, diff_id in zip(p.layers, p.diff_ids):
-            try:
-                parents.append(store.unpack(la.digest, diff_id, parents))
-            except LayerError as e:
-                raise ArchiveError(f"{label}: image {p.names[0]}: layer {la.digest} cannot be applied: {e}") from None
+    # From the first blob to the last record, so an image GC sweep (gc.sweep) never takes
+    # content a record is about to name.
+    with store.writing():
+        for p in plans:
+            for blob in (*p.extra, p.manifest, p.config):
+                _ingest_bytes(store, blob)
+            for la in p.layers:
+                try:
+                    _ingest_layer(store, archive, la)
+                except DigestMismatch as e:
+                    raise ArchiveError(f"{label}: layer {la.member} does not match its digest: {e}") from None
+        for p in plans:
+            parents: list[str] = []
+            for la, diff_id in zip(p.layers, p.diff_ids):
+                try:
+                    parents.append(store.unpack(la.digest, diff_id, parents))
+                except LayerError as e:
+                    raise ArchiveError(f"{label}: image {p.names[0]}: layer {la.digest} cannot be applied: "
+                                       f"{e}") from None
 
-    out = []
-    for p in plans:
-        layer_digests = [la.digest for la in p.layers]
-        size = p.config.size + sum(la.size for la in {la.digest: la for la in p.layers}.values())
-        for name in dict.fromkeys(p.names):
-            store.put_image(name, p.manifest.digest, p.config.digest, layer_digests)
-            out.append(ImportedImage(name, p.manifest.digest, p.config.digest, layer_digests, size))
+        out = []
+        for p in plans:
+            layer_digests = [la.digest for la in p.layers]
+            size = p.config.size + sum(la.size for la in {la.digest: la for la in p.layers}.values())
+            for name in dict.fromkeys(p.names):
+                store.put_image(name, p.manifest.digest, p.config.digest, layer_digests)
+                out.append(ImportedImage(name, p.manifest.digest, p.config.digest, layer_digests, size))
     return out
 
 
