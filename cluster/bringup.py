@@ -196,7 +196,9 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                          "--address", cfg.node_ip(node), "--token-file", cfg.kubelet_token,
                          # its pod CIDR comes from the controller manager's node IPAM, which
                          # may still be starting: wait for it rather than take a default
-                         "--pod-cidr-timeout", "300", "--runtime", "linux", *extra("kubelet")),
+                         "--pod-cidr-timeout", "300", "--runtime", "linux",
+                         *(["--registry-config", cfg.registry_config] if cfg.registry_config else []),
+                         *extra("kubelet")),
                 cfg.log_path(kubelet_component(node)), netns=netns_path(cfg.netns(node)),
                 cgroup_dirs=cgroup_dirs(f"{node}/kubelet")))
     else:

@@ -47,6 +47,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--node-cidr", help=f"the nodes' network on the cluster bridge (default {DEFAULT_NODE_CIDR})")
     p.add_argument("--merge-kubeconfig", action="store_true",
                    help="also add the cluster as a context to ~/.kube/config (and make it current)")
+    p.add_argument("--registry-config", metavar="FILE",
+                   help="registries.yaml for every kubelet, as k3s reads it (mirrors, per-registry "
+                        "CA, client certificate, credentials); kept for restarts, '' drops it")
     for name in COMPONENT_ARGS:
         p.add_argument(f"--{name}-args", metavar="ARGS", dest=f"args_{name.replace('-', '_')}",
                        help=f"extra arguments for every {name} (one string, shell-quoted)")
@@ -111,6 +114,8 @@ def _config_for_up(args: argparse.Namespace) -> tuple[ClusterConfig, bool]:
                            f"or choose another --state-dir")
     if args.port is not None:
         cfg.port = args.port
+    if args.registry_config is not None:
+        cfg.registry_config = _registry_config(args.registry_config)
     for name in COMPONENT_ARGS:
         value = getattr(args, f"args_{name.replace('-', '_')}")
         if value is not None:
@@ -120,6 +125,19 @@ def _config_for_up(args: argparse.Namespace) -> tuple[ClusterConfig, bool]:
     except ValueError as e:
         raise Fail(str(e)) from None
     return cfg, existing
+
+
+def _registry_config(path: str) -> str:
+    """The absolute path of a valid registries.yaml ("" for none); Fail names the file and
+    key of a bad one, so no kubelet is started with it."""
+    if not path:
+        return ""
+    from kubelet.images import hosts
+    try:
+        hosts.load(path)
+    except hosts.RegistryConfigError as e:
+        raise Fail(str(e)) from None
+    return os.path.abspath(path)
 
 
 def preflight(cfg: ClusterConfig) -> None:
@@ -142,6 +160,8 @@ def preflight(cfg: ClusterConfig) -> None:
         if clashes:
             raise Fail(f"address range in use on this host: {clashes[0]}; choose another "
                        f"--cluster-cidr / --node-cidr")
+    if cfg.registry_config:  # kept from an earlier `up`: it may have changed since
+        _registry_config(cfg.registry_config)
     for component, module in MODULES.items():
         if importlib.util.find_spec(module) is None:
             raise Fail(f"the {component} is not available in this installation ({module} is missing)")
@@ -151,6 +171,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cluster import bringup
     cfg, existing = _config_for_up(args)
     pid = bringup.running_pid(cfg) if existing else None
+    if pid and cfg.registry_config != (ClusterConfig.load(cfg.state_dir) or cfg).registry_config:
+        raise Fail(f"the cluster in {cfg.state_dir} is running with another --registry-config; "
+                   f"`minik8s down --state-dir {cfg.state_dir}` first, then `up` with the new one")
     if pid:
         print(f"minik8s: the cluster in {cfg.state_dir} is already running (supervisor pid {pid}); "
               f"`minik8s status --state-dir {cfg.state_dir}` shows it")

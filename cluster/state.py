@@ -48,6 +48,7 @@ class ClusterConfig:
     # restart runs the same cluster.
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     merged_context: str = ""        # the context merged into ~/.kube/config, if any
+    registry_config: str = ""       # registries.yaml given to every kubelet (`up --registry-config`)
 
     # -- naming ---------------------------------------------------------------------
 

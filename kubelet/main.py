@@ -4,6 +4,8 @@
                     [--address IP] [--port 10250] [--token-file FILE]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
                     [-v N] [--logging-format text|json]
+                    [--registry-config FILE] [--image-gc-high-threshold 85]
+                    [--image-gc-low-threshold 80] [--minimum-image-ttl-duration 2m]
     minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX]
     minik8s kubelet --cleanup [--node-name N] [--root-dir DIR] [--bridge B] [--cgroup-parent C]
 
@@ -16,6 +18,13 @@ a controller to allocate one) 10.244.0.0/24. SIGTERM or SIGINT
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
 `--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
 cgroups, mounts and runtime state from the host, and does nothing the second time.
+
+Registries and image GC: --registry-config is a k3s registries.yaml (mirrors, per-host
+CA, client certificate, credentials; kubelet/images/hosts.py); a bad one stops the
+kubelet before it starts, with one line naming the file and key. Every 5 minutes, when
+the image store's filesystem is at --image-gc-high-threshold percent or more, images no
+container uses (and older than --minimum-image-ttl-duration) are removed, least
+recently used first, until it is at --image-gc-low-threshold (kubelet/images/gc.py).
 
 Health and metrics, as the kubelet's healthz server: on --healthz-bind-address
 (127.0.0.1):--healthz-port (10248; 0 turns it off), plain HTTP and no credential,
@@ -91,8 +100,62 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="remove what a kubelet with the same --node-name, --root-dir, --bridge and "
                    "--cgroup-parent left on this host (its pods, bridge, cgroups, mounts and state) "
                    "and exit; the API is not contacted. Run it after stopping the kubelet")
+    _add_image_flags(p)
     klog.add_flags(p)
     return p.parse_args(argv)
+
+
+# --- registries and image GC (h-reg) ---------------------------------------------------
+
+def _add_image_flags(p: argparse.ArgumentParser) -> None:
+    from kubelet.images import gc
+    p.add_argument("--registry-config", default=None, metavar="FILE",
+                   help="registries.yaml, as k3s reads it: mirrors (with rewrites) and per-host "
+                   "TLS and credentials (default: none)")
+    p.add_argument("--image-gc-high-threshold", type=int, default=gc.DEFAULT_HIGH_THRESHOLD, metavar="PERCENT",
+                   help="disk usage of the image store's filesystem at which image GC always runs "
+                   f"(default {gc.DEFAULT_HIGH_THRESHOLD}; 100 turns image GC off)")
+    p.add_argument("--image-gc-low-threshold", type=int, default=gc.DEFAULT_LOW_THRESHOLD, metavar="PERCENT",
+                   help="disk usage image GC frees down to; less than the high threshold "
+                   f"(default {gc.DEFAULT_LOW_THRESHOLD})")
+    p.add_argument("--minimum-image-ttl-duration", type=_duration, default=gc.DEFAULT_MIN_AGE,
+                   metavar="DURATION", help="minimum age of an unused image before image GC may remove it "
+                   "(default 2m)")
+
+
+def _duration(v: str) -> float:
+    from machinery.duration import parse_duration
+    try:
+        seconds = parse_duration(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {v!r}: must not be negative")
+    return seconds
+
+
+def check_image_flags(args: argparse.Namespace) -> str | None:
+    """Checks the image GC flags and reads --registry-config into `args.registries`
+    (host -> RegistryHostConfig, for the image service); the one-line error, or None."""
+    from kubelet.images import gc, hosts
+    try:
+        gc.check_thresholds(args.image_gc_high_threshold, args.image_gc_low_threshold)
+    except ValueError as e:
+        return str(e)
+    args.registries = {}
+    if args.registry_config:
+        try:
+            args.registries = hosts.load(args.registry_config)
+        except hosts.RegistryConfigError as e:
+            return str(e)
+    return None
+
+
+async def image_gc(args: argparse.Namespace, store: Any) -> None:
+    """The image GC loop on the image service's content store (kubelet/images/gc.py)."""
+    from kubelet.images import gc
+    await gc.run(store, args.image_gc_high_threshold, args.image_gc_low_threshold,
+                 min_age=args.minimum_image_ttl_duration)
 
 
 HEALTHZ_PORT = 10248  # the kubelet's
@@ -111,6 +174,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.cleanup:
         return cleanup(args)
+    if args.runtime == "linux" and (err := check_image_flags(args)):
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     klog.setup_from_args(args)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack
     try:
@@ -312,6 +378,10 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
             # Served once the node's pods are known: logs and exec find them from the start.
             tg.create_task(_guard("endpoint", server.serve(address, args.port)), name="endpoint")
             await _serve_health(args, health)
+            # Image GC runs on the content store of the image service (none in host-root mode).
+            if (image_store := getattr(runtime.images, "store", None)) is not None:
+                tg.create_task(_guard("image-gc", image_gc(args, image_store), ending_stops=False),
+                               name="image-gc")
             log.info("kubelet %s: pods in %s, endpoint %s:%d, pod CIDR %s", name, root_dir, address,
                      args.port, cidr)
             tg.create_task(_stop_on(stop))

@@ -22,8 +22,16 @@ layers with media types and sizes, diff_ids). What it guarantees:
   with Basic credentials at the realm), tokens cached per scope until they expire; and
   Basic auth for registries that ask for it. `credentials_for` finds the credentials
   for a registry in dockerconfigjson documents (imagePullSecrets) by Kubernetes' rules.
-- HTTPS with the system CAs, or a CA file given per registry; plain HTTP only for a
-  registry configured `insecure`.
+- Endpoints, as containerd with k3s's registries.yaml (kubelet/images/hosts.py): an image
+  of a registry is pulled from its mirrors in order, then from the registry itself
+  (docker.io's is registry-1.docker.io); an endpoint that does not answer, or answers an
+  error status (404, 5xx, ...), passes the pull to the next one, and when all fail the
+  first error that is not a 404 is raised (else the 404). A mirror gets the repository as
+  `rewrite` maps it and `?ns=<registry>`. The TLS settings and node credentials used are
+  those of the host connected to.
+- HTTPS with the system CAs, or a CA file (and a client certificate) given per host;
+  plain HTTP only for an endpoint configured as `http://` (or a registry configured
+  `insecure`), and never by a redirect from HTTPS.
 - Every failure is a `RegistryError` whose message names the registry and the cause,
   e.g. ``401 Unauthorized from 127.0.0.1:5000``, with `.status` (the HTTP status, or
   None when no answer came) and `.registry`.
@@ -40,9 +48,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import re
 import ssl
@@ -56,6 +66,8 @@ import httpx
 
 from kubelet.images.store import DigestMismatch
 from machinery.platforms import goarch, goos
+
+log = logging.getLogger("minik8s.kubelet.images.registry")
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -85,6 +97,11 @@ class RegistryError(Exception):
         self.status = status
 
 
+class RegistryUnreachable(RegistryError):
+    """No answer came from the registry (refused, timed out, TLS failed, the connection
+    broke): a pull tries its next endpoint."""
+
+
 class PlatformNotFound(RegistryError):
     """The index has no image for the requested platform; `.available` lists those it has."""
 
@@ -109,6 +126,9 @@ class BlobStore(Protocol):
 class Credentials:
     username: str
     password: str
+    # An OAuth2 refresh token (docker login's identitytoken), exchanged at the token
+    # server instead of the password.
+    identity_token: str = ""
 
     def __repr__(self) -> str:  # a password never lands in a log line or a traceback
         return f"Credentials(username={self.username!r}, password=<redacted>)"
@@ -116,10 +136,77 @@ class Credentials:
 
 @dataclass(frozen=True)
 class RegistryHostConfig:
-    """How to reach one registry host (a registries.yaml entry, once that exists)."""
+    """One registry host's entry in the node's registry config (kubelet/images/hosts.py
+    reads registries.yaml into these), keyed by host[:port] or "*" (every host that has no
+    entry of its own).
+
+    As the images *of* that registry: `mirrors` (API roots, `https://mirror.lab:5000/v2`)
+    are tried in order before the registry's own endpoint, with `rewrite` ((regex,
+    replacement) pairs, Go's `$1` syntax, first that changes it wins) applied to the
+    repository on mirrors only. As a host *connected to* (its own endpoint, or a mirror
+    endpoint on it): the CA, client certificate and credentials. `insecure` makes the
+    registry's own endpoint plain HTTP (registries.yaml says that with an `http://`
+    endpoint; plain HTTP is used for nothing else)."""
     ca_file: str | None = None
     insecure: bool = False  # plain HTTP
     credentials: Credentials | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+    mirrors: tuple[str, ...] = ()
+    rewrite: tuple[tuple[str, str], ...] = ()
+
+
+DOCKER_IO = "docker.io"
+DOCKER_IO_ENDPOINT = "registry-1.docker.io"  # docker.io's API host, as containerd's DefaultHost
+
+
+def default_host(registry: str) -> str:
+    """The host serving `registry`'s API (docker.io's is registry-1.docker.io)."""
+    return DOCKER_IO_ENDPOINT if registry in (DOCKER_IO, "index.docker.io") else registry
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One place to pull an image of `registry` from."""
+    url: str        # the API root: https://registry.lab:5000/v2, or a mirror's own path
+    host: str       # host[:port] of url: whose TLS settings and credentials apply
+    registry: str   # the registry the image is named by (docker.io)
+    mirror: bool    # a mirror (rewrites apply, ?ns= names the registry), not its own endpoint
+
+    @property
+    def params(self) -> dict[str, str]:
+        # As containerd: a mirror is told which registry the image is from (pull-through
+        # caches that mirror several registries need it).
+        return {"ns": self.registry} if self.mirror else {}
+
+
+_GO_TEMPLATE = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+def go_expand(template: str, m: re.Match[str]) -> str:
+    """Go's Regexp.Expand: `$1`, `${1}`, `$name`, `${name}`, `$$`; a group that does not
+    exist (or did not match) is empty. `$1x` is the group named "1x", as in Go."""
+    def sub(t: re.Match[str]) -> str:
+        name = t.group(1) or t.group(2)
+        if name is None:
+            return "$"
+        try:
+            return m.group(int(name) if name.isdigit() else name) or ""
+        except IndexError:
+            return ""
+    return _GO_TEMPLATE.sub(sub, template)
+
+
+def rewrite_repository(rewrites: Sequence[tuple[str, str]], repository: str) -> str:
+    """The repository as a mirror names it: the first rewrite whose regex changes it
+    (every match replaced, as Go's ReplaceAllString), else unchanged."""
+    for pattern, replacement in rewrites:
+        rx = re.compile(pattern)
+        out = rx.sub(lambda m, r=replacement: go_expand(r, m), repository)
+        if out != repository:
+            return out
+    return repository
 
 
 @dataclass(frozen=True)
@@ -143,6 +230,7 @@ class PulledImage:
     # Bytes fetched from the registry for this pull (blobs the store had are not counted).
     fetched_bytes: int = 0
     size: int = 0  # config + layers, as the manifest gives them
+    endpoint: str = ""  # the API root it came from (a mirror's, or the registry's own)
 
 
 Platform = tuple[str, ...]  # (os, architecture) or (os, architecture, variant)
@@ -358,24 +446,70 @@ class RegistryClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _config(self, host: str) -> RegistryHostConfig:
-        return self._registries.get(host, RegistryHostConfig())
+    def _registry_config(self, registry: str) -> RegistryHostConfig:
+        """The entry for the images of `registry`: its own, else "*"'s."""
+        return self._registries.get(registry) or self._registries.get("*") or RegistryHostConfig()
 
-    def _client(self, host: str) -> httpx.AsyncClient:
-        c = self._clients.get(host)
+    def _host_config(self, ep: Endpoint) -> RegistryHostConfig:
+        """The TLS settings and credentials for connecting to `ep`, as k3s picks them: the
+        entry of the endpoint's host (docker.io's for registry-1.docker.io); for the
+        registry's own endpoint, "*"'s when the registry has no entry."""
+        cfg = self._registries.get(ep.host)
+        if cfg is None and ep.host == DOCKER_IO_ENDPOINT:
+            cfg = self._registries.get(DOCKER_IO)
+        if cfg is None and not ep.mirror:
+            cfg = self._registries.get("*")
+        return cfg or RegistryHostConfig()
+
+    def endpoints(self, registry: str) -> list[Endpoint]:
+        """Where an image of `registry` is pulled from, in order: its mirrors, then the
+        registry itself (always last, as containerd's default endpoint; a mirror naming
+        that same URL is the same endpoint)."""
+        cfg = self._registry_config(registry)
+        own_host = default_host(registry)
+        own = f"{'http' if cfg.insecure else 'https'}://{own_host}/v2"
+        out: list[Endpoint] = []
+        seen = {own}
+        for url in cfg.mirrors:
+            url = url.rstrip("/")
+            if url in seen:
+                continue
+            seen.add(url)
+            out.append(Endpoint(url, urlsplit(url).netloc, registry, True))
+        out.append(Endpoint(own, own_host, registry, False))
+        return out
+
+    def _client(self, ep: Endpoint) -> httpx.AsyncClient:
+        scheme = urlsplit(ep.url).scheme
+        key = f"{scheme}://{ep.host}"
+        c = self._clients.get(key)
         if c is None:
-            cfg = self._config(host)
+            cfg = self._host_config(ep)
             verify: ssl.SSLContext | bool = True
-            if cfg.ca_file:
-                verify = ssl.create_default_context(cafile=cfg.ca_file)
+            if scheme == "https" and (cfg.ca_file or cfg.cert_file or cfg.insecure_skip_verify):
+                ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+                if cfg.insecure_skip_verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                if cfg.cert_file:
+                    ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+                verify = ctx
+
+            async def no_downgrade(request: httpx.Request) -> None:
+                # A redirect (blob GETs go to storage) never takes an https endpoint's
+                # request to plain HTTP.
+                if scheme == "https" and request.url.scheme != "https":
+                    raise RegistryError(f"registry {ep.host} redirected to {request.url.scheme}://"
+                                        f"{request.url.netloc.decode()}: plain HTTP is only used for "
+                                        "endpoints configured as http://", registry=ep.host)
+
             c = httpx.AsyncClient(verify=verify, timeout=self._timeout, follow_redirects=True,
-                                  trust_env=False)
-            self._clients[host] = c
+                                  trust_env=False, event_hooks={"request": [no_downgrade]})
+            self._clients[key] = c
         return c
 
-    def _url(self, host: str, path: str) -> str:
-        scheme = "http" if self._config(host).insecure else "https"
-        return f"{scheme}://{host}/v2/{path}"
+    def _url(self, ep: Endpoint, path: str) -> str:
+        return f"{ep.url}/{path}"
 
     # -- auth --
 
@@ -388,9 +522,10 @@ class RegistryClient:
             return "Basic " + base64.b64encode(raw).decode()
         return None
 
-    async def _authenticate(self, host: str, scope: str, response: httpx.Response,
+    async def _authenticate(self, ep: Endpoint, scope: str, response: httpx.Response,
                             creds: Credentials | None) -> bool:
         """Answers a 401's challenge; False when there is nothing more to try."""
+        host = ep.host
         header = response.headers.get("www-authenticate", "")
         scheme, params = parse_challenge(header)
         if scheme == "basic":
@@ -405,7 +540,13 @@ class RegistryClient:
                                     ("scope", params.get("scope") or scope)) if v}
         auth = (creds.username, creds.password) if creds else None
         try:
-            r = await self._client(host).get(realm, params=query, auth=auth)
+            if creds is not None and creds.identity_token:
+                # The OAuth2 refresh-token grant, as containerd's FetchTokenWithOAuth.
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "minik8s"}
+                r = await self._client(ep).post(realm, data=form)
+            else:
+                r = await self._client(ep).get(realm, params=query, auth=auth)
         except httpx.HTTPError as e:
             raise RegistryError(f"token request to {realm} for {host} failed: {e}", registry=host) from e
         if r.status_code != 200:
@@ -423,28 +564,29 @@ class RegistryClient:
         self._tokens[(host, _who(creds), scope)] = _Token(token, self._clock() + max(expires_in - 5, 1))
         return True
 
-    async def _send(self, host: str, path: str, scope: str, creds: Credentials | None,
+    async def _send(self, ep: Endpoint, path: str, scope: str, creds: Credentials | None,
                     headers: Mapping[str, str] | None = None) -> httpx.Response:
         """GET with auth, streaming; the caller closes the response. Non-2xx raises."""
-        client = self._client(host)
-        url = self._url(host, path)
+        host = ep.host
+        client = self._client(ep)
+        url = self._url(ep, path)
         for _ in range(3):
             h = dict(headers or {})
             auth = self._auth_header(host, scope, creds)
             if auth:
                 h["Authorization"] = auth
             try:
-                r = await client.send(client.build_request("GET", url, headers=h), stream=True)
+                r = await client.send(client.build_request("GET", url, headers=h, params=ep.params), stream=True)
             except httpx.ConnectError as e:
-                raise RegistryError(f"cannot connect to registry {host}: {_cause(e)}", registry=host) from e
+                raise RegistryUnreachable(f"cannot connect to registry {host}: {_cause(e)}", registry=host) from e
             except httpx.TimeoutException as e:
-                raise RegistryError(f"registry {host} timed out: {e}", registry=host) from e
+                raise RegistryUnreachable(f"registry {host} timed out: {e}", registry=host) from e
             except httpx.HTTPError as e:
-                raise RegistryError(f"request to registry {host} failed: {e}", registry=host) from e
+                raise RegistryUnreachable(f"request to registry {host} failed: {e}", registry=host) from e
             if r.status_code == 401:
                 await r.aread()
                 await r.aclose()
-                if await self._authenticate(host, scope, r, creds):
+                if await self._authenticate(ep, scope, r, creds):
                     continue
             if r.status_code >= 400:
                 await r.aread()
@@ -458,11 +600,12 @@ class RegistryClient:
 
     # -- manifests --
 
-    async def _manifest(self, host: str, repository: str, reference: str, scope: str,
+    async def _manifest(self, ep: Endpoint, repository: str, reference: str, scope: str,
                         creds: Credentials | None) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest, its digest verified."""
+        host = ep.host
         try:
-            r = await self._send(host, f"{repository}/manifests/{reference}", scope, creds,
+            r = await self._send(ep, f"{repository}/manifests/{reference}", scope, creds,
                                  {"Accept": ACCEPT})
         except RegistryError as e:
             if e.status == 404:
@@ -506,7 +649,7 @@ class RegistryClient:
 
     # -- blobs --
 
-    async def _fetch_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
+    async def _fetch_blob(self, ep: Endpoint, repository: str, scope: str, creds: Credentials | None,
                           digest: str, size: int | None, store: BlobStore) -> int:
         """Streams one blob into the store, or waits for the download of it already under
         way for the same store; bytes fetched by this call."""
@@ -523,7 +666,7 @@ class RegistryClient:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            n = await self._download_blob(host, repository, scope, creds, digest, size, store)
+            n = await self._download_blob(ep, repository, scope, creds, digest, size, store)
             fut.set_result(n)
             return n
         except asyncio.CancelledError:
@@ -537,15 +680,16 @@ class RegistryClient:
             if self._inflight.get(key) is fut:
                 del self._inflight[key]
 
-    async def _download_blob(self, host: str, repository: str, scope: str, creds: Credentials | None,
+    async def _download_blob(self, ep: Endpoint, repository: str, scope: str, creds: Credentials | None,
                              digest: str, size: int | None, store: BlobStore) -> int:
         """Streams one blob into the store; bytes fetched. Retried once on a mismatch."""
+        host = ep.host
         last: Exception | None = None
         for _ in range(2):
             if store.has_blob(digest):
                 return 0
             self.blob_requests += 1
-            r = await self._send(host, f"{repository}/blobs/{digest}", scope, creds)
+            r = await self._send(ep, f"{repository}/blobs/{digest}", scope, creds)
             got = 0
             try:
                 with store.ingest(digest, size) as f:
@@ -589,22 +733,52 @@ class RegistryClient:
         `platform` (default: this node's) into `store`. `credentials`: one, or several
         (credentials_for's list) tried in turn while the registry answers 401/403."""
         given = [credentials] if isinstance(credentials, Credentials) else list(credentials or [])
-        node = self._config(host).credentials
-        # The pod's credentials first, then the node's (as the kubelet's keyring merges
-        # them), else anonymous.
-        tries: list[Credentials | None] = [*given, *([node] if node and node not in given else [])] or [None]
+        rewrites = self._registry_config(host).rewrite
+        endpoints = self.endpoints(host)
+        first: RegistryError | None = None
+        not_found: RegistryError | None = None
+        for ep in endpoints:
+            repo = rewrite_repository(rewrites, repository) if ep.mirror else repository
+            # A pod's credentials were matched to the image's registry: they go to its own
+            # endpoint only. The node's are those of the host connected to (k3s's configs).
+            pod = [] if ep.mirror else given
+            node = self._host_config(ep).credentials
+            try:
+                img = await self._pull_with(ep, host, repo, reference, store, platform or node_platform(),
+                                            [*pod, *([node] if node and node not in pod else [])] or [None])
+                return dataclasses.replace(img, repository=repository)
+            except RegistryError as e:
+                # As containerd's resolver: no answer or an error status moves on to the
+                # next endpoint; what is reported is the first error that is not a 404.
+                if not (isinstance(e, RegistryUnreachable) or (e.status or 0) >= 400):
+                    raise
+                if e.status == 404:
+                    not_found = not_found or e
+                else:
+                    first = first or e
+                if ep is not endpoints[-1]:
+                    log.info("pulling %s/%s:%s from %s failed (%s); trying the next endpoint",
+                             host, repository, reference, ep.url, e)
+        err = first or not_found
+        assert err is not None
+        raise err
+
+    async def _pull_with(self, ep: Endpoint, registry: str, repository: str, reference: str,
+                         store: BlobStore, want: Platform, tries: list[Credentials | None]) -> PulledImage:
+        """Pulls from one endpoint, trying each credential in turn while it answers 401/403."""
         for i, creds in enumerate(tries):
             try:
-                return await self._pull(host, repository, reference, store, platform or node_platform(), creds)
+                return await self._pull(ep, registry, repository, reference, store, want, creds)
             except RegistryError as e:
                 if e.status not in (401, 403) or i == len(tries) - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _pull(self, host: str, repository: str, reference: str, store: BlobStore,
+    async def _pull(self, ep: Endpoint, registry: str, repository: str, reference: str, store: BlobStore,
                     want: Platform, creds: Credentials | None) -> PulledImage:
+        host = ep.host
         scope = f"repository:{repository}:pull"
-        body, media_type, digest = await self._manifest(host, repository, reference, scope, creds)
+        body, media_type, digest = await self._manifest(ep, repository, reference, scope, creds)
         if media_type in DOCKER_SCHEMA1:
             raise RegistryError(f"{host}/{repository}:{reference} is a Docker schema 1 manifest, "
                                 "which is not supported", registry=host)
@@ -614,7 +788,7 @@ class RegistryClient:
             if not DIGEST_RE.match(child):
                 raise RegistryError(f"index {repository}:{reference} from {host} has a bad digest {child!r}",
                                     registry=host)
-            body, media_type, digest = await self._manifest(host, repository, child, scope, creds)
+            body, media_type, digest = await self._manifest(ep, repository, child, scope, creds)
         if media_type not in IMAGE_MANIFESTS:
             raise RegistryError(f"{host}/{repository}:{reference}: unsupported manifest type {media_type!r}",
                                 registry=host)
@@ -632,12 +806,12 @@ class RegistryClient:
                 raise RegistryError(f"manifest {repository}@{digest} from {host} has an unsupported digest {d!r}",
                                     registry=host)
 
-        fetched = await self._fetch_blob(host, repository, scope, creds, config_desc[0], config_desc[1], store)
+        fetched = await self._fetch_blob(ep, repository, scope, creds, config_desc[0], config_desc[1], store)
         sem = asyncio.Semaphore(self._parallel)
 
         async def one(la: Layer) -> int:
             async with sem:
-                return await self._fetch_blob(host, repository, scope, creds, la.digest, la.size, store)
+                return await self._fetch_blob(ep, repository, scope, creds, la.digest, la.size, store)
 
         # One task per distinct layer: an image may list a layer twice.
         unique = list({la.digest: la for la in layers}.values())
@@ -653,13 +827,14 @@ class RegistryClient:
         if len(diff_ids) != len(layers):
             raise RegistryError(f"image {repository}@{digest} from {host} has {len(layers)} layers but "
                                 f"{len(diff_ids)} diff_ids in its config", registry=host)
-        return PulledImage(registry=host, repository=repository, reference=reference,
+        return PulledImage(registry=registry, repository=repository, reference=reference,
                            manifest_digest=digest, manifest_media_type=media_type,
                            config_digest=config_desc[0], config=config, layers=layers,
                            diff_ids=diff_ids, fetched_bytes=fetched,
-                           size=config_desc[1] + sum(la.size for la in layers))
+                           size=config_desc[1] + sum(la.size for la in layers), endpoint=ep.url)
 
 
-__all__ = ["ACCEPT", "BlobDigestMismatch", "BlobStore", "Credentials", "Layer", "PlatformNotFound",
-           "PulledImage", "RegistryClient", "RegistryError", "RegistryHostConfig", "credentials_for",
-           "node_platform", "parse_challenge", "select_platform"]
+__all__ = ["ACCEPT", "BlobDigestMismatch", "BlobStore", "Credentials", "DOCKER_IO", "DOCKER_IO_ENDPOINT",
+           "Endpoint", "Layer", "PlatformNotFound", "PulledImage", "RegistryClient", "RegistryError",
+           "RegistryHostConfig", "RegistryUnreachable", "credentials_for", "default_host", "go_expand",
+           "node_platform", "parse_challenge", "rewrite_repository", "select_platform"]
