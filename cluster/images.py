@@ -10,8 +10,9 @@ commands do at once: an imported image is present for the next pod that asks for
 - `ls` prints IMAGE, TAG, IMAGE ID (the config digest, shortened as crictl does) and SIZE
   (config and layer blobs, in decimal units as crictl prints them).
 - `pull NAME` pulls through the image service (kubelet/images/service.py), as a kubelet
-  would; `--insecure-registry HOST` allows plain HTTP to HOST, `--creds USER:PASSWORD`
-  authenticates.
+  would, with the registry config (kubelet/images/hosts.py) of `--registry-config FILE`,
+  else the local cluster's when the store is its; `--insecure-registry HOST` allows plain
+  HTTP to HOST, `--creds USER:PASSWORD` authenticates.
 - `import FILE...` (`-` reads stdin) takes docker save archives and OCI layout tarballs
   (kubelet/images/archive.py): no registry is involved.
 - `rm NAME...` removes images no container uses, and the content only they kept; `prune`
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -63,6 +65,9 @@ def add_parser(sub) -> None:
 
     v = verb("pull", "pull an image from its registry into the store (as a kubelet would)")
     v.add_argument("name", nargs="?", metavar="NAME[:TAG|@DIGEST]")
+    v.add_argument("--registry-config", metavar="FILE",
+                   help="a registries.yaml (mirrors, TLS, auth) as the kubelet takes it (default: the "
+                        "local cluster's, when the store is its)")
     v.add_argument("--insecure-registry", metavar="HOST[:PORT]", action="append", default=[],
                    help="reach this registry over plain HTTP (repeatable)")
     v.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
@@ -93,11 +98,16 @@ def run(args: argparse.Namespace) -> int:
 
 # -- the store -------------------------------------------------------------------------------
 
+def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
+    """The local cluster whose store is used (None with --store, or with no cluster)."""
+    return None if args.store else ClusterConfig.load(state_dir(args.state_dir))
+
+
 def store_dir(args: argparse.Namespace) -> str:
     if args.store:
         return os.path.abspath(os.path.expanduser(args.store))
     state = state_dir(args.state_dir)
-    if ClusterConfig.load(state) is not None:
+    if _cluster(args) is not None:
         return os.path.join(state, "images")
     if args.state_dir:
         raise Fail(f"no cluster in {state} (`minik8s up --state-dir {args.state_dir}` starts one; "
@@ -162,6 +172,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 # -- pull ------------------------------------------------------------------------------------
 
+def _registries(args: argparse.Namespace) -> dict:
+    """The registry config: --registry-config, else the one the local cluster's kubelets
+    were given (`minik8s up --registry-config`), so a pull here is theirs."""
+    from kubelet.images import hosts
+    path = args.registry_config
+    if path is None:
+        cluster = _cluster(args)
+        path = getattr(cluster, "registry_config", "") or None
+    if path is None:
+        return {}
+    try:
+        return dict(hosts.load(path))
+    except hosts.RegistryConfigError as e:
+        raise Fail(str(e)) from None
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from kubelet.images import ImageError
     from kubelet.images.registry import Credentials, RegistryHostConfig
@@ -174,7 +200,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if not user or not sep:
             raise Fail("--creds must be USER:PASSWORD")
         creds.append(Credentials(user, password))
-    registries = {h: RegistryHostConfig(insecure=True) for h in args.insecure_registry}
+    registries = _registries(args)
+    for host in args.insecure_registry:
+        registries[host] = dataclasses.replace(registries.get(host) or RegistryHostConfig(), insecure=True)
     store = open_store(args, create=True)
 
     async def pull():

@@ -14,12 +14,6 @@ from kubelet.images.store import ContentStore
 from tests.images_fixtures import oci_images, plain_registry  # noqa: F401
 from tests.test_cluster_cli import ROOT, one_line_error
 
-# rm and prune are kubelet/images/gc.py's remove and prune.
-needs_gc = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import kubelet.images.gc"], capture_output=True,
-                   cwd=ROOT).returncode != 0,
-    reason="kubelet/images/gc.py (rm, prune) is not on this branch yet")
-
 
 def image(*args, store: str | None = None, stdin: bytes | None = None, timeout=120):
     cmd = [sys.executable, "-m", "cluster.cli", "image", *args]
@@ -88,7 +82,29 @@ def test_pull_from_an_insecure_registry(store, plain_registry, oci_images):  # n
     assert "lab/nothing:v1" in err and "404" in err
 
 
-@needs_gc
+def test_pull_with_a_registries_yaml(store, plain_registry, oci_images, tmp_path):  # noqa: F811
+    name = f"{plain_registry.host}/lab/app-a:v1"
+    config = tmp_path / "registries.yaml"
+    config.write_text(f'mirrors:\n  "{plain_registry.host}":\n    endpoint: ["http://{plain_registry.host}"]\n')
+    ok(image("pull", name, "--registry-config", str(config), store=store))
+    assert ContentStore(store).get_image(name).manifest_digest == oci_images.images["app-a"].manifest_digest
+    config.write_text("mirrors: [1, 2]\n")
+    err = one_line_error(image("pull", name, "--registry-config", str(config), store=store))
+    assert str(config) in err and "mirrors" in err
+
+
+def test_pull_uses_the_local_clusters_registry_config(tmp_path, plain_registry, oci_images):  # noqa: F811
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "registries.yaml"
+    config.write_text(f'mirrors:\n  "{plain_registry.host}":\n    endpoint: ["http://{plain_registry.host}"]\n')
+    cfg = ClusterConfig(state_dir=str(state))
+    cfg.registry_config = str(config)
+    cfg.save()
+    ok(image("pull", f"{plain_registry.host}/lab/app-b:v1", "--state-dir", str(state)))
+    assert ContentStore(str(state / "images")).get_image(f"{plain_registry.host}/lab/app-b:v1") is not None
+
+
 def test_rm_removes_the_image_and_its_content(store, archives):
     ok(image("import", archives["app-a"], archives["app-b"], store=store))
     s = ContentStore(store)
@@ -99,7 +115,6 @@ def test_rm_removes_the_image_and_its_content(store, archives):
     assert s.get_image("docker.io/lab/app-b:v1") is not None
 
 
-@needs_gc
 def test_rm_of_a_missing_or_used_image_changes_nothing(store, archives, tmp_path):
     ok(image("import", archives["app-a"], archives["app-b"], store=store))
     s = ContentStore(store)
@@ -113,7 +128,6 @@ def test_rm_of_a_missing_or_used_image_changes_nothing(store, archives, tmp_path
     assert s.get_image("docker.io/lab/app-b:v1") is not None
 
 
-@needs_gc
 def test_prune_keeps_what_containers_use(store, archives, tmp_path):
     ok(image("import", archives["app-a"], archives["app-b"], archives["base"], store=store))
     s = ContentStore(store)
