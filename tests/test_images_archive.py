@@ -355,3 +355,26 @@ def test_a_bad_base_name_is_rejected(store, docker_archive):
         with pytest.raises(ArchiveError, match=match):
             import_archive(store, docker_archive, base_name=bad)
     assert_no_records(store)
+
+
+def test_legacy_layer_paths_and_links_inside_the_archive(store, docker_archive, tmp_path):
+    """docker save's legacy layout names layers <v1 id>/layer.tar, a repeated layer being a
+    symlink to the first; a link is followed inside the archive only."""
+    files = members(docker_archive)
+    [entry] = json.loads(files["manifest.json"])
+    links = [n for n, v in files.items() if isinstance(v, tarfile.TarInfo) and v.issym()]
+    assert links and all(n.endswith("/layer.tar") for n in links)  # skopeo writes them too
+    by_target = {os.path.normpath(os.path.join(os.path.dirname(n), files[n].linkname)): n for n in links}
+    legacy = dict(entry, Layers=[by_target[p] for p in entry["Layers"]])
+    files["manifest.json"] = json.dumps([legacy]).encode()
+    [img] = import_archive(store, write_tar(str(tmp_path / "legacy.tar"), files))
+    assert img.name == "docker.io/lab/app-a:v1"
+
+    escape = tarfile.TarInfo("evil/layer.tar")
+    escape.type, escape.linkname = tarfile.SYMTYPE, "../../../../etc/passwd"
+    files["evil/layer.tar"] = escape
+    files["manifest.json"] = json.dumps([dict(entry, RepoTags=["lab/evil:v1"],
+                                              Layers=entry["Layers"][:-1] + ["evil/layer.tar"])]).encode()
+    with pytest.raises(ArchiveError, match="layer evil/layer.tar of manifest.json entry 0 is missing"):
+        import_archive(store, write_tar(str(tmp_path / "evil.tar"), files))
+    assert [r.name for r in store.list_images()] == ["docker.io/lab/app-a:v1"]
