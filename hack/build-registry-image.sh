@@ -110,7 +110,9 @@ fi
 layout="$work/layout"
 umoci init --layout "$layout"
 umoci new --image "$layout:image"
-umoci insert --image "$layout:image" "$root" / >/dev/null
+# Not root: the files are recorded as root's anyway (umoci's rootless mode).
+rootless=(); [ "$(id -u)" = 0 ] || rootless=(--rootless)
+umoci insert "${rootless[@]}" --image "$layout:image" "$root" / >/dev/null
 umoci config --image "$layout:image" --author "minik8s hack/build-registry-image.sh" "${config[@]}"
 umoci gc --layout "$layout"
 rm -f "$out"
