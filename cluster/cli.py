@@ -71,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=f"run the {name} (see `minik8s {name} --help`)", add_help=False)
     commands.add_parsers(sub)
     certs.add_parsers(sub)
+    from cluster import images  # image ls|pull|import|rm|prune
+    images.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "certs":
         return certs.run(args)
     if args.command in ("up", "down", "status", "logs", "node"):
         return commands.run(args)
+    if args.command == "image":
+        return images.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 
 
