@@ -22,6 +22,11 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   status (kubelet/status.py) through the status subresource, only when it changed, as a
   JSON patch that tests the pod's uid first (so a pod re-created under the same name is
   never written by the old pod's worker).
+- Before a container is created its image is made present by imagePullPolicy
+  (kubelet/images/puller.py, with the pod's imagePullSecrets): the pull runs in the
+  pod's own worker, outside every kubelet-wide limit, so a slow or failing pull holds up
+  only its pod; a failed pull leaves the container waiting in ErrImagePull, then
+  ImagePullBackOff, and is retried when its back-off (on the injected clock) ends.
 - A worker is in one `PodState` (SyncPod, CompletedPod, TerminatingPod, TerminatedPod,
   Done), changed only by `PodWorker.to`, which refuses a step the life of a pod has not.
 - A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
@@ -57,6 +62,9 @@ from client.rest import Client
 from kubelet import envvars, metrics, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
+from kubelet.images import reference
+from kubelet.images.puller import ImageManager
+from kubelet.images.service import ImageService
 from kubelet.objects import ObjectCache, Ref
 from kubelet.prober import ProbeManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
@@ -115,6 +123,7 @@ class PodWorker:
         self.observed: dict | None = None
         self.first_seen = time.monotonic()      # kubelet_pod_start_duration_seconds' start
         self.start_observed = False             # ... observed once per pod
+        self.image_refs: dict[str, str] = {}    # container name -> the image ID it was created from
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -210,6 +219,20 @@ def _observe_start(w: PodWorker) -> None:
             pass
 
 
+def _pull_secret_refs(pod: dict) -> set[Ref]:
+    ns = pod["metadata"].get("namespace", "default")
+    return {("secrets", ns, r["name"]) for r in (pod.get("spec") or {}).get("imagePullSecrets") or []
+            if isinstance(r, dict) and r.get("name")}
+
+
+def _fill_image_ids(status: dict, image_refs: dict[str, str]) -> None:
+    """imageID of a container that was created, where the runtime's status gave none:
+    the image ID its image was ensured as (a fallback for runtimes that do not record it)."""
+    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        if not cs.get("imageID") and cs.get("containerID") and cs["name"] in image_refs:
+            cs["imageID"] = image_refs[cs["name"]]
+
+
 def _fmt_duration(seconds: float) -> str:
     """Go's time.Duration formatting for whole seconds: 10s, 1m20s, 5m0s."""
     s = int(round(seconds))
@@ -221,12 +244,15 @@ class Kubelet:
                  node_ip: str | None = None, clock: Clock | None = None,
                  recorder: EventRecorder | None = None, resync_period: float = 60.0,
                  pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
-                 node_allocatable: dict[str, str] | None = None):
+                 node_allocatable: dict[str, str] | None = None, images: ImageService | None = None,
+                 image_backoff: Backoff | None = None):
         self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
         self.resync_period, self.pleg_period = resync_period, pleg_period
         self.backoff = backoff or Backoff(self.clock.monotonic)
+        # `images` None: the runtime's images are the host's root (--host-root-images).
+        self.images = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
@@ -585,6 +611,7 @@ class Kubelet:
                 v.ready = v.started and passed("readinessProbe")
         new = podstatus.pod_status(pod, init, app, pod_ip=sandbox.ip, host_ip=self.node_ip,
                                    sandbox_ready=sandbox.ready)
+        _fill_image_ids(new, w.image_refs)
         # Observed once, when this kubelet turns the pod Running (a restarted kubelet
         # adopting a running pod observes nothing, as upstream's SyncPod).
         first_run = not w.start_observed and new["phase"] == "Running" and \
@@ -599,7 +626,7 @@ class Kubelet:
 
     async def _volumes(self, w: PodWorker, pod: dict) -> tuple[dict[str, str], str | None]:
         """Set up (or refresh) every volume; -> (paths by name, the first error)."""
-        refs = envvars.object_refs(pod)
+        refs = envvars.object_refs(pod) | _pull_secret_refs(pod)
         await self.objects.register(w.uid, refs)
         paths, error = {}, None
         ns = pod["metadata"].get("namespace", "default")
@@ -625,10 +652,51 @@ class Kubelet:
             w.warned.add(message)
             self._event(w, WARNING, reason, message)
 
+    def _pull_secrets(self, w: PodWorker, pod: dict) -> list[dict]:
+        """The pod's imagePullSecrets that exist (getPullSecretsForPod); the missing ones
+        are named in a warning and the pull goes on without them."""
+        ns = pod["metadata"].get("namespace", "default")
+        found, missing = [], []
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            name = (ref or {}).get("name")
+            if not name:
+                continue
+            secret = self.objects.get("secrets", ns, name)
+            if secret is None:
+                missing.append(name)
+            else:
+                found.append(secret)
+        if missing:
+            self._event(w, WARNING, "FailedToRetrieveImagePullSecret",
+                        f"Unable to retrieve some image pull secrets ({', '.join(missing)}); "
+                        "attempting to pull the image may not succeed.")
+        return found
+
+    async def _ensure_image(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
+                            retry: list[float]) -> bool:
+        """The container's image is on the node (pulled if its policy says so); else its
+        waiting reason is set and False returned (startContainer's EnsureImageExists)."""
+        name, image = c["name"], c.get("image", "")
+        policy = c.get("imagePullPolicy") or reference.default_pull_policy(image)
+        ensured = await self.images.ensure(
+            w.uid, image, policy, self._pull_secrets(w, pod),
+            lambda type_, reason, message: self._event(w, type_, reason, message, container=name))
+        if ensured.error is None:
+            if ensured.image_ref:
+                w.image_refs[name] = ensured.image_ref
+            return True
+        v.waiting = (ensured.error, ensured.message)
+        self._event(w, WARNING, "Failed", f"Error: {ensured.error}", container=name)
+        if ensured.retry is not None:
+            retry.append(ensured.retry)
+        return False
+
     async def _start(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
                      attempt: int, volume_paths: dict[str, str], sandbox: SandboxStatus,
                      retry: list[float]) -> None:
         name = c["name"]
+        if not await self._ensure_image(w, pod, c, v, retry):
+            return
         try:
             env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
                                                  host_ip=self.node_ip, node_allocatable=self.node_allocatable)
@@ -649,8 +717,6 @@ class Kubelet:
                                  working_dir=c.get("workingDir") or "", mounts=mounts,
                                  resources=Resources.from_spec(c.get("resources")), attempt=attempt,
                                  read_only_root=bool(security.get("readOnlyRootFilesystem")))
-        self._event(w, NORMAL, "Pulled", f'Container image "{config.image}" already present on machine',
-                    container=name)
         try:
             async with self._starting:
                 run = await self.blocking(self.runtime.start_container, w.uid, config)
@@ -736,6 +802,7 @@ class Kubelet:
                           for c in spec.get(k) or []] for k in ("initContainers", "containers")]
                 final = podstatus.pod_status(pod, views[0], views[1], pod_ip=None, host_ip=self.node_ip,
                                              sandbox_ready=False, terminal=True)
+                _fill_image_ids(final, w.image_refs)
                 await self._write_status(w, final)
         # As the kubelet does (podResourcesAreReclaimed), the API object goes only once
         # the pod's processes, network, volumes and cgroups are gone from the node.
@@ -748,6 +815,7 @@ class Kubelet:
                 pass  # gone already, or the name is a new pod's
         await self.objects.unregister(w.uid)
         self.backoff.forget_prefix(w.uid + "/")
+        self.images.forget_pod(w.uid)
         if not w.removed:
             self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
         w.to(PodState.DONE)
