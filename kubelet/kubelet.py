@@ -26,7 +26,9 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   (kubelet/images/puller.py, with the pod's imagePullSecrets): the pull runs in the
   pod's own worker, outside every kubelet-wide limit, so a slow or failing pull holds up
   only its pod; a failed pull leaves the container waiting in ErrImagePull, then
-  ImagePullBackOff, and is retried when its back-off (on the injected clock) ends.
+  ImagePullBackOff, and is retried when its back-off (on the injected clock) ends. A pod
+  deleted while its image pulls stops waiting for the pull (which finishes on its own,
+  for whoever else wants the image) and is stopped at once.
 - A worker is in one `PodState` (SyncPod, CompletedPod, TerminatingPod, TerminatedPod,
   Done), changed only by `PodWorker.to`, which refuses a step the life of a pod has not.
 - A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
@@ -124,6 +126,7 @@ class PodWorker:
         self.first_seen = time.monotonic()      # kubelet_pod_start_duration_seconds' start
         self.start_observed = False             # ... observed once per pod
         self.image_refs: dict[str, str] = {}    # container name -> the image ID it was created from
+        self.ending = asyncio.Event()           # deleted, or gone from the API: stop waiting on pulls
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -252,10 +255,11 @@ class Kubelet:
         self.resync_period, self.pleg_period = resync_period, pleg_period
         self.backoff = backoff or Backoff(self.clock.monotonic)
         # `images` None: the runtime's images are the host's root (--host-root-images).
-        self.images = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
+        self.image_manager = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
+        self._pulls: set[asyncio.Task] = set()  # image ensures pods stopped waiting for
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="runtime")
         # Creating sandboxes and containers is mostly CPU work (forks, namespaces, mounts,
         # cgroups, state files): far more of it at once than there are cores only adds
@@ -297,7 +301,7 @@ class Kubelet:
     async def stop(self) -> None:
         """Stop syncing; pods keep running (a kubelet restart must not disturb them)."""
         await self.pods.stop()
-        tasks = self._tasks + [w.task for w in self.workers.values() if w.task]
+        tasks = self._tasks + [w.task for w in self.workers.values() if w.task] + list(self._pulls)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -324,6 +328,8 @@ class Kubelet:
             w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
         echo = _only_our_status(w, pod)
         w.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            w.ending.set()
         if not echo:
             w.wake.set()
 
@@ -334,6 +340,7 @@ class Kubelet:
         if w is not None:
             klog.info_s(log, 2, "SyncLoop REMOVE", source="api", pod=w.key, podUID=uid)
             w.pod, w.removed = pod, True
+            w.ending.set()
             w.wake.set()
 
     def _wake_uid(self, uid: str) -> None:
@@ -678,9 +685,25 @@ class Kubelet:
         waiting reason is set and False returned (startContainer's EnsureImageExists)."""
         name, image = c["name"], c.get("image", "")
         policy = c.get("imagePullPolicy") or reference.default_pull_policy(image)
-        ensured = await self.images.ensure(
+        ensure = asyncio.ensure_future(self.image_manager.ensure(
             w.uid, image, policy, self._pull_secrets(w, pod),
-            lambda type_, reason, message: self._event(w, type_, reason, message, container=name))
+            lambda type_, reason, message: self._event(w, type_, reason, message, container=name)))
+        ending = asyncio.ensure_future(w.ending.wait())
+        try:
+            await asyncio.wait({ensure, ending}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            ensure.cancel()
+            raise
+        finally:
+            ending.cancel()
+        if not ensure.done():
+            # Deleted meanwhile: stop waiting, not pulling (other pods may share the pull;
+            # the kubelet's stop() cancels what is still running).
+            self._pulls.add(ensure)
+            ensure.add_done_callback(self._pulls.discard)
+            retry.append(0.0)
+            return False
+        ensured = ensure.result()
         if ensured.error is None:
             if ensured.image_ref:
                 w.image_refs[name] = ensured.image_ref
@@ -815,7 +838,7 @@ class Kubelet:
                 pass  # gone already, or the name is a new pod's
         await self.objects.unregister(w.uid)
         self.backoff.forget_prefix(w.uid + "/")
-        self.images.forget_pod(w.uid)
+        self.image_manager.forget_pod(w.uid)
         if not w.removed:
             self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
         w.to(PodState.DONE)

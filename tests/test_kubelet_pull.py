@@ -444,7 +444,7 @@ async def test_a_malicious_layer_is_rejected_whole(make_node, ns, plain_registry
         assert not os.path.exists(os.path.join(snapshots, *[".."] * up, escape))
 
 
-async def test_a_pod_whose_pull_hangs_does_not_hold_up_another(make_node, ns, plain_registry):
+async def test_a_pod_whose_pull_hangs_holds_up_neither_another_pod_nor_its_deletion(make_node, ns, plain_registry):
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
     hang.listen(16)  # never accepts: requests to it go unanswered
@@ -458,6 +458,15 @@ async def test_a_pod_whose_pull_hangs_does_not_hold_up_another(make_node, ns, pl
         await phase(client, ns, "free", "Succeeded", timeout=20)  # well before the stuck pull times out
         stuck = await client.get("pods", "stuck", namespace=ns)
         assert stuck["status"]["phase"] == "Pending"  # still pulling
+
+        # Deleted while its pull hangs: the pod goes; the pull is left to finish on its own.
+        await client.delete("pods", "stuck", namespace=ns)
+
+        async def gone():
+            return not [p for p in (await client.list("pods", namespace=ns))["items"]
+                        if p["metadata"]["name"] == "stuck"]
+        await until(gone, what="the stuck pod deleted")
+        assert f"{host}/lab/app-a:v1" in node.service._inflight  # its pull had not ended
     finally:
         hang.close()
 
