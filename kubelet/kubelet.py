@@ -127,6 +127,8 @@ class PodWorker:
         self.start_observed = False             # ... observed once per pod
         self.image_refs: dict[str, str] = {}    # container name -> the image ID it was created from
         self.ending = asyncio.Event()           # deleted, or gone from the API: stop waiting on pulls
+        # The sync's view of the containers while it starts them (a status to show during a pull).
+        self.starting: tuple[list, list, SandboxStatus] | None = None
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -542,6 +544,7 @@ class Kubelet:
         kills = {k.name: k for k in actions.kill}
         starts = {s.name: s for s in actions.start}
         back_offs = {b.name: b for b in actions.back_off}
+        w.starting = (init, app, sandbox)
         for c, v in zip(init_specs + app_specs, init + app):
             name = c["name"]
             if name in kills:
@@ -687,7 +690,8 @@ class Kubelet:
         policy = c.get("imagePullPolicy") or reference.default_pull_policy(image)
         ensure = asyncio.ensure_future(self.image_manager.ensure(
             w.uid, image, policy, self._pull_secrets(w, pod),
-            lambda type_, reason, message: self._event(w, type_, reason, message, container=name)))
+            lambda type_, reason, message: self._event(w, type_, reason, message, container=name),
+            before_pull=functools.partial(self._show_pulling, w)))
         ending = asyncio.ensure_future(w.ending.wait())
         try:
             await asyncio.wait({ensure, ending}, return_when=asyncio.FIRST_COMPLETED)
@@ -713,6 +717,20 @@ class Kubelet:
         if ensured.retry is not None:
             retry.append(ensured.retry)
         return False
+
+    async def _show_pulling(self, w: PodWorker) -> None:
+        """Write the pod's status as it is before a pull starts (as the kubelet writes a
+        pod's status before SyncPod acts), so a pod waiting on a pull is ContainerCreating."""
+        if w.starting is None:
+            return
+        init, app, sandbox = w.starting
+        new = podstatus.pod_status(w.pod, init, app, pod_ip=sandbox.ip, host_ip=self.node_ip,
+                                   sandbox_ready=sandbox.ready)
+        _fill_image_ids(new, w.image_refs)
+        try:
+            await self._write_status(w, new)
+        except Exception as exc:  # noqa: BLE001 - the sync's own status write reports it
+            log.debug("status before a pull of pod %s: %r", w.key, exc)
 
     async def _start(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
                      attempt: int, volume_paths: dict[str, str], sandbox: SandboxStatus,

@@ -457,7 +457,8 @@ async def test_a_pod_whose_pull_hangs_holds_up_neither_another_pod_nor_its_delet
         await client.create(pod("free", node, f"{plain_registry.host}/lab/app-b:v1"), namespace=ns)
         await phase(client, ns, "free", "Succeeded", timeout=20)  # well before the stuck pull times out
         stuck = await client.get("pods", "stuck", namespace=ns)
-        assert stuck["status"]["phase"] == "Pending"  # still pulling
+        assert stuck["status"]["phase"] == "Pending"  # still pulling, and shown as such
+        assert stuck["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
 
         # Deleted while its pull hangs: the pod goes; the pull is left to finish on its own.
         await client.delete("pods", "stuck", namespace=ns)

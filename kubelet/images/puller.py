@@ -36,7 +36,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,10 @@ class ImageManager:
         self._failed_at: dict[str, float] = {}  # back-off key -> when its last pull failed
 
     async def ensure(self, pod_uid: str, image: str, policy: str,
-                     pull_secrets: Sequence[Mapping[str, Any]], event: EventFn) -> Ensured:
+                     pull_secrets: Sequence[Mapping[str, Any]], event: EventFn, *,
+                     before_pull: Callable[[], Awaitable[None]] | None = None) -> Ensured:
+        """`before_pull` is awaited when a pull is about to start (the kubelet writes the
+        pod's status then, so a long pull shows as ContainerCreating)."""
         if self.service is None or image == HOST_ROOT_IMAGE:
             event(NORMAL, "Pulled", f'Container image "{image}" already present on machine')
             return Ensured()
@@ -154,7 +157,7 @@ class ImageManager:
                 msg = f'Container image "{image}" is not present with pull policy of Never'
                 event(WARNING, ERR_IMAGE_NEVER_PULL, msg)
                 return Ensured(error=ERR_IMAGE_NEVER_PULL, message=msg, retry=self.PULL_ERROR_RETRY)
-        return await self._pull(pod_uid, image, ref, pull_secrets, event)
+        return await self._pull(pod_uid, image, ref, pull_secrets, event, before_pull)
 
     def _backing_off(self, key: str) -> float:
         """Seconds left of the pair's back-off, counted from its last failure
@@ -163,7 +166,8 @@ class ImageManager:
         return 0.0 if failed is None else self.backoff.remaining(key, failed)
 
     async def _pull(self, pod_uid: str, image: str, ref: reference.Reference,
-                    pull_secrets: Sequence[Mapping[str, Any]], event: EventFn) -> Ensured:
+                    pull_secrets: Sequence[Mapping[str, Any]], event: EventFn,
+                    before_pull: Callable[[], Awaitable[None]] | None) -> Ensured:
         assert self.service is not None
         key = f"{pod_uid}_{_with_default_tag(image, ref)}"
         left = self._backing_off(key)
@@ -174,6 +178,8 @@ class ImageManager:
                 msg = f"{msg}: {self._last_error[key]}"
             return Ensured(error=IMAGE_PULL_BACK_OFF, message=msg, retry=left)
         self._last_error.pop(key, None)
+        if before_pull is not None:
+            await before_pull()
         event(NORMAL, "Pulling", f'Pulling image "{image}"')
         started = time.monotonic()
         try:
