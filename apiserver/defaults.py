@@ -70,12 +70,15 @@ def _defaults(d: dict, **values: Any) -> None:
 # --- pods and pod templates -----------------------------------------------------------
 
 def _pull_policy(image: Any) -> str:
-    """`Always` for `:latest` or no tag, as Kubernetes; a digest pins the image."""
+    """SetDefaults_Container: `Always` when the tag is `latest`, given or implied (no tag
+    and no digest), else `IfNotPresent`. Only the tag counts: `x@sha256:...` is
+    IfNotPresent, `x:latest@sha256:...` Always (as Kubernetes' ParseImageName reads it)."""
     image = image if isinstance(image, str) else ""
-    if "@" in image:
-        return "IfNotPresent"
-    _, colon, tag = image.rpartition("/")[2].partition(":")
-    return "IfNotPresent" if colon and tag != "latest" else "Always"
+    name, at, _digest = image.partition("@")
+    _, colon, tag = name.rpartition("/")[2].partition(":")
+    if not colon:
+        return "IfNotPresent" if at else "Always"
+    return "Always" if tag == "latest" else "IfNotPresent"
 
 
 def _http_get(handler: Any) -> None:

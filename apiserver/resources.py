@@ -411,6 +411,24 @@ class Resources:
                                    f"namespace {namespace} because it is being terminated",
                                    kind=rt.plural)
 
+    async def _admit(self, rt: ResourceType, namespace: str, obj: dict) -> None:
+        """Mutating admission of a create (after defaulting, before validation, as in
+        kube-apiserver): the strategy names the objects it reads, read here."""
+        refs = rt.strategy.admission_refs(obj)
+        if not refs:
+            return
+        found: dict[tuple[str, str], dict | None] = {}
+        for resource, name in refs:
+            ref_rt = by_plural(resource)
+            key = ref_rt.key(namespace if ref_rt.namespaced else "", name)
+            entry = self.cache.get(ref_rt, key)
+            if entry is not None:
+                found[(resource, name)] = entry.obj
+            else:
+                kv = await self.store.get(key)
+                found[(resource, name)] = orjson.loads(kv.value) if kv is not None else None
+        rt.strategy.admit_create(obj, found)
+
     async def create(self, rt: ResourceType, namespace: str, body: Any,
                      opts: WriteOptions = WriteOptions()) -> dict:
         md = self._check_identity(rt, body, namespace, None)
@@ -431,6 +449,7 @@ class Resources:
                 md.pop(k, None)
             rt.strategy.prepare_for_create(obj)
             defaults.apply_defaults(obj, rt.kind)
+            await self._admit(rt, namespace, obj)
             self._validate(rt, obj, opts)
             if opts.field_manager:
                 ssa.record_update(None, obj, rt, manager=opts.field_manager, subresource=None, now=now())

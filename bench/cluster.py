@@ -33,6 +33,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cluster.state import ClusterConfig  # noqa: E402
+from kubelet.images import HOST_ROOT_IMAGE  # noqa: E402
 from tests.procs import free_port, wait_for  # noqa: E402
 from tests.test_cluster_network import unique_cidrs  # noqa: E402
 
@@ -164,7 +165,7 @@ def main() -> None:
              "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": "bench"}},
                       "template": {"metadata": {"labels": {"app": "bench"}},
                                    "spec": {"terminationGracePeriodSeconds": 0,
-                                            "containers": [{"name": "c", "image": "busybox",
+                                            "containers": [{"name": "c", "image": HOST_ROOT_IMAGE,
                                                             "command": ["sleep", "3600"]}]}}}}
         cpu0 = component_cpu(state)
         load0 = os.getloadavg()[0]

@@ -36,6 +36,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from client.rest import Client  # noqa: E402
+from kubelet.images import HOST_ROOT_IMAGE  # noqa: E402
 from client.watch import Watch  # noqa: E402
 from tests.procs import APIServer, Component, Etcd, free_port  # noqa: E402
 
@@ -190,7 +191,7 @@ def _glob(pattern: str) -> list[str]:
 def pod(name: str, node: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
-                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}]}}
+                     "containers": [{"name": "c", "image": HOST_ROOT_IMAGE, "command": ["sleep", "infinity"]}]}}
 
 
 async def startup_latency(c: Client, ns: str, nodes: list[Node], n: int, *, rate: float | None) -> list[float]:

@@ -194,6 +194,8 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                 _minik8s("kubelet", "--kubeconfig", os.path.join(cfg.node_dir(node), "kubeconfig"),
                          "--node-name", node, "--root-dir", os.path.join(cfg.node_dir(node), "root"),
                          "--address", cfg.node_ip(node), "--token-file", cfg.kubelet_token,
+                         # one content store for the host, shared by every node's kubelet
+                         "--image-store-dir", cfg.path("images"),
                          # its pod CIDR comes from the controller manager's node IPAM, which
                          # may still be starting: wait for it rather than take a default
                          "--pod-cidr-timeout", "300", "--runtime", "linux",

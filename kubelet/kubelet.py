@@ -22,6 +22,13 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
   status (kubelet/status.py) through the status subresource, only when it changed, as a
   JSON patch that tests the pod's uid first (so a pod re-created under the same name is
   never written by the old pod's worker).
+- Before a container is created its image is made present by imagePullPolicy
+  (kubelet/images/puller.py, with the pod's imagePullSecrets): the pull runs in the
+  pod's own worker, outside every kubelet-wide limit, so a slow or failing pull holds up
+  only its pod; a failed pull leaves the container waiting in ErrImagePull, then
+  ImagePullBackOff, and is retried when its back-off (on the injected clock) ends. A pod
+  deleted while its image pulls stops waiting for the pull (which finishes on its own,
+  for whoever else wants the image) and is stopped at once.
 - A worker is in one `PodState` (SyncPod, CompletedPod, TerminatingPod, TerminatedPod,
   Done), changed only by `PodWorker.to`, which refuses a step the life of a pod has not.
 - A pod with a deletionTimestamp (or gone from the API) is stopped: SIGTERM, SIGKILL after
@@ -57,6 +64,9 @@ from client.rest import Client
 from kubelet import envvars, metrics, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
+from kubelet.images import reference
+from kubelet.images.puller import ImageManager
+from kubelet.images.service import ImageService
 from kubelet.objects import ObjectCache, Ref
 from kubelet.prober import ProbeManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
@@ -115,6 +125,9 @@ class PodWorker:
         self.observed: dict | None = None
         self.first_seen = time.monotonic()      # kubelet_pod_start_duration_seconds' start
         self.start_observed = False             # ... observed once per pod
+        self.ending = asyncio.Event()           # deleted, or gone from the API: stop waiting on pulls
+        # The sync's view of the containers while it starts them (a status to show during a pull).
+        self.starting: tuple[list, list, SandboxStatus] | None = None
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -210,6 +223,12 @@ def _observe_start(w: PodWorker) -> None:
             pass
 
 
+def _pull_secret_refs(pod: dict) -> set[Ref]:
+    ns = pod["metadata"].get("namespace", "default")
+    return {("secrets", ns, r["name"]) for r in (pod.get("spec") or {}).get("imagePullSecrets") or []
+            if isinstance(r, dict) and r.get("name")}
+
+
 def _fmt_duration(seconds: float) -> str:
     """Go's time.Duration formatting for whole seconds: 10s, 1m20s, 5m0s."""
     s = int(round(seconds))
@@ -221,15 +240,19 @@ class Kubelet:
                  node_ip: str | None = None, clock: Clock | None = None,
                  recorder: EventRecorder | None = None, resync_period: float = 60.0,
                  pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
-                 node_allocatable: dict[str, str] | None = None):
+                 node_allocatable: dict[str, str] | None = None, images: ImageService | None = None,
+                 image_backoff: Backoff | None = None):
         self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
         self.resync_period, self.pleg_period = resync_period, pleg_period
         self.backoff = backoff or Backoff(self.clock.monotonic)
+        # `images` None: the runtime's images are the host's root (--host-root-images).
+        self.image_manager = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
+        self._pulls: set[asyncio.Task] = set()  # image ensures pods stopped waiting for
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="runtime")
         # Creating sandboxes and containers is mostly CPU work (forks, namespaces, mounts,
         # cgroups, state files): far more of it at once than there are cores only adds
@@ -271,7 +294,7 @@ class Kubelet:
     async def stop(self) -> None:
         """Stop syncing; pods keep running (a kubelet restart must not disturb them)."""
         await self.pods.stop()
-        tasks = self._tasks + [w.task for w in self.workers.values() if w.task]
+        tasks = self._tasks + [w.task for w in self.workers.values() if w.task] + list(self._pulls)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -298,6 +321,8 @@ class Kubelet:
             w.task = asyncio.create_task(self._work(w), name=f"pod-{uid}")
         echo = _only_our_status(w, pod)
         w.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            w.ending.set()
         if not echo:
             w.wake.set()
 
@@ -308,6 +333,7 @@ class Kubelet:
         if w is not None:
             klog.info_s(log, 2, "SyncLoop REMOVE", source="api", pod=w.key, podUID=uid)
             w.pod, w.removed = pod, True
+            w.ending.set()
             w.wake.set()
 
     def _wake_uid(self, uid: str) -> None:
@@ -509,6 +535,7 @@ class Kubelet:
         kills = {k.name: k for k in actions.kill}
         starts = {s.name: s for s in actions.start}
         back_offs = {b.name: b for b in actions.back_off}
+        w.starting = (init, app, sandbox)
         for c, v in zip(init_specs + app_specs, init + app):
             name = c["name"]
             if name in kills:
@@ -599,7 +626,7 @@ class Kubelet:
 
     async def _volumes(self, w: PodWorker, pod: dict) -> tuple[dict[str, str], str | None]:
         """Set up (or refresh) every volume; -> (paths by name, the first error)."""
-        refs = envvars.object_refs(pod)
+        refs = envvars.object_refs(pod) | _pull_secret_refs(pod)
         await self.objects.register(w.uid, refs)
         paths, error = {}, None
         ns = pod["metadata"].get("namespace", "default")
@@ -625,10 +652,79 @@ class Kubelet:
             w.warned.add(message)
             self._event(w, WARNING, reason, message)
 
+    def _pull_secrets(self, w: PodWorker, pod: dict) -> list[dict]:
+        """The pod's imagePullSecrets that exist (getPullSecretsForPod); the missing ones
+        are named in a warning and the pull goes on without them."""
+        ns = pod["metadata"].get("namespace", "default")
+        found, missing = [], []
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            name = (ref or {}).get("name")
+            if not name:
+                continue
+            secret = self.objects.get("secrets", ns, name)
+            if secret is None:
+                missing.append(name)
+            else:
+                found.append(secret)
+        if missing:
+            self._event(w, WARNING, "FailedToRetrieveImagePullSecret",
+                        f"Unable to retrieve some image pull secrets ({', '.join(missing)}); "
+                        "attempting to pull the image may not succeed.")
+        return found
+
+    async def _ensure_image(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
+                            retry: list[float]) -> bool:
+        """The container's image is on the node (pulled if its policy says so); else its
+        waiting reason is set and False returned (startContainer's EnsureImageExists)."""
+        name, image = c["name"], c.get("image", "")
+        policy = c.get("imagePullPolicy") or reference.default_pull_policy(image)
+        ensure = asyncio.ensure_future(self.image_manager.ensure(
+            w.uid, image, policy, self._pull_secrets(w, pod),
+            lambda type_, reason, message: self._event(w, type_, reason, message, container=name),
+            before_pull=functools.partial(self._show_pulling, w)))
+        ending = asyncio.ensure_future(w.ending.wait())
+        try:
+            await asyncio.wait({ensure, ending}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            ensure.cancel()
+            raise
+        finally:
+            ending.cancel()
+        if not ensure.done():
+            # Deleted meanwhile: stop waiting, not pulling (other pods may share the pull;
+            # the kubelet's stop() cancels what is still running).
+            self._pulls.add(ensure)
+            ensure.add_done_callback(self._pulls.discard)
+            retry.append(0.0)
+            return False
+        ensured = ensure.result()
+        if ensured.error is None:
+            return True
+        v.waiting = (ensured.error, ensured.message)
+        self._event(w, WARNING, "Failed", f"Error: {ensured.error}", container=name)
+        if ensured.retry is not None:
+            retry.append(ensured.retry)
+        return False
+
+    async def _show_pulling(self, w: PodWorker) -> None:
+        """Write the pod's status as it is before a pull starts (as the kubelet writes a
+        pod's status before SyncPod acts), so a pod waiting on a pull is ContainerCreating."""
+        if w.starting is None:
+            return
+        init, app, sandbox = w.starting
+        new = podstatus.pod_status(w.pod, init, app, pod_ip=sandbox.ip, host_ip=self.node_ip,
+                                   sandbox_ready=sandbox.ready)
+        try:
+            await self._write_status(w, new)
+        except Exception as exc:  # noqa: BLE001 - the sync's own status write reports it
+            log.debug("status before a pull of pod %s: %r", w.key, exc)
+
     async def _start(self, w: PodWorker, pod: dict, c: dict, v: podstatus.ContainerView,
                      attempt: int, volume_paths: dict[str, str], sandbox: SandboxStatus,
                      retry: list[float]) -> None:
         name = c["name"]
+        if not await self._ensure_image(w, pod, c, v, retry):
+            return
         try:
             env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
                                                  host_ip=self.node_ip, node_allocatable=self.node_allocatable)
@@ -653,8 +749,6 @@ class Kubelet:
                                  **{f: security.get(k, ((pod.get("spec") or {}).get("securityContext")
                                                         or {}).get(k))
                                     for f, k in (("run_as_user", "runAsUser"), ("run_as_group", "runAsGroup"))})
-        self._event(w, NORMAL, "Pulled", f'Container image "{config.image}" already present on machine',
-                    container=name)
         try:
             async with self._starting:
                 run = await self.blocking(self.runtime.start_container, w.uid, config)
@@ -752,6 +846,7 @@ class Kubelet:
                 pass  # gone already, or the name is a new pod's
         await self.objects.unregister(w.uid)
         self.backoff.forget_prefix(w.uid + "/")
+        self.image_manager.forget_pod(w.uid)
         if not w.removed:
             self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
         w.to(PodState.DONE)

@@ -2,6 +2,7 @@
 
     minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
+                    [--image-store-dir DIR] [--max-parallel-image-pulls 5] [--host-root-images]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
                     [-v N] [--logging-format text|json]
                     [--registry-config FILE] [--image-gc-high-threshold 85]
@@ -14,7 +15,11 @@ namespaces and cgroups (state under --root-dir), and serves logs and exec on
 --address:--port to callers presenting the shared token (--token-file, else
 $MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). The pod CIDR
 is node.spec.podCIDR when set, else --pod-cidr, else (after waiting --pod-cidr-timeout for
-a controller to allocate one) 10.244.0.0/24. SIGTERM or SIGINT
+a controller to allocate one) 10.244.0.0/24. Images are pulled from registries into the
+content store at --image-store-dir (/var/lib/minik8s/images: one per host, shared by
+every kubelet on it), at most --max-parallel-image-pulls different images at once;
+with --host-root-images every image name is the host's root and nothing is pulled (the
+name minik8s.local/host-root means that in either mode). SIGTERM or SIGINT
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
 `--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
 cgroups, mounts and runtime state from the host, and does nothing the second time.
@@ -60,6 +65,7 @@ from machinery.healthz import named_check
 log = logging.getLogger("minik8s.kubelet")
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
+DEFAULT_IMAGE_STORE = "/var/lib/minik8s/images"
 TOKEN_ENV = "MINIK8S_KUBELET_TOKEN"
 
 
@@ -92,6 +98,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sync-frequency", type=float, default=60.0, help="seconds between resyncs of a quiet pod")
     p.add_argument("--runtime", choices=("linux", "fake"), default="linux")
     p.add_argument("--nodes", type=int, default=1, help="with --runtime fake: how many nodes to simulate")
+    p.add_argument("--image-store-dir", default=DEFAULT_IMAGE_STORE, metavar="DIR",
+                   help=f"the host's content store of images, shared by every kubelet on it "
+                   f"(default {DEFAULT_IMAGE_STORE})")
+    p.add_argument("--max-parallel-image-pulls", type=_positive, default=5, metavar="N",
+                   help="pulls of different images that may run at once (default 5; pulls of one "
+                   "image share one pull)")
     p.add_argument("--host-root-images", action="store_true",
                    help="every image name is the host's root filesystem, nothing is pulled (for "
                    "tests and labs that need the host's tools; the image name "
@@ -159,6 +171,12 @@ async def image_gc(args: argparse.Namespace, store: Any) -> None:
 
 
 HEALTHZ_PORT = 10248  # the kubelet's
+
+
+def _positive(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {v!r}: want a whole number of at least 1")
+    return int(v)
 
 
 def _port(v: str) -> int:
@@ -341,10 +359,12 @@ async def _wait_pod_cidr(client: Client, name: str, timeout: float, stop: asynci
 
 async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
     from kubelet.images import HostRootImageStore
+    from kubelet.images.service import ImageService
+    from kubelet.images.store import ContentStore
     from kubelet.kubelet import Kubelet
     from kubelet.runtime.linux.runtime import LinuxRuntime
     from kubelet.runtime.linux.network import node_ip
-    from kubelet.node import Node
+    from kubelet.node import Node, node_images
     from kubelet.server import KubeletServer
 
     name, root_dir, bridge, cgroup_parent = _node_paths(args)
@@ -352,9 +372,18 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     # pyroute2 cannot run on the event loop's thread
     address = args.address or await asyncio.to_thread(node_ip) or "127.0.0.1"
     token = load_token(args, root_dir)
+    service: ImageService | None = None
+    if not args.host_root_images:
+        try:
+            service = ImageService(ContentStore(args.image_store_dir), registries=args.registries,
+                                   max_parallel=args.max_parallel_image_pulls)
+        except OSError as exc:
+            print(f"error: image store {args.image_store_dir}: {exc}", file=sys.stderr)
+            return 1
     node = Node(client, name, address=address, port=args.port, capacity=_capacity(args, root_dir),
                 lease_duration=args.node_lease_duration, renew_interval=args.lease_renew_interval,
-                status_interval=args.node_status_update_frequency)
+                status_interval=args.node_status_update_frequency,
+                images=(lambda: node_images(service)) if service is not None else None)
     if not await _register(node, stop):
         return 0
     cidr = (node.node.get("spec") or {}).get("podCIDR") or args.pod_cidr
@@ -364,9 +393,9 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
         cidr = DEFAULT_POD_CIDR
         log.info("node %s has no spec.podCIDR and no --pod-cidr was given: using %s", name, cidr)
     runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent,
-                           images=HostRootImageStore(), node_ip=address)
+                           images=service or HostRootImageStore(), node_ip=address)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
-                      node_allocatable=node.allocatable)
+                      node_allocatable=node.allocatable, images=service)
     server = KubeletServer(kubelet, token=token)
     health = ComponentServer()
     health.health.add(named_check("syncloop", kubelet.sync_loop_check))
@@ -390,6 +419,8 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     finally:
         await health.stop()
         await kubelet.stop()
+        if service is not None:
+            await service.aclose()
     return code
 
 

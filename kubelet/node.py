@@ -9,6 +9,11 @@ the node lease controller).
   created when missing. This is the node's heartbeat.
 - `update_status()` recomputes the status and patches it only when something other than
   heartbeat times changed, or when `report_interval` (5 minutes) has passed.
+- `status.images` (when the node has an image service) lists the images in the store as
+  the kubelet's Images setter does: each image (by config digest) with its
+  `repo@sha256:<digest>` names, then its `repo:tag` names (at most 5 names), and its size
+  in bytes; largest first, at most 50 (nodeStatusMaxImages). It is read again at every
+  status update, so the scheduler's ImageLocality sees pulls within one update period.
 Wall-clock times are written to the API; intervals read the injectable clock.
 
 `host_capacity()` and `node_info()` read the machine (/proc, /etc, uname). Every method
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 import logging
 import os
 import platform
@@ -26,6 +32,8 @@ import time
 
 from client.clock import Clock, RealClock
 from client.rest import Client
+from kubelet.images import reference
+from kubelet.images.service import ImageService
 from kubelet.status import rfc3339
 from machinery import times
 from machinery.platforms import goarch
@@ -37,6 +45,8 @@ LEASE_NAMESPACE = "kube-node-lease"
 KUBELET_VERSION = "v1.32.0-minik8s"
 RUNTIME_VERSION = "minik8s://0.1.0"
 ARCH = goarch()
+NODE_STATUS_MAX_IMAGES = 50          # the kubelet's nodeStatusMaxImages default
+MAX_NAMES_PER_IMAGE_IN_NODE_STATUS = 5
 
 
 def _read(path: str) -> str:
@@ -70,6 +80,25 @@ def node_info() -> dict[str, str]:
             "architecture": ARCH}
 
 
+def node_images(service: ImageService, limit: int = NODE_STATUS_MAX_IMAGES) -> list[dict]:
+    """`status.images` from the image service's store (reads files: call it off the loop)."""
+    groups: dict[str, tuple[list[str], list[str], int]] = {}
+    for record in service.store.list_images():
+        try:
+            ref = reference.parse(record.name)
+        except ValueError:
+            continue  # not a name this node wrote
+        digests, tags, _ = groups.setdefault(record.config_digest, ([], [], service.size(record)))
+        by_digest = f"{ref.name}@{record.manifest_digest}"
+        if by_digest not in digests:
+            digests.append(by_digest)
+        if ref.tag is not None and f"{ref.name}:{ref.tag}" not in tags:
+            tags.append(f"{ref.name}:{ref.tag}")
+    images = sorted(groups.values(), key=lambda g: (-g[2], sorted(g[0] + g[1])))[:limit]
+    return [{"names": (sorted(digests) + sorted(tags))[:MAX_NAMES_PER_IMAGE_IN_NODE_STATUS], "sizeBytes": size}
+            for digests, tags, size in images]
+
+
 CONDITIONS = (  # (type, status, reason, message) of a healthy node
     ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
     ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
@@ -99,7 +128,8 @@ class Node:
                  info: dict[str, str] | None = None, hostname: str | None = None,
                  labels: dict[str, str] | None = None, clock: Clock | None = None,
                  lease_duration: int = 40, renew_interval: float = 10.0,
-                 status_interval: float = 10.0, report_interval: float = 300.0):
+                 status_interval: float = 10.0, report_interval: float = 300.0,
+                 images: Callable[[], list[dict]] | None = None):
         self.client, self.name = client, name
         self.address, self.port = address, port
         self.capacity = capacity
@@ -110,13 +140,14 @@ class Node:
         self.clock = clock or RealClock()
         self.lease_duration, self.renew_interval = lease_duration, renew_interval
         self.status_interval, self.report_interval = status_interval, report_interval
+        self.images = images  # status.images, read off the event loop; None: not reported
         self.node: dict | None = None
         self.lease: dict | None = None
         self._reported_at = 0.0
 
     # -- status ---------------------------------------------------------------------
 
-    def status(self, previous: dict | None = None) -> dict:
+    def status(self, previous: dict | None = None, images: list[dict] | None = None) -> dict:
         now = rfc3339(time.time())
         before = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
         conditions = []
@@ -128,16 +159,28 @@ class Node:
         addresses = [{"type": "InternalIP", "address": self.address}]
         if self.hostname:
             addresses.append({"type": "Hostname", "address": self.hostname})
-        return {"capacity": dict(self.capacity), "allocatable": dict(self.allocatable),
-                "conditions": conditions, "addresses": addresses,
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
-                "nodeInfo": dict(self.info)}
+        out = {"capacity": dict(self.capacity), "allocatable": dict(self.allocatable),
+               "conditions": conditions, "addresses": addresses,
+               "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
+               "nodeInfo": dict(self.info)}
+        if images is not None:
+            out["images"] = images
+        return out
+
+    async def _images(self) -> list[dict] | None:
+        if self.images is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.images)
+        except OSError as exc:  # the store's disk; the rest of the status still counts
+            log.warning("node %s: listing images: %s", self.name, exc)
+            return None
 
     async def register(self) -> dict:
         """Create the Node, or bring an existing one up to date; -> the Node."""
         body = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.name, "labels": dict(self.labels)},
-                "spec": {}, "status": self.status()}
+                "spec": {}, "status": self.status(images=await self._images())}
         try:
             self.node = await self.client.create(body)
             log.info("registered node %s", self.name)
@@ -158,7 +201,7 @@ class Node:
         type, so conditions others own are kept."""
         self.node = await self.client.get("nodes", self.name)
         current = self.node.get("status") or {}
-        new = self.status(current)
+        new = self.status(current, await self._images())
         due = self.clock.monotonic() - self._reported_at >= self.report_interval
         if not force and not due and _differs(new, current) is False:
             return

@@ -96,3 +96,23 @@ def test_binding_assigns_the_node_and_marks_the_pod_scheduled():
     assert got["spec"]["nodeName"] == "n1"
     assert got["status"]["conditions"] == [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                             "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+
+
+SA_WITH_SECRETS = {"metadata": {"name": "builder"}, "imagePullSecrets": [{"name": "regcred"}, {"name": "other"}]}
+
+
+@pytest.mark.parametrize("name, spec, annotations, sa, want", [
+    ("the SA's secrets are copied", {"serviceAccountName": "builder"}, {}, SA_WITH_SECRETS,
+     [{"name": "regcred"}, {"name": "other"}]),
+    ("the pod's own list wins", {"serviceAccountName": "builder", "imagePullSecrets": [{"name": "mine"}]},
+     {}, SA_WITH_SECRETS, [{"name": "mine"}]),
+    ("an SA without secrets adds none", {"serviceAccountName": "builder"}, {}, {"metadata": {}}, None),
+    ("a missing SA adds none", {"serviceAccountName": "builder"}, {}, None, None),
+    ("a mirror pod is left alone", {"serviceAccountName": "builder"}, {"kubernetes.io/config.mirror": "x"},
+     SA_WITH_SECRETS, None),
+])
+def test_service_account_admission_copies_image_pull_secrets(name, spec, annotations, sa, want):
+    obj = {"metadata": {"name": "p", "annotations": annotations}, "spec": dict(spec)}
+    refs = PODS.admission_refs(obj)
+    PODS.admit_create(obj, {ref: sa for ref in refs})
+    assert obj["spec"].get("imagePullSecrets") == want

@@ -18,6 +18,7 @@ import pytest
 from cluster import bringup, host, network
 from cluster.cgroups import ClusterCgroups
 from cluster.state import ClusterConfig
+from kubelet.images import HOST_ROOT_IMAGE
 from tests.procs import free_port, wait_for
 from tests.test_cluster_cli import minik8s
 from tests.test_cluster_network import unique_cidrs
@@ -158,7 +159,7 @@ def test_a_deployment_spreads_across_the_three_nodes(cluster):
         "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                      "terminationGracePeriodSeconds": 2,  # the server is PID 1: SIGTERM does nothing
-                     "containers": [{"name": "web", "image": "python", "command": ["sh", "-c", WEB],
+                     "containers": [{"name": "web", "image": HOST_ROOT_IMAGE, "command": ["sh", "-c", WEB],
                                      "ports": [{"containerPort": 8080}],
                                      # Ready once it serves: Running only says it started.
                                      "readinessProbe": {"httpGet": {"path": "/", "port": 8080},
@@ -178,7 +179,7 @@ def test_a_pod_on_node_1_fetches_from_a_pod_on_node_3_by_ip(cluster):
              f"sys.exit(0 if body == {name!r} else 1)")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fetch", "labels": {"app": "fetch"}},
            "spec": {"nodeName": "node-1", "restartPolicy": "Never",
-                    "containers": [{"name": "fetch", "image": "python", "command": ["python3", "-c", fetch]}]}}
+                    "containers": [{"name": "fetch", "image": HOST_ROOT_IMAGE, "command": ["python3", "-c", fetch]}]}}
     r = cluster.api.post("/api/v1/namespaces/default/pods", json=pod)
     assert r.status_code == 201, r.text
 

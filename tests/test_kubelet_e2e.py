@@ -90,7 +90,9 @@ class KubeletNode:
         self.args = ["kubelet", "--kubeconfig", str(kubeconfig), "--node-name", self.name,
                      "--pod-cidr", self.cidr, "--root-dir", self.root, "--address", "127.0.0.1",
                      "--port", str(self.port), "--token-file", str(token), "--bridge", self.bridge,
-                     "--cgroup-parent", self.cgroup_parent, "--healthz-port", str(self.healthz_port), *extra]
+                     "--cgroup-parent", self.cgroup_parent, "--healthz-port", str(self.healthz_port),
+                     # the pods run the host's tools (sh, sleep) whatever their image says
+                     "--host-root-images", *extra]
         self.api = api
         self.proc: Component | None = None
 

@@ -531,7 +531,8 @@ def test_pod_defaults():
 @pytest.mark.parametrize("image,policy", [
     ("nginx", "Always"), ("nginx:latest", "Always"), ("nginx:1.27", "IfNotPresent"),
     ("localhost:5000/nginx", "Always"), ("localhost:5000/nginx:1", "IfNotPresent"),
-    ("nginx@sha256:" + "a" * 64, "IfNotPresent")])
+    ("nginx@sha256:" + "a" * 64, "IfNotPresent"), ("nginx:1@sha256:" + "a" * 64, "IfNotPresent"),
+    ("nginx:latest@sha256:" + "a" * 64, "Always")])
 def test_image_pull_policy(image, policy):
     p = {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}}
     apply_defaults(p, "Pod")

@@ -52,6 +52,17 @@ class Strategy:
         if self.status_subresource and not self.status_on_create:
             obj.pop("status", None)
 
+    # -- admission of a create (the mutating admission plugins that read other objects) --
+
+    def admission_refs(self, obj: dict) -> list[tuple[str, str]]:
+        """(resource, name) of the objects in the new object's namespace that
+        `admit_create` needs; the caller reads them (no I/O here)."""
+        return []
+
+    def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None]) -> None:
+        """Mutate a defaulted object being created, given the objects `admission_refs`
+        named (None for one that does not exist)."""
+
     # -- update (RESTUpdateStrategy.PrepareForUpdate, and the status strategy's) ------
 
     def prepare_for_update(self, new: dict, old: dict) -> None:
