@@ -240,6 +240,8 @@ class Node:
         t = time.perf_counter()
         self.rt.run_pod_sandbox(PodSandboxConfig(uid=uid, name=f"p-{uid[:8]}"))
         sandbox = time.perf_counter() - t
+        # An absolute path: both roots have /bin/sleep, and no PATH search is timed (which,
+        # in the runtime of 2026-12-05, fails in a root without Python: see RESULTS.md).
         st = self.rt.start_container(uid, ContainerConfig(name="c", image=image, command=["/bin/sleep", "3600"]))
         deadline = time.monotonic() + 60
         while not st.running:
