@@ -382,7 +382,8 @@ def main() -> None:
         for tag in ("one", "two"):
             registry.push(layout, tag, REPO, tag)
         shutil.rmtree(os.path.join(tmp, "build"))
-        print(f"  images built and pushed in {time.perf_counter() - t:.1f} s: "
+        print(f"  images built and pushed to {registry.host} (docker-registry pid {registry.proc.pid}) "
+              f"in {time.perf_counter() - t:.1f} s: "
               f"one {sizes['one'] / (1 << 20):.1f} MiB in {args.layers + 1} layers, "
               f"two {sizes['two'] / (1 << 20):.1f} MiB in {args.layers + 2}")
         if not args.skip_pulls:
