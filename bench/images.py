@@ -284,20 +284,19 @@ def pod_starts(node: Node, modes: dict, pods: int, batch: int) -> None:
                     sandbox[mode].append(sb)
             finally:
                 node.remove(uids)
-    a, b_ = list(lat)
-    ia, ib = lat[a], lat[b_]
+    mine, base = list(lat)
     print(f"(3) pod start (run_pod_sandbox + start_container until running), {pods} pods per mode, "
           f"batches of {batch} alternating, one at a time:")
     for m, v in lat.items():
-        ctr = [a - b for a, b in zip(v, sandbox[m])]
+        ctr = [total - sb for total, sb in zip(v, sandbox[m])]
         print(f"  {m}: p50 {statistics.median(v) * 1000:.1f} ms, p99 {pct(v, 0.99) * 1000:.1f} ms, "
               f"max {max(v) * 1000:.1f} ms; p50 of its parts: sandbox {statistics.median(sandbox[m]) * 1000:.1f} ms, "
               f"container {statistics.median(ctr) * 1000:.1f} ms")
-    r50 = statistics.median(ia) / statistics.median(ib)
-    r99 = pct(ia, 0.99) / pct(ib, 0.99)
+    r50 = statistics.median(lat[mine]) / statistics.median(lat[base])
+    r99 = pct(lat[mine], 0.99) / pct(lat[base], 0.99)
     # Within 10 %: no more than 10 % slower than the host-root mode (faster is fine).
     ok = r50 <= 1.1 and r99 <= 1.1
-    print(f"  ratio {a} / {b_}: p50 {r50:.2f}, p99 {r99:.2f} (target <= 1.10: {'met' if ok else 'MISSED'})")
+    print(f"  ratio {mine} / {base}: p50 {r50:.2f}, p99 {r99:.2f} (target <= 1.10: {'met' if ok else 'MISSED'})")
 
 
 def du(*paths: str) -> int:
@@ -352,6 +351,7 @@ def disk_per_pod(node: Node, store_dir: str, modes: dict, n: int) -> None:
 def _interrupted(*_: object) -> None:
     raise KeyboardInterrupt
 
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
@@ -378,7 +378,8 @@ def main() -> None:
         print(f"# minik8s image benchmark, {now} UTC, {os.cpu_count()} cores, load average at start {load[0]:.1f}")
         t = time.perf_counter()
         layout, sizes = build(os.path.join(tmp, "build"), layers=args.layers, mib=args.mib)
-        registry = Registry().start()
+        registry = Registry()  # assigned before it starts: a start cut short is stopped too
+        registry.start()
         for tag in ("one", "two"):
             registry.push(layout, tag, REPO, tag)
         shutil.rmtree(os.path.join(tmp, "build"))
