@@ -26,6 +26,8 @@ Everything it makes (the registry, by PID; temp dirs; pods, the bridge, cgroups)
 removed at the end, also when a step fails or the run is interrupted (SIGINT, SIGTERM).
 
 Run (root): .venv/bin/python -m bench.images [--rounds 5] [--pods 100] [--batch 10]
+`--control` runs (3) with the host-root mode on both sides: the spread of its ratios is
+what this machine's noise alone gives.
 """
 from __future__ import annotations
 
@@ -292,6 +294,9 @@ def pod_starts(node: Node, modes: dict, pods: int, batch: int) -> None:
         print(f"  {m}: p50 {statistics.median(v) * 1000:.1f} ms, p99 {pct(v, 0.99) * 1000:.1f} ms, "
               f"max {max(v) * 1000:.1f} ms; p50 of its parts: sandbox {statistics.median(sandbox[m]) * 1000:.1f} ms, "
               f"container {statistics.median(ctr) * 1000:.1f} ms")
+        slowest = sorted(zip(v, sandbox[m]), reverse=True)[:3]
+        print("    slowest (sandbox + container): " + ", ".join(
+            f"{sb * 1000:.1f} + {(total - sb) * 1000:.1f} ms" for total, sb in slowest))
     r50 = statistics.median(lat[mine]) / statistics.median(lat[base])
     r99 = pct(lat[mine], 0.99) / pct(lat[base], 0.99)
     # Within 10 %: no more than 10 % slower than the host-root mode (faster is fine).
@@ -362,6 +367,8 @@ def main() -> None:
     p.add_argument("--disk-pods", type=int, default=20)
     p.add_argument("--skip-pulls", action="store_true")
     p.add_argument("--skip-pods", action="store_true")
+    p.add_argument("--control", action="store_true",
+                   help="(3) compares the host-root mode with itself: the ratios' noise on this machine")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.images runs real pods and applies layers with their owners: run it as root")
@@ -397,7 +404,11 @@ def main() -> None:
             node = Node(tmp, free_cidr())
             modes = {"image": (svc, f"{registry.host}/{REPO}:one"),
                      "host-root": (HostRootImageStore(), "minik8s.local/host-root")}
-            pod_starts(node, modes, args.pods, args.batch)
+            if args.control:
+                pod_starts(node, {"host-root A": modes["host-root"], "host-root B": modes["host-root"]},
+                           args.pods, args.batch)
+            else:
+                pod_starts(node, modes, args.pods, args.batch)
             disk_per_pod(node, store_dir, modes, args.disk_pods)
         print(f"  load average at the end {os.getloadavg()[0]:.1f}")
     finally:
