@@ -76,10 +76,10 @@ class PullNode:
     """An in-process kubelet whose runtime resolves images through an ImageService, with
     its Node registered and its endpoint served (for logs)."""
 
-    def __init__(self, api: APIServer, tmp, registries: dict, clock: Clock | None):
+    def __init__(self, api: APIServer, tmp, registries: dict, clock: Clock | None, store_dir: str | None = None):
         tag = uuid.uuid4().hex[:8]
         self.name, self.tmp, self.tag = f"pull-{tag}", tmp, tag
-        self.store_dir = str(tmp / f"store-{tag}")
+        self.store_dir = store_dir or str(tmp / f"store-{tag}")
         self.service = ImageService(ContentStore(self.store_dir), registries=registries)
         self.client = Client(api.url)
         self.clock = clock
@@ -131,8 +131,8 @@ class PullNode:
 async def make_node(api, tmp_path):
     made: list[PullNode] = []
 
-    async def make(registries: dict, *, clock: Clock | None = None) -> PullNode:
-        node = PullNode(api, tmp_path, registries, clock)
+    async def make(registries: dict, *, clock: Clock | None = None, store_dir: str | None = None) -> PullNode:
+        node = PullNode(api, tmp_path, registries, clock, store_dir)
         made.append(node)
         return await node.start()
     try:
@@ -442,6 +442,25 @@ async def test_a_malicious_layer_is_rejected_whole(make_node, ns, plain_registry
         assert escape not in files, f"{escape} was written into {d}"
     for up in range(1, 6):
         assert not os.path.exists(os.path.join(snapshots, *[".."] * up, escape))
+
+
+async def test_a_full_disk_is_named_and_nothing_half_written_is_kept(make_node, ns, plain_registry, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    # Room for the store's directories and the config, not for busybox's ~1 MB layer.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    try:
+        node = await make_node({plain_registry.host: INSECURE}, store_dir=str(small / "store"))
+        image = f"{plain_registry.host}/lab/app-a:v1"
+        await node.client.create(pod("full", node, image), namespace=ns)
+        w = await waiting(node.client, ns, "full", "ErrImagePull")
+        assert image in w["message"] and "No space left on device" in w["message"]
+        await has_event(node.client, ns, "full", "Failed", "No space left on device")
+        assert node.service.get(image) is None
+        assert os.listdir(small / "store" / "ingest") == []  # no partial blob kept
+        assert os.listdir(small / "store" / "snapshots" / "sha256") == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 async def test_a_pod_whose_pull_hangs_holds_up_neither_another_pod_nor_its_deletion(make_node, ns, plain_registry):
