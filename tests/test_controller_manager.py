@@ -264,11 +264,16 @@ def master(lease: str) -> tuple[str, tuple]:
     return ("leader_election_master_status", (("name", lease),))
 
 
-def leads(port: int, lease: str) -> bool:
+def scrape(port: int) -> dict[tuple[str, tuple], float] | None:
+    """metrics(port), or None while the process is not serving yet (or no longer)."""
     try:
-        return metrics(port).get(master(lease)) == 1
+        return metrics(port)
     except httpx.HTTPError:
-        return False
+        return None
+
+
+def leads(port: int, lease: str) -> bool:
+    return (scrape(port) or {}).get(master(lease)) == 1
 
 
 @pytest.fixture
@@ -550,7 +555,8 @@ async def test_leader_kill_hands_over_without_two_leaders(kubeconfig, client, ns
             await client.create(replicaset("web", 3), namespace=ns)
             await eventually(lambda: len(kubelets.pods()) == 3, what="3 pods")
             assert leading() == [first]
-            follower = metrics(procs[other][1])
+            # The follower may still be starting its server under load.
+            follower = await eventually(lambda: scrape(procs[other][1]), what="the follower's /metrics")
             assert follower[master(lease)] == 0
             # A standby runs no controllers: no queue reports, and it is ready.
             assert not any(k[0] == "workqueue_adds_total" for k in follower)
