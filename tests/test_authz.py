@@ -138,9 +138,9 @@ def test_escalation_is_refused_and_changes_nothing(cluster, admin, ns):
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]))
         assert r.status_code == 403
         message = r.json()["message"]
-        assert message.startswith(f'roles.rbac.authorization.k8s.io "nodes" is forbidden: user "boss" '
-                                  f'(groups=["system:authenticated"]) is attempting to grant RBAC '
-                                  f'permissions not currently held:\n')
+        assert message.startswith('roles.rbac.authorization.k8s.io "nodes" is forbidden: user "boss" '
+                                  '(groups=["system:authenticated"]) is attempting to grant RBAC '
+                                  'permissions not currently held:\n')
         assert '{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}' in message
         # nor may a binding hand out cluster-admin
         r = boss.post(f"{rbac}/rolebindings", json={
@@ -149,8 +149,8 @@ def test_escalation_is_refused_and_changes_nothing(cluster, admin, ns):
             "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "boss"}]})
         assert r.status_code == 403
         assert r.json()["message"].startswith(
-            f'rolebindings.rbac.authorization.k8s.io "up" is forbidden: user "boss" '
-            f'(groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held:')
+            'rolebindings.rbac.authorization.k8s.io "up" is forbidden: user "boss" '
+            '(groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held:')
         # an update that widens a role is an escalation too
         current = boss.get(f"{rbac}/roles/readers").json()
         current["rules"][0]["resources"] = ["*"]
