@@ -301,7 +301,7 @@ class API:
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 flags: Any = None):
+                 plain_http: bool = False, flags: Any = None):
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
@@ -316,7 +316,8 @@ class API:
         tokens: list[authn.TokenAuthenticator] = []
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
-        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
+        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth,
+                                 ignore_unknown_tokens=plain_http)
         # Authorization as kube-apiserver chains it: system:masters first, then the
         # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
@@ -1031,14 +1032,16 @@ class Secured:
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
-               enable_bootstrap_token_auth: bool = False, flags: Any = None) -> Secured:
+               enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
+               flags: Any = None) -> Secured:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
     $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built."""
     store = EtcdStore(etcd_servers)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
-              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags)
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
+              flags=flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:
