@@ -67,6 +67,7 @@ from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.etcd import TLSFiles
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
@@ -1036,7 +1037,13 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                flags: Any = None) -> Secured:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
     $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built."""
-    store = EtcdStore(etcd_servers)
+    etcd_tls = None
+    if flags is not None and (flags.etcd_cafile or flags.etcd_certfile or flags.etcd_keyfile):
+        if bool(flags.etcd_certfile) != bool(flags.etcd_keyfile):
+            raise ValueError("--etcd-certfile and --etcd-keyfile go together")
+        etcd_tls = TLSFiles(flags.etcd_cafile, flags.etcd_certfile, flags.etcd_keyfile)
+        etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
+    store = EtcdStore(etcd_servers, tls=etcd_tls)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                          anonymous_auth=args.anonymous_auth,
                          enable_bootstrap_token_auth=args.enable_bootstrap_token_auth,
                          plain_http=args.plain_http, flags=args)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]

@@ -211,3 +211,18 @@ def test_without_anonymous_auth_a_request_with_no_credentials_is_401(tmp_path):
             assert admin.get("/version").status_code == 200
     finally:
         c.stop()
+
+
+def test_etcd_over_tls_with_the_apiserver_etcd_client_certificate(tmp_path):
+    c = SecureCluster(str(tmp_path), etcd_tls=True).start()
+    try:
+        with c.client(c.admin) as admin:
+            r = admin.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "over-tls"}})
+            assert r.status_code == 201, r.text
+            assert admin.get("/readyz/etcd").status_code == 200
+        # etcd itself refuses a client without a certificate of its CA
+        anonymous = ssl.create_default_context(cafile=str(tmp_path / "pki" / "etcd" / "ca.crt"))
+        with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            httpx.get(c.etcd.url + "/health", verify=anonymous, timeout=10)
+    finally:
+        c.stop()
