@@ -36,6 +36,10 @@ HTTP_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")  # Go's tlsRecordHeaderLooksLikeHTTP
 _TLS_HANDSHAKE = 0x16
 HANDSHAKE_TIMEOUT = 10.0  # Go's http.Server: a handshake within the read timeout; kube-apiserver's is 10 s
+# How long a closing connection waits for the client's close_notify. Go's server does not
+# wait at all; asyncio waits 30 s by default, which held every idle keep-alive connection
+# (and so the server's graceful shutdown) that long.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 def server_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
@@ -117,7 +121,8 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             protocol = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
                              app_state=self.app_state, _loop=self.loop)
             self.tls = sslproto.SSLProtocol(self.loop, protocol, context, None, server_side=True,
-                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                                            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT)
             self.transport.set_protocol(self.tls)
             self.tls.connection_made(self.transport)
             data, self.head = self.head, b""
