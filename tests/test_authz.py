@@ -156,6 +156,14 @@ def test_escalation_is_refused_and_changes_nothing(cluster, admin, ns):
         current["rules"][0]["resources"] = ["*"]
         current["rules"][0]["apiGroups"] = ["*"]
         assert boss.put(f"{rbac}/roles/readers", json=current).status_code == 403
+        r = boss.patch(f"{rbac}/roles/readers", json={"rules": [{"apiGroups": [""], "resources": ["secrets"],
+                                                                 "verbs": ["escalate-me"]}]},
+                       headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 403, r.text
+        # a change that grants nothing new passes the check
+        r = boss.patch(f"{rbac}/roles/readers", json={"metadata": {"labels": {"team": "a"}}},
+                       headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
     assert admin.get(f"{rbac}/roles/nodes").status_code == 404
     assert admin.get(f"{rbac}/rolebindings/up").status_code == 404
     assert admin.get(f"{rbac}/roles/readers").json()["rules"][0]["resources"] == ["pods"]
