@@ -300,10 +300,17 @@ ALLOW = (Decision.ALLOW, "")
 
 
 class NodeAuthorizer:
-    """--authorization-mode=Node."""
+    """--authorization-mode=Node. `source` is the Graph to decide from, or the API server
+    (anything with a watch `cache`): then the authorizer keeps its own graph, which
+    `feed` (a CacheFeed the server starts and stops) keeps current."""
 
-    def __init__(self, graph: Graph | None = None, rules: list[dict] | None = None):
-        self.graph = graph if graph is not None else Graph()
+    def __init__(self, source: Any = None, rules: list[dict] | None = None):
+        self.feed: CacheFeed | None = None
+        if isinstance(source, Graph) or source is None:
+            self.graph = source if source is not None else Graph()
+        else:
+            self.graph = Graph()
+            self.feed = CacheFeed(source.cache, self.graph)
         self.rules = compile_rules(node_rules() if rules is None else rules)
 
     def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:

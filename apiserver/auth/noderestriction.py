@@ -132,7 +132,7 @@ class NodeRestriction:
         group, resource, sub = attrs.api_group, attrs.resource, attrs.subresource
         if group == "" and resource == "pods":
             if sub == "":
-                self._pod(node, op, attrs, obj, refuse)
+                self._pod(node, op, attrs, obj, old, refuse)
             elif sub == "status":
                 self._pod_status(node, op, obj, old, refuse)
             elif sub == "eviction":
@@ -157,9 +157,9 @@ class NodeRestriction:
 
     # -- pods ---------------------------------------------------------------------------
 
-    def _pod(self, node: str, op: str, attrs: Attributes, pod: Any, refuse: Any) -> None:
+    def _pod(self, node: str, op: str, attrs: Attributes, pod: Any, old: Any, refuse: Any) -> None:
         if op == "DELETE":
-            existing = self._existing_pod(attrs.namespace, attrs.name)
+            existing = old if isinstance(old, dict) else self._existing_pod(attrs.namespace, attrs.name)
             if _spec(existing).get("nodeName") != node:
                 raise refuse(f'node "{node}" can only delete pods with spec.nodeName set to itself')
             return
