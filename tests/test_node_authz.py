@@ -393,3 +393,160 @@ async def test_the_graph_follows_the_servers_watch_cache(etcd, apiserver, http, 
         await feed.stop()
         await cache.stop()
         await store.close()
+
+
+# --- through a real API server over TLS, as kubelets with their client certificates ------------
+
+@pytest.fixture(scope="module")
+def secure(etcd, tmp_path_factory):
+    """An API server serving HTTPS with --authorization-mode=Node,RBAC (and NodeRestriction),
+    and clients holding the admin's and two kubelets' certificates made by cluster.pki."""
+    import os
+    import ssl
+
+    import httpx
+
+    from cluster import pki
+    from tests.procs import Component, free_port, wait_for
+
+    d = str(tmp_path_factory.mktemp("node-authz") / "pki")
+    pki.ensure(d, pki.ClusterFacts(cluster_name="t", apiserver_ips=("127.0.0.1",),
+                                   nodes=(pki.Node("node-a"), pki.Node("node-b")),
+                                   control_plane_name="cp"))
+    port = free_port()
+    f = lambda p: os.path.join(d, p)  # noqa: E731
+    server = Component("apiserver", "--etcd-servers", etcd.url, "--bind-address", "127.0.0.1",
+                       "--secure-port", str(port), "--tls-cert-file", f("apiserver.crt"),
+                       "--tls-private-key-file", f("apiserver.key"), "--client-ca-file", f("ca.crt"),
+                       "--authorization-mode", "Node,RBAC").start()
+
+    def client(leaf):
+        ctx = ssl.create_default_context(cafile=f("ca.crt"))
+        ctx.load_cert_chain(f(leaf + ".crt"), f(leaf + ".key"))
+        return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ctx, timeout=10)
+    clients = {"admin": client("admin"), "a": client("kubelets/node-a/kubelet-client"),
+               "b": client("kubelets/node-b/kubelet-client")}
+
+    def ready():
+        if not server.alive():
+            raise RuntimeError(f"apiserver exited: {server.log()}")
+        return clients["admin"].get("/readyz").status_code == 200
+    try:
+        wait_for(ready, what="the secure apiserver")
+        yield clients
+    finally:
+        for c in clients.values():
+            c.close()
+        server.stop()
+
+
+def _ok(r, code=200):
+    assert r.status_code == code, r.text
+    return r.json()
+
+
+def _refused(r, message):
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == message
+    return r
+
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+
+
+def test_a_kubelet_may_touch_only_its_own_node_pods_lease_and_what_its_pods_use(secure):
+    from tests.procs import wait_for
+    admin, a = secure["admin"], secure["a"]
+    ns = "na-" + uuid.uuid4().hex[:6]
+    _ok(admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), 201)
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "labels": {"kubernetes.io/hostname": "node-a"}}}
+    try:
+        # Its Node: register, read, patch its status; not another's.
+        _ok(a.post("/api/v1/nodes", json=node), 201)
+        _refused(a.post("/api/v1/nodes", json={**node, "metadata": {"name": "node-b"}}),
+                 'nodes "node-b" is forbidden: node "node-a" is not allowed to modify node "node-b"')
+        _ok(admin.post("/api/v1/nodes", json={**node, "metadata": {"name": "node-b"}}), 201)
+        _ok(a.get("/api/v1/nodes/node-a"))
+        _refused(a.get("/api/v1/nodes/node-b"),
+                 'nodes "node-b" is forbidden: User "system:node:node-a" cannot get resource "nodes" in API group "" at the cluster scope: '
+                 "node 'node-a' cannot read 'node-b', only its own Node object")
+        merge = {"content-type": "application/merge-patch+json"}
+        _ok(a.patch("/api/v1/nodes/node-a/status", headers=merge, content=b'{"status":{"phase":"Running"}}'))
+        _refused(a.patch("/api/v1/nodes/node-b/status", headers=merge, content=b'{"status":{"phase":"Running"}}'),
+                 'nodes "node-b" is forbidden: node "node-a" is not allowed to modify node "node-b"')
+        _refused(a.patch("/api/v1/nodes/node-b", headers=merge, content=b'{"metadata":{"labels":{"x":"y"}}}'),
+                 'nodes "node-b" is forbidden: node "node-a" is not allowed to modify node "node-b"')
+        _refused(a.patch("/api/v1/nodes/node-a", headers=merge,
+                         content=b'{"metadata":{"labels":{"node-restriction.kubernetes.io/trusted":"yes"}}}'),
+                 'nodes "node-a" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/trusted')
+        _refused(a.get("/api/v1/nodes"), 'nodes is forbidden: User "system:node:node-a" cannot list resource "nodes" in API group "" '
+                 "at the cluster scope: node 'node-a' cannot read all nodes, only its own Node object")
+
+        # Its Lease, not another's.
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "node-a", "namespace": "kube-node-lease"}, "spec": {"holderIdentity": "node-a"}}
+        got = _ok(a.post(LEASES, json=lease), 201)
+        got["spec"]["leaseDurationSeconds"] = 40
+        _ok(a.put(f"{LEASES}/node-a", json=got))
+        _refused(a.post(LEASES, json={**lease, "metadata": {"name": "node-b", "namespace": "kube-node-lease"}}),
+                 'leases.coordination.k8s.io "node-b" is forbidden: can only access node lease with the same name as the requesting node')
+
+        # Pods: the Secrets they use, their status; nothing of node-b's.
+        for name in ("used", "unused", "b-only"):
+            _ok(admin.post(f"/api/v1/namespaces/{ns}/secrets", json={"metadata": {"name": name}, "stringData": {"k": "v"}}), 201)
+        body = pod("pa", "node-a", ns=ns, secrets=["used"])
+        del body["metadata"]["uid"]
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/pods", json=body), 201)
+        body = pod("pb", "node-b", ns=ns, secrets=["b-only"])
+        del body["metadata"]["uid"]
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/pods", json=body), 201)
+
+        wait_for(lambda: a.get(f"/api/v1/namespaces/{ns}/secrets/used").status_code == 200,
+                 what="node-a to be let read its pod's secret")
+        # ... as the kubelet's reflector reads it: list and watch by name.
+        listed = _ok(a.get(f"/api/v1/namespaces/{ns}/secrets", params={"fieldSelector": "metadata.name=used"}))
+        assert [s["metadata"]["name"] for s in listed["items"]] == ["used"]
+        _refused(a.get(f"/api/v1/namespaces/{ns}/secrets/unused"),
+                 f'secrets "unused" is forbidden: User "system:node:node-a" cannot get resource "secrets" in API group "" '
+                 f"in the namespace \"{ns}\": no relationship found between node 'node-a' and this object")
+        assert a.get(f"/api/v1/namespaces/{ns}/secrets/b-only").status_code == 403
+        assert a.get(f"/api/v1/namespaces/{ns}/secrets").status_code == 403
+        assert secure["b"].get(f"/api/v1/namespaces/{ns}/secrets/b-only").status_code == 200
+
+        mine = _ok(a.get("/api/v1/pods", params={"fieldSelector": "spec.nodeName=node-a"}))
+        assert [p["metadata"]["name"] for p in mine["items"]] == ["pa"]
+        assert a.get("/api/v1/pods").status_code == 403
+        _ok(a.get(f"/api/v1/namespaces/{ns}/pods/pa"))
+        assert a.get(f"/api/v1/namespaces/{ns}/pods/pb").status_code == 403
+        status = b'{"status":{"phase":"Running"}}'
+        assert _ok(a.patch(f"/api/v1/namespaces/{ns}/pods/pa/status", headers=merge, content=status))["status"]["phase"] == "Running"
+        _refused(a.patch(f"/api/v1/namespaces/{ns}/pods/pb/status", headers=merge, content=status),
+                 'pods "pb" is forbidden: node "node-a" can only update pod status for pods with spec.nodeName set to itself')
+        assert admin.get(f"/api/v1/namespaces/{ns}/pods/pb").json()["status"].get("phase") != "Running"
+        _refused(a.delete(f"/api/v1/namespaces/{ns}/pods/pb"),
+                 'pods "pb" is forbidden: node "node-a" can only delete pods with spec.nodeName set to itself')
+
+        # No pods of its own making.
+        body = pod("made", "node-a", ns=ns)
+        del body["metadata"]["uid"]
+        _refused(a.post(f"/api/v1/namespaces/{ns}/pods", json=body),
+                 'pods "made" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, '
+                 'node "node-a" can only create mirror pods')
+        assert admin.get(f"/api/v1/namespaces/{ns}/pods/made").status_code == 404
+
+        # Events: any the kubelet records.
+        _ok(a.post(f"/api/v1/namespaces/{ns}/events", json={
+            "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "pa", "namespace": ns},
+            "reason": "Started", "message": "m", "type": "Normal"}), 201)
+        assert a.get(f"/api/v1/namespaces/{ns}/configmaps").status_code == 403
+        assert a.get("/apis/apps/v1/deployments").status_code == 403
+
+        # The pod goes: so does the access to its secret.
+        _ok(admin.delete(f"/api/v1/namespaces/{ns}/pods/pa", params={"gracePeriodSeconds": "0"}))
+        wait_for(lambda: a.get(f"/api/v1/namespaces/{ns}/secrets/used").status_code == 403,
+                 what="node-a to lose its secret")
+    finally:
+        admin.delete(f"/api/v1/namespaces/{ns}")
+        for n in ("node-a", "node-b"):
+            admin.delete(f"/api/v1/nodes/{n}")
+        admin.delete(f"{LEASES}/node-a")
