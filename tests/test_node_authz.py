@@ -7,6 +7,7 @@ server's watch cache."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
@@ -401,7 +402,6 @@ async def test_the_graph_follows_the_servers_watch_cache(etcd, apiserver, http, 
 def secure(etcd, tmp_path_factory):
     """An API server serving HTTPS with --authorization-mode=Node,RBAC (and NodeRestriction),
     and clients holding the admin's and two kubelets' certificates made by cluster.pki."""
-    import os
     import ssl
 
     import httpx
@@ -411,7 +411,7 @@ def secure(etcd, tmp_path_factory):
 
     d = str(tmp_path_factory.mktemp("node-authz") / "pki")
     pki.ensure(d, pki.ClusterFacts(cluster_name="t", apiserver_ips=("127.0.0.1",),
-                                   nodes=(pki.Node("node-a"), pki.Node("node-b")),
+                                   nodes=(pki.Node("node-a"), pki.Node("node-b"), pki.Node("node-k")),
                                    control_plane_name="cp"))
     port = free_port()
     f = lambda p: os.path.join(d, p)  # noqa: E731
@@ -433,7 +433,7 @@ def secure(etcd, tmp_path_factory):
         return clients["admin"].get("/readyz").status_code == 200
     try:
         wait_for(ready, what="the secure apiserver")
-        yield clients
+        yield {**clients, "url": f"https://127.0.0.1:{port}", "pki": d}
     finally:
         for c in clients.values():
             c.close()
@@ -550,3 +550,85 @@ def test_a_kubelet_may_touch_only_its_own_node_pods_lease_and_what_its_pods_use(
         for n in ("node-a", "node-b"):
             admin.delete(f"/api/v1/nodes/{n}")
         admin.delete(f"{LEASES}/node-a")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a real kubelet and pod: needs root")
+def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a_configmap(secure, tmp_path):
+    """A real kubelet whose kubeconfig holds system:node:node-k's certificate registers
+    its Node, renews its Lease, reads the Secret, ConfigMap and pull secret of its pod,
+    runs it, reports its status and events, and deletes it when it is deleted: every call
+    it makes passes Node, RBAC and NodeRestriction, and none is refused."""
+    from cluster import pki
+    from kubelet.runtime.linux.cgroups import Cgroup
+    from kubelet.runtime.linux.runtime import LinuxRuntime
+    from tests.procs import Component, free_port, wait_for
+    from tests.test_kubelet_runtime import free_cidr
+
+    admin, name = secure["admin"], "node-k"
+    kubeconfig, token = tmp_path / "kubeconfig", tmp_path / "token"
+    pki.write_kubeconfig(str(kubeconfig), secure["pki"], f"kubelets/{name}/kubelet-client",
+                         cluster_name="t", server=secure["url"])
+    token.write_text("unused")
+    tag = uuid.uuid4().hex[:8]
+    cidr, root, bridge, cgroup_parent = free_cidr(), str(tmp_path / "root"), f"mk8sn{tag}", f"minik8s-test-{tag}"
+    kubelet = Component("kubelet", "--kubeconfig", str(kubeconfig), "--node-name", name, "--pod-cidr", cidr,
+                        "--root-dir", root, "--address", "127.0.0.1", "--port", str(free_port()),
+                        "--token-file", str(token), "--bridge", bridge, "--cgroup-parent", cgroup_parent,
+                        "--healthz-port", str(free_port()), "--host-root-images",
+                        "--lease-renew-interval", "1", "--node-status-update-frequency", "1")
+    ns = "nk-" + uuid.uuid4().hex[:6]
+    _ok(admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), 201)
+    try:
+        kubelet.start()
+
+        def ready():
+            if not kubelet.alive():
+                raise RuntimeError(f"kubelet exited: {kubelet.log()}")
+            node = admin.get(f"/api/v1/nodes/{name}").json()
+            return any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in (node.get("status") or {}).get("conditions") or [])
+        wait_for(ready, what="the kubelet's Node to be Ready")
+        wait_for(lambda: admin.get(f"{LEASES}/{name}").status_code == 200, what="the kubelet's Lease")
+
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/secrets", json={"metadata": {"name": "s"}, "stringData": {"k": "v"}}), 201)
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/secrets", json={
+            "metadata": {"name": "pull"}, "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": '{"auths":{}}'}}), 201)
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": "cm"}, "data": {"CM": "x"}}), 201)
+        _ok(admin.post(f"/api/v1/namespaces/{ns}/pods", json={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": name, "terminationGracePeriodSeconds": 1,
+                     "imagePullSecrets": [{"name": "pull"}],
+                     "volumes": [{"name": "s", "secret": {"secretName": "s"}}],
+                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"],
+                                     "envFrom": [{"configMapRef": {"name": "cm"}}],
+                                     "volumeMounts": [{"name": "s", "mountPath": "/etc/s"}]}]}}), 201)
+
+        def running():
+            p = admin.get(f"/api/v1/namespaces/{ns}/pods/p").json()
+            states = [c.get("state") or {} for c in (p.get("status") or {}).get("containerStatuses") or []]
+            return p["status"].get("phase") == "Running" and states and "running" in states[0]
+        wait_for(running, what="the pod to run")
+        reasons = {e["reason"] for e in admin.get(f"/api/v1/namespaces/{ns}/events").json()["items"]}
+        assert {"Created", "Started"} <= reasons, reasons
+        assert "FailedMount" not in reasons and "FailedToRetrieveImagePullSecret" not in reasons
+
+        assert admin.delete(f"/api/v1/namespaces/{ns}/pods/p").status_code in (200, 202)
+        wait_for(lambda: admin.get(f"/api/v1/namespaces/{ns}/pods/p").status_code == 404,
+                 what="the kubelet to confirm the deletion")
+        assert kubelet.alive()
+        with open(kubelet.logfile.name, errors="replace") as f:
+            log = f.read()
+        assert "forbidden" not in log.lower(), log[-3000:]
+    finally:
+        kubelet.stop()
+        rt = LinuxRuntime(root, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent)
+        if os.path.isdir(rt.pods_dir):
+            for uid in os.listdir(rt.pods_dir):
+                rt.remove_pod(uid)
+        rt.cleanup_orphans(keep=[])
+        rt.network.delete_bridge()
+        Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
+        admin.delete(f"/api/v1/namespaces/{ns}")
+        admin.delete(f"{LEASES}/{name}")
+        admin.delete(f"/api/v1/nodes/{name}")
