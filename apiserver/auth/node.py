@@ -13,8 +13,8 @@ What it guarantees
   - persistentvolumeclaims: get of one its pods use, and update/patch of its status;
     persistentvolumes: get of one bound to such a claim;
   - serviceaccounts: `create` of the `token` subresource, and get, of one its pods run as
-    (get as Kubernetes' authorizeServiceAccount grants it to kubelets that fetch a pod's
-    ServiceAccount for image credential providers);
+    (Kubernetes 1.32 grants only the token; newer releases also grant the get, behind a
+    feature gate, to kubelets that read a pod's ServiceAccount for credential providers);
   - leases: get, create, update, patch, delete in `kube-node-lease`, of the lease named
     like the node (create by any name: NodeRestriction checks the name it carries);
   - nodes: get, list and watch of its own Node only; create, update and patch of any
