@@ -518,6 +518,8 @@ def test_a_kubelet_may_touch_only_its_own_node_pods_lease_and_what_its_pods_use(
         assert a.get("/api/v1/pods").status_code == 403
         _ok(a.get(f"/api/v1/namespaces/{ns}/pods/pa"))
         assert a.get(f"/api/v1/namespaces/{ns}/pods/pb").status_code == 403
+        _refused(a.patch(f"/api/v1/namespaces/{ns}/pods/pb", headers=merge, content=b'{"metadata":{"labels":{"x":"y"}}}'),
+                 f'pods "pb" is forbidden: User "system:node:node-a" cannot patch resource "pods" in API group "" in the namespace "{ns}"')
         status = b'{"status":{"phase":"Running"}}'
         assert _ok(a.patch(f"/api/v1/namespaces/{ns}/pods/pa/status", headers=merge, content=status))["status"]["phase"] == "Running"
         _refused(a.patch(f"/api/v1/namespaces/{ns}/pods/pb/status", headers=merge, content=status),
