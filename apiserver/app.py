@@ -53,7 +53,10 @@ from apiserver.auth.authorizer import SYSTEM_PRIVILEGED_GROUP, PrivilegedGroups,
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
+from apiserver.audit import AuditLog, new_audit_id
+from apiserver.audit import event as audit_event
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.encryption import EncryptedStore, ResourceRule, transformers_by_prefix
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
@@ -273,6 +276,7 @@ class API:
         self.rbac = RBACAuthorizer()
         self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP), self.rbac])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
+        self.audit: AuditLog | None = None  # --audit-log-path
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False
@@ -307,6 +311,8 @@ class API:
             raise RuntimeError("process is shutting down")
 
     async def start(self) -> None:
+        if self.audit is not None:
+            await self.audit.start()
         await self.store.open()
         await self.cache.start()
         await self.resources.ensure_system_namespaces()
@@ -328,6 +334,8 @@ class API:
         await self.rbac_feed.stop()
         await self.cache.stop()
         await self.store.close()
+        if self.audit is not None:
+            await self.audit.stop()  # flushes what is buffered
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -766,7 +774,33 @@ class ResourceEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         start = time.perf_counter()
+        if self.api.audit is not None:
+            await self.audited(scope, receive, send, start, time.time())
+            return
         response, labels = await self.api.serve(Request(scope, receive, send))
+        await self.respond(scope, receive, send, response, labels, start)
+
+    async def audited(self, scope, receive, send, start: float, received: float) -> None:
+        """Serve and, if the audit policy asks, log the request once its response is sent
+        (the user is read after serving: authentication may set it on the way in)."""
+        response, labels = await self.api.serve(Request(scope, receive, send))
+        audit = self.api.audit
+        assert audit is not None
+        attrs = audit.attributes(scope)
+        if attrs is None:
+            await self.respond(scope, receive, send, response, labels, start)
+            return
+        audit_id = new_audit_id(scope)
+        response.headers["Audit-ID"] = audit_id
+        try:
+            await self.respond(scope, receive, send, response, labels, start)
+        finally:
+            audit.record(audit_event(scope, attrs, audit_id=audit_id, code=response.status_code,
+                                     body=getattr(response, "body", None), received=received,
+                                     completed=time.time()))
+
+    async def respond(self, scope, receive, send, response: Response,
+                      labels: tuple[str, ...] | None, start: float) -> None:
         if labels is None:
             await response(scope, receive, send)
             return
@@ -813,12 +847,19 @@ class ReadOnly:
 
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
-               bookmark_interval: float = 5.0, kubelet_token: str | None = None) -> Router:
+               bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+               encryption: list[ResourceRule] | None = None,
+               audit_log: AuditLog | None = None) -> Router:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
-    $MINIK8S_KUBELET_TOKEN)."""
-    store = EtcdStore(etcd_servers)
+    $MINIK8S_KUBELET_TOKEN). encryption: the rules of --encryption-provider-config
+    (apiserver/storage/encryption.py); audit_log: --audit-log-path's log (apiserver/audit.py)."""
+    store: Store = EtcdStore(etcd_servers)
+    if encryption:
+        store = EncryptedStore(store, transformers_by_prefix(
+            encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"))
+    api.audit = audit_log
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:
