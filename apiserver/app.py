@@ -35,8 +35,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
-from urllib.parse import quote
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from urllib.parse import parse_qsl, quote
 
 import anyio
 import httpx
@@ -48,8 +48,11 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
-from apiserver.auth import bootstrappolicy
-from apiserver.auth.authorizer import SYSTEM_PRIVILEGED_GROUP, PrivilegedGroups, Union
+from apiserver.auth import authn, bootstrappolicy, reviews
+from apiserver.auth import rbac as rbac_auth
+from apiserver.auth.authorizer import (SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
+                                       PrivilegedGroups, Union, UserInfo, forbidden,
+                                       request_attributes)
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
@@ -261,9 +264,37 @@ def _log_check() -> None:
     written synchronously by the handler, so there is nothing that can hang."""
 
 
+class AlwaysAllow:
+    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
+        return Decision.ALLOW, ""
+
+
+class AlwaysDeny:
+    """kube-apiserver's AlwaysDeny has no opinion, so the request is refused with its reason."""
+
+    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
+        return Decision.NO_OPINION, "Everything is forbidden."
+
+
+class AdmissionPlugin(Protocol):
+    """An admission plugin for writes (contract 4): raises machinery errors to refuse.
+    `obj` is the object as it is to be stored (None for a delete), `old` the stored one
+    (None for a create)."""
+
+    async def admit(self, user: UserInfo, attrs: Attributes, obj: dict | None,
+                    old: dict | None) -> None: ...
+
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+_DELETE_VERBS = ("delete", "deletecollection")
+
+
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
-                 bookmark_interval: float = 5.0, kubelet_token: str | None = None):
+                 bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+                 authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
+                 anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
+                 flags: Any = None):
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
@@ -271,11 +302,23 @@ class API:
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
         metrics.track_cache(self.cache)
-        # Authorization as kube-apiserver chains it: system:masters first, then RBAC, whose
-        # index follows the watch cache. Not yet asked by dispatch (authentication first).
+        # The process's flags (apiserver/main.py), for the parts configured from them.
+        self.flags = flags
+        # Authentication: x509, then the token authenticators in this order, then
+        # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
+        tokens: list[authn.TokenAuthenticator] = []
+        if enable_bootstrap_token_auth:
+            tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
+        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
+        # Authorization as kube-apiserver chains it: system:masters first, then the
+        # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
-        self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP), self.rbac])
+        self.authorization_modes = authorization_modes
+        self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
+                                 *(self._mode(m) for m in authorization_modes)])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
+        # Admission plugins for writes, called in order after validation, before storage.
+        self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
@@ -287,6 +330,87 @@ class API:
                       named_check("informer-sync", self._informer_sync_check),
                       named_check("shutdown", self._shutdown_check)):
             self.health.add(check, endpoints=("readyz",))
+
+    def _mode(self, mode: str) -> Authorizer:
+        if mode == "AlwaysAllow":
+            return AlwaysAllow()
+        if mode == "AlwaysDeny":
+            return AlwaysDeny()
+        if mode == "RBAC":
+            return self.rbac
+        if mode == "Node":
+            try:
+                from apiserver.auth.node import NodeAuthorizer  # type: ignore[import-not-found]
+            except ImportError:
+                raise ValueError("--authorization-mode=Node: this build has no Node authorizer") from None
+            node_authorizer: Authorizer = NodeAuthorizer(self)
+            return node_authorizer
+        raise ValueError(f'--authorization-mode: unknown authorization mode "{mode}"')
+
+    def cached_object(self, plural: str) -> Callable[[str, str], Awaitable[dict | None]]:
+        """An async getter of one object of a kind: the watch cache's copy (read-only),
+        etcd's when the cache has none."""
+        rt = registry.by_plural(plural)
+        assert rt is not None
+
+        async def get(namespace: str, name: str) -> dict | None:
+            entry = self.cache.get(rt, rt.key(namespace, name))
+            if entry is not None:
+                return entry.obj
+            try:
+                return await self.resources.get(rt, namespace, name)
+            except errors.NotFound:
+                return None
+        return get
+
+    # -- who is asking, and may they ---------------------------------------------------
+
+    async def authenticate_and_authorize(self, scope: dict) -> errors.APIError | None:
+        """Sets scope["user"] (an authorizer.UserInfo) and scope["attributes"] (what the
+        authorizers were asked), or answers the 401 or 403 that refuses the request."""
+        try:
+            user = await self.authn.authenticate(scope)
+        except authn.AuthenticationError as exc:
+            log.log(klog.V(4), "Unable to authenticate the request: %s", exc)
+            return authn.unauthorized()
+        scope["user"] = user
+        query: dict[str, str] = {}
+        if scope.get("query_string"):
+            for k, v in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+                query.setdefault(k, v)
+        # A WebSocket upgrade (pods/exec) asks for `create`, as kube-apiserver does
+        # since the AuthorizePodWebsocketUpgradeCreatePermission gate.
+        method = "POST" if scope["type"] == "websocket" else scope["method"]
+        attrs = request_attributes(user, method, scope["path"], query)
+        scope["attributes"] = attrs
+        decision, reason = self.authorizer.authorize(attrs)
+        if decision is not Decision.ALLOW:
+            return forbidden(attrs, reason)
+        return None
+
+    def admitter(self, request: Request) -> Callable[[dict, dict | None], Awaitable[None]] | None:
+        """The admission of one write request (WriteOptions.admit): RBAC's escalation check
+        on roles and bindings, then every admission plugin. None for a request the server
+        makes itself (no user) or one nothing has to admit."""
+        user: UserInfo | None = request.scope.get("user")
+        attrs: Attributes | None = request.scope.get("attributes")
+        if user is None or attrs is None:
+            return None
+        escalation = (attrs.api_group == rbac_auth.GROUP and attrs.resource in rbac_auth.KINDS
+                      and attrs.verb in ("create", "update", "patch"))
+        plugins = tuple(self.admission)
+        if not plugins and not escalation:
+            return None
+
+        async def admit(obj: dict, old: dict | None) -> None:
+            if escalation:
+                rbac_auth.check_escalation(self.rbac, user, resource=attrs.resource,
+                                           namespace=attrs.namespace, obj=obj, old=old,
+                                           authorizer=self.authorizer)
+            new = None if attrs.verb in _DELETE_VERBS else obj
+            for plugin in plugins:
+                await plugin.admit(user, attrs, new, old)
+        return admit
 
     # -- health: kube-apiserver's checks ----------------------------------------------
 
@@ -361,6 +485,8 @@ class API:
 
     async def dispatch(self, request: Request, t: Target) -> Response:
         handler = ROUTES.get((verb(request, t), t.subresource))
+        if t.rt.extra.get("review") and handler is not API._create:
+            handler = None
         if handler is None:
             if t.subresource in ("binding", "eviction"):
                 raise errors.MethodNotAllowed(f"only POST is allowed on pods/{t.subresource}")
@@ -381,7 +507,9 @@ class API:
 
     async def _create(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-        opts = write_options(request)
+        if t.rt.extra.get("review"):
+            return await reviews.create(self, request, t.rt, t.namespace, body)
+        opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.create(t.rt, t.namespace, body, opts)
         return self.object_response(obj, 201, opts.warnings)
 
@@ -389,7 +517,8 @@ class API:
         sel = self._selection(request, t)
         options = await self.delete_options(request)
         items, revision = await self.resources.delete_collection(
-            t.rt, sel, options, WriteOptions(dry_run=dry_run(request.query_params)))
+            t.rt, sel, options, WriteOptions(dry_run=dry_run(request.query_params),
+                                             admit=self.admitter(request)))
         return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version,
                               "metadata": {"resourceVersion": str(revision)}, "items": items})
 
@@ -399,7 +528,7 @@ class API:
 
     async def _update(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-        opts = write_options(request)
+        opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.update(t.rt, t.namespace, t.name, body, opts,
                                           subresource=main_or_status(t))
         return self.object_response(obj, 200, opts.warnings)
@@ -410,13 +539,13 @@ class API:
             return await self._apply(request, t)
         body = decode_body(await read_body(request), ctype, PATCH_TYPES)
         obj = await self.resources.patch(t.rt, t.namespace, t.name, ctype, body,
-                                         opts := write_options(request),
+                                         opts := write_options(request, admit=self.admitter(request)),
                                          subresource=main_or_status(t))
         return self.object_response(obj, 200, opts.warnings)
 
     async def _apply(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), "application/apply-patch+yaml", PATCH_TYPES)
-        opts = write_options(request, apply=True)
+        opts = write_options(request, apply=True, admit=self.admitter(request))
         obj, created = await self.resources.apply(t.rt, t.namespace, t.name, body, opts,
                                                   subresource=main_or_status(t))
         return self.object_response(obj, 201 if created else 200, opts.warnings)
@@ -424,14 +553,16 @@ class API:
     async def _delete(self, request: Request, t: Target) -> Response:
         options = await self.delete_options(request)
         obj, gone = await self.resources.delete(t.rt, t.namespace, t.name, options,
-                                                WriteOptions(dry_run=dry_run(request.query_params)))
+                                                WriteOptions(dry_run=dry_run(request.query_params),
+                                                             admit=self.admitter(request)))
         # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
         return self.object_response(obj, 200 if gone else 202)
 
     async def _bind(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
         await self.resources.bind(t.rt, t.namespace, t.name, body,
-                                  WriteOptions(dry_run=dry_run(request.query_params)))
+                                  WriteOptions(dry_run=dry_run(request.query_params),
+                                               admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 
@@ -445,7 +576,8 @@ class API:
         if not isinstance(options, dict):
             raise errors.BadRequest("deleteOptions must be an object")
         await self.resources.delete(t.rt, t.namespace, t.name, options,
-                                    WriteOptions(dry_run=dry_run(request.query_params)))
+                                    WriteOptions(dry_run=dry_run(request.query_params),
+                                                 admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 
@@ -458,7 +590,8 @@ class API:
         patch = request.method == "PATCH"
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         body = decode_body(await read_body(request), ctype, PATCH_TYPES if patch else BODY_TYPES)
-        opts = WriteOptions(dry_run=dry_run(request.query_params), field_manager=field_manager(request))
+        opts = WriteOptions(dry_run=dry_run(request.query_params), field_manager=field_manager(request),
+                            admit=self.admitter(request))
         return json_response(await self.resources.update_scale(
             t.rt, t.namespace, t.name, body, opts, patch_type=ctype if patch else None))
 
@@ -727,7 +860,8 @@ def main_or_status(t: Target) -> str | None:
     return "status" if t.subresource == "status" else None
 
 
-def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
+def write_options(request: Request, *, apply: bool = False,
+                  admit: Callable[[dict, dict | None], Awaitable[None]] | None = None) -> WriteOptions:
     q = request.query_params
     force = False
     if apply:
@@ -737,7 +871,7 @@ def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
         force = raw == "true"
     return WriteOptions(dry_run=dry_run(q), field_validation=field_validation(q),
                         field_manager=field_manager(request, apply=apply), force=force,
-                        warnings=[])
+                        warnings=[], admit=admit)
 
 
 # (verb, subresource) -> handler: what the server does for every request on a resource
@@ -774,33 +908,7 @@ class ResourceEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         start = time.perf_counter()
-        if self.api.audit is not None:
-            await self.audited(scope, receive, send, start, time.time())
-            return
         response, labels = await self.api.serve(Request(scope, receive, send))
-        await self.respond(scope, receive, send, response, labels, start)
-
-    async def audited(self, scope, receive, send, start: float, received: float) -> None:
-        """Serve and, if the audit policy asks, log the request once its response is sent
-        (the user is read after serving: authentication may set it on the way in)."""
-        response, labels = await self.api.serve(Request(scope, receive, send))
-        audit = self.api.audit
-        assert audit is not None
-        attrs = audit.attributes(scope)
-        if attrs is None:
-            await self.respond(scope, receive, send, response, labels, start)
-            return
-        audit_id = new_audit_id(scope)
-        response.headers["Audit-ID"] = audit_id
-        try:
-            await self.respond(scope, receive, send, response, labels, start)
-        finally:
-            audit.record(audit_event(scope, attrs, audit_id=audit_id, code=response.status_code,
-                                     body=getattr(response, "body", None), received=received,
-                                     completed=time.time()))
-
-    async def respond(self, scope, receive, send, response: Response,
-                      labels: tuple[str, ...] | None, start: float) -> None:
         if labels is None:
             await response(scope, receive, send)
             return
@@ -846,19 +954,83 @@ class ReadOnly:
         await response(scope, receive, send)
 
 
+class Secured:
+    """The server's ASGI entry: every HTTP request and WebSocket is authenticated and
+    authorized (API.authenticate_and_authorize) before the router sees it, the fixed
+    paths (/version, health, /metrics, OpenAPI, discovery) included, as kube-apiserver's
+    filter chain does. A refusal is the 401 or 403 Status; the lifespan passes through."""
+
+    def __init__(self, app: Router, api: API):
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.api.audit is not None and scope["type"] == "http":
+            await self.audited(scope, receive, send)
+            return
+        await self.secured(scope, receive, send)
+
+    async def audited(self, scope, receive, send) -> None:
+        """Serve, then give the audit log the request's event if its policy asks for one.
+        Outside authentication and authorization, as kube-apiserver's WithAudit, so a 401
+        or a 403 is logged too; the policy is asked once the user is known. Every response
+        carries its Audit-ID header."""
+        audit = self.api.audit
+        assert audit is not None
+        received = time.time()
+        audit_id = new_audit_id(scope)
+        code = 0
+        failure: list[bytes] = []  # the Status body of a failure, for responseStatus
+
+        async def send_and_note(message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"audit-id", audit_id.encode())]}
+            elif message["type"] == "http.response.body" and code >= 300 and len(failure) < 4:
+                failure.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.secured(scope, receive, send_and_note)
+        finally:
+            attrs = audit.attributes(scope)
+            if attrs is not None:
+                audit.record(audit_event(scope, attrs, audit_id=audit_id, code=code or 500,
+                                         body=b"".join(failure), received=received,
+                                         completed=time.time()))
+
+    async def secured(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refused = await self.api.authenticate_and_authorize(scope)
+            if refused is not None:
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).send_denial_response(status_response(refused))
+                else:
+                    await status_response(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+               authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
+               enable_bootstrap_token_auth: bool = False, flags: Any = None,
                encryption: list[ResourceRule] | None = None,
-               audit_log: AuditLog | None = None) -> Router:
+               audit_log: AuditLog | None = None) -> Secured:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
-    $MINIK8S_KUBELET_TOKEN). encryption: the rules of --encryption-provider-config
-    (apiserver/storage/encryption.py); audit_log: --audit-log-path's log (apiserver/audit.py)."""
+    $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built.
+    encryption: the rules of --encryption-provider-config (apiserver/storage/encryption.py);
+    audit_log: --audit-log-path's log (apiserver/audit.py)."""
     store: Store = EtcdStore(etcd_servers)
     if encryption:
         store = EncryptedStore(store, transformers_by_prefix(
             encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
-              kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"))
+              kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
+              authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags)
     api.audit = audit_log
     version_info = version.info()
 
@@ -924,4 +1096,4 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", api.exec),
     ]
     routes += [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
-    return Router(routes=routes, lifespan=lifespan, default=not_found)
+    return Secured(Router(routes=routes, lifespan=lifespan, default=not_found), api)

@@ -9,8 +9,10 @@ What this module guarantees
   Status' status, reason and message}, requestReceivedTimestamp and stageTimestamp
   (RFC 3339 with microseconds, as Kubernetes' MicroTime). Empty fields are left out, as
   Go's omitempty does.
-- The user is `request.scope["user"]` (an authorizer.UserInfo, set by authentication);
-  a request without one is logged as `system:anonymous` in `system:unauthenticated`.
+- The user is `scope["user"]` (an authorizer.UserInfo, set by authentication) and the
+  verb and objectRef are `scope["attributes"]`, what the authorizers were asked; a
+  request refused before those are set (a 401) is read from its path and logged as
+  `system:anonymous` in `system:unauthenticated`.
 - Which requests: `--audit-policy-file` takes an `audit.k8s.io/v1` Policy, whose first
   matching rule (users, userGroups, verbs, resources {group, resources, resourceNames},
   namespaces) gives the level; no match is `None`. Levels `Request` and `RequestResponse`
@@ -316,11 +318,15 @@ class AuditLog:
         self.dropped = 0
 
     def attributes(self, scope: dict) -> Attributes | None:
-        """The request's attributes if the policy audits it, else None."""
-        user = scope.get("user") or ANONYMOUS_USER
-        raw = scope.get("query_string") or b""
-        query = dict(parse_qsl(raw.decode("latin-1"))) if raw else None
-        attrs = request_attributes(user, scope["method"], scope["path"], query)
+        """The request's attributes if the policy audits it, else None: those the
+        authorizers were asked (scope["attributes"]), or, for a request refused before
+        that, read from the request with its user if known, else as anonymous."""
+        attrs = scope.get("attributes")
+        if attrs is None:
+            user = scope.get("user") or ANONYMOUS_USER
+            raw = scope.get("query_string") or b""
+            query = dict(parse_qsl(raw.decode("latin-1"))) if raw else None
+            attrs = request_attributes(user, scope["method"], scope["path"], query)
         return attrs if level_of(self.policy, attrs) != "None" else None
 
     def record(self, ev: dict[str, Any]) -> None:

@@ -367,7 +367,8 @@ def test_a_bad_config_stops_the_server_with_one_line(cluster, tmp_path):
     path.write_text(config("secrets", "aescbc: {keys: [{name: a, secret: c2hvcnQ=}]}"))
     for arg in (str(path), str(tmp_path / "missing.yaml")):
         p = subprocess.run([sys.executable, "-m", "cluster.cli", "apiserver", "--etcd-servers",
-                            cluster.etcd.url, "--port", "0", "--encryption-provider-config", arg],
+                            cluster.etcd.url, "--port", "0", "--plain-http",
+                            "--encryption-provider-config", arg],
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 1
         lines = p.stderr.strip().splitlines()
