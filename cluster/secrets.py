@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import os
 import sys
 
 from client import kubeconfig
@@ -28,6 +30,33 @@ from client.rest import Client
 from machinery import errors
 
 PAGE = 500
+CONFIG_NAME = "encryption-config.yaml"
+
+
+def config_path(state_dir: str) -> str:
+    return os.path.join(state_dir, CONFIG_NAME)
+
+
+def ensure_encryption_config(state_dir: str) -> str:
+    """`minik8s up --secrets-encryption` (k3s' flag): the path of the cluster's
+    EncryptionConfiguration, made on first use with a random 32-byte aescbc key for
+    Secrets and identity second (so Secrets written before still read), readable by its
+    owner only. An existing file is kept as it is: its keys are what etcd holds."""
+    path = config_path(state_dir)
+    if os.path.exists(path):
+        return path
+    key = base64.b64encode(os.urandom(32)).decode()
+    text = ("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n"
+            "resources:\n- resources: [secrets]\n  providers:\n"
+            f"  - aescbc:\n      keys:\n      - name: aescbckey\n        secret: {key}\n"
+            "  - identity: {}\n")
+    os.makedirs(state_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
 
 
 def add_parser(sub) -> None:

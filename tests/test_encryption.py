@@ -385,3 +385,27 @@ def test_reencrypt_rejects_an_unknown_resource_before_writing(cluster):
     assert p.stdout == ""
     assert p.stderr.strip() == 'error: the server doesn\'t have a resource type "nosuch"'
 
+
+
+def test_up_secrets_encryption_makes_a_key_once_and_keeps_it_on(tmp_path):
+    import argparse
+
+    from cluster import commands
+    parser = argparse.ArgumentParser()
+    commands.add_parsers(parser.add_subparsers(dest="command"))
+    state = str(tmp_path / "state")
+    cfg, _ = commands._config_for_up(parser.parse_args(
+        ["up", "--state-dir", state, "--runtime", "fake", "--secrets-encryption"]))
+    path = os.path.join(state, "encryption-config.yaml")
+    assert cfg.extra_args["apiserver"] == ["--encryption-provider-config", path]
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    rules = encryption.load_config(path)
+    assert rules[0].resources == ("secrets",)
+    assert rules[0].transformer.writer.prefix == b"k8s:enc:aescbc:v1:aescbckey:"
+    assert rules[0].transformer.identity  # Secrets written before still read
+    first = open(path).read()
+    # A later `up` without the flag (and with other API server arguments) keeps it.
+    cfg, _ = commands._config_for_up(parser.parse_args(
+        ["up", "--state-dir", state, "--runtime", "fake", "--apiserver-args", "-v 2"]))
+    assert cfg.extra_args["apiserver"] == ["-v", "2", "--encryption-provider-config", path]
+    assert open(path).read() == first
