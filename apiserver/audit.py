@@ -40,7 +40,7 @@ import glob
 import logging
 import os
 import sys
-import uuid
+import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import parse_qsl
@@ -186,8 +186,16 @@ def level_of(policy: tuple[Rule, ...], attrs: Attributes) -> str:
 # -- the events ----------------------------------------------------------------------------
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted: most events share it
+
+
 def _micro(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds (MicroTime), formatting each second once: datetime's
+    strftime costs ~8 us, a tenth of a pod create's server time on a slow core."""
+    sec = int(ts)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((ts - sec) * 1e6):06d}Z"
 
 
 def source_ips(scope: dict) -> list[str]:
@@ -374,6 +382,23 @@ class AuditLog:
             self._file.close()
 
 
+_random = bytearray()
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID from a pool of os.urandom bytes: str(uuid.uuid4()) costs
+    ~14 us on this project's 2-core machine, one syscall and one UUID object per request."""
+    global _random
+    if len(_random) < 16:
+        _random = bytearray(os.urandom(16 * 256))
+    b = _random[-16:]
+    del _random[-16:]
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def new_audit_id(scope: dict) -> str:
     """The request's Audit-ID header when it sends one (as kube-apiserver keeps it), else a new UUID."""
-    return _header(scope, b"audit-id") or str(uuid.uuid4())
+    return _header(scope, b"audit-id") or _uuid4()
