@@ -965,7 +965,7 @@ class Secured:
         self.api = api
 
     async def __call__(self, scope, receive, send) -> None:
-        if self.api.audit is not None and scope["type"] == "http":
+        if self.api.audit is not None and scope["type"] in ("http", "websocket"):
             await self.audited(scope, receive, send)
             return
         await self.secured(scope, receive, send)
@@ -984,12 +984,18 @@ class Secured:
 
         async def send_and_note(message) -> None:
             nonlocal code
-            if message["type"] == "http.response.start":
-                code = message["status"]
+            kind = message["type"]
+            # A WebSocket (pods/exec) is accepted (101), refused with a response
+            # (websocket.http.response.*), or closed before acceptance (403, as uvicorn says).
+            if kind in ("http.response.start", "websocket.http.response.start", "websocket.accept"):
+                code = message.get("status", 101)
                 message = {**message, "headers": [*message.get("headers", ()),
                                                   (b"audit-id", audit_id.encode())]}
-            elif message["type"] == "http.response.body" and code >= 300 and len(failure) < 4:
+            elif kind in ("http.response.body", "websocket.http.response.body") and code >= 300 \
+                    and len(failure) < 4:
                 failure.append(message.get("body", b""))
+            elif kind == "websocket.close" and not code:
+                code = 403
             await send(message)
 
         try:

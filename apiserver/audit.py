@@ -17,7 +17,8 @@ What this module guarantees
   matching rule (users, userGroups, verbs, resources {group, resources, resourceNames},
   namespaces) gives the level; no match is `None`. Levels `Request` and `RequestResponse`
   are logged as `Metadata` (no bodies are recorded), and `omitStages` is ignored (only
-  ResponseComplete exists here). Without a policy file, every write (create, update,
+  ResponseComplete exists here: a `pods/exec` WebSocket is logged when it ends, with
+  code 101 if it was accepted). Without a policy file, every write (create, update,
   patch, delete, deletecollection) is logged at Metadata and reads are not: kube-apiserver
   logs nothing without a policy, minik8s' issue asks for each write.
 - Requests are never slowed by the file: `record` only appends to a bounded in-memory
@@ -334,7 +335,8 @@ class AuditLog:
             user = scope.get("user") or ANONYMOUS_USER
             raw = scope.get("query_string") or b""
             query = dict(parse_qsl(raw.decode("latin-1"))) if raw else None
-            attrs = request_attributes(user, scope["method"], scope["path"], query)
+            method = "POST" if scope["type"] == "websocket" else scope["method"]  # exec is a create
+            attrs = request_attributes(user, method, scope["path"], query)
         return attrs if level_of(self.policy, attrs) != "None" else None
 
     def record(self, ev: dict[str, Any]) -> None:

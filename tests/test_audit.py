@@ -126,6 +126,29 @@ def test_a_refused_write_is_logged_with_the_anonymous_user_and_403(server):
     assert ev["responseStatus"]["reason"] == "Forbidden"
 
 
+def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
+    from websockets.sync.client import connect
+    ns = "audit-" + uuid.uuid4().hex[:6]
+    with admin(server) as c:
+        assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        r = c.post(f"/api/v1/namespaces/{ns}/pods", json={"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "busybox"}]}})
+        assert r.status_code == 201, r.text
+    ctx = ssl.create_default_context(cafile=server.ca_file)
+    ctx.load_cert_chain(f"{server.pki_dir}/admin.crt", f"{server.pki_dir}/admin.key")
+    url = server.url.replace("https", "wss") + f"/api/v1/namespaces/{ns}/pods/p/exec?command=ls&stdout=true"
+    with connect(url, ssl=ctx, subprotocols=["v5.channel.k8s.io"]) as ws:
+        audit_id = ws.response.headers["audit-id"]
+        status = ws.recv(timeout=10)  # the pod has no node: a failure Status on channel 3
+        assert status[0] == 3
+    ev = event_for(server.audit_log, audit_id)
+    assert ev["verb"] == "create"
+    assert ev["objectRef"] == {"resource": "pods", "namespace": ns, "name": "p", "subresource": "exec",
+                               "apiVersion": "v1"}
+    assert ev["responseStatus"]["code"] == 101
+    assert ev["user"]["username"] == "kubernetes-admin"
+
+
 def test_a_client_audit_id_is_kept(server):
     mine = str(uuid.uuid4())
     with admin(server) as c:

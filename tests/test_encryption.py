@@ -220,6 +220,23 @@ def test_rotation_rewrites_every_secret_under_the_new_first_key(cluster):
         assert http.get(f"/api/v1/namespaces/{ns}/secrets/{name}").status_code == 200
 
 
+def test_turning_encryption_on_then_reencrypt_encrypts_what_was_plain(cluster):
+    http = cluster.serve(config("secrets", "identity: {}"))
+    ns = namespace(http)
+    secret(http, ns, "before")
+    assert B64 in cluster.raw(f"/registry/secrets/{ns}/before")
+    # What `minik8s up --secrets-encryption` writes: the key first, identity to read the rest.
+    http = cluster.serve(config("secrets", aescbc(("key1", KEY1)), "identity: {}"))
+    assert B64 in cluster.raw(f"/registry/secrets/{ns}/before")  # nothing changes by itself
+    out = reencrypt(cluster)
+    assert_encrypted(cluster.raw(f"/registry/secrets/{ns}/before"), "k8s:enc:aescbc:v1:key1:")
+    got = http.get(f"/api/v1/namespaces/{ns}/secrets/before").json()
+    assert base64.b64decode(got["data"]["password"]).decode() == PLAIN
+    # Every Secret was plain, so every one (the server may have made some of its own) is re-written.
+    seen = int(out.split(" of ")[1].split()[0])
+    assert out.strip() == f"secrets: {seen} of {seen} re-written"
+
+
 def test_identity_first_reads_encrypted_values_and_decrypts_on_rewrite(cluster):
     http = cluster.serve(config("secrets", aescbc(("key1", KEY1))))
     ns = namespace(http)

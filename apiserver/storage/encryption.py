@@ -30,8 +30,8 @@ What this module guarantees
   prefixes are encrypted on the way in and decrypted on the way out, in gets, lists,
   failed compare-and-swaps, deletes and watch events (value and previous value) alike.
   Keys, revisions and everything else pass through unchanged. A value that no provider
-  can read is a StorageError naming the key (kube-apiserver answers it 500, as here); in
-  a watch, such an event is logged and skipped so the watch cache keeps going.
+  can read is a StorageError naming the key, from a get (answered 500, as kube-apiserver
+  does), a list, or a watch (which it ends); ciphertext is never returned as a value.
 - The configuration is read once at start: there is no automatic reload
   (kube-apiserver's --encryption-provider-config-automatic-reload). Restart the server to
   change keys.
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -57,7 +56,6 @@ from cryptography.exceptions import InvalidTag
 
 from apiserver.storage.interface import Batch, Event, KeyValue, ListResult, StorageError, Store
 
-log = logging.getLogger("minik8s.apiserver.storage")
 
 API_VERSION = "apiserver.config.k8s.io/v1"
 KIND = "EncryptionConfiguration"
@@ -427,14 +425,13 @@ class EncryptedStore:
                     if t is None:
                         out.append(ev)
                         continue
-                    try:
-                        out.append(Event(ev.type, ev.key, self._event_value(t, ev.key, ev.value),
-                                         self._event_value(t, ev.key, ev.prev_value),
-                                         ev.revision, ev.created))
-                    except StorageError as e:
-                        log.error("watch event skipped: %s", e)
-                if out:
-                    yield out
+                    # A value no key reads (another server, configured otherwise, wrote
+                    # it) ends the watch with StorageError: skipping it would leave the
+                    # watcher's copy silently behind etcd's.
+                    out.append(Event(ev.type, ev.key, self._event_value(t, ev.key, ev.value),
+                                     self._event_value(t, ev.key, ev.prev_value),
+                                     ev.revision, ev.created))
+                yield out
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
