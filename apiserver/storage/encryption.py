@@ -19,8 +19,12 @@ What this module guarantees
     starts with `k8s:enc:` (Kubernetes' EncryptCheckTransformer), so a missing key is an
     error rather than ciphertext served as an object.
   `kms` is recognised and refused: there is no KMS plugin here.
+- Which rule applies to a resource is kube-apiserver's choice: its name
+  (`secrets`, `deployments.apps`), else `*.<group>` (`*.` for the core group), else
+  `*.*`; a name in two rules takes the first.
 - Per resource, the first provider (and within it, the first key) encrypts every write;
-  every provider can decrypt what carries its prefix, so adding a key in second place,
+  every key can decrypt what carries its prefix (keys sharing a name are tried in
+  order, as Kubernetes' prefix transformers do), so adding a key in second place,
   restarting, moving it first, restarting and re-writing every object rotates keys
   without a moment when a value cannot be read. A value read with anything but the
   first provider's first key is *stale*: `KeyValue.stale` says so, and the resource layer
@@ -178,13 +182,15 @@ class Transformer:
     def from_storage(self, data: bytes, key: str) -> tuple[bytes, bool]:
         """(the plain value, whether it is stale: not written by the current writer)."""
         if data.startswith(ENC_PREFIX):
+            failed: list[str] = []
             for i, k in enumerate(self.keys):
                 if k is not None and data.startswith(k.prefix):
                     try:
                         return k.open(data[len(k.prefix):], key), i != 0
-                    except TransformError as e:
-                        raise StorageError(f"unable to decrypt {key} with {k.provider} key "
-                                           f'"{k.name}": {e}') from None
+                    except TransformError as e:  # another key of the same name may read it
+                        failed.append(f'{k.provider} key "{k.name}": {e}')
+            if failed:
+                raise StorageError(f"unable to decrypt {key} with {'; '.join(failed)}")
             if self.identity:  # EncryptCheckTransformer's refusal
                 raise StorageError(f"unable to read {key}: identity transformer tried to read "
                                    "encrypted data (no configured key matches its prefix "
@@ -215,8 +221,6 @@ def _decode_key(path: str, provider: str, key: Any, sizes: tuple[int, ...]) -> t
     name, secret = key.get("name"), key.get("secret")
     if not isinstance(name, str) or not name:
         raise _fail(f"{path}.name", "Required value: key's name is missing")
-    if ":" in name:
-        raise _fail(f"{path}.name", f'Invalid value: "{name}": key\'s name must not contain ":"')
     if not isinstance(secret, str) or not secret:
         raise _fail(f"{path}.secret", "Required value: key's secret is missing")
     try:
@@ -255,15 +259,40 @@ def _provider(path: str, item: Any) -> list[_Key | None]:
         raise _fail(f"{path}.{kind}.keys", "Required value: keys (list) should have at least 1 element")
     sizes = (32,) if kind == "secretbox" else AES_KEY_SIZES
     out: list[_Key | None] = []
-    seen: set[str] = set()
     for j, key in enumerate(keys):
-        kpath = f"{path}.{kind}.keys[{j}]"
-        name, secret = _decode_key(kpath, kind, key, sizes)
-        if name in seen:
-            raise _fail(f"{kpath}.name", f'Duplicate value: "{name}"')
-        seen.add(name)
+        name, secret = _decode_key(f"{path}.{kind}.keys[{j}]", kind, key, sizes)
         out.append(_KEY_CLASSES[kind](name, secret))
     return out
+
+
+def _resource_name_problem(name: Any) -> str:
+    """Why a resources[] entry is refused (Kubernetes' validateResourceNames), or ""."""
+    if not isinstance(name, str) or not name:
+        return "must be a resource name"
+    if name != name.lower():
+        return "resource name should not contain capital letters"
+    if name == "*":
+        return "use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"
+    resource, _, group = name.partition(".")
+    if group == "events.k8s.io":
+        return ("'*.events.k8s.io' objects are stored using the 'events' API group in etcd. "
+                "Use 'events' instead in the config file")
+    if group == "*" and resource != "*":
+        return "encrypting the same resource across groups is not supported"
+    return ""
+
+
+def _overlap_problem(names: list[str]) -> str:
+    """Kubernetes' validateResourceOverlap, within one resources list."""
+    if len(set(names)) != len(names):
+        return "the same resource cannot be specified multiple times"
+    parsed = [n.partition(".")[::2] for n in names]
+    for i, (r1, g1) in enumerate(parsed):
+        for j, (r2, g2) in enumerate(parsed):
+            if i != j and ((r1, g1) == ("*", "*") or (g1 == g2 and "*" in (r1, r2))):
+                return ("using overlapping resources such as 'secrets' and '*.' in the same "
+                        "resource list is not allowed as they will be masked")
+    return ""
 
 
 def parse_config(doc: Any) -> list[ResourceRule]:
@@ -276,7 +305,7 @@ def parse_config(doc: Any) -> list[ResourceRule]:
     resources = doc.get("resources")
     if not isinstance(resources, list) or not resources:
         raise _fail("resources", "Required value: resources (list) should have at least 1 element")
-    rules, seen = [], set()
+    rules = []
     for i, entry in enumerate(resources):
         path = f"resources[{i}]"
         if not isinstance(entry, dict):
@@ -285,13 +314,12 @@ def parse_config(doc: Any) -> list[ResourceRule]:
         if not isinstance(names, list) or not names:
             raise _fail(f"{path}.resources", "Required value: resources (list) should have at least 1 element")
         for j, name in enumerate(names):
-            if not isinstance(name, str) or not name or name != name.lower() or \
-                    ("*" in name and not name.startswith("*.")):
-                raise _fail(f"{path}.resources[{j}]", f'Invalid value: "{name}": resource name '
-                            'must be lowercase, as "<resource>[.<group>]", "*.<group>", "*." or "*.*"')
-            if name in seen:
-                raise _fail(f"{path}.resources[{j}]", f'Duplicate value: "{name}"')
-            seen.add(name)
+            problem = _resource_name_problem(name)
+            if problem:
+                raise _fail(f"{path}.resources[{j}]", f'Invalid value: "{name}": {problem}')
+        problem = _overlap_problem(names)
+        if problem:
+            raise _fail(f"{path}.resources", f"Invalid value: {names}: {problem}")
         providers = entry.get("providers")
         if not isinstance(providers, list) or not providers:
             raise _fail(f"{path}.providers", "Required value: providers (list) should have at least 1 element")
@@ -319,27 +347,21 @@ def load_config(path: str) -> list[ResourceRule]:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _matches(pattern: str, group: str, plural: str) -> bool:
-    if pattern == "*.*":
-        return True
-    res, _, grp = pattern.partition(".")
-    if res == "*":
-        return grp == group
-    return res == plural and grp == group
-
-
 def transformers_by_prefix(rules: Iterable[ResourceRule],
                            resources: Iterable[tuple[str, str, str]]) -> dict[str, Transformer]:
     """{etcd key prefix: transformer} for the served resources, given as (group, plural,
-    key prefix): each takes the first rule that names it, exactly or by a wildcard."""
-    rules = list(rules)
+    key prefix), as kube-apiserver picks: the resource by name, else `*.<group>`, else
+    `*.*`; of several rules naming the same, the first."""
+    by_name: dict[str, Transformer] = {}
+    for rule in rules:
+        for name in rule.resources:
+            by_name.setdefault(name, rule.transformer)
     out: dict[str, Transformer] = {}
     for group, plural, prefix in resources:
-        exact = next((r for r in rules for p in r.resources if "*" not in p
-                      and _matches(p, group, plural)), None)
-        rule = exact or next((r for r in rules for p in r.resources if _matches(p, group, plural)), None)
-        if rule is not None and prefix not in out:
-            out[prefix] = rule.transformer
+        t = by_name.get(f"{plural}.{group}" if group else plural) or \
+            by_name.get(f"*.{group}") or by_name.get("*.*")
+        if t is not None and prefix not in out:
+            out[prefix] = t
     return out
 
 
