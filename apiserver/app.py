@@ -384,6 +384,10 @@ class API:
         attrs = request_attributes(user, method, scope["path"], query)
         scope["attributes"] = attrs
         decision, reason = self.authorizer.authorize(attrs)
+        if self.audit is not None:  # what kube-apiserver's audit events carry of the decision
+            scope["audit_annotations"] = {
+                "authorization.k8s.io/decision": "allow" if decision is Decision.ALLOW else "forbid",
+                "authorization.k8s.io/reason": reason}
         if decision is not Decision.ALLOW:
             return forbidden(attrs, reason)
         return None

@@ -7,8 +7,9 @@ What this module guarantees
   {username, uid, groups, extra}, sourceIPs, userAgent, objectRef {resource, namespace,
   name, apiGroup, apiVersion, subresource}, responseStatus {code, and for a failure the
   Status' status, reason and message}, requestReceivedTimestamp and stageTimestamp
-  (RFC 3339 with microseconds, as Kubernetes' MicroTime). Empty fields are left out, as
-  Go's omitempty does.
+  (RFC 3339 with microseconds, as Kubernetes' MicroTime), and the annotations
+  `authorization.k8s.io/decision` (allow, forbid) and `authorization.k8s.io/reason` from
+  `scope["audit_annotations"]`. Empty fields are left out, as Go's omitempty does.
 - The user is `scope["user"]` (an authorizer.UserInfo, set by authentication) and the
   verb and objectRef are `scope["attributes"]`, what the authorizers were asked; a
   request refused before those are set (a 401) is read from its path and logged as
@@ -264,7 +265,7 @@ def event(scope: dict, attrs: Attributes, *, audit_id: str, code: int, body: byt
     ev["stageTimestamp"] = _micro(completed)
     annotations = scope.get("audit_annotations")
     if annotations:
-        ev["annotations"] = dict(annotations)
+        ev["annotations"] = {k: v for k, v in annotations.items() if v}
     return ev
 
 

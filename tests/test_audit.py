@@ -106,6 +106,7 @@ def test_writes_are_logged_as_metadata_events_with_user_verb_object_and_code(ser
         assert "system:authenticated" in ev["user"]["groups"]
         assert ev["sourceIPs"] == ["127.0.0.1"]
         assert ev["userAgent"] == "audit-test/1.0"
+        assert ev["annotations"]["authorization.k8s.io/decision"] == "allow"
         received = datetime.datetime.fromisoformat(ev["requestReceivedTimestamp"])
         completed = datetime.datetime.fromisoformat(ev["stageTimestamp"])
         assert received <= completed
@@ -124,6 +125,7 @@ def test_a_refused_write_is_logged_with_the_anonymous_user_and_403(server):
     assert ev["user"] == {"username": "system:anonymous", "groups": ["system:unauthenticated"]}
     assert ev["responseStatus"]["code"] == 403
     assert ev["responseStatus"]["reason"] == "Forbidden"
+    assert ev["annotations"]["authorization.k8s.io/decision"] == "forbid"
 
 
 def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
