@@ -70,9 +70,17 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             self.head = b""
             self.tls: sslproto.SSLProtocol | None = None
             self.extension: dict[str, Any] | None = None
+            self.idle: asyncio.TimerHandle
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport  # uvloop's transports are no asyncio.Transport
+            # A client that never sends its first bytes is closed as one that never ends
+            # its handshake would be.
+            self.idle = self.loop.call_later(HANDSHAKE_TIMEOUT, self._give_up)
+
+        def _give_up(self) -> None:
+            if self.transport is not None and self.tls is None:
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             assert self.transport is not None
@@ -83,11 +91,13 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 if self.head[:5] in _HTTP_STARTS:
                     self.transport.write(HTTP_TO_HTTPS)
                 self.transport.close()
+                self.head = b"\x00"  # whatever else arrives before the close is dropped
                 return
             self._start_tls()
 
         def _start_tls(self) -> None:
             assert self.transport is not None
+            self.idle.cancel()
             config = copy.copy(self.config)
             app = config.loaded_app
             front = self
@@ -119,6 +129,7 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 data = data[n:]
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self.idle.cancel()
             self.transport = None
 
     return TLSFront

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,12 +39,33 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
 
 
 class Etcd:
-    def __init__(self):
+    """etcd on free loopback ports; with `pki_dir` (a cluster.pki directory) it serves
+    clients over TLS with etcd/server.crt and requires client certificates of etcd/ca."""
+
+    def __init__(self, pki_dir: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="minik8s-etcd-")
         self.port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.pki_dir = pki_dir
+        self.url = f"{'https' if pki_dir else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+
+    def _tls(self) -> list[str]:
+        if not self.pki_dir:
+            return []
+        etcd = os.path.join(self.pki_dir, "etcd")
+        return ["--cert-file", os.path.join(etcd, "server.crt"), "--key-file", os.path.join(etcd, "server.key"),
+                "--client-cert-auth", "--trusted-ca-file", os.path.join(etcd, "ca.crt")]
+
+    def client_tls(self) -> ssl.SSLContext | bool:
+        """What etcd's own health check client presents (etcd/healthcheck-client)."""
+        if not self.pki_dir:
+            return True
+        etcd = os.path.join(self.pki_dir, "etcd")
+        ctx = ssl.create_default_context(cafile=os.path.join(etcd, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(etcd, "healthcheck-client.crt"),
+                            os.path.join(etcd, "healthcheck-client.key"))
+        return ctx
 
     def start(self):
         etcd = shutil.which("etcd")
@@ -57,10 +79,10 @@ class Etcd:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
              "--initial-cluster", f"default=http://127.0.0.1:{self.peer_port}",
              "--heartbeat-interval", "10", "--election-timeout", "100",
-             "--unsafe-no-fsync"],
+             "--unsafe-no-fsync", *self._tls()],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
-                 what="etcd")
+        wait_for(lambda: httpx.get(self.url + "/health", timeout=1,
+                                   verify=self.client_tls()).status_code == 200, what="etcd")
         return self
 
     def kill(self):
@@ -157,14 +179,20 @@ class APIServer(Component):
     def ca_file(self) -> str | None:
         return os.path.join(self.pki_dir, "ca.crt") if self.pki_dir else None
 
+    def admin_tls(self) -> ssl.SSLContext | bool:
+        """With a PKI: a client context trusting its CA and presenting its admin certificate."""
+        if not self.pki_dir:
+            return True
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki_dir, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"), os.path.join(self.pki_dir, "admin.key"))
+        return ctx
+
     def start(self):
         super().start()
 
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
-            # /readyz as system:anonymous, whom system:public-info-viewer allows it
-            return httpx.get(self.url + "/readyz", timeout=1,
-                             verify=self.ca_file or True).status_code == 200
+            return httpx.get(self.url + "/readyz", timeout=1, verify=self.admin_tls()).status_code == 200
         wait_for(ready, what="apiserver")
         return self
