@@ -386,6 +386,7 @@ class API:
             log.log(klog.V(4), "Unable to authenticate the request: %s", exc)
             return authn.unauthorized()
         if any(k.startswith(b"impersonate-") for k, _ in scope["headers"]):
+            scope["impersonator"] = user  # the audit event's user; impersonatedUser is scope["user"]
             try:
                 user = self.impersonate(user, scope["headers"])
             except errors.APIError as err:

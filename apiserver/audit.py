@@ -13,7 +13,9 @@ What this module guarantees
 - The user is `scope["user"]` (an authorizer.UserInfo, set by authentication) and the
   verb and objectRef are `scope["attributes"]`, what the authorizers were asked; a
   request refused before those are set (a 401) is read from its path and logged as
-  `system:anonymous` in `system:unauthenticated`.
+  `system:anonymous` in `system:unauthenticated`. A request that impersonates is logged
+  with the requester (`scope["impersonator"]`) as user and `scope["user"]` as
+  impersonatedUser, as Kubernetes does; the policy matches the impersonated user.
 - Which requests: `--audit-policy-file` takes an `audit.k8s.io/v1` Policy, whose first
   matching rule (users, userGroups, verbs, resources {group, resources, resourceNames},
   namespaces) gives the level; no match is `None`. Levels `Request` and `RequestResponse`
@@ -242,6 +244,11 @@ def event(scope: dict, attrs: Attributes, *, audit_id: str, code: int, body: byt
         "requestURI": scope["path"] + ("?" + query.decode("latin-1") if query else ""),
         "verb": attrs.verb, "user": _user(attrs.user), "sourceIPs": source_ips(scope),
     }
+    impersonator = scope.get("impersonator")
+    if impersonator is not None:  # the requester is the user; whom it acts as, impersonatedUser
+        ev["user"] = _user(impersonator)
+        if scope.get("user") is not None and scope["user"] is not impersonator:
+            ev["impersonatedUser"] = _user(scope["user"])
     agent = _header(scope, b"user-agent")
     if agent:
         ev["userAgent"] = agent

@@ -151,6 +151,18 @@ def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
     assert ev["user"]["username"] == "kubernetes-admin"
 
 
+def test_an_impersonated_write_names_both_users(server):
+    with admin(server) as c:
+        r = c.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"generateName": "i-"}},
+                   headers={"impersonate-user": "jane", "impersonate-group": "devs"})
+    assert r.status_code == 403, r.text  # jane has no role
+    ev = event_for(server.audit_log, r.headers["audit-id"])
+    assert ev["user"]["username"] == "kubernetes-admin"
+    assert ev["impersonatedUser"]["username"] == "jane"
+    assert "devs" in ev["impersonatedUser"]["groups"]
+    assert ev["responseStatus"]["code"] == 403
+
+
 def test_a_client_audit_id_is_kept(server):
     mine = str(uuid.uuid4())
     with admin(server) as c:
