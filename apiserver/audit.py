@@ -15,7 +15,7 @@ What this module guarantees
   request refused before those are set (a 401) is read from its path and logged as
   `system:anonymous` in `system:unauthenticated`. A request that impersonates is logged
   with the requester (`scope["impersonator"]`) as user and `scope["user"]` as
-  impersonatedUser, as Kubernetes does; the policy matches the impersonated user.
+  impersonatedUser, and the policy is asked about the requester, as Kubernetes does.
 - Which requests: `--audit-policy-file` takes an `audit.k8s.io/v1` Policy, whose first
   matching rule (users, userGroups, verbs, resources {group, resources, resourceNames},
   namespaces) gives the level; no match is `None`. Levels `Request` and `RequestResponse`
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import glob
 import logging
@@ -345,7 +346,10 @@ class AuditLog:
             query = dict(parse_qsl(raw.decode("latin-1"))) if raw else None
             method = "POST" if scope["type"] == "websocket" else scope["method"]  # exec is a create
             attrs = request_attributes(user, method, scope["path"], query)
-        return attrs if level_of(self.policy, attrs) != "None" else None
+        # The policy sees the requester, as kube-apiserver's (audit runs before impersonation).
+        impersonator = scope.get("impersonator")
+        asked = dataclasses.replace(attrs, user=impersonator) if impersonator is not None else attrs
+        return attrs if level_of(self.policy, asked) != "None" else None
 
     def record(self, ev: dict[str, Any]) -> None:
         if len(self._pending) >= MAX_PENDING:
