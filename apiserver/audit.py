@@ -332,6 +332,7 @@ class AuditLog:
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._file: _File | None = None
         self.dropped = 0
 
@@ -365,11 +366,12 @@ class AuditLog:
         self._task = asyncio.create_task(self._run(), name="audit-log")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             await self._flush()
-            await asyncio.sleep(FLUSH_INTERVAL)  # gather a batch: one write per interval at most
+            if not self._stopping:
+                await asyncio.sleep(FLUSH_INTERVAL)  # gather a batch: one write per interval at most
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -383,14 +385,17 @@ class AuditLog:
             await asyncio.to_thread(write)
         except OSError as e:  # the disk is full or gone: say so, keep serving
             log.error("audit log: %d events not written: %s", len(batch), e)
+        except Exception:  # noqa: BLE001 - a bug; the writer must outlive it
+            log.exception("audit log: %d events not written", len(batch))
 
     async def stop(self) -> None:
+        """Write what is buffered and close the file. The writer task is let finish, not
+        cancelled: a cancelled wait for its thread would leave that thread writing while
+        the final flush writes too."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         await self._flush()
         if self._file is not None:
             self._file.close()
