@@ -5,6 +5,7 @@ as a secure cluster does."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import socket
 import ssl
 import subprocess
@@ -196,6 +197,11 @@ def test_the_server_refuses_to_start_insecure_or_misconfigured(cluster):
     assert out.stderr.strip().splitlines() == [
         'error: --authorization-mode: unknown authorization mode "Magic" (one of AlwaysAllow, '
         'AlwaysDeny, Node, RBAC)']
+    if importlib.util.find_spec("apiserver.auth.node") is None:  # until the Node authorizer exists
+        out = _exits("--plain-http", "--authorization-mode", "Node,RBAC")
+        assert out.returncode == 1
+        assert out.stderr.strip().splitlines() == [
+            "error: --authorization-mode=Node: this build has no Node authorizer"]
     out = _exits("--tls-cert-file", "/nonexistent.crt", "--tls-private-key-file", "/nonexistent.key")
     assert out.returncode == 1
     assert out.stderr.startswith("error: cannot load the serving certificate:")

@@ -156,6 +156,14 @@ def test_escalation_is_refused_and_changes_nothing(cluster, admin, ns):
         current["rules"][0]["resources"] = ["*"]
         current["rules"][0]["apiGroups"] = ["*"]
         assert boss.put(f"{rbac}/roles/readers", json=current).status_code == 403
+        r = boss.patch(f"{rbac}/roles/readers", json={"rules": [{"apiGroups": [""], "resources": ["secrets"],
+                                                                 "verbs": ["escalate-me"]}]},
+                       headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 403, r.text
+        # a change that grants nothing new passes the check
+        r = boss.patch(f"{rbac}/roles/readers", json={"metadata": {"labels": {"team": "a"}}},
+                       headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
     assert admin.get(f"{rbac}/roles/nodes").status_code == 404
     assert admin.get(f"{rbac}/rolebindings/up").status_code == 404
     assert admin.get(f"{rbac}/roles/readers").json()["rules"][0]["resources"] == ["pods"]
@@ -247,6 +255,18 @@ def test_subject_access_review(cluster, admin, ns):
     assert r.status_code == 422
     # only create: no list, no get
     assert admin.get(url).status_code == 405
+    # LocalSubjectAccessReview: the same question, about its own namespace only
+    local = f"/apis/authorization.k8s.io/v1/namespaces/{ns}/localsubjectaccessreviews"
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+            "spec": {"user": "sar", "resourceAttributes": {"verb": "list", "resource": "pods"}}}
+    r = admin.post(local, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"]["allowed"] is True
+    assert r.json()["spec"]["resourceAttributes"]["namespace"] == ns
+    body["spec"]["resourceAttributes"]["namespace"] = "default"
+    r = admin.post(local, json=body)
+    assert r.status_code == 422
+    assert r.json()["details"]["causes"][0]["field"] == "spec.resourceAttributes.namespace"
     # and a user who may not create reviews may not ask about others
     with cluster.client(cluster.user("sar")) as c:
         r = c.post(url, json={"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
