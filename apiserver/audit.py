@@ -12,8 +12,9 @@ What this module guarantees
   `scope["audit_annotations"]`. Empty fields are left out, as Go's omitempty does.
 - The user is `scope["user"]` (an authorizer.UserInfo, set by authentication) and the
   verb and objectRef are `scope["attributes"]`, what the authorizers were asked; a
-  request refused before those are set (a 401) is read from its path and logged as
-  `system:anonymous` in `system:unauthenticated`. A request that impersonates is logged
+  request refused before those are set (a 401) is read from its path and logged with
+  `user: {}`, as kube-apiserver's failed-authentication events are (an anonymous request
+  is authenticated, as `system:anonymous`). A request that impersonates is logged
   with the requester (`scope["impersonator"]`) as user and `scope["user"]` as
   impersonatedUser, and the policy is asked about the requester, as Kubernetes does.
 - Which requests: `--audit-policy-file` takes an `audit.k8s.io/v1` Policy, whose first
@@ -53,8 +54,7 @@ from urllib.parse import parse_qsl
 import orjson
 import yaml
 
-from apiserver.auth.authorizer import (ALL_UNAUTHENTICATED, ANONYMOUS, Attributes, UserInfo,
-                                       request_attributes)
+from apiserver.auth.authorizer import Attributes, UserInfo, request_attributes
 
 log = logging.getLogger("minik8s.apiserver.audit")
 
@@ -62,7 +62,7 @@ WRITE_VERBS = frozenset(("create", "update", "patch", "delete", "deletecollectio
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 MAX_PENDING = 10_000
 FLUSH_INTERVAL = 0.05
-ANONYMOUS_USER = UserInfo(ANONYMOUS, (ALL_UNAUTHENTICATED,))
+NO_USER = UserInfo("")  # a request whose authentication failed (401): the event's `user: {}`
 
 
 class AuditConfigError(ValueError):
@@ -225,7 +225,7 @@ def _header(scope: dict, want: bytes) -> str:
 
 
 def _user(user: UserInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {"username": user.name}
+    out: dict[str, Any] = {"username": user.name} if user.name else {}
     if user.uid:
         out["uid"] = user.uid
     if user.groups:
@@ -342,7 +342,7 @@ class AuditLog:
         that, read from the request with its user if known, else as anonymous."""
         attrs = scope.get("attributes")
         if attrs is None:
-            user = scope.get("user") or ANONYMOUS_USER
+            user = scope.get("user") or NO_USER
             raw = scope.get("query_string") or b""
             query = dict(parse_qsl(raw.decode("latin-1"))) if raw else None
             method = "POST" if scope["type"] == "websocket" else scope["method"]  # exec is a create

@@ -34,8 +34,8 @@ def etcd():
 @pytest.fixture(scope="module")
 def server(etcd, pki_dir, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("audit") / "audit.log"
-    s = APIServer(etcd.url, "--authorization-mode", "RBAC", "--audit-log-path", str(log_path),
-                  pki_dir=pki_dir).start()
+    s = APIServer(etcd.url, "--authorization-mode", "RBAC", "--enable-bootstrap-token-auth",
+                  "--audit-log-path", str(log_path), pki_dir=pki_dir).start()
     s.audit_log = log_path
     yield s
     s.stop()
@@ -126,6 +126,19 @@ def test_a_refused_write_is_logged_with_the_anonymous_user_and_403(server):
     assert ev["responseStatus"]["code"] == 403
     assert ev["responseStatus"]["reason"] == "Forbidden"
     assert ev["annotations"]["authorization.k8s.io/decision"] == "forbid"
+
+
+def test_a_write_with_a_bad_token_is_logged_with_401_and_no_user(server):
+    with httpx.Client(base_url=server.url, verify=ssl.create_default_context(cafile=server.ca_file),
+                      timeout=30) as c:
+        r = c.delete("/api/v1/namespaces/default/configmaps/x",
+                     headers={"authorization": "Bearer abcdef.0123456789abcdef"})  # no such token
+    assert r.status_code == 401
+    ev = event_for(server.audit_log, r.headers["audit-id"])
+    assert ev["user"] == {}
+    assert ev["verb"] == "delete"
+    assert ev["objectRef"] == {"resource": "configmaps", "namespace": "default", "name": "x", "apiVersion": "v1"}
+    assert ev["responseStatus"]["code"] == 401 and ev["responseStatus"]["reason"] == "Unauthorized"
 
 
 def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
