@@ -124,14 +124,16 @@ def _config_for_up(args: argparse.Namespace) -> tuple[ClusterConfig, bool]:
         if value is not None:
             cfg.extra_args[name] = shlex.split(value)
     from cluster import secrets
-    if args.secrets_encryption or os.path.exists(secrets.config_path(state)):  # once on, on for good
-        api = cfg.extra_args.setdefault("apiserver", [])
-        if "--encryption-provider-config" not in api:
-            api += ["--encryption-provider-config", secrets.ensure_encryption_config(state)]
+    encrypt = args.secrets_encryption or os.path.exists(secrets.config_path(state))  # on for good
+    api = cfg.extra_args.setdefault("apiserver", []) if encrypt else []
+    if encrypt and "--encryption-provider-config" not in api:
+        api += ["--encryption-provider-config", secrets.config_path(state)]
     try:
         cfg.validate()
     except ValueError as e:
         raise Fail(str(e)) from None
+    if encrypt:
+        secrets.ensure_encryption_config(state)  # only now: a refused `up` makes no key
     return cfg, existing
 
 

@@ -438,6 +438,12 @@ def test_up_secrets_encryption_makes_a_key_once_and_keeps_it_on(tmp_path):
     assert rules[0].transformer.writer.prefix == b"k8s:enc:aescbc:v1:aescbckey:"
     assert rules[0].transformer.identity  # Secrets written before still read
     first = open(path).read()
+    # A refused `up` makes no key in a new state dir.
+    other = str(tmp_path / "other")
+    with pytest.raises(commands.Fail):
+        commands._config_for_up(parser.parse_args(["up", "--state-dir", other, "--runtime", "fake",
+                                                   "--nodes", "0", "--secrets-encryption"]))
+    assert not os.path.exists(os.path.join(other, "encryption-config.yaml"))
     # A later `up` without the flag (and with other API server arguments) keeps it.
     cfg, _ = commands._config_for_up(parser.parse_args(
         ["up", "--state-dir", state, "--runtime", "fake", "--apiserver-args", "-v 2"]))
