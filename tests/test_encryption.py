@@ -449,3 +449,49 @@ def test_up_secrets_encryption_makes_a_key_once_and_keeps_it_on(tmp_path):
         ["up", "--state-dir", state, "--runtime", "fake", "--apiserver-args", "-v 2"]))
     assert cfg.extra_args["apiserver"] == ["-v", "2", "--encryption-provider-config", path]
     assert open(path).read() == first
+
+
+def test_reencrypt_over_tls_with_the_admin_certificate_and_a_403_without(cluster, tmp_path):
+    """As on a `minik8s up` cluster: HTTPS, RBAC, the admin's kubeconfig; anonymous may
+    not list Secrets, and the command says so in one line."""
+    import ssl
+
+    from cluster import pki
+    pki_dir = str(tmp_path / "pki")
+    pki.ensure(pki_dir, pki.ClusterFacts())
+    first, second = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    first.write_text(config("secrets", aescbc(("key1", KEY1))))
+    second.write_text(config("secrets", aescbc(("key2", KEY2), ("key1", KEY1))))
+    server = APIServer(cluster.etcd.url, "--authorization-mode", "RBAC",
+                       "--encryption-provider-config", str(first), pki_dir=pki_dir).start()
+    cluster.server = server  # stopped by the fixture
+    ctx = ssl.create_default_context(cafile=server.ca_file)
+    ctx.load_cert_chain(f"{pki_dir}/admin.crt", f"{pki_dir}/admin.key")
+    with httpx.Client(base_url=server.url, verify=ctx, timeout=30) as c:
+        secret(c, "default", "tls")
+    server.stop()
+    server = APIServer(cluster.etcd.url, "--authorization-mode", "RBAC",
+                       "--encryption-provider-config", str(second), pki_dir=pki_dir).start()
+    cluster.server = server
+    admin_conf = tmp_path / "admin.conf"
+    pki.write_kubeconfig(str(admin_conf), pki_dir, "admin", cluster_name="kubernetes", server=server.url)
+    anonymous = tmp_path / "anonymous.conf"
+    anonymous.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: c\n  cluster:\n    server: {server.url}\n"
+        f"    certificate-authority: {server.ca_file}\n"
+        "users:\n- name: u\n  user: {}\n"
+        "contexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n")
+
+    def run(conf):
+        return subprocess.run([sys.executable, "-m", "cluster.cli", "secrets-encrypt", "reencrypt",
+                               "--kubeconfig", str(conf)], capture_output=True, text=True, timeout=120)
+    p = run(anonymous)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        'error: secrets is forbidden: User "system:anonymous" cannot list resource "secrets" in '
+        'API group "" at the cluster scope']
+    assert cluster.raw("/registry/secrets/default/tls").startswith(b"k8s:enc:aescbc:v1:key1:")
+    p = run(admin_conf)
+    assert p.returncode == 0, p.stderr
+    assert_encrypted(cluster.raw("/registry/secrets/default/tls"), "k8s:enc:aescbc:v1:key2:")
