@@ -34,7 +34,8 @@ What this module guarantees
   prefixes are encrypted on the way in and decrypted on the way out, in gets, lists,
   failed compare-and-swaps, deletes and watch events (value and previous value) alike.
   Keys, revisions and everything else pass through unchanged. A value that no provider
-  can read is a StorageError naming the key, from a get (answered 500, as kube-apiserver
+  can read is a StorageError naming the key, from `open` (which reads every configured
+  value once, so the server stops at start), a get (answered 500, as kube-apiserver
   does), a list, or a watch (which it ends); ciphertext is never returned as a value.
 - The configuration is read once at start: there is no automatic reload
   (kube-apiserver's --encryption-provider-config-automatic-reload). Restart the server to
@@ -399,7 +400,18 @@ class EncryptedStore:
         return self._decrypt(result) if isinstance(result, KeyValue) else result
 
     async def open(self) -> None:
+        """Open the store, then read every value under the configured prefixes once: a
+        value no configured key reads is a StorageError naming it now, so the server
+        stops at start instead of waiting for a watch cache that can never list."""
         await self.store.open()
+        for prefix in sorted(self._by_prefix):
+            start: str | None = None
+            revision = 0
+            while True:
+                page = await self.list(prefix, revision=revision, limit=500, start_key=start)
+                if not page.more:
+                    break
+                revision, start = page.revision, page.items[-1].key + "\x00"
 
     async def close(self) -> None:
         await self.store.close()
