@@ -68,7 +68,10 @@ from apiserver.auth.noderestriction import NodeRestriction
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
+from apiserver.audit import AuditLog, new_audit_id
+from apiserver.audit import event as audit_event
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.encryption import EncryptedStore, ResourceRule, transformers_by_prefix
 from apiserver.storage.etcd import TLSFiles
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
@@ -330,6 +333,7 @@ class API:
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
+        self.audit: AuditLog | None = None  # --audit-log-path
         if self.node_authorizer is not None:
             # NodeRestriction goes with the Node authorizer, as kubeadm enables them together:
             # the authorizer lets nodes write Nodes, pods and leases; the plugin keeps each
@@ -385,6 +389,7 @@ class API:
             log.log(klog.V(4), "Unable to authenticate the request: %s", exc)
             return authn.unauthorized()
         if any(k.startswith(b"impersonate-") for k, _ in scope["headers"]):
+            scope["impersonator"] = user  # the audit event's user; impersonatedUser is scope["user"]
             try:
                 user = self.impersonate(user, scope["headers"])
             except errors.APIError as err:
@@ -400,6 +405,10 @@ class API:
         attrs = request_attributes(user, method, scope["path"], query)
         scope["attributes"] = attrs
         decision, reason = self.authorizer.authorize(attrs)
+        if self.audit is not None:  # what kube-apiserver's audit events carry of the decision
+            scope["audit_annotations"] = {
+                "authorization.k8s.io/decision": "allow" if decision is Decision.ALLOW else "forbid",
+                "authorization.k8s.io/reason": reason}
         if decision is not Decision.ALLOW:
             return forbidden(attrs, reason)
         return None
@@ -496,6 +505,8 @@ class API:
             raise RuntimeError("process is shutting down")
 
     async def start(self) -> None:
+        if self.audit is not None:
+            await self.audit.start()
         await self.store.open()
         await self.cache.start()
         await self.resources.ensure_system_namespaces()
@@ -521,6 +532,8 @@ class API:
             await self.node_authorizer.feed.stop()
         await self.cache.stop()
         await self.store.close()
+        if self.audit is not None:
+            await self.audit.stop()  # flushes what is buffered
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -1026,6 +1039,49 @@ class Secured:
         self.api = api
 
     async def __call__(self, scope, receive, send) -> None:
+        if self.api.audit is not None and scope["type"] in ("http", "websocket"):
+            await self.audited(scope, receive, send)
+            return
+        await self.secured(scope, receive, send)
+
+    async def audited(self, scope, receive, send) -> None:
+        """Serve, then give the audit log the request's event if its policy asks for one.
+        Outside authentication and authorization, as kube-apiserver's WithAudit, so a 401
+        or a 403 is logged too; the policy is asked once the user is known. Every response
+        carries its Audit-ID header."""
+        audit = self.api.audit
+        assert audit is not None
+        received = time.time()
+        audit_id = new_audit_id(scope)
+        code = 0
+        failure: list[bytes] = []  # the Status body of a failure, for responseStatus
+
+        async def send_and_note(message) -> None:
+            nonlocal code
+            kind = message["type"]
+            # A WebSocket (pods/exec) is accepted (101), refused with a response
+            # (websocket.http.response.*), or closed before acceptance (403, as uvicorn says).
+            if kind in ("http.response.start", "websocket.http.response.start", "websocket.accept"):
+                code = message.get("status", 101)
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"audit-id", audit_id.encode())]}
+            elif kind in ("http.response.body", "websocket.http.response.body") and code >= 300 \
+                    and len(failure) < 4:
+                failure.append(message.get("body", b""))
+            elif kind == "websocket.close" and not code:
+                code = 403
+            await send(message)
+
+        try:
+            await self.secured(scope, receive, send_and_note)
+        finally:
+            attrs = audit.attributes(scope)
+            if attrs is not None:
+                audit.record(audit_event(scope, attrs, audit_id=audit_id, code=code or 500,
+                                         body=b"".join(failure), received=received,
+                                         completed=time.time()))
+
+    async def secured(self, scope, receive, send) -> None:
         if scope["type"] in ("http", "websocket"):
             refused = await self.api.authenticate_and_authorize(scope)
             if refused is not None:
@@ -1041,21 +1097,28 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
                enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
-               flags: Any = None) -> Secured:
+               flags: Any = None, encryption: list[ResourceRule] | None = None,
+               audit_log: AuditLog | None = None) -> Secured:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
-    $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built."""
+    $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built.
+    encryption: the rules of --encryption-provider-config (apiserver/storage/encryption.py);
+    audit_log: --audit-log-path's log (apiserver/audit.py)."""
     etcd_tls = None
     if flags is not None and (flags.etcd_cafile or flags.etcd_certfile or flags.etcd_keyfile):
         if bool(flags.etcd_certfile) != bool(flags.etcd_keyfile):
             raise ValueError("--etcd-certfile and --etcd-keyfile go together")
         etcd_tls = TLSFiles(flags.etcd_cafile, flags.etcd_certfile, flags.etcd_keyfile)
         etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
-    store = EtcdStore(etcd_servers, tls=etcd_tls)
+    store: Store = EtcdStore(etcd_servers, tls=etcd_tls)
+    if encryption:
+        store = EncryptedStore(store, transformers_by_prefix(
+            encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
               enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
               flags=flags)
+    api.audit = audit_log
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

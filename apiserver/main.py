@@ -5,7 +5,11 @@
                       (--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
                        | --plain-http)
                       [--authorization-mode AlwaysAllow|Node,RBAC|...] [--anonymous-auth=false]
-                      [--enable-bootstrap-token-auth] [-v N] [--logging-format text|json]
+                      [--enable-bootstrap-token-auth]
+                      [--encryption-provider-config FILE]
+                      [--audit-log-path FILE|- [--audit-log-maxsize MB] [--audit-log-maxbackup N]
+                       [--audit-policy-file FILE]]
+                      [-v N] [--logging-format text|json]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -23,6 +27,8 @@ each (e.g. loopback for the user plus the cluster bridge for nodes in their own 
 namespaces). An address that cannot be bound is one line on stderr and exit code 1.
 Without --etcd-servers, `minik8s apiserver` (cluster/cli.py) first starts a local etcd
 and passes its URL here: running etcd is the cluster's business, not the server's.
+An unusable --encryption-provider-config or --audit-policy-file is one line on stderr
+and exit code 1 (apiserver/storage/encryption.py, apiserver/audit.py say what they do).
 Logs are klog-like (machinery.klog): `-v N` verbosity, `--logging-format=json` for one
 JSON object a line; the start-up line included.
 """
@@ -93,15 +99,41 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--kubelet-client-certificate", default="", help="client certificate for kubelets")
     p.add_argument("--kubelet-client-key", default="", help="client key for kubelets")
     p.add_argument("--kubelet-certificate-authority", default="", help="CA verifying kubelets")
-    p.add_argument("--encryption-provider-config", default="",
-                   help="EncryptionConfiguration file for encryption at rest")
-    p.add_argument("--audit-log-path", default="", help="file the audit log is written to")
     p.add_argument("--compaction-window", type=float, default=300.0,
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
                    help="seconds between BOOKMARK events on watches that ask for them")
+    p.add_argument("--encryption-provider-config", default="",
+                   help="an EncryptionConfiguration file: which resources are encrypted in "
+                        "etcd, and with which keys (read once at start)")
+    p.add_argument("--audit-log-path", default="",
+                   help="write audit events to this file, one JSON line each ('-': stdout)")
+    p.add_argument("--audit-log-maxsize", type=int, default=0,
+                   help="megabytes an audit log file may reach before it is rotated (0: never)")
+    p.add_argument("--audit-log-maxbackup", type=int, default=0,
+                   help="rotated audit log files to keep (0: all)")
+    p.add_argument("--audit-policy-file", default="",
+                   help="an audit.k8s.io/v1 Policy (default: every write at Metadata)")
     klog.add_flags(p)
     return p
+
+
+def security_options(args: argparse.Namespace) -> dict:
+    """create_app's encryption= and audit_log= from the flags; ValueError (one line) if
+    a file is unusable."""
+    from apiserver.audit import DEFAULT_POLICY, AuditLog, load_policy
+    from apiserver.storage.encryption import load_config
+
+    out: dict = {}
+    if args.encryption_provider_config:
+        out["encryption"] = load_config(args.encryption_provider_config)
+    if args.audit_policy_file and not args.audit_log_path:
+        raise ValueError("--audit-policy-file needs --audit-log-path")
+    if args.audit_log_path:
+        policy = load_policy(args.audit_policy_file) if args.audit_policy_file else DEFAULT_POLICY
+        out["audit_log"] = AuditLog(args.audit_log_path, max_size_mb=args.audit_log_maxsize,
+                                    max_backups=args.audit_log_maxbackup, policy=policy)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,12 +158,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
+        options = security_options(args)  # ConfigError and AuditConfigError: one line each
         app = create_app(servers, compaction_window=args.compaction_window,
                          bookmark_interval=args.bookmark_interval,
                          authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
                          anonymous_auth=args.anonymous_auth,
                          enable_bootstrap_token_auth=args.enable_bootstrap_token_auth,
-                         plain_http=args.plain_http, flags=args)
+                         plain_http=args.plain_http, flags=args,
+                         **options)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

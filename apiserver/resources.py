@@ -317,7 +317,7 @@ class Resources:
             current = await self._current(rt, key, cached=from_cache)
             if current is None:
                 raise errors.not_found(rt.group_resource, name)
-            raw, revision, cached_obj = current
+            raw, revision, cached_obj, stale = current
             # Kept as read, to tell a no-op: the cache's own decoded copy when it has one
             # (read-only here), so a write from the cache parses the object once.
             old = cached_obj if cached_obj is not None else load(raw, revision)
@@ -339,7 +339,7 @@ class Resources:
             new["metadata"].pop("resourceVersion", None)
             if opts.dry_run:
                 return with_rv(new, revision), False
-            if _unchanged(old, new):
+            if _unchanged(old, new) and not stale:  # a stale value is re-written (encryption)
                 if from_cache:
                     continue
                 return with_rv(new, revision), False
@@ -349,15 +349,17 @@ class Resources:
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def _current(self, rt: ResourceType, key: str, *,
-                       cached: bool) -> tuple[bytes, int, dict | None] | None:
-        """(the serialized object at `key`, its revision, and with `cached` the watch
-        cache's shared decoded copy if it has one), None if there is none."""
+                       cached: bool) -> tuple[bytes, int, dict | None, bool] | None:
+        """(the serialized object at `key`, its revision, with `cached` the watch cache's
+        shared decoded copy if it has one, and whether storage calls it stale), None if
+        there is none. The cache knows nothing of staleness: a no-op judged on its copy
+        is judged again on etcd's."""
         if cached:
             entry = self.cache.get(rt, key)
             if entry is not None:
-                return entry.raw, entry.revision, entry.obj
+                return entry.raw, entry.revision, entry.obj, False
         kv = await self.store.get(key)
-        return None if kv is None else (kv.value, kv.mod_revision, None)
+        return None if kv is None else (kv.value, kv.mod_revision, None, kv.stale)
 
     def _check_identity(self, rt: ResourceType, body: Any, namespace: str, name: str | None) -> dict:
         if not isinstance(body, dict):

@@ -5,9 +5,11 @@
     concurrent clients, with p50/p99 latency, and the ratio (b)/(a);
 (c) LIST of 10,000 pods with a label selector matching 100 of them (p50/p99);
 (d) 100 concurrent watchers each receiving 1,000 events: delivery latency from the
-    write being sent to the event's receipt (p50/p99).
+    write being sent to the event's receipt (p50/p99);
+(e) pod creates/s at 100 in flight with the audit log on (--audit-log-path: every write
+    is one event) against the same server without it, rounds alternating between the two.
 
-Run: .venv/bin/python -m bench.api [--creates N]
+Run: .venv/bin/python -m bench.api [--creates N] [--only-audit]
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import asyncio
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import aetcd
@@ -205,7 +208,45 @@ async def watch_bench(base: str, watchers: int, events: int) -> list[float]:
     return latencies
 
 
+async def audit_bench(total: int, rounds: int) -> None:
+    """(e): two servers, each on its own etcd, alike but for --audit-log-path."""
+    log_dir = tempfile.mkdtemp(prefix="minik8s-audit-bench-")
+    path = os.path.join(log_dir, "audit.log")
+    etcds = [Etcd().start(), Etcd().start()]
+    servers = {"without": APIServer(etcds[0].url, "--compaction-window", "0").start(),
+               "with audit": APIServer(etcds[1].url, "--compaction-window", "0",
+                                       "--audit-log-path", path).start()}
+    rates: dict[str, list[float]] = {k: [] for k in servers}
+    try:
+        for r in range(rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                ns = f"bench-audit-{r}"
+                await create_namespace(servers[name].url, ns)
+                rate, _ = await api_creates(servers[name].url, ns, total, 100)
+                rates[name].append(rate)
+        servers["with audit"].stop()  # flushes the log
+        with open(path, "rb") as f:
+            logged = sum(1 for line in f if b'"resource":"pods"' in line)
+        a, b = statistics.median(rates["with audit"]), statistics.median(rates["without"])
+        print(f"pod creates/s at 100 in flight, median of {rounds} rounds of {total}: "
+              f"with the audit log {a:.0f}, without {b:.0f}, ratio {a / b:.2f} "
+              f"({logged} pod create events logged; rounds: with {[round(x) for x in rates['with audit']]}, "
+              f"without {[round(x) for x in rates['without']]})")
+    finally:
+        for s in servers.values():
+            s.stop()
+        for e in etcds:
+            e.stop()
+        for f in os.listdir(log_dir):
+            os.unlink(os.path.join(log_dir, f))
+        os.rmdir(log_dir)
+
+
 async def main_async(args) -> None:
+    if args.only_audit:
+        await audit_bench(args.creates, args.rounds)
+        return
     etcd = Etcd().start()
     server = APIServer(etcd.url, "--compaction-window", "0").start()
     try:
@@ -229,12 +270,15 @@ async def main_async(args) -> None:
     finally:
         server.stop()
         etcd.stop()
+    await audit_bench(args.creates, args.rounds)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--creates", type=int, default=2000)
     p.add_argument("--list-pods", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=4, help="rounds of (e), alternating the servers")
+    p.add_argument("--only-audit", action="store_true", help="run (e) alone")
     asyncio.run(main_async(p.parse_args()))
 
 

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_parsers(sub)
     from cluster import images  # image ls|pull|import|rm|prune
     images.add_parser(sub)
+    from cluster import secrets  # secrets-encrypt reencrypt
+    secrets.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "certs":
         return certs.run(args)
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return commands.run(args)
     if args.command == "image":
         return images.run(args)
+    if args.command == "secrets-encrypt":
+        return secrets.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 
 

@@ -47,6 +47,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--node-cidr", help=f"the nodes' network on the cluster bridge (default {DEFAULT_NODE_CIDR})")
     p.add_argument("--merge-kubeconfig", action="store_true",
                    help="also add the cluster as a context to ~/.kube/config (and make it current)")
+    p.add_argument("--secrets-encryption", action="store_true",
+                   help="encrypt Secrets in etcd with an aescbc key made in the state dir (as k3s; "
+                        "kept on for good: `minik8s secrets-encrypt reencrypt` re-writes them)")
     p.add_argument("--registry-config", metavar="FILE",
                    help="registries.yaml for every kubelet, as k3s reads it (mirrors, per-registry "
                         "CA, client certificate, credentials); kept for restarts, '' drops it")
@@ -120,10 +123,17 @@ def _config_for_up(args: argparse.Namespace) -> tuple[ClusterConfig, bool]:
         value = getattr(args, f"args_{name.replace('-', '_')}")
         if value is not None:
             cfg.extra_args[name] = shlex.split(value)
+    from cluster import secrets
+    encrypt = args.secrets_encryption or os.path.exists(secrets.config_path(state))  # on for good
+    api = cfg.extra_args.setdefault("apiserver", []) if encrypt else []
+    if encrypt and "--encryption-provider-config" not in api:
+        api += ["--encryption-provider-config", secrets.config_path(state)]
     try:
         cfg.validate()
     except ValueError as e:
         raise Fail(str(e)) from None
+    if encrypt:
+        secrets.ensure_encryption_config(state)  # only now: a refused `up` makes no key
     return cfg, existing
 
 

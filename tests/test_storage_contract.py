@@ -5,13 +5,16 @@ own watchers) stays in test_storage.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
+from collections.abc import Mapping
 from contextlib import aclosing
 
 import pytest
 
 from apiserver.storage import (Compacted, EtcdStore, Event, KeyValue, MemoryStore, Store,
                                TooLarge, Unavailable)
+from apiserver.storage.encryption import EncryptedStore, parse_config
 from tests.procs import Etcd
 
 
@@ -26,12 +29,37 @@ def own_etcd():
         e.stop()
 
 
-@pytest.fixture(params=["memory", "etcd"])
+class EveryKey(Mapping):
+    """Encryption for every key (the contract's keys are under a prefix of each test's own)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def get(self, key, default=None):
+        return self.t
+
+    def __getitem__(self, key):
+        return self.t
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+
+@pytest.fixture(params=["memory", "etcd", "encrypted-etcd"])
 def make_store(request):
-    """A new, unopened store of each kind (the etcd ones share this module's etcd)."""
+    """A new, unopened store of each kind (the etcd ones share this module's etcd);
+    encrypted-etcd is the encryption layer (aesgcm) over etcd, which must be invisible."""
     if request.param == "memory":
         return MemoryStore
     url = request.getfixturevalue("own_etcd").url
+    if request.param == "encrypted-etcd":
+        key = {"name": "k", "secret": base64.b64encode(b"k" * 32).decode()}
+        rules = parse_config({"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
+                              "resources": [{"resources": ["*.*"], "providers": [{"aesgcm": {"keys": [key]}}]}]})
+        return lambda: EncryptedStore(EtcdStore([url]), EveryKey(rules[0].transformer))
     return lambda: EtcdStore([url])
 
 

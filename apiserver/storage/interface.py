@@ -43,6 +43,9 @@ class KeyValue:
     value: bytes
     mod_revision: int
     create_revision: int
+    # Read with a key that is no longer the one that writes (encryption.py): an update
+    # must write it back even if it changes nothing, to re-encrypt it.
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
