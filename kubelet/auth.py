@@ -5,8 +5,10 @@ Two modes:
 - TLS (--tls-cert-file): the caller is who its client certificate says, the certificate
   having been verified by the TLS handshake against --client-ca-file (a certificate from
   another CA never completes the handshake): CN the user, O the groups, plus
-  `system:authenticated`. A caller without a certificate is 401. The shared token is not
-  accepted.
+  `system:authenticated`. Without a certificate, with --authentication-token-webhook, a
+  bearer token is who the API server's TokenReview says (answers cached for 2 minutes,
+  the kubelet's --authentication-token-webhook-cache-ttl). Anyone else is 401. The shared
+  token is not accepted.
 - plain HTTP: the caller must present the token shared with the API server
   (`Authorization: Bearer`), else 401; there is no user and no authorization.
 
@@ -24,6 +26,7 @@ resource=nodes, subresource=...)`; a review that fails is a 500 naming the same.
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
@@ -31,8 +34,11 @@ from client.clock import Clock, RealClock
 from client.rest import Client
 from machinery.errors import APIError, Forbidden, InternalError, Unauthorized
 
+log = logging.getLogger("minik8s.kubelet.auth")
+
 AUTHORIZED_TTL = 300.0
 UNAUTHORIZED_TTL = 30.0
+TOKEN_TTL = 120.0
 
 _VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
           "DELETE": "delete"}
@@ -117,13 +123,41 @@ class Webhook:
         return allowed, reason
 
 
+class TokenWebhook:
+    """Bearer tokens authenticated by TokenReviews to the API server, cached."""
+
+    def __init__(self, client: Client, *, clock: Clock | None = None, ttl: float = TOKEN_TTL):
+        self.client, self.clock, self.ttl = client, clock or RealClock(), ttl
+        self._cache: dict[str, tuple[float, User | None]] = {}
+        self.reviews = 0
+
+    async def authenticate(self, token: str) -> User | None:
+        now = self.clock.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        self.reviews += 1
+        answer = await self.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+        status = (answer or {}).get("status") or {}
+        user = None
+        if status.get("authenticated") and (status.get("user") or {}).get("username"):
+            u = status["user"]
+            user = User(u["username"], tuple(u.get("groups") or ()))
+        if len(self._cache) > 10_000:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        self._cache[token] = (now + self.ttl, user)
+        return user
+
+
 class EndpointAuth:
     """The kubelet endpoint's authentication and authorization of one request."""
 
     def __init__(self, *, node_name: str, tls: bool, token: str | None = None,
-                 authorizer: Authorizer | None = None):
+                 authorizer: Authorizer | None = None, token_webhook: TokenWebhook | None = None):
         self.node_name, self.tls, self.token = node_name, tls, token
         self.authorizer: Authorizer = authorizer or AlwaysAllow()
+        self.token_webhook = token_webhook
 
     async def check(self, *, method: str, path: str, headers: Mapping[str, str],
                     peer_cert: Mapping[str, Any] | None) -> APIError | None:
@@ -135,6 +169,12 @@ class EndpointAuth:
                 return None
             return Unauthorized("Unauthorized")
         user = user_from_peer_cert(peer_cert)
+        bearer = headers.get("authorization", "")
+        if user is None and self.token_webhook is not None and bearer.startswith("Bearer "):
+            try:
+                user = await self.token_webhook.authenticate(bearer[7:].strip())
+            except Exception as exc:  # noqa: BLE001 - the review could not be made: not known
+                log.warning("TokenReview failed: %s", exc)
         if user is None:
             return Unauthorized("Unauthorized")
         attrs = request_attributes(user, method, path, self.node_name)

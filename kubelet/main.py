@@ -3,7 +3,7 @@
     minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
                     [--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
-                     [--authorization-mode AlwaysAllow|Webhook]]
+                     [--authentication-token-webhook] [--authorization-mode AlwaysAllow|Webhook]]
                     [--image-store-dir DIR] [--max-parallel-image-pulls 5] [--host-root-images]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
                     [-v N] [--logging-format text|json]
@@ -15,7 +15,8 @@
 The Linux runtime: registers the Node, renews its Lease, runs the node's pods in
 namespaces and cgroups (state under --root-dir), and serves logs and exec on
 --address:--port. With --tls-cert-file and --tls-private-key-file the endpoint is HTTPS:
-callers are known by a client certificate from --client-ca-file and allowed by
+callers are known by a client certificate from --client-ca-file (or, with
+--authentication-token-webhook, a bearer token the API server's TokenReview vouches for) and allowed by
 --authorization-mode (AlwaysAllow, the default as the kubelet's, or Webhook: a
 SubjectAccessReview to the API server; kubelet/auth.py); the shared token is not used.
 Without them it is plain HTTP for callers presenting the shared token (--token-file,
@@ -101,6 +102,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tls-private-key-file", default=None, metavar="FILE", help="its key")
     p.add_argument("--client-ca-file", default=None, metavar="FILE",
                    help="CA bundle that callers' client certificates must chain to")
+    p.add_argument("--authentication-token-webhook", action="store_true",
+                   help="on the HTTPS endpoint, also accept bearer tokens the API server's TokenReview "
+                   "vouches for")
     p.add_argument("--authorization-mode", default="AlwaysAllow", choices=("AlwaysAllow", "Webhook"),
                    help="who may use the HTTPS endpoint: every authenticated caller (AlwaysAllow, "
                    "default), or as the API server's SubjectAccessReview says (Webhook)")
@@ -257,12 +261,13 @@ def cleanup(args: argparse.Namespace) -> int:
 def _endpoint_auth(args: argparse.Namespace, client: Client, node: str) -> tuple[Any, Any]:
     """(EndpointAuth, TLSConfig) for the endpoint from the flags; (None, None) for the
     plain mode with the shared token."""
-    from kubelet.auth import EndpointAuth, Webhook
+    from kubelet.auth import EndpointAuth, TokenWebhook, Webhook
     from kubelet.server import TLSConfig
     if not args.tls_cert_file:
         return None, None
     authorizer = Webhook(client) if args.authorization_mode == "Webhook" else None
-    return (EndpointAuth(node_name=node, tls=True, authorizer=authorizer),
+    tokens = TokenWebhook(client) if args.authentication_token_webhook else None
+    return (EndpointAuth(node_name=node, tls=True, authorizer=authorizer, token_webhook=tokens),
             TLSConfig(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file))
 
 
