@@ -195,6 +195,32 @@ def test_webhook_authorization_asks_the_api_server_and_caches_the_answer(api, ht
     asyncio.run(run())
 
 
+def test_token_webhook_knows_a_service_account_token_and_refuses_a_bad_one(api, http, ns):
+    if not (serves(http, "/apis/authentication.k8s.io/v1", "tokenreviews")
+            and serves(http, "/api/v1", "serviceaccounts/token")):
+        pytest.skip("the API server does not serve tokenreviews and serviceaccounts/token yet "
+                    "(issue 14, h-authn and h-sa)")
+    http.post(f"/api/v1/namespaces/{ns}/serviceaccounts", json={
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})
+    r = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts/robot/token", json={
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+    assert r.status_code == 201, r.text
+    token = r.json()["status"]["token"]
+
+    async def run():
+        async with Client(api.url) as client:
+            endpoint = kauth.EndpointAuth(node_name="n1", tls=True, token_webhook=kauth.TokenWebhook(client))
+            ok = await endpoint.check(method="GET", path="/metrics", peer_cert=None,
+                                      headers={"authorization": f"Bearer {token}"})
+            bad = await endpoint.check(method="GET", path="/metrics", peer_cert=None,
+                                       headers={"authorization": "Bearer not-a-token"})
+            user = await endpoint.token_webhook.authenticate(token)
+            return ok, bad, user
+    ok, bad, user = asyncio.run(run())
+    assert ok is None and bad is not None and bad.code == 401
+    assert user.name == f"system:serviceaccount:{ns}:robot"
+
+
 # -- downwardAPI, projected volumes and the service variables --------------------------------
 
 def sh(api, ns: str, pod: str, script: str) -> str:
