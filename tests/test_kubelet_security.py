@@ -18,7 +18,10 @@ import asyncio
 import base64
 import json
 import os
+import re
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +33,9 @@ from client.clock import FakeClock
 from client.rest import Client
 from cluster import pki
 from kubelet import auth as kauth
+from kubelet import envvars, projected
+from kubelet import main as kmain
+from kubelet.runtime import VolumeError
 from kubelet.token import TokenManager
 from tests.procs import APIServer, wait_for
 from tests.test_kubelet_e2e import (SLEEP, KubeletNode, api_exec, container, create, make_pod,
@@ -373,3 +379,86 @@ def test_downward_api_item_with_an_unsupported_field_is_a_failed_mount(node, htt
     waiting = pod["status"]["containerStatuses"][0]["state"].get("waiting") if pod["status"].get(
         "containerStatuses") else {"reason": "ContainerCreating"}
     assert waiting["reason"] == "ContainerCreating"
+
+
+# -- pure parts: the files of a volume, the variables, the flags -------------------------------
+
+POD = {"metadata": {"name": "p", "namespace": "ns1", "uid": "u-1", "labels": {"b": "2", "a": "1"},
+                    "annotations": {"q": 'x"y\\z'}},
+       "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m"}}}]}}
+
+
+def test_projected_payload_sources_modes_items_and_errors():
+    objects = {("configmaps", "ns1", "cm"): {"data": {"k": "v", "other": "o"}},
+               ("secrets", "ns1", "s"): {"data": {"pw": base64.b64encode(b"\x00bin").decode()}}}
+
+    def get(kind, ns, name):
+        return objects.get((kind, ns, name))
+    spec = {"defaultMode": 0o600, "sources": [
+        {"configMap": {"name": "cm", "items": [{"key": "k", "path": "dir/k", "mode": 0o444}]}},
+        {"secret": {"name": "s"}},
+        {"configMap": {"name": "missing", "optional": True}},
+        {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                                   {"path": "cpu", "resourceFieldRef": {"containerName": "c",
+                                                                        "resource": "requests.cpu",
+                                                                        "divisor": "1m"}}]}},
+        {"serviceAccountToken": {"path": "token"}}]}
+    out = projected.projected_payload(spec, POD, get_object=get, tokens={4: "jwt"}, node_allocatable={})
+    assert out == {"dir/k": (b"v", 0o444), "pw": (b"\x00bin", 0o600), "labels": (b'a="1"\nb="2"', 0o600),
+                   "cpu": (b"250", 0o600), "token": (b"jwt", 0o600)}
+    assert projected.token_sources({"projected": spec}) == [(4, "", 3600)]
+    for bad, message in [
+        ({"sources": [{"configMap": {"name": "missing"}}]}, 'configmap "missing" not found'),
+        ({"sources": [{"configMap": {"name": "cm", "items": [{"key": "nope", "path": "x"}]}}]},
+         "non-existent key 'nope'"),
+        ({"sources": [{"configMap": {"name": "cm", "items": [{"key": "k", "path": "../x"}]}}]}, "'..'"),
+        ({"sources": [{"downwardAPI": {"items": [{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]}}]},
+         "status.podIP"),
+        ({"sources": [{"downwardAPI": {"items": [{"path": "m", "resourceFieldRef": {
+            "containerName": "nope", "resource": "limits.memory"}}]}}]}, "'nope'"),
+        ({"sources": [{"serviceAccountToken": {"path": "/abs"}}]}, "'/abs'"),
+    ]:
+        with pytest.raises(VolumeError, match=re.escape(message)):
+            projected.projected_payload(bad, POD, get_object=get, tokens={}, node_allocatable={})
+
+
+def test_downward_api_formats_maps_as_the_kubelet_does():
+    out = projected.downward_payload([{"path": "a", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                                      {"path": "one", "fieldRef": {"fieldPath": "metadata.labels['b']"}},
+                                      {"path": "uid", "fieldRef": {"fieldPath": "metadata.uid"}}],
+                                     POD, default_mode=0o644, node_allocatable={})
+    assert out == {"a": (b'q="x\\"y\\\\z"', 0o644), "one": (b"2", 0o644), "uid": (b"u-1", 0o644)}
+
+
+def test_service_variables_and_the_address_pods_reach():
+    assert envvars.kubernetes_service_env("fd00::1", 6443)["KUBERNETES_PORT"] == "tcp://[fd00::1]:6443"
+    env, command, _ = envvars.resolve({"name": "c", "command": ["echo", "$(KUBERNETES_SERVICE_PORT)"],
+                                       "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "mine"}]},
+                                      POD, get_object=lambda *a: None, pod_ip=None, host_ip=None,
+                                      service_env=envvars.kubernetes_service_env("10.0.0.1", 443))
+    assert env["KUBERNETES_SERVICE_HOST"] == "mine"  # the container's own wins
+    assert env["KUBERNETES_PORT_443_TCP_ADDR"] == "10.0.0.1" and command == ["echo", "443"]
+    assert kmain.api_endpoint("https://127.0.0.1:6443", "10.1.2.3") == ("10.1.2.3", 6443)
+    assert kmain.api_endpoint("https://localhost", "10.1.2.3") == ("10.1.2.3", 443)
+    assert kmain.api_endpoint("https://192.168.5.1:6443", "10.1.2.3") == ("192.168.5.1", 6443)
+
+
+def test_bad_tls_flags_are_one_line_errors(tmp_path, pki_dir):
+    pki.ensure(str(pki_dir), pki.ClusterFacts())
+    for args, message in [
+        (["kubelet", "--tls-cert-file", str(pki_dir / "ca.crt")], "go together"),
+        (["kubelet", "--tls-cert-file", "/nope.crt", "--tls-private-key-file", "/nope.key"],
+         "No such file or directory"),
+        (["kubelet", "--authorization-mode", "Webhook"], "need --tls-cert-file"),
+        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--kubelet-client-certificate",
+          str(pki_dir / "apiserver-kubelet-client.crt")], "go together"),
+        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--kubelet-client-certificate",
+          str(pki_dir / "apiserver-kubelet-client.crt"), "--kubelet-client-key", str(pki_dir / "ca.crt")],
+         "--kubelet-client-certificate/--kubelet-client-key"),
+    ]:
+        r = subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--kubeconfig", "/dev/null"]
+                           if args[0] == "kubelet" else [sys.executable, "-m", "cluster.cli", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
