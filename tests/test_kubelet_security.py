@@ -201,6 +201,21 @@ def test_webhook_authorization_asks_the_api_server_and_caches_the_answer(api, ht
     asyncio.run(run())
 
 
+def test_webhook_mode_kubelet_lets_in_whom_the_api_server_allows(api, http, pki_dir, tmp_path):
+    if not serves(http, "/apis/authorization.k8s.io/v1", "subjectaccessreviews"):
+        pytest.skip("the API server does not serve subjectaccessreviews yet (issue 14, h-authn)")
+    n = TLSKubeletNode(api, tmp_path, pki_dir, "--authorization-mode", "Webhook")
+    try:
+        n.start()
+        with n.client("apiserver-kubelet-client") as c:  # system:masters: allowed
+            r = c.get("/metrics")
+            assert r.status_code == 200, r.text
+        with n.client() as c:
+            assert c.get("/metrics").status_code == 401
+    finally:
+        n.cleanup()
+
+
 def test_token_webhook_knows_a_service_account_token_and_refuses_a_bad_one(api, http, ns):
     if not (serves(http, "/apis/authentication.k8s.io/v1", "tokenreviews")
             and serves(http, "/api/v1", "serviceaccounts/token")):
