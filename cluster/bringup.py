@@ -165,7 +165,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
         # The token the API server presents to kubelets (for logs and exec), as the
         # kubelet expects it.
         Spec("apiserver", _minik8s("apiserver", "--etcd-servers", etcd_url, "--bind-address", binds,
-                                   "--port", str(cfg.port), *extra("apiserver")),
+                                   "--port", str(cfg.port), "--plain-http", *extra("apiserver")),
              cfg.log_path("apiserver"), cgroup_dirs=cp,
              env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)} if cfg.runtime == "linux" else {}),
         # One replica of each under a supervisor that restarts it only after it has
