@@ -523,3 +523,58 @@ def test_apiserver_refuses_an_unusable_signing_key(etcd, tmp_path):
         s.stop()
     assert s.proc.returncode == 1
     assert "service account signing key file" in s.log() and "Traceback" not in s.log()
+
+
+# -- the authenticator in the server's chain -------------------------------------------------
+
+def whoami(api, tok: str) -> httpx.Response:
+    return api.post("/apis/authentication.k8s.io/v1/selfsubjectreviews", headers={"Authorization": f"Bearer {tok}"},
+                    json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+
+
+def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, space):
+    sa = create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
+    p = create(api, f"/api/v1/namespaces/{space}/pods", pod("web", serviceAccountName="builder"))
+    path = f"/api/v1/namespaces/{space}/serviceaccounts/builder/token"
+    bound = api.post(path, json={"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web"}}})
+    tok = bound.json()["status"]["token"]
+
+    r = whoami(api, tok)
+    assert r.status_code == 201, r.text
+    info = r.json()["status"]["userInfo"]
+    assert info["username"] == f"system:serviceaccount:{space}:builder"
+    assert info["uid"] == sa["metadata"]["uid"]
+    assert info["groups"] == ["system:serviceaccounts", f"system:serviceaccounts:{space}", "system:authenticated"]
+    assert info["extra"]["authentication.kubernetes.io/pod-name"] == ["web"]
+    assert info["extra"]["authentication.kubernetes.io/pod-uid"] == [p["metadata"]["uid"]]
+
+    def signed(claims_change: dict, key=KEY) -> str:
+        claims = jwt.decode(tok, KEY.public_key(), algorithms=["RS256"], audience=ISSUER)
+        claims.update(claims_change)
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": key_id(key.public_key())})
+
+    now = int(time.time())
+    for bad in (signed({"exp": now - 120, "iat": now - 4000, "nbf": now - 4000}),  # expired
+                signed({"aud": ["https://vault.example"]}),                         # another audience
+                signed({"iss": "https://elsewhere.example"}),                       # another issuer
+                signed({}, key=OTHER_KEY),                                          # another key
+                tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")):       # tampered
+        r = whoami(api, bad)
+        assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
+    # The second --service-account-issuer is accepted too (an issuer being retired).
+    assert whoami(api, signed({"iss": "https://old.example"})).status_code == 201
+
+    # A token of a deleted pod is refused, once the server has seen the deletion.
+    assert api.delete(f"/api/v1/namespaces/{space}/pods/web", params={"gracePeriodSeconds": "0"}).status_code == 200
+    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the deleted pod's token refused")
+
+
+def test_a_recreated_service_accounts_tokens_are_refused(api, space):
+    create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
+    tok = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
+    assert whoami(api, tok).status_code == 201
+    assert api.delete(f"/api/v1/namespaces/{space}/serviceaccounts/builder").status_code == 200
+    create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
+    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the old ServiceAccount's token refused")
+    fresh = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
+    assert whoami(api, fresh).status_code == 201
