@@ -49,7 +49,7 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
-from apiserver.auth import authn, bootstrappolicy, reviews
+from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
                                        PrivilegedGroups, Union, UserInfo, forbidden,
@@ -293,7 +293,9 @@ class API:
                  kubelet_tls: ssl.SSLContext | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 flags: Any = None):
+                 flags: Any = None, service_account_flags: dict[str, Any] | None = None):
+        """service_account_flags: serviceaccount.from_flags' keywords but `get` (kube-apiserver's
+        --service-account-* flags); ValueError (KeyFileError) if they cannot be used."""
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
@@ -309,7 +311,8 @@ class API:
         self.flags = flags
         # Authentication: x509, then the token authenticators in this order, then
         # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
-        tokens: list[authn.TokenAuthenticator] = []
+        self.service_accounts = serviceaccount.from_flags(get=self.get_object, **(service_account_flags or {}))
+        tokens: list[authn.TokenAuthenticator] = [self.service_accounts.authenticator]
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
         self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
@@ -459,6 +462,19 @@ class API:
         await self.cache.stop()
         await self.store.close()
 
+    async def get_object(self, resource: str, namespace: str, name: str) -> dict | None:
+        """An object as the watch cache has it, else as etcd has it; None if neither does.
+        Shared and read-only: for readers inside the server (authenticators, TokenRequest)."""
+        rt = registry.by_plural(resource)
+        key = rt.key(namespace if rt.namespaced else "", name)
+        entry = self.cache.get(rt, key)
+        if entry is not None:
+            return entry.obj
+        try:
+            return await self.resources.get(rt, namespace if rt.namespaced else "", name)
+        except errors.NotFound:
+            return None
+
     # -- dispatch -------------------------------------------------------------------
 
     async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
@@ -578,6 +594,15 @@ class API:
                                                  admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
+
+    async def _token(self, request: Request, t: Target) -> Response:
+        """serviceaccounts/<name>/token: a TokenRequest answered with a signed token."""
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        sa, warnings = self.service_accounts, []
+        out = await serviceaccount.token_request(sa.issuer, self.get_object, t.namespace, t.name, body,
+                                                 audiences=sa.audiences, max_expiration=sa.max_expiration,
+                                                 warnings=warnings)
+        return self.object_response(out, 201, warnings)
 
     async def _get_scale(self, request: Request, t: Target) -> Response:
         return json_response(await self.resources.get_scale(t.rt, t.namespace, t.name))
@@ -889,6 +914,7 @@ ROUTES = {
        for v, h in (("get", API._get), ("update", API._update), ("patch", API._patch))},
     ("create", "binding"): API._bind,
     ("create", "eviction"): API._evict,
+    ("create", "token"): API._token,
     ("get", "scale"): API._get_scale,
     ("update", "scale"): API._update_scale,
     ("patch", "scale"): API._update_scale,
@@ -980,17 +1006,19 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                kubelet_tls: ssl.SSLContext | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
-               enable_bootstrap_token_auth: bool = False, flags: Any = None) -> Secured:
+               enable_bootstrap_token_auth: bool = False, flags: Any = None,
+               service_account_flags: dict[str, Any] | None = None) -> Secured:
     """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
     (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
     instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
-    cannot be built."""
+    cannot be built, or service account flags (see API) that cannot be used."""
     store = EtcdStore(etcd_servers)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
-              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags)
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags,
+              service_account_flags=service_account_flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

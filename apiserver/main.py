@@ -6,6 +6,9 @@
                        | --plain-http)
                       [--authorization-mode AlwaysAllow|Node,RBAC|...] [--anonymous-auth=false]
                       [--enable-bootstrap-token-auth] [-v N] [--logging-format text|json]
+                      [--service-account-signing-key-file F] [--service-account-key-file F]...
+                      [--service-account-issuer URL]... [--api-audiences LIST]
+                      [--service-account-max-token-expiration DURATION]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -86,6 +89,8 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--service-account-issuer", action="append", default=[],
                    help="ServiceAccount token issuer (repeatable; the first issues)")
     p.add_argument("--api-audiences", default="", help="comma-separated audiences of API tokens")
+    p.add_argument("--service-account-max-token-expiration", type=flags.duration, default=0.0,
+                   metavar="DURATION", help="longest token a TokenRequest gets (default: no limit)")
     p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")
     p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
     p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
@@ -101,6 +106,15 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="seconds between BOOKMARK events on watches that ask for them")
     klog.add_flags(p)
     return p
+
+
+def service_account_flags(args: argparse.Namespace) -> dict:
+    """The --service-account-* flags as apiserver.auth.serviceaccount.from_flags takes them."""
+    return {"signing_key_file": args.service_account_signing_key_file or None,
+            "key_files": list(args.service_account_key_file),
+            "issuers": list(args.service_account_issuer),
+            "api_audiences": [a.strip() for a in args.api_audiences.split(",") if a.strip()],
+            "max_expiration": int(args.service_account_max_token_expiration)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
                          bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,
                          authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
                          anonymous_auth=args.anonymous_auth,
-                         enable_bootstrap_token_auth=args.enable_bootstrap_token_auth, flags=args)
-    except ValueError as e:
+                         enable_bootstrap_token_auth=args.enable_bootstrap_token_auth, flags=args,
+                         service_account_flags=service_account_flags(args))
+    except ValueError as e:  # an authorization mode, or a service account key file
         print(f"error: {e}", file=sys.stderr)
         return 1
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]
