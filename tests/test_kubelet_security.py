@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -36,8 +37,10 @@ from kubelet import auth as kauth
 from kubelet import envvars, projected
 from kubelet import main as kmain
 from kubelet.runtime import VolumeError
+from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.token import TokenManager
 from tests.procs import APIServer, wait_for
+from tests.secure import SecureCluster
 from tests.test_kubelet_e2e import (SLEEP, KubeletNode, api_exec, container, create, make_pod,
                                     pod_log, running, wait_pod)
 
@@ -52,6 +55,9 @@ class TLSKubeletNode(KubeletNode):
         super().__init__(api, tmp, *extra)
         pki.ensure(str(pki_dir), pki.ClusterFacts(nodes=(pki.Node(self.name, "127.0.0.1"),)))
         self.pki = pki_dir
+        if api.url.startswith("https://"):  # the kubelet is system:node:<name> by its certificate
+            pki.write_kubeconfig(str(tmp / "kubeconfig"), str(pki_dir), f"kubelets/{self.name}/kubelet-client",
+                                 cluster_name="kubernetes", server=api.url)
         base = pki_dir / "kubelets" / self.name / "kubelet"
         self.args += ["--tls-cert-file", f"{base}.crt", "--tls-private-key-file", f"{base}.key",
                       "--client-ca-file", str(pki_dir / "ca.crt")]
@@ -75,7 +81,7 @@ class TLSKubeletNode(KubeletNode):
         def up():
             if not self.proc.alive():
                 raise RuntimeError(f"kubelet exited: {self.proc.log()}")
-            node = httpx.get(f"{self.api.url}/api/v1/nodes/{self.name}").json()
+            node = httpx.get(f"{self.api.url}/api/v1/nodes/{self.name}", verify=self.api.admin_tls()).json()
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             with self.client() as c:
@@ -85,6 +91,19 @@ class TLSKubeletNode(KubeletNode):
         except (TimeoutError, RuntimeError):
             raise RuntimeError(f"kubelet {self.name} did not come up: {self.proc.log()}") from None
         return self
+
+    def cleanup(self) -> None:
+        if self.proc:
+            self.proc.stop()
+        rt = self.runtime()
+        for uid in os.listdir(rt.pods_dir):
+            rt.remove_pod(uid)
+        rt.cleanup_orphans(keep=[])
+        rt.network.delete_bridge()
+        Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
+        with httpx.Client(base_url=self.api.url, verify=self.api.admin_tls()) as c:
+            c.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
+            c.delete(f"/api/v1/nodes/{self.name}")
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +261,121 @@ def test_token_webhook_knows_a_service_account_token_and_refuses_a_bad_one(api, 
     assert user.name == f"system:serviceaccount:{ns}:robot"
 
 
+def _secure_exec(cluster: SecureCluster, ns: str, pod: str, script: str) -> tuple[int, bytes]:
+    """exec through the secure API server's WebSocket as the admin (v5.channel.k8s.io)."""
+    from websockets.sync.client import connect
+    url = cluster.url.replace("https://", "wss://") + (
+        f"/api/v1/namespaces/{ns}/pods/{pod}/exec?command=sh&command=-c&command={quote(script, safe='')}"
+        "&stdout=true&stderr=true")
+    out, status = b"", None
+    with connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10,
+                 ssl=cluster.tls(cluster.admin)) as ws:
+        while True:
+            try:
+                frame = ws.recv(timeout=30)
+            except Exception:  # noqa: BLE001 - closed: the command is over
+                break
+            if frame[0] in (1, 2):
+                out += frame[1:]
+            elif frame[0] == 3:
+                status = json.loads(frame[1:])
+    assert status is not None, out
+    return (0 if status["status"] == "Success" else 1), out
+
+
+def test_secure_cluster_kubelet_by_certificate_webhook_decisions_and_the_token_volume(tmp_path):
+    """An HTTPS API server with RBAC; a kubelet known by its client certificate (kubeconfig),
+    serving HTTPS with Webhook authorization; a pod with the ServiceAccount admission's
+    token volume, reached through the API server's kubelet-client certificate."""
+    d = tmp_path / "cluster"
+    p = d / "pki"
+    cluster = SecureCluster(str(d), "--authorization-mode", "RBAC",
+                            "--kubelet-client-certificate", str(p / "apiserver-kubelet-client.crt"),
+                            "--kubelet-client-key", str(p / "apiserver-kubelet-client.key"),
+                            "--kubelet-certificate-authority", str(p / "ca.crt")).start()
+    node = None
+    try:
+        admin = cluster.client(cluster.admin)
+        # No Node authorizer in this build yet: nodes get system:node through RBAC, as
+        # before Kubernetes 1.8.
+        for obj in [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "nodes"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                        "kind": "ClusterRole", "name": "system:node"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "node-metrics"},
+             "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "bob-metrics"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                              "kind": "ClusterRole", "name": "node-metrics"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]},
+        ]:
+            plural = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}[obj["kind"]]
+            r = admin.post(f"/apis/rbac.authorization.k8s.io/v1/{plural}", json=obj)
+            assert r.status_code == 201, r.text
+        (tmp_path / "node").mkdir(exist_ok=True)
+        node = TLSKubeletNode(cluster.server, tmp_path / "node", p, "--authorization-mode", "Webhook")
+        node.start()
+
+        def get(cert: str, path: str) -> httpx.Response:
+            ctx = ssl.create_default_context(cafile=str(p / "ca.crt"))
+            ctx.load_cert_chain(cert + ".crt", cert + ".key")
+            with httpx.Client(base_url=node.url, verify=ctx, timeout=10) as c:
+                return c.get(path)
+        bob, jane = cluster.user("bob"), cluster.user("jane")
+        assert get(str(p / "apiserver-kubelet-client"), "/metrics").status_code == 200
+        assert get(bob.cert[:-4], "/metrics").status_code == 200
+        r = get(bob.cert[:-4], "/containerLogs/default/x/c")
+        assert r.status_code == 403
+        assert r.json()["message"] == "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)"
+        r = get(jane.cert[:-4], "/metrics")
+        assert r.status_code == 403
+        assert r.json()["message"] == "Forbidden (user=jane, verb=get, resource=nodes, subresource=metrics)"
+
+        # A pod with the admission's token volume, through the secure API server.
+        ns = "sec-" + uuid.uuid4().hex[:6]
+        assert admin.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"name": ns}}).status_code == 201
+        # What the ServiceAccount controller and the root-ca-cert-publisher make (neither runs here).
+        admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts", json={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        admin.post(f"/api/v1/namespaces/{ns}/configmaps", json={
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+            "data": {"ca.crt": (p / "ca.crt").read_text()}})
+        r = admin.post(f"/api/v1/namespaces/{ns}/pods", json=make_pod(
+            "app", node, container("c", ["sh", "-c", "echo started; exec sleep infinity"])))
+        assert r.status_code == 201, r.text
+        uid = r.json()["metadata"]["uid"]
+        assert any("projected" in v for v in r.json()["spec"]["volumes"])
+
+        def up():
+            pod = admin.get(f"/api/v1/namespaces/{ns}/pods/app").json()
+            return running("c")(pod)
+        try:
+            wait_for(up, timeout=60, what="the pod running")
+        except TimeoutError:
+            raise AssertionError(node.proc.log()) from None
+        d_ = "/var/run/secrets/kubernetes.io/serviceaccount"
+        code, out = _secure_exec(cluster, ns, "app", f"stat -L -c %a {d_}/token {d_}/ca.crt {d_}/namespace; "
+                                 f"cat {d_}/namespace; echo; cat {d_}/token")
+        assert code == 0, out
+        lines = out.decode().splitlines()
+        assert lines[:4] == ["644", "644", "644", ns]
+        token = lines[4]
+        claims = _jwt_claims(token)
+        assert claims["sub"] == f"system:serviceaccount:{ns}:default"
+        assert claims["kubernetes.io"]["pod"] == {"name": "app", "uid": uid}
+        # The token is good at the API server: who it is shows in the 403.
+        r = cluster.client(token=token).get(f"/api/v1/namespaces/{ns}/secrets")
+        assert r.status_code == 403 and f"system:serviceaccount:{ns}:default" in r.json()["message"]
+        wait_for(lambda: admin.get(f"/api/v1/namespaces/{ns}/pods/app/log").text == "started\n",
+                 timeout=30, what="the log through the kubelet's HTTPS")
+    finally:
+        if node is not None:
+            node.cleanup()
+        cluster.stop()
+
+
 # -- downwardAPI, projected volumes and the service variables --------------------------------
 
 def sh(api, ns: str, pod: str, script: str) -> str:
@@ -374,7 +508,9 @@ def test_token_manager_refreshes_at_80_percent_of_the_lifetime(api, http, ns):
             clock.step(10)  # past 80 % of the lifetime
             second = await tm.get(ns, "robot", **kw)
             assert tm.requests == 2 and second != first
-            assert _jwt_claims(second)["exp"] > _jwt_claims(first)["exp"]
+            # A new token (the server's clock is real: its exp may fall in the same second).
+            assert _jwt_claims(second)["kubernetes.io"]["pod"]["uid"] == uid
+            assert _jwt_claims(second)["exp"] >= _jwt_claims(first)["exp"]
             tm.forget_pod(uid)
             assert tm.refresh_in(ns, "robot", pod_uid=uid, audience="", expiration_seconds=1000) is None
     asyncio.run(run())
@@ -465,9 +601,9 @@ def test_bad_tls_flags_are_one_line_errors(tmp_path, pki_dir):
         (["kubelet", "--tls-cert-file", "/nope.crt", "--tls-private-key-file", "/nope.key"],
          "No such file or directory"),
         (["kubelet", "--authorization-mode", "Webhook"], "need --tls-cert-file"),
-        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--kubelet-client-certificate",
+        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--plain-http", "--kubelet-client-certificate",
           str(pki_dir / "apiserver-kubelet-client.crt")], "go together"),
-        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--kubelet-client-certificate",
+        (["apiserver", "--etcd-servers", "http://127.0.0.1:1", "--plain-http", "--kubelet-client-certificate",
           str(pki_dir / "apiserver-kubelet-client.crt"), "--kubelet-client-key", str(pki_dir / "ca.crt")],
          "--kubelet-client-certificate/--kubelet-client-key"),
     ]:
