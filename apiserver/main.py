@@ -17,7 +17,10 @@ answered 400 as kube-apiserver answers it. `--plain-http` is the explicit insecu
 (no TLS; the authenticator chain still runs, without client certificates); without
 either the server exits with a one-line error. Requests are authenticated
 (apiserver/auth/authn.py) and authorized by the union --authorization-mode builds,
-system:masters first (apiserver/app.py).
+system:masters first (apiserver/app.py). With --kubelet-client-certificate and
+--kubelet-client-key, logs and exec reach kubelets over HTTPS presenting that certificate
+(verified against --kubelet-certificate-authority when given; apiserver/kubeletclient.py);
+without them, plain HTTP with $MINIK8S_KUBELET_TOKEN.
 
 Serves the Kubernetes API (apiserver/app.py) under uvicorn until SIGTERM or SIGINT,
 then drains for up to 3 s and exits 0. Several bind addresses get one listening socket
