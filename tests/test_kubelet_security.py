@@ -613,3 +613,85 @@ def test_bad_tls_flags_are_one_line_errors(tmp_path, pki_dir):
         assert r.returncode == 1, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- the token's refresh by the kubelet itself, on an injected clock ---------------------------
+
+async def _until(pred, timeout=30.0, what="condition"):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await pred()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_kubelet_rewrites_the_token_file_when_80_percent_of_its_life_has_passed(apiserver, http, ns, tmp_path):
+    """An in-process kubelet (real runtime, real pod, the session's API server) on a fake
+    clock: stepping the clock past 80 % of the token's 600 s makes the pod's worker sync
+    and write a new token, atomically, into the same file."""
+    from kubelet.kubelet import Kubelet
+    from kubelet.runtime.linux.runtime import LinuxRuntime
+    from tests.test_kubelet_runtime import free_cidr
+    http.post(f"/api/v1/namespaces/{ns}/serviceaccounts", json={
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})
+    tag = uuid.uuid4().hex[:8]
+    rt = LinuxRuntime(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
+                      bridge=f"mk8st{tag}", cgroup_parent=f"minik8s-test-{tag}")
+    client = Client(apiserver.url)
+    clock = FakeClock(start=1000.0, wall=time.time())
+    kl = Kubelet(client, rt, node_name=f"tok-{tag}", node_ip="127.0.0.1", clock=clock, pleg_period=0.1)
+    try:
+        await kl.start()
+        pod = await client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
+                                   "spec": {"nodeName": kl.node_name, "serviceAccountName": "robot",
+                                            "automountServiceAccountToken": False,
+                                            "terminationGracePeriodSeconds": 0,
+                                            "volumes": [{"name": "tok", "projected": {"sources": [
+                                                {"serviceAccountToken": {"path": "token",
+                                                                         "expirationSeconds": 600}}]}}],
+                                            "containers": [{"name": "c", "image": "busybox", "command": SLEEP,
+                                                            "volumeMounts": [{"name": "tok", "mountPath": "/t"}]}]}})
+        uid = pod["metadata"]["uid"]
+        path = Path(rt.pods_dir) / uid / "volumes" / "tok" / "token"
+
+        async def token():
+            return path.read_text() if path.exists() else None
+        first = await _until(token, what="the token file")
+        assert _jwt_claims(first)["kubernetes.io"]["pod"]["uid"] == uid
+        assert kl.tokens.requests == 1
+        clock.step(400)  # two thirds of its life: the same token
+        (w,) = kl.workers.values()
+        n = w.syncs
+        w.wake.set()
+
+        async def synced():
+            return w.syncs > n
+        await _until(synced, what="a sync")
+        assert await token() == first and kl.tokens.requests == 1
+        # Past 480 s of the token's life: the worker's own timer fires, it syncs and
+        # refreshes, once (the new token is not due: no request on every sync).
+        clock.step(100)
+
+        async def refreshed():
+            t = await token()
+            return t if t and t != first else None
+        second = await _until(refreshed, what="the refreshed token")
+        assert kl.tokens.requests == 2
+        assert _jwt_claims(second)["kubernetes.io"]["pod"]["uid"] == uid
+        assert os.readlink(path.parent / "token") == "..data/token"
+    finally:
+        await kl.stop()
+        await client.close()
+
+        def clean():
+            for u in os.listdir(rt.pods_dir):
+                rt.remove_pod(u)
+            rt.cleanup_orphans(keep=[])
+            rt.network.delete_bridge()
+            Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
+            rt.close()
+        await asyncio.to_thread(clean)
