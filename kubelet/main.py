@@ -46,7 +46,7 @@ Health and metrics, as the kubelet's healthz server: on --healthz-bind-address
 and `syncloop` (fails when the PLEG loop has not run for max(2 x --sync-frequency, 5
 minutes)), and `/metrics` (kubelet/metrics.py, client/'s, the process's CPU and RSS).
 The fake runtime serves `ping` only. A port that cannot be bound is logged, not fatal.
-The endpoint on --port serves `/metrics` too, to token holders. A task of the kubelet
+The endpoint on --port serves `/metrics` too, to the callers it lets in. A task of the kubelet
 that fails (the heartbeat, the endpoint) ends the process with exit code 1. Logs are
 klog-like (machinery.klog): `-v N`, `--logging-format=json`.
 """
