@@ -37,6 +37,7 @@ PACKAGES = {
     "k8s.io/api/policy/v1": ("api", "policy/v1/types.go", "policy/v1"),
     "k8s.io/api/autoscaling/v1": ("api", "autoscaling/v1/types.go", "autoscaling/v1"),
     "k8s.io/api/rbac/v1": ("api", "rbac/v1/types.go", "rbac/v1"),
+    "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
     "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
@@ -63,9 +64,18 @@ ROOTS = [
     ("rbac.authorization.k8s.io/v1", "RoleBinding", "k8s.io/api/rbac/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "k8s.io/api/rbac/v1",
      "ClusterRoleBinding"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", "k8s.io/api/authorization/v1",
+     "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "k8s.io/api/authorization/v1",
+     "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "k8s.io/api/authorization/v1",
+     "SelfSubjectRulesReview"),
+    ("authentication.k8s.io/v1", "SelfSubjectReview", "k8s.io/api/authentication/v1",
+     "SelfSubjectReview"),
+    ("authentication.k8s.io/v1", "TokenReview", "k8s.io/api/authentication/v1", "TokenReview"),
+    ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
-    ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
 ]
 
@@ -79,15 +89,12 @@ SPECIAL = {
     ("k8s.io/apimachinery/pkg/util/intstr", "IntOrString"): "@intorstring",
     ("k8s.io/apimachinery/pkg/runtime", "RawExtension"): "@rawextension",
     ("k8s.io/apimachinery/pkg/types", "UID"): "string",
+    # `[]string` named types that are map values: go-to-protobuf wraps each in a message
+    # of one repeated string (`items = 1`); in JSON it is the plain list.
+    ("k8s.io/api/authorization/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/authentication/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/authentication/v1", "AttestationValue"): "@stringlist",
     ("k8s.io/apimachinery/pkg/types", "NodeName"): "string",
-}
-
-# Fields left out of the table, so decoding skips them as it skips unknown fields: their
-# wire form (a map whose values are named string lists, each wrapped in a message) has
-# no plain form here, and nothing minik8s serves reads them.
-SKIPPED = {
-    # TokenRequestSpec.attestations: alpha (admission webhook tokens); kubectl never sends it.
-    ("k8s.io/api/authentication/v1", "TokenRequestSpec", "Attestations"),
 }
 
 SCALARS = {"string": "string", "bool": "bool", "int32": "int", "int64": "int", "int": "int",
@@ -211,8 +218,6 @@ class Generator:
     def message(self, pkg: str, name: str) -> None:
         out = []
         for f in self.packages[pkg].structs[name]:
-            if (pkg, name, f["name"]) in SKIPPED:
-                continue
             # The tag's wire word is not trusted: go-to-protobuf derives the proto type
             # from the Go type (DeleteOptions.propagationPolicy says varint, is a string).
             _wire, number, *_opts = f["protobuf"].split(",")

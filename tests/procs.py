@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -157,14 +158,20 @@ class APIServer(Component):
     def ca_file(self) -> str | None:
         return os.path.join(self.pki_dir, "ca.crt") if self.pki_dir else None
 
+    def admin_tls(self) -> ssl.SSLContext | bool:
+        """With a PKI: a client context trusting its CA and presenting its admin certificate."""
+        if not self.pki_dir:
+            return True
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki_dir, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"), os.path.join(self.pki_dir, "admin.key"))
+        return ctx
+
     def start(self):
         super().start()
 
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
-            # /readyz as system:anonymous, whom system:public-info-viewer allows it
-            return httpx.get(self.url + "/readyz", timeout=1,
-                             verify=self.ca_file or True).status_code == 200
+            return httpx.get(self.url + "/readyz", timeout=1, verify=self.admin_tls()).status_code == 200
         wait_for(ready, what="apiserver")
         return self
