@@ -252,3 +252,23 @@ def test_subject_access_review(cluster, admin, ns):
         r = c.post(url, json={"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                               "spec": {"user": "sar", "nonResourceAttributes": {"path": "/", "verb": "get"}}})
         assert r.status_code == 403
+
+
+def test_impersonation_needs_the_impersonate_verb(cluster, admin, ns):
+    bind(admin, ns, "imp-viewer", "view")
+    kc = cluster.kubeconfig("admin", cluster.admin, namespace=ns)
+    out = cluster.kubectl(kc, "auth", "whoami", "--as", "imp-viewer", "--as-group", "g1",
+                          "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == 'imp-viewer ["g1","system:authenticated"]'
+    out = cluster.kubectl(kc, "create", "configmap", "as-viewer", "--as", "imp-viewer")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (f'error: failed to create configmap: configmaps is forbidden: User "imp-viewer" '
+                                  f'cannot create resource "configmaps" in API group "" in the namespace "{ns}"')
+    with cluster.client(cluster.user("imp-viewer")) as c:
+        r = c.get(f"/api/v1/namespaces/{ns}/secrets", headers={"Impersonate-User": "kubernetes-admin"})
+        assert r.status_code == 403
+        assert r.json()["message"] == ('users "kubernetes-admin" is forbidden: User "imp-viewer" cannot '
+                                       'impersonate resource "users" in API group "" at the cluster scope')
+        r = c.get(f"/api/v1/namespaces/{ns}/pods", headers={"Impersonate-Group": "system:masters"})
+        assert r.status_code == 400
