@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
@@ -56,7 +57,7 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
-from apiserver.auth import authn, bootstrappolicy, reviews
+from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
                                        SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS_GROUP,
@@ -304,12 +305,20 @@ _DELETE_VERBS = ("delete", "deletecollection")
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+                 kubelet_tls: ssl.SSLContext | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 plain_http: bool = False, flags: Any = None):
+                 plain_http: bool = False, flags: Any = None,
+                 service_account_flags: dict[str, Any] | None = None):
+        """service_account_flags: serviceaccount.from_flags' keywords but `get` (kube-apiserver's
+        --service-account-* flags); ValueError (KeyFileError) if they cannot be used."""
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
-        self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
+        # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
+        # (apiserver/kubeletclient.py); the shared token is only for plain-HTTP kubelets.
+        self.kubelet_tls = kubelet_tls
+        self.kubelet_headers = ({"authorization": f"Bearer {kubelet_token}"}
+                                if kubelet_token and kubelet_tls is None else {})
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
@@ -318,7 +327,8 @@ class API:
         self.flags = flags
         # Authentication: x509, then the token authenticators in this order, then
         # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
-        tokens: list[authn.TokenAuthenticator] = []
+        self.service_accounts = serviceaccount.from_flags(get=self.get_object, **(service_account_flags or {}))
+        tokens: list[authn.TokenAuthenticator] = [self.service_accounts.authenticator]
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
         self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth,
@@ -535,6 +545,19 @@ class API:
         if self.audit is not None:
             await self.audit.stop()  # flushes what is buffered
 
+    async def get_object(self, resource: str, namespace: str, name: str) -> dict | None:
+        """An object as the watch cache has it, else as etcd has it; None if neither does.
+        Shared and read-only: for readers inside the server (authenticators, TokenRequest)."""
+        rt = registry.by_plural(resource)
+        key = rt.key(namespace if rt.namespaced else "", name)
+        entry = self.cache.get(rt, key)
+        if entry is not None:
+            return entry.obj
+        try:
+            return await self.resources.get(rt, namespace if rt.namespaced else "", name)
+        except errors.NotFound:
+            return None
+
     # -- dispatch -------------------------------------------------------------------
 
     async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
@@ -655,6 +678,15 @@ class API:
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 
+    async def _token(self, request: Request, t: Target) -> Response:
+        """serviceaccounts/<name>/token: a TokenRequest answered with a signed token."""
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        sa, warnings = self.service_accounts, []
+        out = await serviceaccount.token_request(sa.issuer, self.get_object, t.namespace, t.name, body,
+                                                 audiences=sa.audiences, max_expiration=sa.max_expiration,
+                                                 warnings=warnings)
+        return self.object_response(out, 201, warnings)
+
     async def _get_scale(self, request: Request, t: Target) -> Response:
         return json_response(await self.resources.get_scale(t.rt, t.namespace, t.name))
 
@@ -738,9 +770,11 @@ class API:
 
     async def proxy_log(self, request: Request, pod: dict, container: str) -> Response:
         md = pod["metadata"]
-        url = f"http://{await self.kubelet_address(pod)}/containerLogs/{md['namespace']}/{md['name']}/{container}"
+        scheme = "https" if self.kubelet_tls else "http"
+        url = f"{scheme}://{await self.kubelet_address(pod)}/containerLogs/{md['namespace']}/{md['name']}/{container}"
         if self._kubelet_http is None:
-            self._kubelet_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+            self._kubelet_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None),
+                                                   verify=self.kubelet_tls or True)
         http = self._kubelet_http
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "container"]
         try:
@@ -766,11 +800,11 @@ class API:
 
         md = pod["metadata"]
         query = "&".join(f"{k}={quote(v)}" for k, v in ws.query_params.multi_items() if k != "container")
-        url = (f"ws://{await self.kubelet_address(pod)}/exec/{md['namespace']}/{md['name']}/"
-               f"{container}?{query}")
+        url = (f"{'wss' if self.kubelet_tls else 'ws'}://{await self.kubelet_address(pod)}/exec/"
+               f"{md['namespace']}/{md['name']}/{container}?{query}")
         try:
             async with connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
-                               max_size=None, open_timeout=10) as kubelet:
+                               max_size=None, open_timeout=10, ssl=self.kubelet_tls) as kubelet:
                 # Two pumps in one task group: the first to end, however it ends (its
                 # side closed, or a send to the other side failed because that one
                 # closed), cancels the other, and the group waits for both.
@@ -963,6 +997,7 @@ ROUTES = {
        for v, h in (("get", API._get), ("update", API._update), ("patch", API._patch))},
     ("create", "binding"): API._bind,
     ("create", "eviction"): API._evict,
+    ("create", "token"): API._token,
     ("get", "scale"): API._get_scale,
     ("update", "scale"): API._update_scale,
     ("patch", "scale"): API._update_scale,
@@ -1095,12 +1130,16 @@ class Secured:
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+               kubelet_tls: ssl.SSLContext | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
                enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
                flags: Any = None, encryption: list[ResourceRule] | None = None,
-               audit_log: AuditLog | None = None) -> Secured:
-    """kubelet_token: presented to kubelets when proxying log and exec (default:
-    $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built.
+               audit_log: AuditLog | None = None,
+               service_account_flags: dict[str, Any] | None = None) -> Secured:
+    """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
+    (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
+    instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
+    cannot be built, or service account flags (see API) that cannot be used.
     encryption: the rules of --encryption-provider-config (apiserver/storage/encryption.py);
     audit_log: --audit-log-path's log (apiserver/audit.py)."""
     etcd_tls = None
@@ -1115,9 +1154,10 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
             encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
+              kubelet_tls=kubelet_tls,
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
               enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
-              flags=flags)
+              flags=flags, service_account_flags=service_account_flags)
     api.audit = audit_log
     version_info = version.info()
 
