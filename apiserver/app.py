@@ -67,6 +67,7 @@ from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.etcd import TLSFiles
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
@@ -301,7 +302,8 @@ class API:
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 flags: Any = None, service_account_flags: dict[str, Any] | None = None):
+                 plain_http: bool = False, flags: Any = None,
+                 service_account_flags: dict[str, Any] | None = None):
         """service_account_flags: serviceaccount.from_flags' keywords but `get` (kube-apiserver's
         --service-account-* flags); ValueError (KeyFileError) if they cannot be used."""
         store = metrics.InstrumentedStore(store)  # every call below is timed
@@ -319,7 +321,8 @@ class API:
         tokens: list[authn.TokenAuthenticator] = [self.service_accounts.authenticator]
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
-        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
+        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth,
+                                 ignore_unknown_tokens=plain_http)
         # Authorization as kube-apiserver chains it: system:masters first, then the
         # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
@@ -1057,17 +1060,23 @@ class Secured:
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
-               enable_bootstrap_token_auth: bool = False, flags: Any = None,
-               service_account_flags: dict[str, Any] | None = None) -> Secured:
+               enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
+               flags: Any = None, service_account_flags: dict[str, Any] | None = None) -> Secured:
     """kubelet_token: presented to kubelets when proxying log and exec (default:
     $MINIK8S_KUBELET_TOKEN). ValueError names an authorization mode that cannot be built, or
     service account flags (see API) that cannot be used."""
-    store = EtcdStore(etcd_servers)
+    etcd_tls = None
+    if flags is not None and (flags.etcd_cafile or flags.etcd_certfile or flags.etcd_keyfile):
+        if bool(flags.etcd_certfile) != bool(flags.etcd_keyfile):
+            raise ValueError("--etcd-certfile and --etcd-keyfile go together")
+        etcd_tls = TLSFiles(flags.etcd_cafile, flags.etcd_certfile, flags.etcd_keyfile)
+        etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
+    store = EtcdStore(etcd_servers, tls=etcd_tls)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
-              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags,
-              service_account_flags=service_account_flags)
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
+              flags=flags, service_account_flags=service_account_flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

@@ -36,6 +36,10 @@ HTTP_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")  # Go's tlsRecordHeaderLooksLikeHTTP
 _TLS_HANDSHAKE = 0x16
 HANDSHAKE_TIMEOUT = 10.0  # Go's http.Server: a handshake within the read timeout; kube-apiserver's is 10 s
+# How long a closing connection waits for the client's close_notify. Go's server does not
+# wait at all; asyncio waits 30 s by default, which held every idle keep-alive connection
+# (and so the server's graceful shutdown) that long.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 def server_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
@@ -70,9 +74,17 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             self.head = b""
             self.tls: sslproto.SSLProtocol | None = None
             self.extension: dict[str, Any] | None = None
+            self.idle: asyncio.TimerHandle
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport  # uvloop's transports are no asyncio.Transport
+            # A client that never sends its first bytes is closed as one that never ends
+            # its handshake would be.
+            self.idle = self.loop.call_later(HANDSHAKE_TIMEOUT, self._give_up)
+
+        def _give_up(self) -> None:
+            if self.transport is not None and self.tls is None:
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             assert self.transport is not None
@@ -83,11 +95,13 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 if self.head[:5] in _HTTP_STARTS:
                     self.transport.write(HTTP_TO_HTTPS)
                 self.transport.close()
+                self.head = b"\x00"  # whatever else arrives before the close is dropped
                 return
             self._start_tls()
 
         def _start_tls(self) -> None:
             assert self.transport is not None
+            self.idle.cancel()
             config = copy.copy(self.config)
             app = config.loaded_app
             front = self
@@ -107,7 +121,8 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             protocol = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
                              app_state=self.app_state, _loop=self.loop)
             self.tls = sslproto.SSLProtocol(self.loop, protocol, context, None, server_side=True,
-                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                                            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT)
             self.transport.set_protocol(self.tls)
             self.tls.connection_made(self.transport)
             data, self.head = self.head, b""
@@ -119,6 +134,7 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 data = data[n:]
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self.idle.cancel()
             self.transport = None
 
     return TLSFront

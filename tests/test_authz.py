@@ -247,6 +247,18 @@ def test_subject_access_review(cluster, admin, ns):
     assert r.status_code == 422
     # only create: no list, no get
     assert admin.get(url).status_code == 405
+    # LocalSubjectAccessReview: the same question, about its own namespace only
+    local = f"/apis/authorization.k8s.io/v1/namespaces/{ns}/localsubjectaccessreviews"
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+            "spec": {"user": "sar", "resourceAttributes": {"verb": "list", "resource": "pods"}}}
+    r = admin.post(local, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"]["allowed"] is True
+    assert r.json()["spec"]["resourceAttributes"]["namespace"] == ns
+    body["spec"]["resourceAttributes"]["namespace"] = "default"
+    r = admin.post(local, json=body)
+    assert r.status_code == 422
+    assert r.json()["details"]["causes"][0]["field"] == "spec.resourceAttributes.namespace"
     # and a user who may not create reviews may not ask about others
     with cluster.client(cluster.user("sar")) as c:
         r = c.post(url, json={"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",

@@ -415,8 +415,8 @@ class ServiceAccounts:
     max_expiration: int = 0
 
 
-def from_flags(*, signing_key_file: str | None, key_files: Sequence[str], issuers: Sequence[str],
-               api_audiences: Sequence[str], get: Getter, max_expiration: int = 0,
+def from_flags(*, get: Getter, signing_key_file: str | None = None, key_files: Sequence[str] = (),
+               issuers: Sequence[str] = (), api_audiences: Sequence[str] = (), max_expiration: int = 0,
                clock: Callable[[], float] = time.time) -> ServiceAccounts:
     """kube-apiserver's --service-account-* and --api-audiences flags, checked as it checks
     them (KeyFileError or ValueError with a one-line message). Without a signing key file
