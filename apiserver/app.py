@@ -293,7 +293,6 @@ class AdmissionPlugin(Protocol):
                     old: dict | None) -> None: ...
 
 
-WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 _DELETE_VERBS = ("delete", "deletecollection")
 
 
@@ -351,9 +350,13 @@ class API:
         if mode == "RBAC":
             return self.rbac
         if mode == "Node":
+            # Looked up when asked for: the Node authorizer is a module of its own,
+            # constructed with this API (its graph follows the watch cache).
             try:
                 from apiserver.auth.node import NodeAuthorizer  # type: ignore[import-not-found]
-            except ImportError:
+            except ModuleNotFoundError as exc:
+                if exc.name != "apiserver.auth.node":
+                    raise
                 raise ValueError("--authorization-mode=Node: this build has no Node authorizer") from None
             node_authorizer: Authorizer = NodeAuthorizer(self)
             return node_authorizer

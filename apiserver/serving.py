@@ -4,10 +4,10 @@ What this module guarantees
 - `server_context(cert, key, client_ca)` is the server's TLS context: TLS 1.2 or newer, the
   serving certificate, and, with a client CA, a request for a client certificate that
   is optional (a client without one is still served, as kube-apiserver's
-  `tls.RequestClientCert`) and verified against that CA. A certificate that does not
-  verify ends the handshake with an alert: Python's ssl cannot request a certificate
-  without verifying it, where Go's server lets the x509 authenticator refuse it with a
-  401 later. Either way nothing is served to it.
+  `tls.RequestClientCert` in k8s.io/apiserver's secure_serving.go) and verified against
+  that CA. A certificate that does not verify ends the handshake with an alert: Python's
+  ssl cannot request a certificate without verifying it, where Go's server lets the x509
+  authenticator refuse it with a 401 later. Either way nothing is served to it.
 - `tls_front(inner, context)` is a uvicorn HTTP protocol class that reads the first
   bytes of a connection before any TLS: a TLS record goes on to the handshake; plain
   HTTP (`GET /`, `POST `, ...) is answered as Go's net/http answers it,
@@ -16,9 +16,12 @@ What this module guarantees
 - After the handshake, every request and WebSocket of the connection carries the ASGI
   TLS extension (`scope["extensions"]["tls"]`: `client_cert_chain` with the verified
   client leaf in PEM, or empty; `tls_version`; `cipher_suite` None), which
-  apiserver/auth/authn.py reads. uvicorn does not implement that extension, so the
-  front gives the connection's uvicorn protocol a per-connection copy of its config whose
-  application adds it.
+  apiserver/auth/authn.py reads. uvicorn 0.55 does not implement that extension (its
+  PRs for it, Kludex/uvicorn#1119, #3132 and #3133, are open), so the front gives the
+  connection's uvicorn protocol a per-connection shallow copy of its config whose
+  application adds it; WebSocket upgrades inherit that config. Only the leaf is
+  available before Python 3.13 (SSLObject.get_verified_chain), which is all the x509
+  authenticator needs.
 
 How: asyncio's `SSLProtocol` (what `loop.start_tls` builds) is put on the connection's
 transport by hand, then fed the bytes already read. `loop.start_tls` itself cannot be
@@ -35,7 +38,8 @@ from typing import Any
 HTTP_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")  # Go's tlsRecordHeaderLooksLikeHTTP
 _TLS_HANDSHAKE = 0x16
-HANDSHAKE_TIMEOUT = 10.0  # Go's http.Server: a handshake within the read timeout; kube-apiserver's is 10 s
+# Go's http.Server bounds a TLS handshake by its ReadHeaderTimeout, 32 s in kube-apiserver.
+HANDSHAKE_TIMEOUT = 32.0
 # How long a closing connection waits for the client's close_notify. Go's server does not
 # wait at all; asyncio waits 30 s by default, which held every idle keep-alive connection
 # (and so the server's graceful shutdown) that long.
@@ -107,10 +111,10 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             front = self
 
             async def with_tls(scope: dict, receive: Any, send: Any) -> None:
-                if front.extension is None:
-                    ssl_transport = front.tls._app_transport if front.tls else None  # type: ignore[attr-defined]
-                    front.extension = tls_extension(
-                        ssl_transport.get_extra_info("ssl_object") if ssl_transport else None)
+                if front.extension is None:  # once per connection, at its first request
+                    # uvicorn's protocol keeps the TLS transport it was handed once the
+                    # handshake was done.
+                    front.extension = tls_extension(protocol.transport.get_extra_info("ssl_object"))
                 extensions = scope.get("extensions")
                 if extensions is None:
                     scope["extensions"] = extensions = {}
@@ -118,7 +122,7 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 await app(scope, receive, send)
 
             config.loaded_app = with_tls
-            protocol = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+            protocol: Any = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
                              app_state=self.app_state, _loop=self.loop)
             self.tls = sslproto.SSLProtocol(self.loop, protocol, context, None, server_side=True,
                                             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
