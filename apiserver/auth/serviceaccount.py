@@ -36,8 +36,10 @@ What this module guarantees
   request, with the same warning.
 
 Objects are read through `get(resource, namespace, name) -> dict | None` (the server's
-watch cache, falling back to etcd), never over HTTP. Signing and verifying are CPU work
-of a few hundred microseconds, done on the event loop.
+watch cache, falling back to etcd), never over HTTP. Signing (~0.3 ms with RSA-2048)
+and authenticating (~0.13 ms, the watch cache's reads included; measured on this 2-core
+machine) run on the event loop, for every request: kube-apiserver caches token results
+for 10 s, which would also let a deleted pod's token live that long.
 """
 from __future__ import annotations
 
