@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from client.events import WARNING
 from client.informer import OWNER_UID, Informer, key_of, split_key
 from client.rest import Resource
+from controller_manager import controller_utils
 from controller_manager.controller import Controller
 from machinery import errors
 
@@ -100,7 +101,7 @@ class GarbageCollector(Controller):
         self.by_plural: dict[str, tuple[Resource, Informer]] = {}
         self._absent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._absent_size = absent_owner_cache_size
-        for r in list(client.resources):
+        for r in controller_utils.stored_kinds(client.resources):
             if (r.group, r.plural) in IGNORED or r.plural in self.by_plural:
                 continue
             inf = factory.informer(r.plural)
