@@ -328,7 +328,9 @@ async def test_the_service_accounts_pull_secret_is_used(make_node, ns, auth_regi
                   "auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}).encode()).decode()}}
     await client.create(legacy, namespace=ns)
     await client.create({"apiVersion": "v1", "kind": "ServiceAccount",
-                         "metadata": {"name": "builder"}, "imagePullSecrets": [{"name": "legacy"}]}, namespace=ns)
+                         "metadata": {"name": "builder"}, "imagePullSecrets": [{"name": "legacy"}],
+                         # No token volume: no controller manager publishes kube-root-ca.crt here.
+                         "automountServiceAccountToken": False}, namespace=ns)
     await client.create(pod("by-sa", node, image, serviceAccountName="builder"), namespace=ns)
     p = await phase(client, ns, "by-sa", "Succeeded")
     assert p["spec"]["imagePullSecrets"] == [{"name": "legacy"}]  # copied at admission
