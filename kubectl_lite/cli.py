@@ -180,7 +180,10 @@ def describe_error(exc: BaseException) -> str | None:
 
 
 def api_error_message(err, prefix: str = "") -> str:
-    """`Error from server (NotFound): pods "x" not found`; 422 as `The Pod "x" is invalid: ...`."""
+    """`Error from server (NotFound): pods "x" not found`; 422 as `The Pod "x" is invalid: ...`;
+    401 as kubectl's StandardErrorMessage words it."""
+    if err.code == 401:
+        return f"error: You must be logged in to the server ({err.message or 'Unauthorized'})"
     if err.code == 422 and (err.kind or err.name):
         head = f'The {err.kind} "{err.name}" is invalid'
         causes = []
