@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -260,10 +261,15 @@ def _log_check() -> None:
 
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
-                 bookmark_interval: float = 5.0, kubelet_token: str | None = None):
+                 bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+                 kubelet_tls: ssl.SSLContext | None = None):
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
-        self.kubelet_headers = {"authorization": f"Bearer {kubelet_token}"} if kubelet_token else {}
+        # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
+        # (apiserver/kubeletclient.py); the shared token is only for plain-HTTP kubelets.
+        self.kubelet_tls = kubelet_tls
+        self.kubelet_headers = ({"authorization": f"Bearer {kubelet_token}"}
+                                if kubelet_token and kubelet_tls is None else {})
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
@@ -523,9 +529,11 @@ class API:
 
     async def proxy_log(self, request: Request, pod: dict, container: str) -> Response:
         md = pod["metadata"]
-        url = f"http://{await self.kubelet_address(pod)}/containerLogs/{md['namespace']}/{md['name']}/{container}"
+        scheme = "https" if self.kubelet_tls else "http"
+        url = f"{scheme}://{await self.kubelet_address(pod)}/containerLogs/{md['namespace']}/{md['name']}/{container}"
         if self._kubelet_http is None:
-            self._kubelet_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+            self._kubelet_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None),
+                                                   verify=self.kubelet_tls or True)
         http = self._kubelet_http
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "container"]
         try:
@@ -551,11 +559,11 @@ class API:
 
         md = pod["metadata"]
         query = "&".join(f"{k}={quote(v)}" for k, v in ws.query_params.multi_items() if k != "container")
-        url = (f"ws://{await self.kubelet_address(pod)}/exec/{md['namespace']}/{md['name']}/"
-               f"{container}?{query}")
+        url = (f"{'wss' if self.kubelet_tls else 'ws'}://{await self.kubelet_address(pod)}/exec/"
+               f"{md['namespace']}/{md['name']}/{container}?{query}")
         try:
             async with connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
-                               max_size=None, open_timeout=10) as kubelet:
+                               max_size=None, open_timeout=10, ssl=self.kubelet_tls) as kubelet:
                 # Two pumps in one task group: the first to end, however it ends (its
                 # side closed, or a send to the other side failed because that one
                 # closed), cancels the other, and the group waits for both.
@@ -813,12 +821,15 @@ class ReadOnly:
 
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
-               bookmark_interval: float = 5.0, kubelet_token: str | None = None) -> Router:
-    """kubelet_token: presented to kubelets when proxying log and exec (default:
-    $MINIK8S_KUBELET_TOKEN)."""
+               bookmark_interval: float = 5.0, kubelet_token: str | None = None,
+               kubelet_tls: ssl.SSLContext | None = None) -> Router:
+    """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
+    (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
+    instead (apiserver/kubeletclient.py)."""
     store = EtcdStore(etcd_servers)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
-              kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"))
+              kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
+              kubelet_tls=kubelet_tls)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

@@ -37,6 +37,13 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
                    help="seconds between BOOKMARK events on watches that ask for them")
+    # How logs and exec reach kubelets (apiserver/kubeletclient.py).
+    p.add_argument("--kubelet-client-certificate", default=None, metavar="FILE",
+                   help="client certificate presented to kubelets (with --kubelet-client-key): "
+                   "kubelets are dialed over HTTPS")
+    p.add_argument("--kubelet-client-key", default=None, metavar="FILE", help="its key")
+    p.add_argument("--kubelet-certificate-authority", default=None, metavar="FILE",
+                   help="CA that kubelets' serving certificates must chain to (default: not verified)")
     klog.add_flags(p)
     return p
 
@@ -51,8 +58,20 @@ def run(args: argparse.Namespace) -> int:
     if not servers:
         print("error: --etcd-servers is required", file=sys.stderr)
         return 1
+    kubelet_tls = None
+    if bool(args.kubelet_client_certificate) != bool(args.kubelet_client_key):
+        print("error: --kubelet-client-certificate and --kubelet-client-key go together", file=sys.stderr)
+        return 1
+    if args.kubelet_client_certificate:
+        from apiserver.kubeletclient import tls_context
+        try:
+            kubelet_tls = tls_context(args.kubelet_client_certificate, args.kubelet_client_key,
+                                      args.kubelet_certificate_authority)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     app = create_app(servers, compaction_window=args.compaction_window,
-                     bookmark_interval=args.bookmark_interval)
+                     bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls)
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]
     sockets = []
     for addr in binds if len(binds) > 1 else ():

@@ -7,11 +7,15 @@ written). `valueFrom` reads a ConfigMap or Secret key, a pod field (fieldRef) or
 container resource (resourceFieldRef). The command and args are expanded with the final
 environment. A reference that cannot be resolved (a missing object or key that is not
 optional) raises `ConfigError`, which the kubelet reports as CreateContainerConfigError.
+The service variables of an API server (`kubernetes_service_env`: KUBERNETES_SERVICE_HOST,
+KUBERNETES_SERVICE_PORT and the docker-link KUBERNETES_PORT* ones) come last, unless the
+container defines the same name, and `$(...)` references may use them, as upstream's.
 Pure: objects are read through the `get_object(kind, namespace, name)` callable.
 """
 from __future__ import annotations
 
 import base64
+import collections
 import math
 import re
 from typing import Callable, Mapping
@@ -82,6 +86,16 @@ def object_refs(pod: dict) -> set[tuple[str, str, str]]:
     return refs
 
 
+def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
+    """The variables the `kubernetes` Service gives every container (envvars.FromServices
+    for a Service with one port named https)."""
+    url = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    link = f"KUBERNETES_PORT_{port}_TCP"
+    return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": url, link: url,
+            f"{link}_PROTO": "tcp", f"{link}_PORT": str(port), f"{link}_ADDR": host}
+
+
 def field_value(pod: dict, path: str, *, pod_ip: str | None, host_ip: str | None) -> str:
     md, spec = pod["metadata"], pod.get("spec") or {}
     m = _SUBSCRIPT.match(path)
@@ -115,9 +129,11 @@ def resource_value(container: dict, ref: dict, node_allocatable: Mapping[str, st
 
 
 def resolve(container: dict, pod: dict, *, get_object: GetObject, pod_ip: str | None,
-            host_ip: str | None, node_allocatable: Mapping[str, str] | None = None
+            host_ip: str | None, node_allocatable: Mapping[str, str] | None = None,
+            service_env: Mapping[str, str] | None = None
             ) -> tuple[dict[str, str], list[str], list[str]]:
     """-> (env, command, args), expanded."""
+    services = service_env or {}
     ns = pod["metadata"].get("namespace", "default")
     env: dict[str, str] = {}
 
@@ -137,7 +153,7 @@ def resolve(container: dict, pod: dict, *, get_object: GetObject, pod_ip: str | 
     for e in container.get("env") or []:
         name, vf = e.get("name", ""), e.get("valueFrom")
         if not vf:
-            env[name] = expand(e.get("value", ""), env)
+            env[name] = expand(e.get("value", ""), collections.ChainMap(env, services))
             continue
         if "fieldRef" in vf:
             env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip=pod_ip,
@@ -157,6 +173,8 @@ def resolve(container: dict, pod: dict, *, get_object: GetObject, pod_ip: str | 
                     elif obj is not None and not optional:
                         raise ConfigError(f"couldn't find key {ref.get('key')} in {label} "
                                           f"{ns}/{ref.get('name')}")
+    for k, v in services.items():
+        env.setdefault(k, v)
     command = [expand(x, env) for x in container.get("command") or []]
     args = [expand(x, env) for x in container.get("args") or []]
     return env, command, args

@@ -15,7 +15,10 @@ Shape (pkg/kubelet: config + pod workers + SyncPod + PLEG + status manager):
 - The sync looks, decides, then acts, as upstream's computePodActions and SyncPod: it
   reads the runtime's state, `compute_pod_actions` (kubelet/actions.py, pure) decides
   what to do, and the sync does it. Sandbox (network, hostname, IPC), volumes
-  (ConfigMap/Secret data from watched objects, rewritten in place when they change),
+  (ConfigMap/Secret data from watched objects, rewritten in place when they change;
+  projected and downwardAPI files from kubelet/projected.py, with ServiceAccount tokens
+  from the token manager, kubelet/token.py: the worker syncs again when a token wants
+  its refresh, so the file is rewritten before the token expires),
   init containers one at a time to completion, then the app containers, each restarted
   by the restart policy with the crash back-off (kubelet/backoff.py), killed when its
   liveness probe fails or its image changes; then the
@@ -61,7 +64,7 @@ from client.clock import Clock, RealClock
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import Informer
 from client.rest import Client
-from kubelet import envvars, metrics, status as podstatus
+from kubelet import envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.images import reference
@@ -69,6 +72,7 @@ from kubelet.images.puller import ImageManager
 from kubelet.images.service import ImageService
 from kubelet.objects import ObjectCache, Ref
 from kubelet.prober import ProbeManager
+from kubelet.token import TokenError, TokenManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, Mount, PodSandboxConfig, Resources, Runtime,
                              SandboxStatus, VolumeError)
@@ -241,7 +245,10 @@ class Kubelet:
                  recorder: EventRecorder | None = None, resync_period: float = 60.0,
                  pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
                  node_allocatable: dict[str, str] | None = None, images: ImageService | None = None,
-                 image_backoff: Backoff | None = None):
+                 image_backoff: Backoff | None = None, tokens: TokenManager | None = None,
+                 api_endpoint: tuple[str, int] | None = None):
+        """api_endpoint: (host, port) of an API server the pods can reach, given to every
+        container as KUBERNETES_SERVICE_HOST/PORT (envvars.kubernetes_service_env)."""
         self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
@@ -250,6 +257,8 @@ class Kubelet:
         # `images` None: the runtime's images are the host's root (--host-root-images).
         self.image_manager = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
+        self.tokens = tokens or TokenManager(client, clock=self.clock)
+        self.service_env = envvars.kubernetes_service_env(*api_endpoint) if api_endpoint else {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
         self._pulls: set[asyncio.Task] = set()  # image ensures pods stopped waiting for
@@ -401,6 +410,7 @@ class Kubelet:
                 continue
             metrics.PLEG_RELIST_DURATION.observe(time.monotonic() - start)
             self.relisted = current
+            self.tokens.collect()  # expired tokens of pods gone without a worker's cleanup
             changed = {v[0] for k, v in current.items() if last.get(k) != v}
             changed |= {v[0] for k, v in last.items() if k not in current}
             last = current
@@ -514,7 +524,9 @@ class Kubelet:
         uid, spec = w.uid, pod.get("spec") or {}
         now = self.clock.monotonic()
         retry: list[float] = []
-        volume_paths, mount_error = await self._volumes(w, pod)
+        volume_paths, mount_error, refresh = await self._volumes(w, pod)
+        if refresh is not None:  # a token wants its refresh then: sync to rewrite its file
+            retry.append(refresh)
         runs = await self.blocking(self.runtime.list_containers, uid)
         by_name: dict[str, list[ContainerStatus]] = {}
         for c in sorted(runs, key=lambda c: c.attempt):
@@ -624,14 +636,31 @@ class Kubelet:
             return None
         return retry
 
-    async def _volumes(self, w: PodWorker, pod: dict) -> tuple[dict[str, str], str | None]:
-        """Set up (or refresh) every volume; -> (paths by name, the first error)."""
-        refs = envvars.object_refs(pod) | _pull_secret_refs(pod)
+    async def _volumes(self, w: PodWorker, pod: dict
+                       ) -> tuple[dict[str, str], str | None, float | None]:
+        """Set up (or refresh) every volume; -> (paths by name, the first error, seconds
+        until a ServiceAccount token of the pod wants its refresh)."""
+        refs = envvars.object_refs(pod) | projected.object_refs(pod) | _pull_secret_refs(pod)
         await self.objects.register(w.uid, refs)
         paths, error = {}, None
+        refresh: float | None = None
         ns = pod["metadata"].get("namespace", "default")
         for vol in (pod.get("spec") or {}).get("volumes") or []:
-            data = None
+            data, payload = None, None
+            try:
+                if "projected" in vol:
+                    payload, due = await self._projected(pod, vol)
+                    if due is not None:
+                        refresh = due if refresh is None else min(refresh, due)
+                elif "downwardAPI" in vol:
+                    spec = vol["downwardAPI"] or {}
+                    payload = projected.downward_payload(
+                        spec.get("items") or [], pod, default_mode=spec.get("defaultMode", projected.DEFAULT_MODE),
+                        node_allocatable=self.node_allocatable)
+            except (VolumeError, TokenError) as e:
+                error = error or str(e)
+                self._warn(w, "FailedMount", f'MountVolume.SetUp failed for volume "{vol.get("name")}" : {e}')
+                continue
             if "configMap" in vol:
                 data = _volume_data(self.objects.get("configmaps", ns, (vol["configMap"] or {}).get("name", "")),
                                     "configmaps")
@@ -639,12 +668,31 @@ class Kubelet:
                 data = _volume_data(self.objects.get("secrets", ns, (vol["secret"] or {}).get("secretName", "")),
                                     "secrets")
             try:
-                paths[vol["name"]] = await self.blocking(self.runtime.setup_volume, w.uid, vol, data=data)
+                paths[vol["name"]] = await self.blocking(self.runtime.setup_volume, w.uid, vol, data=data,
+                                                         **({"payload": payload} if payload is not None else {}))
             except VolumeError as e:
                 error = error or e.message
                 self._warn(w, "FailedMount", f'MountVolume.SetUp failed for volume "{vol.get("name")}" : '
                                              f"{e.message}")
-        return paths, error
+        return paths, error, refresh
+
+    async def _projected(self, pod: dict, vol: dict) -> tuple[projected.Payload, float | None]:
+        """A projected volume's files, its tokens requested (or cached) for the pod's
+        ServiceAccount; and the seconds until the first of them wants a refresh."""
+        md = pod["metadata"]
+        ns, sa = md.get("namespace", "default"), (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        tokens: dict[int, str] = {}
+        due: float | None = None
+        for index, audience, seconds in projected.token_sources(vol):
+            tokens[index] = await self.tokens.get(ns, sa, pod_name=md["name"], pod_uid=md["uid"],
+                                                  audience=audience, expiration_seconds=seconds)
+            left = self.tokens.refresh_in(ns, sa, pod_uid=md["uid"], audience=audience,
+                                          expiration_seconds=seconds)
+            if left is not None:
+                due = left if due is None else min(due, left)
+        payload = projected.projected_payload(vol["projected"] or {}, pod, get_object=self.objects.get,
+                                              tokens=tokens, node_allocatable=self.node_allocatable)
+        return payload, due
 
     def _warn(self, w: PodWorker, reason: str, message: str) -> None:
         """A warning event, once per distinct message while the pod lives."""
@@ -727,7 +775,8 @@ class Kubelet:
             return
         try:
             env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
-                                                 host_ip=self.node_ip, node_allocatable=self.node_allocatable)
+                                                 host_ip=self.node_ip, node_allocatable=self.node_allocatable,
+                                                 service_env=self.service_env)
             mounts = []
             for m in c.get("volumeMounts") or []:
                 if m.get("name") not in volume_paths:
@@ -847,6 +896,7 @@ class Kubelet:
         await self.objects.unregister(w.uid)
         self.backoff.forget_prefix(w.uid + "/")
         self.image_manager.forget_pod(w.uid)
+        self.tokens.forget_pod(w.uid)
         if not w.removed:
             self._finished.add(w.uid)  # until the API's delete event (finalizers may hold it)
         w.to(PodState.DONE)

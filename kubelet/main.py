@@ -2,6 +2,8 @@
 
     minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
+                    [--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
+                     [--authentication-token-webhook] [--authorization-mode AlwaysAllow|Webhook]]
                     [--image-store-dir DIR] [--max-parallel-image-pulls 5] [--host-root-images]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
                     [-v N] [--logging-format text|json]
@@ -12,8 +14,15 @@
 
 The Linux runtime: registers the Node, renews its Lease, runs the node's pods in
 namespaces and cgroups (state under --root-dir), and serves logs and exec on
---address:--port to callers presenting the shared token (--token-file, else
-$MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). The pod CIDR
+--address:--port. With --tls-cert-file and --tls-private-key-file the endpoint is HTTPS:
+callers are known by a client certificate from --client-ca-file (or, with
+--authentication-token-webhook, a bearer token the API server's TokenReview vouches for) and allowed by
+--authorization-mode (AlwaysAllow, the default as the kubelet's, or Webhook: a
+SubjectAccessReview to the API server; kubelet/auth.py); the shared token is not used.
+Without them it is plain HTTP for callers presenting the shared token (--token-file,
+else $MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). Every
+container gets KUBERNETES_SERVICE_HOST/PORT naming the API server of --kubeconfig (its
+node address instead when that is a loopback one, which a pod cannot reach). The pod CIDR
 is node.spec.podCIDR when set, else --pod-cidr, else (after waiting --pod-cidr-timeout for
 a controller to allocate one) 10.244.0.0/24. Images are pulled from registries into the
 content store at --image-store-dir (/var/lib/minik8s/images: one per host, shared by
@@ -86,7 +95,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help=f"port of the health and metrics server ({HEALTHZ_PORT}; 0: off)")
     p.add_argument("--healthz-bind-address", default="127.0.0.1", metavar="IP",
                    help="address of the health and metrics server (127.0.0.1)")
-    p.add_argument("--token-file", default=None, help=f"the token the API server presents (default ${TOKEN_ENV})")
+    p.add_argument("--token-file", default=None, help=f"the token the API server presents (default ${TOKEN_ENV}); "
+                   "plain HTTP only")
+    p.add_argument("--tls-cert-file", default=None, metavar="FILE",
+                   help="the endpoint's serving certificate: serve HTTPS (with --tls-private-key-file)")
+    p.add_argument("--tls-private-key-file", default=None, metavar="FILE", help="its key")
+    p.add_argument("--client-ca-file", default=None, metavar="FILE",
+                   help="CA bundle that callers' client certificates must chain to")
+    p.add_argument("--authentication-token-webhook", action="store_true",
+                   help="on the HTTPS endpoint, also accept bearer tokens the API server's TokenReview "
+                   "vouches for")
+    p.add_argument("--authorization-mode", default="AlwaysAllow", choices=("AlwaysAllow", "Webhook"),
+                   help="who may use the HTTPS endpoint: every authenticated caller (AlwaysAllow, "
+                   "default), or as the API server's SubjectAccessReview says (Webhook)")
     p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
     p.add_argument("--cpu", default=None, help="cpu capacity to report (default: the host's)")
@@ -237,6 +258,35 @@ def cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _endpoint_auth(args: argparse.Namespace, client: Client, node: str) -> tuple[Any, Any]:
+    """(EndpointAuth, TLSConfig) for the endpoint from the flags; (None, None) for the
+    plain mode with the shared token."""
+    from kubelet.auth import EndpointAuth, TokenWebhook, Webhook
+    from kubelet.server import TLSConfig
+    if not args.tls_cert_file:
+        return None, None
+    authorizer = Webhook(client) if args.authorization_mode == "Webhook" else None
+    tokens = TokenWebhook(client) if args.authentication_token_webhook else None
+    return (EndpointAuth(node_name=node, tls=True, authorizer=authorizer, token_webhook=tokens),
+            TLSConfig(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file))
+
+
+def api_endpoint(server: str, node_address: str) -> tuple[str, int]:
+    """(host, port) of the API server as pods reach it: the kubeconfig's server, except
+    that a loopback host, the node's own, is the node's address from inside a pod."""
+    import ipaddress
+    from urllib.parse import urlsplit
+    url = urlsplit(server)
+    host = url.hostname or node_address
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            host = node_address
+    except ValueError:
+        if host == "localhost":
+            host = node_address
+    return host, url.port or (443 if url.scheme == "https" else 80)
+
+
 def load_token(args: argparse.Namespace, root_dir: str) -> str:
     if args.token_file:
         with open(args.token_file) as f:
@@ -371,7 +421,11 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     os.makedirs(root_dir, exist_ok=True)
     # pyroute2 cannot run on the event loop's thread
     address = args.address or await asyncio.to_thread(node_ip) or "127.0.0.1"
-    token = load_token(args, root_dir)
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        print("error: --tls-cert-file and --tls-private-key-file go together", file=sys.stderr)
+        return 1
+    auth, tls = _endpoint_auth(args, client, name)
+    token = load_token(args, root_dir) if tls is None else None
     service: ImageService | None = None
     if not args.host_root_images:
         try:
@@ -395,8 +449,9 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent,
                            images=service or HostRootImageStore(), node_ip=address)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
-                      node_allocatable=node.allocatable, images=service)
-    server = KubeletServer(kubelet, token=token)
+                      node_allocatable=node.allocatable, images=service,
+                      api_endpoint=api_endpoint(client.connection.server, address))
+    server = KubeletServer(kubelet, token=token, auth=auth, tls=tls)
     health = ComponentServer()
     health.health.add(named_check("syncloop", kubelet.sync_loop_check))
     code = 0

@@ -11,9 +11,14 @@ proxies `pods/{name}/log` and `pods/{name}/exec` to.
                                                       v4.channel.k8s.io: command (repeated),
                                                       stdin, stdout, stderr, tty
 
-Every request but /healthz (/metrics included: Kubernetes protects it) must carry
-`Authorization: Bearer <token>`, the token shared with the API server; anything else is
-401. Which run of a container a log request reads
+Every request but /healthz (/metrics included: Kubernetes protects it) is authenticated
+and authorized by kubelet/auth.py: over HTTPS (`tls`: --tls-cert-file and
+--tls-private-key-file) by the client certificate, verified against --client-ca-file in
+the handshake, and --authorization-mode (Webhook: a SubjectAccessReview for
+`nodes/proxy`, `nodes/metrics`...); over plain HTTP by the token shared with the API
+server (`Authorization: Bearer <token>`). The verified peer certificate reaches the app
+as `scope["minik8s.peer_cert"]`, put there by the uvicorn protocol classes below, which
+read it from the connection's SSL object. Which run of a container a log request reads
 follows the kubelet (validateContainerLogStatus): the running or last terminated run,
 `previous` the one before; errors are `kind: Status` bodies.
 
@@ -28,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
+import ssl
 import threading
 import time
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 import orjson
 import uvicorn
@@ -42,11 +48,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from kubelet.auth import EndpointAuth
 from kubelet.kubelet import Kubelet
 from kubelet.runtime import ContainerRuntimeError, ContainerStatus, logs
 from kubelet.status import CONTAINER_ID_PREFIX
-from machinery.errors import APIError, BadRequest, InternalError, NotFound, Unauthorized
+from machinery.errors import APIError, BadRequest, InternalError, NotFound
 from machinery.metrics import exposition
 
 log = logging.getLogger("minik8s.kubelet.server")
@@ -73,9 +82,21 @@ def _int(q, name: str) -> int | None:
         raise BadRequest(f'invalid value for {name}: "{raw}"') from None
 
 
+@dataclass(frozen=True)
+class TLSConfig:
+    """The endpoint's HTTPS: its serving certificate and key, and the CA its clients'
+    certificates must chain to (None: no client certificate is asked for)."""
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
 class KubeletServer:
-    def __init__(self, kubelet: Kubelet, *, token: str):
-        self.kubelet, self.token = kubelet, token
+    def __init__(self, kubelet: Kubelet, *, token: str | None = None, auth: EndpointAuth | None = None,
+                 tls: TLSConfig | None = None):
+        """`auth` decides who may call (default: the shared `token`, plain HTTP)."""
+        self.kubelet, self.tls = kubelet, tls
+        self.auth = auth or EndpointAuth(node_name=kubelet.node_name, tls=False, token=token)
         self.app = Starlette(routes=[
             Route("/healthz", self.healthz),
             Route("/metrics", self.metrics),
@@ -83,16 +104,16 @@ class KubeletServer:
             WebSocketRoute("/exec/{namespace}/{pod}/{container}", self.exec),
         ])
 
-    def _authorized(self, headers) -> bool:
-        auth = headers.get("authorization", "")
-        return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), self.token.encode())
+    async def _refused(self, conn: Request | WebSocket) -> APIError | None:
+        return await self.auth.check(method=conn.scope.get("method") or "GET", path=conn.url.path,
+                                     headers=conn.headers, peer_cert=conn.scope.get("minik8s.peer_cert"))
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")
 
     async def metrics(self, request: Request) -> Response:
-        if not self._authorized(request.headers):
-            return _status(Unauthorized("Unauthorized"))
+        if err := await self._refused(request):
+            return _status(err)
         body, content_type = exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
@@ -144,8 +165,8 @@ class KubeletServer:
     # -- logs ---------------------------------------------------------------------------
 
     async def container_logs(self, request: Request) -> Response:
-        if not self._authorized(request.headers):
-            return _status(Unauthorized("Unauthorized"))
+        if err := await self._refused(request):
+            return _status(err)
         p, q = request.path_params, request.query_params
         try:
             previous, follow = _flag(q, "previous"), _flag(q, "follow")
@@ -177,8 +198,8 @@ class KubeletServer:
     async def exec(self, ws: WebSocket) -> None:
         p, q = ws.path_params, ws.query_params
         try:
-            if not self._authorized(ws.headers):
-                raise Unauthorized("Unauthorized")
+            if err := await self._refused(ws):
+                raise err
             argv = q.getlist("command")
             if not argv:
                 raise BadRequest("you must specify at least 1 command")
@@ -277,8 +298,16 @@ class KubeletServer:
     # -- serving --------------------------------------------------------------------------
 
     async def serve(self, host: str, port: int, *, started: asyncio.Event | None = None) -> None:
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl_certfile": self.tls.cert_file, "ssl_keyfile": self.tls.key_file,
+                   "ssl_ca_certs": self.tls.client_ca_file,
+                   # Optional, not required: a caller without a certificate gets a 401
+                   # Status rather than a failed handshake; one from another CA fails.
+                   "ssl_cert_reqs": ssl.CERT_OPTIONAL if self.tls.client_ca_file else ssl.CERT_NONE}
         server = _Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                        access_log=False, lifespan="off", ws="websockets-sansio"))
+                                        access_log=False, lifespan="off", http=_HttpWithPeer,
+                                        ws=_WSWithPeer, **tls))
         task = asyncio.create_task(server.serve())
         try:
             while not server.started:
@@ -293,6 +322,29 @@ class KubeletServer:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 3)
+
+
+def _with_peer(app: Any, transport: asyncio.BaseTransport) -> Any:
+    """`app` with the connection's verified client certificate in every scope."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    peer = ssl_object.getpeercert() if ssl_object is not None else None
+
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        scope["minik8s.peer_cert"] = peer
+        await app(scope, receive, send)
+    return wrapped
+
+
+class _HttpWithPeer(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.app = _with_peer(self.app, transport)
+
+
+class _WSWithPeer(WebSocketsSansIOProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.app = _with_peer(self.app, transport)
 
 
 class _Server(uvicorn.Server):

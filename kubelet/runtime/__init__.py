@@ -207,11 +207,14 @@ class Runtime(ABC):
     # -- volumes ---------------------------------------------------------------------
     @abstractmethod
     def setup_volume(self, uid: str, volume: Mapping, *,
-                     data: Mapping[str, bytes | str] | None = None) -> str:
-        """Make a pod volume (a v1 Volume: emptyDir, hostPath, configMap, secret) ready
-        and return its path on the node. For configMap and secret, `data` is the
-        object's data (None: it does not exist); calling again with new data updates
-        the files in place, atomically. Raises VolumeError."""
+                     data: Mapping[str, bytes | str] | None = None,
+                     payload: Mapping[str, tuple[bytes, int]] | None = None) -> str:
+        """Make a pod volume (a v1 Volume: emptyDir, hostPath, configMap, secret,
+        projected, downwardAPI) ready and return its path on the node. For configMap and
+        secret, `data` is the object's data (None: it does not exist); for projected and
+        downwardAPI, `payload` is the files ({path: (content, mode)}, kubelet/projected.py).
+        Calling again with new data updates the files in place, atomically. Raises
+        VolumeError."""
 
     # -- containers ------------------------------------------------------------------
     @abstractmethod

@@ -300,10 +300,11 @@ class LinuxRuntime(Runtime):
 
     # -- volumes -------------------------------------------------------------------------
     def setup_volume(self, uid: str, volume: Mapping, *,
-                     data: Mapping[str, bytes | str] | None = None) -> str:
+                     data: Mapping[str, bytes | str] | None = None,
+                     payload: Mapping[str, tuple[bytes, int]] | None = None) -> str:
         with self._lock(uid):
             try:
-                return volumes.setup(self._pod_dir(uid), volume, data)
+                return volumes.setup(self._pod_dir(uid), volume, data, payload=payload)
             except OSError as e:
                 raise VolumeError(f"volume {volume.get('name')!r}: {e}") from e
 

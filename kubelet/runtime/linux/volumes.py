@@ -1,9 +1,11 @@
-"""Pod volumes on the node: emptyDir, hostPath, configMap and secret.
+"""Pod volumes on the node: emptyDir, hostPath, configMap, secret, projected and downwardAPI.
 
 Each pod volume lives at <pod dir>/volumes/<name>, except hostPath, which is the host's
 own path. emptyDir is a directory, or a tmpfs (size = sizeLimit) for medium Memory;
-secret volumes are tmpfs too, so secret data never reaches the disk. configMap and
-secret files are written the way Kubernetes' AtomicWriter does, so containers never see
+secret and projected volumes are tmpfs too, so secret data and ServiceAccount tokens
+never reach the disk. projected and downwardAPI files are computed by the kubelet
+(kubelet/projected.py) and handed in as a payload. configMap, secret, projected and
+downwardAPI files are written the way Kubernetes' AtomicWriter does, so containers never see
 a half-updated set:
 
     <volume>/..2026_11_27_10_00_00.123/<files>   the current payload
@@ -33,7 +35,8 @@ def volume_path(pod_dir: str, name: str) -> str:
     return os.path.join(pod_dir, "volumes", name)
 
 
-def setup(pod_dir: str, volume: Mapping, data: Mapping[str, bytes | str] | None = None) -> str:
+def setup(pod_dir: str, volume: Mapping, data: Mapping[str, bytes | str] | None = None, *,
+          payload: Mapping[str, tuple[bytes, int]] | None = None) -> str:
     name = volume.get("name") or ""
     if not name or "/" in name or name.startswith("."):
         raise VolumeError(f"invalid volume name {name!r}")
@@ -47,6 +50,16 @@ def setup(pod_dir: str, volume: Mapping, data: Mapping[str, bytes | str] | None 
         return path
     if "hostPath" in volume:
         return _host_path(volume["hostPath"])
+    for kind in ("projected", "downwardAPI"):
+        if kind in volume:
+            if payload is None:
+                raise VolumeError(f"volume {name!r}: the {kind} volume's files were not computed")
+            if kind == "projected":
+                _tmpfs(path, None)
+            else:
+                os.makedirs(path, exist_ok=True)
+            write_atomic(path, dict(payload))
+            return path
     for kind, ref_key in (("configMap", "name"), ("secret", "secretName")):
         if kind in volume:
             spec = volume[kind] or {}
