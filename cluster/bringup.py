@@ -225,11 +225,14 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
         from cluster.network import netns_path
         for node in cfg.node_names():
             kubelet = os.path.join("kubelets", node)
-            # kubelet's own flags: it serves TLS with its certificate and lets in only
-            # clients of the cluster CA that the API server authorizes (Webhook).
+            # kubelet's own flags, set as kubeadm's KubeletConfiguration sets them: it
+            # serves TLS with its certificate, knows callers by a certificate of the
+            # cluster CA or a token the API server vouches for, and lets in whom the API
+            # server authorizes (Webhook).
             kubelet_security = [
                 "--tls-cert-file", pki(kubelet, "kubelet.crt"), "--tls-private-key-file", pki(kubelet, "kubelet.key"),
-                "--client-ca-file", pki("ca.crt"), "--authorization-mode", "Webhook",
+                "--client-ca-file", pki("ca.crt"), "--authentication-token-webhook",
+                "--authorization-mode", "Webhook",
             ] if secure else ["--token-file", cfg.kubelet_token]
             specs.append(Spec(
                 kubelet_component(node),
