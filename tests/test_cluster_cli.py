@@ -15,7 +15,7 @@ import pytest
 
 from cluster import bringup
 from cluster.state import ClusterConfig
-from tests.procs import free_port
+from tests.procs import free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -300,3 +300,38 @@ def test_route_syncer_flags_are_checked_before_it_starts(tmp_path):
     assert r.returncode == 2 and "invalid verbosity 'lots'" in r.stderr and "Traceback" not in r.stderr
     r = minik8s("route-syncer", "--state-dir", str(tmp_path), "-v", "2", "--logging-format=json")
     assert r.returncode == 2 and r.stderr.strip().endswith(f"error: no cluster in {tmp_path}")
+
+
+def test_etcd_asks_every_client_for_a_certificate_of_its_ca(tmp_path):
+    """etcd as `up` starts it: TLS on loopback, a client certificate of etcd's CA required
+    (the cluster CA's admin certificate is not one), nothing on plain HTTP."""
+    import ssl
+
+    import httpx
+    cfg = ClusterConfig(state_dir=str(tmp_path), runtime="fake", nodes=1)
+    bringup.write_kubeconfigs(cfg)
+    port, peer = free_port(), free_port()
+    etcd = next(s for s in bringup.component_specs(cfg, etcd_port=port, etcd_peer_port=peer) if s.name == "etcd")
+    with open(tmp_path / "etcd.log", "wb") as log:
+        proc = subprocess.Popen(etcd.argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"https://127.0.0.1:{port}/health"
+        wait_for(lambda: httpx.get(url, verify=bringup.etcd_tls(cfg), timeout=1).status_code == 200,
+                 what="etcd on TLS")
+        etcd_ca = os.path.join(cfg.pki_dir, "etcd", "ca.crt")
+        refused = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)
+        with pytest.raises(refused):
+            httpx.get(url, verify=ssl.create_default_context(cafile=etcd_ca), timeout=5)
+        other_ca = ssl.create_default_context(cafile=etcd_ca)
+        other_ca.load_cert_chain(os.path.join(cfg.pki_dir, "admin.crt"), os.path.join(cfg.pki_dir, "admin.key"))
+        with pytest.raises(refused):
+            httpx.get(url, verify=other_ca, timeout=5)
+        with pytest.raises(refused):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        client = ssl.create_default_context(cafile=etcd_ca)
+        client.load_cert_chain(os.path.join(cfg.pki_dir, "apiserver-etcd-client.crt"),
+                               os.path.join(cfg.pki_dir, "apiserver-etcd-client.key"))
+        assert httpx.get(url, verify=client, timeout=5).json() == {"health": "true"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
