@@ -44,11 +44,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def pki_dir(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("pki"))
     cluster_pki.ensure(d, cluster_pki.ClusterFacts(apiserver_ips=("10.255.255.1",)),
                        key_algorithm="ECDSA-P256")
     _sign(d, "jane", ("dev",))
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(pki_dir):
+    d = pki_dir
     etcd = Etcd().start()
     port = free_port()
     api = Component("apiserver", "--etcd-servers", etcd.url, "--bind-address", "127.0.0.1",
@@ -255,7 +261,9 @@ def test_exec_credentials_with_a_token(server, tmp_path):
     ({"client-certificate": "CERT", "client-key": "OTHER"}, "error: unable to use the TLS material of the "
                                                             "kubeconfig: KEY_VALUES_MISMATCH"),
 ])
-def test_bad_tls_material_is_one_line(server, tmp_path, user, message):
+def test_bad_tls_material_is_one_line(pki_dir, tmp_path, user, message):
+    """Found before any request: no server is needed (nothing listens on port 1)."""
+    server = Server(pki_dir, "https://127.0.0.1:1")
     (tmp_path / "other.key").write_bytes(pki.key_pem(pki.new_key("ECDSA-P256")))
     subst = {"KEY": server.file("jane.key"), "CERT": server.file("jane.crt"), "OTHER": str(tmp_path / "other.key")}
     user = {k: subst.get(v, v) for k, v in user.items()}
@@ -263,4 +271,19 @@ def test_bad_tls_material_is_one_line(server, tmp_path, user, message):
     r = kubectl_lite(path, "get", "pods")
     assert r.returncode == 1 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_missing_ca_file_is_one_line_from_the_kubeconfig_or_the_flag(pki_dir, tmp_path):
+    server = Server(pki_dir, "https://127.0.0.1:1")
+    path = write(tmp_path, cluster={"server": server.url, "certificate-authority": str(tmp_path / "no-ca.crt")},
+                 user={})
+    r = kubectl_lite(path, "get", "pods")
+    assert r.returncode == 1 and r.stderr == (f"error: unable to read certificate-authority {tmp_path}/no-ca.crt "
+                                              f"for cluster due to open {tmp_path}/no-ca.crt: no such file or "
+                                              "directory\n"), r.stderr
+    path = write(tmp_path, cluster={"server": server.url, "certificate-authority": server.ca_file}, user={},
+                 name="good")
+    r = kubectl_lite(path, "--certificate-authority", "/nonexistent/ca.crt", "get", "pods")
+    assert r.returncode == 1 and r.stderr.startswith("error: unable to read certificate-authority "
+                                                     "/nonexistent/ca.crt"), r.stderr
 
