@@ -36,8 +36,8 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
-from urllib.parse import quote
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from urllib.parse import parse_qsl, quote
 
 import anyio
 import httpx
@@ -49,8 +49,11 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
-from apiserver.auth import bootstrappolicy
-from apiserver.auth.authorizer import SYSTEM_PRIVILEGED_GROUP, PrivilegedGroups, Union
+from apiserver.auth import authn, bootstrappolicy, reviews
+from apiserver.auth import rbac as rbac_auth
+from apiserver.auth.authorizer import (SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
+                                       PrivilegedGroups, Union, UserInfo, forbidden,
+                                       request_attributes)
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
@@ -259,10 +262,38 @@ def _log_check() -> None:
     written synchronously by the handler, so there is nothing that can hang."""
 
 
+class AlwaysAllow:
+    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
+        return Decision.ALLOW, ""
+
+
+class AlwaysDeny:
+    """kube-apiserver's AlwaysDeny has no opinion, so the request is refused with its reason."""
+
+    def authorize(self, attrs: Attributes) -> tuple[Decision, str]:
+        return Decision.NO_OPINION, "Everything is forbidden."
+
+
+class AdmissionPlugin(Protocol):
+    """An admission plugin for writes (contract 4): raises machinery errors to refuse.
+    `obj` is the object as it is to be stored (None for a delete), `old` the stored one
+    (None for a create)."""
+
+    async def admit(self, user: UserInfo, attrs: Attributes, obj: dict | None,
+                    old: dict | None) -> None: ...
+
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+_DELETE_VERBS = ("delete", "deletecollection")
+
+
 class API:
     def __init__(self, store: Store, *, compaction_window: float = 300.0,
                  bookmark_interval: float = 5.0, kubelet_token: str | None = None,
-                 kubelet_tls: ssl.SSLContext | None = None):
+                 kubelet_tls: ssl.SSLContext | None = None,
+                 authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
+                 anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
+                 flags: Any = None):
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
@@ -274,11 +305,23 @@ class API:
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
         metrics.track_cache(self.cache)
-        # Authorization as kube-apiserver chains it: system:masters first, then RBAC, whose
-        # index follows the watch cache. Not yet asked by dispatch (authentication first).
+        # The process's flags (apiserver/main.py), for the parts configured from them.
+        self.flags = flags
+        # Authentication: x509, then the token authenticators in this order, then
+        # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
+        tokens: list[authn.TokenAuthenticator] = []
+        if enable_bootstrap_token_auth:
+            tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
+        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
+        # Authorization as kube-apiserver chains it: system:masters first, then the
+        # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
-        self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP), self.rbac])
+        self.authorization_modes = authorization_modes
+        self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
+                                 *(self._mode(m) for m in authorization_modes)])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
+        # Admission plugins for writes, called in order after validation, before storage.
+        self.admission: list[AdmissionPlugin] = []
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False
@@ -289,6 +332,87 @@ class API:
                       named_check("informer-sync", self._informer_sync_check),
                       named_check("shutdown", self._shutdown_check)):
             self.health.add(check, endpoints=("readyz",))
+
+    def _mode(self, mode: str) -> Authorizer:
+        if mode == "AlwaysAllow":
+            return AlwaysAllow()
+        if mode == "AlwaysDeny":
+            return AlwaysDeny()
+        if mode == "RBAC":
+            return self.rbac
+        if mode == "Node":
+            try:
+                from apiserver.auth.node import NodeAuthorizer  # type: ignore[import-not-found]
+            except ImportError:
+                raise ValueError("--authorization-mode=Node: this build has no Node authorizer") from None
+            node_authorizer: Authorizer = NodeAuthorizer(self)
+            return node_authorizer
+        raise ValueError(f'--authorization-mode: unknown authorization mode "{mode}"')
+
+    def cached_object(self, plural: str) -> Callable[[str, str], Awaitable[dict | None]]:
+        """An async getter of one object of a kind: the watch cache's copy (read-only),
+        etcd's when the cache has none."""
+        rt = registry.by_plural(plural)
+        assert rt is not None
+
+        async def get(namespace: str, name: str) -> dict | None:
+            entry = self.cache.get(rt, rt.key(namespace, name))
+            if entry is not None:
+                return entry.obj
+            try:
+                return await self.resources.get(rt, namespace, name)
+            except errors.NotFound:
+                return None
+        return get
+
+    # -- who is asking, and may they ---------------------------------------------------
+
+    async def authenticate_and_authorize(self, scope: dict) -> errors.APIError | None:
+        """Sets scope["user"] (an authorizer.UserInfo) and scope["attributes"] (what the
+        authorizers were asked), or answers the 401 or 403 that refuses the request."""
+        try:
+            user = await self.authn.authenticate(scope)
+        except authn.AuthenticationError as exc:
+            log.log(klog.V(4), "Unable to authenticate the request: %s", exc)
+            return authn.unauthorized()
+        scope["user"] = user
+        query: dict[str, str] = {}
+        if scope.get("query_string"):
+            for k, v in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+                query.setdefault(k, v)
+        # A WebSocket upgrade (pods/exec) asks for `create`, as kube-apiserver does
+        # since the AuthorizePodWebsocketUpgradeCreatePermission gate.
+        method = "POST" if scope["type"] == "websocket" else scope["method"]
+        attrs = request_attributes(user, method, scope["path"], query)
+        scope["attributes"] = attrs
+        decision, reason = self.authorizer.authorize(attrs)
+        if decision is not Decision.ALLOW:
+            return forbidden(attrs, reason)
+        return None
+
+    def admitter(self, request: Request) -> Callable[[dict, dict | None], Awaitable[None]] | None:
+        """The admission of one write request (WriteOptions.admit): RBAC's escalation check
+        on roles and bindings, then every admission plugin. None for a request the server
+        makes itself (no user) or one nothing has to admit."""
+        user: UserInfo | None = request.scope.get("user")
+        attrs: Attributes | None = request.scope.get("attributes")
+        if user is None or attrs is None:
+            return None
+        escalation = (attrs.api_group == rbac_auth.GROUP and attrs.resource in rbac_auth.KINDS
+                      and attrs.verb in ("create", "update", "patch"))
+        plugins = tuple(self.admission)
+        if not plugins and not escalation:
+            return None
+
+        async def admit(obj: dict, old: dict | None) -> None:
+            if escalation:
+                rbac_auth.check_escalation(self.rbac, user, resource=attrs.resource,
+                                           namespace=attrs.namespace, obj=obj, old=old,
+                                           authorizer=self.authorizer)
+            new = None if attrs.verb in _DELETE_VERBS else obj
+            for plugin in plugins:
+                await plugin.admit(user, attrs, new, old)
+        return admit
 
     # -- health: kube-apiserver's checks ----------------------------------------------
 
@@ -359,6 +483,8 @@ class API:
 
     async def dispatch(self, request: Request, t: Target) -> Response:
         handler = ROUTES.get((verb(request, t), t.subresource))
+        if t.rt.extra.get("review") and handler is not API._create:
+            handler = None
         if handler is None:
             if t.subresource in ("binding", "eviction"):
                 raise errors.MethodNotAllowed(f"only POST is allowed on pods/{t.subresource}")
@@ -379,7 +505,9 @@ class API:
 
     async def _create(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-        opts = write_options(request)
+        if t.rt.extra.get("review"):
+            return await reviews.create(self, request, t.rt, t.namespace, body)
+        opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.create(t.rt, t.namespace, body, opts)
         return self.object_response(obj, 201, opts.warnings)
 
@@ -387,7 +515,8 @@ class API:
         sel = self._selection(request, t)
         options = await self.delete_options(request)
         items, revision = await self.resources.delete_collection(
-            t.rt, sel, options, WriteOptions(dry_run=dry_run(request.query_params)))
+            t.rt, sel, options, WriteOptions(dry_run=dry_run(request.query_params),
+                                             admit=self.admitter(request)))
         return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version,
                               "metadata": {"resourceVersion": str(revision)}, "items": items})
 
@@ -397,7 +526,7 @@ class API:
 
     async def _update(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-        opts = write_options(request)
+        opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.update(t.rt, t.namespace, t.name, body, opts,
                                           subresource=main_or_status(t))
         return self.object_response(obj, 200, opts.warnings)
@@ -408,13 +537,13 @@ class API:
             return await self._apply(request, t)
         body = decode_body(await read_body(request), ctype, PATCH_TYPES)
         obj = await self.resources.patch(t.rt, t.namespace, t.name, ctype, body,
-                                         opts := write_options(request),
+                                         opts := write_options(request, admit=self.admitter(request)),
                                          subresource=main_or_status(t))
         return self.object_response(obj, 200, opts.warnings)
 
     async def _apply(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), "application/apply-patch+yaml", PATCH_TYPES)
-        opts = write_options(request, apply=True)
+        opts = write_options(request, apply=True, admit=self.admitter(request))
         obj, created = await self.resources.apply(t.rt, t.namespace, t.name, body, opts,
                                                   subresource=main_or_status(t))
         return self.object_response(obj, 201 if created else 200, opts.warnings)
@@ -422,14 +551,16 @@ class API:
     async def _delete(self, request: Request, t: Target) -> Response:
         options = await self.delete_options(request)
         obj, gone = await self.resources.delete(t.rt, t.namespace, t.name, options,
-                                                WriteOptions(dry_run=dry_run(request.query_params)))
+                                                WriteOptions(dry_run=dry_run(request.query_params),
+                                                             admit=self.admitter(request)))
         # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
         return self.object_response(obj, 200 if gone else 202)
 
     async def _bind(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
         await self.resources.bind(t.rt, t.namespace, t.name, body,
-                                  WriteOptions(dry_run=dry_run(request.query_params)))
+                                  WriteOptions(dry_run=dry_run(request.query_params),
+                                               admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 
@@ -443,7 +574,8 @@ class API:
         if not isinstance(options, dict):
             raise errors.BadRequest("deleteOptions must be an object")
         await self.resources.delete(t.rt, t.namespace, t.name, options,
-                                    WriteOptions(dry_run=dry_run(request.query_params)))
+                                    WriteOptions(dry_run=dry_run(request.query_params),
+                                                 admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 
@@ -456,7 +588,8 @@ class API:
         patch = request.method == "PATCH"
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         body = decode_body(await read_body(request), ctype, PATCH_TYPES if patch else BODY_TYPES)
-        opts = WriteOptions(dry_run=dry_run(request.query_params), field_manager=field_manager(request))
+        opts = WriteOptions(dry_run=dry_run(request.query_params), field_manager=field_manager(request),
+                            admit=self.admitter(request))
         return json_response(await self.resources.update_scale(
             t.rt, t.namespace, t.name, body, opts, patch_type=ctype if patch else None))
 
@@ -727,7 +860,8 @@ def main_or_status(t: Target) -> str | None:
     return "status" if t.subresource == "status" else None
 
 
-def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
+def write_options(request: Request, *, apply: bool = False,
+                  admit: Callable[[dict, dict | None], Awaitable[None]] | None = None) -> WriteOptions:
     q = request.query_params
     force = False
     if apply:
@@ -737,7 +871,7 @@ def write_options(request: Request, *, apply: bool = False) -> WriteOptions:
         force = raw == "true"
     return WriteOptions(dry_run=dry_run(q), field_validation=field_validation(q),
                         field_manager=field_manager(request, apply=apply), force=force,
-                        warnings=[])
+                        warnings=[], admit=admit)
 
 
 # (verb, subresource) -> handler: what the server does for every request on a resource
@@ -820,16 +954,43 @@ class ReadOnly:
         await response(scope, receive, send)
 
 
+class Secured:
+    """The server's ASGI entry: every HTTP request and WebSocket is authenticated and
+    authorized (API.authenticate_and_authorize) before the router sees it, the fixed
+    paths (/version, health, /metrics, OpenAPI, discovery) included, as kube-apiserver's
+    filter chain does. A refusal is the 401 or 403 Status; the lifespan passes through."""
+
+    def __init__(self, app: Router, api: API):
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refused = await self.api.authenticate_and_authorize(scope)
+            if refused is not None:
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).send_denial_response(status_response(refused))
+                else:
+                    await status_response(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
-               kubelet_tls: ssl.SSLContext | None = None) -> Router:
+               kubelet_tls: ssl.SSLContext | None = None,
+               authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
+               enable_bootstrap_token_auth: bool = False, flags: Any = None) -> Secured:
     """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
     (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
-    instead (apiserver/kubeletclient.py)."""
+    instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
+    cannot be built."""
     store = EtcdStore(etcd_servers)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
-              kubelet_tls=kubelet_tls)
+              kubelet_tls=kubelet_tls,
+              authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:
@@ -894,4 +1055,4 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", api.exec),
     ]
     routes += [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
-    return Router(routes=routes, lifespan=lifespan, default=not_found)
+    return Secured(Router(routes=routes, lifespan=lifespan, default=not_found), api)

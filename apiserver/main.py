@@ -1,8 +1,20 @@
 """`minik8s apiserver`: the API server process.
 
     minik8s apiserver --etcd-servers URL[,URL...] [--bind-address ADDR[,ADDR...]]
-                      [--port 6443] [--compaction-window 300] [--bookmark-interval 5]
-                      [-v N] [--logging-format text|json]
+                      [--secure-port 6443] [--compaction-window 300] [--bookmark-interval 5]
+                      (--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
+                       | --plain-http)
+                      [--authorization-mode AlwaysAllow|Node,RBAC|...] [--anonymous-auth=false]
+                      [--enable-bootstrap-token-auth] [-v N] [--logging-format text|json]
+
+kube-apiserver's flag names (--port is an alias of --secure-port). With
+--tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
+is asked for and, with --client-ca-file, verified; plain HTTP sent to the port is
+answered 400 as kube-apiserver answers it. `--plain-http` is the explicit insecure mode
+(no TLS; the authenticator chain still runs, without client certificates); without
+either the server exits with a one-line error. Requests are authenticated
+(apiserver/auth/authn.py) and authorized by the union --authorization-mode builds,
+system:masters first (apiserver/app.py).
 
 Serves the Kubernetes API (apiserver/app.py) under uvicorn until SIGTERM or SIGINT,
 then drains for up to 3 s and exits 0. Several bind addresses get one listening socket
@@ -19,11 +31,32 @@ import argparse
 import logging
 import signal
 import socket
+import ssl
 import sys
 
-from machinery import klog
+from machinery import flags, klog
 
 log = logging.getLogger("minik8s.apiserver")
+
+AUTHORIZATION_MODES = ("AlwaysAllow", "AlwaysDeny", "Node", "RBAC")
+
+
+def check_security(args: argparse.Namespace) -> str | None:
+    """The one-line reason these flags cannot serve, or None."""
+    if args.plain_http:
+        if args.tls_cert_file or args.tls_private_key_file or args.client_ca_file:
+            return "--plain-http cannot be combined with --tls-cert-file, --tls-private-key-file or --client-ca-file"
+    elif not args.tls_cert_file or not args.tls_private_key_file:
+        return ("--tls-cert-file and --tls-private-key-file are required "
+                "(or --plain-http, for an insecure local server)")
+    modes = [m.strip() for m in args.authorization_mode.split(",")]
+    for m in modes:
+        if m not in AUTHORIZATION_MODES:
+            return (f'--authorization-mode: unknown authorization mode "{m}" '
+                    f'(one of {", ".join(AUTHORIZATION_MODES)})')
+    if len(set(modes)) != len(modes):
+        return f'--authorization-mode: "{args.authorization_mode}" names a mode twice'
+    return None
 
 
 def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.ArgumentParser:
@@ -32,7 +65,33 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--etcd-servers", default="", help=etcd_servers_help)
     p.add_argument("--bind-address", default="127.0.0.1",
                    help="address to listen on; several comma-separated")
-    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--secure-port", "--port", dest="port", type=int, default=6443,
+                   help="the port to serve on (--port: an alias)")
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve plain HTTP without TLS: only for local experiments and tests")
+    p.add_argument("--tls-cert-file", default="", help="the serving certificate (PEM)")
+    p.add_argument("--tls-private-key-file", default="", help="the serving certificate's key (PEM)")
+    p.add_argument("--client-ca-file", default="",
+                   help="CA bundle that verifies client certificates (CN user, O groups)")
+    p.add_argument("--authorization-mode", default="AlwaysAllow",
+                   help="comma-separated authorizers, asked in order: " + ",".join(AUTHORIZATION_MODES))
+    p.add_argument("--anonymous-auth", type=flags.boolean, default=True, nargs="?", const=True,
+                   help="requests with no credentials are user system:anonymous (default true)")
+    p.add_argument("--enable-bootstrap-token-auth", type=flags.boolean, default=False, nargs="?",
+                   const=True, help="accept bootstrap tokens from kube-system's bootstrap-token-* Secrets")
+    p.add_argument("--service-account-key-file", action="append", default=[],
+                   help="PEM key verifying ServiceAccount tokens (repeatable)")
+    p.add_argument("--service-account-signing-key-file", default="",
+                   help="PEM private key that signs ServiceAccount tokens")
+    p.add_argument("--service-account-issuer", action="append", default=[],
+                   help="ServiceAccount token issuer (repeatable; the first issues)")
+    p.add_argument("--api-audiences", default="", help="comma-separated audiences of API tokens")
+    p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")
+    p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
+    p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
+    p.add_argument("--encryption-provider-config", default="",
+                   help="EncryptionConfiguration file for encryption at rest")
+    p.add_argument("--audit-log-path", default="", help="file the audit log is written to")
     p.add_argument("--compaction-window", type=float, default=300.0,
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
@@ -51,12 +110,23 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from apiserver import serving
     from apiserver.app import create_app
 
     klog.setup_from_args(args)
     servers = [s.strip() for s in (args.etcd_servers or "").split(",") if s.strip()]
     if not servers:
         print("error: --etcd-servers is required", file=sys.stderr)
+        return 1
+    problem = check_security(args)
+    if problem is None:
+        try:
+            context = None if args.plain_http else serving.server_context(
+                args.tls_cert_file, args.tls_private_key_file, args.client_ca_file or None)
+        except (OSError, ssl.SSLError) as e:
+            problem = f"cannot load the serving certificate: {e}"
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     kubelet_tls = None
     if bool(args.kubelet_client_certificate) != bool(args.kubelet_client_key):
@@ -70,8 +140,15 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    app = create_app(servers, compaction_window=args.compaction_window,
-                     bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls)
+    try:
+        app = create_app(servers, compaction_window=args.compaction_window,
+                         bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,
+                         authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
+                         anonymous_auth=args.anonymous_auth,
+                         enable_bootstrap_token_auth=args.enable_bootstrap_token_auth, flags=args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]
     sockets = []
     for addr in binds if len(binds) > 1 else ():
@@ -83,12 +160,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen on {addr}:{args.port}: {e.strerror}", file=sys.stderr)
             return 1
         sockets.append(s)
-    log.info("minik8s apiserver listening on %s", ", ".join(f"http://{a}:{args.port}" for a in binds))
+    scheme = "http" if context is None else "https"
+    log.info("minik8s apiserver listening on %s", ", ".join(f"{scheme}://{a}:{args.port}" for a in binds))
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so a
     # caller's `finally` (cluster/cli.py stopping its local etcd) still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning", log_config=None,
-                            access_log=False, timeout_graceful_shutdown=3)
+                            access_log=False, timeout_graceful_shutdown=3, proxy_headers=False)
+    if context is not None:
+        config.load()
+        config.http_protocol_class = serving.tls_front(config.http_protocol_class, context)
     if sockets:
         uvicorn.Server(config).run(sockets=sockets)
     else:

@@ -128,6 +128,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
     _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),
     _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
+    # Create-only and never stored: answered by apiserver/auth/reviews.py.
+    *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

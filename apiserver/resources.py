@@ -23,7 +23,7 @@ import copy
 import random
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
@@ -60,12 +60,16 @@ class WriteOptions:
     field_manager: who owns the fields written ("" records no manager); field_validation:
     "", "Ignore", "Warn" or "Strict" for unknown fields; force: an apply takes fields
     other managers own. warnings, if given, is the request's sink for warnings (sent
-    back as `Warning` headers), the one part that is written to."""
+    back as `Warning` headers), the one part that is written to. admit, if given, is the
+    request's admission (apiserver/app.py): awaited with (the object as it is to be
+    stored, the stored one or None) after validation and before storage, on every
+    attempt; it raises APIError to refuse the write."""
     dry_run: bool = False
     field_manager: str = ""
     field_validation: str = ""
     force: bool = False
     warnings: list[str] | None = field(default=None, compare=False)
+    admit: Callable[[dict, dict | None], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 class Removed:
@@ -319,6 +323,8 @@ class Resources:
             old = cached_obj if cached_obj is not None else load(raw, revision)
             try:
                 new = try_update(load(raw, revision), revision)
+                if opts.admit is not None:
+                    await opts.admit(new.obj if isinstance(new, Removed) else new, old)
             except errors.APIError:
                 if from_cache:
                     continue  # judged on a copy that may be behind: judge again on etcd's
@@ -451,6 +457,8 @@ class Resources:
             defaults.apply_defaults(obj, rt.kind)
             await self._admit(rt, namespace, obj)
             self._validate(rt, obj, opts)
+            if opts.admit is not None:
+                await opts.admit(obj, None)
             if opts.field_manager:
                 ssa.record_update(None, obj, rt, manager=opts.field_manager, subresource=None, now=now())
             if opts.dry_run:

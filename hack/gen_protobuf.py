@@ -37,6 +37,8 @@ PACKAGES = {
     "k8s.io/api/policy/v1": ("api", "policy/v1/types.go", "policy/v1"),
     "k8s.io/api/autoscaling/v1": ("api", "autoscaling/v1/types.go", "autoscaling/v1"),
     "k8s.io/api/rbac/v1": ("api", "rbac/v1/types.go", "rbac/v1"),
+    "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
+    "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
 }
@@ -62,6 +64,16 @@ ROOTS = [
     ("rbac.authorization.k8s.io/v1", "RoleBinding", "k8s.io/api/rbac/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "k8s.io/api/rbac/v1",
      "ClusterRoleBinding"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", "k8s.io/api/authorization/v1",
+     "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "k8s.io/api/authorization/v1",
+     "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "k8s.io/api/authorization/v1",
+     "SelfSubjectRulesReview"),
+    ("authentication.k8s.io/v1", "SelfSubjectReview", "k8s.io/api/authentication/v1",
+     "SelfSubjectReview"),
+    ("authentication.k8s.io/v1", "TokenReview", "k8s.io/api/authentication/v1", "TokenReview"),
+    ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
@@ -77,6 +89,11 @@ SPECIAL = {
     ("k8s.io/apimachinery/pkg/util/intstr", "IntOrString"): "@intorstring",
     ("k8s.io/apimachinery/pkg/runtime", "RawExtension"): "@rawextension",
     ("k8s.io/apimachinery/pkg/types", "UID"): "string",
+    # `[]string` named types that are map values: go-to-protobuf wraps each in a message
+    # of one repeated string (`items = 1`); in JSON it is the plain list.
+    ("k8s.io/api/authorization/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/authentication/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/authentication/v1", "AttestationValue"): "@stringlist",
     ("k8s.io/apimachinery/pkg/types", "NodeName"): "string",
 }
 

@@ -70,6 +70,18 @@ ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindi
 CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
                            "clusterrolebindings", False)
 
+# The review kinds: create-only, never stored (apiserver/auth/reviews.py).
+SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
+                            "subjectaccessreviews", False)
+SELFSUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SelfSubjectAccessReview",
+                                "selfsubjectaccessreviews", False)
+SELFSUBJECTRULESREVIEWS = Kind("authorization.k8s.io", "v1", "SelfSubjectRulesReview",
+                               "selfsubjectrulesreviews", False)
+SELFSUBJECTREVIEWS = Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False)
+TOKENREVIEWS = Kind("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False)
+REVIEWS = (SUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREVIEWS, SELFSUBJECTRULESREVIEWS, SELFSUBJECTREVIEWS,
+           TOKENREVIEWS)
+
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ROLES,
-                           CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS)
+                           CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS)

@@ -185,7 +185,7 @@ def _entry(buf: memoryview, f: _Field, path: str) -> tuple[Any, Any]:
 def _zero(type_: str) -> Any:
     return {"string": "", "bytes": "", "bool": False, "int": 0, "uint": 0,
             "@quantity": "0", "@intorstring": 0, "@time": None,
-            "@microtime": None}.get(type_, {})
+            "@microtime": None, "@stringlist": []}.get(type_, {})
 
 
 def _value(type_: str, wire: int, value: Any, path: str) -> Any:
@@ -219,6 +219,9 @@ def _value(type_: str, wire: int, value: Any, path: str) -> Any:
             return json.loads(raw) if raw else {}
         except ValueError as exc:
             raise _Malformed(f"{path}: not JSON: {exc}") from None
+    if type_ == "@stringlist":  # a named []string wrapped as {repeated string items = 1}
+        return [_string(_expect(w, _BYTES, v, path), path) for number, w, v in _fields(buf, path)
+                if number == 1]
     if type_.startswith("@"):
         raise _Malformed(f"{path}: no decoder for {type_}")
     return _message(buf, type_, path)

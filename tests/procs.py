@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -133,15 +134,37 @@ class Component:
 
 
 class APIServer(Component):
-    """`minik8s apiserver` as a child process on a free port; `start` waits for /readyz."""
+    """`minik8s apiserver` as a child process on a free port; `start` waits for /readyz.
 
-    def __init__(self, etcd_url: str, *extra: str, port: int | None = None):
+    By default it serves plain HTTP (`--plain-http`). With `pki_dir` (a cluster.pki
+    directory) it serves HTTPS with that directory's serving certificate and client CA
+    (`url` is then https://), and `--plain-http` is not passed."""
+
+    def __init__(self, etcd_url: str, *extra: str, port: int | None = None,
+                 pki_dir: str | None = None):
         self.etcd_url = etcd_url
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.pki_dir = pki_dir
+        self.url = f"{'https' if pki_dir else 'http'}://127.0.0.1:{self.port}"
         self.extra = list(extra)
+        security = ["--plain-http"] if pki_dir is None else [
+            "--tls-cert-file", os.path.join(pki_dir, "apiserver.crt"),
+            "--tls-private-key-file", os.path.join(pki_dir, "apiserver.key"),
+            "--client-ca-file", os.path.join(pki_dir, "ca.crt")]
         super().__init__("apiserver", "--etcd-servers", etcd_url, "--bind-address", "127.0.0.1",
-                         "--port", str(self.port), *extra)
+                         "--port", str(self.port), *security, *extra)
+
+    @property
+    def ca_file(self) -> str | None:
+        return os.path.join(self.pki_dir, "ca.crt") if self.pki_dir else None
+
+    def admin_tls(self) -> ssl.SSLContext | bool:
+        """With a PKI: a client context trusting its CA and presenting its admin certificate."""
+        if not self.pki_dir:
+            return True
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki_dir, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"), os.path.join(self.pki_dir, "admin.key"))
+        return ctx
 
     def start(self):
         super().start()
@@ -149,6 +172,6 @@ class APIServer(Component):
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
-            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            return httpx.get(self.url + "/readyz", timeout=1, verify=self.admin_tls()).status_code == 200
         wait_for(ready, what="apiserver")
         return self

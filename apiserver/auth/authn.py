@@ -1,0 +1,196 @@
+"""Who is asking: kube-apiserver's authenticator chain (k8s.io/apiserver/pkg/authentication).
+
+What this module guarantees
+- `Chain.authenticate(scope)` answers the `UserInfo` of one ASGI request, trying what
+  kube-apiserver tries, in its order:
+  1. an x509 client certificate: the TLS layer (apiserver/serving.py) has already
+     verified it against --client-ca-file during the handshake and hands the leaf over in
+     the ASGI TLS extension (`scope["extensions"]["tls"]["client_cert_chain"]`); its
+     subject's CN is the user and its O values the groups;
+  2. a bearer token (`Authorization: Bearer <token>`), offered to each token
+     authenticator of `token_authenticators` in turn (ServiceAccount tokens first, then
+     bootstrap tokens, as kube-apiserver orders them). An authenticator answers the user,
+     None (not one of its tokens), or raises `AuthenticationError` (one of its tokens,
+     but invalid). A token nobody accepts is "invalid bearer token": a presented
+     credential that fails never falls through to anonymous (bearertoken.New);
+  3. anonymous, when enabled (--anonymous-auth): `system:anonymous` in
+     `system:unauthenticated`, only for a request that presents no credential
+     (union.NewFailOnError).
+  Every authenticated user (anonymous excepted) also gets `system:authenticated`.
+  A request that nothing authenticates raises `AuthenticationError`, which the request
+  path answers with the 401 Status `Unauthorized`.
+- `BootstrapTokenAuthenticator` accepts `<id>.<secret>` tokens (`[a-z0-9]{6}.[a-z0-9]{16}`)
+  held in the `bootstrap-token-<id>` Secret of kube-system (type
+  `bootstrap.kubernetes.io/token`) whose `usage-bootstrap-authentication` is "true" and
+  whose `expiration`, if any, has not passed. The user is `system:bootstrap:<id>` in
+  `system:bootstrappers` plus the Secret's `auth-extra-groups`. As in Kubernetes, every
+  refusal is "not mine" (the chain's answer is then 401); the secret is compared in
+  constant time.
+
+Concurrency: everything runs on the server's event loop; authenticators read the watch
+cache, which only that loop changes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+import time
+from functools import lru_cache
+from typing import Any, Awaitable, Callable, Protocol
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from apiserver.auth.authorizer import ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, UserInfo
+from machinery import errors, times
+
+BOOTSTRAP_USER_PREFIX = "system:bootstrap:"
+BOOTSTRAPPERS_GROUP = "system:bootstrappers"
+BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
+BOOTSTRAP_SECRET_PREFIX = "bootstrap-token-"
+_BOOTSTRAP_TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+_BOOTSTRAP_GROUP = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+
+
+class AuthenticationError(Exception):
+    """A credential that was presented and is not valid: the request is answered 401."""
+
+
+def unauthorized() -> errors.Unauthorized:
+    """kube-apiserver's answer to a request it cannot authenticate (responsewriters.Unauthorized)."""
+    return errors.Unauthorized("Unauthorized")
+
+
+class TokenAuthenticator(Protocol):
+    async def authenticate_token(self, token: str) -> UserInfo | None: ...
+
+
+def authenticated(user: UserInfo) -> UserInfo:
+    """`user` with `system:authenticated` added (authenticator.AuthenticatedGroupAdder)."""
+    if ALL_AUTHENTICATED in user.groups or user.name == ANONYMOUS:
+        return user
+    return UserInfo(user.name, (*user.groups, ALL_AUTHENTICATED), user.uid, user.extra)
+
+
+ANONYMOUS_USER = UserInfo(ANONYMOUS, (ALL_UNAUTHENTICATED,))
+
+
+@lru_cache(maxsize=1024)
+def certificate_user(pem: str) -> UserInfo:
+    """The user of a verified client certificate: CN the name, O the groups
+    (x509.CommonNameUserConversion). Cached: a connection presents one certificate for
+    all its requests, and few certificates are in use at once."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if not cn or not cn[0]:
+        raise AuthenticationError("x509: subject with cn=\"\" is not allowed")
+    orgs = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return authenticated(UserInfo(cn[0], orgs))
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an `Authorization: Bearer` header; None without one (an empty token
+    counts as none, as bearertoken.AuthenticateRequest)."""
+    for k, v in headers:
+        if k == b"authorization":
+            scheme, _, token = v.decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    return None
+
+
+class Chain:
+    """The authenticator chain of one API server (see the module docstring)."""
+
+    def __init__(self, *, token_authenticators: list[TokenAuthenticator] | None = None,
+                 anonymous: bool = True):
+        self.token_authenticators: list[TokenAuthenticator] = list(token_authenticators or [])
+        self.anonymous = anonymous
+
+    async def authenticate(self, scope: dict) -> UserInfo:
+        tls = (scope.get("extensions") or {}).get("tls")
+        chain = tls.get("client_cert_chain") if tls else None
+        if chain:
+            return certificate_user(chain[0])
+        token = bearer_token(scope["headers"])
+        if token is not None:
+            for a in self.token_authenticators:
+                user = await a.authenticate_token(token)
+                if user is not None:
+                    return authenticated(user)
+            raise AuthenticationError("invalid bearer token")
+        if self.anonymous:
+            return ANONYMOUS_USER
+        raise AuthenticationError("no credentials")
+
+
+SecretGetter = Callable[[str, str], Awaitable[dict | None]]
+
+
+def _secret_value(secret: dict, key: str) -> str:
+    raw = (secret.get("data") or {}).get(key)
+    if isinstance(raw, str):
+        try:
+            return base64.b64decode(raw, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    value = (secret.get("stringData") or {}).get(key)
+    return value if isinstance(value, str) else ""
+
+
+class BootstrapTokenAuthenticator:
+    """Bootstrap tokens (plugin/pkg/auth/authenticator/token/bootstrap). `get_secret(namespace,
+    name)` answers the Secret or None."""
+
+    def __init__(self, get_secret: SecretGetter, *, clock: Callable[[], float] = time.time):
+        self.get_secret = get_secret
+        self.clock = clock
+
+    async def authenticate_token(self, token: str) -> UserInfo | None:
+        m = _BOOTSTRAP_TOKEN.match(token)
+        if m is None:
+            return None
+        token_id, token_secret = m.groups()
+        secret = await self.get_secret("kube-system", BOOTSTRAP_SECRET_PREFIX + token_id)
+        if secret is None or secret.get("type") != BOOTSTRAP_SECRET_TYPE:
+            return None
+        if (secret.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        stored = _secret_value(secret, "token-secret")
+        if not hmac.compare_digest(stored.encode(), token_secret.encode()):
+            return None
+        if _secret_value(secret, "token-id") != token_id:
+            return None
+        expiration = _secret_value(secret, "expiration")
+        if expiration:
+            try:
+                if times.parse(expiration) <= self.clock():
+                    return None
+            except ValueError:
+                return None  # an unparseable expiration is treated as expired
+        if _secret_value(secret, "usage-bootstrap-authentication") != "true":
+            return None
+        extra: list[str] = []
+        for g in _secret_value(secret, "auth-extra-groups").split(","):
+            g = g.strip()
+            if not g:
+                continue
+            if not _BOOTSTRAP_GROUP.match(g):
+                return None  # an invalid group makes the whole token unusable
+            extra.append(g)
+        return UserInfo(BOOTSTRAP_USER_PREFIX + token_id, (BOOTSTRAPPERS_GROUP, *extra))
+
+
+def user_info_json(user: UserInfo) -> dict[str, Any]:
+    """authentication.k8s.io/v1 UserInfo as reviews carry it."""
+    out: dict[str, Any] = {"username": user.name}
+    if user.uid:
+        out["uid"] = user.uid
+    if user.groups:
+        out["groups"] = list(user.groups)
+    if user.extra:
+        out["extra"] = {k: list(v) for k, v in user.extra.items()}
+    return out
