@@ -54,6 +54,8 @@ from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
                                        PrivilegedGroups, Union, UserInfo, forbidden,
                                        request_attributes)
+from apiserver.auth.node import NodeAuthorizer
+from apiserver.auth.noderestriction import NodeRestriction
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
@@ -316,12 +318,18 @@ class API:
         # Authorization as kube-apiserver chains it: system:masters first, then the
         # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
+        self.node_authorizer: NodeAuthorizer | None = None  # set by mode Node; its graph follows the cache
         self.authorization_modes = authorization_modes
         self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
                                  *(self._mode(m) for m in authorization_modes)])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
+        if self.node_authorizer is not None:
+            # NodeRestriction goes with the Node authorizer, as kubeadm enables them together:
+            # the authorizer lets nodes write Nodes, pods and leases; the plugin keeps each
+            # node to its own.
+            self.admission.append(NodeRestriction(self.cache))
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False
@@ -341,12 +349,8 @@ class API:
         if mode == "RBAC":
             return self.rbac
         if mode == "Node":
-            try:
-                from apiserver.auth.node import NodeAuthorizer  # type: ignore[import-not-found]
-            except ImportError:
-                raise ValueError("--authorization-mode=Node: this build has no Node authorizer") from None
-            node_authorizer: Authorizer = NodeAuthorizer(self)
-            return node_authorizer
+            self.node_authorizer = NodeAuthorizer(self)
+            return self.node_authorizer
         raise ValueError(f'--authorization-mode: unknown authorization mode "{mode}"')
 
     def cached_object(self, plural: str) -> Callable[[str, str], Awaitable[dict | None]]:
@@ -443,6 +447,8 @@ class API:
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
         await self.rbac_feed.start()
+        if self.node_authorizer is not None and self.node_authorizer.feed is not None:
+            await self.node_authorizer.feed.start()
         if self.compaction_window > 0:
             self._tasks.append(asyncio.create_task(self.store.compactor(
                 window_seconds=self.compaction_window,
@@ -456,6 +462,8 @@ class API:
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.rbac_feed.stop()
+        if self.node_authorizer is not None and self.node_authorizer.feed is not None:
+            await self.node_authorizer.feed.stop()
         await self.cache.stop()
         await self.store.close()
 

@@ -6,6 +6,10 @@
 - `rbac`: the RBAC authorizer over an index of roles and bindings kept by subject, the
   feed that keeps that index current from the API server's watch cache, and RBAC's
   escalation check for writes of roles and bindings.
+- `node`: the Node authorizer (what a kubelet may read and write), over an index of the
+  pods bound to each node and the objects they use, kept current from the watch cache.
+- `noderestriction`: NodeRestriction admission, which keeps a node to its own Node,
+  Lease and pods.
 - `bootstrappolicy`: Kubernetes' default roles and bindings, reconciled into storage
   when the API server starts.
 

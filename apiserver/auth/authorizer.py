@@ -14,7 +14,8 @@ What this module guarantees
 - `request_attributes(user, method, path, query)` reads a request as kube-apiserver's
   RequestInfoFactory does: `/api/v1/...` and `/apis/<group>/<version>/...` paths of
   at least a resource are resource requests (GET of a collection is list, or watch
-  with `watch=true`, and names the object a `metadata.name=` field selector picks;
+  with `watch=true`, and names the object a `metadata.name=` field selector picks,
+  keeping the parsed field selector of a list or watch;
   DELETE of a collection is deletecollection); everything else, discovery included, is
   a non-resource request whose verb is the lowercased method.
 - `forbidden(attrs, reason)` is the 403 Status of a refused request with Kubernetes'
@@ -28,7 +29,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence
 
-from machinery import errors
+from machinery import errors, fields
 
 # The names Kubernetes gives its special users and groups (k8s.io/apiserver/pkg/authentication/user).
 SYSTEM_PRIVILEGED_GROUP = "system:masters"
@@ -77,6 +78,9 @@ class Attributes:
     name: str = ""
     resource_request: bool = True
     path: str = ""
+    # A list's or watch's fieldSelector (authorizer.Attributes.GetFieldSelector): the
+    # Node authorizer lets a kubelet list only the pods with spec.nodeName=<its node>.
+    field_selector: tuple[fields.FieldRequirement, ...] = ()
 
 
 _VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
@@ -118,7 +122,14 @@ def request_attributes(user: UserInfo, method: str, path: str,
                 name = value.strip()
     if not name and verb == "delete":
         verb = "deletecollection"
-    return Attributes(user, verb, namespace, group, version, resource, subresource, name)
+    selector: tuple[fields.FieldRequirement, ...] = ()
+    if verb in ("list", "watch") and query.get("fieldSelector"):
+        try:
+            selector = fields.parse(query["fieldSelector"]).requirements
+        except errors.BadRequest:
+            pass  # as GetFieldSelector's error: authorizers see no selector; the list answers 400
+    return Attributes(user, verb, namespace, group, version, resource, subresource, name,
+                      field_selector=selector)
 
 
 class Decision(enum.Enum):
