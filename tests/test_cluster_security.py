@@ -165,7 +165,9 @@ def test_each_component_acts_as_itself(cluster):
         assert node1.get("/api/v1/nodes/node-1").status_code == 200
         r = node1.patch("/api/v1/nodes/node-2", json={"metadata": {"labels": {"taken": "yes"}}},
                         headers={"content-type": "application/merge-patch+json"})
-        assert r.status_code == 403 and 'User "system:node:node-1"' in r.json()["message"], r.text
+        # NodeRestriction's refusal, in its words
+        assert r.status_code == 403 and r.json()["message"] == \
+            'nodes "node-2" is forbidden: node "node-1" is not allowed to modify node "node-2"', r.text
         assert node1.get("/api/v1/namespaces/kube-system/secrets").status_code == 403
     with api(cluster, cluster.kubeconfig) as admin:
         assert "taken" not in (admin.get("/api/v1/nodes/node-2").json()["metadata"].get("labels") or {})
@@ -191,10 +193,17 @@ def test_logs_and_exec_go_to_the_kubelet_with_the_api_servers_certificate(cluste
             # The kubelet itself lets in only certificates of the cluster CA that the API
             # server authorizes: none, or another node's, is refused.
             kubelet = f"https://{cluster.node_ip('node-1')}:10250"
-            r = httpx.get(kubelet + "/pods", timeout=10, verify=tls(cluster))
-            assert r.status_code == 401, r.text
-            r = httpx.get(kubelet + "/pods", timeout=10, verify=tls(cluster, cluster.node_kubeconfig("node-2")))
-            assert r.status_code == 403, r.text
+            logs_path = kubelet + "/containerLogs/default/talk/c"
+            r = httpx.get(logs_path, timeout=10, verify=tls(cluster))
+            assert r.status_code == 401 and "hello" not in r.text, r.text
+            r = httpx.get(logs_path, timeout=10, verify=tls(cluster, cluster.node_kubeconfig("node-2")))
+            assert r.status_code == 403 and "hello" not in r.text, r.text
+            # the API server's kubelet-client certificate is let in
+            api_client = tls(cluster)
+            api_client.load_cert_chain(os.path.join(cluster.pki_dir, "apiserver-kubelet-client.crt"),
+                                       os.path.join(cluster.pki_dir, "apiserver-kubelet-client.key"))
+            r = httpx.get(logs_path, timeout=10, verify=api_client)
+            assert r.status_code == 200 and "hello from talk" in r.text, r.text
         finally:
             admin.delete("/api/v1/namespaces/default/pods/talk")
 
