@@ -29,7 +29,8 @@ def etcd():
 
 @pytest.fixture(scope="session")
 def apiserver(etcd):
-    s = APIServer(etcd.url).start()
+    # bootstrap tokens: tests of how clients send a token need one the server knows
+    s = APIServer(etcd.url, "--enable-bootstrap-token-auth").start()
     yield s
     s.stop()
 
