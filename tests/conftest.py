@@ -29,8 +29,7 @@ def etcd():
 
 @pytest.fixture(scope="session")
 def apiserver(etcd):
-    # bootstrap tokens: tests of how clients send a token need one the server knows
-    s = APIServer(etcd.url, "--enable-bootstrap-token-auth").start()
+    s = APIServer(etcd.url).start()
     yield s
     s.stop()
 

@@ -175,22 +175,3 @@ class APIServer(Component):
             return httpx.get(self.url + "/readyz", timeout=1, verify=self.admin_tls()).status_code == 200
         wait_for(ready, what="apiserver")
         return self
-
-
-# A bearer token an API server started with --enable-bootstrap-token-auth accepts once
-# `bootstrap_token(url)` has made its Secret (user system:bootstrap:s3cret): for tests of
-# how clients send a token, which a real server refuses with 401 unless it knows it.
-TEST_TOKEN_ID, TEST_TOKEN_SECRET = "s3cret", "0123456789abcdef"
-TEST_TOKEN = f"{TEST_TOKEN_ID}.{TEST_TOKEN_SECRET}"
-
-
-def bootstrap_token(url: str, verify: ssl.SSLContext | bool = True) -> str:
-    """Make TEST_TOKEN's bootstrap-token Secret in kube-system (idempotent); return it."""
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
-              "metadata": {"name": f"bootstrap-token-{TEST_TOKEN_ID}", "namespace": "kube-system"},
-              "stringData": {"token-id": TEST_TOKEN_ID, "token-secret": TEST_TOKEN_SECRET,
-                             "usage-bootstrap-authentication": "true"}}
-    r = httpx.post(f"{url}/api/v1/namespaces/kube-system/secrets", json=secret, verify=verify, timeout=30)
-    if r.status_code not in (201, 409):
-        raise RuntimeError(f"cannot make the test token's Secret: {r.status_code} {r.text}")
-    return TEST_TOKEN

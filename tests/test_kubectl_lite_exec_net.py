@@ -18,7 +18,6 @@ import textwrap
 
 import pytest
 
-from tests.procs import TEST_TOKEN, bootstrap_token
 from tests.netfixtures import RecordingProxy, TLSFront, _splice, certificate
 from tests.test_kubectl_lite import KubectlLite
 from tests.test_kubelet_e2e import (SLEEP, api, container, create, http, make_pod,  # noqa: F401
@@ -27,7 +26,7 @@ from tests.test_kubelet_e2e import (SLEEP, api, container, create, http, make_po
 PLUGIN = textwrap.dedent("""\
     #!{python}
     import json, os
-    status = {{"token": "{token}"}}
+    status = {{"token": "tok-from-plugin"}}
     if os.environ.get("CERT"):
         status = {{"clientCertificateData": open(os.environ["CERT"]).read(),
                    "clientKeyData": open(os.environ["KEY"]).read()}}
@@ -75,10 +74,9 @@ class HeaderTap:
 
 
 @pytest.fixture
-def plugin(tmp_path, api):  # noqa: F811
+def plugin(tmp_path):
     path = tmp_path / "credential-plugin"
-    # a token the server knows: it refuses others (401)
-    path.write_text(PLUGIN.format(python=sys.executable, token=bootstrap_token(api.url)))
+    path.write_text(PLUGIN.format(python=sys.executable))
     path.chmod(0o755)
     return str(path)
 
@@ -130,7 +128,7 @@ async def test_exec_through_proxy_url_with_tls_server_name_and_plugin_token(
         upgrades = tap.upgrades()
         assert len(upgrades) == 1, tap.heads
         assert upgrades[0][":request"].startswith(f"GET /api/v1/namespaces/{ns}/pods/{sleeper}/exec?")
-        assert upgrades[0]["authorization"] == f"Bearer {TEST_TOKEN}"
+        assert upgrades[0]["authorization"] == "Bearer tok-from-plugin"
         assert upgrades[0]["user-agent"].startswith("kubectl-lite/")
         # every connection the server saw (the pod's GET and the WebSocket) was a
         # tunnel the proxy opened
@@ -158,7 +156,7 @@ async def test_exec_over_plain_ws_goes_through_a_connect_tunnel(api, sleeper, ns
         # WebSocket as a tunnel
         gets = [s for s in proxy.seen if s.method == "GET"]
         assert gets and gets[0].target.startswith(f"http://kube.test:{api_port(api)}/api/v1/")
-        assert gets[0].headers["authorization"] == f"Bearer {TEST_TOKEN}"
+        assert gets[0].headers["authorization"] == "Bearer tok-from-plugin"
         assert [(s.method, s.target) for s in proxy.seen if s.method == "CONNECT"] == \
             [("CONNECT", f"kube.test:{api_port(api)}")]
 

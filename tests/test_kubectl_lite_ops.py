@@ -20,7 +20,6 @@ import uuid
 import pytest
 import yaml
 
-from tests.procs import bootstrap_token
 from tests.test_kubectl_lite import (KubectlLite, absent, create, deployment, get, kl, pod,  # noqa: F401
                                      rows, write, write_kubeconfig)
 
@@ -434,12 +433,11 @@ def test_cordon_uncordon_and_drain(kl, http, ns, node):
 # -- config, api-resources, version, explain ---------------------------------------------
 
 def test_config_commands(tmp_path, apiserver):
-    token = bootstrap_token(apiserver.url)     # a token the server knows: it refuses others (401)
-    path = write_kubeconfig(tmp_path / "config", apiserver.url, "default", token=token)
+    path = write_kubeconfig(tmp_path / "config", apiserver.url, "default", token="s3cret")
     k = KubectlLite(path, str(tmp_path), "default")
     view = yaml.safe_load(k.out("config", "view"))
     assert view["users"] == [{"name": "me", "user": {"token": "REDACTED"}}]
-    assert yaml.safe_load(k.out("config", "view", "--raw"))["users"][0]["user"]["token"] == token
+    assert yaml.safe_load(k.out("config", "view", "--raw"))["users"][0]["user"]["token"] == "s3cret"
     assert k.out("config", "set-context", "other", "--cluster", "minik8s", "--user", "me",
                  "--namespace", "kube-system") == 'Context "other" created.\n'
     assert k.out("config", "use-context", "other") == 'Switched to context "other".\n'

@@ -53,8 +53,7 @@ def api(etcd):
     old = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TOKEN
     try:
-        # bootstrap tokens: kubectl-lite's exec tests authenticate with one (procs.bootstrap_token)
-        server = APIServer(etcd.url, "--enable-bootstrap-token-auth")
+        server = APIServer(etcd.url)
         server.start()
     finally:
         if old is None:
