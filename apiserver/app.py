@@ -59,7 +59,7 @@ from apiserver.auth.noderestriction import NodeRestriction
 from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
-from apiserver.storage import EtcdStore, EtcdTLS, Store, TooLarge, Unavailable
+from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
@@ -986,14 +986,14 @@ class Secured:
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
-               kubelet_tls: ssl.SSLContext | None = None, etcd_tls: EtcdTLS | None = None,
+               kubelet_tls: ssl.SSLContext | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
                enable_bootstrap_token_auth: bool = False, flags: Any = None) -> Secured:
     """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
     (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
-    instead (apiserver/kubeletclient.py); etcd_tls: for https:// etcd servers. ValueError
-    names an authorization mode that cannot be built, or an unreadable etcd TLS file."""
-    store = EtcdStore(etcd_servers, tls=etcd_tls)
+    instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
+    cannot be built."""
+    store = EtcdStore(etcd_servers)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,

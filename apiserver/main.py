@@ -140,13 +140,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    etcd_tls = None
-    if args.etcd_cafile or args.etcd_certfile or args.etcd_keyfile:
-        from apiserver.storage import EtcdTLS
-        etcd_tls = EtcdTLS(args.etcd_cafile or None, args.etcd_certfile or None, args.etcd_keyfile or None)
     try:
         app = create_app(servers, compaction_window=args.compaction_window,
-                         bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls, etcd_tls=etcd_tls,
+                         bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,
                          authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
                          anonymous_auth=args.anonymous_auth,
                          enable_bootstrap_token_auth=args.enable_bootstrap_token_auth, flags=args)

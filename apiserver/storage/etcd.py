@@ -12,10 +12,6 @@ Guarantees
   split). A dropped connection is re-established from the last delivered revision + 1,
   so no event is lost or repeated; if that revision is compacted, ``Compacted`` is raised
   and the caller relists.
-- An ``https://`` endpoint is dialled with TLS: the server is verified against
-  ``EtcdTLS.ca_file`` (else the system's roots) and the client certificate is presented
-  (kube-apiserver's --etcd-cafile, --etcd-certfile, --etcd-keyfile). The files are read
-  once, when the store is made; an unreadable one is a ValueError naming it.
 - Failures surface as this module's exceptions only (never gRPC or aetcd ones):
   ``Unavailable`` when etcd cannot be reached after bounded retries (or a call times out),
   ``Compacted``, ``TooLarge`` for a value over etcd's request limit, ``StorageError`` else.
@@ -35,11 +31,9 @@ import asyncio
 import random
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
-import grpc
 from aetcd import rpc
 
 from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
@@ -67,56 +61,23 @@ _WATCH_RETRYABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.INTERNAL,
 
 
 class _Endpoint:
-    def __init__(self, url: str, tls: EtcdTLS | None = None):
+    def __init__(self, url: str):
         u = urlsplit(url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"unsupported etcd endpoint {url!r}: expected http(s)://host:port")
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"unsupported etcd endpoint {url!r}: expected http://host:port")
         host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
-        target = f"{host}:{u.port or 2379}"
-        if u.scheme == "https":
-            self.channel = rpc.secure_channel(target, (tls or EtcdTLS()).credentials(),
-                                              options=_CHANNEL_OPTIONS)
-        else:
-            self.channel = rpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self.channel = rpc.insecure_channel(f"{host}:{u.port or 2379}", options=_CHANNEL_OPTIONS)
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)
-
-
-@dataclass(frozen=True)
-class EtcdTLS:
-    """TLS material for https:// endpoints (file paths; any may be None)."""
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
-        def read(path: str | None, what: str) -> bytes | None:
-            if not path:
-                return None
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except OSError as e:
-                raise ValueError(f"cannot read the etcd {what} {path}: {e.strerror}") from None
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("--etcd-certfile and --etcd-keyfile go together")
-        return read(self.ca_file, "CA"), read(self.cert_file, "client certificate"), read(self.key_file, "client key")
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        ca, cert, key = self.read()
-        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 class EtcdStore:
     """The `Store` (apiserver.storage.interface) on etcd v3."""
 
     def __init__(self, endpoints: list[str], *, timeout: float = 10.0, retries: int = 8,
-                 watch_retry_seconds: float = 60.0, tls: EtcdTLS | None = None):
+                 watch_retry_seconds: float = 60.0):
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
-        if tls is not None:
-            tls.read()      # an unreadable file is an error now, not at the first call
-        self._tls = tls
         self._urls = list(endpoints)
         self._timeout = timeout
         self._retries = retries
@@ -129,7 +90,7 @@ class EtcdStore:
             return
         # Channels connect lazily and are never replaced, so in-flight calls and
         # watches on one are not cancelled by a fail-over to another.
-        self._endpoints = [_Endpoint(url, self._tls) for url in self._urls]
+        self._endpoints = [_Endpoint(url) for url in self._urls]
         self._current = self._endpoints[0]
         try:
             await self.current_revision()  # fails over through the endpoints in order
