@@ -22,6 +22,14 @@ trip, 2 s at most, as --etcd-healthcheck-timeout's default), and on readyz
 `/metrics` is machinery.metrics' exposition; what the server records is in
 apiserver/metrics.py.
 
+Every request, fixed paths included, first passes `Secured`: the authenticator chain
+(apiserver/auth/authn.py) puts the user in `scope["user"]` (or the request is a 401
+Status), then the authorizer union --authorization-mode builds (system:masters first)
+decides on the request's attributes, kept in `scope["attributes"]` (or a 403 Status with
+Kubernetes' wording). Writes are admitted after validation and before storage
+(`API.admitter`): RBAC's escalation check on roles and bindings, then every plugin of
+`API.admission`, each `async admit(user, attrs, obj, old)`.
+
 Within a resource path, routing is by path shape, not by kind: the path is parsed into
 (resource type, namespace, name, subresource), and the handler is looked up in `ROUTES`
 by (Kubernetes verb, subresource). Every failure leaves as a `kind: Status` body with
@@ -37,7 +45,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 import anyio
 import httpx
@@ -51,7 +59,9 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 from apiserver import discovery, metrics, openapi, registry, tables, version
 from apiserver.auth import authn, bootstrappolicy, reviews
 from apiserver.auth import rbac as rbac_auth
-from apiserver.auth.authorizer import (SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
+from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
+                                       SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS_GROUP,
+                                       SYSTEM_PRIVILEGED_GROUP, Attributes, Authorizer, Decision,
                                        PrivilegedGroups, Union, UserInfo, forbidden,
                                        request_attributes)
 from apiserver.auth.node import NodeAuthorizer
@@ -60,6 +70,7 @@ from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.etcd import TLSFiles
 from machinery import errors, healthz, klog, protobuf, yamlutil
 from machinery.healthz import Health, named_check
 from machinery.metrics import exposition
@@ -295,7 +306,7 @@ class API:
                  kubelet_tls: ssl.SSLContext | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 flags: Any = None):
+                 plain_http: bool = False, flags: Any = None):
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
@@ -314,7 +325,8 @@ class API:
         tokens: list[authn.TokenAuthenticator] = []
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
-        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth)
+        self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth,
+                                 ignore_unknown_tokens=plain_http)
         # Authorization as kube-apiserver chains it: system:masters first, then the
         # --authorization-mode members in order. RBAC's index follows the watch cache.
         self.rbac = RBACAuthorizer()
@@ -379,6 +391,11 @@ class API:
         except authn.AuthenticationError as exc:
             log.log(klog.V(4), "Unable to authenticate the request: %s", exc)
             return authn.unauthorized()
+        if any(k.startswith(b"impersonate-") for k, _ in scope["headers"]):
+            try:
+                user = self.impersonate(user, scope["headers"])
+            except errors.APIError as err:
+                return err
         scope["user"] = user
         query: dict[str, str] = {}
         if scope.get("query_string"):
@@ -393,6 +410,51 @@ class API:
         if decision is not Decision.ALLOW:
             return forbidden(attrs, reason)
         return None
+
+    def impersonate(self, user: UserInfo, headers: list[tuple[bytes, bytes]]) -> UserInfo:
+        """The user the Impersonate-* headers ask for, once `user` may impersonate each part
+        of it (k8s.io/apiserver's WithImpersonation): the `impersonate` verb on users (or
+        serviceaccounts), groups, uids and userextras/<key>."""
+        name, uid, groups = "", "", []
+        extra: dict[str, list[str]] = {}
+        for k, v in headers:
+            key, value = k.decode("latin-1").lower(), v.decode("latin-1").strip()
+            if key == "impersonate-user":
+                name = value
+            elif key == "impersonate-group":
+                groups.append(value)
+            elif key == "impersonate-uid":
+                uid = value
+            elif key.startswith("impersonate-extra-"):
+                extra.setdefault(unquote(key[len("impersonate-extra-"):]), []).append(value)
+        if not name:
+            raise errors.BadRequest("requested impersonation of groups, uid or extra without "
+                                    "impersonating a user")
+        checks = []
+        if name.startswith(SERVICE_ACCOUNT_PREFIX) and name.count(":") == 3:
+            sa_ns, sa_name = name[len(SERVICE_ACCOUNT_PREFIX):].split(":")
+            checks.append(Attributes(user, "impersonate", sa_ns, "", "", "serviceaccounts", name=sa_name))
+            groups += [SERVICE_ACCOUNTS_GROUP, f"{SERVICE_ACCOUNTS_GROUP}:{sa_ns}"]
+        else:
+            checks.append(Attributes(user, "impersonate", resource="users", name=name))
+        checks += [Attributes(user, "impersonate", resource="groups", name=g) for g in groups
+                   if not g.startswith(SERVICE_ACCOUNTS_GROUP)]
+        if uid:
+            checks.append(Attributes(user, "impersonate", api_group="authentication.k8s.io",
+                                     resource="uids", name=uid))
+        checks += [Attributes(user, "impersonate", api_group="authentication.k8s.io",
+                              resource="userextras", subresource=k, name=v)
+                   for k, values in extra.items() for v in values]
+        for attrs in checks:
+            decision, reason = self.authorizer.authorize(attrs)
+            if decision is not Decision.ALLOW:
+                raise forbidden(attrs, reason)
+        if name == ANONYMOUS:
+            if ALL_UNAUTHENTICATED not in groups:
+                groups.append(ALL_UNAUTHENTICATED)
+        elif ALL_AUTHENTICATED not in groups:
+            groups.append(ALL_AUTHENTICATED)
+        return UserInfo(name, tuple(groups), uid, {k: tuple(v) for k, v in extra.items()})
 
     def admitter(self, request: Request) -> Callable[[dict, dict | None], Awaitable[None]] | None:
         """The admission of one write request (WriteOptions.admit): RBAC's escalation check
@@ -988,17 +1050,25 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                bookmark_interval: float = 5.0, kubelet_token: str | None = None,
                kubelet_tls: ssl.SSLContext | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
-               enable_bootstrap_token_auth: bool = False, flags: Any = None) -> Secured:
+               enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
+               flags: Any = None) -> Secured:
     """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
     (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
     instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
     cannot be built."""
-    store = EtcdStore(etcd_servers)
+    etcd_tls = None
+    if flags is not None and (flags.etcd_cafile or flags.etcd_certfile or flags.etcd_keyfile):
+        if bool(flags.etcd_certfile) != bool(flags.etcd_keyfile):
+            raise ValueError("--etcd-certfile and --etcd-keyfile go together")
+        etcd_tls = TLSFiles(flags.etcd_cafile, flags.etcd_certfile, flags.etcd_keyfile)
+        etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
+    store = EtcdStore(etcd_servers, tls=etcd_tls)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
-              enable_bootstrap_token_auth=enable_bootstrap_token_auth, flags=flags)
+              enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
+              flags=flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

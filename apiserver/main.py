@@ -11,7 +11,8 @@ kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
 is asked for and, with --client-ca-file, verified; plain HTTP sent to the port is
 answered 400 as kube-apiserver answers it. `--plain-http` is the explicit insecure mode
-(no TLS; the authenticator chain still runs, without client certificates); without
+(no TLS; the authenticator chain still runs, without client certificates, and a token
+no authenticator claims counts as none, so the request is anonymous); without
 either the server exits with a one-line error. Requests are authenticated
 (apiserver/auth/authn.py) and authorized by the union --authorization-mode builds,
 system:masters first (apiserver/app.py).
@@ -145,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
                          bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,
                          authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
                          anonymous_auth=args.anonymous_auth,
-                         enable_bootstrap_token_auth=args.enable_bootstrap_token_auth, flags=args)
-    except ValueError as e:
+                         enable_bootstrap_token_auth=args.enable_bootstrap_token_auth,
+                         plain_http=args.plain_http, flags=args)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]

@@ -188,6 +188,8 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     if list_def:
         ops["get"] = op("list", "list", _LIST_PARAMS, _answer(list_def, "200"))
     paths = {collection: ops}
+    if rt.verbs == ("create",):  # the review kinds: POST of the collection only
+        return paths
     subs = {"": (kind_def, gvk)}
     if "status" in rt.subresources:
         subs["status"] = (kind_def, gvk)

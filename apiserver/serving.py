@@ -4,10 +4,10 @@ What this module guarantees
 - `server_context(cert, key, client_ca)` is the server's TLS context: TLS 1.2 or newer, the
   serving certificate, and, with a client CA, a request for a client certificate that
   is optional (a client without one is still served, as kube-apiserver's
-  `tls.RequestClientCert`) and verified against that CA. A certificate that does not
-  verify ends the handshake with an alert: Python's ssl cannot request a certificate
-  without verifying it, where Go's server lets the x509 authenticator refuse it with a
-  401 later. Either way nothing is served to it.
+  `tls.RequestClientCert` in k8s.io/apiserver's secure_serving.go) and verified against
+  that CA. A certificate that does not verify ends the handshake with an alert: Python's
+  ssl cannot request a certificate without verifying it, where Go's server lets the x509
+  authenticator refuse it with a 401 later. Either way nothing is served to it.
 - `tls_front(inner, context)` is a uvicorn HTTP protocol class that reads the first
   bytes of a connection before any TLS: a TLS record goes on to the handshake; plain
   HTTP (`GET /`, `POST `, ...) is answered as Go's net/http answers it,
@@ -16,9 +16,12 @@ What this module guarantees
 - After the handshake, every request and WebSocket of the connection carries the ASGI
   TLS extension (`scope["extensions"]["tls"]`: `client_cert_chain` with the verified
   client leaf in PEM, or empty; `tls_version`; `cipher_suite` None), which
-  apiserver/auth/authn.py reads. uvicorn does not implement that extension, so the
-  front gives the connection's uvicorn protocol a per-connection copy of its config whose
-  application adds it.
+  apiserver/auth/authn.py reads. uvicorn 0.55 does not implement that extension (its
+  PRs for it, Kludex/uvicorn#1119, #3132 and #3133, are open), so the front gives the
+  connection's uvicorn protocol a per-connection shallow copy of its config whose
+  application adds it; WebSocket upgrades inherit that config. Only the leaf is
+  available before Python 3.13 (SSLObject.get_verified_chain), which is all the x509
+  authenticator needs.
 
 How: asyncio's `SSLProtocol` (what `loop.start_tls` builds) is put on the connection's
 transport by hand, then fed the bytes already read. `loop.start_tls` itself cannot be
@@ -35,7 +38,12 @@ from typing import Any
 HTTP_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")  # Go's tlsRecordHeaderLooksLikeHTTP
 _TLS_HANDSHAKE = 0x16
-HANDSHAKE_TIMEOUT = 10.0  # Go's http.Server: a handshake within the read timeout; kube-apiserver's is 10 s
+# Go's http.Server bounds a TLS handshake by its ReadHeaderTimeout, 32 s in kube-apiserver.
+HANDSHAKE_TIMEOUT = 32.0
+# How long a closing connection waits for the client's close_notify. Go's server does not
+# wait at all; asyncio waits 30 s by default, which held every idle keep-alive connection
+# (and so the server's graceful shutdown) that long.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 def server_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
@@ -70,9 +78,17 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             self.head = b""
             self.tls: sslproto.SSLProtocol | None = None
             self.extension: dict[str, Any] | None = None
+            self.idle: asyncio.TimerHandle
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport  # uvloop's transports are no asyncio.Transport
+            # A client that never sends its first bytes is closed as one that never ends
+            # its handshake would be.
+            self.idle = self.loop.call_later(HANDSHAKE_TIMEOUT, self._give_up)
+
+        def _give_up(self) -> None:
+            if self.transport is not None and self.tls is None:
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             assert self.transport is not None
@@ -83,11 +99,13 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 if self.head[:5] in _HTTP_STARTS:
                     self.transport.write(HTTP_TO_HTTPS)
                 self.transport.close()
+                self.head = b"\x00"  # whatever else arrives before the close is dropped
                 return
             self._start_tls()
 
         def _start_tls(self) -> None:
             assert self.transport is not None
+            self.idle.cancel()
             config = copy.copy(self.config)
             app = config.loaded_app
             front = self
@@ -107,7 +125,8 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             protocol = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
                              app_state=self.app_state, _loop=self.loop)
             self.tls = sslproto.SSLProtocol(self.loop, protocol, context, None, server_side=True,
-                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                                            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT)
             self.transport.set_protocol(self.tls)
             self.tls.connection_made(self.transport)
             data, self.head = self.head, b""
@@ -119,6 +138,7 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 data = data[n:]
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self.idle.cancel()
             self.transport = None
 
     return TLSFront

@@ -26,6 +26,10 @@ def _apiserver(argv: list[str]) -> int:
     klog.setup_from_args(args)
     if args.etcd_servers.strip():
         return apiserver.run(args)
+    problem = apiserver.check_security(args)
+    if problem is not None:  # before a local etcd is started for nothing
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     local = LocalEtcd(os.path.join(os.path.expanduser(args.state_dir), "etcd"))
     try:
         local.start()

@@ -66,6 +66,8 @@ ROOTS = [
      "ClusterRoleBinding"),
     ("authorization.k8s.io/v1", "SubjectAccessReview", "k8s.io/api/authorization/v1",
      "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", "k8s.io/api/authorization/v1",
+     "LocalSubjectAccessReview"),
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "k8s.io/api/authorization/v1",
      "SelfSubjectAccessReview"),
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "k8s.io/api/authorization/v1",

@@ -73,14 +73,16 @@ CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBindin
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
                             "subjectaccessreviews", False)
+LOCALSUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "LocalSubjectAccessReview",
+                                 "localsubjectaccessreviews", True)
 SELFSUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SelfSubjectAccessReview",
                                 "selfsubjectaccessreviews", False)
 SELFSUBJECTRULESREVIEWS = Kind("authorization.k8s.io", "v1", "SelfSubjectRulesReview",
                                "selfsubjectrulesreviews", False)
 SELFSUBJECTREVIEWS = Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False)
 TOKENREVIEWS = Kind("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False)
-REVIEWS = (SUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREVIEWS, SELFSUBJECTRULESREVIEWS, SELFSUBJECTREVIEWS,
-           TOKENREVIEWS)
+REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREVIEWS,
+           SELFSUBJECTRULESREVIEWS, SELFSUBJECTREVIEWS, TOKENREVIEWS)
 
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ROLES,

@@ -39,12 +39,33 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
 
 
 class Etcd:
-    def __init__(self):
+    """etcd on free loopback ports; with `pki_dir` (a cluster.pki directory) it serves
+    clients over TLS with etcd/server.crt and requires client certificates of etcd/ca."""
+
+    def __init__(self, pki_dir: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="minik8s-etcd-")
         self.port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.pki_dir = pki_dir
+        self.url = f"{'https' if pki_dir else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+
+    def _tls(self) -> list[str]:
+        if not self.pki_dir:
+            return []
+        etcd = os.path.join(self.pki_dir, "etcd")
+        return ["--cert-file", os.path.join(etcd, "server.crt"), "--key-file", os.path.join(etcd, "server.key"),
+                "--client-cert-auth", "--trusted-ca-file", os.path.join(etcd, "ca.crt")]
+
+    def client_tls(self) -> ssl.SSLContext | bool:
+        """What etcd's own health check client presents (etcd/healthcheck-client)."""
+        if not self.pki_dir:
+            return True
+        etcd = os.path.join(self.pki_dir, "etcd")
+        ctx = ssl.create_default_context(cafile=os.path.join(etcd, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(etcd, "healthcheck-client.crt"),
+                            os.path.join(etcd, "healthcheck-client.key"))
+        return ctx
 
     def start(self):
         etcd = shutil.which("etcd")
@@ -58,10 +79,10 @@ class Etcd:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
              "--initial-cluster", f"default=http://127.0.0.1:{self.peer_port}",
              "--heartbeat-interval", "10", "--election-timeout", "100",
-             "--unsafe-no-fsync"],
+             "--unsafe-no-fsync", *self._tls()],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
-                 what="etcd")
+        wait_for(lambda: httpx.get(self.url + "/health", timeout=1,
+                                   verify=self.client_tls()).status_code == 200, what="etcd")
         return self
 
     def kill(self):

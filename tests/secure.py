@@ -26,12 +26,17 @@ class Credentials:
 
 
 class SecureCluster:
-    def __init__(self, directory: str, *server_flags: str):
+    def __init__(self, directory: str, *server_flags: str, etcd_tls: bool = False):
         self.dir = directory
         self.pki_dir = os.path.join(directory, "pki")
         cluster_pki.ensure(self.pki_dir, cluster_pki.ClusterFacts())
         self.ca = os.path.join(self.pki_dir, "ca.crt")
-        self.etcd = Etcd().start()
+        self.etcd = Etcd(self.pki_dir if etcd_tls else None).start()
+        if etcd_tls:
+            server_flags = ("--etcd-cafile", os.path.join(self.pki_dir, "etcd", "ca.crt"),
+                            "--etcd-certfile", os.path.join(self.pki_dir, "apiserver-etcd-client.crt"),
+                            "--etcd-keyfile", os.path.join(self.pki_dir, "apiserver-etcd-client.key"),
+                            *server_flags)
         self.server = APIServer(self.etcd.url, *server_flags, pki_dir=self.pki_dir)
         self.url = self.server.url
         self.admin = Credentials(os.path.join(self.pki_dir, "admin.crt"),

@@ -5,6 +5,7 @@ as a secure cluster does."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import socket
 import ssl
 import subprocess
@@ -196,6 +197,11 @@ def test_the_server_refuses_to_start_insecure_or_misconfigured(cluster):
     assert out.stderr.strip().splitlines() == [
         'error: --authorization-mode: unknown authorization mode "Magic" (one of AlwaysAllow, '
         'AlwaysDeny, Node, RBAC)']
+    if importlib.util.find_spec("apiserver.auth.node") is None:  # until the Node authorizer exists
+        out = _exits("--plain-http", "--authorization-mode", "Node,RBAC")
+        assert out.returncode == 1
+        assert out.stderr.strip().splitlines() == [
+            "error: --authorization-mode=Node: this build has no Node authorizer"]
     out = _exits("--tls-cert-file", "/nonexistent.crt", "--tls-private-key-file", "/nonexistent.key")
     assert out.returncode == 1
     assert out.stderr.startswith("error: cannot load the serving certificate:")
@@ -209,5 +215,20 @@ def test_without_anonymous_auth_a_request_with_no_credentials_is_401(tmp_path):
             unauthorized(anon.get("/version"))
         with c.client(c.admin) as admin:
             assert admin.get("/version").status_code == 200
+    finally:
+        c.stop()
+
+
+def test_etcd_over_tls_with_the_apiserver_etcd_client_certificate(tmp_path):
+    c = SecureCluster(str(tmp_path), etcd_tls=True).start()
+    try:
+        with c.client(c.admin) as admin:
+            r = admin.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "over-tls"}})
+            assert r.status_code == 201, r.text
+            assert admin.get("/readyz/etcd").status_code == 200
+        # etcd itself refuses a client without a certificate of its CA
+        anonymous = ssl.create_default_context(cafile=str(tmp_path / "pki" / "etcd" / "ca.crt"))
+        with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            httpx.get(c.etcd.url + "/health", verify=anonymous, timeout=10)
     finally:
         c.stop()

@@ -19,7 +19,8 @@ def test_local_etcd_is_started_supervised_and_stopped(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "apiserver", "--state-dir", str(tmp_path),
-                             "--port", str(port), "--plain-http"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port), "--plain-http"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, what="apiserver")
         assert os.path.isdir(tmp_path / "etcd" / "data")

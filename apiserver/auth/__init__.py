@@ -12,6 +12,11 @@
   Lease and pods.
 - `bootstrappolicy`: Kubernetes' default roles and bindings, reconciled into storage
   when the API server starts.
+- `authn`: who is asking: the authenticator chain (x509 client certificates, bearer
+  tokens with bootstrap tokens, anonymous).
+- `reviews`: SubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview,
+  SelfSubjectReview and TokenReview.
 
-Authentication (who is asking) comes later; these modules take a `UserInfo` as given.
+apiserver/app.py puts them in the request path: the user in `scope["user"]`, the
+authorizers' attributes in `scope["attributes"]`.
 """

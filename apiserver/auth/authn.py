@@ -17,6 +17,10 @@ What this module guarantees
      `system:unauthenticated`, only for a request that presents no credential
      (union.NewFailOnError).
   Every authenticated user (anonymous excepted) also gets `system:authenticated`.
+  `ignore_unknown_tokens` (the server's --plain-http mode, for local experiments) makes a
+  token that no authenticator claims count as no credential, so a client configured
+  with some token still reaches a plain local server as anonymous; a token an
+  authenticator claims and refuses is still a 401.
   A request that nothing authenticates raises `AuthenticationError`, which the request
   path answers with the 401 Status `Unauthorized`.
 - `BootstrapTokenAuthenticator` accepts `<id>.<secret>` tokens (`[a-z0-9]{6}.[a-z0-9]{16}`)
@@ -106,9 +110,10 @@ class Chain:
     """The authenticator chain of one API server (see the module docstring)."""
 
     def __init__(self, *, token_authenticators: list[TokenAuthenticator] | None = None,
-                 anonymous: bool = True):
+                 anonymous: bool = True, ignore_unknown_tokens: bool = False):
         self.token_authenticators: list[TokenAuthenticator] = list(token_authenticators or [])
         self.anonymous = anonymous
+        self.ignore_unknown_tokens = ignore_unknown_tokens
 
     async def authenticate(self, scope: dict) -> UserInfo:
         tls = (scope.get("extensions") or {}).get("tls")
@@ -121,7 +126,8 @@ class Chain:
                 user = await a.authenticate_token(token)
                 if user is not None:
                     return authenticated(user)
-            raise AuthenticationError("invalid bearer token")
+            if not (self.ignore_unknown_tokens and self.anonymous):
+                raise AuthenticationError("invalid bearer token")
         if self.anonymous:
             return ANONYMOUS_USER
         raise AuthenticationError("no credentials")

@@ -4,6 +4,7 @@ and authorizers (pkg/registry/authorization and pkg/registry/authentication).
 What this module guarantees
 - `SubjectAccessReview` (authorization.k8s.io/v1) asks the server's authorizer about the
   user, groups and attributes in its spec, exactly as given (no group is added);
+  `LocalSubjectAccessReview` does the same for resources of its own namespace only;
   `SelfSubjectAccessReview` asks about the requester. The answer is the object back
   with `status.allowed` (and `status.denied` when an authorizer denied, `status.reason`).
   A spec with both or neither of resourceAttributes and nonResourceAttributes, or a
@@ -18,6 +19,7 @@ Each answer is 201 Created, as kube-apiserver's.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -108,13 +110,23 @@ async def create(api: API, request: Request, rt: ResourceType, namespace: str, b
         raise errors.BadRequest("spec must be an object")
     user: UserInfo = request.scope.get("user") or authn.ANONYMOUS_USER
     kind, group = rt.kind, rt.group
-    if kind == "SubjectAccessReview":
+    if kind in ("SubjectAccessReview", "LocalSubjectAccessReview"):
         name = spec.get("user") or ""
         groups = tuple(str(g) for g in spec.get("groups") or ())
         if not name and not groups:
             raise _invalid(kind, group, "spec.user", "at least one of user or group must be specified", "")
         subject = UserInfo(str(name), groups, str(spec.get("uid") or ""), _extra(spec.get("extra")))
-        status = _access_status(api, _attributes(kind, group, subject, spec))
+        attrs = _attributes(kind, group, subject, spec)
+        if kind == "LocalSubjectAccessReview":
+            if not attrs.resource_request:
+                raise _invalid(kind, group, "spec.nonResourceAttributes", "disallowed on this kind of request",
+                               spec.get("nonResourceAttributes"))
+            if attrs.namespace not in ("", namespace):
+                raise _invalid(kind, group, "spec.resourceAttributes.namespace",
+                               "must match metadata.namespace", attrs.namespace)
+            attrs = replace(attrs, namespace=namespace)
+            spec = {**spec, "resourceAttributes": {**spec["resourceAttributes"], "namespace": namespace}}
+        status = _access_status(api, attrs)
     elif kind == "SelfSubjectAccessReview":
         status = _access_status(api, _attributes(kind, group, user, spec))
         spec = {k: v for k, v in spec.items() if k in ("resourceAttributes", "nonResourceAttributes")}

@@ -31,9 +31,11 @@ import asyncio
 import random
 import time
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
+import grpc
 from aetcd import rpc
 
 from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
@@ -60,13 +62,35 @@ _WATCH_RETRYABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.INTERNAL,
                     rpc.StatusCode.UNKNOWN, rpc.StatusCode.CANCELLED}
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """kube-apiserver's --etcd-cafile, --etcd-certfile and --etcd-keyfile: the CA that
+    verifies etcd (empty: the system's) and the client certificate presented to it."""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file), read(self.cert_file))
+
+
 class _Endpoint:
-    def __init__(self, url: str):
+    def __init__(self, url: str, credentials: grpc.ChannelCredentials | None = None):
         u = urlsplit(url)
-        if u.scheme != "http" or not u.hostname:
-            raise ValueError(f"unsupported etcd endpoint {url!r}: expected http://host:port")
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"unsupported etcd endpoint {url!r}: expected http(s)://host:port")
         host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
-        self.channel = rpc.insecure_channel(f"{host}:{u.port or 2379}", options=_CHANNEL_OPTIONS)
+        target = f"{host}:{u.port or 2379}"
+        if u.scheme == "https":
+            self.channel = rpc.secure_channel(target, credentials or grpc.ssl_channel_credentials(),
+                                              options=_CHANNEL_OPTIONS)
+        else:
+            self.channel = rpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)
 
@@ -75,10 +99,13 @@ class EtcdStore:
     """The `Store` (apiserver.storage.interface) on etcd v3."""
 
     def __init__(self, endpoints: list[str], *, timeout: float = 10.0, retries: int = 8,
-                 watch_retry_seconds: float = 60.0):
+                 watch_retry_seconds: float = 60.0, tls: TLSFiles | None = None):
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
+        if tls is not None and any(urlsplit(u).scheme != "https" for u in endpoints):
+            raise ValueError("etcd client certificates need https:// --etcd-servers")
         self._urls = list(endpoints)
+        self._tls = tls
         self._timeout = timeout
         self._retries = retries
         self._watch_retry_seconds = watch_retry_seconds
@@ -90,7 +117,8 @@ class EtcdStore:
             return
         # Channels connect lazily and are never replaced, so in-flight calls and
         # watches on one are not cancelled by a fail-over to another.
-        self._endpoints = [_Endpoint(url) for url in self._urls]
+        credentials = self._tls.credentials() if self._tls is not None else None
+        self._endpoints = [_Endpoint(url, credentials) for url in self._urls]
         self._current = self._endpoints[0]
         try:
             await self.current_revision()  # fails over through the endpoints in order
