@@ -14,6 +14,12 @@ So a command never needs the supervisor to answer: it writes what it wants, sign
 and watches status.json, and after a crash of the supervisor `down` can still clean up
 from cluster.json alone (`cleanup`).
 
+The cluster it starts is secure unless `up --plain-http` said otherwise (see
+`component_specs`): the PKI `up` made, kubeconfigs written here with one certificate
+each, TLS between every two components. The supervisor itself reaches etcd with
+kubeadm's healthcheck-client certificate and the API server with the user's (admin)
+kubeconfig.
+
 Its own log (<state>/logs/supervisor.log) is klog-like, as the components' are
 (machinery.klog; `-v N`, `--logging-format=json` on `minik8s supervise`).
 """

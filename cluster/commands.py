@@ -1,7 +1,9 @@
 """`minik8s up | down | status | logs | node start|stop`: a whole cluster on this machine.
 
 `up` checks what it can before anything starts (root for the linux runtime, etcd on
-PATH, the port, address ranges) and fails with one line if something is wrong; then
+PATH, the port, address ranges) and fails with one line if something is wrong; it makes
+or reuses the cluster PKI (<state>/pki; a PKI on disk it cannot use is a one-line error
+too, before anything runs), unless `--plain-http` asks for the open mode; then
 it starts the supervisor (cluster/bringup.py) as a detached process, prints its
 progress, and returns once every node is Ready. The supervisor keeps the cluster
 running; the other commands talk to it through files in <state>/run/ and signals.
