@@ -9,6 +9,7 @@ temporary state dir with its own port and address ranges, and `minik8s down` run
 the end whatever happens.
 """
 import hashlib
+import importlib.util
 import os
 import shutil
 import ssl
@@ -253,3 +254,53 @@ def test_plain_http_is_the_explicit_open_mode(tmp_path):
     finally:
         minik8s("down", "--purge", "--state-dir", state, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
+
+
+INCLUSTER = """\
+import time
+from kubernetes import client, config
+config.load_incluster_config()
+v1 = client.CoreV1Api()
+while True:
+    try:
+        print("LISTED", len(v1.list_namespaced_pod("default").items), flush=True)
+    except client.ApiException as e:
+        print("STATUS", e.status, flush=True)
+    time.sleep(0.5)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("apiserver.auth.serviceaccount") is None,
+                    reason="ServiceAccount tokens are not in this build")
+@pytest.mark.skipif(importlib.util.find_spec("kubernetes") is None, reason="the official client is not installed")
+def test_a_pod_calls_the_api_with_load_incluster_config_as_rbac_allows(cluster):
+    """The official Python client in a pod: the ServiceAccount token, ca.crt and
+    KUBERNETES_SERVICE_HOST/PORT the pod is given reach the API server over TLS, and the
+    answer is RBAC's: 403 until a RoleBinding lets the ServiceAccount read pods."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
+           "spec": {"nodeName": "node-2", "terminationGracePeriodSeconds": 1,
+                    # the host's filesystem: this test's Python, with the official client
+                    "containers": [{"name": "c", "image": HOST_ROOT_IMAGE,
+                                    "command": [sys.executable, "-c", INCLUSTER]}]}}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "default-reads", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}
+    with api(cluster, cluster.kubeconfig) as admin:
+        # the token volume is added only once the namespace's default ServiceAccount exists
+        wait_for(lambda: admin.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200,
+                 timeout=60, what="the default ServiceAccount")
+        r = admin.post("/api/v1/namespaces/default/pods", json=pod)
+        assert r.status_code == 201, r.text
+
+        def log() -> str:
+            return admin.get("/api/v1/namespaces/default/pods/incluster/log").text
+        try:
+            wait_for(lambda: "STATUS 403" in log(), timeout=120, what=f"the pod refused: {log()[-300:]}")
+            assert "LISTED" not in log()
+            r = admin.post("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", json=binding)
+            assert r.status_code == 201, r.text
+            wait_for(lambda: "LISTED" in log(), timeout=60, what="the pod's list allowed")
+        finally:
+            admin.delete("/api/v1/namespaces/default/pods/incluster")
+            admin.delete("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/default-reads")
