@@ -296,7 +296,6 @@ class AdmissionPlugin(Protocol):
                     old: dict | None) -> None: ...
 
 
-WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 _DELETE_VERBS = ("delete", "deletecollection")
 
 

@@ -111,10 +111,10 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             front = self
 
             async def with_tls(scope: dict, receive: Any, send: Any) -> None:
-                if front.extension is None:
-                    ssl_transport = front.tls._app_transport if front.tls else None  # type: ignore[attr-defined]
-                    front.extension = tls_extension(
-                        ssl_transport.get_extra_info("ssl_object") if ssl_transport else None)
+                if front.extension is None:  # once per connection, at its first request
+                    # uvicorn's protocol keeps the TLS transport it was handed once the
+                    # handshake was done.
+                    front.extension = tls_extension(protocol.transport.get_extra_info("ssl_object"))
                 extensions = scope.get("extensions")
                 if extensions is None:
                     scope["extensions"] = extensions = {}
@@ -122,7 +122,7 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
                 await app(scope, receive, send)
 
             config.loaded_app = with_tls
-            protocol = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+            protocol: Any = inner(config=config, server_state=self.server_state,  # type: ignore[call-arg]
                              app_state=self.app_state, _loop=self.loop)
             self.tls = sslproto.SSLProtocol(self.loop, protocol, context, None, server_side=True,
                                             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,

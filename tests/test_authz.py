@@ -292,3 +292,18 @@ def test_impersonation_needs_the_impersonate_verb(cluster, admin, ns):
                                        'impersonate resource "users" in API group "" at the cluster scope')
         r = c.get(f"/api/v1/namespaces/{ns}/pods", headers={"Impersonate-Group": "system:masters"})
         assert r.status_code == 400
+
+
+def test_exec_is_authorized_as_create_on_pods_exec(cluster, admin, ns):
+    # The WebSocket upgrade is refused before it reaches the pod, with kube-apiserver's
+    # verb for it (create, since the AuthorizePodWebsocketUpgradeCreatePermission gate).
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "target"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    assert admin.post(f"/api/v1/namespaces/{ns}/pods", json=pod).status_code == 201
+    bind(admin, ns, "exec-viewer", "view")
+    kc = cluster.kubeconfig("exec-viewer", cluster.user("exec-viewer"), namespace=ns)
+    out = cluster.kubectl(kc, "exec", "target", "--", "true")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f'Error from server (Forbidden): pods "target" is forbidden: User "exec-viewer" cannot create '
+        f'resource "pods/exec" in API group "" in the namespace "{ns}"')
