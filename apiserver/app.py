@@ -57,7 +57,7 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, metrics, openapi, registry, tables, version
-from apiserver.auth import authn, bootstrappolicy, reviews
+from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
                                        SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS_GROUP,
@@ -305,7 +305,10 @@ class API:
                  kubelet_tls: ssl.SSLContext | None = None,
                  authorization_modes: tuple[str, ...] = ("AlwaysAllow",),
                  anonymous_auth: bool = True, enable_bootstrap_token_auth: bool = False,
-                 plain_http: bool = False, flags: Any = None):
+                 plain_http: bool = False, flags: Any = None,
+                 service_account_flags: dict[str, Any] | None = None):
+        """service_account_flags: serviceaccount.from_flags' keywords but `get` (kube-apiserver's
+        --service-account-* flags); ValueError (KeyFileError) if they cannot be used."""
         store = metrics.InstrumentedStore(store)  # every call below is timed
         self.store: Store = store
         # Kubelets are dialed over HTTPS with the client certificate of `kubelet_tls`
@@ -321,7 +324,8 @@ class API:
         self.flags = flags
         # Authentication: x509, then the token authenticators in this order, then
         # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
-        tokens: list[authn.TokenAuthenticator] = []
+        self.service_accounts = serviceaccount.from_flags(get=self.get_object, **(service_account_flags or {}))
+        tokens: list[authn.TokenAuthenticator] = [self.service_accounts.authenticator]
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
         self.authn = authn.Chain(token_authenticators=tokens, anonymous=anonymous_auth,
@@ -528,6 +532,19 @@ class API:
         await self.cache.stop()
         await self.store.close()
 
+    async def get_object(self, resource: str, namespace: str, name: str) -> dict | None:
+        """An object as the watch cache has it, else as etcd has it; None if neither does.
+        Shared and read-only: for readers inside the server (authenticators, TokenRequest)."""
+        rt = registry.by_plural(resource)
+        key = rt.key(namespace if rt.namespaced else "", name)
+        entry = self.cache.get(rt, key)
+        if entry is not None:
+            return entry.obj
+        try:
+            return await self.resources.get(rt, namespace if rt.namespaced else "", name)
+        except errors.NotFound:
+            return None
+
     # -- dispatch -------------------------------------------------------------------
 
     async def serve(self, request: Request) -> tuple[Response, tuple[str, ...] | None]:
@@ -647,6 +664,15 @@ class API:
                                                  admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
+
+    async def _token(self, request: Request, t: Target) -> Response:
+        """serviceaccounts/<name>/token: a TokenRequest answered with a signed token."""
+        body = decode_body(await read_body(request), request.headers.get("content-type", ""))
+        sa, warnings = self.service_accounts, []
+        out = await serviceaccount.token_request(sa.issuer, self.get_object, t.namespace, t.name, body,
+                                                 audiences=sa.audiences, max_expiration=sa.max_expiration,
+                                                 warnings=warnings)
+        return self.object_response(out, 201, warnings)
 
     async def _get_scale(self, request: Request, t: Target) -> Response:
         return json_response(await self.resources.get_scale(t.rt, t.namespace, t.name))
@@ -958,6 +984,7 @@ ROUTES = {
        for v, h in (("get", API._get), ("update", API._update), ("patch", API._patch))},
     ("create", "binding"): API._bind,
     ("create", "eviction"): API._evict,
+    ("create", "token"): API._token,
     ("get", "scale"): API._get_scale,
     ("update", "scale"): API._update_scale,
     ("patch", "scale"): API._update_scale,
@@ -1050,11 +1077,11 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
                kubelet_tls: ssl.SSLContext | None = None,
                authorization_modes: tuple[str, ...] = ("AlwaysAllow",), anonymous_auth: bool = True,
                enable_bootstrap_token_auth: bool = False, plain_http: bool = False,
-               flags: Any = None) -> Secured:
+               flags: Any = None, service_account_flags: dict[str, Any] | None = None) -> Secured:
     """kubelet_token: presented to plain-HTTP kubelets when proxying log and exec
     (default: $MINIK8S_KUBELET_TOKEN); kubelet_tls: dial kubelets over HTTPS with it
     instead (apiserver/kubeletclient.py). ValueError names an authorization mode that
-    cannot be built."""
+    cannot be built, or service account flags (see API) that cannot be used."""
     etcd_tls = None
     if flags is not None and (flags.etcd_cafile or flags.etcd_certfile or flags.etcd_keyfile):
         if bool(flags.etcd_certfile) != bool(flags.etcd_keyfile):
@@ -1067,7 +1094,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
               kubelet_tls=kubelet_tls,
               authorization_modes=authorization_modes, anonymous_auth=anonymous_auth,
               enable_bootstrap_token_auth=enable_bootstrap_token_auth, plain_http=plain_http,
-              flags=flags)
+              flags=flags, service_account_flags=service_account_flags)
     version_info = version.info()
 
     async def version_endpoint(request: Request) -> Response:

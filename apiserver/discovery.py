@@ -15,13 +15,14 @@ from machinery import errors
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
               "binding": ["create"], "log": ["get"], "exec": ["create", "get"],
-              "eviction": ["create"], "finalize": ["update"]}
+              "eviction": ["create"], "finalize": ["update"], "token": ["create"]}
 
 
 def _sub_kind(sub: str, group: str, version: str, kind: str) -> tuple[str, str, str]:
     """(group, version, kind) of what a subresource takes and returns."""
     return {"scale": ("autoscaling", "v1", "Scale"), "binding": ("", "v1", "Binding"),
-            "eviction": ("policy", "v1", "Eviction")}.get(sub, (group, version, kind))
+            "eviction": ("policy", "v1", "Eviction"),
+            "token": ("authentication.k8s.io", "v1", "TokenRequest")}.get(sub, (group, version, kind))
 
 
 def _resource_list(group: str, version: str) -> dict:

@@ -6,6 +6,9 @@
                        | --plain-http)
                       [--authorization-mode AlwaysAllow|Node,RBAC|...] [--anonymous-auth=false]
                       [--enable-bootstrap-token-auth] [-v N] [--logging-format text|json]
+                      [--service-account-signing-key-file F] [--service-account-key-file F]...
+                      [--service-account-issuer URL]... [--api-audiences LIST]
+                      [--service-account-max-token-expiration DURATION]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -15,7 +18,10 @@ answered 400 as kube-apiserver answers it. `--plain-http` is the explicit insecu
 no authenticator claims counts as none, so the request is anonymous); without
 either the server exits with a one-line error. Requests are authenticated
 (apiserver/auth/authn.py) and authorized by the union --authorization-mode builds,
-system:masters first (apiserver/app.py).
+system:masters first (apiserver/app.py). With --kubelet-client-certificate and
+--kubelet-client-key, logs and exec reach kubelets over HTTPS presenting that certificate
+(verified against --kubelet-certificate-authority when given; apiserver/kubeletclient.py);
+without them, plain HTTP with $MINIK8S_KUBELET_TOKEN.
 
 Serves the Kubernetes API (apiserver/app.py) under uvicorn until SIGTERM or SIGINT,
 then drains for up to 3 s and exits 0. Several bind addresses get one listening socket
@@ -87,6 +93,8 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--service-account-issuer", action="append", default=[],
                    help="ServiceAccount token issuer (repeatable; the first issues)")
     p.add_argument("--api-audiences", default="", help="comma-separated audiences of API tokens")
+    p.add_argument("--service-account-max-token-expiration", type=flags.duration, default=0.0,
+                   metavar="DURATION", help="longest token a TokenRequest gets (default: no limit)")
     p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")
     p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
     p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
@@ -97,15 +105,17 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
                    help="seconds between BOOKMARK events on watches that ask for them")
-    # How logs and exec reach kubelets (apiserver/kubeletclient.py).
-    p.add_argument("--kubelet-client-certificate", default=None, metavar="FILE",
-                   help="client certificate presented to kubelets (with --kubelet-client-key): "
-                   "kubelets are dialed over HTTPS")
-    p.add_argument("--kubelet-client-key", default=None, metavar="FILE", help="its key")
-    p.add_argument("--kubelet-certificate-authority", default=None, metavar="FILE",
-                   help="CA that kubelets' serving certificates must chain to (default: not verified)")
     klog.add_flags(p)
     return p
+
+
+def service_account_flags(args: argparse.Namespace) -> dict:
+    """The --service-account-* flags as apiserver.auth.serviceaccount.from_flags takes them."""
+    return {"signing_key_file": args.service_account_signing_key_file or None,
+            "key_files": list(args.service_account_key_file),
+            "issuers": list(args.service_account_issuer),
+            "api_audiences": [a.strip() for a in args.api_audiences.split(",") if a.strip()],
+            "max_expiration": int(args.service_account_max_token_expiration)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,29 +136,28 @@ def run(args: argparse.Namespace) -> int:
                 args.tls_cert_file, args.tls_private_key_file, args.client_ca_file or None)
         except (OSError, ssl.SSLError) as e:
             problem = f"cannot load the serving certificate: {e}"
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+    if problem is None and bool(args.kubelet_client_certificate) != bool(args.kubelet_client_key):
+        problem = "--kubelet-client-certificate and --kubelet-client-key go together"
     kubelet_tls = None
-    if bool(args.kubelet_client_certificate) != bool(args.kubelet_client_key):
-        print("error: --kubelet-client-certificate and --kubelet-client-key go together", file=sys.stderr)
-        return 1
-    if args.kubelet_client_certificate:
+    if problem is None and args.kubelet_client_certificate:
         from apiserver.kubeletclient import tls_context
         try:
             kubelet_tls = tls_context(args.kubelet_client_certificate, args.kubelet_client_key,
-                                      args.kubelet_certificate_authority)
+                                      args.kubelet_certificate_authority or None)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            problem = str(e)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         app = create_app(servers, compaction_window=args.compaction_window,
                          bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,
                          authorization_modes=tuple(m.strip() for m in args.authorization_mode.split(",")),
                          anonymous_auth=args.anonymous_auth,
                          enable_bootstrap_token_auth=args.enable_bootstrap_token_auth,
-                         plain_http=args.plain_http, flags=args)
-    except (ValueError, OSError) as e:
+                         plain_http=args.plain_http, flags=args,
+                         service_account_flags=service_account_flags(args))
+    except (ValueError, OSError) as e:  # an authorization mode, a service account key or etcd TLS file
         print(f"error: {e}", file=sys.stderr)
         return 1
     binds = [a.strip() for a in args.bind_address.split(",") if a.strip()]

@@ -4,6 +4,7 @@
         [--concurrent-workers 5] [--leader-elect=true|false]
         [--leader-elect-lease-duration 15s] [--leader-elect-renew-deadline 10s]
         [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--secure-port 10257]
+        [--root-ca-file FILE]
         [-v N] [--logging-format text|json]
 
 Flags read as kube-controller-manager's (durations as Go durations, `15s`, `1m30s`, or
@@ -68,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
                    help="address to serve /metrics and /healthz on (127.0.0.1)")
     p.add_argument("--secure-port", "--port", dest="port", type=int, default=10257, metavar="PORT",
                    help="port for /metrics and /healthz (10257; 0: off)")
+    p.add_argument("--root-ca-file", default="", metavar="FILE",
+                   help="the cluster's CA bundle (PEM) published in every namespace's kube-root-ca.crt "
+                        "(default: the kubeconfig's CA)")
     klog.add_flags(p)
     g = p.add_argument_group("controller options")
     opt = g.add_argument
@@ -126,6 +130,29 @@ def _connection(path: str | None) -> kubeconfig.Connection:
         raise UsageError(f"kubeconfig {path or '(default)'}: {first}") from None
 
 
+def _root_ca(path: str, conn: kubeconfig.Connection) -> str:
+    """The CA bundle the root-ca-cert-publisher publishes: --root-ca-file's certificates
+    (checked to be PEM certificates, as kube-controller-manager checks them), else the
+    kubeconfig's CA, else none (plain HTTP)."""
+    if not path:
+        if conn.ca_data:
+            return conn.ca_data.decode()
+        if conn.ca_file:
+            path = conn.ca_file
+        else:
+            return ""
+    from cryptography import x509
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        x509.load_pem_x509_certificates(data)
+    except OSError as e:
+        raise UsageError(f"error reading root-ca-file at {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UsageError(f"error parsing root-ca-file at {path}: {e}") from None
+    return data.decode()
+
+
 def build(args: argparse.Namespace) -> tuple[Manager, Client]:
     try:
         names = enabled_controllers(args.controllers)
@@ -142,6 +169,7 @@ def build(args: argparse.Namespace) -> tuple[Manager, Client]:
     if not 0 <= args.port < 65536:
         raise UsageError(f"--secure-port {args.port}: not a port number")
     conn = _connection(args.kubeconfig)
+    options["root_ca"] = _root_ca(args.root_ca_file, conn)
     client = LimitedClient(conn, user_agent="minik8s-controller-manager",
                            max_in_flight=args.kube_api_max_in_flight)
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"

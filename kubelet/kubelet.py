@@ -669,7 +669,7 @@ class Kubelet:
                                     "secrets")
             try:
                 paths[vol["name"]] = await self.blocking(self.runtime.setup_volume, w.uid, vol, data=data,
-                                                         **({"payload": payload} if payload is not None else {}))
+                                                         payload=payload)
             except VolumeError as e:
                 error = error or e.message
                 self._warn(w, "FailedMount", f'MountVolume.SetUp failed for volume "{vol.get("name")}" : '

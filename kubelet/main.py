@@ -46,7 +46,7 @@ Health and metrics, as the kubelet's healthz server: on --healthz-bind-address
 and `syncloop` (fails when the PLEG loop has not run for max(2 x --sync-frequency, 5
 minutes)), and `/metrics` (kubelet/metrics.py, client/'s, the process's CPU and RSS).
 The fake runtime serves `ping` only. A port that cannot be bound is logged, not fatal.
-The endpoint on --port serves `/metrics` too, to token holders. A task of the kubelet
+The endpoint on --port serves `/metrics` too, to the callers it lets in. A task of the kubelet
 that fails (the heartbeat, the endpoint) ends the process with exit code 1. Logs are
 klog-like (machinery.klog): `-v N`, `--logging-format=json`.
 """
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
         return 2
     if args.cleanup:
         return cleanup(args)
-    if args.runtime == "linux" and (err := check_image_flags(args)):
+    if args.runtime == "linux" and (err := check_image_flags(args) or check_tls_flags(args)):
         print(f"error: {err}", file=sys.stderr)
         return 1
     klog.setup_from_args(args)
@@ -256,6 +256,29 @@ def cleanup(args: argparse.Namespace) -> int:
     if not removed:
         print("nothing to clean up")
     return 0
+
+
+def check_tls_flags(args: argparse.Namespace) -> str | None:
+    """The one-line error of the endpoint's TLS flags (files that go together, that
+    cannot be read or are not PEM), or None."""
+    import ssl
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        return "--tls-cert-file and --tls-private-key-file go together"
+    if not args.tls_cert_file:
+        if args.client_ca_file or args.authorization_mode != "AlwaysAllow":
+            return "--client-ca-file and --authorization-mode need --tls-cert-file (the HTTPS endpoint)"
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
+    except (OSError, ssl.SSLError) as e:
+        return f"--tls-cert-file/--tls-private-key-file: {getattr(e, 'strerror', None) or e}"
+    if args.client_ca_file:
+        try:
+            ctx.load_verify_locations(args.client_ca_file)
+        except (OSError, ssl.SSLError) as e:
+            return f"--client-ca-file {args.client_ca_file}: {getattr(e, 'strerror', None) or e}"
+    return None
 
 
 def _endpoint_auth(args: argparse.Namespace, client: Client, node: str) -> tuple[Any, Any]:
@@ -421,9 +444,6 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     os.makedirs(root_dir, exist_ok=True)
     # pyroute2 cannot run on the event loop's thread
     address = args.address or await asyncio.to_thread(node_ip) or "127.0.0.1"
-    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
-        print("error: --tls-cert-file and --tls-private-key-file go together", file=sys.stderr)
-        return 1
     auth, tls = _endpoint_auth(args, client, name)
     token = load_token(args, root_dir) if tls is None else None
     service: ImageService | None = None

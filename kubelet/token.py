@@ -9,6 +9,11 @@ it needs a refresh, which is, as upstream's requiresRefresh, once 80 % of its li
 passed or it is 24 h old (each less a jitter of up to 10 s, so that many pods do not
 refresh at once). A refresh that fails hands out the cached token while it has not
 expired (the API server may be briefly away); past expiry the error is raised.
+A token's age is measured on the kubelet's clock from when it arrived, its lifetime
+being the one the TokenRequest granted (spec.expirationSeconds): upstream measures
+against the server's expirationTimestamp, which is the same when the clocks agree, but a
+kubelet clock ahead of the server's would then find every new token already due and
+request it again on every sync.
 
 `refresh_in(...)` says how long a cached token stays good, so the pod's worker can sync
 again then and rewrite the file. `forget_pod(uid)` drops a deleted pod's tokens and
@@ -25,7 +30,6 @@ from typing import Callable
 
 from client.clock import Clock, RealClock
 from client.rest import Client
-from machinery import times
 
 log = logging.getLogger("minik8s.kubelet.token")
 
@@ -49,8 +53,17 @@ class _Key:
 @dataclass
 class _Token:
     token: str
-    expires: float          # wall time
-    expiration_seconds: int
+    received: float         # the kubelet's wall time when it arrived
+    expiration_seconds: int  # its lifetime, as granted
+
+    @property
+    def expires(self) -> float:
+        return self.received + self.expiration_seconds
+
+    @property
+    def due(self) -> float:
+        """When it wants a refresh (before jitter): 80 % of its life, at most 24 h."""
+        return self.received + min(MAX_TTL, self.expiration_seconds * 80 / 100)
 
 
 class TokenManager:
@@ -63,11 +76,7 @@ class TokenManager:
         self.requests = 0  # TokenRequests made (tests read it)
 
     def _requires_refresh(self, t: _Token) -> bool:
-        now, jitter = self.clock.now(), self.jitter()
-        issued = t.expires - t.expiration_seconds
-        if now > issued + MAX_TTL - jitter:
-            return True
-        return now > t.expires - t.expiration_seconds * 20 // 100 - jitter
+        return self.clock.now() > t.due - self.jitter()
 
     async def get(self, namespace: str, service_account: str, *, pod_name: str, pod_uid: str,
                   audience: str, expiration_seconds: int) -> str:
@@ -99,7 +108,7 @@ class TokenManager:
         if not status.get("token") or not status.get("expirationTimestamp"):
             raise TokenError("the TokenRequest's answer has no token")
         granted = int(((answer.get("spec") or {}).get("expirationSeconds")) or key.expiration_seconds)
-        return _Token(status["token"], times.parse(status["expirationTimestamp"]), granted)
+        return _Token(status["token"], self.clock.now(), granted)
 
     def refresh_in(self, namespace: str, service_account: str, *, pod_uid: str, audience: str,
                    expiration_seconds: int) -> float | None:
@@ -108,9 +117,7 @@ class TokenManager:
         t = self._cache.get(_Key(namespace, service_account, audience, expiration_seconds, pod_uid))
         if t is None:
             return None
-        issued = t.expires - t.expiration_seconds
-        due = min(issued + MAX_TTL, t.expires - t.expiration_seconds * 20 // 100)
-        return max(0.0, due - self.clock.now())
+        return max(0.0, t.due - self.clock.now())
 
     def forget_pod(self, pod_uid: str) -> None:
         for key in [k for k in self._cache if k.pod_uid == pod_uid]:

@@ -57,7 +57,7 @@ SERVICES = Kind("", "v1", "Service", "services", True, ("svc",), ("status",), ("
 ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))
 CONFIGMAPS = Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",))
 SECRETS = Kind("", "v1", "Secret", "secrets", True)
-SERVICEACCOUNTS = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",))
+SERVICEACCOUNTS = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",))
 EVENTS = Kind("", "v1", "Event", "events", True, ("ev",))
 DEPLOYMENTS = Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",),
                    ("status", "scale"), ("all",))

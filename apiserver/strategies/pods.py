@@ -1,14 +1,27 @@
 """Pods: graceful deletion (a bound, running pod is kept, marked, until its kubelet has
 stopped it and deletes it with grace 0), binding to a node (the scheduler's only write),
-as Kubernetes' pod strategy and BindingREST do; and the ServiceAccount admission plugin's
-imagePullSecrets step: a pod created without imagePullSecrets gets its ServiceAccount's
-(plugin/pkg/admission/serviceaccount), so the kubelet reads only the pod's own list.
-Unlike Kubernetes, a pod whose ServiceAccount does not exist is admitted (with no secrets
-copied) rather than refused: a namespace's `default` ServiceAccount exists only once the
-controller manager's serviceaccount controller has made it, and pods must be creatable
-against a bare API server."""
+as Kubernetes' pod strategy and BindingREST do; and the ServiceAccount admission plugin
+(plugin/pkg/admission/serviceaccount) for a pod being created:
+- its ServiceAccount (`spec.serviceAccountName`, defaulted to `default`) is read;
+- unless `automountServiceAccountToken` is false (the pod's setting wins over the
+  ServiceAccount's), the projected volume `kube-api-access-<5 random>` (a 3607 s
+  serviceAccountToken at `token`, `ca.crt` of the kube-root-ca.crt ConfigMap, the
+  namespace from the downward API; defaultMode 0644) is added and mounted read-only at
+  /var/run/secrets/kubernetes.io/serviceaccount in every init and app container that
+  mounts nothing there, exactly as upstream shapes it; a volume already named
+  `kube-api-access-*` is reused;
+- a pod created without imagePullSecrets gets its ServiceAccount's, so the kubelet
+  reads only the pod's own list.
+A static pod's mirror is left alone.
+Unlike Kubernetes, a pod whose ServiceAccount does not exist is admitted, with neither
+token volume nor secrets, rather than refused: pods must stay creatable against a bare
+API server (no controller manager, so no `default` ServiceAccount) and in the moment
+between a namespace's creation and its `default` ServiceAccount's; a token volume for a
+missing ServiceAccount would only leave the pod unable to start. With the controller
+manager running, every namespace has its `default`, so pods get their tokens."""
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from apiserver.strategies.generic import Strategy
@@ -16,6 +29,49 @@ from machinery import errors
 
 _TERMINAL_PHASES = ("Succeeded", "Failed")
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+TOKEN_VOLUME_PREFIX = "kube-api-access-"  # ServiceAccountVolumeName + "-"
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # DefaultAPITokenMountPath
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # utilrand's, as generateName uses
+
+
+def token_volume_source() -> dict:
+    """The projected source of a pod's ServiceAccount volume (TokenVolumeSource)."""
+    return {"defaultMode": 0o644, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}
+
+
+def _automount(sa: dict, spec: dict) -> bool:
+    """shouldAutomount: the pod's automountServiceAccountToken, else the ServiceAccount's, else true."""
+    for setting in (spec.get("automountServiceAccountToken"), sa.get("automountServiceAccountToken")):
+        if isinstance(setting, bool):
+            return setting
+    return True
+
+
+def mount_service_account_token(spec: dict) -> None:
+    """Add the token volume and its mounts to a pod spec (mountServiceAccountToken)."""
+    volumes = spec.get("volumes") or []
+    name = next((v.get("name") for v in volumes if isinstance(v, dict)
+                 and str(v.get("name", "")).startswith(TOKEN_VOLUME_PREFIX)), None)
+    has_volume = name is not None
+    name = name or TOKEN_VOLUME_PREFIX + "".join(random.choices(_NAME_ALPHABET, k=5))
+    needed = False
+    for key in ("initContainers", "containers"):
+        for c in spec.get(key) or []:
+            if not isinstance(c, dict):
+                continue
+            mounts = c.get("volumeMounts") or []
+            if any(isinstance(m, dict) and m.get("mountPath") == TOKEN_MOUNT_PATH for m in mounts):
+                continue  # the container's own mount there wins
+            c["volumeMounts"] = [*mounts, {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH}]
+            needed = True
+    if needed and not has_volume:
+        spec["volumes"] = [*volumes, {"name": name, "projected": token_volume_source()}]
 
 
 class PodStrategy(Strategy):
@@ -27,20 +83,26 @@ class PodStrategy(Strategy):
     def admission_refs(self, obj: dict) -> list[tuple[str, str]]:
         spec = obj.get("spec") or {}
         name = spec.get("serviceAccountName")
-        if not isinstance(name, str) or not name or spec.get("imagePullSecrets"):
+        if not isinstance(name, str) or not name:
             return []
         if MIRROR_POD_ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {}):
             return []  # a static pod's mirror: the plugin leaves it alone
         return [("serviceaccounts", name)]
 
     def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None]) -> None:
-        """The ServiceAccount's imagePullSecrets, copied (names only) into a pod that has none."""
+        """The ServiceAccount admission plugin's changes (see the module docstring)."""
         for ref in self.admission_refs(obj):
-            sa = found.get(ref) or {}
-            secrets = [{"name": s["name"]} for s in sa.get("imagePullSecrets") or []
-                       if isinstance(s, dict) and isinstance(s.get("name"), str)]
-            if secrets:
-                obj["spec"]["imagePullSecrets"] = secrets
+            sa = found.get(ref)
+            if sa is None:
+                return  # admitted as it is: see the module docstring
+            spec = obj["spec"]
+            if _automount(sa, spec):
+                mount_service_account_token(spec)
+            if not spec.get("imagePullSecrets"):
+                secrets = [{"name": s["name"]} for s in sa.get("imagePullSecrets") or []
+                           if isinstance(s, dict) and isinstance(s.get("name"), str)]
+                if secrets:
+                    spec["imagePullSecrets"] = secrets
 
     def grace_period(self, obj: dict, requested: int | None) -> int:
         """The request's grace, else the pod's terminationGracePeriodSeconds; 0 for a pod

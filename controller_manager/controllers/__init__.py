@@ -18,6 +18,7 @@ from controller_manager.controllers.nodeipam import NodeIPAMController
 from controller_manager.controllers.nodelifecycle import NodeLifecycleController
 from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
+from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from machinery.registry import Registry
 
@@ -25,5 +26,5 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
     (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
                           NamespaceController, ServiceAccountController, EndpointsController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
-                          ClusterRoleAggregationController)
+                          ClusterRoleAggregationController, RootCACertPublisher)
 ])
