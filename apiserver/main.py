@@ -98,6 +98,9 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")
     p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
     p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
+    p.add_argument("--kubelet-client-certificate", default="", help="client certificate for kubelets")
+    p.add_argument("--kubelet-client-key", default="", help="client key for kubelets")
+    p.add_argument("--kubelet-certificate-authority", default="", help="CA verifying kubelets")
     p.add_argument("--encryption-provider-config", default="",
                    help="EncryptionConfiguration file for encryption at rest")
     p.add_argument("--audit-log-path", default="", help="file the audit log is written to")
