@@ -533,17 +533,10 @@ class API:
         await self.store.close()
 
     async def get_object(self, resource: str, namespace: str, name: str) -> dict | None:
-        """An object as the watch cache has it, else as etcd has it; None if neither does.
-        Shared and read-only: for readers inside the server (authenticators, TokenRequest)."""
+        """cached_object's read, by resource: the serviceaccount module's getter (tokens'
+        ServiceAccounts, Pods, Secrets and Nodes). Shared and read-only."""
         rt = registry.by_plural(resource)
-        key = rt.key(namespace if rt.namespaced else "", name)
-        entry = self.cache.get(rt, key)
-        if entry is not None:
-            return entry.obj
-        try:
-            return await self.resources.get(rt, namespace if rt.namespaced else "", name)
-        except errors.NotFound:
-            return None
+        return await self.cached_object(resource)(namespace if rt is not None and rt.namespaced else "", name)
 
     # -- dispatch -------------------------------------------------------------------
 

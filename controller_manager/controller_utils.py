@@ -31,7 +31,7 @@ import orjson
 
 from client.clock import Clock
 from client.informer import key_of
-from machinery import errors, times
+from machinery import errors, kinds, times
 from machinery.labels import Selector, from_label_selector
 
 EXPECTATIONS_TIMEOUT = 300.0    # seconds before unobserved expectations are given up
@@ -339,3 +339,14 @@ async def claim(client, owner: dict, owner_resource: str, selector: Selector, ob
     if failures:
         raise failures[0]
     return claimed
+
+
+# Kinds served for create only (the access and token reviews: discovery's verbs are
+# ["create"]), which have no objects to list, watch or delete.
+_CREATE_ONLY = frozenset((k.group, k.plural) for k in kinds.REVIEWS)
+
+
+def stored_kinds(resources: Iterable) -> list:
+    """The resources that hold objects: what the garbage collector watches and the
+    namespace controller empties (Kubernetes picks them by their discovery verbs)."""
+    return [r for r in resources if (r.group, r.plural) not in _CREATE_ONLY]

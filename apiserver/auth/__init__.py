@@ -14,6 +14,8 @@
   when the API server starts.
 - `authn`: who is asking: the authenticator chain (x509 client certificates, bearer
   tokens with bootstrap tokens, anonymous).
+- `serviceaccount`: ServiceAccount tokens: issued by `serviceaccounts/<name>/token`
+  (TokenRequest), verified by the first token authenticator of the chain.
 - `reviews`: SubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview,
   SelfSubjectReview and TokenReview.
 

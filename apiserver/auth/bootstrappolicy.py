@@ -286,6 +286,9 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule("update", ["apps", "extensions"], "replicasets/finalizers"),
             rule(["create", "delete", "list", "patch", "watch"], "", "pods"),
             events_rule()],
+        "root-ca-cert-publisher": [
+            rule(["create", "update"], "", "configmaps"),
+            events_rule()],
         "service-account-controller": [
             rule("create", "", "serviceaccounts"),
             events_rule()],

@@ -36,8 +36,10 @@ What this module guarantees
   request, with the same warning.
 
 Objects are read through `get(resource, namespace, name) -> dict | None` (the server's
-watch cache, falling back to etcd), never over HTTP. Signing and verifying are CPU work
-of a few hundred microseconds, done on the event loop.
+watch cache, falling back to etcd), never over HTTP. Signing (~0.3 ms with RSA-2048)
+and authenticating (~0.13 ms, the watch cache's reads included; measured on this 2-core
+machine) run on the event loop, for every request: kube-apiserver caches token results
+for 10 s, which would also let a deleted pod's token live that long.
 """
 from __future__ import annotations
 
@@ -415,8 +417,8 @@ class ServiceAccounts:
     max_expiration: int = 0
 
 
-def from_flags(*, signing_key_file: str | None, key_files: Sequence[str], issuers: Sequence[str],
-               api_audiences: Sequence[str], get: Getter, max_expiration: int = 0,
+def from_flags(*, get: Getter, signing_key_file: str | None = None, key_files: Sequence[str] = (),
+               issuers: Sequence[str] = (), api_audiences: Sequence[str] = (), max_expiration: int = 0,
                clock: Callable[[], float] = time.time) -> ServiceAccounts:
     """kube-apiserver's --service-account-* and --api-audiences flags, checked as it checks
     them (KeyFileError or ValueError with a one-line message). Without a signing key file

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from client.events import WARNING
 from client.informer import OWNER_UID, Informer, key_of, split_key
 from client.rest import Resource
+from controller_manager import controller_utils
 from controller_manager.controller import Controller
-from machinery import errors, kinds
+from machinery import errors
 
 log = logging.getLogger("minik8s.controller.garbagecollector")
 
@@ -55,10 +56,6 @@ ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 UID = "uid"
 IGNORED = {("", "events")}  # Kubernetes' default ignored resources
-# Kubernetes' collector watches only resources that support delete, list and watch: the
-# review kinds are create-only (a list of them is a 405 forever, and its informer would
-# never sync, holding back every collection).
-CREATE_ONLY = {(k.group, k.plural) for k in kinds.REVIEWS}
 
 # How an owner reference resolves.
 SOLID, DANGLING, WAITING = "solid", "dangling", "waiting"
@@ -104,8 +101,8 @@ class GarbageCollector(Controller):
         self.by_plural: dict[str, tuple[Resource, Informer]] = {}
         self._absent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._absent_size = absent_owner_cache_size
-        for r in list(client.resources):
-            if (r.group, r.plural) in IGNORED | CREATE_ONLY or r.plural in self.by_plural:
+        for r in controller_utils.stored_kinds(client.resources):
+            if (r.group, r.plural) in IGNORED or r.plural in self.by_plural:
                 continue
             inf = factory.informer(r.plural)
             inf.add_indexers({UID: _uid})

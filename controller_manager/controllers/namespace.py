@@ -29,7 +29,7 @@ import math
 
 from client.rest import Resource
 from controller_manager.controller import Controller, NoOptions
-from controller_manager.controller_utils import parse_time, rfc3339, utcnow
+from controller_manager.controller_utils import parse_time, rfc3339, stored_kinds, utcnow
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.namespace")
@@ -76,7 +76,7 @@ class NamespaceController(Controller):
         await self.client.update(finalized, subresource="finalize")
 
     def _namespaced_kinds(self) -> list[Resource]:
-        return [r for r in self.client.resources if r.namespaced]
+        return [r for r in stored_kinds(self.client.resources) if r.namespaced]
 
     async def _delete_content(self, namespace: str) -> list[str]:
         failures = []
