@@ -213,6 +213,9 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
         Spec("controller-manager", _minik8s("controller-manager",
                                             "--kubeconfig", kubeconfig_of("controller-manager"),
                                             "--controllers", "*", "--leader-elect=false",
+                                            # kubeadm's: the CA every namespace's kube-root-ca.crt
+                                            # publishes, which pods' token volumes carry
+                                            *(["--root-ca-file", pki("ca.crt")] if secure else []),
                                             *(["--allocate-node-cidrs=true", "--cluster-cidr", cfg.cluster_cidr]
                                               if cfg.runtime == "linux" else []),
                                             "--secure-port", "0",  # no /metrics: clusters side by side

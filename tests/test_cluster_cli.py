@@ -225,6 +225,8 @@ def test_component_flags_in_each_mode(tmp_path):
                        ("kubelet-node-1", cfg.node_kubeconfig("node-1"))):
         argv = secure[name].argv
         assert argv[argv.index("--kubeconfig") + 1] == conf, name
+    cm = secure["controller-manager"].argv
+    assert cm[cm.index("--root-ca-file") + 1] == os.path.join(cfg.pki_dir, "ca.crt")
     kubelet = secure["kubelet-node-1"].argv
     assert kubelet[kubelet.index("--authorization-mode") + 1] == "Webhook" and "--token-file" not in kubelet
     serving = os.path.join(cfg.pki_dir, "kubelets", "node-1", "kubelet.crt")
@@ -233,6 +235,7 @@ def test_component_flags_in_each_mode(tmp_path):
     cfg, plain = specs(True)
     assert "--client-cert-auth" not in plain["etcd"].argv and "--plain-http" in plain["apiserver"].argv
     assert "--token-file" in plain["kubelet-node-1"].argv
+    assert "--root-ca-file" not in plain["controller-manager"].argv
     assert plain["scheduler"].argv[plain["scheduler"].argv.index("--kubeconfig") + 1] == cfg.kubeconfig
 
 
