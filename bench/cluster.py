@@ -98,12 +98,13 @@ def component_cpu(state: str) -> dict[str, float]:
 class PodWatch:
     """Watches pods on a thread: first time each was seen, first time seen Running."""
 
-    def __init__(self, api_url: str, selector: str):
+    def __init__(self, api_url: str, selector: str, verify):
+        self.verify = verify        # the admin kubeconfig's TLS: the cluster is secure by default
         self.added: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self._stop = False
         rv = httpx.get(f"{api_url}/api/v1/namespaces/default/pods", params={"labelSelector": selector},
-                       timeout=30).json()["metadata"]["resourceVersion"]
+                       timeout=30, verify=verify).json()["metadata"]["resourceVersion"]
         self._args = (api_url, selector, rv)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -119,7 +120,7 @@ class PodWatch:
 
     def _watch(self, api_url: str, params: dict) -> None:
         with httpx.stream("GET", f"{api_url}/api/v1/namespaces/default/pods", params=params,
-                          timeout=None) as r:
+                          timeout=None, verify=self.verify) as r:
             for line in r.iter_lines():
                 if self._stop:
                     return
@@ -160,7 +161,9 @@ def main() -> None:
               f"{warm:.1f} s (restart on the same state dir)")
 
         cfg = ClusterConfig.load(state)
-        watch = PodWatch(cfg.api_url, "app=bench")
+        from cluster.bringup import admin_tls
+        tls = admin_tls(cfg)
+        watch = PodWatch(cfg.api_url, "app=bench", tls)
         d = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},
              "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": "bench"}},
                       "template": {"metadata": {"labels": {"app": "bench"}},
@@ -170,7 +173,7 @@ def main() -> None:
         cpu0 = component_cpu(state)
         load0 = os.getloadavg()[0]
         t0 = time.monotonic()
-        r = httpx.post(f"{cfg.api_url}/apis/apps/v1/namespaces/default/deployments", json=d, timeout=30)
+        r = httpx.post(f"{cfg.api_url}/apis/apps/v1/namespaces/default/deployments", json=d, timeout=30, verify=tls)
         r.raise_for_status()
         wait_for(lambda: len(watch.running) >= args.replicas, timeout=600, interval=0.05,
                  what=f"{args.replicas} pods Running")
@@ -180,7 +183,7 @@ def main() -> None:
         lat = [watch.running[n] - watch.added[n] for n in watch.running]
         nodes = {}
         for p in httpx.get(f"{cfg.api_url}/api/v1/namespaces/default/pods",
-                           params={"labelSelector": "app=bench"}, timeout=30).json()["items"]:
+                           params={"labelSelector": "app=bench"}, timeout=30, verify=tls).json()["items"]:
             nodes[p["spec"]["nodeName"]] = nodes.get(p["spec"]["nodeName"], 0) + 1
         print(f"pod startup latency, {args.replicas}-replica Deployment on {args.nodes} nodes "
               f"({', '.join(f'{n}: {c}' for n, c in sorted(nodes.items()))}): "

@@ -14,6 +14,12 @@ So a command never needs the supervisor to answer: it writes what it wants, sign
 and watches status.json, and after a crash of the supervisor `down` can still clean up
 from cluster.json alone (`cleanup`).
 
+The cluster it starts is secure unless `up --plain-http` said otherwise (see
+`component_specs`): the PKI `up` made, kubeconfigs written here with one certificate
+each, TLS between every two components. The supervisor itself reaches etcd with
+kubeadm's healthcheck-client certificate and the API server with the user's (admin)
+kubeconfig.
+
 Its own log (<state>/logs/supervisor.log) is klog-like, as the components' are
 (machinery.klog; `-v N`, `--logging-format=json` on `minik8s supervise`).
 """
@@ -26,6 +32,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import time
 
@@ -145,40 +152,77 @@ def _minik8s(*args: str) -> list[str]:
     return [sys.executable, "-m", "cluster.cli", *args]
 
 
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"   # kubeadm's default issuer
+
+
 def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                     cgroup_dirs=lambda sub: []) -> list[Spec]:
-    """Every component of the cluster, in start order."""
+    """Every component of the cluster, in start order.
+
+    Secure (the default): etcd serves TLS on loopback and asks every client for a
+    certificate of its CA; the API server serves TLS, authenticates client certificates
+    and ServiceAccount tokens and authorizes with Node,RBAC; every other component has
+    its own kubeconfig and certificate, so it holds only what the bootstrap roles grant
+    its user (kubeadm's layout). `plain_http`: none of that, as before."""
     extra = lambda name: list(cfg.extra_args.get(name, []))  # noqa: E731
-    etcd_url, peer = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{etcd_peer_port}"
+    pki = lambda *parts: os.path.join(cfg.pki_dir, *parts)  # noqa: E731
+    secure = not cfg.plain_http
+    etcd_url = f"{cfg.scheme}://127.0.0.1:{etcd_port}"
+    peer = f"{cfg.scheme}://127.0.0.1:{etcd_peer_port}"
     binds = "127.0.0.1" + (f",{cfg.host_ip}" if cfg.runtime == "linux" else "")
     cp = cgroup_dirs("control-plane")
+    etcd_security = ["--cert-file", pki("etcd", "server.crt"), "--key-file", pki("etcd", "server.key"),
+                "--client-cert-auth", "--trusted-ca-file", pki("etcd", "ca.crt"),
+                "--peer-cert-file", pki("etcd", "peer.crt"), "--peer-key-file", pki("etcd", "peer.key"),
+                "--peer-client-cert-auth", "--peer-trusted-ca-file", pki("etcd", "ca.crt")] if secure else []
+    apiserver_security = [
+        "--tls-cert-file", pki("apiserver.crt"), "--tls-private-key-file", pki("apiserver.key"),
+        "--client-ca-file", pki("ca.crt"),
+        "--etcd-cafile", pki("etcd", "ca.crt"), "--etcd-certfile", pki("apiserver-etcd-client.crt"),
+        "--etcd-keyfile", pki("apiserver-etcd-client.key"),
+        "--service-account-key-file", pki("sa.pub"),
+        "--service-account-signing-key-file", pki("sa.key"),
+        "--service-account-issuer", SA_ISSUER,
+        "--authorization-mode", "Node,RBAC",
+        "--kubelet-client-certificate", pki("apiserver-kubelet-client.crt"),
+        "--kubelet-client-key", pki("apiserver-kubelet-client.key"),
+        "--kubelet-certificate-authority", pki("ca.crt"),
+    ] if secure else ["--plain-http"]
+    kubeconfig_of = (lambda c: cfg.component_kubeconfig(c)) if secure else (lambda c: cfg.kubeconfig)
     specs = [
         Spec("etcd", [shutil.which("etcd") or "etcd", "--name", "minik8s",
                       "--data-dir", cfg.path("etcd", "data"),
                       "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
                       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                      "--initial-cluster", f"minik8s={peer}",
+                      "--initial-cluster", f"minik8s={peer}", *etcd_security,
                       # one member: nothing to wait for before it leads itself
                       "--heartbeat-interval", "10", "--election-timeout", "100",
                       *extra("etcd")],
              cfg.log_path("etcd"), cgroup_dirs=cp),
-        # The token the API server presents to kubelets (for logs and exec), as the
-        # kubelet expects it.
+        # Plain HTTP: the token the API server presents to kubelets (for logs and exec),
+        # as the kubelet expects it. Secure: its kubelet-client certificate instead.
         Spec("apiserver", _minik8s("apiserver", "--etcd-servers", etcd_url, "--bind-address", binds,
-                                   "--port", str(cfg.port), "--plain-http", *extra("apiserver")),
+                                   "--secure-port", str(cfg.port), *apiserver_security,
+                                   *extra("apiserver")),
              cfg.log_path("apiserver"), cgroup_dirs=cp,
-             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)} if cfg.runtime == "linux" else {}),
+             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)}
+             if cfg.runtime == "linux" and not secure else {}),
         # One replica of each under a supervisor that restarts it only after it has
         # exited: there is never a second instance to elect against, and a restarted
         # one acts at once instead of waiting out the dead one's Lease.
-        Spec("controller-manager", _minik8s("controller-manager", "--kubeconfig", cfg.kubeconfig,
+        Spec("controller-manager", _minik8s("controller-manager",
+                                            "--kubeconfig", kubeconfig_of("controller-manager"),
                                             "--controllers", "*", "--leader-elect=false",
+                                            # kubeadm's: the CA every namespace's kube-root-ca.crt
+                                            # publishes, which pods' token volumes carry
+                                            *(["--root-ca-file", pki("ca.crt")] if secure else []),
                                             *(["--allocate-node-cidrs=true", "--cluster-cidr", cfg.cluster_cidr]
                                               if cfg.runtime == "linux" else []),
                                             "--secure-port", "0",  # no /metrics: clusters side by side
                                             *extra("controller-manager")),
              cfg.log_path("controller-manager"), cgroup_dirs=cp),
-        Spec("scheduler", _minik8s("scheduler", "--kubeconfig", cfg.kubeconfig, "--leader-elect=false",
+        Spec("scheduler", _minik8s("scheduler", "--kubeconfig", kubeconfig_of("scheduler"),
+                                   "--leader-elect=false",
                                    "--secure-port", "0",  # no /metrics: clusters side by side
                                    *extra("scheduler")),
              cfg.log_path("scheduler"), cgroup_dirs=cp),
@@ -189,11 +233,21 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                           cfg.log_path(ROUTE_SYNCER), cgroup_dirs=cp))
         from cluster.network import netns_path
         for node in cfg.node_names():
+            kubelet = os.path.join("kubelets", node)
+            # kubelet's own flags, set as kubeadm's KubeletConfiguration sets them: it
+            # serves TLS with its certificate, knows callers by a certificate of the
+            # cluster CA or a token the API server vouches for, and lets in whom the API
+            # server authorizes (Webhook).
+            kubelet_security = [
+                "--tls-cert-file", pki(kubelet, "kubelet.crt"), "--tls-private-key-file", pki(kubelet, "kubelet.key"),
+                "--client-ca-file", pki("ca.crt"), "--authentication-token-webhook",
+                "--authorization-mode", "Webhook",
+            ] if secure else ["--token-file", cfg.kubelet_token]
             specs.append(Spec(
                 kubelet_component(node),
-                _minik8s("kubelet", "--kubeconfig", os.path.join(cfg.node_dir(node), "kubeconfig"),
+                _minik8s("kubelet", "--kubeconfig", cfg.node_kubeconfig(node),
                          "--node-name", node, "--root-dir", os.path.join(cfg.node_dir(node), "root"),
-                         "--address", cfg.node_ip(node), "--token-file", cfg.kubelet_token,
+                         "--address", cfg.node_ip(node), *kubelet_security,
                          # one content store for the host, shared by every node's kubelet
                          "--image-store-dir", cfg.path("images"),
                          # its pod CIDR comes from the controller manager's node IPAM, which
@@ -204,6 +258,8 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                 cfg.log_path(kubelet_component(node)), netns=netns_path(cfg.netns(node)),
                 cgroup_dirs=cgroup_dirs(f"{node}/kubelet")))
     else:
+        # The fake runtime's one process acts for every simulated node, which no single
+        # node identity may do (the Node authorizer): it runs as the admin.
         specs.append(Spec(
             "kubelet", _minik8s("kubelet", "--kubeconfig", cfg.kubeconfig, "--node-name", "node",
                                 "--nodes", str(cfg.nodes), "--runtime", "fake", *extra("kubelet")),
@@ -212,7 +268,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
 
 
 def _read_token(cfg: ClusterConfig) -> str:
-    """The shared kubelet token, made on first use (0600)."""
+    """The shared kubelet token of plain-HTTP mode, made on first use (0600)."""
     if not os.path.exists(cfg.kubelet_token):
         import secrets
         fd = os.open(cfg.kubelet_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -222,26 +278,95 @@ def _read_token(cfg: ClusterConfig) -> str:
         return f.read().strip()
 
 
+def pki_facts(cfg: ClusterConfig):
+    """What the cluster's certificates must name: every address the API server listens
+    on, and each node with the address its kubelet serves on."""
+    from cluster import pki
+    linux = cfg.runtime == "linux"
+    return pki.ClusterFacts(
+        apiserver_ips=("127.0.0.1", *((cfg.host_ip,) if linux else ())),
+        apiserver_dns_names=("localhost",),
+        nodes=tuple(pki.Node(n, cfg.node_ip(n)) for n in cfg.node_names()) if linux else ())
+
+
+def ensure_pki(cfg: ClusterConfig) -> list:
+    """cluster.pki.ensure on <state>/pki: what is still good is kept, the rest made.
+    PKIError (one line) if the PKI on disk cannot be used."""
+    from cluster import pki
+    return pki.ensure(cfg.pki_dir, pki_facts(cfg))
+
+
 def write_kubeconfigs(cfg: ClusterConfig) -> None:
+    """The user's kubeconfig and, when secure, one per component, each with its own
+    certificate embedded (0600). Secure mode ensures the PKI first."""
     from client.kubeconfig import KubeConfig
 
-    def write(path: str, server: str, user: str) -> None:
-        kc = KubeConfig()
-        kc.set_cluster(cfg.context_name, server=server)
-        kc.set_user(user)
-        kc.set_context(cfg.context_name, cluster=cfg.context_name, user=user, namespace="default")
-        kc.current_context = cfg.context_name
+    if cfg.plain_http:
+        def write(path: str, server: str, user: str) -> None:
+            kc = KubeConfig()
+            kc.set_cluster(cfg.context_name, server=server)
+            kc.set_user(user)
+            kc.set_context(cfg.context_name, cluster=cfg.context_name, user=user, namespace="default")
+            kc.current_context = cfg.context_name
+            kc.save(path)
+        write(cfg.kubeconfig, cfg.api_url, "admin")
+        if cfg.runtime == "linux":
+            for node in cfg.node_names():
+                write(cfg.node_kubeconfig(node), cfg.node_api_url, f"system:node:{node}")
+        return
+
+    from cluster import pki
+    ensure_pki(cfg)
+
+    def write_secure(path: str, leaf: str, server: str) -> None:
+        # kubeadm names the context <user>@<cluster>; the user's keeps the name it has
+        # always had here (`minik8s`, or `minik8s-<id>`), which --merge-kubeconfig uses.
+        kc = pki.kubeconfig(cfg.pki_dir, leaf, cluster_name=cfg.context_name, server=server,
+                            namespace="default")
+        if leaf == "admin":
+            kc.contexts = {cfg.context_name: kc.contexts[kc.current_context]}
+            kc.current_context = cfg.context_name
         kc.save(path)
-    write(cfg.kubeconfig, cfg.api_url, "admin")
+    write_secure(cfg.kubeconfig, "admin", cfg.api_url)
+    for component in ("scheduler", "controller-manager"):
+        write_secure(cfg.component_kubeconfig(component), component, cfg.api_url)
     if cfg.runtime == "linux":
         for node in cfg.node_names():
-            write(os.path.join(cfg.node_dir(node), "kubeconfig"), cfg.node_api_url, f"system:node:{node}")
+            write_secure(cfg.node_kubeconfig(node), f"kubelets/{node}/kubelet-client", cfg.node_api_url)
 
 
 # -- health ---------------------------------------------------------------------------
 
-def _get(url: str, timeout: float = 2.0) -> httpx.Response:
-    return httpx.get(url, timeout=timeout)
+def _get(url: str, timeout: float = 2.0, verify: ssl.SSLContext | bool = True) -> httpx.Response:
+    return httpx.get(url, timeout=timeout, verify=verify)
+
+
+def admin_tls(cfg: ClusterConfig) -> ssl.SSLContext | bool:
+    """What the supervisor and the commands trust and present to the API server: the
+    user's kubeconfig (the admin certificate and the cluster CA)."""
+    if cfg.plain_http:
+        return True
+    from client import kubeconfig
+    # polled every 0.1 s while nodes come up: made once per version of the file
+    key = (cfg.kubeconfig, os.stat(cfg.kubeconfig).st_mtime_ns)
+    if key not in _admin_tls:
+        _admin_tls.clear()
+        _admin_tls[key] = kubeconfig.load(cfg.kubeconfig).connection().ssl_context()
+    return _admin_tls[key]
+
+
+_admin_tls: dict[tuple[str, int], ssl.SSLContext | bool] = {}
+
+
+def etcd_tls(cfg: ClusterConfig) -> ssl.SSLContext | bool:
+    """etcd's CA and kubeadm's healthcheck-client certificate: etcd asks every client
+    for a certificate, its /health included."""
+    if cfg.plain_http:
+        return True
+    ctx = ssl.create_default_context(cafile=os.path.join(cfg.pki_dir, "etcd", "ca.crt"))
+    ctx.load_cert_chain(os.path.join(cfg.pki_dir, "etcd", "healthcheck-client.crt"),
+                        os.path.join(cfg.pki_dir, "etcd", "healthcheck-client.key"))
+    return ctx
 
 
 def node_ready(node: dict) -> bool:
@@ -268,14 +393,15 @@ def _parse_time(value: str | None) -> float:
 def renewed_since(cfg: ClusterConfig, since: float, timeout: float = 5.0) -> set[str]:
     """Nodes whose Lease (their kubelet's heartbeat) was renewed after `since` (epoch
     seconds). A Node's Ready condition alone may be left over from before a restart."""
-    r = _get(cfg.api_url + "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", timeout)
+    r = _get(cfg.api_url + "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", timeout,
+             admin_tls(cfg))
     r.raise_for_status()
     return {lease["metadata"]["name"] for lease in r.json()["items"]
             if _parse_time((lease.get("spec") or {}).get("renewTime")) >= since}
 
 
 def list_nodes(cfg: ClusterConfig, timeout: float = 5.0) -> list[dict]:
-    r = _get(cfg.api_url + "/api/v1/nodes", timeout)
+    r = _get(cfg.api_url + "/api/v1/nodes", timeout, admin_tls(cfg))
     r.raise_for_status()
     return r.json()["items"]
 
@@ -372,14 +498,16 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
     specs = component_specs(cfg, etcd_port=etcd_port, etcd_peer_port=etcd_peer_port,
                             cgroup_dirs=cgroup_dirs)
     sup = Supervisor(specs, status_path=status_path(cfg))
+    etcd_url = f"{cfg.scheme}://127.0.0.1:{etcd_port}"
     sup.info.update(phase="starting", runtime=cfg.runtime, nodes=cfg.nodes, api=cfg.api_url,
-                    node_api=cfg.node_api_url, etcd=f"http://127.0.0.1:{etcd_port}")
-    write_kubeconfigs(cfg)
+                    node_api=cfg.node_api_url, etcd=etcd_url, secure=not cfg.plain_http)
+    write_kubeconfigs(cfg)      # `up` made the PKI; a restarted supervisor checks it again
 
-    def start_and_wait(name: str, url: str, what: str) -> bool:
+    def start_and_wait(name: str, url: str, what: str, verify: ssl.SSLContext | bool) -> bool:
         sup.want(name, "running")
         crashing = lambda: sup.procs[name].restarts >= 3  # noqa: E731
-        ok = sup.wait(lambda: stopping or crashing() or _get(url, 1).status_code == 200, START_TIMEOUT)
+        ok = sup.wait(lambda: stopping or crashing() or _get(url, 1, verify).status_code == 200,
+                      START_TIMEOUT)
         if stopping:
             return False
         if not ok or crashing():
@@ -390,11 +518,16 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
         progress.step(name, what)
         return True
 
-    if not start_and_wait("etcd", f"http://127.0.0.1:{etcd_port}/health",
-                          f"ready on 127.0.0.1:{etcd_port} (data in {cfg.path('etcd', 'data')})"):
+    tls = "" if cfg.plain_http else ", TLS, client certificates only"
+    if not start_and_wait("etcd", f"{etcd_url}/health",
+                          f"ready on 127.0.0.1:{etcd_port}{tls} (data in {cfg.path('etcd', 'data')})",
+                          etcd_tls(cfg)):
         return None
     api_where = cfg.api_url + (f" and {cfg.node_api_url}" if cfg.node_api_url != cfg.api_url else "")
-    if not start_and_wait("apiserver", cfg.api_url + "/readyz", f"ready on {api_where}"):
+    api_how = " (plain HTTP: no authentication, no authorization)" if cfg.plain_http else \
+        " (TLS; authorization Node,RBAC)"
+    if not start_and_wait("apiserver", cfg.api_url + "/readyz", f"ready on {api_where}{api_how}",
+                          admin_tls(cfg)):
         return None
     kubelets = [n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
     for name in sup.procs:

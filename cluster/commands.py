@@ -1,7 +1,9 @@
 """`minik8s up | down | status | logs | node start|stop`: a whole cluster on this machine.
 
 `up` checks what it can before anything starts (root for the linux runtime, etcd on
-PATH, the port, address ranges) and fails with one line if something is wrong; then
+PATH, the port, address ranges) and fails with one line if something is wrong; it makes
+or reuses the cluster PKI (<state>/pki; a PKI on disk it cannot use is a one-line error
+too, before anything runs), unless `--plain-http` asks for the open mode; then
 it starts the supervisor (cluster/bringup.py) as a detached process, prints its
 progress, and returns once every node is Ready. The supervisor keeps the cluster
 running; the other commands talk to it through files in <state>/run/ and signals.
@@ -45,6 +47,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--cluster-cidr",
                    help=f"pod addresses, split into one range per node (default {DEFAULT_CLUSTER_CIDR})")
     p.add_argument("--node-cidr", help=f"the nodes' network on the cluster bridge (default {DEFAULT_NODE_CIDR})")
+    p.add_argument("--plain-http", action="store_true",
+                   help="local experiments only: the API server and etcd on plain HTTP, no "
+                        "authentication, every request allowed (the default is TLS, a certificate "
+                        "per component and Node,RBAC authorization)")
     p.add_argument("--merge-kubeconfig", action="store_true",
                    help="also add the cluster as a context to ~/.kube/config (and make it current)")
     p.add_argument("--secrets-encryption", action="store_true",
@@ -117,6 +123,7 @@ def _config_for_up(args: argparse.Namespace) -> tuple[ClusterConfig, bool]:
                            f"or choose another --state-dir")
     if args.port is not None:
         cfg.port = args.port
+    cfg.plain_http = bool(getattr(args, "plain_http", False))  # each `up` says; secure unless asked
     if args.registry_config is not None:
         cfg.registry_config = _registry_config(args.registry_config)
     for name in COMPONENT_ARGS:
@@ -184,6 +191,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     if pid and cfg.registry_config != (ClusterConfig.load(cfg.state_dir) or cfg).registry_config:
         raise Fail(f"the cluster in {cfg.state_dir} is running with another --registry-config; "
                    f"`minik8s down --state-dir {cfg.state_dir}` first, then `up` with the new one")
+    running = ClusterConfig.load(cfg.state_dir) or cfg
+    if pid and cfg.plain_http != running.plain_http:
+        mode = lambda plain: "plain HTTP" if plain else "TLS"  # noqa: E731
+        raise Fail(f"the cluster in {cfg.state_dir} is running with {mode(running.plain_http)}; "
+                   f"`minik8s down --state-dir {cfg.state_dir}` first, then `up` with "
+                   f"{mode(cfg.plain_http)}")
     if pid:
         print(f"minik8s: the cluster in {cfg.state_dir} is already running (supervisor pid {pid}); "
               f"`minik8s status --state-dir {cfg.state_dir}` shows it")
@@ -196,10 +209,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     preflight(cfg)
     if args.merge_kubeconfig:
         cfg.merged_context = cfg.context_name
+    verb = "Restarting" if existing else "Starting"
+    print(f"{verb} a {cfg.nodes}-node cluster ({cfg.runtime} runtime"
+          f"{', plain HTTP' if cfg.plain_http else ''}) in {cfg.state_dir}", flush=True)
+    if not cfg.plain_http:
+        _ensure_pki(cfg)
     cfg.save()
     os.makedirs(cfg.path("logs"), exist_ok=True)
-    verb = "Restarting" if existing else "Starting"
-    print(f"{verb} a {cfg.nodes}-node cluster ({cfg.runtime} runtime) in {cfg.state_dir}", flush=True)
     t0 = time.monotonic()
     r, w = os.pipe()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # for `-m cluster.cli` from "/"
@@ -242,9 +258,29 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_pki(cfg: ClusterConfig) -> None:
+    """Make or reuse <state>/pki before anything starts; a PKI on disk that cannot be
+    used is a one-line error and nothing runs."""
+    from cluster import bringup, pki
+    try:
+        outcomes = bringup.ensure_pki(cfg)
+    except pki.PKIError as e:
+        raise Fail(str(e)) from None
+    made = [o for o in outcomes if o.made]
+    if len(made) == len(outcomes):
+        what = (f"made {len(pki.CAS)} CAs, the service-account key pair and "
+                f"{len(outcomes) - len(pki.CAS) - 1} certificates")
+    elif made:
+        what = (f"kept {len(outcomes) - len(made)}; made " + ", ".join(f"{o.name} ({o.reason})" for o in made))
+    else:
+        what = f"all {len(outcomes)} certificates and keys kept"
+    print(f"  {'pki':<19} {cfg.pki_dir}: {what}", flush=True)
+
+
 def _print_usage(cfg: ClusterConfig) -> None:
     sd = "" if cfg.state_dir == state_dir(None) else f" --state-dir {cfg.state_dir}"
-    print(f"\nUse it with kubectl-lite or kubectl:\n"
+    who = "no credentials (plain HTTP)" if cfg.plain_http else "the admin certificate, system:masters"
+    print(f"\nUse it with kubectl-lite or kubectl ({who}):\n"
           f"  export KUBECONFIG={cfg.kubeconfig}\n"
           f"  kubectl-lite get nodes -o wide\n"
           f"  kubectl get pods -A -o wide"
@@ -263,9 +299,11 @@ def _merge_kubeconfig(cfg: ClusterConfig) -> None:
     kc = kubeconfig.load(path) if os.path.exists(path) else kubeconfig.KubeConfig()
     ours = kubeconfig.load(cfg.kubeconfig)
     name = cfg.context_name
-    kc.clusters[name] = ours.clusters[name]
-    kc.users[name] = ours.users["admin"]
-    kc.contexts[name] = {**ours.contexts[name], "user": name}
+    ctx = ours.contexts[ours.current_context]
+    # each entry under the context's name, so it never replaces another cluster's user
+    kc.clusters[name] = ours.clusters[ctx["cluster"]]
+    kc.users[name] = ours.users[ctx["user"]]
+    kc.contexts[name] = {**ctx, "cluster": name, "user": name}
     kc.current_context = name
     kc.save(path)
     print(f"Merged context {name!r} into {path} (now the current context).")
@@ -359,7 +397,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Cluster in {cfg.state_dir}: {cfg.nodes} nodes, {cfg.runtime} runtime, "
           f"supervisor pid {pid}, {st.get('phase', 'starting')}")
     print(f"API server {cfg.api_url}" + (f" (nodes use {cfg.node_api_url})" if cfg.node_api_url != cfg.api_url else "")
-          + f"; kubeconfig {cfg.kubeconfig}")
+          + f"; kubeconfig {cfg.kubeconfig}"
+          + (" (plain HTTP: no authentication)" if cfg.plain_http else f" (admin); PKI {cfg.pki_dir}"))
     if cfg.runtime == "linux":
         print(f"Network: bridge {cfg.bridge} {cfg.host_ip}/{cfg.node_net.prefixlen}, "
               f"pods in {cfg.cluster_cidr}")

@@ -54,7 +54,10 @@ def sync(cfg: ClusterConfig, nodes: list[dict]) -> None:
 
 async def run(cfg: ClusterConfig) -> None:
     """Until cancelled: keep every namespace's routes in line with the Node objects."""
-    conn = kubeconfig.load(cfg.kubeconfig).connection()
+    # The controller manager's identity: in Kubernetes, routes are its route controller's
+    # job, and reading Nodes is all this needs (plain HTTP: the one kubeconfig there is).
+    path = cfg.kubeconfig if cfg.plain_http else cfg.component_kubeconfig("controller-manager")
+    conn = kubeconfig.load(path).connection()
     async with Client(conn, user_agent="minik8s-route-syncer") as client:
         nodes = Informer(client, "nodes")
         dirty = asyncio.Event()

@@ -1,11 +1,19 @@
 """A cluster's state directory: its configuration and where everything lives.
 
     <state>/cluster.json            what `minik8s up` was asked for (kept across restarts)
-    <state>/kubeconfig              for the user (API server on loopback)
-    <state>/kubelet-token           what the API server presents to kubelets (logs, exec)
+    <state>/pki/                    the cluster's PKI (cluster/pki.py: kubeadm's layout)
+    <state>/kubeconfig              for the user: the admin certificate (system:masters),
+                                    API server on loopback
+    <state>/scheduler.conf          the scheduler's kubeconfig (system:kube-scheduler)
+    <state>/controller-manager.conf the controller manager's (system:kube-controller-manager),
+                                    which the route syncer shares (it is the routes half of
+                                    kube-controller-manager's route controller)
+    <state>/kubelet-token           plain-HTTP mode only: what the API server presents to
+                                    kubelets (logs, exec)
     <state>/etcd/data               etcd's data: the cluster's objects
     <state>/logs/<component>.log    one log per component, and supervisor.log
-    <state>/nodes/<node>/kubeconfig a node's kubeconfig (API server on the cluster bridge)
+    <state>/nodes/<node>/kubeconfig a node's kubelet's kubeconfig (system:node:<node>, API
+                                    server on the cluster bridge)
     <state>/nodes/<node>/root       the node's kubelet root dir (removed by `down`)
     <state>/run/                    the running supervisor: lock, status, desired state
 
@@ -49,6 +57,9 @@ class ClusterConfig:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     merged_context: str = ""        # the context merged into ~/.kube/config, if any
     registry_config: str = ""       # registries.yaml given to every kubelet (`up --registry-config`)
+    # `up --plain-http`: no TLS, no authentication, every request allowed (local
+    # experiments only). The default is the secure cluster: TLS, certificates, RBAC.
+    plain_http: bool = False
 
     # -- naming ---------------------------------------------------------------------
 
@@ -109,6 +120,21 @@ class ClusterConfig:
         return self.path("kubeconfig")
 
     @property
+    def pki_dir(self) -> str:
+        return self.path("pki")
+
+    def component_kubeconfig(self, component: str) -> str:
+        """"scheduler" or "controller-manager": its kubeconfig (kubeadm's file names)."""
+        return self.path(f"{component}.conf")
+
+    def node_kubeconfig(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "kubeconfig")
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.plain_http else "https"
+
+    @property
     def kubelet_token(self) -> str:
         return self.path("kubelet-token")
 
@@ -124,12 +150,12 @@ class ClusterConfig:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def node_api_url(self) -> str:
         """The API server as the nodes see it."""
-        return f"http://{self.host_ip}:{self.port}" if self.runtime == "linux" else self.api_url
+        return f"{self.scheme}://{self.host_ip}:{self.port}" if self.runtime == "linux" else self.api_url
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for a configuration that cannot work."""

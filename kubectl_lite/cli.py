@@ -39,7 +39,8 @@ VERBS: dict[str, tuple[str, str]] = {
 
 # Global flags that take a value (to find the verb among the arguments).
 _VALUED = {"--kubeconfig", "--context", "-n", "--namespace", "-s", "--server", "--token",
-           "--request-timeout", "--cache-dir", "-v", "--v"}
+           "--request-timeout", "--cache-dir", "-v", "--v", "--certificate-authority",
+           "--client-certificate", "--client-key", "--tls-server-name"}
 
 
 def add_global_flags(p: Parser) -> None:
@@ -49,6 +50,14 @@ def add_global_flags(p: Parser) -> None:
     g.add_argument("-n", "--namespace", default=None, help="The namespace scope for this request")
     g.add_argument("-s", "--server", default=None, help="The address of the API server")
     g.add_argument("--token", default=None, help="Bearer token for authentication")
+    # kubectl's overrides of the kubeconfig's TLS material (clientcmd's ConfigOverrides)
+    g.add_argument("--certificate-authority", default=None,
+                   help="Path to a cert file for the certificate authority")
+    g.add_argument("--client-certificate", default=None, help="Path to a client certificate file for TLS")
+    g.add_argument("--client-key", default=None, help="Path to a client key file for TLS")
+    g.add_argument("--tls-server-name", default=None,
+                   help="Server name to use for server certificate validation. If it is not "
+                        "provided, the hostname used to contact the server is used")
     g.add_argument("--request-timeout", default=None,
                    help="Time to wait for a single request (e.g. 30s); 0 means the default")
     g.add_argument("--cache-dir", default=None, help=argparse_suppress())
@@ -171,7 +180,10 @@ def describe_error(exc: BaseException) -> str | None:
 
 
 def api_error_message(err, prefix: str = "") -> str:
-    """`Error from server (NotFound): pods "x" not found`; 422 as `The Pod "x" is invalid: ...`."""
+    """`Error from server (NotFound): pods "x" not found`; 422 as `The Pod "x" is invalid: ...`;
+    401 as kubectl's StandardErrorMessage words it."""
+    if err.code == 401:
+        return f"error: You must be logged in to the server ({err.message or 'Unauthorized'})"
     if err.code == 422 and (err.kind or err.name):
         head = f'The {err.kind} "{err.name}" is invalid'
         causes = []

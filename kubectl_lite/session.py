@@ -137,7 +137,7 @@ class Session:
             o = self.opts
             if o.server:
                 conn = Connection(server=o.server, namespace=o.namespace or "default",
-                                  token=o.token or None, insecure=bool(o.insecure_skip_tls_verify))
+                                  token=o.token or None)
             else:
                 cfg = self.kubeconfig()
                 if not (o.context or cfg.current_context):
@@ -149,8 +149,7 @@ class Session:
                     raise CLIError(str(exc).replace("'", '"')) from None
                 if o.token:
                     conn.token = o.token
-                if o.insecure_skip_tls_verify:
-                    conn.insecure = True
+            _override_tls(conn, o)
             if "://" not in conn.server:
                 conn.server = "https://" + conn.server
             self._connection = conn
@@ -178,7 +177,11 @@ class Session:
             timeout = self.timeout
             # For HTTPS the connection's context carries the cluster's CA and the user's
             # certificate; plain HTTP needs none.
-            self._transport = AcceptTransport(lean_transport(conn))
+            try:
+                transport = lean_transport(conn)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise CLIError(f"unable to use the TLS material of the kubeconfig: {_tls_error(exc)}") from None
+            self._transport = AcceptTransport(transport)
             self._client = Client(conn, transport=self._transport, timeout=timeout,
                                   max_retries=2, user_agent=USER_AGENT)
         return self._client
@@ -246,6 +249,43 @@ class Session:
                            f'namespace "{self.opts.namespace}". You must pass '
                            f"'--namespace={own}' to perform this operation.")
         return own or self.namespace
+
+
+def _override_tls(conn: Any, o: Any) -> None:
+    """kubectl's flags over the kubeconfig, as clientcmd applies its ConfigOverrides: a
+    CA given (or --insecure-skip-tls-verify) replaces the cluster's CA and its skip
+    setting; a certificate or key file given replaces the user's inline data, which
+    would otherwise win over any file. Every file named must be readable: kubectl's
+    "unable to read ..." line, not a failure mid-request."""
+    if o.certificate_authority or o.insecure_skip_tls_verify:
+        conn.ca_file, conn.ca_data = o.certificate_authority or None, None
+        conn.insecure = bool(o.insecure_skip_tls_verify)
+    if o.client_certificate:
+        conn.cert_file, conn.cert_data = o.client_certificate, None
+    if o.client_key:
+        conn.key_file, conn.key_data = o.client_key, None
+    if o.tls_server_name:
+        conn.tls_server_name = o.tls_server_name
+    for what, path, owner in (("certificate-authority", conn.ca_file, "cluster"),
+                              ("client-cert", conn.cert_file, "user"),
+                              ("client-key", conn.key_file, "user")):
+        if path and not os.access(path, os.R_OK):
+            why = "no such file or directory" if not os.path.exists(path) else "permission denied"
+            raise CLIError(f"unable to read {what} {path} for {owner} due to open {path}: {why}")
+    # client-go's validation, in its words
+    has_cert, has_key = bool(conn.cert_file or conn.cert_data), bool(conn.key_file or conn.key_data)
+    if has_key != has_cert:
+        missing = "client-cert-data or client-cert" if has_key else "client-key-data or client-key"
+        raise CLIError(f"{missing} must be specified for the user to use the clientCert "
+                       "authentication method.")
+
+
+def _tls_error(exc: BaseException) -> str:
+    import ssl
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.reason or exc}" + (" (a certificate and key that do not match, or not PEM)"
+                                         if exc.reason in ("KEY_VALUES_MISMATCH", "PEM_LIB") else "")
+    return str(exc)
 
 
 def _timeout(value: str | None) -> float:

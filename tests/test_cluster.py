@@ -46,7 +46,8 @@ WEB = "cd /tmp && hostname > index.html && exec python3 -m http.server 8080"
 class Cluster:
     def __init__(self, cfg: ClusterConfig, cache_dir: str):
         self.cfg = cfg
-        self.api = httpx.Client(base_url=cfg.api_url, timeout=30)
+        # the user's kubeconfig: the admin certificate, the cluster CA
+        self.api = httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg))
         self.cache_dir = cache_dir
 
     def cli(self, *args, timeout=180):
@@ -134,7 +135,7 @@ def test_up_brings_all_nodes_ready(cluster):
     out = cluster.up_output
     for line in ("etcd", "apiserver", "controller-manager", "scheduler", "route-syncer",
                  "node-1 ", "node-2 ", "node-3 ", "Cluster ready", "kubectl-lite", "kubectl get",
-                 f"KUBECONFIG={cluster.cfg.kubeconfig}"):
+                 f"KUBECONFIG={cluster.cfg.kubeconfig}", "pki ", "admin certificate"):
         assert line in out, out
     nodes = cluster.nodes()
     assert sorted(nodes) == ["node-1", "node-2", "node-3"]
@@ -210,10 +211,8 @@ def test_kubectl_drives_it(cluster):
 def test_kubectl_lite_drives_it(cluster):
     if not os.path.exists(KUBECTL_LITE):
         pytest.skip(f"kubectl-lite is not installed ({KUBECTL_LITE})")
-    probe = subprocess.run([KUBECTL_LITE, "--kubeconfig", cluster.cfg.kubeconfig, "get", "nodes"],
-                           capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"kubectl-lite does not run yet: {(probe.stderr or probe.stdout).strip()[:200]}")
+    out = cluster.kubectl("get", "nodes", binary=KUBECTL_LITE).stdout
+    assert out.count(" Ready ") == 3, out
     out = cluster.kubectl("get", "pods", "-o", "wide", "-l", "app=web", binary=KUBECTL_LITE).stdout
     assert out.count("Running") == 6 and "node-" in out, out
     cluster.kubectl("scale", "deployment", "web", "--replicas=7", binary=KUBECTL_LITE)

@@ -15,7 +15,7 @@ import pytest
 
 from cluster import bringup
 from cluster.state import ClusterConfig
-from tests.procs import free_port
+from tests.procs import free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,15 +156,87 @@ def test_commands_on_a_stopped_cluster(tmp_path):
     assert r.returncode == 0 and not os.path.exists(tmp_path)
 
 
+def _subject(conn) -> tuple[str, list[str]]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    cert = x509.load_pem_x509_certificate(conn.cert_data)
+    name = cert.subject
+    return (name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+            [a.value for a in name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)])
+
+
 def test_kubeconfigs(tmp_path):
+    """Secure (the default): every kubeconfig embeds the cluster CA and its own client
+    certificate, whose subject is the identity the component acts as."""
     from client import kubeconfig
     cfg = ClusterConfig(state_dir=str(tmp_path), nodes=2, port=7443, node_cidr="10.251.3.0/24")
     bringup.write_kubeconfigs(cfg)
+    ca = open(os.path.join(cfg.pki_dir, "ca.crt"), "rb").read()
+    user = kubeconfig.load(cfg.kubeconfig).connection()
+    assert user.server == "https://127.0.0.1:7443" and user.namespace == "default"
+    assert user.ca_data == ca and _subject(user) == ("kubernetes-admin", ["system:masters"])
+    assert kubeconfig.load(cfg.kubeconfig).current_context == cfg.context_name
+    expected = {cfg.kubeconfig: ("kubernetes-admin", ["system:masters"]),
+                cfg.component_kubeconfig("scheduler"): ("system:kube-scheduler", []),
+                cfg.component_kubeconfig("controller-manager"): ("system:kube-controller-manager", []),
+                cfg.node_kubeconfig("node-1"): ("system:node:node-1", ["system:nodes"]),
+                cfg.node_kubeconfig("node-2"): ("system:node:node-2", ["system:nodes"])}
+    for path, subject in expected.items():
+        conn = kubeconfig.load(path).connection()
+        assert _subject(conn) == subject and conn.ca_data == ca and conn.key_data, path
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600", path
+    node = kubeconfig.load(cfg.node_kubeconfig("node-2")).connection()
+    assert node.server == "https://10.251.3.1:7443"
+    assert not os.path.exists(cfg.kubelet_token)    # no shared token in secure mode
+
+
+def test_kubeconfigs_in_plain_http_mode(tmp_path):
+    from client import kubeconfig
+    cfg = ClusterConfig(state_dir=str(tmp_path), nodes=2, port=7443, node_cidr="10.251.3.0/24",
+                        plain_http=True)
+    bringup.write_kubeconfigs(cfg)
     user = kubeconfig.load(cfg.kubeconfig).connection()
     assert user.server == "http://127.0.0.1:7443" and user.namespace == "default"
+    assert user.cert_data is None and user.token is None
     assert oct(os.stat(cfg.kubeconfig).st_mode & 0o777) == "0o600"
-    node = kubeconfig.load(os.path.join(cfg.node_dir("node-2"), "kubeconfig")).connection()
+    node = kubeconfig.load(cfg.node_kubeconfig("node-2")).connection()
     assert node.server == "http://10.251.3.1:7443"
+    assert not os.path.exists(cfg.pki_dir)
+
+
+def test_component_flags_in_each_mode(tmp_path):
+    """What each component is started with: TLS and its own identity by default, none
+    of it with --plain-http (where the kubelets share a token with the API server)."""
+    def specs(plain):
+        cfg = ClusterConfig(state_dir=str(tmp_path / str(plain)), nodes=1, plain_http=plain)
+        os.makedirs(cfg.state_dir)
+        return cfg, {s.name: s for s in bringup.component_specs(cfg, etcd_port=1, etcd_peer_port=2)}
+    cfg, secure = specs(False)
+    etcd = secure["etcd"].argv
+    assert "--client-cert-auth" in etcd and "--peer-client-cert-auth" in etcd
+    assert etcd[etcd.index("--listen-client-urls") + 1] == "https://127.0.0.1:1"
+    api = secure["apiserver"].argv
+    assert api[api.index("--authorization-mode") + 1] == "Node,RBAC" and "--plain-http" not in api
+    assert api[api.index("--etcd-servers") + 1] == "https://127.0.0.1:1"
+    assert api[api.index("--client-ca-file") + 1] == os.path.join(cfg.pki_dir, "ca.crt")
+    assert "MINIK8S_KUBELET_TOKEN" not in (secure["apiserver"].env or {})
+    for name, conf in (("scheduler", cfg.component_kubeconfig("scheduler")),
+                       ("controller-manager", cfg.component_kubeconfig("controller-manager")),
+                       ("kubelet-node-1", cfg.node_kubeconfig("node-1"))):
+        argv = secure[name].argv
+        assert argv[argv.index("--kubeconfig") + 1] == conf, name
+    cm = secure["controller-manager"].argv
+    assert cm[cm.index("--root-ca-file") + 1] == os.path.join(cfg.pki_dir, "ca.crt")
+    kubelet = secure["kubelet-node-1"].argv
+    assert kubelet[kubelet.index("--authorization-mode") + 1] == "Webhook" and "--token-file" not in kubelet
+    serving = os.path.join(cfg.pki_dir, "kubelets", "node-1", "kubelet.crt")
+    assert kubelet[kubelet.index("--tls-cert-file") + 1] == serving
+
+    cfg, plain = specs(True)
+    assert "--client-cert-auth" not in plain["etcd"].argv and "--plain-http" in plain["apiserver"].argv
+    assert "--token-file" in plain["kubelet-node-1"].argv
+    assert "--root-ca-file" not in plain["controller-manager"].argv
+    assert plain["scheduler"].argv[plain["scheduler"].argv.index("--kubeconfig") + 1] == cfg.kubeconfig
 
 
 def test_merge_into_the_users_kubeconfig(tmp_path, monkeypatch):
@@ -231,3 +303,38 @@ def test_route_syncer_flags_are_checked_before_it_starts(tmp_path):
     assert r.returncode == 2 and "invalid verbosity 'lots'" in r.stderr and "Traceback" not in r.stderr
     r = minik8s("route-syncer", "--state-dir", str(tmp_path), "-v", "2", "--logging-format=json")
     assert r.returncode == 2 and r.stderr.strip().endswith(f"error: no cluster in {tmp_path}")
+
+
+def test_etcd_asks_every_client_for_a_certificate_of_its_ca(tmp_path):
+    """etcd as `up` starts it: TLS on loopback, a client certificate of etcd's CA required
+    (the cluster CA's admin certificate is not one), nothing on plain HTTP."""
+    import ssl
+
+    import httpx
+    cfg = ClusterConfig(state_dir=str(tmp_path), runtime="fake", nodes=1)
+    bringup.write_kubeconfigs(cfg)
+    port, peer = free_port(), free_port()
+    etcd = next(s for s in bringup.component_specs(cfg, etcd_port=port, etcd_peer_port=peer) if s.name == "etcd")
+    with open(tmp_path / "etcd.log", "wb") as log:
+        proc = subprocess.Popen(etcd.argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"https://127.0.0.1:{port}/health"
+        wait_for(lambda: httpx.get(url, verify=bringup.etcd_tls(cfg), timeout=1).status_code == 200,
+                 what="etcd on TLS")
+        etcd_ca = os.path.join(cfg.pki_dir, "etcd", "ca.crt")
+        refused = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)
+        with pytest.raises(refused):
+            httpx.get(url, verify=ssl.create_default_context(cafile=etcd_ca), timeout=5)
+        other_ca = ssl.create_default_context(cafile=etcd_ca)
+        other_ca.load_cert_chain(os.path.join(cfg.pki_dir, "admin.crt"), os.path.join(cfg.pki_dir, "admin.key"))
+        with pytest.raises(refused):
+            httpx.get(url, verify=other_ca, timeout=5)
+        with pytest.raises(refused):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        client = ssl.create_default_context(cafile=etcd_ca)
+        client.load_cert_chain(os.path.join(cfg.pki_dir, "apiserver-etcd-client.crt"),
+                               os.path.join(cfg.pki_dir, "apiserver-etcd-client.key"))
+        assert httpx.get(url, verify=client, timeout=5).json() == {"health": "true"}
+    finally:
+        proc.terminate()
+        proc.wait(10)

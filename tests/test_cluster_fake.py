@@ -50,7 +50,7 @@ def test_a_hundred_fake_nodes_come_up_without_root(fake_cluster):
     st = bringup.read_json(bringup.status_path(cfg))
     assert st["supervisor"]["pid"] and os.stat(f"/proc/{st['supervisor']['pid']}").st_uid != 0 \
         or os.geteuid() != 0
-    nodes = httpx.get(cfg.api_url + "/api/v1/nodes", timeout=30).json()["items"]
+    nodes = httpx.get(cfg.api_url + "/api/v1/nodes", timeout=30, verify=bringup.admin_tls(cfg)).json()["items"]
     assert len(nodes) == 100 and all(bringup.node_ready(n) for n in nodes)
     r = cli("status")
     assert r.returncode == 0 and "100 of 100 Ready" in r.stdout, r.stdout + r.stderr
@@ -59,7 +59,7 @@ def test_a_hundred_fake_nodes_come_up_without_root(fake_cluster):
 
 def test_pods_run_on_fake_nodes(fake_cluster):
     cfg, cli, _ = fake_cluster
-    api = httpx.Client(base_url=cfg.api_url, timeout=30)
+    api = httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg))
     d = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "many"},
          "spec": {"replicas": 50, "selector": {"matchLabels": {"app": "many"}},
                   "template": {"metadata": {"labels": {"app": "many"}},
