@@ -66,7 +66,8 @@ from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, A
                                        request_attributes)
 from apiserver.auth.node import NodeAuthorizer
 from apiserver.auth.noderestriction import NodeRestriction
-from apiserver.auth.rbac import CacheFeed, RBACAuthorizer
+from apiserver.auth.feed import CacheFeed
+from apiserver.auth.rbac import KINDS as RBAC_KINDS, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.audit import AuditLog, new_audit_id
@@ -340,7 +341,7 @@ class API:
         self.authorization_modes = authorization_modes
         self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
                                  *(self._mode(m) for m in authorization_modes)])
-        self.rbac_feed = CacheFeed(self.cache, self.rbac.index)
+        self.rbac_feed = CacheFeed(self.cache, self.rbac.index, RBAC_KINDS, "rbac")
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path

@@ -14,7 +14,8 @@ import pytest
 
 from apiserver.auth.authorizer import (Attributes, Decision, UserInfo, forbidden,
                                        request_attributes)
-from apiserver.auth.node import CacheFeed, Graph, NodeAuthorizer, node_identity, pod_references
+from apiserver.auth.feed import CacheFeed
+from apiserver.auth.node import Graph, NodeAuthorizer, node_identity, pod_references
 from apiserver.auth.noderestriction import NodeRestriction
 from machinery import errors
 
@@ -370,7 +371,7 @@ async def test_the_graph_follows_the_servers_watch_cache(etcd, apiserver, http, 
     cache = WatchCache(store)
     await cache.start()
     g = Graph()
-    feed = CacheFeed(cache, g)
+    feed = CacheFeed(cache, g, ("pods", "persistentvolumes"), "node authorizer")
     a = NodeAuthorizer(g)
     node = "n-" + uuid.uuid4().hex[:6]
     get = req(node_user(node), "get", "secrets", ns=ns, name="s")

@@ -13,7 +13,8 @@ import pytest
 from apiserver.auth.authorizer import (Attributes, Decision, PrivilegedGroups, Union, UserInfo,
                                        forbidden, request_attributes, service_account_user)
 from apiserver.auth.bootstrappolicy import cluster_role_bindings, cluster_roles
-from apiserver.auth.rbac import CacheFeed, RBACAuthorizer, check_escalation, covers
+from apiserver.auth.feed import CacheFeed
+from apiserver.auth.rbac import KINDS, RBACAuthorizer, check_escalation, covers
 from machinery import errors
 from tests.procs import APIServer, Etcd
 
@@ -567,7 +568,7 @@ async def test_the_authorizer_follows_the_servers_watch_cache(etcd, apiserver, h
     cache = WatchCache(store)
     await cache.start()
     a = RBACAuthorizer()
-    feed = CacheFeed(cache, a.index)
+    feed = CacheFeed(cache, a.index, KINDS, "rbac")
     try:
         await asyncio.wait_for(feed.start(), 10)
         who = "user-" + uuid.uuid4().hex[:6]

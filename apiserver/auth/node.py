@@ -38,7 +38,7 @@ What it guarantees
   pods; `visited` counts the index entries decisions examined, which the tests use to show
   it. Mirror pods (annotation `kubernetes.io/config.mirror`) link only to their node:
   a node must not gain access to anything by creating a pod.
-- `CacheFeed` keeps a graph current from the API server's watch cache (pods, and
+- `CacheFeed` (feed.py) keeps a graph current from the API server's watch cache (pods, and
   PersistentVolumes when the server serves them): a snapshot and a subscription taken in
   one step of the event loop, every change applied as the cache applies it, a new
   snapshot when a subscription is closed.
@@ -48,11 +48,11 @@ read by decisions on the same loop, so a decision never sees a half-applied chan
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Iterable, Iterator
 
 from apiserver.auth.authorizer import NODES_GROUP, Attributes, Decision, UserInfo
+from apiserver.auth.feed import CacheFeed
 from apiserver.auth.rbac import compile_rules, rules_allow
 
 log = logging.getLogger("minik8s.apiserver.node")
@@ -310,7 +310,7 @@ class NodeAuthorizer:
             self.graph = source if source is not None else Graph()
         else:
             self.graph = Graph()
-            self.feed = CacheFeed(source.cache, self.graph)
+            self.feed = CacheFeed(source.cache, self.graph, (PODS, PVS), "node authorizer")
         self.rules = compile_rules(node_rules() if rules is None else rules)
 
     def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[str]]:
@@ -433,51 +433,3 @@ class NodeAuthorizer:
         elif a.subresource == "eviction" and a.verb == "create":
             return ALLOW  # NodeRestriction: only pods bound to it
         return NO_OPINION, ""
-
-
-# --- the feed from the watch cache ------------------------------------------------------
-
-class CacheFeed:
-    """Keeps a Graph current from an `apiserver.cache.WatchCache`: its pods, and its
-    PersistentVolumes when the server serves that kind."""
-
-    def __init__(self, cache: Any, graph: Graph):
-        self.cache = cache
-        self.graph = graph
-        self.synced = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
-
-    async def start(self) -> None:
-        from apiserver import registry  # the registry imports the strategies; not at import time
-        await self.cache.ready.wait()
-        kinds = [rt for rt in (registry.by_plural(PODS), registry.by_plural(PVS)) if rt is not None]
-        started = [asyncio.Event() for _ in kinds]
-        self._tasks = [asyncio.create_task(self._follow(rt, done), name=f"node-graph-{rt.plural}")
-                       for rt, done in zip(kinds, started)]
-        await asyncio.gather(*(e.wait() for e in started))
-        self.synced.set()
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _follow(self, rt: Any, started: asyncio.Event) -> None:
-        kind = rt.plural
-        while True:
-            await self.cache.listed.wait()
-            # Snapshot and subscribe with no await between them: nothing falls in the gap.
-            self.graph.replace(kind, [e.obj for e in self.cache.entries(rt)])
-            watcher = self.cache.watch(rt, lambda obj: True, after=self.cache.revision,
-                                       bookmarks=False)
-            started.set()
-            try:
-                while batch := await watcher.next_batch():
-                    for event, entry in batch:
-                        if event == "DELETED":
-                            self.graph.delete(kind, entry.obj)
-                        elif event != "BOOKMARK":
-                            self.graph.put(kind, entry.obj)
-            finally:
-                self.cache.unwatch(rt, watcher)
-            log.info("node authorizer: the watch of %s was closed; starting over from the cache", kind)

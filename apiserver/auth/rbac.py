@@ -19,7 +19,7 @@ What it guarantees
   its groups (in this namespace): bindings are indexed by (namespace, user) and
   (namespace, group), so bindings of other subjects are never looked at. `visited`
   counts the bindings decisions have examined, which the tests use to show it.
-- `CacheFeed` keeps an index current from the API server's own watch cache: it takes a
+- `CacheFeed` (feed.py) keeps an index current from the API server's own watch cache: it takes a
   snapshot and subscribes in one step of the event loop (no write falls in between),
   applies every change as the cache applies it, and starts over from a new snapshot if
   its subscription is closed (a relist, or a backlog).
@@ -34,7 +34,6 @@ read by decisions on the same loop, so a decision never sees a half-applied chan
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -479,51 +478,3 @@ def check_escalation(resolver: RBACAuthorizer, user: UserInfo, *, resource: str,
         confirm_no_escalation(resolver, user, namespace, [r.raw for r in rules_or_error])
     except Escalation as exc:
         raise refuse(str(exc)) from None
-
-
-# --- the feed from the watch cache ---------------------------------------------------------
-
-class CacheFeed:
-    """Keeps an Index current from a `apiserver.cache.WatchCache`."""
-
-    def __init__(self, cache: Any, index: Index):
-        self.cache = cache
-        self.index = index
-        self.synced = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
-
-    async def start(self) -> None:
-        from apiserver import registry  # the registry imports the strategies; not at import time
-        await self.cache.ready.wait()
-        started = [asyncio.Event() for _ in KINDS]
-        self._tasks = [asyncio.create_task(self._follow(registry.by_plural(kind), done),
-                                           name=f"rbac-feed-{kind}")
-                       for kind, done in zip(KINDS, started)]
-        await asyncio.gather(*(e.wait() for e in started))
-        self.synced.set()
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _follow(self, rt: Any, started: asyncio.Event) -> None:
-        kind = rt.plural
-        while True:
-            await self.cache.listed.wait()
-            # Snapshot and subscribe with no await between them: nothing falls in the gap.
-            # A change the snapshot holds may be replayed; applying it again is harmless.
-            self.index.replace(kind, [e.obj for e in self.cache.entries(rt)])
-            watcher = self.cache.watch(rt, lambda obj: True, after=self.cache.revision,
-                                       bookmarks=False)
-            started.set()
-            try:
-                while batch := await watcher.next_batch():
-                    for event, entry in batch:
-                        if event == "DELETED":
-                            self.index.delete(kind, entry.obj)
-                        elif event != "BOOKMARK":
-                            self.index.put(kind, entry.obj)
-            finally:
-                self.cache.unwatch(rt, watcher)
-            log.info("rbac: the watch of %s was closed; starting over from the cache", kind)
