@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl
 import orjson
 import yaml
 
+from apiserver.auth.authn import user_info_json
 from apiserver.auth.authorizer import Attributes, UserInfo, request_attributes
 
 log = logging.getLogger("minik8s.apiserver.audit")
@@ -224,17 +225,6 @@ def _header(scope: dict, want: bytes) -> str:
     return ""
 
 
-def _user(user: UserInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {"username": user.name} if user.name else {}
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    if user.extra:
-        out["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return out
-
-
 def event(scope: dict, attrs: Attributes, *, audit_id: str, code: int, body: bytes | None,
           received: float, completed: float) -> dict[str, Any]:
     """The audit.k8s.io/v1 Event of one request, at the Metadata level."""
@@ -243,13 +233,13 @@ def event(scope: dict, attrs: Attributes, *, audit_id: str, code: int, body: byt
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
         "auditID": audit_id, "stage": "ResponseComplete",
         "requestURI": scope["path"] + ("?" + query.decode("latin-1") if query else ""),
-        "verb": attrs.verb, "user": _user(attrs.user), "sourceIPs": source_ips(scope),
+        "verb": attrs.verb, "user": user_info_json(attrs.user), "sourceIPs": source_ips(scope),
     }
     impersonator = scope.get("impersonator")
     if impersonator is not None:  # the requester is the user; whom it acts as, impersonatedUser
-        ev["user"] = _user(impersonator)
+        ev["user"] = user_info_json(impersonator)
         if scope.get("user") is not None and scope["user"] is not impersonator:
-            ev["impersonatedUser"] = _user(scope["user"])
+            ev["impersonatedUser"] = user_info_json(scope["user"])
     agent = _header(scope, b"user-agent")
     if agent:
         ev["userAgent"] = agent

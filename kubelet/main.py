@@ -68,7 +68,7 @@ from client import kubeconfig
 from client.componentserver import ComponentServer
 from client.rest import Client
 from client.useragent import default_user_agent
-from machinery import klog
+from machinery import flags, klog
 from machinery.healthz import named_check
 
 log = logging.getLogger("minik8s.kubelet")
@@ -151,20 +151,9 @@ def _add_image_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-gc-low-threshold", type=int, default=gc.DEFAULT_LOW_THRESHOLD, metavar="PERCENT",
                    help="disk usage image GC frees down to; less than the high threshold "
                    f"(default {gc.DEFAULT_LOW_THRESHOLD})")
-    p.add_argument("--minimum-image-ttl-duration", type=_duration, default=gc.DEFAULT_MIN_AGE,
+    p.add_argument("--minimum-image-ttl-duration", type=flags.duration, default=gc.DEFAULT_MIN_AGE,
                    metavar="DURATION", help="minimum age of an unused image before image GC may remove it "
                    "(default 2m)")
-
-
-def _duration(v: str) -> float:
-    from machinery.duration import parse_duration
-    try:
-        seconds = parse_duration(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {v!r}: must not be negative")
-    return seconds
 
 
 def check_image_flags(args: argparse.Namespace) -> str | None:

@@ -191,8 +191,9 @@ class BootstrapTokenAuthenticator:
 
 
 def user_info_json(user: UserInfo) -> dict[str, Any]:
-    """authentication.k8s.io/v1 UserInfo as reviews carry it."""
-    out: dict[str, Any] = {"username": user.name}
+    """authentication.k8s.io/v1 UserInfo as reviews and audit events carry it (every
+    field omitempty: a request refused before it had a user has `{}`)."""
+    out: dict[str, Any] = {"username": user.name} if user.name else {}
     if user.uid:
         out["uid"] = user.uid
     if user.groups:
