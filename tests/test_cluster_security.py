@@ -296,7 +296,14 @@ def test_a_pod_calls_the_api_with_load_incluster_config_as_rbac_allows(cluster):
         def log() -> str:
             return admin.get("/api/v1/namespaces/default/pods/incluster/log").text
         try:
-            wait_for(lambda: "STATUS 403" in log(), timeout=120, what=f"the pod refused: {log()[-300:]}")
+            def events() -> str:
+                items = admin.get("/api/v1/namespaces/default/events").json().get("items") or []
+                return "; ".join(f'{e["reason"]}: {e["message"]}' for e in items
+                                 if e["involvedObject"].get("name") == "incluster")
+            try:
+                wait_for(lambda: "STATUS 403" in log(), timeout=120, what="the pod refused")
+            except TimeoutError as e:
+                raise AssertionError(f"{e}: log {log()[-300:]!r}, events: {events()}") from None
             assert "LISTED" not in log()
             r = admin.post("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", json=binding)
             assert r.status_code == 201, r.text
