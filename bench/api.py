@@ -11,10 +11,12 @@
 (f) pod creates/s at 100 in flight with all of issue 14's security on (HTTPS, x509
     client-certificate authentication, --authorization-mode=Node,RBAC, the audit log)
     against the same server without it (--plain-http, AlwaysAllow, no audit), rounds
-    alternating. The secure side's client is a user with no privileged group, allowed
-    by a ClusterRoleBinding to a ClusterRole that may create pods, so that every create is decided by the RBAC
-    authorizer (the admin certificate's system:masters group is allowed before RBAC is
-    asked, which would leave RBAC out of the figure). Then, on the secure server, GET
+    alternating; connections, and so their handshakes, are opened before the clock
+    starts. The secure side's client is a user with no privileged group, allowed by a
+    ClusterRoleBinding to a ClusterRole that may create pods, so that every create is
+    decided by the RBAC authorizer (the admin certificate's system:masters group is
+    allowed before RBAC is asked, which would leave RBAC out of the figure; `edit` is
+    aggregated by the controller manager, not run here). Then, on the secure server, GET
     /version with the client certificate on a new connection per request (TCP connect,
     TLS handshake, request, response) and on one kept-alive connection (p50/p99).
 
