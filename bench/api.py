@@ -124,8 +124,18 @@ class Conn:
         self.w.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def api_creates(base: str, ns: str, total: int, inflight: int,
-                      tls: ssl.SSLContext | None = None) -> tuple[float, list[float]]:
+                      tls: ssl.SSLContext | None = None,
+                      cpu: tuple[int, list[float]] | None = None) -> tuple[float, list[float]]:
+    """Creates/s and latencies; with `cpu` (a server's PID, a list), appends the server's
+    CPU seconds per create over the timed part (the connections are open by then)."""
     latencies: list[float] = []
     counter = iter(range(total))
     conns = [await Conn(base, tls).open() for _ in range(inflight)]
@@ -137,9 +147,12 @@ async def api_creates(base: str, ns: str, total: int, inflight: int,
             status, data = await conn.request("POST", f"/api/v1/namespaces/{ns}/pods", body)
             latencies.append(time.perf_counter() - t)
             assert status == 201, data
+    cpu_before = cpu_seconds(cpu[0]) if cpu else 0.0
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     elapsed = time.perf_counter() - t0
+    if cpu:
+        cpu[1].append((cpu_seconds(cpu[0]) - cpu_before) / total)
     for c in conns:
         c.close()
     return total / elapsed, latencies
@@ -309,18 +322,25 @@ async def security_bench(total: int, rounds: int, handshakes: int) -> None:
             await asyncio.sleep(0.05)
 
         rates: dict[str, list[float]] = {k: [] for k in servers}
+        # the server's own CPU per create, which the load generator's share of the two
+        # cores does not move (its TLS is on the secure side only)
+        cpu: dict[str, list[float]] = {k: [] for k in servers}
         for r in range(rounds):
             order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for name in order:
                 ns = f"bench-sec-{r}"
                 await create_namespace(servers[name].url, ns, setup[name])
-                rate, _ = await api_creates(servers[name].url, ns, total, 100, tls[name])
+                rate, _ = await api_creates(servers[name].url, ns, total, 100, tls[name],
+                                            (servers[name].proc.pid, cpu[name]))
                 rates[name].append(rate)
         a, b = statistics.median(rates["secure"]), statistics.median(rates["plain"])
+        ca, cb = statistics.median(cpu["secure"]) * 1e6, statistics.median(cpu["plain"]) * 1e6
         print(f"pod creates/s at 100 in flight, median of {rounds} rounds of {total}: with TLS, x509 "
               f"authentication (user {BENCH_USER!r}, RBAC-bound to create pods), Node,RBAC and the audit log "
               f"{a:.0f}, plain HTTP with AlwaysAllow {b:.0f}, ratio {a / b:.2f} "
               f"(rounds: secure {[round(x) for x in rates['secure']]}, plain {[round(x) for x in rates['plain']]})")
+        print(f"API server CPU per create (median of the rounds; the timed part, after "
+              f"the handshakes): secure {ca:.0f} us, plain {cb:.0f} us, ratio {cb / ca:.2f}")
 
         new_conn: list[float] = []
         reused: list[float] = []
