@@ -7,15 +7,28 @@
 (d) 100 concurrent watchers each receiving 1,000 events: delivery latency from the
     write being sent to the event's receipt (p50/p99);
 (e) pod creates/s at 100 in flight with the audit log on (--audit-log-path: every write
-    is one event) against the same server without it, rounds alternating between the two.
+    is one event) against the same server without it, rounds alternating between the two;
+(f) pod creates/s at 100 in flight with all of issue 14's security on (HTTPS, x509
+    client-certificate authentication, --authorization-mode=Node,RBAC, the audit log)
+    against the same server without it (--plain-http, AlwaysAllow, no audit), rounds
+    alternating; connections, and so their handshakes, are opened before the clock
+    starts. The secure side's client is a user with no privileged group, allowed by a
+    ClusterRoleBinding to a ClusterRole that may create pods, so that every create is
+    decided by the RBAC authorizer (the admin certificate's system:masters group is
+    allowed before RBAC is asked, which would leave RBAC out of the figure; `edit` is
+    aggregated by the controller manager, not run here). Then, on the secure server, GET
+    /version with the client certificate on a new connection per request (TCP connect,
+    TLS handshake, request, response) and on one kept-alive connection (p50/p99).
 
-Run: .venv/bin/python -m bench.api [--creates N] [--only-audit]
+Run: .venv/bin/python -m bench.api [--creates N] [--only-audit] [--only-security]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import shutil
+import ssl
 import statistics
 import sys
 import tempfile
@@ -26,6 +39,7 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.procs import APIServer, Etcd  # noqa: E402
+from tests.secure import SecureCluster  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -66,12 +80,13 @@ class Conn:
     generator, not the server, is what gets measured; this client costs next to nothing.
     """
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, tls: ssl.SSLContext | None = None):
         host, port = base.rsplit("//", 1)[1].rsplit(":", 1)
         self.host, self.port = host, int(port)
+        self.tls = tls
 
     async def open(self) -> "Conn":
-        self.r, self.w = await asyncio.open_connection(self.host, self.port)
+        self.r, self.w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
         return self
 
     async def send(self, method: str, path: str, body: bytes = b"") -> None:
@@ -109,10 +124,21 @@ class Conn:
         self.w.close()
 
 
-async def api_creates(base: str, ns: str, total: int, inflight: int) -> tuple[float, list[float]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def api_creates(base: str, ns: str, total: int, inflight: int,
+                      tls: ssl.SSLContext | None = None,
+                      cpu: tuple[int, list[float]] | None = None) -> tuple[float, list[float]]:
+    """Creates/s and latencies; with `cpu` (a server's PID, a list), appends the server's
+    CPU seconds per create over the timed part (the connections are open by then)."""
     latencies: list[float] = []
     counter = iter(range(total))
-    conns = [await Conn(base).open() for _ in range(inflight)]
+    conns = [await Conn(base, tls).open() for _ in range(inflight)]
 
     async def worker(conn: Conn):
         for i in counter:
@@ -121,16 +147,19 @@ async def api_creates(base: str, ns: str, total: int, inflight: int) -> tuple[fl
             status, data = await conn.request("POST", f"/api/v1/namespaces/{ns}/pods", body)
             latencies.append(time.perf_counter() - t)
             assert status == 201, data
+    cpu_before = cpu_seconds(cpu[0]) if cpu else 0.0
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     elapsed = time.perf_counter() - t0
+    if cpu:
+        cpu[1].append((cpu_seconds(cpu[0]) - cpu_before) / total)
     for c in conns:
         c.close()
     return total / elapsed, latencies
 
 
-async def create_namespace(base: str, name: str) -> None:
-    conn = await Conn(base).open()
+async def create_namespace(base: str, name: str, tls: ssl.SSLContext | None = None) -> None:
+    conn = await Conn(base, tls).open()
     status, data = await conn.request("POST", "/api/v1/namespaces", orjson.dumps({"metadata": {"name": name}}))
     assert status in (201, 409), data
     conn.close()
@@ -243,9 +272,115 @@ async def audit_bench(total: int, rounds: int) -> None:
         os.rmdir(log_dir)
 
 
+BENCH_USER = "bench-user"
+
+
+async def security_bench(total: int, rounds: int, handshakes: int) -> None:
+    """(f): a secure server (tests/secure.py's, with Node,RBAC and the audit log) and a
+    plain one, each on its own etcd."""
+    work = tempfile.mkdtemp(prefix="minik8s-sec-bench-")
+    path = os.path.join(work, "audit.log")
+    secure = SecureCluster(work, "--authorization-mode", "Node,RBAC", "--audit-log-path", path,
+                           "--compaction-window", "0")
+    plain_etcd = None
+    servers: dict[str, APIServer] = {}
+    try:
+        secure.start()
+        plain_etcd = Etcd().start()
+        servers["plain"] = APIServer(plain_etcd.url, "--compaction-window", "0").start()
+        servers["secure"] = secure.server
+        admin_tls = secure.tls(secure.admin)
+        user_tls = secure.tls(secure.user(BENCH_USER))
+        tls = {"plain": None, "secure": user_tls}
+        setup = {"plain": None, "secure": admin_tls}
+        # `edit` would do, but its rules are aggregated by the controller manager's
+        # clusterrole-aggregation controller, which this bench does not run.
+        conn = await Conn(secure.url, admin_tls).open()
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        for kind, body in (("clusterroles", {"metadata": {"name": "bench-pods"}, "rules": [
+                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list"]}]}),
+                           ("clusterrolebindings", {
+                               "metadata": {"name": "bench-pods"},
+                               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                           "name": "bench-pods"},
+                               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                             "name": BENCH_USER}]})):
+            status, data = await conn.request("POST", f"{rbac}/{kind}", orjson.dumps(body))
+            assert status == 201, data
+        conn.close()
+
+        async def bound() -> bool:
+            c = await Conn(secure.url, user_tls).open()
+            status, data = await c.request("GET", "/api/v1/namespaces/default/pods?limit=1")
+            c.close()
+            assert status in (200, 403), data
+            return status == 200
+        # The RBAC index is fed by the watch cache: wait for it to see the binding.
+        deadline = time.monotonic() + 30
+        while not await bound():
+            assert time.monotonic() < deadline, "the RBAC authorizer never saw the binding"
+            await asyncio.sleep(0.05)
+
+        rates: dict[str, list[float]] = {k: [] for k in servers}
+        # the server's own CPU per create, which the load generator's share of the two
+        # cores does not move (its TLS is on the secure side only)
+        cpu: dict[str, list[float]] = {k: [] for k in servers}
+        for r in range(rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                ns = f"bench-sec-{r}"
+                await create_namespace(servers[name].url, ns, setup[name])
+                rate, _ = await api_creates(servers[name].url, ns, total, 100, tls[name],
+                                            (servers[name].proc.pid, cpu[name]))
+                rates[name].append(rate)
+        a, b = statistics.median(rates["secure"]), statistics.median(rates["plain"])
+        ca, cb = statistics.median(cpu["secure"]) * 1e6, statistics.median(cpu["plain"]) * 1e6
+        print(f"pod creates/s at 100 in flight, median of {rounds} rounds of {total}: with TLS, x509 "
+              f"authentication (user {BENCH_USER!r}, RBAC-bound to create pods), Node,RBAC and the audit log "
+              f"{a:.0f}, plain HTTP with AlwaysAllow {b:.0f}, ratio {a / b:.2f} "
+              f"(rounds: secure {[round(x) for x in rates['secure']]}, plain {[round(x) for x in rates['plain']]})")
+        print(f"API server CPU per create (median of the rounds; the timed part, after "
+              f"the handshakes): secure {ca:.0f} us, plain {cb:.0f} us, ratio {cb / ca:.2f}")
+
+        new_conn: list[float] = []
+        reused: list[float] = []
+        keep = await Conn(secure.url, user_tls).open()
+        for i in range(handshakes * 2):
+            # alternate the two, so that the machine's load falls on both alike
+            if i % 2 == 0:
+                t = time.perf_counter()
+                c = await Conn(secure.url, user_tls).open()
+                status, _ = await c.request("GET", "/version")
+                new_conn.append(time.perf_counter() - t)
+                c.close()
+            else:
+                t = time.perf_counter()
+                status, _ = await keep.request("GET", "/version")
+                reused.append(time.perf_counter() - t)
+            assert status == 200
+        keep.close()
+        print(f"GET /version with a client certificate, {handshakes} each: new connection (TCP + TLS "
+              f"handshake + request) p50 {statistics.median(new_conn) * 1000:.2f} ms, p99 "
+              f"{pct(new_conn, 99) * 1000:.2f} ms; kept-alive connection p50 "
+              f"{statistics.median(reused) * 1000:.2f} ms, p99 {pct(reused, 99) * 1000:.2f} ms")
+    finally:
+        for s in servers.values():
+            s.stop()
+        secure.stop()
+        if plain_etcd is not None:
+            plain_etcd.stop()
+        for s in (secure.server, *servers.values()):
+            if os.path.exists(s.logfile.name):
+                os.unlink(s.logfile.name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 async def main_async(args) -> None:
     if args.only_audit:
         await audit_bench(args.creates, args.rounds)
+        return
+    if args.only_security:
+        await security_bench(args.creates, args.rounds, args.handshakes)
         return
     etcd = Etcd().start()
     server = APIServer(etcd.url, "--compaction-window", "0").start()
@@ -271,14 +406,17 @@ async def main_async(args) -> None:
         server.stop()
         etcd.stop()
     await audit_bench(args.creates, args.rounds)
+    await security_bench(args.creates, args.rounds, args.handshakes)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--creates", type=int, default=2000)
     p.add_argument("--list-pods", type=int, default=10000)
-    p.add_argument("--rounds", type=int, default=4, help="rounds of (e), alternating the servers")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of (e) and (f), alternating the servers")
     p.add_argument("--only-audit", action="store_true", help="run (e) alone")
+    p.add_argument("--only-security", action="store_true", help="run (f) alone")
+    p.add_argument("--handshakes", type=int, default=500, help="requests of each kind in (f)'s TLS figures")
     asyncio.run(main_async(p.parse_args()))
 
 
