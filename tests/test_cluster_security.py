@@ -280,8 +280,13 @@ def test_a_pod_calls_the_api_with_load_incluster_config_as_rbac_allows(cluster):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
            "spec": {"nodeName": "node-2", "terminationGracePeriodSeconds": 1,
                     # the host's filesystem: this test's Python, with the official client
+                    # A container's /tmp is its own tmpfs: a virtualenv under /tmp (as in CI)
+                    # is mounted in where it is on the host.
+                    "volumes": [{"name": "venv", "hostPath": {"path": sys.prefix}}],
                     "containers": [{"name": "c", "image": HOST_ROOT_IMAGE,
-                                    "command": [sys.executable, "-c", INCLUSTER]}]}}
+                                    "command": [sys.executable, "-c", INCLUSTER],
+                                    "volumeMounts": [{"name": "venv", "mountPath": sys.prefix,
+                                                      "readOnly": True}]}]}}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "default-reads", "namespace": "default"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},

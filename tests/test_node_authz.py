@@ -612,11 +612,13 @@ def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a
             states = [c.get("state") or {} for c in (p.get("status") or {}).get("containerStatuses") or []]
             return p["status"].get("phase") == "Running" and states and "running" in states[0]
         wait_for(running, what="the pod to run")
-        reasons = {e["reason"] for e in admin.get(f"/api/v1/namespaces/{ns}/events").json()["items"]}
+
         # Running with its secret volume and configMap env is the proof that the node could
         # read them. A FailedMount before that is allowed: the kubelet may see the pod before
         # the authorizer's graph does (both follow watches), and retries, as upstream's does.
-        assert {"Created", "Started"} <= reasons, reasons
+        def reasons() -> set[str]:  # events are posted in the background: poll for them
+            return {e["reason"] for e in admin.get(f"/api/v1/namespaces/{ns}/events").json()["items"]}
+        wait_for(lambda: {"Created", "Started"} <= reasons(), what="the Created and Started events")
 
         assert admin.delete(f"/api/v1/namespaces/{ns}/pods/p").status_code in (200, 202)
         wait_for(lambda: admin.get(f"/api/v1/namespaces/{ns}/pods/p").status_code == 404,
