@@ -257,3 +257,32 @@ def test_truncated_upstream_answer_is_retried_over_tcp(dns_server, upstream):
     udp = ask(dns_server, "big.example.test.", "TXT")
     assert udp.flags & dns.flags.TC
     assert upstream.count("big.example.test.") == 2  # both answered from the cache
+
+
+def test_external_name_is_a_cname(dns_server, http, ns):
+    create(http, ns, "services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+                                  "spec": {"type": "ExternalName", "externalName": "example.test"}})
+    name = fqdn("ext", ns, "svc")
+    r = wait_for(lambda: (x := ask(dns_server, name, "CNAME")).answer and x, what="CNAME")
+    assert values(r, "CNAME") == ["example.test."]
+
+
+def test_service_names_are_case_insensitive(dns_server, http, ns):
+    create(http, ns, "services", service("mixed", cluster_ip="10.96.10.10", ports=[{"port": 80}]))
+    name = fqdn("MIXED", ns.upper(), "SVC").replace(DOMAIN, DOMAIN.upper())
+    r = wait_for(lambda: (x := ask(dns_server, name)).answer and x, what="A record")
+    assert values(r, "A") == ["10.96.10.10"] and r.answer[0].name.to_text() == name
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--kubeconfig", "/nonexistent/config"], 1, "error: kubeconfig /nonexistent/config:"),
+    (["--kubeconfig", "x", "--upstream", "not-an-ip"], 2, "invalid upstream 'not-an-ip'"),
+    (["--kubeconfig", "x", "--port", "70000"], 2, "invalid port '70000'"),
+    (["--kubeconfig", "x", "--ttl", "4000"], 2, "invalid ttl '4000'"),
+])
+def test_bad_flags_are_one_clear_line(args, code, message):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "cluster.cli", "dns", *args], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == code and message in p.stderr and "Traceback" not in p.stderr
