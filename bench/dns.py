@@ -87,7 +87,7 @@ def main() -> None:
                     "current-context: c\n")
         port = free_port()
         dns_proc = Component("dns", "--kubeconfig", kubeconfig, "--bind-address", "127.0.0.1",
-                             "--port", str(port), "--upstream", "127.0.0.1:9").start()
+                             "--port", str(port), "--upstream", "127.0.0.1:9", "--metrics-port", "0").start()
         names = [f"svc-{i}.default.svc.cluster.local." for i in range(SERVICES)]
         wait_for(lambda: dns.query.udp(dns.message.make_query(names[-1], "A"), "127.0.0.1", port=port,
                                        timeout=0.5).answer, what="dns server")

@@ -25,6 +25,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from clusterdns import metrics
+
 log = logging.getLogger("minik8s.clusterdns.forward")
 
 
@@ -58,7 +60,8 @@ class Forwarder:
         self.upstream_queries = 0
         self.hits = 0
 
-    async def resolve(self, query: dns.message.Message) -> dns.message.Message:
+    async def resolve(self, query: dns.message.Message) -> tuple[dns.message.Message, bool]:
+        """The answer, and whether it came from the cache."""
         q = query.question[0]
         key = (q.name.to_text().lower(), q.rdtype, q.rdclass)
         now = time.monotonic()
@@ -67,20 +70,22 @@ class Forwarder:
             expires, hit = cached
             if expires > now:
                 self.hits += 1
-                return self._reply(query, hit, left=int(expires - now))
+                metrics.CACHE_HITS.inc()
+                return self._reply(query, hit, left=int(expires - now)), True
             del self._cache[key]
+        metrics.CACHE_MISSES.inc()
         resp = await self._ask(query)
         if resp is None:
             out = dns.message.make_response(query)
             out.flags |= dns.flags.RA
             out.set_rcode(dns.rcode.SERVFAIL)
-            return out
+            return out, False
         ttl = min(_ttl(resp), self.max_ttl)
         if ttl > 0 and resp.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self._cache[key] = (now + ttl, resp)
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
-        return self._reply(query, resp, left=None)
+        return self._reply(query, resp, left=None), False
 
     def _reply(self, query: dns.message.Message, resp: dns.message.Message, *, left: int | None
                ) -> dns.message.Message:
@@ -103,10 +108,12 @@ class Forwarder:
         up = dns.message.make_query(q.name, q.rdtype, q.rdclass, use_edns=True, payload=1232)
         for host, port in self.upstreams:
             self.upstream_queries += 1
+            metrics.FORWARD_REQUESTS.labels(f"{host}:{port}").inc()
             try:
                 resp = await dns.asyncquery.udp(up, host, port=port, timeout=self.timeout)
                 if resp.flags & dns.flags.TC:
                     self.upstream_queries += 1
+                    metrics.FORWARD_REQUESTS.labels(f"{host}:{port}").inc()
                     resp = await dns.asyncquery.tcp(up, host, port=port, timeout=self.timeout)
                 return resp
             except (dns.exception.DNSException, OSError) as e:

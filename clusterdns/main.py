@@ -2,6 +2,7 @@
 
     minik8s dns --kubeconfig PATH [--cluster-domain cluster.local] [--ttl 5]
                 [--bind-address 0.0.0.0] [--port 53] [--upstream IP[:PORT] ...]
+                [--metrics-port 9153] [--metrics-bind-address 127.0.0.1]
                 [-v N] [--logging-format text|json]
 
 It follows Services and Endpoints with informers and answers the cluster domain from
@@ -11,6 +12,11 @@ answering only once both caches have synced, so it never says NXDOMAIN for a Ser
 it has not heard of yet. A bad flag or kubeconfig is one line on stderr and exit code
 1 (argparse's usage errors: 2); a port that cannot be bound: exit 1. SIGTERM or
 SIGINT: stop serving, exit 0.
+
+On `--metrics-port` (CoreDNS's prometheus port, 9153; 0: off) it serves /metrics
+(clusterdns.metrics, client/'s, the process's) and /healthz, /livez, /readyz, where
+/readyz fails until both informers have synced (CoreDNS serves health on :8080 and
+ready on :8181; one port here, as the other components have it).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import signal
 import sys
 
 from client import kubeconfig
+from client.componentserver import ComponentServer, informer_sync_check
 from client.informer import Informer, wait_for_cache_sync
 from client.rest import Client
 from clusterdns.forward import Forwarder, resolv_conf_nameservers
@@ -72,12 +79,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=53, help="UDP and TCP port (53)")
     p.add_argument("--upstream", type=_upstream, action="append", metavar="IP[:PORT]",
                    help="resolver for other names (repeatable; default: /etc/resolv.conf's nameservers)")
+    p.add_argument("--metrics-port", type=_port, default=9153,
+                   help="port for /metrics and /healthz (9153, CoreDNS's prometheus port; 0: off)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1", metavar="IP",
+                   help="address for /metrics and /healthz (127.0.0.1)")
     klog.add_flags(p)
     return p
 
 
 async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_address: str, port: int,
-              upstreams: list[tuple[str, int]], ready: asyncio.Event | None = None) -> int:
+              upstreams: list[tuple[str, int]], metrics_address: str = "127.0.0.1",
+              metrics_port: int = 0) -> int:
     client = Client(conn, user_agent="minik8s-dns")
     services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
     services.add_indexers(INDEXERS)
@@ -87,12 +99,19 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
         inf.add_handler(on_add=zone.changed, on_update=zone.changed, on_delete=zone.changed)
         inf.start()
     server = DNSServer(zone, Forwarder(upstreams))
+    component = ComponentServer()
+    component.health.add(informer_sync_check([services, endpoints]), endpoints=["readyz"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    code = 0
     try:
+        if metrics_port:
+            try:
+                await component.start(metrics_address, metrics_port)
+            except OSError as e:
+                log.error("failed to serve /metrics and /healthz on %s:%d: %s", metrics_address, metrics_port, e)
+                return 1
         await wait_for_cache_sync(services, endpoints)
         try:
             bound = await server.start(bind_address, port)
@@ -101,15 +120,14 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
             return 1
         log.info("serving %s on %s:%d (udp, tcp); upstreams %s", domain, bind_address, bound,
                  ", ".join(f"{h}:{p}" for h, p in upstreams) or "none")
-        if ready is not None:
-            ready.set()
         await stop.wait()
     finally:
         await server.stop()
+        await component.stop()
         for inf in (services, endpoints):
             await inf.stop()
         await client.close()
-    return code
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -127,4 +145,5 @@ def main(argv: list[str]) -> int:
     upstreams = args.upstream or [(ip, 53) for ip in resolv_conf_nameservers()]
     klog.setup_from_args(args)
     return asyncio.run(run(conn, domain=args.cluster_domain.strip("."), ttl=args.ttl,
-                           bind_address=args.bind_address, port=args.port, upstreams=upstreams))
+                           bind_address=args.bind_address, port=args.port, upstreams=upstreams,
+                           metrics_address=args.metrics_bind_address, metrics_port=args.metrics_port))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from typing import Any
 
 import dns.exception
@@ -25,6 +26,9 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdatatype
+
+from clusterdns import metrics
 
 from clusterdns.forward import Forwarder
 from clusterdns.kubernetes import Zone
@@ -52,39 +56,52 @@ class DNSServer:
 
     async def handle(self, wire: bytes, *, max_size: int | None) -> bytes | None:
         """The response to one query's wire form; max_size None: TCP (65535)."""
+        start = time.perf_counter()
+        out, qtype, plugin = await self._answer(wire, max_size=max_size)
+        metrics.REQUESTS.labels("udp" if max_size is not None else "tcp", qtype).inc()
+        if out is not None:
+            rcode = dns.rcode.to_text(dns.rcode.from_flags(int.from_bytes(out[2:4], "big"), 0))
+            metrics.RESPONSES.labels(rcode, plugin).inc()
+        metrics.DURATION.labels(qtype).observe(time.perf_counter() - start)
+        return out
+
+    async def _answer(self, wire: bytes, *, max_size: int | None) -> tuple[bytes | None, str, str]:
+        """(response, the query type's metric label, who answered)."""
         try:
             query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
-            return _error(wire, dns.rcode.FORMERR)
-        except Exception:  # noqa: BLE001 - dnspython may raise others on hostile input
-            return _error(wire, dns.rcode.FORMERR)
+        except Exception:  # noqa: BLE001 - dnspython raises more than DNSException on hostile input
+            return _error(wire, dns.rcode.FORMERR), "other", ""
         if query.flags & dns.flags.QR:
-            return None  # a response sent to us: never answer one (no loops)
+            return None, "other", ""  # a response sent to us: never answer one (no loops)
         if query.opcode() != dns.opcode.QUERY:
-            return _error(wire, dns.rcode.NOTIMP)
+            return _error(wire, dns.rcode.NOTIMP), "other", ""
         if len(query.question) != 1:
-            return _error(wire, dns.rcode.FORMERR)
+            return _error(wire, dns.rcode.FORMERR), "other", ""
+        qtype = metrics.type_label(dns.rdatatype.to_text(query.question[0].rdtype))
+        plugin = "kubernetes"
         try:
             resp = self.zone.answer(query)
             if resp is None:
-                resp = await self.forwarder.resolve(query)
+                resp, cached = await self.forwarder.resolve(query)
+                plugin = "cache" if cached else "forward"
             else:
                 resp.flags |= dns.flags.RA
         except Exception:  # noqa: BLE001 - a bug here must cost one answer, not the server
             log.exception("answering %s", query.question[0])
             resp = dns.message.make_response(query)
             resp.set_rcode(dns.rcode.SERVFAIL)
+            plugin = ""
         if query.edns >= 0:
             resp.use_edns(0, payload=1232)
         if max_size is None:
-            return resp.to_wire(max_size=65535)
+            return resp.to_wire(max_size=65535), qtype, plugin
         limit = max(512, min(query.payload, 65535)) if query.edns >= 0 else 512
         try:
-            return resp.to_wire(max_size=limit)
+            return resp.to_wire(max_size=limit), qtype, plugin
         except dns.exception.TooBig:
             resp.answer, resp.authority, resp.additional = [], [], []
             resp.flags |= dns.flags.TC
-            return resp.to_wire(max_size=limit)
+            return resp.to_wire(max_size=limit), qtype, plugin
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)

@@ -96,9 +96,9 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def dns_server(kubeconfig, upstream):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     c = Component("dns", "--kubeconfig", kubeconfig, "--bind-address", "127.0.0.1", "--port", str(port),
-                  "--upstream", f"127.0.0.1:{upstream.port}").start()
+                  "--upstream", f"127.0.0.1:{upstream.port}", "--metrics-port", str(metrics_port)).start()
 
     def up():
         r = dns.query.udp(dns.message.make_query(f"dns-version.{DOMAIN}", "TXT"), "127.0.0.1", port=port,
@@ -109,7 +109,7 @@ def dns_server(kubeconfig, upstream):
     except TimeoutError:
         c.stop()
         raise
-    c.port = port
+    c.port, c.metrics_port = port, metrics_port
     yield c
     c.stop()
 
@@ -272,6 +272,18 @@ def test_service_names_are_case_insensitive(dns_server, http, ns):
     name = fqdn("MIXED", ns.upper(), "SVC").replace(DOMAIN, DOMAIN.upper())
     r = wait_for(lambda: (x := ask(dns_server, name)).answer and x, what="A record")
     assert values(r, "A") == ["10.96.10.10"] and r.answer[0].name.to_text() == name
+
+
+def test_metrics_and_readiness(dns_server):
+    import httpx
+    ask(dns_server, fqdn("10-0-0-9", "x", "pod"))
+    base = f"http://127.0.0.1:{dns_server.metrics_port}"
+    assert httpx.get(f"{base}/readyz?verbose").status_code == 200
+    text = httpx.get(f"{base}/metrics").text
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith('coredns_dns_responses_total{plugin="kubernetes",rcode="NOERROR"}'))
+    assert float(line.split()[-1]) >= 1
+    assert 'coredns_dns_requests_total{proto="udp",type="A"}' in text
 
 
 @pytest.mark.parametrize("args, code, message", [
