@@ -23,8 +23,9 @@ DOMAIN = "cluster.local"
 class Upstream:
     """An authoritative server for `example.test.` on UDP and TCP, counting queries.
 
-    `example.test. A` is 192.0.2.1 (TTL 300); `big.example.test. TXT` is too large for
-    UDP, so over UDP it answers with TC set and nothing in it; anything else: NXDOMAIN."""
+    `example.test. A` is 192.0.2.1 (TTL 300), `short.example.test. A` 192.0.2.2 (TTL 1);
+    `big.example.test. TXT` is too large for UDP, so over UDP it answers with TC set and
+    nothing in it; `silent.example.test.` is never answered; anything else: NXDOMAIN."""
 
     def __init__(self):
         self.port = free_port()
@@ -48,6 +49,8 @@ class Upstream:
         name = q.question[0].name.to_text()
         if name == "example.test." and q.question[0].rdtype == dns.rdatatype.A:
             r.answer = [dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.1")]
+        elif name == "short.example.test.":
+            r.answer = [dns.rrset.from_text(name, 1, "IN", "A", "192.0.2.2")]
         elif name == "big.example.test.":
             if udp:
                 r.flags |= dns.flags.TC
@@ -68,6 +71,8 @@ class Upstream:
                 return
             q = dns.message.from_wire(data)
             self.queries.append(("udp", q.question[0].name.to_text()))
+            if q.question[0].name.to_text() == "silent.example.test.":
+                continue  # an upstream that never answers
             self.udp.sendto(self.answer(q, udp=True).to_wire(), addr)
 
     def _serve_tcp(self):
@@ -114,11 +119,11 @@ def dns_server(kubeconfig, upstream):
     c.stop()
 
 
-def ask(server, name, rdtype="A", *, tcp=False):
+def ask(server, name, rdtype="A", *, tcp=False, timeout=3):
     q = dns.message.make_query(name, rdtype)
     if tcp:
-        return dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=3)
-    return dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3)
+        return dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=timeout)
+    return dns.query.udp(q, "127.0.0.1", port=server.port, timeout=timeout)
 
 
 def values(resp, rdtype):
@@ -247,6 +252,22 @@ def test_other_names_are_forwarded_and_cached(dns_server, upstream):
     assert nx.rcode() == dns.rcode.NXDOMAIN
     ask(dns_server, "nothing.example.test.")
     assert upstream.count("nothing.example.test.") == 1  # negative answers are cached too
+
+
+def test_cached_answers_expire_with_their_ttl(dns_server, upstream):
+    assert values(ask(dns_server, "short.example.test."), "A") == ["192.0.2.2"]
+    assert upstream.count("short.example.test.") == 1
+    # once its 1 s TTL has passed, the next query goes upstream again
+    wait_for(lambda: ask(dns_server, "short.example.test.").answer and upstream.count("short.example.test.") == 2,
+             timeout=10, interval=0.2, what="the cached answer to expire")
+
+
+def test_an_upstream_that_does_not_answer_is_servfail_and_not_cached(dns_server, upstream):
+    # the server gives up on the upstream after 2 s; the client waits longer than that
+    r = ask(dns_server, "silent.example.test.", timeout=20)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert ask(dns_server, "silent.example.test.", timeout=20).rcode() == dns.rcode.SERVFAIL
+    assert upstream.count("silent.example.test.") == 2
 
 
 def test_truncated_upstream_answer_is_retried_over_tcp(dns_server, upstream):
