@@ -319,3 +319,20 @@ def test_bad_flags_are_one_clear_line(args, code, message):
     p = subprocess.run([sys.executable, "-m", "cluster.cli", "dns", *args], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == code and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_reverse_names_the_cluster_does_not_know_fall_through_upstream(dns_server, upstream):
+    r = ask(dns_server, "99.99.99.10.in-addr.arpa.", "PTR")
+    assert r.rcode() == dns.rcode.NXDOMAIN  # the upstream's answer (fallthrough in-addr.arpa)
+    assert upstream.count("99.99.99.10.in-addr.arpa.") == 1
+
+
+def test_a_large_cluster_answer_is_truncated_over_udp_and_whole_over_tcp(dns_server, http, ns):
+    create(http, ns, "services", service("many", cluster_ip="None", ports=[{"port": 80}]))
+    create(http, ns, "endpoints", endpoints("many", [{"ip": f"10.244.9.{i}"} for i in range(1, 61)],
+                                            [{"port": 80, "protocol": "TCP"}]))
+    name = fqdn("many", ns, "svc")
+    whole = wait_for(lambda: len(values(x := ask(dns_server, name, tcp=True), "A")) == 60 and x, what="60 A")
+    assert not whole.flags & dns.flags.TC
+    udp = ask(dns_server, name)
+    assert udp.flags & dns.flags.TC and udp.answer == []
