@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from typing import Any, Callable, Coroutine
 
 from client import kubeconfig
 from client.componentserver import ComponentServer, informer_sync_check
@@ -144,6 +145,12 @@ def main(argv: list[str]) -> int:
         return 1
     upstreams = args.upstream or [(ip, 53) for ip in resolv_conf_nameservers()]
     klog.setup_from_args(args)
-    return asyncio.run(run(conn, domain=args.cluster_domain.strip("."), ttl=args.ttl,
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        pass
+    return runner(run(conn, domain=args.cluster_domain.strip("."), ttl=args.ttl,
                            bind_address=args.bind_address, port=args.port, upstreams=upstreams,
                            metrics_address=args.metrics_bind_address, metrics_port=args.metrics_port))

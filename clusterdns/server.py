@@ -11,7 +11,9 @@ Guarantees:
 - TCP: each message is length-prefixed (RFC 1035 4.2.2); several queries may share a
   connection; an idle or broken connection is closed, not waited on forever.
 
-One asyncio loop; queries are answered concurrently (each in its own task).
+One asyncio loop. A UDP query the cluster zone answers is answered inside the datagram
+callback (no task: the zone only reads caches); one to forward, and every TCP query,
+is answered in its own task, concurrently.
 """
 from __future__ import annotations
 
@@ -57,51 +59,92 @@ class DNSServer:
     async def handle(self, wire: bytes, *, max_size: int | None) -> bytes | None:
         """The response to one query's wire form; max_size None: TCP (65535)."""
         start = time.perf_counter()
-        out, qtype, plugin = await self._answer(wire, max_size=max_size)
+        query, out, qtype = self._parse(wire)
+        plugin = ""
+        if query is not None:
+            resp, plugin = self._local(query)
+            if resp is None:
+                resp, plugin = await self._forward(query)
+            out = self._finish(query, resp, max_size=max_size)
+        self._record(start, max_size, out, qtype, plugin)
+        return out
+
+    def _answer_now(self, wire: bytes, *, max_size: int) -> tuple[bool, bytes | None]:
+        """The UDP fast path: (True, response) when it needs no upstream (most queries
+        in a cluster), without a task per datagram; (False, None) when it must forward."""
+        start = time.perf_counter()
+        query, out, qtype = self._parse(wire)
+        plugin = ""
+        if query is not None:
+            resp, plugin = self._local(query)
+            if resp is None:
+                return False, None
+            out = self._finish(query, resp, max_size=max_size)
+        self._record(start, max_size, out, qtype, plugin)
+        return True, out
+
+    @staticmethod
+    def _record(start: float, max_size: int | None, out: bytes | None, qtype: str, plugin: str) -> None:
         metrics.REQUESTS.labels("udp" if max_size is not None else "tcp", qtype).inc()
         if out is not None:
             rcode = dns.rcode.to_text(dns.rcode.from_flags(int.from_bytes(out[2:4], "big"), 0))
             metrics.RESPONSES.labels(rcode, plugin).inc()
         metrics.DURATION.labels(qtype).observe(time.perf_counter() - start)
-        return out
 
-    async def _answer(self, wire: bytes, *, max_size: int | None) -> tuple[bytes | None, str, str]:
-        """(response, the query type's metric label, who answered)."""
+    @staticmethod
+    def _parse(wire: bytes) -> tuple[dns.message.Message | None, bytes | None, str]:
+        """(query, None, its type's metric label), or (None, the error response or None
+        to stay silent, "other") for what is not one answerable query."""
         try:
             query = dns.message.from_wire(wire)
         except Exception:  # noqa: BLE001 - dnspython raises more than DNSException on hostile input
-            return _error(wire, dns.rcode.FORMERR), "other", ""
+            return None, _error(wire, dns.rcode.FORMERR), "other"
         if query.flags & dns.flags.QR:
-            return None, "other", ""  # a response sent to us: never answer one (no loops)
+            return None, None, "other"  # a response sent to us: never answer one (no loops)
         if query.opcode() != dns.opcode.QUERY:
-            return _error(wire, dns.rcode.NOTIMP), "other", ""
+            return None, _error(wire, dns.rcode.NOTIMP), "other"
         if len(query.question) != 1:
-            return _error(wire, dns.rcode.FORMERR), "other", ""
-        qtype = metrics.type_label(dns.rdatatype.to_text(query.question[0].rdtype))
-        plugin = "kubernetes"
+            return None, _error(wire, dns.rcode.FORMERR), "other"
+        return query, None, metrics.type_label(dns.rdatatype.to_text(query.question[0].rdtype))
+
+    def _local(self, query: dns.message.Message) -> tuple[dns.message.Message | None, str]:
         try:
             resp = self.zone.answer(query)
-            if resp is None:
-                resp, cached = await self.forwarder.resolve(query)
-                plugin = "cache" if cached else "forward"
-            else:
-                resp.flags |= dns.flags.RA
         except Exception:  # noqa: BLE001 - a bug here must cost one answer, not the server
             log.exception("answering %s", query.question[0])
-            resp = dns.message.make_response(query)
-            resp.set_rcode(dns.rcode.SERVFAIL)
-            plugin = ""
+            return self._servfail(query), ""
+        if resp is None:
+            return None, "forward"
+        resp.flags |= dns.flags.RA
+        return resp, "kubernetes"
+
+    async def _forward(self, query: dns.message.Message) -> tuple[dns.message.Message, str]:
+        try:
+            resp, cached = await self.forwarder.resolve(query)
+        except Exception:  # noqa: BLE001 - as above
+            log.exception("forwarding %s", query.question[0])
+            return self._servfail(query), ""
+        return resp, "cache" if cached else "forward"
+
+    @staticmethod
+    def _servfail(query: dns.message.Message) -> dns.message.Message:
+        resp = dns.message.make_response(query)
+        resp.set_rcode(dns.rcode.SERVFAIL)
+        return resp
+
+    @staticmethod
+    def _finish(query: dns.message.Message, resp: dns.message.Message, *, max_size: int | None) -> bytes:
         if query.edns >= 0:
             resp.use_edns(0, payload=1232)
         if max_size is None:
-            return resp.to_wire(max_size=65535), qtype, plugin
+            return resp.to_wire(max_size=65535)
         limit = max(512, min(query.payload, 65535)) if query.edns >= 0 else 512
         try:
-            return resp.to_wire(max_size=limit), qtype, plugin
+            return resp.to_wire(max_size=limit)
         except dns.exception.TooBig:
             resp.answer, resp.authority, resp.additional = [], [], []
             resp.flags |= dns.flags.TC
-            return resp.to_wire(max_size=limit), qtype, plugin
+            return resp.to_wire(max_size=limit)
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
@@ -115,7 +158,11 @@ class DNSServer:
 
         class UDP(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                server._spawn(server._udp(data, addr))
+                done, out = server._answer_now(data, max_size=512)
+                if not done:
+                    server._spawn(server._udp(data, addr))
+                elif out is not None and server._transport is not None:
+                    server._transport.sendto(out, addr)
 
             def error_received(self, exc: Exception) -> None:
                 log.debug("udp: %s", exc)
