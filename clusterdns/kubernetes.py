@@ -3,7 +3,8 @@ DNS-Based Service Discovery specification, schema 1.1.0), from informer caches.
 
 Guarantees, for the zone `<domain>` (cluster.local by default):
 - `<svc>.<ns>.svc.<domain>` A/AAAA: the Service's clusterIP; for a headless Service
-  (`clusterIP: None`) the ready addresses of its Endpoints. ExternalName: a CNAME.
+  (`clusterIP: None`) the ready addresses of its Endpoints, and NXDOMAIN while it has
+  none (as CoreDNS answers). ExternalName: a CNAME.
 - `<host>.<svc>.<ns>.svc.<domain>`: a headless Service's endpoint, by its hostname or,
   without one, its dashed IP (what CoreDNS names it).
 - SRV: `_<port>._<proto>.<svc>.<ns>.svc.<domain>` for named ports (and every port on a
@@ -174,6 +175,8 @@ class Zone:
                 members.append((a["ip"], dns.name.from_text(host, svc_fqdn), subset.get("ports") or []))
         if not prefix:
             if headless:
+                if not members:
+                    return None  # CoreDNS: no ready endpoint, no name (errNoItems, NXDOMAIN)
                 ips = sorted({ip for ip, _, _ in members})
                 srv_ports = [(p.get("name", ""), p.get("protocol", "TCP"), p["port"], target, ip)
                              for ip, target, ports in members for p in ports]

@@ -203,6 +203,11 @@ def test_headless_service_follows_its_endpoints(dns_server, http, ns):
     assert http.put(f"/api/v1/namespaces/{ns}/endpoints/db", json=ep).status_code == 200
     wait_for(lambda: values(ask(dns_server, name), "A") == ["10.244.2.6"], what="removed")
     assert ask(dns_server, fqdn("db-0", "db", ns, "svc")).rcode() == dns.rcode.NXDOMAIN
+    # no ready endpoint left: the name is gone (NXDOMAIN, as CoreDNS answers a headless Service)
+    ep = http.get(f"/api/v1/namespaces/{ns}/endpoints/db").json()
+    ep["subsets"] = []
+    assert http.put(f"/api/v1/namespaces/{ns}/endpoints/db", json=ep).status_code == 200
+    wait_for(lambda: ask(dns_server, name).rcode() == dns.rcode.NXDOMAIN, what="no endpoints")
 
 
 def test_pod_names_are_read_from_the_name(dns_server):
