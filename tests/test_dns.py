@@ -341,3 +341,40 @@ def test_a_large_cluster_answer_is_truncated_over_udp_and_whole_over_tcp(dns_ser
     assert not whole.flags & dns.flags.TC
     udp = ask(dns_server, name)
     assert udp.flags & dns.flags.TC and udp.answer == []
+
+
+def zone_with(*objs, domain="cluster.local", ttl=5):
+    from client.informer import Indexer, key_of
+    from clusterdns.kubernetes import ENDPOINT_INDEXERS, INDEXERS, Zone
+    services, eps = Indexer(), Indexer()
+    services.add_indexers(INDEXERS)
+    eps.add_indexers(ENDPOINT_INDEXERS)
+    for o in objs:
+        (services if o["kind"] == "Service" else eps).set(key_of(o), o)
+    return Zone(services, eps, domain=domain, ttl=ttl)
+
+
+def with_ns(obj, ns="prod"):
+    obj["metadata"]["namespace"] = ns
+    return obj
+
+
+def test_zone_follows_the_configured_domain_and_ttl():
+    z = zone_with(with_ns(service("web", cluster_ip="10.96.0.20", ports=[{"name": "http", "port": 80}])),
+                  domain="corp.internal", ttl=30)
+    r = z.answer(dns.message.make_query("web.prod.svc.corp.internal.", "A"))
+    assert values(r, "A") == ["10.96.0.20"] and r.answer[0].ttl == 30
+    assert z.answer(dns.message.make_query("web.prod.svc.cluster.local.", "A")) is None  # not ours: forwarded
+    nx = z.answer(dns.message.make_query("nope.prod.svc.corp.internal.", "A"))
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    assert nx.authority[0].name.to_text() == "corp.internal." and nx.authority[0][0].minimum == 30
+    srv = z.answer(dns.message.make_query("web.prod.svc.corp.internal.", "SRV"))  # every port, on the bare name
+    assert values(srv, "SRV") == ["0 100 80 web.prod.svc.corp.internal."]
+
+
+def test_zone_pod_names_ipv6_and_nonsense():
+    z = zone_with()
+    r = z.answer(dns.message.make_query("fd00--5.x.pod.cluster.local.", "AAAA"))
+    assert values(r, "AAAA") == ["fd00::5"]
+    assert z.answer(dns.message.make_query("10-0-0-300.x.pod.cluster.local.", "A")).rcode() == dns.rcode.NXDOMAIN
+    assert z.answer(dns.message.make_query("1-2-3-4.pod.cluster.local.", "A")).rcode() == dns.rcode.NXDOMAIN
