@@ -1,8 +1,10 @@
 """Forwarding to upstream resolvers, with a cache (CoreDNS's forward and cache plugins).
 
 Guarantees:
-- A query goes over UDP to the upstreams in turn (the first that answers wins); a
-  truncated UDP answer (TC) is asked again over TCP, so the client gets the whole answer.
+- A query goes to the upstreams in turn (the first that answers wins) over the
+  protocol it came in on, as CoreDNS's forward does; a truncated UDP answer (TC) is
+  asked again over TCP, so the cache holds the whole answer (the client over UDP gets
+  it truncated to its size, with TC, and retries over TCP from the cache).
 - Answers are cached by (name, type, class) for the smallest TTL in them; negative
   answers (NXDOMAIN, NODATA) for the SOA's minimum, as RFC 2308 says; at most
   `max_ttl` (CoreDNS's cache: 3600 s) and `size` entries (the oldest goes first).
@@ -60,7 +62,8 @@ class Forwarder:
         self.upstream_queries = 0
         self.hits = 0
 
-    async def resolve(self, query: dns.message.Message) -> tuple[dns.message.Message, bool]:
+    async def resolve(self, query: dns.message.Message, *, tcp: bool = False
+                      ) -> tuple[dns.message.Message, bool]:
         """The answer, and whether it came from the cache."""
         q = query.question[0]
         key = (q.name.to_text().lower(), q.rdtype, q.rdclass)
@@ -74,7 +77,7 @@ class Forwarder:
                 return self._reply(query, hit, left=int(expires - now)), True
             del self._cache[key]
         metrics.CACHE_MISSES.inc()
-        resp = await self._ask(query)
+        resp = await self._ask(query, tcp=tcp)
         if resp is None:
             out = dns.message.make_response(query)
             out.flags |= dns.flags.RA
@@ -103,13 +106,15 @@ class Forwarder:
             setattr(out, section, rrsets)
         return out
 
-    async def _ask(self, query: dns.message.Message) -> dns.message.Message | None:
+    async def _ask(self, query: dns.message.Message, *, tcp: bool) -> dns.message.Message | None:
         q = query.question[0]
         up = dns.message.make_query(q.name, q.rdtype, q.rdclass, use_edns=True, payload=1232)
         for host, port in self.upstreams:
             self.upstream_queries += 1
             metrics.FORWARD_REQUESTS.labels(f"{host}:{port}").inc()
             try:
+                if tcp:
+                    return await dns.asyncquery.tcp(up, host, port=port, timeout=self.timeout)
                 resp = await dns.asyncquery.udp(up, host, port=port, timeout=self.timeout)
                 if resp.flags & dns.flags.TC:
                     self.upstream_queries += 1

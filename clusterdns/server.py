@@ -64,7 +64,7 @@ class DNSServer:
         if query is not None:
             resp, plugin = self._local(query)
             if resp is None:
-                resp, plugin = await self._forward(query)
+                resp, plugin = await self._forward(query, tcp=max_size is None)
             out = self._finish(query, resp, max_size=max_size)
         self._record(start, max_size, out, qtype, plugin)
         return out
@@ -118,9 +118,9 @@ class DNSServer:
         resp.flags |= dns.flags.RA
         return resp, "kubernetes"
 
-    async def _forward(self, query: dns.message.Message) -> tuple[dns.message.Message, str]:
+    async def _forward(self, query: dns.message.Message, *, tcp: bool) -> tuple[dns.message.Message, str]:
         try:
-            resp, cached = await self.forwarder.resolve(query)
+            resp, cached = await self.forwarder.resolve(query, tcp=tcp)
         except Exception:  # noqa: BLE001 - as above
             log.exception("forwarding %s", query.question[0])
             return self._servfail(query), ""

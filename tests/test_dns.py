@@ -276,13 +276,19 @@ def test_an_upstream_that_does_not_answer_is_servfail_and_not_cached(dns_server,
 
 
 def test_truncated_upstream_answer_is_retried_over_tcp(dns_server, upstream):
-    r = ask(dns_server, "big.example.test.", "TXT", tcp=True)
-    assert len(values(r, "TXT")) == 15
-    assert upstream.count("big.example.test.", "udp") == 1 and upstream.count("big.example.test.", "tcp") == 1
-    # over UDP the client gets TC from us (the answer is larger than 512 bytes), then TCP
     udp = ask(dns_server, "big.example.test.", "TXT")
+    # the upstream said TC over UDP, so we asked again over TCP
+    assert upstream.count("big.example.test.", "udp") == 1 and upstream.count("big.example.test.", "tcp") == 1
+    # the whole answer is larger than the client's 512 bytes: it gets TC from us, then asks over TCP
     assert udp.flags & dns.flags.TC
-    assert upstream.count("big.example.test.") == 2  # both answered from the cache
+    r = ask(dns_server, "big.example.test.", "TXT", tcp=True)
+    assert len(values(r, "TXT")) == 15 and not r.flags & dns.flags.TC
+    assert upstream.count("big.example.test.") == 2  # the TCP query was answered from the cache
+
+
+def test_a_tcp_query_is_forwarded_over_tcp(dns_server, upstream):
+    assert ask(dns_server, "bytcp.example.test.", tcp=True).rcode() == dns.rcode.NXDOMAIN
+    assert upstream.count("bytcp.example.test.", "tcp") == 1 and upstream.count("bytcp.example.test.", "udp") == 0
 
 
 def test_external_name_is_a_cname(dns_server, http, ns):
