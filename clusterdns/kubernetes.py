@@ -18,6 +18,8 @@ Guarantees, for the zone `<domain>` (cluster.local by default):
   NOERROR with an empty answer (NODATA); both carry the zone's SOA in the authority
   section, as CoreDNS's do. `<ns>.svc.<domain>` exists while the namespace has a Service
   (no Namespace informer: CoreDNS checks the Namespace itself).
+- Until the caches have synced, a name they do not have is SERVFAIL, not NXDOMAIN
+  (CoreDNS's answer while its API connection has not synced).
 - Every record has the plugin's default TTL, 5 s (kubeadm's Corefile sets 30: --ttl).
 
 Reads only the caches; never blocks; one asyncio loop, not thread-safe.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from typing import Any
+from typing import Any, Callable
 
 import dns.exception
 import dns.flags
@@ -82,8 +84,8 @@ class Zone:
     """Answers queries for the cluster domain and for the reverse names it knows."""
 
     def __init__(self, services: Indexer, endpoints: Indexer, *, domain: str = "cluster.local",
-                 ttl: int = 5):
-        self.services, self.endpoints, self.ttl = services, endpoints, ttl
+                 ttl: int = 5, synced: Callable[[], bool] = lambda: True):
+        self.services, self.endpoints, self.ttl, self.synced = services, endpoints, ttl, synced
         self.origin = dns.name.from_text(domain)
         self.serial = int(time.time())
 
@@ -108,6 +110,12 @@ class Zone:
             return None
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA
+        if found is None and not self.synced():
+            # CoreDNS: a name not (yet) in caches that have not synced is SERVFAIL, not a
+            # NXDOMAIN a client would cache as the truth
+            resp.flags &= ~dns.flags.AA
+            resp.set_rcode(dns.rcode.SERVFAIL)
+            return resp
         if found is None:
             resp.set_rcode(dns.rcode.NXDOMAIN)
         else:

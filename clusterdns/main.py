@@ -8,9 +8,11 @@
 It follows Services and Endpoints with informers and answers the cluster domain from
 them (clusterdns.kubernetes); every other name goes to the upstreams (`--upstream`,
 repeatable, or the host's /etc/resolv.conf nameservers) through a cache. It starts
-answering only once both caches have synced, so it never says NXDOMAIN for a Service
-it has not heard of yet. A bad flag or kubeconfig is one line on stderr and exit code
-1 (argparse's usage errors: 2); a port that cannot be bound: exit 1. SIGTERM or
+answering once both caches have synced, or after 5 s without them (CoreDNS's startup
+wait), so a cluster whose API server is down still resolves other names; until then
+a cluster name it has not heard of is SERVFAIL, never NXDOMAIN. A bad flag or
+kubeconfig is one line on stderr and exit code 1 (argparse's usage errors: 2); a port
+that cannot be bound: exit 1. SIGTERM or
 SIGINT: stop serving, exit 0.
 
 On `--metrics-port` (CoreDNS's prometheus port, 9153; 0: off) it serves /metrics
@@ -38,6 +40,8 @@ from clusterdns.server import DNSServer
 from machinery import klog
 
 log = logging.getLogger("minik8s.clusterdns")
+
+STARTUP_SYNC_TIMEOUT = 5.0  # CoreDNS's kubernetes plugin waits this long for its caches
 
 
 def _upstream(v: str) -> tuple[str, int]:
@@ -95,7 +99,8 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
     services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
     services.add_indexers(INDEXERS)
     endpoints.add_indexers(ENDPOINT_INDEXERS)
-    zone = Zone(services.store, endpoints.store, domain=domain, ttl=ttl)
+    zone = Zone(services.store, endpoints.store, domain=domain, ttl=ttl,
+                synced=lambda: services.has_synced() and endpoints.has_synced())
     for inf in (services, endpoints):
         inf.add_handler(on_add=zone.changed, on_update=zone.changed, on_delete=zone.changed)
         inf.start()
@@ -113,7 +118,8 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
             except OSError as e:
                 log.error("failed to serve /metrics and /healthz on %s:%d: %s", metrics_address, metrics_port, e)
                 return 1
-        await wait_for_cache_sync(services, endpoints)
+        if not await wait_for_cache_sync(services, endpoints, timeout=STARTUP_SYNC_TIMEOUT):
+            log.warning("starting before the Service and Endpoints caches have synced")
         try:
             bound = await server.start(bind_address, port)
         except OSError as e:

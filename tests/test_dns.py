@@ -384,3 +384,25 @@ def test_zone_pod_names_ipv6_and_nonsense():
     assert values(r, "AAAA") == ["fd00::5"]
     assert z.answer(dns.message.make_query("10-0-0-300.x.pod.cluster.local.", "A")).rcode() == dns.rcode.NXDOMAIN
     assert z.answer(dns.message.make_query("1-2-3-4.pod.cluster.local.", "A")).rcode() == dns.rcode.NXDOMAIN
+
+
+def test_without_an_api_server_it_still_forwards_and_says_servfail_for_cluster_names(upstream, tmp_path):
+    dead = free_port()  # nothing listens here
+    kc = tmp_path / "config"
+    kc.write_text("apiVersion: v1\nkind: Config\n"
+                  f"clusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{dead}\n"
+                  "users:\n- name: u\n  user: {}\n"
+                  "contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"
+                  "current-context: c\n")
+    port = free_port()
+    c = Component("dns", "--kubeconfig", str(kc), "--bind-address", "127.0.0.1", "--port", str(port),
+                  "--upstream", f"127.0.0.1:{upstream.port}", "--metrics-port", "0").start()
+    c.port = port
+    try:
+        # it starts serving after its startup wait for the caches (5 s)
+        r = wait_for(lambda: ask(c, "example.test.", timeout=0.5), timeout=30, what=f"dns: {c.log()}")
+        assert values(r, "A") == ["192.0.2.1"]
+        assert ask(c, fqdn("web", "default", "svc")).rcode() == dns.rcode.SERVFAIL
+        assert values(ask(c, fqdn("10-1-2-3", "default", "pod")), "A") == ["10.1.2.3"]  # read from the name
+    finally:
+        c.stop()
