@@ -6,8 +6,9 @@ Guarantees:
   asked again over TCP, so the cache holds the whole answer (the client over UDP gets
   it truncated to its size, with TC, and retries over TCP from the cache).
 - Answers are cached by (name, type, class) for the smallest TTL in them; negative
-  answers (NXDOMAIN, NODATA) for the SOA's minimum, as RFC 2308 says; at most
-  `max_ttl` (CoreDNS's cache: 3600 s) and `size` entries (the oldest goes first).
+  answers (NXDOMAIN, NODATA) for the SOA's minimum, as RFC 2308 says. As CoreDNS's
+  cache plugin: at least 5 s (MINTTL), at most 3600 s for answers and 1800 s for
+  denials; at most `size` entries (the oldest goes first).
   SERVFAIL and timeouts are not cached. A cached answer goes out with its TTLs
   decreased by the time it has spent in the cache, and without AA.
 - No upstream answering is SERVFAIL, never an exception.
@@ -56,8 +57,9 @@ def _ttl(resp: dns.message.Message) -> int:
 
 class Forwarder:
     def __init__(self, upstreams: list[tuple[str, int]], *, timeout: float = 2.0, size: int = 10000,
-                 max_ttl: int = 3600):
-        self.upstreams, self.timeout, self.size, self.max_ttl = upstreams, timeout, size, max_ttl
+                 min_ttl: int = 5, max_ttl: int = 3600, max_denial_ttl: int = 1800):
+        self.upstreams, self.timeout, self.size = upstreams, timeout, size
+        self.min_ttl, self.max_ttl, self.max_denial_ttl = min_ttl, max_ttl, max_denial_ttl
         self._cache: OrderedDict[tuple[str, int, int], tuple[float, dns.message.Message]] = OrderedDict()
         self.upstream_queries = 0
         self.hits = 0
@@ -83,8 +85,9 @@ class Forwarder:
             out.flags |= dns.flags.RA
             out.set_rcode(dns.rcode.SERVFAIL)
             return out, False
-        ttl = min(_ttl(resp), self.max_ttl)
-        if ttl > 0 and resp.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        denial = resp.rcode() == dns.rcode.NXDOMAIN or not resp.answer
+        ttl = max(self.min_ttl, min(_ttl(resp), self.max_denial_ttl if denial else self.max_ttl))
+        if resp.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and not resp.flags & dns.flags.TC:
             self._cache[key] = (now + ttl, resp)
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)

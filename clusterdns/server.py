@@ -69,19 +69,28 @@ class DNSServer:
         self._record(start, max_size, out, qtype, plugin)
         return out
 
-    def _answer_now(self, wire: bytes, *, max_size: int) -> tuple[bool, bytes | None]:
-        """The UDP fast path: (True, response) when it needs no upstream (most queries
-        in a cluster), without a task per datagram; (False, None) when it must forward."""
+    def _answer_now(self, wire: bytes, *, max_size: int) -> tuple[dns.message.Message | None, bytes | None]:
+        """The UDP fast path, without a task per datagram: (None, response or None) when
+        no upstream is needed (most queries in a cluster); (the query, None) when it
+        must be forwarded (then `_forward_udp`)."""
         start = time.perf_counter()
         query, out, qtype = self._parse(wire)
         plugin = ""
         if query is not None:
             resp, plugin = self._local(query)
             if resp is None:
-                return False, None
+                return query, None
             out = self._finish(query, resp, max_size=max_size)
         self._record(start, max_size, out, qtype, plugin)
-        return True, out
+        return None, out
+
+    async def _forward_udp(self, query: dns.message.Message, addr: Any) -> None:
+        start = time.perf_counter()
+        resp, plugin = await self._forward(query, tcp=False)
+        out = self._finish(query, resp, max_size=512)
+        self._record(start, 512, out, metrics.type_label(dns.rdatatype.to_text(query.question[0].rdtype)), plugin)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(out, addr)
 
     @staticmethod
     def _record(start: float, max_size: int | None, out: bytes | None, qtype: str, plugin: str) -> None:
@@ -158,9 +167,9 @@ class DNSServer:
 
         class UDP(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                done, out = server._answer_now(data, max_size=512)
-                if not done:
-                    server._spawn(server._udp(data, addr))
+                forward, out = server._answer_now(data, max_size=512)
+                if forward is not None:
+                    server._spawn(server._forward_udp(forward, addr))
                 elif out is not None and server._transport is not None:
                     server._transport.sendto(out, addr)
 
@@ -171,11 +180,6 @@ class DNSServer:
         port = self._transport.get_extra_info("sockname")[1]
         self._tcp = await asyncio.start_server(self._tcp_conn, host, port)
         return int(port)
-
-    async def _udp(self, data: bytes, addr: Any) -> None:
-        out = await self.handle(data, max_size=512)
-        if out is not None and self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(out, addr)
 
     async def _tcp_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
