@@ -238,6 +238,15 @@ def test_malformed_packets_get_formerr_and_the_server_lives_on(dns_server):
         data, _ = s.recvfrom(512)
     qid, flags = struct.unpack("!HH", data[:4])
     assert qid == 0xBEEF and flags & 0x8000 and flags & 0xF == dns.rcode.FORMERR
+    # as miekg/dns (CoreDNS's server) accepts messages: no question is FORMERR, an opcode
+    # other than QUERY is NOTIMP
+    for header, rcode in ((struct.pack("!HHHHHH", 0x0101, 0x0100, 0, 0, 0, 0), dns.rcode.FORMERR),
+                          (struct.pack("!HHHHHH", 0x0102, 0x1100, 0, 0, 0, 0), dns.rcode.NOTIMP)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.sendto(header, ("127.0.0.1", dns_server.port))
+            data, _ = s.recvfrom(512)
+        assert data[:2] == header[:2] and struct.unpack("!H", data[2:4])[0] & 0xF == rcode
     with socket.create_connection(("127.0.0.1", dns_server.port), timeout=3) as c:
         c.sendall(struct.pack("!H", 5) + b"\x00\x01\x02\x03\x04")  # shorter than a header: dropped
         c.sendall(b"")
