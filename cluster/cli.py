@@ -50,6 +50,7 @@ COMPONENTS = {
     "scheduler": "scheduler.main",
     "controller-manager": "controller_manager.main",
     "kubelet": "kubelet.main",
+    "dns": "clusterdns.main",
 }
 
 
