@@ -697,6 +697,8 @@ def _service(obj: dict) -> list[Cause]:
         except ValueError:
             out.append(_invalid("spec.clusterIP", cluster_ip, "must be a valid IP address, "
                                 "(e.g. 10.9.8.7 or 2001:db8::ffff)"))
+    if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
+        out.append(_invalid("spec.clusterIPs[0]", "None", f"may not be set to 'None' for {stype} services"))
     ports = spec.get("ports")
     if stype == "ExternalName":
         if not spec.get("externalName"):

@@ -4,11 +4,13 @@ Each test module's servers use their own etcd, so the allocation state is theirs
 import asyncio
 import concurrent.futures
 import ipaddress
+import subprocess
+import sys
 
 import httpx
 import pytest
 
-from tests.procs import APIServer, Etcd
+from tests.procs import APIServer, Etcd, free_port
 
 SVCS = "/api/v1/namespaces/default/services"
 
@@ -220,3 +222,68 @@ async def _drift(url):
         await IPAllocator(store).release("10.96.1.1")
     finally:
         await store.close()
+
+
+def test_two_servers_never_hand_out_the_same_ip(etcd, server):
+    other = APIServer(etcd.url).start()
+    try:
+        def one(i):
+            with httpx.Client(base_url=(server, other)[i % 2].url, timeout=60) as c:
+                r = create(c, f"two-{i}")
+                assert r.status_code == 201, r.text
+                return r.json()["spec"]["clusterIP"]
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            ips = list(pool.map(one, range(40)))
+        assert len(set(ips)) == 40
+    finally:
+        other.stop()
+
+
+def test_dry_run_takes_nothing(http):
+    r = http.post(SVCS, params={"dryRun": "All"}, json=svc("dry", clusterIP="10.96.0.100"))
+    assert r.status_code == 201 and r.json()["spec"]["clusterIP"] == "10.96.0.100"
+    assert create(http, "wet", clusterIP="10.96.0.100").status_code == 201
+    r = http.post(SVCS, params={"dryRun": "All"}, json=svc("dry", clusterIP="10.96.0.100"))
+    assert r.status_code == 422 and "provided IP is already allocated" in r.json()["message"]
+
+
+def test_configured_ranges():
+    fresh = Etcd().start()
+    s = APIServer(fresh.url, "--service-cluster-ip-range", "10.200.0.0/29",
+                  "--service-node-port-range", "31000-31001").start()
+    try:
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            assert c.get(f"{SVCS}/kubernetes").json()["spec"]["clusterIP"] == "10.200.0.1"
+            r = create(c, "np", type="NodePort", ports=[{"port": 1, "name": "a"}, {"port": 2, "name": "b"}])
+            assert r.status_code == 201, r.text
+            assert sorted(p["nodePort"] for p in r.json()["spec"]["ports"]) == [31000, 31001]
+            r = create(c, "np-full", type="NodePort")
+            assert r.status_code == 500 and "failed to allocate a nodePort: range is full" in r.json()["message"]
+            # 6 usable addresses (.1 to .6): the kubernetes Service's, np's, and 4 more.
+            ips = {create(c, f"small-{i}").json()["spec"]["clusterIP"] for i in range(4)}
+            ips.add(c.get(f"{SVCS}/np").json()["spec"]["clusterIP"])
+            assert ips == {f"10.200.0.{i}" for i in range(2, 7)}
+            r = create(c, "one-too-many")
+            assert r.status_code == 500 and "failed to allocate a serviceIP: range is full" in r.json()["message"]
+            for name in ("one-too-many", "np-full"):
+                assert c.get(f"{SVCS}/{name}").status_code == 404
+            r = create(c, "headless-np", clusterIP="None", type="NodePort")
+            assert r.status_code == 422
+            assert r.json()["message"] == ('Service "headless-np" is invalid: spec.clusterIPs[0]: Invalid '
+                                           'value: "None": may not be set to \'None\' for NodePort services')
+    finally:
+        s.stop()
+        fresh.stop()
+
+
+@pytest.mark.parametrize("flag,value,why", [
+    ("--service-cluster-ip-range", "bogus", "--service-cluster-ip-range: "),
+    ("--service-cluster-ip-range", "fd00::/108", "only single-stack IPv4 is supported"),
+    ("--service-node-port-range", "30000-x", "--service-node-port-range: invalid range"),
+])
+def test_bad_range_flags_are_one_line(etcd, flag, value, why):
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "apiserver", "--etcd-servers", etcd.url,
+                          "--plain-http", "--port", str(free_port()), flag, value],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and why in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
