@@ -13,9 +13,11 @@ Guarantees:
   (`AllocationError`); a value is otherwise picked at random, from the range's upper
   band first (the ServiceIPStaticSubrange split: requested values are expected in the
   lower band, so dynamic ones stay out of their way), then the lower band.
-- `repair` rebuilds a range from the values the stored Services hold, as the repair
-  controllers (ipallocator/controller, portallocator/controller) do: leaked values are
-  freed and values in use but not marked are marked.
+- `repair` brings a range in line with the values the stored Services hold, as the
+  repair controllers (ipallocator/controller, portallocator/controller) do: values in
+  use but not marked are marked at once; leaked values are freed once three passes in a
+  row have found them leaked (the API server runs a pass at start and every 3 minutes),
+  so an allocation whose Service is still being written is never freed under it.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ PORT_RANGE_KEY = "/registry/ranges/servicenodeports"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_PORT_RANGE = "30000-32767"
 _CAS_ATTEMPTS = 1000
+# The repair controllers' numRepairsBeforeLeakCleanup and interval.
+LEAK_SIGHTINGS = 3
+REPAIR_INTERVAL = 180.0
 
 
 class AllocationError(Exception):
@@ -265,6 +270,8 @@ class ServiceAllocations:
 
     def __init__(self, ips: IPAllocator, ports: PortAllocator):
         self.ips, self.ports = ips, ports
+        # offset -> consecutive repair passes that found it allocated to no Service.
+        self._leaks: dict[str, dict[int, int]] = {}
 
     @staticmethod
     def _families(svc: dict) -> None:
@@ -419,8 +426,11 @@ class ServiceAllocations:
                 await self.ports.release(port)
 
     async def repair(self, services: list[dict]) -> list[str]:
-        """Make both ranges hold exactly what `services` use (the repair controllers'
-        RunOnce); -> one line per drift found and fixed."""
+        """Bring both ranges in line with `services` (the repair controllers' RunOnce);
+        -> one line per drift found. A value a Service holds is marked at once; a marked
+        value no Service holds is freed only once it has been seen so on LEAK_SIGHTINGS
+        passes in a row, as Kubernetes does: it may be an allocation whose Service is
+        being written right now (by this or another server)."""
         notes: list[str] = []
         ip_bits = port_bits = 0
         for svc in services:
@@ -445,11 +455,31 @@ class ServiceAllocations:
                     else:
                         notes.append(f"Port {port} of service {who} is not within the port range "
                                      f"{self.ports.range_name}; please recreate")
-        for bitmap, want, what in ((self.ips.bitmap, ip_bits, "cluster IPs"),
-                                   (self.ports.bitmap, port_bits, "node ports")):
+        for bitmap, want, what in ((self.ips.bitmap, ip_bits, "cluster IP"),
+                                   (self.ports.bitmap, port_bits, "node port")):
+            leaks = self._leaks.setdefault(what, {})
+            seen: dict[int, int] = {}
+
+            def fix(have: int, want: int = want, leaks: dict[int, int] = leaks,
+                    seen: dict[int, int] = seen) -> int:
+                seen.clear()
+                keep = 0
+                leaked = have & ~want
+                for off in range(leaked.bit_length()):
+                    if leaked >> off & 1:
+                        seen[off] = leaks.get(off, 0) + 1
+                        if seen[off] < LEAK_SIGHTINGS:
+                            keep |= 1 << off
+                return want | keep
             have, _ = await bitmap.read()
-            if have != want:
-                leaked, missing = bin(have & ~want).count("1"), bin(want & ~have).count("1")
-                notes.append(f"repaired the {what}: {leaked} leaked released, {missing} in use marked")
-                await bitmap.change(lambda _, want=want: want)  # type: ignore[misc]
+            await bitmap.change(fix)
+            missing = bin(want & ~have).count("1")
+            if missing:
+                notes.append(f"marked {missing} {what}(s) in use but not allocated")
+            freed = sum(1 for n in seen.values() if n >= LEAK_SIGHTINGS)
+            if seen:
+                notes.append(f"{len(seen)} {what}(s) allocated to no Service; {freed} freed "
+                             f"(after {LEAK_SIGHTINGS} sightings)")
+            leaks.clear()
+            leaks.update((off, n) for off, n in seen.items() if n < LEAK_SIGHTINGS)
         return notes

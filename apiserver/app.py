@@ -57,8 +57,8 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, kubernetesservice, metrics, openapi, registry, tables, version
-from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, IPAllocator,
-                                  PortAllocator, ServiceAllocations)
+from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
+                                  IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
@@ -534,6 +534,7 @@ class API:
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
+        self._tasks.append(asyncio.create_task(self._keep_repairing()))
         await self.rbac_feed.start()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.start()
@@ -543,13 +544,21 @@ class API:
                 interval=min(60.0, self.compaction_window / 2))))
 
     async def repair_allocations(self) -> None:
-        """The repair controllers' pass at start, before the server answers anyone:
-        the allocation bitmaps are made to hold exactly what the stored Services use."""
+        """A pass of the repair controllers (at start, then every REPAIR_INTERVAL):
+        the allocation bitmaps are brought in line with what the stored Services use."""
         rt = registry.by_plural("services")
         listed = await self.store.list(rt.prefix())
         services = [orjson.loads(kv.value) for kv in listed.items]
         for note in await self.service_allocations.repair(services):
             log.warning("service allocation repair: %s", note)
+
+    async def _keep_repairing(self) -> None:
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL)
+            try:
+                await self.repair_allocations()
+            except (StorageError, errors.APIError, OSError) as e:  # the next pass tries again
+                log.warning("service allocation repair: %s", e)
 
     def _advertised(self) -> tuple[str, int]:
         """(--advertise-address, else the first bind address that is neither loopback

@@ -204,8 +204,10 @@ def test_restart_keeps_allocations_and_repairs_drift(etcd):
             assert r.status_code == 422 and "already allocated" in r.json()["message"]
             r = create(c, "steal-np", type="NodePort", ports=[{"port": 80, "nodePort": 31000}])
             assert r.status_code == 422 and "already allocated" in r.json()["message"]
-            # The leaked address was freed by the repair.
-            assert create(c, "reclaims", clusterIP="10.96.1.2").status_code == 201
+            # The leaked address is held until repairs have seen it leaked three times in
+            # a row (it could be a create in flight on another server).
+            r = create(c, "reclaims", clusterIP="10.96.1.2")
+            assert r.status_code == 422 and "already allocated" in r.json()["message"]
     finally:
         second.stop()
 
@@ -287,3 +289,43 @@ def test_bad_range_flags_are_one_line(etcd, flag, value, why):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stderr.startswith("error: ") and why in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_repair_frees_a_leak_only_on_its_third_sighting():
+    from apiserver.allocators import IPAllocator, PortAllocator, ServiceAllocations
+    from apiserver.storage import EtcdStore
+
+    fresh = Etcd().start()
+
+    async def run():
+        store = EtcdStore([fresh.url])
+        await store.open()
+        try:
+            allocs = ServiceAllocations(IPAllocator(store), PortAllocator(store))
+            await allocs.ips.allocate("10.96.3.3")  # leaked: no Service holds it
+            await allocs.ports.allocate(30500)
+            held = {"metadata": {"name": "a", "namespace": "default"},
+                    "spec": {"type": "NodePort", "clusterIP": "10.96.3.4",
+                             "ports": [{"port": 80, "nodePort": 30501}]}}
+            notes = await allocs.repair([held])
+            assert any("marked 1 cluster IP" in n for n in notes), notes
+            assert await allocs.ips.allocated() == {"10.96.3.3", "10.96.3.4"}
+            assert await allocs.ports.allocated() == {30500, 30501}
+            await allocs.repair([held])
+            assert "10.96.3.3" in await allocs.ips.allocated()
+            await allocs.repair([held])
+            assert await allocs.ips.allocated() == {"10.96.3.4"}
+            assert await allocs.ports.allocated() == {30501}
+            # A leak that a Service comes to hold before its third sighting stays.
+            await allocs.ips.allocate("10.96.3.5")
+            await allocs.repair([held])
+            held["spec"]["clusterIP"] = "10.96.3.5"
+            await allocs.repair([held])
+            await allocs.repair([held])
+            assert "10.96.3.5" in await allocs.ips.allocated()
+        finally:
+            await store.close()
+    try:
+        asyncio.run(run())
+    finally:
+        fresh.stop()
