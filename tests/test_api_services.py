@@ -329,3 +329,24 @@ def test_repair_frees_a_leak_only_on_its_third_sighting():
         asyncio.run(run())
     finally:
         fresh.stop()
+
+
+def test_node_ports_follow_the_ports_on_update(http):
+    r = create(http, "grow", type="NodePort", ports=[{"port": 80, "name": "a", "nodePort": 30200}])
+    assert r.status_code == 201, r.text
+    body = r.json()
+    # Sent back without nodePorts (as its manifest would be): port `a` keeps 30200 and the
+    # new port `b` gets one of its own.
+    body["spec"]["ports"] = [{"port": 80, "name": "a"}, {"port": 81, "name": "b"}]
+    r = http.put(f"{SVCS}/grow", json=body)
+    assert r.status_code == 200, r.text
+    a, b = r.json()["spec"]["ports"]
+    assert a["nodePort"] == 30200 and 30000 <= b["nodePort"] <= 32767 and b["nodePort"] != 30200
+    # Dropping port `a` releases 30200 once the update is stored.
+    body = r.json()
+    body["spec"]["ports"] = [b]
+    assert http.put(f"{SVCS}/grow", json=body).status_code == 200
+    assert create(http, "takes-30200", type="NodePort",
+                  ports=[{"port": 80, "nodePort": 30200}]).status_code == 201
+    r = create(http, "takes-b", type="NodePort", ports=[{"port": 80, "nodePort": b["nodePort"]}])
+    assert r.status_code == 422
