@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from tests.procs import APIServer, Etcd, free_port
+from tests.procs import APIServer, Etcd, free_port, wait_for
 
 SVCS = "/api/v1/namespaces/default/services"
 
@@ -350,3 +350,16 @@ def test_node_ports_follow_the_ports_on_update(http):
                   ports=[{"port": 80, "nodePort": 30200}]).status_code == 201
     r = create(http, "takes-b", type="NodePort", ports=[{"port": 80, "nodePort": b["nodePort"]}])
     assert r.status_code == 422
+
+
+def test_kubernetes_service_comes_back_after_a_delete(http, server):
+    assert http.delete(f"{SVCS}/kubernetes").status_code == 200
+    assert http.delete("/api/v1/namespaces/default/endpoints/kubernetes").status_code == 200
+
+    def back():
+        svc = http.get(f"{SVCS}/kubernetes")
+        ep = http.get("/api/v1/namespaces/default/endpoints/kubernetes")
+        return svc.status_code == 200 and ep.status_code == 200 and svc.json()
+    # kube-apiserver's controller puts them back on its next round (every 10 s).
+    svc = wait_for(back, timeout=30, interval=0.2, what="the kubernetes Service back")
+    assert svc["spec"]["clusterIP"] == "10.96.0.1"
