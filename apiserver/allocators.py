@@ -247,6 +247,12 @@ def needs_node_ports(svc: dict) -> bool:
     return t == "NodePort" or (t == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts", True) is not False)
 
 
+def has_node_ports(svc: dict) -> bool:
+    """A type whose ports may hold node ports (requested ones are kept even where none
+    are allocated: a LoadBalancer with allocateLoadBalancerNodePorts false)."""
+    return (svc.get("spec") or {}).get("type", "ClusterIP") in ("NodePort", "LoadBalancer")
+
+
 def _ports(svc: dict) -> list[dict]:
     return [p for p in (svc.get("spec") or {}).get("ports") or [] if isinstance(p, dict)]
 
@@ -337,7 +343,7 @@ class ServiceAllocations:
         already); -> the ports taken. On a refusal, what this call took is given back."""
         name, taken = svc["metadata"].get("name", ""), []
         try:
-            if not needs_node_ports(svc):
+            if not has_node_ports(svc):
                 for i, p in enumerate(_ports(svc)):
                     if p.get("nodePort") and svc["spec"].get("type", "ClusterIP") == "ClusterIP":
                         raise errors.invalid("Service", name, [{
@@ -354,6 +360,8 @@ class ServiceAllocations:
                         await self.ports.allocate(port, dry_run=dry_run)
                     except AllocationError as e:
                         raise _invalid(name, f"spec.ports[{i}].nodePort", port, str(e)) from None
+                elif not needs_node_ports(svc):
+                    continue  # allocateLoadBalancerNodePorts: false; requested ones only
                 else:
                     try:
                         port = p["nodePort"] = await self.ports.allocate_next(dry_run=dry_run)
@@ -398,7 +406,7 @@ class ServiceAllocations:
             ip_undo = await self._take_ip(new, dry_run)
         elif not needs_cluster_ip(new) and new["spec"].get("clusterIP") == "None":
             new["spec"]["clusterIPs"] = ["None"]
-        held = _node_ports(old) if needs_node_ports(old) else set()
+        held = _node_ports(old) if has_node_ports(old) else set()
         try:
             ports = await self._take_ports(new, held, dry_run)
         except BaseException:
@@ -407,7 +415,7 @@ class ServiceAllocations:
             raise
         old_ip = (old.get("spec") or {}).get("clusterIP") if needs_cluster_ip(old) else None
         new_ip = new["spec"].get("clusterIP") if needs_cluster_ip(new) else None
-        freed_ports = held - (_node_ports(new) if needs_node_ports(new) else set())
+        freed_ports = held - (_node_ports(new) if has_node_ports(new) else set())
 
         async def commit() -> None:
             if dry_run:
@@ -421,7 +429,7 @@ class ServiceAllocations:
     async def after_delete(self, svc: dict) -> None:
         if needs_cluster_ip(svc) and (ip := (svc.get("spec") or {}).get("clusterIP")):
             await self.ips.release(ip)
-        if needs_node_ports(svc):
+        if has_node_ports(svc):
             for port in _node_ports(svc):
                 await self.ports.release(port)
 
@@ -447,7 +455,7 @@ class ServiceAllocations:
                         notes.append(f"Cluster IP {ip} of service {who} was assigned to multiple "
                                      f"services; please recreate")
                     ip_bits |= 1 << off
-            if needs_node_ports(svc):
+            if has_node_ports(svc):
                 for port in _node_ports(svc):
                     off = port - self.ports.base
                     if 0 <= off < self.ports.bitmap.size:

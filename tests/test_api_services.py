@@ -363,3 +363,15 @@ def test_kubernetes_service_comes_back_after_a_delete(http, server):
     # kube-apiserver's controller puts them back on its next round (every 10 s).
     svc = wait_for(back, timeout=30, interval=0.2, what="the kubernetes Service back")
     assert svc["spec"]["clusterIP"] == "10.96.0.1"
+
+
+def test_load_balancer_without_node_port_allocation_keeps_only_requested_ones(http):
+    r = create(http, "lb-none", type="LoadBalancer", allocateLoadBalancerNodePorts=False,
+               ports=[{"port": 80, "name": "a"}, {"port": 81, "name": "b", "nodePort": 30300}])
+    assert r.status_code == 201, r.text
+    a, b = r.json()["spec"]["ports"]
+    assert "nodePort" not in a and b["nodePort"] == 30300
+    r = create(http, "lb-steal", type="NodePort", ports=[{"port": 80, "nodePort": 30300}])
+    assert r.status_code == 422
+    assert http.delete(f"{SVCS}/lb-none").status_code == 200
+    assert create(http, "lb-steal", type="NodePort", ports=[{"port": 80, "nodePort": 30300}]).status_code == 201
