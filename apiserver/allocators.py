@@ -253,12 +253,29 @@ def has_node_ports(svc: dict) -> bool:
     return (svc.get("spec") or {}).get("type", "ClusterIP") in ("NodePort", "LoadBalancer")
 
 
+def needs_health_check(svc: dict) -> bool:
+    """apiservice.NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local gets
+    a healthCheckNodePort from the node port range."""
+    spec = svc.get("spec") or {}
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
+def _internal(message: str) -> errors.InternalError:
+    """errors.NewInternalError's shape."""
+    return errors.InternalError(f"Internal error occurred: {message}", causes=[{"message": message}])
+
+
 def _ports(svc: dict) -> list[dict]:
     return [p for p in (svc.get("spec") or {}).get("ports") or [] if isinstance(p, dict)]
 
 
 def _node_ports(svc: dict) -> set[int]:
     return {p["nodePort"] for p in _ports(svc) if isinstance(p.get("nodePort"), int) and p["nodePort"]}
+
+
+def _health_port(svc: dict) -> int:
+    port = (svc.get("spec") or {}).get("healthCheckNodePort")
+    return port if isinstance(port, int) and needs_health_check(svc) else 0
 
 
 def _invalid(name: str, field: str, value: Any, detail: str) -> errors.Invalid:
@@ -329,7 +346,7 @@ class ServiceAllocations:
             try:
                 ip = await self.ips.allocate_next(dry_run=dry_run)
             except AllocationError as e:
-                raise errors.InternalError(f"failed to allocate a serviceIP: {e}") from None
+                raise _internal(f"failed to allocate a serviceIP: {e}") from None
             spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
         taken = ip
 
@@ -338,7 +355,23 @@ class ServiceAllocations:
                 await self.ips.release(taken)
         return undo
 
-    async def _take_ports(self, svc: dict, held: set[int], dry_run: bool) -> list[int]:
+    async def _take_health_port(self, svc: dict, taken: list[int], dry_run: bool) -> None:
+        spec = svc["spec"]
+        port = spec.get("healthCheckNodePort")
+        if isinstance(port, int) and port:
+            try:
+                await self.ports.allocate(port, dry_run=dry_run)
+            except AllocationError as e:
+                raise _internal(f"failed to allocate requested HealthCheck NodePort {port}: {e}") from None
+        else:
+            try:
+                port = spec["healthCheckNodePort"] = await self.ports.allocate_next(dry_run=dry_run)
+            except AllocationError as e:
+                raise _internal(f"failed to allocate a HealthCheck NodePort 0: {e}") from None
+        taken.append(port)
+
+    async def _take_ports(self, svc: dict, held: set[int], dry_run: bool, *,
+                          health_held: bool = False) -> list[int]:
         """Allocate the node ports `svc` needs beyond `held` (what its stored version has
         already); -> the ports taken. On a refusal, what this call took is given back."""
         name, taken = svc["metadata"].get("name", ""), []
@@ -366,9 +399,11 @@ class ServiceAllocations:
                     try:
                         port = p["nodePort"] = await self.ports.allocate_next(dry_run=dry_run)
                     except AllocationError as e:
-                        raise errors.InternalError(f"failed to allocate a nodePort: {e}") from None
+                        raise _internal(f"failed to allocate a nodePort: {e}") from None
                 mine.add(port)
                 taken.append(port)
+            if needs_health_check(svc) and not health_held:
+                await self._take_health_port(svc, taken, dry_run)
             return taken
         except BaseException:
             if not dry_run:
@@ -407,8 +442,10 @@ class ServiceAllocations:
         elif not needs_cluster_ip(new) and new["spec"].get("clusterIP") == "None":
             new["spec"]["clusterIPs"] = ["None"]
         held = _node_ports(old) if has_node_ports(old) else set()
+        old_health = _health_port(old)
         try:
-            ports = await self._take_ports(new, held, dry_run)
+            ports = await self._take_ports(new, held, dry_run,
+                                           health_held=bool(old_health) and old_health == _health_port(new))
         except BaseException:
             if ip_undo is not None:
                 await ip_undo()
@@ -416,6 +453,8 @@ class ServiceAllocations:
         old_ip = (old.get("spec") or {}).get("clusterIP") if needs_cluster_ip(old) else None
         new_ip = new["spec"].get("clusterIP") if needs_cluster_ip(new) else None
         freed_ports = held - (_node_ports(new) if has_node_ports(new) else set())
+        if old_health and old_health != _health_port(new):
+            freed_ports.add(old_health)
 
         async def commit() -> None:
             if dry_run:
@@ -430,7 +469,7 @@ class ServiceAllocations:
         if needs_cluster_ip(svc) and (ip := (svc.get("spec") or {}).get("clusterIP")):
             await self.ips.release(ip)
         if has_node_ports(svc):
-            for port in _node_ports(svc):
+            for port in _node_ports(svc) | ({_health_port(svc)} - {0}):
                 await self.ports.release(port)
 
     async def repair(self, services: list[dict]) -> list[str]:
@@ -456,7 +495,7 @@ class ServiceAllocations:
                                      f"services; please recreate")
                     ip_bits |= 1 << off
             if has_node_ports(svc):
-                for port in _node_ports(svc):
+                for port in _node_ports(svc) | ({_health_port(svc)} - {0}):
                     off = port - self.ports.base
                     if 0 <= off < self.ports.bitmap.size:
                         port_bits |= 1 << off

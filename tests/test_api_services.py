@@ -375,3 +375,19 @@ def test_load_balancer_without_node_port_allocation_keeps_only_requested_ones(ht
     assert r.status_code == 422
     assert http.delete(f"{SVCS}/lb-none").status_code == 200
     assert create(http, "lb-steal", type="NodePort", ports=[{"port": 80, "nodePort": 30300}]).status_code == 201
+
+
+def test_health_check_node_port_for_local_load_balancers(http):
+    r = create(http, "local-lb", type="LoadBalancer", externalTrafficPolicy="Local")
+    assert r.status_code == 201, r.text
+    hc = r.json()["spec"]["healthCheckNodePort"]
+    assert 30000 <= hc <= 32767 and hc != r.json()["spec"]["ports"][0]["nodePort"]
+    r = create(http, "local-lb-2", type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=hc)
+    assert r.status_code == 500
+    assert r.json()["message"] == (f"Internal error occurred: failed to allocate requested HealthCheck "
+                                   f"NodePort {hc}: provided port is already allocated")
+    # Cluster traffic policy needs no health check: the port is dropped and released.
+    r = patch(http, "local-lb", {"spec": {"externalTrafficPolicy": "Cluster"}})
+    assert r.status_code == 200, r.text
+    assert "healthCheckNodePort" not in r.json()["spec"]
+    assert create(http, "takes-hc", type="NodePort", ports=[{"port": 80, "nodePort": hc}]).status_code == 201

@@ -10,7 +10,9 @@ write.
   ("may not change once set") rather than a mismatch.
 - Becoming a type that needs no cluster IP (ExternalName) or no node ports wipes the
   values the client did not itself change; they are released once the update is stored.
-  externalTrafficPolicy goes when the type is neither NodePort nor LoadBalancer."""
+  externalTrafficPolicy goes when the type is neither NodePort nor LoadBalancer, and a
+  healthCheckNodePort the client left as it was when it is no longer a LoadBalancer
+  with externalTrafficPolicy Local; one left unset while it still is keeps its value."""
 from __future__ import annotations
 
 from apiserver.strategies.generic import Strategy
@@ -26,6 +28,11 @@ def _needs_cluster_ip(svc: dict) -> bool:
 
 def _needs_node_port(svc: dict) -> bool:
     return _type(svc) in ("NodePort", "LoadBalancer")
+
+
+def _needs_health_check(svc: dict) -> bool:
+    spec = svc.get("spec") or {}
+    return _type(svc) == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
 
 
 class ServiceStrategy(Strategy):
@@ -71,5 +78,10 @@ class ServiceStrategy(Strategy):
             if [p.get("nodePort") for p in new_ports] == [p.get("nodePort") for p in old_ports]:
                 for p in new_ports:
                     p.pop("nodePort", None)
+        old_hc, new_hc = _needs_health_check(old), _needs_health_check(new)
+        if old_hc and new_hc and not nspec.get("healthCheckNodePort") and ospec.get("healthCheckNodePort"):
+            nspec["healthCheckNodePort"] = ospec["healthCheckNodePort"]
+        if old_hc and not new_hc and nspec.get("healthCheckNodePort") == ospec.get("healthCheckNodePort"):
+            nspec.pop("healthCheckNodePort", None)
         if not _needs_node_port(new):
             nspec.pop("externalTrafficPolicy", None)
