@@ -56,7 +56,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, metrics, openapi, registry, tables, version
+from apiserver import discovery, kubernetesservice, metrics, openapi, registry, tables, version
+from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
+                                  IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
@@ -73,6 +75,7 @@ from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.audit import AuditLog, new_audit_id
 from apiserver.audit import event as audit_event
 from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage.interface import StorageError
 from apiserver.storage.encryption import EncryptedStore, ResourceRule, transformers_by_prefix
 from apiserver.storage.etcd import TLSFiles
 from machinery import errors, healthz, klog, protobuf, yamlutil
@@ -323,6 +326,11 @@ class API:
         self._kubelet_http: httpx.AsyncClient | None = None
         self.cache = WatchCache(store, bookmark_interval=bookmark_interval)
         self.resources = Resources(store, self.cache)
+        # ClusterIPs and NodePorts (apiserver/allocators.py); ValueError for a bad range.
+        self.service_allocations = ServiceAllocations(
+            IPAllocator(store, getattr(flags, "service_cluster_ip_range", None) or DEFAULT_SERVICE_CIDR),
+            PortAllocator(store, getattr(flags, "service_node_port_range", None) or DEFAULT_NODE_PORT_RANGE))
+        self.resources.allocations["services"] = self.service_allocations
         metrics.track_cache(self.cache)
         # The process's flags (apiserver/main.py), for the parts configured from them.
         self.flags = flags
@@ -523,6 +531,10 @@ class API:
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        await self.repair_allocations()
+        await self.reconcile_kubernetes_service()
+        self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
+        self._tasks.append(asyncio.create_task(self._keep_repairing()))
         await self.rbac_feed.start()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.start()
@@ -530,6 +542,55 @@ class API:
             self._tasks.append(asyncio.create_task(self.store.compactor(
                 window_seconds=self.compaction_window,
                 interval=min(60.0, self.compaction_window / 2))))
+
+    async def repair_allocations(self) -> None:
+        """A pass of the repair controllers (at start, then every REPAIR_INTERVAL):
+        the allocation bitmaps are brought in line with what the stored Services use."""
+        rt = registry.by_plural("services")
+        listed = await self.store.list(rt.prefix())
+        services = [orjson.loads(kv.value) for kv in listed.items]
+        for note in await self.service_allocations.repair(services):
+            log.warning("service allocation repair: %s", note)
+
+    async def _keep_repairing(self) -> None:
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL)
+            try:
+                await self.repair_allocations()
+            except (StorageError, errors.APIError, OSError) as e:  # the next pass tries again
+                log.warning("service allocation repair: %s", e)
+
+    def _advertised(self) -> tuple[str, int]:
+        """(--advertise-address, else the first bind address that is neither loopback
+        nor unspecified, else the first; the secure port)."""
+        import ipaddress
+        flags = self.flags
+        port = getattr(flags, "port", 6443) or 6443
+        if getattr(flags, "advertise_address", ""):
+            return flags.advertise_address, port
+        binds = [a.strip() for a in (getattr(flags, "bind_address", "") or "127.0.0.1").split(",") if a.strip()]
+        for a in binds:
+            try:
+                ip = ipaddress.ip_address(a)
+            except ValueError:
+                continue
+            if not ip.is_loopback and not ip.is_unspecified:
+                return a, port
+        return (binds[0] if binds and not ipaddress.ip_address(binds[0]).is_unspecified
+                else "127.0.0.1"), port
+
+    async def reconcile_kubernetes_service(self) -> None:
+        address, port = self._advertised()
+        await kubernetesservice.reconcile(self.resources, self.service_allocations.ips.first(),
+                                          address, port)
+
+    async def _keep_kubernetes_service(self) -> None:
+        while True:
+            await asyncio.sleep(kubernetesservice.INTERVAL)
+            try:
+                await self.reconcile_kubernetes_service()
+            except (StorageError, errors.APIError, OSError) as e:  # the next round tries again
+                log.warning("kubernetes service reconcile: %s", e)
 
     async def stop(self) -> None:
         self.stopping = True

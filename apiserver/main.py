@@ -13,6 +13,8 @@
                       [--service-account-signing-key-file F] [--service-account-key-file F]...
                       [--service-account-issuer URL]... [--api-audiences LIST]
                       [--service-account-max-token-expiration DURATION]
+                      [--service-cluster-ip-range 10.96.0.0/12]
+                      [--service-node-port-range 30000-32767] [--advertise-address ADDR]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -107,6 +109,13 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--kubelet-client-certificate", default="", help="client certificate for kubelets")
     p.add_argument("--kubelet-client-key", default="", help="client key for kubelets")
     p.add_argument("--kubelet-certificate-authority", default="", help="CA verifying kubelets")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
+                   help="CIDR the Services' cluster IPs are allocated from (IPv4)")
+    p.add_argument("--service-node-port-range", default="30000-32767",
+                   help="port range NodePorts are allocated from, both ends included")
+    p.add_argument("--advertise-address", default="",
+                   help="the address the kubernetes Service's endpoints give (default: the "
+                        "first non-loopback --bind-address)")
     p.add_argument("--compaction-window", type=float, default=300.0,
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
-from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, Strategy
+from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
@@ -112,7 +112,7 @@ RESOURCES: tuple[ResourceType, ...] = (
            strategy=NamespaceStrategy()),
     _serve(kinds.PODS, fields=_pod_fields, columns=tables.PODS, strategy=PodStrategy()),
     _serve(kinds.NODES, fields=_node_fields, columns=tables.NODES, strategy=NodeStrategy()),
-    _serve(kinds.SERVICES, columns=tables.SERVICES, strategy=Strategy(status_subresource=True),
+    _serve(kinds.SERVICES, columns=tables.SERVICES, strategy=ServiceStrategy(),
            verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _serve(kinds.ENDPOINTS, columns=tables.ENDPOINTS),
     _serve(kinds.CONFIGMAPS, columns=tables.CONFIGMAPS),

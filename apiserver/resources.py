@@ -163,6 +163,11 @@ class Resources:
     def __init__(self, store: Store, cache: WatchCache):
         self.store = store
         self.cache = cache
+        # Allocations a kind's writes make outside its object (a Service's ClusterIP and
+        # NodePorts: apiserver/allocators.py), by plural: before_create(obj, dry_run=)
+        # -> undo; before_update(new, old, dry_run=) -> (undo, commit); after_delete(obj).
+        # undo runs when the write is not stored, commit once it is.
+        self.allocations: dict[str, Any] = {}
 
     # -- reads ----------------------------------------------------------------------
 
@@ -321,10 +326,16 @@ class Resources:
             # Kept as read, to tell a no-op: the cache's own decoded copy when it has one
             # (read-only here), so a write from the cache parses the object once.
             old = cached_obj if cached_obj is not None else load(raw, revision)
+            alloc = self.allocations.get(rt.plural)
             try:
                 new = try_update(load(raw, revision), revision)
                 if opts.admit is not None:
                     await opts.admit(new.obj if isinstance(new, Removed) else new, old)
+                if alloc is not None and not isinstance(new, Removed) and not from_cache:
+                    # Allocating is a write: done only on etcd's copy, never on a guess.
+                    undo, commit = await alloc.before_update(new, old, dry_run=opts.dry_run)
+                elif alloc is not None and not isinstance(new, Removed):
+                    continue  # judge again on etcd's copy, where it may allocate
             except errors.APIError:
                 if from_cache:
                     continue  # judged on a copy that may be behind: judge again on etcd's
@@ -334,16 +345,27 @@ class Resources:
                     return with_rv(new.obj, revision), True
                 ok, result = await self.store.delete(key, revision)
                 if ok:
+                    if alloc is not None:
+                        await alloc.after_delete(new.obj)
                     return with_rv(new.obj, result.mod_revision), True
                 continue
             new["metadata"].pop("resourceVersion", None)
             if opts.dry_run:
+                if alloc is not None:
+                    await undo()
                 return with_rv(new, revision), False
             if _unchanged(old, new) and not stale:  # a stale value is re-written (encryption)
+                if alloc is not None:
+                    await undo()
                 if from_cache:
                     continue
                 return with_rv(new, revision), False
-            ok, result = await self.store.update(key, encode(new), revision)
+            ok = False
+            try:
+                ok, result = await self.store.update(key, encode(new), revision)
+            finally:
+                if alloc is not None:
+                    await (commit() if ok else undo())
             if ok:
                 return with_rv(new, result), False
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
@@ -463,9 +485,18 @@ class Resources:
                 await opts.admit(obj, None)
             if opts.field_manager:
                 ssa.record_update(None, obj, rt, manager=opts.field_manager, subresource=None, now=now())
+            alloc = self.allocations.get(rt.plural)
+            undo = await alloc.before_create(obj, dry_run=opts.dry_run) if alloc else None
             if opts.dry_run:
+                if undo is not None:
+                    await undo()
                 return obj
-            ok, result = await self.store.create(rt.key(namespace, md["name"]), encode(obj))
+            ok = False
+            try:
+                ok, result = await self.store.create(rt.key(namespace, md["name"]), encode(obj))
+            finally:
+                if not ok and undo is not None:
+                    await undo()
             if ok:
                 return with_rv(obj, result)
         raise errors.already_exists(rt.group_resource, md["name"])

@@ -697,6 +697,8 @@ def _service(obj: dict) -> list[Cause]:
         except ValueError:
             out.append(_invalid("spec.clusterIP", cluster_ip, "must be a valid IP address, "
                                 "(e.g. 10.9.8.7 or 2001:db8::ffff)"))
+    if cluster_ip == "None" and stype in ("NodePort", "LoadBalancer"):
+        out.append(_invalid("spec.clusterIPs[0]", "None", f"may not be set to 'None' for {stype} services"))
     ports = spec.get("ports")
     if stype == "ExternalName":
         if not spec.get("externalName"):
@@ -990,11 +992,15 @@ def _selector_update(old: dict, new: dict) -> list[Cause]:
 
 def _service_update(old: dict, new: dict) -> list[Cause]:
     ospec, nspec = _m(old.get("spec")), _m(new.get("spec"))
-    old_ip, new_ip = ospec.get("clusterIP"), nspec.get("clusterIP")
-    # Becoming an ExternalName service releases the address, as in Kubernetes.
-    if old_ip and new_ip != old_ip and nspec.get("type") != "ExternalName":
-        return [_invalid("spec.clusterIP", new_ip or "", "field is immutable")]
-    return []
+    # validateUpgradeDowngradeClusterIPs: an address is kept for the Service's life,
+    # unless it becomes or stops being an ExternalName (which releases or allocates one).
+    if "ExternalName" in (ospec.get("type"), nspec.get("type")):
+        return []
+    old_ips, new_ips = ospec.get("clusterIPs") or [], nspec.get("clusterIPs") or []
+    if not isinstance(old_ips, list) or not isinstance(new_ips, list):
+        return []
+    return [_invalid(f"spec.clusterIPs[{i}]", new_ips, "may not change once set")
+            for i, ip in enumerate(old_ips) if i < len(new_ips) and new_ips[i] != ip]
 
 
 def _immutable(old: dict, new: dict, parts: tuple[str, ...]) -> list[Cause]:

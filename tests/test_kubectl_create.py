@@ -20,6 +20,12 @@ def comparable(obj: dict, name: str, twin: str) -> str:
     """The object without what the server sets per object, its twin's name read as its own."""
     for k in SERVER_SET:
         obj["metadata"].pop(k, None)
+    if obj.get("kind") == "Service":  # allocated per object: a Service's address and node ports
+        spec = obj["spec"]
+        for k in ("clusterIP", "clusterIPs"):
+            spec.pop(k, None)
+        for p in spec.get("ports") or []:
+            p.pop("nodePort", None)
     return json.dumps(obj, sort_keys=True).replace(f'"{twin}"', f'"{name}"')
 
 

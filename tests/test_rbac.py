@@ -535,10 +535,11 @@ def test_a_restart_restores_the_defaults_without_taking_anything_away():
             b = http.get(f"{RBAC}/clusterrolebindings/system:monitoring").json()
             assert b["roleRef"]["name"] == "system:monitoring"
             assert b["subjects"] == [user("jane"), group("system:monitoring")]
-            # nothing left to add: a third start writes nothing
+            # nothing left to add: a third start writes nothing (on the same port, or the
+            # `kubernetes` Service's targetPort and Endpoints would rightly be rewritten)
             before = http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"]
         s.stop()
-        s = APIServer(e.url).start()
+        s = APIServer(e.url, port=s.port).start()
         with httpx.Client(base_url=s.url) as http:
             assert http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"] == before
     finally:

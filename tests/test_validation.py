@@ -486,11 +486,15 @@ def test_pod_active_deadline_may_only_shrink():
 def test_service_cluster_ip_is_immutable_once_set():
     old = defaulted(service)
     new = copy.deepcopy(old)
-    new["spec"]["clusterIP"] = "10.96.0.10"
+    new["spec"].update(clusterIP="10.96.0.10", clusterIPs=["10.96.0.10"])
     assert update_causes(old, new, kind="Service") == []  # allocation
     old = copy.deepcopy(new)
-    new["spec"]["clusterIP"] = "10.96.0.11"
-    assert fields(update_causes(old, new, kind="Service")) == {("spec.clusterIP", "FieldValueInvalid")}
+    new["spec"].update(clusterIP="10.96.0.11", clusterIPs=["10.96.0.11"])
+    causes = update_causes(old, new, kind="Service")
+    assert fields(causes) == {("spec.clusterIPs[0]", "FieldValueInvalid")}
+    assert causes[0]["message"] == 'Invalid value: ["10.96.0.11"]: may not change once set'
+    new["spec"]["type"] = "ExternalName"  # becoming an ExternalName releases the address
+    assert update_causes(old, new, kind="Service") == []
 
 
 @pytest.mark.parametrize("build", [configmap, secret])

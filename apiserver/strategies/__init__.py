@@ -24,5 +24,6 @@ from apiserver.strategies.generic import Strategy
 from apiserver.strategies.namespaces import NamespaceStrategy
 from apiserver.strategies.nodes import NodeStrategy
 from apiserver.strategies.pods import PodStrategy
+from apiserver.strategies.services import ServiceStrategy
 
-__all__ = ["NamespaceStrategy", "NodeStrategy", "PodStrategy", "Strategy"]
+__all__ = ["NamespaceStrategy", "NodeStrategy", "PodStrategy", "ServiceStrategy", "Strategy"]
