@@ -63,3 +63,38 @@ def test_unknown_image_is_a_pull_error_naming_it(tmp_path, plain_registry):
             await svc.aclose()
     asyncio.run(main())
     assert ImageService(ContentStore(str(tmp_path / "s2"))).resolve(HOST_ROOT_IMAGE).layers == ["/"]
+
+
+class CountingService(ImageService):
+    """The real service, recording how many pulls of different images run at once."""
+
+    def __init__(self, *a, limit: int, **kw):
+        super().__init__(*a, max_parallel=limit, **kw)
+        self.limit, self.active, self.most = limit, 0, 0
+        self.full = asyncio.Event()
+
+    async def _pull(self, ref, credentials):
+        self.active += 1
+        self.most = max(self.most, self.active)
+        if self.active == self.limit:
+            self.full.set()
+        await self.full.wait()  # hold each pull until the limit's worth have started
+        try:
+            return await super()._pull(ref, credentials)
+        finally:
+            self.active -= 1
+
+
+def test_pulls_of_different_images_run_in_parallel_up_to_the_limit(tmp_path, plain_registry, oci_images):
+    async def main():
+        svc = CountingService(ContentStore(str(tmp_path / "store")), limit=2,
+                              registries={plain_registry.host: RegistryHostConfig(insecure=True)})
+        names = [f"{plain_registry.host}/lab/{t}:v1" for t in ("app-a", "app-b", "whiteout")]
+        try:
+            await asyncio.gather(*(svc.pull(n) for n in names))
+        finally:
+            await svc.aclose()
+        return svc, names
+    svc, names = asyncio.run(main())
+    assert svc.most == 2  # two at once, never the third beside them
+    assert all(svc.get(n) is not None for n in names)
