@@ -67,7 +67,6 @@ EventFn = Callable[[str, str, str], None]  # (type, reason, message)
 @dataclass(frozen=True)
 class Ensured:
     """The outcome for one container: `error` None means the image is there."""
-    image_ref: str = ""        # repo@sha256:<digest> ("" for the host root)
     error: str | None = None   # a waiting reason: ErrImagePull, ImagePullBackOff, ...
     message: str = ""          # the waiting message
     retry: float | None = None  # when to look again (seconds); None: at the next resync
@@ -152,7 +151,7 @@ class ImageManager:
             record = self.service.get(image)
             if record is not None:
                 event(NORMAL, "Pulled", f'Container image "{image}" already present on machine')
-                return Ensured(image_ref=self.service.image_id(record))
+                return Ensured()
             if policy == "Never":
                 msg = f'Container image "{image}" is not present with pull policy of Never'
                 event(WARNING, ERR_IMAGE_NEVER_PULL, msg)
@@ -199,7 +198,7 @@ class ImageManager:
         event(NORMAL, "Pulled", f'Successfully pulled image "{image}" in {go_duration(result.seconds)} '
                                 f"({go_duration(total)} including waiting). Image size: {result.size} bytes.")
         self._gc()
-        return Ensured(image_ref=result.image_id)
+        return Ensured()
 
     def _gc(self) -> None:
         """Drop back-off entries that have expired (flowcontrol.Backoff.GC)."""
