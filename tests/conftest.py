@@ -2,7 +2,6 @@ import os
 import shutil
 import uuid
 
-import httpx
 import pytest
 
 from tests.procs import APIServer, Etcd
@@ -36,7 +35,7 @@ def apiserver(etcd):
 
 @pytest.fixture
 def http(apiserver):
-    with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+    with apiserver.client() as c:
         yield c
 
 
