@@ -124,6 +124,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.REPLICASETS, fields=_rs_fields, columns=tables.REPLICASETS,
            strategy=Strategy(generation=True, status_subresource=True)),
     _serve(kinds.LEASES, columns=tables.LEASES),
+    _serve(kinds.ENDPOINTSLICES, columns=tables.ENDPOINTSLICES),
     _serve(kinds.ROLES, columns=tables.ROLES),
     _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
     _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),
