@@ -112,10 +112,15 @@ def test_every_problem_is_listed_at_once(http, ns):
 
 def test_address_type_is_immutable_but_endpoints_change(http, ns):
     created = http.post(url(ns), json=eps("web", "10.0.0.1")).json()
-    created["endpoints"].append({"addresses": ["10.0.0.2"]})
-    r = http.put(url(ns, "web"), json=created)
+    assert created["metadata"]["generation"] == 1
+    created["metadata"]["labels"] = {"a": "b"}
+    relabelled = http.put(url(ns, "web"), json=created).json()
+    assert relabelled["metadata"]["generation"] == 1  # metadata only
+    relabelled["endpoints"].append({"addresses": ["10.0.0.2"]})
+    r = http.put(url(ns, "web"), json=relabelled)
     assert r.status_code == 200, r.text
     changed = r.json()
+    assert changed["metadata"]["generation"] == 2
     changed["addressType"] = "IPv6"
     changed["endpoints"] = [{"addresses": ["fd00::1"]}]
     assert causes(http.put(url(ns, "web"), json=changed)) == {
