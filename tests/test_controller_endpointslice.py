@@ -368,3 +368,36 @@ async def test_slices_follow_pods_readiness_termination_and_the_service(cluster)
                 return not (await client.list("endpointslices", namespace=ns))["items"]
             await eventually(collected, what="slices collected with their Service")
         await client.delete("nodes", node_name)
+
+
+async def test_a_pod_on_an_unknown_node_is_reported_on_the_service_and_placed_once_the_node_exists(cluster):
+    from client.events import EventRecorder
+    async with Client(cluster.url) as client:
+        ns = "eps-" + uuid.uuid4().hex[:8]
+        late = "late-" + ns
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        await client.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+                             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        await client.create({"apiVersion": "v1", "kind": "Pod",
+                             "metadata": {"name": "p", "namespace": ns, "labels": {"app": "web"}},
+                             "spec": {"nodeName": late, "containers": [{"name": "c", "image": "busybox"}]}})
+        await set_pod_status(client, ns, "p", ip="10.1.0.9", ready=True)
+        recorder = EventRecorder(client, component="endpoint-slice-controller")
+        try:
+            async with Running(client, (EndpointSliceController, {}), recorder=recorder):
+                async def warned():
+                    events = (await client.list("events", namespace=ns))["items"]
+                    return [e for e in events if e["reason"] == "FailedToUpdateEndpointSlices"]
+                [event] = await eventually(warned, what="a FailedToUpdateEndpointSlices event")
+                assert event["type"] == "Warning"
+                assert (event["involvedObject"]["kind"], event["involvedObject"]["name"]) == ("Service", "web")
+                assert f"skipping Pod p for Service {ns}/web: Node {late} Not Found" in event["message"]
+                await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": late}})
+
+                async def placed():
+                    items = (await client.list("endpointslices", namespace=ns))["items"]
+                    return [a for s in items for e in s.get("endpoints") or () for a in e["addresses"]] == ["10.1.0.9"]
+                await eventually(placed, what="the pod listed once its node exists (a retry, not an event)")
+        finally:
+            await recorder.close()
+            await client.delete("nodes", late)
