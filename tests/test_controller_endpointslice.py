@@ -152,6 +152,18 @@ async def test_a_pod_without_the_named_target_port_is_listed_without_that_port()
     assert by_ports == {(8080,): ["a"], (9090,): ["b"], (): ["c"]}
 
 
+async def test_a_named_port_may_be_a_sidecars_and_publish_not_ready_lists_pods_on_unknown_nodes():
+    svc = service(ports=[{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"}],
+                  publishNotReadyAddresses=True)
+    sidecar = {"name": "proxy", "image": "x", "restartPolicy": "Always",
+               "ports": [{"name": "web", "containerPort": 15001, "protocol": "TCP"}]}
+    client, ctrl = controller(svc, pod("a", ip="10.0.0.1", node="ghost", initContainers=[sidecar]))
+    await ctrl.reconcile("default/web")
+    [s] = slices(client)
+    assert s["ports"] == [{"name": "http", "port": 15001, "protocol": "TCP"}]
+    assert s["endpoints"] == [endpoint("a", "10.0.0.1", node="ghost")]
+
+
 async def test_at_most_max_endpoints_per_slice():
     pods = [pod(f"p{i:03}", ip=f"10.0.{i // 200}.{i % 200 + 1}") for i in range(250)]
     client, ctrl = controller(service(), *pods)

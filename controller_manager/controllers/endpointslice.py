@@ -11,17 +11,19 @@ What it guarantees
   other writers manage (another managed-by) are never touched.
 - One set of slices per address type the Service has (its `ipFamilies`) and per set of
   ports: a pod is listed in the slices whose ports are the Service ports resolved for
-  that pod. A named targetPort is looked up among the pod's container ports (same name
-  and protocol); a pod that lacks it is listed without that port (in a slice of its
-  own port set), so nothing sends that port's traffic to it, as in Kubernetes.
+  that pod. A named targetPort is looked up among the pod's container ports, then its
+  sidecars' (same name and protocol); a pod that lacks it is listed without that port
+  (in a slice of its own port set), so nothing sends that port's traffic to it, as in
+  Kubernetes.
 - A pod is listed when it has an IP and is not Succeeded or Failed, terminating pods
   included: `serving` is the pod's Ready condition, `terminating` whether it is being
   deleted, `ready` is serving and not terminating (always true with
   `publishNotReadyAddresses`). Each endpoint has the pod's one address of the slice's
   family, `targetRef`, `nodeName`, `zone` (the node's `topology.kubernetes.io/zone`
   label) and `hostname` when the pod's hostname and subdomain name this Service. A pod
-  whose node is not (yet) known is left out and the Service retried with backoff,
-  after the rest is written, with a FailedToUpdateEndpointSlices event as Kubernetes.
+  whose node is not (yet) known is left out (unless the Service publishes not-ready
+  addresses) and the Service retried with backoff, after the rest is written, with a
+  FailedToUpdateEndpointSlices event, as in Kubernetes.
 - At most `--max-endpoints-per-slice` (100) endpoints a slice. Changes are minimal, as
   Kubernetes' reconciler makes them: an endpoint stays in the slice it is in; changed
   endpoints are rewritten in place; new ones first fill slices that are being updated
@@ -64,7 +66,6 @@ from client.events import WARNING
 from client.informer import LABEL, NAMESPACE, key_of, split_key
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import is_pod_ready, ready_condition
-from controller_manager.controllers.endpoints import find_port
 from machinery import errors, labels, times
 
 log = logging.getLogger("minik8s.controller.endpointslice")
@@ -99,6 +100,24 @@ def should_be_listed(pod: dict) -> bool:
     if status.get("phase") in ("Succeeded", "Failed"):
         return False
     return bool(status.get("podIP") or status.get("podIPs"))
+
+
+def find_port(pod: dict, service_port: dict) -> int | None:
+    """The pod's port for a Service port (FindPort): a number as it is; a name looked up
+    among the containers' ports, then the sidecars' (restartPolicy Always init
+    containers), with the same protocol. None: the pod does not offer it."""
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int):
+        return target
+    protocol = service_port.get("protocol", "TCP")
+    spec = pod.get("spec") or {}
+    containers = list(spec.get("containers") or ()) + [
+        c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
+    for c in containers:
+        for p in c.get("ports") or ():
+            if p.get("name") == target and p.get("protocol", "TCP") == protocol:
+                return p.get("containerPort")
+    return None
 
 
 def endpoint_ports(service: dict, pod: dict) -> list[dict]:
@@ -261,7 +280,8 @@ def _plan_address_type(out: Plan, service: dict, pods: list[dict], existing: lis
         desired_ports.setdefault(key, ports)
         node_name = (pod.get("spec") or {}).get("nodeName") or ""
         node = node_of(node_name)
-        if node is None:
+        # A Service that publishes not-ready addresses lists the pod all the same.
+        if node is None and not (service.get("spec") or {}).get("publishNotReadyAddresses"):
             out.problems.append(f"skipping Pod {pod['metadata']['name']} for Service "
                                 f"{service['metadata'].get('namespace')}/{service['metadata']['name']}: "
                                 f"Node {node_name} Not Found")
