@@ -186,14 +186,15 @@ async def test_changes_touch_only_the_slices_that_hold_them():
     await client.delete("pods", gone, namespace="default")
     await ctrl.reconcile("default/web")
     assert written(client) == [("update", full)]
-    # A new pod fills the slice it fits most closely (the one with room for exactly one).
+    # A new pod fills a slice it fits most closely (one with room for exactly one).
+    before = {s["metadata"]["name"]: [e["targetRef"]["name"] for e in s["endpoints"]] for s in slices(client)}
     client.actions.clear()
     client.seed(pod("new", ip="10.0.1.100"))
     await ctrl.reconcile("default/web")
     updated = [name for _, name in written(client)]
     assert len(updated) == 1 and writes(client) == [("update", "endpointslices")]
     after = {s["metadata"]["name"]: [e["targetRef"]["name"] for e in s["endpoints"]] for s in slices(client)}
-    assert after[updated[0]] == [e for e in before[updated[0]] if e != gone] + ["new"]
+    assert len(before[updated[0]]) == 2 and after[updated[0]] == before[updated[0]] + ["new"]
     assert {n: e for n, e in after.items() if n != updated[0]} == \
         {n: e for n, e in before.items() if n != updated[0]}
 
@@ -293,6 +294,31 @@ async def test_its_own_writes_do_not_enqueue_but_others_changes_do():
     assert len(ctrl.queue) == 0  # the create's echo
     edited = {**s, "endpoints": [], "metadata": {**s["metadata"], "generation": 2, "resourceVersion": "x"}}
     client.seed(edited)
+    assert list(ctrl.queue._queue) == ["default/web"]
+
+
+async def drain(ctrl):
+    while len(ctrl.queue):
+        ctrl.queue.done(await ctrl.queue.get())
+
+
+async def test_a_delete_it_did_not_make_enqueues_its_service_tracked_or_not():
+    client, ctrl = controller(service(), pod("a", ip="10.0.0.1"))
+    await ctrl.reconcile("default/web")
+    await drain(ctrl)
+    [s] = slices(client)
+    ctrl.tracker.expect_deletion(s)  # as if this controller had deleted it
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
+    assert len(ctrl.queue) == 0
+    await ctrl.reconcile("default/web")  # recreated
+    await drain(ctrl)
+    [s] = slices(client)
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
+    assert list(ctrl.queue._queue) == ["default/web"]
+    # after a restart nothing is tracked: a delete is still news
+    client, ctrl = controller(service(), s)
+    await drain(ctrl)
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
     assert list(ctrl.queue._queue) == ["default/web"]
 
 

@@ -42,7 +42,7 @@ What it guarantees
   remembered by uid and generation (Kubernetes' EndpointSliceTracker); until the cache
   shows them (and no longer shows those it deleted) a sync is retried with backoff, so
   a slow watch cannot make it create duplicates. A change to one of its slices by
-  someone else (a newer generation, an unexpected delete) makes it look again.
+  someone else (a newer generation, a delete it did not make) makes it look again.
 
 Keys are Service keys (namespace/name). Pod changes that can alter an endpoint enqueue
 the Services selecting the pod before and after; slice events enqueue their Service as
@@ -593,7 +593,10 @@ class EndpointSliceController(Controller):
             self._enqueue_service_of(new)
 
     def _slice_deleted(self, s: dict) -> None:
-        if self.tracker.has(s) and not self.tracker.handle_deletion(s):
+        # Kubernetes looks again only for a tracked slice; one deleted behind its back
+        # after a restart (untracked) is put back here too, not at the next resync.
+        expected = self.tracker.has(s) and self.tracker.handle_deletion(s)
+        if self._ours(s) and not expected:
             self._enqueue_service_of(s)
 
     # -- reconcile -------------------------------------------------------------------
