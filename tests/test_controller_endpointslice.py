@@ -218,7 +218,13 @@ async def test_a_changed_endpoint_is_rewritten_in_place_with_its_trigger_time():
     assert TRIGGER_TIME_ANNOTATION not in s["metadata"].get("annotations", {})
 
 
+def changes(op):
+    from machinery.metrics import REGISTRY
+    return REGISTRY.get_sample_value("endpoint_slice_controller_changes_total", {"operation": op}) or 0.0
+
+
 async def test_a_service_without_pods_keeps_one_placeholder_which_is_reused():
+    created, updated = changes("create"), changes("update")
     client, ctrl = controller(service())
     await ctrl.reconcile("default/web")
     await ctrl.reconcile("default/web")
@@ -231,6 +237,7 @@ async def test_a_service_without_pods_keeps_one_placeholder_which_is_reused():
     [s] = slices(client)
     assert s["metadata"]["name"] == placeholder["metadata"]["name"]
     assert s["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}] and len(s["endpoints"]) == 1
+    assert (changes("create") - created, changes("update") - updated) == (1, 1)
     await client.delete("pods", "a", namespace="default")
     await ctrl.reconcile("default/web")
     [s] = slices(client)

@@ -48,6 +48,9 @@ Keys are Service keys (namespace/name). Pod changes that can alter an endpoint e
 the Services selecting the pod before and after; slice events enqueue their Service as
 said above.
 
+Metrics: `endpoint_slice_controller_changes_total{operation=create|update|delete}`, as
+Kubernetes counts them (besides the `endpoint_slice` work queue's).
+
 Not done: topology hints (and node events for them), the dual-stack `IP` address type
 migration, the endpoint-updates batch period, and the mirroring controller.
 
@@ -62,11 +65,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from prometheus_client import Counter
+
 from client.events import WARNING
 from client.informer import LABEL, NAMESPACE, key_of, split_key
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import is_pod_ready, ready_condition
 from machinery import errors, labels, times
+from machinery.metrics import REGISTRY
 
 log = logging.getLogger("minik8s.controller.endpointslice")
 
@@ -77,6 +83,10 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 _RESERVED = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
+
+# Kubernetes' endpoint_slice_controller_changes: the slices it wrote, by operation.
+CHANGES = Counter("endpoint_slice_controller_changes", "Number of EndpointSlice changes",
+                  ["operation"], registry=REGISTRY)
 
 
 # -- what a Service's slices should hold (pure) -------------------------------------------
@@ -672,9 +682,11 @@ class EndpointSliceController(Controller):
                     raise
                 log.info("%s: created EndpointSlice %s/%s", self.name, namespace, created["metadata"]["name"])
                 self.tracker.update(created)
+                CHANGES.labels("create").inc()
         for s in decided.update:
             updated = await self.client.update(annotate(s))
             self.tracker.update(updated)
+            CHANGES.labels("update").inc()
         for s in decided.delete:
             try:
                 await self.client.delete("endpointslices", s["metadata"]["name"], namespace=namespace,
@@ -683,3 +695,4 @@ class EndpointSliceController(Controller):
                 pass
             log.info("%s: deleted EndpointSlice %s/%s", self.name, namespace, s["metadata"]["name"])
             self.tracker.expect_deletion(s)
+            CHANGES.labels("delete").inc()
