@@ -288,6 +288,8 @@ def test_apply_and_get_endpointslices(kubectl, http, ns, tmp_path):
     assert out.strip() == "endpointslice.discovery.k8s.io/web-x1 configured"
     stored = get(http, f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/web-x1")
     assert [e["addresses"] for e in stored["endpoints"]] == [["10.4.0.1"]]
+    described = kubectl.out("describe", "endpointslice", "web-x1")
+    assert "AddressType:  IPv4" in described and "10.4.0.1" in described, described
 
 
 def test_get_watch_sees_a_later_create_and_delete(kubectl, http, ns):
