@@ -359,11 +359,11 @@ def _plan_ports(service: dict, existing: list[dict], want: dict[tuple, dict], po
                 continue
             s = by_name[name] = copy.deepcopy(s)
             s["endpoints"] = kept
-            s["metadata"]["labels"] = labels_
+            s["metadata"]["labels"] = dict(labels_)
             to_update.append(name)
         elif (s["metadata"].get("labels") or {}) != labels_:
             s = by_name[name] = copy.deepcopy(s)
-            s["metadata"]["labels"] = labels_
+            s["metadata"]["labels"] = dict(labels_)
             to_update.append(name)
         else:
             unchanged.append(name)
