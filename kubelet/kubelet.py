@@ -67,6 +67,7 @@ from client.rest import Client
 from kubelet import envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
+from kubelet.dns import Configurer as DNSConfigurer, DNSConfig
 from kubelet.images import reference
 from kubelet.images.puller import ImageManager
 from kubelet.images.service import ImageService
@@ -169,20 +170,17 @@ def pod_resources(spec: dict) -> Resources:
     return total
 
 
-def sandbox_config(pod: dict) -> PodSandboxConfig:
+def sandbox_config(pod: dict, dns_config: DNSConfig | None = None) -> PodSandboxConfig:
+    """dns_config: what kubelet/dns.py formed for the pod (None: the node's resolv.conf)."""
     md, spec = pod["metadata"], pod.get("spec") or {}
-    dns = spec.get("dnsConfig") or {}
-    servers = None
-    if spec.get("dnsPolicy") == "None":  # only what dnsConfig says
-        servers = list(dns.get("nameservers") or [])
     return PodSandboxConfig(
         uid=md["uid"], name=md["name"], namespace=md.get("namespace", "default"),
         hostname=spec.get("hostname") or md["name"], host_network=bool(spec.get("hostNetwork")),
         host_ipc=bool(spec.get("hostIPC")), host_pid=bool(spec.get("hostPID")),
-        share_process_namespace=bool(spec.get("shareProcessNamespace")), dns_servers=servers,
-        dns_searches=list(dns.get("searches") or []) if servers is not None else [],
-        dns_options=[o["name"] + (f":{o['value']}" if o.get("value") else "")
-                     for o in dns.get("options") or [] if o.get("name")] if servers is not None else [],
+        share_process_namespace=bool(spec.get("shareProcessNamespace")),
+        dns_servers=list(dns_config.servers) if dns_config else None,
+        dns_searches=list(dns_config.searches) if dns_config else [],
+        dns_options=list(dns_config.options) if dns_config else [],
         resources=pod_resources(spec))
 
 
@@ -246,9 +244,11 @@ class Kubelet:
                  pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
                  node_allocatable: dict[str, str] | None = None, images: ImageService | None = None,
                  image_backoff: Backoff | None = None, tokens: TokenManager | None = None,
-                 api_endpoint: tuple[str, int] | None = None):
+                 api_endpoint: tuple[str, int] | None = None, dns: DNSConfigurer | None = None):
         """api_endpoint: (host, port) of an API server the pods can reach, given to every
-        container as KUBERNETES_SERVICE_HOST/PORT (envvars.kubernetes_service_env)."""
+        container as KUBERNETES_SERVICE_HOST/PORT (envvars.kubernetes_service_env).
+        dns: forms each pod's resolv.conf (kubelet/dns.py; default: no cluster DNS, the
+        node's /etc/resolv.conf)."""
         self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
@@ -258,6 +258,7 @@ class Kubelet:
         self.image_manager = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
         self.tokens = tokens or TokenManager(client, clock=self.clock)
+        self.dns = dns or DNSConfigurer(node_ips=[node_ip] if node_ip else [])
         self.service_env = envvars.kubernetes_service_env(*api_endpoint) if api_endpoint else {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
@@ -367,6 +368,17 @@ class Kubelet:
             init = any(c.get("name") == container for c in spec.get("initContainers") or [])
             path = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
         self.recorder.event(w.pod, type_, reason, message, field_path=path)
+
+    def _pod_dns(self, w: PodWorker, pod: dict) -> DNSConfig:
+        config, events = self.dns.pod_dns(pod)
+        for ev in events:
+            if ev.on_node:
+                node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name,
+                                                                         "uid": self.node_name}}
+                self.recorder.event(node, WARNING, ev.reason, ev.message)
+            else:
+                self._event(w, WARNING, ev.reason, ev.message)
+        return config
 
     # -- the PLEG ---------------------------------------------------------------------------
 
@@ -507,7 +519,8 @@ class Kubelet:
         if actions.create_sandbox:
             try:
                 async with self._starting:
-                    sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
+                    sandbox = await self.blocking(self.runtime.run_pod_sandbox,
+                                                  sandbox_config(pod, self._pod_dns(w, pod)))
             except ContainerRuntimeError as e:
                 return await self._sandbox_failed(w, e)
             metrics.STARTED_PODS.inc()
