@@ -62,7 +62,7 @@ from typing import Any, Callable
 
 from client.clock import Clock, RealClock
 from client.events import NORMAL, WARNING, EventRecorder
-from client.informer import Informer
+from client.informer import DEFAULT_INDEXERS, NAMESPACE, Informer
 from client.rest import Client
 from kubelet import envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
@@ -273,6 +273,8 @@ class Kubelet:
         self.objects = ObjectCache(client, self._object_changed)
         self.prober = ProbeManager(runtime, self.clock, self.blocking, self._wake_uid, self._probe_failed)
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}", indexers={})
+        # Every Service, for the containers' service variables (the kubelet's serviceLister).
+        self.services = Informer(client, "services", indexers={NAMESPACE: DEFAULT_INDEXERS[NAMESPACE]})
         self._tasks: list[asyncio.Task] = []
         self.syncs = 0  # completed syncs (tests and benchmarks read it)
         # The PLEG's last relist ({key: (pod uid, state)}): kubelet_running_pods and
@@ -291,6 +293,7 @@ class Kubelet:
     async def start(self, *, sweep: bool = True) -> None:
         """List the node's pods, sweep what belongs to none of them (garbage from a crash,
         pods deleted while the kubelet was away), then start a worker per pod."""
+        self.services.start()  # not waited for: a container start that needs it waits
         self.pods.start()
         await self.pods.wait_for_sync()
         if sweep:
@@ -304,6 +307,7 @@ class Kubelet:
     async def stop(self) -> None:
         """Stop syncing; pods keep running (a kubelet restart must not disturb them)."""
         await self.pods.stop()
+        await self.services.stop()
         tasks = self._tasks + [w.task for w in self.workers.values() if w.task] + list(self._pulls)
         for t in tasks:
             t.cancel()
@@ -368,6 +372,20 @@ class Kubelet:
             init = any(c.get("name") == container for c in spec.get("initContainers") or [])
             path = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
         self.recorder.event(w.pod, type_, reason, message, field_path=path)
+
+    def _service_env(self, pod: dict) -> dict[str, str]:
+        if not self.services.has_synced():
+            raise envvars.ConfigError("services have not yet been read at least once, cannot construct envvars")
+        ns = pod["metadata"].get("namespace", "default")
+        services = self.services.store.by_index(NAMESPACE, ns)
+        if ns != "default":
+            services += [s for name in envvars.MASTER_SERVICES
+                         if (s := self.services.store.get(f"default/{name}")) is not None]
+        links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+        # api_endpoint given: the master Service's variables name that address, which a pod
+        # reaches without a service proxy, rather than the Service's cluster IP.
+        return envvars.service_env(services, ns, enable_service_links=links,
+                                   master_override=self.service_env or None)
 
     def _pod_dns(self, w: PodWorker, pod: dict) -> DNSConfig:
         config, events = self.dns.pod_dns(pod)
@@ -789,7 +807,7 @@ class Kubelet:
         try:
             env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
                                                  host_ip=self.node_ip, node_allocatable=self.node_allocatable,
-                                                 service_env=self.service_env)
+                                                 service_env=self._service_env(pod))
             mounts = []
             for m in c.get("volumeMounts") or []:
                 if m.get("name") not in volume_paths:
