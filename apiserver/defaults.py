@@ -63,8 +63,11 @@ def _dicts(v: Any) -> list[dict]:
 
 
 def _defaults(d: dict, **values: Any) -> None:
+    """Set what is unset, as Go's defaulters see it: a missing or null field, or an
+    empty string (a Go string's zero value, so `dnsPolicy: ""` is ClusterFirst)."""
     for k, v in values.items():
-        d.setdefault(k, v)
+        if d.get(k) is None or (isinstance(v, str) and d[k] == ""):
+            d[k] = v
 
 
 # --- pods and pod templates -----------------------------------------------------------

@@ -21,6 +21,17 @@ def test_create_sets_server_fields_and_defaults(http, ns):
     assert got == obj
 
 
+def test_empty_and_null_fields_are_defaulted_as_go_zero_values(http, ns):
+    """`dnsPolicy: ""` and `restartPolicy: null` decode to Go's zero value, which the
+    defaulters fill in; they are not validation errors."""
+    body = pod("zero")
+    body["spec"].update(dnsPolicy="", restartPolicy=None)
+    r = http.post(f"/api/v1/namespaces/{ns}/pods", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["dnsPolicy"] == "ClusterFirst"
+    assert r.json()["spec"]["restartPolicy"] == "Always"
+
+
 def test_create_existing_name_is_already_exists(http, ns):
     assert http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("dup")).status_code == 201
     r = http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("dup"))
