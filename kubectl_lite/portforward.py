@@ -19,6 +19,7 @@ kubelet), as kubectl port-forward does.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -228,4 +229,7 @@ def _forward(s: Any, conn: socket.socket, path: str, local: int, remote: int) ->
         pass
     finally:
         ws.close()
+        # shutdown, not only close: the other thread's recv() would keep the socket open
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
         conn.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client as httpclient
+import json
 import os
 import re
 import subprocess
@@ -17,8 +18,6 @@ import threading
 import time
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 from machinery.spdy import Session
 from tests.procs import wait_for
@@ -185,16 +184,24 @@ def test_kubectl_reports_a_port_nothing_listens_on(web, forward):
 # -- SPDY over WebSocket, our client ----------------------------------------------------------
 
 async def spdy_session(api, ns):  # noqa: F811
+    """Our SPDY client in the tunnel kubectl uses. The `websockets` client refuses the
+    subprotocol's "/" (not an RFC 7230 token), so the tunnel is websocket-client's (the
+    official Python client's dependency), driven from threads."""
+    import websocket
     url = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods/web/portforward"
-    ws = await connect(url, subprotocols=["SPDY/3.1+portforward.k8s.io"], max_size=None)
-    assert ws.subprotocol == "SPDY/3.1+portforward.k8s.io"
+    ws = await asyncio.to_thread(websocket.create_connection, url, timeout=30,
+                                 subprotocols=["SPDY/3.1+portforward.k8s.io"])
+    assert ws.getsubprotocol().lower() == "spdy/3.1+portforward.k8s.io"  # it lowercases
 
     async def read() -> bytes:
         try:
-            return await ws.recv()
+            return await asyncio.to_thread(ws.recv) or b""
         except Exception:  # noqa: BLE001 - the tunnel's end is the session's
             return b""
-    session = Session(read, ws.send, client=True)
+
+    async def write(data: bytes) -> None:
+        await asyncio.to_thread(ws.send_binary, data)
+    session = Session(read, write, client=True)
     return ws, session, asyncio.create_task(session.run())
 
 
@@ -238,22 +245,26 @@ async def test_spdy_tunnel_pairs_refusals_and_later_pairs(web, api, ns):  # noqa
         body, err = await fetch(request + 1)  # the session goes on
         assert body.endswith(PAGE.encode() + b"\n") and err == b""
     finally:
-        await ws.close()
+        await asyncio.to_thread(ws.close)
         await asyncio.wait_for(reader, 10)
 
 
-async def test_upgrade_refusals_are_statuses(web, api, ns, http):  # noqa: F811
+def test_upgrade_refusals_are_statuses(web, api, ns, http):  # noqa: F811
+    import websocket
     base = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods"
-    with pytest.raises(InvalidStatus) as exc:
-        await connect(f"{base}/nope/portforward", subprotocols=["SPDY/3.1+portforward.k8s.io"])
-    assert exc.value.response.status_code == 404
-    assert b'pods \\"nope\\" not found' in exc.value.response.body
-    with pytest.raises(InvalidStatus) as exc:  # a channel client must name its ports
-        await connect(f"{base}/web/portforward", subprotocols=["v4.channel.k8s.io"])
-    assert exc.value.response.status_code == 400
-    with pytest.raises(InvalidStatus) as exc:
-        await connect(f"{base}/web/portforward?ports=99999", subprotocols=["v4.channel.k8s.io"])
-    assert exc.value.response.status_code == 400
+
+    def refusal(path: str, protocol: str) -> tuple[int, dict]:
+        with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+            websocket.create_connection(base + path, subprotocols=[protocol], timeout=30)
+        return exc.value.status_code, json.loads(exc.value.resp_body)
+    code, status = refusal("/nope/portforward", "SPDY/3.1+portforward.k8s.io")
+    assert (code, status["reason"], status["message"]) == (404, "NotFound", 'pods "nope" not found')
+    code, status = refusal("/web/portforward", "v4.channel.k8s.io")  # a channel client names its ports
+    assert (code, status["message"]) == (400, 'query parameter "port" is required')
+    code, status = refusal("/web/portforward?ports=99999", "v4.channel.k8s.io")
+    assert (code, status["message"]) == (400, 'port "99999" must be > 0 and < 65536')
+    code, status = refusal("/web/portforward?ports=80", "v9.nothing.k8s.io")
+    assert code == 400 and "requested protocol(s) are not supported" in status["message"]
     r = http.post(f"/api/v1/namespaces/{ns}/pods/web/portforward")
     assert r.status_code == 400 and r.json()["message"] == "Upgrade request required"
 
