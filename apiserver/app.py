@@ -769,8 +769,21 @@ class API:
         raise errors.BadRequest("Upgrade request required")
 
     async def _portforward_without_upgrade(self, request: Request, t: Target) -> Response:
-        await self.resources.get(t.rt, t.namespace, t.name)
-        raise errors.BadRequest("Upgrade request required")
+        """pods/portforward as plain HTTP: a SPDY/3.1 upgrade (apiserver/portforward.py's
+        http_protocol lets the connection be taken over) or 400 Upgrade request required."""
+        pod = await self.resources.get(t.rt, t.namespace, t.name)
+        upgrade = (request.scope.get("extensions") or {}).get(portforward.SPDY_UPGRADE)
+        if upgrade is None or not request.headers.get("upgrade", "").lower().startswith("spdy/3.1"):
+            raise errors.BadRequest("Upgrade request required")
+        offered = [p.strip() for v in request.headers.getlist("x-stream-protocol-version") for p in v.split(",")]
+        if not offered:
+            raise errors.BadRequest("unable to upgrade: X-Stream-Protocol-Version is required")
+        if "portforward.k8s.io" not in offered:
+            raise errors.Forbidden(f"unable to upgrade: unable to negotiate protocol: client supports "
+                                   f"[{' '.join(offered)}], server accepts [portforward.k8s.io]")
+        if not (pod.get("spec") or {}).get("nodeName"):
+            raise no_kubelet(pod)
+        return _Upgraded(lambda: portforward.serve_upgraded(upgrade, self.kubelet_portforward(pod)))
 
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
@@ -1034,6 +1047,18 @@ class API:
 
         return WatchResponse(body(), media_type=JSON,
                                  headers={"Cache-Control": "no-cache, private"})
+
+
+class _Upgraded(Response):
+    """The response to a request whose connection was taken over (a SPDY/3.1 upgrade):
+    `run` writes the 101 itself and serves the connection to its end."""
+
+    def __init__(self, run: Callable[[], Awaitable[None]]):
+        super().__init__(status_code=101)
+        self.run = run
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.run()
 
 
 _VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "POST": "create"}

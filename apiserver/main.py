@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning", log_config=None,
                             access_log=False, timeout_graceful_shutdown=3, proxy_headers=False,
-                            ws=portforward.WebSocketProtocol)  # kubectl's SPDY/3.1+... subprotocol
+                            # kubectl's SPDY/3.1+portforward.k8s.io subprotocol, and plain SPDY/3.1
+                            ws=portforward.WebSocketProtocol, http=portforward.http_protocol())
     if context is not None:
         config.load()
         config.http_protocol_class = serving.tls_front(config.http_protocol_class, context)

@@ -12,6 +12,10 @@ Clients speak one of two WebSocket protocols to the API server:
   (`?ports=80,81` or `ports` repeated); each port has a data channel (2i) and an error
   channel (2i+1), each starting with the port as two little-endian bytes.
 
+A client without WebSockets (kubectl's fallback, client-go before 1.31) asks for a plain
+`Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io`: the same SPDY
+session, straight on the connection (`http_protocol` below).
+
 The kubelet serves only the second (kubelet/server.py, `/portForward/{ns}/{pod}`, as
 the kubelet's websocket.go does). So the SPDY tunnel ends here: each pair of streams
 becomes one WebSocket to the kubelet for its one port, and bytes are relayed between
@@ -112,6 +116,80 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.__class__ = _AnySubprotocol
 
 
+# -- SPDY/3.1 by HTTP upgrade ---------------------------------------------------------------
+
+SPDY_UPGRADE = "minik8s.spdy_upgrade"  # the scope extension: the connection's upgrade
+
+
+def http_protocol() -> type:
+    """uvicorn's httptools protocol, able to hand a connection over to SPDY/3.1: a request
+    with `Connection: Upgrade` and `Upgrade: SPDY/3.1` (kubectl's fallback when the
+    WebSocket upgrade fails, and client-go before 1.31) is passed to the application as
+    an ordinary request whose scope carries `extensions[SPDY_UPGRADE]`, an async
+    callable (headers) -> (read, write, close). Calling it writes the 101 response and
+    from then on the connection's bytes go to `read` (b"" at its end), not to the HTTP
+    parser. Authentication and authorization have run on the request by then, as on any."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class SpdyUpgradingProtocol(HttpToolsProtocol):
+        tunnel: asyncio.Queue[bytes] | None = None
+
+        def _spdy(self) -> bool:
+            return (self._get_upgrade() or b"").startswith(b"spdy/")
+
+        def on_headers_complete(self) -> None:
+            if self.parser.should_upgrade() and self._spdy():
+                self.scope.setdefault("extensions", {})[SPDY_UPGRADE] = self._upgrade  # type: ignore[typeddict-unknown-key]
+            super().on_headers_complete()
+
+        def _unsupported_upgrade_warning(self) -> None:
+            if not self._spdy():
+                super()._unsupported_upgrade_warning()
+
+        def data_received(self, data: bytes) -> None:
+            if self.tunnel is not None:
+                self.tunnel.put_nowait(data)
+                return
+            super().data_received(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.tunnel is not None:
+                self.tunnel.put_nowait(b"")
+            super().connection_lost(exc)
+
+        async def _upgrade(self, headers: list[tuple[str, str]]) -> tuple[Any, Any, Any]:
+            # The cycle counts as answered, so uvicorn writes nothing more on it.
+            self.cycle.response_started = self.cycle.response_complete = True
+            tunnel = self.tunnel = asyncio.Queue()
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\n" + b"".join(
+                f"{k}: {v}\r\n".encode("latin-1") for k, v in headers) + b"\r\n")
+
+            async def read() -> bytes:
+                data = await tunnel.get()
+                if not data:
+                    tunnel.put_nowait(b"")
+                return data
+
+            async def write(data: bytes) -> None:
+                if self.transport.is_closing():
+                    raise ConnectionResetError("the connection is closed")
+                self.transport.write(data)
+                await self.flow.drain()
+            return read, write, self.transport.close
+
+    return SpdyUpgradingProtocol
+
+
+async def serve_upgraded(upgrade: Callable[..., Awaitable[Any]], dial: Dial) -> None:
+    """Answer 101 on an upgradable connection and serve SPDY on it to its end."""
+    read, write, close = await upgrade([("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+                                        ("X-Stream-Protocol-Version", "portforward.k8s.io")])
+    try:
+        await serve_session(Session(read, write, client=False), dial)
+    finally:
+        close()
+
+
 # -- SPDY over WebSocket -------------------------------------------------------------------
 
 async def _receive(ws: WebSocket) -> bytes:
@@ -129,7 +207,11 @@ async def _receive(ws: WebSocket) -> bytes:
 
 
 async def serve_spdy(ws: WebSocket, dial: Dial) -> None:
-    session = Session(lambda: _receive(ws), ws.send_bytes, client=False)
+    await serve_session(Session(lambda: _receive(ws), ws.send_bytes, client=False), dial)
+
+
+async def serve_session(session: Session, dial: Dial) -> None:
+    """Pair the client's streams by requestID and forward each pair, until the session ends."""
     pending: dict[str, dict[str, Stream]] = {}
     pairs: set[asyncio.Task[None]] = set()
     reader = asyncio.create_task(session.run())

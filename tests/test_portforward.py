@@ -64,8 +64,8 @@ class Forwarder:
     """A port-forward process: its output read by threads; `local(remote)` is the local
     port it announced for a remote one."""
 
-    def __init__(self, argv: list[str]):
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    def __init__(self, argv: list[str], env: dict | None = None):
+        env = {**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, **(env or {})}
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.out: list[str] = []
@@ -104,10 +104,10 @@ class Forwarder:
 def forward(kubeconfig, tmp_path):
     started: list[Forwarder] = []
 
-    def start(tool: str, *args: str) -> Forwarder:
+    def start(tool: str, *args: str, env: dict | None = None) -> Forwarder:
         base = ([KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache")]
                 if tool == "kubectl" else [*KL, "--kubeconfig", kubeconfig])
-        f = Forwarder([*base, "port-forward", *args])
+        f = Forwarder([*base, "port-forward", *args], env)
         started.append(f)
         return f
     yield start
@@ -155,6 +155,17 @@ def test_kubectl_port_forward_to_a_pod_serves_two_requests(web, forward):
     assert first_get(port) == (200, PAGE + "\n")
     assert get(port) == (200, PAGE + "\n")
     assert any(line.startswith(f"Handling connection for {port}") for line in f.out)
+
+
+@pytest.mark.kubectl
+def test_kubectl_port_forward_over_plain_spdy(web, forward):
+    # Without WebSockets kubectl asks for `Upgrade: SPDY/3.1` (its fallback, and what
+    # clients before 1.31 always did).
+    f = forward("kubectl", "-v=4", "pod/web", ":8080", env={"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"})
+    port = f.local(8080)
+    assert first_get(port) == (200, PAGE + "\n")
+    assert get(port) == (200, PAGE + "\n")
+    assert "tunneling" not in f.stderr() and "Before WebSocket" not in f.stderr(), f.stderr()
 
 
 @pytest.mark.kubectl
@@ -267,6 +278,15 @@ def test_upgrade_refusals_are_statuses(web, api, ns, http):  # noqa: F811
     assert code == 400 and "requested protocol(s) are not supported" in status["message"]
     r = http.post(f"/api/v1/namespaces/{ns}/pods/web/portforward")
     assert r.status_code == 400 and r.json()["message"] == "Upgrade request required"
+    spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+    r = http.post(f"/api/v1/namespaces/{ns}/pods/web/portforward", headers=spdy)
+    assert r.status_code == 400 and r.json()["message"] == \
+        "unable to upgrade: X-Stream-Protocol-Version is required"
+    r = http.post(f"/api/v1/namespaces/{ns}/pods/web/portforward",
+                  headers={**spdy, "X-Stream-Protocol-Version": "v4.channel.k8s.io"})
+    assert r.status_code == 403 and r.json()["message"] == ("unable to upgrade: unable to negotiate "
+                                                            "protocol: client supports [v4.channel.k8s.io], "
+                                                            "server accepts [portforward.k8s.io]")
 
 
 # -- the official Python client ------------------------------------------------------------
