@@ -26,7 +26,8 @@ from tests.test_kubelet_e2e import (KUBECTL, api, container, create, http, make_
                                     node, pytestmark, running, wait_pod)
 
 PAGE = "hello-from-pod"
-SERVER = ["sh", "-c", f"echo {PAGE} > /tmp/who; "
+BIG = 3 << 20  # bytes of /tmp/big: many times SPDY's 64 KiB window
+SERVER = ["sh", "-c", f"echo {PAGE} > /tmp/who; head -c {BIG} /dev/urandom > /tmp/big; "
                       "exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp"]
 NOBODY = 9  # a port nothing in the pod listens on
 
@@ -155,6 +156,10 @@ def test_kubectl_port_forward_to_a_pod_serves_two_requests(web, forward):
     assert first_get(port) == (200, PAGE + "\n")
     assert get(port) == (200, PAGE + "\n")
     assert any(line.startswith(f"Handling connection for {port}") for line in f.out)
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/big")
+    assert len(conn.getresponse().read()) == BIG
+    conn.close()
 
 
 @pytest.mark.kubectl
@@ -190,6 +195,9 @@ def test_kubectl_reports_a_port_nothing_listens_on(web, forward):
     err = f.stderr()
     assert "an error occurred forwarding" in err and f"-> {NOBODY}" in err, err
     assert "failed to connect to localhost:9 inside namespace" in err and "connection refused" in err, err
+    # kubectl (client-go since 1.31) then ends the whole forward, as it does against Kubernetes.
+    assert f.proc.wait(30) == 1
+    assert "lost connection to pod" in f.stderr()
 
 
 # -- SPDY over WebSocket, our client ----------------------------------------------------------
@@ -231,7 +239,7 @@ async def read_all(stream) -> bytes:
     return out
 
 
-async def test_spdy_tunnel_pairs_refusals_and_later_pairs(web, api, ns):  # noqa: F811
+async def test_spdy_tunnel_pairs_refusals_and_later_pairs(web, api, ns, http):  # noqa: F811
     ws, session, reader = await spdy_session(api, ns)
     try:
         async def fetch(request: int) -> tuple[bytes, bytes]:
@@ -255,6 +263,10 @@ async def test_spdy_tunnel_pairs_refusals_and_later_pairs(web, api, ns):  # noqa
 
         body, err = await fetch(request + 1)  # the session goes on
         assert body.endswith(PAGE.encode() + b"\n") and err == b""
+        # counted as kube-apiserver counts it: a long-running GET of pods/portforward
+        metrics = http.get("/metrics").text
+        assert re.search(r'apiserver_longrunning_requests\{[^}]*resource="pods"[^}]*'
+                         r'subresource="portforward"[^}]*\} 1', metrics), metrics
     finally:
         await asyncio.to_thread(ws.close)
         await asyncio.wait_for(reader, 10)
@@ -339,6 +351,16 @@ def test_kubectl_lite_port_forward_service_and_deployment_forms(web, forward, ht
     assert r.status_code == 201, r.text
     f = forward("kubectl-lite", "svc/web", ":80")
     assert first_get(f.local(8080)) == (200, PAGE + "\n")
+    # A Deployment's pods are found by its selector (no controller runs here: the
+    # selector finds the pod made above).
+    r = http.post(f"/apis/apps/v1/namespaces/{ns}/deployments", json={
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    assert r.status_code == 201, r.text
+    f = forward("kubectl-lite", "deploy/web", "0:8080")
+    assert first_get(f.local(8080)) == (200, PAGE + "\n")
 
 
 def test_kubectl_lite_port_forward_bad_input(web, kubeconfig, http, ns):  # noqa: F811
@@ -353,6 +375,15 @@ def test_kubectl_lite_port_forward_bad_input(web, kubeconfig, http, ns):  # noqa
     assert r.returncode == 1 and "Error parsing local port 'x'" in r.stderr
     r = run("pod/nope", "80")
     assert r.returncode == 1 and 'pods "nope" not found' in r.stderr
+    for svc in ({"metadata": {"name": "bare"}, "spec": {"ports": [{"port": 80}]}},
+                {"metadata": {"name": "other"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 81}]}}):
+        r = http.post(f"/api/v1/namespaces/{ns}/services", json={"apiVersion": "v1", "kind": "Service", **svc})
+        assert r.status_code == 201, r.text
+    r = run("svc/bare", "80")
+    assert r.returncode == 1 and r.stderr == \
+        "error: invalid service 'bare': Service is defined without a selector\n", r.stderr
+    r = run("svc/other", "80")
+    assert r.returncode == 1 and r.stderr == "error: Service other does not have a service port 80\n", r.stderr
     create(http, ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pending"},  # no node
                       "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     r = run("pod/pending", "80")
