@@ -55,6 +55,7 @@ log = logging.getLogger("minik8s.apiserver.portforward")
 SPDY_PROTOCOLS = ("SPDY/3.1+portforward.k8s.io", "v2.portforward.k8s.io")
 CHANNEL_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 KUBELET_PROTOCOL = "v4.channel.k8s.io"
+STREAM_CREATION_TIMEOUT = 30.0  # the kubelet streaming server's StreamCreationTimeout
 
 # dial(ports, subprotocol) -> a connected `websockets` client to the kubelet
 Dial = Callable[[list[int], str], AbstractAsyncContextManager[Any]]
@@ -210,8 +211,10 @@ async def serve_spdy(ws: WebSocket, dial: Dial) -> None:
     await serve_session(Session(lambda: _receive(ws), ws.send_bytes, client=False), dial)
 
 
-async def serve_session(session: Session, dial: Dial) -> None:
-    """Pair the client's streams by requestID and forward each pair, until the session ends."""
+async def serve_session(session: Session, dial: Dial, *, stream_timeout: float = STREAM_CREATION_TIMEOUT) -> None:
+    """Pair the client's streams by requestID and forward each pair, until the session
+    ends. A request whose other stream does not come within `stream_timeout` is told so
+    on its error stream (or its data stream is reset), as the kubelet's monitorStreamPair."""
     pending: dict[str, dict[str, Stream]] = {}
     pairs: set[asyncio.Task[None]] = set()
     reader = asyncio.create_task(session.run())
@@ -223,7 +226,12 @@ async def serve_session(session: Session, dial: Dial) -> None:
                 await stream.reset(REFUSED_STREAM)
                 continue
             await stream.reply()
-            pair = pending.setdefault(request, {})
+            pair = pending.get(request)
+            if pair is None:
+                pair = pending[request] = {}
+                task = asyncio.create_task(_expire(pending, request, pair, stream_timeout))
+                pairs.add(task)
+                task.add_done_callback(pairs.discard)
             if kind in pair:  # a second stream of one kind for one request: refuse it
                 await stream.reset(REFUSED_STREAM)
                 continue
@@ -241,6 +249,20 @@ async def serve_session(session: Session, dial: Dial) -> None:
         for task in pairs:
             task.cancel()
         await asyncio.gather(reader, *pairs, return_exceptions=True)
+
+
+async def _expire(pending: dict[str, dict[str, Stream]], request: str, pair: dict[str, Stream],
+                  timeout: float) -> None:
+    await asyncio.sleep(timeout)
+    if pending.get(request) is not pair:
+        return  # complete: being forwarded
+    del pending[request]
+    with contextlib.suppress(SpdyError, OSError, RuntimeError):
+        if "error" in pair:
+            await pair["error"].write(f"(request={request}) timed out waiting for streams".encode())
+            await pair["error"].close()
+        else:
+            await pair["data"].reset()
 
 
 async def forward_pair(data: Stream, error: Stream, dial: Dial) -> None:

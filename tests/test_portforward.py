@@ -390,3 +390,21 @@ def test_kubectl_lite_port_forward_bad_input(web, kubeconfig, http, ns):  # noqa
     assert r.returncode == 1 and "unable to forward port because pod is not running. Current status=Pending" \
         in r.stderr, r.stderr
 
+
+
+async def test_base64_channels_through_the_api_server(web, api, ns):  # noqa: F811
+    import base64
+
+    from websockets.asyncio.client import connect
+    url = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods/web/portforward?ports=8080"
+    async with connect(url, subprotocols=["v4.base64.channel.k8s.io"]) as ws:
+        assert ws.subprotocol == "v4.base64.channel.k8s.io"
+        opening = [await asyncio.wait_for(ws.recv(), 30) for _ in range(2)]
+        port = base64.b64encode((8080).to_bytes(2, "little")).decode()
+        assert sorted(opening) == ["0" + port, "1" + port]
+        await ws.send("0" + base64.b64encode(b"GET /who HTTP/1.0\r\n\r\n").decode())
+        body = b""
+        async for frame in ws:
+            assert frame[0] == "0", frame
+            body += base64.b64decode(frame[1:])
+        assert body.startswith(b"HTTP/1.0 200") and body.endswith(PAGE.encode() + b"\n")
