@@ -1058,6 +1058,7 @@ class _Upgraded(Response):
         self.run = run
 
     async def __call__(self, scope, receive, send) -> None:
+        scope["minik8s.upgraded"] = True  # answered 101, outside the ASGI messages
         await self.run()
 
 
@@ -1251,6 +1252,8 @@ class Secured:
             await self.secured(scope, receive, send_and_note)
         finally:
             attrs = audit.attributes(scope)
+            if not code and scope.get("minik8s.upgraded"):
+                code = 101
             if attrs is not None:
                 audit.record(audit_event(scope, attrs, audit_id=audit_id, code=code or 500,
                                          body=b"".join(failure), received=received,
