@@ -40,7 +40,7 @@ from machinery import times
 from machinery.kinds import Kind
 from proxy import conntrack, metrics, rules
 from proxy.healthcheck import ServiceHealth, ServiceHealthServer
-from proxy.model import TRIGGER_TIME_ANNOTATION, Endpoint, endpoints_for, service_ports, slice_service
+from proxy.model import TRIGGER_TIME_ANNOTATION, endpoints_for, service_ports, slice_service
 from proxy.nft import Nft, NftError, Table
 
 log = logging.getLogger("minik8s.proxy")
@@ -277,7 +277,7 @@ class Proxier:
                 except NftError as e:  # a chain still referenced: try again next time
                     log.warning("could not delete %d stale chains yet: %s", len(pre), e)
             await self.nft.run(plan.commands)
-        except NftError as e:
+        except Exception as e:  # noqa: BLE001 - nft refused, or could not run: retried, never fatal
             metrics.SYNC_FAILURES.inc()
             log.error("nftables sync failed (%s sync); a full sync follows: %s", "full" if full else "partial", e)
             self.need_full = True
@@ -311,23 +311,24 @@ class Proxier:
     async def _after_sync(self, before: rules.Applied, keys: set[str]) -> None:
         stale: list[conntrack.StaleFlow] = []
         for key in keys:
+            new = self.applied.services.get(key)
             old = before.services.get(key)
-            if old is None or old.categorized is None:
-                continue
-            sp = old.port
+            sp = (new or old).port if (new or old) else None
             if sp is None or sp.protocol != "udp":
                 continue
-            new = self.applied.services.get(key)
-            now_eps: set[Endpoint] = set(new.categorized.reachable) if new and new.categorized else set()
-            now_addrs = {(e.ip, e.port) for e in now_eps}
-            for ep in old.categorized.reachable:
-                if (ep.ip, ep.port) not in now_addrs:
-                    stale.append(conntrack.StaleFlow((sp.cluster_ip, *sp.external_ips, *sp.lb_ips), sp.port,
-                                                     sp.node_port, ep.ip, ep.port))
+            vips = (sp.cluster_ip, *sp.external_ips, *sp.lb_ips)
+            new_eps = {(e.ip, e.port) for e in new.categorized.reachable} if new and new.categorized else set()
+            old_eps = {(e.ip, e.port) for e in old.categorized.reachable} if old and old.categorized else set()
+            if new_eps and not old_eps:
+                # Datagrams sent while the port had no endpoints (or before this proxy
+                # knew it) made entries that go nowhere, and the flow keeps them.
+                stale.append(conntrack.StaleFlow(vips, sp.port, sp.node_port, None))
+            for ep in old_eps - new_eps:
+                stale.append(conntrack.StaleFlow(vips, sp.port, sp.node_port, ep))
         if stale:
             try:
                 n = await asyncio.to_thread(conntrack.clear_udp, stale)
-                log.info("deleted %d stale UDP conntrack entries (%d endpoints gone)", n, len(stale))
+                log.info("deleted %d stale UDP conntrack entries", n)
             except Exception as e:  # noqa: BLE001 - logged; the next change tries again
                 log.error("could not clear stale UDP conntrack entries: %s", e)
         wanted: dict[int, ServiceHealth] = {}

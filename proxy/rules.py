@@ -325,7 +325,11 @@ def full_plan(t: Table, cfg: Config, applied: Applied, desired: dict[str, Render
             chains.add(name)
         sets.update(r.affinity_sets)
         elements.update(r.elements)
-    creates += [t.set("add", name, timeout=timeout) for name, timeout in sets.items()]
+    # An affinity set the kernel has is left as it is: the kernel marked it "dynamic"
+    # when a rule first updated it, and adding it again without that flag (which nft's
+    # JSON parser does not take) would be refused as a change of flags.
+    creates += [t.set("add", name, timeout=timeout) for name, timeout in sets.items()
+                if name not in existing_sets]
     cmds = base[:1] + creates + base[1:] + cmds + _element_adds(t, elements)
     if cluster_ips:
         cmds.append(t.elements("add", CLUSTER_IPS, sorted(cluster_ips)))
