@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from cluster.host import setns
+from kubelet.runtime.linux import netlink
 from machinery import times
 from tests.procs import wait_for
 
@@ -72,6 +73,11 @@ def in_netns(name: str, fn, *args):
     return value
 
 
+def _hairpin(port: str) -> None:
+    with netlink.Netlink() as nl:
+        nl.set_hairpin(netlink.ifindex(port))
+
+
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30)
 
@@ -110,8 +116,9 @@ class Net:
             p = ["ip", "-n", self.ns(pod)]
             sh(*n, "link", "add", f"veth{i}", "type", "veth", "peer", "name", "eth0", "netns", self.ns(pod))
             sh(*n, "link", "set", f"veth{i}", "master", "br0", "up")
-            # as the kubelet's bridge ports are: a pod may reach itself through its Service
-            sh(*n, "link", "set", f"veth{i}", "type", "bridge_slave", "hairpin", "on")
+            # hairpin, as the kubelet sets its pods' bridge ports (with its own code): a pod
+            # may reach itself through its Service
+            in_netns(self.node, _hairpin, f"veth{i}")
             sh(*p, "link", "set", "lo", "up")
             sh(*p, "addr", "add", f"{self.pod_net}.{last}/24", "dev", "eth0")
             sh(*p, "link", "set", "eth0", "up")

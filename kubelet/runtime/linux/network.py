@@ -80,6 +80,7 @@ class PodNetwork:
                 bridge = self.ensure_bridge(nl)
                 nl.delete_link(host)  # left from an earlier sandbox of this pod
                 nl.add_veth(host, peer="eth0", peer_netns_pid=netns_pid, master=bridge)
+                nl.set_hairpin(netlink.ifindex(host))  # so the pod reaches itself through a Service
 
             def inside():
                 with netlink.Netlink() as ns:
