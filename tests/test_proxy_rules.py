@@ -16,7 +16,7 @@ from proxy import rules
 from proxy.healthcheck import ServiceHealth, ServiceHealthServer
 from proxy.model import Endpoint, ServicePort, endpoints_for, service_ports
 from proxy.nft import Table
-from tests.procs import free_port
+from tests.procs import free_port, wait_for
 
 CFG = rules.Config(hostname="node-a", cluster_cidr="10.244.0.0/16")
 T = Table("ip", rules.TABLE)
@@ -246,3 +246,27 @@ def test_up_runs_a_proxy_in_every_node_namespace(tmp_path):
         assert argv[argv.index("--cluster-cidr") + 1] == cfg.cluster_cidr
         assert argv[argv.index("--kubeconfig") + 1] == cfg.component_kubeconfig("kube-proxy")
         assert spec.netns is not None and spec.netns.endswith(cfg.netns(node))
+
+
+def test_the_kube_proxy_identity_may_watch_what_the_proxy_reads_and_nothing_more(tmp_path):
+    """`up` gives every node's proxy the PKI's kube-proxy certificate (system:kube-proxy,
+    bound to system:node-proxier by the bootstrap policy): enough to list and watch
+    Services and EndpointSlices, as the proxier's informers do, and not to write."""
+    from tests.secure import Credentials, SecureCluster
+    cluster = SecureCluster(str(tmp_path), "--authorization-mode", "Node,RBAC").start()
+    try:
+        me = Credentials(os.path.join(cluster.pki_dir, "kube-proxy.crt"),
+                         os.path.join(cluster.pki_dir, "kube-proxy.key"))
+        with cluster.client(me) as c:
+            # the server's RBAC cache fills from the bootstrap policy just after it starts
+            wait_for(lambda: c.get("/api/v1/services").status_code == 200, what="RBAC loaded", timeout=20)
+            for path in ("/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices"):
+                assert c.get(path).status_code == 200, path
+                with c.stream("GET", path, params={"watch": "1", "timeoutSeconds": "1"}) as r:
+                    assert r.status_code == 200, path
+            r = c.post("/api/v1/namespaces/default/services", json={
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                "spec": {"ports": [{"port": 80}]}})
+            assert r.status_code == 403 and "system:kube-proxy" in r.json()["message"]
+    finally:
+        cluster.stop()
