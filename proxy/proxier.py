@@ -51,6 +51,7 @@ log = logging.getLogger("minik8s.proxy")
 
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True)
 BY_SERVICE = "service"
+SKIP_SERVICES = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
 
 
 def _slice_index(obj: dict[str, Any]) -> list[str]:
@@ -115,12 +116,14 @@ class Proxier:
         self.nodeport_cidrs = nodeport_cidrs
         self.nft = nft or Nft()
         self.table = Table("ip", cfg.table)
-        self.services = Informer(client, "services")
+        # As kube-proxy's informers: Services another proxy implementation claims are
+        # not ours, and headless Services' slices have nothing to program.
+        self.services = Informer(client, "services", label_selector=SKIP_SERVICES)
         try:
             slices = client.resources.get("endpointslices")
         except Exception:  # noqa: BLE001 - a client table without the kind: the kind is still served
             slices = ENDPOINT_SLICES
-        self.slices = Informer(client, slices, indexers={BY_SERVICE: _slice_index})
+        self.slices = Informer(client, slices, indexers={BY_SERVICE: _slice_index}, label_selector=SKIP_SERVICES)
         self.applied = rules.Applied()
         self.dirty: set[str] = set()
         self.trigger_times: dict[str, float] = {}   # slice key -> its newest unreported trigger time

@@ -343,6 +343,23 @@ def test_cluster_ip_spreads_over_ready_endpoints_and_follows_changes(node, http,
     assert ask(net, net.node, ip, 80).split()[0] == "p3"
 
 
+def test_services_another_proxy_claims_are_left_alone(node, http, ns):
+    net, proxy = node
+    body = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "theirs", "labels": {"service.kubernetes.io/service-proxy-name": "other"}},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    r = http.post(f"/api/v1/namespaces/{ns}/services", json=body)
+    assert r.status_code == 201, r.text
+    theirs = r.json()["spec"]["clusterIP"]
+    ip = service(http, ns, "ours")["spec"]["clusterIP"]
+    put_slice(http, ns, "theirs", endpoints(net, "p1"))
+    put_slice(http, ns, "ours", endpoints(net, "p1"))
+    until(net, "c", ip, 80, {"p1"})     # synced after both: "theirs" has no rules
+    table = subprocess.run(["ip", "netns", "exec", net.node, "nft", "list", "table", "ip", "minik8s-proxy"],
+                           capture_output=True, text=True, timeout=10).stdout
+    assert ip in table and theirs not in table
+
+
 def test_no_endpoints_rejects_at_once(node, http, ns):
     net, proxy = node
     ip = service(http, ns, "empty")["spec"]["clusterIP"]
