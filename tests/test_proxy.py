@@ -389,6 +389,22 @@ def test_node_port_from_another_host_and_session_affinity(node, http, ns):
     assert hits(net, "c", svc["spec"]["clusterIP"], 80, 10) == {chosen}
 
 
+def test_external_traffic_policy_local_keeps_the_client_address_and_reports_health(node, http, ns):
+    net, proxy = node
+    svc = service(http, ns, "lb", type="LoadBalancer", externalTrafficPolicy="Local")
+    node_port, health_port = svc["spec"]["ports"][0]["nodePort"], svc["spec"]["healthCheckNodePort"]
+    put_slice(http, ns, "lb", endpoints(net, "p1") + endpoints(net, "10.255.255.1", node="node-b"))
+
+    def health():
+        return in_netns(net.out, lambda: httpx.get(f"http://{net.node_ip}:{health_port}/", timeout=2))
+    wait_for(lambda: health().status_code == 200, what="health check node port", timeout=20)
+    assert health().json()["localEndpoints"] == 1
+    # from outside: only this node's endpoint, and the client's own address is kept
+    assert {ask(net, net.out, net.node_ip, node_port) for _ in range(8)} == {f"p1 {net.out_ip}"}
+    put_slice(http, ns, "lb", endpoints(net, "10.255.255.1", node="node-b"))
+    wait_for(lambda: health().status_code == 503, what="no local endpoint reported", timeout=20)
+
+
 def test_terminating_endpoints_only_when_no_ready_one(node, http, ns):
     net, proxy = node
     ip = service(http, ns, "term")["spec"]["clusterIP"]
