@@ -104,7 +104,11 @@ class SyncRunner:
             self._wake.clear()
             self._retry_at = None
             last_run = time.monotonic()
-            await self.fn()
+            try:
+                await self.fn()
+            except Exception:  # noqa: BLE001 - a bug in one sync must not stop the proxy
+                log.exception("sync failed; retrying in %.1fs", max(self.min_interval, 1.0))
+                self.retry_after(max(self.min_interval, 1.0))
 
 
 class Proxier:
