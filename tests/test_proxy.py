@@ -401,6 +401,13 @@ def test_external_traffic_policy_local_keeps_the_client_address_and_reports_heal
     assert health().json()["localEndpoints"] == 1
     # from outside: only this node's endpoint, and the client's own address is kept
     assert {ask(net, net.out, net.node_ip, node_port) for _ in range(8)} == {f"p1 {net.out_ip}"}
+    # the load balancer's ingress IP (here the node's own, as k3s's ServiceLB hands out)
+    # at the Service's port, handled like the NodePort
+    current = http.get(f"/api/v1/namespaces/{ns}/services/lb").json()
+    current["status"] = {"loadBalancer": {"ingress": [{"ip": net.node_ip}]}}
+    r = http.put(f"/api/v1/namespaces/{ns}/services/lb/status", json=current)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: ask(net, net.out, net.node_ip, 80) == f"p1 {net.out_ip}", what="LB IP", timeout=20)
     put_slice(http, ns, "lb", endpoints(net, "10.255.255.1", node="node-b"))
     wait_for(lambda: health().status_code == 503, what="no local endpoint reported", timeout=20)
 
