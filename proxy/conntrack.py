@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("minik8s.proxy.conntrack")
 
@@ -31,7 +32,8 @@ class StaleFlow:
     endpoint: tuple[str, int] | None
 
 
-def _matches(f: StaleFlow, orig, reply) -> bool:  # noqa: ANN001 - pyroute2's NFCTAttrTuple
+def _matches(f: StaleFlow, orig: Any, reply: Any) -> bool:
+    """orig, reply: pyroute2 NFCTAttrTuples (saddr, sport, daddr, dport)."""
     if not ((orig.daddr in f.vips and orig.dport == f.port) or (f.node_port and orig.dport == f.node_port)):
         return False
     if f.endpoint is None:

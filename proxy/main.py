@@ -187,7 +187,7 @@ async def run(args: argparse.Namespace, conn: kubeconfig.Connection) -> int:
             raise RuntimeError("proxy rules are not synced" if proxier.last_sync_ok is None
                                else "a change has waited for more than two sync periods")
 
-    servers = []
+    servers: list[ComponentServer] = []
     for where in (args.metrics_bind_address, args.healthz_bind_address):
         if where is None:
             continue
@@ -237,7 +237,6 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         import uvloop
-        runner = uvloop.run
+        return uvloop.run(run(args, conn))
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        runner = asyncio.run
-    return runner(run(args, conn))
+        return asyncio.run(run(args, conn))

@@ -139,8 +139,10 @@ class Proxier:
         self.health = ServiceHealthServer()
         self.runner = SyncRunner(self.sync, min_interval=min_sync_period, max_interval=sync_period)
         self.syncs = 0
-        for inf, on_change in ((self.services, self._service_changed), (self.slices, self._slice_changed)):
-            inf.add_handler(on_add=on_change, on_update=lambda old, new, f=on_change: f(new), on_delete=on_change)
+        self.services.add_handler(on_add=self._service_changed, on_delete=self._service_changed,
+                                  on_update=lambda old, new: self._service_changed(new))
+        self.slices.add_handler(on_add=self._slice_changed, on_delete=self._slice_changed,
+                                on_update=lambda old, new: self._slice_changed(new))
 
     # -- handlers: note and ask, nothing more ---------------------------------------------
 
@@ -349,7 +351,8 @@ class Proxier:
         for key in keys:
             new = self.applied.services.get(key)
             old = before.services.get(key)
-            sp = (new or old).port if (new or old) else None
+            either = new or old
+            sp = either.port if either is not None else None
             if sp is None or sp.protocol != "udp":
                 continue
             vips = (sp.cluster_ip, *sp.external_ips, *sp.lb_ips)
