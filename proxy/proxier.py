@@ -139,6 +139,7 @@ class Proxier:
         self.health = ServiceHealthServer()
         self.runner = SyncRunner(self.sync, min_interval=min_sync_period, max_interval=sync_period)
         self.syncs = 0
+        self.pending = [0, 0]                       # Service, EndpointSlice changes not synced yet
         self.services.add_handler(on_add=self._service_changed, on_delete=self._service_changed,
                                   on_update=lambda old, new: self._service_changed(new))
         self.slices.add_handler(on_add=self._slice_changed, on_delete=self._slice_changed,
@@ -156,11 +157,15 @@ class Proxier:
 
     def _service_changed(self, svc: dict[str, Any]) -> None:
         metrics.SERVICE_CHANGES.inc()
+        self.pending[0] += 1
+        metrics.SERVICE_CHANGES_PENDING.set(self.pending[0])
         md = svc["metadata"]
         self._queue(f"{md.get('namespace') or 'default'}/{md['name']}")
 
     def _slice_changed(self, slc: dict[str, Any]) -> None:
         metrics.ENDPOINT_CHANGES.inc()
+        self.pending[1] += 1
+        metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         svc = slice_service(slc)
         if svc is None:
             return
@@ -239,6 +244,7 @@ class Proxier:
         full = self.need_full
         periodic = not full and start - self.last_full >= self.sync_period
         dirty, self.dirty = self.dirty, set()
+        pending, self.pending = self.pending, [0, 0]
         triggers, self.trigger_times = self.trigger_times, {}
         queued, self.last_queued = self.last_queued, None
         now = time.monotonic()
@@ -320,6 +326,7 @@ class Proxier:
             log.error("nftables sync failed (%s sync); a full sync follows: %s", "full" if full else "partial", e)
             self.need_full = True
             self.dirty |= dirty
+            self.pending = [a + b for a, b in zip(self.pending, pending)]
             self.last_queued = queued if self.last_queued is None else min(queued or now, self.last_queued)
             for k, t in triggers.items():
                 self.trigger_times[k] = max(t, self.trigger_times.get(k, 0.0))
@@ -335,6 +342,8 @@ class Proxier:
         for t in triggers.values():
             metrics.NETWORK_PROGRAMMING.observe(max(0.0, wall - t))
         self.last_sync_ok = wall
+        metrics.SERVICE_CHANGES_PENDING.set(self.pending[0])
+        metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         self.syncs += 1
         await self._after_sync(before, changed_keys)
         metrics.SYNC_DURATION.observe(time.monotonic() - start)
@@ -370,6 +379,14 @@ class Proxier:
                 log.info("deleted %d stale UDP conntrack entries", n)
             except Exception as e:  # noqa: BLE001 - logged; the next change tries again
                 log.error("could not clear stale UDP conntrack entries: %s", e)
+        no_local = {"internal": 0, "external": 0}
+        for r in self.applied.services.values():
+            c, p = r.categorized, r.port
+            if c is not None and p is not None and c.has_endpoints and not c.local:
+                no_local["internal"] += p.internal_local
+                no_local["external"] += p.external_local
+        for policy, n in no_local.items():
+            metrics.NO_LOCAL_ENDPOINTS.labels(policy).set(n)
         wanted: dict[int, ServiceHealth] = {}
         for r in self.applied.services.values():
             sp = r.port
