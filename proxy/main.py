@@ -16,7 +16,7 @@ hash lookup per packet whatever the number of Services (iptables walks a chain o
 rules per Service), and a change is one atomic transaction that touches only the
 changed Services' chains and map elements (iptables-restore rewrites whole tables).
 nft's JSON interface lets rules be built as data, never as text. `--proxy-mode
-iptables` or `ipvs` (deprecated upstream since 1.35, KEP-5495) is refused with a
+iptables` or `ipvs` (which upstream is deprecating, KEP-5495) is refused with a
 one-line error. It needs Linux 5.13 or later, as kube-proxy's nftables mode does.
 
 Flags are kube-proxy's. `--nodeport-addresses` empty (the default): NodePorts answer on
