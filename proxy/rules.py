@@ -4,10 +4,10 @@ shape of kube-proxy's nftables proxier (pkg/proxy/nftables/proxier.go).
 The table (`ip minik8s-proxy` by default) holds:
 
     base chains            hook         priority   jumps to
-    filter-input/forward/  input/fwd/   dstnat-10  endpoints-check (ct state new)
-      output                output
-    filter-forward,        forward/     dstnat+10  cluster-ips-check
-      filter-output-post-dnat output
+    filter-input/forward/  input/fwd/   dstnat-10  endpoints-check (ct state new);
+      output                output                 filter-forward also cluster-ips-check
+                                                   (forward comes after prerouting's DNAT)
+    filter-output-post-dnat output      dstnat+10  cluster-ips-check (after output's DNAT)
     nat-prerouting,        prerouting/  dstnat     services
       nat-output            output
     nat-postrouting        postrouting  srcnat     masquerading
