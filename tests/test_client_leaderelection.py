@@ -65,7 +65,7 @@ async def lease_spec(client, ns) -> dict:
 
 @pytest.fixture
 async def client(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 
@@ -116,7 +116,7 @@ class Partition(httpx.AsyncBaseTransport):
 async def test_a_leader_that_cannot_renew_stops_before_anyone_else_starts(apiserver, client, ns):
     trace = Trace()
     partition = Partition()
-    async with Client(apiserver.url, transport=partition) as cut_off:
+    async with Client(apiserver.connection(), transport=partition) as cut_off:
         a = trace.candidate(cut_off, "a", ns)
         run_a = asyncio.create_task(a.run())
         await eventually(lambda: trace.started("a"), what="a leads")
@@ -161,11 +161,12 @@ async def test_release_on_cancel_hands_over_without_waiting_for_expiry(client, n
 
 CANDIDATE = textwrap.dedent("""
     import asyncio, sys
+    from client.kubeconfig import load
     from client.leaderelection import LeaderElector
     from client.rest import Client
 
-    async def main(url, ns):
-        async with Client(url) as c:
+    async def main(kubeconfig, ns):
+        async with Client(load(kubeconfig).connection()) as c:
             async def lead():
                 print("LEADING", flush=True)
                 await asyncio.Event().wait()
@@ -176,9 +177,9 @@ CANDIDATE = textwrap.dedent("""
 """)
 
 
-async def test_killing_the_leaders_process_hands_over_within_the_lease(apiserver, client, ns):
+async def test_killing_the_leaders_process_hands_over_within_the_lease(kubeconfig, client, ns):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-c", CANDIDATE, apiserver.url, ns], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-c", CANDIDATE, kubeconfig, ns], cwd=root,
                             stdout=subprocess.PIPE)
     trace = Trace()
     run_b = None

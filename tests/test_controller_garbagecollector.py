@@ -241,7 +241,7 @@ def cluster():
 
 @pytest.fixture
 async def client(cluster):
-    async with Client(cluster.url) as c:
+    async with Client(cluster.connection()) as c:
         yield c
 
 

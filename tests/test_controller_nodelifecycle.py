@@ -428,7 +428,7 @@ def ready_condition(status="True"):
 
 
 async def test_node_whose_lease_stops_renewing_is_tainted_and_its_pods_evicted(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "nl-" + uuid.uuid4().hex[:8]
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         for name in ("alive", "silent"):

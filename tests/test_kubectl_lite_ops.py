@@ -433,7 +433,7 @@ def test_cordon_uncordon_and_drain(kl, http, ns, node):
 # -- config, api-resources, version, explain ---------------------------------------------
 
 def test_config_commands(tmp_path, apiserver):
-    path = write_kubeconfig(tmp_path / "config", apiserver.url, "default", token="s3cret")
+    path = write_kubeconfig(tmp_path / "config", apiserver, "default", token="s3cret")
     k = KubectlLite(path, str(tmp_path), "default")
     view = yaml.safe_load(k.out("config", "view"))
     assert view["users"] == [{"name": "me", "user": {"token": "REDACTED"}}]

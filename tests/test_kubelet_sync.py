@@ -187,7 +187,7 @@ async def kubelet(apiserver, tmp_path, http, ns):
     # happens on other threads, as the kubelet's runtime calls do.
     rt = LinuxRuntime(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
                       bridge=f"mk8st{tag}", cgroup_parent=f"minik8s-test-{tag}")
-    client = Client(apiserver.url)
+    client = Client(apiserver.connection())
     clock = FakeClock(start=1000.0)
     kl = Kubelet(client, rt, node_name=f"sync-{tag}", node_ip="127.0.0.1", clock=clock, pleg_period=0.1)
     try:

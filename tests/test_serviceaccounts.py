@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import threading
 import time
 import uuid
 
@@ -260,7 +261,15 @@ def sa_server(etcd, tmp_path_factory):
 
 @pytest.fixture
 def api(sa_server):
-    with httpx.Client(base_url=sa_server.url, timeout=30) as c:
+    with sa_server.client(timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def bearer(sa_server):
+    """A client of sa_server without a client certificate: a certificate is looked at
+    before a token, so the tokens' tests send theirs from here."""
+    with sa_server.client(user=None, timeout=30) as c:
         yield c
 
 
@@ -319,14 +328,9 @@ def test_token_subresource_is_discoverable(api):
 
 @pytest.fixture
 def kubectl_sa(sa_server, space, tmp_path):
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "test",
-              "clusters": [{"name": "minik8s", "cluster": {"server": sa_server.url}}],
-              "users": [{"name": "nobody", "user": {}}],
-              "contexts": [{"name": "test", "context": {"cluster": "minik8s", "user": "nobody", "namespace": space}}]}
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
+    path = sa_server.write_kubeconfig(tmp_path / "kubeconfig", namespace=space)
     (tmp_path / "cache").mkdir()
-    return Kubectl(str(path), str(tmp_path / "cache"), str(tmp_path))
+    return Kubectl(path, str(tmp_path / "cache"), str(tmp_path))
 
 
 def unverified(tok: str) -> dict:
@@ -403,10 +407,30 @@ def test_automount_service_account_token_decides(api, space, pod_setting, sa_set
     assert bool(got["containers"][0].get("volumeMounts")) is mounted
 
 
-def test_a_pod_whose_service_account_is_missing_is_admitted_without_a_token(api, space):
-    got = create(api, f"/api/v1/namespaces/{space}/pods", pod("web"))["spec"]
+def test_a_pod_whose_service_account_is_missing_is_refused_as_upstream_refuses_it(api, space):
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json=pod("web", serviceAccountName="robot"))
+    assert r.status_code == 403, r.text
+    assert r.json()["reason"] == "Forbidden"
+    assert r.json()["message"] == (f'pods "web" is forbidden: error looking up service account {space}/robot: '
+                                   'serviceaccount "robot" not found')
+    assert r.json()["details"] == {"name": "web", "kind": "pods"}
+    # `default` is waited for a moment (the controller makes it), then refused the same way.
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json=pod("web"))
+    assert r.status_code == 403 and r.json()["message"].endswith(
+        f'error looking up service account {space}/default: serviceaccount "default" not found'), r.text
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json={**pod("x"), "metadata": {"generateName": "gen-"}})
+    assert r.status_code == 403 and r.json()["message"].startswith('pods "gen-" is forbidden: '), r.text
+    assert api.get(f"/api/v1/namespaces/{space}/pods").json()["items"] == []  # nothing stored
+    # Made a moment after the pod asks for it, `default` is found: the pod is admitted.
+    made = threading.Timer(0.3, lambda: create(api, f"/api/v1/namespaces/{space}/serviceaccounts",
+                                               {"metadata": {"name": "default"}}))
+    made.start()
+    try:
+        got = create(api, f"/api/v1/namespaces/{space}/pods", pod("web"))["spec"]
+    finally:
+        made.join()
     assert got["serviceAccountName"] == "default"
-    assert "volumes" not in got and "volumeMounts" not in got["containers"][0]
+    assert got["volumes"][0]["name"].startswith("kube-api-access-")
 
 
 def test_the_volume_source_is_upstreams():
@@ -479,7 +503,7 @@ async def test_publisher_treats_a_terminating_namespace_as_done():
 
 
 async def test_controllers_make_default_service_accounts_and_ca_configmaps_in_new_namespaces(private_apiserver):
-    async with Client(private_apiserver.url) as client:
+    async with Client(private_apiserver.connection()) as client:
         name = "ca-" + uuid.uuid4().hex[:8]
         async with Running(client, (ServiceAccountController, {}), (RootCACertPublisher, {"root_ca": "PEM"})):
             await eventually(lambda: client.get("configmaps", CONFIGMAP_NAME, namespace="kube-system"),
@@ -532,14 +556,14 @@ def whoami(api, tok: str) -> httpx.Response:
                     json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
 
 
-def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, space):
+def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, bearer, space):
     sa = create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
     p = create(api, f"/api/v1/namespaces/{space}/pods", pod("web", serviceAccountName="builder"))
     path = f"/api/v1/namespaces/{space}/serviceaccounts/builder/token"
     bound = api.post(path, json={"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web"}}})
     tok = bound.json()["status"]["token"]
 
-    r = whoami(api, tok)
+    r = whoami(bearer, tok)
     assert r.status_code == 201, r.text
     info = r.json()["status"]["userInfo"]
     assert info["username"] == f"system:serviceaccount:{space}:builder"
@@ -558,29 +582,28 @@ def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, 
                 signed({"aud": ["https://vault.example"]}),                         # another audience
                 signed({}, key=OTHER_KEY),                                          # another key
                 tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")):       # tampered
-        r = whoami(api, bad)
+        r = whoami(bearer, bad)
         assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
-    # Another issuer's token is nobody's here: with TLS a 401 ("invalid bearer token"), and
-    # on this --plain-http server, as h-authn's chain has it, no credential at all.
-    r = whoami(api, signed({"iss": "https://elsewhere.example"}))
-    assert r.json()["status"]["userInfo"]["username"] == "system:anonymous", r.text
+    # Another issuer's token is nobody's here: over TLS a 401 ("invalid bearer token").
+    r = whoami(bearer, signed({"iss": "https://elsewhere.example"}))
+    assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
     # The second --service-account-issuer is accepted too (an issuer being retired).
-    assert whoami(api, signed({"iss": "https://old.example"})).status_code == 201
+    assert whoami(bearer, signed({"iss": "https://old.example"})).status_code == 201
 
     # A token of a deleted pod is refused, once the server has seen the deletion.
     assert api.delete(f"/api/v1/namespaces/{space}/pods/web", params={"gracePeriodSeconds": "0"}).status_code == 200
-    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the deleted pod's token refused")
+    wait_for(lambda: whoami(bearer, tok).status_code == 401, timeout=30, what="the deleted pod's token refused")
 
 
-def test_a_recreated_service_accounts_tokens_are_refused(api, space):
+def test_a_recreated_service_accounts_tokens_are_refused(api, bearer, space):
     create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
     tok = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
-    assert whoami(api, tok).status_code == 201
+    assert whoami(bearer, tok).status_code == 201
     assert api.delete(f"/api/v1/namespaces/{space}/serviceaccounts/builder").status_code == 200
     create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
-    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the old ServiceAccount's token refused")
+    wait_for(lambda: whoami(bearer, tok).status_code == 401, timeout=30, what="the old ServiceAccount's token refused")
     fresh = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
-    assert whoami(api, fresh).status_code == 201
+    assert whoami(bearer, fresh).status_code == 201
 
 
 # -- over TLS, with RBAC -------------------------------------------------------------------

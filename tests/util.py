@@ -37,13 +37,15 @@ class WatchReader:
     connection at once, as a client going away does.
     """
 
-    def __init__(self, base_url: str, path: str, **params):
+    def __init__(self, server, path: str, **params):
+        """`server`: a tests.procs.APIServer (reached as its admin, over TLS when it is
+        secure)."""
         self.events: list[dict] = []
         self.done = threading.Event()
         self.status_code: int | None = None
-        host, port = base_url.rsplit("//", 1)[1].rsplit(":", 1)
+        host = server.url.rsplit("//", 1)[1].rsplit(":", 1)[0]
         query = urllib.parse.urlencode({"watch": "true", **params})
-        self._sock = socket.create_connection((host, int(port)), timeout=60)
+        self._sock = server.socket()
         self._sock.sendall(f"GET {path}?{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

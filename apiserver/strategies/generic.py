@@ -59,9 +59,16 @@ class Strategy:
         `admit_create` needs; the caller reads them (no I/O here)."""
         return []
 
-    def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None]) -> None:
+    def admission_attempts(self, ref: tuple[str, str]) -> int:
+        """How many times the caller reads `ref` (100-200 ms apart) before it counts as
+        missing: more than once for an object a controller is expected to make soon."""
+        return 1
+
+    def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None], *, name: str) -> None:
         """Mutate a defaulted object being created, given the objects `admission_refs`
-        named (None for one that does not exist)."""
+        named (None for one that does not exist); raise an APIError to refuse it. `name`
+        is what a refusal calls the object: its generateName if its name is to be
+        generated (admission runs before generation in kube-apiserver)."""
 
     # -- update (RESTUpdateStrategy.PrepareForUpdate, and the status strategy's) ------
 
