@@ -353,7 +353,11 @@ class API:
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path
-        if self.node_authorizer is not None:
+        # --disable-admission-plugins (apiserver/main.py): Kubernetes' integration tests turn
+        # ServiceAccount off on servers no serviceaccount controller serves.
+        disabled = getattr(flags, "disabled_admission", frozenset())
+        self.resources.disabled_admission = disabled
+        if self.node_authorizer is not None and "NodeRestriction" not in disabled:
             # NodeRestriction goes with the Node authorizer, as kubeadm enables them together:
             # the authorizer lets nodes write Nodes, pods and leases; the plugin keeps each
             # node to its own.

@@ -168,6 +168,8 @@ class Resources:
         # -> undo; before_update(new, old, dry_run=) -> (undo, commit); after_delete(obj).
         # undo runs when the write is not stored, commit once it is.
         self.allocations: dict[str, Any] = {}
+        # Admission plugins turned off (--disable-admission-plugins), by name.
+        self.disabled_admission: frozenset[str] = frozenset()
 
     # -- reads ----------------------------------------------------------------------
 
@@ -444,6 +446,8 @@ class Resources:
     async def _admit(self, rt: ResourceType, namespace: str, obj: dict, *, name: str) -> None:
         """Mutating admission of a create (after defaulting, before validation, as in
         kube-apiserver): the strategy names the objects it reads, read here."""
+        if rt.strategy.admission_plugin in self.disabled_admission:
+            return
         refs = rt.strategy.admission_refs(obj)
         if not refs:
             return

@@ -78,9 +78,9 @@ def private_apiserver():
     """An etcd and API server of the test module's own, for tests whose subjects act on
     every namespace or node (controllers), so other tests' objects cannot interfere."""
     e = Etcd().start()
-    s = APIServer(e.url).start()
-    with s.client() as c:
-        default_service_account(c, "default")
+    # No serviceaccount controller serves it (tests run the controllers they are about):
+    # ServiceAccount admission off, as Kubernetes' integration tests start theirs.
+    s = APIServer(e.url, "--disable-admission-plugins", "ServiceAccount").start()
     yield s
     s.stop()
     e.stop()

@@ -72,12 +72,20 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def default_service_account(http, namespace: str) -> None:
-    """Make `namespace`'s `default` ServiceAccount, as the serviceaccount controller would:
-    without one the ServiceAccount admission refuses pods there, and no controller
-    manager runs beside the test servers."""
+def default_service_account(http, namespace: str, *, ca_file: str | None = None) -> None:
+    """Make what the controller manager makes in every namespace, for an API server no
+    controller manager serves: the `default` ServiceAccount (serviceaccount controller),
+    without which the ServiceAccount admission refuses pods there, and the
+    `kube-root-ca.crt` ConfigMap of `ca_file` (default the session PKI's CA;
+    root-ca-cert-publisher), which pods' token volumes project."""
     r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
                   json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+    assert r.status_code in (201, 409), r.text
+    with open(ca_file or os.path.join(session_pki(), "ca.crt")) as f:
+        ca = f.read()
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps",
+                  json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                        "data": {"ca.crt": ca}})
     assert r.status_code in (201, 409), r.text
 
 

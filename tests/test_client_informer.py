@@ -237,7 +237,7 @@ async def test_shared_factory_keeps_one_watch_per_kind(apiserver, ns):
 
     class Recording(httpx.AsyncBaseTransport):
         def __init__(self):
-            self.inner = LeanTransport()
+            self.inner = LeanTransport(ssl_context=apiserver.connection().ssl_context())
 
         async def handle_async_request(self, request):
             if request.method == "GET" and request.url.path.endswith("/pods"):

@@ -411,7 +411,9 @@ def cluster():
     """A private API server: the controller acts on every node, so it must not see the
     nodes other tests leave behind."""
     etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
+    # No serviceaccount controller here: ServiceAccount admission off, as in Kubernetes'
+    # integration tests of controllers.
+    server = APIServer(etcd.url, "--disable-admission-plugins", "ServiceAccount").start()
     yield server
     server.stop()
     etcd.stop()

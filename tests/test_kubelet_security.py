@@ -130,11 +130,11 @@ def http(api):
 
 
 @pytest.fixture
-def ns(http):
+def ns(http, pki_dir):
     name = "t-" + uuid.uuid4().hex[:10]
     assert http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": name}}).status_code == 201
-    default_service_account(http, name)
+    default_service_account(http, name, ca_file=str(pki_dir / "ca.crt"))
     return name
 
 

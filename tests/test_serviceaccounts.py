@@ -33,7 +33,7 @@ from controller_manager.controllers.rootcacertpublisher import (
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Component, free_port, wait_for
+from tests.procs import APIServer, Component, Etcd, free_port, wait_for
 from tests.test_kubectl import KUBECTL, Kubectl
 from tests.util import pod
 
@@ -502,8 +502,19 @@ async def test_publisher_treats_a_terminating_namespace_as_done():
     await ctrl.reconcile("team")
 
 
-async def test_controllers_make_default_service_accounts_and_ca_configmaps_in_new_namespaces(private_apiserver):
-    async with Client(private_apiserver.connection()) as client:
+@pytest.fixture
+def admitting_apiserver():
+    """An etcd and API server of the test's own with the ServiceAccount admission on
+    (private_apiserver has it off): the controllers under test act on every namespace."""
+    e = Etcd().start()
+    s = APIServer(e.url).start()
+    yield s
+    s.stop()
+    e.stop()
+
+
+async def test_controllers_make_default_service_accounts_and_ca_configmaps_in_new_namespaces(admitting_apiserver):
+    async with Client(admitting_apiserver.connection()) as client:
         name = "ca-" + uuid.uuid4().hex[:8]
         async with Running(client, (ServiceAccountController, {}), (RootCACertPublisher, {"root_ca": "PEM"})):
             await eventually(lambda: client.get("configmaps", CONFIGMAP_NAME, namespace="kube-system"),
@@ -547,6 +558,26 @@ def test_apiserver_refuses_an_unusable_signing_key(etcd, tmp_path):
         s.stop()
     assert s.proc.returncode == 1
     assert "service account signing key file" in s.log() and "Traceback" not in s.log()
+
+
+def test_disabling_the_service_account_admission_admits_pods_as_they_are(private_apiserver):
+    # private_apiserver runs with --disable-admission-plugins ServiceAccount (conftest.py)
+    with private_apiserver.client() as c:
+        name = "off-" + uuid.uuid4().hex[:8]
+        assert c.post("/api/v1/namespaces", json={"metadata": {"name": name}}).status_code == 201
+        got = create(c, f"/api/v1/namespaces/{name}/pods", pod("web", serviceAccountName="nobody"))["spec"]
+    assert got["serviceAccountName"] == "nobody" and "volumes" not in got
+
+
+def test_apiserver_refuses_an_unknown_admission_plugin(etcd):
+    s = Component("apiserver", "--plain-http", "--etcd-servers", etcd.url, "--bind-address", "127.0.0.1",
+                  "--port", str(free_port()), "--disable-admission-plugins", "ServiceAccount,Nope").start()
+    try:
+        wait_for(lambda: s.proc.poll() is not None, what="apiserver to exit")
+    finally:
+        s.stop()
+    assert s.proc.returncode == 1
+    assert 'error: disable-admission-plugins plugin "Nope" is unknown' in s.log() and "Traceback" not in s.log()
 
 
 # -- the authenticator in the server's chain -------------------------------------------------

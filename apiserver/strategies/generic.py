@@ -54,6 +54,10 @@ class Strategy:
 
     # -- admission of a create (the mutating admission plugins that read other objects) --
 
+    # The kube-apiserver admission plugin `admission_refs`/`admit_create` stand for, by
+    # the name --disable-admission-plugins turns it off with.
+    admission_plugin = ""
+
     def admission_refs(self, obj: dict) -> list[tuple[str, str]]:
         """(resource, name) of the objects in the new object's namespace that
         `admit_create` needs; the caller reads them (no I/O here)."""

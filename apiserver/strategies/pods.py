@@ -78,6 +78,7 @@ def mount_service_account_token(spec: dict) -> None:
 
 class PodStrategy(Strategy):
     graceful = True
+    admission_plugin = "ServiceAccount"
 
     def __init__(self) -> None:
         super().__init__(status_subresource=True, status_keeps=("ownerReferences",))
