@@ -102,6 +102,9 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--service-account-issuer", action="append", default=[],
                    help="ServiceAccount token issuer (repeatable; the first issues)")
     p.add_argument("--api-audiences", default="", help="comma-separated audiences of API tokens")
+    p.add_argument("--service-account-jwks-uri", default="",
+                   help="the jwks_uri of the OIDC discovery document (default: https://<advertised "
+                        "address>:<port>/openid/v1/jwks)")
     p.add_argument("--service-account-max-token-expiration", type=flags.duration, default=0.0,
                    metavar="DURATION", help="longest token a TokenRequest gets (default: no limit)")
     p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")

@@ -682,3 +682,59 @@ def test_over_tls_a_service_account_token_is_its_user_for_rbac(secure):
             with secure.client(token=bad) as c:
                 r = c.get(f"/api/v1/namespaces/{space}/pods")
                 assert r.status_code == 401 and r.json()["message"] == "Unauthorized", r.text
+
+
+# -- OIDC discovery ---------------------------------------------------------------------------
+
+def test_oidc_discovery_serves_the_issuer_and_its_keys_to_service_accounts(apiserver, http, ns):
+    """The session's server (tests/procs.py: issuer https://kubernetes.default.svc.cluster.local,
+    the PKI's sa.pub) serves discovery as kube-apiserver does; a relying party verifies a
+    token with the JWKS alone."""
+    r = http.get("/.well-known/openid-configuration")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "public, max-age=3600"
+    assert r.json() == {"issuer": "https://kubernetes.default.svc.cluster.local",
+                        "jwks_uri": f"https://127.0.0.1:{apiserver.port}/openid/v1/jwks",
+                        "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256"]}
+    r = http.get("/openid/v1/jwks")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/jwk-set+json"
+    assert r.headers["cache-control"] == "public, max-age=3600"
+    with open(f"{apiserver.pki_dir}/sa.pub", "rb") as f:
+        sa_pub = serialization.load_pem_public_key(f.read())
+    (jwk,) = r.json()["keys"]
+    assert jwk["kid"] == key_id(sa_pub)
+    assert (jwk["use"], jwk["kty"], jwk["alg"], jwk["e"]) == ("sig", "RSA", "RS256", "AQAB")
+
+    create(http, f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "relying"}})
+    tok = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts/relying/token", json={}).json()["status"]["token"]
+    header = jwt.get_unverified_header(tok)
+    assert header["kid"] == jwk["kid"]
+    claims = jwt.decode(tok, jwt.PyJWK(jwk).key, algorithms=["RS256"],
+                        audience="https://kubernetes.default.svc.cluster.local")
+    assert claims["sub"] == f"system:serviceaccount:{ns}:relying"
+
+    # system:service-account-issuer-discovery is bound to every ServiceAccount, not to anonymous
+    with apiserver.client(user=None) as anonymous:
+        r = anonymous.get("/openid/v1/jwks")
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == 'forbidden: User "system:anonymous" cannot get path "/openid/v1/jwks"'
+        r = anonymous.get("/.well-known/openid-configuration", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200 and r.json()["issuer"] == "https://kubernetes.default.svc.cluster.local"
+        r = anonymous.post("/openid/v1/jwks", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 403, r.text  # the role allows get only
+
+
+@pytest.mark.parametrize("issuer, jwks_uri, message", [
+    ("http://kubernetes.default.svc", "", "issuer URL must use https scheme, got: http://kubernetes.default.svc"),
+    ("https://k8s.example?x=1", "", "issuer URL may not include a query or a fragment, got: https://k8s.example?x=1"),
+    ("https://k8s.example", "http://keys.example/jwks", "jwksURI requires https scheme, parsed as: http://keys.example/jwks"),
+])
+def test_oidc_discovery_needs_https_urls(issuer, jwks_uri, message):
+    from apiserver.auth.serviceaccount import openid_metadata
+    with pytest.raises(ValueError) as err:
+        openid_metadata(issuer, [KEY.public_key()], jwks_uri=jwks_uri, external_address="10.0.0.1:6443")
+    assert str(err.value) == message
+    config, _ = openid_metadata("https://k8s.example", [KEY.public_key()], jwks_uri="https://keys.example/jwks")
+    assert json.loads(config)["jwks_uri"] == "https://keys.example/jwks"
