@@ -72,15 +72,19 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def default_service_account(http, namespace: str, *, ca_file: str | None = None) -> None:
-    """Make what the controller manager makes in every namespace, for an API server no
-    controller manager serves: the `default` ServiceAccount (serviceaccount controller),
-    without which the ServiceAccount admission refuses pods there, and the
-    `kube-root-ca.crt` ConfigMap of `ca_file` (default the session PKI's CA;
-    root-ca-cert-publisher), which pods' token volumes project."""
+def default_service_account(http, namespace: str) -> None:
+    """Make `namespace`'s `default` ServiceAccount, as the serviceaccount controller would
+    for an API server no controller manager serves: without it the ServiceAccount
+    admission refuses pods there."""
     r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
                   json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
     assert r.status_code in (201, 409), r.text
+
+
+def root_ca_configmap(http, namespace: str, *, ca_file: str | None = None) -> None:
+    """Make `namespace`'s `kube-root-ca.crt` ConfigMap of `ca_file` (default the session
+    PKI's CA), as root-ca-cert-publisher would: pods' token volumes project it, so a
+    kubelet cannot start them without it."""
     with open(ca_file or os.path.join(session_pki(), "ca.crt")) as f:
         ca = f.read()
     r = http.post(f"/api/v1/namespaces/{namespace}/configmaps",

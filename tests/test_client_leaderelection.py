@@ -100,8 +100,8 @@ async def test_exactly_one_of_two_leads_and_the_other_takes_over(client, ns):
 class Partition(httpx.AsyncBaseTransport):
     """A real transport that, once cut, swallows requests without answer."""
 
-    def __init__(self):
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, verify):
+        self.inner = httpx.AsyncHTTPTransport(verify=verify)
         self.cut = False
 
     async def handle_async_request(self, request):
@@ -115,7 +115,7 @@ class Partition(httpx.AsyncBaseTransport):
 
 async def test_a_leader_that_cannot_renew_stops_before_anyone_else_starts(apiserver, client, ns):
     trace = Trace()
-    partition = Partition()
+    partition = Partition(apiserver.admin_tls())
     async with Client(apiserver.connection(), transport=partition) as cut_off:
         a = trace.candidate(cut_off, "a", ns)
         run_a = asyncio.create_task(a.run())

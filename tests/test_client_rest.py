@@ -203,7 +203,7 @@ async def test_retries_are_bounded():
 
 
 async def test_connections_are_kept_alive_and_reused(apiserver, ns):
-    transport = LeanTransport()
+    transport = LeanTransport(ssl_context=apiserver.connection().ssl_context())
     async with Client(apiserver.connection(), transport=transport) as c:
         for _ in range(20):
             await c.list("configmaps", namespace=ns)

@@ -21,7 +21,7 @@ import pytest
 from tests.netfixtures import RecordingProxy, TLSFront, _splice, certificate
 from tests.test_kubectl_lite import KubectlLite
 from tests.test_kubelet_e2e import (SLEEP, container, create, http, make_pod,  # noqa: F401
-                                    node, pytestmark, running, start_api, wait_pod)
+                                    node, ns, pytestmark, running, start_api, wait_pod)
 
 PLUGIN = textwrap.dedent("""\
     #!{python}

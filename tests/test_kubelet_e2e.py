@@ -36,7 +36,7 @@ from kubelet.runtime.linux import kernel
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.network import veth_name
 from kubelet.runtime.linux.runtime import LinuxRuntime
-from tests.procs import APIServer, Component, free_port, wait_for
+from tests.procs import APIServer, Component, default_service_account, free_port, root_ca_configmap, wait_for
 from tests.test_kubelet_runtime import free_cidr, host_processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
@@ -75,6 +75,18 @@ def http(api):
         yield c
 
 
+@pytest.fixture
+def ns(http):
+    """conftest's namespace, with the `kube-root-ca.crt` the pods' token volumes project
+    (the root-ca-cert-publisher's: no controller manager runs here)."""
+    name = "t-" + uuid.uuid4().hex[:10]
+    r = http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    assert r.status_code == 201, r.text
+    default_service_account(http, name)
+    root_ca_configmap(http, name)
+    return name
+
+
 class KubeletNode:
     """One `minik8s kubelet` on 127.0.0.1 with everything of its own."""
 
@@ -106,13 +118,13 @@ class KubeletNode:
         def up():
             if not self.proc.alive():
                 raise RuntimeError(f"kubelet exited: {self.proc.log()}")
-            with self.api.client() as c:
-                node = c.get(f"/api/v1/nodes/{self.name}").json()
+            node = api.get(f"/api/v1/nodes/{self.name}").json()
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             return ready and httpx.get(self.url + "/healthz", timeout=1).status_code == 200
         try:
-            wait_for(up, what=f"kubelet {self.name}")
+            with self.api.client() as api:  # one connection for the whole poll
+                wait_for(up, what=f"kubelet {self.name}")
         except (TimeoutError, RuntimeError):
             raise RuntimeError(f"kubelet {self.name} did not come up: {self.proc.log()}") from None
         return self

@@ -35,7 +35,7 @@ from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.server import KubeletServer
 from tests.images_fixtures import (PASSWORD, USER, Registry, TamperingProxy, _run, _tar,  # noqa: F401
                                    auth_registry, oci_images, plain_registry)
-from tests.procs import APIServer, default_service_account, free_port
+from tests.procs import APIServer, default_service_account, free_port, root_ca_configmap
 from tests.test_kubelet_runtime import free_cidr
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
@@ -70,6 +70,7 @@ def ns(api):
                                                 "metadata": {"name": name}})
         assert r.status_code == 201, r.text
         default_service_account(c, name)
+        root_ca_configmap(c, name)
     return name
 
 

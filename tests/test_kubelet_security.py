@@ -39,7 +39,7 @@ from kubelet import main as kmain
 from kubelet.runtime import VolumeError
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.token import TokenManager
-from tests.procs import APIServer, default_service_account, wait_for
+from tests.procs import APIServer, default_service_account, root_ca_configmap, wait_for
 from tests.secure import SecureCluster
 from tests.test_kubelet_e2e import (SLEEP, KubeletNode, api_exec, container, create, make_pod,
                                     pod_log, running, wait_pod)
@@ -81,14 +81,14 @@ class TLSKubeletNode(KubeletNode):
         def up():
             if not self.proc.alive():
                 raise RuntimeError(f"kubelet exited: {self.proc.log()}")
-            with self.api.client() as c:
-                node = c.get(f"/api/v1/nodes/{self.name}").json()
+            node = api.get(f"/api/v1/nodes/{self.name}").json()
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             with self.client() as c:
                 return ready and c.get("/healthz").status_code == 200
         try:
-            wait_for(up, what=f"kubelet {self.name}")
+            with self.api.client() as api:  # one connection for the whole poll
+                wait_for(up, what=f"kubelet {self.name}")
         except (TimeoutError, RuntimeError):
             raise RuntimeError(f"kubelet {self.name} did not come up: {self.proc.log()}") from None
         return self
@@ -134,7 +134,8 @@ def ns(http, pki_dir):
     name = "t-" + uuid.uuid4().hex[:10]
     assert http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": name}}).status_code == 201
-    default_service_account(http, name, ca_file=str(pki_dir / "ca.crt"))
+    default_service_account(http, name)
+    root_ca_configmap(http, name, ca_file=str(pki_dir / "ca.crt"))
     return name
 
 
