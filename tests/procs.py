@@ -267,7 +267,7 @@ class APIServer(Component):
         if not self.pki_dir:
             return True
         if user == "admin":
-            return _admin_context(self.pki_dir)
+            return admin_context(self.pki_dir)
         ctx = ssl.create_default_context(cafile=os.path.join(self.pki_dir, "ca.crt"))
         if user is not None:
             ctx.load_cert_chain(os.path.join(self.pki_dir, f"{user}.crt"), os.path.join(self.pki_dir, f"{user}.key"))
@@ -334,7 +334,7 @@ class APIServer(Component):
 
     def ws_ssl(self) -> ssl.SSLContext | None:
         """What `websockets.connect(..., ssl=)` takes to reach this server as its admin."""
-        return _admin_context(self.pki_dir) if self.pki_dir else None
+        return admin_context(self.pki_dir) if self.pki_dir else None
 
     def start(self):
         super().start()
@@ -349,7 +349,7 @@ class APIServer(Component):
 
 
 @functools.lru_cache(maxsize=None)
-def _admin_context(pki_dir: str) -> ssl.SSLContext:
+def admin_context(pki_dir: str) -> ssl.SSLContext:
     """One context per PKI for the admin: loading a CA and a key costs ~1 ms, and httpx
     clients made per test share it."""
     ctx = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.crt"))
