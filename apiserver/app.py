@@ -337,6 +337,7 @@ class API:
         # Authentication: x509, then the token authenticators in this order, then
         # anonymous. ServiceAccount tokens go first in the token list, as in kube-apiserver.
         self.service_accounts = serviceaccount.from_flags(get=self.get_object, **(service_account_flags or {}))
+        self._openid: tuple[bytes, bytes] | bool | None = None  # see openid_metadata
         tokens: list[authn.TokenAuthenticator] = [self.service_accounts.authenticator]
         if enable_bootstrap_token_auth:
             tokens.append(authn.BootstrapTokenAuthenticator(self.cached_object("secrets")))
@@ -353,7 +354,11 @@ class API:
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path
-        if self.node_authorizer is not None:
+        # --disable-admission-plugins (apiserver/main.py): Kubernetes' integration tests turn
+        # ServiceAccount off on servers no serviceaccount controller serves.
+        disabled = getattr(flags, "disabled_admission", frozenset())
+        self.resources.disabled_admission = disabled
+        if self.node_authorizer is not None and "NodeRestriction" not in disabled:
             # NodeRestriction goes with the Node authorizer, as kubeadm enables them together:
             # the authorizer lets nodes write Nodes, pods and leases; the plugin keeps each
             # node to its own.
@@ -559,6 +564,23 @@ class API:
                 await self.repair_allocations()
             except (StorageError, errors.APIError, OSError) as e:  # the next pass tries again
                 log.warning("service allocation repair: %s", e)
+
+    def openid_metadata(self) -> tuple[bytes, bytes] | None:
+        """The OIDC discovery document and JWKS, rendered once; None (and a warning, once)
+        when the issuer cannot have them, as kube-apiserver then serves neither."""
+        if self._openid is None:
+            address, port = self._advertised()
+            host = f"[{address}]" if ":" in address else address
+            sa = self.service_accounts
+            try:
+                self._openid = serviceaccount.openid_metadata(
+                    sa.issuer.issuer, sa.authenticator.keys,
+                    jwks_uri=getattr(self.flags, "service_account_jwks_uri", "") or "",
+                    external_address=f"{host}:{port}")
+            except ValueError as e:
+                log.warning("OIDC discovery disabled: %s", e)
+                self._openid = False
+        return self._openid or None
 
     def _advertised(self) -> tuple[str, int]:
         """(--advertise-address, else the first bind address that is neither loopback
@@ -1315,6 +1337,21 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         return Response(body.encode(), status_code=code, media_type=healthz.CONTENT_TYPE,
                         headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
 
+    async def openid(request: Request) -> Response:
+        """OIDC discovery of the ServiceAccount issuer (readable by
+        system:service-account-issuer-discovery, which the bootstrap policy binds to every
+        ServiceAccount; anonymous too if an admin binds it so)."""
+        docs = api.openid_metadata()
+        if docs is None:
+            return status_response(errors.NotFound("the server could not find the requested resource"))
+        config, keyset = docs
+        if request.url.path == serviceaccount.JWKS_PATH:
+            body, media = keyset, serviceaccount.JWKS_CONTENT_TYPE
+        else:
+            body, media = config, JSON
+        return Response(body, media_type=media,
+                        headers={"Cache-Control": f"public, max-age={serviceaccount.OPENID_MAX_AGE}"})
+
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
@@ -1352,6 +1389,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
              *((f"/{e}{tail}", health) for e in healthz.ENDPOINTS for tail in ("", "/{check}")),
              ("/openapi/v2", openapi.v2_endpoint),
              ("/openapi/v3", openapi_v3), ("/openapi/v3/{path:path}", openapi_v3),
+             (serviceaccount.OPENID_CONFIG_PATH, openid), (serviceaccount.JWKS_PATH, openid),
              *((p, api_root) for p in discovery_paths)]
     resources = ResourceEndpoint(api)
     # Every endpoint is an ASGI app, so a route takes every method (methods=None) and

@@ -15,6 +15,7 @@
                       [--service-account-max-token-expiration DURATION]
                       [--service-cluster-ip-range 10.96.0.0/12]
                       [--service-node-port-range 30000-32767] [--advertise-address ADDR]
+                      [--disable-admission-plugins ServiceAccount,NodeRestriction]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -101,6 +102,9 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--service-account-issuer", action="append", default=[],
                    help="ServiceAccount token issuer (repeatable; the first issues)")
     p.add_argument("--api-audiences", default="", help="comma-separated audiences of API tokens")
+    p.add_argument("--service-account-jwks-uri", default="",
+                   help="the jwks_uri of the OIDC discovery document (default: https://<advertised "
+                        "address>:<port>/openid/v1/jwks)")
     p.add_argument("--service-account-max-token-expiration", type=flags.duration, default=0.0,
                    metavar="DURATION", help="longest token a TokenRequest gets (default: no limit)")
     p.add_argument("--etcd-cafile", default="", help="CA verifying etcd's serving certificate")
@@ -131,8 +135,25 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="rotated audit log files to keep (0: all)")
     p.add_argument("--audit-policy-file", default="",
                    help="an audit.k8s.io/v1 Policy (default: every write at Metadata)")
+    p.add_argument("--disable-admission-plugins", default="",
+                   help="comma-separated admission plugins to turn off: " + ", ".join(ADMISSION_PLUGINS))
     klog.add_flags(p)
     return p
+
+
+# The admission plugins this server has (kube-apiserver's names). Both are on by default:
+# ServiceAccount always, NodeRestriction with the Node authorizer.
+ADMISSION_PLUGINS = ("NodeRestriction", "ServiceAccount")
+
+
+def disabled_admission_plugins(value: str) -> frozenset[str]:
+    """--disable-admission-plugins as a set; ValueError, worded as kube-apiserver's, for a
+    name it does not know."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
+        if name not in ADMISSION_PLUGINS:
+            raise ValueError(f"disable-admission-plugins plugin {name!r} is unknown".replace("'", '"'))
+    return frozenset(names)
 
 
 def security_options(args: argparse.Namespace) -> dict:
@@ -194,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
+        args.disabled_admission = disabled_admission_plugins(args.disable_admission_plugins)
         options = security_options(args)  # ConfigError and AuditConfigError: one line each
         app = create_app(servers, compaction_window=args.compaction_window,
                          bookmark_interval=args.bookmark_interval, kubelet_tls=kubelet_tls,

@@ -168,6 +168,8 @@ class Resources:
         # -> undo; before_update(new, old, dry_run=) -> (undo, commit); after_delete(obj).
         # undo runs when the write is not stored, commit once it is.
         self.allocations: dict[str, Any] = {}
+        # Admission plugins turned off (--disable-admission-plugins), by name.
+        self.disabled_admission: frozenset[str] = frozenset()
 
     # -- reads ----------------------------------------------------------------------
 
@@ -441,23 +443,32 @@ class Resources:
                                    f"namespace {namespace} because it is being terminated",
                                    kind=rt.plural)
 
-    async def _admit(self, rt: ResourceType, namespace: str, obj: dict) -> None:
+    async def _admit(self, rt: ResourceType, namespace: str, obj: dict, *, name: str) -> None:
         """Mutating admission of a create (after defaulting, before validation, as in
         kube-apiserver): the strategy names the objects it reads, read here."""
+        if rt.strategy.admission_plugin in self.disabled_admission:
+            return
         refs = rt.strategy.admission_refs(obj)
         if not refs:
             return
         found: dict[tuple[str, str], dict | None] = {}
-        for resource, name in refs:
+        for resource, ref_name in refs:
             ref_rt = by_plural(resource)
-            key = ref_rt.key(namespace if ref_rt.namespaced else "", name)
-            entry = self.cache.get(ref_rt, key)
-            if entry is not None:
-                found[(resource, name)] = entry.obj
-            else:
+            key = ref_rt.key(namespace if ref_rt.namespaced else "", ref_name)
+            attempts = rt.strategy.admission_attempts((resource, ref_name))
+            pause = random.uniform(0.1, 0.2)
+            for attempt in range(attempts):
+                if attempt:
+                    await asyncio.sleep(pause)  # upstream's retry interval for an expected object
+                entry = self.cache.get(ref_rt, key)
+                if entry is not None:
+                    found[(resource, ref_name)] = entry.obj
+                    break
                 kv = await self.store.get(key)
-                found[(resource, name)] = orjson.loads(kv.value) if kv is not None else None
-        rt.strategy.admit_create(obj, found)
+                found[(resource, ref_name)] = orjson.loads(kv.value) if kv is not None else None
+                if kv is not None:
+                    break
+        rt.strategy.admit_create(obj, found, name=name)
 
     async def create(self, rt: ResourceType, namespace: str, body: Any,
                      opts: WriteOptions = WriteOptions()) -> dict:
@@ -479,7 +490,7 @@ class Resources:
                 md.pop(k, None)
             rt.strategy.prepare_for_create(obj)
             defaults.apply_defaults(obj, rt.kind)
-            await self._admit(rt, namespace, obj)
+            await self._admit(rt, namespace, obj, name=md["generateName"] if generated else md["name"])
             self._validate(rt, obj, opts)
             if opts.admit is not None:
                 await opts.admit(obj, None)

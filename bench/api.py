@@ -242,9 +242,9 @@ async def audit_bench(total: int, rounds: int) -> None:
     log_dir = tempfile.mkdtemp(prefix="minik8s-audit-bench-")
     path = os.path.join(log_dir, "audit.log")
     etcds = [Etcd().start(), Etcd().start()]
-    servers = {"without": APIServer(etcds[0].url, "--compaction-window", "0").start(),
+    servers = {"without": APIServer(etcds[0].url, "--compaction-window", "0", plain=True).start(),
                "with audit": APIServer(etcds[1].url, "--compaction-window", "0",
-                                       "--audit-log-path", path).start()}
+                                       "--audit-log-path", path, plain=True).start()}
     rates: dict[str, list[float]] = {k: [] for k in servers}
     try:
         for r in range(rounds):
@@ -287,7 +287,7 @@ async def security_bench(total: int, rounds: int, handshakes: int) -> None:
     try:
         secure.start()
         plain_etcd = Etcd().start()
-        servers["plain"] = APIServer(plain_etcd.url, "--compaction-window", "0").start()
+        servers["plain"] = APIServer(plain_etcd.url, "--compaction-window", "0", plain=True).start()
         servers["secure"] = secure.server
         admin_tls = secure.tls(secure.admin)
         user_tls = secure.tls(secure.user(BENCH_USER))
@@ -383,7 +383,7 @@ async def main_async(args) -> None:
         await security_bench(args.creates, args.rounds, args.handshakes)
         return
     etcd = Etcd().start()
-    server = APIServer(etcd.url, "--compaction-window", "0").start()
+    server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
     try:
         print(f"# minik8s API benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores")
         print("in-flight | raw etcd txn/s | API creates/s | ratio | API p50 ms | API p99 ms")

@@ -55,7 +55,7 @@ def main() -> None:
         raise SystemExit(f"{lite} not found: pip install -e . first")
     kubectl = shutil.which("kubectl")
     etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
+    server = APIServer(etcd.url, plain=True).start()
     tmp = tempfile.mkdtemp(prefix="bench-cli-")
     try:
         kubeconfig = os.path.join(tmp, "config")

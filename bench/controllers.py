@@ -292,7 +292,7 @@ def main() -> None:
     args = p.parse_args()
 
     etcd = Etcd().start()
-    api = APIServer(etcd.url).start()
+    api = APIServer(etcd.url, plain=True).start()
     procs: list[Component] = []
     with tempfile.TemporaryDirectory() as tmp:
         kc = os.path.join(tmp, "kubeconfig")

@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()
     etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
+    server = APIServer(etcd.url, plain=True).start()
     dns_proc = None
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:

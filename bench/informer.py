@@ -97,7 +97,7 @@ async def wait_until(cond, timeout: float = 600.0) -> None:
 
 async def main_async(args) -> None:
     etcd = Etcd().start()
-    server = APIServer(etcd.url, "--compaction-window", "0").start()
+    server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
     other = None
     n = args.pods
     try:
@@ -151,7 +151,7 @@ async def main_async(args) -> None:
 
             # (c) catch-up: a backlog replayed from etcd's history after a reconnect
             await asyncio.to_thread(server.stop)
-            other = await asyncio.to_thread(APIServer(etcd.url).start)
+            other = await asyncio.to_thread(APIServer(etcd.url, plain=True).start)
             proc = await asyncio.to_thread(lambda: start_writer(other.url, n, "backlog"))
             await asyncio.to_thread(proc.wait)
             before = counter.updates

@@ -265,7 +265,7 @@ async def main_async(args) -> None:
     tmp = tempfile.mkdtemp(prefix="minik8s-bench-kubelet-")
     os.environ.setdefault(TOKEN_ENV, uuid.uuid4().hex)
     etcd = Etcd().start()
-    server = APIServer(etcd.url, "--compaction-window", "0").start()
+    server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
     kc = kubeconfig(os.path.join(tmp, "kubeconfig"), server.url)
     nodes = [Node(tmp, kc, i, cidr) for i, cidr in enumerate(args.cidrs)]
     fake = None

@@ -212,7 +212,7 @@ def cpu_seconds(pid: int) -> float:
 
 def e2e(n_nodes: int, n_pods: int) -> dict:
     etcd = Etcd().start()
-    server = APIServer(etcd.url, "--compaction-window", "0").start()
+    server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
     kubeconfig = os.path.join(etcd.dir, "kubeconfig")
     with open(kubeconfig, "w") as f:
         f.write("apiVersion: v1\nkind: Config\n"

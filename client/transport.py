@@ -21,6 +21,8 @@ Guarantees
   ConnectError / ConnectTimeout (nothing was sent), WriteError, ReadError,
   RemoteProtocolError, ReadTimeout; the timeouts are the request's (httpx's `timeout`
   extension: connect, read).
+- `aclose` closes every connection, in use or idle, and waits (up to 1 s) until they
+  have closed, TLS shutdowns included.
 - TLS with the given `ssl.SSLContext` for https URLs; the name checked against the
   server's certificate (and sent as SNI) is `tls_server_name` when given (kubeconfig's
   `tls-server-name`), else the URL's host.
@@ -76,6 +78,23 @@ class _Conn:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def _close_when_open(opening: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    try:
+        async with asyncio.timeout(1.0):
+            _, w = await asyncio.shield(opening)
+            w.close()
+            await w.wait_closed()
+    except BaseException:  # noqa: BLE001 - failed or too slow: nothing more to do for it
+        opening.cancel()
+
+
+async def _closed(conn: _Conn) -> None:
+    try:
+        await conn.writer.wait_closed()
+    except (OSError, ssl.SSLError):
+        pass  # a reset or an unclean TLS end: closed all the same
 
 
 async def _timed(aw: Awaitable[T], timeout: float | None, exc: type[Exception], what: str) -> T:
@@ -240,6 +259,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Key, list[_Conn]] = {}
         self._n_idle = 0
         self.connections_opened = 0
+        # Every connection not yet seen closing when the last one was opened: aclose
+        # waits for their TLS shutdown (a loop closed under it logs a "Fatal error").
+        self._open: set[_Conn] = set()
 
     @classmethod
     def for_connection(cls, conn: Connection, *, max_idle: int = 64) -> LeanTransport:
@@ -292,18 +314,31 @@ class LeanTransport(httpx.AsyncBaseTransport):
         proxy = self.route(key).proxy
         ctx = self._context() if scheme == "https" else None
         sni = (self.tls_server_name or host) if ctx is not None else None
+        if proxy is None:
+            opening = asyncio.ensure_future(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni, limit=1 << 20))
+            what = f"connecting to {host}:{port}"
+        else:
+            opening = asyncio.ensure_future(self._via(proxy, key, ctx, sni))
+            what = f"connecting to {host}:{port} through proxy {proxy.url}"
         try:
-            if proxy is None:
-                r, w = await _timed(
-                    asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni, limit=1 << 20),
-                    timeout, httpx.ConnectTimeout, f"connecting to {host}:{port}")
-            else:
-                r, w = await _timed(self._via(proxy, key, ctx, sni), timeout, httpx.ConnectTimeout,
-                                    f"connecting to {host}:{port} through proxy {proxy.url}")
+            r, w = await _timed(asyncio.shield(opening), timeout, httpx.ConnectTimeout, what)
+        except asyncio.CancelledError:
+            # Cancelled mid-handshake, uvloop's TLS transport is torn down under its
+            # protocol, which logs a traceback when the loop ends: let the connection
+            # finish opening (a second at most), then close it cleanly.
+            await _close_when_open(opening)
+            raise
         except (OSError, ssl.SSLError) as e:
             raise httpx.ConnectError(str(e) or type(e).__name__) from None
+        except BaseException:
+            opening.cancel()
+            raise
         self.connections_opened += 1
-        return _Conn(r, w)
+        conn = _Conn(r, w)
+        self._open = {c for c in self._open if not c.writer.is_closing()}
+        self._open.add(conn)
+        return conn
 
     async def _via(self, proxy: Proxy, key: Key, ctx: ssl.SSLContext | None,
                    sni: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -423,8 +458,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
 
     async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for c in conns:
+        for idle in self._idle.values():
+            for c in idle:
                 c.close()
         self._idle.clear()
         self._n_idle = 0
+        # Close every connection and let each finish closing (a TLS one sends its
+        # close_notify; uvloop logs a traceback if the loop ends first), a second at most.
+        conns, self._open = self._open, set()
+        for c in conns:
+            c.close()
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(_closed(c)) for c in conns], timeout=1.0)

@@ -335,9 +335,28 @@ def describe_volumes(w: W, volumes: list[dict], level: int = 0) -> None:
             w.kv(lv, "HostPathType", hp.get("type", ""))
         elif v.get("projected") is not None:
             w.kv(lv, "Type", "Projected (a volume that contains injected data from multiple sources)")
+            describe_projected_sources(w, (v["projected"] or {}).get("sources") or [], lv)
         else:
             kind = next((k for k in v if k != "name"), "<unknown>")
             w.kv(lv, "Type", kind)
+
+
+def describe_projected_sources(w: W, sources: list[dict], level: int) -> None:
+    """kubectl's printProjectedVolumeSource: a line or two per source (an unset optional
+    prints as Go prints a nil *bool)."""
+    def optional(src: dict) -> str:
+        return "<nil>" if src.get("optional") is None else str(bool(src["optional"])).lower()
+    for src in sources:
+        if src.get("secret") is not None:
+            w.kv(level, "SecretName", src["secret"].get("name", ""))
+            w.kv(level, "SecretOptionalName", optional(src["secret"]))
+        elif src.get("downwardAPI") is not None:
+            w.kv(level, "DownwardAPI", "true")
+        elif src.get("configMap") is not None:
+            w.kv(level, "ConfigMapName", src["configMap"].get("name", ""))
+            w.kv(level, "ConfigMapOptional", optional(src["configMap"]))
+        elif src.get("serviceAccountToken") is not None:
+            w.kv(level, "TokenExpirationSeconds", src["serviceAccountToken"].get("expirationSeconds", 3600))
 
 
 def describe_tolerations(w: W, tolerations: list[dict], level: int = 0, key: str = "Tolerations") -> None:

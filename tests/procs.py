@@ -2,9 +2,19 @@
 
 Both are started as child processes and stopped by PID; readiness is polled, never
 slept for.
+
+The API server is secure by default, as `minik8s up` runs it: HTTPS with the test
+session's cluster PKI (made once per process by cluster.pki, see `session_pki`), x509
+client certificates and ServiceAccount tokens authenticated, `Node,RBAC` authorization,
+anonymous requests allowed (as kube-apiserver's default). Tests reach it as its admin
+(`kubernetes-admin`, group system:masters) through `client()`, `async_client()`,
+`connection()`, `write_kubeconfig()` and `ws_url()`/`ws_ssl()`, never by building a
+client from `url`; only tests about plain-HTTP mode ask for `plain=True`.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import signal
@@ -13,9 +23,33 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import httpx
+
+from client.kubeconfig import Connection, KubeConfig
+from cluster import pki as cluster_pki
+
+# What `minik8s up` passes as --service-account-issuer (cluster.bringup.SA_ISSUER, kubeadm's).
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+_session_pki: str | None = None
+_pki_lock = threading.Lock()
+
+
+def session_pki() -> str:
+    """The directory of this test process's cluster PKI (cluster.pki's layout: ca, apiserver
+    for 127.0.0.1, admin, scheduler, controller-manager, sa.key/sa.pub, etcd), made on first
+    use and removed at exit. One per session: making keys is the slow part."""
+    global _session_pki
+    with _pki_lock:
+        if _session_pki is None:
+            d = tempfile.mkdtemp(prefix="minik8s-test-pki-")
+            cluster_pki.ensure(d, cluster_pki.ClusterFacts(control_plane_name="localhost"))
+            atexit.register(shutil.rmtree, d, True)
+            _session_pki = d
+        return _session_pki
 
 
 def free_port() -> int:
@@ -36,6 +70,27 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def default_service_account(http, namespace: str) -> None:
+    """Make `namespace`'s `default` ServiceAccount, as the serviceaccount controller would
+    for an API server no controller manager serves: without it the ServiceAccount
+    admission refuses pods there."""
+    r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                  json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+    assert r.status_code in (201, 409), r.text
+
+
+def root_ca_configmap(http, namespace: str, *, ca_file: str | None = None) -> None:
+    """Make `namespace`'s `kube-root-ca.crt` ConfigMap of `ca_file` (default the session
+    PKI's CA), as root-ca-cert-publisher would: pods' token volumes project it, so a
+    kubelet cannot start them without it."""
+    with open(ca_file or os.path.join(session_pki(), "ca.crt")) as f:
+        ca = f.read()
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps",
+                  json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                        "data": {"ca.crt": ca}})
+    assert r.status_code in (201, 409), r.text
 
 
 class Etcd:
@@ -157,23 +212,46 @@ class Component:
 class APIServer(Component):
     """`minik8s apiserver` as a child process on a free port; `start` waits for /readyz.
 
-    By default it serves plain HTTP (`--plain-http`). With `pki_dir` (a cluster.pki
-    directory) it serves HTTPS with that directory's serving certificate and client CA
-    (`url` is then https://), and `--plain-http` is not passed."""
+    Secure unless `plain=True` (see the module docstring): HTTPS with `pki_dir` (default
+    the session's PKI) and the security flags of `minik8s up` (cluster.bringup): the
+    serving certificate, --client-ca-file, the ServiceAccount key pair and issuer,
+    `--authorization-mode Node,RBAC` and the kubelet client certificate (unless
+    `kubelet_tls=False`: kubelets in the shared-token mode, $MINIK8S_KUBELET_TOKEN). A
+    flag given in `extra` replaces its default here. `plain=True` passes `--plain-http` (no TLS, no
+    authentication, AlwaysAllow): only for tests about that mode."""
 
     def __init__(self, etcd_url: str, *extra: str, port: int | None = None,
-                 pki_dir: str | None = None):
+                 pki_dir: str | None = None, plain: bool = False, kubelet_tls: bool = True):
         self.etcd_url = etcd_url
         self.port = port or free_port()
-        self.pki_dir = pki_dir
-        self.url = f"{'https' if pki_dir else 'http'}://127.0.0.1:{self.port}"
+        self.plain = plain
+        self.pki_dir = None if plain else (pki_dir or session_pki())
+        self.url = f"{'http' if plain else 'https'}://127.0.0.1:{self.port}"
         self.extra = list(extra)
-        security = ["--plain-http"] if pki_dir is None else [
-            "--tls-cert-file", os.path.join(pki_dir, "apiserver.crt"),
-            "--tls-private-key-file", os.path.join(pki_dir, "apiserver.key"),
-            "--client-ca-file", os.path.join(pki_dir, "ca.crt")]
+        security = ["--plain-http"] if self.pki_dir is None else \
+            self._security(self.pki_dir, self.extra, kubelet_tls=kubelet_tls)
         super().__init__("apiserver", "--etcd-servers", etcd_url, "--bind-address", "127.0.0.1",
                          "--port", str(self.port), *security, *extra)
+
+    @staticmethod
+    def _security(d: str, extra: list[str], *, kubelet_tls: bool) -> list[str]:
+        given = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
+        defaults = {
+            "--tls-cert-file": os.path.join(d, "apiserver.crt"),
+            "--tls-private-key-file": os.path.join(d, "apiserver.key"),
+            "--client-ca-file": os.path.join(d, "ca.crt"),
+            "--service-account-key-file": os.path.join(d, "sa.pub"),
+            "--service-account-signing-key-file": os.path.join(d, "sa.key"),
+            "--service-account-issuer": SA_ISSUER,
+            "--authorization-mode": "Node,RBAC",
+        }
+        if kubelet_tls:
+            defaults.update({
+                "--kubelet-client-certificate": os.path.join(d, "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key": os.path.join(d, "apiserver-kubelet-client.key"),
+                "--kubelet-certificate-authority": os.path.join(d, "ca.crt"),
+            })
+        return [x for flag, value in defaults.items() if flag not in given for x in (flag, value)]
 
     @property
     def ca_file(self) -> str | None:
@@ -181,28 +259,99 @@ class APIServer(Component):
 
     def admin_tls(self) -> ssl.SSLContext | bool:
         """With a PKI: a client context trusting its CA and presenting its admin certificate."""
+        return self.tls("admin")
+
+    def tls(self, user: str | None = "admin") -> ssl.SSLContext | bool:
+        """With a PKI: a client context trusting its CA, presenting `user`'s certificate (a
+        leaf of the PKI, see `connection`), or none with user=None."""
         if not self.pki_dir:
             return True
+        if user == "admin":
+            return admin_context(self.pki_dir)
         ctx = ssl.create_default_context(cafile=os.path.join(self.pki_dir, "ca.crt"))
-        ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"), os.path.join(self.pki_dir, "admin.key"))
+        if user is not None:
+            ctx.load_cert_chain(os.path.join(self.pki_dir, f"{user}.crt"), os.path.join(self.pki_dir, f"{user}.key"))
         return ctx
 
-    def client(self, **kw) -> httpx.Client:
-        """An httpx client for this server as its admin: what tests use instead of
+    def client(self, *, user: str | None = "admin", **kw) -> httpx.Client:
+        """An httpx client for this server as its admin (or `user`, see `tls`; None: no
+        certificate, so anonymous unless a token is sent): what tests use instead of
         building one from `url`, so they work whether the server is plain or secure."""
         kw.setdefault("timeout", 30)
-        return httpx.Client(base_url=self.url, verify=self.admin_tls(), **kw)
+        return httpx.Client(base_url=self.url, verify=self.tls(user), **kw)
 
-    def async_client(self, **kw) -> httpx.AsyncClient:
+    def async_client(self, *, user: str | None = "admin", **kw) -> httpx.AsyncClient:
         kw.setdefault("timeout", 30)
-        return httpx.AsyncClient(base_url=self.url, verify=self.admin_tls(), **kw)
+        return httpx.AsyncClient(base_url=self.url, verify=self.tls(user), **kw)
+
+    def connection(self, user: str = "admin", **kw) -> Connection:
+        """A client.kubeconfig.Connection to this server as `user` (a leaf of the PKI:
+        "admin", "scheduler", "controller-manager", "kubelets/<node>/kubelet-client")."""
+        if not self.pki_dir:
+            return Connection(server=self.url, **kw)
+        return Connection(server=self.url, ca_file=os.path.join(self.pki_dir, "ca.crt"),
+                          cert_file=os.path.join(self.pki_dir, f"{user}.crt"),
+                          key_file=os.path.join(self.pki_dir, f"{user}.key"), **kw)
+
+    def kubeconfig(self, user: str = "admin", *, namespace: str | None = None) -> KubeConfig:
+        """A kubeconfig reaching this server as `user` (see `connection`), naming the CA
+        and the user's certificate and key as files."""
+        kc = KubeConfig()
+        if self.pki_dir:
+            kc.set_cluster("minik8s", server=self.url, certificate_authority=os.path.join(self.pki_dir, "ca.crt"))
+            kc.set_user(user, client_certificate=os.path.join(self.pki_dir, f"{user}.crt"),
+                        client_key=os.path.join(self.pki_dir, f"{user}.key"))
+        else:
+            kc.set_cluster("minik8s", server=self.url)
+            kc.set_user(user)
+        kc.set_context("minik8s", cluster="minik8s", user=user, namespace=namespace)
+        kc.current_context = "minik8s"
+        return kc
+
+    def write_kubeconfig(self, path, user: str = "admin", *, namespace: str | None = None) -> str:
+        """`kubeconfig(...)` saved to `path`; the path, as a str."""
+        self.kubeconfig(user, namespace=namespace).save(str(path))
+        return str(path)
+
+    def kubectl_flags(self) -> list[str]:
+        """kubectl's flags reaching this server as its admin, without a kubeconfig."""
+        if not self.pki_dir:
+            return ["--server", self.url]
+        return ["--server", self.url, "--certificate-authority", os.path.join(self.pki_dir, "ca.crt"),
+                "--client-certificate", os.path.join(self.pki_dir, "admin.crt"),
+                "--client-key", os.path.join(self.pki_dir, "admin.key")]
+
+    def socket(self, timeout: float | None = 60) -> socket.socket:
+        """A raw connection to this server (TLS as its admin when it is secure), for tests
+        that speak HTTP by hand."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        tls = self.ws_ssl()
+        return tls.wrap_socket(sock, server_hostname="127.0.0.1") if tls is not None else sock
+
+    def ws_url(self, path: str) -> str:
+        """The ws:// or wss:// URL of `path` on this server."""
+        return ("ws" + self.url[len("http"):]) + path
+
+    def ws_ssl(self) -> ssl.SSLContext | None:
+        """What `websockets.connect(..., ssl=)` takes to reach this server as its admin."""
+        return admin_context(self.pki_dir) if self.pki_dir else None
 
     def start(self):
         super().start()
+        tls = self.admin_tls()
 
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
-            return httpx.get(self.url + "/readyz", timeout=1, verify=self.admin_tls()).status_code == 200
+            return httpx.get(self.url + "/readyz", timeout=1, verify=tls).status_code == 200
         wait_for(ready, what="apiserver")
         return self
+
+
+@functools.lru_cache(maxsize=None)
+def admin_context(pki_dir: str) -> ssl.SSLContext:
+    """One context per PKI for the admin: loading a CA and a key costs ~1 ms, and httpx
+    clients made per test share it."""
+    ctx = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.crt"))
+    ctx.load_cert_chain(os.path.join(pki_dir, "admin.crt"), os.path.join(pki_dir, "admin.key"))
+    return ctx

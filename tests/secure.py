@@ -1,7 +1,9 @@
-"""A secure API server for tests: a real etcd, a cluster PKI made by cluster.pki in a tmp
-dir, and `minik8s apiserver` serving HTTPS with it (tests/procs.py's APIServer with
-`pki_dir`). Users are client certificates signed by the cluster CA (CN the user, O the
-groups), used through httpx, the real kubectl and the official Python client.
+"""A secure API server of its own for tests: a real etcd, a cluster PKI made by cluster.pki
+in a tmp dir, and `minik8s apiserver` serving HTTPS with it (tests/procs.py's APIServer
+with `pki_dir`: `minik8s up`'s security flags, those given here replacing theirs). Users
+are client certificates signed by the cluster CA (CN the user, O the groups), used
+through httpx, the real kubectl and the official Python client. (Every tests/procs.py
+APIServer is secure; this one is for tests that make users of their own CA, or etcd TLS.)
 """
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ async def res(etcd):
 async def ns(res):
     name = "cached-" + uuid.uuid4().hex[:8]
     await res.create(by_plural("namespaces"), "", {"metadata": {"name": name}})
+    # what the serviceaccount controller makes, without which admission refuses pods
+    await res.create(by_plural("serviceaccounts"), name, {"metadata": {"name": "default"}})
     return name
 
 

@@ -278,13 +278,12 @@ def test_delete_collection_with_selector(http, ns):
 
 
 def test_lost_update_50_concurrent_writers(apiserver, ns):
-    import httpx
     url = f"/api/v1/namespaces/{ns}/configmaps"
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         c.post(url, json={"metadata": {"name": "counter", "annotations": {"n": "0"}}})
 
     def increment(_):
-        with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+        with apiserver.client(timeout=30) as c:
             for _ in range(200):
                 cm = c.get(f"{url}/counter").json()
                 cm["metadata"]["annotations"]["n"] = str(int(cm["metadata"]["annotations"]["n"]) + 1)
@@ -296,22 +295,21 @@ def test_lost_update_50_concurrent_writers(apiserver, ns):
 
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         assert sum(pool.map(increment, range(50))) == 50
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         assert c.get(f"{url}/counter").json()["metadata"]["annotations"]["n"] == "50"
 
 
 def test_concurrent_patches_without_resource_version_all_apply(apiserver, ns):
     """A patch that does not name a resourceVersion is re-applied on conflict, never 409."""
-    import httpx
     url = f"/api/v1/namespaces/{ns}/configmaps"
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         c.post(url, json={"metadata": {"name": "many"}})
 
     writers = 50
     start = threading.Barrier(writers)
 
     def patch(i):
-        with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+        with apiserver.client(timeout=30) as c:
             c.get("/readyz")  # connected before the start, so all patch at once
             start.wait()
             r = c.patch(f"{url}/many", json={"data": {f"k{i}": "v"}},
@@ -321,23 +319,22 @@ def test_concurrent_patches_without_resource_version_all_apply(apiserver, ns):
     with concurrent.futures.ThreadPoolExecutor(writers) as pool:
         codes = list(pool.map(patch, range(writers)))
     assert codes == [200] * writers
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         assert len(c.get(f"{url}/many").json()["data"]) == writers
 
 
 def test_concurrent_unconditional_updates_all_apply(apiserver, ns):
     """A PUT without a resourceVersion is an unconditional update: like Kubernetes'
     GuaranteedUpdate, the server retries it on the new state rather than answer 409."""
-    import httpx
     url = f"/api/v1/namespaces/{ns}/configmaps"
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         c.post(url, json={"metadata": {"name": "last"}})
 
     writers = 30
     start = threading.Barrier(writers)
 
     def put(i):
-        with httpx.Client(base_url=apiserver.url, timeout=30) as c:
+        with apiserver.client(timeout=30) as c:
             c.get("/readyz")
             start.wait()
             return c.put(f"{url}/last", json={"metadata": {"name": "last"}, "data": {"w": str(i)}}).status_code
@@ -345,7 +342,7 @@ def test_concurrent_unconditional_updates_all_apply(apiserver, ns):
     with concurrent.futures.ThreadPoolExecutor(writers) as pool:
         codes = list(pool.map(put, range(writers)))
     assert codes == [200] * writers
-    with httpx.Client(base_url=apiserver.url) as c:
+    with apiserver.client() as c:
         assert c.get(f"{url}/last").json()["data"]["w"] in {str(i) for i in range(writers)}
 
 

@@ -1,5 +1,4 @@
 """LIST and WATCH: selectors, paging, resourceVersion semantics, compaction."""
-import httpx
 import pytest
 
 from tests.procs import APIServer, compact_etcd
@@ -72,7 +71,7 @@ def test_limit_and_continue_pages_at_one_revision(http, ns):
 def test_watch_from_revision_sees_changes_in_order(apiserver, http, ns):
     url = f"/api/v1/namespaces/{ns}/configmaps"
     rv = http.get(url).json()["metadata"]["resourceVersion"]
-    w = WatchReader(apiserver.url, url, resourceVersion=rv)
+    w = WatchReader(apiserver, url, resourceVersion=rv)
     try:
         http.post(url, json={"metadata": {"name": "w1"}, "data": {"v": "1"}})
         http.patch(f"{url}/w1", json={"data": {"v": "2"}}, headers={"content-type": "application/merge-patch+json"})
@@ -91,7 +90,7 @@ def test_watch_from_revision_sees_changes_in_order(apiserver, http, ns):
 def test_watch_without_revision_starts_with_current_state(apiserver, http, ns):
     url = f"/api/v1/namespaces/{ns}/configmaps"
     http.post(url, json={"metadata": {"name": "pre"}})
-    w = WatchReader(apiserver.url, url)
+    w = WatchReader(apiserver, url)
     try:
         w.wait(lambda ev: names(ev) == ["pre"])
         http.post(url, json={"metadata": {"name": "post"}})
@@ -103,7 +102,7 @@ def test_watch_without_revision_starts_with_current_state(apiserver, http, ns):
 def test_watch_selector_transitions(apiserver, http, ns):
     url = f"/api/v1/namespaces/{ns}/configmaps"
     rv = http.get(url).json()["metadata"]["resourceVersion"]
-    w = WatchReader(apiserver.url, url, resourceVersion=rv, labelSelector="sel=yes")
+    w = WatchReader(apiserver, url, resourceVersion=rv, labelSelector="sel=yes")
     try:
         http.post(url, json={"metadata": {"name": "t", "labels": {"sel": "no"}}})
         mp = {"content-type": "application/merge-patch+json"}
@@ -120,7 +119,7 @@ def test_watch_selector_transitions(apiserver, http, ns):
 
 
 def test_watch_timeout_seconds_ends_stream(apiserver, http, ns):
-    w = WatchReader(apiserver.url, f"/api/v1/namespaces/{ns}/configmaps", timeoutSeconds=1)
+    w = WatchReader(apiserver, f"/api/v1/namespaces/{ns}/configmaps", timeoutSeconds=1)
     assert w.done.wait(15), "the watch did not end after timeoutSeconds"
     assert w.status_code == 200
     w.close()
@@ -130,8 +129,9 @@ def test_watch_bookmarks(etcd):
     server = APIServer(etcd.url, "--bookmark-interval", "0.2").start()
     try:
         url = "/api/v1/namespaces/default/configmaps"
-        rv = httpx.get(server.url + url).json()["metadata"]["resourceVersion"]
-        w = WatchReader(server.url, url, resourceVersion=rv, allowWatchBookmarks="true")
+        with server.client() as c:
+            rv = c.get(url).json()["metadata"]["resourceVersion"]
+        w = WatchReader(server, url, resourceVersion=rv, allowWatchBookmarks="true")
         try:
             events = w.wait(lambda ev: any(e["type"] == "BOOKMARK" for e in ev))
             bm = next(e for e in events if e["type"] == "BOOKMARK")
@@ -149,9 +149,8 @@ def test_watch_disconnect_releases_watcher(apiserver, http, ns):
                         for s in f.samples if s.name == "apiserver_registered_watchers"
                         and s.labels == {"group": "", "version": "v1", "kind": "Pod"}))
     before = watchers()
-    import socket
     import time
-    sock = socket.create_connection(("127.0.0.1", apiserver.port))
+    sock = apiserver.socket()
     sock.sendall(f"GET /api/v1/namespaces/{ns}/pods?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     deadline = time.monotonic() + 10
@@ -168,12 +167,12 @@ def test_watch_resumes_across_apiserver_restart(etcd):
     server = APIServer(etcd.url).start()
     url = "/api/v1/namespaces/default/configmaps"
     try:
-        with httpx.Client(base_url=server.url) as c:
+        with server.client() as c:
             c.delete(url, params={"labelSelector": "resume=test"})
             rv = c.get(url).json()["metadata"]["resourceVersion"]
             for i in range(5):
                 c.post(url, json={"metadata": {"name": f"r{i}", "labels": {"resume": "test"}}})
-        w = WatchReader(server.url, url, resourceVersion=rv, labelSelector="resume=test")
+        w = WatchReader(server, url, resourceVersion=rv, labelSelector="resume=test")
         events = w.wait(lambda ev: len(ev) >= 5)
         w.close()
         last = events[-1]["object"]["metadata"]["resourceVersion"]
@@ -181,10 +180,10 @@ def test_watch_resumes_across_apiserver_restart(etcd):
         server2 = APIServer(etcd.url, port=server.port)
         # Writes that happen while the server is down must be seen after the restart.
         server2.start()
-        with httpx.Client(base_url=server2.url) as c:
+        with server2.client() as c:
             for i in range(5, 8):
                 c.post(url, json={"metadata": {"name": f"r{i}", "labels": {"resume": "test"}}})
-        w = WatchReader(server2.url, url, resourceVersion=last, labelSelector="resume=test")
+        w = WatchReader(server2, url, resourceVersion=last, labelSelector="resume=test")
         more = w.wait(lambda ev: len(ev) >= 3)
         w.close()
         all_events = events + more
@@ -200,7 +199,7 @@ def test_watch_and_list_after_compaction_are_gone(etcd):
     server = APIServer(etcd.url).start()
     try:
         url = "/api/v1/namespaces/default/configmaps"
-        with httpx.Client(base_url=server.url) as c:
+        with server.client() as c:
             old = c.get(url).json()["metadata"]["resourceVersion"]
             for _ in range(3):
                 c.post(url, json={"metadata": {"generateName": "compact-"}})

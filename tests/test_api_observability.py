@@ -69,7 +69,7 @@ def test_request_metrics_have_kube_apiserver_labels(http, ns):
 def test_watch_metrics(apiserver, http, ns):
     pods = dict(group="", version="v1", kind="Pod")
     before = samples(http)
-    w = WatchReader(apiserver.url, f"/api/v1/namespaces/{ns}/configmaps")
+    w = WatchReader(apiserver, f"/api/v1/namespaces/{ns}/configmaps")
     try:
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w"}}
         assert http.post(f"/api/v1/namespaces/{ns}/configmaps", json=cm).status_code == 201
@@ -111,7 +111,7 @@ def test_readyz_fails_while_etcd_is_down():
     etcd = Etcd().start()
     server = APIServer(etcd.url).start()
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with server.client(timeout=30) as http:
             etcd.kill()
             wait_for(lambda: http.get("/readyz").status_code == 500, what="readyz to fail")
             r = http.get("/readyz?verbose")
@@ -137,8 +137,8 @@ def test_exec_upgrade_is_counted_as_kube_apiserver_counts_it(apiserver, http, ns
     labels = dict(verb="GET", dry_run="", group="", version="v1", resource="pods", subresource="exec",
                   scope="resource", component="apiserver", code="404")
     before = value(samples(http), "apiserver_request_total", **labels)
-    url = f"ws://127.0.0.1:{apiserver.port}/api/v1/namespaces/{ns}/pods/nope/exec?command=ls"
+    url = apiserver.ws_url(f"/api/v1/namespaces/{ns}/pods/nope/exec?command=ls")
     with pytest.raises(InvalidStatus) as refused:
-        connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10).close()
+        connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10, ssl=apiserver.ws_ssl()).close()
     assert refused.value.response.status_code == 404
     assert value(samples(http), "apiserver_request_total", **labels) == before + 1

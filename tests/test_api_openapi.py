@@ -15,9 +15,9 @@ from tests.util import pod
 
 @pytest.fixture(scope="module")
 def documents(apiserver):
-    import httpx
-    index = httpx.get(apiserver.url + "/openapi/v3").json()["paths"]
-    return {p: httpx.get(apiserver.url + v["serverRelativeURL"]) for p, v in index.items()}
+    with apiserver.client() as c:
+        index = c.get("/openapi/v3").json()["paths"]
+        return {p: c.get(v["serverRelativeURL"]) for p, v in index.items()}
 
 
 def test_index_names_a_document_per_group_version(documents):
@@ -146,14 +146,15 @@ def test_log_of_a_pod_that_never_ran_is_empty(http, ns):
 
 
 def ws_url(apiserver, ns: str, name: str) -> str:
-    return apiserver.url.replace("http://", "ws://") + \
-        f"/api/v1/namespaces/{ns}/pods/{name}/exec?command=echo&command=hi&stdout=true&stderr=true"
+    return apiserver.ws_url(
+        f"/api/v1/namespaces/{ns}/pods/{name}/exec?command=echo&command=hi&stdout=true&stderr=true")
 
 
 @pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io"])
 def test_exec_answers_on_the_error_channel(apiserver, http, ns, protocol):
     http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p", node="node-x"))
-    with connect(ws_url(apiserver, ns, "p"), subprotocols=[protocol, "base64.channel.k8s.io"]) as ws:
+    with connect(ws_url(apiserver, ns, "p"), subprotocols=[protocol, "base64.channel.k8s.io"],
+                 ssl=apiserver.ws_ssl()) as ws:
         assert ws.subprotocol == protocol
         frame = ws.recv(timeout=10)
     assert frame[0] == 3  # the error channel
@@ -164,12 +165,12 @@ def test_exec_answers_on_the_error_channel(apiserver, http, ns, protocol):
 
 def test_exec_refuses_before_the_upgrade(apiserver, http, ns):
     with pytest.raises(InvalidStatus) as err:
-        connect(ws_url(apiserver, ns, "missing"), subprotocols=["v5.channel.k8s.io"])
+        connect(ws_url(apiserver, ns, "missing"), subprotocols=["v5.channel.k8s.io"], ssl=apiserver.ws_ssl())
     assert err.value.response.status_code == 404
     assert json.loads(err.value.response.body)["message"] == 'pods "missing" not found'
     http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p"))
     with pytest.raises(InvalidStatus) as err:
-        connect(ws_url(apiserver, ns, "p"), subprotocols=["channel.k8s.io"])
+        connect(ws_url(apiserver, ns, "p"), subprotocols=["channel.k8s.io"], ssl=apiserver.ws_ssl())
     assert err.value.response.status_code == 400
 
 

@@ -7,7 +7,6 @@ import ipaddress
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.procs import APIServer, Etcd, free_port, wait_for
@@ -31,7 +30,7 @@ def server(etcd):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with server.client(timeout=30) as c:
         yield c
 
 
@@ -56,7 +55,7 @@ def test_cluster_ip_is_allocated_in_range_with_single_stack_defaults(http):
 
 def test_concurrent_creates_get_unique_ips(server):
     def one(i):
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        with server.client(timeout=60) as c:
             r = create(c, f"many-{i}")
             assert r.status_code == 201, r.text
             return r.json()["spec"]["clusterIP"]
@@ -185,7 +184,7 @@ def test_kubernetes_service(http, server):
 def test_restart_keeps_allocations_and_repairs_drift(etcd):
     first = APIServer(etcd.url).start()
     try:
-        with httpx.Client(base_url=first.url, timeout=30) as c:
+        with first.client(timeout=30) as c:
             assert create(c, "kept", clusterIP="10.96.1.1").status_code == 201
             assert create(c, "kept-np", type="NodePort", ports=[{"port": 80, "nodePort": 31000}]).status_code == 201
             assert create(c, "leaks", clusterIP="10.96.1.2").status_code == 201
@@ -197,7 +196,7 @@ def test_restart_keeps_allocations_and_repairs_drift(etcd):
     asyncio.run(_drift(etcd.url))
     second = APIServer(etcd.url).start()
     try:
-        with httpx.Client(base_url=second.url, timeout=30) as c:
+        with second.client(timeout=30) as c:
             assert c.get(f"{SVCS}/kept").json()["spec"]["clusterIP"] == "10.96.1.1"
             # Kept across the restart, and put back by the repair:
             r = create(c, "steal", clusterIP="10.96.1.1")
@@ -230,7 +229,7 @@ def test_two_servers_never_hand_out_the_same_ip(etcd, server):
     other = APIServer(etcd.url).start()
     try:
         def one(i):
-            with httpx.Client(base_url=(server, other)[i % 2].url, timeout=60) as c:
+            with (server, other)[i % 2].client(timeout=60) as c:
                 r = create(c, f"two-{i}")
                 assert r.status_code == 201, r.text
                 return r.json()["spec"]["clusterIP"]
@@ -254,7 +253,7 @@ def test_configured_ranges():
     s = APIServer(fresh.url, "--service-cluster-ip-range", "10.200.0.0/29",
                   "--service-node-port-range", "31000-31001").start()
     try:
-        with httpx.Client(base_url=s.url, timeout=30) as c:
+        with s.client(timeout=30) as c:
             assert c.get(f"{SVCS}/kubernetes").json()["spec"]["clusterIP"] == "10.200.0.1"
             r = create(c, "np", type="NodePort", ports=[{"port": 1, "name": "a"}, {"port": 2, "name": "b"}])
             assert r.status_code == 201, r.text

@@ -107,12 +107,22 @@ SA_WITH_SECRETS = {"metadata": {"name": "builder"}, "imagePullSecrets": [{"name"
     ("the pod's own list wins", {"serviceAccountName": "builder", "imagePullSecrets": [{"name": "mine"}]},
      {}, SA_WITH_SECRETS, [{"name": "mine"}]),
     ("an SA without secrets adds none", {"serviceAccountName": "builder"}, {}, {"metadata": {}}, None),
-    ("a missing SA adds none", {"serviceAccountName": "builder"}, {}, None, None),
     ("a mirror pod is left alone", {"serviceAccountName": "builder"}, {"kubernetes.io/config.mirror": "x"},
      SA_WITH_SECRETS, None),
 ])
 def test_service_account_admission_copies_image_pull_secrets(name, spec, annotations, sa, want):
     obj = {"metadata": {"name": "p", "annotations": annotations}, "spec": dict(spec)}
     refs = PODS.admission_refs(obj)
-    PODS.admit_create(obj, {ref: sa for ref in refs})
+    PODS.admit_create(obj, {ref: sa for ref in refs}, name="p")
     assert obj["spec"].get("imagePullSecrets") == want
+
+
+def test_service_account_admission_refuses_a_pod_whose_service_account_is_missing():
+    obj = {"metadata": {"generateName": "p-", "namespace": "team"}, "spec": {"serviceAccountName": "builder"}}
+    with pytest.raises(errors.Forbidden) as err:
+        PODS.admit_create(obj, {ref: None for ref in PODS.admission_refs(obj)}, name="p-")
+    assert str(err.value) == ('pods "p-" is forbidden: error looking up service account team/builder: '
+                              'serviceaccount "builder" not found')
+    assert "volumes" not in obj["spec"]
+    assert PODS.admission_attempts(("serviceaccounts", "default")) == 10  # the controller makes it soon
+    assert PODS.admission_attempts(("serviceaccounts", "builder")) == 1

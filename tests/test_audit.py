@@ -14,7 +14,7 @@ import pytest
 
 from apiserver import audit
 from cluster import pki
-from tests.procs import APIServer, Etcd, wait_for
+from tests.procs import APIServer, Etcd, default_service_account, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,7 @@ def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
     ns = "audit-" + uuid.uuid4().hex[:6]
     with admin(server) as c:
         assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        default_service_account(c, ns)
         r = c.post(f"/api/v1/namespaces/{ns}/pods", json={"metadata": {"name": "p"}, "spec": {
             "containers": [{"name": "c", "image": "busybox"}]}})
         assert r.status_code == 201, r.text
@@ -201,7 +202,7 @@ def test_a_policy_file_chooses_what_is_logged_and_stdout_takes_the_events(etcd, 
     policy.write_text(POLICY)
     s = APIServer(etcd.url, "--audit-log-path", "-", "--audit-policy-file", str(policy)).start()
     try:
-        with httpx.Client(base_url=s.url, timeout=30) as c:
+        with s.client(timeout=30) as c:
             secret = c.post("/api/v1/namespaces/default/secrets",
                             json={"metadata": {"generateName": "a-"}})
             got = c.get(f"/api/v1/namespaces/default/secrets/{secret.json()['metadata']['name']}")
@@ -222,7 +223,7 @@ def test_a_policy_file_chooses_what_is_logged_and_stdout_takes_the_events(etcd, 
 def test_events_buffered_at_shutdown_are_flushed(etcd, tmp_path):
     path = tmp_path / "audit.log"
     s = APIServer(etcd.url, "--audit-log-path", str(path)).start()
-    with httpx.Client(base_url=s.url, timeout=30) as c:
+    with s.client(timeout=30) as c:
         ids = [c.post("/api/v1/namespaces/default/configmaps",
                       json={"metadata": {"generateName": "f-"}}).headers["audit-id"] for _ in range(20)]
     s.stop()

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from cluster import pki as cluster_pki
-from tests.procs import Component, free_port, wait_for
+from tests.procs import Component, default_service_account, free_port, wait_for
 from tests.secure import SecureCluster
 
 pytestmark = pytest.mark.kubectl
@@ -49,6 +49,7 @@ def admin(cluster):
 def ns(admin):
     name = "t-" + uuid.uuid4().hex[:8]
     assert admin.post("/api/v1/namespaces", json={"metadata": {"name": name}}).status_code == 201
+    default_service_account(admin, name)
     return name
 
 

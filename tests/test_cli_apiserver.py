@@ -45,7 +45,8 @@ def test_local_etcd_is_started_supervised_and_stopped(tmp_path):
 def test_json_logging_writes_one_json_object_a_line(etcd):
     server = APIServer(etcd.url, "--logging-format=json", "-v", "3").start()
     try:
-        assert httpx.get(server.url + "/api/v1/namespaces/default/configmaps").status_code == 200
+        with server.client() as c:
+            assert c.get("/api/v1/namespaces/default/configmaps").status_code == 200
         wait_for(lambda: '"msg": "HTTP"' in server.log(), what="the request's log line")
     finally:
         server.stop()

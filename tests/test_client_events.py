@@ -10,7 +10,7 @@ from tests.util import pod
 
 @pytest.fixture
 async def client(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 

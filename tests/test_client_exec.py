@@ -15,6 +15,14 @@ from client.kubeconfig import Connection
 from client.rest import Client
 from tests.netfixtures import RecordingProxy, TLSFront, certificate
 
+
+@pytest.fixture(scope="module")
+def apiserver(plain_apiserver):
+    """Plain HTTP for this module's tests. The recording proxy reads each request's
+    Authorization header, which only a plain connection shows, and the plugins' tokens
+    are no credentials a secure server accepts."""
+    return plain_apiserver
+
 T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
 
 PLUGIN = textwrap.dedent("""\
@@ -94,7 +102,7 @@ async def test_token_from_plugin_is_sent_and_rerun_after_expiry(apiserver, ns, p
 
 async def test_a_401_runs_the_plugin_again_once(apiserver, ns, plugin, tmp_path):
     async with RecordingProxy(reject_tokens={"tok-1"}) as proxy:
-        conn = Connection(server=apiserver.url, proxy_url=proxy.url, exec=stanza(plugin, tmp_path))
+        conn = apiserver.connection(proxy_url=proxy.url, exec=stanza(plugin, tmp_path))
         async with Client(conn, max_retries=2) as c:
             assert (await c.get("namespaces", ns))["metadata"]["name"] == ns
         assert tokens(proxy) == ["Bearer tok-1", "Bearer tok-2"]

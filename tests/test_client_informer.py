@@ -77,7 +77,7 @@ def cm(name, **data):
 
 @pytest.fixture
 async def client(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 
@@ -122,7 +122,7 @@ async def test_cache_equals_a_fresh_list_after_a_storm(client, ns):
 async def test_survives_an_apiserver_restart_without_losing_or_duplicating_state(etcd):
     server = await asyncio.to_thread(APIServer(etcd.url).start)
     try:
-        async with Client(server.url) as c:
+        async with Client(server.connection()) as c:
             await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "inf-restart"}})
             inf = Informer(c, "configmaps", namespace="inf-restart")
             story = Story(inf)
@@ -146,7 +146,7 @@ async def test_relists_after_compaction_and_reports_deletions_missed_while_away(
     server = await asyncio.to_thread(APIServer(etcd.url).start)
     ns = "inf-gone"
     try:
-        async with Client(server.url) as c, Client(apiserver.url) as other:
+        async with Client(server.connection()) as c, Client(apiserver.connection()) as other:
             await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             for name in ("stays", "changes", "goes"):
                 await c.create(cm(name), namespace=ns)
@@ -237,7 +237,7 @@ async def test_shared_factory_keeps_one_watch_per_kind(apiserver, ns):
 
     class Recording(httpx.AsyncBaseTransport):
         def __init__(self):
-            self.inner = LeanTransport()
+            self.inner = LeanTransport(ssl_context=apiserver.connection().ssl_context())
 
         async def handle_async_request(self, request):
             if request.method == "GET" and request.url.path.endswith("/pods"):
@@ -246,7 +246,7 @@ async def test_shared_factory_keeps_one_watch_per_kind(apiserver, ns):
 
         async def aclose(self):
             await self.inner.aclose()
-    async with Client(apiserver.url, transport=Recording()) as c:
+    async with Client(apiserver.connection(), transport=Recording()) as c:
         factory = SharedInformerFactory(c, namespace=ns)
         first = factory.informer("pods")
         assert factory.informer("po") is first and factory.informer("Pod") is first

@@ -65,7 +65,7 @@ async def lease_spec(client, ns) -> dict:
 
 @pytest.fixture
 async def client(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 
@@ -100,8 +100,8 @@ async def test_exactly_one_of_two_leads_and_the_other_takes_over(client, ns):
 class Partition(httpx.AsyncBaseTransport):
     """A real transport that, once cut, swallows requests without answer."""
 
-    def __init__(self):
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, verify):
+        self.inner = httpx.AsyncHTTPTransport(verify=verify)
         self.cut = False
 
     async def handle_async_request(self, request):
@@ -115,8 +115,8 @@ class Partition(httpx.AsyncBaseTransport):
 
 async def test_a_leader_that_cannot_renew_stops_before_anyone_else_starts(apiserver, client, ns):
     trace = Trace()
-    partition = Partition()
-    async with Client(apiserver.url, transport=partition) as cut_off:
+    partition = Partition(apiserver.admin_tls())
+    async with Client(apiserver.connection(), transport=partition) as cut_off:
         a = trace.candidate(cut_off, "a", ns)
         run_a = asyncio.create_task(a.run())
         await eventually(lambda: trace.started("a"), what="a leads")
@@ -161,11 +161,12 @@ async def test_release_on_cancel_hands_over_without_waiting_for_expiry(client, n
 
 CANDIDATE = textwrap.dedent("""
     import asyncio, sys
+    from client.kubeconfig import load
     from client.leaderelection import LeaderElector
     from client.rest import Client
 
-    async def main(url, ns):
-        async with Client(url) as c:
+    async def main(kubeconfig, ns):
+        async with Client(load(kubeconfig).connection()) as c:
             async def lead():
                 print("LEADING", flush=True)
                 await asyncio.Event().wait()
@@ -176,9 +177,9 @@ CANDIDATE = textwrap.dedent("""
 """)
 
 
-async def test_killing_the_leaders_process_hands_over_within_the_lease(apiserver, client, ns):
+async def test_killing_the_leaders_process_hands_over_within_the_lease(kubeconfig, client, ns):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-c", CANDIDATE, apiserver.url, ns], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-c", CANDIDATE, kubeconfig, ns], cwd=root,
                             stdout=subprocess.PIPE)
     trace = Trace()
     run_b = None

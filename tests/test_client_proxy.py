@@ -22,6 +22,14 @@ from client.watch import Watch
 from tests.netfixtures import RecordingProxy, TLSFront, certificate
 from tests.util import pod
 
+
+@pytest.fixture(scope="module")
+def apiserver(plain_apiserver):
+    """Plain HTTP for this module's tests. The recording proxy reads each request
+    (method, absolute target, headers), which only a plain connection shows; the TLS
+    fronts here terminate TLS themselves."""
+    return plain_apiserver
+
 PROXY_ENV = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
              "REQUEST_METHOD")
 
@@ -71,14 +79,14 @@ async def test_kubeconfig_proxy_url_carries_every_request_and_watch(apiserver, n
 
 async def test_proxy_url_applies_even_to_a_loopback_server(apiserver, ns):
     async with RecordingProxy() as proxy:
-        async with Client(Connection(server=apiserver.url, proxy_url=proxy.url), max_retries=0) as c:
+        async with Client(apiserver.connection(proxy_url=proxy.url), max_retries=0) as c:
             await c.get("namespaces", ns)
     assert [s.target for s in proxy.seen] == [f"{apiserver.url}/api/v1/namespaces/{ns}"]
 
 
 async def test_a_proxy_that_refuses_is_an_error_not_a_silent_direct_connection(apiserver):
     async with RecordingProxy(credentials="Basic nope") as proxy:
-        async with Client(Connection(server=apiserver.url, proxy_url=proxy.url), max_retries=0) as c:
+        async with Client(apiserver.connection(proxy_url=proxy.url), max_retries=0) as c:
             with pytest.raises(Exception, match="407|Proxy Authentication"):
                 await c.list("namespaces")
         # over TLS the refusal comes as the CONNECT's answer
@@ -150,7 +158,7 @@ async def test_http_proxy_env_and_no_proxy(apiserver, ns, monkeypatch):
                 await c.get("namespaces", ns)
         # the loopback server is never proxied
         monkeypatch.delenv("NO_PROXY")
-        async with Client(apiserver.url, max_retries=0) as c:
+        async with Client(apiserver.connection(), max_retries=0) as c:
             await c.get("namespaces", ns)
         # trust_env=False ignores the environment
         async with Client(server, transport=LeanTransport(trust_env=False), max_retries=0) as c:

@@ -15,7 +15,7 @@ from tests.util import deployment, pod
 
 @pytest.fixture
 async def client(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 
@@ -203,8 +203,8 @@ async def test_retries_are_bounded():
 
 
 async def test_connections_are_kept_alive_and_reused(apiserver, ns):
-    transport = LeanTransport()
-    async with Client(apiserver.url, transport=transport) as c:
+    transport = LeanTransport(ssl_context=apiserver.connection().ssl_context())
+    async with Client(apiserver.connection(), transport=transport) as c:
         for _ in range(20):
             await c.list("configmaps", namespace=ns)
     assert transport.connections_opened == 1, "sequential requests should share one pooled connection"
@@ -247,7 +247,7 @@ async def test_retry_on_conflict_gives_up_after_its_steps():
 
 
 async def test_discovery_adds_what_the_server_serves(apiserver):
-    async with Client(apiserver.url, resources=Resources(())) as c:
+    async with Client(apiserver.connection(), resources=Resources(())) as c:
         with pytest.raises(errors.NotFound):
             c.resources.get("leases")
         await c.discover()
@@ -257,7 +257,7 @@ async def test_discovery_adds_what_the_server_serves(apiserver):
 
 
 def test_sync_client_for_the_cli(apiserver, ns):
-    with SyncClient(apiserver.url) as c:
+    with SyncClient(apiserver.connection()) as c:
         c.create(cm("s", a="1"), namespace=ns)
         assert c.get("configmaps", "s", namespace=ns)["data"] == {"a": "1"}
         rv = c.list("configmaps", namespace=ns)["metadata"]["resourceVersion"]

@@ -19,13 +19,13 @@ from tests.util import pod
 
 @pytest.fixture
 async def client(apiserver):
-    c = Client(apiserver.url)
+    c = Client(apiserver.connection())
     yield c
     await c.close()
 
 
 async def test_is_the_clients_default_transport(apiserver):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         assert isinstance(c._http._transport, LeanTransport)
 
 

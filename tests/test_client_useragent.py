@@ -7,10 +7,16 @@ import sys
 
 import pytest
 
-from client.kubeconfig import Connection
 from client.rest import Client
 from client.useragent import default_user_agent, goarch, goos
 from tests.netfixtures import RecordingProxy
+
+
+@pytest.fixture(scope="module")
+def apiserver(plain_apiserver):
+    """Plain HTTP for this module's tests. The recording proxy reads each request's
+    User-Agent, which only a plain connection shows."""
+    return plain_apiserver
 
 
 @pytest.mark.parametrize("machine, arch", [
@@ -37,7 +43,7 @@ def test_format_is_client_gos():
 
 async def test_requests_carry_the_real_platform(apiserver, ns):
     async with RecordingProxy() as proxy:
-        async with Client(Connection(server=apiserver.url, proxy_url=proxy.url), max_retries=0) as c:
+        async with Client(apiserver.connection(proxy_url=proxy.url), max_retries=0) as c:
             await c.get("namespaces", ns)
     ua = proxy.seen[0].headers["user-agent"]
     assert re.fullmatch(r"[^/ ]+/v\d+\.\d+\.\d+ \([a-z0-9]+/[a-z0-9]+\) kubernetes/\w+", ua), ua

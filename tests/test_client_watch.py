@@ -109,7 +109,7 @@ async def test_server_trouble_is_retried_and_client_errors_are_raised():
 async def test_watch_resumes_across_an_apiserver_restart_without_loss_or_repeats(etcd):
     server = await asyncio.to_thread(APIServer(etcd.url).start)
     try:
-        async with Client(server.url) as c:
+        async with Client(server.connection()) as c:
             await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wr"}})
             rv = (await c.list("configmaps", namespace="wr"))["metadata"]["resourceVersion"]
             w = Watch(c, "configmaps", namespace="wr", resource_version=rv, backoff=0.02,

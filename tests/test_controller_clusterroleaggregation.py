@@ -77,7 +77,7 @@ async def test_a_change_to_any_role_enqueues_every_aggregated_role():
 # -- against a real API server -------------------------------------------------------------
 
 async def test_fills_and_follows_the_bootstrap_aggregated_roles(private_apiserver):
-    async with Client(private_apiserver.url) as client:
+    async with Client(private_apiserver.connection()) as client:
         async with Running(client, (ClusterRoleAggregationController, {})):
             async def rules_of(name):
                 return (await client.get("clusterroles", name)).get("rules") or []

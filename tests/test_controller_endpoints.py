@@ -178,7 +178,7 @@ async def set_pod_status(client, ns, name, *, ip, ready):
 
 
 async def test_endpoints_follow_pod_readiness_and_the_service(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "ep-" + uuid.uuid4().hex[:8]
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         await client.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},

@@ -233,7 +233,9 @@ def cluster():
     """A private etcd + API server: the collector acts on every namespace, so it must
     not see other tests' objects."""
     etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
+    # No serviceaccount controller here: ServiceAccount admission off, as in Kubernetes'
+    # integration tests of controllers.
+    server = APIServer(etcd.url, "--disable-admission-plugins", "ServiceAccount").start()
     yield server
     server.stop()
     etcd.stop()
@@ -241,7 +243,7 @@ def cluster():
 
 @pytest.fixture
 async def client(cluster):
-    async with Client(cluster.url) as c:
+    async with Client(cluster.connection()) as c:
         yield c
 
 

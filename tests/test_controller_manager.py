@@ -297,7 +297,7 @@ def controller_manager(kubeconfig):
 
 @pytest.fixture
 async def client(apiserver, ns):
-    async with Client(apiserver.url) as c:
+    async with Client(apiserver.connection()) as c:
         yield c
 
 

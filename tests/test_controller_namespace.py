@@ -125,7 +125,7 @@ def cluster(private_apiserver):
 
 @pytest.fixture
 async def client(cluster):
-    async with Client(cluster.url) as c:
+    async with Client(cluster.connection()) as c:
         yield c
 
 

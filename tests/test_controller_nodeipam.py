@@ -143,7 +143,7 @@ def cluster(private_apiserver):
 
 
 async def test_nodes_get_distinct_pod_cidrs_and_keep_existing_ones(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         await client.create(node("pre", "10.244.0.0/24"))
         async with Running(client, (NodeIPAMController, {})):
             for i in range(4):

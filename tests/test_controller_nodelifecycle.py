@@ -411,7 +411,9 @@ def cluster():
     """A private API server: the controller acts on every node, so it must not see the
     nodes other tests leave behind."""
     etcd = Etcd().start()
-    server = APIServer(etcd.url).start()
+    # No serviceaccount controller here: ServiceAccount admission off, as in Kubernetes'
+    # integration tests of controllers.
+    server = APIServer(etcd.url, "--disable-admission-plugins", "ServiceAccount").start()
     yield server
     server.stop()
     etcd.stop()
@@ -428,7 +430,7 @@ def ready_condition(status="True"):
 
 
 async def test_node_whose_lease_stops_renewing_is_tainted_and_its_pods_evicted(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "nl-" + uuid.uuid4().hex[:8]
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         for name in ("alive", "silent"):

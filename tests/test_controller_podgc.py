@@ -141,7 +141,7 @@ def cluster(private_apiserver):
 
 
 async def test_collects_terminated_surplus_and_orphans(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "gc-" + uuid.uuid4().hex[:8]
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})

@@ -101,7 +101,7 @@ def cluster(private_apiserver):
 
 
 async def test_every_namespace_gets_a_default_service_account_and_keeps_it(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         name = "sa-" + uuid.uuid4().hex[:8]
         async with Running(client, (ServiceAccountController, {})):
             # System namespaces that existed before the controller started get one too.

@@ -53,12 +53,8 @@ class Cluster:
         path.write_text(text)
         self.server = APIServer(self.etcd.url, "--encryption-provider-config", str(path)).start()
         self.kubeconfig = self.tmp / "kubeconfig"
-        self.kubeconfig.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: c\n  cluster:\n    server: {self.server.url}\n"
-            "users:\n- name: u\n  user: {}\n"
-            "contexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n")
-        return httpx.Client(base_url=self.server.url, timeout=30)
+        self.server.write_kubeconfig(self.kubeconfig)
+        return self.server.client(timeout=30)
 
     def stop(self):
         if self.server is not None:
@@ -137,7 +133,7 @@ def test_watch_events_carry_decrypted_objects(cluster):
     events: list[dict] = []
 
     def watch():
-        with httpx.Client(base_url=cluster.server.url, timeout=30) as c:
+        with cluster.server.client(timeout=30) as c:
             with c.stream("GET", f"/api/v1/namespaces/{ns}/secrets",
                           params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "20"}) as r:
                 for line in r.iter_lines():

@@ -59,14 +59,8 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture
 def kubectl(apiserver, ns, cache_dir, tmp_path):
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "test",
-              "clusters": [{"name": "minik8s", "cluster": {"server": apiserver.url}}],
-              "users": [{"name": "nobody", "user": {}}],
-              "contexts": [{"name": "test", "context": {"cluster": "minik8s", "user": "nobody",
-                                                        "namespace": ns}}]}
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    return Kubectl(str(path), cache_dir, str(tmp_path))
+    path = apiserver.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
+    return Kubectl(path, cache_dir, str(tmp_path))
 
 
 def rows(text: str) -> list[dict[str, str]]:

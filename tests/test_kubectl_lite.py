@@ -58,10 +58,20 @@ class KubectlLite:
                                 stderr=subprocess.PIPE, text=True, cwd=self.cwd, env=self.env)
 
 
-def write_kubeconfig(path, server: str, namespace: str, **user) -> str:
+def write_kubeconfig(path, server, namespace: str, **user) -> str:
+    """A kubeconfig for `server`: a URL, or a tests.procs.APIServer, reached as its admin
+    (its CA and the admin's certificate, beside any `user` fields: a client certificate
+    authenticates before a token is looked at, as in kube-apiserver)."""
+    cluster = {"server": server}
+    if not isinstance(server, str):
+        cluster = {"server": server.url}
+        if server.ca_file:
+            cluster["certificate-authority"] = server.ca_file
+            user = {"client-certificate": f"{server.pki_dir}/admin.crt",
+                    "client-key": f"{server.pki_dir}/admin.key", **user}
     path.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "minik8s", "cluster": {"server": server}}],
+        "clusters": [{"name": "minik8s", "cluster": cluster}],
         "users": [{"name": "me", "user": user}],
         "contexts": [{"name": "test", "context": {"cluster": "minik8s", "user": "me",
                                                   "namespace": namespace}}]}))
@@ -70,7 +80,7 @@ def write_kubeconfig(path, server: str, namespace: str, **user) -> str:
 
 @pytest.fixture
 def kl(apiserver, ns, tmp_path):
-    return KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, ns), str(tmp_path), ns)
+    return KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns), str(tmp_path), ns)
 
 
 def write(tmp_path, name: str, *docs: dict) -> str:
@@ -204,9 +214,11 @@ def test_apply_multi_document_file_with_one_invalid_document_applies_nothing(kl,
 
 def test_apply_directories_json_lists_stdin_and_namespaces_first(kl, http, ns, tmp_path):
     other = ns + "-app"
-    # the pod comes before its namespace in the file: apply creates namespaces first
+    # the object comes before its namespace in the file: apply creates namespaces first
+    # (a ConfigMap: a pod there would wait for a `default` ServiceAccount, which only the
+    # controller manager, not running here, makes)
     write(tmp_path, "d/a.yaml",
-          {**pod("p1"), "metadata": {"name": "p1", "namespace": other}},
+          {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p1", "namespace": other}},
           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
     (tmp_path / "d" / "b.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"k": "v"}},
@@ -214,9 +226,9 @@ def test_apply_directories_json_lists_stdin_and_namespaces_first(kl, http, ns, t
     write(tmp_path, "d/sub/c.yml", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "deep"}})
     (tmp_path / "d" / "notes.txt").write_text("not a manifest")
     out = kl.out("apply", "-f", str(tmp_path / "d"))
-    assert out.splitlines() == [f"namespace/{other} created", "pod/p1 created",
+    assert out.splitlines() == [f"namespace/{other} created", "configmap/p1 created",
                                 "configmap/c1 created", "configmap/c2 created"]
-    assert get(http, f"/api/v1/namespaces/{other}/pods/p1")["metadata"]["namespace"] == other
+    assert get(http, f"/api/v1/namespaces/{other}/configmaps/p1")["metadata"]["namespace"] == other
     assert absent(http, f"/api/v1/namespaces/{ns}/configmaps/deep")
     assert "configmap/deep created" in kl.out("apply", "-R", "-f", str(tmp_path / "d"))
     out = kl.out("apply", "-f", "-", input=yaml.safe_dump(
@@ -281,9 +293,11 @@ def test_shipped_manifests_validate_and_apply(kl, http, ns):
     assert probed["livenessProbe"]["tcpSocket"]["port"] == 8080
     out = kl.out("apply", *[a for f in files for a in ("-f", f)])
     # The server adds default tolerations to every pod and tolerations patch atomically,
-    # so a pod that lists its own reports `configured` each time, with kubectl too.
+    # so a pod that lists its own reports `configured` each time, with kubectl too; so does
+    # a pod that lists volumes, beside which the ServiceAccount admission put its token
+    # volume (the live list is longer: upstream's diff sends its $setElementOrder).
     assert [line for line in out.splitlines() if not line.endswith(" unchanged")] == [
-        "pod/pinned configured"], out
+        "pod/shared configured", "pod/pinned configured", "pod/config-web configured"], out
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import pytest
 
 from tests.netfixtures import RecordingProxy, TLSFront, _splice, certificate
 from tests.test_kubectl_lite import KubectlLite
-from tests.test_kubelet_e2e import (SLEEP, api, container, create, http, make_pod,  # noqa: F401
-                                    node, pytestmark, running, wait_pod)
+from tests.test_kubelet_e2e import (SLEEP, container, create, http, make_pod,  # noqa: F401
+                                    node, ns, pytestmark, running, start_api, wait_pod)
 
 PLUGIN = textwrap.dedent("""\
     #!{python}
@@ -71,6 +71,16 @@ class HeaderTap:
 
     def upgrades(self) -> list[dict[str, str]]:
         return [h for h in self.heads if h.get("upgrade", "").lower() == "websocket"]
+
+
+@pytest.fixture(scope="module")
+def api(etcd):
+    """Plain HTTP (--plain-http), unlike the other modules' servers: the tap reads each
+    request's head on its way to the server, the fronts here terminate TLS themselves,
+    and the plugin's token is no credential a secure server would accept."""
+    server = start_api(etcd.url, plain=True)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

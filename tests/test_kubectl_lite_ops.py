@@ -433,10 +433,11 @@ def test_cordon_uncordon_and_drain(kl, http, ns, node):
 # -- config, api-resources, version, explain ---------------------------------------------
 
 def test_config_commands(tmp_path, apiserver):
-    path = write_kubeconfig(tmp_path / "config", apiserver.url, "default", token="s3cret")
+    path = write_kubeconfig(tmp_path / "config", apiserver, "default", token="s3cret")
     k = KubectlLite(path, str(tmp_path), "default")
     view = yaml.safe_load(k.out("config", "view"))
-    assert view["users"] == [{"name": "me", "user": {"token": "REDACTED"}}]
+    files = {f: f"{apiserver.pki_dir}/admin.{ext}" for f, ext in (("client-certificate", "crt"), ("client-key", "key"))}
+    assert view["users"] == [{"name": "me", "user": {"token": "REDACTED", **files}}]  # file paths are shown
     assert yaml.safe_load(k.out("config", "view", "--raw"))["users"][0]["user"]["token"] == "s3cret"
     assert k.out("config", "set-context", "other", "--cluster", "minik8s", "--user", "me",
                  "--namespace", "kube-system") == 'Context "other" created.\n'

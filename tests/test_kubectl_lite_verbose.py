@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import httpx
 
 from tests.test_kubectl_lite import KubectlLite, kl, write_kubeconfig  # noqa: F401 - the fixture
 
@@ -37,7 +36,7 @@ def test_v6_logs_each_request_with_its_status_and_time(kl, apiserver, ns):
 
 
 def test_v7_adds_request_headers_with_the_token_masked(apiserver, ns, tmp_path):
-    kl = KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, ns, token="s3cret"),
+    kl = KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns, token="s3cret"),
                      str(tmp_path), ns)
     r = kl("-v", "7", "get", "pods")
     lines = messages(r.stderr)
@@ -57,11 +56,11 @@ def test_v7_adds_request_headers_with_the_token_masked(apiserver, ns, tmp_path):
     assert "Response Headers:" not in lines
 
 
-def test_v8_adds_response_headers_and_truncated_bodies(kl, apiserver, ns):
+def test_v8_adds_response_headers_and_truncated_bodies(kl, http, ns):
     value = "x" * 3000
-    httpx.post(f"{apiserver.url}/api/v1/namespaces/{ns}/configmaps",
-               json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
-                     "data": {"k": value}}).raise_for_status()
+    http.post(f"/api/v1/namespaces/{ns}/configmaps",
+              json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                    "data": {"k": value}}).raise_for_status()
     r = kl("-v=8", "get", "configmap", "big", "-o", "json")
     lines = messages(r.stderr)
     assert "Response Headers:" in lines

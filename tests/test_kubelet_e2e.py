@@ -36,7 +36,7 @@ from kubelet.runtime.linux import kernel
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.network import veth_name
 from kubelet.runtime.linux.runtime import LinuxRuntime
-from tests.procs import APIServer, Component, free_port, wait_for
+from tests.procs import APIServer, Component, default_service_account, free_port, root_ca_configmap, wait_for
 from tests.test_kubelet_runtime import free_cidr, host_processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
@@ -47,27 +47,44 @@ KUBECTL = shutil.which("kubectl")
 SLEEP = ["sleep", "infinity"]
 
 
-@pytest.fixture(scope="module")
-def api(etcd):
-    """An API server that presents TOKEN to kubelets (it reads it from its environment)."""
+def start_api(etcd_url: str, **kw) -> APIServer:
+    """An API server that presents TOKEN to kubelets (it reads it from its environment).
+    Secure towards its clients; towards kubelets it keeps the shared-token mode, which
+    tests here are about (the TLS kubelet is test_kubelet_security's)."""
     old = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TOKEN
     try:
-        server = APIServer(etcd.url)
-        server.start()
+        return APIServer(etcd_url, kubelet_tls=False, **kw).start()
     finally:
         if old is None:
             del os.environ[TOKEN_ENV]
         else:
             os.environ[TOKEN_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def api(etcd):
+    server = start_api(etcd.url)
     yield server
     server.stop()
 
 
 @pytest.fixture
 def http(api):
-    with httpx.Client(base_url=api.url, timeout=30) as c:
+    with api.client(timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+def ns(http):
+    """conftest's namespace, with the `kube-root-ca.crt` the pods' token volumes project
+    (the root-ca-cert-publisher's: no controller manager runs here)."""
+    name = "t-" + uuid.uuid4().hex[:10]
+    r = http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    assert r.status_code == 201, r.text
+    default_service_account(http, name)
+    root_ca_configmap(http, name)
+    return name
 
 
 class KubeletNode:
@@ -80,12 +97,7 @@ class KubeletNode:
         self.bridge, self.cgroup_parent = f"mk8st{tag}", f"minik8s-test-{tag}"
         self.root = str(tmp / "root")
         kubeconfig, token = tmp / "kubeconfig", tmp / "token"
-        kubeconfig.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
-            "users:\n- name: u\n  user: {}\n"
-            "contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"
-            "current-context: c\n")
+        api.write_kubeconfig(kubeconfig)
         token.write_text(TOKEN)
         self.args = ["kubelet", "--kubeconfig", str(kubeconfig), "--node-name", self.name,
                      "--pod-cidr", self.cidr, "--root-dir", self.root, "--address", "127.0.0.1",
@@ -106,12 +118,13 @@ class KubeletNode:
         def up():
             if not self.proc.alive():
                 raise RuntimeError(f"kubelet exited: {self.proc.log()}")
-            node = httpx.get(f"{self.api.url}/api/v1/nodes/{self.name}").json()
+            node = api.get(f"/api/v1/nodes/{self.name}").json()
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             return ready and httpx.get(self.url + "/healthz", timeout=1).status_code == 200
         try:
-            wait_for(up, what=f"kubelet {self.name}")
+            with self.api.client() as api:  # one connection for the whole poll
+                wait_for(up, what=f"kubelet {self.name}")
         except (TimeoutError, RuntimeError):
             raise RuntimeError(f"kubelet {self.name} did not come up: {self.proc.log()}") from None
         return self
@@ -132,8 +145,9 @@ class KubeletNode:
         rt.cleanup_orphans(keep=[])
         rt.network.delete_bridge()
         Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
-        httpx.delete(f"{self.api.url}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
-        httpx.delete(f"{self.api.url}/api/v1/nodes/{self.name}")
+        with self.api.client() as c:
+            c.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
+            c.delete(f"/api/v1/nodes/{self.name}")
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +238,9 @@ def api_exec(api, ns: str, pod: str, command: list[str], *, container: str | Non
     query += "&stdout=true&stderr=true" + ("&stdin=true" if stdin is not None else "")
     if container:
         query += f"&container={container}"
-    url = api.url.replace("http://", "ws://") + f"/api/v1/namespaces/{ns}/pods/{pod}/exec?{query}"
+    url = api.ws_url(f"/api/v1/namespaces/{ns}/pods/{pod}/exec?{query}")
     out, err, status = b"", b"", None
-    with connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10) as ws:
+    with connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10, ssl=api.ws_ssl()) as ws:
         if stdin is not None:
             ws.send(b"\x00" + stdin)
             ws.send(b"\xff\x00")  # stdin is done
@@ -527,12 +541,7 @@ def test_init_containers_run_in_order_and_restart_policies_end_in_a_phase(node, 
 @pytest.mark.kubectl
 def test_kubectl_logs_and_exec(node, api, http, ns, tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
-        "users:\n- name: u\n  user: {}\n"
-        f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\n"
-        "current-context: c\n")
+    api.write_kubeconfig(kubeconfig, namespace=ns)
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     base = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache")]
 
@@ -702,12 +711,7 @@ def test_kubectl_lite_logs_and_exec(node, api, http, ns, tmp_path):
     """kubectl-lite's logs and exec against a real kubelet, through the API server."""
     script = os.path.join(os.path.dirname(sys.executable), "kubectl-lite")
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
-        "users:\n- name: u\n  user: {}\n"
-        f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\n"
-        "current-context: c\n")
+    api.write_kubeconfig(kubeconfig, namespace=ns)
     env = {**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, "KUBECONFIG": str(kubeconfig)}
 
     def lite(*args, input=None):

@@ -33,7 +33,7 @@ from kubelet.status import ContainerView, container_status
 from tests.images_fixtures import BUSYBOX, oci_images, plain_registry  # noqa: F401
 from tests.procs import wait_for
 from tests.test_kubelet_e2e import (KubeletNode, api, api_exec, container, create,  # noqa: F401
-                                    cstatus, http, make_pod, pod_log, running, wait_pod)
+                                    cstatus, http, make_pod, ns, pod_log, running, wait_pod)
 from tests.test_kubelet_runtime import free_cidr
 
 pytestmark = pytest.mark.skipif(

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import uuid
 
-import httpx
 import pytest
 
 from client.clock import Clock, FakeClock
@@ -36,7 +35,7 @@ from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.server import KubeletServer
 from tests.images_fixtures import (PASSWORD, USER, Registry, TamperingProxy, _run, _tar,  # noqa: F401
                                    auth_registry, oci_images, plain_registry)
-from tests.procs import APIServer, free_port
+from tests.procs import APIServer, default_service_account, free_port, root_ca_configmap
 from tests.test_kubelet_runtime import free_cidr
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
@@ -53,7 +52,7 @@ def api(etcd):
     old = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TOKEN
     try:
-        server = APIServer(etcd.url).start()
+        server = APIServer(etcd.url, kubelet_tls=False).start()  # kubelets here serve the shared token
     finally:
         if old is None:
             del os.environ[TOKEN_ENV]
@@ -66,9 +65,12 @@ def api(etcd):
 @pytest.fixture
 def ns(api):
     name = "t-" + uuid.uuid4().hex[:10]
-    r = httpx.post(f"{api.url}/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                         "metadata": {"name": name}})
-    assert r.status_code == 201, r.text
+    with api.client() as c:
+        r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": name}})
+        assert r.status_code == 201, r.text
+        default_service_account(c, name)
+        root_ca_configmap(c, name)
     return name
 
 
@@ -81,7 +83,7 @@ class PullNode:
         self.name, self.tmp, self.tag = f"pull-{tag}", tmp, tag
         self.store_dir = store_dir or str(tmp / f"store-{tag}")
         self.service = ImageService(ContentStore(self.store_dir), registries=registries)
-        self.client = Client(api.url)
+        self.client = Client(api.connection())
         self.clock = clock
         self.rt: LinuxRuntime | None = None
         self.kl: Kubelet | None = None
@@ -518,12 +520,7 @@ async def test_node_status_lists_the_images_largest_first(make_node, ns, plain_r
 async def test_kubectl_run_pulls_and_logs_show_the_images_output(make_node, api, ns, plain_registry, tmp_path):
     node = await make_node({plain_registry.host: INSECURE})
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
-        "users:\n- name: u\n  user: {}\n"
-        f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\n"
-        "current-context: c\n")
+    api.write_kubeconfig(kubeconfig, namespace=ns)
 
     def kubectl(*args: str) -> str:
         r = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"),

@@ -39,7 +39,7 @@ from kubelet import main as kmain
 from kubelet.runtime import VolumeError
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.token import TokenManager
-from tests.procs import APIServer, wait_for
+from tests.procs import APIServer, default_service_account, root_ca_configmap, wait_for
 from tests.secure import SecureCluster
 from tests.test_kubelet_e2e import (SLEEP, KubeletNode, api_exec, container, create, make_pod,
                                     pod_log, running, wait_pod)
@@ -81,13 +81,14 @@ class TLSKubeletNode(KubeletNode):
         def up():
             if not self.proc.alive():
                 raise RuntimeError(f"kubelet exited: {self.proc.log()}")
-            node = httpx.get(f"{self.api.url}/api/v1/nodes/{self.name}", verify=self.api.admin_tls()).json()
+            node = api.get(f"/api/v1/nodes/{self.name}").json()
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             with self.client() as c:
                 return ready and c.get("/healthz").status_code == 200
         try:
-            wait_for(up, what=f"kubelet {self.name}")
+            with self.api.client() as api:  # one connection for the whole poll
+                wait_for(up, what=f"kubelet {self.name}")
         except (TimeoutError, RuntimeError):
             raise RuntimeError(f"kubelet {self.name} did not come up: {self.proc.log()}") from None
         return self
@@ -101,7 +102,7 @@ class TLSKubeletNode(KubeletNode):
         rt.cleanup_orphans(keep=[])
         rt.network.delete_bridge()
         Cgroup(rt.cgroups.dirs, v2=rt.cgroups.v2).remove()
-        with httpx.Client(base_url=self.api.url, verify=self.api.admin_tls()) as c:
+        with self.api.client() as c:
             c.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
             c.delete(f"/api/v1/nodes/{self.name}")
 
@@ -116,7 +117,7 @@ def api(etcd, pki_dir):
     pki.ensure(str(pki_dir), pki.ClusterFacts())
     server = APIServer(etcd.url, "--kubelet-client-certificate", str(pki_dir / "apiserver-kubelet-client.crt"),
                        "--kubelet-client-key", str(pki_dir / "apiserver-kubelet-client.key"),
-                       "--kubelet-certificate-authority", str(pki_dir / "ca.crt"))
+                       "--kubelet-certificate-authority", str(pki_dir / "ca.crt"), pki_dir=str(pki_dir))
     server.start()
     yield server
     server.stop()
@@ -124,15 +125,17 @@ def api(etcd, pki_dir):
 
 @pytest.fixture
 def http(api):
-    with httpx.Client(base_url=api.url, timeout=30) as c:
+    with api.client(timeout=30) as c:
         yield c
 
 
 @pytest.fixture
-def ns(http):
+def ns(http, pki_dir):
     name = "t-" + uuid.uuid4().hex[:10]
     assert http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": name}}).status_code == 201
+    default_service_account(http, name)
+    root_ca_configmap(http, name, ca_file=str(pki_dir / "ca.crt"))
     return name
 
 
@@ -206,7 +209,7 @@ def test_webhook_authorization_asks_the_api_server_and_caches_the_answer(api, ht
     clock = FakeClock(wall=time.time())
 
     async def run():
-        async with Client(api.url) as client:
+        async with Client(api.connection()) as client:
             webhook = kauth.Webhook(client, clock=clock)
             endpoint = kauth.EndpointAuth(node_name="n1", tls=True, authorizer=webhook)
             admin = {"subject": ((("organizationName", "system:masters"),), (("commonName", "kubernetes-admin"),))}
@@ -248,7 +251,7 @@ def test_token_webhook_knows_a_service_account_token_and_refuses_a_bad_one(api, 
     token = r.json()["status"]["token"]
 
     async def run():
-        async with Client(api.url) as client:
+        async with Client(api.connection()) as client:
             endpoint = kauth.EndpointAuth(node_name="n1", tls=True, token_webhook=kauth.TokenWebhook(client))
             ok = await endpoint.check(method="GET", path="/metrics", peer_cert=None,
                                       headers={"authorization": f"Bearer {token}"})
@@ -496,7 +499,7 @@ def test_token_manager_refreshes_at_80_percent_of_the_lifetime(api, http, ns):
     clock = FakeClock(wall=time.time())
 
     async def run():
-        async with Client(api.url) as client:
+        async with Client(api.connection()) as client:
             tm = TokenManager(client, clock=clock, jitter=lambda: 0.0)
             kw = dict(pod_name="p", pod_uid=uid, audience="", expiration_seconds=1000)
             first = await tm.get(ns, "robot", **kw)
@@ -641,7 +644,7 @@ async def test_kubelet_rewrites_the_token_file_when_80_percent_of_its_life_has_p
     tag = uuid.uuid4().hex[:8]
     rt = LinuxRuntime(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
                       bridge=f"mk8st{tag}", cgroup_parent=f"minik8s-test-{tag}")
-    client = Client(apiserver.url)
+    client = Client(apiserver.connection())
     clock = FakeClock(start=1000.0, wall=time.time())
     kl = Kubelet(client, rt, node_name=f"tok-{tag}", node_ip="127.0.0.1", clock=clock, pleg_period=0.1)
     try:

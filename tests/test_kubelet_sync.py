@@ -17,6 +17,7 @@ from kubelet.runtime import ContainerStatus, Resources
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.status import ContainerView, conditions, container_status, phase, with_transition_times
+from tests.procs import root_ca_configmap
 from tests.test_kubelet_runtime import free_cidr
 
 
@@ -182,12 +183,13 @@ async def until(pred, timeout=30.0, what="condition"):
 
 @pytest.fixture
 async def kubelet(apiserver, tmp_path, http, ns):
+    root_ca_configmap(http, ns)  # the pods' token volumes project it (no controller manager here)
     tag = uuid.uuid4().hex[:8]
     # pyroute2's IPRoute cannot run on a thread with a running event loop: netlink work
     # happens on other threads, as the kubelet's runtime calls do.
     rt = LinuxRuntime(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
                       bridge=f"mk8st{tag}", cgroup_parent=f"minik8s-test-{tag}")
-    client = Client(apiserver.url)
+    client = Client(apiserver.connection())
     clock = FakeClock(start=1000.0)
     kl = Kubelet(client, rt, node_name=f"sync-{tag}", node_ip="127.0.0.1", clock=clock, pleg_period=0.1)
     try:

@@ -456,10 +456,11 @@ LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
 def test_a_kubelet_may_touch_only_its_own_node_pods_lease_and_what_its_pods_use(secure):
-    from tests.procs import wait_for
+    from tests.procs import default_service_account, wait_for
     admin, a = secure["admin"], secure["a"]
     ns = "na-" + uuid.uuid4().hex[:6]
     _ok(admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), 201)
+    default_service_account(admin, ns)
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "labels": {"kubernetes.io/hostname": "node-a"}}}
     try:
         # Its Node: register, read, patch its status; not another's.
@@ -564,7 +565,7 @@ def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a
     from cluster import pki
     from kubelet.runtime.linux.cgroups import Cgroup
     from kubelet.runtime.linux.runtime import LinuxRuntime
-    from tests.procs import Component, free_port, wait_for
+    from tests.procs import Component, default_service_account, free_port, wait_for
     from tests.test_kubelet_runtime import free_cidr
 
     admin, name = secure["admin"], "node-k"
@@ -581,6 +582,7 @@ def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a
                         "--lease-renew-interval", "1", "--node-status-update-frequency", "1")
     ns = "nk-" + uuid.uuid4().hex[:6]
     _ok(admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), 201)
+    default_service_account(admin, ns)
     try:
         kubelet.start()
 
@@ -600,7 +602,10 @@ def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a
         _ok(admin.post(f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": "cm"}, "data": {"CM": "x"}}), 201)
         _ok(admin.post(f"/api/v1/namespaces/{ns}/pods", json={
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            # no token volume: this server signs no tokens, and no controller publishes
+            # kube-root-ca.crt (test_kubelet_security runs pods with theirs)
             "spec": {"nodeName": name, "terminationGracePeriodSeconds": 1,
+                     "automountServiceAccountToken": False,
                      "imagePullSecrets": [{"name": "pull"}],
                      "volumes": [{"name": "s", "secret": {"secretName": "s"}}],
                      "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"],

@@ -248,7 +248,7 @@ async def test_rest_client_metrics_count_requests_by_code_and_time_them(apiserve
                                 (("code", code), ("host", host), ("method", method)))
     lat = ("rest_client_request_duration_seconds_count", (("host", host), ("verb", "GET")))
     before = samples((await c.get("/metrics")).text)
-    async with Client(apiserver.url) as client:
+    async with Client(apiserver.connection()) as client:
         await client.get("namespaces", ns)
         await client.list("pods", namespace=ns)
         with pytest.raises(errors.NotFound):

@@ -10,7 +10,10 @@ from kubernetes.client.exceptions import ApiException
 
 @pytest.fixture
 def api(apiserver):
-    with client.ApiClient(client.Configuration(host=apiserver.url)) as c:
+    config = client.Configuration(host=apiserver.url)
+    config.ssl_ca_cert = apiserver.ca_file
+    config.cert_file, config.key_file = f"{apiserver.pki_dir}/admin.crt", f"{apiserver.pki_dir}/admin.key"
+    with client.ApiClient(config) as c:
         yield c
 
 

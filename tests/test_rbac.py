@@ -497,11 +497,10 @@ def test_bootstrap_roles_are_present_after_start(http):
 
 
 def test_a_restart_restores_the_defaults_without_taking_anything_away():
-    import httpx
     e = Etcd().start()
     s = APIServer(e.url).start()
     try:
-        with httpx.Client(base_url=s.url) as http:
+        with s.client() as http:
             assert http.delete(f"{RBAC}/clusterroles/system:basic-user").status_code == 200
             # narrowed, and given a rule of its own: autoupdate puts back what was taken
             narrowed = http.get(f"{RBAC}/clusterroles/system:discovery").json()
@@ -521,7 +520,7 @@ def test_a_restart_restores_the_defaults_without_taking_anything_away():
                 "system:monitoring", "ClusterRole", "view", user("jane")))
         s.stop()
         s = APIServer(e.url).start()
-        with httpx.Client(base_url=s.url) as http:
+        with s.client() as http:
             assert http.get(f"{RBAC}/clusterroles/system:basic-user").status_code == 200
             discovery = http.get(f"{RBAC}/clusterroles/system:discovery").json()
             urls = {u for r in discovery["rules"] for u in r["nonResourceURLs"]}
@@ -540,7 +539,7 @@ def test_a_restart_restores_the_defaults_without_taking_anything_away():
             before = http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"]
         s.stop()
         s = APIServer(e.url, port=s.port).start()
-        with httpx.Client(base_url=s.url) as http:
+        with s.client() as http:
             assert http.get(f"{RBAC}/clusterroles").json()["metadata"]["resourceVersion"] == before
     finally:
         s.stop()

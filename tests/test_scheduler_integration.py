@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client.rest import Client
 from scheduler.main import main as scheduler_main
-from tests.procs import APIServer, Component, Etcd, free_port, wait_for
+from tests.procs import APIServer, Component, Etcd, default_service_account, free_port, wait_for
 
 HEADER = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
 
@@ -30,11 +30,7 @@ HEADER = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfigu
 def cluster(tmp_path_factory):
     etcd = Etcd().start()
     server = APIServer(etcd.url).start()
-    path = tmp_path_factory.mktemp("sched") / "kubeconfig"
-    path.write_text("apiVersion: v1\nkind: Config\n"
-                    f"clusters: [{{name: c, cluster: {{server: '{server.url}'}}}}]\n"
-                    "users: [{name: u, user: {}}]\n"
-                    "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n")
+    path = server.write_kubeconfig(tmp_path_factory.mktemp("sched") / "kubeconfig")
     yield server, str(path)
     server.stop()
     etcd.stop()
@@ -44,8 +40,8 @@ class Env:
     """One test's view: its namespace, scheduler name, nodes and scheduler processes."""
 
     def __init__(self, server: APIServer, kubeconfig: str, tmp_path):
-        self.url, self.kubeconfig, self.tmp = server.url, kubeconfig, tmp_path
-        self.http = httpx.Client(base_url=server.url, timeout=30)
+        self.server, self.url, self.kubeconfig, self.tmp = server, server.url, kubeconfig, tmp_path
+        self.http = server.client(timeout=30)
         self.ns = "t-" + uuid.uuid4().hex[:8]
         self.name = "sched-" + uuid.uuid4().hex[:8]
         self.nodes: list[str] = []
@@ -53,6 +49,7 @@ class Env:
         r = self.http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                         "metadata": {"name": self.ns}})
         assert r.status_code == 201, r.text
+        default_service_account(self.http, self.ns)
 
     def node(self, name: str, *, cpu="4", memory="8Gi", pods="110", labels=None, taints=None) -> str:
         name = f"{name}-{self.ns}"
@@ -190,7 +187,7 @@ def test_no_node_is_overcommitted_when_500_pods_arrive_at_once(env):
     env.scheduler("--leader-elect=false")
 
     async def create_all():
-        async with Client(env.url) as c:
+        async with Client(env.server.connection()) as c:
             todo = iter(range(500))
 
             async def creator():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import threading
 import time
 import uuid
 
@@ -32,7 +33,7 @@ from controller_manager.controllers.rootcacertpublisher import (
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.testing import RecordingClient, Running, eventually
 from machinery import errors
-from tests.procs import APIServer, Component, free_port, wait_for
+from tests.procs import APIServer, Component, Etcd, free_port, wait_for
 from tests.test_kubectl import KUBECTL, Kubectl
 from tests.util import pod
 
@@ -260,7 +261,15 @@ def sa_server(etcd, tmp_path_factory):
 
 @pytest.fixture
 def api(sa_server):
-    with httpx.Client(base_url=sa_server.url, timeout=30) as c:
+    with sa_server.client(timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def bearer(sa_server):
+    """A client of sa_server without a client certificate: a certificate is looked at
+    before a token, so the tokens' tests send theirs from here."""
+    with sa_server.client(user=None, timeout=30) as c:
         yield c
 
 
@@ -319,14 +328,9 @@ def test_token_subresource_is_discoverable(api):
 
 @pytest.fixture
 def kubectl_sa(sa_server, space, tmp_path):
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "test",
-              "clusters": [{"name": "minik8s", "cluster": {"server": sa_server.url}}],
-              "users": [{"name": "nobody", "user": {}}],
-              "contexts": [{"name": "test", "context": {"cluster": "minik8s", "user": "nobody", "namespace": space}}]}
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
+    path = sa_server.write_kubeconfig(tmp_path / "kubeconfig", namespace=space)
     (tmp_path / "cache").mkdir()
-    return Kubectl(str(path), str(tmp_path / "cache"), str(tmp_path))
+    return Kubectl(path, str(tmp_path / "cache"), str(tmp_path))
 
 
 def unverified(tok: str) -> dict:
@@ -403,10 +407,30 @@ def test_automount_service_account_token_decides(api, space, pod_setting, sa_set
     assert bool(got["containers"][0].get("volumeMounts")) is mounted
 
 
-def test_a_pod_whose_service_account_is_missing_is_admitted_without_a_token(api, space):
-    got = create(api, f"/api/v1/namespaces/{space}/pods", pod("web"))["spec"]
+def test_a_pod_whose_service_account_is_missing_is_refused_as_upstream_refuses_it(api, space):
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json=pod("web", serviceAccountName="robot"))
+    assert r.status_code == 403, r.text
+    assert r.json()["reason"] == "Forbidden"
+    assert r.json()["message"] == (f'pods "web" is forbidden: error looking up service account {space}/robot: '
+                                   'serviceaccount "robot" not found')
+    assert r.json()["details"] == {"name": "web", "kind": "pods"}
+    # `default` is waited for a moment (the controller makes it), then refused the same way.
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json=pod("web"))
+    assert r.status_code == 403 and r.json()["message"].endswith(
+        f'error looking up service account {space}/default: serviceaccount "default" not found'), r.text
+    r = api.post(f"/api/v1/namespaces/{space}/pods", json={**pod("x"), "metadata": {"generateName": "gen-"}})
+    assert r.status_code == 403 and r.json()["message"].startswith('pods "gen-" is forbidden: '), r.text
+    assert api.get(f"/api/v1/namespaces/{space}/pods").json()["items"] == []  # nothing stored
+    # Made a moment after the pod asks for it, `default` is found: the pod is admitted.
+    made = threading.Timer(0.3, lambda: create(api, f"/api/v1/namespaces/{space}/serviceaccounts",
+                                               {"metadata": {"name": "default"}}))
+    made.start()
+    try:
+        got = create(api, f"/api/v1/namespaces/{space}/pods", pod("web"))["spec"]
+    finally:
+        made.join()
     assert got["serviceAccountName"] == "default"
-    assert "volumes" not in got and "volumeMounts" not in got["containers"][0]
+    assert got["volumes"][0]["name"].startswith("kube-api-access-")
 
 
 def test_the_volume_source_is_upstreams():
@@ -478,8 +502,19 @@ async def test_publisher_treats_a_terminating_namespace_as_done():
     await ctrl.reconcile("team")
 
 
-async def test_controllers_make_default_service_accounts_and_ca_configmaps_in_new_namespaces(private_apiserver):
-    async with Client(private_apiserver.url) as client:
+@pytest.fixture
+def admitting_apiserver():
+    """An etcd and API server of the test's own with the ServiceAccount admission on
+    (private_apiserver has it off): the controllers under test act on every namespace."""
+    e = Etcd().start()
+    s = APIServer(e.url).start()
+    yield s
+    s.stop()
+    e.stop()
+
+
+async def test_controllers_make_default_service_accounts_and_ca_configmaps_in_new_namespaces(admitting_apiserver):
+    async with Client(admitting_apiserver.connection()) as client:
         name = "ca-" + uuid.uuid4().hex[:8]
         async with Running(client, (ServiceAccountController, {}), (RootCACertPublisher, {"root_ca": "PEM"})):
             await eventually(lambda: client.get("configmaps", CONFIGMAP_NAME, namespace="kube-system"),
@@ -525,6 +560,26 @@ def test_apiserver_refuses_an_unusable_signing_key(etcd, tmp_path):
     assert "service account signing key file" in s.log() and "Traceback" not in s.log()
 
 
+def test_disabling_the_service_account_admission_admits_pods_as_they_are(private_apiserver):
+    # private_apiserver runs with --disable-admission-plugins ServiceAccount (conftest.py)
+    with private_apiserver.client() as c:
+        name = "off-" + uuid.uuid4().hex[:8]
+        assert c.post("/api/v1/namespaces", json={"metadata": {"name": name}}).status_code == 201
+        got = create(c, f"/api/v1/namespaces/{name}/pods", pod("web", serviceAccountName="nobody"))["spec"]
+    assert got["serviceAccountName"] == "nobody" and "volumes" not in got
+
+
+def test_apiserver_refuses_an_unknown_admission_plugin(etcd):
+    s = Component("apiserver", "--plain-http", "--etcd-servers", etcd.url, "--bind-address", "127.0.0.1",
+                  "--port", str(free_port()), "--disable-admission-plugins", "ServiceAccount,Nope").start()
+    try:
+        wait_for(lambda: s.proc.poll() is not None, what="apiserver to exit")
+    finally:
+        s.stop()
+    assert s.proc.returncode == 1
+    assert 'error: disable-admission-plugins plugin "Nope" is unknown' in s.log() and "Traceback" not in s.log()
+
+
 # -- the authenticator in the server's chain -------------------------------------------------
 
 def whoami(api, tok: str) -> httpx.Response:
@@ -532,14 +587,14 @@ def whoami(api, tok: str) -> httpx.Response:
                     json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
 
 
-def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, space):
+def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, bearer, space):
     sa = create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
     p = create(api, f"/api/v1/namespaces/{space}/pods", pod("web", serviceAccountName="builder"))
     path = f"/api/v1/namespaces/{space}/serviceaccounts/builder/token"
     bound = api.post(path, json={"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web"}}})
     tok = bound.json()["status"]["token"]
 
-    r = whoami(api, tok)
+    r = whoami(bearer, tok)
     assert r.status_code == 201, r.text
     info = r.json()["status"]["userInfo"]
     assert info["username"] == f"system:serviceaccount:{space}:builder"
@@ -558,29 +613,28 @@ def test_the_server_authenticates_its_tokens_and_refuses_bad_ones_with_401(api, 
                 signed({"aud": ["https://vault.example"]}),                         # another audience
                 signed({}, key=OTHER_KEY),                                          # another key
                 tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")):       # tampered
-        r = whoami(api, bad)
+        r = whoami(bearer, bad)
         assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
-    # Another issuer's token is nobody's here: with TLS a 401 ("invalid bearer token"), and
-    # on this --plain-http server, as h-authn's chain has it, no credential at all.
-    r = whoami(api, signed({"iss": "https://elsewhere.example"}))
-    assert r.json()["status"]["userInfo"]["username"] == "system:anonymous", r.text
+    # Another issuer's token is nobody's here: over TLS a 401 ("invalid bearer token").
+    r = whoami(bearer, signed({"iss": "https://elsewhere.example"}))
+    assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
     # The second --service-account-issuer is accepted too (an issuer being retired).
-    assert whoami(api, signed({"iss": "https://old.example"})).status_code == 201
+    assert whoami(bearer, signed({"iss": "https://old.example"})).status_code == 201
 
     # A token of a deleted pod is refused, once the server has seen the deletion.
     assert api.delete(f"/api/v1/namespaces/{space}/pods/web", params={"gracePeriodSeconds": "0"}).status_code == 200
-    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the deleted pod's token refused")
+    wait_for(lambda: whoami(bearer, tok).status_code == 401, timeout=30, what="the deleted pod's token refused")
 
 
-def test_a_recreated_service_accounts_tokens_are_refused(api, space):
+def test_a_recreated_service_accounts_tokens_are_refused(api, bearer, space):
     create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
     tok = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
-    assert whoami(api, tok).status_code == 201
+    assert whoami(bearer, tok).status_code == 201
     assert api.delete(f"/api/v1/namespaces/{space}/serviceaccounts/builder").status_code == 200
     create(api, f"/api/v1/namespaces/{space}/serviceaccounts", {"metadata": {"name": "builder"}})
-    wait_for(lambda: whoami(api, tok).status_code == 401, timeout=30, what="the old ServiceAccount's token refused")
+    wait_for(lambda: whoami(bearer, tok).status_code == 401, timeout=30, what="the old ServiceAccount's token refused")
     fresh = api.post(f"/api/v1/namespaces/{space}/serviceaccounts/builder/token", json={}).json()["status"]["token"]
-    assert whoami(api, fresh).status_code == 201
+    assert whoami(bearer, fresh).status_code == 201
 
 
 # -- over TLS, with RBAC -------------------------------------------------------------------
@@ -628,3 +682,59 @@ def test_over_tls_a_service_account_token_is_its_user_for_rbac(secure):
             with secure.client(token=bad) as c:
                 r = c.get(f"/api/v1/namespaces/{space}/pods")
                 assert r.status_code == 401 and r.json()["message"] == "Unauthorized", r.text
+
+
+# -- OIDC discovery ---------------------------------------------------------------------------
+
+def test_oidc_discovery_serves_the_issuer_and_its_keys_to_service_accounts(apiserver, http, ns):
+    """The session's server (tests/procs.py: issuer https://kubernetes.default.svc.cluster.local,
+    the PKI's sa.pub) serves discovery as kube-apiserver does; a relying party verifies a
+    token with the JWKS alone."""
+    r = http.get("/.well-known/openid-configuration")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "public, max-age=3600"
+    assert r.json() == {"issuer": "https://kubernetes.default.svc.cluster.local",
+                        "jwks_uri": f"https://127.0.0.1:{apiserver.port}/openid/v1/jwks",
+                        "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256"]}
+    r = http.get("/openid/v1/jwks")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/jwk-set+json"
+    assert r.headers["cache-control"] == "public, max-age=3600"
+    with open(f"{apiserver.pki_dir}/sa.pub", "rb") as f:
+        sa_pub = serialization.load_pem_public_key(f.read())
+    (jwk,) = r.json()["keys"]
+    assert jwk["kid"] == key_id(sa_pub)
+    assert (jwk["use"], jwk["kty"], jwk["alg"], jwk["e"]) == ("sig", "RSA", "RS256", "AQAB")
+
+    create(http, f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "relying"}})
+    tok = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts/relying/token", json={}).json()["status"]["token"]
+    header = jwt.get_unverified_header(tok)
+    assert header["kid"] == jwk["kid"]
+    claims = jwt.decode(tok, jwt.PyJWK(jwk).key, algorithms=["RS256"],
+                        audience="https://kubernetes.default.svc.cluster.local")
+    assert claims["sub"] == f"system:serviceaccount:{ns}:relying"
+
+    # system:service-account-issuer-discovery is bound to every ServiceAccount, not to anonymous
+    with apiserver.client(user=None) as anonymous:
+        r = anonymous.get("/openid/v1/jwks")
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == 'forbidden: User "system:anonymous" cannot get path "/openid/v1/jwks"'
+        r = anonymous.get("/.well-known/openid-configuration", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200 and r.json()["issuer"] == "https://kubernetes.default.svc.cluster.local"
+        r = anonymous.post("/openid/v1/jwks", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 403, r.text  # the role allows get only
+
+
+@pytest.mark.parametrize("issuer, jwks_uri, message", [
+    ("http://kubernetes.default.svc", "", "issuer URL must use https scheme, got: http://kubernetes.default.svc"),
+    ("https://k8s.example?x=1", "", "issuer URL may not include a query or a fragment, got: https://k8s.example?x=1"),
+    ("https://k8s.example", "http://keys.example/jwks", "jwksURI requires https scheme, parsed as: http://keys.example/jwks"),
+])
+def test_oidc_discovery_needs_https_urls(issuer, jwks_uri, message):
+    from apiserver.auth.serviceaccount import openid_metadata
+    with pytest.raises(ValueError) as err:
+        openid_metadata(issuer, [KEY.public_key()], jwks_uri=jwks_uri, external_address="10.0.0.1:6443")
+    assert str(err.value) == message
+    config, _ = openid_metadata("https://k8s.example", [KEY.public_key()], jwks_uri="https://keys.example/jwks")
+    assert json.loads(config)["jwks_uri"] == "https://keys.example/jwks"

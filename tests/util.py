@@ -37,13 +37,23 @@ class WatchReader:
     connection at once, as a client going away does.
     """
 
-    def __init__(self, base_url: str, path: str, **params):
+    def __init__(self, server, path: str, **params):
+        """`server`: a tests.procs.APIServer, reached as its admin over TLS when it is
+        secure (or, as before, a server's URL: an https one is taken to be a server of
+        the session's PKI)."""
         self.events: list[dict] = []
         self.done = threading.Event()
         self.status_code: int | None = None
-        host, port = base_url.rsplit("//", 1)[1].rsplit(":", 1)
         query = urllib.parse.urlencode({"watch": "true", **params})
-        self._sock = socket.create_connection((host, int(port)), timeout=60)
+        if isinstance(server, str):
+            from tests.procs import admin_context, session_pki
+            host, port = server.rsplit("//", 1)[1].rsplit(":", 1)
+            self._sock = socket.create_connection((host, int(port)), timeout=60)
+            if server.startswith("https://"):
+                self._sock = admin_context(session_pki()).wrap_socket(self._sock, server_hostname=host)
+        else:
+            host = server.url.rsplit("//", 1)[1].rsplit(":", 1)[0]
+            self._sock = server.socket()
         self._sock.sendall(f"GET {path}?{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -35,6 +35,10 @@ What this module guarantees
   (the kubelet refreshes it at 80% of its life), and `max_expiration` (0: none) caps a
   request, with the same warning.
 
+`openid_metadata(...)` renders OIDC discovery (`/.well-known/openid-configuration` and
+`/openid/v1/jwks`, the --service-account-key-file keys), which relying parties outside the
+cluster use to verify these tokens.
+
 Objects are read through `get(resource, namespace, name) -> dict | None` (the server's
 watch cache, falling back to etcd), never over HTTP. Signing (~0.3 ms with RSA-2048)
 and authenticating (~0.13 ms, the watch cache's reads included; measured on this 2-core
@@ -415,6 +419,52 @@ class ServiceAccounts:
     authenticator: ServiceAccountTokenAuthenticator
     audiences: list[str]
     max_expiration: int = 0
+
+
+# -- OIDC discovery (pkg/serviceaccount/openidmetadata.go, pkg/routes/openidmetadata.go) ----
+
+OPENID_CONFIG_PATH = "/.well-known/openid-configuration"
+JWKS_PATH = "/openid/v1/jwks"
+OPENID_MAX_AGE = 3600  # the Cache-Control max-age kube-apiserver gives static keys
+JWKS_CONTENT_TYPE = "application/jwk-set+json"
+
+
+def _b64_uint(n: int) -> str:
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+
+def jwk(public: rsa.RSAPublicKey) -> dict[str, str]:
+    """A public key as go-jose marshals it into a JWKS (its field order)."""
+    numbers = public.public_numbers()
+    return {"use": "sig", "kty": "RSA", "kid": key_id(public), "alg": "RS256",
+            "n": _b64_uint(numbers.n), "e": _b64_uint(numbers.e)}
+
+
+def openid_metadata(issuer: str, keys: Sequence[rsa.RSAPublicKey], *, jwks_uri: str = "",
+                    external_address: str = "") -> tuple[bytes, bytes]:
+    """(the discovery document, the JWKS) for the ServiceAccount issuer, as kube-apiserver
+    renders them. ValueError, as NewOpenIDMetadataProvider's, when the issuer is no https
+    URL (kube-apiserver then logs it and serves neither path). The jwks_uri is `jwks_uri`
+    (--service-account-jwks-uri), else https://<external_address>/openid/v1/jwks."""
+    from urllib.parse import urlsplit
+    iss = urlsplit(issuer)
+    if iss.scheme != "https":
+        raise ValueError(f"issuer URL must use https scheme, got: {issuer}")
+    if iss.query or iss.fragment:
+        raise ValueError(f"issuer URL may not include a query or a fragment, got: {issuer}")
+    if not jwks_uri:
+        if not external_address:
+            raise ValueError("either the JWKS URI or the default external address, or both, must be set")
+        jwks_uri = f"https://{external_address}{JWKS_PATH}"
+    elif urlsplit(jwks_uri).scheme != "https":
+        raise ValueError(f"jwksURI requires https scheme, parsed as: {jwks_uri}")
+    if not keys:
+        raise ValueError("no keys provided for validating keyset")
+    keyset = {"keys": [jwk(k) for k in keys]}
+    config = {"issuer": issuer, "jwks_uri": jwks_uri, "response_types_supported": ["id_token"],
+              "subject_types_supported": ["public"],
+              "id_token_signing_alg_values_supported": sorted({k["alg"] for k in keyset["keys"]})}
+    return orjson.dumps(config), orjson.dumps(keyset)
 
 
 def from_flags(*, get: Getter, signing_key_file: str | None = None, key_files: Sequence[str] = (),

@@ -54,14 +54,25 @@ class Strategy:
 
     # -- admission of a create (the mutating admission plugins that read other objects) --
 
+    # The kube-apiserver admission plugin `admission_refs`/`admit_create` stand for, by
+    # the name --disable-admission-plugins turns it off with.
+    admission_plugin = ""
+
     def admission_refs(self, obj: dict) -> list[tuple[str, str]]:
         """(resource, name) of the objects in the new object's namespace that
         `admit_create` needs; the caller reads them (no I/O here)."""
         return []
 
-    def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None]) -> None:
+    def admission_attempts(self, ref: tuple[str, str]) -> int:
+        """How many times the caller reads `ref` (100-200 ms apart) before it counts as
+        missing: more than once for an object a controller is expected to make soon."""
+        return 1
+
+    def admit_create(self, obj: dict, found: dict[tuple[str, str], dict | None], *, name: str) -> None:
         """Mutate a defaulted object being created, given the objects `admission_refs`
-        named (None for one that does not exist)."""
+        named (None for one that does not exist); raise an APIError to refuse it. `name`
+        is what a refusal calls the object: its generateName if its name is to be
+        generated (admission runs before generation in kube-apiserver)."""
 
     # -- update (RESTUpdateStrategy.PrepareForUpdate, and the status strategy's) ------
 
