@@ -362,7 +362,7 @@ async def set_pod_status(client, ns, name, *, ip, ready):
 
 
 async def test_slices_follow_pods_readiness_termination_and_the_service(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "eps-" + uuid.uuid4().hex[:8]
         node_name = "node-" + ns
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -417,7 +417,7 @@ async def test_slices_follow_pods_readiness_termination_and_the_service(cluster)
 
 async def test_a_pod_on_an_unknown_node_is_reported_on_the_service_and_placed_once_the_node_exists(cluster):
     from client.events import EventRecorder
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "eps-" + uuid.uuid4().hex[:8]
         late = "late-" + ns
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})

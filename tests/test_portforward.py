@@ -25,7 +25,7 @@ from machinery.spdy import Session
 from tests.procs import wait_for
 from tests.test_kubectl_lite import KL
 from tests.test_kubelet_e2e import (KUBECTL, api, container, create, http, make_pod,  # noqa: F401
-                                    node, pytestmark, running, wait_pod)
+                                    node, ns, pytestmark, running, wait_pod)
 
 PAGE = "hello-from-pod"
 BIG = 3 << 20  # bytes of /tmp/big: many times SPDY's 64 KiB window
@@ -65,14 +65,7 @@ def ready(pod: dict) -> bool:
 
 @pytest.fixture
 def kubeconfig(api, ns, tmp_path):  # noqa: F811
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
-        "users:\n- name: u\n  user: {}\n"
-        f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\n"
-        "current-context: c\n")
-    return str(path)
+    return api.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
 
 
 class Forwarder:
@@ -229,9 +222,10 @@ async def spdy_session(api, ns):  # noqa: F811
     subprotocol's "/" (not an RFC 7230 token), so the tunnel is websocket-client's (the
     official Python client's dependency), driven from threads."""
     import websocket
-    url = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods/web/portforward"
+    url = api.ws_url(f"/api/v1/namespaces/{ns}/pods/web/portforward")
     ws = await asyncio.to_thread(websocket.create_connection, url, timeout=30,
-                                 subprotocols=["SPDY/3.1+portforward.k8s.io"])
+                                 subprotocols=["SPDY/3.1+portforward.k8s.io"],
+                                 sslopt={"context": api.ws_ssl()})
     assert ws.getsubprotocol().lower() == "spdy/3.1+portforward.k8s.io"  # it lowercases
 
     async def read() -> bytes:
@@ -296,11 +290,12 @@ async def test_spdy_tunnel_pairs_refusals_and_later_pairs(web, api, ns, http):  
 
 def test_upgrade_refusals_are_statuses(web, api, ns, http):  # noqa: F811
     import websocket
-    base = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods"
+    base = api.ws_url(f"/api/v1/namespaces/{ns}/pods")
 
     def refusal(path: str, protocol: str) -> tuple[int, dict]:
         with pytest.raises(websocket.WebSocketBadStatusException) as exc:
-            websocket.create_connection(base + path, subprotocols=[protocol], timeout=30)
+            websocket.create_connection(base + path, subprotocols=[protocol], timeout=30,
+                                        sslopt={"context": api.ws_ssl()})
         return exc.value.status_code, json.loads(exc.value.resp_body)
     code, status = refusal("/nope/portforward", "SPDY/3.1+portforward.k8s.io")
     assert (code, status["reason"], status["message"]) == (404, "NotFound", 'pods "nope" not found')
@@ -329,7 +324,10 @@ def test_python_client_portforward(web, api, ns):  # noqa: F811
     from kubernetes import client
     from kubernetes.stream import portforward
 
-    core = client.CoreV1Api(client.ApiClient(client.Configuration(host=api.url)))
+    config = client.Configuration(host=api.url)
+    config.ssl_ca_cert = api.ca_file
+    config.cert_file, config.key_file = f"{api.pki_dir}/admin.crt", f"{api.pki_dir}/admin.key"
+    core = client.CoreV1Api(client.ApiClient(config))
 
     def fetch():
         pf = portforward(core.connect_get_namespaced_pod_portforward, "web", ns, ports=f"8080,{NOBODY}")
@@ -418,8 +416,8 @@ async def test_base64_channels_through_the_api_server(web, api, ns):  # noqa: F8
     import base64
 
     from websockets.asyncio.client import connect
-    url = api.url.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods/web/portforward?ports=8080"
-    async with connect(url, subprotocols=["v4.base64.channel.k8s.io"]) as ws:
+    url = api.ws_url(f"/api/v1/namespaces/{ns}/pods/web/portforward?ports=8080")
+    async with connect(url, subprotocols=["v4.base64.channel.k8s.io"], ssl=api.ws_ssl()) as ws:
         assert ws.subprotocol == "v4.base64.channel.k8s.io"
         opening = [await asyncio.wait_for(ws.recv(), 30) for _ in range(2)]
         port = base64.b64encode((8080).to_bytes(2, "little")).decode()
