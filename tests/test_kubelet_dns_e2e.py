@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.procs import wait_for
+from tests.procs import default_service_account, root_ca_configmap, wait_for
 from tests.test_kubelet_e2e import (KubeletNode, api, container, make_pod, node, pod_log,  # noqa: F401
                                     terminated, wait_pod)
 
@@ -34,6 +34,8 @@ def client(api):  # noqa: F811
 def namespace(client):
     name = f"dns-e2e-{os.urandom(3).hex()}"
     assert client.post("/api/v1/namespaces", json={"metadata": {"name": name}}).status_code == 201
+    default_service_account(client, name)
+    root_ca_configmap(client, name)  # what the pods' token volumes project
     yield name
     client.delete(f"/api/v1/namespaces/{name}")
 
