@@ -295,6 +295,7 @@ def test_a_spdy_port_forward_upgrade_is_logged_as_a_create_of_pods_portforward(s
     ns = "audit-" + uuid.uuid4().hex[:6]
     with admin(server) as c:
         assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        default_service_account(c, ns)
         r = c.post(f"/api/v1/namespaces/{ns}/pods", json={"metadata": {"name": "p"}, "spec": {
             "nodeName": "nowhere", "containers": [{"name": "c", "image": "busybox"}]}})
         assert r.status_code == 201, r.text
