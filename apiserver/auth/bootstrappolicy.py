@@ -292,6 +292,13 @@ def _controller_roles() -> dict[str, list[dict]]:
         "service-account-controller": [
             rule("create", "", "serviceaccounts"),
             events_rule()],
+        # The servicelb controller: Kubernetes' service-controller's rules, and Endpoints
+        # to read for externalTrafficPolicy Local (k3s reads EndpointSlices).
+        "service-controller": [
+            rule(READ, "", "services"),
+            rule(["patch", "update"], "", "services/status"),
+            rule(["list", "watch"], "", ["nodes", "endpoints"]),
+            events_rule()],
     }
 
 

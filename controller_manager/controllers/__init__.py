@@ -20,11 +20,13 @@ from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
+from controller_manager.controllers.servicelb import ServiceLBController
 from machinery.registry import Registry
 
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
     (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
                           NamespaceController, ServiceAccountController, EndpointsController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
-                          ClusterRoleAggregationController, RootCACertPublisher)
+                          ClusterRoleAggregationController, RootCACertPublisher,
+                          ServiceLBController)
 ])
