@@ -498,6 +498,7 @@ def _pod_spec(spec: dict, p: str) -> list[Cause]:
         v = spec.get(key)
         if v is not None and v not in allowed:
             out.append(_not_supported(f"{p}.{key}", v, allowed))
+    out += _pod_dns(spec, p)
     node = spec.get("nodeName")
     if isinstance(node, str) and node and (msg := _dns1123_subdomain(node)):
         out.append(_invalid(f"{p}.nodeName", node, msg))
@@ -505,6 +506,48 @@ def _pod_spec(spec: dict, p: str) -> list[Cause]:
     if _int(ads) and ads < 1:
         out.append(_invalid(f"{p}.activeDeadlineSeconds", ads,
                             "must be between 1 and 2147483647, inclusive"))
+    return out
+
+
+# The resolver's limits (validation.go MaxDNSNameservers, MaxDNSSearchPaths,
+# MaxDNSSearchListChars), which the kubelet applies again to what it merges (kubelet/dns.py).
+MAX_DNS_NAMESERVERS, MAX_DNS_SEARCH_PATHS, MAX_DNS_SEARCH_LIST_CHARS = 3, 32, 2048
+
+
+def _pod_dns(spec: dict, p: str) -> list[Cause]:
+    """validatePodDNSConfig: dnsPolicy None needs a dnsConfig with a nameserver; the
+    config's nameservers are IPs (3 at most), its searches subdomains (32, 2048 chars)."""
+    cfg, f = spec.get("dnsConfig"), f"{p}.dnsConfig"
+    if spec.get("dnsPolicy") == "None":
+        if not isinstance(cfg, dict):
+            return [_required(f, "must provide `dnsConfig` when `dnsPolicy` is None")]
+        if not cfg.get("nameservers"):
+            return [_required(f"{f}.nameservers", "must provide at least one DNS nameserver when `dnsPolicy` is None")]
+    if not isinstance(cfg, dict):
+        return []
+    out = []
+    servers = [s for s in cfg.get("nameservers") or [] if isinstance(s, str)]
+    if len(servers) > MAX_DNS_NAMESERVERS:
+        out.append(_invalid(f"{f}.nameservers", servers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+    for i, s in enumerate(servers):
+        try:
+            ipaddress.ip_address(s)
+        except ValueError:
+            out.append(_invalid(f"{f}.nameservers[{i}]", s,
+                                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+    searches = [s for s in cfg.get("searches") or [] if isinstance(s, str)]
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        out.append(_invalid(f"{f}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        out.append(_invalid(f"{f}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_LIST_CHARS} "
+                            "characters (including spaces) in the search list"))
+    for i, s in enumerate(searches):
+        s = s.removesuffix(".")  # a trailing dot is fine
+        if msg := _dns1123_subdomain(s):
+            out.append(_invalid(f"{f}.searches[{i}]", s, msg))
+    for i, o in _each(cfg.get("options")):
+        if not o.get("name"):
+            out.append(_required(f"{f}.options[{i}]", "must not be empty"))
     return out
 
 

@@ -17,6 +17,12 @@ Guarantees
   refused with a clear error, see client/proxy.py) and `tls-server-name` are carried
   over; a user's `exec` stanza is checked here (client/execcred.py) and run by the
   client when it first needs a credential. A bad entry is a ValueError naming it.
+- `in_cluster()` is client-go's rest.InClusterConfig: a pod's connection to its API
+  server from KUBERNETES_SERVICE_HOST/PORT, the ServiceAccount token and ca.crt projected
+  at /var/run/secrets/kubernetes.io/serviceaccount (and its `namespace`). A token read
+  from a file (in-cluster, or a kubeconfig's tokenFile) is carried as `token_file` too,
+  and `client.rest.Client` reads the file again once a minute, as client-go's cached
+  file token source does, so a rotated projected token is picked up.
 
 Concurrency: plain values and file I/O; nothing is shared or cached.
 """
@@ -105,6 +111,7 @@ class KubeConfig:
             except ValueError as e:
                 raise ValueError(f"user {ctx.get('user')!r}: {e}") from None
         return Connection(
+            token_file=user.get("tokenFile") if not user.get("token") else None,
             proxy_url=proxy_url, tls_server_name=cluster.get("tls-server-name") or None,
             exec=exec_config, exec_cluster=cluster if exec_config is not None else None,
             server=cluster["server"], namespace=namespace or ctx.get("namespace") or "default",
@@ -160,6 +167,7 @@ class Connection:
     tls_server_name: str | None = None    # the name checked in the server's certificate
     exec: dict[str, Any] | None = None    # the user's exec credential plugin stanza
     exec_cluster: dict[str, Any] | None = None  # the cluster entry, for provideClusterInfo
+    token_file: str | None = None         # where `token` was read: reread as it rotates
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """What httpx takes as `verify`: a context carrying the CA and client certificate."""
@@ -179,6 +187,40 @@ class Connection:
         if self.cert_data or self.cert_file:
             _load_cert_chain(ctx, self.cert_data, self.cert_file, self.key_data, self.key_file)
         return ctx
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class NotInCluster(ValueError):
+    """rest.ErrNotInCluster: the process does not run in a pod."""
+
+    def __init__(self) -> None:
+        super().__init__("unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
+                         "KUBERNETES_SERVICE_PORT must be defined")
+
+
+def in_cluster(*, env: Mapping[str, str] | None = None, directory: str = SERVICE_ACCOUNT_DIR) -> Connection:
+    """rest.InClusterConfig. NotInCluster without the variables; OSError if the token
+    cannot be read. A ca.crt that is missing leaves the system's trust store (client-go
+    logs and goes on the same way)."""
+    env = os.environ if env is None else env
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise NotInCluster()
+    token_file = os.path.join(directory, "token")
+    with open(token_file) as f:
+        token = f.read().strip()
+    ca = os.path.join(directory, "ca.crt")
+    namespace = "default"
+    try:
+        with open(os.path.join(directory, "namespace")) as f:
+            namespace = f.read().strip() or namespace
+    except OSError:
+        pass
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return Connection(server=server, namespace=env.get("POD_NAMESPACE") or namespace, token=token,
+                      token_file=token_file, ca_file=ca if os.path.exists(ca) else None)
 
 
 def load(path: str | None = None, *, env: Mapping[str, str] | None = None) -> KubeConfig:

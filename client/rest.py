@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from client.proxy import Proxy
 
 log = logging.getLogger("minik8s.client")
+TOKEN_FILE_PERIOD = 60.0  # client-go: a token file is read again after a minute
 
 
 # -- request counts (client-go's restclient metrics) ----------------------------------------
@@ -235,6 +236,10 @@ class Client:
             self._exec = ExecPlugin(self.connection.exec, cluster=self.connection.exec_cluster,
                                     clock=self.clock)
         self._credential: ExecCredential | None = None  # the exec credential in use
+        # A token from a file (a pod's projected ServiceAccount token rotates) is read
+        # again once a minute, as client-go's cached file token source does.
+        self._token_file = self.connection.token_file if self.connection.token else None
+        self._token_read = self.clock.monotonic()
         self._header_values = headers
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None  # current client cert
         # An exec plugin's client certificate goes to the lean transport, also when it
@@ -257,6 +262,24 @@ class Client:
             self._prefix = url.raw_path.rstrip(b"/")
             self._timeout = timeout
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in headers.items()]
+
+    def _reread_token(self) -> None:
+        now = self.clock.monotonic()
+        if self._token_file is None or now - self._token_read < TOKEN_FILE_PERIOD:
+            return
+        self._token_read = now
+        try:
+            with open(self._token_file) as f:
+                token = f.read().strip()
+        except OSError as e:  # the last token is still the best there is
+            log.warning("rereading token file %s: %s", self._token_file, e)
+            return
+        if not token or self._header_values.get("authorization") == f"Bearer {token}":
+            return
+        self._header_values["authorization"] = f"Bearer {token}"
+        self._http.headers = self._header_values
+        if self._lean is not None:
+            self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in self._header_values.items()]
 
     async def _authenticate(self) -> ExecCredential:
         """Make the exec plugin's current credential the one requests carry."""
@@ -289,6 +312,7 @@ class Client:
         caller opens itself (a WebSocket upgrade), with the current credential."""
         if self._exec is not None:
             await self._authenticate()
+        self._reread_token()
         from client.proxy import choose_proxy
         url = self._http.base_url
         secure = url.scheme == "https"
@@ -330,6 +354,7 @@ class Client:
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             cred = await self._authenticate() if self._exec is not None else None
+            self._reread_token()
             resp: httpx.Response | Reply
             try:
                 if self._lean is not None:
@@ -405,6 +430,7 @@ class Client:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         if self._exec is not None:
             await self._authenticate()
+        self._reread_token()
         timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
             self._metrics.result(resp.status_code, "GET")

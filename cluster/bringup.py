@@ -38,7 +38,7 @@ import time
 
 import httpx
 
-from cluster import host
+from cluster import addons, host
 from cluster.state import KUBELET_PREFIX, ROUTE_SYNCER, ClusterConfig, kubelet_component
 from cluster.supervisor import Spec, Supervisor
 from machinery import klog, times
@@ -254,6 +254,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                          # may still be starting: wait for it rather than take a default
                          "--pod-cidr-timeout", "300", "--runtime", "linux",
                          *(["--registry-config", cfg.registry_config] if cfg.registry_config else []),
+                         *addons.kubelet_flags(addons.cluster_dns_of(cfg)),
                          *extra("kubelet")),
                 cfg.log_path(kubelet_component(node)), netns=netns_path(cfg.netns(node)),
                 cgroup_dirs=cgroup_dirs(f"{node}/kubelet")))
@@ -529,6 +530,8 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
     if not start_and_wait("apiserver", cfg.api_url + "/readyz", f"ready on {api_where}{api_how}",
                           admin_tls(cfg)):
         return None
+    if cfg.runtime == "linux":  # kubeadm's addon phase; not waited for (cluster/addons.py)
+        progress.step("coredns", addons.ensure_for(cfg, admin_tls(cfg)))
     kubelets = [n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
     for name in sup.procs:
         if name not in ("etcd", "apiserver"):

@@ -1,11 +1,15 @@
 """`minik8s dns`: the cluster DNS server (CoreDNS with the kubernetes and forward plugins).
 
-    minik8s dns --kubeconfig PATH [--cluster-domain cluster.local] [--ttl 5]
+    minik8s dns [--kubeconfig PATH] [--cluster-domain cluster.local] [--ttl 5]
                 [--bind-address 0.0.0.0] [--port 53] [--upstream IP[:PORT] ...]
                 [--metrics-port 9153] [--metrics-bind-address 127.0.0.1]
                 [-v N] [--logging-format text|json]
 
-It follows Services and Endpoints with informers and answers the cluster domain from
+Without --kubeconfig it uses the pod's in-cluster configuration (the ServiceAccount
+token and CA under /var/run/secrets/kubernetes.io/serviceaccount and
+KUBERNETES_SERVICE_HOST/PORT; client.kubeconfig.in_cluster), as CoreDNS's kubernetes
+plugin does; `minik8s up` runs it so, as the `coredns` Deployment in kube-system
+(cluster/addons.py). It follows Services and Endpoints with informers and answers the cluster domain from
 them (clusterdns.kubernetes); every other name goes to the upstreams (`--upstream`,
 repeatable, or the host's /etc/resolv.conf nameservers) through a cache. It starts
 answering once both caches have synced, or after 5 s without them (CoreDNS's startup
@@ -77,7 +81,8 @@ def _ttl(v: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minik8s dns", description="The cluster DNS (CoreDNS's kubernetes plugin).")
-    p.add_argument("--kubeconfig", required=True, help="kubeconfig file of the API server")
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig file of the API server (default: the pod's in-cluster configuration)")
     p.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain (cluster.local)")
     p.add_argument("--ttl", type=_ttl, default=5, help="TTL of the cluster's records (5, CoreDNS's default)")
     p.add_argument("--bind-address", default="0.0.0.0", metavar="IP", help="address to serve on (0.0.0.0)")
@@ -139,15 +144,20 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    what = f"kubeconfig {args.kubeconfig}" if args.kubeconfig else "in-cluster configuration"
     try:
-        conn = kubeconfig.load(args.kubeconfig).connection()
+        if args.kubeconfig:
+            conn = kubeconfig.load(args.kubeconfig).connection()
+        else:
+            conn = kubeconfig.in_cluster()
         conn.ssl_context()
     except OSError as e:
-        print(f"error: kubeconfig {args.kubeconfig}: {e.strerror or e}", file=sys.stderr)
+        where = f" ({e.filename})" if getattr(e, "filename", None) and not args.kubeconfig else ""
+        print(f"error: {what}: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - YAML errors, missing contexts, bad TLS data...
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: kubeconfig {args.kubeconfig}: {first}", file=sys.stderr)
+        print(f"error: {what}: {first}", file=sys.stderr)
         return 1
     upstreams = args.upstream or [(ip, 53) for ip in resolv_conf_nameservers()]
     klog.setup_from_args(args)

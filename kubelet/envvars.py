@@ -7,9 +7,14 @@ written). `valueFrom` reads a ConfigMap or Secret key, a pod field (fieldRef) or
 container resource (resourceFieldRef). The command and args are expanded with the final
 environment. A reference that cannot be resolved (a missing object or key that is not
 optional) raises `ConfigError`, which the kubelet reports as CreateContainerConfigError.
-The service variables of an API server (`kubernetes_service_env`: KUBERNETES_SERVICE_HOST,
-KUBERNETES_SERVICE_PORT and the docker-link KUBERNETES_PORT* ones) come last, unless the
-container defines the same name, and `$(...)` references may use them, as upstream's.
+Service variables (`service_env`, as getServiceEnvVarMap and envvars.FromServices):
+for each Service with a cluster IP (headless and ExternalName ones have none) in the
+pod's namespace when `enableServiceLinks` is true, and always for the master Service
+`default/kubernetes`: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (the first port),
+`<NAME>_SERVICE_PORT_<PORTNAME>` per named port, and Docker's link variables
+`<NAME>_PORT` and `<NAME>_PORT_<port>_<PROTO>{,_PROTO,_PORT,_ADDR}` (NAME upper-cased,
+`-` -> `_`). They come last, unless the container defines the same name, and `$(...)`
+references may use them, as upstream's.
 Pure: objects are read through the `get_object(kind, namespace, name)` callable.
 """
 from __future__ import annotations
@@ -94,6 +99,64 @@ def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
     return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": url, link: url,
             f"{link}_PROTO": "tcp", f"{link}_PORT": str(port), f"{link}_ADDR": host}
+
+
+def _env_name(name: str) -> str:
+    return name.replace("-", "_").upper()
+
+
+def from_services(services: list[dict]) -> dict[str, str]:
+    """envvars.FromServices: the variables of each Service whose cluster IP is set."""
+    out: dict[str, str] = {}
+    for svc in services:
+        spec = svc.get("spec") or {}
+        ip, ports = spec.get("clusterIP"), spec.get("ports") or []
+        if not ip or ip == "None" or not ports:
+            continue
+        prefix = _env_name(svc["metadata"]["name"])
+        out[f"{prefix}_SERVICE_HOST"] = ip
+        out[f"{prefix}_SERVICE_PORT"] = str(ports[0].get("port"))
+        for sp in ports:
+            if sp.get("name"):
+                out[f"{prefix}_SERVICE_PORT_{_env_name(sp['name'])}"] = str(sp.get("port"))
+        for i, sp in enumerate(ports):
+            proto, port = (sp.get("protocol") or "TCP").upper(), sp.get("port")
+            url = f"{proto.lower()}://" + (f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
+            if i == 0:  # Docker special-cases the first port
+                out[f"{prefix}_PORT"] = url
+            link = f"{prefix}_PORT_{port}_{proto}"
+            out.update({link: url, f"{link}_PROTO": proto.lower(), f"{link}_PORT": str(port),
+                        f"{link}_ADDR": ip})
+    return out
+
+
+MASTER_SERVICES = ("kubernetes",)
+
+
+def service_env(services: list[dict], namespace: str, *, enable_service_links: bool,
+                master_override: Mapping[str, str] | None = None) -> dict[str, str]:
+    """getServiceEnvVarMap over every Service the kubelet knows. A Service of the pod's
+    namespace wins over a master Service of the same name. `master_override`: the
+    variables to give for the `kubernetes` master Service instead of its own."""
+    chosen: dict[str, dict] = {}
+    for svc in services:
+        spec, md = svc.get("spec") or {}, svc.get("metadata") or {}
+        if spec.get("clusterIP") in (None, "", "None"):
+            continue
+        name, ns = md.get("name", ""), md.get("namespace", "")
+        if ns == "default" and name in MASTER_SERVICES:
+            chosen.setdefault(name, svc)
+        elif ns == namespace and enable_service_links:
+            chosen[name] = svc
+    master = chosen.get("kubernetes")
+    use_override = master_override is not None and (
+        master is None or (master["metadata"].get("namespace") == "default"))
+    if use_override:
+        chosen.pop("kubernetes", None)
+    out = from_services([chosen[k] for k in sorted(chosen)])
+    if use_override and master_override:
+        out.update(master_override)
+    return out
 
 
 def field_value(pod: dict, path: str, *, pod_ip: str | None, host_ip: str | None) -> str:

@@ -62,11 +62,12 @@ from typing import Any, Callable
 
 from client.clock import Clock, RealClock
 from client.events import NORMAL, WARNING, EventRecorder
-from client.informer import Informer
+from client.informer import DEFAULT_INDEXERS, NAMESPACE, Informer
 from client.rest import Client
 from kubelet import envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
+from kubelet.dns import Configurer as DNSConfigurer, DNSConfig
 from kubelet.images import reference
 from kubelet.images.puller import ImageManager
 from kubelet.images.service import ImageService
@@ -169,20 +170,17 @@ def pod_resources(spec: dict) -> Resources:
     return total
 
 
-def sandbox_config(pod: dict) -> PodSandboxConfig:
+def sandbox_config(pod: dict, dns_config: DNSConfig | None = None) -> PodSandboxConfig:
+    """dns_config: what kubelet/dns.py formed for the pod (None: the node's resolv.conf)."""
     md, spec = pod["metadata"], pod.get("spec") or {}
-    dns = spec.get("dnsConfig") or {}
-    servers = None
-    if spec.get("dnsPolicy") == "None":  # only what dnsConfig says
-        servers = list(dns.get("nameservers") or [])
     return PodSandboxConfig(
         uid=md["uid"], name=md["name"], namespace=md.get("namespace", "default"),
         hostname=spec.get("hostname") or md["name"], host_network=bool(spec.get("hostNetwork")),
         host_ipc=bool(spec.get("hostIPC")), host_pid=bool(spec.get("hostPID")),
-        share_process_namespace=bool(spec.get("shareProcessNamespace")), dns_servers=servers,
-        dns_searches=list(dns.get("searches") or []) if servers is not None else [],
-        dns_options=[o["name"] + (f":{o['value']}" if o.get("value") else "")
-                     for o in dns.get("options") or [] if o.get("name")] if servers is not None else [],
+        share_process_namespace=bool(spec.get("shareProcessNamespace")),
+        dns_servers=list(dns_config.servers) if dns_config else None,
+        dns_searches=list(dns_config.searches) if dns_config else [],
+        dns_options=list(dns_config.options) if dns_config else [],
         resources=pod_resources(spec))
 
 
@@ -246,9 +244,11 @@ class Kubelet:
                  pleg_period: float = 1.0, threads: int = 64, backoff: Backoff | None = None,
                  node_allocatable: dict[str, str] | None = None, images: ImageService | None = None,
                  image_backoff: Backoff | None = None, tokens: TokenManager | None = None,
-                 api_endpoint: tuple[str, int] | None = None):
+                 api_endpoint: tuple[str, int] | None = None, dns: DNSConfigurer | None = None):
         """api_endpoint: (host, port) of an API server the pods can reach, given to every
-        container as KUBERNETES_SERVICE_HOST/PORT (envvars.kubernetes_service_env)."""
+        container as KUBERNETES_SERVICE_HOST/PORT (envvars.kubernetes_service_env).
+        dns: forms each pod's resolv.conf (kubelet/dns.py; default: no cluster DNS, the
+        node's /etc/resolv.conf)."""
         self.client, self.runtime, self.node_name, self.node_ip = client, runtime, node_name, node_ip
         self.clock = clock or RealClock()
         self.recorder = recorder or EventRecorder(client, component="kubelet", host=node_name)
@@ -258,6 +258,7 @@ class Kubelet:
         self.image_manager = ImageManager(images, backoff=image_backoff or Backoff(self.clock.monotonic))
         self.node_allocatable = node_allocatable or {}
         self.tokens = tokens or TokenManager(client, clock=self.clock)
+        self.dns = dns or DNSConfigurer(node_ips=[node_ip] if node_ip else [])
         self.service_env = envvars.kubernetes_service_env(*api_endpoint) if api_endpoint else {}
         self.workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()  # uids fully removed while the API still lists them
@@ -272,6 +273,8 @@ class Kubelet:
         self.objects = ObjectCache(client, self._object_changed)
         self.prober = ProbeManager(runtime, self.clock, self.blocking, self._wake_uid, self._probe_failed)
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}", indexers={})
+        # Every Service, for the containers' service variables (the kubelet's serviceLister).
+        self.services = Informer(client, "services", indexers={NAMESPACE: DEFAULT_INDEXERS[NAMESPACE]})
         self._tasks: list[asyncio.Task] = []
         self.syncs = 0  # completed syncs (tests and benchmarks read it)
         # The PLEG's last relist ({key: (pod uid, state)}): kubelet_running_pods and
@@ -290,6 +293,7 @@ class Kubelet:
     async def start(self, *, sweep: bool = True) -> None:
         """List the node's pods, sweep what belongs to none of them (garbage from a crash,
         pods deleted while the kubelet was away), then start a worker per pod."""
+        self.services.start()  # not waited for: a container start that needs it waits
         self.pods.start()
         await self.pods.wait_for_sync()
         if sweep:
@@ -303,6 +307,7 @@ class Kubelet:
     async def stop(self) -> None:
         """Stop syncing; pods keep running (a kubelet restart must not disturb them)."""
         await self.pods.stop()
+        await self.services.stop()
         tasks = self._tasks + [w.task for w in self.workers.values() if w.task] + list(self._pulls)
         for t in tasks:
             t.cancel()
@@ -367,6 +372,31 @@ class Kubelet:
             init = any(c.get("name") == container for c in spec.get("initContainers") or [])
             path = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
         self.recorder.event(w.pod, type_, reason, message, field_path=path)
+
+    def _service_env(self, pod: dict) -> dict[str, str]:
+        if not self.services.has_synced():
+            raise envvars.ConfigError("services have not yet been read at least once, cannot construct envvars")
+        ns = pod["metadata"].get("namespace", "default")
+        services = self.services.store.by_index(NAMESPACE, ns)
+        if ns != "default":
+            services += [s for name in envvars.MASTER_SERVICES
+                         if (s := self.services.store.get(f"default/{name}")) is not None]
+        links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+        # api_endpoint given: the master Service's variables name that address, which a pod
+        # reaches without a service proxy, rather than the Service's cluster IP.
+        return envvars.service_env(services, ns, enable_service_links=links,
+                                   master_override=self.service_env or None)
+
+    def _pod_dns(self, w: PodWorker, pod: dict) -> DNSConfig:
+        config, events = self.dns.pod_dns(pod)
+        for ev in events:
+            if ev.on_node:
+                node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name,
+                                                                         "uid": self.node_name}}
+                self.recorder.event(node, WARNING, ev.reason, ev.message)
+            else:
+                self._event(w, WARNING, ev.reason, ev.message)
+        return config
 
     # -- the PLEG ---------------------------------------------------------------------------
 
@@ -507,7 +537,8 @@ class Kubelet:
         if actions.create_sandbox:
             try:
                 async with self._starting:
-                    sandbox = await self.blocking(self.runtime.run_pod_sandbox, sandbox_config(pod))
+                    sandbox = await self.blocking(self.runtime.run_pod_sandbox,
+                                                  sandbox_config(pod, self._pod_dns(w, pod)))
             except ContainerRuntimeError as e:
                 return await self._sandbox_failed(w, e)
             metrics.STARTED_PODS.inc()
@@ -776,7 +807,7 @@ class Kubelet:
         try:
             env, command, args = envvars.resolve(c, pod, get_object=self.objects.get, pod_ip=sandbox.ip,
                                                  host_ip=self.node_ip, node_allocatable=self.node_allocatable,
-                                                 service_env=self.service_env)
+                                                 service_env=self._service_env(pod))
             mounts = []
             for m in c.get("volumeMounts") or []:
                 if m.get("name") not in volume_paths:

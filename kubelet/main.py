@@ -6,6 +6,7 @@
                      [--authentication-token-webhook] [--authorization-mode AlwaysAllow|Webhook]]
                     [--image-store-dir DIR] [--max-parallel-image-pulls 5] [--host-root-images]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
+                    [--cluster-dns IP[,IP]] [--cluster-domain cluster.local] [--resolv-conf FILE]
                     [-v N] [--logging-format text|json]
                     [--registry-config FILE] [--image-gc-high-threshold 85]
                     [--image-gc-low-threshold 80] [--minimum-image-ttl-duration 2m]
@@ -28,7 +29,9 @@ a controller to allocate one) 10.244.0.0/24. Images are pulled from registries i
 content store at --image-store-dir (/var/lib/minik8s/images: one per host, shared by
 every kubelet on it), at most --max-parallel-image-pulls different images at once;
 with --host-root-images every image name is the host's root and nothing is pulled (the
-name minik8s.local/host-root means that in either mode). SIGTERM or SIGINT
+name minik8s.local/host-root means that in either mode). Each pod's resolv.conf follows
+its dnsPolicy and dnsConfig as the kubelet's (kubelet/dns.py): ClusterFirst pods get
+--cluster-dns, searching <ns>.svc.<--cluster-domain>. SIGTERM or SIGINT
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
 `--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
 cgroups, mounts and runtime state from the host, and does nothing the second time.
@@ -56,6 +59,7 @@ import argparse
 import asyncio
 import faulthandler
 import hashlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -117,6 +121,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lease-renew-interval", type=float, default=10.0, help="seconds between lease renewals")
     p.add_argument("--node-status-update-frequency", type=float, default=10.0)
     p.add_argument("--sync-frequency", type=float, default=60.0, help="seconds between resyncs of a quiet pod")
+    p.add_argument("--cluster-dns", type=_ip_list, action="append", default=[], metavar="IP[,IP...]",
+                   help="the cluster DNS servers ClusterFirst pods get (comma-separated, repeatable; "
+                   "none: such pods fall back to Default, with a warning event)")
+    p.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN",
+                   help="the cluster's DNS domain, searched by ClusterFirst pods (cluster.local)")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="FILE",
+                   help="the node's resolver configuration, which Default pods get "
+                   "(/etc/resolv.conf; \"\": none)")
     p.add_argument("--runtime", choices=("linux", "fake"), default="linux")
     p.add_argument("--nodes", type=int, default=1, help="with --runtime fake: how many nodes to simulate")
     p.add_argument("--image-store-dir", default=DEFAULT_IMAGE_STORE, metavar="DIR",
@@ -187,6 +199,16 @@ def _positive(v: str) -> int:
     if not v.isdigit() or int(v) < 1:
         raise argparse.ArgumentTypeError(f"invalid value {v!r}: want a whole number of at least 1")
     return int(v)
+
+
+def _ip_list(v: str) -> list[str]:
+    out = []
+    for ip in (x.strip() for x in v.split(",") if x.strip()):
+        try:
+            out.append(str(ipaddress.ip_address(ip)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid IP address {ip!r}") from None
+    return out
 
 
 def _port(v: str) -> int:
@@ -423,6 +445,7 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     from kubelet.images import HostRootImageStore
     from kubelet.images.service import ImageService
     from kubelet.images.store import ContentStore
+    from kubelet.dns import Configurer as DNSConfigurer
     from kubelet.kubelet import Kubelet
     from kubelet.runtime.linux.runtime import LinuxRuntime
     from kubelet.runtime.linux.network import node_ip
@@ -459,7 +482,10 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
                            images=service or HostRootImageStore(), node_ip=address)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
                       node_allocatable=node.allocatable, images=service,
-                      api_endpoint=api_endpoint(client.connection.server, address))
+                      api_endpoint=api_endpoint(client.connection.server, address),
+                      dns=DNSConfigurer(cluster_dns=[ip for ips in args.cluster_dns for ip in ips],
+                                        cluster_domain=args.cluster_domain, resolv_conf=args.resolv_conf,
+                                        node_ips=[address]))
     server = KubeletServer(kubelet, token=token, auth=auth, tls=tls)
     health = ComponentServer()
     health.health.add(named_check("syncloop", kubelet.sync_loop_check))

@@ -95,10 +95,22 @@ class PodSandboxConfig:
     host_ipc: bool = False
     host_pid: bool = False
     share_process_namespace: bool = False
-    dns_servers: list[str] | None = None  # None: the node's /etc/resolv.conf
+    dns_servers: list[str] | None = None  # None: the node's /etc/resolv.conf (see resolv_conf)
     dns_searches: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)  # Resources.pod_total(...)
+
+
+def resolv_conf(config: PodSandboxConfig) -> str | None:
+    """The pod's resolv.conf as containerd writes it from the CRI's DNSConfig (search,
+    nameservers, options); None: a copy of the node's /etc/resolv.conf."""
+    if config.dns_servers is None:
+        return None
+    text = f"search {' '.join(config.dns_searches)}\n" if config.dns_searches else ""
+    text += "".join(f"nameserver {s}\n" for s in config.dns_servers)
+    if config.dns_options:
+        text += f"options {' '.join(config.dns_options)}\n"
+    return text
 
 
 @dataclass

@@ -52,7 +52,7 @@ from typing import Iterable, Mapping
 from kubelet.images import HostRootImageStore, ImageError, ImageStore
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
-                             SandboxNotReady, SandboxStatus, VolumeError, logs)
+                             SandboxNotReady, SandboxStatus, VolumeError, logs, resolv_conf)
 from kubelet.runtime.linux import kernel, netlink, users, volumes
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.forkserver import SHIM, ForkedExec, ForkServer, Unsent
@@ -245,15 +245,10 @@ class LinuxRuntime(Runtime):
                 hosts = f.read()
         else:
             hosts = HOSTS_HEADER + (f"{ip}\t{hostname}\n" if ip else "")
-        if config.dns_servers is None:
+        resolv = resolv_conf(config)
+        if resolv is None:
             with open("/etc/resolv.conf") as f:
                 resolv = f.read()
-        else:
-            resolv = "".join(f"nameserver {s}\n" for s in config.dns_servers)
-            if config.dns_searches:
-                resolv += "search " + " ".join(config.dns_searches) + "\n"
-            if config.dns_options:
-                resolv += "options " + " ".join(config.dns_options) + "\n"
         for name, text in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv)):
             with open(os.path.join(pod_dir, name), "w") as f:
                 f.write(text)

@@ -1,0 +1,185 @@
+"""The cluster's DNS addon, as kubeadm's CoreDNS addon phase makes it.
+
+`dns_objects(...)` are the objects kubeadm creates in kube-system: the ServiceAccount
+`coredns`, the ClusterRole `system:coredns` (list and watch endpoints, services, pods,
+namespaces and endpointslices, as CoreDNS's RBAC has it) and its binding, the
+Deployment `coredns` (label k8s-app=kube-dns, 2 replicas, dnsPolicy Default, a
+readiness probe on /readyz) and the Service `kube-dns` at the cluster DNS address (UDP
+and TCP 53, metrics 9153). The Deployment runs `minik8s dns` (clusterdns/) on the host's
+root (image minik8s.local/host-root) with this checkout's Python, so nothing is pulled;
+it reaches the API server with its ServiceAccount's in-cluster configuration (a
+plain-HTTP cluster has no tokens: there it is given a node's kubeconfig instead).
+
+`ensure_dns(...)` creates what is missing and brings the RBAC objects and the
+Deployment back to what this version wants (kubeadm's CreateOrUpdate); a Service that
+exists is left as it is (its cluster IP cannot change). It does not wait for the
+Deployment to be ready: `minik8s up` reports ready once the nodes are.
+
+`cluster_dns_ip(service_cidr)` is kubeadm's GetDNSIP: the 10th address of the Service
+range (10.96.0.10 for 10.96.0.0/12), what kubelets get as --cluster-dns.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+import sys
+
+import httpx
+
+from cluster.state import ClusterConfig
+
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"   # the API server's --service-cluster-ip-range default
+CLUSTER_DOMAIN = "cluster.local"
+NAMESPACE = "kube-system"
+DNS_IMAGE = "minik8s.local/host-root"
+REPLICAS = 2                            # kubeadm's
+METRICS_PORT = 9153
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def service_cidr(apiserver_args: list[str]) -> str:
+    """The Service range the API server is given (its extra args), else its default."""
+    for i, a in enumerate(apiserver_args):
+        if a.startswith("--service-cluster-ip-range="):
+            return a.partition("=")[2].split(",")[0]
+        if a == "--service-cluster-ip-range" and i + 1 < len(apiserver_args):
+            return apiserver_args[i + 1].split(",")[0]
+    return DEFAULT_SERVICE_CIDR
+
+
+def cluster_dns_ip(cidr: str = DEFAULT_SERVICE_CIDR) -> str:
+    """kubeadm's GetDNSIP: the range's 10th address."""
+    return str(ipaddress.ip_network(cidr, strict=False)[10])
+
+
+def kubelet_flags(dns_ip: str) -> list[str]:
+    return ["--cluster-dns", dns_ip, "--cluster-domain", CLUSTER_DOMAIN]
+
+
+def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | None = None) -> list[dict]:
+    """kubeconfig: given to `minik8s dns` instead of its in-cluster configuration."""
+    labels = {"k8s-app": "kube-dns"}
+    command = [python, "-m", "cluster.cli", "dns", "--port", "53", "--cluster-domain", CLUSTER_DOMAIN,
+               "--metrics-port", str(METRICS_PORT), "--metrics-bind-address", "0.0.0.0",
+               *(["--kubeconfig", kubeconfig] if kubeconfig else [])]
+    container = {
+        "name": "coredns", "image": DNS_IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": command, "workingDir": CHECKOUT,
+        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "70Mi"}, "limits": {"memory": "170Mi"}},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": METRICS_PORT, "scheme": "HTTP"},
+                          "initialDelaySeconds": 60, "timeoutSeconds": 5, "successThreshold": 1,
+                          "failureThreshold": 5},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": METRICS_PORT, "scheme": "HTTP"},
+                           "periodSeconds": 2},
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "system:coredns"},
+         "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"]},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "system:coredns"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+         "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": NAMESPACE}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "coredns", "namespace": NAMESPACE, "labels": dict(labels)},
+         "spec": {"replicas": REPLICAS, "selector": {"matchLabels": dict(labels)},
+                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                  "template": {"metadata": {"labels": dict(labels)}, "spec": {
+                      "serviceAccountName": "coredns", "dnsPolicy": "Default",
+                      "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
+                                      {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+                      "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                          {"weight": 100, "podAffinityTerm": {
+                              "labelSelector": {"matchExpressions": [
+                                  {"key": "k8s-app", "operator": "In", "values": ["kube-dns"]}]},
+                              "topologyKey": "kubernetes.io/hostname"}}]}},
+                      "containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "kube-dns", "namespace": NAMESPACE,
+                      "labels": {**labels, "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+                      "annotations": {"prometheus.io/port": str(METRICS_PORT), "prometheus.io/scrape": "true"}},
+         "spec": {"selector": dict(labels), "clusterIP": dns_ip,
+                  "ports": [{"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                            {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"},
+                            {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT,
+                             "protocol": "TCP"}]}},
+    ]
+
+
+_PATHS = {"ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+          "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+          "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+          "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+          "Service": "/api/v1/namespaces/{ns}/services"}
+_UPDATED = ("ClusterRole", "ClusterRoleBinding", "Deployment")
+
+
+def ensure_dns(api_url: str, verify: ssl.SSLContext | bool, dns_ip: str, *,
+               kubeconfig: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Create (or update) the DNS addon's objects; -> what was created or updated.
+    Raises httpx.HTTPStatusError (or a transport error) when the API server refuses."""
+    done = []
+    with httpx.Client(base_url=api_url, verify=verify, timeout=timeout) as http:
+        for obj in dns_objects(dns_ip, kubeconfig=kubeconfig):
+            collection = _PATHS[obj["kind"]].format(ns=NAMESPACE)
+            name = obj["metadata"]["name"]
+            r = http.post(collection, json=obj)
+            if r.status_code == 201:
+                done.append(f"{obj['kind'].lower()}/{name} created")
+                continue
+            if r.status_code != 409:
+                r.raise_for_status()
+            if obj["kind"] not in _UPDATED:
+                continue
+            current = http.get(f"{collection}/{name}")
+            current.raise_for_status()
+            have = current.json()
+            want = {**obj, "metadata": {**have["metadata"], **obj["metadata"]}}
+            fields = ("spec",) if obj["kind"] == "Deployment" else ("rules", "roleRef", "subjects")
+            if all(_same(have.get(f), want.get(f)) for f in fields):
+                continue
+            if obj["kind"] == "Deployment":  # keep what the API server defaulted and the status
+                want = {**have, "metadata": want["metadata"], "spec": _merged(have["spec"], obj["spec"])}
+            r = http.put(f"{collection}/{name}", json=want)
+            r.raise_for_status()
+            done.append(f"{obj['kind'].lower()}/{name} updated")
+    return done
+
+
+def _merged(have: object, want: object) -> object:
+    """`want` over `have`: what we set wins, what the server defaulted stays."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        return {**have, **{k: _merged(have.get(k), v) for k, v in want.items()}}
+    if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
+        return [_merged(h, w) for h, w in zip(have, want)]
+    return want
+
+
+def _same(have: object, want: object) -> bool:
+    return _merged(have, want) == have
+
+
+def cluster_dns_of(cfg: ClusterConfig) -> str:
+    return cluster_dns_ip(service_cidr(list(cfg.extra_args.get("apiserver", []))))
+
+
+def ensure_for(cfg: ClusterConfig, verify: ssl.SSLContext | bool) -> str:
+    """`minik8s up`'s DNS addon phase (linux runtime); -> a line for its progress."""
+    ip = cluster_dns_of(cfg)
+    # A plain-HTTP cluster issues no ServiceAccount tokens: the pods read a node's
+    # kubeconfig from the host root instead (its server is reachable from a pod).
+    kubeconfig = cfg.node_kubeconfig(cfg.node_names()[0]) if cfg.plain_http else None
+    try:
+        done = ensure_dns(cfg.api_url, verify, ip, kubeconfig=kubeconfig)
+    except httpx.HTTPError as e:
+        return f"not installed: {e}"
+    return f"service/kube-dns {ip}, deployment/coredns ({REPLICAS} replicas)" + (
+        "; " + ", ".join(done) if done and not any("created" in d for d in done) else "")
