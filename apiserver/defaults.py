@@ -272,6 +272,15 @@ def _endpoints(obj: dict) -> None:
             p.setdefault("protocol", "TCP")
 
 
+def _endpointslice(obj: dict) -> None:
+    # discovery/v1's SetDefaults_EndpointPort: a port's name is "" and its protocol TCP.
+    for p in _dicts(obj.get("ports")):
+        if p.get("name") is None:
+            p["name"] = ""
+        if p.get("protocol") is None:
+            p["protocol"] = "TCP"
+
+
 _RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
@@ -288,4 +297,5 @@ def _binding(obj: dict) -> None:
 
 _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
-            "Endpoints": _endpoints, "RoleBinding": _binding, "ClusterRoleBinding": _binding}
+            "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
+            "ClusterRoleBinding": _binding}

@@ -124,6 +124,9 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.REPLICASETS, fields=_rs_fields, columns=tables.REPLICASETS,
            strategy=Strategy(generation=True, status_subresource=True)),
     _serve(kinds.LEASES, columns=tables.LEASES),
+    # A change beyond metadata bumps the generation, which the EndpointSlice controller
+    # reads to tell a stale cache (Kubernetes' endpointslice strategy).
+    _serve(kinds.ENDPOINTSLICES, columns=tables.ENDPOINTSLICES, strategy=Strategy(generation=True)),
     _serve(kinds.ROLES, columns=tables.ROLES),
     _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
     _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),

@@ -124,6 +124,23 @@ def _endpoints(ep: dict) -> str:
     return ",".join(addrs[:3]) + (f" + {more} more..." if more > 0 else "")
 
 
+def _more(items: list[str], limit: int = 3) -> str:
+    """The first `limit` items and how many more (listWithMoreString)."""
+    more = len(items) - limit
+    return (",".join(items[:limit]) + (f" + {more} more..." if more > 0 else "")) or "<unset>"
+
+
+def _slice_ports(es: dict) -> str:
+    # A port without a number means every port: shown by name, or "*".
+    return _more([str(p["port"]) if p.get("port") is not None else (p.get("name") or "*")
+                  for p in es.get("ports") or [] if isinstance(p, dict)])
+
+
+def _slice_endpoints(es: dict) -> str:
+    return _more([str(a) for e in es.get("endpoints") or [] if isinstance(e, dict)
+                  for a in e.get("addresses") or []])
+
+
 def _get(*path: str, default: Any = "") -> Callable[[dict], Any]:
     def get(obj: dict) -> Any:
         cur: Any = obj
@@ -213,6 +230,9 @@ SERVICES: tuple[Col, ...] = (NAME, ("Type", "string", "The type of the service."
                              ("Port(s)", "string", "The ports of the service.", 0, _svc_ports), AGE,
                              ("Selector", "string", "The label selector of the service.", 1, lambda s: _selector((s.get("spec") or {}).get("selector"))))
 ENDPOINTS: tuple[Col, ...] = (NAME, ("Endpoints", "string", "Endpoints.", 0, _endpoints), AGE)
+ENDPOINTSLICES: tuple[Col, ...] = (NAME, ("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice.", 0, _get("addressType")),
+                                   ("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice.", 0, _slice_ports),
+                                   ("Endpoints", "string", "endpoints is a list of unique endpoints in this slice.", 0, _slice_endpoints), AGE)
 NAMESPACES: tuple[Col, ...] = (NAME, ("Status", "string", "The status of the namespace", 0, _get("status", "phase", default="Active")), AGE)
 CONFIGMAPS: tuple[Col, ...] = (NAME, ("Data", "integer", "Number of data items.", 0,
                                       lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})), AGE)

@@ -68,7 +68,11 @@ _NOT_ENFORCED: dict[str, set[str]] = {
         ("apps.v1", "Deployment"), ("apps.v1", "ReplicaSet"), ("coordination.v1", "Lease"),
         ("core.v1", "ConfigMap"), ("core.v1", "Endpoints"), ("core.v1", "Event"),
         ("core.v1", "Namespace"), ("core.v1", "Node"), ("core.v1", "Pod"),
-        ("core.v1", "Secret"), ("core.v1", "ServiceAccount"), ("core.v1", "Service"))},
+        ("core.v1", "Secret"), ("core.v1", "ServiceAccount"), ("core.v1", "Service"),
+        ("discovery.v1", "EndpointSlice"))},
+    # ValidateEndpointSlice accepts a slice without endpoints (the controller's
+    # placeholder for a Service with none is one).
+    "io.k8s.api.discovery.v1.EndpointSlice": {"endpoints"},
     # Pod status: ValidatePodStatusUpdate checks none of these.
     "io.k8s.api.core.v1.ContainerStatus": {"name", "ready", "restartCount", "image", "imageID"},
     "io.k8s.api.core.v1.ContainerStateTerminated": {"exitCode"},
@@ -853,6 +857,113 @@ def _endpoints(obj: dict) -> list[Cause]:
     return out
 
 
+# --- EndpointSlice (pkg/apis/discovery/validation) ------------------------------------
+
+_ADDRESS_TYPES = ["FQDN", "IPv4", "IPv6"]
+_MAX_SLICE_ENDPOINTS, _MAX_SLICE_PORTS, _MAX_ADDRESSES, _MAX_TOPOLOGY, _MAX_HINTS = 1000, 100, 100, 16, 8
+
+
+def _too_many(field: str, n: int, limit: int) -> Cause:
+    return _cause("FieldValueTooMany", field, f"Too many: {n}: must have at most {limit} items")
+
+
+def _special_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """ValidateNonSpecialIP: an endpoint must be an address another host can reach."""
+    if ip.is_unspecified:
+        return "may not be unspecified (0.0.0.0, ::)"
+    if ip.is_loopback:
+        return "may not be in the loopback range (127.0.0.0/8, ::1/128)"
+    if ip.is_link_local:
+        return "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+    if ip in ipaddress.ip_network("224.0.0.0/24") or ip in ipaddress.ip_network("ff02::/16"):
+        return "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
+    return None
+
+
+def _slice_address(address: Any, address_type: Any, f: str) -> list[Cause]:
+    if not isinstance(address, str):
+        return []  # the schema's
+    if address_type in ("IPv4", "IPv6"):
+        version = 4 if address_type == "IPv4" else 6
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is None or ip.version != version:
+            return [_invalid(f, address, f"must be a valid {address_type} address")]
+        return [_invalid(f, address, msg)] if (msg := _special_ip(ip)) else []
+    if address_type == "FQDN":
+        name = address.lower().removesuffix(".")
+        if name.count(".") < 1:
+            return [_invalid(f, address, "should be a domain with at least two segments separated by dots")]
+        if msg := _dns1123_subdomain(name):
+            return [_invalid(f, address, msg)]
+    return []  # an unknown type's addresses are not checked (addressType reports it)
+
+
+def _slice_endpoint(e: dict, address_type: Any, f: str) -> list[Cause]:
+    out, addresses = [], e.get("addresses")
+    if isinstance(addresses, list):
+        if not addresses:
+            out.append(_required(f"{f}.addresses", "must contain at least 1 address"))
+        elif len(addresses) > _MAX_ADDRESSES:
+            out.append(_too_many(f"{f}.addresses", len(addresses), _MAX_ADDRESSES))
+        for i, a in enumerate(addresses):
+            out += _slice_address(a, address_type, f"{f}.addresses[{i}]")
+    topology = e.get("deprecatedTopology")
+    if isinstance(topology, dict) and len(topology) > _MAX_TOPOLOGY:
+        out.append(_too_many(f"{f}.deprecatedTopology", len(topology), _MAX_TOPOLOGY))
+    out += _labels(topology, f"{f}.deprecatedTopology")
+    hostname = e.get("hostname")
+    if isinstance(hostname, str) and (msg := _dns1123_label(hostname)):
+        out.append(_invalid(f"{f}.hostname", hostname, msg))
+    hints = _m(e.get("hints"))
+    for key in ("forZones", "forNodes"):
+        if isinstance(hints.get(key), list) and len(hints[key]) > _MAX_HINTS:
+            out.append(_too_many(f"{f}.hints.{key}", len(hints[key]), _MAX_HINTS))
+    return out
+
+
+def _slice_ports(ports: Any) -> list[Cause]:
+    if isinstance(ports, list) and len(ports) > _MAX_SLICE_PORTS:
+        return [_too_many("ports", len(ports), _MAX_SLICE_PORTS)]
+    out, names = [], set()
+    for i, p in _each(ports):
+        f, name = f"ports[{i}]", p.get("name")
+        if isinstance(name, str):
+            if name and (msg := _dns1123_label(name)):
+                out.append(_invalid(f"{f}.name", name, msg))
+            if name in names:
+                out.append(_duplicate(f"{f}.name", name))
+            names.add(name)
+        proto = p.get("protocol")
+        if proto is None:
+            out.append(_required(f"{f}.protocol"))
+        elif proto not in _PROTOCOLS:
+            out.append(_not_supported(f"{f}.protocol", proto, _PROTOCOLS))
+        app = p.get("appProtocol")
+        if isinstance(app, str) and (msg := _qualified_name(app)):
+            out.append(_invalid(f"{f}.appProtocol", app, msg))
+    return out
+
+
+def _endpointslice(obj: dict) -> list[Cause]:
+    """ValidateEndpointSlice. (Kubernetes also lets an update keep the deprecated
+    addressType `IP`, which only a pre-1.17 server wrote: none here.)"""
+    out, address_type = [], obj.get("addressType")
+    if not address_type:
+        out.append(_required("addressType"))
+    elif address_type not in _ADDRESS_TYPES:
+        out.append(_not_supported("addressType", address_type, _ADDRESS_TYPES))
+    endpoints = obj.get("endpoints")
+    if isinstance(endpoints, list) and len(endpoints) > _MAX_SLICE_ENDPOINTS:
+        out.append(_too_many("endpoints", len(endpoints), _MAX_SLICE_ENDPOINTS))
+    else:
+        for i, e in _each(endpoints):
+            out += _slice_endpoint(e, address_type, f"endpoints[{i}]")
+    return out + _slice_ports(obj.get("ports"))
+
+
 def _scale(obj: dict) -> list[Cause]:
     return _minimum(_m(obj.get("spec")), "replicas", "spec.replicas")
 
@@ -969,7 +1080,7 @@ _NAME_CHECKS: dict[str, Callable[[str], str | None]] = {
 _SEMANTICS: dict[str, Callable[[dict], list[Cause]]] = {
     "Pod": _pod, "Deployment": _workload, "ReplicaSet": _workload, "Service": _service,
     "ConfigMap": _configmap, "Secret": _secret, "Lease": _lease, "Event": _event,
-    "Endpoints": _endpoints, "Scale": _scale, "Binding": _binding, "Role": _role,
+    "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "Scale": _scale, "Binding": _binding, "Role": _role,
     "ClusterRole": _cluster_role,
     "RoleBinding": _binding_of(["Role", "ClusterRole"], namespaced=True),
     "ClusterRoleBinding": _binding_of(["ClusterRole"], namespaced=False)}
@@ -1072,10 +1183,16 @@ def _role_ref_update(old: dict, new: dict) -> list[Cause]:
     return [] if old.get("roleRef") == ref else [_invalid("roleRef", ref, "cannot change roleRef")]
 
 
+def _endpointslice_update(old: dict, new: dict) -> list[Cause]:
+    t = new.get("addressType")
+    return [] if old.get("addressType") == t else [_invalid("addressType", t, "field is immutable")]
+
+
 _UPDATES: dict[str, Callable[[dict, dict], list[Cause]]] = {
     "Pod": _pod_update, "Deployment": _selector_update, "ReplicaSet": _selector_update,
     "Service": _service_update, "ConfigMap": _configmap_update, "Secret": _secret_update,
-    "RoleBinding": _role_ref_update, "ClusterRoleBinding": _role_ref_update}
+    "RoleBinding": _role_ref_update, "ClusterRoleBinding": _role_ref_update,
+    "EndpointSlice": _endpointslice_update}
 
 
 def update_causes(old: dict, new: dict, *, kind: str) -> list[Cause]:

@@ -64,6 +64,7 @@ DEPLOYMENTS = Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",),
 REPLICASETS = Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",),
                    ("status", "scale"), ("all",))
 LEASES = Kind("coordination.k8s.io", "v1", "Lease", "leases", True)
+ENDPOINTSLICES = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True)
 ROLES = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", True)
 CLUSTERROLES = Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False)
 ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
@@ -85,5 +86,5 @@ REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREV
            SELFSUBJECTRULESREVIEWS, SELFSUBJECTREVIEWS, TOKENREVIEWS)
 
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
-                           SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ROLES,
+                           SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS)

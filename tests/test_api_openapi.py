@@ -22,6 +22,7 @@ def documents(apiserver):
 
 def test_index_names_a_document_per_group_version(documents):
     assert set(documents) == {"api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1",
+                              "apis/discovery.k8s.io/v1",
                               "apis/rbac.authorization.k8s.io/v1", "apis/authorization.k8s.io/v1",
                               "apis/authentication.k8s.io/v1"}
     for r in documents.values():

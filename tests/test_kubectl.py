@@ -269,6 +269,21 @@ def test_get_in_every_output_form(kubectl, http, ns, node, tmp_path):
     assert deploy[0]["NAME"] == "deployment.apps/web" and deploy[0]["READY"] == "0/1"
 
 
+def test_apply_and_get_endpointslices(kubectl, http, ns, tmp_path):
+    slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+              "metadata": {"name": "web-x1", "labels": {"kubernetes.io/service-name": "web"}},
+              "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+              "endpoints": [{"addresses": [f"10.4.0.{i}"], "conditions": {"ready": True}} for i in range(1, 5)]}
+    out = kubectl.out("apply", "-f", write(tmp_path, "eps.yaml", slice_))
+    assert out.strip() == "endpointslice.discovery.k8s.io/web-x1 created"
+    table = rows(kubectl.out("get", "endpointslices"))
+    assert list(table[0]) == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    assert (table[0]["NAME"], table[0]["ADDRESSTYPE"], table[0]["PORTS"], table[0]["ENDPOINTS"]) == \
+        ("web-x1", "IPv4", "8080", "10.4.0.1,10.4.0.2,10.4.0.3 + 1 more...")
+    stored = get(http, f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/web-x1")
+    assert stored["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+
 def test_get_watch_sees_a_later_create_and_delete(kubectl, http, ns):
     assert http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("before")).status_code == 201
     proc = kubectl.popen("get", "pods", "-w", "--output-watch-events")
