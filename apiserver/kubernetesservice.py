@@ -7,7 +7,13 @@ keeps them:
   component=apiserver, provider=kubernetes; a Service whose ports or type were changed is
   put back;
 - its Endpoints (labelled endpointslice.kubernetes.io/skip-mirror, as Kubernetes writes
-  them) list this server's advertised address and secure port.
+  them) list this server's advertised address and secure port;
+- so does its EndpointSlice `kubernetes`, as kube-apiserver's EndpointsAdapter writes it
+  next to the Endpoints: labelled `kubernetes.io/service-name: kubernetes` only (no
+  managed-by label, no owner, so the EndpointSlice controller leaves it alone), the
+  endpoint ready, the address type IPv4 or IPv6 as the address is. An address the
+  EndpointSlice validation refuses (loopback, say: a server bound to 127.0.0.1 alone)
+  gets no slice, and a warning in the log, as Kubernetes' would.
 Unlike kube-apiserver's lease reconciler, the Endpoints hold this server alone: several
 API servers over one etcd would each write their own address (see README)."""
 from __future__ import annotations
@@ -40,8 +46,46 @@ def endpoints(address: str, port: int) -> dict:
                          "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
 
 
+def endpointslice(address: str, port: int) -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": NAME, "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": NAME}},
+            "addressType": "IPv6" if ":" in address else "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+
+
+_SLICE_FIELDS = ("addressType", "endpoints", "ports")
+
+
+async def _reconcile_slice(resources: Resources, address: str, port: int) -> None:
+    rt, want = by_plural("endpointslices"), endpointslice(address, port)
+    try:
+        have = await resources.get(rt, NAMESPACE, NAME)
+    except errors.NotFound:
+        have = None
+    try:
+        if have is not None and have.get("addressType") != want["addressType"]:
+            # The type is immutable: replace the slice (EnsureEndpointSliceFromEndpoints).
+            await resources.delete(rt, NAMESPACE, NAME, {"preconditions": {"uid": have["metadata"]["uid"]}})
+            have = None
+        if have is None:
+            await resources.create(rt, NAMESPACE, want)
+        elif any(have.get(k) != want[k] for k in _SLICE_FIELDS) or \
+                (have["metadata"].get("labels") or {}) != want["metadata"]["labels"]:
+            for k in _SLICE_FIELDS:
+                have[k] = want[k]
+            have["metadata"]["labels"] = want["metadata"]["labels"]
+            await resources.update(rt, NAMESPACE, NAME, have)
+    except (errors.AlreadyExists, errors.Conflict, errors.NotFound) as e:
+        log.warning("cannot reconcile the kubernetes endpointslice: %s", e)  # the next round
+    except errors.Invalid as e:
+        log.warning("cannot write the kubernetes endpointslice for %s: %s", address, e)
+
+
 async def reconcile(resources: Resources, cluster_ip: str, address: str, port: int) -> None:
-    """Create or put back the Service and its Endpoints (see the module docstring)."""
+    """Create or put back the Service, its EndpointSlice and its Endpoints (see the
+    module docstring)."""
     svc_rt, ep_rt = by_plural("services"), by_plural("endpoints")
     want = service(cluster_ip, port)
     try:
@@ -64,6 +108,7 @@ async def reconcile(resources: Resources, cluster_ip: str, address: str, port: i
                 await resources.update(svc_rt, NAMESPACE, NAME, have)
             except (errors.Conflict, errors.NotFound, errors.Invalid) as e:
                 log.warning("cannot reconcile the kubernetes service: %s", e)
+    await _reconcile_slice(resources, address, port)
     want_ep = endpoints(address, port)
     try:
         have_ep = await resources.get(ep_rt, NAMESPACE, NAME)

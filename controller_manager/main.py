@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
             metavar="true|false", help="give each node a podCIDR from --cluster-cidr"),
         opt("--cluster-cidr", default="", help="the pods' address range, e.g. 10.244.0.0/16"),
         opt("--node-cidr-mask-size", type=int, default=24, metavar="BITS"),
+        opt("--max-endpoints-per-slice", type=int, default=100, metavar="N",
+            help="endpoints an EndpointSlice holds at most, 1-1000 (default 100)"),
     ]
     # Which attributes are controller options, so that build() passes on every one.
     p.set_defaults(controller_options=tuple(a.dest for a in options))

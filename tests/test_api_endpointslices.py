@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.procs import APIServer, Etcd, wait_for
 from tests.util import pb, pb_body
 
 # ruff: noqa: E501  (the table of invalid slices reads one case and its Kubernetes message a line)
@@ -162,3 +163,45 @@ def test_openapi_documents_the_kind(http):
     doc = http.get("/openapi/v3/apis/discovery.k8s.io/v1").json()
     assert "io.k8s.api.discovery.v1.EndpointSlice" in doc["components"]["schemas"]
     assert "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}" in doc["paths"]
+
+
+# -- the `default/kubernetes` Service's slice (apiserver/kubernetesservice.py) -------------
+
+KUBERNETES_SLICE = f"{GV}/namespaces/default/endpointslices/kubernetes"
+
+
+@pytest.fixture(scope="module")
+def advertised():
+    """A server of its own that advertises a routable address (it need not own it)."""
+    e = Etcd().start()
+    s = APIServer(e.url, "--advertise-address", "192.0.2.10").start()
+    yield s
+    s.stop()
+    e.stop()
+
+
+def test_the_kubernetes_service_has_its_slice_next_to_its_endpoints(advertised):
+    with advertised.client() as c:
+        s = wait_for(lambda: (r := c.get(KUBERNETES_SLICE)).status_code == 200 and r.json(),
+                     what="the kubernetes EndpointSlice")
+        assert s["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}  # not the controller's
+        assert "ownerReferences" not in s["metadata"]
+        assert s["addressType"] == "IPv4"
+        assert s["endpoints"] == [{"addresses": ["192.0.2.10"], "conditions": {"ready": True}}]
+        assert s["ports"] == [{"name": "https", "port": advertised.port, "protocol": "TCP"}]
+        ep = c.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
+        assert ep["subsets"][0]["addresses"] == [{"ip": "192.0.2.10"}]
+        # Taken away or changed, it is put back on the next round (every 10 s).
+        s["endpoints"] = [{"addresses": ["192.0.2.99"]}]
+        assert c.put(KUBERNETES_SLICE, json=s).status_code == 200
+        wait_for(lambda: c.get(KUBERNETES_SLICE).json()["endpoints"][0]["addresses"] == ["192.0.2.10"],
+                 timeout=30, interval=0.2, what="the slice repaired")
+        assert c.delete(KUBERNETES_SLICE).status_code == 200
+        wait_for(lambda: c.get(KUBERNETES_SLICE).status_code == 200, timeout=30, interval=0.2,
+                 what="the slice back")
+
+
+def test_a_loopback_only_server_writes_no_slice_it_could_not_validate(http):
+    # Bound to 127.0.0.1 alone: EndpointSlice validation refuses loopback endpoints.
+    assert http.get("/api/v1/namespaces/default/endpoints/kubernetes").status_code == 200
+    assert http.get(KUBERNETES_SLICE).status_code == 404

@@ -263,6 +263,12 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["create", "delete", "get", "list", "update", "watch"], "", "endpoints"),
             rule("create", "", "endpoints/restricted"),
             events_rule()],
+        "endpointslice-controller": [
+            rule(READ, "", ["nodes", "pods", "services"]),
+            # Its slices' ownerReferences block the Service's deletion.
+            rule("update", "", "services/finalizers"),
+            rule(["create", "delete", "get", "list", "update"], "discovery.k8s.io", "endpointslices"),
+            events_rule()],
         "generic-garbage-collector": [
             rule(["delete", "get", "list", "patch", "update", "watch"], "*", "*"),
             events_rule()],

@@ -12,6 +12,7 @@ from controller_manager.controller import ControllerClass
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
+from controller_manager.controllers.endpointslice import EndpointSliceController
 from controller_manager.controllers.garbagecollector import GarbageCollector
 from controller_manager.controllers.namespace import NamespaceController
 from controller_manager.controllers.nodeipam import NodeIPAMController
@@ -26,6 +27,7 @@ from machinery.registry import Registry
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
     (c.name, c) for c in (ReplicaSetController, DeploymentController, GarbageCollector,
                           NamespaceController, ServiceAccountController, EndpointsController,
+                          EndpointSliceController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController)
