@@ -51,6 +51,7 @@ COMPONENTS = {
     "controller-manager": "controller_manager.main",
     "kubelet": "kubelet.main",
     "dns": "clusterdns.main",
+    "proxy": "proxy.main",
 }
 
 

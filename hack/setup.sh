@@ -10,6 +10,8 @@ PKGS=""
 command -v etcd >/dev/null 2>&1 || PKGS="$PKGS etcd-server"
 command -v ip >/dev/null 2>&1 || PKGS="$PKGS iproute2"
 command -v ipcmk >/dev/null 2>&1 || PKGS="$PKGS util-linux"
+# nft for the service proxy (proxy/: it programs netfilter through `nft -j`).
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || PKGS="$PKGS nftables"
 # The image tests' fixtures (tests/images_fixtures.py): a registry (Debian's build of
 # distribution), skopeo to push to it, umoci to build OCI images from busybox-static,
 # and htpasswd (apache2-utils) for the registry's bcrypt password file.
