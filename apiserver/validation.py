@@ -860,7 +860,9 @@ def _endpoints(obj: dict) -> list[Cause]:
 # --- EndpointSlice (pkg/apis/discovery/validation) ------------------------------------
 
 _ADDRESS_TYPES = ["FQDN", "IPv4", "IPv6"]
-_MAX_SLICE_ENDPOINTS, _MAX_SLICE_PORTS, _MAX_ADDRESSES, _MAX_TOPOLOGY, _MAX_HINTS = 1000, 100, 100, 16, 8
+# Ports: 20,000 since Kubernetes 1.21 (the API's doc comment still says 100), so that a
+# Service with many ports gets its slices.
+_MAX_SLICE_ENDPOINTS, _MAX_SLICE_PORTS, _MAX_ADDRESSES, _MAX_TOPOLOGY, _MAX_HINTS = 1000, 20000, 100, 16, 8
 
 
 def _too_many(field: str, n: int, limit: int) -> Cause:
@@ -868,9 +870,9 @@ def _too_many(field: str, n: int, limit: int) -> Cause:
 
 
 def _special_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """ValidateNonSpecialIP: an endpoint must be an address another host can reach."""
+    """ValidateEndpointIP: an endpoint must be an address another host can reach."""
     if ip.is_unspecified:
-        return "may not be unspecified (0.0.0.0, ::)"
+        return f"may not be unspecified ({ip})"
     if ip.is_loopback:
         return "may not be in the loopback range (127.0.0.0/8, ::1/128)"
     if ip.is_link_local:
@@ -910,6 +912,9 @@ def _slice_endpoint(e: dict, address_type: Any, f: str) -> list[Cause]:
             out.append(_too_many(f"{f}.addresses", len(addresses), _MAX_ADDRESSES))
         for i, a in enumerate(addresses):
             out += _slice_address(a, address_type, f"{f}.addresses[{i}]")
+    node = e.get("nodeName")
+    if isinstance(node, str) and (msg := _dns1123_subdomain(node)):
+        out.append(_invalid(f"{f}.nodeName", node, msg))
     topology = e.get("deprecatedTopology")
     if isinstance(topology, dict) and len(topology) > _MAX_TOPOLOGY:
         out.append(_too_many(f"{f}.deprecatedTopology", len(topology), _MAX_TOPOLOGY))
@@ -917,10 +922,20 @@ def _slice_endpoint(e: dict, address_type: Any, f: str) -> list[Cause]:
     hostname = e.get("hostname")
     if isinstance(hostname, str) and (msg := _dns1123_label(hostname)):
         out.append(_invalid(f"{f}.hostname", hostname, msg))
-    hints = _m(e.get("hints"))
-    for key in ("forZones", "forNodes"):
-        if isinstance(hints.get(key), list) and len(hints[key]) > _MAX_HINTS:
-            out.append(_too_many(f"{f}.hints.{key}", len(hints[key]), _MAX_HINTS))
+    zones = _m(e.get("hints")).get("forZones")
+    if isinstance(zones, list) and len(zones) > _MAX_HINTS:
+        out.append(_too_many(f"{f}.hints.forZones", len(zones), _MAX_HINTS))
+    else:
+        seen: set[str] = set()
+        for i, z in _each(zones):
+            name, zf = z.get("name"), f"{f}.hints.forZones[{i}].name"
+            if not isinstance(name, str):
+                continue
+            if name in seen:
+                out.append(_duplicate(zf, name))
+            seen.add(name)
+            if msg := _label_value(name):
+                out.append(_invalid(zf, name, msg))
     return out
 
 

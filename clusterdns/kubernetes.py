@@ -2,9 +2,13 @@
 DNS-Based Service Discovery specification, schema 1.1.0), from informer caches.
 
 Guarantees, for the zone `<domain>` (cluster.local by default):
+- Endpoints come from the Service's EndpointSlices (those labelled
+  `kubernetes.io/service-name: <svc>`, of address type IPv4 or IPv6), as CoreDNS reads
+  them: an endpoint counts unless its `ready` condition is false (terminating and
+  not-ready pods are not answered); each slice's ports are its endpoints' ports.
 - `<svc>.<ns>.svc.<domain>` A/AAAA: the Service's clusterIP; for a headless Service
-  (`clusterIP: None`) the ready addresses of its Endpoints, and NXDOMAIN while it has
-  none (as CoreDNS answers). ExternalName: a CNAME.
+  (`clusterIP: None`) its ready endpoint addresses, and NXDOMAIN while it has none (as
+  CoreDNS answers). ExternalName: a CNAME.
 - `<host>.<svc>.<ns>.svc.<domain>`: a headless Service's endpoint, by its hostname or,
   without one, its dashed IP (what CoreDNS names it).
 - SRV: `_<port>._<proto>.<svc>.<ns>.svc.<domain>` for named ports (and every port on a
@@ -46,6 +50,8 @@ from client.informer import IndexFunc, Indexer
 SCHEMA_VERSION = "1.1.0"
 CLUSTER_IP = "clusterIP"
 ENDPOINT_IP = "endpointIP"
+SERVICE = "service"  # an EndpointSlice's Service, namespace/name
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def _cluster_ips(svc: dict[str, Any]) -> list[str]:
@@ -54,12 +60,33 @@ def _cluster_ips(svc: dict[str, Any]) -> list[str]:
     return [ip for ip in ips if ip and ip != "None"]
 
 
-def _endpoint_ips(ep: dict[str, Any]) -> list[str]:
-    return [a["ip"] for s in ep.get("subsets") or () for a in s.get("addresses") or () if a.get("ip")]
+def _ready_endpoints(es: dict[str, Any]) -> list[dict[str, Any]]:
+    """The endpoints CoreDNS answers with: `ready` not false (unset counts as ready), in
+    a slice of IP addresses."""
+    if es.get("addressType") not in ("IPv4", "IPv6"):
+        return []
+    return [e for e in es.get("endpoints") or () if isinstance(e, dict)
+            and (e.get("conditions") or {}).get("ready") is not False]
+
+
+def _endpoint_ips(es: dict[str, Any]) -> list[str]:
+    return [a for e in _ready_endpoints(es) for a in e.get("addresses") or () if a]
+
+
+def _service_of(es: dict[str, Any]) -> str | None:
+    md = es.get("metadata") or {}
+    name = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{md.get('namespace', '')}/{name}" if name else None
+
+
+def _slice_service(es: dict[str, Any]) -> list[str]:
+    key = _service_of(es)
+    return [key] if key else []
 
 
 INDEXERS: dict[str, IndexFunc] = {CLUSTER_IP: _cluster_ips}
-ENDPOINT_INDEXERS: dict[str, IndexFunc] = {ENDPOINT_IP: _endpoint_ips}
+# For the EndpointSlice informer (the name is kept from when it indexed Endpoints).
+ENDPOINT_INDEXERS: dict[str, IndexFunc] = {ENDPOINT_IP: _endpoint_ips, SERVICE: _slice_service}
 
 
 def _dashed(ip: str) -> str:
@@ -83,9 +110,10 @@ def _is_headless(svc: dict[str, Any]) -> bool:
 class Zone:
     """Answers queries for the cluster domain and for the reverse names it knows."""
 
-    def __init__(self, services: Indexer, endpoints: Indexer, *, domain: str = "cluster.local",
+    def __init__(self, services: Indexer, slices: Indexer, *, domain: str = "cluster.local",
                  ttl: int = 5, synced: Callable[[], bool] = lambda: True):
-        self.services, self.endpoints, self.ttl, self.synced = services, endpoints, ttl, synced
+        """`slices`: an EndpointSlice cache with ENDPOINT_INDEXERS."""
+        self.services, self.slices, self.ttl, self.synced = services, slices, ttl, synced
         self.origin = dns.name.from_text(domain)
         self.serial = int(time.time())
 
@@ -174,13 +202,16 @@ class Zone:
                 return None
             return [self._rrset(name, "CNAME", [dns.name.from_text(spec.get("externalName", "")).to_text()])], []
         headless = _is_headless(svc)
-        ep = self.endpoints.get(f"{ns}/{svc_name}") or {}
-        # (address, its DNS name, endpoint ports) for every ready address
+        # (address, its DNS name, endpoint ports) for every ready address, a slice's ports
+        # being its endpoints'; a port without a number (all ports) has no SRV record
         members = []
-        for subset in ep.get("subsets") or ():
-            for a in subset.get("addresses") or ():
-                host = (a.get("hostname") or _dashed(a["ip"])).lower()
-                members.append((a["ip"], dns.name.from_text(host, svc_fqdn), subset.get("ports") or []))
+        for es in sorted(self.slices.by_index(SERVICE, f"{ns}/{svc_name}"),
+                         key=lambda es: es["metadata"].get("name", "")):
+            ports = [p for p in es.get("ports") or () if isinstance(p, dict) and p.get("port") is not None]
+            for e in _ready_endpoints(es):
+                for ip in e.get("addresses") or ():
+                    host = (e.get("hostname") or _dashed(ip)).lower()
+                    members.append((ip, dns.name.from_text(host, svc_fqdn), ports))
         if not prefix:
             if headless:
                 if not members:
@@ -234,17 +265,17 @@ class Zone:
         for svc in self.services.by_index(CLUSTER_IP, ip):
             md = svc["metadata"]
             ptrs.append(dns.name.from_text(f"{md['name']}.{md['namespace']}.svc", self.origin).to_text())
-        for ep in self.endpoints.by_index(ENDPOINT_IP, ip):
-            md = ep["metadata"]
-            owner = self.services.get(f"{md['namespace']}/{md['name']}")
+        for es in self.slices.by_index(ENDPOINT_IP, ip):
+            key = _service_of(es)
+            owner = self.services.get(key) if key else None
             if owner is None or not _is_headless(owner):
                 continue
-            for s in ep.get("subsets") or ():
-                for a in s.get("addresses") or ():
-                    if a.get("ip") == ip:
-                        host = (a.get("hostname") or _dashed(ip)).lower()
-                        ptrs.append(dns.name.from_text(f"{host}.{md['name']}.{md['namespace']}.svc",
-                                                       self.origin).to_text())
+            md = owner["metadata"]
+            for e in _ready_endpoints(es):
+                if ip in (e.get("addresses") or ()):
+                    host = (e.get("hostname") or _dashed(ip)).lower()
+                    ptrs.append(dns.name.from_text(f"{host}.{md['name']}.{md['namespace']}.svc",
+                                                   self.origin).to_text())
         if not ptrs:
             return None
         return [self._rrset(name, "PTR", sorted(set(ptrs)))], []

@@ -101,7 +101,7 @@ async def run(conn: kubeconfig.Connection, *, domain: str, ttl: int, bind_addres
               upstreams: list[tuple[str, int]], metrics_address: str = "127.0.0.1",
               metrics_port: int = 0) -> int:
     client = Client(conn, user_agent="minik8s-dns")
-    services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
+    services, endpoints = Informer(client, "services"), Informer(client, "endpointslices")
     services.add_indexers(INDEXERS)
     endpoints.add_indexers(ENDPOINT_INDEXERS)
     zone = Zone(services.store, endpoints.store, domain=domain, ttl=ttl,

@@ -277,6 +277,7 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("", "Event"): _kind(),
     ("events.k8s.io", "Event"): _kind(),
     ("coordination.k8s.io", "Lease"): _kind(),
+    ("discovery.k8s.io", "EndpointSlice"): _kind(),  # endpoints and ports are atomic
     ("autoscaling", "Scale"): _kind(),
     # Rules, subjects and selectors carry no patch strategy in Go: atomic lists.
     ("rbac.authorization.k8s.io", "Role"): _kind(),

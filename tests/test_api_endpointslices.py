@@ -97,8 +97,14 @@ def test_a_slice_without_endpoints_or_ports_is_accepted(http, ns):
      {"ports[0].protocol": 'Unsupported value: "ICMP": supported values: "SCTP", "TCP", "UDP"'}),
     ("1001 endpoints", eps("x", *(f"10.0.{i // 250}.{i % 250 + 1}" for i in range(1001))),
      {"endpoints": "Too many: 1001: must have at most 1000 items"}),
-    ("101 ports", eps("x", "10.0.0.1", ports=[{"name": f"p{i}", "port": i + 1} for i in range(101)]),
-     {"ports": "Too many: 101: must have at most 100 items"}),
+    ("20001 ports", eps("x", "10.0.0.1", ports=[{"name": f"p{i}", "port": i % 65535 + 1} for i in range(20001)]),
+     {"ports": "Too many: 20001: must have at most 20000 items"}),
+    ("node name", {**eps("x"), "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "Node_1"}]},
+     {"endpoints[0].nodeName": "Invalid value: \"Node_1\": a lowercase RFC 1123 subdomain must consist of lower case "
+      "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
+      "'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"}),
+    ("zone hints", {**eps("x"), "endpoints": [{"addresses": ["10.0.0.1"], "hints": {"forZones": [{"name": "a"}, {"name": "a"}]}}]},
+     {"endpoints[0].hints.forZones[1].name": 'Duplicate value: "a"'}),
 ])
 def test_invalid_slices_are_422_with_each_cause_and_store_nothing(http, ns, name, body, want):
     assert causes(http.post(url(ns), json=body)) == want, name

@@ -172,6 +172,26 @@ def test_a_deployment_spreads_across_the_three_nodes(cluster):
     assert {p["spec"]["nodeName"] for p in cluster.running()} == {"node-1", "node-2", "node-3"}
 
 
+def test_a_service_gets_endpointslices_of_its_pods_and_the_kubernetes_service_its_own(cluster):
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    r = cluster.api.post("/api/v1/namespaces/default/services", json=svc)
+    assert r.status_code == 201, r.text
+    want = {(p["status"]["podIP"], p["spec"]["nodeName"]) for p in cluster.running()}
+
+    def listed():
+        items = cluster.api.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                                params={"labelSelector": "kubernetes.io/service-name=web"}).json()["items"]
+        got = {(e["addresses"][0], e["nodeName"]) for s in items for e in s.get("endpoints") or ()
+               if e["conditions"]["ready"]}
+        return got == want and items
+    [slice_] = wait_for(listed, timeout=60, what="the web Service's EndpointSlice")
+    assert slice_["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io"
+    assert slice_["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    k8s = cluster.api.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes").json()
+    assert k8s["endpoints"][0]["addresses"] == [cluster.cfg.host_ip]
+
+
 def test_a_pod_on_node_1_fetches_from_a_pod_on_node_3_by_ip(cluster):
     target = next(p for p in cluster.running() if p["spec"]["nodeName"] == "node-3")
     name, ip = target["metadata"]["name"], target["status"]["podIP"]

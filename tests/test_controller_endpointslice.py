@@ -152,6 +152,18 @@ async def test_a_pod_without_the_named_target_port_is_listed_without_that_port()
     assert by_ports == {(8080,): ["a"], (9090,): ["b"], (): ["c"]}
 
 
+async def test_a_named_port_may_be_a_sidecars_and_publish_not_ready_lists_pods_on_unknown_nodes():
+    svc = service(ports=[{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"}],
+                  publishNotReadyAddresses=True)
+    sidecar = {"name": "proxy", "image": "x", "restartPolicy": "Always",
+               "ports": [{"name": "web", "containerPort": 15001, "protocol": "TCP"}]}
+    client, ctrl = controller(svc, pod("a", ip="10.0.0.1", node="ghost", initContainers=[sidecar]))
+    await ctrl.reconcile("default/web")
+    [s] = slices(client)
+    assert s["ports"] == [{"name": "http", "port": 15001, "protocol": "TCP"}]
+    assert s["endpoints"] == [endpoint("a", "10.0.0.1", node="ghost")]
+
+
 async def test_at_most_max_endpoints_per_slice():
     pods = [pod(f"p{i:03}", ip=f"10.0.{i // 200}.{i % 200 + 1}") for i in range(250)]
     client, ctrl = controller(service(), *pods)
@@ -174,14 +186,15 @@ async def test_changes_touch_only_the_slices_that_hold_them():
     await client.delete("pods", gone, namespace="default")
     await ctrl.reconcile("default/web")
     assert written(client) == [("update", full)]
-    # A new pod fills the slice it fits most closely (the one with room for exactly one).
+    # A new pod fills a slice it fits most closely (one with room for exactly one).
+    before = {s["metadata"]["name"]: [e["targetRef"]["name"] for e in s["endpoints"]] for s in slices(client)}
     client.actions.clear()
     client.seed(pod("new", ip="10.0.1.100"))
     await ctrl.reconcile("default/web")
     updated = [name for _, name in written(client)]
     assert len(updated) == 1 and writes(client) == [("update", "endpointslices")]
     after = {s["metadata"]["name"]: [e["targetRef"]["name"] for e in s["endpoints"]] for s in slices(client)}
-    assert after[updated[0]] == [e for e in before[updated[0]] if e != gone] + ["new"]
+    assert len(before[updated[0]]) == 2 and after[updated[0]] == before[updated[0]] + ["new"]
     assert {n: e for n, e in after.items() if n != updated[0]} == \
         {n: e for n, e in before.items() if n != updated[0]}
 
@@ -205,7 +218,13 @@ async def test_a_changed_endpoint_is_rewritten_in_place_with_its_trigger_time():
     assert TRIGGER_TIME_ANNOTATION not in s["metadata"].get("annotations", {})
 
 
+def changes(op):
+    from machinery.metrics import REGISTRY
+    return REGISTRY.get_sample_value("endpoint_slice_controller_changes_total", {"operation": op}) or 0.0
+
+
 async def test_a_service_without_pods_keeps_one_placeholder_which_is_reused():
+    created, updated = changes("create"), changes("update")
     client, ctrl = controller(service())
     await ctrl.reconcile("default/web")
     await ctrl.reconcile("default/web")
@@ -218,6 +237,7 @@ async def test_a_service_without_pods_keeps_one_placeholder_which_is_reused():
     [s] = slices(client)
     assert s["metadata"]["name"] == placeholder["metadata"]["name"]
     assert s["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}] and len(s["endpoints"]) == 1
+    assert (changes("create") - created, changes("update") - updated) == (1, 1)
     await client.delete("pods", "a", namespace="default")
     await ctrl.reconcile("default/web")
     [s] = slices(client)
@@ -281,6 +301,31 @@ async def test_its_own_writes_do_not_enqueue_but_others_changes_do():
     assert len(ctrl.queue) == 0  # the create's echo
     edited = {**s, "endpoints": [], "metadata": {**s["metadata"], "generation": 2, "resourceVersion": "x"}}
     client.seed(edited)
+    assert list(ctrl.queue._queue) == ["default/web"]
+
+
+async def drain(ctrl):
+    while len(ctrl.queue):
+        ctrl.queue.done(await ctrl.queue.get())
+
+
+async def test_a_delete_it_did_not_make_enqueues_its_service_tracked_or_not():
+    client, ctrl = controller(service(), pod("a", ip="10.0.0.1"))
+    await ctrl.reconcile("default/web")
+    await drain(ctrl)
+    [s] = slices(client)
+    ctrl.tracker.expect_deletion(s)  # as if this controller had deleted it
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
+    assert len(ctrl.queue) == 0
+    await ctrl.reconcile("default/web")  # recreated
+    await drain(ctrl)
+    [s] = slices(client)
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
+    assert list(ctrl.queue._queue) == ["default/web"]
+    # after a restart nothing is tracked: a delete is still news
+    client, ctrl = controller(service(), s)
+    await drain(ctrl)
+    await client.delete("endpointslices", s["metadata"]["name"], namespace="default")
     assert list(ctrl.queue._queue) == ["default/web"]
 
 
@@ -368,3 +413,36 @@ async def test_slices_follow_pods_readiness_termination_and_the_service(cluster)
                 return not (await client.list("endpointslices", namespace=ns))["items"]
             await eventually(collected, what="slices collected with their Service")
         await client.delete("nodes", node_name)
+
+
+async def test_a_pod_on_an_unknown_node_is_reported_on_the_service_and_placed_once_the_node_exists(cluster):
+    from client.events import EventRecorder
+    async with Client(cluster.url) as client:
+        ns = "eps-" + uuid.uuid4().hex[:8]
+        late = "late-" + ns
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        await client.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+                             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        await client.create({"apiVersion": "v1", "kind": "Pod",
+                             "metadata": {"name": "p", "namespace": ns, "labels": {"app": "web"}},
+                             "spec": {"nodeName": late, "containers": [{"name": "c", "image": "busybox"}]}})
+        await set_pod_status(client, ns, "p", ip="10.1.0.9", ready=True)
+        recorder = EventRecorder(client, component="endpoint-slice-controller")
+        try:
+            async with Running(client, (EndpointSliceController, {}), recorder=recorder):
+                async def warned():
+                    events = (await client.list("events", namespace=ns))["items"]
+                    return [e for e in events if e["reason"] == "FailedToUpdateEndpointSlices"]
+                [event] = await eventually(warned, what="a FailedToUpdateEndpointSlices event")
+                assert event["type"] == "Warning"
+                assert (event["involvedObject"]["kind"], event["involvedObject"]["name"]) == ("Service", "web")
+                assert f"skipping Pod p for Service {ns}/web: Node {late} Not Found" in event["message"]
+                await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": late}})
+
+                async def placed():
+                    items = (await client.list("endpointslices", namespace=ns))["items"]
+                    return [a for s in items for e in s.get("endpoints") or () for a in e["addresses"]] == ["10.1.0.9"]
+                await eventually(placed, what="the pod listed once its node exists (a retry, not an event)")
+        finally:
+            await recorder.close()
+            await client.delete("nodes", late)

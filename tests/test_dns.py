@@ -131,8 +131,13 @@ def values(resp, rdtype):
                   for rd in rr)
 
 
+def path(ns, kind, name=""):
+    base = "/apis/discovery.k8s.io/v1" if kind == "endpointslices" else "/api/v1"
+    return f"{base}/namespaces/{ns}/{kind}" + (f"/{name}" if name else "")
+
+
 def create(http, ns, kind, obj):
-    r = http.post(f"/api/v1/namespaces/{ns}/{kind}", json=obj)
+    r = http.post(path(ns, kind), json=obj)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -142,9 +147,15 @@ def service(name, *, cluster_ip, ports):
             "spec": {"clusterIP": cluster_ip, "ports": ports}}
 
 
-def endpoints(name, addresses, ports):
-    return {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
-            "subsets": [{"addresses": addresses, "ports": ports}]}
+def endpointslice(service, endpoints, ports, *, name=None):
+    """A slice of `service`'s, as the EndpointSlice controller writes one."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name or f"{service}-x1", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports}
+
+
+def ep(ip, *, ready=True, **more):
+    return {"addresses": [ip], "conditions": {"ready": ready, "serving": ready, "terminating": False}, **more}
 
 
 def fqdn(*labels):
@@ -182,8 +193,8 @@ def test_srv_for_named_ports(dns_server, http, ns):
 def test_headless_service_follows_its_endpoints(dns_server, http, ns):
     create(http, ns, "services", service("db", cluster_ip="None",
                                          ports=[{"name": "pg", "port": 5432, "protocol": "TCP"}]))
-    create(http, ns, "endpoints", endpoints("db", [{"ip": "10.244.1.5", "hostname": "db-0"}],
-                                            [{"name": "pg", "port": 5432, "protocol": "TCP"}]))
+    create(http, ns, "endpointslices", endpointslice("db", [ep("10.244.1.5", hostname="db-0")],
+                                                      [{"name": "pg", "port": 5432, "protocol": "TCP"}]))
     name = fqdn("db", ns, "svc")
     wait_for(lambda: values(ask(dns_server, name), "A") == ["10.244.1.5"], what="headless A")
     assert values(ask(dns_server, fqdn("db-0", "db", ns, "svc")), "A") == ["10.244.1.5"]
@@ -191,22 +202,21 @@ def test_headless_service_follows_its_endpoints(dns_server, http, ns):
     assert values(r, "SRV") == [f"0 100 5432 {fqdn('db-0', 'db', ns, 'svc')}"]
     assert values(ask(dns_server, "5.1.244.10.in-addr.arpa.", "PTR"), "PTR") == [fqdn("db-0", "db", ns, "svc")]
 
-    # an endpoint added, then the first removed: the answers follow
-    ep = http.get(f"/api/v1/namespaces/{ns}/endpoints/db").json()
-    ep["subsets"][0]["addresses"].append({"ip": "10.244.2.6"})
-    assert http.put(f"/api/v1/namespaces/{ns}/endpoints/db", json=ep).status_code == 200
+    # an endpoint added (in a second slice), then the first not ready: the answers follow
+    create(http, ns, "endpointslices", endpointslice("db", [ep("10.244.2.6")],
+                                                      [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+                                                      name="db-x2"))
     wait_for(lambda: values(ask(dns_server, name), "A") == ["10.244.1.5", "10.244.2.6"], what="added")
     srv = values(ask(dns_server, f"_pg._tcp.{name}", "SRV"), "SRV")
     assert srv == [f"0 50 5432 {fqdn('10-244-2-6', 'db', ns, 'svc')}", f"0 50 5432 {fqdn('db-0', 'db', ns, 'svc')}"]
-    ep = http.get(f"/api/v1/namespaces/{ns}/endpoints/db").json()
-    ep["subsets"][0]["addresses"] = [{"ip": "10.244.2.6"}]
-    assert http.put(f"/api/v1/namespaces/{ns}/endpoints/db", json=ep).status_code == 200
-    wait_for(lambda: values(ask(dns_server, name), "A") == ["10.244.2.6"], what="removed")
+    first = http.get(path(ns, "endpointslices", "db-x1")).json()
+    first["endpoints"][0]["conditions"]["ready"] = False  # terminating or not ready: not answered
+    assert http.put(path(ns, "endpointslices", "db-x1"), json=first).status_code == 200
+    wait_for(lambda: values(ask(dns_server, name), "A") == ["10.244.2.6"], what="not ready")
     assert ask(dns_server, fqdn("db-0", "db", ns, "svc")).rcode() == dns.rcode.NXDOMAIN
+    assert ask(dns_server, "5.1.244.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.NXDOMAIN
     # no ready endpoint left: the name is gone (NXDOMAIN, as CoreDNS answers a headless Service)
-    ep = http.get(f"/api/v1/namespaces/{ns}/endpoints/db").json()
-    ep["subsets"] = []
-    assert http.put(f"/api/v1/namespaces/{ns}/endpoints/db", json=ep).status_code == 200
+    assert http.delete(path(ns, "endpointslices", "db-x2")).status_code == 200
     wait_for(lambda: ask(dns_server, name).rcode() == dns.rcode.NXDOMAIN, what="no endpoints")
 
 
@@ -349,8 +359,8 @@ def test_reverse_names_the_cluster_does_not_know_fall_through_upstream(dns_serve
 
 def test_a_large_cluster_answer_is_truncated_over_udp_and_whole_over_tcp(dns_server, http, ns):
     create(http, ns, "services", service("many", cluster_ip="None", ports=[{"port": 80}]))
-    create(http, ns, "endpoints", endpoints("many", [{"ip": f"10.244.9.{i}"} for i in range(1, 61)],
-                                            [{"port": 80, "protocol": "TCP"}]))
+    create(http, ns, "endpointslices", endpointslice("many", [ep(f"10.244.9.{i}") for i in range(1, 61)],
+                                                      [{"port": 80, "protocol": "TCP"}]))
     name = fqdn("many", ns, "svc")
     whole = wait_for(lambda: len(values(x := ask(dns_server, name, tcp=True), "A")) == 60 and x, what="60 A")
     assert not whole.flags & dns.flags.TC
@@ -385,6 +395,28 @@ def test_zone_follows_the_configured_domain_and_ttl():
     assert nx.authority[0].name.to_text() == "corp.internal." and nx.authority[0][0].minimum == 30
     srv = z.answer(dns.message.make_query("web.prod.svc.corp.internal.", "SRV"))  # every port, on the bare name
     assert values(srv, "SRV") == ["0 100 80 web.prod.svc.corp.internal."]
+
+
+def test_zone_reads_every_slice_of_a_service_as_coredns_does():
+    def slice_(name, service, endpoints, ports, address_type="IPv4"):
+        return with_ns({**endpointslice(service, endpoints, ports, name=name), "addressType": address_type})
+    unset = {"addresses": ["10.244.0.4"]}  # no conditions: ready, as CoreDNS reads it
+    z = zone_with(
+        with_ns(service("db", cluster_ip="None", ports=[{"name": "pg", "port": 5432}])),
+        slice_("db-a", "db", [ep("10.244.0.1"), ep("10.244.0.2", ready=False), unset],
+               [{"name": "pg", "port": 5432, "protocol": "TCP"}]),
+        # pods without the named port are in a slice of their own, without that port
+        slice_("db-b", "db", [ep("10.244.0.3")], []),
+        slice_("db-c", "db", [ep("db.example.com")], [], address_type="FQDN"),
+        slice_("other-a", "other", [ep("10.244.0.9")], []))
+    a = z.answer(dns.message.make_query("db.prod.svc.cluster.local.", "A"))
+    assert values(a, "A") == ["10.244.0.1", "10.244.0.3", "10.244.0.4"]
+    srv = z.answer(dns.message.make_query("_pg._tcp.db.prod.svc.cluster.local.", "SRV"))
+    assert values(srv, "SRV") == ["0 50 5432 10-244-0-1.db.prod.svc.cluster.local.",
+                                  "0 50 5432 10-244-0-4.db.prod.svc.cluster.local."]
+    ptr = z.answer(dns.message.make_query("3.0.244.10.in-addr.arpa.", "PTR"))
+    assert values(ptr, "PTR") == ["10-244-0-3.db.prod.svc.cluster.local."]
+    assert z.answer(dns.message.make_query("2.0.244.10.in-addr.arpa.", "PTR")) is None  # not ready: not ours
 
 
 def test_zone_pod_names_ipv6_and_nonsense():

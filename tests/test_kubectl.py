@@ -282,6 +282,14 @@ def test_apply_and_get_endpointslices(kubectl, http, ns, tmp_path):
         ("web-x1", "IPv4", "8080", "10.4.0.1,10.4.0.2,10.4.0.3 + 1 more...")
     stored = get(http, f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/web-x1")
     assert stored["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    # A second apply is a strategic merge patch: the endpoints list is replaced whole (atomic).
+    slice_["endpoints"] = slice_["endpoints"][:1]
+    out = kubectl.out("apply", "-f", write(tmp_path, "eps.yaml", slice_))
+    assert out.strip() == "endpointslice.discovery.k8s.io/web-x1 configured"
+    stored = get(http, f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/web-x1")
+    assert [e["addresses"] for e in stored["endpoints"]] == [["10.4.0.1"]]
+    described = kubectl.out("describe", "endpointslice", "web-x1")
+    assert "AddressType:  IPv4" in described and "10.4.0.1" in described, described
 
 
 def test_get_watch_sees_a_later_create_and_delete(kubectl, http, ns):

@@ -11,17 +11,19 @@ What it guarantees
   other writers manage (another managed-by) are never touched.
 - One set of slices per address type the Service has (its `ipFamilies`) and per set of
   ports: a pod is listed in the slices whose ports are the Service ports resolved for
-  that pod. A named targetPort is looked up among the pod's container ports (same name
-  and protocol); a pod that lacks it is listed without that port (in a slice of its
-  own port set), so nothing sends that port's traffic to it, as in Kubernetes.
+  that pod. A named targetPort is looked up among the pod's container ports, then its
+  sidecars' (same name and protocol); a pod that lacks it is listed without that port
+  (in a slice of its own port set), so nothing sends that port's traffic to it, as in
+  Kubernetes.
 - A pod is listed when it has an IP and is not Succeeded or Failed, terminating pods
   included: `serving` is the pod's Ready condition, `terminating` whether it is being
   deleted, `ready` is serving and not terminating (always true with
   `publishNotReadyAddresses`). Each endpoint has the pod's one address of the slice's
   family, `targetRef`, `nodeName`, `zone` (the node's `topology.kubernetes.io/zone`
   label) and `hostname` when the pod's hostname and subdomain name this Service. A pod
-  whose node is not (yet) known is left out and the Service retried with backoff,
-  after the rest is written, with a FailedToUpdateEndpointSlices event as Kubernetes.
+  whose node is not (yet) known is left out (unless the Service publishes not-ready
+  addresses) and the Service retried with backoff, after the rest is written, with a
+  FailedToUpdateEndpointSlices event, as in Kubernetes.
 - At most `--max-endpoints-per-slice` (100) endpoints a slice. Changes are minimal, as
   Kubernetes' reconciler makes them: an endpoint stays in the slice it is in; changed
   endpoints are rewritten in place; new ones first fill slices that are being updated
@@ -40,11 +42,14 @@ What it guarantees
   remembered by uid and generation (Kubernetes' EndpointSliceTracker); until the cache
   shows them (and no longer shows those it deleted) a sync is retried with backoff, so
   a slow watch cannot make it create duplicates. A change to one of its slices by
-  someone else (a newer generation, an unexpected delete) makes it look again.
+  someone else (a newer generation, a delete it did not make) makes it look again.
 
 Keys are Service keys (namespace/name). Pod changes that can alter an endpoint enqueue
 the Services selecting the pod before and after; slice events enqueue their Service as
 said above.
+
+Metrics: `endpoint_slice_controller_changes_total{operation=create|update|delete}`, as
+Kubernetes counts them (besides the `endpoint_slice` work queue's).
 
 Not done: topology hints (and node events for them), the dual-stack `IP` address type
 migration, the endpoint-updates batch period, and the mirroring controller.
@@ -60,12 +65,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from prometheus_client import Counter
+
 from client.events import WARNING
 from client.informer import LABEL, NAMESPACE, key_of, split_key
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import is_pod_ready, ready_condition
-from controller_manager.controllers.endpoints import find_port
 from machinery import errors, labels, times
+from machinery.metrics import REGISTRY
 
 log = logging.getLogger("minik8s.controller.endpointslice")
 
@@ -76,6 +83,10 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 _RESERVED = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
+
+# Kubernetes' endpoint_slice_controller_changes: the slices it wrote, by operation.
+CHANGES = Counter("endpoint_slice_controller_changes", "Number of EndpointSlice changes",
+                  ["operation"], registry=REGISTRY)
 
 
 # -- what a Service's slices should hold (pure) -------------------------------------------
@@ -99,6 +110,24 @@ def should_be_listed(pod: dict) -> bool:
     if status.get("phase") in ("Succeeded", "Failed"):
         return False
     return bool(status.get("podIP") or status.get("podIPs"))
+
+
+def find_port(pod: dict, service_port: dict) -> int | None:
+    """The pod's port for a Service port (FindPort): a number as it is; a name looked up
+    among the containers' ports, then the sidecars' (restartPolicy Always init
+    containers), with the same protocol. None: the pod does not offer it."""
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int):
+        return target
+    protocol = service_port.get("protocol", "TCP")
+    spec = pod.get("spec") or {}
+    containers = list(spec.get("containers") or ()) + [
+        c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
+    for c in containers:
+        for p in c.get("ports") or ():
+            if p.get("name") == target and p.get("protocol", "TCP") == protocol:
+                return p.get("containerPort")
+    return None
 
 
 def endpoint_ports(service: dict, pod: dict) -> list[dict]:
@@ -261,7 +290,8 @@ def _plan_address_type(out: Plan, service: dict, pods: list[dict], existing: lis
         desired_ports.setdefault(key, ports)
         node_name = (pod.get("spec") or {}).get("nodeName") or ""
         node = node_of(node_name)
-        if node is None:
+        # A Service that publishes not-ready addresses lists the pod all the same.
+        if node is None and not (service.get("spec") or {}).get("publishNotReadyAddresses"):
             out.problems.append(f"skipping Pod {pod['metadata']['name']} for Service "
                                 f"{service['metadata'].get('namespace')}/{service['metadata']['name']}: "
                                 f"Node {node_name} Not Found")
@@ -329,11 +359,11 @@ def _plan_ports(service: dict, existing: list[dict], want: dict[tuple, dict], po
                 continue
             s = by_name[name] = copy.deepcopy(s)
             s["endpoints"] = kept
-            s["metadata"]["labels"] = labels_
+            s["metadata"]["labels"] = dict(labels_)
             to_update.append(name)
         elif (s["metadata"].get("labels") or {}) != labels_:
             s = by_name[name] = copy.deepcopy(s)
-            s["metadata"]["labels"] = labels_
+            s["metadata"]["labels"] = dict(labels_)
             to_update.append(name)
         else:
             unchanged.append(name)
@@ -573,7 +603,10 @@ class EndpointSliceController(Controller):
             self._enqueue_service_of(new)
 
     def _slice_deleted(self, s: dict) -> None:
-        if self.tracker.has(s) and not self.tracker.handle_deletion(s):
+        # Kubernetes looks again only for a tracked slice; one deleted behind its back
+        # after a restart (untracked) is put back here too, not at the next resync.
+        expected = self.tracker.has(s) and self.tracker.handle_deletion(s)
+        if self._ours(s) and not expected:
             self._enqueue_service_of(s)
 
     # -- reconcile -------------------------------------------------------------------
@@ -649,9 +682,11 @@ class EndpointSliceController(Controller):
                     raise
                 log.info("%s: created EndpointSlice %s/%s", self.name, namespace, created["metadata"]["name"])
                 self.tracker.update(created)
+                CHANGES.labels("create").inc()
         for s in decided.update:
             updated = await self.client.update(annotate(s))
             self.tracker.update(updated)
+            CHANGES.labels("update").inc()
         for s in decided.delete:
             try:
                 await self.client.delete("endpointslices", s["metadata"]["name"], namespace=namespace,
@@ -660,3 +695,4 @@ class EndpointSliceController(Controller):
                 pass
             log.info("%s: deleted EndpointSlice %s/%s", self.name, namespace, s["metadata"]["name"])
             self.tracker.expect_deletion(s)
+            CHANGES.labels("delete").inc()
