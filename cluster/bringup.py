@@ -258,6 +258,15 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                          *extra("kubelet")),
                 cfg.log_path(kubelet_component(node)), netns=netns_path(cfg.netns(node)),
                 cgroup_dirs=cgroup_dirs(f"{node}/kubelet")))
+            # The node's service proxy (kube-proxy), in the node's namespace, programming
+            # its netfilter: as its own user (system:kube-proxy), not the kubelet's.
+            specs.append(Spec(
+                proxy_component(node),
+                _minik8s("proxy", "--kubeconfig", cfg.component_kubeconfig("kube-proxy"),
+                         "--hostname-override", node, "--cluster-cidr", cfg.cluster_cidr,
+                         *extra("kube-proxy")),
+                cfg.log_path(proxy_component(node)), netns=netns_path(cfg.netns(node)),
+                cgroup_dirs=cgroup_dirs(f"{node}/kube-proxy")))
     else:
         # The fake runtime's one process acts for every simulated node, which no single
         # node identity may do (the Node authorizer): it runs as the admin.
@@ -266,6 +275,14 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                 "--nodes", str(cfg.nodes), "--runtime", "fake", *extra("kubelet")),
             cfg.log_path("kubelet")))
     return specs
+
+
+PROXY_PREFIX = "kube-proxy-"
+
+
+def proxy_component(node: str) -> str:
+    """The supervisor's name for a node's service proxy (its log: logs/kube-proxy-<node>.log)."""
+    return PROXY_PREFIX + node
 
 
 def _read_token(cfg: ClusterConfig) -> str:
@@ -314,6 +331,7 @@ def write_kubeconfigs(cfg: ClusterConfig) -> None:
         if cfg.runtime == "linux":
             for node in cfg.node_names():
                 write(cfg.node_kubeconfig(node), cfg.node_api_url, f"system:node:{node}")
+            write(cfg.component_kubeconfig("kube-proxy"), cfg.node_api_url, "system:kube-proxy")
         return
 
     from cluster import pki
@@ -334,6 +352,7 @@ def write_kubeconfigs(cfg: ClusterConfig) -> None:
     if cfg.runtime == "linux":
         for node in cfg.node_names():
             write_secure(cfg.node_kubeconfig(node), f"kubelets/{node}/kubelet-client", cfg.node_api_url)
+        write_secure(cfg.component_kubeconfig("kube-proxy"), "kube-proxy", cfg.node_api_url)
 
 
 # -- health ---------------------------------------------------------------------------
@@ -462,7 +481,7 @@ def supervise(state: str, progress_fd: int | None) -> int:
         log.info("stopping the cluster")
         if sup is not None:
             sup.info["phase"] = "stopping"
-            sup.stop_all([n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
+            sup.stop_all([n for n in sup.procs if n.startswith((KUBELET_PREFIX, PROXY_PREFIX)) or n == "kubelet"]
                          + [ROUTE_SYNCER, "scheduler", "controller-manager", "apiserver", "etcd"])
         removed = cleanup(cfg)
         if removed:

@@ -25,10 +25,10 @@ from cluster.state import DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR, ClusterConfig
 
 # Processes `up` runs that are not for typing: `minik8s NAME ...` runs `<module>.main(argv)`.
 INTERNAL = {"supervise": "cluster.bringup", "route-syncer": "cluster.routes"}
-COMPONENT_ARGS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet", "route-syncer")
+COMPONENT_ARGS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet", "kube-proxy", "route-syncer")
 # The Python module each component runs; `up` refuses to start without them.
 MODULES = {"apiserver": "apiserver.main", "controller-manager": "controller_manager.main",
-           "scheduler": "scheduler.main", "kubelet": "kubelet.main"}
+           "scheduler": "scheduler.main", "kubelet": "kubelet.main", "kube-proxy": "proxy.main"}
 
 
 class Fail(Exception):
@@ -75,7 +75,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", help="print a component's log (etcd, apiserver, scheduler, "
-                                    "controller-manager, route-syncer, kubelet-NODE, supervisor)")
+                                    "controller-manager, route-syncer, kubelet-NODE, kube-proxy-NODE, supervisor)")
     p.add_argument("component")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--tail", type=int, default=-1, help="only the last N lines")

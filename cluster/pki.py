@@ -10,7 +10,8 @@ Layout (kubeadm's file names where kubeadm has the file):
     etcd/ca.crt, etcd/ca.key             etcd's own CA (CN etcd-ca)
     etcd/server, etcd/peer               etcd's serving and peer certificates
     etcd/healthcheck-client              a client of etcd for health checks
-    admin, scheduler, controller-manager those clients' certificates (kubeadm embeds them in
+    admin, scheduler, controller-manager, those clients' certificates (kubeadm embeds them in
+    kube-proxy
                                          admin.conf, scheduler.conf and controller-manager.conf;
                                          here they are files, and `kubeconfig()` embeds them)
     kubelets/<node>/kubelet              the node's kubelet serving certificate
@@ -111,6 +112,10 @@ _FIXED = (
     Leaf("admin", "admin", "ca", "certificate for the admin to use"),
     Leaf("controller-manager", "controller-manager", "ca", "certificate for the controller manager to use"),
     Leaf("scheduler", "scheduler", "ca", "certificate for the scheduler to use"),
+    # kubeadm gives kube-proxy a ServiceAccount token; here it runs beside the kubelet
+    # as a process, so a client certificate for system:kube-proxy (bound to
+    # system:node-proxier by the bootstrap policy) names it instead.
+    Leaf("kube-proxy", "kube-proxy", "ca", "certificate for the service proxy of every node to use"),
 )
 
 
@@ -163,6 +168,7 @@ def desired(facts: ClusterFacts) -> list[tuple[Leaf, CertSpec]]:
         "admin": CertSpec("kubernetes-admin", ("system:masters",)),
         "controller-manager": CertSpec("system:kube-controller-manager"),
         "scheduler": CertSpec("system:kube-scheduler"),
+        "kube-proxy": CertSpec("system:kube-proxy"),
     }
     out = [(leaf, specs[leaf.name]) for leaf in _FIXED]
     for node in facts.nodes:

@@ -21,13 +21,22 @@ log = logging.getLogger("minik8s.proxy.conntrack")
 
 @dataclass(frozen=True)
 class StaleFlow:
-    """Flows of one Service port to an endpoint that went away: original destination
-    one of `vips` at `port`, or any local address at `node_port` (when set)."""
+    """UDP flows of one Service port: original destination one of `vips` at `port`, or
+    any local address at `node_port` (when set); DNATed to `endpoint` (ip, port), or
+    with `endpoint` None, any flow there (ones made while the port had no endpoints,
+    which went nowhere, or out of the default route, and would keep doing so)."""
     vips: tuple[str, ...]
     port: int
     node_port: int
-    endpoint_ip: str
-    endpoint_port: int
+    endpoint: tuple[str, int] | None
+
+
+def _matches(f: StaleFlow, orig, reply) -> bool:  # noqa: ANN001 - pyroute2's NFCTAttrTuple
+    if not ((orig.daddr in f.vips and orig.dport == f.port) or (f.node_port and orig.dport == f.node_port)):
+        return False
+    if f.endpoint is None:
+        return True
+    return (reply.saddr, reply.sport) == f.endpoint and orig.daddr != f.endpoint[0]
 
 
 def clear_udp(stale: list[StaleFlow]) -> int:
@@ -37,24 +46,17 @@ def clear_udp(stale: list[StaleFlow]) -> int:
     from pyroute2 import Conntrack
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-    by_endpoint: dict[tuple[str, int], list[StaleFlow]] = {}
-    for s in stale:
-        by_endpoint.setdefault((s.endpoint_ip, s.endpoint_port), []).append(s)
     removed = 0
     ct = Conntrack()
     try:
-        for (ip, port), flows in by_endpoint.items():
-            reply = NFCTAttrTuple(proto=socket.IPPROTO_UDP, saddr=ip, sport=port)
-            for entry in list(ct.dump_entries(tuple_reply=reply)):
-                orig = entry.tuple_orig
-                if not any((orig.daddr in f.vips and orig.dport == f.port)
-                           or (f.node_port and orig.dport == f.node_port) for f in flows):
-                    continue
-                try:
-                    ct.entry("del", tuple_orig=orig)
-                    removed += 1
-                except Exception as e:  # noqa: BLE001 - already gone (it expired meanwhile)
-                    log.debug("deleting conntrack entry %s: %s", orig, e)
+        for entry in list(ct.dump_entries(tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP))):
+            if not any(_matches(f, entry.tuple_orig, entry.tuple_reply) for f in stale):
+                continue
+            try:
+                ct.entry("del", tuple_orig=entry.tuple_orig)
+                removed += 1
+            except Exception as e:  # noqa: BLE001 - already gone (it expired meanwhile)
+                log.debug("deleting conntrack entry %s: %s", entry.tuple_orig, e)
     finally:
         ct.close()
     return removed

@@ -155,11 +155,26 @@ async def cleanup() -> int:
     return 0
 
 
+def check_bridge_netfilter() -> None:
+    """Warn, as kube-proxy does, when bridged traffic skips netfilter: a pod reaching a
+    Service whose endpoint is on its own bridge would get replies that are not un-DNATed."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            if f.read().strip() == "1":
+                return
+        log.warning("net.bridge.bridge-nf-call-iptables is 0: Services reached from pods on the same "
+                    "bridge as their endpoint will not work")
+    except OSError:
+        log.warning("the br_netfilter module is not loaded (modprobe br_netfilter): Services reached "
+                    "from pods on the same bridge as their endpoint will not work")
+
+
 async def run(args: argparse.Namespace, conn: kubeconfig.Connection) -> int:
     from proxy.proxier import Proxier
     from proxy.rules import Config
 
     node = args.hostname_override or socket.gethostname()
+    check_bridge_netfilter()
     client = Client(conn, user_agent="minik8s-proxy")
     proxier = Proxier(client, Config(hostname=node, cluster_cidr=args.cluster_cidr,
                                      nodeport_all=not args.nodeport_addresses,

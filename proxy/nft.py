@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import shutil
+import subprocess
 from typing import Any
 
 Expr = dict[str, Any]
@@ -164,13 +166,23 @@ class Nft:
         self.binary = binary or shutil.which("nft") or "/usr/sbin/nft"
 
     async def _nft(self, *args: str, stdin: bytes | None = None) -> bytes:
+        # `-f -` makes nft open /dev/stdin, which fails on the socket asyncio (uvloop)
+        # would give it: the batch goes in a memfd, which can be opened again.
+        fd = None
+        if stdin is not None:
+            fd = os.memfd_create("nft-batch", os.MFD_CLOEXEC)
+            os.write(fd, stdin)
+            os.lseek(fd, 0, os.SEEK_SET)
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.binary, *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+                self.binary, *args, stdin=fd if fd is not None else subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as e:
             raise NftError(f"cannot run {self.binary}: {e.strerror or e}") from None
-        out, err = await proc.communicate(stdin)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        out, err = await proc.communicate()
         if proc.returncode != 0:
             text = err.decode(errors="replace").strip() or f"nft exited with {proc.returncode}"
             raise NftError(text)

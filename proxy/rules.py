@@ -94,6 +94,7 @@ JUMPS = (  # from, extra match, to
     ("nat-output", False, SERVICES),
     ("nat-postrouting", False, MASQUERADING),
 )
+FIXED_CHAINS = (SERVICES, MASQUERADING, MARK_MASQ, ENDPOINTS_CHECK, REJECT_CHAIN, CLUSTER_IPS_CHECK)
 MAPS = {SERVICE_IPS: ["ipv4_addr", "inet_proto", "inet_service"],
         SERVICE_NODEPORTS: ["inet_proto", "inet_service"],
         NO_ENDPOINT_SERVICES: ["ipv4_addr", "inet_proto", "inet_service"],
@@ -257,7 +258,7 @@ def base_commands(t: Table, cfg: Config, nodeport_ips: tuple[str, ...]) -> list[
     cmds: list[dict[str, Any]] = [t.table("add")]
     for name, type_, hook, prio in BASE_CHAINS:
         cmds += [t.chain("add", name, hook=hook, type=type_, prio=prio), t.chain("flush", name)]
-    for name in (SERVICES, MASQUERADING, MARK_MASQ, ENDPOINTS_CHECK, REJECT_CHAIN, CLUSTER_IPS_CHECK):
+    for name in FIXED_CHAINS:
         cmds += [t.chain("add", name), t.chain("flush", name)]
     for name, key_type in MAPS.items():
         cmds += [t.map("add", name, key_type), t.map("flush", name)]
@@ -325,11 +326,15 @@ def full_plan(t: Table, cfg: Config, applied: Applied, desired: dict[str, Render
             chains.add(name)
         sets.update(r.affinity_sets)
         elements.update(r.elements)
-    creates += [t.set("add", name, timeout=timeout) for name, timeout in sets.items()]
+    # An affinity set the kernel has is left as it is: the kernel marked it "dynamic"
+    # when a rule first updated it, and adding it again without that flag (which nft's
+    # JSON parser does not take) would be refused as a change of flags.
+    creates += [t.set("add", name, timeout=timeout) for name, timeout in sets.items()
+                if name not in existing_sets]
     cmds = base[:1] + creates + base[1:] + cmds + _element_adds(t, elements)
     if cluster_ips:
         cmds.append(t.elements("add", CLUSTER_IPS, sorted(cluster_ips)))
-    stale = dict(applied.stale_chains)
+    stale = {n: since for n, since in applied.stale_chains.items() if n in existing_chains}
     for name in existing_chains - chains:
         if name.startswith(SERVICE_PREFIXES):
             cmds.append(t.chain("flush", name))

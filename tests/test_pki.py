@@ -46,6 +46,7 @@ EXPECTED = {
                                 set(), set(), {"client"}),
     "admin": ("admin", "ca", "kubernetes-admin", ("system:masters",), set(), set(), {"client"}),
     "scheduler": ("scheduler", "ca", "system:kube-scheduler", (), set(), set(), {"client"}),
+    "kube-proxy": ("kube-proxy", "ca", "system:kube-proxy", (), set(), set(), {"client"}),
     "controller-manager": ("controller-manager", "ca", "system:kube-controller-manager", (), set(), set(),
                            {"client"}),
     "kubelets/node-1/kubelet": ("kubelets/node-1/kubelet", "ca", "system:node:node-1", ("system:nodes",),

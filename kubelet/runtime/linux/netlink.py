@@ -22,7 +22,8 @@ import struct
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 19, 20, 24
+AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE = 7, 12, 4
 IFF_UP = 0x1
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 10, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
@@ -113,6 +114,14 @@ class Netlink:
 
     def set_up(self, index: int) -> None:
         self.request(RTM_NEWLINK, _ifinfo(index, up=True))
+
+    def set_hairpin(self, index: int) -> None:
+        """Hairpin mode on a bridge port (`bridge link set dev X hairpin on`): the bridge
+        may send a frame back out of the port it came in on. A pod reaching its own
+        Service is DNATed back to itself on the bridge (br_netfilter runs the node's
+        nat rules on bridged frames), which needs it, as kubenet sets it."""
+        self.request(RTM_SETLINK, _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0)
+                     + _attr(IFLA_PROTINFO | NLA_F_NESTED, _attr(IFLA_BRPORT_MODE, b"\x01")))
 
     def delete_link(self, name: str) -> bool:
         """Delete the interface if it exists; whether it did."""

@@ -3,7 +3,8 @@
 The bridge (e.g. `mk8s0`) holds the gateway address, the first address of the node's
 pod CIDR, so the node routes the CIDR to it. A pod's veth pair has one end on the
 bridge (named from the pod uid) and the other, `eth0`, in the pod's network namespace
-with the pod's IP and a default route via the gateway; `lo` is brought up. Pods on the
+with the pod's IP and a default route via the gateway; `lo` is brought up. The bridge
+port is in hairpin mode, so a pod can reach itself through a Service. Pods on the
 node reach each other over the bridge, and the node reaches them through it. (Routes
 between nodes and NAT to the outside are not set up here.)
 
@@ -80,6 +81,7 @@ class PodNetwork:
                 bridge = self.ensure_bridge(nl)
                 nl.delete_link(host)  # left from an earlier sandbox of this pod
                 nl.add_veth(host, peer="eth0", peer_netns_pid=netns_pid, master=bridge)
+                nl.set_hairpin(netlink.ifindex(host))  # so the pod reaches itself through a Service
 
             def inside():
                 with netlink.Netlink() as ns:
