@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from tests.test_kubelet_e2e import (KubeletNode, api, container, make_pod, pod_log,  # noqa: F401 - fixture
+from tests.procs import wait_for
+from tests.test_kubelet_e2e import (KubeletNode, api, container, make_pod, node, pod_log,  # noqa: F401
                                     terminated, wait_pod)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
@@ -68,3 +69,22 @@ def test_pod_gets_cluster_dns_resolv_conf_and_service_variables(client, namespac
     with open("/etc/resolv.conf") as f:
         host_servers = [line.split()[1] for line in f if line.startswith("nameserver")]
     assert [line.split()[1] for line in out.splitlines() if line.startswith("nameserver")] == host_servers[:3]
+
+
+def test_without_cluster_dns_cluster_first_falls_back_with_warnings(client, namespace, node):
+    pod = make_pod("fallback", node, container("c", ["cat", "/etc/resolv.conf"]), restartPolicy="Never")
+    assert client.post(f"/api/v1/namespaces/{namespace}/pods", json=pod).status_code == 201
+    wait_pod(client, namespace, "fallback", terminated("c"), "finished", timeout=60)
+    with open("/etc/resolv.conf") as f:
+        host_servers = [line.split()[1] for line in f if line.startswith("nameserver")]
+    out = pod_log(client, namespace, "fallback")
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("nameserver")] == host_servers[:3]
+
+    def warned(ns, kind, name):
+        evs = client.get(f"/api/v1/namespaces/{ns}/events").json()["items"]
+        return [e for e in evs if e["reason"] == "MissingClusterDNS" and e["type"] == "Warning"
+                and e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == name]
+    wait_for(lambda: warned(namespace, "Pod", "fallback"), what="the pod's MissingClusterDNS event")
+    [ev] = warned(namespace, "Pod", "fallback")
+    assert ev["message"].startswith('pod: "fallback_') and 'Falling back to "Default" policy.' in ev["message"]
+    wait_for(lambda: warned("default", "Node", node.name), what="the node's MissingClusterDNS event")
