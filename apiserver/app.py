@@ -56,7 +56,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, kubernetesservice, metrics, openapi, registry, tables, version
+from apiserver import discovery, kubernetesservice, metrics, openapi, portforward, registry, tables, version
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -768,6 +768,23 @@ class API:
         pod_container(pod, request.query_params.get("container"))
         raise errors.BadRequest("Upgrade request required")
 
+    async def _portforward_without_upgrade(self, request: Request, t: Target) -> Response:
+        """pods/portforward as plain HTTP: a SPDY/3.1 upgrade (apiserver/portforward.py's
+        http_protocol lets the connection be taken over) or 400 Upgrade request required."""
+        pod = await self.resources.get(t.rt, t.namespace, t.name)
+        upgrade = (request.scope.get("extensions") or {}).get(portforward.SPDY_UPGRADE)
+        if upgrade is None or not request.headers.get("upgrade", "").lower().startswith("spdy/3.1"):
+            raise errors.BadRequest("Upgrade request required")
+        offered = [p.strip() for v in request.headers.getlist("x-stream-protocol-version") for p in v.split(",")]
+        if not offered:
+            raise errors.BadRequest("unable to upgrade: X-Stream-Protocol-Version is required")
+        if "portforward.k8s.io" not in offered:
+            raise errors.Forbidden(f"unable to upgrade: unable to negotiate protocol: client supports "
+                                   f"[{' '.join(offered)}], server accepts [portforward.k8s.io]")
+        if not (pod.get("spec") or {}).get("nodeName"):
+            raise no_kubelet(pod)
+        return _Upgraded(lambda: portforward.serve_upgraded(upgrade, self.kubelet_portforward(pod)))
+
     async def exec(self, ws: WebSocket) -> None:
         """`pods/{name}/exec` over WebSocket (kubectl exec): channel-framed messages, the
         first byte naming the stream (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize), relayed
@@ -804,6 +821,60 @@ class API:
             await ws.send_bytes(b"\x03" + orjson.dumps(err.to_status()))
         await ws.close()
         return 101
+
+    async def portforward(self, ws: WebSocket) -> None:
+        """`pods/{name}/portforward` over WebSocket (apiserver/portforward.py), counted
+        as kube-apiserver counts it: a long-running GET of pods/portforward."""
+        labels = ("GET", "", "", "v1", "pods", "portforward", "resource", "apiserver")
+        start, code = time.perf_counter(), 500
+        metrics.longrunning(labels, 1)
+        try:
+            try:
+                pod = await self.resources.get(registry.by_plural("pods"), ws.path_params["namespace"],
+                                               ws.path_params["name"])
+                protocol, ports = portforward.negotiate(ws)
+                if not (pod.get("spec") or {}).get("nodeName"):
+                    raise no_kubelet(pod)
+            except errors.APIError as err:
+                await ws.send_denial_response(status_response(err))
+                code = err.code
+                return
+            await ws.accept(subprotocol=protocol)
+            code = 101
+            await portforward.serve(ws, protocol, ports, self.kubelet_portforward(pod))
+            with contextlib.suppress(RuntimeError, OSError):
+                await ws.close()
+        finally:
+            metrics.longrunning(labels, -1)
+            metrics.record_request(labels, code, time.perf_counter() - start)
+
+    def kubelet_portforward(self, pod: dict) -> portforward.Dial:
+        """Dials the kubelet's /portForward for the pod; its refusal comes out as the
+        APIError its Status names."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus, WebSocketException
+
+        md = pod["metadata"]
+
+        @contextlib.asynccontextmanager
+        async def dial(ports: list[int], protocol: str):
+            url = (f"{'wss' if self.kubelet_tls else 'ws'}://{await self.kubelet_address(pod)}/portForward/"
+                   f"{md['namespace']}/{md['name']}?" + "&".join(f"port={p}" for p in ports))
+            try:
+                conn = await connect(url, subprotocols=[protocol], additional_headers=self.kubelet_headers,
+                                     max_size=None, open_timeout=10, ssl=self.kubelet_tls)
+            except InvalidStatus as exc:
+                try:
+                    raise errors.from_status(orjson.loads(exc.response.body)) from None
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise errors.InternalError(f"kubelet: {exc}") from None
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                raise errors.InternalError(f'error dialing the kubelet at "{url}": {exc}') from None
+            try:
+                yield conn
+            finally:
+                await conn.close()
+        return dial
 
     # -- the node's kubelet: pods/log and pods/exec are proxied to it ---------------------
 
@@ -978,6 +1049,19 @@ class API:
                                  headers={"Cache-Control": "no-cache, private"})
 
 
+class _Upgraded(Response):
+    """The response to a request whose connection was taken over (a SPDY/3.1 upgrade):
+    `run` writes the 101 itself and serves the connection to its end."""
+
+    def __init__(self, run: Callable[[], Awaitable[None]]):
+        super().__init__(status_code=101)
+        self.run = run
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope["minik8s.upgraded"] = True  # answered 101, outside the ASGI messages
+        await self.run()
+
+
 _VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "POST": "create"}
 
 
@@ -996,7 +1080,7 @@ def verb(request: Request, t: Target) -> str:
 
 
 _METRIC_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CONNECT", "GET", "LIST", "WATCH"}
-LONGRUNNING_SUBRESOURCES = ("log", "exec")
+LONGRUNNING_SUBRESOURCES = ("log", "exec", "portforward")
 
 
 def request_labels(request: Request, t: Target) -> tuple[str, ...]:
@@ -1059,6 +1143,8 @@ ROUTES = {
     ("get", "log"): API._log,
     ("get", "exec"): API._exec_without_upgrade,  # a WebSocket upgrade is routed to API.exec
     ("create", "exec"): API._exec_without_upgrade,
+    ("get", "portforward"): API._portforward_without_upgrade,  # upgrades go to API.portforward
+    ("create", "portforward"): API._portforward_without_upgrade,
 }
 
 
@@ -1166,6 +1252,8 @@ class Secured:
             await self.secured(scope, receive, send_and_note)
         finally:
             attrs = audit.attributes(scope)
+            if not code and scope.get("minik8s.upgraded"):
+                code = 101
             if attrs is not None:
                 audit.record(audit_event(scope, attrs, audit_id=audit_id, code=code or 500,
                                          body=b"".join(failure), received=received,
@@ -1276,6 +1364,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         Route("/api/{version}/{rest:path}", resources),
         Route("/apis/{group}/{version}/{rest:path}", resources),
         WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", api.exec),
+        WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", api.portforward),
     ]
     routes += [Route(path, ReadOnly(endpoint)) for path, endpoint in fixed]
     return Secured(Router(routes=routes, lifespan=lifespan, default=not_found), api)

@@ -165,7 +165,7 @@ def service_account_flags(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from apiserver import serving
+    from apiserver import portforward, serving
     from apiserver.app import create_app
 
     klog.setup_from_args(args)
@@ -222,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
     # caller's `finally` (cluster/cli.py stopping its local etcd) still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning", log_config=None,
-                            access_log=False, timeout_graceful_shutdown=3, proxy_headers=False)
+                            access_log=False, timeout_graceful_shutdown=3, proxy_headers=False,
+                            # kubectl's SPDY/3.1+portforward.k8s.io subprotocol, and plain SPDY/3.1
+                            ws=portforward.WebSocketProtocol, http=portforward.http_protocol())
     if context is not None:
         config.load()
         config.http_protocol_class = serving.tls_front(config.http_protocol_class, context)

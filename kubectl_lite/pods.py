@@ -229,7 +229,7 @@ def run_exec(args: Any, s: Any) -> int:
     return Session(ws, stdin=args.stdin, tty=tty).run()
 
 
-def _open_websocket(s: Any, target: str) -> Any:
+def _open_websocket(s: Any, target: str, protocols: list[str] = PROTOCOLS) -> Any:
     """The exec WebSocket, opened as every other request of the session reaches the
     server (kubectl's executors share its rest.Config transport): through the same
     proxy (a CONNECT tunnel, for ws:// too), verifying the same name (tls-server-name),
@@ -250,7 +250,7 @@ def _open_websocket(s: Any, target: str) -> Any:
         proxy_ssl = dial.ssl_context or ssl.create_default_context()
     headers = {k: v for k, v in dial.headers.items() if k != "user-agent"}
     try:
-        return connect(url, subprotocols=PROTOCOLS, additional_headers=headers,
+        return connect(url, subprotocols=protocols, additional_headers=headers,
                        user_agent_header=dial.headers.get("user-agent"),
                        ssl=dial.ssl_context if secure else None,
                        server_hostname=dial.server_hostname,

@@ -10,6 +10,9 @@ proxies `pods/{name}/log` and `pods/{name}/exec` to.
     GET /exec/{namespace}/{pod}/{container}           WebSocket, v5.channel.k8s.io or
                                                       v4.channel.k8s.io: command (repeated),
                                                       stdin, stdout, stderr, tty
+    GET /portForward/{namespace}/{pod}[/{uid}]        WebSocket, v4.channel.k8s.io,
+                                                      v4.base64.channel.k8s.io or none:
+                                                      port (repeated or comma-separated)
 
 Every request but /healthz (/metrics included: Kubernetes protects it) is authenticated
 and authorized by kubelet/auth.py: over HTTPS (`tls`: --tls-cert-file and
@@ -26,12 +29,21 @@ Exec frames carry a leading channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (
 JSON with the exit code when it is not 0), 4 resize (ignored), and with v5 255 close (the
 client's stdin is done). There is no TTY: with `tty` the command's stderr goes to stdout.
 
+Port forwarding follows the kubelet's websocket.go: per port, a data channel (2i) and an
+error channel (2i+1), each opened by the port as two little-endian bytes; the kubelet
+connects to localhost:port in the pod's network namespace (Runtime.port_forward) when
+the WebSocket opens, and a refused connection is reported on the error channel as
+"error forwarding port P to pod <sandbox>, uid : failed to connect ...". The WebSocket
+closes when every port's connection has ended (the pod closed it, or the client left).
+In base64 mode a frame is text: the channel as a digit, then the payload in base64.
+
 Log files are read by a thread per request that hands chunks to the event loop; it stops
 when the container stops (follow), the file ends, or the client goes away.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -61,6 +73,7 @@ from machinery.metrics import exposition
 log = logging.getLogger("minik8s.kubelet.server")
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+PORT_FORWARD_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 
@@ -70,6 +83,23 @@ def _status(err: APIError) -> Response:
 
 def _flag(q, name: str) -> bool:
     return q.get(name, "").lower() in ("1", "true")
+
+
+def _ports(values: list[str]) -> list[int]:
+    """The `port` query parameters, as the kubelet's NewV4Options reads them."""
+    if not values:
+        raise BadRequest('query parameter "port" is required')
+    ports = []
+    for value in values:
+        if not value:
+            raise BadRequest('query parameter "port" cannot be empty')
+        for part in value.split(","):
+            if not part.isdigit() or int(part) > 65535:
+                raise BadRequest(f'unable to parse "{value}" as a port')
+            if int(part) < 1:
+                raise BadRequest(f'port "{value}" must be > 0')
+            ports.append(int(part))
+    return ports
 
 
 def _int(q, name: str) -> int | None:
@@ -102,6 +132,8 @@ class KubeletServer:
             Route("/metrics", self.metrics),
             Route("/containerLogs/{namespace}/{pod}/{container}", self.container_logs),
             WebSocketRoute("/exec/{namespace}/{pod}/{container}", self.exec),
+            WebSocketRoute("/portForward/{namespace}/{pod}", self.port_forward),
+            WebSocketRoute("/portForward/{namespace}/{pod}/{uid}", self.port_forward),
         ])
 
     async def _refused(self, conn: Request | WebSocket) -> APIError | None:
@@ -288,6 +320,94 @@ class KubeletServer:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
             await self.kubelet.blocking(proc.wait)
+
+    # -- port forwarding --------------------------------------------------------------------
+
+    async def port_forward(self, ws: WebSocket) -> None:
+        p = ws.path_params
+        try:
+            if err := await self._refused(ws):
+                raise err
+            ports = _ports(ws.query_params.getlist("port"))
+            offered = ws.scope.get("subprotocols") or []
+            protocol = next((x for x in PORT_FORWARD_PROTOCOLS if x in offered), None)
+            if offered and protocol is None:
+                raise BadRequest("unable to upgrade: requested protocol(s) are not supported: "
+                                 + ", ".join(offered))
+            pod = self.kubelet.pod(p["namespace"], p["pod"])
+            if pod is None or (p.get("uid") and pod["metadata"].get("uid") != p["uid"]):
+                raise NotFound(f'pod "{p["pod"]}" not found', kind="pods", name=p["pod"])
+        except APIError as err:
+            await ws.send_denial_response(_status(err))
+            return
+        await ws.accept(subprotocol=protocol)
+        b64 = protocol == "v4.base64.channel.k8s.io"
+
+        async def send(channel: int, data: bytes) -> None:
+            if b64:
+                await ws.send_text(str(channel) + base64.b64encode(data).decode())
+            else:
+                await ws.send_bytes(bytes([channel]) + data)
+
+        uid = pod["metadata"]["uid"]
+        socks: dict[int, Any] = {}  # data channel -> the connection in the pod
+        loop = asyncio.get_running_loop()
+
+        async def connect(i: int, port: int) -> None:
+            try:
+                sock = await self.kubelet.blocking(self.kubelet.runtime.port_forward, uid, port)
+            except ContainerRuntimeError as e:
+                msg = f"error forwarding port {port} to pod {uid}, uid : {e.message}"
+                log.info("%s", msg)
+                await send(2 * i + 1, msg.encode())
+                return
+            sock.setblocking(False)
+            socks[2 * i] = sock
+
+        async def forward(channel: int) -> None:
+            sock = socks[channel]
+            try:
+                while data := await loop.sock_recv(sock, 65536):
+                    await send(channel, data)
+            except OSError:
+                pass
+            finally:
+                socks.pop(channel, None)
+                sock.close()
+
+        async def take() -> None:
+            while (msg := await ws.receive())["type"] != "websocket.disconnect":
+                if msg.get("bytes"):
+                    channel, data = msg["bytes"][0], msg["bytes"][1:]
+                elif msg.get("text"):
+                    channel, data = int(msg["text"][0]), base64.b64decode(msg["text"][1:])
+                else:
+                    continue
+                if data and (sock := socks.get(channel)) is not None:
+                    with contextlib.suppress(OSError):
+                        await loop.sock_sendall(sock, data)
+
+        try:
+            for i, port in enumerate(ports):
+                for channel in (2 * i, 2 * i + 1):
+                    await send(channel, port.to_bytes(2, "little"))
+            # Connected before the client's frames are read, so none is lost meanwhile.
+            for i, port in enumerate(ports):
+                await connect(i, port)
+            forwards = asyncio.gather(*(forward(channel) for channel in list(socks)))
+            taker = asyncio.create_task(take())
+            try:
+                await asyncio.wait({taker, forwards}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                taker.cancel()
+                forwards.cancel()
+                await asyncio.gather(taker, forwards, return_exceptions=True)
+                for sock in list(socks.values()):
+                    sock.close()
+            with contextlib.suppress(Exception):
+                await ws.close()
+        except (WebSocketDisconnect, OSError, RuntimeError, ValueError) as exc:
+            log.debug("port forward for %s/%s ended: %r", p["namespace"], p["pod"], exc)
 
     @staticmethod
     async def _finish(ws: WebSocket, status: dict) -> None:

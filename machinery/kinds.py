@@ -51,7 +51,7 @@ class Kind:
 
 NAMESPACES = Kind("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"))
 PODS = Kind("", "v1", "Pod", "pods", True, ("po",),
-            ("status", "binding", "log", "exec", "eviction"), ("all",))
+            ("status", "binding", "log", "exec", "portforward", "eviction"), ("all",))
 NODES = Kind("", "v1", "Node", "nodes", False, ("no",), ("status",))
 SERVICES = Kind("", "v1", "Service", "services", True, ("svc",), ("status",), ("all",))
 ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))

@@ -287,3 +287,32 @@ def test_the_log_file_rotates_by_size_and_keeps_maxbackup_files(tmp_path):
     assert all(n.startswith("audit-") and n.endswith(".log") for n in backups)
     assert path.stat().st_size <= 1000
     assert all((tmp_path / n).stat().st_size <= 1000 for n in backups)
+
+
+def test_a_spdy_port_forward_upgrade_is_logged_as_a_create_of_pods_portforward(server):
+    import socket
+    ns = "audit-" + uuid.uuid4().hex[:6]
+    with admin(server) as c:
+        assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        r = c.post(f"/api/v1/namespaces/{ns}/pods", json={"metadata": {"name": "p"}, "spec": {
+            "nodeName": "nowhere", "containers": [{"name": "c", "image": "busybox"}]}})
+        assert r.status_code == 201, r.text
+    ctx = ssl.create_default_context(cafile=server.ca_file)
+    ctx.load_cert_chain(f"{server.pki_dir}/admin.crt", f"{server.pki_dir}/admin.key")
+    host, port = server.url.removeprefix("https://").rsplit(":", 1)
+    with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host) as s:
+        s.sendall(f"POST /api/v1/namespaces/{ns}/pods/p/portforward HTTP/1.1\r\nHost: {host}\r\n"
+                  "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
+                  "Content-Length: 0\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+    assert b"\r\nUpgrade: SPDY/3.1\r\n" in head and b"\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n" in head
+
+    def logged():
+        return [e for e in events(server.audit_log) if (e.get("objectRef") or {}).get("namespace") == ns
+                and e["objectRef"].get("subresource") == "portforward"]
+    (ev,) = wait_for(logged, what="the port-forward's audit event")
+    assert ev["verb"] == "create" and ev["responseStatus"]["code"] == 101
+    assert ev["user"]["username"] == "kubernetes-admin"

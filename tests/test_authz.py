@@ -307,3 +307,19 @@ def test_exec_is_authorized_as_create_on_pods_exec(cluster, admin, ns):
     assert out.stderr.strip().splitlines()[-1] == (
         f'Error from server (Forbidden): pods "target" is forbidden: User "exec-viewer" cannot create '
         f'resource "pods/exec" in API group "" in the namespace "{ns}"')
+
+
+def test_port_forward_is_authorized_as_create_on_pods_portforward(cluster, admin, ns):
+    # As exec: kubectl's WebSocket upgrade is checked as `create` on pods/portforward.
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "target"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+           "status": {"phase": "Running"}}
+    assert admin.post(f"/api/v1/namespaces/{ns}/pods", json=pod).status_code == 201
+    assert admin.patch(f"/api/v1/namespaces/{ns}/pods/target/status", json={"status": {"phase": "Running"}},
+                       headers={"Content-Type": "application/merge-patch+json"}).status_code == 200
+    bind(admin, ns, "pf-viewer", "view")
+    kc = cluster.kubeconfig("pf-viewer", cluster.user("pf-viewer"), namespace=ns)
+    out = cluster.kubectl(kc, "port-forward", "pod/target", ":80")
+    assert out.returncode == 1
+    assert f'User "pf-viewer" cannot create resource "pods/portforward" in API group "" in the namespace ' \
+           f'"{ns}"' in out.stderr, out.stderr

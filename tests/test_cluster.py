@@ -228,6 +228,28 @@ def test_kubectl_drives_it(cluster):
     wait_for(lambda: len(cluster.pods()) == 6, timeout=90, what="back to 6 web pods")
 
 
+@pytest.mark.kubectl
+def test_kubectl_port_forward_reaches_a_pod_through_the_tls_kubelet(cluster):
+    # API server -> kubelet over HTTPS with the API server's client certificate, the
+    # kubelet authorizing it by a SubjectAccessReview; kubectl over WebSocket, then over
+    # its plain SPDY/3.1 fallback (through the API server's TLS front).
+    pod = cluster.running()[0]["metadata"]["name"]
+    for env in ({}, {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}):
+        proc = subprocess.Popen(["kubectl", "--kubeconfig", cluster.cfg.kubeconfig, "--cache-dir",
+                                 cluster.cache_dir, "port-forward", f"pod/{pod}", ":8080"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env})
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("Forwarding from 127.0.0.1:"), line + proc.stderr.read()
+            port = int(line.split(":")[1].split()[0])
+            r = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+            assert r.status_code == 200 and r.text.strip() == pod, r.text
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 def test_kubectl_lite_drives_it(cluster):
     if not os.path.exists(KUBECTL_LITE):
         pytest.skip(f"kubectl-lite is not installed ({KUBECTL_LITE})")

@@ -279,6 +279,29 @@ class Runtime(ABC):
                    type: int = socket.SOCK_STREAM) -> socket.socket:
         """A socket in the pod's network namespace (for httpGet and tcpSocket probes)."""
 
+    def port_forward(self, uid: str, port: int) -> socket.socket:
+        """A connected socket to localhost:port in the pod's network namespace (what
+        `kubectl port-forward` reaches), IPv4 first then IPv6, as containerd dials. A
+        port nothing listens on raises ContainerRuntimeError with containerd's wording."""
+        errs = []
+        for family, host, net in ((socket.AF_INET, "127.0.0.1", "tcp4"), (socket.AF_INET6, "::1", "tcp6")):
+            addr = f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
+            try:
+                s = self.pod_socket(uid, family)
+            except OSError as exc:
+                errs.append(f"dial {net} {addr}: socket: {_go_error(exc)}")
+                continue
+            try:
+                s.settimeout(10)
+                s.connect((host, port))
+                s.settimeout(None)
+                return s
+            except OSError as exc:
+                s.close()
+                errs.append(f"dial {net} {addr}: connect: {_go_error(exc)}")
+        raise ContainerRuntimeError(f'failed to connect to localhost:{port} inside namespace "{uid}", '
+                                    f"IPv4: {errs[0]} IPv6 {errs[1]} ")
+
     # -- the node --------------------------------------------------------------------
     @abstractmethod
     def cleanup_orphans(self, keep: Iterable[str] | None = None) -> None:
@@ -286,3 +309,9 @@ class Runtime(ABC):
         processes, mounts, cgroups, veths and IP allocations that belong to no pod.
         With `keep` (the uids of the pods the node should run), other pods are
         removed too. Call before starting pod workers."""
+
+
+def _go_error(exc: OSError) -> str:
+    """An OS error as Go prints a syscall error ("connection refused")."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
