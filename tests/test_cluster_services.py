@@ -311,16 +311,17 @@ def test_a_blue_green_switch_loses_no_request(cluster):
     assert version_of(wait_for(lambda: get(node_ip, 30081), timeout=60, what="the node port")) == "blue"
     with RequestLoop(node_ip, 30081) as loop:
         wait_for(lambda: len(loop.results) >= 20, timeout=60, what="requests before the switch")
+        asked = time.monotonic()
         cluster.kubectl("patch", "service", "checkout", "-p", '{"spec":{"selector":{"version":"green"}}}',
                         binary=KUBECTL_LITE)
-        switched = time.monotonic()
+        switched = time.monotonic()   # the Service is switched; the proxies follow
 
         def all_green():
             later = loop.bodies_since(switched)
             return len(later) >= 20 and all(version_of(b) == "green" for b in later[-20:])
         wait_for(all_green, timeout=60, what="every request answered by green")
     assert loop.errors() == [], loop.errors()[:5]
-    before = [b for when, b, _ in loop.results if when < switched and b]
+    before = [b for when, b, _ in loop.results if when < asked and b]
     assert before and all(version_of(b) == "blue" for b in before)
     cluster.kubectl("delete", "-f", os.path.join(RELEASES, "blue-green"), binary=KUBECTL_LITE)
 
@@ -359,11 +360,17 @@ print(json.dumps(out))
     cluster_ip = cluster.service("kubernetes")["spec"]["clusterIP"]
     hosts = (cluster_ip, "kubernetes.default.svc")
 
+    last: list[str] = []
+
     def versions():
         r = cluster.kubectl("exec", "client", "--", "python3", "-c", script, *hosts, binary=KUBECTL_LITE,
                             check=False)
+        last[:] = [r.stdout + r.stderr]
         return json.loads(r.stdout) if r.returncode == 0 else None
-    got = wait_for(versions, timeout=60, what="the API server's /version through the kubernetes Service")
+    try:
+        got = wait_for(versions, timeout=60, what="the API server's /version through the kubernetes Service")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}; the last try said: {last}") from None
     want = cluster.api.get("/version").json()["gitVersion"]
     assert got == {h: want for h in hosts}, got
 
