@@ -24,7 +24,7 @@ DNS that `up` runs:
    kube-dns ClusterIP (10.96.0.10, so through the proxy's DNAT), with bench/dns.py's
    receiver; queries/s answered, p50, p99, lost. Target p99 <= 5 ms at 1,000 q/s.
 4. Connection rate through a ClusterIP against the pod IP directly: a pod on node-2
-   that accepts, writes one byte and closes; a client in node-1's network namespace
+   that accepts, writes one byte and closes after the client has; a client in node-1's network namespace
    opens connections one after another, alternating rounds against the pod IP and
    the Service's ClusterIP. Prints both rates and their ratio (median of the rounds).
    Target >= 0.9x.
@@ -132,11 +132,17 @@ async def create_all(api_url: str, verify, objs: list[tuple[str, dict]], *, para
 # -- clients run inside node-1's network namespace (this script, re-run under `ip netns exec`)
 
 def connect_client(ip: str, port: int, count: int) -> None:
+    """`count` connections one after another, each reading the one byte; the time, and
+    how many failed (refused or reset: counted, not retried)."""
+    failed = 0
     start = time.perf_counter()
     for _ in range(count):
-        with socket.create_connection((ip, port), timeout=5) as s:
-            s.recv(1)
-    print(json.dumps({"seconds": time.perf_counter() - start}))
+        try:
+            with socket.create_connection((ip, port), timeout=5) as s:
+                s.recv(1)
+        except ConnectionError:
+            failed += 1
+    print(json.dumps({"seconds": time.perf_counter() - start, "failed": failed}))
 
 
 def dns_client(server: str, names: list[str], rate: int, seconds: float) -> None:
@@ -233,14 +239,19 @@ def programming_latency(api: httpx.Client, netnses: list[str], services: int, en
     return out
 
 
+# Writes one byte, then waits for the client to close first, so TIME_WAIT stays on the
+# client's side. (A server closing first leaves its TIME_WAIT sockets under tuples that
+# masquerading's random source ports soon reuse: the SYN then meets a stale socket and
+# waits out a 1 s retransmission, which measures that collision, not the proxy.)
 ACCEPTOR = ("import socket\n"
             "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             "s.bind(('', 9000)); s.listen(1024)\n"
             "while True:\n"
-            "    c, _ = s.accept(); c.send(b'x'); c.close()\n")
+            "    c, _ = s.accept(); c.send(b'x'); c.recv(1); c.close()\n")
 
 
-def connection_rates(cfg: ClusterConfig, api: httpx.Client, rounds: int, count: int) -> tuple[float, float]:
+def connection_rates(cfg: ClusterConfig, api: httpx.Client, rounds: int,
+                     count: int) -> tuple[float, float, int, int]:
     api.post(f"{NS}/pods", json={
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "acceptor", "labels": {"app": "acceptor"}},
         "spec": {"nodeName": "node-2", "terminationGracePeriodSeconds": 0,
@@ -253,13 +264,16 @@ def connection_rates(cfg: ClusterConfig, api: httpx.Client, rounds: int, count: 
     cluster_ip = svc.json()["spec"]["clusterIP"]
     pod_ip = wait_for(lambda: api.get(f"{NS}/pods/acceptor").json()["status"].get("podIP"), timeout=120,
                       what="the acceptor pod's IP")
-    wait_for(lambda: in_node(cfg, "node-1", "--connect-client", cluster_ip, "9000", "1", timeout=10),
+    wait_for(lambda: in_node(cfg, "node-1", "--connect-client", cluster_ip, "9000", "1", timeout=10)["failed"] == 0,
              timeout=60, what="the acceptor through its ClusterIP")
     direct, through = [], []
+    failed = [0, 0]
     for _ in range(rounds):
-        direct.append(count / in_node(cfg, "node-1", "--connect-client", pod_ip, "9000", str(count))["seconds"])
-        through.append(count / in_node(cfg, "node-1", "--connect-client", cluster_ip, "9000", str(count))["seconds"])
-    return statistics.median(direct), statistics.median(through)
+        for i, (ip, rates) in enumerate(((pod_ip, direct), (cluster_ip, through))):
+            r = in_node(cfg, "node-1", "--connect-client", ip, "9000", str(count))
+            rates.append(count / r["seconds"])
+            failed[i] += r["failed"]
+    return statistics.median(direct), statistics.median(through), failed[0], failed[1]
 
 
 def main() -> None:
@@ -330,10 +344,13 @@ def main() -> None:
         else:
             print(f"cluster DNS through {CLUSTER_DNS}: no answers")
 
-        direct, through = connection_rates(cfg, api, args.connect_rounds, args.connections)
+        direct, through, failed_direct, failed_through = connection_rates(
+            cfg, api, args.connect_rounds, args.connections)
         print(f"connections/s from node-1 to a pod on node-2: {direct:,.0f} to the pod IP, {through:,.0f} "
               f"through the ClusterIP, {through / direct:.2f}x (target >= 0.9x; medians of "
-              f"{args.connect_rounds} rounds of {args.connections}); load average {os.getloadavg()[0]:.1f}")
+              f"{args.connect_rounds} rounds of {args.connections}); failed (refused or reset): "
+              f"{failed_direct} direct, {failed_through} through the ClusterIP; "
+              f"load average {os.getloadavg()[0]:.1f}")
     finally:
         subprocess.run([sys.executable, "-m", "cluster.cli", "down", "--purge", "--state-dir", state],
                        capture_output=True, timeout=300)
