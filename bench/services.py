@@ -24,10 +24,10 @@ DNS that `up` runs:
    kube-dns ClusterIP (10.96.0.10, so through the proxy's DNAT), with bench/dns.py's
    receiver; queries/s answered, p50, p99, lost. Target p99 <= 5 ms at 1,000 q/s.
 4. Connection rate through a ClusterIP against the pod IP directly: a pod on node-2
-   that accepts, writes one byte and closes after the client has; a client in node-1's network namespace
-   opens connections one after another, alternating rounds against the pod IP and
-   the Service's ClusterIP. Prints both rates and their ratio (median of the rounds).
-   Target >= 0.9x.
+   that accepts, writes one byte and closes after the client has; a client in node-1's
+   network namespace opens connections one after another, alternating rounds against
+   the pod IP and the Service's ClusterIP. Prints both rates and their ratio (median of
+   the rounds), and how many connections failed. Target >= 0.9x.
 
 The cluster gets its own temporary state dir, port and address ranges, and is taken
 down at the end. Needs root, and the proxies and DNS in `minik8s up`.
