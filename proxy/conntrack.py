@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("minik8s.proxy.conntrack")
 
@@ -23,19 +24,22 @@ log = logging.getLogger("minik8s.proxy.conntrack")
 class StaleFlow:
     """UDP flows of one Service port: original destination one of `vips` at `port`, or
     any local address at `node_port` (when set); DNATed to `endpoint` (ip, port), or
-    with `endpoint` None, any flow there (ones made while the port had no endpoints,
-    which went nowhere, or out of the default route, and would keep doing so)."""
+    with `endpoint` None, the flows there that were not DNATed (made while the port had
+    no endpoints, or before the proxy knew it: they went nowhere, or out of the default
+    route, and would keep doing so). Flows DNATed to a live endpoint are kept, so a
+    restarted proxy, which finds every port "new", cuts no UDP flow."""
     vips: tuple[str, ...]
     port: int
     node_port: int
     endpoint: tuple[str, int] | None
 
 
-def _matches(f: StaleFlow, orig, reply) -> bool:  # noqa: ANN001 - pyroute2's NFCTAttrTuple
+def _matches(f: StaleFlow, orig: Any, reply: Any) -> bool:
+    """orig, reply: pyroute2 NFCTAttrTuples (saddr, sport, daddr, dport)."""
     if not ((orig.daddr in f.vips and orig.dport == f.port) or (f.node_port and orig.dport == f.node_port)):
         return False
-    if f.endpoint is None:
-        return True
+    if f.endpoint is None:  # only flows that were not DNATed: a live one to an endpoint stays
+        return bool(reply.saddr == orig.daddr)
     return (reply.saddr, reply.sport) == f.endpoint and orig.daddr != f.endpoint[0]
 
 

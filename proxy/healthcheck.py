@@ -15,6 +15,7 @@ logged and retried at the next sync, as kube-proxy does. One asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class ServiceHealthServer:
             try:
                 for addr in self.addresses:
                     servers.append(await asyncio.start_server(
-                        lambda r, w, p=port: self._handle(p, r, w), addr, port, reuse_address=True))
+                        functools.partial(self._handle, port), addr, port, reuse_address=True))
             except OSError as e:
                 log.error("cannot serve the health check of %s/%s on port %d: %s",
                           wanted[port].namespace, wanted[port].name, port, e)

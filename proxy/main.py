@@ -16,7 +16,8 @@ hash lookup per packet whatever the number of Services (iptables walks a chain o
 rules per Service), and a change is one atomic transaction that touches only the
 changed Services' chains and map elements (iptables-restore rewrites whole tables).
 nft's JSON interface lets rules be built as data, never as text. `--proxy-mode
-iptables` or `ipvs` is refused with a one-line error.
+iptables` or `ipvs` (which upstream is deprecating, KEP-5495) is refused with a
+one-line error. It needs Linux 5.13 or later, as kube-proxy's nftables mode does.
 
 Flags are kube-proxy's. `--nodeport-addresses` empty (the default): NodePorts answer on
 every local address of the node but loopback; else only on local addresses inside the
@@ -187,7 +188,7 @@ async def run(args: argparse.Namespace, conn: kubeconfig.Connection) -> int:
             raise RuntimeError("proxy rules are not synced" if proxier.last_sync_ok is None
                                else "a change has waited for more than two sync periods")
 
-    servers = []
+    servers: list[ComponentServer] = []
     for where in (args.metrics_bind_address, args.healthz_bind_address):
         if where is None:
             continue
@@ -237,7 +238,6 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         import uvloop
-        runner = uvloop.run
+        return uvloop.run(run(args, conn))
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        runner = asyncio.run
-    return runner(run(args, conn))
+        return asyncio.run(run(args, conn))

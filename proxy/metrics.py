@@ -12,6 +12,10 @@ kube-proxy's names and buckets:
 - `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds`: when a change last asked for one;
 - `kubeproxy_sync_proxy_rules_endpoint_changes_total`, `..._service_changes_total`:
   changes seen (a slice or Service add, update or delete);
+- `kubeproxy_sync_proxy_rules_endpoint_changes_pending`, `..._service_changes_pending`:
+  changes seen since the last successful sync;
+- `kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy}`: Services with a
+  Local policy (`internal` or `external`) and endpoints, but none on this node;
 - `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`: transactions nft refused.
 """
 from __future__ import annotations
@@ -51,6 +55,15 @@ ENDPOINT_CHANGES = Counter(
 SERVICE_CHANGES = Counter(
     "kubeproxy_sync_proxy_rules_service_changes_total", "Cumulative proxy rules Service changes",
     registry=REGISTRY)
+ENDPOINT_CHANGES_PENDING = Gauge(
+    "kubeproxy_sync_proxy_rules_endpoint_changes_pending", "Pending proxy rules Endpoint changes",
+    registry=REGISTRY)
+SERVICE_CHANGES_PENDING = Gauge(
+    "kubeproxy_sync_proxy_rules_service_changes_pending", "Pending proxy rules Service changes",
+    registry=REGISTRY)
+NO_LOCAL_ENDPOINTS = Gauge(
+    "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+    "Number of services with a Local traffic policy and no endpoints", ["traffic_policy"], registry=REGISTRY)
 SYNC_FAILURES = Counter(
     "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
     "Number of failures of nftables sync", registry=REGISTRY)

@@ -51,6 +51,7 @@ log = logging.getLogger("minik8s.proxy")
 
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True)
 BY_SERVICE = "service"
+SKIP_SERVICES = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
 
 
 def _slice_index(obj: dict[str, Any]) -> list[str]:
@@ -103,7 +104,11 @@ class SyncRunner:
             self._wake.clear()
             self._retry_at = None
             last_run = time.monotonic()
-            await self.fn()
+            try:
+                await self.fn()
+            except Exception:  # noqa: BLE001 - a bug in one sync must not stop the proxy
+                log.exception("sync failed; retrying in %.1fs", max(self.min_interval, 1.0))
+                self.retry_after(max(self.min_interval, 1.0))
 
 
 class Proxier:
@@ -115,12 +120,14 @@ class Proxier:
         self.nodeport_cidrs = nodeport_cidrs
         self.nft = nft or Nft()
         self.table = Table("ip", cfg.table)
-        self.services = Informer(client, "services")
+        # As kube-proxy's informers: Services another proxy implementation claims are
+        # not ours, and headless Services' slices have nothing to program.
+        self.services = Informer(client, "services", label_selector=SKIP_SERVICES)
         try:
             slices = client.resources.get("endpointslices")
         except Exception:  # noqa: BLE001 - a client table without the kind: the kind is still served
             slices = ENDPOINT_SLICES
-        self.slices = Informer(client, slices, indexers={BY_SERVICE: _slice_index})
+        self.slices = Informer(client, slices, indexers={BY_SERVICE: _slice_index}, label_selector=SKIP_SERVICES)
         self.applied = rules.Applied()
         self.dirty: set[str] = set()
         self.trigger_times: dict[str, float] = {}   # slice key -> its newest unreported trigger time
@@ -132,8 +139,11 @@ class Proxier:
         self.health = ServiceHealthServer()
         self.runner = SyncRunner(self.sync, min_interval=min_sync_period, max_interval=sync_period)
         self.syncs = 0
-        for inf, on_change in ((self.services, self._service_changed), (self.slices, self._slice_changed)):
-            inf.add_handler(on_add=on_change, on_update=lambda old, new, f=on_change: f(new), on_delete=on_change)
+        self.pending = [0, 0]                       # Service, EndpointSlice changes not synced yet
+        self.services.add_handler(on_add=self._service_changed, on_delete=self._service_changed,
+                                  on_update=lambda old, new: self._service_changed(new))
+        self.slices.add_handler(on_add=self._slice_changed, on_delete=self._slice_changed,
+                                on_update=lambda old, new: self._slice_changed(new))
 
     # -- handlers: note and ask, nothing more ---------------------------------------------
 
@@ -147,11 +157,15 @@ class Proxier:
 
     def _service_changed(self, svc: dict[str, Any]) -> None:
         metrics.SERVICE_CHANGES.inc()
+        self.pending[0] += 1
+        metrics.SERVICE_CHANGES_PENDING.set(self.pending[0])
         md = svc["metadata"]
         self._queue(f"{md.get('namespace') or 'default'}/{md['name']}")
 
     def _slice_changed(self, slc: dict[str, Any]) -> None:
         metrics.ENDPOINT_CHANGES.inc()
+        self.pending[1] += 1
+        metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         svc = slice_service(slc)
         if svc is None:
             return
@@ -230,6 +244,7 @@ class Proxier:
         full = self.need_full
         periodic = not full and start - self.last_full >= self.sync_period
         dirty, self.dirty = self.dirty, set()
+        pending, self.pending = self.pending, [0, 0]
         triggers, self.trigger_times = self.trigger_times, {}
         queued, self.last_queued = self.last_queued, None
         now = time.monotonic()
@@ -311,6 +326,7 @@ class Proxier:
             log.error("nftables sync failed (%s sync); a full sync follows: %s", "full" if full else "partial", e)
             self.need_full = True
             self.dirty |= dirty
+            self.pending = [a + b for a, b in zip(self.pending, pending)]
             self.last_queued = queued if self.last_queued is None else min(queued or now, self.last_queued)
             for k, t in triggers.items():
                 self.trigger_times[k] = max(t, self.trigger_times.get(k, 0.0))
@@ -326,6 +342,8 @@ class Proxier:
         for t in triggers.values():
             metrics.NETWORK_PROGRAMMING.observe(max(0.0, wall - t))
         self.last_sync_ok = wall
+        metrics.SERVICE_CHANGES_PENDING.set(self.pending[0])
+        metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         self.syncs += 1
         await self._after_sync(before, changed_keys)
         metrics.SYNC_DURATION.observe(time.monotonic() - start)
@@ -342,7 +360,8 @@ class Proxier:
         for key in keys:
             new = self.applied.services.get(key)
             old = before.services.get(key)
-            sp = (new or old).port if (new or old) else None
+            either = new or old
+            sp = either.port if either is not None else None
             if sp is None or sp.protocol != "udp":
                 continue
             vips = (sp.cluster_ip, *sp.external_ips, *sp.lb_ips)
@@ -360,6 +379,14 @@ class Proxier:
                 log.info("deleted %d stale UDP conntrack entries", n)
             except Exception as e:  # noqa: BLE001 - logged; the next change tries again
                 log.error("could not clear stale UDP conntrack entries: %s", e)
+        no_local = {"internal": 0, "external": 0}
+        for r in self.applied.services.values():
+            c, p = r.categorized, r.port
+            if c is not None and p is not None and c.has_endpoints and not c.local:
+                no_local["internal"] += p.internal_local
+                no_local["external"] += p.external_local
+        for policy, n in no_local.items():
+            metrics.NO_LOCAL_ENDPOINTS.labels(policy).set(n)
         wanted: dict[int, ServiceHealth] = {}
         for r in self.applied.services.values():
             sp = r.port

@@ -4,10 +4,10 @@ shape of kube-proxy's nftables proxier (pkg/proxy/nftables/proxier.go).
 The table (`ip minik8s-proxy` by default) holds:
 
     base chains            hook         priority   jumps to
-    filter-input/forward/  input/fwd/   dstnat-10  endpoints-check (ct state new)
-      output                output
-    filter-forward,        forward/     dstnat+10  cluster-ips-check
-      filter-output-post-dnat output
+    filter-input/forward/  input/fwd/   dstnat-10  endpoints-check (ct state new);
+      output                output                 filter-forward also cluster-ips-check
+                                                   (forward comes after prerouting's DNAT)
+    filter-output-post-dnat output      dstnat+10  cluster-ips-check (after output's DNAT)
     nat-prerouting,        prerouting/  dstnat     services
       nat-output            output
     nat-postrouting        postrouting  srcnat     masquerading
@@ -56,7 +56,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from proxy import nft
 from proxy.model import Categorized, Endpoint, ServicePort, categorize
@@ -162,7 +162,8 @@ def render(sp: ServicePort, endpoints: list[Endpoint], cfg: Config) -> Rendered:
     else:
         internal_verdict = external_verdict = DROP
 
-    ip_key = lambda ip: (ip, sp.protocol, sp.port)  # noqa: E731
+    def ip_key(ip: str) -> tuple[str, str, int]:
+        return (ip, sp.protocol, sp.port)
     if has_internal:
         out.elements[(SERVICE_IPS, ip_key(sp.cluster_ip))] = goto(internal_chain)
     else:
@@ -222,7 +223,8 @@ def render(sp: ServicePort, endpoints: list[Endpoint], cfg: Config) -> Rendered:
     return out
 
 
-def _balance(sp: ServicePort, endpoints: list[Endpoint], ep_chain: Any, affinity_set: Any) -> list[Rule]:
+def _balance(sp: ServicePort, endpoints: list[Endpoint], ep_chain: Callable[[Endpoint], str],
+             affinity_set: Callable[[Endpoint], str]) -> list[Rule]:
     rules: list[Rule] = []
     if sp.affinity_timeout:
         for ep in endpoints:
@@ -276,14 +278,14 @@ def base_commands(t: Table, cfg: Config, nodeport_ips: tuple[str, ...]) -> list[
     cmds.append(t.rule(REJECT_CHAIN, [match(meta("l4proto"), "tcp"), nft.REJECT_TCP_RESET]))
     cmds.append(t.rule(REJECT_CHAIN, [nft.REJECT_PORT_UNREACHABLE]))
     l4 = concat(meta("l4proto"), payload("th", "dport"))
-    dst = concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport"))
+    vip = concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport"))
     local_dst = ([match(fib("daddr"), "local"), match(payload("ip", "daddr"), prefix("127.0.0.0/8"), "!=")]
                  if cfg.nodeport_all else [match(payload("ip", "daddr"), f"@{NODEPORT_IPS}")])
-    cmds.append(t.rule(ENDPOINTS_CHECK, [nft.vmap(dst, f"@{NO_ENDPOINT_SERVICES}")]))
+    cmds.append(t.rule(ENDPOINTS_CHECK, [nft.vmap(vip, f"@{NO_ENDPOINT_SERVICES}")]))
     cmds.append(t.rule(ENDPOINTS_CHECK, [*local_dst, nft.vmap(l4, f"@{NO_ENDPOINT_NODEPORTS}")]))
     cmds.append(t.rule(CLUSTER_IPS_CHECK, [match(payload("ip", "daddr"), f"@{CLUSTER_IPS}"),
                                            nft.REJECT_PORT_UNREACHABLE]))
-    cmds.append(t.rule(SERVICES, [nft.vmap(dst, f"@{SERVICE_IPS}")]))
+    cmds.append(t.rule(SERVICES, [nft.vmap(vip, f"@{SERVICE_IPS}")]))
     cmds.append(t.rule(SERVICES, [*local_dst, nft.vmap(l4, f"@{SERVICE_NODEPORTS}")]))
     return cmds
 

@@ -343,6 +343,23 @@ def test_cluster_ip_spreads_over_ready_endpoints_and_follows_changes(node, http,
     assert ask(net, net.node, ip, 80).split()[0] == "p3"
 
 
+def test_services_another_proxy_claims_are_left_alone(node, http, ns):
+    net, proxy = node
+    body = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "theirs", "labels": {"service.kubernetes.io/service-proxy-name": "other"}},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    r = http.post(f"/api/v1/namespaces/{ns}/services", json=body)
+    assert r.status_code == 201, r.text
+    theirs = r.json()["spec"]["clusterIP"]
+    ip = service(http, ns, "ours")["spec"]["clusterIP"]
+    put_slice(http, ns, "theirs", endpoints(net, "p1"))
+    put_slice(http, ns, "ours", endpoints(net, "p1"))
+    until(net, "c", ip, 80, {"p1"})     # synced after both: "theirs" has no rules
+    table = subprocess.run(["ip", "netns", "exec", net.node, "nft", "list", "table", "ip", "minik8s-proxy"],
+                           capture_output=True, text=True, timeout=10).stdout
+    assert ip in table and theirs not in table
+
+
 def test_no_endpoints_rejects_at_once(node, http, ns):
     net, proxy = node
     ip = service(http, ns, "empty")["spec"]["clusterIP"]
@@ -370,6 +387,29 @@ def test_node_port_from_another_host_and_session_affinity(node, http, ns):
     assert hits(net, net.out, net.node_ip, node_port, 10) == {first[0]}
     chosen = ask(net, "c", svc["spec"]["clusterIP"], 80).split()[0]
     assert hits(net, "c", svc["spec"]["clusterIP"], 80, 10) == {chosen}
+
+
+def test_external_traffic_policy_local_keeps_the_client_address_and_reports_health(node, http, ns):
+    net, proxy = node
+    svc = service(http, ns, "lb", type="LoadBalancer", externalTrafficPolicy="Local")
+    node_port, health_port = svc["spec"]["ports"][0]["nodePort"], svc["spec"]["healthCheckNodePort"]
+    put_slice(http, ns, "lb", endpoints(net, "p1") + endpoints(net, "10.255.255.1", node="node-b"))
+
+    def health():
+        return in_netns(net.out, lambda: httpx.get(f"http://{net.node_ip}:{health_port}/", timeout=2))
+    wait_for(lambda: health().status_code == 200, what="health check node port", timeout=20)
+    assert health().json()["localEndpoints"] == 1
+    # from outside: only this node's endpoint, and the client's own address is kept
+    assert {ask(net, net.out, net.node_ip, node_port) for _ in range(8)} == {f"p1 {net.out_ip}"}
+    # the load balancer's ingress IP (here the node's own, as k3s's ServiceLB hands out)
+    # at the Service's port, handled like the NodePort
+    current = http.get(f"/api/v1/namespaces/{ns}/services/lb").json()
+    current["status"] = {"loadBalancer": {"ingress": [{"ip": net.node_ip}]}}
+    r = http.put(f"/api/v1/namespaces/{ns}/services/lb/status", json=current)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: ask(net, net.out, net.node_ip, 80) == f"p1 {net.out_ip}", what="LB IP", timeout=20)
+    put_slice(http, ns, "lb", endpoints(net, "10.255.255.1", node="node-b"))
+    wait_for(lambda: health().status_code == 503, what="no local endpoint reported", timeout=20)
 
 
 def test_terminating_endpoints_only_when_no_ready_one(node, http, ns):

@@ -270,3 +270,17 @@ def test_the_kube_proxy_identity_may_watch_what_the_proxy_reads_and_nothing_more
             assert r.status_code == 403 and "system:kube-proxy" in r.json()["message"]
     finally:
         cluster.stop()
+
+
+def test_nodeport_addresses_limit_node_ports_to_the_listed_addresses():
+    every = rules.base_commands(T, CFG, ())
+    listed = rules.base_commands(T, rules.Config(hostname="node-a", nodeport_all=False), ("10.250.0.2",))
+
+    def nodeport_rule(cmds):
+        (rule,) = [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})
+                   and c["add"]["rule"]["chain"] == rules.SERVICES and len(c["add"]["rule"]["expr"]) > 1]
+        return rule
+    assert nodeport_rule(every)[0]["match"]["left"] == {"fib": {"result": "type", "flags": ["daddr"]}}
+    assert nodeport_rule(listed)[0]["match"]["right"] == f"@{rules.NODEPORT_IPS}"
+    assert {"add": {"element": {"family": "ip", "table": rules.TABLE, "name": rules.NODEPORT_IPS,
+                                "elem": ["10.250.0.2"]}}} in listed
