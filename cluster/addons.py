@@ -7,8 +7,10 @@ Deployment `coredns` (label k8s-app=kube-dns, 2 replicas, dnsPolicy Default, a
 readiness probe on /readyz) and the Service `kube-dns` at the cluster DNS address (UDP
 and TCP 53, metrics 9153). The Deployment runs `minik8s dns` (clusterdns/) on the host's
 root (image minik8s.local/host-root) with this checkout's Python, so nothing is pulled;
-it reaches the API server with its ServiceAccount's in-cluster configuration (a
-plain-HTTP cluster has no tokens: there it is given a node's kubeconfig instead).
+it reaches the API server with its ServiceAccount's in-cluster configuration. A
+plain-HTTP cluster has no tokens (and in-cluster configuration is HTTPS): there the
+ConfigMap `coredns-kubeconfig` holds a kubeconfig naming the API server's node address,
+mounted into the pods and given as --kubeconfig.
 
 `ensure_dns(...)` creates what is missing and brings the RBAC objects and the
 Deployment back to what this version wants (kubeadm's CreateOrUpdate); a Service that
@@ -57,12 +59,27 @@ def kubelet_flags(dns_ip: str) -> list[str]:
     return ["--cluster-dns", dns_ip, "--cluster-domain", CLUSTER_DOMAIN]
 
 
+KUBECONFIG_DIR = "/etc/minik8s-dns"
+
+
+def plain_kubeconfig(server: str) -> str:
+    """A kubeconfig with no credential, for a plain-HTTP cluster's DNS pods."""
+    from client.kubeconfig import KubeConfig
+    kc = KubeConfig()
+    kc.set_cluster("cluster", server=server)
+    kc.set_user("coredns")
+    kc.set_context("cluster", cluster="cluster", user="coredns", namespace=NAMESPACE)
+    kc.current_context = "cluster"
+    return kc.dumps()
+
+
 def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | None = None) -> list[dict]:
-    """kubeconfig: given to `minik8s dns` instead of its in-cluster configuration."""
+    """kubeconfig: a kubeconfig's text, given to `minik8s dns` (from a ConfigMap) instead
+    of its in-cluster configuration."""
     labels = {"k8s-app": "kube-dns"}
     command = [python, "-m", "cluster.cli", "dns", "--port", "53", "--cluster-domain", CLUSTER_DOMAIN,
                "--metrics-port", str(METRICS_PORT), "--metrics-bind-address", "0.0.0.0",
-               *(["--kubeconfig", kubeconfig] if kubeconfig else [])]
+               *(["--kubeconfig", f"{KUBECONFIG_DIR}/kubeconfig"] if kubeconfig else [])]
     container = {
         "name": "coredns", "image": DNS_IMAGE, "imagePullPolicy": "IfNotPresent",
         "command": command, "workingDir": CHECKOUT,
@@ -76,7 +93,15 @@ def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | 
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": METRICS_PORT, "scheme": "HTTP"},
                            "periodSeconds": 2},
     }
-    return [
+    extra: list[dict] = []
+    volumes: list[dict] = []
+    if kubeconfig:
+        extra.append({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "coredns-kubeconfig", "namespace": NAMESPACE},
+                      "data": {"kubeconfig": kubeconfig}})
+        volumes.append({"name": "kubeconfig", "configMap": {"name": "coredns-kubeconfig"}})
+        container["volumeMounts"] = [{"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True}]
+    return extra + [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": NAMESPACE}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": "system:coredns"},
@@ -101,7 +126,7 @@ def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | 
                               "labelSelector": {"matchExpressions": [
                                   {"key": "k8s-app", "operator": "In", "values": ["kube-dns"]}]},
                               "topologyKey": "kubernetes.io/hostname"}}]}},
-                      "containers": [container]}}}},
+                      "containers": [container], **({"volumes": volumes} if volumes else {})}}}},
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": "kube-dns", "namespace": NAMESPACE,
                       "labels": {**labels, "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
@@ -114,12 +139,15 @@ def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | 
     ]
 
 
-_PATHS = {"ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+_PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
+          "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
           "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
           "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
           "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
           "Service": "/api/v1/namespaces/{ns}/services"}
-_UPDATED = ("ClusterRole", "ClusterRoleBinding", "Deployment")
+_COMPARED = {"ConfigMap": ("data",), "ClusterRole": ("rules",), "ClusterRoleBinding": ("roleRef", "subjects"),
+             "Deployment": ("spec",)}
+_UPDATED = tuple(_COMPARED)
 
 
 def ensure_dns(api_url: str, verify: ssl.SSLContext | bool, dns_ip: str, *,
@@ -131,20 +159,22 @@ def ensure_dns(api_url: str, verify: ssl.SSLContext | bool, dns_ip: str, *,
         for obj in dns_objects(dns_ip, kubeconfig=kubeconfig):
             collection = _PATHS[obj["kind"]].format(ns=NAMESPACE)
             name = obj["metadata"]["name"]
-            r = http.post(collection, json=obj)
-            if r.status_code == 201:
-                done.append(f"{obj['kind'].lower()}/{name} created")
-                continue
-            if r.status_code != 409:
-                r.raise_for_status()
+            # Looked up first: creating a Service that exists would fail on its cluster
+            # IP (422, already allocated) before its name (409).
+            current = http.get(f"{collection}/{name}")
+            if current.status_code == 404:
+                r = http.post(collection, json=obj)
+                if r.status_code != 409:  # 409: made meanwhile (a second supervisor)
+                    r.raise_for_status()
+                    done.append(f"{obj['kind'].lower()}/{name} created")
+                    continue
+                current = http.get(f"{collection}/{name}")
+            current.raise_for_status()
             if obj["kind"] not in _UPDATED:
                 continue
-            current = http.get(f"{collection}/{name}")
-            current.raise_for_status()
             have = current.json()
             want = {**obj, "metadata": {**have["metadata"], **obj["metadata"]}}
-            fields = ("spec",) if obj["kind"] == "Deployment" else ("rules", "roleRef", "subjects")
-            if all(_same(have.get(f), want.get(f)) for f in fields):
+            if all(_same(have.get(f), want.get(f)) for f in _COMPARED[obj["kind"]]):
                 continue
             if obj["kind"] == "Deployment":  # keep what the API server defaulted and the status
                 want = {**have, "metadata": want["metadata"], "spec": _merged(have["spec"], obj["spec"])}
@@ -174,9 +204,9 @@ def cluster_dns_of(cfg: ClusterConfig) -> str:
 def ensure_for(cfg: ClusterConfig, verify: ssl.SSLContext | bool) -> str:
     """`minik8s up`'s DNS addon phase (linux runtime); -> a line for its progress."""
     ip = cluster_dns_of(cfg)
-    # A plain-HTTP cluster issues no ServiceAccount tokens: the pods read a node's
-    # kubeconfig from the host root instead (its server is reachable from a pod).
-    kubeconfig = cfg.node_kubeconfig(cfg.node_names()[0]) if cfg.plain_http else None
+    # A plain-HTTP cluster issues no ServiceAccount tokens: the pods get a kubeconfig
+    # naming the API server's address on the nodes' network, which a pod reaches.
+    kubeconfig = plain_kubeconfig(cfg.node_api_url) if cfg.plain_http else None
     try:
         done = ensure_dns(cfg.api_url, verify, ip, kubeconfig=kubeconfig)
     except httpx.HTTPError as e:

@@ -34,12 +34,11 @@ print(dns.rcode.to_text(r.rcode()), " ".join(sorted(rd.address for rrs in r.answ
 """
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def _up(tmp_path_factory, *flags: str):
     state = str(tmp_path_factory.mktemp("cluster"))
     node_cidr, cluster_cidr = unique_cidrs()
-    r = minik8s("up", "--nodes", "2", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=240)
+    r = minik8s("up", "--state-dir", state, "--port", str(free_port()),
+                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, *flags, timeout=240)
     cfg = ClusterConfig.load(state)
     try:
         assert r.returncode == 0, r.stdout + r.stderr + (dump_logs(cfg) if cfg else "")
@@ -50,6 +49,37 @@ def cluster(tmp_path_factory):
         if cfg is not None:
             minik8s("down", "--state-dir", state, timeout=180)
             bringup.cleanup(cfg)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from _up(tmp_path_factory, "--nodes", "2")
+
+
+def wait_coredns_ready(cluster) -> list[dict]:
+    """The coredns pods, once the Deployment has all its replicas ready."""
+    api = cluster.api
+
+    def ready():
+        d = api.get("/apis/apps/v1/namespaces/kube-system/deployments/coredns").json()
+        return (d.get("status") or {}).get("readyReplicas") == addons.REPLICAS
+    pods = lambda: api.get("/api/v1/namespaces/kube-system/pods",  # noqa: E731
+                           params={"labelSelector": "k8s-app=kube-dns"}).json()["items"]
+    try:
+        wait_for(ready, timeout=180, what="coredns ready")
+    except TimeoutError:
+        logs = [api.get(f"/api/v1/namespaces/kube-system/pods/{p['metadata']['name']}/log").text[-2000:]
+                for p in pods()]
+        raise AssertionError(f"{[p.get('status') for p in pods()]}\n{logs}\n{dump_logs(cluster.cfg)}") from None
+    return pods()
+
+
+def ask(cluster, node: str, server: str, name: str) -> list[str]:
+    """A query from inside the node's network namespace: [rcode, addresses...]."""
+    r = subprocess.run(["nsenter", f"--net={netns_path(cluster.cfg.netns(node))}", sys.executable, "-c",
+                        QUERY, server, name], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
 
 
 def test_up_creates_the_dns_addon_objects(cluster):
@@ -72,31 +102,25 @@ def test_up_creates_the_dns_addon_objects(cluster):
 
 
 def test_coredns_becomes_ready_and_answers_from_a_node(cluster):
-    api = cluster.api
-
-    def ready():
-        d = api.get("/apis/apps/v1/namespaces/kube-system/deployments/coredns").json()
-        return (d.get("status") or {}).get("readyReplicas") == addons.REPLICAS
-    try:
-        wait_for(ready, timeout=180, what="coredns ready")
-    except TimeoutError:
-        pods = api.get("/api/v1/namespaces/kube-system/pods", params={"labelSelector": "k8s-app=kube-dns"}).json()
-        logs = [api.get(f"/api/v1/namespaces/kube-system/pods/{p['metadata']['name']}/log").text[-2000:]
-                for p in pods["items"]]
-        raise AssertionError(f"{[p.get('status') for p in pods['items']]}\n{logs}\n{dump_logs(cluster.cfg)}") from None
-    pods = api.get("/api/v1/namespaces/kube-system/pods", params={"labelSelector": "k8s-app=kube-dns"}).json()
-    for p in pods["items"]:
+    for p in wait_coredns_ready(cluster):
         ip, node = p["status"]["podIP"], p["spec"]["nodeName"]
         # from the other node too: pods are reached across nodes by their IP
         for n in cluster.cfg.node_names():
-            r = subprocess.run(["nsenter", f"--net={netns_path(cluster.cfg.netns(n))}", sys.executable, "-c",
-                                QUERY, ip, "kubernetes.default.svc.cluster.local."],
-                               capture_output=True, text=True, timeout=30)
-            assert r.stdout.split() == ["NOERROR", "10.96.0.1"], (node, n, r.stdout, r.stderr)
-        r = subprocess.run(["nsenter", f"--net={netns_path(cluster.cfg.netns(node))}", sys.executable, "-c",
-                            QUERY, ip, "nothing-here.default.svc.cluster.local."],
-                           capture_output=True, text=True, timeout=30)
-        assert r.stdout.split() == ["NXDOMAIN"], r.stdout + r.stderr
+            assert ask(cluster, n, ip, "kubernetes.default.svc.cluster.local.") == ["NOERROR", "10.96.0.1"], (node, n)
+        assert ask(cluster, node, ip, "nothing-here.default.svc.cluster.local.") == ["NXDOMAIN"]
+
+
+def test_the_addon_phase_is_idempotent_and_repairs_drift(cluster):
+    cfg, api = cluster.cfg, cluster.api
+    tls = bringup.admin_tls(cfg)
+    assert addons.ensure_dns(cfg.api_url, tls, "10.96.0.10") == []  # as `up` left it: nothing to do
+    r = api.patch("/apis/apps/v1/namespaces/kube-system/deployments/coredns", json={"spec": {"replicas": 1}},
+                  headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    assert addons.ensure_dns(cfg.api_url, tls, "10.96.0.10") == ["deployment/coredns updated"]
+    d = api.get("/apis/apps/v1/namespaces/kube-system/deployments/coredns").json()
+    assert d["spec"]["replicas"] == addons.REPLICAS
+    wait_coredns_ready(cluster)
 
 
 def test_cluster_first_pods_get_the_cluster_dns(cluster):
@@ -130,3 +154,10 @@ def test_minik8s_dns_outside_a_pod_says_it_is_not_in_a_cluster():
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == ("error: in-cluster configuration: unable to load in-cluster configuration, "
                                 "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined")
+
+
+def test_a_plain_http_cluster_runs_the_dns_from_a_node_kubeconfig(tmp_path_factory):
+    for cluster in _up(tmp_path_factory, "--nodes", "1", "--plain-http"):
+        [p] = wait_coredns_ready(cluster)[:1] or [None]
+        assert ask(cluster, "node-1", p["status"]["podIP"], "kubernetes.default.svc.cluster.local.") == [
+            "NOERROR", "10.96.0.1"]
