@@ -16,7 +16,7 @@ A client without WebSockets (kubectl's fallback, client-go before 1.31) asks for
 `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io`: the same SPDY
 session, straight on the connection (`http_protocol` below).
 
-The kubelet serves only the second (kubelet/server.py, `/portForward/{ns}/{pod}`, as
+The kubelet serves only the v4 channel protocol (kubelet/server.py, `/portForward/{ns}/{pod}`, as
 the kubelet's websocket.go does). So the SPDY tunnel ends here: each pair of streams
 becomes one WebSocket to the kubelet for its one port, and bytes are relayed between
 the pair and the WebSocket's channels; a v4 client is relayed to the kubelet frame by
@@ -32,6 +32,10 @@ What this guarantees
   closes the connection in the pod). The client's FIN alone ends nothing: the pod's
   answer still comes back, as with Go's io.Copy in both directions.
 - The WebSocket to the client closes when the client goes away; every pair ends then.
+- A request whose other stream does not come within 30 s is told `(request=ID) timed out
+  waiting for streams` on its error stream, as the kubelet's monitorStreamPair says.
+- `WebSocketProtocol` (the API server's uvicorn WebSocket protocol) takes kubectl's
+  subprotocol, whose "/" the websockets library would refuse in the handshake.
 """
 from __future__ import annotations
 
@@ -150,6 +154,8 @@ def http_protocol() -> type:
         def data_received(self, data: bytes) -> None:
             if self.tunnel is not None:
                 self.tunnel.put_nowait(data)
+                if self.tunnel.qsize() > 64:  # the session is behind: TCP's window holds the client
+                    self.flow.pause_reading()
                 return
             super().data_received(data)
 
@@ -167,6 +173,8 @@ def http_protocol() -> type:
 
             async def read() -> bytes:
                 data = await tunnel.get()
+                if tunnel.qsize() < 16:
+                    self.flow.resume_reading()
                 if not data:
                     tunnel.put_nowait(b"")
                 return data

@@ -24,7 +24,9 @@ What this module guarantees
   peer Kubernetes has, never sends WINDOW_UPDATE and sends past any window, so by
   default we do as it does. The reader stops reading the transport while a stream holds
   more than `max_buffered` unread bytes, which bounds memory against such a peer.
-- A malformed frame ends the session with GOAWAY PROTOCOL_ERROR and `SpdyError`.
+- A malformed frame ends the session: GOAWAY PROTOCOL_ERROR to the peer, the
+  `SpdyError` kept in `Session.error`. Operations on an ended stream or session raise
+  `SpdyError`.
 
 Concurrency: one asyncio task runs `Session.run()` (the reader); any task may write.
 Frames are written whole and in order under one lock, which is also what keeps the

@@ -9,10 +9,12 @@ same tunnel, by the official Python client (v4.channel.k8s.io) and by kubectl-li
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client as httpclient
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +32,16 @@ BIG = 3 << 20  # bytes of /tmp/big: many times SPDY's 64 KiB window
 SERVER = ["sh", "-c", f"echo {PAGE} > /tmp/who; head -c {BIG} /dev/urandom > /tmp/big; "
                       "exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp"]
 NOBODY = 9  # a port nothing in the pod listens on
+UPLOAD = 1 << 20
+# On 9000: reads UPLOAD bytes, answers their SHA-256 and closes.
+SINK = ["python3", "-c", "import hashlib, socket\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', 9000)); s.listen()\n"
+        "while True:\n"
+        "    c, _ = s.accept(); h = hashlib.sha256(); n = 0\n"
+        f"    while n < {UPLOAD} and (d := c.recv(65536)):\n"
+        "        h.update(d); n += len(d)\n"
+        "    c.sendall(h.hexdigest().encode()); c.close()\n"]
 
 
 @pytest.fixture
@@ -37,7 +49,9 @@ def web(node, http, ns):  # noqa: F811
     # Ready once the server listens: kubectl ends a forward at the first refused connection.
     pod = make_pod("web", node, container(
         "c", SERVER, ports=[{"name": "http", "containerPort": 8080}],
-        readinessProbe={"tcpSocket": {"host": "127.0.0.1", "port": 8080}, "periodSeconds": 1}))
+        readinessProbe={"tcpSocket": {"host": "127.0.0.1", "port": 8080}, "periodSeconds": 1}),
+        container("sink", SINK, readinessProbe={"tcpSocket": {"host": "127.0.0.1", "port": 9000},
+                                                "periodSeconds": 1}))
     pod["metadata"]["labels"] = {"app": "web"}
     create(http, ns, pod)
     wait_pod(http, ns, "web", ready, "ready")
@@ -139,7 +153,7 @@ def first_get(port: int) -> tuple[int, str]:
 
 def refused(port: int) -> bytes:
     """Connect to a forwarded port whose pod side refuses: what comes back before the close."""
-    with __import__("socket").create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         out = b""
         while chunk := s.recv(4096):
@@ -151,7 +165,7 @@ def refused(port: int) -> bytes:
 
 @pytest.mark.kubectl
 def test_kubectl_port_forward_to_a_pod_serves_two_requests(web, forward):
-    f = forward("kubectl", "pod/web", ":8080")
+    f = forward("kubectl", "pod/web", ":8080", ":9000")
     port = f.local(8080)
     assert first_get(port) == (200, PAGE + "\n")
     assert get(port) == (200, PAGE + "\n")
@@ -160,6 +174,14 @@ def test_kubectl_port_forward_to_a_pod_serves_two_requests(web, forward):
     conn.request("GET", "/big")
     assert len(conn.getresponse().read()) == BIG
     conn.close()
+    # and as much the other way: kubectl sends past SPDY's window too
+    payload = os.urandom(UPLOAD)
+    with socket.create_connection(("127.0.0.1", f.local(9000)), timeout=30) as s:
+        s.sendall(payload)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.decode() == hashlib.sha256(payload).hexdigest()
 
 
 @pytest.mark.kubectl
