@@ -141,20 +141,38 @@ async def test_untolerated_taints_exclude_a_node_but_control_plane_ones_do_not()
     assert ingress_of(client) == ["10.0.0.1", "10.0.0.3"]
 
 
-async def test_local_traffic_policy_uses_only_nodes_with_a_ready_endpoint():
-    endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": "default"},
-                 "subsets": [{"addresses": [{"ip": "10.244.2.5", "nodeName": "n2"}],
-                              "notReadyAddresses": [{"ip": "10.244.3.5", "nodeName": "n3"}]}]}
-    client, ctrl = controller(service(externalTrafficPolicy="Local"), *THREE, endpoints)
+def endpoint_slice(name, *endpoints, service="web"):
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": ready},
+                           "targetRef": {"kind": "Pod", "namespace": "default", "name": f"pod-{ip}"}}
+                          for ip, node, ready in endpoints]}
+
+
+async def test_local_traffic_policy_uses_only_nodes_with_a_ready_pod_endpoint():
+    client, ctrl = controller(service(externalTrafficPolicy="Local"), *THREE,
+                              endpoint_slice("web-a", ("10.244.2.5", "n2", True), ("10.244.3.5", "n3", False)),
+                              endpoint_slice("other", ("10.244.1.5", "n1", True), service="other"))
     await ctrl.reconcile("default/web")
     assert ingress_of(client) == ["10.0.0.2"]
     while len(ctrl.queue):
         ctrl.queue.done(await ctrl.queue.get())
-    endpoints["subsets"][0]["addresses"].append({"ip": "10.244.3.5", "nodeName": "n3"})
-    client.seed(endpoints)
+    client.seed(endpoint_slice("web-b", ("10.244.3.6", "n3", True)))   # a second slice of the service
     assert list(ctrl.queue._queue) == ["default/web"]
     await ctrl.reconcile("default/web")
     assert ingress_of(client) == ["10.0.0.2", "10.0.0.3"]
+    await client.delete("endpointslices", "web-a", namespace="default")
+    await ctrl.reconcile("default/web")
+    assert ingress_of(client) == ["10.0.0.3"]
+
+
+async def test_cluster_traffic_policy_ignores_endpoint_slices():
+    client, ctrl = controller(service(), *THREE)
+    while len(ctrl.queue):
+        ctrl.queue.done(await ctrl.queue.get())
+    client.seed(endpoint_slice("web-a", ("10.244.2.5", "n2", True)))
+    assert len(ctrl.queue) == 0
 
 
 async def test_irrelevant_node_changes_enqueue_nothing():
@@ -259,8 +277,9 @@ def test_the_controller_managers_role_lets_it_do_what_the_controller_does():
     rules = compile_rules(role["rules"])
     user = UserInfo(name="system:kube-controller-manager")
     for verb, resource, sub in (("list", "services", ""), ("watch", "services", ""), ("patch", "services", "status"),
-                                ("list", "nodes", ""), ("watch", "nodes", ""), ("watch", "endpoints", "")):
+                                ("list", "nodes", ""), ("watch", "nodes", "")):
         assert rules_allow(Attributes(user, verb, resource=resource, subresource=sub), rules), (verb, resource, sub)
+    assert rules_allow(Attributes(user, "watch", api_group="discovery.k8s.io", resource="endpointslices"), rules)
     assert not rules_allow(Attributes(user, "update", resource="services"), rules)
     binding = next(b for b in bootstrappolicy.cluster_role_bindings()
                    if b["metadata"]["name"] == name)

@@ -16,8 +16,8 @@ What it guarantees
   tainted NoSchedule/NoExecute beyond what svclb and every DaemonSet pod tolerate;
   when some node carries `svccontroller.k3s.cattle.io/enablelb`, only nodes where it is
   `true`; when the Service carries `svccontroller.k3s.cattle.io/lbpool`, only nodes of
-  that pool. With `externalTrafficPolicy: Local`, only nodes with a ready endpoint of
-  the Service (from its Endpoints: this controller predates EndpointSlices here).
+  that pool. With `externalTrafficPolicy: Local`, only nodes with a ready Pod endpoint
+  in the Service's EndpointSlices (k3s's getStatus reads them the same way).
   No eligible node leaves the ingress empty: kubectl shows `<pending>`.
 - The status follows nodes as they come, go, turn ready or not, and change addresses
   or labels. A Service whose type is no longer LoadBalancer has its ingress cleared;
@@ -26,8 +26,8 @@ What it guarantees
   from the cached one, so a reconcile of a Service in sync makes no request.
 
 Keys are service keys (namespace/name). A node change that can alter eligibility or
-addresses enqueues every LoadBalancer Service; an Endpoints change enqueues the
-Service of that name when it is a Local LoadBalancer.
+addresses enqueues every LoadBalancer Service; an EndpointSlice change enqueues its
+Service (label `kubernetes.io/service-name`) when that is a Local LoadBalancer.
 
 Concurrency: one asyncio loop; a Service is never handled by two workers at once.
 """
@@ -36,11 +36,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from client.informer import key_of, split_key
+from client.informer import NAMESPACE, key_of, split_key
 from controller_manager.controller import Controller, NoOptions
 
 log = logging.getLogger("minik8s.controller.servicelb")
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ENABLE_LB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 LB_POOL_LABEL = "svccontroller.k3s.cattle.io/lbpool"
 
@@ -118,10 +119,12 @@ def ingress_ips(service: dict, nodes: list[dict]) -> list[str]:
     return sorted(ip for ip in (external or internal) if _family(ip) in families)
 
 
-def _local_nodes(endpoints: dict | None) -> set[str]:
-    """The nodes with a ready endpoint (servicehelper.RequestsOnlyLocalTraffic's set)."""
-    return {a["nodeName"] for s in (endpoints or {}).get("subsets") or ()
-            for a in s.get("addresses") or () if a.get("nodeName")}
+def _local_nodes(slices: list[dict]) -> set[str]:
+    """The nodes with a ready Pod endpoint: the set k3s's getStatus builds for a Service
+    that RequestsOnlyLocalTraffic."""
+    return {ep["nodeName"] for s in slices for ep in s.get("endpoints") or ()
+            if (ep.get("targetRef") or {}).get("kind") == "Pod" and ep.get("nodeName")
+            and (ep.get("conditions") or {}).get("ready") is True}
 
 
 class ServiceLBController(Controller):
@@ -136,11 +139,11 @@ class ServiceLBController(Controller):
         self.nodes.add_handler(on_add=self._node_changed,
                                on_update=lambda old, new: self._node_changed(new, old),
                                on_delete=self._node_changed)
-        self.endpoints = factory.informer("endpoints")
-        self.endpoints.add_handler(on_add=self._endpoints_changed,
-                                   on_update=lambda old, new: self._endpoints_changed(new),
-                                   on_delete=self._endpoints_changed)
-        self.informers += [self.nodes, self.endpoints]
+        self.slices = factory.informer("endpointslices")
+        self.slices.add_handler(on_add=self._slice_changed,
+                                on_update=lambda old, new: (self._slice_changed(old), self._slice_changed(new)),
+                                on_delete=self._slice_changed)
+        self.informers += [self.nodes, self.slices]
 
     def _node_changed(self, node: dict, old: dict | None = None) -> None:
         if old is not None and _relevant(old) == _relevant(node):
@@ -149,8 +152,12 @@ class ServiceLBController(Controller):
             if (svc.get("spec") or {}).get("type") == "LoadBalancer":
                 self.enqueue(key_of(svc))
 
-    def _endpoints_changed(self, endpoints: dict) -> None:
-        key = key_of(endpoints)
+    def _slice_changed(self, endpoint_slice: dict) -> None:
+        md = endpoint_slice["metadata"]
+        name = (md.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not name:
+            return
+        key = f"{md.get('namespace', '')}/{name}"
         svc = self.services.store.get(key)
         if svc is not None and (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
             self.enqueue(key)
@@ -158,7 +165,9 @@ class ServiceLBController(Controller):
     def desired_ingress(self, service: dict) -> list[dict]:
         local = None
         if (service.get("spec") or {}).get("externalTrafficPolicy") == "Local":
-            local = _local_nodes(self.endpoints.store.get(key_of(service)))
+            md = service["metadata"]
+            local = _local_nodes([s for s in self.slices.store.by_index(NAMESPACE, md.get("namespace", ""))
+                                  if (s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == md["name"]])
         nodes = eligible_nodes(service, self.nodes.store.list(), local)
         return [{"ip": ip, "ipMode": "VIP"} for ip in ingress_ips(service, nodes)]
 
