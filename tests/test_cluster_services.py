@@ -1,6 +1,6 @@
 """Services that route, end to end on `minik8s up --nodes 3` (root): ClusterIP and DNS
-names from a pod, NodePorts and LoadBalancer addresses from the host, scaling, headless
-Services, session affinity, the blue-green and canary releases of manifests/releases/,
+names from a pod, NodePorts and LoadBalancer addresses (Cluster and Local policy) from
+the host, scaling, headless Services, session affinity, the blue-green and canary releases of manifests/releases/,
 the `kubernetes` Service from a pod, and a proxy restart under an open connection.
 
 One cluster is shared by the tests of this module (file order; each test makes its own
@@ -304,6 +304,23 @@ def test_load_balancer_external_ip_is_a_node_address_and_answers(cluster):
     for ip in ips:
         body = wait_for(lambda ip=ip: get(ip, 80), timeout=60, what=f"the load balancer at {ip}:80")
         assert version_of(body) == "blue", body
+
+
+def test_a_local_load_balancer_gets_only_the_nodes_with_its_pods(cluster):
+    cluster.create(f"{NS}/services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo-local"},
+                                      "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                                               "selector": {"app": "echo"},
+                                               "ports": [{"port": 8081, "targetPort": "http"}]}})
+    pods = {cluster.cfg.node_ip(f"node-{n}"): f"echo-{n}" for n in (2, 3)}   # where echo-2 and echo-3 run
+    want = sorted(pods)
+
+    def ingress():
+        status = cluster.service("echo-local").get("status") or {}
+        return sorted(i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or ())
+    wait_for(lambda: ingress() == want, timeout=60, what=f"the Local load balancer at {want}")
+    for ip, pod in pods.items():   # each node answers with its own pod
+        assert pod_of(wait_for(lambda ip=ip: get(ip, 8081), timeout=60, what=f"{ip}:8081")) == pod
+    cluster.api.delete(f"{NS}/services/echo-local")
 
 
 def test_a_blue_green_switch_loses_no_request(cluster):
