@@ -1,7 +1,8 @@
 """Services that route, end to end on `minik8s up --nodes 3` (root): ClusterIP and DNS
 names from a pod, NodePorts and LoadBalancer addresses (Cluster and Local policy) from
-the host, scaling, headless Services, session affinity, the blue-green and canary releases of manifests/releases/,
-the `kubernetes` Service from a pod, and a proxy restart under an open connection.
+the host, scaling, headless Services, session affinity, the blue-green and canary
+releases of manifests/releases/, the `kubernetes` Service from a pod, and a proxy
+restart under an open connection.
 
 One cluster is shared by the tests of this module (file order; each test makes its own
 objects and leaves the others' alone). It lives in a temporary state dir with its own
