@@ -169,6 +169,24 @@ def _event_object(ev: dict) -> str:
     return f"{(io.get('kind') or '').lower()}/{io.get('name', '')}"
 
 
+def _svc_external_ip(svc: dict) -> str:
+    """kubectl's getServiceExternalIP (server-side, so wide: never truncated): a
+    LoadBalancer's ingress IPs (or hostnames), sorted and unique, then its externalIPs;
+    `<pending>` until it has either; an ExternalName its name."""
+    spec = svc.get("spec") or {}
+    external = list(spec.get("externalIPs") or ())
+    stype = spec.get("type", "ClusterIP")
+    if stype == "LoadBalancer":
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
+        ips = sorted({i.get("ip") or i.get("hostname") for i in ingress if i.get("ip") or i.get("hostname")})
+        return ",".join(ips + external) or "<pending>"
+    if stype == "ExternalName":
+        return spec.get("externalName", "")
+    if stype in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    return "<unknown>"
+
+
 NAME: Col = ("Name", "string", "Name must be unique within a namespace.", 0, _get("metadata", "name"))
 AGE: Col = ("Age", "string", "CreationTimestamp is a timestamp representing the server time when this "
             "object was created.", 0, _age)
@@ -208,7 +226,7 @@ REPLICASETS: tuple[Col, ...] = (NAME, ("Desired", "integer", "Number of desired 
                                 ("Selector", "string", "Label selector for pods.", 1, lambda d: _selector(_get("spec", "selector", default={})(d))))
 SERVICES: tuple[Col, ...] = (NAME, ("Type", "string", "The type of the service.", 0, _get("spec", "type", default="ClusterIP")),
                              ("Cluster-IP", "string", "The cluster IP of the service.", 0, _get("spec", "clusterIP", default="<none>")),
-                             ("External-IP", "string", "The external IP of the service.", 0, lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or "<none>"),
+                             ("External-IP", "string", "The external IP of the service.", 0, _svc_external_ip),
                              ("Port(s)", "string", "The ports of the service.", 0, _svc_ports), AGE,
                              ("Selector", "string", "The label selector of the service.", 1, lambda s: _selector((s.get("spec") or {}).get("selector"))))
 ENDPOINTS: tuple[Col, ...] = (NAME, ("Endpoints", "string", "Endpoints.", 0, _endpoints), AGE)

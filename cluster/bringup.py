@@ -299,11 +299,17 @@ def _read_token(cfg: ClusterConfig) -> str:
 def pki_facts(cfg: ClusterConfig):
     """What the cluster's certificates must name: every address the API server listens
     on, and each node with the address its kubelet serves on."""
-    from cluster import pki
+    import ipaddress
+
+    from cluster import addons, pki
     linux = cfg.runtime == "linux"
+    # Pods reach the API server at the `kubernetes` Service's ClusterIP (in-cluster
+    # config), so its certificate names that address too, as kubeadm's does.
+    cidr = addons.service_cidr(list(cfg.extra_args.get("apiserver", [])))
     return pki.ClusterFacts(
         apiserver_ips=("127.0.0.1", *((cfg.host_ip,) if linux else ())),
         apiserver_dns_names=("localhost",),
+        service_ip=str(ipaddress.ip_network(cidr, strict=False)[1]),
         nodes=tuple(pki.Node(n, cfg.node_ip(n)) for n in cfg.node_names()) if linux else ())
 
 

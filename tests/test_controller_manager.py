@@ -56,7 +56,8 @@ def test_controllers_flag_reads_as_kube_controller_managers():
 def test_the_controller_table_is_a_registry_of_controller_classes():
     assert list(REGISTRY) == ["replicaset", "deployment", "garbagecollector", "namespace",
                               "serviceaccount", "endpoints", "endpointslice", "podgc", "nodelifecycle",
-                              "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher"]
+                              "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher",
+                              "service-lb-controller"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
         REGISTRY["ghost"]

@@ -298,6 +298,14 @@ def _controller_roles() -> dict[str, list[dict]]:
         "service-account-controller": [
             rule("create", "", "serviceaccounts"),
             events_rule()],
+        # The servicelb controller: Kubernetes' service-controller's rules, and the
+        # EndpointSlices it reads for externalTrafficPolicy Local, as k3s's does.
+        "service-controller": [
+            rule(READ, "", "services"),
+            rule(["patch", "update"], "", "services/status"),
+            rule(["list", "watch"], "", "nodes"),
+            rule(["list", "watch"], "discovery.k8s.io", "endpointslices"),
+            events_rule()],
     }
 
 

@@ -21,6 +21,7 @@ from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
+from controller_manager.controllers.servicelb import ServiceLBController
 from machinery.registry import Registry
 
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
@@ -28,5 +29,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           NamespaceController, ServiceAccountController, EndpointsController,
                           EndpointSliceController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
-                          ClusterRoleAggregationController, RootCACertPublisher)
+                          ClusterRoleAggregationController, RootCACertPublisher,
+                          ServiceLBController)
 ])
