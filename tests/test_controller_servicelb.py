@@ -225,7 +225,7 @@ async def _external_ip_cell(server, ns, name):
 
 
 async def test_load_balancer_ingress_follows_nodes_and_type_against_the_api(cluster):
-    async with Client(cluster.url) as client:
+    async with Client(cluster.connection()) as client:
         ns = "lb-" + uuid.uuid4().hex[:8]
         prefix = uuid.uuid4().hex[:6]
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})

@@ -16,7 +16,7 @@ RELEASES = os.path.join(ROOT, "manifests", "releases")
 
 @pytest.fixture
 def kl(apiserver, ns, tmp_path):
-    return KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver.url, ns), ROOT, ns)
+    return KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns), ROOT, ns)
 
 
 def test_blue_green_steps(kl):
