@@ -48,7 +48,7 @@ from client import kubeconfig
 from client.componentserver import ComponentServer
 from client.rest import Client
 from machinery import klog
-from machinery.duration import parse_duration
+from machinery.flags import duration
 from machinery.healthz import named_check
 
 log = logging.getLogger("minik8s.proxy")
@@ -56,16 +56,6 @@ log = logging.getLogger("minik8s.proxy")
 
 class ConfigError(Exception):
     """A one-line reason the flags cannot be used."""
-
-
-def _duration(v: str) -> float:
-    try:
-        seconds = parse_duration(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {v!r}: must not be negative")
-    return seconds
 
 
 def _cidrs(v: str) -> tuple[str, ...]:
@@ -112,9 +102,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nodeport-addresses", type=_cidrs, default=(), metavar="CIDR,...",
                    help="NodePorts answer only on local addresses in these ranges (default: all but loopback)")
     p.add_argument("--proxy-mode", default="nftables", metavar="MODE", help="nftables (the only mode)")
-    p.add_argument("--sync-period", type=_duration, default=30.0, metavar="DURATION",
+    p.add_argument("--sync-period", type=duration, default=30.0, metavar="DURATION",
                    help="how often every rule is re-synced (30s)")
-    p.add_argument("--min-sync-period", type=_duration, default=1.0, metavar="DURATION",
+    p.add_argument("--min-sync-period", type=duration, default=1.0, metavar="DURATION",
                    help="the least time between syncs: changes within it are batched (1s)")
     p.add_argument("--masquerade-all", action="store_true",
                    help="masquerade all traffic to ClusterIPs")
