@@ -157,31 +157,48 @@ def ensure_dns(api_url: str, verify: ssl.SSLContext | bool, dns_ip: str, *,
     done = []
     with httpx.Client(base_url=api_url, verify=verify, timeout=timeout) as http:
         for obj in dns_objects(dns_ip, kubeconfig=kubeconfig):
-            collection = _PATHS[obj["kind"]].format(ns=NAMESPACE)
-            name = obj["metadata"]["name"]
-            # Looked up first: creating a Service that exists would fail on its cluster
-            # IP (422, already allocated) before its name (409).
-            current = http.get(f"{collection}/{name}")
-            if current.status_code == 404:
-                r = http.post(collection, json=obj)
-                if r.status_code != 409:  # 409: made meanwhile (a second supervisor)
-                    r.raise_for_status()
-                    done.append(f"{obj['kind'].lower()}/{name} created")
-                    continue
-                current = http.get(f"{collection}/{name}")
-            current.raise_for_status()
-            if obj["kind"] not in _UPDATED:
-                continue
-            have = current.json()
-            want = {**obj, "metadata": {**have["metadata"], **obj["metadata"]}}
-            if all(_same(have.get(f), want.get(f)) for f in _COMPARED[obj["kind"]]):
-                continue
-            if obj["kind"] == "Deployment":  # keep what the API server defaulted and the status
-                want = {**have, "metadata": want["metadata"], "spec": _merged(have["spec"], obj["spec"])}
-            r = http.put(f"{collection}/{name}", json=want)
-            r.raise_for_status()
-            done.append(f"{obj['kind'].lower()}/{name} updated")
+            # An update races the controllers writing the object (the Deployment's status
+            # moves its resourceVersion): on a 409, read it again and retry, as client-go's
+            # RetryOnConflict does.
+            for _ in range(5):
+                outcome = _ensure(http, obj)
+                if outcome != "conflict":
+                    break
+            else:
+                raise httpx.HTTPStatusError(f"{obj['kind']} {obj['metadata']['name']}: update kept conflicting",
+                                            request=httpx.Request("PUT", api_url), response=httpx.Response(409))
+            if outcome:
+                done.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} {outcome}")
     return done
+
+
+def _ensure(http: httpx.Client, obj: dict) -> str | None:
+    """Make `obj` as wanted: "created", "updated", None (already so) or "conflict"."""
+    collection = _PATHS[obj["kind"]].format(ns=NAMESPACE)
+    name = obj["metadata"]["name"]
+    # Looked up first: creating a Service that exists would fail on its cluster
+    # IP (422, already allocated) before its name (409).
+    current = http.get(f"{collection}/{name}")
+    if current.status_code == 404:
+        r = http.post(collection, json=obj)
+        if r.status_code != 409:  # 409: made meanwhile (a second supervisor)
+            r.raise_for_status()
+            return "created"
+        current = http.get(f"{collection}/{name}")
+    current.raise_for_status()
+    if obj["kind"] not in _UPDATED:
+        return None
+    have = current.json()
+    want = {**obj, "metadata": {**have["metadata"], **obj["metadata"]}}
+    if all(_same(have.get(f), want.get(f)) for f in _COMPARED[obj["kind"]]):
+        return None
+    if obj["kind"] == "Deployment":  # keep what the API server defaulted and the status
+        want = {**have, "metadata": want["metadata"], "spec": _merged(have["spec"], obj["spec"])}
+    r = http.put(f"{collection}/{name}", json=want)
+    if r.status_code == 409:
+        return "conflict"
+    r.raise_for_status()
+    return "updated"
 
 
 def _merged(have: object, want: object) -> object:
