@@ -29,7 +29,9 @@ How it works
 - Nothing is synced before both informers have synced (a partial view would delete
   the rules of Services not listed yet).
 - After a successful transaction: UDP conntrack entries of endpoints that went away
-  are deleted; the health check servers of Local Services are updated; metrics.
+  are deleted; the health check servers of Local Services are updated; chains that
+  went out of use at least STALE_CHAIN_DELAY ago (in an earlier sync) are deleted, in
+  a transaction of their own; metrics. No sync is run just for those chains.
 
 Concurrency: one asyncio loop; one sync at a time (the runner awaits it). nft and
 conntrack calls run as a subprocess / in a thread, so the informers keep running.
@@ -281,8 +283,6 @@ class Proxier:
                     dirty |= set(self.services.store.keys())
                     dirty |= {r.port.service for r in self.applied.services.values() if r.port is not None}
                     self.last_full = start
-            if not full:
-                pre, stale_deleted = rules.stale_chain_deletes(self.table, self.applied, now)
             if full:
                 desired: dict[str, rules.Rendered] = {}
                 for i, key in enumerate(list(self.services.store.keys())):
@@ -359,14 +359,36 @@ class Proxier:
         metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         self.syncs += 1
         await self._after_sync(before, changed_keys)
+        if not full:
+            await self._delete_stale_chains(now)
         metrics.SYNC_DURATION.observe(time.monotonic() - start)
         metrics.LAST_SYNC.set(time.time())
-        if self.applied.stale_chains:
-            self.runner.retry_after(rules.STALE_CHAIN_DELAY)
         log.log(logging.DEBUG if not full else logging.INFO,
                 "synced %s: %d service ports (%d considered), %d commands, %.1f ms",
                 "all rules" if full else "changes", len(self.applied.services), len(changed_keys),
                 len(plan.commands), elapsed * 1000)
+
+    async def _delete_stale_chains(self, now: float) -> None:
+        """Deletes the chains stale for STALE_CHAIN_DELAY, in their own transaction after
+        the sync's (so they never delay a change), as kube-proxy does at its next sync.
+        No sync is scheduled for them: one would spend a --min-sync-period token that a
+        change may need, and an empty chain harms nothing until the next sync."""
+        cmds, names = rules.stale_chain_deletes(self.table, self.applied, now)
+        if not cmds:
+            return
+        try:
+            await self.nft.run(cmds)
+            for n in names:
+                self.applied.stale_chains.pop(n, None)
+        except NftError as e:  # still referenced (try again later), or already gone
+            log.warning("could not delete stale chains %s yet: %s", ", ".join(names), e)
+            try:
+                there = {c["chain"]["name"] for c in await self.nft.list("chains", "ip")
+                         if "chain" in c and c["chain"].get("table") == self.cfg.table}
+            except NftError:
+                return
+            for n in [n for n in self.applied.stale_chains if n not in there]:
+                del self.applied.stale_chains[n]
 
     async def _after_sync(self, before: rules.Applied, keys: set[str]) -> None:
         stale: list[conntrack.StaleFlow] = []
