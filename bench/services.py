@@ -8,14 +8,16 @@ DNS that `up` runs:
    benchmarking range, never contacted: kube-proxy's scale tests use such endpoints
    too, since the proxy programs addresses, not pods). Then every node's proxy table is
    deleted and its proxy killed; the supervisor restarts it, and the figure is from the
-   kill to the last Service's rules live on every node (its endpoint addresses in the
-   node's proxy table, read with `nft -j` in the node's network namespace).
+   kill to the last Service's rules live on every node (its last endpoint's chain in
+   the node's proxy table: see "Observing" below).
 2. Network programming latency, Kubernetes' SLI, at 1,000 Services x 10 endpoints: an
    EndpointSlice of a random Service gets one endpoint replaced by a new address; from
    just before that write to the new address live in every node's rules. p50, p99, max
    over `--changes` changes, one at a time, each after a random pause of 0 to 2 s (so
    they meet the proxy's 1 s --min-sync-period at random phases, as a trickle of
    changes does). Target p99 <= 1 s (Kubernetes' SLO: 30 s).
+   The proxies' mean partial sync meanwhile is printed too (their
+   kubeproxy_sync_partial_proxy_rules_duration_seconds).
    The proxies' own `kubeproxy_network_programming_duration_seconds` is not used: it
    starts from the EndpointSlice controller's trigger time, which hand-written slices
    do not have, and its buckets are coarser than the figure.
@@ -28,6 +30,17 @@ DNS that `up` runs:
    network namespace opens connections one after another, alternating rounds against
    the pod IP and the Service's ClusterIP. Prints both rates and their ratio (median of
    the rounds), and how many connections failed. Target >= 0.9x.
+
+Observing: an endpoint is live on a node when its chain (`endpoint-...__<ip>/<port>`)
+is in the node's table: the proxy creates it in the same nft transaction that adds it
+to the Service's dispatch chain, and the bench never reuses an address. Each node is
+asked by a helper process in its network namespace (this script, `--chain-probe`) with
+one netlink get of that chain, well under a millisecond; the bench asks the three
+nodes, pauses 5 ms, and asks again (the figures' resolution: about 6 ms). It does not
+run `nft list chain`: nft reads every chain of the table first (about 55 ms of CPU at
+1,000 Services x 10 endpoints), and polling that in a loop on three nodes took most of
+one of the machine's two cores from the proxies being measured (the figures before
+2026-12-05 09:20 were measured that way).
 
 The cluster gets its own temporary state dir, port and address ranges, and is taken
 down at the end. Needs root, and the proxies and DNS in `minik8s up`.
@@ -71,29 +84,72 @@ CLUSTER_DNS = "10.96.0.10"
 
 # -- observing the rules -------------------------------------------------------------------
 
-def service_chain(i: int) -> str:
-    """The name of bench-i's dispatch chain in the proxy's table (proxy/rules.py names
-    it; its numgen map names every endpoint chain, whose name holds the endpoint's
-    address, and both are written in one transaction)."""
-    return _name("service-", f"default/bench-{i}/tcp/http")
+def endpoint_chain(i: int, ip: str) -> str:
+    """The name of bench-i's chain for endpoint `ip` in the proxy's table (proxy/rules.py
+    names it). The proxy creates it in the same transaction that puts it in the
+    Service's dispatch chain (its numgen map), and the bench never reuses an address, so
+    the chain being there means the endpoint is live."""
+    return _name("endpoint-", f"default/bench-{i}/tcp/http__{ip}/8080")
 
 
-def listed(netns: str, chain: str) -> str:
-    """One chain of the node's proxy table as `nft -j` prints it ('' if it is not there)."""
-    r = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "chain", "ip", TABLE, chain],
-                       capture_output=True, text=True, timeout=60)
-    return r.stdout if r.returncode == 0 else ""
+class Probe:
+    """Asks one node's kernel whether a chain is in the proxy's table: a helper process
+    in the node's network namespace (this script, `--chain-probe`) that does one
+    netlink NFT_MSG_GETCHAIN per question (well under a millisecond). Not `nft list
+    chain`: nft reads every chain of the table first (about 55 ms of CPU at 1,000
+    Services x 10 endpoints), and a bench polling that in a loop on three nodes takes
+    most of a core from the proxies it measures."""
+
+    def __init__(self, netns: str):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "bench.services", "--chain-probe"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def has(self, chain: str) -> bool:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(chain + "\n")
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("the chain probe exited")
+        return answer.strip() == "1"
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=10)
 
 
-def live_everywhere(netnses: list[str], chain: str, ip: str, *, timeout: float = 120) -> float:
-    """Poll every node until `ip` is in `chain`; the monotonic time the last one had it.
-    A poll is one `nft` process per node (a few ms): the figures' resolution."""
-    pending = list(netnses)
+def chain_probe() -> None:
+    """The helper behind Probe: chain names in on stdin, "1" (there) or "0" out."""
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETCHAIN, NFTSocket, nft_chain_msg
+    sock = NFTSocket()
+    for line in sys.stdin:
+        msg = nft_chain_msg()
+        msg["attrs"] = [("NFTA_CHAIN_TABLE", TABLE), ("NFTA_CHAIN_NAME", line.strip())]
+        try:
+            there = bool(sock.request_get(msg, NFT_MSG_GETCHAIN, NLM_F_REQUEST))
+        except NetlinkError:   # ENOENT: no such chain (or table)
+            there = False
+        print("1" if there else "0", flush=True)
+
+
+POLL_PAUSE = 0.005   # between rounds of questions: the figures' resolution, with the probe's
+
+
+def live_everywhere(probes: list[Probe], chain: str, *, timeout: float = 120) -> float:
+    """Poll every node until `chain` is in its table; the monotonic time the last one
+    had it."""
+    pending = list(probes)
     deadline = time.monotonic() + timeout
     while pending:
-        pending = [ns for ns in pending if f"__{ip}/" not in listed(ns, chain)]
-        if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"{ip} not live in {chain} on {pending} after {timeout} s")
+        pending = [p for p in pending if not p.has(chain)]
+        if pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{chain} not live on {len(pending)} nodes after {timeout} s")
+            time.sleep(POLL_PAUSE)
     return time.monotonic()
 
 
@@ -185,7 +241,7 @@ def in_node(cfg: ClusterConfig, node: str, *argv: str, timeout: float = 300) -> 
 
 # -- the figures -----------------------------------------------------------------------------
 
-def from_scratch(cfg: ClusterConfig, netnses: list[str], last: int, last_ip: str) -> float:
+def from_scratch(cfg: ClusterConfig, netnses: list[str], probes: list[Probe], last: int, last_ip: str) -> float:
     """Delete each node's proxy table and kill its proxy; seconds until the restarted
     proxies have every Service's rules live again (one transaction: the last Service's
     chain stands for all)."""
@@ -194,11 +250,11 @@ def from_scratch(cfg: ClusterConfig, netnses: list[str], last: int, last_ip: str
     for c, netns in zip(proxies, netnses):
         host.kill(c["pid"], c["start"], signal.SIGSTOP)   # no rewrite between the delete and the kill
         subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "table", "ip", TABLE], check=True)
-    assert not any(listed(ns, service_chain(last)) for ns in netnses)
+    assert not any(p.has(endpoint_chain(last, last_ip)) for p in probes)
     t0 = time.monotonic()
     for c in proxies:
         host.kill(c["pid"], c["start"], signal.SIGKILL)
-    return live_everywhere(netnses, service_chain(last), last_ip, timeout=300) - t0
+    return live_everywhere(probes, endpoint_chain(last, last_ip), timeout=300) - t0
 
 
 def sync_seconds(netnses: list[str]) -> list[tuple[float, float]]:
@@ -215,7 +271,7 @@ def sync_seconds(netnses: list[str]) -> list[tuple[float, float]]:
     return out
 
 
-def programming_latency(api: httpx.Client, netnses: list[str], services: int, endpoints: int,
+def programming_latency(api: httpx.Client, probes: list[Probe], services: int, endpoints: int,
                         changes: int) -> list[float]:
     rng = random.Random(1)
     current = {i: [endpoint_ip(i * endpoints + j) for j in range(endpoints)] for i in range(services)}
@@ -235,7 +291,7 @@ def programming_latency(api: httpx.Client, netnses: list[str], services: int, en
         r = api.patch(f"{SLICES}/bench-{i}", json={"endpoints": endpoint_slice(i, ips)["endpoints"]},
                       headers={"content-type": "application/merge-patch+json"})
         r.raise_for_status()
-        out.append(live_everywhere(netnses, service_chain(i), new) - t0)
+        out.append(live_everywhere(probes, endpoint_chain(i, new)) - t0)
     return out
 
 
@@ -288,7 +344,10 @@ def main() -> None:
     # the clients this script runs inside a node's network namespace
     ap.add_argument("--connect-client", nargs=3, metavar=("IP", "PORT", "COUNT"))
     ap.add_argument("--dns-client", nargs=3, metavar=("SERVER", "RATE", "SECONDS"))
+    ap.add_argument("--chain-probe", action="store_true")
     args = ap.parse_args()
+    if args.chain_probe:
+        return chain_probe()
     if args.connect_client:
         ip, port, count = args.connect_client
         return connect_client(ip, int(port), int(count))
@@ -300,6 +359,7 @@ def main() -> None:
         raise SystemExit("bench/services.py needs root (the linux runtime, nft in the nodes' namespaces)")
 
     state = tempfile.mkdtemp(prefix="minik8s-bench-")
+    probes: list[Probe] = []
     node_cidr, cluster_cidr = unique_cidrs()
     print(f"Services benchmark, {time.strftime('%Y-%m-%d')}, {machine()}")
     try:
@@ -308,6 +368,7 @@ def main() -> None:
         cfg = ClusterConfig.load(state)
         tls = admin_tls(cfg)
         netnses = [cfg.netns(n) for n in cfg.node_names()]
+        probes += [Probe(ns) for ns in netnses]
         api = httpx.Client(base_url=cfg.api_url, verify=tls, timeout=60)
         n, k = args.services, args.endpoints
         t0 = time.monotonic()
@@ -316,16 +377,16 @@ def main() -> None:
             (SLICES, endpoint_slice(i, [endpoint_ip(i * k + j) for j in range(k)])) for i in range(n)]))
         created = time.monotonic() - t0
         last_ip = endpoint_ip(n * k - 1)
-        live_everywhere(netnses, service_chain(n - 1), last_ip, timeout=600)
+        live_everywhere(probes, endpoint_chain(n - 1, last_ip), timeout=600)
         print(f"{n} Services x {k} endpoints created in {created:.1f} s, live on every node "
               f"{time.monotonic() - t0:.1f} s after the first create")
 
-        scratch = from_scratch(cfg, netnses, n - 1, last_ip)
+        scratch = from_scratch(cfg, netnses, probes, n - 1, last_ip)
         print(f"programming {n} Services x {k} endpoints from scratch (proxies killed, tables deleted; "
               f"to the last rule live on all 3 nodes): {scratch:.2f} s")
 
         syncs0 = sync_seconds(netnses)
-        lat = programming_latency(api, netnses, n, k, args.changes)
+        lat = programming_latency(api, probes, n, k, args.changes)
         syncs = [((s1 - s0) / (c1 - c0) if c1 > c0 else 0.0)
                  for (s0, c0), (s1, c1) in zip(syncs0, sync_seconds(netnses))]
         print(f"network programming latency at {n} Services x {k} endpoints, {len(lat)} EndpointSlice "
@@ -352,6 +413,8 @@ def main() -> None:
               f"{failed_direct} direct, {failed_through} through the ClusterIP; "
               f"load average {os.getloadavg()[0]:.1f}")
     finally:
+        for p in probes:
+            p.close()
         subprocess.run([sys.executable, "-m", "cluster.cli", "down", "--purge", "--state-dir", state],
                        capture_output=True, timeout=300)
         shutil.rmtree(state, ignore_errors=True)

@@ -13,11 +13,15 @@ How it works
   (proxy.rules.full_plan) rewrites everything and also removes what the kernel holds
   that nothing wants: at start (so a restarted proxy rebuilds from the API, without
   flushing conntrack: established connections keep their DNAT) and after any failed
-  transaction. Every --sync-period all Services are re-rendered and compared (so a
-  missed event is caught), and the kernel's chains are checked against what was
-  applied; if they differ (the table was deleted or edited), that resync is full.
-  (A full rewrite of 1,000 Services x 10 endpoints takes nft about 2 s; comparing
-  takes a fraction of that.)
+  transaction. Every --sync-period the kernel's chains are checked against what was
+  applied (one `nft -j list chains`); if they differ (the table was deleted or
+  edited), that sync is full. Every hour (kube-proxy's FullSyncPeriod, or
+  --sync-period if longer) all Services are also re-rendered and compared, so a missed
+  event is caught. Re-rendering is CPU work on the loop (about 0.5 s at 1,000 Services
+  x 10 endpoints on an idle core, seconds on a busy one): it yields to the loop every
+  `RENDER_CHUNK` Services, and it is not done every --sync-period, since a change that
+  arrives meanwhile waits for it. (A full rewrite of 1,000 Services x 10 endpoints
+  takes nft about 2 to 3 s, in a subprocess.)
 - The sync runner (kube-proxy's BoundedFrequencyRunner) batches: a sync runs at most
   once per --min-sync-period (with a burst of 2, so an isolated change is programmed at
   once) and at least once per --sync-period. Changes arriving during a sync are
@@ -25,7 +29,10 @@ How it works
 - Nothing is synced before both informers have synced (a partial view would delete
   the rules of Services not listed yet).
 - After a successful transaction: UDP conntrack entries of endpoints that went away
-  are deleted; the health check servers of Local Services are updated; metrics.
+  are deleted; the health check servers of Local Services are updated; metrics. After
+  a periodic (--sync-period) sync, chains that went out of use at least
+  STALE_CHAIN_DELAY ago are deleted, in a transaction of their own (until then they
+  are empty); no sync is run just for them.
 
 Concurrency: one asyncio loop; one sync at a time (the runner awaits it). nft and
 conntrack calls run as a subprocess / in a thread, so the informers keep running.
@@ -52,6 +59,8 @@ log = logging.getLogger("minik8s.proxy")
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True)
 BY_SERVICE = "service"
 SKIP_SERVICES = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+FULL_SYNC_PERIOD = 3600.0   # kube-proxy's proxyutil.FullSyncPeriod: every Service re-rendered
+RENDER_CHUNK = 50           # Services rendered between two yields to the loop
 
 
 def _slice_index(obj: dict[str, Any]) -> list[str]:
@@ -132,7 +141,8 @@ class Proxier:
         self.dirty: set[str] = set()
         self.trigger_times: dict[str, float] = {}   # slice key -> its newest unreported trigger time
         self.need_full = True
-        self.last_full = 0.0
+        self.last_full = 0.0                        # monotonic time every Service was last rendered
+        self.last_check = 0.0                       # monotonic time the kernel's chains were last checked
         self.last_sync_ok: float | None = None     # wall time of the last successful sync
         self.last_queued: float | None = None      # monotonic time of the oldest unsynced change
         self.start_time = time.time()
@@ -242,7 +252,8 @@ class Proxier:
             return
         start = time.monotonic()
         full = self.need_full
-        periodic = not full and start - self.last_full >= self.sync_period
+        check = not full and start - self.last_check >= self.sync_period
+        rerender = not full and start - self.last_full >= max(self.sync_period, FULL_SYNC_PERIOD)
         dirty, self.dirty = self.dirty, set()
         pending, self.pending = self.pending, [0, 0]
         triggers, self.trigger_times = self.trigger_times, {}
@@ -253,14 +264,15 @@ class Proxier:
             pre: list[dict[str, Any]] = []
             stale_deleted: list[str] = []
             chains: set[str] = set()
-            if full or periodic:
+            if full or check or rerender:
+                self.last_check = start
                 chains = {c["chain"]["name"] for c in await self.nft.list("chains", "ip")
                           if "chain" in c and c["chain"].get("table") == self.cfg.table}
-            if periodic:
-                # The periodic resync re-renders every Service (an event missed is
-                # caught here) and checks the kernel still holds the chains this
-                # process made; only if it does not (someone deleted or changed the
-                # table) is everything rewritten: at 1,000 Services that costs seconds.
+            if check or rerender:
+                # The kernel must still hold the chains this process made; only if it
+                # does not (someone deleted or changed the table) is everything
+                # rewritten: at 1,000 Services that costs seconds. Hourly, every
+                # Service is re-rendered too (an event missed is caught here).
                 expected = ({name for name, *_ in rules.BASE_CHAINS} | set(rules.FIXED_CHAINS)
                             | set(self.applied.stale_chains)
                             | {c for r in self.applied.services.values() for c in r.chains})
@@ -268,15 +280,15 @@ class Proxier:
                     log.warning("the table differs from what was synced (%d chains, %d expected): "
                                 "rewriting it", len(chains), len(expected))
                     full = True
-                else:
+                elif rerender:
                     dirty |= set(self.services.store.keys())
                     dirty |= {r.port.service for r in self.applied.services.values() if r.port is not None}
                     self.last_full = start
-            if not full:
-                pre, stale_deleted = rules.stale_chain_deletes(self.table, self.applied, now)
             if full:
                 desired: dict[str, rules.Rendered] = {}
-                for key in self.services.store.keys():
+                for i, key in enumerate(list(self.services.store.keys())):
+                    if i and i % RENDER_CHUNK == 0:
+                        await asyncio.sleep(0)   # a change meanwhile is queued for the next sync
                     desired.update(self._desired(key))
                 sets = {s["set"]["name"] for s in await self.nft.list("sets", "ip")
                         if "set" in s and s["set"].get("table") == self.cfg.table}
@@ -296,7 +308,9 @@ class Proxier:
                 for key, r in self.applied.services.items():
                     if r.port is not None:
                         applied_by_service.setdefault(r.port.service, []).append(key)
-                for service in dirty:
+                for i, service in enumerate(dirty):
+                    if i and i % RENDER_CHUNK == 0:
+                        await asyncio.sleep(0)
                     for key in applied_by_service.get(service, ()):
                         changed[key] = None       # gone, unless rendered again just below
                     changed.update(self._desired(service))
@@ -335,7 +349,7 @@ class Proxier:
         before, self.applied = self.applied, plan.after
         if full:
             self.need_full = False
-            self.last_full = start
+            self.last_full = self.last_check = start
         elapsed = time.monotonic() - start
         (metrics.SYNC_FULL_DURATION if full else metrics.SYNC_PARTIAL_DURATION).observe(elapsed)
         wall = time.time()
@@ -346,14 +360,39 @@ class Proxier:
         metrics.ENDPOINT_CHANGES_PENDING.set(self.pending[1])
         self.syncs += 1
         await self._after_sync(before, changed_keys)
+        if not full and (check or rerender):
+            await self._delete_stale_chains(now)
         metrics.SYNC_DURATION.observe(time.monotonic() - start)
         metrics.LAST_SYNC.set(time.time())
-        if self.applied.stale_chains:
-            self.runner.retry_after(rules.STALE_CHAIN_DELAY)
         log.log(logging.DEBUG if not full else logging.INFO,
                 "synced %s: %d service ports (%d considered), %d commands, %.1f ms",
                 "all rules" if full else "changes", len(self.applied.services), len(changed_keys),
                 len(plan.commands), elapsed * 1000)
+
+    async def _delete_stale_chains(self, now: float) -> None:
+        """Deletes the chains stale for STALE_CHAIN_DELAY, in their own transaction after
+        a periodic sync's, as kube-proxy deletes them at a later sync. Not after every
+        sync: that is one more nft process (about 50 ms of CPU at 1,000 Services, nft
+        reads the whole table first) per change and node, competing with the other
+        nodes' syncs of the same change. No sync is scheduled for them either: it would
+        spend a --min-sync-period token that a change may need. An empty chain harms
+        nothing meanwhile."""
+        cmds, names = rules.stale_chain_deletes(self.table, self.applied, now)
+        if not cmds:
+            return
+        try:
+            await self.nft.run(cmds)
+            for n in names:
+                self.applied.stale_chains.pop(n, None)
+        except NftError as e:  # still referenced (try again later), or already gone
+            log.warning("could not delete stale chains %s yet: %s", ", ".join(names), e)
+            try:
+                there = {c["chain"]["name"] for c in await self.nft.list("chains", "ip")
+                         if "chain" in c and c["chain"].get("table") == self.cfg.table}
+            except NftError:
+                return
+            for n in [n for n in self.applied.stale_chains if n not in there]:
+                del self.applied.stale_chains[n]
 
     async def _after_sync(self, before: rules.Applied, keys: set[str]) -> None:
         stale: list[conntrack.StaleFlow] = []
