@@ -73,6 +73,15 @@ def plain_kubeconfig(server: str) -> str:
     return kc.dumps()
 
 
+def _under_tmp(*paths: str) -> list[str]:
+    """The distinct top directories among `paths` that lie under /tmp (outermost first)."""
+    found: list[str] = []
+    for p in sorted({os.path.realpath(p) for p in paths}):
+        if p.startswith("/tmp/") and not any(p.startswith(f + "/") for f in found):
+            found.append(p)
+    return found
+
+
 def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | None = None) -> list[dict]:
     """kubeconfig: a kubeconfig's text, given to `minik8s dns` (from a ConfigMap) instead
     of its in-cluster configuration."""
@@ -95,12 +104,20 @@ def dns_objects(dns_ip: str, *, python: str = sys.executable, kubeconfig: str | 
     }
     extra: list[dict] = []
     volumes: list[dict] = []
+    mounts: list[dict] = []
+    # Every container gets a /tmp of its own, so a checkout or venv under /tmp (a CI
+    # clone) is not there on the host's root: bind it in at the same path.
+    for i, path in enumerate(_under_tmp(CHECKOUT, sys.prefix)):
+        volumes.append({"name": f"host-code-{i}", "hostPath": {"path": path, "type": "Directory"}})
+        mounts.append({"name": f"host-code-{i}", "mountPath": path, "readOnly": True})
     if kubeconfig:
         extra.append({"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "coredns-kubeconfig", "namespace": NAMESPACE},
                       "data": {"kubeconfig": kubeconfig}})
         volumes.append({"name": "kubeconfig", "configMap": {"name": "coredns-kubeconfig"}})
-        container["volumeMounts"] = [{"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True}]
+        mounts.append({"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True})
+    if mounts:
+        container["volumeMounts"] = mounts
     return extra + [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": NAMESPACE}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",

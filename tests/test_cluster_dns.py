@@ -161,3 +161,20 @@ def test_a_plain_http_cluster_runs_the_dns_from_a_node_kubeconfig(tmp_path_facto
         [p] = wait_coredns_ready(cluster)[:1] or [None]
         assert ask(cluster, "node-1", p["status"]["podIP"], "kubernetes.default.svc.cluster.local.") == [
             "NOERROR", "10.96.0.1"]
+
+
+def test_a_checkout_under_tmp_is_bound_into_the_dns_pods(monkeypatch):
+    """Every container has a /tmp of its own, so the host-root DNS pods would not find a
+    checkout or venv under /tmp (a CI clone): they are bound in at the same path."""
+    def deployment():
+        (d,) = [o for o in addons.dns_objects("10.96.0.10") if o["kind"] == "Deployment"]
+        return d["spec"]["template"]["spec"]
+    monkeypatch.setattr(addons, "CHECKOUT", "/tmp/ci-clone")
+    monkeypatch.setattr(sys, "prefix", "/tmp/ci-clone/.venv")
+    spec = deployment()
+    assert spec["volumes"] == [{"name": "host-code-0", "hostPath": {"path": "/tmp/ci-clone", "type": "Directory"}}]
+    assert spec["containers"][0]["volumeMounts"] == [{"name": "host-code-0", "mountPath": "/tmp/ci-clone",
+                                                      "readOnly": True}]
+    monkeypatch.setattr(addons, "CHECKOUT", "/srv/minik8s")
+    monkeypatch.setattr(sys, "prefix", "/srv/minik8s/.venv")
+    assert "volumes" not in deployment()
