@@ -226,7 +226,11 @@ class Proxy:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(15)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:  # never leave it running: the test's own process
+                self.proc.kill()
+                self.proc.wait()
 
     def log(self) -> str:
         with open(self.log_path) as f:
