@@ -40,9 +40,10 @@ class Sender(asyncio.DatagramProtocol):
             self.latencies.append(time.perf_counter() - t0)
 
 
-async def load(port: int, names: list[str], *, rate: int, seconds: float) -> tuple[Sender, int, float]:
+async def load(port: int, names: list[str], *, rate: int, seconds: float,
+               host: str = "127.0.0.1") -> tuple[Sender, int, float]:
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(Sender, remote_addr=("127.0.0.1", port))
+    transport, proto = await loop.create_datagram_endpoint(Sender, remote_addr=(host, port))
     wires = [dns.message.make_query(n, "A") for n in names]
     total = int(rate * seconds)
     start = time.perf_counter()

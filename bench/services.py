@@ -202,31 +202,8 @@ def connect_client(ip: str, port: int, count: int) -> None:
 
 
 def dns_client(server: str, names: list[str], rate: int, seconds: float) -> None:
-    import dns.message
-
-    from bench.dns import Sender
-
-    async def run() -> tuple[Sender, int, float]:
-        loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(Sender, remote_addr=(server, 53))
-        wires = [dns.message.make_query(n, "A") for n in names]
-        total = int(rate * seconds)
-        start = time.perf_counter()
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            q = wires[i % len(wires)]
-            q.id = i % 65536
-            proto.sent[q.id] = time.perf_counter()
-            transport.sendto(q.to_wire())
-        elapsed = time.perf_counter() - start
-        deadline = time.perf_counter() + 1.0
-        while proto.sent and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        transport.close()
-        return proto, total, elapsed
-    proto, total, elapsed = asyncio.run(run())
+    from bench.dns import load
+    proto, total, elapsed = asyncio.run(load(53, names, rate=rate, seconds=seconds, host=server))
     print(json.dumps({"latencies": proto.latencies, "total": total, "elapsed": elapsed}))
 
 
