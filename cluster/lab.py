@@ -403,6 +403,22 @@ def _supported(parser_fn, flag: str) -> bool:
     return flag in parser_fn()._option_string_actions
 
 
+def _kubelet_has(flag: str) -> bool:
+    """Whether the kubelet takes `flag` (its module has no parser() to ask: its --help)."""
+    import contextlib
+    import io
+    if not _kubelet_help:
+        from kubelet import main as kubelet
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            kubelet.parse(["--help"])
+        _kubelet_help.append(out.getvalue())
+    return flag in _kubelet_help[0].split()
+
+
+_kubelet_help: list[str] = []
+
+
 def controller_manager_unit(layout: Layout, cfg: HostConfig) -> Unit:
     from controller_manager import main as cm
     from controller_manager.manager import enabled_controllers
@@ -446,13 +462,18 @@ def kubelet_unit(layout: Layout, cfg: HostConfig, *, extra: list[str] | None = N
     crt, key = (os.path.join(layout.kubelet_pki, n) for n in ("kubelet.crt", "kubelet.key"))
     taint = (["--register-with-taints", f"{CONTROL_PLANE_LABEL}:NoSchedule"]
              if cfg.role == "control-plane" else [])
+    # kubeadm's KubeletConfiguration rotates the client certificate (with the CSR slice)
+    rotate = (["--cert-dir", layout.kubelet_pki, "--rotate-certificates"]
+              if _kubelet_has("--rotate-certificates") and _kubelet_has("--cert-dir")
+              and "--cert-dir" not in (extra or []) else [])
     return Unit("kubelet", minik8s(
         "kubelet", "--kubeconfig", layout.kubelet_conf, "--node-name", cfg.nodeName,
         "--root-dir", layout.kubelet_dir, "--address", cfg.advertiseAddress, "--port", str(KUBELET_PORT),
         "--tls-cert-file", crt, "--tls-private-key-file", key,
         "--client-ca-file", os.path.join(layout.pki, "ca.crt"), "--authentication-token-webhook",
         "--authorization-mode", "Webhook", "--image-store-dir", layout.path("var", "lib", "minik8s", "images"),
-        "--pod-cidr-timeout", "300", *addons.kubelet_flags(cfg.dns_ip), *taint, *(extra or [])))
+        "--pod-cidr-timeout", "300", *addons.kubelet_flags(cfg.dns_ip), *taint, *rotate,
+        *(extra or [])))
 
 
 def proxy_unit(layout: Layout, cfg: HostConfig) -> Unit:
@@ -545,9 +566,12 @@ def node_ready(node: dict) -> bool:
 
 
 def wait_node_ready(api: Api, layout: Layout, name: str, timeout: float = NODE_TIMEOUT) -> dict:
-    node = _poll(lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}")) and node_ready(n) and n, timeout)
+    """The Node once Ready and given its pod CIDR by the node IPAM (a kubelet reports
+    Ready from its first status on, but runs no pod before it has a CIDR)."""
+    node = _poll(lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}")) and node_ready(n)
+                 and (n.get("spec") or {}).get("podCIDR") and n, timeout)
     if not node:
-        raise LabError(f"node {name} did not become Ready within {timeout:.0f}s; see "
+        raise LabError(f"node {name} did not become Ready with a pod CIDR within {timeout:.0f}s; see "
                        f"{unit_log_hint(layout, 'kubelet')}, then `minik8s reset` to start over")
     return node
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -192,6 +193,42 @@ def test_token_create_list_delete(lab):
     assert made not in left and "abcdef.0123456789abcdef" not in left and joined in left
 
 
+PROBE = """
+import asyncio, json, sys
+from client import kubeconfig
+from client.rest import Client
+from kubelet.node import Node
+
+async def main():
+    async with Client(kubeconfig.load(sys.argv[1]).connection()) as c:
+        node = Node(c, sys.argv[2], address="10.250.0.9", port=10250, capacity={"cpu": "1", "pods": "1"},
+                    labels={"lab.example/probe": "yes"},
+                    taints=[{"key": "lab.example/probe", "value": "x", "effect": "NoExecute"}])
+        await node.register()
+        got = await c.get("nodes", sys.argv[2])
+        await c.delete("nodes", sys.argv[2])
+        print(json.dumps(got))
+asyncio.run(main())
+"""
+
+
+def test_a_kubelet_registers_its_node_with_its_taints_and_labels(lab):
+    from kubelet import main as kubelet
+    args = kubelet.parse(["--register-with-taints", "a.io/b=c:NoSchedule,d:NoExecute", "--node-labels", "x.io/y=z"])
+    assert args.register_with_taints == [{"key": "a.io/b", "value": "c", "effect": "NoSchedule"},
+                                         {"key": "d", "effect": "NoExecute"}]
+    assert args.node_labels == {"x.io/y": "z"}
+    for bad in (["--register-with-taints", "a:Sometimes"], ["--node-labels", "novalue"]):
+        with pytest.raises(SystemExit):
+            kubelet.parse(bad)
+    # what `--register-with-taints` does: the Node is created with them
+    r = lab.run([sys.executable, "-c", PROBE, lab.layout.admin_conf, "taint-probe"])
+    assert r.returncode == 0, r.stderr
+    node = json.loads(r.stdout)
+    assert node["spec"]["taints"] == [{"key": "lab.example/probe", "value": "x", "effect": "NoExecute"}]
+    assert node["metadata"]["labels"]["lab.example/probe"] == "yes"
+
+
 def test_reset_removes_everything_and_a_second_reset_does_nothing(lab):
     lay = lab.layout
     st = units.status(lay)
@@ -225,3 +262,4 @@ def test_reset_removes_everything_and_a_second_reset_does_nothing(lab):
 
     r = lab.run(minik8s("reset"))
     assert r.returncode == 0 and "Nothing to do" in r.stdout
+
