@@ -869,7 +869,7 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
     say(f'[certs] Using certificateDir folder "{layout.pki}"')
     for o in make_pki(layout, cfg):
         if o.made:
-            say(f'[certs] Generating "{o.name}" certificate and key')
+            say(f'[certs] Generating "{o.name}" ' + ("key and public key" if o.name == "sa" else "certificate and key"))
     for path in write_control_plane_kubeconfigs(layout, cfg):
         say(f'[kubeconfig] Writing "{os.path.basename(path)}" kubeconfig file')
     write_kubelet_conf(layout, cfg)
@@ -880,9 +880,10 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
     cp = control_plane_units(layout, cfg)
     node = node_units(layout, cfg)
     for u in cp + node:
-        say(f'[control-plane] Creating unit "{u.name}" (run by {how})')
+        phase = "etcd" if u.name == "etcd" else "control-plane" if u in cp else "kubelet-start"
+        say(f'[{phase}] Creating unit "{u.name}" (run by {how})')
     if not any(u.name == "podnet" for u in node):
-        say("[control-plane] WARNING: this build has no `minik8s podnet`: pods reach only pods of their own host")
+        say("[kubelet-start] WARNING: this build has no `minik8s podnet`: pods reach only pods of their own host")
     units.install(cp + node, layout)
     say(f"[wait-control-plane] Waiting for etcd, the API server at {cfg.local_api}, the controller manager "
         f"and the scheduler (up to {START_TIMEOUT:.0f}s)")
@@ -946,9 +947,13 @@ def closing_text(layout: Layout, cfg: HostConfig, token: str, ca_hash: str, cert
         "",
         f"  export KUBECONFIG={layout.admin_conf}",
         "",
-        f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the `podnet` unit.",
-        "",
     ]
+    if podnet_available():
+        lines += [f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the "
+                  "`podnet` unit: there is no pod network add-on to deploy.", ""]
+    else:
+        lines += ["This build has no pod network agent (`minik8s podnet`): pods reach only pods of their "
+                  "own host.", ""]
     if cert_key:
         cp = join_command(cfg.endpoint, token, ca_hash, control_plane=True, certificate_key=cert_key)
         lines += [
