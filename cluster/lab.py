@@ -101,8 +101,9 @@ class Api:
         except FileNotFoundError:
             raise LabError(f"{path} does not exist; run this on a control-plane host after "
                            f"`minik8s init`, or give --kubeconfig") from None
-        except (OSError, ValueError) as e:
-            raise LabError(f"cannot use kubeconfig {path}: {e}; check the file") from None
+        except Exception as e:  # noqa: BLE001 - YAML errors, missing contexts, bad TLS data...
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise LabError(f"cannot use kubeconfig {path}: {first}; check the file") from None
         ca = conn.ca_data
         if ca is None and conn.ca_file:
             with open(conn.ca_file, "rb") as f:

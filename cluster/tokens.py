@@ -240,12 +240,14 @@ def run(args) -> int:
     from cluster.layout import current
     layout = current()
     try:
+        t = None
+        if args.token_command == "create":   # the input is checked before the server is asked
+            split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+            t = new(args.token, ttl=args.ttl, description=args.description,
+                    groups=split(args.groups), usages=split(args.usages))
         api = lab.Api.from_kubeconfig(args.kubeconfig or layout.admin_conf)
         with api:
-            if args.token_command == "create":
-                split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
-                t = new(args.token, ttl=args.ttl, description=args.description,
-                        groups=split(args.groups), usages=split(args.usages))
+            if t is not None:
                 create(api, t)
                 if args.print_join_command:
                     print(join_command(lab.endpoint_of(api), t.token, ca_cert_hash(api.ca_pem())))

@@ -193,6 +193,17 @@ def test_token_create_list_delete(lab):
     assert made not in left and "abcdef.0123456789abcdef" not in left and joined in left
 
 
+
+@pytest.mark.parametrize("args, says", [
+    (["list"], "admin.conf does not exist; run this on a control-plane host"),
+    (["create", "bad"], "is not of the form"),      # checked before any server is asked
+    (["list", "--kubeconfig", "/etc/hostname"], "cannot use kubeconfig /etc/hostname"),
+])
+def test_token_mistakes_off_a_cluster_are_one_line(tmp_path, args, says):
+    r = subprocess.run(minik8s("token", *args), capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "MINIK8S_ROOT": str(tmp_path)})
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
 PROBE = """
 import asyncio, json, sys
 from client import kubeconfig
