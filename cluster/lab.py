@@ -532,16 +532,37 @@ def unit_log_hint(layout: Layout, name: str) -> str:
     return layout.log(name)
 
 
+CRASHES = 3          # restarts after which a unit is said to keep exiting (as `minik8s up` says)
+
+
+def wait_unit(layout: Layout, name: str, check, where: str, timeout: float = START_TIMEOUT):
+    """Poll check() until it returns something true (returned). LabError when the unit
+    keeps exiting (the host supervisor restarted it CRASHES times) or at the timeout,
+    naming its log and ending with the log's last lines."""
+    def crashing() -> bool:
+        comp = (units.status(layout).get("components") or {}).get(name) or {}
+        return comp.get("restarts", 0) >= CRASHES
+
+    value = _poll(lambda: "crashing" if crashing() else check(), timeout)
+    if value and value != "crashing":
+        return value
+    why = "keeps exiting" if value == "crashing" else f"did not become healthy at {where} within {timeout:.0f}s"
+    tail = ""
+    if not units.systemd_runs(layout):
+        from cluster.bringup import log_tail
+        tail = log_tail(layout.log(name))
+    raise LabError(f"{name} {why}; see {unit_log_hint(layout, name)}, then `minik8s reset` to start over"
+                   + (f"; its log ends:\n{tail}" if tail else ""))
+
+
 def wait_etcd(layout: Layout, url: str = f"https://127.0.0.1:{ETCD_CLIENT_PORT}",
               timeout: float = START_TIMEOUT) -> None:
     import ssl
     ctx = ssl.create_default_context(cafile=os.path.join(layout.pki, "etcd", "ca.crt"))
     ctx.load_cert_chain(os.path.join(layout.pki, "etcd", "healthcheck-client.crt"),
                         os.path.join(layout.pki, "etcd", "healthcheck-client.key"))
-    ok = _poll(lambda: httpx.get(f"{url}/health", verify=ctx, timeout=2).status_code == 200, timeout)
-    if not ok:
-        raise LabError(f"etcd did not become healthy at {url} within {timeout:.0f}s; see "
-                       f"{unit_log_hint(layout, 'etcd')}, then `minik8s reset` to start over")
+    wait_unit(layout, "etcd", lambda: httpx.get(f"{url}/health", verify=ctx, timeout=2).status_code == 200,
+              url, timeout)
 
 
 def wait_control_plane(layout: Layout, cfg: HostConfig, timeout: float = START_TIMEOUT) -> float:
@@ -550,14 +571,11 @@ def wait_control_plane(layout: Layout, cfg: HostConfig, timeout: float = START_T
     t0 = time.monotonic()
     wait_etcd(layout, timeout=timeout)
     with Api.from_kubeconfig(layout.admin_conf, server=cfg.local_api) as api:
-        if not _poll(lambda: api.http.get("/readyz", timeout=2).status_code == 200, timeout):
-            raise LabError(f"the API server did not become ready at {cfg.local_api} within {timeout:.0f}s; "
-                           f"see {unit_log_hint(layout, 'kube-apiserver')}, then `minik8s reset` to start over")
+        wait_unit(layout, "kube-apiserver", lambda: api.http.get("/readyz", timeout=2).status_code == 200,
+                  cfg.local_api, timeout)
     for name, port in (("kube-controller-manager", CONTROLLER_MANAGER_PORT), ("kube-scheduler", SCHEDULER_PORT)):
         url = f"http://127.0.0.1:{port}/healthz"
-        if not _poll(lambda u=url: httpx.get(u, timeout=2).status_code == 200, timeout):
-            raise LabError(f"{name} did not become healthy at {url} within {timeout:.0f}s; see "
-                           f"{unit_log_hint(layout, name)}, then `minik8s reset` to start over")
+        wait_unit(layout, name, lambda u=url: httpx.get(u, timeout=2).status_code == 200, url, timeout)
     return time.monotonic() - t0
 
 
@@ -569,12 +587,9 @@ def node_ready(node: dict) -> bool:
 def wait_node_ready(api: Api, layout: Layout, name: str, timeout: float = NODE_TIMEOUT) -> dict:
     """The Node once Ready and given its pod CIDR by the node IPAM (a kubelet reports
     Ready from its first status on, but runs no pod before it has a CIDR)."""
-    node = _poll(lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}")) and node_ready(n)
-                 and (n.get("spec") or {}).get("podCIDR") and n, timeout)
-    if not node:
-        raise LabError(f"node {name} did not become Ready with a pod CIDR within {timeout:.0f}s; see "
-                       f"{unit_log_hint(layout, 'kubelet')}, then `minik8s reset` to start over")
-    return node
+    return wait_unit(layout, "kubelet", lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}"))
+                     and node_ready(n) and (n.get("spec") or {}).get("podCIDR") and n,
+                     f"node {name} (Ready with a pod CIDR)", timeout)
 
 
 # -- the cluster objects --------------------------------------------------------------------------
@@ -779,6 +794,11 @@ def preflight(layout: Layout, cfg: HostConfig, args) -> list[tuple[str, str]]:
         from cluster import network
         for clash in network.overlapping_routes(*(str(n) for n in nets.values())):
             out.append((f"a host route {clash}", "give --pod-network-cidr/--service-cidr ranges no host network uses"))
+    import shutil
+    if not shutil.which("etcd"):
+        out.append(("etcd is not installed (no etcd on PATH)", "install Debian's etcd-server (hack/setup.sh does)"))
+    if not shutil.which("nft") and not os.path.exists("/usr/sbin/nft"):
+        out.append(("nft is not installed (kube-proxy programs nftables)", "install Debian's nftables"))
     out += preflight_ports([cfg.bindPort, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT,
                             CONTROLLER_MANAGER_PORT, SCHEDULER_PORT])
     return out
@@ -862,6 +882,9 @@ def run_init(args) -> int:
         return _init(layout, cfg, args, t0)
     except (LabError, units.UnitError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # a file or directory in the way, a full disk...
+        print(f"error: {e}; fix that, then `minik8s reset` to start over", file=sys.stderr)
         return 1
 
 

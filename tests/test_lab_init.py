@@ -133,9 +133,14 @@ def test_a_second_init_fails_in_one_line_and_changes_nothing(lab):
     # the first init's: its pod bridge's route, and its API server's port
     (["--advertise-address", IP], "a host route 10.244.0.0/24 (dev mk8s-"),
     (["--advertise-address", IP, "--pod-network-cidr", "10.200.0.0/16"], "port 6443 is in use"),
+    (["etcd-less"], "etcd is not installed"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(lab, tmp_path, args, says):
-    r = lab.run(minik8s("init", "--node-name", "other", *args), env={"MINIK8S_ROOT": str(tmp_path)})
+    env = {"MINIK8S_ROOT": str(tmp_path)}
+    if "etcd-less" in args:
+        args = ["--advertise-address", IP, "--pod-network-cidr", "10.200.0.0/16"]
+        env["PATH"] = "/nonexistent"
+    r = lab.run(minik8s("init", "--node-name", "other", *args), env=env)
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
     assert os.listdir(tmp_path) == []
