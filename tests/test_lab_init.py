@@ -209,6 +209,21 @@ def test_token_mistakes_off_a_cluster_are_one_line(tmp_path, args, says):
                        env={**os.environ, "MINIK8S_ROOT": str(tmp_path)})
     assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
 
+
+def test_a_unit_that_keeps_exiting_fails_the_wait_with_its_log(tmp_path):
+    from cluster import lab
+    lay = Layout(str(tmp_path))
+    crash = [sys.executable, "-c", "import sys; print('etcdmain: no space left', flush=True); sys.exit(3)"]
+    units.install([units.Unit("etcd", crash)], lay)
+    try:
+        with pytest.raises(lab.LabError) as e:
+            lab.wait_unit(lay, "etcd", lambda: False, "https://127.0.0.1:2379", timeout=60)
+        msg = str(e.value)
+        assert msg.startswith(f"etcd keeps exiting; see {lay.log('etcd')}, then `minik8s reset` to start over")
+        assert "etcdmain: no space left" in msg
+    finally:
+        units.remove(None, lay)
+
 PROBE = """
 import asyncio, json, sys
 from client import kubeconfig
