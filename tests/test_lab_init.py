@@ -294,3 +294,30 @@ def test_reset_removes_everything_and_a_second_reset_does_nothing(lab):
     r = lab.run(minik8s("reset"))
     assert r.returncode == 0 and "Nothing to do" in r.stdout
 
+
+
+def test_reset_on_a_host_whose_directories_are_mounts_keeps_them_and_crosses_no_mount(tmp_path):
+    """As on h-lab's hosts: /etc/minik8s and /var/lib/minik8s are mounts of the host's
+    own; a mount left below them (a pod's bind mount of a host directory) is undone,
+    never deleted through."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    etc, var = root / "etc" / "minik8s", root / "var" / "lib" / "minik8s"
+    for d in (etc, var, outside / "etc", outside / "var", outside / "hostdir"):
+        d.mkdir(parents=True)
+    (outside / "hostdir" / "precious").write_text("keep me")
+    h = LabHost("10.250.0.3/24", root=str(root),
+                binds={str(outside / "etc"): str(etc), str(outside / "var"): str(var)}).start()
+    try:
+        make = (f"mkdir -p {etc}/pki {var}/kubelet/pods/p/volumes/v && echo x > {etc}/admin.conf && "
+                f"mount --bind {outside / 'hostdir'} {var}/kubelet/pods/p/volumes/v")
+        assert h.run(["sh", "-c", make]).returncode == 0
+        r = h.run(minik8s("reset", "--force"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (outside / "hostdir" / "precious").read_text() == "keep me"
+        assert os.listdir(outside / "etc") == [] and os.listdir(outside / "var") == []
+        mounts = h.run(["cat", "/proc/self/mountinfo"]).stdout
+        assert f" {etc} " in mounts and f" {var} " in mounts and "/volumes/v " not in mounts
+        r = h.run(minik8s("reset"))
+        assert r.returncode == 0 and "Nothing to do" in r.stdout, r.stdout
+    finally:
+        h.stop()
