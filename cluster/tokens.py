@@ -177,7 +177,7 @@ def join_command(endpoint: str, token: str, ca_hash: str, *, control_plane: bool
 
 def create(api, t: Token) -> None:
     """Create the token's Secret; TokenError if a token with that id exists."""
-    from cluster.lab import ApiError
+    from cluster.labapi import ApiError
     try:
         api.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", secret(t))
     except ApiError as e:
@@ -195,7 +195,7 @@ def list_tokens(api) -> list[Token]:
 
 def delete(api, token_or_id: str) -> str:
     """Delete a token given whole or by id; its id. TokenError if none such."""
-    from cluster.lab import ApiError
+    from cluster.labapi import ApiError
     m = TOKEN_RE.match(token_or_id)
     tid = m.group(1) if m else token_or_id
     if not ID_RE.match(tid):
@@ -236,7 +236,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from cluster import lab
+    from cluster import labapi as lab
     from cluster.layout import current
     layout = current()
     try:
