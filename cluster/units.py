@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -462,7 +461,3 @@ def main(argv: list[str]) -> int:
         return _detach(layout)
     return serve(layout)
 
-
-def describe(u: Unit) -> str:
-    """A unit's command line, for messages."""
-    return " ".join(shlex.quote(a) for a in u.argv)
