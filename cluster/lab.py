@@ -7,9 +7,10 @@
 
 Phases, in kubeadm's order and with its log prefixes:
 - preflight: everything that can be wrong with the input or the host is checked before the
-  first write (root; not initialised already; addresses and CIDRs; ports 6443, 2379,
-  2380, 10250, 10257, 10259 free; the pod and Service CIDRs overlapping neither each other
-  nor a host route). A problem is one line `error: <cause>; <fix>`, exit 1, host unchanged.
+  first write (root; not initialised already; addresses, CIDRs, token; etcd and nft
+  installed; the pod and Service CIDRs overlapping neither each other nor a host route;
+  ports 6443, 2379, 2380, 10250, 10257, 10259 free). A problem is one line
+  `error: <cause>; <fix>`, exit 1, host unchanged.
 - certs: cluster/pki.py's PKI in /etc/minik8s/pki for this host (the API server's
   certificate names the advertise address, the control-plane endpoint's host, the
   `kubernetes` Service's ClusterIP, 127.0.0.1 and localhost, so the node-local load
@@ -27,12 +28,16 @@ Phases, in kubeadm's order and with its log prefixes:
   ClusterRoleBindings, kubeadm-config, cluster-info without JWS keys and its anonymous
   RBAC), addons (the cluster DNS of cluster/addons.py), then the node Ready.
 The closing text is kubeadm's, with the join commands and how long it took. A failure
-after preflight says which unit and where its log is, and that `minik8s reset` undoes
-what was done.
+after preflight (a unit that keeps exiting fails at once, one that never gets healthy
+after START_TIMEOUT) says which unit, where its log is and how it ends, and that
+`minik8s reset` undoes what was done.
 
-What h-join and h-ha reuse: `HostConfig` (config.yaml), `Api`, `make_pki`,
-`write_control_plane_kubeconfigs`, `write_kubelet_conf`, `control_plane_units`,
-`node_units`, `wait_control_plane`, `wait_node_ready`, `preflight_ports`.
+Reused by `join` (workers and control-plane hosts): `HostConfig` (config.yaml, which
+`reset` reads too), `Api` (cluster/labapi.py), `make_pki`,
+`write_control_plane_kubeconfigs`, `write_kubelet_conf`, `write_kubelet_client_pem`,
+`write_kubelet_serving`, `control_plane_units`, `node_units`, `wait_unit`,
+`wait_control_plane`, `wait_node_ready`, `preflight_ports`; `upload_certs` is the
+`--upload-certs` phase.
 """
 from __future__ import annotations
 
