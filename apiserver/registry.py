@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
+from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -133,6 +134,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
     # Create-only and never stored: answered by apiserver/auth/reviews.py.
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
+    _serve(kinds.JOBS, columns=tables.JOBS, strategy=JobStrategy()),
+    _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 
