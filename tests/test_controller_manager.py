@@ -146,7 +146,8 @@ def test_every_controllers_queue_is_named_so_that_it_reports():
     built = Manager(rc, controllers=list(REGISTRY), leader_elect=False).build(rc)  # type: ignore[arg-type]
     # kube-controller-manager's names where they differ from the controller's.
     other = {"endpoints": "endpoint", "endpointslice": "endpoint_slice",
-             "root-ca-cert-publisher": "root_ca_cert_publisher"}
+             "root-ca-cert-publisher": "root_ca_cert_publisher",
+             "ttl-after-finished": "ttl_jobs_to_delete"}
     assert {n: c.queue.name for n, c in built.items()} == {n: other.get(n, n) for n in REGISTRY}
 
 

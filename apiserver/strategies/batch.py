@@ -271,7 +271,7 @@ _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
 
 def schedule_error(schedule: str) -> str | None:
     """robfig/cron's ParseStandard, as far as its message goes: None when it parses."""
-    from croniter import croniter  # imported here: only CronJob writes need it
+    from croniter import CroniterError, croniter  # imported here: only CronJob writes need it
 
     s = schedule.strip()
     if s.startswith("@"):
@@ -281,8 +281,10 @@ def schedule_error(schedule: str) -> str | None:
     fields = s.split()
     if len(fields) != 5:
         return f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]"
-    if not croniter.is_valid(s):
-        return f"failed to parse schedule: {s}"
+    try:
+        croniter(s)
+    except (CroniterError, ValueError) as exc:
+        return str(exc)
     return None
 
 
