@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -203,3 +204,39 @@ async def test_failed_pods_are_replaced_after_a_doubling_back_off(apiserver, ns)
                 assert len(running(pods)) == 1, f"not replaced after {delay} s"
         finally:
             await factory.stop()
+
+
+def test_kubectl_lite_gets_and_describes_jobs(http, apiserver, ns, tmp_path):
+    url = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    assert http.post(url, json=job("shown", completions=3, completionMode="Indexed",
+                                   ttlSecondsAfterFinished=60)).status_code == 201
+    status = {"startTime": "2026-01-01T10:00:00Z", "completionTime": "2026-01-01T10:01:05Z",
+              "succeeded": 3, "completedIndexes": "0-2", "conditions": [
+                  {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T10:01:05Z"}]}
+    live = http.get(f"{url}/shown").json()
+    assert http.put(f"{url}/shown/status", json={**live, "status": status}).status_code == 200
+    cj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+          "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": job("t")["spec"]}}}
+    assert http.post(f"/apis/batch/v1/namespaces/{ns}/cronjobs", json=cj).status_code == 201
+    config = apiserver.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+
+    def kl(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "kubectl_lite.cli", "--kubeconfig", config, *args],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        return r.stdout
+
+    lines = kl("get", "jobs").splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert lines[1].split()[:4] == ["shown", "Complete", "3/3", "65s"]
+    assert "cronjob.batch/nightly" in kl("get", "all")
+    out = kl("describe", "job", "shown")
+    for want in ("Completion Mode:", "Indexed", "TTL Seconds After Finished:", "Duration:",
+                 "Pods Statuses:", "0 Active (0 Ready) / 3 Succeeded / 0 Failed",
+                 "Completed Indexes:", "0-2", "Pod Template:"):
+        assert want in out, out
+    out = kl("describe", "cronjob", "nightly")
+    for want in ("Schedule:", "0 3 * * *", "Concurrency Policy:", "Allow", "Last Schedule Time:",
+                 "Active Jobs:"):
+        assert want in out, out
