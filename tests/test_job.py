@@ -316,3 +316,13 @@ def test_pod_failure_policy_first_matching_rule_wins(pod_status, want):
         {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}}}
     pod = {"metadata": {"name": "p", "namespace": "n"}, "status": {"phase": "Failed", **pod_status}}
     assert match_pod_failure_policy(job_obj, pod)[0] == want
+
+
+async def test_a_job_deleted_in_the_background_takes_its_pods(cm, client, ns):
+    async with Pods(client, ns) as pods:
+        await client.create(job("gone", parallelism=2, completions=2), namespace=ns)
+        await eventually(lambda: len(pods.active()) == 2, what="2 pods")
+        await pods.finish(pods.active()[0])  # one finished, one running: both go
+        await client.delete("jobs", "gone", namespace=ns, propagation_policy="Background")
+        # The garbage collector deletes them; the Job controller lets go of its finalizer.
+        await eventually(lambda: not pods.all(), what="pods deleted with their Job")
