@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from client.clock import FakeClock
 from client.informer import SharedInformerFactory
@@ -240,3 +241,13 @@ def test_kubectl_lite_gets_and_describes_jobs(http, apiserver, ns, tmp_path):
     for want in ("Schedule:", "0 3 * * *", "Concurrency Policy:", "Allow", "Last Schedule Time:",
                  "Active Jobs:"):
         assert want in out, out
+
+
+@pytest.mark.parametrize("manifest", ["job.yaml", "cronjob.yaml"])
+def test_the_example_manifests_are_accepted(http, ns, manifest):
+    path = os.path.join(os.path.dirname(__file__), "..", "manifests", manifest)
+    with open(path) as f:
+        obj = yaml.safe_load(f)
+    plural = {"Job": "jobs", "CronJob": "cronjobs"}[obj["kind"]]
+    r = http.post(f"/apis/batch/v1/namespaces/{ns}/{plural}?dryRun=All", json=obj)
+    assert r.status_code == 201, r.text
