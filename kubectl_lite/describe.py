@@ -855,7 +855,8 @@ def describe_job(s: Any, r: Any, job: dict, w: W) -> None:
         w.kv(0, "Duration", human_duration((t1 - t0).total_seconds()))
     if spec.get("activeDeadlineSeconds") is not None:
         w.kv(0, "Active Deadline Seconds", f"{spec['activeDeadlineSeconds']}s")
-    w.kv(0, "Pods Statuses", f"{status.get('active', 0)} Active ({status.get('ready', 0)} Ready) / "
+    ready = f" ({status['ready']} Ready)" if status.get("ready") is not None else ""
+    w.kv(0, "Pods Statuses", f"{status.get('active', 0)} Active{ready} / "
                              f"{status.get('succeeded', 0)} Succeeded / {status.get('failed', 0)} Failed")
     if spec.get("completionMode") == "Indexed":
         w.kv(0, "Completed Indexes", status.get("completedIndexes") or "<none>")
@@ -870,8 +871,6 @@ def describe_cronjob(s: Any, r: Any, cj: dict, w: W) -> None:
     w.multiline(0, "Labels", _labels(md))
     w.multiline(0, "Annotations", _annotations(md))
     w.kv(0, "Schedule", spec.get("schedule", ""))
-    if spec.get("timeZone"):
-        w.kv(0, "Time Zone", spec["timeZone"])
     w.kv(0, "Concurrency Policy", spec.get("concurrencyPolicy", "Allow"))
     w.kv(0, "Suspend", "True" if spec.get("suspend") else "False")
     for key, title_ in (("successfulJobsHistoryLimit", "Successful Job History Limit"),

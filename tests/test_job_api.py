@@ -234,7 +234,7 @@ def test_kubectl_lite_gets_and_describes_jobs(http, apiserver, ns, tmp_path):
     assert "cronjob.batch/nightly" in kl("get", "all")
     out = kl("describe", "job", "shown")
     for want in ("Completion Mode:", "Indexed", "TTL Seconds After Finished:", "Duration:",
-                 "Pods Statuses:", "0 Active (0 Ready) / 3 Succeeded / 0 Failed",
+                 "Pods Statuses:", "0 Active / 3 Succeeded / 0 Failed",
                  "Completed Indexes:", "0-2", "Pod Template:"):
         assert want in out, out
     out = kl("describe", "cronjob", "nightly")
