@@ -223,7 +223,7 @@ async def test_active_deadline_fails_the_job_and_stops_its_pods(cm, client, ns):
         assert condition(done, "Failed")["reason"] == "DeadlineExceeded"
         assert condition(done, "Failed")["message"] == "Job was active longer than specified deadline"
         await eventually(lambda: not pods.all(), what="pods deleted")
-        assert "active" not in done["status"]
+        assert "active" not in done["status"] and done["status"]["failed"] == 2
 
 
 async def _failed(client, ns, name):
@@ -245,8 +245,8 @@ async def test_suspend_and_resume(cm, client, ns):
         assert (resumed["status"], resumed["reason"]) == ("False", "JobResumed")
         await client.patch("jobs", "later", {"spec": {"suspend": True}}, namespace=ns)
         await eventually(lambda: not pods.all(), what="pods deleted on suspend")
-        j = await get_job(client, ns, "later")
-        assert "failed" not in j["status"]  # pods the controller stopped are no failures
+        # A pod deleted before it finished counts as failed, whoever deleted it (isPodFailed).
+        await eventually(lambda: _status_is(client, ns, "later", "failed", 2), what="2 counted failed")
         evs = await events(client, ns, "later")
         assert ("Normal", "Resumed", "Job resumed") in evs and ("Normal", "Suspended", "Job suspended") in evs
 

@@ -25,7 +25,11 @@ What it guarantees, per Job:
   pods are deleted, and Failed once none is left, with a Warning event of that reason.
   Success: SuccessCriteriaMet, then Complete with `completionTime` once no pod runs.
 - `suspend: true` deletes the active pods (Suspended condition, `Suspended` event);
-  resuming sets a new `startTime` (`Resumed`).
+  resuming sets a new `startTime` (`Resumed`), and the deadline counts only while the
+  Job is not suspended.
+- A pod deleted before it finished counts as failed (as Kubernetes counts it, whoever
+  deleted it), unless only Failed pods are replaced (`podReplacementPolicy: Failed`,
+  implied by a podFailurePolicy): then it counts once its phase is Failed.
 - Status (`active`, `ready`, `terminating`, `succeeded`, `failed`, `startTime`,
   `completedIndexes`, conditions) goes through the status subresource, only when it
   changed. Events are Kubernetes' (SuccessfulCreate, SuccessfulDelete, Completed, ...).
@@ -144,6 +148,13 @@ def backoff_delay(failures: int, base: float = DEFAULT_BACKOFF, cap: float = MAX
     if failures <= 0:
         return 0.0
     return min(base * 2 ** (failures - 1), cap)
+
+
+def only_replace_failed_pods(job: dict) -> bool:
+    """podReplacementPolicy Failed (implied by a podFailurePolicy): a replacement waits
+    until the pod it replaces has failed, and a deleted pod is no failure by itself."""
+    spec = job.get("spec") or {}
+    return spec.get("podReplacementPolicy") == "Failed" or spec.get("podFailurePolicy") is not None
 
 
 def _rule_matches(rule: dict, pod: dict) -> str | None:
@@ -357,23 +368,18 @@ class JobController(Controller):
         completed = parse_indexes(status.get("completedIndexes")) if indexed else set()
         done_pods: list[dict] = []               # finished pods whose finalizer goes
         room = MAX_UNCOUNTED - len(in_uncounted)
-        # Pods the controller itself stops (the Job is suspended, or its end is decided)
-        # are released without counting as failures.
-        stopping = spec.get("suspend") is True or has_condition(job, FAILURE_TARGET) \
-            or has_condition(job, SUCCESS_CRITERIA_MET)
+        replace_failed_only = only_replace_failed_pods(job)
         for pod in pods:
             uid = pod["metadata"]["uid"]
             if not _has_finalizer(pod) or uid in removing:
                 continue
             phase = _phase(pod)
             succeeded = phase == "Succeeded"
+            # A pod deleted before it finished counts as failed (isPodFailed), unless only
+            # Failed pods are replaced: then it counts once the kubelet says it failed.
             failed = phase == "Failed" or (
-                bool(pod["metadata"].get("deletionTimestamp")) and not succeeded
-                and spec.get("podReplacementPolicy") != "Failed")
+                bool(pod["metadata"].get("deletionTimestamp")) and not succeeded and not replace_failed_only)
             if not (succeeded or failed):
-                continue
-            if stopping and phase != "Failed" and not succeeded and uid not in in_uncounted:
-                done_pods.append(pod)
                 continue
             if uid in in_uncounted:
                 done_pods.append(pod)
@@ -418,7 +424,6 @@ class JobController(Controller):
         if suspended and not was_suspended and not has_condition(job, FAILURE_TARGET) \
                 and not has_condition(job, SUCCESS_CRITERIA_MET):
             conditions = set_condition(conditions, self._condition(SUSPENDED, "JobSuspended", "Job suspended", now))
-            status.pop("startTime", None)
             events.append((NORMAL, "Suspended", "Job suspended"))
         elif not suspended and was_suspended:
             conditions = set_condition(conditions, self._condition(
@@ -531,6 +536,8 @@ class JobController(Controller):
         return failed > limit
 
     def _past_deadline(self, job: dict, status: dict, now: float) -> bool:
+        if (job.get("spec") or {}).get("suspend") is True:
+            return False  # the deadline counts continuous activity only
         ads = (job.get("spec") or {}).get("activeDeadlineSeconds")
         start = parse_time(status.get("startTime"))
         return ads is not None and start is not None and now - start.timestamp() >= ads
@@ -541,12 +548,13 @@ class JobController(Controller):
             return completions is not None and len(completed) >= completions
         if completions is None:
             return succeeded > 0 and not active  # a work queue: one success, then all done
-        return succeeded >= completions
+        return succeeded >= completions and not active
 
     def _requeue_for_deadline(self, key: str, job: dict, now: float) -> None:
         ads = (job.get("spec") or {}).get("activeDeadlineSeconds")
         start = parse_time((job.get("status") or {}).get("startTime"))
-        if ads is not None and start is not None and not is_finished(job):
+        if ads is not None and start is not None and not is_finished(job) \
+                and (job.get("spec") or {}).get("suspend") is not True:
             self.queue.add_after(key, max(start.timestamp() + ads - now, 0.0) + 0.01)
 
     def _backoff_remaining(self, job: dict, pods: list[dict], now: float) -> float:
@@ -596,7 +604,10 @@ class JobController(Controller):
                 victims = sorted(active, key=lambda p: (bool((p.get("spec") or {}).get("nodeName")),
                                                         _phase(p) == "Running"))
                 return 0, await self._delete_pods(key, job, victims[:len(active) - want_active])
-            to_create = [None] * (want_active - len(active))
+            # With only Failed pods replaced, a terminating pod still holds its place.
+            terminating = sum(1 for p in pods if p["metadata"].get("deletionTimestamp")
+                              and _phase(p) not in ("Succeeded", "Failed")) if only_replace_failed_pods(job) else 0
+            to_create = [None] * (want_active - terminating - len(active))
         if not to_create:
             return 0, 0
         wait = self._backoff_remaining(job, pods, now)
