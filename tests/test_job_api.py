@@ -82,6 +82,15 @@ def test_bad_jobs_get_kubernetes_422s(http, ns):
     assert http.get(f"{url}/bad").status_code == 404  # nothing was stored
 
 
+def test_a_bad_job_status_is_refused(http, ns):
+    url = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    live = http.post(url, json=job("counted")).json()
+    r = http.put(f"{url}/counted/status", json={**live, "status": {
+        "failed": -1, "uncountedTerminatedPods": {"succeeded": ["a"], "failed": ["a"]}}})
+    assert causes(r) == {"status.failed": "Invalid value: -1: must be greater than or equal to 0",
+                         "status.uncountedTerminatedPods.failed[0]": 'Duplicate value: "a"'}
+
+
 def test_a_jobs_template_and_completions_are_immutable(http, ns):
     url = f"/apis/batch/v1/namespaces/{ns}/jobs"
     assert http.post(url, json=job("fixed", completions=2)).status_code == 201

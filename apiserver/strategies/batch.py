@@ -238,6 +238,24 @@ def validate_job(job: dict) -> list[Cause]:
     return out
 
 
+def validate_job_status(job: dict) -> list[Cause]:
+    """validateJobStatus's counters: none negative, no uid twice among the uncounted."""
+    status = v._m(job.get("status"))
+    out = _nonnegative(status, "status", "active", "succeeded", "failed", "ready", "terminating")
+    seen: set[str] = set()
+    uncounted = v._m(status.get("uncountedTerminatedPods"))
+    for key in ("succeeded", "failed"):
+        uids = uncounted.get(key)
+        for i, uid in enumerate(uids if isinstance(uids, list) else []):
+            f = f"status.uncountedTerminatedPods.{key}[{i}]"
+            if uid == "":
+                out.append(v._invalid(f, uid, "must not be empty"))
+            elif uid in seen:
+                out.append(v._duplicate(f, uid))
+            seen.add(uid)
+    return out
+
+
 def _immutable(old: Any, new: Any, f: str) -> list[Cause]:
     return [] if old == new else [v._invalid(f, new, "field is immutable")]
 
@@ -344,7 +362,7 @@ class JobStrategy(Strategy):
         _generate_selector(obj)
 
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
-        causes = super().validate(rt, obj, old) + validate_job(obj)
+        causes = super().validate(rt, obj, old) + validate_job(obj) + validate_job_status(obj)
         if old is not None:
             causes += validate_job_update(old, obj)
         return causes
