@@ -275,3 +275,17 @@ async def test_bad_cronjobs_are_refused_with_kubernetes_messages(env):
     with pytest.raises(errors.Invalid) as e:
         await env.create("x" * 53, "@daily")
     assert e.value.causes[0]["message"].endswith("must be no more than 52 characters")
+
+
+async def test_the_next_sync_is_queued_for_the_next_scheduled_time(env):
+    created = await env.create("wake", "*/5 * * * *")
+    t1 = next_multiple(created, 5)
+    await env.sync("wake", t1 + timedelta(seconds=10))
+    while len(env.ctrl.queue):  # what the informers' events queued meanwhile
+        key = await env.ctrl.queue.get()
+        env.ctrl.queue.done(key)
+    # Due at t1 + 5 min (+100 ms): not a moment before.
+    env.clock.step((timedelta(minutes=5) - timedelta(seconds=10)).total_seconds())
+    assert len(env.ctrl.queue) == 0
+    env.clock.step(0.2)
+    assert len(env.ctrl.queue) == 1 and await env.ctrl.queue.get() == f"{env.ns}/wake"
