@@ -56,6 +56,15 @@ def test_a_job_is_defaulted_and_gets_a_generated_selector(http, ns):
     assert "completions" not in r.json()["spec"]
 
 
+def test_jobs_are_selectable_by_their_successes(http, ns):
+    url = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    live = http.post(url, json=job("one")).json()
+    http.post(url, json=job("none"))
+    assert http.put(f"{url}/one/status", json={**live, "status": {"succeeded": 1}}).status_code == 200
+    items = http.get(url, params={"fieldSelector": "status.successful=1"}).json()["items"]
+    assert [j["metadata"]["name"] for j in items] == ["one"]
+
+
 def test_bad_jobs_get_kubernetes_422s(http, ns):
     url = f"/apis/batch/v1/namespaces/{ns}/jobs"
     bad = job("bad", completions=-1, parallelism=-2, completionMode="Sometimes")
