@@ -326,3 +326,26 @@ async def test_a_job_deleted_in_the_background_takes_its_pods(cm, client, ns):
         await client.delete("jobs", "gone", namespace=ns, propagation_policy="Background")
         # The garbage collector deletes them; the Job controller lets go of its finalizer.
         await eventually(lambda: not pods.all(), what="pods deleted with their Job")
+
+
+async def test_an_orphan_matching_a_manual_selector_is_adopted(cm, client, ns):
+    async with Pods(client, ns) as pods:
+        orphan = await client.create({"apiVersion": "v1", "kind": "Pod",
+                                      "metadata": {"name": "stray", "labels": {"batch": "mine"}},
+                                      "spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "c", "image": "busybox"}]}}, namespace=ns)
+        spec = job("adopter", manualSelector=True, selector={"matchLabels": {"batch": "mine"}})
+        spec["spec"]["template"]["metadata"] = {"labels": {"batch": "mine"}}
+        created = await client.create(spec, namespace=ns)
+
+        def adopted():
+            p = pods.informer.store.get(f"{ns}/stray")
+            return p if p and (p["metadata"].get("ownerReferences") or [{}])[0].get("uid") == \
+                created["metadata"]["uid"] else None
+        pod = await eventually(adopted, what="the orphan adopted")
+        assert TRACKING_FINALIZER in pod["metadata"]["finalizers"]
+        # (Had the controller synced before it saw the orphan, it made a pod of its own
+        # too, as Kubernetes' would: each success counts, once.)
+        done = await run_to_completion(client, pods, ns, "adopter")
+        assert orphan["metadata"]["uid"] in pods.seen
+        assert done["status"]["succeeded"] == len(pods.seen)

@@ -7,7 +7,9 @@ What it guarantees, per Job:
   the `batch.kubernetes.io/job-tracking` finalizer. In Indexed mode each pod carries
   its index (the `batch.kubernetes.io/job-completion-index` annotation and label, a
   `JOB_COMPLETION_INDEX` env var read from the annotation, hostname `<job>-<index>`)
-  and the lowest indexes not yet succeeded or running are created first.
+  and the lowest indexes not yet succeeded or running are created first. Orphan pods
+  matching the selector are adopted (reference and finalizer added) after a fresh read
+  of the Job; pods another controller owns are never touched.
 - Counting survives restarts (the finalizer protocol of trackJobStatusAndRemoveFinalizers):
   a finished pod's uid is first written to `status.uncountedTerminatedPods`, then its
   finalizer is removed, then, in one status write, the uid leaves the uncounted list and
@@ -47,10 +49,10 @@ from typing import Any
 
 from client.clock import Clock
 from client.events import NORMAL, WARNING, EventRecorder
-from client.informer import OWNER_UID, key_of
+from client.informer import LABEL, NAMESPACE, OWNER_UID, key_of
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import (Expectations, controller_of, controller_ref,
-                                                 get_condition, parse_time, set_condition)
+                                                 get_condition, parse_time, selector_of, set_condition)
 from machinery import errors, times
 
 log = logging.getLogger("minik8s.controller.job")
@@ -257,13 +259,32 @@ class JobController(Controller):
             return None
         return key
 
+    def _enqueue_adopters(self, pod: dict) -> None:
+        """An orphan: the Jobs of its namespace whose selector matches it may adopt it."""
+        labels = pod["metadata"].get("labels") or {}
+        for job in self.job_informer.store.by_index(NAMESPACE, pod["metadata"]["namespace"]):
+            try:
+                sel = selector_of(job)
+            except errors.APIError:
+                continue
+            if not sel.empty and sel.matches(labels) and not is_finished(job):
+                self.enqueue(key_of(job))
+
     def _pod_added(self, pod: dict) -> None:
+        if controller_of(pod) is None:
+            if not pod["metadata"].get("deletionTimestamp"):
+                self._enqueue_adopters(pod)
+            return
         key = self._job_key(pod)
         if key is not None:
             self.expectations.creation_observed(key)
             self.enqueue(key)
 
     def _pod_updated(self, old: dict, new: dict) -> None:
+        if controller_of(new) is None:
+            if not new["metadata"].get("deletionTimestamp"):
+                self._enqueue_adopters(new)
+            return
         key = self._job_key(new)
         if key is None:
             return
@@ -302,6 +323,47 @@ class JobController(Controller):
         uid = job["metadata"]["uid"]
         return [p for p in self.pod_informer.store.by_index(OWNER_UID, uid)
                 if (controller_of(p) or {}).get("uid") == uid]
+
+    async def _adopt_orphans(self, job: dict) -> list[dict]:
+        """ClaimPods' adoption: pods matching the Job's selector that no controller owns
+        become the Job's (our controller reference and tracking finalizer), once a fresh
+        read shows the Job is still the same live object."""
+        md = job["metadata"]
+        try:
+            selector = selector_of(job)
+        except errors.APIError:
+            return []
+        if selector.empty:
+            return []
+        store, keys = self.pod_informer.store, None
+        for req in selector.requirements:
+            value = selector.requires_exact_match(req.key)
+            if value is not None:
+                found = store.index_keys(LABEL, f"{req.key}={value}")
+                keys = found if keys is None or len(found) < len(keys) else keys
+        orphans = []
+        for k in store.index_keys(NAMESPACE, md["namespace"]) if keys is None else keys:
+            pod = store.get(k)
+            if pod is not None and pod["metadata"].get("namespace") == md["namespace"] \
+                    and controller_of(pod) is None and not pod["metadata"].get("deletionTimestamp") \
+                    and selector.matches(pod["metadata"].get("labels")):
+                orphans.append(pod)
+        if not orphans:
+            return []
+        fresh = await self.client.get("jobs", md["name"], namespace=md["namespace"])
+        if fresh["metadata"].get("uid") != md["uid"] or fresh["metadata"].get("deletionTimestamp"):
+            return []
+        adopted = []
+        for pod in orphans:
+            pmd = pod["metadata"]
+            try:
+                adopted.append(await self.client.patch(
+                    "pods", pmd["name"], namespace=pmd["namespace"], patch_type="strategic",
+                    patch={"metadata": {"ownerReferences": [controller_ref(job)],
+                                        "finalizers": [TRACKING_FINALIZER], "uid": pmd["uid"]}}))
+            except (errors.NotFound, errors.Conflict):
+                pass  # gone, or someone else's meanwhile
+        return adopted
 
     async def _release_orphan(self, pod_key: str) -> None:
         pod = self.pod_informer.store.get(pod_key)
@@ -350,7 +412,7 @@ class JobController(Controller):
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
         now = self.clock.now()
-        pods = self._pods(job)
+        pods = self._pods(job) + await self._adopt_orphans(job)
         uncounted = status.get("uncountedTerminatedPods") or {}
         unc_succeeded = list(uncounted.get("succeeded") or ())
         unc_failed = list(uncounted.get("failed") or ())
