@@ -412,7 +412,7 @@ class JobController(Controller):
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
         now = self.clock.now()
-        pods = self._pods(job) + await self._adopt_orphans(job)
+        pods = self._pods(job)
         uncounted = status.get("uncountedTerminatedPods") or {}
         unc_succeeded = list(uncounted.get("succeeded") or ())
         unc_failed = list(uncounted.get("failed") or ())
@@ -422,6 +422,7 @@ class JobController(Controller):
             # Nothing more is counted: only our finalizers must not hold any pod.
             await self._remove_finalizers(key, [p for p in pods if _has_finalizer(p)])
             return
+        pods += await self._adopt_orphans(job)
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions")
 
