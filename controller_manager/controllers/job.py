@@ -590,11 +590,11 @@ class JobController(Controller):
         spec = job.get("spec") or {}
         limit = spec.get("backoffLimit", 6)
         if ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure":
-            restarts = sum(cs.get("restartCount", 0) for p in active
+            # pastBackoffLimitOnFailure: container restarts of running and pending pods.
+            restarts = sum(cs.get("restartCount", 0) for p in active if _phase(p) in ("Running", "Pending", "")
                            for key in ("initContainerStatuses", "containerStatuses")
                            for cs in (p.get("status") or {}).get(key) or ())
-            total = restarts + failed
-            if (limit == 0 and total > 0) or (limit > 0 and total >= limit):
+            if (limit == 0 and restarts > 0) or (limit > 0 and restarts >= limit):
                 return True
         return failed > limit
 
