@@ -349,3 +349,19 @@ async def test_an_orphan_matching_a_manual_selector_is_adopted(cm, client, ns):
         done = await run_to_completion(client, pods, ns, "adopter")
         assert orphan["metadata"]["uid"] in pods.seen
         assert done["status"]["succeeded"] == len(pods.seen)
+
+
+async def test_on_failure_restarts_count_against_the_backoff_limit(cm, client, ns):
+    async with Pods(client, ns) as pods:
+        spec = job("restarts", backoffLimit=2)
+        spec["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        await client.create(spec, namespace=ns)
+        await eventually(lambda: pods.active(), what="a pod")
+        pod = pods.active()[0]
+        # The kubelet restarted its container twice (restartPolicy OnFailure).
+        await client.patch("pods", pod["metadata"]["name"], namespace=ns, subresource="status", patch={
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "c", "ready": False, "restartCount": 2, "image": "busybox", "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}})
+        done = await eventually(lambda: _failed(client, ns, "restarts"), what="failed")
+        assert condition(done, "Failed")["reason"] == "BackoffLimitExceeded"
