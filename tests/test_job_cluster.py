@@ -17,6 +17,7 @@ import pytest
 from cluster import bringup
 from cluster.state import ClusterConfig
 from kubelet.images import HOST_ROOT_IMAGE
+from machinery import times
 from tests.procs import free_port
 from tests.test_cluster_cli import minik8s
 from tests.test_cluster_network import unique_cidrs
@@ -108,4 +109,30 @@ def test_the_deadline_stops_running_pods(api):
     while api.get("/api/v1/namespaces/default/pods",
                   params={"labelSelector": "batch.kubernetes.io/job-name=sleepy"}).json()["items"]:
         assert time.monotonic() < deadline, "pods left behind"
+        time.sleep(0.3)
+
+
+def test_a_cronjob_starts_a_job_when_its_minute_comes(api):
+    cj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "minutely"},
+          "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
+                   "jobTemplate": {"spec": job("t", "echo tick")["spec"]}}}
+    r = api.post("/apis/batch/v1/namespaces/default/cronjobs", json=cj)
+    assert r.status_code == 201, r.text
+    # The controller looks again at the next minute (+100 ms); no test clock here.
+    deadline = time.monotonic() + 75
+    while True:
+        jobs = [j for j in api.get(URL).json()["items"]
+                if (j["metadata"].get("ownerReferences") or [{}])[0].get("name") == "minutely"]
+        if jobs:
+            break
+        assert time.monotonic() < deadline, "no Job within a minute"
+        time.sleep(0.5)
+    name = jobs[0]["metadata"]["name"]
+    scheduled = jobs[0]["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    assert name == f"minutely-{int(times.parse(scheduled)) // 60}"
+    assert condition(finished(api, name), "Complete")
+    deadline = time.monotonic() + TIMEOUT
+    while not (api.get("/apis/batch/v1/namespaces/default/cronjobs/minutely").json().get("status") or {}).get(
+            "lastSuccessfulTime"):
+        assert time.monotonic() < deadline, "lastSuccessfulTime never set"
         time.sleep(0.3)
