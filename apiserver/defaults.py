@@ -284,6 +284,35 @@ def _endpointslice(obj: dict) -> None:
             p["protocol"] = "TCP"
 
 
+def _job(obj: dict) -> None:
+    """batch/v1's SetDefaults_Job."""
+    spec = _obj(obj, "spec")
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    _defaults(spec, parallelism=1, completionMode="NonIndexed", suspend=False)
+    if "backoffLimit" not in spec:
+        spec["backoffLimit"] = 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6
+    pfp = spec.get("podFailurePolicy")
+    for rule in _dicts(pfp.get("rules")) if isinstance(pfp, dict) else []:
+        for pattern in _dicts(rule.get("onPodConditions")):
+            pattern.setdefault("status", "True")
+    spec.setdefault("podReplacementPolicy",
+                    "Failed" if "podFailurePolicy" in spec else "TerminatingOrFailed")
+    template = spec.get("template")
+    tlabels = (template.get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    md = _obj(obj, "metadata")
+    if isinstance(tlabels, dict) and tlabels and not md.get("labels"):
+        md["labels"] = dict(tlabels)
+    _template(spec)
+
+
+def _cronjob(obj: dict) -> None:
+    """batch/v1's SetDefaults_CronJob; the job template's pod template gets pod defaults."""
+    spec = _obj(obj, "spec")
+    _defaults(spec, concurrencyPolicy="Allow", suspend=False, successfulJobsHistoryLimit=3,
+              failedJobsHistoryLimit=1)
+    _template(_obj(_obj(spec, "jobTemplate"), "spec"))
+
 _RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
@@ -301,4 +330,5 @@ def _binding(obj: dict) -> None:
 _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
-            "ClusterRoleBinding": _binding}
+            "ClusterRoleBinding": _binding,
+            "Job": _job, "CronJob": _cronjob}

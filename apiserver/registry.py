@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
+from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -63,6 +64,11 @@ def _secret_fields(obj: dict) -> dict[str, str]:
 
 def _rs_fields(obj: dict) -> dict[str, str]:
     return {**_meta_fields(obj), "status.replicas": str((obj.get("status") or {}).get("replicas", 0))}
+
+
+def _job_fields(obj: dict) -> dict[str, str]:
+    # JobToSelectableFields: a Job's successful pods are selectable (as a decimal string).
+    return {**_meta_fields(obj), "status.successful": str((obj.get("status") or {}).get("succeeded", 0))}
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
     # Create-only and never stored: answered by apiserver/auth/reviews.py.
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
+    _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),
+    _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

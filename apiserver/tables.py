@@ -276,6 +276,74 @@ ROLEBINDINGS: tuple[Col, ...] = (NAME, ("Role", "string", "RoleRef can reference
                                  ("ServiceAccounts", "string", "ServiceAccounts in the roleBinding", 1, _subjects("ServiceAccount")))
 
 
+# --- batch/v1 (printJob, printCronJob) --------------------------------------------------
+
+def _has_condition(obj: dict, kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict))
+
+
+def _job_status(job: dict) -> str:
+    if _has_condition(job, "Complete"):
+        return "Complete"
+    if _has_condition(job, "Failed"):
+        return "Failed"
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        return "Terminating"
+    for kind in ("Suspended", "FailureTarget", "SuccessCriteriaMet"):
+        if _has_condition(job, kind):
+            return kind
+    return "Running"
+
+
+def _job_completions(job: dict) -> str:
+    spec, succeeded = job.get("spec") or {}, (job.get("status") or {}).get("succeeded", 0)
+    if spec.get("completions") is not None:
+        return f"{succeeded}/{spec['completions']}"
+    if isinstance(spec.get("parallelism"), int) and spec["parallelism"] > 1:
+        return f"{succeeded}/1 of {spec['parallelism']}"
+    return f"{succeeded}/1"
+
+
+def _job_duration(job: dict) -> str:
+    status = job.get("status") or {}
+    if not status.get("startTime"):
+        return ""
+    if not status.get("completionTime"):
+        return _since(status["startTime"])
+    try:
+        return human_duration(times.parse(status["completionTime"]) - times.parse(status["startTime"]))
+    except ValueError:
+        return "<unknown>"
+
+
+def _job_template(field: str) -> Callable[[dict], str]:
+    inner = _containers(field)
+    return lambda cj: inner(((cj.get("spec") or {}).get("jobTemplate") or {}))
+
+
+def _cronjob_last_schedule(cj: dict) -> str:
+    last = (cj.get("status") or {}).get("lastScheduleTime")
+    return _since(last) if last else "<none>"
+
+
+JOBS: tuple[Col, ...] = (NAME, ("Status", "string", "Status of the job.", 0, _job_status),
+                         ("Completions", "string", "The number of pods which reached phase Succeeded.", 0, _job_completions),
+                         ("Duration", "string", "Time required to complete the job.", 0, _job_duration), AGE,
+                         ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                         ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                         ("Selector", "string", "Label selector for pods.", 1, lambda j: _selector(_get("spec", "selector", default={})(j))))
+CRONJOBS: tuple[Col, ...] = (NAME, ("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.", 0, _get("spec", "schedule")),
+                             ("Timezone", "string", "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones.", 0, _get("spec", "timeZone", default="<none>")),
+                             ("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions.", 0, _get("spec", "suspend", default=False)),
+                             ("Active", "integer", "A list of pointers to currently running jobs.", 0, lambda cj: len((cj.get("status") or {}).get("active") or [])),
+                             ("Last Schedule", "string", "Information when was the last time the job was successfully scheduled.", 0, _cronjob_last_schedule), AGE,
+                             ("Containers", "string", "Names of each container in the template.", 1, _job_template("name")),
+                             ("Images", "string", "Images referenced by each container in the template.", 1, _job_template("image")),
+                             ("Selector", "string", "Label selector for pods.", 1,
+                              lambda cj: _selector(_get("spec", "jobTemplate", "spec", "selector", default={})(cj))))
+
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}

@@ -40,6 +40,9 @@ PACKAGES = {
     "k8s.io/api/discovery/v1": ("api", "discovery/v1/types.go", "discovery/v1"),
     "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
     "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
+    "k8s.io/api/batch/v1": ("api", "batch/v1/types.go", "batch/v1"),
+    # A Job's `scheduling` (workload-aware scheduling) refers to these.
+    "k8s.io/api/scheduling/v1alpha3": ("api", "scheduling/v1alpha3/types.go", "scheduling/v1alpha3"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
 }
@@ -78,6 +81,8 @@ ROOTS = [
      "SelfSubjectReview"),
     ("authentication.k8s.io/v1", "TokenReview", "k8s.io/api/authentication/v1", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
+    ("batch/v1", "Job", "k8s.io/api/batch/v1", "Job"),
+    ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),

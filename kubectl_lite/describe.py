@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from kubectl_lite.common import CLIError, Parser, split_type_name
-from kubectl_lite.printers import age, rfc1123, tabwrite
+from kubectl_lite.printers import age, parse_time, rfc1123, tabwrite
+from machinery.duration import human_duration
 from machinery.errors import APIError
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -821,7 +822,74 @@ def describe_namespace(s: Any, r: Any, ns: dict, w: W) -> None:
     w.kv(0, "Status", (ns.get("status") or {}).get("phase", "Active"))
 
 
+# -- batch/v1 (kubectl's describeJob and describeCronJob) --------------------------------
+
+def _controlled_by(w: W, md: dict) -> None:
+    ctrl = next((o for o in md.get("ownerReferences") or [] if o.get("controller")), None)
+    if ctrl:
+        w.kv(0, "Controlled By", f"{ctrl.get('kind')}/{ctrl.get('name')}")
+
+
+def describe_job(s: Any, r: Any, job: dict, w: W) -> None:
+    md, spec, status = _meta(job), job.get("spec") or {}, job.get("status") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    w.kv(0, "Selector", selector_string(spec.get("selector")))
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    _controlled_by(w, md)
+    w.kv(0, "Parallelism", spec.get("parallelism", "<unset>"))
+    w.kv(0, "Completions", spec.get("completions", "<unset>"))
+    w.kv(0, "Completion Mode", spec.get("completionMode", "NonIndexed"))
+    w.kv(0, "Suspend", str(spec.get("suspend", False)).lower())
+    w.kv(0, "Backoff Limit", spec.get("backoffLimit", 6))
+    if spec.get("ttlSecondsAfterFinished") is not None:
+        w.kv(0, "TTL Seconds After Finished", spec["ttlSecondsAfterFinished"])
+    start, done = status.get("startTime"), status.get("completionTime")
+    if start:
+        w.kv(0, "Start Time", rfc1123(start))
+    if done:
+        w.kv(0, "Completed At", rfc1123(done))
+    t0, t1 = parse_time(start), parse_time(done)
+    if t0 is not None and t1 is not None:
+        w.kv(0, "Duration", human_duration((t1 - t0).total_seconds()))
+    if spec.get("activeDeadlineSeconds") is not None:
+        w.kv(0, "Active Deadline Seconds", f"{spec['activeDeadlineSeconds']}s")
+    ready = f" ({status['ready']} Ready)" if status.get("ready") is not None else ""
+    w.kv(0, "Pods Statuses", f"{status.get('active', 0)} Active{ready} / "
+                             f"{status.get('succeeded', 0)} Succeeded / {status.get('failed', 0)} Failed")
+    if spec.get("completionMode") == "Indexed":
+        w.kv(0, "Completed Indexes", status.get("completedIndexes") or "<none>")
+    describe_template(w, spec.get("template") or {})
+
+
+def describe_cronjob(s: Any, r: Any, cj: dict, w: W) -> None:
+    md, spec, status = _meta(cj), cj.get("spec") or {}, cj.get("status") or {}
+    jspec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    w.kv(0, "Schedule", spec.get("schedule", ""))
+    w.kv(0, "Concurrency Policy", spec.get("concurrencyPolicy", "Allow"))
+    w.kv(0, "Suspend", "True" if spec.get("suspend") else "False")
+    for key, title_ in (("successfulJobsHistoryLimit", "Successful Job History Limit"),
+                        ("failedJobsHistoryLimit", "Failed Job History Limit"),
+                        ("startingDeadlineSeconds", "Starting Deadline Seconds")):
+        value = spec.get(key)
+        w.kv(0, title_, "<unset>" if value is None else (f"{value}s" if key.startswith("starting") else value))
+    w.kv(0, "Selector", selector_string(jspec["selector"]) if jspec.get("selector") else "<unset>")
+    w.kv(0, "Parallelism", jspec.get("parallelism", "<unset>"))
+    w.kv(0, "Completions", jspec.get("completions", "<unset>"))
+    if jspec.get("activeDeadlineSeconds") is not None:
+        w.kv(0, "Active Deadline Seconds", f"{jspec['activeDeadlineSeconds']}s")
+    describe_template(w, jspec.get("template") or {})
+    w.kv(0, "Last Schedule Time", rfc1123(status.get("lastScheduleTime")))
+    w.kv(0, "Active Jobs", ", ".join(a.get("name", "") for a in status.get("active") or []) or "<none>")
+
+
 DESCRIBERS = {("", "Namespace"): describe_namespace, ("", "Pod"): describe_pod,
               ("apps", "ReplicaSet"): describe_replicaset, ("apps", "Deployment"): describe_deployment,
               ("", "Node"): describe_node, ("", "ConfigMap"): describe_configmap,
-              ("", "Service"): describe_service}
+              ("", "Service"): describe_service,
+              ("batch", "Job"): describe_job, ("batch", "CronJob"): describe_cronjob}

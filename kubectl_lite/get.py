@@ -20,7 +20,7 @@ from kubectl_lite.printers import (as_list, cell_text, format_labels, go_format,
 
 FORMATS = ("custom-columns", "custom-columns-file", "json", "jsonpath", "jsonpath-as-json",
            "jsonpath-file", "name", "wide", "yaml")
-ALL_CATEGORY = ("pods", "services", "deployments", "replicasets")
+ALL_CATEGORY = ("pods", "services", "deployments", "replicasets", "cronjobs", "jobs")
 
 
 def add_get(p: Parser) -> None:

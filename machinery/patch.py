@@ -284,6 +284,9 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("rbac.authorization.k8s.io", "ClusterRole"): _kind(),
     ("rbac.authorization.k8s.io", "RoleBinding"): _kind(),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _kind(),
+    ("batch", "Job"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
+    ("batch", "CronJob"): _kind(spec=_struct({"jobTemplate": _struct({
+        "metadata": _META, "spec": _struct({"template": _TEMPLATE})})})),  # status.active is atomic
 }
 
 

@@ -77,9 +77,9 @@ def test_bad_protobuf_is_400_an_unknown_kind_415_a_protobuf_patch_415(http, ns):
     assert "metadata" in r.json()["message"]
 
     r = http.post(f"/api/v1/namespaces/{ns}/configmaps", headers=PROTOBUF,
-                  content=pb_body("batch/v1", "Job", meta("j")))
+                  content=pb_body("example.com/v1", "Widget", meta("j")))
     assert r.status_code == 415, r.text
-    assert "Job (batch/v1)" in r.json()["message"]
+    assert "Widget (example.com/v1)" in r.json()["message"]
 
     r = http.patch(f"/api/v1/namespaces/{ns}/configmaps/x", headers=PROTOBUF,
                    content=configmap("x", "v"))

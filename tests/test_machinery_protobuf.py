@@ -159,8 +159,8 @@ def test_malformed_bytes_are_bad_request(name, body, says):
 
 
 def test_an_unknown_kind_is_unsupported_media_type_naming_it():
-    with pytest.raises(errors.UnsupportedMediaType, match="CronJob \\(batch/v1\\)"):
-        protobuf.decode(pb_body("batch/v1", "CronJob", meta("c")))
+    with pytest.raises(errors.UnsupportedMediaType, match="Widget \\(example.com/v1\\)"):
+        protobuf.decode(pb_body("example.com/v1", "Widget", meta("c")))
 
 
 def test_every_served_kind_has_a_message():

@@ -250,6 +250,13 @@ def _controller_roles() -> dict[str, list[dict]]:
     return {
         "clusterrole-aggregation-controller": [
             rule(["escalate", "get", "list", "patch", "update", "watch"], GROUP, "clusterroles")],
+        "cronjob-controller": [
+            rule(["get", "list", "update", "watch"], "batch", "cronjobs"),
+            rule(["create", "delete", "get", "list", "patch", "update", "watch"], "batch", "jobs"),
+            rule("update", "batch", "cronjobs/status"),
+            rule("update", "batch", "cronjobs/finalizers"),
+            rule(["delete", "list"], "", "pods"),
+            events_rule()],
         "deployment-controller": [
             rule(["get", "list", "update", "watch"], ["apps", "extensions"], "deployments"),
             rule("update", ["apps", "extensions"], "deployments/status"),
@@ -271,6 +278,12 @@ def _controller_roles() -> dict[str, list[dict]]:
             events_rule()],
         "generic-garbage-collector": [
             rule(["delete", "get", "list", "patch", "update", "watch"], "*", "*"),
+            events_rule()],
+        "job-controller": [
+            rule(["get", "list", "patch", "update", "watch"], "batch", "jobs"),
+            rule(["patch", "update"], "batch", "jobs/status"),
+            rule("update", "batch", "jobs/finalizers"),
+            rule(["create", "delete", "list", "patch", "watch"], "", "pods"),
             events_rule()],
         "namespace-controller": [
             rule(["delete", "get", "list", "watch"], "", "namespaces"),
@@ -305,6 +318,9 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["patch", "update"], "", "services/status"),
             rule(["list", "watch"], "", "nodes"),
             rule(["list", "watch"], "discovery.k8s.io", "endpointslices"),
+            events_rule()],
+        "ttl-after-finished-controller": [
+            rule(["delete", "get", "list", "watch"], "batch", "jobs"),
             events_rule()],
     }
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
+from controller_manager.controllers.cronjob import CronJobController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.endpointslice import EndpointSliceController
 from controller_manager.controllers.garbagecollector import GarbageCollector
+from controller_manager.controllers.job import JobController
 from controller_manager.controllers.namespace import NamespaceController
 from controller_manager.controllers.nodeipam import NodeIPAMController
 from controller_manager.controllers.nodelifecycle import NodeLifecycleController
@@ -22,6 +24,7 @@ from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.controllers.servicelb import ServiceLBController
+from controller_manager.controllers.ttlafterfinished import TTLAfterFinishedController
 from machinery.registry import Registry
 
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
@@ -30,5 +33,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           EndpointSliceController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
-                          ServiceLBController)
+                          ServiceLBController,
+                          JobController, CronJobController, TTLAfterFinishedController)
 ])
