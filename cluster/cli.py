@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     images.add_parser(sub)
     from cluster import secrets  # secrets-encrypt reencrypt
     secrets.add_parser(sub)
+    from cluster import join  # join (kubeadm join)
+    join.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "certs":
         return certs.run(args)
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return images.run(args)
     if args.command == "secrets-encrypt":
         return secrets.run(args)
+    if args.command == "join":
+        return join.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 
 

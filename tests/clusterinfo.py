@@ -74,6 +74,32 @@ def publish_cluster_info(admin, server: str, ca_pem: bytes) -> None:
     assert r.status_code in (201, 409), r.text
 
 
+def publish_kubeadm_config(admin, *, pod_subnet: str = "10.244.0.0/16", service_subnet: str = "10.96.0.0/12",
+                           backend: str = "host-gw", endpoint: str = "") -> None:
+    """kube-system/kubeadm-config and kubeadm's Role `kubeadm:nodes-kubeadm-config` letting
+    bootstrappers and nodes read it."""
+    text = yaml.safe_dump({"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration",
+                           "controlPlaneEndpoint": endpoint, "networkBackend": backend,
+                           "networking": {"podSubnet": pod_subnet, "serviceSubnet": service_subnet}})
+    r = admin.post("/api/v1/namespaces/kube-system/configmaps", json={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeadm-config"},
+        "data": {"ClusterConfiguration": text}})
+    assert r.status_code in (201, 409), r.text
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system"
+    name = "kubeadm:nodes-kubeadm-config"
+    r = admin.post(f"{rbac}/roles", json={
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kubeadm-config"],
+                   "verbs": ["get"]}]})
+    assert r.status_code in (201, 409), r.text
+    r = admin.post(f"{rbac}/rolebindings", json={
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": g}
+                     for g in (GROUP, "system:nodes")]})
+    assert r.status_code in (201, 409), r.text
+
+
 class SigningControlPlane:
     def __init__(self, directory: str):
         self.dir = directory
