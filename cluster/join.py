@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import re
@@ -47,7 +48,8 @@ import yaml
 
 from client.kubeconfig import Connection, KubeConfig
 from client.rest import Client
-from cluster import addons, discovery, layout as layouts, units
+from cluster import discovery, lab, units
+from cluster import layout as layouts
 from cluster.discovery import DiscoveryError
 from machinery import errors, flags
 
@@ -268,30 +270,39 @@ def bootstrap_kubeconfig(server: str, cluster_name: str, ca_pem: bytes, token: s
     return kc
 
 
-def worker_units(lay: layouts.Layout, *, node_name: str, advertise_address: str,
-                 config: ClusterConfiguration) -> list[units.Unit]:
-    """The kubelet (TLS-bootstrapping with bootstrap-kubelet.conf), kube-proxy and podnet."""
-    def minik8s(*args: str) -> list[str]:
-        return [sys.executable, "-m", "cluster.cli", *args]
-    kubelet = minik8s(
-        "kubelet", "--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--kubeconfig", lay.kubelet_conf,
-        "--cert-dir", lay.kubelet_pki, "--rotate-certificates",
-        "--node-name", node_name, "--root-dir", lay.kubelet_dir,
-        *(["--address", advertise_address] if advertise_address else []),
-        # kubeadm's KubeletConfiguration: callers are known by a certificate of the cluster
-        # CA or a token the API server vouches for, and let in as it authorizes them.
-        "--client-ca-file", os.path.join(lay.pki, "ca.crt"), "--authentication-token-webhook",
-        "--authorization-mode", "Webhook",
-        # its pod CIDR comes from the controller manager's node IPAM, once it registered
-        "--pod-cidr-timeout", "300", "--runtime", "linux",
-        *addons.kubelet_flags(addons.cluster_dns_ip(config.service_subnet)))
-    proxy = minik8s("proxy", "--kubeconfig", lay.kubelet_conf, "--hostname-override", node_name,
-                    *(["--cluster-cidr", config.pod_subnet] if config.pod_subnet else []))
-    podnet = minik8s("podnet", "--kubeconfig", lay.kubelet_conf, "--node-name", node_name,
-                     "--backend", config.network_backend)
-    env = {layouts.ROOT_ENV: lay.root} if lay.root != "/" else {}
-    return [units.Unit("kubelet", kubelet, dict(env)), units.Unit("kube-proxy", proxy, dict(env)),
-            units.Unit("podnet", podnet, dict(env))]
+def kubelet_bootstrap_flags(lay: layouts.Layout) -> list[str]:
+    """What a joining worker's kubelet adds to init's kubelet unit: its TLS bootstrap."""
+    return ["--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--cert-dir", lay.kubelet_pki,
+            "--rotate-certificates"]
+
+
+def host_config(req: Request, config: ClusterConfiguration, advertise_address: str) -> lab.HostConfig:
+    """config.yaml of a worker: what join decided and what the cluster said."""
+    return lab.HostConfig(nodeName=req.node_name, advertiseAddress=advertise_address, role="worker",
+                          controlPlaneEndpoint=config.control_plane_endpoint or req.endpoint,
+                          podSubnet=config.pod_subnet or lab.DEFAULT_POD_CIDR,
+                          serviceSubnet=config.service_subnet, networkBackend=config.network_backend)
+
+
+def worker_units(lay: layouts.Layout, cfg: lab.HostConfig) -> list[units.Unit]:
+    """init's node units (cluster/lab.py): the kubelet, TLS-bootstrapping with
+    bootstrap-kubelet.conf, and kube-proxy and podnet with the kubelet.conf it writes."""
+    return lab.node_units(lay, cfg, kubelet_extra=kubelet_bootstrap_flags(lay))
+
+
+def source_address(endpoint: str) -> str:
+    """The address this host reaches the control plane from (a UDP connect sends nothing):
+    the node's address when --advertise-address is not given."""
+    host, port = discovery.split_endpoint(endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(infos[0][4])
+            return str(s.getsockname()[0])
+    except OSError as exc:
+        raise JoinError(f"cannot tell this host's address toward {endpoint} ({exc.strerror or exc})",
+                        "pass --advertise-address") from None
 
 
 @dataclass
@@ -355,20 +366,13 @@ def _track_unit_dirs(undo: Undo) -> None:
         undo.makedirs(d)
 
 
-def _config_yaml(req: Request, info: discovery.ClusterInfo, config: ClusterConfiguration) -> bytes:
-    return yaml.safe_dump({
-        "role": "worker", "nodeName": req.node_name, "advertiseAddress": req.advertise_address,
-        "apiServerEndpoint": req.endpoint, "controlPlaneEndpoint": config.control_plane_endpoint,
-        "networkBackend": config.network_backend, "podSubnet": config.pod_subnet,
-        "serviceSubnet": config.service_subnet}, sort_keys=False).encode()
-
-
 async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
     say("[preflight] Running pre-flight checks")
     preflight(req, lay)
+    address = req.advertise_address or source_address(req.endpoint)
     say(f"[discovery] Requesting cluster-info from https://{req.endpoint} and checking it against the token "
         "and the CA hash")
     info = await discovery.discover(req.endpoint, req.discovery_token, req.ca_hashes, timeout=req.discovery_timeout)
@@ -388,10 +392,12 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         undo.write(os.path.join(lay.pki, "ca.crt"), info.ca_pem, 0o644)
         kc = bootstrap_kubeconfig(server, cluster_name, info.ca_pem, req.tls_bootstrap_token)
         undo.write(lay.bootstrap_kubelet_conf, kc.dumps().encode(), 0o600)
-        undo.write(lay.config_yaml, _config_yaml(req, info, config), 0o644)
+        cfg = host_config(req, config, address)
+        undo.write(lay.config_yaml, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode(), 0o644)
         _track_unit_dirs(undo)
-        wanted = worker_units(lay, node_name=req.node_name, advertise_address=req.advertise_address,
-                              config=config)
+        # The kubelet's self-signed serving certificate, as init makes its own.
+        lab.write_kubelet_serving(lay, req.node_name, address)
+        wanted = worker_units(lay, cfg)
         say("[kubelet-start] Starting the kubelet, kube-proxy and podnet")
         undo.units = [u.name for u in wanted]
         try:
