@@ -398,7 +398,7 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         # The kubelet's self-signed serving certificate, as init makes its own.
         lab.write_kubelet_serving(lay, req.node_name, address)
         wanted = worker_units(lay, cfg)
-        say("[kubelet-start] Starting the kubelet, kube-proxy and podnet")
+        say(f"[kubelet-start] Starting the node's units: {', '.join(u.name for u in wanted)}")
         undo.units = [u.name for u in wanted]
         try:
             units.install(wanted, lay)
