@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import yaml
 
 from client.kubeconfig import Connection, KubeConfig
@@ -168,6 +169,10 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
         return asyncio.run(join(req, layouts.current(), out=out))
     except (JoinError, DiscoveryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the host refused a write (a read-only /etc, a full disk): undone already
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; fix that, then run the same join again", file=sys.stderr)
         return 1
 
 
@@ -379,11 +384,15 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
     server = discovery.node_api_server(req.endpoint)
     say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
         f"pinned roots, will use API Server \"{server}\"")
-    async with Client(bootstrap_connection(server, info.ca_pem, req.tls_bootstrap_token),
-                      user_agent="minik8s-join", max_retries=2) as client:
-        say("[preflight] Reading configuration from the cluster...")
-        config = await read_cluster_configuration(client)
-        await check_node_name(client, req.node_name, warn=say)
+    say("[preflight] Reading configuration from the cluster...")
+    try:
+        async with Client(bootstrap_connection(server, info.ca_pem, req.tls_bootstrap_token),
+                          user_agent="minik8s-join", max_retries=2) as client:
+            config = await read_cluster_configuration(client)
+            await check_node_name(client, req.node_name, warn=say)
+    except (httpx.HTTPError, OSError) as exc:
+        raise JoinError(f"lost the control plane at {server} after discovery ({str(exc) or type(exc).__name__})",
+                        "check that it is up, then run the same join again") from None
     undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name))
     try:
         cluster_name = info.cluster_name or DEFAULT_CLUSTER_NAME
