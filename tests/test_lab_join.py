@@ -286,6 +286,8 @@ def two_hosts(tmp_path_factory):
     cp = LabHost("10.252.0.1/32", root=str(tmp_path_factory.mktemp("cp"))).start()
     worker = LabHost("10.252.0.2/32", root=str(tmp_path_factory.mktemp("worker"))).start()
     cp.layout, worker.layout = layout.Layout(cp.root), layout.Layout(worker.root)
+    for d in ("etc", "run", os.path.join("var", "lib")):  # what any host has
+        os.makedirs(os.path.join(worker.root, d))
     try:
         connect(cp, worker, CP_IP, WORKER_IP)
         cp.node = f"cp-{os.getpid()}"
