@@ -377,11 +377,11 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
 
     say("[preflight] Running pre-flight checks")
     preflight(req, lay)
-    address = req.advertise_address or source_address(req.endpoint)
     say(f"[discovery] Requesting cluster-info from https://{req.endpoint} and checking it against the token "
         "and the CA hash")
     info = await discovery.discover(req.endpoint, req.discovery_token, req.ca_hashes, timeout=req.discovery_timeout)
     server = discovery.node_api_server(req.endpoint)
+    address = req.advertise_address or source_address(req.endpoint)
     say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
         f"pinned roots, will use API Server \"{server}\"")
     say("[preflight] Reading configuration from the cluster...")
