@@ -211,12 +211,21 @@ def test_a_name_taken_by_a_ready_node_is_refused(root, plane, admin, token, ca_h
 
 # -- a join that fails after it started the node --------------------------------------
 
-def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token, ca_hash):
+def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token, ca_hash, request):
     """Nothing approves the kubelet's CSR here (no CSR controllers run), so kubelet.conf
     never appears: join gives up at --tls-bootstrap-timeout and takes back everything,
     units included, keeping the kubelet's log outside the host's layout."""
     lay = layout.Layout(root)
     node = "rollback-" + bt.parse(token)[0]
+    kept = join.kept_kubelet_log(node)
+
+    def clean_up():  # should the test fail half way: no supervisor or kubelet left running
+        if units.installed(lay) or units.supervisor_pid(lay):
+            units.remove(None, lay)
+            units.stop_supervisor(lay)
+        if os.path.exists(kept):
+            os.unlink(kept)
+    request.addfinalizer(clean_up)
     before = tree(root)
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "join", plane.endpoint, "--token", token,
                              "--discovery-token-ca-cert-hash", ca_hash, "--node-name", node,
@@ -251,13 +260,11 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
             proc.kill()
             proc.wait()
     r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    kept = join.kept_kubelet_log(node)
     assert one_line_error(r) == (f"the kubelet did not complete its TLS bootstrap (no {lay.kubelet_conf}) within "
                                  f"8s; see the kubelet's log ({kept})")
     assert tree(root) == before
     assert units.supervisor_pid(lay) is None
     assert os.path.exists(kept)
-    os.unlink(kept)
 
 
 # -- a real worker join between two lab hosts -------------------------------------------
