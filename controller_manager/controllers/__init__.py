@@ -9,6 +9,7 @@ with `run(workers)`. A new controller is a new module here and one line in the t
 from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
+from controller_manager.controllers.bootstrapsigner import BootstrapSigner, TokenCleaner
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.cronjob import CronJobController
 from controller_manager.controllers.deployment import DeploymentController
@@ -34,5 +35,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
-                          JobController, CronJobController, TTLAfterFinishedController)
+                          JobController, CronJobController, TTLAfterFinishedController,
+                          BootstrapSigner, TokenCleaner)
 ])
