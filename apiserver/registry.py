@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
-from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
+from apiserver.strategies import (CSRStrategy, NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy,
+                                  Strategy)
 from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
@@ -63,6 +64,10 @@ def _secret_fields(obj: dict) -> dict[str, str]:
 
 def _rs_fields(obj: dict) -> dict[str, str]:
     return {**_meta_fields(obj), "status.replicas": str((obj.get("status") or {}).get("replicas", 0))}
+
+
+def _csr_fields(obj: dict) -> dict[str, str]:
+    return {**_meta_fields(obj), "spec.signerName": (obj.get("spec") or {}).get("signerName", "")}
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
     _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),
     _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
+    _serve(kinds.CERTIFICATESIGNINGREQUESTS, fields=_csr_fields, columns=tables.CSRS,
+           strategy=CSRStrategy()),
     # Create-only and never stored: answered by apiserver/auth/reviews.py.
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
 )

@@ -40,6 +40,7 @@ PACKAGES = {
     "k8s.io/api/discovery/v1": ("api", "discovery/v1/types.go", "discovery/v1"),
     "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
     "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
+    "k8s.io/api/certificates/v1": ("api", "certificates/v1/types.go", "certificates/v1"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
 }
@@ -78,6 +79,8 @@ ROOTS = [
      "SelfSubjectReview"),
     ("authentication.k8s.io/v1", "TokenReview", "k8s.io/api/authentication/v1", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest", "k8s.io/api/certificates/v1",
+     "CertificateSigningRequest"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
@@ -97,6 +100,7 @@ SPECIAL = {
     # of one repeated string (`items = 1`); in JSON it is the plain list.
     ("k8s.io/api/authorization/v1", "ExtraValue"): "@stringlist",
     ("k8s.io/api/authentication/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/certificates/v1", "ExtraValue"): "@stringlist",
     ("k8s.io/api/authentication/v1", "AttestationValue"): "@stringlist",
     ("k8s.io/apimachinery/pkg/types", "NodeName"): "string",
 }

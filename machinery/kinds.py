@@ -70,6 +70,8 @@ CLUSTERROLES = Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterro
 ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
 CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
                            "clusterrolebindings", False)
+CERTIFICATESIGNINGREQUESTS = Kind("certificates.k8s.io", "v1", "CertificateSigningRequest",
+                                  "certificatesigningrequests", False, ("csr",), ("status", "approval"))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -87,4 +89,5 @@ REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREV
 
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
-                           CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS)
+                           CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, CERTIFICATESIGNINGREQUESTS,
+                           *REVIEWS)
