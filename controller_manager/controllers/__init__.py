@@ -9,6 +9,8 @@ with `run(workers)`. A new controller is a new module here and one line in the t
 from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
+from controller_manager.controllers.certificates import (CSRApprovingController, CSRCleanerController,
+                                                        CSRSigningController)
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
@@ -30,5 +32,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           EndpointSliceController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
-                          ServiceLBController)
+                          ServiceLBController, CSRApprovingController, CSRSigningController,
+                          CSRCleanerController)
 ])
