@@ -307,6 +307,23 @@ class Client:
         self._credential = cred
         return cred
 
+    def use_client_certificate(self, cert_file: str, key_file: str) -> None:
+        """Present the client certificate and key of these files (read now) on every
+        connection opened from now on; idle connections made with the old one are
+        closed. How a kubelet whose certificate rotated goes on without a restart
+        (client-go's dynamic client certificate). ValueError or OSError if the files do
+        not hold a certificate and its key; the old one stays in use then."""
+        conn = dataclasses.replace(self.connection, cert_file=cert_file, key_file=key_file,
+                                   cert_data=None, key_data=None)
+        ctx = conn.ssl_context()
+        if not isinstance(ctx, ssl.SSLContext):
+            raise ValueError("a client certificate needs an https:// server")
+        if self._lean_inner is None:
+            raise ValueError("changing the client certificate needs the default transport")
+        self._lean_inner.set_ssl_context(ctx)
+        self._ssl = ctx
+        self.connection = conn
+
     async def dial(self) -> Dial:
         """How to reach the server as this client's requests do, for a connection the
         caller opens itself (a WebSocket upgrade), with the current credential."""
