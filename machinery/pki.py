@@ -318,7 +318,7 @@ def sign_request(csr: x509.CertificateSigningRequest, usages: list[str], *,
     not_after = min(not_after, ca_end)
     builder = (x509.CertificateBuilder()
                .subject_name(csr.subject).issuer_name(ca_cert.subject)
-               .public_key(csr.public_key())  # type: ignore[arg-type]
+               .public_key(csr.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(not_before).not_valid_after(not_after)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -282,3 +282,19 @@ def test_kubectl_get_csr_and_certificate_approve_and_deny(cluster, admin):
     assert [c["type"] for c in admin.get(f"{BASE}/{two}").json()["status"]["conditions"]] == ["Denied"]
     r = subprocess.run(["kubectl", "--kubeconfig", kc, "delete", "csr", one, two], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_kubectl_lite_certificate_approve_and_deny(cluster, admin, tmp_path):
+    from tests.test_kubectl_lite import KubectlLite
+    kl = KubectlLite(cluster.kubeconfig("admin", cluster.admin), str(tmp_path), "default")
+    one = admin.post(BASE, json=csr(signer="example.com/lite")).json()["metadata"]["name"]
+    two = admin.post(BASE, json=csr(signer="example.com/lite")).json()["metadata"]["name"]
+    assert kl.out("certificate", "approve", one) == f"certificatesigningrequest.certificates.k8s.io/{one} approved\n"
+    assert kl.out("certificate", "approve", one) == ""  # already approved: nothing to do
+    assert kl.out("certificate", "deny", two) == f"certificatesigningrequest.certificates.k8s.io/{two} denied\n"
+    cond = admin.get(f"{BASE}/{one}").json()["status"]["conditions"]
+    assert [(c["type"], c["reason"]) for c in cond] == [("Approved", "KubectlApprove")]
+    err = kl.err("certificate", "approve", two)  # Approved and Denied are exclusive
+    assert err.startswith(f"The CertificateSigningRequest \"{two}\" is invalid") and "mutually exclusive" in err
+    assert "not found" in kl.err("certificate", "deny", "ghost")
+    assert "one or more CSRs must be specified" in kl.err("certificate", "approve")
