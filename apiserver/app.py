@@ -366,8 +366,7 @@ class API:
             self.admission.append(NodeRestriction(self.cache))
         # CertificateApproval, CertificateSigning and CertificateSubjectRestriction, which
         # kube-apiserver enables by default (apiserver/auth/certificates.py).
-        if "CertificateApproval" not in disabled:
-            self.admission.append(CertificateAdmission(self.authorizer))
+        self.admission.append(CertificateAdmission(self.authorizer, disabled=disabled))
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False

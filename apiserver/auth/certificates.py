@@ -1,6 +1,7 @@
 """The admission plugins of CertificateSigningRequests (kube-apiserver's
 plugin/pkg/admission/certificates: CertificateApproval, CertificateSigning and
-CertificateSubjectRestriction), on by default as in Kubernetes.
+CertificateSubjectRestriction), on by default as in Kubernetes; each is turned off by
+its name in --disable-admission-plugins.
 
 What they guarantee
 - An update of `certificatesigningrequests/approval` (approving or denying) needs the
@@ -53,20 +54,24 @@ def _name(attrs: Attributes, obj: Any) -> str:
 class CertificateAdmission:
     """The three plugins as one (they share the authorizer and the resource check)."""
 
-    def __init__(self, authorizer: Authorizer):
+    def __init__(self, authorizer: Authorizer, *, disabled: frozenset[str] = frozenset()):
         self.authorizer = authorizer
+        self.approval = "CertificateApproval" not in disabled
+        self.signing = "CertificateSigning" not in disabled
+        self.subject = "CertificateSubjectRestriction" not in disabled
 
     async def admit(self, user: UserInfo, attrs: Attributes, obj: dict | None,
                     old: dict | None) -> None:
         if attrs.api_group != GROUP or attrs.resource != RESOURCE or not attrs.resource_request:
             return
         if attrs.subresource == "approval" and old is not None and obj is not None:
-            # The stored signer, not the sent one: a request cannot change its signer.
-            self._check(user, attrs, "approve", old, "approve")
+            if self.approval:  # the stored signer, not the sent one: a request cannot change it
+                self._check(user, attrs, "approve", old, "approve")
         elif attrs.subresource == "status" and old is not None and obj is not None:
-            if (obj.get("status") or {}).get("certificate") != (old.get("status") or {}).get("certificate"):
+            if self.signing and (obj.get("status") or {}).get("certificate") != \
+                    (old.get("status") or {}).get("certificate"):
                 self._check(user, attrs, "sign", old, "sign")
-        elif attrs.verb == "create" and not attrs.subresource and obj is not None:
+        elif attrs.verb == "create" and not attrs.subresource and obj is not None and self.subject:
             self._subject_restriction(attrs, obj)
 
     def _check(self, user: UserInfo, attrs: Attributes, verb: str, old: dict, what: str) -> None:
