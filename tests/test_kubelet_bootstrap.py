@@ -222,3 +222,64 @@ def test_bootstrap_flags_are_checked(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == ("error: --bootstrap-kubeconfig needs --kubeconfig: the kubelet writes the "
                                 "credential it gets there")
+
+
+# -- a real node: the Linux runtime, its self-signed endpoint, the API server dialing it -----------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs real pods: needs root")
+def test_a_bootstrapped_linux_kubelet_serves_its_self_signed_endpoint_to_the_api_server(tmp_path_factory):
+    """kubeadm's worker: no --tls-cert-file (kubelet.crt is made in --cert-dir), the
+    cluster CA as --client-ca-file, and an API server without
+    --kubelet-certificate-authority, which so reaches pods' logs through the endpoint."""
+    import ssl
+
+    import httpx
+
+    from tests.procs import default_service_account, root_ca_configmap
+    from tests.test_kubelet_e2e import KubeletNode, container, create, make_pod, pod_log, terminated, wait_pod
+    tmp = tmp_path_factory.mktemp("linuxboot")
+    c = SecureCluster(str(tmp / "cluster"), "--enable-bootstrap-token-auth",
+                      "--kubelet-certificate-authority=").start()
+    cm = node = None
+    try:
+        with c.client(c.admin) as admin:
+            kubeadm_bootstrap_objects(admin)
+            cm = controller_manager(c, "8760h")
+            node = KubeletNode(c.server, tmp / "node")
+            cert_dir = str(tmp / "node" / "pki")
+            args = node.args
+            del args[args.index("--token-file"):args.index("--token-file") + 2]
+            args[args.index("--kubeconfig") + 1] = str(tmp / "node" / "kubelet.conf")
+            args += ["--bootstrap-kubeconfig", c.kubeconfig("boot-linux", token=TOKEN), "--cert-dir", cert_dir,
+                     "--client-ca-file", c.ca]
+            node.proc = Component(*args).start()
+            wait_for(lambda: ready(admin, node.name) or (not node.proc.alive() and
+                                                          pytest.fail(node.proc.log())),
+                     timeout=90, what=f"node {node.name} Ready")
+            # the endpoint is HTTPS with the self-signed certificate made in --cert-dir
+            ctx = ssl.create_default_context(cafile=os.path.join(cert_dir, "kubelet.crt"))
+            ctx.check_hostname = False
+            def answer():
+                try:
+                    return httpx.get(f"https://127.0.0.1:{node.port}/metrics", verify=ctx, timeout=5).status_code
+                except httpx.ConnectError as e:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                        raise
+                    return None  # not listening yet
+            assert wait_for(answer, what="the endpoint") == 401  # kubelet.crt's; no client certificate
+            ns = "t-" + uuid.uuid4().hex[:8]
+            assert admin.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                           "metadata": {"name": ns}}).status_code == 201
+            default_service_account(admin, ns)
+            root_ca_configmap(admin, ns, ca_file=c.ca)
+            create(admin, ns, make_pod("hello", node, container("c", ["echo", "bootstrapped"]),
+                                       restartPolicy="Never"))
+            wait_pod(admin, ns, "hello", terminated("c"), "the container to finish", timeout=60)
+            assert pod_log(admin, ns, "hello") == "bootstrapped\n"
+            admin.delete(f"/api/v1/namespaces/{ns}/pods/hello", params={"gracePeriodSeconds": "0"})
+    finally:
+        if node is not None and node.proc is not None:
+            node.cleanup()
+        if cm is not None:
+            cm.stop()
+        c.stop()
