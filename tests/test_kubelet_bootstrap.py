@@ -13,7 +13,7 @@ import pytest
 
 from kubelet import certificate
 from machinery import pki
-from tests.procs import Component, wait_for
+from tests.procs import Component, default_service_account, wait_for
 from tests.secure import Credentials, SecureCluster
 from tests.test_csr_controllers import TOKEN, TOKEN_ID, kubeadm_bootstrap_objects
 
@@ -112,6 +112,20 @@ def test_a_kubelet_with_only_a_bootstrap_kubeconfig_joins_with_its_issued_certif
         assert req["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
         assert req["spec"]["usages"] == ["digital signature", "client auth"]
         assert req["status"]["conditions"][0]["reason"] == "AutoApproved"
+        # as a node, it runs the pods bound to it (it may watch only those)
+        ns = "t-" + uuid.uuid4().hex[:8]
+        assert admin.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": ns}}).status_code == 201
+        default_service_account(admin, ns)
+        r = admin.post(f"/api/v1/namespaces/{ns}/pods", json={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": kubelet.node, "automountServiceAccountToken": False,
+                     "containers": [{"name": "c", "image": "nginx"}]}})
+        assert r.status_code == 201, r.text
+        wait_for(lambda: admin.get(f"/api/v1/namespaces/{ns}/pods/p").json()["status"].get("phase") == "Running",
+                 what="the pod to run")
+        assert "forbidden" not in kubelet.proc.log()
+        admin.delete(f"/api/v1/namespaces/{ns}")
         # restarted, it keeps its valid certificate: no new request
         kubelet.stop()
         kubelet.start()
