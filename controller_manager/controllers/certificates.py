@@ -46,7 +46,7 @@ from typing import Any
 
 from cryptography import x509
 
-from controller_manager.controller import Controller
+from controller_manager.controller import Controller, Requeue
 from machinery import errors, pki, times
 
 log = logging.getLogger("minik8s.controller.certificates")
@@ -134,9 +134,9 @@ def _usages(csr: dict) -> list[str]:
     return [u for u in (csr.get("spec") or {}).get("usages") or [] if isinstance(u, str)]
 
 
-class NotApproved(Exception):
+class NotApproved(Requeue):
     """A recognised request whose requestor the SubjectAccessReviews did not allow
-    (Kubernetes' IgnorableError): retried with backoff, without a stack trace."""
+    (Kubernetes' IgnorableError): looked at again with backoff."""
 
 
 # -- csrapproving --------------------------------------------------------------------------
