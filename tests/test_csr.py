@@ -274,8 +274,12 @@ def test_kubectl_get_csr_and_certificate_approve_and_deny(cluster, admin):
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows[one][2:] == ["example.com/kubectl", "kubernetes-admin", "<none>", "Approved"]
     assert rows[two][-1] == "Denied"
-    cond = admin.get(f"{BASE}/{one}").json()["status"]["conditions"][0]
+    got = admin.get(f"{BASE}/{one}").json()
+    cond = got["status"]["conditions"][0]
     assert (cond["type"], cond["reason"]) == ("Approved", "KubectlApprove")
+    (entry,) = [m for m in got["metadata"]["managedFields"] if m.get("subresource") == "approval"]
+    assert entry["operation"] == "Update" and "f:status" in entry["fieldsV1"]
+    assert "f:spec" not in entry["fieldsV1"]
     # approving a denied request is refused, and changes nothing
     r = cluster.kubectl(kc, "certificate", "approve", two)
     assert r.returncode != 0
