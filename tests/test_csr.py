@@ -280,6 +280,13 @@ def test_kubectl_get_csr_and_certificate_approve_and_deny(cluster, admin):
     (entry,) = [m for m in got["metadata"]["managedFields"] if m.get("subresource") == "approval"]
     assert entry["operation"] == "Update" and "f:status" in entry["fieldsV1"]
     assert "f:spec" not in entry["fieldsV1"]
+    r = cluster.kubectl(kc, "describe", "csr", one)
+    assert r.returncode == 0, r.stderr
+    described = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line and not line.startswith(" "))
+    assert described["Requesting User"].strip() == "kubernetes-admin"
+    assert described["Signer"].strip() == "example.com/kubectl"
+    assert described["Status"].strip() == "Approved"
+    assert "Common Name:    system:node:n1" in r.stdout
     # approving a denied request is refused, and changes nothing
     r = cluster.kubectl(kc, "certificate", "approve", two)
     assert r.returncode != 0
