@@ -309,3 +309,35 @@ def test_kubectl_lite_certificate_approve_and_deny(cluster, admin, tmp_path):
     assert err.startswith(f"The CertificateSigningRequest \"{two}\" is invalid") and "mutually exclusive" in err
     assert "not found" in kl.err("certificate", "deny", "ghost")
     assert "one or more CSRs must be specified" in kl.err("certificate", "approve")
+
+
+def test_each_certificate_admission_plugin_can_be_turned_off(tmp_path):
+    c = SecureCluster(str(tmp_path), "--disable-admission-plugins",
+                      "CertificateSubjectRestriction,CertificateApproval").start()
+    try:
+        with c.client(c.admin) as admin:
+            r = admin.post(BASE, json=csr(signer=CLIENT, request=request_pem("root", ("system:masters",))))
+            assert r.status_code == 201, r.text
+            obj = admin.post(BASE, json=csr(signer="example.com/any")).json()
+        carol = c.user("carol")
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "carol"},
+                "rules": [{"apiGroups": ["certificates.k8s.io"], "verbs": ["update"],
+                           "resources": ["certificatesigningrequests/approval",
+                                         "certificatesigningrequests/status"]}]}
+        bind = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "carol"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "carol"},
+                "subjects": [{"kind": "User", "name": "carol", "apiGroup": "rbac.authorization.k8s.io"}]}
+        with c.client(c.admin) as admin:
+            assert admin.post("/apis/rbac.authorization.k8s.io/v1/clusterroles", json=role).status_code == 201
+            assert admin.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                              json=bind).status_code == 201
+        with c.client(carol) as cc:  # no approve on the signer: CertificateApproval is off
+            r = cc.put(f"{BASE}/{obj['metadata']['name']}/approval", json=approval(obj))
+            assert r.status_code == 200, r.text
+            issued = {**r.json(), "status": {**r.json()["status"],
+                                             "certificate": base64.b64encode(cluster_cert(c)).decode()}}
+            r = cc.put(f"{BASE}/{obj['metadata']['name']}/status", json=issued)  # CertificateSigning is on
+            assert r.status_code == 403 and "user not permitted to sign" in r.json()["message"]
+    finally:
+        c.stop()
