@@ -254,11 +254,11 @@ def new_csr(key: PrivateKey, *, common_name: str, organizations: tuple[str, ...]
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """The PKCS#10 request of PEM `data` whose signature verifies (Kubernetes' ParseCSR
     and CheckSignature); ValueError, worded as Kubernetes words it, otherwise."""
-    block = data.lstrip()
-    if not block.startswith(b"-----BEGIN CERTIFICATE REQUEST-----"):
+    start = data.find(b"-----BEGIN ")  # the first PEM block, as Go's pem.Decode finds it
+    if start < 0 or not data.startswith(b"-----BEGIN CERTIFICATE REQUEST-----", start):
         raise ValueError("PEM block type must be CERTIFICATE REQUEST")
     try:
-        csr = x509.load_pem_x509_csr(data)
+        csr = x509.load_pem_x509_csr(data[start:])
     except ValueError as e:
         raise ValueError(f"x509: malformed certificate request ({e})") from None
     try:
