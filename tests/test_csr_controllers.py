@@ -280,3 +280,30 @@ def test_controller_manager_refuses_an_unusable_signing_ca(cluster, tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("error: cluster signing CA:") and "not a PEM certificate" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# -- unit: what the signer puts in a certificate ---------------------------------------------------
+
+def test_signed_certificates_follow_the_permissive_signing_policy():
+    from cryptography import x509
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    ca_key = pki.new_key("ECDSA-P256")
+    ca = pki.new_ca("ca", ca_key, now=now, validity=datetime.timedelta(days=1))
+    req = pki.load_csr(base64.b64decode(request_pem("system:node:a", dns=("a.example",))))
+
+    def sign(usages, hours):
+        return pki.sign_request(req, usages, ca_cert=ca, ca_key=ca_key, now=now, ttl=datetime.timedelta(hours=hours))
+    cert = sign(["digital signature", "key encipherment", "server auth", "client auth"], 10)
+    assert cert.not_valid_before_utc == now - datetime.timedelta(minutes=5)
+    # long-lived (8h or more): the end is back-dated too, so the whole span is the TTL
+    assert cert.not_valid_after_utc == now + datetime.timedelta(hours=10, minutes=-5)
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment and not ku.key_cert_sign
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert [o.dotted_string for o in eku] == ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert pki.spec_of(cert).dns_names == ("a.example",) and pki.spec_of(cert).common_name == "system:node:a"
+    # never past the CA's own end
+    assert sign(["client auth"], 100).not_valid_after_utc == ca.not_valid_after_utc
+    with pytest.raises(ValueError, match="unrecognized usage: flying"):
+        sign(["flying"], 1)
