@@ -261,7 +261,7 @@ def test_signer_marks_an_approved_request_it_may_not_sign_failed_and_leaves_unkn
 
 
 def test_cleaner_deletes_a_request_denied_over_an_hour_ago(admin, manager):
-    obj = admin.post(BASE, json=csr()).json()
+    obj = admin.post(BASE, json=csr(signer="example.com/nobody")).json()  # no controller approves it
     name = obj["metadata"]["name"]
     obj["status"] = {"conditions": [{"type": "Denied", "status": "True", "reason": "Test",
                                      "lastUpdateTime": times.rfc3339(times.parse(obj["metadata"]["creationTimestamp"])
