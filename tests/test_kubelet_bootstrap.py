@@ -297,3 +297,39 @@ def test_a_bootstrapped_linux_kubelet_serves_its_self_signed_endpoint_to_the_api
         if cm is not None:
             cm.stop()
         c.stop()
+
+
+def test_a_client_sharing_the_kubelets_certificate_file_follows_its_rotation(cluster, tmp_path):
+    """What reads kubelet.conf (kube-proxy, the pod network agent) uses the rotated
+    kubelet-client-current.pem once it looks at the files again (every five minutes, as
+    client-go's dynamic client certificate)."""
+    import asyncio
+
+    from client.clock import FakeClock
+    from client.kubeconfig import Connection
+    from client.rest import CERT_FILE_PERIOD, Client
+
+    def pair(creds) -> bytes:
+        with open(creds.cert, "rb") as c, open(creds.key, "rb") as k:
+            return c.read() + k.read()
+    current = tmp_path / "kubelet-client-current.pem"
+    current.write_bytes(pair(cluster.user("alice")))
+    conn = Connection(server=cluster.url, ca_file=cluster.ca, cert_file=str(current), key_file=str(current))
+    clock = FakeClock()
+
+    async def main() -> list[str]:
+        seen = []
+        async with Client(conn, clock=clock) as client:
+            async def who() -> None:
+                review = await client.create({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+                seen.append(review["status"]["userInfo"]["username"])
+            await who()
+            rotated = tmp_path / "kubelet-client-next.pem"
+            rotated.write_bytes(pair(cluster.user("bob")))
+            os.replace(rotated, current)
+            await who()  # not looked at yet
+            clock.step(CERT_FILE_PERIOD + 1)
+            await who()
+            await who()
+        return seen
+    assert asyncio.run(main()) == ["alice", "alice", "bob", "bob"]
