@@ -60,6 +60,7 @@ from apiserver import discovery, kubernetesservice, metrics, openapi, portforwar
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
+from apiserver.auth.certificates import CertificateAdmission
 from apiserver.auth import rbac as rbac_auth
 from apiserver.auth.authorizer import (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
                                        SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS_GROUP,
@@ -363,6 +364,9 @@ class API:
             # the authorizer lets nodes write Nodes, pods and leases; the plugin keeps each
             # node to its own.
             self.admission.append(NodeRestriction(self.cache))
+        # CertificateApproval, CertificateSigning and CertificateSubjectRestriction, which
+        # kube-apiserver enables by default (apiserver/auth/certificates.py).
+        self.admission.append(CertificateAdmission(self.authorizer, disabled=disabled))
         self.compaction_window = compaction_window
         self._tasks: list[asyncio.Task] = []
         self.stopping = False
@@ -1124,9 +1128,9 @@ def request_labels(request: Request, t: Target) -> tuple[str, ...]:
 
 
 def main_or_status(t: Target) -> str | None:
-    """The subresource an update writes through: `status`, or the main resource (also
-    for namespaces/x/finalize, which writes spec.finalizers)."""
-    return "status" if t.subresource == "status" else None
+    """The subresource an update writes through: `status` (or a CSR's `approval`), or the
+    main resource (also for namespaces/x/finalize, which writes spec.finalizers)."""
+    return t.subresource if t.subresource in ("status", "approval") else None
 
 
 def write_options(request: Request, *, apply: bool = False,
@@ -1140,7 +1144,7 @@ def write_options(request: Request, *, apply: bool = False,
         force = raw == "true"
     return WriteOptions(dry_run=dry_run(q), field_validation=field_validation(q),
                         field_manager=field_manager(request, apply=apply), force=force,
-                        warnings=[], admit=admit)
+                        warnings=[], admit=admit, user=request.scope.get("user"))
 
 
 # (verb, subresource) -> handler: what the server does for every request on a resource
@@ -1154,7 +1158,7 @@ ROUTES = {
     ("update", None): API._update,
     ("patch", None): API._patch,
     ("delete", None): API._delete,
-    **{(v, sub): h for sub in ("status", "finalize")
+    **{(v, sub): h for sub in ("status", "finalize", "approval")
        for v, h in (("get", API._get), ("update", API._update), ("patch", API._patch))},
     ("create", "binding"): API._bind,
     ("create", "eviction"): API._evict,

@@ -109,7 +109,7 @@ def _value_key(item: Any) -> str:
 
 def _tracked(obj: dict, rt: ResourceType, subresource: str | None) -> dict:
     """The part of an object whose fields have owners."""
-    if subresource == "status":
+    if subresource in ("status", "approval"):  # a CSR's approval writes its status' conditions
         return {"status": obj["status"]} if obj.get("status") is not None else {}
     out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
     if rt.status_subresource:

@@ -14,6 +14,7 @@ from machinery import errors
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
+              "approval": ["get", "patch", "update"],
               "binding": ["create"], "log": ["get"], "exec": ["create", "get"],
               "portforward": ["create", "get"],
               "eviction": ["create"], "finalize": ["update"], "token": ["create"]}

@@ -141,9 +141,10 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     return p
 
 
-# The admission plugins this server has (kube-apiserver's names). Both are on by default:
-# ServiceAccount always, NodeRestriction with the Node authorizer.
-ADMISSION_PLUGINS = ("NodeRestriction", "ServiceAccount")
+# The admission plugins this server has (kube-apiserver's names), all on by default:
+# NodeRestriction with the Node authorizer, the others always.
+ADMISSION_PLUGINS = ("CertificateApproval", "CertificateSigning", "CertificateSubjectRestriction",
+                     "NodeRestriction", "ServiceAccount")
 
 
 def disabled_admission_plugins(value: str) -> frozenset[str]:

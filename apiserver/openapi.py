@@ -191,8 +191,9 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     if rt.verbs == ("create",):  # the review kinds: POST of the collection only
         return paths
     subs = {"": (kind_def, gvk)}
-    if "status" in rt.subresources:
-        subs["status"] = (kind_def, gvk)
+    for sub in ("status", "approval"):
+        if sub in rt.subresources:
+            subs[sub] = (kind_def, gvk)
     if "scale" in rt.subresources:
         subs["scale"] = ("io.k8s.api.autoscaling.v1.Scale",
                          {"group": "autoscaling", "version": "v1", "kind": "Scale"})

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from apiserver import tables
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
-from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
+from apiserver.strategies import (CSRStrategy, NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy,
+                                  Strategy)
 from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
@@ -69,6 +70,8 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 def _job_fields(obj: dict) -> dict[str, str]:
     # JobToSelectableFields: a Job's successful pods are selectable (as a decimal string).
     return {**_meta_fields(obj), "status.successful": str((obj.get("status") or {}).get("succeeded", 0))}
+def _csr_fields(obj: dict) -> dict[str, str]:
+    return {**_meta_fields(obj), "spec.signerName": (obj.get("spec") or {}).get("signerName", "")}
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CLUSTERROLES, columns=tables.ROLES),
     _serve(kinds.ROLEBINDINGS, columns=tables.ROLEBINDINGS),
     _serve(kinds.CLUSTERROLEBINDINGS, columns=tables.ROLEBINDINGS),
+    _serve(kinds.CERTIFICATESIGNINGREQUESTS, fields=_csr_fields, columns=tables.CSRS,
+           strategy=CSRStrategy()),
     # Create-only and never stored: answered by apiserver/auth/reviews.py.
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
     _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),

@@ -70,6 +70,9 @@ class WriteOptions:
     force: bool = False
     warnings: list[str] | None = field(default=None, compare=False)
     admit: Callable[[dict, dict | None], Awaitable[None]] | None = field(default=None, compare=False)
+    # Who is asking (an apiserver.auth.authorizer.UserInfo; None for the server's own
+    # writes): what a kind that records its requestor reads (Strategy.set_requestor).
+    user: Any = field(default=None, compare=False)
 
 
 class Removed:
@@ -413,7 +416,7 @@ class Resources:
         return md
 
     def _validate(self, rt: ResourceType, obj: dict, opts: WriteOptions, *,
-                  old: dict | None = None) -> None:
+                  old: dict | None = None, strategy: Any = None) -> None:
         causes = validation.schema_causes(obj, strict=True)
         unknown = [c for c in causes if c.get("message", "").startswith("unknown field")]
         if unknown and opts.field_validation != "Strict":
@@ -422,7 +425,7 @@ class Resources:
                 if opts.warnings is not None and opts.field_validation != "Ignore":
                     opts.warnings.append(c["message"])
             causes = [c for c in causes if c not in unknown]
-        causes += rt.strategy.validate(rt, obj, old)
+        causes += (strategy or rt.strategy).validate(rt, obj, old)
         if causes:
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(rt.kind, name, causes, group=rt.group)
@@ -489,6 +492,7 @@ class Resources:
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 md.pop(k, None)
             rt.strategy.prepare_for_create(obj)
+            rt.strategy.set_requestor(obj, opts.user)
             defaults.apply_defaults(obj, rt.kind)
             await self._admit(rt, namespace, obj, name=md["generateName"] if generated else md["name"])
             self._validate(rt, obj, opts)
@@ -517,8 +521,9 @@ class Resources:
         """`new`, sent by the client over `old`, as it is to be stored: what the client may
         not change through this endpoint carried over, defaulted, validated, its fields'
         managers recorded; `Removed` once a deletion's last finalizer has gone."""
-        if subresource == "status":
-            new = rt.strategy.prepare_for_status_update(new, old)
+        strategy = rt.strategy.for_subresource(subresource)
+        if subresource is not None:  # status, or a kind's own (a CSR's approval)
+            new = strategy.prepare_for_status_update(new, old)
         else:
             omd, nmd = old["metadata"], new["metadata"]
             for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -532,7 +537,7 @@ class Resources:
             rt.strategy.prepare_for_update(new, old)
         new["metadata"].pop("resourceVersion", None)
         defaults.apply_defaults(new, rt.kind)
-        self._validate(rt, new, opts, old=old)
+        self._validate(rt, new, opts, old=old, strategy=strategy)
         if opts.field_manager:
             ssa.record_update(old, new, rt, manager=opts.field_manager, subresource=subresource,
                               now=now())

@@ -344,6 +344,28 @@ CRONJOBS: tuple[Col, ...] = (NAME, ("Schedule", "string", "The schedule in Cron 
                               lambda cj: _selector(_get("spec", "jobTemplate", "spec", "selector", default={})(cj))))
 
 
+def _csr_condition(csr: dict) -> str:
+    """extractCSRStatus: Denied over Approved over Pending, then Failed and Issued."""
+    types = {c.get("type") for c in (csr.get("status") or {}).get("conditions") or [] if isinstance(c, dict)}
+    out = "Denied" if "Denied" in types else "Approved" if "Approved" in types else "Pending"
+    if "Failed" in types:
+        out += ",Failed"
+    if (csr.get("status") or {}).get("certificate"):
+        out += ",Issued"
+    return out
+
+
+def _csr_duration(csr: dict) -> str:
+    seconds = (csr.get("spec") or {}).get("expirationSeconds")
+    return human_duration(seconds) if isinstance(seconds, int) else "<none>"
+
+
+CSRS: tuple[Col, ...] = (NAME, AGE,
+                         ("SignerName", "string", "signerName indicates the requested signer, and is a qualified name.", 0, _get("spec", "signerName", default="<none>")),
+                         ("Requestor", "string", "request contains an x509 certificate signing request encoded in a \"CERTIFICATE REQUEST\" PEM block.", 0, _get("spec", "username")),
+                         ("RequestedDuration", "string", "expirationSeconds is the requested duration of validity of the issued certificate.", 0, _csr_duration),
+                         ("Condition", "string", "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\".", 0, _csr_condition))
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}

@@ -70,6 +70,10 @@ _NOT_ENFORCED: dict[str, set[str]] = {
         ("core.v1", "Namespace"), ("core.v1", "Node"), ("core.v1", "Pod"),
         ("core.v1", "Secret"), ("core.v1", "ServiceAccount"), ("core.v1", "Service"),
         ("discovery.v1", "EndpointSlice"))},
+    # CertificateSigningRequests: validateCertificateSigningRequest reports these itself
+    # (an absent request as one that is not PEM, as the decoded empty value is).
+    "io.k8s.api.certificates.v1.CertificateSigningRequestSpec": {"request", "signerName"},
+    "io.k8s.api.certificates.v1.CertificateSigningRequestCondition": {"type", "status"},
     # ValidateEndpointSlice accepts a slice without endpoints (the controller's
     # placeholder for a Service with none is one).
     "io.k8s.api.discovery.v1.EndpointSlice": {"endpoints"},

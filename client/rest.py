@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import random
 import ssl
 import sys
@@ -72,6 +73,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minik8s.client")
 TOKEN_FILE_PERIOD = 60.0  # client-go: a token file is read again after a minute
+# client-go's CertCallbackRefreshDuration: client certificate files are looked at again
+# every five minutes, and used anew when they changed (a kubelet's rotated certificate).
+CERT_FILE_PERIOD = 300.0
 
 
 # -- request counts (client-go's restclient metrics) ----------------------------------------
@@ -202,6 +206,17 @@ class Dial(NamedTuple):  # not a frozen dataclass: that costs ~0.6 ms of a CLI's
     headers: dict[str, str]              # User-Agent, Authorization
 
 
+def _stat(*paths: str | None) -> tuple[tuple[int, int, int], ...] | None:
+    """What tells that files changed (inode, mtime, size, following symlinks); None
+    without files or when one cannot be read."""
+    if not all(paths):
+        return None
+    try:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (os.stat(p) for p in paths if p))
+    except OSError:
+        return None
+
+
 def _lean_under(transport: object) -> LeanTransport | None:
     t: object = transport
     while t is not None:
@@ -240,6 +255,8 @@ class Client:
         # again once a minute, as client-go's cached file token source does.
         self._token_file = self.connection.token_file if self.connection.token else None
         self._token_read = self.clock.monotonic()
+        self._cert_read = self._token_read
+        self._cert_seen = _stat(self.connection.cert_file, self.connection.key_file)
         self._header_values = headers
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None  # current client cert
         # An exec plugin's client certificate goes to the lean transport, also when it
@@ -263,7 +280,23 @@ class Client:
             self._timeout = timeout
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in headers.items()]
 
+    def _reread_cert(self) -> None:
+        """Use the client certificate files anew if they changed (checked every
+        CERT_FILE_PERIOD): what shares a kubelet's kubelet.conf follows its rotation."""
+        now = self.clock.monotonic()
+        if self._cert_seen is None or self._lean_inner is None or now - self._cert_read < CERT_FILE_PERIOD:
+            return
+        self._cert_read = now
+        conn = self.connection
+        if _stat(conn.cert_file, conn.key_file) == self._cert_seen:
+            return
+        try:
+            self.use_client_certificate(conn.cert_file or "", conn.key_file or "")
+        except (OSError, ValueError) as e:  # half-written, say: the old one is still good
+            log.warning("rereading client certificate %s: %s", conn.cert_file, e)
+
     def _reread_token(self) -> None:
+        self._reread_cert()
         now = self.clock.monotonic()
         if self._token_file is None or now - self._token_read < TOKEN_FILE_PERIOD:
             return
@@ -306,6 +339,24 @@ class Client:
             self._headers = [b"%s: %s" % (k.encode(), v.encode()) for k, v in self._header_values.items()]
         self._credential = cred
         return cred
+
+    def use_client_certificate(self, cert_file: str, key_file: str) -> None:
+        """Present the client certificate and key of these files (read now) on every
+        connection opened from now on; idle connections made with the old one are
+        closed. How a kubelet whose certificate rotated goes on without a restart
+        (client-go's dynamic client certificate). ValueError or OSError if the files do
+        not hold a certificate and its key; the old one stays in use then."""
+        conn = dataclasses.replace(self.connection, cert_file=cert_file, key_file=key_file,
+                                   cert_data=None, key_data=None)
+        ctx = conn.ssl_context()
+        if not isinstance(ctx, ssl.SSLContext):
+            raise ValueError("a client certificate needs an https:// server")
+        if self._lean_inner is None:
+            raise ValueError("changing the client certificate needs the default transport")
+        self._lean_inner.set_ssl_context(ctx)
+        self._ssl = ctx
+        self.connection = conn
+        self._cert_seen = _stat(cert_file, key_file)
 
     async def dial(self) -> Dial:
         """How to reach the server as this client's requests do, for a connection the

@@ -8,8 +8,9 @@ Contract for subclasses:
   changed.
 - `reconcile` raises to ask for a retry. One place (`_process`) decides: success ->
   forget the key's backoff; NotFound or Conflict -> a normal outcome of racing other
-  writers, requeued with backoff; Invalid (the object can never be made valid by
-  retrying) -> reported once as a Warning event and dropped; anything else ->
+  writers, requeued with backoff (so is `Requeue`, an expected wait, logged at -v 4
+  only); Invalid (the object can never be made valid by retrying) -> reported once as
+  a Warning event and dropped; anything else ->
   requeued with per-key exponential backoff.
 - Cached objects are shared and read-only: copy before changing.
 - A controller's tunables are declared in its `Options` dataclass (frozen, keyword-only),
@@ -46,6 +47,12 @@ log = logging.getLogger("minik8s.controller")
 @dataclass(frozen=True, kw_only=True)
 class NoOptions:
     """The options of a controller that has none."""
+
+
+class Requeue(Exception):
+    """Raised by `reconcile` for an expected outcome that needs another look later, with
+    backoff (Kubernetes' certificates.IgnorableError): logged at -v 4 only, not counted
+    as a reconcile error."""
 
 
 class ControllerClass(Protocol):
@@ -121,6 +128,9 @@ class Controller:
             log.warning("%s: %s cannot be reconciled: %s", self.name, key, exc.message)
             await self._report_invalid(key, exc)
             self.queue.forget(key)
+        except Requeue as exc:
+            log.log(klog.V(4), "%s: %s; requeued", self.name, exc)
+            self.queue.add_rate_limited(key)
         except (errors.Conflict, errors.NotFound, errors.AlreadyExists) as exc:
             # Another writer got there first; look again shortly, with backoff.
             log.debug("%s: %s: %s; requeued", self.name, key, exc.message)

@@ -4,7 +4,8 @@
         [--concurrent-workers 5] [--leader-elect=true|false]
         [--leader-elect-lease-duration 15s] [--leader-elect-renew-deadline 10s]
         [--leader-elect-retry-period 2s] [--bind-address 127.0.0.1] [--secure-port 10257]
-        [--root-ca-file FILE]
+        [--root-ca-file FILE] [--cluster-signing-cert-file FILE --cluster-signing-key-file FILE]
+        [--cluster-signing-duration 8760h]
         [-v N] [--logging-format text|json]
 
 Flags read as kube-controller-manager's (durations as Go durations, `15s`, `1m30s`, or
@@ -94,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
         opt("--node-cidr-mask-size", type=int, default=24, metavar="BITS"),
         opt("--max-endpoints-per-slice", type=int, default=100, metavar="N",
             help="endpoints an EndpointSlice holds at most, 1-1000 (default 100)"),
+        opt("--cluster-signing-cert-file", default="", metavar="FILE",
+            help="the CA certificate (PEM) csrsigning issues certificates with (default: none, "
+                 "nothing is signed)"),
+        opt("--cluster-signing-key-file", default="", metavar="FILE", help="that CA's private key (PEM)"),
+        opt("--cluster-signing-duration", type=flags.duration, default=8760 * 3600.0, metavar="DURATION",
+            help="the longest life of a certificate csrsigning issues (default 8760h)"),
     ]
     # Which attributes are controller options, so that build() passes on every one.
     p.set_defaults(controller_options=tuple(a.dest for a in options))
@@ -170,6 +177,18 @@ def build(args: argparse.Namespace) -> tuple[Manager, Client]:
         raise UsageError("leader election needs lease duration > renew deadline > 1.2 x retry period")
     if not 0 <= args.port < 65536:
         raise UsageError(f"--secure-port {args.port}: not a port number")
+    if bool(args.cluster_signing_cert_file) != bool(args.cluster_signing_key_file):
+        raise UsageError("--cluster-signing-cert-file and --cluster-signing-key-file go together")
+    if args.cluster_signing_cert_file and "csrsigning" in names:
+        from controller_manager.controllers.certificates import load_signer
+        try:
+            load_signer(args.cluster_signing_cert_file, args.cluster_signing_key_file)
+        except OSError as e:
+            raise UsageError(f"cluster signing CA: {e.filename}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise UsageError(f"cluster signing CA: {e}") from None
+    if args.cluster_signing_duration <= 0:
+        raise UsageError("--cluster-signing-duration must be positive")
     conn = _connection(args.kubeconfig)
     options["root_ca"] = _root_ca(args.root_ca_file, conn)
     client = LimitedClient(conn, user_agent="minik8s-controller-manager",

@@ -43,6 +43,7 @@ PACKAGES = {
     "k8s.io/api/batch/v1": ("api", "batch/v1/types.go", "batch/v1"),
     # A Job's `scheduling` (workload-aware scheduling) refers to these.
     "k8s.io/api/scheduling/v1alpha3": ("api", "scheduling/v1alpha3/types.go", "scheduling/v1alpha3"),
+    "k8s.io/api/certificates/v1": ("api", "certificates/v1/types.go", "certificates/v1"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
 }
@@ -83,6 +84,8 @@ ROOTS = [
     ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
     ("batch/v1", "Job", "k8s.io/api/batch/v1", "Job"),
     ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest", "k8s.io/api/certificates/v1",
+     "CertificateSigningRequest"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
@@ -102,6 +105,7 @@ SPECIAL = {
     # of one repeated string (`items = 1`); in JSON it is the plain list.
     ("k8s.io/api/authorization/v1", "ExtraValue"): "@stringlist",
     ("k8s.io/api/authentication/v1", "ExtraValue"): "@stringlist",
+    ("k8s.io/api/certificates/v1", "ExtraValue"): "@stringlist",
     ("k8s.io/api/authentication/v1", "AttestationValue"): "@stringlist",
     ("k8s.io/apimachinery/pkg/types", "NodeName"): "string",
 }

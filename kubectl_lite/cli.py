@@ -32,6 +32,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "cordon": ("nodes", "Mark node as unschedulable"),
     "uncordon": ("nodes", "Mark node as schedulable"),
     "drain": ("nodes", "Drain node in preparation for maintenance"),
+    "certificate": ("certificate", "Modify certificate resources"),
     "config": ("config", "Modify kubeconfig files"),
     "api-resources": ("info", "Print the supported API resources on the server"),
     "version": ("info", "Print the client and server version information"),

@@ -9,8 +9,9 @@ node's range (10.128.0.0/9, a /24 per node), and a pod being deleted is confirme
 network. Nodes advertise no kubelet endpoint (port 0), so logs and exec of their pods
 get the API server's "no kubelet" answer.
 
-One informer watches every bound pod (`spec.nodeName!=`) and keeps those on our nodes;
-its handlers only enqueue keys, and a few workers write. One asyncio loop.
+One informer watches every bound pod (`spec.nodeName!=`; one node: only its own) and
+keeps those on our nodes; its handlers only enqueue keys, and a few workers write. One
+asyncio loop.
 """
 from __future__ import annotations
 
@@ -75,7 +76,10 @@ class FakeNodes:
         self._next_ip: dict[str, int] = {}
         self.queue = WorkQueue()
         self.workers = workers
-        self.pods = Informer(client, "pods", field_selector="spec.nodeName!=", indexers={})
+        # One node watches only its own pods, which is all a node's own credential may
+        # watch (the Node authorizer): so a bootstrapped fake node works as a real one.
+        only = f"spec.nodeName={next(iter(self.nodes))}" if count == 1 else "spec.nodeName!="
+        self.pods = Informer(client, "pods", field_selector=only, indexers={})
         self.renewals = 0
         self._tasks: list[asyncio.Task] = []
 

@@ -4,6 +4,7 @@
                     [--address IP] [--port 10250] [--token-file FILE]
                     [--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
                      [--authentication-token-webhook] [--authorization-mode AlwaysAllow|Webhook]]
+                    [--bootstrap-kubeconfig FILE] [--cert-dir DIR] [--rotate-certificates]
                     [--image-store-dir DIR] [--max-parallel-image-pulls 5] [--host-root-images]
                     [--healthz-port 10248] [--healthz-bind-address 127.0.0.1]
                     [--cluster-dns IP[,IP]] [--cluster-domain cluster.local] [--resolv-conf FILE]
@@ -35,6 +36,18 @@ its dnsPolicy and dnsConfig as the kubelet's (kubelet/dns.py): ClusterFirst pods
 stops the kubelet and leaves the pods running: a restarted kubelet adopts them.
 `--cleanup` (with the flags that kubelet ran with) then removes its pods, bridge,
 cgroups, mounts and runtime state from the host, and does nothing the second time.
+
+TLS bootstrap and rotation (kubelet/certificate.py): with --bootstrap-kubeconfig and no
+valid client certificate in --kubeconfig, the kubelet asks for one through a
+CertificateSigningRequest (signer kubernetes.io/kube-apiserver-client-kubelet, CN
+system:node:<node>, O system:nodes) as the bootstrap kubeconfig's user, keeps it in
+--cert-dir (default <root-dir>/pki) as kubelet-client-<time>.pem behind the symlink
+kubelet-client-current.pem, and writes --kubeconfig to use it; a denied request is
+exit code 1. --rotate-certificates renews it at 70-90 % of its life, and the running
+kubelet switches to the new one. With --cert-dir or --bootstrap-kubeconfig and no
+--tls-cert-file, the endpoint serves HTTPS with a self-signed kubelet.crt/kubelet.key
+made in --cert-dir. With --runtime fake these are for its one node, `<prefix>-0`
+(--nodes 1).
 
 Registries and image GC: --registry-config is a k3s registries.yaml (mirrors, per-host
 CA, client certificate, credentials; kubelet/images/hosts.py); a bad one stops the
@@ -68,11 +81,13 @@ import socket
 import sys
 from typing import Any, Coroutine
 
+import httpx
+
 from client import kubeconfig
 from client.componentserver import ComponentServer
 from client.rest import Client
 from client.useragent import default_user_agent
-from machinery import flags, klog
+from machinery import errors, flags, klog
 from machinery.healthz import named_check
 
 log = logging.getLogger("minik8s.kubelet")
@@ -112,6 +127,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--authorization-mode", default="AlwaysAllow", choices=("AlwaysAllow", "Webhook"),
                    help="who may use the HTTPS endpoint: every authenticated caller (AlwaysAllow, "
                    "default), or as the API server's SubjectAccessReview says (Webhook)")
+    _add_certificate_flags(p)
     p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
     p.add_argument("--node-labels", type=_labels, default={}, metavar="KEY=VALUE,...",
@@ -153,6 +169,88 @@ def parse(argv: list[str]) -> argparse.Namespace:
     _add_image_flags(p)
     klog.add_flags(p)
     return p.parse_args(argv)
+
+
+# --- TLS bootstrap, certificate rotation, the self-signed serving certificate (h-csr) ---
+
+def _add_certificate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-kubeconfig", default=None, metavar="FILE",
+                   help="when --kubeconfig has no valid client certificate, get one with this "
+                   "kubeconfig's (bootstrap token) credential through a CertificateSigningRequest, and "
+                   "write --kubeconfig to use it")
+    p.add_argument("--cert-dir", default=None, metavar="DIR",
+                   help="where the client certificates (kubelet-client-current.pem) and the "
+                   "self-signed serving certificate (kubelet.crt, kubelet.key) go (default <root-dir>/pki); "
+                   "given, or with --bootstrap-kubeconfig, the endpoint serves HTTPS with kubelet.crt "
+                   "unless --tls-cert-file says otherwise")
+    p.add_argument("--rotate-certificates", type=flags.boolean, nargs="?", const=True, default=False,
+                   metavar="true|false", help="renew the client certificate through a "
+                   "CertificateSigningRequest at 70-90%% of its life, without a restart")
+
+
+def cert_dir(args: argparse.Namespace) -> str:
+    return args.cert_dir or os.path.join(_node_paths(args)[1], "pki")
+
+
+def credential_node(args: argparse.Namespace) -> str:
+    """The node whose identity the client certificate carries: the node's name, or with
+    --runtime fake the one fake node's (`<prefix>-0`)."""
+    if args.runtime == "fake":
+        return f"{args.node_name or 'fake-node'}-0"
+    return _node_paths(args)[0]
+
+
+def check_certificate_flags(args: argparse.Namespace) -> str | None:
+    """The one-line error of the bootstrap and rotation flags, or None. Without
+    --tls-cert-file, in --cert-dir mode, makes the self-signed serving certificate and
+    points --tls-cert-file and --tls-private-key-file at it."""
+    if args.bootstrap_kubeconfig and not args.kubeconfig:
+        return "--bootstrap-kubeconfig needs --kubeconfig: the kubelet writes the credential it gets there"
+    if (args.bootstrap_kubeconfig or args.rotate_certificates) and args.runtime == "fake" and args.nodes != 1:
+        return "--bootstrap-kubeconfig and --rotate-certificates with --runtime fake need --nodes 1"
+    if args.runtime == "linux" and not args.tls_cert_file and not args.tls_private_key_file and \
+            (args.cert_dir or args.bootstrap_kubeconfig):
+        from kubelet.certificate import serving_certificate
+        name = _node_paths(args)[0]
+        try:
+            args.tls_cert_file, args.tls_private_key_file = serving_certificate(
+                cert_dir(args), name, args.address or "")
+        except (OSError, ValueError) as e:
+            return f"--cert-dir {cert_dir(args)}: {getattr(e, 'strerror', None) or e}"
+    return None
+
+
+async def _bootstrap(args: argparse.Namespace) -> str | None:
+    """--bootstrap-kubeconfig: make --kubeconfig usable; the one-line error, or None."""
+    from kubelet.certificate import BootstrapError, bootstrap
+    try:
+        await bootstrap(kubeconfig_path=args.kubeconfig, bootstrap_path=args.bootstrap_kubeconfig,
+                        cert_dir=cert_dir(args), node_name=credential_node(args),
+                        user_agent=default_user_agent("kubelet"))
+    except BootstrapError as e:
+        return f"bootstrap: {e}"
+    except (OSError, errors.APIError, httpx.HTTPError) as e:
+        return f"bootstrap: {getattr(e, 'message', None) or e}"
+    return None
+
+
+def _rotation(args: argparse.Namespace, client: Client) -> Any:
+    """--rotate-certificates: the rotation of `client`'s certificate, or None. The store
+    starts from --kubeconfig's certificate when --cert-dir has none yet (as client-go's
+    file store falls back to it)."""
+    from kubelet.certificate import CertificateRotation, FileStore
+    if not args.rotate_certificates:
+        return None
+    store = FileStore(cert_dir(args))
+    if store.current() is None:
+        conn = client.connection
+        if not (conn.cert_file and conn.key_file):
+            log.warning("--rotate-certificates: no client certificate file to rotate")
+            return None
+        with open(conn.cert_file, "rb") as c, open(conn.key_file, "rb") as k:
+            store.update(c.read(), k.read())
+        client.use_client_certificate(store.current_path, store.current_path)
+    return CertificateRotation(client, store, credential_node(args))
 
 
 # --- registries and image GC (h-reg) ---------------------------------------------------
@@ -261,6 +359,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.cleanup:
         return cleanup(args)
+    if err := check_certificate_flags(args):
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.runtime == "linux" and (err := check_image_flags(args) or check_tls_flags(args)):
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -376,12 +477,22 @@ def load_token(args: argparse.Namespace, root_dir: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.bootstrap_kubeconfig and (err := await _bootstrap(args)):
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     try:
         conn = kubeconfig.load(args.kubeconfig).connection()
     except (OSError, ValueError) as exc:
         print(f"error: kubeconfig: {exc}", file=sys.stderr)
         return 1
     client = Client(conn, user_agent=default_user_agent("kubelet"))
+    try:
+        rotation = _rotation(args, client)
+    except (OSError, ValueError) as exc:
+        print(f"error: --rotate-certificates: {exc}", file=sys.stderr)
+        await client.close()
+        return 1
+    rotating = asyncio.create_task(rotation.run(), name="certificate-rotation") if rotation else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     def on_signal(sig: signal.Signals) -> None:
@@ -394,6 +505,9 @@ async def run(args: argparse.Namespace) -> int:
             return await _run_fake(args, client, stop)
         return await _run_linux(args, client, stop)
     finally:
+        if rotating is not None:
+            rotating.cancel()
+            await asyncio.gather(rotating, return_exceptions=True)
         await client.close()
 
 

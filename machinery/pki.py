@@ -213,3 +213,128 @@ def load_key(data: bytes) -> PrivateKey:
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise ValueError(f"unsupported private key type {type(key).__name__}")
     return key
+
+
+# -- certificate signing requests (PKCS#10), as the kubelet's TLS bootstrap and the CSR signer use them --
+
+# Kubernetes' certificates/v1 KeyUsage strings -> X.509 key usages and extended key
+# usages (the CSR signer's keyUsageDict and extKeyUsageDict).
+KEY_USAGES = {"signing": "digital_signature", "digital signature": "digital_signature",
+              "content commitment": "content_commitment", "key encipherment": "key_encipherment",
+              "key agreement": "key_agreement", "data encipherment": "data_encipherment",
+              "cert sign": "key_cert_sign", "crl sign": "crl_sign",
+              "encipher only": "encipher_only", "decipher only": "decipher_only"}
+EXT_KEY_USAGES = {"any": "2.5.29.37.0", "server auth": "1.3.6.1.5.5.7.3.1",
+                  "client auth": "1.3.6.1.5.5.7.3.2", "code signing": "1.3.6.1.5.5.7.3.3",
+                  "email protection": "1.3.6.1.5.5.7.3.4", "s/mime": "1.3.6.1.5.5.7.3.4",
+                  "ipsec end system": "1.3.6.1.5.5.7.3.5", "ipsec tunnel": "1.3.6.1.5.5.7.3.6",
+                  "ipsec user": "1.3.6.1.5.5.7.3.7", "timestamping": "1.3.6.1.5.5.7.3.8",
+                  "ocsp signing": "1.3.6.1.5.5.7.3.9", "microsoft sgc": "1.3.6.1.4.1.311.10.3.3",
+                  "netscape sgc": "2.16.840.1.113730.4.1"}
+# The CSR signer's PermissiveSigningPolicy: certificates are back-dated by five minutes;
+# one that lives at least `SHORT` ends five minutes early too (so its whole life is the
+# TTL), a shorter one ends a full TTL after now.
+SIGNER_BACKDATE = datetime.timedelta(minutes=5)
+SIGNER_SHORT = datetime.timedelta(hours=8)
+
+
+def new_csr(key: PrivateKey, *, common_name: str, organizations: tuple[str, ...] = (),
+            dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> bytes:
+    """A PEM `CERTIFICATE REQUEST` for `key` with this subject and SANs, signed by `key`."""
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """The PKCS#10 request of PEM `data` whose signature verifies (Kubernetes' ParseCSR
+    and CheckSignature); ValueError, worded as Kubernetes words it, otherwise."""
+    start = data.find(b"-----BEGIN ")  # the first PEM block, as Go's pem.Decode finds it
+    if start < 0 or not data.startswith(b"-----BEGIN CERTIFICATE REQUEST-----", start):
+        raise ValueError("PEM block type must be CERTIFICATE REQUEST")
+    try:
+        csr = x509.load_pem_x509_csr(data[start:])
+    except ValueError as e:
+        raise ValueError(f"x509: malformed certificate request ({e})") from None
+    try:
+        valid = csr.is_signature_valid
+    except Exception:  # noqa: BLE001 - an algorithm cryptography cannot check
+        valid = False
+    if not valid:
+        raise ValueError("x509: signature of the certificate request does not verify")
+    return csr
+
+
+def csr_subject(csr: x509.CertificateSigningRequest) -> tuple[str, tuple[str, ...]]:
+    """(common name, organizations) of a request's subject."""
+    cn = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = tuple(str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return (cn[0] if cn else ""), orgs
+
+
+def csr_sans(csr: x509.CertificateSigningRequest) -> dict[str, list[str]]:
+    """A request's subject alternative names by type: dns, ip, email, uri."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return {"dns": [], "ip": [], "email": [], "uri": []}
+    return {"dns": list(san.get_values_for_type(x509.DNSName)),
+            "ip": [str(ip) for ip in san.get_values_for_type(x509.IPAddress)],
+            "email": list(san.get_values_for_type(x509.RFC822Name)),
+            "uri": list(san.get_values_for_type(x509.UniformResourceIdentifier))}
+
+
+def sign_request(csr: x509.CertificateSigningRequest, usages: list[str], *,
+                 ca_cert: x509.Certificate, ca_key: PrivateKey, now: datetime.datetime,
+                 ttl: datetime.timedelta) -> x509.Certificate:
+    """The certificate the CSR signer issues for `csr` (Kubernetes' CertificateAuthority.Sign
+    with its PermissiveSigningPolicy): the request's subject and SANs, the key usages and
+    extended key usages `usages` name (Kubernetes' strings), CA:FALSE, no other
+    extension of the request, valid from five minutes ago for `ttl` (see SIGNER_SHORT),
+    never past the CA's own end. ValueError for an unknown usage or an expired CA."""
+    flags = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment",
+                           "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
+                           "encipher_only", "decipher_only"), False)
+    ext: list[x509.ObjectIdentifier] = []
+    for u in usages:
+        if u in KEY_USAGES:
+            flags[KEY_USAGES[u]] = True
+        elif u in EXT_KEY_USAGES:
+            oid = x509.ObjectIdentifier(EXT_KEY_USAGES[u])
+            if oid not in ext:
+                ext.append(oid)
+        else:
+            raise ValueError(f"unrecognized usage: {u}")
+    not_before = now - SIGNER_BACKDATE
+    not_after = now + ttl if ttl < SIGNER_SHORT else now + ttl - SIGNER_BACKDATE
+    ca_end = ca_cert.not_valid_after_utc
+    if not now < ca_end:
+        raise ValueError(f"refusing to sign a certificate that expired in the past: NotAfter={ca_end}")
+    not_after = min(not_after, ca_end)
+    builder = (x509.CertificateBuilder()
+               .subject_name(csr.subject).issuer_name(ca_cert.subject)
+               .public_key(csr.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(not_before).not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                              critical=False))
+    if any(flags.values()):
+        if (flags["encipher_only"] or flags["decipher_only"]) and not flags["key_agreement"]:
+            raise ValueError("usages encipher only and decipher only need key agreement")
+        builder = builder.add_extension(x509.KeyUsage(**flags), critical=True)
+    if ext:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(ext), critical=False)
+    sans = csr_sans(csr)
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in sans["dns"]]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sans["ip"]]
+    names += [x509.RFC822Name(e) for e in sans["email"]]
+    names += [x509.UniformResourceIdentifier(u) for u in sans["uri"]]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())

@@ -12,8 +12,10 @@ What it guarantees
   system:service-account-issuer-discovery, system:auth-delegator; the components'
   system:kube-scheduler, system:kube-controller-manager, system:node (bound to nobody:
   the Node authorizer grants nodes their rights), system:node-proxier and
-  system:node-bootstrapper; and the per-controller roles `system:controller:<name>` of
-  the controllers minik8s runs.
+  system:node-bootstrapper; the CSR roles, bound to nobody (kubeadm binds the first two):
+  system:certificates.k8s.io:certificatesigningrequests:nodeclient and :selfnodeclient,
+  and system:certificates.k8s.io:<signer>-approver for the four kubernetes.io signers;
+  and the per-controller roles `system:controller:<name>` of the controllers minik8s runs.
 - Per-controller roles are bound, as in Kubernetes, to the controller's ServiceAccount
   in kube-system, and also to the user `system:kube-controller-manager`: minik8s runs
   every controller with the controller manager's one credential (kube-controller-
@@ -54,6 +56,12 @@ READ = ["get", "list", "watch"]
 READ_WRITE = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 WRITE = ["create", "delete", "deletecollection", "patch", "update"]
 EVENTS = ("create", "patch", "update")
+CERTIFICATES = "certificates.k8s.io"
+# The signers Kubernetes defines (k8s.io/api/certificates/v1).
+CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+KUBELET_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
+KUBELET_SERVING_SIGNER = "kubernetes.io/kubelet-serving"
+LEGACY_UNKNOWN_SIGNER = "kubernetes.io/legacy-unknown"
 
 
 def rule(verbs: Any, groups: Any = None, resources: Any = None, *, names: Any = None,
@@ -232,7 +240,7 @@ def _node() -> list[dict]:
         rule(READ, "", ["configmaps", "secrets"]),
         rule("get", "", ["persistentvolumeclaims", "persistentvolumes"]),
         rule("get", "", "endpoints"),
-        rule(["create", "get", "list", "watch"], "certificates.k8s.io", "certificatesigningrequests"),
+        rule(["create", "get", "list", "watch"], CERTIFICATES, "certificatesigningrequests"),
         rule(["create", "delete", "get", "patch", "update"], "coordination.k8s.io", "leases"),
         rule("get", "storage.k8s.io", "volumeattachments"),
         rule("create", "", "serviceaccounts/token"),
@@ -248,6 +256,16 @@ def _node() -> list[dict]:
 # node-controller.
 def _controller_roles() -> dict[str, list[dict]]:
     return {
+        # csrapproving, csrsigning and csrcleaner, as kube-controller-manager runs them.
+        "certificate-controller": [
+            rule(["delete", "get", "list", "watch"], CERTIFICATES, "certificatesigningrequests"),
+            rule("update", CERTIFICATES, ["certificatesigningrequests/approval",
+                                          "certificatesigningrequests/status"]),
+            rule("approve", CERTIFICATES, "signers", names=KUBELET_CLIENT_SIGNER),
+            rule("sign", CERTIFICATES, "signers", names=[LEGACY_UNKNOWN_SIGNER, CLIENT_SIGNER,
+                                                         KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER]),
+            rule("create", "authorization.k8s.io", "subjectaccessreviews"),
+            events_rule()],
         "clusterrole-aggregation-controller": [
             rule(["escalate", "get", "list", "patch", "update", "watch"], GROUP, "clusterroles")],
         "cronjob-controller": [
@@ -360,8 +378,19 @@ def cluster_roles() -> list[dict]:
             events_rule(),
             rule(["list", "watch"], "discovery.k8s.io", "endpointslices")]),
         _cluster_role("system:node-bootstrapper", [
-            rule(["create", "get", "list", "watch"], "certificates.k8s.io",
-                 "certificatesigningrequests")]),
+            rule(["create", "get", "list", "watch"], CERTIFICATES, "certificatesigningrequests")]),
+        # What the csrapproving controller asks a SubjectAccessReview about: kubeadm binds
+        # nodeclient to its bootstrappers and selfnodeclient to system:nodes.
+        _cluster_role("system:certificates.k8s.io:certificatesigningrequests:nodeclient", [
+            rule("create", CERTIFICATES, "certificatesigningrequests/nodeclient")]),
+        _cluster_role("system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", [
+            rule("create", CERTIFICATES, "certificatesigningrequests/selfnodeclient")]),
+        *(_cluster_role(f"system:certificates.k8s.io:{role}", [
+            rule("approve", CERTIFICATES, "signers", names=signer)])
+          for role, signer in (("legacy-unknown-approver", LEGACY_UNKNOWN_SIGNER),
+                               ("kubelet-serving-approver", KUBELET_SERVING_SIGNER),
+                               ("kube-apiserver-client-approver", CLIENT_SIGNER),
+                               ("kube-apiserver-client-kubelet-approver", KUBELET_CLIENT_SIGNER))),
     ]
     roles += [_cluster_role(f"system:controller:{name}", rules)
               for name, rules in _controller_roles().items()]

@@ -20,10 +20,11 @@ Contract for every strategy method: it works on private copies the caller owns (
 mutate them), does no I/O, and raises `machinery.errors.APIError` for the client's
 mistakes only.
 """
+from apiserver.strategies.certificates import CSRStrategy
 from apiserver.strategies.generic import Strategy
 from apiserver.strategies.namespaces import NamespaceStrategy
 from apiserver.strategies.nodes import NodeStrategy
 from apiserver.strategies.pods import PodStrategy
 from apiserver.strategies.services import ServiceStrategy
 
-__all__ = ["NamespaceStrategy", "NodeStrategy", "PodStrategy", "ServiceStrategy", "Strategy"]
+__all__ = ["CSRStrategy", "NamespaceStrategy", "NodeStrategy", "PodStrategy", "ServiceStrategy", "Strategy"]

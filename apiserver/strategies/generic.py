@@ -52,6 +52,11 @@ class Strategy:
         if self.status_subresource and not self.status_on_create:
             obj.pop("status", None)
 
+    def set_requestor(self, obj: dict, user: Any) -> None:
+        """PrepareForCreate's part that reads who is asking (an authorizer.UserInfo, None
+        for the server's own writes), which Kubernetes takes from the request's context:
+        only a kind that records its requestor (CertificateSigningRequest) overrides it."""
+
     # -- admission of a create (the mutating admission plugins that read other objects) --
 
     # The kube-apiserver admission plugin `admission_refs`/`admit_create` stand for, by
@@ -104,6 +109,12 @@ class Strategy:
         if nmd.get("managedFields") is not None:
             merged["metadata"]["managedFields"] = nmd["managedFields"]
         return merged
+
+    def for_subresource(self, subresource: str | None) -> Strategy:
+        """The strategy of writes through `subresource` (Kubernetes registers a strategy
+        per subresource, e.g. a CSR's status and approval strategies): this one for a
+        plain kind, whose `prepare_for_status_update` and `validate` serve them all."""
+        return self
 
     # -- validation (Validate, ValidateUpdate) ------------------------------------------
 

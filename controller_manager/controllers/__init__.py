@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
 from controller_manager.controllers.bootstrapsigner import BootstrapSigner, TokenCleaner
+from controller_manager.controllers.certificates import (CSRApprovingController, CSRCleanerController,
+                                                        CSRSigningController)
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.cronjob import CronJobController
 from controller_manager.controllers.deployment import DeploymentController
@@ -36,5 +38,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
                           JobController, CronJobController, TTLAfterFinishedController,
-                          BootstrapSigner, TokenCleaner)
+                          BootstrapSigner, TokenCleaner, CSRApprovingController, CSRSigningController,
+                          CSRCleanerController)
 ])
