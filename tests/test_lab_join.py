@@ -28,10 +28,6 @@ from tests.procs import wait_for
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="join runs as root (kubeadm's preflight)")
 
 
-def kubelet_supports_bootstrap() -> bool:
-    r = subprocess.run([sys.executable, "-m", "cluster.cli", "kubelet", "--help"], capture_output=True, text=True,
-                       timeout=60)
-    return "--bootstrap-kubeconfig" in r.stdout
 
 
 def tree(root: str) -> list[str]:
@@ -312,8 +308,6 @@ def two_hosts(tmp_path_factory):
         cp.stop()
 
 
-@pytest.mark.skipif(not kubelet_supports_bootstrap(), reason="the kubelet has no --bootstrap-kubeconfig yet "
-                    "(its TLS bootstrap is h-csr's slice)")
 def test_a_worker_joins_and_its_node_becomes_ready(two_hosts):
     cp, worker = two_hosts
     before = tree(worker.root)
