@@ -13,6 +13,7 @@ import pytest
 from cluster import host, units
 from cluster.layout import Layout
 from tests.labhost import LabHost, minik8s
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, a kubelet)")
 
@@ -92,7 +93,11 @@ def test_init_brings_up_a_ready_tainted_control_plane(lab):
     assert f"controlPlaneEndpoint: {IP}:6443" in cfg["data"]["ClusterConfiguration"]
     assert "podSubnet: 10.244.0.0/16" in cfg["data"]["ClusterConfiguration"]
     info = get_json(lab, "configmap", "-n", "kube-public", "cluster-info")
-    assert list(info["data"]) == ["kubeconfig"] and f"server: https://{IP}:6443" in info["data"]["kubeconfig"]
+    assert f"server: https://{IP}:6443" in info["data"]["kubeconfig"]
+    # ... signed for the init token by the controller manager's bootstrapsigner
+    signed = wait_for(lambda: [k for k in get_json(lab, "configmap", "-n", "kube-public", "cluster-info")["data"]
+                               if k.startswith("jws-kubeconfig-")], what="cluster-info signed")
+    assert signed == [f"jws-kubeconfig-{m.group(2)[:6]}"]
     for crb in ("kubeadm:kubelet-bootstrap", "kubeadm:node-autoapprove-bootstrap",
                 "kubeadm:node-autoapprove-certificate-rotation", "minik8s:node-proxier"):
         assert get_json(lab, "clusterrolebinding", crb)["subjects"]
