@@ -52,6 +52,7 @@ COMPONENTS = {
     "kubelet": "kubelet.main",
     "dns": "clusterdns.main",
     "proxy": "proxy.main",
+    "apiserver-lb": "cluster.apiserverlb",
 }
 
 
