@@ -55,12 +55,15 @@ COMPONENTS = {
     "apiserver-lb": "cluster.apiserverlb",
 }
 
+# Internal commands of lab hosts (cluster/units.py), not meant to be typed.
+HOST_INTERNAL = {"supervise-host": "cluster.units"}
+
 
 def main(argv: list[str] | None = None) -> int:
     from cluster import certs, commands  # up, down, status, logs, node; certs
 
     argv = sys.argv[1:] if argv is None else argv
-    modules = {**COMPONENTS, **commands.INTERNAL}
+    modules = {**COMPONENTS, **commands.INTERNAL, **HOST_INTERNAL}
     if argv and argv[0] in ("apiserver", *modules):
         # klog's text lines at -v 0 until the component reads its own -v and
         # --logging-format (klog.setup_from_args replaces this handler).
