@@ -23,15 +23,18 @@ from tests.procs import APIServer, Component, Etcd, wait_for
 class Pair:
     """etcd, API servers a and b on it, and a balancer in front of both."""
 
-    def __init__(self, *lb_flags: str):
+    def __init__(self):
         self.etcd = Etcd().start()
         self.a = APIServer(self.etcd.url).start()
         self.b = APIServer(self.etcd.url).start()
         self.lb_port = free_port()
-        self.lb = Component("apiserver-lb", "--listen", f"127.0.0.1:{self.lb_port}", "--servers",
-                            f"127.0.0.1:{self.a.port},127.0.0.1:{self.b.port}", "--health-interval", "0.2",
-                            *lb_flags).start()
+        self.lb = self.start_lb(f"127.0.0.1:{self.a.port},127.0.0.1:{self.b.port}")
+
+    def start_lb(self, servers: str, *flags: str) -> Component:
+        lb = Component("apiserver-lb", "--listen", f"127.0.0.1:{self.lb_port}", "--servers", servers,
+                       "--health-interval", "0.2", *flags).start()
         wait_for(lambda: self.through_lb().get("/readyz").status_code == 200, what="the balancer")
+        return lb
 
     def through_lb(self) -> httpx.Client:
         return httpx.Client(base_url=f"https://127.0.0.1:{self.lb_port}", verify=self.a.admin_tls(), timeout=10)
@@ -145,10 +148,7 @@ def test_a_hung_server_loses_its_connections(pair, tmp_path):
     check with a kubeconfig) sees it; its open watch is closed and resumes elsewhere."""
     kc = pair.a.write_kubeconfig(tmp_path / "kc")
     pair.lb.stop()
-    pair.lb = Component("apiserver-lb", "--listen", f"127.0.0.1:{pair.lb_port}", "--servers",
-                        f"127.0.0.1:{pair.a.port},127.0.0.1:{pair.b.port}", "--health-interval", "0.2",
-                        "--kubeconfig", kc).start()
-    wait_for(lambda: pair.through_lb().get("/readyz").status_code == 200, what="the balancer")
+    pair.lb = pair.start_lb(f"127.0.0.1:{pair.a.port},127.0.0.1:{pair.b.port}", "--kubeconfig", kc)
 
     async def run():
         async with Client(pair.connection()) as client:
@@ -175,6 +175,26 @@ def test_a_hung_server_loses_its_connections(pair, tmp_path):
             finally:
                 task.cancel()
     asyncio.run(run())
+
+
+def test_servers_follow_the_kubernetes_endpoints(pair, tmp_path):
+    """Seeded with server a alone, the balancer learns b from default/kubernetes (both
+    servers keep a lease there) and carries on through b when a dies."""
+    with pair.a.client() as c:
+        def both():
+            ep = c.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
+            return {p["port"] for sub in ep.get("subsets") or [] for p in sub["ports"]} == {pair.a.port, pair.b.port}
+        wait_for(both, timeout=30, interval=0.2, what="both servers in the kubernetes Endpoints")
+    pair.lb.stop()
+    pair.lb = pair.start_lb(f"127.0.0.1:{pair.a.port}", "--kubeconfig",
+                            pair.a.write_kubeconfig(tmp_path / "kc"))
+    wait_for(lambda: "servers: " in pair.lb.log(), what="the balancer to read the Endpoints")
+    pair.a.proc.kill()
+    pair.a.proc.wait()
+    with pair.through_lb() as c:
+        wait_for(lambda: c.get("/api/v1/namespaces/default/configmaps").status_code == 200,
+                 timeout=30, what="the balancer to reach b")
+    pair.a.start()  # stopped by the fixture
 
 
 def test_bad_flags_are_one_line():
