@@ -85,7 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     images.add_parser(sub)
     from cluster import secrets  # secrets-encrypt reencrypt
     secrets.add_parser(sub)
+    from cluster import lab, reset, tokens  # lab hosts: init, token, reset
+    lab.add_parser(sub)
+    tokens.add_parser(sub)
+    reset.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "init":
+        return lab.run_init(args)
+    if args.command == "token":
+        return tokens.run(args)
+    if args.command == "reset":
+        return reset.run(args)
     if args.command == "certs":
         return certs.run(args)
     if args.command in ("up", "down", "status", "logs", "node"):
