@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_parser(sub)
     tokens.add_parser(sub)
     reset.add_parser(sub)
+    from cluster import join  # join (kubeadm join)
+    join.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "init":
         return lab.run_init(args)
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return images.run(args)
     if args.command == "secrets-encrypt":
         return secrets.run(args)
+    if args.command == "join":
+        return join.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 
 

@@ -53,8 +53,9 @@ from machinery.healthz import PING, named_check
 
 log = logging.getLogger("minik8s.controller_manager")
 
-# Off unless named (kube-controller-manager keeps a few such, e.g. bootstrapsigner).
-DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
+# Off unless named, as kube-controller-manager's ControllersDisabledByDefault (kubeadm
+# names them: --controllers=*,bootstrapsigner,tokencleaner).
+DISABLED_BY_DEFAULT: frozenset[str] = frozenset({"bootstrapsigner", "tokencleaner"})
 
 
 def enabled_controllers(spec: str | list[str], known: list[str] | None = None) -> list[str]:

@@ -57,7 +57,7 @@ def test_the_controller_table_is_a_registry_of_controller_classes():
     assert list(REGISTRY) == ["replicaset", "deployment", "garbagecollector", "namespace",
                               "serviceaccount", "endpoints", "endpointslice", "podgc", "nodelifecycle",
                               "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher",
-                              "service-lb-controller"]
+                              "service-lb-controller", "bootstrapsigner", "tokencleaner"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
         REGISTRY["ghost"]
@@ -146,7 +146,8 @@ def test_every_controllers_queue_is_named_so_that_it_reports():
     built = Manager(rc, controllers=list(REGISTRY), leader_elect=False).build(rc)  # type: ignore[arg-type]
     # kube-controller-manager's names where they differ from the controller's.
     other = {"endpoints": "endpoint", "endpointslice": "endpoint_slice",
-             "root-ca-cert-publisher": "root_ca_cert_publisher"}
+             "root-ca-cert-publisher": "root_ca_cert_publisher",
+             "bootstrapsigner": "bootstrap_signer_queue", "tokencleaner": "token_cleaner"}
     assert {n: c.queue.name for n, c in built.items()} == {n: other.get(n, n) for n in REGISTRY}
 
 

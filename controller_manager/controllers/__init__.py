@@ -9,6 +9,7 @@ with `run(workers)`. A new controller is a new module here and one line in the t
 from __future__ import annotations
 
 from controller_manager.controller import ControllerClass
+from controller_manager.controllers.bootstrapsigner import BootstrapSigner, TokenCleaner
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
@@ -30,5 +31,5 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           EndpointSliceController,
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
-                          ServiceLBController)
+                          ServiceLBController, BootstrapSigner, TokenCleaner)
 ])

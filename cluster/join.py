@@ -1,0 +1,458 @@
+"""`minik8s join`: a worker host joins a cluster made by `minik8s init`, as `kubeadm join`.
+
+    minik8s join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
+                 [--node-name N] [--advertise-address IP] [--discovery-timeout 5m]
+                 [--tls-bootstrap-timeout 5m]
+                 [--control-plane --certificate-key K [--apiserver-advertise-address IP]
+                  [--apiserver-bind-port 6443]]             (the control-plane form: h-ha)
+
+What it does, in kubeadm's phases:
+- preflight: root; the host is not already initialised or joined (any of kubelet.conf,
+  bootstrap-kubelet.conf, admin.conf, config.yaml, pki/ca.crt, an installed unit); the
+  kubelet's port 10250 is free; --advertise-address is an address of this host.
+- discovery (cluster.discovery): cluster-info, its JWS for the token, the CA pinned by
+  its hash, and a second fetch verified with it.
+- with the bootstrap token: kube-system/kubeadm-config's ClusterConfiguration (pod and
+  service subnets, our networkBackend), and kubeadm's check that no Ready Node already
+  has this name.
+- kubelet-start: /etc/minik8s/pki/ca.crt, /etc/minik8s/bootstrap-kubelet.conf (the token,
+  kubeadm's user `tls-bootstrap-token-user`), /etc/minik8s/config.yaml (what was
+  decided), and the worker units through cluster/units.py: the kubelet with
+  --bootstrap-kubeconfig (its TLS bootstrap writes /etc/minik8s/kubelet.conf), and
+  kube-proxy and podnet with that kubelet.conf. It then waits for kubelet.conf and for
+  the Node to be Ready, and prints kubeadm's closing text.
+
+Every user mistake is one line on stderr, `error: <cause>; <fix>`, exit code 1. A join that
+fails after it has started writing undoes itself: the units it installed are removed and
+every file and directory it (or the kubelet it started) made is deleted, so the host is
+as it was and the same join can be run again.
+
+The worker's kubeconfigs name `cluster.discovery.node_api_server(join address)`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from client.kubeconfig import Connection, KubeConfig
+from client.rest import Client
+from cluster import addons, discovery, layout as layouts, units
+from cluster.discovery import DiscoveryError
+from machinery import errors, flags
+
+TLS_BOOTSTRAP_USER = "tls-bootstrap-token-user"  # kubeadm's
+DEFAULT_CLUSTER_NAME = "kubernetes"              # kubeadm's, when cluster-info names none
+DEFAULT_TLS_BOOTSTRAP_TIMEOUT = 300.0            # kubeadm's timeouts.tlsBootstrap (5m)
+WORKER_UNITS = ("kubelet", "kube-proxy", "podnet")
+KUBEADM_CONFIG = "kubeadm-config"
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class JoinError(Exception):
+    """One line: `cause; fix`."""
+
+    def __init__(self, cause: str, fix: str):
+        super().__init__(f"{cause}; {fix}")
+
+
+@dataclass(frozen=True)
+class ClusterConfiguration:
+    """What join reads of kube-system/kubeadm-config."""
+    control_plane_endpoint: str = ""
+    pod_subnet: str = ""
+    service_subnet: str = "10.96.0.0/12"
+    network_backend: str = "host-gw"
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterConfiguration:
+        doc = yaml.safe_load(text) or {}
+        if not isinstance(doc, dict):
+            raise ValueError("ClusterConfiguration is not a mapping")
+        net = doc.get("networking") or {}
+        return cls(control_plane_endpoint=str(doc.get("controlPlaneEndpoint") or ""),
+                   pod_subnet=str(net.get("podSubnet") or ""),
+                   service_subnet=str(net.get("serviceSubnet") or cls.service_subnet),
+                   network_backend=str(doc.get("networkBackend") or cls.network_backend))
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("join", help="join this host to a cluster made by `minik8s init` (kubeadm join)",
+                       description="Join this host to a cluster as a worker (or, with --control-plane, "
+                                   "as another control-plane host).")
+    p.add_argument("endpoint", nargs="?", metavar="HOST:PORT", help="the control plane's API server")
+    p.add_argument("--token", default="", help="the bootstrap token (for discovery and TLS bootstrap)")
+    p.add_argument("--discovery-token", default="", help="the token for discovery (default --token)")
+    p.add_argument("--tls-bootstrap-token", default="", help="the token for the kubelet's TLS bootstrap "
+                   "(default --token)")
+    p.add_argument("--discovery-token-ca-cert-hash", action="append", default=[], metavar="sha256:HEX",
+                   help="the hash of the cluster CA's public key, as `minik8s init` prints it (repeatable)")
+    p.add_argument("--discovery-timeout", type=flags.duration, default=discovery.DEFAULT_TIMEOUT,
+                   metavar="DURATION", help="how long to try discovery (default 5m)")
+    p.add_argument("--tls-bootstrap-timeout", type=flags.duration, default=DEFAULT_TLS_BOOTSTRAP_TIMEOUT,
+                   metavar="DURATION", help="how long to wait for the kubelet's TLS bootstrap and the Node "
+                   "to be Ready (default 5m)")
+    p.add_argument("--node-name", default="", help="the Node's name (default: this host's name)")
+    p.add_argument("--advertise-address", default="", metavar="IP",
+                   help="this node's address (the kubelet's; default: the default route's)")
+    cp = p.add_argument_group("control-plane join")
+    cp.add_argument("--control-plane", action="store_true",
+                    help="join as a control-plane host (with --certificate-key)")
+    cp.add_argument("--certificate-key", default="", metavar="HEX",
+                    help="the key that decrypts the certificates `init --upload-certs` uploaded")
+    cp.add_argument("--apiserver-advertise-address", default="", metavar="IP")
+    cp.add_argument("--apiserver-bind-port", type=int, default=layouts.API_PORT, metavar="PORT")
+
+
+@dataclass
+class Request:
+    endpoint: str
+    discovery_token: str
+    tls_bootstrap_token: str
+    ca_hashes: list[str]
+    node_name: str
+    advertise_address: str
+    discovery_timeout: float
+    tls_bootstrap_timeout: float
+
+
+def request_of(args: argparse.Namespace) -> Request:
+    """The worker join's inputs, checked before anything touches the host or the network."""
+    if not args.endpoint:
+        raise JoinError("no API server endpoint given",
+                        "run the join command `minik8s init` printed: minik8s join HOST:PORT --token ...")
+    discovery.split_endpoint(args.endpoint)
+    dtoken = args.discovery_token or args.token
+    ttoken = args.tls_bootstrap_token or args.token
+    if not dtoken or not ttoken:
+        raise JoinError("no --token given", "pass the token `minik8s init` or `minik8s token create` printed")
+    discovery.parse_token(dtoken)
+    discovery.parse_token(ttoken)
+    discovery.parse_ca_hashes(args.discovery_token_ca_cert_hash)
+    node_name = args.node_name or socket.gethostname().lower()
+    if len(node_name) > 253 or not _DNS1123_SUBDOMAIN.match(node_name):
+        raise JoinError(f"invalid node name {node_name!r}: a lowercase RFC 1123 subdomain is needed",
+                        "pass --node-name with lowercase letters, digits, '-' and '.'")
+    if args.advertise_address:
+        try:
+            ipaddress.ip_address(args.advertise_address)
+        except ValueError:
+            raise JoinError(f"--advertise-address {args.advertise_address!r} is not an IP address",
+                            "pass this host's address, e.g. 192.168.1.21") from None
+    for name in ("discovery_timeout", "tls_bootstrap_timeout"):
+        if getattr(args, name) <= 0:
+            raise JoinError(f"--{name.replace('_', '-')} must be positive", "pass a duration such as 5m")
+    return Request(args.endpoint, dtoken, ttoken, list(args.discovery_token_ca_cert_hash), node_name,
+                   args.advertise_address, args.discovery_timeout, args.tls_bootstrap_timeout)
+
+
+def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
+    try:
+        if args.control_plane:
+            return join_control_plane(args, out=out)
+        req = request_of(args)
+        return asyncio.run(join(req, layouts.current(), out=out))
+    except (JoinError, DiscoveryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def join_control_plane(args: argparse.Namespace, *, out=sys.stdout) -> int:
+    """`join --control-plane`: h-ha's."""
+    raise JoinError("joining as a control-plane host (--control-plane) is not supported yet",
+                    "join as a worker (without --control-plane)")
+
+
+# -- preflight -----------------------------------------------------------------------------
+
+def preflight(req: Request, lay: layouts.Layout) -> None:
+    if os.geteuid() != 0:
+        raise JoinError("user is not running as root", "run `minik8s join` as root (sudo)")
+    for path in (lay.kubelet_conf, lay.bootstrap_kubelet_conf, lay.admin_conf, lay.config_yaml,
+                 os.path.join(lay.pki, "ca.crt")):
+        if os.path.exists(path):
+            raise JoinError(f"this host is already initialised or joined ({path} exists)",
+                            "run `minik8s reset` first")
+    have = units.installed(lay)
+    if have:
+        raise JoinError(f"this host already runs minik8s units ({', '.join(sorted(have))})",
+                        "run `minik8s reset` first")
+    with socket.socket(socket.AF_INET6 if ":" in (req.advertise_address or "") else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", layouts.KUBELET_PORT))
+        except OSError:
+            raise JoinError(f"port {layouts.KUBELET_PORT} is in use (a kubelet already runs here?)",
+                            "stop what listens there, or run `minik8s reset`") from None
+    if req.advertise_address:
+        with socket.socket(socket.AF_INET6 if ":" in req.advertise_address else socket.AF_INET) as s:
+            try:
+                s.bind((req.advertise_address, 0))
+            except OSError:
+                raise JoinError(f"--advertise-address {req.advertise_address} is not an address of this host",
+                                "pass one of this host's addresses (`ip -brief address`)") from None
+
+
+# -- talking to the cluster with the bootstrap token ---------------------------------------------
+
+def bootstrap_connection(server: str, ca_pem: bytes, token: str) -> Connection:
+    return Connection(server=server, ca_data=ca_pem, token=token)
+
+
+async def read_cluster_configuration(client: Client) -> ClusterConfiguration:
+    fix_rbac = "check that the cluster was made by `minik8s init` (its kubeadm:nodes-kubeadm-config Role)"
+    try:
+        cm = await client.get("configmaps", KUBEADM_CONFIG, namespace="kube-system")
+    except errors.Unauthorized:
+        raise JoinError("the API server refused the bootstrap token (401 Unauthorized)",
+                        f"the token may not be usable for authentication or has just expired; "
+                        f"{discovery.TOKEN_CREATE}") from None
+    except errors.Forbidden as exc:
+        raise JoinError(f"the bootstrap token may not read kube-system/{KUBEADM_CONFIG} ({exc.message})",
+                        fix_rbac) from None
+    except errors.NotFound:
+        raise JoinError(f"the cluster has no kube-system/{KUBEADM_CONFIG} ConfigMap", fix_rbac) from None
+    except errors.APIError as exc:
+        raise JoinError(f"reading kube-system/{KUBEADM_CONFIG} failed: {exc.message}", "try again") from None
+    text = (cm.get("data") or {}).get("ClusterConfiguration", "")
+    try:
+        return ClusterConfiguration.parse(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise JoinError(f"kube-system/{KUBEADM_CONFIG} holds no valid ClusterConfiguration ({exc})",
+                        "run `minik8s init` again on the control plane") from None
+
+
+async def check_node_name(client: Client, name: str, *, warn=None) -> None:
+    """kubeadm's check: no Node of this name is Ready (a NotReady one, say a host being
+    rebuilt, may be taken over)."""
+    try:
+        node = await client.get("nodes", name)
+    except errors.NotFound:
+        return
+    except errors.Forbidden:
+        # kubeadm grants bootstrappers `get nodes` (ClusterRole kubeadm:get-nodes); a
+        # cluster without it cannot be asked, and the kubelet's registration decides.
+        if warn:
+            warn(f"[preflight] WARNING: could not check whether a Node named {name!r} already exists "
+                 "(the bootstrap token may not get nodes)")
+        return
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            raise JoinError(f"a Node with name {name!r} and status \"Ready\" already exists in the cluster",
+                            "delete the existing Node (`kubectl delete node "
+                            f"{name}`) or pass another --node-name")
+
+
+# -- what join writes ------------------------------------------------------------------------------
+
+def bootstrap_kubeconfig(server: str, cluster_name: str, ca_pem: bytes, token: str) -> KubeConfig:
+    """kubeadm's bootstrap-kubelet.conf: the CA inline, the token as user tls-bootstrap-token-user."""
+    kc = KubeConfig()
+    kc.set_cluster(cluster_name, server=server, certificate_authority_data=ca_pem)
+    kc.set_user(TLS_BOOTSTRAP_USER, token=token)
+    context = f"{TLS_BOOTSTRAP_USER}@{cluster_name}"
+    kc.set_context(context, cluster=cluster_name, user=TLS_BOOTSTRAP_USER)
+    kc.current_context = context
+    return kc
+
+
+def worker_units(lay: layouts.Layout, *, node_name: str, advertise_address: str,
+                 config: ClusterConfiguration) -> list[units.Unit]:
+    """The kubelet (TLS-bootstrapping with bootstrap-kubelet.conf), kube-proxy and podnet."""
+    def minik8s(*args: str) -> list[str]:
+        return [sys.executable, "-m", "cluster.cli", *args]
+    kubelet = minik8s(
+        "kubelet", "--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--kubeconfig", lay.kubelet_conf,
+        "--cert-dir", lay.kubelet_pki, "--rotate-certificates",
+        "--node-name", node_name, "--root-dir", lay.kubelet_dir,
+        *(["--address", advertise_address] if advertise_address else []),
+        # kubeadm's KubeletConfiguration: callers are known by a certificate of the cluster
+        # CA or a token the API server vouches for, and let in as it authorizes them.
+        "--client-ca-file", os.path.join(lay.pki, "ca.crt"), "--authentication-token-webhook",
+        "--authorization-mode", "Webhook",
+        # its pod CIDR comes from the controller manager's node IPAM, once it registered
+        "--pod-cidr-timeout", "300", "--runtime", "linux",
+        *addons.kubelet_flags(addons.cluster_dns_ip(config.service_subnet)))
+    proxy = minik8s("proxy", "--kubeconfig", lay.kubelet_conf, "--hostname-override", node_name,
+                    *(["--cluster-cidr", config.pod_subnet] if config.pod_subnet else []))
+    podnet = minik8s("podnet", "--kubeconfig", lay.kubelet_conf, "--node-name", node_name,
+                     "--backend", config.network_backend)
+    env = {layouts.ROOT_ENV: lay.root} if lay.root != "/" else {}
+    return [units.Unit("kubelet", kubelet, dict(env)), units.Unit("kube-proxy", proxy, dict(env)),
+            units.Unit("podnet", podnet, dict(env))]
+
+
+@dataclass
+class Undo:
+    """What join made on the host, to take back if it fails."""
+    lay: layouts.Layout
+    dirs: list[str] = field(default_factory=list)     # made by join: removed whole
+    files: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+    keep_log: str = ""  # where the kubelet's log is kept (outside the layout) for the user
+
+    def makedirs(self, path: str, mode: int = 0o755) -> None:
+        missing = []
+        p = path
+        while not os.path.exists(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        os.makedirs(path, mode=mode, exist_ok=True)
+        self.dirs.extend(reversed(missing))
+
+    def write(self, path: str, data: bytes, mode: int) -> None:
+        self.makedirs(os.path.dirname(path))
+        self.files.append(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def rollback(self) -> list[str]:
+        """Undo everything; the problems met (an undo goes as far as it can)."""
+        problems = []
+        if self.units:
+            try:
+                units.remove(self.units, self.lay)
+            except units.UnitError as exc:
+                problems.append(str(exc))
+        if self.keep_log and os.path.exists(self.lay.log("kubelet")):
+            try:
+                shutil.copyfile(self.lay.log("kubelet"), self.keep_log)
+            except OSError as exc:
+                problems.append(f"keeping the kubelet's log: {exc.strerror}")
+        # The kubelet writes under dirs join made (its kubeconfig, certificates); files it
+        # wrote elsewhere are the ones named here.
+        for path in [*self.files, self.lay.kubelet_conf]:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
+        for d in sorted(self.dirs, key=len, reverse=True):
+            shutil.rmtree(d, ignore_errors=True)
+        return problems
+
+
+def _track_unit_dirs(undo: Undo) -> None:
+    """Directories the unit machinery and the kubelet will make (logs, /run, the kubelet's
+    root), claimed now if absent so that a rollback removes them."""
+    for d in (undo.lay.units, undo.lay.logs, undo.lay.run, undo.lay.kubelet_dir):
+        undo.makedirs(d)
+
+
+def _config_yaml(req: Request, info: discovery.ClusterInfo, config: ClusterConfiguration) -> bytes:
+    return yaml.safe_dump({
+        "role": "worker", "nodeName": req.node_name, "advertiseAddress": req.advertise_address,
+        "apiServerEndpoint": req.endpoint, "controlPlaneEndpoint": config.control_plane_endpoint,
+        "networkBackend": config.network_backend, "podSubnet": config.pod_subnet,
+        "serviceSubnet": config.service_subnet}, sort_keys=False).encode()
+
+
+async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    say("[preflight] Running pre-flight checks")
+    preflight(req, lay)
+    say(f"[discovery] Requesting cluster-info from https://{req.endpoint} and checking it against the token "
+        "and the CA hash")
+    info = await discovery.discover(req.endpoint, req.discovery_token, req.ca_hashes, timeout=req.discovery_timeout)
+    server = discovery.node_api_server(req.endpoint)
+    say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
+        f"pinned roots, will use API Server \"{server}\"")
+    async with Client(bootstrap_connection(server, info.ca_pem, req.tls_bootstrap_token),
+                      user_agent="minik8s-join", max_retries=2) as client:
+        say("[preflight] Reading configuration from the cluster...")
+        config = await read_cluster_configuration(client)
+        await check_node_name(client, req.node_name, warn=say)
+    undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name))
+    try:
+        cluster_name = info.cluster_name or DEFAULT_CLUSTER_NAME
+        say(f"[kubelet-start] Writing the CA to {os.path.join(lay.pki, 'ca.crt')} and the bootstrap "
+            f"kubeconfig to {lay.bootstrap_kubelet_conf}")
+        undo.write(os.path.join(lay.pki, "ca.crt"), info.ca_pem, 0o644)
+        kc = bootstrap_kubeconfig(server, cluster_name, info.ca_pem, req.tls_bootstrap_token)
+        undo.write(lay.bootstrap_kubelet_conf, kc.dumps().encode(), 0o600)
+        undo.write(lay.config_yaml, _config_yaml(req, info, config), 0o644)
+        _track_unit_dirs(undo)
+        wanted = worker_units(lay, node_name=req.node_name, advertise_address=req.advertise_address,
+                              config=config)
+        say("[kubelet-start] Starting the kubelet, kube-proxy and podnet")
+        undo.units = [u.name for u in wanted]
+        try:
+            units.install(wanted, lay)
+        except units.UnitError as exc:
+            raise JoinError(f"the node's units could not be started: {exc}",
+                            "fix that, then run the same join again") from None
+        say("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap")
+        await wait_joined(req, lay, server, info.ca_pem)
+    except BaseException:
+        problems = undo.rollback()
+        for p in problems:
+            print(f"warning: undoing the join: {p}", file=sys.stderr)
+        raise
+    say("\nThis node has joined the cluster:\n"
+        "* Certificate signing request was sent to apiserver and a response was received.\n"
+        "* The Kubelet was informed of the new secure connection details.\n\n"
+        "Run 'kubectl get nodes' on the control-plane to see this node join the cluster.\n")
+    return 0
+
+
+def kept_kubelet_log(node_name: str) -> str:
+    """Where a failed join leaves the kubelet's log: the rollback removes the layout's."""
+    return os.path.join(tempfile.gettempdir(), f"minik8s-join-{node_name}-kubelet.log")
+
+
+def _kubelet_log(lay: layouts.Layout, node_name: str) -> str:
+    if units.systemd_runs(lay):
+        return "`journalctl -u minik8s-kubelet`"
+    return kept_kubelet_log(node_name)
+
+
+async def wait_joined(req: Request, lay: layouts.Layout, server: str, ca_pem: bytes) -> None:
+    """Until the kubelet has written kubelet.conf (its TLS bootstrap) and, with those
+    credentials, its Node reads Ready; JoinError naming the kubelet's log at the timeout."""
+    deadline = time.monotonic() + req.tls_bootstrap_timeout
+    fix = f"see the kubelet's log ({_kubelet_log(lay, req.node_name)})"
+    while not os.path.exists(lay.kubelet_conf):
+        if time.monotonic() >= deadline:
+            raise JoinError(f"the kubelet did not complete its TLS bootstrap (no {lay.kubelet_conf}) within "
+                            f"{req.tls_bootstrap_timeout:g}s", fix)
+        await asyncio.sleep(0.5)
+    from client import kubeconfig
+    last = "not registered yet"
+    while True:
+        try:
+            conn = kubeconfig.load(lay.kubelet_conf).connection()
+            async with Client(conn, user_agent="minik8s-join", max_retries=0, timeout=10) as client:
+                node = await client.get("nodes", req.node_name)
+            ready = [c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+            if ready and ready[0].get("status") == "True":
+                return
+            last = (f"Ready is {ready[0].get('status')}: {ready[0].get('message', '')}" if ready
+                    else "no Ready condition")
+        except errors.NotFound:
+            last = "not registered yet"
+        except (errors.APIError, OSError, ValueError) as exc:
+            last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - httpx's errors; the kubelet may be rewriting its files
+            last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise JoinError(f"Node {req.node_name!r} did not become Ready within {req.tls_bootstrap_timeout:g}s "
+                            f"({last})", fix)
+        await asyncio.sleep(1.0)
