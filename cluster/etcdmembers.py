@@ -102,12 +102,17 @@ async def list_members(endpoints: list[str], tls: TLS | None = None) -> list[Mem
     return await _call(endpoints, tls, fn)
 
 
-async def add_member(endpoints: list[str], peer_url: str, tls: TLS | None = None) -> tuple[Member, list[Member]]:
-    """Add a voting member that will listen for peers on `peer_url`; (it, all members).
-    Until it starts, a cluster of one has lost its quorum (it needs 2 of 2): start the new
-    member right away, and remove it again if that fails (see join's rollback)."""
+async def add_member(endpoints: list[str], peer_url: str, tls: TLS | None = None, *,
+                     learner: bool = False) -> tuple[Member, list[Member]]:
+    """Add a member that will listen for peers on `peer_url`; (it, all members).
+
+    A voting member added to a cluster of one takes its quorum away (2 of 2) until it
+    has started. A learner (kubeadm's EtcdLearnerMode, its default since 1.29) counts
+    for no quorum: it catches up, then `promote_member` makes it vote. A join that fails
+    before then leaves the cluster as healthy as it was, and the learner removable."""
     async def fn(stub: rpc.ClusterStub) -> tuple[Member, list[Member]]:
-        resp = await stub.MemberAdd(rpc.MemberAddRequest(peerURLs=[peer_url]), timeout=TIMEOUT)
+        resp = await stub.MemberAdd(rpc.MemberAddRequest(peerURLs=[peer_url], isLearner=learner),
+                                    timeout=TIMEOUT)
         return _member(resp.member), [_member(m) for m in resp.members]
     return await _reconfigure(endpoints, tls, fn)
 
@@ -127,6 +132,26 @@ async def _reconfigure(endpoints: list[str], tls: TLS | None,
         except EtcdMemberError as e:
             transient = "unhealthy cluster" in str(e) or "not enough started members" in str(e)
             if not transient or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def promote_member(endpoints: list[str], member_id: int, tls: TLS | None = None, *,
+                         timeout: float = 60.0) -> list[Member]:
+    """Make a learner vote, once it has caught up with the leader (etcd refuses before:
+    "can only promote a learner member which is in sync with leader"; retried until
+    `timeout`)."""
+    async def fn(stub: rpc.ClusterStub) -> list[Member]:
+        resp = await stub.MemberPromote(rpc.MemberPromoteRequest(ID=member_id), timeout=TIMEOUT)
+        return [_member(m) for m in resp.members]
+    loop = asyncio.get_running_loop()
+    delay, deadline = 0.2, loop.time() + timeout
+    while True:
+        try:
+            return await _reconfigure(endpoints, tls, fn)
+        except EtcdMemberError as e:
+            if "in sync with leader" not in str(e) or loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)

@@ -97,6 +97,35 @@ def test_add_start_and_remove_a_member(first):
         second.stop()
 
 
+def test_a_learner_catches_up_then_votes(first):
+    pki = session_pki()
+    tls = TLS.from_pki(pki)
+    eps = [first.client_url]
+    second = Member("m2", pki)
+    try:
+        added, members = etcdmembers.run(etcdmembers.add_member(eps, second.peer_url, tls, learner=True))
+        assert added.is_learner
+        # A learner not started yet costs the cluster nothing: it keeps its quorum.
+        assert first.healthy()
+        second.start(etcdmembers.initial_cluster(members, "m2", second.peer_url), "existing")
+        etcdmembers.run(etcdmembers.promote_member(eps, added.id, tls))
+        listed = etcdmembers.run(etcdmembers.list_members(eps, tls))
+        assert sorted((m.name, m.is_learner) for m in listed) == [("m1", False), ("m2", False)]
+        wait_for(second.healthy, what="the promoted member")
+    finally:
+        second.stop()
+
+
+def test_a_learner_that_never_started_is_removed_at_once(first):
+    tls = TLS.from_pki(session_pki())
+    eps = [first.client_url]
+    peer = f"https://127.0.0.1:{free_port()}"
+    added, _ = etcdmembers.run(etcdmembers.add_member(eps, peer, tls, learner=True))
+    assert first.healthy()
+    etcdmembers.run(etcdmembers.remove_member(eps, added.id, tls))
+    assert [m.name for m in etcdmembers.run(etcdmembers.list_members(eps, tls))] == ["m1"]
+
+
 def test_errors_are_one_line(first):
     tls = TLS.from_pki(session_pki())
     with pytest.raises(EtcdMemberError) as e:
