@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         klog.setup()
     if argv and argv[0] == "apiserver":
         return _apiserver(argv[1:])
+    if argv[:3] == ["init", "phase", "upload-certs"]:  # kubeadm's one init phase run alone here
+        from cluster import uploadcerts
+        return uploadcerts.main_phase(argv[3:])
     if argv and argv[0] in modules:
         import importlib
         return importlib.import_module(modules[argv[0]]).main(argv[1:])

@@ -195,3 +195,71 @@ def write(pki_dir: str, files: dict[str, bytes]) -> list[str]:
 async def download(client: Client, pki_dir: str, hex_key: str) -> list[str]:
     """Fetch, decrypt, and then write the shared files into `pki_dir`."""
     return write(pki_dir, await fetch(client, hex_key))
+
+
+# -- the sync surface: init's hook and `minik8s init phase upload-certs` -------------------------
+
+def upload_with_kubeconfig(kubeconfig_path: str, pki_dir: str, hex_key: str, *, server: str | None = None) -> str:
+    """`upload` as the kubeconfig's user (to `server` if given); the token id."""
+    import asyncio
+    import dataclasses
+
+    from client import kubeconfig
+
+    conn = kubeconfig.load(kubeconfig_path).connection()
+    if server:
+        conn = dataclasses.replace(conn, server=server)
+
+    async def run() -> str:
+        async with Client(conn, user_agent="minik8s-upload-certs") as client:
+            try:
+                return await upload(client, pki_dir, hex_key)
+            except errors.APIError as e:
+                raise CopyCertsError(f"the API server refused the upload: {e.message}; run this as the "
+                                     "cluster's admin (admin.conf)") from None
+    return asyncio.run(run())
+
+
+def init_hook(api, layout, hex_key: str | None) -> str:
+    """cluster.lab's `upload_certs` hook for `init --upload-certs`: the key used."""
+    key = hex_key or certificate_key()
+    upload_with_kubeconfig(layout.admin_conf, layout.pki, key, server=api.server)
+    return key
+
+
+def main_phase(argv: list[str]) -> int:
+    """`minik8s init phase upload-certs --upload-certs [--certificate-key K] [--kubeconfig F]`."""
+    import argparse
+    import sys
+
+    from cluster.layout import current
+    lay = current()
+    p = argparse.ArgumentParser(prog="minik8s init phase upload-certs",
+                                description="Upload the control-plane certificates, encrypted, to "
+                                            "kube-system/kubeadm-certs for `minik8s join --control-plane`.")
+    p.add_argument("--upload-certs", action="store_true", help="upload them (without it: nothing is done)")
+    p.add_argument("--certificate-key", default="", metavar="HEX", help="the key (default: a new one)")
+    p.add_argument("--kubeconfig", default=lay.admin_conf, help=f"the admin's kubeconfig (default {lay.admin_conf})")
+    p.add_argument("--cert-dir", default=lay.pki, help=f"the certificates (default {lay.pki})")
+    args = p.parse_args(argv)
+    if not args.upload_certs:
+        print("[upload-certs] Skipping phase. Please see --upload-certs")
+        return 0
+    key = args.certificate_key or certificate_key()
+    try:
+        _key(key)
+        if not os.path.exists(args.kubeconfig):
+            raise CopyCertsError(f"{args.kubeconfig} does not exist; run this on a control-plane host, "
+                                 "or give --kubeconfig")
+        upload_with_kubeconfig(args.kubeconfig, args.cert_dir, key)
+    except CopyCertsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - httpx's connection errors, a broken kubeconfig
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: cannot reach the API server ({cause}); check that it runs and --kubeconfig", file=sys.stderr)
+        return 1
+    print(f'[upload-certs] Storing the certificates in Secret "{SECRET}" in the "{NAMESPACE}" Namespace')
+    print("[upload-certs] Using certificate key:")
+    print(key)
+    return 0

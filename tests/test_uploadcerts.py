@@ -113,3 +113,25 @@ def test_certificate_key_command():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"[0-9a-f]{64}\n", r.stdout)
+
+
+def test_init_phase_upload_certs(server, tmp_path):
+    kc = server.write_kubeconfig(tmp_path / "admin.conf")
+    cmd = [sys.executable, "-m", "cluster.cli", "init", "phase", "upload-certs"]
+    r = subprocess.run([*cmd, "--upload-certs", "--kubeconfig", kc, "--cert-dir", session_pki()],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{64}", key) and 'Secret "kubeadm-certs"' in r.stdout
+
+    async def fetch():
+        async with Client(server.connection()) as admin:
+            return await uploadcerts.fetch(admin, key)
+    with open(os.path.join(session_pki(), "sa.key"), "rb") as f:
+        assert asyncio.run(fetch())["sa.key"] == f.read()
+
+    r = subprocess.run([*cmd, "--upload-certs", "--certificate-key", "nothex", "--kubeconfig", kc],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Skipping phase" in r.stdout
