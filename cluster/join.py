@@ -54,7 +54,7 @@ from machinery import errors, flags
 TLS_BOOTSTRAP_USER = "tls-bootstrap-token-user"  # kubeadm's
 DEFAULT_CLUSTER_NAME = "kubernetes"              # kubeadm's, when cluster-info names none
 DEFAULT_TLS_BOOTSTRAP_TIMEOUT = 300.0            # kubeadm's timeouts.tlsBootstrap (5m)
-WORKER_UNITS = ("kubelet", "kube-proxy", "podnet")
+WORKER_UNITS = ("apiserver-lb", "kubelet", "kube-proxy", "podnet")
 KUBEADM_CONFIG = "kubeadm-config"
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -196,6 +196,13 @@ def preflight(req: Request, lay: layouts.Layout) -> None:
         except OSError:
             raise JoinError(f"port {layouts.KUBELET_PORT} is in use (a kubelet already runs here?)",
                             "stop what listens there, or run `minik8s reset`") from None
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((layouts.LB_ADDRESS, layouts.LB_PORT))
+        except OSError:
+            raise JoinError(f"port {layouts.LB_PORT} on {layouts.LB_ADDRESS} is in use (the API load balancer's)",
+                            "stop what listens there, or run `minik8s reset`") from None
     if req.advertise_address:
         with socket.socket(socket.AF_INET6 if ":" in req.advertise_address else socket.AF_INET) as s:
             try:
@@ -269,10 +276,14 @@ def bootstrap_kubeconfig(server: str, cluster_name: str, ca_pem: bytes, token: s
 
 
 def worker_units(lay: layouts.Layout, *, node_name: str, advertise_address: str,
-                 config: ClusterConfiguration) -> list[units.Unit]:
-    """The kubelet (TLS-bootstrapping with bootstrap-kubelet.conf), kube-proxy and podnet."""
+                 config: ClusterConfiguration, seed: str = "") -> list[units.Unit]:
+    """The node-local API load balancer (seeded with `seed`, the control-plane endpoint,
+    following the API servers with kubelet.conf once the kubelet has it), the kubelet
+    (TLS-bootstrapping with bootstrap-kubelet.conf), kube-proxy and podnet."""
     def minik8s(*args: str) -> list[str]:
         return [sys.executable, "-m", "cluster.cli", *args]
+    lb = minik8s("apiserver-lb", "--listen", f"{layouts.LB_ADDRESS}:{layouts.LB_PORT}",
+                 "--servers", seed or config.control_plane_endpoint, "--kubeconfig", lay.kubelet_conf)
     kubelet = minik8s(
         "kubelet", "--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--kubeconfig", lay.kubelet_conf,
         "--cert-dir", lay.kubelet_pki, "--rotate-certificates",
@@ -290,8 +301,8 @@ def worker_units(lay: layouts.Layout, *, node_name: str, advertise_address: str,
     podnet = minik8s("podnet", "--kubeconfig", lay.kubelet_conf, "--node-name", node_name,
                      "--backend", config.network_backend)
     env = {layouts.ROOT_ENV: lay.root} if lay.root != "/" else {}
-    return [units.Unit("kubelet", kubelet, dict(env)), units.Unit("kube-proxy", proxy, dict(env)),
-            units.Unit("podnet", podnet, dict(env))]
+    return [units.Unit("apiserver-lb", lb, dict(env)), units.Unit("kubelet", kubelet, dict(env)),
+            units.Unit("kube-proxy", proxy, dict(env)), units.Unit("podnet", podnet, dict(env))]
 
 
 @dataclass
@@ -374,8 +385,9 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
     info = await discovery.discover(req.endpoint, req.discovery_token, req.ca_hashes, timeout=req.discovery_timeout)
     server = discovery.node_api_server(req.endpoint)
     say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
-        f"pinned roots, will use API Server \"{server}\"")
-    async with Client(bootstrap_connection(server, info.ca_pem, req.tls_bootstrap_token),
+        f"pinned roots, will use API Server \"{discovery.https_url(req.endpoint)}\"")
+    # Until the node-local load balancer runs, the join address itself.
+    async with Client(bootstrap_connection(discovery.https_url(req.endpoint), info.ca_pem, req.tls_bootstrap_token),
                       user_agent="minik8s-join", max_retries=2) as client:
         say("[preflight] Reading configuration from the cluster...")
         config = await read_cluster_configuration(client)
@@ -391,8 +403,9 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         undo.write(lay.config_yaml, _config_yaml(req, info, config), 0o644)
         _track_unit_dirs(undo)
         wanted = worker_units(lay, node_name=req.node_name, advertise_address=req.advertise_address,
-                              config=config)
-        say("[kubelet-start] Starting the kubelet, kube-proxy and podnet")
+                              config=config, seed=config.control_plane_endpoint or req.endpoint)
+        say(f"[kubelet-start] Starting the API load balancer on {server} (seeded with "
+            f"{config.control_plane_endpoint or req.endpoint}), the kubelet, kube-proxy and podnet")
         undo.units = [u.name for u in wanted]
         try:
             units.install(wanted, lay)
