@@ -170,9 +170,9 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
 
 
 def join_control_plane(args: argparse.Namespace, *, out=sys.stdout) -> int:
-    """`join --control-plane`: h-ha's."""
-    raise JoinError("joining as a control-plane host (--control-plane) is not supported yet",
-                    "join as a worker (without --control-plane)")
+    """`join --control-plane`: cluster/joincp.py."""
+    from cluster import joincp
+    return joincp.run(args, out=out)
 
 
 # -- preflight -----------------------------------------------------------------------------
