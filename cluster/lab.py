@@ -730,10 +730,6 @@ def preflight(layout: Layout, cfg: HostConfig, args) -> list[tuple[str, str]]:
                             f"give a {flag} outside the hosts' network"))
         except ValueError:
             pass
-    if nets:
-        from cluster import network
-        for clash in network.overlapping_routes(*(str(n) for n in nets.values())):
-            out.append((f"a host route {clash}", "give --pod-network-cidr/--service-cidr ranges no host network uses"))
     if cfg.networkBackend not in BACKENDS:
         out.append((f"--network-backend {cfg.networkBackend!r} is not one of {', '.join(BACKENDS)}",
                     "give host-gw (hosts on one link) or vxlan"))
@@ -753,6 +749,11 @@ def preflight(layout: Layout, cfg: HostConfig, args) -> list[tuple[str, str]]:
     if args.upload_certs and upload_certs is None:
         out.append(("--upload-certs is not supported by this build",
                     "copy /etc/minik8s/pki's CAs and sa.* to the other control-plane hosts by hand"))
+    # the host's state, once the input is known to be good (kubeadm: validation, then preflight)
+    if nets and not out:
+        from cluster import network
+        for clash in network.overlapping_routes(*(str(n) for n in nets.values())):
+            out.append((f"a host route {clash}", "give --pod-network-cidr/--service-cidr ranges no host network uses"))
     out += preflight_ports([cfg.bindPort, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT,
                             CONTROLLER_MANAGER_PORT, SCHEDULER_PORT])
     return out

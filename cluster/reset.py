@@ -207,7 +207,10 @@ def _remove_routes() -> list[str]:
         for r in _routes():
             dst = f"{r.get('dst')}/{r['dst_len']}"
             try:
-                ipr.route("del", dst=dst, proto=RTPROT_MINIK8S, oif=r.get("oif"), table=r.get("table", 254))
+                # the route's own scope: a `dev` route is scope link, and a delete that
+                # names another scope finds nothing (ESRCH)
+                ipr.route("del", dst=dst, proto=RTPROT_MINIK8S, oif=r.get("oif"), table=r.get("table") or 254,
+                          scope=r["scope"])
                 out.append(f"route {dst}")
             except NetlinkError as e:
                 if e.code != errno.ESRCH:
