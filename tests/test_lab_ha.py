@@ -61,8 +61,8 @@ def lab(tmp_path_factory):
             for argv in (["ip", "link", "set", outer, "master", "br0"], ["ip", "link", "set", outer, "up"]):
                 assert a.run(argv).returncode == 0
             h = hosts[name]
-            for argv in (["ip", "link", "set", inner, "name", "lab0"], ["ip", "addr", "add", f"{h.ip}/24", "dev", "lab0"],
-                         ["ip", "link", "set", "lab0", "up"]):
+            for argv in (["ip", "link", "set", inner, "name", "lab0"],
+                         ["ip", "addr", "add", f"{h.ip}/24", "dev", "lab0"], ["ip", "link", "set", "lab0", "up"]):
                 assert h.run(argv).returncode == 0, argv
         for argv in (["ip", "addr", "add", f"{a.ip}/24", "dev", "br0"], ["ip", "link", "set", "br0", "up"]):
             assert a.run(argv).returncode == 0
@@ -151,7 +151,8 @@ def test_a_second_control_plane_joins_etcd_and_serves(lab):
     # b's own certificates name b; the CAs are a's
     with open(os.path.join(a.layout.pki, "ca.crt")) as f1, open(os.path.join(b.layout.pki, "ca.crt")) as f2:
         assert f1.read() == f2.read()
-    r = b.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", os.path.join(b.layout.pki, "apiserver.crt")])
+    r = b.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+               os.path.join(b.layout.pki, "apiserver.crt")])
     assert f"IP Address:{b.ip}" in r.stdout and "IP Address:127.0.0.1" in r.stdout
     nodes = json.loads(kubectl(b, "get", "nodes", "-o", "json", server=f"https://{b.ip}:6443").stdout)["items"]
     by_name = {n["metadata"]["name"]: n for n in nodes}
