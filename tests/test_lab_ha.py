@@ -66,7 +66,6 @@ def lab(tmp_path_factory):
                 assert h.run(argv).returncode == 0, argv
         for argv in (["ip", "addr", "add", f"{a.ip}/24", "dev", "br0"], ["ip", "link", "set", "br0", "up"]):
             assert a.run(argv).returncode == 0
-        assert hosts["b"].run(["ping", "-c1", "-W5", a.ip]).returncode == 0
         yield hosts
     finally:
         for h in reversed(list(hosts.values())):
