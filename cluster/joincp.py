@@ -31,8 +31,9 @@ Phases, in kubeadm's order:
 A failure after the member was added rolls back: the member is removed while its etcd
 still runs (a learner never counts for quorum; a promoted member is removed before it is
 stopped, so a cluster of two keeps its quorum for the removal), then the units are
-removed and every file and directory the join made is deleted, so the host is as it was
-and etcd has the members it had. A unit that keeps exiting (3 restarts) fails the join at
+removed, the Node its kubelet registered (if there was none before) is deleted, and every
+file and directory the join made is deleted: the host is as it was and etcd has the
+members it had. A unit that keeps exiting (3 restarts) fails the join at
 once rather than at the timeout.
 """
 from __future__ import annotations
@@ -152,6 +153,20 @@ async def _wait(lay: layouts.Layout, cfg: lab.HostConfig, timeout: float) -> Non
         task.cancel()
 
 
+def _node_exists(lay: layouts.Layout, name: str) -> bool:
+    with lab.Api.from_kubeconfig(lay.admin_conf) as api:
+        return api.get_or_none(f"/api/v1/nodes/{name}") is not None
+
+
+def _delete_node(lay: layouts.Layout, name: str) -> None:
+    with lab.Api.from_kubeconfig(lay.admin_conf) as api:
+        try:
+            api.delete(f"/api/v1/nodes/{name}")
+        except lab.ApiError as e:
+            if e.code != 404:
+                raise
+
+
 async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str, bind_port: int,
                              out=sys.stdout) -> int:
     def say(line: str) -> None:
@@ -182,6 +197,7 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
                          networkBackend=config.network_backend)
     undo = join.Undo(lay, keep_log=join.kept_kubelet_log(req.node_name) if not units.systemd_runs(lay) else "")
     member: etcdmembers.Member | None = None
+    node_existed: bool | None = None
     etcd_eps: list[str] = []
     tls = etcdmembers.TLS.from_pki(lay.pki)
     try:
@@ -199,6 +215,7 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
             say(f'[kubeconfig] Writing "{os.path.basename(path)}" kubeconfig file')
         lab.write_kubelet_conf(lay, cfg)
         cfg.save(lay)
+        node_existed = await asyncio.to_thread(_node_exists, lay, cfg.nodeName)
 
         etcd_eps = await _etcd_endpoints(lay.admin_conf, server)
         peer = f"https://{req.advertise_address}:{layouts.ETCD_PEER_PORT}"
@@ -246,6 +263,18 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
                 print(f"[rollback] removed etcd member {member.id:x}", file=sys.stderr)
             except etcdmembers.EtcdMemberError as e:
                 problems.append(f"removing etcd member {member.id:x}: {e}")
+        if undo.units:
+            try:
+                units.remove(undo.units, lay)
+                undo.units = []
+            except units.UnitError as e:
+                problems.append(str(e))
+        if node_existed is False:
+            # The kubelet registered a Node that nothing will ever run: take it back too.
+            try:
+                await asyncio.to_thread(_delete_node, lay, cfg.nodeName)
+            except lab.LabError as e:
+                problems.append(f"deleting Node {cfg.nodeName}: {e}")
         problems += undo.rollback()
         for p in problems:
             print(f"warning: undoing the join: {p}", file=sys.stderr)

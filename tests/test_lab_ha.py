@@ -135,6 +135,7 @@ def test_a_control_plane_join_that_fails_after_member_add_rolls_back(lab):
     assert errs == [errs[0]] and "kube-apiserver keeps exiting" in errs[0], r.stderr
     assert "[rollback] removed etcd member" in r.stderr
     assert members(a) == [[a.node, False]]
+    assert kubectl(a, "get", "node", c.node).returncode != 0  # the Node its kubelet registered is gone
     assert tree(c.root) == before
     assert units.supervisor_pid(c.layout) is None
     assert kubectl(a, "get", "--raw", "/readyz").returncode == 0
