@@ -49,7 +49,6 @@ from client.kubeconfig import load as load_kubeconfig
 from client.rest import Client
 from cluster import discovery, etcdmembers, join, lab, layout as layouts, units, uploadcerts
 from cluster.join import JoinError
-from machinery import errors
 
 CRASH_RESTARTS = 3
 START_TIMEOUT = lab.START_TIMEOUT
@@ -100,8 +99,11 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
     else:
         address = _route_source(req.endpoint)
     req.advertise_address = address
-    return asyncio.run(join_control_plane(req, layouts.current(), key=args.certificate_key,
-                                          bind_port=args.apiserver_bind_port, out=out))
+    try:
+        return asyncio.run(join_control_plane(req, layouts.current(), key=args.certificate_key,
+                                              bind_port=args.apiserver_bind_port, out=out))
+    except lab.LabError as e:   # rolled back already
+        raise _join_error(e) from None
 
 
 def preflight(req: join.Request, lay: layouts.Layout, bind_port: int) -> None:
@@ -120,8 +122,9 @@ async def _etcd_endpoints(admin_conf: str, server: str) -> list[str]:
     try:
         async with Client(conn, user_agent="minik8s-join", max_retries=2) as client:
             ep = await client.get("endpoints", "kubernetes", namespace="default")
-    except (errors.APIError, OSError) as e:
-        raise JoinError(f"cannot read the API servers' addresses (default/kubernetes): {e}",
+    except Exception as e:  # noqa: BLE001 - API errors and httpx's transport errors alike
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise JoinError(f"cannot read the API servers' addresses (default/kubernetes): {cause}",
                         "check that the control plane runs") from None
     ips = [a["ip"] for sub in ep.get("subsets") or [] for a in sub.get("addresses") or []]
     return [f"https://{'[' + ip + ']' if ':' in ip else ip}:{layouts.ETCD_CLIENT_PORT}" for ip in dict.fromkeys(ips)]
