@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "secrets-encrypt":
         return secrets.run(args)
     if args.command == "join":
+        if args.control_plane:
+            from cluster import joincp
+            return joincp.main(args)
         return join.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 

@@ -160,19 +160,13 @@ def request_of(args: argparse.Namespace) -> Request:
 
 def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
     try:
-        if args.control_plane:
-            return join_control_plane(args, out=out)
+        if args.control_plane:  # cluster/joincp.py's (the CLI sends it there)
+            raise JoinError("--control-plane is handled by cluster.joincp", "run it through `minik8s join`")
         req = request_of(args)
         return asyncio.run(join(req, layouts.current(), out=out))
     except (JoinError, DiscoveryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-
-def join_control_plane(args: argparse.Namespace, *, out=sys.stdout) -> int:
-    """`join --control-plane`: cluster/joincp.py."""
-    from cluster import joincp
-    return joincp.run(args, out=out)
 
 
 # -- preflight -----------------------------------------------------------------------------

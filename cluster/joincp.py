@@ -48,6 +48,7 @@ import time
 from client.kubeconfig import load as load_kubeconfig
 from client.rest import Client
 from cluster import discovery, etcdmembers, join, lab, layout as layouts, units, uploadcerts
+from cluster.discovery import DiscoveryError
 from cluster.join import JoinError
 
 CRASH_RESTARTS = 3
@@ -81,6 +82,15 @@ def _route_source(endpoint: str) -> str:
             raise JoinError(f"no route to {endpoint}", "check the network, or give "
                             "--apiserver-advertise-address") from None
         return s.getsockname()[0]
+
+
+def main(args: argparse.Namespace, *, out=sys.stdout) -> int:
+    """`minik8s join ... --control-plane`: 0, or 1 after one line on stderr."""
+    try:
+        return run(args, out=out)
+    except (JoinError, DiscoveryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
