@@ -7,9 +7,10 @@
 
 Phases, in kubeadm's order and with its log prefixes:
 - preflight: everything that can be wrong with the input or the host is checked before the
-  first write (root; not initialised already; addresses and CIDRs; ports 6443, 2379,
-  2380, 10250, 10257, 10259 free; the pod and Service CIDRs overlapping neither each other
-  nor a host route). A problem is one line `error: <cause>; <fix>`, exit 1, host unchanged.
+  first write (root; not initialised already; addresses, CIDRs, token; etcd and nft
+  installed; the pod and Service CIDRs overlapping neither each other nor a host route;
+  ports 6443, 2379, 2380, 10250, 10257, 10259 free). A problem is one line
+  `error: <cause>; <fix>`, exit 1, host unchanged.
 - certs: cluster/pki.py's PKI in /etc/minik8s/pki for this host (the API server's
   certificate names the advertise address, the control-plane endpoint's host, the
   `kubernetes` Service's ClusterIP, 127.0.0.1 and localhost, so the node-local load
@@ -27,12 +28,16 @@ Phases, in kubeadm's order and with its log prefixes:
   ClusterRoleBindings, kubeadm-config, cluster-info without JWS keys and its anonymous
   RBAC), addons (the cluster DNS of cluster/addons.py), then the node Ready.
 The closing text is kubeadm's, with the join commands and how long it took. A failure
-after preflight says which unit and where its log is, and that `minik8s reset` undoes
-what was done.
+after preflight (a unit that keeps exiting fails at once, one that never gets healthy
+after START_TIMEOUT) says which unit, where its log is and how it ends, and that
+`minik8s reset` undoes what was done.
 
-What h-join and h-ha reuse: `HostConfig` (config.yaml), `Api`, `make_pki`,
-`write_control_plane_kubeconfigs`, `write_kubelet_conf`, `control_plane_units`,
-`node_units`, `wait_control_plane`, `wait_node_ready`, `preflight_ports`.
+Reused by `join` (workers and control-plane hosts): `HostConfig` (config.yaml, which
+`reset` reads too), `Api` (cluster/labapi.py), `make_pki`,
+`write_control_plane_kubeconfigs`, `write_kubelet_conf`, `write_kubelet_client_pem`,
+`write_kubelet_serving`, `control_plane_units`, `node_units`, `wait_unit`,
+`wait_control_plane`, `wait_node_ready`, `preflight_ports`; `upload_certs` is the
+`--upload-certs` phase.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ import httpx
 import yaml
 
 from cluster import units
+from cluster.labapi import Api, ApiError, LabError, collection_path, endpoint_of  # noqa: F401 - lab.Api & co.
 from cluster.layout import (API_PORT, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT,
                             KUBELET_PORT, SCHEDULER_PORT, Layout, current)
 from cluster.units import Unit
@@ -67,131 +73,6 @@ NODE_CIDR_MASK = 24            # the controller manager's --node-cidr-mask-size 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 120.0
 NODE_TIMEOUT = 120.0
-
-
-class LabError(Exception):
-    """A one-line reason: `<cause>; <fix>`."""
-
-
-class ApiError(LabError):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
-# -- the API, synchronously ----------------------------------------------------------------------
-
-class Api:
-    """A small synchronous client of one API server as one kubeconfig's user (init, token
-    and join are short commands; client/rest.py's asyncio client would be all overhead)."""
-
-    def __init__(self, server: str, verify, *, ca_pem: bytes | None = None, timeout: float = 10.0):
-        self.server = server.rstrip("/")
-        self._ca = ca_pem
-        self.http = httpx.Client(base_url=self.server, verify=verify, timeout=timeout)
-
-    @classmethod
-    def from_kubeconfig(cls, path: str, *, server: str | None = None) -> Api:
-        """Api as the kubeconfig's current context; `server` overrides where it goes
-        (init talks to its own API server before the control-plane endpoint may work)."""
-        from client import kubeconfig
-        try:
-            conn = kubeconfig.load(path).connection()
-            verify = conn.ssl_context()
-        except FileNotFoundError:
-            raise LabError(f"{path} does not exist; run this on a control-plane host after "
-                           f"`minik8s init`, or give --kubeconfig") from None
-        except (OSError, ValueError) as e:
-            raise LabError(f"cannot use kubeconfig {path}: {e}; check the file") from None
-        ca = conn.ca_data
-        if ca is None and conn.ca_file:
-            with open(conn.ca_file, "rb") as f:
-                ca = f.read()
-        return cls(server or conn.server, verify, ca_pem=ca)
-
-    def __enter__(self) -> Api:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.http.close()
-
-    def ca_pem(self) -> bytes:
-        if not self._ca:
-            raise LabError("the kubeconfig names no CA; give one with certificate-authority-data")
-        return self._ca
-
-    def _do(self, method: str, path: str, **kw) -> httpx.Response:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise LabError(f"cannot reach the API server at {self.server}: {e}; check that it runs "
-                           f"(`minik8s init` on the first control-plane host)") from None
-        if r.status_code >= 400:
-            try:
-                msg = r.json().get("message") or r.text
-            except ValueError:
-                msg = r.text
-            raise ApiError(f"{method} {path}: {r.status_code} {msg.strip()}", r.status_code)
-        return r
-
-    def get(self, path: str) -> dict:
-        return self._do("GET", path).json()
-
-    def get_or_none(self, path: str) -> dict | None:
-        try:
-            return self.get(path)
-        except ApiError as e:
-            if e.code == 404:
-                return None
-            raise
-
-    def create(self, collection: str, obj: dict) -> dict:
-        return self._do("POST", collection, json=obj).json()
-
-    def delete(self, path: str) -> None:
-        self._do("DELETE", path)
-
-    def patch(self, path: str, body: dict, content_type: str = "application/merge-patch+json") -> dict:
-        return self._do("PATCH", path, json=body, headers={"Content-Type": content_type}).json()
-
-    def apply(self, obj: dict) -> str:
-        """kubeadm's CreateOrUpdate: create, or replace what exists; "created"/"updated"."""
-        collection = collection_path(obj)
-        name = obj["metadata"]["name"]
-        try:
-            self.create(collection, obj)
-            return "created"
-        except ApiError as e:
-            if e.code != 409:
-                raise
-        for _ in range(5):
-            have = self.get(f"{collection}/{name}")
-            want = {**obj, "metadata": {**obj["metadata"],
-                                        "resourceVersion": have["metadata"]["resourceVersion"]}}
-            try:
-                self._do("PUT", f"{collection}/{name}", json=want)
-                return "updated"
-            except ApiError as e:
-                if e.code != 409:
-                    raise
-        raise LabError(f"{obj['kind']} {name}: updates kept conflicting; run the command again")
-
-
-_PLURALS = {"Secret": "secrets", "ConfigMap": "configmaps", "Role": "roles", "RoleBinding": "rolebindings",
-            "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
-            "Namespace": "namespaces"}
-
-
-def collection_path(obj: dict) -> str:
-    group_version = obj["apiVersion"]
-    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    ns = obj["metadata"].get("namespace")
-    return base + (f"/namespaces/{ns}" if ns else "") + "/" + _PLURALS[obj["kind"]]
-
-
-def endpoint_of(api: Api) -> str:
-    """HOST:PORT of the API server `api` talks to."""
-    return api.server.split("://", 1)[-1]
 
 
 # -- what init or join decided -------------------------------------------------------------------
@@ -403,6 +284,22 @@ def _supported(parser_fn, flag: str) -> bool:
     return flag in parser_fn()._option_string_actions
 
 
+def _kubelet_has(flag: str) -> bool:
+    """Whether the kubelet takes `flag` (its module has no parser() to ask: its --help)."""
+    import contextlib
+    import io
+    if not _kubelet_help:
+        from kubelet import main as kubelet
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            kubelet.parse(["--help"])
+        _kubelet_help.append(out.getvalue())
+    return flag in _kubelet_help[0].split()
+
+
+_kubelet_help: list[str] = []
+
+
 def controller_manager_unit(layout: Layout, cfg: HostConfig) -> Unit:
     from controller_manager import main as cm
     from controller_manager.manager import enabled_controllers
@@ -446,13 +343,18 @@ def kubelet_unit(layout: Layout, cfg: HostConfig, *, extra: list[str] | None = N
     crt, key = (os.path.join(layout.kubelet_pki, n) for n in ("kubelet.crt", "kubelet.key"))
     taint = (["--register-with-taints", f"{CONTROL_PLANE_LABEL}:NoSchedule"]
              if cfg.role == "control-plane" else [])
+    # kubeadm's KubeletConfiguration rotates the client certificate (with the CSR slice)
+    rotate = (["--cert-dir", layout.kubelet_pki, "--rotate-certificates"]
+              if _kubelet_has("--rotate-certificates") and _kubelet_has("--cert-dir")
+              and "--cert-dir" not in (extra or []) else [])
     return Unit("kubelet", minik8s(
         "kubelet", "--kubeconfig", layout.kubelet_conf, "--node-name", cfg.nodeName,
         "--root-dir", layout.kubelet_dir, "--address", cfg.advertiseAddress, "--port", str(KUBELET_PORT),
         "--tls-cert-file", crt, "--tls-private-key-file", key,
         "--client-ca-file", os.path.join(layout.pki, "ca.crt"), "--authentication-token-webhook",
         "--authorization-mode", "Webhook", "--image-store-dir", layout.path("var", "lib", "minik8s", "images"),
-        "--pod-cidr-timeout", "300", *addons.kubelet_flags(cfg.dns_ip), *taint, *(extra or [])))
+        "--pod-cidr-timeout", "300", *addons.kubelet_flags(cfg.dns_ip), *taint, *rotate,
+        *(extra or [])))
 
 
 def proxy_unit(layout: Layout, cfg: HostConfig) -> Unit:
@@ -510,16 +412,37 @@ def unit_log_hint(layout: Layout, name: str) -> str:
     return layout.log(name)
 
 
+CRASHES = 3          # restarts after which a unit is said to keep exiting (as `minik8s up` says)
+
+
+def wait_unit(layout: Layout, name: str, check, where: str, timeout: float = START_TIMEOUT):
+    """Poll check() until it returns something true (returned). LabError when the unit
+    keeps exiting (the host supervisor restarted it CRASHES times) or at the timeout,
+    naming its log and ending with the log's last lines."""
+    def crashing() -> bool:
+        comp = (units.status(layout).get("components") or {}).get(name) or {}
+        return comp.get("restarts", 0) >= CRASHES
+
+    value = _poll(lambda: "crashing" if crashing() else check(), timeout)
+    if value and value != "crashing":
+        return value
+    why = "keeps exiting" if value == "crashing" else f"did not become healthy at {where} within {timeout:.0f}s"
+    tail = ""
+    if not units.systemd_runs(layout):
+        from cluster.bringup import log_tail
+        tail = log_tail(layout.log(name))
+    raise LabError(f"{name} {why}; see {unit_log_hint(layout, name)}, then `minik8s reset` to start over"
+                   + (f"; its log ends:\n{tail}" if tail else ""))
+
+
 def wait_etcd(layout: Layout, url: str = f"https://127.0.0.1:{ETCD_CLIENT_PORT}",
               timeout: float = START_TIMEOUT) -> None:
     import ssl
     ctx = ssl.create_default_context(cafile=os.path.join(layout.pki, "etcd", "ca.crt"))
     ctx.load_cert_chain(os.path.join(layout.pki, "etcd", "healthcheck-client.crt"),
                         os.path.join(layout.pki, "etcd", "healthcheck-client.key"))
-    ok = _poll(lambda: httpx.get(f"{url}/health", verify=ctx, timeout=2).status_code == 200, timeout)
-    if not ok:
-        raise LabError(f"etcd did not become healthy at {url} within {timeout:.0f}s; see "
-                       f"{unit_log_hint(layout, 'etcd')}, then `minik8s reset` to start over")
+    wait_unit(layout, "etcd", lambda: httpx.get(f"{url}/health", verify=ctx, timeout=2).status_code == 200,
+              url, timeout)
 
 
 def wait_control_plane(layout: Layout, cfg: HostConfig, timeout: float = START_TIMEOUT) -> float:
@@ -528,14 +451,11 @@ def wait_control_plane(layout: Layout, cfg: HostConfig, timeout: float = START_T
     t0 = time.monotonic()
     wait_etcd(layout, timeout=timeout)
     with Api.from_kubeconfig(layout.admin_conf, server=cfg.local_api) as api:
-        if not _poll(lambda: api.http.get("/readyz", timeout=2).status_code == 200, timeout):
-            raise LabError(f"the API server did not become ready at {cfg.local_api} within {timeout:.0f}s; "
-                           f"see {unit_log_hint(layout, 'kube-apiserver')}, then `minik8s reset` to start over")
+        wait_unit(layout, "kube-apiserver", lambda: api.http.get("/readyz", timeout=2).status_code == 200,
+                  cfg.local_api, timeout)
     for name, port in (("kube-controller-manager", CONTROLLER_MANAGER_PORT), ("kube-scheduler", SCHEDULER_PORT)):
         url = f"http://127.0.0.1:{port}/healthz"
-        if not _poll(lambda u=url: httpx.get(u, timeout=2).status_code == 200, timeout):
-            raise LabError(f"{name} did not become healthy at {url} within {timeout:.0f}s; see "
-                           f"{unit_log_hint(layout, name)}, then `minik8s reset` to start over")
+        wait_unit(layout, name, lambda u=url: httpx.get(u, timeout=2).status_code == 200, url, timeout)
     return time.monotonic() - t0
 
 
@@ -545,11 +465,11 @@ def node_ready(node: dict) -> bool:
 
 
 def wait_node_ready(api: Api, layout: Layout, name: str, timeout: float = NODE_TIMEOUT) -> dict:
-    node = _poll(lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}")) and node_ready(n) and n, timeout)
-    if not node:
-        raise LabError(f"node {name} did not become Ready within {timeout:.0f}s; see "
-                       f"{unit_log_hint(layout, 'kubelet')}, then `minik8s reset` to start over")
-    return node
+    """The Node once Ready and given its pod CIDR by the node IPAM (a kubelet reports
+    Ready from its first status on, but runs no pod before it has a CIDR)."""
+    return wait_unit(layout, "kubelet", lambda: (n := api.get_or_none(f"/api/v1/nodes/{name}"))
+                     and node_ready(n) and (n.get("spec") or {}).get("podCIDR") and n,
+                     f"node {name} (Ready with a pod CIDR)", timeout)
 
 
 # -- the cluster objects --------------------------------------------------------------------------
@@ -754,6 +674,11 @@ def preflight(layout: Layout, cfg: HostConfig, args) -> list[tuple[str, str]]:
         from cluster import network
         for clash in network.overlapping_routes(*(str(n) for n in nets.values())):
             out.append((f"a host route {clash}", "give --pod-network-cidr/--service-cidr ranges no host network uses"))
+    import shutil
+    if not shutil.which("etcd"):
+        out.append(("etcd is not installed (no etcd on PATH)", "install Debian's etcd-server (hack/setup.sh does)"))
+    if not shutil.which("nft") and not os.path.exists("/usr/sbin/nft"):
+        out.append(("nft is not installed (kube-proxy programs nftables)", "install Debian's nftables"))
     out += preflight_ports([cfg.bindPort, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT,
                             CONTROLLER_MANAGER_PORT, SCHEDULER_PORT])
     return out
@@ -843,6 +768,9 @@ def run_init(args) -> int:
     except (LabError, units.UnitError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # a file or directory in the way, a full disk...
+        print(f"error: {e}; fix that, then `minik8s reset` to start over", file=sys.stderr)
+        return 1
 
 
 def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
@@ -850,7 +778,7 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
     say(f'[certs] Using certificateDir folder "{layout.pki}"')
     for o in make_pki(layout, cfg):
         if o.made:
-            say(f'[certs] Generating "{o.name}" certificate and key')
+            say(f'[certs] Generating "{o.name}" ' + ("key and public key" if o.name == "sa" else "certificate and key"))
     for path in write_control_plane_kubeconfigs(layout, cfg):
         say(f'[kubeconfig] Writing "{os.path.basename(path)}" kubeconfig file')
     write_kubelet_conf(layout, cfg)
@@ -861,9 +789,10 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
     cp = control_plane_units(layout, cfg)
     node = node_units(layout, cfg)
     for u in cp + node:
-        say(f'[control-plane] Creating unit "{u.name}" (run by {how})')
+        phase = "etcd" if u.name == "etcd" else "control-plane" if u in cp else "kubelet-start"
+        say(f'[{phase}] Creating unit "{u.name}" (run by {how})')
     if not any(u.name == "podnet" for u in node):
-        say("[control-plane] WARNING: this build has no `minik8s podnet`: pods reach only pods of their own host")
+        say("[kubelet-start] WARNING: this build has no `minik8s podnet`: pods reach only pods of their own host")
     units.install(cp + node, layout)
     say(f"[wait-control-plane] Waiting for etcd, the API server at {cfg.local_api}, the controller manager "
         f"and the scheduler (up to {START_TIMEOUT:.0f}s)")
@@ -927,9 +856,13 @@ def closing_text(layout: Layout, cfg: HostConfig, token: str, ca_hash: str, cert
         "",
         f"  export KUBECONFIG={layout.admin_conf}",
         "",
-        f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the `podnet` unit.",
-        "",
     ]
+    if podnet_available():
+        lines += [f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the "
+                  "`podnet` unit: there is no pod network add-on to deploy.", ""]
+    else:
+        lines += ["This build has no pod network agent (`minik8s podnet`): pods reach only pods of their "
+                  "own host.", ""]
     if cert_key:
         cp = join_command(cfg.endpoint, token, ca_hash, control_plane=True, certificate_key=cert_key)
         lines += [

@@ -16,7 +16,9 @@ a closed stdin, is no: exit 1, nothing touched). Then, in this order:
    routes with protocol RTPROT_MINIK8S (the pod network's), except those through a
    `minik8s up` cluster's bridge (`mk-*`), and the service proxy's nftables table
    `ip minik8s-proxy`;
-5. /etc/minik8s, /var/lib/minik8s and /run/minik8s.
+5. /etc/minik8s, /var/lib/minik8s and /run/minik8s (only their contents where one is a
+   mount point, as on a lab host whose directories are its own; never through a mount
+   left below them).
 Each step goes on when an earlier one failed (a warning line), so a half-made host is
 still cleaned. Idempotent: on a host with none of this it prints that there is nothing
 to do and exits 0.
@@ -106,7 +108,7 @@ def leftovers(layout: Layout) -> list[str]:
     out = [f"unit {n}" for n in units.installed(layout)]
     if units.supervisor_pid(layout) is not None:
         out.append("the host supervisor")
-    out += [f"directory {d}" for d in layout.owned_dirs() if os.path.exists(d)]
+    out += [f"directory {d}" for d in layout.owned_dirs() if _present(d)]
     out += [f"unit file {layout.systemd_unit(n)}" for n in _systemd_files(layout)]
     out += [f"process {pid} ({cmd[:60]})" for pid, _, cmd in _our_processes(layout)]
     if os.geteuid() == 0:
@@ -149,8 +151,7 @@ def reset(layout: Layout, say=print) -> list[str]:
     step("killing leftover processes", lambda: _kill_leftovers(layout))
     say(f'[reset] Removing the pods and unmounting mounted directories in "{layout.var}"')
     step("removing the kubelet's pods", lambda: _reset_kubelet(layout, cfg))
-    step("unmounting", lambda: [f"mount {m}" for m in host.unmount_all(layout.var)] if os.path.isdir(layout.var)
-         else [])
+    step("unmounting", lambda: [f"mount {m}" for m in _unmount_below(layout.var)])
     if os.geteuid() == 0:
         say("[reset] Removing the pod network's links and routes and the service proxy's nftables table")
         step("removing links", _remove_links)
@@ -158,9 +159,61 @@ def reset(layout: Layout, say=print) -> list[str]:
         step("removing the nftables table", _remove_nft)
     say(f"[reset] Deleting contents of directories: [{' '.join(layout.owned_dirs())}]")
     for d in layout.owned_dirs():
-        if os.path.exists(d):
-            step(f"removing {d}", lambda d=d: (shutil.rmtree(d), [f"directory {d}"])[1])
+        if _present(d):
+            step(f"removing {d}", lambda d=d: _remove_dir(d))
     return done
+
+
+def _mounts_below(path: str) -> list[str]:
+    """Mount points strictly below `path`, deepest first (not `path` itself: a lab host's
+    /var/lib/minik8s may be a mount of its own, which is not ours to undo)."""
+    top = os.path.realpath(path)
+    return [m for m in host.mounts_under(path) if m != top] if os.path.isdir(path) else []
+
+
+def _unmount_below(path: str) -> list[str]:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    done = []
+    for _ in range(10):   # stacked mounts show up again once the top one is gone
+        mps = _mounts_below(path)
+        if not mps:
+            break
+        for mp in mps:
+            if libc.umount2(os.fsencode(mp), host.MNT_DETACH) == 0:
+                done.append(mp)
+    return done
+
+
+def _present(d: str) -> bool:
+    """Whether `d` has something to remove: it exists, and is not an empty mount point."""
+    if not os.path.exists(d):
+        return False
+    return not (_is_mount(d) and not os.listdir(d))
+
+
+def _is_mount(d: str) -> bool:
+    """From mountinfo: os.path.ismount misses a bind mount within one filesystem."""
+    return os.path.realpath(d) in host.mounts_under(d)
+
+
+def _remove_dir(d: str) -> list[str]:
+    """Remove `d`, or only what it holds when it is a mount point. Never crosses into a
+    mount left below it (a pod's bind mount of a host directory would be deleted
+    through it): that is an error, and `d` stays."""
+    left = _mounts_below(d)
+    if left:
+        raise OSError(f"{len(left)} mount(s) left below it ({left[0]}...); unmount them and run reset again")
+    if _is_mount(d):
+        for name in os.listdir(d):
+            p = os.path.join(d, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+        return [f"contents of {d}"]
+    shutil.rmtree(d)
+    return [f"directory {d}"]
 
 
 def _kill_leftovers(layout: Layout) -> list[str]:

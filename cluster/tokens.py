@@ -177,7 +177,7 @@ def join_command(endpoint: str, token: str, ca_hash: str, *, control_plane: bool
 
 def create(api, t: Token) -> None:
     """Create the token's Secret; TokenError if a token with that id exists."""
-    from cluster.lab import ApiError
+    from cluster.labapi import ApiError
     try:
         api.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", secret(t))
     except ApiError as e:
@@ -195,7 +195,7 @@ def list_tokens(api) -> list[Token]:
 
 def delete(api, token_or_id: str) -> str:
     """Delete a token given whole or by id; its id. TokenError if none such."""
-    from cluster.lab import ApiError
+    from cluster.labapi import ApiError
     m = TOKEN_RE.match(token_or_id)
     tid = m.group(1) if m else token_or_id
     if not ID_RE.match(tid):
@@ -236,16 +236,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from cluster import lab
+    from cluster import labapi as lab
     from cluster.layout import current
     layout = current()
     try:
+        t = None
+        if args.token_command == "create":   # the input is checked before the server is asked
+            split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+            t = new(args.token, ttl=args.ttl, description=args.description,
+                    groups=split(args.groups), usages=split(args.usages))
         api = lab.Api.from_kubeconfig(args.kubeconfig or layout.admin_conf)
         with api:
-            if args.token_command == "create":
-                split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
-                t = new(args.token, ttl=args.ttl, description=args.description,
-                        groups=split(args.groups), usages=split(args.usages))
+            if t is not None:
                 create(api, t)
                 if args.print_join_command:
                     print(join_command(lab.endpoint_of(api), t.token, ca_cert_hash(api.ca_pem())))

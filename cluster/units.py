@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -108,6 +107,11 @@ def _systemd_word(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _env_word(key: str, value: str) -> str:
+    """KEY=VALUE inside Environment="...": specifiers (%) and quotes escaped."""
+    return f"{key}={value}".replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
+
+
 def render_systemd(unit: Unit) -> str:
     """The unit's /etc/systemd/system/minik8s-<name>.service."""
     after = ["network-online.target", *(f"minik8s-{a}.service" for a in AFTER.get(unit.name, ()))]
@@ -123,7 +127,7 @@ def render_systemd(unit: Unit) -> str:
         "",
         "[Service]",
         "Type=simple",
-        *(f'Environment="{k}={v.replace(chr(34), chr(92) + chr(34))}"' for k, v in sorted(unit.env.items())),
+        *(f'Environment="{_env_word(k, v)}"' for k, v in sorted(unit.env.items())),
         "ExecStart=" + " ".join(_systemd_word(a) for a in unit.argv),
         "Restart=always",
         f"RestartSec={RESTART_SEC}",
@@ -457,7 +461,3 @@ def main(argv: list[str]) -> int:
         return _detach(layout)
     return serve(layout)
 
-
-def describe(u: Unit) -> str:
-    """A unit's command line, for messages."""
-    return " ".join(shlex.quote(a) for a in u.argv)

@@ -16,11 +16,13 @@ Needs root.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"   # commands may run with another PATH
 SETUP = """
 set -e
 ip link set lo up
@@ -61,7 +63,7 @@ class LabHost:
         return {**os.environ, "MINIK8S_ROOT": self.root, **(extra or {})}
 
     def command(self, argv: list[str]) -> list[str]:
-        return ["nsenter", "-t", str(self.holder.pid), "-n", "-m", "--", *argv]
+        return [NSENTER, "-t", str(self.holder.pid), "-n", "-m", "--", *argv]
 
     def run(self, argv: list[str], *, input: str | None = None, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -132,9 +133,14 @@ def test_a_second_init_fails_in_one_line_and_changes_nothing(lab):
     # the first init's: its pod bridge's route, and its API server's port
     (["--advertise-address", IP], "a host route 10.244.0.0/24 (dev mk8s-"),
     (["--advertise-address", IP, "--pod-network-cidr", "10.200.0.0/16"], "port 6443 is in use"),
+    (["etcd-less"], "etcd is not installed"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(lab, tmp_path, args, says):
-    r = lab.run(minik8s("init", "--node-name", "other", *args), env={"MINIK8S_ROOT": str(tmp_path)})
+    env = {"MINIK8S_ROOT": str(tmp_path)}
+    if "etcd-less" in args:
+        args = ["--advertise-address", IP, "--pod-network-cidr", "10.200.0.0/16"]
+        env["PATH"] = "/nonexistent"
+    r = lab.run(minik8s("init", "--node-name", "other", *args), env=env)
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
     assert os.listdir(tmp_path) == []
@@ -192,6 +198,68 @@ def test_token_create_list_delete(lab):
     assert made not in left and "abcdef.0123456789abcdef" not in left and joined in left
 
 
+
+@pytest.mark.parametrize("args, says", [
+    (["list"], "admin.conf does not exist; run this on a control-plane host"),
+    (["create", "bad"], "is not of the form"),      # checked before any server is asked
+    (["list", "--kubeconfig", "/etc/hostname"], "cannot use kubeconfig /etc/hostname"),
+])
+def test_token_mistakes_off_a_cluster_are_one_line(tmp_path, args, says):
+    r = subprocess.run(minik8s("token", *args), capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "MINIK8S_ROOT": str(tmp_path)})
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_a_unit_that_keeps_exiting_fails_the_wait_with_its_log(tmp_path):
+    from cluster import lab
+    lay = Layout(str(tmp_path))
+    crash = [sys.executable, "-c", "import sys; print('etcdmain: no space left', flush=True); sys.exit(3)"]
+    units.install([units.Unit("etcd", crash)], lay)
+    try:
+        with pytest.raises(lab.LabError) as e:
+            lab.wait_unit(lay, "etcd", lambda: False, "https://127.0.0.1:2379", timeout=60)
+        msg = str(e.value)
+        assert msg.startswith(f"etcd keeps exiting; see {lay.log('etcd')}, then `minik8s reset` to start over")
+        assert "etcdmain: no space left" in msg
+    finally:
+        units.remove(None, lay)
+
+PROBE = """
+import asyncio, json, sys
+from client import kubeconfig
+from client.rest import Client
+from kubelet.node import Node
+
+async def main():
+    async with Client(kubeconfig.load(sys.argv[1]).connection()) as c:
+        node = Node(c, sys.argv[2], address="10.250.0.9", port=10250, capacity={"cpu": "1", "pods": "1"},
+                    labels={"lab.example/probe": "yes"},
+                    taints=[{"key": "lab.example/probe", "value": "x", "effect": "NoExecute"}])
+        await node.register()
+        got = await c.get("nodes", sys.argv[2])
+        await c.delete("nodes", sys.argv[2])
+        print(json.dumps(got))
+asyncio.run(main())
+"""
+
+
+def test_a_kubelet_registers_its_node_with_its_taints_and_labels(lab):
+    from kubelet import main as kubelet
+    args = kubelet.parse(["--register-with-taints", "a.io/b=c:NoSchedule,d:NoExecute", "--node-labels", "x.io/y=z"])
+    assert args.register_with_taints == [{"key": "a.io/b", "value": "c", "effect": "NoSchedule"},
+                                         {"key": "d", "effect": "NoExecute"}]
+    assert args.node_labels == {"x.io/y": "z"}
+    for bad in (["--register-with-taints", "a:Sometimes"], ["--node-labels", "novalue"]):
+        with pytest.raises(SystemExit):
+            kubelet.parse(bad)
+    # what `--register-with-taints` does: the Node is created with them
+    r = lab.run([sys.executable, "-c", PROBE, lab.layout.admin_conf, "taint-probe"])
+    assert r.returncode == 0, r.stderr
+    node = json.loads(r.stdout)
+    assert node["spec"]["taints"] == [{"key": "lab.example/probe", "value": "x", "effect": "NoExecute"}]
+    assert node["metadata"]["labels"]["lab.example/probe"] == "yes"
+
+
 def test_reset_removes_everything_and_a_second_reset_does_nothing(lab):
     lay = lab.layout
     st = units.status(lay)
@@ -225,3 +293,31 @@ def test_reset_removes_everything_and_a_second_reset_does_nothing(lab):
 
     r = lab.run(minik8s("reset"))
     assert r.returncode == 0 and "Nothing to do" in r.stdout
+
+
+
+def test_reset_on_a_host_whose_directories_are_mounts_keeps_them_and_crosses_no_mount(tmp_path):
+    """As on h-lab's hosts: /etc/minik8s and /var/lib/minik8s are mounts of the host's
+    own; a mount left below them (a pod's bind mount of a host directory) is undone,
+    never deleted through."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    etc, var = root / "etc" / "minik8s", root / "var" / "lib" / "minik8s"
+    for d in (etc, var, outside / "etc", outside / "var", outside / "hostdir"):
+        d.mkdir(parents=True)
+    (outside / "hostdir" / "precious").write_text("keep me")
+    h = LabHost("10.250.0.3/24", root=str(root),
+                binds={str(outside / "etc"): str(etc), str(outside / "var"): str(var)}).start()
+    try:
+        make = (f"mkdir -p {etc}/pki {var}/kubelet/pods/p/volumes/v && echo x > {etc}/admin.conf && "
+                f"mount --bind {outside / 'hostdir'} {var}/kubelet/pods/p/volumes/v")
+        assert h.run(["sh", "-c", make]).returncode == 0
+        r = h.run(minik8s("reset", "--force"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (outside / "hostdir" / "precious").read_text() == "keep me"
+        assert os.listdir(outside / "etc") == [] and os.listdir(outside / "var") == []
+        mounts = h.run(["cat", "/proc/self/mountinfo"]).stdout
+        assert f" {etc} " in mounts and f" {var} " in mounts and "/volumes/v " not in mounts
+        r = h.run(minik8s("reset"))
+        assert r.returncode == 0 and "Nothing to do" in r.stdout, r.stdout
+    finally:
+        h.stop()

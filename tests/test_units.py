@@ -35,7 +35,7 @@ def test_layout_hangs_off_minik8s_root(monkeypatch, tmp_path):
 
 def test_systemd_unit_file():
     u = Unit("kubelet", ["/opt/venv/bin/python", "-m", "cluster.cli", "kubelet", "--node-labels",
-                         "a=b c", "--x", "100%", "$HOME", 'say "hi"'], {"MINIK8S_ROOT": "/"})
+                         "a=b c", "--x", "100%", "$HOME", 'say "hi"'], {"MINIK8S_ROOT": "/", "P": '50% "x"'})
     text = units.render_systemd(u)
     lines = text.splitlines()
     assert "[Unit]" in lines and "[Service]" in lines and "[Install]" in lines
@@ -48,6 +48,7 @@ def test_systemd_unit_file():
     assert ("After=network-online.target minik8s-kube-apiserver.service "
             "minik8s-apiserver-lb.service") in lines
     assert 'Environment="MINIK8S_ROOT=/"' in lines
+    assert 'Environment="P=50%% \\"x\\""' in lines
     assert "WantedBy=multi-user.target" in lines
     etcd = units.render_systemd(Unit("etcd", ["/usr/bin/etcd"])).splitlines()
     assert "After=network-online.target" in etcd and "KillMode=mixed" in etcd
