@@ -21,8 +21,8 @@ What it guarantees
 - Transient failures (connection refused, timeouts, a 403 while RBAC is still being set
   up, the key not signed yet) are retried every `interval` seconds until `timeout`, as
   kubeadm's PollUntilContextTimeout; a bad signature or an unpinned CA is final at once.
-- `ca_cert_hash(pem)` is kubeadm's pubkeypin.Hash: `sha256:` and the hex SHA-256 of the
-  certificate's DER SubjectPublicKeyInfo.
+- The CA is pinned by kubeadm's pubkeypin.Hash (cluster.tokens.ca_cert_hash, the one
+  `minik8s init` prints): `sha256:` and the hex SHA-256 of its DER SubjectPublicKeyInfo.
 - `node_api_server(join_address)` is the one place that says which URL a joined node's
   kubeconfigs name: the node-local API load balancer at 127.0.0.1:6444.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import ipaddress
 import re
 import ssl
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 
 from client.kubeconfig import Connection
 from client.rest import Client
+from cluster.tokens import ca_cert_hash  # kubeadm's pubkeypin.Hash, shared with init's output
 from machinery import bootstraptoken as bt
 from machinery import errors
 
@@ -129,14 +129,6 @@ def parse_ca_hashes(hashes: list[str]) -> set[str]:
                                  f"found {len(value)} characters", fix)
         out.add(value.lower())
     return out
-
-
-def ca_cert_hash(cert: x509.Certificate | bytes) -> str:
-    if isinstance(cert, bytes):
-        cert = x509.load_pem_x509_certificate(cert)
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
 class _Transient(Exception):
@@ -237,7 +229,7 @@ async def discover(endpoint: str, token: str, ca_hashes: list[str], *,
     except ValueError as exc:
         raise DiscoveryError(f"failed to parse cluster CA from the cluster-info ConfigMap ({exc})",
                              "run `minik8s init` again on the control plane") from None
-    found = [ca_cert_hash(c) for c in certs]
+    found = [ca_cert_hash(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
     if not any(h.split(":", 1)[1] in pins for h in found):
         raise DiscoveryError(f"cluster CA found in cluster-info ConfigMap is invalid: none of the public keys "
                              f"\"{':'.join(found)}\" are pinned",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import re
@@ -43,11 +44,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import yaml
 
 from client.kubeconfig import Connection, KubeConfig
 from client.rest import Client
-from cluster import addons, discovery, layout as layouts, units
+from cluster import discovery, lab, units
+from cluster import layout as layouts
 from cluster.discovery import DiscoveryError
 from machinery import errors, flags
 
@@ -167,6 +170,10 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
     except (JoinError, DiscoveryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the host refused a write (a read-only /etc, a full disk): undone already
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; fix that, then run the same join again", file=sys.stderr)
+        return 1
 
 
 # -- preflight -----------------------------------------------------------------------------
@@ -269,34 +276,50 @@ def bootstrap_kubeconfig(server: str, cluster_name: str, ca_pem: bytes, token: s
     return kc
 
 
-def worker_units(lay: layouts.Layout, *, node_name: str, advertise_address: str,
-                 config: ClusterConfiguration, seed: str = "") -> list[units.Unit]:
-    """The node-local API load balancer (seeded with `seed`, the control-plane endpoint,
-    following the API servers with kubelet.conf once the kubelet has it), the kubelet
-    (TLS-bootstrapping with bootstrap-kubelet.conf), kube-proxy and podnet."""
-    def minik8s(*args: str) -> list[str]:
-        return [sys.executable, "-m", "cluster.cli", *args]
-    lb = minik8s("apiserver-lb", "--listen", f"{layouts.LB_ADDRESS}:{layouts.LB_PORT}",
-                 "--servers", seed or config.control_plane_endpoint, "--kubeconfig", lay.kubelet_conf)
-    kubelet = minik8s(
-        "kubelet", "--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--kubeconfig", lay.kubelet_conf,
-        "--cert-dir", lay.kubelet_pki, "--rotate-certificates",
-        "--node-name", node_name, "--root-dir", lay.kubelet_dir,
-        *(["--address", advertise_address] if advertise_address else []),
-        # kubeadm's KubeletConfiguration: callers are known by a certificate of the cluster
-        # CA or a token the API server vouches for, and let in as it authorizes them.
-        "--client-ca-file", os.path.join(lay.pki, "ca.crt"), "--authentication-token-webhook",
-        "--authorization-mode", "Webhook",
-        # its pod CIDR comes from the controller manager's node IPAM, once it registered
-        "--pod-cidr-timeout", "300", "--runtime", "linux",
-        *addons.kubelet_flags(addons.cluster_dns_ip(config.service_subnet)))
-    proxy = minik8s("proxy", "--kubeconfig", lay.kubelet_conf, "--hostname-override", node_name,
-                    *(["--cluster-cidr", config.pod_subnet] if config.pod_subnet else []))
-    podnet = minik8s("podnet", "--kubeconfig", lay.kubelet_conf, "--node-name", node_name,
-                     "--backend", config.network_backend)
-    env = {layouts.ROOT_ENV: lay.root} if lay.root != "/" else {}
-    return [units.Unit("apiserver-lb", lb, dict(env)), units.Unit("kubelet", kubelet, dict(env)),
-            units.Unit("kube-proxy", proxy, dict(env)), units.Unit("podnet", podnet, dict(env))]
+def kubelet_bootstrap_flags(lay: layouts.Layout) -> list[str]:
+    """What a joining worker's kubelet adds to init's kubelet unit: its TLS bootstrap."""
+    return ["--bootstrap-kubeconfig", lay.bootstrap_kubelet_conf, "--cert-dir", lay.kubelet_pki,
+            "--rotate-certificates"]
+
+
+def host_config(req: Request, config: ClusterConfiguration, advertise_address: str) -> lab.HostConfig:
+    """config.yaml of a worker: what join decided and what the cluster said."""
+    return lab.HostConfig(nodeName=req.node_name, advertiseAddress=advertise_address, role="worker",
+                          controlPlaneEndpoint=config.control_plane_endpoint or req.endpoint,
+                          podSubnet=config.pod_subnet or lab.DEFAULT_POD_CIDR,
+                          serviceSubnet=config.service_subnet, networkBackend=config.network_backend)
+
+
+def apiserver_lb_unit(lay: layouts.Layout, seed: str) -> units.Unit:
+    """The node-local API load balancer (cluster/apiserverlb.py) on 127.0.0.1:6444, seeded
+    with the control-plane endpoint, following the API servers with kubelet.conf once
+    the kubelet's TLS bootstrap has written it."""
+    return units.Unit("apiserver-lb", lab.minik8s(
+        "apiserver-lb", "--listen", f"{layouts.LB_ADDRESS}:{layouts.LB_PORT}", "--servers", seed,
+        "--kubeconfig", lay.kubelet_conf))
+
+
+def worker_units(lay: layouts.Layout, cfg: lab.HostConfig) -> list[units.Unit]:
+    """The node-local API load balancer, then init's node units (cluster/lab.py): the
+    kubelet, TLS-bootstrapping with bootstrap-kubelet.conf, and kube-proxy and podnet with
+    the kubelet.conf it writes; all of them reach the API through the balancer."""
+    return [apiserver_lb_unit(lay, cfg.endpoint),
+            *lab.node_units(lay, cfg, kubelet_extra=kubelet_bootstrap_flags(lay))]
+
+
+def source_address(endpoint: str) -> str:
+    """The address this host reaches the control plane from (a UDP connect sends nothing):
+    the node's address when --advertise-address is not given."""
+    host, port = discovery.split_endpoint(endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(infos[0][4])
+            return str(s.getsockname()[0])
+    except OSError as exc:
+        raise JoinError(f"cannot tell this host's address toward {endpoint} ({exc.strerror or exc})",
+                        "pass --advertise-address") from None
 
 
 @dataclass
@@ -360,14 +383,6 @@ def _track_unit_dirs(undo: Undo) -> None:
         undo.makedirs(d)
 
 
-def _config_yaml(req: Request, info: discovery.ClusterInfo, config: ClusterConfiguration) -> bytes:
-    return yaml.safe_dump({
-        "role": "worker", "nodeName": req.node_name, "advertiseAddress": req.advertise_address,
-        "apiServerEndpoint": req.endpoint, "controlPlaneEndpoint": config.control_plane_endpoint,
-        "networkBackend": config.network_backend, "podSubnet": config.pod_subnet,
-        "serviceSubnet": config.service_subnet}, sort_keys=False).encode()
-
-
 async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -378,14 +393,21 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         "and the CA hash")
     info = await discovery.discover(req.endpoint, req.discovery_token, req.ca_hashes, timeout=req.discovery_timeout)
     server = discovery.node_api_server(req.endpoint)
+    address = req.advertise_address or source_address(req.endpoint)
     say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
         f"pinned roots, will use API Server \"{discovery.https_url(req.endpoint)}\"")
-    # Until the node-local load balancer runs, the join address itself.
-    async with Client(bootstrap_connection(discovery.https_url(req.endpoint), info.ca_pem, req.tls_bootstrap_token),
-                      user_agent="minik8s-join", max_retries=2) as client:
-        say("[preflight] Reading configuration from the cluster...")
-        config = await read_cluster_configuration(client)
-        await check_node_name(client, req.node_name, warn=say)
+    say("[preflight] Reading configuration from the cluster...")
+    try:
+        # Until the node-local load balancer runs, the join address itself.
+        async with Client(bootstrap_connection(discovery.https_url(req.endpoint), info.ca_pem,
+                                               req.tls_bootstrap_token),
+                          user_agent="minik8s-join", max_retries=2) as client:
+            config = await read_cluster_configuration(client)
+            await check_node_name(client, req.node_name, warn=say)
+    except (httpx.HTTPError, OSError) as exc:
+        raise JoinError(f"lost the control plane at {discovery.https_url(req.endpoint)} after discovery "
+                        f"({str(exc) or type(exc).__name__})",
+                        "check that it is up, then run the same join again") from None
     undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name))
     try:
         cluster_name = info.cluster_name or DEFAULT_CLUSTER_NAME
@@ -394,12 +416,13 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         undo.write(os.path.join(lay.pki, "ca.crt"), info.ca_pem, 0o644)
         kc = bootstrap_kubeconfig(server, cluster_name, info.ca_pem, req.tls_bootstrap_token)
         undo.write(lay.bootstrap_kubelet_conf, kc.dumps().encode(), 0o600)
-        undo.write(lay.config_yaml, _config_yaml(req, info, config), 0o644)
+        cfg = host_config(req, config, address)
+        undo.write(lay.config_yaml, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode(), 0o644)
         _track_unit_dirs(undo)
-        wanted = worker_units(lay, node_name=req.node_name, advertise_address=req.advertise_address,
-                              config=config, seed=config.control_plane_endpoint or req.endpoint)
-        say(f"[kubelet-start] Starting the API load balancer on {server} (seeded with "
-            f"{config.control_plane_endpoint or req.endpoint}), the kubelet, kube-proxy and podnet")
+        # The kubelet's self-signed serving certificate, as init makes its own.
+        lab.write_kubelet_serving(lay, req.node_name, address)
+        wanted = worker_units(lay, cfg)
+        say(f"[kubelet-start] Starting the node's units: {', '.join(u.name for u in wanted)}")
         undo.units = [u.name for u in wanted]
         try:
             units.install(wanted, lay)

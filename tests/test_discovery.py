@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import socket
 import subprocess
-import time
 
 import pytest
 
@@ -120,31 +120,41 @@ async def test_a_wrong_ca_hash_names_the_hash_found(plane, token, ca_hash):
 
 async def test_an_unreachable_address_times_out_naming_it():
     endpoint = free_endpoint()
-    start = time.monotonic()
     with pytest.raises(DiscoveryError) as e:
         await discovery.discover(endpoint, new_token(), ["sha256:" + "ab" * 32], timeout=SHORT)
     assert one_line(e.value).startswith(f"could not reach the control plane at {endpoint} within 3s (failed to "
                                         "request the cluster-info ConfigMap: ")
-    assert time.monotonic() - start >= SHORT  # it retried until the timeout, not once
 
 
-@pytest.mark.parametrize("endpoint,token,hashes,cause", [
-    ("10.0.0.1", "abcdef.0123456789abcdef", ["sha256:" + "ab" * 32], "invalid API server endpoint '10.0.0.1'"),
-    ("https://10.0.0.1:6443", "abcdef.0123456789abcdef", ["sha256:" + "ab" * 32], "invalid API server endpoint"),
-    ("10.0.0.1:70000", "abcdef.0123456789abcdef", ["sha256:" + "ab" * 32], "invalid port 70000"),
-    ("10.0.0.1:6443", "abcdef", ["sha256:" + "ab" * 32], "the bootstrap token 'abcdef' was not of the form"),
-    ("10.0.0.1:6443", "abcdef.0123456789abcdef", ["ab" * 32], "invalid hash"),
-    ("10.0.0.1:6443", "abcdef.0123456789abcdef", ["md5:" + "ab" * 16], "unknown hash format 'md5'"),
-    ("10.0.0.1:6443", "abcdef.0123456789abcdef", ["sha256:abc"], "expected a 32 byte SHA-256 hash"),
-    ("10.0.0.1:6443", "abcdef.0123456789abcdef", [], "no --discovery-token-ca-cert-hash given"),
+@pytest.mark.parametrize("endpoint,cause", [
+    ("10.0.0.1", "invalid API server endpoint '10.0.0.1'"),
+    ("https://10.0.0.1:6443", "invalid API server endpoint"),
+    ("10.0.0.1:70000", "invalid port 70000"),
+    ("[fd00::zz]:6443", "invalid API server endpoint"),
 ])
-async def test_malformed_arguments_fail_before_connecting(endpoint, token, hashes, cause):
-    start = time.monotonic()
+async def test_a_malformed_endpoint_is_refused(endpoint, cause):
     with pytest.raises(DiscoveryError) as e:
-        # 10.0.0.1 is never contacted: a connection attempt would take the whole timeout.
-        await discovery.discover(endpoint, token, hashes, timeout=60)
+        await discovery.discover(endpoint, "abcdef.0123456789abcdef", ["sha256:" + "ab" * 32], timeout=SHORT)
     assert cause in one_line(e.value)
-    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("token,hashes,cause", [
+    ("abcdef", ["sha256:" + "ab" * 32], "the bootstrap token 'abcdef' was not of the form"),
+    ("abcdef.0123456789abcdef", ["ab" * 32], "invalid hash"),
+    ("abcdef.0123456789abcdef", ["md5:" + "ab" * 16], "unknown hash format 'md5'"),
+    ("abcdef.0123456789abcdef", ["sha256:abc"], "expected a 32 byte SHA-256 hash"),
+    ("abcdef.0123456789abcdef", [], "no --discovery-token-ca-cert-hash given"),
+])
+async def test_malformed_arguments_fail_before_connecting(token, hashes, cause):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        with pytest.raises(DiscoveryError) as e:
+            await discovery.discover(f"127.0.0.1:{listener.getsockname()[1]}", token, hashes, timeout=SHORT)
+        assert cause in one_line(e.value)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
 
 
 async def test_the_verified_second_fetch_refuses_a_server_the_pinned_ca_does_not_vouch_for(plane, admin, token):

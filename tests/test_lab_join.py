@@ -10,6 +10,7 @@ that needs a kubelet to register through it is skipped until the kubelet has the
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,10 +18,11 @@ import sys
 import pytest
 import yaml
 
-from cluster import discovery, join, layout, units
+from cluster import discovery, join, lab, layout, units
 from machinery import bootstraptoken as bt
 from tests.clusterinfo import (SigningControlPlane, free_endpoint, new_token, publish_cluster_info,
                                publish_kubeadm_config, token_secret)
+from tests.labhost import LabHost, minik8s
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="join runs as root (kubeadm's preflight)")
@@ -209,12 +211,21 @@ def test_a_name_taken_by_a_ready_node_is_refused(root, plane, admin, token, ca_h
 
 # -- a join that fails after it started the node --------------------------------------
 
-def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token, ca_hash):
+def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token, ca_hash, request):
     """Nothing approves the kubelet's CSR here (no CSR controllers run), so kubelet.conf
     never appears: join gives up at --tls-bootstrap-timeout and takes back everything,
     units included, keeping the kubelet's log outside the host's layout."""
     lay = layout.Layout(root)
     node = "rollback-" + bt.parse(token)[0]
+    kept = join.kept_kubelet_log(node)
+
+    def clean_up():  # should the test fail half way: no supervisor or kubelet left running
+        if units.installed(lay) or units.supervisor_pid(lay):
+            units.remove(None, lay)
+            units.stop_supervisor(lay)
+        if os.path.exists(kept):
+            os.unlink(kept)
+    request.addfinalizer(clean_up)
     before = tree(root)
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "join", plane.endpoint, "--token", token,
                              "--discovery-token-ca-cert-hash", ca_hash, "--node-name", node,
@@ -223,7 +234,7 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
                             env={**os.environ, layout.ROOT_ENV: root})
     try:
         # While it waits: what it wrote and installed.
-        wait_for(lambda: os.path.exists(lay.unit_spec("podnet")), timeout=60, what="the worker units installed")
+        wait_for(lambda: os.path.exists(lay.unit_spec("kube-proxy")), timeout=60, what="the worker units installed")
         kc = yaml.safe_load(open(lay.bootstrap_kubelet_conf))
         assert kc["users"] == [{"name": "tls-bootstrap-token-user", "user": {"token": token}}]
         assert kc["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6444"  # the node-local balancer
@@ -237,9 +248,12 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
                             ("--cluster-dns", "10.96.0.10")):
             assert kubelet[kubelet.index(flag) + 1] == value
         assert "--rotate-certificates" in kubelet
-        podnet = units.installed(lay)["podnet"].argv
-        assert podnet[podnet.index("--backend") + 1] == "host-gw"
-        assert podnet[podnet.index("--kubeconfig") + 1] == lay.kubelet_conf
+        proxy = units.installed(lay)["kube-proxy"].argv
+        assert proxy[proxy.index("--kubeconfig") + 1] == lay.kubelet_conf
+        if lab.podnet_available():  # the pod network agent is another slice's
+            podnet = units.installed(lay)["podnet"].argv
+            assert podnet[podnet.index("--backend") + 1] == "host-gw"
+            assert podnet[podnet.index("--kubeconfig") + 1] == lay.kubelet_conf
         config = yaml.safe_load(open(lay.config_yaml))
         assert (config["role"], config["nodeName"], config["podSubnet"]) == ("worker", node, "10.244.0.0/16")
         out, err = proc.communicate(timeout=120)
@@ -248,19 +262,93 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
             proc.kill()
             proc.wait()
     r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    kept = join.kept_kubelet_log(node)
     assert one_line_error(r) == (f"the kubelet did not complete its TLS bootstrap (no {lay.kubelet_conf}) within "
                                  f"8s; see the kubelet's log ({kept})")
     assert tree(root) == before
     assert units.supervisor_pid(lay) is None
     assert os.path.exists(kept)
-    os.unlink(kept)
+
+
+# -- a real worker join between two lab hosts -------------------------------------------
+
+CP_IP, WORKER_IP = "10.251.0.1", "10.251.0.2"
+JOIN = re.compile(r"minik8s join (\S+) --token ([a-z0-9]{6}\.[a-z0-9]{16}) \\\n\t"
+                  r"--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})")
+
+
+def connect(a: LabHost, b: LabHost, a_ip: str, b_ip: str) -> None:
+    """A veth pair between two lab hosts, `a_ip/24` on one end and `b_ip/24` on the other."""
+    tag = str(os.getpid() % 100000)
+    ends = (f"jn{tag}a", f"jn{tag}b")
+    subprocess.run(["ip", "link", "add", ends[0], "type", "veth", "peer", "name", ends[1]], check=True)
+    for h, end, ip in ((a, ends[0], a_ip), (b, ends[1], b_ip)):
+        subprocess.run(["ip", "link", "set", end, "netns", str(h.holder.pid)], check=True)
+        for cmd in (["ip", "link", "set", end, "name", "lan0"], ["ip", "addr", "add", f"{ip}/24", "dev", "lan0"],
+                    ["ip", "link", "set", "lan0", "up"]):
+            r = h.run(cmd)
+            assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory):
+    """A control-plane host made by `minik8s init` and a bare worker host, on one link."""
+    cp = LabHost("10.252.0.1/32", root=str(tmp_path_factory.mktemp("cp"))).start()
+    worker = LabHost("10.252.0.2/32", root=str(tmp_path_factory.mktemp("worker"))).start()
+    cp.layout, worker.layout = layout.Layout(cp.root), layout.Layout(worker.root)
+    for d in ("etc", "run", os.path.join("var", "lib")):  # what any host has
+        os.makedirs(os.path.join(worker.root, d))
+    try:
+        connect(cp, worker, CP_IP, WORKER_IP)
+        cp.node = f"cp-{os.getpid()}"
+        worker.node = f"worker-{os.getpid()}"
+        r = cp.run(minik8s("init", "--advertise-address", CP_IP, "--node-name", cp.node), timeout=400)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        m = JOIN.search(r.stdout.split("Then you can join any number of worker nodes")[1])
+        assert m and m.group(1) == f"{CP_IP}:6443", r.stdout[-2000:]
+        cp.join_args = [m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)]
+        yield cp, worker
+    finally:
+        for h in (worker, cp):
+            h.run(minik8s("reset", "--force"), timeout=120)
+        worker.stop()
+        cp.stop()
 
 
 @pytest.mark.skipif(not kubelet_supports_bootstrap(), reason="the kubelet has no --bootstrap-kubeconfig yet "
-                    "(TLS bootstrap is h-csr's slice)")
-def test_a_worker_joins_and_its_node_becomes_ready():
-    pytest.skip("needs a lab host (network and mount namespace) from tests/labhost.py")
+                    "(its TLS bootstrap is h-csr's slice)")
+def test_a_worker_joins_and_its_node_becomes_ready(two_hosts):
+    cp, worker = two_hosts
+    before = tree(worker.root)
+    r = worker.run(minik8s("join", *cp.join_args, "--node-name", worker.node), timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "This node has joined the cluster:" in r.stdout
+    assert "Run 'kubectl get nodes' on the control-plane to see this node join the cluster." in r.stdout
+    # The kubelet's TLS bootstrap gave it a node certificate of its own.
+    kc = yaml.safe_load(open(worker.layout.kubelet_conf))
+    assert kc["clusters"][0]["cluster"]["server"] == f"https://{CP_IP}:6443"
+    assert "token" not in kc["users"][0]["user"]
+    r = cp.run(["kubectl", "--kubeconfig", cp.layout.admin_conf, "get", "node", worker.node, "-o", "json"])
+    assert r.returncode == 0, r.stderr
+    node = yaml.safe_load(r.stdout)
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    assert node["spec"].get("podCIDR", "").startswith("10.244.")
+    assert not any(t.get("key") == "node-role.kubernetes.io/control-plane" for t in node["spec"].get("taints") or [])
+    assert [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"] == [WORKER_IP]
+
+    # A second join of the same host is refused and changes nothing of what join wrote
+    # (the running kubelet may add files of its own under /var/lib/minik8s meanwhile).
+    def etc() -> dict[str, bytes]:
+        return {p: open(os.path.join(worker.layout.etc, p), "rb").read() for p in tree(worker.layout.etc)
+                if os.path.isfile(os.path.join(worker.layout.etc, p))}
+    after = etc()
+    r = worker.run(minik8s("join", *cp.join_args, "--node-name", worker.node), timeout=120)
+    assert one_line_error(r).endswith("run `minik8s reset` first")
+    assert etc() == after
+
+    # reset takes the worker back to what it was.
+    r = worker.run(minik8s("reset", "--force"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert tree(worker.root) == before
 
 
 def test_join_is_a_minik8s_command_with_kubeadms_flags():
