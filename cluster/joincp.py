@@ -33,15 +33,14 @@ still runs (a learner never counts for quorum; a promoted member is removed befo
 stopped, so a cluster of two keeps its quorum for the removal), then the units are
 removed, the Node its kubelet registered (if there was none before) is deleted, and every
 file and directory the join made is deleted: the host is as it was and etcd has the
-members it had. A unit that keeps exiting (3 restarts) fails the join at
-once rather than at the timeout.
+members it had. A unit that keeps exiting fails the join at once (cluster/lab.py's
+wait), its log's last lines on stdout.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import time
 
@@ -51,13 +50,17 @@ from cluster import discovery, etcdmembers, join, lab, layout as layouts, units,
 from cluster.discovery import DiscoveryError
 from cluster.join import JoinError
 
-CRASH_RESTARTS = 3
 START_TIMEOUT = lab.START_TIMEOUT
 
 
-def _join_error(e: Exception) -> JoinError:
-    """Another module's one-line "cause; fix" error as join's."""
-    cause, _, fix = str(e).partition("; ")
+def _join_error(e: Exception, say=None) -> JoinError:
+    """Another module's "cause; fix" error as join's one line. init's advice to reset does
+    not apply (join rolls itself back), and a unit's log tail goes to `say`, not stderr."""
+    first, _, tail = str(e).partition("; its log ends:\n")
+    if tail and say is not None:
+        say("[control-plane] the end of its log:\n" + tail)
+    cause, _, fix = first.splitlines()[0].partition("; ")
+    fix = fix.replace(", then `minik8s reset` to start over", ", fix the cause, then join again")
     return JoinError(cause, fix or "fix that, then join again")
 
 
@@ -69,19 +72,6 @@ def _check_key(key: str) -> None:
     if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
         raise JoinError("--certificate-key is not 64 hex digits (an AES-256 key)",
                         "give the key `minik8s init phase upload-certs --upload-certs` printed")
-
-
-def _route_source(endpoint: str) -> str:
-    """The address this host reaches `endpoint` from (kubeadm: the default route's)."""
-    host, port = discovery.split_endpoint(endpoint)
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, port))
-        except OSError:
-            raise JoinError(f"no route to {endpoint}", "check the network, or give "
-                            "--apiserver-advertise-address") from None
-        return s.getsockname()[0]
 
 
 def main(args: argparse.Namespace, *, out=sys.stdout) -> int:
@@ -107,7 +97,7 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
             raise JoinError(f"--apiserver-advertise-address {address!r} is not an IP address",
                             "give this host's address, e.g. 192.168.1.11") from None
     else:
-        address = _route_source(req.endpoint)
+        address = join.source_address(req.endpoint)
     req.advertise_address = address
     try:
         return asyncio.run(join_control_plane(req, layouts.current(), key=args.certificate_key,
@@ -140,30 +130,12 @@ async def _etcd_endpoints(admin_conf: str, server: str) -> list[str]:
     return [f"https://{'[' + ip + ']' if ':' in ip else ip}:{layouts.ETCD_CLIENT_PORT}" for ip in dict.fromkeys(ips)]
 
 
-def _crash_looping(lay: layouts.Layout, names: list[str]) -> str | None:
-    """The first of `names` that keeps exiting under the host supervisor, or None."""
-    comps = units.status(lay).get("components") or {}
-    for name in names:
-        if (comps.get(name) or {}).get("restarts", 0) >= CRASH_RESTARTS:
-            return name
-    return None
-
-
-async def _wait(lay: layouts.Layout, cfg: lab.HostConfig, timeout: float) -> None:
-    """lab.wait_control_plane, failing at once when a control-plane unit crash-loops."""
-    task = asyncio.ensure_future(asyncio.to_thread(lab.wait_control_plane, lay, cfg, timeout))
+async def _wait(lay: layouts.Layout, cfg: lab.HostConfig, timeout: float, say) -> None:
+    """lab.wait_control_plane (which fails at once for a unit that keeps exiting)."""
     try:
-        while not task.done():
-            bad = _crash_looping(lay, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"])
-            if bad:
-                raise JoinError(f"{bad} keeps exiting ({CRASH_RESTARTS} restarts)",
-                                f"see its log ({lab.unit_log_hint(lay, bad)}) and fix the cause, then join again")
-            await asyncio.sleep(0.5)
-        task.result()
+        await asyncio.to_thread(lab.wait_control_plane, lay, cfg, timeout)
     except lab.LabError as e:
-        raise _join_error(e) from None
-    finally:
-        task.cancel()
+        raise _join_error(e, say) from None
 
 
 def _node_exists(lay: layouts.Layout, name: str) -> bool:
@@ -255,7 +227,7 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
                             f"see {lab.unit_log_hint(lay, 'etcd')}, then join again") from None
         say(f"[wait-control-plane] Waiting for etcd, the API server at {cfg.local_api}, the controller manager "
             f"and the scheduler (up to {START_TIMEOUT:.0f}s)")
-        await _wait(lay, cfg, START_TIMEOUT)
+        await _wait(lay, cfg, START_TIMEOUT, say)
         say(f"[kubelet-check] Waiting for node {cfg.nodeName} to be Ready")
 
         def ready_and_marked() -> None:
@@ -265,7 +237,7 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
         try:
             await asyncio.to_thread(ready_and_marked)
         except lab.LabError as e:
-            raise _join_error(e) from None
+            raise _join_error(e, say) from None
         say(f"[mark-control-plane] Marked the node {cfg.nodeName} as control-plane")
     except BaseException:
         problems = []
