@@ -607,8 +607,9 @@ class API:
 
     async def reconcile_kubernetes_service(self) -> None:
         address, port = self._advertised()
+        peers = await kubernetesservice.renew_lease(self.store, address, port)
         await kubernetesservice.reconcile(self.resources, self.service_allocations.ips.first(),
-                                          address, port)
+                                          address, port, peers)
 
     async def _keep_kubernetes_service(self) -> None:
         while True:
@@ -623,6 +624,10 @@ class API:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:  # the other API servers drop this one from the Endpoints at their next round
+            await kubernetesservice.release_lease(self.store, *self._advertised())
+        except (StorageError, OSError) as e:
+            log.warning("cannot release the master lease: %s", e)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.rbac_feed.stop()

@@ -14,20 +14,62 @@ keeps them:
   endpoint ready, the address type IPv4 or IPv6 as the address is. An address the
   EndpointSlice validation refuses (loopback, say: a server bound to 127.0.0.1 alone)
   gets no slice, and a warning in the log, as Kubernetes' would.
-Unlike kube-apiserver's lease reconciler, the Endpoints hold this server alone: several
-API servers over one etcd would each write their own address (see README)."""
+- several API servers over one etcd share the Endpoints as kube-apiserver's lease
+  reconciler (--endpoint-reconciler-type=lease) has them do: each keeps a record
+  /registry/masterleases/<address>:<port> renewed every round and valid LEASE_TTL
+  seconds, drops the records that expired, and writes the Endpoints (and the slice) of
+  every live record, sorted, so all servers write the same thing and do not flap. A
+  server stopping removes its own record first. (kube-apiserver's records are etcd
+  leases; ours carry their expiry, wall time, so hosts need synchronised clocks.)"""
 from __future__ import annotations
 
 import logging
 
+import time
+
+import orjson
+
 from apiserver.registry import by_plural
 from apiserver.resources import Resources
+from apiserver.storage.interface import Store
 from machinery import errors
 
 log = logging.getLogger("minik8s.apiserver")
 
 NAME, NAMESPACE = "kubernetes", "default"
 INTERVAL = 10.0
+LEASE_PREFIX = "/registry/masterleases/"
+LEASE_TTL = 15.0    # kube-apiserver's --endpoint-reconciler's lease TTL
+
+
+def _lease_key(address: str, port: int) -> str:
+    return f"{LEASE_PREFIX}{address}:{port}"
+
+
+async def renew_lease(store: Store, address: str, port: int, *, now: float | None = None) -> list[tuple[str, int]]:
+    """Renew this server's record; every live (address, port), sorted, this one included."""
+    now = time.time() if now is None else now
+    key = _lease_key(address, port)
+    value = orjson.dumps({"address": address, "port": port, "expires": now + LEASE_TTL})
+    ok, current = await store.create(key, value)
+    if not ok and current is not None and not isinstance(current, int):
+        await store.update(key, value, current.mod_revision)  # a lost race: the next round
+    live = {(address, port)}
+    for kv in (await store.list(LEASE_PREFIX)).items:
+        try:
+            rec = orjson.loads(kv.value)
+            peer, expired = (str(rec["address"]), int(rec["port"])), float(rec["expires"]) < now
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            peer, expired = None, True
+        if expired:
+            await store.delete(kv.key, kv.mod_revision)
+        elif peer is not None:
+            live.add(peer)
+    return sorted(live)
+
+
+async def release_lease(store: Store, address: str, port: int) -> None:
+    await store.delete(_lease_key(address, port))
 
 
 def service(cluster_ip: str, port: int) -> dict:
@@ -38,28 +80,38 @@ def service(cluster_ip: str, port: int) -> dict:
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}
 
 
-def endpoints(address: str, port: int) -> dict:
+def endpoints(address: str, port: int, peers: list[tuple[str, int]] | None = None) -> dict:
+    """The Endpoints of `peers` (default: this server alone), one subset per port."""
+    by_port: dict[int, list[str]] = {}
+    for a, p in sorted(peers or [(address, port)]):
+        by_port.setdefault(p, []).append(a)
     return {"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": NAME, "namespace": NAMESPACE,
                          "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": address}],
-                         "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
+            "subsets": [{"addresses": [{"ip": a} for a in addrs],
+                         "ports": [{"name": "https", "port": p, "protocol": "TCP"}]}
+                        for p, addrs in sorted(by_port.items())]}
 
 
-def endpointslice(address: str, port: int) -> dict:
+def endpointslice(address: str, port: int, peers: list[tuple[str, int]] | None = None) -> dict:
+    """The slice of the peers on this server's port and address type (a slice has one
+    port list and one type)."""
+    v6 = ":" in address
+    addrs = sorted(a for a, p in (peers or [(address, port)]) if p == port and (":" in a) == v6) or [address]
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": NAME, "namespace": NAMESPACE,
                          "labels": {"kubernetes.io/service-name": NAME}},
-            "addressType": "IPv6" if ":" in address else "IPv4",
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "addressType": "IPv6" if v6 else "IPv4",
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addrs],
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
 
 
 _SLICE_FIELDS = ("addressType", "endpoints", "ports")
 
 
-async def _reconcile_slice(resources: Resources, address: str, port: int) -> None:
-    rt, want = by_plural("endpointslices"), endpointslice(address, port)
+async def _reconcile_slice(resources: Resources, address: str, port: int,
+                           peers: list[tuple[str, int]] | None) -> None:
+    rt, want = by_plural("endpointslices"), endpointslice(address, port, peers)
     try:
         have = await resources.get(rt, NAMESPACE, NAME)
     except errors.NotFound:
@@ -83,9 +135,10 @@ async def _reconcile_slice(resources: Resources, address: str, port: int) -> Non
         log.warning("cannot write the kubernetes endpointslice for %s: %s", address, e)
 
 
-async def reconcile(resources: Resources, cluster_ip: str, address: str, port: int) -> None:
+async def reconcile(resources: Resources, cluster_ip: str, address: str, port: int,
+                    peers: list[tuple[str, int]] | None = None) -> None:
     """Create or put back the Service, its EndpointSlice and its Endpoints (see the
-    module docstring)."""
+    module docstring): of `peers`, the live API servers (default: this one alone)."""
     svc_rt, ep_rt = by_plural("services"), by_plural("endpoints")
     want = service(cluster_ip, port)
     try:
@@ -108,8 +161,8 @@ async def reconcile(resources: Resources, cluster_ip: str, address: str, port: i
                 await resources.update(svc_rt, NAMESPACE, NAME, have)
             except (errors.Conflict, errors.NotFound, errors.Invalid) as e:
                 log.warning("cannot reconcile the kubernetes service: %s", e)
-    await _reconcile_slice(resources, address, port)
-    want_ep = endpoints(address, port)
+    await _reconcile_slice(resources, address, port, peers)
+    want_ep = endpoints(address, port, peers)
     try:
         have_ep = await resources.get(ep_rt, NAMESPACE, NAME)
     except errors.NotFound:

@@ -24,6 +24,8 @@ def add_parsers(sub) -> None:
     r = csub.add_parser("renew", help="re-issue certificates under their CA (unconditionally, as kubeadm does)")
     r.add_argument("name", help="all, or a certificate's name as check-expiration lists it")
     _common(r)
+    csub.add_parser("certificate-key", help="print a new key for `init phase upload-certs` "
+                    "(32 random bytes, hex)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -32,6 +34,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.certs_command == "certificate-key":
+        from cluster.uploadcerts import certificate_key
+        print(certificate_key())
+        return 0
     directory = args.cert_dir or os.path.join(state_dir(args.state_dir), pki.PKI_DIR)
     try:
         if not os.path.isdir(directory):

@@ -52,6 +52,7 @@ COMPONENTS = {
     "kubelet": "kubelet.main",
     "dns": "clusterdns.main",
     "proxy": "proxy.main",
+    "apiserver-lb": "cluster.apiserverlb",
 }
 
 # Internal commands of lab hosts (cluster/units.py), not meant to be typed.
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         klog.setup()
     if argv and argv[0] == "apiserver":
         return _apiserver(argv[1:])
+    if argv[:3] == ["init", "phase", "upload-certs"]:  # kubeadm's one init phase run alone here
+        from cluster import uploadcerts
+        return uploadcerts.main_phase(argv[3:])
     if argv and argv[0] in modules:
         import importlib
         return importlib.import_module(modules[argv[0]]).main(argv[1:])
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "secrets-encrypt":
         return secrets.run(args)
     if args.command == "join":
+        if args.control_plane:
+            from cluster import joincp
+            return joincp.main(args)
         return join.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # parsed above: a bug
 

@@ -24,7 +24,7 @@ What it guarantees
 - The CA is pinned by kubeadm's pubkeypin.Hash (cluster.tokens.ca_cert_hash, the one
   `minik8s init` prints): `sha256:` and the hex SHA-256 of its DER SubjectPublicKeyInfo.
 - `node_api_server(join_address)` is the one place that says which URL a joined node's
-  kubeconfigs name: for now the join address itself.
+  kubeconfigs name: the node-local API load balancer at 127.0.0.1:6444.
 
 Async; one discovery at a time per call, no shared state.
 """
@@ -96,9 +96,11 @@ def https_url(endpoint: str) -> str:
 
 
 def node_api_server(join_address: str) -> str:
-    """The API server URL a joined node's kubeconfigs name (h-ha: the node-local load
-    balancer once it exists)."""
-    return https_url(join_address)
+    """The API server URL a joined worker's kubeconfigs name: its node-local load balancer
+    (`minik8s apiserver-lb`, k3s's 127.0.0.1:6444), which forwards to every API server
+    (the join address is its seed)."""
+    from cluster.layout import LB_ADDRESS, LB_PORT
+    return f"https://{LB_ADDRESS}:{LB_PORT}"
 
 
 def parse_token(token: str) -> tuple[str, str]:

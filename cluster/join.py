@@ -57,7 +57,7 @@ from machinery import errors, flags
 TLS_BOOTSTRAP_USER = "tls-bootstrap-token-user"  # kubeadm's
 DEFAULT_CLUSTER_NAME = "kubernetes"              # kubeadm's, when cluster-info names none
 DEFAULT_TLS_BOOTSTRAP_TIMEOUT = 300.0            # kubeadm's timeouts.tlsBootstrap (5m)
-WORKER_UNITS = ("kubelet", "kube-proxy", "podnet")
+WORKER_UNITS = ("apiserver-lb", "kubelet", "kube-proxy", "podnet")
 KUBEADM_CONFIG = "kubeadm-config"
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -163,8 +163,8 @@ def request_of(args: argparse.Namespace) -> Request:
 
 def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
     try:
-        if args.control_plane:
-            return join_control_plane(args, out=out)
+        if args.control_plane:  # cluster/joincp.py's (the CLI sends it there)
+            raise JoinError("--control-plane is handled by cluster.joincp", "run it through `minik8s join`")
         req = request_of(args)
         return asyncio.run(join(req, layouts.current(), out=out))
     except (JoinError, DiscoveryError) as exc:
@@ -174,12 +174,6 @@ def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; fix that, then run the same join again", file=sys.stderr)
         return 1
-
-
-def join_control_plane(args: argparse.Namespace, *, out=sys.stdout) -> int:
-    """`join --control-plane`: h-ha's."""
-    raise JoinError("joining as a control-plane host (--control-plane) is not supported yet",
-                    "join as a worker (without --control-plane)")
 
 
 # -- preflight -----------------------------------------------------------------------------
@@ -202,6 +196,13 @@ def preflight(req: Request, lay: layouts.Layout) -> None:
             s.bind(("", layouts.KUBELET_PORT))
         except OSError:
             raise JoinError(f"port {layouts.KUBELET_PORT} is in use (a kubelet already runs here?)",
+                            "stop what listens there, or run `minik8s reset`") from None
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((layouts.LB_ADDRESS, layouts.LB_PORT))
+        except OSError:
+            raise JoinError(f"port {layouts.LB_PORT} on {layouts.LB_ADDRESS} is in use (the API load balancer's)",
                             "stop what listens there, or run `minik8s reset`") from None
     if req.advertise_address:
         with socket.socket(socket.AF_INET6 if ":" in req.advertise_address else socket.AF_INET) as s:
@@ -289,10 +290,21 @@ def host_config(req: Request, config: ClusterConfiguration, advertise_address: s
                           serviceSubnet=config.service_subnet, networkBackend=config.network_backend)
 
 
+def apiserver_lb_unit(lay: layouts.Layout, seed: str) -> units.Unit:
+    """The node-local API load balancer (cluster/apiserverlb.py) on 127.0.0.1:6444, seeded
+    with the control-plane endpoint, following the API servers with kubelet.conf once
+    the kubelet's TLS bootstrap has written it."""
+    return units.Unit("apiserver-lb", lab.minik8s(
+        "apiserver-lb", "--listen", f"{layouts.LB_ADDRESS}:{layouts.LB_PORT}", "--servers", seed,
+        "--kubeconfig", lay.kubelet_conf))
+
+
 def worker_units(lay: layouts.Layout, cfg: lab.HostConfig) -> list[units.Unit]:
-    """init's node units (cluster/lab.py): the kubelet, TLS-bootstrapping with
-    bootstrap-kubelet.conf, and kube-proxy and podnet with the kubelet.conf it writes."""
-    return lab.node_units(lay, cfg, kubelet_extra=kubelet_bootstrap_flags(lay))
+    """The node-local API load balancer, then init's node units (cluster/lab.py): the
+    kubelet, TLS-bootstrapping with bootstrap-kubelet.conf, and kube-proxy and podnet with
+    the kubelet.conf it writes; all of them reach the API through the balancer."""
+    return [apiserver_lb_unit(lay, cfg.endpoint),
+            *lab.node_units(lay, cfg, kubelet_extra=kubelet_bootstrap_flags(lay))]
 
 
 def source_address(endpoint: str) -> str:
@@ -383,15 +395,18 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
     server = discovery.node_api_server(req.endpoint)
     address = req.advertise_address or source_address(req.endpoint)
     say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
-        f"pinned roots, will use API Server \"{server}\"")
+        f"pinned roots, will use API Server \"{discovery.https_url(req.endpoint)}\"")
     say("[preflight] Reading configuration from the cluster...")
     try:
-        async with Client(bootstrap_connection(server, info.ca_pem, req.tls_bootstrap_token),
+        # Until the node-local load balancer runs, the join address itself.
+        async with Client(bootstrap_connection(discovery.https_url(req.endpoint), info.ca_pem,
+                                               req.tls_bootstrap_token),
                           user_agent="minik8s-join", max_retries=2) as client:
             config = await read_cluster_configuration(client)
             await check_node_name(client, req.node_name, warn=say)
     except (httpx.HTTPError, OSError) as exc:
-        raise JoinError(f"lost the control plane at {server} after discovery ({str(exc) or type(exc).__name__})",
+        raise JoinError(f"lost the control plane at {discovery.https_url(req.endpoint)} after discovery "
+                        f"({str(exc) or type(exc).__name__})",
                         "check that it is up, then run the same join again") from None
     undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name))
     try:

@@ -693,8 +693,13 @@ def _dns_subdomain(name: str) -> str | None:
     return labels.validate_dns1123_subdomain(name)
 
 
-# Set by the upload-certs slice (h-ha): fn(api, layout, certificate_key or None) -> the key used.
-upload_certs = None
+def upload_certs(api: Api, layout: Layout, certificate_key: str | None) -> str:
+    """`init --upload-certs` (cluster/uploadcerts.py): the key used."""
+    from cluster import uploadcerts
+    try:
+        return uploadcerts.init_hook(api, layout, certificate_key)
+    except uploadcerts.CopyCertsError as e:
+        raise LabError(str(e)) from None
 
 
 # -- init ----------------------------------------------------------------------------------------

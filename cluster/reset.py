@@ -41,9 +41,10 @@ NFT_FAMILY, NFT_TABLE = "ip", "minik8s-proxy"
 
 
 def leave_etcd(layout: Layout) -> list[str]:
-    """Hook for a control-plane host: leave the etcd cluster before etcd is stopped (h-ha
-    fills it in); what it did. A single-member etcd has nothing to leave."""
-    return []
+    """A control-plane host leaves the etcd cluster before etcd is stopped
+    (cluster/joincp.py); what it did. A single-member etcd has nothing to leave."""
+    from cluster import joincp
+    return joincp.leave_etcd(layout)
 
 
 # -- what is there -----------------------------------------------------------------------------------

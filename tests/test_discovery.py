@@ -184,6 +184,6 @@ async def test_the_verified_second_fetch_refuses_a_server_the_pinned_ca_does_not
         set_kubeconfig(original)
 
 
-def test_node_api_server_is_the_join_address_for_now():
-    assert discovery.node_api_server("10.0.0.1:6443") == "https://10.0.0.1:6443"
-    assert discovery.node_api_server("[fd00::1]:6443") == "https://[fd00::1]:6443"
+def test_node_api_server_is_the_node_local_balancer():
+    assert discovery.node_api_server("10.0.0.1:6443") == "https://127.0.0.1:6444"
+    assert discovery.node_api_server("[fd00::1]:6443") == "https://127.0.0.1:6444"

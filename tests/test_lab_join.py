@@ -233,7 +233,9 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
         wait_for(lambda: os.path.exists(lay.unit_spec("kube-proxy")), timeout=60, what="the worker units installed")
         kc = yaml.safe_load(open(lay.bootstrap_kubelet_conf))
         assert kc["users"] == [{"name": "tls-bootstrap-token-user", "user": {"token": token}}]
-        assert kc["clusters"][0]["cluster"]["server"] == f"https://{plane.endpoint}"
+        assert kc["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6444"  # the node-local balancer
+        lb = units.installed(lay)["apiserver-lb"].argv
+        assert lb[lb.index("--servers") + 1] == plane.endpoint
         assert open(os.path.join(lay.pki, "ca.crt"), "rb").read() == plane.ca_pem
         assert os.stat(lay.bootstrap_kubelet_conf).st_mode & 0o077 == 0
         kubelet = units.installed(lay)["kubelet"].argv
