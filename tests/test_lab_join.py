@@ -319,7 +319,8 @@ def test_a_worker_joins_and_its_node_becomes_ready(two_hosts):
     assert "Run 'kubectl get nodes' on the control-plane to see this node join the cluster." in r.stdout
     # The kubelet's TLS bootstrap gave it a node certificate of its own.
     kc = yaml.safe_load(open(worker.layout.kubelet_conf))
-    assert kc["clusters"][0]["cluster"]["server"] == f"https://{CP_IP}:6443"
+    # ... and reaches the API servers through the node-local load balancer.
+    assert kc["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6444"
     assert "token" not in kc["users"][0]["user"]
     r = cp.run(["kubectl", "--kubeconfig", cp.layout.admin_conf, "get", "node", worker.node, "-o", "json"])
     assert r.returncode == 0, r.stderr
