@@ -52,6 +52,7 @@ COMPONENTS = {
     "kubelet": "kubelet.main",
     "dns": "clusterdns.main",
     "proxy": "proxy.main",
+    "podnet": "cluster.podnet",
 }
 
 
