@@ -32,7 +32,8 @@ of a deleted Node vanish and a new Node's appear. The agent also turns on IPv4 f
 and writes --subnet-file (flannel's subnet.env: MINIK8S_SUBNET, MINIK8S_MTU,
 MINIK8S_BACKEND), from which the kubelet takes the pods' MTU. SIGTERM leaves everything in
 place (pods keep their network while the agent restarts); `--cleanup` removes minik8s.1,
-our routes and the subnet file.
+our routes, our FORWARD rules and the subnet file. Where iptables' FORWARD policy is DROP
+(Docker's), this node's pod traffic is accepted there, as flannel does.
 
 Credentials: the node's own (kubelet.conf) do: list/watch Nodes comes from
 system:node-proxier (bound to system:nodes by init), patching its own Node and creating
@@ -47,7 +48,10 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -186,6 +190,7 @@ class Agent:
         net = ipaddress.ip_network(cidr)
         if self.backend == "vxlan":
             self.vtep_mac = self._ensure_vxlan(str(net.network_address))
+        accept_forwarded(cidr, previous=self.cidr)
         self._write_subnet_file(net)
         self.cidr = cidr
 
@@ -301,6 +306,8 @@ class Agent:
         """Program the plan for these Nodes; returns it, with the peers the kernel refused
         added to `refused`. Logs changes at V(0), a sync that changed nothing at V(2)."""
         plan = self.plan(nodes)
+        if self.cidr:
+            accept_forwarded(self.cidr)  # level-based too: a DROP policy set later is met
         by_cidr = {p.cidr: p.name for p in map(peer_of, nodes) if p is not None}
         vx = None
         with IPRoute() as ipr:
@@ -358,6 +365,51 @@ def _sync_neigh(ipr: IPRoute, vx: int, want: dict[str, str]) -> tuple[int, int]:
     return len(wanted - have), len(have - wanted)
 
 
+FORWARD_COMMENT = "minik8s podnet: pod traffic"
+
+
+def _iptables(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", *argv], capture_output=True, text=True, timeout=30)
+
+
+def accept_forwarded(cidr: str, *, previous: str | None = None) -> list[str]:
+    """Where iptables' FORWARD policy is DROP (Docker sets it so), accept this node's pod
+    traffic (to or from its pod CIDR) at the top of FORWARD, as flannel's FLANNEL-FWD rules
+    do; anything else forwarded is left to that policy. Without such a policy (or without
+    iptables) nothing is added: the kernel forwards, and the service proxy's nftables table
+    drops nothing but packets to Service ports without endpoints. Returns the rules added."""
+    if shutil.which("iptables") is None:
+        return []
+    listed = _iptables("-S", "FORWARD")
+    if previous and previous != cidr:
+        remove_forward_rules()
+    if listed.returncode != 0 or "-P FORWARD DROP" not in listed.stdout.splitlines():
+        return []
+    added = []
+    for flag in ("-s", "-d"):
+        rule = ["FORWARD", flag, cidr, "-m", "comment", "--comment", FORWARD_COMMENT, "-j", "ACCEPT"]
+        if _iptables("-C", *rule).returncode != 0:
+            r = _iptables("-I", *rule)
+            if r.returncode != 0:
+                raise OSError(f"iptables -I {' '.join(rule)}: {r.stderr.strip()}")
+            added.append(" ".join(rule))
+            log.info("FORWARD's policy is DROP: accepting %s %s", "from" if flag == "-s" else "to", cidr)
+    return added
+
+
+def remove_forward_rules() -> list[str]:
+    """Delete every FORWARD rule accept_forwarded made (by their comment)."""
+    if shutil.which("iptables") is None:
+        return []
+    removed = []
+    for line in _iptables("-S", "FORWARD").stdout.splitlines():
+        if line.startswith("-A FORWARD ") and FORWARD_COMMENT in line:
+            rule = shlex.split(line)[1:]  # -S quotes the comment as a shell would
+            if _iptables("-D", *rule).returncode == 0:
+                removed.append("iptables " + " ".join(rule))
+    return removed
+
+
 def cleanup(underlay: Underlay | None, subnet_file: str) -> list[str]:
     """Remove minik8s.1 (its routes, neighbours and FDB entries go with it), our routes out
     of the underlying interface, and the subnet file. Returns what was removed."""
@@ -372,6 +424,7 @@ def cleanup(underlay: Underlay | None, subnet_file: str) -> list[str]:
                       if r.get("oif") == underlay.index}
         network.sync_routes({}, device=underlay.name)
         removed += [f"route {dst}" for dst in sorted(before)]
+    removed += remove_forward_rules()
     try:
         os.unlink(subnet_file)
         removed.append(subnet_file)

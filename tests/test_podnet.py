@@ -423,6 +423,8 @@ def test_vxlan_reaches_a_host_behind_a_router(lab):
 
 def test_host_gw_routes_between_hosts_on_one_link(lab):
     a, b, c = lab.hosts["a"], lab.hosts["b"], lab.hosts["c"]
+    # B forwards nothing by default (Docker's policy): its agent accepts its pods' traffic.
+    assert in_ns(b.ns, "iptables", "-w", "-P", "FORWARD", "DROP").returncode == 0
     start(lab, "host-gw")
     for host in (a, b, c):
         with open(host.subnet_file) as f:
@@ -432,6 +434,9 @@ def test_host_gw_routes_between_hosts_on_one_link(lab):
     assert a.routes()[b.pod_cidr] == f"via {b.addr} dev eth0", a.routes()
     assert reaches(a, b) and reaches(b, a)
     assert tcp_transfer(b, a, 1 << 20) == 1 << 20
+    rules = in_ns(b.ns, "iptables", "-w", "-S", "FORWARD").stdout
+    assert f"-A FORWARD -d {b.pod_cidr}" in rules and f"-A FORWARD -s {b.pod_cidr}" in rules, rules
+    assert "-A FORWARD" not in in_ns(a.ns, "iptables", "-w", "-S", "FORWARD").stdout  # no DROP there: nothing added
     # C is behind a router: refused, with a log line and a Warning event on the Node.
     wait_for(lambda: f"node {c.node} refused" in a.agent_log(), what="A refusing C")
     assert c.pod_cidr not in a.routes() and a.pod_cidr not in c.routes()
@@ -447,3 +452,49 @@ def test_host_gw_routes_between_hosts_on_one_link(lab):
     lab.delete_node(b.node)
     wait_for(lambda: b.pod_cidr not in a.routes(), what="A forgetting B")
     assert "192.0.2.0/24 via" in ip("-n", a.ns, "route")
+
+    # --cleanup on B removes its FORWARD rules (the policy is not ours: it stays).
+    b.stop_agent()
+    assert b.cleanup_agent().returncode == 0
+    rules = in_ns(b.ns, "iptables", "-w", "-S", "FORWARD").stdout
+    assert "-A FORWARD" not in rules and "-P FORWARD DROP" in rules, rules
+    assert not reaches(a, b)
+
+
+def test_vxlan_direct_routing_uses_the_shared_link(lab):
+    a, b, c = lab.hosts["a"], lab.hosts["b"], lab.hosts["c"]
+    port = 10200 + random.randrange(500)
+    lab.create_node(a)
+    a.start_agent("vxlan", "--direct-routing", "--healthz-bind-address", f"127.0.0.1:{port}")
+    for host in (b, c):
+        lab.create_node(host)
+        host.start_agent("vxlan", "--direct-routing")
+    for host in (a, b, c):
+        wait_for(lambda h=host: os.path.exists(h.subnet_file), what=f"{host.node}'s subnet file")
+        host.add_pod()
+    wait_for(lambda: b.pod_cidr in a.routes() and c.pod_cidr in a.routes(), what="A's routes")
+    assert a.routes()[b.pod_cidr] == f"via {b.addr} dev eth0", a.routes()  # same link: host-gw
+    assert a.routes()[c.pod_cidr] == f"via {c.pod_cidr.split('/')[0]} dev minik8s.1 onlink", a.routes()
+    b_mac = json.loads(lab.get_node(b.node)["metadata"]["annotations"]["minik8s.io/backend-data"])["VtepMAC"]
+    assert b_mac not in a.fdb() and c.addr in a.fdb()
+    wait_for(lambda: reaches(a, b) and reaches(a, c) and reaches(c, b), timeout=20, what="pods reaching each other")
+    health = ("import sys, urllib.request; print(urllib.request.urlopen("
+              "'http://127.0.0.1:%s/healthz?verbose').read().decode())" % port)
+    r = in_ns(a.ns, sys.executable, "-c", health)
+    assert r.returncode == 0 and "[+]podnet ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_bad_flags_are_one_line_errors(server, tmp_path):
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", "kubelets/pn-a/kubelet-client")
+    for argv, want in [
+        (["--kubeconfig", kubeconfig, "--node-name", "pn-a", "--iface", "nosuch0"],
+         "error: --iface nosuch0: no such interface or address on this host"),
+        (["--kubeconfig", str(tmp_path / "missing"), "--node-name", "pn-a"], "error: kubeconfig "),
+        (["--node-name", "pn-a"], "error: --kubeconfig and --node-name are required"),
+    ]:
+        r = subprocess.run([sys.executable, "-m", "cluster.cli", "podnet", *argv], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.startswith(want) and len(r.stderr.splitlines()) == 1, r.stderr
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "podnet", "--backend", "udp"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'udp'" in r.stderr
