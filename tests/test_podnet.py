@@ -38,15 +38,18 @@ NODES = ("pn-a", "pn-b", "pn-c")
 
 # -- the API server, reachable from inside the hosts --------------------------------------
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """An etcd and API server of this module's own, with a PKI holding each node's client
-    certificate, and the binding `minik8s init` makes so nodes may list and watch Nodes."""
-    pki_dir = str(tmp_path_factory.mktemp("pki"))
+def start_server(pki_dir: str) -> tuple[Etcd, APIServer]:
+    """An etcd and API server of their own, with a PKI (made in pki_dir) holding each
+    node's client certificate, and the binding `minik8s init` makes so that nodes may list
+    and watch Nodes."""
     cluster_pki.ensure(pki_dir, cluster_pki.ClusterFacts(
         control_plane_name="localhost", nodes=tuple(cluster_pki.Node(n) for n in NODES)))
     e = Etcd().start()
-    s = APIServer(e.url, pki_dir=pki_dir).start()
+    try:
+        s = APIServer(e.url, pki_dir=pki_dir).start()
+    except BaseException:
+        e.stop()
+        raise
     with s.client() as c:
         r = c.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json={
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -55,6 +58,12 @@ def server(tmp_path_factory):
                         "name": "system:node-proxier"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]})
         assert r.status_code == 201, r.text
+    return e, s
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    e, s = start_server(str(tmp_path_factory.mktemp("pki")))
     yield s
     s.stop()
     e.stop()
@@ -201,13 +210,17 @@ class Host:
                            capture_output=True, text=True)
         return r.stdout
 
-    def remove(self) -> None:
-        self.stop_agent()
+    def remove_pod(self) -> None:
         if self.pod_proc is not None:
             self.pod_proc.kill()
             self.pod_proc.wait()
-        for ns in (self.pod_ns, self.ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            self.pod_proc = self.pod_ip = None
+        subprocess.run(["ip", "netns", "del", self.pod_ns], capture_output=True)
+
+    def remove(self) -> None:
+        self.stop_agent()
+        self.remove_pod()
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
 class Lab:
