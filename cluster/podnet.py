@@ -183,8 +183,10 @@ class Agent:
     # -- set-up ------------------------------------------------------------------------
 
     def setup(self, cidr: str) -> None:
-        """Forwarding on, minik8s.1 (vxlan) with this pod CIDR's network address, the
-        subnet file. Idempotent; a changed pod CIDR replaces the device's address."""
+        """Forwarding on, minik8s.1 (vxlan) with this pod CIDR's network address, FORWARD
+        rules where needed, the subnet file. Run before every sync, so whatever was undone
+        behind the agent's back (the device deleted, forwarding turned off) is made again;
+        a changed pod CIDR replaces the device's address and the rules."""
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
         net = ipaddress.ip_network(cidr)
@@ -306,8 +308,6 @@ class Agent:
         """Program the plan for these Nodes; returns it, with the peers the kernel refused
         added to `refused`. Logs changes at V(0), a sync that changed nothing at V(2)."""
         plan = self.plan(nodes)
-        if self.cidr:
-            accept_forwarded(self.cidr)  # level-based too: a DROP policy set later is met
         by_cidr = {p.cidr: p.name for p in map(peer_of, nodes) if p is not None}
         vx = None
         with IPRoute() as ipr:
@@ -458,8 +458,9 @@ class Podnet:
                 self._waiting_logged = True
             return
         try:
-            if agent.cidr != cidr:
-                await asyncio.to_thread(agent.setup, cidr)
+            before = (agent.cidr, agent.vtep_mac)
+            await asyncio.to_thread(agent.setup, cidr)
+            if (agent.cidr, agent.vtep_mac) != before:
                 log.info("node %s: pod CIDR %s, backend %s on %s (%s), MTU %d%s", agent.node_name, cidr,
                          agent.backend, agent.underlay.name, agent.underlay.ip, agent.mtu,
                          f", VTEP {DEVICE} {agent.vtep_mac}" if agent.vtep_mac else "")

@@ -495,6 +495,22 @@ def test_vxlan_direct_routing_uses_the_shared_link(lab):
               "'http://127.0.0.1:%s/healthz?verbose').read().decode())" % port)
     r = in_ns(a.ns, sys.executable, "-c", health)
     assert r.returncode == 0 and "[+]podnet ok" in r.stdout, r.stdout + r.stderr
+    # C's device deleted behind its agent's back: the next sync (here on a Node change)
+    # makes it again, publishes its new VTEP MAC, and A's FDB follows.
+    old_mac = json.loads(lab.get_node(c.node)["metadata"]["annotations"]["minik8s.io/backend-data"])["VtepMAC"]
+    ip("-n", c.ns, "link", "del", "minik8s.1")
+    with lab.server.client() as cl:
+        r = cl.patch(f"/api/v1/nodes/{b.node}", json={"metadata": {"labels": {"poke": "1"}}},
+                     headers={"content-type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+
+    def new_mac() -> str | None:
+        data = lab.get_node(c.node)["metadata"]["annotations"]["minik8s.io/backend-data"]
+        mac = json.loads(data)["VtepMAC"]
+        return mac if mac != old_mac else None
+    mac = wait_for(new_mac, what="C's new VTEP MAC")
+    wait_for(lambda: f"{mac} dst {c.addr}" in a.fdb(), what="A's FDB entry for C's new VTEP")
+    wait_for(lambda: reaches(a, c), timeout=20, what="A's pod reaching C's pod again")
 
 
 def test_bad_flags_are_one_line_errors(server, tmp_path):
