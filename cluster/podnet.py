@@ -35,6 +35,9 @@ place (pods keep their network while the agent restarts); `--cleanup` removes mi
 our routes, our FORWARD rules and the subnet file. Where iptables' FORWARD policy is DROP
 (Docker's), this node's pod traffic is accepted there, as flannel does.
 
+With --healthz-bind-address: /healthz (checks `informer-sync` and `podnet`: the last sync
+succeeded) and /metrics (`podnet_peers{state}`, `podnet_syncs_total{result}`).
+
 Credentials: the node's own (kubelet.conf) do: list/watch Nodes comes from
 system:node-proxier (bound to system:nodes by init), patching its own Node and creating
 events from the Node authorizer. Netlink through pyroute2 in worker threads.
@@ -56,6 +59,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from prometheus_client import Counter, Gauge
 from pyroute2 import IPRoute, NetlinkError
 
 from client import kubeconfig
@@ -78,6 +82,11 @@ DEVICE = f"minik8s.{VNI}"
 DEFAULT_SUBNET_FILE = os.environ.get("MINIK8S_ROOT", "") + "/run/minik8s/subnet.env"
 RESYNC = 30.0
 NUD_PERMANENT, NTF_SELF = 0x80, 0x02
+
+SYNCS = Counter("podnet_syncs_total", "Syncs of this host's routes, FDB and neighbour entries, by result.",
+                ["result"])
+PEERS = Gauge("podnet_peers", "Other nodes, by state: routed, refused, or pending (no VTEP published yet).",
+              ["state"])
 
 
 class ConfigError(Exception):
@@ -473,8 +482,13 @@ class Podnet:
         except Exception as e:  # noqa: BLE001 - logged, and retried at the next sync
             log.error("sync failed: %s", e)
             self.last_ok = False
+            SYNCS.labels("error").inc()
             return
         self.last_ok = True
+        SYNCS.labels("success").inc()
+        PEERS.labels("routed").set(len(plan.routes))
+        PEERS.labels("refused").set(len(plan.refused))
+        PEERS.labels("pending").set(len(plan.pending))
         for name, why in plan.refused.items():
             if self.refused.get(name) != why:
                 log.warning("node %s refused: %s", name, why)

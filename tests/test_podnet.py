@@ -495,6 +495,10 @@ def test_vxlan_direct_routing_uses_the_shared_link(lab):
               "'http://127.0.0.1:%s/healthz?verbose').read().decode())" % port)
     r = in_ns(a.ns, sys.executable, "-c", health)
     assert r.returncode == 0 and "[+]podnet ok" in r.stdout, r.stdout + r.stderr
+    metrics = health.replace("/healthz?verbose", "/metrics")
+    r = in_ns(a.ns, sys.executable, "-c", metrics)
+    assert 'podnet_peers{state="routed"} 2.0' in r.stdout and 'podnet_syncs_total{result="success"}' in r.stdout, \
+        r.stdout[-2000:] + r.stderr
     # C's device deleted behind its agent's back: the next sync (here on a Node change)
     # makes it again, publishes its new VTEP MAC, and A's FDB follows.
     old_mac = json.loads(lab.get_node(c.node)["metadata"]["annotations"]["minik8s.io/backend-data"])["VtepMAC"]
