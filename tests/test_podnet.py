@@ -27,6 +27,7 @@ import pytest
 from cluster import network
 from cluster import pki as cluster_pki
 from cluster.network import RTPROT_MINIK8S
+from cluster.podnet import peer_of
 from kubelet.runtime.linux.network import PodNetwork
 from tests.procs import APIServer, Etcd, wait_for
 
@@ -479,9 +480,17 @@ def test_vxlan_direct_routing_uses_the_shared_link(lab):
     port = 10200 + random.randrange(500)
     lab.create_node(a)
     a.start_agent("vxlan", "--direct-routing", "--healthz-bind-address", f"127.0.0.1:{port}")
-    for host in (b, c):
-        lab.create_node(host)
-        host.start_agent("vxlan", "--direct-routing")
+    lab.create_node(b)
+    b.start_agent("vxlan", "--direct-routing")
+    # C's Node has no pod CIDR yet: its agent waits for node IPAM to give it one.
+    lab.create_node(c, pod_cidr=False)
+    c.start_agent("vxlan", "--direct-routing")
+    wait_for(lambda: "to get a spec.podCIDR" in c.agent_log(), what="C's agent waiting")
+    assert not os.path.exists(c.subnet_file) and "minik8s.1" not in ip("-n", c.ns, "link")
+    with lab.server.client() as cl:
+        r = cl.patch(f"/api/v1/nodes/{c.node}", json={"spec": {"podCIDR": c.pod_cidr}},
+                     headers={"content-type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
     for host in (a, b, c):
         wait_for(lambda h=host: os.path.exists(h.subnet_file), what=f"{host.node}'s subnet file")
         host.add_pod()
@@ -531,3 +540,29 @@ def test_bad_flags_are_one_line_errors(server, tmp_path):
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "podnet", "--backend", "udp"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid choice: 'udp'" in r.stderr
+
+
+@pytest.mark.parametrize("node, want", [
+    ({"metadata": {"name": "n", "annotations": {
+        "minik8s.io/public-ip": "192.0.2.7", "minik8s.io/backend-type": "vxlan",
+        "minik8s.io/backend-data": '{"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:ff"}'}},
+      "spec": {"podCIDR": "10.244.3.0/24"},
+      "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}},
+     ("n", "10.244.3.0/24", "192.0.2.7", "vxlan", "aa:bb:cc:dd:ee:ff")),
+    # no agent there yet: its InternalIP, no backend, no VTEP
+    ({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.3.0/24"},
+      "status": {"addresses": [{"type": "Hostname", "address": "n"}, {"type": "InternalIP", "address": "10.0.0.3"}]}},
+     ("n", "10.244.3.0/24", "10.0.0.3", None, None)),
+    # garbage in backend-data is no VTEP, not a crash
+    ({"metadata": {"name": "n", "annotations": {"minik8s.io/backend-data": "{not json"}},
+      "spec": {"podCIDR": "10.244.3.0/24"}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}},
+     ("n", "10.244.3.0/24", "10.0.0.3", None, None)),
+    ({"metadata": {"name": "n"}, "spec": {}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}},
+     None),  # no pod CIDR yet
+    ({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.3.0/24"}}, None),  # no address
+    ({"metadata": {"name": "n", "annotations": {"minik8s.io/public-ip": "not-an-ip"}},
+      "spec": {"podCIDR": "10.244.3.0/24"}}, None),
+])
+def test_peer_of_reads_what_agents_publish(node, want):
+    got = peer_of(node)
+    assert (tuple(got) if got else None) == want
