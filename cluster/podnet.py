@@ -201,6 +201,10 @@ class Agent:
         net = ipaddress.ip_network(cidr)
         if self.backend == "vxlan":
             self.vtep_mac = self._ensure_vxlan(str(net.network_address))
+        else:  # left by an agent that ran vxlan here: the name is ours
+            with IPRoute() as ipr:
+                for index in ipr.link_lookup(ifname=DEVICE):
+                    ipr.link("del", index=index)
         accept_forwarded(cidr, previous=self.cidr)
         self._write_subnet_file(net)
         self.cidr = cidr
@@ -329,6 +333,7 @@ class Agent:
 
         def refused(dst: str, e: OSError) -> None:
             name = by_cidr.get(dst, dst)
+            plan.routes.pop(dst, None)
             plan.refused[name] = f"the kernel refused the route to {dst}: {e.strerror or e}"
 
         routes = {dst: (r._replace(oif=vx) if r.onlink else r) for dst, r in plan.routes.items()
