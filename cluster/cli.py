@@ -53,6 +53,7 @@ COMPONENTS = {
     "dns": "clusterdns.main",
     "proxy": "proxy.main",
     "apiserver-lb": "cluster.apiserverlb",
+    "podnet": "cluster.podnet",
 }
 
 # Internal commands of lab hosts (cluster/units.py), not meant to be typed.

@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import os
 import threading
+from typing import Callable, NamedTuple
 
 from pyroute2 import IPRoute, NetlinkError, netns
 
@@ -118,34 +119,77 @@ def ensure_network(cfg: ClusterConfig) -> None:
 
 # -- routes between nodes ----------------------------------------------------------
 
-def sync_routes(want: dict[str, str], *, netns_file: str | None = None,
-                device: str | None = None) -> tuple[int, int]:
+class Route(NamedTuple):
+    """How a destination is reached: `gateway` (an address), out of interface `oif` (an
+    index; None: wherever the kernel finds the gateway), `onlink` (the gateway is taken to
+    be on that link even with no address of its subnet there: a VXLAN peer's VTEP)."""
+    gateway: str
+    oif: int | None = None
+    onlink: bool = False
+
+
+RTNH_F_ONLINK = 4
+
+
+def sync_routes(want: dict[str, str | Route], *, netns_file: str | None = None,
+                device: str | tuple[str, ...] | None = None,
+                on_error: Callable[[str, OSError], None] | None = None) -> tuple[int, int]:
     """Make the routes we own in one namespace (None: the host's) exactly `want`
-    ({destination CIDR: gateway}). On the host, where other clusters may have routes of
-    their own, only routes through `device` (our bridge) are ours. Returns (added or
-    changed, removed)."""
+    ({destination CIDR: gateway or Route}). Ours are those marked RTPROT_MINIK8S and,
+    with `device` (a name or names), going out of one of those devices: on a host where
+    other clusters may have routes of their own, only routes through our links are ours.
+    A route the kernel refuses (e.g. an unreachable gateway) raises, or with `on_error`
+    is reported there and the others are still made. Returns (added or changed, removed)."""
     changed = removed = 0
     with IPRoute(**({"netns": netns_file} if netns_file else {})) as ipr:
-        oif = None
+        oifs = None
         if device:
-            found = ipr.link_lookup(ifname=device)
-            if not found:
-                return 0, 0  # no bridge (yet): no route through it can work
-            oif = found[0]
-        have = {}
+            names = (device,) if isinstance(device, str) else device
+            oifs = {i for name in names for i in ipr.link_lookup(ifname=name)}
+            if not oifs:
+                return 0, 0  # no device (yet): no route through it can work
+        have: dict[str, Route] = {}
         for r in ipr.get_routes(family=2, proto=RTPROT_MINIK8S):
-            if oif is not None and r.get("oif") != oif:
+            if oifs is not None and r.get("oif") not in oifs:
                 continue
             dst = f"{r.get('dst')}/{r['dst_len']}"
-            have[dst] = r.get("gateway")
+            have[dst] = Route(r.get("gateway"), r.get("oif"), bool(r["flags"] & RTNH_F_ONLINK))
         for dst in have.keys() - want.keys():
             _ignore(errno.ESRCH, ipr.route, "del", dst=dst, proto=RTPROT_MINIK8S)
             removed += 1
-        for dst, gw in want.items():
-            if have.get(dst) != gw:
-                ipr.route("replace", dst=dst, gateway=gw, proto=RTPROT_MINIK8S)
-                changed += 1
+        for dst, route in want.items():
+            route = Route(route) if isinstance(route, str) else route
+            now = have.get(dst)
+            if now is not None and now.gateway == route.gateway and route.oif in (None, now.oif) \
+                    and now.onlink == route.onlink:
+                continue
+            kw: dict = {"oif": route.oif} if route.oif is not None else {}
+            if route.onlink:
+                kw["flags"] = RTNH_F_ONLINK
+            try:
+                ipr.route("replace", dst=dst, gateway=route.gateway, proto=RTPROT_MINIK8S, **kw)
+            except OSError as e:  # NetlinkError is an OSError
+                if on_error is None:
+                    raise
+                on_error(dst, e)
+                continue
+            changed += 1
     return changed, removed
+
+
+def node_addresses(node: dict) -> tuple[str, str] | None:
+    """(pod CIDR, InternalIP) of a Node object, or None while it lacks either (or they
+    are not addresses)."""
+    cidr = (node.get("spec") or {}).get("podCIDR")
+    ip = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or ()
+               if a.get("type") == "InternalIP"), None)
+    if not cidr or not ip:
+        return None
+    try:
+        ipaddress.ip_address(ip)
+        return str(ipaddress.ip_network(cidr, strict=False)), ip
+    except ValueError:
+        return None
 
 
 def desired_routes(cfg: ClusterConfig, nodes: list[dict]) -> dict[str | None, dict[str, str]]:
@@ -156,19 +200,10 @@ def desired_routes(cfg: ClusterConfig, nodes: list[dict]) -> dict[str | None, di
     net = cfg.node_net
     cidrs: dict[str, tuple[str, str]] = {}
     for node in nodes:
-        name = node["metadata"]["name"]
-        cidr = (node.get("spec") or {}).get("podCIDR")
-        ip = next((a["address"] for a in (node.get("status") or {}).get("addresses") or ()
-                   if a.get("type") == "InternalIP"), None)
-        if not cidr or not ip:
+        found = node_addresses(node)
+        if found is None or ipaddress.ip_address(found[1]) not in net:
             continue
-        try:
-            if ipaddress.ip_address(ip) not in net:
-                continue
-            cidr = str(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            continue
-        cidrs[name] = (cidr, ip)
+        cidrs[node["metadata"]["name"]] = found
     out: dict[str | None, dict[str, str]] = {None: {c: ip for c, ip in cidrs.values()}}
     for name in cfg.node_names():
         out[name] = {c: ip for other, (c, ip) in cidrs.items() if other != name}

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import Awaitable, Callable
 
 from client import kubeconfig
 from client.informer import Informer
@@ -60,25 +61,40 @@ async def run(cfg: ClusterConfig) -> None:
     conn = kubeconfig.load(path).connection()
     async with Client(conn, user_agent="minik8s-route-syncer") as client:
         nodes = Informer(client, "nodes")
-        dirty = asyncio.Event()
-        nodes.add_handler(on_add=lambda _: dirty.set(), on_update=lambda *_: dirty.set(),
-                          on_delete=lambda _: dirty.set())
-        # The reflector and the sync loop live and end together: cancelling `run` (or
-        # either failing) stops both before the client closes.
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(nodes.run(), name="informer-nodes")
-            tg.create_task(_keep_routes(cfg, nodes, dirty), name="route-sync")
+
+        async def synced() -> None:
+            await nodes.wait_for_sync()
+            log.info("route syncer: watching nodes of %s", cfg.state_dir)
+
+        await follow_nodes(nodes, lambda objs: asyncio.to_thread(sync, cfg, objs),
+                           before=synced, resync=RESYNC)
 
 
-async def _keep_routes(cfg: ClusterConfig, nodes: Informer, dirty: asyncio.Event) -> None:
-    await nodes.wait_for_sync()
-    log.info("route syncer: watching nodes of %s", cfg.state_dir)
-    while True:
-        dirty.clear()
-        await asyncio.to_thread(sync, cfg, nodes.store.list())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RESYNC):
-                await dirty.wait()
+async def follow_nodes(nodes: Informer, sync: Callable[[list[dict]], Awaitable[object]], *,
+                       resync: float, before: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Run the Node informer and, once it has synced (and `before` has run), call
+    `sync(every Node)` after each change and at least every `resync` seconds, until
+    cancelled. Level-based: changes that arrive during a sync cost one more sync, whatever
+    their number. Shared by the route syncer and the pod network agent (cluster/podnet.py)."""
+    dirty = asyncio.Event()
+    nodes.add_handler(on_add=lambda _: dirty.set(), on_update=lambda *_: dirty.set(),
+                      on_delete=lambda _: dirty.set())
+
+    async def loop() -> None:
+        await nodes.wait_for_sync()
+        if before is not None:
+            await before()
+        while True:
+            dirty.clear()
+            await sync(nodes.store.list())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(resync):
+                    await dirty.wait()
+    # The reflector and the sync loop live and end together: cancelling (or either
+    # failing) stops both before the caller closes its client.
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(nodes.run(), name="informer-nodes")
+        tg.create_task(loop(), name="node-sync")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """`minik8s kubelet`: run one node's pods for real, or simulate many nodes.
 
-    minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--root-dir DIR]
+    minik8s kubelet --kubeconfig FILE --node-name N [--pod-cidr CIDR] [--subnet-file FILE] [--root-dir DIR]
                     [--address IP] [--port 10250] [--token-file FILE]
                     [--tls-cert-file F --tls-private-key-file F [--client-ca-file F]
                      [--authentication-token-webhook] [--authorization-mode AlwaysAllow|Webhook]]
@@ -26,7 +26,8 @@ else $MINIK8S_KUBELET_TOKEN, else one generated into <root-dir>/kubelet-token). 
 container gets KUBERNETES_SERVICE_HOST/PORT naming the API server of --kubeconfig (its
 node address instead when that is a loopback one, which a pod cannot reach). The pod CIDR
 is node.spec.podCIDR when set, else --pod-cidr, else (after waiting --pod-cidr-timeout for
-a controller to allocate one) 10.244.0.0/24. Images are pulled from registries into the
+a controller to allocate one) 10.244.0.0/24. Pods get the MTU the pod network agent
+wrote in --subnet-file (MINIK8S_MTU; kubelet/runtime/linux/network.py). Images are pulled from registries into the
 content store at --image-store-dir (/var/lib/minik8s/images: one per host, shared by
 every kubelet on it), at most --max-parallel-image-pulls different images at once;
 with --host-root-images every image name is the host's root and nothing is pulled (the
@@ -93,6 +94,8 @@ from machinery.healthz import named_check
 log = logging.getLogger("minik8s.kubelet")
 
 DEFAULT_POD_CIDR = "10.244.0.0/24"
+# Where `minik8s podnet` writes the MTU pods need (cluster/podnet.py: the same default).
+DEFAULT_SUBNET_FILE = os.environ.get("MINIK8S_ROOT", "") + "/run/minik8s/subnet.env"
 DEFAULT_IMAGE_STORE = "/var/lib/minik8s/images"
 TOKEN_ENV = "MINIK8S_KUBELET_TOKEN"
 
@@ -129,6 +132,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "default), or as the API server's SubjectAccessReview says (Webhook)")
     _add_certificate_flags(p)
     p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
+    p.add_argument("--subnet-file", default=DEFAULT_SUBNET_FILE, metavar="FILE",
+                   help="the pod network agent's subnet file, whose MINIK8S_MTU is each new pod's MTU "
+                   "(default $MINIK8S_ROOT/run/minik8s/subnet.env; missing: the kernel's default)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
     p.add_argument("--node-labels", type=_labels, default={}, metavar="KEY=VALUE,...",
                    help="labels the kubelet registers its Node with (NodeRestriction keeps a node "
@@ -631,7 +637,8 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
         cidr = DEFAULT_POD_CIDR
         log.info("node %s has no spec.podCIDR and no --pod-cidr was given: using %s", name, cidr)
     runtime = LinuxRuntime(root_dir, pod_cidr=cidr, bridge=bridge, cgroup_parent=cgroup_parent,
-                           images=service or HostRootImageStore(), node_ip=address)
+                           images=service or HostRootImageStore(), node_ip=address,
+                           subnet_file=args.subnet_file)
     kubelet = Kubelet(client, runtime, node_name=name, node_ip=address, resync_period=args.sync_frequency,
                       node_allocatable=node.allocatable, images=service,
                       api_endpoint=api_endpoint(client.connection.server, address),

@@ -25,7 +25,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 19, 20, 24
 AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE = 7, 12, 4
 IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 10, 18, 19
+IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 4, 10, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
@@ -101,14 +101,16 @@ class Netlink:
         self.request(RTM_NEWLINK, _ifinfo() + _attr(IFLA_IFNAME, _name(name))
                      + _attr(IFLA_LINKINFO | NLA_F_NESTED, info), NLM_F_CREATE | NLM_F_EXCL)
 
-    def add_veth(self, name: str, *, peer: str, peer_netns_pid: int, master: int) -> None:
+    def add_veth(self, name: str, *, peer: str, peer_netns_pid: int, master: int,
+                 mtu: int | None = None) -> None:
         """A veth pair: `name` here, up, on bridge `master` (an index); `peer` in the
-        network namespace of process peer_netns_pid, down."""
-        peer_msg = _ifinfo() + _attr(IFLA_IFNAME, _name(peer)) + _attr(
+        network namespace of process peer_netns_pid, down; both ends with `mtu` if given."""
+        mtu_attr = _attr(IFLA_MTU, struct.pack("=I", mtu)) if mtu else b""
+        peer_msg = _ifinfo() + _attr(IFLA_IFNAME, _name(peer)) + mtu_attr + _attr(
             IFLA_NET_NS_PID, struct.pack("=I", peer_netns_pid))
         info = _attr(IFLA_INFO_KIND, b"veth") + _attr(
             IFLA_INFO_DATA | NLA_F_NESTED, _attr(VETH_INFO_PEER | NLA_F_NESTED, peer_msg))
-        self.request(RTM_NEWLINK, _ifinfo(up=True) + _attr(IFLA_IFNAME, _name(name))
+        self.request(RTM_NEWLINK, _ifinfo(up=True) + _attr(IFLA_IFNAME, _name(name)) + mtu_attr
                      + _attr(IFLA_MASTER, struct.pack("=I", master))
                      + _attr(IFLA_LINKINFO | NLA_F_NESTED, info), NLM_F_CREATE | NLM_F_EXCL)
 

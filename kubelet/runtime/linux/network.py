@@ -8,6 +8,12 @@ port is in hairpin mode, so a pod can reach itself through a Service. Pods on th
 node reach each other over the bridge, and the node reaches them through it. (Routes
 between nodes and NAT to the outside are not set up here.)
 
+MTU: a pod's veth pair gets the MTU the pod network agent (`minik8s podnet`, which makes
+the routes between hosts) wrote as MINIK8S_MTU in its subnet file, read at each attach as
+flannel's CNI plugin reads /run/flannel/subnet.env: with VXLAN it is the underlying
+interface's MTU - 50, so full-size packets fit in the tunnel. No file (no agent, as
+under `minik8s up`): the kernel's default.
+
 IP allocation is persisted as one file per address under <state dir>/ipam, containing
 the owner's uid; creating it with O_EXCL is the allocation, so two allocators (threads or
 kubelet processes) can never hand out the same address, and a restarted kubelet sees
@@ -37,7 +43,7 @@ def veth_name(uid: str) -> str:
 
 
 class PodNetwork:
-    def __init__(self, *, bridge: str, cidr: str, state_dir: str):
+    def __init__(self, *, bridge: str, cidr: str, state_dir: str, subnet_file: str | None = None):
         if len(bridge) > 15:
             raise ValueError(f"bridge name {bridge!r} is longer than 15 characters")
         self.bridge = bridge
@@ -47,6 +53,21 @@ class PodNetwork:
         self.gateway = self.net.network_address + 1
         self.ipam_dir = os.path.join(state_dir, "ipam")
         os.makedirs(self.ipam_dir, exist_ok=True)
+        self.subnet_file = subnet_file
+
+    def mtu(self) -> int | None:
+        """MINIK8S_MTU of the subnet file, or None (no file, or no such line)."""
+        if not self.subnet_file:
+            return None
+        try:
+            with open(self.subnet_file) as f:
+                for line in f:
+                    key, _, value = line.strip().partition("=")
+                    if key == "MINIK8S_MTU" and value.isdigit():
+                        return int(value)
+        except FileNotFoundError:
+            pass
+        return None
 
     # -- the bridge ------------------------------------------------------------------
     def ensure_bridge(self, nl: netlink.Netlink) -> int:
@@ -76,11 +97,12 @@ class PodNetwork:
         """Plug the network namespace of process netns_pid into the bridge; its IP."""
         ip = self.allocate(uid)
         host = veth_name(uid)
+        mtu = self.mtu()
         try:
             with netlink.Netlink() as nl:
                 bridge = self.ensure_bridge(nl)
                 nl.delete_link(host)  # left from an earlier sandbox of this pod
-                nl.add_veth(host, peer="eth0", peer_netns_pid=netns_pid, master=bridge)
+                nl.add_veth(host, peer="eth0", peer_netns_pid=netns_pid, master=bridge, mtu=mtu)
                 nl.set_hairpin(netlink.ifindex(host))  # so the pod reaches itself through a Service
 
             def inside():

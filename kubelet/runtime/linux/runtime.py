@@ -95,12 +95,13 @@ class LinuxRuntime(Runtime):
     def __init__(self, root_dir: str, *, pod_cidr: str = "10.244.0.0/24",
                  bridge: str = "mk8s0", cgroup_parent: str = "minik8s",
                  images: ImageStore | None = None, node_ip: str | None = None,
-                 log_max_bytes: int = 10 * 1024 * 1024, log_max_files: int = 5,
+                 subnet_file: str | None = None, log_max_bytes: int = 10 * 1024 * 1024, log_max_files: int = 5,
                  shm_size: int = 64 * 1024 * 1024):
         self.root = os.path.realpath(root_dir)
         self.pods_dir = os.path.join(self.root, "pods")
         os.makedirs(self.pods_dir, exist_ok=True)
-        self.network = PodNetwork(bridge=bridge, cidr=pod_cidr, state_dir=self.root)
+        self.network = PodNetwork(bridge=bridge, cidr=pod_cidr, state_dir=self.root,
+                                  subnet_file=subnet_file)
         self.cgroups = Hierarchies(cgroup_parent)
         self.cgroups.ensure()
         self.images = images or HostRootImageStore()
