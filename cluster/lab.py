@@ -21,12 +21,13 @@ Phases, in kubeadm's order and with its log prefixes:
   kubelet-finalize leaves it: the client certificate of system:node:<name> in
   /var/lib/minik8s/kubelet/pki/kubelet-client-current.pem).
 - units (cluster/units.py): etcd, kube-apiserver, kube-controller-manager,
-  kube-scheduler, kubelet, kube-proxy and podnet (when this build has `minik8s podnet`).
+  kube-scheduler, kubelet, kube-proxy and podnet.
 - wait-control-plane: etcd, then the API server's /readyz, then the controller manager's
   and the scheduler's /healthz.
 - upload-config, mark-control-plane, bootstrap-token (the Secret, kubeadm's
-  ClusterRoleBindings, kubeadm-config, cluster-info without JWS keys and its anonymous
-  RBAC), addons (the cluster DNS of cluster/addons.py), then the node Ready.
+  ClusterRoleBindings, kubeadm-config, cluster-info (the controller manager's
+  bootstrapsigner adds its JWS keys) and its anonymous RBAC), addons (the cluster DNS of
+  cluster/addons.py), then the node Ready.
 The closing text is kubeadm's, with the join commands and how long it took. A failure
 after preflight (a unit that keeps exiting fails at once, one that never gets healthy
 after START_TIMEOUT) says which unit, where its log is and how it ends, and that
@@ -47,7 +48,6 @@ import datetime
 import ipaddress
 import os
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -279,48 +279,15 @@ def apiserver_unit(layout: Layout, cfg: HostConfig, *,
         "--kubelet-client-key", pki("apiserver-kubelet-client.key")))
 
 
-def _supported(parser_fn, flag: str) -> bool:
-    """Whether a component's parser has `flag` (some arrive with sibling branches)."""
-    return flag in parser_fn()._option_string_actions
-
-
-def _kubelet_has(flag: str) -> bool:
-    """Whether the kubelet takes `flag` (its module has no parser() to ask: its --help)."""
-    import contextlib
-    import io
-    if not _kubelet_help:
-        from kubelet import main as kubelet
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-            kubelet.parse(["--help"])
-        _kubelet_help.append(out.getvalue())
-    return flag in _kubelet_help[0].split()
-
-
-_kubelet_help: list[str] = []
-
-
 def controller_manager_unit(layout: Layout, cfg: HostConfig) -> Unit:
-    from controller_manager import main as cm
-    from controller_manager.manager import enabled_controllers
     pki = lambda *p: os.path.join(layout.pki, *p)  # noqa: E731
     # kubeadm turns on the two controllers Kubernetes leaves off by default
-    controllers = "*,bootstrapsigner,tokencleaner"
-    try:
-        enabled_controllers(controllers)
-    except ValueError:
-        controllers = "*"
-    argv = ["controller-manager", "--kubeconfig", layout.controller_manager_conf, "--leader-elect=true",
-            "--controllers", controllers, "--root-ca-file", pki("ca.crt"),
-            "--allocate-node-cidrs=true", "--cluster-cidr", cfg.podSubnet,
-            "--bind-address", "127.0.0.1", "--secure-port", str(CONTROLLER_MANAGER_PORT)]
-    for flag, value in (("--cluster-signing-cert-file", pki("ca.crt")),
-                        ("--cluster-signing-key-file", pki("ca.key")),
-                        ("--service-cluster-ip-range", cfg.serviceSubnet),
-                        ("--use-service-account-credentials", "true")):
-        if _supported(cm.parser, flag):
-            argv += [flag, value]
-    return Unit("kube-controller-manager", minik8s(*argv))
+    return Unit("kube-controller-manager", minik8s(
+        "controller-manager", "--kubeconfig", layout.controller_manager_conf, "--leader-elect=true",
+        "--controllers", "*,bootstrapsigner,tokencleaner", "--root-ca-file", pki("ca.crt"),
+        "--allocate-node-cidrs=true", "--cluster-cidr", cfg.podSubnet,
+        "--cluster-signing-cert-file", pki("ca.crt"), "--cluster-signing-key-file", pki("ca.key"),
+        "--bind-address", "127.0.0.1", "--secure-port", str(CONTROLLER_MANAGER_PORT)))
 
 
 def scheduler_unit(layout: Layout, cfg: HostConfig) -> Unit:
@@ -345,8 +312,7 @@ def kubelet_unit(layout: Layout, cfg: HostConfig, *, extra: list[str] | None = N
              if cfg.role == "control-plane" else [])
     # kubeadm's KubeletConfiguration rotates the client certificate (with the CSR slice)
     rotate = (["--cert-dir", layout.kubelet_pki, "--rotate-certificates"]
-              if _kubelet_has("--rotate-certificates") and _kubelet_has("--cert-dir")
-              and "--cert-dir" not in (extra or []) else [])
+              if "--cert-dir" not in (extra or []) else [])
     return Unit("kubelet", minik8s(
         "kubelet", "--kubeconfig", layout.kubelet_conf, "--node-name", cfg.nodeName,
         "--root-dir", layout.kubelet_dir, "--address", cfg.advertiseAddress, "--port", str(KUBELET_PORT),
@@ -364,32 +330,16 @@ def proxy_unit(layout: Layout, cfg: HostConfig) -> Unit:
                                       "--hostname-override", cfg.nodeName, "--cluster-cidr", cfg.podSubnet))
 
 
-_podnet: list[bool] = []
-
-
-def podnet_available() -> bool:
-    """Whether this build has `minik8s podnet` (the pod network agent)."""
-    if not _podnet:
-        try:
-            r = subprocess.run(minik8s("podnet", "--help"), capture_output=True, timeout=60)
-            _podnet.append(r.returncode == 0)
-        except (OSError, subprocess.TimeoutExpired):
-            _podnet.append(False)
-    return _podnet[0]
-
-
-def podnet_unit(layout: Layout, cfg: HostConfig) -> Unit | None:
-    if not podnet_available():
-        return None
+def podnet_unit(layout: Layout, cfg: HostConfig) -> Unit:
+    """The pod network agent, on the advertise address's interface (the default route's
+    device may not be the one the other hosts are reached through)."""
     return Unit("podnet", minik8s("podnet", "--kubeconfig", layout.kubelet_conf, "--node-name", cfg.nodeName,
-                                  "--backend", cfg.networkBackend))
+                                  "--backend", cfg.networkBackend, "--iface", cfg.advertiseAddress))
 
 
 def node_units(layout: Layout, cfg: HostConfig, *, kubelet_extra: list[str] | None = None) -> list[Unit]:
-    """What runs on every node: kubelet, kube-proxy and (when there is one) podnet."""
-    out = [kubelet_unit(layout, cfg, extra=kubelet_extra), proxy_unit(layout, cfg)]
-    pn = podnet_unit(layout, cfg)
-    return out + ([pn] if pn else [])
+    """What runs on every node: kubelet, kube-proxy and podnet."""
+    return [kubelet_unit(layout, cfg, extra=kubelet_extra), proxy_unit(layout, cfg), podnet_unit(layout, cfg)]
 
 
 # -- waiting --------------------------------------------------------------------------------------
@@ -791,8 +741,6 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
     for u in cp + node:
         phase = "etcd" if u.name == "etcd" else "control-plane" if u in cp else "kubelet-start"
         say(f'[{phase}] Creating unit "{u.name}" (run by {how})')
-    if not any(u.name == "podnet" for u in node):
-        say("[kubelet-start] WARNING: this build has no `minik8s podnet`: pods reach only pods of their own host")
     units.install(cp + node, layout)
     say(f"[wait-control-plane] Waiting for etcd, the API server at {cfg.local_api}, the controller manager "
         f"and the scheduler (up to {START_TIMEOUT:.0f}s)")
@@ -857,12 +805,8 @@ def closing_text(layout: Layout, cfg: HostConfig, token: str, ca_hash: str, cert
         f"  export KUBECONFIG={layout.admin_conf}",
         "",
     ]
-    if podnet_available():
-        lines += [f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the "
-                  "`podnet` unit: there is no pod network add-on to deploy.", ""]
-    else:
-        lines += ["This build has no pod network agent (`minik8s podnet`): pods reach only pods of their "
-                  "own host.", ""]
+    lines += [f"The pod network ({cfg.networkBackend}, {cfg.podSubnet}) runs on every host as the "
+              "`podnet` unit: there is no pod network add-on to deploy.", ""]
     if cert_key:
         cp = join_command(cfg.endpoint, token, ca_hash, control_plane=True, certificate_key=cert_key)
         lines += [

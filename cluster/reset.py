@@ -14,8 +14,9 @@ a closed stdin, is no: exit 1, nothing touched). Then, in this order:
    left under /var/lib/minik8s;
 4. links whose name starts with `minik8s.` (the pod network's VXLAN device, `minik8s.1`),
    routes with protocol RTPROT_MINIK8S (the pod network's), except those through a
-   `minik8s up` cluster's bridge (`mk-*`), and the service proxy's nftables table
-   `ip minik8s-proxy`;
+   `minik8s up` cluster's bridge (`mk-*`), the service proxy's nftables table
+   `ip minik8s-proxy`, and the pod network's iptables FORWARD ACCEPT rules (made only
+   where FORWARD's policy is DROP);
 5. /etc/minik8s, /var/lib/minik8s and /run/minik8s (only their contents where one is a
    mount point, as on a lab host whose directories are its own; never through a mount
    left below them).
@@ -157,6 +158,7 @@ def reset(layout: Layout, say=print) -> list[str]:
         step("removing links", _remove_links)
         step("removing routes", _remove_routes)
         step("removing the nftables table", _remove_nft)
+        step("removing the pod network's FORWARD rules", _remove_forward_rules)
     say(f"[reset] Deleting contents of directories: [{' '.join(layout.owned_dirs())}]")
     for d in layout.owned_dirs():
         if _present(d):
@@ -269,6 +271,11 @@ def _remove_routes() -> list[str]:
                 if e.code != errno.ESRCH:
                     raise
     return out
+
+
+def _remove_forward_rules() -> list[str]:
+    from cluster import podnet  # its iptables ACCEPT rules, made where FORWARD's policy is DROP
+    return podnet.remove_forward_rules()
 
 
 def _remove_nft() -> list[str]:
