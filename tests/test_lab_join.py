@@ -18,7 +18,7 @@ import sys
 import pytest
 import yaml
 
-from cluster import discovery, join, lab, layout, units
+from cluster import discovery, join, layout, units
 from machinery import bootstraptoken as bt
 from tests.clusterinfo import (SigningControlPlane, free_endpoint, new_token, publish_cluster_info,
                                publish_kubeadm_config, token_secret)
@@ -246,10 +246,9 @@ def test_a_join_whose_kubelet_never_bootstraps_is_rolled_back(root, plane, token
         assert "--rotate-certificates" in kubelet
         proxy = units.installed(lay)["kube-proxy"].argv
         assert proxy[proxy.index("--kubeconfig") + 1] == lay.kubelet_conf
-        if lab.podnet_available():  # the pod network agent is another slice's
-            podnet = units.installed(lay)["podnet"].argv
-            assert podnet[podnet.index("--backend") + 1] == "host-gw"
-            assert podnet[podnet.index("--kubeconfig") + 1] == lay.kubelet_conf
+        podnet = units.installed(lay)["podnet"].argv
+        assert podnet[podnet.index("--backend") + 1] == "host-gw"
+        assert podnet[podnet.index("--kubeconfig") + 1] == lay.kubelet_conf
         config = yaml.safe_load(open(lay.config_yaml))
         assert (config["role"], config["nodeName"], config["podSubnet"]) == ("worker", node, "10.244.0.0/16")
         out, err = proc.communicate(timeout=120)
