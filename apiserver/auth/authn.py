@@ -36,8 +36,6 @@ cache, which only that loop changes.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import re
 import time
@@ -48,13 +46,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from apiserver.auth.authorizer import ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, UserInfo
-from machinery import errors, times
+from machinery import bootstraptoken, errors
 
 BOOTSTRAP_USER_PREFIX = "system:bootstrap:"
 BOOTSTRAPPERS_GROUP = "system:bootstrappers"
-BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
-BOOTSTRAP_SECRET_PREFIX = "bootstrap-token-"
-_BOOTSTRAP_TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 _BOOTSTRAP_GROUP = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
 
 
@@ -136,17 +131,6 @@ class Chain:
 SecretGetter = Callable[[str, str], Awaitable[dict | None]]
 
 
-def _secret_value(secret: dict, key: str) -> str:
-    raw = (secret.get("data") or {}).get(key)
-    if isinstance(raw, str):
-        try:
-            return base64.b64decode(raw, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
-    value = (secret.get("stringData") or {}).get(key)
-    return value if isinstance(value, str) else ""
-
-
 class BootstrapTokenAuthenticator:
     """Bootstrap tokens (plugin/pkg/auth/authenticator/token/bootstrap). `get_secret(namespace,
     name)` answers the Secret or None."""
@@ -156,31 +140,27 @@ class BootstrapTokenAuthenticator:
         self.clock = clock
 
     async def authenticate_token(self, token: str) -> UserInfo | None:
-        m = _BOOTSTRAP_TOKEN.match(token)
-        if m is None:
+        try:
+            token_id, token_secret = bootstraptoken.parse(token)
+        except ValueError:
             return None
-        token_id, token_secret = m.groups()
-        secret = await self.get_secret("kube-system", BOOTSTRAP_SECRET_PREFIX + token_id)
-        if secret is None or secret.get("type") != BOOTSTRAP_SECRET_TYPE:
+        secret = await self.get_secret(bootstraptoken.NAMESPACE, bootstraptoken.SECRET_PREFIX + token_id)
+        if secret is None or secret.get("type") != bootstraptoken.SECRET_TYPE:
             return None
         if (secret.get("metadata") or {}).get("deletionTimestamp"):
             return None
-        stored = _secret_value(secret, "token-secret")
-        if not hmac.compare_digest(stored.encode(), token_secret.encode()):
+        value = lambda key: bootstraptoken.secret_value(secret, key)  # noqa: E731
+        if not hmac.compare_digest(value(bootstraptoken.TOKEN_SECRET).encode(), token_secret.encode()):
             return None
-        if _secret_value(secret, "token-id") != token_id:
+        if value(bootstraptoken.TOKEN_ID) != token_id:
             return None
-        expiration = _secret_value(secret, "expiration")
-        if expiration:
-            try:
-                if times.parse(expiration) <= self.clock():
-                    return None
-            except ValueError:
-                return None  # an unparseable expiration is treated as expired
-        if _secret_value(secret, "usage-bootstrap-authentication") != "true":
+        # an unparseable expiration is treated as expired
+        if bootstraptoken.expired(secret, now=self.clock()):
+            return None
+        if value(bootstraptoken.USAGE_AUTHENTICATION) != "true":
             return None
         extra: list[str] = []
-        for g in _secret_value(secret, "auth-extra-groups").split(","):
+        for g in value("auth-extra-groups").split(","):
             g = g.strip()
             if not g:
                 continue
