@@ -15,6 +15,8 @@ Guarantees
   which comes with the security issue.
 - Checks that concern the client live here too: `leader_election_check` (client-go's
   `leaderElection` watchdog) and `informer_sync_check` (`informer-sync`).
+- `run_until_signalled(work, what)`: a node agent's main loop (the proxy, podnet): runs
+  `work` until SIGTERM or SIGINT, or until it fails (logged; exit code 1).
 
 Concurrency: one asyncio loop (the component's own); uvicorn serves each request as a
 task on it, so checks may read the component's state without locks.
@@ -24,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
-from typing import Any, Iterable, Iterator
+from typing import Any, Coroutine, Iterable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -59,6 +62,26 @@ def informer_sync_check(informers: Iterable[Any]) -> HealthCheck:
         if waiting:
             raise RuntimeError(f"{len(waiting)} informers not started yet: {waiting}")
     return named_check("informer-sync", check)
+
+
+async def run_until_signalled(work: Coroutine[Any, Any, Any], what: str) -> int:
+    """Run `work` as a task until SIGTERM or SIGINT (0), or until it raises (logged, 1);
+    it is cancelled and awaited either way."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(work, name=what)
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("the %s failed: %r", what, task.exception())
+        code = 1
+    for t in (task, waiter):
+        t.cancel()
+    await asyncio.gather(task, waiter, return_exceptions=True)
+    return code
 
 
 class ComponentServer:

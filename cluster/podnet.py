@@ -53,7 +53,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -555,7 +554,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, conn: kubeconfig.Connection, agent: Agent) -> int:
-    from client.componentserver import ComponentServer, informer_sync_check
+    from client.componentserver import ComponentServer, informer_sync_check, run_until_signalled
     from machinery.healthz import named_check
 
     async with Client(conn, user_agent="minik8s-podnet") as client:
@@ -570,22 +569,9 @@ async def run(args: argparse.Namespace, conn: kubeconfig.Connection, agent: Agen
             except OSError as e:
                 log.error("failed to serve on %s:%d: %s", *args.healthz_bind_address, e)
                 return 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         log.info("pod network agent of node %s: backend %s on %s (%s)", agent.node_name, agent.backend,
                  agent.underlay.name, agent.underlay.ip)
-        work = asyncio.create_task(podnet.run(), name="podnet")
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
-        code = 0
-        if work.done() and not work.cancelled() and work.exception() is not None:
-            log.error("the agent failed: %r", work.exception())
-            code = 1
-        for t in (work, waiter):
-            t.cancel()
-        await asyncio.gather(work, waiter, return_exceptions=True)
+        code = await run_until_signalled(podnet.run(), "pod network agent")
         if server is not None:
             await server.stop()
         log.info("stopped; routes and %s stay in place", DEVICE if agent.backend == "vxlan" else "entries")

@@ -40,12 +40,11 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import signal
 import socket
 import sys
 
 from client import kubeconfig
-from client.componentserver import ComponentServer
+from client.componentserver import ComponentServer, run_until_signalled
 from client.rest import Client
 from machinery import klog
 from machinery.flags import duration
@@ -193,22 +192,9 @@ async def run(args: argparse.Namespace, conn: kubeconfig.Connection) -> int:
             await client.close()
             return 1
         servers.append(server)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info("proxying for node %s (nftables, table ip minik8s-proxy, cluster CIDR %s, NodePorts on %s)",
              node, args.cluster_cidr or "unset", ",".join(args.nodeport_addresses) or "every local address")
-    work = asyncio.create_task(proxier.run(), name="proxier")
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if work.done() and not work.cancelled() and work.exception() is not None:
-        log.error("the proxier failed: %r", work.exception())
-        code = 1
-    for t in (work, waiter):
-        t.cancel()
-    await asyncio.gather(work, waiter, return_exceptions=True)
+    code = await run_until_signalled(proxier.run(), "proxier")
     for s in servers:
         await s.stop()
     await client.close()
