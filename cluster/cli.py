@@ -54,12 +54,15 @@ COMPONENTS = {
     "proxy": "proxy.main",
 }
 
+# Internal commands of lab hosts (cluster/units.py), not meant to be typed.
+HOST_INTERNAL = {"supervise-host": "cluster.units"}
+
 
 def main(argv: list[str] | None = None) -> int:
     from cluster import certs, commands  # up, down, status, logs, node; certs
 
     argv = sys.argv[1:] if argv is None else argv
-    modules = {**COMPONENTS, **commands.INTERNAL}
+    modules = {**COMPONENTS, **commands.INTERNAL, **HOST_INTERNAL}
     if argv and argv[0] in ("apiserver", *modules):
         # klog's text lines at -v 0 until the component reads its own -v and
         # --logging-format (klog.setup_from_args replaces this handler).
@@ -81,7 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     images.add_parser(sub)
     from cluster import secrets  # secrets-encrypt reencrypt
     secrets.add_parser(sub)
+    from cluster import lab, reset, tokens  # lab hosts: init, token, reset
+    lab.add_parser(sub)
+    tokens.add_parser(sub)
+    reset.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "init":
+        return lab.run_init(args)
+    if args.command == "token":
+        return tokens.run(args)
+    if args.command == "reset":
+        return reset.run(args)
     if args.command == "certs":
         return certs.run(args)
     if args.command in ("up", "down", "status", "logs", "node"):

@@ -114,6 +114,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "default), or as the API server's SubjectAccessReview says (Webhook)")
     p.add_argument("--bridge", default=None, help="the pods' bridge (default mk8s-<hash of the node name>)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup under which pods go (default minik8s-<node>)")
+    p.add_argument("--node-labels", type=_labels, default={}, metavar="KEY=VALUE,...",
+                   help="labels the kubelet registers its Node with (NodeRestriction keeps a node "
+                        "from setting node-role.kubernetes.io/* itself: `minik8s init` labels it)")
+    p.add_argument("--register-with-taints", type=_taints, default=[], metavar="KEY[=VALUE]:EFFECT,...",
+                   help="taints the Node is created with (not changed on an existing Node)")
     p.add_argument("--cpu", default=None, help="cpu capacity to report (default: the host's)")
     p.add_argument("--memory", default=None, help="memory capacity to report (default: the host's)")
     p.add_argument("--max-pods", type=int, default=110)
@@ -208,6 +213,38 @@ def _ip_list(v: str) -> list[str]:
             out.append(str(ipaddress.ip_address(ip)))
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid IP address {ip!r}") from None
+    return out
+
+
+def _labels(v: str) -> dict[str, str]:
+    from machinery import labels
+    out = {}
+    for item in (x.strip() for x in v.split(",") if x.strip()):
+        key, eq, value = item.partition("=")
+        why = labels.validate_label_key(key) if eq else "want KEY=VALUE"
+        if not why and value:
+            why = labels.validate_label_value(value)
+        if why:
+            raise argparse.ArgumentTypeError(f"invalid node label {item!r}: {why}")
+        out[key] = value
+    return out
+
+
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _taints(v: str) -> list[dict[str, str]]:
+    """`key[=value]:Effect,...` as the kubelet's --register-with-taints reads them."""
+    from machinery import labels
+    out = []
+    for item in (x.strip() for x in v.split(",") if x.strip()):
+        kv, _, effect = item.rpartition(":")
+        key, eq, value = kv.partition("=")
+        why = (f"effect {effect!r} is not one of {', '.join(_EFFECTS)}" if effect not in _EFFECTS
+               else labels.validate_label_key(key) or (value and labels.validate_label_value(value)))
+        if why:
+            raise argparse.ArgumentTypeError(f"invalid taint {item!r}: {why}")
+        out.append({"key": key, **({"value": value} if eq else {}), "effect": effect})
     return out
 
 
@@ -469,6 +506,7 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     node = Node(client, name, address=address, port=args.port, capacity=_capacity(args, root_dir),
                 lease_duration=args.node_lease_duration, renew_interval=args.lease_renew_interval,
                 status_interval=args.node_status_update_frequency,
+                labels=args.node_labels, taints=args.register_with_taints,
                 images=(lambda: node_images(service)) if service is not None else None)
     if not await _register(node, stop):
         return 0

@@ -129,7 +129,8 @@ class Node:
                  labels: dict[str, str] | None = None, clock: Clock | None = None,
                  lease_duration: int = 40, renew_interval: float = 10.0,
                  status_interval: float = 10.0, report_interval: float = 300.0,
-                 images: Callable[[], list[dict]] | None = None):
+                 images: Callable[[], list[dict]] | None = None,
+                 taints: list[dict] | None = None):
         self.client, self.name = client, name
         self.address, self.port = address, port
         self.capacity = capacity
@@ -137,6 +138,7 @@ class Node:
         self.info = info if info is not None else node_info()
         self.hostname = hostname or socket.gethostname()
         self.labels = labels_for(name, labels)
+        self.taints = list(taints or [])    # --register-with-taints: set when the Node is created
         self.clock = clock or RealClock()
         self.lease_duration, self.renew_interval = lease_duration, renew_interval
         self.status_interval, self.report_interval = status_interval, report_interval
@@ -180,7 +182,8 @@ class Node:
         """Create the Node, or bring an existing one up to date; -> the Node."""
         body = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.name, "labels": dict(self.labels)},
-                "spec": {}, "status": self.status(images=await self._images())}
+                "spec": {"taints": list(self.taints)} if self.taints else {},
+                "status": self.status(images=await self._images())}
         try:
             self.node = await self.client.create(body)
             log.info("registered node %s", self.name)
