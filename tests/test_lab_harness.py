@@ -20,6 +20,7 @@ MINIK8S = os.path.join(os.path.dirname(sys.executable), "minik8s")
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab's namespaces need root"),
     pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"),
                        reason="Debian's openssh-server is not installed (hack/setup.sh installs it)"),
