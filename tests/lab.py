@@ -546,7 +546,9 @@ def _cgroup_dirs(match: str) -> list[str]:
 def teardown(prefix: str, netns: list[str] | None = None, links: list[str] | None = None) -> None:
     """Remove whatever a lab named `prefix` left: processes in its namespaces (by PID),
     cgroups named minik8s-<prefix>..., network namespaces and links."""
-    all_ns = netns if netns is not None else [n for n in _netns_names() if n.startswith(prefix + "-")]
+    # prefix is one lab's (mkl<pid><letter>) or, sweeping, every lab of a pid (mkl<pid>).
+    ours = re.compile(rf"^{re.escape(prefix)}[a-z]?-")
+    all_ns = netns if netns is not None else [n for n in _netns_names() if ours.match(n)]
     inodes = {}
     for n in all_ns:
         try:
@@ -567,7 +569,8 @@ def teardown(prefix: str, netns: list[str] | None = None, links: list[str] | Non
             pass
     for n in all_ns:
         _run("ip", "netns", "delete", n, check=False)
-    for link in (links if links is not None else [ln for ln in _links() if ln.startswith(prefix)]):
+    ours_link = re.compile(rf"^{re.escape(prefix)}[a-z]?(a|b|ra|rb|h\d+)$")
+    for link in (links if links is not None else [ln for ln in _links() if ours_link.match(ln)]):
         _run("ip", "link", "delete", link, check=False)
     # A namespace's veths go when the kernel has freed it (asynchronously).
     deadline = time.monotonic() + 30
@@ -577,10 +580,15 @@ def teardown(prefix: str, netns: list[str] | None = None, links: list[str] | Non
 
 def sweep_leftovers() -> None:
     """Remove labs whose owner process is gone (killed before its clean-up ran)."""
-    owners = {int(m.group(1)) for n in _netns_names() + _links() if (m := _NAME.match(n))}
+    tmp = tempfile.gettempdir()
+    dirs = [d for d in os.listdir(tmp) if _NAME.match(d)]
+    owners = {int(m.group(1)) for n in _netns_names() + _links() + dirs if (m := _NAME.match(n))}
     for pid in owners:
         if not _alive(pid):
             teardown(f"{PREFIX}{pid}")
+            for d in dirs:
+                if d.startswith(f"{PREFIX}{pid}") and _NAME.match(d):
+                    shutil.rmtree(os.path.join(tmp, d), ignore_errors=True)
 
 
 def _netns_names() -> list[str]:

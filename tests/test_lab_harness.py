@@ -5,6 +5,7 @@ and a machine left as it was, whatever ran on the hosts.
 One lab (two hosts on the first subnet, one behind the router) is shared by the tests of
 this module; the clean-up test builds and removes its own.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,8 @@ import sys
 
 import pytest
 
-from tests.lab import Lab, cmdline, machine_state
+from tests.lab import Lab, cmdline, machine_state, sweep_leftovers
+from tests.procs import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSIBLE = os.path.join(ROOT, "deploy", "ansible")
@@ -145,3 +147,34 @@ def test_the_lab_leaves_the_machine_as_it_was():
     left = {p: cmdline(p) for p in pids if os.path.exists(f"/proc/{p}")}
     assert not left, f"processes of the lab are still running: {left}"
     assert not os.path.exists(lab.dir)
+
+
+# A test process that builds a lab, prints what it made, and waits to be killed.
+ORPHAN = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.lab import Lab
+lab = Lab(["a"], behind_router=["b"]).start()
+lab.host("a").ssh("setsid sleep 1000 </dev/null >/dev/null 2>&1 &")
+print(json.dumps({"prefix": lab.prefix, "dir": lab.dir,
+                  "pids": [p for h in lab.hosts.values() for p in [h.init_pid, *h.processes()]]}), flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_test_process_leaves_nothing_the_next_lab_does_not_sweep():
+    child = subprocess.Popen([sys.executable, "-c", ORPHAN, ROOT], stdout=subprocess.PIPE, text=True)
+    try:
+        made = json.loads(child.stdout.readline())
+    finally:
+        child.kill()   # no finally, no atexit: as a test run killed outright
+        child.wait()
+    prefix = made["prefix"]
+    # The hosts' inits die with their owner (PR_SET_PDEATHSIG), and with them everything.
+    wait_for(lambda: not [p for p in made["pids"] if os.path.exists(f"/proc/{p}")], timeout=30,
+             what="the killed lab's processes gone")
+    assert any(n.startswith(prefix) for n in machine_state()["netns"])   # left for the sweep
+    sweep_leftovers()
+    state = machine_state()
+    assert not [x for kind in state.values() for x in kind if prefix in x]
+    assert not os.path.exists(made["dir"])
