@@ -11,7 +11,8 @@ A host is
   `nsenter --net`. In its mount namespace /etc and /var are overlays of the machine's
   (writes go to a tmpfs of the host's: /etc/minik8s, /var/lib/minik8s, /var/log/minik8s,
   /etc/sysctl.d, /etc/modules-load.d and anything else a playbook writes there stay
-  the host's), /run is a fresh tmpfs, and /sys is a sysfs of the host's network
+  the host's), so is /tmp (with the lab's directory, in the machine's /tmp, bound back
+  in), /run is a fresh tmpfs, and /sys is a sysfs of the host's network
   namespace with the machine's cgroup mounts moved under it;
 - Debian's openssh-server on its address (port 22), run as a child of that init with
   `-f /dev/null` and `-o` options only (no system configuration is read or changed),
@@ -58,6 +59,7 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)[a-z]")
 PR_SET_PDEATHSIG = 1
 SSHD = "/usr/sbin/sshd"
 CGROUP_ROOT = "/sys/fs/cgroup"
+LAB_TMP = "/tmp"   # the lab's directory goes here: the hosts' /tmp binds it back by this path
 
 # PID 1 of a host: reaps orphans (daemons double-fork, pods' shims exit) so nothing
 # piles up as a zombie; it has no signal handlers, so only SIGKILL from outside ends it.
@@ -83,6 +85,13 @@ for x in etc var; do
   mount -t overlay overlay -o "lowerdir=/$x,upperdir=$d/t/$x/up,workdir=$d/t/$x/work" "/$x"
 done
 mount -t tmpfs -o mode=0755 "run-$name" /run
+# /tmp too, with the lab's own directory bound back in (so sshd's log and the ready file
+# below reach the test process): built aside, then moved over /tmp.
+lab=$(dirname "$d")
+mkdir -p "$d/t/tmp/up" "$d/t/tmp/work" "$d/t/tmpov"
+mount -t overlay overlay -o "lowerdir=/tmp,upperdir=$d/t/tmp/up,workdir=$d/t/tmp/work" "$d/t/tmpov"
+mount --bind "$lab" "$d/t/tmpov/${lab#/tmp/}"
+mount --move "$d/t/tmpov" /tmp
 mkdir -p /run/sshd /run/netns
 mkdir -p "$d/t/cg"
 mount --rbind /sys/fs/cgroup "$d/t/cg"
@@ -310,7 +319,7 @@ class Lab:
     def start(self) -> "Lab":
         sweep_leftovers()
         atexit.register(self.stop)
-        self.dir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        self.dir = tempfile.mkdtemp(prefix=f"{self.prefix}-", dir=LAB_TMP)
         os.chmod(self.dir, 0o755)
         self.cluster_cidr = free_cluster_cidr()
         try:
@@ -580,7 +589,7 @@ def teardown(prefix: str, netns: list[str] | None = None, links: list[str] | Non
 
 def sweep_leftovers() -> None:
     """Remove labs whose owner process is gone (killed before its clean-up ran)."""
-    tmp = tempfile.gettempdir()
+    tmp = LAB_TMP
     dirs = [d for d in os.listdir(tmp) if _NAME.match(d)]
     owners = {int(m.group(1)) for n in _netns_names() + _links() + dirs if (m := _NAME.match(n))}
     for pid in owners:

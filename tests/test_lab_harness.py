@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -51,6 +52,13 @@ def test_hosts_are_separate_machines(lab):
         assert cp1.exists(path)
         assert not w1.exists(path), f"{path} of cp1 is visible on w1"
     assert not os.path.exists("/etc/minik8s/who"), "a host's /etc reached the machine's disk"
+    # /tmp: the machine's files show through, a host's writes stay its own.
+    mine = tempfile.NamedTemporaryFile(prefix="lab-visible-", dir="/tmp")
+    assert cp1.exists(mine.name)
+    cp1.ssh(f"echo x > {mine.name}.host")
+    assert cp1.exists(f"{mine.name}.host") and not w1.exists(f"{mine.name}.host")
+    assert not os.path.exists(f"{mine.name}.host"), "a host's /tmp reached the machine's disk"
+    mine.close()
     # Its own PID namespace: the host sees its init, sshd and this session, not the machine.
     assert len(cp1.ssh("ls -d /proc/[0-9]*").stdout.split()) < 20
     # /sys is the host's: its network devices, and the machine's cgroup hierarchies.
