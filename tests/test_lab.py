@@ -8,7 +8,7 @@ Service name; the etcd leader's host crashing under a stream of writes; an API s
 killed; a worker cut off and back; a second playbook run that changes nothing; reset.yml
 leaving every host, and the machine, as they were. The lab itself is removed whatever
 happens (tests/lab.py). Pods run the kubelet's host-root image (`minik8s.local/host-root`:
-the machine's root, nothing pulled) with this checkout's Python.
+the machine's root, nothing pulled) with the machine's /usr/bin/python3.
 
 Everything the cluster does is eventually true, so every check polls with a timeout that
 only catches a hang; nothing sleeps instead of a condition.
@@ -161,7 +161,10 @@ def deployment(name: str, replicas: int, command: list[str], *, node_selector: d
                      "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
 
 
-SERVE = [sys.executable, "-c",
+# The pods' Python: the machine's own (their root is the machine's, but their /tmp is
+# theirs, so a checkout's venv under /tmp would not be there); stdlib only.
+POD_PYTHON = "/usr/bin/python3"
+SERVE = [POD_PYTHON, "-c",
          "import http.server, os, socketserver\n"
          "class H(http.server.BaseHTTPRequestHandler):\n"
          "    def do_GET(self):\n"
@@ -251,7 +254,7 @@ def test_pod_reaches_pod_behind_the_router_by_ip_and_by_service_name(cluster):
     assert server["spec"]["nodeName"] == w3
 
     def fetch(url: str) -> str:
-        r = cluster.kubectl("exec", "client", "--", sys.executable, "-c", FETCH, url, check=False)
+        r = cluster.kubectl("exec", "client", "--", POD_PYTHON, "-c", FETCH, url, check=False)
         return r.stdout.strip()
     name = server["metadata"]["name"]
     by_ip = wait_for(lambda: (o := fetch(f"http://{server['status']['podIP']}:8080/")) == f"pod {name}" and o,
