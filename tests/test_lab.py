@@ -336,6 +336,8 @@ def test_etcd_leader_host_crash_loses_no_acknowledged_write(cluster):
     finally:
         writer.stop.set()
         writer.join(timeout=30)
+        for c in writer.clients:
+            c.close()
     assert _etcd_leader_among(cluster, others) in others
     api = cluster.client_for(f"https://{cluster.host(others[0]).ip}:6443")
     names = {c["metadata"]["name"] for c in api.get("/api/v1/namespaces/default/configmaps",
