@@ -12,7 +12,8 @@ A host is
   (writes go to a tmpfs of the host's: /etc/minik8s, /var/lib/minik8s, /var/log/minik8s,
   /etc/sysctl.d, /etc/modules-load.d and anything else a playbook writes there stay
   the host's), so is /tmp (with the lab's directory, in the machine's /tmp, bound back
-  in), /run is a fresh tmpfs, and /sys is a sysfs of the host's network
+  in), /run is a fresh tmpfs (so no host looks run by systemd: its units run under
+  `minik8s supervise-host`), and /sys is a sysfs of the host's network
   namespace with the machine's cgroup mounts moved under it;
 - Debian's openssh-server on its address (port 22), run as a child of that init with
   `-f /dev/null` and `-o` options only (no system configuration is read or changed),
