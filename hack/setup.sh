@@ -20,6 +20,9 @@ command -v skopeo >/dev/null 2>&1 || PKGS="$PKGS skopeo"
 command -v umoci >/dev/null 2>&1 || PKGS="$PKGS umoci"
 dpkg -s busybox-static >/dev/null 2>&1 || PKGS="$PKGS busybox-static"
 command -v htpasswd >/dev/null 2>&1 || PKGS="$PKGS apache2-utils"
+# The lab tests' "VMs" (tests/lab.py) each run Debian's sshd, started with its own options
+# (no system configuration is read or changed); ssh and ssh-keygen come with it.
+[ -x /usr/sbin/sshd ] || PKGS="$PKGS openssh-server"
 if [ -n "$PKGS" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -30,6 +33,8 @@ if [ -n "$PKGS" ]; then
     case "$PKGS" in *etcd-server*) $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true ;; esac
     # Likewise a system docker-registry on 5000: the tests start their own registries.
     case "$PKGS" in *docker-registry*) $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true ;; esac
+    # And the system sshd: the lab runs one per host, on the hosts' own addresses.
+    case "$PKGS" in *openssh-server*) $SUDO systemctl disable --now ssh >/dev/null 2>&1 || true ;; esac
   else
     echo "error: missing$PKGS and apt-get is not available; install them (etcd 3.4+) and retry" >&2
     exit 1
