@@ -43,36 +43,10 @@ WORKERS_ROUTED = ["w3"]
 WORKERS = WORKERS_SAME_LINK + WORKERS_ROUTED
 
 
-def _missing_capability() -> str | None:
-    """The first piece of issue 16 this build lacks, by asking its CLI."""
-    checks = [(["init", "--help"], "--advertise-address", "minik8s init"),
-              (["join", "--help"], "--control-plane", "minik8s join --control-plane"),
-              (["certs", "certificate-key", "--help"], "", "minik8s certs certificate-key"),
-              (["token", "create", "--help"], "--print-join-command", "minik8s token create --print-join-command"),
-              (["podnet", "--help"], "--backend", "minik8s podnet"),
-              (["apiserver-lb", "--help"], "", "minik8s apiserver-lb"),
-              (["reset", "--help"], "--force", "minik8s reset --force"),
-              (["kubelet", "--help"], "--bootstrap-kubeconfig", "kubelet --bootstrap-kubeconfig (TLS bootstrap)")]
-    if not os.path.exists(MINIK8S):
-        return f"{MINIK8S} is not installed"
-    for argv, needle, what in checks:
-        r = subprocess.run([MINIK8S, *argv], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0 or needle not in r.stdout:
-            return f"this build has no `{what}` yet"
-    return None
-
-
-MISSING = None if os.geteuid() != 0 else _missing_capability()
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab's namespaces and the linux runtime need root"),
-    pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"),
-                       reason="Debian's openssh-server is not installed (hack/setup.sh installs it)"),
-    pytest.mark.skipif(not os.path.exists(os.path.join(BIN, "ansible-playbook")),
-                       reason="ansible-core is not installed in this venv (pip install -e '.[test]')"),
-    pytest.mark.skipif(MISSING is not None, reason=f"issue 16 is not all there: {MISSING}"),
 ]
 
 
