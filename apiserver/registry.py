@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from apiserver import tables
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
+from apiserver.strategies.storage import (PersistentVolumeClaimStrategy, PersistentVolumeStrategy,
+                                          StorageClassStrategy)
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -69,6 +71,16 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 def _job_fields(obj: dict) -> dict[str, str]:
     # JobToSelectableFields: a Job's successful pods are selectable (as a decimal string).
     return {**_meta_fields(obj), "status.successful": str((obj.get("status") or {}).get("succeeded", 0))}
+
+
+def _pv_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
+
+
+def _pvc_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeClaimToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,11 @@ RESOURCES: tuple[ResourceType, ...] = (
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
     _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),
     _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
+    _serve(kinds.PERSISTENTVOLUMES, fields=_pv_fields, columns=tables.PERSISTENTVOLUMES,
+           strategy=PersistentVolumeStrategy()),
+    _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
+           strategy=PersistentVolumeClaimStrategy()),
+    _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 
