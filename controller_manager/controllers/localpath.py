@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 from client.informer import key_of
 from controller_manager.controller import Controller
-from controller_manager.controllers.persistentvolume import (PROVISIONED_BY, SELECTED_NODE,
-                                                               STORAGE_PROVISIONER, claim_class)
+from controller_manager.controllers.persistentvolume import STORAGE_PROVISIONER
+from machinery.volumes import PROVISIONED_BY, SELECTED_NODE, claim_class
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.localpath")
