@@ -118,3 +118,43 @@ def test_a_claims_data_outlives_its_pod_and_goes_with_the_claim(api):
     assert not os.path.exists(path)  # the helper pod removed it on the node
     eventually(lambda: api.get(f"/api/v1/namespaces/kube-system/pods/helper-pod-delete-{pv['metadata']['name']}")
                .status_code == 404, "the helper pod gone")
+
+
+def test_a_pod_waits_in_container_creating_until_its_claim_is_bound(api, tmp_path):
+    node = api.get("/api/v1/nodes").json()["items"][0]["metadata"]["name"]
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "later"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}},
+                      "storageClassName": ""}}
+    assert api.post(f"{NS}/persistentvolumeclaims", json=claim).status_code == 201
+    waiting = pod("waiting", "cat /data/hello")
+    waiting["spec"]["nodeName"] = node  # past the scheduler, which would not place it yet
+    waiting["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "later"
+    assert api.post(f"{NS}/pods", json=waiting).status_code == 201
+
+    def failed_mount():
+        items = api.get(f"{NS}/events", params={"fieldSelector": "involvedObject.name=waiting"}).json()["items"]
+        return next((e for e in items if e["reason"] == "FailedMount"), None)
+    ev = eventually(failed_mount, "a FailedMount event")
+    assert "error processing PVC default/later: PVC is not bound" in ev["message"]
+
+    def creating():
+        status = api.get(f"{NS}/pods/waiting").json()["status"]
+        reasons = [(c["state"].get("waiting") or {}).get("reason") for c in status.get("containerStatuses") or []]
+        return status["phase"] == "Pending" and reasons == ["ContainerCreating"]
+    eventually(creating, "the pod shown ContainerCreating")
+
+    (tmp_path / "hello").write_text("static\n")
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "static-later"},
+          "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                   "hostPath": {"path": str(tmp_path), "type": "Directory"},
+                   "claimRef": {"namespace": "default", "name": "later"}}}
+    assert api.post("/api/v1/persistentvolumes", json=pv).status_code == 201
+    done = finished(api, "waiting")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert api.get(f"{NS}/pods/waiting/log").text == "static\n"
+    api.delete(f"{NS}/pods/waiting")
+    api.delete(f"{NS}/persistentvolumeclaims/later")
+    pv = eventually(lambda: (api.get("/api/v1/persistentvolumes/static-later").json().get("status") or {})
+                    .get("phase") == "Released", "the static volume Released")
+    assert (tmp_path / "hello").read_text() == "static\n"  # Retain: the data stays
+    api.delete("/api/v1/persistentvolumes/static-later")
