@@ -219,3 +219,53 @@ def test_the_example_manifest_is_accepted(http, ns):
     for obj in docs:
         r = http.post(f"/api/v1/namespaces/{ns}/{plurals[obj['kind']]}?dryRun=All", json=obj)
         assert r.status_code == 201, r.text
+
+
+def test_kubectl_lite_gets_and_describes_storage_objects(http, apiserver, ns, tmp_path):
+    import sys
+
+    klass = f"{ns}-kl"
+    default = sc(klass, parameters={"nodePath": "/srv/x"})
+    default["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert http.post(SCS, json=default).status_code == 201
+    try:
+        affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}
+        assert http.post(PVS, json=pv(f"{ns}-kl", "3Gi", storageClassName=klass, nodeAffinity=affinity,
+                                      claimRef={"namespace": ns, "name": "db"})).status_code == 201
+        assert http.post(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", json=pvc("db")).status_code == 201
+        user = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                         "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "db", "readOnly": True}}]}}
+        assert http.post(f"/api/v1/namespaces/{ns}/pods", json=user).status_code == 201
+        config = apiserver.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+
+        def kl(*args: str) -> str:
+            r = subprocess.run([sys.executable, "-m", "kubectl_lite.cli", "--kubeconfig", config, *args],
+                               capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            return r.stdout
+
+        lines = kl("get", "pvc").splitlines()
+        assert lines[0].split()[:3] == ["NAME", "STATUS", "VOLUME"]
+        assert lines[1].split()[:3] == ["db", "Pending", klass]  # admission gave it the default class
+        assert kl("get", "sc", klass).splitlines()[1].split()[:2] == [klass, "(default)"]
+        out = kl("describe", "pv", f"{ns}-kl")
+        for want in ("Claim:", f"{ns}/db", "Reclaim Policy:", "Retain", "Capacity:", "3Gi",
+                     "Required Terms:", "kubernetes.io/hostname in [n1]", "HostPath (bare host directory volume)",
+                     "Finalizers:", "[kubernetes.io/pv-protection]"):
+            assert want in out, out
+        out = kl("describe", "pvc", "db")
+        for want in ("StorageClass:", klass, "Status:", "Pending", "Used By:", "user", "VolumeMode:",
+                     "Filesystem"):
+            assert want in out, out
+        out = kl("describe", "sc", klass)
+        for want in ("IsDefaultClass:", "Yes", "Provisioner:", "example.com/disk", "Parameters:",
+                     "nodePath=/srv/x", "VolumeBindingMode:", "Immediate"):
+            assert want in out, out
+        out = kl("describe", "pod", "user")
+        assert "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)" in out
+        assert "ClaimName:" in out and "ReadOnly:" in out
+    finally:
+        http.delete(f"{SCS}/{klass}")
