@@ -250,3 +250,27 @@ def test_local_path_provisions_on_the_selected_node_and_deletes_with_a_helper_po
     finally:
         http.delete(f"/apis/storage.k8s.io/v1/storageclasses/{ns}-local")
         http.delete(f"/api/v1/nodes/{node}")
+
+
+def test_a_bound_volume_is_protected_and_its_claim_is_lost_without_it(objs, http, ns):
+    klass = f"{ns}-lost"
+    objs.create(PVS, pv(f"{ns}-vol", "1Gi", klass))
+    objs.create(objs.claims, pvc("data", "1Gi", klass))
+    eventually(lambda: objs.phase(objs.claim("data")) == "Bound", "the claim bound")
+    assert http.delete(f"{PVS}/{ns}-vol").status_code == 202  # held by its finalizer
+    # A free volume deleted after it goes at once: by then pv-protection has seen both,
+    # and kept the one that is Bound.
+    objs.create(PVS, pv(f"{ns}-free", "1Gi", f"{ns}-unused"))
+    http.delete(f"{PVS}/{ns}-free")
+    eventually(lambda: objs.volume(f"{ns}-free") is None, "the free volume removed")
+    volume = objs.volume(f"{ns}-vol")
+    assert volume["metadata"]["deletionTimestamp"]
+    assert volume["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]
+    # Forced away (its finalizer removed by hand), it leaves its claim Lost.
+    r = http.patch(f"{PVS}/{ns}-vol", json={"metadata": {"finalizers": None}},
+                   headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    eventually(lambda: objs.volume(f"{ns}-vol") is None, "the volume gone")
+    eventually(lambda: objs.phase(objs.claim("data")) == "Lost", "the claim Lost")
+    ev = next(e for e in objs.events("data") if e["reason"] == "ClaimLost")
+    assert ev["type"] == "Warning" and "Data on the volume is lost!" in ev["message"]
