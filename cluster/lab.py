@@ -815,8 +815,9 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
         except httpx.HTTPError as e:
             say(f"[addons] WARNING: the DNS addon was not applied: {e}")
         try:
-            addons.ensure_storage_class(cfg.local_api, _admin_verify(layout), addons.DEFAULT_LOCAL_PATH)
-            say(f'[addons] Applied addon: the default StorageClass "local-path" ({addons.DEFAULT_LOCAL_PATH})')
+            local_path = os.path.join(layout.var, "local-path")  # beside the kubelet's root dir
+            addons.ensure_storage_class(cfg.local_api, _admin_verify(layout), local_path)
+            say(f'[addons] Applied addon: the default StorageClass "local-path" ({local_path})')
         except httpx.HTTPError as e:
             say(f"[addons] WARNING: the local-path StorageClass was not applied: {e}")
         say("[addons] Applied essential addon: kube-proxy (a unit on every host)")

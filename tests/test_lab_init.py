@@ -93,6 +93,9 @@ def test_init_brings_up_a_ready_tainted_control_plane(lab):
     assert "podSubnet: 10.244.0.0/16" in cfg["data"]["ClusterConfiguration"]
     info = get_json(lab, "configmap", "-n", "kube-public", "cluster-info")
     assert list(info["data"]) == ["kubeconfig"] and f"server: https://{IP}:6443" in info["data"]["kubeconfig"]
+    sc = get_json(lab, "storageclass", "local-path")  # the default class, as k3s's
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert sc["parameters"]["nodePath"] == os.path.join(lab.layout.var, "local-path")
     for crb in ("kubeadm:kubelet-bootstrap", "kubeadm:node-autoapprove-bootstrap",
                 "kubeadm:node-autoapprove-certificate-rotation", "minik8s:node-proxier"):
         assert get_json(lab, "clusterrolebinding", crb)["subjects"]
