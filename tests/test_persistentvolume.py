@@ -274,3 +274,27 @@ def test_a_bound_volume_is_protected_and_its_claim_is_lost_without_it(objs, http
     eventually(lambda: objs.phase(objs.claim("data")) == "Lost", "the claim Lost")
     ev = next(e for e in objs.events("data") if e["reason"] == "ClaimLost")
     assert ev["type"] == "Warning" and "Data on the volume is lost!" in ev["message"]
+
+
+def test_a_claim_without_a_class_gets_the_default_class_made_later(objs, http, ns):
+    # No class at all (not ""): DefaultStorageClass admission had none to give.
+    claim = pvc("late", "1Gi", "")
+    del claim["spec"]["storageClassName"]
+    classes = [sc for sc in http.get("/apis/storage.k8s.io/v1/storageclasses").json()["items"]
+               if (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class")
+               == "true"]
+    if classes:
+        pytest.skip("another test's default StorageClass exists")
+    created = objs.create(objs.claims, claim)
+    assert "storageClassName" not in created["spec"]
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {
+          "name": f"{ns}-default", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+          "provisioner": "example.com/late"}
+    objs.create("/apis/storage.k8s.io/v1/storageclasses", sc)
+    try:
+        got = eventually(lambda: objs.claim("late")["spec"].get("storageClassName"), "the default class")
+        assert got == f"{ns}-default"
+        eventually(lambda: any(e["reason"] == "ExternalProvisioning" for e in objs.events("late")),
+                   "the claim handed to the class's provisioner")
+    finally:
+        http.delete(f"/apis/storage.k8s.io/v1/storageclasses/{ns}-default")

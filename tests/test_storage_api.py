@@ -47,7 +47,7 @@ def test_defaults_status_and_protection_finalizers(http, ns):
     obj = r.json()
     assert obj["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert obj["spec"]["volumeMode"] == "Filesystem"
-    assert obj["status"] == {"phase": "Pending"}
+    assert obj["status"]["phase"] == "Pending" and obj["status"]["lastPhaseTransitionTime"]
     assert obj["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]
     r = http.post(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", json=pvc("c", storageClassName=""))
     assert r.status_code == 201, r.text

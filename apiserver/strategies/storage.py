@@ -14,8 +14,9 @@ default:
   "true"`; the newest if several are marked). No default: the field stays unset.
 
 A created PV or PVC starts in phase Pending (the binder moves it on); its status changes
-through `/status` only. A claim's spec is immutable except a larger
-`resources.requests.storage` and a `volumeName` set where it was empty; a volume's source
+through `/status` only, and a PV's phase change stamps `lastPhaseTransitionTime`. A
+claim's spec is immutable except a larger `resources.requests.storage`, a `volumeName`
+set where it was empty and a `storageClassName` set where it was absent; a volume's source
 is immutable, and so are its volumeMode and a nodeAffinity once set. A StorageClass's
 provisioner, parameters, reclaimPolicy and volumeBindingMode are immutable.
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from apiserver import validation as v
 from apiserver.strategies.generic import Strategy
+from apiserver.timestamps import now
 
 if TYPE_CHECKING:
     from apiserver.registry import ResourceType
@@ -205,6 +207,9 @@ def validate_pvc_update(old: dict, new: dict) -> list[Cause]:
     # The binder fills an empty volumeName; expansion raises the request.
     if not ospec.get("volumeName") and "volumeName" in nspec:
         ospec["volumeName"] = nspec["volumeName"]
+    # A claim without a class may get the default one later (RetroactiveDefaultStorageClass).
+    if "storageClassName" not in ospec and "storageClassName" in nspec:
+        ospec["storageClassName"] = nspec["storageClassName"]
     old_size = v.parse_quantity(v._m(v._m(ospec.get("resources")).get("requests")).get("storage"))
     new_size = v.parse_quantity(v._m(v._m(nspec.get("resources")).get("requests")).get("storage"))
     bound = v._m(new.get("status")).get("phase") == "Bound"
@@ -264,7 +269,17 @@ class PersistentVolumeStrategy(Strategy):
     def prepare_for_create(self, obj: dict) -> None:
         super().prepare_for_create(obj)
         _pending_status(obj)
+        obj["status"]["lastPhaseTransitionTime"] = now()
         _add_finalizer(obj, PV_PROTECTION)  # StorageObjectInUseProtection
+
+    def prepare_for_status_update(self, new: dict, old: dict) -> dict:
+        """A phase change stamps lastPhaseTransitionTime, unless the writer set it."""
+        merged = super().prepare_for_status_update(new, old)
+        ostatus, nstatus = v._m(old.get("status")), merged.get("status")
+        if isinstance(nstatus, dict) and nstatus.get("phase") != ostatus.get("phase") and \
+                nstatus.get("lastPhaseTransitionTime") == ostatus.get("lastPhaseTransitionTime"):
+            nstatus["lastPhaseTransitionTime"] = now()
+        return merged
 
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
         causes = super().validate(rt, obj, old) + validate_pv(obj)

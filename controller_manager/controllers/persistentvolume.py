@@ -3,6 +3,8 @@ pkg/controller/volume/persistentvolume/pv_controller.go); the matching it shares
 the scheduler is machinery/volumes.py.
 
 What it guarantees, for each claim (key `("claim", "ns/name")`):
+- No `spec.storageClassName` at all (not ""), and a default StorageClass exists now: the
+  claim gets it (RetroactiveDefaultStorageClass), then binds as any claim of that class.
 - Pending, no `spec.volumeName`: the best Available volume is bound to it: same
   storage class ("" matches only volumes without a class), not bound to another claim,
   not being deleted, its labels matching the claim's selector, its volumeMode equal,
@@ -52,13 +54,18 @@ from client.informer import key_of
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import rfc3339, utcnow
 from machinery import errors
-from machinery.volumes import (BIND_COMPLETED, BOUND_BY_CONTROLLER, PROVISIONED_BY, SELECTED_NODE, bound_to,
-                               claim_class, find_best_match)
+from machinery.volumes import (BIND_COMPLETED, BOUND_BY_CONTROLLER, DEFAULT_CLASS_ANNOTATIONS, PROVISIONED_BY,
+                               SELECTED_NODE, bound_to, claim_class, find_best_match)
 
 log = logging.getLogger("minik8s.controller.persistentvolume")
 
 STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
+
+
+def is_default_class(sc: dict) -> bool:
+    ann = (sc.get("metadata") or {}).get("annotations") or {}
+    return any(ann.get(k) == "true" for k in DEFAULT_CLASS_ANNOTATIONS)
 
 
 def _copy(obj: dict) -> dict:
@@ -103,8 +110,10 @@ class PersistentVolumeBinder(Controller):
 
     def _class_claims(self, sc: dict) -> list:
         name = sc["metadata"]["name"]
+        default = is_default_class(sc)
         return [("claim", key_of(c)) for c in self.claims.store.list()
-                if claim_class(c) == name and (c.get("status") or {}).get("phase", "Pending") == "Pending"]
+                if (c.get("status") or {}).get("phase", "Pending") == "Pending"
+                and (claim_class(c) == name or (default and "storageClassName" not in (c.get("spec") or {})))]
 
     async def reconcile(self, key) -> None:
         kind, name = key
@@ -142,6 +151,8 @@ class PersistentVolumeBinder(Controller):
                         f'volume "{spec["volumeName"]}" already bound to a different claim.')
             await self._claim_phase(claim, "Pending")
             return
+        if "storageClassName" not in spec and await self._assign_default_class(claim):
+            return  # the update brings the claim back with its class
         klass = claim_class(claim)
         sc = self.classes.store.get(klass) if klass else None
         delayed = sc is not None and sc.get("volumeBindingMode") == "WaitForFirstConsumer"
@@ -176,6 +187,20 @@ class PersistentVolumeBinder(Controller):
                     f"Waiting for a volume to be created either by the external provisioner '{provisioner}' "
                     "or manually by the system administrator. If volume creation is delayed, please verify "
                     "that the provisioner is running and correctly registered.")
+
+    async def _assign_default_class(self, claim: dict) -> bool:
+        """RetroactiveDefaultStorageClass: a claim created with no class (not "") gets the
+        default class made since, as DefaultStorageClass admission would have given it."""
+        defaults = [sc for sc in self.classes.store.list() if is_default_class(sc)]
+        if not defaults:
+            return False
+        newest = max(defaults, key=lambda sc: (sc["metadata"].get("creationTimestamp", ""),
+                                               sc["metadata"]["name"]))
+        new = _copy(claim)
+        new["spec"]["storageClassName"] = newest["metadata"]["name"]
+        await self.client.update(new)
+        log.info("%s: claim %s gets the default class %s", self.name, key_of(claim), newest["metadata"]["name"])
+        return True
 
     async def _sync_bound_claim(self, claim: dict) -> None:
         name = claim["spec"].get("volumeName")
