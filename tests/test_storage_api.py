@@ -202,6 +202,11 @@ def test_kubectl_creates_and_gets_storage_objects(apiserver, ns, tmp_path):
         assert lines[0].split() == ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE",
                                     "ALLOWVOLUMEEXPANSION", "AGE"]
         assert lines[1].split()[:5] == [f"{ns}-k", "example.com/disk", "Delete", "Immediate", "false"]
+        out = kubectl("describe", "pvc", "claim")
+        assert "StorageClass:" in out and "Used By:" in out and "Pending" in out
+        out = kubectl("describe", "pv", f"{ns}-k")
+        assert "Reclaim Policy:" in out and "HostPath (bare host directory volume)" in out
+        assert "IsDefaultClass:" in kubectl("describe", "sc", f"{ns}-k")
         # kubectl's strategic merge patch of a claim's labels.
         kubectl("label", "pvc", "claim", "tier=db")
         assert kubectl("get", "pvc", "claim", "-o", "jsonpath={.metadata.labels.tier}") == "db"
