@@ -153,6 +153,14 @@ def test_a_pod_waits_in_container_creating_until_its_claim_is_bound(api, tmp_pat
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert api.get(f"{NS}/pods/waiting/log").text == "static\n"
     api.delete(f"{NS}/pods/waiting")
+    # A claim volume marked readOnly is mounted read-only in every container.
+    ro = pod("read-only", "touch /data/new")
+    ro["spec"]["volumes"][0]["persistentVolumeClaim"] = {"claimName": "later", "readOnly": True}
+    assert api.post(f"{NS}/pods", json=ro).status_code == 201
+    assert finished(api, "read-only")["status"]["phase"] == "Failed"
+    assert not (tmp_path / "new").exists()
+    api.delete(f"{NS}/pods/read-only")
+    gone(api, f"{NS}/pods/read-only")
     api.delete(f"{NS}/persistentvolumeclaims/later")
     pv = eventually(lambda: (api.get("/api/v1/persistentvolumes/static-later").json().get("status") or {})
                     .get("phase") == "Released", "the static volume Released")
