@@ -10,6 +10,7 @@ from typing import Any
 from machinery.errors import APIError
 
 _MODES = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP"))
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"  # kubectl hides it
 _DEFAULT = ("storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class")
 
 
@@ -18,8 +19,15 @@ def access_modes(modes: Any) -> str:
     return ",".join(short for mode, short in _MODES if mode in modes)
 
 
+def _annotations(md: dict) -> list[str]:
+    return [f"{k}: {v}" for k, v in sorted((md.get("annotations") or {}).items()) if k != _LAST_APPLIED]
+
+
+def _labels(md: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted((md.get("labels") or {}).items())]
+
+
 def _meta_lines(w: Any, md: dict) -> None:
-    from kubectl_lite.describe import _annotations, _labels
     w.multiline(0, "Labels", _labels(md))
     w.multiline(0, "Annotations", _annotations(md))
     w.kv(0, "Finalizers", "[" + " ".join(md.get("finalizers") or []) + "]")
@@ -93,7 +101,6 @@ def describe_persistentvolumeclaim(s: Any, r: Any, pvc: dict, w: Any) -> None:
 
 
 def describe_storageclass(s: Any, r: Any, sc: dict, w: Any) -> None:
-    from kubectl_lite.describe import _annotations
     md = sc.get("metadata") or {}
     ann = md.get("annotations") or {}
     w.kv(0, "Name", md.get("name", ""))

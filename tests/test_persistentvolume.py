@@ -232,7 +232,8 @@ def test_local_path_provisions_on_the_selected_node_and_deletes_with_a_helper_po
         assert volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"] == [{"matchExpressions": [
             {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]
         assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
-        assert {e["reason"] for e in objs.events("db")} >= {"Provisioning", "ProvisioningSucceeded"}
+        eventually(lambda: {e["reason"] for e in objs.events("db")} >= {"Provisioning", "ProvisioningSucceeded"},
+                   "the provisioner's events")
         # Released with Delete: a helper pod removes the directory on the node; the test
         # plays its kubelet and reports it done.
         http.delete(f"{objs.claims}/db")
@@ -272,7 +273,8 @@ def test_a_bound_volume_is_protected_and_its_claim_is_lost_without_it(objs, http
     assert r.status_code == 200, r.text
     eventually(lambda: objs.volume(f"{ns}-vol") is None, "the volume gone")
     eventually(lambda: objs.phase(objs.claim("data")) == "Lost", "the claim Lost")
-    ev = next(e for e in objs.events("data") if e["reason"] == "ClaimLost")
+    ev = eventually(lambda: next((e for e in objs.events("data") if e["reason"] == "ClaimLost"), None),
+                    "a ClaimLost event")
     assert ev["type"] == "Warning" and "Data on the volume is lost!" in ev["message"]
 
 
