@@ -313,6 +313,20 @@ def _cronjob(obj: dict) -> None:
               failedJobsHistoryLimit=1)
     _template(_obj(_obj(spec, "jobTemplate"), "spec"))
 
+def _persistentvolume(obj: dict) -> None:
+    """SetDefaults_PersistentVolume (status.phase is the strategy's, at creation)."""
+    spec = _obj(obj, "spec")
+    _defaults(spec, persistentVolumeReclaimPolicy="Retain", volumeMode="Filesystem")
+
+
+def _persistentvolumeclaim(obj: dict) -> None:
+    _defaults(_obj(obj, "spec"), volumeMode="Filesystem")
+
+
+def _storageclass(obj: dict) -> None:
+    _defaults(obj, reclaimPolicy="Delete", volumeBindingMode="Immediate")
+
+
 _RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
@@ -331,4 +345,5 @@ _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
             "ClusterRoleBinding": _binding,
-            "Job": _job, "CronJob": _cronjob}
+            "Job": _job, "CronJob": _cronjob, "PersistentVolume": _persistentvolume,
+            "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass}

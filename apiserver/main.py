@@ -144,7 +144,7 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
 # The admission plugins this server has (kube-apiserver's names), all on by default:
 # NodeRestriction with the Node authorizer, the others always.
 ADMISSION_PLUGINS = ("CertificateApproval", "CertificateSigning", "CertificateSubjectRestriction",
-                     "NodeRestriction", "ServiceAccount")
+                     "DefaultStorageClass", "NodeRestriction", "ServiceAccount")
 
 
 def disabled_admission_plugins(value: str) -> frozenset[str]:

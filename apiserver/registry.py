@@ -17,6 +17,8 @@ from apiserver import tables
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies import (CSRStrategy, NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy,
                                   Strategy)
+from apiserver.strategies.storage import (PersistentVolumeClaimStrategy, PersistentVolumeStrategy,
+                                          StorageClassStrategy)
 from machinery import kinds
 
 Fields = Callable[[dict], dict[str, str]]
@@ -72,6 +74,16 @@ def _job_fields(obj: dict) -> dict[str, str]:
     return {**_meta_fields(obj), "status.successful": str((obj.get("status") or {}).get("succeeded", 0))}
 def _csr_fields(obj: dict) -> dict[str, str]:
     return {**_meta_fields(obj), "spec.signerName": (obj.get("spec") or {}).get("signerName", "")}
+
+
+def _pv_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
+
+
+def _pvc_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeClaimToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,11 @@ RESOURCES: tuple[ResourceType, ...] = (
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
     _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),
     _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
+    _serve(kinds.PERSISTENTVOLUMES, fields=_pv_fields, columns=tables.PERSISTENTVOLUMES,
+           strategy=PersistentVolumeStrategy()),
+    _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
+           strategy=PersistentVolumeClaimStrategy()),
+    _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -41,6 +41,8 @@ PACKAGES = {
     "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
     "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
     "k8s.io/api/batch/v1": ("api", "batch/v1/types.go", "batch/v1"),
+    # h-storage (issue 17): StorageClass.
+    "k8s.io/api/storage/v1": ("api", "storage/v1/types.go", "storage/v1"),
     # A Job's `scheduling` (workload-aware scheduling) refers to these.
     "k8s.io/api/scheduling/v1alpha3": ("api", "scheduling/v1alpha3/types.go", "scheduling/v1alpha3"),
     "k8s.io/api/certificates/v1": ("api", "certificates/v1/types.go", "certificates/v1"),
@@ -86,6 +88,10 @@ ROOTS = [
     ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest", "k8s.io/api/certificates/v1",
      "CertificateSigningRequest"),
+    # h-storage (issue 17): persistent storage.
+    ("v1", "PersistentVolume", "k8s.io/api/core/v1", "PersistentVolume"),
+    ("v1", "PersistentVolumeClaim", "k8s.io/api/core/v1", "PersistentVolumeClaim"),
+    ("storage.k8s.io/v1", "StorageClass", "k8s.io/api/storage/v1", "StorageClass"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),

@@ -12,6 +12,8 @@ import sys
 from typing import Any
 
 from kubectl_lite.common import CLIError, Parser, split_type_name
+from kubectl_lite.describe_storage import (describe_claim_volume, describe_persistentvolume,
+                                           describe_persistentvolumeclaim, describe_storageclass)
 from kubectl_lite.printers import age, parse_time, rfc1123, tabwrite
 from machinery.duration import human_duration
 from machinery.errors import APIError
@@ -334,6 +336,8 @@ def describe_volumes(w: W, volumes: list[dict], level: int = 0) -> None:
             w.kv(lv, "Type", "HostPath (bare host directory volume)")
             w.kv(lv, "Path", hp.get("path", ""))
             w.kv(lv, "HostPathType", hp.get("type", ""))
+        elif v.get("persistentVolumeClaim") is not None:
+            describe_claim_volume(w, lv, v["persistentVolumeClaim"])
         elif v.get("projected") is not None:
             w.kv(lv, "Type", "Projected (a volume that contains injected data from multiple sources)")
             describe_projected_sources(w, (v["projected"] or {}).get("sources") or [], lv)
@@ -892,4 +896,7 @@ DESCRIBERS = {("", "Namespace"): describe_namespace, ("", "Pod"): describe_pod,
               ("apps", "ReplicaSet"): describe_replicaset, ("apps", "Deployment"): describe_deployment,
               ("", "Node"): describe_node, ("", "ConfigMap"): describe_configmap,
               ("", "Service"): describe_service,
-              ("batch", "Job"): describe_job, ("batch", "CronJob"): describe_cronjob}
+              ("batch", "Job"): describe_job, ("batch", "CronJob"): describe_cronjob,
+              ("", "PersistentVolume"): describe_persistentvolume,
+              ("", "PersistentVolumeClaim"): describe_persistentvolumeclaim,
+              ("storage.k8s.io", "StorageClass"): describe_storageclass}

@@ -74,6 +74,10 @@ JOBS = Kind("batch", "v1", "Job", "jobs", True, (), ("status",), ("all",))
 CRONJOBS = Kind("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), ("all",))
 CERTIFICATESIGNINGREQUESTS = Kind("certificates.k8s.io", "v1", "CertificateSigningRequest",
                                   "certificatesigningrequests", False, ("csr",), ("status", "approval"))
+PERSISTENTVOLUMES = Kind("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), ("status",))
+PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True,
+                              ("pvc",), ("status",))
+STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -92,4 +96,5 @@ REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREV
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
-                           JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS)
+                           JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS,
+                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES)

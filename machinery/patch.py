@@ -287,6 +287,10 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("batch", "Job"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
     ("batch", "CronJob"): _kind(spec=_struct({"jobTemplate": _struct({
         "metadata": _META, "spec": _struct({"template": _TEMPLATE})})})),  # status.active is atomic
+    # Access modes, mount options and allowed topologies carry no patch strategy: atomic.
+    ("", "PersistentVolume"): _kind(),
+    ("", "PersistentVolumeClaim"): _kind(status=_CONDITIONS_STATUS),
+    ("storage.k8s.io", "StorageClass"): _kind(),
 }
 
 

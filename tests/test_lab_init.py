@@ -98,6 +98,9 @@ def test_init_brings_up_a_ready_tainted_control_plane(lab):
     signed = wait_for(lambda: [k for k in get_json(lab, "configmap", "-n", "kube-public", "cluster-info")["data"]
                                if k.startswith("jws-kubeconfig-")], what="cluster-info signed")
     assert signed == [f"jws-kubeconfig-{m.group(2)[:6]}"]
+    sc = get_json(lab, "storageclass", "local-path")  # the default class, as k3s's
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert sc["parameters"]["nodePath"] == os.path.join(lab.layout.var, "local-path")
     for crb in ("kubeadm:kubelet-bootstrap", "kubeadm:node-autoapprove-bootstrap",
                 "kubeadm:node-autoapprove-certificate-rotation", "minik8s:node-proxier"):
         assert get_json(lab, "clusterrolebinding", crb)["subjects"]
