@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from apiserver import tables
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
+from apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -141,6 +142,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
     _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),
     _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
+    _serve(kinds.PODDISRUPTIONBUDGETS, columns=tables.PODDISRUPTIONBUDGETS,
+           strategy=PodDisruptionBudgetStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -344,6 +344,25 @@ CRONJOBS: tuple[Col, ...] = (NAME, ("Schedule", "string", "The schedule in Cron 
                               lambda cj: _selector(_get("spec", "jobTemplate", "spec", "selector", default={})(cj))))
 
 
+# --- policy/v1 (printPodDisruptionBudget) ------------------------------------------------
+
+def _int_or_percent(key: str) -> Callable[[dict], str]:
+    def cell(pdb: dict) -> str:
+        value = (pdb.get("spec") or {}).get(key)
+        return "N/A" if value is None else str(value)
+    return cell
+
+
+PODDISRUPTIONBUDGETS: tuple[Col, ...] = (
+    NAME, ("Min Available", "string", "The minimum number of pods that must be available.", 0,
+           _int_or_percent("minAvailable")),
+    ("Max Unavailable", "string", "The maximum number of pods that may be unavailable.", 0,
+     _int_or_percent("maxUnavailable")),
+    ("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time.", 0,
+     _get("status", "disruptionsAllowed", default=0)),
+    AGE)
+
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}
@@ -357,3 +376,4 @@ def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool 
                                 "metadata": md}})
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
             "metadata": {"resourceVersion": resource_version}, "columnDefinitions": defs, "rows": rows}
+

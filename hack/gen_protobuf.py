@@ -84,6 +84,8 @@ ROOTS = [
     ("batch/v1", "Job", "k8s.io/api/batch/v1", "Job"),
     ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
+    # h-sts (issue 17): PodDisruptionBudget.
+    ("policy/v1", "PodDisruptionBudget", "k8s.io/api/policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
 ]

@@ -287,6 +287,8 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("batch", "Job"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
     ("batch", "CronJob"): _kind(spec=_struct({"jobTemplate": _struct({
         "metadata": _META, "spec": _struct({"template": _TEMPLATE})})})),  # status.active is atomic
+    # Its conditions merge by type; the selector is atomic.
+    ("policy", "PodDisruptionBudget"): _kind(status=_CONDITIONS_STATUS),
 }
 
 
