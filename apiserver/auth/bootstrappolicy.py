@@ -265,6 +265,13 @@ def _controller_roles() -> dict[str, list[dict]]:
                  ["apps", "extensions"], "replicasets"),
             rule(["get", "list", "update", "watch"], "", "pods"),
             events_rule()],
+        "disruption-controller": [
+            rule(READ, ["apps", "extensions"], ["deployments", "replicasets", "statefulsets"]),
+            rule(READ, "", ["pods", "replicationcontrollers"]),
+            rule(READ, "policy", "poddisruptionbudgets"),
+            rule("get", "*", "*/scale"),
+            rule("update", "policy", "poddisruptionbudgets/status"),
+            events_rule()],
         "endpoint-controller": [
             rule(READ, "", ["pods", "services"]),
             rule(["create", "delete", "get", "list", "update", "watch"], "", "endpoints"),
