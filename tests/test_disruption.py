@@ -20,6 +20,7 @@ from client.rest import Client
 from controller_manager.controllers.disruption import count_healthy, disrupted_map, scaled
 from machinery import errors, times
 from tests.procs import Component, free_port
+from tests.test_kubectl_lite import KL, write_kubeconfig
 
 TIMEOUT = 30.0  # catches hangs only
 KUBECTL = shutil.which("kubectl")
@@ -269,42 +270,73 @@ async def test_max_unavailable_scales_from_the_deployment(cm, client, ns):
         await client.delete("nodes", node)
 
 
-# -- kubectl drain -----------------------------------------------------------------------
+# -- kubectl drain, kubectl-lite drain ---------------------------------------------------
+
+async def drain_against_budget(client: Client, ns: str, node: str, command: list[str], out) -> None:
+    """A drain of `node` stops at a budget that allows nothing and finishes once the
+    budget is lowered."""
+    await start_deployment(client, ns, node, 2)
+    await client.create(pdb(minAvailable=2), namespace=ns)
+    await settled(client, ns, disruptionsAllowed=0, currentHealthy=2)
+    with open(out, "w") as log:
+        drain = subprocess.Popen([*command, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
+                                  "--timeout=90s"], stdout=log, stderr=subprocess.STDOUT,
+                                 env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"})
+    try:
+        await eventually(lambda: "disruption budget" in out.read_text(), timeout=60,
+                         what="drain refused by the budget")
+        assert drain.poll() is None, out.read_text()
+        assert (await client.get("nodes", node))["spec"]["unschedulable"] is True
+        assert "(will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget." \
+            in out.read_text()
+        assert len((await client.list("pods", namespace=ns))["items"]) == 2  # nothing evicted
+        # Lower the budget: the drain's next retry gets through.
+        await client.patch("poddisruptionbudgets", "db", namespace=ns, patch={"spec": {"minAvailable": 0}})
+        await eventually(lambda: drain.poll() is not None, timeout=60, what="drain to finish")
+        text = out.read_text()
+        assert drain.returncode == 0, text
+        assert f"node/{node} drained" in text
+        left = [p for p in (await client.list("pods", namespace=ns))["items"]
+                if (p.get("spec") or {}).get("nodeName") == node]
+        assert left == []
+    finally:
+        if drain.poll() is None:
+            drain.kill()
+            drain.wait()
+
+
+@pytest.fixture
+async def node(client, ns):
+    name = f"n-{ns}"
+    await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    yield name
+    await client.delete("nodes", name)
+
 
 @pytest.mark.kubectl
-async def test_kubectl_drain_stops_at_the_budget_and_finishes_when_it_allows(cm, client, ns, apiserver, tmp_path):
+async def test_kubectl_drain_stops_at_the_budget_and_finishes_when_it_allows(cm, client, ns, node, apiserver,
+                                                                             tmp_path):
     if KUBECTL is None:
         pytest.skip("no kubectl")
-    node = f"n-{ns}"
-    await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
-    try:
-        await start_deployment(client, ns, node, 2)
-        await client.create(pdb(minAvailable=2), namespace=ns)
-        await settled(client, ns, disruptionsAllowed=0, currentHealthy=2)
-        out = tmp_path / "drain.log"
-        with open(out, "w") as log:
-            drain = subprocess.Popen([KUBECTL, *apiserver.kubectl_flags(), "--cache-dir", str(tmp_path / "cache"),
-                                      "drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
-                                      "--timeout=90s"], stdout=log, stderr=subprocess.STDOUT,
-                                     env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"})
-        try:
-            await eventually(lambda: "disruption budget" in out.read_text(), timeout=60,
-                             what="drain refused by the budget")
-            assert drain.poll() is None, out.read_text()
-            assert (await client.get("nodes", node))["spec"]["unschedulable"] is True
-            assert "Cannot evict pod as it would violate the pod's disruption budget." in out.read_text()
-            # Lower the budget: the drain's next retry gets through.
-            await client.patch("poddisruptionbudgets", "db", namespace=ns, patch={"spec": {"minAvailable": 0}})
-            await eventually(lambda: drain.poll() is not None, timeout=60, what="drain to finish")
-            text = out.read_text()
-            assert drain.returncode == 0, text
-            assert f"node/{node} drained" in text
-            left = [p for p in (await client.list("pods", namespace=ns))["items"]
-                    if (p.get("spec") or {}).get("nodeName") == node]
-            assert left == []
-        finally:
-            if drain.poll() is None:
-                drain.kill()
-                drain.wait()
-    finally:
-        await client.delete("nodes", node)
+    await drain_against_budget(client, ns, node, [KUBECTL, *apiserver.kubectl_flags(),
+                                                  "--cache-dir", str(tmp_path / "cache")], tmp_path / "drain.log")
+
+
+async def test_kubectl_lite_drain_stops_at_the_budget_and_finishes_when_it_allows(cm, client, ns, node, apiserver,
+                                                                                  tmp_path):
+    config = write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns)
+    await drain_against_budget(client, ns, node, [*KL, "--kubeconfig", config],
+                               tmp_path / "drain.log")
+
+
+async def test_kubectl_lite_drain_gives_up_at_its_timeout(cm, client, ns, node, apiserver, tmp_path):
+    await start_deployment(client, ns, node, 1)
+    await client.create(pdb(maxUnavailable=0), namespace=ns)
+    await settled(client, ns, disruptionsAllowed=0, currentHealthy=1)
+    config = write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns)
+    r = await asyncio.to_thread(subprocess.run, [*KL, "--kubeconfig", config,
+                                                 "drain", node, "--timeout=2s"],
+                                capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "global timeout reached" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len((await client.list("pods", namespace=ns))["items"]) == 1
