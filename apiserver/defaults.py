@@ -313,6 +313,33 @@ def _cronjob(obj: dict) -> None:
               failedJobsHistoryLimit=1)
     _template(_obj(_obj(spec, "jobTemplate"), "spec"))
 
+def _daemonset(obj: dict) -> None:
+    """apps/v1's SetDefaults_DaemonSet."""
+    spec = _obj(obj, "spec")
+    strategy = _obj(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _defaults(_obj(strategy, "rollingUpdate"), maxUnavailable=1, maxSurge=0)
+    _defaults(spec, revisionHistoryLimit=10)
+    _template(spec)
+
+
+def _replicationcontroller(obj: dict) -> None:
+    """core/v1's SetDefaults_ReplicationController: selector and labels from the template's."""
+    spec = _obj(obj, "spec")
+    template = spec.get("template")
+    labels = (template.get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    if isinstance(labels, dict):
+        if not spec.get("selector"):
+            spec["selector"] = dict(labels)
+        md = _obj(obj, "metadata")
+        if not md.get("labels"):
+            md["labels"] = dict(labels)
+    spec.setdefault("replicas", 1)
+    if isinstance(template, dict):
+        _template(spec)
+
+
 _RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
@@ -331,4 +358,5 @@ _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
             "ClusterRoleBinding": _binding,
-            "Job": _job, "CronJob": _cronjob}
+            "Job": _job, "CronJob": _cronjob, "DaemonSet": _daemonset,
+            "ReplicationController": _replicationcontroller}

@@ -752,6 +752,8 @@ class Resources:
 def to_scale(obj: dict) -> dict:
     md = obj["metadata"]
     sel = ((obj.get("spec") or {}).get("selector") or {})
+    if "matchLabels" not in sel and "matchExpressions" not in sel:
+        sel = {"matchLabels": sel}  # a ReplicationController's selector is a plain map
     selector = ",".join(f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items()))
     for expr in sel.get("matchExpressions") or []:
         op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []

@@ -83,6 +83,10 @@ ROOTS = [
     ("authentication.k8s.io/v1", "TokenRequest", "k8s.io/api/authentication/v1", "TokenRequest"),
     ("batch/v1", "Job", "k8s.io/api/batch/v1", "Job"),
     ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
+    # h-ds (issue 17): controller history, DaemonSets, ReplicationControllers.
+    ("apps/v1", "ControllerRevision", "k8s.io/api/apps/v1", "ControllerRevision"),
+    ("apps/v1", "DaemonSet", "k8s.io/api/apps/v1", "DaemonSet"),
+    ("v1", "ReplicationController", "k8s.io/api/core/v1", "ReplicationController"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     # h-sts (issue 17): PodDisruptionBudget.
     ("policy/v1", "PodDisruptionBudget", "k8s.io/api/policy/v1", "PodDisruptionBudget"),

@@ -72,6 +72,10 @@ CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBindin
                            "clusterrolebindings", False)
 JOBS = Kind("batch", "v1", "Job", "jobs", True, (), ("status",), ("all",))
 CRONJOBS = Kind("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), ("all",))
+CONTROLLERREVISIONS = Kind("apps", "v1", "ControllerRevision", "controllerrevisions", True)
+DAEMONSETS = Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), ("all",))
+REPLICATIONCONTROLLERS = Kind("", "v1", "ReplicationController", "replicationcontrollers", True,
+                              ("rc",), ("status", "scale"), ("all",))
 PODDISRUPTIONBUDGETS = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True,
                             ("pdb",), ("status",))
 
@@ -92,4 +96,5 @@ REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREV
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
-                           JOBS, CRONJOBS, PODDISRUPTIONBUDGETS)
+                           JOBS, CRONJOBS, CONTROLLERREVISIONS, DAEMONSETS, REPLICATIONCONTROLLERS,
+                           PODDISRUPTIONBUDGETS)

@@ -257,6 +257,16 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule("update", "batch", "cronjobs/finalizers"),
             rule(["delete", "list"], "", "pods"),
             events_rule()],
+        "daemon-set-controller": [
+            rule(["get", "list", "watch"], ["extensions", "apps"], "daemonsets"),
+            rule("update", ["extensions", "apps"], "daemonsets/status"),
+            rule("update", ["extensions", "apps"], "daemonsets/finalizers"),
+            rule(["list", "watch"], "", "nodes"),
+            rule(["list", "watch", "create", "delete", "patch"], "", "pods"),
+            rule("create", "", "pods/binding"),
+            rule(["get", "list", "watch", "create", "delete", "update", "patch"], "apps",
+                 "controllerrevisions"),
+            events_rule()],
         "deployment-controller": [
             rule(["get", "list", "update", "watch"], ["apps", "extensions"], "deployments"),
             rule("update", ["apps", "extensions"], "deployments/status"),
@@ -311,6 +321,12 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule("update", ["apps", "extensions"], "replicasets/status"),
             rule("update", ["apps", "extensions"], "replicasets/finalizers"),
             rule(["create", "delete", "list", "patch", "watch"], "", "pods"),
+            events_rule()],
+        "replication-controller": [
+            rule(["get", "list", "watch", "update"], "", "replicationcontrollers"),
+            rule("update", "", "replicationcontrollers/status"),
+            rule("update", "", "replicationcontrollers/finalizers"),
+            rule(["list", "watch", "patch", "create", "delete"], "", "pods"),
             events_rule()],
         "root-ca-cert-publisher": [
             rule(["create", "update"], "", "configmaps"),
