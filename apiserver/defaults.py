@@ -217,6 +217,21 @@ def _deployment(obj: dict) -> None:
     _template(spec)
 
 
+def _statefulset(obj: dict) -> None:
+    """apps/v1's SetDefaults_StatefulSet, and the claim templates' PVC defaults."""
+    spec = _obj(obj, "spec")
+    _defaults(spec, replicas=1, revisionHistoryLimit=10, podManagementPolicy="OrderedReady")
+    strategy = _obj(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _defaults(_obj(strategy, "rollingUpdate"), partition=0)
+    _defaults(_obj(spec, "persistentVolumeClaimRetentionPolicy"), whenDeleted="Retain", whenScaled="Retain")
+    for claim in _dicts(spec.get("volumeClaimTemplates")):
+        _defaults(_obj(claim, "spec"), volumeMode="Filesystem")
+        _defaults(_obj(claim, "status"), phase="Pending")
+    _template(spec)
+
+
 def _replicaset(obj: dict) -> None:
     spec = _obj(obj, "spec")
     spec.setdefault("replicas", 1)
@@ -355,6 +370,7 @@ def _binding(obj: dict) -> None:
 
 
 _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
+            "StatefulSet": _statefulset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
             "ClusterRoleBinding": _binding,

@@ -18,6 +18,7 @@ from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies.policy import PodDisruptionBudgetStrategy
+from apiserver.strategies.statefulset import StatefulSetStrategy
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -151,6 +152,7 @@ RESOURCES: tuple[ResourceType, ...] = (
            strategy=ReplicationControllerStrategy()),
     _serve(kinds.PODDISRUPTIONBUDGETS, columns=tables.PODDISRUPTIONBUDGETS,
            strategy=PodDisruptionBudgetStrategy()),
+    _serve(kinds.STATEFULSETS, columns=tables.STATEFULSETS, strategy=StatefulSetStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

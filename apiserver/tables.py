@@ -402,6 +402,18 @@ PODDISRUPTIONBUDGETS: tuple[Col, ...] = (
     AGE)
 
 
+
+# --- apps/v1 StatefulSet (printStatefulSet) -----------------------------------------------
+
+def _sts_ready(sts: dict) -> str:
+    return f"{(sts.get('status') or {}).get('readyReplicas', 0)}/{(sts.get('spec') or {}).get('replicas', 0)}"
+
+
+STATEFULSETS: tuple[Col, ...] = (NAME, ("Ready", "string", "Number of the pod with ready state", 0, _sts_ready), AGE,
+                                 ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                                 ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")))
+
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}

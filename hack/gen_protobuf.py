@@ -90,6 +90,8 @@ ROOTS = [
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     # h-sts (issue 17): PodDisruptionBudget.
     ("policy/v1", "PodDisruptionBudget", "k8s.io/api/policy/v1", "PodDisruptionBudget"),
+    # h-sts (issue 17): StatefulSet.
+    ("apps/v1", "StatefulSet", "k8s.io/api/apps/v1", "StatefulSet"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
 ]

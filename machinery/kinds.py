@@ -76,6 +76,8 @@ CONTROLLERREVISIONS = Kind("apps", "v1", "ControllerRevision", "controllerrevisi
 DAEMONSETS = Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), ("all",))
 REPLICATIONCONTROLLERS = Kind("", "v1", "ReplicationController", "replicationcontrollers", True,
                               ("rc",), ("status", "scale"), ("all",))
+STATEFULSETS = Kind("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale"),
+                    ("all",))
 PODDISRUPTIONBUDGETS = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True,
                             ("pdb",), ("status",))
 
@@ -97,4 +99,4 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
                            JOBS, CRONJOBS, CONTROLLERREVISIONS, DAEMONSETS, REPLICATIONCONTROLLERS,
-                           PODDISRUPTIONBUDGETS)
+                           PODDISRUPTIONBUDGETS, STATEFULSETS)

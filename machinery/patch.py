@@ -295,6 +295,8 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
         "metadata": _META, "spec": _struct({"template": _TEMPLATE})})})),  # status.active is atomic
     # Its conditions merge by type; the selector is atomic.
     ("policy", "PodDisruptionBudget"): _kind(status=_CONDITIONS_STATUS),
+    # volumeClaimTemplates carry no patch strategy: atomic.
+    ("apps", "StatefulSet"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
 }
 
 
