@@ -342,6 +342,17 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["list", "watch"], "", "nodes"),
             rule(["list", "watch"], "discovery.k8s.io", "endpointslices"),
             events_rule()],
+        "statefulset-controller": [
+            rule(["list", "watch"], "", "pods"),
+            rule(["get", "list", "watch"], "apps", "statefulsets"),
+            rule("update", "apps", "statefulsets/status"),
+            rule("update", "apps", "statefulsets/finalizers"),
+            rule(["create", "delete", "get", "patch", "update"], "", "pods"),
+            rule(["create", "delete", "get", "list", "patch", "update", "watch"], "apps",
+                 "controllerrevisions"),
+            rule(["create", "get"], "", "persistentvolumeclaims"),
+            rule(["delete", "update"], "", "persistentvolumeclaims"),
+            events_rule()],
         "ttl-after-finished-controller": [
             rule(["delete", "get", "list", "watch"], "batch", "jobs"),
             events_rule()],

@@ -25,6 +25,7 @@ from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.controllers.servicelb import ServiceLBController
+from controller_manager.controllers.statefulset import StatefulSetController
 from controller_manager.controllers.ttlafterfinished import TTLAfterFinishedController
 from machinery.registry import Registry
 
@@ -36,5 +37,5 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
                           JobController, CronJobController, TTLAfterFinishedController,
-                          DisruptionController)
+                          DisruptionController, StatefulSetController)
 ])

@@ -199,8 +199,6 @@ class DisruptionController(Controller):
             raise SyncFailed(f"found no controllers for pod's owner {kind} {name!r}")
         try:
             scale = await self.client.get_scale(plural, name, namespace=namespace)
-        except KeyError as exc:  # a kind this server does not serve
-            raise SyncFailed(f"found no controllers for pod's owner {kind} {name!r}") from exc
         except errors.APIError as exc:
             raise SyncFailed(f"getting the scale of {kind} {name!r}: {exc.message}") from exc
         if (scale.get("metadata") or {}).get("uid") not in (None, ref.get("uid")):
