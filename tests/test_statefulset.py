@@ -43,7 +43,7 @@ def start_cm(kubeconfig: str, lease: str) -> Component:
     return Component("controller-manager", "--kubeconfig", kubeconfig,
                      "--controllers", "statefulset,garbagecollector",
                      "--secure-port", str(free_port()), "--leader-elect-resource-name", lease,
-                     "--leader-elect-retry-period", "0.2s", "--v=4").start()
+                     "--leader-elect-retry-period", "0.2s").start()
 
 
 @pytest.fixture
