@@ -355,6 +355,20 @@ def _replicationcontroller(obj: dict) -> None:
         _template(spec)
 
 
+def _persistentvolume(obj: dict) -> None:
+    """SetDefaults_PersistentVolume (status.phase is the strategy's, at creation)."""
+    spec = _obj(obj, "spec")
+    _defaults(spec, persistentVolumeReclaimPolicy="Retain", volumeMode="Filesystem")
+
+
+def _persistentvolumeclaim(obj: dict) -> None:
+    _defaults(_obj(obj, "spec"), volumeMode="Filesystem")
+
+
+def _storageclass(obj: dict) -> None:
+    _defaults(obj, reclaimPolicy="Delete", volumeBindingMode="Immediate")
+
+
 _RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
@@ -375,4 +389,5 @@ _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
             "ClusterRoleBinding": _binding,
             "Job": _job, "CronJob": _cronjob, "DaemonSet": _daemonset,
-            "ReplicationController": _replicationcontroller}
+            "ReplicationController": _replicationcontroller, "PersistentVolume": _persistentvolume,
+            "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass}

@@ -143,7 +143,7 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
 
 # The admission plugins this server has (kube-apiserver's names). Both are on by default:
 # ServiceAccount always, NodeRestriction with the Node authorizer.
-ADMISSION_PLUGINS = ("NodeRestriction", "ServiceAccount")
+ADMISSION_PLUGINS = ("DefaultStorageClass", "NodeRestriction", "ServiceAccount")
 
 
 def disabled_admission_plugins(value: str) -> frozenset[str]:

@@ -19,6 +19,8 @@ from apiserver.strategies.apps import (
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from apiserver.strategies.statefulset import StatefulSetStrategy
+from apiserver.strategies.storage import (PersistentVolumeClaimStrategy, PersistentVolumeStrategy,
+                                          StorageClassStrategy)
 from apiserver.strategies import NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy, Strategy
 from machinery import kinds
 
@@ -73,6 +75,16 @@ def _rs_fields(obj: dict) -> dict[str, str]:
 def _job_fields(obj: dict) -> dict[str, str]:
     # JobToSelectableFields: a Job's successful pods are selectable (as a decimal string).
     return {**_meta_fields(obj), "status.successful": str((obj.get("status") or {}).get("succeeded", 0))}
+
+
+def _pv_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
+
+
+def _pvc_fields(obj: dict) -> dict[str, str]:
+    # PersistentVolumeClaimToSelectableFields
+    return {**_meta_fields(obj), "name": (obj.get("metadata") or {}).get("name", "")}
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,11 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.PODDISRUPTIONBUDGETS, columns=tables.PODDISRUPTIONBUDGETS,
            strategy=PodDisruptionBudgetStrategy()),
     _serve(kinds.STATEFULSETS, columns=tables.STATEFULSETS, strategy=StatefulSetStrategy()),
+    _serve(kinds.PERSISTENTVOLUMES, fields=_pv_fields, columns=tables.PERSISTENTVOLUMES,
+           strategy=PersistentVolumeStrategy()),
+    _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
+           strategy=PersistentVolumeClaimStrategy()),
+    _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -454,6 +454,14 @@ class Resources:
         found: dict[tuple[str, str], dict | None] = {}
         for resource, ref_name in refs:
             ref_rt = by_plural(resource)
+            if not ref_name:  # a cluster-scoped collection, read whole (DefaultStorageClass)
+                if self.cache.ready.is_set():
+                    items = [e.obj for e in self.cache.entries(ref_rt)]
+                else:
+                    listed = await self.store.list(ref_rt.prefix())
+                    items = [orjson.loads(kv.value) for kv in listed.items]
+                found[(resource, "")] = {"items": items}
+                continue
             key = ref_rt.key(namespace if ref_rt.namespaced else "", ref_name)
             attempts = rt.strategy.admission_attempts((resource, ref_name))
             pause = random.uniform(0.1, 0.2)

@@ -414,6 +414,75 @@ STATEFULSETS: tuple[Col, ...] = (NAME, ("Ready", "string", "Number of the pod wi
                                  ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")))
 
 
+# --- storage (printPersistentVolume, printPersistentVolumeClaim, printStorageClass) -----
+
+_MODE_ABBREVIATIONS = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"),
+                       ("ReadWriteOncePod", "RWOP"))
+
+
+def _access_modes(modes: Any) -> str:
+    """GetAccessModesAsString: the modes abbreviated, in Kubernetes' fixed order."""
+    modes = modes if isinstance(modes, list) else []
+    return ",".join(short for mode, short in _MODE_ABBREVIATIONS if mode in modes)
+
+
+def _storage(resources: Any) -> str:
+    return str((resources if isinstance(resources, dict) else {}).get("storage", ""))
+
+
+def _terminating_or(phase: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    return lambda obj: "Terminating" if (obj.get("metadata") or {}).get("deletionTimestamp") else phase(obj)
+
+
+def _pv_claim(pv: dict) -> str:
+    ref = (pv.get("spec") or {}).get("claimRef") or {}
+    return f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else ""
+
+
+def _pvc_bound(field: str) -> Callable[[dict], str]:
+    """Capacity and access modes show once the claim names its volume (from its status)."""
+    def get(pvc: dict) -> str:
+        if not (pvc.get("spec") or {}).get("volumeName"):
+            return ""
+        status = pvc.get("status") or {}
+        return _storage(status.get("capacity")) if field == "capacity" else _access_modes(status.get("accessModes"))
+    return get
+
+
+def _sc_name(sc: dict) -> str:
+    name = (sc.get("metadata") or {}).get("name", "")
+    ann = (sc.get("metadata") or {}).get("annotations") or {}
+    default = "true" in (ann.get("storageclass.kubernetes.io/is-default-class"),
+                         ann.get("storageclass.beta.kubernetes.io/is-default-class"))
+    return f"{name} (default)" if default else name
+
+
+PERSISTENTVOLUMES: tuple[Col, ...] = (NAME, ("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity.", 0, lambda pv: _storage((pv.get("spec") or {}).get("capacity"))),
+                                      ("Access Modes", "string", "accessModes contains all ways the volume can be mounted.", 0, lambda pv: _access_modes((pv.get("spec") or {}).get("accessModes"))),
+                                      ("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.", 0, _get("spec", "persistentVolumeReclaimPolicy")),
+                                      ("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim.", 0, _terminating_or(_get("status", "phase"))),
+                                      ("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.", 0, _pv_claim),
+                                      ("StorageClass", "string", "StorageClass of the pv", 0, _get("spec", "storageClassName")),
+                                      ("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv", 0, _get("spec", "volumeAttributesClassName", default="<unset>")),
+                                      ("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI.", 0, _get("status", "reason")),
+                                      AGE,
+                                      ("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.", 1, _get("spec", "volumeMode", default="<unset>")))
+PERSISTENTVOLUMECLAIMS: tuple[Col, ...] = (NAME, ("Status", "string", "phase represents the current phase of PersistentVolumeClaim.", 0, _terminating_or(_get("status", "phase"))),
+                                           ("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim.", 0, _get("spec", "volumeName")),
+                                           ("Capacity", "string", "capacity represents the actual resources of the underlying volume.", 0, _pvc_bound("capacity")),
+                                           ("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has.", 0, _pvc_bound("accessModes")),
+                                           ("StorageClass", "string", "StorageClass of the pvc", 0, _get("spec", "storageClassName")),
+                                           ("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc", 0, _get("spec", "volumeAttributesClassName", default="<unset>")),
+                                           AGE,
+                                           ("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim.", 1, _get("spec", "volumeMode", default="<unset>")))
+STORAGECLASSES: tuple[Col, ...] = (("Name", "string", "Name must be unique within a namespace.", 0, _sc_name),
+                                   ("Provisioner", "string", "Indicates the type of the provisioner", 0, _get("provisioner")),
+                                   ("ReclaimPolicy", "string", "Indicates the type of the reclaim policy", 0, _get("reclaimPolicy", default="Delete")),
+                                   ("VolumeBindingMode", "string", "Indicates the type of the volume binding mode", 0, _get("volumeBindingMode", default="Immediate")),
+                                   ("AllowVolumeExpansion", "string", "Indicates whether the storage class allow volume expand", 0, lambda sc: str(bool(sc.get("allowVolumeExpansion"))).lower()),
+                                   AGE)
+
+
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:
     cols = rt.columns or (NAME, AGE)
     defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}

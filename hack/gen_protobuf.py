@@ -41,6 +41,8 @@ PACKAGES = {
     "k8s.io/api/authorization/v1": ("api", "authorization/v1/types.go", "authorization/v1"),
     "k8s.io/api/authentication/v1": ("api", "authentication/v1/types.go", "authentication/v1"),
     "k8s.io/api/batch/v1": ("api", "batch/v1/types.go", "batch/v1"),
+    # h-storage (issue 17): StorageClass.
+    "k8s.io/api/storage/v1": ("api", "storage/v1/types.go", "storage/v1"),
     # A Job's `scheduling` (workload-aware scheduling) refers to these.
     "k8s.io/api/scheduling/v1alpha3": ("api", "scheduling/v1alpha3/types.go", "scheduling/v1alpha3"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
@@ -87,6 +89,10 @@ ROOTS = [
     ("apps/v1", "ControllerRevision", "k8s.io/api/apps/v1", "ControllerRevision"),
     ("apps/v1", "DaemonSet", "k8s.io/api/apps/v1", "DaemonSet"),
     ("v1", "ReplicationController", "k8s.io/api/core/v1", "ReplicationController"),
+    # h-storage (issue 17): persistent storage.
+    ("v1", "PersistentVolume", "k8s.io/api/core/v1", "PersistentVolume"),
+    ("v1", "PersistentVolumeClaim", "k8s.io/api/core/v1", "PersistentVolumeClaim"),
+    ("storage.k8s.io/v1", "StorageClass", "k8s.io/api/storage/v1", "StorageClass"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
     # h-sts (issue 17): PodDisruptionBudget.
     ("policy/v1", "PodDisruptionBudget", "k8s.io/api/policy/v1", "PodDisruptionBudget"),

@@ -80,6 +80,10 @@ STATEFULSETS = Kind("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",),
                     ("all",))
 PODDISRUPTIONBUDGETS = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True,
                             ("pdb",), ("status",))
+PERSISTENTVOLUMES = Kind("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), ("status",))
+PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True,
+                              ("pvc",), ("status",))
+STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -99,4 +103,5 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
                            JOBS, CRONJOBS, CONTROLLERREVISIONS, DAEMONSETS, REPLICATIONCONTROLLERS,
-                           PODDISRUPTIONBUDGETS, STATEFULSETS)
+                           PODDISRUPTIONBUDGETS, STATEFULSETS,
+                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES)

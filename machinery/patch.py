@@ -297,6 +297,10 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("policy", "PodDisruptionBudget"): _kind(status=_CONDITIONS_STATUS),
     # volumeClaimTemplates carry no patch strategy: atomic.
     ("apps", "StatefulSet"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
+    # Access modes, mount options and allowed topologies carry no patch strategy: atomic.
+    ("", "PersistentVolume"): _kind(),
+    ("", "PersistentVolumeClaim"): _kind(status=_CONDITIONS_STATUS),
+    ("storage.k8s.io", "StorageClass"): _kind(),
 }
 
 

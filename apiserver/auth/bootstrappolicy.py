@@ -312,6 +312,31 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["patch", "update"], "", "pods/status"),
             rule(["delete", "get", "list", "watch"], "", "pods"),
             events_rule()],
+        "persistent-volume-binder": [
+            rule(["create", "delete", "get", "list", "update", "watch"], "", "persistentvolumes"),
+            rule("update", "", "persistentvolumes/status"),
+            rule(["get", "list", "update", "watch"], "", "persistentvolumeclaims"),
+            rule("update", "", "persistentvolumeclaims/status"),
+            rule(["create", "delete", "get", "list", "watch"], "", "pods"),
+            rule(READ, "storage.k8s.io", "storageclasses"),
+            rule(READ, "", "nodes"),
+            events_rule()],
+        "pv-protection-controller": [
+            rule(["get", "list", "update", "watch"], "", "persistentvolumes"),
+            events_rule()],
+        "pvc-protection-controller": [
+            rule(["get", "list", "update", "watch"], "", "persistentvolumeclaims"),
+            rule(["get", "list", "watch"], "", "pods"),
+            events_rule()],
+        # minik8s's local-path provisioner (rancher's local-path-provisioner's rules, as
+        # k3s binds them): it makes and deletes the hostPath volumes and their helper pods.
+        "local-path-provisioner": [
+            rule(["create", "delete", "get", "list", "patch", "update", "watch"], "", "persistentvolumes"),
+            rule(["get", "list", "update", "watch"], "", "persistentvolumeclaims"),
+            rule(["create", "delete", "get", "list", "watch"], "", "pods"),
+            rule(READ, "", "nodes"),
+            rule(READ, "storage.k8s.io", "storageclasses"),
+            events_rule()],
         "pod-garbage-collector": [
             rule(["delete", "list", "watch"], "", "pods"),
             rule(READ, "", "nodes"),
