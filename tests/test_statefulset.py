@@ -374,3 +374,73 @@ async def test_kubectl_rollout_status_history_undo_restart(cm, client, ns, node,
                        currentReplicas=2)
         assert all("kubectl.kubernetes.io/restartedAt" in (kubelet.get(n)["metadata"].get("annotations") or {})
                    for n in kubelet.names())
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+CLAIM = {"metadata": {"name": "data", "labels": {"tier": "db"}},
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+async def claim_state(client: Client, ns: str, name: str) -> dict | None:
+    """The claim, or None once it is gone or being deleted."""
+    try:
+        pvc = await client.get("persistentvolumeclaims", name, namespace=ns)
+    except errors.NotFound:
+        return None
+    return None if pvc["metadata"].get("deletionTimestamp") else pvc
+
+
+async def test_claims_per_ordinal_and_retention_policy(cm, client, ns, node):
+    async with Kubelet(client, ns, node) as kubelet:
+        await client.create(statefulset(replicas=2, volumeClaimTemplates=[CLAIM],
+                                        persistentVolumeClaimRetentionPolicy={"whenDeleted": "Retain",
+                                                                              "whenScaled": "Delete"}),
+                            namespace=ns)
+        await eventually(lambda: kubelet.get("web-0") is not None, what="web-0")
+        pvc = await client.get("persistentvolumeclaims", "data-web-0", namespace=ns)  # made before the pod
+        assert pvc["metadata"]["labels"] == {"tier": "db", "app": "web"}
+        assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        assert not pvc["metadata"].get("ownerReferences")  # whenDeleted Retain
+        volumes = kubelet.get("web-0")["spec"]["volumes"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0"}} in volumes
+        await converge(client, kubelet, ns, readyReplicas=2)
+        assert await claim_state(client, ns, "data-web-1") is not None
+
+        # whenScaled Delete: the condemned pod owns its claim, which goes with it.
+        await client.scale("statefulsets", "web", 1, namespace=ns)
+        await converge(client, kubelet, ns, replicas=1)
+        await eventually(lambda: _claim_gone(client, ns, "data-web-1"), what="data-web-1 deleted")
+        assert await claim_state(client, ns, "data-web-0") is not None
+
+        # whenDeleted Delete: the set owns the claims, and they go with it.
+        await client.patch("statefulsets", "web", namespace=ns, patch={"spec": {
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}})
+
+        async def owned_by_set():
+            pvc = await client.get("persistentvolumeclaims", "data-web-0", namespace=ns)
+            return [r["kind"] for r in pvc["metadata"].get("ownerReferences") or []] == ["StatefulSet"]
+        await eventually(owned_by_set, what="data-web-0 owned by the set")
+        await client.delete("statefulsets", "web", namespace=ns)
+
+        async def all_gone():
+            await kubelet.run_all()
+            return kubelet.names() == [] and await _claim_gone(client, ns, "data-web-0")
+        await eventually(all_gone, what="pods and claims deleted with the set")
+
+
+async def test_retained_claims_outlive_the_set(cm, client, ns, node):
+    async with Kubelet(client, ns, node) as kubelet:
+        await client.create(statefulset(replicas=1, volumeClaimTemplates=[CLAIM]), namespace=ns)
+        await converge(client, kubelet, ns, readyReplicas=1)
+        await client.delete("statefulsets", "web", namespace=ns)
+
+        async def pods_gone():
+            await kubelet.run_all()
+            return kubelet.names() == []
+        await eventually(pods_gone, what="pods deleted with the set")
+        assert await claim_state(client, ns, "data-web-0") is not None  # Retain/Retain
+
+
+async def _claim_gone(client: Client, ns: str, name: str) -> bool:
+    return await claim_state(client, ns, name) is None
