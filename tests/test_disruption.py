@@ -340,3 +340,19 @@ async def test_kubectl_lite_drain_gives_up_at_its_timeout(cm, client, ns, node, 
     assert r.returncode != 0 and "global timeout reached" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len((await client.list("pods", namespace=ns))["items"]) == 1
+
+
+async def test_kubectl_lite_describe_and_get_pdb(cm, client, ns, apiserver, tmp_path):
+    await client.create(pdb(minAvailable="50%"), namespace=ns)
+    await settled(client, ns, observedGeneration=1)
+    config = write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns)
+    r = await asyncio.to_thread(subprocess.run, [*KL, "--kubeconfig", config, "describe", "pdb", "db"],
+                                capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [" ".join(line.split()) for line in r.stdout.splitlines()]
+    assert "Min available: 50%" in lines and "Selector: app=db" in lines and "Status:" in lines
+    assert "Allowed disruptions: 0" in lines and "Total: 0" in lines
+    r = await asyncio.to_thread(subprocess.run, [*KL, "--kubeconfig", config, "get", "pdb"],
+                                capture_output=True, text=True, timeout=60)
+    assert r.stdout.split()[:5] == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE"], r.stdout
+    assert r.stdout.splitlines()[1].split()[:4] == ["db", "50%", "N/A", "0"]

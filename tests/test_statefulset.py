@@ -444,3 +444,47 @@ async def test_retained_claims_outlive_the_set(cm, client, ns, node):
 
 async def _claim_gone(client: Client, ns: str, name: str) -> bool:
     return await claim_state(client, ns, name) is None
+
+
+# -- kubectl-lite ------------------------------------------------------------------------------
+
+async def test_kubectl_lite_rollout_and_describe(cm, client, ns, node, apiserver, tmp_path):
+    from tests.test_kubectl_lite import KL, write_kubeconfig
+    config = write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns)
+
+    def kl(*args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([*KL, "--kubeconfig", config, *args], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r
+
+    async with Kubelet(client, ns, node) as kubelet:
+        await client.create(statefulset(replicas=2, volumeClaimTemplates=[CLAIM]), namespace=ns)
+        status = await asyncio.to_thread(subprocess.Popen, [*KL, "--kubeconfig", config, "rollout", "status",
+                                                            "sts/web", "--timeout=60s"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        await converge(client, kubelet, ns, readyReplicas=2, updatedReplicas=2)
+        out, _ = await asyncio.to_thread(status.communicate, timeout=60)
+        assert status.returncode == 0, out
+        assert out.splitlines()[-1] == "partitioned roll out complete: 2 new pods have been updated..."
+
+        await client.patch("statefulsets", "web", namespace=ns, patch={"spec": {"template": {"spec": {
+            "containers": [{"name": "c", "image": "nginx:1.28"}]}}}})
+        await converge(client, kubelet, ns, observedGeneration=2, updatedReplicas=2, readyReplicas=2,
+                       currentReplicas=2)
+        r = await asyncio.to_thread(kl, "rollout", "history", "statefulset/web")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[:4] == ["statefulset.apps/web ", "REVISION  CHANGE-CAUSE",
+                                             "1         <none>", "2         <none>"], r.stdout
+        r = await asyncio.to_thread(kl, "rollout", "undo", "statefulset/web")
+        assert r.returncode == 0 and r.stdout.strip() == "statefulset.apps/web rolled back", r.stderr
+        await converge(client, kubelet, ns, observedGeneration=3, updatedReplicas=2, currentReplicas=2)
+        assert {kubelet.get(n)["spec"]["containers"][0]["image"] for n in kubelet.names()} == {"nginx:1.27"}
+        r = await asyncio.to_thread(kl, "rollout", "pause", "statefulset/web")
+        assert r.returncode != 0 and 'statefulsets.apps "web" pausing is not supported' in r.stderr
+
+        r = await asyncio.to_thread(kl, "describe", "statefulset", "web")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert any(line.startswith("Replicas:") and line.endswith("2 desired | 2 total") for line in lines)
+        assert any(line.startswith("Pods Status:") and "2 Running / 0 Waiting" in line for line in lines)
+        assert "Volume Claims:" in lines and any("Capacity:" in line and "1Gi" in line for line in lines)
