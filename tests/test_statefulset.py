@@ -488,3 +488,16 @@ async def test_kubectl_lite_rollout_and_describe(cm, client, ns, node, apiserver
         assert any(line.startswith("Replicas:") and line.endswith("2 desired | 2 total") for line in lines)
         assert any(line.startswith("Pods Status:") and "2 Running / 0 Waiting" in line for line in lines)
         assert "Volume Claims:" in lines and any("Capacity:" in line and "1Gi" in line for line in lines)
+
+
+async def test_the_example_manifest_is_accepted(client, ns):
+    import yaml
+    path = os.path.join(os.path.dirname(__file__), "..", "manifests", "statefulset.yaml")
+    with open(path) as f:
+        docs = list(yaml.safe_load_all(f))
+    for doc in docs:
+        await client.create(doc, namespace=ns)
+    sts = await client.get("statefulsets", "kv", namespace=ns)
+    assert sts["spec"]["serviceName"] == "kv" and sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    svc = await client.get("services", "kv", namespace=ns)
+    assert svc["spec"]["clusterIP"] == "None"

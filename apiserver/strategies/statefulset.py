@@ -2,8 +2,10 @@
 and validation (pkg/apis/apps/validation: ValidateStatefulSetSpec, ValidateStatefulSetUpdate,
 ValidateStatefulSetStatus), with its field paths and messages.
 
-- The selector must be non-empty and select the template's labels; the template's
-  restartPolicy must be Always and it may not set activeDeadlineSeconds.
+- The template is a valid pod spec once the claim templates are among its volumes (its
+  containers mount claims by the template's name). The selector must be non-empty and
+  select the template's labels; the template's restartPolicy must be Always and it may
+  not set activeDeadlineSeconds.
 - podManagementPolicy is OrderedReady or Parallel; updateStrategy is RollingUpdate
   (partition >= 0, maxUnavailable a positive integer or a percent up to 100%) or OnDelete
   (no rollingUpdate); the PVC retention policy's whenDeleted and whenScaled are Retain or
@@ -142,6 +144,14 @@ def validate_statefulset(sts: dict) -> list[Cause]:
         out += sel_causes
     out += v._metadata(tmd, "spec.template.metadata", name_check=None, namespaced=None)
     tspec = v._m(template.get("spec"))
+    # Containers mount the claims by their template's name, which the controller turns
+    # into a pod volume: the template is checked with those volumes present.
+    declared = {x.get("name") for _, x in v._each(tspec.get("volumes"))}
+    claims = [{"name": n, "persistentVolumeClaim": {"claimName": n}}
+              for _, t in v._each(spec.get("volumeClaimTemplates"))
+              if isinstance(n := v._m(t.get("metadata")).get("name"), str) and n not in declared]
+    if claims:
+        tspec = {**tspec, "volumes": [*(tspec.get("volumes") or []), *claims]}
     out += v._pod_spec(tspec, "spec.template.spec")
     rp = tspec.get("restartPolicy")
     if rp is not None and rp != "Always" and rp in v._RESTART_POLICIES:
