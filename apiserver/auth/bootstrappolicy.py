@@ -191,6 +191,8 @@ def _kube_scheduler() -> list[dict]:
         rule(READ, "apps", "statefulsets"),
         rule(READ, "policy", "poddisruptionbudgets"),
         rule(READ, "", ["persistentvolumeclaims", "persistentvolumes"]),
+        rule(["patch", "update"], "", ["persistentvolumeclaims", "persistentvolumes"]),
+        rule(READ, "storage.k8s.io", "storageclasses"),
         rule("create", "authentication.k8s.io", "tokenreviews"),
         rule("create", "authorization.k8s.io", "subjectaccessreviews"),
         rule(READ, "storage.k8s.io", "csinodes"),

@@ -17,9 +17,11 @@ from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.endpointslice import EndpointSliceController
 from controller_manager.controllers.garbagecollector import GarbageCollector
 from controller_manager.controllers.job import JobController
+from controller_manager.controllers.localpath import LocalPathProvisioner
 from controller_manager.controllers.namespace import NamespaceController
 from controller_manager.controllers.nodeipam import NodeIPAMController
 from controller_manager.controllers.nodelifecycle import NodeLifecycleController
+from controller_manager.controllers.persistentvolume import PersistentVolumeBinder
 from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
@@ -27,6 +29,7 @@ from controller_manager.controllers.serviceaccount import ServiceAccountControll
 from controller_manager.controllers.servicelb import ServiceLBController
 from controller_manager.controllers.statefulset import StatefulSetController
 from controller_manager.controllers.ttlafterfinished import TTLAfterFinishedController
+from controller_manager.controllers.volumeprotection import PVCProtectionController, PVProtectionController
 from machinery.registry import Registry
 
 REGISTRY: Registry[ControllerClass] = Registry("controller", [
@@ -37,5 +40,7 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
                           JobController, CronJobController, TTLAfterFinishedController,
-                          DisruptionController, StatefulSetController)
+                          DisruptionController, StatefulSetController,
+                          PersistentVolumeBinder, PVCProtectionController, PVProtectionController,
+                          LocalPathProvisioner)
 ])
