@@ -21,8 +21,8 @@ What it guarantees:
   decided again.
 - Before the delete the pod gets the `DisruptionTarget` condition (reason
   EvictionByEvictionAPI), as Kubernetes 1.31+ does. The Eviction's deleteOptions
-  (grace period, preconditions, propagation, dryRun) apply to the delete; a dry run
-  writes nothing.
+  (grace period, preconditions, propagation, dryRun: ["All"] as the query's dryRun)
+  apply to the delete; a dry run writes nothing.
 
 Bad input (a body that is not an Eviction, a name that differs from the URL's) is 400
 and changes nothing.
@@ -89,6 +89,12 @@ def check_body(body: Any, name: str) -> dict:
 async def evict(resources: Resources, namespace: str, name: str, body: Any, opts: WriteOptions) -> None:
     """Evict pod `name`, or raise the APIError that says why not."""
     options = dict(check_body(body, name))
+    dry = options.pop("dryRun", None)
+    if dry is not None:
+        if not isinstance(dry, list) or any(d != "All" for d in dry):
+            raise errors.BadRequest(f"unsupported dryRun value in deleteOptions: {dry!r}")
+        if dry:
+            opts = replace(opts, dry_run=True)
     pods, pdbs = by_plural("pods"), by_plural("poddisruptionbudgets")
     assert pods is not None and pdbs is not None
     for _ in range(ATTEMPTS):

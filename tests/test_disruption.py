@@ -220,6 +220,36 @@ async def test_eviction_bad_input_changes_nothing(client, ns):
     assert await gone(client, ns, "p")
 
 
+async def test_a_budget_not_yet_processed_refuses_and_a_dry_run_in_delete_options_writes_nothing(
+        client, http, ns):
+    node = f"n-{ns}"
+    await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    try:
+        slow = bare_pod("db-0")
+        slow["spec"]["terminationGracePeriodSeconds"] = 30  # stays, marked, for the kubelet to finish
+        await client.create(slow, namespace=ns)
+        await run_ready(client, ns, "db-0", node)
+        await client.create(pdb(maxUnavailable=1), namespace=ns)  # no disruption controller here
+        r = await asyncio.to_thread(http.post, f"/api/v1/namespaces/{ns}/pods/db-0/eviction",
+                                    json={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "db-0"}})
+        assert r.status_code == 429 and r.headers["retry-after"] == "10", r.text
+        assert r.json()["details"]["causes"] == [{"type": "DisruptionBudget", "message": "The disruption budget "
+                                                  "db is still being processed by the server."}]
+        await client.delete("poddisruptionbudgets", "db", namespace=ns)
+        await evict(client, ns, "db-0", deleteOptions={"dryRun": ["All"]})
+        pod = await client.get("pods", "db-0", namespace=ns)
+        assert not pod["metadata"].get("deletionTimestamp")
+        assert not any(c["type"] == "DisruptionTarget" for c in pod["status"].get("conditions") or [])
+        await evict(client, ns, "db-0")
+        marked = await client.get("pods", "db-0", namespace=ns)
+        assert marked["metadata"].get("deletionTimestamp")
+        cond = next(c for c in marked["status"]["conditions"] if c["type"] == "DisruptionTarget")
+        assert (cond["status"], cond["reason"]) == ("True", "EvictionByEvictionAPI")
+        await client.delete("pods", "db-0", namespace=ns, grace_period_seconds=0)
+    finally:
+        await client.delete("nodes", node)
+
+
 async def test_no_controller_fails_safe_for_percent_budgets(cm, client, ns):
     await client.create(bare_pod("lonely"), namespace=ns)
     await client.create(pdb(maxUnavailable="50%"), namespace=ns)
