@@ -41,7 +41,7 @@ async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
 
 def start_cm(kubeconfig: str, lease: str) -> Component:
     return Component("controller-manager", "--kubeconfig", kubeconfig,
-                     "--controllers", "statefulset,garbagecollector",
+                     "--controllers", "statefulset,garbagecollector,disruption",
                      "--secure-port", str(free_port()), "--leader-elect-resource-name", lease,
                      "--leader-elect-retry-period", "0.2s").start()
 
@@ -324,6 +324,21 @@ async def test_controller_restart_mid_rollout_creates_no_extra_pod(kubeconfig, l
             assert kubelet.created == ["web-0", "web-1", "web-2"]  # one incarnation each
     finally:
         proc.stop()
+
+
+async def test_a_budget_counts_the_statefulsets_replicas(cm, client, ns, node):
+    async with Kubelet(client, ns, node) as kubelet:
+        await client.create(statefulset(replicas=3), namespace=ns)
+        await converge(client, kubelet, ns, readyReplicas=3)
+        await client.create({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+                             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}},
+                            namespace=ns)
+
+        async def budget():
+            st = (await client.get("poddisruptionbudgets", "web", namespace=ns)).get("status") or {}
+            return st if st.get("expectedPods") == 3 and st.get("disruptionsAllowed") == 1 else None
+        st = await eventually(budget, what="the budget's status")
+        assert (st["desiredHealthy"], st["currentHealthy"]) == (2, 3)
 
 
 # -- kubectl rollout ---------------------------------------------------------------------------
