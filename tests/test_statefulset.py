@@ -383,6 +383,11 @@ async def test_kubectl_rollout_status_history_undo_restart(cm, client, ns, node,
         r = await asyncio.to_thread(kubectl, "rollout", "history", "statefulset/web")
         assert [line.split()[0] for line in r.stdout.splitlines()[2:] if line.strip()] == ["2", "3"], r.stdout
 
+        r = await asyncio.to_thread(kubectl, "get", "statefulsets")
+        assert r.stdout.split()[:5] == ["NAME", "READY", "AGE", "web", "2/2"], r.stdout
+        r = await asyncio.to_thread(kubectl, "describe", "statefulset", "web")
+        assert r.returncode == 0, r.stderr
+        assert "Replicas:           2 desired | 2 total" in r.stdout and "Update Strategy:    RollingUpdate" in r.stdout
         r = await asyncio.to_thread(kubectl, "rollout", "restart", "statefulset/web")
         assert r.returncode == 0 and "statefulset.apps/web restarted" in r.stdout, r.stderr
         await converge(client, kubelet, ns, observedGeneration=4, updatedReplicas=2, readyReplicas=2,

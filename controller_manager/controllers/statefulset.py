@@ -228,6 +228,10 @@ class StatefulSetController(Controller):
         current, update, collisions = await self._revisions(sts, revisions)
         status = await self._update(sts, current, update, pods)
         status["collisionCount"] = collisions
+        min_ready = _spec(sts).get("minReadySeconds", 0) or 0
+        if min_ready and status["readyReplicas"] > status["availableReplicas"]:
+            # Nothing changes when a ready pod becomes available: look again then.
+            self.queue.add_after(key, float(min_ready))
         await self._write_status(sts, status, current, update)
         live = {revision_of(p) for p in pods} | {current["metadata"]["name"], update["metadata"]["name"]}
         revisions = history.owned_revisions(sts, self.revisions.store.by_index("namespace", namespace))
