@@ -537,6 +537,10 @@ class Resources:
                     nmd.pop(k, None)
             if nmd.get("managedFields") is None and omd.get("managedFields"):
                 nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
+            # Defaulted before the strategy compares specs, as Kubernetes defaults on decode:
+            # a write that leaves out what defaults fill in (an atomic list re-sent by
+            # `kubectl apply`) is no spec change and bumps no generation.
+            defaults.apply_defaults(new, rt.kind)
             rt.strategy.prepare_for_update(new, old)
         new["metadata"].pop("resourceVersion", None)
         defaults.apply_defaults(new, rt.kind)

@@ -521,3 +521,22 @@ async def test_the_example_manifest_is_accepted(client, ns):
     assert sts["spec"]["serviceName"] == "kv" and sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     svc = await client.get("services", "kv", namespace=ns)
     assert svc["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.kubectl
+def test_kubectl_applies_the_example_manifest(apiserver, ns, tmp_path):
+    if KUBECTL is None:
+        pytest.skip("no kubectl")
+    path = os.path.join(os.path.dirname(__file__), "..", "manifests", "statefulset.yaml")
+    base = [KUBECTL, *apiserver.kubectl_flags(), "--cache-dir", str(tmp_path / "cache"), "-n", ns]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    r = subprocess.run([*base, "apply", "-f", path], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["service/kv created", "statefulset.apps/kv created"]
+    # The claim templates are an atomic list that the server defaults (volumeMode, status),
+    # so kubectl sends them again, as against Kubernetes; the server sees nothing changed.
+    r = subprocess.run([*base, "apply", "-f", path], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*base, "get", "statefulset", "kv", "-o", "jsonpath={.metadata.generation}"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout == "1", r.stdout + r.stderr
