@@ -295,6 +295,20 @@ async def test_partitioned_rolling_update_in_reverse_order(cm, client, ns, node)
         assert sorted(r["revision"] for r in revisions) == [1, 2]
 
 
+async def test_max_unavailable_replaces_two_at_a_time(cm, client, ns, node):
+    async with Kubelet(client, ns, node) as kubelet:
+        await client.create(statefulset(replicas=4, podManagementPolicy="Parallel", updateStrategy={
+            "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}), namespace=ns)
+        await converge(client, kubelet, ns, readyReplicas=4)
+        await client.patch("statefulsets", "web", namespace=ns, patch={"spec": {"template": {"spec": {
+            "containers": [{"name": "c", "image": "nginx:1.28"}]}}}})
+        await eventually(lambda: kubelet.deleting == ["web-3", "web-2"], what="the two highest ordinals going")
+        assert not kubelet.get("web-1")["metadata"].get("deletionTimestamp")
+        st = await converge(client, kubelet, ns, updatedReplicas=4, readyReplicas=4, currentReplicas=4)
+        assert st["currentRevision"] == st["updateRevision"]
+        assert kubelet.deleting == ["web-3", "web-2", "web-1", "web-0"]
+
+
 async def test_on_delete_replaces_only_what_is_deleted(cm, client, ns, node):
     async with Kubelet(client, ns, node) as kubelet:
         await client.create(statefulset(replicas=2, updateStrategy={"type": "OnDelete"}), namespace=ns)
