@@ -161,7 +161,8 @@ _PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
           "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
           "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
           "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
-          "Service": "/api/v1/namespaces/{ns}/services"}
+          "Service": "/api/v1/namespaces/{ns}/services",
+          "StorageClass": "/apis/storage.k8s.io/v1/storageclasses"}
 _COMPARED = {"ConfigMap": ("data",), "ClusterRole": ("rules",), "ClusterRoleBinding": ("roleRef", "subjects"),
              "Deployment": ("spec",)}
 _UPDATED = tuple(_COMPARED)
@@ -247,3 +248,38 @@ def ensure_for(cfg: ClusterConfig, verify: ssl.SSLContext | bool) -> str:
         return f"not installed: {e}"
     return f"service/kube-dns {ip}, deployment/coredns ({REPLICAS} replicas)" + (
         "; " + ", ".join(done) if done and not any("created" in d for d in done) else "")
+
+
+# --- the local-path StorageClass (k3s's default `local-path`) ------------------------------
+
+LOCAL_PATH_CLASS = "local-path"
+LOCAL_PATH_PROVISIONER = "minik8s.io/local-path"  # the controller manager's local-path-provisioner
+DEFAULT_LOCAL_PATH = "/var/lib/minik8s/local-path"
+
+
+def storage_class(node_path: str) -> dict:
+    """The default StorageClass: volumes under `node_path` on the node a pod is scheduled
+    to (WaitForFirstConsumer), deleted with their claim (Delete), as k3s's local-path."""
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": LOCAL_PATH_CLASS,
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer", "parameters": {"nodePath": node_path}}
+
+
+def ensure_storage_class(api_url: str, verify: ssl.SSLContext | bool, node_path: str, *,
+                         timeout: float = 10.0) -> str | None:
+    """Create the `local-path` StorageClass if it is missing (one that exists is left as
+    it is: its parameters are immutable); -> "created" or None. Raises httpx errors."""
+    with httpx.Client(base_url=api_url, verify=verify, timeout=timeout) as http:
+        return _ensure(http, storage_class(node_path))
+
+
+def ensure_storage_for(cfg: ClusterConfig, verify: ssl.SSLContext | bool) -> str:
+    """`minik8s up`'s storage addon phase: volumes under the state dir; -> a progress line."""
+    path = cfg.path("local-path")
+    try:
+        ensure_storage_class(cfg.api_url, verify, path)
+    except httpx.HTTPError as e:
+        return f"not installed: {e}"
+    return f"storageclass/{LOCAL_PATH_CLASS} (default) in {path}"

@@ -557,6 +557,7 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
         return None
     if cfg.runtime == "linux":  # kubeadm's addon phase; not waited for (cluster/addons.py)
         progress.step("coredns", addons.ensure_for(cfg, admin_tls(cfg)))
+        progress.step("local-path", addons.ensure_storage_for(cfg, admin_tls(cfg)))
     kubelets = [n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
     for name in sup.procs:
         if name not in ("etcd", "apiserver"):

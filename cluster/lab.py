@@ -814,6 +814,11 @@ def _init(layout: Layout, cfg: HostConfig, args, t0: float) -> int:
             say("[addons] Applied essential addon: CoreDNS")
         except httpx.HTTPError as e:
             say(f"[addons] WARNING: the DNS addon was not applied: {e}")
+        try:
+            addons.ensure_storage_class(cfg.local_api, _admin_verify(layout), addons.DEFAULT_LOCAL_PATH)
+            say(f'[addons] Applied addon: the default StorageClass "local-path" ({addons.DEFAULT_LOCAL_PATH})')
+        except httpx.HTTPError as e:
+            say(f"[addons] WARNING: the local-path StorageClass was not applied: {e}")
         say("[addons] Applied essential addon: kube-proxy (a unit on every host)")
         say(f"[kubelet-check] Waiting for node {cfg.nodeName} to be Ready (up to {NODE_TIMEOUT:.0f}s)")
         wait_node_ready(api, layout, cfg.nodeName)

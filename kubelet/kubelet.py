@@ -64,7 +64,7 @@ from client.clock import Clock, RealClock
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import DEFAULT_INDEXERS, NAMESPACE, Informer
 from client.rest import Client
-from kubelet import envvars, metrics, projected, status as podstatus
+from kubelet import claims, envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.dns import Configurer as DNSConfigurer, DNSConfig
@@ -77,7 +77,7 @@ from kubelet.token import TokenError, TokenManager
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, Mount, PodSandboxConfig, Resources, Runtime,
                              SandboxStatus, VolumeError)
-from machinery import klog, times
+from machinery import errors, klog, times
 from machinery.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger("minik8s.kubelet")
@@ -698,6 +698,14 @@ class Kubelet:
             elif "secret" in vol:
                 data = _volume_data(self.objects.get("secrets", ns, (vol["secret"] or {}).get("secretName", "")),
                                     "secrets")
+            if "persistentVolumeClaim" in vol:
+                try:
+                    vol = await claims.resolve(self.client, ns, vol)
+                except (VolumeError, errors.APIError) as e:
+                    msg = e.message if isinstance(e, VolumeError) else str(e)
+                    error = error or msg
+                    self._warn(w, "FailedMount", f'MountVolume.SetUp failed for volume "{vol.get("name")}" : {msg}')
+                    continue
             try:
                 paths[vol["name"]] = await self.blocking(self.runtime.setup_volume, w.uid, vol, data=data,
                                                          payload=payload)
@@ -809,12 +817,14 @@ class Kubelet:
                                                  host_ip=self.node_ip, node_allocatable=self.node_allocatable,
                                                  service_env=self._service_env(pod))
             mounts = []
+            read_only = claims.read_only(pod)
             for m in c.get("volumeMounts") or []:
                 if m.get("name") not in volume_paths:
                     raise envvars.ConfigError(f'cannot find volume "{m.get("name")}" to mount into '
                                               f'container "{name}"')
                 mounts.append(Mount(volume_paths[m["name"]], m.get("mountPath", ""),
-                                    read_only=bool(m.get("readOnly")), sub_path=m.get("subPath") or ""))
+                                    read_only=bool(m.get("readOnly")) or m["name"] in read_only,
+                                    sub_path=m.get("subPath") or ""))
         except envvars.ConfigError as e:
             v.waiting = ("CreateContainerConfigError", str(e))
             self._warn(w, "Failed", f"Error: {e}")

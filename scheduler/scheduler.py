@@ -153,11 +153,25 @@ class Scheduler:
                                on_delete=self.on_node_delete)
         self.pods.add_handler(on_add=self.on_pod_add, on_update=self.on_pod_update,
                               on_delete=self.on_pod_delete)
+        # What VolumeBinding reads; a change may make a pod it rejected schedulable.
+        self.pvcs = Informer(client, "persistentvolumeclaims", indexers={})
+        self.pvs = Informer(client, "persistentvolumes", indexers={})
+        self.storageclasses = Informer(client, "storageclasses", indexers={})
+        for informer, resource in ((self.pvcs, "PersistentVolumeClaim"), (self.pvs, "PersistentVolume"),
+                                   (self.storageclasses, "StorageClass")):
+            informer.add_handler(
+                on_add=lambda _, r=resource: self._move(ClusterEvent(r, ActionType.ADD)),
+                on_update=lambda _o, _n, r=resource: self._move(ClusterEvent(r, ActionType.UPDATE)))
 
     # --- what plugins get as their handle (DefaultBinder) ------------------------------------
 
     async def bind(self, pod: PodInfo, node_name: str) -> None:
         await self.client.bind(pod.name, node_name, namespace=pod.namespace, uid=pod.uid or None)
+
+    async def annotate_claim(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """VolumeBinding's one write: a claim's annotations (the selected node)."""
+        await self.client.patch("persistentvolumeclaims", name, {"metadata": {"annotations": annotations}},
+                                namespace=namespace, patch_type="merge")
 
     # --- informer handlers: cache and queue only -----------------------------------------------
 
@@ -231,6 +245,8 @@ class Scheduler:
         cache is warm when it takes over)."""
         self.nodes.start()
         self.pods.start()
+        for informer in (self.pvcs, self.pvs, self.storageclasses):
+            informer.start()
         if self._synced is None:
             self._synced = asyncio.create_task(self._when_synced(), name="scheduler-sync")
 
@@ -241,6 +257,8 @@ class Scheduler:
         cycles."""
         await self.nodes.wait_for_sync()
         await self.pods.wait_for_sync()
+        for informer in (self.pvcs, self.pvs, self.storageclasses):
+            await informer.wait_for_sync()
         if self.freeze_gc:
             gc.collect()
             gc.freeze()
@@ -431,3 +449,5 @@ class Scheduler:
             log.warning("events not written within %.0fs were dropped", timeout)
         await self.nodes.stop()
         await self.pods.stop()
+        for informer in (self.pvcs, self.pvs, self.storageclasses):
+            await informer.stop()

@@ -17,11 +17,11 @@ def scores(fwk):
 def test_default_profile():
     fwk = build_frameworks()["default-scheduler"]
     assert names(fwk.filter_plugins) == ["NodeUnschedulable", "NodeName", "NodeReady", "TaintToleration",
-                                         "NodeAffinity", "NodePorts", "NodeResourcesFit"]
+                                         "NodeAffinity", "NodePorts", "NodeResourcesFit", "VolumeBinding"]
     assert scores(fwk) == [("TaintToleration", 3), ("NodeAffinity", 2), ("NodeResourcesFit", 1),
                            ("PodTopologySpread", 2), ("NodeResourcesBalancedAllocation", 1),
                            ("ImageLocality", 1)]
-    assert names(fwk.bind_plugins) == ["DefaultBinder"]
+    assert names(fwk.bind_plugins) == ["VolumeBinding", "DefaultBinder"]
     assert fwk.percentage_of_nodes_to_score is None
     assert fwk.plugins["NodeResourcesFit"].strategy == "LeastAllocated"
 

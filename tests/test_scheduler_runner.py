@@ -199,8 +199,8 @@ async def test_profiles_by_scheduler_name():
 
 async def test_the_loop_schedules_until_stopped():
     s, client, _ = scheduler()
-    s.nodes._synced.set()
-    s.pods._synced.set()
+    for informer in (s.nodes, s.pods, s.pvcs, s.pvs, s.storageclasses):
+        informer._synced.set()
     s.on_node_add(make_node("n1").obj())
     for i in range(20):
         s.on_pod_add(make_pod(f"p{i}").obj())

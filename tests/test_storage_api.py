@@ -207,3 +207,15 @@ def test_kubectl_creates_and_gets_storage_objects(apiserver, ns, tmp_path):
         assert kubectl("get", "pvc", "claim", "-o", "jsonpath={.metadata.labels.tier}") == "db"
     finally:
         kubectl("delete", "sc", f"{ns}-k")
+
+
+def test_the_example_manifest_is_accepted(http, ns):
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "manifests", "local-path-pvc.yaml")
+    with open(path) as f:
+        docs = list(yaml.safe_load_all(f))
+    plurals = {"PersistentVolumeClaim": "persistentvolumeclaims", "Pod": "pods"}
+    for obj in docs:
+        r = http.post(f"/api/v1/namespaces/{ns}/{plurals[obj['kind']]}?dryRun=All", json=obj)
+        assert r.status_code == 201, r.text

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 from client.informer import key_of
 from controller_manager.controller import Controller
-from controller_manager.controllers.persistentvolume import (PROVISIONED_BY, SELECTED_NODE,
-                                                               STORAGE_PROVISIONER, claim_class)
+from controller_manager.controllers.persistentvolume import STORAGE_PROVISIONER
+from machinery.volumes import PROVISIONED_BY, SELECTED_NODE, claim_class
 from machinery import errors
 
 log = logging.getLogger("minik8s.controller.localpath")
@@ -180,16 +180,28 @@ class LocalPathProvisioner(Controller):
 
     async def _delete(self, volume: dict) -> None:
         md = volume["metadata"]
-        if (md.get("annotations") or {}).get(PROVISIONED_BY) != PROVISIONER or md.get("deletionTimestamp"):
+        if (md.get("annotations") or {}).get(PROVISIONED_BY) != PROVISIONER:
+            return
+        pod_name = f"helper-pod-delete-{md['name']}"
+        pod = self.pods.store.get(f"{HELPER_NAMESPACE}/{pod_name}")
+        if md.get("deletionTimestamp"):
+            if pod is not None:
+                await self._delete_pod(pod)  # its work is done: the volume is going
             return
         if (volume.get("status") or {}).get("phase") != "Released" or \
                 volume["spec"].get("persistentVolumeReclaimPolicy") != "Delete":
             return
-        pod_name = f"helper-pod-delete-{md['name']}"
-        pod = self.pods.store.get(f"{HELPER_NAMESPACE}/{pod_name}")
         if pod is None:
+            # The cache may not show yet that an earlier helper finished and the volume is
+            # going: ask the API before starting a helper again.
             try:
-                await self.client.create(helper_pod(volume, self.image), namespace=HELPER_NAMESPACE)
+                fresh = await self.client.get("persistentvolumes", md["name"])
+            except errors.NotFound:
+                return
+            if fresh["metadata"].get("deletionTimestamp") or (fresh.get("status") or {}).get("phase") != "Released":
+                return
+            try:
+                await self.client.create(helper_pod(fresh, self.image), namespace=HELPER_NAMESPACE)
                 log.info("%s: deleting the directory of %s on its node", self.name, md["name"])
             except errors.AlreadyExists:
                 pass
@@ -202,12 +214,13 @@ class LocalPathProvisioner(Controller):
             raise RuntimeError(f"helper pod {pod_name} failed")  # retried with back-off
         if phase != "Succeeded":
             return
-        await self._delete_pod(pod)
+        # The volume first, then its helper: whoever looks next sees the volume going.
         try:
             await self.client.delete("persistentvolumes", md["name"], preconditions={"uid": md["uid"]})
+            log.info("%s: deleted volume %s", self.name, md["name"])
         except (errors.NotFound, errors.Conflict):
-            return
-        log.info("%s: deleted volume %s", self.name, md["name"])
+            pass
+        await self._delete_pod(pod)
 
     async def _delete_pod(self, pod: dict) -> None:
         try:

@@ -1,5 +1,6 @@
 """The PersistentVolume binder (kube-controller-manager's `persistentvolume-binder`,
-pkg/controller/volume/persistentvolume/pv_controller.go), and the pure matching it uses.
+pkg/controller/volume/persistentvolume/pv_controller.go); the matching it shares with
+the scheduler is machinery/volumes.py.
 
 What it guarantees, for each claim (key `("claim", "ns/name")`):
 - Pending, no `spec.volumeName`: the best Available volume is bound to it: same
@@ -45,142 +46,19 @@ is retried, which is the normal outcome.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 import orjson
 
 from client.informer import key_of
 from controller_manager.controller import Controller
 from controller_manager.controller_utils import rfc3339, utcnow
-from machinery import errors, labels
-from machinery.quantity import parse_quantity
+from machinery import errors
+from machinery.volumes import (BIND_COMPLETED, BOUND_BY_CONTROLLER, PROVISIONED_BY, SELECTED_NODE, bound_to,
+                               claim_class, find_best_match)
 
 log = logging.getLogger("minik8s.controller.persistentvolume")
 
-BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
-BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
-PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
-SELECTED_NODE = "volume.kubernetes.io/selected-node"
-BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
-
-
-# --- pure helpers (shared with the scheduler's VolumeBinding and the provisioner) ------
-
-def claim_class(claim: dict) -> str:
-    """GetPersistentVolumeClaimClass: the beta annotation, else spec.storageClassName."""
-    ann = (claim.get("metadata") or {}).get("annotations") or {}
-    if BETA_CLASS in ann:
-        return ann[BETA_CLASS]
-    return (claim.get("spec") or {}).get("storageClassName") or ""
-
-
-def volume_class(volume: dict) -> str:
-    ann = (volume.get("metadata") or {}).get("annotations") or {}
-    if BETA_CLASS in ann:
-        return ann[BETA_CLASS]
-    return (volume.get("spec") or {}).get("storageClassName") or ""
-
-
-def _storage(resources: Any) -> float:
-    try:
-        return float(parse_quantity((resources or {}).get("storage", "0")))
-    except (ValueError, TypeError):
-        return 0.0
-
-
-def _requirement_matches(expr: dict, node_labels: dict, node_name: str, *, field: bool) -> bool:
-    key, op, values = expr.get("key", ""), expr.get("operator"), expr.get("values") or []
-    if field:
-        value: str | None = node_name if key == "metadata.name" else None
-    else:
-        value = node_labels.get(key)
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            return int(value) > int(values[0]) if op == "Gt" else int(value) < int(values[0])
-        except ValueError:
-            return False
-    return False
-
-
-def volume_fits_node(volume: dict, node_name: str, node_labels: dict) -> bool:
-    """CheckNodeAffinity: the volume's required node affinity admits the node (terms
-    ORed, expressions within a term ANDed); a volume without one fits every node."""
-    required = (((volume.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {})
-    terms = required.get("nodeSelectorTerms")
-    if not (volume.get("spec") or {}).get("nodeAffinity"):
-        return True
-    for term in terms or []:
-        exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
-        if not exprs and not fields:
-            continue
-        if all(_requirement_matches(e, node_labels, node_name, field=False) for e in exprs) and \
-                all(_requirement_matches(e, node_labels, node_name, field=True) for e in fields):
-            return True
-    return False
-
-
-def bound_to(volume: dict, claim: dict) -> bool:
-    """IsVolumeBoundToClaim: the volume's claimRef names this claim (and its uid, if set)."""
-    ref = (volume.get("spec") or {}).get("claimRef")
-    if not ref:
-        return False
-    md = claim["metadata"]
-    if ref.get("name") != md["name"] or ref.get("namespace") != md.get("namespace"):
-        return False
-    return not ref.get("uid") or ref["uid"] == md.get("uid")
-
-
-def find_best_match(volumes: list[dict], claim: dict, *, node: tuple[str, dict] | None = None) -> dict | None:
-    """FindMatchingVolume: the volume for `claim` (see the module docstring); `node`
-    (name, labels) restricts the volumes to those whose affinity admits it."""
-    spec = claim.get("spec") or {}
-    want = _storage((spec.get("resources") or {}).get("requests"))
-    modes = set(spec.get("accessModes") or [])
-    mode = spec.get("volumeMode") or "Filesystem"
-    klass = claim_class(claim)
-    selector = spec.get("selector")
-    best: dict | None = None
-    for volume in volumes:
-        vspec = volume.get("spec") or {}
-        if volume["metadata"].get("deletionTimestamp"):
-            continue
-        if (vspec.get("volumeMode") or "Filesystem") != mode:
-            continue
-        if node is not None and not volume_fits_node(volume, *node):
-            continue
-        if bound_to(volume, claim):
-            return volume  # pre-bound to this claim: it wins
-        if vspec.get("claimRef"):
-            continue
-        if (volume.get("status") or {}).get("phase") not in (None, "Pending", "Available"):
-            continue
-        if volume_class(volume) != klass:
-            continue
-        if selector is not None:
-            try:
-                sel = labels.from_label_selector(selector)
-            except ValueError:
-                continue
-            if not sel.matches((volume["metadata"].get("labels") or {})):
-                continue
-        if not modes <= set(vspec.get("accessModes") or []):
-            continue
-        size = _storage(vspec.get("capacity"))
-        if size < want:
-            continue
-        if best is None or size < _storage(best["spec"].get("capacity")):
-            best = volume
-    return best
 
 
 def _copy(obj: dict) -> dict:

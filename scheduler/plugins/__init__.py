@@ -2,8 +2,9 @@
 
 Each plugin module has a `NAME` and a constructor `new(args: dict, handle) -> plugin`;
 `args` is the profile's pluginConfig entry for that plugin ({} if none) and `handle`
-carries what the running scheduler offers plugins (today: `bind`, the function
-DefaultBinder posts bindings with). REGISTRY names them as the controller manager's
+carries what the running scheduler offers plugins (`bind`, the function
+DefaultBinder posts bindings with; `pvcs`, `pvs`, `storageclasses`, informers, and
+`annotate_claim`, for VolumeBinding). REGISTRY names them as the controller manager's
 table names its controllers (machinery.registry).
 """
 from __future__ import annotations
@@ -14,13 +15,13 @@ from machinery.registry import Registry
 from scheduler.framework import Plugin
 from scheduler.plugins import (balanced_allocation, default_binder, image_locality, node_affinity,
                                node_name, node_ports, node_ready, node_resources_fit,
-                               node_unschedulable, pod_topology_spread, taint_toleration)
+                               node_unschedulable, pod_topology_spread, taint_toleration, volume_binding)
 
 Factory = Callable[[dict, Any], Plugin]
 
 REGISTRY: Registry[Factory] = Registry("plugin", [
     (m.NAME, m.new) for m in (node_unschedulable, node_name, node_ready, taint_toleration,
-                              node_affinity, node_ports, node_resources_fit, pod_topology_spread,
+                              node_affinity, node_ports, node_resources_fit, volume_binding, pod_topology_spread,
                               balanced_allocation, image_locality, default_binder)
 ])
 
@@ -34,6 +35,7 @@ DEFAULT_PLUGINS: list[tuple[str, int | None]] = [
     ("NodeAffinity", 2),
     ("NodePorts", None),
     ("NodeResourcesFit", 1),
+    ("VolumeBinding", None),
     ("PodTopologySpread", 2),
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
@@ -43,6 +45,6 @@ DEFAULT_PLUGINS: list[tuple[str, int | None]] = [
 # Real kube-scheduler plugins minik8s does not have: a config may disable them (they are
 # off anyway) but not enable them.
 KNOWN_ELSEWHERE = {"PrioritySort", "SchedulingGates", "VolumeRestrictions", "NodeVolumeLimits",
-                   "VolumeBinding", "VolumeZone", "InterPodAffinity", "DefaultPreemption",
+                   "VolumeZone", "InterPodAffinity", "DefaultPreemption",
                    "DynamicResources", "EBSLimits", "GCEPDLimits", "AzureDiskLimits",
                    "CinderLimits"}
