@@ -56,7 +56,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, kubernetesservice, metrics, openapi, portforward, registry, tables, version
+from apiserver import discovery, eviction, kubernetesservice, metrics, openapi, portforward, registry, tables, version
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -750,17 +750,11 @@ class API:
                               "status": "Success", "code": 201}, 201)
 
     async def _evict(self, request: Request, t: Target) -> Response:
-        # An Eviction is a delete that respects disruption budgets; minik8s has no
-        # PodDisruptionBudgets, so every eviction is allowed.
+        """pods/eviction: a delete that honours PodDisruptionBudgets (apiserver/eviction.py)."""
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
-        if not isinstance(body, dict):
-            raise errors.BadRequest("the body of the request must be an Eviction")
-        options = body.get("deleteOptions") or {}
-        if not isinstance(options, dict):
-            raise errors.BadRequest("deleteOptions must be an object")
-        await self.resources.delete(t.rt, t.namespace, t.name, options,
-                                    WriteOptions(dry_run=dry_run(request.query_params),
-                                                 admit=self.admitter(request)))
+        await eviction.evict(self.resources, t.namespace, t.name, body,
+                             WriteOptions(dry_run=dry_run(request.query_params),
+                                          admit=self.admitter(request)))
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 

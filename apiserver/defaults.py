@@ -217,6 +217,21 @@ def _deployment(obj: dict) -> None:
     _template(spec)
 
 
+def _statefulset(obj: dict) -> None:
+    """apps/v1's SetDefaults_StatefulSet, and the claim templates' PVC defaults."""
+    spec = _obj(obj, "spec")
+    _defaults(spec, replicas=1, revisionHistoryLimit=10, podManagementPolicy="OrderedReady")
+    strategy = _obj(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _defaults(_obj(strategy, "rollingUpdate"), partition=0)
+    _defaults(_obj(spec, "persistentVolumeClaimRetentionPolicy"), whenDeleted="Retain", whenScaled="Retain")
+    for claim in _dicts(spec.get("volumeClaimTemplates")):
+        _defaults(_obj(claim, "spec"), volumeMode="Filesystem")
+        _defaults(_obj(claim, "status"), phase="Pending")
+    _template(spec)
+
+
 def _replicaset(obj: dict) -> None:
     spec = _obj(obj, "spec")
     spec.setdefault("replicas", 1)
@@ -313,6 +328,33 @@ def _cronjob(obj: dict) -> None:
               failedJobsHistoryLimit=1)
     _template(_obj(_obj(spec, "jobTemplate"), "spec"))
 
+def _daemonset(obj: dict) -> None:
+    """apps/v1's SetDefaults_DaemonSet."""
+    spec = _obj(obj, "spec")
+    strategy = _obj(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _defaults(_obj(strategy, "rollingUpdate"), maxUnavailable=1, maxSurge=0)
+    _defaults(spec, revisionHistoryLimit=10)
+    _template(spec)
+
+
+def _replicationcontroller(obj: dict) -> None:
+    """core/v1's SetDefaults_ReplicationController: selector and labels from the template's."""
+    spec = _obj(obj, "spec")
+    template = spec.get("template")
+    labels = (template.get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    if isinstance(labels, dict):
+        if not spec.get("selector"):
+            spec["selector"] = dict(labels)
+        md = _obj(obj, "metadata")
+        if not md.get("labels"):
+            md["labels"] = dict(labels)
+    spec.setdefault("replicas", 1)
+    if isinstance(template, dict):
+        _template(spec)
+
+
 def _persistentvolume(obj: dict) -> None:
     """SetDefaults_PersistentVolume (status.phase is the strategy's, at creation)."""
     spec = _obj(obj, "spec")
@@ -342,8 +384,10 @@ def _binding(obj: dict) -> None:
 
 
 _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
+            "StatefulSet": _statefulset,
             "Service": _service, "Namespace": _namespace, "Secret": _secret, "Node": _node,
             "Endpoints": _endpoints, "EndpointSlice": _endpointslice, "RoleBinding": _binding,
             "ClusterRoleBinding": _binding,
-            "Job": _job, "CronJob": _cronjob, "PersistentVolume": _persistentvolume,
+            "Job": _job, "CronJob": _cronjob, "DaemonSet": _daemonset,
+            "ReplicationController": _replicationcontroller, "PersistentVolume": _persistentvolume,
             "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass}

@@ -246,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(app, host=binds[0], port=args.port, log_level="warning", log_config=None,
                             access_log=False, timeout_graceful_shutdown=3, proxy_headers=False,
+                            # Idle connections are the client's to close, as kube-apiserver
+                            # leaves them (client-go drops them after 90 s): uvicorn's 5 s
+                            # would close one just as kubectl drain, back from its 5 s wait
+                            # on a 429, sends its next eviction there, and a POST is not retried.
+                            timeout_keep_alive=120,
                             # kubectl's SPDY/3.1+portforward.k8s.io subprotocol, and plain SPDY/3.1
                             ws=portforward.WebSocketProtocol, http=portforward.http_protocol())
     if context is not None:

@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
+from apiserver.strategies.apps import (
+    ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from apiserver.strategies import (CSRStrategy, NamespaceStrategy, NodeStrategy, PodStrategy, ServiceStrategy,
                                   Strategy)
+from apiserver.strategies.policy import PodDisruptionBudgetStrategy
+from apiserver.strategies.statefulset import StatefulSetStrategy
 from apiserver.strategies.storage import (PersistentVolumeClaimStrategy, PersistentVolumeStrategy,
                                           StorageClassStrategy)
 from machinery import kinds
@@ -158,6 +162,14 @@ RESOURCES: tuple[ResourceType, ...] = (
     *(_serve(k, verbs=("create",), extra={"review": True}) for k in kinds.REVIEWS),
     _serve(kinds.JOBS, fields=_job_fields, columns=tables.JOBS, strategy=JobStrategy()),
     _serve(kinds.CRONJOBS, columns=tables.CRONJOBS, strategy=CronJobStrategy()),
+    _serve(kinds.CONTROLLERREVISIONS, columns=tables.CONTROLLERREVISIONS,
+           strategy=ControllerRevisionStrategy()),
+    _serve(kinds.DAEMONSETS, columns=tables.DAEMONSETS, strategy=DaemonSetStrategy()),
+    _serve(kinds.REPLICATIONCONTROLLERS, fields=_rs_fields, columns=tables.REPLICATIONCONTROLLERS,
+           strategy=ReplicationControllerStrategy()),
+    _serve(kinds.PODDISRUPTIONBUDGETS, columns=tables.PODDISRUPTIONBUDGETS,
+           strategy=PodDisruptionBudgetStrategy()),
+    _serve(kinds.STATEFULSETS, columns=tables.STATEFULSETS, strategy=StatefulSetStrategy()),
     _serve(kinds.PERSISTENTVOLUMES, fields=_pv_fields, columns=tables.PERSISTENTVOLUMES,
            strategy=PersistentVolumeStrategy()),
     _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,

@@ -542,6 +542,10 @@ class Resources:
                     nmd.pop(k, None)
             if nmd.get("managedFields") is None and omd.get("managedFields"):
                 nmd["managedFields"] = omd["managedFields"]  # not sent: kept, as in Kubernetes
+            # Defaulted before the strategy compares specs, as Kubernetes defaults on decode:
+            # a write that leaves out what defaults fill in (an atomic list re-sent by
+            # `kubectl apply`) is no spec change and bumps no generation.
+            defaults.apply_defaults(new, rt.kind)
             rt.strategy.prepare_for_update(new, old)
         new["metadata"].pop("resourceVersion", None)
         defaults.apply_defaults(new, rt.kind)
@@ -765,6 +769,8 @@ class Resources:
 def to_scale(obj: dict) -> dict:
     md = obj["metadata"]
     sel = ((obj.get("spec") or {}).get("selector") or {})
+    if "matchLabels" not in sel and "matchExpressions" not in sel:
+        sel = {"matchLabels": sel}  # a ReplicationController's selector is a plain map
     selector = ",".join(f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items()))
     for expr in sel.get("matchExpressions") or []:
         op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []

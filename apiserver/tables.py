@@ -365,6 +365,76 @@ CSRS: tuple[Col, ...] = (NAME, AGE,
                          ("Requestor", "string", "request contains an x509 certificate signing request encoded in a \"CERTIFICATE REQUEST\" PEM block.", 0, _get("spec", "username")),
                          ("RequestedDuration", "string", "expirationSeconds is the requested duration of validity of the issued certificate.", 0, _csr_duration),
                          ("Condition", "string", "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\".", 0, _csr_condition))
+# --- apps/v1 ControllerRevision and DaemonSet, core/v1 ReplicationController -------------
+
+def _controller(obj: dict) -> str:
+    """printControllerRevision's controller: `<kind>.<group>/<name>`, lowercased kind."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            group = (ref.get("apiVersion") or "").rpartition("/")[0]
+            kind = ref.get("kind", "") + (f".{group}" if group else "")
+            return f"{kind.lower()}/{ref.get('name', '')}" if kind else ref.get("name", "")
+    return "<none>"
+
+
+def _labels_of(*path: str) -> Callable[[dict], str]:
+    """labels.FormatLabels: `k=v` sorted and comma-joined, or <none>."""
+    get = _get(*path, default={})
+    return lambda obj: ",".join(f"{k}={v}" for k, v in sorted((get(obj) or {}).items())) or "<none>"
+
+
+CONTROLLERREVISIONS: tuple[Col, ...] = (NAME, ("Controller", "string", "Controller of the object", 0, _controller),
+                                        ("Revision", "integer", "Revision indicates the revision of the state represented by Data.", 0, _get("revision", default=0)), AGE)
+DAEMONSETS: tuple[Col, ...] = (NAME, ("Desired", "integer", "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/", 0, _get("status", "desiredNumberScheduled", default=0)),
+                               ("Current", "integer", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/", 0, _get("status", "currentNumberScheduled", default=0)),
+                               ("Ready", "integer", "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.", 0, _get("status", "numberReady", default=0)),
+                               ("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod", 0, _get("status", "updatedNumberScheduled", default=0)),
+                               ("Available", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)", 0, _get("status", "numberAvailable", default=0)),
+                               ("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/", 0, _labels_of("spec", "template", "spec", "nodeSelector")),
+                               AGE,
+                               ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                               ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                               ("Selector", "string", "A label query over pods that are managed by the daemon set. Must match in order to be controlled. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors", 1, lambda d: _selector(_get("spec", "selector", default={})(d))))
+REPLICATIONCONTROLLERS: tuple[Col, ...] = (NAME, ("Desired", "integer", "Number of desired pods.", 0, _get("spec", "replicas", default=0)),
+                                           ("Current", "integer", "Number of actual pods.", 0, _get("status", "replicas", default=0)),
+                                           ("Ready", "integer", "Number of ready pods.", 0, _get("status", "readyReplicas", default=0)),
+                                           AGE,
+                                           ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                                           ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")),
+                                           ("Selector", "string", "Label selector for pods.", 1, _labels_of("spec", "selector")))
+
+
+# --- policy/v1 (printPodDisruptionBudget) ------------------------------------------------
+
+def _int_or_percent(key: str) -> Callable[[dict], str]:
+    def cell(pdb: dict) -> str:
+        value = (pdb.get("spec") or {}).get(key)
+        return "N/A" if value is None else str(value)
+    return cell
+
+
+PODDISRUPTIONBUDGETS: tuple[Col, ...] = (
+    NAME, ("Min Available", "string", "The minimum number of pods that must be available.", 0,
+           _int_or_percent("minAvailable")),
+    ("Max Unavailable", "string", "The maximum number of pods that may be unavailable.", 0,
+     _int_or_percent("maxUnavailable")),
+    ("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time.", 0,
+     _get("status", "disruptionsAllowed", default=0)),
+    AGE)
+
+
+
+# --- apps/v1 StatefulSet (printStatefulSet) -----------------------------------------------
+
+def _sts_ready(sts: dict) -> str:
+    return f"{(sts.get('status') or {}).get('readyReplicas', 0)}/{(sts.get('spec') or {}).get('replicas', 0)}"
+
+
+STATEFULSETS: tuple[Col, ...] = (NAME, ("Ready", "string", "Number of the pod with ready state", 0, _sts_ready), AGE,
+                                 ("Containers", "string", "Names of each container in the template.", 1, _containers("name")),
+                                 ("Images", "string", "Images referenced by each container in the template.", 1, _containers("image")))
+
+
 # --- storage (printPersistentVolume, printPersistentVolumeClaim, printStorageClass) -----
 
 _MODE_ABBREVIATIONS = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"),
@@ -447,3 +517,4 @@ def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool 
                                 "metadata": md}})
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
             "metadata": {"resourceVersion": resource_version}, "columnDefinitions": defs, "rows": rows}
+

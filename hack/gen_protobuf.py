@@ -88,11 +88,19 @@ ROOTS = [
     ("batch/v1", "CronJob", "k8s.io/api/batch/v1", "CronJob"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest", "k8s.io/api/certificates/v1",
      "CertificateSigningRequest"),
+    # h-ds (issue 17): controller history, DaemonSets, ReplicationControllers.
+    ("apps/v1", "ControllerRevision", "k8s.io/api/apps/v1", "ControllerRevision"),
+    ("apps/v1", "DaemonSet", "k8s.io/api/apps/v1", "DaemonSet"),
+    ("v1", "ReplicationController", "k8s.io/api/core/v1", "ReplicationController"),
     # h-storage (issue 17): persistent storage.
     ("v1", "PersistentVolume", "k8s.io/api/core/v1", "PersistentVolume"),
     ("v1", "PersistentVolumeClaim", "k8s.io/api/core/v1", "PersistentVolumeClaim"),
     ("storage.k8s.io/v1", "StorageClass", "k8s.io/api/storage/v1", "StorageClass"),
     ("policy/v1", "Eviction", "k8s.io/api/policy/v1", "Eviction"),
+    # h-sts (issue 17): PodDisruptionBudget.
+    ("policy/v1", "PodDisruptionBudget", "k8s.io/api/policy/v1", "PodDisruptionBudget"),
+    # h-sts (issue 17): StatefulSet.
+    ("apps/v1", "StatefulSet", "k8s.io/api/apps/v1", "StatefulSet"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io/apimachinery/pkg/apis/meta/v1", "DeleteOptions"),
 ]

@@ -900,3 +900,70 @@ DESCRIBERS = {("", "Namespace"): describe_namespace, ("", "Pod"): describe_pod,
               ("", "PersistentVolume"): describe_persistentvolume,
               ("", "PersistentVolumeClaim"): describe_persistentvolumeclaim,
               ("storage.k8s.io", "StorageClass"): describe_storageclass}
+
+
+# --- StatefulSet and PodDisruptionBudget (kubectl's StatefulSetDescriber, PodDisruptionBudgetDescriber) ---
+
+def describe_statefulset(s: Any, r: Any, sts: dict, w: W) -> None:
+    md, spec, status = _meta(sts), sts.get("spec") or {}, sts.get("status") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    w.kv(0, "CreationTimestamp", rfc1123(md.get("creationTimestamp")))
+    w.kv(0, "Selector", selector_string(spec.get("selector")))
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    w.kv(0, "Replicas", f"{spec.get('replicas', 1)} desired | {status.get('replicas', 0)} total")
+    strategy = spec.get("updateStrategy") or {}
+    w.kv(0, "Update Strategy", strategy.get("type", "RollingUpdate"))
+    rolling = strategy.get("rollingUpdate") or {}
+    if rolling.get("partition") is not None:
+        w.kv(1, "Partition", rolling["partition"])
+    if rolling.get("maxUnavailable") is not None:
+        w.kv(1, "MaxUnavailable", rolling["maxUnavailable"])
+    phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
+    try:
+        pods = s.client.list("pods", namespace=md.get("namespace")).get("items", [])
+    except APIError:
+        pods = []
+    for p in pods:
+        if any(o.get("uid") == md.get("uid") and o.get("controller") for o in _meta(p).get("ownerReferences") or []):
+            phase = (p.get("status") or {}).get("phase", "Pending")
+            phases[phase] = phases.get(phase, 0) + 1
+    w.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
+                           f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+    describe_template(w, spec.get("template") or {})
+    claims = spec.get("volumeClaimTemplates") or []
+    if not claims:
+        w.kv(0, "Volume Claims", "<none>")
+    else:
+        w.line(0, "Volume Claims:")
+        for c in claims:
+            cmd, cspec = c.get("metadata") or {}, c.get("spec") or {}
+            w.kv(1, "Name", cmd.get("name", ""))
+            w.kv(1, "StorageClass", cspec.get("storageClassName", ""))
+            w.multiline(1, "Labels", _labels(cmd))
+            w.multiline(1, "Annotations", _annotations(cmd))
+            w.kv(1, "Capacity", ((cspec.get("resources") or {}).get("requests") or {}).get("storage", "0"))
+            w.kv(1, "Access Modes", "[" + " ".join(cspec.get("accessModes") or []) + "]")
+
+
+def describe_poddisruptionbudget(s: Any, r: Any, pdb: dict, w: W) -> None:
+    md, spec, status = _meta(pdb), pdb.get("spec") or {}, pdb.get("status") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    if spec.get("minAvailable") is not None:
+        w.kv(0, "Min available", spec["minAvailable"])
+    elif spec.get("maxUnavailable") is not None:
+        w.kv(0, "Max unavailable", spec["maxUnavailable"])
+    else:
+        w.kv(0, "Min available", "N/A")
+    w.kv(0, "Selector", selector_string(spec.get("selector")) if spec.get("selector") is not None else "<unset>")
+    w.line(0, "Status:")
+    w.kv(2, "Allowed disruptions", status.get("disruptionsAllowed", 0))
+    w.kv(2, "Current", status.get("currentHealthy", 0))
+    w.kv(2, "Desired", status.get("desiredHealthy", 0))
+    w.kv(2, "Total", status.get("expectedPods", 0))
+
+
+DESCRIBERS.update({("apps", "StatefulSet"): describe_statefulset,
+                   ("policy", "PodDisruptionBudget"): describe_poddisruptionbudget})

@@ -179,6 +179,8 @@ def run_drain(args: Any, s: Any) -> int:
 
 
 def evict_all(s: Any, pods: list[dict], args: Any, deadline: float | None) -> None:
+    import httpx
+
     from machinery.errors import APIError, NotFound, TooManyRequests
     pending: list[tuple[dict, str]] = []
     use_eviction = not args.disable_eviction
@@ -187,6 +189,7 @@ def evict_all(s: Any, pods: list[dict], args: Any, deadline: float | None) -> No
     for p in pods:
         md = p["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
+        dropped = 0
         while True:
             try:
                 if use_eviction:
@@ -209,6 +212,13 @@ def evict_all(s: Any, pods: list[dict], args: Any, deadline: float | None) -> No
                     use_eviction = False  # the server does not serve evictions: delete
                     continue
                 break  # the pod is gone already
+            except httpx.RemoteProtocolError:
+                # The server closed the kept-alive connection the 5 s wait left idle just as
+                # the request went out. Asking again is safe: evicting a pod that is already
+                # going deletes nothing more, and one that is gone answers NotFound.
+                dropped += 1
+                if dropped > 3:
+                    raise
             except TooManyRequests as err:
                 print(f'error when evicting pods/"{name}" -n "{ns}" (will retry after 5s): '
                       f"{err.message}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""`rollout status|history|undo|restart|pause|resume` for Deployments.
+"""`rollout status|history|undo|restart|pause|resume` for Deployments, and
+status|history|undo|restart for StatefulSets (kubectl_lite/revisions.py: their history is
+ControllerRevisions).
 
 status follows kubectl's DeploymentStatusViewer: done when the controller has observed
 the current generation (`status.observedGeneration >= metadata.generation`) and
@@ -63,11 +65,20 @@ def _deployments(s: Any, args: Any) -> list[tuple[Any, dict]]:
             raise CLIError(f"resource(s) were provided, but no name was specified for {kind}")
     if not out:
         raise CLIError("required resource not specified")
+    from kubectl_lite import revisions
     for r, _ in out:
-        if (r.group, r.kind) != ("apps", "Deployment"):
+        if (r.group, r.kind) in revisions.KINDS and args.action in ("pause", "resume"):
+            raise CLIError(f'{plural_qualified(r)} "{_["metadata"]["name"]}" '
+                           f'{"pausing" if args.action == "pause" else "resuming"} is not supported')
+        if (r.group, r.kind) != ("apps", "Deployment") and (r.group, r.kind) not in revisions.KINDS:
             raise CLIError(f"no {args.action} support for {r.api_version}, Kind={r.kind}: "
-                           "rollout works on Deployments")
+                           "rollout works on Deployments and StatefulSets")
     return out
+
+
+def _revisioned(r: Any) -> bool:
+    from kubectl_lite import revisions
+    return (r.group, r.kind) in revisions.KINDS
 
 
 def run_rollout(args: Any, s: Any) -> int:
@@ -113,9 +124,12 @@ def status(s: Any, args: Any) -> int:
     deadline = time.monotonic() + timeout if timeout else None
     last = None
 
+    from kubectl_lite import revisions
+    viewer = revisions.status_message if _revisioned(r) else status_message
+
     def show(obj: dict) -> bool:
         nonlocal last
-        msg, done = status_message(obj)
+        msg, done = viewer(obj)
         if msg != last:
             print(msg, flush=True)
             last = msg
@@ -129,7 +143,7 @@ def status(s: Any, args: Any) -> int:
     try:
         for ev in s.client.iterate(w, deadline=deadline):
             if ev.type == "DELETED":
-                raise CLIError(f'deployment "{md["name"]}" was deleted')
+                raise CLIError(f'{r.singular} "{md["name"]}" was deleted')
             if ev.type in ("ADDED", "MODIFIED") and show(ev.object):
                 return 0
     except TimeoutError:
@@ -147,7 +161,11 @@ def _history(s: Any, d: dict) -> list[tuple[int, dict]]:
 def history(s: Any, args: Any) -> int:
     from kubectl_lite.describe import W, describe_template
     from kubectl_lite.printers import tabwrite
+    from kubectl_lite import revisions
     for r, d in _deployments(s, args):
+        if _revisioned(r):
+            revisions.history(s, r, d, args)
+            continue
         name = f"{qualified(r)}/{d['metadata']['name']}"
         revs = [(n, rs) for n, rs in _history(s, d) if n > 0]
         if args.revision:
@@ -185,7 +203,11 @@ def _template(rs: dict) -> dict:
 
 def undo(s: Any, args: Any) -> int:
     from client.rest import PATCH_TYPES
+    from kubectl_lite import revisions
     for r, d in _deployments(s, args):
+        if _revisioned(r):
+            revisions.undo(s, r, d, args)
+            continue
         md = d["metadata"]
         name = f"{qualified(r)}/{md['name']}"
         if (d.get("spec") or {}).get("paused"):

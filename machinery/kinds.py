@@ -74,6 +74,14 @@ JOBS = Kind("batch", "v1", "Job", "jobs", True, (), ("status",), ("all",))
 CRONJOBS = Kind("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), ("all",))
 CERTIFICATESIGNINGREQUESTS = Kind("certificates.k8s.io", "v1", "CertificateSigningRequest",
                                   "certificatesigningrequests", False, ("csr",), ("status", "approval"))
+CONTROLLERREVISIONS = Kind("apps", "v1", "ControllerRevision", "controllerrevisions", True)
+DAEMONSETS = Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), ("all",))
+REPLICATIONCONTROLLERS = Kind("", "v1", "ReplicationController", "replicationcontrollers", True,
+                              ("rc",), ("status", "scale"), ("all",))
+STATEFULSETS = Kind("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale"),
+                    ("all",))
+PODDISRUPTIONBUDGETS = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True,
+                            ("pdb",), ("status",))
 PERSISTENTVOLUMES = Kind("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), ("status",))
 PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True,
                               ("pvc",), ("status",))
@@ -96,5 +104,6 @@ REVIEWS = (SUBJECTACCESSREVIEWS, LOCALSUBJECTACCESSREVIEWS, SELFSUBJECTACCESSREV
 KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS,
                            SERVICEACCOUNTS, EVENTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES, ROLES,
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
-                           JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS,
+                           JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
+                           REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
                            PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES)

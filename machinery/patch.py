@@ -284,9 +284,19 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("rbac.authorization.k8s.io", "ClusterRole"): _kind(),
     ("rbac.authorization.k8s.io", "RoleBinding"): _kind(),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _kind(),
+    ("apps", "ControllerRevision"): _kind(),  # data is a RawExtension: replaced whole
+    ("apps", "DaemonSet"): _kind(
+        spec=_struct({"template": _TEMPLATE, "updateStrategy": _struct({}, retain=True)}),
+        status=_CONDITIONS_STATUS),
+    ("", "ReplicationController"): _kind(spec=_struct({"template": _TEMPLATE}),
+                                         status=_CONDITIONS_STATUS),
     ("batch", "Job"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
     ("batch", "CronJob"): _kind(spec=_struct({"jobTemplate": _struct({
         "metadata": _META, "spec": _struct({"template": _TEMPLATE})})})),  # status.active is atomic
+    # Its conditions merge by type; the selector is atomic.
+    ("policy", "PodDisruptionBudget"): _kind(status=_CONDITIONS_STATUS),
+    # volumeClaimTemplates carry no patch strategy: atomic.
+    ("apps", "StatefulSet"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),
     # Access modes, mount options and allowed topologies carry no patch strategy: atomic.
     ("", "PersistentVolume"): _kind(),
     ("", "PersistentVolumeClaim"): _kind(status=_CONDITIONS_STATUS),

@@ -59,6 +59,7 @@ def test_the_controller_table_is_a_registry_of_controller_classes():
                               "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher",
                               "service-lb-controller", "job", "cronjob", "ttl-after-finished",
                               "bootstrapsigner", "tokencleaner", "csrapproving", "csrsigning", "csrcleaner",
+                              "disruption", "statefulset",
                               "persistentvolume-binder", "pvc-protection", "pv-protection",
                               "local-path-provisioner"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)

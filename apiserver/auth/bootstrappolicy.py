@@ -277,6 +277,16 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule("update", "batch", "cronjobs/finalizers"),
             rule(["delete", "list"], "", "pods"),
             events_rule()],
+        "daemon-set-controller": [
+            rule(["get", "list", "watch"], ["extensions", "apps"], "daemonsets"),
+            rule("update", ["extensions", "apps"], "daemonsets/status"),
+            rule("update", ["extensions", "apps"], "daemonsets/finalizers"),
+            rule(["list", "watch"], "", "nodes"),
+            rule(["list", "watch", "create", "delete", "patch"], "", "pods"),
+            rule("create", "", "pods/binding"),
+            rule(["get", "list", "watch", "create", "delete", "update", "patch"], "apps",
+                 "controllerrevisions"),
+            events_rule()],
         "deployment-controller": [
             rule(["get", "list", "update", "watch"], ["apps", "extensions"], "deployments"),
             rule("update", ["apps", "extensions"], "deployments/status"),
@@ -284,6 +294,13 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["create", "delete", "get", "list", "patch", "update", "watch"],
                  ["apps", "extensions"], "replicasets"),
             rule(["get", "list", "update", "watch"], "", "pods"),
+            events_rule()],
+        "disruption-controller": [
+            rule(READ, ["apps", "extensions"], ["deployments", "replicasets", "statefulsets"]),
+            rule(READ, "", ["pods", "replicationcontrollers"]),
+            rule(READ, "policy", "poddisruptionbudgets"),
+            rule("get", "*", "*/scale"),
+            rule("update", "policy", "poddisruptionbudgets/status"),
             events_rule()],
         "endpoint-controller": [
             rule(READ, "", ["pods", "services"]),
@@ -350,6 +367,12 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule("update", ["apps", "extensions"], "replicasets/finalizers"),
             rule(["create", "delete", "list", "patch", "watch"], "", "pods"),
             events_rule()],
+        "replication-controller": [
+            rule(["get", "list", "watch", "update"], "", "replicationcontrollers"),
+            rule("update", "", "replicationcontrollers/status"),
+            rule("update", "", "replicationcontrollers/finalizers"),
+            rule(["list", "watch", "patch", "create", "delete"], "", "pods"),
+            events_rule()],
         "root-ca-cert-publisher": [
             rule(["create", "update"], "", "configmaps"),
             events_rule()],
@@ -363,6 +386,17 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["patch", "update"], "", "services/status"),
             rule(["list", "watch"], "", "nodes"),
             rule(["list", "watch"], "discovery.k8s.io", "endpointslices"),
+            events_rule()],
+        "statefulset-controller": [
+            rule(["list", "watch"], "", "pods"),
+            rule(["get", "list", "watch"], "apps", "statefulsets"),
+            rule("update", "apps", "statefulsets/status"),
+            rule("update", "apps", "statefulsets/finalizers"),
+            rule(["create", "delete", "get", "patch", "update"], "", "pods"),
+            rule(["create", "delete", "get", "list", "patch", "update", "watch"], "apps",
+                 "controllerrevisions"),
+            rule(["create", "get"], "", "persistentvolumeclaims"),
+            rule(["delete", "update"], "", "persistentvolumeclaims"),
             events_rule()],
         "ttl-after-finished-controller": [
             rule(["delete", "get", "list", "watch"], "batch", "jobs"),

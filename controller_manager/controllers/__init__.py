@@ -15,6 +15,7 @@ from controller_manager.controllers.certificates import (CSRApprovingController,
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.cronjob import CronJobController
 from controller_manager.controllers.deployment import DeploymentController
+from controller_manager.controllers.disruption import DisruptionController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.endpointslice import EndpointSliceController
 from controller_manager.controllers.garbagecollector import GarbageCollector
@@ -29,6 +30,7 @@ from controller_manager.controllers.replicaset import ReplicaSetController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.controllers.servicelb import ServiceLBController
+from controller_manager.controllers.statefulset import StatefulSetController
 from controller_manager.controllers.ttlafterfinished import TTLAfterFinishedController
 from controller_manager.controllers.volumeprotection import PVCProtectionController, PVProtectionController
 from machinery.registry import Registry
@@ -43,6 +45,7 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           JobController, CronJobController, TTLAfterFinishedController,
                           BootstrapSigner, TokenCleaner, CSRApprovingController, CSRSigningController,
                           CSRCleanerController,
+                          DisruptionController, StatefulSetController,
                           PersistentVolumeBinder, PVCProtectionController, PVProtectionController,
                           LocalPathProvisioner)
 ])
