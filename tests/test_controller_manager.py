@@ -57,7 +57,8 @@ def test_the_controller_table_is_a_registry_of_controller_classes():
     assert list(REGISTRY) == ["replicaset", "deployment", "garbagecollector", "namespace",
                               "serviceaccount", "endpoints", "endpointslice", "podgc", "nodelifecycle",
                               "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher",
-                              "service-lb-controller", "job", "cronjob", "ttl-after-finished"]
+                              "service-lb-controller", "job", "cronjob", "ttl-after-finished",
+                              "daemonset"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
         REGISTRY["ghost"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from controller_manager.controller import ControllerClass
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.cronjob import CronJobController
+from controller_manager.controllers.daemonset import DaemonSetController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.endpointslice import EndpointSliceController
@@ -34,5 +35,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           PodGCController, NodeLifecycleController, NodeIPAMController,
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
-                          JobController, CronJobController, TTLAfterFinishedController)
+                          JobController, CronJobController, TTLAfterFinishedController,
+                          DaemonSetController)
 ])
