@@ -58,7 +58,7 @@ def test_the_controller_table_is_a_registry_of_controller_classes():
                               "serviceaccount", "endpoints", "endpointslice", "podgc", "nodelifecycle",
                               "nodeipam", "clusterrole-aggregation", "root-ca-cert-publisher",
                               "service-lb-controller", "job", "cronjob", "ttl-after-finished",
-                              "daemonset"]
+                              "daemonset", "replicationcontroller"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
         REGISTRY["ghost"]
@@ -148,7 +148,7 @@ def test_every_controllers_queue_is_named_so_that_it_reports():
     # kube-controller-manager's names where they differ from the controller's.
     other = {"endpoints": "endpoint", "endpointslice": "endpoint_slice",
              "root-ca-cert-publisher": "root_ca_cert_publisher",
-             "ttl-after-finished": "ttl_jobs_to_delete"}
+             "ttl-after-finished": "ttl_jobs_to_delete", "replicationcontroller": "replicationmanager"}
     assert {n: c.queue.name for n, c in built.items()} == {n: other.get(n, n) for n in REGISTRY}
 
 

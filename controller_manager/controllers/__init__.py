@@ -22,6 +22,7 @@ from controller_manager.controllers.nodeipam import NodeIPAMController
 from controller_manager.controllers.nodelifecycle import NodeLifecycleController
 from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
+from controller_manager.controllers.replicationcontroller import ReplicationControllerController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.controllers.servicelb import ServiceLBController
@@ -36,5 +37,5 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           ClusterRoleAggregationController, RootCACertPublisher,
                           ServiceLBController,
                           JobController, CronJobController, TTLAfterFinishedController,
-                          DaemonSetController)
+                          DaemonSetController, ReplicationControllerController)
 ])
