@@ -1,4 +1,6 @@
-"""`rollout status|history|undo|restart|pause|resume` for Deployments.
+"""`rollout status|history|undo|restart|pause|resume` for Deployments, and
+status/history/undo/restart for DaemonSets (kubectl_lite/controllerrevisions.py: their
+history is ControllerRevisions).
 
 status follows kubectl's DeploymentStatusViewer: done when the controller has observed
 the current generation (`status.observedGeneration >= metadata.generation`) and
@@ -63,11 +65,21 @@ def _deployments(s: Any, args: Any) -> list[tuple[Any, dict]]:
             raise CLIError(f"resource(s) were provided, but no name was specified for {kind}")
     if not out:
         raise CLIError("required resource not specified")
-    for r, _ in out:
-        if (r.group, r.kind) != ("apps", "Deployment"):
+    for r, obj in out:
+        if (r.group, r.kind) == ("apps", "DaemonSet") and args.action in ("pause", "resume"):
+            raise CLIError(f'{plural_qualified(r)} "{obj["metadata"]["name"]}" '
+                           f'{"pausing" if args.action == "pause" else "resuming"} is not supported')
+        if (r.group, r.kind) not in _KINDS:
             raise CLIError(f"no {args.action} support for {r.api_version}, Kind={r.kind}: "
-                           "rollout works on Deployments")
+                           "rollout works on Deployments and DaemonSets")
     return out
+
+
+_KINDS = {("apps", "Deployment"), ("apps", "DaemonSet")}
+
+
+def _is_deployment(r: Any) -> bool:
+    return (r.group, r.kind) == ("apps", "Deployment")
 
 
 def run_rollout(args: Any, s: Any) -> int:
@@ -109,13 +121,15 @@ def status(s: Any, args: Any) -> int:
     if len(targets) != 1:
         raise CLIError("rollout status takes exactly one deployment")
     r, d = targets[0]
+    from kubectl_lite import controllerrevisions
+    viewer = status_message if _is_deployment(r) else controllerrevisions.daemonset_status
     timeout = _seconds(args.timeout)
     deadline = time.monotonic() + timeout if timeout else None
     last = None
 
     def show(obj: dict) -> bool:
         nonlocal last
-        msg, done = status_message(obj)
+        msg, done = viewer(obj)
         if msg != last:
             print(msg, flush=True)
             last = msg
@@ -129,7 +143,7 @@ def status(s: Any, args: Any) -> int:
     try:
         for ev in s.client.iterate(w, deadline=deadline):
             if ev.type == "DELETED":
-                raise CLIError(f'deployment "{md["name"]}" was deleted')
+                raise CLIError(f'{r.singular} "{md["name"]}" was deleted')
             if ev.type in ("ADDED", "MODIFIED") and show(ev.object):
                 return 0
     except TimeoutError:
@@ -147,7 +161,11 @@ def _history(s: Any, d: dict) -> list[tuple[int, dict]]:
 def history(s: Any, args: Any) -> int:
     from kubectl_lite.describe import W, describe_template
     from kubectl_lite.printers import tabwrite
+    from kubectl_lite import controllerrevisions
     for r, d in _deployments(s, args):
+        if not _is_deployment(r):
+            controllerrevisions.history(s, r, d, args.revision)
+            continue
         name = f"{qualified(r)}/{d['metadata']['name']}"
         revs = [(n, rs) for n, rs in _history(s, d) if n > 0]
         if args.revision:
@@ -185,7 +203,11 @@ def _template(rs: dict) -> dict:
 
 def undo(s: Any, args: Any) -> int:
     from client.rest import PATCH_TYPES
+    from kubectl_lite import controllerrevisions
     for r, d in _deployments(s, args):
+        if not _is_deployment(r):
+            controllerrevisions.undo(s, r, d, args.to_revision, args.dry_run)
+            continue
         md = d["metadata"]
         name = f"{qualified(r)}/{md['name']}"
         if (d.get("spec") or {}).get("paused"):

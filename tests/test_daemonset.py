@@ -511,3 +511,40 @@ async def test_the_scheduler_binds_daemon_pods_through_match_fields(client, ns, 
             assert all(p["spec"]["nodeName"] == target_node({"spec": {**p["spec"], "nodeName": ""}}) for p in pods)
     finally:
         sched.stop()
+
+
+async def test_kubectl_lite_rollout_describe_and_get(apiserver, client, ns, cm, tmp_path):
+    from tests.test_kubectl_lite import KubectlLite, write_kubeconfig
+    kl = KubectlLite(write_kubeconfig(tmp_path / "kubeconfig", apiserver, ns), str(tmp_path), ns)
+
+    def run(*args: str, ok: bool = True):
+        return asyncio.to_thread(kl, *args, ok=ok)
+
+    async with Cluster(client, ns) as c:
+        await c.node("l0")
+        await client.create(daemonset("lite", ns), namespace=ns)
+        out = (await run("rollout", "status", "ds/lite", "--timeout=60s")).stdout
+        assert out.endswith('daemon set "lite" successfully rolled out\n')
+        await set_image(client, ns, "lite", "nginx")
+        await run("rollout", "status", "daemonset/lite", "--timeout=60s")
+        assert (await run("rollout", "history", "ds/lite")).stdout == \
+            "daemonset.apps/lite \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n"
+        out = (await run("rollout", "history", "ds/lite", "--revision=1")).stdout
+        assert out.startswith("daemonset.apps/lite with revision #1\nPod Template:\n") and "busybox" in out
+        assert (await run("rollout", "undo", "ds/lite")).stdout == "daemonset.apps/lite rolled back\n"
+        assert (await get_ds(client, ns, "lite"))["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox"
+        await run("rollout", "status", "ds/lite", "--timeout=60s")
+        assert (await run("rollout", "undo", "ds/lite", "--to-revision=3")).stdout == \
+            "daemonset.apps/lite skipped rollback (current template already matches revision 3)\n"
+        assert (await run("rollout", "pause", "ds/lite", ok=False)).stderr == \
+            'error: daemonsets.apps "lite" pausing is not supported\n'
+        assert (await run("rollout", "restart", "ds/lite")).stdout == "daemonset.apps/lite restarted\n"
+
+        out = (await run("describe", "ds", "lite")).stdout
+        assert out.startswith(f"Name:           lite\nNamespace:      {ns}\nSelector:       app=lite\n"
+                              f"Node-Selector:  ds-test={ns}\n")
+        assert "Desired Number of Nodes Scheduled: 1\n" in out
+        assert "Pods Status:" in out and "Pod Template:" in out
+        out = (await run("get", "ds")).stdout
+        assert out.splitlines()[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE",
+                                               "NODE", "SELECTOR", "AGE"]
