@@ -548,3 +548,12 @@ async def test_kubectl_lite_rollout_describe_and_get(apiserver, client, ns, cm, 
         out = (await run("get", "ds")).stdout
         assert out.splitlines()[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE",
                                                "NODE", "SELECTOR", "AGE"]
+
+
+def test_the_example_manifest_is_accepted(http, ns):
+    import yaml
+    path = os.path.join(os.path.dirname(__file__), "..", "manifests", "daemonset.yaml")
+    with open(path) as f:
+        obj = yaml.safe_load(f)
+    r = http.post(f"/apis/apps/v1/namespaces/{ns}/daemonsets?dryRun=All", json=obj)
+    assert r.status_code == 201, r.text
