@@ -48,8 +48,14 @@ def start_cm(kubeconfig: str) -> Component:
 
 
 @pytest.fixture
-def cm(kubeconfig):
-    proc = start_cm(kubeconfig)
+def cm_kubeconfig(apiserver, tmp_path):
+    """The controller manager's own credential, so its RBAC roles are what is tested."""
+    return apiserver.write_kubeconfig(tmp_path / "cm-kubeconfig", "controller-manager")
+
+
+@pytest.fixture
+def cm(cm_kubeconfig):
+    proc = start_cm(cm_kubeconfig)
     try:
         yield proc
     finally:
@@ -411,8 +417,8 @@ async def _observed(client: Client, ns: str, name: str, updated: int | None = No
     return ds
 
 
-async def test_controller_restart_mid_rollout_creates_no_extra_pod(client, ns, kubeconfig):
-    cm = start_cm(kubeconfig)
+async def test_controller_restart_mid_rollout_creates_no_extra_pod(client, ns, cm_kubeconfig):
+    cm = start_cm(cm_kubeconfig)
     try:
         async with Cluster(client, ns) as c:
             nodes = [await c.node(f"r{i}") for i in range(4)]
@@ -427,7 +433,7 @@ async def test_controller_restart_mid_rollout_creates_no_extra_pod(client, ns, k
             c.hold.add(new[0]["metadata"]["labels"][HASH_LABEL])
             c.hold.discard("*")
             cm.stop()
-            cm = start_cm(kubeconfig)
+            cm = start_cm(cm_kubeconfig)
             await asyncio.sleep(0)  # let the new process start; the checks below poll
             await eventually(lambda: _observed(client, ns, "rs"), what="the new controller's status")
             c.release(new[0]["metadata"]["labels"][HASH_LABEL])
@@ -489,7 +495,8 @@ async def test_history_undo_restart_and_status_with_kubectl(apiserver, client, n
         assert out.splitlines()[1].split()[:7] == ["hist", "2", "2", "2", "2", "2", f"ds-test={ns}"]
 
 
-async def test_the_scheduler_binds_daemon_pods_through_match_fields(client, ns, cm, kubeconfig, tmp_path):
+async def test_the_scheduler_binds_daemon_pods_through_match_fields(apiserver, client, ns, cm, tmp_path):
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "sched-kubeconfig", "scheduler")
     cfg = tmp_path / "sched.yaml"
     cfg.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
                    f"profiles:\n- schedulerName: ds-{ns}\n")

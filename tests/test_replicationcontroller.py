@@ -71,7 +71,9 @@ async def eventually(cond, what: str):
 
 
 @pytest.fixture
-def cm(kubeconfig):
+def cm(apiserver, tmp_path):
+    # The controller manager's own credential, so its RBAC roles are what is tested.
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "cm-kubeconfig", "controller-manager")
     proc = Component("controller-manager", "--kubeconfig", kubeconfig,
                      "--controllers", "replicationcontroller,garbagecollector",
                      "--secure-port", str(free_port()),
