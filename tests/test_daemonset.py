@@ -564,3 +564,20 @@ def test_the_example_manifest_is_accepted(http, ns):
         obj = yaml.safe_load(f)
     r = http.post(f"/apis/apps/v1/namespaces/{ns}/daemonsets?dryRun=All", json=obj)
     assert r.status_code == 201, r.text
+
+
+async def test_a_failed_daemon_pod_is_replaced_with_an_event(client, ns, cm):
+    async with Cluster(client, ns) as c:
+        node = await c.node("f0")
+        await client.create(daemonset("flaky", ns), namespace=ns)
+        (pod,) = await eventually(lambda: c.by_node().get(node), what="the daemon pod")
+        await client.patch("pods", pod["metadata"]["name"], namespace=ns, subresource="status",
+                           patch={"status": {"phase": "Failed", "conditions": []}})
+        await eventually(lambda: (ps := c.by_node().get(node)) and ps[0]["metadata"]["uid"] != pod["metadata"]["uid"],
+                         what="a replacement")
+
+        async def warned():
+            evs = (await client.list("events", namespace=ns))["items"]
+            return [e["message"] for e in evs if e["reason"] == "FailedDaemonPod"]
+        (message,) = await eventually(warned, what="the FailedDaemonPod event")
+        assert message == f"Found failed daemon pod {ns}/{pod['metadata']['name']} on node {node}, will try to kill it"
