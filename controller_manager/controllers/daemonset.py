@@ -18,10 +18,12 @@ What it guarantees, per DaemonSet (Kubernetes 1.32 semantics):
   reference.
 - Per node: a missing pod is created; failed and succeeded pods are deleted (a node
   whose pods keep failing is retried with back-off, 1 s doubling to 15 min); extra pods
-  are deleted, keeping the oldest (with maxSurge, the oldest updated and the oldest
-  old one). Pods on nodes that should not run them, and unscheduled pods aimed at nodes
-  that no longer exist, are deleted. A terminating pod still occupies its node, so a
-  replacement waits for it to go.
+  are deleted, keeping the oldest (with maxSurge, the oldest updated and the oldest old
+  one, and the old one only while it is ready and the updated one not yet available).
+  Pods on nodes that should not run them, and unscheduled pods aimed at nodes that no
+  longer exist, are deleted. Without surge a terminating pod still occupies its node, so
+  a replacement waits for it to go; with surge a node whose pods are all terminating
+  gets a new one at once.
 - History: the current revision is the ControllerRevision whose data equals the
   DaemonSet's template patch (`{"spec":{"template":{...,"$patch":"replace"}}}`), made
   when missing as `<name>-<hash>` (the hash is ComputeHash of the template and
@@ -41,7 +43,7 @@ What it guarantees, per DaemonSet (Kubernetes 1.32 semantics):
   numberReady, numberAvailable, numberUnavailable, updatedNumberScheduled,
   observedGeneration and collisionCount, written only when changed.
 - Events: SuccessfulCreate, FailedCreate, SuccessfulDelete, FailedDelete,
-  FailedDaemonPod, as Kubernetes records them.
+  FailedDaemonPod, SucceededDaemonPod, SelectingAll, as Kubernetes records them.
 
 Concurrency: one asyncio loop; handlers only enqueue DaemonSet keys (and do expectation
 bookkeeping); the work queue never hands one key to two workers.
@@ -439,7 +441,8 @@ class DaemonSetController(Controller):
         hash_ = (cur["metadata"].get("labels") or {}).get(HASH_LABEL, "")
         pods = await self._daemon_pods(ds, selector)
         if not self.expectations.satisfied(key):
-            await self._update_status(key, ds, nodes, self._by_node(pods), hash_)
+            # Counts only: the generation is not observed until a sync has acted on it.
+            await self._update_status(key, ds, nodes, self._by_node(pods), hash_, observe=False)
             return
         await self._manage(key, ds, nodes, pods, hash_)
         if self.expectations.satisfied(key) and _rolling(ds) is not None:
@@ -525,6 +528,7 @@ class DaemonSetController(Controller):
 
     async def _manage(self, key: str, ds: dict, nodes: list[dict], pods: list[dict], hash_: str) -> None:
         spec = pod_spec_for(ds)
+        mrs = (ds.get("spec") or {}).get("minReadySeconds") or 0
         by_node = self._by_node(pods)
         surge = _rolling(ds) is not None and surge_and_unavailable(ds, 1)[0] > 0
         needing: list[str] = []
@@ -553,25 +557,35 @@ class DaemonSetController(Controller):
                                     f"{pod['metadata']['name']} on node {name}, will try to kill it")
                         to_delete.append(pod)
                     elif phase == "Succeeded":
+                        self._event(ds, NORMAL, "SucceededDaemonPod",
+                                    f"Found succeeded daemon pod {pod['metadata']['namespace']}/"
+                                    f"{pod['metadata']['name']} on node {name}, will try to delete it")
                         to_delete.append(pod)
                     else:
                         running.append(pod)
-                if len(running) <= 1:
-                    continue
                 running = _by_age(running)
                 if not surge:
                     to_delete += running[1:]
                     continue
-                seen_new = seen_old = False
+                if len(running) <= 1:
+                    if not running and run:
+                        needing.append(name)  # surging: a node needs one pod not being deleted
+                    continue
+                # Two pods at most: the oldest updated one and the oldest old one, and the
+                # old one only while it is ready and the updated one is not yet available.
+                oldest_new = oldest_old = None
                 for pod in running:
                     if (pod["metadata"].get("labels") or {}).get(HASH_LABEL) == hash_:
-                        if not seen_new:
-                            seen_new = True
+                        if oldest_new is None:
+                            oldest_new = pod
                             continue
-                    elif not seen_old:
-                        seen_old = True
+                    elif oldest_old is None:
+                        oldest_old = pod
                         continue
                     to_delete.append(pod)
+                if oldest_new is not None and oldest_old is not None and (
+                        not is_pod_ready(oldest_old) or is_pod_available(oldest_new, mrs, self.now())):
+                    to_delete.append(oldest_old)
             elif daemon_pods:
                 to_delete += [p for p in daemon_pods if not p["metadata"].get("deletionTimestamp")]
         # Unscheduled pods aimed at nodes that are gone: nothing else will ever remove them.
@@ -714,7 +728,7 @@ class DaemonSetController(Controller):
     # -- status -----------------------------------------------------------------------
 
     async def _update_status(self, key: str, ds: dict, nodes: list[dict], by_node: dict[str, list[dict]],
-                             hash_: str) -> None:
+                             hash_: str, *, observe: bool = True) -> None:
         spec = pod_spec_for(ds)
         mrs = (ds.get("spec") or {}).get("minReadySeconds") or 0
         now = self.now()
@@ -739,8 +753,9 @@ class DaemonSetController(Controller):
                 misscheduled += 1
         status = dict(ds.get("status") or {})
         status.update({"desiredNumberScheduled": desired, "currentNumberScheduled": current,
-                       "numberMisscheduled": misscheduled, "numberReady": ready,
-                       "observedGeneration": ds["metadata"].get("generation", 0)})
+                       "numberMisscheduled": misscheduled, "numberReady": ready})
+        if observe:
+            status["observedGeneration"] = ds["metadata"].get("generation", 0)
         for field, value in (("updatedNumberScheduled", updated), ("numberAvailable", available),
                              ("numberUnavailable", desired - available)):
             if value:
