@@ -136,6 +136,12 @@ async def test_replicas_kept_scaled_and_orphans_adopted(apiserver, ns, cm, tmp_p
         released = await eventually(lambda: _released(client, ns, last["metadata"]["name"]), "the release")
         assert released
 
+        from tests.test_kubectl_lite import KubectlLite, write_kubeconfig
+        kl = KubectlLite(write_kubeconfig(tmp_path / "lite-kubeconfig", apiserver, ns), str(tmp_path), ns)
+        out = (await asyncio.to_thread(kl, "describe", "rc", "legacy")).stdout
+        assert out.startswith(f"Name:         legacy\nNamespace:    {ns}\nSelector:     app=legacy\n"), out
+        assert "Replicas:     1 current / 1 desired\n" in out and "Pod Template:" in out
+
 
 async def _n(pods, n: int):
     got = await pods()
@@ -151,3 +157,28 @@ async def _status(client: Client, ns: str, n: int):
 async def _released(client: Client, ns: str, name: str):
     pod = await client.get("pods", name, namespace=ns)
     return not pod["metadata"].get("ownerReferences")
+
+
+def test_the_official_python_client_reads_and_scales_them(apiserver, ns):
+    from kubernetes import client
+    config = client.Configuration(host=apiserver.url)
+    config.ssl_ca_cert = apiserver.ca_file
+    config.cert_file, config.key_file = f"{apiserver.pki_dir}/admin.crt", f"{apiserver.pki_dir}/admin.key"
+    with client.ApiClient(config) as c:
+        core, apps = client.CoreV1Api(c), client.AppsV1Api(c)
+        core.create_namespaced_replication_controller(ns, rc("py", 1))
+        got = core.read_namespaced_replication_controller("py", ns)
+        assert got.spec.selector == {"app": "py"} and got.spec.replicas == 1
+        scale = core.patch_namespaced_replication_controller_scale("py", ns, {"spec": {"replicas": 4}})
+        assert scale.spec.replicas == 4 and scale.status.selector == "app=py"
+        ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "py"},
+              "spec": {"selector": {"matchLabels": {"app": "py"}}, "template": {
+                  "metadata": {"labels": {"app": "py"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+        apps.create_namespaced_daemon_set(ns, ds)
+        read = apps.read_namespaced_daemon_set("py", ns)
+        assert read.spec.update_strategy.rolling_update.max_unavailable == 1
+        apps.create_namespaced_controller_revision(ns, {
+            "apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "py-1"},
+            "data": {"spec": {"template": {"$patch": "replace"}}}, "revision": 1})
+        (rev,) = apps.list_namespaced_controller_revision(ns).items
+        assert rev.revision == 1 and rev.data == {"spec": {"template": {"$patch": "replace"}}}
