@@ -581,3 +581,21 @@ async def test_a_failed_daemon_pod_is_replaced_with_an_event(client, ns, cm):
             return [e["message"] for e in evs if e["reason"] == "FailedDaemonPod"]
         (message,) = await eventually(warned, what="the FailedDaemonPod event")
         assert message == f"Found failed daemon pod {ns}/{pod['metadata']['name']} on node {node}, will try to kill it"
+
+
+def test_openapi_and_discovery_describe_the_new_kinds(http):
+    index = http.get("/openapi/v3").json()["paths"]
+    apps = http.get(index["apis/apps/v1"]["serverRelativeURL"]).json()
+    core = http.get(index["api/v1"]["serverRelativeURL"]).json()
+    schemas = {**apps["components"]["schemas"], **core["components"]["schemas"]}
+    for name in ("io.k8s.api.apps.v1.DaemonSet", "io.k8s.api.apps.v1.ControllerRevision",
+                 "io.k8s.api.core.v1.ReplicationController"):
+        assert name in schemas
+    assert "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}/status" in apps["paths"]
+    assert "/api/v1/namespaces/{namespace}/replicationcontrollers/{name}/scale" in core["paths"]
+    resources = {r["name"]: r for r in http.get("/apis/apps/v1").json()["resources"]}
+    assert resources["daemonsets"]["shortNames"] == ["ds"] and resources["daemonsets"]["categories"] == ["all"]
+    assert "daemonsets/status" in resources and "controllerrevisions" in resources
+    core_resources = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
+    assert core_resources["replicationcontrollers"]["shortNames"] == ["rc"]
+    assert "replicationcontrollers/scale" in core_resources
