@@ -85,6 +85,10 @@ class Cluster:
 
     def _seen(self, pod: dict) -> None:
         self.samples.append(self.by_node())
+        if pod["metadata"].get("deletionTimestamp") and pod["spec"].get("nodeName"):
+            # A bound pod's kubelet confirms its deletion once its containers stopped.
+            asyncio.get_running_loop().create_task(self._finish(pod["metadata"]["name"]))
+            return
         if pod["metadata"].get("deletionTimestamp") or is_ready(pod):
             return
         self.seen.add(pod["metadata"]["uid"])
@@ -105,6 +109,12 @@ class Cluster:
             pass
         finally:
             self._pending.discard(name)
+
+    async def _finish(self, name: str) -> None:
+        try:
+            await self.client.delete("pods", name, namespace=self.ns, grace_period_seconds=0)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
 
     def release(self, hash_: str) -> None:
         self.hold.discard(hash_)
@@ -599,3 +609,23 @@ def test_openapi_and_discovery_describe_the_new_kinds(http):
     core_resources = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
     assert core_resources["replicationcontrollers"]["shortNames"] == ["rc"]
     assert "replicationcontrollers/scale" in core_resources
+
+
+async def test_an_orphan_on_an_eligible_node_is_adopted_then_rolled(client, ns, cm):
+    async with Cluster(client, ns) as c:
+        first, second = await c.node("a0"), await c.node("a1")
+        orphan = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan", "labels": {"app": "adopt"}},
+                  "spec": {"nodeName": first, "containers": [{"name": "c", "image": "busybox"}]}}
+        await client.create(orphan, namespace=ns)
+        await client.create(daemonset("adopt", ns), namespace=ns)
+        # Adopted (only its own pods does a DaemonSet delete), it is from no revision of
+        # the DaemonSet's, so the rolling update replaces it; never two pods on its node.
+        await _status_is(client, ns, "adopt", 2, wait=True)
+        placed = c.by_node()
+        assert set(placed) == {first, second}
+        assert placed[first][0]["metadata"]["name"] != "orphan"
+        assert placed[first][0]["metadata"]["labels"][HASH_LABEL]
+        evs = [e["message"] for e in (await client.list("events", namespace=ns))["items"]
+               if e["reason"] == "SuccessfulDelete"]
+        assert evs == ["Deleted pod: orphan"]
+        assert max(len(s.get(first, [])) for s in c.samples) == 1

@@ -343,8 +343,14 @@ class DaemonSetController(Controller):
         return out
 
     def _owned_changed(self, obj: dict) -> None:
-        key = self._owner_key(obj)
-        for k in [key] if key else self._matching(obj):
+        """Enqueue the DaemonSet that controls `obj`; for an orphan, every one that may
+        adopt it. What another controller owns is none of ours."""
+        if controller_of(obj) is not None:
+            key = self._owner_key(obj)
+            if key is not None:
+                self.enqueue(key)
+            return
+        for k in self._matching(obj):
             self.enqueue(k)
 
     def _pod_added(self, pod: dict) -> None:
