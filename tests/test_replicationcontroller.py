@@ -182,3 +182,16 @@ def test_the_official_python_client_reads_and_scales_them(apiserver, ns):
             "data": {"spec": {"template": {"$patch": "replace"}}}, "revision": 1})
         (rev,) = apps.list_namespaced_controller_revision(ns).items
         assert rev.revision == 1 and rev.data == {"spec": {"template": {"$patch": "replace"}}}
+
+
+async def test_events_come_from_the_replication_controller(apiserver, ns, cm):
+    async with Client(apiserver.connection()) as client:
+        await client.create(rc("evented", 1), namespace=ns)
+
+        async def created():
+            evs = (await client.list("events", namespace=ns))["items"]
+            return [e for e in evs if e["reason"] == "SuccessfulCreate"
+                    and e["involvedObject"].get("kind") == "ReplicationController"]
+        (ev,) = await eventually(created, "the SuccessfulCreate event")
+        assert ev["source"]["component"] == "replication-controller"
+        assert ev["message"].startswith("Created pod: evented-")

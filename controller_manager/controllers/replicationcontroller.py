@@ -17,6 +17,7 @@ from machinery.labels import Selector
 class ReplicationControllerController(ReplicaSetController):
     name = "replicationcontroller"
     queue_name = "replicationmanager"
+    event_source = "replication-controller"
     kind = "ReplicationController"
     resource = "replicationcontrollers"
     group = ""
