@@ -81,13 +81,14 @@ class Cluster:
         self.informer.add_handler(on_add=self._seen, on_update=lambda _, p: self._seen(p))
         self.samples: list[dict[str, list[dict]]] = []
         self.seen: set[str] = set()  # every pod uid ever seen
+        self._tasks: set[asyncio.Task] = set()
         self._pending: set[str] = set()
 
     def _seen(self, pod: dict) -> None:
         self.samples.append(self.by_node())
         if pod["metadata"].get("deletionTimestamp") and pod["spec"].get("nodeName"):
             # A bound pod's kubelet confirms its deletion once its containers stopped.
-            asyncio.get_running_loop().create_task(self._finish(pod["metadata"]["name"]))
+            self._spawn(self._finish(pod["metadata"]["name"]))
             return
         if pod["metadata"].get("deletionTimestamp") or is_ready(pod):
             return
@@ -97,7 +98,7 @@ class Cluster:
         name = pod["metadata"]["name"]
         if name not in self._pending:
             self._pending.add(name)
-            asyncio.get_running_loop().create_task(self._ready(name))
+            self._spawn(self._ready(name))
 
     async def _ready(self, name: str) -> None:
         t = times.rfc3339(time.time())
@@ -109,6 +110,12 @@ class Cluster:
             pass
         finally:
             self._pending.discard(name)
+
+    def _spawn(self, coro) -> None:
+        # The loop holds tasks weakly: keep each until it is done.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _finish(self, name: str) -> None:
         try:
