@@ -388,11 +388,14 @@ class DaemonSetController(Controller):
             self.enqueue(key_of(ds))
 
     def _node_updated(self, old: dict, new: dict) -> None:
-        # shouldIgnoreNodeUpdate: only labels, taints and unschedulable change eligibility.
-        o, n = old.get("spec") or {}, new.get("spec") or {}
-        if (old["metadata"].get("labels") != new["metadata"].get("labels")
-                or o.get("taints") != n.get("taints") or o.get("unschedulable") != n.get("unschedulable")):
-            self._node_changed(new)
+        # Only labels and taints decide eligibility (shouldIgnoreNodeUpdate); a DaemonSet
+        # looks again only if the change made a difference to it.
+        if (old["metadata"].get("labels") == new["metadata"].get("labels")
+                and (old.get("spec") or {}).get("taints") == (new.get("spec") or {}).get("taints")):
+            return
+        for ds in self.ds_informer.store.list():
+            if should_run(ds, old) != should_run(ds, new):
+                self.enqueue(key_of(ds))
 
     # -- reading ----------------------------------------------------------------------
 
