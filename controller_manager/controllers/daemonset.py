@@ -307,7 +307,7 @@ class DaemonSetController(Controller):
                                      on_delete=self._ds_deleted)
         self.pod_informer.add_handler(on_add=self._pod_added, on_update=self._pod_updated,
                                       on_delete=self._pod_deleted)
-        self.node_informer.add_handler(on_add=self._node_changed, on_update=self._node_updated,
+        self.node_informer.add_handler(on_add=self._node_added, on_update=self._node_updated,
                                        on_delete=self._node_changed)
         self.rev_informer.add_handler(on_add=self._owned_changed, on_update=lambda o, n: self._owned_changed(n),
                                       on_delete=self._owned_changed)
@@ -382,6 +382,11 @@ class DaemonSetController(Controller):
         if key is not None:
             self.expectations.deletion_observed(key, key_of(pod))
             self.enqueue(key)
+
+    def _node_added(self, node: dict) -> None:
+        for ds in self.ds_informer.store.list():
+            if should_run(ds, node)[0]:
+                self.enqueue(key_of(ds))
 
     def _node_changed(self, node: dict) -> None:
         for ds in self.ds_informer.store.list():
