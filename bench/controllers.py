@@ -1,5 +1,5 @@
 """Controller benchmark: a real etcd, API server, scheduler and controller manager
-(`--controllers replicaset,deployment`), each its own process; nodes are simulated by
+(`--controllers replicaset,deployment,job,daemonset,serviceaccount`), each its own process; nodes are simulated by
 a loop in this process that plays every kubelet: it marks each pod bound to a node
 Running and Ready through pods/status (one write per pod, with the pod's uid as a
 precondition), and finishes the graceful deletion of a bound pod (a delete with
@@ -415,11 +415,18 @@ def main() -> None:
                     procs.append(sched)
             cm_port = free_port()
             procs.append(Component("controller-manager", "--kubeconfig", kc, "--controllers",
-                                   "replicaset,deployment,job,daemonset", "--leader-elect=false",
+                                   # serviceaccount: the namespace's default ServiceAccount,
+                                   # which the ServiceAccount admission plugin requires of pods.
+                                   "replicaset,deployment,job,daemonset,serviceaccount", "--leader-elect=false",
                                    "--port", str(cm_port)).start())
             pids = {"apiserver": api.proc.pid, "etcd": etcd.proc.pid,
                     **{c.args[0]: c.proc.pid for c in procs}}
-            out = asyncio.run(bench(api.url, args, bind, pids))
+            try:
+                out = asyncio.run(bench(api.url, args, bind, pids))
+            except BaseException:
+                for c in procs:  # what the components said, for the failure's cause
+                    print(f"--- {c.args[0]} ({'alive' if c.alive() else 'exited'}):\n{c.log()[-2000:]}")
+                raise
             out["reconciles"] = reconciles(cm_port)
             for c in procs:
                 if not c.alive():
