@@ -1,5 +1,5 @@
 """Controller benchmark: a real etcd, API server, scheduler and controller manager
-(`--controllers replicaset,deployment`), each its own process; nodes are simulated by
+(`--controllers replicaset,deployment,job,daemonset,serviceaccount`), each its own process; nodes are simulated by
 a loop in this process that plays every kubelet: it marks each pod bound to a node
 Running and Ready through pods/status (one write per pod, with the pod's uid as a
 precondition), and finishes the graceful deletion of a bound pod (a delete with
@@ -10,7 +10,14 @@ grace 0), as a kubelet does once the containers have stopped.
 (b) replacement: delete one pod, time until its replacement is created (the ADDED
     event in this process' watch), 100 times, one after another: p50 / p99;
 (c) rolling update of the N replicas (maxSurge 25%, maxUnavailable 25%, the
-    defaults) to a new image: until the Deployment reports the rollout complete.
+    defaults) to a new image: until the Deployment reports the rollout complete;
+(d) a Job of N completions (default 1,000), parallelism 100: from creating it to its
+    Complete condition, and the CPU seconds every process spent per pod, against (a)
+    in the same run (the issue's target: at most 1.5x the scale-up's time). The
+    simulated kubelets finish each Job pod (Succeeded, exit code 0) in one status write;
+(e) a DaemonSet over 100 more simulated nodes (--ds-nodes): until it is available on
+    every one, then a rolling update to a new image with the default maxUnavailable 1
+    (--ds-max-unavailable): until every node runs an updated, available pod.
 
 Without `minik8s scheduler` (or with --bind) pods are bound by this process instead,
 round-robin through the binding API.
@@ -82,6 +89,34 @@ def node(i: int) -> dict:
                                        "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}}
 
 
+def job(completions: int, parallelism: int) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch"},
+            "spec": {"completions": completions, "parallelism": parallelism, "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+
+
+def daemonset(image: str, max_unavailable) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}},
+                     "template": {"metadata": {"labels": {"app": "agent"}},
+                                  "spec": {"nodeSelector": {"bench-ds": "yes"},
+                                           "containers": [{"name": "c", "image": image, "resources": {
+                                               "requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+
+
+def target_node(pod: dict) -> str | None:
+    """The node a daemon pod's required affinity names (matchFields metadata.name)."""
+    required = (((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    for term in required.get("nodeSelectorTerms") or []:
+        for f in term.get("matchFields") or []:
+            if f.get("key") == "metadata.name" and f.get("operator") == "In":
+                return (f.get("values") or [None])[0]
+    return None
+
+
 def deployment(replicas: int, image: str) -> dict:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
@@ -91,8 +126,9 @@ def deployment(replicas: int, image: str) -> dict:
 
 
 class Nodes:
-    """Every kubelet at once: bound pods become Running and Ready; bound pods being
-    deleted are finished off. Optionally binds pods itself (no scheduler)."""
+    """Every kubelet at once: bound pods become Running and Ready (a Job's pods finish:
+    Succeeded, exit code 0); bound pods being deleted are finished off. Optionally binds
+    pods itself (no scheduler): round-robin, or a daemon pod to the node it names."""
 
     def __init__(self, client: Client, nodes: int, *, bind: bool, workers: int = 8):
         self.client, self.nodes, self.bind = client, nodes, bind
@@ -102,6 +138,7 @@ class Nodes:
         self.created: dict[str, float] = {}   # pod name -> when this process first saw it
         self.bound: dict[str, float] = {}
         self.ready: dict[str, float] = {}
+        self.succeeded: dict[str, float] = {}
         self.informer.add_handler(on_add=self._changed, on_update=lambda _, p: self._changed(p))
         self._next_node = 0
         self._inflight: set[str] = set()
@@ -120,6 +157,8 @@ class Nodes:
         if name not in self.ready and any(c.get("type") == "Ready" and c.get("status") == "True"
                                           for c in (pod.get("status") or {}).get("conditions") or ()):
             self.ready[name] = t
+        if (pod.get("status") or {}).get("phase") == "Succeeded":
+            self.succeeded.setdefault(name, t)
         if name in self._inflight:
             return
         if pod["metadata"].get("deletionTimestamp"):
@@ -141,8 +180,21 @@ class Nodes:
                 if what == "finish":
                     await self.client.delete("pods", name, namespace=NS, grace_period_seconds=0)
                 elif what == "bind":
-                    self._next_node = (self._next_node + 1) % self.nodes
-                    await self.client.bind(name, f"node-{self._next_node}", namespace=NS)
+                    pod = self.informer.store.get(f"{NS}/{name}")
+                    target = target_node(pod) if pod is not None else None
+                    if target is None:
+                        self._next_node = (self._next_node + 1) % self.nodes
+                        target = f"node-{self._next_node}"
+                    await self.client.bind(name, target, namespace=NS)
+                elif "batch.kubernetes.io/job-name" in (self._labels(name) or {}):
+                    t = now()
+                    await self.client.patch("pods", name, namespace=NS, subresource="status", patch={
+                        "metadata": {"uid": uid[0]},
+                        "status": {"phase": "Succeeded", "containerStatuses": [{
+                            "name": "c", "ready": False, "restartCount": 0, "image": "busybox", "imageID": "",
+                            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                     "startedAt": t, "finishedAt": t}}}]}})
+                    self._started.add(uid[0])
                 else:
                     t = now()
                     await self.client.patch("pods", name, namespace=NS, subresource="status", patch={
@@ -160,6 +212,10 @@ class Nodes:
                 pod = self.informer.store.get(f"{NS}/{name}")
                 if pod is not None and what != "finish":
                     self._changed(pod)  # look again: it may have changed meanwhile
+
+    def _labels(self, name: str) -> dict | None:
+        pod = self.informer.store.get(f"{NS}/{name}")
+        return None if pod is None else pod["metadata"].get("labels")
 
     async def start(self) -> None:
         self._tasks = [self.informer.start()] + [asyncio.create_task(self._work()) for _ in range(self.workers)]
@@ -205,6 +261,27 @@ async def rolled_out(client: Client, replicas: int, image: str) -> bool:
     st = d.get("status") or {}
     return (st.get("observedGeneration", 0) >= d["metadata"]["generation"]
             and st.get("updatedReplicas") == st.get("replicas") == st.get("availableReplicas") == replicas
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == image)
+
+
+def ds_node(i: int) -> dict:
+    n = node(i)
+    n["metadata"]["name"] = n["metadata"]["labels"]["kubernetes.io/hostname"] = f"ds-node-{i}"
+    n["metadata"]["labels"]["bench-ds"] = "yes"
+    return n
+
+
+async def job_complete(client: Client) -> bool:
+    j = await client.get("jobs", "batch", namespace=NS)
+    return any(c.get("type") == "Complete" and c.get("status") == "True"
+               for c in (j.get("status") or {}).get("conditions") or [])
+
+
+async def ds_rolled_out(client: Client, n: int, image: str) -> bool:
+    d = await client.get("daemonsets", "agent", namespace=NS)
+    st = d.get("status") or {}
+    return (st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+            and st.get("desiredNumberScheduled") == st.get("updatedNumberScheduled") == st.get("numberAvailable") == n
             and d["spec"]["template"]["spec"]["containers"][0]["image"] == image)
 
 
@@ -278,6 +355,26 @@ async def bench(url: str, args, bind: bool, pids: dict[str, int]) -> dict:
             {"name": "c", "image": "nginx:2"}]}}}}, namespace=NS, patch_type="strategic")
         out["rollout"] = await poll(lambda: rolled_out(client, n, "nginx:2"), args.timeout, "rollout") - t0
         out["cpu_c"] = cpu.mark()
+
+        # (d) a Job of N completions, parallelism 100
+        t0 = time.perf_counter()
+        await client.create(job(args.completions, args.parallelism), namespace=NS)
+        out["job"] = await poll(lambda: job_complete(client), args.timeout, "the Job Complete") - t0
+        out["cpu_d"] = cpu.mark()
+        out["cpu_d_total"] = sum(float(x.split()[1]) for x in out["cpu_d"].split(", "))
+
+        # (e) a DaemonSet over --ds-nodes more nodes
+        await asyncio.gather(*(client.create(ds_node(i)) for i in range(args.ds_nodes)))
+        t0 = time.perf_counter()
+        await client.create(daemonset("agent:1", args.ds_max_unavailable), namespace=NS)
+        out["ds_up"] = await poll(lambda: ds_rolled_out(client, args.ds_nodes, "agent:1"),
+                                  args.timeout, "the DaemonSet available") - t0
+        t0 = time.perf_counter()
+        await client.patch("daemonsets", "agent", {"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "image": "agent:2"}]}}}}, namespace=NS, patch_type="strategic")
+        out["ds_rollout"] = await poll(lambda: ds_rolled_out(client, args.ds_nodes, "agent:2"),
+                                       args.timeout, "the DaemonSet rolled out") - t0
+        out["cpu_e"] = cpu.mark()
         await nodes.stop()
     return out
 
@@ -287,9 +384,15 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=1000)
     p.add_argument("--nodes", type=int, default=10)
     p.add_argument("--deletions", type=int, default=100)
+    p.add_argument("--completions", type=int, default=1000, help="(d) the Job's completions")
+    p.add_argument("--parallelism", type=int, default=100, help="(d) the Job's parallelism")
+    p.add_argument("--ds-nodes", type=int, default=100, help="(e) nodes the DaemonSet runs on")
+    p.add_argument("--ds-max-unavailable", default="1", help="(e) the rollout's maxUnavailable")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--bind", action="store_true", help="bind pods here instead of running the scheduler")
     args = p.parse_args()
+    mu = args.ds_max_unavailable
+    args.ds_max_unavailable = mu if mu.endswith("%") else int(mu)
 
     etcd = Etcd().start()
     api = APIServer(etcd.url, plain=True).start()
@@ -312,11 +415,18 @@ def main() -> None:
                     procs.append(sched)
             cm_port = free_port()
             procs.append(Component("controller-manager", "--kubeconfig", kc, "--controllers",
-                                   "replicaset,deployment", "--leader-elect=false",
+                                   # serviceaccount: the namespace's default ServiceAccount,
+                                   # which the ServiceAccount admission plugin requires of pods.
+                                   "replicaset,deployment,job,daemonset,serviceaccount", "--leader-elect=false",
                                    "--port", str(cm_port)).start())
             pids = {"apiserver": api.proc.pid, "etcd": etcd.proc.pid,
                     **{c.args[0]: c.proc.pid for c in procs}}
-            out = asyncio.run(bench(api.url, args, bind, pids))
+            try:
+                out = asyncio.run(bench(api.url, args, bind, pids))
+            except BaseException:
+                for c in procs:  # what the components said, for the failure's cause
+                    print(f"--- {c.args[0]} ({'alive' if c.alive() else 'exited'}):\n{c.log()[-2000:]}")
+                raise
             out["reconciles"] = reconciles(cm_port)
             for c in procs:
                 if not c.alive():
@@ -339,6 +449,13 @@ def main() -> None:
     print(f"    CPU seconds: {out['cpu_b']}")
     print(f"(c) rolling update of {n} (25%/25%): {out['rollout']:.2f}s")
     print(f"    CPU seconds: {out['cpu_c']}")
+    print(f"(d) Job of {args.completions} completions, parallelism {args.parallelism}: Complete in "
+          f"{out['job']:.2f}s = {out['job'] / out['available']:.2f}x the scale-up of (a) (target <= 1.5x); "
+          f"CPU {1000 * out['cpu_d_total'] / args.completions:.1f} ms per pod")
+    print(f"    CPU seconds: {out['cpu_d']}")
+    print(f"(e) DaemonSet on {args.ds_nodes} nodes: available on all in {out['ds_up']:.2f}s; rolling update "
+          f"(maxUnavailable {args.ds_max_unavailable}) in {out['ds_rollout']:.2f}s")
+    print(f"    CPU seconds: {out['cpu_e']}")
     print(f"reconciles over the whole run: {out['reconciles']}")
 
 

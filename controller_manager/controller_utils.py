@@ -202,6 +202,10 @@ class Expectations:
     def expect_deletions(self, key: str, pod_keys: Iterable[str]) -> None:
         self._adds[key], self._dels[key], self._since[key] = 0, set(pod_keys), self.clock.monotonic()
 
+    def expect(self, key: str, creations: int, pod_keys: Iterable[str]) -> None:
+        """Both at once (a DaemonSet sync creates on some nodes and deletes on others)."""
+        self._adds[key], self._dels[key], self._since[key] = creations, set(pod_keys), self.clock.monotonic()
+
     def creation_observed(self, key: str) -> None:
         if key in self._adds:
             self._adds[key] -= 1

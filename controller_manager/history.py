@@ -23,6 +23,8 @@ What it guarantees:
 - `truncate_history` deletes the oldest revisions beyond a limit, never one named in
   `live` (those still backing pods or the current/update revisions).
 - `sort_revisions` orders by revision number, then creation time, then name.
+- `apply_revision(obj, revision)` is the object as a rollback to that revision makes it
+  (ApplyRevision): the revision's data applied as the strategic merge patch it is.
 
 Every function that writes takes the REST client; the rest are pure and never mutate
 their arguments.
@@ -38,6 +40,7 @@ from controller_manager.controller_utils import claim, controller_of, controller
 from controller_manager.controllers.deployment import safe_encode
 from machinery import errors
 from machinery.labels import Selector
+from machinery.patch import strategic_merge_patch
 
 HASH_LABEL = "controller-revision-hash"
 _MAX_PREFIX = 223  # 253 (a DNS subdomain) less room for the hash
@@ -160,6 +163,14 @@ async def create_revision(client, parent: dict, revision: dict,
             if equal_revision(existing, clone):
                 return existing, count
             count = (count or 0) + 1
+
+
+def apply_revision(obj: dict, revision: dict) -> dict:
+    """ApplyRevision: a new object, `obj` with the revision's data patched in (its
+    apiVersion names the group whose patch strategies apply)."""
+    group = (obj.get("apiVersion") or "").rpartition("/")[0]
+    return strategic_merge_patch(copy.deepcopy(obj), copy.deepcopy(revision.get("data") or {}),
+                                 obj.get("kind", ""), group)
 
 
 async def update_revision(client, revision: dict, number: int) -> dict:

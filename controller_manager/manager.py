@@ -168,7 +168,10 @@ class Manager:
     def build(self, factory: SharedInformerFactory) -> dict[str, Controller]:
         built = {}
         for name in self.names:
-            recorder = SpamFilter(EventRecorder(self.client, component=f"{name}-controller"))
+            # Events name their source as Kubernetes' controllers do: `<name>-controller`,
+            # unless the controller says otherwise (`replication-controller`).
+            component = getattr(REGISTRY[name], "event_source", "") or f"{name}-controller"
+            recorder = SpamFilter(EventRecorder(self.client, component=component))
             self._recorders.append(recorder)
             built[name] = REGISTRY[name](self.client, factory, recorder=recorder, clock=self.clock,
                                          options=self.options[name])

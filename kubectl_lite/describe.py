@@ -501,6 +501,58 @@ def describe_replicaset(s: Any, r: Any, rs: dict, w: W) -> None:
     describe_conditions(w, status.get("conditions") or [])
 
 
+def _pods_status(s: Any, owner: dict, selector: str) -> str:
+    """`N Running / N Waiting / N Succeeded / N Failed` over the owner's pods."""
+    md = _meta(owner)
+    phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
+    try:
+        pods = s.client.list("pods", namespace=md.get("namespace"),
+                             label_selector=None if selector == "<none>" else selector).get("items", [])
+    except APIError:
+        pods = []
+    for p in pods:
+        if any(o.get("uid") == md.get("uid") for o in _meta(p).get("ownerReferences") or []):
+            phase = (p.get("status") or {}).get("phase", "Pending")
+            phases[phase] = phases.get(phase, 0) + 1
+    return (f"{phases['Running']} Running / {phases['Pending']} Waiting / "
+            f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+
+
+def describe_daemonset(s: Any, r: Any, ds: dict, w: W) -> None:
+    """kubectl's describeDaemonSet."""
+    md, spec, status = _meta(ds), ds.get("spec") or {}, ds.get("status") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    sel = selector_string(spec.get("selector"))
+    w.kv(0, "Selector", sel)
+    node_sel = ((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    w.kv(0, "Node-Selector", ",".join(f"{k}={v}" for k, v in sorted(node_sel.items())) or "<none>")
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    w.line(0, f"Desired Number of Nodes Scheduled: {status.get('desiredNumberScheduled', 0)}")
+    w.line(0, f"Current Number of Nodes Scheduled: {status.get('currentNumberScheduled', 0)}")
+    w.line(0, f"Number of Nodes Scheduled with Up-to-date Pods: {status.get('updatedNumberScheduled', 0)}")
+    w.line(0, f"Number of Nodes Scheduled with Available Pods: {status.get('numberAvailable', 0)}")
+    w.line(0, f"Number of Nodes Misscheduled: {status.get('numberMisscheduled', 0)}")
+    w.kv(0, "Pods Status", _pods_status(s, ds, sel))
+    describe_template(w, spec.get("template") or {})
+
+
+def describe_replicationcontroller(s: Any, r: Any, rc: dict, w: W) -> None:
+    """kubectl's ReplicationControllerDescriber: a plain-map selector."""
+    md, spec, status = _meta(rc), rc.get("spec") or {}, rc.get("status") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    sel = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items())) or "<none>"
+    w.kv(0, "Selector", sel)
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    w.kv(0, "Replicas", f"{status.get('replicas', 0)} current / {spec.get('replicas', 1)} desired")
+    w.kv(0, "Pods Status", _pods_status(s, rc, sel))
+    describe_template(w, spec.get("template") or {})
+    describe_conditions(w, status.get("conditions") or [])
+
+
 def describe_conditions(w: W, conditions: list[dict]) -> None:
     """A workload's conditions, as kubectl prints them for ReplicaSets and Deployments."""
     if conditions:
@@ -899,7 +951,9 @@ DESCRIBERS = {("", "Namespace"): describe_namespace, ("", "Pod"): describe_pod,
               ("batch", "Job"): describe_job, ("batch", "CronJob"): describe_cronjob,
               ("", "PersistentVolume"): describe_persistentvolume,
               ("", "PersistentVolumeClaim"): describe_persistentvolumeclaim,
-              ("storage.k8s.io", "StorageClass"): describe_storageclass}
+              ("storage.k8s.io", "StorageClass"): describe_storageclass,
+              ("apps", "DaemonSet"): describe_daemonset,
+              ("", "ReplicationController"): describe_replicationcontroller}
 
 
 # --- StatefulSet and PodDisruptionBudget (kubectl's StatefulSetDescriber, PodDisruptionBudgetDescriber) ---

@@ -20,7 +20,8 @@ from kubectl_lite.printers import (as_list, cell_text, format_labels, go_format,
 
 FORMATS = ("custom-columns", "custom-columns-file", "json", "jsonpath", "jsonpath-as-json",
            "jsonpath-file", "name", "wide", "yaml")
-ALL_CATEGORY = ("pods", "services", "deployments", "replicasets", "cronjobs", "jobs")
+ALL_CATEGORY = ("pods", "replicationcontrollers", "services", "daemonsets", "deployments", "replicasets",
+                "cronjobs", "jobs")
 
 
 def add_get(p: Parser) -> None:

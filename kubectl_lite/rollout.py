@@ -1,6 +1,6 @@
 """`rollout status|history|undo|restart|pause|resume` for Deployments, and
-status|history|undo|restart for StatefulSets (kubectl_lite/revisions.py: their history is
-ControllerRevisions).
+status|history|undo|restart for DaemonSets and StatefulSets (kubectl_lite/controllerrevisions.py:
+their history is ControllerRevisions).
 
 status follows kubectl's DeploymentStatusViewer: done when the controller has observed
 the current generation (`status.observedGeneration >= metadata.generation`) and
@@ -65,20 +65,19 @@ def _deployments(s: Any, args: Any) -> list[tuple[Any, dict]]:
             raise CLIError(f"resource(s) were provided, but no name was specified for {kind}")
     if not out:
         raise CLIError("required resource not specified")
-    from kubectl_lite import revisions
-    for r, _ in out:
-        if (r.group, r.kind) in revisions.KINDS and args.action in ("pause", "resume"):
-            raise CLIError(f'{plural_qualified(r)} "{_["metadata"]["name"]}" '
+    from kubectl_lite import controllerrevisions
+    for r, obj in out:
+        if (r.group, r.kind) in controllerrevisions.KINDS and args.action in ("pause", "resume"):
+            raise CLIError(f'{plural_qualified(r)} "{obj["metadata"]["name"]}" '
                            f'{"pausing" if args.action == "pause" else "resuming"} is not supported')
-        if (r.group, r.kind) != ("apps", "Deployment") and (r.group, r.kind) not in revisions.KINDS:
+        if not _is_deployment(r) and (r.group, r.kind) not in controllerrevisions.KINDS:
             raise CLIError(f"no {args.action} support for {r.api_version}, Kind={r.kind}: "
-                           "rollout works on Deployments and StatefulSets")
+                           "rollout works on Deployments, DaemonSets and StatefulSets")
     return out
 
 
-def _revisioned(r: Any) -> bool:
-    from kubectl_lite import revisions
-    return (r.group, r.kind) in revisions.KINDS
+def _is_deployment(r: Any) -> bool:
+    return (r.group, r.kind) == ("apps", "Deployment")
 
 
 def run_rollout(args: Any, s: Any) -> int:
@@ -120,12 +119,11 @@ def status(s: Any, args: Any) -> int:
     if len(targets) != 1:
         raise CLIError("rollout status takes exactly one deployment")
     r, d = targets[0]
+    from kubectl_lite import controllerrevisions
+    viewer = status_message if _is_deployment(r) else controllerrevisions.STATUS[r.kind]
     timeout = _seconds(args.timeout)
     deadline = time.monotonic() + timeout if timeout else None
     last = None
-
-    from kubectl_lite import revisions
-    viewer = revisions.status_message if _revisioned(r) else status_message
 
     def show(obj: dict) -> bool:
         nonlocal last
@@ -161,10 +159,10 @@ def _history(s: Any, d: dict) -> list[tuple[int, dict]]:
 def history(s: Any, args: Any) -> int:
     from kubectl_lite.describe import W, describe_template
     from kubectl_lite.printers import tabwrite
-    from kubectl_lite import revisions
+    from kubectl_lite import controllerrevisions
     for r, d in _deployments(s, args):
-        if _revisioned(r):
-            revisions.history(s, r, d, args)
+        if not _is_deployment(r):
+            controllerrevisions.history(s, r, d, args.revision)
             continue
         name = f"{qualified(r)}/{d['metadata']['name']}"
         revs = [(n, rs) for n, rs in _history(s, d) if n > 0]
@@ -203,10 +201,10 @@ def _template(rs: dict) -> dict:
 
 def undo(s: Any, args: Any) -> int:
     from client.rest import PATCH_TYPES
-    from kubectl_lite import revisions
+    from kubectl_lite import controllerrevisions
     for r, d in _deployments(s, args):
-        if _revisioned(r):
-            revisions.undo(s, r, d, args)
+        if not _is_deployment(r):
+            controllerrevisions.undo(s, r, d, args.to_revision, args.dry_run)
             continue
         md = d["metadata"]
         name = f"{qualified(r)}/{md['name']}"

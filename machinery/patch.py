@@ -285,9 +285,8 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("rbac.authorization.k8s.io", "RoleBinding"): _kind(),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _kind(),
     ("apps", "ControllerRevision"): _kind(),  # data is a RawExtension: replaced whole
-    ("apps", "DaemonSet"): _kind(
-        spec=_struct({"template": _TEMPLATE, "updateStrategy": _struct({}, retain=True)}),
-        status=_CONDITIONS_STATUS),
+    ("apps", "DaemonSet"): _kind(spec=_struct({"template": _TEMPLATE}),  # updateStrategy: no retainKeys
+                                 status=_CONDITIONS_STATUS),
     ("", "ReplicationController"): _kind(spec=_struct({"template": _TEMPLATE}),
                                          status=_CONDITIONS_STATUS),
     ("batch", "Job"): _kind(spec=_struct({"template": _TEMPLATE}), status=_CONDITIONS_STATUS),

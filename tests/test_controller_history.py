@@ -58,6 +58,18 @@ def test_hash_is_fnv32_of_the_data_through_safe_encode():
     assert history.revision_name("x" * 300, h) == "x" * 223 + "-" + h
 
 
+def test_apply_revision_replaces_the_template():
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+          "spec": {"minReadySeconds": 5, "template": {"metadata": {"labels": {"a": "1", "b": "2"}},
+                                                       "spec": {"containers": [{"name": "c", "image": "new"}]}}}}
+    rev = {"data": {"spec": {"template": {"$patch": "replace", "metadata": {"labels": {"a": "1"}},
+                                          "spec": {"containers": [{"name": "c", "image": "old"}]}}}}}
+    out = history.apply_revision(ds, rev)
+    assert out["spec"] == {"minReadySeconds": 5, "template": {"metadata": {"labels": {"a": "1"}},
+                                                              "spec": {"containers": [{"name": "c", "image": "old"}]}}}
+    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == "new"  # not mutated
+
+
 async def test_create_list_find_and_truncate(apiserver, ns):
     async with Client(apiserver.connection()) as client:
         parent = await client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}},

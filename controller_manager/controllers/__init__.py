@@ -14,6 +14,7 @@ from controller_manager.controllers.certificates import (CSRApprovingController,
                                                         CSRSigningController)
 from controller_manager.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from controller_manager.controllers.cronjob import CronJobController
+from controller_manager.controllers.daemonset import DaemonSetController
 from controller_manager.controllers.deployment import DeploymentController
 from controller_manager.controllers.disruption import DisruptionController
 from controller_manager.controllers.endpoints import EndpointsController
@@ -27,6 +28,7 @@ from controller_manager.controllers.nodelifecycle import NodeLifecycleController
 from controller_manager.controllers.persistentvolume import PersistentVolumeBinder
 from controller_manager.controllers.podgc import PodGCController
 from controller_manager.controllers.replicaset import ReplicaSetController
+from controller_manager.controllers.replicationcontroller import ReplicationControllerController
 from controller_manager.controllers.rootcacertpublisher import RootCACertPublisher
 from controller_manager.controllers.serviceaccount import ServiceAccountController
 from controller_manager.controllers.servicelb import ServiceLBController
@@ -47,5 +49,5 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           CSRCleanerController,
                           DisruptionController, StatefulSetController,
                           PersistentVolumeBinder, PVCProtectionController, PVProtectionController,
-                          LocalPathProvisioner)
+                          LocalPathProvisioner, DaemonSetController, ReplicationControllerController)
 ])

@@ -86,8 +86,13 @@ class ReplicaSetOptions:
 
 
 class ReplicaSetController(Controller):
+    """The one reconciler for ReplicaSets and (through ReplicationControllerController,
+    which changes only what is named here) ReplicationControllers, as Kubernetes runs
+    its replication manager on the ReplicaSet controller's code."""
     name = "replicaset"
     kind = "ReplicaSet"
+    resource = "replicasets"
+    group = "apps"
     Options = ReplicaSetOptions
 
     def __init__(self, client, factory, *, recorder: EventRecorder | None = None,
@@ -99,13 +104,17 @@ class ReplicaSetController(Controller):
         self.burst_replicas = options.burst_replicas
         self.expectations = Expectations(self.clock)
         self._views: dict[str, PodView] = {}  # pod key -> view of the version last read
-        self.rs_informer = factory.informer("replicasets")
+        self.rs_informer = factory.informer(self.resource)
         self.pod_informer = factory.informer("pods")
         self.rs_informer.add_handler(on_add=self._rs_changed, on_update=lambda o, n: self._rs_changed(n),
                                      on_delete=self._rs_deleted)
         self.pod_informer.add_handler(on_add=self._pod_added, on_update=self._pod_updated,
                                       on_delete=self._pod_deleted)
         self.informers += [self.rs_informer, self.pod_informer]
+
+    def selector(self, rs: dict) -> Selector:
+        """The owner's `spec.selector` (a LabelSelector; BadRequest if malformed)."""
+        return selector_of(rs)
 
     # -- handlers: keys and expectation bookkeeping only ----------------------------
 
@@ -119,7 +128,8 @@ class ReplicaSetController(Controller):
 
     def _resolve(self, namespace: str, ref: dict | None) -> str | None:
         """The key of the ReplicaSet `ref` names, if it is one we have (uid checked)."""
-        if ref is None or ref.get("kind") != self.kind or not ref.get("apiVersion", "").startswith("apps/"):
+        if ref is None or ref.get("kind") != self.kind or \
+                ref.get("apiVersion", "").rpartition("/")[0] != self.group:
             return None
         key = f"{namespace}/{ref.get('name')}"
         rs = self.rs_informer.store.get(key)
@@ -132,7 +142,7 @@ class ReplicaSetController(Controller):
         keys = []
         for rs in self.rs_informer.store.by_index(NAMESPACE, pod["metadata"]["namespace"]):
             try:
-                sel = selector_of(rs)
+                sel = self.selector(rs)
             except errors.APIError:
                 continue
             if not sel.empty and sel.matches(labels):
@@ -261,7 +271,7 @@ class ReplicaSetController(Controller):
             if (controller_of(other) or {}).get("uid") != ref["uid"]:
                 continue
             try:
-                sel = selector_of(other)
+                sel = self.selector(other)
             except errors.APIError:
                 continue
             for p in self.pods_selected(other["metadata"]["namespace"], sel):
@@ -276,7 +286,7 @@ class ReplicaSetController(Controller):
             self.expectations.delete(key)
             return
         try:
-            selector = selector_of(rs)
+            selector = self.selector(rs)
         except errors.APIError as exc:
             log.warning("replicaset %s: bad selector: %s", key, exc.message)
             return
@@ -302,7 +312,7 @@ class ReplicaSetController(Controller):
             self.queue.add_after(key, float(mrs))
 
     async def claim_pods(self, rs: dict, selector: Selector, pods: list[dict]) -> list[dict]:
-        return await claim(self.client, rs, "replicasets", selector, pods, "pods")
+        return await claim(self.client, rs, self.resource, selector, pods, "pods")
 
     async def manage_replicas(self, key: str, rs: dict, pods: list[dict]) -> None:
         diff = len(pods) - (rs["spec"].get("replicas", 1))
