@@ -101,8 +101,12 @@ def bring_up(lab: Lab, cps: list[str], workers: list[str], backend: str) -> dict
     return times
 
 
-def kubectl(lab: Lab, *args: str) -> str:
-    return lab.host("cp1").run(KUBECTL, "--kubeconfig", "/etc/minik8s/admin.conf", *args).stdout
+def kubectl(lab: Lab, *args: str, via: str = "cp1") -> str:
+    """kubectl-lite as the admin on control-plane host `via`, through its own API server
+    (every admin.conf names the control-plane endpoint, cp1, which a failover may have killed)."""
+    h = lab.host(via)
+    return h.run(KUBECTL, "--kubeconfig", "/etc/minik8s/admin.conf", "--server", f"https://{h.ip}:6443",
+                 *args).stdout
 
 
 class Writes:
@@ -139,17 +143,18 @@ def failover(lab: Lab, worker: Host, label: str, kill) -> None:
           f"{errs} failed writes ({len(before)} before, {len(after)} after)", flush=True)
 
 
-def lease_holder(lab: Lab, name: str) -> str:
-    out = kubectl(lab, "get", "lease", "-n", "kube-system", name, "-o", "jsonpath={.spec.holderIdentity}")
+def lease_holder(lab: Lab, name: str, via: str) -> str:
+    out = kubectl(lab, "get", "lease", "-n", "kube-system", name, "-o", "jsonpath={.spec.holderIdentity}", via=via)
     return out.strip()
 
 
 def leader_failover(lab: Lab, cps: list[str], name: str, pattern: str) -> None:
-    holder = lease_holder(lab, name)
+    """`cps`: the control-plane hosts still up; the first one answers the reads."""
+    holder = lease_holder(lab, name, cps[0])
     host = next(lab.host(s) for s in cps if holder.startswith(lab.host(s).name))
     t0 = time.monotonic()
     host.kill_matching(pattern)
-    new = wait_for(lambda: (h := lease_holder(lab, name)) != holder and h, timeout=120, interval=0.1,
+    new = wait_for(lambda: (h := lease_holder(lab, name, cps[0])) != holder and h, timeout=120, interval=0.1,
                    what=f"a new {name} leader")
     print(f"  {name + ' leader':<44} {(time.monotonic() - t0) * 1000:8.0f} ms to a new holder ({new})", flush=True)
 

@@ -203,12 +203,18 @@ def _state(pid: int) -> str:
         return "X"
 
 
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")     # init's default --service-cidr
+
+
 def free_subnets(n: int) -> list[ipaddress.IPv4Network]:
-    """n consecutive /24s that no route of the machine overlaps."""
+    """n consecutive /24s that no route of the machine overlaps, outside the default
+    service CIDR (init refuses hosts whose addresses it contains)."""
     from cluster import network
     for _ in range(200):
         a, b = random.randrange(100, 250), random.randrange(0, 255 - n) // 2 * 2
         nets = [ipaddress.ip_network(f"10.{a}.{b + i}.0/24") for i in range(n)]
+        if any(x.overlaps(SERVICE_CIDR) for x in nets):
+            continue
         if not network.overlapping_routes(*(str(x) for x in nets)):
             return nets
     raise RuntimeError("no free address range for the lab")

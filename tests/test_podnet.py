@@ -232,7 +232,7 @@ class Lab:
         self.server = server
         self.id = uuid.uuid4().hex[:6]
         self.dir = tempfile.mkdtemp(prefix="minik8s-podnet-")
-        x, y = random.randrange(100, 250), random.randrange(100, 250)
+        x, y = random.sample(range(100, 250), 2)     # distinct: the hosts' subnets and the pods'
         self.subnet1, self.subnet2 = f"10.{x}.1", f"10.{x}.2"
         self.cluster = f"10.{y}"
         self.router = f"pn{self.id}-r"
