@@ -135,18 +135,26 @@ class Session:
         if self._connection is None:
             from client.kubeconfig import Connection
             o = self.opts
-            if o.server:
+            # --server overrides the context's server and keeps the rest of it (its CA,
+            # its user), as kubectl's does; with no kubeconfig context it stands alone.
+            cfg = None
+            if not o.server or any(os.path.exists(p) for p in self.kubeconfig_paths()):
+                cfg = self.kubeconfig()
+                if not (o.context or cfg.current_context):
+                    if not o.server:
+                        raise CLIError('current-context is not set in the kubeconfig: use '
+                                       '"kubectl-lite config use-context NAME" or pass --context')
+                    cfg = None
+            if cfg is None:
                 conn = Connection(server=o.server, namespace=o.namespace or "default",
                                   token=o.token or None)
             else:
-                cfg = self.kubeconfig()
-                if not (o.context or cfg.current_context):
-                    raise CLIError('current-context is not set in the kubeconfig: use '
-                                   '"kubectl-lite config use-context NAME" or pass --context')
                 try:
                     conn = cfg.connection(o.context or None, namespace=o.namespace or None)
                 except (ValueError, OSError) as exc:
                     raise CLIError(str(exc).replace("'", '"')) from None
+                if o.server:
+                    conn.server = o.server
                 if o.token:
                     conn.token = o.token
             _override_tls(conn, o)

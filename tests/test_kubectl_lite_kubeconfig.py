@@ -226,6 +226,19 @@ def test_kubectls_flags_override_the_kubeconfig(server, tmp_path):
     assert forbidden_user(r) == f"system:bootstrap:{TOKEN_ID}"
 
 
+def test_server_flag_keeps_the_kubeconfigs_ca_and_user(server, tmp_path):
+    """kubectl's --server replaces the context's server only: the CA and the client
+    certificate still come from the kubeconfig (a lab's admin.conf aimed at another
+    control-plane host)."""
+    path = write(tmp_path, cluster={"server": "https://127.0.0.1:1", "tls-server-name": "kubernetes",
+                                    "certificate-authority-data": b64(server.read("ca.crt"))},
+                 user={"client-certificate-data": b64(server.read("jane.crt")),
+                       "client-key-data": b64(server.read("jane.key"))})
+    r = subprocess.run([KUBECTL_LITE, "--kubeconfig", path, "--server", server.url, "get", "pods"],
+                       capture_output=True, text=True, timeout=60)
+    assert forbidden_user(r) == "jane"
+
+
 def test_exec_credentials_with_a_client_certificate(server, tmp_path):
     plugin = tmp_path / "plugin.py"
     status = {"clientCertificateData": server.read("jane.crt").decode(),
