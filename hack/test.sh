@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
 hack/lint.sh
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=25 "$@"

@@ -484,19 +484,7 @@ def describe_replicaset(s: Any, r: Any, rs: dict, w: W) -> None:
     if ctrl:
         w.kv(0, "Controlled By", f"{ctrl.get('kind')}/{ctrl.get('name')}")
     w.kv(0, "Replicas", f"{status.get('replicas', 0)} current / {spec.get('replicas', 1)} desired")
-    phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
-    sel = selector_string(spec.get("selector"))
-    try:
-        pods = s.client.list("pods", namespace=md.get("namespace"),
-                             label_selector=None if sel == "<none>" else sel).get("items", [])
-    except APIError:
-        pods = []
-    for p in pods:
-        if any(o.get("uid") == md.get("uid") for o in _meta(p).get("ownerReferences") or []):
-            phase = (p.get("status") or {}).get("phase", "Pending")
-            phases[phase] = phases.get(phase, 0) + 1
-    w.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
-                           f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+    w.kv(0, "Pods Status", _pods_status(s, rs, selector_string(spec.get("selector"))))
     describe_template(w, spec.get("template") or {})
     describe_conditions(w, status.get("conditions") or [])
 
@@ -974,17 +962,7 @@ def describe_statefulset(s: Any, r: Any, sts: dict, w: W) -> None:
         w.kv(1, "Partition", rolling["partition"])
     if rolling.get("maxUnavailable") is not None:
         w.kv(1, "MaxUnavailable", rolling["maxUnavailable"])
-    phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
-    try:
-        pods = s.client.list("pods", namespace=md.get("namespace")).get("items", [])
-    except APIError:
-        pods = []
-    for p in pods:
-        if any(o.get("uid") == md.get("uid") and o.get("controller") for o in _meta(p).get("ownerReferences") or []):
-            phase = (p.get("status") or {}).get("phase", "Pending")
-            phases[phase] = phases.get(phase, 0) + 1
-    w.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
-                           f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+    w.kv(0, "Pods Status", _pods_status(s, sts, selector_string(spec.get("selector"))))
     describe_template(w, spec.get("template") or {})
     claims = spec.get("volumeClaimTemplates") or []
     if not claims:
