@@ -60,7 +60,7 @@ import json, sys, urllib.request
 out = []
 for _ in range(int(sys.argv[2])):
     try:
-        out.append(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().split()[3])
+        out.append(urllib.request.urlopen(sys.argv[1], timeout=15).read().decode().split()[3])
     except Exception as e:
         out.append("error: %r" % (e,))
 print(json.dumps(out))

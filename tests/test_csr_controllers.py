@@ -146,6 +146,10 @@ def kubeadm_bootstrap_objects(admin) -> None:
 @pytest.fixture(scope="module")
 def manager(cluster, admin):
     kubeadm_bootstrap_objects(admin)
+    # the token's Secret and its bindings reach the server's authenticator and RBAC
+    # cache through watches: until then the bootstrapper is refused
+    with cluster.client(token=TOKEN) as bootstrapper:
+        wait_for(lambda: bootstrapper.get(BASE).status_code == 200, what="the bootstrapper allowed to list CSRs")
     pki_dir = cluster.pki_dir
     kc = cluster.kubeconfig("cm", Credentials(os.path.join(pki_dir, "controller-manager.crt"),
                                               os.path.join(pki_dir, "controller-manager.key")))
