@@ -36,12 +36,18 @@ _MAX_EXPONENT = 1000
 Number = Fraction | int | str
 
 
-@functools.lru_cache(maxsize=4096, typed=True)
 def parse_quantity_format(s: str | int | float) -> tuple[Fraction, str]:
-    """Parse a quantity; return its exact value and format family. Cached: the same few
-    quantities ("100m", "128Mi") recur in every pod, and Fractions are immutable."""
+    """Parse a quantity; return its exact value and format family. ValueError for anything
+    that is not one, whatever its type: a JSON body may hold an object or a list here."""
     if isinstance(s, bool) or not isinstance(s, (str, int, float)):
         raise ValueError(f"quantity must be a string or a number, not {type(s).__name__}")
+    return _parse_quantity_format(s)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _parse_quantity_format(s: str | int | float) -> tuple[Fraction, str]:
+    # Cached: the same few quantities ("100m", "128Mi") recur in every pod, and Fractions
+    # are immutable. Only hashable types reach it (see parse_quantity_format).
     text = s if isinstance(s, str) else repr(s)
     m = _RE.fullmatch(text)
     if not m or not (m.group(2) or m.group(3)):

@@ -155,3 +155,19 @@ def test_fuzz_no_5xx_and_nothing_stored(http, ns):
     after = _snapshot(http)
     changed = {x for x in after ^ before if x[0] == ns}
     assert not changed, changed
+
+
+def test_quantity_of_the_wrong_type_is_invalid_not_500(http, ns):
+    """A quantity that is an object, a list or a boolean is a schema error (422), never a 500
+    from the quantity parser (found by mutating pod bodies, issue 19)."""
+    for value in ({}, [], True, {"a": 1}):
+        for field in ("limits", "requests"):
+            body = pod("q")
+            body["spec"]["containers"][0]["resources"] = {field: {"memory": value}}
+            st = status(http.post(f"/api/v1/namespaces/{ns}/pods", json=body), 422, "Invalid")
+            assert any(c["field"] == f"spec.containers[0].resources.{field}[memory]"
+                       for c in st["details"]["causes"]), st
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "q-node"},
+            "status": {"capacity": {"cpu": []}}}
+    status(http.post("/api/v1/nodes", json=node), 422, "Invalid")
+    assert http.get(f"/api/v1/namespaces/{ns}/pods/q").status_code == 404

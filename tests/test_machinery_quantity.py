@@ -130,3 +130,10 @@ def test_cpu_millis(q, millis):
 ])
 def test_bytes_value(q, n):
     assert bytes_value(q) == n
+
+
+@pytest.mark.parametrize("value", [{}, [], {"a": 1}, [1], None, True])
+def test_a_value_of_the_wrong_type_is_a_value_error(value):
+    # Never a TypeError (unhashable) from the cache behind the parser.
+    with pytest.raises(ValueError):
+        parse_quantity(value)
