@@ -271,6 +271,22 @@ async def test_partial_disruption_of_a_small_zone_stops_eviction_taints():
     assert ctrl.zone_states[""] == "PartialDisruption"
 
 
+async def test_zone_counts_follow_nodes_that_leave_or_move():
+    # The per-zone counts are kept node by node: a deleted node, or one relabelled into
+    # another zone, no longer counts where it was.
+    client, ctrl, _ = controller(node("a1", ready="False", zone="a"), node("b1", zone="b"))
+    await look(ctrl, "a1", "b1")
+    zone = {z: f":\x00:{z}" for z in "abc"}  # Kubernetes' region:\x00:zone key, no region
+    assert ctrl.zone_states == {zone["a"]: "FullDisruption", zone["b"]: "Normal"}
+    client._store("nodes", None, "a1")
+    await look(ctrl, "a1", "b1")
+    assert ctrl.zone_states == {zone["b"]: "Normal"}
+    client.seed(node("b1", ready="False", zone="c"))
+    await look(ctrl, "b1")
+    assert ctrl.zone_states == {zone["c"]: "FullDisruption"}
+    assert ctrl.all_disrupted
+
+
 async def test_node_taint_change_enqueues_its_pods():
     client, ctrl, _ = controller(node("n1"), pod("p", "n1"), pod("q", "n2"))
     await look(ctrl, "n1")

@@ -208,6 +208,8 @@ class NodeLifecycleController(Controller):
         self.health: dict[str, Health] = {}
         self.limiters: dict[str, ZoneLimiter] = {}
         self.zone_states: dict[str, str] = {}
+        self._zone_of_node: dict[str, tuple[str, bool]] = {}        # node -> (zone, Ready)
+        self._zone_counts: dict[str, dict[bool, int]] = {}          # zone -> {Ready: n, not: n}
         self.all_disrupted = False
         self._no_execute_seen: dict[str, tuple] = {}      # node -> its NoExecute taints last seen
         self._tainted_since: dict[str, tuple[str, float]] = {}  # pod key -> (uid, since)
@@ -240,6 +242,7 @@ class NodeLifecycleController(Controller):
     async def _reconcile_node(self, name: str) -> None:
         cached = self.nodes.store.get(name)
         if cached is None:
+            self._count(name, None)
             self.health.pop(name, None)
             self._no_execute_seen.pop(name, None)
             return
@@ -309,20 +312,35 @@ class NodeLifecycleController(Controller):
                                     f"Node {name} status is now: NodeNotReady")
         return updated, 0.0
 
+    def _count(self, name: str, node: dict | None) -> None:
+        """Move one node's (zone, Ready) in the per-zone counts; None: the node is gone."""
+        before = self._zone_of_node.pop(name, None)
+        if before is not None:
+            self._zone_counts[before[0]][before[1]] -= 1
+            if not sum(self._zone_counts[before[0]].values()):
+                del self._zone_counts[before[0]]
+        if node is not None:
+            zone, ready = zone_of(node), ready_status(node) == "True"
+            self._zone_of_node[name] = (zone, ready)
+            self._zone_counts.setdefault(zone, {True: 0, False: 0})[ready] += 1
+
     def _update_zones(self, current: dict) -> None:
-        """Zone states and their eviction rates, from every node's Ready condition."""
-        by_zone: dict[str, list[str | None]] = {}
-        for node in self.nodes.store.list():
-            if node["metadata"]["name"] == current["metadata"]["name"]:
-                node = current
-            by_zone.setdefault(zone_of(node), []).append(ready_status(node))
+        """Zone states and their eviction rates, from every node's Ready condition.
+
+        The counts per zone are kept as each node is reconciled, so a reconcile costs the
+        number of zones, not of nodes (a pass over every node on each lease renewal was
+        nodes² per cycle, a core at 5,000 nodes). They start from the informer's store."""
+        if not self._zone_of_node:
+            for node in self.nodes.store.list():
+                self._count(node["metadata"]["name"], node)
+        self._count(current["metadata"]["name"], current)
+        by_zone = {zone: (c[True], c[True] + c[False]) for zone, c in self._zone_counts.items()}
         states = {}
-        for zone, statuses in by_zone.items():
-            ready = sum(1 for s in statuses if s == "True")
-            not_ready = len(statuses) - ready
+        for zone, (ready, total) in by_zone.items():
+            not_ready = total - ready
             if ready == 0 and not_ready > 0:
                 states[zone] = FULL
-            elif not_ready > 2 and not_ready / len(statuses) >= self.unhealthy_zone_threshold:
+            elif not_ready > 2 and not_ready / total >= self.unhealthy_zone_threshold:
                 states[zone] = PARTIAL
             else:
                 states[zone] = NORMAL_STATE
@@ -345,7 +363,7 @@ class NodeLifecycleController(Controller):
                 log.info("%s: zone %r is now %s", self.name, zone, state)
             if state == PARTIAL:
                 rate = (self.secondary_eviction_rate
-                        if len(by_zone[zone]) > self.large_cluster_size_threshold else 0.0)
+                        if by_zone[zone][1] > self.large_cluster_size_threshold else 0.0)
             else:
                 rate = self.eviction_rate
             limiter = self.limiters.get(zone)
