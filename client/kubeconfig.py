@@ -16,7 +16,8 @@ Guarantees
   counterparts, as in client-go. The cluster's `proxy-url` (http or https; socks5 is
   refused with a clear error, see client/proxy.py) and `tls-server-name` are carried
   over; a user's `exec` stanza is checked here (client/execcred.py) and run by the
-  client when it first needs a credential. A bad entry is a ValueError naming it.
+  client when it first needs a credential. A bad entry is a ValueError naming it, and
+  so is a file that is not YAML or has a part of the wrong shape.
 - `in_cluster()` is client-go's rest.InClusterConfig: a pod's connection to its API
   server from KUBERNETES_SERVICE_HOST/PORT, the ServiceAccount token and ca.crt projected
   at /var/run/secrets/kubernetes.io/serviceaccount (and its `namespace`). A token read
@@ -235,14 +236,41 @@ def load(path: str | None = None, *, env: Mapping[str, str] | None = None) -> Ku
     merged = KubeConfig()
     for p in paths:
         with open(p) as f:
-            _merge(merged, yaml.safe_load(f) or {}, os.path.dirname(os.path.abspath(p)))
+            _merge(merged, _document(f.read(), p), os.path.dirname(os.path.abspath(p)))
     return merged
 
 
 def loads(text: str, *, base_dir: str = ".") -> KubeConfig:
     cfg = KubeConfig()
-    _merge(cfg, yaml.safe_load(text) or {}, os.path.abspath(base_dir))
+    _merge(cfg, _document(text, "<string>"), os.path.abspath(base_dir))
     return cfg
+
+
+def _document(text: str, source: str) -> dict[str, Any]:
+    """The file's mapping; a ValueError naming the file for text that is not YAML, or for
+    any part of the wrong shape, as client-go refuses such a file."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f'error loading config file "{source}": {why}')
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise bad(" ".join(str(e).split())) from None
+    doc = {} if doc is None else doc
+    if not isinstance(doc, dict):
+        raise bad(f"a kubeconfig is a mapping, not {type(doc).__name__}")
+    for section, body in _SECTIONS:
+        items = doc.get(section) or []
+        if not isinstance(items, list):
+            raise bad(f"{section}: must be a list, not {type(items).__name__}")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name", ""), str) \
+                    or not isinstance(item.get(body) or {}, dict):
+                raise bad(f"{section}[{i}]: must be a mapping with a name and a {body} mapping")
+    if not isinstance(doc.get("current-context") or "", str):
+        raise bad("current-context: must be a string")
+    if not isinstance(doc.get("preferences") or {}, dict):
+        raise bad("preferences: must be a mapping")
+    return doc
 
 
 def _merge(into: KubeConfig, doc: dict[str, Any], base_dir: str) -> None:

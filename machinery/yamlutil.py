@@ -34,6 +34,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import orjson
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.resolver import BaseResolver
@@ -148,9 +149,24 @@ _Loader.add_constructor(_TAG + "timestamp", _construct_text)  # only if tagged !
 _Loader.add_constructor(_TAG + "binary", _construct_binary)
 
 
+def _as_json(text: str | bytes) -> tuple[bool, Any]:
+    """(True, value) when `text` is one JSON object, as apimachinery's YAMLOrJSONDecoder
+    reads a stream whose first non-space character is `{`: JSON allows characters (DEL,
+    C1 controls) a YAML stream may not hold, so such a manifest is read as JSON."""
+    if text.lstrip()[:1] in ("{", b"{"):
+        try:
+            return True, orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # YAML's flow style, `{a: b}`, or more than one document
+    return False, None
+
+
 def load(text: str | bytes) -> Any:
     """The first document of `text` as a JSON value (None if there is none). Like
     kube-apiserver's YAML body decoding, later documents are not read."""
+    is_json, value = _as_json(text)
+    if is_json:
+        return value
     loader = _Loader(text)
     try:
         if not loader.check_node():
@@ -162,6 +178,10 @@ def load(text: str | bytes) -> Any:
 
 def load_all(text: str | bytes) -> Iterator[Any]:
     """Every document of `text`, in order, each as a JSON value (an empty one is None)."""
+    is_json, value = _as_json(text)
+    if is_json:
+        yield value
+        return
     loader = _Loader(text)
     try:
         while loader.check_node():
