@@ -86,6 +86,8 @@ from machinery.metrics import exposition
 log = logging.getLogger("minik8s.apiserver")
 
 MAX_BODY = 3 * 1024 * 1024
+# orjson serializes at most this many levels; Kubernetes' JSON decoder allows 10,000.
+MAX_DEPTH = 254
 JSON = "application/json"
 
 
@@ -184,11 +186,18 @@ def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_T
         return protobuf.decode(raw)
     try:
         if ctype in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
-            return yamlutil.load(raw)
-        return orjson.loads(raw)
+            value = yamlutil.load(raw)
+        else:
+            value = orjson.loads(raw)
     except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise errors.BadRequest(f"the request body could not be decoded: {msg}") from None
+    try:
+        orjson.dumps(value)  # a few microseconds: what is accepted can be stored and served
+    except TypeError:
+        raise errors.BadRequest(f"the request body could not be decoded: nested more than "
+                                f"{MAX_DEPTH} levels deep") from None
+    return value
 
 
 def wants_table(request: Request) -> bool:

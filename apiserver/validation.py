@@ -191,7 +191,7 @@ class _SchemaSet:
         def check(v: Any) -> bool:
             t = type(v)
             if types is not None and t not in types and not (
-                    t is float and float_ints and v.is_integer()):
+                    t is float and float_ints and v.is_integer() and -2 ** 63 <= v < 2 ** 63):
                 return False
             if t is dict:
                 for k in required:
@@ -406,7 +406,8 @@ def _each(v: Any) -> list[tuple[int, dict]]:
 
 
 def _int(v: Any) -> bool:
-    return type(v) is int
+    # An integral float passes the schema as an integer (80.0), so it meets the same bounds.
+    return type(v) is int or (type(v) is float and v.is_integer())
 
 
 def _minimum(d: dict, key: str, field: str, *, positive: bool = False) -> list[Cause]:
