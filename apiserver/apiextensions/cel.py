@@ -359,7 +359,7 @@ def _show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return str(v)
-    return json.dumps(v, separators=(",", ":"), default=str)
+    return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _invalid(field: str, value: Any, detail: str, *, omit: bool = False) -> Cause:

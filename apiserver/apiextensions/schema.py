@@ -58,7 +58,7 @@ def _show(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return _num(v)
-    return json.dumps(v, separators=(",", ":"), default=str)
+    return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _num(v: Any) -> str:
@@ -166,7 +166,40 @@ def structural_errors(schema: dict, path: str) -> list[Cause]:
     structural: list[Cause] = []
     _invariants(schema, path, structural, level="root")
     structural.sort(key=lambda c: f'{c["field"]}: {c["message"]}')
-    return out + structural
+    out += structural
+    if not out:  # as Kubernetes: defaults are checked only in a structural schema
+        _default_errors(schema, path, out, root=True)
+    return out
+
+
+def _default_errors(s: Any, f: str, out: list[Cause], *, root: bool = False) -> None:
+    """Every `default` must survive pruning and pass its own node's validation and
+    rules (pkg/apiserver/schema/defaulting/validation.go). additionalProperties is not
+    followed and top-level metadata is not defaulted, as there."""
+    if not isinstance(s, dict):
+        return
+    if "default" in s and not root:
+        node = compile_schema(s)
+        value = s["default"]
+        pruned = copy.deepcopy(value)
+        node._prune(pruned, (), [], meta=node.embedded)
+        df = _child(f, "default")
+        if pruned != value:
+            out.append(_invalid(df, value, "must not have unknown fields"))
+        else:
+            for c in node.validate(value, value):
+                if c["field"] in ("", "<nil>"):
+                    c["field"] = df
+                elif not c["field"].startswith("["):
+                    c["field"] = f"{df}.{c['field']}"
+                else:
+                    c["field"] = df + c["field"]
+                out.append(c)
+    for k, sub in (s.get("properties") or {}).items():
+        if root and k == "metadata":
+            continue
+        _default_errors(sub, f"{_child(f, 'properties')}[{k}]", out)
+    _default_errors(s.get("items"), _child(f, "items"), out)
 
 
 def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: bool,
@@ -558,6 +591,9 @@ def _json_type(v: Any) -> str:
     return type(v).__name__
 
 
+_PY_JSON = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
 def _canon(v: Any) -> str:
     """A JSON value's identity for enum, set and key comparison: 1 and 1.0 are one
     number, true is not 1."""
@@ -607,6 +643,10 @@ class Structural:
         self.not_ = Structural(raw["not"]) if isinstance(raw.get("not"), dict) else None
         self.rules: list[cel.Rule] = []
         self._has_rules_below = False
+        self._string_checks = any(k in raw for k in ("maxLength", "minLength", "pattern"))
+        self._number_checks = any(k in raw for k in ("maximum", "minimum", "multipleOf"))
+        self._object_checks = any(k in raw for k in ("maxProperties", "minProperties"))
+        self._junctors = bool(self.all_of or self.any_of or self.one_of or self.not_)
 
     def _compile_rules(self, *, root: bool) -> bool:
         """Compile every node's x-kubernetes-validations; True if any node has rules."""
@@ -705,47 +745,54 @@ class Structural:
         return out
 
     def _check(self, v: Any, path: tuple[Seg, ...], out: list[Cause], *, root: bool = False) -> None:
-        name = _openapi_path(path)
-        field = name
+        # Names are built only when there is something to report: most values are valid.
         if v is None:
             if not self.nullable and (self.type or self.int_or_string):
+                name = _openapi_path(path)
                 types = "integer,string" if self.int_or_string else self.type
-                out.append(_type_invalid(field, "null", f'{name} in body must be of type {types}: "null"'))
+                out.append(_type_invalid(name, "null", f'{name} in body must be of type {types}: "null"'))
             return
-        jt = _json_type(v)
+        jt = _PY_JSON.get(type(v)) or _json_type(v)
         if self.int_or_string:
-            if jt not in ("integer", "string") and not (jt == "number" and float(v).is_integer()):
-                out.append(_type_invalid(field, jt, f'{name} in body must be of type integer,string: "{jt}"'))
+            if jt != "integer" and jt != "string" and not (jt == "number" and float(v).is_integer()):
+                name = _openapi_path(path)
+                out.append(_type_invalid(name, jt, f'{name} in body must be of type integer,string: "{jt}"'))
                 return
-        elif self.type:
-            ok = jt == self.type or (self.type == "number" and jt == "integer") or \
-                (self.type == "integer" and jt == "number" and float(v).is_integer())
-            if not ok:
-                out.append(_type_invalid(field, jt, f'{name} in body must be of type {self.type}: "{jt}"'))
+        elif self.type and jt != self.type:
+            if not ((self.type == "number" and jt == "integer")
+                    or (self.type == "integer" and jt == "number" and float(v).is_integer())):
+                name = _openapi_path(path)
+                out.append(_type_invalid(name, jt, f'{name} in body must be of type {self.type}: "{jt}"'))
                 return
-        if isinstance(v, str) and self.format in _FORMATS and not _FORMATS[self.format](v):
-            out.append(_type_invalid(field, v, f"{name} in body must be of type {self.format}: {json.dumps(v)}"))
+        if self.format in _FORMATS and jt == "string" and not _FORMATS[self.format](v):
+            name = _openapi_path(path)
+            out.append(_type_invalid(name, v, f"{name} in body must be of type {self.format}: {json.dumps(v)}"))
         if self.enum is not None and _canon(v) not in self._enum_set:
-            out.append(_not_supported(field, v, self.enum))
-        if jt in ("integer", "number"):
-            self._check_number(v, name, out)
-        elif jt == "string":
-            self._check_string(v, name, out)
+            out.append(_not_supported(_openapi_path(path), v, self.enum))
+        if jt == "object":
+            self._check_object(v, path, out)
         elif jt == "array":
-            self._check_array(v, path, name, out)
-        elif jt == "object":
-            self._check_object(v, path, name, out)
+            self._check_array(v, path, out)
+        elif jt == "string":
+            if self._string_checks:
+                self._check_string(v, _openapi_path(path), out)
+        elif jt in ("integer", "number") and self._number_checks:
+            self._check_number(v, _openapi_path(path), out)
+        if self._junctors:
+            self._check_junctors(v, jt, path, out)
+
+    def _check_junctors(self, v: Any, jt: str, path: tuple[Seg, ...], out: list[Cause]) -> None:
+        name = _openapi_path(path)
+        omit = jt in ("object", "array")
         for s in self.all_of:
             s._check(v, path, out)
         if self.any_of and not any(not s._errors(v, path) for s in self.any_of):
-            out.append(_invalid(field, v, f"{name} in body must validate at least one schema (anyOf)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must validate at least one schema (anyOf)", omit=omit))
         if self.one_of and sum(1 for s in self.one_of if not s._errors(v, path)) != 1:
-            out.append(_invalid(field, v, f"{name} in body must validate one and only one schema (oneOf)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must validate one and only one schema (oneOf)",
+                                omit=omit))
         if self.not_ is not None and not self.not_._errors(v, path):
-            out.append(_invalid(field, v, f"{name} in body must not validate the schema (not)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must not validate the schema (not)", omit=omit))
 
     def _errors(self, v: Any, path: tuple[Seg, ...]) -> list[Cause]:
         out: list[Cause] = []
@@ -779,16 +826,18 @@ class Structural:
         if self.pattern is not None and not self.pattern.search(v):
             out.append(_invalid(name, v, f"{name} in body should match '{self.pattern.pattern}'"))
 
-    def _check_array(self, v: list, path: tuple[Seg, ...], name: str, out: list[Cause]) -> None:
+    def _check_array(self, v: list, path: tuple[Seg, ...], out: list[Cause]) -> None:
         r = self.raw
         if self.items is not None:
             for i, x in enumerate(v):
                 self.items._check(x, path + (i,), out)
         if isinstance(r.get("minItems"), int) and len(v) < r["minItems"]:
+            name = _openapi_path(path)
             out.append(_invalid(name, len(v), f"{name} in body should have at least {r['minItems']} items"))
         if isinstance(r.get("maxItems"), int) and len(v) > r["maxItems"]:
-            out.append(_too_many(name, len(v), r["maxItems"]))
+            out.append(_too_many(_openapi_path(path), len(v), r["maxItems"]))
         if r.get("uniqueItems") and len({_canon(x) for x in v}) != len(v):
+            name = _openapi_path(path)
             out.append(_invalid(name, "", f"{name} in body shouldn't contain duplicates"))
         if self.list_type == "set":
             seen: set[str] = set()
@@ -815,22 +864,25 @@ class Structural:
         sub = self.items.properties.get(k) if self.items is not None else None
         return sub.default_value if sub is not None and sub.has_default else None
 
-    def _check_object(self, v: dict, path: tuple[Seg, ...], name: str, out: list[Cause]) -> None:
+    def _check_object(self, v: dict, path: tuple[Seg, ...], out: list[Cause]) -> None:
         r = self.raw
-        if isinstance(r.get("maxProperties"), int) and len(v) > r["maxProperties"]:
-            out.append(_too_many(name, r["maxProperties"], r["maxProperties"]))
-        if isinstance(r.get("minProperties"), int) and len(v) < r["minProperties"]:
-            out.append(_invalid(name, r["minProperties"],
-                                f"{name} in body should have at least {r['minProperties']} properties"))
+        if self._object_checks:
+            name = _openapi_path(path)
+            if isinstance(r.get("maxProperties"), int) and len(v) > r["maxProperties"]:
+                out.append(_too_many(name, r["maxProperties"], r["maxProperties"]))
+            if isinstance(r.get("minProperties"), int) and len(v) < r["minProperties"]:
+                out.append(_invalid(name, r["minProperties"],
+                                    f"{name} in body should have at least {r['minProperties']} properties"))
         for k in self.required:
             if k not in v:
                 out.append(_required(_openapi_path(path + (k,))))
+        props, additional = self.properties, self.additional
         for k, x in v.items():
-            sub = self.properties.get(k)
+            sub = props.get(k)
             if sub is not None:
                 sub._check(x, path + (k,), out)
-            elif self.additional is not None:
-                self.additional._check(x, path + (("k", k),), out)
+            elif additional is not None:
+                additional._check(x, path + (("k", k),), out)
         if self.embedded:
             _embedded_meta(v, _field_path(path), out)
 
