@@ -282,6 +282,8 @@ def _eval_error(e: celpy.CELEvalError, r: Rule) -> str:
         err = "index out of bounds"
     elif kind is ZeroDivisionError:
         err = "division by zero"
+    elif kind is ValueError and "overflow" in str(args[0]):
+        err = "integer overflow"
     else:
         err = str(args[0]) if args else str(e)
     return f"{err} evaluating rule: {r.error_string()}"
@@ -610,7 +612,28 @@ def _get(f: Callable[[Any], Any]) -> Callable[..., Any]:
     return f
 
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {name: _fn(f) for name, f in {
+_NUMBERS = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
+
+
+def _heterogeneous(a: Any, b: Any) -> bool:
+    return isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS) and type(a) is not type(b)
+
+
+def _eq(a: Any, b: Any) -> Any:
+    """cel-go compares numbers of different types by value (1.0 == 1), as Kubernetes'
+    rules expect; cel-python would call it no such overload."""
+    if _heterogeneous(a, b):
+        return celtypes.BoolType(float(a) == float(b))
+    return celpy.evaluation.bool_eq(a, b)
+
+
+def _ne(a: Any, b: Any) -> Any:
+    if _heterogeneous(a, b):
+        return celtypes.BoolType(float(a) != float(b))
+    return celpy.evaluation.bool_ne(a, b)
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {"_==_": _eq, "_!=_": _ne} | {name: _fn(f) for name, f in {
     "isSorted": lambda xs: celtypes.BoolType(_cmp_ok(list(xs))),
     "sum": _sum, "min": _min_or_string, "max": _max_or_string,
     "indexOf": _index_of, "lastIndexOf": _last_index_of,
