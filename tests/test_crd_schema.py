@@ -126,9 +126,27 @@ STRUCTURAL = [
 ]
 
 
+STRUCTURAL += [
+    ("a keyword of the wrong JSON type", crd_schema({"type": "object", "properties": ["a"]}),
+     [f'{ROOT}.properties[spec].properties: Invalid value: "array": must be of type object']),
+    ("a rule that is not an object",
+     crd_schema({"type": "object", "x-kubernetes-validations": ["self > 1"]}),
+     [f'{ROOT}.properties[spec].x-kubernetes-validations[0]: Invalid value: "string": must be of type object']),
+    ("a schema that is not an object", {"type": "object", "properties": {"spec": "string"}},
+     [f'{ROOT}.properties[spec]: Invalid value: "string": must be of type object']),
+]
+
+
 @pytest.mark.parametrize("name,schema,want", STRUCTURAL, ids=[c[0] for c in STRUCTURAL])
 def test_structural_errors(name, schema, want):
     assert messages(structural_errors(schema, ROOT)) == want
+
+
+def test_ill_typed_schemas_compile_and_validate_without_raising():
+    s = compile_schema({"type": "object", "properties": {"spec": {
+        "type": ["object"], "properties": ["a"], "required": "a", "enum": 3, "maxLength": "x",
+        "items": [], "x-kubernetes-validations": True, "allOf": 1, "format": ["x"]}}})
+    assert s.validate(obj({"a": 1})) == []
 
 
 def test_structural_errors_reasons():

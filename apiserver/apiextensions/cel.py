@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import celpy
 import lark
+import re2  # google-re2, which cel-python brings: CEL's regular expressions are RE2's
 from celpy import celtypes
 
 from machinery import quantity as _quantity
@@ -393,7 +394,7 @@ def _fn(f: Callable[..., Any]) -> Callable[..., Any]:
             return f(*args)
         except celpy.CELEvalError:
             raise
-        except (TypeError, ValueError, IndexError, AttributeError) as e:
+        except (TypeError, ValueError, IndexError, AttributeError, re2.error) as e:
             return celpy.CELEvalError(f"{f.__name__.lstrip('_')}: {e}", type(e), None)
     wrapped.__name__ = f.__name__
     return wrapped
@@ -481,12 +482,12 @@ def _join_list(xs: list, *sep: Any) -> Any:
 
 
 def _find(s: str, pattern: str) -> Any:
-    m = re.search(pattern, s)
+    m = re2.search(pattern, s)
     return celtypes.StringType(m.group(0) if m else "")
 
 
 def _find_all(s: str, pattern: str, *n: Any) -> Any:
-    found = [m.group(0) for m in re.finditer(pattern, s)]
+    found = [m.group(0) for m in re2.finditer(pattern, s)]
     if n and int(n[0]) >= 0:
         found = found[:int(n[0])]
     return celtypes.ListType([celtypes.StringType(x) for x in found])

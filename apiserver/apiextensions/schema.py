@@ -159,9 +159,10 @@ def structural_errors(schema: dict, path: str) -> list[Cause]:
     `path` is where it sits in the CRD, e.g. `spec.versions[0].schema.openAPIV3Schema`,
     and prefixes every cause's field. The causes come sorted as Kubernetes sorts
     ValidateStructural's."""
-    if not isinstance(schema, dict):
-        return [_required(path, "")]
     out: list[Cause] = []
+    _shape_errors(schema, path, out)
+    if out:  # the rest reads a well-typed schema, as Kubernetes' decoded JSONSchemaProps
+        return out
     _openapi_rules(schema, path, out, root=True, in_meta=False, defaults="")
     structural: list[Cause] = []
     _invariants(schema, path, structural, level="root")
@@ -200,6 +201,91 @@ def _default_errors(s: Any, f: str, out: list[Cause], *, root: bool = False) -> 
             continue
         _default_errors(sub, f"{_child(f, 'properties')}[{k}]", out)
     _default_errors(s.get("items"), _child(f, "items"), out)
+
+
+_STRINGS = ("type", "format", "pattern", "title", "description", "id", "$schema", "$ref",
+            "x-kubernetes-list-type", "x-kubernetes-map-type")
+_NUMBERS = ("maximum", "minimum", "multipleOf")
+_INTEGERS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties")
+_BOOLEANS = ("exclusiveMaximum", "exclusiveMinimum", "uniqueItems", "nullable",
+             "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+             "x-kubernetes-int-or-string")
+_RULE_FIELDS = {"rule": str, "message": str, "messageExpression": str, "reason": str,
+                "fieldPath": str, "optionalOldSelf": bool}
+
+
+def _wrong_type(field: str, value: Any, want: str) -> Cause:
+    return _type_invalid(field, _json_type(value), f"must be of type {want}")
+
+
+def _shape_errors(s: Any, f: str, out: list[Cause]) -> None:
+    """Each keyword holds the JSON type JSONSchemaProps gives it (Kubernetes refuses
+    anything else when it decodes the CRD)."""
+    if not isinstance(s, dict):
+        out.append(_wrong_type(f, s, "object"))
+        return
+    for k in _STRINGS:
+        if k in s and s[k] is not None and not isinstance(s[k], str):
+            out.append(_wrong_type(_child(f, k), s[k], "string"))
+    for k in _NUMBERS:
+        if k in s and s[k] is not None and (isinstance(s[k], bool) or not isinstance(s[k], (int, float))):
+            out.append(_wrong_type(_child(f, k), s[k], "number"))
+    for k in _INTEGERS:
+        if k in s and s[k] is not None and (isinstance(s[k], bool) or not isinstance(s[k], int)):
+            out.append(_wrong_type(_child(f, k), s[k], "integer"))
+    for k in _BOOLEANS:
+        if k in s and s[k] is not None and not isinstance(s[k], bool):
+            out.append(_wrong_type(_child(f, k), s[k], "boolean"))
+    for k in ("required", "x-kubernetes-list-map-keys"):
+        v = s.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            out.append(_wrong_type(_child(f, k), v, "array of strings"))
+    if s.get("enum") is not None and not isinstance(s["enum"], list):
+        out.append(_wrong_type(_child(f, "enum"), s["enum"], "array"))
+    for k in ("properties", "patternProperties", "definitions"):
+        v = s.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, dict):
+            out.append(_wrong_type(_child(f, k), v, "object"))
+            continue
+        for name, sub in v.items():
+            _shape_errors(sub, f"{_child(f, k)}[{name}]", out)
+    for k in ("allOf", "anyOf", "oneOf"):
+        v = s.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            out.append(_wrong_type(_child(f, k), v, "array"))
+            continue
+        for i, sub in enumerate(v):
+            _shape_errors(sub, f"{_child(f, k)}[{i}]", out)
+    if s.get("not") is not None:
+        _shape_errors(s["not"], _child(f, "not"), out)
+    for k in ("additionalProperties", "additionalItems"):
+        v = s.get(k)
+        if v is not None and not isinstance(v, bool):
+            _shape_errors(v, _child(f, k), out)
+    items = s.get("items")
+    if isinstance(items, list):
+        for i, sub in enumerate(items):
+            _shape_errors(sub, f"{_child(f, 'items')}[{i}]", out)
+    elif items is not None:
+        _shape_errors(items, _child(f, "items"), out)
+    rules = s.get("x-kubernetes-validations")
+    if rules is None:
+        return
+    if not isinstance(rules, list):
+        out.append(_wrong_type(_child(f, "x-kubernetes-validations"), rules, "array"))
+        return
+    for i, r in enumerate(rules):
+        rf = f"{_child(f, 'x-kubernetes-validations')}[{i}]"
+        if not isinstance(r, dict):
+            out.append(_wrong_type(rf, r, "object"))
+            continue
+        for k, t in _RULE_FIELDS.items():
+            if r.get(k) is not None and not isinstance(r[k], t):
+                out.append(_wrong_type(_child(rf, k), r[k], "string" if t is str else "boolean"))
 
 
 def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: bool,
@@ -602,6 +688,18 @@ def _canon(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
 class Structural:
     """One node of a structural schema: what the value here must be, what is kept of it
     when pruning, what it defaults to, and its compiled CEL rules. Build with
@@ -609,8 +707,10 @@ class Structural:
 
     def __init__(self, raw: dict):
         self.raw = raw
-        self.type: str = raw.get("type") or ""
-        self.format: str = raw.get("format") or ""
+        # Every keyword is read defensively: a schema that failed structural_errors
+        # may still be compiled by a caller, and must not make validation raise.
+        self.type: str = _str(raw.get("type"))
+        self.format: str = _str(raw.get("format"))
         self.nullable: bool = bool(raw.get("nullable"))
         self.preserve_unknown: bool = bool(raw.get("x-kubernetes-preserve-unknown-fields"))
         self.embedded: bool = bool(raw.get("x-kubernetes-embedded-resource"))
@@ -618,28 +718,28 @@ class Structural:
         self.has_default = "default" in raw
         self.default_value: Any = raw.get("default")
         self.properties: dict[str, Structural] = {
-            k: Structural(v) for k, v in (raw.get("properties") or {}).items()
-            if isinstance(v, dict)}
+            k: Structural(v) for k, v in _dict(raw.get("properties")).items() if isinstance(v, dict)}
         items = raw.get("items")
         self.items: Structural | None = Structural(items) if isinstance(items, dict) else None
         ap = raw.get("additionalProperties")
         self.additional: Structural | None = Structural(ap) if isinstance(ap, dict) else None
         # additionalProperties: true keeps every key, as preserve-unknown-fields does
         self.additional_any: bool = ap is True
-        self.required: list[str] = [r for r in raw.get("required") or [] if isinstance(r, str)]
+        self.required: list[str] = [r for r in _list(raw.get("required")) if isinstance(r, str)]
         self.enum: list | None = raw.get("enum") if isinstance(raw.get("enum"), list) else None
         self._enum_set = {_canon(e) for e in self.enum} if self.enum is not None else set()
-        self.list_type: str = raw.get("x-kubernetes-list-type") or ""
-        self.list_map_keys: list[str] = list(raw.get("x-kubernetes-list-map-keys") or [])
+        self.list_type: str = _str(raw.get("x-kubernetes-list-type"))
+        self.list_map_keys: list[str] = [k for k in _list(raw.get("x-kubernetes-list-map-keys"))
+                                         if isinstance(k, str)]
         self.map_atomic = raw.get("x-kubernetes-map-type") == "atomic"
         pattern = raw.get("pattern")
         try:
             self.pattern = re.compile(pattern) if isinstance(pattern, str) and pattern else None
         except re.error:
             self.pattern = None
-        self.all_of = [Structural(x) for x in raw.get("allOf") or [] if isinstance(x, dict)]
-        self.any_of = [Structural(x) for x in raw.get("anyOf") or [] if isinstance(x, dict)]
-        self.one_of = [Structural(x) for x in raw.get("oneOf") or [] if isinstance(x, dict)]
+        self.all_of = [Structural(x) for x in _list(raw.get("allOf")) if isinstance(x, dict)]
+        self.any_of = [Structural(x) for x in _list(raw.get("anyOf")) if isinstance(x, dict)]
+        self.one_of = [Structural(x) for x in _list(raw.get("oneOf")) if isinstance(x, dict)]
         self.not_ = Structural(raw["not"]) if isinstance(raw.get("not"), dict) else None
         self.rules: list[cel.Rule] = []
         self._has_rules_below = False
@@ -653,7 +753,7 @@ class Structural:
         below = False
         for sub in self._children():
             below = sub._compile_rules(root=False) or below
-        rules = self.raw.get("x-kubernetes-validations") or []
+        rules = _list(self.raw.get("x-kubernetes-validations"))
         if rules:
             self.rules, _ = cel.compile_rules([r for r in rules if isinstance(r, dict)], "",
                                               root=root, schema=self.raw)
