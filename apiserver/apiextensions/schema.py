@@ -784,7 +784,7 @@ class Structural:
         if isinstance(v, dict):
             keep_meta = meta or self.embedded
             for k in list(v):
-                if keep_meta and k in _META and k not in self.properties:
+                if keep_meta and k in _META:  # ObjectMeta and TypeMeta are not the schema's to prune
                     continue
                 sub = self.properties.get(k)
                 if sub is not None:
@@ -940,23 +940,21 @@ class Structural:
             name = _openapi_path(path)
             out.append(_invalid(name, "", f"{name} in body shouldn't contain duplicates"))
         if self.list_type == "set":
-            seen: set[str] = set()
-            for i, x in enumerate(v):
-                c = _canon(x)
-                if c in seen:
-                    out.append(_duplicate(_field_path(path + (i,)), x))
-                seen.add(c)
+            for i in _repeats([_canon(x) for x in v]):
+                out.append(_duplicate(_field_path(path + (i,)), v[i]))
         elif self.list_type == "map" and self.list_map_keys:
-            seen = set()
-            for i, x in enumerate(v):
-                if not isinstance(x, dict):
-                    continue
-                key = {k: self._map_key(x, k) for k in self.list_map_keys}
-                c = _canon(key)
-                if c in seen:
-                    out.append(_duplicate(_field_path(path + (i,)),
-                                          {k: kv for k, kv in key.items() if kv is not None}))
-                seen.add(c)
+            self._check_list_map(v, path, out)
+
+    def _check_list_map(self, v: list, path: tuple[Seg, ...], out: list[Cause]) -> None:
+        """listtype.validateListMap: items are objects (or null), and no two share their
+        keys; an absent key is a value of its own."""
+        for i, x in enumerate(v):
+            if x is not None and not isinstance(x, dict):
+                out.append(_invalid(_field_path(path + (i,)), x, "must be an object for an array of list-type map"))
+                return
+        keys = [{k: x[k] for k in self.list_map_keys if k in x} if isinstance(x, dict) else {} for x in v]
+        for i in _repeats([_canon(k) for k in keys]):
+            out.append(_duplicate(_field_path(path + (i,)), keys[i]))
 
     def _map_key(self, item: dict, k: str) -> Any:
         if k in item:
@@ -1019,6 +1017,18 @@ class Structural:
                   for o in old if isinstance(o, dict)}
         return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys})) \
             if isinstance(x, dict) else None
+
+
+def _repeats(keys: list[str]) -> list[int]:
+    """The index of each value's second appearance (only the second), as Kubernetes'
+    validateListSet reports duplicates."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, k in enumerate(keys):
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] == 2:
+            out.append(i)
+    return out
 
 
 def _embedded_meta(v: dict, f: str, out: list[Cause]) -> None:
