@@ -252,6 +252,34 @@ def test_validate_reports_every_problem_with_reasons():
         ("spec.tags[1]", "FieldValueDuplicate")]
 
 
+RATCHET = [
+    ("an unchanged invalid value is not checked again", {"replicas": 1, "name": "TOOLONG"},
+     {"replicas": 2, "name": "TOOLONG"}, []),
+    ("a changed invalid value is", {"replicas": 1, "name": "TOOLONG"}, {"replicas": 1, "name": "TOOLONGER"},
+     ["spec.name: Too long: may not be more than 5 bytes",
+      "spec.name: Invalid value: \"TOOLONGER\": spec.name in body should match '^[a-z]+$'"]),
+    ("list-type map items correlate by key", {"replicas": 1, "ports": [{"name": "a", "port": "x"}]},
+     {"replicas": 1, "ports": [{"name": "b", "port": 1}, {"name": "a", "port": "x"}]}, []),
+    ("a changed object checks its required fields again", {"name": "abc"}, {"name": "abd"},
+     ["spec.replicas: Required value"]),
+    ("an unchanged object does not", {"name": "abc"}, {"name": "abc"}, []),
+]
+
+
+@pytest.mark.parametrize("name,old,new,want", RATCHET, ids=[c[0] for c in RATCHET])
+def test_ratcheting(name, old, new, want):
+    assert messages(compile_schema(crd_schema(SPEC)).validate(obj(new), obj(old))) == want
+
+
+def test_ratcheting_keeps_transition_rules():
+    s = cel_schema([{"rule": "self.replicas > 5", "message": "few"},
+                    {"rule": "self.min <= oldSelf.min", "message": "min may not grow"}])
+    assert messages(s.validate(obj({"replicas": 1, "min": 2}), obj({"replicas": 1, "min": 1}))) == [
+        "spec: Invalid value: few", "spec: Invalid value: min may not grow"]
+    unchanged = obj({"replicas": 1, "min": 1})
+    assert s.validate(unchanged, copy.deepcopy(unchanged)) == []
+
+
 # --- pruning ----------------------------------------------------------------------------
 
 PRUNE = [

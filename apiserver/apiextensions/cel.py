@@ -209,14 +209,18 @@ class _Optional:
 
 
 def run(rules: list[Rule], value: Any, old: Any, *, field: str, schema: Structural,
-        has_old: bool) -> list[Cause]:
-    """Evaluate one node's compiled rules against its value (and old value)."""
+        has_old: bool, ratchet: bool = False) -> list[Cause]:
+    """Evaluate one node's compiled rules against its value (and old value). With
+    `ratchet` (the value is unchanged) only transition rules run, as Kubernetes turns
+    the other rules' errors on unchanged values into warnings."""
     out: list[Cause] = []
     field = field or "<nil>"  # the root, as Go prints a nil field.Path
     self_val = to_cel(value, schema)
     old_val = to_cel(old, schema) if has_old else None
     for r in rules:
         if r.transition and not has_old and not r.optional_old_self:
+            continue
+        if ratchet and not r.transition:
             continue
         act: dict[str, Any] = {"self": self_val}
         if r.transition:

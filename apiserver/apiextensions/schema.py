@@ -35,7 +35,7 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from apiserver.apiextensions import cel
 
@@ -188,7 +188,7 @@ def _default_errors(s: Any, f: str, out: list[Cause], *, root: bool = False) -> 
         if pruned != value:
             out.append(_invalid(df, value, "must not have unknown fields"))
         else:
-            for c in node.validate(value, value):
+            for c in node.validate(value):
                 if c["field"] in ("", "<nil>"):
                     c["field"] = df
                 elif not c["field"].startswith("["):
@@ -677,6 +677,7 @@ def _json_type(v: Any) -> str:
     return type(v).__name__
 
 
+_ABSENT = object()  # no old value to ratchet against
 _PY_JSON = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -836,7 +837,7 @@ class Structural:
         """Every way `obj` fails the schema and its CEL rules (transition rules compare
         with `old`), as Kubernetes reports them. Empty when valid."""
         out: list[Cause] = []
-        self._check(obj, (), out, root=True)
+        self._check(obj, (), out, _ABSENT if old is None else old)
         if self._has_rules_below:
             if any(c["reason"] == "FieldValueTypeInvalid" for c in out):
                 out.append(_invalid("<nil>", None, _BLOCKING))
@@ -844,7 +845,12 @@ class Structural:
                 self._rules(obj, old, (), out)
         return out
 
-    def _check(self, v: Any, path: tuple[Seg, ...], out: list[Cause], *, root: bool = False) -> None:
+    def _check(self, v: Any, path: tuple[Seg, ...], out: list[Cause], old: Any = _ABSENT) -> None:
+        # Ratcheting (CRDValidationRatcheting, on by default since 1.30): a value equal to
+        # the one it correlates with in the stored object is not checked again, so a
+        # stricter schema does not block updates to other fields.
+        if old is not _ABSENT and old == v and type(old) is type(v):
+            return
         # Names are built only when there is something to report: most values are valid.
         if v is None:
             if not self.nullable and (self.type or self.int_or_string):
@@ -870,9 +876,9 @@ class Structural:
         if self.enum is not None and _canon(v) not in self._enum_set:
             out.append(_not_supported(_openapi_path(path), v, self.enum))
         if jt == "object":
-            self._check_object(v, path, out)
+            self._check_object(v, path, out, old)
         elif jt == "array":
-            self._check_array(v, path, out)
+            self._check_array(v, path, out, old)
         elif jt == "string":
             if self._string_checks:
                 self._check_string(v, _openapi_path(path), out)
@@ -885,7 +891,7 @@ class Structural:
         name = _openapi_path(path)
         omit = jt in ("object", "array")
         for s in self.all_of:
-            s._check(v, path, out)
+            s._check(v, path, out, _ABSENT)
         if self.any_of and not any(not s._errors(v, path) for s in self.any_of):
             out.append(_invalid(name, v, f"{name} in body must validate at least one schema (anyOf)", omit=omit))
         if self.one_of and sum(1 for s in self.one_of if not s._errors(v, path)) != 1:
@@ -896,7 +902,7 @@ class Structural:
 
     def _errors(self, v: Any, path: tuple[Seg, ...]) -> list[Cause]:
         out: list[Cause] = []
-        self._check(v, path, out)
+        self._check(v, path, out, _ABSENT)
         return out
 
     def _check_number(self, v: float, name: str, out: list[Cause]) -> None:
@@ -926,11 +932,12 @@ class Structural:
         if self.pattern is not None and not self.pattern.search(v):
             out.append(_invalid(name, v, f"{name} in body should match '{self.pattern.pattern}'"))
 
-    def _check_array(self, v: list, path: tuple[Seg, ...], out: list[Cause]) -> None:
+    def _check_array(self, v: list, path: tuple[Seg, ...], out: list[Cause], old: Any) -> None:
         r = self.raw
         if self.items is not None:
+            correlate = self._old_items(old, _ABSENT)
             for i, x in enumerate(v):
-                self.items._check(x, path + (i,), out)
+                self.items._check(x, path + (i,), out, correlate(x))
         if isinstance(r.get("minItems"), int) and len(v) < r["minItems"]:
             name = _openapi_path(path)
             out.append(_invalid(name, len(v), f"{name} in body should have at least {r['minItems']} items"))
@@ -962,7 +969,7 @@ class Structural:
         sub = self.items.properties.get(k) if self.items is not None else None
         return sub.default_value if sub is not None and sub.has_default else None
 
-    def _check_object(self, v: dict, path: tuple[Seg, ...], out: list[Cause]) -> None:
+    def _check_object(self, v: dict, path: tuple[Seg, ...], out: list[Cause], old: Any) -> None:
         r = self.raw
         if self._object_checks:
             name = _openapi_path(path)
@@ -975,12 +982,13 @@ class Structural:
             if k not in v:
                 out.append(_required(_openapi_path(path + (k,))))
         props, additional = self.properties, self.additional
+        olds = old if isinstance(old, dict) else {}
         for k, x in v.items():
             sub = props.get(k)
             if sub is not None:
-                sub._check(x, path + (k,), out)
+                sub._check(x, path + (k,), out, olds.get(k, _ABSENT))
             elif additional is not None:
-                additional._check(x, path + (("k", k),), out)
+                additional._check(x, path + (("k", k),), out, olds.get(k, _ABSENT))
         if self.embedded:
             _embedded_meta(v, _field_path(path), out)
 
@@ -990,8 +998,9 @@ class Structural:
         if not self._has_rules_below or v is None:
             return
         if self.rules:
+            # an unchanged value ratchets: only its transition rules run
             out.extend(cel.run(self.rules, v, old, field=_field_path(path), schema=self,
-                               has_old=old is not None))
+                               has_old=old is not None, ratchet=old is not None and old == v))
         if isinstance(v, dict):
             olds = old if isinstance(old, dict) and not self.map_atomic else {}
             for k, x in v.items():
@@ -1001,22 +1010,23 @@ class Structural:
                 elif self.additional is not None:
                     self.additional._rules(x, olds.get(k), path + (("k", k),), out)
         elif isinstance(v, list) and self.items is not None:
-            correlate = self._old_items(old)
+            correlate = self._old_items(old, None)
             for i, x in enumerate(v):
                 self.items._rules(x, correlate(x), path + (i,), out)
 
-    def _old_items(self, old: Any):
+    def _old_items(self, old: Any, missing: Any) -> Callable[[Any], Any]:
         """Old list items correlate with new ones by their map keys (list-type map) or
-        their value (set); atomic lists do not correlate, as in Kubernetes."""
+        their value (set); atomic lists do not correlate, as in Kubernetes. `missing`
+        is what an item without an old one gets."""
         if not isinstance(old, list) or self.list_type not in ("map", "set"):
-            return lambda x: None
+            return lambda x: missing
         if self.list_type == "set":
             olds = {_canon(o) for o in old}
-            return lambda x: x if _canon(x) in olds else None
+            return lambda x: x if _canon(x) in olds else missing
         by_key = {_canon({k: self._map_key(o, k) for k in self.list_map_keys}): o
                   for o in old if isinstance(o, dict)}
-        return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys})) \
-            if isinstance(x, dict) else None
+        return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys}), missing) \
+            if isinstance(x, dict) else missing
 
 
 def _repeats(keys: list[str]) -> list[int]:
