@@ -118,6 +118,20 @@ STRUCTURAL = [
      crd_schema({"type": "object", "default": {"n": 1}, "properties": {"n": {"type": "integer"}},
                  "x-kubernetes-validations": [{"rule": "self.n > 1"}]}),
      [f"{ROOT}.properties[spec].default: Invalid value: failed rule: self.n > 1"]),
+    ("a transition rule below an atomic list",
+     crd_schema({"type": "array", "items": {"type": "object", "properties": {"a": {
+         "type": "integer", "x-kubernetes-validations": [{"rule": "self >= oldSelf"}]}}}}),
+     [f'{ROOT}.properties[spec].items.properties[a].x-kubernetes-validations[0].rule: Invalid value: '
+      f'"self >= oldSelf": oldSelf cannot be used on the uncorrelatable portion of the schema within '
+      f"{ROOT}.properties[spec].items"]),
+    ("a transition rule below a list-type map",
+     crd_schema({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"],
+                 "items": {"type": "object", "required": ["k"], "properties": {"k": {"type": "string"}},
+                           "x-kubernetes-validations": [{"rule": "self.k == oldSelf.k"}]}}), []),
+    ("optionalOldSelf on a rule without oldSelf",
+     crd_schema({"type": "object", "x-kubernetes-validations": [{"rule": "true", "optionalOldSelf": False}]}),
+     [f"{ROOT}.properties[spec].x-kubernetes-validations[0].optionalOldSelf: Invalid value: false: "
+      "may not be set if oldSelf is not used in rule"]),
     ("a fieldPath that names no field",
      crd_schema({"type": "object", "properties": {"a": {"type": "string"}},
                  "x-kubernetes-validations": [{"rule": "true", "fieldPath": ".b"}]}),

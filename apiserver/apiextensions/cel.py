@@ -56,6 +56,7 @@ _REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "F
 class Rule:
     """One compiled x-kubernetes-validations entry."""
     rule: str
+    index: int = 0  # its place in the node's x-kubernetes-validations
     message: str = ""
     message_expression: str = ""
     reason: str = ""
@@ -131,6 +132,8 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
     causes: list[Cause] = []
     base = f"{path}.x-kubernetes-validations" if path else "x-kubernetes-validations"
     for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            continue
         src = str(r.get("rule") or "")
         if not src.strip():
             continue
@@ -151,11 +154,9 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
         except _CompileError as e:
             causes.append(_invalid(f"{base}[{i}].rule", r, f"compilation failed: {e}"))
             continue
-        if transition and r.get("optionalOldSelf") is None:
-            pass
-        elif r.get("optionalOldSelf") and not transition:
-            causes.append(_invalid(f"{base}[{i}].optionalOldSelf", True,
-                                   "may not be set if rule does not use oldSelf"))
+        if r.get("optionalOldSelf") is not None and not transition:
+            causes.append(_invalid(f"{base}[{i}].optionalOldSelf", r["optionalOldSelf"],
+                                   "may not be set if oldSelf is not used in rule"))
             continue
         reason = r.get("reason") or ""
         if reason and reason not in _REASONS:
@@ -167,7 +168,7 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
         except ValueError as e:
             causes.append(_invalid(f"{base}[{i}].fieldPath", fp_text, str(e)))
             continue
-        out.append(Rule(rule=src, message=str(r.get("message") or ""),
+        out.append(Rule(rule=src, index=i, message=str(r.get("message") or ""),
                         message_expression=str(r.get("messageExpression") or ""),
                         reason=reason, field_path=fp, field_path_text=fp_text,
                         optional_old_self=bool(r.get("optionalOldSelf")),

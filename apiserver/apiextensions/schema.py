@@ -289,10 +289,11 @@ def _shape_errors(s: Any, f: str, out: list[Cause]) -> None:
 
 
 def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: bool,
-                   defaults: str) -> None:
+                   defaults: str, uncorrelatable: str | None = None) -> None:
     """ValidateCustomResourceDefinitionOpenAPISchema: keywords CRDs do not support, and
     the x-kubernetes-* extensions' own consistency. `defaults` is why a default is
-    forbidden here ("" where it is allowed)."""
+    forbidden here ("" where it is allowed); `uncorrelatable` is the items of the
+    outermost array above that is not a list-type map (no old value reaches below it)."""
     if not isinstance(s, dict):
         return
     t = s.get("type")
@@ -330,7 +331,7 @@ def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: boo
         if in_meta:
             sub_defaults = "inside additionalProperties applying to object metadata"
         _openapi_rules(ap, _child(f, "additionalProperties"), out, root=False, in_meta=in_meta,
-                       defaults=sub_defaults)
+                       defaults=sub_defaults, uncorrelatable=uncorrelatable)
     for k, sub in props.items():
         sub_meta, sub_defaults = in_meta, defaults
         if (root or s.get("x-kubernetes-embedded-resource")) and k in _META:
@@ -338,21 +339,24 @@ def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: boo
             if root:
                 sub_defaults = f"in top-level {k}"
         _openapi_rules(sub, f"{_child(f, 'properties')}[{k}]", out, root=False, in_meta=sub_meta,
-                       defaults=sub_defaults)
+                       defaults=sub_defaults, uncorrelatable=uncorrelatable)
     _openapi_rules(s.get("not"), _child(f, "not"), out, root=False, in_meta=in_meta,
-                   defaults=defaults)
+                   defaults=defaults, uncorrelatable=uncorrelatable)
     for kw in ("allOf", "oneOf", "anyOf"):
         for i, sub in enumerate(s.get(kw) or []):
             _openapi_rules(sub, f"{_child(f, kw)}[{i}]", out, root=False, in_meta=in_meta,
-                           defaults=defaults)
+                           defaults=defaults, uncorrelatable=uncorrelatable)
     if isinstance(s.get("items"), dict):
+        below = uncorrelatable
+        if below is None and s.get("x-kubernetes-list-type") != "map":
+            below = _child(f, "items")
         _openapi_rules(s["items"], _child(f, "items"), out, root=False, in_meta=in_meta,
-                       defaults=defaults)
+                       defaults=defaults, uncorrelatable=below)
     if s.get("x-kubernetes-preserve-unknown-fields") is False:
         out.append(_invalid(_child(f, "x-kubernetes-preserve-unknown-fields"), False,
                             "must be true or undefined"))
     _list_map_rules(s, f, out)
-    _rule_text_rules(s, f, out, root=root)
+    _rule_text_rules(s, f, out, root=root, uncorrelatable=uncorrelatable)
 
 
 def _list_map_rules(s: dict, f: str, out: list[Cause]) -> None:
@@ -428,7 +432,7 @@ def _list_map_rules(s: dict, f: str, out: list[Cause]) -> None:
                                           "this property is in x-kubernetes-list-map-keys, so it cannot be nullable"))
 
 
-def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool) -> None:
+def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool, uncorrelatable: str | None) -> None:
     rules = s.get("x-kubernetes-validations")
     if not rules:
         return
@@ -445,9 +449,13 @@ def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool) -> None:
             out.append(_invalid(f"{rf}.message", raw_msg, "message must not contain line breaks"))
         elif re.search(r"[\n\r]", rule) and not msg:
             out.append(_required(f"{rf}.message", "message must be specified if rule contains line breaks"))
-    _, errors = cel.compile_rules([r for r in rules if isinstance(r, dict)], f, root=root,
-                                  schema=s)
+    compiled, errors = cel.compile_rules(rules, f, root=root, schema=s)
     out.extend(errors)
+    for r in compiled:
+        if r.transition and uncorrelatable is not None:
+            out.append(_invalid(f"{_child(f, 'x-kubernetes-validations')}[{r.index}].rule", r.rule,
+                                f"oldSelf cannot be used on the uncorrelatable portion of the schema "
+                                f"within {uncorrelatable}"))
 
 
 def _invariants(s: Any, f: str, out: list[Cause], *, level: str) -> None:
@@ -756,7 +764,7 @@ class Structural:
             below = sub._compile_rules(root=False) or below
         rules = _list(self.raw.get("x-kubernetes-validations"))
         if rules:
-            self.rules, _ = cel.compile_rules([r for r in rules if isinstance(r, dict)], "",
+            self.rules, _ = cel.compile_rules(rules, "",
                                               root=root, schema=self.raw)
         self._has_rules_below = below or bool(self.rules)
         return self._has_rules_below
