@@ -4,8 +4,9 @@ and validation of custom resources. Pure functions over JSON values; no I/O, no 
 - `structural_errors(schema, path)`: the schema rules of apiextensions-apiserver's
   ValidateCustomResourceDefinitionOpenAPISchema (forbidden keywords, list and map types,
   rule text) and of pkg/apiserver/schema's ValidateStructural (types everywhere,
-  metadata, embedded resources, value validations), plus CEL rules that do not compile,
-  worded as Kubernetes words them, as `validation.Cause` dicts. Empty when acceptable.
+  metadata, embedded resources, value validations), CEL rules that do not compile, and
+  defaults that would not survive pruning or validation, worded as Kubernetes words
+  them, as `validation.Cause` dicts. Empty when acceptable.
 - `compile_schema(schema)`: a `Structural` tree, built once per CRD version (CEL rules
   compiled then) and afterwards read-only, so any number of threads may share it.
 - `Structural.prune(obj)` and `.default(obj)` change `obj` in place, as Kubernetes
@@ -17,7 +18,9 @@ and validation of custom resources. Pure functions over JSON values; no I/O, no 
   (`spec.ports[0].port in body must be of type integer: "string"`), embedded
   resources, list-type set/map uniqueness, then the CEL rules (paths `spec.labels[app]`)
   unless a type error blocks them, as kube-apiserver does. `old` is the stored object
-  on update (transition rules read `oldSelf`); None on create.
+  on update (transition rules read `oldSelf`); None on create. On update a value equal
+  to the stored one it correlates with (by key in list-type maps) is not checked again
+  (CRDValidationRatcheting), so a schema made stricter does not block other changes.
 
 Not enforced, as in Kubernetes: integer formats int32/int64 (kube-openapi checks only
 the JSON type), unknown fields (pruned, not rejected). jsonschema is not used here:
