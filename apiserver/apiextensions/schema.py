@@ -795,6 +795,8 @@ class Structural:
     def _prune(self, v: Any, path: tuple[Seg, ...], dropped: list[str], *, meta: bool) -> None:
         if isinstance(v, dict):
             keep_meta = meta or self.embedded
+            if self.embedded and not meta and isinstance(v.get("metadata"), dict):
+                _coerce_meta(v["metadata"])
             for k in list(v):
                 if keep_meta and k in _META:  # ObjectMeta and TypeMeta are not the schema's to prune
                     continue
@@ -1038,6 +1040,29 @@ class Structural:
                   for o in old if isinstance(o, dict)}
         return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys}), missing) \
             if isinstance(x, dict) else missing
+
+
+# ObjectMeta's fields, and the JSON type each must have to survive decoding
+_OBJECT_META: dict[str, tuple[type, ...]] = {
+    "name": (str,), "generateName": (str,), "namespace": (str,), "selfLink": (str,), "uid": (str,),
+    "resourceVersion": (str,), "generation": (int,), "creationTimestamp": (str, type(None)),
+    "deletionTimestamp": (str, type(None)), "deletionGracePeriodSeconds": (int, type(None)),
+    "labels": (dict, type(None)), "annotations": (dict, type(None)), "ownerReferences": (list, type(None)),
+    "finalizers": (list, type(None)), "managedFields": (list, type(None)),
+}
+
+
+def _coerce_meta(md: dict) -> None:
+    """An embedded resource's metadata keeps only ObjectMeta's fields, and drops the
+    ones of the wrong type, as objectmeta.Coerce(dropInvalidFields) does by decoding
+    it into an ObjectMeta and back."""
+    for k in list(md):
+        types = _OBJECT_META.get(k)
+        if types is None or isinstance(md[k], bool) or not isinstance(md[k], types):
+            del md[k]
+        elif k in ("labels", "annotations") and md[k] is not None and \
+                not all(isinstance(x, str) for x in md[k].values()):
+            del md[k]
 
 
 def _repeats(keys: list[str]) -> list[int]:
