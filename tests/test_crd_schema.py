@@ -502,6 +502,19 @@ def test_cel_is_blocked_by_type_errors():
         "correct the existing errors to complete validation"]
 
 
+@pytest.mark.parametrize("spec,blocked", [
+    ({"replicas": 1, "name": "toolongname"}, True),  # TooLong
+    ({"replicas": 1, "list": []}, False),  # a rule's own failure does not block the others
+], ids=["too long blocks", "nothing to block"])
+def test_cel_blocking_reasons(spec, blocked):
+    s = compile_schema(crd_schema(dict(CEL_SPEC, properties=dict(
+        CEL_SPEC["properties"], name={"type": "string", "maxLength": 5}),
+        **{"x-kubernetes-validations": [{"rule": "self.replicas > 1", "message": "more"}]})))
+    got = messages(s.validate(obj(spec)))
+    assert ("spec: Invalid value: more" not in got) == blocked
+    assert any(g.startswith("<nil>: ") for g in got) == blocked
+
+
 def test_cel_rule_at_the_root_sees_metadata_name():
     s = compile_schema({"type": "object", "x-kubernetes-validations": [
         {"rule": "self.metadata.name.startsWith('w')", "message": "names start with w"}]})

@@ -46,6 +46,10 @@ Cause = dict[str, str]
 
 _TYPES = ("array", "boolean", "integer", "number", "object", "string")
 _META = ("apiVersion", "kind", "metadata")
+# Errors after which the object lacks the shape its CEL rules were written for
+# (customresource strategy's hasBlockingErr)
+_BLOCKING_REASONS = {"FieldValueTypeInvalid", "FieldValueNotSupported", "FieldValueRequired",
+                     "FieldValueTooLong", "FieldValueTooMany"}
 _BLOCKING = ('some validation rules were not checked because the object was invalid; '
              'correct the existing errors to complete validation')
 
@@ -852,7 +856,7 @@ class Structural:
         out: list[Cause] = []
         self._check(obj, (), out, _ABSENT if old is None else old)
         if self._has_rules_below:
-            if any(c["reason"] == "FieldValueTypeInvalid" for c in out):
+            if any(c["reason"] in _BLOCKING_REASONS for c in out):
                 out.append(_invalid("<nil>", None, _BLOCKING))
             else:
                 self._rules(obj, old, (), out)
