@@ -64,6 +64,8 @@ class Rule:
     field_path_text: str = ""  # fieldPath rendered as Kubernetes renders it
     optional_old_self: bool = False
     transition: bool = False  # the rule reads oldSelf: only checked on update
+    # what the rule and its messageExpression read of self (None: all of it)
+    fields: frozenset[str] | None = None
     program: Any = field(default=None, compare=False, repr=False)
     message_program: Any = field(default=None, compare=False, repr=False)
 
@@ -119,6 +121,27 @@ def _check_references(tree: lark.Tree) -> bool:
     return uses_old
 
 
+def _is_ident(node: Any, name: str) -> bool:
+    """`node` is the `member` that is just the variable `name`."""
+    while isinstance(node, lark.Tree) and node.data in ("member", "primary") and len(node.children) == 1:
+        node = node.children[0]
+    return isinstance(node, lark.Tree) and node.data == "ident" and str(node.children[0]) == name
+
+
+def _fields_read(tree: lark.Tree, name: str) -> frozenset[str] | None:
+    """The properties an expression reads of the object `name` (`self.a`, `has(self.b)`),
+    or None when it uses the object in any other way (`self.all(...)`, `self['a']`,
+    `size(self)`): then a rule needs the whole value converted, otherwise only these."""
+    fields: set[str] = set()
+    for node in tree.iter_subtrees():
+        if node.data == "member_dot" and _is_ident(node.children[0], name):
+            fields.add(str(node.children[1]))
+    uses = sum(1 for node in tree.iter_subtrees()
+               if node.data == "ident" and str(node.children[0]) == name)
+    return frozenset(fields) if uses == len([n for n in tree.iter_subtrees() if n.data == "member_dot"
+                                             and _is_ident(n.children[0], name)]) else None
+
+
 def _program(tree: lark.Tree) -> Any:
     return _ENV.program(tree, functions=_FUNCTIONS)
 
@@ -141,12 +164,20 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
             tree = _parse(src)
             transition = _check_references(tree)
             program = _program(tree)
+            fields = _fields_read(tree, "self")
+            if transition:
+                old_fields = _fields_read(tree, "oldSelf")
+                fields = None if fields is None or old_fields is None else fields | old_fields
             msg_program = None
             if r.get("messageExpression"):
                 try:
                     mtree = _parse(str(r["messageExpression"]))
                     _check_references(mtree)
                     msg_program = _program(mtree)
+                    msg_fields = _fields_read(mtree, "self")
+                    old_msg = _fields_read(mtree, "oldSelf")
+                    fields = None if fields is None or msg_fields is None or old_msg is None \
+                        else fields | msg_fields | old_msg
                 except _CompileError as e:
                     causes.append(_invalid(f"{base}[{i}].messageExpression", r["messageExpression"],
                                            f"messageExpression compilation failed: {e}"))
@@ -172,7 +203,8 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
                         message_expression=str(r.get("messageExpression") or ""),
                         reason=reason, field_path=fp, field_path_text=fp_text,
                         optional_old_self=bool(r.get("optionalOldSelf")),
-                        transition=transition, program=program, message_program=msg_program))
+                        transition=transition, fields=fields, program=program,
+                        message_program=msg_program))
     return out, causes
 
 
@@ -216,8 +248,12 @@ def run(rules: list[Rule], value: Any, old: Any, *, field: str, schema: Structur
     the other rules' errors on unchanged values into warnings."""
     out: list[Cause] = []
     field = field or "<nil>"  # the root, as Go prints a nil field.Path
-    self_val = to_cel(value, schema)
-    old_val = to_cel(old, schema) if has_old else None
+    needed: set[str] | None = set()
+    for r in rules:
+        if needed is not None:
+            needed = None if r.fields is None else needed | r.fields
+    self_val = to_cel(value, schema, needed)
+    old_val = to_cel(old, schema, needed) if has_old else None
     for r in rules:
         if r.transition and not has_old and not r.optional_old_self:
             continue
@@ -317,10 +353,11 @@ def escape(name: str) -> str:
             .replace("-", "__dash__").replace("/", "__slash__"))
 
 
-def to_cel(v: Any, s: Structural | None) -> Any:
+def to_cel(v: Any, s: Structural | None, only: set[str] | frozenset[str] | None = None) -> Any:
     """A JSON value as the CEL value a rule sees, typed by the schema: number fields are
     doubles, int-or-string stays what it is, date-time/duration/byte strings are
-    timestamps, durations and bytes; object properties are escaped."""
+    timestamps, durations and bytes; object properties are escaped. With `only`, an
+    object gets just those (escaped) keys: what its rules read."""
     if v is None:
         return None
     if s is None:
@@ -350,6 +387,8 @@ def to_cel(v: Any, s: Structural | None) -> Any:
         out: dict[Any, Any] = {}
         for k, x in v.items():
             sub = s.properties.get(k)
+            if only is not None and (escape(k) if sub is not None else k) not in only:
+                continue
             if sub is not None:
                 out[celtypes.StringType(escape(k))] = to_cel(x, sub)
             elif s.additional is not None:
