@@ -133,13 +133,14 @@ def _fields_read(tree: lark.Tree, name: str) -> frozenset[str] | None:
     or None when it uses the object in any other way (`self.all(...)`, `self['a']`,
     `size(self)`): then a rule needs the whole value converted, otherwise only these."""
     fields: set[str] = set()
+    reads = uses = 0
     for node in tree.iter_subtrees():
         if node.data == "member_dot" and _is_ident(node.children[0], name):
             fields.add(str(node.children[1]))
-    uses = sum(1 for node in tree.iter_subtrees()
-               if node.data == "ident" and str(node.children[0]) == name)
-    return frozenset(fields) if uses == len([n for n in tree.iter_subtrees() if n.data == "member_dot"
-                                             and _is_ident(n.children[0], name)]) else None
+            reads += 1
+        elif node.data == "ident" and str(node.children[0]) == name:
+            uses += 1
+    return frozenset(fields) if uses == reads else None
 
 
 def _program(tree: lark.Tree) -> Any:
