@@ -469,6 +469,12 @@ CEL = [
     ("url library", [{"rule": "isURL(self.url) && url(self.url).getHostname() == 'example.com' "
                               "&& url(self.url).getPort() == '8080' && url(self.url).getScheme() == 'https'"}],
      {"url": "https://example.com:8080/x"}, None, []),
+    ("ip and cidr library", [{"rule": "isIP(self.name) && ip(self.name).family() == 4 "
+                                       "&& cidr('10.0.0.0/8').containsIP(self.name) "
+                                       "&& cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16') "
+                                       "&& !isIP('10.0.0.1%eth0') && cidr('10.1.2.3/8').masked().prefixLength() == 8 "
+                                       "&& ip('127.0.0.1').isLoopback() && !isCIDR('10.0.0.1')"}],
+     {"name": "10.2.3.4"}, None, []),
     ("timestamps and durations", [{"rule": "self.until > timestamp('2020-01-01T00:00:00Z') "
                                            "&& self.every > duration('1m')"}],
      {"until": "2024-01-01T00:00:00Z", "every": "5m"}, None, []),

@@ -17,15 +17,18 @@ when it runs rather than when the CRD is created, and there are no cost estimate
 cost limits. Kubernetes' library functions that are provided: lists (isSorted, sum,
 min, max, indexOf, lastIndexOf), strings (charAt, indexOf, lastIndexOf, lowerAscii,
 upperAscii, replace, split, substring, trim, join), regex (find, findAll), url (url,
-isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery) and
+isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery),
 quantity (quantity, isQuantity, sign, isInteger, asInteger, asApproximateFloat, add,
-sub, isGreaterThan, isLessThan, compareTo). README's "Differences from Kubernetes"
+sub, isGreaterThan, isLessThan, compareTo) and ip/cidr (ip, isIP, family, isLoopback,
+isUnspecified, isLinkLocalMulticast, isLinkLocalUnicast, isGlobalUnicast, cidr, isCIDR,
+containsIP, containsCIDR, prefixLength, masked). README's "Differences from Kubernetes"
 lists what is not.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import urllib.parse
@@ -630,6 +633,73 @@ def _q_compare(a: _Quantity, b: _Quantity) -> Any:
     return celtypes.IntType((a.value > b.value) - (a.value < b.value))
 
 
+def _ip_of(s: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = str(s)
+    if "%" in text:  # zones are refused, as Kubernetes' library refuses them
+        return None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return None  # IPv4-mapped IPv6 is refused too
+    return addr
+
+
+def _cidr_of(s: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    text = str(s)
+    if "/" not in text or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+class _IP:
+    __slots__ = ("addr",)
+
+    def __init__(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address):
+        self.addr = addr
+
+
+class _CIDR:
+    __slots__ = ("text", "net")
+
+    def __init__(self, text: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network):
+        self.text, self.net = text, net
+
+
+def _ip(x: Any) -> Any:
+    if isinstance(x, _CIDR):  # cidr.ip(): the address the prefix was written with
+        return _IP(ipaddress.ip_address(x.text.split("/", 1)[0]))
+    addr = _ip_of(x)
+    if addr is None:
+        raise ValueError(f"IP Address {x!s} parse error during conversion from string")
+    return _IP(addr)
+
+
+def _cidr(x: Any) -> Any:
+    net = _cidr_of(x)
+    if net is None:
+        raise ValueError(f"network address parse error during conversion from string: {x!s}")
+    return _CIDR(str(x), net)
+
+
+def _contains_ip(c: _CIDR, x: Any) -> Any:
+    addr = x.addr if isinstance(x, _IP) else _ip_of(x)
+    if addr is None:
+        raise ValueError(f"IP Address {x!s} parse error during conversion from string")
+    return celtypes.BoolType(addr.version == c.net.version and addr in c.net)
+
+
+def _contains_cidr(c: _CIDR, x: Any) -> Any:
+    other = x.net if isinstance(x, _CIDR) else _cidr_of(x)
+    if other is None:
+        raise ValueError(f"network address parse error during conversion from string: {x!s}")
+    return celtypes.BoolType(other.version == c.net.version and other.subnet_of(c.net))
+
+
 def _has_value(o: Any) -> Any:
     return celtypes.BoolType(isinstance(o, _Optional) and o.value is not _NONE)
 
@@ -705,4 +775,18 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {"_==_": _eq, "_!=_": _ne} | {name: 
     "isGreaterThan": lambda a, b: celtypes.BoolType(a.value > b.value),
     "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
     "hasValue": _has_value, "value": _value, "orValue": _or_value,
+    "ip": _ip, "isIP": lambda x: celtypes.BoolType(_ip_of(x) is not None),
+    "family": lambda i: celtypes.IntType(i.addr.version),
+    "isUnspecified": lambda i: celtypes.BoolType(i.addr.is_unspecified),
+    "isLoopback": lambda i: celtypes.BoolType(i.addr.is_loopback),
+    "isLinkLocalMulticast": lambda i: celtypes.BoolType(
+        i.addr.is_multicast and i.addr in ipaddress.ip_network("224.0.0.0/24" if i.addr.version == 4 else "ff02::/16")),
+    "isLinkLocalUnicast": lambda i: celtypes.BoolType(i.addr.is_link_local and not i.addr.is_multicast),
+    "isGlobalUnicast": lambda i: celtypes.BoolType(
+        not (i.addr.is_unspecified or i.addr.is_loopback or i.addr.is_multicast or i.addr.is_link_local
+             or (i.addr.version == 4 and i.addr == ipaddress.IPv4Address("255.255.255.255")))),
+    "cidr": _cidr, "isCIDR": lambda x: celtypes.BoolType(_cidr_of(x) is not None),
+    "containsIP": _contains_ip, "containsCIDR": _contains_cidr,
+    "prefixLength": lambda c: celtypes.IntType(c.net.prefixlen),
+    "masked": lambda c: _CIDR(str(c.net), c.net),
 }.items()}
