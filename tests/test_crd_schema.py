@@ -469,6 +469,10 @@ CEL = [
     ("url library", [{"rule": "isURL(self.url) && url(self.url).getHostname() == 'example.com' "
                               "&& url(self.url).getPort() == '8080' && url(self.url).getScheme() == 'https'"}],
      {"url": "https://example.com:8080/x"}, None, []),
+    ("sets library", [{"rule": "sets.contains(self.list, [1, 2]) && sets.equivalent([1, 2, 2], [2, 1]) "
+                               "&& sets.intersects(self.list, [3, 9]) && !sets.intersects(self.list, [9]) "
+                               "&& self.name.contains('B') && self.list.size() == 3"}],
+     {"list": [1, 2, 3], "name": "ABC"}, None, []),
     ("ip and cidr library", [{"rule": "isIP(self.name) && ip(self.name).family() == 4 "
                                        "&& cidr('10.0.0.0/8').containsIP(self.name) "
                                        "&& cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16') "

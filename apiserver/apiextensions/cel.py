@@ -21,7 +21,8 @@ isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery),
 quantity (quantity, isQuantity, sign, isInteger, asInteger, asApproximateFloat, add,
 sub, isGreaterThan, isLessThan, compareTo) and ip/cidr (ip, isIP, family, isLoopback,
 isUnspecified, isLinkLocalMulticast, isLinkLocalUnicast, isGlobalUnicast, cidr, isCIDR,
-containsIP, containsCIDR, prefixLength, masked). README's "Differences from Kubernetes"
+containsIP, containsCIDR, prefixLength, masked) and sets (contains, equivalent,
+intersects). README's "Differences from Kubernetes"
 lists what is not.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ Cause = dict[str, str]
 
 _ENV = celpy.Environment()
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
-_NAMES = {"self", "oldSelf", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
+_NAMES = {"self", "oldSelf", "sets", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
           "null_type", "type", "duration", "timestamp", "optional"}
 _REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
 
@@ -263,7 +264,7 @@ def run(rules: list[Rule], value: Any, old: Any, *, field: str, schema: Structur
             continue
         if ratchet and not r.transition:
             continue
-        act: dict[str, Any] = {"self": self_val}
+        act: dict[str, Any] = {"self": self_val, "sets": _SETS}
         if r.transition:
             if r.optional_old_self:
                 act["oldSelf"] = _Optional(old_val if has_old else _NONE)
@@ -700,6 +701,28 @@ def _contains_cidr(c: _CIDR, x: Any) -> Any:
     return celtypes.BoolType(other.version == c.net.version and other.subnet_of(c.net))
 
 
+class _Sets:
+    """The `sets` namespace: `sets.contains(a, b)` reaches the functions with it first."""
+
+
+_SETS = _Sets()
+
+
+def _contains(x: Any, *args: Any) -> Any:
+    if isinstance(x, _Sets):
+        a, b = args
+        return celtypes.BoolType(all(e in a for e in b))
+    return celpy.evaluation.function_contains(x, *args)
+
+
+def _equivalent(ns: _Sets, a: Any, b: Any) -> Any:
+    return celtypes.BoolType(all(e in b for e in a) and all(e in a for e in b))
+
+
+def _intersects(ns: _Sets, a: Any, b: Any) -> Any:
+    return celtypes.BoolType(any(e in b for e in a))
+
+
 def _has_value(o: Any) -> Any:
     return celtypes.BoolType(isinstance(o, _Optional) and o.value is not _NONE)
 
@@ -775,6 +798,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {"_==_": _eq, "_!=_": _ne} | {name: 
     "isGreaterThan": lambda a, b: celtypes.BoolType(a.value > b.value),
     "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
     "hasValue": _has_value, "value": _value, "orValue": _or_value,
+    "contains": _contains, "equivalent": _equivalent, "intersects": _intersects,
     "ip": _ip, "isIP": lambda x: celtypes.BoolType(_ip_of(x) is not None),
     "family": lambda i: celtypes.IntType(i.addr.version),
     "isUnspecified": lambda i: celtypes.BoolType(i.addr.is_unspecified),
