@@ -473,6 +473,8 @@ CEL = [
                                "&& sets.intersects(self.list, [3, 9]) && !sets.intersects(self.list, [9]) "
                                "&& self.name.contains('B') && self.list.size() == 3"}],
      {"list": [1, 2, 3], "name": "ABC"}, None, []),
+    ("base64 library", [{"rule": "base64.encode(b'hi') == 'aGk=' && base64.decode(self.name) == b'hi'"}],
+     {"name": "aGk="}, None, []),
     ("ip and cidr library", [{"rule": "isIP(self.name) && ip(self.name).family() == 4 "
                                        "&& cidr('10.0.0.0/8').containsIP(self.name) "
                                        "&& cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16') "

@@ -21,8 +21,8 @@ isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery),
 quantity (quantity, isQuantity, sign, isInteger, asInteger, asApproximateFloat, add,
 sub, isGreaterThan, isLessThan, compareTo) and ip/cidr (ip, isIP, family, isLoopback,
 isUnspecified, isLinkLocalMulticast, isLinkLocalUnicast, isGlobalUnicast, cidr, isCIDR,
-containsIP, containsCIDR, prefixLength, masked) and sets (contains, equivalent,
-intersects). README's "Differences from Kubernetes"
+containsIP, containsCIDR, prefixLength, masked), sets (contains, equivalent,
+intersects) and base64 (encode, decode). README's "Differences from Kubernetes"
 lists what is not.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ Cause = dict[str, str]
 
 _ENV = celpy.Environment()
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
-_NAMES = {"self", "oldSelf", "sets", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
+_NAMES = {"self", "oldSelf", "sets", "base64", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
           "null_type", "type", "duration", "timestamp", "optional"}
 _REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
 
@@ -264,7 +264,7 @@ def run(rules: list[Rule], value: Any, old: Any, *, field: str, schema: Structur
             continue
         if ratchet and not r.transition:
             continue
-        act: dict[str, Any] = {"self": self_val, "sets": _SETS}
+        act: dict[str, Any] = {"self": self_val, "sets": _SETS, "base64": _BASE64}
         if r.transition:
             if r.optional_old_self:
                 act["oldSelf"] = _Optional(old_val if has_old else _NONE)
@@ -723,6 +723,25 @@ def _intersects(ns: _Sets, a: Any, b: Any) -> Any:
     return celtypes.BoolType(any(e in b for e in a))
 
 
+class _Base64:
+    """The `base64` namespace of CEL's encoders extension."""
+
+
+_BASE64 = _Base64()
+
+
+def _b64_encode(ns: _Base64, b: Any) -> Any:
+    return celtypes.StringType(base64.b64encode(bytes(b)).decode())
+
+
+def _b64_decode(ns: _Base64, s: Any) -> Any:
+    text = str(s)
+    try:
+        return celtypes.BytesType(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+    except binascii.Error as e:
+        raise ValueError(f"illegal base64 data: {e}") from None
+
+
 def _has_value(o: Any) -> Any:
     return celtypes.BoolType(isinstance(o, _Optional) and o.value is not _NONE)
 
@@ -799,6 +818,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {"_==_": _eq, "_!=_": _ne} | {name: 
     "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
     "hasValue": _has_value, "value": _value, "orValue": _or_value,
     "contains": _contains, "equivalent": _equivalent, "intersects": _intersects,
+    "encode": _b64_encode, "decode": _b64_decode,
     "ip": _ip, "isIP": lambda x: celtypes.BoolType(_ip_of(x) is not None),
     "family": lambda i: celtypes.IntType(i.addr.version),
     "isUnspecified": lambda i: celtypes.BoolType(i.addr.is_unspecified),
