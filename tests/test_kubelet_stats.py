@@ -20,7 +20,7 @@ import pytest
 from kubelet import stats
 from kubelet.runtime import Usage
 from kubelet.runtime.linux.cgroups import Cgroup
-from tests.procs import Component, session_pki, wait_for
+from tests.procs import Component, root_ca_configmap, session_pki, wait_for
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 TOKEN = "stats-test-token-" + uuid.uuid4().hex
@@ -234,3 +234,65 @@ def test_fake_endpoint_refuses_as_the_kubelet_does(fake_nodes, http):
     with _client("admin") as admin:
         assert admin.get(f"https://{addr}/containerLogs/a/b/c").status_code == 404
         assert admin.get(f"https://{addr}/healthz").text == "ok"
+
+
+# -- a real kubelet ----------------------------------------------------------------------
+
+@pytest.fixture
+def real_node(apiserver, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("runs real pods: needs root")
+    from tests.test_kubelet_e2e import KubeletNode
+    n = KubeletNode(apiserver, tmp_path)
+    try:
+        yield n.start()
+    finally:
+        n.cleanup()
+
+
+def test_real_kubelet_reports_a_pod_burning_cpu_from_its_cgroups(real_node, http, ns):
+    from tests.test_kubelet_e2e import TOKEN as NODE_TOKEN
+    from tests.test_kubelet_e2e import container, create, make_pod, running, wait_pod
+    root_ca_configmap(http, ns)  # the token volume projects it
+    create(http, ns, make_pod("burn", real_node, container("spin", ["sh", "-c", "while :; do :; done"]),
+                              container("idle", ["sleep", "infinity"])))
+    try:
+        wait_pod(http, ns, "burn", lambda p: running("spin")(p) and running("idle")(p), "both running", timeout=60)
+    except AssertionError:
+        raise AssertionError(real_node.proc.log()) from None
+    auth = {"Authorization": f"Bearer {NODE_TOKEN}"}
+
+    def pod_stats() -> dict | None:
+        r = httpx.get(real_node.url + "/stats/summary", headers=auth, timeout=10)
+        assert r.status_code == 200, r.text
+        return next((p for p in r.json()["pods"] if p["podRef"] == {
+            "name": "burn", "namespace": ns, "uid": p["podRef"]["uid"]}), None)
+
+    def spin(p: dict) -> dict:
+        return next(c for c in p["containers"] if c["name"] == "spin")
+    first = wait_for(lambda: (p := pod_stats()) and len(p["containers"]) == 2 and p, what="the pod's stats")
+    cpu0 = spin(first)["cpu"]["usageCoreNanoSeconds"]
+    # A busy loop's cumulative CPU time rises by whole tenths of a second, read from its cgroup.
+    later = wait_for(lambda: (p := pod_stats()) and spin(p)["cpu"]["usageCoreNanoSeconds"] > cpu0 + 200_000_000
+                     and p, what="the busy loop's CPU time to rise")
+    assert spin(later)["memory"]["workingSetBytes"] > 0
+    assert spin(later)["cpu"]["usageNanoCores"] > 0  # a rate against the previous reading
+    idle = next(c for c in later["containers"] if c["name"] == "idle")
+    assert idle["cpu"]["usageCoreNanoSeconds"] < spin(later)["cpu"]["usageCoreNanoSeconds"]
+    assert later["cpu"]["usageCoreNanoSeconds"] >= spin(later)["cpu"]["usageCoreNanoSeconds"]
+    assert later["memory"]["workingSetBytes"] >= spin(later)["memory"]["workingSetBytes"]
+
+    r = httpx.get(real_node.url + "/metrics/resource", headers=auth, timeout=10)
+    assert r.status_code == 200 and "\nscrape_error 0\n" in r.text
+    key = {"container": "spin", "namespace": ns, "pod": "burn"}
+    assert _sample(r.text, "container_cpu_usage_seconds_total", **key) > 0.2
+    assert _sample(r.text, "container_memory_working_set_bytes", **key) > 0
+    assert _sample(r.text, "pod_cpu_usage_seconds_total", namespace=ns, pod="burn") > 0.2
+    assert _sample(r.text, "node_cpu_usage_seconds_total") > 0
+    assert re.search(rf'^container_start_time_seconds{{container="spin",namespace="{ns}",pod="burn"}} \S+$',
+                     r.text, re.M)
+
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        for path in ("/stats/summary", "/metrics/resource"):
+            r = httpx.get(real_node.url + path, headers=headers, timeout=10)
+            assert (r.status_code, r.json()["reason"]) == (401, "Unauthorized")
