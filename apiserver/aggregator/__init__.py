@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from apiserver import registry
 from apiserver.aggregator import available, proxy
@@ -271,25 +268,3 @@ def options_from_flags(flags: Any) -> Options:
             uid_headers=names(getattr(flags, "requestheader_uid_headers", "")),
             group_headers=names(getattr(flags, "requestheader_group_headers", "")),
             extra_prefixes=names(getattr(flags, "requestheader_extra_headers_prefix", ""))))
-
-
-def ssl_context(svc: dict, client_cert: tuple[str, str] | None) -> ssl.SSLContext:
-    """How to dial an APIService's Service: verified by spec.caBundle (the system's roots
-    without one), or not at all with insecureSkipTLSVerify; the front-proxy certificate."""
-    from apiserver.strategies.apiregistration import ca_bundle
-    spec = svc.get("spec") or {}
-    ctx = ssl.create_default_context()
-    if spec.get("insecureSkipTLSVerify"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        bundle = ca_bundle(spec)
-        if bundle:
-            ctx = ssl.create_default_context(cadata=bundle.decode("latin-1"))
-    if client_cert is not None:
-        ctx.load_cert_chain(*client_cert)
-    return ctx
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)

@@ -12,6 +12,7 @@ configuration, kept until the server stops.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from apiserver.aggregator import available
+from apiserver.strategies.apiregistration import ca_bundle
 from machinery import requestheader
 
 if TYPE_CHECKING:
@@ -38,6 +40,24 @@ def unavailable() -> Response:
     return PlainTextResponse("service unavailable\n", 503, headers={"X-Content-Type-Options": "nosniff"})
 
 
+def ssl_context(svc: dict, client_cert: tuple[str, str] | None) -> ssl.SSLContext:
+    """How to dial an APIService's Service: verified by spec.caBundle (the system's roots
+    without one), or not at all with insecureSkipTLSVerify; the front-proxy certificate."""
+    spec = svc.get("spec") or {}
+    ctx = ssl.create_default_context()
+    if spec.get("insecureSkipTLSVerify"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        bundle = ca_bundle(spec)
+        if bundle:
+            ctx = ssl.create_default_context(cadata=bundle.decode("latin-1"))
+    if client_cert is not None:
+        ctx.load_cert_chain(*client_cert)
+    return ctx
+
+
+
 class Proxy:
     def __init__(self, agg: Aggregator, client_cert: tuple[str, str] | None):
         self.agg = agg
@@ -49,7 +69,6 @@ class Proxy:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _client(self, apisvc: dict) -> httpx.AsyncClient:
-        from apiserver.aggregator import ssl_context
         spec = apisvc.get("spec") or {}
         key = (str(spec.get("caBundle") or ""), bool(spec.get("insecureSkipTLSVerify")))
         client = self._clients.get(key)
