@@ -15,6 +15,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -33,6 +34,27 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
         "transfer-encoding", "upgrade", "host"}
 # Who the availability check is, as kube-aggregator's discovery check names itself.
 CHECKER = ("system:kube-aggregator", ("system:masters",))
+
+
+class _Relay(StreamingResponse):
+    """A relayed body that ends as soon as the client goes away, even while the upstream
+    is quiet (an idle watch): Starlette alone notices only when a write fails, and the
+    upstream connection would stay open until the extension server's next event."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async with anyio.create_task_group() as tg:
+            async def stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+        if self.background is not None:
+            await self.background()
 
 
 def unavailable() -> Response:
@@ -122,7 +144,7 @@ class Proxy:
             log.warning("Error while proxying request to %s: %s", url, e)
             return unavailable()
         out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
-        return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
+        return _Relay(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
                                  background=BackgroundTask(resp.aclose))
 
     async def close(self) -> None:
