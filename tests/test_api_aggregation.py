@@ -151,6 +151,16 @@ def test_extension_apiserver_authentication_is_published(http):
     assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
     assert json.loads(data["requestheader-group-headers"]) == ["X-Remote-Group"]
     assert json.loads(data["requestheader-extra-headers-prefix"]) == ["X-Remote-Extra-"]
+    # Who may read it: the bootstrap policy's extension-apiserver-authentication-reader role.
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": "system:kube-scheduler", "resourceAttributes": {
+            "verb": "get", "namespace": "kube-system", "resource": "configmaps",
+            "name": "extension-apiserver-authentication"}}}
+    r = http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review)
+    assert r.json()["status"]["allowed"] is True, r.text
+    role = http.get("/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/"
+                    "extension-apiserver-authentication-reader")
+    assert role.json()["rules"][0]["resourceNames"] == ["extension-apiserver-authentication"]
 
 
 # -- bad input ----------------------------------------------------------------------------------
