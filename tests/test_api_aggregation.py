@@ -123,6 +123,32 @@ def endpoint_slice(ns: str, address: str, port: int) -> dict:
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
 
 
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices"
+
+
+def unregister(http, ns: str) -> None:
+    for path in (f"{APISERVICES}/{NAME}", f"/api/v1/namespaces/{ns}/services/api", SLICES.format(ns) + "/api-1"):
+        assert http.delete(path).status_code in (200, 404)
+
+
+@pytest.fixture
+def registered(http, agg_ns, wardle):
+    """The extension registered and Available, whatever an earlier test left."""
+    address, port, ca = wardle
+    r = http.post(APISERVICES, json=apiservice(agg_ns, caBundle=base64.b64encode(ca).decode()))
+    assert r.status_code in (201, 409), r.text
+    r = http.post(f"/api/v1/namespaces/{agg_ns}/services", json=service(agg_ns))
+    assert r.status_code in (201, 409), r.text
+    r = http.post(SLICES.format(agg_ns), json=endpoint_slice(agg_ns, address, port))
+    if r.status_code == 409:
+        live = http.get(SLICES.format(agg_ns) + "/api-1").json()
+        live["ports"][0]["port"] = port
+        r = http.put(SLICES.format(agg_ns) + "/api-1", json=live)
+    assert r.status_code in (200, 201), r.text
+    wait_reason(http, "Passed")
+    return wardle
+
+
 # -- local APIServices and the published ConfigMap ------------------------------------------
 
 def test_builtin_group_versions_have_local_apiservices(http):
@@ -192,6 +218,7 @@ def test_bad_apiservice_is_refused_and_nothing_is_stored(http, change, field, me
 
 def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle):
     address, port, ca = wardle
+    unregister(http, agg_ns)
     r = http.post(APISERVICES, json=apiservice(agg_ns, caBundle=base64.b64encode(ca).decode()))
     assert r.status_code == 201, r.text
     cond = wait_reason(http, "ServiceNotFound")
@@ -206,14 +233,14 @@ def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle
 
     # An endpoint where nothing listens: the discovery check fails.
     closed = endpoint_slice(agg_ns, address, 1)
-    r = http.post(f"/apis/discovery.k8s.io/v1/namespaces/{agg_ns}/endpointslices", json=closed)
+    r = http.post(SLICES.format(agg_ns), json=closed)
     assert r.status_code == 201, r.text
     cond = wait_reason(http, "FailedDiscoveryCheck")
     assert cond["message"].startswith(f"failing or missing response from https://{address}:1/apis/{GROUP}/{VERSION}")
 
     live = r.json()
     live["ports"][0]["port"] = port
-    r = http.put(f"/apis/discovery.k8s.io/v1/namespaces/{agg_ns}/endpointslices/api-1", json=live)
+    r = http.put(SLICES.format(agg_ns) + "/api-1", json=live)
     assert r.status_code == 200, r.text
     cond = wait_reason(http, "Passed")
     assert (cond["status"], cond["message"]) == ("True", "all checks passed")
@@ -221,8 +248,7 @@ def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle
     assert next(r["cells"] for r in table["rows"] if r["cells"][0] == NAME)[1:3] == [f"{agg_ns}/api", "True"]
 
 
-def test_requests_are_proxied_with_the_authenticated_user(http, agg_ns, wardle):
-    wait_reason(http, "Passed")
+def test_requests_are_proxied_with_the_authenticated_user(http, agg_ns, registered):
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{agg_ns}/flunders"
     r = http.get(base)
     assert r.status_code == 200, r.text
@@ -246,8 +272,7 @@ def test_requests_are_proxied_with_the_authenticated_user(http, agg_ns, wardle):
     assert [e["object"]["metadata"]["name"] for e in lines] == ["w0", "w1", "w2"]
 
 
-def test_discovery_includes_the_aggregated_group(http, agg_ns, wardle):
-    wait_reason(http, "Passed")
+def test_discovery_includes_the_aggregated_group(http, agg_ns, registered):
     groups = http.get("/apis").json()["groups"]
     wardle_group = next(g for g in groups if g["name"] == GROUP)
     assert wardle_group["preferredVersion"] == {"groupVersion": f"{GROUP}/{VERSION}", "version": VERSION}
@@ -271,8 +296,7 @@ def test_discovery_includes_the_aggregated_group(http, agg_ns, wardle):
 
 
 @pytest.mark.kubectl
-def test_kubectl_sees_the_aggregated_api(apiserver, http, agg_ns, wardle, tmp_path):
-    wait_reason(http, "Passed")
+def test_kubectl_sees_the_aggregated_api(apiserver, http, agg_ns, registered, tmp_path):
     base = [KUBECTL, *apiserver.kubectl_flags(), "--cache-dir", str(tmp_path / "cache")]
     r = subprocess.run([*base, "get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{agg_ns}/flunders/k"],
                        capture_output=True, text=True, timeout=60)
@@ -282,12 +306,17 @@ def test_kubectl_sees_the_aggregated_api(apiserver, http, agg_ns, wardle, tmp_pa
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["flunders", "fl", f"{GROUP}/{VERSION}", "true", "Flunder"]
+    r = subprocess.run([*base, "get", "apiservices", NAME, "v1.apps"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    header, *lines = r.stdout.splitlines()
+    assert header.split() == ["NAME", "SERVICE", "AVAILABLE", "AGE"]
+    assert [line.split()[:3] for line in lines] == [[NAME, f"{agg_ns}/api", "True"], ["v1.apps", "Local", "True"]]
 
 
-def test_the_extension_authorizes_by_subject_access_review(apiserver, http, agg_ns, wardle):
+def test_the_extension_authorizes_by_subject_access_review(apiserver, http, agg_ns, registered):
     """Presenting the front proxy's certificate, as the API server does: the extension asks
     the API server whether the named user may, and refuses with Kubernetes' wording."""
-    address, port, ca = wardle
+    address, port, ca = registered
     d = session_pki()
     base = f"https://{address}:{port}/apis/{GROUP}/{VERSION}/namespaces/{agg_ns}/flunders"
     import ssl
@@ -326,8 +355,7 @@ def test_the_extension_authorizes_by_subject_access_review(apiserver, http, agg_
         assert r.status_code == 403, r.text
 
 
-def test_service_gone_makes_it_unavailable(http, agg_ns, wardle):
-    wait_reason(http, "Passed")
+def test_service_gone_makes_it_unavailable(http, agg_ns, registered):
     assert http.delete(f"/api/v1/namespaces/{agg_ns}/services/api").status_code == 200
     wait_reason(http, "ServiceNotFound")
     r = http.get(f"/apis/{GROUP}/{VERSION}/namespaces/{agg_ns}/flunders")
