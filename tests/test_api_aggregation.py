@@ -362,3 +362,28 @@ def test_service_gone_makes_it_unavailable(http, agg_ns, registered):
     assert (r.status_code, r.text) == (503, "service unavailable\n")
     names = [g["name"] for g in http.get("/apis").json()["groups"]]
     assert GROUP in names  # plain discovery still lists it, as Kubernetes does
+
+
+# -- the requestheader wire format (pure) ----------------------------------------------------
+
+def test_requestheader_headers_round_trip_with_escaped_extra_keys():
+    from machinery.requestheader import RequestHeaderConfig, headers_for, user_from_headers
+    cfg = RequestHeaderConfig(username_headers=("X-Remote-User",), group_headers=("X-Remote-Group",),
+                              extra_prefixes=("X-Remote-Extra-",))
+    headers = headers_for("jane", ["a", "b"], {"Scopes/Team%1": ["x", "y"]}, cfg)
+    assert ("X-Remote-Extra-scopes%2Fteam%251", "x") in headers  # lower-cased, path-escaped
+    user = user_from_headers([(k.upper(), v) for k, v in headers], cfg)
+    assert user is not None
+    assert (user.name, user.groups, dict(user.extra)) == ("jane", ("a", "b"), {"scopes/team%1": ("x", "y")})
+    assert user_from_headers([("X-Remote-Group", "a")], cfg) is None  # no user, no one
+
+
+def test_requestheader_configmap_data_round_trips():
+    from machinery.requestheader import RequestHeaderConfig
+    cfg = RequestHeaderConfig(client_ca="A", requestheader_client_ca="B", allowed_names=("front-proxy-client",),
+                              username_headers=("X-Remote-User",), group_headers=("X-Remote-Group",),
+                              extra_prefixes=("X-Remote-Extra-",))
+    data = cfg.to_data()
+    assert data["requestheader-allowed-names"] == '["front-proxy-client"]'
+    assert RequestHeaderConfig.from_data(data) == cfg
+    assert RequestHeaderConfig.from_data({}) == RequestHeaderConfig()
