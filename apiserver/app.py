@@ -1381,10 +1381,12 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
     async def openapi_v3(request: Request) -> Response:
         # The index names each document by a content hash, so a document fetched by its
         # current hash never changes and clients may cache it for good.
+        remote = api.aggregator.openapi  # the extension servers' documents (aggregator)
         if request.url.path.rstrip("/") == "/openapi/v3":
-            return Response(openapi.index(), media_type=JSON,
+            return Response(openapi.index(remote), media_type=JSON,
                             headers={"Cache-Control": "no-cache, private"})
-        found = openapi.documents().get(request.path_params["path"].strip("/"))
+        path = request.path_params["path"].strip("/")
+        found = openapi.documents().get(path) or remote.get(path)
         if found is None:
             return status_response(errors.NotFound("the server could not find the requested resource"))
         doc, digest = found

@@ -294,6 +294,14 @@ def test_discovery_includes_the_aggregated_group(http, agg_ns, registered):
     assert flunders["shortNames"] == ["fl"]
     assert [s["subresource"] for s in flunders["subresources"]] == ["status"]
 
+    # /openapi/v3 lists the group/version, and serves the extension's document.
+    def indexed():
+        return http.get("/openapi/v3").json()["paths"].get(f"apis/{GROUP}/{VERSION}")
+    entry = wait_for(indexed, what="the extension's OpenAPI document in the index")
+    r = http.get(entry["serverRelativeURL"])
+    assert r.status_code == 200 and "com.example.wardle.v1.Flunder" in r.json()["components"]["schemas"]
+    assert "api/v1" in http.get("/openapi/v3").json()["paths"]
+
 
 @pytest.mark.kubectl
 def test_kubectl_sees_the_aggregated_api(apiserver, http, agg_ns, registered, tmp_path):

@@ -5,7 +5,8 @@ HTTPS behind client/extensionserver.py: the front proxy is authenticated by the
 requestheader CA of kube-system/extension-apiserver-authentication, and every request
 is authorized by a SubjectAccessReview. Every object it answers carries `seenBy`, the
 user it authenticated, so a test sees what the proxy told it. A watch sends three
-ADDED events, then stays open until the client leaves.
+ADDED events, then stays open until the client leaves. `/openapi/v3` has a small
+document for the group/version.
 
     python -m tests.wardle --kubeconfig F --cert F --key F --bind ADDR --port-file F
 """
@@ -66,6 +67,19 @@ async def one(request: Request) -> Response:
     return JSONResponse(flunder(request, request.path_params["ns"], request.path_params["name"]))
 
 
+OPENAPI = {"openapi": "3.0.0", "info": {"title": "wardle", "version": "v1"}, "paths": {
+    f"/apis/{GV}/namespaces/{{namespace}}/flunders": {"get": {"operationId": "listFlunders"}}},
+    "components": {"schemas": {"com.example.wardle.v1.Flunder": {"type": "object"}}}}
+
+
+async def openapi_index(request: Request) -> Response:
+    return JSONResponse({"paths": {f"apis/{GV}": {"serverRelativeURL": f"/openapi/v3/apis/{GV}?hash=1"}}})
+
+
+async def openapi_doc(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -74,6 +88,8 @@ app = Starlette(routes=[
     Route(f"/apis/{GV}", discovery),
     Route(f"/apis/{GV}/namespaces/{{ns}}/flunders", collection, methods=["GET", "POST"]),
     Route(f"/apis/{GV}/namespaces/{{ns}}/flunders/{{name}}", one),
+    Route("/openapi/v3", openapi_index),
+    Route(f"/openapi/v3/apis/{GV}", openapi_doc),
     Route("/healthz", healthz)])
 
 

@@ -20,7 +20,9 @@ What this package guarantees
 - Availability (apiserver/aggregator/available.py) is rechecked for every APIService
   on any change of APIServices, Services or EndpointSlices, and every 30 s; the status
   is written only when it changes. The discovery check's APIResourceList is what
-  discovery (apiserver/discovery.py) merges, refreshed with each check.
+  discovery (apiserver/discovery.py) merges, refreshed with each check, and so is the
+  extension's /openapi/v3 document of the group/version (in `openapi`, which
+  /openapi/v3 lists and serves).
 
 Concurrency: one asyncio loop (the server's). A single worker task rechecks; the
 cache feed only sets its wake-up event.
@@ -84,6 +86,8 @@ class Aggregator:
         self.services: dict[str, dict] = {}   # APIService name -> object (the cache's, read-only)
         # (group, version) -> (APIResourceList, fresh): what the last discovery check fetched
         self.discovery: dict[tuple[str, str], tuple[dict, bool]] = {}
+        # 'apis/<group>/<version>' -> (OpenAPI v3 document, hash), fetched with each check
+        self.openapi: dict[str, tuple[bytes, str]] = {}
         self.wake = asyncio.Event()
         self.feed = CacheFeed(api.cache, self, ("apiservices", "services", "endpointslices"), "aggregator")
         self.proxy = proxy.Proxy(self, self._client_tls())
@@ -110,6 +114,7 @@ class Aggregator:
             self.services.pop(obj["metadata"]["name"], None)
             spec = obj.get("spec") or {}
             self.discovery.pop((spec.get("group", ""), spec.get("version", "")), None)
+            self.openapi.pop(f"apis/{spec.get('group', '')}/{spec.get('version', '')}", None)
         self.wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -194,6 +199,9 @@ class Aggregator:
             gv = (spec.get("group", ""), spec.get("version", ""))
             if resources is not None:
                 self.discovery[gv] = (resources, True)
+                doc = await available.openapi_v3(self, svc)
+                if doc is not None:
+                    self.openapi[f"apis/{gv[0]}/{gv[1]}"] = doc
             elif gv in self.discovery:
                 self.discovery[gv] = (self.discovery[gv][0], False)
             await self._write_condition(name, cond)

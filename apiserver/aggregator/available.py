@@ -13,6 +13,7 @@ resolution, so the proxy and the condition never disagree about an endpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import TYPE_CHECKING
 
@@ -100,6 +101,27 @@ async def check(agg: Aggregator, apisvc: dict) -> tuple[dict, dict | None]:
     except ValueError:
         body = None
     return condition(True, "Passed", "all checks passed"), body if isinstance(body, dict) else None
+
+
+async def openapi_v3(agg: Aggregator, apisvc: dict) -> tuple[bytes, str] | None:
+    """The group/version's OpenAPI v3 document as the extension serves it, and its hash,
+    or None (an extension without one, or one that fails: kube-aggregator's OpenAPI
+    aggregation never affects availability)."""
+    spec = apisvc.get("spec") or {}
+    path = f"apis/{spec.get('group', '')}/{spec.get('version', '')}"
+    try:
+        host, port = resolve(agg, apisvc)
+        r = await agg.proxy.get(apisvc, host, port, "/openapi/v3", timeout=DISCOVERY_TIMEOUT)
+        entry = ((r.json() if r.status_code == 200 else {}).get("paths") or {}).get(path) or {}
+        url = entry.get("serverRelativeURL") if isinstance(entry, dict) else None
+        if not isinstance(url, str) or not url.startswith("/"):
+            return None
+        r = await agg.proxy.get(apisvc, host, port, url, timeout=DISCOVERY_TIMEOUT)
+    except (NotAvailable, httpx.HTTPError, OSError, ValueError, AttributeError):
+        return None
+    if r.status_code != 200:
+        return None
+    return r.content, hashlib.sha512(r.content).hexdigest().upper()
 
 
 def with_condition(obj: dict, cond: dict) -> dict | None:
