@@ -231,10 +231,20 @@ def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle
     cond = wait_reason(http, "MissingEndpoints")
     assert cond["message"] == f'cannot find endpoints for service/api in "{agg_ns}"'
 
-    # An endpoint where nothing listens: the discovery check fails.
+    # A slice whose only endpoint is not ready.
     closed = endpoint_slice(agg_ns, address, 1)
+    closed["endpoints"][0]["conditions"]["ready"] = False
     r = http.post(SLICES.format(agg_ns), json=closed)
     assert r.status_code == 201, r.text
+    wait_for(lambda: "have no addresses" in available(http).get("message", ""), what="no ready addresses")
+    assert available(http)["message"] == \
+        f'endpoints for service/api in "{agg_ns}" have no addresses with port name "https"'
+
+    # An endpoint where nothing listens: the discovery check fails.
+    closed = r.json()
+    closed["endpoints"][0]["conditions"]["ready"] = True
+    r = http.put(SLICES.format(agg_ns) + "/api-1", json=closed)
+    assert r.status_code == 200, r.text
     cond = wait_reason(http, "FailedDiscoveryCheck")
     assert cond["message"].startswith(f"failing or missing response from https://{address}:1/apis/{GROUP}/{VERSION}")
 
