@@ -229,7 +229,7 @@ def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle
 
     assert http.post(f"/api/v1/namespaces/{agg_ns}/services", json=service(agg_ns)).status_code == 201
     cond = wait_reason(http, "MissingEndpoints")
-    assert cond["message"] == f'cannot find endpoints for service/api in "{agg_ns}"'
+    assert cond["message"] == f'cannot find endpointslices for service/api in "{agg_ns}"'
 
     # A slice whose only endpoint is not ready.
     closed = endpoint_slice(agg_ns, address, 1)
@@ -238,7 +238,7 @@ def test_availability_follows_the_service_and_its_endpoints(http, agg_ns, wardle
     assert r.status_code == 201, r.text
     wait_for(lambda: "have no addresses" in available(http).get("message", ""), what="no ready addresses")
     assert available(http)["message"] == \
-        f'endpoints for service/api in "{agg_ns}" have no addresses with port name "https"'
+        f'endpointslices for service/api in "{agg_ns}" have no addresses with port name "https"'
 
     # An endpoint where nothing listens: the discovery check fails.
     closed = r.json()

@@ -4,7 +4,8 @@ decides it (pkg/controllers/status/remote), with its reasons and messages:
 - Local: no spec.service; "Local APIServices are always available".
 - ServiceNotFound: the Service does not exist.
 - ServicePortError: the Service has no port spec.service.port.
-- MissingEndpoints: no EndpointSlice of the Service has a ready endpoint with that port.
+- MissingEndpoints: no EndpointSlice of the Service has a ready endpoint with that port
+  (worded as the EndpointSlice-based controller of recent Kubernetes).
 - FailedDiscoveryCheck: GET /apis/<group>/<version> on an endpoint failed or was not 2xx.
 - Passed: "all checks passed".
 ServiceAccessError (the Service could not be read) is Kubernetes' answer to a lister
@@ -72,9 +73,9 @@ def resolve(agg: Aggregator, apisvc: dict) -> tuple[str, int]:
             candidates += [(a, int(target)) for a in ep.get("addresses") or []]
     if not candidates:
         if not found_slice:
-            raise NotAvailable("MissingEndpoints", f'cannot find endpoints for service/{name} in "{ns}"')
-        raise NotAvailable("MissingEndpoints",
-                           f'endpoints for service/{name} in "{ns}" have no addresses with port name "{port_name}"')
+            raise NotAvailable("MissingEndpoints", f'cannot find endpointslices for service/{name} in "{ns}"')
+        raise NotAvailable("MissingEndpoints", f'endpointslices for service/{name} in "{ns}" have no '
+                                               f'addresses with port name "{port_name}"')
     return random.choice(candidates)
 
 
