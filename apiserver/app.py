@@ -56,7 +56,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, eviction, kubernetesservice, metrics, openapi, portforward, registry, tables, version
+from apiserver import (aggregator, discovery, eviction, kubernetesservice, metrics, openapi, portforward,
+                       registry, tables, version)
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -386,6 +387,9 @@ class API:
                       named_check("informer-sync", self._informer_sync_check),
                       named_check("shutdown", self._shutdown_check)):
             self.health.add(check, endpoints=("readyz",))
+        # The aggregation layer (apiserver/aggregator/): APIServices, the proxy to extension
+        # servers, their discovery and availability. OSError for an unreadable CA file.
+        self.aggregator = aggregator.Aggregator(self, aggregator.options_from_flags(flags))
 
     def _mode(self, mode: str) -> Authorizer:
         if mode == "AlwaysAllow":
@@ -554,6 +558,7 @@ class API:
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
         self._tasks.append(asyncio.create_task(self._keep_repairing()))
         await self.rbac_feed.start()
+        await self.aggregator.start()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.start()
         if self.compaction_window > 0:
@@ -640,6 +645,7 @@ class API:
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.rbac_feed.stop()
+        await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
         await self.cache.stop()
@@ -1302,6 +1308,13 @@ class Secured:
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
+            # An aggregated group/version goes to its extension server, once authorized
+            # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
+            apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
+            if apisvc is not None:
+                response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -1370,17 +1383,19 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
 
     async def api_root(request: Request) -> Response:
         try:
-            return discovery.handle(request)
+            return discovery.handle(request, api.aggregator)
         except errors.APIError as err:
             return status_response(err)
 
     async def openapi_v3(request: Request) -> Response:
         # The index names each document by a content hash, so a document fetched by its
         # current hash never changes and clients may cache it for good.
+        remote = api.aggregator.openapi  # the extension servers' documents (aggregator)
         if request.url.path.rstrip("/") == "/openapi/v3":
-            return Response(openapi.index(), media_type=JSON,
+            return Response(openapi.index(remote), media_type=JSON,
                             headers={"Cache-Control": "no-cache, private"})
-        found = openapi.documents().get(request.path_params["path"].strip("/"))
+        path = request.path_params["path"].strip("/")
+        found = openapi.documents().get(path) or remote.get(path)
         if found is None:
             return status_response(errors.NotFound("the server could not find the requested resource"))
         doc, digest = found

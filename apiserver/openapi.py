@@ -248,10 +248,18 @@ def documents() -> dict[str, tuple[bytes, str]]:
 
 
 @functools.cache
-def index() -> bytes:
-    paths = {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
-             for p, (_, h) in documents().items()}
-    return orjson.dumps({"paths": paths})
+def _index() -> bytes:
+    return _index_of(documents())
+
+
+def _index_of(docs: dict[str, tuple[bytes, str]]) -> bytes:
+    return orjson.dumps({"paths": {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
+                                   for p, (_, h) in docs.items()}})
+
+
+def index(remote: dict[str, tuple[bytes, str]] | None = None) -> bytes:
+    """The v3 index; `remote`: the aggregated group/versions' documents (apiserver/aggregator/)."""
+    return _index_of({**remote, **documents()}) if remote else _index()
 
 
 # -- OpenAPI v2 (Swagger 2.0) -------------------------------------------------------------

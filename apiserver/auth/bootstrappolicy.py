@@ -16,6 +16,9 @@ What it guarantees
   system:certificates.k8s.io:certificatesigningrequests:nodeclient and :selfnodeclient,
   and system:certificates.k8s.io:<signer>-approver for the four kubernetes.io signers;
   and the per-controller roles `system:controller:<name>` of the controllers minik8s runs.
+- `namespace_roles()` and `namespace_role_bindings()`: kube-system's
+  extension-apiserver-authentication-reader Role (the aggregation layer's ConfigMap),
+  bound to the scheduler and the controller manager as Kubernetes binds it.
 - Per-controller roles are bound, as in Kubernetes, to the controller's ServiceAccount
   in kube-system, and also to the user `system:kube-controller-manager`: minik8s runs
   every controller with the controller manager's one credential (kube-controller-
@@ -481,6 +484,27 @@ def cluster_role_bindings() -> list[dict]:
 AUTOUPDATE_KEY = "rbac.authorization.kubernetes.io/autoupdate"
 
 
+# h-agg (issue 18): Kubernetes' NamespaceRoles/NamespaceRoleBindings for kube-system that
+# the aggregation layer needs: extension servers read the authentication ConfigMap.
+EXTENSION_AUTH_READER = "extension-apiserver-authentication-reader"
+
+
+def namespace_roles() -> list[dict]:
+    return [{"apiVersion": API_VERSION, "kind": "Role",
+             "metadata": {"name": EXTENSION_AUTH_READER, "namespace": "kube-system",
+                          "labels": dict(LABELS), "annotations": dict(AUTOUPDATE)},
+             "rules": [rule(["get", "list", "watch"], [""], ["configmaps"],
+                            names=["extension-apiserver-authentication"])]}]
+
+
+def namespace_role_bindings() -> list[dict]:
+    return [{"apiVersion": API_VERSION, "kind": "RoleBinding",
+             "metadata": {"name": f"system::{EXTENSION_AUTH_READER}", "namespace": "kube-system",
+                          "labels": dict(LABELS), "annotations": dict(AUTOUPDATE)},
+             "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": EXTENSION_AUTH_READER},
+             "subjects": [_user("system:kube-controller-manager"), _user("system:kube-scheduler")]}]
+
+
 def _merged_metadata(existing: dict, expected: dict) -> dict:
     md = dict(existing["metadata"])
     for key in ("labels", "annotations"):
@@ -516,7 +540,7 @@ def reconciled(existing: dict, expected: dict) -> dict | None:
 
 
 async def reconcile(resources: Any) -> int:
-    """Create every default ClusterRole and ClusterRoleBinding that storage lacks and add
+    """Create every default (Cluster)Role and (Cluster)RoleBinding that storage lacks and add
     to existing ones what they lack (see the module docstring); returns how many objects
     were written. `resources` is the server's apiserver.resources.Resources."""
     from apiserver.registry import by_plural  # the registry imports the strategies
@@ -526,28 +550,31 @@ async def reconcile(resources: Any) -> int:
         nonlocal written
         rt = by_plural(plural)
         name = expected["metadata"]["name"]
-        entry = resources.cache.get(rt, rt.key("", name))
+        ns = expected["metadata"].get("namespace", "")
+        entry = resources.cache.get(rt, rt.key(ns, name))
         try:
             if entry is None:
-                await resources.create(rt, "", expected)
+                await resources.create(rt, ns, expected)
             else:
                 update = reconciled(entry.obj, expected)
                 if update is None:
                     return
                 if update.get("roleRef", {}) != entry.obj.get("roleRef", {}):
-                    await resources.delete(rt, "", name, {"preconditions": {
+                    await resources.delete(rt, ns, name, {"preconditions": {
                         "uid": entry.obj["metadata"]["uid"]}})
                     md = {k: v for k, v in update["metadata"].items()
                           if k in ("name", "labels", "annotations")}
-                    await resources.create(rt, "", {**update, "metadata": md})
+                    await resources.create(rt, ns, {**update, "metadata": md})
                 else:
-                    await resources.update(rt, "", name, update)
+                    await resources.update(rt, ns, name, update)
             written += 1
         except (errors.AlreadyExists, errors.Conflict, errors.NotFound):
             pass  # another API server reconciled it first
     # Roles before the bindings that name them, though a binding may exist first.
     await asyncio.gather(*(ensure("clusterroles", r) for r in cluster_roles()))
     await asyncio.gather(*(ensure("clusterrolebindings", b) for b in cluster_role_bindings()))
+    await asyncio.gather(*(ensure("roles", r) for r in namespace_roles()))
+    await asyncio.gather(*(ensure("rolebindings", b) for b in namespace_role_bindings()))
     if written:
         log.info("rbac/bootstrap-roles: wrote %d default roles and bindings", written)
     return written
