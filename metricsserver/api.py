@@ -15,7 +15,7 @@ Guarantees
   `pods "x" not found`, as metrics-server's listers answer); of one that exists without
   metrics (too new, or its kubelet did not answer the last scrape), NotFound for
   `nodemetrics.metrics.k8s.io "x"` / `podmetrics.metrics.k8s.io "ns/x"`.
-- A bad selector is 400; any other verb (watch included) is 405; an unknown path 404:
+- A bad selector is 400; a watch, or any verb but GET, is 405; an unknown path 404:
   all `kind: Status`.
 """
 from __future__ import annotations
@@ -94,8 +94,12 @@ def _error(err: errors.APIError) -> Response:
     return _json(err.to_status(), err.code)
 
 
-def _selectors(request: Request) -> tuple[labels.Selector, fields.FieldSelector]:
+def _selectors(request: Request, resource: str) -> tuple[labels.Selector, fields.FieldSelector]:
     q = request.query_params
+    if q.get("watch", "").lower() in ("1", "true"):
+        # metrics-server's storage is no Watcher: k8s.io/apiserver's list handler refuses
+        raise errors.MethodNotAllowed(f'watch is not supported on resources of kind "{resource}.{GROUP}"',
+                                      kind=resource, group=GROUP)
     try:
         ls = labels.parse(q.get("labelSelector", ""))
     except ValueError as e:
@@ -183,7 +187,7 @@ class MetricsAPI:
 
     async def list_nodes(self, request: Request) -> Response:
         try:
-            ls, fs = _selectors(request)
+            ls, fs = _selectors(request, "nodes")
         except errors.APIError as e:
             return _error(e)
         items = []
@@ -208,7 +212,7 @@ class MetricsAPI:
 
     async def list_pods(self, request: Request) -> Response:
         try:
-            ls, fs = _selectors(request)
+            ls, fs = _selectors(request, "pods")
         except errors.APIError as e:
             return _error(e)
         items = []

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from client.kubeconfig import Connection
+from metricsserver import metrics
 from metricsserver.storage import Batch, decode
 
 log = logging.getLogger("minik8s.metricsserver")
@@ -96,7 +97,12 @@ class Scraper:
         try:
             resp = await asyncio.wait_for(self.http.get(url), self.timeout)
         except (httpx.HTTPError, OSError, asyncio.TimeoutError) as e:
+            metrics.KUBELET_REQUESTS.labels("false").inc()
             raise ScrapeError(f"request failed, \"{url}\": {type(e).__name__}: {e}") from None
+        finally:
+            metrics.KUBELET_DURATION.labels(name).observe(time.time() - started)
+            metrics.KUBELET_LAST.labels(name).set(started)
+        metrics.KUBELET_REQUESTS.labels(str(resp.status_code == 200).lower()).inc()
         if resp.status_code != 200:
             raise ScrapeError(f"request failed, \"{url}\": {resp.status_code} {resp.text.strip()[:200]}")
         try:

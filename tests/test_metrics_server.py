@@ -1,0 +1,318 @@
+"""The metrics server (metricsserver/): its storage computes usage as metrics-server's
+does (tables of points, no processes), and a real `minik8s metrics-server` scraping real
+fake-runtime kubelets (usage set by the pods' `fake.minik8s.io/usage` annotation) serves
+metrics.k8s.io/v1beta1 to whom the API server's RBAC allows it, with metrics-server's
+answers for what has no metrics."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import httpx
+import pytest
+
+from cluster import metricsaddon
+from metricsserver.api import go_duration
+from metricsserver.storage import Batch, Point, Storage, decode
+from tests.procs import Component, free_port, session_pki, wait_for
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+API = "/apis/metrics.k8s.io/v1beta1"
+RESOLUTION = 10.0  # the least metrics-server accepts
+
+
+# -- decoding and storage, no processes ------------------------------------------------
+
+KUBELET_TEXT = """\
+# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds
+# TYPE container_cpu_usage_seconds_total counter
+container_cpu_usage_seconds_total{container="app",namespace="ns",pod="p"} 10 1700000000000
+container_cpu_usage_seconds_total{container="idle",namespace="ns",pod="q"} 0 1700000000000
+# TYPE container_memory_working_set_bytes gauge
+container_memory_working_set_bytes{container="app",namespace="ns",pod="p"} 6.7108864e+07 1700000000000
+container_memory_working_set_bytes{container="idle",namespace="ns",pod="q"} 1000 1700000000000
+# TYPE container_start_time_seconds gauge
+container_start_time_seconds{container="app",namespace="ns",pod="p"} 1.6999e+09
+# TYPE node_cpu_usage_seconds_total counter
+node_cpu_usage_seconds_total 100.5 1700000000500
+# TYPE node_memory_working_set_bytes gauge
+node_memory_working_set_bytes 2e+09 1700000000500
+# TYPE scrape_error gauge
+scrape_error 0
+"""
+
+
+def test_decode_reads_the_kubelets_resource_metrics():
+    b = decode(KUBELET_TEXT, "n1", 1.0)
+    assert b.nodes == {"n1": Point(1700000000.5, 100.5, 2_000_000_000)}
+    assert b.pods[("ns", "p")] == {"app": Point(1700000000.0, 10.0, 67108864, 1.6999e9)}
+    # a container with no CPU used is incomplete to metrics-server: its pod is left out
+    assert ("ns", "q") not in b.pods
+
+
+def test_decode_takes_the_scrape_time_for_samples_without_a_timestamp():
+    b = decode("node_cpu_usage_seconds_total 3\nnode_memory_working_set_bytes 4\n", "n", 42.0)
+    assert b.nodes["n"].timestamp == 42.0
+
+
+def _node_batch(ts: float, cpu: float, mem: int = 1 << 20) -> Batch:
+    return Batch(nodes={"n": Point(ts, cpu, mem)})
+
+
+def _pod_batch(ts: float, cpu: float, *, start: float = 0.0, mem: int = 1 << 20) -> Batch:
+    return Batch(pods={("ns", "p"): {"c": Point(ts, cpu, mem, start)}})
+
+
+def test_cpu_is_the_rate_between_the_last_two_points_and_memory_the_last():
+    s = Storage(15)
+    s.store(_node_batch(100, 10, mem=5))
+    assert s.node_metrics("n") is None       # one point: no rate yet
+    s.store(_node_batch(115, 13.75, mem=7))
+    u = s.node_metrics("n")
+    assert (u.cpu_nanocores, u.memory_bytes, u.timestamp, u.window) == (250_000_000, 7, 115, 15)
+
+
+def test_a_point_no_newer_than_the_last_keeps_the_previous_one():
+    s = Storage(15)
+    s.store(_node_batch(100, 10))
+    s.store(_node_batch(110, 11))
+    s.store(_node_batch(110, 11))           # the kubelet answered the same reading again
+    assert s.node_metrics("n").window == 10
+
+
+def test_a_node_missing_from_a_scrape_has_no_metrics_from_then_on():
+    s = Storage(15)
+    s.store(_node_batch(100, 10))
+    s.store(_node_batch(110, 11))
+    assert s.ready() and s.node_metrics("n") is not None
+    s.store(Batch())                        # its kubelet did not answer: its points are stale
+    assert s.node_metrics("n") is None and not s.ready()
+
+
+def test_a_restarted_container_starts_over():
+    s = Storage(15)
+    s.store(_pod_batch(100, 50, start=10))
+    s.store(_pod_batch(115, 2, start=112))  # started after the stored point: a new run
+    assert s.pod_metrics("ns", "p") is None
+    s.store(_pod_batch(130, 5, start=112))
+    ts, window, usage = s.pod_metrics("ns", "p")
+    assert (ts, window, usage["c"].cpu_nanocores) == (130, 15, 200_000_000)
+
+
+def test_a_fresh_container_gets_a_zero_point_at_its_start():
+    s = Storage(15)
+    s.store(_pod_batch(100, 3, start=88))   # 12 s old: within the resolution, at least 10 s
+    ts, window, usage = s.pod_metrics("ns", "p")
+    assert (window, usage["c"].cpu_nanocores) == (12, 250_000_000)
+
+
+def test_a_pod_is_served_only_when_every_container_has_two_points():
+    s = Storage(15)
+    s.store(Batch(pods={("ns", "p"): {"a": Point(100, 1, 1)}}))
+    s.store(Batch(pods={("ns", "p"): {"a": Point(110, 2, 1), "b": Point(110, 2, 1)}}))
+    assert s.pod_metrics("ns", "p") is None
+
+
+def test_windows_are_written_as_go_durations():
+    assert [go_duration(x) for x in (15.002, 10, 60.5, 0.25, 3725.1)] == \
+        ["15.002s", "10s", "1m0.5s", "250ms", "1h2m5.1s"]
+
+
+# -- a real metrics server over real fake nodes ----------------------------------------
+
+def _ensure(http: httpx.Client, path: str, obj: dict) -> None:
+    r = http.post(path, json=obj)
+    assert r.status_code in (201, 409), r.text
+
+
+def _request_header_trust(http: httpx.Client) -> None:
+    """What kube-apiserver publishes for extension servers (the ConfigMap, and the Role
+    that lets them read it), made here when this API server does not."""
+    ca = open(os.path.join(session_pki(), "ca.crt")).read()
+    _ensure(http, "/api/v1/namespaces/kube-system/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+        "data": {"client-ca-file": ca}})
+    _ensure(http, "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "extension-apiserver-authentication-reader", "namespace": "kube-system"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"],
+                   "resourceNames": ["extension-apiserver-authentication"]}]})
+
+
+_PATHS = {"ServiceAccount": "/api/v1/namespaces/kube-system/serviceaccounts",
+          "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+          "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+          "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings"}
+
+
+@pytest.fixture(scope="module")
+def cluster(apiserver, tmp_path_factory):
+    """Two fake nodes (HTTPS endpoint, Webhook authorization, as `up` runs them) and a
+    metrics server with its manifests' RBAC, as its own user, scraping every 10 s."""
+    tmp = tmp_path_factory.mktemp("metrics")
+    prefix = "ms-" + uuid.uuid4().hex[:6]
+    admin_kc = apiserver.write_kubeconfig(tmp / "admin.conf")
+    ms_kc = apiserver.write_kubeconfig(tmp / "ms.conf", user="metrics-server")
+    with apiserver.client() as http:
+        _request_header_trust(http)
+        for obj in metricsaddon.objects(None, 443):
+            if obj["kind"] in _PATHS:
+                _ensure(http, _PATHS[obj["kind"]], obj)
+        kubelet = Component("kubelet", "--kubeconfig", admin_kc, "--runtime", "fake", "--nodes", "2",
+                            "--node-name", prefix, "--healthz-port", "0", "--cert-dir", str(tmp / "kubelet"),
+                            "--client-ca-file", os.path.join(session_pki(), "ca.crt"),
+                            "--authorization-mode", "Webhook").start()
+        port = free_port()
+        server = Component("metrics-server", "--kubeconfig", ms_kc, "--secure-port", str(port),
+                           "--bind-address", "127.0.0.1", "--cert-dir", str(tmp / "serving"),
+                           "--metric-resolution", f"{RESOLUTION:g}s", "--kubelet-insecure-tls",
+                           "--kubelet-use-node-status-port", "--kubelet-preferred-address-types",
+                           "InternalIP").start()
+        names = [f"{prefix}-{i}" for i in range(2)]
+        try:
+            wait_for(lambda: all(http.get(f"/api/v1/nodes/{n}").status_code == 200 for n in names)
+                     or not kubelet.alive(), what="the fake nodes")
+            assert kubelet.alive(), kubelet.log()
+            yield {"nodes": names, "url": f"https://127.0.0.1:{port}", "server": server, "http": http}
+        finally:
+            server.stop()
+            kubelet.stop()
+            for name in names:
+                http.delete(f"{LEASES}/{name}")
+                http.delete(f"/api/v1/nodes/{name}")
+
+
+def _client(apiserver, user: str | None) -> httpx.Client:
+    """A client of the metrics server (its certificate is self-signed) presenting `user`'s
+    certificate of the session PKI."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if user:
+        ctx.load_cert_chain(os.path.join(session_pki(), f"{user}.crt"), os.path.join(session_pki(), f"{user}.key"))
+    return httpx.Client(verify=ctx, timeout=10)
+
+
+def _pod(http, ns: str, name: str, node: str, usage: dict | None, labels: dict | None = None) -> None:
+    md: dict = {"name": name, "labels": labels or {}}
+    if usage is not None:
+        md["annotations"] = {"fake.minik8s.io/usage": json.dumps(usage)}
+    containers = [{"name": c, "image": "x"} for c in (usage or {"app": {}})]
+    r = http.post(f"/api/v1/namespaces/{ns}/pods", json={
+        "apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": {"nodeName": node, "containers": containers}})
+    assert r.status_code == 201, r.text
+
+
+def test_serves_the_usage_the_kubelets_report(cluster, apiserver, ns):
+    http, (n0, n1) = cluster["http"], cluster["nodes"]
+    _pod(http, ns, "web", n0, {"app": {"cpu": "250m", "memory": "64Mi"}, "side": {"cpu": "10m", "memory": "1Mi"}},
+         {"app": "web"})
+    _pod(http, ns, "db", n1, {"db": {"cpu": "1", "memory": "256Mi"}}, {"app": "db"})
+    url = cluster["url"]
+    with _client(apiserver, "admin") as c:
+        r = c.get(f"{url}{API}")
+        assert r.status_code == 200, r.text
+        assert {(x["name"], x["kind"], x["namespaced"]) for x in r.json()["resources"]} == \
+            {("nodes", "NodeMetrics", False), ("pods", "PodMetrics", True)}
+
+        def listed() -> dict | None:
+            items = c.get(f"{url}{API}/namespaces/{ns}/pods").json()["items"]
+            return {i["metadata"]["name"]: i for i in items} if len(items) == 2 else None
+        pods = wait_for(listed, timeout=60, interval=0.5, what="both pods' metrics")
+        web = pods["web"]
+        assert web["kind"] == "PodMetrics" and web["apiVersion"] == "metrics.k8s.io/v1beta1"
+        assert web["metadata"]["namespace"] == ns and web["metadata"]["labels"] == {"app": "web"}
+        usage = {x["name"]: x["usage"] for x in web["containers"]}
+        assert [x["name"] for x in web["containers"]] == ["app", "side"]
+        assert usage["app"]["memory"] == "64Mi" and usage["side"]["memory"] == "1Mi"
+        # the fake counter grows at the annotation's rate; the server's rate is taken
+        # over its own window, so only rounding separates the two
+        assert abs(int(usage["app"]["cpu"].rstrip("n")) - 250_000_000) < 5_000_000 \
+            if usage["app"]["cpu"].endswith("n") else usage["app"]["cpu"] == "250m"
+        assert web["window"].endswith("s") and web["timestamp"].endswith("Z")
+        assert pods["db"]["containers"][0]["usage"]["memory"] == "256Mi"
+
+        # selectors, by name, all namespaces
+        only = c.get(f"{url}{API}/namespaces/{ns}/pods", params={"labelSelector": "app=db"}).json()["items"]
+        assert [i["metadata"]["name"] for i in only] == ["db"]
+        only = c.get(f"{url}{API}/pods", params={"fieldSelector": f"metadata.name=web,metadata.namespace={ns}"})
+        assert [i["metadata"]["name"] for i in only.json()["items"]] == ["web"]
+        one = c.get(f"{url}{API}/namespaces/{ns}/pods/db").json()
+        assert one["kind"] == "PodMetrics" and one["metadata"]["name"] == "db"
+        assert c.get(f"{url}{API}/namespaces/{ns}/pods",
+                     params={"labelSelector": "app in (("}).status_code == 400
+
+        node = wait_for(lambda: (r := c.get(f"{url}{API}/nodes/{n1}")).status_code == 200 and r.json(),
+                        timeout=60, interval=0.5, what="the node's metrics")
+        assert node["kind"] == "NodeMetrics" and node["usage"]["memory"] == "256Mi"
+        names = [i["metadata"]["name"] for i in c.get(f"{url}{API}/nodes",
+                                                     params={"fieldSelector": f"metadata.name={n0}"}).json()["items"]]
+        assert names == [n0]
+
+
+def test_missing_metrics_are_answered_as_metrics_server_answers(cluster, apiserver, ns):
+    http, (n0, _) = cluster["http"], cluster["nodes"]
+    url = cluster["url"]
+    _pod(http, ns, "quiet", n0, None)     # uses nothing: the kubelet's point is incomplete
+    with _client(apiserver, "admin") as c:
+        r = c.get(f"{url}{API}/namespaces/{ns}/pods/ghost")
+        assert (r.status_code, r.json()["message"]) == (404, 'pods "ghost" not found')
+        r = c.get(f"{url}{API}/namespaces/{ns}/pods/quiet")
+        assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+        assert r.json()["message"] == f'podmetrics.metrics.k8s.io "{ns}/quiet" not found'
+        r = c.get(f"{url}{API}/nodes/no-such-node")
+        assert (r.status_code, r.json()["message"]) == (404, 'node "no-such-node" not found')
+        assert c.get(f"{url}{API}/namespaces/{ns}/pods").json()["items"] == []
+        r = c.get(f"{url}{API}/nodes", params={"watch": "1"})
+        assert (r.status_code, r.json()["message"]) == (
+            405, 'watch is not supported on resources of kind "nodes.metrics.k8s.io"')
+
+
+def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
+    url = cluster["url"]
+    with _client(apiserver, None) as anonymous:
+        r = anonymous.get(f"{url}{API}/nodes")
+        assert (r.status_code, r.json()["reason"]) == (401, "Unauthorized")
+    with _client(apiserver, "scheduler") as scheduler:   # RBAC gives it nothing of metrics.k8s.io
+        r = scheduler.get(f"{url}{API}/nodes")
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == ('nodes.metrics.k8s.io is forbidden: User "system:kube-scheduler" cannot '
+                                       'list resource "nodes" in API group "metrics.k8s.io" at the cluster scope')
+    binding = "test-metrics-reader-" + uuid.uuid4().hex[:6]
+    r = http.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:aggregated-metrics-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": "system:kube-controller-manager"}]})
+    assert r.status_code == 201, r.text
+    try:
+        with _client(apiserver, "controller-manager") as reader:
+            wait_for(lambda: reader.get(f"{url}{API}/nodes").status_code == 200, what="the binding to apply")
+            assert reader.get(f"{url}{API}/nodes").json()["kind"] == "NodeMetricsList"
+    finally:
+        http.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}")
+
+
+def test_health_and_metrics(cluster, apiserver):
+    url = cluster["url"]
+    with _client(apiserver, "admin") as c:
+        wait_for(lambda: c.get(f"{url}/readyz").status_code == 200, timeout=60, interval=0.5, what="readiness")
+        assert "[+]metric-storage-ready ok" in c.get(f"{url}/readyz", params={"verbose": "1"}).text
+        assert c.get(f"{url}/livez").status_code == 200
+        text = c.get(f"{url}/metrics").text
+        assert 'metrics_server_storage_points{type="node"}' in text
+        assert "metrics_server_kubelet_request_total" in text
+
+
+def test_bad_flags_are_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "metrics-server", "--metric-resolution", "5s"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "metric-resolution should be a time duration at least 10s" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "metrics-server", "--kubeconfig", "/nonexistent"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr.startswith("error: kubeconfig /nonexistent") and "Traceback" not in r.stderr
