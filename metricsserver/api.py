@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from machinery import errors, fields, labels
+from machinery.duration import go_string as go_duration
 from machinery.quantity import BINARY_SI, DECIMAL_SI, format_quantity
 from machinery.times import rfc3339
 from metricsserver.storage import Storage, Usage
@@ -51,35 +52,6 @@ _GV = {"groupVersion": GROUP_VERSION, "version": VERSION}
 API_GROUP = {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [_GV],
              "preferredVersion": _GV}
 API_GROUP_LIST = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [API_GROUP]}
-
-_UNITS = (("h", 3600 * 10**9), ("m", 60 * 10**9))
-
-
-def go_duration(seconds: float) -> str:
-    """Go's time.Duration.String(): `15.002s`, `1m0.5s`, `250ms`, `0s`."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-" if ns < 0 else ""), abs(ns)
-    if ns < 10**9:
-        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
-            if ns >= size or unit == "ns":
-                return sign + _frac(ns, size) + unit
-    out = ""
-    for unit, size in _UNITS:
-        if ns >= size or out:
-            out += f"{ns // size}{unit}"
-            ns %= size
-    return sign + out + _frac(ns, 10**9) + "s"
-
-
-def _frac(value: int, size: int) -> str:
-    whole, rest = divmod(value, size)
-    if not rest:
-        return str(whole)
-    digits = len(str(size)) - 1
-    return f"{whole}." + f"{rest:0{digits}d}".rstrip("0")
-
 
 def usage_of(u: Usage) -> dict[str, str]:
     return {"cpu": format_quantity(Fraction(u.cpu_nanocores, 10**9), DECIMAL_SI),
