@@ -164,6 +164,7 @@ _PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
           "Service": "/api/v1/namespaces/{ns}/services",
           "StorageClass": "/apis/storage.k8s.io/v1/storageclasses",
           # the metrics server's (cluster/metricsaddon.py)
+          "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
           "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
           "EndpointSlice": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
           "APIService": "/apis/apiregistration.k8s.io/v1/apiservices"}

@@ -11,7 +11,8 @@ process beside the control plane rather than in a pod (as kube-proxy's does here
   `system:metrics-server` (nodes/metrics get; pods and nodes get, list, watch), the
   bindings `system:metrics-server`, `metrics-server:system:auth-delegator` (TokenReviews
   and SubjectAccessReviews) and `kube-system/metrics-server-auth-reader` (the
-  extension-apiserver-authentication ConfigMap);
+  extension-apiserver-authentication ConfigMap, through kube-apiserver's Role
+  `extension-apiserver-authentication-reader`, made here while this API server does not);
 - the Service `kube-system/metrics-server` (443, `https`) without a selector: no pod
   backs it, so its EndpointSlice `metrics-server` is written here, naming the address the
   API server dials for it: the host's address on the cluster bridge (linux runtime),
@@ -66,6 +67,13 @@ def objects(address: str | None, port: int) -> list[dict]:
          "metadata": {"name": "system:metrics-server", "labels": dict(LABELS)},
          "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
                    {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]},
+        # kube-apiserver's bootstrap policy has this Role in kube-system (rbac's
+        # NamespaceRoles); made here as long as this API server's does not
+        {"apiVersion": rbac, "kind": "Role",
+         "metadata": {"name": "extension-apiserver-authentication-reader", "namespace": NAMESPACE,
+                      "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"],
+                    "resourceNames": ["extension-apiserver-authentication"]}]},
         {"apiVersion": rbac, "kind": "RoleBinding",
          "metadata": {"name": "metrics-server-auth-reader", "namespace": NAMESPACE, "labels": dict(LABELS)},
          "roleRef": {"apiGroup": _RBAC, "kind": "Role", "name": "extension-apiserver-authentication-reader"},
@@ -107,7 +115,7 @@ def default_route_address() -> str | None:
     nothing), or None when it has only loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("192.0.2.255", 9))  # TEST-NET-1: routed by the default route, never reached
+            s.connect(("203.0.113.1", 9))  # TEST-NET-3: routed by the default route, never reached
             ip = s.getsockname()[0]
         except OSError:
             return None

@@ -5,21 +5,14 @@ metrics.k8s.io/v1beta1 to whom the API server's RBAC allows it, with metrics-ser
 answers for what has no metrics."""
 from __future__ import annotations
 
-import json
-import os
 import uuid
 
-import httpx
 import pytest
 
-from cluster import metricsaddon
 from metricsserver.api import go_duration
 from metricsserver.storage import Batch, Point, Storage, decode
-from tests.procs import Component, free_port, session_pki, wait_for
-
-LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-API = "/apis/metrics.k8s.io/v1beta1"
-RESOLUTION = 10.0  # the least metrics-server accepts
+from tests.metrics_pipeline import API, direct_client, make_pod, pipeline
+from tests.procs import wait_for
 
 
 # -- decoding and storage, no processes ------------------------------------------------
@@ -121,97 +114,21 @@ def test_windows_are_written_as_go_durations():
 
 # -- a real metrics server over real fake nodes ----------------------------------------
 
-def _ensure(http: httpx.Client, path: str, obj: dict) -> None:
-    r = http.post(path, json=obj)
-    assert r.status_code in (201, 409), r.text
-
-
-def _request_header_trust(http: httpx.Client) -> None:
-    """What kube-apiserver publishes for extension servers (the ConfigMap, and the Role
-    that lets them read it), made here when this API server does not."""
-    ca = open(os.path.join(session_pki(), "ca.crt")).read()
-    _ensure(http, "/api/v1/namespaces/kube-system/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
-        "data": {"client-ca-file": ca}})
-    _ensure(http, "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "extension-apiserver-authentication-reader", "namespace": "kube-system"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"],
-                   "resourceNames": ["extension-apiserver-authentication"]}]})
-
-
-_PATHS = {"ServiceAccount": "/api/v1/namespaces/kube-system/serviceaccounts",
-          "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-          "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-          "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings"}
-
-
 @pytest.fixture(scope="module")
 def cluster(apiserver, tmp_path_factory):
-    """Two fake nodes (HTTPS endpoint, Webhook authorization, as `up` runs them) and a
-    metrics server with its manifests' RBAC, as its own user, scraping every 10 s."""
-    tmp = tmp_path_factory.mktemp("metrics")
-    prefix = "ms-" + uuid.uuid4().hex[:6]
-    admin_kc = apiserver.write_kubeconfig(tmp / "admin.conf")
-    ms_kc = apiserver.write_kubeconfig(tmp / "ms.conf", user="metrics-server")
-    with apiserver.client() as http:
-        _request_header_trust(http)
-        for obj in metricsaddon.objects(None, 443):
-            if obj["kind"] in _PATHS:
-                _ensure(http, _PATHS[obj["kind"]], obj)
-        kubelet = Component("kubelet", "--kubeconfig", admin_kc, "--runtime", "fake", "--nodes", "2",
-                            "--node-name", prefix, "--healthz-port", "0", "--cert-dir", str(tmp / "kubelet"),
-                            "--client-ca-file", os.path.join(session_pki(), "ca.crt"),
-                            "--authorization-mode", "Webhook").start()
-        port = free_port()
-        server = Component("metrics-server", "--kubeconfig", ms_kc, "--secure-port", str(port),
-                           "--bind-address", "127.0.0.1", "--cert-dir", str(tmp / "serving"),
-                           "--metric-resolution", f"{RESOLUTION:g}s", "--kubelet-insecure-tls",
-                           "--kubelet-use-node-status-port", "--kubelet-preferred-address-types",
-                           "InternalIP").start()
-        names = [f"{prefix}-{i}" for i in range(2)]
-        try:
-            wait_for(lambda: all(http.get(f"/api/v1/nodes/{n}").status_code == 200 for n in names)
-                     or not kubelet.alive(), what="the fake nodes")
-            assert kubelet.alive(), kubelet.log()
-            yield {"nodes": names, "url": f"https://127.0.0.1:{port}", "server": server, "http": http}
-        finally:
-            server.stop()
-            kubelet.stop()
-            for name in names:
-                http.delete(f"{LEASES}/{name}")
-                http.delete(f"/api/v1/nodes/{name}")
-
-
-def _client(apiserver, user: str | None) -> httpx.Client:
-    """A client of the metrics server (its certificate is self-signed) presenting `user`'s
-    certificate of the session PKI."""
-    import ssl
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    if user:
-        ctx.load_cert_chain(os.path.join(session_pki(), f"{user}.crt"), os.path.join(session_pki(), f"{user}.key"))
-    return httpx.Client(verify=ctx, timeout=10)
-
-
-def _pod(http, ns: str, name: str, node: str, usage: dict | None, labels: dict | None = None) -> None:
-    md: dict = {"name": name, "labels": labels or {}}
-    if usage is not None:
-        md["annotations"] = {"fake.minik8s.io/usage": json.dumps(usage)}
-    containers = [{"name": c, "image": "x"} for c in (usage or {"app": {}})]
-    r = http.post(f"/api/v1/namespaces/{ns}/pods", json={
-        "apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": {"nodeName": node, "containers": containers}})
-    assert r.status_code == 201, r.text
+    """Two fake nodes and a metrics server as its own user, scraping every 10 s; reached
+    directly (the aggregation layer's own tests are elsewhere)."""
+    with pipeline(apiserver, tmp_path_factory.mktemp("metrics")) as p:
+        yield p
 
 
 def test_serves_the_usage_the_kubelets_report(cluster, apiserver, ns):
     http, (n0, n1) = cluster["http"], cluster["nodes"]
-    _pod(http, ns, "web", n0, {"app": {"cpu": "250m", "memory": "64Mi"}, "side": {"cpu": "10m", "memory": "1Mi"}},
+    make_pod(http, ns, "web", n0, {"app": {"cpu": "250m", "memory": "64Mi"}, "side": {"cpu": "10m", "memory": "1Mi"}},
          {"app": "web"})
-    _pod(http, ns, "db", n1, {"db": {"cpu": "1", "memory": "256Mi"}}, {"app": "db"})
+    make_pod(http, ns, "db", n1, {"db": {"cpu": "1", "memory": "256Mi"}}, {"app": "db"})
     url = cluster["url"]
-    with _client(apiserver, "admin") as c:
+    with direct_client("admin") as c:
         r = c.get(f"{url}{API}")
         assert r.status_code == 200, r.text
         assert {(x["name"], x["kind"], x["namespaced"]) for x in r.json()["resources"]} == \
@@ -255,8 +172,8 @@ def test_serves_the_usage_the_kubelets_report(cluster, apiserver, ns):
 def test_missing_metrics_are_answered_as_metrics_server_answers(cluster, apiserver, ns):
     http, (n0, _) = cluster["http"], cluster["nodes"]
     url = cluster["url"]
-    _pod(http, ns, "quiet", n0, None)     # uses nothing: the kubelet's point is incomplete
-    with _client(apiserver, "admin") as c:
+    make_pod(http, ns, "quiet", n0, None)     # uses nothing: the kubelet's point is incomplete
+    with direct_client("admin") as c:
         r = c.get(f"{url}{API}/namespaces/{ns}/pods/ghost")
         assert (r.status_code, r.json()["message"]) == (404, 'pods "ghost" not found')
         r = c.get(f"{url}{API}/namespaces/{ns}/pods/quiet")
@@ -272,10 +189,10 @@ def test_missing_metrics_are_answered_as_metrics_server_answers(cluster, apiserv
 
 def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
     url = cluster["url"]
-    with _client(apiserver, None) as anonymous:
+    with direct_client(None) as anonymous:
         r = anonymous.get(f"{url}{API}/nodes")
         assert (r.status_code, r.json()["reason"]) == (401, "Unauthorized")
-    with _client(apiserver, "scheduler") as scheduler:   # RBAC gives it nothing of metrics.k8s.io
+    with direct_client("scheduler") as scheduler:   # RBAC gives it nothing of metrics.k8s.io
         r = scheduler.get(f"{url}{API}/nodes")
         assert r.status_code == 403, r.text
         assert r.json()["message"] == ('nodes.metrics.k8s.io is forbidden: User "system:kube-scheduler" cannot '
@@ -289,7 +206,7 @@ def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
                       "name": "system:kube-controller-manager"}]})
     assert r.status_code == 201, r.text
     try:
-        with _client(apiserver, "controller-manager") as reader:
+        with direct_client("controller-manager") as reader:
             wait_for(lambda: reader.get(f"{url}{API}/nodes").status_code == 200, what="the binding to apply")
             assert reader.get(f"{url}{API}/nodes").json()["kind"] == "NodeMetricsList"
     finally:
@@ -298,7 +215,7 @@ def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
 
 def test_health_and_metrics(cluster, apiserver):
     url = cluster["url"]
-    with _client(apiserver, "admin") as c:
+    with direct_client("admin") as c:
         wait_for(lambda: c.get(f"{url}/readyz").status_code == 200, timeout=60, interval=0.5, what="readiness")
         assert "[+]metric-storage-ready ok" in c.get(f"{url}/readyz", params={"verbose": "1"}).text
         assert c.get(f"{url}/livez").status_code == 200
