@@ -276,9 +276,15 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
     else:
         # The fake runtime's one process acts for every simulated node, which no single
         # node identity may do (the Node authorizer): it runs as the admin.
+        # Its nodes' endpoint (stats for the metrics server) is secured as a real
+        # kubelet's: a serving certificate of its own (--cert-dir, self-signed), callers
+        # known by the cluster CA or a token, let in as the API server authorizes.
+        fake_security = ["--cert-dir", cfg.path("nodes", "fake", "pki"), "--client-ca-file", pki("ca.crt"),
+                         "--authentication-token-webhook", "--authorization-mode", "Webhook"] if secure else []
         specs.append(Spec(
             "kubelet", _minik8s("kubelet", "--kubeconfig", cfg.kubeconfig, "--node-name", "node",
-                                "--nodes", str(cfg.nodes), "--runtime", "fake", *extra("kubelet")),
+                                "--nodes", str(cfg.nodes), "--runtime", "fake", *fake_security,
+                                *extra("kubelet")),
             cfg.log_path("kubelet")))
     return specs
 

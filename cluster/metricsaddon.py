@@ -129,12 +129,14 @@ def serving_address(cfg: ClusterConfig) -> str | None:
 
 def args(cfg: ClusterConfig, port: int, kubeconfig: str) -> list[str]:
     """The process's flags, components.yaml's (resolution, address types, node status
-    port); its kubelets' certificates are the cluster CA's (the kubeconfig's)."""
+    port). Real kubelets' serving certificates are the cluster CA's (the kubeconfig's);
+    the fake runtime's are self-signed, so there it skips verifying them, as clusters
+    whose kubelets sign their own (kind, minikube) run metrics-server."""
     address = serving_address(cfg) or "127.0.0.1"
     return ["--kubeconfig", kubeconfig, "--secure-port", str(port), "--bind-address", address,
             "--cert-dir", cfg.path("metrics-server"), "--metric-resolution", RESOLUTION,
             "--kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname",
-            "--kubelet-use-node-status-port"]
+            "--kubelet-use-node-status-port", *(["--kubelet-insecure-tls"] if cfg.runtime == "fake" else [])]
 
 
 def ensure(api_url: str, verify: ssl.SSLContext | bool, address: str | None, port: int,

@@ -15,6 +15,8 @@ Guarantees
   `pods "x" not found`, as metrics-server's listers answer); of one that exists without
   metrics (too new, or its kubelet did not answer the last scrape), NotFound for
   `nodemetrics.metrics.k8s.io "x"` / `podmetrics.metrics.k8s.io "ns/x"`.
+- A client asking for a Table (`Accept: ...;as=Table`, kubectl get) gets metrics-server's
+  columns: Name, cpu, memory (a pod's containers summed), Window.
 - A bad selector is 400; a watch, or any verb but GET, is 405; an unknown path 404:
   all `kind: Status`.
 """
@@ -32,7 +34,7 @@ from starlette.routing import Route
 
 from machinery import errors, fields, labels
 from machinery.duration import go_string as go_duration
-from machinery.quantity import BINARY_SI, DECIMAL_SI, format_quantity
+from machinery.quantity import BINARY_SI, DECIMAL_SI, format_quantity, parse_quantity
 from machinery.times import rfc3339
 from metricsserver.storage import Storage, Usage
 
@@ -60,6 +62,44 @@ def usage_of(u: Usage) -> dict[str, str]:
 
 def _json(obj: Any, code: int = 200) -> Response:
     return Response(orjson.dumps(obj), code, media_type="application/json")
+
+
+def _wants_table(request: Request) -> bool:
+    return any("as=Table" in part for part in request.headers.get("accept", "").split(","))
+
+
+def _table(items: list[dict[str, Any]], include: str) -> dict[str, Any]:
+    """metrics-server's ConvertToTable: Name, cpu, memory (a pod's containers summed) and
+    Window; each row's object as `includeObject` asks (Metadata by default)."""
+    rows = []
+    for obj in items:
+        usages = [obj["usage"]] if "usage" in obj else [c["usage"] for c in obj.get("containers") or []]
+        cpu = sum((parse_quantity(u.get("cpu", "0")) for u in usages), Fraction(0))
+        mem = sum((parse_quantity(u.get("memory", "0")) for u in usages), Fraction(0))
+        row: dict[str, Any] = {"cells": [obj["metadata"]["name"], format_quantity(cpu, DECIMAL_SI),
+                                         format_quantity(mem, BINARY_SI), obj["window"]]}
+        if include == "Object":
+            row["object"] = obj
+        elif include != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": obj["metadata"]}
+        rows.append(row)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
+            "columnDefinitions": [
+                {"name": "Name", "type": "string", "format": "name", "description": "Name of the resource",
+                 "priority": 0},
+                {"name": "cpu", "type": "string", "format": "quantity", "description": "", "priority": 0},
+                {"name": "memory", "type": "string", "format": "quantity", "description": "", "priority": 0},
+                {"name": "Window", "type": "string", "format": "duration", "description": "", "priority": 0}],
+            "rows": rows}
+
+
+def _answer(request: Request, obj: dict[str, Any]) -> Response:
+    """The object or list, or its Table when the client asks for one (kubectl get)."""
+    if _wants_table(request):
+        items = obj["items"] if "items" in obj else [obj]
+        return _json(_table(items, request.query_params.get("includeObject", "Metadata")))
+    return _json(obj)
 
 
 def _error(err: errors.APIError) -> Response:
@@ -170,7 +210,8 @@ class MetricsAPI:
             obj = self.node_metrics(node)
             if obj is not None:
                 items.append(obj)
-        return _json({"kind": "NodeMetricsList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items})
+        return _answer(request, {"kind": "NodeMetricsList", "apiVersion": GROUP_VERSION, "metadata": {},
+                                 "items": items})
 
     async def get_node(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -180,7 +221,7 @@ class MetricsAPI:
         obj = self.node_metrics(node)
         if obj is None:
             return _error(errors.not_found("nodemetrics", name, GROUP))
-        return _json(obj)
+        return _answer(request, obj)
 
     async def list_pods(self, request: Request) -> Response:
         try:
@@ -199,7 +240,8 @@ class MetricsAPI:
             obj = self.pod_metrics(pod)
             if obj is not None:
                 items.append(obj)
-        return _json({"kind": "PodMetricsList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items})
+        return _answer(request, {"kind": "PodMetricsList", "apiVersion": GROUP_VERSION, "metadata": {},
+                                 "items": items})
 
     async def get_pod(self, request: Request) -> Response:
         ns, name = request.path_params["namespace"], request.path_params["name"]
@@ -209,4 +251,4 @@ class MetricsAPI:
         obj = self.pod_metrics(pod)
         if obj is None:
             return _error(errors.not_found("podmetrics", f"{ns}/{name}", GROUP))
-        return _json(obj)
+        return _answer(request, obj)

@@ -161,6 +161,12 @@ def test_serves_the_usage_the_kubelets_report(cluster, apiserver, ns):
         assert c.get(f"{url}{API}/namespaces/{ns}/pods",
                      params={"labelSelector": "app in (("}).status_code == 400
 
+        table = c.get(f"{url}{API}/namespaces/{ns}/pods",
+                      headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}).json()
+        assert [col["name"] for col in table["columnDefinitions"]] == ["Name", "cpu", "memory", "Window"]
+        assert {r["cells"][0]: r["cells"][2] for r in table["rows"]} == {"db": "256Mi", "web": "65Mi"}
+        assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
         node = wait_for(lambda: (r := c.get(f"{url}{API}/nodes/{n1}")).status_code == 200 and r.json(),
                         timeout=60, interval=0.5, what="the node's metrics")
         assert node["kind"] == "NodeMetrics" and node["usage"]["memory"] == "256Mi"
