@@ -158,7 +158,7 @@ def ensure_for(cfg: ClusterConfig, verify: ssl.SSLContext | bool, port: int) -> 
     try:
         ensure(cfg.api_url, verify, address, port)
     except httpx.HTTPError as e:
-        return f"not registered: {e}"
+        return f"not registered: {str(e).splitlines()[0]}"
     if not address:
         return f"apiservice/{APISERVICE} registered, but the host has no address the API server may dial"
     return f"apiservice/{APISERVICE} -> service/{NAME} ({address}:{port})"

@@ -227,11 +227,24 @@ class MetricsServer:
 
 
 async def _auth(client: Client) -> Any:
+    """k8s.io/apiserver's delegated authentication options: the trust the API server
+    published. Missing or not readable: warned about, and the server goes on without
+    front-proxy or client-certificate authentication (tokens still work), as theirs
+    does; the API server not answering yet: asked again."""
     from client.extensionserver import DelegatedAuth, load_config
+    from machinery.errors import Forbidden, NotFound
+    from machinery.requestheader import RequestHeaderConfig
     delay = 0.2
     while True:
         try:
             return DelegatedAuth(await load_config(client), client)
+        except (NotFound, Forbidden) as e:
+            log.warning("Unable to get configmap/extension-apiserver-authentication in kube-system.  Usually "
+                        "fixed by 'kubectl create rolebinding -n kube-system ROLEBINDING_NAME "
+                        "--role=extension-apiserver-authentication-reader --serviceaccount=YOUR_NS:YOUR_SA': %s", e)
+            log.warning("Continuing without authentication configuration. This may treat all requests as "
+                        "anonymous.")
+            return DelegatedAuth(RequestHeaderConfig(), client)
         except Exception as e:  # noqa: BLE001 - the API server may still be starting
             log.warning("unable to load configmap based request-header-client-ca-file: %s", e)
             await asyncio.sleep(delay)

@@ -17,7 +17,7 @@ Guarantees
 - `node_metrics(name)` / `pod_metrics(namespace, name)`: `Usage` (CPU cores as a rate
   between the two points, memory the last working set; the point's timestamp and the
   window between the points) or None when there are not yet two points. A pod's
-  timestamp and window are its earliest container's; a pod is served only when every
+  timestamp and window are its earliest container's (seconds, as floats); a pod is served only when every
   container has both points.
 
 Pure data: no I/O, no locks (one asyncio loop reads and writes it).
@@ -37,10 +37,12 @@ FRESH_CONTAINER_MIN_RESOLUTION = 10.0  # metrics-server's freshContainerMinMetri
 
 @dataclass
 class Point:
-    timestamp: float = 0.0       # seconds since the epoch
-    cpu: float = 0.0             # cumulative CPU, core-seconds
+    # Integers, as metrics-server keeps them, so that a window between two millisecond
+    # timestamps is exact (15.005s, not 15.004999876s).
+    timestamp: int = 0           # nanoseconds since the epoch
+    cpu: int = 0                 # cumulative CPU, core-nanoseconds
     memory: int = 0              # working set, bytes
-    start_time: float = 0.0      # containers: when it started
+    start_time: int = 0          # containers: when it started, nanoseconds since the epoch
 
 
 @dataclass
@@ -69,25 +71,26 @@ _CTR_START = "container_start_time_seconds"
 def decode(text: str, node: str, default_time: float) -> Batch:
     """ValueError when `text` is not Prometheus' text format."""
     batch = Batch()
+    default_ns = int(default_time * 1e9)
     npoint = Point()
     pods: dict[tuple[str, str], dict[str, Point]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            # the parser gives millisecond timestamps in seconds already
-            ts = float(s.timestamp) if s.timestamp is not None else default_time
+            # the parser gives the exposition's milliseconds as seconds
+            ts = round(float(s.timestamp) * 1000) * 1_000_000 if s.timestamp is not None else default_ns
             if s.name == _NODE_CPU:
-                npoint.cpu, npoint.timestamp = s.value, ts
+                npoint.cpu, npoint.timestamp = int(s.value * 1e9), ts
             elif s.name == _NODE_MEM:
                 npoint.memory, npoint.timestamp = int(s.value), ts
             elif s.name in (_CTR_CPU, _CTR_MEM, _CTR_START):
                 ref = (s.labels.get("namespace", ""), s.labels.get("pod", ""))
                 p = pods.setdefault(ref, {}).setdefault(s.labels.get("container", ""), Point())
                 if s.name == _CTR_CPU:
-                    p.cpu, p.timestamp = s.value, ts
+                    p.cpu, p.timestamp = int(s.value * 1e9), ts
                 elif s.name == _CTR_MEM:
                     p.memory, p.timestamp = int(s.value), ts
                 else:
-                    p.start_time = s.value
+                    p.start_time = int(s.value * 1e9)
     if npoint.timestamp and npoint.cpu and npoint.memory:
         batch.nodes[node] = npoint
     else:
@@ -109,8 +112,8 @@ def _usage(last: Point, prev: Point) -> Usage | None:
     window = last.timestamp - prev.timestamp
     if window <= 0:
         return None
-    nanocores = int((last.cpu - prev.cpu) * 1e9 / window)
-    return Usage(nanocores, last.memory, last.timestamp, window)
+    nanocores = int((last.cpu - prev.cpu) / (window / 1e9))
+    return Usage(nanocores, last.memory, last.timestamp / 1e9, window / 1e9)
 
 
 class Storage:
@@ -150,9 +153,9 @@ class Storage:
             prev: dict[str, Point] = {}
             old_pod = self.pods_last.get(ref)
             for name, new in containers.items():
-                age = new.timestamp - new.start_time
+                age = (new.timestamp - new.start_time) / 1e9
                 if new.start_time < new.timestamp and FRESH_CONTAINER_MIN_RESOLUTION <= age < self.resolution:
-                    prev[name] = Point(new.start_time, 0.0, new.memory, new.start_time)
+                    prev[name] = Point(new.start_time, 0, new.memory, new.start_time)
                 elif old_pod is not None and (old := old_pod.get(name)) is not None \
                         and new.start_time < old.timestamp:
                     if new.timestamp > old.timestamp:

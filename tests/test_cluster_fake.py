@@ -73,6 +73,29 @@ def test_pods_run_on_fake_nodes(fake_cluster):
     assert len({p["spec"]["nodeName"] for p in pods}) > 10
 
 
+def test_kubectl_top_reads_the_metrics_server(fake_cluster):
+    """`up` runs the metrics server and registers it: the fake nodes' usage (a pod's
+    annotation) reaches `kubectl-lite top` through the API server's aggregation layer."""
+    cfg, cli, out = fake_cluster
+    assert "metrics-server" in out and "apiservice/v1beta1.metrics.k8s.io -> service/metrics-server" in out, out
+    api = httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg))
+    usage = '{"c": {"cpu": "200m", "memory": "48Mi"}}'
+    r = api.post("/api/v1/namespaces/default/pods", json={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hot", "annotations": {"fake.minik8s.io/usage": usage}},
+        "spec": {"containers": [{"name": "c", "image": "nothing"}]}})
+    assert r.status_code == 201, r.text
+    kl = [sys.executable, "-m", "kubectl_lite.cli", "--kubeconfig", cfg.kubeconfig]
+
+    def top():
+        r = subprocess.run([*kl, "top", "pod", "hot", "--no-headers"], capture_output=True, text=True, timeout=60)
+        return r.returncode == 0 and r.stdout.split()
+    row = wait_for(top, timeout=120, interval=1, what="the pod's metrics through kubectl-lite top")
+    assert row[0] == "hot" and row[2] == "48Mi" and abs(int(row[1].rstrip("m")) - 200) <= 5
+    r = subprocess.run([*kl, "top", "nodes", "--no-headers"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 100
+
+
 def test_down_stops_every_process(fake_cluster):
     cfg, cli, _ = fake_cluster
     st = bringup.read_json(bringup.status_path(cfg))

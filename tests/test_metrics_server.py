@@ -36,25 +36,28 @@ scrape_error 0
 """
 
 
+S = 1_000_000_000  # nanoseconds in a second: points keep integers, as metrics-server's
+
+
 def test_decode_reads_the_kubelets_resource_metrics():
     b = decode(KUBELET_TEXT, "n1", 1.0)
-    assert b.nodes == {"n1": Point(1700000000.5, 100.5, 2_000_000_000)}
-    assert b.pods[("ns", "p")] == {"app": Point(1700000000.0, 10.0, 67108864, 1.6999e9)}
+    assert b.nodes == {"n1": Point(1700000000500 * 10**6, int(100.5 * S), 2_000_000_000)}
+    assert b.pods[("ns", "p")] == {"app": Point(1700000000 * S, 10 * S, 67108864, int(1.6999e9 * S))}
     # a container with no CPU used is incomplete to metrics-server: its pod is left out
     assert ("ns", "q") not in b.pods
 
 
 def test_decode_takes_the_scrape_time_for_samples_without_a_timestamp():
     b = decode("node_cpu_usage_seconds_total 3\nnode_memory_working_set_bytes 4\n", "n", 42.0)
-    assert b.nodes["n"].timestamp == 42.0
+    assert b.nodes["n"].timestamp == 42 * S
 
 
 def _node_batch(ts: float, cpu: float, mem: int = 1 << 20) -> Batch:
-    return Batch(nodes={"n": Point(ts, cpu, mem)})
+    return Batch(nodes={"n": Point(int(ts * S), int(cpu * S), mem)})
 
 
 def _pod_batch(ts: float, cpu: float, *, start: float = 0.0, mem: int = 1 << 20) -> Batch:
-    return Batch(pods={("ns", "p"): {"c": Point(ts, cpu, mem, start)}})
+    return Batch(pods={("ns", "p"): {"c": Point(int(ts * S), int(cpu * S), mem, int(start * S))}})
 
 
 def test_cpu_is_the_rate_between_the_last_two_points_and_memory_the_last():
@@ -64,6 +67,15 @@ def test_cpu_is_the_rate_between_the_last_two_points_and_memory_the_last():
     s.store(_node_batch(115, 13.75, mem=7))
     u = s.node_metrics("n")
     assert (u.cpu_nanocores, u.memory_bytes, u.timestamp, u.window) == (250_000_000, 7, 115, 15)
+
+
+def test_windows_between_millisecond_timestamps_are_exact():
+    s = Storage(15)
+    s.store(decode("node_cpu_usage_seconds_total 1 1764945194123\nnode_memory_working_set_bytes 1 1764945194123\n",
+                   "n", 0))
+    s.store(decode("node_cpu_usage_seconds_total 2 1764945209128\nnode_memory_working_set_bytes 1 1764945209128\n",
+                   "n", 0))
+    assert go_duration(s.node_metrics("n").window) == "15.005s"
 
 
 def test_a_point_no_newer_than_the_last_keeps_the_previous_one():
@@ -102,8 +114,8 @@ def test_a_fresh_container_gets_a_zero_point_at_its_start():
 
 def test_a_pod_is_served_only_when_every_container_has_two_points():
     s = Storage(15)
-    s.store(Batch(pods={("ns", "p"): {"a": Point(100, 1, 1)}}))
-    s.store(Batch(pods={("ns", "p"): {"a": Point(110, 2, 1), "b": Point(110, 2, 1)}}))
+    s.store(Batch(pods={("ns", "p"): {"a": Point(100 * S, S, 1)}}))
+    s.store(Batch(pods={("ns", "p"): {"a": Point(110 * S, 2 * S, 1), "b": Point(110 * S, 2 * S, 1)}}))
     assert s.pod_metrics("ns", "p") is None
 
 
