@@ -56,7 +56,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, eviction, kubernetesservice, metrics, openapi, portforward, registry, tables, version
+from apiserver import (aggregator, discovery, eviction, kubernetesservice, metrics, openapi, portforward,
+                       registry, tables, version)
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -377,6 +378,9 @@ class API:
                       named_check("informer-sync", self._informer_sync_check),
                       named_check("shutdown", self._shutdown_check)):
             self.health.add(check, endpoints=("readyz",))
+        # The aggregation layer (apiserver/aggregator/): APIServices, the proxy to extension
+        # servers, their discovery and availability. OSError for an unreadable CA file.
+        self.aggregator = aggregator.Aggregator(self, aggregator.options_from_flags(flags))
 
     def _mode(self, mode: str) -> Authorizer:
         if mode == "AlwaysAllow":
@@ -545,6 +549,7 @@ class API:
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
         self._tasks.append(asyncio.create_task(self._keep_repairing()))
         await self.rbac_feed.start()
+        await self.aggregator.start()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.start()
         if self.compaction_window > 0:
@@ -631,6 +636,7 @@ class API:
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
         await self.rbac_feed.stop()
+        await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
         await self.cache.stop()
@@ -1293,6 +1299,13 @@ class Secured:
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
+            # An aggregated group/version goes to its extension server, once authorized
+            # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
+            apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
+            if apisvc is not None:
+                response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -1361,7 +1374,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
 
     async def api_root(request: Request) -> Response:
         try:
-            return discovery.handle(request)
+            return discovery.handle(request, api.aggregator)
         except errors.APIError as err:
             return status_response(err)
 

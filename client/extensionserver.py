@@ -239,7 +239,7 @@ class DelegatedAuth:
         self._decisions[attrs] = (now + (AUTHORIZED_TTL if allowed else UNAUTHORIZED_TTL), allowed, reason)
         return allowed, reason
 
-    async def check(self, scope: dict) -> errors.APIError | None:
+    async def check(self, scope: dict[str, Any]) -> errors.APIError | None:
         """Sets scope["user"] and scope["attributes"], or answers the error that refuses."""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
         try:
@@ -263,7 +263,8 @@ class DelegatedAuth:
         return None
 
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Scope]], Callable[[Scope], Awaitable[None]]], Awaitable[None]]
 
 
 class Delegated:
@@ -272,7 +273,7 @@ class Delegated:
     def __init__(self, app: ASGIApp, auth: DelegatedAuth):
         self.app, self.auth = app, auth
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             refused = await self.auth.check(scope)
             if refused is not None:
@@ -295,7 +296,7 @@ class _PeerHttp(HttpToolsProtocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         app = self.app
 
-        async def with_peer(scope: dict, receive: Any, send: Any) -> None:
+        async def with_peer(scope: dict[str, Any], receive: Any, send: Any) -> None:
             scope["minik8s.peer_der"] = der
             await app(scope, receive, send)
         self.app = with_peer

@@ -187,6 +187,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
         "--kubelet-client-certificate", pki("apiserver-kubelet-client.crt"),
         "--kubelet-client-key", pki("apiserver-kubelet-client.key"),
         "--kubelet-certificate-authority", pki("ca.crt"),
+        *_aggregation_flags(pki()),
     ] if secure else ["--plain-http"]
     kubeconfig_of = (lambda c: cfg.component_kubeconfig(c)) if secure else (lambda c: cfg.kubeconfig)
     specs = [
@@ -672,3 +673,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     klog.setup_from_args(args)
     return supervise(args.state_dir, args.progress_fd)
+
+
+def _aggregation_flags(directory: str) -> list[str]:
+    from cluster import pki as cluster_pki  # loaded only where an API server is started
+    return cluster_pki.aggregation_flags(directory)
