@@ -69,8 +69,10 @@ class Scraper:
         self.conn, self.timeout = conn, timeout
         self.address_types, self.port, self.use_node_status_port = address_types, port, use_node_status_port
         headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
+        # every node at once, as metrics-server's goroutine per node: no pool limit to queue behind
         self.http = httpx.AsyncClient(verify=kubelet_tls(conn, ca_file=ca_file, insecure=insecure),
-                                      headers=headers, timeout=timeout, trust_env=False)
+                                      headers=headers, timeout=timeout, trust_env=False,
+                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
         self.last_duration: dict[str, float] = {}
 
     async def close(self) -> None:
