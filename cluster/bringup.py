@@ -206,8 +206,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                    "--secure-port", str(cfg.port), *apiserver_security,
                                    *extra("apiserver")),
              cfg.log_path("apiserver"), cgroup_dirs=cp,
-             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)}
-             if cfg.runtime == "linux" and not secure else {}),
+             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)} if not secure else {}),
         # One replica of each under a supervisor that restarts it only after it has
         # exited: there is never a second instance to elect against, and a restarted
         # one acts at once instead of waiting out the dead one's Lease.
@@ -276,12 +275,12 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                 cgroup_dirs=cgroup_dirs(f"{node}/kube-proxy")))
     else:
         # The fake runtime's one process acts for every simulated node, which no single
-        # node identity may do (the Node authorizer): it runs as the admin.
-        # Its nodes' endpoint (stats for the metrics server) is secured as a real
-        # kubelet's: a serving certificate of its own (--cert-dir, self-signed), callers
-        # known by the cluster CA or a token, let in as the API server authorizes.
-        fake_security = ["--cert-dir", cfg.path("nodes", "fake", "pki"), "--client-ca-file", pki("ca.crt"),
-                         "--authentication-token-webhook", "--authorization-mode", "Webhook"] if secure else []
+        # node identity may do (the Node authorizer): it runs as the admin. Its nodes'
+        # endpoint (their stats) lets callers in as a real kubelet's does.
+        fake_security = [
+            "--cert-dir", cfg.path("nodes", "fake", "pki"), "--client-ca-file", pki("ca.crt"),
+            "--authentication-token-webhook", "--authorization-mode", "Webhook",
+        ] if secure else ["--token-file", cfg.kubelet_token]
         specs.append(Spec(
             "kubelet", _minik8s("kubelet", "--kubeconfig", cfg.kubeconfig, "--node-name", "node",
                                 "--nodes", str(cfg.nodes), "--runtime", "fake", *fake_security,
