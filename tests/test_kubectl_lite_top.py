@@ -102,6 +102,21 @@ def test_top_errors_are_kubectls(metrics):
     assert kl.err("top", "pod", "ghost").strip() == 'Error from server (NotFound): pods "ghost" not found'
     r = kl("top", "pods", "-l", "tier=none")
     assert r.stdout == "" and r.stderr == f"No resources found in {metrics['ns']} namespace.\n"
+    # a pod the kubelet reports no usage for: the metrics server's NotFound, through the proxy
+    ns = metrics["ns"]
+    make_pod(metrics["http"], ns, "idle", metrics["nodes"][0], None)
+    assert kl.err("top", "pod", "idle").strip() == \
+        f'Error from server (NotFound): podmetrics.metrics.k8s.io "{ns}/idle" not found'
+
+
+def test_top_is_refused_without_rbac(metrics, apiserver):
+    """The extension server asks the API server (SubjectAccessReview) about the user the
+    front proxy names: the scheduler's user may read no metrics."""
+    kc = apiserver.write_kubeconfig(metrics["tmp"] / "scheduler.conf", user="scheduler", namespace=metrics["ns"])
+    kl = KubectlLite(kc, str(metrics["tmp"]), metrics["ns"])
+    assert kl.err("top", "nodes").strip() == (
+        'Error from server (Forbidden): nodes.metrics.k8s.io is forbidden: User "system:kube-scheduler" cannot '
+        'list resource "nodes" in API group "metrics.k8s.io" at the cluster scope')
 
 
 @pytest.mark.kubectl
