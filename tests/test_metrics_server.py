@@ -5,14 +5,15 @@ metrics.k8s.io/v1beta1 to whom the API server's RBAC allows it, with metrics-ser
 answers for what has no metrics."""
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 
 from metricsserver.api import go_duration
 from metricsserver.storage import Batch, Point, Storage, decode
-from tests.metrics_pipeline import API, direct_client, make_pod, pipeline
-from tests.procs import wait_for
+from tests.metrics_pipeline import API, LEASES, direct_client, make_pod, pipeline
+from tests.procs import Component, session_pki, wait_for
 
 
 # -- decoding and storage, no processes ------------------------------------------------
@@ -203,6 +204,34 @@ def test_missing_metrics_are_answered_as_metrics_server_answers(cluster, apiserv
         r = c.get(f"{url}{API}/nodes", params={"watch": "1"})
         assert (r.status_code, r.json()["message"]) == (
             405, 'watch is not supported on resources of kind "nodes.metrics.k8s.io"')
+
+
+def test_a_node_whose_kubelet_stops_answering_loses_its_metrics(cluster, apiserver, tmp_path, ns):
+    """metrics-server keeps only what the last scrape brought: a kubelet that is gone
+    leaves no stale point behind, and its node is NotFound as metrics-server answers."""
+    http, url = cluster["http"], cluster["url"]
+    name = "gone-" + uuid.uuid4().hex[:6]
+    kubelet = Component("kubelet", "--kubeconfig", apiserver.write_kubeconfig(tmp_path / "kc"), "--runtime", "fake",
+                        "--nodes", "1", "--node-name", name, "--healthz-port", "0", "--cert-dir", str(tmp_path / "k"),
+                        "--client-ca-file", os.path.join(session_pki(), "ca.crt"),
+                        "--authorization-mode", "Webhook").start()
+    node = f"{name}-0"
+    try:
+        wait_for(lambda: http.get(f"/api/v1/nodes/{node}").status_code == 200, what="the node")
+        make_pod(http, ns, "busy", node, {"c": {"cpu": "100m", "memory": "8Mi"}})
+        with direct_client("admin") as c:
+            wait_for(lambda: c.get(f"{url}{API}/nodes/{node}").status_code == 200, timeout=60, interval=0.5,
+                     what="the node's metrics")
+            kubelet.stop()
+            r = wait_for(lambda: (r := c.get(f"{url}{API}/nodes/{node}")).status_code == 404 and r, timeout=60,
+                         interval=0.5, what="the node's metrics to go")
+            assert r.json()["message"] == f'nodemetrics.metrics.k8s.io "{node}" not found'
+            r = c.get(f"{url}{API}/namespaces/{ns}/pods/busy")
+            assert r.status_code == 404 and r.json()["message"] == f'podmetrics.metrics.k8s.io "{ns}/busy" not found'
+    finally:
+        kubelet.stop()
+        http.delete(f"{LEASES}/{node}")
+        http.delete(f"/api/v1/nodes/{node}")
 
 
 def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
