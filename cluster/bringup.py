@@ -38,7 +38,7 @@ import time
 
 import httpx
 
-from cluster import addons, host
+from cluster import addons, host, metricsaddon
 from cluster.state import KUBELET_PREFIX, ROUTE_SYNCER, ClusterConfig, kubelet_component
 from cluster.supervisor import Spec, Supervisor
 from machinery import klog, times
@@ -156,7 +156,7 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"   # kubeadm's default
 
 
 def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
-                    cgroup_dirs=lambda sub: []) -> list[Spec]:
+                    cgroup_dirs=lambda sub: [], metrics_port: int = 0) -> list[Spec]:
     """Every component of the cluster, in start order.
 
     Secure (the default): etcd serves TLS on loopback and asks every client for a
@@ -227,6 +227,12 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                    *extra("scheduler")),
              cfg.log_path("scheduler"), cgroup_dirs=cp),
     ]
+    if secure and metrics_port:
+        # metrics-server, as a process beside the control plane (cluster/metricsaddon.py);
+        # an aggregated API server needs the front proxy's certificates, so not in plain HTTP
+        specs.append(Spec(metricsaddon.NAME, _minik8s("metrics-server", *metricsaddon.args(
+            cfg, metrics_port, kubeconfig_of(metricsaddon.NAME)), *extra(metricsaddon.NAME)),
+            cfg.log_path(metricsaddon.NAME), cgroup_dirs=cp))
     if cfg.runtime == "linux":
         specs.append(Spec(ROUTE_SYNCER, _minik8s("route-syncer", "--state-dir", cfg.state_dir,
                                                  *extra(ROUTE_SYNCER)),
@@ -359,7 +365,7 @@ def write_kubeconfigs(cfg: ClusterConfig) -> None:
             kc.current_context = cfg.context_name
         kc.save(path)
     write_secure(cfg.kubeconfig, "admin", cfg.api_url)
-    for component in ("scheduler", "controller-manager"):
+    for component in ("scheduler", "controller-manager", metricsaddon.NAME):
         write_secure(cfg.component_kubeconfig(component), component, cfg.api_url)
     if cfg.runtime == "linux":
         for node in cfg.node_names():
@@ -527,8 +533,9 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
         cg = ClusterCgroups(cfg.cgroup_name)
         cgroup_dirs = cg.ensure
     etcd_port, etcd_peer_port = host.free_port(), host.free_port()
+    metrics_port = host.free_port()
     specs = component_specs(cfg, etcd_port=etcd_port, etcd_peer_port=etcd_peer_port,
-                            cgroup_dirs=cgroup_dirs)
+                            cgroup_dirs=cgroup_dirs, metrics_port=metrics_port)
     sup = Supervisor(specs, status_path=status_path(cfg))
     etcd_url = f"{cfg.scheme}://127.0.0.1:{etcd_port}"
     sup.info.update(phase="starting", runtime=cfg.runtime, nodes=cfg.nodes, api=cfg.api_url,
@@ -564,6 +571,8 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
     if cfg.runtime == "linux":  # kubeadm's addon phase; not waited for (cluster/addons.py)
         progress.step("coredns", addons.ensure_for(cfg, admin_tls(cfg)))
         progress.step("local-path", addons.ensure_storage_for(cfg, admin_tls(cfg)))
+    if metricsaddon.NAME in sup.procs:  # its objects first: it reads the auth ConfigMap as its user
+        progress.step(metricsaddon.NAME, metricsaddon.ensure_for(cfg, admin_tls(cfg), metrics_port))
     kubelets = [n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
     for name in sup.procs:
         if name not in ("etcd", "apiserver"):

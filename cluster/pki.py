@@ -13,7 +13,7 @@ Layout (kubeadm's file names where kubeadm has the file):
     etcd/server, etcd/peer               etcd's serving and peer certificates
     etcd/healthcheck-client              a client of etcd for health checks
     admin, scheduler, controller-manager, those clients' certificates (kubeadm embeds them in
-    kube-proxy
+    kube-proxy, metrics-server
                                          admin.conf, scheduler.conf and controller-manager.conf;
                                          here they are files, and `kubeconfig()` embeds them)
     kubelets/<node>/kubelet              the node's kubelet serving certificate
@@ -121,6 +121,9 @@ _FIXED = (
     # as a process, so a client certificate for system:kube-proxy (bound to
     # system:node-proxier by the bootstrap policy) names it instead.
     Leaf("kube-proxy", "kube-proxy", "ca", "certificate for the service proxy of every node to use"),
+    # metrics-server runs as a process too (cluster/metricsaddon.py): its certificate names
+    # the ServiceAccount its manifests bind.
+    Leaf("metrics-server", "metrics-server", "ca", "certificate for the metrics server to use"),
 )
 
 
@@ -175,6 +178,8 @@ def desired(facts: ClusterFacts) -> list[tuple[Leaf, CertSpec]]:
         "controller-manager": CertSpec("system:kube-controller-manager"),
         "scheduler": CertSpec("system:kube-scheduler"),
         "kube-proxy": CertSpec("system:kube-proxy"),
+        "metrics-server": CertSpec("system:serviceaccount:kube-system:metrics-server",
+                                   ("system:serviceaccounts", "system:serviceaccounts:kube-system")),
     }
     out = [(leaf, specs[leaf.name]) for leaf in _FIXED]
     for node in facts.nodes:

@@ -49,6 +49,8 @@ EXPECTED = {
     "admin": ("admin", "ca", "kubernetes-admin", ("system:masters",), set(), set(), {"client"}),
     "scheduler": ("scheduler", "ca", "system:kube-scheduler", (), set(), set(), {"client"}),
     "kube-proxy": ("kube-proxy", "ca", "system:kube-proxy", (), set(), set(), {"client"}),
+    "metrics-server": ("metrics-server", "ca", "system:serviceaccount:kube-system:metrics-server",
+                       ("system:serviceaccounts", "system:serviceaccounts:kube-system"), set(), set(), {"client"}),
     "controller-manager": ("controller-manager", "ca", "system:kube-controller-manager", (), set(), set(),
                            {"client"}),
     "kubelets/node-1/kubelet": ("kubelets/node-1/kubelet", "ca", "system:node:node-1", ("system:nodes",),
