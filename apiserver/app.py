@@ -201,6 +201,29 @@ def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_T
     return value
 
 
+# DeleteOptions' fields and their JSON types; Kubernetes' decoder refuses any other (400).
+_DELETE_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "gracePeriodSeconds": (int,), "preconditions": (dict,), "orphanDependents": (bool,),
+    "propagationPolicy": (str,), "dryRun": (list,), "ignoreStoreReadErrorWithClusterBreakingPotential": (bool,)}
+
+
+def check_delete_options(options: dict) -> None:
+    for key, types in _DELETE_OPTION_TYPES.items():
+        value = options.get(key)
+        # bool is an int to Python, never to JSON's decoders
+        if value is not None and not (isinstance(value, types) and isinstance(value, bool) == (bool in types)):
+            raise errors.BadRequest(f"the body of a delete request must be DeleteOptions: {key} "
+                                    f"must be of type {types[0].__name__.replace('dict', 'object')}")
+    pre = options.get("preconditions") or {}
+    for key in ("uid", "resourceVersion"):
+        if pre.get(key) is not None and not isinstance(pre[key], str):
+            raise errors.BadRequest(f"the body of a delete request must be DeleteOptions: "
+                                    f"preconditions.{key} must be of type string")
+    if not all(isinstance(d, str) for d in options.get("dryRun") or ()):
+        raise errors.BadRequest("the body of a delete request must be DeleteOptions: dryRun must be "
+                                "a list of strings")
+
+
 def wants_table(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     first = accept.split(",")[0]
@@ -1009,6 +1032,7 @@ class API:
             options = decode_body(raw, request.headers.get("content-type", ""))
             if not isinstance(options, dict):
                 raise errors.BadRequest("the body of a delete request must be DeleteOptions")
+            check_delete_options(options)
         q = request.query_params
         if "gracePeriodSeconds" in q:
             try:

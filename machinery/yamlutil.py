@@ -246,6 +246,8 @@ def _go_float32(f: float) -> str:
     if math.isinf(f):
         return ".inf" if f > 0 else "-.inf"
     f32 = struct.unpack("f", struct.pack("f", f))[0]
+    if math.isinf(f32):  # past float32's largest: Go's conversion gives ±Inf too
+        return "+Inf" if f > 0 else "-Inf"
     for digits in range(1, 10):  # the shortest that reads back as the same float32
         text = f"{f32:.{digits - 1}e}"
         if struct.unpack("f", struct.pack("f", float(text)))[0] == f32:

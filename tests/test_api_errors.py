@@ -171,3 +171,21 @@ def test_quantity_of_the_wrong_type_is_invalid_not_500(http, ns):
             "status": {"capacity": {"cpu": []}}}
     status(http.post("/api/v1/nodes", json=node), 422, "Invalid")
     assert http.get(f"/api/v1/namespaces/{ns}/pods/q").status_code == 404
+
+
+def test_delete_options_of_the_wrong_shape_are_bad_request(http, ns):
+    # Found by schemathesis: a list for preconditions was a 500, and the object stayed.
+    http.post(f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": "keep"}})
+    for options in ({"preconditions": []}, {"preconditions": {"uid": 5}}, {"gracePeriodSeconds": "x"},
+                    {"gracePeriodSeconds": True}, {"orphanDependents": 1}, {"dryRun": "All"},
+                    {"dryRun": [1]}, {"propagationPolicy": {}}):
+        for path in (f"/api/v1/namespaces/{ns}/configmaps/keep", f"/api/v1/namespaces/{ns}/configmaps"):
+            status(http.request("DELETE", path, json=options), 400, "BadRequest")
+    assert http.get(f"/api/v1/namespaces/{ns}/configmaps/keep").status_code == 200
+
+
+def test_a_csr_usage_of_the_wrong_type_is_invalid_not_500(http):
+    csr = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+           "metadata": {"name": "bad-usages"},
+           "spec": {"request": "", "signerName": "example.com/x", "usages": [["digital signature"], {}]}}
+    status(http.post("/apis/certificates.k8s.io/v1/certificatesigningrequests", json=csr), 422, "Invalid")

@@ -177,6 +177,8 @@ def validate_csr(obj: dict, old: dict | None, *, setting_certificate: bool = Fal
     if len(set(map(str, old_usages))) == len(old_usages):
         seen: set[str] = set()
         for i, u in enumerate(usages):
+            if not isinstance(u, str):
+                continue  # the schema reports its type
             if u in seen:
                 out.append(_cause("FieldValueDuplicate", f"spec.usages[{i}]", f"Duplicate value: {_show(u)}"))
             seen.add(u)
