@@ -1,5 +1,6 @@
-"""One `minik8s up` cluster (root) for every test of this package: the Job, DaemonSet,
-StatefulSet and storage tests on real kubelets. Bringing a cluster up and down takes
+"""One `minik8s up` cluster (root) for every test of this package: the cluster DNS, the
+registry walk-through, and the Job, DaemonSet, StatefulSet and storage tests on real
+kubelets. Bringing a cluster up and down takes
 longer than most of these tests, so they share one, in its own state dir, ports and
 address ranges; `minik8s down` once the package's last test is done, whatever happens.
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import yaml
 
 from cluster import bringup
 from cluster.state import ClusterConfig
 from kubelet.images import HOST_ROOT_IMAGE
 from tests.procs import free_port
+from tests.test_cluster import Cluster, dump_logs
 from tests.test_cluster_cli import minik8s
 from tests.test_cluster_network import unique_cidrs
 
@@ -22,20 +25,36 @@ CRONJOBS = "/apis/batch/v1/namespaces/default/cronjobs"
 
 
 @pytest.fixture(scope="package")
-def api(tmp_path_factory):
+def upcluster(tmp_path_factory) -> Cluster:
+    """The package's cluster (tests/test_cluster.py's Cluster, with `up`'s output); its
+    registries.yaml marks node-1:5000 a plain-HTTP registry (the registry walk-through's)."""
     state = str(tmp_path_factory.mktemp("cluster"))
     node_cidr, cluster_cidr = unique_cidrs()
+    registry = ClusterConfig(state_dir=state, node_cidr=node_cidr).node_ip("node-1") + ":5000"
+    # registries.yaml as k3s reads it: an http:// endpoint marks the registry plain HTTP.
+    registries = str(tmp_path_factory.mktemp("registry-config") / "registries.yaml")
+    with open(registries, "w") as f:
+        yaml.safe_dump({"mirrors": {registry: {"endpoint": [f"http://{registry}"]}}}, f)
     r = minik8s("up", "--nodes", "2", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=300)
+                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, "--registry-config", registries,
+                timeout=300)
     cfg = ClusterConfig.load(state)
     try:
-        assert r.returncode == 0, r.stdout + r.stderr
-        with httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg)) as client:
-            yield client
+        assert r.returncode == 0, r.stdout + r.stderr + (dump_logs(cfg) if cfg else "")
+        c = Cluster(cfg, str(tmp_path_factory.mktemp("kubectl-cache")))
+        c.up_output, c.registry = r.stdout, registry
+        with c.api:
+            yield c
     finally:
         if cfg is not None:
             minik8s("down", "--state-dir", state, timeout=180)
             bringup.cleanup(cfg)
+
+
+@pytest.fixture(scope="package")
+def api(upcluster) -> httpx.Client:
+    """The admin's client of the package's cluster."""
+    return upcluster.api
 
 
 @pytest.fixture(scope="package", autouse=True)
