@@ -1,8 +1,8 @@
 """One `minik8s up` cluster (root) for every test of this package: the cluster DNS, the
 registry walk-through, and the Job, DaemonSet, StatefulSet and storage tests on real
-kubelets. Bringing a cluster up and down takes
-longer than most of these tests, so they share one, in its own state dir, ports and
-address ranges; `minik8s down` once the package's last test is done, whatever happens.
+kubelets. Bringing a cluster up and down takes longer than most of these tests, so they
+share one, in its own state dir, ports and address ranges; `minik8s down` once the
+package's last test is done, whatever happens.
 
 Two nodes, so that what is per node (a DaemonSet's pods, a claim's volume on the node
 its first pod ran on) is shown on more than one. Every test names its objects apart

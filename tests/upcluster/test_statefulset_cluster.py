@@ -86,3 +86,4 @@ def test_a_recreated_statefulset_pod_finds_its_data(api):
     wait_for(lambda: running(api, "kv-0", not_uid=first["metadata"]["uid"]), "kv-0 running again")
     found = wait_for(lambda: log_line(api, "kv-0"), "the new kv-0's log")
     assert found == "found " + wrote.removeprefix("wrote "), found
+    api.delete("/apis/apps/v1/namespaces/default/statefulsets/kv")  # the package's other tests share the nodes
