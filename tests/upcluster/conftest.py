@@ -1,11 +1,12 @@
 """One `minik8s up` cluster (root) for every test of this package: the cluster DNS, the
-registry walk-through, and the Job, DaemonSet, StatefulSet and storage tests on real
-kubelets. Bringing a cluster up and down takes longer than most of these tests, so they
-share one, in its own state dir, ports and address ranges; `minik8s down` once the
-package's last test is done, whatever happens.
+registry walk-through, Services end to end, and the Job, DaemonSet, StatefulSet and
+storage tests on real kubelets. Bringing a cluster up and down takes longer than most
+of these tests, so they share one, in its own state dir, ports and address ranges;
+`minik8s down` once the package's last test is done, whatever happens.
 
-Two nodes, so that what is per node (a DaemonSet's pods, a claim's volume on the node
-its first pod ran on) is shown on more than one. Every test names its objects apart
+Three nodes: a pod on node-1 reaches pods on node-2 and node-3, and what is per node (a
+DaemonSet's pods, a claim's volume on the node its first pod ran on) is shown on more
+than one. Every test names its objects apart
 from the others' (all in `default`) and removes what would go on running."""
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def upcluster(tmp_path_factory) -> Cluster:
     registries = str(tmp_path_factory.mktemp("registry-config") / "registries.yaml")
     with open(registries, "w") as f:
         yaml.safe_dump({"mirrors": {registry: {"endpoint": [f"http://{registry}"]}}}, f)
-    r = minik8s("up", "--nodes", "2", "--state-dir", state, "--port", str(free_port()),
+    r = minik8s("up", "--nodes", "3", "--state-dir", state, "--port", str(free_port()),
                 "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, "--registry-config", registries,
                 timeout=300)
     cfg = ClusterConfig.load(state)

@@ -53,7 +53,7 @@ def _up(tmp_path_factory, *flags: str):
 
 @pytest.fixture(scope="module")
 def cluster(upcluster):
-    """The package's two-node cluster (tests/upcluster/conftest.py)."""
+    """The package's three-node cluster (tests/upcluster/conftest.py)."""
     return upcluster
 
 

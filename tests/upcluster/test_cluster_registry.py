@@ -55,7 +55,7 @@ def images(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(upcluster, tmp_path_factory):
-    """The package's two-node cluster (tests/upcluster/conftest.py: its registries.yaml
+    """The package's three-node cluster (tests/upcluster/conftest.py: its registries.yaml
     names the registry this module runs), and a directory for the registry's data."""
     upcluster.registry_data = str(tmp_path_factory.mktemp("registry-data"))
     return upcluster

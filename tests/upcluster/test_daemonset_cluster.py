@@ -3,7 +3,7 @@ kubelets together. A daemon pod lands on each node through its matchFields affin
 runs and turns Ready; a template change rolls them (each old pod stops, a new one starts),
 and the history holds both revisions.
 
-The two-node cluster is the package's (tests/upcluster/conftest.py).
+The three-node cluster is the package's (tests/upcluster/conftest.py).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_a_daemon_pod_runs_on_each_node_and_rolls(api):
     assert r.status_code == 201, r.text
     try:
         first = wait(lambda: exactly(len(nodes), ready_pods(api, "first")), "a daemon pod Ready on each node")
-        assert sorted(p["spec"]["nodeName"] for p in first) == sorted(nodes) and len(nodes) == 2
+        assert sorted(p["spec"]["nodeName"] for p in first) == sorted(nodes) and len(nodes) == 3
         for pod in first:
             assert pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
                 "nodeSelectorTerms"] == [{"matchFields": [{"key": "metadata.name", "operator": "In",

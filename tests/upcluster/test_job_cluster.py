@@ -2,7 +2,7 @@
 the deletion of a finished or stopped pod are what a kubelet reports, and the Job
 controller's finalizers meet a kubelet that deletes pods itself.
 
-The two-node cluster is the package's (tests/upcluster/conftest.py).
+The three-node cluster is the package's (tests/upcluster/conftest.py).
 """
 from __future__ import annotations
 

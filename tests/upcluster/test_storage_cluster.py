@@ -4,7 +4,7 @@ claim. A pod writes a file to its claim and is deleted; a new pod with the same 
 goes to the same node and reads it; deleting the claim (reclaim Delete) removes the
 volume and its directory on the node.
 
-The two-node cluster is the package's (tests/upcluster/conftest.py).
+The three-node cluster is the package's (tests/upcluster/conftest.py).
 """
 from __future__ import annotations
 
