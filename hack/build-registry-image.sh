@@ -101,9 +101,12 @@ EOF
 else
     for applet in sh httpd hostname cat echo ls; do ln -sf busybox "$root/bin/$applet"; done
     mkdir -p "$root/www"
+    # sh stays PID 1 with a TERM trap: PID 1 gets no signal it has no handler for, and
+    # httpd has none, so `exec httpd` would sit out the whole grace period of a delete;
+    # when sh exits, the kernel kills httpd with the rest of the PID namespace.
     config=(--config.env PATH=/bin --config.workingdir /www
             --config.entrypoint /bin/sh --config.entrypoint -c
-            --config.cmd 'echo "hello from $(hostname)" > /www/index.html && exec httpd -f -v -p 8080 -h /www'
+            --config.cmd 'echo "hello from $(hostname)" > /www/index.html || exit 1; trap "exit 0" TERM; httpd -f -v -p 8080 -h /www & wait'
             --config.exposedports 8080/tcp)
 fi
 

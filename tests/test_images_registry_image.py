@@ -2,7 +2,7 @@
 store they were put in by `minik8s image`: the registry imported from its archive serves
 the Distribution API from its own root filesystem, an image pushed to it with skopeo is
 pulled back with `minik8s image pull`, and runs with the Entrypoint and Cmd of its config.
-The README walk-through without the cluster (tests/test_cluster_registry.py runs it on
+The README walk-through without the cluster (tests/upcluster/test_cluster_registry.py runs it on
 `minik8s up`)."""
 from __future__ import annotations
 

@@ -142,7 +142,7 @@ def test_a_kubelet_with_only_a_bootstrap_kubeconfig_joins_with_its_issued_certif
 
 
 def test_the_client_certificate_rotates_and_the_kubelet_goes_on_without_a_restart(cluster, admin, tmp_path):
-    cm = controller_manager(cluster, "30s")
+    cm = controller_manager(cluster, "10s")
     kubelet = Kubelet(cluster, tmp_path, "--rotate-certificates").start()
     try:
         wait_for(lambda: ready(admin, kubelet.node), timeout=60, what=f"node {kubelet.node} Ready")
@@ -156,7 +156,7 @@ def test_the_client_certificate_rotates_and_the_kubelet_goes_on_without_a_restar
         assert mine[0]["status"]["conditions"][0]["message"] == \
             "Auto approving self kubelet client certificate after SubjectAccessReview."
         # the same process goes on renewing its lease with the new certificates, also once
-        # the bootstrapped one (30 s) has expired and the server would refuse it
+        # the bootstrapped one (10 s) has expired and the server would refuse it
         end = bootstrapped.not_valid_after_utc.timestamp()
         wait_for(lambda: time.time() > end + 2, timeout=60, what="the first certificate's expiry")
         for _ in range(3):

@@ -5,8 +5,8 @@ own (as tests/test_kubelet_sync.py builds one).
 
 Each test's node has its own store, bridge, cgroup parent and pod network, torn down
 afterwards; downloads are counted at the registry (its access log). The back-off test
-steps an injected clock instead of sleeping; every wait is a poll with a timeout that only
-catches hangs.
+steps an injected clock instead of sleeping; every wait is a poll or a watch with a timeout
+that only catches hangs.
 """
 from __future__ import annotations
 
@@ -176,6 +176,27 @@ async def waiting(client: Client, ns: str, name: str, reason: str, timeout: floa
     return await until(check, timeout, what=f"{name} waiting {reason}")
 
 
+async def first_waiting(client: Client, created: dict, reason: str, timeout: float = 60.0) -> dict:
+    """The first waiting state `reason` of the pod's container, by a watch from the pod's
+    creation: every status the kubelet wrote is seen, so a state it shows only until its
+    next sync (ErrImagePull, before ImagePullBackOff) is caught when it is written, not at
+    the next pull 10 s later."""
+    meta = created["metadata"]
+
+    async def watch() -> dict:
+        async for ev in Watch(client, "pods", namespace=meta["namespace"],
+                              field_selector=f"metadata.name={meta['name']}",
+                              resource_version=meta["resourceVersion"]):
+            st = ((ev.object.get("status") or {}).get("containerStatuses") or [{}])[0].get("state") or {}
+            if (st.get("waiting") or {}).get("reason") == reason:
+                return st["waiting"]
+        raise AssertionError(f"the watch of {meta['name']} ended")
+    try:
+        return await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"timed out waiting for {meta['name']} waiting {reason}") from None
+
+
 async def phase(client: Client, ns: str, name: str, want: str, timeout: float = 60.0) -> dict:
     async def check():
         p = await client.get("pods", name, namespace=ns)
@@ -299,15 +320,15 @@ async def test_a_private_image_runs_only_with_the_right_pull_secret(make_node, n
     client = node.client
     image = f"{auth_registry.host}/private/app-a:v1"
 
-    await client.create(pod("anon", node, image), namespace=ns)
-    w = await waiting(client, ns, "anon", "ErrImagePull")
+    created = await client.create(pod("anon", node, image), namespace=ns)
+    w = await first_waiting(client, created, "ErrImagePull")
     assert f"401 Unauthorized from {auth_registry.host}" in w["message"]
     await has_event(client, ns, "anon", "Failed", f'Failed to pull image "{image}": ')
     assert any("401 Unauthorized" in m for _, r, m in await events(client, ns, "anon") if r == "Failed")
 
     await client.create(dockerconfigjson("wrong", auth_registry.host, USER, "not-the-password"), namespace=ns)
-    await client.create(pod("wrong", node, image, imagePullSecrets=[{"name": "wrong"}]), namespace=ns)
-    w = await waiting(client, ns, "wrong", "ErrImagePull")
+    created = await client.create(pod("wrong", node, image, imagePullSecrets=[{"name": "wrong"}]), namespace=ns)
+    w = await first_waiting(client, created, "ErrImagePull")
     assert f"401 Unauthorized from {auth_registry.host}" in w["message"]
 
     await client.create(dockerconfigjson("right", auth_registry.host, USER, PASSWORD), namespace=ns)
@@ -405,8 +426,8 @@ async def test_a_digest_mismatch_is_caught_and_named(make_node, ns, plain_regist
         layer = oci_images.images["app-b"].layers[-1]
         proxy.target, proxy.times = layer, 10  # every try gets bad bytes
         image = f"{proxy.host}/lab/app-b:v1"
-        await node.client.create(pod("tampered", node, image), namespace=ns)
-        w = await waiting(node.client, ns, "tampered", "ErrImagePull")
+        created = await node.client.create(pod("tampered", node, image), namespace=ns)
+        w = await first_waiting(node.client, created, "ErrImagePull")
         assert layer in w["message"] and "sha256" in w["message"]
         assert proxy.tampered >= 1
         assert node.service.get(image) is None
@@ -435,8 +456,8 @@ async def test_a_malicious_layer_is_rejected_whole(make_node, ns, plain_registry
     await asyncio.to_thread(_push_malicious, plain_registry, str(work), escape)
     node = await make_node({plain_registry.host: INSECURE})
     image = f"{plain_registry.host}/lab/evil:v1"
-    await node.client.create(pod("evil", node, image), namespace=ns)
-    w = await waiting(node.client, ns, "evil", "ErrImagePull")
+    created = await node.client.create(pod("evil", node, image), namespace=ns)
+    w = await first_waiting(node.client, created, "ErrImagePull")
     assert f"../{escape}" in w["message"] and "escapes the layer root" in w["message"]
     await has_event(node.client, ns, "evil", "Failed", "escapes the layer root")
     assert node.service.get(image) is None
@@ -456,8 +477,8 @@ async def test_a_full_disk_is_named_and_nothing_half_written_is_kept(make_node, 
     try:
         node = await make_node({plain_registry.host: INSECURE}, store_dir=str(small / "store"))
         image = f"{plain_registry.host}/lab/app-a:v1"
-        await node.client.create(pod("full", node, image), namespace=ns)
-        w = await waiting(node.client, ns, "full", "ErrImagePull")
+        created = await node.client.create(pod("full", node, image), namespace=ns)
+        w = await first_waiting(node.client, created, "ErrImagePull")
         assert image in w["message"] and "No space left on device" in w["message"]
         await has_event(node.client, ns, "full", "Failed", "No space left on device")
         assert node.service.get(image) is None

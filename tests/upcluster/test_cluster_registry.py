@@ -4,9 +4,8 @@ the cluster's shared store, `kubectl apply -f manifests/registry.yaml`, push an 
 with skopeo, and run a Deployment from it on a cluster whose registries.yaml marks the
 registry insecure (plain HTTP).
 
-The cluster lives in a temporary state dir with its own port, address ranges and names
-(as tests/test_cluster.py's), the registry's hostPath in a temporary directory; `minik8s
-down` runs at the end whatever happens.
+The cluster is the package's (tests/upcluster/conftest.py), the registry's hostPath a
+temporary directory.
 """
 from __future__ import annotations
 
@@ -20,13 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from cluster import bringup
-from cluster.state import ClusterConfig
 from tests.images_fixtures import require_tools
-from tests.procs import free_port, wait_for
+from tests.procs import wait_for
 from tests.test_cluster import COMPONENT_MODULES, Cluster, dump_logs
-from tests.test_cluster_cli import ROOT, minik8s
-from tests.test_cluster_network import unique_cidrs
+from tests.test_cluster_cli import ROOT
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,28 +54,11 @@ def images(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster"))
-    node_cidr, cluster_cidr = unique_cidrs()
-    registry_host = ClusterConfig(state_dir=state, node_cidr=node_cidr).node_ip("node-1") + ":5000"
-    # registries.yaml as k3s reads it: an http:// endpoint marks the registry plain HTTP.
-    registries = str(tmp_path_factory.mktemp("registry-config") / "registries.yaml")
-    with open(registries, "w") as f:
-        yaml.safe_dump({"mirrors": {registry_host: {"endpoint": [f"http://{registry_host}"]}}}, f)
-    r = minik8s("up", "--nodes", "2", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, "--registry-config", registries,
-                timeout=240)
-    cfg = ClusterConfig.load(state)
-    try:
-        assert r.returncode == 0, r.stdout + r.stderr + (dump_logs(cfg) if cfg else "")
-        c = Cluster(cfg, str(tmp_path_factory.mktemp("kubectl-cache")))
-        c.registry = registry_host
-        c.registry_data = str(tmp_path_factory.mktemp("registry-data"))
-        yield c
-    finally:
-        if cfg is not None:
-            minik8s("down", "--state-dir", state, timeout=180)
-            bringup.cleanup(cfg)
+def cluster(upcluster, tmp_path_factory):
+    """The package's three-node cluster (tests/upcluster/conftest.py: its registries.yaml
+    names the registry this module runs), and a directory for the registry's data."""
+    upcluster.registry_data = str(tmp_path_factory.mktemp("registry-data"))
+    return upcluster
 
 
 def ready(pod: dict) -> bool:

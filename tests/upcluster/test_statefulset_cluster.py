@@ -15,16 +15,11 @@ import time
 import httpx
 import pytest
 
-from cluster import bringup
-from cluster.state import ClusterConfig
 from kubelet.images import HOST_ROOT_IMAGE
-from tests.procs import free_port
-from tests.test_cluster_cli import minik8s
-from tests.test_cluster_network import unique_cidrs
 
 
 def _kubelet_mounts_claims() -> bool:
-    root = pathlib.Path(__file__).resolve().parent.parent / "kubelet"
+    root = pathlib.Path(__file__).resolve().parents[2] / "kubelet"
     return any("persistentVolumeClaim" in p.read_text(errors="replace") for p in root.rglob("*.py"))
 
 
@@ -42,21 +37,6 @@ SCRIPT = ('if [ -f /data/first ]; then echo "found $(cat /data/first)"; '
           'else echo "$(hostname)-$$" > /data/first; echo "wrote $(cat /data/first)"; fi; exec sleep 3600')
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster"))
-    node_cidr, cluster_cidr = unique_cidrs()
-    r = minik8s("up", "--nodes", "1", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=240)
-    cfg = ClusterConfig.load(state)
-    try:
-        assert r.returncode == 0, r.stdout + r.stderr
-        with httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg)) as client:
-            yield client
-    finally:
-        if cfg is not None:
-            minik8s("down", "--state-dir", state, timeout=180)
-            bringup.cleanup(cfg)
 
 
 def wait_for(fn, what: str):
@@ -106,3 +86,4 @@ def test_a_recreated_statefulset_pod_finds_its_data(api):
     wait_for(lambda: running(api, "kv-0", not_uid=first["metadata"]["uid"]), "kv-0 running again")
     found = wait_for(lambda: log_line(api, "kv-0"), "the new kv-0's log")
     assert found == "found " + wrote.removeprefix("wrote "), found
+    api.delete("/apis/apps/v1/namespaces/default/statefulsets/kv")  # the package's other tests share the nodes

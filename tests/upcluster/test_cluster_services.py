@@ -4,10 +4,9 @@ the host, scaling, headless Services, session affinity, the blue-green and canar
 releases of manifests/releases/, the `kubernetes` Service from a pod, and a proxy
 restart under an open connection.
 
-One cluster is shared by the tests of this module (file order; each test makes its own
-objects and leaves the others' alone). It lives in a temporary state dir with its own
-port, ranges, bridge, namespace and cgroup names; `minik8s down` runs at the end
-whatever happens. The host is not a node (the nodes are network namespaces), so from
+The cluster is the package's (tests/upcluster/conftest.py); the tests of this module
+run in file order, each makes its own objects and leaves the others' alone. The host is
+not a node (the nodes are network namespaces), so from
 the host a Service is reached by its node ports and load balancer addresses; ClusterIPs
 and DNS names are reached from a client pod on node-1, through `kubectl-lite exec`.
 
@@ -25,14 +24,11 @@ import time
 import pytest
 import yaml
 
-from cluster import bringup, host
-from cluster.state import ClusterConfig
-from tests.procs import free_port, wait_for
+from cluster import host
+from tests.procs import wait_for
 from tests.test_cluster import KUBECTL_LITE, Cluster, dump_logs
-from tests.test_cluster_cli import minik8s
-from tests.test_cluster_network import unique_cidrs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASES = os.path.join(ROOT, "manifests", "releases")
 
 pytestmark = [
@@ -151,17 +147,12 @@ class RequestLoop:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster"))
-    node_cidr, cluster_cidr = unique_cidrs()
-    r = minik8s("up", "--nodes", "3", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=300)
-    cfg = ClusterConfig.load(state)
+def cluster(upcluster, tmp_path_factory):
+    """The package's three-node cluster (tests/upcluster/conftest.py) with the module's
+    shared pieces: echo-2 and echo-3 pinned to node-2 and node-3 behind Service echo (a
+    NodePort), and a client pod on node-1; removed at the end."""
+    c = Services(upcluster.cfg, str(tmp_path_factory.mktemp("kubectl-cache")))
     try:
-        assert r.returncode == 0, r.stdout + r.stderr + (dump_logs(cfg) if cfg else "")
-        c = Services(cfg, str(tmp_path_factory.mktemp("kubectl-cache")))
-        # The shared pieces: echo-2 and echo-3 pinned to node-2 and node-3 behind Service
-        # echo (a NodePort), and a client pod on node-1.
         for n in (2, 3):
             c.create(f"{NS}/pods", {"apiVersion": "v1", "kind": "Pod",
                                     "metadata": {"name": f"echo-{n}", "labels": {"app": "echo"}},
@@ -178,11 +169,11 @@ def cluster(tmp_path_factory):
                  timeout=120, what="the client pod running")
         yield c
     finally:
-        if cfg is not None:
-            if os.environ.get("MINIK8S_KEEP_LOGS"):
-                print(dump_logs(cfg))
-            minik8s("down", "--state-dir", state, timeout=180)
-            bringup.cleanup(cfg)  # in case `down` itself failed: never leave anything behind
+        if os.environ.get("MINIK8S_KEEP_LOGS"):
+            print(dump_logs(upcluster.cfg))
+        for path in ("pods/echo-2", "pods/echo-3", "pods/client", "services/echo"):
+            c.api.delete(f"{NS}/{path}")
+        c.api.close()
 
 
 def test_every_node_runs_a_proxy_and_the_cluster_dns_has_its_service(cluster):

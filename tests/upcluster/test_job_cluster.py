@@ -2,8 +2,7 @@
 the deletion of a finished or stopped pod are what a kubelet reports, and the Job
 controller's finalizers meet a kubelet that deletes pods itself.
 
-One one-node cluster for the module, in its own state dir, ports and address ranges;
-`minik8s down` at the end whatever happens.
+The three-node cluster is the package's (tests/upcluster/conftest.py).
 """
 from __future__ import annotations
 
@@ -14,13 +13,8 @@ import time
 import httpx
 import pytest
 
-from cluster import bringup
-from cluster.state import ClusterConfig
 from kubelet.images import HOST_ROOT_IMAGE
 from machinery import times
-from tests.procs import free_port
-from tests.test_cluster_cli import minik8s
-from tests.test_cluster_network import unique_cidrs
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,23 +24,6 @@ pytestmark = [
 
 TIMEOUT = 90.0
 URL = "/apis/batch/v1/namespaces/default/jobs"
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster"))
-    node_cidr, cluster_cidr = unique_cidrs()
-    r = minik8s("up", "--nodes", "1", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=240)
-    cfg = ClusterConfig.load(state)
-    try:
-        assert r.returncode == 0, r.stdout + r.stderr
-        with httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg)) as client:
-            yield client
-    finally:
-        if cfg is not None:
-            minik8s("down", "--state-dir", state, timeout=180)
-            bringup.cleanup(cfg)
 
 
 def job(name: str, script: str, **spec) -> dict:
@@ -112,13 +89,9 @@ def test_the_deadline_stops_running_pods(api):
         time.sleep(0.3)
 
 
-def test_a_cronjob_starts_a_job_when_its_minute_comes(api):
-    cj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "minutely"},
-          "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
-                   "jobTemplate": {"spec": job("t", "echo tick")["spec"]}}}
-    r = api.post("/apis/batch/v1/namespaces/default/cronjobs", json=cj)
-    assert r.status_code == 201, r.text
-    # The controller looks again at the next minute (+100 ms); no test clock here.
+def test_a_cronjob_starts_a_job_when_its_minute_comes(api, minutely):
+    # The controller looks again at the next minute (+100 ms); no test clock here. The
+    # CronJob was made when the cluster came up (the package's `minutely`).
     deadline = time.monotonic() + 75
     while True:
         jobs = [j for j in api.get(URL).json()["items"]
@@ -130,9 +103,10 @@ def test_a_cronjob_starts_a_job_when_its_minute_comes(api):
     name = jobs[0]["metadata"]["name"]
     scheduled = jobs[0]["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
     assert name == f"minutely-{int(times.parse(scheduled)) // 60}"
+    assert times.parse(scheduled) >= times.parse(minutely["metadata"]["creationTimestamp"])
     assert condition(finished(api, name), "Complete")
     deadline = time.monotonic() + TIMEOUT
-    while not (api.get("/apis/batch/v1/namespaces/default/cronjobs/minutely").json().get("status") or {}).get(
-            "lastSuccessfulTime"):
+    url = "/apis/batch/v1/namespaces/default/cronjobs/minutely"
+    while not (api.get(url).json().get("status") or {}).get("lastSuccessfulTime"):
         assert time.monotonic() < deadline, "lastSuccessfulTime never set"
         time.sleep(0.3)

@@ -4,8 +4,7 @@ claim. A pod writes a file to its claim and is deleted; a new pod with the same 
 goes to the same node and reads it; deleting the claim (reclaim Delete) removes the
 volume and its directory on the node.
 
-One two-node cluster for the module, in its own state dir, ports and address ranges;
-`minik8s down` at the end whatever happens.
+The three-node cluster is the package's (tests/upcluster/conftest.py).
 """
 from __future__ import annotations
 
@@ -16,12 +15,7 @@ import time
 import httpx
 import pytest
 
-from cluster import bringup
-from cluster.state import ClusterConfig
 from kubelet.images import HOST_ROOT_IMAGE
-from tests.procs import free_port
-from tests.test_cluster_cli import minik8s
-from tests.test_cluster_network import unique_cidrs
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,21 +27,6 @@ TIMEOUT = 120.0  # catches hangs only
 NS = "/api/v1/namespaces/default"
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster"))
-    node_cidr, cluster_cidr = unique_cidrs()
-    r = minik8s("up", "--nodes", "2", "--state-dir", state, "--port", str(free_port()),
-                "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=300)
-    cfg = ClusterConfig.load(state)
-    try:
-        assert r.returncode == 0, r.stdout + r.stderr
-        with httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg)) as client:
-            yield client
-    finally:
-        if cfg is not None:
-            minik8s("down", "--state-dir", state, timeout=180)
-            bringup.cleanup(cfg)
 
 
 def eventually(cond, what: str, timeout: float = TIMEOUT):

@@ -52,8 +52,9 @@ def _up(tmp_path_factory, *flags: str):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    yield from _up(tmp_path_factory, "--nodes", "2")
+def cluster(upcluster):
+    """The package's three-node cluster (tests/upcluster/conftest.py)."""
+    return upcluster
 
 
 def wait_coredns_ready(cluster) -> list[dict]:
