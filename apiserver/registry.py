@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
+from apiserver.apiextensions.crd import CRDStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -220,6 +221,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
            strategy=PersistentVolumeClaimStrategy()),
     _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
+    _serve(kinds.CUSTOMRESOURCEDEFINITIONS, columns=tables.CRDS, strategy=CRDStrategy(),
+           storage_root="/registry/apiextensions.k8s.io/customresourcedefinitions/"),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 
 import pytest
 
@@ -16,6 +17,7 @@ from apiserver.resources import Resources, Selection
 from apiserver.storage import MemoryStore
 from apiserver.strategies import Strategy
 from machinery import errors, kinds
+from tests.procs import wait_for
 
 NAMESPACES = registry.by_plural("namespaces")
 
@@ -107,3 +109,160 @@ async def test_one_stored_object_is_served_at_every_version(api, widgets):
 
 def test_kinds_module_is_untouched_by_registration(widgets):
     assert "widgets" not in {k.plural for k in kinds.KINDS}
+
+
+# -- a real API server on real etcd ------------------------------------------------------
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def _schema(**spec_props) -> dict:
+    return {"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {
+            "replicas": {"type": "integer", "minimum": 0},
+            "size": {"type": "string", "default": "small"},
+            "selector": {"type": "string"},
+            **spec_props}},
+        "status": {"type": "object", "properties": {"replicas": {"type": "integer"},
+                                                    "selector": {"type": "string"}}}}}}
+
+
+def crd_body(group: str, plural: str = "widgets", kind: str = "Widget", *, scope: str = "Namespaced",
+             versions: list[dict] | None = None, short_names=("wd",), categories=("all",)) -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": scope,
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
+                               "shortNames": list(short_names), "categories": list(categories)},
+                     "versions": versions or [{
+                         "name": "v1", "served": True, "storage": True, "schema": _schema(),
+                         "subresources": {"status": {}, "scale": {
+                             "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                             "labelSelectorPath": ".status.selector"}},
+                         "additionalPrinterColumns": [
+                             {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                             {"name": "Size", "type": "string", "jsonPath": ".spec.size", "priority": 1},
+                             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]}]}}
+
+
+def established(http, name: str) -> dict:
+    def ready():
+        crd = http.get(f"{CRDS}/{name}").json()
+        conds = {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or []}
+        return crd if conds.get("Established", {}).get("status") == "True" else None
+    return wait_for(ready, what=f"CRD {name} Established")
+
+
+@pytest.fixture
+def group():
+    return f"t{uuid.uuid4().hex[:8]}.example.com"
+
+
+@pytest.fixture
+def widgets_crd(http, group):
+    r = http.post(CRDS, json=crd_body(group))
+    assert r.status_code == 201, r.text
+    crd = established(http, f"widgets.{group}")
+    # Served from the moment it is Established: the first create is accepted.
+    yield crd
+    http.delete(f"{CRDS}/widgets.{group}")
+
+
+def widget(name: str, group: str, version: str = "v1", **spec) -> dict:
+    return {"apiVersion": f"{group}/{version}", "kind": "Widget", "metadata": {"name": name},
+            "spec": spec}
+
+
+def test_crd_is_established_with_its_names_and_status(http, widgets_crd, group):
+    status = widgets_crd["status"]
+    assert status["acceptedNames"]["kind"] == "Widget" and status["acceptedNames"]["listKind"] == "WidgetList"
+    assert status["storedVersions"] == ["v1"]
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert (conds["NamesAccepted"]["status"], conds["NamesAccepted"]["reason"]) == ("True", "NoConflicts")
+    assert conds["Established"]["reason"] == "InitialNamesAccepted"
+    assert widgets_crd["metadata"]["generation"] == 1
+    table = http.get(f"{CRDS}/widgets.{group}",
+                     headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Created At"]
+
+
+def test_every_verb_on_custom_resources(http, widgets_crd, group, ns):
+    base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+    r = http.post(base, json={**widget("a", group, replicas=1), "extra": 1,
+                              "metadata": {"name": "a", "labels": {"tier": "x"}}})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["spec"] == {"replicas": 1, "size": "small"}  # defaulted
+    assert "extra" not in made  # pruned
+    assert http.post(base, json=widget("b", group, replicas=2)).status_code == 201
+    assert http.get(f"{base}/a").json()["metadata"]["uid"] == made["metadata"]["uid"]
+    listed = http.get(base, params={"labelSelector": "tier=x"}).json()
+    assert listed["kind"] == "WidgetList" and [i["metadata"]["name"] for i in listed["items"]] == ["a"]
+    by_name = http.get(base, params={"fieldSelector": "metadata.name=b"}).json()
+    assert [i["metadata"]["name"] for i in by_name["items"]] == ["b"]
+    page = http.get(base, params={"limit": 1}).json()
+    assert len(page["items"]) == 1 and page["metadata"]["continue"]
+    rest = http.get(base, params={"limit": 1, "continue": page["metadata"]["continue"]}).json()
+    assert [i["metadata"]["name"] for i in rest["items"]] == ["b"]
+    everywhere = http.get(f"/apis/{group}/v1/widgets").json()
+    assert {i["metadata"]["name"] for i in everywhere["items"]} == {"a", "b"}
+    # merge patch and server-side apply
+    r = http.patch(f"{base}/a", content=b'{"spec":{"replicas":3}}',
+                   headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200 and r.json()["spec"]["replicas"] == 3 and r.json()["metadata"]["generation"] == 2
+    r = http.patch(f"{base}/c", params={"fieldManager": "me"},
+                   content=f"apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: c\n"
+                           f"spec:\n  replicas: 4\n".encode(),
+                   headers={"Content-Type": "application/apply-patch+yaml"})
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"] == {"replicas": 4, "size": "small"}
+    # strategic merge patch: 415, as Kubernetes answers
+    r = http.patch(f"{base}/a", content=b'{"spec":{"replicas":5}}',
+                   headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert r.status_code == 415
+    assert r.json()["message"] == ("the body of the request was in an unknown format - accepted media types "
+                                   "include: application/json-patch+json, application/merge-patch+json, "
+                                   "application/apply-patch+yaml")
+    # status and scale
+    r = http.put(f"{base}/a/status", json={**http.get(f"{base}/a").json(),
+                                           "status": {"replicas": 3, "selector": "tier=x"}})
+    assert r.status_code == 200 and r.json()["status"]["replicas"] == 3
+    scale = http.get(f"{base}/a/scale").json()
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
+    assert scale["status"] == {"replicas": 3, "selector": "tier=x"}
+    r = http.patch(f"{base}/a/scale", content=b'{"spec":{"replicas":7}}',
+                   headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200 and r.json()["spec"]["replicas"] == 7
+    assert http.get(f"{base}/a").json()["spec"]["replicas"] == 7
+    # Table with the printer columns
+    table = http.get(base, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Replicas", "Size", "Age"]
+    assert [r["cells"][:3] for r in table["rows"]] == [["a", 7, "small"], ["b", 2, "small"], ["c", 4, "small"]]
+    # delete, deletecollection
+    assert http.delete(f"{base}/c").status_code == 200
+    assert http.delete(base).status_code == 200
+    assert http.get(base).json()["items"] == []
+
+
+def test_watch_custom_resources(http, widgets_crd, group, ns):
+    base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+    rv = http.get(base).json()["metadata"]["resourceVersion"]
+    assert http.post(base, json=widget("w", group, replicas=1)).status_code == 201
+    with http.stream("GET", base, params={"watch": "true", "resourceVersion": rv,
+                                          "timeoutSeconds": "5"}) as r:
+        line = next(r.iter_lines())
+    import json
+    ev = json.loads(line)
+    assert ev["type"] == "ADDED" and ev["object"]["metadata"]["name"] == "w"
+
+
+def test_discovery_serves_the_new_group(http, widgets_crd, group):
+    plain = http.get(f"/apis/{group}/v1").json()
+    res = {r["name"]: r for r in plain["resources"]}
+    assert res["widgets"]["kind"] == "Widget" and res["widgets"]["shortNames"] == ["wd"]
+    assert res["widgets"]["categories"] == ["all"] and "widgets/scale" in res and "widgets/status" in res
+    groups = http.get("/apis").json()["groups"]
+    assert any(g["name"] == group for g in groups)
+    agg = http.get("/apis", headers={
+        "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"}).json()
+    assert any(i["metadata"].get("name") == group for i in agg["items"])
