@@ -266,3 +266,123 @@ def test_discovery_serves_the_new_group(http, widgets_crd, group):
     agg = http.get("/apis", headers={
         "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"}).json()
     assert any(i["metadata"].get("name") == group for i in agg["items"])
+
+
+def test_a_crd_whose_names_clash_is_not_accepted(http, widgets_crd, group):
+    # Another CRD of the group asks for the kind the first has: NamesAccepted False,
+    # with the naming controller's reason and message, and it is never served.
+    body = crd_body(group, plural="gadgets", kind="Widget", short_names=())
+    body["spec"]["names"].update(listKind="GadgetList", singular="gadget")
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 201, r.text
+    try:
+        def judged():
+            crd = http.get(f"{CRDS}/gadgets.{group}").json()
+            conds = {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or []}
+            return conds if "NamesAccepted" in conds else None
+        conds = wait_for(judged, what="NamesAccepted")
+        assert (conds["NamesAccepted"]["status"], conds["NamesAccepted"]["reason"],
+                conds["NamesAccepted"]["message"]) == ("False", "KindConflict", '"Widget" is already in use')
+        assert (conds["Established"]["status"], conds["Established"]["reason"]) == ("False", "NotAccepted")
+        assert http.get(f"/apis/{group}/v1/gadgets").status_code == 404
+    finally:
+        http.delete(f"{CRDS}/gadgets.{group}")
+
+
+def test_bad_crds_are_refused_with_kubernetes_wording(http, group):
+    body = crd_body(group)
+    body["metadata"]["name"] = "wrong.example.com"
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422
+    assert r.json()["message"] == (
+        'CustomResourceDefinition.apiextensions.k8s.io "wrong.example.com" is invalid: metadata.name: '
+        'Invalid value: "wrong.example.com": must be spec.names.plural+"."+spec.group')
+    body = crd_body(group)
+    body["spec"]["versions"].append({**body["spec"]["versions"][0], "name": "v2"})
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422
+    assert [(c["field"], c["message"].rpartition(": ")[2]) for c in r.json()["details"]["causes"]] == \
+        [("spec.versions", "must have exactly one version marked as storage version")]
+    body = crd_body("nodot")
+    body["metadata"]["name"] = "widgets.nodot"
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422 and 'spec.group: Invalid value: "nodot": should be a domain with at least one dot' \
+        in r.json()["message"]
+    assert http.get(f"{CRDS}/widgets.{group}").status_code == 404  # nothing was stored
+
+
+def _two_versions(storage: str) -> list[dict]:
+    return [{"name": v, "served": True, "storage": v == storage, "schema": _schema()}
+            for v in ("v1", "v1beta1")]
+
+
+def test_several_versions_one_object_and_storage_migration(http, group, ns):
+    body = crd_body(group, versions=_two_versions("v1beta1"), short_names=(), categories=())
+    assert http.post(CRDS, json=body).status_code == 201
+    name = f"widgets.{group}"
+    try:
+        crd = established(http, name)
+        assert crd["status"]["storedVersions"] == ["v1beta1"]
+        assert http.get(f"/apis/{group}").json()["preferredVersion"]["version"] == "v1"
+        r = http.post(f"/apis/{group}/v1beta1/namespaces/{ns}/widgets", json=widget("a", group, "v1beta1"))
+        assert r.status_code == 201, r.text
+        # One object, at either version (None conversion: only apiVersion differs).
+        got = http.get(f"/apis/{group}/v1/namespaces/{ns}/widgets/a").json()
+        assert got["apiVersion"] == f"{group}/v1" and got["spec"] == {"size": "small"}
+        listed = http.get(f"/apis/{group}/v1/namespaces/{ns}/widgets").json()
+        assert [i["apiVersion"] for i in listed["items"]] == [f"{group}/v1"]
+        # Removing a version objects may still be stored at is refused.
+        crd = http.get(f"{CRDS}/{name}").json()
+        crd["spec"]["versions"] = [{**v, "storage": True} for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        r = http.put(f"{CRDS}/{name}", json=crd)
+        assert r.status_code == 422
+        assert r.json()["message"] == (
+            f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: status.storedVersions[0]: '
+            'Invalid value: "v1beta1": must appear in spec.versions')
+        # Only the storage version changes: the objects are rewritten at it, and
+        # storedVersions comes down to it.
+        crd = http.get(f"{CRDS}/{name}").json()
+        for v in crd["spec"]["versions"]:
+            v["storage"] = v["name"] == "v1"
+        r = http.put(f"{CRDS}/{name}", json=crd)
+        assert r.status_code == 200, r.text
+        assert wait_for(lambda: http.get(f"{CRDS}/{name}").json()["status"]["storedVersions"] == ["v1"],
+                        what="storedVersions [v1]")
+        # Now v1beta1 may go.
+        crd = http.get(f"{CRDS}/{name}").json()
+        crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        r = http.put(f"{CRDS}/{name}", json=crd)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: http.get(f"/apis/{group}/v1beta1/namespaces/{ns}/widgets").status_code == 404,
+                 what="v1beta1 no longer served")
+        assert http.get(f"/apis/{group}/v1/namespaces/{ns}/widgets/a").json()["apiVersion"] == f"{group}/v1"
+    finally:
+        http.delete(f"{CRDS}/{name}")
+
+
+def test_deleting_a_crd_deletes_its_objects(http, group, ns):
+    assert http.post(CRDS, json=crd_body(group)).status_code == 201
+    name = f"widgets.{group}"
+    established(http, name)
+    base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+    held = {**widget("held", group), "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
+    assert http.post(base, json=held).status_code == 201
+    assert http.post(base, json=widget("plain", group)).status_code == 201
+    r = http.delete(f"{CRDS}/{name}")
+    assert r.status_code == 202, r.text  # held by its finalizer
+    marked = r.json()
+    assert "customresourcecleanup.apiextensions.k8s.io" in marked["metadata"]["finalizers"]
+    conds = {c["type"]: c for c in marked["status"]["conditions"]}
+    assert conds["Terminating"]["status"] == "True"
+    # The plain object goes; the held one waits for its finalizer, and so does the CRD.
+    wait_for(lambda: http.get(f"{base}/plain").status_code == 404, what="plain widget deleted")
+    wait_for(lambda: http.get(f"{base}/held").json()["metadata"].get("deletionTimestamp"), what="held marked")
+    assert http.get(f"{CRDS}/{name}").status_code == 200
+    r = http.post(base, json=widget("late", group))
+    assert r.status_code == 405
+    assert r.json()["message"] == "create not allowed while custom resource definition is terminating"
+    r = http.patch(f"{base}/held", content=b'{"metadata":{"finalizers":null}}',
+                   headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: http.get(f"{CRDS}/{name}").status_code == 404, what="CRD removed")
+    wait_for(lambda: http.get(base).status_code == 404, what="kind no longer served")
