@@ -386,3 +386,71 @@ def test_deleting_a_crd_deletes_its_objects(http, group, ns):
     assert r.status_code == 200, r.text
     wait_for(lambda: http.get(f"{CRDS}/{name}").status_code == 404, what="CRD removed")
     wait_for(lambda: http.get(base).status_code == 404, what="kind no longer served")
+
+
+# -- the garbage collector and the namespace controller learn custom resources -------------
+
+
+@pytest.fixture
+async def private_client(private_apiserver):
+    from client.rest import Client
+    async with Client(private_apiserver.connection()) as c:
+        yield c
+
+
+async def _crd_on(client, group: str) -> None:
+    from controller_manager.testing import eventually
+    await client.create(crd_body(group))
+
+    async def ready():
+        crd = await client.get("customresourcedefinitions", f"widgets.{group}")
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in crd.get("status", {}).get("conditions", []))
+    await eventually(ready, what="CRD Established")
+
+
+async def test_garbage_collector_collects_custom_resources_it_learns_later(private_client, group):
+    from controller_manager.controllers.garbagecollector import GarbageCollector
+    from controller_manager.testing import Running, eventually
+    c = private_client
+    ns = "gc-" + uuid.uuid4().hex[:8]
+    await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    async with Running(c, (GarbageCollector, {"discovery_period": 0.2})):
+        await _crd_on(c, group)  # after the collector started: it learns the kind by discovery
+        owner = await c.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "owner", "namespace": ns}})
+        md = owner["metadata"]
+        ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": md["name"], "uid": md["uid"]}
+        base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+        await c.request("POST", base, body={**widget("dep", group), "metadata": {
+            "name": "dep", "ownerReferences": [ref]}})
+        await c.delete("configmaps", "owner", namespace=ns)
+
+        async def collected():
+            try:
+                await c.request("GET", f"{base}/dep")
+                return False
+            except errors.NotFound:
+                return True
+        await eventually(collected, what="dependent widget collected")
+
+
+async def test_namespace_deletion_deletes_custom_resources(private_client, group):
+    from controller_manager.controllers.namespace import NamespaceController
+    from controller_manager.testing import Running, eventually
+    c = private_client
+    ns = "ns-" + uuid.uuid4().hex[:8]
+    await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    async with Running(c, (NamespaceController, {})):
+        await _crd_on(c, group)
+        await c.request("POST", f"/apis/{group}/v1/namespaces/{ns}/widgets", body=widget("w", group))
+        await c.delete("namespaces", ns)
+
+        async def gone():
+            try:
+                await c.get("namespaces", ns)
+                return False
+            except errors.NotFound:
+                return True
+        await eventually(gone, what="namespace finalized")
+    assert (await c.request("GET", f"/apis/{group}/v1/widgets"))["items"] == []
