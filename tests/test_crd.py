@@ -454,3 +454,21 @@ async def test_namespace_deletion_deletes_custom_resources(private_client, group
                 return True
         await eventually(gone, what="namespace finalized")
     assert (await c.request("GET", f"/apis/{group}/v1/widgets"))["items"] == []
+
+
+def test_openapi_documents_carry_the_crd_schema(http, widgets_crd, group):
+    index = http.get("/openapi/v3").json()["paths"]
+    assert f"apis/{group}/v1" in index
+    doc = http.get("/openapi/v3" + index[f"apis/{group}/v1"]["serverRelativeURL"].split("/openapi/v3", 1)[1]).json()
+    name = ".".join(reversed(group.split("."))) + ".v1.Widget"
+    widget_def = doc["components"]["schemas"][name]
+    assert widget_def["x-kubernetes-group-version-kind"] == [{"group": group, "version": "v1", "kind": "Widget"}]
+    assert widget_def["properties"]["spec"]["properties"]["size"] == {"type": "string", "default": "small"}
+    assert "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta" in doc["components"]["schemas"]
+    assert f"/apis/{group}/v1/namespaces/{{namespace}}/widgets/{{name}}/scale" in doc["paths"]
+    v2 = http.get("/openapi/v2", headers={"Accept": "application/json"}).json()
+    assert v2["definitions"][name]["properties"]["metadata"] == {
+        "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+    proto = http.get("/openapi/v2", headers={
+        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert proto.status_code == 200 and name.encode() in proto.content
