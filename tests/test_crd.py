@@ -17,7 +17,7 @@ from apiserver.resources import Resources, Selection
 from apiserver.storage import MemoryStore
 from apiserver.strategies import Strategy
 from machinery import errors, kinds
-from tests.procs import wait_for
+from tests.procs import APIServer, wait_for
 
 NAMESPACES = registry.by_plural("namespaces")
 
@@ -472,3 +472,21 @@ def test_openapi_documents_carry_the_crd_schema(http, widgets_crd, group):
     proto = http.get("/openapi/v2", headers={
         "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
     assert proto.status_code == 200 and name.encode() in proto.content
+
+
+def test_every_api_server_serves_a_crd_without_restart(http, etcd, group, ns):
+    other = APIServer(etcd.url).start()
+    try:
+        with other.client() as second:
+            r = http.post(CRDS, json=crd_body(group))
+            assert r.status_code == 201, r.text
+            established(http, f"widgets.{group}")
+            base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+            wait_for(lambda: second.post(base, json=widget("x", group)).status_code == 201,
+                     what="the second server serving the new kind")
+            assert http.get(f"{base}/x").json()["spec"] == {"size": "small"}
+            assert http.delete(f"{CRDS}/widgets.{group}").status_code in (200, 202)
+            wait_for(lambda: second.get(base).status_code == 404, what="the second server dropping it")
+            wait_for(lambda: http.get(base).status_code == 404, what="the first server dropping it")
+    finally:
+        other.stop()
