@@ -45,6 +45,8 @@ _REF = "#/components/schemas/"
 _COMMON = (_META + "Status", _META + "DeleteOptions", _META + "Patch", _META + "WatchEvent")
 _PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
                 "application/merge-patch+json", "application/strategic-merge-patch+json")
+_CR_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                   "application/apply-patch+yaml")
 
 
 @functools.cache
@@ -202,6 +204,8 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     for sub, (schema, kind) in subs.items():
         suffix = sub.capitalize()
         types = _PATCH_TYPES[1:] if sub == "scale" else _PATCH_TYPES  # no apply to /scale
+        if rt.extra.get("crd"):  # no strategic merge patch: apiextensions' builder lists these
+            types = _CR_PATCH_TYPES
         patch = op("patch", "patch", [*_WRITE_PARAMS, _param("force", type_="boolean")],
                    _answer(schema, "200", "201"), _body(_META + "Patch", types), kind, suffix)
         item = {"parameters": item_params,

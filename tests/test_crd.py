@@ -466,6 +466,11 @@ def test_openapi_documents_carry_the_crd_schema(http, widgets_crd, group):
     assert widget_def["properties"]["spec"]["properties"]["size"] == {"type": "string", "default": "small"}
     assert "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta" in doc["components"]["schemas"]
     assert f"/apis/{group}/v1/namespaces/{{namespace}}/widgets/{{name}}/scale" in doc["paths"]
+    # No strategic merge patch for custom resources: kubectl's client-side apply reads this.
+    for sub in ("", "/status", "/scale"):
+        patch = doc["paths"][f"/apis/{group}/v1/namespaces/{{namespace}}/widgets/{{name}}{sub}"]["patch"]
+        assert set(patch["requestBody"]["content"]) == {
+            "application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"}
     v2 = http.get("/openapi/v2", headers={"Accept": "application/json"}).json()
     assert v2["definitions"][name]["properties"]["metadata"] == {
         "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
