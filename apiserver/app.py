@@ -1021,7 +1021,9 @@ class API:
                         request: Request | None = None) -> Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings[:20])
+            # RFC 7234 quoted strings, as Kubernetes writes them: `\` and `"` escaped.
+            headers["Warning"] = ", ".join(
+                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings[:20])
         if table_rt is not None and request is not None and wants_table(request):
             entry = Entry("", obj, orjson.dumps(obj), 0)
             return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),

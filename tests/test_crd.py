@@ -495,3 +495,37 @@ def test_every_api_server_serves_a_crd_without_restart(http, etcd, group, ns):
             wait_for(lambda: http.get(base).status_code == 404, what="the first server dropping it")
     finally:
         other.stop()
+
+
+def test_a_custom_resource_failing_its_schema_is_refused(http, widgets_crd, group, ns):
+    base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+    r = http.post(base, json=widget("bad", group, replicas=-1))
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == (
+        f'Widget.{group} "bad" is invalid: spec.replicas: Invalid value: -1: '
+        'spec.replicas in body should be greater than or equal to 0')
+    r = http.post(base, json=widget("bad", group, replicas="two"))
+    assert r.status_code == 422
+    assert r.json()["details"]["causes"] == [{
+        "reason": "FieldValueTypeInvalid", "field": "spec.replicas",
+        "message": 'Invalid value: "string": spec.replicas in body must be of type integer: "string"'}]
+    assert http.get(f"{base}/bad").status_code == 404  # nothing stored
+    # Unknown fields: pruned with a warning, or refused when asked to be strict.
+    r = http.post(base, json=widget("loose", group, colour="red"))
+    assert r.status_code == 201 and "colour" not in r.json()["spec"]
+    assert 'unknown field \\"spec.colour\\"' in r.headers["warning"]
+    r = http.post(base, params={"fieldValidation": "Strict"}, json=widget("strict", group, colour="red"))
+    assert r.status_code == 422 and 'unknown field "spec.colour"' in r.json()["message"]
+
+
+def test_a_crd_with_a_non_structural_schema_is_refused(http, group):
+    body = crd_body(group)
+    body["spec"]["versions"][0]["schema"] = {"openAPIV3Schema": {
+        "type": "object", "properties": {"spec": {"properties": {"a": {"type": "string"}}}}}}
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["details"]["causes"] == [{
+        "reason": "FieldValueRequired",
+        "field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].type",
+        "message": "Required value: must not be empty for specified object fields"}]
+    assert http.get(f"{CRDS}/widgets.{group}").status_code == 404

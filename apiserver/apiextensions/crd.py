@@ -369,10 +369,19 @@ class CustomResourceStrategy(Strategy):
         self.schema = schemas.compile_schema(raw) if raw else None
         self.scale = _m(subs.get("scale")) if "scale" in subs else None
         self.terminating = bool(crd["metadata"].get("deletionTimestamp"))
+        # id(object being written) -> (it, the paths pruning dropped); see `_shape`.
+        self._dropped: dict[int, tuple[dict, list[str]]] = {}
 
     def _shape(self, obj: dict) -> None:
+        """Prune and default `obj`, remembering what pruning dropped: `schema_causes`
+        reports it as unknown fields (fieldValidation: warned by default, refused by
+        Strict), as Kubernetes reports what it prunes while decoding."""
         if self.schema is not None:
-            self.schema.prune(obj)
+            dropped = self.schema.prune(obj)
+            if dropped:
+                if len(self._dropped) > 1024:  # a write refused before validation left its entry
+                    self._dropped.clear()
+                self._dropped[id(obj)] = (obj, dropped)
             self.schema.default(obj)
 
     def prepare_for_create(self, obj: dict) -> None:
@@ -389,7 +398,11 @@ class CustomResourceStrategy(Strategy):
         return merged
 
     def schema_causes(self, rt: ResourceType, obj: dict) -> list[dict]:
-        return []  # no built-in schema: `validate` checks the CRD's
+        # The CRD's schema is checked by `validate`; here, the fields pruning dropped.
+        held = self._dropped.pop(id(obj), None)
+        if held is None or held[0] is not obj:
+            return []
+        return [_cause("FieldValueInvalid", f, f'unknown field "{f}"') for f in held[1]]
 
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
         causes = validation.semantic_causes(obj, kind="", namespaced=rt.namespaced)
