@@ -160,7 +160,7 @@ class ResourceType(kinds.Kind):
 
     @property
     def list_kind(self) -> str:
-        return self.kind + "List"
+        return self.extra.get("list_kind") or self.kind + "List"  # a CRD may name its own
 
     def key(self, namespace: str, name: str) -> str:
         if self.namespaced:

@@ -529,3 +529,22 @@ def test_a_crd_with_a_non_structural_schema_is_refused(http, group):
         "field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].type",
         "message": "Required value: must not be empty for specified object fields"}]
     assert http.get(f"{CRDS}/widgets.{group}").status_code == 404
+
+
+def test_cel_rules_and_a_list_kind_of_its_own(http, group, ns):
+    body = crd_body(group, short_names=(), categories=())
+    body["spec"]["names"]["listKind"] = "WidgetCollection"
+    spec = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["x-kubernetes-validations"] = [{"rule": "self.replicas <= 10", "message": "at most 10 replicas"}]
+    assert http.post(CRDS, json=body).status_code == 201
+    try:
+        established(http, f"widgets.{group}")
+        base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+        r = http.post(base, json=widget("big", group, replicas=11))
+        assert r.status_code == 422
+        assert r.json()["details"]["causes"][0]["field"] == "spec"
+        assert r.json()["details"]["causes"][0]["message"].endswith("at most 10 replicas")
+        assert http.post(base, json=widget("ok", group, replicas=10)).status_code == 201
+        assert http.get(base).json()["kind"] == "WidgetCollection"
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")
