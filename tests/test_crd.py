@@ -285,6 +285,10 @@ def test_a_crd_whose_names_clash_is_not_accepted(http, widgets_crd, group):
                 conds["NamesAccepted"]["message"]) == ("False", "KindConflict", '"Widget" is already in use')
         assert (conds["Established"]["status"], conds["Established"]["reason"]) == ("False", "NotAccepted")
         assert http.get(f"/apis/{group}/v1/gadgets").status_code == 404
+        # Once the holder of the name goes, the clash is judged again and resolved.
+        http.delete(f"{CRDS}/widgets.{group}")
+        established(http, f"gadgets.{group}")
+        assert http.get(f"/apis/{group}/v1/gadgets").json()["kind"] == "GadgetList"
     finally:
         http.delete(f"{CRDS}/gadgets.{group}")
 

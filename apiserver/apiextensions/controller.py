@@ -130,6 +130,19 @@ class CRDController:
                 await asyncio.sleep(1)
 
     async def _sync(self, kind: str, crd: dict) -> None:
+        await self._sync_one(kind, crd)
+        # The names one CRD holds or lets go decide its group's others (the naming
+        # controller requeues the whole group): those still waiting are judged again.
+        group = _m(crd.get("spec")).get("group")
+        for e in self.cache.entries(self.rt):
+            other = e.obj
+            if (other["metadata"]["name"] != crd["metadata"]["name"]
+                    and _m(other.get("spec")).get("group") == group
+                    and not crds.is_true(other, "NamesAccepted")
+                    and not other["metadata"].get("deletionTimestamp")):
+                await self._sync_one("MODIFIED", other)
+
+    async def _sync_one(self, kind: str, crd: dict) -> None:
         name = crd["metadata"]["name"]
         if kind == "DELETED":
             self._unregister(name)

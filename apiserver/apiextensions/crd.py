@@ -23,7 +23,6 @@ Pure: no I/O here.
 from __future__ import annotations
 
 import copy
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -331,23 +330,29 @@ def set_path(obj: dict, path: str, value: Any) -> None:
     cur[steps[-1]] = value
 
 
+def _cell(ctype: str, v: Any) -> Any:
+    """A printer column's cell as Kubernetes' CRD table convertor makes it: the value if
+    it has the column's type (a date as its age), else none."""
+    if ctype == "integer" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return int(v)
+    if ctype == "number" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if ctype == "boolean" and isinstance(v, bool):
+        return v
+    if ctype == "string" and isinstance(v, str):
+        return v
+    if ctype == "date" and isinstance(v, str):
+        try:
+            return human_duration(time.time() - times.parse(v))
+        except ValueError:
+            return "<invalid>"
+    return None
+
+
 def _column(col: dict) -> tables.Col:
     path, ctype = col.get("jsonPath", ""), col.get("type", "string")
-
-    def cell(obj: dict) -> Any:
-        v = get_path(obj, path)
-        if v is None:
-            return None
-        if ctype == "date" and isinstance(v, str):
-            try:
-                return human_duration(time.time() - times.parse(v))
-            except ValueError:
-                return v
-        if ctype in ("string", "date") and not isinstance(v, str):
-            return json.dumps(v)
-        return v
-    return (col.get("name", ""), ctype if ctype != "date" else "date", col.get("description", ""),
-            int(col.get("priority") or 0), cell)
+    return (col.get("name", ""), ctype, col.get("description", ""), int(col.get("priority") or 0),
+            lambda obj: _cell(ctype, get_path(obj, path)))
 
 
 def _columns(version: dict) -> tuple[tables.Col, ...]:
@@ -391,6 +396,10 @@ class CustomResourceStrategy(Strategy):
     def prepare_for_update(self, new: dict, old: dict) -> None:
         self._shape(new)
         super().prepare_for_update(new, old)
+        if not self.status_subresource and new.get("status") != old.get("status") \
+                and new["metadata"].get("generation") == old["metadata"].get("generation"):
+            # Without a status subresource any change but metadata's is a new generation.
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
 
     def prepare_for_status_update(self, new: dict, old: dict) -> dict:
         merged = super().prepare_for_status_update(new, old)
