@@ -552,3 +552,27 @@ def test_cel_rules_and_a_list_kind_of_its_own(http, group, ns):
         assert http.get(base).json()["kind"] == "WidgetCollection"
     finally:
         http.delete(f"{CRDS}/widgets.{group}")
+
+
+def test_server_side_apply_follows_the_crd_schema_list_types(http, group, ns):
+    ports = {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+             "items": {"type": "object", "required": ["name"],
+                       "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}}
+    body = crd_body(group, short_names=(), categories=())
+    body["spec"]["versions"][0]["schema"] = _schema(ports=ports)
+    assert http.post(CRDS, json=body).status_code == 201
+    try:
+        established(http, f"widgets.{group}")
+        url = f"/apis/{group}/v1/namespaces/{ns}/widgets/w"
+        for manager, port in (("alice", "a"), ("bob", "b")):
+            doc = (f"apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w\n"
+                   f"spec:\n  ports:\n  - name: {port}\n    port: 80\n")
+            r = http.patch(url, params={"fieldManager": manager}, content=doc.encode(),
+                           headers={"Content-Type": "application/apply-patch+yaml"})
+            assert r.status_code in (200, 201), r.text
+        # A list-type map: each manager owns its own element, so both stay.
+        assert [p["name"] for p in http.get(url).json()["spec"]["ports"]] == ["a", "b"]
+        everywhere = http.get(f"/apis/{group}/v1/widgets", params={"fieldSelector": f"metadata.namespace={ns}"})
+        assert [i["metadata"]["name"] for i in everywhere.json()["items"]] == ["w"]
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")

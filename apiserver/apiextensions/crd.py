@@ -27,6 +27,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from apiserver import tables, validation
 from apiserver.apiextensions import schema as schemas
 from apiserver.strategies import Strategy
@@ -441,6 +443,16 @@ class CustomResourceStrategy(Strategy):
         set_path(obj, self.scale["specReplicasPath"], replicas)
 
 
+_SCHEMAS: dict[bytes, dict] = {}
+
+
+def _interned(schema: dict) -> dict:
+    """One object per distinct schema, never freed: server-side apply caches what it
+    reads of a schema by the id of its nodes, which must therefore outlive the CRD."""
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    return _SCHEMAS.setdefault(key, copy.deepcopy(schema))
+
+
 def resource_types(crd: dict) -> list[ResourceType]:
     """One row per served version of an Established CRD, in Kubernetes' version priority
     (the first is the group's preferred version in discovery)."""
@@ -463,7 +475,7 @@ def resource_types(crd: dict) -> list[ResourceType]:
             columns=_columns(v), strategy=CustomResourceStrategy(crd, v),
             storage_version=stored, storage_root=f"/registry/{group}/{plural}/",
             extra={"crd": crd["metadata"]["name"], "list_kind": accepted.get("listKind"),
-                   "schema": copy.deepcopy(_m(_m(v.get("schema")).get("openAPIV3Schema"))),
+                   "schema": _interned(_m(_m(v.get("schema")).get("openAPIV3Schema"))),
                    "terminating": bool(crd["metadata"].get("deletionTimestamp"))}))
     return out
 
