@@ -576,3 +576,27 @@ def test_server_side_apply_follows_the_crd_schema_list_types(http, group, ns):
         assert [i["metadata"]["name"] for i in everywhere.json()["items"]] == ["w"]
     finally:
         http.delete(f"{CRDS}/widgets.{group}")
+
+
+def test_custom_resources_are_encrypted_at_rest_and_read_after_a_restart(tmp_path, group):
+    from tests.procs import Etcd
+    from tests.test_encryption import KEY1, Cluster, aescbc, config
+    e = Etcd().start()
+    cluster = Cluster(e, tmp_path)
+    try:
+        text = config(f"widgets.{group}", aescbc(("key1", KEY1)), "identity: {}")
+        http = cluster.serve(text)
+        assert http.post(CRDS, json=crd_body(group)).status_code == 201
+        established(http, f"widgets.{group}")
+        r = http.post(f"/apis/{group}/v1/namespaces/default/widgets", json=widget("secret", group, selector="s3cret"))
+        assert r.status_code == 201, r.text
+        raw = cluster.raw(f"/registry/{group}/widgets/default/secret")
+        assert raw.startswith(b"k8s:enc:aescbc:v1:key1:") and b"s3cret" not in raw
+        # A restarted server reads them before it serves their kind again, and then serves them.
+        http = cluster.serve(text)
+        got = wait_for(lambda: http.get(f"/apis/{group}/v1/namespaces/default/widgets/secret").json()
+                       .get("spec"), what="the widget served again")
+        assert got["selector"] == "s3cret"
+    finally:
+        cluster.stop()
+        e.stop()
