@@ -64,6 +64,11 @@ def test_register_and_unregister_change_what_is_served(widgets):
     assert registry.groups()["example.com"] == ["v1", "v1beta1"]
     assert registry.by_kind("example.com/v1beta1", "Widget") is beta
     assert registry.by_kind("example.com/v9", "Widget") is v1  # the stored version's row
+    # A version registered later that Kubernetes prefers comes first in discovery.
+    v2 = _widget("v2")
+    registry.register(v2)
+    assert registry.groups()["example.com"] == ["v2", "v1", "v1beta1"]
+    registry.unregister(v2)
     before = registry.generation()
     registry.unregister(beta)
     assert registry.lookup("example.com", "v1beta1", "widgets") is None

@@ -177,11 +177,10 @@ class CRDController:
         if name in self.served and self.served[name][0] == rv:
             return
         rows = crds.resource_types(crd)
-        old = self.served.get(name, ("", []))[1]
-        keep = {(r.group, r.version, r.plural) for r in rows}
-        for r in old:
-            if (r.group, r.version, r.plural) not in keep:
-                registry.unregister(r)
+        # All out, then all in, in priority order: no await between, so no request sees
+        # the kind missing.
+        for r in self.served.get(name, ("", []))[1]:
+            registry.unregister(r)
         registered = []
         for r in rows:
             try:

@@ -75,19 +75,6 @@ def _l(v: Any) -> list:
 
 # -- versions ------------------------------------------------------------------------
 
-_KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
-
-
-def version_priority(name: str) -> tuple:
-    """Sort key of Kubernetes' version priority: GA, then beta, then alpha (higher numbers
-    first), then any other name alphabetically."""
-    m = _KUBE_VERSION.fullmatch(name)
-    if m is None:
-        return (3, 0, 0, name)
-    major, stage, minor = int(m.group(1)), m.group(2), int(m.group(3) or 0)
-    return ({None: 0, "beta": 1, "alpha": 2}[stage], -major, -minor, name)
-
-
 def storage_version(crd: dict) -> str:
     return next((v.get("name", "") for v in _l(_m(crd.get("spec")).get("versions"))
                  if _m(v).get("storage")), "")
@@ -456,14 +443,15 @@ def _interned(schema: dict) -> dict:
 def resource_types(crd: dict) -> list[ResourceType]:
     """One row per served version of an Established CRD, in Kubernetes' version priority
     (the first is the group's preferred version in discovery)."""
-    from apiserver.registry import ResourceType  # the registry imports this module
+    from apiserver import registry  # the registry imports this module
+    from apiserver.registry import ResourceType
     spec = _m(crd.get("spec"))
     accepted = _m(_m(crd.get("status")).get("acceptedNames")) or _m(spec.get("names"))
     group, plural = spec["group"], accepted.get("plural") or _m(spec.get("names"))["plural"]
     stored = storage_version(crd)
     out = []
     versions = sorted((_m(v) for v in _l(spec.get("versions")) if _m(v).get("served")),
-                      key=lambda v: version_priority(v.get("name", "")))
+                      key=lambda v: registry.version_priority(v.get("name", "")))
     for v in versions:
         subs = _m(v.get("subresources"))
         out.append(ResourceType(
