@@ -186,6 +186,7 @@ def test_crd_is_established_with_its_names_and_status(http, widgets_crd, group):
     assert (conds["NamesAccepted"]["status"], conds["NamesAccepted"]["reason"]) == ("True", "NoConflicts")
     assert conds["Established"]["reason"] == "InitialNamesAccepted"
     assert widgets_crd["metadata"]["generation"] == 1
+    assert widgets_crd["spec"]["conversion"] == {"strategy": "None"}  # defaulted
     table = http.get(f"{CRDS}/widgets.{group}",
                      headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Created At"]
@@ -317,6 +318,10 @@ def test_bad_crds_are_refused_with_kubernetes_wording(http, group):
     r = http.post(CRDS, json=body)
     assert r.status_code == 422 and 'spec.group: Invalid value: "nodot": should be a domain with at least one dot' \
         in r.json()["message"]
+    body = crd_body(group)
+    body["spec"]["conversion"] = {"strategy": "Webhook"}
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422 and 'spec.conversion.strategy: Unsupported value: "Webhook"' in r.json()["message"]
     assert http.get(f"{CRDS}/widgets.{group}").status_code == 404  # nothing was stored
 
 

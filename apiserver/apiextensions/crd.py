@@ -187,6 +187,16 @@ def _spec_causes(spec: dict) -> list[dict]:
         out.append(_invalid("spec.versions", versions, "must have exactly one version marked as storage version"))
     if versions and not any(_m(v).get("served") for v in versions):
         out.append(_invalid("spec.versions", versions, "must have at least one version marked as served"))
+    if spec.get("preserveUnknownFields") is True:
+        out.append(_invalid("spec.preserveUnknownFields", True, "cannot set to true, set "
+                            "x-kubernetes-preserve-unknown-fields to true in "
+                            "spec.versions[*].schema instead"))
+    strategy = _m(spec.get("conversion")).get("strategy", "None")
+    if strategy != "None":
+        # Only `None` conversion is served here (no conversion webhooks): refused rather
+        # than served with a conversion the CRD did not ask for.
+        out.append(_cause("FieldValueNotSupported", "spec.conversion.strategy",
+                          f'Unsupported value: {validation._show(strategy)}: supported values: "None"'))
     names = _m(spec.get("names"))
     for key in ("plural", "singular", "kind", "listKind"):
         if not names.get(key):
@@ -268,8 +278,12 @@ class CRDStrategy(Strategy):
 
 
 def _default_names(crd: dict) -> None:
-    """SetDefaults_CustomResourceDefinitionSpec: singular from kind, listKind from kind."""
-    names = _m(_m(crd.get("spec")).get("names"))
+    """SetDefaults_CustomResourceDefinitionSpec: singular and listKind from kind, `None`
+    conversion."""
+    spec = crd.get("spec")
+    if isinstance(spec, dict) and not spec.get("conversion"):
+        spec["conversion"] = {"strategy": "None"}
+    names = _m(_m(spec).get("names"))
     kind = names.get("kind")
     if isinstance(kind, str) and kind:
         if not names.get("singular"):
