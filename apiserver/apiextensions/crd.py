@@ -231,7 +231,7 @@ class CRDStrategy(Strategy):
 
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
         md = _m(obj.get("metadata"))
-        causes = [c for c in validation.semantic_causes(obj, kind="", namespaced=False)]
+        causes = validation.semantic_causes(obj, kind="", namespaced=False)
         spec = _m(obj.get("spec"))
         names = _m(spec.get("names"))
         required = f"{names.get('plural', '')}.{spec.get('group', '')}"
@@ -376,7 +376,6 @@ class CustomResourceStrategy(Strategy):
         raw = _m(_m(version.get("schema")).get("openAPIV3Schema"))
         self.schema = schemas.compile_schema(raw) if raw else None
         self.scale = _m(subs.get("scale")) if "scale" in subs else None
-        self.terminating = bool(crd["metadata"].get("deletionTimestamp"))
         # id(object being written) -> (it, the paths pruning dropped); see `_shape`.
         self._dropped: dict[int, tuple[dict, list[str]]] = {}
 
