@@ -204,6 +204,9 @@ def test_every_verb_on_custom_resources(http, widgets_crd, group, ns):
     assert http.get(f"{base}/a").json()["metadata"]["uid"] == made["metadata"]["uid"]
     listed = http.get(base, params={"labelSelector": "tier=x"}).json()
     assert listed["kind"] == "WidgetList" and [i["metadata"]["name"] for i in listed["items"]] == ["a"]
+    r = http.get(base, params={"fieldSelector": "spec.size=small"})
+    assert r.status_code == 400 and r.json()["message"] == \
+        '"spec.size" is not a known field selector: only "metadata.name", "metadata.namespace"'
     by_name = http.get(base, params={"fieldSelector": "metadata.name=b"}).json()
     assert [i["metadata"]["name"] for i in by_name["items"]] == ["b"]
     page = http.get(base, params={"limit": 1}).json()
