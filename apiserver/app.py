@@ -661,7 +661,12 @@ class API:
         try:
             target = parse_path(request.scope["path"])  # request.url would parse the Host header too
             labels = request_labels(request, target)
-            return await self.dispatch(request, target), labels
+            response = await self.dispatch(request, target)
+            if deprecated := target.rt.extra.get("deprecation"):  # a CRD's deprecated version
+                quoted = '299 - "' + deprecated.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                said = response.headers.get("Warning")
+                response.headers["Warning"] = f"{said}, {quoted}" if said else quoted
+            return response, labels
         except errors.APIError as err:
             return status_response(err), labels
         except ClientDisconnect:

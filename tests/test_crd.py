@@ -335,6 +335,7 @@ def _two_versions(storage: str) -> list[dict]:
 
 def test_several_versions_one_object_and_storage_migration(http, group, ns):
     body = crd_body(group, versions=_two_versions("v1beta1"), short_names=(), categories=())
+    body["spec"]["versions"][1]["deprecated"] = True
     assert http.post(CRDS, json=body).status_code == 201
     name = f"widgets.{group}"
     try:
@@ -343,6 +344,7 @@ def test_several_versions_one_object_and_storage_migration(http, group, ns):
         assert http.get(f"/apis/{group}").json()["preferredVersion"]["version"] == "v1"
         r = http.post(f"/apis/{group}/v1beta1/namespaces/{ns}/widgets", json=widget("a", group, "v1beta1"))
         assert r.status_code == 201, r.text
+        assert r.headers["warning"] == f'299 - "{group}/v1beta1 Widget is deprecated; use {group}/v1 Widget"'
         # One object, at either version (None conversion: only apiVersion differs).
         got = http.get(f"/apis/{group}/v1/namespaces/{ns}/widgets/a").json()
         assert got["apiVersion"] == f"{group}/v1" and got["spec"] == {"size": "small"}

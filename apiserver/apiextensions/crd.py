@@ -453,6 +453,23 @@ def _interned(schema: dict) -> dict:
     return _SCHEMAS.setdefault(key, copy.deepcopy(schema))
 
 
+def _deprecation(crd: dict, version: dict) -> str:
+    """The warning every request to a deprecated version gets (its own, else
+    apiextensions-apiserver's default naming the newest served version not deprecated)."""
+    from apiserver import registry
+    if not version.get("deprecated"):
+        return ""
+    if version.get("deprecationWarning"):
+        return str(version["deprecationWarning"])
+    spec = crd["spec"]
+    group, kind, name = spec["group"], spec["names"]["kind"], version["name"]
+    msg = f"{group}/{name} {kind} is deprecated"
+    newer = sorted((v["name"] for v in spec.get("versions") or [] if v.get("served") and not v.get("deprecated")
+                    and registry.version_priority(v["name"]) < registry.version_priority(name)),
+                   key=registry.version_priority)
+    return msg + (f"; use {group}/{newer[0]} {kind}" if newer else "")
+
+
 def resource_types(crd: dict) -> list[ResourceType]:
     """One row per served version of an Established CRD, in Kubernetes' version priority
     (the first is the group's preferred version in discovery)."""
@@ -477,7 +494,8 @@ def resource_types(crd: dict) -> list[ResourceType]:
             storage_version=stored, storage_root=f"/registry/{group}/{plural}/",
             extra={"crd": crd["metadata"]["name"], "list_kind": accepted.get("listKind"),
                    "schema": _interned(_m(_m(v.get("schema")).get("openAPIV3Schema"))),
-                   "terminating": bool(crd["metadata"].get("deletionTimestamp"))}))
+                   "terminating": bool(crd["metadata"].get("deletionTimestamp")),
+                   "deprecation": _deprecation(crd, v)}))
     return out
 
 
