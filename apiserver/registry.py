@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
-from apiserver.apiextensions.crd import CRDStrategy
+from apiserver.apiextensions.definition import CRDStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
