@@ -381,7 +381,8 @@ class API:
         self.health.add(named_check("etcd", self._etcd_check))
         for check in (named_check("etcd-readiness", self._etcd_check),
                       named_check("informer-sync", self._informer_sync_check),
-                      named_check("shutdown", self._shutdown_check)):
+                      named_check("shutdown", self._shutdown_check),
+                      named_check("crd-informer-synced", self._crd_check)):
             self.health.add(check, endpoints=("readyz",))
 
     def _mode(self, mode: str) -> Authorizer:
@@ -530,6 +531,10 @@ class API:
     def _informer_sync_check(self) -> None:
         if not self.cache.ready.is_set():
             raise RuntimeError("the watch cache has not synced yet")
+
+    def _crd_check(self) -> None:
+        if not self.crds.synced.is_set():
+            raise RuntimeError("the CustomResourceDefinitions stored have not all been served yet")
 
     def _shutdown_check(self) -> None:
         # Fails from the start of the lifespan's shutdown. uvicorn has stopped accepting

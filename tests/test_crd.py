@@ -607,11 +607,12 @@ def test_custom_resources_are_encrypted_at_rest_and_read_after_a_restart(tmp_pat
         assert r.status_code == 201, r.text
         raw = cluster.raw(f"/registry/{group}/widgets/default/secret")
         assert raw.startswith(b"k8s:enc:aescbc:v1:key1:") and b"s3cret" not in raw
-        # A restarted server reads them before it serves their kind again, and then serves them.
+        # A restarted server reads them before it serves their kind again; it is ready
+        # (what `serve` waits for) only once it serves every stored CRD's kind.
         http = cluster.serve(text)
-        got = wait_for(lambda: http.get(f"/apis/{group}/v1/namespaces/default/widgets/secret").json()
-                       .get("spec"), what="the widget served again")
-        assert got["selector"] == "s3cret"
+        assert http.get("/readyz/crd-informer-synced").text == "ok"
+        got = http.get(f"/apis/{group}/v1/namespaces/default/widgets/secret")
+        assert got.status_code == 200 and got.json()["spec"]["selector"] == "s3cret"
     finally:
         cluster.stop()
         e.stop()

@@ -93,6 +93,10 @@ class CRDController:
         self.served: dict[str, tuple[str, list[registry.ResourceType]]] = {}  # name -> (rv, rows)
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
+        # Set once every CRD stored at start has been handled: the readyz check
+        # crd-informer-synced (kube-apiserver's poststarthook/crd-informer-synced; the
+        # health module takes no '/' in a name) waits for it.
+        self.synced = asyncio.Event()
 
     async def start(self) -> None:
         self._main = asyncio.create_task(self._run(), name="crd-controller")
@@ -117,10 +121,16 @@ class CRDController:
                     current = {e.obj["metadata"]["name"] for e in self.cache.entries(self.rt)}
                     for name in set(self.served) - current:  # gone while this watch was down
                         self._unregister(name)
+                    initial = len(w.queue)  # the snapshot: one ADDED per stored CRD
+                    if not initial:
+                        self.synced.set()
                     while batch := await w.next_batch():
                         for kind, entry in batch:
                             if kind != "BOOKMARK":
                                 await self._sync(kind, entry.obj)
+                            initial -= 1
+                            if initial == 0:
+                                self.synced.set()
                 finally:
                     self.cache.unwatch(self.rt, w)
             except asyncio.CancelledError:
