@@ -112,6 +112,12 @@ class WatchResponse(StreamingResponse):
             tg.cancel_scope.cancel()
 
 
+def warning_header(warnings: list[str]) -> str:
+    """A Warning header's value: code 299, RFC 7234 quoted strings (`\\` and `"` escaped),
+    as Kubernetes writes them."""
+    return ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)
+
+
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
@@ -668,9 +674,8 @@ class API:
             labels = request_labels(request, target)
             response = await self.dispatch(request, target)
             if deprecated := target.rt.extra.get("deprecation"):  # a CRD's deprecated version
-                quoted = '299 - "' + deprecated.replace("\\", "\\\\").replace('"', '\\"') + '"'
                 said = response.headers.get("Warning")
-                response.headers["Warning"] = f"{said}, {quoted}" if said else quoted
+                response.headers["Warning"] = ", ".join(filter(None, (said, warning_header([deprecated]))))
             return response, labels
         except errors.APIError as err:
             return status_response(err), labels
@@ -1031,9 +1036,7 @@ class API:
                         request: Request | None = None) -> Response:
         headers = {}
         if warnings:
-            # RFC 7234 quoted strings, as Kubernetes writes them: `\` and `"` escaped.
-            headers["Warning"] = ", ".join(
-                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings[:20])
+            headers["Warning"] = warning_header(warnings[:20])
         if table_rt is not None and request is not None and wants_table(request):
             entry = Entry("", obj, orjson.dumps(obj), 0)
             return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),
