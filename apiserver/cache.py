@@ -223,6 +223,16 @@ class WatchCache:
         bucket.watchers.add(w)
         return w
 
+    def close_watchers(self, resource: registry.ResourceType) -> None:
+        """End every watch of `resource`'s objects (its kind stops being served as it
+        was: a CRD went or dropped a version); clients re-watch from where they were."""
+        bucket = self.buckets.get(resource.root)
+        if bucket is not None:
+            for w in bucket.watchers:
+                w.closed = True
+                w.wakeup.set()
+            bucket.watchers.clear()
+
     def unwatch(self, resource: registry.ResourceType, w: Watcher) -> None:
         w.closed = True
         self._of(resource).watchers.discard(w)

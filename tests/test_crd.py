@@ -379,11 +379,16 @@ def test_several_versions_one_object_and_storage_migration(http, group, ns):
         http.delete(f"{CRDS}/{name}")
 
 
-def test_deleting_a_crd_deletes_its_objects(http, group, ns):
+def test_deleting_a_crd_deletes_its_objects(http, apiserver, group, ns):
     assert http.post(CRDS, json=crd_body(group)).status_code == 201
     name = f"widgets.{group}"
     established(http, name)
     base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+    watch = apiserver.client(timeout=30)
+    # Its server-side timeout far away: the stream must end because the kind went (a
+    # read that waits 30 s for nothing fails the test).
+    events = watch.stream("GET", base, params={"watch": "true", "timeoutSeconds": "600"})
+    stream = events.__enter__()
     held = {**widget("held", group), "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
     assert http.post(base, json=held).status_code == 201
     assert http.post(base, json=widget("plain", group)).status_code == 201
@@ -405,6 +410,13 @@ def test_deleting_a_crd_deletes_its_objects(http, group, ns):
     assert r.status_code == 200, r.text
     wait_for(lambda: http.get(f"{CRDS}/{name}").status_code == 404, what="CRD removed")
     wait_for(lambda: http.get(base).status_code == 404, what="kind no longer served")
+    # A watch of the kind saw its objects go, then ended.
+    import json
+    seen = [(json.loads(line)["type"], json.loads(line)["object"]["metadata"]["name"])
+            for line in stream.iter_lines() if line]
+    events.__exit__(None, None, None)
+    watch.close()
+    assert ("DELETED", "plain") in seen and ("DELETED", "held") in seen
 
 
 # -- the garbage collector and the namespace controller learn custom resources -------------

@@ -189,8 +189,11 @@ class CRDController:
         rows = crds.resource_types(crd)
         # All out, then all in, in priority order: no await between, so no request sees
         # the kind missing.
-        for r in self.served.get(name, ("", []))[1]:
+        old = self.served.get(name, ("", []))[1]
+        for r in old:
             registry.unregister(r)
+        if {r.version for r in old} - {r.version for r in rows}:
+            self.cache.close_watchers(old[0])  # a version went: its watches end
         registered = []
         for r in rows:
             try:
@@ -204,6 +207,8 @@ class CRDController:
         _, rows = self.served.pop(name, ("", []))
         for r in rows:
             registry.unregister(r)
+        if rows:
+            self.cache.close_watchers(rows[0])  # as Kubernetes ends them with the CRD's storage
 
     # -- naming and establishing -----------------------------------------------------------
 
