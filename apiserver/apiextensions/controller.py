@@ -12,8 +12,11 @@ Guarantees
   (NotAccepted).
 - Serving: every API server registers the served versions of each Established CRD in
   `apiserver.registry` as soon as its cache sees it, and unregisters them when the CRD
-  goes or stops serving a version; nothing needs a restart. Custom resources are read
-  from the cache whether or not their kind is registered yet.
+  goes or stops serving a version (ending the watches of its objects, which clients
+  resume); nothing needs a restart. The server that writes Established registers the
+  kind before anyone can read the condition; a starting server is not ready
+  (`synced`) until every stored CRD has been handled. Custom resources are read from
+  the cache whether or not their kind is registered yet.
 - Deleting: a CRD marked for deletion (customresourcecleanup.apiextensions.k8s.io) has
   all its custom resources deleted (their own finalizers honoured); once none is left
   the finalizer goes, and with it the CRD. Meanwhile creates are refused (405).
