@@ -133,7 +133,7 @@ class Selection:
             if name not in sample:
                 if rt.extra.get("crd"):  # DefaultMetaV1FieldSelectorConversion's words
                     raise errors.BadRequest(f'"{name}" is not a known field selector: only '
-                                            '"metadata.name", "metadata.namespace"')
+                                            + ", ".join(f'"{k}"' for k in sample))
                 raise errors.BadRequest(f'field label not supported: {name}')
         self.trivial = self.labels.empty and not self.fields.requirements
 

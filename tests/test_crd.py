@@ -605,6 +605,25 @@ def test_server_side_apply_follows_the_crd_schema_list_types(http, group, ns):
         http.delete(f"{CRDS}/widgets.{group}")
 
 
+def test_selectable_fields_select_custom_resources(http, group, ns):
+    body = crd_body(group, short_names=(), categories=())
+    body["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.size"}]
+    assert http.post(CRDS, json=body).status_code == 201
+    try:
+        established(http, f"widgets.{group}")
+        base = f"/apis/{group}/v1/namespaces/{ns}/widgets"
+        for name, size in (("s", "small"), ("b", "big")):
+            assert http.post(base, json=widget(name, group, size=size)).status_code == 201
+        big = http.get(base, params={"fieldSelector": "spec.size=big"}).json()
+        assert [i["metadata"]["name"] for i in big["items"]] == ["b"]
+        r = http.get(base, params={"fieldSelector": "spec.replicas=1"})
+        assert r.status_code == 400 and r.json()["message"] == (
+            '"spec.replicas" is not a known field selector: only "metadata.name", "metadata.namespace", '
+            '"spec.size"')
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")
+
+
 def test_custom_resources_are_encrypted_at_rest_and_read_after_a_restart(tmp_path, group):
     from tests.procs import Etcd
     from tests.test_encryption import KEY1, Cluster, aescbc, config

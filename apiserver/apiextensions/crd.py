@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -209,6 +209,23 @@ def _deprecation(crd: dict, version: dict) -> str:
     return msg + (f"; use {group}/{newer[0]} {kind}" if newer else "")
 
 
+def _selectable(version: dict) -> Callable[[dict], dict[str, str]]:
+    """The fieldSelector fields of a version's objects: metadata.name and
+    metadata.namespace, and its selectableFields (jsonPath, the value as a string)."""
+    paths = [f["jsonPath"] for f in _l(version.get("selectableFields"))
+             if isinstance(f, dict) and isinstance(f.get("jsonPath"), str)]
+
+    def fields(obj: dict) -> dict[str, str]:
+        md = obj.get("metadata") or {}
+        out = {"metadata.name": md.get("name", ""), "metadata.namespace": md.get("namespace", "")}
+        for path in paths:
+            v = get_path(obj, path)
+            out[path.lstrip(".")] = ("true" if v else "false") if isinstance(v, bool) else \
+                "" if v is None or isinstance(v, (dict, list)) else str(v)
+        return out
+    return fields
+
+
 def resource_types(crd: dict) -> list[ResourceType]:
     """One row per served version of an Established CRD, in Kubernetes' version priority
     (the first is the group's preferred version in discovery)."""
@@ -227,7 +244,7 @@ def resource_types(crd: dict) -> list[ResourceType]:
             short_names=tuple(accepted.get("shortNames") or ()),
             subresources=tuple(s for s in ("status", "scale") if s in subs),
             categories=tuple(accepted.get("categories") or ()),
-            columns=_columns(v), strategy=CustomResourceStrategy(crd, v),
+            fields=_selectable(v), columns=_columns(v), strategy=CustomResourceStrategy(crd, v),
             storage_version=stored, storage_root=f"/registry/{group}/{plural}/",
             extra={"crd": crd["metadata"]["name"], "list_kind": accepted.get("listKind"),
                    "schema": _interned(_m(_m(v.get("schema")).get("openAPIV3Schema"))),

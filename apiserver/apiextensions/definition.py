@@ -161,6 +161,20 @@ def _spec_causes(spec: dict) -> list[dict]:
                     out.append(_invalid(f"spec.versions[{i}].subresources.scale.{key}", p,
                                         "should be a json path under .spec" if key.startswith("spec")
                                         else "should be a json path under .status"))
+        selectable = _l(v.get("selectableFields"))
+        if len(selectable) > 8:
+            out.append(_cause("FieldValueTooMany", f"spec.versions[{i}].selectableFields",
+                              f"Too many: {len(selectable)}: must have at most 8 items"))
+        seen_paths: set[str] = set()
+        for j, sf in enumerate(selectable):
+            p = _m(sf).get("jsonPath")
+            fpath = f"spec.versions[{i}].selectableFields[{j}].jsonPath"
+            if not p:
+                out.append(_required(fpath))
+            elif p in seen_paths:
+                out.append(_cause("FieldValueDuplicate", fpath, f"Duplicate value: {validation._show(p)}"))
+            if isinstance(p, str):
+                seen_paths.add(p)
         for j, col in enumerate(_l(v.get("additionalPrinterColumns"))):
             col = _m(col)
             cpath = f"spec.versions[{i}].additionalPrinterColumns[{j}]"
