@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import uuid
 
+import orjson
 import pytest
 
 from apiserver import registry
@@ -333,7 +334,20 @@ def _two_versions(storage: str) -> list[dict]:
             for v in ("v1", "v1beta1")]
 
 
-def test_several_versions_one_object_and_storage_migration(http, group, ns):
+def _raw(etcd, key: str) -> bytes:
+    """A key's value as etcd holds it."""
+    import aetcd
+
+    async def get() -> bytes:
+        host, port = etcd.url.rsplit("//", 1)[1].split(":")
+        async with aetcd.Client(host, int(port)) as c:
+            kv = await c.get(key.encode())
+            assert kv is not None, key
+            return kv.value
+    return asyncio.run(get())
+
+
+def test_several_versions_one_object_and_storage_migration(http, etcd, group, ns):
     body = crd_body(group, versions=_two_versions("v1beta1"), short_names=(), categories=())
     body["spec"]["versions"][1]["deprecated"] = True
     assert http.post(CRDS, json=body).status_code == 201
@@ -358,6 +372,7 @@ def test_several_versions_one_object_and_storage_migration(http, group, ns):
         assert r.json()["message"] == (
             f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: status.storedVersions[0]: '
             'Invalid value: "v1beta1": must appear in spec.versions')
+        assert orjson.loads(_raw(etcd, f"/registry/{group}/widgets/{ns}/a"))["apiVersion"] == f"{group}/v1beta1"
         # Only the storage version changes: the objects are rewritten at it, and
         # storedVersions comes down to it.
         crd = http.get(f"{CRDS}/{name}").json()
@@ -367,6 +382,8 @@ def test_several_versions_one_object_and_storage_migration(http, group, ns):
         assert r.status_code == 200, r.text
         assert wait_for(lambda: http.get(f"{CRDS}/{name}").json()["status"]["storedVersions"] == ["v1"],
                         what="storedVersions [v1]")
+        stored = orjson.loads(_raw(etcd, f"/registry/{group}/widgets/{ns}/a"))
+        assert stored["apiVersion"] == f"{group}/v1"  # rewritten at the new storage version
         # Now v1beta1 may go.
         crd = http.get(f"{CRDS}/{name}").json()
         crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
