@@ -58,6 +58,8 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import (aggregator, discovery, eviction, kubernetesservice, metrics, openapi, portforward,
                        registry, tables, version)
+from apiserver.apiextensions import crd as crds
+from apiserver.apiextensions.controller import CRDController
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -111,6 +113,12 @@ class WatchResponse(StreamingResponse):
             tg.start_soon(stream)
             await self.listen_for_disconnect(receive)
             tg.cancel_scope.cancel()
+
+
+def warning_header(warnings: list[str]) -> str:
+    """A Warning header's value: code 299, RFC 7234 quoted strings (`\\` and `"` escaped),
+    as Kubernetes writes them."""
+    return ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -173,6 +181,8 @@ async def read_body(request: Request) -> bytes:
 BODY_TYPES = ("", "application/json", "application/yaml", "text/yaml", protobuf.MEDIA_TYPE)
 PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+CR_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                  "application/apply-patch+yaml")
 
 
 def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_TYPES) -> Any:
@@ -365,6 +375,8 @@ class API:
             IPAllocator(store, getattr(flags, "service_cluster_ip_range", None) or DEFAULT_SERVICE_CIDR),
             PortAllocator(store, getattr(flags, "service_node_port_range", None) or DEFAULT_NODE_PORT_RANGE))
         self.resources.allocations["services"] = self.service_allocations
+        # Serves CustomResourceDefinitions' kinds from the moment they are Established.
+        self.crds = CRDController(self.resources)
         metrics.track_cache(self.cache)
         # The process's flags (apiserver/main.py), for the parts configured from them.
         self.flags = flags
@@ -408,7 +420,8 @@ class API:
         self.health.add(named_check("etcd", self._etcd_check))
         for check in (named_check("etcd-readiness", self._etcd_check),
                       named_check("informer-sync", self._informer_sync_check),
-                      named_check("shutdown", self._shutdown_check)):
+                      named_check("shutdown", self._shutdown_check),
+                      named_check("crd-informer-synced", self._crd_check)):
             self.health.add(check, endpoints=("readyz",))
         # The aggregation layer (apiserver/aggregator/): APIServices, the proxy to extension
         # servers, their discovery and availability. OSError for an unreadable CA file.
@@ -561,6 +574,10 @@ class API:
         if not self.cache.ready.is_set():
             raise RuntimeError("the watch cache has not synced yet")
 
+    def _crd_check(self) -> None:
+        if not self.crds.synced.is_set():
+            raise RuntimeError("the CustomResourceDefinitions stored have not all been served yet")
+
     def _shutdown_check(self) -> None:
         # Fails from the start of the lifespan's shutdown. uvicorn has stopped accepting
         # connections by then, so only requests on connections still open see it
@@ -576,6 +593,7 @@ class API:
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        await self.crds.start()
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
@@ -667,6 +685,7 @@ class API:
             log.warning("cannot release the master lease: %s", e)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
+        await self.crds.stop()
         await self.rbac_feed.stop()
         await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
@@ -691,7 +710,11 @@ class API:
         try:
             target = parse_path(request.scope["path"])  # request.url would parse the Host header too
             labels = request_labels(request, target)
-            return await self.dispatch(request, target), labels
+            response = await self.dispatch(request, target)
+            if deprecated := target.rt.extra.get("deprecation"):  # a CRD's deprecated version
+                said = response.headers.get("Warning")
+                response.headers["Warning"] = ", ".join(filter(None, (said, warning_header([deprecated]))))
+            return response, labels
         except errors.APIError as err:
             return status_response(err), labels
         except ClientDisconnect:
@@ -730,6 +753,8 @@ class API:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
         if t.rt.extra.get("review"):
             return await reviews.create(self, request, t.rt, t.namespace, body)
+        if t.rt.extra.get("terminating"):
+            raise crds.terminating_error("create")
         opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.create(t.rt, t.namespace, body, opts)
         return self.object_response(obj, 201, opts.warnings)
@@ -758,7 +783,9 @@ class API:
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype == "application/apply-patch+yaml":
             return await self._apply(request, t)
-        body = decode_body(await read_body(request), ctype, PATCH_TYPES)
+        # Custom resources have no strategic merge patch (no patch strategies to follow).
+        body = decode_body(await read_body(request), ctype,
+                           CR_PATCH_TYPES if t.rt.extra.get("crd") else PATCH_TYPES)
         obj = await self.resources.patch(t.rt, t.namespace, t.name, ctype, body,
                                          opts := write_options(request, admit=self.admitter(request)),
                                          subresource=main_or_status(t))
@@ -1048,7 +1075,7 @@ class API:
                         request: Request | None = None) -> Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings[:20])
+            headers["Warning"] = warning_header(warnings[:20])
         if table_rt is not None and request is not None and wants_table(request):
             entry = Entry("", obj, orjson.dumps(obj), 0)
             return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),
@@ -1111,6 +1138,27 @@ class API:
 
         return WatchResponse(body(), media_type=JSON,
                                  headers={"Cache-Control": "no-cache, private"})
+
+
+class _Transformers(dict):
+    """The transformers of --encryption-provider-config by etcd key prefix: the built-in
+    kinds' up front, a group's resource's (`/registry/<group>/<plural>/`: custom
+    resources) worked out the first time a key under it is read or written, whether or
+    not its kind is served yet (the watch cache reads every key at start)."""
+
+    def __init__(self, rules: list[ResourceRule]):
+        super().__init__(transformers_by_prefix(
+            rules, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
+        self.rules = rules
+
+    def get(self, prefix: str, default: Any = None) -> Any:
+        if prefix in self:
+            return self[prefix]
+        parts = prefix.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "registry" or "." not in parts[1]:
+            return default
+        found = self[prefix] = transformers_by_prefix(self.rules, [(parts[1], parts[2], prefix)]).get(prefix)
+        return found
 
 
 class _Upgraded(Response):
@@ -1364,8 +1412,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
     store: Store = EtcdStore(etcd_servers, tls=etcd_tls)
     if encryption:
-        store = EncryptedStore(store, transformers_by_prefix(
-            encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
+        store = EncryptedStore(store, _Transformers(encryption))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,

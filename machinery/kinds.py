@@ -88,6 +88,9 @@ PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolu
 STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
 APISERVICES = Kind("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",),
                    ("api-extensions",))
+CUSTOMRESOURCEDEFINITIONS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
+                                 "customresourcedefinitions", False, ("crd", "crds"), ("status",),
+                                 ("api-extensions",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -108,4 +111,5 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
-                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES, APISERVICES)
+                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES, APISERVICES,
+                           CUSTOMRESOURCEDEFINITIONS)
