@@ -3,7 +3,8 @@
 It manages `Greeting`s (kopf.minik8s.io/v1, namespaced, status subresource), the way an
 operator author would write it from kopf's documentation:
 - on create: makes a ConfigMap `<name>-greeting` holding spec.message (owned by the
-  Greeting, through kopf.adopt), and writes status.phase/message/configMap;
+  Greeting, through kopf.adopt), posts a Normal event ConfigMapCreated about the Greeting
+  (kopf.info: a core/v1 Event) and writes status.phase/message/configMap;
 - on update of spec.message: updates the ConfigMap and status.message;
 - on delete: kopf keeps its finalizer `kopf.zalando.org/KopfFinalizerMarker` on the
   object while the handler runs. The handler waits (a kopf.TemporaryError retried every
@@ -39,7 +40,7 @@ def configmap_name(name: str) -> str:
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def create(spec: kopf.Spec, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+def create(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     cm = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": configmap_name(name), "labels": {"greeting": name}},
           "data": {"message": spec["message"]}}
@@ -51,6 +52,7 @@ def create(spec: kopf.Spec, name: str, namespace: str, patch: kopf.Patch, **_: A
         if e.status != 409:  # a retried handler finds its ConfigMap already made
             raise
         core.patch_namespaced_config_map(configmap_name(name), namespace, {"data": cm["data"]})
+    kopf.info(body, reason="ConfigMapCreated", message=f"made ConfigMap {configmap_name(name)}")
     patch.status["phase"] = "Ready"
     patch.status["message"] = spec["message"]
     patch.status["configMap"] = configmap_name(name)

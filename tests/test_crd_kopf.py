@@ -174,13 +174,14 @@ def test_create_makes_an_owned_configmap_and_writes_status(admin, operator, name
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": "hello",
         "uid": created["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
 
-    # kopf reports each handler in a core/v1 Event about the Greeting.
+    # The handler's kopf.info() is a core/v1 Event about the Greeting, posted in the background.
     def events():
         r = admin.get(f"/api/v1/namespaces/{namespace}/events",
                       params={"fieldSelector": "involvedObject.name=hello"})
         assert r.status_code == 200, r.text
-        return [e for e in r.json()["items"] if "succeeded" in e["message"]]
-    evs = wait(operator, events, "kopf's events about hello")
+        return [e for e in r.json()["items"] if e["reason"] == "ConfigMapCreated"]
+    evs = wait(operator, events, "the operator's event about hello")
+    assert (evs[0]["type"], evs[0]["message"]) == ("Normal", "made ConfigMap hello-greeting")
     assert evs[0]["involvedObject"]["kind"] == KIND
     assert evs[0]["involvedObject"]["apiVersion"] == f"{GROUP}/{VERSION}"
     assert evs[0]["involvedObject"]["uid"] == created["metadata"]["uid"]
