@@ -170,8 +170,13 @@ async def api_creates(base: str, ns: str, total: int, inflight: int,
 
 
 async def create_namespace(base: str, name: str, tls: ssl.SSLContext | None = None) -> None:
+    """The namespace and its `default` ServiceAccount, as the serviceaccount controller
+    (not run here) would make it: without it the ServiceAccount admission refuses pods."""
     conn = await Conn(base, tls).open()
     status, data = await conn.request("POST", "/api/v1/namespaces", orjson.dumps({"metadata": {"name": name}}))
+    assert status in (201, 409), data
+    status, data = await conn.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts",
+                                      orjson.dumps({"metadata": {"name": "default"}}))
     assert status in (201, 409), data
     conn.close()
 
@@ -436,6 +441,12 @@ async def crd_bench(total: int, rounds: int, n_crds: int) -> None:
         assert status == 201, data
         await established(conn, f"widgets.{CRD_GROUP}")
         widgets = f"/apis/{CRD_GROUP}/v1/namespaces/{{ns}}/widgets"
+        # The figure means something only if every create is validated against the schema.
+        await create_namespace(server.url, "bench-crd-check")
+        bad = orjson.loads(cr_body("Widget", "bad"))
+        bad["spec"]["f01"] = "not an integer"
+        status, data = await conn.request("POST", widgets.format(ns="bench-crd-check"), orjson.dumps(bad))
+        assert status == 422, f"a custom resource that fails its schema was answered {status}: {data[:300]!r}"
         rates: dict[str, list[float]] = {"custom resource": [], "pod": []}
         for r in range(rounds):
             order = list(rates) if r % 2 == 0 else list(reversed(rates))
