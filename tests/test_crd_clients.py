@@ -172,6 +172,18 @@ def test_custom_objects_create_list_patch_delete(api, crd, ns):
     co.patch_namespaced_custom_object_scale(GROUP, VERSION, ns, PLURAL, "a", {"spec": {"replicas": 3}})
     assert co.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "a")["spec"]["replicas"] == 3
 
+    # An object that fails its schema: 422, Kubernetes' Status, and nothing stored.
+    with pytest.raises(ApiException) as err:
+        co.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, crontab("bad", replicas=11))
+    assert err.value.status == 422
+    status = json.loads(err.value.body)
+    assert status["reason"] == "Invalid" and status["details"]["causes"][0]["field"] == "spec.replicas"
+    assert status["message"] == (f'{KIND}.{GROUP} "bad" is invalid: spec.replicas: Invalid value: 11: '
+                                 "spec.replicas in body should be less than or equal to 10")
+    with pytest.raises(ApiException) as err:
+        co.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "bad")
+    assert err.value.status == 404
+
     co.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "a")
     with pytest.raises(ApiException) as err:
         co.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "a")
