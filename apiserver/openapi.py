@@ -20,12 +20,14 @@ what kubectl validates a `kind: List` against (see the v2 section below).
 `definitions()` and `kind_definition()` also serve `apiserver.apply`, which reads list
 and map types from the same schemas.
 
-Everything is built on first use and cached for the process (the documents are
-immutable, so the index carries a content hash and clients may cache forever).
+Everything is built on first use and cached until the served kinds change
+(`registry.generation()`: a CustomResourceDefinition was established or removed); a
+document's content hash is in the index, so clients may cache each document forever.
 Building the three documents takes tens of milliseconds.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.resources
@@ -43,6 +45,8 @@ _REF = "#/components/schemas/"
 _COMMON = (_META + "Status", _META + "DeleteOptions", _META + "Patch", _META + "WatchEvent")
 _PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
                 "application/merge-patch+json", "application/strategic-merge-patch+json")
+_CR_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                   "application/apply-patch+yaml")
 
 
 @functools.cache
@@ -200,6 +204,8 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     for sub, (schema, kind) in subs.items():
         suffix = sub.capitalize()
         types = _PATCH_TYPES[1:] if sub == "scale" else _PATCH_TYPES  # no apply to /scale
+        if rt.extra.get("crd"):  # no strategic merge patch: apiextensions' builder lists these
+            types = _CR_PATCH_TYPES
         patch = op("patch", "patch", [*_WRITE_PARAMS, _param("force", type_="boolean")],
                    _answer(schema, "200", "201"), _body(_META + "Patch", types), kind, suffix)
         item = {"parameters": item_params,
@@ -215,19 +221,57 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     return paths
 
 
+def custom_definitions(rt: registry.ResourceType) -> dict[str, dict]:
+    """A custom resource's definitions, named as Kubernetes names them (the group reversed:
+    `com.example.v1.Widget` and `...WidgetList`): its CRD schema with apiVersion, kind and
+    metadata, and its list. Empty for a kind that is not a custom resource."""
+    if not rt.extra.get("crd"):
+        return {}
+    prefix = ".".join(reversed(rt.group.split("."))) + f".{rt.version}."
+    gvk = [{"group": rt.group, "version": rt.version, "kind": rt.kind}]
+    kind = copy.deepcopy(rt.extra.get("schema") or {"type": "object"})
+    props = kind.setdefault("properties", {})
+    props.setdefault("apiVersion", {"type": "string", "description": "APIVersion defines the versioned "
+                                    "schema of this representation of an object."})
+    props.setdefault("kind", {"type": "string", "description": "Kind is a string value representing "
+                              "the REST resource this object represents."})
+    props["metadata"] = {"$ref": _REF + _META + "ObjectMeta"}
+    kind["x-kubernetes-group-version-kind"] = gvk
+    list_kind = {"type": "object", "required": ["items"],
+                 "description": f"{rt.kind}List is a list of {rt.kind}",
+                 "properties": {"apiVersion": props["apiVersion"], "kind": props["kind"],
+                                "items": {"type": "array", "items": {"$ref": _REF + prefix + rt.kind}},
+                                "metadata": {"$ref": _REF + _META + "ListMeta"}},
+                 "x-kubernetes-group-version-kind": [{**gvk[0], "kind": rt.list_kind}]}
+    return {prefix + rt.kind: kind, prefix + rt.list_kind: list_kind}
+
+
 def _group_path(group: str, version: str) -> str:
     return f"api/{version}" if not group else f"apis/{group}/{version}"
 
 
-@functools.cache
 def documents() -> dict[str, tuple[bytes, str]]:
     """'api/v1' / 'apis/apps/v1' -> (the serialized OpenAPI document, its hash)."""
+    return _documents(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _documents(generation: int) -> dict[str, tuple[bytes, str]]:
     out = {}
     for group, versions in registry.groups().items():
         for version in versions:
             paths, roots = {}, list(_COMMON)
-            for rt in registry.RESOURCES:
+            custom: dict[str, dict] = {}
+            for rt in registry.served():
                 if (rt.group, rt.version) != (group, version):
+                    continue
+                if own := custom_definitions(rt):
+                    custom.update(own)
+                    kind_def, list_def = list(own)
+                    roots += [_META + "ObjectMeta", _META + "ListMeta"]
+                    if "scale" in rt.subresources:
+                        roots.append("io.k8s.api.autoscaling.v1.Scale")
+                    paths.update(_paths(rt, kind_def, list_def))
                     continue
                 kind_def = kind_definition(rt.group, rt.version, rt.kind)
                 if kind_def is None:
@@ -241,14 +285,19 @@ def documents() -> dict[str, tuple[bytes, str]]:
             doc = {"openapi": "3.0.0",
                    "info": {"title": "Kubernetes", "version": f"{_SCHEMA_VERSION}-minik8s"},
                    "paths": paths,
-                   "components": {"schemas": {n: _convert(defs[n]) for n in _closure(roots)}}}
+                   "components": {"schemas": {**{n: _convert(defs[n]) for n in _closure(roots)},
+                                              **custom}}}
             body = orjson.dumps(doc)
             out[_group_path(group, version)] = (body, hashlib.sha512(body).hexdigest().upper())
     return out
 
 
-@functools.cache
 def index() -> bytes:
+    return _index(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _index(generation: int) -> bytes:
     paths = {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
              for p, (_, h) in documents().items()}
     return orjson.dumps({"paths": paths})
@@ -305,10 +354,19 @@ def _convert_v2(s: Any) -> Any:
     return out
 
 
-@functools.cache
 def v2_document() -> dict:
+    return _v2_document(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_document(generation: int) -> dict:
     roots = list(_COMMON)
-    for rt in registry.RESOURCES:
+    custom: dict[str, dict] = {}
+    for rt in registry.served():
+        if own := custom_definitions(rt):
+            custom.update({n: _v2_refs(d) for n, d in own.items()})
+            roots += [_META + "ObjectMeta", _META + "ListMeta"]
+            continue
         for kind in (rt.kind, rt.list_kind):
             name = kind_definition(rt.group, rt.version, kind)
             if name is not None:
@@ -319,18 +377,36 @@ def v2_document() -> dict:
     return {"swagger": "2.0",
             "info": {"title": "Kubernetes", "version": f"{_SCHEMA_VERSION}-minik8s"},
             "paths": {},
-            "definitions": {n: _convert_v2(defs[n]) for n in _closure(roots)}}
+            "definitions": {**{n: _convert_v2(defs[n]) for n in _closure(roots)}, **custom}}
 
 
-@functools.cache
+def _v2_refs(s: Any) -> Any:
+    """An OpenAPI v3 schema's references as Swagger 2.0's."""
+    if isinstance(s, list):
+        return [_v2_refs(x) for x in s]
+    if not isinstance(s, dict):
+        return s
+    return {k: (_V2_REF + v[len(_REF):] if k == "$ref" and isinstance(v, str) and v.startswith(_REF)
+                else _v2_refs(v)) for k, v in s.items()}
+
+
 def v2_json() -> tuple[bytes, str]:
+    return _v2_json(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_json(generation: int) -> tuple[bytes, str]:
     body = orjson.dumps(v2_document())
     return body, hashlib.sha512(body).hexdigest().upper()
 
 
-@functools.cache
 def v2_protobuf() -> tuple[bytes, str]:
     """The v2 document as gnostic's `openapi.v2.Document` message (OpenAPIv2.proto)."""
+    return _v2_protobuf(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_protobuf(generation: int) -> tuple[bytes, str]:
     doc = v2_document()
     info = _pb_str(1, doc["info"]["title"]) + _pb_str(2, doc["info"]["version"])
     defs = b"".join(_pb_msg(1, _pb_str(1, name) + _pb_msg(2, _schema_pb(schema)))
