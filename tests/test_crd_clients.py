@@ -368,6 +368,8 @@ def kl(apiserver, crd, ns, tmp_path):
 
 def test_kubectl_lite_apply_get_describe(kl, http, ns, tmp_path):
     manifest = crontab("lite", labels={"app": "lite", "tier": "front"})
+    assert kl.out("apply", "--server-side", "-f", write(tmp_path, "ssa.yaml", crontab("lite-ssa"))).strip() == \
+        f"{QUALIFIED}/lite-ssa serverside-applied"
     f = write(tmp_path, "lite.yaml", manifest)
     assert kl.out("apply", "-f", f).strip() == f"{QUALIFIED}/lite created"
     manifest["metadata"]["labels"] = {"app": "lite"}
@@ -379,10 +381,11 @@ def test_kubectl_lite_apply_get_describe(kl, http, ns, tmp_path):
     assert kl.out("apply", "-f", f).strip() == f"{QUALIFIED}/lite unchanged"
 
     table = rows(kl.out("get", "crontabs"))
-    assert [(t["NAME"], t["SPEC"], t["REPLICAS"]) for t in table] == [("lite", "*/5 * * * *", "2")]
+    assert [(t["NAME"], t["SPEC"], t["REPLICAS"]) for t in table] == [
+        ("lite", "*/5 * * * *", "2"), ("lite-ssa", "*/5 * * * *", "2")]
     assert list(table[0]) == ["NAME", "SPEC", "REPLICAS", "AGE"]
-    assert [t["IMAGE"] for t in rows(kl.out("get", "ct", "-o", "wide"))] == ["nginx:1.28"]
-    assert [t["NAME"] for t in rows(kl.out("get", "examples"))] == ["lite"]
+    assert [t["IMAGE"] for t in rows(kl.out("get", "ct", "-o", "wide"))] == ["nginx:1.28", "nginx:1.27"]
+    assert [t["NAME"] for t in rows(kl.out("get", "examples"))] == ["lite", "lite-ssa"]
     assert f"{QUALIFIED}/lite" in kl.out("get", "all")
     got = yaml.safe_load(kl.out("get", "ct", "lite", "-o", "yaml"))
     assert (got["kind"], got["spec"]["image"]) == (KIND, "nginx:1.28")
@@ -392,7 +395,14 @@ def test_kubectl_lite_apply_get_describe(kl, http, ns, tmp_path):
                  r"\s+Cron Spec:\s+\*/5 \* \* \* \*", r"\s+Image:\s+nginx:1\.28"):
         assert re.search(f"^{line}$", out, re.M), (line, out)
 
+    out = kl.out("explain", "crontab.spec")
+    assert "FIELD: spec <Object>" in out and "What to run and how often." in out
+    assert re.search(r"^\s+cronSpec\s+<string> -required-$", out, re.M), out
+
     assert kl.out("patch", "ct", "lite", "--type=merge", "-p", '{"spec":{"replicas":3}}').strip() == \
         f"{QUALIFIED}/lite patched"
+    err = kl.err("patch", "ct", "lite", "-p", '{"spec":{"replicas":5}}')
+    assert err.strip() == (f"error: application/strategic-merge-patch+json is not supported by "
+                           f"{GROUP}/{VERSION}, Kind={KIND}: {UNSUPPORTED_PATCH}")
     assert kl.out("scale", "ct", "lite", "--replicas=4").strip() == f"{QUALIFIED}/lite scaled"
     assert get(http, path(ns, "lite"))["spec"]["replicas"] == 4
