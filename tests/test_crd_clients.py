@@ -16,7 +16,7 @@ import threading
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.procs import wait_for
@@ -149,6 +149,9 @@ def test_custom_objects_create_list_patch_delete(api, crd, ns):
     assert [o["metadata"]["name"] for o in listed["items"]] == ["a"]
     every = co.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector="app in (a,b)")
     assert sorted(o["metadata"]["name"] for o in every["items"] if o["metadata"]["namespace"] == ns) == ["a", "b"]
+    by_field = co.list_cluster_custom_object(GROUP, VERSION, PLURAL,
+                                             field_selector=f"metadata.namespace={ns},metadata.name=b")
+    assert [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in by_field["items"]] == [(ns, "b")]
 
     # A merge patch of the object; its status is not written through the main resource.
     patched = co.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "a",
@@ -217,6 +220,18 @@ def test_custom_objects_watch_sees_added_modified_deleted(api, crd, ns):
     finally:
         writer.join(10)
     assert events == [("ADDED", "w", 2), ("MODIFIED", "w", 4), ("DELETED", "w", 4)]
+
+
+def test_dynamic_client_discovers_the_kind_and_applies_server_side(api, crd, ns):
+    # The dynamic client finds the kind in the plain discovery documents, as operators' tools do.
+    dyn = dynamic.DynamicClient(api)
+    crontabs = dyn.resources.get(api_version=API_VERSION, kind=KIND)
+    assert (crontabs.name, crontabs.namespaced, crontabs.short_names) == (PLURAL, True, ["ct"])
+    body = {**crontab("dyn"), "metadata": {"name": "dyn", "namespace": ns}}
+    applied = crontabs.server_side_apply(body=body, name="dyn", namespace=ns, field_manager="tester")
+    assert applied.spec.replicas == 2
+    assert [(m.manager, m.operation) for m in applied.metadata.managedFields] == [("tester", "Apply")]
+    assert [o.metadata.name for o in crontabs.get(namespace=ns).items] == ["dyn"]
 
 
 # -- the real kubectl --------------------------------------------------------------------------
