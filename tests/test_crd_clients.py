@@ -234,6 +234,19 @@ def test_dynamic_client_discovers_the_kind_and_applies_server_side(api, crd, ns)
     assert [o.metadata.name for o in crontabs.get(namespace=ns).items] == ["dyn"]
 
 
+def test_client_resources_follow_the_preferred_version_and_categories():
+    # client.rest.Resources, as discovery fills it for a kind served at two versions.
+    from client.rest import Resource, Resources
+    rs = Resources(())
+    beta = Resource(GROUP, "v1beta1", KIND, PLURAL, True, ("ct",), (), ("examples",))
+    v1 = Resource(GROUP, "v1", KIND, PLURAL, True, ("ct",), ("status",), ("all", "examples"))
+    rs.add(beta)
+    rs.add(v1, preferred=True)
+    assert rs.get("ct") is v1 and rs.get(f"{PLURAL}.{GROUP}") is v1
+    assert rs.for_object({"apiVersion": f"{GROUP}/v1beta1", "kind": KIND}) is beta
+    assert rs.in_category("examples") == [v1] and rs.in_category("nothing") == []
+
+
 # -- the real kubectl --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
