@@ -661,7 +661,12 @@ class API:
         try:
             target = parse_path(request.scope["path"])  # request.url would parse the Host header too
             labels = request_labels(request, target)
-            return await self.dispatch(request, target), labels
+            response = await self.dispatch(request, target)
+            if deprecated := target.rt.extra.get("deprecation"):  # a CRD's deprecated version
+                quoted = '299 - "' + deprecated.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                said = response.headers.get("Warning")
+                response.headers["Warning"] = f"{said}, {quoted}" if said else quoted
+            return response, labels
         except errors.APIError as err:
             return status_response(err), labels
         except ClientDisconnect:
@@ -1088,6 +1093,27 @@ class API:
                                  headers={"Cache-Control": "no-cache, private"})
 
 
+class _Transformers(dict):
+    """The transformers of --encryption-provider-config by etcd key prefix: the built-in
+    kinds' up front, a group's resource's (`/registry/<group>/<plural>/`: custom
+    resources) worked out the first time a key under it is read or written, whether or
+    not its kind is served yet (the watch cache reads every key at start)."""
+
+    def __init__(self, rules: list[ResourceRule]):
+        super().__init__(transformers_by_prefix(
+            rules, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
+        self.rules = rules
+
+    def get(self, prefix: str, default: Any = None) -> Any:
+        if prefix in self:
+            return self[prefix]
+        parts = prefix.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "registry" or "." not in parts[1]:
+            return default
+        found = self[prefix] = transformers_by_prefix(self.rules, [(parts[1], parts[2], prefix)]).get(prefix)
+        return found
+
+
 class _Upgraded(Response):
     """The response to a request whose connection was taken over (a SPDY/3.1 upgrade):
     `run` writes the 101 itself and serves the connection to its end."""
@@ -1332,15 +1358,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
     store: Store = EtcdStore(etcd_servers, tls=etcd_tls)
     if encryption:
-        rules = encryption
-        prefixes: dict = {}
-
-        def follow_registry() -> None:  # kinds registered later (custom resources) too
-            prefixes.update(transformers_by_prefix(
-                rules, ((rt.group, rt.plural, rt.prefix()) for rt in registry.served())))
-        follow_registry()
-        registry.on_change(follow_registry)
-        store = EncryptedStore(store, prefixes)
+        store = EncryptedStore(store, _Transformers(encryption))
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,

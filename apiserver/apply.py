@@ -88,7 +88,9 @@ def _child(schema: dict | None, key: str) -> dict | None:
 
 def kind_schema(rt: ResourceType) -> dict | None:
     name = openapi.kind_definition(rt.group, rt.version, rt.kind)
-    return openapi.definitions().get(name) if name else None
+    if name is None:  # a custom resource: its CRD's schema (kept for the process's life)
+        return rt.extra.get("schema") or None
+    return openapi.definitions().get(name)
 
 
 def _list_type(schema: dict | None) -> str:

@@ -27,11 +27,12 @@ The table is dynamic (CustomResourceDefinitions add kinds while the server runs)
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
-from apiserver.apiextensions.crd import CRDStrategy
+from apiserver.apiextensions.definition import CRDStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -315,11 +316,28 @@ def by_plural(plural: str, group: str | None = None) -> ResourceType | None:
     return None
 
 
+_KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
+
+
+def version_priority(name: str) -> tuple:
+    """Sort key of Kubernetes' version priority: GA, then beta, then alpha (higher numbers
+    first), then any other name alphabetically."""
+    m = _KUBE_VERSION.fullmatch(name)
+    if m is None:
+        return (3, 0, 0, name)
+    major, stage, minor = int(m.group(1)), m.group(2), int(m.group(3) or 0)
+    return ({None: 0, "beta": 1, "alpha": 2}[stage], -major, -minor, name)
+
+
 def groups() -> dict[str, list[str]]:
-    """group name -> served versions, core group as ''."""
+    """group name -> served versions, core group as ''. A built-in group's come in table
+    order; a group with registered versions (custom resources) in Kubernetes' version
+    priority, so its first is the preferred version whichever CRD added it."""
     out: dict[str, list[str]] = {}
     for r in _SERVED:
         versions = out.setdefault(r.group, [])
         if r.version not in versions:
             versions.append(r.version)
+    for group in {r.group for r in _REGISTERED.values()}:
+        out[group].sort(key=version_priority)
     return out

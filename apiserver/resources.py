@@ -131,6 +131,9 @@ class Selection:
         sample = rt.fields({})
         for name in self.fields.fields():
             if name not in sample:
+                if rt.extra.get("crd"):  # DefaultMetaV1FieldSelectorConversion's words
+                    raise errors.BadRequest(f'"{name}" is not a known field selector: only '
+                                            '"metadata.name", "metadata.namespace"')
                 raise errors.BadRequest(f'field label not supported: {name}')
         self.trivial = self.labels.empty and not self.fields.requirements
 

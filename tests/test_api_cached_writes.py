@@ -38,7 +38,7 @@ async def stale(res: Resources, ns: str, name: str) -> str:
     created = await res.create(PODS, ns, pod(name), WriteOptions(field_manager="test"))
     key = PODS.key(ns, name)
     kv = await res.store.get(key)
-    res.cache.buckets["pods"].objects[key] = decode(key, kv.value, kv.mod_revision)
+    res.cache.buckets[PODS.root].objects[key] = decode(key, kv.value, kv.mod_revision)
     assert created["metadata"]["resourceVersion"] == str(kv.mod_revision)
     return key
 
@@ -85,7 +85,7 @@ async def test_binding_a_recreated_pod_is_judged_on_the_new_pod(res, ns):
     key = await stale(res, ns, "p")
     await res.bind(PODS, ns, "p", {"target": {"name": "node-1"}})
     kv = await res.store.get(key)
-    res.cache.buckets["pods"].objects[key] = decode(key, kv.value, kv.mod_revision)  # bound
+    res.cache.buckets[PODS.root].objects[key] = decode(key, kv.value, kv.mod_revision)  # bound
     ok, _ = await res.store.delete(key, kv.mod_revision)
     assert ok
     again = await res.create(PODS, ns, pod("p"))

@@ -64,6 +64,11 @@ def test_register_and_unregister_change_what_is_served(widgets):
     assert registry.groups()["example.com"] == ["v1", "v1beta1"]
     assert registry.by_kind("example.com/v1beta1", "Widget") is beta
     assert registry.by_kind("example.com/v9", "Widget") is v1  # the stored version's row
+    # A version registered later that Kubernetes prefers comes first in discovery.
+    v2 = _widget("v2")
+    registry.register(v2)
+    assert registry.groups()["example.com"] == ["v2", "v1", "v1beta1"]
+    registry.unregister(v2)
     before = registry.generation()
     registry.unregister(beta)
     assert registry.lookup("example.com", "v1beta1", "widgets") is None
@@ -181,6 +186,7 @@ def test_crd_is_established_with_its_names_and_status(http, widgets_crd, group):
     assert (conds["NamesAccepted"]["status"], conds["NamesAccepted"]["reason"]) == ("True", "NoConflicts")
     assert conds["Established"]["reason"] == "InitialNamesAccepted"
     assert widgets_crd["metadata"]["generation"] == 1
+    assert widgets_crd["spec"]["conversion"] == {"strategy": "None"}  # defaulted
     table = http.get(f"{CRDS}/widgets.{group}",
                      headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Created At"]
@@ -198,6 +204,9 @@ def test_every_verb_on_custom_resources(http, widgets_crd, group, ns):
     assert http.get(f"{base}/a").json()["metadata"]["uid"] == made["metadata"]["uid"]
     listed = http.get(base, params={"labelSelector": "tier=x"}).json()
     assert listed["kind"] == "WidgetList" and [i["metadata"]["name"] for i in listed["items"]] == ["a"]
+    r = http.get(base, params={"fieldSelector": "spec.size=small"})
+    assert r.status_code == 400 and r.json()["message"] == \
+        '"spec.size" is not a known field selector: only "metadata.name", "metadata.namespace"'
     by_name = http.get(base, params={"fieldSelector": "metadata.name=b"}).json()
     assert [i["metadata"]["name"] for i in by_name["items"]] == ["b"]
     page = http.get(base, params={"limit": 1}).json()
@@ -285,6 +294,10 @@ def test_a_crd_whose_names_clash_is_not_accepted(http, widgets_crd, group):
                 conds["NamesAccepted"]["message"]) == ("False", "KindConflict", '"Widget" is already in use')
         assert (conds["Established"]["status"], conds["Established"]["reason"]) == ("False", "NotAccepted")
         assert http.get(f"/apis/{group}/v1/gadgets").status_code == 404
+        # Once the holder of the name goes, the clash is judged again and resolved.
+        http.delete(f"{CRDS}/widgets.{group}")
+        established(http, f"gadgets.{group}")
+        assert http.get(f"/apis/{group}/v1/gadgets").json()["kind"] == "GadgetList"
     finally:
         http.delete(f"{CRDS}/gadgets.{group}")
 
@@ -308,6 +321,10 @@ def test_bad_crds_are_refused_with_kubernetes_wording(http, group):
     r = http.post(CRDS, json=body)
     assert r.status_code == 422 and 'spec.group: Invalid value: "nodot": should be a domain with at least one dot' \
         in r.json()["message"]
+    body = crd_body(group)
+    body["spec"]["conversion"] = {"strategy": "Webhook"}
+    r = http.post(CRDS, json=body)
+    assert r.status_code == 422 and 'spec.conversion.strategy: Unsupported value: "Webhook"' in r.json()["message"]
     assert http.get(f"{CRDS}/widgets.{group}").status_code == 404  # nothing was stored
 
 
@@ -318,6 +335,7 @@ def _two_versions(storage: str) -> list[dict]:
 
 def test_several_versions_one_object_and_storage_migration(http, group, ns):
     body = crd_body(group, versions=_two_versions("v1beta1"), short_names=(), categories=())
+    body["spec"]["versions"][1]["deprecated"] = True
     assert http.post(CRDS, json=body).status_code == 201
     name = f"widgets.{group}"
     try:
@@ -326,6 +344,7 @@ def test_several_versions_one_object_and_storage_migration(http, group, ns):
         assert http.get(f"/apis/{group}").json()["preferredVersion"]["version"] == "v1"
         r = http.post(f"/apis/{group}/v1beta1/namespaces/{ns}/widgets", json=widget("a", group, "v1beta1"))
         assert r.status_code == 201, r.text
+        assert r.headers["warning"] == f'299 - "{group}/v1beta1 Widget is deprecated; use {group}/v1 Widget"'
         # One object, at either version (None conversion: only apiVersion differs).
         got = http.get(f"/apis/{group}/v1/namespaces/{ns}/widgets/a").json()
         assert got["apiVersion"] == f"{group}/v1" and got["spec"] == {"size": "small"}
@@ -548,3 +567,51 @@ def test_cel_rules_and_a_list_kind_of_its_own(http, group, ns):
         assert http.get(base).json()["kind"] == "WidgetCollection"
     finally:
         http.delete(f"{CRDS}/widgets.{group}")
+
+
+def test_server_side_apply_follows_the_crd_schema_list_types(http, group, ns):
+    ports = {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+             "items": {"type": "object", "required": ["name"],
+                       "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}}
+    body = crd_body(group, short_names=(), categories=())
+    body["spec"]["versions"][0]["schema"] = _schema(ports=ports)
+    assert http.post(CRDS, json=body).status_code == 201
+    try:
+        established(http, f"widgets.{group}")
+        url = f"/apis/{group}/v1/namespaces/{ns}/widgets/w"
+        for manager, port in (("alice", "a"), ("bob", "b")):
+            doc = (f"apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w\n"
+                   f"spec:\n  ports:\n  - name: {port}\n    port: 80\n")
+            r = http.patch(url, params={"fieldManager": manager}, content=doc.encode(),
+                           headers={"Content-Type": "application/apply-patch+yaml"})
+            assert r.status_code in (200, 201), r.text
+        # A list-type map: each manager owns its own element, so both stay.
+        assert [p["name"] for p in http.get(url).json()["spec"]["ports"]] == ["a", "b"]
+        everywhere = http.get(f"/apis/{group}/v1/widgets", params={"fieldSelector": f"metadata.namespace={ns}"})
+        assert [i["metadata"]["name"] for i in everywhere.json()["items"]] == ["w"]
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")
+
+
+def test_custom_resources_are_encrypted_at_rest_and_read_after_a_restart(tmp_path, group):
+    from tests.procs import Etcd
+    from tests.test_encryption import KEY1, Cluster, aescbc, config
+    e = Etcd().start()
+    cluster = Cluster(e, tmp_path)
+    try:
+        text = config(f"widgets.{group}", aescbc(("key1", KEY1)), "identity: {}")
+        http = cluster.serve(text)
+        assert http.post(CRDS, json=crd_body(group)).status_code == 201
+        established(http, f"widgets.{group}")
+        r = http.post(f"/apis/{group}/v1/namespaces/default/widgets", json=widget("secret", group, selector="s3cret"))
+        assert r.status_code == 201, r.text
+        raw = cluster.raw(f"/registry/{group}/widgets/default/secret")
+        assert raw.startswith(b"k8s:enc:aescbc:v1:key1:") and b"s3cret" not in raw
+        # A restarted server reads them before it serves their kind again, and then serves them.
+        http = cluster.serve(text)
+        got = wait_for(lambda: http.get(f"/apis/{group}/v1/namespaces/default/widgets/secret").json()
+                       .get("spec"), what="the widget served again")
+        assert got["selector"] == "s3cret"
+    finally:
+        cluster.stop()
+        e.stop()

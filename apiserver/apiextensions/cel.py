@@ -17,15 +17,19 @@ when it runs rather than when the CRD is created, and there are no cost estimate
 cost limits. Kubernetes' library functions that are provided: lists (isSorted, sum,
 min, max, indexOf, lastIndexOf), strings (charAt, indexOf, lastIndexOf, lowerAscii,
 upperAscii, replace, split, substring, trim, join), regex (find, findAll), url (url,
-isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery) and
+isURL, getScheme, getHost, getHostname, getPort, getEscapedPath, getQuery),
 quantity (quantity, isQuantity, sign, isInteger, asInteger, asApproximateFloat, add,
-sub, isGreaterThan, isLessThan, compareTo). README's "Differences from Kubernetes"
+sub, isGreaterThan, isLessThan, compareTo) and ip/cidr (ip, isIP, family, isLoopback,
+isUnspecified, isLinkLocalMulticast, isLinkLocalUnicast, isGlobalUnicast, cidr, isCIDR,
+containsIP, containsCIDR, prefixLength, masked), sets (contains, equivalent,
+intersects) and base64 (encode, decode). README's "Differences from Kubernetes"
 lists what is not.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import urllib.parse
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import celpy
 import lark
+import re2  # google-re2, which cel-python brings: CEL's regular expressions are RE2's
 from celpy import celtypes
 
 from machinery import quantity as _quantity
@@ -46,7 +51,7 @@ Cause = dict[str, str]
 
 _ENV = celpy.Environment()
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
-_NAMES = {"self", "oldSelf", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
+_NAMES = {"self", "oldSelf", "sets", "base64", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
           "null_type", "type", "duration", "timestamp", "optional"}
 _REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
 
@@ -55,6 +60,7 @@ _REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "F
 class Rule:
     """One compiled x-kubernetes-validations entry."""
     rule: str
+    index: int = 0  # its place in the node's x-kubernetes-validations
     message: str = ""
     message_expression: str = ""
     reason: str = ""
@@ -62,6 +68,8 @@ class Rule:
     field_path_text: str = ""  # fieldPath rendered as Kubernetes renders it
     optional_old_self: bool = False
     transition: bool = False  # the rule reads oldSelf: only checked on update
+    # what the rule and its messageExpression read of self (None: all of it)
+    fields: frozenset[str] | None = None
     program: Any = field(default=None, compare=False, repr=False)
     message_program: Any = field(default=None, compare=False, repr=False)
 
@@ -117,6 +125,28 @@ def _check_references(tree: lark.Tree) -> bool:
     return uses_old
 
 
+def _is_ident(node: Any, name: str) -> bool:
+    """`node` is the `member` that is just the variable `name`."""
+    while isinstance(node, lark.Tree) and node.data in ("member", "primary") and len(node.children) == 1:
+        node = node.children[0]
+    return isinstance(node, lark.Tree) and node.data == "ident" and str(node.children[0]) == name
+
+
+def _fields_read(tree: lark.Tree, name: str) -> frozenset[str] | None:
+    """The properties an expression reads of the object `name` (`self.a`, `has(self.b)`),
+    or None when it uses the object in any other way (`self.all(...)`, `self['a']`,
+    `size(self)`): then a rule needs the whole value converted, otherwise only these."""
+    fields: set[str] = set()
+    reads = uses = 0
+    for node in tree.iter_subtrees():
+        if node.data == "member_dot" and _is_ident(node.children[0], name):
+            fields.add(str(node.children[1]))
+            reads += 1
+        elif node.data == "ident" and str(node.children[0]) == name:
+            uses += 1
+    return frozenset(fields) if uses == reads else None
+
+
 def _program(tree: lark.Tree) -> Any:
     return _ENV.program(tree, functions=_FUNCTIONS)
 
@@ -130,6 +160,8 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
     causes: list[Cause] = []
     base = f"{path}.x-kubernetes-validations" if path else "x-kubernetes-validations"
     for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            continue
         src = str(r.get("rule") or "")
         if not src.strip():
             continue
@@ -137,12 +169,20 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
             tree = _parse(src)
             transition = _check_references(tree)
             program = _program(tree)
+            fields = _fields_read(tree, "self")
+            if transition:
+                old_fields = _fields_read(tree, "oldSelf")
+                fields = None if fields is None or old_fields is None else fields | old_fields
             msg_program = None
             if r.get("messageExpression"):
                 try:
                     mtree = _parse(str(r["messageExpression"]))
                     _check_references(mtree)
                     msg_program = _program(mtree)
+                    msg_fields = _fields_read(mtree, "self")
+                    old_msg = _fields_read(mtree, "oldSelf")
+                    fields = None if fields is None or msg_fields is None or old_msg is None \
+                        else fields | msg_fields | old_msg
                 except _CompileError as e:
                     causes.append(_invalid(f"{base}[{i}].messageExpression", r["messageExpression"],
                                            f"messageExpression compilation failed: {e}"))
@@ -150,11 +190,9 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
         except _CompileError as e:
             causes.append(_invalid(f"{base}[{i}].rule", r, f"compilation failed: {e}"))
             continue
-        if transition and r.get("optionalOldSelf") is None:
-            pass
-        elif r.get("optionalOldSelf") and not transition:
-            causes.append(_invalid(f"{base}[{i}].optionalOldSelf", True,
-                                   "may not be set if rule does not use oldSelf"))
+        if r.get("optionalOldSelf") is not None and not transition:
+            causes.append(_invalid(f"{base}[{i}].optionalOldSelf", r["optionalOldSelf"],
+                                   "may not be set if oldSelf is not used in rule"))
             continue
         reason = r.get("reason") or ""
         if reason and reason not in _REASONS:
@@ -166,11 +204,12 @@ def compile_rules(rules: list[dict], path: str, *, root: bool = False,
         except ValueError as e:
             causes.append(_invalid(f"{base}[{i}].fieldPath", fp_text, str(e)))
             continue
-        out.append(Rule(rule=src, message=str(r.get("message") or ""),
+        out.append(Rule(rule=src, index=i, message=str(r.get("message") or ""),
                         message_expression=str(r.get("messageExpression") or ""),
                         reason=reason, field_path=fp, field_path_text=fp_text,
                         optional_old_self=bool(r.get("optionalOldSelf")),
-                        transition=transition, program=program, message_program=msg_program))
+                        transition=transition, fields=fields, program=program,
+                        message_program=msg_program))
     return out, causes
 
 
@@ -208,16 +247,24 @@ class _Optional:
 
 
 def run(rules: list[Rule], value: Any, old: Any, *, field: str, schema: Structural,
-        has_old: bool) -> list[Cause]:
-    """Evaluate one node's compiled rules against its value (and old value)."""
+        has_old: bool, ratchet: bool = False) -> list[Cause]:
+    """Evaluate one node's compiled rules against its value (and old value). With
+    `ratchet` (the value is unchanged) only transition rules run, as Kubernetes turns
+    the other rules' errors on unchanged values into warnings."""
     out: list[Cause] = []
     field = field or "<nil>"  # the root, as Go prints a nil field.Path
-    self_val = to_cel(value, schema)
-    old_val = to_cel(old, schema) if has_old else None
+    needed: set[str] | None = set()
+    for r in rules:
+        if needed is not None:
+            needed = None if r.fields is None else needed | r.fields
+    self_val = to_cel(value, schema, needed)
+    old_val = to_cel(old, schema, needed) if has_old else None
     for r in rules:
         if r.transition and not has_old and not r.optional_old_self:
             continue
-        act: dict[str, Any] = {"self": self_val}
+        if ratchet and not r.transition:
+            continue
+        act: dict[str, Any] = {"self": self_val, "sets": _SETS, "base64": _BASE64}
         if r.transition:
             if r.optional_old_self:
                 act["oldSelf"] = _Optional(old_val if has_old else _NONE)
@@ -282,6 +329,8 @@ def _eval_error(e: celpy.CELEvalError, r: Rule) -> str:
         err = "index out of bounds"
     elif kind is ZeroDivisionError:
         err = "division by zero"
+    elif kind is ValueError and "overflow" in str(args[0]):
+        err = "integer overflow"
     else:
         err = str(args[0]) if args else str(e)
     return f"{err} evaluating rule: {r.error_string()}"
@@ -309,10 +358,11 @@ def escape(name: str) -> str:
             .replace("-", "__dash__").replace("/", "__slash__"))
 
 
-def to_cel(v: Any, s: Structural | None) -> Any:
+def to_cel(v: Any, s: Structural | None, only: set[str] | frozenset[str] | None = None) -> Any:
     """A JSON value as the CEL value a rule sees, typed by the schema: number fields are
     doubles, int-or-string stays what it is, date-time/duration/byte strings are
-    timestamps, durations and bytes; object properties are escaped."""
+    timestamps, durations and bytes; object properties are escaped. With `only`, an
+    object gets just those (escaped) keys: what its rules read."""
     if v is None:
         return None
     if s is None:
@@ -342,6 +392,8 @@ def to_cel(v: Any, s: Structural | None) -> Any:
         out: dict[Any, Any] = {}
         for k, x in v.items():
             sub = s.properties.get(k)
+            if only is not None and (escape(k) if sub is not None else k) not in only:
+                continue
             if sub is not None:
                 out[celtypes.StringType(escape(k))] = to_cel(x, sub)
             elif s.additional is not None:
@@ -359,7 +411,7 @@ def _show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return str(v)
-    return json.dumps(v, separators=(",", ":"), default=str)
+    return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _invalid(field: str, value: Any, detail: str, *, omit: bool = False) -> Cause:
@@ -391,7 +443,7 @@ def _fn(f: Callable[..., Any]) -> Callable[..., Any]:
             return f(*args)
         except celpy.CELEvalError:
             raise
-        except (TypeError, ValueError, IndexError, AttributeError) as e:
+        except (TypeError, ValueError, IndexError, AttributeError, re2.error) as e:
             return celpy.CELEvalError(f"{f.__name__.lstrip('_')}: {e}", type(e), None)
     wrapped.__name__ = f.__name__
     return wrapped
@@ -479,12 +531,12 @@ def _join_list(xs: list, *sep: Any) -> Any:
 
 
 def _find(s: str, pattern: str) -> Any:
-    m = re.search(pattern, s)
+    m = re2.search(pattern, s)
     return celtypes.StringType(m.group(0) if m else "")
 
 
 def _find_all(s: str, pattern: str, *n: Any) -> Any:
-    found = [m.group(0) for m in re.finditer(pattern, s)]
+    found = [m.group(0) for m in re2.finditer(pattern, s)]
     if n and int(n[0]) >= 0:
         found = found[:int(n[0])]
     return celtypes.ListType([celtypes.StringType(x) for x in found])
@@ -582,6 +634,114 @@ def _q_compare(a: _Quantity, b: _Quantity) -> Any:
     return celtypes.IntType((a.value > b.value) - (a.value < b.value))
 
 
+def _ip_of(s: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = str(s)
+    if "%" in text:  # zones are refused, as Kubernetes' library refuses them
+        return None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return None  # IPv4-mapped IPv6 is refused too
+    return addr
+
+
+def _cidr_of(s: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    text = str(s)
+    if "/" not in text or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+class _IP:
+    __slots__ = ("addr",)
+
+    def __init__(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address):
+        self.addr = addr
+
+
+class _CIDR:
+    __slots__ = ("text", "net")
+
+    def __init__(self, text: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network):
+        self.text, self.net = text, net
+
+
+def _ip(x: Any) -> Any:
+    if isinstance(x, _CIDR):  # cidr.ip(): the address the prefix was written with
+        return _IP(ipaddress.ip_address(x.text.split("/", 1)[0]))
+    addr = _ip_of(x)
+    if addr is None:
+        raise ValueError(f"IP Address {x!s} parse error during conversion from string")
+    return _IP(addr)
+
+
+def _cidr(x: Any) -> Any:
+    net = _cidr_of(x)
+    if net is None:
+        raise ValueError(f"network address parse error during conversion from string: {x!s}")
+    return _CIDR(str(x), net)
+
+
+def _contains_ip(c: _CIDR, x: Any) -> Any:
+    addr = x.addr if isinstance(x, _IP) else _ip_of(x)
+    if addr is None:
+        raise ValueError(f"IP Address {x!s} parse error during conversion from string")
+    return celtypes.BoolType(addr.version == c.net.version and addr in c.net)
+
+
+def _contains_cidr(c: _CIDR, x: Any) -> Any:
+    other = x.net if isinstance(x, _CIDR) else _cidr_of(x)
+    if other is None:
+        raise ValueError(f"network address parse error during conversion from string: {x!s}")
+    return celtypes.BoolType(other.version == c.net.version and other.subnet_of(c.net))
+
+
+class _Sets:
+    """The `sets` namespace: `sets.contains(a, b)` reaches the functions with it first."""
+
+
+_SETS = _Sets()
+
+
+def _contains(x: Any, *args: Any) -> Any:
+    if isinstance(x, _Sets):
+        a, b = args
+        return celtypes.BoolType(all(e in a for e in b))
+    return celpy.evaluation.function_contains(x, *args)
+
+
+def _equivalent(ns: _Sets, a: Any, b: Any) -> Any:
+    return celtypes.BoolType(all(e in b for e in a) and all(e in a for e in b))
+
+
+def _intersects(ns: _Sets, a: Any, b: Any) -> Any:
+    return celtypes.BoolType(any(e in b for e in a))
+
+
+class _Base64:
+    """The `base64` namespace of CEL's encoders extension."""
+
+
+_BASE64 = _Base64()
+
+
+def _b64_encode(ns: _Base64, b: Any) -> Any:
+    return celtypes.StringType(base64.b64encode(bytes(b)).decode())
+
+
+def _b64_decode(ns: _Base64, s: Any) -> Any:
+    text = str(s)
+    try:
+        return celtypes.BytesType(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+    except binascii.Error as e:
+        raise ValueError(f"illegal base64 data: {e}") from None
+
+
 def _has_value(o: Any) -> Any:
     return celtypes.BoolType(isinstance(o, _Optional) and o.value is not _NONE)
 
@@ -610,7 +770,28 @@ def _get(f: Callable[[Any], Any]) -> Callable[..., Any]:
     return f
 
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {name: _fn(f) for name, f in {
+_NUMBERS = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
+
+
+def _heterogeneous(a: Any, b: Any) -> bool:
+    return isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS) and type(a) is not type(b)
+
+
+def _eq(a: Any, b: Any) -> Any:
+    """cel-go compares numbers of different types by value (1.0 == 1), as Kubernetes'
+    rules expect; cel-python would call it no such overload."""
+    if _heterogeneous(a, b):
+        return celtypes.BoolType(float(a) == float(b))
+    return celpy.evaluation.bool_eq(a, b)
+
+
+def _ne(a: Any, b: Any) -> Any:
+    if _heterogeneous(a, b):
+        return celtypes.BoolType(float(a) != float(b))
+    return celpy.evaluation.bool_ne(a, b)
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {"_==_": _eq, "_!=_": _ne} | {name: _fn(f) for name, f in {
     "isSorted": lambda xs: celtypes.BoolType(_cmp_ok(list(xs))),
     "sum": _sum, "min": _min_or_string, "max": _max_or_string,
     "indexOf": _index_of, "lastIndexOf": _last_index_of,
@@ -636,4 +817,20 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {name: _fn(f) for name, f in {
     "isGreaterThan": lambda a, b: celtypes.BoolType(a.value > b.value),
     "isLessThan": lambda a, b: celtypes.BoolType(a.value < b.value),
     "hasValue": _has_value, "value": _value, "orValue": _or_value,
+    "contains": _contains, "equivalent": _equivalent, "intersects": _intersects,
+    "encode": _b64_encode, "decode": _b64_decode,
+    "ip": _ip, "isIP": lambda x: celtypes.BoolType(_ip_of(x) is not None),
+    "family": lambda i: celtypes.IntType(i.addr.version),
+    "isUnspecified": lambda i: celtypes.BoolType(i.addr.is_unspecified),
+    "isLoopback": lambda i: celtypes.BoolType(i.addr.is_loopback),
+    "isLinkLocalMulticast": lambda i: celtypes.BoolType(
+        i.addr.is_multicast and i.addr in ipaddress.ip_network("224.0.0.0/24" if i.addr.version == 4 else "ff02::/16")),
+    "isLinkLocalUnicast": lambda i: celtypes.BoolType(i.addr.is_link_local and not i.addr.is_multicast),
+    "isGlobalUnicast": lambda i: celtypes.BoolType(
+        not (i.addr.is_unspecified or i.addr.is_loopback or i.addr.is_multicast or i.addr.is_link_local
+             or (i.addr.version == 4 and i.addr == ipaddress.IPv4Address("255.255.255.255")))),
+    "cidr": _cidr, "isCIDR": lambda x: celtypes.BoolType(_cidr_of(x) is not None),
+    "containsIP": _contains_ip, "containsCIDR": _contains_cidr,
+    "prefixLength": lambda c: celtypes.IntType(c.net.prefixlen),
+    "masked": lambda c: _CIDR(str(c.net), c.net),
 }.items()}

@@ -33,7 +33,7 @@ import logging
 from typing import Any
 
 from apiserver import registry
-from apiserver.apiextensions import crd as crds
+from apiserver.apiextensions import crd as crds, definition as crd_kind
 from apiserver.resources import Removed, Resources
 from apiserver.timestamps import now
 from machinery import errors
@@ -130,6 +130,19 @@ class CRDController:
                 await asyncio.sleep(1)
 
     async def _sync(self, kind: str, crd: dict) -> None:
+        await self._sync_one(kind, crd)
+        # The names one CRD holds or lets go decide its group's others (the naming
+        # controller requeues the whole group): those still waiting are judged again.
+        group = _m(crd.get("spec")).get("group")
+        for e in self.cache.entries(self.rt):
+            other = e.obj
+            if (other["metadata"]["name"] != crd["metadata"]["name"]
+                    and _m(other.get("spec")).get("group") == group
+                    and not crd_kind.is_true(other, "NamesAccepted")
+                    and not other["metadata"].get("deletionTimestamp")):
+                await self._sync_one("MODIFIED", other)
+
+    async def _sync_one(self, kind: str, crd: dict) -> None:
         name = crd["metadata"]["name"]
         if kind == "DELETED":
             self._unregister(name)
@@ -139,15 +152,15 @@ class CRDController:
             # Registered from the object as written, before its event comes back: this
             # server serves the kind from the moment anyone can read it Established.
             crd = await self._write_status(name) or crd
-        if crds.is_true(crd, "Established"):
+        if crd_kind.is_true(crd, "Established"):
             self._register(crd)
         else:
             self._unregister(name)
-        if terminating and crds.FINALIZER in (crd["metadata"].get("finalizers") or ()):
+        if terminating and crd_kind.FINALIZER in (crd["metadata"].get("finalizers") or ()):
             self._spawn(f"cleanup/{name}", self._cleanup(name))
-        elif not terminating and crds.is_true(crd, "Established"):
+        elif not terminating and crd_kind.is_true(crd, "Established"):
             stored = _m(crd.get("status")).get("storedVersions") or []
-            if [v for v in stored if v != crds.storage_version(crd)]:
+            if [v for v in stored if v != crd_kind.storage_version(crd)]:
                 self._spawn(f"migrate/{name}", self._migrate(name))
 
     def _spawn(self, key: str, work: Any) -> None:
@@ -164,11 +177,10 @@ class CRDController:
         if name in self.served and self.served[name][0] == rv:
             return
         rows = crds.resource_types(crd)
-        old = self.served.get(name, ("", []))[1]
-        keep = {(r.group, r.version, r.plural) for r in rows}
-        for r in old:
-            if (r.group, r.version, r.plural) not in keep:
-                registry.unregister(r)
+        # All out, then all in, in priority order: no await between, so no request sees
+        # the kind missing.
+        for r in self.served.get(name, ("", []))[1]:
+            registry.unregister(r)
         registered = []
         for r in rows:
             try:
@@ -192,13 +204,13 @@ class CRDController:
             accepted, (status, reason, message) = names_and_condition(crd, others)
             stamp = now()
             crd.setdefault("status", {})["acceptedNames"] = accepted
-            crds.set_condition(crd, "NamesAccepted", status, reason, message, stamp)
+            crd_kind.set_condition(crd, "NamesAccepted", status, reason, message, stamp)
             if status == "True":
-                if not crds.is_true(crd, "Established"):
-                    crds.set_condition(crd, "Established", "True", "InitialNamesAccepted",
+                if not crd_kind.is_true(crd, "Established"):
+                    crd_kind.set_condition(crd, "Established", "True", "InitialNamesAccepted",
                                        "the initial names have been accepted", stamp)
-            elif not crds.is_true(crd, "Established"):
-                crds.set_condition(crd, "Established", "False", "NotAccepted",
+            elif not crd_kind.is_true(crd, "Established"):
+                crd_kind.set_condition(crd, "Established", "False", "NotAccepted",
                                    "not all names are accepted", stamp)
             return crd
 
@@ -218,14 +230,14 @@ class CRDController:
     # -- deletion (the finalizer controller) ---------------------------------------------------
 
     def _storage_row(self, crd: dict) -> registry.ResourceType:
-        stored = crds.storage_version(crd)
+        stored = crd_kind.storage_version(crd)
         rows = crds.resource_types({**crd, "spec": {**crd["spec"], "versions": [
             {**v, "served": True} for v in crd["spec"].get("versions") or [] if v.get("name") == stored]}})
         return rows[0]
 
     async def _cleanup(self, name: str) -> None:
         def progress(crd: dict, revision: int) -> dict:
-            crds.set_condition(crd, "Terminating", "True", "InstanceDeletionInProgress",
+            crd_kind.set_condition(crd, "Terminating", "True", "InstanceDeletionInProgress",
                                "CustomResource deletion is in progress", now())
             return crd
 
@@ -254,8 +266,8 @@ class CRDController:
 
         def finish(crd: dict, revision: int) -> dict | Removed:
             md = crd["metadata"]
-            md["finalizers"] = [f for f in md.get("finalizers") or [] if f != crds.FINALIZER]
-            crds.set_condition(crd, "Terminating", "True", "InstanceDeletionCompleted",
+            md["finalizers"] = [f for f in md.get("finalizers") or [] if f != crd_kind.FINALIZER]
+            crd_kind.set_condition(crd, "Terminating", "True", "InstanceDeletionCompleted",
                                "removed all instances", now())
             if not md["finalizers"]:
                 return Removed(crd)
@@ -283,10 +295,10 @@ class CRDController:
             except errors.APIError as err:
                 log.warning("CRD %s: migrating %s: %s", name, md["name"], err.message)
                 return
-        stored = crds.storage_version(crd)
+        stored = crd_kind.storage_version(crd)
 
         def done(crd: dict, revision: int) -> dict:
-            if crds.storage_version(crd) == stored:
+            if crd_kind.storage_version(crd) == stored:
                 crd.setdefault("status", {})["storedVersions"] = [stored]
             return crd
 

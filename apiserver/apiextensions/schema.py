@@ -4,8 +4,9 @@ and validation of custom resources. Pure functions over JSON values; no I/O, no 
 - `structural_errors(schema, path)`: the schema rules of apiextensions-apiserver's
   ValidateCustomResourceDefinitionOpenAPISchema (forbidden keywords, list and map types,
   rule text) and of pkg/apiserver/schema's ValidateStructural (types everywhere,
-  metadata, embedded resources, value validations), plus CEL rules that do not compile,
-  worded as Kubernetes words them, as `validation.Cause` dicts. Empty when acceptable.
+  metadata, embedded resources, value validations), CEL rules that do not compile, and
+  defaults that would not survive pruning or validation, worded as Kubernetes words
+  them, as `validation.Cause` dicts. Empty when acceptable.
 - `compile_schema(schema)`: a `Structural` tree, built once per CRD version (CEL rules
   compiled then) and afterwards read-only, so any number of threads may share it.
 - `Structural.prune(obj)` and `.default(obj)` change `obj` in place, as Kubernetes
@@ -17,7 +18,9 @@ and validation of custom resources. Pure functions over JSON values; no I/O, no 
   (`spec.ports[0].port in body must be of type integer: "string"`), embedded
   resources, list-type set/map uniqueness, then the CEL rules (paths `spec.labels[app]`)
   unless a type error blocks them, as kube-apiserver does. `old` is the stored object
-  on update (transition rules read `oldSelf`); None on create.
+  on update (transition rules read `oldSelf`); None on create. On update a value equal
+  to the stored one it correlates with (by key in list-type maps) is not checked again
+  (CRDValidationRatcheting), so a schema made stricter does not block other changes.
 
 Not enforced, as in Kubernetes: integer formats int32/int64 (kube-openapi checks only
 the JSON type), unknown fields (pruned, not rejected). jsonschema is not used here:
@@ -35,7 +38,7 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from apiserver.apiextensions import cel
 
@@ -43,6 +46,10 @@ Cause = dict[str, str]
 
 _TYPES = ("array", "boolean", "integer", "number", "object", "string")
 _META = ("apiVersion", "kind", "metadata")
+# Errors after which the object lacks the shape its CEL rules were written for
+# (customresource strategy's hasBlockingErr)
+_BLOCKING_REASONS = {"FieldValueTypeInvalid", "FieldValueNotSupported", "FieldValueRequired",
+                     "FieldValueTooLong", "FieldValueTooMany"}
 _BLOCKING = ('some validation rules were not checked because the object was invalid; '
              'correct the existing errors to complete validation')
 
@@ -58,7 +65,7 @@ def _show(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return _num(v)
-    return json.dumps(v, separators=(",", ":"), default=str)
+    return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _num(v: Any) -> str:
@@ -159,21 +166,141 @@ def structural_errors(schema: dict, path: str) -> list[Cause]:
     `path` is where it sits in the CRD, e.g. `spec.versions[0].schema.openAPIV3Schema`,
     and prefixes every cause's field. The causes come sorted as Kubernetes sorts
     ValidateStructural's."""
-    if not isinstance(schema, dict):
-        return [_required(path, "")]
     out: list[Cause] = []
+    _shape_errors(schema, path, out)
+    if out:  # the rest reads a well-typed schema, as Kubernetes' decoded JSONSchemaProps
+        return out
     _openapi_rules(schema, path, out, root=True, in_meta=False, defaults="")
     structural: list[Cause] = []
     _invariants(schema, path, structural, level="root")
     structural.sort(key=lambda c: f'{c["field"]}: {c["message"]}')
-    return out + structural
+    out += structural
+    if not out:  # as Kubernetes: defaults are checked only in a structural schema
+        _default_errors(schema, path, out, root=True)
+    return out
+
+
+def _default_errors(s: Any, f: str, out: list[Cause], *, root: bool = False) -> None:
+    """Every `default` must survive pruning and pass its own node's validation and
+    rules (pkg/apiserver/schema/defaulting/validation.go). additionalProperties is not
+    followed and top-level metadata is not defaulted, as there."""
+    if not isinstance(s, dict):
+        return
+    if "default" in s and not root:
+        node = compile_schema(s)
+        value = s["default"]
+        pruned = copy.deepcopy(value)
+        node._prune(pruned, (), [], meta=node.embedded)
+        df = _child(f, "default")
+        if pruned != value:
+            out.append(_invalid(df, value, "must not have unknown fields"))
+        else:
+            for c in node.validate(value):
+                if c["field"] in ("", "<nil>"):
+                    c["field"] = df
+                elif not c["field"].startswith("["):
+                    c["field"] = f"{df}.{c['field']}"
+                else:
+                    c["field"] = df + c["field"]
+                out.append(c)
+    for k, sub in (s.get("properties") or {}).items():
+        if root and k == "metadata":
+            continue
+        _default_errors(sub, f"{_child(f, 'properties')}[{k}]", out)
+    _default_errors(s.get("items"), _child(f, "items"), out)
+
+
+_STRINGS = ("type", "format", "pattern", "title", "description", "id", "$schema", "$ref",
+            "x-kubernetes-list-type", "x-kubernetes-map-type")
+_NUMBERS = ("maximum", "minimum", "multipleOf")
+_INTEGERS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties")
+_BOOLEANS = ("exclusiveMaximum", "exclusiveMinimum", "uniqueItems", "nullable",
+             "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+             "x-kubernetes-int-or-string")
+_RULE_FIELDS = {"rule": str, "message": str, "messageExpression": str, "reason": str,
+                "fieldPath": str, "optionalOldSelf": bool}
+
+
+def _wrong_type(field: str, value: Any, want: str) -> Cause:
+    return _type_invalid(field, _json_type(value), f"must be of type {want}")
+
+
+def _shape_errors(s: Any, f: str, out: list[Cause]) -> None:
+    """Each keyword holds the JSON type JSONSchemaProps gives it (Kubernetes refuses
+    anything else when it decodes the CRD)."""
+    if not isinstance(s, dict):
+        out.append(_wrong_type(f, s, "object"))
+        return
+    for k in _STRINGS:
+        if k in s and s[k] is not None and not isinstance(s[k], str):
+            out.append(_wrong_type(_child(f, k), s[k], "string"))
+    for k in _NUMBERS:
+        if k in s and s[k] is not None and (isinstance(s[k], bool) or not isinstance(s[k], (int, float))):
+            out.append(_wrong_type(_child(f, k), s[k], "number"))
+    for k in _INTEGERS:
+        if k in s and s[k] is not None and (isinstance(s[k], bool) or not isinstance(s[k], int)):
+            out.append(_wrong_type(_child(f, k), s[k], "integer"))
+    for k in _BOOLEANS:
+        if k in s and s[k] is not None and not isinstance(s[k], bool):
+            out.append(_wrong_type(_child(f, k), s[k], "boolean"))
+    for k in ("required", "x-kubernetes-list-map-keys"):
+        v = s.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            out.append(_wrong_type(_child(f, k), v, "array of strings"))
+    if s.get("enum") is not None and not isinstance(s["enum"], list):
+        out.append(_wrong_type(_child(f, "enum"), s["enum"], "array"))
+    for k in ("properties", "patternProperties", "definitions"):
+        v = s.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, dict):
+            out.append(_wrong_type(_child(f, k), v, "object"))
+            continue
+        for name, sub in v.items():
+            _shape_errors(sub, f"{_child(f, k)}[{name}]", out)
+    for k in ("allOf", "anyOf", "oneOf"):
+        v = s.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            out.append(_wrong_type(_child(f, k), v, "array"))
+            continue
+        for i, sub in enumerate(v):
+            _shape_errors(sub, f"{_child(f, k)}[{i}]", out)
+    if s.get("not") is not None:
+        _shape_errors(s["not"], _child(f, "not"), out)
+    for k in ("additionalProperties", "additionalItems"):
+        v = s.get(k)
+        if v is not None and not isinstance(v, bool):
+            _shape_errors(v, _child(f, k), out)
+    items = s.get("items")
+    if isinstance(items, list):
+        for i, sub in enumerate(items):
+            _shape_errors(sub, f"{_child(f, 'items')}[{i}]", out)
+    elif items is not None:
+        _shape_errors(items, _child(f, "items"), out)
+    rules = s.get("x-kubernetes-validations")
+    if rules is None:
+        return
+    if not isinstance(rules, list):
+        out.append(_wrong_type(_child(f, "x-kubernetes-validations"), rules, "array"))
+        return
+    for i, r in enumerate(rules):
+        rf = f"{_child(f, 'x-kubernetes-validations')}[{i}]"
+        if not isinstance(r, dict):
+            out.append(_wrong_type(rf, r, "object"))
+            continue
+        for k, t in _RULE_FIELDS.items():
+            if r.get(k) is not None and not isinstance(r[k], t):
+                out.append(_wrong_type(_child(rf, k), r[k], "string" if t is str else "boolean"))
 
 
 def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: bool,
-                   defaults: str) -> None:
+                   defaults: str, uncorrelatable: str | None = None) -> None:
     """ValidateCustomResourceDefinitionOpenAPISchema: keywords CRDs do not support, and
     the x-kubernetes-* extensions' own consistency. `defaults` is why a default is
-    forbidden here ("" where it is allowed)."""
+    forbidden here ("" where it is allowed); `uncorrelatable` is the items of the
+    outermost array above that is not a list-type map (no old value reaches below it)."""
     if not isinstance(s, dict):
         return
     t = s.get("type")
@@ -211,7 +338,7 @@ def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: boo
         if in_meta:
             sub_defaults = "inside additionalProperties applying to object metadata"
         _openapi_rules(ap, _child(f, "additionalProperties"), out, root=False, in_meta=in_meta,
-                       defaults=sub_defaults)
+                       defaults=sub_defaults, uncorrelatable=uncorrelatable)
     for k, sub in props.items():
         sub_meta, sub_defaults = in_meta, defaults
         if (root or s.get("x-kubernetes-embedded-resource")) and k in _META:
@@ -219,21 +346,24 @@ def _openapi_rules(s: Any, f: str, out: list[Cause], *, root: bool, in_meta: boo
             if root:
                 sub_defaults = f"in top-level {k}"
         _openapi_rules(sub, f"{_child(f, 'properties')}[{k}]", out, root=False, in_meta=sub_meta,
-                       defaults=sub_defaults)
+                       defaults=sub_defaults, uncorrelatable=uncorrelatable)
     _openapi_rules(s.get("not"), _child(f, "not"), out, root=False, in_meta=in_meta,
-                   defaults=defaults)
+                   defaults=defaults, uncorrelatable=uncorrelatable)
     for kw in ("allOf", "oneOf", "anyOf"):
         for i, sub in enumerate(s.get(kw) or []):
             _openapi_rules(sub, f"{_child(f, kw)}[{i}]", out, root=False, in_meta=in_meta,
-                           defaults=defaults)
+                           defaults=defaults, uncorrelatable=uncorrelatable)
     if isinstance(s.get("items"), dict):
+        below = uncorrelatable
+        if below is None and s.get("x-kubernetes-list-type") != "map":
+            below = _child(f, "items")
         _openapi_rules(s["items"], _child(f, "items"), out, root=False, in_meta=in_meta,
-                       defaults=defaults)
+                       defaults=defaults, uncorrelatable=below)
     if s.get("x-kubernetes-preserve-unknown-fields") is False:
         out.append(_invalid(_child(f, "x-kubernetes-preserve-unknown-fields"), False,
                             "must be true or undefined"))
     _list_map_rules(s, f, out)
-    _rule_text_rules(s, f, out, root=root)
+    _rule_text_rules(s, f, out, root=root, uncorrelatable=uncorrelatable)
 
 
 def _list_map_rules(s: dict, f: str, out: list[Cause]) -> None:
@@ -309,7 +439,7 @@ def _list_map_rules(s: dict, f: str, out: list[Cause]) -> None:
                                           "this property is in x-kubernetes-list-map-keys, so it cannot be nullable"))
 
 
-def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool) -> None:
+def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool, uncorrelatable: str | None) -> None:
     rules = s.get("x-kubernetes-validations")
     if not rules:
         return
@@ -326,9 +456,13 @@ def _rule_text_rules(s: dict, f: str, out: list[Cause], *, root: bool) -> None:
             out.append(_invalid(f"{rf}.message", raw_msg, "message must not contain line breaks"))
         elif re.search(r"[\n\r]", rule) and not msg:
             out.append(_required(f"{rf}.message", "message must be specified if rule contains line breaks"))
-    _, errors = cel.compile_rules([r for r in rules if isinstance(r, dict)], f, root=root,
-                                  schema=s)
+    compiled, errors = cel.compile_rules(rules, f, root=root, schema=s)
     out.extend(errors)
+    for r in compiled:
+        if r.transition and uncorrelatable is not None:
+            out.append(_invalid(f"{_child(f, 'x-kubernetes-validations')}[{r.index}].rule", r.rule,
+                                f"oldSelf cannot be used on the uncorrelatable portion of the schema "
+                                f"within {uncorrelatable}"))
 
 
 def _invariants(s: Any, f: str, out: list[Cause], *, level: str) -> None:
@@ -558,12 +692,28 @@ def _json_type(v: Any) -> str:
     return type(v).__name__
 
 
+_ABSENT = object()  # no old value to ratchet against
+_PY_JSON = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
 def _canon(v: Any) -> str:
     """A JSON value's identity for enum, set and key comparison: 1 and 1.0 are one
     number, true is not 1."""
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
 
 
 class Structural:
@@ -573,8 +723,10 @@ class Structural:
 
     def __init__(self, raw: dict):
         self.raw = raw
-        self.type: str = raw.get("type") or ""
-        self.format: str = raw.get("format") or ""
+        # Every keyword is read defensively: a schema that failed structural_errors
+        # may still be compiled by a caller, and must not make validation raise.
+        self.type: str = _str(raw.get("type"))
+        self.format: str = _str(raw.get("format"))
         self.nullable: bool = bool(raw.get("nullable"))
         self.preserve_unknown: bool = bool(raw.get("x-kubernetes-preserve-unknown-fields"))
         self.embedded: bool = bool(raw.get("x-kubernetes-embedded-resource"))
@@ -582,40 +734,44 @@ class Structural:
         self.has_default = "default" in raw
         self.default_value: Any = raw.get("default")
         self.properties: dict[str, Structural] = {
-            k: Structural(v) for k, v in (raw.get("properties") or {}).items()
-            if isinstance(v, dict)}
+            k: Structural(v) for k, v in _dict(raw.get("properties")).items() if isinstance(v, dict)}
         items = raw.get("items")
         self.items: Structural | None = Structural(items) if isinstance(items, dict) else None
         ap = raw.get("additionalProperties")
         self.additional: Structural | None = Structural(ap) if isinstance(ap, dict) else None
         # additionalProperties: true keeps every key, as preserve-unknown-fields does
         self.additional_any: bool = ap is True
-        self.required: list[str] = [r for r in raw.get("required") or [] if isinstance(r, str)]
+        self.required: list[str] = [r for r in _list(raw.get("required")) if isinstance(r, str)]
         self.enum: list | None = raw.get("enum") if isinstance(raw.get("enum"), list) else None
         self._enum_set = {_canon(e) for e in self.enum} if self.enum is not None else set()
-        self.list_type: str = raw.get("x-kubernetes-list-type") or ""
-        self.list_map_keys: list[str] = list(raw.get("x-kubernetes-list-map-keys") or [])
+        self.list_type: str = _str(raw.get("x-kubernetes-list-type"))
+        self.list_map_keys: list[str] = [k for k in _list(raw.get("x-kubernetes-list-map-keys"))
+                                         if isinstance(k, str)]
         self.map_atomic = raw.get("x-kubernetes-map-type") == "atomic"
         pattern = raw.get("pattern")
         try:
             self.pattern = re.compile(pattern) if isinstance(pattern, str) and pattern else None
         except re.error:
             self.pattern = None
-        self.all_of = [Structural(x) for x in raw.get("allOf") or [] if isinstance(x, dict)]
-        self.any_of = [Structural(x) for x in raw.get("anyOf") or [] if isinstance(x, dict)]
-        self.one_of = [Structural(x) for x in raw.get("oneOf") or [] if isinstance(x, dict)]
+        self.all_of = [Structural(x) for x in _list(raw.get("allOf")) if isinstance(x, dict)]
+        self.any_of = [Structural(x) for x in _list(raw.get("anyOf")) if isinstance(x, dict)]
+        self.one_of = [Structural(x) for x in _list(raw.get("oneOf")) if isinstance(x, dict)]
         self.not_ = Structural(raw["not"]) if isinstance(raw.get("not"), dict) else None
         self.rules: list[cel.Rule] = []
         self._has_rules_below = False
+        self._string_checks = any(k in raw for k in ("maxLength", "minLength", "pattern"))
+        self._number_checks = any(k in raw for k in ("maximum", "minimum", "multipleOf"))
+        self._object_checks = any(k in raw for k in ("maxProperties", "minProperties"))
+        self._junctors = bool(self.all_of or self.any_of or self.one_of or self.not_)
 
     def _compile_rules(self, *, root: bool) -> bool:
         """Compile every node's x-kubernetes-validations; True if any node has rules."""
         below = False
         for sub in self._children():
             below = sub._compile_rules(root=False) or below
-        rules = self.raw.get("x-kubernetes-validations") or []
+        rules = _list(self.raw.get("x-kubernetes-validations"))
         if rules:
-            self.rules, _ = cel.compile_rules([r for r in rules if isinstance(r, dict)], "",
+            self.rules, _ = cel.compile_rules(rules, "",
                                               root=root, schema=self.raw)
         self._has_rules_below = below or bool(self.rules)
         return self._has_rules_below
@@ -643,8 +799,10 @@ class Structural:
     def _prune(self, v: Any, path: tuple[Seg, ...], dropped: list[str], *, meta: bool) -> None:
         if isinstance(v, dict):
             keep_meta = meta or self.embedded
+            if self.embedded and not meta and isinstance(v.get("metadata"), dict):
+                _coerce_meta(v["metadata"])
             for k in list(v):
-                if keep_meta and k in _META and k not in self.properties:
+                if keep_meta and k in _META:  # ObjectMeta and TypeMeta are not the schema's to prune
                     continue
                 sub = self.properties.get(k)
                 if sub is not None:
@@ -696,60 +854,72 @@ class Structural:
         """Every way `obj` fails the schema and its CEL rules (transition rules compare
         with `old`), as Kubernetes reports them. Empty when valid."""
         out: list[Cause] = []
-        self._check(obj, (), out, root=True)
+        self._check(obj, (), out, _ABSENT if old is None else old)
         if self._has_rules_below:
-            if any(c["reason"] == "FieldValueTypeInvalid" for c in out):
+            if any(c["reason"] in _BLOCKING_REASONS for c in out):
                 out.append(_invalid("<nil>", None, _BLOCKING))
             else:
                 self._rules(obj, old, (), out)
         return out
 
-    def _check(self, v: Any, path: tuple[Seg, ...], out: list[Cause], *, root: bool = False) -> None:
-        name = _openapi_path(path)
-        field = name
+    def _check(self, v: Any, path: tuple[Seg, ...], out: list[Cause], old: Any = _ABSENT) -> None:
+        # Ratcheting (CRDValidationRatcheting, on by default since 1.30): a value equal to
+        # the one it correlates with in the stored object is not checked again, so a
+        # stricter schema does not block updates to other fields.
+        if old is not _ABSENT and old == v and type(old) is type(v):
+            return
+        # Names are built only when there is something to report: most values are valid.
         if v is None:
             if not self.nullable and (self.type or self.int_or_string):
+                name = _openapi_path(path)
                 types = "integer,string" if self.int_or_string else self.type
-                out.append(_type_invalid(field, "null", f'{name} in body must be of type {types}: "null"'))
+                out.append(_type_invalid(name, "null", f'{name} in body must be of type {types}: "null"'))
             return
-        jt = _json_type(v)
+        jt = _PY_JSON.get(type(v)) or _json_type(v)
         if self.int_or_string:
-            if jt not in ("integer", "string") and not (jt == "number" and float(v).is_integer()):
-                out.append(_type_invalid(field, jt, f'{name} in body must be of type integer,string: "{jt}"'))
+            if jt != "integer" and jt != "string" and not (jt == "number" and float(v).is_integer()):
+                name = _openapi_path(path)
+                out.append(_type_invalid(name, jt, f'{name} in body must be of type integer,string: "{jt}"'))
                 return
-        elif self.type:
-            ok = jt == self.type or (self.type == "number" and jt == "integer") or \
-                (self.type == "integer" and jt == "number" and float(v).is_integer())
-            if not ok:
-                out.append(_type_invalid(field, jt, f'{name} in body must be of type {self.type}: "{jt}"'))
+        elif self.type and jt != self.type:
+            if not ((self.type == "number" and jt == "integer")
+                    or (self.type == "integer" and jt == "number" and float(v).is_integer())):
+                name = _openapi_path(path)
+                out.append(_type_invalid(name, jt, f'{name} in body must be of type {self.type}: "{jt}"'))
                 return
-        if isinstance(v, str) and self.format in _FORMATS and not _FORMATS[self.format](v):
-            out.append(_type_invalid(field, v, f"{name} in body must be of type {self.format}: {json.dumps(v)}"))
+        if self.format in _FORMATS and jt == "string" and not _FORMATS[self.format](v):
+            name = _openapi_path(path)
+            out.append(_type_invalid(name, v, f"{name} in body must be of type {self.format}: {json.dumps(v)}"))
         if self.enum is not None and _canon(v) not in self._enum_set:
-            out.append(_not_supported(field, v, self.enum))
-        if jt in ("integer", "number"):
-            self._check_number(v, name, out)
-        elif jt == "string":
-            self._check_string(v, name, out)
+            out.append(_not_supported(_openapi_path(path), v, self.enum))
+        if jt == "object":
+            self._check_object(v, path, out, old)
         elif jt == "array":
-            self._check_array(v, path, name, out)
-        elif jt == "object":
-            self._check_object(v, path, name, out)
+            self._check_array(v, path, out, old)
+        elif jt == "string":
+            if self._string_checks:
+                self._check_string(v, _openapi_path(path), out)
+        elif jt in ("integer", "number") and self._number_checks:
+            self._check_number(v, _openapi_path(path), out)
+        if self._junctors:
+            self._check_junctors(v, jt, path, out)
+
+    def _check_junctors(self, v: Any, jt: str, path: tuple[Seg, ...], out: list[Cause]) -> None:
+        name = _openapi_path(path)
+        omit = jt in ("object", "array")
         for s in self.all_of:
-            s._check(v, path, out)
+            s._check(v, path, out, _ABSENT)
         if self.any_of and not any(not s._errors(v, path) for s in self.any_of):
-            out.append(_invalid(field, v, f"{name} in body must validate at least one schema (anyOf)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must validate at least one schema (anyOf)", omit=omit))
         if self.one_of and sum(1 for s in self.one_of if not s._errors(v, path)) != 1:
-            out.append(_invalid(field, v, f"{name} in body must validate one and only one schema (oneOf)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must validate one and only one schema (oneOf)",
+                                omit=omit))
         if self.not_ is not None and not self.not_._errors(v, path):
-            out.append(_invalid(field, v, f"{name} in body must not validate the schema (not)",
-                                omit=jt in ("object", "array")))
+            out.append(_invalid(name, v, f"{name} in body must not validate the schema (not)", omit=omit))
 
     def _errors(self, v: Any, path: tuple[Seg, ...]) -> list[Cause]:
         out: list[Cause] = []
-        self._check(v, path, out)
+        self._check(v, path, out, _ABSENT)
         return out
 
     def _check_number(self, v: float, name: str, out: list[Cause]) -> None:
@@ -779,35 +949,36 @@ class Structural:
         if self.pattern is not None and not self.pattern.search(v):
             out.append(_invalid(name, v, f"{name} in body should match '{self.pattern.pattern}'"))
 
-    def _check_array(self, v: list, path: tuple[Seg, ...], name: str, out: list[Cause]) -> None:
+    def _check_array(self, v: list, path: tuple[Seg, ...], out: list[Cause], old: Any) -> None:
         r = self.raw
         if self.items is not None:
+            correlate = self._old_items(old, _ABSENT)
             for i, x in enumerate(v):
-                self.items._check(x, path + (i,), out)
+                self.items._check(x, path + (i,), out, correlate(x))
         if isinstance(r.get("minItems"), int) and len(v) < r["minItems"]:
+            name = _openapi_path(path)
             out.append(_invalid(name, len(v), f"{name} in body should have at least {r['minItems']} items"))
         if isinstance(r.get("maxItems"), int) and len(v) > r["maxItems"]:
-            out.append(_too_many(name, len(v), r["maxItems"]))
+            out.append(_too_many(_openapi_path(path), len(v), r["maxItems"]))
         if r.get("uniqueItems") and len({_canon(x) for x in v}) != len(v):
+            name = _openapi_path(path)
             out.append(_invalid(name, "", f"{name} in body shouldn't contain duplicates"))
         if self.list_type == "set":
-            seen: set[str] = set()
-            for i, x in enumerate(v):
-                c = _canon(x)
-                if c in seen:
-                    out.append(_duplicate(_field_path(path + (i,)), x))
-                seen.add(c)
+            for i in _repeats([_canon(x) for x in v]):
+                out.append(_duplicate(_field_path(path + (i,)), v[i]))
         elif self.list_type == "map" and self.list_map_keys:
-            seen = set()
-            for i, x in enumerate(v):
-                if not isinstance(x, dict):
-                    continue
-                key = {k: self._map_key(x, k) for k in self.list_map_keys}
-                c = _canon(key)
-                if c in seen:
-                    out.append(_duplicate(_field_path(path + (i,)),
-                                          {k: kv for k, kv in key.items() if kv is not None}))
-                seen.add(c)
+            self._check_list_map(v, path, out)
+
+    def _check_list_map(self, v: list, path: tuple[Seg, ...], out: list[Cause]) -> None:
+        """listtype.validateListMap: items are objects (or null), and no two share their
+        keys; an absent key is a value of its own."""
+        for i, x in enumerate(v):
+            if x is not None and not isinstance(x, dict):
+                out.append(_invalid(_field_path(path + (i,)), x, "must be an object for an array of list-type map"))
+                return
+        keys = [{k: x[k] for k in self.list_map_keys if k in x} if isinstance(x, dict) else {} for x in v]
+        for i in _repeats([_canon(k) for k in keys]):
+            out.append(_duplicate(_field_path(path + (i,)), keys[i]))
 
     def _map_key(self, item: dict, k: str) -> Any:
         if k in item:
@@ -815,22 +986,26 @@ class Structural:
         sub = self.items.properties.get(k) if self.items is not None else None
         return sub.default_value if sub is not None and sub.has_default else None
 
-    def _check_object(self, v: dict, path: tuple[Seg, ...], name: str, out: list[Cause]) -> None:
+    def _check_object(self, v: dict, path: tuple[Seg, ...], out: list[Cause], old: Any) -> None:
         r = self.raw
-        if isinstance(r.get("maxProperties"), int) and len(v) > r["maxProperties"]:
-            out.append(_too_many(name, r["maxProperties"], r["maxProperties"]))
-        if isinstance(r.get("minProperties"), int) and len(v) < r["minProperties"]:
-            out.append(_invalid(name, r["minProperties"],
-                                f"{name} in body should have at least {r['minProperties']} properties"))
+        if self._object_checks:
+            name = _openapi_path(path)
+            if isinstance(r.get("maxProperties"), int) and len(v) > r["maxProperties"]:
+                out.append(_too_many(name, r["maxProperties"], r["maxProperties"]))
+            if isinstance(r.get("minProperties"), int) and len(v) < r["minProperties"]:
+                out.append(_invalid(name, r["minProperties"],
+                                    f"{name} in body should have at least {r['minProperties']} properties"))
         for k in self.required:
             if k not in v:
                 out.append(_required(_openapi_path(path + (k,))))
+        props, additional = self.properties, self.additional
+        olds = old if isinstance(old, dict) else {}
         for k, x in v.items():
-            sub = self.properties.get(k)
+            sub = props.get(k)
             if sub is not None:
-                sub._check(x, path + (k,), out)
-            elif self.additional is not None:
-                self.additional._check(x, path + (("k", k),), out)
+                sub._check(x, path + (k,), out, olds.get(k, _ABSENT))
+            elif additional is not None:
+                additional._check(x, path + (("k", k),), out, olds.get(k, _ABSENT))
         if self.embedded:
             _embedded_meta(v, _field_path(path), out)
 
@@ -840,8 +1015,9 @@ class Structural:
         if not self._has_rules_below or v is None:
             return
         if self.rules:
+            # an unchanged value ratchets: only its transition rules run
             out.extend(cel.run(self.rules, v, old, field=_field_path(path), schema=self,
-                               has_old=old is not None))
+                               has_old=old is not None, ratchet=old is not None and old == v))
         if isinstance(v, dict):
             olds = old if isinstance(old, dict) and not self.map_atomic else {}
             for k, x in v.items():
@@ -851,22 +1027,58 @@ class Structural:
                 elif self.additional is not None:
                     self.additional._rules(x, olds.get(k), path + (("k", k),), out)
         elif isinstance(v, list) and self.items is not None:
-            correlate = self._old_items(old)
+            correlate = self._old_items(old, None)
             for i, x in enumerate(v):
                 self.items._rules(x, correlate(x), path + (i,), out)
 
-    def _old_items(self, old: Any):
+    def _old_items(self, old: Any, missing: Any) -> Callable[[Any], Any]:
         """Old list items correlate with new ones by their map keys (list-type map) or
-        their value (set); atomic lists do not correlate, as in Kubernetes."""
+        their value (set); atomic lists do not correlate, as in Kubernetes. `missing`
+        is what an item without an old one gets."""
         if not isinstance(old, list) or self.list_type not in ("map", "set"):
-            return lambda x: None
+            return lambda x: missing
         if self.list_type == "set":
             olds = {_canon(o) for o in old}
-            return lambda x: x if _canon(x) in olds else None
+            return lambda x: x if _canon(x) in olds else missing
         by_key = {_canon({k: self._map_key(o, k) for k in self.list_map_keys}): o
                   for o in old if isinstance(o, dict)}
-        return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys})) \
-            if isinstance(x, dict) else None
+        return lambda x: by_key.get(_canon({k: self._map_key(x, k) for k in self.list_map_keys}), missing) \
+            if isinstance(x, dict) else missing
+
+
+# ObjectMeta's fields, and the JSON type each must have to survive decoding
+_OBJECT_META: dict[str, tuple[type, ...]] = {
+    "name": (str,), "generateName": (str,), "namespace": (str,), "selfLink": (str,), "uid": (str,),
+    "resourceVersion": (str,), "generation": (int,), "creationTimestamp": (str, type(None)),
+    "deletionTimestamp": (str, type(None)), "deletionGracePeriodSeconds": (int, type(None)),
+    "labels": (dict, type(None)), "annotations": (dict, type(None)), "ownerReferences": (list, type(None)),
+    "finalizers": (list, type(None)), "managedFields": (list, type(None)),
+}
+
+
+def _coerce_meta(md: dict) -> None:
+    """An embedded resource's metadata keeps only ObjectMeta's fields, and drops the
+    ones of the wrong type, as objectmeta.Coerce(dropInvalidFields) does by decoding
+    it into an ObjectMeta and back."""
+    for k in list(md):
+        types = _OBJECT_META.get(k)
+        if types is None or isinstance(md[k], bool) or not isinstance(md[k], types):
+            del md[k]
+        elif k in ("labels", "annotations") and md[k] is not None and \
+                not all(isinstance(x, str) for x in md[k].values()):
+            del md[k]
+
+
+def _repeats(keys: list[str]) -> list[int]:
+    """The index of each value's second appearance (only the second), as Kubernetes'
+    validateListSet reports duplicates."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, k in enumerate(keys):
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] == 2:
+            out.append(i)
+    return out
 
 
 def _embedded_meta(v: dict, f: str, out: list[Cause]) -> None:
