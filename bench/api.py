@@ -18,9 +18,14 @@
     allowed before RBAC is asked, which would leave RBAC out of the figure; `edit` is
     aggregated by the controller manager, not run here). Then, on the secure server, GET
     /version with the client certificate on a new connection per request (TCP connect,
-    TLS handshake, request, response) and on one kept-alive connection (p50/p99).
+    TLS handshake, request, response) and on one kept-alive connection (p50/p99);
+(g) creates/s at 100 in flight of a custom resource whose CRD's schema has 50 fields
+    (validated, pruned and defaulted on every create) against pods, on one server,
+    rounds alternating between the two (target: >= 0.8x); then, for several new CRDs,
+    the time from the CRD's create being sent to the first create of one of its objects
+    being accepted (201), retried every 5 ms while the server answers 404 (p50, max).
 
-Run: .venv/bin/python -m bench.api [--creates N] [--only-audit] [--only-security]
+Run: .venv/bin/python -m bench.api [--creates N] [--only-audit] [--only-security] [--only-crd]
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import aetcd
 import orjson
@@ -133,18 +139,23 @@ def cpu_seconds(pid: int) -> float:
 
 async def api_creates(base: str, ns: str, total: int, inflight: int,
                       tls: ssl.SSLContext | None = None,
-                      cpu: tuple[int, list[float]] | None = None) -> tuple[float, list[float]]:
-    """Creates/s and latencies; with `cpu` (a server's PID, a list), appends the server's
-    CPU seconds per create over the timed part (the connections are open by then)."""
+                      cpu: tuple[int, list[float]] | None = None, *,
+                      collection: str = "/api/v1/namespaces/{ns}/pods",
+                      body: Callable[[str], bytes] | None = None) -> tuple[float, list[float]]:
+    """Creates/s and latencies of pods (or of `body(name)` POSTed to `collection`); with
+    `cpu` (a server's PID, a list), appends the server's CPU seconds per create over the
+    timed part (the connections are open by then)."""
     latencies: list[float] = []
     counter = iter(range(total))
     conns = [await Conn(base, tls).open() for _ in range(inflight)]
+    make = body or (lambda name: pod_body(name, {"app": "bench"}))
+    url = collection.format(ns=ns)
 
     async def worker(conn: Conn):
         for i in counter:
-            body = pod_body(f"p{inflight}-{i}", {"app": "bench"})
+            payload = make(f"p{inflight}-{i}")
             t = time.perf_counter()
-            status, data = await conn.request("POST", f"/api/v1/namespaces/{ns}/pods", body)
+            status, data = await conn.request("POST", url, payload)
             latencies.append(time.perf_counter() - t)
             assert status == 201, data
     cpu_before = cpu_seconds(cpu[0]) if cpu else 0.0
@@ -159,8 +170,13 @@ async def api_creates(base: str, ns: str, total: int, inflight: int,
 
 
 async def create_namespace(base: str, name: str, tls: ssl.SSLContext | None = None) -> None:
+    """The namespace and its `default` ServiceAccount, as the serviceaccount controller
+    (not run here) would make it: without it the ServiceAccount admission refuses pods."""
     conn = await Conn(base, tls).open()
     status, data = await conn.request("POST", "/api/v1/namespaces", orjson.dumps({"metadata": {"name": name}}))
+    assert status in (201, 409), data
+    status, data = await conn.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts",
+                                      orjson.dumps({"metadata": {"name": "default"}}))
     assert status in (201, 409), data
     conn.close()
 
@@ -375,12 +391,120 @@ async def security_bench(total: int, rounds: int, handshakes: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+CRD_GROUP = "bench.minik8s.io"
+# 50 fields, of the three scalar types with a constraint each, so that every create is
+# validated field by field; `f00` has a default, so defaulting runs too.
+CRD_FIELDS = {f"f{i:02d}": ({"type": "string", "maxLength": 64}, {"type": "integer", "minimum": 0},
+                            {"type": "boolean"})[i % 3] for i in range(50)}
+
+
+def crd_body(plural: str, kind: str) -> dict:
+    fields = {k: dict(v) for k, v in CRD_FIELDS.items()}
+    fields["f00"]["default"] = "x"
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{CRD_GROUP}"},
+            "spec": {"group": CRD_GROUP, "scope": "Namespaced",
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                     "versions": [{"name": "v1", "served": True, "storage": True,
+                                   "subresources": {"status": {}},
+                                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                       "spec": {"type": "object", "properties": fields}}}}}]}}
+
+
+def cr_body(kind: str, name: str) -> bytes:
+    values = ("some value", 7, True)
+    spec = {k: values[i % 3] for i, k in enumerate(CRD_FIELDS) if k != "f00"}  # f00 from its default
+    return orjson.dumps({"apiVersion": f"{CRD_GROUP}/v1", "kind": kind,
+                         "metadata": {"name": name, "labels": {"app": "bench"}}, "spec": spec})
+
+
+async def established(conn: Conn, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, data = await conn.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        assert status == 200, data
+        conds = orjson.loads(data).get("status", {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+            return
+        assert time.monotonic() < deadline, f"CRD {name} never became Established"
+        await asyncio.sleep(0.01)
+
+
+async def crd_bench(total: int, rounds: int, n_crds: int) -> None:
+    """(g): one plain server on its own etcd."""
+    etcd = Etcd().start()
+    server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
+    try:
+        conn = await Conn(server.url).open()
+        status, data = await conn.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                          orjson.dumps(crd_body("widgets", "Widget")))
+        assert status == 201, data
+        await established(conn, f"widgets.{CRD_GROUP}")
+        widgets = f"/apis/{CRD_GROUP}/v1/namespaces/{{ns}}/widgets"
+        # The figure means something only if every create is validated against the schema.
+        await create_namespace(server.url, "bench-crd-check")
+        bad = orjson.loads(cr_body("Widget", "bad"))
+        bad["spec"]["f01"] = "not an integer"
+        status, data = await conn.request("POST", widgets.format(ns="bench-crd-check"), orjson.dumps(bad))
+        assert status == 422, f"a custom resource that fails its schema was answered {status}: {data[:300]!r}"
+        rates: dict[str, list[float]] = {"custom resource": [], "pod": []}
+        # the server's own CPU per create, which the load generator's share of the cores does not move
+        cpu: dict[str, list[float]] = {k: [] for k in rates}
+        for r in range(rounds):
+            order = list(rates) if r % 2 == 0 else list(reversed(rates))
+            for what in order:
+                ns = f"bench-crd-{r}-{what.split()[0]}"
+                await create_namespace(server.url, ns)
+                if what == "pod":
+                    rate, _ = await api_creates(server.url, ns, total, 100, cpu=(server.proc.pid, cpu[what]))
+                else:
+                    rate, _ = await api_creates(server.url, ns, total, 100, cpu=(server.proc.pid, cpu[what]),
+                                                collection=widgets, body=lambda name: cr_body("Widget", name))
+                rates[what].append(rate)
+        a, b = statistics.median(rates["custom resource"]), statistics.median(rates["pod"])
+        ca, cb = statistics.median(cpu["custom resource"]) * 1e6, statistics.median(cpu["pod"]) * 1e6
+        print(f"creates/s at 100 in flight, median of {rounds} rounds of {total}: custom resource with a "
+              f"50-field schema {a:.0f}, pod {b:.0f}, ratio {a / b:.2f} (target >= 0.8; rounds: custom "
+              f"{[round(x) for x in rates['custom resource']]}, pod {[round(x) for x in rates['pod']]})")
+        print(f"API server CPU per create (median of the rounds): custom resource {ca:.0f} us, pod {cb:.0f} us, "
+              f"ratio {cb / ca:.2f}")
+
+        await create_namespace(server.url, "bench-crd-first")
+        waits: list[float] = []
+        for i in range(n_crds):
+            plural, kind = f"gadgets{i}", f"Gadget{i}"
+            t = time.perf_counter()
+            status, data = await conn.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                              orjson.dumps(crd_body(plural, kind)))
+            assert status == 201, data
+            while True:
+                status, data = await conn.request(
+                    "POST", f"/apis/{CRD_GROUP}/v1/namespaces/bench-crd-first/{plural}", cr_body(kind, "first"))
+                if status == 201:
+                    break
+                assert status == 404, data
+                assert time.perf_counter() - t < 60, f"{plural} never served"
+                await asyncio.sleep(0.005)
+            waits.append(time.perf_counter() - t)
+        print(f"CRD created to its first object accepted, {n_crds} CRDs: p50 "
+              f"{statistics.median(waits) * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms")
+        conn.close()
+    finally:
+        server.stop()
+        etcd.stop()
+        if os.path.exists(server.logfile.name):
+            os.unlink(server.logfile.name)
+
+
 async def main_async(args) -> None:
     if args.only_audit:
         await audit_bench(args.creates, args.rounds)
         return
     if args.only_security:
         await security_bench(args.creates, args.rounds, args.handshakes)
+        return
+    if args.only_crd:
+        await crd_bench(args.creates, args.rounds, args.crds)
         return
     etcd = Etcd().start()
     server = APIServer(etcd.url, "--compaction-window", "0", plain=True).start()
@@ -407,15 +531,18 @@ async def main_async(args) -> None:
         etcd.stop()
     await audit_bench(args.creates, args.rounds)
     await security_bench(args.creates, args.rounds, args.handshakes)
+    await crd_bench(args.creates, args.rounds, args.crds)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--creates", type=int, default=2000)
     p.add_argument("--list-pods", type=int, default=10000)
-    p.add_argument("--rounds", type=int, default=4, help="rounds of (e) and (f), alternating the servers")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of (e), (f) and (g), alternating the sides")
     p.add_argument("--only-audit", action="store_true", help="run (e) alone")
     p.add_argument("--only-security", action="store_true", help="run (f) alone")
+    p.add_argument("--only-crd", action="store_true", help="run (g) alone")
+    p.add_argument("--crds", type=int, default=10, help="CRDs timed from create to first object in (g)")
     p.add_argument("--handshakes", type=int, default=500, help="requests of each kind in (f)'s TLS figures")
     asyncio.run(main_async(p.parse_args()))
 

@@ -190,10 +190,8 @@ def run_get(args: Any, s: Any) -> int:
 def resolve_targets(args: Any, s: Any) -> list[tuple[Any, list[str]]]:
     targets: list[tuple[Any, list[str]]] = []
     for kind, names in split_type_name(args.args):
-        if kind == "all":
-            targets += [(s.resource(k), names) for k in ALL_CATEGORY]
-        else:
-            targets.append((s.resource(kind), names))
+        first = ALL_CATEGORY if kind == "all" else ()
+        targets += [(r, names) for r in s.resources_for(kind, first=first)]
     if getattr(args, "filename", None):
         from kubectl_lite.manifests import read_documents
         for doc in read_documents(args.filename, recursive=args.recursive):

@@ -173,7 +173,8 @@ class Schemas:
                 return self.type_name(target)
             return name.rsplit(".", 1)[-1] or "Object"
         if schema.get("type"):
-            return schema["type"]
+            # kubectl's template capitalizes a plain object, as the old explain did
+            return "Object" if schema["type"] == "object" else schema["type"]
         if schema.get("x-kubernetes-int-or-string"):
             return "IntOrString"
         return "Object"

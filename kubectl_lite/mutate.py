@@ -230,12 +230,12 @@ def run_patch(args: Any, s: Any) -> int:
         raise CLIError(f"a {args.type} merge patch must be an object")
     for r, obj in _targets(s, args, args.args):
         name = f"{qualified(r)}/{obj['metadata']['name']}"
-        if args.type == "strategic":
+        if args.dry_run == "client":
+            # patched here, as kubectl patches locally: only kinds with patch strategies
             from machinery.patch import supports_strategic_merge
-            if not supports_strategic_merge(r.kind, r.group):
+            if args.type == "strategic" and not supports_strategic_merge(r.kind, r.group):
                 raise CLIError(f"strategic merge patch is not supported for {r.api_version}, "
                                f"Kind={r.kind} locally, try --type merge")
-        if args.dry_run == "client":
             print(f"{name} patched{_suffix(args)}")
             continue
         if args.subresource:
@@ -243,8 +243,16 @@ def run_patch(args: Any, s: Any) -> int:
                                                     subresource=args.subresource))
         else:
             before = obj
-        after = _send_patch(s, r, obj, patch, args.type, _params(args, "kubectl-patch"),
-                            subresource=args.subresource)
+        from machinery.errors import UnsupportedMediaType
+        try:
+            after = _send_patch(s, r, obj, patch, args.type, _params(args, "kubectl-patch"),
+                                subresource=args.subresource)
+        except UnsupportedMediaType as err:
+            if args.type != "strategic":
+                raise
+            # The server has no strategic merge for the kind (a custom resource): kubectl's words.
+            raise CLIError(f"application/strategic-merge-patch+json is not supported by "
+                           f"{r.api_version}, Kind={r.kind}: {err.message}") from None
         if args.output:
             _print_obj(args.output, r, after)
             continue

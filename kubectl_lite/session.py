@@ -3,7 +3,8 @@ blocking client on it, the default namespace, and resource names resolved to kin
 
 Everything is built on first use, so a verb that never talks to the server (`config
 view`) never builds a client. Resource names resolve from `client.rest`'s built-in table
-first and from the server's discovery only for a name that table does not know.
+first and from the server's discovery only for a name that table does not know, or for a
+category (`all` included: custom resources join categories).
 
 The client asks for `meta.k8s.io/v1` Tables only inside `session.accepting(TABLE)`: the
 Accept header is set by a thin transport wrapper, the one seam `client.rest.Client`
@@ -223,6 +224,25 @@ class Session:
                 except NotFound:
                     pass
         raise CLIError(f'the server doesn\'t have a resource type "{name}"')
+
+    def resources_for(self, name: str, *, first: tuple[str, ...] = ()) -> list[Any]:
+        """What a TYPE argument names, as kubectl's builder expands it: the kinds of a
+        category, else one resource. Custom resources join categories (`all` too), so a
+        category is looked up in discovery; `first` (plural names) go before the rest,
+        in that order, as kubectl's legacy expansion of `all` lists them."""
+        from machinery.errors import NotFound
+        try:
+            known = self.client.resources.get(name)
+        except NotFound:
+            known = None
+        if known is None or name == "all":
+            if not self._discovered:
+                self.discover()
+            members = self.client.resources.in_category(name)
+            if members or first:
+                head = [self.resource(k) for k in first]
+                return head + [r for r in members if r not in head]
+        return [self.resource(name)]
 
     def for_object(self, obj: dict, source: str = "") -> Any:
         from machinery.errors import NotFound
