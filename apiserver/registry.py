@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
+from apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -175,6 +176,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
            strategy=PersistentVolumeClaimStrategy()),
     _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
+    _serve(kinds.HORIZONTALPODAUTOSCALERS, columns=tables.HORIZONTALPODAUTOSCALERS,
+           strategy=HorizontalPodAutoscalerStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

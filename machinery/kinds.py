@@ -86,6 +86,8 @@ PERSISTENTVOLUMES = Kind("", "v1", "PersistentVolume", "persistentvolumes", Fals
 PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True,
                               ("pvc",), ("status",))
 STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
+HORIZONTALPODAUTOSCALERS = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+                                True, ("hpa",), ("status",), ("all",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -106,4 +108,5 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
-                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES)
+                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES,
+                           HORIZONTALPODAUTOSCALERS)
