@@ -5,13 +5,13 @@ stabilization windows, scaling policies, min/max), as pure functions.
 What it guarantees, as Kubernetes does:
 - desired = ceil(current-ready-pods * usage / target); a usage ratio within the
   tolerance (0.1) of 1 keeps the current count.
-- Pods being deleted or Failed are not counted; Pending pods are ignored; for CPU, a
-  pod still in its CPU initialization period (5 min after start) is ignored while it is
-  unready or its sample predates one window after it turned ready, and after that
-  period an unready pod is ignored if it never became ready within the initial
-  readiness delay (30 s) of its start.
+- Pods being deleted or Failed are not counted at all. Pending pods are unready; for
+  CPU, a pod still in its CPU initialization period (5 min after start) is unready while
+  it is unready or its sample predates one window after it turned ready, and after that
+  period an unready pod is unready (set aside) if it never became ready within the
+  initial readiness delay (30 s) of its start.
 - A pod without a sample (missing or stale) counts as using 100% of its request (the
-  target, for AverageValue) when scaling down and 0% when scaling up; ignored pods count
+  target, for AverageValue) when scaling down and 0% when scaling up; unready pods count
   as 0% when scaling up. If that reversal flips the direction, or brings the ratio
   within the tolerance, the current count stands.
 - Utilization is against the pods' requests; a container without a request for the
@@ -71,16 +71,18 @@ def _ready_condition(pod: dict) -> dict | None:
 def group_pods(pods: list[dict], metrics: dict[str, PodMetric], resource: str, *, now: float,
                cpu_initialization_period: float = CPU_INITIALIZATION_PERIOD,
                initial_readiness_delay: float = INITIAL_READINESS_DELAY
-               ) -> tuple[int, set[str], set[str]]:
-    """groupPods: (ready pod count, ignored pod names, pods missing a metric)."""
-    ready, ignored, missing = 0, set(), set()
+               ) -> tuple[int, set[str], set[str], set[str]]:
+    """groupPods: (ready pod count, unready pods, pods missing a metric, ignored pods).
+    Unready pods count as 0% on a scale up; ignored ones (being deleted, Failed) never count."""
+    ready, unready, missing, ignored = 0, set(), set(), set()
     for pod in pods:
         name, status = pod["metadata"]["name"], pod.get("status") or {}
         phase = status.get("phase")
         if pod["metadata"].get("deletionTimestamp") or phase == "Failed":
+            ignored.add(name)
             continue
         if phase == "Pending":
-            ignored.add(name)
+            unready.add(name)
             continue
         metric = metrics.get(name)
         if metric is None:
@@ -89,18 +91,20 @@ def group_pods(pods: list[dict], metrics: dict[str, PodMetric], resource: str, *
         if resource == "cpu":
             cond, start = _ready_condition(pod), _time(status.get("startTime"))
             if cond is None or start is None:
-                ignore = True
+                unready_now = True
             else:
                 transition = _time(cond.get("lastTransitionTime")) or start
                 if start + cpu_initialization_period > now:
-                    ignore = cond.get("status") == "False" or metric.timestamp < transition + metric.window
+                    # Unready, or no full window of samples since it turned ready.
+                    unready_now = cond.get("status") == "False" or metric.timestamp < transition + metric.window
                 else:
-                    ignore = cond.get("status") == "False" and start + initial_readiness_delay > transition
-            if ignore:
-                ignored.add(name)
+                    # Unready, and never ready: it went unready within the readiness delay.
+                    unready_now = cond.get("status") == "False" and start + initial_readiness_delay > transition
+            if unready_now:
+                unready.add(name)
                 continue
         ready += 1
-    return ready, ignored, missing
+    return ready, unready, missing, ignored
 
 
 def pod_requests(pods: list[dict], resource: str, container: str = "") -> dict[str, int]:
@@ -157,16 +161,16 @@ def resource_replicas(current: int, target_utilization: int, resource: str, pods
     if not pods:
         raise MetricError("no pods returned by selector while calculating replica count")
     metrics = dict(metrics)
-    ready, ignored, missing = group_pods(pods, metrics, resource, now=now,
-                                        cpu_initialization_period=cpu_initialization_period,
-                                        initial_readiness_delay=initial_readiness_delay)
-    for name in ignored:
+    ready, unready, missing, ignored = group_pods(pods, metrics, resource, now=now,
+                                                  cpu_initialization_period=cpu_initialization_period,
+                                                  initial_readiness_delay=initial_readiness_delay)
+    for name in ignored | unready:
         metrics.pop(name, None)
     requests = pod_requests(pods, resource, container)
     if not metrics:
         raise MetricError("did not receive metrics for any ready pods")
     ratio, utilization, raw = utilization_ratio(metrics, requests, target_utilization)
-    replicas = _rebalance(current, ratio, ready, ignored, missing, metrics, tolerance,
+    replicas = _rebalance(current, ratio, ready, unready, missing, metrics, tolerance,
                           full=lambda n: requests[n],
                           recompute=lambda: utilization_ratio(metrics, requests, target_utilization)[0])
     return replicas, utilization, raw
@@ -180,27 +184,27 @@ def raw_replicas(current: int, target_milli: int, resource: str, pods: list[dict
     if not pods:
         raise MetricError("no pods returned by selector while calculating replica count")
     metrics = dict(metrics)
-    ready, ignored, missing = group_pods(pods, metrics, resource, now=now,
-                                         cpu_initialization_period=cpu_initialization_period,
-                                         initial_readiness_delay=initial_readiness_delay)
-    for name in ignored:
+    ready, unready, missing, ignored = group_pods(pods, metrics, resource, now=now,
+                                                  cpu_initialization_period=cpu_initialization_period,
+                                                  initial_readiness_delay=initial_readiness_delay)
+    for name in ignored | unready:
         metrics.pop(name, None)
     if not metrics:
         raise MetricError("did not receive metrics for any ready pods")
     ratio, usage = usage_ratio(metrics, target_milli)
-    replicas = _rebalance(current, ratio, ready, ignored, missing, metrics, tolerance,
+    replicas = _rebalance(current, ratio, ready, unready, missing, metrics, tolerance,
                           full=lambda _: target_milli,
                           recompute=lambda: usage_ratio(metrics, target_milli)[0])
     return replicas, usage
 
 
-def _rebalance(current: int, ratio: float, ready: int, ignored: set[str], missing: set[str],
+def _rebalance(current: int, ratio: float, ready: int, unready: set[str], missing: set[str],
                metrics: dict[str, PodMetric], tolerance: float, *, full: Callable[[str], int],
                recompute: Callable[[], float]) -> int:
     """The common tail of both calculations: missing pods at 100% (`full`) when scaling
-    down and 0% when scaling up, ignored pods at 0% when scaling up, then the ratio again."""
-    rebalance_ignored = bool(ignored) and ratio > 1.0
-    if not rebalance_ignored and not missing:
+    down and 0% when scaling up, unready pods at 0% when scaling up, then the ratio again."""
+    scale_up_with_unready = bool(unready) and ratio > 1.0
+    if not scale_up_with_unready and not missing:
         if abs(1.0 - ratio) <= tolerance:
             return current
         return math.ceil(ratio * ready)
@@ -210,8 +214,8 @@ def _rebalance(current: int, ratio: float, ready: int, ignored: set[str], missin
                 metrics[name] = PodMetric(full(name))
             elif ratio > 1.0:
                 metrics[name] = PodMetric(0)
-    if rebalance_ignored:
-        for name in ignored:
+    if scale_up_with_unready:
+        for name in unready:
             metrics[name] = PodMetric(0)
     new_ratio = recompute()
     if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
