@@ -320,32 +320,30 @@ class HorizontalPodAutoscalerController(Controller):
         resource, container = source.get("name", ""), source.get("container", "")
         target = source.get("target") or {}
         failure = "FailedGetResourceMetric" if kind == "Resource" else "FailedGetContainerResourceMetric"
-        try:
-            samples = await self.resource_metric(hpa["metadata"]["namespace"], selector, resource, container,
-                                                 now=now)
-            tolerance = self.options.horizontal_pod_autoscaler_tolerance
-            timing = {"cpu_initialization_period": self.options.horizontal_pod_autoscaler_cpu_initialization_period,
-                      "initial_readiness_delay": self.options.horizontal_pod_autoscaler_initial_readiness_delay}
-            if target.get("averageValue") is not None:
-                try:
-                    replicas, usage = calc.raw_replicas(current, _milli(target["averageValue"]), resource, pods,
-                                                        samples, now=now, tolerance=tolerance, **timing)
-                except calc.MetricError as exc:
-                    raise calc.MetricError(f"failed to get {resource} usage: {exc}") from None
-                return replicas, f"{resource} resource", {"type": kind, field: {
-                    **({"container": container} if container else {}), "name": resource,
-                    "current": {"averageValue": _format_milli(usage)}}}
-            if target.get("averageUtilization") is None:
-                raise calc.MetricError("invalid resource metric source: neither an average utilization target "
-                                       "nor an average value (usage) target was set")
+        tolerance = self.options.horizontal_pod_autoscaler_tolerance
+        timing = {"cpu_initialization_period": self.options.horizontal_pod_autoscaler_cpu_initialization_period,
+                  "initial_readiness_delay": self.options.horizontal_pod_autoscaler_initial_readiness_delay}
+        namespace = hpa["metadata"]["namespace"]
+        if target.get("averageValue") is not None:
             try:
-                replicas, utilization, raw = calc.resource_replicas(
-                    current, int(target["averageUtilization"]), resource, pods, samples, now=now,
-                    tolerance=tolerance, container=container, **timing)
+                samples = await self.resource_metric(namespace, selector, resource, container, now=now)
+                replicas, usage = calc.raw_replicas(current, _milli(target["averageValue"]), resource, pods,
+                                                    samples, now=now, tolerance=tolerance, **timing)
             except calc.MetricError as exc:
-                raise calc.MetricError(f"failed to get {resource} utilization: {exc}") from None
+                raise MetricFailure(failure, f"failed to get {resource} usage: {exc}") from None
+            return replicas, f"{resource} resource", {"type": kind, field: {
+                **({"container": container} if container else {}), "name": resource,
+                "current": {"averageValue": _format_milli(usage)}}}
+        if target.get("averageUtilization") is None:
+            raise MetricFailure(failure, "invalid resource metric source: neither an average utilization target "
+                                         "nor an average value (usage) target was set")
+        try:
+            samples = await self.resource_metric(namespace, selector, resource, container, now=now)
+            replicas, utilization, raw = calc.resource_replicas(
+                current, int(target["averageUtilization"]), resource, pods, samples, now=now,
+                tolerance=tolerance, container=container, **timing)
         except calc.MetricError as exc:
-            raise MetricFailure(failure, str(exc)) from None
+            raise MetricFailure(failure, f"failed to get {resource} utilization: {exc}") from None
         return replicas, f"{resource} resource utilization (percentage of request)", {"type": kind, field: {
             **({"container": container} if container else {}), "name": resource,
             "current": {"averageUtilization": utilization, "averageValue": _format_milli(raw)}}}
@@ -406,6 +404,7 @@ class HorizontalPodAutoscalerController(Controller):
         hpa["status"] = status
 
     async def _write_status(self, hpa: dict, original: dict) -> None:
+        hpa["status"].setdefault("desiredReplicas", 0)  # never omitted, as Kubernetes writes it
         if hpa.get("status") == original:
             return
         try:
