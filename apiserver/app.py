@@ -1318,8 +1318,15 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
         etcd_tls.credentials()  # an unreadable file is an OSError now, not at start-up
     store: Store = EtcdStore(etcd_servers, tls=etcd_tls)
     if encryption:
-        store = EncryptedStore(store, transformers_by_prefix(
-            encryption, ((rt.group, rt.plural, rt.prefix()) for rt in registry.RESOURCES)))
+        rules = encryption
+        prefixes: dict = {}
+
+        def follow_registry() -> None:  # kinds registered later (custom resources) too
+            prefixes.update(transformers_by_prefix(
+                rules, ((rt.group, rt.plural, rt.prefix()) for rt in registry.served())))
+        follow_registry()
+        registry.on_change(follow_registry)
+        store = EncryptedStore(store, prefixes)
     api = API(store, compaction_window=compaction_window, bookmark_interval=bookmark_interval,
               kubelet_token=kubelet_token or os.environ.get("MINIK8S_KUBELET_TOKEN"),
               kubelet_tls=kubelet_tls,

@@ -14,6 +14,11 @@ Guarantees
   than `max_backlog` events behind is closed (the client re-watches from its last
   resourceVersion, as with Kubernetes' cacher).
 
+Buckets: one per storage root (`ResourceType.root`): the built-ins' from the start, and
+one for every `/registry/<group>/<plural>/` the first time a key under it is seen, so
+custom resources are cached whether or not their kind is registered yet, and a kind
+registered later is served from the cache at once.
+
 Concurrency: everything runs on one asyncio loop; the only task that mutates the cache
 is `_run`, which applies one etcd batch at a time.
 """
@@ -138,8 +143,9 @@ class WatchCache:
         self.history = history
         self.max_backlog = max_backlog
         self.bookmark_interval = bookmark_interval
-        self.buckets: dict[str, Bucket] = {r.plural: Bucket(history) for r in registry.RESOURCES}
+        self.buckets: dict[str, Bucket] = {r.root: Bucket(history) for r in registry.RESOURCES}
         self.revision = 0
+        self._loaded = 0  # the revision of the last complete list
         self.ready = asyncio.Event()
         # Set while the objects reflect a complete list (cleared during a relist, which
         # fills them without events): a subscriber that takes a snapshot waits for it.
@@ -175,7 +181,7 @@ class WatchCache:
 
     def entries(self, resource: registry.ResourceType, namespace: str = "") -> list[Entry]:
         """Current objects of a resource (optionally one namespace), sorted by key."""
-        objects = self.buckets[resource.plural].objects
+        objects = self._of(resource).objects
         if namespace and resource.namespaced:
             prefix = resource.prefix(namespace)
             keys = [k for k in objects if k.startswith(prefix)]
@@ -184,18 +190,25 @@ class WatchCache:
         keys.sort()
         return [objects[k] for k in keys]
 
+    def _of(self, resource: registry.ResourceType) -> Bucket:
+        bucket = self.buckets.get(resource.root)
+        if bucket is None:
+            bucket = self.buckets[resource.root] = Bucket(self.history)
+            bucket.oldest = self._loaded
+        return bucket
+
     def get(self, resource: registry.ResourceType, key: str) -> Entry | None:
-        return self.buckets[resource.plural].objects.get(key)
+        return self._of(resource).objects.get(key)
 
     def covers(self, resource: registry.ResourceType, revision: int) -> bool:
         """Whether a watch starting after `revision` can be served from history."""
-        return self.ready.is_set() and revision >= self.buckets[resource.plural].oldest
+        return self.ready.is_set() and revision >= self._of(resource).oldest
 
     def watch(self, resource: registry.ResourceType, match: Filter, *, after: int | None,
               bookmarks: bool) -> Watcher:
         """Subscribe. after=None: first an ADDED for every current match (Kubernetes'
         watch without resourceVersion). Else replay history strictly after `after`."""
-        bucket = self.buckets[resource.plural]
+        bucket = self._of(resource)
         w = Watcher(match, bookmarks, self.max_backlog)
         if after is None:
             for key in sorted(bucket.objects):
@@ -212,7 +225,7 @@ class WatchCache:
 
     def unwatch(self, resource: registry.ResourceType, w: Watcher) -> None:
         w.closed = True
-        self.buckets[resource.plural].watchers.discard(w)
+        self._of(resource).watchers.discard(w)
 
     # -- the feed -------------------------------------------------------------------
 
@@ -241,11 +254,22 @@ class WatchCache:
             start = page.items[-1].key + "\x00"
         for b in self.buckets.values():
             b.oldest = revision
+        self._loaded = revision
         return revision
 
     def _bucket(self, key: str) -> Bucket | None:
-        plural = key[len("/registry/"):].split("/", 1)[0]
-        return self.buckets.get(plural)
+        parts = key[len("/registry/"):].split("/", 2)
+        if "." not in parts[0]:
+            return self.buckets.get(f"/registry/{parts[0]}/")
+        if len(parts) < 3:
+            return None
+        # /registry/<group>/<plural>/...: a group's resource (custom resources)
+        root = f"/registry/{parts[0]}/{parts[1]}/"
+        bucket = self.buckets.get(root)
+        if bucket is None:
+            bucket = self.buckets[root] = Bucket(self.history)
+            bucket.oldest = self._loaded
+        return bucket
 
     async def _run(self) -> None:
         while True:

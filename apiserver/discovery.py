@@ -29,7 +29,7 @@ def _sub_kind(sub: str, group: str, version: str, kind: str) -> tuple[str, str, 
 
 def _resource_list(group: str, version: str) -> dict:
     resources = []
-    for r in registry.RESOURCES:
+    for r in registry.served():
         if r.group != group or r.version != version:
             continue
         entry = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
@@ -53,7 +53,7 @@ def _aggregated_group(group: str, versions: list[str]) -> dict:
     out_versions = []
     for v in versions:
         resources = []
-        for r in registry.RESOURCES:
+        for r in registry.served():
             if r.group != group or r.version != v:
                 continue
             res = {"resource": r.plural, "responseKind": {"group": group, "version": v, "kind": r.kind},

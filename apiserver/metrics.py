@@ -109,10 +109,25 @@ def track_cache(cache: Any) -> None:
 
 T = TypeVar("T")
 
+def _by_root(root: str) -> registry.ResourceType | None:
+    """The row stored under `root` (its stored version's, if served)."""
+    found = None
+    for rt in registry.served():
+        if rt.root == root:
+            if not rt.converts:
+                return rt
+            found = found or rt
+    return found
+
+
 def _resource_of(key: str) -> str:
-    plural = key[len("/registry/"):].split("/", 1)[0] if key.startswith("/registry/") else ""
-    rt = registry.by_plural(plural) if plural else None
-    return rt.group_resource if rt is not None else plural
+    if not key.startswith("/registry/"):
+        return ""
+    parts = key[len("/registry/"):].split("/", 2)
+    if "." in parts[0] and len(parts) > 1:  # /registry/<group>/<plural>/
+        return f"{parts[1]}.{parts[0]}"
+    rt = registry.by_plural(parts[0]) if parts[0] else None
+    return rt.group_resource if rt is not None else parts[0]
 
 
 class InstrumentedStore:
@@ -204,8 +219,8 @@ class _Collector(Collector):
         watchers: dict[tuple[str, str, str], int] = {}
         objects: dict[str, int] = {}
         for cache in list(_CACHES):
-            for plural, bucket in cache.buckets.items():
-                rt = registry.by_plural(plural)
+            for root, bucket in list(cache.buckets.items()):
+                rt = _by_root(root)
                 if rt is None:
                     continue
                 key = (rt.group, rt.version, rt.kind)

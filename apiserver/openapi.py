@@ -20,8 +20,9 @@ what kubectl validates a `kind: List` against (see the v2 section below).
 `definitions()` and `kind_definition()` also serve `apiserver.apply`, which reads list
 and map types from the same schemas.
 
-Everything is built on first use and cached for the process (the documents are
-immutable, so the index carries a content hash and clients may cache forever).
+Everything is built on first use and cached until the served kinds change
+(`registry.generation()`: a CustomResourceDefinition was established or removed); a
+document's content hash is in the index, so clients may cache each document forever.
 Building the three documents takes tens of milliseconds.
 """
 from __future__ import annotations
@@ -219,14 +220,18 @@ def _group_path(group: str, version: str) -> str:
     return f"api/{version}" if not group else f"apis/{group}/{version}"
 
 
-@functools.cache
 def documents() -> dict[str, tuple[bytes, str]]:
     """'api/v1' / 'apis/apps/v1' -> (the serialized OpenAPI document, its hash)."""
+    return _documents(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _documents(generation: int) -> dict[str, tuple[bytes, str]]:
     out = {}
     for group, versions in registry.groups().items():
         for version in versions:
             paths, roots = {}, list(_COMMON)
-            for rt in registry.RESOURCES:
+            for rt in registry.served():
                 if (rt.group, rt.version) != (group, version):
                     continue
                 kind_def = kind_definition(rt.group, rt.version, rt.kind)
@@ -247,8 +252,12 @@ def documents() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-@functools.cache
 def index() -> bytes:
+    return _index(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _index(generation: int) -> bytes:
     paths = {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
              for p, (_, h) in documents().items()}
     return orjson.dumps({"paths": paths})
@@ -305,10 +314,14 @@ def _convert_v2(s: Any) -> Any:
     return out
 
 
-@functools.cache
 def v2_document() -> dict:
+    return _v2_document(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_document(generation: int) -> dict:
     roots = list(_COMMON)
-    for rt in registry.RESOURCES:
+    for rt in registry.served():
         for kind in (rt.kind, rt.list_kind):
             name = kind_definition(rt.group, rt.version, kind)
             if name is not None:
@@ -322,15 +335,23 @@ def v2_document() -> dict:
             "definitions": {n: _convert_v2(defs[n]) for n in _closure(roots)}}
 
 
-@functools.cache
 def v2_json() -> tuple[bytes, str]:
+    return _v2_json(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_json(generation: int) -> tuple[bytes, str]:
     body = orjson.dumps(v2_document())
     return body, hashlib.sha512(body).hexdigest().upper()
 
 
-@functools.cache
 def v2_protobuf() -> tuple[bytes, str]:
     """The v2 document as gnostic's `openapi.v2.Document` message (OpenAPIv2.proto)."""
+    return _v2_protobuf(registry.generation())
+
+
+@functools.lru_cache(maxsize=2)
+def _v2_protobuf(generation: int) -> tuple[bytes, str]:
     doc = v2_document()
     info = _pb_str(1, doc["info"]["title"]) + _pb_str(2, doc["info"]["version"])
     defs = b"".join(_pb_msg(1, _pb_str(1, name) + _pb_msg(2, _schema_pb(schema)))

@@ -6,6 +6,23 @@ plus what only the server needs: which fields a fieldSelector may use, the colum
 its Table form, and how its objects are prepared, validated and deleted (its strategy).
 Everything else in the server is driven from this table; there is no hand-written
 handler per kind.
+
+The table is dynamic (CustomResourceDefinitions add kinds while the server runs):
+- `RESOURCES` holds the built-in rows and never changes; `register(rt)` adds a row (or
+  replaces the one at the same group/version/plural), `unregister(rt)` removes it, and
+  `served()` is every row, built-ins first, then registered ones in registration order.
+  `lookup`, `by_kind`, `by_plural` and `groups` see both. Every part of the server that
+  walks the table walks `served()` at the time it answers, or reacts to `on_change`
+  listeners (called after each change, on the server's loop); `generation()` counts
+  changes, for caches of documents built from the table.
+- One kind may be served at several versions from one stored object: each served
+  version is its own row, and they share a `storage_version` and a storage key prefix
+  (`root`), which holds group and plural but never a version. A row's strategy
+  `convert(obj, api_version)` turns an object of any served version into the one asked
+  for; the resource layer converts what it stores to the version of the request on
+  every output, and what it is sent to the storage version on every write.
+- Built-in kinds are stored under `/registry/<plural>/` (as Kubernetes stores most of
+  them); a row may name another root, as custom resources do: `/registry/<group>/<plural>/`.
 """
 from __future__ import annotations
 
@@ -102,6 +119,34 @@ class ResourceType(kinds.Kind):
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch",
                               "update", "watch")
     extra: dict[str, Any] = field(default_factory=dict)
+    # The version its objects are stored at (empty: its own `version`).
+    storage_version: str = ""
+    # The etcd key prefix of its objects, ending in "/" (empty: "/registry/<plural>/").
+    storage_root: str = ""
+
+    @property
+    def root(self) -> str:
+        return self.storage_root or f"/registry/{self.plural}/"
+
+    @property
+    def storage_api_version(self) -> str:
+        v = self.storage_version or self.version
+        return f"{self.group}/{v}" if self.group else v
+
+    @property
+    def converts(self) -> bool:
+        """Whether its objects are stored at another version than it is served at."""
+        return bool(self.storage_version) and self.storage_version != self.version
+
+    def to_storage(self, obj: dict) -> dict:
+        """`obj` (at this row's version) as it is stored."""
+        return self.strategy.convert(obj, self.storage_api_version) if self.converts else obj
+
+    def to_served(self, obj: dict) -> dict:
+        """A stored object at this row's version."""
+        if obj.get("apiVersion") == self.api_version:
+            return obj
+        return self.strategy.convert(obj, self.api_version)
 
     @property
     def status_subresource(self) -> bool:
@@ -119,13 +164,13 @@ class ResourceType(kinds.Kind):
 
     def key(self, namespace: str, name: str) -> str:
         if self.namespaced:
-            return f"/registry/{self.plural}/{namespace}/{name}"
-        return f"/registry/{self.plural}/{name}"
+            return f"{self.root}{namespace}/{name}"
+        return f"{self.root}{name}"
 
     def prefix(self, namespace: str = "") -> str:
         if self.namespaced and namespace:
-            return f"/registry/{self.plural}/{namespace}/"
-        return f"/registry/{self.plural}/"
+            return f"{self.root}{namespace}/"
+        return self.root
 
 
 def _serve(kind: kinds.Kind, **server: Any) -> ResourceType:
@@ -181,8 +226,72 @@ RESOURCES: tuple[ResourceType, ...] = (
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 
-_BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-_BY_KIND = {(r.group, r.kind): r for r in RESOURCES}
+_REGISTERED: dict[tuple[str, str, str], ResourceType] = {}
+_SERVED: tuple[ResourceType, ...] = RESOURCES
+_BY_PATH: dict[tuple[str, str, str], ResourceType] = {}
+_BY_KIND: dict[tuple[str, str], ResourceType] = {}
+_BY_VERSION_KIND: dict[tuple[str, str], ResourceType] = {}
+_LISTENERS: list[Callable[[], None]] = []
+_GENERATION = 0
+
+
+def _index() -> None:
+    global _SERVED
+    _SERVED = RESOURCES + tuple(_REGISTERED.values())
+    _BY_PATH.clear()
+    _BY_KIND.clear()
+    _BY_VERSION_KIND.clear()
+    for r in _SERVED:
+        _BY_PATH.setdefault((r.group, r.version, r.plural), r)
+        _BY_VERSION_KIND.setdefault((r.api_version, r.kind), r)
+        # Without a version, a kind is its stored version's row (else its first).
+        if not r.converts or (r.group, r.kind) not in _BY_KIND:
+            _BY_KIND[(r.group, r.kind)] = r
+
+
+_index()
+
+
+def served() -> tuple[ResourceType, ...]:
+    """Every row served now: the built-ins, then the registered ones."""
+    return _SERVED
+
+
+def generation() -> int:
+    """How many times the table has changed (0: built-ins only)."""
+    return _GENERATION
+
+
+def register(rt: ResourceType) -> None:
+    """Serve `rt`, replacing a registered row at the same group, version and plural.
+    A built-in row cannot be replaced (ValueError)."""
+    key = (rt.group, rt.version, rt.plural)
+    if any((r.group, r.version, r.plural) == key for r in RESOURCES):
+        raise ValueError(f"{rt.plural}.{rt.group}/{rt.version} is a built-in resource")
+    if _REGISTERED.get(key) is rt:
+        return
+    _REGISTERED[key] = rt
+    _changed()
+
+
+def unregister(rt: ResourceType) -> None:
+    """Stop serving `rt` (its group/version/plural); nothing if it is not registered."""
+    if _REGISTERED.pop((rt.group, rt.version, rt.plural), None) is not None:
+        _changed()
+
+
+def on_change(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener()` after every change of the table; returns a function that stops it."""
+    _LISTENERS.append(listener)
+    return lambda: _LISTENERS.remove(listener) if listener in _LISTENERS else None
+
+
+def _changed() -> None:
+    global _GENERATION
+    _GENERATION += 1
+    _index()
+    for listener in tuple(_LISTENERS):
+        listener()
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
@@ -190,13 +299,18 @@ def lookup(group: str, version: str, plural: str) -> ResourceType | None:
 
 
 def by_kind(api_version: str, kind: str) -> ResourceType | None:
+    """The row of `kind` at `api_version`, else (a version not served) of its group."""
+    found = _BY_VERSION_KIND.get((api_version, kind))
+    if found is not None:
+        return found
     group = api_version.rpartition("/")[0]
     return _BY_KIND.get((group, kind))
 
 
-def by_plural(plural: str) -> ResourceType | None:
-    for r in RESOURCES:
-        if r.plural == plural:
+def by_plural(plural: str, group: str | None = None) -> ResourceType | None:
+    """The first row of `plural` (in `group` if given)."""
+    for r in _SERVED:
+        if r.plural == plural and (group is None or r.group == group):
             return r
     return None
 
@@ -204,7 +318,7 @@ def by_plural(plural: str) -> ResourceType | None:
 def groups() -> dict[str, list[str]]:
     """group name -> served versions, core group as ''."""
     out: dict[str, list[str]] = {}
-    for r in RESOURCES:
+    for r in _SERVED:
         versions = out.setdefault(r.group, [])
         if r.version not in versions:
             versions.append(r.version)

@@ -14,6 +14,13 @@ pinned a resourceVersion (or a UID) that no longer holds: that is 409 Conflict. 
 of single objects go to etcd; lists and watches are served from the watch cache
 (`apiserver/cache.py`) after it has caught up with etcd. The store is used through its
 public methods only (get, list, create, update, delete, current_revision, watch).
+
+Versions: a kind may be stored at another version than a request names
+(`ResourceType.storage_version`), and objects written before a storage version changed
+stay at the old one until rewritten. Every object a request gets back (get, list, watch
+events, the answer to a write) is at the request's version (`ResourceType.to_served`),
+every write stores the storage version (`to_storage`), and a strategy's hooks always see
+the request's version.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
-from apiserver import apply as ssa, defaults, validation
+from apiserver import apply as ssa, defaults
 from apiserver.cache import Entry, WatchCache, decode
 from apiserver.registry import ResourceType, by_plural
 from apiserver.storage import Compacted, Store
@@ -180,12 +187,20 @@ class Resources:
         kv = await self.store.get(rt.key(namespace, name))
         if kv is None:
             raise errors.not_found(rt.group_resource, name)
-        return decode(kv.key, kv.value, kv.mod_revision).obj
+        return rt.to_served(load(kv.value, kv.mod_revision))
 
     async def list(self, rt: ResourceType, sel: Selection, *, limit: int = 0,
                    continue_token: str = "", resource_version: str | None = None,
                    rv_match: str = "") -> tuple[list[Entry], int, str, int | None]:
         """-> (entries, list revision, continue token, remaining count or None)."""
+        entries, revision, token, remaining = await self._list(
+            rt, sel, limit=limit, continue_token=continue_token,
+            resource_version=resource_version, rv_match=rv_match)
+        return served_entries(rt, entries), revision, token, remaining
+
+    async def _list(self, rt: ResourceType, sel: Selection, *, limit: int,
+                    continue_token: str, resource_version: str | None,
+                    rv_match: str) -> tuple[list[Entry], int, str, int | None]:
         if continue_token:
             if resource_version not in (None, ""):
                 raise errors.BadRequest("specifying resource version is not allowed when using continue")
@@ -268,7 +283,7 @@ class Resources:
         w = self.cache.watch(rt, sel, after=rv, bookmarks=bookmarks)
         try:
             while batch := await w.next_batch():
-                yield batch
+                yield [(k, served_entry(rt, e) if isinstance(e, Entry) else e) for k, e in batch]
         finally:
             self.cache.unwatch(rt, w)
 
@@ -291,7 +306,7 @@ class Resources:
                     elif was:
                         out.append(("DELETED", new))
                 if out:
-                    yield out
+                    yield [(k, served_entry(rt, e)) for k, e in out]
         except Compacted as exc:
             yield [("ERROR", errors.Gone(f"too old resource version: {rv} ({exc.compact_revision})"))]
         finally:
@@ -333,9 +348,9 @@ class Resources:
             old = cached_obj if cached_obj is not None else load(raw, revision)
             alloc = self.allocations.get(rt.plural)
             try:
-                new = try_update(load(raw, revision), revision)
+                new = try_update(rt.to_served(load(raw, revision)), revision)
                 if opts.admit is not None:
-                    await opts.admit(new.obj if isinstance(new, Removed) else new, old)
+                    await opts.admit(new.obj if isinstance(new, Removed) else new, rt.to_served(old))
                 if alloc is not None and not isinstance(new, Removed) and not from_cache:
                     # Allocating is a write: done only on etcd's copy, never on a guess.
                     undo, commit = await alloc.before_update(new, old, dry_run=opts.dry_run)
@@ -359,7 +374,8 @@ class Resources:
                 if alloc is not None:
                     await undo()
                 return with_rv(new, revision), False
-            if _unchanged(old, new) and not stale:  # a stale value is re-written (encryption)
+            stored = rt.to_storage(new)
+            if _unchanged(old, stored) and not stale:  # a stale value is re-written (encryption)
                 if alloc is not None:
                     await undo()
                 if from_cache:
@@ -367,7 +383,7 @@ class Resources:
                 return with_rv(new, revision), False
             ok = False
             try:
-                ok, result = await self.store.update(key, encode(new), revision)
+                ok, result = await self.store.update(key, encode(stored), revision)
             finally:
                 if alloc is not None:
                     await (commit() if ok else undo())
@@ -417,7 +433,8 @@ class Resources:
 
     def _validate(self, rt: ResourceType, obj: dict, opts: WriteOptions, *,
                   old: dict | None = None, strategy: Any = None) -> None:
-        causes = validation.schema_causes(obj, strict=True)
+        strategy = strategy or rt.strategy
+        causes = strategy.schema_causes(rt, obj)
         unknown = [c for c in causes if c.get("message", "").startswith("unknown field")]
         if unknown and opts.field_validation != "Strict":
             for c in unknown:
@@ -425,7 +442,7 @@ class Resources:
                 if opts.warnings is not None and opts.field_validation != "Ignore":
                     opts.warnings.append(c["message"])
             causes = [c for c in causes if c not in unknown]
-        causes += (strategy or rt.strategy).validate(rt, obj, old)
+        causes += strategy.validate(rt, obj, old)
         if causes:
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(rt.kind, name, causes, group=rt.group)
@@ -516,7 +533,8 @@ class Resources:
                 return obj
             ok = False
             try:
-                ok, result = await self.store.create(rt.key(namespace, md["name"]), encode(obj))
+                ok, result = await self.store.create(rt.key(namespace, md["name"]),
+                                                     encode(rt.to_storage(obj)))
             finally:
                 if not ok and undo is not None:
                     await undo()
@@ -764,6 +782,18 @@ class Resources:
                                            "metadata": {"name": name}})
             except errors.AlreadyExists:
                 pass
+
+
+def served_entry(rt: ResourceType, e: Entry) -> Entry:
+    """A cache entry at `rt`'s version: itself if stored at it, else a converted copy."""
+    if e.obj.get("apiVersion") == rt.api_version:
+        return e
+    obj = rt.to_served(e.obj)
+    return Entry(e.key, obj, orjson.dumps(obj), e.revision)
+
+
+def served_entries(rt: ResourceType, entries: list[Entry]) -> list[Entry]:
+    return [served_entry(rt, e) for e in entries]
 
 
 def to_scale(obj: dict) -> dict:

@@ -376,13 +376,17 @@ class EncryptedStore:
 
     def __init__(self, store: Store, transformers: Mapping[str, Transformer]):
         """transformers: {"/registry/<plural>/": its Transformer}; keys under no prefix
-        named there pass through as they are."""
+        named there pass through as they are. The mapping is read on every call, so its
+        owner may add prefixes (kinds registered later)."""
         self.store = store
         self._by_prefix = transformers
 
     def _transformer(self, key: str) -> Transformer | None:
-        # "/registry/<plural>/..." -> "/registry/<plural>/"
+        # "/registry/<plural>/..." -> "/registry/<plural>/"; a group's resource (custom
+        # resources): "/registry/<group>/<plural>/..." -> "/registry/<group>/<plural>/"
         cut = key.find("/", 10)
+        if cut > 0 and "." in key[10:cut]:
+            cut = key.find("/", cut + 1)
         return self._by_prefix.get(key[:cut + 1]) if cut > 0 else None
 
     def _encrypt(self, key: str, value: bytes) -> bytes:

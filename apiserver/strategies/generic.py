@@ -118,6 +118,11 @@ class Strategy:
 
     # -- validation (Validate, ValidateUpdate) ------------------------------------------
 
+    def schema_causes(self, rt: ResourceType, obj: dict) -> list[dict]:
+        """Where `obj` breaks its kind's schema; a cause whose message starts with
+        "unknown field" is a field the caller drops or refuses (fieldValidation)."""
+        return validation.schema_causes(obj, strict=True)
+
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
         """Semantic problems beyond the schema (which the caller checks)."""
         causes = validation.semantic_causes(obj, kind=rt.kind, namespaced=rt.namespaced)
@@ -140,6 +145,14 @@ class Strategy:
     def deletion_finished(self, obj: dict) -> bool:
         """Whether `obj`, marked for deletion and with no finalizers left, may go."""
         return True
+
+    # -- versions (a kind served at several versions from one stored object) --------------
+
+    def convert(self, obj: dict, api_version: str) -> dict:
+        """`obj`, of any version this kind is served at, as `api_version`: a new object
+        (`obj` may be shared). By default only apiVersion changes, which is a
+        CustomResourceDefinition's `None` conversion."""
+        return {**obj, "apiVersion": api_version}
 
     # -- kind-specific subresources -----------------------------------------------------
 
