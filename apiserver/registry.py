@@ -222,7 +222,11 @@ RESOURCES: tuple[ResourceType, ...] = (
            strategy=PersistentVolumeClaimStrategy()),
     _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
     _serve(kinds.HORIZONTALPODAUTOSCALERS, columns=tables.HORIZONTALPODAUTOSCALERS,
-           strategy=HorizontalPodAutoscalerStrategy()),
+           strategy=HorizontalPodAutoscalerStrategy(), storage_version="v2"),
+    # autoscaling/v1 from the same stored object (what kubectl 1.32's `autoscale` sends).
+    _serve(dataclasses.replace(kinds.HORIZONTALPODAUTOSCALERS, version="v1"),
+           columns=tables.HORIZONTALPODAUTOSCALERS, strategy=HorizontalPodAutoscalerStrategy(),
+           storage_version="v2"),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

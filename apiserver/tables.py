@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from apiserver.strategies.autoscaling import to_v2
 from machinery import times
 from machinery.duration import human_duration
 
@@ -532,6 +533,8 @@ def _hpa_metric(spec: dict, status: dict | None) -> str:
 
 
 def _hpa_targets(hpa: dict) -> str:
+    if hpa.get("apiVersion") == "autoscaling/v1":  # printed as its v2 form, as Kubernetes prints it
+        hpa = to_v2(hpa)
     specs = (hpa.get("spec") or {}).get("metrics") or []
     statuses = (hpa.get("status") or {}).get("currentMetrics") or []
     if not specs:

@@ -16,11 +16,18 @@ with their field paths and messages.
   the behavior's windows and policies in Kubernetes' bounds.
 - The status is written only through /status (a create drops it); its replica counts
   are non-negative.
+- autoscaling/v1 is served from the same stored (v2) object, converted as Kubernetes
+  converts (pkg/apis/autoscaling/v1/conversion.go): a cpu Utilization metric is
+  targetCPUUtilizationPercentage (its status currentCPUUtilizationPercentage), and what
+  v1 cannot say (other metrics and their statuses, behavior, conditions) rides in the
+  `autoscaling.alpha.kubernetes.io/{metrics,current-metrics,behavior,conditions}`
+  annotations as JSON, in v1's (v2beta1-shaped) form, and comes back from them.
 
 Pure functions over private copies, as every strategy (see the package docstring).
 """
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from apiserver import validation as v
@@ -238,9 +245,188 @@ def validate_hpa(hpa: dict) -> list[Cause]:
     return out
 
 
+# --- autoscaling/v1 <-> v2 ------------------------------------------------------------------
+
+V1, V2 = "autoscaling/v1", "autoscaling/v2"
+METRICS_ANNOTATION = "autoscaling.alpha.kubernetes.io/metrics"
+CURRENT_METRICS_ANNOTATION = "autoscaling.alpha.kubernetes.io/current-metrics"
+BEHAVIOR_ANNOTATION = "autoscaling.alpha.kubernetes.io/behavior"
+CONDITIONS_ANNOTATION = "autoscaling.alpha.kubernetes.io/conditions"
+_ANNOTATIONS = (METRICS_ANNOTATION, CURRENT_METRICS_ANNOTATION, BEHAVIOR_ANNOTATION, CONDITIONS_ANNOTATION)
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: x for k, x in d.items() if x is not None}
+
+
+def _v1_metric(m: dict, *, status: bool) -> dict:
+    """A v2 MetricSpec (or MetricStatus) in v1's form."""
+    t = m.get("type", "")
+    pre, value = ("current", "current") if status else ("target", "target")
+    if t in ("Resource", "ContainerResource"):
+        key = "resource" if t == "Resource" else "containerResource"
+        src = m.get(key) or {}
+        v = src.get(value) or {}
+        return {"type": t, key: _drop_none({
+            "name": src.get("name"), "container": src.get("container"),
+            f"{pre}AverageUtilization": v.get("averageUtilization"),
+            f"{pre}AverageValue": v.get("averageValue")})}
+    if t == "Pods":
+        src = m.get("pods") or {}
+        metric, v = src.get("metric") or {}, src.get(value) or {}
+        return {"type": t, "pods": _drop_none({"metricName": metric.get("name"), "selector": metric.get("selector"),
+                                               f"{pre}AverageValue": v.get("averageValue")})}
+    if t == "Object":
+        src = m.get("object") or {}
+        metric, v = src.get("metric") or {}, src.get(value) or {}
+        return {"type": t, "object": _drop_none({
+            "target": src.get("describedObject"), "metricName": metric.get("name"),
+            "selector": metric.get("selector"), f"{pre}Value": v.get("value"),
+            "averageValue": v.get("averageValue")})}
+    if t == "External":
+        src = m.get("external") or {}
+        metric, v = src.get("metric") or {}, src.get(value) or {}
+        return {"type": t, "external": _drop_none({
+            "metricName": metric.get("name"), "metricSelector": metric.get("selector"),
+            f"{pre}Value": v.get("value"), f"{pre}AverageValue": v.get("averageValue")})}
+    return dict(m)
+
+
+def _v2_metric(m: dict, *, status: bool) -> dict:
+    """A v1 (annotation) MetricSpec or MetricStatus in v2's form."""
+    t = m.get("type", "")
+    pre, value = ("current", "current") if status else ("target", "target")
+
+    def target(utilization: Any = None, average: Any = None, plain: Any = None) -> dict:
+        out = _drop_none({"averageUtilization": utilization, "averageValue": average, "value": plain})
+        if not status:
+            out["type"] = "Utilization" if utilization is not None else "AverageValue" if average is not None \
+                else "Value"
+        return out
+    if t in ("Resource", "ContainerResource"):
+        key = "resource" if t == "Resource" else "containerResource"
+        src = m.get(key) or {}
+        return {"type": t, key: _drop_none({"name": src.get("name"), "container": src.get("container"),
+                                            value: target(src.get(f"{pre}AverageUtilization"),
+                                                          src.get(f"{pre}AverageValue"))})}
+    if t == "Pods":
+        src = m.get("pods") or {}
+        return {"type": t, "pods": {"metric": _drop_none({"name": src.get("metricName"),
+                                                          "selector": src.get("selector")}),
+                                    value: target(average=src.get(f"{pre}AverageValue"))}}
+    if t == "Object":
+        src = m.get("object") or {}
+        return {"type": t, "object": {"describedObject": src.get("target") or {},
+                                      "metric": _drop_none({"name": src.get("metricName"),
+                                                            "selector": src.get("selector")}),
+                                      value: target(average=src.get("averageValue"),
+                                                    plain=src.get(f"{pre}Value"))}}
+    if t == "External":
+        src = m.get("external") or {}
+        return {"type": t, "external": {"metric": _drop_none({"name": src.get("metricName"),
+                                                              "selector": src.get("metricSelector")}),
+                                        value: target(average=src.get(f"{pre}AverageValue"),
+                                                      plain=src.get(f"{pre}Value"))}}
+    return dict(m)
+
+
+def _is_cpu_utilization(m: dict, *, status: bool) -> bool:
+    src = m.get("resource") or {}
+    v = src.get("current" if status else "target") or {}
+    return m.get("type") == "Resource" and src.get("name") == "cpu" and v.get("averageUtilization") is not None \
+        and (status or v.get("type") == "Utilization")
+
+
+def to_v1(obj: dict) -> dict:
+    out = json.loads(json.dumps(obj))
+    out["apiVersion"] = V1
+    spec, status = out.get("spec") or {}, out.get("status")
+    annotations = dict((out.get("metadata") or {}).get("annotations") or {})
+    metrics = spec.pop("metrics", None) or []
+    others = []
+    for m in metrics:
+        if _is_cpu_utilization(m, status=False) and "targetCPUUtilizationPercentage" not in spec:
+            spec["targetCPUUtilizationPercentage"] = m["resource"]["target"]["averageUtilization"]
+        else:
+            others.append(_v1_metric(m, status=False))
+    if others:
+        annotations[METRICS_ANNOTATION] = json.dumps(others, separators=(",", ":"))
+    behavior = spec.pop("behavior", None)
+    if behavior:
+        annotations[BEHAVIOR_ANNOTATION] = json.dumps(behavior, separators=(",", ":"))
+    if isinstance(status, dict):
+        current = status.pop("currentMetrics", None) or []
+        rest = []
+        for m in current:
+            if _is_cpu_utilization(m, status=True) and "currentCPUUtilizationPercentage" not in status:
+                status["currentCPUUtilizationPercentage"] = m["resource"]["current"]["averageUtilization"]
+            elif m.get("type"):
+                rest.append(_v1_metric(m, status=True))
+        if rest:
+            annotations[CURRENT_METRICS_ANNOTATION] = json.dumps(rest, separators=(",", ":"))
+        conditions = status.pop("conditions", None)
+        if conditions:
+            annotations[CONDITIONS_ANNOTATION] = json.dumps(conditions, separators=(",", ":"))
+    if annotations:
+        out.setdefault("metadata", {})["annotations"] = annotations
+    return out
+
+
+def to_v2(obj: dict) -> dict:
+    out = json.loads(json.dumps(obj))
+    out["apiVersion"] = V2
+    md = out.get("metadata") or {}
+    annotations = dict(md.get("annotations") or {})
+    spec = out.setdefault("spec", {}) if isinstance(out.get("spec", {}), dict) else {}
+
+    def load(key: str) -> Any:
+        try:
+            return json.loads(annotations.pop(key, "null"))
+        except ValueError:
+            return None
+    metrics = []
+    cpu = spec.pop("targetCPUUtilizationPercentage", None)
+    if cpu is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": cpu}}})
+    metrics += [_v2_metric(m, status=False) for m in load(METRICS_ANNOTATION) or [] if isinstance(m, dict)]
+    if metrics:
+        spec["metrics"] = metrics
+    behavior = load(BEHAVIOR_ANNOTATION)
+    if isinstance(behavior, dict):
+        spec["behavior"] = behavior
+    status = out.get("status")
+    current_metrics = load(CURRENT_METRICS_ANNOTATION)
+    conditions = load(CONDITIONS_ANNOTATION)
+    if isinstance(status, dict):
+        current = []
+        util = status.pop("currentCPUUtilizationPercentage", None)
+        if util is not None:
+            current.append({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": util}}})
+        current += [_v2_metric(m, status=True) for m in current_metrics or [] if isinstance(m, dict)]
+        if current:
+            status["currentMetrics"] = current
+        if isinstance(conditions, list):
+            status["conditions"] = conditions
+    for key in _ANNOTATIONS:
+        annotations.pop(key, None)
+    if "annotations" in md:
+        if annotations:
+            md["annotations"] = annotations
+        else:
+            del md["annotations"]
+    return out
+
+
 class HorizontalPodAutoscalerStrategy(Strategy):
     def __init__(self) -> None:
         super().__init__(status_subresource=True)
 
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[dict]:
-        return super().validate(rt, obj, old) + validate_hpa(obj)
+        v2 = to_v2(obj) if obj.get("apiVersion") == V1 else obj
+        return super().validate(rt, obj, old) + validate_hpa(v2)
+
+    def convert(self, obj: dict, api_version: str) -> dict:
+        if obj.get("apiVersion") == api_version:
+            return obj
+        return to_v1(obj) if api_version == V1 else to_v2(obj)

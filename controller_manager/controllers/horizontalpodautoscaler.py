@@ -49,6 +49,7 @@ from machinery.duration import parse_duration
 log = logging.getLogger("minik8s.controller.horizontalpodautoscaler")
 
 NORMAL, WARNING = "Normal", "Warning"
+DEFAULT_CPU_UTILIZATION = 80
 _METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
 
 
@@ -275,7 +276,9 @@ class HorizontalPodAutoscalerController(Controller):
         namespace = hpa["metadata"]["namespace"]
         pods = [p for p in self.pod_informer.store.list()
                 if p["metadata"].get("namespace") == namespace and selector.matches(p["metadata"].get("labels") or {})]
-        specs = (hpa.get("spec") or {}).get("metrics") or []
+        # None (an HPA made at autoscaling/v1 without a CPU target): Kubernetes' default.
+        specs = (hpa.get("spec") or {}).get("metrics") or [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": DEFAULT_CPU_UTILIZATION}}}]
         spec_replicas = int((scale.get("spec") or {}).get("replicas") or 0)
         best: int | None = None
         best_name = ""
