@@ -25,8 +25,9 @@ What it guarantees, as Kubernetes' controller does:
   the others still count.
 
 Timing: an HPA is synced when it is created or its spec changes, then every
---horizontal-pod-autoscaler-sync-period (15 s). Time is the injected clock's (`now()`,
-wall time, which metric timestamps are compared with), so tests move it. The
+--horizontal-pod-autoscaler-sync-period (15 s). Time is the injected clock's, so tests
+move it: `now()` (wall) is what samples, pod start and readiness times are compared
+with; `monotonic()` times the stabilization windows and policy periods. The
 recommendation and scale-event history is kept in memory per HPA, as Kubernetes keeps
 it; a restart forgets it. One asyncio loop; the work queue serializes each HPA.
 """
@@ -164,7 +165,11 @@ class HorizontalPodAutoscalerController(Controller):
     async def reconcile_autoscaler(self, hpa: dict, key: str) -> None:
         hpa.setdefault("apiVersion", "autoscaling/v2")
         hpa.setdefault("kind", "HorizontalPodAutoscaler")
-        now = self.clock.now()
+        # Wall time for what is compared with timestamps in objects (pods' start and
+        # readiness, samples, conditions); the monotonic clock for the recommendation and
+        # scale-event history, intervals measured here (Go's time.Now() compares those
+        # on its monotonic reading, too).
+        now, mono = self.clock.now(), self.clock.monotonic()
         spec, md = hpa.get("spec") or {}, hpa["metadata"]
         status = hpa.setdefault("status", {})
         original = copy.deepcopy(status)
@@ -186,7 +191,7 @@ class HorizontalPodAutoscalerController(Controller):
         current = int((scale.get("spec") or {}).get("replicas") or 0)
         history = self.history.setdefault(key, calc.History())
         if not history.recommendations:
-            history.recommendations.append((current, now))  # recordInitialRecommendation
+            history.recommendations.append((current, mono))  # recordInitialRecommendation
 
         min_replicas = spec.get("minReplicas") or 1
         max_replicas = spec.get("maxReplicas") or 1
@@ -218,12 +223,12 @@ class HorizontalPodAutoscalerController(Controller):
             behavior = spec.get("behavior")
             if behavior is None:
                 n = calc.normalize(history, current=current, desired=desired, min_replicas=min_replicas,
-                                   max_replicas=max_replicas, now=now, downscale_stabilization=self.options
+                                   max_replicas=max_replicas, now=mono, downscale_stabilization=self.options
                                    .horizontal_pod_autoscaler_downscale_stabilization)
             else:
                 n = calc.normalize_with_behavior(
                     history, behavior, current=current, desired=desired, min_replicas=min_replicas,
-                    max_replicas=max_replicas, now=now,
+                    max_replicas=max_replicas, now=mono,
                     downscale_stabilization=self.options.horizontal_pod_autoscaler_downscale_stabilization)
             set_condition(status, "AbleToScale", "True", n.able_reason, n.able_message, now)
             set_condition(status, "ScalingLimited", "True" if n.limited else "False",
@@ -246,7 +251,7 @@ class HorizontalPodAutoscalerController(Controller):
             set_condition(status, "AbleToScale", "True", "SucceededRescale",
                           f"the HPA controller was able to update the target scale to {desired}", now)
             self._event(hpa, NORMAL, "SuccessfulRescale", f"New size: {desired}; reason: {reason}")
-            calc.record_scale_event(history, spec.get("behavior"), current, desired, now)
+            calc.record_scale_event(history, spec.get("behavior"), current, desired, mono)
             log.info("Successful rescale of %s, old size: %d, new size: %d, reason: %s",
                      md["name"], current, desired, reason)
         else:
