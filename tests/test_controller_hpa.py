@@ -355,3 +355,13 @@ async def test_defaults_and_kubectls_table(env, apiserver):
     assert [c["name"] for c in t["columnDefinitions"]] == [
         "Name", "Reference", "Targets", "MinPods", "MaxPods", "Replicas", "Age"]
     assert t["rows"][0]["cells"][:6] == ["web", "Deployment/web", "cpu: 30%/50%", "1", 5, 2]
+
+
+async def test_scale_selector_is_kubernetes_canonical_string(env):
+    await env.client.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sel"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["b", "a"]}, {"key": "env", "operator": "Exists"}]},
+        "template": {"metadata": {"labels": {"app": "web", "tier": "a", "env": "x"}},
+                     "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}}, namespace=env.ns)
+    scale = await env.client.get_scale("deployments", "sel", namespace=env.ns)
+    assert scale["status"]["selector"] == "app=web,env,tier in (a,b)"
