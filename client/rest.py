@@ -193,6 +193,9 @@ class Resources:
             raise NotFound(f'no matches for kind "{kind}" in version "{api_version}"')
         return r
 
+    def knows(self, group: str, kind: str) -> bool:
+        return (group, kind) in self._by_kind
+
     def __iter__(self) -> Iterator[Resource]:
         return iter(self._by_kind.values())
 
@@ -618,11 +621,16 @@ class Client:
 
     async def discover(self) -> Resources:
         """Add every resource the server's discovery lists to `self.resources`."""
-        docs = [await self.request("GET", "/api/v1")]
+        docs = [(await self.request("GET", "/api/v1"), True)]
         for group in (await self.request("GET", "/apis")).get("groups", []):
+            preferred = (group.get("preferredVersion") or {}).get("groupVersion")
             for v in group.get("versions", []):
-                docs.append(await self.request("GET", f"/apis/{v['groupVersion']}"))
-        for doc in docs:
+                docs.append((await self.request("GET", f"/apis/{v['groupVersion']}"),
+                             v["groupVersion"] == preferred))
+        # A kind served at several versions is its group's preferred one (as client-go's
+        # RESTMapper picks it), whatever order the versions come in.
+        docs.sort(key=lambda d: not d[1])
+        for doc, is_preferred in docs:
             group, _, version = doc["groupVersion"].rpartition("/")
             subs: dict[str, list[str]] = {}
             for e in doc["resources"]:
@@ -630,7 +638,7 @@ class Client:
                     plural, sub = e["name"].split("/", 1)
                     subs.setdefault(plural, []).append(sub)
             for e in doc["resources"]:
-                if "/" not in e["name"]:
+                if "/" not in e["name"] and (is_preferred or not self.resources.knows(group, e["kind"])):
                     self.resources.add(Resource(group, version, e["kind"], e["name"], e["namespaced"],
                                                 tuple(e.get("shortNames", ())),
                                                 tuple(subs.get(e["name"], ()))))

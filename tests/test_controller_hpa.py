@@ -365,3 +365,13 @@ async def test_scale_selector_is_kubernetes_canonical_string(env):
                      "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}}, namespace=env.ns)
     scale = await env.client.get_scale("deployments", "sel", namespace=env.ns)
     assert scale["status"]["selector"] == "app=web,env,tier in (a,b)"
+
+
+async def test_an_unknown_kind_is_failed_get_scale(env):
+    await env.hpa(kind="Frobnicator", api_version="example.com/v1")
+    hpa = await env.sync()
+    assert condition(hpa, "AbleToScale") == (
+        "False", "FailedGetScale", "the HPA controller was unable to get the target's current scale: "
+        'no matches for kind "Frobnicator" in group "example.com"')
+    assert env.events.items == [
+        ("Warning", "FailedGetScale", 'no matches for kind "Frobnicator" in group "example.com"')]

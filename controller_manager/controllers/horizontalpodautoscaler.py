@@ -159,8 +159,13 @@ class HorizontalPodAutoscalerController(Controller):
         try:
             return self.client.resources.for_object(probe)
         except errors.NotFound:
-            await self.client.discover()  # a custom resource registered since
+            pass
+        await self.client.discover()  # a custom resource registered since
+        try:
             return self.client.resources.for_object(probe)
+        except errors.NotFound:
+            group = probe["apiVersion"].rpartition("/")[0]
+            raise errors.NotFound(f'no matches for kind "{probe["kind"]}" in group "{group}"') from None
 
     async def reconcile_autoscaler(self, hpa: dict, key: str) -> None:
         hpa.setdefault("apiVersion", "autoscaling/v2")
