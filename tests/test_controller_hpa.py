@@ -10,6 +10,7 @@ and the events recorded.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -375,3 +376,20 @@ async def test_an_unknown_kind_is_failed_get_scale(env):
         'no matches for kind "Frobnicator" in group "example.com"')
     assert env.events.items == [
         ("Warning", "FailedGetScale", 'no matches for kind "Frobnicator" in group "example.com"')]
+
+
+async def test_an_autoscaling_v1_hpa_is_synced_and_reads_back_as_v1(env):
+    await env.target(2)
+    # As `kubectl autoscale` without --cpu-percent makes it: no CPU target, so Kubernetes' 80%.
+    await env.client.request("POST", f"/apis/autoscaling/v1/namespaces/{env.ns}/horizontalpodautoscalers", body={
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "maxReplicas": 5}})
+    env.metrics.set("160m", "web-0", "web-1")  # 160% against 80%: twice the pods
+    await env.sync()
+    assert await env.replicas() == 4
+    v1 = await env.client.request("GET", f"/apis/autoscaling/v1/namespaces/{env.ns}/horizontalpodautoscalers/web")
+    assert v1["status"]["currentCPUUtilizationPercentage"] == 160
+    assert (v1["status"]["currentReplicas"], v1["status"]["desiredReplicas"]) == (2, 4)
+    conditions = json.loads(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"])
+    assert [c["type"] for c in conditions] == ["AbleToScale", "ScalingActive", "ScalingLimited"]
