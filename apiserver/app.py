@@ -57,6 +57,8 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from apiserver import discovery, eviction, kubernetesservice, metrics, openapi, portforward, registry, tables, version
+from apiserver.apiextensions import crd as crds
+from apiserver.apiextensions.controller import CRDController
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -170,6 +172,8 @@ async def read_body(request: Request) -> bytes:
 BODY_TYPES = ("", "application/json", "application/yaml", "text/yaml", protobuf.MEDIA_TYPE)
 PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+CR_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                  "application/apply-patch+yaml")
 
 
 def decode_body(raw: bytes, content_type: str, allowed: tuple[str, ...] = BODY_TYPES) -> Any:
@@ -332,6 +336,8 @@ class API:
             IPAllocator(store, getattr(flags, "service_cluster_ip_range", None) or DEFAULT_SERVICE_CIDR),
             PortAllocator(store, getattr(flags, "service_node_port_range", None) or DEFAULT_NODE_PORT_RANGE))
         self.resources.allocations["services"] = self.service_allocations
+        # Serves CustomResourceDefinitions' kinds from the moment they are Established.
+        self.crds = CRDController(self.resources)
         metrics.track_cache(self.cache)
         # The process's flags (apiserver/main.py), for the parts configured from them.
         self.flags = flags
@@ -540,6 +546,7 @@ class API:
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        await self.crds.start()
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
@@ -630,6 +637,7 @@ class API:
             log.warning("cannot release the master lease: %s", e)
         if self._kubelet_http is not None:
             await self._kubelet_http.aclose()
+        await self.crds.stop()
         await self.rbac_feed.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
@@ -692,6 +700,8 @@ class API:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
         if t.rt.extra.get("review"):
             return await reviews.create(self, request, t.rt, t.namespace, body)
+        if t.rt.extra.get("terminating"):
+            raise crds.terminating_error("create")
         opts = write_options(request, admit=self.admitter(request))
         obj = await self.resources.create(t.rt, t.namespace, body, opts)
         return self.object_response(obj, 201, opts.warnings)
@@ -720,7 +730,9 @@ class API:
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype == "application/apply-patch+yaml":
             return await self._apply(request, t)
-        body = decode_body(await read_body(request), ctype, PATCH_TYPES)
+        # Custom resources have no strategic merge patch (no patch strategies to follow).
+        body = decode_body(await read_body(request), ctype,
+                           CR_PATCH_TYPES if t.rt.extra.get("crd") else PATCH_TYPES)
         obj = await self.resources.patch(t.rt, t.namespace, t.name, ctype, body,
                                          opts := write_options(request, admit=self.admitter(request)),
                                          subresource=main_or_status(t))
@@ -1009,7 +1021,9 @@ class API:
                         request: Request | None = None) -> Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings[:20])
+            # RFC 7234 quoted strings, as Kubernetes writes them: `\` and `"` escaped.
+            headers["Warning"] = ", ".join(
+                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings[:20])
         if table_rt is not None and request is not None and wants_table(request):
             entry = Entry("", obj, orjson.dumps(obj), 0)
             return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),

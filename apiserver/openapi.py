@@ -27,6 +27,7 @@ Building the three documents takes tens of milliseconds.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.resources
@@ -44,6 +45,8 @@ _REF = "#/components/schemas/"
 _COMMON = (_META + "Status", _META + "DeleteOptions", _META + "Patch", _META + "WatchEvent")
 _PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
                 "application/merge-patch+json", "application/strategic-merge-patch+json")
+_CR_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                   "application/apply-patch+yaml")
 
 
 @functools.cache
@@ -201,6 +204,8 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
     for sub, (schema, kind) in subs.items():
         suffix = sub.capitalize()
         types = _PATCH_TYPES[1:] if sub == "scale" else _PATCH_TYPES  # no apply to /scale
+        if rt.extra.get("crd"):  # no strategic merge patch: apiextensions' builder lists these
+            types = _CR_PATCH_TYPES
         patch = op("patch", "patch", [*_WRITE_PARAMS, _param("force", type_="boolean")],
                    _answer(schema, "200", "201"), _body(_META + "Patch", types), kind, suffix)
         item = {"parameters": item_params,
@@ -214,6 +219,31 @@ def _paths(rt: registry.ResourceType, kind_def: str, list_def: str | None) -> di
                                 _body(_META + "DeleteOptions"))
         paths[f"{collection}/{{name}}" + (f"/{sub}" if sub else "")] = item
     return paths
+
+
+def custom_definitions(rt: registry.ResourceType) -> dict[str, dict]:
+    """A custom resource's definitions, named as Kubernetes names them (the group reversed:
+    `com.example.v1.Widget` and `...WidgetList`): its CRD schema with apiVersion, kind and
+    metadata, and its list. Empty for a kind that is not a custom resource."""
+    if not rt.extra.get("crd"):
+        return {}
+    prefix = ".".join(reversed(rt.group.split("."))) + f".{rt.version}."
+    gvk = [{"group": rt.group, "version": rt.version, "kind": rt.kind}]
+    kind = copy.deepcopy(rt.extra.get("schema") or {"type": "object"})
+    props = kind.setdefault("properties", {})
+    props.setdefault("apiVersion", {"type": "string", "description": "APIVersion defines the versioned "
+                                    "schema of this representation of an object."})
+    props.setdefault("kind", {"type": "string", "description": "Kind is a string value representing "
+                              "the REST resource this object represents."})
+    props["metadata"] = {"$ref": _REF + _META + "ObjectMeta"}
+    kind["x-kubernetes-group-version-kind"] = gvk
+    list_kind = {"type": "object", "required": ["items"],
+                 "description": f"{rt.kind}List is a list of {rt.kind}",
+                 "properties": {"apiVersion": props["apiVersion"], "kind": props["kind"],
+                                "items": {"type": "array", "items": {"$ref": _REF + prefix + rt.kind}},
+                                "metadata": {"$ref": _REF + _META + "ListMeta"}},
+                 "x-kubernetes-group-version-kind": [{**gvk[0], "kind": rt.list_kind}]}
+    return {prefix + rt.kind: kind, prefix + rt.list_kind: list_kind}
 
 
 def _group_path(group: str, version: str) -> str:
@@ -231,8 +261,17 @@ def _documents(generation: int) -> dict[str, tuple[bytes, str]]:
     for group, versions in registry.groups().items():
         for version in versions:
             paths, roots = {}, list(_COMMON)
+            custom: dict[str, dict] = {}
             for rt in registry.served():
                 if (rt.group, rt.version) != (group, version):
+                    continue
+                if own := custom_definitions(rt):
+                    custom.update(own)
+                    kind_def, list_def = list(own)
+                    roots += [_META + "ObjectMeta", _META + "ListMeta"]
+                    if "scale" in rt.subresources:
+                        roots.append("io.k8s.api.autoscaling.v1.Scale")
+                    paths.update(_paths(rt, kind_def, list_def))
                     continue
                 kind_def = kind_definition(rt.group, rt.version, rt.kind)
                 if kind_def is None:
@@ -246,7 +285,8 @@ def _documents(generation: int) -> dict[str, tuple[bytes, str]]:
             doc = {"openapi": "3.0.0",
                    "info": {"title": "Kubernetes", "version": f"{_SCHEMA_VERSION}-minik8s"},
                    "paths": paths,
-                   "components": {"schemas": {n: _convert(defs[n]) for n in _closure(roots)}}}
+                   "components": {"schemas": {**{n: _convert(defs[n]) for n in _closure(roots)},
+                                              **custom}}}
             body = orjson.dumps(doc)
             out[_group_path(group, version)] = (body, hashlib.sha512(body).hexdigest().upper())
     return out
@@ -321,7 +361,12 @@ def v2_document() -> dict:
 @functools.lru_cache(maxsize=2)
 def _v2_document(generation: int) -> dict:
     roots = list(_COMMON)
+    custom: dict[str, dict] = {}
     for rt in registry.served():
+        if own := custom_definitions(rt):
+            custom.update({n: _v2_refs(d) for n, d in own.items()})
+            roots += [_META + "ObjectMeta", _META + "ListMeta"]
+            continue
         for kind in (rt.kind, rt.list_kind):
             name = kind_definition(rt.group, rt.version, kind)
             if name is not None:
@@ -332,7 +377,17 @@ def _v2_document(generation: int) -> dict:
     return {"swagger": "2.0",
             "info": {"title": "Kubernetes", "version": f"{_SCHEMA_VERSION}-minik8s"},
             "paths": {},
-            "definitions": {n: _convert_v2(defs[n]) for n in _closure(roots)}}
+            "definitions": {**{n: _convert_v2(defs[n]) for n in _closure(roots)}, **custom}}
+
+
+def _v2_refs(s: Any) -> Any:
+    """An OpenAPI v3 schema's references as Swagger 2.0's."""
+    if isinstance(s, list):
+        return [_v2_refs(x) for x in s]
+    if not isinstance(s, dict):
+        return s
+    return {k: (_V2_REF + v[len(_REF):] if k == "$ref" and isinstance(v, str) and v.startswith(_REF)
+                else _v2_refs(v)) for k, v in s.items()}
 
 
 def v2_json() -> tuple[bytes, str]:

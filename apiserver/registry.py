@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from apiserver import tables
 from apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
+from apiserver.apiextensions.crd import CRDStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -160,7 +161,7 @@ class ResourceType(kinds.Kind):
 
     @property
     def list_kind(self) -> str:
-        return self.kind + "List"
+        return self.extra.get("list_kind") or self.kind + "List"  # a CRD may name its own
 
     def key(self, namespace: str, name: str) -> str:
         if self.namespaced:
@@ -227,6 +228,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(dataclasses.replace(kinds.HORIZONTALPODAUTOSCALERS, version="v1"),
            columns=tables.HORIZONTALPODAUTOSCALERS, strategy=HorizontalPodAutoscalerStrategy(),
            storage_version="v2"),
+    _serve(kinds.CUSTOMRESOURCEDEFINITIONS, columns=tables.CRDS, strategy=CRDStrategy(),
+           storage_root="/registry/apiextensions.k8s.io/customresourcedefinitions/"),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -745,7 +745,7 @@ class Resources:
                                      cached=True, opts=opts)
 
     async def get_scale(self, rt: ResourceType, namespace: str, name: str) -> dict:
-        return to_scale(await self.get(rt, namespace, name))
+        return _scale_of(rt, await self.get(rt, namespace, name))
 
     async def update_scale(self, rt: ResourceType, namespace: str, name: str, body: Any,
                            opts: WriteOptions = WriteOptions(), *,
@@ -758,7 +758,7 @@ class Resources:
 
         def try_update(obj: dict, revision: int) -> dict | Removed:
             scale = body if patch_type is None else \
-                apply_patch(_SCALE, to_scale(obj), patch_type, body)
+                apply_patch(_SCALE, _scale_of(rt, obj), patch_type, body)
             replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
@@ -768,11 +768,14 @@ class Resources:
             if pinned is not None and pinned != revision:
                 raise errors.conflict(rt.plural, name, rt.group)
             new = copy.deepcopy(obj)
-            new.setdefault("spec", {})["replicas"] = replicas
+            if hasattr(rt.strategy, "set_replicas"):  # a custom resource's specReplicasPath
+                rt.strategy.set_replicas(new, replicas)
+            else:
+                new.setdefault("spec", {})["replicas"] = replicas
             return self._updated(rt, obj, new, scaled, None)
 
         obj, _ = await self.guaranteed_update(rt, rt.key(namespace, name), try_update, opts=opts)
-        return to_scale(obj)
+        return _scale_of(rt, obj)
 
     async def ensure_system_namespaces(self) -> None:
         ns = by_plural("namespaces")
@@ -794,6 +797,12 @@ def served_entry(rt: ResourceType, e: Entry) -> Entry:
 
 def served_entries(rt: ResourceType, entries: list[Entry]) -> list[Entry]:
     return [served_entry(rt, e) for e in entries]
+
+
+def _scale_of(rt: ResourceType, obj: dict) -> dict:
+    """The Scale of `obj`: by its strategy's own paths (custom resources), else spec.replicas."""
+    own = getattr(rt.strategy, "to_scale", None)
+    return own(obj) if own is not None else to_scale(obj)
 
 
 def to_scale(obj: dict) -> dict:

@@ -194,6 +194,10 @@ AGE: Col = ("Age", "string", "CreationTimestamp is a timestamp representing the 
 
 # Per kind, attached to its row in apiserver/registry.py; a kind without its own shows
 # NAME and AGE.
+# The default table convertor's (what a CustomResourceDefinition gets): the time itself.
+CREATED_AT: Col = ("Created At", "date", "CreationTimestamp is a timestamp representing the server time "
+                   "when this object was created.", 0, _get("metadata", "creationTimestamp"))
+CRDS: tuple[Col, ...] = (NAME, CREATED_AT)
 PODS: tuple[Col, ...] = (NAME, ("Ready", "string", "The aggregate readiness state of this pod for accepting traffic.", 0, _pod_ready),
                          ("Status", "string", "The aggregate status of the containers in this pod.", 0, _pod_status),
                          ("Restarts", "string", "The number of times the containers in this pod have been restarted.", 0, _pod_restarts),

@@ -88,6 +88,9 @@ PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolu
 STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
 HORIZONTALPODAUTOSCALERS = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
                                 True, ("hpa",), ("status",), ("all",))
+CUSTOMRESOURCEDEFINITIONS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
+                                 "customresourcedefinitions", False, ("crd", "crds"), ("status",),
+                                 ("api-extensions",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -109,4 +112,4 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
                            PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES,
-                           HORIZONTALPODAUTOSCALERS)
+                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 
@@ -393,3 +394,28 @@ async def test_an_autoscaling_v1_hpa_is_synced_and_reads_back_as_v1(env):
     assert (v1["status"]["currentReplicas"], v1["status"]["desiredReplicas"]) == (2, 4)
     conditions = json.loads(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"])
     assert [c["type"] for c in conditions] == ["AbleToScale", "ScalingActive", "ScalingLimited"]
+
+
+async def test_a_custom_resource_with_a_scale_subresource_scales(env, http):
+    from tests.test_crd import CRDS, crd_body, established
+    group = f"t{uuid.uuid4().hex[:8]}.example.com"
+    r = http.post(CRDS, json=crd_body(group))
+    assert r.status_code == 201, r.text
+    established(http, f"widgets.{group}")
+    try:
+        base = f"/apis/{group}/v1/namespaces/{env.ns}/widgets"
+        r = http.post(base, json={"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "web"},
+                                  "spec": {"replicas": 2}})
+        assert r.status_code == 201, r.text
+        w = r.json()
+        w["status"] = {"replicas": 2, "selector": "app=web"}
+        assert http.put(f"{base}/web/status", json=w).status_code == 200
+        for i in range(2):
+            await env.pod(f"web-{i}")
+        await env.hpa(kind="Widget", api_version=f"{group}/v1")
+        env.metrics.set("100m", "web-0", "web-1")
+        hpa = await env.sync()  # the controller learns the kind from discovery
+        assert http.get(f"{base}/web").json()["spec"]["replicas"] == 4
+        assert condition(hpa, "AbleToScale")[1] == "SucceededRescale"
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")

@@ -165,6 +165,8 @@ def test_an_unknown_kind_is_unsupported_media_type_naming_it():
 
 def test_every_served_kind_has_a_message():
     for r in registry.RESOURCES:
+        if r.group == "apiextensions.k8s.io":
+            continue  # not in k8s.io/api (hack/gen_protobuf.py's source): JSON only
         assert f"{r.api_version}/{r.kind}" in KINDS, r.kind
     for message, fields in MESSAGES.items():
         for _number, _json, type_, _flags in fields:

@@ -35,10 +35,18 @@ deleted with Orphan or Foreground, and not yet in the cache when the owner is
 processed, is not waited for; with Orphan it keeps a dangling reference and is later
 collected as garbage.
 
+Kinds added later (custom resources): every `discovery_period` seconds (Kubernetes'
+collector resyncs its monitors from discovery every 30 s) the collector reads the
+server's discovery and starts an informer for each stored kind it does not watch yet;
+until then, a dependent of such a kind is not seen, and an owner of such a kind is
+resolved by a live GET. Keys name a built-in kind by its plural and any other by
+`<plural>.<group>`, so a custom resource sharing a built-in's plural stays apart.
+
 Concurrency: one asyncio loop; the work queue never hands one key to two workers.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from dataclasses import dataclass
@@ -48,7 +56,7 @@ from client.informer import OWNER_UID, Informer, key_of, split_key
 from client.rest import Resource
 from controller_manager import controller_utils
 from controller_manager.controller import Controller
-from machinery import errors
+from machinery import errors, kinds
 
 log = logging.getLogger("minik8s.controller.garbagecollector")
 
@@ -56,6 +64,12 @@ ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 UID = "uid"
 IGNORED = {("", "events")}  # Kubernetes' default ignored resources
+_BUILTIN = {(k.group, k.plural) for k in kinds.KINDS}
+
+
+def _name(r: Resource) -> str:
+    """The collector's name for a kind: its plural if built in, else `<plural>.<group>`."""
+    return r.plural if (r.group, r.plural) in _BUILTIN or not r.group else f"{r.plural}.{r.group}"
 
 # How an owner reference resolves.
 SOLID, DANGLING, WAITING = "solid", "dangling", "waiting"
@@ -88,6 +102,7 @@ def _gc_state(obj: dict) -> tuple:
 @dataclass(frozen=True, kw_only=True)
 class GarbageCollectorOptions:
     absent_owner_cache_size: int = 1024  # owners known to be gone, remembered (an LRU)
+    discovery_period: float = 30.0  # seconds between discoveries of new kinds (0: never)
 
 
 class GarbageCollector(Controller):
@@ -97,18 +112,52 @@ class GarbageCollector(Controller):
     def __init__(self, client, factory, *, recorder=None, clock=None,
                  options: GarbageCollectorOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
-        absent_owner_cache_size = (options or GarbageCollectorOptions()).absent_owner_cache_size
+        opts = options or GarbageCollectorOptions()
         self.by_plural: dict[str, tuple[Resource, Informer]] = {}
         self._absent: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._absent_size = absent_owner_cache_size
-        for r in controller_utils.stored_kinds(client.resources):
-            if (r.group, r.plural) in IGNORED or r.plural in self.by_plural:
+        self._absent_size = opts.absent_owner_cache_size
+        self._factory = factory
+        self._discovery_period = opts.discovery_period
+        self._monitor(client.resources)
+
+    def _monitor(self, resources) -> list[Informer]:
+        """Watch every stored kind of `resources` not watched yet; -> the new informers."""
+        added = []
+        for r in controller_utils.stored_kinds(resources):
+            name = _name(r)
+            if (r.group, r.plural) in IGNORED or name in self.by_plural:
                 continue
-            inf = factory.informer(r.plural)
+            inf = self._factory.informer(r)
             inf.add_indexers({UID: _uid})
-            self.by_plural[r.plural] = (r, inf)
+            self.by_plural[name] = (r, inf)
             self.informers.append(inf)
-            self._wire(r.plural, inf)
+            self._wire(name, inf)
+            added.append(inf)
+        return added
+
+    async def run(self, workers: int = 1) -> None:
+        if self._discovery_period <= 0:
+            return await super().run(workers)
+        resync = asyncio.create_task(self._resync_kinds(), name=f"{self.name}-discovery")
+        try:
+            await super().run(workers)
+        finally:
+            resync.cancel()
+
+    async def _resync_kinds(self) -> None:
+        discover = getattr(self.client, "discover", None)
+        if discover is None:  # a client without discovery (tests' recording clients)
+            return
+        while True:
+            await self.clock.sleep(self._discovery_period)
+            try:
+                await discover()
+            except (errors.APIError, OSError) as e:
+                log.warning("%s: discovery failed: %s", self.name, e)
+                continue
+            for inf in self._monitor(self.client.resources):
+                log.info("%s: watching %s.%s", self.name, inf.resource.plural, inf.resource.group)
+                inf.start()
 
     # -- handlers: object -> keys ------------------------------------------------------
 
@@ -153,14 +202,14 @@ class GarbageCollector(Controller):
     def _cached_by_uid(self, ref: dict, dependent: dict) -> tuple[tuple, dict] | None:
         """The owner `ref` names, if the cache holds it: ((plural, key), object)."""
         r = self._resource(ref.get("apiVersion", ""), ref.get("kind", ""))
-        if r is None or r.plural not in self.by_plural:
+        if r is None or _name(r) not in self.by_plural:
             return None
-        inf = self.by_plural[r.plural][1]
+        inf = self.by_plural[_name(r)][1]
         ns = dependent["metadata"].get("namespace", "") if r.namespaced else ""
         for obj in inf.store.by_index(UID, ref.get("uid", "")):
             md = obj["metadata"]
             if md.get("name") == ref.get("name") and md.get("namespace", "") == ns:
-                return (r.plural, key_of(obj)), obj
+                return (_name(r), key_of(obj)), obj
         return None
 
     def dependents(self, owner: dict) -> list[tuple[str, dict, dict]]:

@@ -44,7 +44,7 @@ class NamespaceController(Controller):
                  options: NoOptions | None = None):
         super().__init__(client, clock=clock, recorder=recorder)
         self.namespaces = self.watch(factory.informer("namespaces"))
-        self._no_collection: set[str] = set()  # plurals the server refuses deletecollection for
+        self._no_collection: set[tuple[str, str]] = set()  # (group, plural)s the server refuses deletecollection for
 
     async def reconcile(self, key) -> None:
         cached = self.namespaces.store.get(key)
@@ -58,6 +58,7 @@ class NamespaceController(Controller):
             return
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or ()):
             return  # finalized already: other finalizers (or the server) finish the job
+        await self._discover()
         failures = await self._delete_content(key)
         remaining, finalizers, estimate = await self._remaining(key)
         ns = await self._set_conditions(ns, failures, remaining, finalizers)
@@ -75,6 +76,17 @@ class NamespaceController(Controller):
             f for f in ns["spec"]["finalizers"] if f != FINALIZER]}}
         await self.client.update(finalized, subresource="finalize")
 
+    async def _discover(self) -> None:
+        """Learn the kinds served now (custom resources come and go), as Kubernetes'
+        namespace controller reads discovery on every pass."""
+        discover = getattr(self.client, "discover", None)
+        if discover is None:  # a client without discovery (tests' recording clients)
+            return
+        try:
+            await discover()
+        except (errors.APIError, OSError) as e:
+            log.warning("%s: discovery failed: %s", self.name, e)
+
     def _namespaced_kinds(self) -> list[Resource]:
         return [r for r in stored_kinds(self.client.resources) if r.namespaced]
 
@@ -82,13 +94,13 @@ class NamespaceController(Controller):
         failures = []
         for r in self._namespaced_kinds():
             try:
-                if r.plural not in self._no_collection:
+                if (r.group, r.plural) not in self._no_collection:
                     try:
                         await self.client.delete_collection(r, namespace=namespace,
                                                             propagation_policy="Background")
                         continue
                     except errors.MethodNotAllowed:
-                        self._no_collection.add(r.plural)
+                        self._no_collection.add((r.group, r.plural))
                 for obj in (await self.client.list(r, namespace=namespace))["items"]:
                     if obj["metadata"].get("deletionTimestamp"):
                         continue
@@ -97,6 +109,8 @@ class NamespaceController(Controller):
                                                  propagation_policy="Background")
                     except errors.NotFound:
                         pass
+            except errors.NotFound:
+                pass  # a kind no longer served (its CustomResourceDefinition went)
             except errors.APIError as exc:
                 failures.append(f"{r.plural}: {exc.message}")
         return failures
@@ -108,7 +122,10 @@ class NamespaceController(Controller):
         estimate = 0.0
         now = utcnow()
         for r in self._namespaced_kinds():
-            items = (await self.client.list(r, namespace=namespace))["items"]
+            try:
+                items = (await self.client.list(r, namespace=namespace))["items"]
+            except errors.NotFound:
+                continue  # a kind no longer served
             if not items:
                 continue
             remaining[f"{r.plural}.{r.group}" if r.group else r.plural] = len(items)
