@@ -24,7 +24,7 @@ from client.clock import FakeClock
 from client.informer import SharedInformerFactory
 from client.rest import Client
 from controller_manager.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController
-from tests.procs import Component, free_port
+from tests.procs import Component, free_port, wait_for
 
 metrics_pipeline = pytest.importorskip("tests.metrics_pipeline")
 
@@ -56,7 +56,13 @@ def condition(hpa: dict, ctype: str) -> tuple[str, str]:
 
 @pytest.fixture
 def pipeline(apiserver, tmp_path):
+    with apiserver.client() as http:
+        if http.get("/apis/apiregistration.k8s.io/v1").status_code != 200:
+            pytest.skip("this API server has no aggregation layer (apiregistration.k8s.io)")
     with metrics_pipeline.pipeline(apiserver, tmp_path, nodes=1, register=True) as p:
+        # Until the aggregator finds the metrics server Available, it answers 503.
+        wait_for(lambda: p["http"].get(f"{metrics_pipeline.API}/pods").status_code == 200, timeout=90,
+                 what="metrics.k8s.io through the API server")
         yield p
 
 
@@ -111,7 +117,7 @@ async def test_a_cpu_burning_pod_scales_its_deployment_up_then_down(apiserver, n
                 if await cond(hpa):
                     return hpa
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"timed out waiting for {what}: {hpa.get('status')}, {events.items}")
+                    raise TimeoutError(f"timed out waiting for {what}: {hpa.get('status')}, {events.items[-4:]}")
                 await asyncio.sleep(1.0)
 
         try:
@@ -124,8 +130,16 @@ async def test_a_cpu_burning_pod_scales_its_deployment_up_then_down(apiserver, n
             assert ("Normal", "SuccessfulRescale", "New size: 4; reason: cpu resource utilization "
                     "(percentage of request) above target") in events.items
 
-            # The load stops: every pod of the Deployment now uses (almost) nothing.
-            for pod in (await client.list("pods", namespace=ns, label_selector="app=burn"))["items"]:
+            # The load stops: every pod of the Deployment (all four, once they are made) now
+            # uses (almost) nothing.
+            async def four_pods():
+                pods = (await client.list("pods", namespace=ns, label_selector="app=burn"))["items"]
+                return pods if len(pods) == 4 else None
+            deadline = time.monotonic() + TIMEOUT
+            while not (pods := await four_pods()):
+                assert time.monotonic() < deadline, "the Deployment's four pods"
+                await asyncio.sleep(0.2)
+            for pod in pods:
                 await client.patch("pods", pod["metadata"]["name"], {"metadata": {"annotations": {
                     USAGE: json.dumps({"app": {"cpu": "1m", "memory": "8Mi"}})}}}, namespace=ns)
 
