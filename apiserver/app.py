@@ -56,7 +56,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
-from apiserver import discovery, eviction, kubernetesservice, metrics, openapi, portforward, registry, tables, version
+from apiserver import (aggregator, discovery, eviction, kubernetesservice, metrics, openapi, portforward,
+                       registry, tables, version)
 from apiserver.apiextensions import crd as crds
 from apiserver.apiextensions.controller import CRDController
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
@@ -383,6 +384,9 @@ class API:
                       named_check("informer-sync", self._informer_sync_check),
                       named_check("shutdown", self._shutdown_check)):
             self.health.add(check, endpoints=("readyz",))
+        # The aggregation layer (apiserver/aggregator/): APIServices, the proxy to extension
+        # servers, their discovery and availability. OSError for an unreadable CA file.
+        self.aggregator = aggregator.Aggregator(self, aggregator.options_from_flags(flags))
 
     def _mode(self, mode: str) -> Authorizer:
         if mode == "AlwaysAllow":
@@ -552,6 +556,7 @@ class API:
         self._tasks.append(asyncio.create_task(self._keep_kubernetes_service()))
         self._tasks.append(asyncio.create_task(self._keep_repairing()))
         await self.rbac_feed.start()
+        await self.aggregator.start()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.start()
         if self.compaction_window > 0:
@@ -639,6 +644,7 @@ class API:
             await self._kubelet_http.aclose()
         await self.crds.stop()
         await self.rbac_feed.stop()
+        await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
         await self.cache.stop()
@@ -1307,6 +1313,13 @@ class Secured:
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
+            # An aggregated group/version goes to its extension server, once authorized
+            # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
+            apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
+            if apisvc is not None:
+                response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -1382,7 +1395,7 @@ def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
 
     async def api_root(request: Request) -> Response:
         try:
-            return discovery.handle(request)
+            return discovery.handle(request, api.aggregator)
         except errors.APIError as err:
             return status_response(err)
 

@@ -1,7 +1,11 @@
 """API discovery: the aggregated v2 documents kubectl prefers and the plain fallback.
 
-Both are generated from the registry table. kubectl only accepts the aggregated form
-if the Content-Type is exactly the one it asked for (see shared/KUBECTL.md).
+Both are generated from the registry table, plus the groups of APIServices that name a
+Service (`remote`, apiserver/aggregator/): listed after the built-in groups by
+groupPriorityMinimum and versionPriority, their aggregated documents converted from the
+APIResourceList the extension server last served (freshness Stale when the last fetch
+failed). kubectl only accepts the aggregated form if the Content-Type is exactly the
+one it asked for (see shared/KUBECTL.md).
 """
 from __future__ import annotations
 
@@ -9,8 +13,18 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from typing import Protocol
+
 from apiserver import registry
 from machinery import errors
+
+
+class Remote(Protocol):
+    """The aggregated groups (apiserver/aggregator/)."""
+
+    def remote_groups(self) -> list[tuple[str, list[str]]]: ...
+
+    def resource_list(self, group: str, version: str) -> tuple[dict, bool] | None: ...
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
@@ -78,13 +92,48 @@ def _aggregated_group(group: str, versions: list[str]) -> dict:
     return item
 
 
+def _remote_group(remote: Remote, group: str, versions: list[str]) -> dict | None:
+    """An aggregated APIGroupDiscovery converted from the remote APIResourceLists."""
+    out_versions = []
+    for v in versions:
+        found = remote.resource_list(group, v)
+        if found is None:
+            continue
+        rlist, fresh = found
+        resources: dict[str, dict] = {}
+        for r in rlist.get("resources") or []:
+            name = r.get("name") or ""
+            base, _, sub = name.partition("/")
+            kind = {"group": r.get("group", group), "version": r.get("version", v), "kind": r.get("kind", "")}
+            if not sub:
+                res = {"resource": base, "responseKind": kind,
+                       "scope": "Namespaced" if r.get("namespaced") else "Cluster",
+                       "singularResource": r.get("singularName") or "", "verbs": list(r.get("verbs") or [])}
+                for key in ("shortNames", "categories"):
+                    if r.get(key):
+                        res[key] = list(r[key])
+                resources[base] = {**res, **({"subresources": resources[base]["subresources"]}
+                                             if "subresources" in resources.get(base, {}) else {})}
+            else:
+                parent = resources.setdefault(base, {"resource": base})
+                parent.setdefault("subresources", []).append(
+                    {"subresource": sub, "responseKind": kind, "verbs": list(r.get("verbs") or [])})
+        out_versions.append({"version": v, "resources": list(resources.values()),
+                             "freshness": "Current" if fresh else "Stale"})
+    if not out_versions:
+        return None
+    return {"metadata": {"name": group, "creationTimestamp": None}, "versions": out_versions}
+
+
 def _json(body: dict, ctype: str = "application/json") -> Response:
     return Response(orjson.dumps(body), media_type=None, headers={"Content-Type": ctype})
 
 
-def handle(request: Request) -> Response:
+def handle(request: Request, remote: Remote | None = None) -> Response:
     parts = [p for p in request.url.path.split("/") if p]
     groups = registry.groups()
+    remote_groups = [(g, vs) for g, vs in (remote.remote_groups() if remote is not None else ())
+                     if g not in groups]
     accept = request.headers.get("accept", "")
     aggregated = "apidiscovery.k8s.io" in accept and "as=APIGroupDiscoveryList" in accept
     if parts == ["api"]:
@@ -97,15 +146,20 @@ def handle(request: Request) -> Response:
     if parts == ["apis"]:
         named = {g: v for g, v in groups.items() if g}
         if aggregated:
+            items = [_aggregated_group(g, v) for g, v in named.items()]
+            if remote is not None:
+                items += [x for g, vs in remote_groups if (x := _remote_group(remote, g, vs)) is not None]
             return _json({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
-                          "metadata": {}, "items": [_aggregated_group(g, v) for g, v in named.items()]},
-                         AGGREGATED)
+                          "metadata": {}, "items": items}, AGGREGATED)
         return _json({"kind": "APIGroupList", "apiVersion": "v1",
-                      "groups": [_group(g, v) for g, v in named.items()]})
+                      "groups": [_group(g, v) for g, v in [*named.items(), *remote_groups]]})
     if len(parts) == 2 and parts[0] == "api" and parts[1] in groups[""]:
         return _json(_resource_list("", parts[1]))
     if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups and parts[1]:
         return _json({"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1], groups[parts[1]])})
+    for g, vs in remote_groups:
+        if parts == ["apis", g]:
+            return _json({"kind": "APIGroup", "apiVersion": "v1", **_group(g, vs)})
     if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], ()) and parts[1]:
         return _json(_resource_list(parts[1], parts[2]))
     raise errors.NotFound("the server could not find the requested resource")

@@ -16,6 +16,11 @@
                       [--service-cluster-ip-range 10.96.0.0/12]
                       [--service-node-port-range 30000-32767] [--advertise-address ADDR]
                       [--disable-admission-plugins ServiceAccount,NodeRestriction]
+                      [--proxy-client-cert-file F --proxy-client-key-file F]
+                      [--requestheader-client-ca-file F] [--requestheader-allowed-names LIST]
+                      [--requestheader-username-headers LIST] [--requestheader-group-headers LIST]
+                      [--requestheader-extra-headers-prefix LIST] [--requestheader-uid-headers LIST]
+                      [--enable-aggregator-routing]
 
 kube-apiserver's flag names (--port is an alias of --secure-port). With
 --tls-cert-file the server speaks only HTTPS (apiserver/serving.py): a client certificate
@@ -36,6 +41,12 @@ each (e.g. loopback for the user plus the cluster bridge for nodes in their own 
 namespaces). An address that cannot be bound is one line on stderr and exit code 1.
 Without --etcd-servers, `minik8s apiserver` (cluster/cli.py) first starts a local etcd
 and passes its URL here: running etcd is the cluster's business, not the server's.
+The aggregation layer (apiserver/aggregator/) proxies the group/versions APIServices
+send to Services, presenting --proxy-client-cert-file and naming the user in the
+--requestheader-*-headers, and publishes them with --requestheader-client-ca-file and
+--requestheader-allowed-names in kube-system/extension-apiserver-authentication. It
+always routes to an endpoint of the Service (--enable-aggregator-routing is accepted and
+always true here: the API server's host need not reach ClusterIPs).
 An unusable --encryption-provider-config or --audit-policy-file is one line on stderr
 and exit code 1 (apiserver/storage/encryption.py, apiserver/audit.py say what they do).
 Logs are klog-like (machinery.klog): `-v N` verbosity, `--logging-format=json` for one
@@ -137,6 +148,22 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="an audit.k8s.io/v1 Policy (default: every write at Metadata)")
     p.add_argument("--disable-admission-plugins", default="",
                    help="comma-separated admission plugins to turn off: " + ", ".join(ADMISSION_PLUGINS))
+    p.add_argument("--proxy-client-cert-file", default="",
+                   help="client certificate the aggregator presents to extension API servers")
+    p.add_argument("--proxy-client-key-file", default="", help="its key")
+    p.add_argument("--requestheader-client-ca-file", default="",
+                   help="CA extension servers verify the front proxy's certificate with (published)")
+    p.add_argument("--requestheader-allowed-names", default="",
+                   help="comma-separated CNs the front proxy's certificate may have (published)")
+    p.add_argument("--requestheader-username-headers", default="",
+                   help="headers naming the user of a proxied request (kubeadm: X-Remote-User)")
+    p.add_argument("--requestheader-uid-headers", default="", help="headers naming the user's UID")
+    p.add_argument("--requestheader-group-headers", default="",
+                   help="headers naming its groups (kubeadm: X-Remote-Group)")
+    p.add_argument("--requestheader-extra-headers-prefix", default="",
+                   help="prefixes of headers carrying its extra (kubeadm: X-Remote-Extra-)")
+    p.add_argument("--enable-aggregator-routing", type=flags.boolean, default=True, nargs="?", const=True,
+                   help="route to a Service's endpoints, not its ClusterIP (always true here)")
     klog.add_flags(p)
     return p
 
@@ -212,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
                                       args.kubelet_certificate_authority or None)
         except ValueError as e:
             problem = str(e)
+    if problem is None and bool(args.proxy_client_cert_file) != bool(args.proxy_client_key_file):
+        problem = "--proxy-client-cert-file and --proxy-client-key-file go together"
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from typing import Any, Callable
 from apiserver import tables
 from apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
 from apiserver.apiextensions.crd import CRDStrategy
+from apiserver.strategies.apiregistration import APIServiceStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -230,6 +231,7 @@ RESOURCES: tuple[ResourceType, ...] = (
            storage_version="v2"),
     _serve(kinds.CUSTOMRESOURCEDEFINITIONS, columns=tables.CRDS, strategy=CRDStrategy(),
            storage_root="/registry/apiextensions.k8s.io/customresourcedefinitions/"),
+    _serve(kinds.APISERVICES, columns=tables.APISERVICES, strategy=APIServiceStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -579,3 +579,21 @@ def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool 
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
             "metadata": {"resourceVersion": resource_version}, "columnDefinitions": defs, "rows": rows}
 
+
+
+def _apiservice_service(obj: dict) -> str:
+    svc = (obj.get("spec") or {}).get("service")
+    return f"{svc.get('namespace', '')}/{svc.get('name', '')}" if isinstance(svc, dict) else "Local"
+
+
+def _apiservice_available(obj: dict) -> str:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Available":
+            return "True" if c.get("status") == "True" else f"{c.get('status')} ({c.get('reason')})"
+    return "Unknown"
+
+
+# kube-aggregator's printer (pkg/registry/apiservice/etcd).
+APISERVICES: tuple[Col, ...] = (NAME, ("Service", "string", "The reference to the service that hosts this API endpoint.", 0, _apiservice_service),
+                                ("Available", "string", "Whether this service is available.", 0, _apiservice_available),
+                                AGE)

@@ -162,9 +162,15 @@ _PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
           "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
           "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
           "Service": "/api/v1/namespaces/{ns}/services",
-          "StorageClass": "/apis/storage.k8s.io/v1/storageclasses"}
+          "StorageClass": "/apis/storage.k8s.io/v1/storageclasses",
+          # the metrics server's (cluster/metricsaddon.py)
+          "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+          "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+          "EndpointSlice": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+          "APIService": "/apis/apiregistration.k8s.io/v1/apiservices"}
 _COMPARED = {"ConfigMap": ("data",), "ClusterRole": ("rules",), "ClusterRoleBinding": ("roleRef", "subjects"),
-             "Deployment": ("spec",)}
+             "Deployment": ("spec",), "RoleBinding": ("roleRef", "subjects"),
+             "EndpointSlice": ("endpoints", "ports"), "APIService": ("spec",)}
 _UPDATED = tuple(_COMPARED)
 
 

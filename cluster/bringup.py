@@ -38,7 +38,7 @@ import time
 
 import httpx
 
-from cluster import addons, host
+from cluster import addons, host, metricsaddon
 from cluster.state import KUBELET_PREFIX, ROUTE_SYNCER, ClusterConfig, kubelet_component
 from cluster.supervisor import Spec, Supervisor
 from machinery import klog, times
@@ -156,7 +156,7 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"   # kubeadm's default
 
 
 def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
-                    cgroup_dirs=lambda sub: []) -> list[Spec]:
+                    cgroup_dirs=lambda sub: [], metrics_port: int = 0) -> list[Spec]:
     """Every component of the cluster, in start order.
 
     Secure (the default): etcd serves TLS on loopback and asks every client for a
@@ -187,6 +187,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
         "--kubelet-client-certificate", pki("apiserver-kubelet-client.crt"),
         "--kubelet-client-key", pki("apiserver-kubelet-client.key"),
         "--kubelet-certificate-authority", pki("ca.crt"),
+        *_aggregation_flags(pki()),
     ] if secure else ["--plain-http"]
     kubeconfig_of = (lambda c: cfg.component_kubeconfig(c)) if secure else (lambda c: cfg.kubeconfig)
     specs = [
@@ -205,8 +206,7 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                    "--secure-port", str(cfg.port), *apiserver_security,
                                    *extra("apiserver")),
              cfg.log_path("apiserver"), cgroup_dirs=cp,
-             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)}
-             if cfg.runtime == "linux" and not secure else {}),
+             env={"MINIK8S_KUBELET_TOKEN": _read_token(cfg)} if not secure else {}),
         # One replica of each under a supervisor that restarts it only after it has
         # exited: there is never a second instance to elect against, and a restarted
         # one acts at once instead of waiting out the dead one's Lease.
@@ -227,6 +227,12 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                                    *extra("scheduler")),
              cfg.log_path("scheduler"), cgroup_dirs=cp),
     ]
+    if secure and metrics_port:
+        # metrics-server, as a process beside the control plane (cluster/metricsaddon.py);
+        # an aggregated API server needs the front proxy's certificates, so not in plain HTTP
+        specs.append(Spec(metricsaddon.NAME, _minik8s("metrics-server", *metricsaddon.args(
+            cfg, metrics_port, kubeconfig_of(metricsaddon.NAME)), *extra(metricsaddon.NAME)),
+            cfg.log_path(metricsaddon.NAME), cgroup_dirs=cp))
     if cfg.runtime == "linux":
         specs.append(Spec(ROUTE_SYNCER, _minik8s("route-syncer", "--state-dir", cfg.state_dir,
                                                  *extra(ROUTE_SYNCER)),
@@ -269,10 +275,16 @@ def component_specs(cfg: ClusterConfig, *, etcd_port: int, etcd_peer_port: int,
                 cgroup_dirs=cgroup_dirs(f"{node}/kube-proxy")))
     else:
         # The fake runtime's one process acts for every simulated node, which no single
-        # node identity may do (the Node authorizer): it runs as the admin.
+        # node identity may do (the Node authorizer): it runs as the admin. Its nodes'
+        # endpoint (their stats) lets callers in as a real kubelet's does.
+        fake_security = [
+            "--cert-dir", cfg.path("nodes", "fake", "pki"), "--client-ca-file", pki("ca.crt"),
+            "--authentication-token-webhook", "--authorization-mode", "Webhook",
+        ] if secure else ["--token-file", cfg.kubelet_token]
         specs.append(Spec(
             "kubelet", _minik8s("kubelet", "--kubeconfig", cfg.kubeconfig, "--node-name", "node",
-                                "--nodes", str(cfg.nodes), "--runtime", "fake", *extra("kubelet")),
+                                "--nodes", str(cfg.nodes), "--runtime", "fake", *fake_security,
+                                *extra("kubelet")),
             cfg.log_path("kubelet")))
     return specs
 
@@ -353,7 +365,7 @@ def write_kubeconfigs(cfg: ClusterConfig) -> None:
             kc.current_context = cfg.context_name
         kc.save(path)
     write_secure(cfg.kubeconfig, "admin", cfg.api_url)
-    for component in ("scheduler", "controller-manager"):
+    for component in ("scheduler", "controller-manager", metricsaddon.NAME):
         write_secure(cfg.component_kubeconfig(component), component, cfg.api_url)
     if cfg.runtime == "linux":
         for node in cfg.node_names():
@@ -521,8 +533,9 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
         cg = ClusterCgroups(cfg.cgroup_name)
         cgroup_dirs = cg.ensure
     etcd_port, etcd_peer_port = host.free_port(), host.free_port()
+    metrics_port = host.free_port()
     specs = component_specs(cfg, etcd_port=etcd_port, etcd_peer_port=etcd_peer_port,
-                            cgroup_dirs=cgroup_dirs)
+                            cgroup_dirs=cgroup_dirs, metrics_port=metrics_port)
     sup = Supervisor(specs, status_path=status_path(cfg))
     etcd_url = f"{cfg.scheme}://127.0.0.1:{etcd_port}"
     sup.info.update(phase="starting", runtime=cfg.runtime, nodes=cfg.nodes, api=cfg.api_url,
@@ -558,6 +571,8 @@ def _bring_up(cfg: ClusterConfig, progress: Progress, stopping: list) -> Supervi
     if cfg.runtime == "linux":  # kubeadm's addon phase; not waited for (cluster/addons.py)
         progress.step("coredns", addons.ensure_for(cfg, admin_tls(cfg)))
         progress.step("local-path", addons.ensure_storage_for(cfg, admin_tls(cfg)))
+    if metricsaddon.NAME in sup.procs:  # its objects first: it reads the auth ConfigMap as its user
+        progress.step(metricsaddon.NAME, metricsaddon.ensure_for(cfg, admin_tls(cfg), metrics_port))
     kubelets = [n for n in sup.procs if n.startswith(KUBELET_PREFIX) or n == "kubelet"]
     for name in sup.procs:
         if name not in ("etcd", "apiserver"):
@@ -657,3 +672,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     klog.setup_from_args(args)
     return supervise(args.state_dir, args.progress_fd)
+
+
+def _aggregation_flags(directory: str) -> list[str]:
+    from cluster import pki as cluster_pki  # loaded only where an API server is started
+    return cluster_pki.aggregation_flags(directory)

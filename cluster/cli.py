@@ -54,6 +54,7 @@ COMPONENTS = {
     "proxy": "proxy.main",
     "apiserver-lb": "cluster.apiserverlb",
     "podnet": "cluster.podnet",
+    "metrics-server": "metricsserver.main",
 }
 
 # Internal commands of lab hosts (cluster/units.py), not meant to be typed.

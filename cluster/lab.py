@@ -276,7 +276,8 @@ def apiserver_unit(layout: Layout, cfg: HostConfig, *,
         "--service-account-issuer", SA_ISSUER, "--service-cluster-ip-range", cfg.serviceSubnet,
         # kubeadm's default: kubelets' serving certificates are not verified
         "--kubelet-client-certificate", pki("apiserver-kubelet-client.crt"),
-        "--kubelet-client-key", pki("apiserver-kubelet-client.key")))
+        "--kubelet-client-key", pki("apiserver-kubelet-client.key"),
+        *_aggregation_flags(layout.pki)))
 
 
 def controller_manager_unit(layout: Layout, cfg: HostConfig) -> Unit:
@@ -848,3 +849,8 @@ def main_init(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="command")
     add_parser(sub)
     return run_init(p.parse_args(["init", *argv]))
+
+
+def _aggregation_flags(directory: str) -> list[str]:
+    from cluster import pki as cluster_pki  # loaded only where an API server is started
+    return cluster_pki.aggregation_flags(directory)

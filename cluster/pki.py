@@ -7,11 +7,13 @@ Layout (kubeadm's file names where kubeadm has the file):
     apiserver-kubelet-client.crt/.key    the API server as a client of kubelets (logs, exec)
     apiserver-etcd-client.crt/.key       the API server as a client of etcd
     sa.key, sa.pub                       the service-account signing key pair (RSA)
+    front-proxy-ca.crt/.key              the aggregation layer's CA (CN front-proxy-ca)
+    front-proxy-client.crt/.key          the API server as the front proxy of extension servers
     etcd/ca.crt, etcd/ca.key             etcd's own CA (CN etcd-ca)
     etcd/server, etcd/peer               etcd's serving and peer certificates
     etcd/healthcheck-client              a client of etcd for health checks
     admin, scheduler, controller-manager, those clients' certificates (kubeadm embeds them in
-    kube-proxy
+    kube-proxy, metrics-server
                                          admin.conf, scheduler.conf and controller-manager.conf;
                                          here they are files, and `kubeconfig()` embeds them)
     kubelets/<node>/kubelet              the node's kubelet serving certificate
@@ -97,7 +99,8 @@ class Leaf:
 
 
 CA = tuple[x509.Certificate, pki.PrivateKey]
-CAS = {"ca": ("ca", "kubernetes"), "etcd-ca": ("etcd/ca", "etcd-ca")}     # name: (path, CN)
+CAS = {"ca": ("ca", "kubernetes"), "etcd-ca": ("etcd/ca", "etcd-ca"),      # name: (path, CN)
+       "front-proxy-ca": ("front-proxy-ca", "front-proxy-ca")}
 
 _FIXED = (
     Leaf("apiserver", "apiserver", "ca", "certificate for serving the Kubernetes API"),
@@ -105,6 +108,8 @@ _FIXED = (
          "certificate for the API server to connect to kubelet"),
     Leaf("apiserver-etcd-client", "apiserver-etcd-client", "etcd-ca",
          "certificate the apiserver uses to access etcd"),
+    Leaf("front-proxy-client", "front-proxy-client", "front-proxy-ca",
+         "certificate for the front proxy client"),
     Leaf("etcd-server", "etcd/server", "etcd-ca", "certificate for serving etcd"),
     Leaf("etcd-peer", "etcd/peer", "etcd-ca", "certificate for etcd nodes to communicate with each other"),
     Leaf("etcd-healthcheck-client", "etcd/healthcheck-client", "etcd-ca",
@@ -116,6 +121,9 @@ _FIXED = (
     # as a process, so a client certificate for system:kube-proxy (bound to
     # system:node-proxier by the bootstrap policy) names it instead.
     Leaf("kube-proxy", "kube-proxy", "ca", "certificate for the service proxy of every node to use"),
+    # metrics-server runs as a process too (cluster/metricsaddon.py): its certificate names
+    # the ServiceAccount its manifests bind.
+    Leaf("metrics-server", "metrics-server", "ca", "certificate for the metrics server to use"),
 )
 
 
@@ -158,6 +166,7 @@ def desired(facts: ClusterFacts) -> list[tuple[Leaf, CertSpec]]:
         # kubeadm uses its own group bound to cluster-admin. Without RBAC yet, the former.
         "apiserver-kubelet-client": CertSpec("kube-apiserver-kubelet-client", ("system:masters",)),
         "apiserver-etcd-client": CertSpec("kube-apiserver-etcd-client"),
+        "front-proxy-client": CertSpec("front-proxy-client"),
         # etcd (3.2 and later) also checks clientAuth on its serving certificate; kubeadm
         # gives both usages to server and peer.
         "etcd-server": CertSpec(facts.control_plane_name, dns_names=etcd_dns, ips=etcd_ips,
@@ -169,6 +178,8 @@ def desired(facts: ClusterFacts) -> list[tuple[Leaf, CertSpec]]:
         "controller-manager": CertSpec("system:kube-controller-manager"),
         "scheduler": CertSpec("system:kube-scheduler"),
         "kube-proxy": CertSpec("system:kube-proxy"),
+        "metrics-server": CertSpec("system:serviceaccount:kube-system:metrics-server",
+                                   ("system:serviceaccounts", "system:serviceaccounts:kube-system")),
     }
     out = [(leaf, specs[leaf.name]) for leaf in _FIXED]
     for node in facts.nodes:
@@ -449,6 +460,21 @@ def short_human_duration(d: datetime.timedelta) -> str:
     if hours < 24 * 365:
         return f"{hours // 24}d"
     return f"{hours // (24 * 365)}y"
+
+
+# -- the API server's flags ----------------------------------------------------------------
+
+def aggregation_flags(directory: str) -> list[str]:
+    """The aggregation layer's kube-apiserver flags over this PKI, as kubeadm sets them."""
+    f = lambda name: os.path.join(directory, name)  # noqa: E731
+    return ["--proxy-client-cert-file", f("front-proxy-client.crt"),
+            "--proxy-client-key-file", f("front-proxy-client.key"),
+            "--requestheader-client-ca-file", f("front-proxy-ca.crt"),
+            "--requestheader-allowed-names", "front-proxy-client",
+            "--requestheader-username-headers", "X-Remote-User",
+            "--requestheader-group-headers", "X-Remote-Group",
+            "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+            "--enable-aggregator-routing=true"]
 
 
 # -- kubeconfigs ----------------------------------------------------------------------------

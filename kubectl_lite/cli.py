@@ -30,6 +30,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "logs": ("pods", "Print the logs for a container in a pod"),
     "exec": ("pods", "Execute a command in a container"),
     "port-forward": ("portforward", "Forward one or more local ports to a pod"),
+    "top": ("top", "Display resource (CPU/memory) usage"),
     "cordon": ("nodes", "Mark node as unschedulable"),
     "uncordon": ("nodes", "Mark node as schedulable"),
     "drain": ("nodes", "Drain node in preparation for maintenance"),

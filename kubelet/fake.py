@@ -6,8 +6,19 @@ every `renew_interval` (spread evenly over the interval, in small concurrent bat
 for the pods bound to them: a pod is reported Running and Ready with a fake IP from its
 node's range (10.128.0.0/9, a /24 per node), and a pod being deleted is confirmed at once
 (DELETE with grace 0 and its uid as precondition). Nothing runs: no process, no
-network. Nodes advertise no kubelet endpoint (port 0), so logs and exec of their pods
-get the API server's "no kubelet" answer.
+network.
+
+Every node serves the kubelet's stats on its endpoint: InternalIP 127.127.x.y (one
+loopback address per node, `NODE_NET`) and the port of one listening socket for all of
+them (the wildcard address, --port or a free one), which tells the nodes apart by the
+address a connection was made to. `/stats/summary` and `/metrics/resource` report the
+usage a pod's annotation `fake.minik8s.io/usage` sets, `{"<container>": {"cpu": "250m",
+"memory": "64Mi"}}`: memory as the working set, CPU as a rate, so that each container's
+cumulative CPU time grows at it from when the pod runs (a changed annotation changes the
+rate from then on; a container it does not name uses nothing). A pod's and a node's usage
+are their containers' sums; a node's CPU time keeps what its deleted pods used. The
+endpoint is authenticated and authorized as the real kubelet's (kubelet/auth.py, one
+`EndpointAuth` per node); other paths (logs, exec) are 404: nothing runs to read.
 
 One informer watches every bound pod (`spec.nodeName!=`; one node: only its own) and
 keeps those on our nodes; its handlers only enqueue keys, and a few workers write. One
@@ -17,21 +28,33 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
+import socket
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from client.clock import Clock, RealClock
 from client.informer import Informer, key_of, split_key
 from client.rest import Client
 from client.workqueue import WorkQueue
+from kubelet import stats
+from kubelet.auth import EndpointAuth
 from kubelet.node import Node, node_info
+from kubelet.runtime import Usage
 from kubelet.status import rfc3339
-from machinery.errors import Conflict, Invalid, NotFound
+from machinery.errors import APIError, Conflict, Invalid, NotFound
+from machinery.quantity import bytes_value, cpu_millis
+
+if TYPE_CHECKING:
+    from kubelet.server import TLSConfig
 
 log = logging.getLogger("minik8s.kubelet.fake")
 
 POD_NET = ipaddress.ip_network("10.128.0.0/9")
-NODE_NET = ipaddress.ip_network("10.127.0.0/16")
+NODE_NET = ipaddress.ip_network("127.127.0.0/16")
+USAGE_ANNOTATION = "fake.minik8s.io/usage"
 DEFAULT_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
 
 
@@ -58,11 +81,61 @@ def fake_status(pod: dict, *, host_ip: str, pod_ip: str, now: str) -> dict:
     return status
 
 
+class Meter:
+    """A cumulative counter that grows at a rate, which may change."""
+
+    def __init__(self, now: float, rate: float = 0.0):
+        self.total, self.rate, self.since = 0.0, rate, now
+
+    def value(self, now: float) -> float:
+        return self.total + self.rate * max(0.0, now - self.since)
+
+    def set(self, rate: float, now: float) -> None:
+        self.total, self.since, self.rate = self.value(now), now, rate
+
+
+@dataclass
+class _Container:
+    cpu: Meter  # core-nanoseconds, at nanocores per second
+    memory: int
+    start: float
+
+
+@dataclass
+class _Pod:
+    uid: str
+    node: str
+    start: float
+    containers: dict[str, _Container] = field(default_factory=dict)
+
+
+def parse_usage(pod: dict) -> dict[str, tuple[int, int]]:
+    """container -> (nanocores, bytes) from the usage annotation; ValueError if malformed."""
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(USAGE_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+            raise ValueError("want an object of container names to {cpu, memory}")
+        return {name: (cpu_millis(str(v.get("cpu", "0"))) * 1_000_000, bytes_value(str(v.get("memory", "0"))))
+                for name, v in doc.items()}
+    except (ValueError, TypeError, ArithmeticError) as e:
+        raise ValueError(f"annotation {USAGE_ANNOTATION}: {e}") from None
+
+
 class FakeNodes:
     def __init__(self, client: Client, *, prefix: str, count: int,
                  capacity: dict[str, str] | None = None, renew_interval: float = 10.0,
-                 lease_duration: int = 40, workers: int = 4, clock: Clock | None = None):
+                 lease_duration: int = 40, workers: int = 4, clock: Clock | None = None,
+                 port: int = 0, bind_address: str = "0.0.0.0", tls: "TLSConfig | None" = None,
+                 auth: Callable[[str], EndpointAuth] | None = None):
+        """`port` (0: a free one) on `bind_address` is every node's endpoint, HTTPS with
+        `tls`; `auth(node)` is who may use a node's (default: nobody)."""
         self.client, self.prefix, self.count = client, prefix, count
+        self.port, self.bind_address, self.tls = port, bind_address, tls
+        self._auth = auth or (lambda node: EndpointAuth(node_name=node, tls=False))
+        self.auths: dict[str, EndpointAuth] = {}
         self.renew_interval, self.clock = renew_interval, clock or RealClock()
         info = {**node_info(), "containerRuntimeVersion": "fake://0.1.0"}
         self.nodes: dict[str, Node] = {}
@@ -73,6 +146,12 @@ class FakeNodes:
                                     labels={"type": "fake"}, lease_duration=lease_duration,
                                     clock=self.clock)
         self.index = {name: i for i, name in enumerate(self.nodes)}
+        self.by_address = {node.address: name for name, node in self.nodes.items()}
+        self.usage: dict[str, dict[str, _Pod]] = {n: {} for n in self.nodes}  # node -> pod key -> use
+        self.where: dict[str, str] = {}  # pod key -> its node
+        self.node_cpu = {name: Meter(self.clock.now()) for name in self.nodes}
+        self.summarizers = {name: stats.Summarizer() for name in self.nodes}
+        self.boot_time = self.clock.now()
         self._next_ip: dict[str, int] = {}
         self.queue = WorkQueue()
         self.workers = workers
@@ -107,12 +186,21 @@ class FakeNodes:
         log.info("registered %d fake nodes %s-0..%s-%d", self.count, self.prefix, self.prefix, self.count - 1)
 
     async def start(self) -> None:
+        from kubelet import server
+        sock = socket.create_server((self.bind_address, self.port), reuse_port=False)
+        self.port = sock.getsockname()[1]
+        for node in self.nodes.values():
+            node.port = self.port
+        serving = asyncio.Event()
+        self._tasks = [asyncio.create_task(server.serve(self._app(), self.bind_address, self.port, tls=self.tls,
+                                                        sockets=[sock], started=serving), name="fake-endpoint")]
+        await serving.wait()
         await self.register()
         self.pods.add_handler(on_add=self._enqueue, on_update=lambda _o, n: self._enqueue(n),
-                              on_delete=lambda _p: None)
+                              on_delete=self._enqueue)
         self.pods.start()
-        self._tasks = [asyncio.create_task(self._renew_loop(), name="fake-leases"),
-                       asyncio.create_task(self._status_loop(), name="fake-node-status")]
+        self._tasks += [asyncio.create_task(self._renew_loop(), name="fake-leases"),
+                        asyncio.create_task(self._status_loop(), name="fake-node-status")]
         self._tasks += [asyncio.create_task(self.queue.serve(self._handle), name=f"fake-pods-{i}")
                         for i in range(self.workers)]
 
@@ -126,6 +214,104 @@ class FakeNodes:
     def _enqueue(self, pod: dict) -> None:
         if (pod.get("spec") or {}).get("nodeName") in self.nodes:
             self.queue.add(key_of(pod))
+
+    # -- usage and the endpoint ----------------------------------------------------------
+
+    def _set_usage(self, key: str, pod: dict | None) -> None:
+        """Meters follow the pod's annotation; a pod gone or going stops using anything."""
+        now = self.clock.now()
+        node = self.where.get(key)
+        old = self.usage[node].get(key) if node is not None else None
+        if pod is None or pod["metadata"].get("deletionTimestamp") or \
+                (old is not None and old.uid != pod["metadata"]["uid"]):
+            if old is not None:
+                self._retire(old, now)
+                del self.usage[old.node][key], self.where[key]
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
+                return
+        try:
+            wanted = parse_usage(pod)
+        except ValueError as e:
+            log.warning("pod %s: %s; it uses nothing", key, e)
+            wanted = {}
+        node = self.where[key] = pod["spec"]["nodeName"]  # spec.nodeName never changes
+        p = self.usage[node].setdefault(key, _Pod(pod["metadata"]["uid"], node, now))
+        node_cpu = self.node_cpu[node]
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            rate, memory = wanted.get(c["name"], (0, 0))
+            have = p.containers.get(c["name"])
+            if have is None:
+                p.containers[c["name"]] = _Container(Meter(now, rate), memory, now)
+                node_cpu.set(node_cpu.rate + rate, now)
+            elif have.cpu.rate != rate or have.memory != memory:
+                node_cpu.set(node_cpu.rate + rate - have.cpu.rate, now)
+                have.cpu.set(rate, now)
+                have.memory = memory
+
+    def _retire(self, p: _Pod, now: float) -> None:
+        node_cpu = self.node_cpu[p.node]
+        node_cpu.set(node_cpu.rate - sum(c.cpu.rate for c in p.containers.values()), now)
+
+    def summary(self, node: str) -> dict:
+        """The node's Summary (times as epoch seconds; stats.to_json for the API's)."""
+        now = self.clock.now()
+        pods, working_set = [], 0
+        for key, p in self.usage[node].items():
+            ns, name = split_key(key)
+            containers = [stats.ContainerReading(cname, c.start, Usage(now, int(c.cpu.value(now)), c.memory,
+                                                                       c.memory, c.memory))
+                          for cname, c in sorted(p.containers.items())]
+            mem = sum(c.memory for c in p.containers.values())
+            working_set += mem
+            pods.append(stats.PodReading(name, ns, p.uid, p.start,
+                                         Usage(now, sum(c.usage.cpu_ns for c in containers if c.usage), mem,
+                                               mem, mem), containers))
+        node_usage = Usage(now, int(self.node_cpu[node].value(now)), working_set, working_set, working_set)
+        return self.summarizers[node].summary(node_name=node, node_start=self.boot_time, node=node_usage,
+                                              pods=pods)
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+        import orjson
+
+        def status(err: APIError) -> Response:
+            return Response(orjson.dumps(err.to_status()), status_code=err.code, media_type="application/json")
+
+        async def node_of(request: Request) -> tuple[str | None, APIError | None]:
+            host = (request.scope.get("server") or ("", 0))[0]
+            node = self.by_address.get(host)
+            if node is None:
+                return None, NotFound(f"no fake node has the address {host}")
+            auth = self.auths.get(node)
+            if auth is None:
+                auth = self.auths[node] = self._auth(node)
+            return node, await auth.check(method=request.method, path=request.url.path, headers=request.headers,
+                                          peer_cert=request.scope.get("minik8s.peer_cert"))
+
+        async def healthz(request: Request) -> Response:
+            return Response(b"ok", media_type="text/plain")
+
+        async def summary(request: Request) -> Response:
+            node, err = await node_of(request)
+            if err is not None or node is None:
+                return status(err or NotFound("no such node"))
+            return Response(orjson.dumps(stats.to_json(self.summary(node))), media_type="application/json")
+
+        async def resource(request: Request) -> Response:
+            node, err = await node_of(request)
+            if err is not None or node is None:
+                return status(err or NotFound("no such node"))
+            return Response(stats.resource_metrics(self.summary(node)), media_type=stats.CONTENT_TYPE)
+
+        async def other(request: Request) -> Response:
+            _node, err = await node_of(request)
+            return status(err or NotFound(f"the fake runtime runs nothing: {request.url.path} is not served"))
+        return Starlette(routes=[Route("/healthz", healthz), Route("/stats/summary", summary),
+                                 Route("/metrics/resource", resource),
+                                 Route("/{path:path}", other, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
 
     async def _renew_loop(self) -> None:
         """Every node once per interval, in batches spread over it."""
@@ -165,6 +351,7 @@ class FakeNodes:
 
     async def _sync(self, key: str) -> None:
         pod = self.pods.store.get(key)
+        self._set_usage(key, pod if pod is not None and pod["spec"].get("nodeName") in self.nodes else None)
         if pod is None:
             return
         md, node = pod["metadata"], pod["spec"]["nodeName"]

@@ -11,7 +11,7 @@
                     [-v N] [--logging-format text|json]
                     [--registry-config FILE] [--image-gc-high-threshold 85]
                     [--image-gc-low-threshold 80] [--minimum-image-ttl-duration 2m]
-    minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX]
+    minik8s kubelet --kubeconfig FILE --runtime fake --nodes 1000 [--node-name PREFIX] [--port P]
     minik8s kubelet --cleanup [--node-name N] [--root-dir DIR] [--bridge B] [--cgroup-parent C]
 
 The Linux runtime: registers the Node, renews its Lease, runs the node's pods in
@@ -62,7 +62,11 @@ Health and metrics, as the kubelet's healthz server: on --healthz-bind-address
 `/healthz`, `/livez`, `/readyz` (`?verbose`, `/healthz/<check>`) with the checks `ping`
 and `syncloop` (fails when the PLEG loop has not run for max(2 x --sync-frequency, 5
 minutes)), and `/metrics` (kubelet/metrics.py, client/'s, the process's CPU and RSS).
-The fake runtime serves `ping` only. A port that cannot be bound is logged, not fatal.
+The fake runtime serves `ping` only there; its nodes' endpoint (kubelet/fake.py: the
+stats of each node at its 127.127.x.y InternalIP) listens on every address at --port (a
+free one by default), with the TLS, authentication and authorization flags of the
+real one (plain HTTP: the shared token of --token-file or $MINIK8S_KUBELET_TOKEN, else
+nobody gets in). A port that cannot be bound is logged, not fatal.
 The endpoint on --port serves `/metrics` too, to the callers it lets in. A task of the kubelet
 that fails (the heartbeat, the endpoint) ends the process with exit code 1. Logs are
 klog-like (machinery.klog): `-v N`, `--logging-format=json`.
@@ -112,7 +116,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root-dir", default=None, help="state directory (default /var/lib/minik8s/<node>)")
     p.add_argument("--address", default=None, help="the node's IP: InternalIP and where the "
                    "endpoint listens (default: the address of the default route's device)")
-    p.add_argument("--port", type=int, default=10250, help="the kubelet endpoint's port")
+    p.add_argument("--port", type=int, default=None, help="the kubelet endpoint's port (default 10250; "
+                   "with --runtime fake, a free one)")
     p.add_argument("--healthz-port", type=_port, default=HEALTHZ_PORT, metavar="PORT",
                    help=f"port of the health and metrics server ({HEALTHZ_PORT}; 0: off)")
     p.add_argument("--healthz-bind-address", default="127.0.0.1", metavar="IP",
@@ -214,10 +219,9 @@ def check_certificate_flags(args: argparse.Namespace) -> str | None:
         return "--bootstrap-kubeconfig needs --kubeconfig: the kubelet writes the credential it gets there"
     if (args.bootstrap_kubeconfig or args.rotate_certificates) and args.runtime == "fake" and args.nodes != 1:
         return "--bootstrap-kubeconfig and --rotate-certificates with --runtime fake need --nodes 1"
-    if args.runtime == "linux" and not args.tls_cert_file and not args.tls_private_key_file and \
-            (args.cert_dir or args.bootstrap_kubeconfig):
+    if not args.tls_cert_file and not args.tls_private_key_file and (args.cert_dir or args.bootstrap_kubeconfig):
         from kubelet.certificate import serving_certificate
-        name = _node_paths(args)[0]
+        name = _node_paths(args)[0] if args.runtime == "linux" else (args.node_name or "fake-node")
         try:
             args.tls_cert_file, args.tls_private_key_file = serving_certificate(
                 cert_dir(args), name, args.address or "")
@@ -360,6 +364,8 @@ def _port(v: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.port is None:
+        args.port = 10250 if args.runtime == "linux" else 0
     if args.runtime == "linux" and args.nodes != 1:
         print("error: --nodes is for --runtime fake (one kubelet runs one real node)", file=sys.stderr)
         return 2
@@ -368,7 +374,7 @@ def main(argv: list[str]) -> int:
     if err := check_certificate_flags(args):
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if args.runtime == "linux" and (err := check_image_flags(args) or check_tls_flags(args)):
+    if (err := (check_image_flags(args) if args.runtime == "linux" else None) or check_tls_flags(args)):
         print(f"error: {err}", file=sys.stderr)
         return 1
     klog.setup_from_args(args)
@@ -674,14 +680,32 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
 
 
 async def _run_fake(args: argparse.Namespace, client: Client, stop: asyncio.Event) -> int:
+    import copy
+    from kubelet.auth import EndpointAuth
     from kubelet.fake import DEFAULT_CAPACITY, FakeNodes
     capacity = dict(DEFAULT_CAPACITY, pods=str(args.max_pods))
     if args.cpu:
         capacity["cpu"] = args.cpu
     if args.memory:
         capacity["memory"] = args.memory
-    fake = FakeNodes(client, prefix=args.node_name or "fake-node", count=args.nodes, capacity=capacity,
-                     renew_interval=args.lease_renew_interval, lease_duration=args.node_lease_duration)
+    prefix = args.node_name or "fake-node"
+    auth, tls = _endpoint_auth(args, client, "")
+    token = None
+    if tls is None and (args.token_file or os.environ.get(TOKEN_ENV)):
+        token = load_token(args, "")
+    elif tls is None:
+        log.warning("no --tls-cert-file, --token-file or $%s: the fake nodes' endpoint lets nobody in", TOKEN_ENV)
+
+    def node_auth(node: str) -> EndpointAuth:
+        """The node's own attributes, the caches shared: one per node, as each kubelet has."""
+        if auth is None:
+            return EndpointAuth(node_name=node, tls=False, token=token)
+        mine = copy.copy(auth)
+        mine.node_name = node
+        return mine
+    fake = FakeNodes(client, prefix=prefix, count=args.nodes, capacity=capacity,
+                     renew_interval=args.lease_renew_interval, lease_duration=args.node_lease_duration,
+                     port=args.port, tls=tls, auth=node_auth)
     health = ComponentServer()  # ping only: the fake nodes have no sync loop
     code = 0
     try:

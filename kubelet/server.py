@@ -4,6 +4,9 @@ proxies `pods/{name}/log` and `pods/{name}/exec` to.
     GET /healthz                                      "ok" (no credential needed)
     GET /metrics                                      kubelet/metrics.py and the process's,
                                                       Prometheus' text format
+    GET /metrics/resource                             the node's, pods' and containers' CPU
+                                                      and memory (kubelet/stats.py)
+    GET /stats/summary                                the Summary API (stats/v1alpha1) JSON
     GET /containerLogs/{namespace}/{pod}/{container}  follow, tailLines, previous,
                                                       timestamps, sinceSeconds, sinceTime,
                                                       limitBytes
@@ -47,6 +50,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -64,6 +68,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from kubelet.auth import EndpointAuth
+from kubelet import stats
 from kubelet.kubelet import Kubelet
 from kubelet.runtime import ContainerRuntimeError, ContainerStatus, logs
 from kubelet.status import CONTAINER_ID_PREFIX
@@ -127,9 +132,12 @@ class KubeletServer:
         """`auth` decides who may call (default: the shared `token`, plain HTTP)."""
         self.kubelet, self.tls = kubelet, tls
         self.auth = auth or EndpointAuth(node_name=kubelet.node_name, tls=False, token=token)
+        self.summarizer, self.boot_time = stats.Summarizer(), stats.boot_time()
         self.app = Starlette(routes=[
             Route("/healthz", self.healthz),
             Route("/metrics", self.metrics),
+            Route("/metrics/resource", self.resource_metrics),
+            Route("/stats/summary", self.stats_summary),
             Route("/containerLogs/{namespace}/{pod}/{container}", self.container_logs),
             WebSocketRoute("/exec/{namespace}/{pod}/{container}", self.exec),
             WebSocketRoute("/portForward/{namespace}/{pod}", self.port_forward),
@@ -148,6 +156,28 @@ class KubeletServer:
             return _status(err)
         body, content_type = exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
+
+    async def _summary(self) -> dict | None:
+        try:
+            node, pods = await self.kubelet.blocking(stats.read_runtime, self.kubelet.runtime)
+        except Exception as exc:  # noqa: BLE001 - reported as the kubelet does: scrape_error 1
+            log.warning("reading the node's stats: %r", exc)
+            return None
+        return self.summarizer.summary(node_name=self.kubelet.node_name, node_start=self.boot_time,
+                                       node=node, pods=pods)
+
+    async def stats_summary(self, request: Request) -> Response:
+        if err := await self._refused(request):
+            return _status(err)
+        summary = await self._summary()
+        if summary is None:
+            return _status(InternalError("failed to get the node's stats"))
+        return Response(orjson.dumps(stats.to_json(summary)), media_type="application/json")
+
+    async def resource_metrics(self, request: Request) -> Response:
+        if err := await self._refused(request):
+            return _status(err)
+        return Response(stats.resource_metrics(await self._summary()), media_type=stats.CONTENT_TYPE)
 
     # -- which run -------------------------------------------------------------------
 
@@ -418,30 +448,36 @@ class KubeletServer:
     # -- serving --------------------------------------------------------------------------
 
     async def serve(self, host: str, port: int, *, started: asyncio.Event | None = None) -> None:
-        tls: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = {"ssl_certfile": self.tls.cert_file, "ssl_keyfile": self.tls.key_file,
-                   "ssl_ca_certs": self.tls.client_ca_file,
-                   # Optional, not required: a caller without a certificate gets a 401
-                   # Status rather than a failed handshake; one from another CA fails.
-                   "ssl_cert_reqs": ssl.CERT_OPTIONAL if self.tls.client_ca_file else ssl.CERT_NONE}
-        server = _Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                        access_log=False, lifespan="off", http=_HttpWithPeer,
-                                        ws=_WSWithPeer, **tls))
-        task = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                if task.done():
-                    await task  # raise what made it fail (the port is taken...)
-                    raise RuntimeError(f"the kubelet endpoint did not start on {host}:{port}")
-                await asyncio.sleep(0.01)
-            if started is not None:
-                started.set()
-            await task
-        finally:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), 3)
+        await serve(self.app, host, port, tls=self.tls, started=started)
+
+
+async def serve(app: Any, host: str, port: int, *, tls: TLSConfig | None,
+                sockets: list[socket.socket] | None = None, started: asyncio.Event | None = None) -> None:
+    """Serve `app` as the kubelet's endpoint (HTTPS with `tls`, the verified peer
+    certificate in every scope) on host:port, or on `sockets` already bound, until cancelled."""
+    opts: dict[str, Any] = {}
+    if tls is not None:
+        opts = {"ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file, "ssl_ca_certs": tls.client_ca_file,
+                # Optional, not required: a caller without a certificate gets a 401
+                # Status rather than a failed handshake; one from another CA fails.
+                "ssl_cert_reqs": ssl.CERT_OPTIONAL if tls.client_ca_file else ssl.CERT_NONE}
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                    access_log=False, lifespan="off", http=_HttpWithPeer,
+                                    ws=_WSWithPeer, **opts))
+    task = asyncio.create_task(server.serve(sockets=sockets))
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raise what made it fail (the port is taken...)
+                raise RuntimeError(f"the kubelet endpoint did not start on {host}:{port}")
+            await asyncio.sleep(0.01)
+        if started is not None:
+            started.set()
+        await task
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 3)
 
 
 def _with_peer(app: Any, transport: asyncio.BaseTransport) -> Any:

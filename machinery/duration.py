@@ -1,5 +1,6 @@
 """Durations: read as Go's time.ParseDuration reads them (every flag and config field
-that takes one), and printed as Kubernetes prints ages (util/duration.HumanDuration).
+that takes one), printed as Kubernetes prints ages (util/duration.HumanDuration), and as
+Go's time.Duration.String() writes them (`metav1.Duration` fields, kubectl's messages).
 
 Pure: no I/O, no state.
 """
@@ -60,3 +61,34 @@ def human_duration(seconds: float) -> str:
     if d < 365 * 8:
         return f"{y}y{d % 365}d" if d % 365 else f"{y}y"
     return f"{y}y"
+
+
+_GO_UNITS = (("h", 3600 * 10**9), ("m", 60 * 10**9))
+
+
+def go_string(seconds: float) -> str:
+    """Go's time.Duration.String() of `seconds` (to the nanosecond): `15.002s`,
+    `1m0.5s`, `1h2m5.1s`, `250ms`, `1.5µs`, `0s`."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3)):
+            if ns >= size:
+                return sign + _fraction(ns, size) + unit
+        return f"{sign}{ns}ns"
+    out = ""
+    for unit, size in _GO_UNITS:
+        if ns >= size or out:
+            out += f"{ns // size}{unit}"
+            ns %= size
+    return sign + out + _fraction(ns, 10**9) + "s"
+
+
+def _fraction(value: int, size: int) -> str:
+    whole, rest = divmod(value, size)
+    if not rest:
+        return str(whole)
+    digits = len(str(size)) - 1
+    return f"{whole}." + f"{rest:0{digits}d}".rstrip("0")

@@ -91,6 +91,8 @@ HORIZONTALPODAUTOSCALERS = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", 
 CUSTOMRESOURCEDEFINITIONS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
                                  "customresourcedefinitions", False, ("crd", "crds"), ("status",),
                                  ("api-extensions",))
+APISERVICES = Kind("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",),
+                   ("api-extensions",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -112,4 +114,4 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
                            PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES,
-                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS)
+                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS, APISERVICES)

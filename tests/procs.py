@@ -251,6 +251,9 @@ class APIServer(Component):
                 "--kubelet-client-key": os.path.join(d, "apiserver-kubelet-client.key"),
                 "--kubelet-certificate-authority": os.path.join(d, "ca.crt"),
             })
+        # The aggregation layer's flags, as `minik8s up` passes them (cluster.pki.aggregation_flags).
+        agg = cluster_pki.aggregation_flags(d)
+        defaults.update({f: v for f, v in zip(agg[::2], agg[1::2]) if not f.startswith("--enable-")})
         return [x for flag, value in defaults.items() if flag not in given for x in (flag, value)]
 
     @property

@@ -73,6 +73,35 @@ def test_pods_run_on_fake_nodes(fake_cluster):
     assert len({p["spec"]["nodeName"] for p in pods}) > 10
 
 
+def test_kubectl_top_reads_the_metrics_server(fake_cluster):
+    """`up` runs the metrics server and registers it: the fake nodes' usage (a pod's
+    annotation) reaches `kubectl-lite top` through the API server's aggregation layer."""
+    cfg, cli, out = fake_cluster
+    assert "metrics-server" in out and "apiservice/v1beta1.metrics.k8s.io -> service/metrics-server" in out, out
+    api = httpx.Client(base_url=cfg.api_url, timeout=30, verify=bringup.admin_tls(cfg))
+    usage = '{"c": {"cpu": "200m", "memory": "48Mi"}}'
+    r = api.post("/api/v1/namespaces/default/pods", json={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hot", "annotations": {"fake.minik8s.io/usage": usage}},
+        "spec": {"containers": [{"name": "c", "image": "nothing"}]}})
+    assert r.status_code == 201, r.text
+    kl = [sys.executable, "-m", "kubectl_lite.cli", "--kubeconfig", cfg.kubeconfig]
+
+    def top():
+        r = subprocess.run([*kl, "top", "pod", "hot", "--no-headers"], capture_output=True, text=True, timeout=60)
+        return r.returncode == 0 and r.stdout.split()
+    row = wait_for(top, timeout=120, interval=1, what="the pod's metrics through kubectl-lite top")
+    assert row[0] == "hot" and row[2] == "48Mi" and abs(int(row[1].rstrip("m")) - 200) <= 5
+    # A node's metrics need two scrapes (a fresh pod's, one). The fake nodes that run
+    # nothing report no usage, which metrics-server leaves out: kubectl shows <unknown>.
+    node = api.get("/api/v1/namespaces/default/pods/hot").json()["spec"]["nodeName"]
+
+    def top_nodes():
+        r = subprocess.run([*kl, "top", "nodes", "--no-headers"], capture_output=True, text=True, timeout=60)
+        return r.returncode == 0 and {line.split()[0]: line.split() for line in r.stdout.splitlines()}
+    rows = wait_for(top_nodes, timeout=120, interval=1, what="node metrics through kubectl-lite top")
+    assert len(rows) == 100 and rows[node][3] == "48Mi", rows[node]
+
+
 def test_down_stops_every_process(fake_cluster):
     cfg, cli, _ = fake_cluster
     st = bringup.read_json(bringup.status_path(cfg))

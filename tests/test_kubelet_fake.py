@@ -24,7 +24,9 @@ def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, ht
         assert set(nodes) == set(names)
         node = nodes[names[7]]
         assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
-        assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 0
+        # one endpoint port for every node, each at its own loopback address (the stats: test_kubelet_stats)
+        assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
+        assert {a["type"]: a["address"] for a in node["status"]["addresses"]}["InternalIP"] == "127.127.0.8"
         leases = wait_for(lambda: len(x := ours(LEASES)) == count and x, what="the leases")
         first = leases[names[0]]["spec"]["renewTime"]
         wait_for(lambda: http.get(f"{LEASES}/{names[0]}").json()["spec"]["renewTime"] != first,

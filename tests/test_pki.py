@@ -38,6 +38,8 @@ EXPECTED = {
                                  ("system:masters",), set(), set(), {"client"}),
     "apiserver-etcd-client": ("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client", (),
                               set(), set(), {"client"}),
+    "front-proxy-client": ("front-proxy-client", "front-proxy-ca", "front-proxy-client", (), set(), set(),
+                           {"client"}),
     "etcd-server": ("etcd/server", "etcd/ca", "cp", (), {"cp", "localhost"}, {"10.250.0.1", "127.0.0.1", "::1"},
                     {"server", "client"}),
     "etcd-peer": ("etcd/peer", "etcd/ca", "cp", (), {"cp", "localhost"}, {"10.250.0.1", "127.0.0.1", "::1"},
@@ -47,6 +49,8 @@ EXPECTED = {
     "admin": ("admin", "ca", "kubernetes-admin", ("system:masters",), set(), set(), {"client"}),
     "scheduler": ("scheduler", "ca", "system:kube-scheduler", (), set(), set(), {"client"}),
     "kube-proxy": ("kube-proxy", "ca", "system:kube-proxy", (), set(), set(), {"client"}),
+    "metrics-server": ("metrics-server", "ca", "system:serviceaccount:kube-system:metrics-server",
+                       ("system:serviceaccounts", "system:serviceaccounts:kube-system"), set(), set(), {"client"}),
     "controller-manager": ("controller-manager", "ca", "system:kube-controller-manager", (), set(), set(),
                            {"client"}),
     "kubelets/node-1/kubelet": ("kubelets/node-1/kubelet", "ca", "system:node:node-1", ("system:nodes",),
@@ -133,7 +137,7 @@ def test_each_certificate_says_what_it_is_for_and_verifies(made, name):
 
 
 def test_cas_are_kubeadms(made):
-    for path, cn in (("ca", "kubernetes"), ("etcd/ca", "etcd-ca")):
+    for path, cn in (("ca", "kubernetes"), ("etcd/ca", "etcd-ca"), ("front-proxy-ca", "front-proxy-ca")):
         ca = cert(made, path)
         assert mpki.spec_of(ca).common_name == cn
         assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -147,7 +151,7 @@ def test_cas_are_kubeadms(made):
 def test_keys_are_private_and_match_their_certificates(made):
     files = snapshot(made)
     keys = [p for p in files if p.endswith(".key")]
-    assert len(keys) == 2 + 1 + len(EXPECTED)        # two CAs, sa.key, every leaf
+    assert len(keys) == 3 + 1 + len(EXPECTED)        # three CAs, sa.key, every leaf
     for p in files:
         mode = stat.S_IMODE(os.stat(os.path.join(made, p)).st_mode)
         if p.endswith(".key"):
@@ -539,12 +543,13 @@ def test_check_expiration_lists_every_certificate_and_ca(d):
     assert set(rows) == set(EXPECTED) - {"scheduler"}
     assert rows.pop("admin")[-2:] == ["<invalid>", "ca"]
     for name, row in rows.items():
-        ca = "etcd-ca" if EXPECTED[name][1] == "etcd/ca" else "ca"
+        ca = {"etcd/ca": "etcd-ca", "front-proxy-ca": "front-proxy-ca"}.get(EXPECTED[name][1], "ca")
         assert row[-2:] == ["364d", ca], row            # EXPIRES: "Dec 05, 2027 05:11 UTC"
         assert row[-3] == "UTC" and len(row) == 8
     ca_lines = cas_table.splitlines()
     assert ca_lines[0].split() == ["CERTIFICATE", "AUTHORITY", "EXPIRES", "RESIDUAL", "TIME"]
-    assert [(x.split()[0], x.split()[-1]) for x in ca_lines[1:]] == [("ca", "9y"), ("etcd-ca", "9y")]
+    assert [(x.split()[0], x.split()[-1]) for x in ca_lines[1:]] == [("ca", "9y"), ("etcd-ca", "9y"),
+                                                                     ("front-proxy-ca", "9y")]
 
 
 def test_renew_command_renews_one_or_all(d):

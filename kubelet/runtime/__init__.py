@@ -173,6 +173,18 @@ class ContainerStatus:
 
 
 @dataclass
+class Usage:
+    """One reading of a cgroup's (or the node's) CPU and memory, as cadvisor reports it."""
+    time: float  # when read
+    cpu_ns: int  # cumulative CPU time, in core-nanoseconds
+    memory: int  # bytes in use
+    working_set: int  # memory minus inactive file pages
+    rss: int
+    page_faults: int = 0
+    major_page_faults: int = 0
+
+
+@dataclass
 class ExecResult:
     exit_code: int
     stdout: bytes
@@ -301,6 +313,16 @@ class Runtime(ABC):
                 errs.append(f"dial {net} {addr}: connect: {_go_error(exc)}")
         raise ContainerRuntimeError(f'failed to connect to localhost:{port} inside namespace "{uid}", '
                                     f"IPv4: {errs[0]} IPv6 {errs[1]} ")
+
+    # -- usage -------------------------------------------------------------------------
+    def usage(self, uid: str, container_id: str | None = None) -> Usage | None:
+        """CPU and memory of a pod (its sandbox and containers) or of one of its
+        containers, now; None when unknown (gone, or a runtime that does not measure)."""
+        return None
+
+    def node_usage(self) -> Usage | None:
+        """CPU and memory of the whole node, now; None when unknown."""
+        return None
 
     # -- the node --------------------------------------------------------------------
     @abstractmethod

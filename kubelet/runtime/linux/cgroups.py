@@ -11,6 +11,13 @@ mapping, as the kubelet does it: cpu request -> cpu.shares (v2 cpu.weight), cpu 
 CFS quota over a 100 ms period, memory limit -> hard limit with swap off. OOM kills are
 read from the kernel's per-cgroup oom_kill counter.
 
+Usage (`Cgroup.usage`, `root`), as cadvisor reads it for the kubelet: CPU is the
+cumulative time of v1 cpuacct.usage or v2 cpu.stat usage_usec; memory is v1
+memory.usage_in_bytes or v2 memory.current, and the working set is that minus the
+inactive file pages of memory.stat (total_inactive_file, v2 inactive_file), never below
+0; RSS is total_rss (v2 anon). The v2 root has no memory.current: its usage comes from
+/proc/meminfo (MemTotal - MemFree, Inactive(file), AnonPages), as runc reads it.
+
 Stdlib only (the shim joins cgroups and reads OOM counters). No shared state; callers
 serialize work on one pod.
 """
@@ -212,12 +219,64 @@ class Cgroup:
                     return int(value)
         return 0
 
+    def usage(self) -> "dict[str, int] | None":
+        """CPU and memory use now: cpu_ns (cumulative), memory, working_set, rss,
+        pgfault, pgmajfault; None when the cgroup is gone (or has no such accounting)."""
+        v2 = self.v2
+        cpu = self._find("cpu.stat" if v2 else "cpuacct.usage")
+        stat = self._find("memory.stat")
+        if cpu is None or stat is None:
+            return None
+        try:
+            if v2:
+                cpu_ns = _keyed(cpu).get("usage_usec", 0) * 1000
+            else:
+                with open(cpu) as f:
+                    cpu_ns = int(f.read())
+            mem = _keyed(stat)
+            current = self._find("memory.current" if v2 else "memory.usage_in_bytes")
+            if current is None and v2:  # the root: no memory.current
+                info = _keyed("/proc/meminfo")
+                usage = (info.get("MemTotal:", 0) - info.get("MemFree:", 0)) * 1024
+                inactive, rss = info.get("Inactive(file):", 0) * 1024, info.get("AnonPages:", 0) * 1024
+            elif current is None:
+                return None
+            else:
+                with open(current) as f:
+                    usage = int(f.read())
+                prefix = "" if v2 else "total_"
+                inactive, rss = mem.get(prefix + "inactive_file", 0), mem.get(prefix + ("anon" if v2 else "rss"), 0)
+        except (FileNotFoundError, ValueError):
+            return None  # removed while being read
+        fault = "pgfault" if v2 else "total_pgfault"
+        return {"cpu_ns": cpu_ns, "memory": usage, "working_set": max(0, usage - inactive), "rss": rss,
+                "pgfault": mem.get(fault, 0), "pgmajfault": mem.get(fault.replace("pgf", "pgmajf"), 0)}
+
     def remove(self) -> None:
         """Remove the cgroup and its children, killing whatever still runs there."""
         if not any(os.path.isdir(d) for d in self.dirs):
             return
         self.kill_all()
         remove_trees(self.dirs, timeout=1.0, interval=0.005)
+
+
+def root(root: str = ROOT) -> Cgroup:
+    """The root cgroup: the node's usage (cadvisor's "/" container)."""
+    if is_v2(root):
+        return Cgroup([root], v2=True)
+    mounts = v1_mounts()
+    return Cgroup([mounts[c] for c in ("cpuacct", "memory") if c in mounts], v2=False)
+
+
+def _keyed(path: str) -> dict[str, int]:
+    """A flat keyed file (memory.stat, cpu.stat, /proc/meminfo): key -> first number."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                out[parts[0]] = int(parts[1])
+    return out
 
 
 def remove_trees(roots: "list[str]", *, timeout: float, interval: float) -> None:

@@ -52,8 +52,9 @@ from typing import Iterable, Mapping
 from kubelet.images import HostRootImageStore, ImageError, ImageStore
 from kubelet.runtime import (ContainerConfig, ContainerRuntimeError, ContainerStatus,
                              CreateContainerError, NotFound, PodSandboxConfig, Runtime,
-                             SandboxNotReady, SandboxStatus, VolumeError, logs, resolv_conf)
+                             SandboxNotReady, SandboxStatus, Usage, VolumeError, logs, resolv_conf)
 from kubelet.runtime.linux import kernel, netlink, users, volumes
+from kubelet.runtime.linux import cgroups
 from kubelet.runtime.linux.cgroups import Cgroup, Hierarchies
 from kubelet.runtime.linux.forkserver import SHIM, ForkedExec, ForkServer, Unsent
 from kubelet.runtime.linux.network import PodNetwork, node_ip, veth_name
@@ -550,6 +551,18 @@ class LinuxRuntime(Runtime):
                     os.close(fd)
             raise
 
+    def usage(self, uid: str, container_id: str | None = None) -> Usage | None:
+        if container_id is None:
+            return _usage(self._pod_cgroup(uid))
+        try:
+            cfg = _read_json(os.path.join(self._find(container_id), "config.json")) or {}
+        except NotFound:
+            return None
+        return _usage(Cgroup.from_json(cfg["cgroup"])) if cfg.get("cgroup") else None
+
+    def node_usage(self) -> Usage | None:
+        return _usage(cgroups.root())
+
     def pod_socket(self, uid: str, family: int = socket.AF_INET,
                    type: int = socket.SOCK_STREAM) -> socket.socket:
         sb = self._sandbox(uid)
@@ -598,6 +611,13 @@ class LinuxRuntime(Runtime):
             if name not in wanted:
                 self.network.delete_veth(name)
 
+
+
+def _usage(cgroup: Cgroup) -> Usage | None:
+    now, u = time.time(), cgroup.usage()
+    if u is None:
+        return None
+    return Usage(now, u["cpu_ns"], u["memory"], u["working_set"], u["rss"], u["pgfault"], u["pgmajfault"])
 
 
 def reset_node(root_dir: str, *, bridge: str, cgroup_parent: str) -> list[str]:
