@@ -419,3 +419,20 @@ async def test_a_custom_resource_with_a_scale_subresource_scales(env, http):
         assert condition(hpa, "AbleToScale")[1] == "SucceededRescale"
     finally:
         http.delete(f"{CRDS}/widgets.{group}")
+
+
+@pytest.mark.parametrize("verb, group, resource, subresource", [
+    ("update", "apps", "deployments", "scale"), ("update", "example.com", "widgets", "scale"),
+    ("get", "apps", "statefulsets", "scale"), ("update", "autoscaling", "horizontalpodautoscalers", "status"),
+    ("list", "metrics.k8s.io", "pods", ""), ("watch", "autoscaling", "horizontalpodautoscalers", ""),
+])
+def test_the_controller_managers_user_may_do_what_the_hpa_does(http, verb, group, resource, subresource):
+    # Bootstrap policy: system:controller:horizontal-pod-autoscaler, bound to the
+    # controller manager's user as every controller's role (one credential for all).
+    r = http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json={
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "system:kube-controller-manager", "resourceAttributes": {
+            "namespace": "default", "verb": verb, "group": group, "resource": resource,
+            "subresource": subresource}}})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"]["allowed"] is True, r.json()["status"]

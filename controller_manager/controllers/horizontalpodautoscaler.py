@@ -243,8 +243,11 @@ class HorizontalPodAutoscalerController(Controller):
 
         if rescale:
             try:
-                await self.client.patch(target, ref["name"], {"spec": {"replicas": desired}},
-                                        namespace=md["namespace"], subresource="scale")
+                # An update of the Scale read above (get and update are what the HPA's role
+                # grants on */scale): a target changed meanwhile is a Conflict, retried.
+                scale["spec"] = {**(scale.get("spec") or {}), "replicas": desired}
+                await self.client.request("PUT", target.path(namespace=md["namespace"], name=ref["name"],
+                                                             subresource="scale"), body=scale)
             except errors.APIError as exc:
                 self._event(hpa, WARNING, "FailedRescale",
                             f"New size: {desired}; reason: {reason}; error: {exc.message}")
