@@ -436,3 +436,23 @@ def test_the_controller_managers_user_may_do_what_the_hpa_does(http, verb, group
             "subresource": subresource}}})
     assert r.status_code == 201, r.text
     assert r.json()["status"]["allowed"] is True, r.json()["status"]
+
+
+async def test_a_scale_without_a_selector_is_invalid_selector(env, http):
+    # A custom resource whose labelSelectorPath holds nothing yet: its Scale has no selector.
+    from tests.test_crd import CRDS, crd_body, established
+    group = f"t{uuid.uuid4().hex[:8]}.example.com"
+    assert http.post(CRDS, json=crd_body(group)).status_code == 201
+    established(http, f"widgets.{group}")
+    try:
+        r = http.post(f"/apis/{group}/v1/namespaces/{env.ns}/widgets", json={
+            "apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "web"}, "spec": {"replicas": 2}})
+        assert r.status_code == 201, r.text
+        await env.hpa(kind="Widget", api_version=f"{group}/v1")
+        hpa = await env.sync()
+        assert condition(hpa, "ScalingActive") == (
+            "False", "InvalidSelector", "the HPA target's scale is missing a selector")
+        assert env.events.items == [("Warning", "SelectorRequired", "selector is required"),
+                                    ("Warning", "FailedComputeMetricsReplicas", "selector is required")]
+    finally:
+        http.delete(f"{CRDS}/widgets.{group}")

@@ -281,8 +281,8 @@ class HorizontalPodAutoscalerController(Controller):
             return None, "", [], "selector is required"
         try:
             selector = labels.parse(selector_text)
-        except ValueError as exc:
-            message = f"couldn't convert selector into a corresponding internal selector object: {exc}"
+        except errors.BadRequest as exc:
+            message = f"couldn't convert selector into a corresponding internal selector object: {exc.message}"
             self._event(hpa, WARNING, "InvalidSelector", message)
             set_condition(status, "ScalingActive", "False", "InvalidSelector", message, now)
             return None, "", [], message
