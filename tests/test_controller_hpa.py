@@ -456,3 +456,46 @@ async def test_a_scale_without_a_selector_is_invalid_selector(env, http):
                                     ("Warning", "FailedComputeMetricsReplicas", "selector is required")]
     finally:
         http.delete(f"{CRDS}/widgets.{group}")
+
+
+async def test_average_value_and_container_resource_targets(env):
+    await env.target(2)
+    await env.hpa(max_replicas=10, metrics=[
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "5Mi"}}},
+        {"type": "ContainerResource", "containerResource": {
+            "name": "cpu", "container": "app", "target": {"type": "Utilization", "averageUtilization": 50}}}])
+    env.metrics.set("75m", "web-0", "web-1")  # cpu: 75% against 50% -> 3; memory: 10Mi against 5Mi -> 4
+    hpa = await env.sync()
+    assert await env.replicas() == 4
+    assert hpa["status"]["currentMetrics"] == [
+        {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "10485760"}}},
+        {"type": "ContainerResource", "containerResource": {
+            "container": "app", "name": "cpu", "current": {"averageUtilization": 75, "averageValue": "75m"}}}]
+    assert env.events.items[-1] == ("Normal", "SuccessfulRescale", "New size: 4; reason: memory resource above target")
+
+
+async def test_a_failing_metric_blocks_a_scale_down_but_not_a_scale_up(env):
+    # DOC "Algorithm details": "If any of these metrics cannot be converted into a desired
+    # replica count ... and a scale down is suggested by the metrics which can be fetched,
+    # scaling is skipped ... the HPA is still capable of scaling up".
+    await env.target(2)
+    await env.hpa(max_replicas=10, metrics=[
+        {"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+                                  "target": {"type": "AverageValue", "averageValue": "10"}}},
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
+    env.metrics.set("5m", "web-0", "web-1")
+    hpa = await env.sync()
+    assert await env.replicas() == 2
+    assert condition(hpa, "ScalingActive") == (
+        "False", "FailedGetPodsMetric", "the HPA was unable to compute the replica count: unable to get metric "
+        "requests_per_second: no custom.metrics.k8s.io API is served")
+    assert hpa["status"]["currentMetrics"][0] == {"type": ""}  # kept, so statuses line up with specs
+    env.metrics.set("100m", "web-0", "web-1")
+    hpa = await env.sync()
+    assert await env.replicas() == 4
+    assert condition(hpa, "ScalingActive")[1] == "ValidMetricFound"
+    assert env.events.items[-2:] == [
+        ("Warning", "FailedGetPodsMetric", "unable to get metric requests_per_second: no custom.metrics.k8s.io "
+         "API is served"),
+        ("Normal", "SuccessfulRescale", "New size: 4; reason: cpu resource utilization (percentage of request) "
+         "above target")]
