@@ -317,3 +317,25 @@ def test_kubernetes_defaults_fill_only_what_is_unset():
         {"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]}
     assert spec["behavior"]["scaleDown"] == {"selectPolicy": "Max", "policies": [
         {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+
+
+def test_a_scale_up_window_takes_the_lowest_recent_recommendation():
+    # DOC "Stabilization window": "The stabilization window is used to restrict the flapping
+    # of replicas count when the metrics used for scaling keep fluctuating" (the API's
+    # stabilizationWindowSeconds, "for which past recommendations should be considered while
+    # scaling up or scaling down"). With a 60 s scale-up window, a spike to 8 right after a
+    # recommendation of 5 scales 4 only to 5; once the 5 is a minute old, to 8.
+    behavior = {"scaleUp": {"stabilizationWindowSeconds": 60, "selectPolicy": "Max",
+                            "policies": [{"type": "Percent", "value": 900, "periodSeconds": 15}]},
+                "scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
+                              "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}
+    h = history_at((5, NOW - 30))
+    n = calc.normalize_with_behavior(h, behavior, current=4, desired=8, min_replicas=1, max_replicas=10, now=NOW)
+    assert (n.replicas, n.able_reason) == (5, "ScaleUpStabilized")
+    n = calc.normalize_with_behavior(h, behavior, current=5, desired=8, min_replicas=1, max_replicas=10,
+                                     now=NOW + 31)
+    assert (n.replicas, n.able_reason) == (8, "ReadyForNewScale")
+    # Falling back while a higher recommendation is in the 300 s window: held at the current count.
+    n = calc.normalize_with_behavior(h, behavior, current=8, desired=3, min_replicas=1, max_replicas=10,
+                                     now=NOW + 40)
+    assert (n.replicas, n.able_reason) == (8, "ScaleDownStabilized")

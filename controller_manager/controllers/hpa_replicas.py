@@ -16,9 +16,9 @@ What it guarantees, as Kubernetes does:
   within the tolerance, the current count stands.
 - Utilization is against the pods' requests; a container without a request for the
   resource fails the computation ("missing request for cpu in container c of Pod p").
-- Normalization with `behavior`: the recommendation is stabilized over the window of its
-  direction (the lowest recent recommendation when scaling up, the highest when
-  scaling down), then limited by the policies of that direction counted over their
+- Normalization with `behavior`: the current count is raised to no more than the lowest
+  recommendation of the scale-up window and lowered to no less than the highest of the
+  scale-down window (stabilization), then limited by the policies of its direction counted over their
   periods from past scale events (selectPolicy Max: the largest change, Min: the
   smallest, Disabled: none), then by minReplicas/maxReplicas. Without `behavior`:
   Kubernetes' older rule, the highest recommendation of the downscale stabilization
@@ -329,22 +329,22 @@ def normalize_with_behavior(history: History, behavior: dict, *, current: int, d
     down_window = down.get("stabilizationWindowSeconds")
     if down_window is None:
         down_window = downscale_stabilization
-    # stabilizeRecommendationWithBehaviors
-    if desired >= current:
-        cutoff, better = now - up_window, min
+    # stabilizeRecommendationWithBehaviors: the current count, raised to the lowest
+    # recommendation of the scale-up window and lowered to the highest of the scale-down
+    # window (each window counting this recommendation too).
+    up_cut, down_cut = now - up_window, now - down_window
+    up_limit = min([desired] + [r for r, t in history.recommendations if t > up_cut])
+    down_limit = max([desired] + [r for r, t in history.recommendations if t > down_cut])
+    stabilized = min(max(current, up_limit), down_limit)
+    _record(history, desired, now, min(up_cut, down_cut))
+    if stabilized == desired:
+        able = _READY
+    elif desired >= current:
         able = ("ScaleUpStabilized", "recent recommendations were lower than current one, "
                 "applying the lowest recent recommendation")
     else:
-        cutoff, better = now - down_window, max
         able = ("ScaleDownStabilized", "recent recommendations were higher than current one, "
                 "applying the highest recent recommendation")
-    stabilized = desired
-    for r, t in history.recommendations:
-        if t > cutoff:
-            stabilized = better(r, stabilized)
-    _record(history, desired, now, now - max(up_window, down_window))
-    if stabilized == desired:
-        able = _READY
     # convertDesiredReplicasWithBehaviorRate
     out, why = stabilized, _WITHIN
     if stabilized > current:
