@@ -67,6 +67,13 @@ def test_v1_and_v2_are_one_object(kubectl: Kubectl, http, ns, tmp_path):
         k.startswith("autoscaling.alpha") for k in v2["metadata"]["annotations"])
     [row] = rows(kubectl.out("get", "hpa"))
     assert row["TARGETS"] == "cpu: <unknown>/60%, memory: <unknown>/100Mi"
+    # Updates by strategic merge: apply (a three-way merge; metrics replaced whole) and patch.
+    hpa["spec"]["metrics"] = hpa["spec"]["metrics"][:1]
+    kubectl("apply", "-f", write(tmp_path, "hpa.yaml", hpa))
+    kubectl("patch", "hpa", "api", "-p", '{"spec":{"maxReplicas":7}}')
+    v2 = get(http, f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/api")
+    assert [m["resource"]["name"] for m in v2["spec"]["metrics"]] == ["cpu"]
+    assert v2["spec"]["maxReplicas"] == 7
 
 
 # --- kubectl-lite -------------------------------------------------------------------------
