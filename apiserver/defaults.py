@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from apiserver.strategies.autoscaling import default_hpa
 from apiserver.validation import parse_quantity
 
 
@@ -390,4 +391,5 @@ _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "ClusterRoleBinding": _binding,
             "Job": _job, "CronJob": _cronjob, "DaemonSet": _daemonset,
             "ReplicationController": _replicationcontroller, "PersistentVolume": _persistentvolume,
-            "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass}
+            "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass,
+            "HorizontalPodAutoscaler": default_hpa}

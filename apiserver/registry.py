@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from apiserver import tables
-from apiserver.strategies.apiregistration import APIServiceStrategy
+from apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
 from apiserver.apiextensions.definition import CRDStrategy
+from apiserver.strategies.apiregistration import APIServiceStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -223,9 +224,15 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.PERSISTENTVOLUMECLAIMS, fields=_pvc_fields, columns=tables.PERSISTENTVOLUMECLAIMS,
            strategy=PersistentVolumeClaimStrategy()),
     _serve(kinds.STORAGECLASSES, columns=tables.STORAGECLASSES, strategy=StorageClassStrategy()),
-    _serve(kinds.APISERVICES, columns=tables.APISERVICES, strategy=APIServiceStrategy()),
+    _serve(kinds.HORIZONTALPODAUTOSCALERS, columns=tables.HORIZONTALPODAUTOSCALERS,
+           strategy=HorizontalPodAutoscalerStrategy(), storage_version="v2"),
+    # autoscaling/v1 from the same stored object (what kubectl 1.32's `autoscale` sends).
+    _serve(dataclasses.replace(kinds.HORIZONTALPODAUTOSCALERS, version="v1"),
+           columns=tables.HORIZONTALPODAUTOSCALERS, strategy=HorizontalPodAutoscalerStrategy(),
+           storage_version="v2"),
     _serve(kinds.CUSTOMRESOURCEDEFINITIONS, columns=tables.CRDS, strategy=CRDStrategy(),
            storage_root="/registry/apiextensions.k8s.io/customresourcedefinitions/"),
+    _serve(kinds.APISERVICES, columns=tables.APISERVICES, strategy=APIServiceStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -809,16 +809,19 @@ def _scale_of(rt: ResourceType, obj: dict) -> dict:
 
 
 def to_scale(obj: dict) -> dict:
+    """An autoscaling/v1 Scale of a Deployment, ReplicaSet, StatefulSet or
+    ReplicationController; `status.selector` is the selector as a string, in
+    labels.Selector's canonical form (requirements by key, set values sorted), as
+    Kubernetes' scale subresources write it and the HPA reads it."""
     md = obj["metadata"]
     sel = ((obj.get("spec") or {}).get("selector") or {})
-    if "matchLabels" not in sel and "matchExpressions" not in sel:
-        sel = {"matchLabels": sel}  # a ReplicationController's selector is a plain map
-    selector = ",".join(f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items()))
-    for expr in sel.get("matchExpressions") or []:
-        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
-        selector += ("," if selector else "") + {
-            "In": f"{key} in ({','.join(values)})", "NotIn": f"{key} notin ({','.join(values)})",
-            "Exists": key, "DoesNotExist": f"!{key}"}.get(op, "")
+    try:
+        if "matchLabels" not in sel and "matchExpressions" not in sel:
+            selector = str(labels.from_set(sel))  # a ReplicationController's is a plain map
+        else:
+            selector = str(labels.from_label_selector(sel))
+    except errors.APIError:
+        selector = ""  # validation keeps a bad selector out; none is safer than a wrong one
     return {"kind": "Scale", "apiVersion": "autoscaling/v1",
             "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                             "creationTimestamp") if k in md},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from apiserver.strategies.autoscaling import to_v2
 from machinery import times
 from machinery.duration import human_duration
 
@@ -506,6 +507,62 @@ STORAGECLASSES: tuple[Col, ...] = (("Name", "string", "Name must be unique withi
                                    ("VolumeBindingMode", "string", "Indicates the type of the volume binding mode", 0, _get("volumeBindingMode", default="Immediate")),
                                    ("AllowVolumeExpansion", "string", "Indicates whether the storage class allow volume expand", 0, lambda sc: str(bool(sc.get("allowVolumeExpansion"))).lower()),
                                    AGE)
+
+
+# --- autoscaling/v2 HorizontalPodAutoscaler (printHorizontalPodAutoscaler, formatHPAMetrics) ---
+
+def _hpa_metric(spec: dict, status: dict | None) -> str:
+    t = spec.get("type")
+    key = "containerResource" if t == "ContainerResource" else str(t).lower()
+    source, target = spec.get(key) or {}, (spec.get(key) or {}).get("target") or {}
+    reported = (status or {}).get(key)  # None: no status for this metric yet
+    current = (reported or {}).get("current") or {}
+
+    def cur(field: str) -> str:
+        return "<unknown>" if not reported or current.get(field) is None else str(current[field])
+    if t in ("External", "Object"):
+        if target.get("averageValue") is not None:
+            return f"{cur('averageValue')}/{target['averageValue']} (avg)"
+        return f"{cur('value')}/{target.get('value', '')}"
+    if t == "Pods":
+        return f"{cur('averageValue')}/{target.get('averageValue', '')}"
+    if t in ("Resource", "ContainerResource"):
+        name = source.get("name", "")
+        if target.get("averageValue") is not None:
+            return f"{name}: {cur('averageValue')}/{target['averageValue']}"
+        util = cur("averageUtilization")
+        goal = target.get("averageUtilization")
+        return f"{name}: {util if util == '<unknown>' else util + '%'}/{'<auto>' if goal is None else f'{goal}%'}"
+    return "<unknown type>"
+
+
+def _hpa_targets(hpa: dict) -> str:
+    if hpa.get("apiVersion") == "autoscaling/v1":  # printed as its v2 form, as Kubernetes prints it
+        hpa = to_v2(hpa)
+    specs = (hpa.get("spec") or {}).get("metrics") or []
+    statuses = (hpa.get("status") or {}).get("currentMetrics") or []
+    if not specs:
+        return "<none>"
+    shown = [_hpa_metric(s, statuses[i] if i < len(statuses) else None) for i, s in enumerate(specs[:2])]
+    more = f" + {len(specs) - 2} more..." if len(specs) > 2 else ""
+    return ", ".join(shown) + more
+
+
+def _hpa_min(hpa: dict) -> str:
+    n = (hpa.get("spec") or {}).get("minReplicas")
+    return "<unset>" if n is None else str(n)
+
+
+HORIZONTALPODAUTOSCALERS: tuple[Col, ...] = (
+    NAME,
+    ("Reference", "string", "scaleTargetRef points to the target resource to scale, and is used to the pods for which metrics should be collected, as well as to actually change the replica count.", 0,
+     lambda hpa: "{}/{}".format(((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("kind", ""),
+                                ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name", ""))),
+    ("Targets", "string", "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used).", 0, _hpa_targets),
+    ("MinPods", "string", "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.", 0, _hpa_min),
+    ("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up.", 0, _get("spec", "maxReplicas", default=0)),
+    ("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler.", 0, _get("status", "currentReplicas", default=0)),
+    AGE)
 
 
 def table(rt: ResourceType, entries: list, resource_version: str, *, wide: bool = True) -> dict:

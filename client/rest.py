@@ -638,6 +638,10 @@ class Client:
             for v in group.get("versions", []):
                 docs.append((await self.request("GET", f"/apis/{v['groupVersion']}"),
                              v["groupVersion"] == preferred))
+        # A kind served at several versions is its group's preferred one (as client-go's
+        # RESTMapper picks it), whatever order the versions come in; every version is
+        # still known by its own apiVersion (Resources.add).
+        docs.sort(key=lambda d: not d[1])
         for doc, preferred in docs:
             group, _, version = doc["groupVersion"].rpartition("/")
             subs: dict[str, list[str]] = {}

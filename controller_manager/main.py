@@ -101,6 +101,17 @@ def parser() -> argparse.ArgumentParser:
         opt("--cluster-signing-key-file", default="", metavar="FILE", help="that CA's private key (PEM)"),
         opt("--cluster-signing-duration", type=flags.duration, default=8760 * 3600.0, metavar="DURATION",
             help="the longest life of a certificate csrsigning issues (default 8760h)"),
+        # h-hpa (issue 18): the horizontal pod autoscaler's, as kube-controller-manager names them.
+        opt("--horizontal-pod-autoscaler-sync-period", type=flags.duration, default=15.0, metavar="DURATION",
+            help="how often each HPA is synced (default 15s)"),
+        opt("--horizontal-pod-autoscaler-tolerance", type=float, default=0.1, metavar="RATIO",
+            help="how far the usage ratio may stray from 1.0 before the HPA scales (default 0.1)"),
+        opt("--horizontal-pod-autoscaler-downscale-stabilization", type=flags.duration, default=300.0,
+            metavar="DURATION", help="the window a scale-down waits out, without behavior (default 5m0s)"),
+        opt("--horizontal-pod-autoscaler-cpu-initialization-period", type=flags.duration, default=300.0,
+            metavar="DURATION", help="after a pod starts, how long its CPU samples may be skipped (default 5m0s)"),
+        opt("--horizontal-pod-autoscaler-initial-readiness-delay", type=flags.duration, default=30.0,
+            metavar="DURATION", help="after a pod starts, how long its readiness may still change (default 30s)"),
     ]
     # Which attributes are controller options, so that build() passes on every one.
     p.set_defaults(controller_options=tuple(a.dest for a in options))

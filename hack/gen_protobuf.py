@@ -47,6 +47,8 @@ PACKAGES = {
     # A Job's `scheduling` (workload-aware scheduling) refers to these.
     "k8s.io/api/scheduling/v1alpha3": ("api", "scheduling/v1alpha3/types.go", "scheduling/v1alpha3"),
     "k8s.io/api/certificates/v1": ("api", "certificates/v1/types.go", "certificates/v1"),
+    # h-hpa (issue 18): HorizontalPodAutoscaler.
+    "k8s.io/api/autoscaling/v2": ("api", "autoscaling/v2/types.go", "autoscaling/v2"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
     # h-agg (issue 18): APIService, from k8s.io/kube-aggregator.
@@ -106,6 +108,9 @@ ROOTS = [
     # h-sts (issue 17): StatefulSet.
     ("apps/v1", "StatefulSet", "k8s.io/api/apps/v1", "StatefulSet"),
     ("autoscaling/v1", "Scale", "k8s.io/api/autoscaling/v1", "Scale"),
+    # h-hpa (issue 18): HorizontalPodAutoscaler, stored as v2 and served as v1 too.
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "k8s.io/api/autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("autoscaling/v1", "HorizontalPodAutoscaler", "k8s.io/api/autoscaling/v1", "HorizontalPodAutoscaler"),
     # h-agg (issue 18): the aggregation layer's APIService.
     ("apiregistration.k8s.io/v1", "APIService", "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1",
      "APIService"),

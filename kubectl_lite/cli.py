@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "label": ("mutate", "Update the labels on a resource"),
     "annotate": ("mutate", "Update the annotations on a resource"),
     "scale": ("mutate", "Set a new size for a deployment or replica set"),
+    "autoscale": ("autoscale", "Auto-scale a deployment, replica set, stateful set, or replication controller"),
     "rollout": ("rollout", "Manage the rollout of a resource"),
     "logs": ("pods", "Print the logs for a container in a pod"),
     "exec": ("pods", "Execute a command in a container"),

@@ -999,3 +999,89 @@ def describe_poddisruptionbudget(s: Any, r: Any, pdb: dict, w: W) -> None:
 
 DESCRIBERS.update({("apps", "StatefulSet"): describe_statefulset,
                    ("policy", "PodDisruptionBudget"): describe_poddisruptionbudget})
+
+
+# --- HorizontalPodAutoscaler (kubectl's describeHorizontalPodAutoscalerV2) ---
+
+def _hpa_metric_line(w: W, i: int, m: dict, current: list[dict]) -> None:
+    t = m.get("type", "")
+    status = current[i] if i < len(current) else {}
+    if t in ("Resource", "ContainerResource"):
+        key = "resource" if t == "Resource" else "containerResource"
+        src, now = m.get(key) or {}, (status.get(key) or {}).get("current")
+        target = src.get("target") or {}
+        where = f'resource {src.get("name", "")} on pods' if t == "Resource" else \
+            f'resource {src.get("name", "")} of container "{src.get("container", "")}" on pods'
+        if target.get("averageValue") is not None:
+            cur = (now or {}).get("averageValue") or "<unknown>"
+            w.line(1, f"{where}:\t{cur} / {target['averageValue']}")
+            return
+        cur = "<unknown>"
+        if now and now.get("averageUtilization") is not None:
+            cur = f"{now['averageUtilization']}% ({now.get('averageValue', '0')})"
+        goal = f"{target['averageUtilization']}%" if target.get("averageUtilization") is not None else "<auto>"
+        w.line(1, f"{where}  (as a percentage of request):\t{cur} / {goal}")
+    elif t == "Pods":
+        src = m.get("pods") or {}
+        cur = ((status.get("pods") or {}).get("current") or {}).get("averageValue") or "<unknown>"
+        w.line(1, f'"{(src.get("metric") or {}).get("name", "")}" on pods:\t{cur} / '
+                  f'{(src.get("target") or {}).get("averageValue", "")}')
+    elif t in ("Object", "External"):
+        key = t.lower()
+        src, target = m.get(key) or {}, (m.get(key) or {}).get("target") or {}
+        now = (status.get(key) or {}).get("current") or {}
+        name = (src.get("metric") or {}).get("name", "")
+        obj = src.get("describedObject") or {}
+        where = f'"{name}" on {obj.get("kind", "")}/{obj.get("name", "")}' if t == "Object" else f'"{name}"'
+        if target.get("averageValue") is not None:
+            w.line(1, f"{where} (target average value):\t{now.get('averageValue') or '<unknown>'} / "
+                      f"{target['averageValue']}")
+        else:
+            w.line(1, f"{where} (target value):\t{now.get('value') or '<unknown>'} / {target.get('value', '')}")
+    else:
+        w.line(1, f'<unknown metric type "{t}">')
+
+
+def describe_horizontalpodautoscaler(s: Any, r: Any, hpa: dict, w: W) -> None:
+    md, spec, status = _meta(hpa), hpa.get("spec") or {}, hpa.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    w.kv(0, "Name", md.get("name", ""))
+    w.kv(0, "Namespace", md.get("namespace", ""))
+    w.multiline(0, "Labels", _labels(md))
+    w.multiline(0, "Annotations", _annotations(md))
+    w.kv(0, "CreationTimestamp", rfc1123(md.get("creationTimestamp")))
+    w.kv(0, "Reference", f"{ref.get('kind', '')}/{ref.get('name', '')}")
+    w.kv(0, "Metrics", "( current / target )")
+    current = status.get("currentMetrics") or []
+    for i, m in enumerate(spec.get("metrics") or []):
+        _hpa_metric_line(w, i, m, current)
+    w.kv(0, "Min replicas", spec.get("minReplicas", "<unset>"))
+    w.kv(0, "Max replicas", spec.get("maxReplicas", 0))
+    behavior = spec.get("behavior")
+    if behavior is not None:
+        w.line(0, "Behavior:")
+        for title_, key in (("Scale Up", "scaleUp"), ("Scale Down", "scaleDown")):
+            rules = behavior.get(key)
+            if rules is None:
+                continue
+            w.line(1, f"{title_}:")
+            if rules.get("stabilizationWindowSeconds") is not None:
+                w.line(2, f"Stabilization Window: {rules['stabilizationWindowSeconds']} seconds")
+            if rules.get("policies"):
+                w.line(2, f"Select Policy: {rules.get('selectPolicy') or 'Max'}")
+                w.line(2, "Policies:")
+                for p in rules["policies"]:
+                    w.line(3, f"- Type: {p.get('type', '')}\tValue: {p.get('value', 0)}\t"
+                              f"Period: {p.get('periodSeconds', 0)} seconds")
+    w.kv(0, f"{ref.get('kind', '')} pods",
+         f"{status.get('currentReplicas', 0)} current / {status.get('desiredReplicas', 0)} desired")
+    conditions = status.get("conditions") or []
+    if conditions:
+        w.line(0, "Conditions:")
+        w.line(1, "Type\tStatus\tReason\tMessage")
+        w.line(1, "----\t------\t------\t-------")
+        for c in conditions:
+            w.line(1, f"{c.get('type', '')}\t{c.get('status', '')}\t{c.get('reason', '')}\t{c.get('message', '')}")
+
+
+DESCRIBERS[("autoscaling", "HorizontalPodAutoscaler")] = describe_horizontalpodautoscaler

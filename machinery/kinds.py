@@ -86,11 +86,13 @@ PERSISTENTVOLUMES = Kind("", "v1", "PersistentVolume", "persistentvolumes", Fals
 PERSISTENTVOLUMECLAIMS = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True,
                               ("pvc",), ("status",))
 STORAGECLASSES = Kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",))
-APISERVICES = Kind("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",),
-                   ("api-extensions",))
+HORIZONTALPODAUTOSCALERS = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+                                True, ("hpa",), ("status",), ("all",))
 CUSTOMRESOURCEDEFINITIONS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
                                  "customresourcedefinitions", False, ("crd", "crds"), ("status",),
                                  ("api-extensions",))
+APISERVICES = Kind("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",),
+                   ("api-extensions",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -111,5 +113,5 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS,
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
-                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES, APISERVICES,
-                           CUSTOMRESOURCEDEFINITIONS)
+                           PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES,
+                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS, APISERVICES)

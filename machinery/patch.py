@@ -300,6 +300,9 @@ SCHEMAS: dict[tuple[str, str], dict[str, Field]] = {
     ("", "PersistentVolume"): _kind(),
     ("", "PersistentVolumeClaim"): _kind(status=_CONDITIONS_STATUS),
     ("storage.k8s.io", "StorageClass"): _kind(),
+    # h-hpa (issue 18): metrics and the behavior's policies are atomic lists; conditions
+    # merge by type (autoscaling/v2's tags; v1 has no lists).
+    ("autoscaling", "HorizontalPodAutoscaler"): _kind(status=_CONDITIONS_STATUS),
 }
 
 

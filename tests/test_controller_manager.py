@@ -61,7 +61,8 @@ def test_the_controller_table_is_a_registry_of_controller_classes():
                               "bootstrapsigner", "tokencleaner", "csrapproving", "csrsigning", "csrcleaner",
                               "disruption", "statefulset",
                               "persistentvolume-binder", "pvc-protection", "pv-protection",
-                              "local-path-provisioner", "daemonset", "replicationcontroller"]
+                              "local-path-provisioner", "daemonset", "replicationcontroller",
+                              "horizontalpodautoscaling"]
     assert all(REGISTRY[name].name == name for name in REGISTRY)
     with pytest.raises(KeyError, match='"ghost" is not in the list of known controllers'):
         REGISTRY["ghost"]
@@ -155,7 +156,8 @@ def test_every_controllers_queue_is_named_so_that_it_reports():
              "bootstrapsigner": "bootstrap_signer_queue", "tokencleaner": "token_cleaner",
              "persistentvolume-binder": "claims",
              "pvc-protection": "pvcprotection", "pv-protection": "pvprotection",
-             "local-path-provisioner": "local_path_provisioner", "replicationcontroller": "replicationmanager"}
+             "local-path-provisioner": "local_path_provisioner", "replicationcontroller": "replicationmanager",
+             "horizontalpodautoscaling": "horizontalpodautoscaler"}
     assert {n: c.queue.name for n, c in built.items()} == {n: other.get(n, n) for n in REGISTRY}
 
 

@@ -127,6 +127,8 @@ def test_version_picks_kubectl_1_32(kubectl, http):
 def test_api_resources_lists_every_kind_with_short_names(kubectl):
     listed = {(r["NAME"], r["APIVERSION"]): r for r in rows(kubectl.out("api-resources"))}
     for rt in registry.RESOURCES:
+        if rt.converts:
+            continue  # another version of a kind: kubectl lists the group's preferred one
         row = listed.pop((rt.plural, rt.api_version))
         assert row["KIND"] == rt.kind
         assert row["SHORTNAMES"] == ",".join(rt.short_names)

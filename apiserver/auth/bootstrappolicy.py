@@ -401,6 +401,16 @@ def _controller_roles() -> dict[str, list[dict]]:
             rule(["create", "get"], "", "persistentvolumeclaims"),
             rule(["delete", "update"], "", "persistentvolumeclaims"),
             events_rule()],
+        # h-hpa (issue 18): the HPA reads scale of any kind and the resource metrics API.
+        "horizontal-pod-autoscaler": [
+            rule(["get", "list", "watch"], "autoscaling", "horizontalpodautoscalers"),
+            rule("update", "autoscaling", "horizontalpodautoscalers/status"),
+            rule(["get", "update"], "*", "*/scale"),
+            rule("list", "", "pods"),
+            rule("list", "metrics.k8s.io", "pods"),
+            rule(["get", "list"], "custom.metrics.k8s.io", "*"),
+            rule(["get", "list"], "external.metrics.k8s.io", "*"),
+            events_rule()],
         "ttl-after-finished-controller": [
             rule(["delete", "get", "list", "watch"], "batch", "jobs"),
             events_rule()],

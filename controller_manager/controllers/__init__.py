@@ -20,6 +20,7 @@ from controller_manager.controllers.disruption import DisruptionController
 from controller_manager.controllers.endpoints import EndpointsController
 from controller_manager.controllers.endpointslice import EndpointSliceController
 from controller_manager.controllers.garbagecollector import GarbageCollector
+from controller_manager.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController
 from controller_manager.controllers.job import JobController
 from controller_manager.controllers.localpath import LocalPathProvisioner
 from controller_manager.controllers.namespace import NamespaceController
@@ -49,5 +50,6 @@ REGISTRY: Registry[ControllerClass] = Registry("controller", [
                           CSRCleanerController,
                           DisruptionController, StatefulSetController,
                           PersistentVolumeBinder, PVCProtectionController, PVProtectionController,
-                          LocalPathProvisioner, DaemonSetController, ReplicationControllerController)
+                          LocalPathProvisioner, DaemonSetController, ReplicationControllerController,
+                          HorizontalPodAutoscalerController)
 ])
