@@ -24,9 +24,9 @@ from client.clock import FakeClock
 from client.informer import SharedInformerFactory
 from client.rest import Client
 from controller_manager.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController
+from tests import metrics_pipeline
 from tests.procs import Component, free_port, wait_for
 
-metrics_pipeline = pytest.importorskip("tests.metrics_pipeline")
 
 TIMEOUT = 120.0
 USAGE = "fake.minik8s.io/usage"
@@ -56,9 +56,6 @@ def condition(hpa: dict, ctype: str) -> tuple[str, str]:
 
 @pytest.fixture
 def pipeline(apiserver, tmp_path):
-    with apiserver.client() as http:
-        if http.get("/apis/apiregistration.k8s.io/v1").status_code != 200:
-            pytest.skip("this API server has no aggregation layer (apiregistration.k8s.io)")
     with metrics_pipeline.pipeline(apiserver, tmp_path, nodes=1, register=True) as p:
         # Until the aggregator finds the metrics server Available, it answers 503.
         wait_for(lambda: p["http"].get(f"{metrics_pipeline.API}/pods").status_code == 200, timeout=90,
