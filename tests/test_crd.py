@@ -664,3 +664,27 @@ def test_custom_resources_are_encrypted_at_rest_and_read_after_a_restart(tmp_pat
     finally:
         cluster.stop()
         e.stop()
+
+
+def test_a_crds_group_versions_get_local_apiservices_while_served(http, group):
+    """As kube-apiserver's crdRegistrationController: a Local APIService for each version
+    a CRD serves (priority 1000/100, automanaged), removed with the CRD."""
+    body = crd_body(group)
+    body["spec"]["versions"].append({**body["spec"]["versions"][0], "name": "v2", "storage": False})
+    assert http.post(CRDS, json=body).status_code == 201
+    established(http, f"widgets.{group}")
+    path = "/apis/apiregistration.k8s.io/v1/apiservices"
+
+    def local(version: str):
+        r = http.get(f"{path}/{version}.{group}")
+        return r.json() if r.status_code == 200 else None
+    for version in ("v1", "v2"):
+        svc = wait_for(lambda v=version: local(v), what=f"APIService {version}.{group}")
+        assert svc["spec"].get("service") is None
+        assert (svc["spec"]["groupPriorityMinimum"], svc["spec"]["versionPriority"]) == (1000, 100)
+        assert svc["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"] == "true"
+        wait_for(lambda v=version: {c["type"]: c["reason"] for c in (local(v).get("status") or {}).get(
+            "conditions") or []}.get("Available") == "Local", what="Available Local")
+    assert http.delete(f"{CRDS}/widgets.{group}").status_code in (200, 202)
+    wait_for(lambda: http.get(f"{path}/v1.{group}").status_code == 404
+             and http.get(f"{path}/v2.{group}").status_code == 404, what="the APIServices removed")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from apiserver import registry
 from apiserver.aggregator import available, proxy
@@ -64,6 +64,7 @@ PRIORITIES: dict[tuple[str, str], tuple[int, int]] = {
     ("discovery.k8s.io", "v1"): (16200, 15), ("flowcontrol.apiserver.k8s.io", "v1"): (16100, 21),
 }
 DEFAULT_PRIORITY = (1000, 15)  # kube-apiserver's for a group/version not in its table
+AUTOMANAGED = "kube-aggregator.kubernetes.io/automanaged"  # "onstart" built-ins, "true" CRDs
 
 
 def apiservice_name(group: str, version: str) -> str:
@@ -92,6 +93,7 @@ class Aggregator:
         self.feed = CacheFeed(api.cache, self, ("apiservices", "services", "endpointslices"), "aggregator")
         self.proxy = proxy.Proxy(self, self._client_tls())
         self._task: asyncio.Task | None = None
+        self._unlisten: Callable[[], None] = lambda: None
 
     def _client_tls(self) -> tuple[str, str] | None:
         o = self.options
@@ -123,9 +125,11 @@ class Aggregator:
         await self.publish_authentication()
         await self.register_local()
         await self.feed.start()
+        self._unlisten = registry.on_change(self.wake.set)  # a CRD's versions came or went
         self._task = asyncio.create_task(self._run(), name="aggregator")
 
     async def stop(self) -> None:
+        self._unlisten()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -167,23 +171,53 @@ class Aggregator:
         """A Local APIService for each built-in group/version (the autoregister controller)."""
         rt = registry.by_plural("apiservices")
         assert rt is not None
-        for group, versions in registry.groups().items():
-            for version in versions:
-                gpm, vp = PRIORITIES.get((group, version), DEFAULT_PRIORITY)
-                body = {"apiVersion": f"{GROUP}/v1", "kind": "APIService",
-                        "metadata": {"name": apiservice_name(group, version),
-                                     "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
-                        "spec": {"group": group, "version": version, "groupPriorityMinimum": gpm,
-                                 "versionPriority": vp, "service": None}}
+        for group, version in sorted({(r.group, r.version) for r in registry.RESOURCES}):
+            gpm, vp = PRIORITIES.get((group, version), DEFAULT_PRIORITY)
+            body = {"apiVersion": f"{GROUP}/v1", "kind": "APIService",
+                    "metadata": {"name": apiservice_name(group, version), "labels": {AUTOMANAGED: "onstart"}},
+                    "spec": {"group": group, "version": version, "groupPriorityMinimum": gpm,
+                             "versionPriority": vp, "service": None}}
+            try:
+                await self.api.resources.create(rt, "", body)
+            except errors.AlreadyExists:
+                pass
+
+    async def sync_custom_resources(self) -> None:
+        """A Local APIService for each group/version a CustomResourceDefinition serves,
+        removed when none does, as kube-apiserver's crdRegistrationController keeps them
+        (groupPriorityMinimum 1000, versionPriority 100). Removal waits until every stored
+        CRD is served, so a restarting server does not drop and remake them."""
+        rt = registry.by_plural("apiservices")
+        assert rt is not None
+        built_in = {(r.group, r.version) for r in registry.RESOURCES}
+        wanted = {(r.group, r.version) for r in registry.served()} - built_in
+        for group, version in sorted(wanted):
+            if apiservice_name(group, version) in self.services:
+                continue
+            body = {"apiVersion": f"{GROUP}/v1", "kind": "APIService",
+                    "metadata": {"name": apiservice_name(group, version), "labels": {AUTOMANAGED: "true"}},
+                    "spec": {"group": group, "version": version, "groupPriorityMinimum": 1000,
+                             "versionPriority": 100, "service": None}}
+            try:
+                await self.api.resources.create(rt, "", body)
+            except errors.AlreadyExists:
+                pass
+        if not self.api.crds.synced.is_set():
+            return
+        for name, svc in list(self.services.items()):
+            spec = svc.get("spec") or {}
+            if ((svc["metadata"].get("labels") or {}).get(AUTOMANAGED) == "true" and not spec.get("service")
+                    and (spec.get("group", ""), spec.get("version", "")) not in wanted):
                 try:
-                    await self.api.resources.create(rt, "", body)
-                except errors.AlreadyExists:
+                    await self.api.resources.delete(rt, "", name, {})
+                except errors.NotFound:
                     pass
 
     async def _run(self) -> None:
         while True:
             self.wake.clear()
             try:
+                await self.sync_custom_resources()
                 await self.check_all()
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("APIService availability check failed")
