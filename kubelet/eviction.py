@@ -314,7 +314,6 @@ class Manager:
     max_pod_grace_period: float = 0.0
     interval: float = MONITORING_INTERVAL
     clock: Clock = field(default_factory=RealClock)
-    on_change: Callable[[], None] = lambda: None  # conditions changed: report the node now
     _met: list[Threshold] = field(default_factory=list)
     _first_met: dict[Threshold, float] = field(default_factory=dict)
     _condition_seen: dict[str, float] = field(default_factory=dict)
@@ -353,7 +352,6 @@ class Manager:
         if conditions != self.conditions:
             log.info("eviction manager: node conditions %s -> %s", sorted(self.conditions), sorted(conditions))
             self.conditions = conditions
-            self.on_change()
         active = [t for t in met if now - self._first_met[t] >= t.grace_period]
         if not active:
             return None

@@ -188,7 +188,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def _add_eviction_flags(p: argparse.ArgumentParser) -> None:
     from kubelet import eviction
     p.add_argument("--eviction-hard", default=None, metavar="SIGNAL<VALUE,...",
-                   help=f"thresholds that evict at once (default {eviction.DEFAULT_HARD}; "
+                   help=f"thresholds that evict at once (default {eviction.DEFAULT_HARD.replace('%', '%%')}; "
                    "given, it replaces the default)")
     p.add_argument("--eviction-soft", default="", metavar="SIGNAL<VALUE,...",
                    help="thresholds that evict once met for their grace period")

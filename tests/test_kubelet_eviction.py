@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from fractions import Fraction
 
 import pytest
@@ -199,3 +200,11 @@ def test_memory_pressure_evicts_the_pod_using_most_then_clears(http, ns, memory_
     cond = wait_condition(http, node, "MemoryPressure", "False")
     assert cond["reason"] == "KubeletHasSufficientMemory"
     assert phase(get_pod(http, ns, "quiet")) == "Running"
+
+
+def test_kubelet_refuses_a_bad_threshold_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "kubelet", "--kubeconfig", str(tmp_path / "none"),
+                        "--eviction-soft", "memory.available<1Gi"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("error: --eviction-soft: threshold memory.available has no grace period "
+                                "(--eviction-soft-grace-period)")

@@ -10,9 +10,12 @@ fell behind) until etcd raises its NOSPACE alarm. Then:
   ``etcdctl compact/defrag/alarm disarm`` do) writes resume.
 
 Takes about 15 s (an etcd and an API server of its own); one scenario, at most 200 writes.
+`figures()` runs it once for bench/chaos.py and returns what it saw.
 """
 import asyncio
+import contextlib
 import os
+import time
 
 import pytest
 from aetcd import rpc
@@ -25,8 +28,10 @@ QUOTA = 4 * 1024 * 1024
 CHUNK = 256 * 1024
 
 
-@pytest.fixture
-def full_cluster():
+@contextlib.contextmanager
+def small_quota_cluster():
+    """An etcd with a 4 MiB quota and an API server on it, stopped (and the etcd's data
+    dir removed by Etcd.stop) whatever happens."""
     etcd = Etcd(args=("--quota-backend-bytes", str(QUOTA))).start()
     try:
         server = APIServer(etcd.url).start()
@@ -36,6 +41,20 @@ def full_cluster():
             server.stop()
     finally:
         etcd.stop()
+
+
+@pytest.fixture
+def full_cluster():
+    with small_quota_cluster() as c:
+        yield c
+
+
+def figures() -> dict[str, object]:
+    """For bench/chaos.py: the scenario once, with what it saw."""
+    with small_quota_cluster() as (etcd, server):
+        seen: dict[str, object] = {}
+        test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers((etcd, server), seen)
+        return {f"etcd quota: {k}": v for k, v in seen.items()}
 
 
 def configmap(name: str, data: str, rv: str | None = None) -> dict:
@@ -62,13 +81,14 @@ async def _maintain(url: str, *, disarm: bool) -> list:
         await channel.close()
 
 
-def test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers(full_cluster):
+def test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers(full_cluster, seen=None):
     etcd, server = full_cluster
+    seen = {} if seen is None else seen
     path = "/api/v1/namespaces/default/configmaps"
     with server.client() as http:
         r = http.post(path, json=configmap("filler", "x"))
         assert r.status_code == 201, r.text
-        rv, last, refused = r.json()["metadata"]["resourceVersion"], "x", None
+        rv, last, refused, acknowledged = r.json()["metadata"]["resourceVersion"], "x", None, 1
         for _ in range(200):
             data = os.urandom(CHUNK // 2).hex()  # random: nothing for bbolt to share
             r = http.put(f"{path}/filler", json=configmap("filler", data, rv))
@@ -76,7 +96,10 @@ def test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers(full_clu
                 refused = r
                 break
             rv, last = r.json()["metadata"]["resourceVersion"], data
+            acknowledged += 1
         assert refused is not None, "a 4 MiB quota took 200 writes of 256 KiB"
+        seen["writes acknowledged before NOSPACE"] = acknowledged
+        seen["refused write"] = f"{refused.status_code} {refused.json().get('reason')}"
         assert refused.status_code == 507, refused.text
         status = refused.json()
         assert (status["kind"], status["reason"]) == ("Status", "InsufficientStorage")
@@ -101,5 +124,7 @@ def test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers(full_clu
 
         def writes_again():
             return http.post(path, json=configmap("new", "y")).status_code == 201
+        started = time.monotonic()
         wait_for(writes_again, timeout=30, what="writes after compaction, defrag and disarm")
+        seen["seconds from disarm to the first write"] = round(time.monotonic() - started, 2)
         assert http.get(f"{path}/filler").json()["data"]["blob"] == last
