@@ -5,7 +5,8 @@ API by rewriting one ConfigMap (history piles up, as in a real cluster whose com
 fell behind) until etcd raises its NOSPACE alarm. Then:
 - every write is answered with a clear Status (507 InsufficientStorage, etcd's own
   "database space exceeded" message): not a generic 500, and the API server lives on;
-- reads (get and list) keep working and return the last acknowledged value;
+- reads (get and list) keep working and return the last acknowledged value, and the
+  server stays ready (its etcd check is a read);
 - after compaction, defragmentation and disarming the alarm (etcd's maintenance API, as
   ``etcdctl compact/defrag/alarm disarm`` do) writes resume.
 
@@ -111,6 +112,7 @@ def test_quota_exceeded_refuses_writes_clearly_keeps_reads_and_recovers(full_clu
         assert r.status_code == 507 and r.json()["reason"] == "InsufficientStorage", r.text
         assert http.get(f"{path}/new").status_code == 404
         assert server.alive()
+        assert http.get("/readyz").status_code == 200  # etcd answers; only space is short
 
         # Reads keep working and see the last acknowledged write.
         got = http.get(f"{path}/filler")
