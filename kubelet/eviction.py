@@ -314,6 +314,9 @@ class Manager:
     max_pod_grace_period: float = 0.0
     interval: float = MONITORING_INTERVAL
     clock: Clock = field(default_factory=RealClock)
+    # The signals' source: `observe` of root_dir, image_dir and the node's working set
+    # unless given (a narrow seam, for tests that drive the signals by hand).
+    signals: Callable[[], dict[str, Observation]] | None = None
     _met: list[Threshold] = field(default_factory=list)
     _first_met: dict[Threshold, float] = field(default_factory=dict)
     _condition_seen: dict[str, float] = field(default_factory=dict)
@@ -321,6 +324,8 @@ class Manager:
     observations: dict[str, Observation] = field(default_factory=dict)
 
     def _observe(self) -> dict[str, Observation]:
+        if self.signals is not None:
+            return self.signals()
         return observe(self.root_dir, self.image_dir, self.node_working_set())
 
     def _met_now(self, obs: dict[str, Observation], previously: Iterable[Threshold]) -> list[Threshold]:

@@ -18,6 +18,7 @@ pod removed even on failure.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -98,6 +99,51 @@ def test_admission_under_pressure():
 
 def test_threshold_value_of_a_percentage():
     assert Threshold("nodefs.available", percentage=Fraction(1, 10)).value(1000) == 100
+
+
+def test_soft_threshold_waits_for_its_grace_then_evicts_one_pod_per_pass():
+    """The manager's clockwork, signals given by hand: soft grace, minimum reclaim, one
+    eviction per pass, and the pressure transition period."""
+    from client.clock import FakeClock
+    mi = 1024 * 1024
+    clock, available, evicted_pods = FakeClock(), [1000 * mi], []
+    pods = [PodUsage(pod("small"), memory=10 * mi), PodUsage(pod("big"), memory=500 * mi)]
+
+    async def evict(ev):
+        evicted_pods.append(ev.pod["metadata"]["name"])
+
+    m = eviction.Manager(parse_thresholds("", "memory.available<200Mi", "memory.available=30s",
+                                          "memory.available=100Mi"),
+                         "/", lambda: [p for p in pods if p.pod["metadata"]["name"] not in evicted_pods],
+                         evict, clock=clock, pressure_transition_period=60,
+                         signals=lambda: {"memory.available": eviction.Observation(available[0], 4096 * mi)})
+
+    def sync():
+        return asyncio.run(m.synchronize())
+
+    assert sync() is None and m.conditions == set()
+    available[0] = 150 * mi
+    assert sync() is None and m.conditions == {"MemoryPressure"}  # met, grace not over
+    clock.step(30)
+    ev = sync()
+    assert ev is not None and evicted_pods == ["big"] and ev.grace_period == 0
+    assert ev.message.startswith("The node was low on resource: memory. Threshold quantity: 200Mi, "
+                                 "available: 150Mi. Container c was using 500Mi, request is 0")
+    available[0] = 250 * mi  # above the threshold, not above threshold + minimum reclaim
+    clock.step(10)
+    assert sync() is not None and evicted_pods == ["big", "small"]
+    available[0] = 350 * mi
+    clock.step(10)
+    assert sync() is None and m.conditions == {"MemoryPressure"}  # the transition period
+    clock.step(49)  # 59 s since the threshold was last met
+    sync()
+    assert m.conditions == {"MemoryPressure"}
+    clock.step(2)
+    sync()
+    assert m.conditions == set()
+    assert [c[:3] for c in m.node_conditions()] == [
+        ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure")]
 
 
 # -- a real kubelet ----------------------------------------------------------------------------
