@@ -78,7 +78,7 @@ from apiserver.cache import Entry, WatchCache
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.audit import AuditLog, new_audit_id
 from apiserver.audit import event as audit_event
-from apiserver.storage import EtcdStore, Store, TooLarge, Unavailable
+from apiserver.storage import EtcdStore, NoSpace, Store, TooLarge, Unavailable
 from apiserver.storage.interface import StorageError
 from apiserver.storage.encryption import EncryptedStore, ResourceRule, transformers_by_prefix
 from apiserver.storage.etcd import TLSFiles
@@ -723,6 +723,8 @@ class API:
             return status_response(errors.TooLarge("the object is too large to store")), labels
         except Unavailable as exc:
             return status_response(errors.ServerTimeout(f"etcd is unavailable: {exc}", retry_after=1)), labels
+        except NoSpace as exc:  # no Retry-After: space comes back only by an operator's hand
+            return status_response(errors.InsufficientStorage(str(exc))), labels
         except Exception:  # noqa: BLE001 - the last line of defence; always a bug
             log.exception("internal error serving %s %s", request.method, request.url)
             return status_response(errors.InternalError("an internal error occurred")), labels

@@ -68,6 +68,7 @@ from kubelet import claims, envvars, metrics, projected, status as podstatus
 from kubelet.actions import BackOff, PodActions, RuntimeStatus, compute_pod_actions
 from kubelet.backoff import Backoff
 from kubelet.dns import Configurer as DNSConfigurer, DNSConfig
+from kubelet.eviction import Eviction, PodUsage, disk_usage, disruption_condition
 from kubelet.images import reference
 from kubelet.images.puller import ImageManager
 from kubelet.images.service import ImageService
@@ -85,6 +86,7 @@ log = logging.getLogger("minik8s.kubelet")
 MOUNT_RETRY = 2.0        # seconds before a volume that failed is tried again
 CREATE_RETRY = 10.0      # before a container that could not be created is tried again
 SYNC_ERROR_BACKOFF = (0.5, 30.0)
+POD_CLEANUP_TIMEOUT = 30   # how long an eviction waits for its pod to be stopped (podCleanupTimeout)
 
 
 class PodState(enum.Enum):
@@ -133,6 +135,8 @@ class PodWorker:
         self.ending = asyncio.Event()           # deleted, or gone from the API: stop waiting on pulls
         # The sync's view of the containers while it starts them (a status to show during a pull).
         self.starting: tuple[list, list, SandboxStatus] | None = None
+        self.evicted: Eviction | None = None     # the eviction manager chose it: stop it, Failed
+        self.eviction_done = asyncio.Event()     # ... and it is stopped, its volumes gone
 
     def to(self, state: PodState) -> None:
         """The one place a worker changes state; an illegal step is a bug, not a pod's."""
@@ -282,6 +286,9 @@ class Kubelet:
         self.relisted: dict = {}
         # When the PLEG loop last went round (time.monotonic): the `syncloop` health check.
         self.loop_ran = time.monotonic()
+        # The eviction manager's admission check (kubelet/eviction.py): (admitted, reason,
+        # message) for a pod about to start; None admits every pod.
+        self.admit: Callable[[dict], tuple[bool, str, str]] | None = None
 
     async def blocking(self, fn: Callable, *args, **kw) -> Any:
         """Run a blocking runtime call in the kubelet's thread pool."""
@@ -532,8 +539,20 @@ class Kubelet:
         if actions.stop_sandbox:
             await self._finish(w)
             return None
+        if w.evicted is not None:
+            await self._evict(w, sandbox)
+            return None
         if error is not None:
             return await self._sandbox_failed(w, error)
+        if actions.create_sandbox and w.syncs == 0 and self.admit is not None and \
+                (pod.get("status") or {}).get("phase", "Pending") == "Pending":
+            admitted, reason, message = self.admit(pod)
+            if not admitted:  # as the kubelet's rejectPod: Failed, never started
+                self._warn(w, reason, message)
+                await self._write_status(w, {**(pod.get("status") or {}), "phase": "Failed",
+                                             "reason": reason, "message": message})
+                w.to(PodState.COMPLETED)
+                return None
         if actions.create_sandbox:
             try:
                 async with self._starting:
@@ -888,6 +907,59 @@ class Kubelet:
         finally:
             w.writing = None
         w.written, w.written_rv = new, int(obj["metadata"]["resourceVersion"])
+
+    # -- eviction (kubelet/eviction.py decides; this carries it out) -------------------------
+
+    def eviction_pods(self) -> list[PodUsage]:
+        """The pods an eviction may choose, with their usage (blocks: a thread's)."""
+        pods_dir = getattr(self.runtime, "pods_dir", None)
+        out = []
+        for w in list(self.workers.values()):
+            if w.state is not PodState.SYNC or w.evicted is not None or w.removed:
+                continue
+            u = self.runtime.usage(w.uid)
+            disk, inodes = disk_usage(os.path.join(pods_dir, w.uid)) if pods_dir else (0, 0)
+            out.append(PodUsage(w.pod, memory=u.working_set if u else 0, disk=disk, inodes=inodes))
+        return out
+
+    async def evict(self, ev: Eviction) -> None:
+        """Stop the pod and report it Failed/Evicted (in its worker, at its next sync)."""
+        w = self.workers.get(ev.pod["metadata"]["uid"])
+        if w is None or w.state is not PodState.SYNC:
+            return
+        log.warning("evicting pod %s: %s", w.key, ev.message)
+        self._event(w, WARNING, "Evicted", ev.message)
+        w.evicted = ev
+        w.wake.set()
+        # As the eviction manager's waitForPodsCleanup: the next look at the signals
+        # should see what this eviction freed, not evict a second pod for the same want.
+        try:
+            await asyncio.wait_for(w.eviction_done.wait(), POD_CLEANUP_TIMEOUT)
+        except TimeoutError:
+            log.warning("evicted pod %s was not cleaned up within %ds", w.key, POD_CLEANUP_TIMEOUT)
+
+    async def _evict(self, w: PodWorker, sandbox: SandboxStatus | None) -> None:
+        assert w.evicted is not None
+        await self.prober.remove_pod(w.uid)
+        await self.blocking(self.runtime.stop_pod_sandbox, w.uid, grace_period=w.evicted.grace_period)
+        # Kubernetes removes an evicted pod's volumes at once (ShouldPodContentBeRemoved).
+        await self.blocking(self.runtime.remove_volumes, w.uid)
+        spec = w.pod.get("spec") or {}
+        runs = await self.blocking(self.runtime.list_containers, w.uid)
+        by_name: dict[str, list] = {}
+        for c in sorted(runs, key=lambda c: c.attempt):
+            by_name.setdefault(c.name, []).append(c)
+        views = [[podstatus.ContainerView(c["name"], c.get("image", ""), by_name.get(c["name"], []))
+                  for c in spec.get(k) or []] for k in ("initContainers", "containers")]
+        final = podstatus.pod_status(w.pod, views[0], views[1], pod_ip=sandbox.ip if sandbox else None,
+                                     host_ip=self.node_ip, sandbox_ready=False, terminal=True)
+        now = times.rfc3339()
+        final.update(phase="Failed", reason="Evicted", message=w.evicted.message)
+        final["conditions"] = [c for c in final.get("conditions") or [] if c.get("type") != "DisruptionTarget"] + \
+            [disruption_condition(w.evicted.message, now)]
+        await self._write_status(w, final)
+        w.to(PodState.COMPLETED)
+        w.eviction_done.set()
 
     # -- the end of a pod ---------------------------------------------------------------------
 

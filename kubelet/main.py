@@ -178,8 +178,41 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "--cgroup-parent left on this host (its pods, bridge, cgroups, mounts and state) "
                    "and exit; the API is not contacted. Run it after stopping the kubelet")
     _add_image_flags(p)
+    _add_eviction_flags(p)
     klog.add_flags(p)
     return p.parse_args(argv)
+
+
+# --- the eviction manager (h-press) ------------------------------------------------------
+
+def _add_eviction_flags(p: argparse.ArgumentParser) -> None:
+    from kubelet import eviction
+    p.add_argument("--eviction-hard", default=None, metavar="SIGNAL<VALUE,...",
+                   help=f"thresholds that evict at once (default {eviction.DEFAULT_HARD.replace('%', '%%')}; "
+                   "given, it replaces the default)")
+    p.add_argument("--eviction-soft", default="", metavar="SIGNAL<VALUE,...",
+                   help="thresholds that evict once met for their grace period")
+    p.add_argument("--eviction-soft-grace-period", default="", metavar="SIGNAL=DURATION,...",
+                   help="each soft threshold's grace period")
+    p.add_argument("--eviction-minimum-reclaim", default="", metavar="SIGNAL=VALUE,...",
+                   help="how far above its threshold a signal must come back before the threshold is cleared")
+    p.add_argument("--eviction-max-pod-grace-period", type=int, default=0, metavar="SECONDS",
+                   help="the longest grace period a soft eviction gives a pod")
+    p.add_argument("--eviction-pressure-transition-period", type=flags.duration,
+                   default=eviction.DEFAULT_PRESSURE_TRANSITION_PERIOD, metavar="DURATION",
+                   help="how long a pressure condition stays after its last threshold was met (default 5m)")
+
+
+def check_eviction_flags(args: argparse.Namespace) -> str | None:
+    """Reads the eviction flags into `args.eviction_thresholds`; the one-line error, or None."""
+    from kubelet import eviction
+    try:
+        args.eviction_thresholds = eviction.parse_thresholds(
+            args.eviction_hard, args.eviction_soft, args.eviction_soft_grace_period,
+            args.eviction_minimum_reclaim)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 # --- TLS bootstrap, certificate rotation, the self-signed serving certificate (h-csr) ---
@@ -374,7 +407,8 @@ def main(argv: list[str]) -> int:
     if err := check_certificate_flags(args):
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if (err := (check_image_flags(args) if args.runtime == "linux" else None) or check_tls_flags(args)):
+    if (err := (check_image_flags(args) if args.runtime == "linux" else None) or check_tls_flags(args)
+            or check_eviction_flags(args)):
         print(f"error: {err}", file=sys.stderr)
         return 1
     klog.setup_from_args(args)
@@ -608,6 +642,7 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
     from kubelet.images import HostRootImageStore
     from kubelet.images.service import ImageService
     from kubelet.images.store import ContentStore
+    from kubelet import eviction
     from kubelet.dns import Configurer as DNSConfigurer
     from kubelet.kubelet import Kubelet
     from kubelet.runtime.linux.runtime import LinuxRuntime
@@ -651,6 +686,15 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
                       dns=DNSConfigurer(cluster_dns=[ip for ips in args.cluster_dns for ip in ips],
                                         cluster_domain=args.cluster_domain, resolv_conf=args.resolv_conf,
                                         node_ips=[address]))
+    evictions = eviction.Manager(
+        args.eviction_thresholds, root_dir, kubelet.eviction_pods, kubelet.evict,
+        node_working_set=lambda: getattr(runtime.node_usage(), "working_set", None),
+        image_dir=args.image_store_dir if service is not None else None,
+        pressure_transition_period=args.eviction_pressure_transition_period,
+        max_pod_grace_period=args.eviction_max_pod_grace_period,
+        # The kubelet looks every 10 s; a faster status period (tests) looks as often.
+        interval=min(eviction.MONITORING_INTERVAL, args.node_status_update_frequency))
+    kubelet.admit, node.pressure = evictions.admit, evictions.node_conditions
     server = KubeletServer(kubelet, token=token, auth=auth, tls=tls)
     health = ComponentServer()
     health.health.add(named_check("syncloop", kubelet.sync_loop_check))
@@ -659,6 +703,7 @@ async def _run_linux(args: argparse.Namespace, client: Client, stop: asyncio.Eve
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_guard("node", node.run()), name="node")
             await kubelet.start()
+            tg.create_task(_guard("eviction", evictions.run()), name="eviction")
             # Served once the node's pods are known: logs and exec find them from the start.
             tg.create_task(_guard("endpoint", server.serve(address, args.port)), name="endpoint")
             await _serve_health(args, health)

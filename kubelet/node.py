@@ -130,7 +130,8 @@ class Node:
                  lease_duration: int = 40, renew_interval: float = 10.0,
                  status_interval: float = 10.0, report_interval: float = 300.0,
                  images: Callable[[], list[dict]] | None = None,
-                 taints: list[dict] | None = None):
+                 taints: list[dict] | None = None,
+                 pressure: Callable[[], list[tuple[str, str, str, str]]] | None = None):
         self.client, self.name = client, name
         self.address, self.port = address, port
         self.capacity = capacity
@@ -139,6 +140,8 @@ class Node:
         self.hostname = hostname or socket.gethostname()
         self.labels = labels_for(name, labels)
         self.taints = list(taints or [])    # --register-with-taints: set when the Node is created
+        # MemoryPressure and DiskPressure as the eviction manager sees them (kubelet/eviction.py)
+        self.pressure = pressure
         self.clock = clock or RealClock()
         self.lease_duration, self.renew_interval = lease_duration, renew_interval
         self.status_interval, self.report_interval = status_interval, report_interval
@@ -153,7 +156,8 @@ class Node:
         now = rfc3339(time.time())
         before = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
         conditions = []
-        for type_, status, reason, message in CONDITIONS:
+        observed = {c[0]: c for c in self.pressure()} if self.pressure else {}
+        for type_, status, reason, message in (observed.get(c[0], c) for c in CONDITIONS):
             old = before.get(type_) or {}
             since = old.get("lastTransitionTime") if old.get("status") == status else None
             conditions.append({"type": type_, "status": status, "reason": reason, "message": message,

@@ -108,14 +108,20 @@ class ServerTimeout(APIError):
     code, reason = 504, "Timeout"
 
 
+class InsufficientStorage(APIError):
+    """The store refuses writes for lack of space (etcd's quota). Kubernetes answers a
+    500 here; we answer 507 so that clients and people can tell it from a bug."""
+    code, reason = 507, "InsufficientStorage"
+
+
 _BY_REASON = {cls.reason: cls for cls in (
     BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, NotAcceptable,
     AlreadyExists, Conflict, Gone, TooLarge, UnsupportedMediaType, Invalid,
-    TooManyRequests, InternalError, ServerTimeout)}
+    TooManyRequests, InternalError, ServerTimeout, InsufficientStorage)}
 _BY_CODE = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
             405: MethodNotAllowed, 406: NotAcceptable, 409: Conflict, 410: Gone,
             413: TooLarge, 415: UnsupportedMediaType, 422: Invalid, 429: TooManyRequests,
-            504: ServerTimeout}
+            504: ServerTimeout, 507: InsufficientStorage}
 _BY_REASON["Gone"] = Gone
 _BY_REASON["Timeout"] = ServerTimeout
 _BY_REASON["ServerTimeout"] = ServerTimeout

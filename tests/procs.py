@@ -97,8 +97,9 @@ class Etcd:
     """etcd on free loopback ports; with `pki_dir` (a cluster.pki directory) it serves
     clients over TLS with etcd/server.crt and requires client certificates of etcd/ca."""
 
-    def __init__(self, pki_dir: str | None = None):
+    def __init__(self, pki_dir: str | None = None, *, args: tuple[str, ...] = ()):
         self.dir = tempfile.mkdtemp(prefix="minik8s-etcd-")
+        self.args = args  # extra etcd flags, e.g. ("--quota-backend-bytes", "...")
         self.port = free_port()
         self.peer_port = free_port()
         self.pki_dir = pki_dir
@@ -134,7 +135,7 @@ class Etcd:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
              "--initial-cluster", f"default=http://127.0.0.1:{self.peer_port}",
              "--heartbeat-interval", "10", "--election-timeout", "100",
-             "--unsafe-no-fsync", *self._tls()],
+             "--unsafe-no-fsync", *self._tls(), *self.args],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: httpx.get(self.url + "/health", timeout=1,
                                    verify=self.client_tls()).status_code == 200, what="etcd")

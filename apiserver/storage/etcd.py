@@ -14,7 +14,8 @@ Guarantees
   and the caller relists.
 - Failures surface as this module's exceptions only (never gRPC or aetcd ones):
   ``Unavailable`` when etcd cannot be reached after bounded retries (or a call times out),
-  ``Compacted``, ``TooLarge`` for a value over etcd's request limit, ``StorageError`` else.
+  ``Compacted``, ``TooLarge`` for a value over etcd's request limit, ``NoSpace`` for a
+  write refused by etcd's space quota (its NOSPACE alarm), ``StorageError`` else.
 
 Concurrency
 - One ``EtcdStore`` is shared by every coroutine of a process: each endpoint gets one
@@ -38,8 +39,8 @@ from urllib.parse import urlsplit
 import grpc
 from aetcd import rpc
 
-from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, StorageError,
-                                         TooLarge, Unavailable, run_compactor)
+from apiserver.storage.interface import (Compacted, Event, KeyValue, ListResult, NoSpace,
+                                         StorageError, TooLarge, Unavailable, run_compactor)
 
 
 _CHANNEL_OPTIONS = [
@@ -365,4 +366,6 @@ def _error(e: rpc.AioRpcError) -> StorageError:
         return Compacted(0, 0)  # list() fills in the numbers
     if "too large" in details or "larger than max" in details:
         return TooLarge(f"etcd: {details}")
+    if code == rpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
+        return NoSpace(details)  # "etcdserver: mvcc: database space exceeded", etcd's own words
     return StorageError(f"etcd {code.name}: {details}")

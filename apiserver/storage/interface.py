@@ -79,6 +79,12 @@ class TooLarge(StorageError):
     """The value is larger than the store accepts (etcd's --max-request-bytes)."""
 
 
+class NoSpace(StorageError):
+    """The store is out of space (etcd's NOSPACE alarm, raised at --quota-backend-bytes):
+    it refuses writes but still serves reads and deletes until an operator compacts,
+    defragments and disarms the alarm."""
+
+
 class Compacted(StorageError):
     """The requested revision has been compacted away; callers answer 410 Gone / relist."""
 

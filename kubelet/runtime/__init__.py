@@ -222,6 +222,11 @@ class Runtime(ABC):
         """Stop (no grace) and delete everything the pod has on the node: processes,
         mounts, cgroups, network, volumes (except hostPath), logs, state."""
 
+    def remove_volumes(self, uid: str) -> None:
+        """Delete a stopped pod's volumes (an evicted pod's: the disk they held is what
+        the eviction frees), keeping its logs and exited containers."""
+        return None
+
     @abstractmethod
     def pod_sandbox_status(self, uid: str) -> SandboxStatus | None: ...
 

@@ -296,6 +296,12 @@ class LinuxRuntime(Runtime):
             self._locks.pop(uid, None)
 
     # -- volumes -------------------------------------------------------------------------
+    def remove_volumes(self, uid: str) -> None:
+        with self._lock(uid):
+            pod_dir = self._pod_dir(uid)
+            if os.path.isdir(pod_dir):
+                volumes.teardown(pod_dir)
+
     def setup_volume(self, uid: str, volume: Mapping, *,
                      data: Mapping[str, bytes | str] | None = None,
                      payload: Mapping[str, tuple[bytes, int]] | None = None) -> str:
