@@ -1,0 +1,98 @@
+"""Slow and flaky API paths: components back off with jitter, recover, and never spin.
+
+Through the fault proxy (tests/chaos/faultproxy.py), on its own etcd and API server:
+- the REST client's retries after `Retry-After` are spread at random and never back to
+  back (recorded on the client's clock; no waiting on wall time);
+- one chaos run (tests/chaos/flaky_run.py): the scheduler, the controller manager and
+  a fake kubelet of 3 nodes under 10 % 429, 10 % 503, 3 % cut answers, 10 % delayed
+  answers and watches cut every 1-15 events, while a Deployment is created and scaled;
+  afterwards it converges, every component is still running and carries out a new
+  scale, and no component's request rate while the faults ran shows a spin.
+
+Time: ~50 s on 2 cores (30 s of faults; $MINIK8S_CHAOS_SECONDS lengthens the faults for
+a long local run, e.g. 180).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from client.clock import RealClock
+from client.kubeconfig import Connection
+from client.rest import Client
+from machinery.errors import APIError, TooManyRequests
+from tests.chaos.faultproxy import FaultProxy, Faults
+from tests.chaos.flaky_run import flaky_run
+from tests.procs import session_pki
+
+pytestmark = pytest.mark.chaos
+
+# A spinning component makes hundreds of requests a second; these make a few (a fake
+# kubelet of 3 nodes renews 3 leases and 3 statuses every 2 s, plus its pods' status).
+MAX_RATE = 40.0
+
+
+class RecordingClock(RealClock):
+    """The real clock, except that sleeps are recorded and not slept."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def proxy(apiserver):
+    with FaultProxy(apiserver.url, session_pki(), seed=7) as p:
+        p.listen("client", "admin")
+        yield p
+
+
+def _client(proxy: FaultProxy, clock: RealClock) -> Client:
+    pki = session_pki()
+    return Client(Connection(server=proxy.urls["client"], ca_file=os.path.join(pki, "ca.crt")), clock=clock)
+
+
+@pytest.mark.parametrize("retry_after", [0, 1])
+async def test_retries_after_retry_after_are_jittered_and_never_back_to_back(proxy, retry_after):
+    proxy.set_faults(Faults(p429=1.0, retry_after=retry_after))
+    clock = RecordingClock()
+    async with _client(proxy, clock) as client:
+        with pytest.raises(TooManyRequests):
+            await client.get("namespaces", "default")
+    assert len(clock.sleeps) == client.max_retries
+    assert len([r for r in proxy.records() if r.fault == "429"]) == client.max_retries + 1
+    assert all(s > 0 for s in clock.sleeps), clock.sleeps          # Retry-After: 0 does not spin
+    assert all(s >= retry_after for s in clock.sleeps), clock.sleeps  # the server's figure is a floor
+    assert len(set(clock.sleeps)) == len(clock.sleeps), clock.sleeps  # and the waits are spread
+
+
+async def test_a_503_without_retry_after_is_not_retried_by_a_write(proxy):
+    # client-go's rule: a 5xx is retried only when it carries Retry-After (and then only
+    # a GET here); the component's own backoff handles the rest.
+    proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0))
+    clock = RecordingClock()
+    async with _client(proxy, clock) as client:
+        with pytest.raises(APIError) as err:
+            await client.get("namespaces", "default")
+    assert err.value.code == 503
+    assert clock.sleeps == [] and len(proxy.records()) == 1
+
+
+def test_components_back_off_recover_and_do_not_spin_through_a_flaky_api():
+    run = flaky_run()
+    logs = "\n\n".join(f"--- {k}\n{v}" for k, v in run["logs"].items())
+    assert run["alive_after_faults"] == {"scheduler": True, "controller-manager": True, "kubelet": True}, logs
+    # The faults happened, to every component, of every kind.
+    assert {"429", "503", "cut", "watch-cut", "delay"} <= set(run["faults_injected"]), run["faults_injected"]
+    assert all(sum(1 for r in run["records"] if r.listener == c and r.fault) > 0
+               for c in ("scheduler", "controller-manager", "kubelet"))
+    assert run["converged"], logs
+    assert run["rescaled"], logs
+    assert run["alive_at_end"] == run["alive_after_faults"], logs
+    for component, rate in run["max_request_rate"].items():
+        assert rate < MAX_RATE, (component, rate, run["max_request_rate"])
