@@ -12,7 +12,8 @@ What it guarantees
   429 with `Retry-After` (and a TooManyRequests Status), 503 (a ServiceUnavailable
   Status, with `Retry-After` for a share of them), a delay before forwarding, a unary
   answer cut after its headers (the request did reach the server), and watch streams cut
-  after a random 1..N events. A cut closes the TCP connection mid-response, as a
+  after a random 1..N events; `Faults.only` limits them to the requests a regex finds
+  in "METHOD path". A cut closes the TCP connection mid-response, as a
   crashing server or a dropped link would.
 - Every request is recorded (monotonic time, listener, method, path, fault or ""), so
   a test reads request rates and faults by kind from `records()` / `figures()`.
@@ -28,6 +29,7 @@ import dataclasses
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -56,6 +58,7 @@ class Faults:
     retry_after: int = 1               # the Retry-After of a 429 (and of a 503 that has one)
     p503_retry_after: float = 0.5      # the share of 503s that carry Retry-After
     watch_cut_after: int = 0           # cut each watch after 1..N events; 0: never
+    only: str = ""                     # a regex: fault only requests whose "METHOD path" it finds
 
     @property
     def any(self) -> bool:
@@ -170,6 +173,8 @@ class FaultProxy:
         and the Retry-After of a 429 or 503 (-1: none)."""
         with self._lock:
             f, rng = self._faults, self._rng
+            if f.only and not re.search(f.only, f"{method} {path}"):
+                f = NO_FAULTS
             u = rng.random()
             fault = ("429" if u < f.p429 else "503" if u < f.p429 + f.p503 else
                      "cut" if u < f.p429 + f.p503 + f.p_cut and not watch else "")

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 import pytest
 
 from client.clock import RealClock
 from client.kubeconfig import Connection
 from client.rest import Client
+from cluster import pki as cluster_pki
 from machinery.errors import APIError, TooManyRequests
 from tests.chaos.faultproxy import FaultProxy, Faults
 from tests.chaos.flaky_run import flaky_run
-from tests.procs import session_pki
+from tests.procs import Component, session_pki, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -96,3 +98,31 @@ def test_components_back_off_recover_and_do_not_spin_through_a_flaky_api():
     assert run["alive_at_end"] == run["alive_after_faults"], logs
     for component, rate in run["max_request_rate"].items():
         assert rate < MAX_RATE, (component, rate, run["max_request_rate"])
+
+
+def test_the_fake_kubelet_retries_a_failed_pod_status_write(apiserver, http, ns, tmp_path):
+    # Nothing else changes the pod after its status write failed: only the kubelet's own
+    # requeue (with backoff) makes it Running.
+    prefix = "flaky-" + uuid.uuid4().hex[:6]
+    with FaultProxy(apiserver.url, session_pki(), seed=3) as proxy:
+        kc = str(tmp_path / "kubelet.conf")
+        cluster_pki.write_kubeconfig(kc, session_pki(), "admin", cluster_name="flaky",
+                                     server=proxy.listen("kubelet", "admin"))
+        kubelet = Component("kubelet", "--kubeconfig", kc, "--runtime", "fake", "--nodes", "1",
+                            "--node-name", prefix, "--healthz-port", "0").start()
+        try:
+            wait_for(lambda: http.get(f"/api/v1/nodes/{prefix}-0").status_code == 200, what="the fake node")
+            proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0, only=r"^PATCH .*/pods/p/status$"))
+            r = http.post(f"/api/v1/namespaces/{ns}/pods", json={
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"nodeName": f"{prefix}-0", "containers": [{"name": "c", "image": "busybox"}]}})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: any(x.fault == "503" for x in proxy.records()), what="a refused status write")
+            proxy.set_faults(Faults())
+            wait_for(lambda: http.get(f"/api/v1/namespaces/{ns}/pods/p").json()["status"].get("phase")
+                     == "Running", timeout=20, what="the pod's status to be written again")
+            assert kubelet.alive(), kubelet.log()
+        finally:
+            kubelet.stop()
+            http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-0")
+            http.delete(f"/api/v1/nodes/{prefix}-0")
