@@ -15,6 +15,7 @@ a long local run, e.g. 180).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 
@@ -24,6 +25,7 @@ from client.clock import RealClock
 from client.kubeconfig import Connection
 from client.rest import Client
 from cluster import pki as cluster_pki
+from kubelet.node import Node
 from machinery.errors import APIError, TooManyRequests
 from tests.chaos.faultproxy import FaultProxy, Faults
 from tests.chaos.flaky_run import flaky_run
@@ -126,3 +128,27 @@ def test_the_fake_kubelet_retries_a_failed_pod_status_write(apiserver, http, ns,
             kubelet.stop()
             http.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{prefix}-0")
             http.delete(f"/api/v1/nodes/{prefix}-0")
+
+
+async def test_node_heartbeats_are_jittered_through_refusals(proxy):
+    # A refused lease renewal or status update is tried again a period later, and the
+    # periods are stretched at random (JitterUntil's 4 %), so nodes that an outage
+    # turned away do not come back in step.
+    proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0))
+    clock = RecordingClock()
+    async with _client(proxy, RealClock()) as client:
+        node = Node(client, "flaky-" + uuid.uuid4().hex[:6], address="127.0.0.1", port=0,
+                    capacity={"cpu": "1", "memory": "1Gi", "pods": "10"}, clock=clock,
+                    renew_interval=2.0, status_interval=2.0)
+        task = asyncio.create_task(node.run())
+        try:
+            async with asyncio.timeout(30):
+                while len(clock.sleeps) < 8:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert all(2.0 <= s <= 2.0 * 1.04 for s in clock.sleeps), clock.sleeps
+    assert len(set(clock.sleeps)) == len(clock.sleeps), clock.sleeps
+    assert any(r.fault == "503" for r in proxy.records())
