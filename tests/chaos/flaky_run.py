@@ -145,7 +145,7 @@ def flaky_run(*, seconds: float = SECONDS, seed: int = SEED, replicas: int = 6,
                                   for c in components},
             "converged": converged, "rescaled": rescaled,
             "recovery_seconds": round(recovered_at - faults_off, 2) if converged else None,
-            "alive_after_faults": alive_after_faults,
+            "alive_after_faults": alive_after_faults, "faults_off": faults_off,
             "alive_at_end": {k: c.alive() for k, c in components.items()},
             "records": records,
             "logs": {k: c.log() for k, c in components.items()},
@@ -165,4 +165,4 @@ def flaky_run(*, seconds: float = SECONDS, seed: int = SEED, replicas: int = 6,
 def figures(**kw: Any) -> dict[str, object]:
     """For bench/chaos.py: one run's figures, without the raw records and logs."""
     run = flaky_run(**kw)
-    return {k: v for k, v in run.items() if k not in ("records", "logs", "faults")}
+    return {k: v for k, v in run.items() if k not in ("records", "logs", "faults", "faults_off")}

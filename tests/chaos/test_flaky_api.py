@@ -9,8 +9,9 @@ Through the fault proxy (tests/chaos/faultproxy.py), on its own etcd and API ser
   afterwards it converges, every component is still running and carries out a new
   scale, and no component's request rate while the faults ran shows a spin.
 
-Time: ~50 s on 2 cores (30 s of faults; $MINIK8S_CHAOS_SECONDS lengthens the faults for
-a long local run, e.g. 180).
+Time: ~55 s on 2 cores, of which the chaos run ~42 s (30 s of faults;
+$MINIK8S_CHAOS_SECONDS lengthens the faults for a long local run, e.g. 180), the fake
+kubelet's retry ~7 s, the rest ~3 s (beyond the session's API server).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from client.rest import Client
 from cluster import pki as cluster_pki
 from kubelet.node import Node
 from machinery.errors import APIError, TooManyRequests
-from tests.chaos.faultproxy import FaultProxy, Faults
+from tests.chaos.faultproxy import FaultProxy, Faults, rate_per_second
 from tests.chaos.flaky_run import flaky_run
 from tests.procs import Component, session_pki, wait_for
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.chaos
 
 # A spinning component makes hundreds of requests a second; these make a few (a fake
 # kubelet of 3 nodes renews 3 leases and 3 statuses every 2 s, plus its pods' status).
-MAX_RATE = 40.0
+MAX_RATE = 20.0
 
 
 class RecordingClock(RealClock):
@@ -75,9 +76,9 @@ async def test_retries_after_retry_after_are_jittered_and_never_back_to_back(pro
     assert len(set(clock.sleeps)) == len(clock.sleeps), clock.sleeps  # and the waits are spread
 
 
-async def test_a_503_without_retry_after_is_not_retried_by_a_write(proxy):
+async def test_a_503_without_retry_after_is_raised_at_once(proxy):
     # client-go's rule: a 5xx is retried only when it carries Retry-After (and then only
-    # a GET here); the component's own backoff handles the rest.
+    # a GET here); the caller's own backoff (informer, work queue) handles the rest.
     proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0))
     clock = RecordingClock()
     async with _client(proxy, clock) as client:
@@ -98,7 +99,10 @@ def test_components_back_off_recover_and_do_not_spin_through_a_flaky_api():
     assert run["converged"], logs
     assert run["rescaled"], logs
     assert run["alive_at_end"] == run["alive_after_faults"], logs
-    for component, rate in run["max_request_rate"].items():
+    # A spin is sustained: rates over 5-s windows (start-up's initial lists are a burst).
+    for component in ("scheduler", "controller-manager", "kubelet"):
+        during = [r for r in run["records"] if r.listener == component and r.at < run["faults_off"]]
+        rate = rate_per_second(during, window=5.0)
         assert rate < MAX_RATE, (component, rate, run["max_request_rate"])
 
 
