@@ -23,9 +23,11 @@ import uuid
 import pytest
 
 from client.clock import RealClock
+from client.informer import SharedInformerFactory
 from client.kubeconfig import Connection
 from client.rest import Client
 from cluster import pki as cluster_pki
+from controller_manager.controllers.garbagecollector import GarbageCollector, GarbageCollectorOptions
 from kubelet.node import Node
 from machinery.errors import APIError, TooManyRequests
 from tests.chaos.faultproxy import FaultProxy, Faults, rate_per_second
@@ -156,3 +158,29 @@ async def test_node_heartbeats_are_jittered_through_refusals(proxy):
     assert all(2.0 <= s <= 2.0 * 1.04 for s in clock.sleeps), clock.sleeps
     assert len(set(clock.sleeps)) == len(clock.sleeps), clock.sleeps
     assert any(r.fault == "503" for r in proxy.records())
+
+
+async def test_the_garbage_collectors_discovery_outlives_a_cut_connection(proxy):
+    # Discovery runs in a loop of its own beside the workers: a connection cut during it
+    # (not an APIError) must cost one period, not the loop.
+    proxy.set_faults(Faults(p_cut=1.0, only=r"^GET /apis$"))
+    async with _client(proxy, RealClock()) as client:
+        factory = SharedInformerFactory(client)
+        gc = GarbageCollector(client, factory, options=GarbageCollectorOptions(discovery_period=0.05))
+        task = asyncio.create_task(gc._resync_kinds())
+        try:
+            async with asyncio.timeout(30):
+                # every attempt of one discovery's GET cut: the client gives up
+                while sum(r.fault == "cut" for r in proxy.records()) <= client.max_retries and not task.done():
+                    await asyncio.sleep(0.01)
+                proxy.set_faults(Faults())
+                cut_at = max(r.at for r in proxy.records() if r.fault == "cut")
+                while not task.done() and not any(r.path == "/apis" and not r.fault and r.at > cut_at
+                                                  for r in proxy.records()):
+                    await asyncio.sleep(0.01)
+            assert not task.done(), task.exception()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await factory.stop()
