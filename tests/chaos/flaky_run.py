@@ -9,12 +9,13 @@ Guarantees
   test's pods are scheduled or reconciled by these components; everything started is
   stopped by PID, and the proxy's thread is stopped, whatever happens.
 - The faults run for `seconds` (default $MINIK8S_CHAOS_SECONDS, else 30): a Deployment of
-  `replicas` pods is created when they start and scaled up halfway through.
+  `replicas` pods is created when they start and scaled between `replicas` and
+  `replicas + 2` every few seconds; when they stop it is scaled to `replicas + 2` and
+  must converge (`recovery_seconds`: how long that took), then back to `replicas`.
 - The figures say what happened, and do not judge it: requests seen per component,
   faults injected by kind, the highest request rate per component while faults ran
   (sliding one-second window), whether the Deployment converged after the faults
-  stopped and how long that took (`recovery_seconds`), and whether every component was
-  still running.
+  stopped and how long that took, and whether every component was still running.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ SEED = int(os.environ.get("MINIK8S_CHAOS_SEED", "19"))
 FAULTS = Faults(p429=0.1, p503=0.1, p_cut=0.03, p_delay=0.1, delay=(0.05, 0.5),
                 retry_after=1, watch_cut_after=15)
 NODES = 3
+SCALE_EVERY = 4.0  # seconds between scale changes while the faults run
 
 
 def _deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -54,6 +56,13 @@ def _converged(http: Any, ns: str, name: str, replicas: int) -> bool:
             and d["status"].get("observedGeneration") == d["metadata"]["generation"]
             and len(pods) == replicas
             and all(p["spec"].get("nodeName") and p["status"].get("phase") == "Running" for p in pods))
+
+
+def _scale(http: Any, ns: str, name: str, replicas: int) -> None:
+    r = http.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+                   json={"spec": {"replicas": replicas}},
+                   headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
 
 
 def flaky_run(*, seconds: float = SECONDS, seed: int = SEED, replicas: int = 6,
@@ -95,20 +104,19 @@ def flaky_run(*, seconds: float = SECONDS, seed: int = SEED, replicas: int = 6,
             }
             r = http.post(f"/apis/apps/v1/namespaces/{ns}/deployments", json=_deployment(name, replicas))
             assert r.status_code == 201, r.text
-            scaled = False
-            # The scenario's length, not a wait for a condition: the faults run this long.
+            scales = 0
+            # The scenario's length, not a wait for a condition: the faults run this long,
+            # and the Deployment is scaled up and down every few seconds meanwhile.
             while (now := time.monotonic()) < started + seconds:
-                if not scaled and now > started + seconds / 2:
-                    r = http.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-                                   json={"spec": {"replicas": replicas + 2}},
-                                   headers={"content-type": "application/merge-patch+json"})
-                    assert r.status_code == 200, r.text
-                    scaled = True
+                if now > started + (scales + 1) * SCALE_EVERY:
+                    scales += 1
+                    _scale(http, ns, name, replicas + 2 * (scales % 2))
                 if not all(c.alive() for c in components.values()):
                     break
                 time.sleep(0.2)
             proxy.set_faults(Faults())
             faults_off = time.monotonic()
+            _scale(http, ns, name, replicas + 2)
             alive_after_faults = {k: c.alive() for k, c in components.items()}
             converged = True
             try:
@@ -121,10 +129,7 @@ def flaky_run(*, seconds: float = SECONDS, seed: int = SEED, replicas: int = 6,
             # carried out (controller manager, scheduler and kubelet all take part).
             rescaled = False
             if converged:
-                r = http.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-                               json={"spec": {"replicas": replicas}},
-                               headers={"content-type": "application/merge-patch+json"})
-                assert r.status_code == 200, r.text
+                _scale(http, ns, name, replicas)
                 try:
                     wait_for(lambda: _converged(http, ns, name, replicas), timeout=converge_timeout,
                              interval=0.1, what="the Deployment to scale down after the faults")
