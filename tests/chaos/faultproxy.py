@@ -12,8 +12,8 @@ What it guarantees
   429 with `Retry-After` (and a TooManyRequests Status), 503 (a ServiceUnavailable
   Status, with `Retry-After` for a share of them), a delay before forwarding, a unary
   answer cut after its headers (the request did reach the server), and watch streams cut
-  after a random 1..N events; `Faults.only` limits them to the requests a regex finds
-  in "METHOD path". A cut closes the TCP connection mid-response, as a
+  after a random 1..N events, and any other error code (`p_error`); `Faults.only` limits
+  them to the requests a regex finds in "METHOD path?query". A cut closes the TCP connection mid-response, as a
   crashing server or a dropped link would.
 - Every request is recorded (monotonic time, listener, method, path, fault or ""), so
   a test reads request rates and faults by kind from `records()` / `figures()`.
@@ -58,7 +58,9 @@ class Faults:
     retry_after: int = 1               # the Retry-After of a 429 (and of a 503 that has one)
     p503_retry_after: float = 0.5      # the share of 503s that carry Retry-After
     watch_cut_after: int = 0           # cut each watch after 1..N events; 0: never
-    only: str = ""                     # a regex: fault only requests whose "METHOD path" it finds
+    only: str = ""                     # a regex: fault only requests whose "METHOD path?query" it finds
+    p_error: float = 0.0               # another error answer (after the above): `error_code`
+    error_code: int = 403
 
     @property
     def any(self) -> bool:
@@ -168,16 +170,18 @@ class FaultProxy:
         for client in self._clients:
             await client.aclose()
 
-    def _draw(self, name: str, method: str, path: str, watch: bool) -> tuple[str, float, int, int]:
+    def _draw(self, name: str, method: str, path: str, query: str,
+              watch: bool) -> tuple[str, float, int, int]:
         """The fault for one request, its delay, the events before a watch's cut (0: none)
         and the Retry-After of a 429 or 503 (-1: none)."""
         with self._lock:
             f, rng = self._faults, self._rng
-            if f.only and not re.search(f.only, f"{method} {path}"):
+            if f.only and not re.search(f.only, f"{method} {path}?{query}"):
                 f = NO_FAULTS
             u = rng.random()
             fault = ("429" if u < f.p429 else "503" if u < f.p429 + f.p503 else
-                     "cut" if u < f.p429 + f.p503 + f.p_cut and not watch else "")
+                     "cut" if u < f.p429 + f.p503 + f.p_cut and not watch else
+                     str(f.error_code) if u < f.p429 + f.p503 + f.p_cut + f.p_error else "")
             delay = rng.uniform(*f.delay) if rng.random() < f.p_delay else 0.0
             cut_after = rng.randint(1, f.watch_cut_after) if watch and f.watch_cut_after else 0
             with_retry_after = rng.random() < f.p503_retry_after
@@ -197,7 +201,7 @@ class FaultProxy:
             method, path = scope["method"], scope["path"]
             query = scope.get("query_string", b"")
             watch = b"watch=true" in query or b"watch=1" in query
-            fault, delay, cut_after, retry_after = self._draw(name, method, path, watch)
+            fault, delay, cut_after, retry_after = self._draw(name, method, path, query.decode("latin-1"), watch)
             body = b""
             while True:
                 msg = await receive()
@@ -206,11 +210,13 @@ class FaultProxy:
                     break
             if delay:
                 await asyncio.sleep(delay)
-            if fault in ("429", "503"):
+            if fault not in ("", "cut"):
                 headers = [(b"content-type", b"application/json")]
                 if retry_after >= 0:
                     headers.append((b"retry-after", str(retry_after).encode()))
-                code, reason = (429, "TooManyRequests") if fault == "429" else (503, "ServiceUnavailable")
+                code = int(fault)
+                reason = {429: "TooManyRequests", 503: "ServiceUnavailable", 403: "Forbidden",
+                          500: "InternalError", 400: "BadRequest"}.get(code, "Unknown")
                 await send({"type": "http.response.start", "status": code, "headers": headers})
                 await send({"type": "http.response.body",
                             "body": _status(code, reason, f"injected by the fault proxy ({name})",

@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 from client.clock import RealClock
-from client.informer import SharedInformerFactory
+from client.informer import Informer, SharedInformerFactory
 from client.kubeconfig import Connection
 from client.rest import Client
 from cluster import pki as cluster_pki
@@ -120,7 +120,7 @@ def test_the_fake_kubelet_retries_a_failed_pod_status_write(apiserver, http, ns,
                             "--node-name", prefix, "--healthz-port", "0").start()
         try:
             wait_for(lambda: http.get(f"/api/v1/nodes/{prefix}-0").status_code == 200, what="the fake node")
-            proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0, only=r"^PATCH .*/pods/p/status$"))
+            proxy.set_faults(Faults(p503=1.0, p503_retry_after=0.0, only=r"^PATCH .*/pods/p/status\?"))
             r = http.post(f"/api/v1/namespaces/{ns}/pods", json={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                 "spec": {"nodeName": f"{prefix}-0", "containers": [{"name": "c", "image": "busybox"}]}})
@@ -163,7 +163,7 @@ async def test_node_heartbeats_are_jittered_through_refusals(proxy):
 async def test_the_garbage_collectors_discovery_outlives_a_cut_connection(proxy):
     # Discovery runs in a loop of its own beside the workers: a connection cut during it
     # (not an APIError) must cost one period, not the loop.
-    proxy.set_faults(Faults(p_cut=1.0, only=r"^GET /apis$"))
+    proxy.set_faults(Faults(p_cut=1.0, only=r"^GET /apis\?"))
     async with _client(proxy, RealClock()) as client:
         factory = SharedInformerFactory(client)
         gc = GarbageCollector(client, factory, options=GarbageCollectorOptions(discovery_period=0.05))
@@ -184,3 +184,22 @@ async def test_the_garbage_collectors_discovery_outlives_a_cut_connection(proxy)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await factory.stop()
+
+
+async def test_an_informer_whose_watch_is_refused_backs_off_growing(proxy):
+    # The LIST succeeds and the WATCH is refused (RBAC granting list but not watch, say):
+    # the informer must not relist in a tight loop because each LIST went well.
+    proxy.set_faults(Faults(p_error=1.0, error_code=403, only=r"watch=true"))
+    clock = RecordingClock()
+    async with _client(proxy, RealClock()) as client:
+        inf = Informer(client, "namespaces", clock=clock)
+        inf.start()
+        try:
+            async with asyncio.timeout(30):
+                while len(clock.sleeps) < 8:
+                    await asyncio.sleep(0.01)
+        finally:
+            await inf.stop()
+    assert any(r.fault == "403" for r in proxy.records())
+    waits = clock.sleeps[:8]
+    assert waits[-1] > 8 * inf.backoff * 0.5 and waits[-1] > waits[0], waits  # it grows
