@@ -1,17 +1,24 @@
 """Slow and flaky API paths: components back off with jitter, recover, and never spin.
 
-Through the fault proxy (tests/chaos/faultproxy.py), on its own etcd and API server:
+Through the fault proxy (tests/chaos/faultproxy.py), each a defect it found or a rule
+it keeps:
 - the REST client's retries after `Retry-After` are spread at random and never back to
-  back (recorded on the client's clock; no waiting on wall time);
+  back; a 503 without it is raised at once (waits recorded on the client's clock);
+- a node's lease renewals and status updates are jittered while refused;
+- an informer whose WATCH is refused after a good LIST backs off growing, not in a
+  tight relist loop;
+- the garbage collector's discovery loop outlives a cut connection;
+- the fake kubelet retries a pod status write that failed (no later event comes);
 - one chaos run (tests/chaos/flaky_run.py): the scheduler, the controller manager and
   a fake kubelet of 3 nodes under 10 % 429, 10 % 503, 3 % cut answers, 10 % delayed
-  answers and watches cut every 1-15 events, while a Deployment is created and scaled;
-  afterwards it converges, every component is still running and carries out a new
-  scale, and no component's request rate while the faults ran shows a spin.
+  answers and watches cut every 1-15 events, while a Deployment is created and scaled
+  every few seconds; afterwards it converges, every component is still running and
+  carries out a new scale, and no component's request rate while the faults ran
+  shows a spin.
 
-Time: ~55 s on 2 cores, of which the chaos run ~42 s (30 s of faults;
-$MINIK8S_CHAOS_SECONDS lengthens the faults for a long local run, e.g. 180), the fake
-kubelet's retry ~7 s, the rest ~3 s (beyond the session's API server).
+Time: ~45 s on 2 cores beyond the session's API server: the chaos run ~34 s (30 s of
+faults; $MINIK8S_CHAOS_SECONDS lengthens them for a long local run, e.g. 180), the
+rest ~10 s.
 """
 from __future__ import annotations
 
