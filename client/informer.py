@@ -277,9 +277,15 @@ class Informer:
 
     async def run(self) -> None:
         """The reflector: list, then watch from the list's resourceVersion; the watch
-        resumes itself across drops; Gone (history compacted) means list again."""
+        resumes itself across drops; Gone (history compacted) means list again. A
+        failed list or watch is tried again after a jittered backoff that grows until
+        a watch delivers an event (a successful LIST alone does not reset it)."""
         failures = 0
         while True:
+            # Only a watch that delivered something resets the backoff: a LIST that
+            # succeeds before a WATCH that is refused (RBAC granting list but not watch)
+            # must not make a tight relist loop.
+            progressed = False
             try:
                 listed = await self.client.list(
                     self.resource, namespace=self.namespace, label_selector=self.label_selector,
@@ -287,16 +293,22 @@ class Informer:
                 if self.has_synced():
                     self.relists += 1
                 self.replace(listed["items"], listed["metadata"]["resourceVersion"])
-                failures = 0
                 watch = Watch(self.client, self.resource, namespace=self.namespace,
                               label_selector=self.label_selector, field_selector=self.field_selector,
                               resource_version=self.resource_version, clock=self.clock)
                 async for event in watch:
                     self.apply(event)
+                    progressed = True
             except Gone as err:
                 log.info("informer %s: %s; relisting", self.resource.plural, err)
+                if progressed:
+                    failures = 0
+                    continue
+                failures += 1  # a watch that is Gone at once, again and again, must not spin
+                await self.clock.sleep(min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+                                       * random.uniform(0.5, 1.0))
             except Exception as exc:  # noqa: BLE001 - keep reflecting; the server comes back
-                failures += 1
+                failures = 1 if progressed else failures + 1
                 delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
                 log.warning("informer %s: list/watch failed (%s); retrying in %.1fs",
                             self.resource.plural, exc, delay)

@@ -9,7 +9,9 @@ Guarantees
 - Retries are bounded (`max_retries`) with jittered exponential backoff and happen only
   where repeating cannot do harm: a connection that could not be opened (nothing was
   sent) for any verb; a dropped connection or a 5xx carrying Retry-After only for GET;
-  429 Too Many Requests (the server did nothing) for any verb, after Retry-After.
+  429 Too Many Requests (the server did nothing) for any verb, after Retry-After (plus up
+  to a fifth at random, and never less than the backoff, so retries neither come back in
+  step after an overload burst nor spin on `Retry-After: 0`).
   Everything else is raised at once: a 409 is the caller's business (`retry_on_conflict`).
 - One pooled HTTP/1.1 keep-alive connection pool per `Client` (`client.transport`,
   unless another httpx transport is passed); watches (client.watch) hold one
@@ -458,7 +460,7 @@ class Client:
             retry_after = _retry_after(resp)
             if not last and retry_after is not None and (
                     resp.status_code == 429 or (resp.status_code >= 500 and method == "GET")):
-                await self.clock.sleep(min(retry_after, self.max_backoff * 5))
+                await self.clock.sleep(self._retry_after_delay(retry_after, attempt))
                 continue
             self._metrics.observe(method, time.perf_counter() - started)
             raise error_from_response(resp)
@@ -487,6 +489,15 @@ class Client:
 
     def _delay(self, attempt: int) -> float:
         return min(self.backoff * 2.0 ** attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+
+    def _retry_after_delay(self, retry_after: int, attempt: int) -> float:
+        """The wait before repeating a request answered with Retry-After: the server's
+        figure (capped), stretched by up to a fifth at random so that clients turned
+        away by one overload burst do not all come back at the same instant, and never
+        shorter than the connection-error backoff, so `Retry-After: 0` does not make
+        the retries back to back."""
+        wait = min(retry_after, self.max_backoff * 5) * random.uniform(1.0, 1.2)
+        return max(wait, self._delay(attempt))
 
     @contextlib.asynccontextmanager
     async def stream(self, path: str, *, params: dict[str, Any] | None = None,

@@ -21,8 +21,9 @@ endpoint is authenticated and authorized as the real kubelet's (kubelet/auth.py,
 `EndpointAuth` per node); other paths (logs, exec) are 404: nothing runs to read.
 
 One informer watches every bound pod (`spec.nodeName!=`; one node: only its own) and
-keeps those on our nodes; its handlers only enqueue keys, and a few workers write. One
-asyncio loop.
+keeps those on our nodes; its handlers only enqueue keys, and a few workers write; a
+write that fails is retried with the queue's per-pod backoff (client-go's default
+controller rate limiter). One asyncio loop.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from client.clock import Clock, RealClock
 from client.informer import Informer, key_of, split_key
 from client.rest import Client
-from client.workqueue import WorkQueue
+from client.workqueue import RateLimitingQueue
 from kubelet import stats
 from kubelet.auth import EndpointAuth
 from kubelet.node import Node, node_info
@@ -153,7 +155,7 @@ class FakeNodes:
         self.summarizers = {name: stats.Summarizer() for name in self.nodes}
         self.boot_time = self.clock.now()
         self._next_ip: dict[str, int] = {}
-        self.queue = WorkQueue()
+        self.queue = RateLimitingQueue()
         self.workers = workers
         # One node watches only its own pods, which is all a node's own credential may
         # watch (the Node authorizer): so a bootstrapped fake node works as a real one.
@@ -181,7 +183,8 @@ class FakeNodes:
                         return
                     except Exception as exc:  # noqa: BLE001 - the API server may be starting
                         log.warning("registering %s: %s; retrying", node.name, exc)
-                        await self.clock.sleep(1.0)
+                        # jittered: N nodes turned away at once do not come back in step
+                        await self.clock.sleep(random.uniform(0.5, 1.5))
         await asyncio.gather(*(one(n) for n in self.nodes.values()))
         log.info("registered %d fake nodes %s-0..%s-%d", self.count, self.prefix, self.prefix, self.count - 1)
 
@@ -346,8 +349,13 @@ class FakeNodes:
     async def _handle(self, key: str) -> None:
         try:
             await self._sync(key)
-        except Exception as exc:  # noqa: BLE001 - a later event retries
-            log.warning("fake pod %s: %s", key, exc)
+        except Exception as exc:  # noqa: BLE001 - retried with backoff
+            # No later event need come (a pod whose status write failed changes no
+            # more), so the key itself goes back, as the kubelet's pod workers requeue.
+            log.warning("fake pod %s: %s; retrying", key, exc)
+            self.queue.add_rate_limited(key)
+        else:
+            self.queue.forget(key)
 
     async def _sync(self, key: str) -> None:
         pod = self.pods.store.get(key)

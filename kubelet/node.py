@@ -27,6 +27,7 @@ from collections.abc import Callable
 import logging
 import os
 import platform
+import random
 import socket
 import time
 
@@ -260,4 +261,6 @@ class Node:
                 raise
             except Exception as exc:  # noqa: BLE001 - the API server may be away; try again
                 log.warning("node %s: %s failed: %s", self.name, fn.__name__, exc)
-            await self.clock.sleep(period)
+            # The kubelet's JitterUntil(period, 0.04): a node's heartbeats drift apart
+            # from the others' rather than all arriving together after an outage.
+            await self.clock.sleep(period * random.uniform(1.0, 1.04))

@@ -152,7 +152,7 @@ class GarbageCollector(Controller):
             await self.clock.sleep(self._discovery_period)
             try:
                 await discover()
-            except (errors.APIError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - a Status, a dropped connection...: next period
                 log.warning("%s: discovery failed: %s", self.name, e)
                 continue
             for inf in self._monitor(self.client.resources):
