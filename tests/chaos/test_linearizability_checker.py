@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from tests.chaos.linearizability import (Absent, CheckerGaveUp, Create, Delete, Failed, Get, Ok, Op,
-                                         Unknown, Update, check, check_key, describe)
+from tests.chaos.linearizability import (Absent, Applied, CheckerGaveUp, Create, Delete, Failed, Get, Ok, Op,
+                                         Unknown, Update, check, check_key, describe, resolve)
 
 INF = math.inf
 
@@ -168,3 +168,31 @@ def test_gives_up_past_its_budget():
     history.append(op(101, 102, Get(), Ok("1", "x")))
     with pytest.raises(CheckerGaveUp):
         check_key(history, max_states=100)
+
+
+def test_resolve_keeps_writes_the_store_recorded_and_drops_the_rest():
+    history = [op(0, 1, Create("v1"), Ok("10", "v1")),
+               op(2, INF, Update("10", "v2"), Unknown()),
+               op(2, INF, Update("10", "never"), Unknown()),
+               op(3, INF, Delete("11"), Unknown())]
+    out = resolve(history, {"a": Applied(puts={"v1": "10", "v2": "11"}, deletes={"11"})})
+    assert [(o.input, o.output, o.ret) for o in out[1:]] == [
+        (Update("10", "v2"), Ok("11", "v2"), INF), (Delete("11"), Ok(), INF)]
+
+
+def test_a_write_the_store_never_recorded_cannot_be_read():
+    # The timed-out update never reached the store, yet a read returns its value: only
+    # the store's history tells this apart from the update having taken effect.
+    history = [op(0, 1, Create("v1"), Ok("10", "v1")),
+               op(2, INF, Update("10", "v2"), Unknown()),
+               op(5, 6, Get(), Ok("11", "v2"))]
+    assert check(history).ok
+    assert not check(resolve(history, {"a": Applied(puts={"v1": "10"})})).ok
+
+
+def test_a_recorded_write_keeps_its_revision():
+    history = [op(0, 1, Create("v1"), Ok("10", "v1")),
+               op(2, INF, Update("10", "v2"), Unknown()),
+               op(5, 6, Update("15", "v3"), Ok("16", "v3"))]
+    assert check(history).ok
+    assert not check(resolve(history, {"a": Applied(puts={"v1": "10", "v2": "11"})})).ok
