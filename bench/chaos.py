@@ -53,6 +53,18 @@ STAT_TEST = re.compile(r"^(tests/\S+::\S+):$")
 STAT_COUNT = re.compile(r"- (\d+) passing, (\d+) failing, and (\d+) invalid")
 
 
+def examples_per_target(statistics: str) -> dict[str, int]:
+    """Examples tried per test (passing + failing) from --hypothesis-show-statistics."""
+    out: dict[str, int] = {}
+    current = None
+    for line in statistics.splitlines():
+        if m := STAT_TEST.match(line.strip()):
+            current = m.group(1).split("::", 1)[1]
+        elif (m := STAT_COUNT.search(line)) and current:
+            out[current] = out.get(current, 0) + int(m.group(1)) + int(m.group(2))
+    return out
+
+
 def fuzz_figures(examples: int) -> tuple[dict[str, object], bool]:
     """Run tests/fuzz with a fixed example count; examples tried per target (passing +
     failing, as hypothesis counts them) and whether pytest passed (a 5xx fails it)."""
@@ -60,13 +72,7 @@ def fuzz_figures(examples: int) -> tuple[dict[str, object], bool]:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "--hypothesis-show-statistics", "tests/fuzz"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
-    out: dict[str, object] = {}
-    current = None
-    for line in proc.stdout.splitlines():
-        if m := STAT_TEST.match(line.strip()):
-            current = m.group(1).split("::", 1)[1]
-        elif (m := STAT_COUNT.search(line)) and current:
-            out[current] = out.get(current, 0) + int(m.group(1)) + int(m.group(2))  # type: ignore[operator]
+    out: dict[str, object] = dict(examples_per_target(proc.stdout))
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     out["pytest"] = summary
     return out, proc.returncode == 0

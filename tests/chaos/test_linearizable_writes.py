@@ -15,8 +15,9 @@ Afterwards, checked rather than assumed:
 - the recorded history (final reads included) is linearizable per
   tests/chaos/linearizability.py; a request answered by a timeout, a dropped connection
   or a 5xx counts as "may or may not have taken effect";
-- every 5xx answer overlapped a fault's window (from the fault to the API server's
-  /readyz answering 200 again): none outlasted the restart;
+- every 5xx answer, timeout or dropped connection overlapped a fault's window (from
+  the fault to the API server's /readyz answering 200 again): none outlasted the
+  restart;
 - each watcher's events equal etcd's own history of the namespace's ConfigMaps (read
   afterwards from etcd by revision) after the watcher's start: no gap, no duplicate,
   no reordering; each informer's notifications equal it too unless it relisted, and it
@@ -28,6 +29,7 @@ MINIK8S_CHAOS_SECONDS=60) plus about 10 s to start and check.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -64,6 +66,7 @@ def chaos_seconds(default: float = 40.0) -> float:
 class Run:
     history: list[Op] = field(default_factory=list)
     errors_5xx: list[tuple[float, float, int]] = field(default_factory=list)  # call, return, code
+    timeouts: list[tuple[float, float, str]] = field(default_factory=list)  # call, failure, what
     windows: list[tuple[str, float, float]] = field(default_factory=list)  # fault, start, ready again
     unexpected: list[str] = field(default_factory=list)
     watchers: list[dict[str, Any]] = field(default_factory=list)
@@ -93,7 +96,9 @@ async def _writer(n: int, server: APIServer, run: Run, stop_at: float) -> None:
     known: dict[str, str] = {}  # name -> a resourceVersion this client saw (maybe stale by now)
     seq = 0
     base = f"/api/v1/namespaces/{NS}/configmaps"
-    async with server.async_client(timeout=httpx.Timeout(5.0)) as http:
+    # Generous: on a loaded 2-core machine a healthy answer can take seconds, and a
+    # timeout outside a fault's window counts against the server.
+    async with server.async_client(timeout=httpx.Timeout(15.0)) as http:
         while time.monotonic() < stop_at:
             name = rng.choice(KEYS)
             seq += 1
@@ -127,7 +132,8 @@ async def _writer(n: int, server: APIServer, run: Run, stop_at: float) -> None:
                 # Nothing was sent (the server is away): not part of the history.
                 await asyncio.sleep(rng.uniform(0.05, 0.2))
                 continue
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                run.timeouts.append((call, time.monotonic(), type(exc).__name__))
                 out = None
             if out is None:  # a timeout, a dropped connection, a 5xx: it may have happened
                 if not isinstance(inp, Get):
@@ -164,11 +170,12 @@ def _kill_apiserver(server: APIServer) -> None:
 
 
 async def _faults(etcd: Etcd, server: APIServer, run: Run, stop_at: float, rng: random.Random) -> None:
-    while True:
+    kinds = rng.sample(["etcd", "apiserver"], 2)  # alternate, so every run has both
+    for n in itertools.count():
         await asyncio.sleep(rng.uniform(1.0, 4.0))  # a random moment, not a wait for a condition
         if time.monotonic() >= stop_at:
             return
-        what = rng.choice(["etcd", "apiserver"])
+        what = kinds[n % 2]
         start = time.monotonic()
         if what == "etcd":
             await asyncio.to_thread(_restart_etcd, etcd, server)
@@ -260,7 +267,10 @@ async def _run(etcd: Etcd, server: APIServer, seconds: float, seed: int) -> Run:
         assert r.status_code in (201, 409), r.text
         start_rv = int(http.get(f"/api/v1/namespaces/{NS}/configmaps").json()["metadata"]["resourceVersion"])
     gone = _GoneCounter()
-    logging.getLogger("minik8s.client.informer").addHandler(gone)
+    informer_log = logging.getLogger("minik8s.client.informer")
+    level = informer_log.level
+    informer_log.setLevel(logging.INFO)  # the "relisting" record is at INFO
+    informer_log.addHandler(gone)
     clients = [Client(conn) for _ in range(WATCHERS + INFORMERS)]
     tasks: list[asyncio.Task[Any]] = []
     try:
@@ -304,7 +314,8 @@ async def _run(etcd: Etcd, server: APIServer, seconds: float, seed: int) -> Run:
             rec["from"] = start_rv
         run.final["gone_informers"] = gone.count
     finally:
-        logging.getLogger("minik8s.client.informer").removeHandler(gone)
+        informer_log.removeHandler(gone)
+        informer_log.setLevel(level)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -353,9 +364,10 @@ def lost_writes(run: Run) -> list[str]:
     return problems
 
 
-def stray_5xx(run: Run) -> list[tuple[float, float, int]]:
-    """5xx answers whose request did not overlap any fault's window."""
-    return [(c, r, code) for c, r, code in run.errors_5xx
+def stray_failures(run: Run) -> list[tuple[float, float, object]]:
+    """5xx answers, timeouts and dropped connections whose request did not overlap any
+    fault's window: the server was still failing after it had recovered."""
+    return [(c, r, what) for c, r, what in [*run.errors_5xx, *run.timeouts]
             if not any(c <= end and r >= start for _, start, end in run.windows)]
 
 
@@ -401,7 +413,8 @@ def figures(run: Run | None = None) -> dict[str, object]:
         "faults (etcd restarts, apiserver kill -9)": (sum(w[0] == "etcd" for w in run.windows),
                                                        sum(w[0] == "apiserver" for w in run.windows)),
         "5xx seen": len(run.errors_5xx),
-        "5xx outside a fault's window": len(stray_5xx(run)),
+        "timeouts and dropped connections": len(run.timeouts),
+        "5xx, timeouts outside a fault's window": len(stray_failures(run)),
         "watch events expected": expected,
         "watch events delivered": delivered,
         "relists (watchers + informers)": sum(rec["relists"] for rec in run.watchers + run.informers),
@@ -416,9 +429,9 @@ def test_writes_stay_linearizable_and_watches_complete_under_restarts():
     print(f"seed {seed}:", figures(run))
     assert run.windows, "no fault happened"
     assert not run.unexpected, run.unexpected[:5]
-    assert sum(isinstance(o.output, Ok) for o in run.history) > 100
+    assert sum(isinstance(o.output, Ok) and not isinstance(o.input, Get) for o in run.history) >= 20
     assert lost_writes(run) == []
     result = verdict(run)
     assert result.ok, describe(result)
-    assert stray_5xx(run) == [], run.windows
+    assert stray_failures(run) == [], run.windows
     assert watch_problems(run) == []
