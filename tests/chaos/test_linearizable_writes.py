@@ -4,8 +4,9 @@ killed (issue 19, "Linearizable writes" and "Watches").
 One run (`run_writes_under_faults`), shared with bench/chaos.py's figures: 20 asyncio
 clients create, update (resourceVersion precondition), delete (precondition) and read
 ConfigMaps over 6 names, while a fault task, at random moments, restarts etcd (SIGTERM,
-then start on the same data dir and ports) or kill -9s the API server and starts it on
-the same port. Meanwhile 10 raw watchers (client.watch.Watch, each from the
+then start on the same data dir and ports), kill -9s the API server and starts it on
+the same port, or compacts etcd's history (so that watchers resuming from before it get
+a 410), each in turn. Meanwhile 10 raw watchers (client.watch.Watch, each from the
 resourceVersion of a LIST made at a different moment) and 5 informers
 (client.informer.Informer) record every notification.
 
@@ -19,9 +20,11 @@ Afterwards, checked rather than assumed:
   the fault to the API server's /readyz answering 200 again): none outlasted the
   restart;
 - each watcher's events equal etcd's own history of the namespace's ConfigMaps (read
-  afterwards from etcd by revision) after the watcher's start: no gap, no duplicate,
-  no reordering; each informer's notifications equal it too unless it relisted, and it
-  relisted only after a 410 (Expired/Gone) told it to.
+  from etcd by revision as the run goes, since the run also compacts etcd at random
+  moments) after the watcher's start, or after its relist: no gap, no duplicate, no
+  reordering; each informer's notifications equal it too unless it relisted, its cache
+  ends equal to etcd's state, and watchers and informers relisted only after a 410
+  (Expired/Gone) told them to.
 
 Cost: one run of MINIK8S_CHAOS_SECONDS (default 40 s here; the issue's 60 s with
 MINIK8S_CHAOS_SECONDS=60) plus about 10 s to start and check.
@@ -73,6 +76,7 @@ class Run:
     informers: list[dict[str, Any]] = field(default_factory=list)
     etcd_events: list[tuple[str, str, int]] = field(default_factory=list)  # type, name, revision
     applied: dict[str, Applied] = field(default_factory=dict)  # per name, from etcd's history
+    compactions: int = 0
     final: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,18 +173,32 @@ def _kill_apiserver(server: APIServer) -> None:
     server.start()
 
 
+async def _compact(etcd: Etcd) -> None:
+    """What the API server's compactor does, now: watchers resuming from before it get 410."""
+    store = EtcdStore([etcd.url])
+    await store.open()
+    try:
+        await store.compact(await store.current_revision())
+    finally:
+        await store.close()
+
+
 async def _faults(etcd: Etcd, server: APIServer, run: Run, stop_at: float, rng: random.Random) -> None:
-    kinds = rng.sample(["etcd", "apiserver"], 2)  # alternate, so every run has both
+    kinds = rng.sample(["etcd", "apiserver", "compact"], 3)  # in turn, so every run has each
     for n in itertools.count():
         await asyncio.sleep(rng.uniform(1.0, 4.0))  # a random moment, not a wait for a condition
         if time.monotonic() >= stop_at:
             return
-        what = kinds[n % 2]
+        what = kinds[n % 3]
         start = time.monotonic()
         if what == "etcd":
             await asyncio.to_thread(_restart_etcd, etcd, server)
-        else:
+        elif what == "apiserver":
             await asyncio.to_thread(_kill_apiserver, server)
+        else:
+            await _compact(etcd)
+            run.compactions += 1
+            continue  # not an outage: nothing may fail because of it
         run.windows.append((what, start, time.monotonic()))
 
 
@@ -198,16 +216,17 @@ class _GoneCounter(logging.Handler):
             self.count += 1
 
 
-async def _raw_watcher(client: Client, delay: float, record: dict[str, Any]) -> None:
+async def _raw_watcher(client: Client, delay: float, record: dict[str, Any], since: int | None) -> None:
+    """Watch from `since` (an old resourceVersion: history replayed, or a 410 if it was
+    compacted meanwhile) or from a LIST made after `delay`; relist only on a 410."""
     await asyncio.sleep(delay)  # start at a different moment, so from a different resourceVersion
-    while True:
+    while since is None:
         try:
-            listed = await client.list("configmaps", namespace=NS)
-            break
+            since = int((await client.list("configmaps", namespace=NS))["metadata"]["resourceVersion"])
         except Exception:  # noqa: BLE001 - the server may be away right now
             await asyncio.sleep(0.2)
-    record.setdefault("from", int(listed["metadata"]["resourceVersion"]))
-    rv = listed["metadata"]["resourceVersion"]
+    rv = str(since)
+    record["segments"].append((since, 0))
     while True:
         try:
             async for ev in Watch(client, "configmaps", namespace=NS, resource_version=rv):
@@ -216,9 +235,15 @@ async def _raw_watcher(client: Client, delay: float, record: dict[str, Any]) -> 
                     record["events"].append((ev.type, ev.object["metadata"]["name"], int(rv)))
         except Gone:
             record["gone"] += 1
-            listed = await client.list("configmaps", namespace=NS)
+            while True:
+                try:
+                    listed = await client.list("configmaps", namespace=NS)
+                    break
+                except Exception:  # noqa: BLE001 - the server may be away right now
+                    await asyncio.sleep(0.2)
             record["relists"] += 1
             rv = listed["metadata"]["resourceVersion"]
+            record["segments"].append((int(rv), len(record["events"])))
 
 
 def _informer_record(inf: Informer) -> dict[str, Any]:
@@ -231,14 +256,15 @@ def _informer_record(inf: Informer) -> dict[str, Any]:
     return rec
 
 
-async def _etcd_history(etcd: Etcd, run: Run, after: int, until: int) -> None:
-    """etcd's own record of the namespace's ConfigMaps after `after`, up to `until`:
-    the events (run.etcd_events) and what each write stored (run.applied)."""
-    store = EtcdStore([etcd.url])
-    await store.open()
+async def _etcd_history(etcd: Etcd, run: Run, after: int) -> None:
+    """Forever: etcd's own record of the namespace's ConfigMaps after `after`, read as
+    it happens (compactions would hide it afterwards): the events (run.etcd_events) and
+    what each write stored (run.applied). Resumes by revision across etcd's restarts."""
     last_put: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(30):
+    while True:
+        store = EtcdStore([etcd.url])
+        try:
+            await store.open()
             async for batch in store.watch(PREFIX, after + 1, prev_values=False):
                 for ev in batch:
                     name = ev.key[len(PREFIX):]
@@ -250,10 +276,11 @@ async def _etcd_history(etcd: Etcd, run: Run, after: int, until: int) -> None:
                     else:
                         value = (orjson.loads(ev.value).get("data") or {}).get("v")
                         applied.puts[value] = last_put[name] = str(ev.revision)
-                if batch[-1].revision >= until:
-                    return
-    finally:
-        await store.close()
+                    after = ev.revision
+        except Exception:  # noqa: BLE001 - etcd restarting: resume from the last revision read
+            await asyncio.sleep(0.2)
+        finally:
+            await store.close()
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -280,11 +307,13 @@ async def _run(etcd: Etcd, server: APIServer, seconds: float, seed: int) -> Run:
             inf.start()
         for inf in informers:
             assert await inf.wait_for_sync(30)
+        tasks.append(asyncio.create_task(_etcd_history(etcd, run, start_rv)))
         stop_at = time.monotonic() + seconds
         for i in range(WATCHERS):
-            run.watchers.append({"events": [], "gone": 0, "relists": 0})
+            run.watchers.append({"events": [], "segments": [], "gone": 0, "relists": 0})
+            # Odd ones from the start's resourceVersion, even ones from a fresh LIST.
             tasks.append(asyncio.create_task(_raw_watcher(clients[i], i * seconds / (2 * WATCHERS),
-                                                          run.watchers[-1])))
+                                                          run.watchers[-1], start_rv if i % 2 else None)))
         writers = [asyncio.create_task(_writer(n, server, run, stop_at)) for n in range(CLIENTS)]
         await asyncio.gather(_faults(etcd, server, run, stop_at, rng), *writers)
 
@@ -302,16 +331,16 @@ async def _run(etcd: Etcd, server: APIServer, seconds: float, seed: int) -> Run:
                                    json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "end"}})
             assert resp.status_code == 201, resp.text
             end_rv = int(resp.json()["metadata"]["resourceVersion"])
-        await _etcd_history(etcd, run, start_rv, end_rv)
         records = run.watchers + run.informers
         async with asyncio.timeout(60):
-            while not all(rec["events"] and rec["events"][-1][2] >= end_rv for rec in records):
+            while not all(rec["events"] and rec["events"][-1][2] >= end_rv for rec in records) or \
+                    not (run.etcd_events and run.etcd_events[-1][2] >= end_rv):
                 await asyncio.sleep(0.05)
         for rec, inf in zip(run.informers, informers):
             rec["relists"] = inf.relists
+            rec["segments"] = [(start_rv, 0)]
+            rec["cache"] = {o["metadata"]["name"]: int(o["metadata"]["resourceVersion"]) for o in inf.store.list()}
             del rec["informer"]
-        for rec in run.informers:
-            rec["from"] = start_rv
         run.final["gone_informers"] = gone.count
     finally:
         informer_log.removeHandler(gone)
@@ -377,15 +406,18 @@ def watch_problems(run: Run) -> list[str]:
         for i, rec in enumerate(recs):
             if rec["relists"] > (rec.get("gone") if kind == "watcher" else run.final["gone_informers"]):
                 problems.append(f"{kind} {i}: {rec['relists']} relists without a 410 to force them")
-            if rec["relists"]:
-                continue  # a relist folds history (client.informer's contract): nothing exact to compare
-            want = [e for e in run.etcd_events if e[2] > rec["from"]]
-            got = rec["events"]
-            if got != want:
-                first = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-                problems.append(f"{kind} {i} (from {rec['from']}): {len(got)} events, etcd has {len(want)}; "
-                                f"first difference at {first}: got {got[first:first + 3]}, "
-                                f"etcd {want[first:first + 3]}")
+            if kind == "informer":
+                if rec["cache"] != final_state(run):
+                    problems.append(f"informer {i}: its cache {rec['cache']} is not etcd's {final_state(run)}")
+                if rec["relists"]:
+                    continue  # a relist folds history (client.informer's contract): nothing exact to compare
+            for since, got, want in _stretches(run, rec):
+                if got != want:
+                    first = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b),
+                                 min(len(got), len(want)))
+                    problems.append(f"{kind} {i} (from {since}): {len(got)} events, etcd has {len(want)}; "
+                                    f"first difference at {first}: got {got[first:first + 3]}, "
+                                    f"etcd {want[first:first + 3]}")
     return problems
 
 
@@ -396,12 +428,37 @@ def verdict(run: Run) -> Result:
     return run.final["verdict"]
 
 
+def _stretches(run: Run, rec: dict[str, Any]) -> list[tuple[int, list[Any], list[Any]]]:
+    """(since, events got, events etcd has) for each stretch between a watcher's
+    (re)lists: exactly etcd's events after the list's revision, all of them for the last
+    stretch, a prefix of them for one a 410 ended."""
+    out = []
+    bounds = [start for _, start in rec["segments"][1:]] + [len(rec["events"])]
+    for (since, start), end in zip(rec["segments"], bounds):
+        got = rec["events"][start:end]
+        want = [e for e in run.etcd_events if e[2] > since]
+        if end != len(rec["events"]):
+            want = want[:len(got)]
+        out.append((since, got, want))
+    return out
+
+
+def final_state(run: Run) -> dict[str, int]:
+    """name -> resourceVersion of the namespace's ConfigMaps at the end, per etcd's events."""
+    state: dict[str, int] = {}
+    for kind, name, rev in run.etcd_events:
+        if kind == "DELETED":
+            state.pop(name, None)
+        else:
+            state[name] = rev
+    return state
+
+
 def figures(run: Run | None = None) -> dict[str, object]:
     """The figures bench/chaos.py prints for this scenario."""
     run = run or run_writes_under_faults()
     acked = [o for o in run.history if isinstance(o.output, Ok) and not isinstance(o.input, Get) and o.client >= 0]
-    expected = sum(len([e for e in run.etcd_events if e[2] > rec["from"]])
-                   for rec in run.watchers + run.informers)
+    expected = sum(len(want) for rec in run.watchers + run.informers for _, _, want in _stretches(run, rec))
     delivered = sum(len(rec["events"]) for rec in run.watchers + run.informers)
     return {
         "operations": len(run.history),
@@ -417,6 +474,8 @@ def figures(run: Run | None = None) -> dict[str, object]:
         "5xx, timeouts outside a fault's window": len(stray_failures(run)),
         "watch events expected": expected,
         "watch events delivered": delivered,
+        "compactions": run.compactions,
+        "410s (watchers + informers)": sum(rec["gone"] for rec in run.watchers) + run.final["gone_informers"],
         "relists (watchers + informers)": sum(rec["relists"] for rec in run.watchers + run.informers),
     }
 
