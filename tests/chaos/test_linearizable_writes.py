@@ -300,8 +300,9 @@ async def _run(etcd: Etcd, server: APIServer, seconds: float, seed: int) -> Run:
     informer_log.addHandler(gone)
     clients = [Client(conn) for _ in range(WATCHERS + INFORMERS)]
     tasks: list[asyncio.Task[Any]] = []
+    informers: list[Informer] = []
     try:
-        informers = [Informer(c, "configmaps", namespace=NS) for c in clients[WATCHERS:]]
+        informers += [Informer(c, "configmaps", namespace=NS) for c in clients[WATCHERS:]]
         run.informers = [_informer_record(inf) for inf in informers]
         for inf in informers:
             inf.start()
