@@ -75,6 +75,8 @@ from apiserver.auth.noderestriction import NodeRestriction
 from apiserver.auth.feed import CacheFeed
 from apiserver.auth.rbac import KINDS as RBAC_KINDS, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
+from apiserver.flowcontrol import apf
+from apiserver.flowcontrol import bootstrap as flowcontrol_bootstrap
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.audit import AuditLog, new_audit_id
 from apiserver.audit import event as audit_event
@@ -397,6 +399,16 @@ class API:
         self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
                                  *(self._mode(m) for m in authorization_modes)])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index, RBAC_KINDS, "rbac")
+        # API Priority and Fairness (apiserver/flowcontrol/): its config follows the cache.
+        self.flowcontrol: apf.Controller | None = None
+        self.flowcontrol_feed: CacheFeed | None = None
+        if getattr(flags, "enable_priority_and_fairness", True):
+            limit = (getattr(flags, "max_requests_inflight", 400) or 0) + \
+                (getattr(flags, "max_mutating_requests_inflight", 200) or 0)
+            wait = min(apf.MAX_WAIT, (getattr(flags, "request_timeout", 60.0) or 60.0) / 4)
+            self.flowcontrol = apf.Controller(limit, max_wait=wait)
+            self.flowcontrol_feed = CacheFeed(self.cache, self.flowcontrol,
+                                              ("prioritylevelconfigurations", "flowschemas"), "flowcontrol")
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path
@@ -593,6 +605,9 @@ class API:
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        if self.flowcontrol_feed is not None:
+            await flowcontrol_bootstrap.ensure(self.resources)  # APF's config-producer
+            await self.flowcontrol_feed.start()
         await self.crds.start()
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
@@ -687,6 +702,8 @@ class API:
             await self._kubelet_http.aclose()
         await self.crds.stop()
         await self.rbac_feed.stop()
+        if self.flowcontrol_feed is not None:
+            await self.flowcontrol_feed.stop()
         await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
@@ -1380,14 +1397,60 @@ class Secured:
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
-            # An aggregated group/version goes to its extension server, once authorized
-            # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
-            apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
-            if apisvc is not None:
-                response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
-                await response(scope, receive, send)
+            if scope["type"] == "http" and self.api.flowcontrol is not None:
+                await self.limited(self.api.flowcontrol, scope, receive, send)
                 return
+        await self.routed(scope, receive, send)
+
+    async def routed(self, scope, receive, send) -> None:
+        # An aggregated group/version goes to its extension server, once authorized
+        # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
+        apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
+        if apisvc is not None:
+            response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def limited(self, fc: apf.Controller, scope, receive, send) -> None:
+        """API Priority and Fairness (apiserver/flowcontrol/apf.py), between authorization
+        and the handler: the request waits for a seat of its priority level, or is
+        refused 429 with Retry-After. A watch gives its seat back once its response has
+        started; other long-running requests are not limited."""
+        attrs: Attributes = scope["attributes"]
+        if attrs.subresource in LONGRUNNING_SUBRESOURCES or attrs.subresource in ("attach", "proxy"):
+            await self.routed(scope, receive, send)
+            return
+        found = fc.classify(attrs)
+        if found is None:  # before the config is loaded
+            await self.routed(scope, receive, send)
+            return
+        schema, level = found
+        headers = [(b"x-kubernetes-pf-flowschema-uid", schema.uid.encode()),
+                   (b"x-kubernetes-pf-prioritylevel-uid", level.uid.encode())]
+        try:
+            seat = await fc.admit(schema, level, attrs)
+        except apf.Rejected:
+            response = status_response(errors.TooManyRequests(
+                "Too many requests, please try again later.", retry_after=apf.RETRY_AFTER))
+            response.raw_headers.extend(headers)
+            await response(scope, receive, send)
+            return
+        watch = attrs.verb == "watch"
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                if watch:
+                    seat.release()
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                seat.release()
+
+        try:
+            await self.routed(scope, receive, send_with_headers)
+        finally:
+            seat.release()
 
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,
