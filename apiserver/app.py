@@ -96,6 +96,27 @@ MAX_DEPTH = 254
 JSON = "application/json"
 
 
+# A LIST of more objects than this is streamed: its items go out from the cache's
+# serialized bytes in chunks of about LIST_CHUNK bytes, each written once the previous one
+# is (uvicorn's flow control), so the response is never built whole in memory.
+STREAM_LIST_ITEMS = 500
+LIST_CHUNK = 256 * 1024
+
+
+async def _list_chunks(head: bytes, entries: list[Entry]) -> AsyncIterator[bytes]:
+    parts, size = [head], len(head)
+    for i, e in enumerate(entries):
+        if i:
+            parts.append(b",")
+        parts.append(e.raw)
+        size += len(e.raw)
+        if size >= LIST_CHUNK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"]}")
+    yield b"".join(parts)
+
+
 class WatchResponse(StreamingResponse):
     """A stream that ends as soon as the client goes away, even while it is idle.
 
@@ -1115,8 +1136,10 @@ class API:
             if remaining is not None:
                 meta["remainingItemCount"] = remaining
         head = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
-        body = head[:-1] + b',"items":[' + b",".join(e.raw for e in entries) + b"]}"
-        return Response(body, media_type=JSON)
+        if len(entries) <= STREAM_LIST_ITEMS:
+            return Response(b"".join((head[:-1], b',"items":[', b",".join(e.raw for e in entries), b"]}")),
+                            media_type=JSON)
+        return StreamingResponse(_list_chunks(head[:-1] + b',"items":[', entries), media_type=JSON)
 
     async def watch(self, request: Request, rt: registry.ResourceType, sel: Selection) -> Response:
         q = request.query_params
@@ -1149,7 +1172,19 @@ class API:
                     except (TimeoutError, StopAsyncIteration):
                         return
                     metrics.watch_events(rt, len(batch))
-                    yield b"".join(line(*item) for item in batch)
+                    # In pieces of about LIST_CHUNK bytes, each written once the connection
+                    # has taken the previous one: a client that stops reading holds one
+                    # piece here, its backlog stays in the cache's bounded queue.
+                    parts, size = [], 0
+                    for item in batch:
+                        part = line(*item)
+                        parts.append(part)
+                        size += len(part)
+                        if size >= LIST_CHUNK:
+                            yield b"".join(parts)
+                            parts, size = [], 0
+                    if parts:
+                        yield b"".join(parts)
             finally:
                 await stream.aclose()
 
