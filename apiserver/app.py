@@ -191,12 +191,12 @@ def parse_path(path: str) -> Target:
 async def read_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY:
-        raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+        raise errors.TooLarge(f"Request entity too large: limit is {MAX_BODY}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+            raise errors.TooLarge(f"Request entity too large: limit is {MAX_BODY}")
         chunks.append(chunk)
     return b"".join(chunks)
 

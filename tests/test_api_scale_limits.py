@@ -6,7 +6,9 @@
   size (counted with the cacher's apiserver_cache_list_fetched_objects_total);
 - a watcher that stops reading while 20,000 events are produced is closed once it is
   max_backlog (10,000) events behind: the server's RSS stays flat, and the client's stream
-  ends once it reads again.
+  ends once it reads again;
+- a body over 3 MiB is 413 RequestEntityTooLarge on every path that reads one, with
+  Kubernetes' wording, and so is a JSON patch of more than 10,000 operations.
 
 One API server and etcd of their own. The objects are written straight to etcd (the
 server's own storage layer, as many writes as fast as etcd takes them): this is about
@@ -219,3 +221,48 @@ def test_a_watcher_that_stops_reading_is_closed_and_memory_stays_flat(seeded):
     assert data.endswith(b"0\r\n\r\n"), data[-200:]
     assert len(data) < 40_000_000  # some of the 20,000 events, not all
     assert os.path.exists(f"/proc/{pid}")
+
+
+WRITES = [  # (method, path, content type): every path that reads a request body
+    ("POST", "/api/v1/namespaces/default/configmaps", "application/json"),
+    ("PUT", "/api/v1/namespaces/default/configmaps/big", "application/json"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/big", "application/merge-patch+json"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/big", "application/strategic-merge-patch+json"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/big", "application/json-patch+json"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/big?fieldManager=t", "application/apply-patch+yaml"),
+    ("PUT", "/api/v1/namespaces/default/pods/big/status", "application/json"),
+    ("DELETE", "/api/v1/namespaces/default/configmaps/big", "application/json"),
+    ("DELETE", "/api/v1/namespaces/default/configmaps", "application/json"),
+    ("POST", "/api/v1/namespaces/default/pods/p/binding", "application/json"),
+    ("POST", "/api/v1/namespaces/default/pods/p/eviction", "application/json"),
+    ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "application/json"),
+    ("PUT", "/apis/apps/v1/namespaces/default/deployments/d/scale", "application/json"),
+    ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", "application/json"),
+    ("POST", "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas", "application/json"),
+]
+
+
+@pytest.mark.parametrize("method,path,ctype", WRITES)
+def test_a_too_large_body_is_413_on_every_write_path(server, method, path, ctype):
+    _, srv = server
+    body = b'{"metadata":{"name":"big"},"data":{"k":"' + b"x" * (3 * 1024 * 1024) + b'"}}'
+    with srv.client() as c:
+        r = c.request(method, path, content=body, headers={"Content-Type": ctype})
+        assert r.status_code == 413, r.text[:300]
+        status = r.json()
+        assert (status["kind"], status["reason"], status["message"]) == (
+            "Status", "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        assert c.get("/api/v1/namespaces/default/configmaps/big").status_code == 404
+
+
+def test_a_json_patch_of_too_many_operations_is_413(server):
+    _, srv = server
+    with srv.client() as c:
+        assert c.post("/api/v1/namespaces/default/configmaps",
+                      json={"metadata": {"name": "small"}, "data": {"a": "1"}}).status_code == 201
+        ops = [{"op": "test", "path": "/data/a", "value": "1"}] * 10001
+        r = c.patch("/api/v1/namespaces/default/configmaps/small", content=orjson.dumps(ops),
+                    headers={"Content-Type": "application/json-patch+json"})
+        assert r.status_code == 413, r.text[:300]
+        assert r.json()["message"] == ("Request entity too large: The allowed maximum operations in a JSON "
+                                       "patch is 10000, got 10001")
