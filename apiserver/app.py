@@ -629,6 +629,7 @@ class API:
         if self.flowcontrol_feed is not None:
             await flowcontrol_bootstrap.ensure(self.resources)  # APF's config-producer
             await self.flowcontrol_feed.start()
+            self._tasks.append(asyncio.create_task(self._keep_flowcontrol_status()))
         await self.crds.start()
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
@@ -642,6 +643,18 @@ class API:
             self._tasks.append(asyncio.create_task(self.store.compactor(
                 window_seconds=self.compaction_window,
                 interval=min(60.0, self.compaction_window / 2))))
+
+    async def _keep_flowcontrol_status(self) -> None:
+        """APF's config-consumer: the FlowSchemas' Dangling conditions follow the config."""
+        assert self.flowcontrol is not None
+        while True:
+            await self.flowcontrol.changed.wait()
+            self.flowcontrol.changed.clear()
+            await asyncio.sleep(0.2)  # one pass for a burst of changes
+            try:
+                await flowcontrol_bootstrap.update_status(self.resources)
+            except (StorageError, errors.APIError, OSError) as e:  # the next change tries again
+                log.warning("flowcontrol status: %s", e)
 
     async def repair_allocations(self) -> None:
         """A pass of the repair controllers (at start, then every REPAIR_INTERVAL):
@@ -1429,11 +1442,15 @@ class Secured:
             if refused is not None:
                 if scope["type"] == "websocket":
                     await WebSocket(scope, receive, send).send_denial_response(status_response(refused))
+                elif self.api.flowcontrol is not None and "attributes" in scope:
+                    # Authenticated, then refused by authorization, which kube-apiserver
+                    # runs after APF: the refusal is classified and limited too.
+                    await self.limited(self.api.flowcontrol, scope, receive, send, status_response(refused))
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
             if scope["type"] == "http" and self.api.flowcontrol is not None:
-                await self.limited(self.api.flowcontrol, scope, receive, send)
+                await self.limited(self.api.flowcontrol, scope, receive, send, self.routed)
                 return
         await self.routed(scope, receive, send)
 
@@ -1447,18 +1464,19 @@ class Secured:
             return
         await self.app(scope, receive, send)
 
-    async def limited(self, fc: apf.Controller, scope, receive, send) -> None:
-        """API Priority and Fairness (apiserver/flowcontrol/apf.py), between authorization
-        and the handler: the request waits for a seat of its priority level, or is
-        refused 429 with Retry-After. A watch gives its seat back once its response has
-        started; other long-running requests are not limited."""
+    async def limited(self, fc: apf.Controller, scope, receive, send, inner) -> None:
+        """API Priority and Fairness (apiserver/flowcontrol/apf.py) around `inner` (an
+        ASGI app), after authentication and before authorization's answer, as in
+        kube-apiserver's filter chain: the request waits for a seat of its priority level,
+        or is refused 429 with Retry-After. A watch gives its seat back once its response
+        has started; other long-running requests are not limited."""
         attrs: Attributes = scope["attributes"]
         if attrs.subresource in LONGRUNNING_SUBRESOURCES or attrs.subresource in ("attach", "proxy"):
-            await self.routed(scope, receive, send)
+            await inner(scope, receive, send)
             return
         found = fc.classify(attrs)
         if found is None:  # before the config is loaded
-            await self.routed(scope, receive, send)
+            await inner(scope, receive, send)
             return
         schema, level = found
         headers = [(b"x-kubernetes-pf-flowschema-uid", schema.uid.encode()),
@@ -1483,7 +1501,7 @@ class Secured:
                 seat.release()
 
         try:
-            await self.routed(scope, receive, send_with_headers)
+            await inner(scope, receive, send_with_headers)
         finally:
             seat.release()
 

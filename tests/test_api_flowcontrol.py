@@ -6,8 +6,8 @@ controller manager's requests keep being served.
 One secure API server of its own (tests/secure.py) with a small concurrency budget
 (--max-requests-inflight=4, --max-mutating-requests-inflight=2: one seat per level) and
 a short queue wait (--request-timeout=400ms: 100 ms in a queue at most), so the flood
-overflows its level within a second. About 20 s, most of it making the PKI and 600
-ConfigMaps.
+overflows its level within a second. About 45 s on 2 cores, most of it making the PKI
+and 600 ConfigMaps.
 """
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def test_default_objects_and_kubectl_columns(cluster, admin):
     assert [c["name"] for c in table["columnDefinitions"]] == [
         "Name", "Type", "NominalConcurrencyShares", "Queues", "HandSize", "QueueLengthLimit", "Age"]
 
+    def missing_pl() -> dict:
+        return {o["metadata"]["name"]: [c["status"] for c in o.get("status", {}).get("conditions", [])
+                                        if c["type"] == "Dangling"]
+                for o in admin.get(f"{FC}/flowschemas").json()["items"]}
+    wait_for(lambda: all(v == ["False"] for v in missing_pl().values()), what="the Dangling conditions")
+
     kc = cluster.kubeconfig("admin", cluster.admin)
     out = cluster.kubectl(kc, "get", "flowschemas")
     assert out.returncode == 0, out.stderr
@@ -74,6 +80,7 @@ def test_default_objects_and_kubectl_columns(cluster, admin):
                                 "MISSINGPL"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["global-default"][1:4] == ["global-default", "9900", "ByUser"]
+    assert rows["global-default"][5] == "False"
     assert rows["exempt"][1:4] == ["exempt", "1", "<none>"]
     out = cluster.kubectl(kc, "get", "prioritylevelconfigurations")
     assert out.returncode == 0, out.stderr
@@ -108,6 +115,28 @@ def test_invalid_objects_are_refused_with_kubernetes_wording(admin):
     assert messages["spec.rules[0].resourceRules[0].namespaces"] == (
         "Required value: resource rules that are not cluster scoped must supply at least one namespace")
     assert admin.get(f"{FC}/flowschemas/bad").status_code == 404
+
+
+def test_a_schema_naming_no_level_is_dangling_and_skipped(cluster, admin):
+    fs = {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema", "metadata": {"name": "orphan"},
+          "spec": {"matchingPrecedence": 50, "priorityLevelConfiguration": {"name": "no-such-level"},
+                   "rules": [{"subjects": [{"kind": "Group", "group": {"name": "system:authenticated"}}],
+                              "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                              "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                                                 "clusterScope": True, "namespaces": ["*"]}]}]}}
+    assert admin.post(f"{FC}/flowschemas", json=fs).status_code == 201
+
+    def dangling():
+        conditions = admin.get(f"{FC}/flowschemas/orphan").json().get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Dangling" and c["status"] == "True"), None)
+    condition = wait_for(dangling, what="orphan's Dangling condition")
+    assert condition["reason"] == "NotFound"
+    user = cluster.user("someone")
+    with httpx.Client(base_url=cluster.url, verify=cluster.tls(user), timeout=30) as c:
+        r = c.get("/version")
+    global_default = admin.get(f"{FC}/flowschemas/global-default").json()["metadata"]["uid"]
+    assert r.headers["X-Kubernetes-PF-FlowSchema-UID"] == global_default
+    assert admin.delete(f"{FC}/flowschemas/orphan").status_code == 200
 
 
 def _rejected(metrics: str, schema: str) -> float:
@@ -197,7 +226,7 @@ def test_a_flood_of_lists_is_refused_while_nodes_and_controllers_are_served(clus
 def test_the_response_names_the_schema_and_level(cluster, admin):
     node = cluster.user("system:node:n2", "system:nodes")
     with httpx.Client(base_url=cluster.url, verify=cluster.tls(node), timeout=30) as c:
-        r = c.get("/api/v1/namespaces/kube-node-lease/leases/n2")
+        r = c.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2")
     fs = admin.get(f"{FC}/flowschemas/system-node-high").json()
     pl = admin.get(f"{FC}/prioritylevelconfigurations/node-high").json()
     assert r.headers["X-Kubernetes-PF-FlowSchema-UID"] == fs["metadata"]["uid"]

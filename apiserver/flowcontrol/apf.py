@@ -212,6 +212,9 @@ class Controller:
 
     def __init__(self, server_limit: int, *, max_wait: float = MAX_WAIT):
         self.server_limit = max(1, server_limit)
+        # Set on every config change: the server's status writer (the FlowSchemas'
+        # Dangling conditions) waits on it.
+        self.changed = asyncio.Event()
         self.max_wait = max_wait
         self.objects: dict[str, dict[str, dict]] = {"flowschemas": {}, "prioritylevelconfigurations": {}}
         self.levels: dict[str, Level] = {}
@@ -258,6 +261,7 @@ class Controller:
         self.schemas = sorted(schemas, key=lambda s: (s.precedence, s.name))
         for level in levels.values():
             level.dispatch()  # a larger limit frees seats at once
+        self.changed.set()
 
     # -- the filter -----------------------------------------------------------------------
 

@@ -161,3 +161,48 @@ async def ensure(resources: Any) -> int:
     if written:
         log.info("flowcontrol: wrote %d default FlowSchemas and PriorityLevelConfigurations", written)
     return written
+
+
+STATUS_MANAGER = "api-priority-and-fairness-config-consumer-v1"
+
+
+def dangling_condition(fs: dict, levels: set[str]) -> dict:
+    """The `Dangling` condition kube-apiserver's APF controller keeps on a FlowSchema
+    (without lastTransitionTime, which the writer stamps)."""
+    name = ((fs.get("spec") or {}).get("priorityLevelConfiguration") or {}).get("name", "")
+    if name in levels:
+        return {"type": "Dangling", "status": "False", "reason": "Found",
+                "message": f"This FlowSchema references the PriorityLevelConfiguration object named "
+                           f"{name!r} and it exists"}
+    return {"type": "Dangling", "status": "True", "reason": "NotFound",
+            "message": f"This FlowSchema references the PriorityLevelConfiguration object named "
+                       f"{name!r} but there is no such object"}
+
+
+async def update_status(resources: Any) -> int:
+    """Set every FlowSchema's Dangling condition that is not what it should be; returns
+    how many were written."""
+    from apiserver.registry import by_plural
+    from apiserver.resources import WriteOptions
+    from apiserver.timestamps import now
+    fs_rt = by_plural("flowschemas", "flowcontrol.apiserver.k8s.io")
+    pl_rt = by_plural("prioritylevelconfigurations", "flowcontrol.apiserver.k8s.io")
+    levels = {e.obj["metadata"]["name"] for e in resources.cache.entries(pl_rt)}
+    written = 0
+    for entry in resources.cache.entries(fs_rt):
+        fs = entry.obj
+        want = dangling_condition(fs, levels)
+        conditions = [c for c in (fs.get("status") or {}).get("conditions") or () if isinstance(c, dict)]
+        have = next((c for c in conditions if c.get("type") == "Dangling"), None)
+        if have is not None and all(have.get(k) == v for k, v in want.items()):
+            continue
+        want["lastTransitionTime"] = now()
+        body = {**fs, "status": {**(fs.get("status") or {}),
+                                 "conditions": [*(c for c in conditions if c.get("type") != "Dangling"), want]}}
+        try:
+            await resources.update(fs_rt, "", fs["metadata"]["name"], body,
+                                   WriteOptions(field_manager=STATUS_MANAGER), subresource="status")
+            written += 1
+        except (errors.Conflict, errors.NotFound):
+            pass  # changed meanwhile: the next pass sees it
+    return written
