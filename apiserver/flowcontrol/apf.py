@@ -90,6 +90,7 @@ class Level:
     hand_size: int = 0
     queue_length_limit: int = 0
     executing: int = 0
+    queued: int = 0  # waiters in the queues, those that gave up included until popped
     next_queue: int = 0
 
     def reshape(self, spec: dict) -> None:
@@ -99,6 +100,7 @@ class Level:
         if n != len(self.queues):
             waiting = [w for queue in self.queues for w in queue]
             self.queues = [collections.deque() for _ in range(n)]
+            self.queued = len(waiting) if n else 0
             for i, w in enumerate(waiting):  # kept, not dropped: they still wait for a seat
                 if n:
                     self.queues[i % n].append(w)
@@ -109,7 +111,7 @@ class Level:
         self.spec = spec
 
     def waiting(self) -> int:
-        return sum(len(q) for q in self.queues)
+        return self.queued
 
     def hand(self, flow: str) -> list[int]:
         """The flow's queues: shuffle sharding by a hash of the flow."""
@@ -119,15 +121,17 @@ class Level:
     def dispatch(self) -> None:
         """Give free seats to queued requests, one queue after the other (fair queuing)."""
         n = len(self.queues)
-        while self.executing < self.limit and n:
+        while self.executing < self.limit and self.queued:
             for step in range(n):
                 i = (self.next_queue + step) % n
                 queue = self.queues[i]
                 while queue and queue[0].done():  # gave up (timed out, client went away)
                     queue.popleft()
+                    self.queued -= 1
                 if queue:
                     self.next_queue = (i + 1) % n
                     self.executing += 1
+                    self.queued -= 1
                     queue.popleft().set_result(None)
                     break
             else:
@@ -219,6 +223,9 @@ class Controller:
         self.objects: dict[str, dict[str, dict]] = {"flowschemas": {}, "prioritylevelconfigurations": {}}
         self.levels: dict[str, Level] = {}
         self.schemas: list[Schema] = []
+        # Classification by the attributes it reads, until the config changes: most
+        # requests repeat a few (user, verb, resource, namespace) shapes.
+        self._classified: dict[tuple, tuple[Schema, Level] | None] = {}
 
     # -- config (a CacheFeed sink) ------------------------------------------------------
 
@@ -259,6 +266,7 @@ class Controller:
                                   (spec.get("distinguisherMethod") or {}).get("type", ""),
                                   tuple(r for r in spec.get("rules") or () if isinstance(r, dict))))
         self.schemas = sorted(schemas, key=lambda s: (s.precedence, s.name))
+        self._classified = {}
         for level in levels.values():
             level.dispatch()  # a larger limit frees seats at once
         self.changed.set()
@@ -267,18 +275,32 @@ class Controller:
 
     def classify(self, attrs: Attributes) -> tuple[Schema, Level] | None:
         """The first matching schema whose level exists; None before the config is loaded."""
+        user = attrs.user
+        key = (user.name, user.groups, attrs.verb, attrs.resource_request, attrs.api_group, attrs.resource,
+               attrs.subresource, attrs.namespace, "" if attrs.resource_request else attrs.path)
+        try:
+            return self._classified[key]
+        except KeyError:
+            pass
+        found = None
         for s in self.schemas:
             level = self.levels.get(s.level)
             if level is not None and any(rule_matches(r, attrs) for r in s.rules):
-                return s, level
-        return None
+                found = s, level
+                break
+        if len(self._classified) > 10000:
+            self._classified.clear()
+        self._classified[key] = found
+        return found
 
     async def admit(self, schema: Schema, level: Level, attrs: Attributes) -> Seat:
         labels = (schema.name, level.name)
         if level.exempt:
             EXECUTING.labels(*labels).inc()
             return Seat(self, schema, level)
-        if level.executing < level.limit and not level.waiting():
+        if level.queued and level.executing < level.limit:
+            level.dispatch()  # free seats and waiters that gave up: clear them first
+        if level.executing < level.limit and not level.queued:
             level.executing += 1
             EXECUTING.labels(*labels).inc()
             WAIT.labels(*labels, "true").observe(0)
@@ -294,6 +316,7 @@ class Controller:
             raise Rejected("queue-full")
         waiter = asyncio.get_running_loop().create_future()
         queue.append(waiter)
+        level.queued += 1
         IN_QUEUE.labels(*labels).inc()
         start = time.monotonic()
         try:
