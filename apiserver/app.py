@@ -26,7 +26,9 @@ Every request, fixed paths included, first passes `Secured`: the authenticator c
 (apiserver/auth/authn.py) puts the user in `scope["user"]` (or the request is a 401
 Status), then the authorizer union --authorization-mode builds (system:masters first)
 decides on the request's attributes, kept in `scope["attributes"]` (or a 403 Status with
-Kubernetes' wording). Writes are admitted after validation and before storage
+Kubernetes' wording). Between the two, as kube-apiserver's filter chain orders them, API
+Priority and Fairness (apiserver/flowcontrol/) gives the request a seat of its priority
+level or refuses it 429 with Retry-After (`Secured.limited`). Writes are admitted after validation and before storage
 (`API.admitter`): RBAC's escalation check on roles and bindings, then every plugin of
 `API.admission`, each `async admit(user, attrs, obj, old)`.
 
