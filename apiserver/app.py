@@ -1490,6 +1490,10 @@ class Secured:
                 "Too many requests, please try again later.", retry_after=apf.RETRY_AFTER))
             response.raw_headers.extend(headers)
             await response(scope, receive, send)
+            try:  # counted in apiserver_request_total, code 429, as kube-apiserver counts it
+                metrics.record_request(request_labels(Request(scope), parse_path(scope["path"])), 429, 0.0)
+            except errors.APIError:
+                pass  # not a resource path: not counted there
             return
         watch = attrs.verb == "watch"
 

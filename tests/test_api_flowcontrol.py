@@ -219,6 +219,8 @@ def test_a_flood_of_lists_is_refused_while_nodes_and_controllers_are_served(clus
     metrics = admin.get("/metrics").text
     assert _rejected(metrics, "global-default") >= len(refusals)
     assert _rejected(metrics, "system-nodes") == _rejected(metrics, "kube-controller-manager") == 0
+    assert any(line.startswith("apiserver_request_total{") and 'code="429"' in line and 'verb="LIST"' in line
+               and 'resource="configmaps"' in line for line in metrics.splitlines())
     assert "apiserver_flowcontrol_current_executing_requests" in metrics
     assert "apiserver_flowcontrol_request_wait_duration_seconds_bucket" in metrics
 
