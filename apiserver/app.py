@@ -26,7 +26,9 @@ Every request, fixed paths included, first passes `Secured`: the authenticator c
 (apiserver/auth/authn.py) puts the user in `scope["user"]` (or the request is a 401
 Status), then the authorizer union --authorization-mode builds (system:masters first)
 decides on the request's attributes, kept in `scope["attributes"]` (or a 403 Status with
-Kubernetes' wording). Writes are admitted after validation and before storage
+Kubernetes' wording). Between the two, as kube-apiserver's filter chain orders them, API
+Priority and Fairness (apiserver/flowcontrol/) gives the request a seat of its priority
+level or refuses it 429 with Retry-After (`Secured.limited`). Writes are admitted after validation and before storage
 (`API.admitter`): RBAC's escalation check on roles and bindings, then every plugin of
 `API.admission`, each `async admit(user, attrs, obj, old)`.
 
@@ -75,6 +77,8 @@ from apiserver.auth.noderestriction import NodeRestriction
 from apiserver.auth.feed import CacheFeed
 from apiserver.auth.rbac import KINDS as RBAC_KINDS, RBACAuthorizer
 from apiserver.cache import Entry, WatchCache
+from apiserver.flowcontrol import apf
+from apiserver.flowcontrol import bootstrap as flowcontrol_bootstrap
 from apiserver.resources import Resources, Selection, WriteOptions
 from apiserver.audit import AuditLog, new_audit_id
 from apiserver.audit import event as audit_event
@@ -92,6 +96,27 @@ MAX_BODY = 3 * 1024 * 1024
 # orjson serializes at most this many levels; Kubernetes' JSON decoder allows 10,000.
 MAX_DEPTH = 254
 JSON = "application/json"
+
+
+# A LIST of more objects than this is streamed: its items go out from the cache's
+# serialized bytes in chunks of about LIST_CHUNK bytes, each written once the previous one
+# is (uvicorn's flow control), so the response is never built whole in memory.
+STREAM_LIST_ITEMS = 500
+LIST_CHUNK = 256 * 1024
+
+
+async def _list_chunks(head: bytes, entries: list[Entry]) -> AsyncIterator[bytes]:
+    parts, size = [head], len(head)
+    for i, e in enumerate(entries):
+        if i:
+            parts.append(b",")
+        parts.append(e.raw)
+        size += len(e.raw)
+        if size >= LIST_CHUNK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"]}")
+    yield b"".join(parts)
 
 
 class WatchResponse(StreamingResponse):
@@ -168,12 +193,12 @@ def parse_path(path: str) -> Target:
 async def read_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY:
-        raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+        raise errors.TooLarge(f"Request entity too large: limit is {MAX_BODY}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise errors.TooLarge("the request body is too large: limit is 3145728 bytes")
+            raise errors.TooLarge(f"Request entity too large: limit is {MAX_BODY}")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -397,6 +422,16 @@ class API:
         self.authorizer = Union([PrivilegedGroups(SYSTEM_PRIVILEGED_GROUP),
                                  *(self._mode(m) for m in authorization_modes)])
         self.rbac_feed = CacheFeed(self.cache, self.rbac.index, RBAC_KINDS, "rbac")
+        # API Priority and Fairness (apiserver/flowcontrol/): its config follows the cache.
+        self.flowcontrol: apf.Controller | None = None
+        self.flowcontrol_feed: CacheFeed | None = None
+        if getattr(flags, "enable_priority_and_fairness", True):
+            limit = (getattr(flags, "max_requests_inflight", 400) or 0) + \
+                (getattr(flags, "max_mutating_requests_inflight", 200) or 0)
+            wait = min(apf.MAX_WAIT, (getattr(flags, "request_timeout", 60.0) or 60.0) / 4)
+            self.flowcontrol = apf.Controller(limit, max_wait=wait)
+            self.flowcontrol_feed = CacheFeed(self.cache, self.flowcontrol,
+                                              ("prioritylevelconfigurations", "flowschemas"), "flowcontrol")
         # Admission plugins for writes, called in order after validation, before storage.
         self.admission: list[AdmissionPlugin] = []
         self.audit: AuditLog | None = None  # --audit-log-path
@@ -593,6 +628,10 @@ class API:
         await self.resources.ensure_system_namespaces()
         await self.cache.ready.wait()
         await bootstrappolicy.reconcile(self.resources)  # kube-apiserver's rbac/bootstrap-roles
+        if self.flowcontrol_feed is not None:
+            await flowcontrol_bootstrap.ensure(self.resources)  # APF's config-producer
+            await self.flowcontrol_feed.start()
+            self._tasks.append(asyncio.create_task(self._keep_flowcontrol_status()))
         await self.crds.start()
         await self.repair_allocations()
         await self.reconcile_kubernetes_service()
@@ -606,6 +645,18 @@ class API:
             self._tasks.append(asyncio.create_task(self.store.compactor(
                 window_seconds=self.compaction_window,
                 interval=min(60.0, self.compaction_window / 2))))
+
+    async def _keep_flowcontrol_status(self) -> None:
+        """APF's config-consumer: the FlowSchemas' Dangling conditions follow the config."""
+        assert self.flowcontrol is not None
+        while True:
+            await self.flowcontrol.changed.wait()
+            self.flowcontrol.changed.clear()
+            await asyncio.sleep(0.2)  # one pass for a burst of changes
+            try:
+                await flowcontrol_bootstrap.update_status(self.resources)
+            except (StorageError, errors.APIError, OSError) as e:  # the next change tries again
+                log.warning("flowcontrol status: %s", e)
 
     async def repair_allocations(self) -> None:
         """A pass of the repair controllers (at start, then every REPAIR_INTERVAL):
@@ -687,6 +738,8 @@ class API:
             await self._kubelet_http.aclose()
         await self.crds.stop()
         await self.rbac_feed.stop()
+        if self.flowcontrol_feed is not None:
+            await self.flowcontrol_feed.stop()
         await self.aggregator.stop()
         if self.node_authorizer is not None and self.node_authorizer.feed is not None:
             await self.node_authorizer.feed.stop()
@@ -1100,8 +1153,10 @@ class API:
             if remaining is not None:
                 meta["remainingItemCount"] = remaining
         head = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
-        body = head[:-1] + b',"items":[' + b",".join(e.raw for e in entries) + b"]}"
-        return Response(body, media_type=JSON)
+        if len(entries) <= STREAM_LIST_ITEMS:
+            return Response(b"".join((head[:-1], b',"items":[', b",".join(e.raw for e in entries), b"]}")),
+                            media_type=JSON)
+        return StreamingResponse(_list_chunks(head[:-1] + b',"items":[', entries), media_type=JSON)
 
     async def watch(self, request: Request, rt: registry.ResourceType, sel: Selection) -> Response:
         q = request.query_params
@@ -1134,7 +1189,19 @@ class API:
                     except (TimeoutError, StopAsyncIteration):
                         return
                     metrics.watch_events(rt, len(batch))
-                    yield b"".join(line(*item) for item in batch)
+                    # In pieces of about LIST_CHUNK bytes, each written once the connection
+                    # has taken the previous one: a client that stops reading holds one
+                    # piece here, its backlog stays in the cache's bounded queue.
+                    parts, size = [], 0
+                    for item in batch:
+                        part = line(*item)
+                        parts.append(part)
+                        size += len(part)
+                        if size >= LIST_CHUNK:
+                            yield b"".join(parts)
+                            parts, size = [], 0
+                    if parts:
+                        yield b"".join(parts)
             finally:
                 await stream.aclose()
 
@@ -1379,17 +1446,72 @@ class Secured:
             if refused is not None:
                 if scope["type"] == "websocket":
                     await WebSocket(scope, receive, send).send_denial_response(status_response(refused))
+                elif self.api.flowcontrol is not None and "attributes" in scope:
+                    # Authenticated, then refused by authorization, which kube-apiserver
+                    # runs after APF: the refusal is classified and limited too.
+                    await self.limited(self.api.flowcontrol, scope, receive, send, status_response(refused))
                 else:
                     await status_response(refused)(scope, receive, send)
                 return
-            # An aggregated group/version goes to its extension server, once authorized
-            # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
-            apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
-            if apisvc is not None:
-                response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
-                await response(scope, receive, send)
+            if scope["type"] == "http" and self.api.flowcontrol is not None:
+                await self.limited(self.api.flowcontrol, scope, receive, send, self.routed)
                 return
+        await self.routed(scope, receive, send)
+
+    async def routed(self, scope, receive, send) -> None:
+        # An aggregated group/version goes to its extension server, once authorized
+        # here, as kube-aggregator serves in front of kube-apiserver's own handlers.
+        apisvc = self.api.aggregator.claims(scope["path"]) if scope["type"] == "http" else None
+        if apisvc is not None:
+            response = await self.api.aggregator.proxy.serve(Request(scope, receive, send), apisvc)
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def limited(self, fc: apf.Controller, scope, receive, send, inner) -> None:
+        """API Priority and Fairness (apiserver/flowcontrol/apf.py) around `inner` (an
+        ASGI app), after authentication and before authorization's answer, as in
+        kube-apiserver's filter chain: the request waits for a seat of its priority level,
+        or is refused 429 with Retry-After. A watch gives its seat back once its response
+        has started; other long-running requests are not limited."""
+        attrs: Attributes = scope["attributes"]
+        if attrs.subresource in LONGRUNNING_SUBRESOURCES or attrs.subresource in ("attach", "proxy"):
+            await inner(scope, receive, send)
+            return
+        found = fc.classify(attrs)
+        if found is None:  # before the config is loaded
+            await inner(scope, receive, send)
+            return
+        schema, level = found
+        headers = [(b"x-kubernetes-pf-flowschema-uid", schema.uid.encode()),
+                   (b"x-kubernetes-pf-prioritylevel-uid", level.uid.encode())]
+        try:
+            seat = await fc.admit(schema, level, attrs)
+        except apf.Rejected:
+            response = status_response(errors.TooManyRequests(
+                "Too many requests, please try again later.", retry_after=apf.RETRY_AFTER))
+            response.raw_headers.extend(headers)
+            await response(scope, receive, send)
+            try:  # counted in apiserver_request_total, code 429, as kube-apiserver counts it
+                metrics.record_request(request_labels(Request(scope), parse_path(scope["path"])), 429, 0.0)
+            except errors.APIError:
+                pass  # not a resource path: not counted there
+            return
+        watch = attrs.verb == "watch"
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                if watch:
+                    seat.release()
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                seat.release()
+
+        try:
+            await inner(scope, receive, send_with_headers)
+        finally:
+            seat.release()
 
 
 def create_app(etcd_servers: list[str], *, compaction_window: float = 300.0,

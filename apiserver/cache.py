@@ -32,11 +32,32 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import orjson
+from prometheus_client import Counter
+from sortedcontainers import SortedList
 
 from apiserver import registry
 from apiserver.storage import Compacted, Store
+from machinery.metrics import REGISTRY
 
 log = logging.getLogger("minik8s.apiserver.cache")
+
+# The cacher's LIST metrics (k8s.io/apiserver/pkg/storage/cacher/metrics): how many objects
+# a LIST read against how many it returned, which is how a test counts a page's work.
+_LIST = Counter("apiserver_cache_list", "Number of LIST requests served from watch cache",
+                ["resource_prefix", "index"], registry=REGISTRY)
+_FETCHED = Counter("apiserver_cache_list_fetched_objects", "Number of objects read from watch cache in the "
+                   "course of serving a LIST request", ["resource_prefix", "index"], registry=REGISTRY)
+_TERMINATED = Counter("apiserver_terminated_watchers", "Counter of watchers closed due to unresponsiveness",
+                      ["resource"], registry=REGISTRY)
+_RETURNED = Counter("apiserver_cache_list_returned_objects", "Number of objects returned for a LIST request "
+                    "from watch cache", ["resource_prefix"], registry=REGISTRY)
+
+
+def list_metrics(resource: registry.ResourceType, fetched: int, returned: int) -> None:
+    prefix = "/" + resource.root[len("/registry/"):].rstrip("/")
+    _LIST.labels(prefix, "").inc()
+    _FETCHED.labels(prefix, "").inc(fetched)
+    _RETURNED.labels(prefix).inc(returned)
 
 
 @dataclass(slots=True)
@@ -76,11 +97,22 @@ class Watcher:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
 
+    resource: str = ""  # for the terminated-watchers metric
+
     def push(self, item) -> None:
         if self.closed:
             return
         if len(self.queue) >= self.max_backlog:
-            self.closed = True  # too slow: the client re-watches from its last revision
+            # Too slow (kube-apiserver's "Forcing watcher close due to unresponsiveness"):
+            # what it has not taken is dropped, so a client that stopped reading holds no
+            # more than max_backlog events, and its stream ends once what is already on
+            # its connection is read; it re-watches from its last resourceVersion (a
+            # replay, or 410 Gone once history has moved past it).
+            self.closed = True
+            self.queue.clear()
+            _TERMINATED.labels(self.resource).inc()
+            log.info("Forcing %s watcher close due to unresponsiveness: %d events behind",
+                     self.resource or "a", self.max_backlog)
         else:
             self.queue.append(item)
         self.wakeup.set()
@@ -97,17 +129,21 @@ class Watcher:
         elif was:
             self.push(("DELETED", new))  # it stopped matching the selector
 
-    async def next_batch(self) -> list:
-        """Everything queued: (type, Entry) and ("BOOKMARK", revision) items, in order.
-        Empty once closed and drained. Taking all at once lets a watch send one chunk
-        per wakeup instead of one per event."""
+    async def next_batch(self, limit: int = 1000) -> list:
+        """What is queued, `limit` items at most: (type, Entry) and ("BOOKMARK", revision)
+        items, in order. Empty once closed and drained. Taking many at once lets a watch
+        send one chunk per wakeup instead of one per event; the limit bounds the chunk
+        (a slow client's connection holds one chunk, not its whole backlog)."""
         while not self.queue:
             if self.closed:
                 return []
             self.wakeup.clear()
             await self.wakeup.wait()
-        batch = list(self.queue)
-        self.queue.clear()
+        if len(self.queue) <= limit:
+            batch = list(self.queue)
+            self.queue.clear()
+        else:
+            batch = [self.queue.popleft() for _ in range(limit)]
         return batch
 
 
@@ -116,6 +152,9 @@ class Bucket:
 
     def __init__(self, history: int):
         self.objects: dict[str, Entry] = {}
+        # The keys in order: a namespace's objects are one range of it (keys are
+        # <root><namespace>/<name>), so a page of a namespace costs O(log n + page).
+        self.keys: SortedList = SortedList()
         self.history: collections.deque = collections.deque(maxlen=history)
         self.history_revs: collections.deque = collections.deque(maxlen=history)
         self.oldest = 0  # history is complete for every revision > oldest
@@ -123,8 +162,11 @@ class Bucket:
 
     def apply(self, kind: str, key: str, old: Entry | None, new: Entry | None) -> None:
         if kind == "DELETE":
-            self.objects.pop(key, None)
+            if self.objects.pop(key, None) is not None:
+                self.keys.remove(key)
         else:
+            if key not in self.objects:
+                self.keys.add(key)
             self.objects[key] = new
         if len(self.history) == self.history.maxlen:
             self.oldest = self.history_revs[0]
@@ -181,14 +223,35 @@ class WatchCache:
 
     def entries(self, resource: registry.ResourceType, namespace: str = "") -> list[Entry]:
         """Current objects of a resource (optionally one namespace), sorted by key."""
-        objects = self._of(resource).objects
+        return list(self.scan(resource, namespace))
+
+    def scan(self, resource: registry.ResourceType, namespace: str = "", start: str = ""):
+        """The objects of a resource (optionally one namespace) from key `start` on, in
+        key order, lazily: a page of n objects reads n (plus the selector's misses)."""
+        bucket = self._of(resource)
+        lo, hi = self._range(bucket, resource, namespace, start)
+        objects = bucket.objects
+        for key in bucket.keys.islice(lo, hi):
+            yield objects[key]
+
+    def count(self, resource: registry.ResourceType, namespace: str = "", start: str = "") -> int:
+        """How many objects `scan` would yield, in O(log n)."""
+        bucket = self._of(resource)
+        lo, hi = self._range(bucket, resource, namespace, start)
+        return max(0, hi - lo)
+
+    @staticmethod
+    def _range(bucket: Bucket, resource: registry.ResourceType, namespace: str, start: str) -> tuple[int, int]:
+        keys = bucket.keys
         if namespace and resource.namespaced:
             prefix = resource.prefix(namespace)
-            keys = [k for k in objects if k.startswith(prefix)]
+            # "0" sorts right after "/": every key below prefix[:-1] + "0" has the prefix.
+            lo, hi = keys.bisect_left(prefix), keys.bisect_left(prefix[:-1] + "0")
         else:
-            keys = list(objects)
-        keys.sort()
-        return [objects[k] for k in keys]
+            lo, hi = 0, len(keys)
+        if start:
+            lo = max(lo, keys.bisect_left(start))
+        return lo, hi
 
     def _of(self, resource: registry.ResourceType) -> Bucket:
         bucket = self.buckets.get(resource.root)
@@ -209,7 +272,7 @@ class WatchCache:
         """Subscribe. after=None: first an ADDED for every current match (Kubernetes'
         watch without resourceVersion). Else replay history strictly after `after`."""
         bucket = self._of(resource)
-        w = Watcher(match, bookmarks, self.max_backlog)
+        w = Watcher(match, bookmarks, self.max_backlog, resource=resource.plural)
         if after is None:
             for key in sorted(bucket.objects):
                 entry = bucket.objects[key]
@@ -244,6 +307,7 @@ class WatchCache:
         self.listed.clear()
         for b in self.buckets.values():
             b.objects.clear()
+            b.keys.clear()
             b.history.clear()
             b.history_revs.clear()
             for w in b.watchers:
@@ -258,6 +322,8 @@ class WatchCache:
             for kv in page.items:
                 bucket = self._bucket(kv.key)
                 if bucket is not None:
+                    if kv.key not in bucket.objects:
+                        bucket.keys.add(kv.key)
                     bucket.objects[kv.key] = decode(kv.key, kv.value, kv.mod_revision)
             if not page.more:
                 break

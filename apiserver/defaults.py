@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from apiserver.strategies.autoscaling import default_hpa
+from apiserver.flowcontrol.strategy import default_priority_level
 from apiserver.validation import parse_quantity
 
 
@@ -392,4 +393,4 @@ _BY_KIND = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset,
             "Job": _job, "CronJob": _cronjob, "DaemonSet": _daemonset,
             "ReplicationController": _replicationcontroller, "PersistentVolume": _persistentvolume,
             "PersistentVolumeClaim": _persistentvolumeclaim, "StorageClass": _storageclass,
-            "HorizontalPodAutoscaler": default_hpa}
+            "HorizontalPodAutoscaler": default_hpa, "PriorityLevelConfiguration": default_priority_level}

@@ -164,6 +164,16 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
                    help="prefixes of headers carrying its extra (kubeadm: X-Remote-Extra-)")
     p.add_argument("--enable-aggregator-routing", type=flags.boolean, default=True, nargs="?", const=True,
                    help="route to a Service's endpoints, not its ClusterIP (always true here)")
+    p.add_argument("--enable-priority-and-fairness", type=flags.boolean, default=True, nargs="?", const=True,
+                   help="API Priority and Fairness: classify, queue and limit requests by the FlowSchemas "
+                        "and PriorityLevelConfigurations (apiserver/flowcontrol/)")
+    p.add_argument("--max-requests-inflight", type=int, default=400,
+                   help="with --max-mutating-requests-inflight, the seats API Priority and Fairness shares "
+                        "among the priority levels")
+    p.add_argument("--max-mutating-requests-inflight", type=int, default=200,
+                   help="see --max-requests-inflight")
+    p.add_argument("--request-timeout", type=flags.duration, default=60.0,
+                   help="a request waits in its priority level's queue at most a quarter of this (15 s at most)")
     klog.add_flags(p)
     return p
 

@@ -35,6 +35,7 @@ from apiserver import tables
 from apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
 from apiserver.apiextensions.definition import CRDStrategy
 from apiserver.strategies.apiregistration import APIServiceStrategy
+from apiserver.flowcontrol.strategy import FlowSchemaStrategy, PriorityLevelConfigurationStrategy
 from apiserver.strategies.apps import (
     ControllerRevisionStrategy, DaemonSetStrategy, ReplicationControllerStrategy)
 from apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -233,6 +234,9 @@ RESOURCES: tuple[ResourceType, ...] = (
     _serve(kinds.CUSTOMRESOURCEDEFINITIONS, columns=tables.CRDS, strategy=CRDStrategy(),
            storage_root="/registry/apiextensions.k8s.io/customresourcedefinitions/"),
     _serve(kinds.APISERVICES, columns=tables.APISERVICES, strategy=APIServiceStrategy()),
+    _serve(kinds.FLOWSCHEMAS, columns=tables.FLOWSCHEMAS, strategy=FlowSchemaStrategy()),
+    _serve(kinds.PRIORITYLEVELCONFIGURATIONS, columns=tables.PRIORITYLEVELCONFIGURATIONS,
+           strategy=PriorityLevelConfigurationStrategy()),
 )
 assert {r.plural for r in RESOURCES} == {k.plural for k in kinds.KINDS}, "serve every shared kind"
 

@@ -35,7 +35,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 
 from apiserver import apply as ssa, defaults
-from apiserver.cache import Entry, WatchCache, decode
+from apiserver.cache import Entry, WatchCache, decode, list_metrics
 from apiserver.registry import ResourceType, by_plural
 from apiserver.storage import Compacted, Store
 from apiserver.timestamps import later, now
@@ -209,7 +209,7 @@ class Resources:
                 raise errors.BadRequest("specifying resource version is not allowed when using continue")
             revision, start = _decode_continue(continue_token)
             if self.cache.revision == revision and self.cache.ready.is_set():
-                return self._page(self.cache.entries(rt, sel.namespace), sel, limit, revision, start)
+                return self._page(rt, sel, limit, revision, start)
             return await self._list_etcd(rt, sel, limit, revision, start)
         rv = _parse_rv(resource_version)
         if rv_match == "Exact" and rv:
@@ -222,20 +222,41 @@ class Resources:
                 return await self._list_etcd(rt, sel, limit, 0, "")
             raise errors.ServerTimeout(f"Too large resource version: {rv}, current: {self.cache.revision}",
                                        retry_after=1)
-        return self._page(self.cache.entries(rt, sel.namespace), sel, limit, self.cache.revision, "")
+        return self._page(rt, sel, limit, self.cache.revision, "")
 
-    @staticmethod
-    def _page(entries: list[Entry], sel: Selection, limit: int, revision: int, start: str):
+    def _page(self, rt: ResourceType, sel: Selection, limit: int, revision: int, start: str):
+        """A page from the cache: reads only the page's objects (and the selector's
+        misses), from the namespace's range of keys onwards from `start`. As Kubernetes'
+        cacher: a continue token only if another object matches; remainingItemCount only
+        without a selector."""
         out: list[Entry] = []
-        for i, e in enumerate(entries):
-            if start and e.key < start:
-                continue
+        fetched = 0
+        scan = self.cache.scan(rt, sel.namespace, start)
+        for e in scan:
+            fetched += 1
             if sel(e.obj):
-                if limit and len(out) == limit:
-                    rest = sum(1 for x in entries[i:] if sel(x.obj))
-                    return out, revision, _encode_continue(revision, out[-1].key + "\x00"), rest
                 out.append(e)
-        return out, revision, "", None
+                if limit and len(out) == limit:
+                    break
+        token, rest = "", None
+        if limit and len(out) == limit:
+            after = out[-1].key + "\x00"
+            if sel.trivial:
+                rest = self.cache.count(rt, sel.namespace, after)
+                more = rest > 0
+            else:
+                more = False
+                for e in scan:
+                    fetched += 1
+                    if sel(e.obj):
+                        more = True
+                        break
+            if more:
+                token = _encode_continue(revision, after)
+            else:
+                rest = None
+        list_metrics(rt, fetched, len(out))
+        return out, revision, token, rest
 
     async def _list_etcd(self, rt: ResourceType, sel: Selection, limit: int, revision: int,
                          start: str):

@@ -597,3 +597,49 @@ def _apiservice_available(obj: dict) -> str:
 APISERVICES: tuple[Col, ...] = (NAME, ("Service", "string", "The reference to the service that hosts this API endpoint.", 0, _apiservice_service),
                                 ("Available", "string", "Whether this service is available.", 0, _apiservice_available),
                                 AGE)
+
+
+# --- flowcontrol.apiserver.k8s.io/v1 (printFlowSchema, printPriorityLevelConfiguration) ---
+
+def _missing_pl(fs: dict) -> str:
+    for c in (fs.get("status") or {}).get("conditions") or ():
+        if isinstance(c, dict) and c.get("type") == "Dangling":
+            return str(c.get("status", "?"))
+    return "?"
+
+
+def _queuing(key: str) -> Callable[[dict], Any]:
+    def get(plc: dict) -> Any:
+        limited = (plc.get("spec") or {}).get("limited") or {}
+        q = (limited.get("limitResponse") or {}).get("queuing")
+        return q.get(key, 0) if isinstance(q, dict) else "<none>"
+    return get
+
+
+def _nominal_shares(plc: dict) -> Any:
+    limited = (plc.get("spec") or {}).get("limited")
+    return limited.get("nominalConcurrencyShares", 0) if isinstance(limited, dict) else "<none>"
+
+
+FLOWSCHEMAS: tuple[Col, ...] = (
+    NAME,
+    ("PriorityLevel", "string", "`name` is the name of the priority level configuration being referenced Required.",
+     0, _get("spec", "priorityLevelConfiguration", "name")),
+    ("MatchingPrecedence", "string", "`matchingPrecedence` is used to choose among the FlowSchemas that match a "
+     "given request.", 0, _get("spec", "matchingPrecedence", default=0)),
+    ("DistinguisherMethod", "string", "`distinguisherMethod` defines how to compute the flow distinguisher for "
+     "requests that match this schema.", 0, _get("spec", "distinguisherMethod", "type", default="<none>")),
+    AGE,
+    ("MissingPL", "string", "references a broken or non-existent PriorityLevelConfiguration", 0, _missing_pl))
+PRIORITYLEVELCONFIGURATIONS: tuple[Col, ...] = (
+    NAME,
+    ("Type", "string", "`type` indicates whether this priority level is subject to limitation on request "
+     "execution.", 0, _get("spec", "type")),
+    ("NominalConcurrencyShares", "string", "`nominalConcurrencyShares` (NCS) contributes to the computation of "
+     "the NominalConcurrencyLimit (NominalCL) of this level.", 0, _nominal_shares),
+    ("Queues", "string", "`queues` is the number of queues for this priority level.", 0, _queuing("queues")),
+    ("HandSize", "string", "`handSize` is a small positive number that configures the shuffle sharding of "
+     "requests into queues.", 0, _queuing("handSize")),
+    ("QueueLengthLimit", "string", "`queueLengthLimit` is the maximum number of requests allowed to be waiting "
+     "in a given queue of this priority level at a time", 0, _queuing("queueLengthLimit")),
+    AGE)

@@ -49,6 +49,8 @@ PACKAGES = {
     "k8s.io/api/certificates/v1": ("api", "certificates/v1/types.go", "certificates/v1"),
     # h-hpa (issue 18): HorizontalPodAutoscaler.
     "k8s.io/api/autoscaling/v2": ("api", "autoscaling/v2/types.go", "autoscaling/v2"),
+    # h-apf (issue 20): FlowSchema and PriorityLevelConfiguration.
+    "k8s.io/api/flowcontrol/v1": ("api", "flowcontrol/v1/types.go", "flowcontrol/v1"),
     "k8s.io/apimachinery/pkg/apis/meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go",
                                              "meta/v1"),
     # h-agg (issue 18): APIService, from k8s.io/kube-aggregator.
@@ -111,6 +113,10 @@ ROOTS = [
     # h-hpa (issue 18): HorizontalPodAutoscaler, stored as v2 and served as v1 too.
     ("autoscaling/v2", "HorizontalPodAutoscaler", "k8s.io/api/autoscaling/v2", "HorizontalPodAutoscaler"),
     ("autoscaling/v1", "HorizontalPodAutoscaler", "k8s.io/api/autoscaling/v1", "HorizontalPodAutoscaler"),
+    # h-apf (issue 20): API Priority and Fairness.
+    ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema", "k8s.io/api/flowcontrol/v1", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfiguration", "k8s.io/api/flowcontrol/v1",
+     "PriorityLevelConfiguration"),
     # h-agg (issue 18): the aggregation layer's APIService.
     ("apiregistration.k8s.io/v1", "APIService", "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1",
      "APIService"),

@@ -93,6 +93,10 @@ CUSTOMRESOURCEDEFINITIONS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDe
                                  ("api-extensions",))
 APISERVICES = Kind("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",),
                    ("api-extensions",))
+# API Priority and Fairness (apiserver/flowcontrol/).
+FLOWSCHEMAS = Kind("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", False, (), ("status",))
+PRIORITYLEVELCONFIGURATIONS = Kind("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration",
+                                   "prioritylevelconfigurations", False, (), ("status",))
 
 # The review kinds: create-only, never stored (apiserver/auth/reviews.py).
 SUBJECTACCESSREVIEWS = Kind("authorization.k8s.io", "v1", "SubjectAccessReview",
@@ -114,4 +118,5 @@ KINDS: tuple[Kind, ...] = (NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGM
                            JOBS, CRONJOBS, CERTIFICATESIGNINGREQUESTS, CONTROLLERREVISIONS, DAEMONSETS,
                            REPLICATIONCONTROLLERS, PODDISRUPTIONBUDGETS, STATEFULSETS,
                            PERSISTENTVOLUMES, PERSISTENTVOLUMECLAIMS, STORAGECLASSES,
-                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS, APISERVICES)
+                           HORIZONTALPODAUTOSCALERS, CUSTOMRESOURCEDEFINITIONS, APISERVICES,
+                           FLOWSCHEMAS, PRIORITYLEVELCONFIGURATIONS)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from machinery.errors import BadRequest, Invalid, UnsupportedMediaType
+from machinery.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
 
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -70,10 +70,16 @@ _OPS = {"add": ("value",), "remove": (), "replace": ("value",), "move": ("from",
         "copy": ("from",), "test": ("value",)}
 
 
+MAX_JSON_PATCH_OPERATIONS = 10000
+
+
 def json_patch(target: Any, ops: Any) -> Any:
     """Apply an RFC 6902 patch (a list of operations) to a copy of `target`."""
     if not isinstance(ops, list):
         raise BadRequest("json patch must be a list of operations")
+    if len(ops) > MAX_JSON_PATCH_OPERATIONS:  # Kubernetes' maxJSONBytePatcherOperations
+        raise TooLarge(f"Request entity too large: The allowed maximum operations in a JSON patch is "
+                       f"{MAX_JSON_PATCH_OPERATIONS}, got {len(ops)}")
     for i, op in enumerate(ops):
         if not isinstance(op, dict) or not isinstance(op.get("op"), str):
             raise BadRequest(f"json patch operation {i} has no 'op' string: {op!r}")

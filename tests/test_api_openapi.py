@@ -29,7 +29,7 @@ def test_index_names_a_document_per_group_version(documents):
                         "apis/authentication.k8s.io/v1", "apis/batch/v1",
                         "apis/certificates.k8s.io/v1", "apis/policy/v1", "apis/storage.k8s.io/v1",
                         "apis/apiextensions.k8s.io/v1", "apis/autoscaling/v1", "apis/autoscaling/v2",
-                        "apis/apiregistration.k8s.io/v1"}
+                        "apis/apiregistration.k8s.io/v1", "apis/flowcontrol.apiserver.k8s.io/v1"}
     for r in documents.values():
         assert r.status_code == 200
         assert r.headers["cache-control"].startswith("public, immutable")  # fetched by its hash
