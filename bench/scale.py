@@ -356,8 +356,10 @@ def measure(nodes: int, pods: int, args: argparse.Namespace, first: bool) -> dic
         fig["curve"] = curve
         rates = [((b1 - b0) / (t1 - t0_), b1) for (t0_, b0, _), (t1, b1, _) in zip(curve, curve[1:]) if t1 > t0_]
         fig["scheduler_curve"] = [(b, round(r)) for r, b in rates]
-        print(f"all {pods} pods Running in {fig['all_running_s']} s (the Deployments reporting them all "
-              f"ready: {fig['deployments_ready_s']} s); scheduler pods/s as the nodes fill "
+        def secs(v: float | None) -> str:
+            return "never" if v is None else f"{v:.1f} s"
+        print(f"all {pods} pods Running in {secs(fig['all_running_s'])} (the Deployments reporting them all "
+              f"ready: {secs(fig['deployments_ready_s'])}); scheduler pods/s as the nodes fill "
               f"(pods placed: pods/s): "
               + ", ".join(f"{b}: {round(r)}" for r, b in rates[:: max(1, len(rates) // 12)]), flush=True)
 
