@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Hashable
 
 from client.informer import SharedInformerFactory
@@ -111,16 +110,3 @@ async def test_replicaset_scales_while_another_controller_is_always_busy(apiserv
     assert 0 < got["busy_reconciles_when_replicaset_done"] < LIMIT, got
     assert got["replicaset_reconciles"] >= 1, got
 
-
-def figures(apiserver) -> dict[str, int]:
-    """The scenario's counts in a namespace of its own (for bench/scale.py)."""
-    ns = "fair-" + uuid.uuid4().hex[:8]
-
-    async def run() -> dict[str, int]:
-        async with Client(apiserver.connection()) as client:
-            await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-            try:
-                return await scenario(client, ns)
-            finally:
-                await client.delete("namespaces", ns)
-    return asyncio.run(run())
