@@ -24,6 +24,8 @@ reports none.
 
 Concurrency: all methods run on one asyncio loop; every mutation is a synchronous
 step with no await inside, so concurrent worker tasks cannot interleave within one.
+Fairness: a `serve` worker yields the loop after every key, so a queue that never
+empties cannot keep the loop's other tasks from running.
 """
 from __future__ import annotations
 
@@ -91,7 +93,15 @@ class WorkQueue:
 
     async def serve(self, handle: Callable[[Hashable], Awaitable[None]]) -> None:
         """One worker: hand each key to `handle` until the queue shuts down, marking it
-        done afterwards whatever `handle` raises (an exception ends this worker)."""
+        done afterwards whatever `handle` raises (an exception ends this worker).
+
+        The worker hands the loop back after every key. `get` on a non-empty queue and a
+        `handle` that decides from caches alone never suspend, so without it one worker
+        with a full queue would run key after key and no other task on the loop (another
+        controller's workers, the informers feeding them) would run until that queue was
+        empty: the ReplicaSet controller starved behind the node lifecycle controller's
+        lease events (issue 20). Goroutines are preempted; a task must yield. One yield
+        costs a loop iteration, microseconds against any reconcile."""
         while True:
             try:
                 key = await self.get()
@@ -101,6 +111,7 @@ class WorkQueue:
                 await handle(key)
             finally:
                 self.done(key)
+            await asyncio.sleep(0)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if self._shutting_down:

@@ -25,6 +25,10 @@ Contract for subclasses:
 
 Concurrency: one asyncio loop. `run(workers)` waits for the informers to sync, then runs
 `workers` tasks; the work queue guarantees a key is never reconciled by two at once.
+Every controller in the manager shares that loop, and a worker yields it after every
+key (WorkQueue.serve), so a controller that always has work (thousands of lease
+renewals a second) takes its turns with the others instead of stopping them
+(tests/test_controller_fairness.py).
 """
 from __future__ import annotations
 

@@ -370,7 +370,12 @@ class FakeNodes:
                                          preconditions={"uid": md["uid"]})
                 return
             status = pod.get("status") or {}
-            if status.get("phase") == "Running" and status.get("podIP"):
+            # Another writer may have turned Ready False (the node lifecycle controller
+            # marks a node's pods NotReady when its lease is late): write ours back, as
+            # the kubelet's status manager does when the API's status differs from its own.
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or [])
+            if status.get("phase") == "Running" and status.get("podIP") and ready:
                 return
             new = fake_status(pod, host_ip=self.nodes[node].address, pod_ip=self.pod_ip(node, md["uid"]),
                               now=rfc3339(time.time()))

@@ -276,3 +276,23 @@ async def test_relist_reports_a_recreated_object_as_delete_then_add():
         inf.replace([obj("u2", "9")], "9")  # deleted and re-created while away
         assert story.events == [("add", "n/x", "5"), ("delete", "n/x", "5"), ("add", "n/x", "9")]
         assert inf.has_synced() and inf.resource_version == "9"
+
+
+async def test_cached_objects_share_equal_short_strings(client, ns):
+    # Decoded from the server's JSON, equal values are distinct objects unless interned.
+    node = "node-shared"
+    for name in ("s1", "s2"):
+        await client.create(pod(name, labels={"app": "shared"}, node=node), namespace=ns)
+    inf = Informer(client, "pods", namespace=ns)
+    inf.start()
+    try:
+        assert await inf.wait_for_sync(10)
+        a, b = inf.store.get(f"{ns}/s1"), inf.store.get(f"{ns}/s2")
+        assert a["spec"]["nodeName"] is b["spec"]["nodeName"]
+        assert a["metadata"]["labels"]["app"] is b["metadata"]["labels"]["app"]
+        await client.create(pod("s3", labels={"app": "shared"}, node=node), namespace=ns)  # via the watch
+        await eventually(lambda: inf.store.get(f"{ns}/s3") is not None)
+        assert inf.store.get(f"{ns}/s3")["spec"]["nodeName"] is a["spec"]["nodeName"]
+        assert a["metadata"]["uid"] != b["metadata"]["uid"]  # equal only where the values are
+    finally:
+        await inf.stop()

@@ -48,6 +48,18 @@ def test_fake_nodes_register_renew_leases_and_run_pods(apiserver, kubeconfig, ht
         assert all({c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"] == "True" for p in pods)
         assert all(p["status"]["containerStatuses"][0]["ready"] for p in pods)
 
+        # Marked NotReady by another writer, as the node lifecycle controller does when a
+        # lease is late: the fake kubelet writes its own status back.
+        r = http.patch(f"/api/v1/namespaces/{ns}/pods/p1/status",
+                       json={"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+                       headers={"Content-Type": "application/strategic-merge-patch+json"})
+        assert r.status_code == 200, r.text
+
+        def ready_again():
+            conds = http.get(f"/api/v1/namespaces/{ns}/pods/p1").json()["status"]["conditions"]
+            return {c["type"]: c["status"] for c in conds}["Ready"] == "True"
+        wait_for(ready_again, what="p1 Ready again")
+
         r = http.delete(f"/api/v1/namespaces/{ns}/pods/p0")
         assert r.status_code == 202  # graceful: the fake kubelet confirms it
         wait_for(lambda: http.get(f"/api/v1/namespaces/{ns}/pods/p0").status_code == 404,
