@@ -365,6 +365,23 @@ def converged(api: httpx.Client, cfg: ClusterConfig, churn: Churn) -> str | None
     return None
 
 
+def diagnose(api: httpx.Client) -> dict[str, object]:
+    """What a Deployment that did not converge is made of: its ReplicaSets (size,
+    annotations, status) and their pods' phases."""
+    out: dict[str, object] = {}
+    rss = api.get(f"/apis/apps/v1/namespaces/{NS}/replicasets").json()["items"]
+    pods = api.get(PODS).json()["items"]
+    for rs in rss:
+        h = rs["metadata"]["labels"].get("pod-template-hash")
+        out[rs["metadata"]["name"]] = {
+            "replicas": rs["spec"]["replicas"], "annotations": rs["metadata"].get("annotations"),
+            "status": rs.get("status"), "created": rs["metadata"].get("creationTimestamp"),
+            "pods": sorted(f"{p['metadata']['name']}:{p['status'].get('phase')}"
+                           f"{':terminating' if p['metadata'].get('deletionTimestamp') else ''}"
+                           for p in pods if p["metadata"]["labels"].get("pod-template-hash") == h)}
+    return out
+
+
 def _node_cgroup_dirs(cfg: ClusterConfig, node: str) -> list[str]:
     out = []
     for base in ClusterCgroups(cfg.cgroup_name).bases:
@@ -485,6 +502,9 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
                 break
             time.sleep(0.5)
         log(f"converged in {convergence}s" if convergence is not None else f"not converged: {why}")
+        if convergence is None:
+            figures["diagnosis"] = diagnose(api)
+            log(f"diagnosis: {figures['diagnosis']}")
         left: dict[str, list[str]] = {}
         deadline = time.monotonic() + leftover_timeout
         while True:
