@@ -225,6 +225,7 @@ class Churn:
         self.history: dict[str, list[tuple[float, int]]] = {d: [(0.0, 2)] for d in DEPLOYMENTS}
         self.lock = threading.Lock()
         self.bare: list[str] = []
+        self.unsure: set[str] = set()   # bare pods whose create or delete got no answer
         self.asked = 0          # pods asked for: bare creates, scale-ups, rollouts
         self.ops: Counter = Counter()
         self.failed = 0
@@ -257,7 +258,11 @@ class Churn:
         name = f"bare-{self.seq}"
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"churn": "bare"}},
                "spec": _pod_spec()}
-        r = self.api.post(PODS, json=pod)
+        try:
+            r = self.api.post(PODS, json=pod)
+        except httpx.HTTPError:
+            self.unsure.add(name)  # the API server may have stored it before it died
+            raise
         if r.status_code == 201:
             self.bare.append(name)
             self.asked += 1
@@ -268,10 +273,33 @@ class Churn:
         if len(self.bare) < 3:
             return self.create()
         name = self.bare.pop(self.rng.randrange(len(self.bare)))
-        r = self.api.delete(f"{PODS}/{name}")
+        try:
+            r = self.api.delete(f"{PODS}/{name}")
+        except httpx.HTTPError:
+            self.unsure.add(name)
+            raise
         if r.status_code not in (200, 202, 404):
-            self.bare.append(name)
+            self.unsure.add(name)
             raise httpx.HTTPError(f"{r.status_code}")
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Find out what became of requests whose answer was lost (the API server was
+        killed): a pod that exists is kept, as a user who looked would keep it."""
+        deadline = time.monotonic() + timeout
+        while self.unsure and time.monotonic() < deadline:
+            name = next(iter(self.unsure))
+            try:
+                r = self.api.get(f"{PODS}/{name}")
+            except httpx.HTTPError:
+                time.sleep(0.5)
+                continue
+            if r.status_code == 200 and not r.json()["metadata"].get("deletionTimestamp"):
+                if name not in self.bare:
+                    self.bare.append(name)
+            elif r.status_code not in (200, 404):
+                time.sleep(0.5)
+                continue
+            self.unsure.discard(name)
 
     def scale(self) -> None:
         d = self.rng.choice(DEPLOYMENTS)
@@ -495,6 +523,7 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
             else:
                 time.sleep(0.1)
         t_stop = time.monotonic()
+        churn.settle()
         log(f"killing stopped; {churn.asked} pods asked for, ops {dict(churn.ops)}")
         why = "never checked"
         convergence = None
