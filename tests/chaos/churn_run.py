@@ -251,7 +251,8 @@ class Churn:
             getattr(self, op)()
             self.ops[op] += 1
         except httpx.HTTPError:
-            self.failed += 1   # the API server may be down: the churn goes on
+            self.failed += 1   # the API server may be down: the churn goes on, paced
+            time.sleep(0.2)
 
     def create(self) -> None:
         self.seq += 1
