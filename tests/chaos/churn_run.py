@@ -495,6 +495,7 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
     figures: dict[str, object] = {"seconds": seconds, "pods_budget": pods, "seed": seed, "nodes": nodes}
     cfg = None
     watch = None
+    clients: list[httpx.Client] = []
     try:
         r = minik8s("up", "--nodes", str(nodes), "--state-dir", state, "--port", str(_free_port()),
                     "--node-cidr", node_cidr, "--cluster-cidr", cluster_cidr, timeout=300)
@@ -503,6 +504,7 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
             raise RuntimeError(f"minik8s up failed: {r.stdout}{r.stderr}")
         api = httpx.Client(base_url=cfg.api_url, timeout=10, verify=bringup.admin_tls(cfg))
         wapi = httpx.Client(base_url=cfg.api_url, timeout=10, verify=bringup.admin_tls(cfg))
+        clients += [api, wapi]
         churn = Churn(api, rng)
         watch = PodWatch(wapi, churn.desired)
         watch.start()
@@ -564,6 +566,8 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
     finally:
         if watch is not None:
             watch.stop_event.set()
+        for c in clients:
+            c.close()
         if cfg is not None:
             if os.environ.get("MINIK8S_CHAOS_KEEP_LOGS"):
                 figures["state_dir"] = state

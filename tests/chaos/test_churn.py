@@ -8,8 +8,8 @@ bound, as a poll timeout; the time taken is printed), no pod was bound twice and
 Deployment had more than replicas + maxSurge live pods (a watch throughout), and
 nothing of a deleted pod is left on any node.
 
-Takes about 2.5 minutes on CI's 2 cores: ~30 s bring-up, 60 s of churn and kills with
-~150 pods, convergence (~20 s) and teardown. The issue's full run (500 pods over
+Takes 1.5 to 3 minutes on CI's 2 cores (78 to 171 s here): 10 to 60 s bring-up,
+60 s of churn and kills with ~150 pods, convergence (under 1 to 30 s) and teardown. The issue's full run (500 pods over
 3 minutes): MINIK8S_CHAOS_SECONDS=180 MINIK8S_CHAOS_PODS=500; MINIK8S_CHAOS_SEED picks
 the kills, MINIK8S_CHAOS_NODES the node count (2 or 3).
 """
