@@ -370,6 +370,28 @@ async def test_scaling_mid_rollout_is_proportional(env):
     assert rss["nginx:1"]["metadata"]["annotations"][MAX_REPLICAS] == "25"
 
 
+async def test_a_scale_that_leaves_the_total_as_it_is_still_ends_the_scaling_event(env):
+    # Found by tests/chaos/test_churn.py: scaled from 4 to 3 mid-rollout with two active
+    # ReplicaSets of 2 + 2, 3 + maxSurge 1 allows the 4 there are. Kubernetes still
+    # updates every active ReplicaSet (their desired-replicas annotation), which ends
+    # the scaling event; without that the Deployment stayed a scaling event forever and
+    # its rollout never went on.
+    rc, ctrl, _ = env
+    d = make_deploy(3, "nginx:2", surge=1, unavailable=1, revision=2,
+                    status={"replicas": 4, "updatedReplicas": 2, "observedGeneration": 1})
+    rc.seed(d, make_rs("nginx:1", 2, revision=1, desired=4, max_replicas=5),
+            make_rs("nginx:2", 2, revision=2, desired=4, max_replicas=5))
+    await ctrl.reconcile("default/web")
+    rss = replicasets(rc)
+    assert (rss["nginx:1"]["spec"]["replicas"], rss["nginx:2"]["spec"]["replicas"]) == (2, 2)
+    for rs in rss.values():
+        assert rs["metadata"]["annotations"][DESIRED_REPLICAS] == "3"
+        assert rs["metadata"]["annotations"][MAX_REPLICAS] == "4"
+    settle(rc)
+    await ctrl.reconcile("default/web")  # no longer a scaling event: the rollout goes on
+    assert replicasets(rc)["nginx:1"]["spec"]["replicas"] < 2
+
+
 async def test_progress_deadline_exceeded(env):
     rc, ctrl, _ = env
     stuck = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1,

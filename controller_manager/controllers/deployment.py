@@ -688,7 +688,9 @@ class DeploymentController(Controller):
             live.sort(key=replicas, reverse=True)
             operation = "down"
         else:
-            return new_rs, old
+            # Sizes stay, but every active ReplicaSet still gets the new replica
+            # annotations, as in Kubernetes: they are what ends the scaling event.
+            operation = ""
         added, sizes = 0, {}
         for rs in live:
             share = _proportion(rs, d, to_add, added)
