@@ -172,12 +172,16 @@ class Resources:
         self._by_name: dict[str, Resource] = {}
         self._by_kind: dict[tuple[str, str], Resource] = {}
         self._by_version: dict[tuple[str, str], Resource] = {}
+        self._verbs: dict[tuple[str, str], tuple[str, ...]] = {}
         for r in resources:
             self.add(r)
 
-    def add(self, r: Resource, *, preferred: bool = False) -> None:
+    def add(self, r: Resource, *, preferred: bool = False, verbs: tuple[str, ...] | None = None) -> None:
         """Add or update a kind. A kind served at several versions maps to the version
-        that discovery says its group prefers (`preferred`), else to the first added."""
+        that discovery says its group prefers (`preferred`), else to the first added.
+        `verbs`: what discovery says the kind takes (unknown for the built-in table)."""
+        if verbs is not None:
+            self._verbs[(r.group, r.plural)] = verbs
         have = self._by_kind.get((r.group, r.kind))
         current = have is None or have.version == r.version or preferred
         if current:
@@ -189,6 +193,10 @@ class Resources:
                 was = self._by_name.get(name)
                 if was is None or (current and (was.group, was.kind) == (r.group, r.kind)):
                     self._by_name[name] = r
+
+    def verbs(self, r: Resource) -> tuple[str, ...] | None:
+        """The verbs discovery listed for `r`; None when it came from the built-in table."""
+        return self._verbs.get((r.group, r.plural))
 
     def get(self, name: str | Resource) -> Resource:
         if isinstance(name, Resource):
@@ -665,7 +673,8 @@ class Client:
                     self.resources.add(Resource(group, version, e["kind"], e["name"], e["namespaced"],
                                                 tuple(e.get("shortNames", ())),
                                                 tuple(subs.get(e["name"], ())),
-                                                tuple(e.get("categories", ()))), preferred=preferred)
+                                                tuple(e.get("categories", ()))), preferred=preferred,
+                                        verbs=tuple(e.get("verbs", ())))
         return self.resources
 
 

@@ -350,7 +350,14 @@ async def claim(client, owner: dict, owner_resource: str, selector: Selector, ob
 _CREATE_ONLY = frozenset((k.group, k.plural) for k in kinds.REVIEWS)
 
 
+_STORED_VERBS = frozenset(("list", "watch", "delete"))
+
+
 def stored_kinds(resources: Iterable) -> list:
     """The resources that hold objects: what the garbage collector watches and the
-    namespace controller empties (Kubernetes picks them by their discovery verbs)."""
-    return [r for r in resources if (r.group, r.plural) not in _CREATE_ONLY]
+    namespace controller empties. Kubernetes picks them by their discovery verbs (list,
+    watch and delete: not metrics.k8s.io's get-and-list kinds); a kind from the built-in
+    table, whose verbs discovery has not told, is known to have them."""
+    verbs = getattr(resources, "verbs", lambda r: None)
+    return [r for r in resources if (r.group, r.plural) not in _CREATE_ONLY
+            and (verbs(r) is None or _STORED_VERBS <= set(verbs(r)))]

@@ -359,3 +359,19 @@ async def test_object_created_with_a_dangling_owner_reference_is_collected(clien
                 "apiVersion": "v1", "kind": "ConfigMap", "name": "never", "uid": str(uuid.uuid4())}]}})
         await eventually(lambda: gone(client, "configmaps", "orphaned", namespace),
                          what="dangling dependent collected")
+
+
+def test_only_kinds_discovery_says_can_be_listed_watched_and_deleted_are_monitored():
+    # metrics.k8s.io's kinds take get and list only: an informer on them would fail for ever
+    # (found by the churn chaos run); Kubernetes' GetDeletableResources skips them too.
+    from client.rest import Resource, Resources
+    from controller_manager.controller_utils import stored_kinds
+    resources = Resources()
+    pod_metrics = Resource("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True)
+    widgets = Resource("example.com", "v1", "Widget", "widgets", True)
+    resources.add(pod_metrics, verbs=("get", "list"))
+    resources.add(widgets, verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"))
+    kinds = stored_kinds(resources)
+    assert widgets in kinds and pod_metrics not in kinds
+    assert any(r.plural == "configmaps" for r in kinds)  # the built-in table's, verbs untold
+    assert not any(r.plural == "subjectaccessreviews" for r in kinds)
