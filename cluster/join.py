@@ -76,6 +76,8 @@ class ClusterConfiguration:
     pod_subnet: str = ""
     service_subnet: str = "10.96.0.0/12"
     network_backend: str = "host-gw"
+    # controllerManager.extraArgs (the control-plane join's controller manager runs with them)
+    controller_manager_extra_args: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> ClusterConfiguration:
@@ -86,7 +88,14 @@ class ClusterConfiguration:
         return cls(control_plane_endpoint=str(doc.get("controlPlaneEndpoint") or ""),
                    pod_subnet=str(net.get("podSubnet") or ""),
                    service_subnet=str(net.get("serviceSubnet") or cls.service_subnet),
-                   network_backend=str(doc.get("networkBackend") or cls.network_backend))
+                   network_backend=str(doc.get("networkBackend") or cls.network_backend),
+                   controller_manager_extra_args=_extra_args(doc.get("controllerManager")))
+
+
+def _extra_args(cm) -> tuple[tuple[str, str], ...]:
+    from cluster.lab import parse_extra_args
+    return tuple(parse_extra_args((cm or {}).get("extraArgs") if isinstance(cm, dict) else cm,
+                                  "controllerManager.extraArgs").items())
 
 
 # -- the command line -------------------------------------------------------------------------

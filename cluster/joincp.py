@@ -179,7 +179,8 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
     cfg = lab.HostConfig(nodeName=req.node_name, advertiseAddress=req.advertise_address, role="control-plane",
                          bindPort=bind_port, controlPlaneEndpoint=config.control_plane_endpoint or req.endpoint,
                          podSubnet=config.pod_subnet or lab.DEFAULT_POD_CIDR, serviceSubnet=config.service_subnet,
-                         networkBackend=config.network_backend)
+                         networkBackend=config.network_backend,
+                         controllerManagerExtraArgs=dict(config.controller_manager_extra_args))
     undo = join.Undo(lay, keep_log=join.kept_kubelet_log(req.node_name) if not units.systemd_runs(lay) else "")
     member: etcdmembers.Member | None = None
     node_existed: bool | None = None

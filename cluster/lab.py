@@ -3,7 +3,13 @@
     minik8s init --advertise-address IP [--bind-port 6443] [--control-plane-endpoint HOST:PORT]
                  [--pod-network-cidr 10.244.0.0/16] [--service-cidr 10.96.0.0/12]
                  [--node-name NAME] [--network-backend host-gw|vxlan] [--token T] [--token-ttl 24h]
-                 [--upload-certs] [--certificate-key HEX]
+                 [--upload-certs] [--certificate-key HEX] [--config FILE]
+
+`--config FILE`: a kubeadm ClusterConfiguration (kubeadm.k8s.io/v1beta3 or v1beta4, YAML);
+of it, init reads `controllerManager.extraArgs` (v1beta4's list of name/value, or v1beta3's
+map): flags added to the controller manager's unit, checked against its own flags before
+anything is written, and stored in kubeadm-config, so `join --control-plane` runs its
+controller manager with them too. Any other field is refused (the flags above set them).
 
 Phases, in kubeadm's order and with its log prefixes:
 - preflight: everything that can be wrong with the input or the host is checked before the
@@ -50,7 +56,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import httpx
 import yaml
@@ -88,6 +94,8 @@ class HostConfig:
     podSubnet: str = DEFAULT_POD_CIDR
     serviceSubnet: str = DEFAULT_SERVICE_CIDR
     networkBackend: str = "host-gw"
+    # ClusterConfiguration's controllerManager.extraArgs: flag name (no dashes) -> value
+    controllerManagerExtraArgs: dict[str, str] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -288,7 +296,13 @@ def controller_manager_unit(layout: Layout, cfg: HostConfig) -> Unit:
         "--controllers", "*,bootstrapsigner,tokencleaner", "--root-ca-file", pki("ca.crt"),
         "--allocate-node-cidrs=true", "--cluster-cidr", cfg.podSubnet,
         "--cluster-signing-cert-file", pki("ca.crt"), "--cluster-signing-key-file", pki("ca.key"),
-        "--bind-address", "127.0.0.1", "--secure-port", str(CONTROLLER_MANAGER_PORT)))
+        "--bind-address", "127.0.0.1", "--secure-port", str(CONTROLLER_MANAGER_PORT),
+        *extra_args_flags(cfg.controllerManagerExtraArgs)))
+
+
+def extra_args_flags(extra: dict[str, str]) -> list[str]:
+    """kubeadm's extraArgs as flags, after the component's own (so they win)."""
+    return [f"--{k}={v}" for k, v in extra.items()]
 
 
 def scheduler_unit(layout: Layout, cfg: HostConfig) -> Unit:
@@ -453,7 +467,84 @@ def cluster_configuration(layout: Layout, cfg: HostConfig) -> str:
         "etcd": {"local": {"dataDir": layout.etcd_data}},
         "networking": {"dnsDomain": "cluster.local", "podSubnet": cfg.podSubnet,
                        "serviceSubnet": cfg.serviceSubnet},
-        "networkBackend": cfg.networkBackend}, sort_keys=False)
+        "networkBackend": cfg.networkBackend,
+        **({"controllerManager": {"extraArgs": [{"name": k, "value": v}
+                                                for k, v in cfg.controllerManagerExtraArgs.items()]}}
+           if cfg.controllerManagerExtraArgs else {})}, sort_keys=False)
+
+
+KUBEADM_API_VERSIONS = ("kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4")
+
+
+class _ArgError(Exception):
+    pass
+
+
+def parse_extra_args(value, where: str) -> dict[str, str]:
+    """extraArgs, as v1beta4's [{name, value}] or v1beta3's {name: value}, checked against the
+    controller manager's own flags. ValueError: one line `cause; fix`."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list) and all(isinstance(a, dict) and set(a) == {"name", "value"} for a in value):
+        pairs = [(a["name"], a["value"]) for a in value]
+    else:
+        raise ValueError(f"{where} must be a list of {{name, value}} (v1beta4) or a map (v1beta3); "
+                         "fix the configuration file")
+    out: dict[str, str] = {}
+    for name, val in pairs:
+        if not isinstance(name, str) or not name or name.startswith("-") or isinstance(val, (dict, list)):
+            raise ValueError(f"{where}: {name!r} is not a flag name with a scalar value; "
+                             "name flags without dashes, e.g. node-monitor-grace-period: 20s")
+        out[name] = "true" if val is True else "false" if val is False else str(val)
+    from controller_manager.main import parser
+
+    def refuse(message: str):
+        raise _ArgError(message)
+    p = parser()
+    p.error = refuse   # type: ignore[method-assign]  # a clear error, not argparse's exit
+    try:
+        p.parse_args(extra_args_flags(out))
+    except _ArgError as e:
+        raise ValueError(f"{where}: the controller manager refuses it ({e}); "
+                         "see `minik8s controller-manager --help`") from None
+    return out
+
+
+def read_init_config(path: str) -> dict[str, str]:
+    """`init --config FILE`: its ClusterConfiguration's controllerManager.extraArgs.
+    ValueError: one line `cause; fix`, before anything is written."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    except OSError as e:
+        raise ValueError(f"cannot read --config {path}: {e.strerror or e}; give a readable file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path} is not YAML ({str(e).splitlines()[0]}); fix the file") from None
+    found: dict[str, str] | None = None
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "ClusterConfiguration":
+            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+            raise ValueError(f"--config {path}: minik8s init reads only a ClusterConfiguration, not {kind!r}; "
+                             "give the rest as flags")
+        if doc.get("apiVersion") not in KUBEADM_API_VERSIONS:
+            raise ValueError(f"--config {path}: apiVersion {doc.get('apiVersion')!r} is not one of "
+                             f"{', '.join(KUBEADM_API_VERSIONS)}; fix the file")
+        other = sorted(set(doc) - {"apiVersion", "kind", "controllerManager"})
+        cm = doc.get("controllerManager") or {}
+        if not isinstance(cm, dict):
+            other.append("controllerManager")
+        else:
+            other += [f"controllerManager.{k}" for k in sorted(set(cm) - {"extraArgs"})]
+        if other:
+            raise ValueError(f"--config {path}: minik8s init does not read {', '.join(other)} of a "
+                             "ClusterConfiguration; give them as flags (only controllerManager.extraArgs is read)")
+        if found is not None:
+            raise ValueError(f"--config {path} holds more than one ClusterConfiguration; keep one")
+        found = parse_extra_args(cm.get("extraArgs") if isinstance(cm, dict) else None,
+                                 "controllerManager.extraArgs")
+    return found or {}
 
 
 def cluster_info_kubeconfig(server: str, ca_pem: bytes) -> str:
@@ -682,9 +773,11 @@ def add_parser(sub) -> None:
                    help="upload the control-plane certificates, encrypted, for `join --control-plane`")
     p.add_argument("--certificate-key", default="", metavar="HEX",
                    help="the key that encrypts the uploaded certificates (default: a new one)")
+    p.add_argument("--config", default="", metavar="FILE",
+                   help="a kubeadm ClusterConfiguration; its controllerManager.extraArgs are read")
 
 
-def host_config_from(args) -> HostConfig:
+def host_config_from(args, controller_manager_extra_args: dict[str, str] | None = None) -> HostConfig:
     ep = args.control_plane_endpoint
     if ep:
         try:
@@ -695,7 +788,8 @@ def host_config_from(args) -> HostConfig:
     return HostConfig(nodeName=args.node_name or socket.gethostname().lower(),
                       advertiseAddress=args.advertise_address, role="control-plane", bindPort=args.bind_port,
                       controlPlaneEndpoint=ep, podSubnet=args.pod_network_cidr, serviceSubnet=args.service_cidr,
-                      networkBackend=args.network_backend)
+                      networkBackend=args.network_backend,
+                      controllerManagerExtraArgs=dict(controller_manager_extra_args or {}))
 
 
 def say(text: str) -> None:
@@ -705,7 +799,12 @@ def say(text: str) -> None:
 def run_init(args) -> int:
     t0 = time.monotonic()
     layout = current()
-    cfg = host_config_from(args)
+    try:   # read once: FILE may be a pipe (/dev/stdin)
+        extra = read_init_config(args.config) if getattr(args, "config", "") else {}
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    cfg = host_config_from(args, extra)
     problems = preflight(layout, cfg, args)
     if problems:
         cause, fix = problems[0]

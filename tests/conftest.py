@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import uuid
 
@@ -17,6 +18,55 @@ def pytest_runtest_setup(item):
                         "must run in CI (hack/setup.sh should have failed)", pytrace=False)
         pytest.skip("kubectl is not on PATH: the kubectl compatibility tests need a kubectl "
                     "binary (v1.32)")
+
+
+# Parallel runs (hack/test.sh: pytest-xdist, `-n 2 --dist loadgroup`). Every test module
+# that touches host-global state runs in ONE group, "host": its tests run one after another
+# on one worker, as in a serial run, never beside another such module: network namespaces,
+# veths, nft (the `ip minik8s-proxy` table), cgroups, mounts, fixed ports (53, 6443/6444,
+# 8472, 10250), /etc, /var and /run paths, root, "the machine as it was" checks, `minik8s
+# up` clusters, the lab. A module is in "host" when it lives in tests/upcluster/ or
+# tests/chaos/, or its source matches HOST_GLOBAL below (conservative: a false match costs
+# only parallelism); a module the regex misses says `pytestmark = pytest.mark.host`.
+# Everything else must be safe beside any other test: its own processes on free ports
+# (tests/procs.py), tmp_path, its own namespace (`ns`) or its own API server
+# (`private_apiserver`) for cluster-wide subjects. Per worker, the session fixtures
+# (etcd, apiserver, kubeconfig) are separate processes.
+# The grouping is a scheduler of ours (xdist's LoadGroupScheduling, scoped by module path),
+# not xdist_group marks: with pytest 9.2, xdist 3.8 drops those marks' groups silently
+# (pytest-dev/pytest-xdist#1386), and the controller, which schedules, sees only node ids.
+HOST_GLOBAL = re.compile(
+    r"geteuid|netns|nft|cgroup|unshare|mount|/run/|/var/|/etc/|\b(?:53|6443|6444|8472|10250)\b"
+    r"|Lab\(|labhost|podnet|iptables|ip link|veth|\broot\b|mark\.host\b")
+HOST_PACKAGES = {"upcluster", "chaos"}
+_host_modules: dict[str, bool] = {}
+
+
+def touches_host(path: str) -> bool:
+    """Whether the test module at `path` is in the "host" group."""
+    if path not in _host_modules:
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError:
+            source = ""
+        parts = set(os.path.normpath(path).split(os.sep)[:-1])
+        _host_modules[path] = bool(parts & HOST_PACKAGES or HOST_GLOBAL.search(source))
+    return _host_modules[path]
+
+
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist's: none without it
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class HostGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if touches_host(os.path.join(str(config.rootpath), nodeid.split("::", 1)[0])):
+                return "host"
+            return super()._split_scope(nodeid)
+    return HostGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

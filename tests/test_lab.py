@@ -5,10 +5,16 @@ so the pod network is VXLAN), then the cluster is checked and broken.
 The tests share ONE lab and ONE cluster (module scope), in file order: every node Ready; a
 Deployment of 6 spread over the workers; pod to pod across the router by IP and by
 Service name; the etcd leader's host crashing under a stream of writes; an API server
-killed; a worker cut off and back; a second playbook run that changes nothing; reset.yml
+killed; a worker cut off and back (issue 19's network partition: its pods recreated
+elsewhere, its stale copies killed when it returns, and nothing false reported in
+between); a second playbook run that changes nothing; reset.yml
 leaving every host, and the machine, as they were. The lab itself is removed whatever
 happens (tests/lab.py). Pods run the kubelet's host-root image (`minik8s.local/host-root`:
 the machine's root, nothing pulled) with the machine's /usr/bin/python3.
+
+The controller managers run with `--node-monitor-grace-period=20s` (the playbook's
+minik8s_controller_manager_extra_args, kubeadm's controllerManager.extraArgs) instead of
+40 s: twice the kubelet's 10 s lease renewal, so the cut-off worker goes NotReady sooner.
 
 Everything the cluster does is eventually true, so every check polls with a timeout that
 only catches a hang; nothing sleeps instead of a condition.
@@ -41,6 +47,7 @@ CONTROL_PLANE = ["cp1", "cp2", "cp3"]
 WORKERS_SAME_LINK = ["w1", "w2"]
 WORKERS_ROUTED = ["w3"]
 WORKERS = WORKERS_SAME_LINK + WORKERS_ROUTED
+GRACE = "20s"   # the controller manager's --node-monitor-grace-period (Kubernetes: 40s)
 
 
 pytestmark = [
@@ -57,7 +64,8 @@ class LabCluster:
         self.lab = lab
         self.inventory = lab.inventory(
             CONTROL_PLANE, WORKERS, minik8s_bin=MINIK8S, minik8s_manage_packages=False,
-            minik8s_network_backend="vxlan", minik8s_pod_network_cidr=lab.cluster_cidr)
+            minik8s_network_backend="vxlan", minik8s_pod_network_cidr=lab.cluster_cidr,
+            minik8s_controller_manager_extra_args={"node-monitor-grace-period": GRACE})
         self.kubeconfig = os.path.join(lab.dir, "admin.conf")
         self._api: httpx.Client | None = None
 
@@ -369,6 +377,59 @@ def _pod_cgroups(host: Host, node: str) -> set[str]:
     return {os.path.basename(p) for p in out}
 
 
+def _ready(obj: dict) -> str | None:
+    return next((c["status"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
+
+
+class PartitionObserver(threading.Thread):
+    """Reads the cut-off node and the web pods from the API, over and over, for as long as
+    the partition test runs, and keeps whatever would be false: the node Ready while its
+    link is down once it was seen NotReady; one of its old pods Ready again once the node
+    lifecycle controller marked it not Ready; a pod on two nodes; more web pods serving
+    (Running, not terminating) than the Deployment's replicas."""
+
+    def __init__(self, cluster: LabCluster, node: str, old_uids: set[str], replicas: int):
+        super().__init__(daemon=True)
+        self.api = cluster.client_for(None)
+        self.node, self.old_uids, self.replicas = node, old_uids, replicas
+        self.cut = threading.Event()        # set while the link is down
+        self.stop = threading.Event()
+        self.false: list[str] = []
+        self.seen_not_ready = False
+        self.marked: set[str] = set()       # old pods seen with Ready=False
+        self.node_of: dict[str, str] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            cut = self.cut.is_set()
+            try:
+                node = self.api.get(f"/api/v1/nodes/{self.node}").json()
+                pods = self.api.get("/api/v1/namespaces/default/pods", params={"labelSelector": "app=web"}).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            self.samples += 1
+            ready = _ready(node)
+            if ready is not None and ready != "True":
+                self.seen_not_ready = True
+            elif ready == "True" and cut and self.seen_not_ready:
+                self.false.append(f"{self.node} reported Ready while cut off")
+            serving = 0
+            for p in pods.get("items", []):
+                uid, on = p["metadata"]["uid"], p["spec"].get("nodeName")
+                if on and self.node_of.setdefault(uid, on) != on:
+                    self.false.append(f"pod {p['metadata']['name']} on {self.node_of[uid]} and then on {on}")
+                if uid in self.old_uids:
+                    if _ready(p) == "False":
+                        self.marked.add(uid)
+                    elif _ready(p) == "True" and uid in self.marked:
+                        self.false.append(f"stale pod {p['metadata']['name']} reported Ready again")
+                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"):
+                    serving += 1
+            if serving > self.replicas:
+                self.false.append(f"{serving} web pods serving, more than {self.replicas}")
+
+
 def test_worker_cut_off_goes_not_ready_pods_move_and_it_rejoins_clean(cluster):
     short = "w2"
     node, host = cluster.node(short), cluster.host(short)
@@ -376,18 +437,35 @@ def test_worker_cut_off_goes_not_ready_pods_move_and_it_rejoins_clean(cluster):
     assert old, "no web pod on the worker to cut off"
     old_uids = {p["metadata"]["uid"] for p in old}
     assert {f"pod{u}" for u in old_uids} <= _pod_cgroups(host, node)
-    host.cut_link()
+    observer = PartitionObserver(cluster, node, old_uids, replicas=6)
+    observer.start()
     try:
-        wait_for(lambda: not cluster.ready(node), timeout=180, what=f"{short} NotReady")
-        wait_for(lambda: len([p for p in cluster.running("app=web") if p["spec"]["nodeName"] != node]) == 6,
-                 timeout=240, what="six web pods on the other workers")
+        observer.cut.set()
+        host.cut_link()
+        try:
+            wait_for(lambda: not cluster.ready(node), timeout=180, what=f"{short} NotReady")
+            # The old pods are marked not Ready, then evicted (their 5 s tolerations),
+            # and recreated on the other workers.
+            wait_for(lambda: observer.marked == old_uids, timeout=120, what="the old pods marked not Ready")
+            wait_for(lambda: len([p for p in cluster.running("app=web") if p["spec"]["nodeName"] != node]) == 6,
+                     timeout=240, what="six web pods on the other workers")
+            # While cut off, the worker's stale copies still run there: only it can kill them.
+            assert {f"pod{u}" for u in old_uids} <= _pod_cgroups(host, node)
+        finally:
+            host.restore_link()
+            observer.cut.clear()
+        wait_for(lambda: cluster.ready(node), timeout=240, what=f"{short} Ready again")
+        wait_for(lambda: not ({p["metadata"]["uid"] for p in cluster.pods("app=web")} & old_uids), timeout=240,
+                 what="the cut-off worker's old pods gone from the API")
+        wait_for(lambda: not ({f"pod{u}" for u in old_uids} & _pod_cgroups(host, node)), timeout=240,
+                 what="the old pods' containers gone from the worker")
     finally:
-        host.restore_link()
-    wait_for(lambda: cluster.ready(node), timeout=240, what=f"{short} Ready again")
-    wait_for(lambda: not ({p["metadata"]["uid"] for p in cluster.pods("app=web")} & old_uids), timeout=240,
-             what="the cut-off worker's old pods gone from the API")
-    wait_for(lambda: not ({f"pod{u}" for u in old_uids} & _pod_cgroups(host, node)), timeout=240,
-             what="the old pods' containers gone from the worker")
+        observer.stop.set()
+        observer.join(timeout=30)
+        observer.api.close()
+    assert observer.samples > 0 and observer.seen_not_ready
+    assert not observer.false, observer.false[:10]
+    assert len(cluster.running("app=web")) == 6
 
 
 def test_second_playbook_run_changes_nothing(cluster):

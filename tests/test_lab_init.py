@@ -1,7 +1,10 @@
 """`minik8s init`, `token` and `reset` for real, on one lab host (tests/labhost.py: a
 network and mount namespace of its own, so kubeadm's ports are free) with its files under
 a temporary MINIK8S_ROOT. One init for the module; the tests run in file order: init,
-a second init, bad input, tokens, reset."""
+a second init, bad input, tokens, reset. The init reads a kubeadm ClusterConfiguration
+(`--config`) whose controllerManager.extraArgs name the controller manager's default
+node-monitor grace period, so its flag reaches the unit and kubeadm-config without
+changing the cluster's behaviour."""
 import json
 import os
 import re
@@ -9,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from cluster import host, units
 from cluster.layout import Layout
@@ -23,13 +27,26 @@ JOIN = re.compile(r"minik8s join (\S+) --token ([a-z0-9]{6}\.[a-z0-9]{16}) \\\n\
                   r"--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})")
 
 
+CLUSTER_CONFIGURATION = """\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+controllerManager:
+  extraArgs:
+  - name: node-monitor-grace-period
+    value: 40s
+"""
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("host"))
     h = LabHost(f"{IP}/24", root=root).start()
     h.layout = Layout(root)
+    config = tmp_path_factory.mktemp("config") / "cluster.yaml"
+    config.write_text(CLUSTER_CONFIGURATION)
     try:
-        h.init = h.run(minik8s("init", "--advertise-address", IP, "--node-name", NODE), timeout=400)
+        h.init = h.run(minik8s("init", "--advertise-address", IP, "--node-name", NODE, "--config", str(config)),
+                       timeout=400)
         yield h
     finally:
         h.run(minik8s("reset", "--force"), timeout=120)
@@ -92,6 +109,11 @@ def test_init_brings_up_a_ready_tainted_control_plane(lab):
     cfg = get_json(lab, "configmap", "-n", "kube-system", "kubeadm-config")
     assert f"controlPlaneEndpoint: {IP}:6443" in cfg["data"]["ClusterConfiguration"]
     assert "podSubnet: 10.244.0.0/16" in cfg["data"]["ClusterConfiguration"]
+    # --config's controllerManager.extraArgs: stored for `join --control-plane`, and in the unit
+    stored = yaml.safe_load(cfg["data"]["ClusterConfiguration"])
+    assert stored["controllerManager"]["extraArgs"] == [{"name": "node-monitor-grace-period", "value": "40s"}]
+    with open(lab.layout.unit_spec("kube-controller-manager")) as f:
+        assert "--node-monitor-grace-period=40s" in json.load(f)["argv"]
     info = get_json(lab, "configmap", "-n", "kube-public", "cluster-info")
     assert f"server: https://{IP}:6443" in info["data"]["kubeconfig"]
     # ... signed for the init token by the controller manager's bootstrapsigner
@@ -149,6 +171,31 @@ def test_bad_input_is_one_line_and_writes_nothing(lab, tmp_path, args, says):
         args = ["--advertise-address", IP, "--pod-network-cidr", "10.200.0.0/16"]
         env["PATH"] = "/nonexistent"
     r = lab.run(minik8s("init", "--node-name", "other", *args), env=env)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("config, says", [
+    ("kind: InitConfiguration\napiVersion: kubeadm.k8s.io/v1beta4\n", "reads only a ClusterConfiguration"),
+    ("kind: ClusterConfiguration\napiVersion: kubeadm.k8s.io/v1\n", "apiVersion 'kubeadm.k8s.io/v1'"),
+    ("kind: ClusterConfiguration\napiVersion: kubeadm.k8s.io/v1beta4\nnetworking: {podSubnet: 10.0.0.0/16}\n",
+     "does not read networking"),
+    ("kind: ClusterConfiguration\napiVersion: kubeadm.k8s.io/v1beta4\n"
+     "controllerManager: {extraArgs: [{name: no-such-flag, value: x}]}\n", "the controller manager refuses it"),
+    ("kind: ClusterConfiguration\napiVersion: kubeadm.k8s.io/v1beta3\n"
+     "controllerManager: {extraArgs: {node-monitor-grace-period: soon}}\n", "the controller manager refuses it"),
+    ("kind: ClusterConfiguration\napiVersion: kubeadm.k8s.io/v1beta4\ncontrollerManager: {extraArgs: 3}\n",
+     "must be a list of {name, value}"),
+    ("{", "is not YAML"),
+    (None, "cannot read --config"),
+])
+def test_config_mistakes_are_one_line_and_write_nothing(lab, tmp_path, tmp_path_factory, config, says):
+    path = tmp_path_factory.mktemp("bad") / "cluster.yaml"
+    if config is not None:
+        path.write_text(config)
+    r = lab.run(minik8s("init", "--node-name", "other", "--advertise-address", IP, "--config", str(path)),
+                env={"MINIK8S_ROOT": str(tmp_path)})
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
     assert os.listdir(tmp_path) == []
