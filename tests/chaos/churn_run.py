@@ -70,7 +70,7 @@ VETH = re.compile(r"^mk[0-9a-f]{11}$")
 
 
 def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+    return int(float(os.environ.get(name) or default))  # bench/chaos.py passes "60.0"
 
 
 def minik8s(*args: str, timeout: float) -> subprocess.CompletedProcess:
