@@ -278,7 +278,8 @@ def test_a_value_no_provider_reads_stops_the_server_at_start_naming_the_key(clus
     f"aesgcm: {{keys: [{{name: a, secret: {GCM_KEY}}}]}}",
     f"aesgcm: {{keys: [{{name: a, secret: {KEY2}}}]}}",
     f"secretbox: {{keys: [{{name: a, secret: {BOX_KEY}}}]}}",
-])
+], ids=["aescbc-32", "aescbc-16", "aesgcm-16", "aesgcm-32", "secretbox"])  # the keys are random:
+# ids that name them would differ between pytest-xdist's workers
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 1000])
 def test_provider_round_trips(provider, size):
     import yaml
