@@ -90,11 +90,12 @@ def test_upload_then_download_with_a_bootstrap_token(server, tmp_path):
             with pytest.raises(errors.Forbidden):
                 await client.get("secrets", f"bootstrap-token-{token_id}", namespace="kube-system")
             written = await uploadcerts.download(client, str(tmp_path / "pki"), key)
-        for path in ("ca.crt", "ca.key", "sa.key", "sa.pub", "etcd/ca.crt", "etcd/ca.key"):
+        for path in ("ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key",
+                     "etcd/ca.crt", "etcd/ca.key"):
             with open(os.path.join(pki, path), "rb") as a, open(tmp_path / "pki" / path, "rb") as b:
                 assert a.read() == b.read(), path
         assert stat.S_IMODE(os.stat(tmp_path / "pki" / "ca.key").st_mode) == 0o600
-        assert len(written) == 6
+        assert len(written) == 8  # kubeadm's upload-certs set
     asyncio.run(run())
 
 
