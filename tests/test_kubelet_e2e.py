@@ -240,7 +240,9 @@ def api_exec(api, ns: str, pod: str, command: list[str], *, container: str | Non
         query += f"&container={container}"
     url = api.ws_url(f"/api/v1/namespaces/{ns}/pods/{pod}/exec?{query}")
     out, err, status = b"", b"", None
-    with connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=10, ssl=api.ws_ssl()) as ws:
+    # 60 s: under the suite's two workers the exec hand-off to the kubelet has taken over 10 s, and
+    # after a handshake timeout websockets' sync client can wait on its TLS reader for good.
+    with connect(url, subprotocols=["v5.channel.k8s.io"], open_timeout=60, ssl=api.ws_ssl()) as ws:
         if stdin is not None:
             ws.send(b"\x00" + stdin)
             ws.send(b"\xff\x00")  # stdin is done
