@@ -62,6 +62,7 @@ from apiserver import (aggregator, discovery, eviction, kubernetesservice, metri
                        registry, tables, version)
 from apiserver.apiextensions import crd as crds
 from apiserver.apiextensions.controller import CRDController
+from apiserver.serving import WatchResponse
 from apiserver.allocators import (DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, REPAIR_INTERVAL,
                                   IPAllocator, PortAllocator, ServiceAllocations)
 from apiserver.auth import authn, bootstrappolicy, reviews, serviceaccount
@@ -117,27 +118,6 @@ async def _list_chunks(head: bytes, entries: list[Entry]) -> AsyncIterator[bytes
             parts, size = [], 0
     parts.append(b"]}")
     yield b"".join(parts)
-
-
-class WatchResponse(StreamingResponse):
-    """A stream that ends as soon as the client goes away, even while it is idle.
-
-    Starlette (for ASGI >= 2.4) only notices a disconnect when a write fails, so an idle
-    watch would hold its cache subscription until the next event or its timeout.
-    """
-
-    async def __call__(self, scope, receive, send) -> None:
-        async with anyio.create_task_group() as tg:
-            async def stream() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            tg.cancel_scope.cancel()
 
 
 def warning_header(warnings: list[str]) -> str:

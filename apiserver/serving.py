@@ -35,6 +35,9 @@ import ssl
 from asyncio import sslproto
 from typing import Any
 
+import anyio
+from starlette.responses import StreamingResponse
+
 HTTP_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")  # Go's tlsRecordHeaderLooksLikeHTTP
 _TLS_HANDSHAKE = 0x16
@@ -142,3 +145,28 @@ def tls_front(inner: type[asyncio.Protocol], context: ssl.SSLContext) -> type[as
             self.transport = None
 
     return TLSFront
+
+
+class WatchResponse(StreamingResponse):
+    """A stream that ends as soon as the client goes away, even while it is idle: a watch,
+    or a body the aggregation layer relays from an extension server.
+
+    Starlette (for ASGI >= 2.4) only notices a disconnect when a write fails, so an idle
+    watch would hold its cache subscription (or a relay its upstream connection) until
+    the next event or its timeout.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async with anyio.create_task_group() as tg:
+            async def stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+        if self.background is not None:
+            await self.background()

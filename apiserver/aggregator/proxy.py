@@ -15,13 +15,13 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 
 from apiserver.aggregator import available
+from apiserver.serving import WatchResponse
 from apiserver.strategies.apiregistration import ca_bundle
 from machinery import requestheader
 
@@ -34,27 +34,6 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
         "transfer-encoding", "upgrade", "host"}
 # Who the availability check is, as kube-aggregator's discovery check names itself.
 CHECKER = ("system:kube-aggregator", ("system:masters",))
-
-
-class _Relay(StreamingResponse):
-    """A relayed body that ends as soon as the client goes away, even while the upstream
-    is quiet (an idle watch): Starlette alone notices only when a write fails, and the
-    upstream connection would stay open until the extension server's next event."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async with anyio.create_task_group() as tg:
-            async def stream() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            tg.cancel_scope.cancel()
-        if self.background is not None:
-            await self.background()
 
 
 def unavailable() -> Response:
@@ -77,7 +56,6 @@ def ssl_context(svc: dict, client_cert: tuple[str, str] | None) -> ssl.SSLContex
     if client_cert is not None:
         ctx.load_cert_chain(*client_cert)
     return ctx
-
 
 
 class Proxy:
@@ -144,7 +122,7 @@ class Proxy:
             log.warning("Error while proxying request to %s: %s", url, e)
             return unavailable()
         out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
-        return _Relay(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
+        return WatchResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
                                  background=BackgroundTask(resp.aclose))
 
     async def close(self) -> None:
