@@ -838,8 +838,12 @@ class API:
         obj, gone = await self.resources.delete(t.rt, t.namespace, t.name, options,
                                                 WriteOptions(dry_run=dry_run(request.query_params),
                                                              admit=self.admitter(request)))
-        # 202 Accepted while a grace period or finalizers hold the object, as Kubernetes.
-        return self.object_response(obj, 200 if gone else 202)
+        # Kubernetes answers 202 only for an object still held after a delete that asked,
+        # with the deprecated orphanDependents: false, for its dependents to go first;
+        # every other delete is 200, whether the object went or a grace period or
+        # finalizers hold it (handlers/delete.go keeps this for existing clients).
+        held_for_dependents = not gone and options.get("orphanDependents") is False
+        return self.object_response(obj, 202 if held_for_dependents else 200)
 
     async def _bind(self, request: Request, t: Target) -> Response:
         body = decode_body(await read_body(request), request.headers.get("content-type", ""))
@@ -1103,6 +1107,10 @@ class API:
                 raise errors.BadRequest("gracePeriodSeconds must be an integer") from None
         if "propagationPolicy" in q:
             options["propagationPolicy"] = q["propagationPolicy"]
+        if "orphanDependents" in q:
+            if q["orphanDependents"] not in ("true", "false"):
+                raise errors.BadRequest("orphanDependents must be true or false")
+            options["orphanDependents"] = q["orphanDependents"] == "true"
         return options
 
     def object_response(self, obj: dict, status: int = 200, warnings: list[str] | None = None,

@@ -229,7 +229,7 @@ def test_dry_run_stores_nothing(http, ns):
 def test_graceful_pod_deletion_waits_for_node(http, ns):
     http.post(f"/api/v1/namespaces/{ns}/pods", json=pod("g", node="n1"))
     r = http.delete(f"/api/v1/namespaces/{ns}/pods/g")
-    assert r.status_code == 202
+    assert r.status_code == 200  # held for its grace period, as kube-apiserver answers
     p = http.get(f"/api/v1/namespaces/{ns}/pods/g").json()
     assert p["metadata"]["deletionTimestamp"] and p["metadata"]["deletionGracePeriodSeconds"] == 30
     # The node confirms with grace 0.
@@ -245,13 +245,31 @@ def test_graceful_pod_deletion_waits_for_node(http, ns):
 def test_finalizers_hold_objects_until_removed(http, ns):
     url = f"/api/v1/namespaces/{ns}/configmaps"
     http.post(url, json={"metadata": {"name": "f", "finalizers": ["example.com/hold"]}})
-    assert http.delete(f"{url}/f").status_code == 202
+    assert http.delete(f"{url}/f").status_code == 200
     held = http.get(f"{url}/f").json()
     assert held["metadata"]["deletionTimestamp"]
     r = http.patch(f"{url}/f", json={"metadata": {"finalizers": None}},
                    headers={"content-type": "application/merge-patch+json"})
     assert r.status_code == 200
     assert http.get(f"{url}/f").status_code == 404
+
+
+def test_delete_held_for_its_dependents_answers_202_only_when_orphan_dependents_is_false(http, ns):
+    """handlers/delete.go: 202 only when the object stays and the request set the
+    deprecated orphanDependents to false; a held object is 200 otherwise."""
+    url = f"/api/v1/namespaces/{ns}/configmaps"
+    for name in ("body", "query", "orphan"):
+        http.post(url, json={"metadata": {"name": name, "finalizers": ["example.com/hold"]}})
+    r = http.request("DELETE", f"{url}/body", json={"orphanDependents": False})
+    assert r.status_code == 202 and r.json()["metadata"]["deletionTimestamp"]
+    assert http.delete(f"{url}/query?orphanDependents=false").status_code == 202
+    assert http.delete(f"{url}/orphan?orphanDependents=true").status_code == 200
+    r = http.delete(f"{url}/orphan?orphanDependents=maybe")
+    assert r.status_code == 400 and r.json()["kind"] == "Status"
+    # A delete that removes the object at once is 200 whatever it asked for.
+    http.post(url, json={"metadata": {"name": "free"}})
+    assert http.delete(f"{url}/free?orphanDependents=false").status_code == 200
+    assert http.get(f"{url}/free").status_code == 404
 
 
 def test_propagation_policy_recorded_as_finalizers(http, ns):

@@ -608,7 +608,7 @@ def test_deleting_a_pod_stops_it_gracefully_and_leaves_nothing_behind(node, http
         assert ipr.link_lookup(ifname=veth_name(uid))
 
     r = http.delete(f"/api/v1/namespaces/{ns}/pods/doomed")
-    assert r.status_code in (200, 202)
+    assert r.status_code == 200
     wait_for(lambda: http.get(f"/api/v1/namespaces/{ns}/pods/doomed").status_code == 404, timeout=30,
              what="the kubelet to confirm the deletion")
 

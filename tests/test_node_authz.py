@@ -625,7 +625,7 @@ def test_a_kubelet_with_its_node_certificate_runs_a_pod_that_uses_a_secret_and_a
             return {e["reason"] for e in admin.get(f"/api/v1/namespaces/{ns}/events").json()["items"]}
         wait_for(lambda: {"Created", "Started"} <= reasons(), what="the Created and Started events")
 
-        assert admin.delete(f"/api/v1/namespaces/{ns}/pods/p").status_code in (200, 202)
+        assert admin.delete(f"/api/v1/namespaces/{ns}/pods/p").status_code == 200
         wait_for(lambda: admin.get(f"/api/v1/namespaces/{ns}/pods/p").status_code == 404,
                  what="the kubelet to confirm the deletion")
         assert kubelet.alive()
