@@ -13,8 +13,10 @@ client from `url`; only tests about plain-HTTP mode ask for `plain=True`.
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
+import inspect
 import os
 import shutil
 import signal
@@ -70,6 +72,21 @@ def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(cond, timeout: float = 30.0, what: str = "condition", interval: float = 0.02):
+    """wait_for for async tests: `cond` may return a value or an awaitable; the timeout
+    only catches hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def default_service_account(http, namespace: str) -> None:

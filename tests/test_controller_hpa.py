@@ -9,7 +9,6 @@ and the events recorded.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -21,6 +20,7 @@ from client.informer import SharedInformerFactory
 from client.rest import Client
 from controller_manager.controllers.horizontalpodautoscaler import HorizontalPodAutoscalerController, HPAOptions
 from machinery import errors, times
+from tests.procs import eventually
 
 TIMEOUT = 20.0
 LABELS = {"app": "web"}
@@ -57,19 +57,6 @@ class Metrics:
                  "timestamp": times.rfc3339(self.clock.now() - age),
                  "window": "15s", "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": "10Mi"}}]}
                 for name, (cpu, age) in self.usage.items()]
-
-
-async def eventually(cond, what="condition"):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def condition(hpa: dict, ctype: str) -> tuple[str, str, str]:
@@ -138,7 +125,7 @@ class Env:
                            for p in self.ctrl.pod_informer.store.list()}
             return cached is not None and cached["metadata"]["resourceVersion"] == \
                 hpa["metadata"]["resourceVersion"] and pods == cached_pods
-        await eventually(same, "caches in step with the server")
+        await eventually(same, what="caches in step with the server")
 
     async def sync(self, *, after: float = 15.0) -> dict:
         """One sync `after` seconds on; -> the HPA as the server has it after."""

@@ -6,7 +6,6 @@ them, marking every pod that appears Running and Ready through the status subres
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from controller_manager.manager import Manager, controller_options, enabled_cont
 from controller_manager.testing import RecordingClient
 from machinery import errors
 from machinery.metrics import REGISTRY as METRICS
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 
 KUBECTL = shutil.which("kubectl")
 TIMEOUT = 20.0  # catches hangs only; everything here takes well under a second or two
@@ -244,19 +243,6 @@ class FakeKubelets:
 def _ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or ())
-
-
-async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def start_cm(kubeconfig: str, *extra: str, port: int | None = None) -> tuple[Component, int]:

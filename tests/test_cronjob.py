@@ -4,7 +4,6 @@ creates a CronJob, moves a FakeClock to a chosen wall time and runs one sync
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +14,7 @@ from client.informer import SharedInformerFactory
 from client.rest import Client
 from controller_manager.controllers.cronjob import SCHEDULED_TIMESTAMP, CronJobController
 from machinery import errors, times
+from tests.procs import eventually
 
 TIMEOUT = 20.0
 
@@ -28,19 +28,6 @@ class Events:
 
     def reasons(self) -> list[str]:
         return [r for _, r, _ in self.items]
-
-
-async def eventually(cond, what="condition"):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Env:
@@ -73,7 +60,7 @@ class Env:
                            for j in self.ctrl.job_informer.store.list()}
             return cached is not None and cached["metadata"]["resourceVersion"] == \
                 cj["metadata"]["resourceVersion"] and jobs == cached_jobs
-        await eventually(same, "caches in step with the server")
+        await eventually(same, what="caches in step with the server")
 
     async def sync(self, name: str, at: datetime) -> dict:
         """One sync of `name` at wall time `at`; -> the CronJob as the server has it after."""

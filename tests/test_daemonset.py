@@ -20,23 +20,10 @@ from client.rest import Client
 from controller_manager.controllers.daemonset import (
     DAEMON_TOLERATIONS, GENERATION_LABEL, HASH_LABEL, add_daemon_tolerations, should_run, target_node)
 from machinery import times
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 
 TIMEOUT = 30.0  # catches hangs only
 KUBECTL = shutil.which("kubectl")
-
-
-async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def start_cm(kubeconfig: str) -> Component:
@@ -70,7 +57,7 @@ async def client(apiserver, ns):
 
 class Cluster:
     """One test's nodes (labelled `ds-test=<ns>`) and the kubelets' side of its pods:
-    every daemon pod not being deleted is reported Running and Ready, unless `hold`
+    every daemon pod not being deleted or finished is reported Running and Ready, unless `hold`
     names its revision hash (a rollout that stalls)."""
 
     def __init__(self, client: Client, ns: str):
@@ -92,6 +79,8 @@ class Cluster:
             return
         if pod["metadata"].get("deletionTimestamp") or is_ready(pod):
             return
+        if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+            return  # a kubelet never brings a finished pod back: it would hide the failure
         self.seen.add(pod["metadata"]["uid"])
         if "*" in self.hold or (pod["metadata"].get("labels") or {}).get(HASH_LABEL) in self.hold:
             return

@@ -19,24 +19,11 @@ import pytest
 from client.rest import Client
 from controller_manager.controllers.disruption import count_healthy, disrupted_map, scaled
 from machinery import errors, times
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 from tests.test_kubectl_lite import KL, write_kubeconfig
 
 TIMEOUT = 30.0  # catches hangs only
 KUBECTL = shutil.which("kubectl")
-
-
-async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -17,22 +17,9 @@ from client.rest import Client
 from controller_manager.controllers.job import (COMPLETION_INDEX, TRACKING_FINALIZER, backoff_delay,
                                                 format_indexes, match_pod_failure_policy, parse_indexes)
 from machinery import errors, times
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 
 TIMEOUT = 30.0  # catches hangs only
-
-
-async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def start_cm(kubeconfig: str) -> Component:

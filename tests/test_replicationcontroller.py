@@ -8,15 +8,13 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
 
 from client.rest import Client
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 
-TIMEOUT = 30.0
 KUBECTL = shutil.which("kubectl")
 
 
@@ -59,17 +57,6 @@ def test_defaults_from_the_template_and_bad_input(http, ns):
     assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == "app=web"
 
 
-async def eventually(cond, what: str):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = await cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def cm(apiserver, tmp_path):
     # The controller manager's own credential, so its RBAC roles are what is tested.
@@ -96,13 +83,13 @@ async def test_replicas_kept_scaled_and_orphans_adopted(apiserver, ns, cm, tmp_p
                   "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
         await client.create(orphan, namespace=ns)
         await client.create(rc("legacy", 3), namespace=ns)
-        got = await eventually(lambda: _n(pods, 3), "three pods")
+        got = await eventually(lambda: _n(pods, 3), what="three pods")
         owners = {p["metadata"]["name"]: p["metadata"]["ownerReferences"][0] for p in got}
         assert "orphan" in owners
         assert all((o["apiVersion"], o["kind"], o["name"], o["controller"]) ==
                    ("v1", "ReplicationController", "legacy", True) for o in owners.values())
         live = await client.get("replicationcontrollers", "legacy", namespace=ns)
-        assert await eventually(lambda: _status(client, ns, 3), "status.replicas 3")
+        assert await eventually(lambda: _status(client, ns, 3), what="status.replicas 3")
 
         if KUBECTL:
             config = apiserver.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
@@ -115,25 +102,25 @@ async def test_replicas_kept_scaled_and_orphans_adopted(apiserver, ns, cm, tmp_p
                 return r.stdout
             assert (await asyncio.to_thread(kubectl, "scale", "rc", "legacy", "--replicas=5")).strip() == \
                 "replicationcontroller/legacy scaled"
-            await eventually(lambda: _n(pods, 5), "five pods")
-            await eventually(lambda: _status(client, ns, 5), "status.replicas 5")
+            await eventually(lambda: _n(pods, 5), what="five pods")
+            await eventually(lambda: _status(client, ns, 5), what="status.replicas 5")
             out = await asyncio.to_thread(kubectl, "get", "rc")
             assert out.splitlines()[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
             assert out.splitlines()[1].split()[:4] == ["legacy", "5", "5", "0"]
         else:
             live["spec"]["replicas"] = 5
             await client.update(live)
-            await eventually(lambda: _n(pods, 5), "five pods")
+            await eventually(lambda: _n(pods, 5), what="five pods")
 
         await client.patch("replicationcontrollers", "legacy", namespace=ns, subresource="scale",
                            patch={"spec": {"replicas": 1}})
-        await eventually(lambda: _n(pods, 1), "one pod")
+        await eventually(lambda: _n(pods, 1), what="one pod")
         # A pod that stops matching is released, and replaced.
         (last,) = await pods()
         await client.patch("pods", last["metadata"]["name"], namespace=ns,
                            patch={"metadata": {"labels": {"app": "gone"}}})
-        await eventually(lambda: _n(pods, 1), "a replacement")
-        released = await eventually(lambda: _released(client, ns, last["metadata"]["name"]), "the release")
+        await eventually(lambda: _n(pods, 1), what="a replacement")
+        released = await eventually(lambda: _released(client, ns, last["metadata"]["name"]), what="the release")
         assert released
 
         from tests.test_kubectl_lite import KubectlLite, write_kubeconfig
@@ -192,6 +179,6 @@ async def test_events_come_from_the_replication_controller(apiserver, ns, cm):
             evs = (await client.list("events", namespace=ns))["items"]
             return [e for e in evs if e["reason"] == "SuccessfulCreate"
                     and e["involvedObject"].get("kind") == "ReplicationController"]
-        (ev,) = await eventually(created, "the SuccessfulCreate event")
+        (ev,) = await eventually(created, what="the SuccessfulCreate event")
         assert ev["source"]["component"] == "replication-controller"
         assert ev["message"].startswith("Created pod: evented-")

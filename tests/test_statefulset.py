@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -20,23 +19,10 @@ from client.rest import Client
 from controller_manager.controllers.statefulset import (POD_INDEX_LABEL, POD_NAME_LABEL, max_unavailable,
                                                         new_pod, revision_data)
 from machinery import errors
-from tests.procs import Component, free_port
+from tests.procs import Component, eventually, free_port
 
 TIMEOUT = 30.0  # catches hangs only
 KUBECTL = shutil.which("kubectl")
-
-
-async def eventually(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def start_cm(kubeconfig: str, lease: str) -> Component:
