@@ -85,15 +85,16 @@ _NO_LABELS = Labels()
 
 class _Layout:
     """The field names one extractor produces, in order, shared by every entry it made:
-    an entry keeps only the values."""
+    an entry keeps only the values. The extractor is held weakly: a custom resource's
+    is replaced whenever its CRD changes, and the old one must not live on here."""
     __slots__ = ("extract", "index")
 
     def __init__(self, extract: Fields, names: tuple[str, ...]):
-        self.extract = extract
+        self.extract = weakref.ref(extract)
         self.index = {n: i for i, n in enumerate(names)}
 
 
-_LAYOUTS: dict[tuple, _Layout] = {}
+_LAYOUTS: weakref.WeakKeyDictionary[Fields, dict[tuple[str, ...], _Layout]] = weakref.WeakKeyDictionary()
 
 
 def _labels(obj: dict) -> Labels:
@@ -176,16 +177,19 @@ class Entry:
         stored if the same extractor took them (a kind's row is fixed; a custom
         resource's changes with its CRD's selectableFields), else taken now."""
         layout = self._layout
-        if layout is None or layout.extract is not extract:
+        if layout is None or layout.extract() is not extract:
             layout = self._extract(extract, self.obj)
         return FieldView(layout, self._values)
 
     def _extract(self, extract: Fields, obj: dict) -> _Layout:
         found = extract(obj)
         names = tuple(found)
-        layout = _LAYOUTS.get((extract, names))
+        layouts = _LAYOUTS.get(extract)
+        if layouts is None:
+            layouts = _LAYOUTS[extract] = {}
+        layout = layouts.get(names)
         if layout is None:
-            layout = _LAYOUTS[(extract, names)] = _Layout(extract, names)
+            layout = layouts[names] = _Layout(extract, names)
         self._layout, self._values = layout, tuple(_intern(v) for v in found.values())
         return layout
 
