@@ -106,6 +106,10 @@ STREAM_LIST_ITEMS = 500
 LIST_CHUNK = 256 * 1024
 
 
+# The start of a watch event's line, by type; the object's JSON and `}\n` follow.
+_EVENT_HEAD = {k: b'{"type":"' + k.encode() + b'","object":' for k in ("ADDED", "MODIFIED", "DELETED")}
+
+
 async def _list_chunks(head: bytes, entries: list[Entry]) -> AsyncIterator[bytes]:
     parts, size = [head], len(head)
     for i, e in enumerate(entries):
@@ -1120,7 +1124,7 @@ class API:
         if warnings:
             headers["Warning"] = warning_header(warnings[:20])
         if table_rt is not None and request is not None and wants_table(request):
-            entry = Entry("", obj, orjson.dumps(obj), 0)
+            entry = Entry.of("", obj, 0)
             return json_response(tables.table(table_rt, [entry], obj["metadata"].get("resourceVersion", ""),
                                               wide=True), status, headers)
         return json_response(obj, status, headers or None)
@@ -1154,16 +1158,16 @@ class API:
                                             bookmarks=query_flag(q, "allowWatchBookmarks"))
 
         def line(kind: str, item: Any) -> bytes:
+            """A BOOKMARK's, an ERROR's or (as_table) a Table's line; an object's is
+            written straight from the cache's bytes (see body)."""
             if kind == "BOOKMARK":
                 obj = {"kind": rt.kind, "apiVersion": rt.api_version,
                        "metadata": {"resourceVersion": str(item)}}
                 return b'{"type":"BOOKMARK","object":' + orjson.dumps(obj) + b"}\n"
             if kind == "ERROR":
                 return b'{"type":"ERROR","object":' + orjson.dumps(item.to_status()) + b"}\n"
-            if as_table:
-                body = orjson.dumps(tables.table(rt, [item], str(item.revision), wide=True))
-                return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
-            return item.event_line(kind)
+            body = orjson.dumps(tables.table(rt, [item], str(item.revision), wide=True))
+            return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
 
         async def body():
             # The deadline guards only the wait for the next batch: a timeout must not
@@ -1181,10 +1185,16 @@ class API:
                     # has taken the previous one: a client that stops reading holds one
                     # piece here, its backlog stays in the cache's bounded queue.
                     parts, size = [], 0
-                    for item in batch:
-                        part = line(*item)
-                        parts.append(part)
-                        size += len(part)
+                    for kind, item in batch:
+                        if kind in _EVENT_HEAD and not as_table:
+                            # The cache's bytes go into the chunk as they are: no per-event
+                            # copy is made, and none is kept.
+                            parts += (_EVENT_HEAD[kind], item.raw, b"}\n")
+                            size += len(item.raw) + 32
+                        else:
+                            part = line(kind, item)
+                            parts.append(part)
+                            size += len(part)
                         if size >= LIST_CHUNK:
                             yield b"".join(parts)
                             parts, size = [], 0

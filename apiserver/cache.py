@@ -14,6 +14,13 @@ Guarantees
   than `max_backlog` events behind is closed (the client re-watches from its last
   resourceVersion, as with Kubernetes' cacher).
 
+Memory: an object is held once, as its serialized JSON (`Entry.raw`, immutable),
+shared by the store, the event window, LISTs and watchers, with the labels and
+selectable fields its selectors read (label sets interned, so pods of one template share
+one); no decoded copy is kept (`Entry.obj` decodes on demand). An event in the window
+references the entries it is about: the previous version of an object stays alive only
+while an event of the window still names it. bench/cache_memory.py measures both.
+
 Buckets: one per storage root (`ResourceType.root`): the built-ins' from the start, and
 one for every `/registry/<group>/<plural>/` the first time a key under it is seen, so
 custom resources are cached whether or not their kind is registered yet, and a kind
@@ -28,8 +35,10 @@ import asyncio
 import bisect
 import collections
 import logging
+import sys
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import orjson
 from prometheus_client import Counter
@@ -40,6 +49,9 @@ from apiserver.storage import Compacted, Store
 from machinery.metrics import REGISTRY
 
 log = logging.getLogger("minik8s.apiserver.cache")
+
+# A kind's selectable fields from its object (registry.ResourceType.fields).
+Fields = Callable[[dict], Mapping[str, str]]
 
 # The cacher's LIST metrics (k8s.io/apiserver/pkg/storage/cacher/metrics): how many objects
 # a LIST read against how many it returned, which is how a test counts a page's work.
@@ -60,32 +72,145 @@ def list_metrics(resource: registry.ResourceType, fetched: int, returned: int) -
     _RETURNED.labels(prefix).inc(returned)
 
 
-@dataclass(slots=True)
+class Labels(dict):
+    """A label set shared, read-only, by every entry whose labels are the same (a
+    Deployment's pods all carry one): a subclass only so the intern table can hold it
+    weakly."""
+    __slots__ = ("__weakref__",)
+
+
+_LABELS: weakref.WeakValueDictionary[tuple, Labels] = weakref.WeakValueDictionary()
+_NO_LABELS = Labels()
+
+
+class _Layout:
+    """The field names one extractor produces, in order, shared by every entry it made:
+    an entry keeps only the values. The extractor is held weakly: a custom resource's
+    is replaced whenever its CRD changes, and the old one must not live on here."""
+    __slots__ = ("extract", "index")
+
+    def __init__(self, extract: Fields, names: tuple[str, ...]):
+        self.extract = weakref.ref(extract)
+        self.index = {n: i for i, n in enumerate(names)}
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Fields, dict[tuple[str, ...], _Layout]] = weakref.WeakKeyDictionary()
+
+
+def _labels(obj: dict) -> Labels:
+    found = (obj.get("metadata") or {}).get("labels")
+    if not found or not isinstance(found, dict):
+        return _NO_LABELS
+    items = tuple(found.items())
+    try:
+        shared = _LABELS.get(items)
+    except TypeError:  # not hashable: not a valid label set, compare as given
+        return Labels(found)
+    if shared is None:
+        shared = _LABELS[items] = Labels(found)
+    return shared
+
+
+def _dumps(obj: dict) -> bytes:
+    """`obj` as JSON in a bytes object of its own size: orjson leaves its output in the
+    buffer it wrote into (8 KiB for a 2.7 KiB pod), slack a cache of every object would
+    keep; the copy costs a seventh of the encoding."""
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
+def _intern(v: object) -> object:
+    return sys.intern(v) if type(v) is str else v
+
+
+class FieldView:
+    """An entry's selectable fields as the read-only mapping a field selector reads."""
+    __slots__ = ("_layout", "_values")
+
+    def __init__(self, layout: _Layout, values: tuple):
+        self._layout, self._values = layout.index, values
+
+    def get(self, name: str, default: object = None) -> object:
+        i = self._layout.get(name)
+        return default if i is None else self._values[i]
+
+    def __getitem__(self, name: str) -> object:
+        return self._values[self._layout[name]]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layout
+
+
 class Entry:
-    """One object as the cache holds it: decoded, and serialized once for output."""
-    key: str
-    obj: dict
-    raw: bytes
-    revision: int
-    lines: dict | None = None
+    """One object as the cache holds it: its JSON (with its resourceVersion), serialized
+    once and shared, immutable, by the store, the event window, every LIST and every
+    watcher; plus what selectors read, taken out when it is stored (Kubernetes'
+    storeElement: the object with its labels and fields). A decoded copy is made only
+    on demand (`obj`, a private dict each call): a decoded object costs Python six to
+    seven times its JSON (bench/cache_memory.py)."""
+    __slots__ = ("key", "raw", "revision", "api_version", "labels", "_layout", "_values")
 
-    def event_line(self, kind: str) -> bytes:
-        """The watch line for this object, built once however many watchers send it."""
-        if self.lines is None:
-            self.lines = {}
-        line = self.lines.get(kind)
-        if line is None:
-            line = self.lines[kind] = b'{"type":"' + kind.encode() + b'","object":' + self.raw + b"}\n"
-        return line
+    def __init__(self, key: str, raw: bytes, revision: int, api_version: str = "",
+                 labels: Labels = _NO_LABELS):
+        self.key = key
+        self.raw = raw
+        self.revision = revision
+        self.api_version = api_version
+        self.labels = labels
+        self._layout: _Layout | None = None
+        self._values: tuple = ()
+
+    @classmethod
+    def of(cls, key: str, obj: dict, revision: int, extract: Fields | None = None) -> Entry:
+        """An entry for a decoded object (as it is to be served: resourceVersion set)."""
+        e = cls(key, _dumps(obj), revision, sys.intern(str(obj.get("apiVersion") or "")), _labels(obj))
+        if extract is not None:
+            e._extract(extract, obj)
+        return e
+
+    @property
+    def obj(self) -> dict:
+        """The object, decoded: a private copy the caller may change."""
+        return orjson.loads(self.raw)
+
+    def fields(self, extract: Fields) -> FieldView:
+        """The selectable fields `extract` takes from this object: kept from when it was
+        stored if the same extractor took them (a kind's row is fixed; a custom
+        resource's changes with its CRD's selectableFields), else taken now."""
+        layout = self._layout
+        if layout is None or layout.extract() is not extract:
+            layout = self._extract(extract, self.obj)
+        return FieldView(layout, self._values)
+
+    def _extract(self, extract: Fields, obj: dict) -> _Layout:
+        found = extract(obj)
+        names = tuple(found)
+        layouts = _LAYOUTS.get(extract)
+        if layouts is None:
+            layouts = _LAYOUTS[extract] = {}
+        layout = layouts.get(names)
+        if layout is None:
+            layout = layouts[names] = _Layout(extract, names)
+        self._layout, self._values = layout, tuple(_intern(v) for v in found.values())
+        return layout
+
+    def at(self, revision: int) -> Entry:
+        """This object as of a later revision (a deletion's last state)."""
+        obj = self.obj
+        obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+        e = Entry(self.key, _dumps(obj), revision, self.api_version, self.labels)
+        e._layout, e._values = self._layout, self._values
+        return e
 
 
-def decode(key: str, value: bytes, revision: int) -> Entry:
+def decode(key: str, value: bytes, revision: int, extract: Fields | None = None) -> Entry:
+    """A stored value as an entry; `extract`, if given, takes its selectable fields now."""
     obj = orjson.loads(value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
-    return Entry(key, obj, orjson.dumps(obj), revision)
+    return Entry.of(key, obj, revision, extract)
 
 
-Filter = Callable[[dict], bool]
+# Whether a watcher wants an object (its selector, on the entry's labels and fields).
+Filter = Callable[[Entry], bool]
 
 
 @dataclass(eq=False)
@@ -119,8 +244,8 @@ class Watcher:
 
     def offer(self, kind: str, old: Entry | None, new: Entry | None) -> None:
         """Translate a change into what this watcher sees through its filter."""
-        was = old is not None and self.match(old.obj)
-        now = new is not None and self.match(new.obj)
+        was = old is not None and self.match(old)
+        now = new is not None and self.match(new)
         if kind == "DELETE":
             if was:
                 self.push(("DELETED", new))
@@ -150,7 +275,10 @@ class Watcher:
 class Bucket:
     """The objects of one resource, its recent history and its watchers."""
 
-    def __init__(self, history: int):
+    def __init__(self, history: int, extract: Fields | None = None):
+        # The kind's field extractor, as last served (a custom resource's bucket learns
+        # it when its kind is first read): entries take their fields with it when stored.
+        self.extract = extract
         self.objects: dict[str, Entry] = {}
         # The keys in order: a namespace's objects are one range of it (keys are
         # <root><namespace>/<name>), so a page of a namespace costs O(log n + page).
@@ -185,7 +313,7 @@ class WatchCache:
         self.history = history
         self.max_backlog = max_backlog
         self.bookmark_interval = bookmark_interval
-        self.buckets: dict[str, Bucket] = {r.root: Bucket(history) for r in registry.RESOURCES}
+        self.buckets: dict[str, Bucket] = {r.root: Bucket(history, r.fields) for r in registry.RESOURCES}
         self.revision = 0
         self._loaded = 0  # the revision of the last complete list
         self.ready = asyncio.Event()
@@ -258,6 +386,7 @@ class WatchCache:
         if bucket is None:
             bucket = self.buckets[resource.root] = Bucket(self.history)
             bucket.oldest = self._loaded
+        bucket.extract = resource.fields
         return bucket
 
     def get(self, resource: registry.ResourceType, key: str) -> Entry | None:
@@ -274,9 +403,10 @@ class WatchCache:
         bucket = self._of(resource)
         w = Watcher(match, bookmarks, self.max_backlog, resource=resource.plural)
         if after is None:
-            for key in sorted(bucket.objects):
-                entry = bucket.objects[key]
-                if match(entry.obj):
+            objects = bucket.objects
+            for key in bucket.keys:
+                entry = objects[key]
+                if match(entry):
                     w.queue.append(("ADDED", entry))
         else:
             start = bisect.bisect_right(bucket.history_revs, after)
@@ -324,7 +454,7 @@ class WatchCache:
                 if bucket is not None:
                     if kv.key not in bucket.objects:
                         bucket.keys.add(kv.key)
-                    bucket.objects[kv.key] = decode(kv.key, kv.value, kv.mod_revision)
+                    bucket.objects[kv.key] = decode(kv.key, kv.value, kv.mod_revision, bucket.extract)
             if not page.more:
                 break
             start = page.items[-1].key + "\x00"
@@ -377,10 +507,9 @@ class WatchCache:
             if old is None:
                 return
             # A deletion is reported with the object's last state at the delete revision.
-            new = decode(ev.key, old.raw, ev.revision)
-            bucket.apply("DELETE", ev.key, old, new)
+            bucket.apply("DELETE", ev.key, old, old.at(ev.revision))
         else:
-            bucket.apply("PUT", ev.key, old, decode(ev.key, ev.value, ev.revision))
+            bucket.apply("PUT", ev.key, old, decode(ev.key, ev.value, ev.revision, bucket.extract))
 
     async def _advance(self, revision: int) -> None:
         self.revision = max(self.revision, revision)

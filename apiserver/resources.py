@@ -136,6 +136,17 @@ class Selection:
                                             + ", ".join(f'"{k}"' for k in sample))
                 raise errors.BadRequest(f'field label not supported: {name}')
         self.trivial = self.labels.empty and not self.fields.requirements
+        # A namespace's objects are the keys under its prefix.
+        self.key_prefix = rt.prefix(self.namespace) if self.namespace else ""
+
+    def admits(self, e: Entry) -> bool:
+        """The same predicate on a watch cache entry, from what it keeps (no decoding)."""
+        if self.key_prefix and not e.key.startswith(self.key_prefix):
+            return False
+        if self.trivial:
+            return True
+        return self.labels.matches(e.labels) and (
+            not self.fields.requirements or self.fields.matches(e.fields(self.rt.fields)))
 
     def __call__(self, obj: dict) -> bool:
         md = obj.get("metadata") or {}
@@ -234,7 +245,7 @@ class Resources:
         scan = self.cache.scan(rt, sel.namespace, start)
         for e in scan:
             fetched += 1
-            if sel(e.obj):
+            if sel.admits(e):
                 out.append(e)
                 if limit and len(out) == limit:
                     break
@@ -248,7 +259,7 @@ class Resources:
                 more = False
                 for e in scan:
                     fetched += 1
-                    if sel(e.obj):
+                    if sel.admits(e):
                         more = True
                         break
             if more:
@@ -275,8 +286,8 @@ class Resources:
                                   "response to retrieve the remainder of the results.") from None
             revision = page.revision
             for kv in page.items:
-                e = decode(kv.key, kv.value, kv.mod_revision)
-                if sel(e.obj):
+                e = decode(kv.key, kv.value, kv.mod_revision, rt.fields)
+                if sel.admits(e):
                     if limit and len(out) == limit:
                         return out, revision, _encode_continue(revision, out[-1].key + "\x00"), None
                     out.append(e)
@@ -304,7 +315,7 @@ class Resources:
         return self._watch_etcd(rt, sel, rv)
 
     async def _watch_cache(self, rt, sel, rv, bookmarks):
-        w = self.cache.watch(rt, sel, after=rv, bookmarks=bookmarks)
+        w = self.cache.watch(rt, sel.admits, after=rv, bookmarks=bookmarks)
         try:
             while batch := await w.next_batch():
                 yield [(k, served_entry(rt, e) if isinstance(e, Entry) else e) for k, e in batch]
@@ -318,13 +329,13 @@ class Resources:
             async for batch in stream:
                 out = []
                 for ev in batch:
-                    old = decode(ev.key, ev.prev_value, ev.revision) if ev.prev_value else None
+                    old = decode(ev.key, ev.prev_value, ev.revision, rt.fields) if ev.prev_value else None
                     if ev.type == "DELETE":
-                        if old is not None and sel(old.obj):
+                        if old is not None and sel.admits(old):
                             out.append(("DELETED", old))
                         continue
-                    new = decode(ev.key, ev.value, ev.revision)
-                    was, now_ = old is not None and sel(old.obj), sel(new.obj)
+                    new = decode(ev.key, ev.value, ev.revision, rt.fields)
+                    was, now_ = old is not None and sel.admits(old), sel.admits(new)
                     if now_:
                         out.append((("MODIFIED" if was else "ADDED"), new))
                     elif was:
@@ -366,10 +377,8 @@ class Resources:
             current = await self._current(rt, key, cached=from_cache)
             if current is None:
                 raise errors.not_found(rt.group_resource, name)
-            raw, revision, cached_obj, stale = current
-            # Kept as read, to tell a no-op: the cache's own decoded copy when it has one
-            # (read-only here), so a write from the cache parses the object once.
-            old = cached_obj if cached_obj is not None else load(raw, revision)
+            raw, revision, stale = current
+            old = load(raw, revision)  # kept as read, to tell a no-op
             alloc = self.allocations.get(rt.plural)
             try:
                 new = try_update(rt.to_served(load(raw, revision)), revision)
@@ -416,17 +425,16 @@ class Resources:
         raise errors.conflict(rt.plural, name, rt.group, why="too many concurrent writers")
 
     async def _current(self, rt: ResourceType, key: str, *,
-                       cached: bool) -> tuple[bytes, int, dict | None, bool] | None:
-        """(the serialized object at `key`, its revision, with `cached` the watch cache's
-        shared decoded copy if it has one, and whether storage calls it stale), None if
-        there is none. The cache knows nothing of staleness: a no-op judged on its copy
-        is judged again on etcd's."""
+                       cached: bool) -> tuple[bytes, int, bool] | None:
+        """(the serialized object at `key` (with `cached`, the watch cache's), its
+        revision, and whether storage calls it stale), None if there is none. The cache
+        knows nothing of staleness: a no-op judged on its copy is judged again on etcd's."""
         if cached:
             entry = self.cache.get(rt, key)
             if entry is not None:
-                return entry.raw, entry.revision, entry.obj, False
+                return entry.raw, entry.revision, False
         kv = await self.store.get(key)
-        return None if kv is None else (kv.value, kv.mod_revision, None, kv.stale)
+        return None if kv is None else (kv.value, kv.mod_revision, kv.stale)
 
     def _check_identity(self, rt: ResourceType, body: Any, namespace: str, name: str | None) -> dict:
         if not isinstance(body, dict):
@@ -813,10 +821,9 @@ class Resources:
 
 def served_entry(rt: ResourceType, e: Entry) -> Entry:
     """A cache entry at `rt`'s version: itself if stored at it, else a converted copy."""
-    if e.obj.get("apiVersion") == rt.api_version:
+    if e.api_version == rt.api_version:
         return e
-    obj = rt.to_served(e.obj)
-    return Entry(e.key, obj, orjson.dumps(obj), e.revision)
+    return Entry.of(e.key, rt.to_served(e.obj), e.revision)
 
 
 def served_entries(rt: ResourceType, entries: list[Entry]) -> list[Entry]:

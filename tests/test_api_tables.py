@@ -9,7 +9,7 @@ from machinery import times
 
 def cells(plural: str, obj: dict) -> dict:
     rt = registry.by_plural(plural)
-    t = tables.table(rt, [Entry("", obj, b"", 0)], "1")
+    t = tables.table(rt, [Entry.of("", obj, 0)], "1")
     return {c["name"]: v for c, v in zip(t["columnDefinitions"], t["rows"][0]["cells"])}
 
 

@@ -186,7 +186,7 @@ async def test_irrelevant_node_changes_enqueue_nothing():
 
 
 def external_ip_cell(svc: dict) -> str:
-    t = tables.table(registry.by_plural("services"), [Entry("", svc, b"", 0)], "1")
+    t = tables.table(registry.by_plural("services"), [Entry.of("", svc, 0)], "1")
     return dict(zip((c["name"] for c in t["columnDefinitions"]), t["rows"][0]["cells"]))["External-IP"]
 
 

@@ -272,7 +272,7 @@ class Objects:
             plural = {"Pod": "pods", "Node": "nodes"}[o["kind"]]
             key = f"/registry/{plural}/{md['namespace']}/{md['name']}" if md.get("namespace") else \
                 f"/registry/{plural}/{md['name']}"
-            self.entries[key] = Entry(key, o, b"", 1)
+            self.entries[key] = Entry.of(key, o, 1)
 
     def get(self, rt, key):
         return self.entries.get(key)

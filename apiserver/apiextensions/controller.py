@@ -303,7 +303,7 @@ class CRDController:
         row = self._storage_row(crd)
         target = row.storage_api_version
         for e in self.cache.entries(row):
-            if e.obj.get("apiVersion") == target:
+            if e.api_version == target:
                 continue
             md = e.obj["metadata"]
             try:  # a no-op write stores the object at the storage version
