@@ -45,6 +45,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from client.clock import Clock, RealClock
 from client.rest import ALL, Client, Resource
 from client.watch import Event, Watch
@@ -94,6 +96,9 @@ DEFAULT_INDEXERS: dict[str, IndexFunc] = {NAMESPACE: _namespace, NODE_NAME: _nod
 
 
 _SHARED_MAX = 64  # longer strings (annotations, certificates) are rarely repeated
+# orjson sizes a dict of 9 to 16 keys for more than it holds (352 bytes where a dict
+# built key by key takes 272, 632 for 464): those an object keeps are rebuilt.
+_COMPACT = 8
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -131,14 +136,15 @@ class Interner:
     Sharing is safe only because cached objects are read-only: a change to a shared
     dict would show in every object holding it. The table holds each shared value
     until no object does; `sweep()` drops those, and runs by itself when the table has
-    doubled since the last sweep, so the table stays proportional to the live cache."""
+    grown by half since the last sweep, so the table stays proportional to the live
+    cache."""
 
     def __init__(self) -> None:
-        # (0, key, value-or-id, ...) for a dict, (1, item-or-id, ...) for a list ->
-        # the one shared copy. A child container appears by its id(): it is itself
-        # the table's shared copy, kept alive by its parent as long as the parent's
-        # entry exists, so an id in a live key never names a different object.
-        self._table: dict[tuple[Any, ...], Any] = {}
+        # hash of a value's JSON -> the one shared copy. Two values whose JSON hash
+        # alike are shared only if they are also equal: a hash collision (one in
+        # 2**64) between unequal values costs a missed share, never a wrong value.
+        # The JSON, not `==`, tells 1 from 1.0 and true.
+        self._table: dict[int, Any] = {}
         self._sweep_at = 4096
 
     def __len__(self) -> int:
@@ -149,6 +155,8 @@ class Interner:
         for k, v in obj.items():
             t = type(v)
             if t is dict:
+                if len(v) > _COMPACT:
+                    v = obj[k] = dict(zip(v, v.values()))
                 for k2, v2 in v.items():
                     t2 = type(v2)
                     if t2 is dict or t2 is list:
@@ -169,58 +177,49 @@ class Interner:
         return obj
 
     def _share(self, o: Any) -> Any:
-        # The key spells the value out flat: a str stands for itself, a shared child
-        # for its id (an int), any other scalar as its type then itself (so 1, 1.0
-        # and True differ). Types and strs are never ids, so the spelling is unambiguous.
-        key: list[Any]
+        # Serializing is C and cheap; the walk below runs only for values not seen
+        # before, and the few unique ones (a pod's IPs, its token volume) are small.
+        try:
+            h = hash(orjson.dumps(o))
+        except TypeError:  # not JSON (a transform's own value): kept as it is
+            return o
+        table = self._table
+        got = table.get(h)
+        if got is not None:
+            return got if got == o else o
         intern, share = sys.intern, self._share
         if type(o) is dict:
-            key = [0]
+            if len(o) > _COMPACT:
+                o = dict(zip(o, o.values()))
             for k, v in o.items():
                 t = type(v)
-                key.append(k)
                 if t is str:
                     if len(v) <= _SHARED_MAX:
-                        v = o[k] = intern(v)
-                    key.append(v)
+                        o[k] = intern(v)
                 elif t is dict or t is list:
-                    v = o[k] = share(v)
-                    key.append(id(v))
-                else:
-                    key.append(t)
-                    key.append(v)
+                    o[k] = share(v)
         else:
-            key = [1]
             for i, v in enumerate(o):
                 t = type(v)
                 if t is str:
                     if len(v) <= _SHARED_MAX:
-                        v = o[i] = intern(v)
-                    key.append(v)
+                        o[i] = intern(v)
                 elif t is dict or t is list:
-                    v = o[i] = share(v)
-                    key.append(id(v))
-                else:
-                    key.append(t)
-                    key.append(v)
-        frozen = tuple(key)
-        return self._table.setdefault(frozen, o)
+                    o[i] = share(v)
+        table[h] = o
+        return o
 
     def sweep(self) -> int:
         """Forget the shared values no cached object holds any more. -> how many."""
         table, refs = self._table, sys.getrefcount
         dropped = 0
-        # Parents first would free children only on the next sweep: repeat until a
-        # pass drops nothing (a few passes: the depth of the objects).
-        while True:
-            # 2: the table's own reference and getrefcount's argument.
-            dead = [k for k in table if refs(table[k]) <= 2]
-            for k in dead:
-                del table[k]
-            dropped += len(dead)
-            if not dead:
-                break
-        self._sweep_at = max(4096, 2 * len(table))
+        # Newest first: a value enters the table after its parts do, so a value
+        # dropped here has released its parts by the time the loop reaches them.
+        for h in reversed(list(table)):
+            if refs(table[h]) <= 2:  # the table's reference and getrefcount's argument
+                del table[h]
+                dropped += 1
+        self._sweep_at = max(4096, len(table) * 3 // 2)
         return dropped
 
 
