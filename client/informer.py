@@ -316,6 +316,7 @@ class Informer:
         self.store = Indexer(indexers)
         self.transform = transform
         self.interner = Interner()
+        self._deleted = 0  # objects deleted since the interner's last sweep
         self.clock = clock or RealClock()
         self.backoff, self.max_backoff = backoff, max_backoff
         self.resource_version = ""  # of the last list, event or bookmark applied
@@ -364,7 +365,8 @@ class Informer:
         if transform is not None:
             items = [transform(o) for o in items]
         fresh = {key_of(o): intern(o) for o in items}
-        for key in [k for k in self.store.keys() if k not in fresh]:
+        gone = [k for k in self.store.keys() if k not in fresh]
+        for key in gone:
             self._notify("on_delete", self.store.delete(key))
         for key, obj in fresh.items():
             old = self.store.get(key)
@@ -377,6 +379,7 @@ class Informer:
             elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
                 self._notify("on_update", old, obj)
         self.resource_version = resource_version
+        self._forgot(len(gone))
         self._synced.set()
 
     def apply(self, event: Event) -> None:
@@ -389,6 +392,7 @@ class Informer:
         key = key_of(obj)
         if event.type == "DELETED":
             if self.store.delete(key) is not None:
+                self._forgot(1)
                 self._notify("on_delete", obj)
             return
         old = self.store.set(key, self.interner.intern(obj))
@@ -396,6 +400,15 @@ class Informer:
             self._notify("on_add", obj)
         else:
             self._notify("on_update", old, obj)
+
+    def _forgot(self, deleted: int) -> None:
+        """The interner sweeps itself as it grows; deletes alone do not grow it, so
+        after as many deletes as half the cache, sweep: what the deleted objects held
+        alone is freed, at a cost proportional to those deletes."""
+        self._deleted += deleted
+        if self._deleted * 2 > len(self.store) + 64:
+            self.interner.sweep()
+            self._deleted = 0
 
     # -- running --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from client.informer import (LABEL, NAMESPACE, NODE_NAME, OWNER_UID, Indexer, In
                              SharedInformerFactory, key_of, strip_managed_fields)
 from client.rest import Client
 from client.transport import LeanTransport
+from client.watch import Event
 from machinery import errors
 from tests.procs import APIServer, compact_etcd
 from tests.util import pod
@@ -340,6 +341,27 @@ def test_interner_sweep_forgets_only_what_no_object_holds():
     again = interner.intern(obj("again", "one"))
     assert again["spec"]["containers"] is kept["spec"]["containers"]
     assert len(interner) == held // 2
+
+
+async def test_deletes_free_what_only_the_deleted_objects_held():
+    async with Client("http://unused") as c:
+        inf = Informer(c, "pods")
+
+        def obj(i, rv):  # one unique part (the volume), one shared (the tolerations)
+            return orjson.loads(orjson.dumps({
+                "metadata": {"name": f"p{i}", "namespace": "n", "uid": f"u{i}", "resourceVersion": rv},
+                "spec": {"volumes": [{"name": f"v{i}", "emptyDir": {}}], "tolerations": [{"key": "k"}]}}))
+        inf.replace([obj(i, "1") for i in range(200)], "1")
+        assert len(inf.interner) == 200 * 2 + 3  # volumes lists and volumes; emptyDir, tolerations, [0]
+        for i in range(199):
+            inf.apply(Event("DELETED", obj(i, str(2 + i))))
+        # Swept each time the deletes reached half the cache: what is left is the
+        # parts of the objects deleted since the last sweep, and of the one still cached.
+        assert len(inf.interner) < 403 // 10
+        inf.replace([obj(i, "301") for i in range(200, 300)], "301")  # a relist: p199 gone
+        for i in range(200, 300):
+            inf.apply(Event("DELETED", obj(i, str(400 + i))))
+        assert len(inf.store) == 0 and len(inf.interner) < 603 // 10
 
 
 async def test_a_transform_shapes_what_is_cached_and_what_handlers_see(client, ns):
