@@ -132,9 +132,9 @@ class Interner:
     it managedFields; `bench/informer.py --memory`, cache and indexes): 19.0 KiB a pod
     with only strings interned (4.4x the JSON), 8.4 KiB with values shared (1.9x), 5.0
     KiB with managedFields stripped too (1.1x; 1.9x the stripped object's JSON). The
-    CPU: +29 us a pod at sync (57 -> 86 us; decoding it takes 125 us on the same
-    loaded machine), and less for an update (82 -> 63 us), whose unchanged parts are
-    found in the table and not walked.
+    CPU: +19 to +33 us a pod at sync (57 -> 76 to 90 us; decoding it took 120 us on
+    the same loaded machine), and less for an update (82 -> 57 to 63 us), whose
+    unchanged parts are found in the table and not walked.
 
     Sharing is safe only because cached objects are read-only: a change to a shared
     dict would show in every object holding it. The table holds each shared value
