@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping
 from client.clock import Clock
 from client.componentserver import ComponentServer, informer_sync_check, leader_election_check
 from client.events import EventRecorder
-from client.informer import SharedInformerFactory
+from client.informer import SharedInformerFactory, strip_managed_fields
 from client.leaderelection import LeaderElector
 from client.metrics import track_leader
 from client.rest import Client
@@ -179,7 +179,8 @@ class Manager:
 
     async def run_controllers(self) -> None:
         """Build, start informers, run every controller's workers; until cancelled."""
-        factory = SharedInformerFactory(self.client)
+        # No controller reads managedFields: kube-controller-manager's informers drop them too.
+        factory = SharedInformerFactory(self.client, transform=strip_managed_fields)
         self.controllers = self.build(factory)
         # kube-controller-manager's per-controller check on /healthz (a ping: that the
         # controller was started). Built once per process: losing the Lease ends it.

@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from client.events import NORMAL, WARNING, EventRecorder
-from client.informer import Informer, key_of
+from client.informer import Informer, key_of, strip_managed_fields
 from client.rest import Client
 from machinery.errors import NotFound
 from scheduler.algorithm import Algorithm, CycleResult
@@ -146,9 +146,11 @@ class Scheduler:
         self._bindings: set[asyncio.Task] = set()
         self._status_writes: dict[str, asyncio.Task] = {}
         self._synced: asyncio.Task | None = None
-        # The scheduler reads no index, so its informers keep none (cheaper per event).
-        self.pods = Informer(client, "pods", field_selector=POD_FIELD_SELECTOR, indexers={})
-        self.nodes = Informer(client, "nodes", indexers={})
+        # The scheduler reads no index, so its informers keep none (cheaper per event),
+        # nor managedFields (nothing here reads them).
+        self.pods = Informer(client, "pods", field_selector=POD_FIELD_SELECTOR, indexers={},
+                             transform=strip_managed_fields)
+        self.nodes = Informer(client, "nodes", indexers={}, transform=strip_managed_fields)
         self.nodes.add_handler(on_add=self.on_node_add, on_update=self.on_node_update,
                                on_delete=self.on_node_delete)
         self.pods.add_handler(on_add=self.on_pod_add, on_update=self.on_pod_update,

@@ -6,10 +6,13 @@ import random
 import httpx
 import pytest
 
-from client.informer import (LABEL, NAMESPACE, NODE_NAME, OWNER_UID, Indexer, Informer,
-                             SharedInformerFactory, key_of)
+import orjson
+
+from client.informer import (LABEL, NAMESPACE, NODE_NAME, OWNER_UID, Indexer, Informer, Interner,
+                             SharedInformerFactory, key_of, strip_managed_fields)
 from client.rest import Client
 from client.transport import LeanTransport
+from client.watch import Event
 from machinery import errors
 from tests.procs import APIServer, compact_etcd
 from tests.util import pod
@@ -294,5 +297,91 @@ async def test_cached_objects_share_equal_short_strings(client, ns):
         await eventually(lambda: inf.store.get(f"{ns}/s3") is not None)
         assert inf.store.get(f"{ns}/s3")["spec"]["nodeName"] is a["spec"]["nodeName"]
         assert a["metadata"]["uid"] != b["metadata"]["uid"]  # equal only where the values are
+        # Equal subtrees are one object too: the defaulted tolerations, the resources.
+        assert a["spec"]["tolerations"] is b["spec"]["tolerations"]
+        assert a["spec"]["tolerations"] is inf.store.get(f"{ns}/s3")["spec"]["tolerations"]
+        fresh = (await client.list("pods", namespace=ns))["items"]
+        assert sorted(inf.store.list(), key=key_of) == sorted(fresh, key=key_of)  # same values
     finally:
         await inf.stop()
+
+
+def test_interner_shares_equal_subtrees_and_nothing_else():
+    def decoded(name, cpu, port):  # as the reflector gets them: one decode per object
+        return orjson.loads(orjson.dumps({
+            "metadata": {"name": name, "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}},
+                                     "ports": [{"containerPort": port}]}],
+                     "tolerations": [{"key": "k", "operator": "Exists"}]}}))
+    interner = Interner()
+    a, b, c = (interner.intern(decoded(*args)) for args in (("a", "1", 80), ("b", "1", 80), ("c", "2", True)))
+    assert a == decoded("a", "1", 80) and c == decoded("c", "2", True)  # values unchanged
+    assert a["spec"]["containers"] is b["spec"]["containers"]
+    assert a["metadata"]["labels"] is c["metadata"]["labels"]
+    assert a["spec"]["tolerations"] is c["spec"]["tolerations"]
+    assert a["spec"] is not b["spec"] and a["metadata"] is not b["metadata"]  # tops stay own
+    assert c["spec"]["containers"] is not a["spec"]["containers"]
+    # 80 == True in Python, and they hash alike: the key must still tell them apart.
+    assert c["spec"]["containers"][0]["ports"][0]["containerPort"] is True
+    assert a["spec"]["containers"][0]["ports"] is not c["spec"]["containers"][0]["ports"]
+
+
+def test_interner_sweep_forgets_only_what_no_object_holds():
+    interner = Interner()
+
+    def obj(name, image):
+        return orjson.loads(orjson.dumps({"metadata": {"name": name}, "spec": {
+            "containers": [{"name": "c", "image": image, "env": [{"name": "E", "value": image}]}]}}))
+    kept = interner.intern(obj("kept", "one"))
+    gone = interner.intern(obj("gone", "two"))
+    held = len(interner)
+    del gone
+    assert interner.sweep() == held // 2  # the containers list, its item, env and env[0]
+    assert len(interner) == held // 2
+    again = interner.intern(obj("again", "one"))
+    assert again["spec"]["containers"] is kept["spec"]["containers"]
+    assert len(interner) == held // 2
+
+
+async def test_deletes_free_what_only_the_deleted_objects_held():
+    async with Client("http://unused") as c:
+        inf = Informer(c, "pods")
+
+        def obj(i, rv):  # one unique part (the volume), one shared (the tolerations)
+            return orjson.loads(orjson.dumps({
+                "metadata": {"name": f"p{i}", "namespace": "n", "uid": f"u{i}", "resourceVersion": rv},
+                "spec": {"volumes": [{"name": f"v{i}", "emptyDir": {}}], "tolerations": [{"key": "k"}]}}))
+        inf.replace([obj(i, "1") for i in range(200)], "1")
+        assert len(inf.interner) == 200 * 2 + 3  # volumes lists and volumes; emptyDir, tolerations, [0]
+        for i in range(199):
+            inf.apply(Event("DELETED", obj(i, str(2 + i))))
+        # Swept each time the deletes reached half the cache: what is left is the
+        # parts of the objects deleted since the last sweep, and of the one still cached.
+        assert len(inf.interner) < 403 // 10
+        inf.replace([obj(i, "301") for i in range(200, 300)], "301")  # a relist: p199 gone
+        for i in range(200, 300):
+            inf.apply(Event("DELETED", obj(i, str(400 + i))))
+        assert len(inf.store) == 0 and len(inf.interner) < 603 // 10
+
+
+async def test_a_transform_shapes_what_is_cached_and_what_handlers_see(client, ns):
+    await client.create(pod("t1"), namespace=ns)
+    assert (await client.get("pods", "t1", namespace=ns))["metadata"].get("managedFields")
+    factory = SharedInformerFactory(client, transform=strip_managed_fields)
+    inf = factory.informer("pods", namespace=ns)
+    seen = []
+    inf.add_handler(on_add=seen.append, on_update=lambda old, new: seen.append(new), on_delete=seen.append)
+    factory.start()
+    try:
+        assert await factory.wait_for_cache_sync(10)
+        await client.create(pod("t2"), namespace=ns)
+        await client.patch("pods", "t1", {"metadata": {"labels": {"x": "y"}}}, namespace=ns)
+        await eventually(lambda: len(seen) >= 3, what="t1 added and updated, t2 added")
+        await client.delete("pods", "t1", namespace=ns, grace_period_seconds=0)
+        await eventually(lambda: inf.store.get(f"{ns}/t1") is None, what="t1 deleted")
+        assert [o["metadata"]["name"] for o in seen][-1] == "t1" and len(seen) >= 4
+        assert not [o for o in seen if "managedFields" in o["metadata"]]
+        assert "managedFields" not in inf.store.get(f"{ns}/t2")["metadata"]
+        assert inf.store.get(f"{ns}/t2")["metadata"]["name"] == "t2"
+    finally:
+        await factory.stop()
