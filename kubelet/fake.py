@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from client.clock import Clock, RealClock
-from client.informer import Informer, key_of, split_key
+from client.informer import Informer, key_of, split_key, strip_managed_fields
 from client.rest import Client
 from client.workqueue import RateLimitingQueue
 from kubelet import stats
@@ -160,7 +160,7 @@ class FakeNodes:
         # One node watches only its own pods, which is all a node's own credential may
         # watch (the Node authorizer): so a bootstrapped fake node works as a real one.
         only = f"spec.nodeName={next(iter(self.nodes))}" if count == 1 else "spec.nodeName!="
-        self.pods = Informer(client, "pods", field_selector=only, indexers={})
+        self.pods = Informer(client, "pods", field_selector=only, indexers={}, transform=strip_managed_fields)
         self.renewals = 0
         self._tasks: list[asyncio.Task] = []
 

@@ -42,7 +42,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from client import kubeconfig
-from client.informer import Informer
+from client.informer import Informer, strip_managed_fields
 from client.rest import Client
 from machinery import klog, pki
 from machinery.duration import parse_duration
@@ -154,8 +154,8 @@ class MetricsServer:
     def __init__(self, client: Client, scraper: Scraper, *, resolution: float):
         self.client, self.scraper, self.resolution = client, scraper, resolution
         self.storage = Storage(resolution)
-        self.nodes = Informer(client, "nodes")
-        self.pods = Informer(client, "pods")
+        self.nodes = Informer(client, "nodes", transform=strip_managed_fields)
+        self.pods = Informer(client, "pods", transform=strip_managed_fields)
         self.last_tick = 0.0   # monotonic: when the last scrape cycle ended
         self.health = Health()
         self.health.add(named_check("metric-collection-timely", self._timely), endpoints=["healthz", "livez"])

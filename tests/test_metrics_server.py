@@ -260,8 +260,12 @@ def test_who_may_read_is_what_rbac_says(cluster, apiserver, http):
         http.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}")
 
 
-def test_health_and_metrics(cluster, apiserver):
+def test_health_and_metrics(cluster, apiserver, ns):
     url = cluster["url"]
+    # Ready once some node has two complete points, and an idle fake node uses no CPU at
+    # all (metrics-server drops a point without it): give one node a pod that does, so
+    # the test stands alone and does not lean on an earlier test's pods.
+    make_pod(cluster["http"], ns, "warm", cluster["nodes"][0], {"c": {"cpu": "10m", "memory": "1Mi"}})
     with direct_client("admin") as c:
         wait_for(lambda: c.get(f"{url}/readyz").status_code == 200, timeout=60, interval=0.5, what="readiness")
         assert "[+]metric-storage-ready ok" in c.get(f"{url}/readyz", params={"verbose": "1"}).text
