@@ -32,6 +32,22 @@ count when the ReplicaSet controller had created all its pods.
 Run: .venv/bin/python -m bench.scale [--nodes 500,1000,2500,5000] [--max-pods 150000]
         [--deployments 30] [--churn 30] [--idle 20] [--plot bench/scale.png] [--json FILE]
 Everything at the issue's sizes needs a quiet machine with 2 cores and 24 GiB.
+
+`--scheduler-curve` measures only the scheduler as pods pile up, without kubelets: an
+etcd with `minik8s up`'s size flags (cluster.bringup.ETCD_SIZE_FLAGS), an API server
+(plain HTTP) and the scheduler process; --curve-nodes Node objects (4 cpu, 32Gi, 110
+pods: scheduler_perf's); then at each of --levels, pods already bound (spec.nodeName,
+round robin, in 10 namespaces, owned by 50 ReplicaSets each) are created up to the level
+(their rate and CPU per pod), and the figures taken: etcd's DB size; one page of 500
+pods of a namespace and of the cluster, first and continued (the continued one with and
+without a write in between: the watch cache serves it only while nothing moved); and a
+--batch of new pods bound by the scheduler, created to bound as a watch sees it (pods/s
+and the CPU per pod of the scheduler, API server and etcd: the figure the machine's load
+changes least). --profile records the scheduler with py-spy during each batch.
+
+    .venv/bin/python -m bench.scale --scheduler-curve [--curve-nodes 5000]
+        [--levels 0,25000,50000,100000,150000] [--batch 2000] [--profile /tmp/sched.json]
+        [--json FILE] [--plot bench/scale-scheduler.png]; --replot --json FILE redraws
 """
 from __future__ import annotations
 
@@ -513,6 +529,7 @@ async def page_costs(base: str, repeat: int = 5) -> dict[str, float]:
     for name, path in (("namespace", "/api/v1/namespaces/fill-0/pods?limit=500"),
                        ("cluster", "/api/v1/pods?limit=500")):
         got: dict[str, list[float]] = {"first": [], "next": [], "next_after_write": []}
+        served: dict[str, list[bool]] = {"next": [], "next_after_write": []}
         for _ in range(repeat):
             for kind in ("next", "next_after_write"):
                 s, status, body = await _timed_get(base, path)
@@ -530,9 +547,14 @@ async def page_costs(base: str, repeat: int = 5) -> dict[str, float]:
                 s, status, body = await _timed_get(base, f"{path}&continue={cont}")
                 assert status == 200, body[:300]
                 got[kind].append(s)
+                # Only the watch cache's pages carry remainingItemCount: which one served it.
+                served[kind].append("remainingItemCount" in json.loads(body)["metadata"])
         for kind, v in got.items():
             if v:
                 out[f"{name}_{kind}"] = sorted(v)[len(v) // 2]
+        for kind, v in served.items():
+            if v:
+                out[f"{name}_{kind}_from_cache"] = sum(v) / len(v)
     return out
 
 
@@ -545,6 +567,18 @@ def etcd_db(url: str) -> dict[str, float]:
         if m:
             out[name] = float(m.group(1))
     return out
+
+
+async def create_retrying(conn: Any, path: str, obj: dict) -> None:
+    """POST obj; on a loaded machine etcd's deadline passes at times (504) and API
+    Priority and Fairness sheds (429): both say to retry, as a client would."""
+    for attempt in range(30):
+        status, data = await conn.request("POST", path, json.dumps(obj).encode())
+        if status == 201 or (status == 409 and attempt):  # 409: an earlier try went through
+            return
+        assert status in (429, 500, 503, 504), data[:300]
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"{obj['metadata']['name']}: {status} {data[:300]!r}")
 
 
 async def place(base: str, nodes: int, start: int, end: int) -> float:
@@ -562,15 +596,7 @@ async def place(base: str, nodes: int, start: int, end: int) -> float:
 
     async def one(conn, k: int) -> None:
         p, ns = body(start + k)
-        # Under a loaded machine etcd's deadline passes at times (504) or API Priority
-        # and Fairness sheds (429): both say to retry, as a client would.
-        for attempt in range(20):
-            status, data = await conn.request("POST", f"/api/v1/namespaces/{ns}/pods", json.dumps(p).encode())
-            if status == 201 or (status == 409 and attempt):
-                return
-            assert status in (429, 500, 503, 504), data[:300]
-            await asyncio.sleep(1.0)
-        raise AssertionError(f"pod {p['metadata']['name']}: {status} {data[:300]!r}")
+        await create_retrying(conn, f"/api/v1/namespaces/{ns}/pods", p)
     await _pool(end - start, 100, base, one)
     return time.perf_counter() - t
 
@@ -580,7 +606,7 @@ async def bind_batch(base: str, ns: str, n: int, sched_pid: int, procs: dict[str
     """n new pods created (100 in flight) in `ns`, to the last of them bound, seen by a
     watch: pods/s end to end, and the CPU each process spent meanwhile."""
     from bench.api import Conn
-    from bench.scheduler import _create, _pool, cpu_seconds, pod_obj
+    from bench.scheduler import _pool, cpu_seconds, pod_obj
     conn = await Conn(base).open()
     await conn.send("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")
     status, body = await _read_body(conn)
@@ -615,7 +641,7 @@ async def bind_batch(base: str, ns: str, n: int, sched_pid: int, procs: dict[str
         p["metadata"]["namespace"] = ns
         del p["metadata"]["uid"]
         return p
-    await _pool(n, 100, base, lambda c, i: _create(c, f"/api/v1/namespaces/{ns}/pods", pod(i)))
+    await _pool(n, 100, base, lambda c, i: create_retrying(c, f"/api/v1/namespaces/{ns}/pods", pod(i)))
     created = time.perf_counter() - t0
     try:
         await asyncio.wait_for(watcher, 900)
@@ -628,16 +654,17 @@ async def bind_batch(base: str, ns: str, n: int, sched_pid: int, procs: dict[str
     return {"pods_per_s": n / (last - t0), "bound_s": last - t0, "created_s": created, "cpu_s": cpu}
 
 
-def settled(pid: int, quiet: float = 0.05, timeout: float = 600.0) -> None:
-    """Wait until process `pid` uses less than `quiet` of a core over a second."""
+def settled(pid: int, quiet: float = 0.05, seconds: int = 3, timeout: float = 600.0) -> None:
+    """Wait until process `pid` uses less than `quiet` of a core in each of `seconds`
+    seconds in a row (more than one: on a loaded machine a busy process can be starved
+    for a second)."""
     from bench.scheduler import cpu_seconds
     deadline = time.monotonic() + timeout
-    last = cpu_seconds(pid)
-    while time.monotonic() < deadline:
+    last, calm = cpu_seconds(pid), 0
+    while time.monotonic() < deadline and calm < seconds:
         time.sleep(1.0)
         now = cpu_seconds(pid)
-        if now - last < quiet:
-            return
+        calm = calm + 1 if now - last < quiet else 0
         last = now
 
 
@@ -708,7 +735,7 @@ def scheduler_curve(args: argparse.Namespace) -> dict[str, Any]:
                                          f"CPU ms a pod {row['place_cpu_ms_per_pod']})" if "place_s" in row else "")
                   + f": batch of {args.batch} bound at {row['batch']['pods_per_s']:.0f} pods/s "
                   f"({row['batch']['bound_s']:.1f} s; CPU s {row['batch']['cpu_s']}); a page of 500: "
-                  + ", ".join(f"{n} {v * 1e3:.0f} ms" for n, v in row["pages"].items())
+                  + ", ".join(f"{n} {v * 1e3:.0f} ms" for n, v in row["pages"].items() if not n.endswith("_cache"))
                   + f"; etcd DB {db.get('etcd_mvcc_db_total_size_in_bytes', 0) / 2**20:.0f} MiB "
                   f"(in use {db.get('etcd_mvcc_db_total_size_in_use_in_bytes', 0) / 2**20:.0f} MiB, "
                   f"{per_pod:.0f} B a pod, {db.get('etcd_debugging_mvcc_keys_total', 0):.0f} keys); "
@@ -731,15 +758,26 @@ def plot_curve(out: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
     rows = out["levels"]
     x = [r["placed"] for r in rows]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    ax = axes.flatten()
     ax[0].plot(x, [r["batch"]["pods_per_s"] for r in rows], "o-", label="end to end")
     ax[0].axhline(100, color="grey", ls=":", label="target 100 pods/s")
     ax[0].set(title=f"Scheduler at {out['nodes']} nodes: a batch of {out['batch']} bound",
               xlabel="pods already placed", ylabel="pods/s", ylim=(0, None))
+    for r in rows:
+        ax[0].annotate(f"load {r['load_start']:.0f}", (r["placed"], r["batch"]["pods_per_s"]), fontsize=7)
     ax[0].legend(fontsize=7)
+    # CPU per bound pod: what the machine's load changes least.
+    for name in rows[0]["batch"]["cpu_s"]:
+        ax[3].plot(x, [r["batch"]["cpu_s"][name] / out["batch"] * 1e3 for r in rows], "o-", label=name)
+    ax[3].set(title="CPU per pod bound, end to end", xlabel="pods already placed", ylabel="ms of CPU",
+              ylim=(0, None))
+    ax[3].legend(fontsize=7)
     for key in ("namespace_first", "namespace_next", "namespace_next_after_write", "cluster_first",
                 "cluster_next", "cluster_next_after_write"):
         pts = [(r["placed"], r["pages"][key] * 1e3) for r in rows if key in r["pages"]]
+        if not pts:
+            continue
         ax[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key.replace("_", " "))
     ax[1].set(title="One page of 500 pods (LIST limit=500)", xlabel="pods in the cluster", ylabel="ms",
               ylim=(0, None))
@@ -751,7 +789,7 @@ def plot_curve(out: dict[str, Any], path: str) -> None:
     ax[2].set(title="etcd", xlabel="pods placed", ylabel="MiB")
     ax[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=72)
     print(f"curves drawn in {path}")
 
 
@@ -773,6 +811,7 @@ def main() -> None:
     ap.add_argument("--scheduler-curve", action="store_true",
                     help="only the scheduler's curve: node objects, pods placed up to --levels, a batch bound at each")
     ap.add_argument("--curve-nodes", type=int, default=5000)
+    ap.add_argument("--replot", action="store_true", help="with --scheduler-curve: draw the curves from --json")
     ap.add_argument("--levels", default="0,25000,50000,100000", help="pods already placed, comma list")
     ap.add_argument("--batch", type=int, default=2000, help="new pods the scheduler binds at each level")
     ap.add_argument("--profile", default=None, metavar="JSON",
@@ -780,6 +819,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.informer_probe:
         print(json.dumps(asyncio.run(informer_probe(args.informer_probe))))
+        return
+    if args.scheduler_curve and args.replot:
+        with open(args.json) as f:
+            plot_curve(json.load(f), args.plot or "bench/scale-scheduler.png")
         return
     if args.scheduler_curve:
         print(f"minik8s scheduler curve, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, "
