@@ -396,6 +396,22 @@ class WatchCache:
         """Whether a watch starting after `revision` can be served from history."""
         return self.ready.is_set() and revision >= self._of(resource).oldest
 
+    def unchanged_since(self, resource: registry.ResourceType, revision: int, namespace: str = "",
+                        start: str = "") -> bool:
+        """Whether what `scan(resource, namespace, start)` reads is still what it was at
+        `revision`: the history covers it and no event since touched that range. Costs the
+        events since `revision`, newest first, not the objects."""
+        bucket = self._of(resource)
+        if not self.listed.is_set() or not bucket.oldest <= revision <= self.revision:
+            return False
+        prefix = resource.prefix(namespace) if namespace and resource.namespaced else ""
+        for (_, _, new), rev in zip(reversed(bucket.history), reversed(bucket.history_revs)):
+            if rev <= revision:
+                break
+            if new.key >= start and new.key.startswith(prefix):
+                return False
+        return True
+
     def watch(self, resource: registry.ResourceType, match: Filter, *, after: int | None,
               bookmarks: bool) -> Watcher:
         """Subscribe. after=None: first an ADDED for every current match (Kubernetes'

@@ -32,6 +32,22 @@ count when the ReplicaSet controller had created all its pods.
 Run: .venv/bin/python -m bench.scale [--nodes 500,1000,2500,5000] [--max-pods 150000]
         [--deployments 30] [--churn 30] [--idle 20] [--plot bench/scale.png] [--json FILE]
 Everything at the issue's sizes needs a quiet machine with 2 cores and 24 GiB.
+
+`--scheduler-curve` measures only the scheduler as pods pile up, without kubelets: an
+etcd with `minik8s up`'s size flags (cluster.bringup.ETCD_SIZE_FLAGS), an API server
+(plain HTTP) and the scheduler process; --curve-nodes Node objects (4 cpu, 32Gi, 110
+pods: scheduler_perf's); then at each of --levels, pods already bound (spec.nodeName,
+round robin, in 10 namespaces, owned by 50 ReplicaSets each) are created up to the level
+(their rate and CPU per pod), and the figures taken: etcd's DB size; one page of 500
+pods of a namespace and of the cluster, first and continued (the continued one with and
+without a write in between: the watch cache serves it only while nothing moved); and a
+--batch of new pods bound by the scheduler, created to bound as a watch sees it (pods/s
+and the CPU per pod of the scheduler, API server and etcd: the figure the machine's load
+changes least). --profile records the scheduler with py-spy during each batch.
+
+    .venv/bin/python -m bench.scale --scheduler-curve [--curve-nodes 5000]
+        [--levels 0,25000,50000,100000,150000] [--batch 2000] [--profile /tmp/sched.json]
+        [--json FILE] [--plot bench/scale-scheduler.png]; --replot --json FILE redraws
 """
 from __future__ import annotations
 
@@ -461,6 +477,322 @@ def plot(results: list[dict], path: str) -> None:
     print(f"curves drawn in {path}")
 
 
+
+# -- the scheduler's curve at 5,000 nodes as pods pile up (--scheduler-curve) ----------
+
+FILL_NAMESPACES = 10
+
+
+def etcd_size_flags() -> list[str]:
+    from cluster.bringup import ETCD_SIZE_FLAGS
+    return list(ETCD_SIZE_FLAGS)
+
+
+async def _read_body(conn: Any) -> tuple[int, bytes]:
+    """A response of the server on bench.api.Conn, content-length or chunked (streamed
+    LISTs are chunked)."""
+    status, headers = await conn.head()
+    if "content-length" in headers:
+        return status, await conn.r.readexactly(int(headers["content-length"]))
+    body = bytearray()
+    while True:
+        size = int((await conn.r.readline()).strip() or b"0", 16)
+        if size == 0:
+            await conn.r.readline()
+            return status, bytes(body)
+        body += await conn.r.readexactly(size)
+        await conn.r.readline()
+
+
+async def _timed_get(base: str, path: str) -> tuple[float, int, bytes]:
+    from bench.api import Conn
+    conn = await Conn(base).open()
+    try:
+        t = time.perf_counter()
+        await conn.send("GET", path)
+        status, body = await _read_body(conn)
+        return time.perf_counter() - t, status, body
+    finally:
+        conn.close()
+
+
+async def page_costs(base: str, repeat: int = 5) -> dict[str, float]:
+    """Median seconds of one page (limit 500) of pods, of one fill namespace and of
+    every namespace: the first page; a continued (second) page with nothing written in
+    between (the watch cache serves it); and one with a write in between (the cache has
+    moved past the token's revision, so etcd serves it at that revision, as in a live
+    cluster where Leases are renewed all the time)."""
+    from bench.api import Conn
+    from bench.scheduler import _create
+    out: dict[str, float] = {}
+    k = 0
+    for name, path in (("namespace", "/api/v1/namespaces/fill-0/pods?limit=500"),
+                       ("cluster", "/api/v1/pods?limit=500")):
+        got: dict[str, list[float]] = {"first": [], "next": [], "next_after_write": []}
+        served: dict[str, list[bool]] = {"next": [], "next_after_write": []}
+        for _ in range(repeat):
+            for kind in ("next", "next_after_write"):
+                s, status, body = await _timed_get(base, path)
+                assert status == 200, body[:300]
+                got["first"].append(s)
+                cont = json.loads(body)["metadata"].get("continue")
+                if not cont:
+                    continue
+                if kind == "next_after_write":
+                    conn = await Conn(base).open()
+                    k += 1
+                    await _create(conn, "/api/v1/namespaces/default/configmaps", {
+                        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"page-{time.time_ns()}-{k}"}})
+                    conn.close()
+                s, status, body = await _timed_get(base, f"{path}&continue={cont}")
+                assert status == 200, body[:300]
+                got[kind].append(s)
+                # Only the watch cache's pages carry remainingItemCount: which one served it.
+                served[kind].append("remainingItemCount" in json.loads(body)["metadata"])
+        for kind, v in got.items():
+            if v:
+                out[f"{name}_{kind}"] = sorted(v)[len(v) // 2]
+        for kind, v in served.items():
+            if v:
+                out[f"{name}_{kind}_from_cache"] = sum(v) / len(v)
+    return out
+
+
+def etcd_db(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    out = {}
+    for name in ("etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes",
+                 "etcd_debugging_mvcc_keys_total", "etcd_server_quota_backend_bytes"):
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        if m:
+            out[name] = float(m.group(1))
+    return out
+
+
+async def create_retrying(conn: Any, path: str, obj: dict) -> None:
+    """POST obj; on a loaded machine etcd's deadline passes at times (504) and API
+    Priority and Fairness sheds (429): both say to retry, as a client would."""
+    for attempt in range(30):
+        status, data = await conn.request("POST", path, json.dumps(obj).encode())
+        if status == 201 or (status == 409 and attempt):  # 409: an earlier try went through
+            return
+        assert status in (429, 500, 503, 504), data[:300]
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"{obj['metadata']['name']}: {status} {data[:300]!r}")
+
+
+async def place(base: str, nodes: int, start: int, end: int) -> float:
+    """Pods start..end-1 created already bound (spec.nodeName, round robin over the
+    nodes), in FILL_NAMESPACES namespaces, owned by 50 ReplicaSets each; -> seconds."""
+    from bench.scheduler import _pool, pod_obj
+
+    def body(i: int) -> tuple[dict, str]:
+        p = pod_obj(i, owners=50)
+        p["metadata"]["namespace"] = ns = f"fill-{i % FILL_NAMESPACES}"
+        del p["metadata"]["uid"]
+        p["spec"]["nodeName"] = f"node-{i % nodes}"
+        return p, ns
+    t = time.perf_counter()
+
+    async def one(conn, k: int) -> None:
+        p, ns = body(start + k)
+        await create_retrying(conn, f"/api/v1/namespaces/{ns}/pods", p)
+    await _pool(end - start, 100, base, one)
+    return time.perf_counter() - t
+
+
+async def bind_batch(base: str, ns: str, n: int, sched_pid: int, procs: dict[str, int],
+                     profile: str | None) -> dict[str, Any]:
+    """n new pods created (100 in flight) in `ns`, to the last of them bound, seen by a
+    watch: pods/s end to end, and the CPU each process spent meanwhile."""
+    from bench.api import Conn
+    from bench.scheduler import _pool, cpu_seconds, pod_obj
+    conn = await Conn(base).open()
+    await conn.send("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")
+    status, body = await _read_body(conn)
+    rv = json.loads(body)["metadata"]["resourceVersion"]
+    await conn.send("GET", f"/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"
+                           "&fieldSelector=spec.nodeName%21%3D")
+    status, _ = await conn.head()
+    assert status == 200
+    bound = 0
+    last = 0.0
+
+    async def watch() -> None:
+        nonlocal bound, last
+        async for line in conn.lines():
+            if json.loads(line)["type"] == "ADDED":
+                bound += 1
+                last = time.perf_counter()
+                if bound == n:
+                    return
+    watcher = asyncio.create_task(watch())
+    spy = None
+    if profile:
+        py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(sched_pid), "--format", "speedscope",
+                                "--output", profile, "--rate", "50", "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
+    t0 = time.perf_counter()
+
+    def pod(i: int) -> dict:
+        p = pod_obj(i)
+        p["metadata"]["namespace"] = ns
+        del p["metadata"]["uid"]
+        return p
+    await _pool(n, 100, base, lambda c, i: create_retrying(c, f"/api/v1/namespaces/{ns}/pods", pod(i)))
+    created = time.perf_counter() - t0
+    try:
+        await asyncio.wait_for(watcher, 900)
+    finally:
+        conn.close()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+    cpu = {k: round(cpu_seconds(pid) - cpu0[k], 1) for k, pid in procs.items()}
+    return {"pods_per_s": n / (last - t0), "bound_s": last - t0, "created_s": created, "cpu_s": cpu}
+
+
+def settled(pid: int, quiet: float = 0.05, seconds: int = 3, timeout: float = 600.0) -> None:
+    """Wait until process `pid` uses less than `quiet` of a core in each of `seconds`
+    seconds in a row (more than one: on a loaded machine a busy process can be starved
+    for a second)."""
+    from bench.scheduler import cpu_seconds
+    deadline = time.monotonic() + timeout
+    last, calm = cpu_seconds(pid), 0
+    while time.monotonic() < deadline and calm < seconds:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        calm = calm + 1 if now - last < quiet else 0
+        last = now
+
+
+def scheduler_curve(args: argparse.Namespace) -> dict[str, Any]:
+    """API server + etcd (with `minik8s up`'s size flags) + the scheduler process, node
+    objects only (no kubelets: the scheduler reads nodes and pods, nothing else). At each
+    fill level, pods already bound are created up to it, then a batch of new pods is
+    bound by the scheduler end to end."""
+    from bench.scheduler import _create, _pool, cpu_seconds, node_obj
+    from tests.procs import APIServer, Component, Etcd
+
+    levels = [int(x) for x in args.levels.split(",")]
+    nodes = args.curve_nodes
+    etcd = Etcd(args=tuple(etcd_size_flags())).start()
+    server = APIServer(etcd.url, plain=True).start()
+    kubeconfig_path = os.path.join(etcd.dir, "kubeconfig")
+    with open(kubeconfig_path, "w") as f:
+        f.write("apiVersion: v1\nkind: Config\n"
+                f"clusters: [{{name: c, cluster: {{server: '{server.url}'}}}}]\n"
+                "users: [{name: u, user: {}}]\n"
+                "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n")
+    base = server.url
+    out: dict[str, Any] = {"nodes": nodes, "batch": args.batch, "levels": []}
+    sched = None
+    try:
+        async def setup() -> float:
+            for ns in [*(f"fill-{k}" for k in range(FILL_NAMESPACES)),
+                       *(f"sched-{k}" for k in range(len(levels)))]:
+                await _pool(1, 1, base, lambda c, i, ns=ns: _create(c, "/api/v1/namespaces", {
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+                # no controller manager here: the ServiceAccount admission wants "default"
+                await _pool(1, 1, base, lambda c, i, ns=ns: _create(c, f"/api/v1/namespaces/{ns}/serviceaccounts", {
+                    "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}))
+            t = time.perf_counter()
+            await _pool(nodes, 50, base, lambda c, i: _create(c, "/api/v1/nodes", node_obj(i)))
+            return time.perf_counter() - t
+        out["nodes_s"] = asyncio.run(setup())
+        print(f"{nodes} nodes created in {out['nodes_s']:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+        sched = Component("scheduler", "--kubeconfig", kubeconfig_path, "--leader-elect=false",
+                          "--secure-port", str(free_port())).start()
+        wait_for(lambda: "] scheduling\n" in sched.log() or not sched.alive(), 300, what="scheduler sync")
+        assert sched.alive(), sched.log()
+        procs = {"scheduler": sched.proc.pid, "apiserver": server.proc.pid, "etcd": etcd.proc.pid}
+        placed = 0
+        for k, level in enumerate(levels):
+            row: dict[str, Any] = {"placed": level, "load_start": round(os.getloadavg()[0], 1)}
+            if level > placed:
+                cpu0 = {n: cpu_seconds(pid) for n, pid in procs.items()}
+                s = asyncio.run(place(base, nodes, placed, level))
+                row["place_s"], row["place_per_s"] = s, (level - placed) / s
+                row["place_cpu_ms_per_pod"] = {n: round((cpu_seconds(pid) - cpu0[n]) / (level - placed) * 1e3, 2)
+                                               for n, pid in procs.items()}
+                placed = level
+                # The scheduler has taken in every placed pod before the batch starts: its
+                # CPU goes quiet once its watch has caught up.
+                settled(sched.proc.pid)
+            db = etcd_db(etcd.url)
+            row["etcd"] = db
+            row["pages"] = asyncio.run(page_costs(base))
+            profile = f"{args.profile.removesuffix('.json')}-{level}.json" if args.profile else None
+            row["batch"] = asyncio.run(bind_batch(base, f"sched-{k}", args.batch, sched.proc.pid, procs,
+                                                  profile))
+            placed_total = placed + args.batch * k
+            row["load_end"] = round(os.getloadavg()[0], 1)
+            out["levels"].append(row)
+            per_pod = db.get("etcd_mvcc_db_total_size_in_bytes", 0) / max(placed_total, 1)
+            print(f"{level:>7} placed" + (f" (created in {row['place_s']:.1f} s, {row['place_per_s']:.0f}/s; "
+                                         f"CPU ms a pod {row['place_cpu_ms_per_pod']})" if "place_s" in row else "")
+                  + f": batch of {args.batch} bound at {row['batch']['pods_per_s']:.0f} pods/s "
+                  f"({row['batch']['bound_s']:.1f} s; CPU s {row['batch']['cpu_s']}); a page of 500: "
+                  + ", ".join(f"{n} {v * 1e3:.0f} ms" for n, v in row["pages"].items() if not n.endswith("_cache"))
+                  + f"; etcd DB {db.get('etcd_mvcc_db_total_size_in_bytes', 0) / 2**20:.0f} MiB "
+                  f"(in use {db.get('etcd_mvcc_db_total_size_in_use_in_bytes', 0) / 2**20:.0f} MiB, "
+                  f"{per_pod:.0f} B a pod, {db.get('etcd_debugging_mvcc_keys_total', 0):.0f} keys); "
+                  f"load {row['load_start']} to {row['load_end']}", flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(out, f, indent=1)
+    finally:
+        if sched is not None:
+            sched.stop()
+            out["scheduler_log"] = sched.logfile.name
+        server.stop()
+        etcd.stop()
+    return out
+
+
+def plot_curve(out: dict[str, Any], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = out["levels"]
+    x = [r["placed"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    ax = axes.flatten()
+    ax[0].plot(x, [r["batch"]["pods_per_s"] for r in rows], "o-", label="end to end")
+    ax[0].axhline(100, color="grey", ls=":", label="target 100 pods/s")
+    ax[0].set(title=f"Scheduler at {out['nodes']} nodes: a batch of {out['batch']} bound",
+              xlabel="pods already placed", ylabel="pods/s", ylim=(0, None))
+    for r in rows:
+        ax[0].annotate(f"load {r['load_start']:.0f}", (r["placed"], r["batch"]["pods_per_s"]), fontsize=7)
+    ax[0].legend(fontsize=7)
+    # CPU per bound pod: what the machine's load changes least.
+    for name in rows[0]["batch"]["cpu_s"]:
+        ax[3].plot(x, [r["batch"]["cpu_s"][name] / out["batch"] * 1e3 for r in rows], "o-", label=name)
+    ax[3].set(title="CPU per pod bound, end to end", xlabel="pods already placed", ylabel="ms of CPU",
+              ylim=(0, None))
+    ax[3].legend(fontsize=7)
+    for key in ("namespace_first", "namespace_next", "namespace_next_after_write", "cluster_first",
+                "cluster_next", "cluster_next_after_write"):
+        pts = [(r["placed"], r["pages"][key] * 1e3) for r in rows if key in r["pages"]]
+        if not pts:
+            continue
+        ax[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key.replace("_", " "))
+    ax[1].set(title="One page of 500 pods (LIST limit=500)", xlabel="pods in the cluster", ylabel="ms",
+              ylim=(0, None))
+    ax[1].legend(fontsize=7)
+    ax[2].plot(x, [r["etcd"].get("etcd_mvcc_db_total_size_in_bytes", 0) / 2**20 for r in rows], "o-",
+               label="DB size")
+    ax[2].plot(x, [r["etcd"].get("etcd_mvcc_db_total_size_in_use_in_bytes", 0) / 2**20 for r in rows],
+               "s--", label="in use")
+    ax[2].set(title="etcd", xlabel="pods placed", ylabel="MiB")
+    ax[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    print(f"curves drawn in {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", default="500,1000,2500,5000", help="comma list of cluster sizes")
@@ -476,9 +808,28 @@ def main() -> None:
     ap.add_argument("--plot", nargs="?", const="bench/scale.png", default=None, metavar="PNG")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write every figure as JSON")
     ap.add_argument("--informer-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--scheduler-curve", action="store_true",
+                    help="only the scheduler's curve: node objects, pods placed up to --levels, a batch bound at each")
+    ap.add_argument("--curve-nodes", type=int, default=5000)
+    ap.add_argument("--replot", action="store_true", help="with --scheduler-curve: draw the curves from --json")
+    ap.add_argument("--levels", default="0,25000,50000,100000", help="pods already placed, comma list")
+    ap.add_argument("--batch", type=int, default=2000, help="new pods the scheduler binds at each level")
+    ap.add_argument("--profile", default=None, metavar="JSON",
+                    help="py-spy's speedscope profiles of the scheduler during each level's batch: JSON-<level>.json")
     args = ap.parse_args()
     if args.informer_probe:
         print(json.dumps(asyncio.run(informer_probe(args.informer_probe))))
+        return
+    if args.scheduler_curve and args.replot:
+        with open(args.json) as f:
+            plot_curve(json.load(f), args.plot or "bench/scale-scheduler.png")
+        return
+    if args.scheduler_curve:
+        print(f"minik8s scheduler curve, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, "
+              f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+        out = scheduler_curve(args)
+        if args.plot:
+            plot_curve(out, args.plot)
         return
     load = os.getloadavg()
     print(f"minik8s scale benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, "

@@ -307,7 +307,8 @@ def test_route_syncer_flags_are_checked_before_it_starts(tmp_path):
 
 def test_etcd_asks_every_client_for_a_certificate_of_its_ca(tmp_path):
     """etcd as `up` starts it: TLS on loopback, a client certificate of etcd's CA required
-    (the cluster CA's admin certificate is not one), nothing on plain HTTP."""
+    (the cluster CA's admin certificate is not one), nothing on plain HTTP; its backend
+    quota sized for Kubernetes' 150,000 pods."""
     import ssl
 
     import httpx
@@ -335,6 +336,10 @@ def test_etcd_asks_every_client_for_a_certificate_of_its_ca(tmp_path):
         client.load_cert_chain(os.path.join(cfg.pki_dir, "apiserver-etcd-client.crt"),
                                os.path.join(cfg.pki_dir, "apiserver-etcd-client.key"))
         assert httpx.get(url, verify=client, timeout=5).json() == {"health": "true"}
+        # The backend quota for 150,000 pods (issue 20), as etcd itself reports it.
+        metrics = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=client, timeout=5).text
+        quota = re.search(r"^etcd_server_quota_backend_bytes (\S+)$", metrics, re.M)
+        assert quota and float(quota.group(1)) == bringup.ETCD_QUOTA_BACKEND_BYTES == 8 * 2**30
     finally:
         proc.terminate()
         proc.wait(10)

@@ -109,6 +109,48 @@ async def test_a_continue_token_older_than_the_compaction_is_gone(api):
         await api.list(CONFIGMAPS, sel, limit=1, continue_token=token)
 
 
+async def test_a_continued_page_comes_from_the_cache_while_its_range_is_unchanged(api):
+    """Writes outside the rest of a list (another namespace, a key before the page) move
+    the cache past the token's revision but leave that range as it was: the cache serves
+    the page, at the token's revision (only the cache's pages carry remainingItemCount). A
+    write inside the range sends the same token to the store, which serves it as it was."""
+    await api.create(NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    for i in range(5):
+        await api.create(CONFIGMAPS, "team", cm(f"cm-{i}", k="1"))
+    sel = Selection(CONFIGMAPS, "team")
+    _, rev, token, _ = await api.list(CONFIGMAPS, sel, limit=2)
+    await api.create(CONFIGMAPS, "other", cm("elsewhere"))
+    first = await api.get(CONFIGMAPS, "team", "cm-0")
+    await api.update(CONFIGMAPS, "team", "cm-0", {**first, "data": {"k": "2"}})
+    assert await api.cache.wait_for(await api.store.current_revision())
+    assert api.cache.revision > rev
+    page, page_rev, next_token, remaining = await api.list(CONFIGMAPS, sel, limit=2, continue_token=token)
+    assert [e.obj["metadata"]["name"] for e in page] == ["cm-2", "cm-3"]
+    assert (page_rev, remaining) == (rev, 1) and next_token
+    last, _, _, _ = await api.list(CONFIGMAPS, sel, limit=2, continue_token=next_token)
+    assert [e.obj["metadata"]["name"] for e in last] == ["cm-4"]
+
+    third = await api.get(CONFIGMAPS, "team", "cm-3")
+    await api.update(CONFIGMAPS, "team", "cm-3", {**third, "data": {"k": "2"}})
+    await api.delete(CONFIGMAPS, "team", "cm-4", {})
+    assert await api.cache.wait_for(await api.store.current_revision())
+    page, page_rev, next_token, remaining = await api.list(CONFIGMAPS, sel, limit=2, continue_token=token)
+    assert [(e.obj["metadata"]["name"], e.obj["data"]["k"]) for e in page] == [("cm-2", "1"), ("cm-3", "1")]
+    assert page_rev == rev and remaining is None and next_token  # the store's page: cm-4 was there
+
+
+async def test_a_continue_token_older_than_the_compaction_is_gone_though_its_range_is_unchanged(api):
+    for i in range(3):
+        await api.create(CONFIGMAPS, "team", cm(f"cm-{i}"))
+    sel = Selection(CONFIGMAPS, "team")
+    _, _, token, _ = await api.list(CONFIGMAPS, sel, limit=1)
+    await api.create(NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    await api.store.compact(await api.store.current_revision())
+    assert await api.cache.wait_for(await api.store.current_revision())
+    with pytest.raises(errors.Gone):
+        await api.list(CONFIGMAPS, sel, limit=1, continue_token=token)
+
+
 async def test_watch_from_a_list_revision_sees_each_later_change_in_order(api):
     await api.create(CONFIGMAPS, "team", cm("a", k="1"))
     _, rev, _, _ = await api.list(CONFIGMAPS, Selection(CONFIGMAPS, "team"))
