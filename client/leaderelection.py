@@ -4,7 +4,9 @@ Guarantees (given lease_duration > renew_deadline, as the constructor checks):
 - At most one candidate acts as leader at a time. A candidate takes the Lease only if
   it is free or its holder has not renewed it for `leaseDurationSeconds`, measured on
   the candidate's own monotonic clock from when it last saw the record change (so
-  clocks on different hosts never need to agree); every write is a compare-and-swap on
+  clocks on different hosts never need to agree), judged at the start of the attempt,
+  whose wall time it writes as acquireTime: a Lease's acquireTime is never less than
+  leaseDurationSeconds after the previous holder's last renewTime; every write is a compare-and-swap on
   resourceVersion, so of two candidates racing for one Lease the loser gets 409 and
   stays a follower.
 - The leader renews every `retry_period`. If it has not renewed within
@@ -161,7 +163,11 @@ class LeaderElector:
             self._record(old, lease)
             holder = old.get("holderIdentity") or ""
             duration = old.get("leaseDurationSeconds") or math.ceil(self.lease_duration)
-            if holder and holder != self.identity and self._observed_at + duration > self.clock.monotonic():
+            # Judged at the attempt's start, the time written as acquireTime (client-go
+            # takes one `now` for both): judged after a slow read instead, the Lease
+            # would show a takeover before renewTime + leaseDurationSeconds. A record
+            # this read found changed restarts the expiry clock, so it is held.
+            if holder and holder != self.identity and self._observed_at + duration > started:
                 return False  # held, and not expired by our own clock
             if holder == self.identity:  # a renewal (or our own restart): same term
                 spec["acquireTime"] = old.get("acquireTime", now)
