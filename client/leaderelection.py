@@ -17,7 +17,10 @@ Guarantees (given lease_duration > renew_deadline, as the constructor checks):
 - `spec.leaseTransitions` counts changes of holder; `acquireTime` is when the current
   holder took the Lease and `renewTime` its last renewal (RFC 3339 micro time).
 - `run()` returns once leadership is lost (as client-go's Run does; most components
-  then exit and are restarted). Cancelling `run()` stops leading the same way and, with
+  then exit and are restarted). `lost` is True from the moment the lease is lost,
+  before the leading task is cancelled, so that task can tell a lost lease (drop the
+  writes in flight: a successor may soon act) from a cancel (let them land, then
+  release). Cancelling `run()` stops leading the same way and, with
   `release_on_cancel`, clears the holder so a successor need not wait for expiry.
 
 Concurrency: `run()` is one task; the leading work is a separate task it owns.
@@ -69,6 +72,7 @@ class LeaderElector:
         self._observed_at = 0.0             # our clock when the record last changed
         self._renewed_at = 0.0              # our clock at the start of the last renewal
         self._leading = False
+        self.lost = False                   # run() ended because the lease was lost
 
     def is_leader(self) -> bool:
         return self._leading
@@ -90,6 +94,7 @@ class LeaderElector:
         cancelled = False
         try:
             await self._renew_until_lost()
+            self.lost = True
         except asyncio.CancelledError:
             cancelled = True
             raise

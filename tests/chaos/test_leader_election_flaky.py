@@ -290,3 +290,62 @@ def test_two_schedulers_and_two_controller_managers_elect_one_leader_each_throug
             api.stop()
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.timeout(180)
+def test_a_scheduler_that_loses_its_lease_drops_its_bindings_in_flight(tmp_path):
+    # Found while reading the hand-over for the test above: a scheduler whose lease ran
+    # out let its bindings in flight go on (2 s in the leading task, then up to 5 s more
+    # on the way out), and a binding retried after 429s could land after a successor
+    # took the Lease (5 s after the step-down with client-go's durations). kube-scheduler
+    # exits at once on a lost lease; so do its writes here. (A release on SIGTERM still
+    # lets them land first: the successor starts at once.)
+    etcd = Etcd().start()
+    api: APIServer | None = None
+    proxy: FaultProxy | None = None
+    procs: list[Component] = []
+    try:
+        api = APIServer(etcd.url).start()
+        assert api.pki_dir is not None
+        proxy = FaultProxy(api.url, api.pki_dir, seed=5)
+        direct, via_proxy = str(tmp_path / "kubelet.conf"), str(tmp_path / "scheduler.conf")
+        cluster_pki.write_kubeconfig(direct, api.pki_dir, "admin", cluster_name="lost", server=api.url)
+        cluster_pki.write_kubeconfig(via_proxy, api.pki_dir, "scheduler", cluster_name="lost",
+                                     server=proxy.listen("scheduler", "scheduler"))
+        procs.append(Component("kubelet", "--kubeconfig", direct, "--runtime", "fake", "--nodes", "1",
+                               "--node-name", "lost", "--healthz-port", "0").start())
+        sched = Component(*_args("scheduler", via_proxy), "--logging-format", "json").start()
+        procs.append(sched)
+        lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler"
+        with api.client() as http:
+            wait_for(lambda: http.get(lease).json().get("spec", {}).get("holderIdentity"), timeout=60,
+                     what="the scheduler to lead")
+            wait_for(lambda: http.get("/api/v1/nodes/lost-0").status_code == 200, timeout=60, what="the node")
+            default_service_account(http, "default")
+            proxy.set_faults(Faults(p429=1.0, retry_after=1, only=r"/binding"))
+            for i in range(10):
+                r = http.post("/api/v1/namespaces/default/pods", json={
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+                assert r.status_code == 201, r.text
+            wait_for(lambda: sum(r.fault == "429" and "/binding" in r.path for r in proxy.records()) >= 5,
+                     timeout=60, what="bindings turned away")
+            # now its renewals are turned away too: it steps down at its renew deadline
+            proxy.set_faults(Faults(p429=1.0, retry_after=1, only=r"/binding|/leases/"))
+            wait_for(lambda: not sched.alive(), timeout=60, what="the scheduler to exit")
+        assert sched.proc is not None and sched.proc.returncode == 1, sched.log()
+        with open(sched.logfile.name) as f:
+            lines = [orjson.loads(line) for line in f if line.startswith("{")]
+        stepped_down = next(x["ts"] for x in lines if "failed to renew lease" in x["msg"])
+        wall = time.time() - time.monotonic()
+        late = [(round(r.at + wall - stepped_down, 2), r.method, r.path) for r in proxy.records()
+                if "/binding" in r.path and r.at + wall > stepped_down + 0.3]
+        assert late == [], late
+    finally:
+        for p in procs:
+            p.stop()
+        if proxy is not None:
+            proxy.close()
+        if api is not None:
+            api.stop()
+        etcd.stop()
