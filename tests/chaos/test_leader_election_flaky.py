@@ -22,8 +22,11 @@ What is checked, for the kube-scheduler and the kube-controller-manager Lease ea
 Lease values are lowered for time (client-go's 15 s / 10 s / 2 s become 8 s / 5 s / 1 s,
 the same order: lease duration > renew deadline > 1.2 x retry period).
 
-Time: ~50 s on 2 cores (two takeovers of ~10 s each, start-up and convergence) beyond
-the session's PKI; bounded by the waits' timeouts (at most ~4 minutes).
+A second, smaller test: a scheduler whose renewals are turned away while its bindings
+are retried after 429s makes no binding request once it has stepped down.
+
+Time: the HA run ~70 s on 2 cores (two takeovers of ~10 s each, start-up, convergence),
+the lost-lease test ~30 s; each bounded by its waits' timeouts.
 """
 from __future__ import annotations
 
