@@ -125,9 +125,10 @@ def _unique_cidrs() -> tuple[str, str]:
 class PodWatch(threading.Thread):
     """Every pod event of the cluster, with the invariants checked on each."""
 
-    def __init__(self, api: httpx.Client, desired: Callable[[str, float], int]):
+    def __init__(self, api: httpx.Client, desired: Callable[[str, float], int],
+                 history: Callable[[str, float], list[tuple[float, int]]] = lambda app, t: []):
         super().__init__(daemon=True, name="pod-watch")
-        self.api, self.desired = api, desired
+        self.api, self.desired, self.history = api, desired, history
         self.stop_event = threading.Event()
         self.bound: dict[str, str] = {}           # uid -> nodeName first seen
         self.live: dict[str, dict] = {}           # uid -> pod (last seen)
@@ -138,15 +139,18 @@ class PodWatch(threading.Thread):
         self.max_live: dict[str, int] = defaultdict(int)
 
     def run(self) -> None:
-        rv = None
+        # self.rv is the last event handled, kept as each arrives: a stream that breaks
+        # resumes after it (resuming from where the stream began would replay events
+        # already handled, and judge a replayed ADDED against a later view).
+        self.rv: str | None = None
         while not self.stop_event.is_set():
             try:
-                if rv is None:
-                    rv = self._list()
-                rv = self._watch(rv)
+                if self.rv is None:
+                    self.rv = self._list()
+                self._watch()
             except _Gone:
                 self.relists += 1
-                rv = None
+                self.rv = None
             except (httpx.HTTPError, OSError, ValueError):
                 self.resumes += 1
                 self.stop_event.wait(0.2)
@@ -163,8 +167,8 @@ class PodWatch(threading.Thread):
             self.live.pop(uid, None)
         return body["metadata"]["resourceVersion"]
 
-    def _watch(self, rv: str) -> str:
-        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+    def _watch(self) -> None:
+        params = {"watch": "1", "resourceVersion": self.rv, "allowWatchBookmarks": "true",
                   "timeoutSeconds": "30"}
         with self.api.stream("GET", "/api/v1/pods", params=params,
                              timeout=httpx.Timeout(10, read=40)) as r:
@@ -173,7 +177,7 @@ class PodWatch(threading.Thread):
             r.raise_for_status()
             for line in r.iter_lines():
                 if self.stop_event.is_set():
-                    return rv
+                    return
                 if not line:
                     continue
                 ev = orjson.loads(line)
@@ -182,16 +186,14 @@ class PodWatch(threading.Thread):
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise ValueError(f"watch error {obj}")
-                rv = obj["metadata"].get("resourceVersion") or rv
-                if ev["type"] == "BOOKMARK":
-                    continue
-                self.events += 1
-                if ev["type"] == "DELETED":
-                    self._observe(obj)
-                    self.live.pop(obj["metadata"]["uid"], None)
-                else:
-                    self._observe(obj, created=ev["type"] == "ADDED")
-        return rv
+                if ev["type"] != "BOOKMARK":
+                    self.events += 1
+                    if ev["type"] == "DELETED":
+                        self._observe(obj)
+                        self.live.pop(obj["metadata"]["uid"], None)
+                    else:
+                        self._observe(obj, created=ev["type"] == "ADDED")
+                self.rv = obj["metadata"].get("resourceVersion") or self.rv
 
     def _observe(self, pod: dict, *, created: bool = False) -> None:
         uid, node = pod["metadata"]["uid"], pod["spec"].get("nodeName")
@@ -216,12 +218,16 @@ class PodWatch(threading.Thread):
             # Judged when the pod was made, against what was asked by then: a watch
             # resumed after an outage replays old events, and a scale-down is carried
             # out late under load (both only delay deletions; an over-creation shows).
-            count = sum(1 for p in live if p["metadata"]["labels"].get("pod-template-hash") == rs)
+            mine = [p for p in live if p["metadata"]["labels"].get("pod-template-hash") == rs]
             made = times.parse(pod["metadata"]["creationTimestamp"]) - WALL_MINUS_MONOTONIC
             limit = self.desired(app, made + 1.0) + MAX_SURGE  # + 1 s: whole-second stamps
-            if count > limit:
-                self.violations.append(f"ReplicaSet {app}-{rs} had {count} live pods when it made "
-                                       f"{pod['metadata']['name']}, more than replicas + maxSurge = {limit}")
+            if len(mine) > limit:
+                meta = pod["metadata"]
+                self.violations.append(
+                    f"ReplicaSet {app}-{rs} had {len(mine)} live pods when it made {meta['name']} at "
+                    f"{meta['creationTimestamp']}, more than replicas + maxSurge = {limit}: "
+                    f"{[(p['metadata']['name'], p['metadata']['creationTimestamp']) for p in mine]}; "
+                    f"asked {self.history(app, made)}")
 
 
 class _Gone(Exception):
@@ -265,6 +271,11 @@ class Churn:
             past = [r for t, r in hist if t <= now - SCALE_WINDOW]
             recent = [r for t, r in hist if now - SCALE_WINDOW < t <= now]
             return max(past[-1:] + recent)
+
+    def asked_for(self, app: str, at: float) -> list[tuple[float, int]]:
+        """The replicas asked for `app`, each with its time relative to `at` (for reports)."""
+        with self.lock:
+            return [(round(t - at, 1), r) for t, r in self.history[app] if t]
 
     def setup(self) -> None:
         for d in DEPLOYMENTS:
@@ -591,7 +602,7 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
         wapi = httpx.Client(base_url=cfg.api_url, timeout=10, verify=bringup.admin_tls(cfg))
         clients += [api, wapi]
         churn = Churn(api, rng)
-        watch = PodWatch(wapi, churn.desired)
+        watch = PodWatch(wapi, churn.desired, churn.asked_for)
         watch.start()
         churn.setup()
         kills: Counter = Counter()
