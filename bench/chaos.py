@@ -6,12 +6,15 @@ from the same code:
   acknowledged and present, operations of unknown outcome, the linearizability verdict,
   watch events expected (etcd's own history) and delivered, relists, 5xx seen;
 - every other module under tests/chaos/ that defines `figures() -> dict` (churn,
-  partition, pressure, flaky paths: convergence p50/p99 after kills, leftovers per node,
-  ...), imported if present;
+  partition, pressure, flaky paths: leftovers per node, ...), imported if present; for
+  the churn, convergence after each kill (n, p50, p99, max; by kind of component) and
+  once the killing stopped;
 - the fuzz targets (tests/fuzz/): examples tried per target, read from hypothesis'
   statistics of a run with a fixed example count, and whether any 5xx was seen.
 
 Run: .venv/bin/python -m bench.chaos [--seconds 60] [--fuzz-examples 300] [--skip-fuzz]
+     [--skip-writes] [--only churn_run]   (the issue's full churn: MINIK8S_CHAOS_PODS=500
+     .venv/bin/python -m bench.chaos --seconds 180 --skip-writes --skip-fuzz --only churn_run)
 Takes about the chaos time plus a minute per sibling scenario and a few minutes of fuzz.
 """
 from __future__ import annotations
@@ -36,6 +39,19 @@ def show(title: str, figures: dict[str, object], seconds: float) -> None:
     print(f"\n{title}  ({seconds:.0f} s)")
     for name, value in figures.items():
         print(f"  {name:<44} {value}")
+
+
+def show_convergence(figures: dict[str, object]) -> None:
+    """The churn's convergence: p50 and p99 over one sample per kill, and after the last."""
+    after = figures["convergence_after_kills"]
+    assert isinstance(after, dict)
+    print(f"  convergence after each kill: n={after['n']}  p50={after['p50']} s  p99={after['p99']} s"
+          f"  max={after['max']} s")
+    by_kind = figures.get("convergence_after_kill_by_kind") or {}
+    assert isinstance(by_kind, dict)
+    for kind, s in by_kind.items():
+        print(f"    {kind:<20} n={s['n']}  p50={s['p50']} s  p99={s['p99']} s")
+    print(f"  convergence once the killing stopped: {figures.get('convergence_seconds')} s")
 
 
 def sibling_scenarios() -> list[str]:
@@ -85,18 +101,27 @@ def main() -> int:
     p.add_argument("--fuzz-examples", type=int, default=300, help="hypothesis examples per fuzz target")
     p.add_argument("--skip-fuzz", action="store_true")
     p.add_argument("--skip-siblings", action="store_true")
+    p.add_argument("--skip-writes", action="store_true", help="skip the linearizable writes run")
+    p.add_argument("--only", action="append", default=[], metavar="MODULE",
+                   help="run only these sibling scenarios (e.g. churn_run; repeatable)")
     args = p.parse_args()
     os.environ["MINIK8S_CHAOS_SECONDS"] = str(args.seconds)
 
-    t = time.monotonic()
-    show("linearizable writes and watches under etcd restarts and API server kill -9",
-         writes.figures(writes.run_writes_under_faults(args.seconds)), time.monotonic() - t)
+    if not args.skip_writes:
+        t = time.monotonic()
+        show("linearizable writes and watches under etcd restarts and API server kill -9",
+             writes.figures(writes.run_writes_under_faults(args.seconds)), time.monotonic() - t)
     if not args.skip_siblings:
         for name in sibling_scenarios():
+            if args.only and name.rsplit(".", 1)[1] not in args.only:
+                continue
             module = importlib.import_module(name)
             if callable(getattr(module, "figures", None)):
                 t = time.monotonic()
-                show(name.rsplit(".", 1)[1], module.figures(), time.monotonic() - t)
+                figures = module.figures()
+                show(name.rsplit(".", 1)[1], figures, time.monotonic() - t)
+                if "convergence_after_kills" in figures:
+                    show_convergence(figures)
     if not args.skip_fuzz:
         t = time.monotonic()
         figures, ok = fuzz_figures(args.fuzz_examples)

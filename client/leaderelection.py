@@ -4,7 +4,9 @@ Guarantees (given lease_duration > renew_deadline, as the constructor checks):
 - At most one candidate acts as leader at a time. A candidate takes the Lease only if
   it is free or its holder has not renewed it for `leaseDurationSeconds`, measured on
   the candidate's own monotonic clock from when it last saw the record change (so
-  clocks on different hosts never need to agree); every write is a compare-and-swap on
+  clocks on different hosts never need to agree), judged at the start of the attempt,
+  whose wall time it writes as acquireTime: a Lease's acquireTime is never less than
+  leaseDurationSeconds after the previous holder's last renewTime; every write is a compare-and-swap on
   resourceVersion, so of two candidates racing for one Lease the loser gets 409 and
   stays a follower.
 - The leader renews every `retry_period`. If it has not renewed within
@@ -15,7 +17,10 @@ Guarantees (given lease_duration > renew_deadline, as the constructor checks):
 - `spec.leaseTransitions` counts changes of holder; `acquireTime` is when the current
   holder took the Lease and `renewTime` its last renewal (RFC 3339 micro time).
 - `run()` returns once leadership is lost (as client-go's Run does; most components
-  then exit and are restarted). Cancelling `run()` stops leading the same way and, with
+  then exit and are restarted). `lost` is True from the moment the lease is lost,
+  before the leading task is cancelled, so that task can tell a lost lease (drop the
+  writes in flight: a successor may soon act) from a cancel (let them land, then
+  release). Cancelling `run()` stops leading the same way and, with
   `release_on_cancel`, clears the holder so a successor need not wait for expiry.
 
 Concurrency: `run()` is one task; the leading work is a separate task it owns.
@@ -67,6 +72,7 @@ class LeaderElector:
         self._observed_at = 0.0             # our clock when the record last changed
         self._renewed_at = 0.0              # our clock at the start of the last renewal
         self._leading = False
+        self.lost = False                   # run() ended because the lease was lost
 
     def is_leader(self) -> bool:
         return self._leading
@@ -88,6 +94,7 @@ class LeaderElector:
         cancelled = False
         try:
             await self._renew_until_lost()
+            self.lost = True
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -161,7 +168,11 @@ class LeaderElector:
             self._record(old, lease)
             holder = old.get("holderIdentity") or ""
             duration = old.get("leaseDurationSeconds") or math.ceil(self.lease_duration)
-            if holder and holder != self.identity and self._observed_at + duration > self.clock.monotonic():
+            # Judged at the attempt's start, the time written as acquireTime (client-go
+            # takes one `now` for both): judged after a slow read instead, the Lease
+            # would show a takeover before renewTime + leaseDurationSeconds. A record
+            # this read found changed restarts the expiry clock, so it is held.
+            if holder and holder != self.identity and self._observed_at + duration > started:
                 return False  # held, and not expired by our own clock
             if holder == self.identity:  # a renewal (or our own restart): same term
                 spec["acquireTime"] = old.get("acquireTime", now)

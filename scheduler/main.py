@@ -153,9 +153,11 @@ async def run(cfg: SchedulerConfig, conn: kubeconfig.Connection, *, bind_address
         loop.add_signal_handler(sig, stop.set)
     ended = asyncio.Event()  # the scheduling loop ended by itself (a bug): do not keep the Lease
 
+    elector: LeaderElector | None = None
+
     async def lead() -> None:
         try:
-            await sched.run()
+            await sched.run(lease_lost=lambda: elector is not None and elector.lost)
         except asyncio.CancelledError:
             raise  # leadership lost, or stopping
         except Exception:  # noqa: BLE001 - reported, then the process ends

@@ -46,7 +46,7 @@ import logging
 import random
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from client.events import NORMAL, WARNING, EventRecorder
 from client.informer import Informer, key_of, strip_managed_fields
@@ -272,8 +272,11 @@ class Scheduler:
             self._synced = asyncio.create_task(self._when_synced(), name="scheduler-sync")
         await asyncio.shield(self._synced)
 
-    async def run(self) -> None:
-        """Schedule until cancelled (the leader's work): informers must be started."""
+    async def run(self, *, lease_lost: Callable[[], bool] = lambda: False) -> None:
+        """Schedule until cancelled (the leader's work): informers must be started.
+        Cancelled because `lease_lost()`, the bindings and status writes in flight are
+        cancelled too (a successor may act soon: kube-scheduler exits at once);
+        otherwise (a stop, before the Lease is released) they may land first."""
         await self.wait_for_sync()
         flusher = asyncio.create_task(self._flush_unschedulable(), name="scheduler-flush")
         log.info("scheduling")
@@ -297,9 +300,12 @@ class Scheduler:
                 await asyncio.sleep(0)
         finally:
             flusher.cancel()
-            # Before the Lease is given up (the caller's next step), let the bindings in
-            # flight land, so a successor's first list already counts them.
-            if self._bindings:
+            if lease_lost():
+                for task in [*self._bindings, *self._status_writes.values()]:
+                    task.cancel()
+            elif self._bindings:
+                # Before the Lease is given up (the caller's next step), let the bindings
+                # in flight land, so a successor's first list already counts them.
                 await asyncio.wait(list(self._bindings), timeout=2.0)
 
     async def _flush_unschedulable(self) -> None:

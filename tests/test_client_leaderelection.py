@@ -14,6 +14,7 @@ import pytest
 
 from client.leaderelection import LeaderElector
 from client.rest import Client
+from machinery import times
 
 LEASE, DEADLINE, RETRY = 1.0, 0.7, 0.2
 # A successor sees the last renewal up to one (jittered) retry late, waits the lease
@@ -136,6 +137,54 @@ async def test_a_leader_that_cannot_renew_stops_before_anyone_else_starts(apiser
             run_a.cancel()
             run_b.cancel()
             await asyncio.gather(run_a, run_b, return_exceptions=True)
+
+
+class SlowReads(httpx.AsyncBaseTransport):
+    """A real transport that, once `hold_until` is set, answers no GET before then."""
+
+    def __init__(self, verify):
+        self.inner = httpx.AsyncHTTPTransport(verify=verify)
+        self.hold_until: float | None = None
+
+    async def handle_async_request(self, request):
+        if self.hold_until is not None and request.method == "GET":
+            await asyncio.sleep(max(0.0, self.hold_until - time.monotonic()))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+async def test_a_takeover_is_judged_at_the_time_written_as_acquire_time(apiserver, client, ns):
+    # Found through the fault proxy (tests/chaos/test_leader_election_flaky.py): a
+    # follower whose read of the Lease was slow judged it expired by the clock after the
+    # read but wrote the time before it as acquireTime, so the Lease showed a takeover
+    # less than leaseDurationSeconds after the old holder's last renewTime. client-go
+    # judges and stamps with one `now`, taken when the attempt starts.
+    trace = Trace()
+    slow = SlowReads(apiserver.admin_tls())
+    async with Client(apiserver.connection(), transport=slow) as slow_client:
+        a = trace.candidate(client, "a", ns)
+        run_a = asyncio.create_task(a.run())
+        await eventually(lambda: trace.started("a"), what="a leads")
+        b = trace.candidate(slow_client, "b", ns)
+        run_b = asyncio.create_task(b.run())
+        try:
+            await eventually(lambda: b.leader == "a", what="b follows a")
+            # b's reads from now on answer only once a's lease has run out, well after
+            # the attempt that sent them began
+            slow.hold_until = time.monotonic() + LEASE + 0.3
+            run_a.cancel()  # a stops renewing, without a release
+            await asyncio.gather(run_a, return_exceptions=True)
+            last = await lease_spec(client, ns)
+            await eventually(lambda: trace.started("b"), timeout=5, what="b takes over")
+            spec = await lease_spec(client, ns)
+            assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == last["leaseTransitions"] + 1
+            gap = times.parse(spec["acquireTime"]) - times.parse(last["renewTime"])
+            assert gap >= last["leaseDurationSeconds"], (last, spec)
+        finally:
+            run_b.cancel()
+            await asyncio.gather(run_b, return_exceptions=True)
 
 
 async def test_release_on_cancel_hands_over_without_waiting_for_expiry(client, ns):

@@ -11,14 +11,32 @@ and cgroups) of `nodes` nodes in a temporary state dir, and for `seconds`:
   - watches every pod of the cluster throughout, resuming from its last
     resourceVersion across API server kills (relisting only on 410), and checks two
     invariants on every event: no pod's spec.nodeName ever changes once set (no pod
-    bound twice), and no ReplicaSet of a Deployment ever has more live (not
-    terminating) pods than the Deployment's replicas + maxSurge, where replicas is
-    the highest the churn asked for within the last `SCALE_WINDOW` seconds (a
-    scale-down takes a moment to act on, more so while the controller manager
-    restarts; an over-creation shows above that).
-Once the killing stops it measures how long the cluster takes to converge (every
-component running, every Deployment complete with exactly its replicas Ready on the
-newest template, no pod terminating, every bare pod Running) within
+    bound twice), and no ReplicaSet of a Deployment ever made a pod that took it above
+    the Deployment's replicas + maxSurge live (not terminating) pods, where replicas is
+    the highest the churn asked for within `SCALE_WINDOW` seconds before the pod's
+    creationTimestamp (the controller acts on what its informer saw a moment ago; a
+    scale-down is carried out late under load, which is no over-creation).
+Convergence is measured after EVERY kill, so one run gives one sample per kill. The
+cluster has converged after a kill at the first check (every 0.5 s) at which all of
+this holds, as a Kubernetes user would judge it with kubectl:
+  - the killed component is back and serving (`back()`: the API server ready, a
+    kubelet heartbeating again on a Ready Node, the scheduler or controller manager
+    running again as a new process);
+  - every component of the cluster is running (the supervisor's status);
+  - every Deployment has observed its latest generation, and its status counts
+    replicas == updatedReplicas == readyReplicas == availableReplicas == the replicas
+    last asked for, with exactly that many pods: none of an old template left;
+  - every pod is Running and Ready (so none Pending, none terminating), and the bare
+    pods are exactly those the churn created and has not deleted.
+From a kill until that point the churn asks for nothing new, so the desired state is the
+one asked for before the kill (which a kill usually interrupts: rollouts and scale
+changes in flight); kills stay on their schedule, and a kill that comes before the
+previous one converged opens a second sample that the same convergence closes.
+`convergence_after_kills` gives n, p50, p99 (nearest rank: with fewer than 100 samples
+p99 is the largest) and max, also per kind of component.
+
+Once the killing stops it measures how long the cluster takes to converge in the same
+sense (`convergence_seconds`, the issue's "within 60 s once the killing stops") within
 `converge_timeout`, then looks on every node for anything of a pod that no longer
 exists: processes (by /proc/<pid>/cgroup), pod cgroups under the node's tree in every
 hierarchy, mounts under the kubelet's pod directories, veths in the node's network
@@ -34,6 +52,8 @@ plus bring-up (~30 s), convergence (at most `converge_timeout`) and teardown.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 import re
@@ -58,11 +78,13 @@ from cluster.cgroups import ClusterCgroups  # noqa: E402
 from cluster.state import ClusterConfig, kubelet_component  # noqa: E402
 from kubelet.images import HOST_ROOT_IMAGE  # noqa: E402
 from kubelet.runtime.linux.network import veth_name  # noqa: E402
+from machinery import times  # noqa: E402
 
 NS = "default"
 DEPLOYMENTS = [f"churn-{i}" for i in range(5)]
 MAX_SURGE = 1
 SCALE_WINDOW = 30.0
+WALL_MINUS_MONOTONIC = time.time() - time.monotonic()  # one host: the API server's stamps to ours
 KINDS = ("scheduler", "controller-manager", "apiserver", "kubelet", "forkserver")
 PODS = f"/api/v1/namespaces/{NS}/pods"
 DEPLOYS = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -103,9 +125,10 @@ def _unique_cidrs() -> tuple[str, str]:
 class PodWatch(threading.Thread):
     """Every pod event of the cluster, with the invariants checked on each."""
 
-    def __init__(self, api: httpx.Client, desired: Callable[[str, float], int]):
+    def __init__(self, api: httpx.Client, desired: Callable[[str, float], int],
+                 history: Callable[[str, float], list[tuple[float, int]]] = lambda app, t: []):
         super().__init__(daemon=True, name="pod-watch")
-        self.api, self.desired = api, desired
+        self.api, self.desired, self.history = api, desired, history
         self.stop_event = threading.Event()
         self.bound: dict[str, str] = {}           # uid -> nodeName first seen
         self.live: dict[str, dict] = {}           # uid -> pod (last seen)
@@ -116,15 +139,18 @@ class PodWatch(threading.Thread):
         self.max_live: dict[str, int] = defaultdict(int)
 
     def run(self) -> None:
-        rv = None
+        # self.rv is the last event handled, kept as each arrives: a stream that breaks
+        # resumes after it (resuming from where the stream began would replay events
+        # already handled, and judge a replayed ADDED against a later view).
+        self.rv: str | None = None
         while not self.stop_event.is_set():
             try:
-                if rv is None:
-                    rv = self._list()
-                rv = self._watch(rv)
+                if self.rv is None:
+                    self.rv = self._list()
+                self._watch()
             except _Gone:
                 self.relists += 1
-                rv = None
+                self.rv = None
             except (httpx.HTTPError, OSError, ValueError):
                 self.resumes += 1
                 self.stop_event.wait(0.2)
@@ -141,8 +167,8 @@ class PodWatch(threading.Thread):
             self.live.pop(uid, None)
         return body["metadata"]["resourceVersion"]
 
-    def _watch(self, rv: str) -> str:
-        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+    def _watch(self) -> None:
+        params = {"watch": "1", "resourceVersion": self.rv, "allowWatchBookmarks": "true",
                   "timeoutSeconds": "30"}
         with self.api.stream("GET", "/api/v1/pods", params=params,
                              timeout=httpx.Timeout(10, read=40)) as r:
@@ -151,7 +177,7 @@ class PodWatch(threading.Thread):
             r.raise_for_status()
             for line in r.iter_lines():
                 if self.stop_event.is_set():
-                    return rv
+                    return
                 if not line:
                     continue
                 ev = orjson.loads(line)
@@ -160,18 +186,16 @@ class PodWatch(threading.Thread):
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise ValueError(f"watch error {obj}")
-                rv = obj["metadata"].get("resourceVersion") or rv
-                if ev["type"] == "BOOKMARK":
-                    continue
-                self.events += 1
-                if ev["type"] == "DELETED":
-                    self._observe(obj)
-                    self.live.pop(obj["metadata"]["uid"], None)
-                else:
-                    self._observe(obj)
-        return rv
+                if ev["type"] != "BOOKMARK":
+                    self.events += 1
+                    if ev["type"] == "DELETED":
+                        self._observe(obj)
+                        self.live.pop(obj["metadata"]["uid"], None)
+                    else:
+                        self._observe(obj, created=ev["type"] == "ADDED")
+                self.rv = obj["metadata"].get("resourceVersion") or self.rv
 
-    def _observe(self, pod: dict) -> None:
+    def _observe(self, pod: dict, *, created: bool = False) -> None:
         uid, node = pod["metadata"]["uid"], pod["spec"].get("nodeName")
         if node:
             first = self.bound.setdefault(uid, node)
@@ -181,7 +205,6 @@ class PodWatch(threading.Thread):
         labels = pod["metadata"].get("labels") or {}
         app, rs = labels.get("app"), labels.get("pod-template-hash")
         if app in DEPLOYMENTS and rs:
-            now = time.monotonic()
             live = [p for p in self.live.values()
                     if (p["metadata"].get("labels") or {}).get("app") == app
                     and not p["metadata"].get("deletionTimestamp")
@@ -190,11 +213,21 @@ class PodWatch(threading.Thread):
             # Kubernetes too: its controller counts ReplicaSets' spec.replicas, and an
             # old ReplicaSet's pods go after the new one's come. A figure, not a check.
             self.max_live[app] = max(self.max_live[app], len(live))
-            count = sum(1 for p in live if p["metadata"]["labels"].get("pod-template-hash") == rs)
-            limit = self.desired(app, now) + MAX_SURGE
-            if count > limit:
-                self.violations.append(f"ReplicaSet {app}-{rs} had {count} live pods, more than "
-                                       f"replicas + maxSurge = {limit}")
+            if not created:
+                return
+            # Judged when the pod was made, against what was asked by then: a watch
+            # resumed after an outage replays old events, and a scale-down is carried
+            # out late under load (both only delay deletions; an over-creation shows).
+            mine = [p for p in live if p["metadata"]["labels"].get("pod-template-hash") == rs]
+            made = times.parse(pod["metadata"]["creationTimestamp"]) - WALL_MINUS_MONOTONIC
+            limit = self.desired(app, made + 1.0) + MAX_SURGE  # + 1 s: whole-second stamps
+            if len(mine) > limit:
+                meta = pod["metadata"]
+                self.violations.append(
+                    f"ReplicaSet {app}-{rs} had {len(mine)} live pods when it made {meta['name']} at "
+                    f"{meta['creationTimestamp']}, more than replicas + maxSurge = {limit}: "
+                    f"{[(p['metadata']['name'], p['metadata']['creationTimestamp']) for p in mine]}; "
+                    f"asked {self.history(app, made)}")
 
 
 class _Gone(Exception):
@@ -236,8 +269,13 @@ class Churn:
             hist = self.history[app]
             # the replicas in effect at now - SCALE_WINDOW, and every value set since
             past = [r for t, r in hist if t <= now - SCALE_WINDOW]
-            recent = [r for t, r in hist if t > now - SCALE_WINDOW]
+            recent = [r for t, r in hist if now - SCALE_WINDOW < t <= now]
             return max(past[-1:] + recent)
+
+    def asked_for(self, app: str, at: float) -> list[tuple[float, int]]:
+        """The replicas asked for `app`, each with its time relative to `at` (for reports)."""
+        with self.lock:
+            return [(round(t - at, 1), r) for t, r in self.history[app] if t]
 
     def setup(self) -> None:
         for d in DEPLOYMENTS:
@@ -346,14 +384,26 @@ def fork_server_pid(kubelet_pid: int) -> int | None:
     return None
 
 
-def kill_one(cfg: ClusterConfig, rng: random.Random) -> str | None:
-    """Kill -9 one component chosen by rng; its kind, or None if it was not running."""
+@dataclasses.dataclass
+class Kill:
+    """One kill -9: what, where, when (monotonic and wall clock), and which process."""
+    kind: str
+    node: str | None
+    pid: int
+    at: float
+    wall: float
+
+
+def kill_one(cfg: ClusterConfig, rng: random.Random) -> Kill | None:
+    """Kill -9 one component chosen by rng; what was killed, or None if it was not running."""
     kind = rng.choice(KINDS)
     comps = bringup.read_json(bringup.status_path(cfg)).get("components") or {}
     node = rng.choice(cfg.node_names())
     if kind not in ("kubelet", "forkserver"):
         c = comps.get(kind) or {}
-        return kind if host.kill(c.get("pid"), c.get("start"), signal.SIGKILL) else None
+        if host.kill(c.get("pid"), c.get("start"), signal.SIGKILL):
+            return Kill(kind, None, c["pid"], time.monotonic(), time.time())
+        return None
     # the chosen node first; a fork server runs only once its kubelet has started a pod
     names = cfg.node_names()
     for n in names[names.index(node):] + names[:names.index(node)]:
@@ -363,7 +413,7 @@ def kill_one(cfg: ClusterConfig, rng: random.Random) -> str | None:
             pid = fork_server_pid(pid) if host.alive(pid, start) else None
             start = host.start_time(pid) if pid else None
         if host.kill(pid, start, signal.SIGKILL):
-            return kind
+            return Kill(kind, n, pid, time.monotonic(), time.time())
     return None
 
 
@@ -398,6 +448,52 @@ def converged(api: httpx.Client, cfg: ClusterConfig, churn: Churn) -> str | None
     if bare != set(churn.bare):
         return f"bare pods {sorted(bare ^ set(churn.bare))} differ"
     return None
+
+
+def back(api: httpx.Client, cfg: ClusterConfig, kill: Kill) -> str | None:
+    """None once the component `kill` took down is back and serving, else what is not yet.
+
+    The API server: running again and /readyz answers 200. The scheduler and the
+    controller manager (no health port in a churn cluster: --secure-port 0): a new process
+    running, as the supervisor reports; that they act again shows in the workload reaching
+    its desired state. A kubelet: a new process running, and it has renewed its node's
+    Lease since the kill and its Node is Ready (what `kubectl get nodes` and the node
+    lifecycle controller go by). A fork server: nothing to wait for, as its kubelet starts
+    a new one when it next needs one; its pods must still be Running and Ready."""
+    if kill.kind == "forkserver":
+        return None
+    name = kubelet_component(kill.node) if kill.kind == "kubelet" and kill.node else kill.kind
+    c = (bringup.read_json(bringup.status_path(cfg)).get("components") or {}).get(name) or {}
+    if c.get("state") != "running" or c.get("pid") == kill.pid or not host.alive(c.get("pid"), c.get("start")):
+        return f"{name} not running again"
+    if kill.kind == "apiserver":
+        r = api.get("/readyz")
+        return None if r.status_code == 200 else f"apiserver /readyz {r.status_code}"
+    if kill.kind == "kubelet":
+        lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{kill.node}")
+        renewed = lease.json().get("spec", {}).get("renewTime") if lease.status_code == 200 else None
+        if not renewed or times.parse(renewed) < kill.wall:
+            return f"{name} has not renewed its node Lease since it was killed"
+        node = api.get(f"/api/v1/nodes/{kill.node}").json()
+        if not any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in node.get("status", {}).get("conditions") or ()):
+            return f"node {kill.node} not Ready"
+    return None
+
+
+def percentile(samples: list[float], q: float) -> float | None:
+    """The nearest-rank q-th percentile (so p99 of fewer than 100 samples is the largest)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _summary(samples: list[float]) -> dict[str, object]:
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    return {"n": len(samples), "p50": None if p50 is None else round(p50, 2),
+            "p99": None if p99 is None else round(p99, 2),
+            "max": round(max(samples), 2) if samples else None}
 
 
 def diagnose(api: httpx.Client) -> dict[str, object]:
@@ -506,37 +602,69 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
         wapi = httpx.Client(base_url=cfg.api_url, timeout=10, verify=bringup.admin_tls(cfg))
         clients += [api, wapi]
         churn = Churn(api, rng)
-        watch = PodWatch(wapi, churn.desired)
+        watch = PodWatch(wapi, churn.desired, churn.asked_for)
         watch.start()
         churn.setup()
         kills: Counter = Counter()
+        pending: list[Kill] = []             # kills the cluster has not converged after yet
+        samples: list[tuple[str, float]] = []  # (kind, seconds from the kill to convergence)
+        why = "never checked"
+
+        def check(open_kills: list[Kill]) -> str | None:
+            if churn.unsure:
+                churn.settle(timeout=2.0)
+            try:
+                for k in open_kills:
+                    if (not_back := back(api, cfg, k)) is not None:
+                        return not_back
+                return converged(api, cfg, churn)
+            except (httpx.HTTPError, KeyError, ValueError) as e:
+                return f"{type(e).__name__}: {e}"
+
         t0 = time.monotonic()
         next_kill = t0 + kill_every
+        next_check = t0
         log(f"churning for {seconds}s, {pods} pods, seed {seed}")
         while time.monotonic() - t0 < seconds:
             now = time.monotonic()
             if now >= next_kill:
-                kind = kill_one(cfg, kill_rng)
-                kills[kind or "missed"] += 1
-                log(f"{now - t0:5.1f}s killed {kind or 'nothing (not running)'}")
+                kill = kill_one(cfg, kill_rng)
+                kills[kill.kind if kill else "missed"] += 1
+                log(f"{now - t0:5.1f}s killed {kill.kind if kill else 'nothing (not running)'}")
+                if kill:
+                    pending.append(kill)
                 next_kill += kill_every
-            # paced: the budget spread evenly over the run
-            if churn.asked < pods * (now - t0) / seconds:
+                next_check = now + 0.5
+            if pending:
+                # The churn waits while the cluster recovers, so "converged" means the
+                # state asked for before the kill; the next kill comes on time regardless.
+                if now >= next_check:
+                    why = check(pending)
+                    if why is None:
+                        done = time.monotonic()
+                        for k in pending:
+                            samples.append((k.kind, done - k.at))
+                            log(f"{done - t0:5.1f}s converged {done - k.at:.1f}s after killing {k.kind}")
+                        pending = []
+                    next_check = time.monotonic() + 0.5
+                else:
+                    time.sleep(0.1)
+            elif churn.asked < pods * (now - t0) / seconds:  # paced: the budget spread over the run
                 churn.step()
             else:
                 time.sleep(0.1)
         t_stop = time.monotonic()
         churn.settle()
         log(f"killing stopped; {churn.asked} pods asked for, ops {dict(churn.ops)}")
-        why = "never checked"
         convergence = None
         while time.monotonic() - t_stop < converge_timeout:
-            try:
-                why = converged(api, cfg, churn)
-            except (httpx.HTTPError, KeyError, ValueError) as e:
-                why = f"{type(e).__name__}: {e}"
+            why = check(pending)
             if why is None:
-                convergence = time.monotonic() - t_stop
+                done = time.monotonic()
+                convergence = done - t_stop
+                for k in pending:
+                    samples.append((k.kind, done - k.at))
+                pending = []
                 break
             time.sleep(0.5)
         log(f"converged in {convergence}s" if convergence is not None else f"not converged: {why}")
@@ -554,7 +682,12 @@ def run(*, seconds: float | None = None, pods: int | None = None, seed: int | No
         watch.stop_event.set()
         figures.update(
             convergence_seconds=None if convergence is None else round(convergence, 2),
-            not_converged=why, kills=dict(kills), pods_asked=churn.asked, ops=dict(churn.ops),
+            not_converged=why,
+            convergence_after_kills=_summary([t for _, t in samples]),
+            convergence_after_kill_by_kind={kind: _summary([t for k, t in samples if k == kind])
+                                            for kind in sorted({k for k, _ in samples})},
+            kills_not_converged=[k.kind for k in pending],
+            kills=dict(kills), pods_asked=churn.asked, ops=dict(churn.ops),
             failed_requests=churn.failed, leftovers={n: len(v) for n, v in left.items()},
             leftover_items=left, violations=list(watch.violations), watch_events=watch.events,
             watch_resumes=watch.resumes, watch_relists=watch.relists,

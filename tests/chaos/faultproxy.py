@@ -14,7 +14,9 @@ What it guarantees
   answer cut after its headers (the request did reach the server), and watch streams cut
   after a random 1..N events, and any other error code (`p_error`); `Faults.only` limits
   them to the requests a regex finds in "METHOD path?query". A cut closes the TCP connection mid-response, as a
-  crashing server or a dropped link would.
+  crashing server or a dropped link would. `set_faults(f, listener=name)` gives one
+  listener faults of its own (one component cut off while the others see the common
+  faults); `set_faults(None, listener=name)` returns it to the common ones.
 - Every request is recorded (monotonic time, listener, method, path, fault or ""), so
   a test reads request rates and faults by kind from `records()` / `figures()`.
 
@@ -99,6 +101,7 @@ class FaultProxy:
         self._faults = faults
         self._lock = threading.Lock()
         self._records: list[Record] = []
+        self._by_listener: dict[str, Faults] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="faultproxy", daemon=True)
         self._thread.start()
@@ -108,9 +111,16 @@ class FaultProxy:
 
     # -- the test's side --------------------------------------------------------------
 
-    def set_faults(self, faults: Faults) -> None:
+    def set_faults(self, faults: Faults | None, *, listener: str | None = None) -> None:
+        """The faults of every listener, or of `listener` alone (None: the common ones)."""
         with self._lock:
-            self._faults = faults
+            if listener is None:
+                assert faults is not None
+                self._faults = faults
+            elif faults is None:
+                self._by_listener.pop(listener, None)
+            else:
+                self._by_listener[listener] = faults
 
     def records(self) -> list[Record]:
         with self._lock:
@@ -175,7 +185,7 @@ class FaultProxy:
         """The fault for one request, its delay, the events before a watch's cut (0: none)
         and the Retry-After of a 429 or 503 (-1: none)."""
         with self._lock:
-            f, rng = self._faults, self._rng
+            f, rng = self._by_listener.get(name, self._faults), self._rng
             if f.only and not re.search(f.only, f"{method} {path}?{query}"):
                 f = NO_FAULTS
             u = rng.random()
