@@ -1,6 +1,7 @@
 import os
 import re
 import shutil
+import time
 import uuid
 
 import pytest
@@ -67,6 +68,58 @@ def pytest_xdist_make_scheduler(config, log):
                 return "host"
             return super()._split_scope(nodeid)
     return HostGroupScheduling(config, log)
+
+
+def _minik8s_cgroups() -> dict[str, bool]:
+    """The cgroups named minik8s* where kubelets put their pods' parent (minik8s-<node>)
+    and `minik8s up` its cluster's tree (minik8s-<id>), directly under this process's own
+    cgroup in every hierarchy (kubelet/runtime/linux/cgroups.bases): name -> whether
+    any process is left in one. Only names found in EVERY hierarchy: both make theirs in
+    each, and a machine that gives each session a cgroup of its own in one hierarchy
+    (a sandbox's memory cgroup, say) keeps other sessions' cgroups out of the count."""
+    from kubelet.runtime.linux.cgroups import bases
+    found: list[dict[str, bool]] = []
+    for base in bases():
+        here: dict[str, bool] = {}
+        try:
+            names = [e.name for e in os.scandir(base) if e.is_dir() and e.name.startswith("minik8s")]
+        except OSError:
+            names = []
+        for name in names:
+            busy = False
+            for d, _dirs, _files in os.walk(os.path.join(base, name)):
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as f:
+                        busy = busy or bool(f.read().strip())
+                except OSError:
+                    pass
+            here[name] = busy
+        found.append(here)
+    common = set.intersection(*(set(h) for h in found)) if found else set()
+    return {n: any(h[n] for h in found) for n in common}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leaked_cgroups(request):
+    """A host-group module (run as root) leaves no cgroup of its kubelets or clusters
+    behind: one that appeared while the module ran and is still there, empty, a few
+    seconds after its last fixture ended is an error of the module's last test. (Only
+    host-group modules run kubelets or clusters, one at a time on one worker, so what
+    appears meanwhile is the module's; suites run side by side on one machine can
+    see each other's, unless each has a cgroup of its own, see above.)"""
+    path = str(request.path)
+    if os.geteuid() != 0 or not touches_host(path):
+        yield
+        return
+    before = set(_minik8s_cgroups())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        left = sorted(n for n, busy in _minik8s_cgroups().items() if n not in before and not busy)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, f"{os.path.relpath(path)} left empty cgroups behind: {left}"
 
 
 @pytest.fixture(scope="session")
