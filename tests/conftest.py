@@ -25,10 +25,13 @@ def pytest_runtest_setup(item):
 # that touches host-global state runs in ONE group, "host": its tests run one after another
 # on one worker, as in a serial run, never beside another such module: network namespaces,
 # veths, nft (the `ip minik8s-proxy` table), cgroups, mounts, fixed ports (53, 6443/6444,
-# 8472, 10250), /etc, /var and /run paths, root, "the machine as it was" checks, `minik8s
-# up` clusters, the lab. A module is in "host" when it lives in tests/upcluster/ or
-# tests/chaos/, or its source matches HOST_GLOBAL below (conservative: a false match costs
-# only parallelism); a module the regex misses says `pytestmark = pytest.mark.host`.
+# 8472, 10250) bound, /etc, /var and /run paths, root (geteuid), "the machine as it was"
+# checks, `minik8s up` clusters, the lab. A module is in "host" when it lives in
+# tests/upcluster/ or tests/chaos/, or its source matches HOST_GLOBAL below (conservative:
+# a false match costs only parallelism), or it imports from a test module in "host" (it
+# shares that module's fixtures, kubelets and all); a module all these miss says
+# `pytestmark = pytest.mark.host`. The words are matched as words: `mountPath`,
+# `conftest` or a `kube.test:6443` URL touch nothing, and cost the group a module each.
 # Everything else must be safe beside any other test: its own processes on free ports
 # (tests/procs.py), tmp_path, its own namespace (`ns`) or its own API server
 # (`private_apiserver`) for cluster-wide subjects. Per worker, the session fixtures
@@ -36,23 +39,31 @@ def pytest_runtest_setup(item):
 # The grouping is a scheduler of ours (xdist's LoadGroupScheduling, scoped by module path),
 # not xdist_group marks: with pytest 9.2, xdist 3.8 drops those marks' groups silently
 # (pytest-dev/pytest-xdist#1386), and the controller, which schedules, sees only node ids.
+# xdist hands out the scope with the most tests first, so "host", the longest, starts at once.
 HOST_GLOBAL = re.compile(
-    r"geteuid|netns|nft|cgroup|unshare|mount|/run/|/var/|/etc/|\b(?:53|6443|6444|8472|10250)\b"
-    r"|Lab\(|labhost|podnet|iptables|ip link|veth|\broot\b|mark\.host\b")
+    r"geteuid|netns|\bnft\b|cgroup|unshare|\bmount\b|/run/|/var/|/etc/"
+    # a fixed port bound: a (host, port) pair or a --*port flag's value
+    r"|(?:[\"']\s*,\s*|--[\w-]*port[= \"',]+)(?:53|6443|6444|8472|10250)\b"
+    r"|Lab\(|labhost|podnet|iptables|ip link|\bveth|mark\.host\b")
 HOST_PACKAGES = {"upcluster", "chaos"}
+IMPORTS_TEST_MODULE = re.compile(r"^from tests\.(test_\w+) import", re.M)
 _host_modules: dict[str, bool] = {}
 
 
 def touches_host(path: str) -> bool:
     """Whether the test module at `path` is in the "host" group."""
     if path not in _host_modules:
+        _host_modules[path] = False  # an import cycle ends here
         try:
             with open(path, encoding="utf-8") as f:
                 source = f.read()
         except OSError:
             source = ""
         parts = set(os.path.normpath(path).split(os.sep)[:-1])
-        _host_modules[path] = bool(parts & HOST_PACKAGES or HOST_GLOBAL.search(source))
+        _host_modules[path] = bool(
+            parts & HOST_PACKAGES or HOST_GLOBAL.search(source)
+            or any(touches_host(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{m}.py"))
+                   for m in IMPORTS_TEST_MODULE.findall(source)))
     return _host_modules[path]
 
 
