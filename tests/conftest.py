@@ -42,8 +42,8 @@ def pytest_runtest_setup(item):
 # xdist hands out the scope with the most tests first, so "host", the longest, starts at once.
 HOST_GLOBAL = re.compile(
     r"geteuid|netns|\bnft\b|cgroup|unshare|\bmount\b|/run/|/var/|/etc/"
-    # a fixed port bound: a (host, port) pair or a --*port flag's value
-    r"|(?:[\"']\s*,\s*|--[\w-]*port[= \"',]+)(?:53|6443|6444|8472|10250)\b"
+    # a fixed port bound: an (address, port) pair or a --*port flag's value
+    r"|(?:[\"'](?:[\d.:]*|localhost)[\"']\s*,\s*|--[\w-]*port[= \"',]+)(?:53|6443|6444|8472|10250)\b"
     r"|Lab\(|labhost|podnet|iptables|ip link|\bveth|mark\.host\b")
 HOST_PACKAGES = {"upcluster", "chaos"}
 IMPORTS_TEST_MODULE = re.compile(r"^from tests\.(test_\w+) import", re.M)
