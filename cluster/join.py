@@ -24,8 +24,9 @@ What it does, in kubeadm's phases:
 
 Every user mistake is one line on stderr, `error: <cause>; <fix>`, exit code 1. A join that
 fails after it has started writing undoes itself: the units it installed are removed and
-every file and directory it (or the kubelet it started) made is deleted, so the host is
-as it was and the same join can be run again.
+every file and directory it (or the kubelet it started) made is deleted, and so are the
+kubelet's pods, bridge and cgroup (`minik8s-<node>`), so the host is as it was and the
+same join can be run again.
 
 The worker's kubeconfigs name `cluster.discovery.node_api_server(join address)`.
 """
@@ -376,9 +377,8 @@ class Undo:
             # Before its root goes: what the kubelet made outside the layout, the cgroup
             # parent `minik8s-<node>` above all, which no later `minik8s reset` could find
             # once the host's config is gone.
-            from cluster.reset import reset_kubelet
             try:
-                reset_kubelet(self.lay, self.node_name)
+                _reset_kubelet(self.lay, self.node_name)
             except OSError as exc:
                 problems.append(f"the kubelet's pods, bridge and cgroup: {exc.strerror or exc}")
         # The kubelet writes under dirs join made (its kubeconfig, certificates); files it
@@ -393,6 +393,17 @@ class Undo:
         for d in sorted(self.dirs, key=len, reverse=True):
             shutil.rmtree(d, ignore_errors=True)
         return problems
+
+
+def _reset_kubelet(lay: layouts.Layout, node_name: str) -> list[str]:
+    """What the kubelet of `node_name` made outside the layout's files, removed as
+    `minik8s reset` removes it (cluster/reset.py): its pods, its bridge, its cgroup
+    parent `minik8s-<node>`."""
+    if os.geteuid() != 0 or not os.path.isdir(lay.kubelet_dir):
+        return []
+    from kubelet.main import default_bridge
+    from kubelet.runtime.linux.runtime import reset_node
+    return reset_node(lay.kubelet_dir, bridge=default_bridge(node_name), cgroup_parent=f"minik8s-{node_name}")
 
 
 def _track_unit_dirs(undo: Undo) -> None:

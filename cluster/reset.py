@@ -229,18 +229,14 @@ def _kill_leftovers(layout: Layout) -> list[str]:
 
 
 def _reset_kubelet(layout: Layout, cfg) -> list[str]:
-    name = cfg.nodeName if cfg is not None else None
-    return reset_kubelet(layout, name) if name else []
-
-
-def reset_kubelet(layout: Layout, node_name: str) -> list[str]:
-    """What the kubelet of `node_name` made outside the layout's files (its pods, bridge
-    and cgroup parent `minik8s-<node>`), removed; shared with a failed join's rollback."""
     if os.geteuid() != 0 or not os.path.isdir(layout.kubelet_dir):
         return []
     from kubelet.main import default_bridge
     from kubelet.runtime.linux.runtime import reset_node
-    return reset_node(layout.kubelet_dir, bridge=default_bridge(node_name), cgroup_parent=f"minik8s-{node_name}")
+    name = cfg.nodeName if cfg is not None else None
+    if name is None:
+        return []
+    return reset_node(layout.kubelet_dir, bridge=default_bridge(name), cgroup_parent=f"minik8s-{name}")
 
 
 def _remove_links() -> list[str]:
