@@ -703,7 +703,8 @@ class API:
 
     async def _keep_kubernetes_service(self) -> None:
         while True:
-            await asyncio.sleep(kubernetesservice.INTERVAL)
+            await asyncio.sleep(getattr(self.flags, "endpoint_reconciler_interval", None)
+                                or kubernetesservice.INTERVAL)
             try:
                 await self.reconcile_kubernetes_service()
             except (StorageError, errors.APIError, OSError) as e:  # the next round tries again

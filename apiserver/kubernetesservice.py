@@ -1,7 +1,8 @@
 """The `default/kubernetes` Service and its Endpoints, kept by the API server as
 kube-apiserver's controlplane controller (pkg/controlplane/controller/kubernetesservice)
 keeps them:
-- at start, after the allocation repair (apiserver/allocators.py), and every 10 s after,
+- at start, after the allocation repair (apiserver/allocators.py), and every
+  --endpoint-reconciler-interval (10 s, as kube-apiserver's) after,
   the Service exists at the service range's first address (10.96.0.1 by default) with
   port 443 named `https`, TCP, targeting the server's secure port, labelled
   component=apiserver, provider=kubernetes; a Service whose ports or type were changed is

@@ -15,6 +15,7 @@
                       [--service-account-max-token-expiration DURATION]
                       [--service-cluster-ip-range 10.96.0.0/12]
                       [--service-node-port-range 30000-32767] [--advertise-address ADDR]
+                      [--endpoint-reconciler-interval 10s]
                       [--disable-admission-plugins ServiceAccount,NodeRestriction]
                       [--proxy-client-cert-file F --proxy-client-key-file F]
                       [--requestheader-client-ca-file F] [--requestheader-allowed-names LIST]
@@ -131,6 +132,13 @@ def parser(*, etcd_servers_help: str = "comma-separated etcd URLs") -> argparse.
     p.add_argument("--advertise-address", default="",
                    help="the address the kubernetes Service's endpoints give (default: the "
                         "first non-loopback --bind-address)")
+    p.add_argument("--endpoint-reconciler-interval", type=reconciler_interval, default=10.0,
+                   metavar="DURATION",
+                   help="time between rounds of the kubernetes Service's Endpoints and "
+                        "EndpointSlice reconciler, which also renew this server's master lease, "
+                        "a Go duration shorter than the lease's 15s (default 10s, "
+                        "kube-apiserver's; Kubernetes sets it only in code, for its integration "
+                        "tests, as ours set it for theirs)")
     p.add_argument("--compaction-window", type=float, default=300.0,
                    help="seconds of etcd history kept for watches (0: never compact)")
     p.add_argument("--bookmark-interval", type=float, default=5.0,
@@ -192,6 +200,17 @@ def disabled_admission_plugins(value: str) -> frozenset[str]:
         if name not in ADMISSION_PLUGINS:
             raise ValueError(f"disable-admission-plugins plugin {name!r} is unknown".replace("'", '"'))
     return frozenset(names)
+
+
+def reconciler_interval(v: str) -> float:
+    """--endpoint-reconciler-interval: more than zero, and shorter than the master lease's
+    TTL, or this server's own record would lapse between two of its rounds."""
+    from apiserver.kubernetesservice import LEASE_TTL
+    seconds = flags.duration(v)
+    if not 0 < seconds < LEASE_TTL:
+        raise argparse.ArgumentTypeError(
+            f"invalid interval {v!r}: want more than 0s and less than the master lease's {LEASE_TTL:g}s")
+    return seconds
 
 
 def security_options(args: argparse.Namespace) -> dict:

@@ -24,8 +24,9 @@ What it does, in kubeadm's phases:
 
 Every user mistake is one line on stderr, `error: <cause>; <fix>`, exit code 1. A join that
 fails after it has started writing undoes itself: the units it installed are removed and
-every file and directory it (or the kubelet it started) made is deleted, so the host is
-as it was and the same join can be run again.
+every file and directory it (or the kubelet it started) made is deleted, and so are the
+kubelet's pods, bridge and cgroup (`minik8s-<node>`), so the host is as it was and the
+same join can be run again.
 
 The worker's kubeconfigs name `cluster.discovery.node_api_server(join address)`.
 """
@@ -339,6 +340,7 @@ class Undo:
     files: list[str] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
     keep_log: str = ""  # where the kubelet's log is kept (outside the layout) for the user
+    node_name: str = ""  # whose kubelet's pods, bridge and cgroup go too
 
     def makedirs(self, path: str, mode: int = 0o755) -> None:
         missing = []
@@ -371,6 +373,14 @@ class Undo:
                 shutil.copyfile(self.lay.log("kubelet"), self.keep_log)
             except OSError as exc:
                 problems.append(f"keeping the kubelet's log: {exc.strerror}")
+        if self.node_name:
+            # Before its root goes: what the kubelet made outside the layout, the cgroup
+            # parent `minik8s-<node>` above all, which no later `minik8s reset` could find
+            # once the host's config is gone.
+            try:
+                _reset_kubelet(self.lay, self.node_name)
+            except OSError as exc:
+                problems.append(f"the kubelet's pods, bridge and cgroup: {exc.strerror or exc}")
         # The kubelet writes under dirs join made (its kubeconfig, certificates); files it
         # wrote elsewhere are the ones named here.
         for path in [*self.files, self.lay.kubelet_conf]:
@@ -383,6 +393,17 @@ class Undo:
         for d in sorted(self.dirs, key=len, reverse=True):
             shutil.rmtree(d, ignore_errors=True)
         return problems
+
+
+def _reset_kubelet(lay: layouts.Layout, node_name: str) -> list[str]:
+    """What the kubelet of `node_name` made outside the layout's files, removed as
+    `minik8s reset` removes it (cluster/reset.py): its pods, its bridge, its cgroup
+    parent `minik8s-<node>`."""
+    if os.geteuid() != 0 or not os.path.isdir(lay.kubelet_dir):
+        return []
+    from kubelet.main import default_bridge
+    from kubelet.runtime.linux.runtime import reset_node
+    return reset_node(lay.kubelet_dir, bridge=default_bridge(node_name), cgroup_parent=f"minik8s-{node_name}")
 
 
 def _track_unit_dirs(undo: Undo) -> None:
@@ -417,7 +438,8 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         raise JoinError(f"lost the control plane at {discovery.https_url(req.endpoint)} after discovery "
                         f"({str(exc) or type(exc).__name__})",
                         "check that it is up, then run the same join again") from None
-    undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name))
+    undo = Undo(lay, keep_log="" if units.systemd_runs(lay) else kept_kubelet_log(req.node_name),
+                node_name=req.node_name)
     try:
         cluster_name = info.cluster_name or DEFAULT_CLUSTER_NAME
         say(f"[kubelet-start] Writing the CA to {os.path.join(lay.pki, 'ca.crt')} and the bootstrap "
@@ -441,7 +463,8 @@ async def join(req: Request, lay: layouts.Layout, *, out=sys.stdout) -> int:
         say("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap")
         await wait_joined(req, lay, server, info.ca_pem)
     except BaseException:
-        problems = undo.rollback()
+        # In a thread: the kubelet's reset speaks netlink through pyroute2's own event loop.
+        problems = await asyncio.to_thread(undo.rollback)
         for p in problems:
             print(f"warning: undoing the join: {p}", file=sys.stderr)
         raise

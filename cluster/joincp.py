@@ -181,7 +181,8 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
                          podSubnet=config.pod_subnet or lab.DEFAULT_POD_CIDR, serviceSubnet=config.service_subnet,
                          networkBackend=config.network_backend,
                          controllerManagerExtraArgs=dict(config.controller_manager_extra_args))
-    undo = join.Undo(lay, keep_log=join.kept_kubelet_log(req.node_name) if not units.systemd_runs(lay) else "")
+    undo = join.Undo(lay, keep_log=join.kept_kubelet_log(req.node_name) if not units.systemd_runs(lay) else "",
+                     node_name=req.node_name)
     member: etcdmembers.Member | None = None
     node_existed: bool | None = None
     etcd_eps: list[str] = []
@@ -261,7 +262,7 @@ async def join_control_plane(req: join.Request, lay: layouts.Layout, *, key: str
                 await asyncio.to_thread(_delete_node, lay, cfg.nodeName)
             except lab.LabError as e:
                 problems.append(f"deleting Node {cfg.nodeName}: {e}")
-        problems += undo.rollback()
+        problems += await asyncio.to_thread(undo.rollback)  # pyroute2 runs its own event loop
         for p in problems:
             print(f"warning: undoing the join: {p}", file=sys.stderr)
         raise

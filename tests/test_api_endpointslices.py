@@ -178,9 +178,10 @@ KUBERNETES_SLICE = f"{GV}/namespaces/default/endpointslices/kubernetes"
 
 @pytest.fixture(scope="module")
 def advertised():
-    """A server of its own that advertises a routable address (it need not own it)."""
+    """A server of its own that advertises a routable address (it need not own it), its
+    kubernetes Service reconciled every second rather than kube-apiserver's 10 s."""
     e = Etcd().start()
-    s = APIServer(e.url, "--advertise-address", "192.0.2.10").start()
+    s = APIServer(e.url, "--advertise-address", "192.0.2.10", "--endpoint-reconciler-interval", "1s").start()
     yield s
     s.stop()
     e.stop()
@@ -197,7 +198,7 @@ def test_the_kubernetes_service_has_its_slice_next_to_its_endpoints(advertised):
         assert s["ports"] == [{"name": "https", "port": advertised.port, "protocol": "TCP"}]
         ep = c.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
         assert ep["subsets"][0]["addresses"] == [{"ip": "192.0.2.10"}]
-        # Taken away or changed, it is put back on the next round (every 10 s).
+        # Taken away or changed, it is put back on the next round.
         s["endpoints"] = [{"addresses": ["192.0.2.99"]}]
         assert c.put(KUBERNETES_SLICE, json=s).status_code == 200
         wait_for(lambda: c.get(KUBERNETES_SLICE).json()["endpoints"][0]["addresses"] == ["192.0.2.10"],

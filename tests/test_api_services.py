@@ -23,7 +23,8 @@ def etcd():
 
 @pytest.fixture(scope="module")
 def server(etcd):
-    s = APIServer(etcd.url).start()
+    """Its kubernetes Service reconciled every second (kube-apiserver's: every 10 s)."""
+    s = APIServer(etcd.url, "--endpoint-reconciler-interval", "1s").start()
     yield s
     s.stop()
 
@@ -359,7 +360,7 @@ def test_kubernetes_service_comes_back_after_a_delete(http, server):
         svc = http.get(f"{SVCS}/kubernetes")
         ep = http.get("/api/v1/namespaces/default/endpoints/kubernetes")
         return svc.status_code == 200 and ep.status_code == 200 and svc.json()
-    # kube-apiserver's controller puts them back on its next round (every 10 s).
+    # kube-apiserver's controller puts them back on its next round.
     svc = wait_for(back, timeout=30, interval=0.2, what="the kubernetes Service back")
     assert svc["spec"]["clusterIP"] == "10.96.0.1"
 

@@ -62,3 +62,13 @@ def test_verbosity_flag_is_checked():
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "apiserver", "-v", "x"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "invalid verbosity 'x'" in out.stderr
+
+
+def test_endpoint_reconciler_interval_is_checked():
+    """Shorter than the master lease (15 s) and more than nothing, or the server's own
+    lease would lapse between its rounds: a usage error, nothing started."""
+    for bad, why in (("20s", "less than the master lease's 15s"), ("0", "more than 0s"),
+                     ("soon", "invalid duration 'soon'")):
+        out = subprocess.run([sys.executable, "-m", "cluster.cli", "apiserver", "--plain-http",
+                              "--endpoint-reconciler-interval", bad], capture_output=True, text=True)
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr, out.stderr

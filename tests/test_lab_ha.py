@@ -1,7 +1,8 @@
 """A highly available control plane for real, on lab hosts (tests/labhost.py: a network
 and a mount namespace each, their files under MINIK8S_ROOTs of their own) linked by a
 bridge: `init --upload-certs` on host a; a control-plane join on host c whose API server
-cannot start, rolled back to an etcd of one member and an empty host; a control-plane
+cannot start, rolled back to an etcd of one member and an empty host (its kubelet's
+cgroup gone too); a control-plane
 join on host b giving etcd two healthy members and two API servers; host a's API
 server hung (SIGSTOP, by PID) while host b's serves reads and writes and the
 `default/kubernetes` Endpoints drop a; then `reset` on b leaving etcd with one member.
@@ -19,6 +20,7 @@ import pytest
 
 from cluster import units
 from cluster.layout import Layout
+from kubelet.runtime.linux.cgroups import Hierarchies
 from tests.labhost import LabHost, minik8s
 from tests.procs import wait_for
 
@@ -132,11 +134,13 @@ def test_a_control_plane_join_that_fails_after_member_add_rolls_back(lab):
     assert r.returncode == 1, r.stdout[-3000:]
     assert "[etcd] Adding this host to etcd" in r.stdout
     errs = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert errs == [errs[0]] and "kube-apiserver keeps exiting" in errs[0], r.stderr
+    assert len(errs) == 1 and "kube-apiserver keeps exiting" in errs[0], r.stderr
     assert "[rollback] removed etcd member" in r.stderr
     assert members(a) == [[a.node, False]]
     assert kubectl(a, "get", "node", c.node).returncode != 0  # the Node its kubelet registered is gone
     assert tree(c.root) == before
+    # nor the cgroup parent its kubelet made for pods, which no later reset could find
+    assert not [d for d in Hierarchies(f"minik8s-{c.node}").dirs if os.path.isdir(d)]
     assert units.supervisor_pid(c.layout) is None
     assert kubectl(a, "get", "--raw", "/readyz").returncode == 0
 
