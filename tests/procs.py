@@ -350,7 +350,11 @@ class APIServer(Component):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
             return httpx.get(self.url + "/readyz", timeout=1, verify=tls).status_code == 200
-        wait_for(ready, what="apiserver")
+        try:
+            wait_for(ready, what="apiserver")
+        except BaseException:
+            self.stop()  # a server that never got ready is not left running
+            raise
         return self
 
 
