@@ -868,7 +868,10 @@ class Kubelet:
             retry.append(CREATE_RETRY)
             return
         v.runs.append(run)
-        if run.state == "exited":  # it could not be started (StartError)
+        # Only a run that never started failed to start: a quick command (or a loaded
+        # node, where this thread gets the CPU back late) can have exited, Completed,
+        # by the time its status is read, and that container did start.
+        if run.state == "exited" and run.started_at is None:  # StartError
             w.exits.setdefault(run.id, self.clock.monotonic())
             self._event(w, WARNING, "Failed", f"Error: {run.message}", container=name)
             retry.append(0.0)  # the restart policy decides at once

@@ -28,6 +28,10 @@ read it from the connection's SSL object. Which run of a container a log request
 follows the kubelet (validateContainerLogStatus): the running or last terminated run,
 `previous` the one before; errors are `kind: Status` bodies.
 
+No step of an exec blocks the kubelet's event loop: finding the container, starting the
+command (the runtime's fork server) and collecting its exit code run in the kubelet's
+thread pool; the output is read through the loop's pipe transports.
+
 Exec frames carry a leading channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a Status
 JSON with the exit code when it is not 0), 4 resize (ignored), and with v5 255 close (the
 client's stdin is done). There is no TTY: with `tty` the command's stderr goes to stdout.
@@ -330,7 +334,10 @@ class KubeletServer:
                 if step not in done or step.exception() is not None:  # the client left
                     proc.kill()
                     return
-            code = proc.wait()
+            # The command has exited, but its helper may not have reported the code yet
+            # (on a loaded node, seconds later): wait for it off the event loop, which
+            # serves every other exec, log and probe meanwhile.
+            code = await self.kubelet.blocking(proc.wait)
             status = {"metadata": {}, "status": "Success"} if code == 0 else {
                 "metadata": {}, "status": "Failure",
                 "message": f"command terminated with non-zero exit code: error executing command "

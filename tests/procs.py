@@ -61,16 +61,18 @@ def free_port() -> int:
 
 
 def wait_for(cond, timeout=30.0, interval=0.02, what="condition"):
+    """cond()'s first truthy value; TimeoutError naming `what` and what cond() last gave
+    (its value or exception), so a timeout in CI says where it stood."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            value = cond()
-        except Exception:  # noqa: BLE001 - a poll target may not be up yet
-            value = None
+            value = last = cond()
+        except Exception as e:  # noqa: BLE001 - a poll target may not be up yet
+            value, last = None, e
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
+            raise TimeoutError(f"timed out waiting for {what} (last: {last!r:.500})")
         time.sleep(interval)
 
 
@@ -365,7 +367,11 @@ class APIServer(Component):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apiserver exited: {self.log()}")
             return httpx.get(self.url + "/readyz", timeout=1, verify=tls).status_code == 200
-        wait_for(ready, what="apiserver")
+        try:
+            wait_for(ready, what="apiserver")
+        except BaseException:
+            self.stop()  # a server that never got ready is not left running
+            raise
         return self
 
 

@@ -6,7 +6,8 @@ own (as tests/test_kubelet_sync.py builds one).
 Each test's node has its own store, bridge, cgroup parent and pod network, torn down
 afterwards; downloads are counted at the registry (its access log). The back-off test
 steps an injected clock instead of sleeping; every wait is a poll or a watch with a timeout
-that only catches hangs.
+that only catches hangs, and a wait that times out says what it last saw of the pod, its
+events and its kubelet's worker (tests/kubelet_diag.py).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from kubelet.node import Node, node_images
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.server import KubeletServer
+from tests.kubelet_diag import pod_report, until
 from tests.images_fixtures import (PASSWORD, USER, Registry, TamperingProxy, _run, _tar,  # noqa: F401
                                    auth_registry, oci_images, plain_registry)
 from tests.procs import APIServer, default_service_account, free_port, root_ca_configmap
@@ -44,6 +46,7 @@ TOKEN = "kubelet-pull-test-" + uuid.uuid4().hex
 TOKEN_ENV = "MINIK8S_KUBELET_TOKEN"
 KUBECTL = shutil.which("kubectl")
 INSECURE = RegistryHostConfig(insecure=True)
+KUBELETS: dict[str, PullNode] = {}  # the running nodes by name, for the waits' reports
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +106,11 @@ class PullNode:
                          capacity={"cpu": "2", "memory": "4Gi", "pods": "20"},
                          images=lambda: node_images(self.service))
         await self.node.register()
+        KUBELETS[self.name] = self
         return self
 
     async def close(self) -> None:
+        KUBELETS.pop(self.name, None)
         if self.serving is not None:
             self.serving.cancel()
             await asyncio.gather(self.serving, return_exceptions=True)
@@ -152,16 +157,9 @@ def pod(name: str, node: PullNode, image: str, *, container: dict | None = None,
                      "containers": [{"name": "c", "image": image, **(container or {})}], **spec}}
 
 
-async def until(pred, timeout=60.0, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+def report(client: Client, ns: str, name: str):
+    """For a wait's TimeoutError: the pod as last seen, its events, and its kubelet's side."""
+    return lambda: pod_report(client, ns, name, kubelets=[n.kl for n in KUBELETS.values() if n.kl])
 
 
 async def cstatus(client: Client, ns: str, name: str) -> dict:
@@ -173,7 +171,7 @@ async def waiting(client: Client, ns: str, name: str, reason: str, timeout: floa
     async def check():
         w = ((await cstatus(client, ns, name)).get("state") or {}).get("waiting") or {}
         return w if w.get("reason") == reason else None
-    return await until(check, timeout, what=f"{name} waiting {reason}")
+    return await until(check, timeout, what=f"{name} waiting {reason}", report=report(client, ns, name))
 
 
 async def first_waiting(client: Client, created: dict, reason: str, timeout: float = 60.0) -> dict:
@@ -194,14 +192,15 @@ async def first_waiting(client: Client, created: dict, reason: str, timeout: flo
     try:
         return await asyncio.wait_for(watch(), timeout)
     except TimeoutError:
-        raise TimeoutError(f"timed out waiting for {meta['name']} waiting {reason}") from None
+        state = await report(client, meta["namespace"], meta["name"])()
+        raise TimeoutError(f"timed out waiting for {meta['name']} waiting {reason}; last seen:\n{state}") from None
 
 
 async def phase(client: Client, ns: str, name: str, want: str, timeout: float = 60.0) -> dict:
     async def check():
         p = await client.get("pods", name, namespace=ns)
         return p if (p.get("status") or {}).get("phase") == want else None
-    return await until(check, timeout, what=f"{name} {want}")
+    return await until(check, timeout, what=f"{name} {want}", report=report(client, ns, name))
 
 
 async def events(client: Client, ns: str, name: str) -> list[tuple[str, str, str]]:
@@ -215,7 +214,7 @@ async def events(client: Client, ns: str, name: str) -> list[tuple[str, str, str
 async def has_event(client: Client, ns: str, name: str, reason: str, text: str, timeout: float = 30.0) -> None:
     async def check():
         return any(r == reason and text in m for _, r, m in await events(client, ns, name))
-    await until(check, timeout, what=f"event {reason} {text!r} of {name}")
+    await until(check, timeout, what=f"event {reason} {text!r} of {name}", report=report(client, ns, name))
 
 
 def manifest_gets(registry: Registry, repository: str) -> int:
@@ -381,7 +380,7 @@ async def test_registry_down_backs_off_then_runs_once_it_is_back(make_node, ns, 
 
         async def failed():
             return next((m for r, m in reasons if r == "ErrImagePull"), None)
-        message = await until(failed, what="ErrImagePull")
+        message = await until(failed, what="ErrImagePull", report=report(client, ns, "down"))
         assert registry.host in message and "connection refused" in message
         await has_event(client, ns, "down", "Failed", f'Failed to pull image "{image}": ')
         await has_event(client, ns, "down", "Failed", "Error: ErrImagePull")
@@ -394,7 +393,7 @@ async def test_registry_down_backs_off_then_runs_once_it_is_back(make_node, ns, 
 
             async def synced():
                 return worker.syncs > n and clock.pending > 0
-            await until(synced, what="a sync")
+            await until(synced, what="a sync", report=report(client, ns, "down"))
 
         # Within the 10 s back-off (the clock has not moved) the pod backs off, with the cause.
         await sync_now()
@@ -510,7 +509,7 @@ async def test_a_pod_whose_pull_hangs_holds_up_neither_another_pod_nor_its_delet
         async def gone():
             return not [p for p in (await client.list("pods", namespace=ns))["items"]
                         if p["metadata"]["name"] == "stuck"]
-        await until(gone, what="the stuck pod deleted")
+        await until(gone, what="the stuck pod deleted", report=report(client, ns, "stuck"))
         assert f"{host}/lab/app-a:v1" in node.service._inflight  # its pull had not ended
     finally:
         hang.close()

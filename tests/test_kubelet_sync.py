@@ -17,7 +17,7 @@ from kubelet.runtime import ContainerStatus, Resources
 from kubelet.runtime.linux.cgroups import Cgroup
 from kubelet.runtime.linux.runtime import LinuxRuntime
 from kubelet.status import ContainerView, conditions, container_status, phase, with_transition_times
-from tests.procs import root_ca_configmap
+from tests.procs import root_ca_configmap, wait_for
 from tests.test_kubelet_runtime import free_cidr
 
 
@@ -182,12 +182,15 @@ async def until(pred, timeout=30.0, what="condition"):
 
 
 @pytest.fixture
-async def kubelet(apiserver, tmp_path, http, ns):
+async def kubelet(request, apiserver, tmp_path, http, ns):
+    """(kubelet, its clock, a client); the runtime is a LinuxRuntime, or the subclass of
+    it a test passes as the fixture's (indirect) parameter."""
+    runtime_class = getattr(request, "param", LinuxRuntime)
     root_ca_configmap(http, ns)  # the pods' token volumes project it (no controller manager here)
     tag = uuid.uuid4().hex[:8]
     # pyroute2's IPRoute cannot run on a thread with a running event loop: netlink work
     # happens on other threads, as the kubelet's runtime calls do.
-    rt = LinuxRuntime(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
+    rt = runtime_class(str(tmp_path / "node"), pod_cidr=await asyncio.to_thread(free_cidr),
                       bridge=f"mk8st{tag}", cgroup_parent=f"minik8s-test-{tag}")
     client = Client(apiserver.connection())
     clock = FakeClock(start=1000.0)
@@ -268,3 +271,41 @@ async def test_crash_loop_back_off_doubles_and_resets_on_the_kubelet_clock(kubel
     await crash_and_see(4, "waiting", "back-off 10s")   # and the back-off starts over
     events = (await client.list("events", namespace=ns))["items"]
     assert any(e["reason"] == "BackOff" and e["type"] == "Warning" for e in events)
+
+
+class ExitsBeforeItsStartReturns(LinuxRuntime):
+    """start_container returns only once the container it started has exited: what a
+    loaded node does to a quick command when the kubelet's thread gets the CPU back
+    after the command has ended."""
+
+    def start_container(self, uid, config):
+        run = super().start_container(uid, config)
+        return wait_for(lambda: (st := self.container_status(run.id)) is not None and st.state == "exited" and st,
+                        what=f"container {run.id} to exit")
+
+
+@pytestmark_root
+@pytest.mark.parametrize("kubelet", [ExitsBeforeItsStartReturns], indirect=True)
+async def test_a_container_that_exited_before_its_start_returned_was_started_not_failed(kubelet, ns):
+    kl, _clock, client = kubelet
+    await client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "quick", "namespace": ns},
+                         "spec": {"nodeName": kl.node_name, "restartPolicy": "Never",
+                                  "terminationGracePeriodSeconds": 0,
+                                  "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}})
+
+    async def reasons():
+        return [(e["type"], e["reason"], e["message"]) for e in (await client.list("events", namespace=ns))["items"]
+                if e["involvedObject"]["name"] == "quick"]
+
+    async def started():
+        return any(r == "Started" for _, r, _ in await reasons())
+    await until(started, what="the Started event of quick")
+    assert ("Normal", "Created", "Created container c") in await reasons()
+    assert not [e for e in await reasons() if e[0] == "Warning" and e[1] == "Failed"]
+
+    async def succeeded():
+        p = await client.get("pods", "quick", namespace=ns)
+        return (p.get("status") or {}).get("phase") == "Succeeded" and p
+    p = await until(succeeded, what="quick Succeeded")
+    terminated = p["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "Completed" and terminated["exitCode"] == 0

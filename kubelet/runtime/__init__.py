@@ -252,8 +252,10 @@ class Runtime(ABC):
         config's user, entrypoint, cmd, env and working dir, combined with the
         container's as Kubernetes does; the image is leased until `remove_container`).
         A command that cannot be executed gives an exited container (reason StartError,
-        exit code 128); a container that cannot be created (an image not on the node, a
-        user the image does not name) raises CreateContainerError."""
+        exit code 128, no started_at); a container that cannot be created (an image not
+        on the node, a user the image does not name) raises CreateContainerError. A
+        container that started may have exited already when its status is returned
+        (started_at set)."""
 
     @abstractmethod
     def stop_container(self, container_id: str, *, grace_period: float = 30) -> ContainerStatus:
