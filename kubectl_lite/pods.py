@@ -9,7 +9,9 @@ exec speaks the `v5.channel.k8s.io` WebSocket protocol (offering `v4.channel.k8s
 well): every binary message starts with a channel byte, 0 stdin, 1 stdout, 2 stderr,
 3 error (a `Status` that also carries the command's exit code), 4 terminal resize
 (`{"Width","Height"}`), and under v5 255 "close" (`255, 0` ends stdin). The command's
-exit code becomes kubectl-lite's. The WebSocket is the `websockets` library's, opened
+exit code becomes kubectl-lite's. The WebSocket is the `websockets` library's asyncio
+client, driven from one thread by client/wsclient.py (the stdin pump sends while the main
+thread reads, which websockets' threaded client cannot do safely over TLS). It is opened
 as the session's other requests reach the server (`client.rest.Client.dial`): the same
 proxy (kubeconfig proxy-url, else HTTP(S)_PROXY / NO_PROXY; a CONNECT tunnel), the same
 tls-server-name and CA, the same credential (a token, a client certificate, an exec
@@ -237,8 +239,8 @@ def _open_websocket(s: Any, target: str, protocols: list[str] = PROTOCOLS) -> An
     import ssl
 
     from websockets.exceptions import InvalidProxyStatus, InvalidStatus
-    from websockets.sync.client import connect
 
+    from client.wsclient import connect
     from machinery.errors import from_status
     dial = s.client.run(s.client.aio.dial())
     secure = dial.server.startswith("https://")
@@ -249,14 +251,16 @@ def _open_websocket(s: Any, target: str, protocols: list[str] = PROTOCOLS) -> An
         # the proxy's certificate is checked as client/transport.py checks it
         proxy_ssl = dial.ssl_context or ssl.create_default_context()
     headers = {k: v for k, v in dial.headers.items() if k != "user-agent"}
+    # asyncio's create_connection takes TLS arguments only for a TLS connection
+    tls: dict[str, Any] = {"ssl": dial.ssl_context, "server_hostname": dial.server_hostname} if secure else {}
+    if proxy_ssl is not None:
+        tls["proxy_ssl"] = proxy_ssl
     try:
         return connect(url, subprotocols=protocols, additional_headers=headers,
                        user_agent_header=dial.headers.get("user-agent"),
-                       ssl=dial.ssl_context if secure else None,
-                       server_hostname=dial.server_hostname,
                        proxy=proxy.url_with_credentials if proxy is not None else None,
-                       proxy_ssl=proxy_ssl, open_timeout=s.timeout, compression=None,
-                       ping_interval=None, max_size=None)
+                       open_timeout=s.timeout, compression=None, ping_interval=None, max_size=None,
+                       **tls)
     except InvalidStatus as err:
         body, code = err.response.body or b"", err.response.status_code
         try:
@@ -277,7 +281,7 @@ class Session:
     """One exec stream: a stdin pump thread, terminal handling, and the reading loop."""
 
     def __init__(self, ws: Any, *, stdin: bool, tty: bool):
-        self.ws, self.stdin, self.tty = ws, stdin, tty  # a websockets.sync ClientConnection
+        self.ws, self.stdin, self.tty = ws, stdin, tty  # a client.wsclient.Connection
         self.v5 = ws.subprotocol == "v5.channel.k8s.io"
 
     def run(self) -> int:

@@ -132,7 +132,7 @@ def test_readyz_fails_while_etcd_is_down():
 
 def test_exec_upgrade_is_counted_as_kube_apiserver_counts_it(apiserver, http, ns):
     from websockets.exceptions import InvalidStatus
-    from tests.wsclient import connect
+    from client.wsclient import connect
 
     labels = dict(verb="GET", dry_run="", group="", version="v1", resource="pods", subresource="exec",
                   scope="resource", component="apiserver", code="404")

@@ -7,7 +7,7 @@ import json
 import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
-from tests.wsclient import connect
+from client.wsclient import connect
 
 from apiserver import registry
 from tests.util import pod

@@ -142,7 +142,7 @@ def test_a_write_with_a_bad_token_is_logged_with_401_and_no_user(server):
 
 
 def test_an_exec_websocket_is_logged_as_a_create_of_pods_exec(server):
-    from tests.wsclient import connect
+    from client.wsclient import connect
     ns = "audit-" + uuid.uuid4().hex[:6]
     with admin(server) as c:
         assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201

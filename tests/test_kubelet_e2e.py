@@ -28,7 +28,7 @@ import httpx
 import orjson
 import pytest
 from pyroute2 import IPRoute
-from tests.wsclient import connect
+from client.wsclient import connect
 
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -266,7 +266,7 @@ def test_token_webhook_knows_a_service_account_token_and_refuses_a_bad_one(api, 
 
 def _secure_exec(cluster: SecureCluster, ns: str, pod: str, script: str) -> tuple[int, bytes]:
     """exec through the secure API server's WebSocket as the admin (v5.channel.k8s.io)."""
-    from tests.wsclient import connect
+    from client.wsclient import connect
     url = cluster.url.replace("https://", "wss://") + (
         f"/api/v1/namespaces/{ns}/pods/{pod}/exec?command=sh&command=-c&command={quote(script, safe='')}"
         "&stdout=true&stderr=true")

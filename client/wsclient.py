@@ -1,4 +1,5 @@
-"""A blocking WebSocket client for tests whose socket is used by one thread only.
+"""A blocking WebSocket client whose socket is used by one thread only (kubectl-lite's
+exec and port-forward, and the tests').
 
 websockets' own blocking client (`websockets.sync.client`) reads in a background thread
 while the caller's thread writes, both on one `ssl.SSLSocket`, which is not safe to use
@@ -14,14 +15,20 @@ write of the socket happens there, one at a time; callers block on its results.
 `connect(url, **kwargs)` takes what `websockets.asyncio.client.connect` takes and returns
 a `Connection` (a context manager) with `subprotocol`, `response`, `send(data)`,
 `recv(timeout=None)` (TimeoutError when it passes; ConnectionClosed once closed) and
-`close()`. A refused upgrade raises websockets' InvalidStatus, as the sync client does.
+`close()`, and iterates over messages until the connection closes (normally: the loop
+ends; with an error: ConnectionClosedError), as the sync client's connection does. Any
+thread may send while another receives; the socket is touched only by the client's own.
+A refused upgrade raises websockets' InvalidStatus (InvalidProxyStatus for a proxy's
+refusal), as the sync client does.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
+
+from websockets.exceptions import ConnectionClosedOK
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _connect
@@ -57,7 +64,15 @@ class Connection:
     def recv(self, timeout: float | None = None) -> bytes | str:
         """The next message; TimeoutError after `timeout` seconds (the message, if one
         comes later, is not lost: websockets' recv may be cancelled)."""
-        return self._run(asyncio.wait_for(self._ws.recv(), timeout))
+        message: bytes | str = self._run(asyncio.wait_for(self._ws.recv(), timeout))
+        return message
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        try:
+            while True:
+                yield self.recv()
+        except ConnectionClosedOK:
+            return
 
     def close(self) -> None:
         if self._loop.is_closed():
