@@ -25,10 +25,19 @@ import os
 import threading
 from typing import Callable, NamedTuple
 
-from pyroute2 import IPRoute, NetlinkError, netns
+from pyroute2 import IPRoute, NetlinkError, config, netns
 
 from cluster.host import setns
 from cluster.state import ClusterConfig
+
+# pyroute2 reaches into a namespace (IPRoute(netns=...), netns.create) from a forked
+# child of this process. In its default "fork" mode that child runs pyroute2's wrapper,
+# whose last step, sending its answer, raises if the parent gave up on it meanwhile (a
+# busy machine): the exception skips the child's os._exit, and the fork carries on as a
+# second copy of this process (seen in the test suite: forked pytest workers, each in a
+# node's network namespace, running tests of their own). multiprocessing's fork always
+# ends in os._exit, whatever its target raised.
+config.child_process_mode = "mp"
 
 RTPROT_MINIK8S = 77  # marks routes the route syncer owns (a number /etc/iproute2/rt_protos leaves unnamed)
 NETNS_DIR = "/run/netns"
