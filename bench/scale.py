@@ -368,6 +368,8 @@ def measure(nodes: int, pods: int, args: argparse.Namespace, first: bool) -> dic
             if now > args.fill_timeout:
                 print(f"gave up after {now:.0f} s: {bound} bound, {running} Running")
                 break
+            if len(curve) % 60 == 0:  # a line a minute, for a run that takes half an hour
+                print(f"  {now:.0f} s: {bound} bound, {running} Running (load {os.getloadavg()[0]:.1f})", flush=True)
             time.sleep(1.0)
         fig["curve"] = curve
         rates = [((b1 - b0) / (t1 - t0_), b1) for (t0_, b0, _), (t1, b1, _) in zip(curve, curve[1:]) if t1 > t0_]

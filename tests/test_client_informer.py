@@ -14,21 +14,8 @@ from client.rest import Client
 from client.transport import LeanTransport
 from client.watch import Event
 from machinery import errors
-from tests.procs import APIServer, compact_etcd
+from tests.procs import APIServer, compact_etcd, eventually
 from tests.util import pod
-
-
-async def eventually(cond, timeout=30.0, what="condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = cond()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Story:
